@@ -1,0 +1,190 @@
+//! `flowc`: the Flow compiler's command line. `flowc check` reports every problem in a set of
+//! `.flow` files, for people (colours on a terminal), CI (JSON) and GitHub annotations.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use flow_compiler::diagnostics::{formats, render};
+use flow_compiler::sources::SourceLoader;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "flowc", version, about = "The Flow workflow language compiler")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check .flow files (directories are searched for *.flow) and report every problem.
+    Check {
+        /// Files or directories to check.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// How to print diagnostics.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Exit with status 1 when there are warnings, not only errors.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+    Github,
+}
+
+/// Exit statuses: 0 clean, 1 problems found, 2 usage or I/O error.
+const EXIT_PROBLEMS: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    // Deeply nested input is bounded by the parser, but give the checker room anyway.
+    let worker = std::thread::Builder::new()
+        .stack_size(256 * 1024 * 1024)
+        .spawn(move || run(cli));
+    match worker.map(|w| w.join()) {
+        Ok(Ok(code)) => code,
+        _ => {
+            eprintln!("flowc: internal error; please report it with the input that caused it");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check {
+            paths,
+            format,
+            deny_warnings,
+        } => check(&paths, format, deny_warnings),
+    }
+}
+
+fn check(paths: &[PathBuf], format: Format, deny_warnings: bool) -> ExitCode {
+    let files = match collect_flow_files(paths) {
+        Ok(files) => files,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let program = match flow_compiler::check_paths(&files, &FsLoader) {
+        Ok(program) => program,
+        Err(error) => {
+            eprintln!("error: cannot read `{}`: {}", error.path, error.reason);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let output = match format {
+        Format::Human => {
+            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let mut text = render::human(&program.diagnostics, &program.db, color);
+            text.push_str(&summary(&program, files.len()));
+            eprint!("{text}");
+            String::new()
+        }
+        Format::Json => formats::json(&program.diagnostics, &program.db) + "\n",
+        Format::Github => formats::github(&program.diagnostics, &program.db),
+    };
+    let mut stdout = std::io::stdout().lock();
+    if stdout.write_all(output.as_bytes()).is_err() {
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let failed = program.errors() > 0 || (deny_warnings && program.warnings() > 0);
+    if failed {
+        ExitCode::from(EXIT_PROBLEMS)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn summary(program: &flow_compiler::Program, checked: usize) -> String {
+    let files = if checked == 1 { "file" } else { "files" };
+    match (program.errors(), program.warnings()) {
+        (0, 0) => format!("checked {checked} {files}: no problems\n"),
+        (errors, warnings) => format!(
+            "checked {checked} {files}: {errors} error{}, {warnings} warning{}\n",
+            if errors == 1 { "" } else { "s" },
+            if warnings == 1 { "" } else { "s" },
+        ),
+    }
+}
+
+/// Expands directories into their `*.flow` files (recursively, sorted); files are kept as given.
+fn collect_flow_files(paths: &[PathBuf]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for path in paths {
+        let metadata = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read `{}`: {}", path.display(), describe_io(&e)))?;
+        if metadata.is_dir() {
+            let before = out.len();
+            walk(path, &mut out)
+                .map_err(|e| format!("cannot read `{}`: {}", path.display(), describe_io(&e)))?;
+            if out.len() == before {
+                return Err(format!("no .flow files found in `{}`", path.display()));
+            }
+        } else {
+            out.push(path_string(path));
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') || name == "target" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            walk(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "flow") {
+            out.push(path_string(&path));
+        }
+    }
+    Ok(())
+}
+
+fn path_string(path: &Path) -> String {
+    path.to_string_lossy().replace('\\', "/")
+}
+
+fn describe_io(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => error.to_string(),
+    }
+}
+
+struct FsLoader;
+
+impl SourceLoader for FsLoader {
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        let metadata = std::fs::metadata(path).map_err(|e| describe_io(&e))?;
+        if metadata.is_dir() {
+            return Err("it is a directory".to_string());
+        }
+        std::fs::read(path).map_err(|e| describe_io(&e))
+    }
+}

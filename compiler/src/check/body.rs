@@ -1,0 +1,2068 @@
+//! Checking workflow bodies: statements and expressions in, types and diagnostics out.
+//!
+//! Types flow both ways: an expected type (from an annotation, a parameter, the workflow's
+//! result) guides record literals, `[]` and `none`. Along the way the checker tracks a
+//! [`Flow`] so that it can tell, at each call of a `sensitive` tool, whether every path to
+//! it passed an approved decision (E0400), and warn about unreachable code and unused
+//! variables.
+
+use super::flow::Flow;
+use super::{Checked, FileScope, Value, WorkflowDef, from_stdlib, resolve_type};
+use crate::diagnostics::{Diagnostic, codes, did_you_mean};
+use crate::span::{FileId, Span};
+use crate::syntax::ast::{self, BinaryOp, ExprKind, PatternKind, StmtKind, UnaryOp};
+use crate::types::{Type, TypeDefKind, TypeId};
+use flow_stdlib as stdlib;
+
+pub fn check_workflow(
+    checked: &Checked,
+    file: FileId,
+    decl: &ast::WorkflowDecl,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let Some(workflow) = checked
+        .workflows
+        .iter()
+        .find(|w| w.file == file && w.span == decl.name.span)
+    else {
+        return;
+    };
+    let mut checker = BodyChecker {
+        checked,
+        scope: &checked.scopes[file.0 as usize],
+        file,
+        diagnostics,
+        locals: Vec::new(),
+        workflow,
+        flow: Flow::not_approved(
+            decl.name.span,
+            format!(
+                "no approval is awaited between the start of `{}` and the call",
+                decl.name.name
+            ),
+        ),
+        loops: Vec::new(),
+    };
+    for param in &workflow.params {
+        checker.locals.push(Local {
+            name: param.name.clone(),
+            ty: param.ty.clone(),
+            span: param.span,
+            mutable: false,
+            used: true,
+            decision: false,
+        });
+    }
+    let expected = (workflow.ret != Type::Unit).then_some(&workflow.ret);
+    let body_type = checker.check_block(&decl.body, expected);
+    checker.check_result(decl, &body_type);
+}
+
+struct Local {
+    name: String,
+    ty: Type,
+    span: Span,
+    mutable: bool,
+    used: bool,
+    /// Bound by `let d = await approval …`: `d.approved` narrows the flow.
+    decision: bool,
+}
+
+struct BodyChecker<'a> {
+    checked: &'a Checked,
+    scope: &'a FileScope,
+    file: FileId,
+    diagnostics: &'a mut Vec<Diagnostic>,
+    locals: Vec<Local>,
+    workflow: &'a WorkflowDef,
+    flow: Flow,
+    /// For each enclosing loop, the flow facts of its `break`s.
+    loops: Vec<Flow>,
+}
+
+/// How much of a matched value one pattern covers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Coverage {
+    Everything,
+    Variant(usize),
+    Bool(bool),
+    NoneValue,
+    Partial,
+}
+
+impl<'a> BodyChecker<'a> {
+    // ----- helpers ------------------------------------------------------------------
+
+    fn show(&self, ty: &Type) -> String {
+        format!("`{}`", ty.display(&self.checked.types))
+    }
+
+    fn error(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    fn lookup_local(&mut self, name: &str) -> Option<&mut Local> {
+        self.locals.iter_mut().rev().find(|l| l.name == name)
+    }
+
+    fn bind(&mut self, name: &ast::Ident, ty: Type, mutable: bool, decision: bool) {
+        self.locals.push(Local {
+            name: name.name.clone(),
+            ty,
+            span: name.span,
+            mutable,
+            used: false,
+            decision,
+        });
+    }
+
+    /// Drops the locals declared since `mark`, warning about the unused ones.
+    fn pop_scope(&mut self, mark: usize) {
+        let dropped: Vec<Local> = self.locals.drain(mark..).collect();
+        for local in dropped {
+            if !local.used && !local.name.starts_with('_') {
+                self.error(
+                    Diagnostic::warning(
+                        codes::UNUSED_VARIABLE,
+                        self.file,
+                        local.span,
+                        "never read",
+                    )
+                    .with_message(format!("Unused variable `{}`", local.name))
+                    .with_help(format!(
+                        "remove it, or name it `_{}` if it is meant to be unused",
+                        local.name
+                    )),
+                );
+            }
+        }
+    }
+
+    fn expect_type(&mut self, expr: &ast::Expr, expected: &Type) -> Type {
+        let found = self.check_expr(expr, Some(expected));
+        if !self.checked.types.assignable(&found, expected) {
+            self.mismatch(expr.span, expected, &found, None);
+        }
+        found
+    }
+
+    fn mismatch(
+        &mut self,
+        span: Span,
+        expected: &Type,
+        found: &Type,
+        because: Option<(FileId, Span, String)>,
+    ) {
+        let (e, f) = (self.show(expected), self.show(found));
+        let help = match (expected, found) {
+            (_, Type::Optional(inner)) if self.checked.types.assignable(inner, expected) => {
+                "this value may be `none`: give a default with `value ?? default`".to_string()
+            }
+            (Type::String, _) => {
+                "turn the value into text with `to_string(…)` or `\"${…}\"`".to_string()
+            }
+            (Type::Float, Type::Int) => {
+                "write the number with a decimal point, e.g. `2.0`".to_string()
+            }
+            (Type::Duration, Type::Int) => {
+                "give the number a unit: `30s`, `5m`, `48h`, `2d`".to_string()
+            }
+            (_, Type::Unit) => {
+                "this expression has no value; end the block with the value you want".to_string()
+            }
+            _ => format!("give a value of type {e} here, or change the declared type"),
+        };
+        let mut diagnostic = Diagnostic::error(
+            codes::TYPE_MISMATCH,
+            self.file,
+            span,
+            format!("expected {e}, found {f}"),
+        )
+        .with_note(format!("expected type: {e}\n   found type: {f}"))
+        .with_help(help);
+        if let Some((file, span, message)) = because {
+            diagnostic = diagnostic.with_label(file, span, message);
+        }
+        self.error(diagnostic);
+    }
+
+    fn check_result(&mut self, decl: &ast::WorkflowDecl, body_type: &Type) {
+        let ret = &self.workflow.ret;
+        if *ret == Type::Unit || matches!(body_type, Type::Never) {
+            return;
+        }
+        let tail = decl.body.stmts.last().and_then(|s| match &s.kind {
+            StmtKind::Expr(e) => Some(e),
+            _ => None,
+        });
+        match tail {
+            Some(expr) if *body_type != Type::Unit => {
+                if !self.checked.types.assignable(body_type, ret) {
+                    let because = self.workflow.ret_span.map(|s| {
+                        (
+                            self.file,
+                            s,
+                            "the workflow's result type is declared here".to_string(),
+                        )
+                    });
+                    self.mismatch(expr.span, ret, body_type, because);
+                }
+            }
+            _ => {
+                let end = Span::new(decl.body.span.end as usize - 1, decl.body.span.end as usize);
+                let ret_show = self.show(ret);
+                let mut diagnostic = Diagnostic::error(
+                    codes::MISSING_RETURN,
+                    self.file,
+                    end,
+                    format!("the workflow can reach its end here without a {ret_show}"),
+                )
+                .with_message(format!(
+                    "`{}` may end without returning a value",
+                    decl.name.name
+                ))
+                .with_help(format!(
+                    "end the workflow with a {ret_show} value, or `return` one on every path"
+                ));
+                if let Some(span) = self.workflow.ret_span {
+                    diagnostic =
+                        diagnostic.with_label(self.file, span, "the workflow promises this result");
+                }
+                self.error(diagnostic);
+            }
+        }
+    }
+
+    // ----- blocks and statements ----------------------------------------------------
+
+    fn check_block(&mut self, block: &ast::Block, expected: Option<&Type>) -> Type {
+        let mark = self.locals.len();
+        let mut warned = false;
+        let mut result = Type::Unit;
+        for (index, stmt) in block.stmts.iter().enumerate() {
+            if !self.flow.is_reachable() && !warned {
+                warned = true;
+                let last = block.stmts.last().map(|s| s.span).unwrap_or(stmt.span);
+                let mut diagnostic = Diagnostic::warning(
+                    codes::UNREACHABLE_CODE,
+                    self.file,
+                    stmt.span.to(last),
+                    "this code never runs",
+                )
+                .with_help("remove it, or move it before the statement that ends the path");
+                if index > 0 {
+                    diagnostic = diagnostic.with_label(
+                        self.file,
+                        block.stmts[index - 1].span,
+                        "every path through this ends here",
+                    );
+                }
+                self.error(diagnostic);
+            }
+            let is_last = index + 1 == block.stmts.len();
+            match &stmt.kind {
+                StmtKind::Expr(expr) if is_last => result = self.check_expr(expr, expected),
+                _ => self.check_stmt(stmt),
+            }
+            if is_last && !matches!(stmt.kind, StmtKind::Expr(_)) {
+                result = Type::Unit;
+            }
+        }
+        self.pop_scope(mark);
+        if !self.flow.is_reachable() {
+            return Type::Never;
+        }
+        result
+    }
+
+    fn check_stmt(&mut self, stmt: &ast::Stmt) {
+        match &stmt.kind {
+            StmtKind::Let {
+                mutable,
+                name,
+                ty,
+                value,
+            } => self.check_let(*mutable, name, ty.as_ref(), value),
+            StmtKind::Assign { target, value } => self.check_assign(target, value),
+            StmtKind::Expr(expr) => {
+                self.check_expr(expr, None);
+            }
+            StmtKind::While { cond, body } => {
+                let (when_true, when_false) = self.check_cond(cond);
+                self.flow = when_true;
+                self.loops.push(Flow::Unreachable);
+                self.check_block(body, None);
+                let breaks = self.loops.pop().unwrap_or(Flow::Unreachable);
+                self.flow = when_false.join(breaks);
+            }
+            StmtKind::For { var, iter, body } => {
+                let element = self.element_type(iter);
+                let entry = self.flow.clone();
+                let mark = self.locals.len();
+                self.bind(var, element, false, false);
+                self.loops.push(Flow::Unreachable);
+                self.check_block(body, None);
+                let breaks = self.loops.pop().unwrap_or(Flow::Unreachable);
+                self.pop_scope(mark);
+                let body_end = std::mem::replace(&mut self.flow, Flow::Unreachable);
+                self.flow = entry.join(body_end).join(breaks);
+            }
+            StmtKind::Break | StmtKind::Continue => {
+                let flow = std::mem::replace(&mut self.flow, Flow::Unreachable);
+                match self.loops.last_mut() {
+                    Some(breaks) => {
+                        if matches!(stmt.kind, StmtKind::Break) {
+                            *breaks = std::mem::replace(breaks, Flow::Unreachable).join(flow);
+                        }
+                    }
+                    None => self.error(
+                        Diagnostic::error(
+                            codes::LOOP_CONTROL_OUTSIDE_LOOP,
+                            self.file,
+                            stmt.span,
+                            "not inside `for` or `while`",
+                        )
+                        .with_help("use `return` to leave the workflow, or move this into a loop"),
+                    ),
+                }
+            }
+            StmtKind::Return(value) => {
+                let ret = self.workflow.ret.clone();
+                match value {
+                    Some(value) if ret == Type::Unit => {
+                        self.check_expr(value, None);
+                        self.error(
+                            Diagnostic::error(
+                                codes::TYPE_MISMATCH,
+                                self.file,
+                                value.span,
+                                "this workflow declares no result",
+                            )
+                            .with_help("declare the result type after the parameters: `workflow name(…) -> Type`"),
+                        );
+                    }
+                    Some(value) => {
+                        let because = self.workflow.ret_span.map(|s| {
+                            (self.file, s, "the result type is declared here".to_string())
+                        });
+                        let found = self.check_expr(value, Some(&ret));
+                        if !self.checked.types.assignable(&found, &ret) {
+                            self.mismatch(value.span, &ret, &found, because);
+                        }
+                    }
+                    None if ret != Type::Unit => {
+                        let show = self.show(&ret);
+                        self.error(
+                            Diagnostic::error(
+                                codes::TYPE_MISMATCH,
+                                self.file,
+                                stmt.span,
+                                format!(
+                                    "this `return` has no value, but the workflow returns {show}"
+                                ),
+                            )
+                            .with_help(format!("return a {show}: `return value`")),
+                        );
+                    }
+                    None => {}
+                }
+                self.flow = Flow::Unreachable;
+            }
+            StmtKind::Fail(message) => {
+                self.expect_type(message, &Type::String);
+                self.flow = Flow::Unreachable;
+            }
+            StmtKind::Sleep(duration) => {
+                self.expect_type(duration, &Type::Duration);
+            }
+            StmtKind::Audit { event, fields } => {
+                if event.value.trim().is_empty() {
+                    self.error(
+                        Diagnostic::error(
+                            codes::TYPE_MISMATCH,
+                            self.file,
+                            event.span,
+                            "the event name is empty",
+                        )
+                        .with_help("name the event, e.g. `audit \"docs_checked\" { … }`"),
+                    );
+                }
+                self.check_record_fields(fields);
+            }
+            StmtKind::Error => {}
+        }
+    }
+
+    fn check_let(
+        &mut self,
+        mutable: bool,
+        name: &ast::Ident,
+        ty: Option<&ast::TypeExpr>,
+        value: &ast::Expr,
+    ) {
+        let annotated = ty.map(|t| resolve_type(self.checked, self.file, t, self.diagnostics));
+        let needs_annotation = match &value.kind {
+            ExprKind::None => true,
+            ExprKind::List(items) => items.is_empty(),
+            _ => false,
+        };
+        if annotated.is_none() && needs_annotation {
+            self.error(
+                Diagnostic::error(
+                    codes::CANNOT_INFER,
+                    self.file,
+                    value.span,
+                    "the type of this value is not known",
+                )
+                .with_message(format!("Cannot infer the type of `{}`", name.name))
+                .with_help(format!(
+                    "annotate it: `let {}: List<String> = []` or `let {}: String? = none`",
+                    name.name, name.name
+                )),
+            );
+        }
+        let found = match &annotated {
+            Some(expected) => {
+                let found = self.check_expr(value, Some(expected));
+                if !self.checked.types.assignable(&found, expected) {
+                    self.mismatch(value.span, expected, &found, None);
+                }
+                expected.clone()
+            }
+            None => self.check_expr(value, None),
+        };
+        if found == Type::Unit {
+            self.error(
+                Diagnostic::error(
+                    codes::TYPE_MISMATCH,
+                    self.file,
+                    value.span,
+                    "this has no value",
+                )
+                .with_message(format!("`{}` would have no value", name.name))
+                .with_help("bind a value: end the block or branch with the value you want"),
+            );
+        }
+        let decision = !mutable && matches!(value.kind, ExprKind::AwaitApproval { .. });
+        if decision && matches!(self.flow, Flow::NotApproved(_)) {
+            self.flow = Flow::not_approved(
+                value.span,
+                format!(
+                    "the decision `{}` may be a rejection: check `{}.approved` first",
+                    name.name, name.name
+                ),
+            );
+        }
+        self.bind(name, found, mutable, decision);
+    }
+
+    fn check_assign(&mut self, target: &ast::Expr, value: &ast::Expr) {
+        let root = assignment_root(target);
+        let target_type = match root {
+            Some(root) => match self.locals.iter().rev().find(|l| l.name == root.0) {
+                Some(local) if !local.mutable => {
+                    let declared = local.span;
+                    self.error(
+                        Diagnostic::error(
+                            codes::ASSIGN_TO_IMMUTABLE,
+                            self.file,
+                            target.span,
+                            format!("`{}` cannot be changed", root.0),
+                        )
+                        .with_label(self.file, declared, "declared with `let` here")
+                        .with_help(format!(
+                            "declare it with `var {}` to allow assignment",
+                            root.0
+                        )),
+                    );
+                    Type::Unknown
+                }
+                Some(_) => {
+                    if let ExprKind::Name(_) = target.kind {
+                        self.locals
+                            .iter()
+                            .rev()
+                            .find(|l| l.name == root.0)
+                            .map(|l| l.ty.clone())
+                            .unwrap_or(Type::Unknown)
+                    } else {
+                        self.check_expr(target, None)
+                    }
+                }
+                None => self.check_expr(target, None),
+            },
+            None => Type::Unknown,
+        };
+        self.expect_type(value, &target_type);
+    }
+
+    fn element_type(&mut self, iter: &ast::Expr) -> Type {
+        let ty = self.check_expr(iter, None);
+        match ty {
+            Type::List(element) => *element,
+            Type::Map(_) => Type::String,
+            Type::Unknown | Type::Json => Type::Unknown,
+            other => {
+                let show = self.show(&other);
+                self.error(
+                    Diagnostic::error(
+                        codes::NOT_ITERABLE,
+                        self.file,
+                        iter.span,
+                        format!("this is {show}"),
+                    )
+                    .with_message(format!("Cannot loop over a value of type {show}"))
+                    .with_help("`for` loops go over a `List<T>` (items) or a `Map<T>` (keys)"),
+                );
+                Type::Unknown
+            }
+        }
+    }
+
+    fn check_record_fields(&mut self, fields: &[ast::FieldInit]) -> Vec<(String, Type)> {
+        let mut out: Vec<(String, Type)> = Vec::new();
+        for (index, field) in fields.iter().enumerate() {
+            if let Some(first) = fields[..index]
+                .iter()
+                .find(|f| f.name.name == field.name.name)
+            {
+                self.duplicate_field(&field.name, first.name.span);
+            }
+            let ty = self.check_expr(&field.value, None);
+            if ty == Type::Unit {
+                self.mismatch(field.value.span, &Type::Json, &ty, None);
+            }
+            out.push((field.name.name.clone(), ty));
+        }
+        out
+    }
+
+    fn duplicate_field(&mut self, name: &ast::Ident, first: Span) {
+        self.error(
+            Diagnostic::error(
+                codes::DUPLICATE_FIELD,
+                self.file,
+                name.span,
+                "given again here",
+            )
+            .with_message(format!("Field `{}` is given twice", name.name))
+            .with_label(self.file, first, "first given here")
+            .with_help("remove one of them"),
+        );
+    }
+
+    // ----- conditions and flow ------------------------------------------------------
+
+    /// Checks a Bool condition; returns the flow facts when it is true and when false.
+    fn check_cond(&mut self, cond: &ast::Expr) -> (Flow, Flow) {
+        match &cond.kind {
+            ExprKind::Field {
+                base,
+                name,
+                optional: false,
+            } if name.name == "approved" => {
+                if let ExprKind::Name(local_name) = &base.kind
+                    && let Some(local) = self.lookup_local(local_name)
+                    && local.decision
+                {
+                    local.used = true;
+                    let flow = self.flow.clone();
+                    let message =
+                        format!("this path continues when `{local_name}.approved` is false");
+                    return (flow.clone().approve(), flow.reject(cond.span, message));
+                }
+                self.plain_cond(cond)
+            }
+            ExprKind::Unary {
+                op: UnaryOp::Not,
+                operand,
+            } => {
+                let (when_true, when_false) = self.check_cond(operand);
+                (when_false, when_true)
+            }
+            ExprKind::Binary {
+                op: BinaryOp::And,
+                lhs,
+                rhs,
+            } => {
+                let entry = self.flow.clone();
+                let (lhs_true, lhs_false) = self.check_cond(lhs);
+                self.flow = lhs_true;
+                let (rhs_true, rhs_false) = self.check_cond(rhs);
+                self.flow = entry;
+                (rhs_true, lhs_false.join(rhs_false))
+            }
+            ExprKind::Binary {
+                op: BinaryOp::Or,
+                lhs,
+                rhs,
+            } => {
+                let entry = self.flow.clone();
+                let (lhs_true, lhs_false) = self.check_cond(lhs);
+                self.flow = lhs_false;
+                let (rhs_true, rhs_false) = self.check_cond(rhs);
+                self.flow = entry;
+                (lhs_true.join(rhs_true), rhs_false)
+            }
+            _ => self.plain_cond(cond),
+        }
+    }
+
+    fn plain_cond(&mut self, cond: &ast::Expr) -> (Flow, Flow) {
+        self.expect_type(cond, &Type::Bool);
+        (self.flow.clone(), self.flow.clone())
+    }
+
+    // ----- expressions --------------------------------------------------------------
+
+    fn check_expr(&mut self, expr: &ast::Expr, expected: Option<&Type>) -> Type {
+        match &expr.kind {
+            ExprKind::Int(_) => Type::Int,
+            ExprKind::Float(_) => Type::Float,
+            ExprKind::Bool(_) => Type::Bool,
+            ExprKind::Duration(_) => Type::Duration,
+            ExprKind::None => match expected {
+                Some(Type::Optional(inner)) => Type::Optional(inner.clone()),
+                _ => Type::Optional(Box::new(Type::Unknown)),
+            },
+            ExprKind::Str(parts) => {
+                for part in parts {
+                    if let ast::StrPart::Interpolation(inner) = part {
+                        let ty = self.check_expr(inner, None);
+                        if ty == Type::Unit {
+                            self.mismatch(inner.span, &Type::String, &ty, None);
+                        }
+                    }
+                }
+                Type::String
+            }
+            ExprKind::Name(name) => self.check_name(name, expr.span),
+            ExprKind::List(items) => self.check_list(items, expected),
+            ExprKind::Record(fields) => self.check_record(fields, expected),
+            ExprKind::Field {
+                base,
+                name,
+                optional,
+            } => self.check_field(base, name, *optional),
+            ExprKind::Index { base, index } => self.check_index(base, index),
+            ExprKind::Call { callee, args } => self.check_call(callee, args, expr.span),
+            ExprKind::Unary { op, operand } => self.check_unary(*op, operand, expr.span),
+            ExprKind::Binary { op, lhs, rhs } => self.check_binary(*op, lhs, rhs, expr.span),
+            ExprKind::If {
+                cond,
+                then_block,
+                else_branch,
+            } => self.check_if(cond, then_block, else_branch.as_deref(), expected),
+            ExprKind::Match { scrutinee, arms } => {
+                self.check_match(scrutinee, arms, expected, expr.span)
+            }
+            ExprKind::Block(block) => self.check_block(block, expected),
+            ExprKind::Retry {
+                attempts,
+                backoff,
+                on,
+                body,
+            } => {
+                self.expect_type(attempts, &Type::Int);
+                if let Some(backoff) = backoff {
+                    self.expect_type(backoff, &Type::Duration);
+                }
+                for kind in on {
+                    self.check_error_kind(kind);
+                }
+                self.check_block(body, expected)
+            }
+            ExprKind::Timeout { duration, body } => {
+                self.expect_type(duration, &Type::Duration);
+                self.check_block(body, expected)
+            }
+            ExprKind::Try {
+                body,
+                error,
+                handler,
+            } => self.check_try(body, error, handler, expected),
+            ExprKind::AwaitApproval { options, .. } => {
+                self.check_gate_options(options, stdlib::APPROVAL_OPTIONS, expr.span, "approval");
+                self.checked
+                    .decision
+                    .map(Type::Named)
+                    .unwrap_or(Type::Unknown)
+            }
+            ExprKind::AwaitInput { ty, options, .. } => {
+                self.check_gate_options(options, stdlib::INPUT_OPTIONS, expr.span, "input");
+                resolve_type(self.checked, self.file, ty, self.diagnostics)
+            }
+            ExprKind::Error => Type::Unknown,
+        }
+    }
+
+    fn check_name(&mut self, name: &str, span: Span) -> Type {
+        if let Some(local) = self.lookup_local(name) {
+            local.used = true;
+            return local.ty.clone();
+        }
+        let found = self.scope.lookup_values(name).to_vec();
+        match found.as_slice() {
+            [] => {
+                if let Some(id) = self.scope.lookup_type(name) {
+                    self.not_a_value(span, format!("`{name}` is a type, not a value"), format!("build a value of it, e.g. `{{ field: value }}` where a `{name}` is expected"));
+                    let _ = id;
+                    return Type::Unknown;
+                }
+                self.unknown_name(name, span);
+                Type::Unknown
+            }
+            [(Value::Variant(enum_id, index), _)] => self.variant_value(*enum_id, *index, span),
+            [(Value::Tool(i), _)] => {
+                let tool = &self.checked.tools[*i];
+                self.not_a_value(
+                    span,
+                    format!("`{name}` is a tool"),
+                    format!("call it: `{name}({})`", param_list(self, &tool.params)),
+                );
+                Type::Unknown
+            }
+            [(Value::Workflow(i), _)] => {
+                let workflow = &self.checked.workflows[*i];
+                self.not_a_value(
+                    span,
+                    format!("`{name}` is a workflow"),
+                    format!("call it: `{name}({})`", param_list(self, &workflow.params)),
+                );
+                Type::Unknown
+            }
+            many => {
+                self.ambiguous_variant(name, span, many);
+                Type::Unknown
+            }
+        }
+    }
+
+    fn not_a_value(&mut self, span: Span, label: String, help: String) {
+        self.error(Diagnostic::error(codes::NOT_A_VALUE, self.file, span, label).with_help(help));
+    }
+
+    fn ambiguous_variant(&mut self, name: &str, span: Span, found: &[(Value, FileId)]) {
+        let enums: Vec<String> = found
+            .iter()
+            .filter_map(|(v, _)| match v {
+                Value::Variant(id, _) => {
+                    Some(format!("`{}.{name}`", self.checked.types.get(*id).name))
+                }
+                _ => None,
+            })
+            .collect();
+        self.error(
+            Diagnostic::error(
+                codes::AMBIGUOUS_VARIANT,
+                self.file,
+                span,
+                "more than one enum has this variant",
+            )
+            .with_message(format!("`{name}` is ambiguous"))
+            .with_help(format!("name the enum: {}", enums.join(" or "))),
+        );
+    }
+
+    fn variant_value(&mut self, enum_id: TypeId, index: usize, span: Span) -> Type {
+        let def = self.checked.types.get(enum_id);
+        if let Some(variant) = def.variants().and_then(|v| v.get(index))
+            && !variant.fields.is_empty()
+        {
+            let fields: Vec<String> = variant
+                .fields
+                .iter()
+                .map(|f| format!("{}: {}", f.name, f.ty.display(&self.checked.types)))
+                .collect();
+            let help = format!("give its fields: `{}({})`", variant.name, fields.join(", "));
+            self.error(
+                Diagnostic::error(
+                    codes::WRONG_ARGUMENT_COUNT,
+                    self.file,
+                    span,
+                    format!("`{}` has fields", variant.name),
+                )
+                .with_message(format!(
+                    "Variant `{}` needs {} field(s)",
+                    variant.name,
+                    variant.fields.len()
+                ))
+                .with_help(help),
+            );
+        }
+        Type::Named(enum_id)
+    }
+
+    fn unknown_name(&mut self, name: &str, span: Span) {
+        let locals: Vec<&str> = self.locals.iter().map(|l| l.name.as_str()).collect();
+        let globals = self.scope.values.keys().map(|k| k.as_str());
+        let builtins = stdlib::Builtin::ALL.iter().map(|b| b.name());
+        let suggestion = did_you_mean(name, locals.into_iter().chain(globals).chain(builtins));
+        let mut diagnostic = Diagnostic::error(
+            codes::UNKNOWN_NAME,
+            self.file,
+            span,
+            "not found in this scope",
+        )
+        .with_message(format!("Unknown name `{name}`"));
+        diagnostic = match suggestion {
+            Some(s) => diagnostic.with_help(format!("did you mean `{s}`?")),
+            None => diagnostic.with_help(format!(
+                "declare it first (`let {name} = …`), or import the file that declares it"
+            )),
+        };
+        self.error(diagnostic);
+    }
+
+    fn check_list(&mut self, items: &[ast::Expr], expected: Option<&Type>) -> Type {
+        let expected_element = match expected {
+            Some(Type::List(element)) => Some((**element).clone()),
+            Some(Type::Optional(inner)) => match &**inner {
+                Type::List(element) => Some((**element).clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let mut element = expected_element.clone();
+        for item in items {
+            match &element {
+                Some(ty) if !ty.is_unknown() => {
+                    let ty = ty.clone();
+                    let found = self.check_expr(item, Some(&ty));
+                    if !self.checked.types.assignable(&found, &ty) {
+                        self.mismatch(item.span, &ty, &found, None);
+                    }
+                }
+                _ => element = Some(self.check_expr(item, None)),
+            }
+        }
+        Type::List(Box::new(element.unwrap_or(Type::Unknown)))
+    }
+
+    fn check_record(&mut self, fields: &[ast::FieldInit], expected: Option<&Type>) -> Type {
+        let target = match expected {
+            Some(Type::Named(id)) => Some(*id),
+            Some(Type::Optional(inner)) => match &**inner {
+                Type::Named(id) => Some(*id),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(id) = target.filter(|id| self.checked.types.get(*id).fields().is_some()) else {
+            return Type::Record(self.check_record_fields(fields));
+        };
+        let def = self.checked.types.get(id);
+        let declared = def.fields().unwrap_or(&[]).to_vec();
+        for (index, field) in fields.iter().enumerate() {
+            if let Some(first) = fields[..index]
+                .iter()
+                .find(|f| f.name.name == field.name.name)
+            {
+                self.duplicate_field(&field.name, first.name.span);
+                continue;
+            }
+            match declared.iter().find(|d| d.name == field.name.name) {
+                Some(decl) => {
+                    let because = def
+                        .file
+                        .map(|f| (f, decl.span, format!("`{}` is declared here", decl.name)));
+                    let found = self.check_expr(&field.value, Some(&decl.ty));
+                    if !self.checked.types.assignable(&found, &decl.ty) {
+                        self.mismatch(field.value.span, &decl.ty, &found, because);
+                    }
+                }
+                None => {
+                    self.check_expr(&field.value, None);
+                    self.unknown_field(id, &field.name);
+                }
+            }
+        }
+        let missing: Vec<&str> = declared
+            .iter()
+            .filter(|d| !matches!(d.ty, Type::Optional(_)))
+            .filter(|d| !fields.iter().any(|f| f.name.name == d.name))
+            .map(|d| d.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            let span = fields
+                .first()
+                .map(|f| {
+                    f.name
+                        .span
+                        .to(fields.last().map(|l| l.value.span).unwrap_or(f.name.span))
+                })
+                .unwrap_or_default();
+            let list = missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut diagnostic = Diagnostic::error(
+                codes::MISSING_FIELD,
+                self.file,
+                span,
+                format!("missing {list}"),
+            )
+            .with_message(format!("This `{}` lacks {list}", def.name))
+            .with_help(format!(
+                "add {list}; only optional fields (`T?`) may be left out"
+            ));
+            if let Some(file) = def.file {
+                diagnostic = diagnostic.with_label(
+                    file,
+                    def.span,
+                    format!("`{}` is declared here", def.name),
+                );
+            }
+            self.error(diagnostic);
+        }
+        Type::Named(id)
+    }
+
+    fn unknown_field(&mut self, id: TypeId, name: &ast::Ident) {
+        let def = self.checked.types.get(id);
+        let names = def.fields().unwrap_or(&[]).iter().map(|f| f.name.as_str());
+        let suggestion = did_you_mean(&name.name, names);
+        let all: Vec<String> = def
+            .fields()
+            .unwrap_or(&[])
+            .iter()
+            .map(|f| format!("`{}`", f.name))
+            .collect();
+        let mut diagnostic = Diagnostic::error(
+            codes::UNKNOWN_FIELD,
+            self.file,
+            name.span,
+            format!("`{}` has no field `{}`", def.name, name.name),
+        )
+        .with_message(format!("Unknown field `{}`", name.name));
+        diagnostic = match suggestion {
+            Some(s) => diagnostic.with_help(format!("did you mean `{s}`?")),
+            None => {
+                diagnostic.with_help(format!("`{}` has the fields {}", def.name, all.join(", ")))
+            }
+        };
+        if let Some(file) = def.file {
+            diagnostic =
+                diagnostic.with_label(file, def.span, format!("`{}` is declared here", def.name));
+        }
+        self.error(diagnostic);
+    }
+
+    fn check_field(&mut self, base: &ast::Expr, name: &ast::Ident, optional: bool) -> Type {
+        if let ExprKind::Name(base_name) = &base.kind {
+            let is_local = self.locals.iter().any(|l| &l.name == base_name);
+            if !is_local && let Some(id) = self.scope.lookup_type(base_name) {
+                if let Some(index) = self.find_variant(id, name) {
+                    return self.variant_value(id, index, name.span);
+                }
+                return Type::Unknown;
+            }
+        }
+        let base_type = self.check_expr(base, None);
+        self.field_of(&base_type, name, optional, base.span)
+    }
+
+    /// The index of variant `name` in enum `id`, reporting it when unknown.
+    fn find_variant(&mut self, id: TypeId, name: &ast::Ident) -> Option<usize> {
+        let def = self.checked.types.get(id);
+        let Some(variants) = def.variants() else {
+            self.error(
+                Diagnostic::error(
+                    codes::NOT_A_VALUE,
+                    self.file,
+                    name.span,
+                    format!("`{}` is a record type", def.name),
+                )
+                .with_help("only enums have variants; build a record with `{ field: value }`"),
+            );
+            return None;
+        };
+        if let Some(index) = variants.iter().position(|v| v.name == name.name) {
+            return Some(index);
+        }
+        let suggestion = did_you_mean(&name.name, variants.iter().map(|v| v.name.as_str()));
+        let all: Vec<String> = variants.iter().map(|v| format!("`{}`", v.name)).collect();
+        let mut diagnostic = Diagnostic::error(
+            codes::UNKNOWN_VARIANT,
+            self.file,
+            name.span,
+            format!("`{}` has no variant `{}`", def.name, name.name),
+        )
+        .with_message(format!("Unknown variant `{}`", name.name));
+        diagnostic = match suggestion {
+            Some(s) => diagnostic.with_help(format!("did you mean `{s}`?")),
+            None => diagnostic.with_help(format!(
+                "`{}` has the variants {}",
+                def.name,
+                all.join(", ")
+            )),
+        };
+        if let Some(file) = def.file {
+            diagnostic =
+                diagnostic.with_label(file, def.span, format!("`{}` is declared here", def.name));
+        }
+        self.error(diagnostic);
+        None
+    }
+
+    fn field_of(
+        &mut self,
+        base: &Type,
+        name: &ast::Ident,
+        optional: bool,
+        base_span: Span,
+    ) -> Type {
+        match base {
+            Type::Unknown => Type::Unknown,
+            Type::Json => Type::Json,
+            Type::Optional(inner) => {
+                let inner_field = self.field_of(inner, name, optional, base_span);
+                if !optional {
+                    let show = self.show(base);
+                    self.error(
+                        Diagnostic::error(
+                            codes::NO_FIELDS,
+                            self.file,
+                            base_span,
+                            format!("this is {show}: it may be `none`"),
+                        )
+                        .with_message(format!("Cannot read `.{}` of a value that may be none", name.name))
+                        .with_help(format!("use `?.{}` to get `none` when it is absent, or give a default with `??`", name.name)),
+                    );
+                    return inner_field;
+                }
+                Type::optional(inner_field)
+            }
+            Type::Named(id) => {
+                let def = self.checked.types.get(*id);
+                match &def.kind {
+                    TypeDefKind::Record(fields) => {
+                        match fields.iter().find(|f| f.name == name.name) {
+                            Some(field) => field.ty.clone(),
+                            None => {
+                                self.unknown_field(*id, name);
+                                Type::Unknown
+                            }
+                        }
+                    }
+                    TypeDefKind::Enum(_) => {
+                        let show = self.show(base);
+                        self.error(
+                            Diagnostic::error(codes::NO_FIELDS, self.file, name.span, format!("{show} is an enum"))
+                                .with_message(format!("Enum values have no field `{}`", name.name))
+                                .with_help("use `match` to look inside a variant: `match value { Variant(field) => … }`"),
+                        );
+                        Type::Unknown
+                    }
+                }
+            }
+            Type::Record(fields) => match fields.iter().find(|(n, _)| *n == name.name) {
+                Some((_, ty)) => ty.clone(),
+                None => {
+                    let names = fields.iter().map(|(n, _)| n.as_str());
+                    let mut diagnostic = Diagnostic::error(
+                        codes::UNKNOWN_FIELD,
+                        self.file,
+                        name.span,
+                        format!("this record has no field `{}`", name.name),
+                    );
+                    diagnostic = match did_you_mean(&name.name, names) {
+                        Some(s) => diagnostic.with_help(format!("did you mean `{s}`?")),
+                        None => diagnostic.with_help("add the field where the record is built"),
+                    };
+                    self.error(diagnostic);
+                    Type::Unknown
+                }
+            },
+            other => {
+                let show = self.show(other);
+                self.error(
+                    Diagnostic::error(
+                        codes::NO_FIELDS,
+                        self.file,
+                        name.span,
+                        format!("{show} has no fields"),
+                    )
+                    .with_message(format!("Cannot read `.{}` of {show}", name.name))
+                    .with_help("only records (and `Json`) have fields"),
+                );
+                Type::Unknown
+            }
+        }
+    }
+
+    fn check_index(&mut self, base: &ast::Expr, index: &ast::Expr) -> Type {
+        let base_type = self.check_expr(base, None);
+        match base_type {
+            Type::List(element) => {
+                self.expect_type(index, &Type::Int);
+                *element
+            }
+            Type::Map(value) => {
+                self.expect_type(index, &Type::String);
+                Type::optional(*value)
+            }
+            Type::Json | Type::Unknown => {
+                self.check_expr(index, None);
+                base_type
+            }
+            other => {
+                self.check_expr(index, None);
+                let show = self.show(&other);
+                self.error(
+                    Diagnostic::error(
+                        codes::NOT_ITERABLE,
+                        self.file,
+                        base.span,
+                        format!("this is {show}"),
+                    )
+                    .with_message(format!("Cannot index into {show}"))
+                    .with_help("only `List<T>` (by position) and `Map<T>` (by key) can be indexed"),
+                );
+                Type::Unknown
+            }
+        }
+    }
+
+    fn check_call(&mut self, callee: &ast::Expr, args: &[ast::Expr], span: Span) -> Type {
+        let name = match &callee.kind {
+            ExprKind::Name(name) => name,
+            ExprKind::Field {
+                base,
+                name,
+                optional: false,
+            } => {
+                if let ExprKind::Name(enum_name) = &base.kind
+                    && !self.locals.iter().any(|l| &l.name == enum_name)
+                    && let Some(id) = self.scope.lookup_type(enum_name)
+                {
+                    let Some(index) = self.find_variant(id, name) else {
+                        self.check_args_loosely(args);
+                        return Type::Unknown;
+                    };
+                    return self.construct_variant(id, index, args, span);
+                }
+                return self.not_callable(callee, args);
+            }
+            _ => return self.not_callable(callee, args),
+        };
+        if let Some(local) = self.locals.iter().rev().find(|l| &l.name == name) {
+            let show = self.show(&local.ty.clone());
+            let declared = local.span;
+            self.check_args_loosely(args);
+            self.error(
+                Diagnostic::error(
+                    codes::NOT_CALLABLE,
+                    self.file,
+                    callee.span,
+                    format!("`{name}` is a variable of type {show}"),
+                )
+                .with_message(format!("`{name}` cannot be called"))
+                .with_label(self.file, declared, "declared here")
+                .with_help(
+                    "only tools, workflows, builtin functions and enum variants can be called",
+                ),
+            );
+            return Type::Unknown;
+        }
+        let found = self.scope.lookup_values(name).to_vec();
+        match found.as_slice() {
+            [(Value::Tool(index), _)] => {
+                let tool = &self.checked.tools[*index];
+                self.check_args(&tool.name, &tool.params, tool.file, tool.span, args, span);
+                if tool.sensitive {
+                    self.check_sensitive_call(*index, span);
+                }
+                tool.ret.clone()
+            }
+            [(Value::Workflow(index), _)] => {
+                let workflow = &self.checked.workflows[*index];
+                self.check_args(
+                    &workflow.name,
+                    &workflow.params,
+                    workflow.file,
+                    workflow.span,
+                    args,
+                    span,
+                );
+                workflow.ret.clone()
+            }
+            [(Value::Variant(id, index), _)] => self.construct_variant(*id, *index, args, span),
+            [] => match stdlib::Builtin::from_name(name) {
+                Some(builtin) => self.check_builtin(builtin, args, span),
+                None => {
+                    self.check_args_loosely(args);
+                    self.unknown_name(name, callee.span);
+                    Type::Unknown
+                }
+            },
+            many => {
+                self.check_args_loosely(args);
+                self.ambiguous_variant(name, callee.span, many);
+                Type::Unknown
+            }
+        }
+    }
+
+    fn not_callable(&mut self, callee: &ast::Expr, args: &[ast::Expr]) -> Type {
+        self.check_expr(callee, None);
+        self.check_args_loosely(args);
+        self.error(
+            Diagnostic::error(
+                codes::NOT_CALLABLE,
+                self.file,
+                callee.span,
+                "this cannot be called",
+            )
+            .with_help(
+                "only tools, workflows, builtin functions and enum variants can be called, by name",
+            ),
+        );
+        Type::Unknown
+    }
+
+    fn check_args_loosely(&mut self, args: &[ast::Expr]) {
+        for arg in args {
+            self.check_expr(arg, None);
+        }
+    }
+
+    fn check_args(
+        &mut self,
+        name: &str,
+        params: &[super::ParamDef],
+        decl_file: FileId,
+        decl_span: Span,
+        args: &[ast::Expr],
+        call_span: Span,
+    ) {
+        if params.len() != args.len() {
+            self.check_args_loosely(args);
+            let signature = format!("{name}({})", param_list(self, params));
+            self.error(
+                Diagnostic::error(
+                    codes::WRONG_ARGUMENT_COUNT,
+                    self.file,
+                    call_span,
+                    format!(
+                        "expected {} argument(s), found {}",
+                        params.len(),
+                        args.len()
+                    ),
+                )
+                .with_message(format!("`{name}` takes {} argument(s)", params.len()))
+                .with_label(
+                    decl_file,
+                    decl_span,
+                    format!("declared here as `{signature}`"),
+                )
+                .with_help(format!("call it as `{signature}`")),
+            );
+            return;
+        }
+        for (param, arg) in params.iter().zip(args) {
+            let found = self.check_expr(arg, Some(&param.ty));
+            if !self.checked.types.assignable(&found, &param.ty) {
+                let because = (
+                    decl_file,
+                    param.span,
+                    format!("parameter `{}` is declared here", param.name),
+                );
+                self.mismatch(arg.span, &param.ty, &found, Some(because));
+            }
+        }
+    }
+
+    fn construct_variant(
+        &mut self,
+        id: TypeId,
+        index: usize,
+        args: &[ast::Expr],
+        span: Span,
+    ) -> Type {
+        let def = self.checked.types.get(id);
+        let Some(variant) = def.variants().and_then(|v| v.get(index)) else {
+            return Type::Unknown;
+        };
+        let params: Vec<super::ParamDef> = variant
+            .fields
+            .iter()
+            .map(|f| super::ParamDef {
+                name: f.name.clone(),
+                ty: f.ty.clone(),
+                span: f.span,
+            })
+            .collect();
+        let name = variant.name.clone();
+        let decl_span = variant.span;
+        match def.file {
+            Some(file) => self.check_args(&name, &params, file, decl_span, args, span),
+            None => self.check_args_loosely(args),
+        }
+        Type::Named(id)
+    }
+
+    fn check_builtin(&mut self, builtin: stdlib::Builtin, args: &[ast::Expr], span: Span) -> Type {
+        let params = builtin.params();
+        if params.len() != args.len() {
+            self.check_args_loosely(args);
+            let signature = builtin_signature(builtin);
+            self.error(
+                Diagnostic::error(
+                    codes::WRONG_ARGUMENT_COUNT,
+                    self.file,
+                    span,
+                    format!(
+                        "expected {} argument(s), found {}",
+                        params.len(),
+                        args.len()
+                    ),
+                )
+                .with_message(format!(
+                    "`{}` takes {} argument(s)",
+                    builtin.name(),
+                    params.len()
+                ))
+                .with_help(format!("call it as `{signature}`")),
+            );
+            return from_stdlib(builtin.returns(), self.checked, &Type::Unknown);
+        }
+        let mut var = Type::Unknown;
+        for (param, arg) in params.iter().zip(args) {
+            let hint = from_stdlib(param.ty, self.checked, &var);
+            let hint = (!hint.is_unknown()).then_some(hint);
+            let found = self.check_expr(arg, hint.as_ref());
+            if !self.fits_builtin_param(param.ty, &found, &mut var) {
+                let expected = from_stdlib(param.ty, self.checked, &var);
+                self.mismatch(arg.span, &expected, &found, None);
+            }
+        }
+        from_stdlib(builtin.returns(), self.checked, &var)
+    }
+
+    /// Whether `found` fits the stdlib type `param`, binding the type variable on first use.
+    fn fits_builtin_param(&self, param: stdlib::Ty, found: &Type, var: &mut Type) -> bool {
+        use stdlib::Ty;
+        match (param, found) {
+            (_, Type::Unknown | Type::Never) => true,
+            (Ty::Any, found) => !matches!(found, Type::Unit),
+            (Ty::Var, found) => {
+                if var.is_unknown() {
+                    *var = found.clone();
+                    true
+                } else {
+                    self.checked.types.assignable(found, var)
+                }
+            }
+            (Ty::List(inner), Type::List(element)) | (Ty::Map(inner), Type::Map(element)) => {
+                self.fits_builtin_param(*inner, element, var)
+            }
+            (param, found) => {
+                let expected = from_stdlib(param, self.checked, var);
+                self.checked.types.assignable(found, &expected)
+            }
+        }
+    }
+
+    fn check_sensitive_call(&mut self, tool_index: usize, span: Span) {
+        let Flow::NotApproved(witness) = self.flow.clone() else {
+            return;
+        };
+        let tool = &self.checked.tools[tool_index];
+        let decision = self
+            .locals
+            .iter()
+            .rev()
+            .find(|l| l.decision)
+            .map(|l| l.name.clone());
+        let help = match decision {
+            Some(d) => format!(
+                "call `{}` inside `if {d}.approved {{ … }}`, or end the other paths first with `if !{d}.approved {{ return … }}`",
+                tool.name
+            ),
+            None => format!(
+                "await an approval first — `let d = await approval \"gate\" {{ approvers: role(\"…\") }}` — and call `{}` inside `if d.approved {{ … }}`",
+                tool.name
+            ),
+        };
+        self.error(
+            Diagnostic::error(
+                codes::UNAPPROVED_SENSITIVE_CALL,
+                self.file,
+                span,
+                format!(
+                    "`{}` is reached here on a path with no approved decision",
+                    tool.name
+                ),
+            )
+            .with_message(format!(
+                "Sensitive tool `{}` may run without an approval",
+                tool.name
+            ))
+            .with_label(self.file, witness.span, witness.message)
+            .with_label(tool.file, tool.span, "declared `sensitive` here")
+            .with_help(help),
+        );
+    }
+
+    fn check_unary(&mut self, op: UnaryOp, operand: &ast::Expr, span: Span) -> Type {
+        match op {
+            UnaryOp::Not => {
+                self.expect_type(operand, &Type::Bool);
+                Type::Bool
+            }
+            UnaryOp::Neg => {
+                let ty = self.check_expr(operand, None);
+                match ty {
+                    Type::Int | Type::Float | Type::Duration | Type::Unknown => ty,
+                    other => {
+                        let show = self.show(&other);
+                        self.error(
+                            Diagnostic::error(
+                                codes::INVALID_OPERANDS,
+                                self.file,
+                                span,
+                                format!("cannot negate {show}"),
+                            )
+                            .with_help("only numbers and durations can be negated"),
+                        );
+                        Type::Unknown
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_binary(&mut self, op: BinaryOp, lhs: &ast::Expr, rhs: &ast::Expr, span: Span) -> Type {
+        match op {
+            BinaryOp::And | BinaryOp::Or => {
+                let entry = self.flow.clone();
+                let (when_true, when_false) = self.check_cond(lhs);
+                self.flow = if op == BinaryOp::And {
+                    when_true
+                } else {
+                    when_false
+                };
+                self.expect_type(rhs, &Type::Bool);
+                self.flow = entry;
+                return Type::Bool;
+            }
+            BinaryOp::Coalesce => {
+                let left = self.check_expr(lhs, None);
+                return match left {
+                    Type::Optional(inner) => {
+                        let found = self.check_expr(rhs, Some(&inner));
+                        if !self.checked.types.assignable(&found, &inner) {
+                            self.mismatch(rhs.span, &inner, &found, None);
+                            return *inner;
+                        }
+                        if matches!(found, Type::Optional(_)) {
+                            found
+                        } else {
+                            *inner
+                        }
+                    }
+                    other => {
+                        self.expect_type(rhs, &other);
+                        other
+                    }
+                };
+            }
+            _ => {}
+        }
+        let left = self.check_expr(lhs, None);
+        let right = self.check_expr(rhs, Some(&left));
+        if left.is_unknown() || right.is_unknown() {
+            return match op {
+                BinaryOp::Eq
+                | BinaryOp::NotEq
+                | BinaryOp::Lt
+                | BinaryOp::LtEq
+                | BinaryOp::Gt
+                | BinaryOp::GtEq => Type::Bool,
+                _ => Type::Unknown,
+            };
+        }
+        let result = match op {
+            BinaryOp::Eq | BinaryOp::NotEq => {
+                let types = &self.checked.types;
+                (types.assignable(&left, &right) || types.assignable(&right, &left))
+                    .then_some(Type::Bool)
+            }
+            BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq => {
+                let ordered = matches!(
+                    left,
+                    Type::Int | Type::Float | Type::String | Type::Duration | Type::Time
+                );
+                (ordered && left == right).then_some(Type::Bool)
+            }
+            BinaryOp::Add => match (&left, &right) {
+                (Type::Int, Type::Int) => Some(Type::Int),
+                (Type::Float, Type::Float) => Some(Type::Float),
+                (Type::String, Type::String) => Some(Type::String),
+                (Type::Duration, Type::Duration) => Some(Type::Duration),
+                (Type::Time, Type::Duration) => Some(Type::Time),
+                (Type::List(a), Type::List(b)) if a == b => Some(left.clone()),
+                _ => None,
+            },
+            BinaryOp::Sub => match (&left, &right) {
+                (Type::Int, Type::Int) => Some(Type::Int),
+                (Type::Float, Type::Float) => Some(Type::Float),
+                (Type::Duration, Type::Duration) => Some(Type::Duration),
+                (Type::Time, Type::Duration) => Some(Type::Time),
+                (Type::Time, Type::Time) => Some(Type::Duration),
+                _ => None,
+            },
+            BinaryOp::Mul | BinaryOp::Div => match (&left, &right) {
+                (Type::Int, Type::Int) => Some(Type::Int),
+                (Type::Float, Type::Float) => Some(Type::Float),
+                (Type::Duration, Type::Int) => Some(Type::Duration),
+                _ => None,
+            },
+            BinaryOp::Rem => match (&left, &right) {
+                (Type::Int, Type::Int) => Some(Type::Int),
+                _ => None,
+            },
+            BinaryOp::And | BinaryOp::Or | BinaryOp::Coalesce => Some(Type::Bool),
+        };
+        match result {
+            Some(ty) => ty,
+            None => {
+                let (l, r) = (self.show(&left), self.show(&right));
+                let help = match (op, &left, &right) {
+                    (BinaryOp::Add, Type::String, _) | (BinaryOp::Add, _, Type::String) => {
+                        "build text with interpolation: `\"${a} ${b}\"`".to_string()
+                    }
+                    (_, Type::Int, Type::Float) | (_, Type::Float, Type::Int) => {
+                        "Int and Float do not mix: write the Int as a Float, e.g. `2.0`".to_string()
+                    }
+                    _ => format!(
+                        "`{}` needs operands of matching, supported types",
+                        op.symbol()
+                    ),
+                };
+                self.error(
+                    Diagnostic::error(
+                        codes::INVALID_OPERANDS,
+                        self.file,
+                        span,
+                        format!("`{}` cannot combine {l} and {r}", op.symbol()),
+                    )
+                    .with_message(format!("Cannot apply `{}` to {l} and {r}", op.symbol()))
+                    .with_label(self.file, lhs.span, format!("this is {l}"))
+                    .with_label(self.file, rhs.span, format!("this is {r}"))
+                    .with_help(help),
+                );
+                Type::Unknown
+            }
+        }
+    }
+
+    fn check_if(
+        &mut self,
+        cond: &ast::Expr,
+        then_block: &ast::Block,
+        else_branch: Option<&ast::Expr>,
+        expected: Option<&Type>,
+    ) -> Type {
+        let (when_true, when_false) = self.check_cond(cond);
+        self.flow = when_true;
+        let then_type = self.check_block(then_block, expected);
+        let then_flow = std::mem::replace(&mut self.flow, when_false);
+        let Some(else_branch) = else_branch else {
+            self.flow = then_flow.join(std::mem::replace(&mut self.flow, Flow::Unreachable));
+            return Type::Unit;
+        };
+        let else_type = self.check_expr(else_branch, expected);
+        let else_flow = std::mem::replace(&mut self.flow, Flow::Unreachable);
+        self.flow = then_flow.join(else_flow);
+        self.join_branches(
+            &then_type,
+            then_block.span,
+            &else_type,
+            else_branch.span,
+            "`if` and `else`",
+        )
+    }
+
+    fn join_branches(
+        &mut self,
+        a: &Type,
+        a_span: Span,
+        b: &Type,
+        b_span: Span,
+        what: &str,
+    ) -> Type {
+        if let Some(joined) = self.checked.types.join(a, b) {
+            return joined;
+        }
+        let (sa, sb) = (self.show(a), self.show(b));
+        self.error(
+            Diagnostic::error(
+                codes::TYPE_MISMATCH,
+                self.file,
+                b_span,
+                format!("this is {sb}"),
+            )
+            .with_message(format!("{what} have different types"))
+            .with_label(self.file, a_span, format!("this is {sa}"))
+            .with_help("make every branch produce the same type"),
+        );
+        Type::Unknown
+    }
+
+    fn check_try(
+        &mut self,
+        body: &ast::Block,
+        error: &ast::Ident,
+        handler: &ast::Block,
+        expected: Option<&Type>,
+    ) -> Type {
+        let entry = self.flow.clone();
+        let body_type = self.check_block(body, expected);
+        let body_flow = std::mem::replace(&mut self.flow, entry);
+        let mark = self.locals.len();
+        let error_type = self.checked.error.map(Type::Named).unwrap_or(Type::Unknown);
+        self.bind(error, error_type, false, false);
+        let handler_type = self.check_block(handler, expected);
+        self.pop_scope(mark);
+        let handler_flow = std::mem::replace(&mut self.flow, Flow::Unreachable);
+        self.flow = body_flow.join(handler_flow);
+        self.join_branches(
+            &body_type,
+            body.span,
+            &handler_type,
+            handler.span,
+            "`try` and `catch`",
+        )
+    }
+
+    fn check_error_kind(&mut self, kind: &ast::Ident) {
+        if stdlib::ERROR_KINDS.iter().any(|(k, _)| *k == kind.name) {
+            return;
+        }
+        let names = stdlib::ERROR_KINDS.iter().map(|(k, _)| *k);
+        let all: Vec<&str> = stdlib::ERROR_KINDS.iter().map(|(k, _)| *k).collect();
+        let mut diagnostic = Diagnostic::error(
+            codes::UNKNOWN_ERROR_KIND,
+            self.file,
+            kind.span,
+            "not an error kind",
+        )
+        .with_message(format!("Unknown error kind `{}`", kind.name));
+        diagnostic = match did_you_mean(&kind.name, names) {
+            Some(s) => diagnostic.with_help(format!("did you mean `{s}`?")),
+            None => diagnostic.with_help(format!("the error kinds are {}", all.join(", "))),
+        };
+        self.error(diagnostic);
+    }
+
+    fn check_gate_options(
+        &mut self,
+        options: &[ast::AwaitOption],
+        known: &[stdlib::GateOption],
+        span: Span,
+        what: &str,
+    ) {
+        for (index, option) in options.iter().enumerate() {
+            if let Some(first) = options[..index]
+                .iter()
+                .find(|o| o.name.name == option.name.name)
+            {
+                self.duplicate_field(&option.name, first.name.span);
+                continue;
+            }
+            let Some(spec) = known.iter().find(|k| k.name == option.name.name) else {
+                self.check_expr(&option.value, None);
+                let names: Vec<&str> = known.iter().map(|k| k.name).collect();
+                let mut diagnostic = Diagnostic::error(
+                    codes::UNKNOWN_OPTION,
+                    self.file,
+                    option.name.span,
+                    format!("not an option of `await {what}`"),
+                )
+                .with_message(format!("Unknown option `{}`", option.name.name));
+                diagnostic = match did_you_mean(&option.name.name, names.iter().copied()) {
+                    Some(s) => diagnostic.with_help(format!("did you mean `{s}`?")),
+                    None => diagnostic.with_help(format!("the options are {}", names.join(", "))),
+                };
+                self.error(diagnostic);
+                continue;
+            };
+            let expected = from_stdlib(spec.ty, self.checked, &Type::Unknown);
+            if expected.is_unknown() {
+                let found = self.check_expr(&option.value, None);
+                if found == Type::Unit {
+                    self.mismatch(option.value.span, &Type::Json, &found, None);
+                }
+            } else {
+                self.expect_type(&option.value, &expected);
+            }
+            match (&option.after, spec.takes_after) {
+                (Some(after), true) => {
+                    self.expect_type(after, &Type::Duration);
+                }
+                (None, true) => self.error(
+                    Diagnostic::error(
+                        codes::MISSING_OPTION,
+                        self.file,
+                        option.span,
+                        "when should it escalate?",
+                    )
+                    .with_message(format!("`{}` needs `after <duration>`", spec.name))
+                    .with_help(format!("write `{}: role(\"…\") after 24h`", spec.name)),
+                ),
+                (Some(after), false) => {
+                    self.check_expr(after, None);
+                    self.error(
+                        Diagnostic::error(
+                            codes::UNKNOWN_OPTION,
+                            self.file,
+                            after.span,
+                            format!("`{}` takes no `after`", spec.name),
+                        )
+                        .with_help("remove `after …`; only `escalate` takes a delay"),
+                    );
+                }
+                (None, false) => {}
+            }
+        }
+        for spec in known.iter().filter(|k| k.required) {
+            if !options.iter().any(|o| o.name.name == spec.name) {
+                self.error(
+                    Diagnostic::error(
+                        codes::MISSING_OPTION,
+                        self.file,
+                        span,
+                        format!("`{}` is missing", spec.name),
+                    )
+                    .with_message(format!("`await {what}` needs `{}`", spec.name))
+                    .with_help(format!("add `{}: role(\"…\")` — {}", spec.name, spec.doc)),
+                );
+            }
+        }
+    }
+
+    // ----- match --------------------------------------------------------------------
+
+    fn check_match(
+        &mut self,
+        scrutinee: &ast::Expr,
+        arms: &[ast::MatchArm],
+        expected: Option<&Type>,
+        span: Span,
+    ) -> Type {
+        let subject = self.check_expr(scrutinee, None);
+        let entry = self.flow.clone();
+        let mut exit = Flow::Unreachable;
+        let mut result: Option<(Type, Span)> = None;
+        let mut covered: Vec<Coverage> = Vec::new();
+        for arm in arms {
+            if covered.contains(&Coverage::Everything) {
+                self.error(
+                    Diagnostic::warning(
+                        codes::UNREACHABLE_CODE,
+                        self.file,
+                        arm.pattern.span,
+                        "this arm never matches",
+                    )
+                    .with_message("Unreachable match arm")
+                    .with_help(
+                        "an earlier arm already matches every value; remove this one or move it up",
+                    ),
+                );
+            }
+            self.flow = entry.clone();
+            let mark = self.locals.len();
+            let coverage = self.check_pattern(&arm.pattern, &subject);
+            covered.push(coverage);
+            let arm_type = self.check_expr(&arm.body, expected);
+            self.pop_scope(mark);
+            exit = exit.join(std::mem::replace(&mut self.flow, Flow::Unreachable));
+            result = Some(match result {
+                None => (arm_type, arm.body.span),
+                Some((so_far, so_far_span)) => {
+                    let joined = self.join_branches(
+                        &so_far,
+                        so_far_span,
+                        &arm_type,
+                        arm.body.span,
+                        "match arms",
+                    );
+                    (joined, so_far_span)
+                }
+            });
+        }
+        self.flow = if arms.is_empty() { entry } else { exit };
+        self.check_exhaustive(&subject, &covered, scrutinee.span, span);
+        result.map(|(t, _)| t).unwrap_or(Type::Unit)
+    }
+
+    fn check_exhaustive(
+        &mut self,
+        subject: &Type,
+        covered: &[Coverage],
+        scrutinee_span: Span,
+        _span: Span,
+    ) {
+        if covered.contains(&Coverage::Everything) || subject.is_unknown() {
+            return;
+        }
+        let missing: Vec<String> = match subject {
+            Type::Named(id) => match self.checked.types.get(*id).variants() {
+                Some(variants) => variants
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !covered.contains(&Coverage::Variant(*i)))
+                    .map(|(_, v)| {
+                        if v.fields.is_empty() {
+                            v.name.clone()
+                        } else {
+                            let names: Vec<&str> =
+                                v.fields.iter().map(|f| f.name.as_str()).collect();
+                            format!("{}({})", v.name, names.join(", "))
+                        }
+                    })
+                    .collect(),
+                None => vec!["_".to_string()],
+            },
+            Type::Bool => [true, false]
+                .into_iter()
+                .filter(|b| !covered.contains(&Coverage::Bool(*b)))
+                .map(|b| b.to_string())
+                .collect(),
+            Type::Optional(_) if !covered.contains(&Coverage::NoneValue) => {
+                vec!["none".to_string()]
+            }
+            _ => vec!["_".to_string()],
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let show = self.show(subject);
+        let list = missing
+            .iter()
+            .map(|m| format!("`{m}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let first = &missing[0];
+        self.error(
+            Diagnostic::error(
+                codes::NON_EXHAUSTIVE_MATCH,
+                self.file,
+                scrutinee_span,
+                format!("this {show} may be {list}"),
+            )
+            .with_message(format!("`match` does not cover {list}"))
+            .with_help(format!(
+                "add an arm `{first} => …`, or a catch-all `_ => …`"
+            )),
+        );
+    }
+
+    fn check_pattern(&mut self, pattern: &ast::Pattern, subject: &Type) -> Coverage {
+        let enum_id = match subject {
+            Type::Named(id) if self.checked.types.get(*id).variants().is_some() => Some(*id),
+            _ => None,
+        };
+        match &pattern.kind {
+            PatternKind::Wildcard | PatternKind::Error => Coverage::Everything,
+            PatternKind::Name(name) => {
+                if let Some(id) = enum_id {
+                    let variants = self.checked.types.get(id).variants().unwrap_or(&[]);
+                    if let Some(index) = variants.iter().position(|v| &v.name == name) {
+                        let variant = &variants[index];
+                        if !variant.fields.is_empty() {
+                            let names: Vec<&str> =
+                                variant.fields.iter().map(|f| f.name.as_str()).collect();
+                            let help = format!(
+                                "bind its fields: `{}({})`, or ignore them with `_`",
+                                name,
+                                names.join(", ")
+                            );
+                            self.error(
+                                Diagnostic::error(
+                                    codes::INVALID_PATTERN,
+                                    self.file,
+                                    pattern.span,
+                                    format!("`{name}` has fields"),
+                                )
+                                .with_help(help),
+                            );
+                        }
+                        return Coverage::Variant(index);
+                    }
+                }
+                if name.starts_with(|c: char| c.is_uppercase())
+                    && let Some(id) = enum_id
+                {
+                    let ident = ast::Ident {
+                        name: name.clone(),
+                        span: pattern.span,
+                    };
+                    self.find_variant(id, &ident);
+                    return Coverage::Partial;
+                }
+                let ident = ast::Ident {
+                    name: name.clone(),
+                    span: pattern.span,
+                };
+                self.bind(&ident, subject.clone(), false, false);
+                Coverage::Everything
+            }
+            PatternKind::Variant {
+                enum_name,
+                name,
+                fields,
+            } => {
+                let Some(id) = enum_id else {
+                    for field in fields {
+                        self.check_pattern(field, &Type::Unknown);
+                    }
+                    if !subject.is_unknown() {
+                        let show = self.show(subject);
+                        self.error(
+                            Diagnostic::error(
+                                codes::INVALID_PATTERN,
+                                self.file,
+                                pattern.span,
+                                format!("the value is {show}, not an enum"),
+                            )
+                            .with_help("variant patterns only match enum values"),
+                        );
+                    }
+                    return Coverage::Partial;
+                };
+                if let Some(enum_name) = enum_name
+                    && enum_name.name != self.checked.types.get(id).name
+                {
+                    let show = self.show(subject);
+                    self.error(
+                        Diagnostic::error(
+                            codes::INVALID_PATTERN,
+                            self.file,
+                            enum_name.span,
+                            format!("the value is {show}"),
+                        )
+                        .with_help(format!("match variants of {show}")),
+                    );
+                    return Coverage::Partial;
+                }
+                let Some(index) = self.find_variant(id, name) else {
+                    return Coverage::Partial;
+                };
+                let variant_fields: Vec<Type> =
+                    self.checked.types.get(id).variants().unwrap_or(&[])[index]
+                        .fields
+                        .iter()
+                        .map(|f| f.ty.clone())
+                        .collect();
+                if variant_fields.len() != fields.len() {
+                    self.error(
+                        Diagnostic::error(
+                            codes::INVALID_PATTERN,
+                            self.file,
+                            pattern.span,
+                            format!(
+                                "`{}` has {} field(s), the pattern has {}",
+                                name.name,
+                                variant_fields.len(),
+                                fields.len()
+                            ),
+                        )
+                        .with_help(
+                            "give one pattern per field, in declaration order; `_` ignores a field",
+                        ),
+                    );
+                    return Coverage::Partial;
+                }
+                let mut complete = true;
+                for (field, ty) in fields.iter().zip(&variant_fields) {
+                    complete &= self.check_pattern(field, ty) == Coverage::Everything;
+                }
+                if complete {
+                    Coverage::Variant(index)
+                } else {
+                    Coverage::Partial
+                }
+            }
+            PatternKind::Int(_) => {
+                self.literal_pattern(pattern, subject, Type::Int, Coverage::Partial)
+            }
+            PatternKind::Str(_) => {
+                self.literal_pattern(pattern, subject, Type::String, Coverage::Partial)
+            }
+            PatternKind::Bool(b) => {
+                self.literal_pattern(pattern, subject, Type::Bool, Coverage::Bool(*b))
+            }
+            PatternKind::None => {
+                if !matches!(subject, Type::Optional(_) | Type::Unknown) {
+                    let show = self.show(subject);
+                    self.error(
+                        Diagnostic::error(
+                            codes::INVALID_PATTERN,
+                            self.file,
+                            pattern.span,
+                            format!("the value is {show}, never `none`"),
+                        )
+                        .with_help("remove this arm"),
+                    );
+                }
+                Coverage::NoneValue
+            }
+        }
+    }
+
+    fn literal_pattern(
+        &mut self,
+        pattern: &ast::Pattern,
+        subject: &Type,
+        ty: Type,
+        coverage: Coverage,
+    ) -> Coverage {
+        if !self.checked.types.assignable(&ty, subject) {
+            self.mismatch(pattern.span, subject, &ty, None);
+        }
+        coverage
+    }
+}
+
+/// The variable at the root of an assignment target (`x` in `x.a.b = …`).
+fn assignment_root(target: &ast::Expr) -> Option<(&str, Span)> {
+    match &target.kind {
+        ExprKind::Name(name) => Some((name, target.span)),
+        ExprKind::Field { base, .. } => assignment_root(base),
+        _ => None,
+    }
+}
+
+fn param_list(checker: &BodyChecker, params: &[super::ParamDef]) -> String {
+    params
+        .iter()
+        .map(|p| format!("{}: {}", p.name, p.ty.display(&checker.checked.types)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn builtin_signature(builtin: stdlib::Builtin) -> String {
+    let params: Vec<String> = builtin
+        .params()
+        .iter()
+        .map(|p| format!("{}: {}", p.name, show_stdlib(p.ty)))
+        .collect();
+    format!("{}({})", builtin.name(), params.join(", "))
+}
+
+fn show_stdlib(ty: stdlib::Ty) -> String {
+    use stdlib::Ty;
+    match ty {
+        Ty::Var => "T".into(),
+        Ty::Any => "Any".into(),
+        Ty::List(inner) => format!("List<{}>", show_stdlib(*inner)),
+        Ty::Map(inner) => format!("Map<{}>", show_stdlib(*inner)),
+        Ty::Optional(inner) => format!("{}?", show_stdlib(*inner)),
+        Ty::Record(name) => name.into(),
+        other => format!("{other:?}"),
+    }
+}

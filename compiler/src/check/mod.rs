@@ -1,0 +1,759 @@
+//! Name resolution and declaration checking: syntax trees in, the program's declarations
+//! (types, tools, workflows, each file's scope) out, plus diagnostics. Workflow bodies are
+//! then checked by [`body`], which also runs the flow-sensitive safety analyses ([`flow`]).
+//!
+//! Each file sees its own declarations and those of the files it imports directly.
+
+mod body;
+mod flow;
+
+use crate::diagnostics::{Diagnostic, codes, did_you_mean};
+use crate::sources::SourceDb;
+use crate::span::{FileId, Span};
+use crate::syntax::{SyntaxTree, ast};
+use crate::types::{FieldDef, Type, TypeDef, TypeDefKind, TypeDefs, TypeId, VariantDef};
+use flow_stdlib as stdlib;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+
+#[derive(Clone, Debug)]
+pub struct ParamDef {
+    pub name: String,
+    pub ty: Type,
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindingKind {
+    Http,
+    Exec,
+    Llm,
+}
+
+#[derive(Clone, Debug)]
+pub struct ToolDef {
+    pub name: String,
+    pub file: FileId,
+    pub span: Span,
+    pub params: Vec<ParamDef>,
+    pub ret: Type,
+    pub sensitive: bool,
+    pub binding: Option<BindingKind>,
+    pub doc: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkflowDef {
+    pub name: String,
+    pub file: FileId,
+    pub span: Span,
+    pub params: Vec<ParamDef>,
+    pub ret: Type,
+    pub ret_span: Option<Span>,
+    pub doc: Option<String>,
+}
+
+/// What a name in value position refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value {
+    Tool(usize),
+    Workflow(usize),
+    Variant(TypeId, usize),
+}
+
+/// The names one file can see, each with the file that declares it.
+#[derive(Default, Debug)]
+pub struct FileScope {
+    pub types: HashMap<String, (TypeId, FileId)>,
+    pub values: HashMap<String, Vec<(Value, FileId)>>,
+    used_imports: RefCell<HashSet<FileId>>,
+    file: Option<FileId>,
+}
+
+impl FileScope {
+    pub fn lookup_type(&self, name: &str) -> Option<TypeId> {
+        let (id, origin) = self.types.get(name)?;
+        self.note_use(*origin);
+        Some(*id)
+    }
+
+    pub fn lookup_values(&self, name: &str) -> &[(Value, FileId)] {
+        match self.values.get(name) {
+            Some(found) => {
+                for (_, origin) in found {
+                    self.note_use(*origin);
+                }
+                found
+            }
+            None => &[],
+        }
+    }
+
+    fn note_use(&self, origin: FileId) {
+        if Some(origin) != self.file {
+            self.used_imports.borrow_mut().insert(origin);
+        }
+    }
+}
+
+/// The checked program: every declaration with resolved types.
+#[derive(Default, Debug)]
+pub struct Checked {
+    pub types: TypeDefs,
+    pub tools: Vec<ToolDef>,
+    pub workflows: Vec<WorkflowDef>,
+    pub scopes: Vec<FileScope>,
+    pub decision: Option<TypeId>,
+    pub error: Option<TypeId>,
+}
+
+pub fn check_program(
+    db: &SourceDb,
+    trees: &[SyntaxTree],
+    imports: &[Vec<(Span, Option<FileId>)>],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Checked {
+    let mut checker = DeclChecker {
+        checked: Checked::default(),
+        own: Vec::new(),
+        diagnostics,
+    };
+    checker.add_builtin_records();
+    checker.collect(trees);
+    checker.build_scopes(db, imports);
+    checker.resolve_declarations(trees);
+    for (index, tree) in trees.iter().enumerate() {
+        let file = FileId(index as u32);
+        for item in &tree.module.items {
+            if let ast::Item::Workflow(workflow) = item {
+                body::check_workflow(&checker.checked, file, workflow, checker.diagnostics);
+            }
+        }
+    }
+    checker.report_unused_imports(imports);
+    checker.checked
+}
+
+/// Declarations one file makes, by name, with the span of the name.
+#[derive(Default)]
+struct OwnNames {
+    types: Vec<(String, TypeId, Span)>,
+    values: Vec<(String, Value, Span)>,
+}
+
+struct DeclChecker<'d> {
+    checked: Checked,
+    own: Vec<OwnNames>,
+    diagnostics: &'d mut Vec<Diagnostic>,
+}
+
+impl DeclChecker<'_> {
+    fn add_builtin_records(&mut self) {
+        for record in stdlib::BUILTIN_RECORDS {
+            let fields = record
+                .fields
+                .iter()
+                .map(|f| FieldDef {
+                    name: f.name.to_string(),
+                    ty: Type::Unknown,
+                    span: Span::default(),
+                    doc: Some(f.doc.to_string()),
+                })
+                .collect();
+            let id = self.checked.types.add(TypeDef {
+                name: record.name.to_string(),
+                file: None,
+                span: Span::default(),
+                doc: Some(record.doc.to_string()),
+                kind: TypeDefKind::Record(fields),
+            });
+            if record.name == stdlib::DECISION.name {
+                self.checked.decision = Some(id);
+            } else if record.name == stdlib::ERROR.name {
+                self.checked.error = Some(id);
+            }
+        }
+        // Builtin record fields refer only to builtin types, so resolve them now.
+        let ids: Vec<TypeId> = self.checked.types.iter().map(|(id, _)| id).collect();
+        for (id, record) in ids.into_iter().zip(stdlib::BUILTIN_RECORDS) {
+            let fields: Vec<Type> = record
+                .fields
+                .iter()
+                .map(|f| from_stdlib(f.ty, &self.checked, &Type::Unknown))
+                .collect();
+            if let TypeDefKind::Record(defs) = &mut self.checked.types.get_mut(id).kind {
+                for (def, ty) in defs.iter_mut().zip(fields) {
+                    def.ty = ty;
+                }
+            }
+        }
+    }
+
+    /// Gives every declaration an id, so declarations may refer to each other in any order.
+    fn collect(&mut self, trees: &[SyntaxTree]) {
+        for (index, tree) in trees.iter().enumerate() {
+            let file = FileId(index as u32);
+            let mut own = OwnNames::default();
+            for item in &tree.module.items {
+                match item {
+                    ast::Item::Type(decl) => {
+                        let id = self.checked.types.add(TypeDef {
+                            name: decl.name.name.clone(),
+                            file: Some(file),
+                            span: decl.name.span,
+                            doc: decl.doc.clone(),
+                            kind: TypeDefKind::Record(Vec::new()),
+                        });
+                        self.add_own_type(file, &mut own, &decl.name, id);
+                    }
+                    ast::Item::Enum(decl) => {
+                        let id = self.checked.types.add(TypeDef {
+                            name: decl.name.name.clone(),
+                            file: Some(file),
+                            span: decl.name.span,
+                            doc: decl.doc.clone(),
+                            kind: TypeDefKind::Enum(Vec::new()),
+                        });
+                        self.add_own_type(file, &mut own, &decl.name, id);
+                        for (i, variant) in decl.variants.iter().enumerate() {
+                            self.add_own_value(
+                                file,
+                                &mut own,
+                                &variant.name,
+                                Value::Variant(id, i),
+                            );
+                        }
+                    }
+                    ast::Item::Tool(decl) => {
+                        let index = self.checked.tools.len();
+                        self.checked.tools.push(ToolDef {
+                            name: decl.name.name.clone(),
+                            file,
+                            span: decl.name.span,
+                            params: Vec::new(),
+                            ret: Type::Unknown,
+                            sensitive: decl.sensitive.is_some(),
+                            binding: None,
+                            doc: decl.doc.clone(),
+                        });
+                        self.add_own_value(file, &mut own, &decl.name, Value::Tool(index));
+                    }
+                    ast::Item::Workflow(decl) => {
+                        let index = self.checked.workflows.len();
+                        self.checked.workflows.push(WorkflowDef {
+                            name: decl.name.name.clone(),
+                            file,
+                            span: decl.name.span,
+                            params: Vec::new(),
+                            ret: Type::Unit,
+                            ret_span: decl.ret.as_ref().map(|r| r.span),
+                            doc: decl.doc.clone(),
+                        });
+                        self.add_own_value(file, &mut own, &decl.name, Value::Workflow(index));
+                    }
+                    ast::Item::Import(_) => {}
+                }
+            }
+            self.own.push(own);
+        }
+    }
+
+    fn add_own_type(&mut self, file: FileId, own: &mut OwnNames, name: &ast::Ident, id: TypeId) {
+        let builtin = BUILTIN_TYPE_NAMES.contains(&name.name.as_str())
+            || stdlib::BUILTIN_RECORDS.iter().any(|r| r.name == name.name);
+        if builtin {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::DUPLICATE_DEFINITION,
+                    file,
+                    name.span,
+                    "this is a builtin type",
+                )
+                .with_message(format!("`{}` is already defined by Flow", name.name))
+                .with_help("choose another name for this type"),
+            );
+            return;
+        }
+        if let Some((_, _, first)) = own.types.iter().find(|(n, _, _)| *n == name.name) {
+            self.report_duplicate(file, name, *first);
+            return;
+        }
+        own.types.push((name.name.clone(), id, name.span));
+    }
+
+    fn add_own_value(&mut self, file: FileId, own: &mut OwnNames, name: &ast::Ident, value: Value) {
+        let clash = own.values.iter().find(|(n, v, _)| {
+            *n == name.name
+                && !(matches!(v, Value::Variant(..)) && matches!(value, Value::Variant(..)))
+        });
+        if let Some((_, _, first)) = clash {
+            self.report_duplicate(file, name, *first);
+            return;
+        }
+        if stdlib::Builtin::from_name(&name.name).is_some() {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::DUPLICATE_DEFINITION,
+                    file,
+                    name.span,
+                    "this is a builtin function",
+                )
+                .with_message(format!("`{}` is already defined by Flow", name.name))
+                .with_help("choose another name"),
+            );
+            return;
+        }
+        own.values.push((name.name.clone(), value, name.span));
+    }
+
+    fn report_duplicate(&mut self, file: FileId, name: &ast::Ident, first: Span) {
+        self.diagnostics.push(
+            Diagnostic::error(
+                codes::DUPLICATE_DEFINITION,
+                file,
+                name.span,
+                "defined again here",
+            )
+            .with_message(format!("`{}` is defined more than once", name.name))
+            .with_label(file, first, "first defined here")
+            .with_help("rename one of them, or remove the duplicate"),
+        );
+    }
+
+    fn build_scopes(
+        &mut self,
+        db: &SourceDb,
+        imports: &[Vec<(Span, Option<FileId>)>],
+    ) {
+        for (index, file_imports) in imports.iter().enumerate() {
+            let file = FileId(index as u32);
+            let mut scope = FileScope {
+                file: Some(file),
+                ..FileScope::default()
+            };
+            for (name, id, _) in &self.own[index].types {
+                scope.types.insert(name.clone(), (*id, file));
+            }
+            for (name, value, _) in &self.own[index].values {
+                scope
+                    .values
+                    .entry(name.clone())
+                    .or_default()
+                    .push((*value, file));
+            }
+            for &(import_span, target) in file_imports {
+                let Some(target) = target else { continue };
+                if target == file {
+                    continue;
+                }
+                for (name, id, _) in &self.own[target.0 as usize].types {
+                    match scope.types.get(name) {
+                        Some((existing, _)) if existing == id => {}
+                        Some((_, origin)) => {
+                            let origin = *origin;
+                            report_import_clash(
+                                self.diagnostics,
+                                db,
+                                file,
+                                import_span,
+                                name,
+                                origin,
+                                target,
+                            );
+                        }
+                        None => {
+                            scope.types.insert(name.clone(), (*id, target));
+                        }
+                    }
+                }
+                for (name, value, _) in &self.own[target.0 as usize].values {
+                    let entry = scope.values.entry(name.clone()).or_default();
+                    if entry.iter().any(|(v, _)| v == value) {
+                        continue;
+                    }
+                    let clash = entry.iter().find(|(v, _)| {
+                        !(matches!(v, Value::Variant(..)) && matches!(value, Value::Variant(..)))
+                    });
+                    if let Some((_, origin)) = clash {
+                        let origin = *origin;
+                        report_import_clash(
+                            self.diagnostics,
+                            db,
+                            file,
+                            import_span,
+                            name,
+                            origin,
+                            target,
+                        );
+                        continue;
+                    }
+                    entry.push((*value, target));
+                }
+            }
+            self.checked.scopes.push(scope);
+        }
+    }
+
+    /// Resolves the types written in every declaration.
+    fn resolve_declarations(&mut self, trees: &[SyntaxTree]) {
+        let mut tool_index = 0;
+        let mut workflow_index = 0;
+        for (index, tree) in trees.iter().enumerate() {
+            let file = FileId(index as u32);
+            for item in &tree.module.items {
+                match item {
+                    ast::Item::Type(decl) => {
+                        let Some(id) = self.own_type_id(index, &decl.name) else {
+                            continue;
+                        };
+                        let fields = self.resolve_fields(file, &decl.fields);
+                        self.checked.types.get_mut(id).kind = TypeDefKind::Record(fields);
+                    }
+                    ast::Item::Enum(decl) => {
+                        let Some(id) = self.own_type_id(index, &decl.name) else {
+                            continue;
+                        };
+                        let mut variants: Vec<VariantDef> = Vec::new();
+                        for variant in &decl.variants {
+                            if let Some(first) =
+                                variants.iter().find(|v| v.name == variant.name.name)
+                            {
+                                let first = first.span;
+                                self.report_duplicate(file, &variant.name, first);
+                            }
+                            variants.push(VariantDef {
+                                name: variant.name.name.clone(),
+                                fields: self.resolve_fields(file, &variant.fields),
+                                span: variant.name.span,
+                                doc: variant.doc.clone(),
+                            });
+                        }
+                        self.checked.types.get_mut(id).kind = TypeDefKind::Enum(variants);
+                    }
+                    ast::Item::Tool(decl) => {
+                        let params = self.resolve_params(file, &decl.params);
+                        let ret = resolve_type(&self.checked, file, &decl.ret, self.diagnostics);
+                        let binding = self.check_binding(file, &decl.binding);
+                        let tool = &mut self.checked.tools[tool_index];
+                        tool.params = params;
+                        tool.ret = ret;
+                        tool.binding = binding;
+                        tool_index += 1;
+                    }
+                    ast::Item::Workflow(decl) => {
+                        let params = self.resolve_params(file, &decl.params);
+                        let ret = match &decl.ret {
+                            Some(ret) => resolve_type(&self.checked, file, ret, self.diagnostics),
+                            None => Type::Unit,
+                        };
+                        let workflow = &mut self.checked.workflows[workflow_index];
+                        workflow.params = params;
+                        workflow.ret = ret;
+                        workflow_index += 1;
+                    }
+                    ast::Item::Import(_) => {}
+                }
+            }
+        }
+    }
+
+    fn own_type_id(&self, file_index: usize, name: &ast::Ident) -> Option<TypeId> {
+        self.own[file_index]
+            .types
+            .iter()
+            .find(|(n, _, span)| *n == name.name && *span == name.span)
+            .map(|(_, id, _)| *id)
+    }
+
+    fn resolve_fields(&mut self, file: FileId, fields: &[ast::Field]) -> Vec<FieldDef> {
+        let mut out: Vec<FieldDef> = Vec::new();
+        for field in fields {
+            if let Some(first) = out.iter().find(|f| f.name == field.name.name) {
+                let first = first.span;
+                self.report_duplicate_field(file, &field.name, first);
+                continue;
+            }
+            out.push(FieldDef {
+                name: field.name.name.clone(),
+                ty: resolve_type(&self.checked, file, &field.ty, self.diagnostics),
+                span: field.name.span,
+                doc: field.doc.clone(),
+            });
+        }
+        out
+    }
+
+    fn resolve_params(&mut self, file: FileId, params: &[ast::Field]) -> Vec<ParamDef> {
+        self.resolve_fields(file, params)
+            .into_iter()
+            .map(|f| ParamDef {
+                name: f.name,
+                ty: f.ty,
+                span: f.span,
+            })
+            .collect()
+    }
+
+    fn report_duplicate_field(&mut self, file: FileId, name: &ast::Ident, first: Span) {
+        self.diagnostics.push(
+            Diagnostic::error(
+                codes::DUPLICATE_FIELD,
+                file,
+                name.span,
+                "declared again here",
+            )
+            .with_message(format!("`{}` is declared twice", name.name))
+            .with_label(file, first, "first declared here")
+            .with_help("remove one of them or give it another name"),
+        );
+    }
+
+    fn check_binding(&mut self, file: FileId, binding: &ast::ToolBinding) -> Option<BindingKind> {
+        let empty = |lit: &ast::StrLit| lit.value.trim().is_empty();
+        match binding {
+            ast::ToolBinding::Http { method, path } => {
+                let lower = method.name.to_ascii_lowercase();
+                if !HTTP_METHODS.contains(&lower.as_str()) {
+                    let mut diagnostic = Diagnostic::error(
+                        codes::INVALID_TOOL_BINDING,
+                        file,
+                        method.span,
+                        "not an HTTP method",
+                    )
+                    .with_message(format!("Unknown HTTP method `{}`", method.name));
+                    diagnostic = match did_you_mean(&lower, HTTP_METHODS.iter().copied()) {
+                        Some(s) => diagnostic.with_help(format!("did you mean `{s}`?")),
+                        None => diagnostic.with_help("use one of get, post, put, patch, delete"),
+                    };
+                    self.diagnostics.push(diagnostic);
+                }
+                if empty(path) {
+                    self.empty_binding(
+                        file,
+                        path.span,
+                        "the request path is empty",
+                        "give the path or URL the tool calls, e.g. \"/check\"",
+                    );
+                }
+                Some(BindingKind::Http)
+            }
+            ast::ToolBinding::Exec { command } => {
+                if empty(command) {
+                    self.empty_binding(
+                        file,
+                        command.span,
+                        "the command is empty",
+                        "name the program to run, e.g. \"tools/release.sh\"",
+                    );
+                }
+                Some(BindingKind::Exec)
+            }
+            ast::ToolBinding::Llm { model, prompt } => {
+                if empty(model) {
+                    self.empty_binding(
+                        file,
+                        model.span,
+                        "the model name is empty",
+                        "name the model, e.g. \"mistral-small\"",
+                    );
+                }
+                if empty(prompt) {
+                    self.empty_binding(
+                        file,
+                        prompt.span,
+                        "the prompt is empty",
+                        "say what the model must produce",
+                    );
+                }
+                Some(BindingKind::Llm)
+            }
+            ast::ToolBinding::Error => None,
+        }
+    }
+
+    fn empty_binding(&mut self, file: FileId, span: Span, label: &str, help: &str) {
+        self.diagnostics.push(
+            Diagnostic::error(codes::INVALID_TOOL_BINDING, file, span, label).with_help(help),
+        );
+    }
+
+    fn report_unused_imports(&mut self, imports: &[Vec<(Span, Option<FileId>)>]) {
+        for (index, file_imports) in imports.iter().enumerate() {
+            let file = FileId(index as u32);
+            let used = self.checked.scopes[index].used_imports.borrow();
+            for &(span, target) in file_imports {
+                let Some(target) = target else { continue };
+                let exports_nothing = self.own[target.0 as usize].types.is_empty()
+                    && self.own[target.0 as usize].values.is_empty();
+                if target != file && !used.contains(&target) && !exports_nothing {
+                    self.diagnostics.push(
+                        Diagnostic::warning(
+                            codes::UNUSED_IMPORT,
+                            file,
+                            span,
+                            "nothing from this file is used",
+                        )
+                        .with_help("remove the import"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn report_import_clash(
+    diagnostics: &mut Vec<Diagnostic>,
+    db: &SourceDb,
+    file: FileId,
+    import_span: Span,
+    name: &str,
+    first: FileId,
+    second: FileId,
+) {
+    diagnostics.push(
+        Diagnostic::error(
+            codes::DUPLICATE_DEFINITION,
+            file,
+            import_span,
+            format!("this import brings a second `{name}`"),
+        )
+        .with_message(format!(
+            "`{name}` is defined in both {} and {}",
+            db.display_name(first),
+            db.display_name(second)
+        ))
+        .with_help("rename one of the declarations so each name has one meaning"),
+    );
+}
+
+const HTTP_METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
+
+/// Type names Flow defines itself (records such as `Decision` come from the stdlib table).
+pub const BUILTIN_TYPE_NAMES: &[&str] = &[
+    "Int",
+    "Float",
+    "Bool",
+    "String",
+    "Duration",
+    "Time",
+    "Json",
+    "Approvers",
+    "List",
+    "Map",
+];
+
+/// Resolves a written type in the scope of `file`, reporting unknown names.
+pub fn resolve_type(
+    checked: &Checked,
+    file: FileId,
+    ty: &ast::TypeExpr,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Type {
+    match &ty.kind {
+        ast::TypeExprKind::Error => Type::Unknown,
+        ast::TypeExprKind::Optional(inner) => {
+            Type::optional(resolve_type(checked, file, inner, diagnostics))
+        }
+        ast::TypeExprKind::Named { name, args } => {
+            let expected_args = match name.name.as_str() {
+                "List" | "Map" => 1,
+                _ => 0,
+            };
+            if args.len() != expected_args {
+                let shape = match name.name.as_str() {
+                    "List" => "write `List<Element>`",
+                    "Map" => "write `Map<Value>`; keys are always strings",
+                    _ => "remove the type arguments",
+                };
+                diagnostics.push(
+                    Diagnostic::error(
+                        codes::WRONG_TYPE_ARGUMENTS,
+                        file,
+                        ty.span,
+                        format!(
+                            "`{}` takes {expected_args} type argument(s), {} given",
+                            name.name,
+                            args.len()
+                        ),
+                    )
+                    .with_help(shape),
+                );
+                if expected_args == 1 && args.is_empty() {
+                    return Type::Unknown;
+                }
+            }
+            let arg = |diagnostics: &mut Vec<Diagnostic>| {
+                args.first()
+                    .map(|a| resolve_type(checked, file, a, diagnostics))
+                    .unwrap_or(Type::Unknown)
+            };
+            match name.name.as_str() {
+                "Int" => Type::Int,
+                "Float" => Type::Float,
+                "Bool" => Type::Bool,
+                "String" => Type::String,
+                "Duration" => Type::Duration,
+                "Time" => Type::Time,
+                "Json" => Type::Json,
+                "Approvers" => Type::Approvers,
+                "List" => Type::List(Box::new(arg(diagnostics))),
+                "Map" => Type::Map(Box::new(arg(diagnostics))),
+                other => {
+                    if let Some(id) = builtin_record(checked, other) {
+                        return Type::Named(id);
+                    }
+                    if let Some(id) = checked.scopes[file.0 as usize].lookup_type(other) {
+                        return Type::Named(id);
+                    }
+                    let scope = &checked.scopes[file.0 as usize];
+                    let candidates = BUILTIN_TYPE_NAMES
+                        .iter()
+                        .copied()
+                        .chain(stdlib::BUILTIN_RECORDS.iter().map(|r| r.name))
+                        .chain(scope.types.keys().map(|k| k.as_str()));
+                    let mut diagnostic =
+                        Diagnostic::error(codes::UNKNOWN_TYPE, file, name.span, "not a known type")
+                            .with_message(format!("Unknown type `{other}`"));
+                    diagnostic = match did_you_mean(other, candidates) {
+                        Some(s) => diagnostic.with_help(format!("did you mean `{s}`?")),
+                        None => diagnostic.with_help(format!(
+                            "declare it with `type {other} = {{ … }}` or `enum {other} {{ … }}`, or import the file that declares it"
+                        )),
+                    };
+                    diagnostics.push(diagnostic);
+                    Type::Unknown
+                }
+            }
+        }
+    }
+}
+
+fn builtin_record(checked: &Checked, name: &str) -> Option<TypeId> {
+    [checked.decision, checked.error]
+        .into_iter()
+        .flatten()
+        .find(|id| checked.types.get(*id).name == name)
+}
+
+/// Converts a stdlib signature type; `var` stands for the builtin's type variable.
+pub fn from_stdlib(ty: stdlib::Ty, checked: &Checked, var: &Type) -> Type {
+    use stdlib::Ty;
+    match ty {
+        Ty::Int => Type::Int,
+        Ty::Float => Type::Float,
+        Ty::Bool => Type::Bool,
+        Ty::String => Type::String,
+        Ty::Duration => Type::Duration,
+        Ty::Time => Type::Time,
+        Ty::Json => Type::Json,
+        Ty::Approvers => Type::Approvers,
+        Ty::Any => Type::Unknown,
+        Ty::Var => var.clone(),
+        Ty::List(inner) => Type::List(Box::new(from_stdlib(*inner, checked, var))),
+        Ty::Map(inner) => Type::Map(Box::new(from_stdlib(*inner, checked, var))),
+        Ty::Optional(inner) => Type::optional(from_stdlib(*inner, checked, var)),
+        Ty::Record(name) => builtin_record(checked, name)
+            .map(Type::Named)
+            .unwrap_or(Type::Unknown),
+    }
+}

@@ -1,0 +1,359 @@
+//! The syntax tree the parser produces: every node keeps its byte span.
+//!
+//! The tree is always complete: where the source was malformed the parser puts an `Error`
+//! node (after reporting a diagnostic), so later phases can still check the rest.
+
+use crate::span::Span;
+
+#[derive(Clone, Debug, Default)]
+pub struct Module {
+    pub items: Vec<Item>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Item {
+    Import(Import),
+    Type(TypeDecl),
+    Enum(EnumDecl),
+    Tool(ToolDecl),
+    Workflow(WorkflowDecl),
+}
+
+impl Item {
+    pub fn span(&self) -> Span {
+        match self {
+            Item::Import(i) => i.span,
+            Item::Type(t) => t.span,
+            Item::Enum(e) => e.span,
+            Item::Tool(t) => t.span,
+            Item::Workflow(w) => w.span,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ident {
+    pub name: String,
+    pub span: Span,
+}
+
+/// A string literal without interpolation (gate names, tool paths, imports).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StrLit {
+    pub value: String,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct Import {
+    pub path: StrLit,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct TypeDecl {
+    pub doc: Option<String>,
+    pub name: Ident,
+    pub fields: Vec<Field>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct Field {
+    pub doc: Option<String>,
+    pub name: Ident,
+    pub ty: TypeExpr,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct EnumDecl {
+    pub doc: Option<String>,
+    pub name: Ident,
+    pub variants: Vec<Variant>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct Variant {
+    pub doc: Option<String>,
+    pub name: Ident,
+    pub fields: Vec<Field>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct ToolDecl {
+    pub doc: Option<String>,
+    pub name: Ident,
+    pub params: Vec<Field>,
+    pub ret: TypeExpr,
+    pub binding: ToolBinding,
+    pub sensitive: Option<Span>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub enum ToolBinding {
+    Http {
+        method: Ident,
+        path: StrLit,
+    },
+    Exec {
+        command: StrLit,
+    },
+    Llm {
+        model: StrLit,
+        prompt: StrLit,
+    },
+    /// The binding did not parse; already reported.
+    Error,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkflowDecl {
+    pub doc: Option<String>,
+    pub name: Ident,
+    pub params: Vec<Field>,
+    pub ret: Option<TypeExpr>,
+    pub body: Block,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct TypeExpr {
+    pub kind: TypeExprKind,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub enum TypeExprKind {
+    Named { name: Ident, args: Vec<TypeExpr> },
+    Optional(Box<TypeExpr>),
+    Error,
+}
+
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub stmts: Vec<Stmt>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct Stmt {
+    pub kind: StmtKind,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub enum StmtKind {
+    Let {
+        mutable: bool,
+        name: Ident,
+        ty: Option<TypeExpr>,
+        value: Expr,
+    },
+    Assign {
+        target: Expr,
+        value: Expr,
+    },
+    Expr(Expr),
+    While {
+        cond: Expr,
+        body: Block,
+    },
+    For {
+        var: Ident,
+        iter: Expr,
+        body: Block,
+    },
+    Break,
+    Continue,
+    Return(Option<Expr>),
+    Fail(Expr),
+    Sleep(Expr),
+    Audit {
+        event: StrLit,
+        fields: Vec<FieldInit>,
+    },
+    /// A statement that did not parse; already reported.
+    Error,
+}
+
+#[derive(Clone, Debug)]
+pub struct Expr {
+    pub kind: ExprKind,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub enum ExprKind {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    None,
+    /// Milliseconds.
+    Duration(u64),
+    Str(Vec<StrPart>),
+    Name(String),
+    List(Vec<Expr>),
+    Record(Vec<FieldInit>),
+    Field {
+        base: Box<Expr>,
+        name: Ident,
+        /// `?.`: absent stays absent.
+        optional: bool,
+    },
+    Index {
+        base: Box<Expr>,
+        index: Box<Expr>,
+    },
+    Call {
+        callee: Box<Expr>,
+        args: Vec<Expr>,
+    },
+    Unary {
+        op: UnaryOp,
+        operand: Box<Expr>,
+    },
+    Binary {
+        op: BinaryOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    If {
+        cond: Box<Expr>,
+        then_block: Block,
+        /// Either a `Block` expression or another `If`.
+        else_branch: Option<Box<Expr>>,
+    },
+    Match {
+        scrutinee: Box<Expr>,
+        arms: Vec<MatchArm>,
+    },
+    Block(Block),
+    Retry {
+        attempts: Box<Expr>,
+        backoff: Option<Box<Expr>>,
+        on: Vec<Ident>,
+        body: Block,
+    },
+    Timeout {
+        duration: Box<Expr>,
+        body: Block,
+    },
+    Try {
+        body: Block,
+        error: Ident,
+        handler: Block,
+    },
+    AwaitApproval {
+        gate: StrLit,
+        options: Vec<AwaitOption>,
+    },
+    AwaitInput {
+        ty: TypeExpr,
+        name: StrLit,
+        options: Vec<AwaitOption>,
+    },
+    /// An expression that did not parse; already reported.
+    Error,
+}
+
+#[derive(Clone, Debug)]
+pub enum StrPart {
+    Text(String),
+    Interpolation(Expr),
+}
+
+#[derive(Clone, Debug)]
+pub struct FieldInit {
+    pub name: Ident,
+    pub value: Expr,
+}
+
+#[derive(Clone, Debug)]
+pub struct AwaitOption {
+    pub name: Ident,
+    pub value: Expr,
+    /// `escalate: role("ops") after 24h`.
+    pub after: Option<Expr>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct MatchArm {
+    pub pattern: Pattern,
+    pub body: Expr,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    pub kind: PatternKind,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub enum PatternKind {
+    Wildcard,
+    /// A bare name: a unit variant of the matched enum if one has that name, otherwise a
+    /// binding that matches anything.
+    Name(String),
+    /// `Held(reason)` or `Verdict.Held(reason)`.
+    Variant {
+        enum_name: Option<Ident>,
+        name: Ident,
+        fields: Vec<Pattern>,
+    },
+    Int(i64),
+    Str(String),
+    Bool(bool),
+    None,
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryOp {
+    Not,
+    Neg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Or,
+    And,
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Coalesce,
+}
+
+impl BinaryOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinaryOp::Or => "||",
+            BinaryOp::And => "&&",
+            BinaryOp::Eq => "==",
+            BinaryOp::NotEq => "!=",
+            BinaryOp::Lt => "<",
+            BinaryOp::LtEq => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::GtEq => ">=",
+            BinaryOp::Add => "+",
+            BinaryOp::Sub => "-",
+            BinaryOp::Mul => "*",
+            BinaryOp::Div => "/",
+            BinaryOp::Rem => "%",
+            BinaryOp::Coalesce => "??",
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Lexing: source text in, a flat token list (with spans) and lexical diagnostics out.
+//!
+//! Logos recognises ordinary tokens; string literals are scanned by hand because they nest
+//! interpolations: `"Release ${s.container}?"` becomes
+//! `Quote StrText InterpStart Ident Dot Ident InterpEnd StrText StrEnd`.
+//! Comments never reach the parser: doc comments (`///`) are kept aside for hover and for
+//! attaching to declarations, plain comments for the formatter.
+
+use super::token::TokenKind;
+use crate::diagnostics::{Diagnostic, codes};
+use crate::span::{FileId, Span};
+use logos::Logos;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub kind: TokenKind,
+    pub span: Span,
+    /// True when a line break separates this token from the previous one. Statements end
+    /// at line breaks for error recovery, and `(` or `[` on a new line does not continue
+    /// the previous expression.
+    pub starts_line: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Lexed {
+    /// Ends with exactly one [`TokenKind::Eof`].
+    pub tokens: Vec<Token>,
+    pub doc_comments: Vec<Span>,
+    pub comments: Vec<Span>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub fn lex(file: FileId, src: &str) -> Lexed {
+    let mut lexer = Lexer {
+        file,
+        src,
+        pos: 0,
+        last_end: 0,
+        out: Lexed::default(),
+    };
+    lexer.lex_tokens(false);
+    let end = Span::new(src.len(), src.len());
+    lexer.push(TokenKind::Eof, end);
+    lexer.out
+}
+
+struct Lexer<'src> {
+    file: FileId,
+    src: &'src str,
+    pos: usize,
+    last_end: usize,
+    out: Lexed,
+}
+
+impl<'src> Lexer<'src> {
+    fn push(&mut self, kind: TokenKind, span: Span) {
+        let gap = &self.src[self.last_end.min(span.start as usize)..span.start as usize];
+        let starts_line = self.out.tokens.is_empty() || gap.contains('\n');
+        self.out.tokens.push(Token {
+            kind,
+            span,
+            starts_line,
+        });
+        self.last_end = span.end as usize;
+    }
+
+    /// Lexes ordinary tokens from `self.pos`. Inside an interpolation (`in_interpolation`)
+    /// it stops after the `}` that closes it and returns true; false means end of input.
+    fn lex_tokens(&mut self, in_interpolation: bool) -> bool {
+        let mut base = self.pos;
+        let mut lexer = TokenKind::lexer(&self.src[base..]);
+        let mut depth = 0usize;
+        let mut bad_chars: Option<Span> = None;
+        while let Some(result) = lexer.next() {
+            let range = lexer.span();
+            let span = Span::new(base + range.start, base + range.end);
+            let Ok(kind) = result else {
+                bad_chars = Some(match bad_chars {
+                    Some(open) if open.end == span.start => open.to(span),
+                    Some(open) => {
+                        self.report_bad_chars(open);
+                        span
+                    }
+                    None => span,
+                });
+                continue;
+            };
+            if let Some(open) = bad_chars.take() {
+                self.report_bad_chars(open);
+            }
+            match kind {
+                TokenKind::DocComment => self.out.doc_comments.push(span),
+                TokenKind::Comment => self.out.comments.push(span),
+                TokenKind::Quote => {
+                    self.pos = span.end as usize;
+                    self.push(TokenKind::Quote, span);
+                    self.lex_string(span);
+                    base = self.pos;
+                    lexer = TokenKind::lexer(&self.src[base..]);
+                }
+                TokenKind::LBrace if in_interpolation => {
+                    depth += 1;
+                    self.push(kind, span);
+                }
+                TokenKind::RBrace if in_interpolation && depth == 0 => {
+                    self.push(TokenKind::InterpEnd, span);
+                    self.pos = span.end as usize;
+                    return true;
+                }
+                TokenKind::RBrace if in_interpolation => {
+                    depth -= 1;
+                    self.push(kind, span);
+                }
+                _ => self.push(kind, span),
+            }
+        }
+        if let Some(open) = bad_chars {
+            self.report_bad_chars(open);
+        }
+        self.pos = self.src.len();
+        false
+    }
+
+    fn report_bad_chars(&mut self, span: Span) {
+        let text = &self.src[span.range()];
+        let shown: String = text.chars().take(10).collect();
+        self.out.diagnostics.push(
+            Diagnostic::error(
+                codes::INVALID_CHARACTER,
+                self.file,
+                span,
+                "not part of any token",
+            )
+            .with_message(format!("Unexpected character `{}`", shown.escape_debug()))
+            .with_help("remove it; strings go between double quotes `\"…\"`"),
+        );
+    }
+
+    /// Scans a string body after its opening quote, emitting text pieces and nested
+    /// interpolations, and the closing [`TokenKind::StrEnd`].
+    fn lex_string(&mut self, open_quote: Span) {
+        let bytes = self.src.as_bytes();
+        let mut text_start = self.pos;
+        let mut i = self.pos;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'"' => {
+                    self.flush_text(text_start, i);
+                    self.push(TokenKind::StrEnd, Span::new(i, i + 1));
+                    self.pos = i + 1;
+                    return;
+                }
+                b'\\' => {
+                    i = self.check_escape(i);
+                }
+                b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                    self.flush_text(text_start, i);
+                    self.push(TokenKind::InterpStart, Span::new(i, i + 2));
+                    self.pos = i + 2;
+                    if !self.lex_tokens(true) {
+                        self.report_unterminated(open_quote);
+                        return;
+                    }
+                    i = self.pos;
+                    text_start = i;
+                }
+                _ => i += 1,
+            }
+        }
+        self.flush_text(text_start, bytes.len());
+        self.report_unterminated(open_quote);
+    }
+
+    fn flush_text(&mut self, start: usize, end: usize) {
+        if end > start {
+            self.push(TokenKind::StrText, Span::new(start, end));
+        }
+    }
+
+    fn report_unterminated(&mut self, open_quote: Span) {
+        let end = self.src.len();
+        self.push(TokenKind::StrEnd, Span::new(end, end));
+        self.pos = end;
+        self.out.diagnostics.push(
+            Diagnostic::error(
+                codes::UNTERMINATED_STRING,
+                self.file,
+                open_quote,
+                "this string is never closed",
+            )
+            .with_help(
+                "add the closing `\"`; to write a quote inside a string, escape it as `\\\"`",
+            ),
+        );
+    }
+
+    /// Validates the escape starting at the backslash at `i`; returns the index after it.
+    fn check_escape(&mut self, i: usize) -> usize {
+        let rest = &self.src[i + 1..];
+        let Some(c) = rest.chars().next() else {
+            return i + 1;
+        };
+        let after = i + 1 + c.len_utf8();
+        match c {
+            'n' | 't' | 'r' | '\\' | '"' | '$' | '0' => after,
+            'u' => match unicode_escape(rest) {
+                Some(len) => i + 1 + len,
+                None => {
+                    self.report_bad_escape(Span::new(i, after), "\\u");
+                    after
+                }
+            },
+            other => {
+                self.report_bad_escape(Span::new(i, after), &format!("\\{other}"));
+                after
+            }
+        }
+    }
+
+    fn report_bad_escape(&mut self, span: Span, shown: &str) {
+        self.out.diagnostics.push(
+            Diagnostic::error(codes::INVALID_ESCAPE, self.file, span, "unknown escape")
+                .with_message(format!("Invalid escape `{}` in string", shown.escape_debug()))
+                .with_help(
+                    "valid escapes are \\n \\t \\r \\0 \\\\ \\\" \\$ and \\u{…}; write \\\\ for a backslash",
+                ),
+        );
+    }
+}
+
+/// Length of a valid `u{XXXX}` escape body (after the backslash), if it is one.
+pub fn unicode_escape(rest: &str) -> Option<usize> {
+    let inner = rest.strip_prefix("u{")?;
+    let close = inner.find('}')?;
+    let digits = &inner[..close];
+    if digits.is_empty() || digits.len() > 6 {
+        return None;
+    }
+    let value = u32::from_str_radix(digits, 16).ok()?;
+    char::from_u32(value)?;
+    Some(2 + close + 1)
+}
+
+/// Resolves the escapes of a string piece that the lexer already validated.
+pub fn unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some((_, 'n')) => out.push('\n'),
+            Some((_, 't')) => out.push('\t'),
+            Some((_, 'r')) => out.push('\r'),
+            Some((_, '0')) => out.push('\0'),
+            Some((_, 'u')) => {
+                if let Some(len) = unicode_escape(&raw[i + 1..]) {
+                    let digits = &raw[i + 3..i + len];
+                    if let Some(ch) = u32::from_str_radix(digits, 16)
+                        .ok()
+                        .and_then(char::from_u32)
+                    {
+                        out.push(ch);
+                    }
+                    for _ in 0..len - 1 {
+                        chars.next();
+                    }
+                }
+            }
+            Some((_, other)) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TokenKind::*;
+
+    fn kinds(src: &str) -> Vec<TokenKind> {
+        lex(FileId(0), src).tokens.iter().map(|t| t.kind).collect()
+    }
+
+    #[test]
+    fn keywords_operators_and_literals() {
+        assert_eq!(
+            kinds("let x = a?.b ?? 500ms >= 2.5"),
+            vec![
+                Let,
+                Ident,
+                Assign,
+                Ident,
+                QuestionDot,
+                Ident,
+                QuestionQuestion,
+                Number,
+                GtEq,
+                Float,
+                Eof
+            ]
+        );
+    }
+
+    #[test]
+    fn interpolation_nests_tokens_inside_strings() {
+        assert_eq!(
+            kinds(r#""Release ${s.container}?""#),
+            vec![
+                Quote,
+                StrText,
+                InterpStart,
+                Ident,
+                Dot,
+                Ident,
+                InterpEnd,
+                StrText,
+                StrEnd,
+                Eof
+            ]
+        );
+        assert_eq!(
+            kinds(r#""a ${f({x: "}"})} b""#),
+            vec![
+                Quote,
+                StrText,
+                InterpStart,
+                Ident,
+                LParen,
+                LBrace,
+                Ident,
+                Colon,
+                Quote,
+                StrText,
+                StrEnd,
+                RBrace,
+                RParen,
+                InterpEnd,
+                StrText,
+                StrEnd,
+                Eof
+            ]
+        );
+    }
+
+    #[test]
+    fn comments_are_set_aside_and_doc_comments_kept() {
+        let lexed = lex(FileId(0), "/// doc\n// plain\ntype");
+        assert_eq!(lexed.doc_comments, vec![Span::new(0, 7)]);
+        assert_eq!(lexed.comments, vec![Span::new(8, 16)]);
+        assert_eq!(lexed.tokens[0].kind, Type);
+    }
+
+    #[test]
+    fn spans_are_bytes_and_line_starts_are_marked() {
+        let lexed = lex(FileId(0), "é = 1\n  x");
+        let t = &lexed.tokens;
+        assert_eq!(t[0].span, Span::new(0, 2));
+        assert!(t[0].starts_line && !t[1].starts_line);
+        assert_eq!(t[3].span, Span::new(9, 10));
+        assert!(t[3].starts_line);
+    }
+
+    #[test]
+    fn unterminated_string_and_bad_escape_are_reported() {
+        let lexed = lex(FileId(0), r#"let s = "abc \q"#);
+        let found: Vec<_> = lexed.diagnostics.iter().map(|d| d.code.id).collect();
+        assert_eq!(found, vec!["E0104", "E0101"]);
+        assert_eq!(lexed.tokens.last().map(|t| t.kind), Some(Eof));
+    }
+
+    #[test]
+    fn runs_of_bad_characters_are_one_error() {
+        let lexed = lex(FileId(0), "let x = 1 @@@ # 2");
+        assert_eq!(lexed.diagnostics.len(), 2);
+        assert_eq!(lexed.diagnostics[0].primary.span, Span::new(10, 13));
+    }
+
+    #[test]
+    fn unescape_resolves_escapes() {
+        assert_eq!(unescape(r#"a\n\"b\" \u{e9} \$"#), "a\n\"b\" é $");
+    }
+}

@@ -1,0 +1,30 @@
+//! Syntax: lexing (`lexer`, `token`), the tree (`ast`) and parsing (`parser`).
+
+pub mod ast;
+pub mod lexer;
+pub mod parser;
+pub mod token;
+
+use crate::diagnostics::Diagnostic;
+use crate::span::{FileId, Span};
+
+/// A parsed file: its tree, its doc comments and its syntax diagnostics.
+pub struct SyntaxTree {
+    pub module: ast::Module,
+    pub doc_comments: Vec<Span>,
+    pub comments: Vec<Span>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub fn parse_file(file: FileId, text: &str) -> SyntaxTree {
+    let lexed = lexer::lex(file, text);
+    let parsed = parser::parse(file, text, &lexed);
+    let mut diagnostics = lexed.diagnostics;
+    diagnostics.extend(parsed.diagnostics);
+    SyntaxTree {
+        module: parsed.module,
+        doc_comments: lexed.doc_comments,
+        comments: lexed.comments,
+        diagnostics,
+    }
+}

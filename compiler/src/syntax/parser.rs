@@ -1,0 +1,1451 @@
+//! Parsing: tokens in, a [`Module`] and syntax diagnostics out.
+//!
+//! A hand-written recursive-descent parser with Pratt-style binary operators. It never
+//! fails: a malformed construct becomes an `Error` node, the error is reported once at its
+//! exact span, and parsing resumes at the next sensible point — the next item, the next
+//! statement (statements end at line breaks), or the closing delimiter of a list — so one
+//! file reports every independent mistake. Nesting deeper than [`MAX_DEPTH`] is an error,
+//! never a stack overflow. See `spec/architecture.md` for why this is not a combinator parser.
+
+use super::ast::*;
+use super::lexer::{Lexed, Token, unescape};
+use super::token::TokenKind as T;
+use crate::diagnostics::{Diagnostic, codes};
+use crate::span::{FileId, Span};
+
+/// How deeply expressions, blocks and types may nest (counting operator chains).
+pub const MAX_DEPTH: u32 = 256;
+
+pub struct Parsed {
+    pub module: Module,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub fn parse(file: FileId, src: &str, lexed: &Lexed) -> Parsed {
+    let mut parser = Parser {
+        file,
+        src,
+        tokens: &lexed.tokens,
+        doc_comments: &lexed.doc_comments,
+        pos: 0,
+        depth: 0,
+        diagnostics: Vec::new(),
+        last_error_at: None,
+        too_deep: false,
+    };
+    let module = parser.parse_module();
+    Parsed {
+        module,
+        diagnostics: parser.diagnostics,
+    }
+}
+
+struct Parser<'a> {
+    file: FileId,
+    src: &'a str,
+    tokens: &'a [Token],
+    doc_comments: &'a [Span],
+    pos: usize,
+    depth: u32,
+    diagnostics: Vec<Diagnostic>,
+    /// Token index of the last reported error: one error per position stops cascades.
+    last_error_at: Option<usize>,
+    /// Set once the nesting limit is hit; the rest of the file is skipped.
+    too_deep: bool,
+}
+
+/// Whether `{` may start a record literal here. Not in `if x {`, `while x {`, `match x {`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Records {
+    Allowed,
+    NotHere,
+}
+
+const ITEM_KEYWORDS: [T; 5] = [T::Import, T::Type, T::Enum, T::Tool, T::Workflow];
+
+impl<'a> Parser<'a> {
+    // ----- token cursor -------------------------------------------------------------
+
+    fn token(&self) -> Token {
+        self.tokens[self.pos.min(self.tokens.len() - 1)]
+    }
+
+    fn peek(&self) -> T {
+        self.token().kind
+    }
+
+    fn span(&self) -> Span {
+        self.token().span
+    }
+
+    fn previous_span(&self) -> Span {
+        if self.pos == 0 {
+            Span::default()
+        } else {
+            self.tokens[self.pos - 1].span
+        }
+    }
+
+    fn at(&self, kind: T) -> bool {
+        self.peek() == kind
+    }
+
+    fn bump(&mut self) -> Token {
+        let token = self.token();
+        if token.kind != T::Eof {
+            self.pos += 1;
+        }
+        token
+    }
+
+    fn eat(&mut self, kind: T) -> Option<Span> {
+        if self.at(kind) {
+            Some(self.bump().span)
+        } else {
+            None
+        }
+    }
+
+    fn text(&self, span: Span) -> &'a str {
+        &self.src[span.range()]
+    }
+
+    /// Consumes `kind` or reports "expected …" at the current token.
+    fn expect(&mut self, kind: T, help: &str) -> Option<Span> {
+        if let Some(span) = self.eat(kind) {
+            return Some(span);
+        }
+        self.error_expected(kind.describe(), help);
+        None
+    }
+
+    // ----- errors and recovery ------------------------------------------------------
+
+    fn report(&mut self, diagnostic: Diagnostic) {
+        if self.too_deep || self.last_error_at == Some(self.pos) {
+            return;
+        }
+        self.last_error_at = Some(self.pos);
+        self.diagnostics.push(diagnostic);
+    }
+
+    fn error_expected(&mut self, expected: &str, help: &str) {
+        let found = self.token();
+        let found_text = match found.kind {
+            T::Ident | T::Number | T::Float => format!("`{}`", self.text(found.span)),
+            other => other.describe().to_string(),
+        };
+        // An error at the end of the file or of a line reads best right after the last token.
+        let span = if found.kind == T::Eof || (found.starts_line && self.pos > 0) {
+            self.previous_span().end_point()
+        } else {
+            found.span
+        };
+        let label = if found.kind == T::Eof || (found.starts_line && self.pos > 0) {
+            format!("expected {expected} after this")
+        } else {
+            format!("expected {expected}")
+        };
+        let mut diagnostic = Diagnostic::error(codes::SYNTAX_ERROR, self.file, span, label)
+            .with_message(format!("Expected {expected}, found {found_text}"));
+        if !help.is_empty() {
+            diagnostic = diagnostic.with_help(help);
+        }
+        self.report(diagnostic);
+    }
+
+    fn error_count(&self) -> usize {
+        self.diagnostics.len()
+    }
+
+    /// Skips to the end of the current statement: the next token that starts a line, a
+    /// `;`, or the `}` closing the enclosing block, stepping over balanced brackets.
+    fn recover_statement(&mut self, statement_start: usize) {
+        let mut depth = 0usize;
+        loop {
+            let token = self.token();
+            match token.kind {
+                T::Eof => return,
+                T::RBrace if depth == 0 => return,
+                T::Semicolon if depth == 0 => {
+                    self.bump();
+                    return;
+                }
+                _ if depth == 0 && token.starts_line && self.pos > statement_start => return,
+                T::LParen | T::LBrace | T::LBracket | T::InterpStart => depth += 1,
+                T::RParen | T::RBrace | T::RBracket | T::InterpEnd => {
+                    depth = depth.saturating_sub(1)
+                }
+                _ => {}
+            }
+            self.bump();
+        }
+    }
+
+    /// Skips to the next `,` or the `close` of the list being parsed, over balanced brackets.
+    fn recover_list_item(&mut self, close: T) {
+        let mut depth = 0usize;
+        loop {
+            let kind = self.peek();
+            match kind {
+                T::Eof => return,
+                T::Comma if depth == 0 => return,
+                _ if kind == close && depth == 0 => return,
+                _ if depth == 0 && ITEM_KEYWORDS.contains(&kind) && self.token().starts_line => {
+                    return;
+                }
+                T::LParen | T::LBrace | T::LBracket | T::InterpStart => depth += 1,
+                T::RParen | T::RBrace | T::RBracket | T::InterpEnd => {
+                    if depth == 0 {
+                        return;
+                    }
+                    depth -= 1;
+                }
+                _ => {}
+            }
+            self.bump();
+        }
+    }
+
+    /// Skips to the next item keyword at the start of a line.
+    fn recover_item(&mut self) {
+        self.bump();
+        while !self.at(T::Eof) {
+            let token = self.token();
+            if token.starts_line && ITEM_KEYWORDS.contains(&token.kind) {
+                return;
+            }
+            self.bump();
+        }
+    }
+
+    /// Enters one level of nesting; false (after reporting) when the limit is reached.
+    fn enter(&mut self) -> bool {
+        self.depth += 1;
+        if self.depth <= MAX_DEPTH {
+            return true;
+        }
+        if !self.too_deep {
+            let diagnostic = Diagnostic::error(
+                codes::NESTING_TOO_DEEP,
+                self.file,
+                self.span(),
+                format!("more than {MAX_DEPTH} levels deep here"),
+            )
+            .with_message("This code is nested too deeply to compile")
+            .with_help("split the expression: bind inner parts to names with `let`");
+            self.diagnostics.push(diagnostic);
+            self.too_deep = true;
+        }
+        self.pos = self.tokens.len() - 1;
+        false
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    // ----- doc comments -------------------------------------------------------------
+
+    /// The `///` comments directly above the token at `start`, joined by newlines.
+    fn doc_before(&self, start: Span) -> Option<String> {
+        let mut index = self.doc_comments.partition_point(|d| d.end <= start.start);
+        let mut next_start = start.start as usize;
+        let mut lines = Vec::new();
+        while index > 0 {
+            let doc = self.doc_comments[index - 1];
+            let gap = &self.src[doc.end as usize..next_start];
+            if !gap.trim().is_empty() || gap.matches('\n').count() > 1 {
+                break;
+            }
+            let text = &self.src[doc.start as usize + 3..doc.end as usize];
+            lines.push(text.strip_prefix(' ').unwrap_or(text).trim_end());
+            next_start = doc.start as usize;
+            index -= 1;
+        }
+        if lines.is_empty() {
+            return None;
+        }
+        lines.reverse();
+        Some(lines.join("\n"))
+    }
+
+    // ----- items --------------------------------------------------------------------
+
+    fn parse_module(&mut self) -> Module {
+        let mut items = Vec::new();
+        while !self.at(T::Eof) {
+            let before = self.pos;
+            let errors = self.error_count();
+            match self.parse_item() {
+                Some(item) => items.push(item),
+                None => {
+                    if self.error_count() == errors {
+                        self.error_expected(
+                            "`workflow`, `tool`, `type`, `enum` or `import`",
+                            "a file holds declarations: `type`, `enum`, `tool`, `workflow` and `import`",
+                        );
+                    }
+                    self.recover_item();
+                }
+            }
+            if self.pos == before {
+                self.bump();
+            }
+        }
+        Module { items }
+    }
+
+    fn parse_item(&mut self) -> Option<Item> {
+        let start = self.span();
+        let doc = self.doc_before(start);
+        match self.peek() {
+            T::Import => {
+                self.bump();
+                let path = self.parse_plain_string("the path of a `.flow` file in quotes")?;
+                Some(Item::Import(Import {
+                    span: start.to(path.span),
+                    path,
+                }))
+            }
+            T::Type => self.parse_type_decl(doc).map(Item::Type),
+            T::Enum => self.parse_enum_decl(doc).map(Item::Enum),
+            T::Tool => self.parse_tool_decl(doc).map(Item::Tool),
+            T::Workflow => self.parse_workflow_decl(doc).map(Item::Workflow),
+            _ => None,
+        }
+    }
+
+    fn parse_type_decl(&mut self, doc: Option<String>) -> Option<TypeDecl> {
+        let start = self.bump().span;
+        let name = self.parse_ident("a type name")?;
+        self.expect(
+            T::Assign,
+            "a record type reads `type Name = { field: Type, … }`",
+        )?;
+        self.expect(
+            T::LBrace,
+            "a record type reads `type Name = { field: Type, … }`",
+        )?;
+        let fields = self.parse_fields(T::RBrace);
+        let end = self.previous_span();
+        Some(TypeDecl {
+            doc,
+            name,
+            fields,
+            span: start.to(end),
+        })
+    }
+
+    fn parse_enum_decl(&mut self, doc: Option<String>) -> Option<EnumDecl> {
+        let start = self.bump().span;
+        let name = self.parse_ident("an enum name")?;
+        self.expect(T::LBrace, "an enum reads `enum Name { A, B(field: Type) }`")?;
+        let variants = self.parse_list(T::RBrace, |p| {
+            let start = p.span();
+            let doc = p.doc_before(start);
+            let name = p.parse_ident("a variant name")?;
+            let fields = if p.eat(T::LParen).is_some() {
+                p.parse_fields(T::RParen)
+            } else {
+                Vec::new()
+            };
+            Some(Variant {
+                doc,
+                name,
+                fields,
+                span: start.to(p.previous_span()),
+            })
+        });
+        Some(EnumDecl {
+            doc,
+            name,
+            variants,
+            span: start.to(self.previous_span()),
+        })
+    }
+
+    /// `name: Type, …` up to and including `close` (whose opener is already consumed).
+    fn parse_fields(&mut self, close: T) -> Vec<Field> {
+        self.parse_list(close, |p| {
+            let start = p.span();
+            let doc = p.doc_before(start);
+            let name = p.parse_field_name("a field name")?;
+            p.expect(T::Colon, "declare a field as `name: Type`")?;
+            let ty = p.parse_type();
+            Some(Field {
+                doc,
+                name,
+                span: start.to(ty.span),
+                ty,
+            })
+        })
+    }
+
+    fn parse_tool_decl(&mut self, doc: Option<String>) -> Option<ToolDecl> {
+        let start = self.bump().span;
+        let name = self.parse_ident("a tool name")?;
+        const SHAPE: &str = "a tool reads `tool name(param: Type) -> Result via http post \"/path\"` (or `via exec \"cmd\"`, `via llm \"model\" prompt \"…\"`)";
+        self.expect(T::LParen, SHAPE)?;
+        let params = self.parse_fields(T::RParen);
+        self.expect(T::Arrow, SHAPE)?;
+        let ret = self.parse_type();
+        self.expect(T::Via, SHAPE)?;
+        let binding = self.parse_tool_binding();
+        let sensitive = self.eat(T::Sensitive);
+        Some(ToolDecl {
+            doc,
+            name,
+            params,
+            ret,
+            binding,
+            sensitive,
+            span: start.to(self.previous_span()),
+        })
+    }
+
+    fn parse_tool_binding(&mut self) -> ToolBinding {
+        const HELP: &str = "bind the tool with `via http <method> \"/path\"`, `via exec \"command\"` or `via llm \"model\" prompt \"…\"`";
+        if !self.at(T::Ident) {
+            self.error_expected("`http`, `exec` or `llm`", HELP);
+            return ToolBinding::Error;
+        }
+        let kind_span = self.span();
+        match self.text(kind_span) {
+            "http" => {
+                self.bump();
+                let Some(method) = self.parse_ident("an HTTP method such as `post`") else {
+                    return ToolBinding::Error;
+                };
+                match self.parse_plain_string("the request path or URL in quotes") {
+                    Some(path) => ToolBinding::Http { method, path },
+                    None => ToolBinding::Error,
+                }
+            }
+            "exec" => {
+                self.bump();
+                match self.parse_plain_string("the command to run, in quotes") {
+                    Some(command) => ToolBinding::Exec { command },
+                    None => ToolBinding::Error,
+                }
+            }
+            "llm" => {
+                self.bump();
+                let Some(model) = self.parse_plain_string("the model name in quotes") else {
+                    return ToolBinding::Error;
+                };
+                if !(self.at(T::Ident) && self.text(self.span()) == "prompt") {
+                    self.error_expected(
+                        "`prompt`",
+                        "an LLM tool reads `via llm \"model\" prompt \"instructions\"`",
+                    );
+                    return ToolBinding::Error;
+                }
+                self.bump();
+                match self.parse_plain_string("the prompt in quotes") {
+                    Some(prompt) => ToolBinding::Llm { model, prompt },
+                    None => ToolBinding::Error,
+                }
+            }
+            _ => {
+                self.error_expected("`http`, `exec` or `llm`", HELP);
+                ToolBinding::Error
+            }
+        }
+    }
+
+    fn parse_workflow_decl(&mut self, doc: Option<String>) -> Option<WorkflowDecl> {
+        let start = self.bump().span;
+        let name = self.parse_ident("a workflow name")?;
+        self.expect(
+            T::LParen,
+            "a workflow reads `workflow name(param: Type) -> Result { … }`",
+        )?;
+        let params = self.parse_fields(T::RParen);
+        let ret = if self.eat(T::Arrow).is_some() {
+            Some(self.parse_type())
+        } else {
+            None
+        };
+        let body = self.parse_block()?;
+        Some(WorkflowDecl {
+            doc,
+            name,
+            params,
+            ret,
+            span: start.to(body.span),
+            body,
+        })
+    }
+
+    // ----- shared pieces ------------------------------------------------------------
+
+    /// Parses `item, item, …` up to and including `close`; trailing commas are fine.
+    fn parse_list<I>(&mut self, close: T, mut item: impl FnMut(&mut Self) -> Option<I>) -> Vec<I> {
+        let mut items = Vec::new();
+        loop {
+            if self.eat(close).is_some() {
+                return items;
+            }
+            if self.at(T::Eof) || self.too_deep {
+                self.expect(close, "");
+                return items;
+            }
+            let before = self.pos;
+            let errors = self.error_count();
+            match item(self) {
+                Some(parsed) if self.error_count() == errors => items.push(parsed),
+                _ => {
+                    if self.error_count() == errors {
+                        self.error_expected("a list item", "");
+                    }
+                    self.recover_list_item(close);
+                    if self.pos == before && !self.at(close) && !self.at(T::Comma) {
+                        // The list cannot go on (an item keyword or an unbalanced closer).
+                        return items;
+                    }
+                }
+            }
+            if self.eat(T::Comma).is_none() && !self.at(close) {
+                let help = format!("separate the items with `,` and end the list with {close}");
+                self.error_expected(&format!("`,` or {close}"), &help);
+                self.recover_list_item(close);
+                if self.eat(T::Comma).is_none() && !self.at(close) {
+                    return items;
+                }
+            }
+        }
+    }
+
+    fn parse_ident(&mut self, what: &str) -> Option<Ident> {
+        if self.at(T::Ident) {
+            let span = self.bump().span;
+            return Some(Ident {
+                name: self.text(span).to_string(),
+                span,
+            });
+        }
+        let help = if self.peek().is_keyword() {
+            format!(
+                "{} is a keyword and cannot be used as a name here; choose another name",
+                self.peek()
+            )
+        } else {
+            String::new()
+        };
+        self.error_expected(what, &help);
+        None
+    }
+
+    /// Field and option names may be keywords: `timeout: 48h`, `doc.type`.
+    fn parse_field_name(&mut self, what: &str) -> Option<Ident> {
+        if self.peek().is_keyword() {
+            let span = self.bump().span;
+            return Some(Ident {
+                name: self.text(span).to_string(),
+                span,
+            });
+        }
+        self.parse_ident(what)
+    }
+
+    /// A string literal without `${…}`.
+    fn parse_plain_string(&mut self, what: &str) -> Option<StrLit> {
+        if !self.at(T::Quote) {
+            self.error_expected(what, "");
+            return None;
+        }
+        let (parts, span) = self.parse_string_parts();
+        let mut value = String::new();
+        for part in parts {
+            match part {
+                StrPart::Text(text) => value.push_str(&text),
+                StrPart::Interpolation(expr) => {
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            codes::SYNTAX_ERROR,
+                            self.file,
+                            expr.span,
+                            "interpolation is not allowed here",
+                        )
+                        .with_message("This string must be a constant")
+                        .with_help("write the text literally, without `${…}`"),
+                    );
+                }
+            }
+        }
+        Some(StrLit { value, span })
+    }
+
+    /// After a `Quote`: text pieces and interpolations up to the closing quote.
+    fn parse_string_parts(&mut self) -> (Vec<StrPart>, Span) {
+        let start = self.bump().span;
+        let mut parts = Vec::new();
+        loop {
+            match self.peek() {
+                T::StrText => {
+                    let span = self.bump().span;
+                    parts.push(StrPart::Text(unescape(self.text(span))));
+                }
+                T::InterpStart => {
+                    self.bump();
+                    let expr = self.parse_expr(Records::Allowed);
+                    if self.eat(T::InterpEnd).is_none() {
+                        self.error_expected("`}` closing the interpolation", "");
+                        while !matches!(self.peek(), T::InterpEnd | T::StrEnd | T::Eof) {
+                            self.bump();
+                        }
+                        self.eat(T::InterpEnd);
+                    }
+                    parts.push(StrPart::Interpolation(expr));
+                }
+                T::StrEnd => {
+                    let end = self.bump().span;
+                    return (parts, start.to(end));
+                }
+                _ => return (parts, start.to(self.previous_span())),
+            }
+        }
+    }
+
+    // ----- types --------------------------------------------------------------------
+
+    fn parse_type(&mut self) -> TypeExpr {
+        let start = self.span();
+        if !self.enter() {
+            return TypeExpr {
+                kind: TypeExprKind::Error,
+                span: start,
+            };
+        }
+        let mut ty = match self.parse_ident("a type") {
+            None => TypeExpr {
+                kind: TypeExprKind::Error,
+                span: start,
+            },
+            Some(name) => {
+                let args = if self.eat(T::Lt).is_some() {
+                    self.parse_list(T::Gt, |p| Some(p.parse_type()))
+                } else {
+                    Vec::new()
+                };
+                TypeExpr {
+                    kind: TypeExprKind::Named { name, args },
+                    span: start.to(self.previous_span()),
+                }
+            }
+        };
+        while let Some(q) = self.eat(T::Question) {
+            ty = TypeExpr {
+                span: ty.span.to(q),
+                kind: TypeExprKind::Optional(Box::new(ty)),
+            };
+        }
+        self.leave();
+        ty
+    }
+
+    // ----- blocks and statements ----------------------------------------------------
+
+    fn parse_block(&mut self) -> Option<Block> {
+        let start = self.expect(T::LBrace, "a block starts with `{`")?;
+        if !self.enter() {
+            return Some(Block {
+                stmts: Vec::new(),
+                span: start,
+            });
+        }
+        let mut stmts = Vec::new();
+        loop {
+            match self.peek() {
+                T::RBrace => break,
+                T::Eof => {
+                    self.report(
+                        Diagnostic::error(
+                            codes::SYNTAX_ERROR,
+                            self.file,
+                            start,
+                            "this `{` is never closed",
+                        )
+                        .with_message("Unclosed block")
+                        .with_help("add the matching `}`"),
+                    );
+                    break;
+                }
+                T::Semicolon => {
+                    self.bump();
+                }
+                _ => {
+                    if self.token().starts_line
+                        && ITEM_KEYWORDS.contains(&self.peek())
+                        && self.peek() != T::Type
+                    {
+                        // A declaration inside a block: the block's `}` is probably missing.
+                        self.report(
+                            Diagnostic::error(
+                                codes::SYNTAX_ERROR,
+                                self.file,
+                                start,
+                                "this `{` is never closed",
+                            )
+                            .with_label(self.file, self.span(), "a new declaration starts here")
+                            .with_message("Unclosed block")
+                            .with_help("add the matching `}` before the next declaration"),
+                        );
+                        self.leave();
+                        return Some(Block {
+                            stmts,
+                            span: start.to(self.previous_span()),
+                        });
+                    }
+                    stmts.push(self.parse_stmt());
+                }
+            }
+        }
+        let end = self.eat(T::RBrace).unwrap_or(self.previous_span());
+        self.leave();
+        Some(Block {
+            stmts,
+            span: start.to(end),
+        })
+    }
+
+    fn parse_stmt(&mut self) -> Stmt {
+        let start_pos = self.pos;
+        let start = self.span();
+        let errors = self.error_count();
+        let kind = self.parse_stmt_kind();
+        let span = start.to(self.previous_span());
+        if self.error_count() > errors {
+            self.recover_statement(start_pos);
+        } else if !matches!(self.peek(), T::RBrace | T::Eof | T::Semicolon)
+            && !self.token().starts_line
+        {
+            self.error_expected(
+                "the end of the statement",
+                "put each statement on its own line, or separate them with `;`",
+            );
+            self.recover_statement(start_pos);
+        }
+        if self.pos == start_pos {
+            self.bump();
+        }
+        Stmt { kind, span }
+    }
+
+    fn parse_stmt_kind(&mut self) -> StmtKind {
+        match self.peek() {
+            T::Let | T::Var => {
+                let mutable = self.bump().kind == T::Var;
+                let Some(name) = self.parse_ident("a variable name") else {
+                    return StmtKind::Error;
+                };
+                let ty = if self.eat(T::Colon).is_some() {
+                    Some(self.parse_type())
+                } else {
+                    None
+                };
+                if self
+                    .expect(T::Assign, "give the variable a value: `let name = value`")
+                    .is_none()
+                {
+                    return StmtKind::Error;
+                }
+                let value = self.parse_expr(Records::Allowed);
+                StmtKind::Let {
+                    mutable,
+                    name,
+                    ty,
+                    value,
+                }
+            }
+            T::While => {
+                self.bump();
+                let cond = self.parse_expr(Records::NotHere);
+                match self.parse_block() {
+                    Some(body) => StmtKind::While { cond, body },
+                    None => StmtKind::Error,
+                }
+            }
+            T::For => {
+                self.bump();
+                let Some(var) = self.parse_ident("a loop variable") else {
+                    return StmtKind::Error;
+                };
+                if self
+                    .expect(T::In, "a loop reads `for item in list { … }`")
+                    .is_none()
+                {
+                    return StmtKind::Error;
+                }
+                let iter = self.parse_expr(Records::NotHere);
+                match self.parse_block() {
+                    Some(body) => StmtKind::For { var, iter, body },
+                    None => StmtKind::Error,
+                }
+            }
+            T::Break => {
+                self.bump();
+                StmtKind::Break
+            }
+            T::Continue => {
+                self.bump();
+                StmtKind::Continue
+            }
+            T::Return => {
+                self.bump();
+                if self.ends_statement() {
+                    StmtKind::Return(None)
+                } else {
+                    StmtKind::Return(Some(self.parse_expr(Records::Allowed)))
+                }
+            }
+            T::Fail => {
+                self.bump();
+                StmtKind::Fail(self.parse_expr(Records::Allowed))
+            }
+            T::Sleep => {
+                self.bump();
+                StmtKind::Sleep(self.parse_expr(Records::Allowed))
+            }
+            T::Audit => {
+                self.bump();
+                let Some(event) = self.parse_plain_string("the event name in quotes") else {
+                    return StmtKind::Error;
+                };
+                if self
+                    .expect(
+                        T::LBrace,
+                        "an audit reads `audit \"event\" { field: value, … }`",
+                    )
+                    .is_none()
+                {
+                    return StmtKind::Error;
+                }
+                let fields = self.parse_field_inits();
+                StmtKind::Audit { event, fields }
+            }
+            _ => {
+                let expr = self.parse_expr(Records::Allowed);
+                if self.at(T::Assign) {
+                    self.bump();
+                    let value = self.parse_expr(Records::Allowed);
+                    if !is_assignable(&expr) {
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                codes::INVALID_ASSIGNMENT_TARGET,
+                                self.file,
+                                expr.span,
+                                "cannot assign to this",
+                            )
+                            .with_help(
+                                "assign to a `var` or to a field of one: `total = total + 1`",
+                            ),
+                        );
+                    }
+                    return StmtKind::Assign {
+                        target: expr,
+                        value,
+                    };
+                }
+                StmtKind::Expr(expr)
+            }
+        }
+    }
+
+    fn ends_statement(&self) -> bool {
+        matches!(self.peek(), T::RBrace | T::Semicolon | T::Eof) || self.token().starts_line
+    }
+
+    /// `name: value, …` up to and including `}`.
+    fn parse_field_inits(&mut self) -> Vec<FieldInit> {
+        self.parse_list(T::RBrace, |p| {
+            let name = p.parse_field_name("a field name")?;
+            if p.eat(T::Colon).is_none() {
+                // `{ id }` is shorthand for `{ id: id }`.
+                if matches!(p.peek(), T::Comma | T::RBrace) {
+                    return Some(FieldInit {
+                        value: Expr {
+                            kind: ExprKind::Name(name.name.clone()),
+                            span: name.span,
+                        },
+                        name,
+                    });
+                }
+                p.error_expected("`:`", "write each field as `name: value`");
+                return None;
+            }
+            let value = p.parse_expr(Records::Allowed);
+            Some(FieldInit { name, value })
+        })
+    }
+
+    // ----- expressions --------------------------------------------------------------
+
+    fn parse_expr(&mut self, records: Records) -> Expr {
+        self.parse_binary(0, records)
+    }
+
+    fn parse_binary(&mut self, min_precedence: u8, records: Records) -> Expr {
+        let mut lhs = self.parse_unary(records);
+        let mut chained = 0;
+        while let Some((op, precedence, right_assoc)) = binary_op(self.peek()) {
+            if precedence < min_precedence {
+                break;
+            }
+            self.bump();
+            if !self.enter() {
+                break;
+            }
+            chained += 1;
+            let next_min = if right_assoc {
+                precedence
+            } else {
+                precedence + 1
+            };
+            let rhs = self.parse_binary(next_min, records);
+            lhs = Expr {
+                span: lhs.span.to(rhs.span),
+                kind: ExprKind::Binary {
+                    op,
+                    lhs: Box::new(lhs),
+                    rhs: Box::new(rhs),
+                },
+            };
+        }
+        self.depth -= chained.min(self.depth);
+        lhs
+    }
+
+    fn parse_unary(&mut self, records: Records) -> Expr {
+        let op = match self.peek() {
+            T::Bang => UnaryOp::Not,
+            T::Minus => UnaryOp::Neg,
+            _ => return self.parse_postfix(records),
+        };
+        let start = self.bump().span;
+        if !self.enter() {
+            return error_expr(start);
+        }
+        let operand = self.parse_unary(records);
+        self.leave();
+        Expr {
+            span: start.to(operand.span),
+            kind: ExprKind::Unary {
+                op,
+                operand: Box::new(operand),
+            },
+        }
+    }
+
+    fn parse_postfix(&mut self, records: Records) -> Expr {
+        let mut expr = self.parse_atom(records);
+        let start = expr.span;
+        let mut chained = 0;
+        loop {
+            let token = self.token();
+            let next = match token.kind {
+                T::Dot | T::QuestionDot => {
+                    self.bump();
+                    let Some(name) = self.parse_field_name("a field name after `.`") else {
+                        break;
+                    };
+                    ExprKind::Field {
+                        base: Box::new(take(&mut expr)),
+                        optional: token.kind == T::QuestionDot,
+                        name,
+                    }
+                }
+                T::LParen if !token.starts_line => {
+                    self.bump();
+                    let args = self.parse_list(T::RParen, |p| Some(p.parse_expr(Records::Allowed)));
+                    ExprKind::Call {
+                        callee: Box::new(take(&mut expr)),
+                        args,
+                    }
+                }
+                T::LBracket if !token.starts_line => {
+                    self.bump();
+                    let index = self.parse_expr(Records::Allowed);
+                    self.expect(T::RBracket, "close the index with `]`");
+                    ExprKind::Index {
+                        base: Box::new(take(&mut expr)),
+                        index: Box::new(index),
+                    }
+                }
+                _ => break,
+            };
+            let span = start.to(self.previous_span());
+            expr = Expr { kind: next, span };
+            if !self.enter() {
+                break;
+            }
+            chained += 1;
+        }
+        self.depth -= chained.min(self.depth);
+        expr
+    }
+
+    fn parse_atom(&mut self, records: Records) -> Expr {
+        let token = self.token();
+        let start = token.span;
+        if !self.enter() {
+            return error_expr(start);
+        }
+        let kind = match token.kind {
+            T::Number => {
+                self.bump();
+                self.number(start)
+            }
+            T::Float => {
+                self.bump();
+                match self.text(start).replace('_', "").parse::<f64>() {
+                    Ok(value) => ExprKind::Float(value),
+                    Err(_) => ExprKind::Error,
+                }
+            }
+            T::True => {
+                self.bump();
+                ExprKind::Bool(true)
+            }
+            T::False => {
+                self.bump();
+                ExprKind::Bool(false)
+            }
+            T::None => {
+                self.bump();
+                ExprKind::None
+            }
+            T::Quote => {
+                let (parts, span) = self.parse_string_parts();
+                self.leave();
+                return Expr {
+                    kind: ExprKind::Str(parts),
+                    span,
+                };
+            }
+            T::Ident => {
+                self.bump();
+                ExprKind::Name(self.text(start).to_string())
+            }
+            T::LParen => {
+                self.bump();
+                let inner = self.parse_expr(Records::Allowed);
+                self.expect(T::RParen, "close the parenthesis with `)`");
+                let span = start.to(self.previous_span());
+                self.leave();
+                return Expr {
+                    kind: inner.kind,
+                    span,
+                };
+            }
+            T::LBracket => {
+                self.bump();
+                let items = self.parse_list(T::RBracket, |p| Some(p.parse_expr(Records::Allowed)));
+                ExprKind::List(items)
+            }
+            T::LBrace if records == Records::Allowed => {
+                self.bump();
+                ExprKind::Record(self.parse_field_inits())
+            }
+            T::If => self.parse_if(),
+            T::Match => self.parse_match(),
+            T::Retry => self.parse_retry(),
+            T::Timeout => {
+                self.bump();
+                let duration = self.parse_expr(Records::NotHere);
+                match self.parse_block() {
+                    Some(body) => ExprKind::Timeout {
+                        duration: Box::new(duration),
+                        body,
+                    },
+                    None => ExprKind::Error,
+                }
+            }
+            T::Try => self.parse_try(),
+            T::Await => self.parse_await(),
+            _ => {
+                self.error_expected(
+                    "an expression",
+                    if token.kind.is_keyword() {
+                        "this keyword starts a statement; it cannot be used as a value here"
+                    } else {
+                        ""
+                    },
+                );
+                ExprKind::Error
+            }
+        };
+        self.leave();
+        Expr {
+            kind,
+            span: start.to(self.previous_span()),
+        }
+    }
+
+    /// An integer (`1_000`) or a duration (`500ms`, `30s`, `5m`, `48h`, `2d`).
+    fn number(&mut self, span: Span) -> ExprKind {
+        let text = self.text(span);
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '_'))
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let Ok(value) = digits.replace('_', "").parse::<u64>() else {
+            self.number_error(
+                span,
+                "this number is too large",
+                "integers must fit in 64 bits",
+            );
+            return ExprKind::Error;
+        };
+        if unit.is_empty() {
+            return match i64::try_from(value) {
+                Ok(v) => ExprKind::Int(v),
+                Err(_) => {
+                    self.number_error(
+                        span,
+                        "this number is too large",
+                        "integers must fit in 64 bits",
+                    );
+                    ExprKind::Error
+                }
+            };
+        }
+        let factor: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => {
+                let help = format!(
+                    "durations use the units ms, s, m, h and d, as in `{digits}h` or `{digits}d`"
+                );
+                self.number_error(span, &format!("`{unit}` is not a duration unit"), &help);
+                return ExprKind::Error;
+            }
+        };
+        match value.checked_mul(factor) {
+            Some(ms) => ExprKind::Duration(ms),
+            None => {
+                self.number_error(span, "this duration is too long", "use a smaller duration");
+                ExprKind::Error
+            }
+        }
+    }
+
+    fn number_error(&mut self, span: Span, label: &str, help: &str) {
+        self.diagnostics
+            .push(Diagnostic::error(codes::INVALID_NUMBER, self.file, span, label).with_help(help));
+    }
+
+    fn parse_if(&mut self) -> ExprKind {
+        self.bump();
+        let cond = self.parse_expr(Records::NotHere);
+        let Some(then_block) = self.parse_block() else {
+            return ExprKind::Error;
+        };
+        let else_branch = if self.eat(T::Else).is_some() {
+            let start = self.span();
+            if self.at(T::If) {
+                if !self.enter() {
+                    return ExprKind::Error;
+                }
+                let kind = self.parse_if();
+                self.leave();
+                Some(Box::new(Expr {
+                    kind,
+                    span: start.to(self.previous_span()),
+                }))
+            } else {
+                let block = self.parse_block();
+                block.map(|b| {
+                    Box::new(Expr {
+                        span: b.span,
+                        kind: ExprKind::Block(b),
+                    })
+                })
+            }
+        } else {
+            None
+        };
+        ExprKind::If {
+            cond: Box::new(cond),
+            then_block,
+            else_branch,
+        }
+    }
+
+    fn parse_match(&mut self) -> ExprKind {
+        self.bump();
+        let scrutinee = self.parse_expr(Records::NotHere);
+        if self
+            .expect(
+                T::LBrace,
+                "a match reads `match value { Pattern => result, … }`",
+            )
+            .is_none()
+        {
+            return ExprKind::Error;
+        }
+        let arms = self.parse_list(T::RBrace, |p| {
+            let pattern = p.parse_pattern()?;
+            p.expect(
+                T::FatArrow,
+                "separate the pattern from its result with `=>`",
+            )?;
+            let body = if p.at(T::LBrace) {
+                let block = p.parse_block()?;
+                Expr {
+                    span: block.span,
+                    kind: ExprKind::Block(block),
+                }
+            } else {
+                p.parse_expr(Records::Allowed)
+            };
+            Some(MatchArm {
+                span: pattern.span.to(body.span),
+                pattern,
+                body,
+            })
+        });
+        ExprKind::Match {
+            scrutinee: Box::new(scrutinee),
+            arms,
+        }
+    }
+
+    fn parse_pattern(&mut self) -> Option<Pattern> {
+        let token = self.token();
+        let start = token.span;
+        let kind = match token.kind {
+            T::Ident if self.text(start) == "_" => {
+                self.bump();
+                PatternKind::Wildcard
+            }
+            T::Ident => {
+                let first = self.parse_ident("a pattern")?;
+                let (enum_name, name) = if self.eat(T::Dot).is_some() {
+                    (Some(first), self.parse_ident("a variant name")?)
+                } else {
+                    (None, first)
+                };
+                if self.eat(T::LParen).is_some() {
+                    let fields = self.parse_list(T::RParen, |p| p.parse_pattern());
+                    PatternKind::Variant {
+                        enum_name,
+                        name,
+                        fields,
+                    }
+                } else if enum_name.is_some() {
+                    PatternKind::Variant {
+                        enum_name,
+                        name,
+                        fields: Vec::new(),
+                    }
+                } else {
+                    PatternKind::Name(name.name)
+                }
+            }
+            T::Number | T::Minus => {
+                let negative = self.eat(T::Minus).is_some();
+                let span = self.expect(T::Number, "")?;
+                match self.number(span) {
+                    ExprKind::Int(v) => PatternKind::Int(if negative { -v } else { v }),
+                    _ => PatternKind::Error,
+                }
+            }
+            T::Quote => {
+                let lit = self.parse_plain_string("a string")?;
+                PatternKind::Str(lit.value)
+            }
+            T::True | T::False => {
+                self.bump();
+                PatternKind::Bool(token.kind == T::True)
+            }
+            T::None => {
+                self.bump();
+                PatternKind::None
+            }
+            _ => {
+                self.error_expected(
+                    "a pattern",
+                    "patterns are variants (`Held(reason)`), literals, names or `_`",
+                );
+                return None;
+            }
+        };
+        Some(Pattern {
+            kind,
+            span: start.to(self.previous_span()),
+        })
+    }
+
+    fn parse_retry(&mut self) -> ExprKind {
+        self.bump();
+        let attempts = self.parse_expr(Records::NotHere);
+        let backoff = if self.eat(T::Backoff).is_some() {
+            Some(Box::new(self.parse_expr(Records::NotHere)))
+        } else {
+            None
+        };
+        let mut on = Vec::new();
+        if self.eat(T::On).is_some() {
+            loop {
+                match self.parse_ident("an error kind such as `ToolError`") {
+                    Some(kind) => on.push(kind),
+                    None => return ExprKind::Error,
+                }
+                if self.eat(T::Comma).is_none() {
+                    break;
+                }
+            }
+        }
+        match self.parse_block() {
+            Some(body) => ExprKind::Retry {
+                attempts: Box::new(attempts),
+                backoff,
+                on,
+                body,
+            },
+            None => ExprKind::Error,
+        }
+    }
+
+    fn parse_try(&mut self) -> ExprKind {
+        self.bump();
+        let Some(body) = self.parse_block() else {
+            return ExprKind::Error;
+        };
+        if self
+            .expect(T::Catch, "a `try` block needs `catch error { … }` after it")
+            .is_none()
+        {
+            return ExprKind::Error;
+        }
+        let Some(error) = self.parse_ident("a name for the caught error") else {
+            return ExprKind::Error;
+        };
+        match self.parse_block() {
+            Some(handler) => ExprKind::Try {
+                body,
+                error,
+                handler,
+            },
+            None => ExprKind::Error,
+        }
+    }
+
+    fn parse_await(&mut self) -> ExprKind {
+        self.bump();
+        const HELP: &str =
+            "write `await approval \"gate\" { … }` or `await input<Type> \"name\" { … }`";
+        match self.peek() {
+            T::Approval => {
+                self.bump();
+                let Some(gate) = self.parse_plain_string("the gate name in quotes") else {
+                    return ExprKind::Error;
+                };
+                let Some(options) = self.parse_await_options() else {
+                    return ExprKind::Error;
+                };
+                ExprKind::AwaitApproval { gate, options }
+            }
+            T::Input => {
+                self.bump();
+                if self
+                    .expect(
+                        T::Lt,
+                        "name the type of the input: `await input<Type> \"name\" { … }`",
+                    )
+                    .is_none()
+                {
+                    return ExprKind::Error;
+                }
+                let ty = self.parse_type();
+                if self.expect(T::Gt, "close the type with `>`").is_none() {
+                    return ExprKind::Error;
+                }
+                let Some(name) = self.parse_plain_string("the input name in quotes") else {
+                    return ExprKind::Error;
+                };
+                let Some(options) = self.parse_await_options() else {
+                    return ExprKind::Error;
+                };
+                ExprKind::AwaitInput { ty, name, options }
+            }
+            _ => {
+                self.error_expected("`approval` or `input`", HELP);
+                ExprKind::Error
+            }
+        }
+    }
+
+    fn parse_await_options(&mut self) -> Option<Vec<AwaitOption>> {
+        self.expect(
+            T::LBrace,
+            "list the options in braces: `{ approvers: role(\"…\"), … }`",
+        )?;
+        Some(self.parse_list(T::RBrace, |p| {
+            let name = p.parse_field_name("an option name")?;
+            p.expect(T::Colon, "write each option as `name: value`")?;
+            let value = p.parse_expr(Records::Allowed);
+            let after = if p.eat(T::After).is_some() {
+                Some(p.parse_expr(Records::Allowed))
+            } else {
+                None
+            };
+            Some(AwaitOption {
+                span: name.span.to(p.previous_span()),
+                name,
+                value,
+                after,
+            })
+        }))
+    }
+}
+
+/// Moves an expression out, leaving an error node that is immediately overwritten.
+fn take(expr: &mut Expr) -> Expr {
+    std::mem::replace(expr, error_expr(expr.span))
+}
+
+fn error_expr(span: Span) -> Expr {
+    Expr {
+        kind: ExprKind::Error,
+        span,
+    }
+}
+
+fn is_assignable(expr: &Expr) -> bool {
+    match &expr.kind {
+        ExprKind::Name(_) => true,
+        ExprKind::Field {
+            base,
+            optional: false,
+            ..
+        } => is_assignable(base),
+        _ => false,
+    }
+}
+
+/// Operator, precedence (higher binds tighter) and right-associativity.
+fn binary_op(kind: T) -> Option<(BinaryOp, u8, bool)> {
+    Some(match kind {
+        T::OrOr => (BinaryOp::Or, 1, false),
+        T::AndAnd => (BinaryOp::And, 2, false),
+        T::EqEq => (BinaryOp::Eq, 3, false),
+        T::NotEq => (BinaryOp::NotEq, 3, false),
+        T::Lt => (BinaryOp::Lt, 4, false),
+        T::LtEq => (BinaryOp::LtEq, 4, false),
+        T::Gt => (BinaryOp::Gt, 4, false),
+        T::GtEq => (BinaryOp::GtEq, 4, false),
+        T::QuestionQuestion => (BinaryOp::Coalesce, 5, true),
+        T::Plus => (BinaryOp::Add, 6, false),
+        T::Minus => (BinaryOp::Sub, 6, false),
+        T::Star => (BinaryOp::Mul, 7, false),
+        T::Slash => (BinaryOp::Div, 7, false),
+        T::Percent => (BinaryOp::Rem, 7, false),
+        _ => return None,
+    })
+}

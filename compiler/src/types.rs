@@ -1,0 +1,225 @@
+//! Semantic types and the table of declared records and enums.
+//!
+//! Named types are nominal: two records with the same fields are different types. An
+//! anonymous record literal (`{ id: "x" }`) has a structural type that is assignable to a
+//! named record with the same fields.
+
+use crate::span::{FileId, Span};
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TypeId(pub u32);
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Type {
+    Int,
+    Float,
+    Bool,
+    String,
+    Duration,
+    Time,
+    Json,
+    Approvers,
+    /// The value of statements and of blocks without a final expression.
+    Unit,
+    /// The type of `return`, `fail`, `break`: code after it does not run.
+    Never,
+    /// Not known: after an error (already reported), or the element of `[]` and `none`.
+    /// Compatible with everything, so one mistake is reported once.
+    Unknown,
+    List(Box<Type>),
+    Map(Box<Type>),
+    Optional(Box<Type>),
+    Named(TypeId),
+    Record(Vec<(String, Type)>),
+}
+
+impl Type {
+    pub fn optional(inner: Type) -> Type {
+        match inner {
+            Type::Optional(_) | Type::Unknown => inner,
+            other => Type::Optional(Box::new(other)),
+        }
+    }
+
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Type::Unknown)
+    }
+
+    pub fn is_numeric(&self) -> bool {
+        matches!(self, Type::Int | Type::Float)
+    }
+
+    pub fn display<'a>(&'a self, defs: &'a TypeDefs) -> TypeDisplay<'a> {
+        TypeDisplay { ty: self, defs }
+    }
+}
+
+pub struct TypeDisplay<'a> {
+    ty: &'a Type,
+    defs: &'a TypeDefs,
+}
+
+impl<'a> fmt::Display for TypeDisplay<'a> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sub = |ty: &'a Type| TypeDisplay {
+            ty,
+            defs: self.defs,
+        };
+        match self.ty {
+            Type::Int => f.write_str("Int"),
+            Type::Float => f.write_str("Float"),
+            Type::Bool => f.write_str("Bool"),
+            Type::String => f.write_str("String"),
+            Type::Duration => f.write_str("Duration"),
+            Type::Time => f.write_str("Time"),
+            Type::Json => f.write_str("Json"),
+            Type::Approvers => f.write_str("Approvers"),
+            Type::Unit => f.write_str("Unit"),
+            Type::Never => f.write_str("Never"),
+            Type::Unknown => f.write_str("_"),
+            Type::List(t) => write!(f, "List<{}>", sub(t)),
+            Type::Map(t) => write!(f, "Map<{}>", sub(t)),
+            Type::Optional(t) => write!(f, "{}?", sub(t)),
+            Type::Named(id) => f.write_str(&self.defs.get(*id).name),
+            Type::Record(fields) => {
+                f.write_str("{ ")?;
+                for (i, (name, ty)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{name}: {}", sub(ty))?;
+                }
+                f.write_str(" }")
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FieldDef {
+    pub name: String,
+    pub ty: Type,
+    pub span: Span,
+    pub doc: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VariantDef {
+    pub name: String,
+    pub fields: Vec<FieldDef>,
+    pub span: Span,
+    pub doc: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum TypeDefKind {
+    Record(Vec<FieldDef>),
+    Enum(Vec<VariantDef>),
+}
+
+#[derive(Clone, Debug)]
+pub struct TypeDef {
+    pub name: String,
+    /// `None` for builtin records such as `Decision`.
+    pub file: Option<FileId>,
+    pub span: Span,
+    pub doc: Option<String>,
+    pub kind: TypeDefKind,
+}
+
+impl TypeDef {
+    pub fn fields(&self) -> Option<&[FieldDef]> {
+        match &self.kind {
+            TypeDefKind::Record(fields) => Some(fields),
+            TypeDefKind::Enum(_) => None,
+        }
+    }
+
+    pub fn variants(&self) -> Option<&[VariantDef]> {
+        match &self.kind {
+            TypeDefKind::Enum(variants) => Some(variants),
+            TypeDefKind::Record(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TypeDefs {
+    defs: Vec<TypeDef>,
+}
+
+impl TypeDefs {
+    pub fn add(&mut self, def: TypeDef) -> TypeId {
+        self.defs.push(def);
+        TypeId(self.defs.len() as u32 - 1)
+    }
+
+    pub fn get(&self, id: TypeId) -> &TypeDef {
+        &self.defs[id.0 as usize]
+    }
+
+    pub fn get_mut(&mut self, id: TypeId) -> &mut TypeDef {
+        &mut self.defs[id.0 as usize]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (TypeId, &TypeDef)> {
+        self.defs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (TypeId(i as u32), d))
+    }
+
+    /// Whether a value of type `from` may be used where `to` is expected.
+    pub fn assignable(&self, from: &Type, to: &Type) -> bool {
+        match (from, to) {
+            (Type::Unknown, _) | (_, Type::Unknown) | (Type::Never, _) => true,
+            (_, Type::Json) => !matches!(from, Type::Unit | Type::Approvers),
+            (Type::Optional(a), Type::Optional(b)) => self.assignable(a, b),
+            (_, Type::Optional(b)) => self.assignable(from, b),
+            (Type::List(a), Type::List(b)) | (Type::Map(a), Type::Map(b)) => self.assignable(a, b),
+            (Type::Record(fields), Type::Named(id)) => self.record_fits(fields, *id),
+            (Type::Record(a), Type::Record(b)) => {
+                a.len() == b.len()
+                    && a.iter().all(|(name, ty)| {
+                        b.iter().any(|(n, t)| n == name && self.assignable(ty, t))
+                    })
+            }
+            _ => from == to,
+        }
+    }
+
+    fn record_fits(&self, fields: &[(String, Type)], id: TypeId) -> bool {
+        let Some(declared) = self.get(id).fields() else {
+            return false;
+        };
+        let all_known = fields
+            .iter()
+            .all(|(name, _)| declared.iter().any(|d| &d.name == name));
+        let all_given =
+            declared
+                .iter()
+                .all(|d| match fields.iter().find(|(name, _)| *name == d.name) {
+                    Some((_, ty)) => self.assignable(ty, &d.ty),
+                    None => matches!(d.ty, Type::Optional(_)),
+                });
+        all_known && all_given
+    }
+
+    /// The common type of two branches (`if`/`else`, match arms), if they have one.
+    pub fn join(&self, a: &Type, b: &Type) -> Option<Type> {
+        if matches!(a, Type::Never) {
+            return Some(b.clone());
+        }
+        if matches!(b, Type::Never) {
+            return Some(a.clone());
+        }
+        if self.assignable(a, b) && !matches!(b, Type::Unknown) {
+            return Some(b.clone());
+        }
+        if self.assignable(b, a) {
+            return Some(a.clone());
+        }
+        None
+    }
+}

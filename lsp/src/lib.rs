@@ -1,0 +1,1 @@
+//! The Flow language server. A later issue builds it over the compiler analysis API.

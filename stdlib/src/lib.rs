@@ -1,0 +1,356 @@
+//! Flow's builtin types and functions, defined once.
+//!
+//! The type checker seeds its environment from these tables and the runtime implements
+//! [`Builtin`] with an exhaustive `match`, so a new builtin does not compile until both
+//! sides handle it. Builtin ids are persisted in bytecode: they are explicit, stable and
+//! append-only — never renumber or reuse one.
+
+/// A type as written in a builtin signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ty {
+    Int,
+    Float,
+    Bool,
+    String,
+    Duration,
+    Time,
+    Json,
+    /// Who may decide an approval or supply an input: `role("customs")`, `user("ana")`.
+    Approvers,
+    /// Any type at all (e.g. what `to_string` accepts).
+    Any,
+    /// The one type variable of a generic builtin, written `T` in docs.
+    Var,
+    List(&'static Ty),
+    Map(&'static Ty),
+    Optional(&'static Ty),
+    /// A builtin record from [`BUILTIN_RECORDS`], by name.
+    Record(&'static str),
+}
+
+/// Whether a builtin is a pure function or a durable point whose result is recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Pure,
+    /// Recorded in the run's history and replayed on resume (e.g. the clock).
+    Durable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Param {
+    pub name: &'static str,
+    pub ty: Ty,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u16)]
+pub enum Builtin {
+    Now = 1,
+    Role = 2,
+    User = 3,
+    Len = 4,
+    Contains = 5,
+    Keys = 6,
+    ToString = 7,
+    ParseInt = 8,
+    Lower = 9,
+    Upper = 10,
+    Trim = 11,
+    StartsWith = 12,
+    Join = 13,
+    ToJson = 14,
+}
+
+const fn p(name: &'static str, ty: Ty) -> Param {
+    Param { name, ty }
+}
+
+impl Builtin {
+    pub const ALL: &'static [Builtin] = &[
+        Builtin::Now,
+        Builtin::Role,
+        Builtin::User,
+        Builtin::Len,
+        Builtin::Contains,
+        Builtin::Keys,
+        Builtin::ToString,
+        Builtin::ParseInt,
+        Builtin::Lower,
+        Builtin::Upper,
+        Builtin::Trim,
+        Builtin::StartsWith,
+        Builtin::Join,
+        Builtin::ToJson,
+    ];
+
+    /// The stable id stored in bytecode.
+    pub fn id(self) -> u16 {
+        self as u16
+    }
+
+    pub fn from_id(id: u16) -> Option<Builtin> {
+        Builtin::ALL.iter().copied().find(|b| b.id() == id)
+    }
+
+    pub fn from_name(name: &str) -> Option<Builtin> {
+        Builtin::ALL.iter().copied().find(|b| b.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::Now => "now",
+            Builtin::Role => "role",
+            Builtin::User => "user",
+            Builtin::Len => "len",
+            Builtin::Contains => "contains",
+            Builtin::Keys => "keys",
+            Builtin::ToString => "to_string",
+            Builtin::ParseInt => "parse_int",
+            Builtin::Lower => "lower",
+            Builtin::Upper => "upper",
+            Builtin::Trim => "trim",
+            Builtin::StartsWith => "starts_with",
+            Builtin::Join => "join",
+            Builtin::ToJson => "to_json",
+        }
+    }
+
+    pub fn params(self) -> &'static [Param] {
+        use Ty::*;
+        match self {
+            Builtin::Now => &[],
+            Builtin::Role => const { &[p("name", String)] },
+            Builtin::User => const { &[p("id", String)] },
+            Builtin::Len => const { &[p("list", List(&Var))] },
+            Builtin::Contains => const { &[p("list", List(&Var)), p("item", Var)] },
+            Builtin::Keys => const { &[p("map", Map(&Var))] },
+            Builtin::ToString => const { &[p("value", Any)] },
+            Builtin::ParseInt => const { &[p("text", String)] },
+            Builtin::Lower | Builtin::Upper | Builtin::Trim => const { &[p("text", String)] },
+            Builtin::StartsWith => const { &[p("text", String), p("prefix", String)] },
+            Builtin::Join => const { &[p("parts", List(&String)), p("separator", String)] },
+            Builtin::ToJson => const { &[p("value", Any)] },
+        }
+    }
+
+    pub fn returns(self) -> Ty {
+        use Ty::*;
+        match self {
+            Builtin::Now => Time,
+            Builtin::Role | Builtin::User => Approvers,
+            Builtin::Len => Int,
+            Builtin::Contains | Builtin::StartsWith => Bool,
+            Builtin::Keys => List(&String),
+            Builtin::ToString => String,
+            Builtin::ParseInt => Optional(&Int),
+            Builtin::Lower | Builtin::Upper | Builtin::Trim | Builtin::Join => String,
+            Builtin::ToJson => Json,
+        }
+    }
+
+    pub fn effect(self) -> Effect {
+        match self {
+            Builtin::Now => Effect::Durable,
+            Builtin::Role
+            | Builtin::User
+            | Builtin::Len
+            | Builtin::Contains
+            | Builtin::Keys
+            | Builtin::ToString
+            | Builtin::ParseInt
+            | Builtin::Lower
+            | Builtin::Upper
+            | Builtin::Trim
+            | Builtin::StartsWith
+            | Builtin::Join
+            | Builtin::ToJson => Effect::Pure,
+        }
+    }
+
+    pub fn doc(self) -> &'static str {
+        match self {
+            Builtin::Now => "The current time, recorded on first execution and replayed on resume.",
+            Builtin::Role => "Everyone holding the named role may decide.",
+            Builtin::User => "Only the named user may decide.",
+            Builtin::Len => "The number of items in a list.",
+            Builtin::Contains => "Whether the list holds an item equal to `item`.",
+            Builtin::Keys => "The keys of a map, in sorted order.",
+            Builtin::ToString => "A readable text form of any value.",
+            Builtin::ParseInt => "The integer written in `text`, or `none`.",
+            Builtin::Lower => "The text in lower case.",
+            Builtin::Upper => "The text in upper case.",
+            Builtin::Trim => "The text without leading and trailing white space.",
+            Builtin::StartsWith => "Whether `text` starts with `prefix`.",
+            Builtin::Join => "The parts joined by the separator.",
+            Builtin::ToJson => "The value as `Json`.",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct RecordField {
+    pub name: &'static str,
+    pub ty: Ty,
+    pub doc: &'static str,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BuiltinRecord {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub fields: &'static [RecordField],
+}
+
+const fn f(name: &'static str, ty: Ty, doc: &'static str) -> RecordField {
+    RecordField { name, ty, doc }
+}
+
+/// What `await approval` returns.
+pub const DECISION: BuiltinRecord = BuiltinRecord {
+    name: "Decision",
+    doc: "The outcome of an approval gate: who decided, when, and with what comment.",
+    fields: &[
+        f("approved", Ty::Bool, "True when the gate was approved."),
+        f("by", Ty::String, "The user who decided."),
+        f("at", Ty::Time, "When the decision was made."),
+        f(
+            "comment",
+            Ty::String,
+            "The reviewer's comment (may be empty).",
+        ),
+    ],
+};
+
+/// What `catch e { … }` binds.
+pub const ERROR: BuiltinRecord = BuiltinRecord {
+    name: "Error",
+    doc: "A caught failure: its kind, a message, and the step that failed.",
+    fields: &[
+        f(
+            "kind",
+            Ty::String,
+            "One of the error kinds, e.g. `ToolError`.",
+        ),
+        f("message", Ty::String, "What went wrong."),
+        f("step", Ty::String, "The tool or construct that failed."),
+    ],
+};
+
+pub const BUILTIN_RECORDS: &[BuiltinRecord] = &[DECISION, ERROR];
+
+/// Kinds of failure that `retry … on Kind` and `catch` distinguish.
+pub const ERROR_KINDS: &[(&str, &str)] = &[
+    (
+        "ToolError",
+        "A tool call failed (non-zero exit, HTTP error status, connection refused).",
+    ),
+    (
+        "InvalidOutput",
+        "A tool or model answered with data that does not match its declared type.",
+    ),
+    (
+        "Timeout",
+        "A `timeout` block or a tool call ran out of time.",
+    ),
+    (
+        "ApprovalTimeout",
+        "An approval or input gate reached its final timeout.",
+    ),
+    ("Failed", "A `fail \"…\"` statement."),
+];
+
+/// An option of `await approval` or `await input`.
+#[derive(Clone, Copy, Debug)]
+pub struct GateOption {
+    pub name: &'static str,
+    pub ty: Ty,
+    pub required: bool,
+    /// Takes `after <Duration>` (escalation).
+    pub takes_after: bool,
+    pub doc: &'static str,
+}
+
+const fn o(name: &'static str, ty: Ty, required: bool, doc: &'static str) -> GateOption {
+    GateOption {
+        name,
+        ty,
+        required,
+        takes_after: false,
+        doc,
+    }
+}
+
+pub const APPROVAL_OPTIONS: &[GateOption] = &[
+    o(
+        "approvers",
+        Ty::Approvers,
+        true,
+        "Who may decide: `role(\"customs\")` or `user(\"ana\")`.",
+    ),
+    o("prompt", Ty::String, false, "What the reviewer is asked."),
+    o(
+        "context",
+        Ty::Any,
+        false,
+        "Data shown to the reviewer with the request.",
+    ),
+    o(
+        "timeout",
+        Ty::Duration,
+        false,
+        "How long to wait before the gate times out.",
+    ),
+    GateOption {
+        name: "escalate",
+        ty: Ty::Approvers,
+        required: false,
+        takes_after: true,
+        doc: "Who else may decide once the wait passes a duration: `role(\"ops\") after 24h`.",
+    },
+    o(
+        "quorum",
+        Ty::Int,
+        false,
+        "How many distinct approvers must approve (default 1).",
+    ),
+    o(
+        "allow_self_approval",
+        Ty::Bool,
+        false,
+        "Let the run's initiator approve (four-eyes is the default).",
+    ),
+];
+
+pub const INPUT_OPTIONS: &[GateOption] = &[
+    o("from", Ty::Approvers, true, "Who may supply the value."),
+    o("prompt", Ty::String, false, "What the person is asked."),
+    o("context", Ty::Any, false, "Data shown with the request."),
+    o(
+        "timeout",
+        Ty::Duration,
+        false,
+        "How long to wait before the input times out.",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_ids_are_unique_and_round_trip() {
+        for b in Builtin::ALL {
+            assert_eq!(Builtin::from_id(b.id()), Some(*b));
+            assert_eq!(Builtin::from_name(b.name()), Some(*b));
+        }
+        let mut ids: Vec<u16> = Builtin::ALL.iter().map(|b| b.id()).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), Builtin::ALL.len());
+    }
+
+    #[test]
+    fn every_builtin_is_listed() {
+        // `Join` is the highest id; a new builtin must be added to ALL as well.
+        assert_eq!(Builtin::ALL.len(), Builtin::ToJson.id() as usize);
+    }
+}
