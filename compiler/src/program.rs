@@ -75,6 +75,7 @@ pub fn check_paths(roots: &[String], loader: &dyn SourceLoader) -> Result<Progra
         ..
     } = loading;
     let checked = check::check_program(&db, &trees, &imports, &mut diagnostics);
+    drop_cascades(&mut diagnostics);
     diagnostics::sort(&mut diagnostics);
     diagnostics.dedup();
     Ok(Program {
@@ -85,6 +86,24 @@ pub fn check_paths(roots: &[String], loader: &dyn SourceLoader) -> Result<Progra
         checked,
         diagnostics,
     })
+}
+
+/// In a file with syntax errors, semantic diagnostics are mostly echoes of the broken
+/// syntax (a half-parsed `let` looks unused, a cut-off body looks like a missing return), so
+/// such a file reports its syntax errors only; other files are still fully checked.
+fn drop_cascades(diagnostics: &mut Vec<Diagnostic>) {
+    let broken: std::collections::HashSet<FileId> = diagnostics
+        .iter()
+        .filter(|d| is_syntax(d))
+        .map(|d| d.file())
+        .collect();
+    diagnostics.retain(|d| is_syntax(d) || !broken.contains(&d.file()));
+}
+
+fn is_syntax(diagnostic: &Diagnostic) -> bool {
+    diagnostic.code.id.starts_with("E01")
+        || diagnostic.code == codes::IMPORT_NOT_FOUND
+        || diagnostic.code == codes::IMPORT_CYCLE
 }
 
 /// Checks one in-memory text as a file named `path` (imports are not followed).

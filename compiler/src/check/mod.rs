@@ -320,11 +320,7 @@ impl DeclChecker<'_> {
         );
     }
 
-    fn build_scopes(
-        &mut self,
-        db: &SourceDb,
-        imports: &[Vec<(Span, Option<FileId>)>],
-    ) {
+    fn build_scopes(&mut self, db: &SourceDb, imports: &[Vec<(Span, Option<FileId>)>]) {
         for (index, file_imports) in imports.iter().enumerate() {
             let file = FileId(index as u32);
             let mut scope = FileScope {
