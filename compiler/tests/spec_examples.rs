@@ -333,7 +333,7 @@ fn show_ty(ty: flow_stdlib::Ty) -> String {
         Ty::Time => "Time".into(),
         Ty::Json => "Json".into(),
         Ty::Approvers => "Approvers".into(),
-        Ty::Any => "any type".into(),
+        Ty::Any => "Any".into(),
         Ty::Var => "T".into(),
         Ty::List(inner) => format!("List<{}>", show_ty(*inner)),
         Ty::Map(inner) => format!("Map<{}>", show_ty(*inner)),
