@@ -185,7 +185,7 @@ impl Loading<'_> {
                 .iter()
                 .filter_map(|item| match item {
                     ast::Item::Import(import) => {
-                        Some((import.path.span, import.path.value.clone()))
+                        Some((import.path.span, import.path.value.to_string()))
                     }
                     _ => None,
                 })

@@ -38,6 +38,10 @@ enum Format {
     Github,
 }
 
+// Checking allocates many small tree nodes; mimalloc makes that about twice as fast.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit statuses: 0 clean, 1 problems found, 2 usage or I/O error.
 const EXIT_PROBLEMS: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -108,6 +112,8 @@ fn check(paths: &[PathBuf], format: Format, deny_warnings: bool) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     let failed = program.errors() > 0 || (deny_warnings && program.warnings() > 0);
+    // The process ends here: freeing the trees node by node would only cost time.
+    std::mem::forget(program);
     if failed {
         ExitCode::from(EXIT_PROBLEMS)
     } else {

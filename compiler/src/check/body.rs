@@ -16,17 +16,11 @@ use flow_stdlib as stdlib;
 
 pub fn check_workflow(
     checked: &Checked,
+    workflow: &WorkflowDef,
     file: FileId,
     decl: &ast::WorkflowDecl,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let Some(workflow) = checked
-        .workflows
-        .iter()
-        .find(|w| w.file == file && w.span == decl.name.span)
-    else {
-        return;
-    };
     let mut checker = BodyChecker {
         checked,
         scope: &checked.scopes[file.0 as usize],
@@ -282,7 +276,7 @@ impl<'a> BodyChecker<'a> {
                 name,
                 ty,
                 value,
-            } => self.check_let(*mutable, name, ty.as_ref(), value),
+            } => self.check_let(*mutable, name, ty.as_deref(), value),
             StmtKind::Assign { target, value } => self.check_assign(target, value),
             StmtKind::Expr(expr) => {
                 self.check_expr(expr, None);
@@ -636,7 +630,7 @@ impl<'a> BodyChecker<'a> {
                 }
                 Type::String
             }
-            ExprKind::Name(name) => self.check_name(name, expr.span),
+            ExprKind::Name(name) => self.check_name(name, expr.span, expected),
             ExprKind::List(items) => self.check_list(items, expected),
             ExprKind::Record(fields) => self.check_record(fields, expected),
             ExprKind::Field {
@@ -645,7 +639,7 @@ impl<'a> BodyChecker<'a> {
                 optional,
             } => self.check_field(base, name, *optional),
             ExprKind::Index { base, index } => self.check_index(base, index),
-            ExprKind::Call { callee, args } => self.check_call(callee, args, expr.span),
+            ExprKind::Call { callee, args } => self.check_call(callee, args, expr.span, expected),
             ExprKind::Unary { op, operand } => self.check_unary(*op, operand, expr.span),
             ExprKind::Binary { op, lhs, rhs } => self.check_binary(*op, lhs, rhs, expr.span),
             ExprKind::If {
@@ -696,13 +690,17 @@ impl<'a> BodyChecker<'a> {
         }
     }
 
-    fn check_name(&mut self, name: &str, span: Span) -> Type {
+    fn check_name(&mut self, name: &str, span: Span, expected: Option<&Type>) -> Type {
         if let Some(local) = self.lookup_local(name) {
             local.used = true;
             return local.ty.clone();
         }
-        let found = self.scope.lookup_values(name).to_vec();
-        match found.as_slice() {
+        let scope = self.scope;
+        let found = scope.lookup_values(name);
+        if let [(_, origin)] = found {
+            scope.note_use(*origin);
+        }
+        match found {
             [] => {
                 if let Some(id) = self.scope.lookup_type(name) {
                     self.not_a_value(span, format!("`{name}` is a type, not a value"), format!("build a value of it, e.g. `{{ field: value }}` where a `{name}` is expected"));
@@ -731,10 +729,13 @@ impl<'a> BodyChecker<'a> {
                 );
                 Type::Unknown
             }
-            many => {
-                self.ambiguous_variant(name, span, many);
-                Type::Unknown
-            }
+            many => match pick_variant(scope, many, expected) {
+                Some((id, index)) => self.variant_value(id, index, span),
+                None => {
+                    self.ambiguous_variant(name, span, many);
+                    Type::Unknown
+                }
+            },
         }
     }
 
@@ -760,7 +761,7 @@ impl<'a> BodyChecker<'a> {
                 "more than one enum has this variant",
             )
             .with_message(format!("`{name}` is ambiguous"))
-            .with_help(format!("name the enum: {}", enums.join(" or "))),
+            .with_help(format!("name the enum: {}", join_some(&enums))),
         );
     }
 
@@ -1125,7 +1126,13 @@ impl<'a> BodyChecker<'a> {
         }
     }
 
-    fn check_call(&mut self, callee: &ast::Expr, args: &[ast::Expr], span: Span) -> Type {
+    fn check_call(
+        &mut self,
+        callee: &ast::Expr,
+        args: &[ast::Expr],
+        span: Span,
+        expected: Option<&Type>,
+    ) -> Type {
         let name = match &callee.kind {
             ExprKind::Name(name) => name,
             ExprKind::Field {
@@ -1166,8 +1173,12 @@ impl<'a> BodyChecker<'a> {
             );
             return Type::Unknown;
         }
-        let found = self.scope.lookup_values(name).to_vec();
-        match found.as_slice() {
+        let scope = self.scope;
+        let found = scope.lookup_values(name);
+        if let [(_, origin)] = found {
+            scope.note_use(*origin);
+        }
+        match found {
             [(Value::Tool(index), _)] => {
                 let tool = &self.checked.tools[*index];
                 self.check_args(&tool.name, &tool.params, tool.file, tool.span, args, span);
@@ -1197,11 +1208,14 @@ impl<'a> BodyChecker<'a> {
                     Type::Unknown
                 }
             },
-            many => {
-                self.check_args_loosely(args);
-                self.ambiguous_variant(name, callee.span, many);
-                Type::Unknown
-            }
+            many => match pick_variant(scope, many, expected) {
+                Some((id, index)) => self.construct_variant(id, index, args, span),
+                None => {
+                    self.check_args_loosely(args);
+                    self.ambiguous_variant(name, callee.span, many);
+                    Type::Unknown
+                }
+            },
         }
     }
 
@@ -2025,6 +2039,40 @@ impl<'a> BodyChecker<'a> {
             self.mismatch(pattern.span, subject, &ty, None);
         }
         coverage
+    }
+}
+
+/// Among several variants with one name, the one of the enum the context expects.
+fn pick_variant(
+    scope: &FileScope,
+    found: &[(Value, FileId)],
+    expected: Option<&Type>,
+) -> Option<(TypeId, usize)> {
+    let wanted = match expected? {
+        Type::Named(id) => *id,
+        Type::Optional(inner) => match &**inner {
+            Type::Named(id) => *id,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    found.iter().find_map(|(value, origin)| match value {
+        Value::Variant(id, index) if *id == wanted => {
+            scope.note_use(*origin);
+            Some((*id, *index))
+        }
+        _ => None,
+    })
+}
+
+/// "a, b or c", keeping long lists short.
+fn join_some(items: &[String]) -> String {
+    const SHOWN: usize = 3;
+    match items.len() {
+        0 => String::new(),
+        1 => items[0].clone(),
+        n if n <= SHOWN => format!("{} or {}", items[..n - 1].join(", "), items[n - 1]),
+        n => format!("{}, … ({} in all)", items[..SHOWN].join(", "), n),
     }
 }
 

@@ -13,8 +13,8 @@ use crate::span::{FileId, Span};
 use crate::syntax::{SyntaxTree, ast};
 use crate::types::{FieldDef, Type, TypeDef, TypeDefKind, TypeDefs, TypeId, VariantDef};
 use flow_stdlib as stdlib;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 
 #[derive(Clone, Debug)]
 pub struct ParamDef {
@@ -77,19 +77,14 @@ impl FileScope {
         Some(*id)
     }
 
+    /// Everything `name` may refer to (several enum variants may share a name). The caller
+    /// reports the one it picks with [`FileScope::note_use`].
     pub fn lookup_values(&self, name: &str) -> &[(Value, FileId)] {
-        match self.values.get(name) {
-            Some(found) => {
-                for (_, origin) in found {
-                    self.note_use(*origin);
-                }
-                found
-            }
-            None => &[],
-        }
+        self.values.get(name).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    fn note_use(&self, origin: FileId) {
+    /// Records that a declaration from `origin` was used, so its import is not unused.
+    pub fn note_use(&self, origin: FileId) {
         if Some(origin) != self.file {
             self.used_imports.borrow_mut().insert(origin);
         }
@@ -122,11 +117,15 @@ pub fn check_program(
     checker.collect(trees);
     checker.build_scopes(db, imports);
     checker.resolve_declarations(trees);
+    // Workflows were numbered in this same order when they were collected.
+    let mut workflow_index = 0;
     for (index, tree) in trees.iter().enumerate() {
         let file = FileId(index as u32);
         for item in &tree.module.items {
             if let ast::Item::Workflow(workflow) = item {
-                body::check_workflow(&checker.checked, file, workflow, checker.diagnostics);
+                let def = &checker.checked.workflows[workflow_index];
+                body::check_workflow(&checker.checked, def, file, workflow, checker.diagnostics);
+                workflow_index += 1;
             }
         }
     }
@@ -134,11 +133,24 @@ pub fn check_program(
     checker.checked
 }
 
+/// Where a value name was first declared, and first declared as something other than an
+/// enum variant (variants may share names across enums; nothing else may).
+#[derive(Clone, Copy)]
+struct FirstValue {
+    any: Span,
+    non_variant: Option<Span>,
+}
+
 /// Declarations one file makes, by name, with the span of the name.
 #[derive(Default)]
 struct OwnNames {
     types: Vec<(String, TypeId, Span)>,
     values: Vec<(String, Value, Span)>,
+    /// Where each name was first declared, to find duplicates without a linear search.
+    first_type: HashMap<String, Span>,
+    first_values: HashMap<String, FirstValue>,
+    /// Every `type` and `enum` of the file in source order, duplicates included.
+    declared_types: Vec<TypeId>,
 }
 
 struct DeclChecker<'d> {
@@ -204,6 +216,7 @@ impl DeclChecker<'_> {
                             doc: decl.doc.clone(),
                             kind: TypeDefKind::Record(Vec::new()),
                         });
+                        own.declared_types.push(id);
                         self.add_own_type(file, &mut own, &decl.name, id);
                     }
                     ast::Item::Enum(decl) => {
@@ -214,6 +227,7 @@ impl DeclChecker<'_> {
                             doc: decl.doc.clone(),
                             kind: TypeDefKind::Enum(Vec::new()),
                         });
+                        own.declared_types.push(id);
                         self.add_own_type(file, &mut own, &decl.name, id);
                         for (i, variant) in decl.variants.iter().enumerate() {
                             self.add_own_value(
@@ -274,20 +288,25 @@ impl DeclChecker<'_> {
             );
             return;
         }
-        if let Some((_, _, first)) = own.types.iter().find(|(n, _, _)| *n == name.name) {
+        if let Some(first) = own.first_type.get(&name.name) {
             self.report_duplicate(file, name, *first);
             return;
         }
+        own.first_type.insert(name.name.clone(), name.span);
         own.types.push((name.name.clone(), id, name.span));
     }
 
     fn add_own_value(&mut self, file: FileId, own: &mut OwnNames, name: &ast::Ident, value: Value) {
-        let clash = own.values.iter().find(|(n, v, _)| {
-            *n == name.name
-                && !(matches!(v, Value::Variant(..)) && matches!(value, Value::Variant(..)))
+        let is_variant = matches!(value, Value::Variant(..));
+        let clash = own.first_values.get(&name.name).and_then(|first| {
+            if is_variant {
+                first.non_variant
+            } else {
+                Some(first.any)
+            }
         });
-        if let Some((_, _, first)) = clash {
-            self.report_duplicate(file, name, *first);
+        if let Some(first) = clash {
+            self.report_duplicate(file, name, first);
             return;
         }
         if stdlib::Builtin::from_name(&name.name).is_some() {
@@ -302,6 +321,16 @@ impl DeclChecker<'_> {
                 .with_help("choose another name"),
             );
             return;
+        }
+        let first = own
+            .first_values
+            .entry(name.name.clone())
+            .or_insert(FirstValue {
+                any: name.span,
+                non_variant: None,
+            });
+        if !is_variant {
+            first.non_variant = Some(name.span);
         }
         own.values.push((name.name.clone(), value, name.span));
     }
@@ -396,17 +425,19 @@ impl DeclChecker<'_> {
         let mut workflow_index = 0;
         for (index, tree) in trees.iter().enumerate() {
             let file = FileId(index as u32);
+            let mut declared_types =
+                std::mem::take(&mut self.own[index].declared_types).into_iter();
             for item in &tree.module.items {
                 match item {
                     ast::Item::Type(decl) => {
-                        let Some(id) = self.own_type_id(index, &decl.name) else {
+                        let Some(id) = declared_types.next() else {
                             continue;
                         };
                         let fields = self.resolve_fields(file, &decl.fields);
                         self.checked.types.get_mut(id).kind = TypeDefKind::Record(fields);
                     }
                     ast::Item::Enum(decl) => {
-                        let Some(id) = self.own_type_id(index, &decl.name) else {
+                        let Some(id) = declared_types.next() else {
                             continue;
                         };
                         let mut variants: Vec<VariantDef> = Vec::new();
@@ -451,14 +482,6 @@ impl DeclChecker<'_> {
                 }
             }
         }
-    }
-
-    fn own_type_id(&self, file_index: usize, name: &ast::Ident) -> Option<TypeId> {
-        self.own[file_index]
-            .types
-            .iter()
-            .find(|(n, _, span)| *n == name.name && *span == name.span)
-            .map(|(_, id, _)| *id)
     }
 
     fn resolve_fields(&mut self, file: FileId, fields: &[ast::Field]) -> Vec<FieldDef> {

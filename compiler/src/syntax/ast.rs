@@ -40,7 +40,7 @@ pub struct Ident {
 /// A string literal without interpolation (gate names, tool paths, imports).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StrLit {
-    pub value: String,
+    pub value: Box<str>,
     pub span: Span,
 }
 
@@ -150,7 +150,7 @@ pub enum StmtKind {
     Let {
         mutable: bool,
         name: Ident,
-        ty: Option<TypeExpr>,
+        ty: Option<Box<TypeExpr>>,
         value: Expr,
     },
     Assign {
@@ -223,7 +223,7 @@ pub enum ExprKind {
     },
     If {
         cond: Box<Expr>,
-        then_block: Block,
+        then_block: Box<Block>,
         /// Either a `Block` expression or another `If`.
         else_branch: Option<Box<Expr>>,
     },
@@ -236,23 +236,23 @@ pub enum ExprKind {
         attempts: Box<Expr>,
         backoff: Option<Box<Expr>>,
         on: Vec<Ident>,
-        body: Block,
+        body: Box<Block>,
     },
     Timeout {
         duration: Box<Expr>,
         body: Block,
     },
     Try {
-        body: Block,
+        body: Box<Block>,
         error: Ident,
-        handler: Block,
+        handler: Box<Block>,
     },
     AwaitApproval {
         gate: StrLit,
         options: Vec<AwaitOption>,
     },
     AwaitInput {
-        ty: TypeExpr,
+        ty: Box<TypeExpr>,
         name: StrLit,
         options: Vec<AwaitOption>,
     },
@@ -355,5 +355,15 @@ impl BinaryOp {
             BinaryOp::Rem => "%",
             BinaryOp::Coalesce => "??",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Trees are built and moved a lot; keep the hot nodes small.
+    #[test]
+    fn nodes_stay_small() {
+        assert!(std::mem::size_of::<super::Expr>() <= 64);
+        assert!(std::mem::size_of::<super::Stmt>() <= 160);
     }
 }

@@ -574,7 +574,10 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        Some(StrLit { value, span })
+        Some(StrLit {
+            value: value.into_boxed_str(),
+            span,
+        })
     }
 
     /// After a `Quote`: text pieces and interpolations up to the closing quote.
@@ -741,7 +744,7 @@ impl<'a> Parser<'a> {
                     return StmtKind::Error;
                 };
                 let ty = if self.eat(T::Colon).is_some() {
-                    Some(self.parse_type())
+                    Some(Box::new(self.parse_type()))
                 } else {
                     None
                 };
@@ -1171,7 +1174,7 @@ impl<'a> Parser<'a> {
         };
         ExprKind::If {
             cond: Box::new(cond),
-            then_block,
+            then_block: Box::new(then_block),
             else_branch,
         }
     }
@@ -1257,7 +1260,7 @@ impl<'a> Parser<'a> {
             }
             T::Quote => {
                 let lit = self.parse_plain_string("a string")?;
-                PatternKind::Str(lit.value)
+                PatternKind::Str(lit.value.into())
             }
             T::True | T::False => {
                 self.bump();
@@ -1306,7 +1309,7 @@ impl<'a> Parser<'a> {
                 attempts: Box::new(attempts),
                 backoff,
                 on,
-                body,
+                body: Box::new(body),
             },
             None => ExprKind::Error,
         }
@@ -1328,9 +1331,9 @@ impl<'a> Parser<'a> {
         };
         match self.parse_block() {
             Some(handler) => ExprKind::Try {
-                body,
+                body: Box::new(body),
                 error,
-                handler,
+                handler: Box::new(handler),
             },
             None => ExprKind::Error,
         }
@@ -1372,7 +1375,11 @@ impl<'a> Parser<'a> {
                 let Some(options) = self.parse_await_options() else {
                     return ExprKind::Error;
                 };
-                ExprKind::AwaitInput { ty, name, options }
+                ExprKind::AwaitInput {
+                    ty: Box::new(ty),
+                    name,
+                    options,
+                }
             }
             _ => {
                 self.error_expected("`approval` or `input`", HELP);
