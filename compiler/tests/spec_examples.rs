@@ -156,7 +156,7 @@ fn check_block(block: &Block) -> (Vec<String>, BTreeSet<String>) {
     let program = if others.is_empty() {
         flow_compiler::check_text(&format!("{}.flow", block.location()), &root)
     } else {
-        let dir = format!("{}", block.location());
+        let dir = block.location();
         let mut loader = MemoryLoader::default().with(&format!("{dir}/main.flow"), &root);
         for (name, text) in &others {
             loader = loader.with(&format!("{dir}/{name}"), text);
