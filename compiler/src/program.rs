@@ -94,10 +94,20 @@ pub fn check_paths(roots: &[String], loader: &dyn SourceLoader) -> Result<Progra
 fn drop_cascades(diagnostics: &mut Vec<Diagnostic>) {
     let broken: std::collections::HashSet<FileId> = diagnostics
         .iter()
-        .filter(|d| is_syntax(d))
+        .filter(|d| d.code.id.starts_with("E01"))
         .map(|d| d.file())
         .collect();
     diagnostics.retain(|d| is_syntax(d) || !broken.contains(&d.file()));
+    // Names a file takes from an import that is missing are unknown for that reason only.
+    let missing_import: std::collections::HashSet<FileId> = diagnostics
+        .iter()
+        .filter(|d| d.code == codes::IMPORT_NOT_FOUND)
+        .map(|d| d.file())
+        .collect();
+    diagnostics.retain(|d| {
+        !(missing_import.contains(&d.file())
+            && (d.code == codes::UNKNOWN_NAME || d.code == codes::UNKNOWN_TYPE))
+    });
 }
 
 fn is_syntax(diagnostic: &Diagnostic) -> bool {
@@ -153,7 +163,8 @@ impl Loading<'_> {
                 let valid = error.utf8_error().valid_up_to();
                 let text = String::from_utf8_lossy(error.as_bytes()).into_owned();
                 let id = self.db.add(path, text);
-                let bad = Span::new(valid, valid + 1);
+                // The stored text has U+FFFD where the bad bytes were; point at all of it.
+                let bad = Span::new(valid, valid + char::REPLACEMENT_CHARACTER.len_utf8());
                 let diagnostic = Diagnostic::error(
                     codes::NOT_UTF8,
                     id,
@@ -202,6 +213,7 @@ impl Loading<'_> {
                                 span,
                                 format!("cannot read `{path}`: {reason}"),
                             )
+                            .with_note("names this file uses from it are not checked until it is found")
                             .with_help("imports are relative to the importing file; check the path and its spelling"),
                         );
                         None
@@ -277,7 +289,7 @@ impl Loading<'_> {
                     "this import closes a cycle",
                 )
                 .with_message(format!("Import cycle: {}", names.join(" → ")))
-                .with_help("move the shared declarations into a file that both can import"),
+                .with_help("move the declarations the files share into a separate file that each of them imports"),
             );
         }
     }

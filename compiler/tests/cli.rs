@@ -513,8 +513,6 @@ fn a_non_utf8_file_is_e0106_with_the_byte_offset_in_json() {
 }
 
 #[test]
-#[ignore = "compiler bug: the human renderer panics on non-UTF-8 files (ariadne slices the \
-            lossy text at the byte span, which is not a char boundary); run with --ignored"]
 fn a_non_utf8_file_is_e0106_with_the_byte_offset() {
     let dir = Dir::new();
     let bytes = latin1_file();
@@ -554,8 +552,6 @@ fn binary_garbage_is_e0106_in_json() {
 }
 
 #[test]
-#[ignore = "compiler bug: the human renderer panics on non-UTF-8 files (ariadne slices the \
-            lossy text at the byte span, which is not a char boundary); run with --ignored"]
 fn binary_garbage_is_e0106() {
     let dir = Dir::new();
     dir.write("garbage.flow", garbage(4096));

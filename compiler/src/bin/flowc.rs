@@ -150,6 +150,9 @@ fn collect_flow_files(paths: &[PathBuf]) -> Result<Vec<String>, String> {
             out.push(path_string(path));
         }
     }
+    // `a.flow` and `./a.flow` are one file.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|path| seen.insert(flow_compiler::sources::resolve_import("", path)));
     Ok(out)
 }
 

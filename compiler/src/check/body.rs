@@ -45,10 +45,12 @@ pub fn check_workflow(
             mutable: false,
             used: true,
             decision: false,
+            condition: None,
         });
     }
-    let expected = (workflow.ret != Type::Unit).then_some(&workflow.ret);
-    let body_type = checker.check_block(&decl.body, expected);
+    // A workflow without a result discards its body's value, like a statement.
+    let expected = &workflow.ret;
+    let body_type = checker.check_block(&decl.body, Some(expected));
     checker.check_result(decl, &body_type);
 }
 
@@ -60,6 +62,9 @@ struct Local {
     used: bool,
     /// Bound by `let d = await approval …`: `d.approved` narrows the flow.
     decision: bool,
+    /// Bound by `let ok = d.approved` (or another condition on a decision): whether every
+    /// path is approved when the value is true, and when it is false.
+    condition: Option<(bool, bool)>,
 }
 
 struct BodyChecker<'a> {
@@ -82,6 +87,9 @@ enum Coverage {
     Bool(bool),
     NoneValue,
     Partial,
+    /// The pattern has an error (already reported): assume it covers what was meant, so
+    /// neither a missing-arm error nor an unreachable-arm warning follows from it.
+    Unknown,
 }
 
 impl<'a> BodyChecker<'a> {
@@ -107,6 +115,7 @@ impl<'a> BodyChecker<'a> {
             mutable,
             used: false,
             decision,
+            condition: None,
         });
     }
 
@@ -177,6 +186,23 @@ impl<'a> BodyChecker<'a> {
         if let Some((file, span, message)) = because {
             diagnostic = diagnostic.with_label(file, span, message);
         }
+        if e == f {
+            // Two declarations with one name (from different files): show both.
+            for ty in [expected, found] {
+                if let Type::Named(id) = ty {
+                    let def = self.checked.types.get(*id);
+                    if let Some(file) = def.file {
+                        diagnostic = diagnostic.with_label(
+                            file,
+                            def.span,
+                            format!("a `{}` is declared here", def.name),
+                        );
+                    }
+                }
+            }
+            diagnostic =
+                diagnostic.with_note("these are two different types that have the same name");
+        }
         self.error(diagnostic);
     }
 
@@ -209,14 +235,14 @@ impl<'a> BodyChecker<'a> {
                     codes::MISSING_RETURN,
                     self.file,
                     end,
-                    format!("the workflow can reach its end here without a {ret_show}"),
+                    format!("the workflow can reach its end here without a value of type {ret_show}"),
                 )
                 .with_message(format!(
                     "`{}` may end without returning a value",
                     decl.name.name
                 ))
                 .with_help(format!(
-                    "end the workflow with a {ret_show} value, or `return` one on every path"
+                    "end the workflow with a value of type {ret_show}, or `return` one on every path"
                 ));
                 if let Some(span) = self.workflow.ret_span {
                     diagnostic =
@@ -279,13 +305,13 @@ impl<'a> BodyChecker<'a> {
             } => self.check_let(*mutable, name, ty.as_deref(), value),
             StmtKind::Assign { target, value } => self.check_assign(target, value),
             StmtKind::Expr(expr) => {
-                self.check_expr(expr, None);
+                self.check_expr(expr, Some(&Type::Unit));
             }
             StmtKind::While { cond, body } => {
                 let (when_true, when_false) = self.check_cond(cond);
                 self.flow = when_true;
                 self.loops.push(Flow::Unreachable);
-                self.check_block(body, None);
+                self.check_block(body, Some(&Type::Unit));
                 let breaks = self.loops.pop().unwrap_or(Flow::Unreachable);
                 self.flow = when_false.join(breaks);
             }
@@ -295,7 +321,7 @@ impl<'a> BodyChecker<'a> {
                 let mark = self.locals.len();
                 self.bind(var, element, false, false);
                 self.loops.push(Flow::Unreachable);
-                self.check_block(body, None);
+                self.check_block(body, Some(&Type::Unit));
                 let breaks = self.loops.pop().unwrap_or(Flow::Unreachable);
                 self.pop_scope(mark);
                 let body_end = std::mem::replace(&mut self.flow, Flow::Unreachable);
@@ -355,7 +381,7 @@ impl<'a> BodyChecker<'a> {
                                     "this `return` has no value, but the workflow returns {show}"
                                 ),
                             )
-                            .with_help(format!("return a {show}: `return value`")),
+                            .with_help(format!("return a value of type {show}: `return value`")),
                         );
                     }
                     None => {}
@@ -368,6 +394,13 @@ impl<'a> BodyChecker<'a> {
             }
             StmtKind::Sleep(duration) => {
                 self.expect_type(duration, &Type::Duration);
+                if duration_constant(duration).is_some_and(|ms| ms < 0) {
+                    self.out_of_range(
+                        duration.span,
+                        "a negative wait",
+                        "give a positive duration: `sleep 2h`",
+                    );
+                }
             }
             StmtKind::Audit { event, fields } => {
                 if event.value.trim().is_empty() {
@@ -409,21 +442,40 @@ impl<'a> BodyChecker<'a> {
                     "the type of this value is not known",
                 )
                 .with_message(format!("Cannot infer the type of `{}`", name.name))
-                .with_help(format!(
-                    "annotate it: `let {}: List<String> = []` or `let {}: String? = none`",
-                    name.name, name.name
-                )),
+                .with_help(match value.kind {
+                    ExprKind::None => format!(
+                        "annotate it with an optional type: `let {}: String? = none`",
+                        name.name
+                    ),
+                    _ => format!(
+                        "annotate it with the list's type: `let {}: List<String> = []`",
+                        name.name
+                    ),
+                }),
             );
         }
-        let found = match &annotated {
-            Some(expected) => {
-                let found = self.check_expr(value, Some(expected));
-                if !self.checked.types.assignable(&found, expected) {
-                    self.mismatch(value.span, expected, &found, None);
-                }
-                expected.clone()
+        let decision = !mutable && self.is_decision(value);
+        let mut condition = None;
+        let bool_annotation = annotated.as_ref().is_none_or(|t| *t == Type::Bool);
+        let mut found = if !mutable && bool_annotation && is_condition_shaped(value) {
+            let entry_approved = self.flow == Flow::Approved;
+            let (when_true, when_false) = self.check_cond(value);
+            let narrows = (when_true == Flow::Approved, when_false == Flow::Approved);
+            if !entry_approved && (narrows.0 || narrows.1) {
+                condition = Some(narrows);
             }
-            None => self.check_expr(value, None),
+            Type::Bool
+        } else {
+            match &annotated {
+                Some(expected) => {
+                    let found = self.check_expr(value, Some(expected));
+                    if !self.checked.types.assignable(&found, expected) {
+                        self.mismatch(value.span, expected, &found, None);
+                    }
+                    expected.clone()
+                }
+                None => self.check_expr(value, None),
+            }
         };
         if found == Type::Unit {
             self.error(
@@ -436,8 +488,8 @@ impl<'a> BodyChecker<'a> {
                 .with_message(format!("`{}` would have no value", name.name))
                 .with_help("bind a value: end the block or branch with the value you want"),
             );
+            found = Type::Unknown;
         }
-        let decision = !mutable && matches!(value.kind, ExprKind::AwaitApproval { .. });
         if decision && matches!(self.flow, Flow::NotApproved(_)) {
             self.flow = Flow::not_approved(
                 value.span,
@@ -448,6 +500,44 @@ impl<'a> BodyChecker<'a> {
             );
         }
         self.bind(name, found, mutable, decision);
+        if let Some(local) = self.locals.last_mut() {
+            local.condition = condition;
+        }
+    }
+
+    /// Whether `expr` certainly evaluates to a decision returned by `await approval` (and
+    /// not, say, a `var` that may have been reassigned).
+    fn is_decision(&self, expr: &ast::Expr) -> bool {
+        match &expr.kind {
+            ExprKind::AwaitApproval { .. } => true,
+            ExprKind::Name(name) => self
+                .locals
+                .iter()
+                .rev()
+                .find(|l| l.name == *name)
+                .is_some_and(|l| l.decision),
+            ExprKind::Block(block) => self.block_is_decision(block),
+            ExprKind::Timeout { body, .. } => self.block_is_decision(body),
+            ExprKind::Retry { body, .. } => self.block_is_decision(body),
+            ExprKind::Try { body, handler, .. } => {
+                self.block_is_decision(body) && self.block_is_decision(handler)
+            }
+            ExprKind::If {
+                then_block,
+                else_branch: Some(else_branch),
+                ..
+            } => self.block_is_decision(then_block) && self.is_decision(else_branch),
+            _ => false,
+        }
+    }
+
+    /// A block whose value is a decision, or that never completes (`fail`, `return`).
+    fn block_is_decision(&self, block: &ast::Block) -> bool {
+        match block.stmts.last().map(|s| &s.kind) {
+            Some(StmtKind::Expr(expr)) => self.is_decision(expr),
+            Some(StmtKind::Fail(_) | StmtKind::Return(_)) => true,
+            _ => false,
+        }
     }
 
     fn check_assign(&mut self, target: &ast::Expr, value: &ast::Expr) {
@@ -555,17 +645,55 @@ impl<'a> BodyChecker<'a> {
                 name,
                 optional: false,
             } if name.name == "approved" => {
-                if let ExprKind::Name(local_name) = &base.kind
-                    && let Some(local) = self.lookup_local(local_name)
-                    && local.decision
-                {
-                    local.used = true;
+                if self.is_decision(base) {
+                    self.check_expr(base, None);
+                    let shown = match &base.kind {
+                        ExprKind::Name(local) => format!("`{local}.approved`"),
+                        _ => "the decision's `approved`".to_string(),
+                    };
                     let flow = self.flow.clone();
-                    let message =
-                        format!("this path continues when `{local_name}.approved` is false");
+                    let message = format!("this path continues when {shown} is false");
                     return (flow.clone().approve(), flow.reject(cond.span, message));
                 }
                 self.plain_cond(cond)
+            }
+            ExprKind::Name(name) => {
+                let condition = self.lookup_local(name).and_then(|local| {
+                    local.used = true;
+                    local.condition
+                });
+                let Some((approved_if_true, approved_if_false)) = condition else {
+                    return self.plain_cond(cond);
+                };
+                let flow = self.flow.clone();
+                let narrow = |approved: bool, value: &str| {
+                    if approved {
+                        flow.clone().approve()
+                    } else {
+                        let message = format!("this path continues when `{name}` is {value}");
+                        flow.clone().reject(cond.span, message)
+                    }
+                };
+                (
+                    narrow(approved_if_true, "true"),
+                    narrow(approved_if_false, "false"),
+                )
+            }
+            ExprKind::Binary {
+                op: op @ (BinaryOp::Eq | BinaryOp::NotEq),
+                lhs,
+                rhs,
+            } if bool_literal(lhs).or(bool_literal(rhs)).is_some() => {
+                let (literal, other) = match bool_literal(lhs) {
+                    Some(literal) => (literal, rhs),
+                    None => (bool_literal(rhs).unwrap_or(true), lhs),
+                };
+                let (when_true, when_false) = self.check_cond(other);
+                if literal == (*op == BinaryOp::Eq) {
+                    (when_true, when_false)
+                } else {
+                    (when_false, when_true)
+                }
             }
             ExprKind::Unary {
                 op: UnaryOp::Not,
@@ -647,9 +775,7 @@ impl<'a> BodyChecker<'a> {
                 then_block,
                 else_branch,
             } => self.check_if(cond, then_block, else_branch.as_deref(), expected),
-            ExprKind::Match { scrutinee, arms } => {
-                self.check_match(scrutinee, arms, expected, expr.span)
-            }
+            ExprKind::Match { scrutinee, arms } => self.check_match(scrutinee, arms, expected),
             ExprKind::Block(block) => self.check_block(block, expected),
             ExprKind::Retry {
                 attempts,
@@ -658,6 +784,15 @@ impl<'a> BodyChecker<'a> {
                 body,
             } => {
                 self.expect_type(attempts, &Type::Int);
+                if let Some(value) = int_constant(attempts)
+                    && value < 1
+                {
+                    self.out_of_range(
+                        attempts.span,
+                        "a block runs at least once: `retry 1` means no retry",
+                        "give the number of attempts, 1 or more: `retry 3 { … }`",
+                    );
+                }
                 if let Some(backoff) = backoff {
                     self.expect_type(backoff, &Type::Duration);
                 }
@@ -668,6 +803,13 @@ impl<'a> BodyChecker<'a> {
             }
             ExprKind::Timeout { duration, body } => {
                 self.expect_type(duration, &Type::Duration);
+                if duration_constant(duration).is_some_and(|ms| ms <= 0) {
+                    self.out_of_range(
+                        duration.span,
+                        "this time limit has already passed",
+                        "give a positive duration: `timeout 5m { … }`",
+                    );
+                }
                 self.check_block(body, expected)
             }
             ExprKind::Try {
@@ -677,6 +819,12 @@ impl<'a> BodyChecker<'a> {
             } => self.check_try(body, error, handler, expected),
             ExprKind::AwaitApproval { options, .. } => {
                 self.check_gate_options(options, stdlib::APPROVAL_OPTIONS, expr.span, "approval");
+                if matches!(self.flow, Flow::NotApproved(_)) {
+                    self.flow = Flow::not_approved(
+                        expr.span,
+                        "an approval is awaited here, but this path does not check that it was approved",
+                    );
+                }
                 self.checked
                     .decision
                     .map(Type::Named)
@@ -813,6 +961,29 @@ impl<'a> BodyChecker<'a> {
             )),
         };
         self.error(diagnostic);
+    }
+
+    fn out_of_range(&mut self, span: Span, label: &str, help: &str) {
+        self.error(Diagnostic::error(codes::OUT_OF_RANGE, self.file, span, label).with_help(help));
+    }
+
+    fn unknown_callee(&mut self, name: &str, span: Span) {
+        let globals = self.scope.values.keys().map(|k| k.as_str());
+        let builtins = stdlib::Builtin::ALL.iter().map(|b| b.name());
+        let suggestion = did_you_mean(name, globals.chain(builtins));
+        let diagnostic = Diagnostic::error(
+            codes::UNKNOWN_NAME,
+            self.file,
+            span,
+            "no tool, workflow or function has this name",
+        )
+        .with_message(format!("Unknown name `{name}`"));
+        self.error(match suggestion {
+            Some(s) => diagnostic.with_help(format!("did you mean `{s}`?")),
+            None => diagnostic.with_help(format!(
+                "declare it (`tool {name}(…) -> … via …` or `workflow {name}(…) {{ … }}`), or import the file that declares it"
+            )),
+        });
     }
 
     fn check_list(&mut self, items: &[ast::Expr], expected: Option<&Type>) -> Type {
@@ -1204,7 +1375,7 @@ impl<'a> BodyChecker<'a> {
                 Some(builtin) => self.check_builtin(builtin, args, span),
                 None => {
                     self.check_args_loosely(args);
-                    self.unknown_name(name, callee.span);
+                    self.unknown_callee(name, callee.span);
                     Type::Unknown
                 }
             },
@@ -1532,6 +1703,7 @@ impl<'a> BodyChecker<'a> {
                 (Type::Int, Type::Int) => Some(Type::Int),
                 (Type::Float, Type::Float) => Some(Type::Float),
                 (Type::Duration, Type::Int) => Some(Type::Duration),
+                (Type::Int, Type::Duration) if op == BinaryOp::Mul => Some(Type::Duration),
                 _ => None,
             },
             BinaryOp::Rem => match (&left, &right) {
@@ -1597,6 +1769,7 @@ impl<'a> BodyChecker<'a> {
             &else_type,
             else_branch.span,
             "`if` and `else`",
+            expected,
         )
     }
 
@@ -1607,7 +1780,12 @@ impl<'a> BodyChecker<'a> {
         b: &Type,
         b_span: Span,
         what: &str,
+        expected: Option<&Type>,
     ) -> Type {
+        if expected == Some(&Type::Unit) {
+            // Used as a statement: the branches' values are discarded.
+            return Type::Unit;
+        }
         if let Some(joined) = self.checked.types.join(a, b) {
             return joined;
         }
@@ -1649,6 +1827,7 @@ impl<'a> BodyChecker<'a> {
             &handler_type,
             handler.span,
             "`try` and `catch`",
+            expected,
         )
     }
 
@@ -1736,6 +1915,7 @@ impl<'a> BodyChecker<'a> {
                             after.span,
                             format!("`{}` takes no `after`", spec.name),
                         )
+                        .with_message("`after` belongs to `escalate` only")
                         .with_help("remove `after …`; only `escalate` takes a delay"),
                     );
                 }
@@ -1765,9 +1945,23 @@ impl<'a> BodyChecker<'a> {
         scrutinee: &ast::Expr,
         arms: &[ast::MatchArm],
         expected: Option<&Type>,
-        span: Span,
     ) -> Type {
-        let subject = self.check_expr(scrutinee, None);
+        // `match d.approved { true => …, false => … }` narrows like `if`.
+        let is_condition_local = match &scrutinee.kind {
+            ExprKind::Name(name) => self
+                .locals
+                .iter()
+                .rev()
+                .find(|l| l.name == *name)
+                .is_some_and(|l| l.condition.is_some()),
+            _ => false,
+        };
+        let narrowed = (is_condition_shaped(scrutinee) || is_condition_local)
+            .then(|| self.check_cond(scrutinee));
+        let subject = match narrowed {
+            Some(_) => Type::Bool,
+            None => self.check_expr(scrutinee, None),
+        };
         let entry = self.flow.clone();
         let mut exit = Flow::Unreachable;
         let mut result: Option<(Type, Span)> = None;
@@ -1787,7 +1981,20 @@ impl<'a> BodyChecker<'a> {
                     ),
                 );
             }
-            self.flow = entry.clone();
+            self.flow = match (&narrowed, &arm.pattern.kind) {
+                (Some((when_true, _)), PatternKind::Bool(true)) => when_true.clone(),
+                (Some((_, when_false)), PatternKind::Bool(false)) => when_false.clone(),
+                (Some((when_true, when_false)), _) => {
+                    if covered.contains(&Coverage::Bool(true)) {
+                        when_false.clone()
+                    } else if covered.contains(&Coverage::Bool(false)) {
+                        when_true.clone()
+                    } else {
+                        entry.clone()
+                    }
+                }
+                (None, _) => entry.clone(),
+            };
             let mark = self.locals.len();
             let coverage = self.check_pattern(&arm.pattern, &subject);
             covered.push(coverage);
@@ -1803,29 +2010,28 @@ impl<'a> BodyChecker<'a> {
                         &arm_type,
                         arm.body.span,
                         "match arms",
+                        expected,
                     );
                     (joined, so_far_span)
                 }
             });
         }
         self.flow = if arms.is_empty() { entry } else { exit };
-        self.check_exhaustive(&subject, &covered, scrutinee.span, span);
+        self.check_exhaustive(&subject, &covered, scrutinee.span);
         result.map(|(t, _)| t).unwrap_or(Type::Unit)
     }
 
-    fn check_exhaustive(
-        &mut self,
-        subject: &Type,
-        covered: &[Coverage],
-        scrutinee_span: Span,
-        _span: Span,
-    ) {
-        if covered.contains(&Coverage::Everything) || subject.is_unknown() {
+    fn check_exhaustive(&mut self, subject: &Type, covered: &[Coverage], scrutinee_span: Span) {
+        if covered.contains(&Coverage::Everything)
+            || covered.contains(&Coverage::Unknown)
+            || subject.is_unknown()
+        {
             return;
         }
-        let missing: Vec<String> = match subject {
-            Type::Named(id) => match self.checked.types.get(*id).variants() {
-                Some(variants) => variants
+        // The arms that are missing, or `None` where only a catch-all can cover the type.
+        let missing: Option<Vec<String>> = match subject {
+            Type::Named(id) => self.checked.types.get(*id).variants().map(|variants| {
+                variants
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| !covered.contains(&Coverage::Variant(*i)))
@@ -1838,40 +2044,87 @@ impl<'a> BodyChecker<'a> {
                             format!("{}({})", v.name, names.join(", "))
                         }
                     })
+                    .collect()
+            }),
+            Type::Bool => Some(
+                [true, false]
+                    .into_iter()
+                    .filter(|b| !covered.contains(&Coverage::Bool(*b)))
+                    .map(|b| b.to_string())
                     .collect(),
-                None => vec!["_".to_string()],
-            },
-            Type::Bool => [true, false]
-                .into_iter()
-                .filter(|b| !covered.contains(&Coverage::Bool(*b)))
-                .map(|b| b.to_string())
-                .collect(),
-            Type::Optional(_) if !covered.contains(&Coverage::NoneValue) => {
-                vec!["none".to_string()]
+            ),
+            Type::Optional(_) => {
+                let show = self.show(subject);
+                let none_covered = covered.contains(&Coverage::NoneValue);
+                let (label, help) = if none_covered {
+                    (
+                        format!("this {show} may hold a value no arm matches"),
+                        "add an arm that binds the value: `value => …`".to_string(),
+                    )
+                } else {
+                    (
+                        format!("this {show} may be `none` or hold a value"),
+                        "add `none => …` and an arm that binds the value, `value => …`".to_string(),
+                    )
+                };
+                self.error(
+                    Diagnostic::error(
+                        codes::NON_EXHAUSTIVE_MATCH,
+                        self.file,
+                        scrutinee_span,
+                        label,
+                    )
+                    .with_message("`match` does not cover every case of an optional value")
+                    .with_help(help),
+                );
+                return;
             }
-            _ => vec!["_".to_string()],
+            _ => None,
         };
-        if missing.is_empty() {
-            return;
-        }
         let show = self.show(subject);
-        let list = missing
-            .iter()
-            .map(|m| format!("`{m}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let first = &missing[0];
+        let (label, message, help) = match missing {
+            Some(missing) if missing.is_empty() => return,
+            Some(missing) => {
+                let list = missing
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let arms = missing
+                    .iter()
+                    .map(|m| format!("`{m} => …`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ");
+                (
+                    format!("this {show} may be {list}"),
+                    format!("`match` does not cover {list}"),
+                    format!(
+                        "add {} {arms}, or a catch-all `_ => …`",
+                        if missing.len() == 1 {
+                            "the arm"
+                        } else {
+                            "the arms"
+                        }
+                    ),
+                )
+            }
+            // Ints, strings and the like: literal arms can never cover them all.
+            None => (
+                format!("this {show} may have a value no arm matches"),
+                "`match` is not exhaustive".to_string(),
+                "add a catch-all arm at the end: `_ => …` (or `other => …` to use the value)"
+                    .to_string(),
+            ),
+        };
         self.error(
             Diagnostic::error(
                 codes::NON_EXHAUSTIVE_MATCH,
                 self.file,
                 scrutinee_span,
-                format!("this {show} may be {list}"),
+                label,
             )
-            .with_message(format!("`match` does not cover {list}"))
-            .with_help(format!(
-                "add an arm `{first} => …`, or a catch-all `_ => …`"
-            )),
+            .with_message(message)
+            .with_help(help),
         );
     }
 
@@ -1916,7 +2169,7 @@ impl<'a> BodyChecker<'a> {
                         span: pattern.span,
                     };
                     self.find_variant(id, &ident);
-                    return Coverage::Partial;
+                    return Coverage::Unknown;
                 }
                 let ident = ast::Ident {
                     name: name.clone(),
@@ -1946,7 +2199,7 @@ impl<'a> BodyChecker<'a> {
                             .with_help("variant patterns only match enum values"),
                         );
                     }
-                    return Coverage::Partial;
+                    return Coverage::Unknown;
                 };
                 if let Some(enum_name) = enum_name
                     && enum_name.name != self.checked.types.get(id).name
@@ -1961,10 +2214,12 @@ impl<'a> BodyChecker<'a> {
                         )
                         .with_help(format!("match variants of {show}")),
                     );
-                    return Coverage::Partial;
+                    self.bind_unknown(fields);
+                    return Coverage::Unknown;
                 }
                 let Some(index) = self.find_variant(id, name) else {
-                    return Coverage::Partial;
+                    self.bind_unknown(fields);
+                    return Coverage::Unknown;
                 };
                 let variant_fields: Vec<Type> =
                     self.checked.types.get(id).variants().unwrap_or(&[])[index]
@@ -1989,7 +2244,8 @@ impl<'a> BodyChecker<'a> {
                             "give one pattern per field, in declaration order; `_` ignores a field",
                         ),
                     );
-                    return Coverage::Partial;
+                    self.bind_unknown(fields);
+                    return Coverage::Unknown;
                 }
                 let mut complete = true;
                 for (field, ty) in fields.iter().zip(&variant_fields) {
@@ -2024,6 +2280,27 @@ impl<'a> BodyChecker<'a> {
                     );
                 }
                 Coverage::NoneValue
+            }
+        }
+    }
+
+    /// Binds the names in sub-patterns that could not be checked, so uses of them do not
+    /// report unknown names on top of the pattern's error.
+    fn bind_unknown(&mut self, fields: &[ast::Pattern]) {
+        for field in fields {
+            match &field.kind {
+                PatternKind::Name(name) => {
+                    let ident = ast::Ident {
+                        name: name.clone(),
+                        span: field.span,
+                    };
+                    self.bind(&ident, Type::Unknown, false, false);
+                    if let Some(local) = self.locals.last_mut() {
+                        local.used = true;
+                    }
+                }
+                PatternKind::Variant { fields, .. } => self.bind_unknown(fields),
+                _ => {}
             }
         }
     }
@@ -2073,6 +2350,62 @@ fn join_some(items: &[String]) -> String {
         1 => items[0].clone(),
         n if n <= SHOWN => format!("{} or {}", items[..n - 1].join(", "), items[n - 1]),
         n => format!("{}, … ({} in all)", items[..SHOWN].join(", "), n),
+    }
+}
+
+/// The value of an integer literal, possibly negated.
+fn int_constant(expr: &ast::Expr) -> Option<i64> {
+    match &expr.kind {
+        ExprKind::Int(value) => Some(*value),
+        ExprKind::Unary {
+            op: UnaryOp::Neg,
+            operand,
+        } => int_constant(operand).and_then(i64::checked_neg),
+        _ => None,
+    }
+}
+
+/// The milliseconds of a duration literal, possibly negated.
+fn duration_constant(expr: &ast::Expr) -> Option<i128> {
+    match &expr.kind {
+        ExprKind::Duration(ms) => Some(i128::from(*ms)),
+        ExprKind::Unary {
+            op: UnaryOp::Neg,
+            operand,
+        } => duration_constant(operand).map(|v| -v),
+        _ => None,
+    }
+}
+
+fn bool_literal(expr: &ast::Expr) -> Option<bool> {
+    match expr.kind {
+        ExprKind::Bool(value) => Some(value),
+        _ => None,
+    }
+}
+
+/// Conditions whose truth the flow analysis can use (`d.approved`, `!ok`, `a && b`, …).
+fn is_condition_shaped(expr: &ast::Expr) -> bool {
+    match &expr.kind {
+        ExprKind::Field { name, .. } => name.name == "approved",
+        ExprKind::Unary {
+            op: UnaryOp::Not,
+            operand,
+        } => is_condition_shaped(operand),
+        ExprKind::Binary {
+            op: BinaryOp::And | BinaryOp::Or,
+            lhs,
+            rhs,
+        } => is_condition_shaped(lhs) || is_condition_shaped(rhs),
+        ExprKind::Binary {
+            op: BinaryOp::Eq | BinaryOp::NotEq,
+            lhs,
+            rhs,
+        } => {
+            (bool_literal(lhs).is_some() && is_condition_shaped(rhs))
+                || (bool_literal(rhs).is_some() && is_condition_shaped(lhs))
+        }
+        _ => false,
     }
 }
 

@@ -57,6 +57,7 @@ codes! {
     CANNOT_INFER = "E0315", "Type cannot be inferred";
     INVALID_PATTERN = "E0316", "Invalid pattern";
     NOT_A_VALUE = "E0317", "Not a value";
+    OUT_OF_RANGE = "E0318", "Value out of range";
 
     UNAPPROVED_SENSITIVE_CALL = "E0400", "Sensitive tool called without approval";
 

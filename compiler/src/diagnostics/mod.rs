@@ -148,7 +148,8 @@ pub fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).max(1);
+    // Short names are too easily "close" to anything: only suggest case fixes for them.
+    let limit = name.chars().count() / 3;
     candidates
         .into_iter()
         .filter(|c| *c != name)

@@ -131,7 +131,7 @@ impl<'src> Lexer<'src> {
                 span,
                 "not part of any token",
             )
-            .with_message(format!("Unexpected character `{}`", shown.escape_debug()))
+            .with_message(format!("Unexpected character `{}`", printable(&shown)))
             .with_help("remove it; strings go between double quotes `\"…\"`"),
         );
     }
@@ -220,12 +220,26 @@ impl<'src> Lexer<'src> {
     fn report_bad_escape(&mut self, span: Span, shown: &str) {
         self.out.diagnostics.push(
             Diagnostic::error(codes::INVALID_ESCAPE, self.file, span, "unknown escape")
-                .with_message(format!("Invalid escape `{}` in string", shown.escape_debug()))
+                .with_message(format!("Invalid escape `{}` in string", printable(shown)))
                 .with_help(
                     "valid escapes are \\n \\t \\r \\0 \\\\ \\\" \\$ and \\u{…}; write \\\\ for a backslash",
                 ),
         );
     }
+}
+
+/// The text with control characters (NUL, escape, …) written as escapes, so a message
+/// never prints raw control bytes to a terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Length of a valid `u{XXXX}` escape body (after the backslash), if it is one.

@@ -22,7 +22,14 @@ pub struct Parsed {
 }
 
 pub fn parse(file: FileId, src: &str, lexed: &Lexed) -> Parsed {
+    let lexer_errors: Vec<Span> = lexed.diagnostics.iter().map(|d| d.primary.span).collect();
+    let unterminated_string = lexed
+        .diagnostics
+        .iter()
+        .any(|d| d.code == codes::UNTERMINATED_STRING);
     let mut parser = Parser {
+        lexer_errors,
+        unterminated_string,
         file,
         src,
         tokens: &lexed.tokens,
@@ -52,6 +59,12 @@ struct Parser<'a> {
     last_error_at: Option<usize>,
     /// Set once the nesting limit is hit; the rest of the file is skipped.
     too_deep: bool,
+    /// Where the lexer already reported bad characters or escapes: a syntax error right
+    /// after one is its echo, not news.
+    lexer_errors: Vec<Span>,
+    /// An unclosed string swallows the rest of the file; what is then "missing" at the end
+    /// of the file is its echo too.
+    unterminated_string: bool,
 }
 
 /// Whether `{` may start a record literal here. Not in `if x {`, `while x {`, `match x {`.
@@ -122,11 +135,40 @@ impl<'a> Parser<'a> {
     // ----- errors and recovery ------------------------------------------------------
 
     fn report(&mut self, diagnostic: Diagnostic) {
-        if self.too_deep || self.last_error_at == Some(self.pos) {
+        if self.too_deep || self.last_error_at == Some(self.pos) || self.echoes_lexer_error() {
             return;
         }
         self.last_error_at = Some(self.pos);
         self.diagnostics.push(diagnostic);
+    }
+
+    fn echoes_lexer_error(&self) -> bool {
+        if self.unterminated_string && self.at(T::Eof) {
+            return true;
+        }
+        let from = self.previous_span().end;
+        let to = self.span().start;
+        self.lexer_errors
+            .iter()
+            .any(|e| e.start >= from && e.end <= to)
+    }
+
+    /// Reports an unexpected token at the token itself (not after the previous one).
+    fn error_unexpected(&mut self, expected: &str, help: &str) {
+        let found = self.token();
+        let found_text = match found.kind {
+            T::Ident | T::Number | T::Float => format!("`{}`", self.text(found.span)),
+            other => other.describe().to_string(),
+        };
+        let diagnostic = Diagnostic::error(
+            codes::SYNTAX_ERROR,
+            self.file,
+            found.span,
+            format!("expected {expected}"),
+        )
+        .with_message(format!("Expected {expected}, found {found_text}"))
+        .with_help(help);
+        self.report(diagnostic);
     }
 
     fn error_expected(&mut self, expected: &str, help: &str) {
@@ -232,8 +274,10 @@ impl<'a> Parser<'a> {
                 self.span(),
                 format!("more than {MAX_DEPTH} levels deep here"),
             )
-            .with_message("This code is nested too deeply to compile")
-            .with_help("split the expression: bind inner parts to names with `let`");
+            .with_message(
+                "This code is nested too deeply (or an expression is too long) to compile",
+            )
+            .with_help("split it up: bind inner parts or partial results to names with `let`");
             self.diagnostics.push(diagnostic);
             self.too_deep = true;
         }
@@ -280,10 +324,12 @@ impl<'a> Parser<'a> {
             match self.parse_item() {
                 Some(item) => items.push(item),
                 None => {
-                    if self.error_count() == errors {
-                        self.error_expected(
+                    // A stray `}` after an earlier error is usually that error's echo.
+                    let echo = self.at(T::RBrace) && !self.diagnostics.is_empty();
+                    if self.error_count() == errors && !echo {
+                        self.error_unexpected(
                             "`workflow`, `tool`, `type`, `enum` or `import`",
-                            "a file holds declarations: `type`, `enum`, `tool`, `workflow` and `import`",
+                            "a file holds declarations: `type`, `enum`, `tool`, `workflow` and `import`; statements go inside a workflow's `{ … }`",
                         );
                     }
                     self.recover_item();
