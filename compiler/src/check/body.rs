@@ -1561,12 +1561,21 @@ impl<'a> BodyChecker<'a> {
             .rev()
             .find(|l| l.decision)
             .map(|l| l.name.clone());
-        let help = match decision {
-            Some(d) => format!(
+        let decision_var = self
+            .locals
+            .iter()
+            .rev()
+            .find(|l| l.mutable && Some(&l.ty) == self.checked.decision.map(Type::Named).as_ref())
+            .map(|l| l.name.clone());
+        let help = match (decision, decision_var) {
+            (None, Some(v)) => format!(
+                "declare the decision with `let {v} = await approval …`: a `var` may change between the check and the call, so checking it does not count"
+            ),
+            (Some(d), _) => format!(
                 "call `{}` inside `if {d}.approved {{ … }}`, or end the other paths first with `if !{d}.approved {{ return … }}`",
                 tool.name
             ),
-            None => format!(
+            (None, None) => format!(
                 "await an approval first — `let d = await approval \"gate\" {{ approvers: role(\"…\") }}` — and call `{}` inside `if d.approved {{ … }}`",
                 tool.name
             ),
