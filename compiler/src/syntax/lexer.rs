@@ -36,7 +36,12 @@ pub fn lex(file: FileId, src: &str) -> Lexed {
         src,
         pos: 0,
         last_end: 0,
-        out: Lexed::default(),
+        out: Lexed {
+            // Typical code has a token every 4 to 6 bytes; growing a large vector by
+            // doubling would copy it several times. Unused capacity is never touched.
+            tokens: Vec::with_capacity(src.len() / 4 + 16),
+            ..Lexed::default()
+        },
     };
     lexer.lex_tokens(false);
     let end = Span::new(src.len(), src.len());
