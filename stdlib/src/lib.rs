@@ -59,6 +59,7 @@ pub enum Builtin {
     StartsWith = 12,
     Join = 13,
     ToJson = 14,
+    Length = 15,
 }
 
 const fn p(name: &'static str, ty: Ty) -> Param {
@@ -81,6 +82,7 @@ impl Builtin {
         Builtin::StartsWith,
         Builtin::Join,
         Builtin::ToJson,
+        Builtin::Length,
     ];
 
     /// The stable id stored in bytecode.
@@ -112,6 +114,7 @@ impl Builtin {
             Builtin::StartsWith => "starts_with",
             Builtin::Join => "join",
             Builtin::ToJson => "to_json",
+            Builtin::Length => "length",
         }
     }
 
@@ -130,6 +133,7 @@ impl Builtin {
             Builtin::StartsWith => const { &[p("text", String), p("prefix", String)] },
             Builtin::Join => const { &[p("parts", List(&String)), p("separator", String)] },
             Builtin::ToJson => const { &[p("value", Any)] },
+            Builtin::Length => const { &[p("text", String)] },
         }
     }
 
@@ -145,6 +149,7 @@ impl Builtin {
             Builtin::ParseInt => Optional(&Int),
             Builtin::Lower | Builtin::Upper | Builtin::Trim | Builtin::Join => String,
             Builtin::ToJson => Json,
+            Builtin::Length => Int,
         }
     }
 
@@ -163,7 +168,8 @@ impl Builtin {
             | Builtin::Trim
             | Builtin::StartsWith
             | Builtin::Join
-            | Builtin::ToJson => Effect::Pure,
+            | Builtin::ToJson
+            | Builtin::Length => Effect::Pure,
         }
     }
 
@@ -183,6 +189,7 @@ impl Builtin {
             Builtin::StartsWith => "Whether `text` starts with `prefix`.",
             Builtin::Join => "The parts joined by the separator.",
             Builtin::ToJson => "The value as `Json`.",
+            Builtin::Length => "The number of characters in the text.",
         }
     }
 }
@@ -350,7 +357,7 @@ mod tests {
 
     #[test]
     fn every_builtin_is_listed() {
-        // `Join` is the highest id; a new builtin must be added to ALL as well.
-        assert_eq!(Builtin::ALL.len(), Builtin::ToJson.id() as usize);
+        // `Length` is the highest id; a new builtin must be added to ALL as well.
+        assert_eq!(Builtin::ALL.len(), Builtin::Length.id() as usize);
     }
 }

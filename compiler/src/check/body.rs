@@ -308,12 +308,23 @@ impl<'a> BodyChecker<'a> {
                 self.check_expr(expr, Some(&Type::Unit));
             }
             StmtKind::While { cond, body } => {
-                let (when_true, when_false) = self.check_cond(cond);
+                let entry = self.flow.clone();
+                let (when_true, mut when_false) = self.check_cond(cond);
+                if matches!(cond.kind, ExprKind::Bool(true)) {
+                    // `while true` ends only through `break` (or `return`, `fail`).
+                    when_false = Flow::Unreachable;
+                }
                 self.flow = when_true;
                 self.loops.push(Flow::Unreachable);
                 self.check_block(body, Some(&Type::Unit));
                 let breaks = self.loops.pop().unwrap_or(Flow::Unreachable);
-                self.flow = when_false.join(breaks);
+                self.flow = explain_join(
+                    &entry,
+                    breaks,
+                    when_false,
+                    cond.span,
+                    "the loop can end here, when its condition is false, before the approval",
+                );
             }
             StmtKind::For { var, iter, body } => {
                 let element = self.element_type(iter);
@@ -325,7 +336,13 @@ impl<'a> BodyChecker<'a> {
                 let breaks = self.loops.pop().unwrap_or(Flow::Unreachable);
                 self.pop_scope(mark);
                 let body_end = std::mem::replace(&mut self.flow, Flow::Unreachable);
-                self.flow = entry.join(body_end).join(breaks);
+                self.flow = explain_join(
+                    &entry,
+                    body_end.join(breaks),
+                    entry.clone(),
+                    iter.span,
+                    "the loop may run zero times, and then this path skips the approval",
+                );
             }
             StmtKind::Break | StmtKind::Continue => {
                 let flow = std::mem::replace(&mut self.flow, Flow::Unreachable);
@@ -403,17 +420,7 @@ impl<'a> BodyChecker<'a> {
                 }
             }
             StmtKind::Audit { event, fields } => {
-                if event.value.trim().is_empty() {
-                    self.error(
-                        Diagnostic::error(
-                            codes::TYPE_MISMATCH,
-                            self.file,
-                            event.span,
-                            "the event name is empty",
-                        )
-                        .with_help("name the event, e.g. `audit \"docs_checked\" { … }`"),
-                    );
-                }
+                self.check_not_empty(event, "audit event", "audit \"docs_checked\" { … }");
                 self.check_record_fields(fields);
             }
             StmtKind::Error => {}
@@ -543,8 +550,10 @@ impl<'a> BodyChecker<'a> {
     fn check_assign(&mut self, target: &ast::Expr, value: &ast::Expr) {
         let root = assignment_root(target);
         let target_type = match root {
-            Some(root) => match self.locals.iter().rev().find(|l| l.name == root.0) {
+            Some(root) => match self.locals.iter_mut().rev().find(|l| l.name == root.0) {
                 Some(local) if !local.mutable => {
+                    // The binding is clearly meant to be used; one error is enough.
+                    local.used = true;
                     let declared = local.span;
                     self.error(
                         Diagnostic::error(
@@ -585,7 +594,8 @@ impl<'a> BodyChecker<'a> {
         match ty {
             Type::List(element) => *element,
             Type::Map(_) => Type::String,
-            Type::Unknown | Type::Json => Type::Unknown,
+            Type::Json => Type::Json,
+            Type::Unknown => Type::Unknown,
             other => {
                 let show = self.show(&other);
                 self.error(
@@ -817,7 +827,12 @@ impl<'a> BodyChecker<'a> {
                 error,
                 handler,
             } => self.check_try(body, error, handler, expected),
-            ExprKind::AwaitApproval { options, .. } => {
+            ExprKind::AwaitApproval { gate, options } => {
+                self.check_not_empty(
+                    gate,
+                    "approval gate",
+                    "await approval \"release_signoff\" { … }",
+                );
                 self.check_gate_options(options, stdlib::APPROVAL_OPTIONS, expr.span, "approval");
                 if matches!(self.flow, Flow::NotApproved(_)) {
                     self.flow = Flow::not_approved(
@@ -830,7 +845,12 @@ impl<'a> BodyChecker<'a> {
                     .map(Type::Named)
                     .unwrap_or(Type::Unknown)
             }
-            ExprKind::AwaitInput { ty, options, .. } => {
+            ExprKind::AwaitInput { ty, name, options } => {
+                self.check_not_empty(
+                    name,
+                    "input request",
+                    "await input<Review> \"agent_review\" { … }",
+                );
                 self.check_gate_options(options, stdlib::INPUT_OPTIONS, expr.span, "input");
                 resolve_type(self.checked, self.file, ty, self.diagnostics)
             }
@@ -961,6 +981,22 @@ impl<'a> BodyChecker<'a> {
             )),
         };
         self.error(diagnostic);
+    }
+
+    /// Gate and event names identify records in the history and the audit trail.
+    fn check_not_empty(&mut self, name: &ast::StrLit, what: &str, example: &str) {
+        if name.value.trim().is_empty() {
+            self.error(
+                Diagnostic::error(
+                    codes::EMPTY_NAME,
+                    self.file,
+                    name.span,
+                    format!("the {what} has no name"),
+                )
+                .with_message(format!("An {what} needs a name"))
+                .with_help(format!("name it after what happens, e.g. `{example}`")),
+            );
+        }
     }
 
     fn out_of_range(&mut self, span: Span, label: &str, help: &str) {
@@ -1575,6 +1611,10 @@ impl<'a> BodyChecker<'a> {
                 "call `{}` inside `if {d}.approved {{ … }}`, or end the other paths first with `if !{d}.approved {{ return … }}`",
                 tool.name
             ),
+            (None, None) if witness.span != self.workflow.span => format!(
+                "make every path to `{}` pass an approved decision: await the approval where all paths go through it, and end the rejected path with `if !d.approved {{ return … }}`",
+                tool.name
+            ),
             (None, None) => format!(
                 "await an approval first — `let d = await approval \"gate\" {{ approvers: role(\"…\") }}` — and call `{}` inside `if d.approved {{ … }}`",
                 tool.name
@@ -1761,17 +1801,41 @@ impl<'a> BodyChecker<'a> {
         else_branch: Option<&ast::Expr>,
         expected: Option<&Type>,
     ) -> Type {
+        let entry = self.flow.clone();
         let (when_true, when_false) = self.check_cond(cond);
         self.flow = when_true;
         let then_type = self.check_block(then_block, expected);
         let then_flow = std::mem::replace(&mut self.flow, when_false);
         let Some(else_branch) = else_branch else {
-            self.flow = then_flow.join(std::mem::replace(&mut self.flow, Flow::Unreachable));
+            let skipped = std::mem::replace(&mut self.flow, Flow::Unreachable);
+            self.flow = explain_join(
+                &entry,
+                then_flow,
+                skipped,
+                cond.span,
+                "when this condition is false, this path skips the approval",
+            );
             return Type::Unit;
         };
         let else_type = self.check_expr(else_branch, expected);
         let else_flow = std::mem::replace(&mut self.flow, Flow::Unreachable);
-        self.flow = then_flow.join(else_flow);
+        self.flow = if else_flow == Flow::Approved {
+            explain_join(
+                &entry,
+                else_flow,
+                then_flow,
+                cond.span,
+                "when this condition is true, this path skips the approval",
+            )
+        } else {
+            explain_join(
+                &entry,
+                then_flow,
+                else_flow,
+                cond.span,
+                "when this condition is false, the `else` branch skips the approval",
+            )
+        };
         self.join_branches(
             &then_type,
             then_block.span,
@@ -2266,6 +2330,9 @@ impl<'a> BodyChecker<'a> {
                     Coverage::Partial
                 }
             }
+            PatternKind::Duration(_) => {
+                self.literal_pattern(pattern, subject, Type::Duration, Coverage::Partial)
+            }
             PatternKind::Int(_) => {
                 self.literal_pattern(pattern, subject, Type::Int, Coverage::Partial)
             }
@@ -2384,6 +2451,24 @@ fn duration_constant(expr: &ast::Expr) -> Option<i128> {
         } => duration_constant(operand).map(|v| -v),
         _ => None,
     }
+}
+
+/// Joins the flow of a branch that went through an approval (`approved_side`) with one
+/// that may not have (`other_side`). When the other side merely carries the witness it had
+/// before the branch, the branch point itself is the better explanation: it is where the
+/// path that skips the approval splits off.
+fn explain_join(
+    entry: &Flow,
+    approved_side: Flow,
+    other_side: Flow,
+    branch_span: Span,
+    message: &str,
+) -> Flow {
+    let inherited = matches!(&other_side, Flow::NotApproved(_)) && other_side == *entry;
+    if approved_side == Flow::Approved && inherited {
+        return Flow::not_approved(branch_span, message);
+    }
+    approved_side.join(other_side)
 }
 
 fn bool_literal(expr: &ast::Expr) -> Option<bool> {

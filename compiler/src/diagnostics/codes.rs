@@ -58,6 +58,7 @@ codes! {
     INVALID_PATTERN = "E0316", "Invalid pattern";
     NOT_A_VALUE = "E0317", "Not a value";
     OUT_OF_RANGE = "E0318", "Value out of range";
+    EMPTY_NAME = "E0319", "Empty name";
 
     UNAPPROVED_SENSITIVE_CALL = "E0400", "Sensitive tool called without approval";
 

@@ -307,6 +307,8 @@ pub enum PatternKind {
         fields: Vec<Pattern>,
     },
     Int(i64),
+    /// Milliseconds.
+    Duration(u64),
     Str(String),
     Bool(bool),
     None,

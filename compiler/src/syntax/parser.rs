@@ -412,11 +412,25 @@ impl<'a> Parser<'a> {
     }
 
     /// `name: Type, …` up to and including `close` (whose opener is already consumed).
+    /// Record fields may be named like keywords (`doc.type`); parameters may not, since
+    /// they are used as plain names.
     fn parse_fields(&mut self, close: T) -> Vec<Field> {
+        self.parse_typed_names(close, true)
+    }
+
+    fn parse_params(&mut self) -> Vec<Field> {
+        self.parse_typed_names(T::RParen, false)
+    }
+
+    fn parse_typed_names(&mut self, close: T, keyword_names: bool) -> Vec<Field> {
         self.parse_list(close, |p| {
             let start = p.span();
             let doc = p.doc_before(start);
-            let name = p.parse_field_name("a field name")?;
+            let name = if keyword_names {
+                p.parse_field_name("a field name")?
+            } else {
+                p.parse_ident("a parameter name")?
+            };
             p.expect(T::Colon, "declare a field as `name: Type`")?;
             let ty = p.parse_type();
             Some(Field {
@@ -433,7 +447,7 @@ impl<'a> Parser<'a> {
         let name = self.parse_ident("a tool name")?;
         const SHAPE: &str = "a tool reads `tool name(param: Type) -> Result via http post \"/path\"` (or `via exec \"cmd\"`, `via llm \"model\" prompt \"…\"`)";
         self.expect(T::LParen, SHAPE)?;
-        let params = self.parse_fields(T::RParen);
+        let params = self.parse_params();
         self.expect(T::Arrow, SHAPE)?;
         let ret = self.parse_type();
         self.expect(T::Via, SHAPE)?;
@@ -507,7 +521,7 @@ impl<'a> Parser<'a> {
             T::LParen,
             "a workflow reads `workflow name(param: Type) -> Result { … }`",
         )?;
-        let params = self.parse_fields(T::RParen);
+        let params = self.parse_params();
         let ret = if self.eat(T::Arrow).is_some() {
             Some(self.parse_type())
         } else {
@@ -552,7 +566,10 @@ impl<'a> Parser<'a> {
                     }
                 }
             }
-            if self.eat(T::Comma).is_none() && !self.at(close) {
+            // Inside braces (fields, variants, match arms, options) a line break separates
+            // items as well as a comma does.
+            let line_separates = close == T::RBrace && self.token().starts_line;
+            if self.eat(T::Comma).is_none() && !self.at(close) && !line_separates {
                 let help = format!("separate the items with `,` and end the list with {close}");
                 self.error_expected(&format!("`,` or {close}"), &help);
                 self.recover_list_item(close);
@@ -1301,6 +1318,20 @@ impl<'a> Parser<'a> {
                 let span = self.expect(T::Number, "")?;
                 match self.number(span) {
                     ExprKind::Int(v) => PatternKind::Int(if negative { -v } else { v }),
+                    ExprKind::Duration(ms) if !negative => PatternKind::Duration(ms),
+                    ExprKind::Duration(_) => {
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                codes::INVALID_NUMBER,
+                                self.file,
+                                start.to(span),
+                                "a duration cannot be negative",
+                            )
+                            .with_help("match a positive duration, e.g. `5m`"),
+                        );
+                        PatternKind::Error
+                    }
+                    // `number` has reported what is wrong with it.
                     _ => PatternKind::Error,
                 }
             }
