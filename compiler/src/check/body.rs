@@ -713,28 +713,26 @@ impl<'a> BodyChecker<'a> {
                 (when_false, when_true)
             }
             ExprKind::Binary {
-                op: BinaryOp::And,
+                op: op @ (BinaryOp::And | BinaryOp::Or),
                 lhs,
                 rhs,
             } => {
                 let entry = self.flow.clone();
                 let (lhs_true, lhs_false) = self.check_cond(lhs);
-                self.flow = lhs_true;
+                let is_and = *op == BinaryOp::And;
+                // `a && b` evaluates `b` only when `a` is true; `a || b` only when it is false.
+                self.flow = if is_and {
+                    lhs_true.clone()
+                } else {
+                    lhs_false.clone()
+                };
                 let (rhs_true, rhs_false) = self.check_cond(rhs);
                 self.flow = entry;
-                (rhs_true, lhs_false.join(rhs_false))
-            }
-            ExprKind::Binary {
-                op: BinaryOp::Or,
-                lhs,
-                rhs,
-            } => {
-                let entry = self.flow.clone();
-                let (lhs_true, lhs_false) = self.check_cond(lhs);
-                self.flow = lhs_false;
-                let (rhs_true, rhs_false) = self.check_cond(rhs);
-                self.flow = entry;
-                (lhs_true.join(rhs_true), rhs_false)
+                if is_and {
+                    (rhs_true, lhs_false.join(rhs_false))
+                } else {
+                    (lhs_true.join(rhs_true), rhs_false)
+                }
             }
             _ => self.plain_cond(cond),
         }

@@ -209,26 +209,12 @@ impl DeclChecker<'_> {
             for item in &tree.module.items {
                 match item {
                     ast::Item::Type(decl) => {
-                        let id = self.checked.types.add(TypeDef {
-                            name: decl.name.name.clone(),
-                            file: Some(file),
-                            span: decl.name.span,
-                            doc: decl.doc.clone(),
-                            kind: TypeDefKind::Record(Vec::new()),
-                        });
-                        own.declared_types.push(id);
-                        self.add_own_type(file, &mut own, &decl.name, id);
+                        let kind = TypeDefKind::Record(Vec::new());
+                        self.declare_type(file, &mut own, &decl.name, &decl.doc, kind);
                     }
                     ast::Item::Enum(decl) => {
-                        let id = self.checked.types.add(TypeDef {
-                            name: decl.name.name.clone(),
-                            file: Some(file),
-                            span: decl.name.span,
-                            doc: decl.doc.clone(),
-                            kind: TypeDefKind::Enum(Vec::new()),
-                        });
-                        own.declared_types.push(id);
-                        self.add_own_type(file, &mut own, &decl.name, id);
+                        let kind = TypeDefKind::Enum(Vec::new());
+                        let id = self.declare_type(file, &mut own, &decl.name, &decl.doc, kind);
                         for (i, variant) in decl.variants.iter().enumerate() {
                             self.add_own_value(
                                 file,
@@ -270,6 +256,27 @@ impl DeclChecker<'_> {
             }
             self.own.push(own);
         }
+    }
+
+    /// Adds a record or enum (its fields are resolved later) and names it in the file.
+    fn declare_type(
+        &mut self,
+        file: FileId,
+        own: &mut OwnNames,
+        name: &ast::Ident,
+        doc: &Option<String>,
+        kind: TypeDefKind,
+    ) -> TypeId {
+        let id = self.checked.types.add(TypeDef {
+            name: name.name.clone(),
+            file: Some(file),
+            span: name.span,
+            doc: doc.clone(),
+            kind,
+        });
+        own.declared_types.push(id);
+        self.add_own_type(file, own, name, id);
+        id
     }
 
     fn add_own_type(&mut self, file: FileId, own: &mut OwnNames, name: &ast::Ident, id: TypeId) {
