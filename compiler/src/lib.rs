@@ -5,6 +5,7 @@
 //! (name resolution, types, the approval and reachability analyses) → [`diagnostics`]
 //! (one neutral form, rendered for people, JSON or GitHub annotations).
 
+pub mod bytecode;
 pub mod check;
 pub mod diagnostics;
 pub mod program;

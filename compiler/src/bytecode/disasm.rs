@@ -1,0 +1,187 @@
+//! A readable listing of a module, for `flowc disasm` and snapshot tests.
+
+use super::module::{Binding, Constant, Module};
+use super::ops::Op;
+use std::fmt::Write;
+
+pub fn disassemble(module: &Module) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "; source sha256 {}", module.source_hash);
+    for (index, tool) in module.tools.iter().enumerate() {
+        let params: Vec<String> = tool
+            .params
+            .iter()
+            .map(|(name, ty)| format!("{name}: {}", module.type_name(*ty)))
+            .collect();
+        let binding = match &tool.binding {
+            Binding::Http { method, path } => format!("http {method} {path:?}"),
+            Binding::Exec { command } => format!("exec {command:?}"),
+            Binding::Llm { model, prompt } => format!("llm {model:?} prompt {prompt:?}"),
+        };
+        let _ = writeln!(
+            out,
+            "tool #{index} {}({}) -> {} via {binding}{}",
+            tool.name,
+            params.join(", "),
+            module.type_name(tool.ret),
+            if tool.sensitive { " sensitive" } else { "" }
+        );
+    }
+    for workflow in &module.workflows {
+        let params: Vec<String> = workflow
+            .params
+            .iter()
+            .map(|(name, ty)| format!("{name}: {}", module.type_name(*ty)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nworkflow {}({}) -> {}   ; {} locals",
+            workflow.name,
+            params.join(", "),
+            module.type_name(workflow.ret),
+            workflow.locals
+        );
+        let mut last_line = None;
+        for (pc, op) in workflow.code.iter().enumerate() {
+            let location = workflow.debug.get(pc);
+            let source = match location {
+                Some(loc) if last_line != Some((loc.file, loc.line)) => {
+                    last_line = Some((loc.file, loc.line));
+                    let file = module
+                        .files
+                        .get(loc.file as usize)
+                        .map(String::as_str)
+                        .unwrap_or("?");
+                    format!("  ; {file}:{}:{}", loc.line, loc.column)
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  {pc:>4}  {}{source}", show(module, *op));
+        }
+    }
+    out
+}
+
+fn show(module: &Module, op: Op) -> String {
+    let string = |n: u32| {
+        module
+            .string(n)
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| format!("#{n}"))
+    };
+    match op {
+        Op::Const(n) => format!(
+            "const {}",
+            match module.constants.get(n as usize) {
+                Some(Constant::None) => "none".to_string(),
+                Some(Constant::Bool(b)) => b.to_string(),
+                Some(Constant::Int(i)) => i.to_string(),
+                Some(Constant::Float(x)) => format!("{x:?}"),
+                Some(Constant::Str(s)) => format!("{s:?}"),
+                Some(Constant::Duration(ms)) => format!("{ms}ms"),
+                None => format!("#{n}?"),
+            }
+        ),
+        Op::MakeRecord(n) => {
+            let fields: Vec<String> = module
+                .field_lists
+                .get(n as usize)
+                .map(|list| list.iter().map(|c| string(*c)).collect())
+                .unwrap_or_default();
+            format!("make_record {{{}}}", fields.join(", "))
+        }
+        Op::MakeVariant { ty, variant } => format!(
+            "make_variant {}.{}",
+            module.type_name(super::TypeRef(ty)),
+            variant_name(module, ty, variant)
+        ),
+        Op::GetField(n) => format!("get_field {}", string(n)),
+        Op::GetFieldOptional(n) => format!("get_field? {}", string(n)),
+        Op::IsVariant(n) => format!("is_variant {}", string(n)),
+        Op::CallBuiltin { id, args } => format!(
+            "call_builtin {}/{args}",
+            flow_stdlib::Builtin::from_id(id)
+                .map(|b| b.name().to_string())
+                .unwrap_or_else(|| format!("#{id}"))
+        ),
+        Op::CallTool { tool } => format!(
+            "call_tool {}",
+            module
+                .tools
+                .get(tool as usize)
+                .map(|t| t.name.clone())
+                .unwrap_or_else(|| format!("#{tool}"))
+        ),
+        Op::CallWorkflow { workflow } => format!(
+            "call_workflow {}",
+            module
+                .workflows
+                .get(workflow as usize)
+                .map(|w| w.name.clone())
+                .unwrap_or_else(|| format!("#{workflow}"))
+        ),
+        Op::AwaitApproval { gate } => format!(
+            "await_approval {:?}",
+            module.gates.get(gate as usize).cloned().unwrap_or_default()
+        ),
+        Op::AwaitInput { request } => format!(
+            "await_input {:?}",
+            module
+                .input_requests
+                .get(request as usize)
+                .map(|r| r.name.clone())
+                .unwrap_or_default()
+        ),
+        Op::Audit { event } => format!(
+            "audit {:?}",
+            module
+                .events
+                .get(event as usize)
+                .cloned()
+                .unwrap_or_default()
+        ),
+        Op::PushHandler { catch, kinds } => {
+            let kinds = module
+                .kind_lists
+                .get(kinds as usize)
+                .map(|k| k.join(", "))
+                .unwrap_or_else(|| "any".to_string());
+            format!("push_handler -> {catch} on {kinds}")
+        }
+        other => snake_case(&format!("{other:?}")),
+    }
+}
+
+fn variant_name(module: &Module, ty: u32, variant: u32) -> String {
+    match module.type_desc(super::TypeRef(ty)) {
+        Some(super::TypeDesc::Enum { variants, .. }) => variants
+            .get(variant as usize)
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| format!("#{variant}")),
+        _ => format!("#{variant}"),
+    }
+}
+
+/// `JumpIfFalse(12)` → `jump_if_false 12`.
+fn snake_case(debug: &str) -> String {
+    let (name, rest) = match debug.find('(') {
+        Some(i) => (&debug[..i], debug[i + 1..].trim_end_matches(')')),
+        None => (debug, ""),
+    };
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    if !rest.is_empty() {
+        out.push(' ');
+        out.push_str(rest);
+    }
+    out
+}

@@ -1,0 +1,224 @@
+//! The `.flowb` artifact format:
+//!
+//! ```text
+//! magic    8 bytes  "FLOWBC\r\n" (the line ending catches text-mode corruption)
+//! version  u16 LE   FORMAT_VERSION of the writer
+//! length   u32 LE   payload length in bytes
+//! payload           the Module, postcard-encoded
+//! checksum 32 bytes SHA-256 of the payload
+//! ```
+//!
+//! A deployed version is identified by the SHA-256 of the whole file ([`artifact_hash`]).
+
+use super::module::Module;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
+/// Bump when the encoding of [`Module`] or of an instruction changes incompatibly; keep a
+/// fixture of every version (see the tests).
+pub const FORMAT_VERSION: u16 = 1;
+const HEADER: usize = MAGIC.len() + 2 + 4;
+const CHECKSUM: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactError {
+    NotAnArtifact,
+    Truncated { expected: usize, found: usize },
+    NewerFormat { found: u16, supported: u16 },
+    OlderFormat { found: u16, supported: u16 },
+    ChecksumMismatch,
+    Corrupt(String),
+}
+
+impl fmt::Display for ArtifactError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArtifactError::NotAnArtifact => f.write_str(
+                "not a Flow bytecode file (it does not start with the .flowb magic bytes)",
+            ),
+            ArtifactError::Truncated { expected, found } => write!(
+                f,
+                "the file is truncated: {found} bytes, the header announces {expected}"
+            ),
+            ArtifactError::NewerFormat { found, supported } => write!(
+                f,
+                "the file was written in bytecode format {found}; this runtime reads format {supported}: upgrade flowrt, or rebuild with this flowc"
+            ),
+            ArtifactError::OlderFormat { found, supported } => write!(
+                f,
+                "the file was written in bytecode format {found}, which this version no longer reads (it reads {supported}): rebuild it with `flowc build`"
+            ),
+            ArtifactError::ChecksumMismatch => {
+                f.write_str("the file is corrupt: its checksum does not match its contents")
+            }
+            ArtifactError::Corrupt(why) => write!(f, "the file is corrupt: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ArtifactError {}
+
+pub fn encode(module: &Module) -> Vec<u8> {
+    let payload = postcard::to_stdvec(module).unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&Sha256::digest(&payload));
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(ArtifactError::NotAnArtifact);
+    }
+    if bytes.len() < HEADER {
+        return Err(ArtifactError::Truncated {
+            expected: HEADER,
+            found: bytes.len(),
+        });
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version > FORMAT_VERSION {
+        return Err(ArtifactError::NewerFormat {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if version < FORMAT_VERSION {
+        return Err(ArtifactError::OlderFormat {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let length = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
+    let expected = HEADER + length + CHECKSUM;
+    if bytes.len() < expected {
+        return Err(ArtifactError::Truncated {
+            expected,
+            found: bytes.len(),
+        });
+    }
+    if bytes.len() > expected {
+        return Err(ArtifactError::Corrupt(format!(
+            "{} unexpected bytes after the end",
+            bytes.len() - expected
+        )));
+    }
+    let payload = &bytes[HEADER..HEADER + length];
+    if Sha256::digest(payload).as_slice() != &bytes[HEADER + length..] {
+        return Err(ArtifactError::ChecksumMismatch);
+    }
+    let (module, rest) = postcard::take_from_bytes::<Module>(payload)
+        .map_err(|e| ArtifactError::Corrupt(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(ArtifactError::Corrupt(
+            "trailing bytes in the payload".into(),
+        ));
+    }
+    Ok(module)
+}
+
+/// The identity of a deployed version: SHA-256 of the artifact bytes, in hex.
+pub fn artifact_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bytecode::module::*;
+    use crate::bytecode::ops::Op;
+
+    fn tiny() -> Module {
+        Module {
+            source_hash: "00".into(),
+            files: vec!["a.flow".into()],
+            constants: vec![Constant::Int(1)],
+            field_lists: vec![],
+            kind_lists: vec![],
+            types: vec![TypeDesc::Int],
+            tools: vec![],
+            gates: vec![],
+            input_requests: vec![],
+            events: vec![],
+            workflows: vec![WorkflowCode {
+                name: "w".into(),
+                params: vec![],
+                ret: TypeRef(0),
+                locals: 0,
+                code: vec![Op::Const(0), Op::Return],
+                debug: vec![
+                    DebugLoc {
+                        file: 0,
+                        line: 1,
+                        column: 1
+                    };
+                    2
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let module = tiny();
+        assert_eq!(decode(&encode(&module)), Ok(module));
+    }
+
+    #[test]
+    fn bad_artifacts_are_refused_with_a_reason() {
+        let bytes = encode(&tiny());
+        assert_eq!(
+            decode(b"workflow w() {}"),
+            Err(ArtifactError::NotAnArtifact)
+        );
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 5]),
+            Err(ArtifactError::Truncated { .. })
+        ));
+        let mut newer = bytes.clone();
+        newer[8] = 9;
+        assert!(matches!(
+            decode(&newer),
+            Err(ArtifactError::NewerFormat { found: 9, .. })
+        ));
+        let mut flipped = bytes.clone();
+        flipped[HEADER + 3] ^= 0xff;
+        assert_eq!(decode(&flipped), Err(ArtifactError::ChecksumMismatch));
+    }
+
+    /// Instruction numbers are persisted: this pins them. If this fails, an instruction was
+    /// reordered or removed — add new ones at the end of `Op` instead.
+    #[test]
+    fn instruction_numbers_are_stable() {
+        let numbered = [
+            (Op::Const(0), 0u8),
+            (Op::Pop, 1),
+            (Op::LoadLocal(0), 3),
+            (Op::MakeList(0), 5),
+            (Op::GetField(0), 8),
+            (Op::IsNone, 13),
+            (Op::Add, 16),
+            (Op::GtEq, 26),
+            (Op::Concat(0), 28),
+            (Op::JumpIfNotNone(0), 32),
+            (Op::CallBuiltin { id: 0, args: 0 }, 33),
+            (Op::CallTool { tool: 0 }, 34),
+            (Op::Sleep, 38),
+            (Op::Audit { event: 0 }, 39),
+            (Op::Fail, 40),
+            (Op::Return, 46),
+        ];
+        for (op, number) in numbered {
+            let bytes = postcard::to_stdvec(&op).expect("encodes");
+            assert_eq!(bytes[0], number, "{op:?}");
+        }
+    }
+}

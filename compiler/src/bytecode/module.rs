@@ -1,0 +1,147 @@
+//! A compiled program, as stored in a `.flowb` artifact.
+
+use super::ops::Op;
+use serde::{Deserialize, Serialize};
+
+/// Index into [`Module::types`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TypeRef(pub u32);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Module {
+    /// SHA-256 of the source files, in hex (which source this was built from).
+    pub source_hash: String,
+    /// Source file names, for debug locations.
+    pub files: Vec<String>,
+    pub constants: Vec<Constant>,
+    /// Field-name lists for `MakeRecord`: indices of string constants.
+    pub field_lists: Vec<Vec<u32>>,
+    /// Error-kind lists for `PushHandler`.
+    pub kind_lists: Vec<Vec<String>>,
+    pub types: Vec<TypeDesc>,
+    pub tools: Vec<ToolInfo>,
+    pub gates: Vec<String>,
+    pub input_requests: Vec<InputRequest>,
+    pub events: Vec<String>,
+    pub workflows: Vec<WorkflowCode>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Constant {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    /// Milliseconds.
+    Duration(i64),
+}
+
+/// A type, described well enough to validate JSON against it and to show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TypeDesc {
+    Int,
+    Float,
+    Bool,
+    String,
+    Duration,
+    Time,
+    Json,
+    Approvers,
+    Unit,
+    List(TypeRef),
+    Map(TypeRef),
+    Optional(TypeRef),
+    Record {
+        name: String,
+        fields: Vec<(String, TypeRef)>,
+    },
+    Enum {
+        name: String,
+        variants: Vec<(String, Vec<(String, TypeRef)>)>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Binding {
+    Http { method: String, path: String },
+    Exec { command: String },
+    Llm { model: String, prompt: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolInfo {
+    pub name: String,
+    pub params: Vec<(String, TypeRef)>,
+    pub ret: TypeRef,
+    pub binding: Binding,
+    pub sensitive: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputRequest {
+    pub name: String,
+    pub ty: TypeRef,
+}
+
+/// Where an instruction came from: indices into [`Module::files`], 1-based line and column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugLoc {
+    pub file: u32,
+    pub line: u32,
+    pub column: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowCode {
+    pub name: String,
+    pub params: Vec<(String, TypeRef)>,
+    pub ret: TypeRef,
+    /// Local slots; parameters occupy the first ones, in order.
+    pub locals: u32,
+    pub code: Vec<Op>,
+    /// One per instruction.
+    pub debug: Vec<DebugLoc>,
+}
+
+impl Module {
+    pub fn workflow(&self, name: &str) -> Option<(usize, &WorkflowCode)> {
+        self.workflows
+            .iter()
+            .enumerate()
+            .find(|(_, w)| w.name == name)
+    }
+
+    pub fn type_desc(&self, ty: TypeRef) -> Option<&TypeDesc> {
+        self.types.get(ty.0 as usize)
+    }
+
+    pub fn string(&self, constant: u32) -> Option<&str> {
+        match self.constants.get(constant as usize) {
+            Some(Constant::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Shows a type as the source writes it: `List<Doc>`, `String?`.
+    pub fn type_name(&self, ty: TypeRef) -> String {
+        match self.type_desc(ty) {
+            None => "?".to_string(),
+            Some(desc) => match desc {
+                TypeDesc::Int => "Int".into(),
+                TypeDesc::Float => "Float".into(),
+                TypeDesc::Bool => "Bool".into(),
+                TypeDesc::String => "String".into(),
+                TypeDesc::Duration => "Duration".into(),
+                TypeDesc::Time => "Time".into(),
+                TypeDesc::Json => "Json".into(),
+                TypeDesc::Approvers => "Approvers".into(),
+                TypeDesc::Unit => "Unit".into(),
+                TypeDesc::List(t) => format!("List<{}>", self.type_name(*t)),
+                TypeDesc::Map(t) => format!("Map<{}>", self.type_name(*t)),
+                TypeDesc::Optional(t) => format!("{}?", self.type_name(*t)),
+                TypeDesc::Record { name, .. } | TypeDesc::Enum { name, .. } => name.clone(),
+            },
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The instruction set: a stack machine with numbered local slots.
+//!
+//! **Persisted and append-only.** Programs are stored in `.flowb` artifacts and runs resume on
+//! the exact bytecode they started with, for weeks. An instruction's number is its position
+//! in this enum (that is how the encoding numbers variants), so: never reorder, remove or
+//! change an instruction — add new ones at the end. `encoding::tests` pins the numbers.
+//!
+//! Operands that name constants, types, tools, gates or events are indices into the tables
+//! of [`super::Module`]. Jump targets are instruction indices within the same workflow.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Push constant `n`.
+    Const(u32),
+    /// Drop the top value.
+    Pop,
+    /// Push a copy of the top value.
+    Dup,
+    LoadLocal(u16),
+    StoreLocal(u16),
+
+    /// Pop `n` values (first pushed first) into a list.
+    MakeList(u32),
+    /// Pop one value per field of field list `n` (in order) into a record.
+    MakeRecord(u32),
+    /// Pop one value per field of variant `variant` of enum type `ty`.
+    MakeVariant {
+        ty: u32,
+        variant: u32,
+    },
+    /// Pop a record; push its field named by string constant `n`.
+    GetField(u32),
+    /// Like `GetField`, but `none` stays `none` (`?.`).
+    GetFieldOptional(u32),
+    /// Pop index, then list or map; push the item (`none` for a missing map key; an index out
+    /// of range is a runtime error).
+    Index,
+    /// Pop a value; push whether it is variant `variant` (of any enum; the checker ensured
+    /// the type).
+    IsVariant(u32),
+    /// Pop a variant value; push its field number `n`.
+    VariantField(u32),
+    /// Pop a value; push whether it is `none`.
+    IsNone,
+
+    Not,
+    Neg,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+    /// Pop a value; push its text form (for interpolation).
+    ToText,
+    /// Pop `n` strings; push their concatenation.
+    Concat(u32),
+
+    Jump(u32),
+    /// Pop a Bool; jump when it is false.
+    JumpIfFalse(u32),
+    /// Pop a Bool; jump when it is true.
+    JumpIfTrue(u32),
+    /// Jump when the top value is not `none` (leaving it); otherwise pop it.
+    JumpIfNotNone(u32),
+
+    /// Pop `args` arguments; call builtin `id` (a `flow_stdlib::Builtin` id). Durable when the
+    /// builtin's effect is durable (`now()`).
+    CallBuiltin {
+        id: u16,
+        args: u8,
+    },
+    /// Durable point. Pop the tool's arguments; call tool `tool`; push its result.
+    CallTool {
+        tool: u32,
+    },
+    /// Durable point. Pop the arguments; run workflow `workflow` as a child run; push its result.
+    CallWorkflow {
+        workflow: u32,
+    },
+    /// Durable point. Pop the options record; wait for a decision at gate `gate`; push it.
+    AwaitApproval {
+        gate: u32,
+    },
+    /// Durable point. Pop the options record; wait for input request `request`; push the value.
+    AwaitInput {
+        request: u32,
+    },
+    /// Durable point. Pop a Duration; wait that long (a durable timer).
+    Sleep,
+    /// Durable point. Pop the fields record; append audit event `event`.
+    Audit {
+        event: u32,
+    },
+
+    /// Pop a message; raise a `Failed` error.
+    Fail,
+    /// Pop an `Error` record; raise it again (after a handler decided not to handle it).
+    Raise,
+    /// Errors raised until the matching `PopHandler` jump to `catch` with the error record
+    /// pushed — if their kind is in kind list `kinds` (`u32::MAX`: any kind).
+    PushHandler {
+        catch: u32,
+        kinds: u32,
+    },
+    PopHandler,
+    /// Pop a Duration: steps started before the matching `ExitTimeout` must finish within it.
+    EnterTimeout,
+    ExitTimeout,
+    /// Pop the result; end the run.
+    Return,
+}
+
+impl Op {
+    /// Whether executing this instruction is a durable point (it is recorded in the history
+    /// and the VM state is checkpointed around it).
+    pub fn is_durable(self) -> bool {
+        match self {
+            Op::CallTool { .. }
+            | Op::CallWorkflow { .. }
+            | Op::AwaitApproval { .. }
+            | Op::AwaitInput { .. }
+            | Op::Sleep
+            | Op::Audit { .. } => true,
+            Op::CallBuiltin { id, .. } => flow_stdlib::Builtin::from_id(id)
+                .is_some_and(|b| b.effect() == flow_stdlib::Effect::Durable),
+            _ => false,
+        }
+    }
+
+    /// The jump target, for instructions that have one.
+    pub fn target(self) -> Option<u32> {
+        match self {
+            Op::Jump(t)
+            | Op::JumpIfFalse(t)
+            | Op::JumpIfTrue(t)
+            | Op::JumpIfNotNone(t)
+            | Op::PushHandler { catch: t, .. } => Some(t),
+            _ => None,
+        }
+    }
+}
