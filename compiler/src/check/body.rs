@@ -7,7 +7,10 @@
 //! variables.
 
 use super::flow::Flow;
-use super::{Checked, FileScope, Value, WorkflowDef, from_stdlib, resolve_type};
+use super::{
+    Checked, FileScope, IterKind, Resolutions, Resolved, Value, WorkflowDef, from_stdlib,
+    resolve_type,
+};
 use crate::diagnostics::{Diagnostic, codes, did_you_mean};
 use crate::span::{FileId, Span};
 use crate::syntax::ast::{self, BinaryOp, ExprKind, PatternKind, StmtKind, UnaryOp};
@@ -20,6 +23,7 @@ pub fn check_workflow(
     file: FileId,
     decl: &ast::WorkflowDecl,
     diagnostics: &mut Vec<Diagnostic>,
+    resolved: &mut Resolutions,
 ) {
     let mut checker = BodyChecker {
         checked,
@@ -36,6 +40,7 @@ pub fn check_workflow(
             ),
         ),
         loops: Vec::new(),
+        resolved,
     };
     for param in &workflow.params {
         checker.locals.push(Local {
@@ -77,6 +82,8 @@ struct BodyChecker<'a> {
     flow: Flow,
     /// For each enclosing loop, the flow facts of its `break`s.
     loops: Vec<Flow>,
+    /// What names, calls and patterns resolved to, for the lowering to bytecode.
+    resolved: &'a mut Resolutions,
 }
 
 /// How much of a matched value one pattern covers.
@@ -97,6 +104,10 @@ impl<'a> BodyChecker<'a> {
 
     fn show(&self, ty: &Type) -> String {
         format!("`{}`", ty.display(&self.checked.types))
+    }
+
+    fn record(&mut self, span: Span, resolved: Resolved) {
+        self.resolved.items.insert((self.file, span), resolved);
     }
 
     fn error(&mut self, diagnostic: Diagnostic) {
@@ -591,6 +602,11 @@ impl<'a> BodyChecker<'a> {
 
     fn element_type(&mut self, iter: &ast::Expr) -> Type {
         let ty = self.check_expr(iter, None);
+        let kind = match ty {
+            Type::Map(_) => IterKind::MapKeys,
+            _ => IterKind::List,
+        };
+        self.resolved.loops.insert((self.file, iter.span), kind);
         match ty {
             Type::List(element) => *element,
             Type::Map(_) => Type::String,
@@ -932,6 +948,7 @@ impl<'a> BodyChecker<'a> {
     }
 
     fn variant_value(&mut self, enum_id: TypeId, index: usize, span: Span) -> Type {
+        self.record(span, Resolved::Variant(enum_id, index));
         let def = self.checked.types.get(enum_id);
         if let Some(variant) = def.variants().and_then(|v| v.get(index))
             && !variant.fields.is_empty()
@@ -1160,7 +1177,7 @@ impl<'a> BodyChecker<'a> {
             let is_local = self.locals.iter().any(|l| &l.name == base_name);
             if !is_local && let Some(id) = self.scope.lookup_type(base_name) {
                 if let Some(index) = self.find_variant(id, name) {
-                    return self.variant_value(id, index, name.span);
+                    return self.variant_value(id, index, base.span.to(name.span));
                 }
                 return Type::Unknown;
             }
@@ -1385,6 +1402,7 @@ impl<'a> BodyChecker<'a> {
         }
         match found {
             [(Value::Tool(index), _)] => {
+                self.record(span, Resolved::Tool(*index));
                 let tool = &self.checked.tools[*index];
                 self.check_args(&tool.name, &tool.params, tool.file, tool.span, args, span);
                 if tool.sensitive {
@@ -1393,6 +1411,7 @@ impl<'a> BodyChecker<'a> {
                 tool.ret.clone()
             }
             [(Value::Workflow(index), _)] => {
+                self.record(span, Resolved::Workflow(*index));
                 let workflow = &self.checked.workflows[*index];
                 self.check_args(
                     &workflow.name,
@@ -1500,6 +1519,7 @@ impl<'a> BodyChecker<'a> {
         args: &[ast::Expr],
         span: Span,
     ) -> Type {
+        self.record(span, Resolved::Variant(id, index));
         let def = self.checked.types.get(id);
         let Some(variant) = def.variants().and_then(|v| v.get(index)) else {
             return Type::Unknown;
@@ -1523,6 +1543,7 @@ impl<'a> BodyChecker<'a> {
     }
 
     fn check_builtin(&mut self, builtin: stdlib::Builtin, args: &[ast::Expr], span: Span) -> Type {
+        self.record(span, Resolved::Builtin(builtin));
         let params = builtin.params();
         if params.len() != args.len() {
             self.check_args_loosely(args);
@@ -2229,6 +2250,7 @@ impl<'a> BodyChecker<'a> {
                                 .with_help(help),
                             );
                         }
+                        self.record(pattern.span, Resolved::Variant(id, index));
                         return Coverage::Variant(index);
                     }
                 }
@@ -2318,6 +2340,7 @@ impl<'a> BodyChecker<'a> {
                     self.bind_unknown(fields);
                     return Coverage::Unknown;
                 }
+                self.record(pattern.span, Resolved::Variant(id, index));
                 let mut complete = true;
                 for (field, ty) in fields.iter().zip(&variant_fields) {
                     complete &= self.check_pattern(field, ty) == Coverage::Everything;

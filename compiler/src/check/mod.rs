@@ -91,6 +91,32 @@ impl FileScope {
     }
 }
 
+/// What a name, call or pattern refers to, keyed by the file and the span of the name
+/// expression, the call expression or the pattern. The lowering to bytecode reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    Tool(usize),
+    Workflow(usize),
+    /// An enum variant: a value, a construction (`Held(…)`) or a pattern.
+    Variant(TypeId, usize),
+    Builtin(stdlib::Builtin),
+}
+
+/// What a `for` loop goes over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IterKind {
+    List,
+    /// A `Map<T>`: the loop goes over its keys.
+    MapKeys,
+}
+
+#[derive(Default, Debug)]
+pub struct Resolutions {
+    pub items: HashMap<(FileId, Span), Resolved>,
+    /// Keyed by the span of the iterated expression.
+    pub loops: HashMap<(FileId, Span), IterKind>,
+}
+
 /// The checked program: every declaration with resolved types.
 #[derive(Default, Debug)]
 pub struct Checked {
@@ -100,6 +126,7 @@ pub struct Checked {
     pub scopes: Vec<FileScope>,
     pub decision: Option<TypeId>,
     pub error: Option<TypeId>,
+    pub resolutions: Resolutions,
 }
 
 pub fn check_program(
@@ -119,17 +146,26 @@ pub fn check_program(
     checker.resolve_declarations(trees);
     // Workflows were numbered in this same order when they were collected.
     let mut workflow_index = 0;
+    let mut resolutions = Resolutions::default();
     for (index, tree) in trees.iter().enumerate() {
         let file = FileId(index as u32);
         for item in &tree.module.items {
             if let ast::Item::Workflow(workflow) = item {
                 let def = &checker.checked.workflows[workflow_index];
-                body::check_workflow(&checker.checked, def, file, workflow, checker.diagnostics);
+                body::check_workflow(
+                    &checker.checked,
+                    def,
+                    file,
+                    workflow,
+                    checker.diagnostics,
+                    &mut resolutions,
+                );
                 workflow_index += 1;
             }
         }
     }
     checker.report_unused_imports(imports);
+    checker.checked.resolutions = resolutions;
     checker.checked
 }
 
