@@ -1,0 +1,1276 @@
+//! The embedded store: one SQLite file (rusqlite, WAL, `synchronous=FULL` by default).
+//!
+//! Every write runs in a `BEGIN IMMEDIATE` transaction, so two processes on the same file
+//! serialize their writes and a waiting writer gives up with [`StoreError::Busy`] after the
+//! busy timeout instead of hanging. The schema is versioned with `PRAGMA user_version`;
+//! [`MIGRATIONS`] are applied in order, all in one transaction, when the file is opened.
+
+use super::{
+    Checkpoint, Event, Millis, NewEvent, NewRun, RunRecord, RunStatus, StepCommit, Store,
+    StoreError, StoreResult,
+};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+use std::path::Path;
+use std::time::Duration;
+
+/// The schema migrations, in order: `MIGRATIONS[i]` takes the schema from version `i` to
+/// version `i + 1`. Never edit a released migration; append a new one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: versions, runs, checkpoints, events.
+    "CREATE TABLE versions (
+        hash        TEXT PRIMARY KEY,
+        artifact    BLOB NOT NULL,
+        deployed_at INTEGER NOT NULL
+    );
+    CREATE TABLE runs (
+        id          TEXT PRIMARY KEY,
+        workflow    TEXT NOT NULL,
+        version     TEXT NOT NULL REFERENCES versions(hash),
+        status      TEXT NOT NULL,
+        input       TEXT NOT NULL,
+        output      TEXT,
+        error       TEXT,
+        waiting_on  TEXT,
+        wake_at     INTEGER,
+        started_by  TEXT NOT NULL,
+        parent      TEXT REFERENCES runs(id),
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        owner       TEXT,
+        lease_until INTEGER
+    );
+    CREATE INDEX runs_by_status_wake ON runs(status, wake_at);
+    CREATE INDEX runs_by_status_created ON runs(status, created_at);
+    CREATE INDEX runs_by_created ON runs(created_at);
+    CREATE TABLE checkpoints (
+        run            TEXT PRIMARY KEY REFERENCES runs(id),
+        format_version INTEGER NOT NULL,
+        program_hash   TEXT NOT NULL,
+        state          BLOB NOT NULL,
+        updated_at     INTEGER NOT NULL
+    );
+    CREATE TABLE events (
+        run         TEXT NOT NULL REFERENCES runs(id),
+        seq         INTEGER NOT NULL,
+        at          INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        step        TEXT,
+        attempt     INTEGER,
+        line        INTEGER,
+        duration_ms INTEGER,
+        data        TEXT NOT NULL,
+        PRIMARY KEY (run, seq)
+    );",
+];
+
+/// The schema version this code writes and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long a writer waits for another process's write lock before giving up.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// When a commit is acknowledged relative to the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: the WAL is synced at every commit; an acknowledged step survives
+    /// a power loss. The default.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: survives a process crash, but the last commits may be lost on
+    /// a power loss. For benchmarks and comparisons only.
+    Normal,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
+/// What an error message needs to know about the database it came from.
+struct Context {
+    location: String,
+    busy_timeout: Duration,
+}
+
+impl Context {
+    /// Maps a rusqlite error to a [`StoreError`], saying what the store was doing.
+    fn map<'a>(&'a self, doing: &'a str) -> impl Fn(rusqlite::Error) -> StoreError + 'a {
+        move |error| self.error(error, doing)
+    }
+
+    fn error(&self, error: rusqlite::Error, doing: &str) -> StoreError {
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(format!(
+                "{} is locked by another process (gave up after {} ms while {doing}); is another flowrt writing to it?",
+                self.location,
+                self.busy_timeout.as_millis()
+            )),
+            _ => StoreError::Database(format!("{doing} in {}: {error}", self.location)),
+        }
+    }
+}
+
+/// The SQLite implementation of [`Store`]. Owns one connection: keep it in one thread.
+pub struct SqliteStore {
+    conn: Connection,
+    ctx: Context,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("location", &self.ctx.location)
+            .finish_non_exhaustive()
+    }
+}
+
+const RUN_COLUMNS: &str = "id, workflow, version, status, input, output, error, waiting_on, \
+     wake_at, started_by, parent, created_at, updated_at";
+
+impl SqliteStore {
+    /// Opens (creating it and its parent directories if needed) the database at `path`
+    /// with `synchronous=FULL`, and brings its schema up to date.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        SqliteStore::open_with(path, Durability::Full)
+    }
+
+    pub fn open_with(path: &Path, durability: Durability) -> StoreResult<SqliteStore> {
+        SqliteStore::open_with_timeout(path, durability, DEFAULT_BUSY_TIMEOUT)
+    }
+
+    pub fn open_with_timeout(
+        path: &Path,
+        durability: Durability,
+        busy_timeout: Duration,
+    ) -> StoreResult<SqliteStore> {
+        let location = path.display().to_string();
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Database(format!(
+                    "cannot create the directory {} for the database: {e}",
+                    parent.display()
+                ))
+            })?;
+        }
+        let ctx = Context {
+            location,
+            busy_timeout,
+        };
+        let conn = Connection::open(path).map_err(ctx.map("opening the database"))?;
+        SqliteStore::setup(conn, ctx, durability)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory() -> StoreResult<SqliteStore> {
+        let ctx = Context {
+            location: "the in-memory database".to_string(),
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+        };
+        let conn = Connection::open_in_memory().map_err(ctx.map("opening the database"))?;
+        SqliteStore::setup(conn, ctx, Durability::Full)
+    }
+
+    /// Changes how long a writer waits for another process's lock before [`StoreError::Busy`].
+    pub fn set_busy_timeout(&mut self, timeout: Duration) -> StoreResult<()> {
+        self.conn
+            .busy_timeout(timeout)
+            .map_err(self.ctx.map("setting the busy timeout"))?;
+        self.ctx.busy_timeout = timeout;
+        Ok(())
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> StoreResult<i64> {
+        self.conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(self.ctx.map("reading the schema version"))
+    }
+
+    fn setup(conn: Connection, ctx: Context, durability: Durability) -> StoreResult<SqliteStore> {
+        conn.busy_timeout(ctx.busy_timeout)
+            .map_err(ctx.map("setting the busy timeout"))?;
+        // Returns the new mode: "wal", or "memory" for an in-memory database.
+        let _mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(ctx.map("switching to WAL"))?;
+        conn.pragma_update(None, "synchronous", durability.pragma())
+            .map_err(ctx.map("setting synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(ctx.map("enabling foreign keys"))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let mut store = SqliteStore { conn, ctx };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> StoreResult<()> {
+        let ctx = &self.ctx;
+        let doing = "migrating the schema";
+        // Checked before taking the write lock, so a read-only look at a newer database
+        // is refused without waiting; checked again under the lock below.
+        let found: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(ctx.map(doing))?;
+        check_version(found)?;
+        if found == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx.map(doing))?;
+        let found: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(ctx.map(doing))?;
+        check_version(found)?;
+        let start = usize::try_from(found).unwrap_or(0);
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(start) {
+            tx.execute_batch(migration)
+                .map_err(|e| ctx.error(e, &format!("applying schema migration {}", index + 1)))?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(ctx.map(doing))?;
+        tx.commit().map_err(ctx.map(doing))
+    }
+}
+
+fn check_version(found: i64) -> StoreResult<()> {
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found < 0 {
+        return Err(StoreError::Database(format!(
+            "the database has an invalid schema version {found}"
+        )));
+    }
+    Ok(())
+}
+
+/// A run row as read, before its status text is checked.
+struct RawRun {
+    record: RunRecord,
+    status: String,
+}
+
+fn raw_run(row: &Row<'_>) -> rusqlite::Result<RawRun> {
+    let status: String = row.get(3)?;
+    Ok(RawRun {
+        record: RunRecord {
+            id: row.get(0)?,
+            workflow: row.get(1)?,
+            version: row.get(2)?,
+            // Replaced by `finish_run` once the text is checked.
+            status: RunStatus::Runnable,
+            input: row.get(4)?,
+            output: row.get(5)?,
+            error: row.get(6)?,
+            waiting_on: row.get(7)?,
+            wake_at: row.get(8)?,
+            started_by: row.get(9)?,
+            parent: row.get(10)?,
+            created_at: row.get(11)?,
+            updated_at: row.get(12)?,
+        },
+        status,
+    })
+}
+
+fn finish_run(raw: RawRun) -> StoreResult<RunRecord> {
+    let RawRun { mut record, status } = raw;
+    record.status = RunStatus::parse(&status).ok_or_else(|| {
+        StoreError::Database(format!(
+            "run {} has an unknown status `{status}` (written by a newer flowrt?)",
+            record.id
+        ))
+    })?;
+    Ok(record)
+}
+
+/// Appends `events` to `run`'s history, numbering them after the last one.
+fn append_events(
+    tx: &Connection,
+    ctx: &Context,
+    run: &str,
+    events: &[NewEvent],
+) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let doing = "appending history events";
+    let last: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run = ?1")
+        .and_then(|mut s| s.query_row([run], |row| row.get(0)))
+        .map_err(ctx.map(doing))?;
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(ctx.map(doing))?;
+    for (seq, event) in (last + 1..).zip(events) {
+        insert
+            .execute(params![
+                run,
+                seq,
+                event.at,
+                event.kind,
+                event.step,
+                event.attempt,
+                event.line,
+                event.duration_ms,
+                event.data,
+            ])
+            .map_err(ctx.map(doing))?;
+    }
+    Ok(())
+}
+
+fn upsert_checkpoint(
+    tx: &Connection,
+    ctx: &Context,
+    run: &str,
+    checkpoint: &Checkpoint,
+    now: Millis,
+) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO checkpoints (run, format_version, program_hash, state, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (run) DO UPDATE SET
+            format_version = excluded.format_version,
+            program_hash = excluded.program_hash,
+            state = excluded.state,
+            updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            run,
+            checkpoint.format_version,
+            checkpoint.program_hash,
+            checkpoint.state,
+            now
+        ])
+    })
+    .map_err(ctx.map("writing a checkpoint"))?;
+    Ok(())
+}
+
+fn exists(conn: &Connection, ctx: &Context, sql: &str, key: &str) -> StoreResult<bool> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.exists([key]))
+        .map_err(ctx.map("looking up a key"))
+}
+
+const FINAL_STATUSES: &str = "('completed', 'failed', 'cancelled')";
+
+impl Store for SqliteStore {
+    fn deploy(&mut self, hash: &str, artifact: &[u8], now: Millis) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO versions (hash, artifact, deployed_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![hash, artifact, now]))
+            .map_err(self.ctx.map("deploying a version"))?;
+        Ok(())
+    }
+
+    fn artifact(&mut self, hash: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.conn
+            .prepare_cached("SELECT artifact FROM versions WHERE hash = ?1")
+            .and_then(|mut s| s.query_row([hash], |row| row.get(0)).optional())
+            .map_err(self.ctx.map("reading a deployed version"))
+    }
+
+    fn create_run(
+        &mut self,
+        run: &NewRun,
+        checkpoint: &Checkpoint,
+        events: &[NewEvent],
+        owner: Option<&str>,
+        lease_until: Millis,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let ctx = &self.ctx;
+        let doing = "creating a run";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx.map(doing))?;
+        if !exists(
+            &tx,
+            ctx,
+            "SELECT 1 FROM versions WHERE hash = ?1",
+            &run.version,
+        )? {
+            return Err(StoreError::Database(format!(
+                "cannot create run {}: version {} is not deployed",
+                run.id, run.version
+            )));
+        }
+        if let Some(parent) = &run.parent
+            && !exists(&tx, ctx, "SELECT 1 FROM runs WHERE id = ?1", parent)?
+        {
+            return Err(StoreError::NoSuchRun(parent.clone()));
+        }
+        if exists(&tx, ctx, "SELECT 1 FROM runs WHERE id = ?1", &run.id)? {
+            return Err(StoreError::Database(format!(
+                "cannot create run {}: a run with that id exists",
+                run.id
+            )));
+        }
+        tx.prepare_cached(
+            "INSERT INTO runs (id, workflow, version, status, input, started_by, parent,
+                               created_at, updated_at, owner, lease_until)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                run.id,
+                run.workflow,
+                run.version,
+                RunStatus::Runnable.as_str(),
+                run.input,
+                run.started_by,
+                run.parent,
+                now,
+                owner,
+                owner.map(|_| lease_until),
+            ])
+        })
+        .map_err(ctx.map(doing))?;
+        upsert_checkpoint(&tx, ctx, &run.id, checkpoint, now)?;
+        append_events(&tx, ctx, &run.id, events)?;
+        tx.commit().map_err(ctx.map(doing))
+    }
+
+    fn claim(
+        &mut self,
+        run: &str,
+        owner: &str,
+        lease_until: Millis,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let ctx = &self.ctx;
+        let doing = "claiming a run";
+        // One statement: atomic on its own.
+        let changed = self
+            .conn
+            .prepare_cached(&format!(
+                "UPDATE runs SET owner = ?2, lease_until = ?3
+                 WHERE id = ?1 AND status NOT IN {FINAL_STATUSES}
+                   AND (owner IS NULL OR owner = ?2 OR lease_until IS NULL OR lease_until < ?4)"
+            ))
+            .and_then(|mut s| s.execute(params![run, owner, lease_until, now]))
+            .map_err(ctx.map(doing))?;
+        if changed == 0 && !exists(&self.conn, ctx, "SELECT 1 FROM runs WHERE id = ?1", run)? {
+            return Err(StoreError::NoSuchRun(run.to_string()));
+        }
+        Ok(changed > 0)
+    }
+
+    fn claim_ready(
+        &mut self,
+        owner: &str,
+        lease_until: Millis,
+        now: Millis,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let ctx = &self.ctx;
+        let doing = "claiming ready runs";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx.map(doing))?;
+        let ids = {
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT id FROM runs
+                     WHERE (status = 'runnable'
+                            OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?2))
+                       AND (owner IS NULL OR owner = ?1 OR lease_until IS NULL
+                            OR lease_until < ?2)
+                     ORDER BY created_at, rowid
+                     LIMIT ?3",
+                )
+                .map_err(ctx.map(doing))?;
+            let rows = select
+                .query_map(params![owner, now, limit], |row| row.get::<_, String>(0))
+                .map_err(ctx.map(doing))?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(ctx.map(doing))?
+        };
+        {
+            let mut update = tx
+                .prepare_cached("UPDATE runs SET owner = ?2, lease_until = ?3 WHERE id = ?1")
+                .map_err(ctx.map(doing))?;
+            for id in &ids {
+                update
+                    .execute(params![id, owner, lease_until])
+                    .map_err(ctx.map(doing))?;
+            }
+        }
+        tx.commit().map_err(ctx.map(doing))?;
+        Ok(ids)
+    }
+
+    fn release(&mut self, run: &str, owner: &str) -> StoreResult<()> {
+        let ctx = &self.ctx;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE runs SET owner = NULL, lease_until = NULL WHERE id = ?1 AND owner = ?2",
+            )
+            .and_then(|mut s| s.execute(params![run, owner]))
+            .map_err(ctx.map("releasing a run"))?;
+        if changed == 0 && !exists(&self.conn, ctx, "SELECT 1 FROM runs WHERE id = ?1", run)? {
+            return Err(StoreError::NoSuchRun(run.to_string()));
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, run: &str) -> StoreResult<Option<(RunRecord, Checkpoint)>> {
+        let ctx = &self.ctx;
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT r.id, r.workflow, r.version, r.status, r.input, r.output, r.error,
+                        r.waiting_on, r.wake_at, r.started_by, r.parent, r.created_at,
+                        r.updated_at, c.format_version, c.program_hash, c.state
+                 FROM runs r LEFT JOIN checkpoints c ON c.run = r.id
+                 WHERE r.id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([run], |row| {
+                    let raw = raw_run(row)?;
+                    let format_version: Option<i64> = row.get(13)?;
+                    let program_hash: Option<String> = row.get(14)?;
+                    let state: Option<Vec<u8>> = row.get(15)?;
+                    let checkpoint = match (format_version, program_hash, state) {
+                        (Some(format_version), Some(program_hash), Some(state)) => {
+                            Some(Checkpoint {
+                                format_version,
+                                program_hash,
+                                state,
+                            })
+                        }
+                        _ => None,
+                    };
+                    Ok((raw, checkpoint))
+                })
+                .optional()
+            })
+            .map_err(ctx.map("loading a run"))?;
+        let Some((raw, checkpoint)) = row else {
+            return Ok(None);
+        };
+        let record = finish_run(raw)?;
+        let checkpoint = checkpoint
+            .ok_or_else(|| StoreError::Database(format!("run {} has no checkpoint", record.id)))?;
+        Ok(Some((record, checkpoint)))
+    }
+
+    fn commit(&mut self, commits: &[StepCommit]) -> StoreResult<()> {
+        let ctx = &self.ctx;
+        let doing = "committing steps";
+        // Dropping the transaction without `commit` rolls everything back.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx.map(doing))?;
+        for step in commits {
+            let holder: Option<Option<String>> = tx
+                .prepare_cached("SELECT owner FROM runs WHERE id = ?1")
+                .and_then(|mut s| s.query_row([&step.run], |row| row.get(0)).optional())
+                .map_err(ctx.map(doing))?;
+            match holder {
+                None => return Err(StoreError::NoSuchRun(step.run.clone())),
+                Some(holder) if holder.as_deref() != Some(step.owner.as_str()) => {
+                    return Err(StoreError::NotOwner {
+                        run: step.run.clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+            if let Some(checkpoint) = &step.checkpoint {
+                upsert_checkpoint(&tx, ctx, &step.run, checkpoint, step.now)?;
+            }
+            append_events(&tx, ctx, &step.run, &step.events)?;
+            tx.prepare_cached(
+                "UPDATE runs SET status = ?2, output = ?3, error = ?4, waiting_on = ?5,
+                                 wake_at = ?6, updated_at = ?7
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    step.run,
+                    step.status.as_str(),
+                    step.output,
+                    step.error,
+                    step.waiting_on,
+                    step.wake_at,
+                    step.now,
+                ])
+            })
+            .map_err(ctx.map(doing))?;
+        }
+        tx.commit().map_err(ctx.map(doing))
+    }
+
+    fn run(&mut self, run: &str) -> StoreResult<Option<RunRecord>> {
+        let raw = self
+            .conn
+            .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+            .and_then(|mut s| s.query_row([run], raw_run).optional())
+            .map_err(self.ctx.map("reading a run"))?;
+        raw.map(finish_run).transpose()
+    }
+
+    fn runs(&mut self, status: Option<RunStatus>) -> StoreResult<Vec<RunRecord>> {
+        let ctx = &self.ctx;
+        let doing = "listing runs";
+        let raws = match status {
+            Some(status) => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE status = ?1
+                     ORDER BY created_at DESC, rowid DESC"
+                ))
+                .and_then(|mut s| {
+                    s.query_map([status.as_str()], raw_run)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                }),
+            None => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, rowid DESC"
+                ))
+                .and_then(|mut s| s.query_map([], raw_run)?.collect()),
+        }
+        .map_err(ctx.map(doing))?;
+        raws.into_iter().map(finish_run).collect()
+    }
+
+    fn history(&mut self, run: &str) -> StoreResult<Vec<Event>> {
+        self.conn
+            .prepare_cached(
+                "SELECT seq, at, kind, step, attempt, line, duration_ms, data
+                 FROM events WHERE run = ?1 ORDER BY seq",
+            )
+            .and_then(|mut s| {
+                s.query_map([run], |row| {
+                    Ok(Event {
+                        seq: row.get(0)?,
+                        at: row.get(1)?,
+                        kind: row.get(2)?,
+                        step: row.get(3)?,
+                        attempt: row.get(4)?,
+                        line: row.get(5)?,
+                        duration_ms: row.get(6)?,
+                        data: row.get(7)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(self.ctx.map("reading a run's history"))
+    }
+
+    fn cancel(&mut self, run: &str, by: &str, now: Millis) -> StoreResult<bool> {
+        let ctx = &self.ctx;
+        let doing = "cancelling a run";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx.map(doing))?;
+        let status: Option<String> = tx
+            .prepare_cached("SELECT status FROM runs WHERE id = ?1")
+            .and_then(|mut s| s.query_row([run], |row| row.get(0)).optional())
+            .map_err(ctx.map(doing))?;
+        let Some(status) = status else {
+            return Err(StoreError::NoSuchRun(run.to_string()));
+        };
+        // An unknown status (from a newer flowrt) is treated as not final.
+        if RunStatus::parse(&status).is_some_and(RunStatus::is_final) {
+            return Ok(false);
+        }
+        tx.prepare_cached(
+            "UPDATE runs SET status = 'cancelled', waiting_on = NULL, wake_at = NULL,
+                             updated_at = ?2, owner = NULL, lease_until = NULL
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![run, now]))
+        .map_err(ctx.map(doing))?;
+        let event = NewEvent {
+            at: now,
+            kind: "run_cancelled".to_string(),
+            step: None,
+            attempt: None,
+            line: None,
+            duration_ms: None,
+            data: serde_json::json!({ "by": by }).to_string(),
+        };
+        append_events(&tx, ctx, run, std::slice::from_ref(&event))?;
+        tx.commit().map_err(ctx.map(doing))?;
+        Ok(true)
+    }
+
+    fn next_wake(&mut self) -> StoreResult<Option<Millis>> {
+        self.conn
+            .prepare_cached(
+                "SELECT MIN(wake_at) FROM runs WHERE status = 'waiting' AND wake_at IS NOT NULL",
+            )
+            .and_then(|mut s| s.query_row([], |row| row.get(0)))
+            .map_err(self.ctx.map("finding the next timer"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const OWNER: &str = "worker-a";
+    const OTHER: &str = "worker-b";
+
+    fn checkpoint(state: &[u8]) -> Checkpoint {
+        Checkpoint {
+            format_version: 1,
+            program_hash: "prog".to_string(),
+            state: state.to_vec(),
+        }
+    }
+
+    fn event(kind: &str, at: Millis) -> NewEvent {
+        NewEvent {
+            at,
+            kind: kind.to_string(),
+            step: Some("tool".to_string()),
+            attempt: Some(1),
+            line: Some(7),
+            duration_ms: Some(3),
+            data: "{}".to_string(),
+        }
+    }
+
+    fn new_run(id: &str) -> NewRun {
+        NewRun {
+            id: id.to_string(),
+            workflow: "ship".to_string(),
+            version: "v1".to_string(),
+            input: r#"{"n":1}"#.to_string(),
+            started_by: "alice".to_string(),
+            parent: None,
+        }
+    }
+
+    /// A store with version `v1` deployed.
+    fn store() -> SqliteStore {
+        let mut store = SqliteStore::in_memory().unwrap();
+        store.deploy("v1", b"artifact", 1).unwrap();
+        store
+    }
+
+    fn create(store: &mut SqliteStore, id: &str, owner: Option<&str>, now: Millis) {
+        store
+            .create_run(
+                &new_run(id),
+                &checkpoint(b"s0"),
+                &[event("run_started", now)],
+                owner,
+                now + 1000,
+                now,
+            )
+            .unwrap();
+    }
+
+    fn step(run: &str, owner: &str, status: RunStatus, now: Millis) -> StepCommit {
+        StepCommit {
+            run: run.to_string(),
+            owner: owner.to_string(),
+            checkpoint: Some(checkpoint(format!("at {now}").as_bytes())),
+            events: vec![event("step_started", now), event("step_completed", now)],
+            status,
+            output: None,
+            error: None,
+            waiting_on: None,
+            wake_at: None,
+            now,
+        }
+    }
+
+    fn owner_of(store: &SqliteStore, run: &str) -> Option<String> {
+        store
+            .conn
+            .query_row("SELECT owner FROM runs WHERE id = ?1", [run], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn fresh_database_is_migrated_and_reopening_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dir/flow.db");
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let mode: String = store
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = store
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+        let fk: i64 = store
+            .conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let normal = SqliteStore::open_with(&path, Durability::Normal).unwrap();
+        let sync: i64 = normal
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 1, "synchronous=NORMAL");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flow.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 5)
+            .unwrap();
+        drop(conn);
+        match SqliteStore::open(&path) {
+            Err(StoreError::NewerSchema { found, supported }) => {
+                assert_eq!(found, SCHEMA_VERSION + 5);
+                assert_eq!(supported, SCHEMA_VERSION);
+                let message = StoreError::NewerSchema { found, supported }.to_string();
+                assert!(message.contains("newer flowrt"), "{message}");
+            }
+            other => panic!("expected NewerSchema, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn deploy_is_idempotent() {
+        let mut store = store();
+        store.deploy("v1", b"artifact", 2).unwrap();
+        assert_eq!(
+            store.artifact("v1").unwrap().as_deref(),
+            Some(&b"artifact"[..])
+        );
+        assert_eq!(store.artifact("v2").unwrap(), None);
+        let count: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM versions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn create_and_load_round_trip() {
+        let mut store = store();
+        create(&mut store, "r1", Some(OWNER), 10);
+        let (record, cp) = store.load("r1").unwrap().unwrap();
+        assert_eq!(cp, checkpoint(b"s0"));
+        assert_eq!(
+            record,
+            RunRecord {
+                id: "r1".to_string(),
+                workflow: "ship".to_string(),
+                version: "v1".to_string(),
+                status: RunStatus::Runnable,
+                input: r#"{"n":1}"#.to_string(),
+                output: None,
+                error: None,
+                waiting_on: None,
+                wake_at: None,
+                started_by: "alice".to_string(),
+                parent: None,
+                created_at: 10,
+                updated_at: 10,
+            }
+        );
+        assert_eq!(store.run("r1").unwrap(), Some(record));
+        assert_eq!(store.load("nope").unwrap(), None);
+        assert_eq!(store.run("nope").unwrap(), None);
+        let history = store.history("r1").unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].seq, 1);
+        assert_eq!(history[0].kind, "run_started");
+        assert_eq!(owner_of(&store, "r1").as_deref(), Some(OWNER));
+    }
+
+    #[test]
+    fn create_refuses_unknown_version_duplicate_id_and_missing_parent() {
+        let mut store = store();
+        let mut run = new_run("r1");
+        run.version = "v9".to_string();
+        let err = store
+            .create_run(&run, &checkpoint(b""), &[], None, 0, 1)
+            .unwrap_err();
+        assert!(err.to_string().contains("not deployed"), "{err}");
+        create(&mut store, "r1", None, 1);
+        let err = store
+            .create_run(&new_run("r1"), &checkpoint(b""), &[], None, 0, 1)
+            .unwrap_err();
+        assert!(err.to_string().contains("exists"), "{err}");
+        let mut child = new_run("c1");
+        child.parent = Some("ghost".to_string());
+        assert!(matches!(
+            store.create_run(&child, &checkpoint(b""), &[], None, 0, 1),
+            Err(StoreError::NoSuchRun(p)) if p == "ghost"
+        ));
+        child.parent = Some("r1".to_string());
+        store
+            .create_run(&child, &checkpoint(b""), &[], None, 0, 1)
+            .unwrap();
+        assert_eq!(
+            store.run("c1").unwrap().unwrap().parent.as_deref(),
+            Some("r1")
+        );
+    }
+
+    #[test]
+    fn commit_appends_events_and_updates_status() {
+        let mut store = store();
+        create(&mut store, "r1", Some(OWNER), 10);
+        store
+            .commit(&[step("r1", OWNER, RunStatus::Runnable, 20)])
+            .unwrap();
+        let mut last = step("r1", OWNER, RunStatus::Completed, 30);
+        last.output = Some("42".to_string());
+        last.checkpoint = None;
+        store.commit(&[last]).unwrap();
+        let history = store.history("r1").unwrap();
+        let seqs: Vec<i64> = history.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        assert_eq!(history[1].kind, "step_started");
+        assert_eq!(history[1].step.as_deref(), Some("tool"));
+        assert_eq!(history[1].line, Some(7));
+        let (record, cp) = store.load("r1").unwrap().unwrap();
+        assert_eq!(record.status, RunStatus::Completed);
+        assert_eq!(record.output.as_deref(), Some("42"));
+        assert_eq!(record.updated_at, 30);
+        // A commit without a checkpoint keeps the previous one.
+        assert_eq!(cp.state, b"at 20");
+    }
+
+    #[test]
+    fn commit_sets_and_clears_timers() {
+        let mut store = store();
+        create(&mut store, "r1", Some(OWNER), 10);
+        create(&mut store, "r2", Some(OWNER), 11);
+        assert_eq!(store.next_wake().unwrap(), None);
+        let mut sleep1 = step("r1", OWNER, RunStatus::Waiting, 20);
+        sleep1.waiting_on = Some("timer".to_string());
+        sleep1.wake_at = Some(500);
+        let mut sleep2 = sleep1.clone();
+        sleep2.run = "r2".to_string();
+        sleep2.wake_at = Some(300);
+        store.commit(&[sleep1, sleep2]).unwrap();
+        assert_eq!(store.next_wake().unwrap(), Some(300));
+        let record = store.run("r1").unwrap().unwrap();
+        assert_eq!(record.waiting_on.as_deref(), Some("timer"));
+        assert_eq!(record.wake_at, Some(500));
+        store
+            .commit(&[step("r2", OWNER, RunStatus::Runnable, 400)])
+            .unwrap();
+        assert_eq!(store.next_wake().unwrap(), Some(500));
+        assert_eq!(store.run("r2").unwrap().unwrap().wake_at, None);
+    }
+
+    #[test]
+    fn commit_with_a_wrong_owner_changes_nothing() {
+        let mut store = store();
+        create(&mut store, "mine", Some(OWNER), 10);
+        create(&mut store, "theirs", Some(OTHER), 11);
+        create(&mut store, "free", None, 12);
+        let before_mine = store.load("mine").unwrap();
+        let before_theirs = store.load("theirs").unwrap();
+        let result = store.commit(&[
+            step("mine", OWNER, RunStatus::Completed, 20),
+            step("theirs", OWNER, RunStatus::Completed, 20),
+        ]);
+        assert!(
+            matches!(&result, Err(StoreError::NotOwner { run }) if run == "theirs"),
+            "{result:?}"
+        );
+        assert_eq!(store.load("mine").unwrap(), before_mine);
+        assert_eq!(store.load("theirs").unwrap(), before_theirs);
+        assert_eq!(store.history("mine").unwrap().len(), 1);
+        assert_eq!(store.history("theirs").unwrap().len(), 1);
+        // An unclaimed run cannot be committed to either, nor a missing one.
+        assert!(matches!(
+            store.commit(&[step("free", OWNER, RunStatus::Completed, 20)]),
+            Err(StoreError::NotOwner { .. })
+        ));
+        assert!(matches!(
+            store.commit(&[step("ghost", OWNER, RunStatus::Completed, 20)]),
+            Err(StoreError::NoSuchRun(r)) if r == "ghost"
+        ));
+        // The store is still usable after the rollback.
+        store
+            .commit(&[step("mine", OWNER, RunStatus::Completed, 30)])
+            .unwrap();
+        assert_eq!(store.history("mine").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_live_lease_blocks_another_owner_until_it_expires() {
+        let mut store = store();
+        create(&mut store, "r1", None, 10);
+        assert!(store.claim("r1", OWNER, 100, 10).unwrap());
+        // The same owner may renew.
+        assert!(store.claim("r1", OWNER, 150, 20).unwrap());
+        assert!(!store.claim("r1", OTHER, 200, 149).unwrap());
+        assert!(!store.claim("r1", OTHER, 200, 150).unwrap());
+        assert_eq!(owner_of(&store, "r1").as_deref(), Some(OWNER));
+        // Expired: taken over.
+        assert!(store.claim("r1", OTHER, 300, 151).unwrap());
+        assert_eq!(owner_of(&store, "r1").as_deref(), Some(OTHER));
+        // The former owner's commits are now refused.
+        assert!(matches!(
+            store.commit(&[step("r1", OWNER, RunStatus::Runnable, 160)]),
+            Err(StoreError::NotOwner { .. })
+        ));
+        // Released: anyone may claim at once.
+        store.release("r1", OWNER).unwrap(); // not the owner: no effect
+        assert_eq!(owner_of(&store, "r1").as_deref(), Some(OTHER));
+        store.release("r1", OTHER).unwrap();
+        assert_eq!(owner_of(&store, "r1"), None);
+        assert!(store.claim("r1", OWNER, 400, 170).unwrap());
+        assert!(matches!(
+            store.claim("ghost", OWNER, 400, 170),
+            Err(StoreError::NoSuchRun(_))
+        ));
+        assert!(matches!(
+            store.release("ghost", OWNER),
+            Err(StoreError::NoSuchRun(_))
+        ));
+    }
+
+    #[test]
+    fn final_runs_are_never_claimed() {
+        let mut store = store();
+        create(&mut store, "r1", Some(OWNER), 10);
+        store
+            .commit(&[step("r1", OWNER, RunStatus::Completed, 20)])
+            .unwrap();
+        store.release("r1", OWNER).unwrap();
+        assert!(!store.claim("r1", OWNER, 100, 30).unwrap());
+        assert!(store.claim_ready(OWNER, 100, 30, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn claim_ready_returns_due_and_runnable_runs_only() {
+        let mut store = store();
+        // Created in this order; claim_ready returns them oldest first.
+        for (i, id) in [
+            "runnable", "due", "later", "approval", "done", "taken", "expired",
+        ]
+        .iter()
+        .enumerate()
+        {
+            create(&mut store, id, Some(OWNER), 10 + i as i64);
+        }
+        let mut due = step("due", OWNER, RunStatus::Waiting, 20);
+        due.waiting_on = Some("timer".to_string());
+        due.wake_at = Some(100);
+        let mut later = due.clone();
+        later.run = "later".to_string();
+        later.wake_at = Some(101);
+        let mut approval = step("approval", OWNER, RunStatus::Waiting, 20);
+        approval.waiting_on = Some("approval gate".to_string());
+        let done = step("done", OWNER, RunStatus::Failed, 20);
+        store.commit(&[due, later, approval, done]).unwrap();
+        for id in ["runnable", "due", "later", "approval", "done"] {
+            store.release(id, OWNER).unwrap();
+        }
+        // "taken" is held by another live owner; "expired" by another whose lease ran out.
+        store.release("taken", OWNER).unwrap();
+        assert!(store.claim("taken", OTHER, 1000, 20).unwrap());
+        store.release("expired", OWNER).unwrap();
+        assert!(store.claim("expired", OTHER, 50, 20).unwrap());
+
+        let claimed = store.claim_ready("me", 500, 100, 10).unwrap();
+        assert_eq!(claimed, vec!["runnable", "due", "expired"]);
+        for id in &claimed {
+            assert_eq!(owner_of(&store, id).as_deref(), Some("me"));
+        }
+        // Status is left for the driver to commit.
+        assert_eq!(
+            store.run("due").unwrap().unwrap().status,
+            RunStatus::Waiting
+        );
+        // Another process finds nothing more while the leases live.
+        assert!(store.claim_ready("you", 500, 100, 10).unwrap().is_empty());
+        // The limit is honoured, oldest first.
+        let mut store2 = self::store();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            create(&mut store2, id, None, i as i64);
+        }
+        assert_eq!(store2.claim_ready("me", 10, 5, 2).unwrap(), vec!["a", "b"]);
+        assert_eq!(store2.claim_ready("you", 10, 5, 2).unwrap(), vec!["c"]);
+    }
+
+    #[test]
+    fn cancel_finishes_a_live_run_once() {
+        let mut store = store();
+        create(&mut store, "r1", Some(OWNER), 10);
+        assert!(store.cancel("r1", "bob", 50).unwrap());
+        let record = store.run("r1").unwrap().unwrap();
+        assert_eq!(record.status, RunStatus::Cancelled);
+        assert_eq!(record.updated_at, 50);
+        assert_eq!(owner_of(&store, "r1"), None);
+        let history = store.history("r1").unwrap();
+        let last = history.last().unwrap();
+        assert_eq!((last.seq, last.kind.as_str()), (2, "run_cancelled"));
+        let data: serde_json::Value = serde_json::from_str(&last.data).unwrap();
+        assert_eq!(data, serde_json::json!({ "by": "bob" }));
+        // Already final.
+        assert!(!store.cancel("r1", "bob", 60).unwrap());
+        assert_eq!(store.history("r1").unwrap().len(), 2);
+        // The driver that held it can no longer commit.
+        assert!(matches!(
+            store.commit(&[step("r1", OWNER, RunStatus::Runnable, 70)]),
+            Err(StoreError::NotOwner { .. })
+        ));
+        assert!(matches!(
+            store.cancel("ghost", "bob", 60),
+            Err(StoreError::NoSuchRun(_))
+        ));
+    }
+
+    #[test]
+    fn runs_are_listed_newest_first_and_filtered_by_status() {
+        let mut store = store();
+        create(&mut store, "old", Some(OWNER), 10);
+        create(&mut store, "mid", Some(OWNER), 20);
+        create(&mut store, "new", Some(OWNER), 20);
+        store.cancel("mid", "bob", 30).unwrap();
+        let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.runs(None).unwrap()), vec!["new", "mid", "old"]);
+        assert_eq!(
+            ids(store.runs(Some(RunStatus::Runnable)).unwrap()),
+            vec!["new", "old"]
+        );
+        assert_eq!(
+            ids(store.runs(Some(RunStatus::Cancelled)).unwrap()),
+            vec!["mid"]
+        );
+        assert!(store.runs(Some(RunStatus::Failed)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn data_survives_closing_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flow.db");
+        {
+            let mut store = SqliteStore::open(&path).unwrap();
+            store.deploy("v1", b"artifact", 1).unwrap();
+            create(&mut store, "r1", Some(OWNER), 10);
+            store
+                .commit(&[step("r1", OWNER, RunStatus::Runnable, 20)])
+                .unwrap();
+        }
+        let mut store = SqliteStore::open(&path).unwrap();
+        let (record, cp) = store.load("r1").unwrap().unwrap();
+        assert_eq!(record.updated_at, 20);
+        assert_eq!(cp.state, b"at 20");
+        assert_eq!(store.history("r1").unwrap().len(), 3);
+        assert_eq!(store.artifact("v1").unwrap().unwrap(), b"artifact");
+        assert_eq!(owner_of(&store, "r1").as_deref(), Some(OWNER));
+    }
+
+    #[test]
+    fn a_locked_database_gives_busy_within_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flow.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        store.deploy("v1", b"artifact", 1).unwrap();
+        create(&mut store, "r1", Some(OWNER), 10);
+        store.set_busy_timeout(Duration::from_millis(200)).unwrap();
+
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        let result = store.commit(&[step("r1", OWNER, RunStatus::Runnable, 20)]);
+        let waited = started.elapsed();
+        match &result {
+            Err(StoreError::Busy(why)) => {
+                assert!(why.contains("locked by another process"), "{why}");
+                assert!(why.contains("200 ms"), "{why}");
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+        // Reads still work in WAL mode while another process writes.
+        assert_eq!(store.history("r1").unwrap().len(), 1);
+        other.execute_batch("ROLLBACK").unwrap();
+        store
+            .commit(&[step("r1", OWNER, RunStatus::Runnable, 20)])
+            .unwrap();
+        assert_eq!(store.history("r1").unwrap().len(), 3);
+    }
+
+    /// Rough timings of group commit: `cargo test -p flow-runtime --release -- --ignored
+    /// --nocapture commit_timing`. Not a benchmark of the engine, only of the store.
+    #[test]
+    #[ignore]
+    fn commit_timing() {
+        for durability in [Durability::Full, Durability::Normal] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store =
+                SqliteStore::open_with(&dir.path().join("flow.db"), durability).unwrap();
+            store.deploy("v1", b"artifact", 1).unwrap();
+            let ids: Vec<String> = (0..200).map(|i| format!("r{i}")).collect();
+            for id in &ids {
+                create(&mut store, id, Some(OWNER), 10);
+            }
+            let state = vec![7u8; 2048];
+            let batch = |n: usize, now: Millis| -> Vec<StepCommit> {
+                ids[..n]
+                    .iter()
+                    .map(|id| {
+                        let mut commit = step(id, OWNER, RunStatus::Runnable, now);
+                        commit.checkpoint = Some(checkpoint(&state));
+                        commit
+                    })
+                    .collect()
+            };
+            for n in [1, 200] {
+                let rounds = 50;
+                let batches: Vec<Vec<StepCommit>> =
+                    (0..rounds).map(|r| batch(n, 100 + r)).collect();
+                let started = std::time::Instant::now();
+                for commits in &batches {
+                    store.commit(commits).unwrap();
+                }
+                let per = started.elapsed() / rounds as u32;
+                let steps = (n as f64) / per.as_secs_f64();
+                println!(
+                    "{durability:?}: commit of {n:>3} steps (2 KiB checkpoint, 2 events each): \
+                     {per:?} per transaction, {steps:.0} steps/s"
+                );
+            }
+        }
+    }
+}
