@@ -1,1 +1,13 @@
-//! The Flow runtime. Issue #3 builds the VM, the store and `flowrt` here.
+//! The Flow runtime: runs compiled workflows durably.
+//!
+//! - [`vm`]: the interpreter and its values; stops at every durable point.
+//! - [`store`]: where versions, runs, checkpoints, history and timers live (SQLite).
+//! - [`engine`]: drives runs — performs each durable effect and commits it with the new
+//!   checkpoint in one transaction; claims runs so two processes never drive the same one.
+//! - [`tools`]: how tool bindings are called (`exec` today).
+//! - the `flowrt` binary (`src/bin/flowrt.rs`): the operator's command line.
+
+pub mod engine;
+pub mod store;
+pub mod tools;
+pub mod vm;

@@ -1,0 +1,1000 @@
+//! The engine drives runs: it runs the machine to its next durable point, performs the
+//! effect, and commits the effect's record together with the new checkpoint in one
+//! transaction. Only then does it go on, so every acknowledged step is on disk.
+//!
+//! Crash safety follows from two rules:
+//! - Before a tool call, the engine commits a checkpoint taken *at* the call together with a
+//!   `step_started` event; after the call, one taken *past* it with `step_completed`. A
+//!   process killed in between resumes at the call and makes it again, with the same
+//!   idempotency key (run id + step number), and records `step_resumed` — at-least-once
+//!   delivery, exactly-once recording.
+//! - Everything else that is durable (`now()`, `audit`, `sleep`, waiting) is recorded and
+//!   checkpointed in a single commit.
+
+use crate::store::{
+    Checkpoint, Millis, NewEvent, NewRun, RunStatus, StepCommit, Store, StoreError,
+};
+use crate::tools::{self, CallContext, ToolFailure};
+use crate::vm::machine::error_value;
+use crate::vm::value::{JsonMismatch, from_json};
+use crate::vm::{Machine, Outcome, Request, RuntimeError, Value, snapshot};
+use flow_compiler::bytecode::{self, ArtifactError, Binding, Module};
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug)]
+pub enum EngineError {
+    Store(StoreError),
+    Artifact(ArtifactError),
+    NoSuchWorkflow {
+        name: String,
+        available: Vec<String>,
+    },
+    /// The input JSON does not fit the workflow's parameters.
+    Input(String),
+    NoSuchRun(String),
+    /// Another process is driving the run.
+    Claimed(String),
+    /// A checkpoint or version that cannot be used.
+    Corrupt(String),
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::Store(e) => write!(f, "{e}"),
+            EngineError::Artifact(e) => write!(f, "{e}"),
+            EngineError::NoSuchWorkflow { name, available } => write!(
+                f,
+                "no workflow named `{name}` (the program has: {})",
+                available.join(", ")
+            ),
+            EngineError::Input(why) => write!(f, "invalid input: {why}"),
+            EngineError::NoSuchRun(id) => write!(f, "no run with id {id}"),
+            EngineError::Claimed(id) => {
+                write!(f, "run {id} is being driven by another flowrt process")
+            }
+            EngineError::Corrupt(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoSuchRun(id) => EngineError::NoSuchRun(id),
+            StoreError::NotOwner { run } => EngineError::Claimed(run),
+            other => EngineError::Store(other),
+        }
+    }
+}
+
+/// A tool provided by the runtime itself (`via exec "flowrt:NAME"`), so that benchmarks and
+/// tests can measure the engine rather than process start-up.
+pub type NativeTool = fn(&Value) -> Result<Value, ToolFailure>;
+
+pub struct Engine {
+    store: Box<dyn Store>,
+    owner: String,
+    lease_ms: i64,
+    modules: HashMap<String, Rc<Module>>,
+    native_tools: HashMap<String, NativeTool>,
+    next_id: u64,
+    renewed_at: Millis,
+}
+
+type EngineResult<T> = Result<T, EngineError>;
+
+/// Everything a commit changes besides the checkpoint.
+struct Change {
+    events: Vec<NewEvent>,
+    status: RunStatus,
+    output: Option<String>,
+    error: Option<String>,
+    waiting_on: Option<String>,
+    wake_at: Option<Millis>,
+}
+
+impl Change {
+    fn runnable(events: Vec<NewEvent>) -> Change {
+        Change {
+            events,
+            status: RunStatus::Runnable,
+            output: None,
+            error: None,
+            waiting_on: None,
+            wake_at: None,
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(store: Box<dyn Store>, owner: impl Into<String>) -> Engine {
+        let mut native_tools: HashMap<String, NativeTool> = HashMap::new();
+        native_tools.insert("flowrt:echo".to_string(), |input| Ok(input.clone()));
+        Engine {
+            store,
+            owner: owner.into(),
+            lease_ms: 30_000,
+            modules: HashMap::new(),
+            native_tools,
+            next_id: 0,
+            renewed_at: 0,
+        }
+    }
+
+    pub fn store(&mut self) -> &mut dyn Store {
+        self.store.as_mut()
+    }
+
+    /// Records a compiled program (idempotent) and returns its version hash.
+    pub fn deploy(&mut self, artifact: &[u8]) -> EngineResult<(String, Rc<Module>)> {
+        let module = Rc::new(bytecode::decode(artifact).map_err(EngineError::Artifact)?);
+        let hash = bytecode::encoding::artifact_hash(artifact);
+        self.store.deploy(&hash, artifact, now_ms())?;
+        self.modules.insert(hash.clone(), module.clone());
+        Ok((hash, module))
+    }
+
+    fn module(&mut self, version: &str) -> EngineResult<Rc<Module>> {
+        if let Some(module) = self.modules.get(version) {
+            return Ok(module.clone());
+        }
+        let bytes = self.store.artifact(version)?.ok_or_else(|| {
+            EngineError::Corrupt(format!(
+                "version {version} is not deployed in this database"
+            ))
+        })?;
+        let module = Rc::new(bytecode::decode(&bytes).map_err(EngineError::Artifact)?);
+        self.modules.insert(version.to_string(), module.clone());
+        Ok(module)
+    }
+
+    fn new_run_id(&mut self) -> String {
+        self.next_id += 1;
+        format!(
+            "r{:x}{:05x}{:x}",
+            now_ms(),
+            std::process::id() & 0xfffff,
+            self.next_id
+        )
+    }
+
+    /// Validates `input` against the workflow's parameters and creates a runnable run.
+    pub fn start(
+        &mut self,
+        version: &str,
+        workflow: &str,
+        input: &serde_json::Value,
+        started_by: &str,
+    ) -> EngineResult<String> {
+        let id = self.new_run_id();
+        self.start_with_id(&id, version, workflow, input, started_by, None)?;
+        Ok(id)
+    }
+
+    fn start_with_id(
+        &mut self,
+        id: &str,
+        version: &str,
+        workflow: &str,
+        input: &serde_json::Value,
+        started_by: &str,
+        parent: Option<&str>,
+    ) -> EngineResult<()> {
+        let module = self.module(version)?;
+        let (index, code) =
+            module
+                .workflow(workflow)
+                .ok_or_else(|| EngineError::NoSuchWorkflow {
+                    name: workflow.to_string(),
+                    available: module.workflows.iter().map(|w| w.name.clone()).collect(),
+                })?;
+        let args = validate_input(&module, &code.params, input)?;
+        let now = now_ms();
+        let machine = Machine::start(&module, index as u32, args, now)
+            .ok_or_else(|| EngineError::Corrupt("the workflow has no code".into()))?;
+        let run = NewRun {
+            id: id.to_string(),
+            workflow: workflow.to_string(),
+            version: version.to_string(),
+            input: input.to_string(),
+            started_by: started_by.to_string(),
+            parent: parent.map(str::to_string),
+        };
+        let event = NewEvent {
+            at: now,
+            kind: "run_started".into(),
+            step: Some(workflow.to_string()),
+            attempt: None,
+            line: None,
+            duration_ms: None,
+            data: serde_json::json!({ "input": input, "version": version, "by": started_by, "parent": parent })
+                .to_string(),
+        };
+        self.store
+            .create_run(&run, &checkpoint(version, &machine), &[event], None, 0, now)?;
+        Ok(())
+    }
+
+    /// Drives a run until it completes, fails or waits. Returns its status then.
+    pub fn drive(&mut self, run: &str) -> EngineResult<RunStatus> {
+        let now = now_ms();
+        if self.store.run(run)?.is_none() {
+            return Err(EngineError::NoSuchRun(run.to_string()));
+        }
+        if !self
+            .store
+            .claim(run, &self.owner, now + self.lease_ms, now)?
+        {
+            return Err(EngineError::Claimed(run.to_string()));
+        }
+        let result = self.drive_claimed(run);
+        let released = self.store.release(run, &self.owner);
+        let status = result?;
+        released?;
+        if status.is_final() {
+            self.wake_parent(run)?;
+        }
+        Ok(status)
+    }
+
+    /// Drives every run that can make progress now (runnable, or with a due timer), until
+    /// none is left. Returns how many runs were driven.
+    pub fn work_once(&mut self) -> EngineResult<usize> {
+        let mut driven = 0;
+        loop {
+            let now = now_ms();
+            let ready = self
+                .store
+                .claim_ready(&self.owner, now + self.lease_ms, now, 16)?;
+            if ready.is_empty() {
+                return Ok(driven);
+            }
+            for run in ready {
+                let result = self.drive_claimed(&run);
+                let released = self.store.release(&run, &self.owner);
+                match result {
+                    Ok(status) if status.is_final() => self.wake_parent(&run)?,
+                    Ok(_) => {}
+                    Err(EngineError::Claimed(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                released?;
+                driven += 1;
+            }
+        }
+    }
+
+    /// A child run that finished lets its parent go on.
+    fn wake_parent(&mut self, child: &str) -> EngineResult<()> {
+        let Some(record) = self.store.run(child)? else {
+            return Ok(());
+        };
+        let Some(parent) = record.parent else {
+            return Ok(());
+        };
+        let now = now_ms();
+        if self
+            .store
+            .claim(&parent, &self.owner, now + self.lease_ms, now)?
+        {
+            let result = self.drive_claimed(&parent);
+            self.store.release(&parent, &self.owner)?;
+            if let Ok(status) = result
+                && status.is_final()
+            {
+                self.wake_parent(&parent)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(
+        &mut self,
+        run: &str,
+        version: &str,
+        machine: Option<&Machine>,
+        change: Change,
+    ) -> EngineResult<()> {
+        let now = now_ms();
+        let commit = StepCommit {
+            run: run.to_string(),
+            owner: self.owner.clone(),
+            checkpoint: machine.map(|m| checkpoint(version, m)),
+            events: change.events,
+            status: change.status,
+            output: change.output,
+            error: change.error,
+            waiting_on: change.waiting_on,
+            wake_at: change.wake_at,
+            now,
+        };
+        self.store.commit(std::slice::from_ref(&commit))?;
+        // Keep the claim alive while the run is being driven (a long tool call must not let
+        // another process take it over), without paying a write for it on every step.
+        if now - self.renewed_at > self.lease_ms / 3 {
+            self.store
+                .claim(run, &self.owner, now + self.lease_ms, now)?;
+            self.renewed_at = now;
+        }
+        Ok(())
+    }
+
+    fn drive_claimed(&mut self, run: &str) -> EngineResult<RunStatus> {
+        let (record, saved) = self
+            .store
+            .load(run)?
+            .ok_or_else(|| EngineError::NoSuchRun(run.to_string()))?;
+        if record.status.is_final() {
+            return Ok(record.status);
+        }
+        let module = self.module(&record.version)?;
+        if saved.program_hash != record.version {
+            return Err(EngineError::Corrupt(format!(
+                "run {run}: its checkpoint belongs to version {}, not {}",
+                saved.program_hash, record.version
+            )));
+        }
+        let mut machine = snapshot::decode(saved.format_version, &saved.state)
+            .map_err(|why| EngineError::Corrupt(format!("run {run}: {why}")))?;
+        let version = record.version.clone();
+        let mut pending: Vec<NewEvent> = Vec::new();
+
+        if record.status == RunStatus::Waiting {
+            match record.waiting_on.as_deref() {
+                Some("timer") => {
+                    let due = record.wake_at.unwrap_or(0);
+                    if due > now_ms() {
+                        return Ok(RunStatus::Waiting);
+                    }
+                    pending.push(event(
+                        "timer_fired",
+                        None,
+                        None,
+                        line(&module, &machine),
+                        serde_json::json!({ "due": due }),
+                    ));
+                }
+                Some(other) if other.starts_with("child ") => {}
+                _ => return Ok(RunStatus::Waiting),
+            }
+        }
+
+        // Was a tool call in flight when the last process stopped?
+        let history = self.store.history(run)?;
+        let in_flight = history.last().is_some_and(|e| {
+            e.kind == "step_started"
+                && serde_json::from_str::<serde_json::Value>(&e.data)
+                    .ok()
+                    .and_then(|d| d.get("step_number").and_then(|n| n.as_u64()))
+                    == Some(machine.steps)
+        });
+        let mut attempt_after_crash = in_flight;
+
+        loop {
+            match machine.run(&module) {
+                Outcome::Completed(value) => {
+                    let ret = module.workflows[machine.workflow as usize].ret;
+                    let output = output_json(&module, ret, &value).to_string();
+                    pending.push(event(
+                        "run_completed",
+                        None,
+                        None,
+                        None,
+                        serde_json::json!({ "output": value.to_json() }),
+                    ));
+                    self.commit(
+                        run,
+                        &version,
+                        None,
+                        Change {
+                            events: std::mem::take(&mut pending),
+                            status: RunStatus::Completed,
+                            output: Some(output),
+                            error: None,
+                            waiting_on: None,
+                            wake_at: None,
+                        },
+                    )?;
+                    return Ok(RunStatus::Completed);
+                }
+                Outcome::Failed(error) => {
+                    return self.fail_run(
+                        run,
+                        &version,
+                        &module,
+                        &error,
+                        std::mem::take(&mut pending),
+                    );
+                }
+                Outcome::Durable { request, deadline } => {
+                    let now = now_ms();
+                    if let Some(deadline) = deadline
+                        && deadline <= now
+                    {
+                        let step = step_name(&module, &request);
+                        let error = error_value(
+                            "Timeout",
+                            format!("the time limit passed before `{step}` could start"),
+                            &step,
+                        );
+                        pending.push(event(
+                            "step_timed_out",
+                            Some(step),
+                            None,
+                            line(&module, &machine),
+                            serde_json::json!({}),
+                        ));
+                        if let Some(Outcome::Failed(failed)) =
+                            machine.fail_step(&module, error, now)
+                        {
+                            return self.fail_run(
+                                run,
+                                &version,
+                                &module,
+                                &failed,
+                                std::mem::take(&mut pending),
+                            );
+                        }
+                        continue;
+                    }
+                    let here = line(&module, &machine);
+                    match request {
+                        Request::Now => {
+                            machine
+                                .complete(&module, Value::Time(now), now)
+                                .map_err(EngineError::Corrupt)?;
+                            pending.push(event(
+                                "clock_read",
+                                Some("now".into()),
+                                None,
+                                here,
+                                serde_json::json!({ "time": Value::Time(now).to_json() }),
+                            ));
+                            self.commit(
+                                run,
+                                &version,
+                                Some(&machine),
+                                Change::runnable(std::mem::take(&mut pending)),
+                            )?;
+                        }
+                        Request::Audit {
+                            event: index,
+                            fields,
+                        } => {
+                            let name = module
+                                .events
+                                .get(index as usize)
+                                .cloned()
+                                .unwrap_or_default();
+                            machine
+                                .complete(&module, Value::None, now)
+                                .map_err(EngineError::Corrupt)?;
+                            pending.push(event("audit", Some(name), None, here, fields.to_json()));
+                            self.commit(
+                                run,
+                                &version,
+                                Some(&machine),
+                                Change::runnable(std::mem::take(&mut pending)),
+                            )?;
+                        }
+                        Request::Sleep { duration_ms } => {
+                            let until = match deadline {
+                                Some(deadline) => (now + duration_ms.max(0)).min(deadline),
+                                None => now + duration_ms.max(0),
+                            };
+                            machine
+                                .complete(&module, Value::None, now)
+                                .map_err(EngineError::Corrupt)?;
+                            pending.push(event("timer_set", Some("sleep".into()), None, here, serde_json::json!({ "until": Value::Time(until).to_json(), "duration": Value::Duration(duration_ms).to_json() })));
+                            if until <= now {
+                                self.commit(
+                                    run,
+                                    &version,
+                                    Some(&machine),
+                                    Change::runnable(std::mem::take(&mut pending)),
+                                )?;
+                                continue;
+                            }
+                            self.commit(
+                                run,
+                                &version,
+                                Some(&machine),
+                                Change {
+                                    events: std::mem::take(&mut pending),
+                                    status: RunStatus::Waiting,
+                                    output: None,
+                                    error: None,
+                                    waiting_on: Some("timer".into()),
+                                    wake_at: Some(until),
+                                },
+                            )?;
+                            return Ok(RunStatus::Waiting);
+                        }
+                        Request::Approval { gate, options } => {
+                            let name = module.gates.get(gate as usize).cloned().unwrap_or_default();
+                            pending.push(event("waiting", Some(name.clone()), None, here, serde_json::json!({ "for": "approval", "options": options.to_json() })));
+                            self.commit(
+                                run,
+                                &version,
+                                Some(&machine),
+                                Change {
+                                    events: std::mem::take(&mut pending),
+                                    status: RunStatus::Waiting,
+                                    output: None,
+                                    error: None,
+                                    waiting_on: Some(format!("approval {name}")),
+                                    wake_at: None,
+                                },
+                            )?;
+                            return Ok(RunStatus::Waiting);
+                        }
+                        Request::Input { request, options } => {
+                            let name = module
+                                .input_requests
+                                .get(request as usize)
+                                .map(|r| r.name.clone())
+                                .unwrap_or_default();
+                            pending.push(event(
+                                "waiting",
+                                Some(name.clone()),
+                                None,
+                                here,
+                                serde_json::json!({ "for": "input", "options": options.to_json() }),
+                            ));
+                            self.commit(
+                                run,
+                                &version,
+                                Some(&machine),
+                                Change {
+                                    events: std::mem::take(&mut pending),
+                                    status: RunStatus::Waiting,
+                                    output: None,
+                                    error: None,
+                                    waiting_on: Some(format!("input {name}")),
+                                    wake_at: None,
+                                },
+                            )?;
+                            return Ok(RunStatus::Waiting);
+                        }
+                        Request::Tool { tool, args } => {
+                            let step = machine.steps;
+                            let info = module
+                                .tools
+                                .get(tool as usize)
+                                .cloned()
+                                .ok_or_else(|| EngineError::Corrupt("unknown tool".into()))?;
+                            let key = format!("{run}:{step}");
+                            let input = serde_json::Value::Object(
+                                info.params
+                                    .iter()
+                                    .map(|(name, _)| name.clone())
+                                    .zip(args.iter().map(Value::to_json))
+                                    .collect(),
+                            );
+                            if attempt_after_crash {
+                                pending.push(event("step_resumed", Some(info.name.clone()), None, here, serde_json::json!({ "step_number": step, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; it runs again with the same idempotency key" })));
+                                attempt_after_crash = false;
+                            }
+                            pending.push(event("step_started", Some(info.name.clone()), None, here, serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input })));
+                            self.commit(
+                                run,
+                                &version,
+                                Some(&machine),
+                                Change::runnable(std::mem::take(&mut pending)),
+                            )?;
+
+                            let started = now_ms();
+                            let context = CallContext {
+                                run_id: run.to_string(),
+                                idempotency_key: key.clone(),
+                                time_limit_ms: deadline.map(|d| (d - started).max(0) as u64),
+                            };
+                            let result = self.call_tool(&module, &info, &input, &context);
+                            let finished = now_ms();
+                            match result {
+                                Ok(value) => {
+                                    pending.push(event_with_duration("step_completed", Some(info.name.clone()), here, finished - started, serde_json::json!({ "step_number": step, "output": value.to_json() })));
+                                    machine
+                                        .complete(&module, value, finished)
+                                        .map_err(EngineError::Corrupt)?;
+                                }
+                                Err(failure) => {
+                                    pending.push(event_with_duration("step_failed", Some(info.name.clone()), here, finished - started, serde_json::json!({ "step_number": step, "kind": failure.kind, "message": failure.message })));
+                                    let error =
+                                        error_value(failure.kind, failure.message, &info.name);
+                                    if let Some(Outcome::Failed(failed)) =
+                                        machine.fail_step(&module, error, finished)
+                                    {
+                                        return self.fail_run(
+                                            run,
+                                            &version,
+                                            &module,
+                                            &failed,
+                                            std::mem::take(&mut pending),
+                                        );
+                                    }
+                                }
+                            }
+                            self.commit(
+                                run,
+                                &version,
+                                Some(&machine),
+                                Change::runnable(std::mem::take(&mut pending)),
+                            )?;
+                        }
+                        Request::Workflow { workflow, args } => {
+                            let code = module
+                                .workflows
+                                .get(workflow as usize)
+                                .cloned()
+                                .ok_or_else(|| EngineError::Corrupt("unknown workflow".into()))?;
+                            let child = format!("{run}.{}", machine.steps);
+                            if self.store.run(&child)?.is_none() {
+                                let input = serde_json::Value::Object(
+                                    code.params
+                                        .iter()
+                                        .map(|(name, _)| name.clone())
+                                        .zip(args.iter().map(Value::to_json))
+                                        .collect(),
+                                );
+                                self.start_with_id(
+                                    &child,
+                                    &version,
+                                    &code.name,
+                                    &input,
+                                    "workflow",
+                                    Some(run),
+                                )?;
+                                pending.push(event(
+                                    "child_started",
+                                    Some(code.name.clone()),
+                                    None,
+                                    here,
+                                    serde_json::json!({ "run": child }),
+                                ));
+                                self.commit(
+                                    run,
+                                    &version,
+                                    Some(&machine),
+                                    Change::runnable(std::mem::take(&mut pending)),
+                                )?;
+                            }
+                            let status = match self.store.run(&child)? {
+                                Some(record) if record.status.is_final() => record.status,
+                                _ => match self.drive(&child) {
+                                    Ok(status) => status,
+                                    Err(EngineError::Claimed(_)) => RunStatus::Waiting,
+                                    Err(e) => return Err(e),
+                                },
+                            };
+                            let record = self
+                                .store
+                                .run(&child)?
+                                .ok_or_else(|| EngineError::NoSuchRun(child.clone()))?;
+                            let now = now_ms();
+                            match status {
+                                RunStatus::Completed => {
+                                    let json: serde_json::Value = serde_json::from_str(
+                                        record.output.as_deref().unwrap_or("null"),
+                                    )
+                                    .unwrap_or_default();
+                                    let value =
+                                        from_json(&module, code.ret, &json, "$").map_err(|e| {
+                                            EngineError::Corrupt(format!("child run {child}: {e}"))
+                                        })?;
+                                    machine
+                                        .complete(&module, value, now)
+                                        .map_err(EngineError::Corrupt)?;
+                                    pending.push(event(
+                                        "child_completed",
+                                        Some(code.name.clone()),
+                                        None,
+                                        here,
+                                        serde_json::json!({ "run": child, "output": json }),
+                                    ));
+                                    self.commit(
+                                        run,
+                                        &version,
+                                        Some(&machine),
+                                        Change::runnable(std::mem::take(&mut pending)),
+                                    )?;
+                                }
+                                RunStatus::Failed | RunStatus::Cancelled => {
+                                    let why = record.error.unwrap_or_else(|| "cancelled".into());
+                                    let error = error_value(
+                                        "Failed",
+                                        format!(
+                                            "child workflow `{}` ({child}) {}: {why}",
+                                            code.name,
+                                            status.as_str()
+                                        ),
+                                        &code.name,
+                                    );
+                                    pending.push(event(
+                                        "child_failed",
+                                        Some(code.name.clone()),
+                                        None,
+                                        here,
+                                        serde_json::json!({ "run": child, "error": why }),
+                                    ));
+                                    if let Some(Outcome::Failed(failed)) =
+                                        machine.fail_step(&module, error, now)
+                                    {
+                                        return self.fail_run(
+                                            run,
+                                            &version,
+                                            &module,
+                                            &failed,
+                                            std::mem::take(&mut pending),
+                                        );
+                                    }
+                                    self.commit(
+                                        run,
+                                        &version,
+                                        Some(&machine),
+                                        Change::runnable(std::mem::take(&mut pending)),
+                                    )?;
+                                }
+                                RunStatus::Waiting | RunStatus::Runnable => {
+                                    self.commit(
+                                        run,
+                                        &version,
+                                        Some(&machine),
+                                        Change {
+                                            events: std::mem::take(&mut pending),
+                                            status: RunStatus::Waiting,
+                                            output: None,
+                                            error: None,
+                                            waiting_on: Some(format!("child {child}")),
+                                            wake_at: None,
+                                        },
+                                    )?;
+                                    return Ok(RunStatus::Waiting);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail_run(
+        &mut self,
+        run: &str,
+        version: &str,
+        module: &Module,
+        error: &RuntimeError,
+        mut events: Vec<NewEvent>,
+    ) -> EngineResult<RunStatus> {
+        events.push(event(
+            "run_failed",
+            None,
+            None,
+            error.location.map(|l| l.1 as i64),
+            serde_json::json!({ "kind": error.kind, "message": error.message, "at": error.at(module) }),
+        ));
+        self.commit(
+            run,
+            version,
+            None,
+            Change {
+                events,
+                status: RunStatus::Failed,
+                output: None,
+                error: Some(render_error(module, error)),
+                waiting_on: None,
+                wake_at: None,
+            },
+        )?;
+        Ok(RunStatus::Failed)
+    }
+
+    fn call_tool(
+        &self,
+        module: &Module,
+        info: &bytecode::ToolInfo,
+        input: &serde_json::Value,
+        context: &CallContext,
+    ) -> Result<Value, ToolFailure> {
+        let text = match &info.binding {
+            Binding::Exec { command } => match self.native_tools.get(command) {
+                Some(native) => {
+                    return native(&Value::from_any_json(input))
+                        .and_then(|v| check_output(module, info, &v.to_json()));
+                }
+                None => tools::exec::call(&info.name, command, &input.to_string(), context)?,
+            },
+            Binding::Http { .. } | Binding::Llm { .. } => {
+                return Err(ToolFailure {
+                    kind: "ToolError",
+                    message: format!(
+                        "tool `{}`: this flowrt runs `exec` tools only; http and llm bindings are not available yet",
+                        info.name
+                    ),
+                });
+            }
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(text.trim()).map_err(|e| ToolFailure {
+                kind: "InvalidOutput",
+                message: format!(
+                    "tool `{}` printed output that is not JSON ({e}): {}",
+                    info.name,
+                    excerpt(&text)
+                ),
+            })?;
+        check_output(module, info, &json)
+    }
+}
+
+fn check_output(
+    module: &Module,
+    info: &bytecode::ToolInfo,
+    json: &serde_json::Value,
+) -> Result<Value, ToolFailure> {
+    from_json(module, info.ret, json, "$").map_err(|mismatch: JsonMismatch| ToolFailure {
+        kind: "InvalidOutput",
+        message: format!(
+            "tool `{}` returned data that does not match {}: {mismatch}",
+            info.name,
+            module.type_name(info.ret)
+        ),
+    })
+}
+
+fn excerpt(text: &str) -> String {
+    let cut: String = text.trim().chars().take(200).collect();
+    if cut.len() < text.trim().len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
+fn checkpoint(version: &str, machine: &Machine) -> Checkpoint {
+    Checkpoint {
+        format_version: snapshot::CURRENT_VERSION,
+        program_hash: version.to_string(),
+        state: snapshot::encode(machine),
+    }
+}
+
+fn line(module: &Module, machine: &Machine) -> Option<i64> {
+    machine.location(module).map(|l| l.line as i64)
+}
+
+fn event(
+    kind: &str,
+    step: Option<String>,
+    attempt: Option<i64>,
+    line: Option<i64>,
+    data: serde_json::Value,
+) -> NewEvent {
+    NewEvent {
+        at: now_ms(),
+        kind: kind.to_string(),
+        step,
+        attempt,
+        line,
+        duration_ms: None,
+        data: data.to_string(),
+    }
+}
+
+fn event_with_duration(
+    kind: &str,
+    step: Option<String>,
+    line: Option<i64>,
+    duration: i64,
+    data: serde_json::Value,
+) -> NewEvent {
+    NewEvent {
+        duration_ms: Some(duration),
+        ..event(kind, step, None, line, data)
+    }
+}
+
+fn step_name(module: &Module, request: &Request) -> String {
+    match request {
+        Request::Tool { tool, .. } => module.tools.get(*tool as usize).map(|t| t.name.clone()),
+        Request::Workflow { workflow, .. } => module
+            .workflows
+            .get(*workflow as usize)
+            .map(|w| w.name.clone()),
+        Request::Approval { gate, .. } => module.gates.get(*gate as usize).cloned(),
+        Request::Input { request, .. } => module
+            .input_requests
+            .get(*request as usize)
+            .map(|r| r.name.clone()),
+        Request::Sleep { .. } => Some("sleep".into()),
+        Request::Audit { event, .. } => module.events.get(*event as usize).cloned(),
+        Request::Now => Some("now".into()),
+    }
+    .unwrap_or_default()
+}
+
+/// The output JSON of a completed run (the workflow's declared result type guides nothing
+/// more than the value already carries).
+fn output_json(_module: &Module, _ret: bytecode::TypeRef, value: &Value) -> serde_json::Value {
+    value.to_json()
+}
+
+/// `error[Failed]: message` with the source location, as stored and shown for failed runs.
+pub fn render_error(module: &Module, error: &RuntimeError) -> String {
+    format!(
+        "{}: {} (at {})",
+        error.kind,
+        error.message,
+        error.at(module)
+    )
+}
+
+/// Converts the input object into the workflow's arguments, or says where it does not fit.
+pub fn validate_input(
+    module: &Module,
+    params: &[(String, bytecode::TypeRef)],
+    input: &serde_json::Value,
+) -> EngineResult<Vec<Value>> {
+    let empty = serde_json::Map::new();
+    let given = match input {
+        serde_json::Value::Object(map) => map,
+        serde_json::Value::Null if params.is_empty() => &empty,
+        other => {
+            return Err(EngineError::Input(format!(
+                "$: expected an object with the parameters ({}), found {}",
+                params
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                match other {
+                    serde_json::Value::Array(_) => "an array",
+                    serde_json::Value::String(_) => "a string",
+                    serde_json::Value::Number(_) => "a number",
+                    serde_json::Value::Bool(_) => "a boolean",
+                    _ => "null",
+                }
+            )));
+        }
+    };
+    if let Some(extra) = given.keys().find(|k| !params.iter().any(|(n, _)| n == *k)) {
+        return Err(EngineError::Input(format!(
+            "$.{extra}: the workflow has no parameter `{extra}` (its parameters: {})",
+            params
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    params
+        .iter()
+        .map(|(name, ty)| {
+            let path = format!("$.{name}");
+            match given.get(name) {
+                Some(json) => from_json(module, *ty, json, &path)
+                    .map_err(|m| EngineError::Input(m.to_string())),
+                None => from_json(module, *ty, &serde_json::Value::Null, &path).map_err(|_| {
+                    EngineError::Input(format!(
+                        "{path}: expected {}, found nothing (the parameter is missing)",
+                        module.type_name(*ty)
+                    ))
+                }),
+            }
+        })
+        .collect()
+}

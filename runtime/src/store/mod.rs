@@ -1,0 +1,248 @@
+//! The store: where deployed versions, runs, checkpoints, history and timers live.
+//!
+//! One trait, [`Store`]; SQLite ([`sqlite::SqliteStore`]) behind it now, PostgreSQL later.
+//! Every method that changes a run does it in one transaction, so a crash at any instant
+//! leaves either all of a step's effects recorded or none.
+//!
+//! Runs are driven by one process at a time: a process *claims* a run (owner + lease expiry)
+//! before driving it, and every commit checks the claim, so two `flowrt` processes on the same
+//! database never drive the same run at once. An expired lease may be taken over.
+
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Ready to be driven (new, or woken up).
+    Runnable,
+    /// Waiting on a timer (`wake_at`), a person, or a child run.
+    Waiting,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Runnable => "runnable",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Runnable,
+            RunStatus::Waiting,
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+/// A serialized VM state. The format version and the program hash are kept outside the
+/// blob so a runtime can refuse (or upgrade) a snapshot before decoding it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub format_version: i64,
+    pub program_hash: String,
+    pub state: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRun {
+    pub id: String,
+    pub workflow: String,
+    /// The artifact hash of the deployed version the run is pinned to.
+    pub version: String,
+    /// The input, as JSON text.
+    pub input: String,
+    pub started_by: String,
+    /// Set for child runs.
+    pub parent: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    pub id: String,
+    pub workflow: String,
+    pub version: String,
+    pub status: RunStatus,
+    pub input: String,
+    /// JSON text, when completed.
+    pub output: Option<String>,
+    /// A rendered error, when failed.
+    pub error: Option<String>,
+    /// What the run waits for, when waiting ("timer", "approval release_signoff", …).
+    pub waiting_on: Option<String>,
+    pub wake_at: Option<Millis>,
+    pub started_by: String,
+    pub parent: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// One entry of a run's append-only history (its timeline).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// 1, 2, 3, … within the run; assigned by the store.
+    pub seq: i64,
+    pub at: Millis,
+    /// `run_started`, `step_started`, `step_completed`, `step_failed`, `step_retried`,
+    /// `timer_set`, `timer_fired`, `audit`, `waiting`, `run_completed`, `run_failed`, …
+    pub kind: String,
+    /// The tool, gate, event or child workflow concerned.
+    pub step: Option<String>,
+    pub attempt: Option<i64>,
+    /// The `.flow` source line of the instruction.
+    pub line: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// Details as JSON text (tool input and output, error, idempotency key, …).
+    pub data: String,
+}
+
+/// An event to append; the store assigns `seq`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub at: Millis,
+    pub kind: String,
+    pub step: Option<String>,
+    pub attempt: Option<i64>,
+    pub line: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub data: String,
+}
+
+/// Everything one step changes, committed atomically by [`Store::commit`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepCommit {
+    pub run: String,
+    /// The claim this commit is made under; the commit fails if another owner holds the run.
+    pub owner: String,
+    /// The new VM state (absent for final states that need none).
+    pub checkpoint: Option<Checkpoint>,
+    pub events: Vec<NewEvent>,
+    pub status: RunStatus,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub waiting_on: Option<String>,
+    pub wake_at: Option<Millis>,
+    pub now: Millis,
+}
+
+#[derive(Debug)]
+pub enum StoreError {
+    /// The database was written by a newer `flowrt` (its schema version is higher).
+    NewerSchema {
+        found: i64,
+        supported: i64,
+    },
+    /// Another process holds the run's claim.
+    NotOwner {
+        run: String,
+    },
+    NoSuchRun(String),
+    /// The database is locked by another process for longer than the busy timeout.
+    Busy(String),
+    Database(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::NewerSchema { found, supported } => write!(
+                f,
+                "the database was written by a newer flowrt (schema version {found}; this flowrt knows up to {supported}); upgrade flowrt"
+            ),
+            StoreError::NotOwner { run } => {
+                write!(f, "run {run} is being driven by another flowrt process")
+            }
+            StoreError::NoSuchRun(run) => write!(f, "no run with id {run}"),
+            StoreError::Busy(why) => write!(f, "the database is busy: {why}"),
+            StoreError::Database(why) => write!(f, "database error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+pub trait Store {
+    /// Records a deployed version (idempotent: deploying the same hash again is a no-op).
+    fn deploy(&mut self, hash: &str, artifact: &[u8], now: Millis) -> StoreResult<()>;
+    fn artifact(&mut self, hash: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Creates a run with its first checkpoint and events, claimed by `owner` until
+    /// `lease_until` (or unclaimed when `owner` is `None`).
+    fn create_run(
+        &mut self,
+        run: &NewRun,
+        checkpoint: &Checkpoint,
+        events: &[NewEvent],
+        owner: Option<&str>,
+        lease_until: Millis,
+        now: Millis,
+    ) -> StoreResult<()>;
+
+    /// Claims `run` for `owner` until `lease_until` if nobody else holds a live claim.
+    /// Returns false when another owner's lease has not expired.
+    fn claim(
+        &mut self,
+        run: &str,
+        owner: &str,
+        lease_until: Millis,
+        now: Millis,
+    ) -> StoreResult<bool>;
+
+    /// Claims up to `limit` runs that can make progress now: runnable ones, and waiting ones
+    /// whose `wake_at` has passed. Returns their ids, oldest first.
+    fn claim_ready(
+        &mut self,
+        owner: &str,
+        lease_until: Millis,
+        now: Millis,
+        limit: usize,
+    ) -> StoreResult<Vec<String>>;
+
+    /// Gives up a claim (after committing), so another process may drive the run.
+    fn release(&mut self, run: &str, owner: &str) -> StoreResult<()>;
+
+    /// The run and its latest checkpoint.
+    fn load(&mut self, run: &str) -> StoreResult<Option<(RunRecord, Checkpoint)>>;
+
+    /// Commits several runs' steps in one transaction (group commit). Each commit must hold
+    /// its run's claim; if any does not, nothing is committed.
+    fn commit(&mut self, commits: &[StepCommit]) -> StoreResult<()>;
+
+    fn run(&mut self, run: &str) -> StoreResult<Option<RunRecord>>;
+    /// Runs, newest first, optionally only those with `status`.
+    fn runs(&mut self, status: Option<RunStatus>) -> StoreResult<Vec<RunRecord>>;
+    fn history(&mut self, run: &str) -> StoreResult<Vec<Event>>;
+
+    /// Cancels a run that has not finished: status `cancelled`, an event, the claim dropped.
+    /// Returns false when the run had already finished.
+    fn cancel(&mut self, run: &str, by: &str, now: Millis) -> StoreResult<bool>;
+
+    /// When the next waiting run's timer is due, if any.
+    fn next_wake(&mut self) -> StoreResult<Option<Millis>>;
+}

@@ -1,0 +1,489 @@
+//! Runtime values, and their conversion from and to JSON (validated against the declared
+//! types, with errors that name the JSON path).
+
+use flow_compiler::bytecode::{Module, TypeDesc, TypeRef};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// `none`, and the value of statements.
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    /// Milliseconds.
+    Duration(i64),
+    /// Milliseconds since the Unix epoch.
+    Time(i64),
+    List(Vec<Value>),
+    /// Records, maps and JSON objects.
+    Record(BTreeMap<String, Value>),
+    Variant {
+        name: String,
+        fields: Vec<(String, Value)>,
+    },
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::None => "none",
+            Value::Bool(_) => "Bool",
+            Value::Int(_) => "Int",
+            Value::Float(_) => "Float",
+            Value::Str(_) => "String",
+            Value::Duration(_) => "Duration",
+            Value::Time(_) => "Time",
+            Value::List(_) => "List",
+            Value::Record(_) => "record",
+            Value::Variant { .. } => "enum value",
+        }
+    }
+
+    pub fn record(fields: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
+        Value::Record(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
+    }
+
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        match self {
+            Value::Record(fields) => fields.get(name),
+            _ => None,
+        }
+    }
+
+    /// The value as JSON; enum values become `"Variant"` or `{"Variant": {fields}}`,
+    /// durations `"90s"`-style text, times RFC 3339 text.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::None => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or(J::Null),
+            Value::Str(s) => J::String(s.clone()),
+            Value::Duration(ms) => J::String(format_duration(*ms)),
+            Value::Time(ms) => J::String(format_time(*ms)),
+            Value::List(items) => J::Array(items.iter().map(Value::to_json).collect()),
+            Value::Record(fields) => J::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect(),
+            ),
+            Value::Variant { name, fields } if fields.is_empty() => J::String(name.clone()),
+            Value::Variant { name, fields } => {
+                let inner = fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect();
+                J::Object([(name.clone(), J::Object(inner))].into_iter().collect())
+            }
+        }
+    }
+
+    /// Any JSON, as the `Json` type holds it.
+    pub fn from_any_json(json: &serde_json::Value) -> Value {
+        use serde_json::Value as J;
+        match json {
+            J::Null => Value::None,
+            J::Bool(b) => Value::Bool(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(0.0)),
+            },
+            J::String(s) => Value::Str(s.clone()),
+            J::Array(items) => Value::List(items.iter().map(Value::from_any_json).collect()),
+            J::Object(fields) => Value::Record(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::from_any_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The text form used by string interpolation and `to_string`.
+    pub fn to_text(&self) -> String {
+        match self {
+            Value::Str(s) => s.clone(),
+            Value::None => "none".to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Duration(ms) => format_duration(*ms),
+            Value::Time(ms) => format_time(*ms),
+            other => other.to_json().to_string(),
+        }
+    }
+}
+
+/// `90000` → `"1m30s"`; whole units, largest first.
+pub fn format_duration(ms: i64) -> String {
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    let mut rest = ms.unsigned_abs();
+    let mut out = String::new();
+    if ms < 0 {
+        out.push('-');
+    }
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}
+
+/// Parses `"30s"`, `"1h30m"`, `"500ms"`, `"2d"`.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let mut total: i64 = 0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let number: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return None,
+        };
+        total = total.checked_add(number.checked_mul(factor)?)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+/// RFC 3339 in UTC with milliseconds: `2026-11-23T23:12:32.000Z`.
+pub fn format_time(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let secs_of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        secs_of_day / 3600,
+        (secs_of_day / 60) % 60,
+        secs_of_day % 60
+    )
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC only).
+pub fn parse_time(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !text.ends_with('Z') {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let fraction = &text[19..text.len() - 1];
+    let millis = if fraction.is_empty() {
+        0
+    } else {
+        let digits = fraction.strip_prefix('.')?;
+        if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        format!("{:0<3}", &digits[..digits.len().min(3)])
+            .parse::<i64>()
+            .ok()?
+    };
+    let days = days_from_civil(year, month, day);
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000) + millis)
+}
+
+// Howard Hinnant's civil-date algorithms.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Why JSON does not fit a declared type, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonMismatch {
+    /// `$.shipment.docs[2].kind`
+    pub path: String,
+    pub expected: String,
+    pub found: String,
+}
+
+impl fmt::Display for JsonMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: expected {}, found {}",
+            self.path, self.expected, self.found
+        )
+    }
+}
+
+fn json_kind(json: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    match json {
+        J::Null => "null".into(),
+        J::Bool(_) => "a boolean".into(),
+        J::Number(_) => "a number".into(),
+        J::String(s) => format!("the string {:?}", truncate(s, 40)),
+        J::Array(_) => "an array".into(),
+        J::Object(_) => "an object".into(),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Converts JSON to a value of type `ty`, or says where it does not fit.
+pub fn from_json(
+    module: &Module,
+    ty: TypeRef,
+    json: &serde_json::Value,
+    path: &str,
+) -> Result<Value, JsonMismatch> {
+    use serde_json::Value as J;
+    let mismatch = |expected: String| JsonMismatch {
+        path: path.to_string(),
+        expected,
+        found: json_kind(json),
+    };
+    let Some(desc) = module.type_desc(ty) else {
+        return Err(mismatch("a known type".into()));
+    };
+    match (desc, json) {
+        (TypeDesc::Optional(_), J::Null) => Ok(Value::None),
+        (TypeDesc::Optional(inner), _) => from_json(module, *inner, json, path),
+        (TypeDesc::Json, _) => Ok(Value::from_any_json(json)),
+        (TypeDesc::Int, J::Number(n)) => n
+            .as_i64()
+            .map(Value::Int)
+            .ok_or_else(|| mismatch("Int (a whole number)".into())),
+        (TypeDesc::Float, J::Number(n)) => n
+            .as_f64()
+            .map(Value::Float)
+            .ok_or_else(|| mismatch("Float".into())),
+        (TypeDesc::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
+        (TypeDesc::String, J::String(s)) => Ok(Value::Str(s.clone())),
+        (TypeDesc::Duration, J::String(s)) => parse_duration(s)
+            .map(Value::Duration)
+            .ok_or_else(|| mismatch("Duration (like \"30s\", \"48h\")".into())),
+        (TypeDesc::Duration, J::Number(n)) => n
+            .as_i64()
+            .map(Value::Duration)
+            .ok_or_else(|| mismatch("Duration".into())),
+        (TypeDesc::Time, J::String(s)) => parse_time(s).map(Value::Time).ok_or_else(|| {
+            mismatch("Time (RFC 3339 in UTC, like \"2026-11-23T10:00:00Z\")".into())
+        }),
+        (TypeDesc::Approvers, J::Object(_)) => Ok(Value::from_any_json(json)),
+        (TypeDesc::Unit, J::Null) => Ok(Value::None),
+        (TypeDesc::List(inner), J::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| from_json(module, *inner, item, &format!("{path}[{i}]")))
+            .collect::<Result<_, _>>()
+            .map(Value::List),
+        (TypeDesc::Map(inner), J::Object(fields)) => fields
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    from_json(module, *inner, v, &field_path(path, k))?,
+                ))
+            })
+            .collect::<Result<_, _>>()
+            .map(Value::Record),
+        (TypeDesc::Record { fields, .. }, J::Object(given)) => {
+            if let Some(extra) = given
+                .keys()
+                .find(|k| !fields.iter().any(|(name, _)| name == *k))
+            {
+                return Err(JsonMismatch {
+                    path: field_path(path, extra),
+                    expected: format!("no such field (the fields are {})", field_names(fields)),
+                    found: json_kind(&given[extra]),
+                });
+            }
+            let mut out = BTreeMap::new();
+            for (name, field_ty) in fields {
+                let field_json = given.get(name).unwrap_or(&J::Null);
+                let is_optional =
+                    matches!(module.type_desc(*field_ty), Some(TypeDesc::Optional(_)));
+                if !given.contains_key(name) && !is_optional {
+                    return Err(JsonMismatch {
+                        path: field_path(path, name),
+                        expected: module.type_name(*field_ty),
+                        found: "nothing (the field is missing)".into(),
+                    });
+                }
+                out.insert(
+                    name.clone(),
+                    from_json(module, *field_ty, field_json, &field_path(path, name))?,
+                );
+            }
+            Ok(Value::Record(out))
+        }
+        (TypeDesc::Enum { variants, name }, J::String(tag)) => {
+            match variants.iter().find(|(v, _)| v == tag) {
+                Some((v, fields)) if fields.is_empty() => Ok(Value::Variant {
+                    name: v.clone(),
+                    fields: Vec::new(),
+                }),
+                Some(_) => Err(mismatch(format!(
+                    "{tag} with its fields, as {{\"{tag}\": {{…}}}}"
+                ))),
+                None => Err(mismatch(format!(
+                    "one of the {name} variants ({})",
+                    variant_names(variants)
+                ))),
+            }
+        }
+        (TypeDesc::Enum { variants, name }, J::Object(given)) if given.len() == 1 => {
+            let (tag, inner) = given
+                .iter()
+                .next()
+                .map(|(k, v)| (k.clone(), v))
+                .unwrap_or_default();
+            let Some((v, fields)) = variants.iter().find(|(v, _)| *v == tag) else {
+                return Err(mismatch(format!(
+                    "one of the {name} variants ({})",
+                    variant_names(variants)
+                )));
+            };
+            let inner_path = field_path(path, &tag);
+            let empty = serde_json::Map::new();
+            let inner_fields = match inner {
+                J::Object(map) => map,
+                J::Null if fields.is_empty() => &empty,
+                _ => {
+                    return Err(JsonMismatch {
+                        path: inner_path,
+                        expected: "an object with the variant's fields".into(),
+                        found: json_kind(inner),
+                    });
+                }
+            };
+            let mut out = Vec::new();
+            for (field, field_ty) in fields {
+                let value = inner_fields.get(field).unwrap_or(&J::Null);
+                out.push((
+                    field.clone(),
+                    from_json(module, *field_ty, value, &field_path(&inner_path, field))?,
+                ));
+            }
+            Ok(Value::Variant {
+                name: v.clone(),
+                fields: out,
+            })
+        }
+        _ => Err(mismatch(module.type_name(ty))),
+    }
+}
+
+fn field_path(path: &str, field: &str) -> String {
+    if field.chars().all(|c| c.is_alphanumeric() || c == '_') && !field.is_empty() {
+        format!("{path}.{field}")
+    } else {
+        format!("{path}[{field:?}]")
+    }
+}
+
+fn field_names(fields: &[(String, TypeRef)]) -> String {
+    fields
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn variant_names(variants: &[(String, Vec<(String, TypeRef)>)]) -> String {
+    variants
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip_through_text() {
+        for ms in [0, 500, 30_000, 90_000, 3_600_000 * 48, 86_400_000 * 2 + 1] {
+            assert_eq!(parse_duration(&format_duration(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(parse_duration("2days"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn times_round_trip_through_rfc3339() {
+        let t = parse_time("2026-11-23T23:12:32.250Z").expect("parses");
+        assert_eq!(format_time(t), "2026-11-23T23:12:32.250Z");
+        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_time("2026-13-01T00:00:00Z"), None);
+    }
+}
