@@ -3,11 +3,13 @@
 //! Pipeline: [`sources`] (files, through a loader trait: the compiler does no I/O) →
 //! [`syntax`] (lexer, parser with recovery) → [`program`] (imports, cycles) → [`check`]
 //! (name resolution, types, the approval and reachability analyses) → [`diagnostics`]
-//! (one neutral form, rendered for people, JSON or GitHub annotations).
+//! (one neutral form, rendered for people, JSON or GitHub annotations) → [`lower`] (a checked
+//! program to a [`bytecode`] module).
 
 pub mod bytecode;
 pub mod check;
 pub mod diagnostics;
+pub mod lower;
 pub mod program;
 pub mod sources;
 pub mod span;

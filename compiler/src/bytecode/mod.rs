@@ -6,11 +6,13 @@
 //!   descriptions (so the runtime can validate JSON without the source), tools, gates.
 //! - [`encoding`]: the `.flowb` artifact: magic, format version, payload, checksum.
 //! - [`disasm`]: a readable listing.
+//! - [`verify`]: a structural check (operands, jump targets, stack depths, regions).
 
 pub mod disasm;
 pub mod encoding;
 pub mod module;
 pub mod ops;
+pub mod verify;
 
 pub use encoding::{ArtifactError, FORMAT_VERSION, decode, encode};
 pub use module::*;

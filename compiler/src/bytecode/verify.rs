@@ -1,0 +1,457 @@
+//! A structural check of a [`Module`]: what the interpreter relies on, proved before a run
+//! starts instead of discovered in the middle of one.
+//!
+//! - Every operand names an existing table entry (constant, field list, type, tool, gate,
+//!   local slot …), every jump lands inside the workflow, every instruction has a debug
+//!   location and every workflow ends with `Return`.
+//! - An abstract interpretation over each workflow follows every path and checks that the
+//!   stack never underflows, that paths meeting at an instruction agree on the stack depth
+//!   and on the nesting of handler and timeout regions, that `PopHandler`/`ExitTimeout`
+//!   close the innermost region of their kind, that execution never falls off the end, and
+//!   that `Return` always finds exactly one value on the stack.
+//!
+//! `flowc` runs it on everything it lowers; a runtime may run it on every artifact it loads.
+
+use super::module::{Constant, Module, TypeDesc, TypeRef, WorkflowCode};
+use super::ops::Op;
+
+/// Values an instruction pops and pushes when it falls through to the next one. `None` when
+/// an operand names something the module does not have.
+///
+/// Jumps are described by their fall-through: `JumpIfNotNone` pops its operand only when it
+/// does not jump; `PushHandler`'s catch target starts with the error record pushed.
+pub fn stack_effect(module: &Module, op: Op) -> Option<(u32, u32)> {
+    Some(match op {
+        Op::Const(_) | Op::LoadLocal(_) => (0, 1),
+        Op::Dup => (1, 2),
+        Op::Pop | Op::StoreLocal(_) => (1, 0),
+        Op::MakeList(n) | Op::Concat(n) => (n, 1),
+        Op::MakeRecord(list) => (len_u32(module.field_lists.get(list as usize)?.len()), 1),
+        Op::MakeVariant { ty, variant } => (len_u32(variant_fields(module, ty, variant)?), 1),
+        Op::GetField(_)
+        | Op::GetFieldOptional(_)
+        | Op::IsVariant(_)
+        | Op::VariantField(_)
+        | Op::IsNone
+        | Op::Not
+        | Op::Neg
+        | Op::ToText => (1, 1),
+        Op::Index
+        | Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div
+        | Op::Rem
+        | Op::Eq
+        | Op::NotEq
+        | Op::Lt
+        | Op::LtEq
+        | Op::Gt
+        | Op::GtEq => (2, 1),
+        Op::Jump(_) | Op::PushHandler { .. } | Op::PopHandler | Op::ExitTimeout => (0, 0),
+        Op::JumpIfFalse(_) | Op::JumpIfTrue(_) | Op::JumpIfNotNone(_) => (1, 0),
+        Op::CallBuiltin { args, .. } => (u32::from(args), 1),
+        Op::CallTool { tool } => (len_u32(module.tools.get(tool as usize)?.params.len()), 1),
+        Op::CallWorkflow { workflow } => (
+            len_u32(module.workflows.get(workflow as usize)?.params.len()),
+            1,
+        ),
+        Op::AwaitApproval { .. } | Op::AwaitInput { .. } => (1, 1),
+        Op::Sleep | Op::Audit { .. } | Op::Fail | Op::Raise | Op::EnterTimeout | Op::Return => {
+            (1, 0)
+        }
+    })
+}
+
+fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The number of fields of variant `variant` of enum type `ty`.
+fn variant_fields(module: &Module, ty: u32, variant: u32) -> Option<usize> {
+    match module.type_desc(TypeRef(ty))? {
+        TypeDesc::Enum { variants, .. } => Some(variants.get(variant as usize)?.1.len()),
+        _ => None,
+    }
+}
+
+/// Checks the whole module; the error names the workflow and instruction at fault.
+pub fn verify(module: &Module) -> Result<(), String> {
+    check_tables(module)?;
+    for workflow in &module.workflows {
+        check_workflow(module, workflow)
+            .map_err(|e| format!("workflow `{}`: {e}", workflow.name))?;
+    }
+    Ok(())
+}
+
+fn check_type(module: &Module, ty: TypeRef, what: &str) -> Result<(), String> {
+    if (ty.0 as usize) < module.types.len() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} names type #{} of {}",
+            ty.0,
+            module.types.len()
+        ))
+    }
+}
+
+fn check_string(module: &Module, constant: u32, what: &str) -> Result<(), String> {
+    match module.constants.get(constant as usize) {
+        Some(Constant::Str(_)) => Ok(()),
+        _ => Err(format!(
+            "{what} names constant #{constant}, which is not a string"
+        )),
+    }
+}
+
+/// The module-level tables refer only to what exists.
+fn check_tables(module: &Module) -> Result<(), String> {
+    for (index, list) in module.field_lists.iter().enumerate() {
+        for constant in list {
+            check_string(module, *constant, &format!("field list #{index}"))?;
+        }
+    }
+    for (index, desc) in module.types.iter().enumerate() {
+        let what = format!("type #{index}");
+        match desc {
+            TypeDesc::List(t) | TypeDesc::Map(t) | TypeDesc::Optional(t) => {
+                check_type(module, *t, &what)?
+            }
+            TypeDesc::Record { fields, .. } => {
+                for (_, t) in fields {
+                    check_type(module, *t, &what)?;
+                }
+            }
+            TypeDesc::Enum { variants, .. } => {
+                for (_, fields) in variants {
+                    for (_, t) in fields {
+                        check_type(module, *t, &what)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for tool in &module.tools {
+        let what = format!("tool `{}`", tool.name);
+        for (_, t) in &tool.params {
+            check_type(module, *t, &what)?;
+        }
+        check_type(module, tool.ret, &what)?;
+    }
+    for request in &module.input_requests {
+        check_type(
+            module,
+            request.ty,
+            &format!("input request `{}`", request.name),
+        )?;
+    }
+    for workflow in &module.workflows {
+        let what = format!("workflow `{}`", workflow.name);
+        for (_, t) in &workflow.params {
+            check_type(module, *t, &what)?;
+        }
+        check_type(module, workflow.ret, &what)?;
+    }
+    Ok(())
+}
+
+/// Operands of one instruction name existing things.
+fn check_operands(module: &Module, workflow: &WorkflowCode, op: Op) -> Result<(), String> {
+    let len = workflow.code.len();
+    let within = |index: u32, count: usize, what: &str| {
+        if (index as usize) < count {
+            Ok(())
+        } else {
+            Err(format!("names {what} #{index}, but there are {count}"))
+        }
+    };
+    if let Some(target) = op.target() {
+        within(target, len, "instruction")?;
+    }
+    match op {
+        Op::Const(n) => within(n, module.constants.len(), "constant"),
+        Op::LoadLocal(slot) | Op::StoreLocal(slot) => {
+            within(u32::from(slot), workflow.locals as usize, "local")
+        }
+        Op::MakeRecord(n) => within(n, module.field_lists.len(), "field list"),
+        Op::MakeVariant { ty, variant } => variant_fields(module, ty, variant)
+            .map(|_| ())
+            .ok_or_else(|| {
+                format!("names variant #{variant} of type #{ty}, which is no such enum variant")
+            }),
+        Op::GetField(n) | Op::GetFieldOptional(n) | Op::IsVariant(n) => {
+            check_string(module, n, "the instruction")
+        }
+        Op::CallBuiltin { id, args } => match flow_stdlib::Builtin::from_id(id) {
+            Some(builtin) if builtin.params().len() == usize::from(args) => Ok(()),
+            Some(builtin) => Err(format!(
+                "calls `{}` with {args} argument(s); it takes {}",
+                builtin.name(),
+                builtin.params().len()
+            )),
+            None => Err(format!("calls builtin #{id}, which does not exist")),
+        },
+        Op::CallTool { tool } => within(tool, module.tools.len(), "tool"),
+        Op::CallWorkflow { workflow } => within(workflow, module.workflows.len(), "workflow"),
+        Op::AwaitApproval { gate } => within(gate, module.gates.len(), "gate"),
+        Op::AwaitInput { request } => within(request, module.input_requests.len(), "input request"),
+        Op::Audit { event } => within(event, module.events.len(), "event"),
+        Op::PushHandler { kinds, .. } if kinds != u32::MAX => {
+            within(kinds, module.kind_lists.len(), "kind list")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A handler or timeout region, as the abstract interpretation tracks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Region {
+    Handler,
+    Timeout,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct State {
+    depth: u32,
+    regions: Vec<Region>,
+}
+
+fn check_workflow(module: &Module, workflow: &WorkflowCode) -> Result<(), String> {
+    let code = &workflow.code;
+    if code.last() != Some(&Op::Return) {
+        return Err("does not end with `return`".into());
+    }
+    if workflow.debug.len() != code.len() {
+        return Err(format!(
+            "has {} instructions but {} debug locations",
+            code.len(),
+            workflow.debug.len()
+        ));
+    }
+    if workflow.locals < workflow.params.len() as u32 {
+        return Err("has fewer local slots than parameters".into());
+    }
+    for (pc, loc) in workflow.debug.iter().enumerate() {
+        if loc.file as usize >= module.files.len() || loc.line == 0 || loc.column == 0 {
+            return Err(format!(
+                "instruction {pc} has an invalid debug location {loc:?}"
+            ));
+        }
+    }
+    for (pc, op) in code.iter().enumerate() {
+        check_operands(module, workflow, *op).map_err(|e| format!("instruction {pc} {e}"))?;
+    }
+
+    let mut states: Vec<Option<State>> = vec![None; code.len()];
+    let mut work = vec![0usize];
+    states[0] = Some(State {
+        depth: 0,
+        regions: Vec::new(),
+    });
+    // Records `state` as the state on entry to `pc`, or checks it agrees with an earlier one.
+    let arrive = |states: &mut Vec<Option<State>>,
+                  work: &mut Vec<usize>,
+                  from: usize,
+                  pc: usize,
+                  state: State|
+     -> Result<(), String> {
+        match states.get(pc) {
+            None => Err(format!("instruction {from} falls off the end of the code")),
+            Some(None) => {
+                states[pc] = Some(state);
+                work.push(pc);
+                Ok(())
+            }
+            Some(Some(existing)) if *existing == state => Ok(()),
+            Some(Some(existing)) => Err(format!(
+                "paths meet at instruction {pc} with different states: depth {} {:?} (first), depth {} {:?} (from instruction {from})",
+                existing.depth, existing.regions, state.depth, state.regions
+            )),
+        }
+    };
+    while let Some(pc) = work.pop() {
+        let Some(state) = states[pc].clone() else {
+            continue;
+        };
+        let op = code[pc];
+        let (pops, pushes) = stack_effect(module, op)
+            .ok_or_else(|| format!("instruction {pc} has an invalid operand"))?;
+        if state.depth < pops {
+            return Err(format!(
+                "instruction {pc} ({op:?}) needs {pops} value(s) but the stack holds {}",
+                state.depth
+            ));
+        }
+        let mut next = State {
+            depth: state.depth - pops + pushes,
+            regions: state.regions.clone(),
+        };
+        match op {
+            Op::Return => {
+                if state.depth != 1 {
+                    return Err(format!(
+                        "`return` at instruction {pc} finds {} value(s) on the stack instead of 1",
+                        state.depth
+                    ));
+                }
+            }
+            Op::Fail | Op::Raise => {}
+            Op::Jump(target) => arrive(&mut states, &mut work, pc, target as usize, next)?,
+            Op::JumpIfFalse(target) | Op::JumpIfTrue(target) => {
+                arrive(&mut states, &mut work, pc, target as usize, next.clone())?;
+                arrive(&mut states, &mut work, pc, pc + 1, next)?;
+            }
+            Op::JumpIfNotNone(target) => {
+                let kept = State {
+                    depth: state.depth,
+                    regions: state.regions.clone(),
+                };
+                arrive(&mut states, &mut work, pc, target as usize, kept)?;
+                arrive(&mut states, &mut work, pc, pc + 1, next)?;
+            }
+            Op::PushHandler { catch, .. } => {
+                // An error raised in the region unwinds the stack to this depth, closes the
+                // regions opened since, and pushes the error record.
+                let caught = State {
+                    depth: state.depth + 1,
+                    regions: state.regions.clone(),
+                };
+                arrive(&mut states, &mut work, pc, catch as usize, caught)?;
+                next.regions.push(Region::Handler);
+                arrive(&mut states, &mut work, pc, pc + 1, next)?;
+            }
+            Op::PopHandler | Op::ExitTimeout => {
+                let wanted = if op == Op::PopHandler {
+                    Region::Handler
+                } else {
+                    Region::Timeout
+                };
+                if next.regions.pop() != Some(wanted) {
+                    return Err(format!(
+                        "instruction {pc} ({op:?}) does not close the innermost region ({:?})",
+                        state.regions
+                    ));
+                }
+                arrive(&mut states, &mut work, pc, pc + 1, next)?;
+            }
+            Op::EnterTimeout => {
+                next.regions.push(Region::Timeout);
+                arrive(&mut states, &mut work, pc, pc + 1, next)?;
+            }
+            _ => arrive(&mut states, &mut work, pc, pc + 1, next)?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bytecode::module::{DebugLoc, WorkflowCode};
+
+    fn module(code: Vec<Op>, locals: u32) -> Module {
+        let debug = vec![
+            DebugLoc {
+                file: 0,
+                line: 1,
+                column: 1
+            };
+            code.len()
+        ];
+        Module {
+            source_hash: String::new(),
+            files: vec!["t.flow".into()],
+            constants: vec![
+                Constant::None,
+                Constant::Bool(true),
+                Constant::Str("x".into()),
+            ],
+            field_lists: vec![vec![2]],
+            kind_lists: vec![],
+            types: vec![TypeDesc::Unit],
+            tools: vec![],
+            gates: vec![],
+            input_requests: vec![],
+            events: vec![],
+            workflows: vec![WorkflowCode {
+                name: "w".into(),
+                params: vec![],
+                ret: TypeRef(0),
+                locals,
+                code,
+                debug,
+            }],
+        }
+    }
+
+    #[test]
+    fn accepts_a_balanced_branch() {
+        let code = vec![
+            Op::Const(1),
+            Op::JumpIfFalse(4),
+            Op::Const(0),
+            Op::Jump(5),
+            Op::Const(0),
+            Op::Return,
+        ];
+        assert_eq!(verify(&module(code, 0)), Ok(()));
+    }
+
+    #[test]
+    fn rejects_paths_that_disagree_on_depth() {
+        let code = vec![
+            Op::Const(1),
+            Op::JumpIfFalse(4),
+            Op::Const(0),
+            Op::Const(0),
+            Op::Const(0),
+            Op::Return,
+        ];
+        let error = verify(&module(code, 0)).expect_err("depths differ");
+        assert!(error.contains("different states"), "{error}");
+    }
+
+    #[test]
+    fn rejects_underflow_bad_operands_and_a_missing_return() {
+        let underflow = verify(&module(vec![Op::Pop, Op::Const(0), Op::Return], 0));
+        assert!(underflow.expect_err("underflow").contains("needs 1 value"));
+        let local = verify(&module(vec![Op::LoadLocal(3), Op::Return], 1));
+        assert!(local.expect_err("bad local").contains("local #3"));
+        let jump = verify(&module(vec![Op::Jump(9), Op::Return], 0));
+        assert!(jump.expect_err("bad jump").contains("instruction #9"));
+        let end = verify(&module(vec![Op::Const(0)], 0));
+        assert!(end.expect_err("no return").contains("does not end"));
+        let two = verify(&module(vec![Op::Const(0), Op::Const(0), Op::Return], 0));
+        assert!(two.expect_err("two values").contains("finds 2"));
+    }
+
+    #[test]
+    fn regions_must_nest() {
+        let code = vec![
+            Op::PushHandler {
+                catch: 4,
+                kinds: u32::MAX,
+            },
+            Op::Const(0),
+            Op::ExitTimeout,
+            Op::Return,
+            Op::Return,
+        ];
+        let error = verify(&module(code, 0)).expect_err("wrong region closed");
+        assert!(error.contains("innermost region"), "{error}");
+        let code = vec![
+            Op::PushHandler {
+                catch: 4,
+                kinds: u32::MAX,
+            },
+            Op::Const(0),
+            Op::PopHandler,
+            Op::Return,
+            Op::Return,
+        ];
+        assert_eq!(verify(&module(code, 0)), Ok(()));
+    }
+}

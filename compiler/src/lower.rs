@@ -1,0 +1,1984 @@
+//! Lowering: a checked [`Program`] in, a bytecode [`Module`] out.
+//!
+//! What comes in is the syntax trees plus what the checker recorded for them
+//! (`program.checked`: the declarations with resolved types, and `resolutions`, which say
+//! what every call, variant value, variant pattern and `for` loop refers to). Only a program
+//! without errors is lowered. What goes out is a self-contained module: one code vector per
+//! workflow (numbered like `program.checked.workflows`), tools numbered like
+//! `program.checked.tools`, interned constants, field lists and type descriptions, gate,
+//! input and event tables, and a debug location for every instruction. The module is run
+//! through [`crate::bytecode::verify`] before it is returned.
+//!
+//! Conventions the interpreter relies on (`spec/bytecode.md` has the full list):
+//! - Every expression pushes exactly one value (a `Unit` one pushes `none`); statements leave
+//!   the stack as they found it. `Return` always finds exactly one value on the stack.
+//! - Parameters occupy local slots `0..n`; every other binding and every temporary gets a
+//!   fresh slot, never reused.
+//! - Leaving a loop with `break`/`continue` first pops the values an enclosing expression
+//!   had pushed and closes the handler and timeout regions entered inside the loop.
+
+use crate::bytecode::module::{
+    Binding, Constant, DebugLoc, InputRequest, Module, ToolInfo, TypeDesc, TypeRef, WorkflowCode,
+};
+use crate::bytecode::{Op, encoding, verify};
+use crate::check::{self, IterKind, Resolved};
+use crate::program::Program;
+use crate::span::{FileId, Span};
+use crate::syntax::ast::{
+    self, BinaryOp, Block, Expr, ExprKind, Pattern, PatternKind, StmtKind, StrPart, UnaryOp,
+};
+use crate::types::{Type, TypeDefKind, TypeId};
+use rustc_hash::FxHashMap as HashMap;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Why a program could not be lowered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LowerError {
+    /// The program has this many errors; only checked, error-free programs are lowered.
+    HasErrors(usize),
+    /// A construct the bytecode cannot express (yet), or a format limit, at a source location.
+    At {
+        file: String,
+        line: u32,
+        column: u32,
+        message: String,
+    },
+    /// The lowering produced code the verifier refuses: a compiler bug.
+    Internal(String),
+}
+
+impl fmt::Display for LowerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LowerError::HasErrors(n) => write!(
+                f,
+                "the program has {n} error{}; fix them before building",
+                if *n == 1 { "" } else { "s" }
+            ),
+            LowerError::At {
+                file,
+                line,
+                column,
+                message,
+            } => write!(f, "{file}:{line}:{column}: {message}"),
+            LowerError::Internal(why) => write!(f, "internal compiler error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for LowerError {}
+
+type Result<T = ()> = std::result::Result<T, LowerError>;
+
+/// Lowers a checked program to bytecode.
+pub fn lower(program: &Program) -> Result<Module> {
+    let errors = program.errors();
+    if errors > 0 {
+        return Err(LowerError::HasErrors(errors));
+    }
+    let mut builder = Builder::new(program);
+    builder.declare_tools();
+    builder.declare_workflows();
+    let mut index = 0;
+    for (file_index, tree) in program.trees.iter().enumerate() {
+        let file = FileId(file_index as u32);
+        for item in &tree.module.items {
+            if let ast::Item::Workflow(decl) = item {
+                let (code, debug, locals) = FnLower::run(&mut builder, file, index, decl)?;
+                let workflow = &mut builder.module.workflows[index];
+                workflow.code = code;
+                workflow.debug = debug;
+                workflow.locals = locals;
+                index += 1;
+            }
+        }
+    }
+    verify::verify(&builder.module).map_err(LowerError::Internal)?;
+    Ok(builder.module)
+}
+
+/// SHA-256 (hex) of the program's source texts, concatenated in file order.
+pub fn source_hash(program: &Program) -> String {
+    let mut hasher = Sha256::new();
+    for file in program.db.ids() {
+        hasher.update(program.db.text(file).as_bytes());
+    }
+    encoding::hex(&hasher.finalize())
+}
+
+// ----- the module and its interned tables ---------------------------------------------
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum ConstKey {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(u64),
+    Str(String),
+    Duration(i64),
+}
+
+/// Structural types are interned by value; named ones by their `TypeId`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum TypeKey {
+    Leaf(u8),
+    List(u32),
+    Map(u32),
+    Optional(u32),
+    Record(Vec<(String, u32)>),
+}
+
+struct Builder<'p> {
+    program: &'p Program,
+    module: Module,
+    constants: HashMap<ConstKey, u32>,
+    field_lists: HashMap<Vec<u32>, u32>,
+    kind_lists: HashMap<Vec<String>, u32>,
+    named_types: HashMap<TypeId, u32>,
+    structural_types: HashMap<TypeKey, u32>,
+    gates: HashMap<String, u32>,
+    inputs: HashMap<(String, u32), u32>,
+    events: HashMap<String, u32>,
+}
+
+fn index_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl<'p> Builder<'p> {
+    fn new(program: &'p Program) -> Builder<'p> {
+        Builder {
+            program,
+            module: Module {
+                source_hash: source_hash(program),
+                files: program
+                    .db
+                    .ids()
+                    .map(|f| program.db.display_name(f).to_string())
+                    .collect(),
+                constants: Vec::new(),
+                field_lists: Vec::new(),
+                kind_lists: Vec::new(),
+                types: Vec::new(),
+                tools: Vec::new(),
+                gates: Vec::new(),
+                input_requests: Vec::new(),
+                events: Vec::new(),
+                workflows: Vec::new(),
+            },
+            constants: HashMap::default(),
+            field_lists: HashMap::default(),
+            kind_lists: HashMap::default(),
+            named_types: HashMap::default(),
+            structural_types: HashMap::default(),
+            gates: HashMap::default(),
+            inputs: HashMap::default(),
+            events: HashMap::default(),
+        }
+    }
+
+    fn constant(&mut self, constant: Constant) -> u32 {
+        let key = match &constant {
+            Constant::None => ConstKey::None,
+            Constant::Bool(b) => ConstKey::Bool(*b),
+            Constant::Int(i) => ConstKey::Int(*i),
+            Constant::Float(x) => ConstKey::Float(x.to_bits()),
+            Constant::Str(s) => ConstKey::Str(s.clone()),
+            Constant::Duration(ms) => ConstKey::Duration(*ms),
+        };
+        if let Some(index) = self.constants.get(&key) {
+            return *index;
+        }
+        let index = index_u32(self.module.constants.len());
+        self.module.constants.push(constant);
+        self.constants.insert(key, index);
+        index
+    }
+
+    fn string(&mut self, text: &str) -> u32 {
+        self.constant(Constant::Str(text.to_string()))
+    }
+
+    fn field_list<'n>(&mut self, names: impl IntoIterator<Item = &'n str>) -> u32 {
+        let list: Vec<u32> = names.into_iter().map(|n| self.string(n)).collect();
+        if let Some(index) = self.field_lists.get(&list) {
+            return *index;
+        }
+        let index = index_u32(self.module.field_lists.len());
+        self.module.field_lists.push(list.clone());
+        self.field_lists.insert(list, index);
+        index
+    }
+
+    fn kind_list(&mut self, kinds: Vec<String>) -> u32 {
+        if let Some(index) = self.kind_lists.get(&kinds) {
+            return *index;
+        }
+        let index = index_u32(self.module.kind_lists.len());
+        self.module.kind_lists.push(kinds.clone());
+        self.kind_lists.insert(kinds, index);
+        index
+    }
+
+    fn gate(&mut self, name: &str) -> u32 {
+        if let Some(index) = self.gates.get(name) {
+            return *index;
+        }
+        let index = index_u32(self.module.gates.len());
+        self.module.gates.push(name.to_string());
+        self.gates.insert(name.to_string(), index);
+        index
+    }
+
+    fn input_request(&mut self, name: &str, ty: TypeRef) -> u32 {
+        let key = (name.to_string(), ty.0);
+        if let Some(index) = self.inputs.get(&key) {
+            return *index;
+        }
+        let index = index_u32(self.module.input_requests.len());
+        self.module.input_requests.push(InputRequest {
+            name: name.to_string(),
+            ty,
+        });
+        self.inputs.insert(key, index);
+        index
+    }
+
+    fn event(&mut self, name: &str) -> u32 {
+        if let Some(index) = self.events.get(name) {
+            return *index;
+        }
+        let index = index_u32(self.module.events.len());
+        self.module.events.push(name.to_string());
+        self.events.insert(name.to_string(), index);
+        index
+    }
+
+    fn structural(&mut self, key: TypeKey, desc: TypeDesc) -> TypeRef {
+        if let Some(index) = self.structural_types.get(&key) {
+            return TypeRef(*index);
+        }
+        let index = index_u32(self.module.types.len());
+        self.module.types.push(desc);
+        self.structural_types.insert(key, index);
+        TypeRef(index)
+    }
+
+    /// The description of `ty` in `module.types`, added on first use. A named type gets its
+    /// slot before its fields are described, so recursive types refer to themselves.
+    fn type_ref(&mut self, ty: &Type) -> TypeRef {
+        let leaf = |tag: u8, desc: TypeDesc| (TypeKey::Leaf(tag), desc);
+        let (key, desc) = match ty {
+            Type::Int => leaf(0, TypeDesc::Int),
+            Type::Float => leaf(1, TypeDesc::Float),
+            Type::Bool => leaf(2, TypeDesc::Bool),
+            Type::String => leaf(3, TypeDesc::String),
+            Type::Duration => leaf(4, TypeDesc::Duration),
+            Type::Time => leaf(5, TypeDesc::Time),
+            // `Unknown` only follows an error, and erroneous programs are not lowered.
+            Type::Json | Type::Unknown => leaf(6, TypeDesc::Json),
+            Type::Approvers => leaf(7, TypeDesc::Approvers),
+            Type::Unit | Type::Never => leaf(8, TypeDesc::Unit),
+            Type::List(inner) => {
+                let inner = self.type_ref(inner);
+                (TypeKey::List(inner.0), TypeDesc::List(inner))
+            }
+            Type::Map(inner) => {
+                let inner = self.type_ref(inner);
+                (TypeKey::Map(inner.0), TypeDesc::Map(inner))
+            }
+            Type::Optional(inner) => {
+                let inner = self.type_ref(inner);
+                (TypeKey::Optional(inner.0), TypeDesc::Optional(inner))
+            }
+            Type::Record(fields) => {
+                let described: Vec<(String, TypeRef)> = fields
+                    .iter()
+                    .map(|(name, ty)| (name.clone(), self.type_ref(ty)))
+                    .collect();
+                let key = described.iter().map(|(n, t)| (n.clone(), t.0)).collect();
+                let name = ty.display(&self.program.checked.types).to_string();
+                let desc = TypeDesc::Record {
+                    name,
+                    fields: described,
+                };
+                (TypeKey::Record(key), desc)
+            }
+            Type::Named(id) => return self.named_type(*id),
+        };
+        self.structural(key, desc)
+    }
+
+    fn named_type(&mut self, id: TypeId) -> TypeRef {
+        if let Some(index) = self.named_types.get(&id) {
+            return TypeRef(*index);
+        }
+        let index = index_u32(self.module.types.len());
+        self.module.types.push(TypeDesc::Unit);
+        self.named_types.insert(id, index);
+        let program = self.program;
+        let def = program.checked.types.get(id);
+        let desc = match &def.kind {
+            TypeDefKind::Record(fields) => TypeDesc::Record {
+                name: def.name.clone(),
+                fields: fields
+                    .iter()
+                    .map(|f| (f.name.clone(), self.type_ref(&f.ty)))
+                    .collect(),
+            },
+            TypeDefKind::Enum(variants) => TypeDesc::Enum {
+                name: def.name.clone(),
+                variants: variants
+                    .iter()
+                    .map(|v| {
+                        let fields = v
+                            .fields
+                            .iter()
+                            .map(|f| (f.name.clone(), self.type_ref(&f.ty)))
+                            .collect();
+                        (v.name.clone(), fields)
+                    })
+                    .collect(),
+            },
+        };
+        self.module.types[index as usize] = desc;
+        TypeRef(index)
+    }
+
+    fn params(&mut self, params: &[check::ParamDef]) -> Vec<(String, TypeRef)> {
+        params
+            .iter()
+            .map(|p| (p.name.clone(), self.type_ref(&p.ty)))
+            .collect()
+    }
+
+    /// Tools in the checker's order: files in order, items in order.
+    fn declare_tools(&mut self) {
+        let program = self.program;
+        let decls = program.trees.iter().flat_map(|tree| {
+            tree.module.items.iter().filter_map(|item| match item {
+                ast::Item::Tool(decl) => Some(decl),
+                _ => None,
+            })
+        });
+        for (def, decl) in program.checked.tools.iter().zip(decls) {
+            let binding = match &decl.binding {
+                ast::ToolBinding::Http { method, path } => Binding::Http {
+                    method: method.name.to_ascii_uppercase(),
+                    path: path.value.to_string(),
+                },
+                ast::ToolBinding::Exec { command } => Binding::Exec {
+                    command: command.value.to_string(),
+                },
+                ast::ToolBinding::Llm { model, prompt } => Binding::Llm {
+                    model: model.value.to_string(),
+                    prompt: prompt.value.to_string(),
+                },
+                // A binding that did not parse was reported; such programs are not lowered.
+                ast::ToolBinding::Error => Binding::Exec {
+                    command: String::new(),
+                },
+            };
+            let params = self.params(&def.params);
+            let ret = self.type_ref(&def.ret);
+            self.module.tools.push(ToolInfo {
+                name: def.name.clone(),
+                params,
+                ret,
+                binding,
+                sensitive: def.sensitive,
+            });
+        }
+    }
+
+    /// Every workflow's signature, before any code: calls need the callee's arity.
+    fn declare_workflows(&mut self) {
+        let program = self.program;
+        for def in &program.checked.workflows {
+            let params = self.params(&def.params);
+            let ret = self.type_ref(&def.ret);
+            self.module.workflows.push(WorkflowCode {
+                name: def.name.clone(),
+                params,
+                ret,
+                locals: 0,
+                code: Vec::new(),
+                debug: Vec::new(),
+            });
+        }
+    }
+}
+
+// ----- one workflow -------------------------------------------------------------------
+
+/// Whether a construct must push its value or leave the stack as it found it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Value,
+    Discard,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Region {
+    Handler,
+    Timeout,
+}
+
+struct Local {
+    name: String,
+    slot: u16,
+    /// The static type, as far as the lowering can tell (for assignments to fields).
+    ty: Type,
+}
+
+struct LoopCtx {
+    /// Stack depth at the loop statement.
+    depth: u32,
+    /// Regions open at the loop statement.
+    regions: usize,
+    breaks: Vec<usize>,
+    continues: Vec<usize>,
+    /// Where `continue` goes, when it is already known (`while`).
+    continue_to: Option<u32>,
+}
+
+struct FnLower<'b, 'p> {
+    b: &'b mut Builder<'p>,
+    file: FileId,
+    code: Vec<Op>,
+    debug: Vec<DebugLoc>,
+    locals: u32,
+    scope: Vec<Local>,
+    /// The stack depth at the current instruction, on the paths that reach it.
+    depth: u32,
+    loops: Vec<LoopCtx>,
+    regions: Vec<Region>,
+    loc: DebugLoc,
+}
+
+const PLACEHOLDER: u32 = u32::MAX;
+
+impl<'b, 'p> FnLower<'b, 'p> {
+    fn run(
+        b: &'b mut Builder<'p>,
+        file: FileId,
+        index: usize,
+        decl: &ast::WorkflowDecl,
+    ) -> Result<(Vec<Op>, Vec<DebugLoc>, u32)> {
+        let program = b.program;
+        let def = &program.checked.workflows[index];
+        let mut f = FnLower {
+            b,
+            file,
+            code: Vec::new(),
+            debug: Vec::new(),
+            locals: 0,
+            scope: Vec::new(),
+            depth: 0,
+            loops: Vec::new(),
+            regions: Vec::new(),
+            loc: DebugLoc {
+                file: file.0,
+                line: 1,
+                column: 1,
+            },
+        };
+        f.loc = f.location(decl.span.start as usize);
+        for param in &def.params {
+            f.bind(&param.name, param.ty.clone(), decl.span)?;
+        }
+        let unit = def.ret == Type::Unit;
+        f.block(&decl.body, if unit { Want::Discard } else { Want::Value })?;
+        f.loc = f.location((decl.body.span.end as usize).saturating_sub(1));
+        if unit {
+            f.emit_const(Constant::None);
+        }
+        f.emit(Op::Return);
+        Ok((f.code, f.debug, f.locals))
+    }
+
+    // ----- helpers ------------------------------------------------------------------
+
+    fn location(&self, offset: usize) -> DebugLoc {
+        let (line, column) = self.b.program.db.line_col(self.file, offset);
+        DebugLoc {
+            file: self.file.0,
+            line: index_u32(line),
+            column: index_u32(column),
+        }
+    }
+
+    /// Makes `span` the source of the next instructions; returns the previous location.
+    fn enter(&mut self, span: Span) -> DebugLoc {
+        let loc = self.location(span.start as usize);
+        std::mem::replace(&mut self.loc, loc)
+    }
+
+    fn error_at(&self, span: Span, message: impl Into<String>) -> LowerError {
+        let (line, column) = self.b.program.db.line_col(self.file, span.start as usize);
+        LowerError::At {
+            file: self.b.program.db.display_name(self.file).to_string(),
+            line: index_u32(line),
+            column: index_u32(column),
+            message: message.into(),
+        }
+    }
+
+    /// What the checker resolved the node at `span` to.
+    fn resolved(&self, span: Span) -> Option<Resolved> {
+        self.b
+            .program
+            .checked
+            .resolutions
+            .items
+            .get(&(self.file, span))
+            .copied()
+    }
+
+    fn emit(&mut self, op: Op) -> usize {
+        let (pops, pushes) = verify::stack_effect(&self.b.module, op).unwrap_or((0, 0));
+        self.depth = self.depth.saturating_sub(pops) + pushes;
+        self.code.push(op);
+        self.debug.push(self.loc);
+        self.code.len() - 1
+    }
+
+    fn emit_const(&mut self, constant: Constant) {
+        let index = self.b.constant(constant);
+        self.emit(Op::Const(index));
+    }
+
+    fn here(&self) -> u32 {
+        index_u32(self.code.len())
+    }
+
+    /// Points the jump at `at` to `target`.
+    fn patch_to(&mut self, at: usize, target: u32) {
+        self.code[at] = match self.code[at] {
+            Op::Jump(_) => Op::Jump(target),
+            Op::JumpIfFalse(_) => Op::JumpIfFalse(target),
+            Op::JumpIfTrue(_) => Op::JumpIfTrue(target),
+            Op::JumpIfNotNone(_) => Op::JumpIfNotNone(target),
+            Op::PushHandler { kinds, .. } => Op::PushHandler {
+                catch: target,
+                kinds,
+            },
+            other => other,
+        };
+    }
+
+    /// Points the jump at `at` to the next instruction.
+    fn patch(&mut self, at: usize) {
+        let here = self.here();
+        self.patch_to(at, here);
+    }
+
+    fn new_slot(&mut self, span: Span) -> Result<u16> {
+        let slot = u16::try_from(self.locals).map_err(|_| {
+            self.error_at(
+                span,
+                "this workflow needs more than 65,536 local slots; split it into child workflows",
+            )
+        })?;
+        self.locals += 1;
+        Ok(slot)
+    }
+
+    fn bind(&mut self, name: &str, ty: Type, span: Span) -> Result<u16> {
+        let slot = self.new_slot(span)?;
+        self.scope.push(Local {
+            name: name.to_string(),
+            slot,
+            ty,
+        });
+        Ok(slot)
+    }
+
+    fn lookup(&self, name: &str) -> Option<&Local> {
+        self.scope.iter().rev().find(|l| l.name == name)
+    }
+
+    fn make_variant(&mut self, ty: TypeId, variant: usize) {
+        let ty = self.b.named_type(ty);
+        self.emit(Op::MakeVariant {
+            ty: ty.0,
+            variant: index_u32(variant),
+        });
+    }
+
+    fn variant_name(&self, ty: TypeId, variant: usize) -> String {
+        self.b
+            .program
+            .checked
+            .types
+            .get(ty)
+            .variants()
+            .and_then(|v| v.get(variant))
+            .map(|v| v.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// Pushes the values in order and builds a record with those field names.
+    fn record<'e>(&mut self, fields: impl IntoIterator<Item = (&'e str, &'e Expr)>) -> Result {
+        let mut names = Vec::new();
+        for (name, value) in fields {
+            self.expr(value)?;
+            names.push(name);
+        }
+        let list = self.b.field_list(names);
+        self.emit(Op::MakeRecord(list));
+        Ok(())
+    }
+
+    // ----- blocks and statements ----------------------------------------------------
+
+    fn block(&mut self, block: &Block, want: Want) -> Result {
+        let mark = self.scope.len();
+        let count = block.stmts.len();
+        for (index, stmt) in block.stmts.iter().enumerate() {
+            let saved = self.enter(stmt.span);
+            match &stmt.kind {
+                StmtKind::Expr(expr) if index + 1 == count => self.expr_want(expr, want)?,
+                _ => self.stmt(stmt)?,
+            }
+            self.loc = saved;
+        }
+        let has_tail = matches!(block.stmts.last().map(|s| &s.kind), Some(StmtKind::Expr(_)));
+        if want == Want::Value && !has_tail {
+            let saved = self.enter(Span::new(
+                (block.span.end as usize).saturating_sub(1),
+                block.span.end as usize,
+            ));
+            self.emit_const(Constant::None);
+            self.loc = saved;
+        }
+        self.scope.truncate(mark);
+        Ok(())
+    }
+
+    fn stmt(&mut self, stmt: &ast::Stmt) -> Result {
+        match &stmt.kind {
+            StmtKind::Let {
+                mutable: _,
+                name,
+                ty,
+                value,
+            } => {
+                let static_type = match ty {
+                    Some(ty) => self.resolve_type(ty),
+                    None => self.type_of(value),
+                };
+                self.expr(value)?;
+                let slot = self.bind(&name.name, static_type, name.span)?;
+                self.emit(Op::StoreLocal(slot));
+            }
+            StmtKind::Assign { target, value } => self.assign(target, value)?,
+            StmtKind::Expr(expr) => self.discard(expr)?,
+            StmtKind::While { cond, body } => self.while_loop(cond, body)?,
+            StmtKind::For { var, iter, body } => self.for_loop(var, iter, body)?,
+            StmtKind::Break | StmtKind::Continue => {
+                self.leave_loop(matches!(stmt.kind, StmtKind::Break), stmt.span)?
+            }
+            StmtKind::Return(value) => {
+                let depth = self.depth;
+                match value {
+                    Some(value) => self.expr(value)?,
+                    None => self.emit_const(Constant::None),
+                }
+                if depth > 0 {
+                    // Values an enclosing expression pushed are dead: drop them so that
+                    // `return` finds only its result. The result waits in a temporary.
+                    let temp = self.new_slot(stmt.span)?;
+                    self.emit(Op::StoreLocal(temp));
+                    for _ in 0..depth {
+                        self.emit(Op::Pop);
+                    }
+                    self.emit(Op::LoadLocal(temp));
+                }
+                self.emit(Op::Return);
+                self.depth = depth;
+            }
+            StmtKind::Fail(message) => {
+                self.expr(message)?;
+                self.emit(Op::Fail);
+            }
+            StmtKind::Sleep(duration) => {
+                self.expr(duration)?;
+                self.emit(Op::Sleep);
+            }
+            StmtKind::Audit { event, fields } => {
+                self.record(fields.iter().map(|f| (f.name.name.as_str(), &f.value)))?;
+                let event = self.b.event(&event.value);
+                self.emit(Op::Audit { event });
+            }
+            StmtKind::Error => return Err(self.error_at(stmt.span, "a statement did not parse")),
+        }
+        Ok(())
+    }
+
+    fn while_loop(&mut self, cond: &Expr, body: &Block) -> Result {
+        let start = self.here();
+        let exit = if matches!(cond.kind, ExprKind::Bool(true)) {
+            None
+        } else {
+            self.expr(cond)?;
+            Some(self.emit(Op::JumpIfFalse(PLACEHOLDER)))
+        };
+        self.loops.push(LoopCtx {
+            depth: self.depth,
+            regions: self.regions.len(),
+            breaks: Vec::new(),
+            continues: Vec::new(),
+            continue_to: Some(start),
+        });
+        self.block(body, Want::Discard)?;
+        self.emit(Op::Jump(start));
+        let ctx = self.pop_loop();
+        for at in exit.into_iter().chain(ctx.breaks) {
+            self.patch(at);
+        }
+        Ok(())
+    }
+
+    fn for_loop(&mut self, var: &ast::Ident, iter: &Expr, body: &Block) -> Result {
+        let element = match self.type_of(iter) {
+            Type::List(element) => *element,
+            Type::Map(_) => Type::String,
+            Type::Json => Type::Json,
+            _ => Type::Unknown,
+        };
+        self.expr(iter)?;
+        let kind = self
+            .b
+            .program
+            .checked
+            .resolutions
+            .loops
+            .get(&(self.file, iter.span))
+            .copied();
+        if kind == Some(IterKind::MapKeys) {
+            self.emit(Op::CallBuiltin {
+                id: flow_stdlib::Builtin::Keys.id(),
+                args: 1,
+            });
+        }
+        let list = self.new_slot(iter.span)?;
+        self.emit(Op::StoreLocal(list));
+        let index = self.new_slot(iter.span)?;
+        self.emit_const(Constant::Int(0));
+        self.emit(Op::StoreLocal(index));
+        let start = self.here();
+        self.emit(Op::LoadLocal(index));
+        self.emit(Op::LoadLocal(list));
+        self.emit(Op::CallBuiltin {
+            id: flow_stdlib::Builtin::Len.id(),
+            args: 1,
+        });
+        self.emit(Op::Lt);
+        let exit = self.emit(Op::JumpIfFalse(PLACEHOLDER));
+        self.emit(Op::LoadLocal(list));
+        self.emit(Op::LoadLocal(index));
+        self.emit(Op::Index);
+        let mark = self.scope.len();
+        let slot = self.bind(&var.name, element, var.span)?;
+        self.emit(Op::StoreLocal(slot));
+        self.loops.push(LoopCtx {
+            depth: self.depth,
+            regions: self.regions.len(),
+            breaks: Vec::new(),
+            continues: Vec::new(),
+            continue_to: None,
+        });
+        self.block(body, Want::Discard)?;
+        let ctx = self.pop_loop();
+        for at in ctx.continues {
+            self.patch(at);
+        }
+        self.emit(Op::LoadLocal(index));
+        self.emit_const(Constant::Int(1));
+        self.emit(Op::Add);
+        self.emit(Op::StoreLocal(index));
+        self.emit(Op::Jump(start));
+        for at in std::iter::once(exit).chain(ctx.breaks) {
+            self.patch(at);
+        }
+        self.scope.truncate(mark);
+        Ok(())
+    }
+
+    fn pop_loop(&mut self) -> LoopCtx {
+        self.loops.pop().unwrap_or(LoopCtx {
+            depth: 0,
+            regions: 0,
+            breaks: Vec::new(),
+            continues: Vec::new(),
+            continue_to: None,
+        })
+    }
+
+    /// `break` or `continue`: drop what enclosing expressions pushed, close the regions
+    /// entered inside the loop (innermost first), jump.
+    fn leave_loop(&mut self, is_break: bool, span: Span) -> Result {
+        let Some(ctx) = self.loops.last() else {
+            return Err(self.error_at(span, "`break` or `continue` outside a loop"));
+        };
+        let (loop_depth, loop_regions, continue_to) = (ctx.depth, ctx.regions, ctx.continue_to);
+        let depth = self.depth;
+        for _ in loop_depth..depth {
+            self.emit(Op::Pop);
+        }
+        let closing: Vec<Region> = self.regions[loop_regions..].iter().rev().copied().collect();
+        for region in closing {
+            self.emit(match region {
+                Region::Handler => Op::PopHandler,
+                Region::Timeout => Op::ExitTimeout,
+            });
+        }
+        match (is_break, continue_to) {
+            (false, Some(target)) => {
+                self.emit(Op::Jump(target));
+            }
+            _ => {
+                let at = self.emit(Op::Jump(PLACEHOLDER));
+                if let Some(ctx) = self.loops.last_mut() {
+                    if is_break {
+                        ctx.breaks.push(at);
+                    } else {
+                        ctx.continues.push(at);
+                    }
+                }
+            }
+        }
+        // The code after a jump is unreachable; keep the count as if the statement ran.
+        self.depth = depth;
+        Ok(())
+    }
+
+    /// `x = v` stores; `x.a.b = v` rebuilds the records along the path (the bytecode has
+    /// no instruction that replaces one field).
+    fn assign(&mut self, target: &Expr, value: &Expr) -> Result {
+        let mut path: Vec<&str> = Vec::new();
+        let mut root = target;
+        while let ExprKind::Field { base, name, .. } = &root.kind {
+            path.push(&name.name);
+            root = base;
+        }
+        path.reverse();
+        let ExprKind::Name(name) = &root.kind else {
+            return Err(self.error_at(target.span, "cannot assign to this"));
+        };
+        let Some(local) = self.lookup(name) else {
+            return Err(self.error_at(root.span, format!("unknown variable `{name}`")));
+        };
+        let (slot, root_type) = (local.slot, local.ty.clone());
+        self.expr(value)?;
+        if path.is_empty() {
+            self.emit(Op::StoreLocal(slot));
+            return Ok(());
+        }
+        let temp = self.new_slot(target.span)?;
+        self.emit(Op::StoreLocal(temp));
+        let saved = self.enter(target.span);
+        self.rebuild(
+            &[Op::LoadLocal(slot)],
+            &root_type,
+            &path,
+            temp,
+            target.span,
+            name,
+        )?;
+        self.emit(Op::StoreLocal(slot));
+        self.loc = saved;
+        Ok(())
+    }
+
+    /// Pushes a copy of the record that `load` pushes (of type `ty`) with the field at
+    /// `path` replaced by local `temp`.
+    fn rebuild(
+        &mut self,
+        load: &[Op],
+        ty: &Type,
+        path: &[&str],
+        temp: u16,
+        span: Span,
+        root: &str,
+    ) -> Result {
+        let Some(fields) = self.record_fields(ty) else {
+            let message = match ty {
+                Type::Json => format!(
+                    "assigning to a field of a `Json` value is not supported yet; build a new value and assign it to `{root}`"
+                ),
+                _ => format!(
+                    "cannot tell which fields `{root}` has here; declare its type: `var {root}: Type = …`"
+                ),
+            };
+            return Err(self.error_at(span, message));
+        };
+        if !fields.iter().any(|(name, _)| name == path[0]) {
+            return Err(self.error_at(span, format!("no field `{}` to assign", path[0])));
+        }
+        for (name, field_type) in &fields {
+            if name == path[0] {
+                if path.len() == 1 {
+                    self.emit(Op::LoadLocal(temp));
+                } else {
+                    let mut inner = load.to_vec();
+                    inner.push(Op::GetField(self.b.string(name)));
+                    self.rebuild(&inner, field_type, &path[1..], temp, span, root)?;
+                }
+            } else {
+                for op in load {
+                    self.emit(*op);
+                }
+                let field = self.b.string(name);
+                self.emit(Op::GetField(field));
+            }
+        }
+        let list = self.b.field_list(fields.iter().map(|(n, _)| n.as_str()));
+        self.emit(Op::MakeRecord(list));
+        Ok(())
+    }
+
+    fn record_fields(&self, ty: &Type) -> Option<Vec<(String, Type)>> {
+        match ty {
+            Type::Named(id) => match &self.b.program.checked.types.get(*id).kind {
+                TypeDefKind::Record(fields) => Some(
+                    fields
+                        .iter()
+                        .map(|f| (f.name.clone(), f.ty.clone()))
+                        .collect(),
+                ),
+                TypeDefKind::Enum(_) => None,
+            },
+            Type::Record(fields) => Some(fields.clone()),
+            _ => None,
+        }
+    }
+
+    // ----- expressions --------------------------------------------------------------
+
+    fn expr_want(&mut self, expr: &Expr, want: Want) -> Result {
+        match want {
+            Want::Value => self.expr(expr),
+            Want::Discard => self.discard(expr),
+        }
+    }
+
+    /// Evaluates `expr` for its effects only.
+    fn discard(&mut self, expr: &Expr) -> Result {
+        let saved = self.enter(expr.span);
+        let result = match &expr.kind {
+            ExprKind::Block(block) => self.block(block, Want::Discard),
+            ExprKind::If {
+                cond,
+                then_block,
+                else_branch,
+            } => self.if_expr(cond, then_block, else_branch.as_deref(), Want::Discard),
+            ExprKind::Match { scrutinee, arms } => self.match_expr(scrutinee, arms, Want::Discard),
+            ExprKind::Try {
+                body,
+                error,
+                handler,
+            } => self.try_expr(body, error, handler, Want::Discard),
+            ExprKind::Retry {
+                attempts,
+                backoff,
+                on,
+                body,
+            } => self.retry(attempts, backoff.as_deref(), on, body, Want::Discard),
+            ExprKind::Timeout { duration, body } => self.timeout(duration, body, Want::Discard),
+            _ => {
+                let result = self.expr(expr);
+                self.emit(Op::Pop);
+                result
+            }
+        };
+        self.loc = saved;
+        result
+    }
+
+    fn expr(&mut self, expr: &Expr) -> Result {
+        let saved = self.enter(expr.span);
+        let result = self.expr_kind(expr);
+        self.loc = saved;
+        result
+    }
+
+    fn expr_kind(&mut self, expr: &Expr) -> Result {
+        match &expr.kind {
+            ExprKind::Int(value) => self.emit_const(Constant::Int(*value)),
+            ExprKind::Float(value) => self.emit_const(Constant::Float(*value)),
+            ExprKind::Bool(value) => self.emit_const(Constant::Bool(*value)),
+            ExprKind::None => self.emit_const(Constant::None),
+            ExprKind::Duration(ms) => {
+                self.emit_const(Constant::Duration(i64::try_from(*ms).unwrap_or(i64::MAX)))
+            }
+            ExprKind::Str(parts) => self.string(parts)?,
+            ExprKind::Name(name) => {
+                if let Some(local) = self.lookup(name) {
+                    let slot = local.slot;
+                    self.emit(Op::LoadLocal(slot));
+                } else if let Some(Resolved::Variant(ty, variant)) = self.resolved(expr.span) {
+                    self.make_variant(ty, variant);
+                } else {
+                    return Err(self.error_at(expr.span, format!("`{name}` was not resolved")));
+                }
+            }
+            ExprKind::List(items) => {
+                for item in items {
+                    self.expr(item)?;
+                }
+                self.emit(Op::MakeList(index_u32(items.len())));
+            }
+            ExprKind::Record(fields) => {
+                self.record(fields.iter().map(|f| (f.name.name.as_str(), &f.value)))?
+            }
+            ExprKind::Field {
+                base,
+                name,
+                optional,
+            } => {
+                if let Some(Resolved::Variant(ty, variant)) = self.resolved(expr.span) {
+                    self.make_variant(ty, variant);
+                } else {
+                    self.expr(base)?;
+                    let field = self.b.string(&name.name);
+                    self.emit(if *optional {
+                        Op::GetFieldOptional(field)
+                    } else {
+                        Op::GetField(field)
+                    });
+                }
+            }
+            ExprKind::Index { base, index } => {
+                self.expr(base)?;
+                self.expr(index)?;
+                self.emit(Op::Index);
+            }
+            ExprKind::Call { args, .. } => self.call(expr.span, args)?,
+            ExprKind::Unary { op, operand } => match (op, &operand.kind) {
+                // `-1`, `-2.5`, `-5m`: one constant.
+                (UnaryOp::Neg, ExprKind::Int(value)) => {
+                    self.emit_const(Constant::Int(value.wrapping_neg()))
+                }
+                (UnaryOp::Neg, ExprKind::Float(value)) => self.emit_const(Constant::Float(-value)),
+                (UnaryOp::Neg, ExprKind::Duration(ms)) => self.emit_const(Constant::Duration(
+                    i64::try_from(*ms).map(|ms| -ms).unwrap_or(i64::MIN),
+                )),
+                _ => {
+                    self.expr(operand)?;
+                    self.emit(match op {
+                        UnaryOp::Not => Op::Not,
+                        UnaryOp::Neg => Op::Neg,
+                    });
+                }
+            },
+            ExprKind::Binary { op, lhs, rhs } => self.binary(*op, lhs, rhs)?,
+            ExprKind::If {
+                cond,
+                then_block,
+                else_branch,
+            } => self.if_expr(cond, then_block, else_branch.as_deref(), Want::Value)?,
+            ExprKind::Match { scrutinee, arms } => self.match_expr(scrutinee, arms, Want::Value)?,
+            ExprKind::Block(block) => self.block(block, Want::Value)?,
+            ExprKind::Retry {
+                attempts,
+                backoff,
+                on,
+                body,
+            } => self.retry(attempts, backoff.as_deref(), on, body, Want::Value)?,
+            ExprKind::Timeout { duration, body } => self.timeout(duration, body, Want::Value)?,
+            ExprKind::Try {
+                body,
+                error,
+                handler,
+            } => self.try_expr(body, error, handler, Want::Value)?,
+            ExprKind::AwaitApproval { gate, options } => {
+                self.gate_options(options)?;
+                let gate = self.b.gate(&gate.value);
+                self.emit(Op::AwaitApproval { gate });
+            }
+            ExprKind::AwaitInput { ty, name, options } => {
+                self.gate_options(options)?;
+                let ty = self.resolve_type(ty);
+                let ty = self.b.type_ref(&ty);
+                let request = self.b.input_request(&name.value, ty);
+                self.emit(Op::AwaitInput { request });
+            }
+            ExprKind::Error => return Err(self.error_at(expr.span, "an expression did not parse")),
+        }
+        Ok(())
+    }
+
+    /// A plain string is one constant; an interpolated one is its pieces, each made text,
+    /// then concatenated.
+    fn string(&mut self, parts: &[StrPart]) -> Result {
+        // Adjacent text parts are joined first.
+        let mut pieces: Vec<std::result::Result<String, &Expr>> = Vec::new();
+        for part in parts {
+            match part {
+                StrPart::Text(text) => match pieces.last_mut() {
+                    Some(Ok(previous)) => previous.push_str(text),
+                    _ => pieces.push(Ok(text.clone())),
+                },
+                StrPart::Interpolation(expr) => pieces.push(Err(expr)),
+            }
+        }
+        match pieces.as_slice() {
+            [] => self.emit_const(Constant::Str(String::new())),
+            [Ok(text)] => self.emit_const(Constant::Str(text.clone())),
+            _ => {
+                let count = pieces.len();
+                for piece in pieces {
+                    match piece {
+                        Ok(text) => self.emit_const(Constant::Str(text)),
+                        Err(expr) => {
+                            self.expr(expr)?;
+                            self.emit(Op::ToText);
+                        }
+                    }
+                }
+                if count > 1 {
+                    self.emit(Op::Concat(index_u32(count)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn call(&mut self, span: Span, args: &[Expr]) -> Result {
+        let resolved = self.resolved(span);
+        if resolved.is_none() {
+            return Err(self.error_at(span, "this call was not resolved"));
+        }
+        for arg in args {
+            self.expr(arg)?;
+        }
+        match resolved {
+            Some(Resolved::Tool(tool)) => {
+                self.emit(Op::CallTool {
+                    tool: index_u32(tool),
+                });
+            }
+            Some(Resolved::Workflow(workflow)) => {
+                self.emit(Op::CallWorkflow {
+                    workflow: index_u32(workflow),
+                });
+            }
+            Some(Resolved::Variant(ty, variant)) => self.make_variant(ty, variant),
+            Some(Resolved::Builtin(builtin)) => {
+                let args = u8::try_from(args.len())
+                    .map_err(|_| self.error_at(span, "too many arguments"))?;
+                self.emit(Op::CallBuiltin {
+                    id: builtin.id(),
+                    args,
+                });
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn binary(&mut self, op: BinaryOp, lhs: &Expr, rhs: &Expr) -> Result {
+        match op {
+            BinaryOp::And | BinaryOp::Or => {
+                // `a && b`: a; JumpIfFalse F; b; Jump end; F: false; end.
+                self.expr(lhs)?;
+                let short = self.emit(if op == BinaryOp::And {
+                    Op::JumpIfFalse(PLACEHOLDER)
+                } else {
+                    Op::JumpIfTrue(PLACEHOLDER)
+                });
+                let depth = self.depth;
+                self.expr(rhs)?;
+                let end = self.emit(Op::Jump(PLACEHOLDER));
+                self.patch(short);
+                self.depth = depth;
+                self.emit_const(Constant::Bool(op == BinaryOp::Or));
+                self.patch(end);
+            }
+            BinaryOp::Coalesce => {
+                self.expr(lhs)?;
+                let end = self.emit(Op::JumpIfNotNone(PLACEHOLDER));
+                self.expr(rhs)?;
+                self.patch(end);
+            }
+            _ => {
+                self.expr(lhs)?;
+                self.expr(rhs)?;
+                self.emit(match op {
+                    BinaryOp::Eq => Op::Eq,
+                    BinaryOp::NotEq => Op::NotEq,
+                    BinaryOp::Lt => Op::Lt,
+                    BinaryOp::LtEq => Op::LtEq,
+                    BinaryOp::Gt => Op::Gt,
+                    BinaryOp::GtEq => Op::GtEq,
+                    BinaryOp::Add => Op::Add,
+                    BinaryOp::Sub => Op::Sub,
+                    BinaryOp::Mul => Op::Mul,
+                    BinaryOp::Div => Op::Div,
+                    BinaryOp::Rem => Op::Rem,
+                    BinaryOp::And | BinaryOp::Or | BinaryOp::Coalesce => Op::Eq,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn if_expr(
+        &mut self,
+        cond: &Expr,
+        then_block: &Block,
+        else_branch: Option<&Expr>,
+        want: Want,
+    ) -> Result {
+        self.expr(cond)?;
+        let to_else = self.emit(Op::JumpIfFalse(PLACEHOLDER));
+        let depth = self.depth;
+        let Some(else_branch) = else_branch else {
+            // Without `else` the `if` has no value: `none` on both paths.
+            self.block(then_block, Want::Discard)?;
+            self.patch(to_else);
+            if want == Want::Value {
+                self.emit_const(Constant::None);
+            }
+            return Ok(());
+        };
+        self.block(then_block, want)?;
+        let to_end = self.emit(Op::Jump(PLACEHOLDER));
+        self.patch(to_else);
+        self.depth = depth;
+        self.expr_want(else_branch, want)?;
+        self.patch(to_end);
+        Ok(())
+    }
+
+    fn match_expr(&mut self, scrutinee: &Expr, arms: &[ast::MatchArm], want: Want) -> Result {
+        self.expr(scrutinee)?;
+        let subject = self.new_slot(scrutinee.span)?;
+        self.emit(Op::StoreLocal(subject));
+        let depth = self.depth;
+        let mut to_next: Vec<usize> = Vec::new();
+        let mut to_end: Vec<usize> = Vec::new();
+        for (index, arm) in arms.iter().enumerate() {
+            for at in to_next.drain(..) {
+                self.patch(at);
+            }
+            self.depth = depth;
+            let saved = self.enter(arm.span);
+            let mark = self.scope.len();
+            self.pattern(&arm.pattern, &[Op::LoadLocal(subject)], &mut to_next)?;
+            self.expr_want(&arm.body, want)?;
+            self.scope.truncate(mark);
+            if index + 1 < arms.len() || !to_next.is_empty() {
+                to_end.push(self.emit(Op::Jump(PLACEHOLDER)));
+            }
+            self.loc = saved;
+        }
+        if arms.is_empty() || !to_next.is_empty() {
+            // Unreachable when the checker proved the match exhaustive.
+            for at in to_next.drain(..) {
+                self.patch(at);
+            }
+            self.depth = depth;
+            self.emit_const(Constant::Str(
+                "no arm of this `match` matches the value".into(),
+            ));
+            self.emit(Op::Fail);
+        }
+        for at in to_end {
+            self.patch(at);
+        }
+        self.depth = depth + u32::from(want == Want::Value);
+        Ok(())
+    }
+
+    /// Tests the value that `load` pushes against `pattern`: a failed test jumps to one of
+    /// `to_next` (patched to the next arm); bindings are stored in fresh slots.
+    fn pattern(&mut self, pattern: &Pattern, load: &[Op], to_next: &mut Vec<usize>) -> Result {
+        let saved = self.enter(pattern.span);
+        match &pattern.kind {
+            PatternKind::Wildcard => {}
+            PatternKind::Name(name) => match self.resolved(pattern.span) {
+                Some(Resolved::Variant(ty, variant)) => {
+                    let name = self.variant_name(ty, variant);
+                    let name = self.b.string(&name);
+                    self.test(load, to_next, &[Op::IsVariant(name)]);
+                }
+                _ => {
+                    for op in load {
+                        self.emit(*op);
+                    }
+                    let slot = self.bind(name, Type::Unknown, pattern.span)?;
+                    self.emit(Op::StoreLocal(slot));
+                }
+            },
+            PatternKind::Variant { fields, .. } => {
+                let Some(Resolved::Variant(ty, variant)) = self.resolved(pattern.span) else {
+                    return Err(self.error_at(pattern.span, "this pattern was not resolved"));
+                };
+                let name = self.variant_name(ty, variant);
+                let name = self.b.string(&name);
+                self.test(load, to_next, &[Op::IsVariant(name)]);
+                for (index, field) in fields.iter().enumerate() {
+                    let mut inner = load.to_vec();
+                    inner.push(Op::VariantField(index_u32(index)));
+                    self.pattern(field, &inner, to_next)?;
+                }
+            }
+            PatternKind::Int(value) => {
+                let c = self.b.constant(Constant::Int(*value));
+                self.test(load, to_next, &[Op::Const(c), Op::Eq]);
+            }
+            PatternKind::Duration(ms) => {
+                let c = self
+                    .b
+                    .constant(Constant::Duration(i64::try_from(*ms).unwrap_or(i64::MAX)));
+                self.test(load, to_next, &[Op::Const(c), Op::Eq]);
+            }
+            PatternKind::Str(text) => {
+                let c = self.b.constant(Constant::Str(text.clone()));
+                self.test(load, to_next, &[Op::Const(c), Op::Eq]);
+            }
+            PatternKind::Bool(value) => {
+                let c = self.b.constant(Constant::Bool(*value));
+                self.test(load, to_next, &[Op::Const(c), Op::Eq]);
+            }
+            PatternKind::None => self.test(load, to_next, &[Op::IsNone]),
+            PatternKind::Error => {
+                return Err(self.error_at(pattern.span, "a pattern did not parse"));
+            }
+        }
+        self.loc = saved;
+        Ok(())
+    }
+
+    /// Pushes the value, applies `check` (which leaves a Bool) and jumps to the next arm
+    /// when it is false.
+    fn test(&mut self, load: &[Op], to_next: &mut Vec<usize>, check: &[Op]) {
+        for op in load.iter().chain(check) {
+            self.emit(*op);
+        }
+        to_next.push(self.emit(Op::JumpIfFalse(PLACEHOLDER)));
+    }
+
+    fn try_expr(
+        &mut self,
+        body: &Block,
+        error: &ast::Ident,
+        handler: &Block,
+        want: Want,
+    ) -> Result {
+        let push = self.emit(Op::PushHandler {
+            catch: PLACEHOLDER,
+            kinds: u32::MAX,
+        });
+        let depth = self.depth;
+        self.regions.push(Region::Handler);
+        self.block(body, want)?;
+        self.regions.pop();
+        self.emit(Op::PopHandler);
+        let to_end = self.emit(Op::Jump(PLACEHOLDER));
+        self.patch(push);
+        // The interpreter unwinds to the handler's depth and pushes the error record.
+        self.depth = depth + 1;
+        let mark = self.scope.len();
+        let error_type = self
+            .b
+            .program
+            .checked
+            .error
+            .map(Type::Named)
+            .unwrap_or(Type::Unknown);
+        let slot = self.bind(&error.name, error_type, error.span)?;
+        self.emit(Op::StoreLocal(slot));
+        self.block(handler, want)?;
+        self.scope.truncate(mark);
+        self.patch(to_end);
+        Ok(())
+    }
+
+    fn retry(
+        &mut self,
+        attempts: &Expr,
+        backoff: Option<&Expr>,
+        on: &[ast::Ident],
+        body: &Block,
+        want: Want,
+    ) -> Result {
+        let span = attempts.span;
+        self.expr(attempts)?;
+        let limit = self.new_slot(span)?;
+        self.emit(Op::StoreLocal(limit));
+        let attempt = self.new_slot(span)?;
+        self.emit_const(Constant::Int(1));
+        self.emit(Op::StoreLocal(attempt));
+        let delay = match backoff {
+            Some(backoff) => {
+                self.expr(backoff)?;
+                let delay = self.new_slot(backoff.span)?;
+                self.emit(Op::StoreLocal(delay));
+                Some(delay)
+            }
+            None => None,
+        };
+        let kinds = if on.is_empty() {
+            u32::MAX
+        } else {
+            self.b
+                .kind_list(on.iter().map(|k| k.name.clone()).collect())
+        };
+        let start = self.here();
+        let push = self.emit(Op::PushHandler {
+            catch: PLACEHOLDER,
+            kinds,
+        });
+        let depth = self.depth;
+        self.regions.push(Region::Handler);
+        self.block(body, want)?;
+        self.regions.pop();
+        self.emit(Op::PopHandler);
+        let to_end = self.emit(Op::Jump(PLACEHOLDER));
+        self.patch(push);
+        self.depth = depth + 1;
+        let error = self.new_slot(span)?;
+        self.emit(Op::StoreLocal(error));
+        // The last attempt failed: raise the error again.
+        self.emit(Op::LoadLocal(attempt));
+        self.emit(Op::LoadLocal(limit));
+        self.emit(Op::GtEq);
+        let again = self.emit(Op::JumpIfFalse(PLACEHOLDER));
+        self.emit(Op::LoadLocal(error));
+        self.emit(Op::Raise);
+        self.patch(again);
+        self.emit(Op::LoadLocal(attempt));
+        self.emit_const(Constant::Int(1));
+        self.emit(Op::Add);
+        self.emit(Op::StoreLocal(attempt));
+        if let Some(delay) = delay {
+            self.emit(Op::LoadLocal(delay));
+            self.emit(Op::Sleep);
+            self.emit(Op::LoadLocal(delay));
+            self.emit_const(Constant::Int(2));
+            self.emit(Op::Mul);
+            self.emit(Op::StoreLocal(delay));
+        }
+        self.emit(Op::Jump(start));
+        self.patch(to_end);
+        self.depth = depth + u32::from(want == Want::Value);
+        Ok(())
+    }
+
+    fn timeout(&mut self, duration: &Expr, body: &Block, want: Want) -> Result {
+        self.expr(duration)?;
+        self.emit(Op::EnterTimeout);
+        self.regions.push(Region::Timeout);
+        self.block(body, want)?;
+        self.regions.pop();
+        self.emit(Op::ExitTimeout);
+        Ok(())
+    }
+
+    /// The options of `await approval`/`await input` as one record, in source order;
+    /// `escalate: X after D` gives the fields `escalate` and `escalate_after`.
+    fn gate_options(&mut self, options: &[ast::AwaitOption]) -> Result {
+        let mut names: Vec<String> = Vec::new();
+        for option in options {
+            self.expr(&option.value)?;
+            names.push(option.name.name.clone());
+            if let Some(after) = &option.after {
+                self.expr(after)?;
+                names.push(format!("{}_after", option.name.name));
+            }
+        }
+        let list = self.b.field_list(names.iter().map(String::as_str));
+        self.emit(Op::MakeRecord(list));
+        Ok(())
+    }
+
+    // ----- static types (only what assignments to fields need) ----------------------
+
+    fn resolve_type(&self, ty: &ast::TypeExpr) -> Type {
+        let mut ignored = Vec::new();
+        check::resolve_type(&self.b.program.checked, self.file, ty, &mut ignored)
+    }
+
+    /// The static type of `expr`, as far as it can be told without the checker's
+    /// environment; `Unknown` where in doubt (names bound inside `expr` are not in scope
+    /// here, so blocks with bindings and arms with bindings are not looked into).
+    fn type_of(&self, expr: &Expr) -> Type {
+        let checked = &self.b.program.checked;
+        match &expr.kind {
+            ExprKind::Int(_) => Type::Int,
+            ExprKind::Float(_) => Type::Float,
+            ExprKind::Bool(_) => Type::Bool,
+            ExprKind::Duration(_) => Type::Duration,
+            ExprKind::Str(_) => Type::String,
+            ExprKind::None => Type::Optional(Box::new(Type::Unknown)),
+            ExprKind::Name(name) => match self.lookup(name) {
+                Some(local) => local.ty.clone(),
+                None => match self.resolved(expr.span) {
+                    Some(Resolved::Variant(ty, _)) => Type::Named(ty),
+                    _ => Type::Unknown,
+                },
+            },
+            ExprKind::List(items) => Type::List(Box::new(
+                items
+                    .first()
+                    .map(|i| self.type_of(i))
+                    .unwrap_or(Type::Unknown),
+            )),
+            ExprKind::Record(fields) => Type::Record(
+                fields
+                    .iter()
+                    .map(|f| (f.name.name.clone(), self.type_of(&f.value)))
+                    .collect(),
+            ),
+            ExprKind::Field {
+                base,
+                name,
+                optional,
+            } => match self.resolved(expr.span) {
+                Some(Resolved::Variant(ty, _)) => Type::Named(ty),
+                _ => self.field_type(&self.type_of(base), &name.name, *optional),
+            },
+            ExprKind::Index { base, .. } => match self.type_of(base) {
+                Type::List(element) => *element,
+                Type::Map(value) => Type::optional(*value),
+                Type::Json => Type::Json,
+                _ => Type::Unknown,
+            },
+            ExprKind::Call { .. } => match self.resolved(expr.span) {
+                Some(Resolved::Tool(i)) => checked.tools[i].ret.clone(),
+                Some(Resolved::Workflow(i)) => checked.workflows[i].ret.clone(),
+                Some(Resolved::Variant(ty, _)) => Type::Named(ty),
+                Some(Resolved::Builtin(b)) => {
+                    check::from_stdlib(b.returns(), checked, &Type::Unknown)
+                }
+                None => Type::Unknown,
+            },
+            ExprKind::Unary { op, operand } => match op {
+                UnaryOp::Not => Type::Bool,
+                UnaryOp::Neg => self.type_of(operand),
+            },
+            ExprKind::Binary { op, lhs, rhs } => match op {
+                BinaryOp::Eq
+                | BinaryOp::NotEq
+                | BinaryOp::Lt
+                | BinaryOp::LtEq
+                | BinaryOp::Gt
+                | BinaryOp::GtEq
+                | BinaryOp::And
+                | BinaryOp::Or => Type::Bool,
+                BinaryOp::Coalesce => match self.type_of(lhs) {
+                    Type::Optional(inner) => match self.type_of(rhs) {
+                        optional @ Type::Optional(_) => optional,
+                        _ => *inner,
+                    },
+                    other => other,
+                },
+                _ => match (self.type_of(lhs), self.type_of(rhs)) {
+                    (Type::Time, Type::Time) => Type::Duration,
+                    (Type::Int, Type::Duration) => Type::Duration,
+                    (left, _) => left,
+                },
+            },
+            ExprKind::If {
+                then_block,
+                else_branch,
+                ..
+            } => match self.block_type(then_block) {
+                Type::Unknown | Type::Never => else_branch
+                    .as_ref()
+                    .map(|e| self.type_of(e))
+                    .unwrap_or(Type::Unknown),
+                known => known,
+            },
+            ExprKind::Match { arms, .. } => arms
+                .iter()
+                .filter(|arm| !binds_names(&arm.pattern))
+                .map(|arm| self.type_of(&arm.body))
+                .find(|t| !t.is_unknown())
+                .unwrap_or(Type::Unknown),
+            ExprKind::Block(block) => self.block_type(block),
+            ExprKind::Retry { body, .. } | ExprKind::Try { body, .. } => self.block_type(body),
+            ExprKind::Timeout { body, .. } => self.block_type(body),
+            ExprKind::AwaitApproval { .. } => {
+                checked.decision.map(Type::Named).unwrap_or(Type::Unknown)
+            }
+            ExprKind::AwaitInput { ty, .. } => self.resolve_type(ty),
+            ExprKind::Error => Type::Unknown,
+        }
+    }
+
+    fn block_type(&self, block: &Block) -> Type {
+        let binds = block
+            .stmts
+            .iter()
+            .any(|s| matches!(s.kind, StmtKind::Let { .. }));
+        match block.stmts.last().map(|s| &s.kind) {
+            Some(StmtKind::Expr(tail)) if !binds => self.type_of(tail),
+            _ => Type::Unknown,
+        }
+    }
+
+    fn field_type(&self, base: &Type, name: &str, optional: bool) -> Type {
+        match base {
+            Type::Optional(inner) if optional => {
+                Type::optional(self.field_type(inner, name, false))
+            }
+            Type::Json => Type::Json,
+            _ => self
+                .record_fields(base)
+                .and_then(|fields| fields.into_iter().find(|(n, _)| n == name))
+                .map(|(_, ty)| ty)
+                .unwrap_or(Type::Unknown),
+        }
+    }
+}
+
+fn binds_names(pattern: &Pattern) -> bool {
+    match &pattern.kind {
+        PatternKind::Name(_) => true,
+        PatternKind::Variant { fields, .. } => fields.iter().any(binds_names),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bytecode::TypeDesc;
+    use crate::sources::MemoryLoader;
+
+    fn lowered(source: &str) -> Module {
+        let program = crate::check_text("t.flow", source);
+        assert_eq!(program.errors(), 0, "{:#?}", program.diagnostics);
+        lower(&program).expect("lowers")
+    }
+
+    fn code<'m>(module: &'m Module, workflow: &str) -> &'m [Op] {
+        &module
+            .workflow(workflow)
+            .expect("the workflow exists")
+            .1
+            .code
+    }
+
+    fn string(module: &Module, text: &str) -> u32 {
+        module
+            .constants
+            .iter()
+            .position(|c| *c == Constant::Str(text.into()))
+            .map(index_u32)
+            .unwrap_or_else(|| panic!("no string constant {text:?}"))
+    }
+
+    #[test]
+    fn refuses_a_program_with_errors() {
+        let program = crate::check_text("t.flow", "workflow w() -> Int { \"no\" }");
+        assert_eq!(lower(&program), Err(LowerError::HasErrors(1)));
+    }
+
+    #[test]
+    fn unit_workflows_discard_their_value_and_return_none() {
+        let module = lowered("workflow w(x: Int) { x + 1 }");
+        assert_eq!(
+            code(&module, "w"),
+            [
+                Op::LoadLocal(0),
+                Op::Const(0),
+                Op::Add,
+                Op::Pop,
+                Op::Const(1),
+                Op::Return
+            ]
+        );
+        assert_eq!(module.constants[1], Constant::None);
+    }
+
+    #[test]
+    fn if_as_a_statement_leaves_the_stack_as_it_found_it() {
+        let module = lowered("workflow w(c: Bool) {\n  if c { audit \"x\" {} }\n}");
+        assert_eq!(
+            code(&module, "w"),
+            [
+                Op::LoadLocal(0),
+                Op::JumpIfFalse(4),
+                Op::MakeRecord(0),
+                Op::Audit { event: 0 },
+                Op::Const(0),
+                Op::Return
+            ]
+        );
+    }
+
+    #[test]
+    fn break_and_continue_close_the_regions_they_leave() {
+        let module = lowered(
+            "tool poll() -> Int via http get \"/p\"\n\
+             workflow w() {\n\
+               while true {\n\
+                 try {\n\
+                   timeout 5s {\n\
+                     if poll() > 1 { break }\n\
+                     if poll() > 2 { continue }\n\
+                   }\n\
+                 } catch _e { }\n\
+               }\n\
+             }",
+        );
+        let ops = code(&module, "w");
+        let jumps: Vec<usize> = ops
+            .iter()
+            .enumerate()
+            .filter(|(at, op)| matches!(op, Op::Jump(_)) && ops[at - 1] == Op::PopHandler)
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(
+            jumps.len(),
+            3,
+            "break, continue and the end of the try: {ops:?}"
+        );
+        for at in &jumps[..2] {
+            assert_eq!(ops[at - 2], Op::ExitTimeout, "{ops:?}");
+        }
+        // `continue` goes back to the loop's start, `break` past its end.
+        assert_eq!(ops[jumps[1]], Op::Jump(0));
+        let Op::Jump(after) = ops[jumps[0]] else {
+            unreachable!()
+        };
+        assert_eq!(after as usize, ops.len() - 2, "{ops:?}");
+    }
+
+    #[test]
+    fn leaving_an_expression_early_drops_its_pending_values() {
+        let module = lowered(
+            "workflow w(xs: List<Int>, c: Bool) -> Int {\n\
+               var total = 0\n\
+               for x in xs { total = total + (if x > 3 { break } else { x }) }\n\
+               1 + (if c { return total } else { 2 })\n\
+             }",
+        );
+        let ops = code(&module, "w");
+        let brk = ops
+            .windows(2)
+            .position(|w| w[0] == Op::Pop && matches!(w[1], Op::Jump(_)));
+        assert!(brk.is_some(), "break pops `total` before jumping: {ops:?}");
+        let ret = ops.windows(4).position(
+            |w| matches!(w, [Op::StoreLocal(t), Op::Pop, Op::LoadLocal(u), Op::Return] if t == u),
+        );
+        assert!(ret.is_some(), "return drops the pending `1`: {ops:?}");
+    }
+
+    #[test]
+    fn retry_counts_attempts_and_doubles_the_backoff() {
+        let module = lowered(
+            "tool poll() -> Int via http get \"/p\"\n\
+             workflow w() -> Int { retry 3 backoff 2s on ToolError, Timeout { poll() } }",
+        );
+        assert_eq!(
+            module.kind_lists,
+            [vec!["ToolError".to_string(), "Timeout".into()]]
+        );
+        let ops = code(&module, "w");
+        assert!(
+            ops.contains(&Op::PushHandler {
+                catch: 10,
+                kinds: 0
+            }),
+            "{ops:?}"
+        );
+        assert!(ops.contains(&Op::Raise));
+        assert!(
+            ops.windows(2).any(|w| w == [Op::LoadLocal(2), Op::Sleep]),
+            "{ops:?}"
+        );
+        assert!(ops.contains(&Op::Mul));
+        assert!(ops.contains(&Op::GtEq));
+    }
+
+    #[test]
+    fn match_tests_nested_literals_and_binds_fields() {
+        let module = lowered(
+            "enum Kind { Small, Large(weight: Int) }\n\
+             workflow w(k: Kind) -> Int {\n\
+               match k { Large(5) => 0, Large(w) => w, Small => 1 }\n\
+             }",
+        );
+        let large = string(&module, "Large");
+        let ops = code(&module, "w").to_vec();
+        let five = module
+            .constants
+            .iter()
+            .position(|c| *c == Constant::Int(5))
+            .map(index_u32)
+            .expect("5 is a constant");
+        let expected_first_arm = [
+            Op::LoadLocal(1),
+            Op::IsVariant(large),
+            Op::JumpIfFalse(12),
+            Op::LoadLocal(1),
+            Op::VariantField(0),
+            Op::Const(five),
+            Op::Eq,
+            Op::JumpIfFalse(12),
+        ];
+        assert_eq!(ops[2..10], expected_first_arm, "{ops:?}");
+        assert!(
+            ops.contains(&Op::Fail),
+            "a non-binding last arm can fall through"
+        );
+    }
+
+    #[test]
+    fn assigning_a_field_rebuilds_the_records_on_the_path() {
+        let module = lowered(
+            "type Inner = { count: Int, label: String? }\n\
+             type Outer = { inner: Inner, name: String }\n\
+             workflow w(o: Outer) -> Outer {\n\
+               var s = o\n\
+               s.inner.count = 2\n\
+               s\n\
+             }",
+        );
+        let inner = string(&module, "inner");
+        let label = string(&module, "label");
+        let ops = code(&module, "w");
+        assert_eq!(
+            ops[2..15],
+            [
+                Op::Const(0),
+                Op::StoreLocal(2),
+                Op::LoadLocal(2),
+                Op::LoadLocal(1),
+                Op::GetField(inner),
+                Op::GetField(label),
+                Op::MakeRecord(0),
+                Op::LoadLocal(1),
+                Op::GetField(string(&module, "name")),
+                Op::MakeRecord(1),
+                Op::StoreLocal(1),
+                Op::LoadLocal(1),
+                Op::Return,
+            ]
+        );
+    }
+
+    #[test]
+    fn assigning_a_field_of_json_is_refused_with_a_location() {
+        let program = crate::check_text(
+            "t.flow",
+            "workflow w(j: Json) -> Json {\n  var v = j\n  v.a = 1\n  v\n}",
+        );
+        assert_eq!(program.errors(), 0);
+        match lower(&program) {
+            Err(LowerError::At { line, column, .. }) => assert_eq!((line, column), (3, 3)),
+            other => panic!("expected an error at 3:3, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tables_are_interned_and_gate_options_include_the_escalation_delay() {
+        let module = lowered(
+            "workflow w() -> Bool {\n\
+               let a = await approval \"g\" { approvers: role(\"x\"), escalate: role(\"y\") after 1h }\n\
+               let b = await approval \"g\" { approvers: role(\"x\"), escalate: role(\"y\") after 1h }\n\
+               audit \"e\" { x: 1 }\n\
+               audit \"e\" { x: 2 }\n\
+               a.approved && b.approved\n\
+             }",
+        );
+        assert_eq!(module.gates, ["g"]);
+        assert_eq!(module.events, ["e"]);
+        let names: Vec<u32> = ["approvers", "escalate", "escalate_after"]
+            .iter()
+            .map(|n| string(&module, n))
+            .collect();
+        assert!(
+            module.field_lists.contains(&names),
+            "{:?}",
+            module.field_lists
+        );
+        let mut seen = std::collections::HashSet::new();
+        for constant in &module.constants {
+            assert!(seen.insert(format!("{constant:?}")), "{constant:?} twice");
+        }
+    }
+
+    #[test]
+    fn recursive_types_refer_to_their_own_slot() {
+        let module = lowered(
+            "enum Tree { Leaf, Node(children: List<Tree>) }\n\
+             workflow w(t: Tree) -> Tree { t }",
+        );
+        let (_, workflow) = module.workflow("w").expect("w");
+        let TypeDesc::Enum { variants, .. } = &module.types[workflow.ret.0 as usize] else {
+            panic!("Tree is an enum: {:?}", module.types);
+        };
+        let list = variants[1].1[0].1;
+        assert_eq!(module.types[list.0 as usize], TypeDesc::List(workflow.ret));
+        assert_eq!(module.type_name(workflow.params[0].1), "Tree");
+    }
+
+    #[test]
+    fn indices_follow_the_checker_across_files() {
+        let loader = MemoryLoader::default()
+            .with(
+                "main.flow",
+                "import \"lib.flow\"\ntool a() -> Int via http get \"/a\"\n\
+                 workflow main() -> Int { a() + helper() }",
+            )
+            .with(
+                "lib.flow",
+                "tool b() -> Int via http get \"/b\"\nworkflow helper() -> Int { b() }",
+            );
+        let program = crate::check_paths(&["main.flow".to_string()], &loader).expect("loads");
+        assert_eq!(program.errors(), 0, "{:#?}", program.diagnostics);
+        let module = lower(&program).expect("lowers");
+        assert_eq!(module.files, ["main.flow", "lib.flow"]);
+        let names: Vec<&str> = module.tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let (helper, _) = module.workflow("helper").expect("helper");
+        assert!(code(&module, "main").contains(&Op::CallWorkflow {
+            workflow: index_u32(helper)
+        }));
+        assert_eq!(module.workflows[1].debug[0].file, 1);
+        let mut hasher = Sha256::new();
+        hasher.update(program.db.text(FileId(0)));
+        hasher.update(program.db.text(FileId(1)));
+        assert_eq!(module.source_hash, encoding::hex(&hasher.finalize()));
+    }
+
+    #[test]
+    fn debug_columns_count_characters() {
+        let module = lowered("workflow w() -> String {\n  let é = \"ü\"; é\n}");
+        let (_, workflow) = module.workflow("w").expect("w");
+        let last_load = workflow
+            .code
+            .iter()
+            .rposition(|op| matches!(op, Op::LoadLocal(_)))
+            .expect("a load");
+        let loc = workflow.debug[last_load];
+        assert_eq!((loc.line, loc.column), (2, 16));
+    }
+
+    #[test]
+    fn interpolation_makes_each_part_text_and_concatenates() {
+        let module = lowered("workflow w(n: Int) -> String { \"a ${n} b\" }");
+        assert_eq!(
+            code(&module, "w"),
+            [
+                Op::Const(0),
+                Op::LoadLocal(0),
+                Op::ToText,
+                Op::Const(1),
+                Op::Concat(3),
+                Op::Return
+            ]
+        );
+        let plain = lowered("workflow w() -> String { \"plain\" }");
+        assert_eq!(code(&plain, "w"), [Op::Const(0), Op::Return]);
+    }
+}
