@@ -1,5 +1,7 @@
 //! `flowc`: the Flow compiler's command line. `flowc check` reports every problem in a set of
-//! `.flow` files, for people (colours on a terminal), CI (JSON) and GitHub annotations.
+//! `.flow` files, for people (colours on a terminal), CI (JSON) and GitHub annotations;
+//! `flowc build` compiles a workflow file to a `.flowb` bytecode artifact and `flowc disasm`
+//! lists the bytecode of a source file or an artifact.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use flow_compiler::diagnostics::{formats, render};
@@ -28,6 +30,19 @@ enum Command {
         /// Exit with status 1 when there are warnings, not only errors.
         #[arg(long)]
         deny_warnings: bool,
+    },
+    /// Compile a .flow file (and what it imports) to a .flowb bytecode artifact.
+    Build {
+        /// The root .flow file.
+        file: PathBuf,
+        /// Where to write the artifact (default: the same name with .flowb).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Print the bytecode of a .flow file (compiled first) or of a .flowb artifact.
+    Disasm {
+        /// A .flow source file or a .flowb artifact.
+        file: PathBuf,
     },
 }
 
@@ -78,6 +93,8 @@ fn run(cli: Cli) -> ExitCode {
             format,
             deny_warnings,
         } => check(&paths, format, deny_warnings),
+        Command::Build { file, output } => build(&file, output),
+        Command::Disasm { file } => disasm(&file),
     }
 }
 
@@ -119,6 +136,99 @@ fn check(paths: &[PathBuf], format: Format, deny_warnings: bool) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Checks and lowers one root file, printing diagnostics like `flowc check` when there are
+/// any. `Err` carries the exit status.
+fn compile(file: &Path) -> Result<flow_compiler::bytecode::Module, ExitCode> {
+    let path = path_string(file);
+    let program = match flow_compiler::check_paths(std::slice::from_ref(&path), &FsLoader) {
+        Ok(program) => program,
+        Err(error) => {
+            eprintln!("error: cannot read `{}`: {}", error.path, error.reason);
+            return Err(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    if !program.diagnostics.is_empty() {
+        let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let mut text = render::human(&program.diagnostics, &program.db, color);
+        text.push_str(&summary(&program, 1));
+        eprint!("{text}");
+    }
+    if program.errors() > 0 {
+        return Err(ExitCode::from(EXIT_PROBLEMS));
+    }
+    let lowered = flow_compiler::lower::lower(&program);
+    std::mem::forget(program);
+    lowered.map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_PROBLEMS)
+    })
+}
+
+fn build(file: &Path, output: Option<PathBuf>) -> ExitCode {
+    let module = match compile(file) {
+        Ok(module) => module,
+        Err(code) => return code,
+    };
+    let output = output.unwrap_or_else(|| file.with_extension("flowb"));
+    let bytes = flow_compiler::bytecode::encode(&module);
+    // Write beside the target, then rename: a reader never sees half an artifact.
+    let mut partial = output.clone().into_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let written =
+        std::fs::write(&partial, &bytes).and_then(|()| std::fs::rename(&partial, &output));
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&partial);
+        eprintln!(
+            "error: cannot write `{}`: {}",
+            output.display(),
+            describe_io(&error)
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let count = module.workflows.len();
+    eprintln!(
+        "wrote {} ({count} workflow{}, sha256 {})",
+        output.display(),
+        if count == 1 { "" } else { "s" },
+        flow_compiler::bytecode::encoding::artifact_hash(&bytes)
+    );
+    ExitCode::SUCCESS
+}
+
+fn disasm(file: &Path) -> ExitCode {
+    let module = if file.extension().is_some_and(|e| e == "flowb") {
+        let bytes = match FsLoader.read(&path_string(file)) {
+            Ok(bytes) => bytes,
+            Err(reason) => {
+                eprintln!("error: cannot read `{}`: {reason}", file.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        match flow_compiler::bytecode::decode(&bytes) {
+            Ok(module) => module,
+            Err(error) => {
+                eprintln!("error: cannot read `{}`: {error}", file.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    } else {
+        match compile(file) {
+            Ok(module) => module,
+            Err(code) => return code,
+        }
+    };
+    let listing = flow_compiler::bytecode::disasm::disassemble(&module);
+    if std::io::stdout()
+        .lock()
+        .write_all(listing.as_bytes())
+        .is_err()
+    {
+        return ExitCode::from(EXIT_USAGE);
+    }
+    ExitCode::SUCCESS
 }
 
 fn summary(program: &flow_compiler::Program, checked: usize) -> String {
