@@ -645,7 +645,11 @@ impl<'b, 'p> FnLower<'b, 'p> {
             self.loc = saved;
         }
         let has_tail = matches!(block.stmts.last().map(|s| &s.kind), Some(StmtKind::Expr(_)));
-        if want == Want::Value && !has_tail {
+        if want == Want::Value && !has_tail && block_diverges(block) {
+            // The block ends in `return`, `fail`, `break` or `continue`: no value is ever
+            // pushed here, but the paths that reach the join count one.
+            self.depth += 1;
+        } else if want == Want::Value && !has_tail {
             let saved = self.enter(Span::new(
                 (block.span.end as usize).saturating_sub(1),
                 block.span.end as usize,
@@ -1246,11 +1250,13 @@ impl<'b, 'p> FnLower<'b, 'p> {
             return Ok(());
         };
         self.block(then_block, want)?;
-        let to_end = self.emit(Op::Jump(PLACEHOLDER));
+        let to_end = (!block_diverges(then_block)).then(|| self.emit(Op::Jump(PLACEHOLDER)));
         self.patch(to_else);
         self.depth = depth;
         self.expr_want(else_branch, want)?;
-        self.patch(to_end);
+        if let Some(at) = to_end {
+            self.patch(at);
+        }
         Ok(())
     }
 
@@ -1271,7 +1277,8 @@ impl<'b, 'p> FnLower<'b, 'p> {
             self.pattern(&arm.pattern, &[Op::LoadLocal(subject)], &mut to_next)?;
             self.expr_want(&arm.body, want)?;
             self.scope.truncate(mark);
-            if index + 1 < arms.len() || !to_next.is_empty() {
+            let last = index + 1 == arms.len() && to_next.is_empty();
+            if !last && !expr_diverges(&arm.body) {
                 to_end.push(self.emit(Op::Jump(PLACEHOLDER)));
             }
             self.loc = saved;
@@ -1635,6 +1642,25 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 .map(|(_, ty)| ty)
                 .unwrap_or(Type::Unknown),
         }
+    }
+}
+
+/// Whether a block certainly ends in `return`, `fail`, `break` or `continue`, so that the
+/// code after it is unreachable.
+fn block_diverges(block: &Block) -> bool {
+    match block.stmts.last().map(|s| &s.kind) {
+        Some(StmtKind::Return(_) | StmtKind::Fail(_) | StmtKind::Break | StmtKind::Continue) => {
+            true
+        }
+        Some(StmtKind::Expr(tail)) => expr_diverges(tail),
+        _ => false,
+    }
+}
+
+fn expr_diverges(expr: &Expr) -> bool {
+    match &expr.kind {
+        ExprKind::Block(block) => block_diverges(block),
+        _ => false,
     }
 }
 

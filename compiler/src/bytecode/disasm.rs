@@ -124,14 +124,10 @@ fn show(module: &Module, op: Op) -> String {
             "await_approval {:?}",
             module.gates.get(gate as usize).cloned().unwrap_or_default()
         ),
-        Op::AwaitInput { request } => format!(
-            "await_input {:?}",
-            module
-                .input_requests
-                .get(request as usize)
-                .map(|r| r.name.clone())
-                .unwrap_or_default()
-        ),
+        Op::AwaitInput { request } => match module.input_requests.get(request as usize) {
+            Some(r) => format!("await_input {:?} -> {}", r.name, module.type_name(r.ty)),
+            None => format!("await_input #{request}"),
+        },
         Op::Audit { event } => format!(
             "audit {:?}",
             module
