@@ -141,3 +141,27 @@ mod tests {
         assert_eq!(resolve_import("/w/x/a.flow", "../b.flow"), "/w/b.flow");
     }
 }
+
+/// Reads files from disk. This is the one place the compiler library touches the file
+/// system, and only the binaries (`flowc`, `flowrt`) construct it: the compiler's own code
+/// receives files through the [`SourceLoader`] trait.
+pub struct FsLoader;
+
+impl SourceLoader for FsLoader {
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        let metadata = std::fs::metadata(path).map_err(|e| describe_io(&e))?;
+        if metadata.is_dir() {
+            return Err("it is a directory".to_string());
+        }
+        std::fs::read(path).map_err(|e| describe_io(&e))
+    }
+}
+
+/// A short, stable description of an I/O error for messages.
+pub fn describe_io(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => error.to_string(),
+    }
+}

@@ -134,6 +134,12 @@ impl Engine {
         }
     }
 
+    /// How long a claim lasts without renewal. Another process may take a run over once its
+    /// claim has expired — after a crash, that is how long the run waits.
+    pub fn set_lease(&mut self, lease_ms: i64) {
+        self.lease_ms = lease_ms.max(1);
+    }
+
     pub fn store(&mut self) -> &mut dyn Store {
         self.store.as_mut()
     }

@@ -1,0 +1,529 @@
+//! `flowrt`: runs compiled workflows durably on the embedded SQLite store.
+//!
+//! `flowrt run` deploys a program (a `.flow` file is compiled first), starts a run and drives
+//! it until it completes, fails or waits; `flowrt worker` drives every run that can make
+//! progress (woken timers included); the other commands show runs and their timelines.
+
+use clap::{Args, Parser, Subcommand};
+use flow_compiler::bytecode;
+use flow_compiler::diagnostics::{Code, Diagnostic, render};
+use flow_compiler::sources::{FsLoader, describe_io};
+use flow_compiler::span::Span;
+use flow_runtime::engine::{Engine, EngineError, now_ms};
+use flow_runtime::store::sqlite::SqliteStore;
+use flow_runtime::store::{RunRecord, RunStatus};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_WAITING: u8 = 10;
+
+#[derive(Parser)]
+#[command(name = "flowrt", version, about = "Run Flow workflows durably")]
+struct Cli {
+    /// The database (default: .flow/flow.db under the current directory).
+    #[arg(long, global = true, env = "FLOW_DB")]
+    db: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Deploy, start a run and drive it until it completes, fails or waits.
+    /// Exit status: 0 completed, 1 failed, 10 waiting, 2 usage, input or config error.
+    Run(StartArgs),
+    /// Deploy and start a run without driving it (a worker will).
+    Start(StartArgs),
+    /// Drive every run that can make progress, and fire due timers.
+    Worker {
+        /// Exit when nothing can make progress now, instead of waiting for timers.
+        #[arg(long)]
+        once: bool,
+    },
+    /// List runs, newest first.
+    Runs {
+        /// Only runs with this status (runnable, waiting, completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run.
+    Status {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run's timeline.
+    History {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run that has not finished.
+    Cancel {
+        run: String,
+        /// Who cancels it (default: $USER).
+        #[arg(long = "as")]
+        user: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct StartArgs {
+    /// A `.flow` source file or a `.flowb` artifact.
+    file: PathBuf,
+    /// The workflow to run (needed when the program has several).
+    #[arg(long)]
+    workflow: Option<String>,
+    /// The input: a JSON object with one field per parameter, or @FILE to read it from a file.
+    #[arg(long)]
+    input: Option<String>,
+    /// Who starts the run (default: $USER).
+    #[arg(long = "as")]
+    user: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A failure of the command itself: printed on stderr, exit status 2.
+struct Usage(String);
+
+impl From<EngineError> for Usage {
+    fn from(e: EngineError) -> Self {
+        Usage(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Usage> {
+    let db = cli.db.unwrap_or_else(|| PathBuf::from(".flow/flow.db"));
+    let store = SqliteStore::open(&db)
+        .map_err(|e| Usage(format!("cannot open the database {}: {e}", db.display())))?;
+    let owner = format!("flowrt-{}-{}", std::process::id(), now_ms());
+    let mut engine = Engine::new(Box::new(store), owner);
+    if let Ok(lease) = std::env::var("FLOW_LEASE_MS") {
+        let lease = lease
+            .parse::<i64>()
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| {
+                Usage(format!(
+                    "FLOW_LEASE_MS={lease}: expected a positive number of milliseconds"
+                ))
+            })?;
+        engine.set_lease(lease);
+    }
+    match cli.command {
+        Command::Run(args) => start(&mut engine, args, true),
+        Command::Start(args) => start(&mut engine, args, false),
+        Command::Worker { once } => worker(&mut engine, once),
+        Command::Runs { status, json } => runs(&mut engine, status.as_deref(), json),
+        Command::Status { run, json } => status(&mut engine, &run, json),
+        Command::History { run, json } => history(&mut engine, &run, json),
+        Command::Cancel { run, user } => {
+            cancel(&mut engine, &run, &user.unwrap_or_else(default_user))
+        }
+    }
+}
+
+fn default_user() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "operator".to_string())
+}
+
+/// The program to deploy: an artifact's bytes, and the compiled sources when we have them
+/// (to render runtime errors against the source).
+struct Loaded {
+    artifact: Vec<u8>,
+    program: Option<flow_compiler::Program>,
+}
+
+fn load(file: &Path) -> Result<Loaded, Usage> {
+    let shown = file.display();
+    if file.extension().is_some_and(|e| e == "flowb") {
+        let artifact = std::fs::read(file)
+            .map_err(|e| Usage(format!("cannot read {shown}: {}", describe_io(&e))))?;
+        bytecode::decode(&artifact).map_err(|e| Usage(format!("cannot read {shown}: {e}")))?;
+        return Ok(Loaded {
+            artifact,
+            program: None,
+        });
+    }
+    let path = file.to_string_lossy().replace('\\', "/");
+    let program = flow_compiler::check_paths(&[path], &FsLoader)
+        .map_err(|e| Usage(format!("cannot read {}: {}", e.path, e.reason)))?;
+    if program.errors() > 0 {
+        let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        eprint!(
+            "{}",
+            render::human(&program.diagnostics, &program.db, color)
+        );
+        return Err(Usage(format!(
+            "{shown} does not compile ({} error(s)); fix it and run again",
+            program.errors()
+        )));
+    }
+    let module = flow_compiler::lower::lower(&program)
+        .map_err(|e| Usage(format!("cannot compile {shown}: {e}")))?;
+    Ok(Loaded {
+        artifact: bytecode::encode(&module),
+        program: Some(program),
+    })
+}
+
+fn read_input(input: Option<&str>) -> Result<serde_json::Value, Usage> {
+    let (text, origin) = match input {
+        None => return Ok(serde_json::json!({})),
+        Some(arg) => match arg.strip_prefix('@') {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|e| {
+                    Usage(format!("--input: cannot read {path}: {}", describe_io(&e)))
+                })?,
+                format!("--input @{path}"),
+            ),
+            None => (arg.to_string(), "--input".to_string()),
+        },
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        Usage(format!(
+            "{origin} is not valid JSON: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+fn start(engine: &mut Engine, args: StartArgs, drive: bool) -> Result<ExitCode, Usage> {
+    let input = read_input(args.input.as_deref())?;
+    let loaded = load(&args.file)?;
+    let (version, module) = engine.deploy(&loaded.artifact)?;
+    let workflow = match args.workflow {
+        Some(name) => name,
+        None => match module.workflows.as_slice() {
+            [only] => only.name.clone(),
+            many => {
+                return Err(Usage(format!(
+                    "{} has several workflows; choose one with --workflow ({})",
+                    args.file.display(),
+                    many.iter()
+                        .map(|w| w.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        },
+    };
+    let user = args.user.unwrap_or_else(default_user);
+    let run = engine.start(&version, &workflow, &input, &user)?;
+    if !drive {
+        report_started(&run, &workflow, args.json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = engine.drive(&run)?;
+    let record = engine
+        .store()
+        .run(&run)
+        .map_err(|e| Usage(e.to_string()))?
+        .ok_or_else(|| Usage(format!("run {run} vanished")))?;
+    report(&record, loaded.program.as_ref(), &module, args.json);
+    Ok(match status {
+        RunStatus::Completed => ExitCode::SUCCESS,
+        RunStatus::Failed | RunStatus::Cancelled => ExitCode::from(EXIT_FAILED),
+        RunStatus::Waiting | RunStatus::Runnable => ExitCode::from(EXIT_WAITING),
+    })
+}
+
+fn report_started(run: &str, workflow: &str, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "run": run, "workflow": workflow, "status": "runnable" })
+        );
+    } else {
+        println!("run {run} started ({workflow}); `flowrt worker` will drive it");
+    }
+}
+
+fn record_json(record: &RunRecord) -> serde_json::Value {
+    let output = record
+        .output
+        .as_deref()
+        .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok());
+    serde_json::json!({
+        "run": record.id,
+        "workflow": record.workflow,
+        "version": record.version,
+        "status": record.status.as_str(),
+        "output": output,
+        "error": record.error,
+        "waiting_on": record.waiting_on,
+        "wake_at": record.wake_at.map(flow_runtime::vm::value::format_time),
+        "started_by": record.started_by,
+        "parent": record.parent,
+        "created_at": flow_runtime::vm::value::format_time(record.created_at),
+        "updated_at": flow_runtime::vm::value::format_time(record.updated_at),
+    })
+}
+
+fn report(
+    record: &RunRecord,
+    program: Option<&flow_compiler::Program>,
+    module: &bytecode::Module,
+    json: bool,
+) {
+    if json {
+        println!("{}", record_json(record));
+        return;
+    }
+    match record.status {
+        RunStatus::Completed => {
+            println!("run {} completed", record.id);
+            println!("{}", record.output.as_deref().unwrap_or("null"));
+        }
+        RunStatus::Failed => {
+            println!("run {} failed", record.id);
+            eprint!("{}", render_failure(record, program, module));
+        }
+        RunStatus::Waiting => println!(
+            "run {} is waiting ({})",
+            record.id,
+            record.waiting_on.as_deref().unwrap_or("?")
+        ),
+        other => println!("run {} is {}", record.id, other.as_str()),
+    }
+}
+
+/// The failure as a diagnostic on the source line when the source is at hand.
+fn render_failure(
+    record: &RunRecord,
+    program: Option<&flow_compiler::Program>,
+    _module: &bytecode::Module,
+) -> String {
+    let error = record.error.clone().unwrap_or_else(|| "failed".to_string());
+    let Some(program) = program else {
+        return format!("error: {error}\n");
+    };
+    // The stored error ends with "(at FILE:LINE:COLUMN)".
+    let location = error
+        .rsplit_once(" (at ")
+        .and_then(|(message, at)| Some((message, at.strip_suffix(')')?)));
+    let Some((message, at)) = location else {
+        return format!("error: {error}\n");
+    };
+    let mut parts = at.rsplitn(3, ':');
+    let (Some(column), Some(line), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        return format!("error: {error}\n");
+    };
+    let (Ok(line), Ok(column), Some(file_id)) = (
+        line.parse::<usize>(),
+        column.parse::<usize>(),
+        program.db.find(file),
+    ) else {
+        return format!("error: {error}\n");
+    };
+    let source = program.db.file(file_id);
+    let Some(line_start) = source.line_index.line_start(line.saturating_sub(1)) else {
+        return format!("error: {error}\n");
+    };
+    let offset = source.text[line_start..]
+        .char_indices()
+        .nth(column.saturating_sub(1))
+        .map(|(i, _)| line_start + i)
+        .unwrap_or(line_start);
+    let end = source.text[offset..]
+        .char_indices()
+        .find(|(_, c)| !(c.is_alphanumeric() || *c == '_'))
+        .map(|(i, _)| offset + i.max(1))
+        .unwrap_or(source.text.len());
+    let (kind, detail) = message.split_once(": ").unwrap_or(("Failed", message));
+    let diagnostic = Diagnostic::error(
+        RUN_FAILED,
+        file_id,
+        Span::new(offset, end),
+        detail.to_string(),
+    )
+    .with_message(format!("Run {} failed: {kind}", record.id))
+    .with_help(format!(
+        "`flowrt history {}` shows every step the run took",
+        record.id
+    ));
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    render::human(&[diagnostic], &program.db, color)
+}
+
+const RUN_FAILED: Code = Code {
+    id: "R0001",
+    title: "Run failed",
+};
+
+fn worker(engine: &mut Engine, once: bool) -> Result<ExitCode, Usage> {
+    loop {
+        let driven = engine.work_once()?;
+        if once {
+            eprintln!("worker: drove {driven} run(s); nothing else can make progress now");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let next = engine
+            .store()
+            .next_wake()
+            .map_err(|e| Usage(e.to_string()))?;
+        let now = now_ms();
+        // Poll often enough to pick up runs whose claim expired (after a crash) or that
+        // another process started.
+        let pause = next.map(|at| (at - now).clamp(10, 100)).unwrap_or(100);
+        std::thread::sleep(std::time::Duration::from_millis(pause as u64));
+    }
+}
+
+fn runs(engine: &mut Engine, status: Option<&str>, json: bool) -> Result<ExitCode, Usage> {
+    let filter = match status {
+        Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+            Usage(format!(
+                "--status {text}: expected one of runnable, waiting, completed, failed, cancelled"
+            ))
+        })?),
+        None => None,
+    };
+    let records = engine
+        .store()
+        .runs(filter)
+        .map_err(|e| Usage(e.to_string()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::Value::Array(records.iter().map(record_json).collect())
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if records.is_empty() {
+        println!("no runs");
+    }
+    for record in &records {
+        println!(
+            "{:<28} {:<10} {:<24} {}",
+            record.id,
+            record.status.as_str(),
+            record.workflow,
+            record.waiting_on.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn find(engine: &mut Engine, run: &str) -> Result<RunRecord, Usage> {
+    engine
+        .store()
+        .run(run)
+        .map_err(|e| Usage(e.to_string()))?
+        .ok_or_else(|| Usage(format!("no run with id {run}; `flowrt runs` lists them")))
+}
+
+fn status(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage> {
+    let record = find(engine, run)?;
+    if json {
+        println!("{}", record_json(&record));
+    } else {
+        let shown = record_json(&record);
+        if let Some(object) = shown.as_object() {
+            for (key, value) in object {
+                if !value.is_null() {
+                    println!(
+                        "{key:<11} {}",
+                        value
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| value.to_string())
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn history(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage> {
+    find(engine, run)?;
+    let events = engine
+        .store()
+        .history(run)
+        .map_err(|e| Usage(e.to_string()))?;
+    if json {
+        let items: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "seq": e.seq,
+                    "at": flow_runtime::vm::value::format_time(e.at),
+                    "event": e.kind,
+                    "step": e.step,
+                    "attempt": e.attempt,
+                    "line": e.line,
+                    "duration_ms": e.duration_ms,
+                    "data": serde_json::from_str::<serde_json::Value>(&e.data).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(items));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>4}  {:<24}  {:<15}  {:<20}  {:>7}  {:>5}  {:>9}",
+        "seq", "time", "event", "step", "attempt", "line", "duration"
+    );
+    for e in &events {
+        println!(
+            "{:>4}  {:<24}  {:<15}  {:<20}  {:>7}  {:>5}  {:>9}",
+            e.seq,
+            flow_runtime::vm::value::format_time(e.at),
+            e.kind,
+            e.step.as_deref().unwrap_or(""),
+            e.attempt.map(|a| a.to_string()).unwrap_or_default(),
+            e.line.map(|l| l.to_string()).unwrap_or_default(),
+            e.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cancel(engine: &mut Engine, run: &str, user: &str) -> Result<ExitCode, Usage> {
+    find(engine, run)?;
+    let cancelled = engine
+        .store()
+        .cancel(run, user, now_ms())
+        .map_err(|e| Usage(e.to_string()))?;
+    if cancelled {
+        println!("run {run} cancelled");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Usage(format!(
+            "run {run} has already finished; nothing to cancel"
+        )))
+    }
+}
