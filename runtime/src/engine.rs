@@ -122,7 +122,13 @@ impl Change {
 impl Engine {
     pub fn new(store: Box<dyn Store>, owner: impl Into<String>) -> Engine {
         let mut native_tools: HashMap<String, NativeTool> = HashMap::new();
-        native_tools.insert("flowrt:echo".to_string(), |input| Ok(input.clone()));
+        // Returns its only argument (or all of them, as a record, when there are several).
+        native_tools.insert("flowrt:echo".to_string(), |input| match input {
+            Value::Record(fields) if fields.len() == 1 => {
+                Ok(fields.values().next().cloned().unwrap_or(Value::None))
+            }
+            other => Ok(other.clone()),
+        });
         Engine {
             store,
             owner: owner.into(),
@@ -595,12 +601,17 @@ impl Engine {
                                 attempt_after_crash = false;
                             }
                             pending.push(event("step_started", Some(info.name.clone()), None, here, serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input })));
-                            self.commit(
-                                run,
-                                &version,
-                                Some(&machine),
-                                Change::runnable(std::mem::take(&mut pending)),
-                            )?;
+                            // An in-process tool has no effect outside this process, so it
+                            // cannot be "in flight" across a crash: its start needs no commit
+                            // of its own.
+                            if !self.is_native(&info) {
+                                self.commit(
+                                    run,
+                                    &version,
+                                    Some(&machine),
+                                    Change::runnable(std::mem::take(&mut pending)),
+                                )?;
+                            }
 
                             let started = now_ms();
                             let context = CallContext {
@@ -807,6 +818,148 @@ impl Engine {
             },
         )?;
         Ok(RunStatus::Failed)
+    }
+
+    fn is_native(&self, info: &bytecode::ToolInfo) -> bool {
+        matches!(&info.binding, Binding::Exec { command } if self.native_tools.contains_key(command))
+    }
+
+    /// Drives many runs at once, committing one step of every run in a single transaction
+    /// (group commit): the fsync that makes a step durable is shared by all of them. Each
+    /// run goes on only after the commit holding its step. Steps calling in-process tools
+    /// are batched; a run that reaches any other durable point is finished one run at a
+    /// time, like [`Engine::drive`]. Returns how many runs completed.
+    pub fn drive_batch(&mut self, runs: &[String]) -> EngineResult<usize> {
+        struct Active {
+            id: String,
+            version: String,
+            module: Rc<Module>,
+            machine: Machine,
+        }
+        let now = now_ms();
+        let mut active = Vec::new();
+        for id in runs {
+            if !self
+                .store
+                .claim(id, &self.owner, now + self.lease_ms, now)?
+            {
+                continue;
+            }
+            let (record, saved) = self
+                .store
+                .load(id)?
+                .ok_or_else(|| EngineError::NoSuchRun(id.clone()))?;
+            if record.status != RunStatus::Runnable {
+                self.store.release(id, &self.owner)?;
+                continue;
+            }
+            let module = self.module(&record.version)?;
+            let machine = snapshot::decode(saved.format_version, &saved.state)
+                .map_err(|why| EngineError::Corrupt(format!("run {id}: {why}")))?;
+            active.push(Active {
+                id: id.clone(),
+                version: record.version,
+                module,
+                machine,
+            });
+        }
+        let mut completed = 0;
+        let mut one_by_one = Vec::new();
+        while !active.is_empty() {
+            let now = now_ms();
+            let mut commits = Vec::with_capacity(active.len());
+            let mut still_going = Vec::with_capacity(active.len());
+            for mut run in active {
+                let commit = |machine: Option<&Machine>, change: Change| StepCommit {
+                    run: run.id.clone(),
+                    owner: self.owner.clone(),
+                    checkpoint: machine.map(|m| checkpoint(&run.version, m)),
+                    events: change.events,
+                    status: change.status,
+                    output: change.output,
+                    error: change.error,
+                    waiting_on: change.waiting_on,
+                    wake_at: change.wake_at,
+                    now,
+                };
+                match run.machine.run(&run.module) {
+                    Outcome::Completed(value) => {
+                        let done = event(
+                            "run_completed",
+                            None,
+                            None,
+                            None,
+                            serde_json::json!({ "output": value.to_json() }),
+                        );
+                        commits.push(commit(
+                            None,
+                            Change {
+                                output: Some(value.to_json().to_string()),
+                                status: RunStatus::Completed,
+                                ..Change::runnable(vec![done])
+                            },
+                        ));
+                        completed += 1;
+                    }
+                    Outcome::Durable {
+                        request: Request::Tool { tool, args },
+                        deadline: None,
+                    } if run
+                        .module
+                        .tools
+                        .get(tool as usize)
+                        .is_some_and(|info| self.is_native(info)) =>
+                    {
+                        let info = &run.module.tools[tool as usize];
+                        let input = Value::Record(
+                            info.params
+                                .iter()
+                                .map(|(n, _)| n.clone())
+                                .zip(args)
+                                .collect(),
+                        );
+                        let Binding::Exec { command } = &info.binding else {
+                            continue;
+                        };
+                        let native = self.native_tools[command];
+                        let step = run.machine.steps;
+                        let here = line(&run.module, &run.machine);
+                        match native(&input)
+                            .and_then(|v| check_output(&run.module, info, &v.to_json()))
+                        {
+                            Ok(value) => {
+                                let done = event(
+                                    "step_completed",
+                                    Some(info.name.clone()),
+                                    None,
+                                    here,
+                                    serde_json::json!({ "step_number": step, "output": value.to_json() }),
+                                );
+                                run.machine
+                                    .complete(&run.module, value, now)
+                                    .map_err(EngineError::Corrupt)?;
+                                commits
+                                    .push(commit(Some(&run.machine), Change::runnable(vec![done])));
+                                still_going.push(run);
+                            }
+                            Err(_) => one_by_one.push(run.id.clone()),
+                        }
+                    }
+                    Outcome::Failed(_) | Outcome::Durable { .. } => one_by_one.push(run.id.clone()),
+                }
+            }
+            self.store.commit(&commits)?;
+            active = still_going;
+        }
+        for id in runs {
+            self.store.release(id, &self.owner)?;
+        }
+        for id in one_by_one {
+            if self.drive(&id)? == RunStatus::Completed {
+                completed += 1;
+            }
+        }
+        Ok(completed)
     }
 
     fn call_tool(
