@@ -24,6 +24,10 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// How often a parent waiting on a child run looks at it again, in case the process that
+/// finished the child died before waking the parent.
+const CHILD_RECHECK_MS: i64 = 5_000;
+
 pub fn now_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -776,7 +780,10 @@ impl Engine {
                                             output: None,
                                             error: None,
                                             waiting_on: Some(format!("child {child}")),
-                                            wake_at: None,
+                                            // The child's end wakes the parent at once; this
+                                            // later check covers a process that died between
+                                            // the two.
+                                            wake_at: Some(now_ms() + CHILD_RECHECK_MS),
                                         },
                                     )?;
                                     return Ok(RunStatus::Waiting);
