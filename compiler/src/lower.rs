@@ -1261,6 +1261,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
     }
 
     fn match_expr(&mut self, scrutinee: &Expr, arms: &[ast::MatchArm], want: Want) -> Result {
+        let subject_type = self.type_of(scrutinee);
         self.expr(scrutinee)?;
         let subject = self.new_slot(scrutinee.span)?;
         self.emit(Op::StoreLocal(subject));
@@ -1274,7 +1275,8 @@ impl<'b, 'p> FnLower<'b, 'p> {
             self.depth = depth;
             let saved = self.enter(arm.span);
             let mark = self.scope.len();
-            self.pattern(&arm.pattern, &[Op::LoadLocal(subject)], &mut to_next)?;
+            let load = [Op::LoadLocal(subject)];
+            self.pattern(&arm.pattern, &subject_type, &load, &mut to_next)?;
             self.expr_want(&arm.body, want)?;
             self.scope.truncate(mark);
             let last = index + 1 == arms.len() && to_next.is_empty();
@@ -1303,7 +1305,13 @@ impl<'b, 'p> FnLower<'b, 'p> {
 
     /// Tests the value that `load` pushes against `pattern`: a failed test jumps to one of
     /// `to_next` (patched to the next arm); bindings are stored in fresh slots.
-    fn pattern(&mut self, pattern: &Pattern, load: &[Op], to_next: &mut Vec<usize>) -> Result {
+    fn pattern(
+        &mut self,
+        pattern: &Pattern,
+        ty: &Type,
+        load: &[Op],
+        to_next: &mut Vec<usize>,
+    ) -> Result {
         let saved = self.enter(pattern.span);
         match &pattern.kind {
             PatternKind::Wildcard => {}
@@ -1317,7 +1325,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                     for op in load {
                         self.emit(*op);
                     }
-                    let slot = self.bind(name, Type::Unknown, pattern.span)?;
+                    let slot = self.bind(name, ty.clone(), pattern.span)?;
                     self.emit(Op::StoreLocal(slot));
                 }
             },
@@ -1328,10 +1336,12 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 let name = self.variant_name(ty, variant);
                 let name = self.b.string(&name);
                 self.test(load, to_next, &[Op::IsVariant(name)]);
+                let types = self.variant_field_types(pattern.span);
                 for (index, field) in fields.iter().enumerate() {
                     let mut inner = load.to_vec();
                     inner.push(Op::VariantField(index_u32(index)));
-                    self.pattern(field, &inner, to_next)?;
+                    let ty = types.get(index).cloned().unwrap_or(Type::Unknown);
+                    self.pattern(field, &ty, &inner, to_next)?;
                 }
             }
             PatternKind::Int(value) => {
@@ -1391,13 +1401,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
         // The interpreter unwinds to the handler's depth and pushes the error record.
         self.depth = depth + 1;
         let mark = self.scope.len();
-        let error_type = self
-            .b
-            .program
-            .checked
-            .error
-            .map(Type::Named)
-            .unwrap_or(Type::Unknown);
+        let error_type = self.error_type();
         let slot = self.bind(&error.name, error_type, error.span)?;
         self.emit(Op::StoreLocal(slot));
         self.block(handler, want)?;
@@ -1512,9 +1516,14 @@ impl<'b, 'p> FnLower<'b, 'p> {
     }
 
     /// The static type of `expr`, as far as it can be told without the checker's
-    /// environment; `Unknown` where in doubt (names bound inside `expr` are not in scope
-    /// here, so blocks with bindings and arms with bindings are not looked into).
+    /// environment; `Unknown` where in doubt.
     fn type_of(&self, expr: &Expr) -> Type {
+        self.type_in(expr, &mut Vec::new())
+    }
+
+    /// Like [`Self::type_of`], with `inner`: the names bound inside the expression so far
+    /// (by `let`, patterns and `catch`), which shadow the locals in scope.
+    fn type_in(&self, expr: &Expr, inner: &mut Vec<(String, Type)>) -> Type {
         let checked = &self.b.program.checked;
         match &expr.kind {
             ExprKind::Int(_) => Type::Int,
@@ -1523,23 +1532,28 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::Duration(_) => Type::Duration,
             ExprKind::Str(_) => Type::String,
             ExprKind::None => Type::Optional(Box::new(Type::Unknown)),
-            ExprKind::Name(name) => match self.lookup(name) {
-                Some(local) => local.ty.clone(),
-                None => match self.resolved(expr.span) {
-                    Some(Resolved::Variant(ty, _)) => Type::Named(ty),
-                    _ => Type::Unknown,
-                },
-            },
+            ExprKind::Name(name) => {
+                if let Some((_, ty)) = inner.iter().rev().find(|(n, _)| n == name) {
+                    return ty.clone();
+                }
+                match self.lookup(name) {
+                    Some(local) => local.ty.clone(),
+                    None => match self.resolved(expr.span) {
+                        Some(Resolved::Variant(ty, _)) => Type::Named(ty),
+                        _ => Type::Unknown,
+                    },
+                }
+            }
             ExprKind::List(items) => Type::List(Box::new(
                 items
                     .first()
-                    .map(|i| self.type_of(i))
+                    .map(|i| self.type_in(i, inner))
                     .unwrap_or(Type::Unknown),
             )),
             ExprKind::Record(fields) => Type::Record(
                 fields
                     .iter()
-                    .map(|f| (f.name.name.clone(), self.type_of(&f.value)))
+                    .map(|f| (f.name.name.clone(), self.type_in(&f.value, inner)))
                     .collect(),
             ),
             ExprKind::Field {
@@ -1548,9 +1562,9 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 optional,
             } => match self.resolved(expr.span) {
                 Some(Resolved::Variant(ty, _)) => Type::Named(ty),
-                _ => self.field_type(&self.type_of(base), &name.name, *optional),
+                _ => self.field_type(&self.type_in(base, inner), &name.name, *optional),
             },
-            ExprKind::Index { base, .. } => match self.type_of(base) {
+            ExprKind::Index { base, .. } => match self.type_in(base, inner) {
                 Type::List(element) => *element,
                 Type::Map(value) => Type::optional(*value),
                 Type::Json => Type::Json,
@@ -1567,7 +1581,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             },
             ExprKind::Unary { op, operand } => match op {
                 UnaryOp::Not => Type::Bool,
-                UnaryOp::Neg => self.type_of(operand),
+                UnaryOp::Neg => self.type_in(operand, inner),
             },
             ExprKind::Binary { op, lhs, rhs } => match op {
                 BinaryOp::Eq
@@ -1578,14 +1592,14 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 | BinaryOp::GtEq
                 | BinaryOp::And
                 | BinaryOp::Or => Type::Bool,
-                BinaryOp::Coalesce => match self.type_of(lhs) {
-                    Type::Optional(inner) => match self.type_of(rhs) {
+                BinaryOp::Coalesce => match self.type_in(lhs, inner) {
+                    Type::Optional(left) => match self.type_in(rhs, inner) {
                         optional @ Type::Optional(_) => optional,
-                        _ => *inner,
+                        _ => *left,
                     },
                     other => other,
                 },
-                _ => match (self.type_of(lhs), self.type_of(rhs)) {
+                _ => match (self.type_in(lhs, inner), self.type_in(rhs, inner)) {
                     (Type::Time, Type::Time) => Type::Duration,
                     (Type::Int, Type::Duration) => Type::Duration,
                     (left, _) => left,
@@ -1595,22 +1609,43 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 then_block,
                 else_branch,
                 ..
-            } => match self.block_type(then_block) {
-                Type::Unknown | Type::Never => else_branch
+            } => match self.block_type(then_block, inner) {
+                Type::Unknown => else_branch
                     .as_ref()
-                    .map(|e| self.type_of(e))
+                    .map(|e| self.type_in(e, inner))
                     .unwrap_or(Type::Unknown),
                 known => known,
             },
-            ExprKind::Match { arms, .. } => arms
-                .iter()
-                .filter(|arm| !binds_names(&arm.pattern))
-                .map(|arm| self.type_of(&arm.body))
-                .find(|t| !t.is_unknown())
-                .unwrap_or(Type::Unknown),
-            ExprKind::Block(block) => self.block_type(block),
-            ExprKind::Retry { body, .. } | ExprKind::Try { body, .. } => self.block_type(body),
-            ExprKind::Timeout { body, .. } => self.block_type(body),
+            ExprKind::Match { scrutinee, arms } => {
+                let subject = self.type_in(scrutinee, inner);
+                for arm in arms {
+                    let mark = inner.len();
+                    self.pattern_types(&arm.pattern, &subject, inner);
+                    let ty = self.type_in(&arm.body, inner);
+                    inner.truncate(mark);
+                    if !ty.is_unknown() {
+                        return ty;
+                    }
+                }
+                Type::Unknown
+            }
+            ExprKind::Block(block) => self.block_type(block, inner),
+            ExprKind::Retry { body, .. } => self.block_type(body, inner),
+            ExprKind::Timeout { body, .. } => self.block_type(body, inner),
+            ExprKind::Try {
+                body,
+                error,
+                handler,
+            } => match self.block_type(body, inner) {
+                Type::Unknown => {
+                    let mark = inner.len();
+                    inner.push((error.name.clone(), self.error_type()));
+                    let ty = self.block_type(handler, inner);
+                    inner.truncate(mark);
+                    ty
+                }
+                known => known,
+            },
             ExprKind::AwaitApproval { .. } => {
                 checked.decision.map(Type::Named).unwrap_or(Type::Unknown)
             }
@@ -1619,15 +1654,74 @@ impl<'b, 'p> FnLower<'b, 'p> {
         }
     }
 
-    fn block_type(&self, block: &Block) -> Type {
-        let binds = block
-            .stmts
-            .iter()
-            .any(|s| matches!(s.kind, StmtKind::Let { .. }));
-        match block.stmts.last().map(|s| &s.kind) {
-            Some(StmtKind::Expr(tail)) if !binds => self.type_of(tail),
-            _ => Type::Unknown,
+    /// The type of a block's value; `Unknown` when it has none (the block ends in a
+    /// statement: its value is `none`, or it never completes).
+    fn block_type(&self, block: &Block, inner: &mut Vec<(String, Type)>) -> Type {
+        let mark = inner.len();
+        let mut result = Type::Unknown;
+        for (index, stmt) in block.stmts.iter().enumerate() {
+            match &stmt.kind {
+                StmtKind::Let {
+                    name, ty, value, ..
+                } => {
+                    let ty = match ty {
+                        Some(ty) => self.resolve_type(ty),
+                        None => self.type_in(value, inner),
+                    };
+                    inner.push((name.name.clone(), ty));
+                }
+                StmtKind::Expr(tail) if index + 1 == block.stmts.len() => {
+                    result = self.type_in(tail, inner);
+                }
+                _ => {}
+            }
         }
+        inner.truncate(mark);
+        result
+    }
+
+    /// The names `pattern` binds when it matches a value of type `subject`, with their types.
+    fn pattern_types(&self, pattern: &Pattern, subject: &Type, inner: &mut Vec<(String, Type)>) {
+        match &pattern.kind {
+            PatternKind::Name(name) => {
+                if !matches!(self.resolved(pattern.span), Some(Resolved::Variant(..))) {
+                    inner.push((name.clone(), subject.clone()));
+                }
+            }
+            PatternKind::Variant { fields, .. } => {
+                let types = self.variant_field_types(pattern.span);
+                for (index, field) in fields.iter().enumerate() {
+                    let ty = types.get(index).cloned().unwrap_or(Type::Unknown);
+                    self.pattern_types(field, &ty, inner);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The field types of the variant the pattern at `span` was resolved to.
+    fn variant_field_types(&self, span: Span) -> Vec<Type> {
+        let Some(Resolved::Variant(ty, variant)) = self.resolved(span) else {
+            return Vec::new();
+        };
+        self.b
+            .program
+            .checked
+            .types
+            .get(ty)
+            .variants()
+            .and_then(|v| v.get(variant))
+            .map(|v| v.fields.iter().map(|f| f.ty.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn error_type(&self) -> Type {
+        self.b
+            .program
+            .checked
+            .error
+            .map(Type::Named)
+            .unwrap_or(Type::Unknown)
     }
 
     fn field_type(&self, base: &Type, name: &str, optional: bool) -> Type {
@@ -1660,14 +1754,6 @@ fn block_diverges(block: &Block) -> bool {
 fn expr_diverges(expr: &Expr) -> bool {
     match &expr.kind {
         ExprKind::Block(block) => block_diverges(block),
-        _ => false,
-    }
-}
-
-fn binds_names(pattern: &Pattern) -> bool {
-    match &pattern.kind {
-        PatternKind::Name(_) => true,
-        PatternKind::Variant { fields, .. } => fields.iter().any(binds_names),
         _ => false,
     }
 }
@@ -1890,6 +1976,27 @@ mod tests {
                 Op::Return,
             ]
         );
+    }
+
+    #[test]
+    fn the_static_type_of_a_var_follows_patterns_blocks_and_catches() {
+        let module = lowered(
+            "type R = { a: Int, b: Int }\n\
+             enum E { X(r: R), Y }\n\
+             tool load() -> R via http get \"/r\"\n\
+             workflow w(e: E) -> Int {\n\
+               var s = match e { X(r) => r, Y => { let d = load(); d } }\n\
+               s.a = 1\n\
+               var t = try { load() } catch err { { a: length(err.message), b: 0 } }\n\
+               t.b = 2\n\
+               s.a + t.b\n\
+             }",
+        );
+        let records = code(&module, "w")
+            .iter()
+            .filter(|op| matches!(op, Op::MakeRecord(_)))
+            .count();
+        assert_eq!(records, 3, "{:?}", code(&module, "w"));
     }
 
     #[test]
