@@ -123,25 +123,6 @@ impl SourceLoader for MemoryLoader {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn imports_resolve_relative_to_the_importing_file() {
-        assert_eq!(
-            resolve_import("examples/a.flow", "types.flow"),
-            "examples/types.flow"
-        );
-        assert_eq!(
-            resolve_import("examples/a.flow", "../lib/t.flow"),
-            "lib/t.flow"
-        );
-        assert_eq!(resolve_import("a.flow", "./b.flow"), "b.flow");
-        assert_eq!(resolve_import("/w/x/a.flow", "../b.flow"), "/w/b.flow");
-    }
-}
-
 /// Reads files from disk. This is the one place the compiler library touches the file
 /// system, and only the binaries (`flowc`, `flowrt`) construct it: the compiler's own code
 /// receives files through the [`SourceLoader`] trait.
@@ -163,5 +144,24 @@ pub fn describe_io(error: &std::io::Error) -> String {
         std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         _ => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_resolve_relative_to_the_importing_file() {
+        assert_eq!(
+            resolve_import("examples/a.flow", "types.flow"),
+            "examples/types.flow"
+        );
+        assert_eq!(
+            resolve_import("examples/a.flow", "../lib/t.flow"),
+            "lib/t.flow"
+        );
+        assert_eq!(resolve_import("a.flow", "./b.flow"), "b.flow");
+        assert_eq!(resolve_import("/w/x/a.flow", "../b.flow"), "/w/b.flow");
     }
 }
