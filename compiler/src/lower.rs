@@ -1683,10 +1683,10 @@ impl<'b, 'p> FnLower<'b, 'p> {
     /// The names `pattern` binds when it matches a value of type `subject`, with their types.
     fn pattern_types(&self, pattern: &Pattern, subject: &Type, inner: &mut Vec<(String, Type)>) {
         match &pattern.kind {
-            PatternKind::Name(name) => {
-                if !matches!(self.resolved(pattern.span), Some(Resolved::Variant(..))) {
-                    inner.push((name.clone(), subject.clone()));
-                }
+            PatternKind::Name(name)
+                if !matches!(self.resolved(pattern.span), Some(Resolved::Variant(..))) =>
+            {
+                inner.push((name.clone(), subject.clone()));
             }
             PatternKind::Variant { fields, .. } => {
                 let types = self.variant_field_types(pattern.span);
