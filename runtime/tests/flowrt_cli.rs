@@ -1133,3 +1133,295 @@ workflow outer(n: Int) -> Int {
         "{names:?}"
     );
 }
+
+const FAMILY: &str = r#"workflow inner(n: Int) -> Int {
+  if n > 5 {
+    fail "child says no to ${n}"
+  }
+  n * 3
+}
+
+workflow outer(n: Int) -> Int {
+  let r = inner(n + 1)
+  r + 1
+}
+
+workflow gate(n: Int) -> Int {
+  let d = await approval "sign_off" { approvers: role("finance"), prompt: "ok?" }
+  if d.approved { n } else { 0 }
+}
+
+workflow waits(n: Int) -> Int {
+  gate(n) + 1
+}
+"#;
+
+#[test]
+fn a_worker_drives_a_child_workflow_and_its_parent() {
+    let project = project();
+    project.write("family.flow", FAMILY);
+    let ok = project.flowrt(&[
+        "start",
+        "family.flow",
+        "--workflow",
+        "outer",
+        "--input",
+        r#"{"n": 2}"#,
+    ]);
+    ok.expect_code(EXIT_COMPLETED);
+    let ok = run_id(&ok);
+    let failing = project.flowrt(&[
+        "start",
+        "family.flow",
+        "--workflow",
+        "outer",
+        "--input",
+        r#"{"n": 7}"#,
+    ]);
+    failing.expect_code(EXIT_COMPLETED);
+    let failing = run_id(&failing);
+    project
+        .flowrt(&["worker", "--once"])
+        .expect_code(EXIT_COMPLETED);
+
+    let parent = project.status(&ok);
+    assert_eq!(parent["status"], "completed", "{parent}");
+    assert_eq!(parent["output"], 10);
+    let parent = project.status(&failing);
+    assert_eq!(parent["status"], "failed", "{parent}");
+    let error = parent["error"].as_str().expect("an error");
+    assert!(
+        error.contains("inner") && error.contains("child says no to 8"),
+        "{error}"
+    );
+
+    let runs = project.runs();
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    for (parent, status) in [(&ok, "completed"), (&failing, "failed")] {
+        let children: Vec<&serde_json::Value> = runs
+            .iter()
+            .filter(|r| r["parent"] == parent.as_str())
+            .collect();
+        assert_eq!(children.len(), 1, "{runs:?}");
+        assert_eq!(children[0]["workflow"], "inner");
+        assert_eq!(children[0]["status"], status);
+    }
+    let history = project.history(&failing);
+    assert!(events(&history).contains(&"child_failed"), "{history:?}");
+}
+
+#[test]
+#[ignore = "bug: `run` of a workflow whose child fails exits 2 (\"being driven by another flowrt process\") instead of 1"]
+fn a_failing_child_workflow_fails_the_run() {
+    let project = project();
+    project.write("family.flow", FAMILY);
+    let out = project.flowrt(&[
+        "run",
+        "family.flow",
+        "--workflow",
+        "outer",
+        "--input",
+        r#"{"n": 7}"#,
+    ]);
+    out.expect_code(EXIT_FAILED)
+        .expect_stdout("failed")
+        .expect_stderr("child says no to 8");
+}
+
+#[test]
+fn a_parent_waits_while_its_child_waits() {
+    let project = project();
+    project.write("family.flow", FAMILY);
+    let out = project.flowrt(&[
+        "run",
+        "family.flow",
+        "--workflow",
+        "waits",
+        "--input",
+        r#"{"n": 2}"#,
+    ]);
+    out.expect_code(EXIT_WAITING);
+    let parent = run_id(&out);
+    let runs = project.runs();
+    let child = runs
+        .iter()
+        .find(|r| r["workflow"] == "gate")
+        .expect("the child run");
+    let child = child["run"].as_str().expect("a run id").to_string();
+    assert_eq!(project.status(&child)["parent"], parent.as_str());
+    assert_eq!(project.status(&child)["waiting_on"], "approval sign_off");
+    let status = project.status(&parent);
+    assert_eq!(status["status"], "waiting");
+    assert_eq!(status["waiting_on"], format!("child {child}"));
+}
+
+/// Starts `waits`, which waits on its child `gate`, cancels the child, and returns the
+/// parent's id.
+fn cancel_a_waited_on_child(project: &Project) -> String {
+    project.write("family.flow", FAMILY);
+    let out = project.flowrt(&[
+        "run",
+        "family.flow",
+        "--workflow",
+        "waits",
+        "--input",
+        r#"{"n": 2}"#,
+    ]);
+    out.expect_code(EXIT_WAITING);
+    let parent = run_id(&out);
+    let child = format!("{parent}.0");
+    let runs = project.runs();
+    assert!(runs.iter().any(|r| r["run"] == child.as_str()), "{runs:?}");
+    project
+        .flowrt(&["cancel", &child])
+        .expect_code(EXIT_COMPLETED);
+    parent
+}
+
+/// The parent sees the child's end: an uncaught child failure fails it.
+fn assert_failed_by_cancelled_child(project: &Project, parent: &str) {
+    let status = project.status(parent);
+    assert_eq!(status["status"], "failed", "{status}");
+    assert!(
+        status["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("gate") && e.contains("cancelled")),
+        "{status}"
+    );
+    let history = project.history(parent);
+    assert!(events(&history).contains(&"child_failed"), "{history:?}");
+}
+
+#[test]
+fn a_parent_learns_of_its_cancelled_child_at_the_next_recheck() {
+    let project = project();
+    let parent = cancel_a_waited_on_child(&project);
+    // A waiting parent rechecks its child every 5 s.
+    std::thread::sleep(Duration::from_millis(5300));
+    project
+        .flowrt(&["worker", "--once"])
+        .expect_code(EXIT_COMPLETED);
+    assert_failed_by_cancelled_child(&project, &parent);
+}
+
+#[test]
+#[ignore = "bug: cancelling a child run does not wake its parent; the parent only notices at its 5 s recheck"]
+fn cancelling_a_child_wakes_its_parent_at_once() {
+    let project = project();
+    let parent = cancel_a_waited_on_child(&project);
+    project
+        .flowrt(&["worker", "--once"])
+        .expect_code(EXIT_COMPLETED);
+    assert_failed_by_cancelled_child(&project, &parent);
+}
+
+#[test]
+#[ignore = "bug: retried tool calls carry no attempt number in the history (attempt is always null)"]
+fn history_numbers_the_attempts_of_a_retried_step() {
+    let project = project();
+    project.write(
+        "retry.flow",
+        r#"tool boom(n: Int) -> Int via exec "echo kaboom >&2; exit 3"
+
+workflow again() -> Int {
+  retry 3 { boom(1) }
+}
+"#,
+    );
+    let out = project.flowrt(&["run", "retry.flow"]);
+    out.expect_code(EXIT_FAILED).expect_stderr("kaboom");
+    let history = project.history(&run_id(&out));
+    let attempts: Vec<&serde_json::Value> = history
+        .iter()
+        .filter(|e| e["event"] == "step_started")
+        .map(|e| &e["attempt"])
+        .collect();
+    assert_eq!(attempts, [1, 2, 3], "{history:?}");
+    let failures = history
+        .iter()
+        .filter(|e| e["event"] == "step_failed")
+        .count();
+    assert_eq!(failures, 3);
+}
+
+#[test]
+fn without_flow_db_the_database_is_dot_flow_in_the_current_directory() {
+    let project = project();
+    let run = |args: &[&str]| {
+        let output = Command::new(FLOWRT)
+            .args(args)
+            .current_dir(project.path())
+            .env_remove("FLOW_DB")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("flowrt starts");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    run(&[
+        "run",
+        "prog.flow",
+        "--workflow",
+        "twice",
+        "--input",
+        r#"{"x": 1}"#,
+    ]);
+    assert!(project.path().join(".flow/flow.db").is_file());
+    assert!(run(&["runs"]).contains("completed"));
+    assert!(!project.db().exists(), "FLOW_DB was not set");
+}
+
+#[test]
+#[ignore = "bug: `flowrt runs | head -0` panics: println! into a closed pipe (failed printing to stdout: Broken pipe)"]
+fn output_into_a_closed_pipe_is_not_a_panic() {
+    let project = project();
+    for x in 1..=3 {
+        project
+            .flowrt(&[
+                "run",
+                "prog.flow",
+                "--workflow",
+                "twice",
+                "--input",
+                &format!(r#"{{"x": {x}}}"#),
+            ])
+            .expect_code(EXIT_COMPLETED);
+    }
+    let id = run_id(&project.flowrt(&[
+        "run",
+        "prog.flow",
+        "--workflow",
+        "limit",
+        "--input",
+        r#"{"x": 1}"#,
+    ]));
+    // `flowrt runs | head -0`: the reader is gone before flowrt prints.
+    for args in [
+        &["runs"][..],
+        &["runs", "--json"][..],
+        &["history", &id][..],
+        &["status", &id][..],
+    ] {
+        let mut child = Command::new(FLOWRT)
+            .args(args)
+            .current_dir(project.path())
+            .env("FLOW_DB", project.db())
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("flowrt starts");
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("flowrt ends");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains("panicked") && output.status.code() != Some(101),
+            "flowrt {args:?} into a closed pipe: {:?}\n{stderr}",
+            output.status
+        );
+    }
+}
