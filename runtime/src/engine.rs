@@ -246,6 +246,15 @@ impl Engine {
 
     /// Drives a run until it completes, fails or waits. Returns its status then.
     pub fn drive(&mut self, run: &str) -> EngineResult<RunStatus> {
+        let status = self.drive_alone(run)?;
+        if status.is_final() {
+            self.wake_parent(run)?;
+        }
+        Ok(status)
+    }
+
+    /// Drives a run without waking its parent: for a parent that drives its own child.
+    fn drive_alone(&mut self, run: &str) -> EngineResult<RunStatus> {
         let now = now_ms();
         if self.store.run(run)?.is_none() {
             return Err(EngineError::NoSuchRun(run.to_string()));
@@ -260,10 +269,17 @@ impl Engine {
         let released = self.store.release(run, &self.owner);
         let status = result?;
         released?;
-        if status.is_final() {
+        Ok(status)
+    }
+
+    /// Cancels a run that has not finished and lets its parent (if any) go on. Returns false
+    /// when the run had already finished.
+    pub fn cancel(&mut self, run: &str, by: &str) -> EngineResult<bool> {
+        let cancelled = self.store.cancel(run, by, now_ms())?;
+        if cancelled {
             self.wake_parent(run)?;
         }
-        Ok(status)
+        Ok(cancelled)
     }
 
     /// Drives every run that can make progress now (runnable, or with a due timer), until
@@ -398,6 +414,19 @@ impl Engine {
                     == Some(machine.steps)
         });
         let mut attempt_after_crash = in_flight;
+        // The attempt number of each tool call site: 1 + its failures since its last success
+        // (a `retry` loops back to the same call).
+        let mut failures: HashMap<(String, Option<i64>), i64> = HashMap::new();
+        for e in &history {
+            let site = (e.step.clone().unwrap_or_default(), e.line);
+            match e.kind.as_str() {
+                "step_failed" => *failures.entry(site).or_default() += 1,
+                "step_completed" => {
+                    failures.remove(&site);
+                }
+                _ => {}
+            }
+        }
 
         loop {
             match machine.run(&module) {
@@ -604,7 +633,9 @@ impl Engine {
                                 pending.push(event("step_resumed", Some(info.name.clone()), None, here, serde_json::json!({ "step_number": step, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; it runs again with the same idempotency key" })));
                                 attempt_after_crash = false;
                             }
-                            pending.push(event("step_started", Some(info.name.clone()), None, here, serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input })));
+                            let site = (info.name.clone(), here);
+                            let attempt = 1 + failures.get(&site).copied().unwrap_or(0);
+                            pending.push(event("step_started", Some(info.name.clone()), Some(attempt), here, serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input })));
                             // An in-process tool has no effect outside this process, so it
                             // cannot be "in flight" across a crash: its start needs no commit
                             // of its own.
@@ -627,13 +658,15 @@ impl Engine {
                             let finished = now_ms();
                             match result {
                                 Ok(value) => {
-                                    pending.push(event_with_duration("step_completed", Some(info.name.clone()), here, finished - started, serde_json::json!({ "step_number": step, "output": value.to_json() })));
+                                    pending.push(event_with_duration("step_completed", Some(info.name.clone()), Some(attempt), here, finished - started, serde_json::json!({ "step_number": step, "output": value.to_json() })));
+                                    failures.remove(&site);
                                     machine
                                         .complete(&module, value, finished)
                                         .map_err(EngineError::Corrupt)?;
                                 }
                                 Err(failure) => {
-                                    pending.push(event_with_duration("step_failed", Some(info.name.clone()), here, finished - started, serde_json::json!({ "step_number": step, "kind": failure.kind, "message": failure.message })));
+                                    pending.push(event_with_duration("step_failed", Some(info.name.clone()), Some(attempt), here, finished - started, serde_json::json!({ "step_number": step, "kind": failure.kind, "message": failure.message })));
+                                    *failures.entry(site).or_default() += 1;
                                     let error =
                                         error_value(failure.kind, failure.message, &info.name);
                                     if let Some(Outcome::Failed(failed)) =
@@ -695,7 +728,7 @@ impl Engine {
                             }
                             let status = match self.store.run(&child)? {
                                 Some(record) if record.status.is_final() => record.status,
-                                _ => match self.drive(&child) {
+                                _ => match self.drive_alone(&child) {
                                     Ok(status) => status,
                                     Err(EngineError::Claimed(_)) => RunStatus::Waiting,
                                     Err(e) => return Err(e),
@@ -734,14 +767,13 @@ impl Engine {
                                     )?;
                                 }
                                 RunStatus::Failed | RunStatus::Cancelled => {
-                                    let why = record.error.unwrap_or_else(|| "cancelled".into());
+                                    let why = match record.error {
+                                        Some(error) => format!("failed: {error}"),
+                                        None => "was cancelled".to_string(),
+                                    };
                                     let error = error_value(
                                         "Failed",
-                                        format!(
-                                            "child workflow `{}` ({child}) {}: {why}",
-                                            code.name,
-                                            status.as_str()
-                                        ),
+                                        format!("child workflow `{}` ({child}) {why}", code.name),
                                         &code.name,
                                     );
                                     pending.push(event(
@@ -1064,13 +1096,14 @@ fn event(
 fn event_with_duration(
     kind: &str,
     step: Option<String>,
+    attempt: Option<i64>,
     line: Option<i64>,
     duration: i64,
     data: serde_json::Value,
 ) -> NewEvent {
     NewEvent {
         duration_ms: Some(duration),
-        ..event(kind, step, None, line, data)
+        ..event(kind, step, attempt, line, data)
     }
 }
 

@@ -663,7 +663,6 @@ fn wrong_input_is_refused_before_a_run_is_created() {
 }
 
 #[test]
-#[ignore = "bug: an integer input beyond i64 is reported as \"expected Int (a whole number), found a number\""]
 fn an_out_of_range_integer_input_says_so() {
     let project = project();
     let out = project.flowrt(&[
@@ -1084,7 +1083,6 @@ fn sleep_waits_without_a_process_and_now_is_recorded() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "bug: `run` of a workflow calling a child workflow exits 2 (\"being driven by another flowrt process\") although both runs complete"]
 fn a_child_workflow_completes_with_its_result() {
     let project = project();
     project.write(
@@ -1211,7 +1209,6 @@ fn a_worker_drives_a_child_workflow_and_its_parent() {
 }
 
 #[test]
-#[ignore = "bug: `run` of a workflow whose child fails exits 2 (\"being driven by another flowrt process\") instead of 1"]
 fn a_failing_child_workflow_fails_the_run() {
     let project = project();
     project.write("family.flow", FAMILY);
@@ -1305,7 +1302,6 @@ fn a_parent_learns_of_its_cancelled_child_at_the_next_recheck() {
 }
 
 #[test]
-#[ignore = "bug: cancelling a child run does not wake its parent; the parent only notices at its 5 s recheck"]
 fn cancelling_a_child_wakes_its_parent_at_once() {
     let project = project();
     let parent = cancel_a_waited_on_child(&project);
@@ -1316,7 +1312,6 @@ fn cancelling_a_child_wakes_its_parent_at_once() {
 }
 
 #[test]
-#[ignore = "bug: retried tool calls carry no attempt number in the history (attempt is always null)"]
 fn history_numbers_the_attempts_of_a_retried_step() {
     let project = project();
     project.write(
@@ -1376,7 +1371,6 @@ fn without_flow_db_the_database_is_dot_flow_in_the_current_directory() {
 }
 
 #[test]
-#[ignore = "bug: `flowrt runs | head -0` panics: println! into a closed pipe (failed printing to stdout: Broken pipe)"]
 fn output_into_a_closed_pipe_is_not_a_panic() {
     let project = project();
     for x in 1..=3 {

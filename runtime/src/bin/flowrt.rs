@@ -262,12 +262,14 @@ fn start(engine: &mut Engine, args: StartArgs, drive: bool) -> Result<ExitCode, 
 
 fn report_started(run: &str, workflow: &str, json: bool) {
     if json {
-        println!(
+        say(format_args!(
             "{}",
             serde_json::json!({ "run": run, "workflow": workflow, "status": "runnable" })
-        );
+        ));
     } else {
-        println!("run {run} started ({workflow}); `flowrt worker` will drive it");
+        say(format_args!(
+            "run {run} started ({workflow}); `flowrt worker` will drive it"
+        ));
     }
 }
 
@@ -299,24 +301,27 @@ fn report(
     json: bool,
 ) {
     if json {
-        println!("{}", record_json(record));
+        say(format_args!("{}", record_json(record)));
         return;
     }
     match record.status {
         RunStatus::Completed => {
-            println!("run {} completed", record.id);
-            println!("{}", record.output.as_deref().unwrap_or("null"));
+            say(format_args!("run {} completed", record.id));
+            say(format_args!(
+                "{}",
+                record.output.as_deref().unwrap_or("null")
+            ));
         }
         RunStatus::Failed => {
-            println!("run {} failed", record.id);
+            say(format_args!("run {} failed", record.id));
             eprint!("{}", render_failure(record, program, module));
         }
-        RunStatus::Waiting => println!(
+        RunStatus::Waiting => say(format_args!(
             "run {} is waiting ({})",
             record.id,
             record.waiting_on.as_deref().unwrap_or("?")
-        ),
-        other => println!("run {} is {}", record.id, other.as_str()),
+        )),
+        other => say(format_args!("run {} is {}", record.id, other.as_str())),
     }
 }
 
@@ -378,6 +383,16 @@ fn render_failure(
     render::human(&[diagnostic], &program.db, color)
 }
 
+/// Prints a line on stdout. A closed pipe (`flowrt runs | head -1`) ends the output quietly
+/// instead of panicking.
+fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{line}").is_err() {
+        std::process::exit(0);
+    }
+}
+
 const RUN_FAILED: Code = Code {
     id: "R0001",
     title: "Run failed",
@@ -416,23 +431,23 @@ fn runs(engine: &mut Engine, status: Option<&str>, json: bool) -> Result<ExitCod
         .runs(filter)
         .map_err(|e| Usage(e.to_string()))?;
     if json {
-        println!(
+        say(format_args!(
             "{}",
             serde_json::Value::Array(records.iter().map(record_json).collect())
-        );
+        ));
         return Ok(ExitCode::SUCCESS);
     }
     if records.is_empty() {
-        println!("no runs");
+        say(format_args!("no runs"));
     }
     for record in &records {
-        println!(
+        say(format_args!(
             "{:<28} {:<10} {:<24} {}",
             record.id,
             record.status.as_str(),
             record.workflow,
             record.waiting_on.as_deref().unwrap_or("")
-        );
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -448,19 +463,19 @@ fn find(engine: &mut Engine, run: &str) -> Result<RunRecord, Usage> {
 fn status(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage> {
     let record = find(engine, run)?;
     if json {
-        println!("{}", record_json(&record));
+        say(format_args!("{}", record_json(&record)));
     } else {
         let shown = record_json(&record);
         if let Some(object) = shown.as_object() {
             for (key, value) in object {
                 if !value.is_null() {
-                    println!(
+                    say(format_args!(
                         "{key:<11} {}",
                         value
                             .as_str()
                             .map(str::to_string)
                             .unwrap_or_else(|| value.to_string())
-                    );
+                    ));
                 }
             }
         }
@@ -490,15 +505,15 @@ fn history(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(items));
+        say(format_args!("{}", serde_json::Value::Array(items)));
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    say(format_args!(
         "{:>4}  {:<24}  {:<15}  {:<20}  {:>7}  {:>5}  {:>9}",
         "seq", "time", "event", "step", "attempt", "line", "duration"
-    );
+    ));
     for e in &events {
-        println!(
+        say(format_args!(
             "{:>4}  {:<24}  {:<15}  {:<20}  {:>7}  {:>5}  {:>9}",
             e.seq,
             flow_runtime::vm::value::format_time(e.at),
@@ -507,19 +522,16 @@ fn history(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage
             e.attempt.map(|a| a.to_string()).unwrap_or_default(),
             e.line.map(|l| l.to_string()).unwrap_or_default(),
             e.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
-        );
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn cancel(engine: &mut Engine, run: &str, user: &str) -> Result<ExitCode, Usage> {
     find(engine, run)?;
-    let cancelled = engine
-        .store()
-        .cancel(run, user, now_ms())
-        .map_err(|e| Usage(e.to_string()))?;
+    let cancelled = engine.cancel(run, user)?;
     if cancelled {
-        println!("run {run} cancelled");
+        say(format_args!("run {run} cancelled"));
         Ok(ExitCode::SUCCESS)
     } else {
         Err(Usage(format!(

@@ -317,10 +317,22 @@ pub fn from_json(
         (TypeDesc::Optional(_), J::Null) => Ok(Value::None),
         (TypeDesc::Optional(inner), _) => from_json(module, *inner, json, path),
         (TypeDesc::Json, _) => Ok(Value::from_any_json(json)),
-        (TypeDesc::Int, J::Number(n)) => n
-            .as_i64()
-            .map(Value::Int)
-            .ok_or_else(|| mismatch("Int (a whole number)".into())),
+        (TypeDesc::Int, J::Number(n)) => match n.as_i64() {
+            Some(i) => Ok(Value::Int(i)),
+            None if n.is_u64()
+                || n.as_f64()
+                    .is_some_and(|f| f.fract() == 0.0 && f.abs() >= 9.2e18) =>
+            {
+                Err(JsonMismatch {
+                    path: path.to_string(),
+                    expected:
+                        "Int, a whole number from -9223372036854775808 to 9223372036854775807"
+                            .into(),
+                    found: format!("{n}, which is too large"),
+                })
+            }
+            None => Err(mismatch("Int (a whole number)".into())),
+        },
         (TypeDesc::Float, J::Number(n)) => n
             .as_f64()
             .map(Value::Float)
@@ -362,8 +374,8 @@ pub fn from_json(
             {
                 return Err(JsonMismatch {
                     path: field_path(path, extra),
-                    expected: format!("no such field (the fields are {})", field_names(fields)),
-                    found: json_kind(&given[extra]),
+                    expected: format!("only the fields {}", field_names(fields)),
+                    found: "a field that does not exist".into(),
                 });
             }
             let mut out = BTreeMap::new();
