@@ -1231,46 +1231,4 @@ mod tests {
         assert_eq!(store.history("r1").unwrap().len(), 3);
     }
 
-    /// Rough timings of group commit: `cargo test -p flow-runtime --release -- --ignored
-    /// --nocapture commit_timing`. Not a benchmark of the engine, only of the store.
-    #[test]
-    #[ignore]
-    fn commit_timing() {
-        for durability in [Durability::Full, Durability::Normal] {
-            let dir = tempfile::tempdir().unwrap();
-            let mut store =
-                SqliteStore::open_with(&dir.path().join("flow.db"), durability).unwrap();
-            store.deploy("v1", b"artifact", 1).unwrap();
-            let ids: Vec<String> = (0..200).map(|i| format!("r{i}")).collect();
-            for id in &ids {
-                create(&mut store, id, Some(OWNER), 10);
-            }
-            let state = vec![7u8; 2048];
-            let batch = |n: usize, now: Millis| -> Vec<StepCommit> {
-                ids[..n]
-                    .iter()
-                    .map(|id| {
-                        let mut commit = step(id, OWNER, RunStatus::Runnable, now);
-                        commit.checkpoint = Some(checkpoint(&state));
-                        commit
-                    })
-                    .collect()
-            };
-            for n in [1, 200] {
-                let rounds = 50;
-                let batches: Vec<Vec<StepCommit>> =
-                    (0..rounds).map(|r| batch(n, 100 + r)).collect();
-                let started = std::time::Instant::now();
-                for commits in &batches {
-                    store.commit(commits).unwrap();
-                }
-                let per = started.elapsed() / rounds as u32;
-                let steps = (n as f64) / per.as_secs_f64();
-                println!(
-                    "{durability:?}: commit of {n:>3} steps (2 KiB checkpoint, 2 events each): \
-                     {per:?} per transaction, {steps:.0} steps/s"
-                );
-            }
-        }
-    }
 }
