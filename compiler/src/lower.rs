@@ -859,8 +859,8 @@ impl<'b, 'p> FnLower<'b, 'p> {
         Ok(())
     }
 
-    /// `x = v` stores; `x.a.b = v` rebuilds the records along the path (the bytecode has
-    /// no instruction that replaces one field).
+    /// `x = v` stores; `x.a.b = v` pushes `x` and `x.a`, then sets `b` in `x.a` and `a` in
+    /// `x` (`set_field`, from the inside out), and stores the result in `x`.
     fn assign(&mut self, target: &Expr, value: &Expr) -> Result {
         let mut path: Vec<&str> = Vec::new();
         let mut root = target;
@@ -875,7 +875,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
         let Some(local) = self.lookup(name) else {
             return Err(self.error_at(root.span, format!("unknown variable `{name}`")));
         };
-        let (slot, root_type) = (local.slot, local.ty.clone());
+        let slot = local.slot;
         self.expr(value)?;
         if path.is_empty() {
             self.emit(Op::StoreLocal(slot));
@@ -884,63 +884,19 @@ impl<'b, 'p> FnLower<'b, 'p> {
         let temp = self.new_slot(target.span)?;
         self.emit(Op::StoreLocal(temp));
         let saved = self.enter(target.span);
-        self.rebuild(
-            &[Op::LoadLocal(slot)],
-            &root_type,
-            &path,
-            temp,
-            target.span,
-            name,
-        )?;
+        self.emit(Op::LoadLocal(slot));
+        for field in &path[..path.len() - 1] {
+            let constant = self.b.string(field);
+            self.emit(Op::Dup);
+            self.emit(Op::GetField(constant));
+        }
+        self.emit(Op::LoadLocal(temp));
+        for field in path.iter().rev() {
+            let constant = self.b.string(field);
+            self.emit(Op::SetField(constant));
+        }
         self.emit(Op::StoreLocal(slot));
         self.loc = saved;
-        Ok(())
-    }
-
-    /// Pushes a copy of the record that `load` pushes (of type `ty`) with the field at
-    /// `path` replaced by local `temp`.
-    fn rebuild(
-        &mut self,
-        load: &[Op],
-        ty: &Type,
-        path: &[&str],
-        temp: u16,
-        span: Span,
-        root: &str,
-    ) -> Result {
-        let Some(fields) = self.record_fields(ty) else {
-            let message = match ty {
-                Type::Json => format!(
-                    "assigning to a field of a `Json` value is not supported yet; build a new value and assign it to `{root}`"
-                ),
-                _ => format!(
-                    "cannot tell which fields `{root}` has here; declare its type: `var {root}: Type = …`"
-                ),
-            };
-            return Err(self.error_at(span, message));
-        };
-        if !fields.iter().any(|(name, _)| name == path[0]) {
-            return Err(self.error_at(span, format!("no field `{}` to assign", path[0])));
-        }
-        for (name, field_type) in &fields {
-            if name == path[0] {
-                if path.len() == 1 {
-                    self.emit(Op::LoadLocal(temp));
-                } else {
-                    let mut inner = load.to_vec();
-                    inner.push(Op::GetField(self.b.string(name)));
-                    self.rebuild(&inner, field_type, &path[1..], temp, span, root)?;
-                }
-            } else {
-                for op in load {
-                    self.emit(*op);
-                }
-                let field = self.b.string(name);
-                self.emit(Op::GetField(field));
-            }
-        }
-        let list = self.b.field_list(fields.iter().map(|(n, _)| n.as_str()));
-        self.emit(Op::MakeRecord(list));
         Ok(())
     }
 
@@ -1945,7 +1901,7 @@ mod tests {
     }
 
     #[test]
-    fn assigning_a_field_rebuilds_the_records_on_the_path() {
+    fn assigning_a_field_sets_it_from_the_inside_out() {
         let module = lowered(
             "type Inner = { count: Int, label: String? }\n\
              type Outer = { inner: Inner, name: String }\n\
@@ -1956,21 +1912,19 @@ mod tests {
              }",
         );
         let inner = string(&module, "inner");
-        let label = string(&module, "label");
+        let count = string(&module, "count");
         let ops = code(&module, "w");
         assert_eq!(
-            ops[2..15],
+            ops[2..13],
             [
                 Op::Const(0),
                 Op::StoreLocal(2),
-                Op::LoadLocal(2),
                 Op::LoadLocal(1),
+                Op::Dup,
                 Op::GetField(inner),
-                Op::GetField(label),
-                Op::MakeRecord(0),
-                Op::LoadLocal(1),
-                Op::GetField(string(&module, "name")),
-                Op::MakeRecord(1),
+                Op::LoadLocal(2),
+                Op::SetField(count),
+                Op::SetField(inner),
                 Op::StoreLocal(1),
                 Op::LoadLocal(1),
                 Op::Return,
@@ -1979,37 +1933,18 @@ mod tests {
     }
 
     #[test]
-    fn the_static_type_of_a_var_follows_patterns_blocks_and_catches() {
-        let module = lowered(
-            "type R = { a: Int, b: Int }\n\
-             enum E { X(r: R), Y }\n\
-             tool load() -> R via http get \"/r\"\n\
-             workflow w(e: E) -> Int {\n\
-               var s = match e { X(r) => r, Y => { let d = load(); d } }\n\
-               s.a = 1\n\
-               var t = try { load() } catch err { { a: length(err.message), b: 0 } }\n\
-               t.b = 2\n\
-               s.a + t.b\n\
-             }",
-        );
-        let records = code(&module, "w")
-            .iter()
-            .filter(|op| matches!(op, Op::MakeRecord(_)))
-            .count();
-        assert_eq!(records, 3, "{:?}", code(&module, "w"));
-    }
-
-    #[test]
-    fn assigning_a_field_of_json_is_refused_with_a_location() {
+    fn assigning_a_field_of_json_works_like_any_record() {
         let program = crate::check_text(
             "t.flow",
             "workflow w(j: Json) -> Json {\n  var v = j\n  v.a = 1\n  v\n}",
         );
         assert_eq!(program.errors(), 0);
-        match lower(&program) {
-            Err(LowerError::At { line, column, .. }) => assert_eq!((line, column), (3, 3)),
-            other => panic!("expected an error at 3:3, got {other:?}"),
-        }
+        let module = lower(&program).expect("lowers");
+        assert!(
+            module.workflows[0]
+                .code
+                .contains(&Op::SetField(string(&module, "a")))
+        );
     }
 
     #[test]

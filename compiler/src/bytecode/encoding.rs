@@ -215,6 +215,7 @@ mod tests {
             (Op::Audit { event: 0 }, 39),
             (Op::Fail, 40),
             (Op::Return, 46),
+            (Op::SetField(0), 47),
         ];
         for (op, number) in numbered {
             let bytes = postcard::to_stdvec(&op).expect("encodes");

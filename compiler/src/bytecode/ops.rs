@@ -116,6 +116,9 @@ pub enum Op {
     ExitTimeout,
     /// Pop the result; end the run.
     Return,
+    /// Pop a value, then a record; push the record with field `n` (a string constant) set
+    /// to the value. `x.a.b = v` sets the fields from the inside out.
+    SetField(u32),
 }
 
 impl Op {

@@ -47,7 +47,8 @@ pub fn stack_effect(module: &Module, op: Op) -> Option<(u32, u32)> {
         | Op::Lt
         | Op::LtEq
         | Op::Gt
-        | Op::GtEq => (2, 1),
+        | Op::GtEq
+        | Op::SetField(_) => (2, 1),
         Op::Jump(_) | Op::PushHandler { .. } | Op::PopHandler | Op::ExitTimeout => (0, 0),
         Op::JumpIfFalse(_) | Op::JumpIfTrue(_) | Op::JumpIfNotNone(_) => (1, 0),
         Op::CallBuiltin { args, .. } => (u32::from(args), 1),
@@ -182,7 +183,7 @@ fn check_operands(module: &Module, workflow: &WorkflowCode, op: Op) -> Result<()
             .ok_or_else(|| {
                 format!("names variant #{variant} of type #{ty}, which is no such enum variant")
             }),
-        Op::GetField(n) | Op::GetFieldOptional(n) | Op::IsVariant(n) => {
+        Op::GetField(n) | Op::GetFieldOptional(n) | Op::IsVariant(n) | Op::SetField(n) => {
             check_string(module, n, "the instruction")
         }
         Op::CallBuiltin { id, args } => match flow_stdlib::Builtin::from_id(id) {

@@ -1230,5 +1230,4 @@ mod tests {
             .unwrap();
         assert_eq!(store.history("r1").unwrap().len(), 3);
     }
-
 }

@@ -428,6 +428,22 @@ impl Machine {
                 };
                 self.fiber.stack.push(value);
             }
+            Op::SetField(name) => {
+                let field = Self::string_constant(module, name)?.to_string();
+                let value = self.pop()?;
+                match self.pop()? {
+                    Value::Record(mut fields) => {
+                        fields.insert(field, value);
+                        self.fiber.stack.push(Value::Record(fields));
+                    }
+                    other => {
+                        return Err(raise(format!(
+                            "cannot set `.{field}` of {}",
+                            other.type_name()
+                        )));
+                    }
+                }
+            }
             Op::Index => {
                 let index = self.pop()?;
                 let base = self.pop()?;
