@@ -11,6 +11,8 @@
 //! - Everything else that is durable (`now()`, `audit`, `sleep`, waiting) is recorded and
 //!   checkpointed in a single commit.
 
+use crate::config::Config;
+use crate::gates::{GateClock, GateKind};
 use crate::store::{
     Checkpoint, Millis, NewEvent, NewRun, RunStatus, StepCommit, Store, StoreError,
 };
@@ -22,18 +24,28 @@ use flow_compiler::bytecode::{self, ArtifactError, Binding, Module};
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How often a parent waiting on a child run looks at it again, in case the process that
 /// finished the child died before waking the parent.
 const CHILD_RECHECK_MS: i64 = 5_000;
 
+/// How far the test clock is ahead of the real one (see [`Engine::advance_clock`]). One
+/// engine per process, so a process-wide value is enough.
+static CLOCK_OFFSET: AtomicI64 = AtomicI64::new(0);
+
+/// The runtime's clock: the real time, plus the test clock's offset on a test database.
 pub fn now_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+        + CLOCK_OFFSET.load(Ordering::Relaxed)
 }
+
+const TEST_CLOCK: &str = "test_clock";
+const CLOCK_OFFSET_KEY: &str = "clock_offset_ms";
 
 #[derive(Debug)]
 pub enum EngineError {
@@ -89,29 +101,30 @@ impl From<StoreError> for EngineError {
 pub type NativeTool = fn(&Value) -> Result<Value, ToolFailure>;
 
 pub struct Engine {
-    store: Box<dyn Store>,
-    owner: String,
-    lease_ms: i64,
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) owner: String,
+    pub(crate) lease_ms: i64,
     modules: HashMap<String, Rc<Module>>,
     native_tools: HashMap<String, NativeTool>,
     next_id: u64,
     renewed_at: Millis,
+    pub(crate) config: Config,
 }
 
-type EngineResult<T> = Result<T, EngineError>;
+pub(crate) type EngineResult<T> = Result<T, EngineError>;
 
 /// Everything a commit changes besides the checkpoint.
-struct Change {
-    events: Vec<NewEvent>,
-    status: RunStatus,
-    output: Option<String>,
-    error: Option<String>,
-    waiting_on: Option<String>,
-    wake_at: Option<Millis>,
+pub(crate) struct Change {
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) status: RunStatus,
+    pub(crate) output: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) waiting_on: Option<String>,
+    pub(crate) wake_at: Option<Millis>,
 }
 
 impl Change {
-    fn runnable(events: Vec<NewEvent>) -> Change {
+    pub(crate) fn runnable(events: Vec<NewEvent>) -> Change {
         Change {
             events,
             status: RunStatus::Runnable,
@@ -141,7 +154,66 @@ impl Engine {
             native_tools,
             next_id: 0,
             renewed_at: 0,
+            config: Config::empty(),
         }
+    }
+
+    /// Users, roles and notification hooks (`flow.toml`).
+    pub fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Reads the test clock's offset from the database, if it has a test clock.
+    pub fn load_clock(&mut self) -> EngineResult<()> {
+        let offset = match self.store.setting(CLOCK_OFFSET_KEY)? {
+            Some(text) => text.parse::<i64>().map_err(|_| {
+                EngineError::Corrupt(format!("the test clock's offset `{text}` is not a number"))
+            })?,
+            None => 0,
+        };
+        CLOCK_OFFSET.store(offset, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn has_test_clock(&mut self) -> EngineResult<bool> {
+        Ok(self.store.setting(TEST_CLOCK)?.as_deref() == Some("on"))
+    }
+
+    /// Gives a new database a test clock that `advance_clock` moves (for tests that must not
+    /// wait hours). Refused on a database that already has runs on the real clock.
+    pub fn enable_test_clock(&mut self) -> EngineResult<()> {
+        if self.has_test_clock()? {
+            return Ok(());
+        }
+        if !self.store.runs(None)?.is_empty() {
+            return Err(EngineError::Corrupt(
+                "a test clock can only be enabled on a new database; this one already has runs"
+                    .into(),
+            ));
+        }
+        self.store.set_setting(TEST_CLOCK, "on")?;
+        Ok(())
+    }
+
+    /// Moves the test clock forward by `ms`; returns the new time.
+    pub fn advance_clock(&mut self, ms: i64) -> EngineResult<Millis> {
+        if !self.has_test_clock()? {
+            return Err(EngineError::Corrupt(
+                "this database runs on the real clock; create it with `flowrt --test-clock` to move time".into(),
+            ));
+        }
+        self.load_clock()?;
+        let offset = CLOCK_OFFSET
+            .load(Ordering::Relaxed)
+            .saturating_add(ms.max(0));
+        self.store
+            .set_setting(CLOCK_OFFSET_KEY, &offset.to_string())?;
+        CLOCK_OFFSET.store(offset, Ordering::Relaxed);
+        Ok(now_ms())
     }
 
     /// How long a claim lasts without renewal. Another process may take a run over once its
@@ -163,7 +235,7 @@ impl Engine {
         Ok((hash, module))
     }
 
-    fn module(&mut self, version: &str) -> EngineResult<Rc<Module>> {
+    pub(crate) fn module(&mut self, version: &str) -> EngineResult<Rc<Module>> {
         if let Some(module) = self.modules.get(version) {
             return Ok(module.clone());
         }
@@ -333,7 +405,7 @@ impl Engine {
         Ok(())
     }
 
-    fn commit(
+    pub(crate) fn commit(
         &mut self,
         run: &str,
         version: &str,
@@ -364,7 +436,7 @@ impl Engine {
         Ok(())
     }
 
-    fn drive_claimed(&mut self, run: &str) -> EngineResult<RunStatus> {
+    pub(crate) fn drive_claimed(&mut self, run: &str) -> EngineResult<RunStatus> {
         let (record, saved) = self
             .store
             .load(run)?
@@ -384,8 +456,22 @@ impl Engine {
         let version = record.version.clone();
         let mut pending: Vec<NewEvent> = Vec::new();
 
+        let history = self.store.history(run)?;
         if record.status == RunStatus::Waiting {
             match record.waiting_on.as_deref() {
+                Some(gate) if gate.starts_with("approval ") || gate.starts_with("input ") => {
+                    let due = record.wake_at.is_some_and(|at| at <= now_ms());
+                    if !due {
+                        return Ok(RunStatus::Waiting);
+                    }
+                    match self.gate_clock(run, &version, &module, &mut machine, &history)? {
+                        GateClock::StillWaiting => return Ok(RunStatus::Waiting),
+                        GateClock::TimedOut(events) => pending.extend(events),
+                        GateClock::Failed(error, events) => {
+                            return self.fail_run(run, &version, &module, &error, events);
+                        }
+                    }
+                }
                 Some("timer") => {
                     let due = record.wake_at.unwrap_or(0);
                     if due > now_ms() {
@@ -405,7 +491,6 @@ impl Engine {
         }
 
         // Was a tool call in flight when the last process stopped?
-        let history = self.store.history(run)?;
         let in_flight = history.last().is_some_and(|e| {
             e.kind == "step_started"
                 && serde_json::from_str::<serde_json::Value>(&e.data)
@@ -570,21 +655,18 @@ impl Engine {
                         }
                         Request::Approval { gate, options } => {
                             let name = module.gates.get(gate as usize).cloned().unwrap_or_default();
-                            pending.push(event("waiting", Some(name.clone()), None, here, serde_json::json!({ "for": "approval", "options": options.to_json() })));
-                            self.commit(
+                            let events = std::mem::take(&mut pending);
+                            return self.open_gate(
                                 run,
                                 &version,
-                                Some(&machine),
-                                Change {
-                                    events: std::mem::take(&mut pending),
-                                    status: RunStatus::Waiting,
-                                    output: None,
-                                    error: None,
-                                    waiting_on: Some(format!("approval {name}")),
-                                    wake_at: None,
-                                },
-                            )?;
-                            return Ok(RunStatus::Waiting);
+                                &module,
+                                &machine,
+                                GateKind::Approval,
+                                &name,
+                                &options,
+                                here,
+                                events,
+                            );
                         }
                         Request::Input { request, options } => {
                             let name = module
@@ -592,27 +674,18 @@ impl Engine {
                                 .get(request as usize)
                                 .map(|r| r.name.clone())
                                 .unwrap_or_default();
-                            pending.push(event(
-                                "waiting",
-                                Some(name.clone()),
-                                None,
-                                here,
-                                serde_json::json!({ "for": "input", "options": options.to_json() }),
-                            ));
-                            self.commit(
+                            let events = std::mem::take(&mut pending);
+                            return self.open_gate(
                                 run,
                                 &version,
-                                Some(&machine),
-                                Change {
-                                    events: std::mem::take(&mut pending),
-                                    status: RunStatus::Waiting,
-                                    output: None,
-                                    error: None,
-                                    waiting_on: Some(format!("input {name}")),
-                                    wake_at: None,
-                                },
-                            )?;
-                            return Ok(RunStatus::Waiting);
+                                &module,
+                                &machine,
+                                GateKind::Input,
+                                &name,
+                                &options,
+                                here,
+                                events,
+                            );
                         }
                         Request::Tool { tool, args } => {
                             let step = machine.steps;
@@ -828,7 +901,7 @@ impl Engine {
         }
     }
 
-    fn fail_run(
+    pub(crate) fn fail_run(
         &mut self,
         run: &str,
         version: &str,
@@ -1063,7 +1136,7 @@ fn excerpt(text: &str) -> String {
     }
 }
 
-fn checkpoint(version: &str, machine: &Machine) -> Checkpoint {
+pub(crate) fn checkpoint(version: &str, machine: &Machine) -> Checkpoint {
     Checkpoint {
         format_version: snapshot::CURRENT_VERSION,
         program_hash: version.to_string(),
@@ -1071,11 +1144,11 @@ fn checkpoint(version: &str, machine: &Machine) -> Checkpoint {
     }
 }
 
-fn line(module: &Module, machine: &Machine) -> Option<i64> {
+pub(crate) fn line(module: &Module, machine: &Machine) -> Option<i64> {
     machine.location(module).map(|l| l.line as i64)
 }
 
-fn event(
+pub(crate) fn event(
     kind: &str,
     step: Option<String>,
     attempt: Option<i64>,
@@ -1093,7 +1166,7 @@ fn event(
     }
 }
 
-fn event_with_duration(
+pub(crate) fn event_with_duration(
     kind: &str,
     step: Option<String>,
     attempt: Option<i64>,

@@ -7,7 +7,10 @@
 //! - [`tools`]: how tool bindings are called (`exec` today).
 //! - the `flowrt` binary (`src/bin/flowrt.rs`): the operator's command line.
 
+pub mod config;
 pub mod engine;
+pub mod gates;
+pub mod notify;
 pub mod store;
 pub mod tools;
 pub mod vm;

@@ -9,7 +9,9 @@ use flow_compiler::bytecode;
 use flow_compiler::diagnostics::{Code, Diagnostic, render};
 use flow_compiler::sources::{FsLoader, describe_io};
 use flow_compiler::span::Span;
+use flow_runtime::config::Config;
 use flow_runtime::engine::{Engine, EngineError, now_ms};
+use flow_runtime::gates::{Action, DecideError, Decided, GateKind};
 use flow_runtime::store::sqlite::SqliteStore;
 use flow_runtime::store::{RunRecord, RunStatus};
 use std::io::IsTerminal;
@@ -29,6 +31,12 @@ struct Cli {
     /// The database (default: .flow/flow.db under the current directory).
     #[arg(long, global = true, env = "FLOW_DB")]
     db: Option<PathBuf>,
+    /// The project config: users, roles, notification hooks (default: ./flow.toml if present).
+    #[arg(long, global = true, env = "FLOW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Give a new database a test clock that `flowrt clock advance` moves.
+    #[arg(long, global = true)]
+    test_clock: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,6 +81,56 @@ enum Command {
         #[arg(long = "as")]
         user: Option<String>,
     },
+    /// The gates and inputs waiting for a person (with --as: those that user may decide).
+    Approvals {
+        #[arg(long = "as")]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a gate. Exit status 3 when the decision is refused.
+    Approve(DecideArgs),
+    /// Reject a gate (a comment is required). Exit status 3 when refused.
+    Reject(DecideArgs),
+    /// Supply the value a run waits for. Exit status 3 when refused.
+    Input {
+        run: String,
+        name: String,
+        #[arg(long = "as")]
+        user: String,
+        /// The value as JSON, or @FILE.
+        #[arg(long)]
+        value: String,
+        /// Record the input but leave driving the run to a worker.
+        #[arg(long)]
+        no_drive: bool,
+    },
+    /// Show or move the test clock of a database created with --test-clock.
+    Clock {
+        #[command(subcommand)]
+        action: ClockAction,
+    },
+}
+
+#[derive(Args)]
+struct DecideArgs {
+    run: String,
+    gate: String,
+    #[arg(long = "as")]
+    user: String,
+    #[arg(long)]
+    comment: Option<String>,
+    /// Record the decision but leave driving the run to a worker.
+    #[arg(long)]
+    no_drive: bool,
+}
+
+#[derive(Subcommand)]
+enum ClockAction {
+    /// Print the clock's time.
+    Show,
+    /// Move the clock forward, e.g. `25h`, and fire what came due.
+    Advance { by: String },
 }
 
 #[derive(Args)]
@@ -141,6 +199,16 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             })?;
         engine.set_lease(lease);
     }
+    engine.load_clock()?;
+    if cli.test_clock {
+        engine.enable_test_clock()?;
+    }
+    let config = match &cli.config {
+        Some(path) => Some(Config::load(path).map_err(|e| Usage(e.to_string()))?),
+        None => Config::load_optional(Path::new("flow.toml")).map_err(|e| Usage(e.to_string()))?,
+    };
+    let has_config = config.is_some();
+    engine.set_config(config.unwrap_or_else(Config::empty));
     match cli.command {
         Command::Run(args) => start(&mut engine, args, true),
         Command::Start(args) => start(&mut engine, args, false),
@@ -151,6 +219,53 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         Command::Cancel { run, user } => {
             cancel(&mut engine, &run, &user.unwrap_or_else(default_user))
         }
+        Command::Approvals { user, json } => {
+            approvals(&mut engine, user.as_deref(), has_config, json)
+        }
+        Command::Approve(args) => {
+            let action = Action::Approve {
+                comment: args.comment.clone().unwrap_or_default(),
+            };
+            decide(
+                &mut engine,
+                &args.run,
+                &args.gate,
+                &args.user,
+                action,
+                args.no_drive,
+            )
+        }
+        Command::Reject(args) => {
+            let Some(comment) = args.comment.clone().filter(|c| !c.trim().is_empty()) else {
+                return Err(Usage("reject needs --comment saying why".to_string()));
+            };
+            decide(
+                &mut engine,
+                &args.run,
+                &args.gate,
+                &args.user,
+                Action::Reject { comment },
+                args.no_drive,
+            )
+        }
+        Command::Input {
+            run,
+            name,
+            user,
+            value,
+            no_drive,
+        } => {
+            let value = read_input(Some(&value), "--value")?;
+            decide(
+                &mut engine,
+                &run,
+                &name,
+                &user,
+                Action::Input { value },
+                no_drive,
+            )
+        }
+        Command::Clock { action } => clock(&mut engine, action),
     }
 }
 
@@ -198,17 +313,17 @@ fn load(file: &Path) -> Result<Loaded, Usage> {
     })
 }
 
-fn read_input(input: Option<&str>) -> Result<serde_json::Value, Usage> {
+fn read_input(input: Option<&str>, flag: &str) -> Result<serde_json::Value, Usage> {
     let (text, origin) = match input {
         None => return Ok(serde_json::json!({})),
         Some(arg) => match arg.strip_prefix('@') {
             Some(path) => (
                 std::fs::read_to_string(path).map_err(|e| {
-                    Usage(format!("--input: cannot read {path}: {}", describe_io(&e)))
+                    Usage(format!("{flag}: cannot read {path}: {}", describe_io(&e)))
                 })?,
-                format!("--input @{path}"),
+                format!("{flag} @{path}"),
             ),
-            None => (arg.to_string(), "--input".to_string()),
+            None => (arg.to_string(), flag.to_string()),
         },
     };
     serde_json::from_str(&text).map_err(|e| {
@@ -221,7 +336,7 @@ fn read_input(input: Option<&str>) -> Result<serde_json::Value, Usage> {
 }
 
 fn start(engine: &mut Engine, args: StartArgs, drive: bool) -> Result<ExitCode, Usage> {
-    let input = read_input(args.input.as_deref())?;
+    let input = read_input(args.input.as_deref(), "--input")?;
     let loaded = load(&args.file)?;
     let (version, module) = engine.deploy(&loaded.artifact)?;
     let workflow = match args.workflow {
@@ -391,6 +506,141 @@ fn say(line: std::fmt::Arguments) {
     if writeln!(stdout, "{line}").is_err() {
         std::process::exit(0);
     }
+}
+
+const EXIT_REFUSED: u8 = 3;
+
+fn approvals(
+    engine: &mut Engine,
+    user: Option<&str>,
+    has_config: bool,
+    json: bool,
+) -> Result<ExitCode, Usage> {
+    if let Some(user) = user
+        && has_config
+        && engine.config().user(user).is_none()
+    {
+        return Err(Usage(format!(
+            "unknown user `{user}`: flow.toml lists the users"
+        )));
+    }
+    let pending = engine.pending(user)?;
+    let kind = |k: GateKind| match k {
+        GateKind::Approval => "approval",
+        GateKind::Input => "input",
+    };
+    if json {
+        let items: Vec<serde_json::Value> = pending
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "run": p.run,
+                    "workflow": p.workflow,
+                    "gate": p.gate,
+                    "kind": kind(p.kind),
+                    "prompt": p.prompt,
+                    "context": p.context,
+                    "approvers": p.approvers,
+                    "started_by": p.started_by,
+                    "opened_at": flow_runtime::vm::value::format_time(p.opened_at),
+                    "deadline": p.deadline.map(flow_runtime::vm::value::format_time),
+                    "remaining": p.remaining,
+                })
+            })
+            .collect();
+        say(format_args!("{}", serde_json::Value::Array(items)));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if pending.is_empty() {
+        say(format_args!(
+            "nothing is waiting{}",
+            user.map(|u| format!(" for {u}")).unwrap_or_default()
+        ));
+    }
+    for p in &pending {
+        say(format_args!(
+            "{} {} `{}` in {} ({}): {} (started by {}, opened {}{})",
+            p.run,
+            kind(p.kind),
+            p.gate,
+            p.workflow,
+            p.approvers,
+            p.prompt.as_deref().unwrap_or("no prompt"),
+            p.started_by,
+            flow_runtime::vm::value::format_time(p.opened_at),
+            p.deadline
+                .map(|d| format!(", deadline {}", flow_runtime::vm::value::format_time(d)))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn decide(
+    engine: &mut Engine,
+    run: &str,
+    gate: &str,
+    user: &str,
+    action: Action,
+    no_drive: bool,
+) -> Result<ExitCode, Usage> {
+    match engine.decide(run, gate, user, action) {
+        Err(DecideError::Refused(why)) => {
+            eprintln!("refused: {why}");
+            Ok(ExitCode::from(EXIT_REFUSED))
+        }
+        Err(DecideError::Engine(e)) => Err(Usage(e.to_string())),
+        Ok(Decided::Recorded { remaining }) => {
+            say(format_args!(
+                "recorded; `{gate}` needs {remaining} more approval(s)"
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Decided::Closed) => {
+            if no_drive {
+                say(format_args!(
+                    "decided; run {run} will go on when a worker drives it"
+                ));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let status = engine.drive(run)?;
+            let record = find(engine, run)?;
+            say(format_args!(
+                "decided; run {run} is now {}{}",
+                status.as_str(),
+                record
+                    .waiting_on
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn clock(engine: &mut Engine, action: ClockAction) -> Result<ExitCode, Usage> {
+    match action {
+        ClockAction::Show => {
+            say(format_args!(
+                "{}",
+                flow_runtime::vm::value::format_time(now_ms())
+            ));
+        }
+        ClockAction::Advance { by } => {
+            let ms = flow_runtime::vm::value::parse_duration(&by).ok_or_else(|| {
+                Usage(format!(
+                    "`{by}` is not a duration; write it like 30s, 25h or 2d"
+                ))
+            })?;
+            let now = engine.advance_clock(ms)?;
+            let driven = engine.work_once()?;
+            say(format_args!(
+                "the clock is now {}; {driven} run(s) went on",
+                flow_runtime::vm::value::format_time(now)
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 const RUN_FAILED: Code = Code {

@@ -245,4 +245,8 @@ pub trait Store {
 
     /// When the next waiting run's timer is due, if any.
     fn next_wake(&mut self) -> StoreResult<Option<Millis>>;
+
+    /// A setting of the database itself (e.g. the test clock's offset).
+    fn setting(&mut self, key: &str) -> StoreResult<Option<String>>;
+    fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
 }

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[&str] = &[
         data        TEXT NOT NULL,
         PRIMARY KEY (run, seq)
     );",
+    // 2: settings of the database itself (the test clock).
+    "CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
 ];
 
 /// The schema version this code writes and understands.
@@ -722,6 +727,27 @@ impl Store for SqliteStore {
         append_events(&tx, ctx, run, std::slice::from_ref(&event))?;
         tx.commit().map_err(ctx.map(doing))?;
         Ok(true)
+    }
+
+    fn setting(&mut self, key: &str) -> StoreResult<Option<String>> {
+        self.conn
+            .prepare_cached("SELECT value FROM settings WHERE key = ?1")
+            .and_then(|mut s| {
+                let mut rows = s.query_map([key], |row| row.get::<_, String>(0))?;
+                rows.next().transpose()
+            })
+            .map_err(self.ctx.map("reading a setting"))
+    }
+
+    fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut s| s.execute([key, value]))
+            .map(|_| ())
+            .map_err(self.ctx.map("writing a setting"))
     }
 
     fn next_wake(&mut self) -> StoreResult<Option<Millis>> {

@@ -1,0 +1,872 @@
+//! Human steps: gates that wait for an approval or an input, and the decisions that open
+//! them. A gate opens (recorded, notified) when a run reaches `await approval` / `await input`;
+//! the run then waits in the database, holding no process. A decision is checked against who
+//! may make it, recorded together with the run's new checkpoint, and the run goes on. A gate's
+//! clock — escalation, then the final timeout — is a durable timer like `sleep`'s.
+
+use crate::engine::{Change, Engine, EngineError, EngineResult, checkpoint, event, line, now_ms};
+use crate::notify::{self, RetryPolicy};
+use crate::store::{Event, Millis, NewEvent, RunRecord, RunStatus, StepCommit};
+use crate::vm::machine::error_value;
+use crate::vm::value::from_json;
+use crate::vm::{Machine, Outcome, Request, RuntimeError, Value, snapshot};
+use flow_compiler::bytecode::Module;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateKind {
+    Approval,
+    Input,
+}
+
+impl GateKind {
+    fn word(self) -> &'static str {
+        match self {
+            GateKind::Approval => "approval",
+            GateKind::Input => "input",
+        }
+    }
+}
+
+/// What a due gate timer did.
+pub(crate) enum GateClock {
+    /// Escalated (or not due yet): the run keeps waiting.
+    StillWaiting,
+    /// The final timeout passed: an `ApprovalTimeout` was raised and a handler caught it.
+    TimedOut(Vec<NewEvent>),
+    /// The timeout was not caught: the run fails.
+    Failed(RuntimeError, Vec<NewEvent>),
+}
+
+/// A decision someone makes at a gate.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Approve { comment: String },
+    Reject { comment: String },
+    Input { value: serde_json::Value },
+}
+
+/// What a decision did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decided {
+    /// The gate is decided; the run goes on.
+    Closed,
+    /// One approval of several (`quorum`) recorded; `remaining` more are needed.
+    Recorded { remaining: i64 },
+}
+
+#[derive(Debug)]
+pub enum DecideError {
+    /// The decision is not allowed; nothing was recorded.
+    Refused(String),
+    Engine(EngineError),
+}
+
+impl fmt::Display for DecideError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecideError::Refused(why) => f.write_str(why),
+            DecideError::Engine(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<EngineError> for DecideError {
+    fn from(e: EngineError) -> Self {
+        DecideError::Engine(e)
+    }
+}
+
+impl From<crate::store::StoreError> for DecideError {
+    fn from(e: crate::store::StoreError) -> Self {
+        DecideError::Engine(e.into())
+    }
+}
+
+fn refused<T>(why: impl Into<String>) -> Result<T, DecideError> {
+    Err(DecideError::Refused(why.into()))
+}
+
+/// A gate waiting for someone, as `flowrt approvals` lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingGate {
+    pub run: String,
+    pub workflow: String,
+    pub gate: String,
+    pub kind: GateKind,
+    pub prompt: Option<String>,
+    pub context: serde_json::Value,
+    /// Who may decide, as text: `role customs`, `user alice`, `any of (…)`.
+    pub approvers: String,
+    pub started_by: String,
+    pub opened_at: Millis,
+    pub deadline: Option<Millis>,
+    /// Approvals still needed (quorum).
+    pub remaining: i64,
+}
+
+/// The options of a gate, as the workflow computed them.
+struct GateOptions {
+    approvers: Value,
+    escalate: Option<Value>,
+    escalate_after: Option<i64>,
+    timeout: Option<i64>,
+    quorum: i64,
+    allow_self: bool,
+    prompt: Option<String>,
+    context: Value,
+}
+
+impl GateOptions {
+    fn read(kind: GateKind, options: &Value) -> GateOptions {
+        let duration = |name| match options.field(name) {
+            Some(Value::Duration(ms)) => Some(*ms),
+            _ => None,
+        };
+        let who = match kind {
+            GateKind::Approval => "approvers",
+            GateKind::Input => "from",
+        };
+        GateOptions {
+            approvers: options.field(who).cloned().unwrap_or(Value::None),
+            escalate: options
+                .field("escalate")
+                .filter(|v| **v != Value::None)
+                .cloned(),
+            escalate_after: duration("escalate_after"),
+            timeout: duration("timeout"),
+            quorum: match options.field("quorum") {
+                Some(Value::Int(n)) => (*n).max(1),
+                _ => 1,
+            },
+            allow_self: options.field("allow_self") == Some(&Value::Bool(true)),
+            prompt: match options.field("prompt") {
+                Some(Value::Str(s)) => Some(s.clone()),
+                _ => None,
+            },
+            context: options.field("context").cloned().unwrap_or(Value::None),
+        }
+    }
+
+    fn escalate_at(&self, opened: Millis) -> Option<Millis> {
+        self.escalate.as_ref()?;
+        Some(opened.saturating_add(self.escalate_after.unwrap_or(0)))
+    }
+
+    fn timeout_at(&self, opened: Millis) -> Option<Millis> {
+        self.timeout.map(|t| opened.saturating_add(t))
+    }
+
+    /// The next time the gate's clock needs attention.
+    fn next_wake(&self, opened: Millis, escalated: bool) -> Option<Millis> {
+        let escalation = if escalated {
+            None
+        } else {
+            self.escalate_at(opened)
+        };
+        match (escalation, self.timeout_at(opened)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Whether `user` (holding `roles`) is among `approvers`.
+fn may_decide(approvers: &Value, user: &str, roles: &[String]) -> bool {
+    let text = |name| match approvers.field(name) {
+        Some(Value::Str(s)) => s.as_str(),
+        _ => "",
+    };
+    match text("kind") {
+        "role" => roles.iter().any(|r| r == text("name")),
+        "user" => text("name") == user,
+        "any" => match approvers.field("of") {
+            Some(Value::List(items)) => items.iter().any(|a| may_decide(a, user, roles)),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn describe(approvers: &Value) -> String {
+    let text = |name| match approvers.field(name) {
+        Some(Value::Str(s)) => s.clone(),
+        _ => String::new(),
+    };
+    match text("kind").as_str() {
+        "role" => format!("role {}", text("name")),
+        "user" => format!("user {}", text("name")),
+        "any" => match approvers.field("of") {
+            Some(Value::List(items)) => format!(
+                "any of ({})",
+                items.iter().map(describe).collect::<Vec<_>>().join(", ")
+            ),
+            _ => "nobody".to_string(),
+        },
+        _ => "nobody".to_string(),
+    }
+}
+
+/// The state of the gate `name` in a run's history: when it last opened, whether it
+/// escalated since, and who approved it since (for a quorum).
+struct GateHistory {
+    opened_at: Millis,
+    escalated: bool,
+    approvals: Vec<String>,
+    decided_by: Option<(String, Millis)>,
+}
+
+fn gate_history(history: &[Event], name: &str) -> Option<GateHistory> {
+    let opened = history
+        .iter()
+        .rposition(|e| e.kind == "gate_opened" && e.step.as_deref() == Some(name))?;
+    let mut state = GateHistory {
+        opened_at: history[opened].at,
+        escalated: false,
+        approvals: Vec::new(),
+        decided_by: None,
+    };
+    for e in &history[opened + 1..] {
+        if e.step.as_deref() != Some(name) {
+            continue;
+        }
+        let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
+        let by = data
+            .get("by")
+            .and_then(|b| b.as_str())
+            .unwrap_or_default()
+            .to_string();
+        match e.kind.as_str() {
+            "gate_escalated" => state.escalated = true,
+            "approval_recorded" => state.approvals.push(by),
+            "gate_decided" => state.decided_by = Some((by, e.at)),
+            _ => {}
+        }
+    }
+    Some(state)
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Engine {
+    /// Records that a gate opened, makes the run wait, then notifies.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open_gate(
+        &mut self,
+        run: &str,
+        version: &str,
+        module: &Module,
+        machine: &Machine,
+        kind: GateKind,
+        name: &str,
+        options: &Value,
+        here: Option<i64>,
+        mut events: Vec<NewEvent>,
+    ) -> EngineResult<RunStatus> {
+        let now = now_ms();
+        let gate = GateOptions::read(kind, options);
+        let shown = serde_json::json!({ "prompt": gate.prompt, "context": gate.context.to_json() });
+        events.push(event(
+            "gate_opened",
+            Some(name.to_string()),
+            None,
+            here,
+            serde_json::json!({
+                "kind": kind.word(),
+                "gate": name,
+                "prompt": gate.prompt,
+                "context": gate.context.to_json(),
+                "approvers": describe(&gate.approvers),
+                "quorum": gate.quorum,
+                "escalate": gate.escalate.as_ref().map(describe),
+                "escalate_at": gate.escalate_at(now).map(crate::vm::value::format_time),
+                "deadline": gate.timeout_at(now).map(crate::vm::value::format_time),
+                "shown_sha256": sha256_hex(&shown.to_string()),
+                "version": version,
+            }),
+        ));
+        let waiting_on = format!("{} {name}", kind.word());
+        let wake_at = gate.next_wake(now, false);
+        self.commit(
+            run,
+            version,
+            Some(machine),
+            Change {
+                events,
+                status: RunStatus::Waiting,
+                output: None,
+                error: None,
+                waiting_on: Some(waiting_on.clone()),
+                wake_at,
+            },
+        )?;
+        let approvers = describe(&gate.approvers);
+        self.notify(
+            run,
+            version,
+            module,
+            name,
+            kind,
+            "gate_opened",
+            &gate,
+            &approvers,
+            &waiting_on,
+            wake_at,
+            now,
+        )?;
+        Ok(RunStatus::Waiting)
+    }
+
+    /// Posts the configured notifications and records each delivery.
+    #[allow(clippy::too_many_arguments)]
+    fn notify(
+        &mut self,
+        run: &str,
+        version: &str,
+        module: &Module,
+        name: &str,
+        kind: GateKind,
+        what: &str,
+        gate: &GateOptions,
+        approvers: &str,
+        waiting_on: &str,
+        wake_at: Option<Millis>,
+        opened: Millis,
+    ) -> EngineResult<()> {
+        if self.config.notify.is_empty() {
+            return Ok(());
+        }
+        let workflow = self.store.run(run)?.map(|r| r.workflow).unwrap_or_default();
+        let command = match kind {
+            GateKind::Approval => format!("flowrt approve {run} {name} --as USER"),
+            GateKind::Input => format!("flowrt input {run} {name} --as USER --value JSON"),
+        };
+        let message = serde_json::json!({
+            "event": what,
+            "run": run,
+            "workflow": workflow,
+            "version": version,
+            "gate": name,
+            "kind": kind.word(),
+            "prompt": gate.prompt,
+            "context": gate.context.to_json(),
+            "approvers": approvers,
+            "deadline": gate.timeout_at(opened).map(crate::vm::value::format_time),
+            "command": command,
+        });
+        let _ = module;
+        let deliveries = notify::deliver(&self.config.notify, &message, &RetryPolicy::default());
+        let events: Vec<NewEvent> = deliveries
+            .iter()
+            .map(|d| {
+                event(
+                    if d.delivered { "notified" } else { "notify_failed" },
+                    Some(name.to_string()),
+                    Some(i64::from(d.attempts)),
+                    None,
+                    serde_json::json!({ "hook": d.hook, "attempts": d.attempts, "error": d.error, "for": what }),
+                )
+            })
+            .collect();
+        // Recording the deliveries must not disturb the run if it moved on meanwhile.
+        let Some(record) = self.store.run(run)? else {
+            return Ok(());
+        };
+        if record.status != RunStatus::Waiting || record.waiting_on.as_deref() != Some(waiting_on) {
+            return Ok(());
+        }
+        let commit = StepCommit {
+            run: run.to_string(),
+            owner: self.owner.clone(),
+            checkpoint: None,
+            events,
+            status: RunStatus::Waiting,
+            output: None,
+            error: None,
+            waiting_on: Some(waiting_on.to_string()),
+            wake_at,
+            now: now_ms(),
+        };
+        self.store.commit(std::slice::from_ref(&commit))?;
+        Ok(())
+    }
+
+    /// Handles a due gate timer: escalate once, then time out.
+    pub(crate) fn gate_clock(
+        &mut self,
+        run: &str,
+        version: &str,
+        module: &Module,
+        machine: &mut Machine,
+        history: &[Event],
+    ) -> EngineResult<GateClock> {
+        let Outcome::Durable { request, .. } = machine.clone().run(module) else {
+            return Ok(GateClock::StillWaiting);
+        };
+        let (kind, name, options) = match request {
+            Request::Approval { gate, options } => (
+                GateKind::Approval,
+                module.gates.get(gate as usize).cloned().unwrap_or_default(),
+                options,
+            ),
+            Request::Input { request, options } => (
+                GateKind::Input,
+                module
+                    .input_requests
+                    .get(request as usize)
+                    .map(|r| r.name.clone())
+                    .unwrap_or_default(),
+                options,
+            ),
+            _ => return Ok(GateClock::StillWaiting),
+        };
+        let gate = GateOptions::read(kind, &options);
+        let state = gate_history(history, &name).ok_or_else(|| {
+            EngineError::Corrupt(format!(
+                "run {run} waits at `{name}`, but its history never opened it"
+            ))
+        })?;
+        let now = now_ms();
+        let here = line(module, machine);
+        let waiting_on = format!("{} {name}", kind.word());
+        if let Some(timeout_at) = gate.timeout_at(state.opened_at)
+            && timeout_at <= now
+        {
+            let events = vec![event(
+                "gate_timed_out",
+                Some(name.clone()),
+                None,
+                here,
+                serde_json::json!({ "deadline": crate::vm::value::format_time(timeout_at) }),
+            )];
+            let waited = crate::vm::value::format_duration(gate.timeout.unwrap_or(0));
+            let error = error_value(
+                "ApprovalTimeout",
+                format!("nobody decided `{name}` within {waited}"),
+                &name,
+            );
+            return Ok(match machine.fail_step(module, error, now) {
+                Some(Outcome::Failed(failed)) => GateClock::Failed(failed, events),
+                _ => GateClock::TimedOut(events),
+            });
+        }
+        if let Some(escalate_at) = gate.escalate_at(state.opened_at)
+            && escalate_at <= now
+            && !state.escalated
+        {
+            let to = gate.escalate.as_ref().map(describe).unwrap_or_default();
+            let wake_at = gate.next_wake(state.opened_at, true);
+            self.commit(
+                run,
+                version,
+                Some(machine),
+                Change {
+                    events: vec![event(
+                        "gate_escalated",
+                        Some(name.clone()),
+                        None,
+                        here,
+                        serde_json::json!({ "to": to }),
+                    )],
+                    status: RunStatus::Waiting,
+                    output: None,
+                    error: None,
+                    waiting_on: Some(waiting_on.clone()),
+                    wake_at,
+                },
+            )?;
+            let approvers = format!("{} or, escalated, {to}", describe(&gate.approvers));
+            self.notify(
+                run,
+                version,
+                module,
+                &name,
+                kind,
+                "gate_escalated",
+                &gate,
+                &approvers,
+                &waiting_on,
+                wake_at,
+                state.opened_at,
+            )?;
+        }
+        Ok(GateClock::StillWaiting)
+    }
+
+    /// Every gate waiting for someone; with `user`, only those that user may decide.
+    pub fn pending(&mut self, user: Option<&str>) -> EngineResult<Vec<PendingGate>> {
+        let mut out = Vec::new();
+        for record in self.store.runs(Some(RunStatus::Waiting))? {
+            let Some(found) = self.open_gate_of(&record)? else {
+                continue;
+            };
+            let (kind, name, gate, state) = found;
+            let eligible = match user {
+                None => true,
+                Some(user) => {
+                    let roles = self.roles(user);
+                    let escalated = state.escalated
+                        && gate
+                            .escalate
+                            .as_ref()
+                            .is_some_and(|e| may_decide(e, user, &roles));
+                    (may_decide(&gate.approvers, user, &roles) || escalated)
+                        && !(kind == GateKind::Approval
+                            && user == record.started_by
+                            && !gate.allow_self)
+                        && !state.approvals.iter().any(|a| a == user)
+                }
+            };
+            if !eligible {
+                continue;
+            }
+            let mut approvers = describe(&gate.approvers);
+            if state.escalated
+                && let Some(e) = &gate.escalate
+            {
+                approvers = format!("{approvers} or, escalated, {}", describe(e));
+            }
+            out.push(PendingGate {
+                run: record.id.clone(),
+                workflow: record.workflow.clone(),
+                gate: name,
+                kind,
+                prompt: gate.prompt.clone(),
+                context: gate.context.to_json(),
+                approvers,
+                started_by: record.started_by.clone(),
+                opened_at: state.opened_at,
+                deadline: gate.timeout_at(state.opened_at),
+                remaining: gate.quorum - state.approvals.len() as i64,
+            });
+        }
+        out.sort_by_key(|p| p.opened_at);
+        Ok(out)
+    }
+
+    fn roles(&self, user: &str) -> Vec<String> {
+        self.config
+            .user(user)
+            .map(|u| u.roles.clone())
+            .unwrap_or_default()
+    }
+
+    /// The gate a waiting run stopped at, with its options and history.
+    fn open_gate_of(
+        &mut self,
+        record: &RunRecord,
+    ) -> EngineResult<Option<(GateKind, String, GateOptions, GateHistory)>> {
+        let Some(waiting) = record.waiting_on.as_deref() else {
+            return Ok(None);
+        };
+        if !(waiting.starts_with("approval ") || waiting.starts_with("input ")) {
+            return Ok(None);
+        }
+        let Some((_, saved)) = self.store.load(&record.id)? else {
+            return Ok(None);
+        };
+        let module = self.module(&record.version)?;
+        let machine = snapshot::decode(saved.format_version, &saved.state)
+            .map_err(|why| EngineError::Corrupt(format!("run {}: {why}", record.id)))?;
+        let Outcome::Durable { request, .. } = machine.clone().run(&module) else {
+            return Ok(None);
+        };
+        let (kind, name, options) = match request {
+            Request::Approval { gate, options } => (
+                GateKind::Approval,
+                module.gates.get(gate as usize).cloned().unwrap_or_default(),
+                options,
+            ),
+            Request::Input { request, options } => (
+                GateKind::Input,
+                module
+                    .input_requests
+                    .get(request as usize)
+                    .map(|r| r.name.clone())
+                    .unwrap_or_default(),
+                options,
+            ),
+            _ => return Ok(None),
+        };
+        let history = self.store.history(&record.id)?;
+        let Some(state) = gate_history(&history, &name) else {
+            return Ok(None);
+        };
+        Ok(Some((kind, name, GateOptions::read(kind, &options), state)))
+    }
+
+    /// Records `user`'s decision at gate `gate` of `run` — if they may make it — and lets
+    /// the run go on (without driving it: call [`Engine::drive`] after).
+    pub fn decide(
+        &mut self,
+        run: &str,
+        gate: &str,
+        user: &str,
+        action: Action,
+    ) -> Result<Decided, DecideError> {
+        let Some(record) = self.store.run(run)? else {
+            return refused(format!("no run with id {run}"));
+        };
+        if record.status.is_final() {
+            return refused(format!(
+                "run {run} has {}; it takes no more decisions",
+                match record.status {
+                    RunStatus::Completed => "completed",
+                    RunStatus::Failed => "failed",
+                    _ => "been cancelled",
+                }
+            ));
+        }
+        let now = now_ms();
+        if !self
+            .store
+            .claim(run, &self.owner, now + self.lease_ms, now)?
+        {
+            return refused(format!(
+                "run {run} is being driven by another flowrt process right now; try again in a moment"
+            ));
+        }
+        let result = self.decide_claimed(&record, gate, user, action);
+        self.store.release(run, &self.owner)?;
+        result
+    }
+
+    fn decide_claimed(
+        &mut self,
+        record: &RunRecord,
+        gate: &str,
+        user: &str,
+        action: Action,
+    ) -> Result<Decided, DecideError> {
+        let run = record.id.as_str();
+        let wanted = match action {
+            Action::Input { .. } => GateKind::Input,
+            _ => GateKind::Approval,
+        };
+        let Some((kind, name, options, state)) = self.open_gate_of(record)? else {
+            let history = self.store.history(run)?;
+            if let Some(decided) = history
+                .iter()
+                .rev()
+                .find(|e| e.kind == "gate_decided" && e.step.as_deref() == Some(gate))
+            {
+                let by = serde_json::from_str::<serde_json::Value>(&decided.data)
+                    .ok()
+                    .and_then(|d| d.get("by").and_then(|b| b.as_str()).map(str::to_string))
+                    .unwrap_or_default();
+                return refused(format!(
+                    "`{gate}` of run {run} was already decided by {by} at {}; the first decision stands",
+                    crate::vm::value::format_time(decided.at)
+                ));
+            }
+            return refused(format!(
+                "run {run} is not waiting at `{gate}` (it is {}{})",
+                record.status.as_str(),
+                record
+                    .waiting_on
+                    .as_deref()
+                    .map(|w| format!(", on {w}"))
+                    .unwrap_or_default()
+            ));
+        };
+        if name != gate || kind != wanted {
+            return refused(format!(
+                "run {run} waits at {} `{name}`, not at {} `{gate}`",
+                kind.word(),
+                wanted.word()
+            ));
+        }
+        if self.config.user(user).is_none() && !self.config.users.is_empty() {
+            return refused(format!(
+                "unknown user `{user}`: flow.toml lists the users who may decide"
+            ));
+        }
+        let roles = self.roles(user);
+        let escalated_to_user = state.escalated
+            && options
+                .escalate
+                .as_ref()
+                .is_some_and(|e| may_decide(e, user, &roles));
+        if !may_decide(&options.approvers, user, &roles) && !escalated_to_user {
+            return refused(format!(
+                "{user} may not decide `{name}`: it needs {}",
+                describe(&options.approvers)
+            ));
+        }
+        let approving = matches!(action, Action::Approve { .. });
+        if approving && user == record.started_by && !options.allow_self {
+            return refused(format!(
+                "{user} started run {run} and may not approve it (four-eyes); the gate would need `allow_self: true`"
+            ));
+        }
+        if approving && state.approvals.iter().any(|a| a == user) {
+            return refused(format!(
+                "{user} has already approved `{name}`; {} more approval(s) from others are needed",
+                options.quorum - state.approvals.len() as i64
+            ));
+        }
+
+        let (_, saved) = self
+            .store
+            .load(run)?
+            .ok_or_else(|| EngineError::NoSuchRun(run.to_string()))?;
+        let module = self.module(&record.version)?;
+        let mut machine = snapshot::decode(saved.format_version, &saved.state)
+            .map_err(|why| EngineError::Corrupt(format!("run {run}: {why}")))?;
+        let here = line(&module, &machine);
+        let now = now_ms();
+        let waiting_on = format!("{} {name}", kind.word());
+        let shown =
+            serde_json::json!({ "prompt": options.prompt, "context": options.context.to_json() });
+        let base = serde_json::json!({
+            "gate": name,
+            "run": run,
+            "workflow": record.workflow,
+            "version": record.version,
+            "by": user,
+            "shown_sha256": sha256_hex(&shown.to_string()),
+        });
+        let with = |extra: serde_json::Value| {
+            let mut data = base.clone();
+            if let (Some(object), serde_json::Value::Object(more)) = (data.as_object_mut(), extra) {
+                object.extend(more);
+            }
+            data
+        };
+
+        let (value, data) = match action {
+            Action::Approve { comment } => {
+                let approvals = state.approvals.len() as i64 + 1;
+                if approvals < options.quorum {
+                    let remaining = options.quorum - approvals;
+                    let events = vec![event(
+                        "approval_recorded",
+                        Some(name.clone()),
+                        None,
+                        here,
+                        with(serde_json::json!({ "comment": comment, "remaining": remaining })),
+                    )];
+                    self.commit(
+                        run,
+                        &record.version,
+                        None,
+                        Change {
+                            events,
+                            status: RunStatus::Waiting,
+                            output: None,
+                            error: None,
+                            waiting_on: Some(waiting_on),
+                            wake_at: record.wake_at,
+                        },
+                    )?;
+                    return Ok(Decided::Recorded { remaining });
+                }
+                let mut by = state.approvals.clone();
+                by.push(user.to_string());
+                let by = by.join(", ");
+                let decision = Value::record([
+                    ("approved", Value::Bool(true)),
+                    ("by", Value::Str(by.clone())),
+                    ("at", Value::Time(now)),
+                    ("comment", Value::Str(comment.clone())),
+                ]);
+                let data =
+                    with(serde_json::json!({ "approved": true, "by": by, "comment": comment }));
+                (decision, data)
+            }
+            Action::Reject { comment } => {
+                let decision = Value::record([
+                    ("approved", Value::Bool(false)),
+                    ("by", Value::Str(user.to_string())),
+                    ("at", Value::Time(now)),
+                    ("comment", Value::Str(comment.clone())),
+                ]);
+                let data = with(serde_json::json!({ "approved": false, "comment": comment }));
+                (decision, data)
+            }
+            Action::Input { value } => {
+                let request = module
+                    .input_requests
+                    .iter()
+                    .find(|r| r.name == name)
+                    .cloned()
+                    .ok_or_else(|| EngineError::Corrupt(format!("no input request `{name}`")))?;
+                let converted = match from_json(&module, request.ty, &value, "$") {
+                    Ok(converted) => converted,
+                    Err(mismatch) => {
+                        return refused(format!(
+                            "the value for `{name}` does not fit {}: {mismatch}",
+                            module.type_name(request.ty)
+                        ));
+                    }
+                };
+                (converted, with(serde_json::json!({ "value": value })))
+            }
+        };
+        machine
+            .complete(&module, value, now)
+            .map_err(EngineError::Corrupt)?;
+        self.commit(
+            run,
+            &record.version,
+            Some(&machine),
+            Change::runnable(vec![event("gate_decided", Some(name), None, here, data)]),
+        )?;
+        let _ = checkpoint;
+        Ok(Decided::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(name: &str) -> Value {
+        Value::record([
+            ("kind", Value::Str("role".into())),
+            ("name", Value::Str(name.into())),
+        ])
+    }
+
+    fn user(name: &str) -> Value {
+        Value::record([
+            ("kind", Value::Str("user".into())),
+            ("name", Value::Str(name.into())),
+        ])
+    }
+
+    #[test]
+    fn who_may_decide() {
+        let customs = vec!["customs".to_string()];
+        assert!(may_decide(&role("customs"), "ana", &customs));
+        assert!(!may_decide(&role("ops"), "ana", &customs));
+        assert!(may_decide(&user("ana"), "ana", &[]));
+        assert!(!may_decide(&user("bob"), "ana", &customs));
+        let any = Value::record([
+            ("kind", Value::Str("any".into())),
+            ("of", Value::List(vec![role("ops"), user("ana")])),
+        ]);
+        assert!(may_decide(&any, "ana", &[]));
+        assert_eq!(describe(&any), "any of (role ops, user ana)");
+        assert!(!may_decide(&Value::None, "ana", &customs));
+    }
+
+    #[test]
+    fn the_gate_clock_escalates_before_it_times_out() {
+        let options = Value::record([
+            ("approvers", role("customs")),
+            ("escalate", role("ops")),
+            ("escalate_after", Value::Duration(24 * 3_600_000)),
+            ("timeout", Value::Duration(48 * 3_600_000)),
+        ]);
+        let gate = GateOptions::read(GateKind::Approval, &options);
+        assert_eq!(gate.next_wake(0, false), Some(24 * 3_600_000));
+        assert_eq!(gate.next_wake(0, true), Some(48 * 3_600_000));
+    }
+}
