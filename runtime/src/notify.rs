@@ -1,0 +1,907 @@
+//! Delivering a notification when a human step opens or escalates.
+//!
+//! A notification is a JSON message sent to every configured [`NotifyHook`]: a webhook gets an
+//! HTTP/1.1 POST (over a plain `TcpStream`: no HTTP client crate), a command is run with
+//! `sh -c` and gets the message on standard input. Failures are retried with a doubling backoff
+//! and reported in the returned [`Delivery`] records, never as a panic. Hooks are delivered in
+//! parallel, so [`deliver`] returns within about
+//! `attempts × timeout + the sum of the backoffs`, however many hooks there are.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::config::NotifyHook;
+
+/// How hard to try each hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per hook, at least 1.
+    pub attempts: u32,
+    /// The wait after the first failed attempt; it doubles after each further failure.
+    pub first_backoff: Duration,
+    /// The limit on one attempt: connecting, sending and reading the status line, or running
+    /// the command (which is killed when it is reached).
+    pub timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 3 attempts, 200 ms then 400 ms backoff, 2 s per attempt.
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            first_backoff: Duration::from_millis(200),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The longest [`deliver`] can take with this policy (not counting thread start-up).
+    pub fn worst_case(&self) -> Duration {
+        let attempts = self.attempts.max(1);
+        let mut total = self.timeout * attempts;
+        for i in 1..attempts {
+            total += backoff(self.first_backoff, i);
+        }
+        total
+    }
+}
+
+/// What happened to one hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// `webhook http://…` or `command …` (the hook's `Display`).
+    pub hook: String,
+    /// Attempts made (1 when the first one succeeded).
+    pub attempts: u32,
+    /// Whether an attempt succeeded.
+    pub delivered: bool,
+    /// Why the last attempt failed, when none succeeded.
+    pub error: Option<String>,
+}
+
+/// Sends `message` to every hook, in parallel, retrying each according to `policy`. Returns one
+/// [`Delivery`] per hook, in the order of `hooks`.
+pub fn deliver(
+    hooks: &[NotifyHook],
+    message: &serde_json::Value,
+    policy: &RetryPolicy,
+) -> Vec<Delivery> {
+    let body = match serde_json::to_vec(message) {
+        Ok(body) => body,
+        Err(e) => {
+            return hooks
+                .iter()
+                .map(|hook| Delivery {
+                    hook: hook.to_string(),
+                    attempts: 0,
+                    delivered: false,
+                    error: Some(format!("cannot encode the message: {e}")),
+                })
+                .collect();
+        }
+    };
+    match hooks {
+        [] => Vec::new(),
+        [hook] => vec![deliver_one(hook, &body, policy)],
+        _ => std::thread::scope(|scope| {
+            let handles: Vec<_> = hooks
+                .iter()
+                .map(|hook| {
+                    let body = &body;
+                    (hook, scope.spawn(move || deliver_one(hook, body, policy)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(hook, handle)| {
+                    handle.join().unwrap_or_else(|_| Delivery {
+                        hook: hook.to_string(),
+                        attempts: 0,
+                        delivered: false,
+                        error: Some("the delivery thread failed".to_string()),
+                    })
+                })
+                .collect()
+        }),
+    }
+}
+
+fn backoff(first: Duration, failures: u32) -> Duration {
+    first.saturating_mul(1u32 << (failures.saturating_sub(1)).min(20))
+}
+
+fn deliver_one(hook: &NotifyHook, body: &[u8], policy: &RetryPolicy) -> Delivery {
+    let attempts = policy.attempts.max(1);
+    let mut error = None;
+    for attempt in 1..=attempts {
+        let result = match hook {
+            NotifyHook::Webhook { url } => post(url, body, policy.timeout),
+            NotifyHook::Command { command } => run_command(command, body, policy.timeout),
+        };
+        match result {
+            Ok(()) => {
+                return Delivery {
+                    hook: hook.to_string(),
+                    attempts: attempt,
+                    delivered: true,
+                    error: None,
+                };
+            }
+            Err(e) => error = Some(e),
+        }
+        if attempt < attempts {
+            std::thread::sleep(backoff(policy.first_backoff, attempt));
+        }
+    }
+    Delivery {
+        hook: hook.to_string(),
+        attempts,
+        delivered: false,
+        error,
+    }
+}
+
+fn show(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// A parsed `http://host[:port]/path` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// The host name or address (an IPv6 address without its brackets).
+    pub host: String,
+    /// The port, 80 by default.
+    pub port: u16,
+    /// The path and query, starting with `/`.
+    pub path: String,
+}
+
+impl HttpUrl {
+    /// Parses a webhook URL; the error says what is wrong with it.
+    pub fn parse(url: &str) -> Result<HttpUrl, String> {
+        let lower = url.to_ascii_lowercase();
+        if lower.starts_with("https://") {
+            return Err(format!(
+                "webhook `{url}`: https is not supported yet; use an http:// URL (for example through a local relay)"
+            ));
+        }
+        if !lower.starts_with("http://") {
+            return Err(format!(
+                "webhook `{url}` must be an http:// URL, like http://127.0.0.1:9000/hook"
+            ));
+        }
+        let rest = &url["http://".len()..];
+        let rest = rest.split('#').next().unwrap_or_default();
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        let path = match path {
+            "" => "/".to_string(),
+            p if p.starts_with('?') => format!("/{p}"),
+            p => p.to_string(),
+        };
+        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "webhook `{url}`: the path must not contain spaces or control characters"
+            ));
+        }
+        if authority.contains('@') {
+            return Err(format!(
+                "webhook `{url}`: user names and passwords in the URL are not supported"
+            ));
+        }
+        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+            let Some((host, after)) = inner.split_once(']') else {
+                return Err(format!("webhook `{url}`: missing `]` after the IPv6 host"));
+            };
+            match after {
+                "" => (host, None),
+                p => match p.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None => {
+                        return Err(format!("webhook `{url}`: unexpected `{p}` after the host"));
+                    }
+                },
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("webhook `{url}` has no host"));
+        }
+        if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("webhook `{url}`: the host must not contain spaces"));
+        }
+        let port = match port {
+            None => 80,
+            Some(p) => match p.parse::<u16>() {
+                Ok(port) if port > 0 => port,
+                _ => {
+                    return Err(format!(
+                        "webhook `{url}`: the port must be a number from 1 to 65535, not `{p}`"
+                    ));
+                }
+            },
+        };
+        Ok(HttpUrl {
+            host: host.to_string(),
+            port,
+            path,
+        })
+    }
+
+    fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == 80 {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// The addresses of the URL's host, looked up within `timeout` (a name lookup runs on its own
+/// thread, so a slow resolver cannot hold us past the deadline).
+fn resolve(url: &HttpUrl, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = url.host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, url.port)]);
+    }
+    let (tx, rx) = mpsc::channel();
+    let (host, port) = (url.host.clone(), url.port);
+    std::thread::spawn(move || {
+        let result = (host.as_str(), port)
+            .to_socket_addrs()
+            .map(|addrs| addrs.collect::<Vec<_>>());
+        let _ = tx.send(result);
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(format!("cannot resolve {}: {e}", url.host)),
+        Err(_) => Err(format!(
+            "cannot resolve {} within {}",
+            url.host,
+            show(timeout)
+        )),
+    }
+}
+
+/// One POST attempt; `Ok` on a 2xx status line.
+fn post(url: &str, body: &[u8], timeout: Duration) -> Result<(), String> {
+    let url = HttpUrl::parse(url)?;
+    let deadline = Instant::now() + timeout;
+    let timed_out = || format!("no response within {}", show(timeout));
+    let remaining = |deadline: Instant| {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    };
+
+    let addrs = resolve(&url, timeout)?;
+    let mut stream = None;
+    let mut last_error = format!("cannot resolve {}: no address", url.host);
+    for addr in addrs {
+        let Some(left) = remaining(deadline) else {
+            return Err(format!("cannot connect within {}", show(timeout)));
+        };
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last_error = format!("cannot connect to {addr}: {e}"),
+        }
+    }
+    let Some(mut stream) = stream else {
+        return Err(last_error);
+    };
+
+    let mut request = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: flowrt/{}\r\nConnection: close\r\n\r\n",
+        url.path,
+        url.host_header(),
+        body.len(),
+        env!("CARGO_PKG_VERSION"),
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let io_error = |e: std::io::Error| {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            timed_out()
+        } else {
+            format!("connection error: {e}")
+        }
+    };
+    let left = remaining(deadline).ok_or_else(timed_out)?;
+    stream.set_write_timeout(Some(left)).map_err(io_error)?;
+    stream.write_all(&request).map_err(io_error)?;
+    stream.flush().map_err(io_error)?;
+
+    // Read up to the end of the status line.
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    let status_line = loop {
+        if let Some(end) = response.windows(2).position(|w| w == b"\r\n") {
+            break String::from_utf8_lossy(&response[..end]).into_owned();
+        }
+        if response.len() > 8192 {
+            return Err("the response's status line is too long".to_string());
+        }
+        let left = remaining(deadline).ok_or_else(timed_out)?;
+        stream.set_read_timeout(Some(left)).map_err(io_error)?;
+        match stream.read(&mut buf) {
+            Ok(0) if response.is_empty() => {
+                return Err("the server closed the connection without a response".to_string());
+            }
+            Ok(0) => break String::from_utf8_lossy(&response).into_owned(),
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(e)),
+        }
+    };
+    let status_line = status_line.trim_end().to_string();
+    let mut parts = status_line.split_whitespace();
+    let version = parts.next().unwrap_or_default();
+    let code = parts.next().and_then(|c| c.parse::<u16>().ok());
+    match code {
+        Some(code) if version.starts_with("HTTP/") => {
+            if (200..300).contains(&code) {
+                Ok(())
+            } else {
+                Err(status_line)
+            }
+        }
+        _ => Err(format!("not an HTTP response: `{status_line}`")),
+    }
+}
+
+/// At most this much of the end of a failing command's stderr goes into the error.
+const STDERR_TAIL: usize = 500;
+
+/// One run of `sh -c command`; `Ok` on exit status 0.
+fn run_command(command: &str, body: &[u8], timeout: Duration) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+
+    let deadline = Instant::now() + timeout;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env("FLOW_NOTIFY", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // Its own process group, so that a hung command is killed with everything it started.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start sh: {e}"))?;
+
+    // Feed stdin and drain stderr on their own threads: a command that reads neither must not
+    // block us, and one that writes a lot must not fill its pipe.
+    if let Some(mut stdin) = child.stdin.take() {
+        let body = body.to_vec();
+        std::thread::spawn(move || {
+            // A command that does not read its input closes the pipe: that is fine.
+            let _ = stdin.write_all(&body);
+        });
+    }
+    let (tail_tx, tail_rx) = mpsc::channel();
+    if let Some(mut stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut tail: Vec<u8> = Vec::new();
+            let mut truncated = false;
+            let mut buf = [0u8; 4096];
+            loop {
+                match stderr.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        tail.extend_from_slice(&buf[..n]);
+                        if tail.len() > 2 * STDERR_TAIL {
+                            tail.drain(..tail.len() - STDERR_TAIL);
+                            truncated = true;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tail_tx.send((tail, truncated));
+        });
+    }
+
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => {
+                kill_group(&mut child);
+                return Err(format!("cannot wait for the command: {e}"));
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            kill_group(&mut child);
+            return Err(format!("timed out after {}; killed", show(timeout)));
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(5)));
+    };
+    if status.success() {
+        return Ok(());
+    }
+    // The command has exited; its stderr closes unless something it started still holds it.
+    let stderr = match tail_rx.recv_timeout(Duration::from_millis(200)) {
+        Ok((mut tail, truncated)) => {
+            if tail.len() > STDERR_TAIL {
+                tail.drain(..tail.len() - STDERR_TAIL);
+            }
+            let text = String::from_utf8_lossy(&tail).trim().to_string();
+            let text = text.trim_start_matches('\u{fffd}').to_string();
+            if truncated || tail.len() == STDERR_TAIL && !text.is_empty() {
+                format!("…{text}")
+            } else {
+                text
+            }
+        }
+        Err(_) => String::new(),
+    };
+    if stderr.is_empty() {
+        Err(status.to_string())
+    } else {
+        Err(format!("{status}; stderr: {stderr}"))
+    }
+}
+
+/// Kills the command's whole process group (it is the group leader), then reaps it.
+fn kill_group(child: &mut std::process::Child) {
+    let group = child.id();
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -KILL -{group}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::mpsc::Receiver;
+
+    /// What the test server saw in one request.
+    struct Received {
+        head: String,
+        body: Vec<u8>,
+    }
+
+    /// How the test server answers one connection.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Status(u16),
+        Never,
+    }
+
+    /// A real HTTP server on 127.0.0.1 answering the connections in turn as `answers` says, then
+    /// stopping. Returns its URL and the requests it received.
+    fn server(answers: Vec<Answer>) -> (String, Receiver<Received>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for answer in answers {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    return;
+                };
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i;
+                    }
+                    let n = stream.read(&mut buf).expect("read head");
+                    assert!(n > 0, "connection closed before the end of the head");
+                    data.extend_from_slice(&buf[..n]);
+                };
+                let head = String::from_utf8(data[..head_end].to_vec()).expect("utf8 head");
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse().expect("length"))
+                    })
+                    .expect("a Content-Length header");
+                let mut body = data[head_end + 4..].to_vec();
+                while body.len() < length {
+                    let n = stream.read(&mut buf).expect("read body");
+                    assert!(n > 0, "connection closed before the end of the body");
+                    body.extend_from_slice(&buf[..n]);
+                }
+                let _ = tx.send(Received { head, body });
+                match answer {
+                    Answer::Status(code) => {
+                        let reason = if code == 200 {
+                            "OK"
+                        } else {
+                            "Internal Server Error"
+                        };
+                        let text = format!(
+                            "HTTP/1.1 {code} {reason}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                        );
+                        let _ = stream.write_all(text.as_bytes());
+                    }
+                    Answer::Never => held.push(stream),
+                }
+            }
+            // Keep unanswered connections open a while, then stop.
+            std::thread::sleep(Duration::from_secs(3));
+            drop(held);
+        });
+        (format!("http://127.0.0.1:{port}/hook?gate=release"), rx)
+    }
+
+    fn quick(attempts: u32, timeout_ms: u64) -> RetryPolicy {
+        RetryPolicy {
+            attempts,
+            first_backoff: Duration::from_millis(10),
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    fn message() -> serde_json::Value {
+        serde_json::json!({
+            "event": "gate_opened",
+            "run": "r-1",
+            "gate": "release_signoff",
+            "prompt": "Release MSCU1234567? ✓",
+            "approvers": ["role:customs"],
+        })
+    }
+
+    fn webhook(url: &str) -> NotifyHook {
+        NotifyHook::Webhook {
+            url: url.to_string(),
+        }
+    }
+
+    fn command(command: &str) -> NotifyHook {
+        NotifyHook::Command {
+            command: command.to_string(),
+        }
+    }
+
+    #[test]
+    fn webhook_posts_the_message_as_json() {
+        let (url, rx) = server(vec![Answer::Status(200)]);
+        let msg = message();
+        let out = deliver(&[webhook(&url)], &msg, &quick(3, 2000));
+        assert_eq!(
+            out,
+            vec![Delivery {
+                hook: format!("webhook {url}"),
+                attempts: 1,
+                delivered: true,
+                error: None
+            }]
+        );
+        let got = rx.recv_timeout(Duration::from_secs(5)).expect("a request");
+        let body: serde_json::Value = serde_json::from_slice(&got.body).expect("JSON body");
+        assert_eq!(body, msg);
+        let mut lines = got.head.lines();
+        assert_eq!(lines.next(), Some("POST /hook?gate=release HTTP/1.1"));
+        let headers: Vec<(String, String)> = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').expect("header");
+                (n.to_ascii_lowercase(), v.trim().to_string())
+            })
+            .collect();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("content-type"), Some("application/json"));
+        assert_eq!(
+            header("content-length"),
+            Some(got.body.len().to_string().as_str())
+        );
+        let port = url
+            .trim_start_matches("http://127.0.0.1:")
+            .split('/')
+            .next()
+            .expect("port");
+        assert_eq!(header("host"), Some(format!("127.0.0.1:{port}").as_str()));
+    }
+
+    #[test]
+    fn webhook_retries_after_a_500() {
+        let (url, rx) = server(vec![Answer::Status(500), Answer::Status(200)]);
+        let out = deliver(&[webhook(&url)], &message(), &quick(3, 2000));
+        assert_eq!(out[0].attempts, 2);
+        assert!(out[0].delivered);
+        assert_eq!(out[0].error, None);
+        for _ in 0..2 {
+            let got = rx.recv_timeout(Duration::from_secs(5)).expect("a request");
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(&got.body).expect("json"),
+                message()
+            );
+        }
+    }
+
+    #[test]
+    fn webhook_that_keeps_failing_reports_the_status_line() {
+        let (url, _rx) = server(vec![Answer::Status(500); 3]);
+        let out = deliver(&[webhook(&url)], &message(), &quick(3, 2000));
+        assert_eq!(out[0].attempts, 3);
+        assert!(!out[0].delivered);
+        assert_eq!(
+            out[0].error.as_deref(),
+            Some("HTTP/1.1 500 Internal Server Error")
+        );
+    }
+
+    #[test]
+    fn webhook_that_never_answers_times_out() {
+        let (url, rx) = server(vec![Answer::Never, Answer::Never]);
+        let policy = quick(2, 300);
+        let start = Instant::now();
+        let out = deliver(&[webhook(&url)], &message(), &policy);
+        let took = start.elapsed();
+        assert_eq!(out[0].attempts, 2);
+        assert!(!out[0].delivered);
+        assert_eq!(out[0].error.as_deref(), Some("no response within 300ms"));
+        assert!(took >= Duration::from_millis(600), "{took:?}");
+        assert!(
+            took < policy.worst_case() + Duration::from_millis(500),
+            "{took:?}"
+        );
+        // The message did arrive; only the answer was missing.
+        rx.recv_timeout(Duration::from_secs(1)).expect("a request");
+    }
+
+    #[test]
+    fn refused_connection_is_retried_then_reported() {
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr").port()
+        };
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let out = deliver(&[webhook(&url)], &message(), &quick(3, 1000));
+        assert_eq!(out[0].attempts, 3);
+        assert!(!out[0].delivered);
+        let error = out[0].error.clone().expect("an error");
+        assert!(
+            error.starts_with(&format!("cannot connect to 127.0.0.1:{port}: ")),
+            "{error}"
+        );
+        assert!(error.to_lowercase().contains("refused"), "{error}");
+    }
+
+    #[test]
+    fn command_gets_the_message_on_stdin_and_flow_notify() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out_file = dir.path().join("message.json");
+        let env_file = dir.path().join("env");
+        let cmd = format!(
+            "cat > '{}'; printf %s \"$FLOW_NOTIFY\" > '{}'",
+            out_file.display(),
+            env_file.display()
+        );
+        let out = deliver(&[command(&cmd)], &message(), &quick(3, 5000));
+        assert_eq!(
+            out,
+            vec![Delivery {
+                hook: format!("command {cmd}"),
+                attempts: 1,
+                delivered: true,
+                error: None
+            }]
+        );
+        let written = std::fs::read(&out_file).expect("message written");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&written).expect("json"),
+            message()
+        );
+        assert_eq!(std::fs::read_to_string(&env_file).expect("env"), "1");
+    }
+
+    #[test]
+    fn failing_command_is_retried_and_reports_status_and_stderr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let count = dir.path().join("count");
+        let cmd = format!(
+            "echo run >> '{}'; echo 'lots of noise' >&2; echo 'mailer: no route' >&2; exit 3",
+            count.display()
+        );
+        let out = deliver(&[command(&cmd)], &message(), &quick(3, 5000));
+        assert_eq!(out[0].attempts, 3);
+        assert!(!out[0].delivered);
+        assert_eq!(
+            out[0].error.as_deref(),
+            Some("exit status: 3; stderr: lots of noise\nmailer: no route")
+        );
+        assert_eq!(
+            std::fs::read_to_string(&count)
+                .expect("count")
+                .lines()
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn command_that_succeeds_on_a_retry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flag = dir.path().join("flag");
+        let cmd = format!(
+            "if [ -e '{f}' ]; then exit 0; else touch '{f}'; exit 1; fi",
+            f = flag.display()
+        );
+        let out = deliver(&[command(&cmd)], &message(), &quick(3, 5000));
+        assert_eq!((out[0].attempts, out[0].delivered), (2, true));
+    }
+
+    #[test]
+    fn long_stderr_is_cut_to_its_end() {
+        let out = deliver(
+            &[command(
+                "i=0; while [ $i -lt 300 ]; do echo line-$i >&2; i=$((i+1)); done; echo LAST >&2; exit 1",
+            )],
+            &message(),
+            &quick(1, 5000),
+        );
+        let error = out[0].error.clone().expect("error");
+        assert!(error.ends_with("LAST"), "{error}");
+        assert!(error.contains("stderr: …"), "{error}");
+        assert!(error.len() < STDERR_TAIL + 100, "{}", error.len());
+    }
+
+    #[test]
+    fn hanging_command_is_killed_at_the_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("pid");
+        // The shell starts a grandchild that would outlive a kill of the shell alone.
+        let cmd = format!("sleep 30 & echo $! > '{}'; wait", pid_file.display());
+        let policy = quick(2, 300);
+        let start = Instant::now();
+        let out = deliver(&[command(&cmd)], &message(), &policy);
+        let took = start.elapsed();
+        assert_eq!(out[0].attempts, 2);
+        assert!(!out[0].delivered);
+        assert_eq!(
+            out[0].error.as_deref(),
+            Some("timed out after 300ms; killed")
+        );
+        assert!(
+            took < policy.worst_case() + Duration::from_millis(500),
+            "{took:?}"
+        );
+        let pid = std::fs::read_to_string(&pid_file).expect("pid");
+        let stat = format!("/proc/{}/stat", pid.trim());
+        let gone = (0..100).any(|_| {
+            let alive = std::fs::read_to_string(&stat)
+                .map(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
+                .unwrap_or(false);
+            if alive {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            !alive
+        });
+        assert!(gone, "the sleep started by the command is still running");
+    }
+
+    #[test]
+    fn command_that_ignores_a_large_message_does_not_block() {
+        let big = serde_json::json!({ "context": "x".repeat(1 << 20) });
+        let out = deliver(&[command("exit 0")], &big, &quick(1, 5000));
+        assert!(out[0].delivered, "{:?}", out[0]);
+    }
+
+    #[test]
+    fn hooks_are_delivered_in_parallel_and_in_order() {
+        let (url, rx) = server(vec![Answer::Status(200)]);
+        let hooks = vec![
+            command("sleep 5"),
+            webhook(&url),
+            command("sleep 5"),
+            command("true"),
+        ];
+        let policy = quick(1, 400);
+        let start = Instant::now();
+        let out = deliver(&hooks, &message(), &policy);
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(400 + 600), "{took:?}");
+        let summary: Vec<(&str, bool)> =
+            out.iter().map(|d| (d.hook.as_str(), d.delivered)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("command sleep 5", false),
+                (format!("webhook {url}").as_str(), true),
+                ("command sleep 5", false),
+                ("command true", true),
+            ]
+        );
+        rx.recv_timeout(Duration::from_secs(1)).expect("a request");
+        assert!(deliver(&[], &message(), &policy).is_empty());
+    }
+
+    #[test]
+    fn default_policy_and_its_bound() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.attempts, 3);
+        assert_eq!(policy.first_backoff, Duration::from_millis(200));
+        assert_eq!(policy.timeout, Duration::from_secs(2));
+        assert_eq!(policy.worst_case(), Duration::from_millis(6000 + 200 + 400));
+    }
+
+    #[test]
+    fn urls() {
+        let u = HttpUrl::parse("http://127.0.0.1:9000/hook").expect("valid");
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 9000, "/hook")
+        );
+        assert_eq!(u.host_header(), "127.0.0.1:9000");
+        let u = HttpUrl::parse("HTTP://example.com").expect("valid");
+        assert_eq!((u.port, u.path.as_str()), (80, "/"));
+        assert_eq!(u.host_header(), "example.com");
+        let u = HttpUrl::parse("http://[::1]:8080/a/b?c=d#frag").expect("valid");
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("::1", 8080, "/a/b?c=d")
+        );
+        assert_eq!(u.host_header(), "[::1]:8080");
+        let u = HttpUrl::parse("http://h?x=1").expect("valid");
+        assert_eq!(u.path, "/?x=1");
+        for (bad, says) in [
+            ("https://h/", "https is not supported yet"),
+            ("ftp://h/", "must be an http:// URL"),
+            ("127.0.0.1:9000/hook", "must be an http:// URL"),
+            ("http:///x", "has no host"),
+            ("http://h:0/", "port"),
+            ("http://h:x/", "port"),
+            ("http://u:p@h/", "not supported"),
+            ("http://[::1/", "missing `]`"),
+            ("http://h/a b", "spaces"),
+        ] {
+            let e = HttpUrl::parse(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn unresolvable_host_is_an_error_not_a_panic() {
+        let out = deliver(
+            &[webhook("http://no-such-host.invalid/hook")],
+            &message(),
+            &quick(1, 500),
+        );
+        assert!(!out[0].delivered);
+        assert!(out[0].error.is_some());
+    }
+}
