@@ -104,6 +104,9 @@ pub struct PendingGate {
     pub deadline: Option<Millis>,
     /// Approvals still needed (quorum).
     pub remaining: i64,
+    /// SHA-256 of what the reviewer is shown (prompt and context): pass it to a decision
+    /// (`--expect-hash`) so that a decision made on a stale view is refused.
+    pub shown_hash: String,
 }
 
 /// The options of a gate, as the workflow computed them.
@@ -147,6 +150,12 @@ impl GateOptions {
             },
             context: options.field("context").cloned().unwrap_or(Value::None),
         }
+    }
+
+    /// The hash binding a decision to what the reviewer saw.
+    fn shown_hash(&self) -> String {
+        let shown = serde_json::json!({ "prompt": self.prompt, "context": self.context.to_json() });
+        sha256_hex(&shown.to_string())
     }
 
     fn escalate_at(&self, opened: Millis) -> Option<Millis> {
@@ -271,7 +280,6 @@ impl Engine {
     ) -> EngineResult<RunStatus> {
         let now = now_ms();
         let gate = GateOptions::read(kind, options);
-        let shown = serde_json::json!({ "prompt": gate.prompt, "context": gate.context.to_json() });
         events.push(event(
             "gate_opened",
             Some(name.to_string()),
@@ -287,7 +295,7 @@ impl Engine {
                 "escalate": gate.escalate.as_ref().map(describe),
                 "escalate_at": gate.escalate_at(now).map(crate::vm::value::format_time),
                 "deadline": gate.timeout_at(now).map(crate::vm::value::format_time),
-                "shown_sha256": sha256_hex(&shown.to_string()),
+                "shown_sha256": gate.shown_hash(),
                 "version": version,
             }),
         ));
@@ -544,6 +552,7 @@ impl Engine {
                 opened_at: state.opened_at,
                 deadline: gate.timeout_at(state.opened_at),
                 remaining: gate.quorum - state.approvals.len() as i64,
+                shown_hash: gate.shown_hash(),
             });
         }
         out.sort_by_key(|p| p.opened_at);
@@ -609,6 +618,7 @@ impl Engine {
         gate: &str,
         user: &str,
         action: Action,
+        expect_hash: Option<&str>,
     ) -> Result<Decided, DecideError> {
         let Some(record) = self.store.run(run)? else {
             return refused(format!("no run with id {run}"));
@@ -632,7 +642,7 @@ impl Engine {
                 "run {run} is being driven by another flowrt process right now; try again in a moment"
             ));
         }
-        let result = self.decide_claimed(&record, gate, user, action);
+        let result = self.decide_claimed(&record, gate, user, action, expect_hash);
         self.store.release(run, &self.owner)?;
         result
     }
@@ -643,6 +653,7 @@ impl Engine {
         gate: &str,
         user: &str,
         action: Action,
+        expect_hash: Option<&str>,
     ) -> Result<Decided, DecideError> {
         let run = record.id.as_str();
         let wanted = match action {
@@ -687,6 +698,14 @@ impl Engine {
                 "unknown user `{user}`: flow.toml lists the users who may decide"
             ));
         }
+        if let Some(expected) = expect_hash
+            && expected != options.shown_hash()
+        {
+            return refused(format!(
+                "what `{name}` shows has changed since you looked (hash {}, you saw {expected}); look again with `flowrt approvals` and decide on what it shows now",
+                options.shown_hash()
+            ));
+        }
         let roles = self.roles(user);
         let escalated_to_user = state.escalated
             && options
@@ -722,15 +741,13 @@ impl Engine {
         let here = line(&module, &machine);
         let now = now_ms();
         let waiting_on = format!("{} {name}", kind.word());
-        let shown =
-            serde_json::json!({ "prompt": options.prompt, "context": options.context.to_json() });
         let base = serde_json::json!({
             "gate": name,
             "run": run,
             "workflow": record.workflow,
             "version": record.version,
             "by": user,
-            "shown_sha256": sha256_hex(&shown.to_string()),
+            "shown_sha256": options.shown_hash(),
         });
         let with = |extra: serde_json::Value| {
             let mut data = base.clone();

@@ -104,6 +104,9 @@ enum Command {
         /// Record the input but leave driving the run to a worker.
         #[arg(long)]
         no_drive: bool,
+        /// Refuse the input unless the request still shows what had this hash.
+        #[arg(long)]
+        expect_hash: Option<String>,
     },
     /// Show or move the test clock of a database created with --test-clock.
     Clock {
@@ -123,6 +126,9 @@ struct DecideArgs {
     /// Record the decision but leave driving the run to a worker.
     #[arg(long)]
     no_drive: bool,
+    /// Refuse the decision unless the gate still shows what had this hash (from `approvals`).
+    #[arg(long)]
+    expect_hash: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -226,27 +232,13 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             let action = Action::Approve {
                 comment: args.comment.clone().unwrap_or_default(),
             };
-            decide(
-                &mut engine,
-                &args.run,
-                &args.gate,
-                &args.user,
-                action,
-                args.no_drive,
-            )
+            decide(&mut engine, &args, action)
         }
         Command::Reject(args) => {
             let Some(comment) = args.comment.clone().filter(|c| !c.trim().is_empty()) else {
                 return Err(Usage("reject needs --comment saying why".to_string()));
             };
-            decide(
-                &mut engine,
-                &args.run,
-                &args.gate,
-                &args.user,
-                Action::Reject { comment },
-                args.no_drive,
-            )
+            decide(&mut engine, &args, Action::Reject { comment })
         }
         Command::Input {
             run,
@@ -254,16 +246,18 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             user,
             value,
             no_drive,
+            expect_hash,
         } => {
             let value = read_input(Some(&value), "--value")?;
-            decide(
-                &mut engine,
-                &run,
-                &name,
-                &user,
-                Action::Input { value },
+            let args = DecideArgs {
+                run,
+                gate: name,
+                user,
+                comment: None,
                 no_drive,
-            )
+                expect_hash,
+            };
+            decide(&mut engine, &args, Action::Input { value })
         }
         Command::Clock { action } => clock(&mut engine, action),
     }
@@ -545,6 +539,7 @@ fn approvals(
                     "opened_at": flow_runtime::vm::value::format_time(p.opened_at),
                     "deadline": p.deadline.map(flow_runtime::vm::value::format_time),
                     "remaining": p.remaining,
+                    "shown_sha256": p.shown_hash,
                 })
             })
             .collect();
@@ -576,15 +571,9 @@ fn approvals(
     Ok(ExitCode::SUCCESS)
 }
 
-fn decide(
-    engine: &mut Engine,
-    run: &str,
-    gate: &str,
-    user: &str,
-    action: Action,
-    no_drive: bool,
-) -> Result<ExitCode, Usage> {
-    match engine.decide(run, gate, user, action) {
+fn decide(engine: &mut Engine, args: &DecideArgs, action: Action) -> Result<ExitCode, Usage> {
+    let (run, gate, no_drive) = (args.run.as_str(), args.gate.as_str(), args.no_drive);
+    match engine.decide(run, gate, &args.user, action, args.expect_hash.as_deref()) {
         Err(DecideError::Refused(why)) => {
             eprintln!("refused: {why}");
             Ok(ExitCode::from(EXIT_REFUSED))
