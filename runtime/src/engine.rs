@@ -382,7 +382,7 @@ impl Engine {
     }
 
     /// A child run that finished lets its parent go on.
-    fn wake_parent(&mut self, child: &str) -> EngineResult<()> {
+    pub(crate) fn wake_parent(&mut self, child: &str) -> EngineResult<()> {
         let Some(record) = self.store.run(child)? else {
             return Ok(());
         };
@@ -1056,6 +1056,30 @@ impl Engine {
                             }
                             Err(_) => one_by_one.push(run.id.clone()),
                         }
+                    }
+                    // A gate opens in the batch too, unless it must notify someone (that
+                    // is done one run at a time, after the gate is recorded).
+                    Outcome::Durable {
+                        request: Request::Approval { gate, options },
+                        ..
+                    } if self.config.notify.is_empty() => {
+                        let name = run
+                            .module
+                            .gates
+                            .get(gate as usize)
+                            .cloned()
+                            .unwrap_or_default();
+                        let here = line(&run.module, &run.machine);
+                        let change = crate::gates::gate_opening(
+                            &run.version,
+                            GateKind::Approval,
+                            &name,
+                            &options,
+                            here,
+                            Vec::new(),
+                            now,
+                        );
+                        commits.push(commit(Some(&run.machine), change));
                     }
                     Outcome::Failed(_) | Outcome::Durable { .. } => one_by_one.push(run.id.clone()),
                 }

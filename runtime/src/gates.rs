@@ -263,6 +263,47 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
+/// What opening a gate commits: the `gate_opened` event (after `events`) and the wait, with
+/// the gate's first timer (escalation or timeout).
+pub(crate) fn gate_opening(
+    version: &str,
+    kind: GateKind,
+    name: &str,
+    options: &Value,
+    here: Option<i64>,
+    mut events: Vec<NewEvent>,
+    now: Millis,
+) -> Change {
+    let gate = GateOptions::read(kind, options);
+    events.push(event(
+        "gate_opened",
+        Some(name.to_string()),
+        None,
+        here,
+        serde_json::json!({
+            "kind": kind.word(),
+            "gate": name,
+            "prompt": gate.prompt,
+            "context": gate.context.to_json(),
+            "approvers": describe(&gate.approvers),
+            "quorum": gate.quorum,
+            "escalate": gate.escalate.as_ref().map(describe),
+            "escalate_at": gate.escalate_at(now).map(crate::vm::value::format_time),
+            "deadline": gate.timeout_at(now).map(crate::vm::value::format_time),
+            "shown_sha256": gate.shown_hash(),
+            "version": version,
+        }),
+    ));
+    Change {
+        events,
+        status: RunStatus::Waiting,
+        output: None,
+        error: None,
+        waiting_on: Some(format!("{} {name}", kind.word())),
+        wake_at: gate.next_wake(now, false),
+    }
+}
+
 impl Engine {
     /// Records that a gate opened, makes the run wait, then notifies.
     #[allow(clippy::too_many_arguments)]
@@ -276,44 +317,16 @@ impl Engine {
         name: &str,
         options: &Value,
         here: Option<i64>,
-        mut events: Vec<NewEvent>,
+        events: Vec<NewEvent>,
     ) -> EngineResult<RunStatus> {
         let now = now_ms();
         let gate = GateOptions::read(kind, options);
-        events.push(event(
-            "gate_opened",
-            Some(name.to_string()),
-            None,
-            here,
-            serde_json::json!({
-                "kind": kind.word(),
-                "gate": name,
-                "prompt": gate.prompt,
-                "context": gate.context.to_json(),
-                "approvers": describe(&gate.approvers),
-                "quorum": gate.quorum,
-                "escalate": gate.escalate.as_ref().map(describe),
-                "escalate_at": gate.escalate_at(now).map(crate::vm::value::format_time),
-                "deadline": gate.timeout_at(now).map(crate::vm::value::format_time),
-                "shown_sha256": gate.shown_hash(),
-                "version": version,
-            }),
-        ));
-        let waiting_on = format!("{} {name}", kind.word());
-        let wake_at = gate.next_wake(now, false);
-        self.commit(
-            run,
-            version,
-            Some(machine),
-            Change {
-                events,
-                status: RunStatus::Waiting,
-                output: None,
-                error: None,
-                waiting_on: Some(waiting_on.clone()),
-                wake_at,
-            },
-        )?;
+        let change = gate_opening(version, kind, name, options, here, events, now);
+        let (waiting_on, wake_at) = (
+            change.waiting_on.clone().unwrap_or_default(),
+            change.wake_at,
+        );
+        self.commit(run, version, Some(machine), change)?;
         let approvers = describe(&gate.approvers);
         self.notify(
             run,
@@ -644,6 +657,52 @@ impl Engine {
         }
         let result = self.decide_claimed(&record, gate, user, action, expect_hash);
         self.store.release(run, &self.owner)?;
+        result
+    }
+
+    /// [`Engine::decide`], then drives the run on under the same claim (one claim and one
+    /// release instead of two of each: the shortest approve-to-resume path). Returns what the
+    /// decision did and the run's status after it.
+    pub fn decide_and_drive(
+        &mut self,
+        run: &str,
+        gate: &str,
+        user: &str,
+        action: Action,
+        expect_hash: Option<&str>,
+    ) -> Result<(Decided, RunStatus), DecideError> {
+        let Some(record) = self.store.run(run)? else {
+            return refused(format!("no run with id {run}"));
+        };
+        if record.status.is_final() {
+            return self
+                .decide(run, gate, user, action, expect_hash)
+                .map(|d| (d, record.status));
+        }
+        let now = now_ms();
+        if !self
+            .store
+            .claim(run, &self.owner, now + self.lease_ms, now)?
+        {
+            return refused(format!(
+                "run {run} is being driven by another flowrt process right now; try again in a moment"
+            ));
+        }
+        let result = self
+            .decide_claimed(&record, gate, user, action, expect_hash)
+            .and_then(|decided| {
+                let status = match decided {
+                    Decided::Closed => self.drive_claimed(run)?,
+                    Decided::Recorded { .. } => RunStatus::Waiting,
+                };
+                Ok((decided, status))
+            });
+        self.store.release(run, &self.owner)?;
+        if let Ok((_, status)) = &result
+            && status.is_final()
+        {
+            self.wake_parent(run)?;
+        }
         result
     }
 

@@ -573,26 +573,35 @@ fn approvals(
 
 fn decide(engine: &mut Engine, args: &DecideArgs, action: Action) -> Result<ExitCode, Usage> {
     let (run, gate, no_drive) = (args.run.as_str(), args.gate.as_str(), args.no_drive);
-    match engine.decide(run, gate, &args.user, action, args.expect_hash.as_deref()) {
+    let expect = args.expect_hash.as_deref();
+    let outcome = if no_drive {
+        engine
+            .decide(run, gate, &args.user, action, expect)
+            .map(|decided| (decided, None))
+    } else {
+        engine
+            .decide_and_drive(run, gate, &args.user, action, expect)
+            .map(|(decided, status)| (decided, Some(status)))
+    };
+    match outcome {
         Err(DecideError::Refused(why)) => {
             eprintln!("refused: {why}");
             Ok(ExitCode::from(EXIT_REFUSED))
         }
         Err(DecideError::Engine(e)) => Err(Usage(e.to_string())),
-        Ok(Decided::Recorded { remaining }) => {
+        Ok((Decided::Recorded { remaining }, _)) => {
             say(format_args!(
                 "recorded; `{gate}` needs {remaining} more approval(s)"
             ));
             Ok(ExitCode::SUCCESS)
         }
-        Ok(Decided::Closed) => {
-            if no_drive {
-                say(format_args!(
-                    "decided; run {run} will go on when a worker drives it"
-                ));
-                return Ok(ExitCode::SUCCESS);
-            }
-            let status = engine.drive(run)?;
+        Ok((Decided::Closed, None)) => {
+            say(format_args!(
+                "decided; run {run} will go on when a worker drives it"
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((Decided::Closed, Some(status))) => {
             let record = find(engine, run)?;
             say(format_args!(
                 "decided; run {run} is now {}{}",
