@@ -320,3 +320,68 @@ workflow twenty() -> Int {
         assert_eq!(distinct, (0..20).collect(), "{id}: {starts:?}");
     }
 }
+
+#[test]
+fn a_kill_right_after_a_decision_neither_loses_nor_repeats_it() {
+    let project = Project::new();
+    project.write("tools/step.sh", STEP_TOOL);
+    project.write("flow.toml", "[users.ana]\nroles = [\"ops\"]\n");
+    project.write(
+        "gated.flow",
+        r#"tool step(n: Int) -> Int via exec "sh tools/step.sh"
+
+workflow gated() -> Int {
+  let d = await approval "go" { approvers: role("ops") }
+  if !d.approved {
+    return 0
+  }
+  step(1) + step(2)
+}
+"#,
+    );
+    let waiting = project.output(&["run", "gated.flow", "--as", "bob"]);
+    assert_eq!(
+        waiting.status.code(),
+        Some(10),
+        "{}",
+        String::from_utf8_lossy(&waiting.stderr)
+    );
+    let id = project.only_run()["run"].as_str().unwrap().to_string();
+
+    // The decision is committed, then the run moves on into step 1, which blocks: kill the
+    // approving process there.
+    project.write("hold-1", "");
+    let mut approving = project.spawn(&["approve", &id, "go", "--as", "ana"]);
+    wait_until("step 1 to start", Duration::from_secs(30), || {
+        keys_in_order(&project.log(), "start").len() == 1
+    });
+    kill9(&mut approving);
+    std::fs::remove_file(project.path().join("hold-1")).unwrap();
+
+    // The decision stands: once the dead process's claim expires, deciding again is refused
+    // as already decided, and a worker finishes the run.
+    std::thread::sleep(Duration::from_millis(300));
+    let again = project.output(&["approve", &id, "go", "--as", "ana"]);
+    assert_eq!(
+        again.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already decided"));
+    let resumed = project.output(&["worker", "--once"]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let run = project.only_run();
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["output"], 30);
+    let decided = project
+        .history(&id)
+        .iter()
+        .filter(|e| e["event"] == "gate_decided")
+        .count();
+    assert_eq!(decided, 1, "the decision is recorded exactly once");
+}
