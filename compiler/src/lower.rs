@@ -1127,6 +1127,15 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 });
             }
             Some(Resolved::Variant(ty, variant)) => self.make_variant(ty, variant),
+            Some(Resolved::Builtin(flow_stdlib::Builtin::Any)) => {
+                // `any(a, b)` and `any([a, b])` both pass one list; the runtime flattens a
+                // list inside it, so the bytecode call always has the signature's one argument.
+                self.emit(Op::MakeList(index_u32(args.len())));
+                self.emit(Op::CallBuiltin {
+                    id: flow_stdlib::Builtin::Any.id(),
+                    args: 1,
+                });
+            }
             Some(Resolved::Builtin(builtin)) => {
                 let args = u8::try_from(args.len())
                     .map_err(|_| self.error_at(span, "too many arguments"))?;

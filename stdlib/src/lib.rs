@@ -60,6 +60,7 @@ pub enum Builtin {
     Join = 13,
     ToJson = 14,
     Length = 15,
+    Any = 16,
 }
 
 const fn p(name: &'static str, ty: Ty) -> Param {
@@ -83,6 +84,7 @@ impl Builtin {
         Builtin::Join,
         Builtin::ToJson,
         Builtin::Length,
+        Builtin::Any,
     ];
 
     /// The stable id stored in bytecode.
@@ -115,6 +117,7 @@ impl Builtin {
             Builtin::Join => "join",
             Builtin::ToJson => "to_json",
             Builtin::Length => "length",
+            Builtin::Any => "any",
         }
     }
 
@@ -134,6 +137,9 @@ impl Builtin {
             Builtin::Join => const { &[p("parts", List(&String)), p("separator", String)] },
             Builtin::ToJson => const { &[p("value", Any)] },
             Builtin::Length => const { &[p("text", String)] },
+            // Also called with the approvers as separate arguments: `any(role("a"), user("b"))`;
+            // the checker accepts both forms and the runtime flattens them.
+            Builtin::Any => const { &[p("approvers", List(&Approvers))] },
         }
     }
 
@@ -141,7 +147,7 @@ impl Builtin {
         use Ty::*;
         match self {
             Builtin::Now => Time,
-            Builtin::Role | Builtin::User => Approvers,
+            Builtin::Role | Builtin::User | Builtin::Any => Approvers,
             Builtin::Len => Int,
             Builtin::Contains | Builtin::StartsWith => Bool,
             Builtin::Keys => List(&String),
@@ -169,7 +175,8 @@ impl Builtin {
             | Builtin::StartsWith
             | Builtin::Join
             | Builtin::ToJson
-            | Builtin::Length => Effect::Pure,
+            | Builtin::Length
+            | Builtin::Any => Effect::Pure,
         }
     }
 
@@ -190,6 +197,9 @@ impl Builtin {
             Builtin::Join => "The parts joined by the separator.",
             Builtin::ToJson => "The value as `Json`.",
             Builtin::Length => "The number of characters in the text.",
+            Builtin::Any => {
+                "Anyone matching one of the approvers may decide: `any(role(\"customs\"), user(\"ana\"))` (or a list of them)."
+            }
         }
     }
 }
@@ -218,7 +228,11 @@ pub const DECISION: BuiltinRecord = BuiltinRecord {
     doc: "The outcome of an approval gate: who decided, when, and with what comment.",
     fields: &[
         f("approved", Ty::Bool, "True when the gate was approved."),
-        f("by", Ty::String, "The user who decided."),
+        f(
+            "by",
+            Ty::String,
+            "The user who decided; with a `quorum` above 1, every approver, comma-separated.",
+        ),
         f("at", Ty::Time, "When the decision was made."),
         f(
             "comment",
@@ -292,7 +306,7 @@ pub const APPROVAL_OPTIONS: &[GateOption] = &[
         "approvers",
         Ty::Approvers,
         true,
-        "Who may decide: `role(\"customs\")` or `user(\"ana\")`.",
+        "Who may decide: `role(\"customs\")`, `user(\"ana\")` or `any(…)` of them.",
     ),
     o("prompt", Ty::String, false, "What the reviewer is asked."),
     o(
@@ -321,7 +335,7 @@ pub const APPROVAL_OPTIONS: &[GateOption] = &[
         "How many distinct approvers must approve (default 1).",
     ),
     o(
-        "allow_self_approval",
+        "allow_self",
         Ty::Bool,
         false,
         "Let the run's initiator approve (four-eyes is the default).",
@@ -357,7 +371,7 @@ mod tests {
 
     #[test]
     fn every_builtin_is_listed() {
-        // `Length` is the highest id; a new builtin must be added to ALL as well.
-        assert_eq!(Builtin::ALL.len(), Builtin::Length.id() as usize);
+        // `Any` is the highest id; a new builtin must be added to ALL as well.
+        assert_eq!(Builtin::ALL.len(), Builtin::Any.id() as usize);
     }
 }

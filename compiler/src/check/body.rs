@@ -181,6 +181,9 @@ impl<'a> BodyChecker<'a> {
             (Type::Duration, Type::Int) => {
                 "give the number a unit: `30s`, `5m`, `48h`, `2d`".to_string()
             }
+            (Type::Approvers, Type::String) => {
+                "name a role or a user: `role(\"customs\")`, `user(\"ana\")`".to_string()
+            }
             (_, Type::Unit) => {
                 "this expression has no value; end the block with the value you want".to_string()
             }
@@ -866,7 +869,9 @@ impl<'a> BodyChecker<'a> {
                     "await input<Review> \"agent_review\" { … }",
                 );
                 self.check_gate_options(options, stdlib::INPUT_OPTIONS, expr.span, "input");
-                resolve_type(self.checked, self.file, ty, self.diagnostics)
+                let resolved = resolve_type(self.checked, self.file, ty, self.diagnostics);
+                self.check_input_type(&resolved, ty.span);
+                resolved
             }
             ExprKind::Error => Type::Unknown,
         }
@@ -1544,6 +1549,9 @@ impl<'a> BodyChecker<'a> {
 
     fn check_builtin(&mut self, builtin: stdlib::Builtin, args: &[ast::Expr], span: Span) -> Type {
         self.record(span, Resolved::Builtin(builtin));
+        if builtin == stdlib::Builtin::Any {
+            return self.check_any(args, span);
+        }
         let params = builtin.params();
         if params.len() != args.len() {
             self.check_args_loosely(args);
@@ -1579,6 +1587,85 @@ impl<'a> BodyChecker<'a> {
             }
         }
         from_stdlib(builtin.returns(), self.checked, &var)
+    }
+
+    /// `any(…)` takes its approvers either as separate arguments, `any(role("a"), user("b"))`,
+    /// or as one list, `any([role("a"), user("b")])`; either way at least one.
+    fn check_any(&mut self, args: &[ast::Expr], span: Span) -> Type {
+        const EXAMPLE: &str = "any(role(\"customs\"), user(\"ana\"))";
+        match args {
+            [] => self.error(
+                Diagnostic::error(
+                    codes::WRONG_ARGUMENT_COUNT,
+                    self.file,
+                    span,
+                    "no approvers: nobody could decide",
+                )
+                .with_message("`any` needs at least one approver")
+                .with_help(format!("name who may decide: `{EXAMPLE}`")),
+            ),
+            [arg] if matches!(arg.kind, ExprKind::List(_)) => {
+                let expected = Type::List(Box::new(Type::Approvers));
+                self.expect_type(arg, &expected);
+                if matches!(&arg.kind, ExprKind::List(items) if items.is_empty()) {
+                    self.out_of_range(
+                        arg.span,
+                        "an empty list of approvers: nobody could decide",
+                        &format!("name who may decide: `{EXAMPLE}`"),
+                    );
+                }
+            }
+            [arg] => {
+                let found = self.check_expr(arg, None);
+                let list = Type::List(Box::new(Type::Approvers));
+                let types = &self.checked.types;
+                if !types.assignable(&found, &Type::Approvers) && !types.assignable(&found, &list) {
+                    let found = self.show(&found);
+                    self.error(
+                        Diagnostic::error(
+                            codes::TYPE_MISMATCH,
+                            self.file,
+                            arg.span,
+                            format!("expected `Approvers` or `List<Approvers>`, found {found}"),
+                        )
+                        .with_note(format!(
+                            "expected type: `Approvers` or `List<Approvers>`\n   found type: {found}"
+                        ))
+                        .with_help(format!(
+                            "give approvers, `role(\"…\")` or `user(\"…\")`, or a list of them: `{EXAMPLE}`"
+                        )),
+                    );
+                }
+            }
+            args => {
+                for arg in args {
+                    let found = self.check_expr(arg, Some(&Type::Approvers));
+                    if self.checked.types.assignable(&found, &Type::Approvers) {
+                        continue;
+                    }
+                    if let Type::List(_) = found {
+                        let found = self.show(&found);
+                        self.error(
+                            Diagnostic::error(
+                                codes::TYPE_MISMATCH,
+                                self.file,
+                                arg.span,
+                                format!("expected `Approvers`, found {found}"),
+                            )
+                            .with_note(format!(
+                                "expected type: `Approvers`\n   found type: {found}"
+                            ))
+                            .with_help(
+                                "a list is taken only as the single argument: pass every approver as its own argument, or all of them in one list",
+                            ),
+                        );
+                    } else {
+                        self.mismatch(arg.span, &Type::Approvers, &found, None);
+                    }
+                }
+            }
+        }
+        Type::Approvers
     }
 
     /// Whether `found` fits the stdlib type `param`, binding the type variable on first use.
@@ -2014,6 +2101,7 @@ impl<'a> BodyChecker<'a> {
                 (None, false) => {}
             }
         }
+        self.check_gate_constants(options);
         for spec in known.iter().filter(|k| k.required) {
             if !options.iter().any(|o| o.name.name == spec.name) {
                 self.error(
@@ -2027,6 +2115,145 @@ impl<'a> BodyChecker<'a> {
                     .with_help(format!("add `{}: role(\"…\")` — {}", spec.name, spec.doc)),
                 );
             }
+        }
+    }
+
+    /// Range checks on the options whose values are constants: a gate that could never
+    /// be decided, or an escalation that could never happen, is a mistake.
+    fn check_gate_constants(&mut self, options: &[ast::AwaitOption]) {
+        let find = |name: &str| options.iter().find(|o| o.name.name == name);
+        if let Some(quorum) = find("quorum")
+            && int_constant(&quorum.value).is_some_and(|n| n < 1)
+        {
+            self.out_of_range(
+                quorum.value.span,
+                "the gate would open without a single approval",
+                "give the number of distinct approvers needed, 1 or more: `quorum: 2`",
+            );
+        }
+        let timeout = find("timeout").and_then(|t| Some((t, duration_constant(&t.value)?)));
+        if let Some((option, ms)) = timeout
+            && ms <= 0
+        {
+            self.out_of_range(
+                option.value.span,
+                "this time limit has already passed when the wait begins",
+                "give a positive duration, e.g. `timeout: 48h`, or leave `timeout` out to wait without limit",
+            );
+        }
+        let escalation = find("escalate")
+            .and_then(|e| e.after.as_ref())
+            .and_then(|after| Some((after, duration_constant(after)?)));
+        let Some((after_expr, after_ms)) = escalation else {
+            return;
+        };
+        if after_ms <= 0 {
+            self.out_of_range(
+                after_expr.span,
+                "this escalation would happen as soon as the gate opens",
+                "give a positive delay, e.g. `after 24h`, or name everyone who may decide in `approvers: any(…)`",
+            );
+        } else if let Some((timeout, timeout_ms)) = timeout
+            && timeout_ms > 0
+            && after_ms >= timeout_ms
+        {
+            self.error(
+                Diagnostic::error(
+                    codes::OUT_OF_RANGE,
+                    self.file,
+                    after_expr.span,
+                    "the gate has timed out by then, so this escalation never happens",
+                )
+                .with_message("The escalation comes too late")
+                .with_label(self.file, timeout.value.span, "the gate times out here")
+                .with_help(
+                    "escalate earlier than the timeout (e.g. `after 24h` with `timeout: 48h`), or lengthen the timeout",
+                ),
+            );
+        }
+    }
+
+    /// `await input<T>` asks a person for a value as JSON: `T` must be plain data. An
+    /// `Approvers` names who may decide and a `Decision` is made only by `await approval`,
+    /// so neither may be supplied, not even inside a record, list or enum.
+    fn check_input_type(&mut self, ty: &Type, span: Span) {
+        let mut seen = Vec::new();
+        let Some((culprit, path)) = self.not_input(ty, &mut seen) else {
+            return;
+        };
+        let decision = self.checked.decision.map(Type::Named);
+        let is_decision = decision.as_ref() == Some(&culprit);
+        let shown = self.show(&culprit);
+        let a = if shown
+            .trim_start_matches('`')
+            .starts_with(['A', 'E', 'I', 'O', 'U'])
+        {
+            "an"
+        } else {
+            "a"
+        };
+        let label = match &path {
+            None => format!("a person cannot supply {a} {shown}"),
+            Some((inside, _, field)) => {
+                format!("`{inside}` holds {a} {shown} (in `{field}`), which a person cannot supply")
+            }
+        };
+        let help = if is_decision {
+            "use `await approval` for a decision; to ask for a verdict as data, declare a record such as `type Verdict = { approved: Bool, comment: String }`"
+        } else {
+            "ask for the name instead (e.g. `await input<String>`) and build `user(name)` or `role(name)` from it"
+        };
+        let mut diagnostic = Diagnostic::error(codes::NOT_INPUT_TYPE, self.file, span, label)
+            .with_message(format!("`await input` cannot ask for {}", self.show(ty)))
+            .with_help(help);
+        if let Some((_, Some((file, field_span)), _)) = path {
+            diagnostic = diagnostic.with_label(file, field_span, "declared here");
+        }
+        self.error(diagnostic);
+    }
+
+    /// The first type inside `ty` that a person cannot supply as input, with the named type
+    /// and field (or variant) that holds it when it is nested.
+    #[allow(clippy::type_complexity)]
+    fn not_input(
+        &self,
+        ty: &Type,
+        seen: &mut Vec<TypeId>,
+    ) -> Option<(Type, Option<(String, Option<(FileId, Span)>, String)>)> {
+        match ty {
+            Type::Approvers => Some((Type::Approvers, None)),
+            Type::Named(id) if Some(*id) == self.checked.decision => Some((ty.clone(), None)),
+            Type::List(inner) | Type::Map(inner) | Type::Optional(inner) => {
+                self.not_input(inner, seen)
+            }
+            Type::Record(fields) => fields.iter().find_map(|(_, ty)| self.not_input(ty, seen)),
+            Type::Named(id) => {
+                if seen.contains(id) {
+                    return None;
+                }
+                seen.push(*id);
+                let def = self.checked.types.get(*id);
+                let members: Vec<(String, &crate::types::FieldDef)> = match &def.kind {
+                    TypeDefKind::Record(fields) => {
+                        fields.iter().map(|f| (f.name.clone(), f)).collect()
+                    }
+                    TypeDefKind::Enum(variants) => variants
+                        .iter()
+                        .flat_map(|v| {
+                            v.fields
+                                .iter()
+                                .map(move |f| (format!("{}({})", v.name, f.name), f))
+                        })
+                        .collect(),
+                };
+                members.into_iter().find_map(|(member, field)| {
+                    // Report the outermost type the author wrote, and the field in it.
+                    let (culprit, _) = self.not_input(&field.ty, seen)?;
+                    let at = def.file.map(|file| (file, field.span));
+                    Some((culprit, Some((def.name.clone(), at, member))))
+                })
+            }
+            _ => None,
         }
     }
 

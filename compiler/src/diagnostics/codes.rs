@@ -59,6 +59,7 @@ codes! {
     NOT_A_VALUE = "E0317", "Not a value";
     OUT_OF_RANGE = "E0318", "Value out of range";
     EMPTY_NAME = "E0319", "Empty name";
+    NOT_INPUT_TYPE = "E0320", "Type cannot be supplied as input";
 
     UNAPPROVED_SENSITIVE_CALL = "E0400", "Sensitive tool called without approval";
 

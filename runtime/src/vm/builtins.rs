@@ -135,7 +135,38 @@ pub fn call(builtin: Builtin, args: Vec<Value>) -> Result<Value, String> {
         }
         Builtin::ToJson => arg(&args, 0)?.clone(),
         Builtin::Length => Value::Int(text(arg(&args, 0)?)?.chars().count() as i64),
+        Builtin::Any => {
+            let mut of = Vec::new();
+            for approvers in args {
+                flatten_approvers(approvers, &mut of);
+            }
+            if of.is_empty() {
+                return Err("any(…) was given no approvers: nobody could decide".to_string());
+            }
+            Value::record([
+                ("kind", Value::Str("any".to_string())),
+                ("of", Value::List(of)),
+            ])
+        }
     })
+}
+
+/// The approvers `any(…)` combines, as `role`/`user` records: list arguments and nested
+/// `any` values are spliced in, so `of` never holds a list or another `any`.
+fn flatten_approvers(value: Value, of: &mut Vec<Value>) {
+    match value {
+        Value::List(items) => items.into_iter().for_each(|v| flatten_approvers(v, of)),
+        Value::Record(mut fields) if matches!(fields.get("kind"), Some(Value::Str(kind)) if kind == "any") => {
+            if let Some(inner) = fields.remove("of") {
+                flatten_approvers(inner, of);
+            }
+        }
+        other => {
+            if !of.contains(&other) {
+                of.push(other);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -169,5 +200,35 @@ mod tests {
             call(Builtin::Length, vec![Value::Str("çé".into())]),
             Ok(Value::Int(2))
         );
+    }
+
+    #[test]
+    fn any_flattens_lists_and_nested_any_into_one_list_of_approvers() {
+        let role = call(Builtin::Role, vec![Value::Str("customs".into())]).expect("role");
+        let user = call(Builtin::User, vec![Value::Str("ana".into())]).expect("user");
+        let omar = call(Builtin::User, vec![Value::Str("omar".into())]).expect("user");
+        let expected = |of: Vec<Value>| {
+            Ok(Value::record([
+                ("kind", Value::Str("any".into())),
+                ("of", Value::List(of)),
+            ]))
+        };
+        assert_eq!(
+            call(Builtin::Any, vec![role.clone(), user.clone()]),
+            expected(vec![role.clone(), user.clone()])
+        );
+        assert_eq!(
+            call(
+                Builtin::Any,
+                vec![Value::List(vec![role.clone(), user.clone()])]
+            ),
+            expected(vec![role.clone(), user.clone()])
+        );
+        let inner = call(Builtin::Any, vec![user.clone(), omar.clone()]).expect("any");
+        assert_eq!(
+            call(Builtin::Any, vec![role.clone(), inner, user.clone()]),
+            expected(vec![role, user, omar])
+        );
+        assert!(call(Builtin::Any, vec![Value::List(vec![])]).is_err());
     }
 }
