@@ -109,6 +109,8 @@ pub struct Engine {
     next_id: u64,
     renewed_at: Millis,
     pub(crate) config: Config,
+    /// Notifications to deliver once the claims are released.
+    pub(crate) outbox: Vec<crate::gates::Outgoing>,
 }
 
 pub(crate) type EngineResult<T> = Result<T, EngineError>;
@@ -155,6 +157,7 @@ impl Engine {
             next_id: 0,
             renewed_at: 0,
             config: Config::empty(),
+            outbox: Vec::new(),
         }
     }
 
@@ -322,6 +325,7 @@ impl Engine {
         if status.is_final() {
             self.wake_parent(run)?;
         }
+        self.flush_notifications()?;
         Ok(status)
     }
 
@@ -376,6 +380,7 @@ impl Engine {
                     Err(e) => return Err(e),
                 }
                 released?;
+                self.flush_notifications()?;
                 driven += 1;
             }
         }

@@ -88,6 +88,15 @@ fn refused<T>(why: impl Into<String>) -> Result<T, DecideError> {
     Err(DecideError::Refused(why.into()))
 }
 
+/// A notification waiting to be delivered once the run's claim is released.
+pub struct Outgoing {
+    run: String,
+    gate: String,
+    what: String,
+    waiting_on: String,
+    message: serde_json::Value,
+}
+
 /// A gate waiting for someone, as `flowrt approvals` lists it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PendingGate {
@@ -256,6 +265,18 @@ fn gate_history(history: &[Event], name: &str) -> Option<GateHistory> {
     Some(state)
 }
 
+fn finished_message(record: &RunRecord) -> String {
+    format!(
+        "run {} has {}; it takes no more decisions",
+        record.id,
+        match record.status {
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            _ => "been cancelled",
+        }
+    )
+}
+
 fn sha256_hex(text: &str) -> String {
     Sha256::digest(text.as_bytes())
         .iter()
@@ -344,7 +365,9 @@ impl Engine {
         Ok(RunStatus::Waiting)
     }
 
-    /// Posts the configured notifications and records each delivery.
+    /// Prepares the notifications of a gate that opened or escalated. They are delivered by
+    /// [`Engine::flush_notifications`] once the run's claim is released, so that a slow hook
+    /// never keeps anyone from deciding.
     #[allow(clippy::too_many_arguments)]
     fn notify(
         &mut self,
@@ -357,7 +380,7 @@ impl Engine {
         gate: &GateOptions,
         approvers: &str,
         waiting_on: &str,
-        wake_at: Option<Millis>,
+        _wake_at: Option<Millis>,
         opened: Millis,
     ) -> EngineResult<()> {
         if self.config.notify.is_empty() {
@@ -368,6 +391,7 @@ impl Engine {
             GateKind::Approval => format!("flowrt approve {run} {name} --as USER"),
             GateKind::Input => format!("flowrt input {run} {name} --as USER --value JSON"),
         };
+        let _ = module;
         let message = serde_json::json!({
             "event": what,
             "run": run,
@@ -381,41 +405,96 @@ impl Engine {
             "deadline": gate.timeout_at(opened).map(crate::vm::value::format_time),
             "command": command,
         });
-        let _ = module;
-        let deliveries = notify::deliver(&self.config.notify, &message, &RetryPolicy::default());
-        let events: Vec<NewEvent> = deliveries
-            .iter()
-            .map(|d| {
-                event(
-                    if d.delivered { "notified" } else { "notify_failed" },
-                    Some(name.to_string()),
-                    Some(i64::from(d.attempts)),
-                    None,
-                    serde_json::json!({ "hook": d.hook, "attempts": d.attempts, "error": d.error, "for": what }),
-                )
-            })
-            .collect();
+        self.outbox.push(Outgoing {
+            run: run.to_string(),
+            gate: name.to_string(),
+            what: what.to_string(),
+            waiting_on: waiting_on.to_string(),
+            message,
+        });
+        Ok(())
+    }
+
+    /// Delivers the prepared notifications (no claim is held meanwhile) and records each
+    /// delivery in its run's history, if the run still waits at that gate.
+    pub fn flush_notifications(&mut self) -> EngineResult<()> {
+        for outgoing in std::mem::take(&mut self.outbox) {
+            let deliveries = notify::deliver(
+                &self.config.notify,
+                &outgoing.message,
+                &RetryPolicy::default(),
+            );
+            let events: Vec<NewEvent> = deliveries
+                .iter()
+                .map(|d| {
+                    event(
+                        if d.delivered { "notified" } else { "notify_failed" },
+                        Some(outgoing.gate.clone()),
+                        Some(i64::from(d.attempts)),
+                        None,
+                        serde_json::json!({ "hook": d.hook, "attempts": d.attempts, "error": d.error, "for": outgoing.what }),
+                    )
+                })
+                .collect();
+            if !self.claim_patiently(&outgoing.run)? {
+                continue;
+            }
+            let recorded = self.record_deliveries(&outgoing, events);
+            self.store.release(&outgoing.run, &self.owner)?;
+            recorded?;
+        }
+        Ok(())
+    }
+
+    fn record_deliveries(
+        &mut self,
+        outgoing: &Outgoing,
+        events: Vec<NewEvent>,
+    ) -> EngineResult<()> {
         // Recording the deliveries must not disturb the run if it moved on meanwhile.
-        let Some(record) = self.store.run(run)? else {
+        let Some(record) = self.store.run(&outgoing.run)? else {
             return Ok(());
         };
-        if record.status != RunStatus::Waiting || record.waiting_on.as_deref() != Some(waiting_on) {
+        if record.status != RunStatus::Waiting
+            || record.waiting_on.as_deref() != Some(outgoing.waiting_on.as_str())
+        {
             return Ok(());
         }
         let commit = StepCommit {
-            run: run.to_string(),
+            run: outgoing.run.clone(),
             owner: self.owner.clone(),
             checkpoint: None,
             events,
             status: RunStatus::Waiting,
             output: None,
             error: None,
-            waiting_on: Some(waiting_on.to_string()),
-            wake_at,
+            waiting_on: record.waiting_on,
+            wake_at: record.wake_at,
             now: now_ms(),
         };
         self.store.commit(std::slice::from_ref(&commit))?;
         Ok(())
+    }
+
+    /// Claims a run, waiting up to a few seconds for another process (a colleague's decision,
+    /// a notification being recorded) to finish with it. False when the run could not be
+    /// claimed: still busy, or finished meanwhile (finished runs are never claimed).
+    pub(crate) fn claim_patiently(&mut self, run: &str) -> EngineResult<bool> {
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let now = now_ms();
+            if self
+                .store
+                .claim(run, &self.owner, now + self.lease_ms, now)?
+            {
+                return Ok(true);
+            }
+            let finished = self.store.run(run)?.is_none_or(|r| r.status.is_final());
+            if finished || std::time::Instant::now() >= give_up {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Handles a due gate timer: escalate once, then time out.
@@ -646,15 +725,17 @@ impl Engine {
                 }
             ));
         }
-        let now = now_ms();
-        if !self
-            .store
-            .claim(run, &self.owner, now + self.lease_ms, now)?
-        {
-            return refused(format!(
-                "run {run} is being driven by another flowrt process right now; try again in a moment"
-            ));
+        if !self.claim_patiently(run)? {
+            return match self.store.run(run)? {
+                Some(now) if now.status.is_final() => refused(finished_message(&now)),
+                _ => Err(DecideError::Engine(EngineError::Claimed(run.to_string()))),
+            };
         }
+        // Read the run again under the claim: another decision may have just moved it on.
+        let Some(record) = self.store.run(run)? else {
+            self.store.release(run, &self.owner)?;
+            return refused(format!("no run with id {run}"));
+        };
         let result = self.decide_claimed(&record, gate, user, action, expect_hash);
         self.store.release(run, &self.owner)?;
         result
@@ -679,15 +760,17 @@ impl Engine {
                 .decide(run, gate, user, action, expect_hash)
                 .map(|d| (d, record.status));
         }
-        let now = now_ms();
-        if !self
-            .store
-            .claim(run, &self.owner, now + self.lease_ms, now)?
-        {
-            return refused(format!(
-                "run {run} is being driven by another flowrt process right now; try again in a moment"
-            ));
+        if !self.claim_patiently(run)? {
+            return match self.store.run(run)? {
+                Some(now) if now.status.is_final() => refused(finished_message(&now)),
+                _ => Err(DecideError::Engine(EngineError::Claimed(run.to_string()))),
+            };
         }
+        // Read the run again under the claim: another decision may have just moved it on.
+        let Some(record) = self.store.run(run)? else {
+            self.store.release(run, &self.owner)?;
+            return refused(format!("no run with id {run}"));
+        };
         let result = self
             .decide_claimed(&record, gate, user, action, expect_hash)
             .and_then(|decided| {
@@ -703,6 +786,7 @@ impl Engine {
         {
             self.wake_parent(run)?;
         }
+        self.flush_notifications()?;
         result
     }
 
@@ -719,22 +803,27 @@ impl Engine {
             Action::Input { .. } => GateKind::Input,
             _ => GateKind::Approval,
         };
-        let Some((kind, name, options, state)) = self.open_gate_of(record)? else {
-            let history = self.store.history(run)?;
-            if let Some(decided) = history
+        let open = self.open_gate_of(record)?;
+        // A gate decided before: say so, whatever the run does now.
+        let still_open = open.as_ref().is_some_and(|(_, name, _, _)| name == gate);
+        if !still_open
+            && let Some(decided) = self
+                .store
+                .history(run)?
                 .iter()
                 .rev()
                 .find(|e| e.kind == "gate_decided" && e.step.as_deref() == Some(gate))
-            {
-                let by = serde_json::from_str::<serde_json::Value>(&decided.data)
-                    .ok()
-                    .and_then(|d| d.get("by").and_then(|b| b.as_str()).map(str::to_string))
-                    .unwrap_or_default();
-                return refused(format!(
-                    "`{gate}` of run {run} was already decided by {by} at {}; the first decision stands",
-                    crate::vm::value::format_time(decided.at)
-                ));
-            }
+        {
+            let by = serde_json::from_str::<serde_json::Value>(&decided.data)
+                .ok()
+                .and_then(|d| d.get("by").and_then(|b| b.as_str()).map(str::to_string))
+                .unwrap_or_default();
+            return refused(format!(
+                "`{gate}` of run {run} was already decided by {by} at {}; the first decision stands",
+                crate::vm::value::format_time(decided.at)
+            ));
+        }
+        let Some((kind, name, options, state)) = open else {
             return refused(format!(
                 "run {run} is not waiting at `{gate}` (it is {}{})",
                 record.status.as_str(),
@@ -763,6 +852,14 @@ impl Engine {
             return refused(format!(
                 "what `{name}` shows has changed since you looked (hash {}, you saw {expected}); look again with `flowrt approvals` and decide on what it shows now",
                 options.shown_hash()
+            ));
+        }
+        if let Some(deadline) = options.timeout_at(state.opened_at)
+            && deadline <= now_ms()
+        {
+            return refused(format!(
+                "`{name}` timed out at {}; the run goes on with an ApprovalTimeout when a worker drives it",
+                crate::vm::value::format_time(deadline)
             ));
         }
         let roles = self.roles(user);

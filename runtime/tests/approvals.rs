@@ -538,9 +538,6 @@ fn an_unknown_user_is_refused() {
 }
 
 #[test]
-#[ignore = "bug: `run --as` and `cancel --as` accept a user that flow.toml does not list \
-            (issue 4: an unknown user in `--as` is refused); the run records `zed` as its \
-            initiator"]
 fn an_unknown_user_may_not_start_or_cancel_runs() {
     let project = Project::new();
     let out = project.flowrt(&[
@@ -717,9 +714,6 @@ fn a_second_decision_on_a_decided_gate_is_refused_while_the_run_waits_on() {
 }
 
 #[test]
-#[ignore = "bug: a decision on a gate decided earlier in a run that now waits at another gate \
-            is refused as `waits at approval `second`, not at approval `first`` instead of \
-            saying it was already decided (by whom, when) and that the first decision stands"]
 fn a_repeated_decision_names_the_first_even_when_the_run_has_moved_on() {
     let project = Project::new();
     let run = project.start("steps", "bob");
@@ -775,10 +769,6 @@ fn racing_decisions_on_one_gate_apply_exactly_one() {
 }
 
 #[test]
-#[ignore = "bug: decisions made at the same moment on a quorum gate are refused with `run … is \
-            being driven by another flowrt process right now; try again in a moment` (exit 3) \
-            instead of waiting the few milliseconds the other decision takes; approvals are lost \
-            unless each approver retries"]
 fn simultaneous_approvals_on_a_quorum_gate_all_count() {
     let project = Project::new();
     for _ in 0..5 {
@@ -1450,10 +1440,6 @@ fn an_input_request_notifies_with_the_input_command() {
 }
 
 #[test]
-#[ignore = "bug: while `flowrt run` delivers the gate's notification (up to ~7 s with the default \
-            retries against a slow webhook) it keeps the run claimed, so every decision on the \
-            open gate is refused with `being driven by another flowrt process`: a slow \
-            notification blocks the gate"]
 fn a_slow_webhook_does_not_block_the_gate() {
     let (port, rx) = webhook_server(Duration::from_millis(1500));
     let project = Project::with_config(&format!(

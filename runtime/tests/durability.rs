@@ -325,7 +325,10 @@ workflow twenty() -> Int {
 fn a_kill_right_after_a_decision_neither_loses_nor_repeats_it() {
     let project = Project::new();
     project.write("tools/step.sh", STEP_TOOL);
-    project.write("flow.toml", "[users.ana]\nroles = [\"ops\"]\n");
+    project.write(
+        "flow.toml",
+        "[users.ana]\nroles = [\"ops\"]\n\n[users.bob]\nroles = []\n",
+    );
     project.write(
         "gated.flow",
         r#"tool step(n: Int) -> Int via exec "sh tools/step.sh"

@@ -216,13 +216,16 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
     let has_config = config.is_some();
     engine.set_config(config.unwrap_or_else(Config::empty));
     match cli.command {
-        Command::Run(args) => start(&mut engine, args, true),
-        Command::Start(args) => start(&mut engine, args, false),
+        Command::Run(args) => start(&mut engine, args, true, has_config),
+        Command::Start(args) => start(&mut engine, args, false, has_config),
         Command::Worker { once } => worker(&mut engine, once),
         Command::Runs { status, json } => runs(&mut engine, status.as_deref(), json),
         Command::Status { run, json } => status(&mut engine, &run, json),
         Command::History { run, json } => history(&mut engine, &run, json),
         Command::Cancel { run, user } => {
+            if let Some(user) = &user {
+                known_user(&engine, has_config, user)?;
+            }
             cancel(&mut engine, &run, &user.unwrap_or_else(default_user))
         }
         Command::Approvals { user, json } => {
@@ -329,7 +332,12 @@ fn read_input(input: Option<&str>, flag: &str) -> Result<serde_json::Value, Usag
     })
 }
 
-fn start(engine: &mut Engine, args: StartArgs, drive: bool) -> Result<ExitCode, Usage> {
+fn start(
+    engine: &mut Engine,
+    args: StartArgs,
+    drive: bool,
+    has_config: bool,
+) -> Result<ExitCode, Usage> {
     let input = read_input(args.input.as_deref(), "--input")?;
     let loaded = load(&args.file)?;
     let (version, module) = engine.deploy(&loaded.artifact)?;
@@ -349,6 +357,13 @@ fn start(engine: &mut Engine, args: StartArgs, drive: bool) -> Result<ExitCode, 
             }
         },
     };
+    // An explicit --as must name a known user; without it the run is started by $USER.
+    if let Some(user) = &args.user {
+        if user.trim().is_empty() {
+            return Err(Usage("--as needs a user name".to_string()));
+        }
+        known_user(engine, has_config, user)?;
+    }
     let user = args.user.unwrap_or_else(default_user);
     let run = engine.start(&version, &workflow, &input, &user)?;
     if !drive {
@@ -503,6 +518,16 @@ fn say(line: std::fmt::Arguments) {
 }
 
 const EXIT_REFUSED: u8 = 3;
+
+/// With a `flow.toml`, every `--as` must name one of its users.
+fn known_user(engine: &Engine, has_config: bool, user: &str) -> Result<(), Usage> {
+    if has_config && engine.config().user(user).is_none() {
+        return Err(Usage(format!(
+            "unknown user `{user}`: flow.toml lists the users (add `[users.{user}]` to it)"
+        )));
+    }
+    Ok(())
+}
 
 fn approvals(
     engine: &mut Engine,
