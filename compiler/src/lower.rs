@@ -944,9 +944,16 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::Retry {
                 attempts,
                 backoff,
+                max_backoff,
                 on,
                 body,
-            } => self.retry(attempts, backoff.as_deref(), on, body, Want::Discard),
+            } => self.retry(
+                attempts,
+                (backoff.as_deref(), max_backoff.as_deref()),
+                on,
+                body,
+                Want::Discard,
+            ),
             ExprKind::Timeout { duration, body } => self.timeout(duration, body, Want::Discard),
             _ => {
                 let result = self.expr(expr);
@@ -1045,9 +1052,16 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::Retry {
                 attempts,
                 backoff,
+                max_backoff,
                 on,
                 body,
-            } => self.retry(attempts, backoff.as_deref(), on, body, Want::Value)?,
+            } => self.retry(
+                attempts,
+                (backoff.as_deref(), max_backoff.as_deref()),
+                on,
+                body,
+                Want::Value,
+            )?,
             ExprKind::Timeout { duration, body } => self.timeout(duration, body, Want::Value)?,
             ExprKind::Try {
                 body,
@@ -1375,10 +1389,14 @@ impl<'b, 'p> FnLower<'b, 'p> {
         Ok(())
     }
 
+    /// `retry N backoff D max M on K { b }`. Without `on`, an error that is not retryable
+    /// (its record says `retryable: false`: a 4xx, `fail`, …) is raised at once; with `on`,
+    /// exactly the listed kinds are retried. Between attempts the delay (doubled each time,
+    /// capped by `max`, scaled by a jitter that is deterministic per run) is a durable sleep.
     fn retry(
         &mut self,
         attempts: &Expr,
-        backoff: Option<&Expr>,
+        (backoff, max_backoff): (Option<&Expr>, Option<&Expr>),
         on: &[ast::Ident],
         body: &Block,
         want: Want,
@@ -1396,6 +1414,15 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 let delay = self.new_slot(backoff.span)?;
                 self.emit(Op::StoreLocal(delay));
                 Some(delay)
+            }
+            None => None,
+        };
+        let max_delay = match max_backoff {
+            Some(max) => {
+                self.expr(max)?;
+                let slot = self.new_slot(max.span)?;
+                self.emit(Op::StoreLocal(slot));
+                Some(slot)
             }
             None => None,
         };
@@ -1420,11 +1447,22 @@ impl<'b, 'p> FnLower<'b, 'p> {
         self.depth = depth + 1;
         let error = self.new_slot(span)?;
         self.emit(Op::StoreLocal(error));
+        // Without `on`, only errors that say they are retryable are tried again.
+        let mut give_up = Vec::new();
+        if on.is_empty() {
+            let field = self.b.string("retryable");
+            self.emit(Op::LoadLocal(error));
+            self.emit(Op::GetField(field));
+            give_up.push(self.emit(Op::JumpIfFalse(PLACEHOLDER)));
+        }
         // The last attempt failed: raise the error again.
         self.emit(Op::LoadLocal(attempt));
         self.emit(Op::LoadLocal(limit));
         self.emit(Op::GtEq);
         let again = self.emit(Op::JumpIfFalse(PLACEHOLDER));
+        for jump in give_up {
+            self.patch(jump);
+        }
         self.emit(Op::LoadLocal(error));
         self.emit(Op::Raise);
         self.patch(again);
@@ -1434,10 +1472,21 @@ impl<'b, 'p> FnLower<'b, 'p> {
         self.emit(Op::StoreLocal(attempt));
         if let Some(delay) = delay {
             self.emit(Op::LoadLocal(delay));
+            self.emit(Op::Jitter);
             self.emit(Op::Sleep);
             self.emit(Op::LoadLocal(delay));
             self.emit_const(Constant::Int(2));
             self.emit(Op::Mul);
+            if let Some(max) = max_delay {
+                // delay = min(delay * 2, max)
+                self.emit(Op::Dup);
+                self.emit(Op::LoadLocal(max));
+                self.emit(Op::Gt);
+                let keep = self.emit(Op::JumpIfFalse(PLACEHOLDER));
+                self.emit(Op::Pop);
+                self.emit(Op::LoadLocal(max));
+                self.patch(keep);
+            }
             self.emit(Op::StoreLocal(delay));
         }
         self.emit(Op::Jump(start));
@@ -1869,11 +1918,39 @@ mod tests {
         );
         assert!(ops.contains(&Op::Raise));
         assert!(
-            ops.windows(2).any(|w| w == [Op::LoadLocal(2), Op::Sleep]),
+            ops.windows(3)
+                .any(|w| w == [Op::LoadLocal(2), Op::Jitter, Op::Sleep]),
             "{ops:?}"
         );
         assert!(ops.contains(&Op::Mul));
         assert!(ops.contains(&Op::GtEq));
+        // With `on`, the listed kinds are retried whether or not they are retryable.
+        assert!(
+            !module
+                .constants
+                .contains(&Constant::Str("retryable".into()))
+        );
+    }
+
+    #[test]
+    fn retry_without_on_raises_errors_that_are_not_retryable_and_caps_the_backoff() {
+        let module = lowered(
+            "tool poll() -> Int via http get \"/p\"\n\
+             workflow w() -> Int { retry 5 backoff 1s max 4s { poll() } }",
+        );
+        let ops = code(&module, "w");
+        let retryable = string(&module, "retryable");
+        assert!(
+            ops.windows(2)
+                .any(|w| w[0] == Op::GetField(retryable) && matches!(w[1], Op::JumpIfFalse(_))),
+            "{ops:?}"
+        );
+        // delay * 2, then min with the maximum
+        assert!(
+            ops.windows(3)
+                .any(|w| w == [Op::Mul, Op::Dup, Op::LoadLocal(3)]),
+            "{ops:?}"
+        );
     }
 
     #[test]

@@ -202,6 +202,7 @@ fn spec_instruction_table_is_complete() {
         Op::ExitTimeout,
         Op::Return,
         Op::SetField(0),
+        Op::Jitter,
     ];
     // The list above is every instruction: the next number does not decode.
     assert!(

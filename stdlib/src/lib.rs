@@ -245,7 +245,7 @@ pub const DECISION: BuiltinRecord = BuiltinRecord {
 /// What `catch e { … }` binds.
 pub const ERROR: BuiltinRecord = BuiltinRecord {
     name: "Error",
-    doc: "A caught failure: its kind, a message, and the step that failed.",
+    doc: "A caught failure: its kind, a message, the step that failed, and whether trying again may help.",
     fields: &[
         f(
             "kind",
@@ -254,6 +254,21 @@ pub const ERROR: BuiltinRecord = BuiltinRecord {
         ),
         f("message", Ty::String, "What went wrong."),
         f("step", Ty::String, "The tool or construct that failed."),
+        f(
+            "tool",
+            Ty::String,
+            "The tool that failed (empty when no tool did).",
+        ),
+        f(
+            "attempt",
+            Ty::Int,
+            "Which attempt of the step failed, from 1.",
+        ),
+        f(
+            "retryable",
+            Ty::Bool,
+            "Whether trying again may succeed: connection errors, 429 and 5xx, invalid output and time-outs are; a 4xx, `fail` and a person's time-out are not.",
+        ),
     ],
 };
 

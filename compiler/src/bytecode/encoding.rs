@@ -216,6 +216,7 @@ mod tests {
             (Op::Fail, 40),
             (Op::Return, 46),
             (Op::SetField(0), 47),
+            (Op::Jitter, 48),
         ];
         for (op, number) in numbered {
             let bytes = postcard::to_stdvec(&op).expect("encodes");

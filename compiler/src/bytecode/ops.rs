@@ -119,6 +119,10 @@ pub enum Op {
     /// Pop a value, then a record; push the record with field `n` (a string constant) set
     /// to the value. `x.a.b = v` sets the fields from the inside out.
     SetField(u32),
+    /// Pop a Duration; push it scaled by a factor between 0.5 and 1 that depends only on
+    /// the run's step count and this instruction's position — random-looking, yet the same
+    /// when the run is replayed (retry backoff).
+    Jitter,
 }
 
 impl Op {

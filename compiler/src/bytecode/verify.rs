@@ -33,6 +33,7 @@ pub fn stack_effect(module: &Module, op: Op) -> Option<(u32, u32)> {
         | Op::IsVariant(_)
         | Op::VariantField(_)
         | Op::IsNone
+        | Op::Jitter
         | Op::Not
         | Op::Neg
         | Op::ToText => (1, 1),

@@ -807,6 +807,7 @@ impl<'a> BodyChecker<'a> {
             ExprKind::Retry {
                 attempts,
                 backoff,
+                max_backoff,
                 on,
                 body,
             } => {
@@ -822,6 +823,9 @@ impl<'a> BodyChecker<'a> {
                 }
                 if let Some(backoff) = backoff {
                     self.expect_type(backoff, &Type::Duration);
+                }
+                if let Some(max) = max_backoff {
+                    self.expect_type(max, &Type::Duration);
                 }
                 for kind in on {
                     self.check_error_kind(kind);

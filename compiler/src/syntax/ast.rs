@@ -235,7 +235,9 @@ pub enum ExprKind {
     Retry {
         attempts: Box<Expr>,
         backoff: Option<Box<Expr>>,
-        on: Vec<Ident>,
+        /// `backoff 1s max 30s`: the longest wait between attempts.
+        max_backoff: Option<Box<Expr>>,
+        on: Box<[Ident]>,
         body: Box<Block>,
     },
     Timeout {

@@ -1369,6 +1369,14 @@ impl<'a> Parser<'a> {
         } else {
             None
         };
+        // `max` is matched by its text: it is not a keyword.
+        let max_backoff =
+            if backoff.is_some() && self.at(T::Ident) && self.text(self.span()) == "max" {
+                self.bump();
+                Some(Box::new(self.parse_expr(Records::NotHere)))
+            } else {
+                None
+            };
         let mut on = Vec::new();
         if self.eat(T::On).is_some() {
             loop {
@@ -1385,7 +1393,8 @@ impl<'a> Parser<'a> {
             Some(body) => ExprKind::Retry {
                 attempts: Box::new(attempts),
                 backoff,
-                on,
+                max_backoff,
+                on: on.into_boxed_slice(),
                 body: Box::new(body),
             },
             None => ExprKind::Error,

@@ -101,12 +101,42 @@ enum Trap {
     Fatal(String),
 }
 
+/// An `Error` record. Whether it is retryable follows from its kind: failures of the
+/// outside world (`ToolError`, `InvalidOutput`, `Timeout`) may pass; `fail`, a person's
+/// time-out and internal errors will not. A tool binding may say otherwise (a 4xx).
 pub fn error_value(kind: &str, message: impl Into<String>, step: &str) -> Value {
+    let retryable = matches!(kind, "ToolError" | "InvalidOutput" | "Timeout");
+    tool_error_value(kind, message, step, "", 1, retryable)
+}
+
+pub fn tool_error_value(
+    kind: &str,
+    message: impl Into<String>,
+    step: &str,
+    tool: &str,
+    attempt: i64,
+    retryable: bool,
+) -> Value {
     Value::record([
         ("kind", Value::Str(kind.to_string())),
         ("message", Value::Str(message.into())),
         ("step", Value::Str(step.to_string())),
+        ("tool", Value::Str(tool.to_string())),
+        ("attempt", Value::Int(attempt)),
+        ("retryable", Value::Bool(retryable)),
     ])
+}
+
+/// A factor in [0.5, 1] from the run's position: the same on every replay.
+fn jitter_factor(steps: u64, workflow: u32, pc: u32) -> f64 {
+    let mut x = steps
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(u64::from(workflow) << 32 | u64::from(pc))
+        | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    0.5 + 0.5 * ((x >> 11) as f64 / (1u64 << 53) as f64)
 }
 
 fn raise(message: impl Into<String>) -> Trap {
@@ -444,6 +474,17 @@ impl Machine {
                     }
                 }
             }
+            Op::Jitter => match self.pop()? {
+                Value::Duration(ms) => {
+                    let factor = jitter_factor(self.steps, self.workflow, self.fiber.pc);
+                    self.fiber
+                        .stack
+                        .push(Value::Duration((ms as f64 * factor) as i64));
+                }
+                other => {
+                    return Err(Trap::Fatal(format!("jitter of {}", other.type_name())));
+                }
+            },
             Op::Index => {
                 let index = self.pop()?;
                 let base = self.pop()?;
