@@ -7,11 +7,13 @@
 //! - [`encoding`]: the `.flowb` artifact: magic, format version, payload, checksum.
 //! - [`disasm`]: a readable listing.
 //! - [`verify`]: a structural check (operands, jump targets, stack depths, regions).
+//! - [`schema`]: the JSON Schema of a declared type (the response format of `llm` tools).
 
 pub mod disasm;
 pub mod encoding;
 pub mod module;
 pub mod ops;
+pub mod schema;
 pub mod verify;
 
 pub use encoding::{ArtifactError, FORMAT_VERSION, decode, encode};

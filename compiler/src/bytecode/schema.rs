@@ -1,0 +1,417 @@
+//! The JSON Schema of a declared type: what an `llm` tool sends as its response format, so
+//! that the model is asked for exactly the shape the runtime will accept.
+//!
+//! The schema describes the JSON forms that the runtime's validation (`from_json`) accepts:
+//!
+//! | Flow type | JSON Schema |
+//! |---|---|
+//! | `Int` / `Float` / `Bool` / `String` | `integer` / `number` / `boolean` / `string` |
+//! | `Duration` | a string like `"30s"` or `"48h"` |
+//! | `Time` | an RFC 3339 string in UTC |
+//! | `T?` | `anyOf: [T, null]` |
+//! | `List<T>` | `array` of `T` |
+//! | `Map<T>` | `object` with `additionalProperties: T` |
+//! | record | `object` with `properties`, the non-optional fields `required`, no others |
+//! | enum | `oneOf`: the variants without fields as strings (`"Released"`), each variant with fields as `{"Variant": {fields}}` |
+//! | `Json` | `{}` (anything) |
+//!
+//! Named types are written inline. A type that contains itself (a recursive record or enum)
+//! is written once under `$defs` and referred to with `$ref`.
+
+use super::module::{Module, TypeDesc, TypeRef};
+use serde_json::{Map, Value, json};
+
+/// The JSON Schema of `ty`.
+pub fn json_schema(module: &Module, ty: TypeRef) -> Value {
+    let mut writer = Writer {
+        module,
+        expanding: Vec::new(),
+        recursive: Vec::new(),
+    };
+    let mut schema = writer.schema(ty);
+    // Types that refer to themselves: write each once under `$defs`. Writing one may reveal
+    // another, so go on until none is left.
+    let mut defs = Map::new();
+    let mut done = 0;
+    while done < writer.recursive.len() {
+        let ty = writer.recursive[done];
+        done += 1;
+        let name = writer.def_name(ty);
+        writer.expanding.push(ty);
+        let def = writer.named(ty);
+        writer.expanding.pop();
+        defs.insert(name, def);
+    }
+    if !defs.is_empty()
+        && let Value::Object(object) = &mut schema
+    {
+        object.insert("$defs".to_string(), Value::Object(defs));
+    }
+    schema
+}
+
+struct Writer<'m> {
+    module: &'m Module,
+    /// Named types being written, outermost first (a repeat is a recursion).
+    expanding: Vec<TypeRef>,
+    /// Named types that refer to themselves, in the order found.
+    recursive: Vec<TypeRef>,
+}
+
+impl Writer<'_> {
+    fn schema(&mut self, ty: TypeRef) -> Value {
+        let Some(desc) = self.module.type_desc(ty) else {
+            return json!({});
+        };
+        match desc {
+            TypeDesc::Int => json!({ "type": "integer" }),
+            TypeDesc::Float => json!({ "type": "number" }),
+            TypeDesc::Bool => json!({ "type": "boolean" }),
+            TypeDesc::String => json!({ "type": "string" }),
+            TypeDesc::Duration => json!({
+                "type": "string",
+                "description": "a duration: a number with a unit (ms, s, m, h, d), like \"30s\", \"48h\" or \"1h30m\"",
+            }),
+            TypeDesc::Time => json!({
+                "type": "string",
+                "description": "a time in UTC, RFC 3339, like \"2026-11-23T10:00:00Z\"",
+            }),
+            TypeDesc::Json => json!({}),
+            TypeDesc::Approvers => json!({ "type": "object" }),
+            TypeDesc::Unit => json!({ "type": "null" }),
+            TypeDesc::List(item) => json!({ "type": "array", "items": self.schema(*item) }),
+            TypeDesc::Map(value) => {
+                json!({ "type": "object", "additionalProperties": self.schema(*value) })
+            }
+            TypeDesc::Optional(inner) => self.nullable(*inner),
+            TypeDesc::Record { .. } | TypeDesc::Enum { .. } => {
+                if self.expanding.contains(&ty) {
+                    if !self.recursive.contains(&ty) {
+                        self.recursive.push(ty);
+                    }
+                    return json!({ "$ref": format!("#/$defs/{}", self.def_name(ty)) });
+                }
+                self.expanding.push(ty);
+                let schema = self.named(ty);
+                self.expanding.pop();
+                schema
+            }
+        }
+    }
+
+    /// `T?`: the schema of `T`, or null.
+    fn nullable(&mut self, inner: TypeRef) -> Value {
+        let inner = self.schema(inner);
+        if inner.as_object().is_some_and(Map::is_empty) {
+            // `Json?` already admits null.
+            return inner;
+        }
+        json!({ "anyOf": [inner, { "type": "null" }] })
+    }
+
+    /// The schema of a record or enum, written out.
+    fn named(&mut self, ty: TypeRef) -> Value {
+        match self.module.type_desc(ty) {
+            Some(TypeDesc::Record { fields, .. }) => {
+                let fields = fields.clone();
+                self.object(&fields)
+            }
+            Some(TypeDesc::Enum { variants, .. }) => {
+                let variants = variants.clone();
+                let mut choices = Vec::new();
+                let bare: Vec<&str> = variants
+                    .iter()
+                    .filter(|(_, fields)| fields.is_empty())
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                if !bare.is_empty() {
+                    choices.push(json!({ "type": "string", "enum": bare }));
+                }
+                for (name, fields) in variants.iter().filter(|(_, f)| !f.is_empty()) {
+                    let inner = self.object(fields);
+                    choices.push(json!({
+                        "type": "object",
+                        "properties": { name.clone(): inner },
+                        "required": [name],
+                        "additionalProperties": false,
+                    }));
+                }
+                match choices.len() {
+                    1 => choices.pop().unwrap_or_default(),
+                    _ => json!({ "oneOf": choices }),
+                }
+            }
+            _ => self.schema(ty),
+        }
+    }
+
+    /// An object with these fields: the optional ones may be left out (or null).
+    fn object(&mut self, fields: &[(String, TypeRef)]) -> Value {
+        let mut properties = Map::new();
+        let mut required = Vec::new();
+        for (name, ty) in fields {
+            if !matches!(self.module.type_desc(*ty), Some(TypeDesc::Optional(_))) {
+                required.push(Value::String(name.clone()));
+            }
+            properties.insert(name.clone(), self.schema(*ty));
+        }
+        json!({
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": false,
+        })
+    }
+
+    /// The key of a named type under `$defs`: its name, made unique if two types share it.
+    fn def_name(&self, ty: TypeRef) -> String {
+        let name = match self.module.type_desc(ty) {
+            Some(TypeDesc::Record { name, .. } | TypeDesc::Enum { name, .. }) => name.clone(),
+            _ => "type".to_string(),
+        };
+        let clean: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let shared = self.module.types.iter().enumerate().any(|(i, desc)| {
+            i != ty.0 as usize
+                && matches!(desc, TypeDesc::Record { name: n, .. } | TypeDesc::Enum { name: n, .. } if *n == name)
+        });
+        if shared {
+            format!("{clean}_{}", ty.0)
+        } else {
+            clean
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module holding only these types.
+    fn module(types: Vec<TypeDesc>) -> Module {
+        Module {
+            source_hash: String::new(),
+            files: Vec::new(),
+            constants: Vec::new(),
+            field_lists: Vec::new(),
+            kind_lists: Vec::new(),
+            types,
+            tools: Vec::new(),
+            gates: Vec::new(),
+            input_requests: Vec::new(),
+            events: Vec::new(),
+            workflows: Vec::new(),
+        }
+    }
+
+    fn t(i: u32) -> TypeRef {
+        TypeRef(i)
+    }
+
+    #[test]
+    fn scalars() {
+        let m = module(vec![
+            TypeDesc::Int,
+            TypeDesc::Float,
+            TypeDesc::Bool,
+            TypeDesc::String,
+            TypeDesc::Json,
+            TypeDesc::Unit,
+        ]);
+        assert_eq!(json_schema(&m, t(0)), json!({ "type": "integer" }));
+        assert_eq!(json_schema(&m, t(1)), json!({ "type": "number" }));
+        assert_eq!(json_schema(&m, t(2)), json!({ "type": "boolean" }));
+        assert_eq!(json_schema(&m, t(3)), json!({ "type": "string" }));
+        assert_eq!(json_schema(&m, t(4)), json!({}));
+        assert_eq!(json_schema(&m, t(5)), json!({ "type": "null" }));
+    }
+
+    #[test]
+    fn durations_and_times_are_strings() {
+        let m = module(vec![TypeDesc::Duration, TypeDesc::Time]);
+        for ty in [t(0), t(1)] {
+            let schema = json_schema(&m, ty);
+            assert_eq!(schema["type"], "string", "{schema}");
+            assert!(schema["description"].is_string(), "{schema}");
+        }
+    }
+
+    #[test]
+    fn records_require_their_non_optional_fields() {
+        // type Invoice = { number: String, total: Int, note: String?, lines: List<Float> }
+        let m = module(vec![
+            TypeDesc::String,
+            TypeDesc::Int,
+            TypeDesc::Optional(t(0)),
+            TypeDesc::Float,
+            TypeDesc::List(t(3)),
+            TypeDesc::Record {
+                name: "Invoice".into(),
+                fields: vec![
+                    ("number".into(), t(0)),
+                    ("total".into(), t(1)),
+                    ("note".into(), t(2)),
+                    ("lines".into(), t(4)),
+                ],
+            },
+        ]);
+        assert_eq!(
+            json_schema(&m, t(5)),
+            json!({
+                "type": "object",
+                "properties": {
+                    "number": { "type": "string" },
+                    "total": { "type": "integer" },
+                    "note": { "anyOf": [{ "type": "string" }, { "type": "null" }] },
+                    "lines": { "type": "array", "items": { "type": "number" } },
+                },
+                "required": ["number", "total", "lines"],
+                "additionalProperties": false,
+            })
+        );
+    }
+
+    #[test]
+    fn maps_are_objects_with_additional_properties() {
+        let m = module(vec![TypeDesc::Int, TypeDesc::Map(t(0))]);
+        assert_eq!(
+            json_schema(&m, t(1)),
+            json!({ "type": "object", "additionalProperties": { "type": "integer" } })
+        );
+    }
+
+    #[test]
+    fn optional_json_is_anything() {
+        let m = module(vec![TypeDesc::Json, TypeDesc::Optional(t(0))]);
+        assert_eq!(json_schema(&m, t(1)), json!({}));
+    }
+
+    #[test]
+    fn enums_are_one_of_their_json_forms() {
+        // enum Verdict { Pending, Released(receipt: String), Held(reason: String, until: Time?) }
+        let m = module(vec![
+            TypeDesc::String,
+            TypeDesc::Time,
+            TypeDesc::Optional(t(1)),
+            TypeDesc::Enum {
+                name: "Verdict".into(),
+                variants: vec![
+                    ("Pending".into(), vec![]),
+                    ("Released".into(), vec![("receipt".into(), t(0))]),
+                    (
+                        "Held".into(),
+                        vec![("reason".into(), t(0)), ("until".into(), t(2))],
+                    ),
+                ],
+            },
+        ]);
+        let schema = json_schema(&m, t(3));
+        let choices = schema["oneOf"].as_array().expect("oneOf");
+        assert_eq!(choices.len(), 3, "{schema}");
+        assert_eq!(choices[0], json!({ "type": "string", "enum": ["Pending"] }));
+        assert_eq!(
+            choices[1],
+            json!({
+                "type": "object",
+                "properties": { "Released": {
+                    "type": "object",
+                    "properties": { "receipt": { "type": "string" } },
+                    "required": ["receipt"],
+                    "additionalProperties": false,
+                } },
+                "required": ["Released"],
+                "additionalProperties": false,
+            })
+        );
+        assert_eq!(
+            choices[2]["properties"]["Held"]["required"],
+            json!(["reason"])
+        );
+    }
+
+    #[test]
+    fn an_enum_without_payloads_is_a_string_enum() {
+        let m = module(vec![TypeDesc::Enum {
+            name: "Color".into(),
+            variants: vec![("Red".into(), vec![]), ("Green".into(), vec![])],
+        }]);
+        assert_eq!(
+            json_schema(&m, t(0)),
+            json!({ "type": "string", "enum": ["Red", "Green"] })
+        );
+    }
+
+    #[test]
+    fn recursive_types_use_defs() {
+        // type Node = { label: String, children: List<Node> }
+        let m = module(vec![
+            TypeDesc::String,
+            TypeDesc::List(t(2)),
+            TypeDesc::Record {
+                name: "Node".into(),
+                fields: vec![("label".into(), t(0)), ("children".into(), t(1))],
+            },
+        ]);
+        let schema = json_schema(&m, t(2));
+        assert_eq!(
+            schema["properties"]["children"]["items"],
+            json!({ "$ref": "#/$defs/Node" })
+        );
+        assert_eq!(
+            schema["$defs"]["Node"]["properties"]["children"]["items"],
+            json!({ "$ref": "#/$defs/Node" })
+        );
+        assert_eq!(
+            schema["$defs"]["Node"]["required"],
+            json!(["label", "children"])
+        );
+    }
+
+    #[test]
+    fn a_missing_type_is_anything() {
+        let m = module(vec![]);
+        assert_eq!(json_schema(&m, t(7)), json!({}));
+    }
+
+    #[test]
+    fn the_return_type_of_a_compiled_tool() {
+        let program = crate::check_text(
+            "t.flow",
+            "type Line = { item: String, amount: Float }\n\
+             enum Currency { Eur, Usd }\n\
+             type Invoice = { number: String, currency: Currency, lines: List<Line>, due: Time?, tags: Map<String> }\n\
+             tool extract(doc: String) -> Invoice via llm \"m\" prompt \"Extract\"\n\
+             workflow w(d: String) -> Invoice { extract(d) }",
+        );
+        let module = crate::lower::lower(&program).expect("the program lowers");
+        let schema = json_schema(&module, module.tools[0].ret);
+        assert_eq!(
+            schema["required"],
+            json!(["number", "currency", "lines", "tags"])
+        );
+        assert_eq!(
+            schema["properties"]["currency"],
+            json!({ "type": "string", "enum": ["Eur", "Usd"] })
+        );
+        assert_eq!(
+            schema["properties"]["lines"]["items"]["properties"]["amount"],
+            json!({ "type": "number" })
+        );
+        assert_eq!(
+            schema["properties"]["tags"]["additionalProperties"],
+            json!({ "type": "string" })
+        );
+        assert_eq!(
+            schema["properties"]["due"]["anyOf"][1],
+            json!({ "type": "null" })
+        );
+    }
+}
