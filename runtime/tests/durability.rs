@@ -388,3 +388,75 @@ workflow gated() -> Int {
         .count();
     assert_eq!(decided, 1, "the decision is recorded exactly once");
 }
+
+#[test]
+fn retry_backoff_waits_durably_across_restarts_without_losing_or_repeating_attempts() {
+    let project = Project::new();
+    // Fails on its first two calls, then answers; counts its calls in a file.
+    project.write(
+        "tools/flaky.sh",
+        r#"#!/bin/sh
+cat > /dev/null
+n=$(cat calls 2>/dev/null || echo 0)
+n=$((n + 1))
+echo $n > calls
+echo "start $FLOW_IDEMPOTENCY_KEY" >> effects.log
+if [ $n -le 2 ]; then echo "busy" >&2; exit 1; fi
+echo 7
+"#,
+    );
+    project.write(
+        "flaky.flow",
+        r#"tool flaky() -> Int via exec "sh tools/flaky.sh"
+
+workflow patient() -> Int {
+  retry 5 backoff 1h max 4h { flaky() }
+}
+"#,
+    );
+    let created = project.output(&["--test-clock", "run", "flaky.flow"]);
+    assert_eq!(
+        created.status.code(),
+        Some(10),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    // Each process only advances the clock and fires what is due: one attempt per wait.
+    let advance = |by: &str| {
+        let out = project.output(&["clock", "advance", by]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    advance("1h");
+    assert_eq!(
+        project.only_run()["status"],
+        "waiting",
+        "the second attempt failed too"
+    );
+    advance("2h");
+    let run = project.only_run();
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["output"], 7);
+    let id = run["run"].as_str().unwrap().to_string();
+    let history = project.history(&id);
+    let attempts: Vec<i64> = history
+        .iter()
+        .filter(|e| e["event"] == "step_started")
+        .map(|e| e["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, vec![1, 2, 3], "each attempt once, numbered");
+    let failed = history
+        .iter()
+        .filter(|e| e["event"] == "step_failed")
+        .count();
+    assert_eq!(failed, 2);
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("calls"))
+            .unwrap()
+            .trim(),
+        "3"
+    );
+}
