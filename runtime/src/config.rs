@@ -1,5 +1,6 @@
-//! The project configuration file, `flow.toml`: who the users are, which roles they hold, and
-//! where notifications go when a human step opens or escalates.
+//! The project configuration file, `flow.toml`: who the users are, which roles they hold,
+//! where notifications go when a human step opens or escalates, and how `http` and `llm` tools
+//! reach their servers.
 //!
 //! ```toml
 //! [users.alice]
@@ -11,7 +12,21 @@
 //! [[notify]]
 //! webhook = "http://127.0.0.1:9000/hook"
 //! command = "sh notify.sh"
+//!
+//! [tools.check_docs]
+//! base_url = "http://127.0.0.1:8080"
+//! headers = { Authorization = "Bearer ${env:CUSTOMS_TOKEN}" }
+//! timeout = "10s"
+//!
+//! [llm]
+//! base_url = "http://127.0.0.1:9100/v1"
+//! api_key = "${env:MISTRAL_API_KEY}"
+//! timeout = "60s"
 //! ```
+//!
+//! Header values and the API key may reference environment variables with `${env:NAME}`; they
+//! are read when the tool is called (a missing variable is then an error naming the tool and
+//! the variable), and their values are secrets: never recorded, never shown.
 //!
 //! Every mistake in the file is a [`ConfigError`] that names the file, line and column
 //! (`flow.toml:3:9: roles must be a list of strings`). Unknown keys are refused, with a
@@ -36,8 +51,142 @@ pub struct Config {
     /// Notification hooks, in file order (a `[[notify]]` entry with both a webhook and a command
     /// gives two hooks: the webhook first).
     pub notify: Vec<NotifyHook>,
+    /// Settings of tools by name (`[tools.NAME]`): base URL, headers, time limit.
+    pub tools: BTreeMap<String, ToolConfig>,
+    /// The chat-completions endpoint of `llm` tools (`[llm]`).
+    pub llm: Option<LlmConfig>,
     /// Where the configuration came from (a path, or a label such as `<empty>`).
     pub origin: String,
+}
+
+/// How a tool is called (`[tools.NAME]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolConfig {
+    /// `http://host[:port][/prefix]`: an `http` tool's path is appended to it.
+    pub base_url: Option<String>,
+    /// Extra request headers, in file order; the values may reference the environment.
+    pub headers: Vec<(String, EnvTemplate)>,
+    /// The longest one call may take, in milliseconds, unless a `timeout` block allows less.
+    pub timeout_ms: Option<u64>,
+}
+
+/// The OpenAI-compatible chat-completions endpoint used by `llm` tools (`[llm]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LlmConfig {
+    /// `http://host[:port]/v1`: requests go to `{base_url}/chat/completions`.
+    pub base_url: Option<String>,
+    /// Sent as `Authorization: Bearer …` when set.
+    pub api_key: Option<EnvTemplate>,
+    /// The longest one call may take, in milliseconds, unless a `timeout` block allows less.
+    pub timeout_ms: Option<u64>,
+}
+
+/// A configuration string that may reference environment variables, like
+/// `Bearer ${env:CUSTOMS_TOKEN}`. It is resolved when it is used, so a variable set after
+/// `flow.toml` was written is seen, and a missing one is reported where it matters.
+///
+/// Its `Debug` form shows the variables it reads, never its text: a literal header value
+/// may be a secret too.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EnvTemplate {
+    parts: Vec<TemplatePart>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum TemplatePart {
+    Text(String),
+    Env(String),
+}
+
+/// A resolved [`EnvTemplate`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The text with the variables' values in place.
+    pub value: String,
+    /// The values read from the environment.
+    pub from_env: Vec<String>,
+}
+
+impl fmt::Debug for EnvTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvTemplate")
+            .field("env", &self.variables().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Resolved(<secret>)")
+    }
+}
+
+impl EnvTemplate {
+    /// Parses `text`; every `${` must start a `${env:NAME}` reference.
+    pub fn parse(text: &str) -> Result<EnvTemplate, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            if start > 0 {
+                parts.push(TemplatePart::Text(rest[..start].to_string()));
+            }
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                return Err(
+                    "`${` is not closed: write `${env:NAME}` to use an environment variable"
+                        .to_string(),
+                );
+            };
+            let inner = &after[..end];
+            let Some(name) = inner.strip_prefix("env:") else {
+                return Err(format!(
+                    "`${{{inner}}}`: only environment variables can be used here, as `${{env:NAME}}`"
+                ));
+            };
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!(
+                    "`${{env:{name}}}`: an environment variable name is letters, digits and `_`, not starting with a digit"
+                ));
+            }
+            parts.push(TemplatePart::Env(name.to_string()));
+            rest = &after[end + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(TemplatePart::Text(rest.to_string()));
+        }
+        Ok(EnvTemplate { parts })
+    }
+
+    /// The environment variables it reads, in order.
+    pub fn variables(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            TemplatePart::Env(name) => Some(name.as_str()),
+            TemplatePart::Text(_) => None,
+        })
+    }
+
+    /// The text with each variable's value from `lookup`; `Err(name)` names the first
+    /// variable that is not set.
+    pub fn resolve(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<Resolved, String> {
+        let mut value = String::new();
+        let mut from_env = Vec::new();
+        for part in &self.parts {
+            match part {
+                TemplatePart::Text(text) => value.push_str(text),
+                TemplatePart::Env(name) => {
+                    let found = lookup(name).ok_or_else(|| name.clone())?;
+                    value.push_str(&found);
+                    from_env.push(found);
+                }
+            }
+        }
+        Ok(Resolved { value, from_env })
+    }
 }
 
 /// One user of the project.
@@ -101,6 +250,8 @@ impl Config {
         Config {
             users: BTreeMap::new(),
             notify: Vec::new(),
+            tools: BTreeMap::new(),
+            llm: None,
             origin: "<empty>".to_string(),
         }
     }
@@ -232,7 +383,17 @@ struct Parser<'a> {
     origin: &'a str,
 }
 
-const TOP_KEYS: &[&str] = &["users", "notify"];
+const TOP_KEYS: &[&str] = &["users", "notify", "tools", "llm"];
+const TOOL_KEYS: &[&str] = &["base_url", "headers", "timeout"];
+const LLM_KEYS: &[&str] = &["base_url", "api_key", "timeout"];
+/// Headers that flowrt sets itself and a configuration may not replace.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "idempotency-key",
+];
 const USER_KEYS: &[&str] = &["roles"];
 const NOTIFY_KEYS: &[&str] = &["webhook", "command"];
 
@@ -268,6 +429,17 @@ impl Parser<'_> {
             ("a [[notify]] entry", "url" | "http" | "hook") => Some("webhook"),
             ("a [[notify]] entry", "cmd" | "exec" | "run" | "script") => Some("command"),
             ("the configuration", "user") => Some("users"),
+            ("the configuration", "tool") => Some("tools"),
+            ("the configuration", "model" | "openai" | "mistral") => Some("llm"),
+            (_, "url" | "base" | "endpoint" | "baseurl" | "base-url")
+                if known.contains(&"base_url") =>
+            {
+                Some("base_url")
+            }
+            (_, "header") => Some("headers"),
+            (_, "key" | "token" | "apikey" | "api-key") if known.contains(&"api_key") => {
+                Some("api_key")
+            }
             _ => did_you_mean(name, known),
         };
         let expected = known
@@ -290,12 +462,16 @@ impl Parser<'_> {
         let mut config = Config {
             users: BTreeMap::new(),
             notify: Vec::new(),
+            tools: BTreeMap::new(),
+            llm: None,
             origin: self.origin.to_string(),
         };
         for (key, value) in in_file_order(root.get_ref()) {
             match key.get_ref().as_ref() {
                 "users" => config.users = self.users(value)?,
                 "notify" => config.notify = self.notify(value)?,
+                "tools" => config.tools = self.tools(value)?,
+                "llm" => config.llm = Some(self.llm(value)?),
                 _ => return Err(self.unknown_key(key, "the configuration", TOP_KEYS)),
             }
         }
@@ -462,6 +638,187 @@ impl Parser<'_> {
         }
         Ok(command.to_string())
     }
+
+    fn tools(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Result<BTreeMap<String, ToolConfig>, ConfigError> {
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(self.at(
+                value.span(),
+                format!(
+                    "tools must be a table of tools, like [tools.check_docs], not {}",
+                    describe(value.get_ref())
+                ),
+            ));
+        };
+        let mut tools = BTreeMap::new();
+        for (key, tool) in in_file_order(table) {
+            let name = key.get_ref().as_ref();
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+            if !valid {
+                return Err(self.at(
+                    key.span(),
+                    format!("`{name}` is not a tool name: use the name the .flow file declares"),
+                ));
+            }
+            tools.insert(name.to_string(), self.tool(name, tool)?);
+        }
+        Ok(tools)
+    }
+
+    fn tool(&self, name: &str, value: &Spanned<DeValue<'_>>) -> Result<ToolConfig, ConfigError> {
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(self.at(
+                value.span(),
+                format!(
+                    "tool `{name}` must be a table, like [tools.{name}] with base_url = \"http://…\", not {}",
+                    describe(value.get_ref())
+                ),
+            ));
+        };
+        let mut tool = ToolConfig::default();
+        for (key, value) in in_file_order(table) {
+            match key.get_ref().as_ref() {
+                "base_url" => tool.base_url = Some(self.base_url(value)?),
+                "headers" => tool.headers = self.headers(name, value)?,
+                "timeout" => tool.timeout_ms = Some(self.timeout(value)?),
+                _ => {
+                    return Err(self.unknown_key(key, &format!("tool `{name}`"), TOOL_KEYS));
+                }
+            }
+        }
+        Ok(tool)
+    }
+
+    fn llm(&self, value: &Spanned<DeValue<'_>>) -> Result<LlmConfig, ConfigError> {
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(self.at(
+                value.span(),
+                format!(
+                    "llm must be a table, like [llm] with base_url = \"http://…/v1\", not {}",
+                    describe(value.get_ref())
+                ),
+            ));
+        };
+        let mut llm = LlmConfig::default();
+        for (key, value) in in_file_order(table) {
+            match key.get_ref().as_ref() {
+                "base_url" => llm.base_url = Some(self.base_url(value)?),
+                "api_key" => llm.api_key = Some(self.template("api_key", value)?),
+                "timeout" => llm.timeout_ms = Some(self.timeout(value)?),
+                _ => return Err(self.unknown_key(key, "[llm]", LLM_KEYS)),
+            }
+        }
+        Ok(llm)
+    }
+
+    fn base_url(&self, value: &Spanned<DeValue<'_>>) -> Result<String, ConfigError> {
+        let DeValue::String(url) = value.get_ref() else {
+            return Err(self.at(
+                value.span(),
+                format!(
+                    "base_url must be a string with an http:// URL, not {}",
+                    describe(value.get_ref())
+                ),
+            ));
+        };
+        crate::notify::HttpUrl::parse_as(url, "base_url")
+            .map_err(|message| self.at(value.span(), message))?;
+        if url.contains('?') || url.contains('#') {
+            return Err(self.at(
+                value.span(),
+                format!("base_url `{url}` must not have a query or a fragment"),
+            ));
+        }
+        Ok(url.trim_end_matches('/').to_string())
+    }
+
+    fn headers(
+        &self,
+        tool: &str,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Result<Vec<(String, EnvTemplate)>, ConfigError> {
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(self.at(
+                value.span(),
+                format!(
+                    "headers must be a table, like headers = {{ Authorization = \"Bearer ${{env:TOKEN}}\" }}, not {}",
+                    describe(value.get_ref())
+                ),
+            ));
+        };
+        let mut headers: Vec<(String, EnvTemplate)> = Vec::new();
+        for (key, value) in in_file_order(table) {
+            let name = key.get_ref().as_ref();
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                return Err(self.at(
+                    key.span(),
+                    format!("`{name}` is not a valid HTTP header name"),
+                ));
+            }
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(self.at(
+                    key.span(),
+                    format!(
+                        "tool `{tool}`: the {name} header is set by flowrt and cannot be configured"
+                    ),
+                ));
+            }
+            if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                return Err(self.at(key.span(), format!("header {name} is given twice")));
+            }
+            headers.push((name.to_string(), self.template(name, value)?));
+        }
+        Ok(headers)
+    }
+
+    /// A string that may reference environment variables; `what` names it in errors.
+    fn template(
+        &self,
+        what: &str,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Result<EnvTemplate, ConfigError> {
+        let DeValue::String(text) = value.get_ref() else {
+            return Err(self.at(
+                value.span(),
+                format!("{what} must be a string, not {}", describe(value.get_ref())),
+            ));
+        };
+        if text.contains(['\r', '\n']) {
+            return Err(self.at(value.span(), format!("{what} must fit on one line")));
+        }
+        EnvTemplate::parse(text)
+            .map_err(|message| self.at(value.span(), format!("{what}: {message}")))
+    }
+
+    fn timeout(&self, value: &Spanned<DeValue<'_>>) -> Result<u64, ConfigError> {
+        let DeValue::String(text) = value.get_ref() else {
+            return Err(self.at(
+                value.span(),
+                format!(
+                    "timeout must be a duration in quotes, like \"10s\", not {}",
+                    describe(value.get_ref())
+                ),
+            ));
+        };
+        match crate::vm::value::parse_duration(text) {
+            Some(ms) if ms > 0 => Ok(ms as u64),
+            Some(_) => Err(self.at(value.span(), "timeout must be longer than 0s")),
+            None => Err(self.at(
+                value.span(),
+                format!("timeout `{text}` is not a duration: write a number with a unit (ms, s, m, h, d), like \"10s\""),
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -589,7 +946,7 @@ command = "logger flow"
         let e = err("database = \"runs.db\"\n");
         assert_eq!(
             e.to_string(),
-            "flow.toml:1:1: unknown key `database` in the configuration; expected one of `users`, `notify`"
+            "flow.toml:1:1: unknown key `database` in the configuration; expected one of `users`, `notify`, `tools`, `llm`"
         );
     }
 
@@ -736,5 +1093,153 @@ command = "logger flow"
             e.to_string(),
             format!("{}:2:9: roles must be a list of strings", missing.display())
         );
+    }
+
+    const TOOLS: &str = r#"[tools.check_docs]
+base_url = "http://127.0.0.1:8080/api/"
+headers = { Authorization = "Bearer ${env:CUSTOMS_TOKEN}", X-Tenant = "eu-${env:REGION}-1" }
+timeout = "10s"
+
+[tools.lookup]
+base_url = "http://127.0.0.1:8081"
+
+[tools.lookup.headers]
+Accept-Language = "fr"
+
+[llm]
+base_url = "http://127.0.0.1:9100/v1"
+api_key = "${env:MISTRAL_API_KEY}"
+timeout = "1m"
+"#;
+
+    #[test]
+    fn parses_tools_and_llm() {
+        let config = Config::parse(TOOLS, "flow.toml").expect("valid config");
+        let check = &config.tools["check_docs"];
+        assert_eq!(check.base_url.as_deref(), Some("http://127.0.0.1:8080/api"));
+        assert_eq!(check.timeout_ms, Some(10_000));
+        let names: Vec<&str> = check.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Authorization", "X-Tenant"]);
+        let env = |name: &str| match name {
+            "CUSTOMS_TOKEN" => Some("s3cret-token".to_string()),
+            "REGION" => Some("west".to_string()),
+            _ => None,
+        };
+        let auth = check.headers[0].1.resolve(env).expect("resolves");
+        assert_eq!(auth.value, "Bearer s3cret-token");
+        assert_eq!(auth.from_env, ["s3cret-token"]);
+        assert_eq!(
+            check.headers[1].1.resolve(env).expect("resolves").value,
+            "eu-west-1"
+        );
+        let lookup = &config.tools["lookup"];
+        assert_eq!(lookup.timeout_ms, None);
+        assert_eq!(lookup.headers.len(), 1);
+        let llm = config.llm.as_ref().expect("an [llm] section");
+        assert_eq!(llm.base_url.as_deref(), Some("http://127.0.0.1:9100/v1"));
+        assert_eq!(llm.timeout_ms, Some(60_000));
+        let key = llm.api_key.as_ref().expect("an api key");
+        assert_eq!(key.variables().collect::<Vec<_>>(), ["MISTRAL_API_KEY"]);
+        assert_eq!(key.resolve(|_| None), Err("MISTRAL_API_KEY".to_string()));
+    }
+
+    #[test]
+    fn debug_forms_do_not_show_secrets() {
+        let config = Config::parse(
+            "[tools.t]\nheaders = { Authorization = \"Bearer literal-secret\", X = \"${env:TOKEN}\" }\n",
+            "flow.toml",
+        )
+        .expect("valid");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("literal-secret"), "{shown}");
+        assert!(shown.contains("TOKEN"), "{shown}");
+        let resolved = config.tools["t"].headers[1]
+            .1
+            .resolve(|_| Some("from-env-secret".into()))
+            .expect("resolves");
+        assert!(!format!("{resolved:?}").contains("from-env-secret"));
+    }
+
+    #[test]
+    fn env_templates() {
+        let t = EnvTemplate::parse("a ${env:X} b ${env:_Y2}").expect("valid");
+        assert_eq!(t.variables().collect::<Vec<_>>(), ["X", "_Y2"]);
+        assert_eq!(
+            t.resolve(|n| Some(n.to_lowercase()))
+                .expect("resolves")
+                .value,
+            "a x b _y2"
+        );
+        assert_eq!(
+            EnvTemplate::parse("plain")
+                .expect("valid")
+                .resolve(|_| None)
+                .expect("no vars")
+                .value,
+            "plain"
+        );
+        assert!(EnvTemplate::parse("${env:X").is_err());
+        assert!(
+            EnvTemplate::parse("${X}")
+                .expect_err("no env:")
+                .contains("${env:NAME}")
+        );
+        assert!(EnvTemplate::parse("${env:1X}").is_err());
+        assert!(EnvTemplate::parse("${env:}").is_err());
+        assert!(EnvTemplate::parse("$X and $ {").is_ok());
+    }
+
+    #[test]
+    fn tool_and_llm_errors_name_the_line() {
+        let e = err("[tools.t]\nbase_url = \"https://api.example.com\"\n");
+        assert_eq!((e.line, e.column), (Some(2), Some(12)), "{e}");
+        assert!(e.message.contains("https is not supported yet"), "{e}");
+        let e = err("[tools.t]\nbase_url = \"http://h:8080/x?y=1\"\n");
+        assert!(e.message.contains("query"), "{e}");
+        let e = err("[tools.t]\nbase_url = 8080\n");
+        assert!(e.message.starts_with("base_url must be a string"), "{e}");
+        let e = err("[tools.t]\nurl = \"http://h/\"\n");
+        assert_eq!(
+            e.to_string(),
+            "flow.toml:2:1: unknown key `url` in tool `t`; did you mean `base_url`?"
+        );
+        let e = err("[tools.t]\ntimeout = \"10 parsecs\"\n");
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("is not a duration"), "{e}");
+        let e = err("[tools.t]\ntimeout = 10\n");
+        assert!(e.message.contains("a duration in quotes"), "{e}");
+        let e = err("[tools.t]\ntimeout = \"0s\"\n");
+        assert!(e.message.contains("longer than 0s"), "{e}");
+        let e = err("[tools.t]\nheaders = { Authorization = \"Bearer ${CUSTOMS_TOKEN}\" }\n");
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.starts_with("Authorization: "), "{e}");
+        assert!(e.message.contains("${env:NAME}"), "{e}");
+        let e = err("[tools.t]\nheaders = { \"Bad Name\" = \"x\" }\n");
+        assert!(e.message.contains("not a valid HTTP header name"), "{e}");
+        let e = err("[tools.t]\nheaders = { Idempotency-Key = \"x\" }\n");
+        assert!(e.message.contains("set by flowrt"), "{e}");
+        let e = err("[tools.t]\nheaders = { X = 1 }\n");
+        assert!(e.message.contains("X must be a string"), "{e}");
+        let e = err("[tools.t]\nheaders = [\"X: 1\"]\n");
+        assert!(e.message.starts_with("headers must be a table"), "{e}");
+        let e = err("[tools]\nt = \"http://h/\"\n");
+        assert!(e.message.starts_with("tool `t` must be a table"), "{e}");
+        let e = err("[tool.t]\nbase_url = \"http://h/\"\n");
+        assert!(e.message.contains("did you mean `tools`?"), "{e}");
+        let e = err("[llm]\napi-key = \"x\"\n");
+        assert_eq!(
+            e.to_string(),
+            "flow.toml:2:1: unknown key `api-key` in [llm]; did you mean `api_key`?"
+        );
+        let e = err("[llm]\nmodel = \"mistral-small\"\n");
+        assert!(
+            e.message
+                .contains("expected one of `base_url`, `api_key`, `timeout`"),
+            "{e}"
+        );
+        let e = err("llm = \"http://h/v1\"\n");
+        assert!(e.message.starts_with("llm must be a table"), "{e}");
+        let e = err("[llm]\napi_key = \"${env:KEY\"\n");
+        assert!(e.message.starts_with("api_key: "), "{e}");
     }
 }

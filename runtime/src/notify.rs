@@ -167,15 +167,20 @@ pub struct HttpUrl {
 impl HttpUrl {
     /// Parses a webhook URL; the error says what is wrong with it.
     pub fn parse(url: &str) -> Result<HttpUrl, String> {
+        HttpUrl::parse_as(url, "webhook")
+    }
+
+    /// Parses a URL; `what` names it in errors (`webhook`, `base_url`, `tool `x``).
+    pub fn parse_as(url: &str, what: &str) -> Result<HttpUrl, String> {
         let lower = url.to_ascii_lowercase();
         if lower.starts_with("https://") {
             return Err(format!(
-                "webhook `{url}`: https is not supported yet; use an http:// URL (for example through a local relay)"
+                "{what} `{url}`: https is not supported yet; use an http:// URL (for example through a local relay)"
             ));
         }
         if !lower.starts_with("http://") {
             return Err(format!(
-                "webhook `{url}` must be an http:// URL, like http://127.0.0.1:9000/hook"
+                "{what} `{url}` must be an http:// URL, like http://127.0.0.1:9000/hook"
             ));
         }
         let rest = &url["http://".len()..];
@@ -189,24 +194,24 @@ impl HttpUrl {
         };
         if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!(
-                "webhook `{url}`: the path must not contain spaces or control characters"
+                "{what} `{url}`: the path must not contain spaces or control characters"
             ));
         }
         if authority.contains('@') {
             return Err(format!(
-                "webhook `{url}`: user names and passwords in the URL are not supported"
+                "{what} `{url}`: user names and passwords in the URL are not supported"
             ));
         }
         let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
             let Some((host, after)) = inner.split_once(']') else {
-                return Err(format!("webhook `{url}`: missing `]` after the IPv6 host"));
+                return Err(format!("{what} `{url}`: missing `]` after the IPv6 host"));
             };
             match after {
                 "" => (host, None),
                 p => match p.strip_prefix(':') {
                     Some(port) => (host, Some(port)),
                     None => {
-                        return Err(format!("webhook `{url}`: unexpected `{p}` after the host"));
+                        return Err(format!("{what} `{url}`: unexpected `{p}` after the host"));
                     }
                 },
             }
@@ -217,10 +222,10 @@ impl HttpUrl {
             }
         };
         if host.is_empty() {
-            return Err(format!("webhook `{url}` has no host"));
+            return Err(format!("{what} `{url}` has no host"));
         }
         if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("webhook `{url}`: the host must not contain spaces"));
+            return Err(format!("{what} `{url}`: the host must not contain spaces"));
         }
         let port = match port {
             None => 80,
@@ -228,7 +233,7 @@ impl HttpUrl {
                 Ok(port) if port > 0 => port,
                 _ => {
                     return Err(format!(
-                        "webhook `{url}`: the port must be a number from 1 to 65535, not `{p}`"
+                        "{what} `{url}`: the port must be a number from 1 to 65535, not `{p}`"
                     ));
                 }
             },
@@ -240,7 +245,7 @@ impl HttpUrl {
         })
     }
 
-    fn host_header(&self) -> String {
+    pub(crate) fn host_header(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
@@ -256,7 +261,7 @@ impl HttpUrl {
 
 /// The addresses of the URL's host, looked up within `timeout` (a name lookup runs on its own
 /// thread, so a slow resolver cannot hold us past the deadline).
-fn resolve(url: &HttpUrl, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+pub(crate) fn resolve(url: &HttpUrl, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
     if let Ok(ip) = url.host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, url.port)]);
     }
