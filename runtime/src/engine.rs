@@ -17,7 +17,7 @@ use crate::store::{
     Checkpoint, Millis, NewEvent, NewRun, RunStatus, StepCommit, Store, StoreError,
 };
 use crate::tools::{self, CallContext, ToolFailure};
-use crate::vm::machine::error_value;
+use crate::vm::machine::{error_value, tool_error_value};
 use crate::vm::value::{JsonMismatch, from_json};
 use crate::vm::{Machine, Outcome, Request, RuntimeError, Value, snapshot};
 use flow_compiler::bytecode::{self, ArtifactError, Binding, Module};
@@ -495,24 +495,45 @@ impl Engine {
             }
         }
 
-        // Was a tool call in flight when the last process stopped?
-        let in_flight = history.last().is_some_and(|e| {
-            e.kind == "step_started"
-                && serde_json::from_str::<serde_json::Value>(&e.data)
-                    .ok()
-                    .and_then(|d| d.get("step_number").and_then(|n| n.as_u64()))
-                    == Some(machine.steps)
+        // Was a tool call in flight when the last process stopped? Then it is made again
+        // with the key it was made with.
+        let mut in_flight_key: Option<String> = history.last().and_then(|e| {
+            let data = serde_json::from_str::<serde_json::Value>(&e.data).ok()?;
+            (e.kind == "step_started"
+                && data.get("step_number").and_then(|n| n.as_u64()) == Some(machine.steps))
+            .then(|| data["idempotency_key"].as_str().map(str::to_string))
+            .flatten()
         });
-        let mut attempt_after_crash = in_flight;
+        let mut attempt_after_crash = in_flight_key.is_some();
         // The attempt number of each tool call site: 1 + its failures since its last success
         // (a `retry` loops back to the same call).
         let mut failures: HashMap<(String, Option<i64>), i64> = HashMap::new();
+        // The idempotency key and input of each site's last failed call: calling it again
+        // with the same input (a `retry`) is the same request, so it keeps the same key.
+        let mut failed_calls: HashMap<(String, Option<i64>), (String, serde_json::Value)> =
+            HashMap::new();
+        let mut started: HashMap<(String, Option<i64>), (String, serde_json::Value)> =
+            HashMap::new();
         for e in &history {
             let site = (e.step.clone().unwrap_or_default(), e.line);
             match e.kind.as_str() {
-                "step_failed" => *failures.entry(site).or_default() += 1,
+                "step_started" => {
+                    if let Ok(data) = serde_json::from_str::<serde_json::Value>(&e.data)
+                        && let Some(key) = data["idempotency_key"].as_str()
+                    {
+                        started.insert(site, (key.to_string(), data["input"].clone()));
+                    }
+                }
+                "step_failed" => {
+                    *failures.entry(site.clone()).or_default() += 1;
+                    if let Some(call) = started.remove(&site) {
+                        failed_calls.insert(site, call);
+                    }
+                }
                 "step_completed" => {
                     failures.remove(&site);
+                    failed_calls.remove(&site);
+                    started.remove(&site);
                 }
                 _ => {}
             }
@@ -699,7 +720,6 @@ impl Engine {
                                 .get(tool as usize)
                                 .cloned()
                                 .ok_or_else(|| EngineError::Corrupt("unknown tool".into()))?;
-                            let key = format!("{run}:{step}");
                             let input = serde_json::Value::Object(
                                 info.params
                                     .iter()
@@ -707,11 +727,20 @@ impl Engine {
                                     .zip(args.iter().map(Value::to_json))
                                     .collect(),
                             );
+                            let site = (info.name.clone(), here);
+                            // The run id and the step number of the call's first attempt: the
+                            // same after a crash and on every attempt of a `retry`.
+                            let key = match (in_flight_key.take(), failed_calls.get(&site)) {
+                                (Some(key), _) => key,
+                                (None, Some((key, failed_input))) if *failed_input == input => {
+                                    key.clone()
+                                }
+                                _ => format!("{run}:{step}"),
+                            };
                             if attempt_after_crash {
                                 pending.push(event("step_resumed", Some(info.name.clone()), None, here, serde_json::json!({ "step_number": step, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; it runs again with the same idempotency key" })));
                                 attempt_after_crash = false;
                             }
-                            let site = (info.name.clone(), here);
                             let attempt = 1 + failures.get(&site).copied().unwrap_or(0);
                             pending.push(event("step_started", Some(info.name.clone()), Some(attempt), here, serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input })));
                             // An in-process tool has no effect outside this process, so it
@@ -732,21 +761,47 @@ impl Engine {
                                 idempotency_key: key.clone(),
                                 time_limit_ms: deadline.map(|d| (d - started).max(0) as u64),
                             };
-                            let result = self.call_tool(&module, &info, &input, &context);
+                            let (result, record) = self.call_tool(&module, &info, &input, &context);
                             let finished = now_ms();
                             match result {
                                 Ok(value) => {
-                                    pending.push(event_with_duration("step_completed", Some(info.name.clone()), Some(attempt), here, finished - started, serde_json::json!({ "step_number": step, "output": value.to_json() })));
+                                    let mut data = serde_json::json!({ "step_number": step, "output": value.to_json() });
+                                    extend(&mut data, record);
+                                    pending.push(event_with_duration(
+                                        "step_completed",
+                                        Some(info.name.clone()),
+                                        Some(attempt),
+                                        here,
+                                        finished - started,
+                                        data,
+                                    ));
                                     failures.remove(&site);
+                                    failed_calls.remove(&site);
                                     machine
                                         .complete(&module, value, finished)
                                         .map_err(EngineError::Corrupt)?;
                                 }
                                 Err(failure) => {
-                                    pending.push(event_with_duration("step_failed", Some(info.name.clone()), Some(attempt), here, finished - started, serde_json::json!({ "step_number": step, "kind": failure.kind, "message": failure.message })));
-                                    *failures.entry(site).or_default() += 1;
-                                    let error =
-                                        error_value(failure.kind, failure.message, &info.name);
+                                    let mut data = serde_json::json!({ "step_number": step, "kind": failure.kind, "message": failure.message, "retryable": failure.retryable });
+                                    extend(&mut data, record);
+                                    pending.push(event_with_duration(
+                                        "step_failed",
+                                        Some(info.name.clone()),
+                                        Some(attempt),
+                                        here,
+                                        finished - started,
+                                        data,
+                                    ));
+                                    *failures.entry(site.clone()).or_default() += 1;
+                                    failed_calls.insert(site, (key.clone(), input.clone()));
+                                    let error = tool_error_value(
+                                        failure.kind,
+                                        failure.message,
+                                        &info.name,
+                                        &info.name,
+                                        attempt,
+                                        failure.retryable,
+                                    );
                                     if let Some(Outcome::Failed(failed)) =
                                         machine.fail_step(&module, error, finished)
                                     {
@@ -1103,41 +1158,68 @@ impl Engine {
         Ok(completed)
     }
 
+    /// Makes one call of a tool. Besides the result, returns what the history records about
+    /// the call (for `http`: the request and the status; for `llm`: the model, the prompt and
+    /// the raw reply), free of secrets.
     fn call_tool(
         &self,
         module: &Module,
         info: &bytecode::ToolInfo,
         input: &serde_json::Value,
         context: &CallContext,
-    ) -> Result<Value, ToolFailure> {
-        let text = match &info.binding {
-            Binding::Exec { command } => match self.native_tools.get(command) {
-                Some(native) => {
-                    return native(&Value::from_any_json(input))
+    ) -> (
+        Result<Value, ToolFailure>,
+        serde_json::Map<String, serde_json::Value>,
+    ) {
+        let tool_config = self.config.tools.get(&info.name);
+        let called = match &info.binding {
+            Binding::Exec { command } => {
+                if let Some(native) = self.native_tools.get(command) {
+                    let result = native(&Value::from_any_json(input))
                         .and_then(|v| check_output(module, info, &v.to_json()));
+                    return (result, serde_json::Map::new());
                 }
-                None => tools::exec::call(&info.name, command, &input.to_string(), context)?,
-            },
-            Binding::Http { .. } | Binding::Llm { .. } => {
-                return Err(ToolFailure {
-                    kind: "ToolError",
-                    message: format!(
-                        "tool `{}`: this flowrt runs `exec` tools only; http and llm bindings are not available yet",
-                        info.name
-                    ),
-                });
+                // `[tools.NAME] timeout` bounds an exec tool too.
+                let mut context = context.clone();
+                if let Some(limit) = tool_config.and_then(|c| c.timeout_ms) {
+                    context.time_limit_ms =
+                        Some(context.time_limit_ms.map_or(limit, |l| l.min(limit)));
+                }
+                let result = tools::exec::call(&info.name, command, &input.to_string(), &context)
+                    .and_then(|text| {
+                        serde_json::from_str(text.trim()).map_err(|e| {
+                            ToolFailure::invalid_output(format!(
+                                "tool `{}` printed output that is not JSON ({e}): {}",
+                                info.name,
+                                excerpt(&text)
+                            ))
+                        })
+                    });
+                tools::Called {
+                    result,
+                    record: serde_json::Map::new(),
+                }
+            }
+            Binding::Http { method, path } => {
+                tools::http::call(&info.name, method, path, tool_config, input, context)
+            }
+            Binding::Llm { model, prompt } => {
+                let schema = bytecode::schema::json_schema(module, info.ret);
+                tools::llm::call(
+                    &info.name,
+                    model,
+                    prompt,
+                    self.config.llm.as_ref(),
+                    input,
+                    &schema,
+                    context,
+                )
             }
         };
-        let json: serde_json::Value =
-            serde_json::from_str(text.trim()).map_err(|e| ToolFailure {
-                kind: "InvalidOutput",
-                message: format!(
-                    "tool `{}` printed output that is not JSON ({e}): {}",
-                    info.name,
-                    excerpt(&text)
-                ),
-            })?;
-        check_output(module, info, &json)
+        let result = called
+            .result
+            .and_then(|json| check_output(module, info, &json));
+        (result, called.record)
     }
 }
 
@@ -1146,13 +1228,12 @@ fn check_output(
     info: &bytecode::ToolInfo,
     json: &serde_json::Value,
 ) -> Result<Value, ToolFailure> {
-    from_json(module, info.ret, json, "$").map_err(|mismatch: JsonMismatch| ToolFailure {
-        kind: "InvalidOutput",
-        message: format!(
+    from_json(module, info.ret, json, "$").map_err(|mismatch: JsonMismatch| {
+        ToolFailure::invalid_output(format!(
             "tool `{}` returned data that does not match {}: {mismatch}",
             info.name,
             module.type_name(info.ret)
-        ),
+        ))
     })
 }
 
@@ -1162,6 +1243,13 @@ fn excerpt(text: &str) -> String {
         format!("{cut}…")
     } else {
         cut
+    }
+}
+
+/// Adds the fields of `record` to the event data `data` (an object).
+fn extend(data: &mut serde_json::Value, record: serde_json::Map<String, serde_json::Value>) {
+    if let Some(fields) = data.as_object_mut() {
+        fields.extend(record);
     }
 }
 

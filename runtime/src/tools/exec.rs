@@ -3,7 +3,8 @@
 //! The command runs through `sh -c` in flowrt's working directory, with the arguments as
 //! one JSON object on standard input (`{"param": value, …}`) and the environment variables
 //! `FLOW_RUN_ID` and `FLOW_IDEMPOTENCY_KEY`. It must print its result as JSON on standard
-//! output and exit 0. A non-zero exit is a `ToolError` carrying the end of standard error.
+//! output and exit 0. A non-zero exit is a retryable `ToolError` carrying the end of standard
+//! error; a command that is not found (exit status 127) is not retryable.
 
 use super::{CallContext, ToolFailure};
 use std::io::{Read, Write};
@@ -19,7 +20,11 @@ pub fn call(
     input: &str,
     context: &CallContext,
 ) -> Result<String, ToolFailure> {
-    let failure = |kind, message: String| ToolFailure { kind, message };
+    let failure = |kind, message: String| ToolFailure {
+        kind,
+        message,
+        retryable: true,
+    };
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -85,15 +90,19 @@ pub fn call(
             .code()
             .map(|c| format!("exit status {c}"))
             .unwrap_or_else(|| "killed by a signal".to_string());
-        let message = if status.code() == Some(127) {
-            format!(
-                "tool `{tool}`: command not found: `{command}`{}",
-                with_detail(&detail)
-            )
-        } else {
-            format!("tool `{tool}` failed with {code}{}", with_detail(&detail))
-        };
-        return Err(failure("ToolError", message));
+        if status.code() == Some(127) {
+            return Err(ToolFailure::tool_error(
+                format!(
+                    "tool `{tool}`: command not found: `{command}`{}",
+                    with_detail(&detail)
+                ),
+                false,
+            ));
+        }
+        return Err(failure(
+            "ToolError",
+            format!("tool `{tool}` failed with {code}{}", with_detail(&detail)),
+        ));
     }
     String::from_utf8(stdout).map_err(|_| {
         failure(
@@ -164,6 +173,7 @@ mod tests {
         let err = call("release", "echo boom >&2; exit 3", "{}", &context(None))
             .expect_err("the call fails");
         assert_eq!(err.kind, "ToolError");
+        assert!(err.retryable);
         assert!(
             err.message.contains("`release`")
                 && err.message.contains("exit status 3")
@@ -178,11 +188,13 @@ mod tests {
             "{}",
             missing.message
         );
+        assert!(!missing.retryable);
     }
 
     #[test]
     fn a_time_limit_stops_the_tool() {
         let err = call("slow", "sleep 5", "{}", &context(Some(100))).expect_err("the call fails");
         assert_eq!(err.kind, "Timeout");
+        assert!(err.retryable);
     }
 }

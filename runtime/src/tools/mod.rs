@@ -1,8 +1,15 @@
-//! Tool bindings: how a tool call reaches the outside world. `exec` runs a local command;
-//! `http` and `llm` come with their issue. Every call carries an idempotency key that stays
-//! the same when a step is retried after a crash.
+//! Tool bindings: how a tool call reaches the outside world. `exec` runs a local command,
+//! `http` calls a JSON API, `llm` asks an OpenAI-compatible chat-completions endpoint for a
+//! typed answer. Every call carries an idempotency key that stays the same when a step is
+//! retried, after a failure or after a crash.
+//!
+//! A binding returns JSON; the engine validates it against the tool's declared return type.
+//! A failure is a [`ToolFailure`]: its kind (`ToolError`, `InvalidOutput`, `Timeout`) and
+//! whether trying again may help ([`ToolFailure::retryable`]), which `retry` honours.
 
 pub mod exec;
+pub mod http;
+pub mod llm;
 
 /// Why a tool call failed; becomes a catchable `Error` in the workflow.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -10,6 +17,38 @@ pub struct ToolFailure {
     /// One of the stdlib error kinds: `ToolError`, `InvalidOutput`, `Timeout`.
     pub kind: &'static str,
     pub message: String,
+    /// Whether trying again may succeed: a connection error, a 429 or 5xx status, invalid
+    /// output or a time-out may pass; a 4xx or a missing configuration will not.
+    pub retryable: bool,
+}
+
+impl ToolFailure {
+    /// A `ToolError`.
+    pub fn tool_error(message: impl Into<String>, retryable: bool) -> ToolFailure {
+        ToolFailure {
+            kind: "ToolError",
+            message: message.into(),
+            retryable,
+        }
+    }
+
+    /// An `InvalidOutput` (retryable: a second answer may be valid).
+    pub fn invalid_output(message: impl Into<String>) -> ToolFailure {
+        ToolFailure {
+            kind: "InvalidOutput",
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A `Timeout` (retryable).
+    pub fn timeout(message: impl Into<String>) -> ToolFailure {
+        ToolFailure {
+            kind: "Timeout",
+            message: message.into(),
+            retryable: true,
+        }
+    }
 }
 
 /// What a call needs besides its arguments.
@@ -19,4 +58,103 @@ pub struct CallContext {
     pub idempotency_key: String,
     /// Milliseconds the call may take (from an enclosing `timeout`), if bounded.
     pub time_limit_ms: Option<u64>,
+}
+
+/// The outcome of an `http` or `llm` call: the JSON it returned (not yet validated against
+/// the declared type), and what the history should record about the call besides its input
+/// and output (the request line and status; the model, prompt and raw reply). The record is
+/// already free of secrets.
+#[derive(Clone, Debug)]
+pub struct Called {
+    pub result: Result<serde_json::Value, ToolFailure>,
+    pub record: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Values that must never be recorded or shown: resolved header values, API keys and the
+/// environment variables they were read from.
+#[derive(Clone, Debug, Default)]
+pub struct Secrets {
+    values: Vec<String>,
+}
+
+/// What a secret is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+/// Shorter values are not redacted: replacing every `fr` or `1` in a message would make it
+/// unreadable, and a credential is never that short.
+const SHORTEST_SECRET: usize = 4;
+
+impl Secrets {
+    pub fn add(&mut self, value: &str) {
+        let value = value.trim();
+        if value.chars().count() >= SHORTEST_SECRET && !self.values.iter().any(|v| v == value) {
+            self.values.push(value.to_string());
+            // Longest first, so that a secret containing another is replaced whole.
+            self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+    }
+
+    /// `text` with every secret replaced by `[redacted]`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for value in &self.values {
+            if text.contains(value.as_str()) {
+                text = text.replace(value.as_str(), REDACTED);
+            }
+        }
+        text
+    }
+
+    /// Every string in `json` redacted.
+    pub fn redact_json(&self, json: &mut serde_json::Value) {
+        if self.values.is_empty() {
+            return;
+        }
+        match json {
+            serde_json::Value::String(s) => *s = self.redact(s),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| self.redact_json(i)),
+            serde_json::Value::Object(fields) => {
+                fields.values_mut().for_each(|v| self.redact_json(v))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// At most `max` bytes of `text` (cut at a character boundary), with `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_longest_first() {
+        let mut secrets = Secrets::default();
+        secrets.add("s3cret");
+        secrets.add("Bearer s3cret");
+        secrets.add("fr");
+        assert_eq!(
+            secrets.redact("sent Bearer s3cret, then s3cret, in fr"),
+            "sent [redacted], then [redacted], in fr"
+        );
+        let mut json = serde_json::json!({ "a": ["x s3cret"], "b": 3 });
+        secrets.redact_json(&mut json);
+        assert_eq!(json, serde_json::json!({ "a": ["x [redacted]"], "b": 3 }));
+    }
+
+    #[test]
+    fn truncate_cuts_at_a_character_boundary() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("ééé", 3), "é… (6 bytes in all)");
+    }
 }
