@@ -22,8 +22,10 @@ Endpoints (the `[tools.NAME]` sections of the repository's flow.toml point here)
   every llm tool       POST /v1/chat/completions    an OpenAI-compatible stub model
 
 The model stub picks its answer by the tool name that the runtime sends as
-`response_format.json_schema.name` and by the arguments it finds in the messages, and shapes
-it to the JSON Schema it was sent. It never calls out: everything runs offline.
+`response_format.json_schema.name` and by the arguments it finds in the user message (the
+runtime appends them to the prompt as `name: value` lines), and shapes it to the JSON Schema
+it was sent. A document it "cannot read" gets an answer that is not JSON, as a real model's
+apology would be. It never calls out: everything runs offline.
 """
 
 import hashlib
@@ -221,40 +223,41 @@ def words(text):
     return set(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-def classify(text):
-    """Urgency of a ticket, by its words."""
-    w = words(text)
-    if w & {"down", "outage", "unreachable"} or "data loss" in text.lower():
-        subject = re.search(r'"subject"\s*:\s*"([^"]*)"', text)
-        summary = subject.group(1) if subject else "production outage"
-        return {"Critical": {"summary": summary}}
-    if w & {"unsubscribe", "thanks", "thank", "auto", "spam"} and not w & {"error", "fails"}:
-        return "Ignore"
+def classify(args, text):
+    """Urgency of a ticket, by the words of its subject and body."""
+    subject = str(args.get("subject", ""))
+    ticket = "%s %s" % (subject, args.get("body", "")) if args else text
+    w = words(ticket)
+    if w & {"down", "outage", "unreachable"} or "data loss" in ticket.lower():
+        return {"Critical": {"summary": subject or "production outage"}}
     if w & {"error", "fails", "failing", "broken", "crash", "crashes"}:
         return "High"
+    if w & {"unsubscribe", "thanks", "auto", "spam"}:
+        return "Ignore"
     return "Normal"
 
 
-def draft_reply(text):
-    """A short reply to the ticket found in the messages."""
-    subject = re.search(r'"subject"\s*:\s*"([^"]*)"', text)
-    subject = subject.group(1) if subject else "your request"
-    plan = re.search(r'"plan"\s*:\s*"([^"]*)"', text)
+def draft_reply(args, text):
+    """A short reply to the ticket, friendlier for enterprise customers."""
+    ticket = args.get("ticket") if isinstance(args.get("ticket"), dict) else {}
+    history = args.get("history") if isinstance(args.get("history"), dict) else {}
+    subject = ticket.get("subject") or "your request"
     greeting = "Thanks for reaching out"
-    if plan and plan.group(1) == "enterprise":
+    if history.get("plan") == "enterprise":
         greeting = "Thanks for reaching out, and for being with us on the Enterprise plan"
     return {
         "subject": "Re: %s" % subject,
-        "body": "%s. We have reproduced the problem with \"%s\" and our team is working on it; "
-        "we will write again as soon as we know more." % (greeting, subject),
-        "confidence": 0.82,
+        "body": "%s. We are looking into \"%s\" and will write again as soon as we know more."
+        % (greeting, subject),
+        "confidence": 0.82 if ticket else 0.4,
     }
 
 
-def extract_identity(text):
-    """The fields of the identity document named in the messages, or None if unreadable."""
+def extract_identity(args, text):
+    """The fields of the identity document named in the prompt, or None if unreadable."""
+    where = str(args.get("file_url", text))
     for key, doc in IDENTITY_DOCS:
-        if key in text:
+        if key in where:
             return doc
     return None
 
@@ -264,6 +267,24 @@ MODEL_ANSWERS = {
     "draft_reply": draft_reply,
     "extract_identity": extract_identity,
 }
+
+
+def prompt_arguments(text):
+    """The tool's arguments as the runtime renders them after the prompt, one `name: value`
+    line each (objects and lists as JSON)."""
+    args = {}
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*): (.*)$", line)
+        if not m:
+            continue
+        value = m.group(2)
+        if value[:1] in "[{":
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        args[m.group(1)] = value
+    return args
 
 
 def fit(value, schema):
@@ -302,10 +323,11 @@ def chat_completions(body):
     spec = fmt.get("json_schema") or {}
     tool = spec.get("name", "")
     schema = spec.get("schema", {})
+    # What the user asks: the system message only repeats the schema.
     text = "\n".join(
         m.get("content", "") if isinstance(m.get("content"), str) else json.dumps(m.get("content"))
         for m in body["messages"]
-        if isinstance(m, dict)
+        if isinstance(m, dict) and m.get("role") == "user"
     )
     answer = MODEL_ANSWERS.get(tool)
     if answer is None:
@@ -315,7 +337,7 @@ def chat_completions(body):
                 "type": "invalid_request_error",
             }
         }
-    value = answer(text)
+    value = answer(prompt_arguments(text), text)
     content = UNREADABLE if value is None else json.dumps(fit(value, schema))
     prompt_tokens = len(text.split())
     return 200, {
