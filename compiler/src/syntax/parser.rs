@@ -451,7 +451,7 @@ impl<'a> Parser<'a> {
         self.expect(T::Arrow, SHAPE)?;
         let ret = self.parse_type();
         self.expect(T::Via, SHAPE)?;
-        let binding = self.parse_tool_binding();
+        let binding = self.parse_tool_binding(&params);
         let sensitive = self.eat(T::Sensitive);
         Some(ToolDecl {
             doc,
@@ -464,7 +464,7 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn parse_tool_binding(&mut self) -> ToolBinding {
+    fn parse_tool_binding(&mut self, params: &[Field]) -> ToolBinding {
         const HELP: &str = "bind the tool with `via http <method> \"/path\"`, `via exec \"command\"` or `via llm \"model\" prompt \"…\"`";
         if !self.at(T::Ident) {
             self.error_expected("`http`, `exec` or `llm`", HELP);
@@ -502,7 +502,7 @@ impl<'a> Parser<'a> {
                     return ToolBinding::Error;
                 }
                 self.bump();
-                match self.parse_plain_string("the prompt in quotes") {
+                match self.parse_prompt(params) {
                     Some(prompt) => ToolBinding::Llm { model, prompt },
                     None => ToolBinding::Error,
                 }
@@ -634,6 +634,73 @@ impl<'a> Parser<'a> {
                         .with_message("This string must be a constant")
                         .with_help("write the text literally, without `${…}`"),
                     );
+                }
+            }
+        }
+        Some(StrLit {
+            value: value.into_boxed_str(),
+            span,
+        })
+    }
+
+    /// An `llm` tool's prompt: constant text in which `${param}` and `${param.field}` stand
+    /// for the tool's arguments. They are kept as written (`${doc.title}`) for the runtime to
+    /// fill in at each call; anything else in `${…}` is an error here.
+    fn parse_prompt(&mut self, params: &[Field]) -> Option<StrLit> {
+        if !self.at(T::Quote) {
+            self.error_expected("the prompt in quotes", "");
+            return None;
+        }
+        let (parts, span) = self.parse_string_parts();
+        let mut value = String::new();
+        for part in parts {
+            match part {
+                StrPart::Text(text) => value.push_str(&text),
+                StrPart::Interpolation(expr) => {
+                    let Some(path) = argument_path(&expr) else {
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                codes::INVALID_TOOL_BINDING,
+                                self.file,
+                                expr.span,
+                                "only a parameter can be placed here",
+                            )
+                            .with_message("A prompt can only mention the tool's parameters")
+                            .with_help("write `${param}` or `${param.field}`; the runtime fills them in at each call"),
+                        );
+                        continue;
+                    };
+                    let root = path.split('.').next().unwrap_or_default();
+                    if !params.iter().any(|p| &*p.name.name == root) {
+                        let names = params.iter().map(|p| &*p.name.name);
+                        let help = match crate::diagnostics::did_you_mean(root, names) {
+                            Some(near) => format!("did you mean `{near}`?"),
+                            None if params.is_empty() => "the tool has no parameters".to_string(),
+                            None => format!(
+                                "the tool's parameters are {}",
+                                params
+                                    .iter()
+                                    .map(|p| format!("`{}`", p.name.name))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        };
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                codes::INVALID_TOOL_BINDING,
+                                self.file,
+                                expr.span,
+                                "not a parameter of this tool",
+                            )
+                            .with_message(format!(
+                                "The prompt mentions `{root}`, which is not a parameter"
+                            ))
+                            .with_help(help),
+                        );
+                    }
+                    value.push_str("${");
+                    value.push_str(&path);
+                    value.push('}');
                 }
             }
         }
@@ -1541,4 +1608,15 @@ fn binary_op(kind: T) -> Option<(BinaryOp, u8, bool)> {
         T::Percent => (BinaryOp::Rem, 7, false),
         _ => return None,
     })
+}
+
+/// `doc.title` for the expression `doc.title`: a name followed by field accesses.
+fn argument_path(expr: &Expr) -> Option<String> {
+    match &expr.kind {
+        ExprKind::Name(name) => Some(name.to_string()),
+        ExprKind::Field { base, name, .. } => {
+            Some(format!("{}.{}", argument_path(base)?, name.name))
+        }
+        _ => None,
+    }
 }
