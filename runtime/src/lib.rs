@@ -7,6 +7,7 @@
 //! - [`tools`]: how tool bindings are called (`exec` today).
 //! - the `flowrt` binary (`src/bin/flowrt.rs`): the operator's command line.
 
+pub mod audit;
 pub mod config;
 pub mod engine;
 pub mod gates;

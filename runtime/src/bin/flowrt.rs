@@ -9,6 +9,7 @@ use flow_compiler::bytecode;
 use flow_compiler::diagnostics::{Code, Diagnostic, render};
 use flow_compiler::sources::{FsLoader, describe_io};
 use flow_compiler::span::Span;
+use flow_runtime::audit;
 use flow_runtime::config::Config;
 use flow_runtime::engine::{Engine, EngineError, now_ms};
 use flow_runtime::gates::{Action, DecideError, Decided, GateKind};
@@ -112,6 +113,35 @@ enum Command {
     Clock {
         #[command(subcommand)]
         action: ClockAction,
+    },
+    /// The tamper-evident audit trail: `audit RUN`, `audit verify [RUN]`, `audit export`.
+    Audit(AuditArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AuditArgs {
+    #[command(subcommand)]
+    action: Option<AuditAction>,
+    /// Show this run's trail, one record a line.
+    run: Option<String>,
+    /// One JSON object a line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the hash chain of one run's trail, or of every run's. Exit 1 when broken.
+    Verify { run: Option<String> },
+    /// Every run's trail as JSON lines (for a SIEM or an archive).
+    Export {
+        /// Only records at or after this time (RFC 3339, e.g. 2026-11-23T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
     },
 }
 
@@ -263,6 +293,7 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
             decide(&mut engine, &args, Action::Input { value })
         }
         Command::Clock { action } => clock(&mut engine, action),
+        Command::Audit(args) => audit(&mut engine, args),
     }
 }
 
@@ -518,6 +549,106 @@ fn say(line: std::fmt::Arguments) {
 }
 
 const EXIT_REFUSED: u8 = 3;
+
+fn audit(engine: &mut Engine, args: AuditArgs) -> Result<ExitCode, Usage> {
+    match (args.action, args.run) {
+        (Some(AuditAction::Verify { run }), _) => audit_verify(engine, run.as_deref()),
+        (Some(AuditAction::Export { since, workflow }), _) => {
+            let since = match since {
+                Some(text) => {
+                    Some(flow_runtime::vm::value::parse_time(&text).ok_or_else(|| {
+                        Usage(format!(
+                            "--since {text}: expected a time like 2026-11-23T00:00:00Z"
+                        ))
+                    })?)
+                }
+                None => None,
+            };
+            let mut records = engine
+                .store()
+                .runs(None)
+                .map_err(|e| Usage(e.to_string()))?;
+            records.reverse();
+            for record in records {
+                if workflow.as_deref().is_some_and(|w| w != record.workflow) {
+                    continue;
+                }
+                let events = engine
+                    .store()
+                    .history(&record.id)
+                    .map_err(|e| Usage(e.to_string()))?;
+                for event in events.iter().filter(|e| since.is_none_or(|t| e.at >= t)) {
+                    say(format_args!(
+                        "{}",
+                        audit::export_record(&record.id, &record.workflow, &record.version, event)
+                    ));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (None, Some(run)) => {
+            let record = find(engine, &run)?;
+            let events = engine
+                .store()
+                .history(&run)
+                .map_err(|e| Usage(e.to_string()))?;
+            for event in &events {
+                if args.json {
+                    say(format_args!(
+                        "{}",
+                        audit::export_record(&run, &record.workflow, &record.version, event)
+                    ));
+                } else {
+                    say(format_args!(
+                        "{:>4}  {}  {:<16} {:<20} {}  {}",
+                        event.seq,
+                        flow_runtime::vm::value::format_time(event.at),
+                        event.kind,
+                        event.step.as_deref().unwrap_or(""),
+                        &event.hash[..12.min(event.hash.len())],
+                        event.data
+                    ));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (None, None) => Err(Usage(
+            "audit needs a run id, or `verify [RUN]`, or `export`".to_string(),
+        )),
+    }
+}
+
+fn audit_verify(engine: &mut Engine, run: Option<&str>) -> Result<ExitCode, Usage> {
+    let runs: Vec<String> = match run {
+        Some(run) => vec![find(engine, run)?.id],
+        None => engine
+            .store()
+            .runs(None)
+            .map_err(|e| Usage(e.to_string()))?
+            .into_iter()
+            .map(|r| r.id)
+            .collect(),
+    };
+    let mut broken = 0;
+    for id in &runs {
+        let events = engine
+            .store()
+            .history(id)
+            .map_err(|e| Usage(e.to_string()))?;
+        match audit::verify(id, &events) {
+            Ok(count) => say(format_args!("run {id}: {count} record(s), chain intact")),
+            Err(at) => {
+                broken += 1;
+                say(format_args!("BROKEN {at}"));
+            }
+        }
+    }
+    if broken > 0 {
+        eprintln!("{broken} of {} trail(s) failed verification", runs.len());
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// With a `flow.toml`, every `--as` must name one of its users.
 fn known_user(engine: &Engine, has_config: bool, user: &str) -> Result<(), Usage> {

@@ -118,6 +118,10 @@ pub struct Event {
     pub duration_ms: Option<i64>,
     /// Details as JSON text (tool input and output, error, idempotency key, …).
     pub data: String,
+    /// The hash of the record before this one in the run's trail (see [`crate::audit`]).
+    pub prev_hash: String,
+    /// SHA-256 of this record and `prev_hash`.
+    pub hash: String,
 }
 
 /// An event to append; the store assigns `seq`.

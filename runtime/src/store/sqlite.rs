@@ -66,6 +66,9 @@ pub const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 3: the hash chain of the audit trail.
+    "ALTER TABLE events ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
+     ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version this code writes and understands.
@@ -312,17 +315,33 @@ fn append_events(
         return Ok(());
     }
     let doing = "appending history events";
-    let last: i64 = tx
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run = ?1")
-        .and_then(|mut s| s.query_row([run], |row| row.get(0)))
-        .map_err(ctx.map(doing))?;
+    let (last, mut previous): (i64, String) = tx
+        .prepare_cached("SELECT seq, hash FROM events WHERE run = ?1 ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut s| {
+            let mut rows = s.query_map([run], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.next().transpose()
+        })
+        .map_err(ctx.map(doing))?
+        .unwrap_or((0, crate::audit::GENESIS.to_string()));
     let mut insert = tx
         .prepare_cached(
-            "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .map_err(ctx.map(doing))?;
     for (seq, event) in (last + 1..).zip(events) {
+        let record = crate::audit::Record {
+            run,
+            seq,
+            at: event.at,
+            kind: &event.kind,
+            step: event.step.as_deref(),
+            attempt: event.attempt,
+            line: event.line,
+            duration_ms: event.duration_ms,
+            data: &event.data,
+        };
+        let hash = crate::audit::hash(&record, &previous);
         insert
             .execute(params![
                 run,
@@ -334,8 +353,11 @@ fn append_events(
                 event.line,
                 event.duration_ms,
                 event.data,
+                previous,
+                hash,
             ])
             .map_err(ctx.map(doing))?;
+        previous = hash;
     }
     Ok(())
 }
@@ -669,7 +691,7 @@ impl Store for SqliteStore {
     fn history(&mut self, run: &str) -> StoreResult<Vec<Event>> {
         self.conn
             .prepare_cached(
-                "SELECT seq, at, kind, step, attempt, line, duration_ms, data
+                "SELECT seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash
                  FROM events WHERE run = ?1 ORDER BY seq",
             )
             .and_then(|mut s| {
@@ -683,6 +705,8 @@ impl Store for SqliteStore {
                         line: row.get(5)?,
                         duration_ms: row.get(6)?,
                         data: row.get(7)?,
+                        prev_hash: row.get(8)?,
+                        hash: row.get(9)?,
                     })
                 })?
                 .collect()

@@ -1,0 +1,198 @@
+//! Errors as values through the real `flowrt`: `try/catch` catches each error kind with its
+//! fields, `timeout` stops a tool in flight, `retry` skips errors that are not retryable
+//! unless they are listed with `on`, and an uncaught error fails the run at its source line.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Instant;
+
+const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Project {
+        let project = Project {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        project.write(
+            "flow.toml",
+            "[users.ana]\nroles = [\"ops\"]\n\n[users.bob]\nroles = []\n",
+        );
+        project.write("fail.sh", "cat > /dev/null; echo 'it broke' >&2; exit 3\n");
+        project.write("garbage.sh", "cat > /dev/null; echo 'not json'\n");
+        project.write("slow.sh", "cat > /dev/null; sleep 5; echo 1\n");
+        project.write("count.sh", "cat > /dev/null; echo x >> calls; exit 1\n");
+        project
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path().join(name), text).unwrap();
+    }
+
+    fn flowrt(&self, args: &[&str]) -> Output {
+        Command::new(FLOWRT)
+            .args(args)
+            .current_dir(self.path())
+            .env("FLOW_DB", self.path().join("flow.db"))
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }
+
+    fn run(&self, workflow: &str) -> (Option<i32>, serde_json::Value, String) {
+        let out = self.flowrt(&[
+            "--test-clock",
+            "run",
+            "faults.flow",
+            "--workflow",
+            workflow,
+            "--as",
+            "bob",
+            "--json",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code(), json, stderr)
+    }
+}
+
+const PROGRAM: &str = r#"tool broken() -> Int via exec "sh fail.sh"
+tool garbage() -> Int via exec "sh garbage.sh"
+tool slow() -> Int via exec "sh slow.sh"
+tool counted() -> Int via exec "sh count.sh"
+
+workflow tool_error() -> String {
+  try { broken(); "no" } catch e { "${e.kind} ${e.tool} ${e.attempt} ${e.retryable} ${e.message}" }
+}
+
+workflow invalid_output() -> String {
+  try { garbage(); "no" } catch e { "${e.kind} ${e.retryable}" }
+}
+
+workflow timed_out() -> String {
+  try { timeout 300ms { slow() }; "no" } catch e { "${e.kind} ${e.retryable}" }
+}
+
+workflow failed() -> String {
+  try { fail "on purpose"; "no" } catch e { "${e.kind} ${e.retryable} ${e.message}" }
+}
+
+workflow approval_timeout() -> String {
+  try {
+    let d = await approval "gate" { approvers: role("ops"), timeout: 1h }
+    "decided ${d.approved}"
+  } catch e {
+    "${e.kind} ${e.retryable}"
+  }
+}
+
+workflow not_retried() -> Int {
+  retry 3 { fail "never retried" }
+}
+
+workflow retried_when_listed() -> Int {
+  retry 3 on Failed { counted() }
+}
+
+workflow uncaught() -> Int {
+  let a = 1
+  broken() + a
+}
+"#;
+
+fn project() -> Project {
+    let project = Project::new();
+    project.write("faults.flow", PROGRAM);
+    project
+}
+
+#[test]
+fn try_catch_sees_each_error_kind_with_its_fields() {
+    let project = project();
+    let (code, run, _) = project.run("tool_error");
+    assert_eq!(code, Some(0));
+    let text = run["output"].as_str().unwrap();
+    assert!(text.starts_with("ToolError broken 1 true "), "{text}");
+    assert!(
+        text.contains("exit status 3") && text.contains("it broke"),
+        "{text}"
+    );
+    assert_eq!(
+        project.run("invalid_output").1["output"],
+        "InvalidOutput true"
+    );
+    assert_eq!(project.run("failed").1["output"], "Failed false on purpose");
+}
+
+#[test]
+fn timeout_stops_the_tool_in_flight() {
+    let project = project();
+    let started = Instant::now();
+    let (code, run, stderr) = project.run("timed_out");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(run["output"], "Timeout true");
+    assert!(
+        started.elapsed().as_secs() < 4,
+        "the 5 s tool was stopped, not awaited"
+    );
+}
+
+#[test]
+fn an_approval_time_out_is_caught_like_any_error() {
+    let project = project();
+    let (code, _, _) = project.run("approval_timeout");
+    assert_eq!(code, Some(10));
+    let advanced = project.flowrt(&["clock", "advance", "2h"]);
+    assert!(advanced.status.success());
+    let out = project.flowrt(&["runs", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["output"], "ApprovalTimeout false", "{runs}");
+}
+
+#[test]
+fn retry_skips_errors_that_are_not_retryable_unless_listed() {
+    let project = project();
+    let (code, run, _) = project.run("not_retried");
+    assert_eq!(code, Some(1));
+    assert!(run["error"].as_str().unwrap().contains("never retried"));
+    // `on Failed` retries even what is not retryable: three calls.
+    let (code, _, _) = project.run("retried_when_listed");
+    assert_eq!(code, Some(1));
+    let calls = std::fs::read_to_string(project.path().join("calls")).unwrap();
+    assert_eq!(
+        calls.lines().count(),
+        1,
+        "ToolError is not listed: one call only"
+    );
+}
+
+#[test]
+fn an_uncaught_error_fails_the_run_at_its_source_line() {
+    let project = project();
+    let (code, run, _) = project.run("uncaught");
+    assert_eq!(code, Some(1));
+    let error = run["error"].as_str().unwrap();
+    let line = PROGRAM
+        .lines()
+        .position(|l| l.contains("broken() + a"))
+        .unwrap()
+        + 1;
+    assert!(error.contains(&format!("faults.flow:{line}:3")), "{error}");
+    assert!(error.starts_with("ToolError"), "{error}");
+    let human = project.flowrt(&["run", "faults.flow", "--workflow", "uncaught"]);
+    let text = String::from_utf8_lossy(&human.stderr);
+    assert!(
+        text.contains("broken() + a") && text.contains("exit status 3"),
+        "{text}"
+    );
+}
