@@ -121,9 +121,19 @@ impl Out {
 struct Examples {
     dir: tempfile::TempDir,
     server: Server,
+    /// Runs are started on a test-clock database (`flowrt clock advance` moves its time).
+    test_clock: bool,
 }
 
 impl Examples {
+    /// On a database whose clock `advance` moves, for what waits hours.
+    fn with_test_clock() -> Examples {
+        Examples {
+            test_clock: true,
+            ..Examples::new()
+        }
+    }
+
     fn new() -> Examples {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let server = Server::start(dir.path());
@@ -134,7 +144,16 @@ impl Examples {
         );
         let config = config.replace("127.0.0.1:8711", &format!("127.0.0.1:{}", server.port));
         std::fs::write(dir.path().join("flow.toml"), config).expect("write flow.toml");
-        Examples { dir, server }
+        Examples {
+            dir,
+            server,
+            test_clock: false,
+        }
+    }
+
+    fn advance(&self, by: &str) {
+        let out = self.flowrt(&["clock", "advance", by]);
+        out.expect_code(EXIT_OK);
     }
 
     fn flowrt(&self, args: &[&str]) -> Out {
@@ -168,7 +187,9 @@ impl Examples {
     fn start(&self, file: &str, input: serde_json::Value, waiting_on: Option<&str>) -> String {
         let input = input.to_string();
         let workflow = file.trim_end_matches(".flow");
-        let out = self.flowrt(&[
+        let clock = if self.test_clock { "--test-clock" } else { "" };
+        let args = [
+            clock,
             "run",
             &format!("examples/{file}"),
             "--workflow",
@@ -178,7 +199,9 @@ impl Examples {
             "--input",
             &input,
             "--json",
-        ]);
+        ];
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        let out = self.flowrt(&args);
         let run = out.json()["run"].as_str().map(str::to_string);
         let Some(run) = run else {
             panic!("{file} did not start:\n{}{}", out.stdout, out.stderr);
@@ -395,6 +418,47 @@ fn cargo_release_checks_documents_over_http_then_releases_or_holds() {
 }
 
 #[test]
+fn cargo_release_escalates_to_the_operations_manager_after_a_day() {
+    let ex = Examples::with_test_clock();
+    let run = ex.start(
+        "cargo_release.flow",
+        serde_json::json!({ "s": {
+            "id": "S-2043", "container": "CMAU3310957", "value_eur": 52000,
+            "docs": docs(&[("D-6", "bill_of_lading"), ("D-7", "invoice"), ("D-8", "certificate_of_origin")]),
+        } }),
+        Some("approval release_signoff"),
+    );
+    let refused = ex.flowrt(&["approve", &run, "release_signoff", "--as", "omar"]);
+    assert_eq!(
+        refused.code, 3,
+        "omar may not decide yet: {}",
+        refused.stderr
+    );
+    ex.advance("25h");
+    assert_eq!(
+        events(&ex.history(&run), "gate_escalated", "release_signoff").len(),
+        1,
+        "{}",
+        ex.explain(&run)
+    );
+    ex.decide(
+        "approve",
+        &run,
+        &[
+            "release_signoff",
+            "--as",
+            "omar",
+            "--comment",
+            "customs is out today",
+        ],
+    );
+    ex.expect_output(
+        &run,
+        serde_json::json!({ "Released": { "receipt": "REL-CMAU3310957" } }),
+    );
+}
+
+#[test]
 fn kyc_review_extracts_with_the_model_screens_and_opens_accounts() {
     let ex = Examples::new();
     let upload = |id: &str, customer: &str, file: &str| {
@@ -574,6 +638,44 @@ fn support_triage_classifies_drafts_and_answers_after_review() {
     ex.expect_output(
         &run,
         serde_json::json!({ "Answered": { "message_id": "msg-T-1003" } }),
+    );
+}
+
+#[test]
+fn support_triage_batches_replies_to_customers_with_many_open_tickets() {
+    let ex = Examples::with_test_clock();
+    let run = ex.start(
+        "support_triage.flow",
+        serde_json::json!({ "t": {
+            "id": "T-1004", "customer_id": "C-300", "subject": "Upgrade",
+            "body": "Which plan includes single sign-on?",
+        } }),
+        Some("input review_reply"),
+    );
+    ex.decide(
+        "input",
+        &run,
+        &[
+            "review_reply",
+            "--as",
+            "sam",
+            "--value",
+            r#"{"body": "Single sign-on comes with the Team plan.", "escalate": false, "tags": ["sales"]}"#,
+        ],
+    );
+    // Five open tickets on the starter plan: the reply waits ten minutes for the others.
+    let status = ex.status(&run);
+    assert_eq!(status["status"], "waiting", "{}", ex.explain(&run));
+    assert_eq!(status["waiting_on"], "timer", "{}", ex.explain(&run));
+    assert!(
+        !ex.server.log().contains("POST /helpdesk/reply"),
+        "nothing sent before the timer fires:\n{}",
+        ex.server.log()
+    );
+    ex.advance("10m");
+    ex.expect_output(
+        &run,
+        serde_json::json!({ "Answered": { "message_id": "msg-T-1004" } }),
     );
 }
 
