@@ -10,7 +10,7 @@
 //!   "messages": [ { "role": "system", "content": "Answer with JSON only … <schema>" },
 //!                 { "role": "user", "content": "<the rendered prompt>" } ],
 //!   "response_format": { "type": "json_schema",
-//!                        "json_schema": { "name": "<tool>", "schema": <schema>, "strict": true } } }
+//!                        "json_schema": { "name": "<tool>", "schema": <schema>, "strict": false } } }
 //! ```
 //!
 //! where the schema is the JSON Schema of the declared return type. The answer's
@@ -194,7 +194,10 @@ fn attempt(
         ],
         "response_format": {
             "type": "json_schema",
-            "json_schema": { "name": tool, "schema": schema, "strict": true },
+            // Not `strict`: strict structured outputs refuse optional properties and a
+            // top-level schema that is not an object, both of which Flow types need. The
+            // reply is validated against the type anyway.
+            "json_schema": { "name": tool, "schema": schema, "strict": false },
         },
     })
     .to_string();

@@ -122,6 +122,16 @@ impl Value {
             Value::Float(f) => f.to_string(),
             Value::Duration(ms) => format_duration(*ms),
             Value::Time(ms) => format_time(*ms),
+            // `Held` or `Held(reason: no docs)`: the way the source writes it.
+            Value::Variant { name, fields } if fields.is_empty() => name.clone(),
+            Value::Variant { name, fields } => format!(
+                "{name}({})",
+                fields
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", v.to_text()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             other => other.to_json().to_string(),
         }
     }
@@ -489,6 +499,20 @@ mod tests {
         }
         assert_eq!(parse_duration("2days"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn enum_values_read_as_the_source_writes_them() {
+        let unit = Value::Variant {
+            name: "High".into(),
+            fields: Vec::new(),
+        };
+        assert_eq!(unit.to_text(), "High");
+        let with = Value::Variant {
+            name: "Held".into(),
+            fields: vec![("reason".into(), Value::Str("no docs".into()))],
+        };
+        assert_eq!(with.to_text(), "Held(reason: no docs)");
     }
 
     #[test]
