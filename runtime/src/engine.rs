@@ -293,6 +293,14 @@ impl Engine {
                     available: module.workflows.iter().map(|w| w.name.clone()).collect(),
                 })?;
         let args = validate_input(&module, &code.params, input)?;
+        // What is stored and recorded is the validated input with its secrets redacted.
+        let input = &serde_json::Value::Object(
+            code.params
+                .iter()
+                .map(|(name, _)| name.clone())
+                .zip(args.iter().map(Value::to_json))
+                .collect(),
+        );
         let now = now_ms();
         let machine = Machine::start(&module, index as u32, args, now)
             .ok_or_else(|| EngineError::Corrupt("the workflow has no code".into()))?;
@@ -314,8 +322,10 @@ impl Engine {
             data: serde_json::json!({ "input": input, "version": version, "by": started_by, "parent": parent })
                 .to_string(),
         };
+        let events = [event];
         self.store
-            .create_run(&run, &checkpoint(version, &machine), &[event], None, 0, now)?;
+            .create_run(&run, &checkpoint(version, &machine), &events, None, 0, now)?;
+        crate::telemetry::recorded(id, &events);
         Ok(())
     }
 
@@ -431,6 +441,7 @@ impl Engine {
             now,
         };
         self.store.commit(std::slice::from_ref(&commit))?;
+        crate::telemetry::recorded(run, &commit.events);
         // Keep the claim alive while the run is being driven (a long tool call must not let
         // another process take it over), without paying a write for it on every step.
         if now - self.renewed_at > self.lease_ms / 3 {
@@ -449,6 +460,7 @@ impl Engine {
         if record.status.is_final() {
             return Ok(record.status);
         }
+        let _span = crate::telemetry::drive_span(self.store.as_mut(), &record).entered();
         let module = self.module(&record.version)?;
         if saved.program_hash != record.version {
             return Err(EngineError::Corrupt(format!(
@@ -607,6 +619,7 @@ impl Engine {
                         continue;
                     }
                     let here = line(&module, &machine);
+                    let _step = crate::telemetry::step_span(&module, &request, here).entered();
                     match request {
                         Request::Now => {
                             machine
@@ -761,7 +774,28 @@ impl Engine {
                                 idempotency_key: key.clone(),
                                 time_limit_ms: deadline.map(|d| (d - started).max(0) as u64),
                             };
-                            let (result, record) = self.call_tool(&module, &info, &input, &context);
+                            // A call in flight owns the run until its time limit has passed:
+                            // no other process may take the run over and repeat the call
+                            // meanwhile, however short the lease.
+                            if let Some(hold) = self.call_limit(&info, &context) {
+                                let until = started
+                                    .saturating_add(i64::try_from(hold).unwrap_or(i64::MAX))
+                                    .saturating_add(self.lease_ms);
+                                if !self.store.claim(run, &self.owner, until, started)? {
+                                    return Err(EngineError::Claimed(run.to_string()));
+                                }
+                            }
+                            // The tool receives its secrets; the history saw them redacted.
+                            let call_input = serde_json::Value::Object(
+                                info.params
+                                    .iter()
+                                    .map(|(name, _)| name.clone())
+                                    .zip(args.iter().map(Value::to_json_revealing))
+                                    .collect(),
+                            );
+                            let (result, record) = crate::telemetry::tool_call(&info, attempt, || {
+                                self.call_tool(&module, &info, &call_input, &context)
+                            });
                             let finished = now_ms();
                             match result {
                                 Ok(value) => {
@@ -834,7 +868,7 @@ impl Engine {
                                     code.params
                                         .iter()
                                         .map(|(name, _)| name.clone())
-                                        .zip(args.iter().map(Value::to_json))
+                                        .zip(args.iter().map(Value::to_json_revealing))
                                         .collect(),
                                 );
                                 self.start_with_id(
@@ -1156,6 +1190,33 @@ impl Engine {
             }
         }
         Ok(completed)
+    }
+
+    /// The longest a call of this tool may take, when it is bounded: the enclosing `timeout`,
+    /// the configured one, or the binding's default (`http` and `llm` calls always end).
+    fn call_limit(&self, info: &bytecode::ToolInfo, context: &CallContext) -> Option<u64> {
+        let configured = match &info.binding {
+            Binding::Exec { command } if self.native_tools.contains_key(command) => return None,
+            Binding::Exec { .. } => self.config.tools.get(&info.name).and_then(|c| c.timeout_ms),
+            Binding::Http { .. } => Some(
+                self.config
+                    .tools
+                    .get(&info.name)
+                    .and_then(|c| c.timeout_ms)
+                    .unwrap_or(tools::http::DEFAULT_TIMEOUT_MS),
+            ),
+            Binding::Llm { .. } => Some(
+                self.config
+                    .llm
+                    .as_ref()
+                    .and_then(|c| c.timeout_ms)
+                    .unwrap_or(tools::llm::DEFAULT_TIMEOUT_MS),
+            ),
+        };
+        match (configured, context.time_limit_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Makes one call of a tool. Besides the result, returns what the history records about

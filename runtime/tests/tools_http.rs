@@ -701,7 +701,12 @@ fn kill_9_during_the_call_then_a_worker_repeats_it_with_the_same_key() {
         "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
          workflow w(id: String) -> Bool {{\n  let r = check(id)\n  r.ok\n}}\n"
     );
-    let project = Project::new(&program, &tool_config("check", &server));
+    // A call in flight keeps the run claimed until its time limit has passed (here one second),
+    // so that no other process repeats it while it may still succeed.
+    let project = Project::new(
+        &program,
+        &format!("{}timeout = \"1s\"\n", tool_config("check", &server)),
+    );
     let mut child: Child = project
         .command(&["run", "prog.flow", "--json", "--input", r#"{"id": "S1"}"#])
         .env("FLOW_LEASE_MS", "500")
@@ -714,8 +719,16 @@ fn kill_9_during_the_call_then_a_worker_repeats_it_with_the_same_key() {
     child.wait().unwrap();
     let run = project.only_run();
 
-    // Once the dead process's claim has expired (half a second), a worker takes the run over.
-    std::thread::sleep(Duration::from_millis(600));
+    // Not before the call's time limit and the lease have passed: a worker leaves the run alone.
+    project
+        .flowrt(&["worker", "--once"])
+        .expect_code(EXIT_COMPLETED);
+    assert!(
+        server.seen.try_recv().is_err(),
+        "the run was taken over too early"
+    );
+    // Once the dead process's claim has expired (1 s + 0.5 s), a worker takes the run over.
+    std::thread::sleep(Duration::from_millis(1600));
     let deadline = Instant::now() + Duration::from_secs(20);
     let second = loop {
         project
