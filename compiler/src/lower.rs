@@ -280,6 +280,7 @@ impl<'p> Builder<'p> {
             Type::Json | Type::Unknown => leaf(6, TypeDesc::Json),
             Type::Approvers => leaf(7, TypeDesc::Approvers),
             Type::Unit | Type::Never => leaf(8, TypeDesc::Unit),
+            Type::Secret => leaf(9, TypeDesc::Secret),
             Type::List(inner) => {
                 let inner = self.type_ref(inner);
                 (TypeKey::List(inner.0), TypeDesc::List(inner))

@@ -20,6 +20,9 @@ pub enum Type {
     Time,
     Json,
     Approvers,
+    /// A value that is never shown: history, audit trail, logs and outputs hold
+    /// `"[redacted]"`; only tool calls receive it.
+    Secret,
     /// The value of statements and of blocks without a final expression.
     Unit,
     /// The type of `return`, `fail`, `break`: code after it does not run.
@@ -75,6 +78,7 @@ impl<'a> fmt::Display for TypeDisplay<'a> {
             Type::Time => f.write_str("Time"),
             Type::Json => f.write_str("Json"),
             Type::Approvers => f.write_str("Approvers"),
+            Type::Secret => f.write_str("Secret"),
             Type::Unit => f.write_str("Unit"),
             Type::Never => f.write_str("Never"),
             Type::Unknown => f.write_str("_"),
@@ -174,7 +178,9 @@ impl TypeDefs {
     pub fn assignable(&self, from: &Type, to: &Type) -> bool {
         match (from, to) {
             (Type::Unknown, _) | (_, Type::Unknown) | (Type::Never, _) => true,
-            (_, Type::Json) => !matches!(from, Type::Unit | Type::Approvers),
+            (_, Type::Json) => !matches!(from, Type::Unit | Type::Approvers | Type::Secret),
+            // A literal or computed text may become a secret; a secret never becomes text.
+            (Type::String, Type::Secret) => true,
             (Type::Optional(a), Type::Optional(b)) => self.assignable(a, b),
             (_, Type::Optional(b)) => self.assignable(from, b),
             (Type::List(a), Type::List(b)) | (Type::Map(a), Type::Map(b)) => self.assignable(a, b),
@@ -204,6 +210,47 @@ impl TypeDefs {
                     None => matches!(d.ty, Type::Optional(_)),
                 });
         all_known && all_given
+    }
+
+    /// Where a value of type `ty` holds a `Secret`, as a path (`""` for the value itself,
+    /// `.token`, `[].key`), if it does.
+    pub fn secret_path(&self, ty: &Type) -> Option<String> {
+        self.secret_path_in(ty, &mut Vec::new())
+    }
+
+    fn secret_path_in(&self, ty: &Type, seen: &mut Vec<TypeId>) -> Option<String> {
+        match ty {
+            Type::Secret => Some(String::new()),
+            Type::List(inner) | Type::Map(inner) => {
+                self.secret_path_in(inner, seen).map(|p| format!("[]{p}"))
+            }
+            Type::Optional(inner) => self.secret_path_in(inner, seen),
+            Type::Record(fields) => fields
+                .iter()
+                .find_map(|(name, t)| self.secret_path_in(t, seen).map(|p| format!(".{name}{p}"))),
+            Type::Named(id) => {
+                if seen.contains(id) {
+                    return None;
+                }
+                seen.push(*id);
+                let def = self.get(*id);
+                let found = match &def.kind {
+                    TypeDefKind::Record(fields) => fields.iter().find_map(|f| {
+                        self.secret_path_in(&f.ty, seen)
+                            .map(|p| format!(".{}{p}", f.name))
+                    }),
+                    TypeDefKind::Enum(variants) => variants.iter().find_map(|v| {
+                        v.fields.iter().find_map(|f| {
+                            self.secret_path_in(&f.ty, seen)
+                                .map(|p| format!(" ({}.{}){p}", v.name, f.name))
+                        })
+                    }),
+                };
+                seen.pop();
+                found
+            }
+            _ => None,
+        }
     }
 
     /// The common type of two branches (`if`/`else`, match arms), if they have one.

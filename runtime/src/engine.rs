@@ -793,9 +793,10 @@ impl Engine {
                                     .zip(args.iter().map(Value::to_json_revealing))
                                     .collect(),
                             );
-                            let (result, record) = crate::telemetry::tool_call(&info, attempt, || {
-                                self.call_tool(&module, &info, &call_input, &context)
-                            });
+                            let (result, record) =
+                                crate::telemetry::tool_call(&info, attempt, || {
+                                    self.call_tool(&module, &info, &call_input, &context)
+                                });
                             let finished = now_ms();
                             match result {
                                 Ok(value) => {

@@ -798,6 +798,8 @@ impl Engine {
         action: Action,
         expect_hash: Option<&str>,
     ) -> Result<Decided, DecideError> {
+        let _span =
+            crate::telemetry::decide_span(self.store.as_mut(), record, gate, user).entered();
         let run = record.id.as_str();
         let wanted = match action {
             Action::Input { .. } => GateKind::Input,

@@ -12,6 +12,8 @@ pub mod config;
 pub mod engine;
 pub mod gates;
 pub mod notify;
+pub mod secrets;
 pub mod store;
+pub mod telemetry;
 pub mod tools;
 pub mod vm;

@@ -60,6 +60,8 @@ pub enum TypeDesc {
         name: String,
         variants: Vec<(String, Vec<(String, TypeRef)>)>,
     },
+    /// Appended: descriptions are persisted in artifacts, so variants are append-only.
+    Secret,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -137,6 +139,7 @@ impl Module {
                 TypeDesc::Json => "Json".into(),
                 TypeDesc::Approvers => "Approvers".into(),
                 TypeDesc::Unit => "Unit".into(),
+                TypeDesc::Secret => "Secret".into(),
                 TypeDesc::List(t) => format!("List<{}>", self.type_name(*t)),
                 TypeDesc::Map(t) => format!("Map<{}>", self.type_name(*t)),
                 TypeDesc::Optional(t) => format!("{}?", self.type_name(*t)),

@@ -79,6 +79,7 @@ impl Writer<'_> {
             TypeDesc::Json => json!({}),
             TypeDesc::Approvers => json!({ "type": "object" }),
             TypeDesc::Unit => json!({ "type": "null" }),
+            TypeDesc::Secret => json!({ "type": "string" }),
             TypeDesc::List(item) => json!({ "type": "array", "items": self.schema(*item) }),
             TypeDesc::Map(value) => {
                 json!({ "type": "object", "additionalProperties": self.schema(*value) })

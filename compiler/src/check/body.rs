@@ -435,7 +435,10 @@ impl<'a> BodyChecker<'a> {
             }
             StmtKind::Audit { event, fields } => {
                 self.check_not_empty(event, "audit event", "audit \"docs_checked\" { … }");
-                self.check_record_fields(fields);
+                let types = self.check_record_fields(fields);
+                for (field, (_, ty)) in fields.iter().zip(&types) {
+                    self.forbid_secret(field.value.span, ty, "in the audit trail");
+                }
             }
             StmtKind::Error => {}
         }
@@ -781,6 +784,7 @@ impl<'a> BodyChecker<'a> {
                         if ty == Type::Unit {
                             self.mismatch(inner.span, &Type::String, &ty, None);
                         }
+                        self.forbid_secret(inner.span, &ty, "in text");
                     }
                 }
                 Type::String
@@ -1021,6 +1025,28 @@ impl<'a> BodyChecker<'a> {
                 .with_help(format!("name it after what happens, e.g. `{example}`")),
             );
         }
+    }
+
+    /// E0321 when a value of type `ty` holds a `Secret` and would be revealed `where_to`.
+    fn forbid_secret(&mut self, span: Span, ty: &Type, where_to: &str) {
+        let Some(path) = self.checked.types.secret_path(ty) else {
+            return;
+        };
+        let what = if path.is_empty() {
+            "this value is a `Secret`".to_string()
+        } else {
+            format!(
+                "this value holds a `Secret` at `{}`",
+                path.trim_start_matches('.')
+            )
+        };
+        self.error(
+            Diagnostic::error(codes::SECRET_LEAK, self.file, span, what)
+                .with_message(format!("A `Secret` would be revealed {where_to}"))
+                .with_help(
+                    "pass secrets only to tools (their parameters may be `Secret`); history, audit trail, prompts and text show them as \"[redacted]\"",
+                ),
+        );
     }
 
     fn out_of_range(&mut self, span: Span, label: &str, help: &str) {
@@ -1585,6 +1611,9 @@ impl<'a> BodyChecker<'a> {
             let hint = from_stdlib(param.ty, self.checked, &var);
             let hint = (!hint.is_unknown()).then_some(hint);
             let found = self.check_expr(arg, hint.as_ref());
+            if param.ty == stdlib::Ty::Any {
+                self.forbid_secret(arg.span, &found, &format!("by `{}`", builtin.name()));
+            }
             if !self.fits_builtin_param(param.ty, &found, &mut var) {
                 let expected = from_stdlib(param.ty, self.checked, &var);
                 self.mismatch(arg.span, &expected, &found, None);
@@ -2072,6 +2101,7 @@ impl<'a> BodyChecker<'a> {
                 if found == Type::Unit {
                     self.mismatch(option.value.span, &Type::Json, &found, None);
                 }
+                self.forbid_secret(option.value.span, &found, "to the person deciding");
             } else {
                 self.expect_type(&option.value, &expected);
             }

@@ -504,6 +504,22 @@ impl DeclChecker<'_> {
                         let params = self.resolve_params(file, &decl.params);
                         let ret = resolve_type(&self.checked, file, &decl.ret, self.diagnostics);
                         let binding = self.check_binding(file, &decl.binding);
+                        if binding == Some(BindingKind::Llm) {
+                            for param in &params {
+                                if let Some(path) = self.checked.types.secret_path(&param.ty) {
+                                    let at = if path.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!(" (at `{}`)", path.trim_start_matches('.'))
+                                    };
+                                    self.diagnostics.push(
+                                        Diagnostic::error(codes::SECRET_LEAK, file, param.span, format!("`{}` holds a `Secret`{at}", param.name))
+                                            .with_message("A `Secret` would be revealed to the model")
+                                            .with_help("an llm tool's arguments go into its prompt; give the model the data it needs, never the secret"),
+                                    );
+                                }
+                            }
+                        }
                         let tool = &mut self.checked.tools[tool_index];
                         tool.params = params;
                         tool.ret = ret;
@@ -700,6 +716,7 @@ pub const BUILTIN_TYPE_NAMES: &[&str] = &[
     "Time",
     "Json",
     "Approvers",
+    "Secret",
     "List",
     "Map",
 ];
@@ -758,6 +775,7 @@ pub fn resolve_type(
                 "Time" => Type::Time,
                 "Json" => Type::Json,
                 "Approvers" => Type::Approvers,
+                "Secret" => Type::Secret,
                 "List" => Type::List(Box::new(arg(diagnostics))),
                 "Map" => Type::Map(Box::new(arg(diagnostics))),
                 other => {

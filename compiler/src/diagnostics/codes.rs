@@ -60,6 +60,7 @@ codes! {
     OUT_OF_RANGE = "E0318", "Value out of range";
     EMPTY_NAME = "E0319", "Empty name";
     NOT_INPUT_TYPE = "E0320", "Type cannot be supplied as input";
+    SECRET_LEAK = "E0321", "Secret would be revealed";
 
     UNAPPROVED_SENSITIVE_CALL = "E0400", "Sensitive tool called without approval";
 

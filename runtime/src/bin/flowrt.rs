@@ -15,6 +15,7 @@ use flow_runtime::engine::{Engine, EngineError, now_ms};
 use flow_runtime::gates::{Action, DecideError, Decided, GateKind};
 use flow_runtime::store::sqlite::SqliteStore;
 use flow_runtime::store::{RunRecord, RunStatus};
+use flow_runtime::telemetry::{self, LogFormat};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +39,10 @@ struct Cli {
     /// Give a new database a test clock that `flowrt clock advance` moves.
     #[arg(long, global = true)]
     test_clock: bool,
+    /// How logs are written on stderr: human or json (one object a line). Logs are off
+    /// unless FLOW_LOG (or RUST_LOG) sets a level, e.g. FLOW_LOG=info.
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "human")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -208,19 +213,33 @@ fn main() -> ExitCode {
             };
         }
     };
-    match run(cli) {
+    // Spans are exported, and logs written, until the provider is shut down: after the
+    // command, so that a run's last spans are flushed before the process exits.
+    let telemetry = match telemetry::init(&telemetry::Settings::from_env(cli.log_format)) {
+        Ok(telemetry) => telemetry,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let code = match run(cli) {
         Ok(code) => code,
         Err(Usage(message)) => {
             eprintln!("error: {message}");
             ExitCode::from(EXIT_USAGE)
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Usage> {
     let db = cli.db.unwrap_or_else(|| PathBuf::from(".flow/flow.db"));
     let store = SqliteStore::open(&db)
         .map_err(|e| Usage(format!("cannot open the database {}: {e}", db.display())))?;
+    // Secrets in checkpoints are sealed with the database's key (see spec/runtime.md).
+    let key = flow_runtime::secrets::SecretKey::for_database(&db).map_err(Usage)?;
+    flow_runtime::secrets::install(key);
     let owner = format!("flowrt-{}-{}", std::process::id(), now_ms());
     let mut engine = Engine::new(Box::new(store), owner);
     if let Ok(lease) = std::env::var("FLOW_LEASE_MS") {

@@ -253,4 +253,10 @@ pub trait Store {
     /// A setting of the database itself (e.g. the test clock's offset).
     fn setting(&mut self, key: &str) -> StoreResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
+
+    /// The trace context of the run's root span (a W3C `traceparent`), if one was stored:
+    /// every process that drives the run puts its spans into that trace.
+    fn trace_of(&mut self, run: &str) -> StoreResult<Option<String>>;
+    /// Stores the trace context of the run's root span.
+    fn set_trace(&mut self, run: &str, trace: &str) -> StoreResult<()>;
 }

@@ -69,6 +69,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 3: the hash chain of the audit trail.
     "ALTER TABLE events ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
      ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT '';",
+    // 4: the run's trace context (W3C traceparent of its root span), so that every process
+    // that drives the run exports its spans into the same trace.
+    "ALTER TABLE runs ADD COLUMN trace TEXT;",
 ];
 
 /// The schema version this code writes and understands.
@@ -772,6 +775,25 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.execute([key, value]))
             .map(|_| ())
             .map_err(self.ctx.map("writing a setting"))
+    }
+
+    fn trace_of(&mut self, run: &str) -> StoreResult<Option<String>> {
+        self.conn
+            .prepare_cached("SELECT trace FROM runs WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([run], |row| row.get::<_, Option<String>>(0))
+                    .optional()
+            })
+            .map(Option::flatten)
+            .map_err(self.ctx.map("reading a run's trace context"))
+    }
+
+    fn set_trace(&mut self, run: &str, trace: &str) -> StoreResult<()> {
+        self.conn
+            .prepare_cached("UPDATE runs SET trace = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute([run, trace]))
+            .map(|_| ())
+            .map_err(self.ctx.map("writing a run's trace context"))
     }
 
     fn next_wake(&mut self) -> StoreResult<Option<Millis>> {

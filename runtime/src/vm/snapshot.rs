@@ -54,6 +54,8 @@ enum ValueV1 {
     List(Vec<ValueV1>),
     Record(Vec<(String, ValueV1)>),
     Variant(String, Vec<(String, ValueV1)>),
+    /// Sealed with the database's secret key (see `crate::secrets`): never in clear on disk.
+    Secret(Vec<u8>),
 }
 
 impl From<&Value> for ValueV1 {
@@ -80,6 +82,7 @@ impl From<&Value> for ValueV1 {
                     .map(|(k, v)| (k.clone(), ValueV1::from(v)))
                     .collect(),
             ),
+            Value::Secret(clear) => ValueV1::Secret(crate::secrets::current().seal(clear)),
         }
     }
 }
@@ -108,6 +111,13 @@ impl From<ValueV1> for Value {
                     .map(|(k, v)| (k, Value::from(v)))
                     .collect(),
             },
+            // A secret that cannot be opened (another key) reads as the redaction marker:
+            // unusable rather than wrong; the tool that receives it will refuse it.
+            ValueV1::Secret(sealed) => Value::Secret(
+                crate::secrets::current()
+                    .open(&sealed)
+                    .unwrap_or_else(|_| crate::vm::value::REDACTED.to_string()),
+            ),
         }
     }
 }

@@ -25,7 +25,12 @@ pub enum Value {
         name: String,
         fields: Vec<(String, Value)>,
     },
+    /// A `Secret`: shown as `"[redacted]"` everywhere but in the arguments of a tool call.
+    Secret(String),
 }
+
+/// What a `Secret` looks like in the history, the audit trail, outputs and text.
+pub const REDACTED: &str = "[redacted]";
 
 impl Value {
     pub fn type_name(&self) -> &'static str {
@@ -40,6 +45,7 @@ impl Value {
             Value::List(_) => "List",
             Value::Record(_) => "record",
             Value::Variant { .. } => "enum value",
+            Value::Secret(_) => "Secret",
         }
     }
 
@@ -60,10 +66,21 @@ impl Value {
     }
 
     /// The value as JSON; enum values become `"Variant"` or `{"Variant": {fields}}`,
-    /// durations `"90s"`-style text, times RFC 3339 text.
+    /// durations `"90s"`-style text, times RFC 3339 text, secrets `"[redacted]"`.
     pub fn to_json(&self) -> serde_json::Value {
+        self.json(false)
+    }
+
+    /// The value as JSON with its secrets in clear: only for the arguments of a tool call.
+    pub fn to_json_revealing(&self) -> serde_json::Value {
+        self.json(true)
+    }
+
+    fn json(&self, reveal: bool) -> serde_json::Value {
         use serde_json::Value as J;
         match self {
+            Value::Secret(clear) if reveal => J::String(clear.clone()),
+            Value::Secret(_) => J::String(REDACTED.to_string()),
             Value::None => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
@@ -73,18 +90,18 @@ impl Value {
             Value::Str(s) => J::String(s.clone()),
             Value::Duration(ms) => J::String(format_duration(*ms)),
             Value::Time(ms) => J::String(format_time(*ms)),
-            Value::List(items) => J::Array(items.iter().map(Value::to_json).collect()),
+            Value::List(items) => J::Array(items.iter().map(|v| v.json(reveal)).collect()),
             Value::Record(fields) => J::Object(
                 fields
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .map(|(k, v)| (k.clone(), v.json(reveal)))
                     .collect(),
             ),
             Value::Variant { name, fields } if fields.is_empty() => J::String(name.clone()),
             Value::Variant { name, fields } => {
                 let inner = fields
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .map(|(k, v)| (k.clone(), v.json(reveal)))
                     .collect();
                 J::Object([(name.clone(), J::Object(inner))].into_iter().collect())
             }
@@ -116,6 +133,7 @@ impl Value {
     pub fn to_text(&self) -> String {
         match self {
             Value::Str(s) => s.clone(),
+            Value::Secret(_) => REDACTED.to_string(),
             Value::None => "none".to_string(),
             Value::Bool(b) => b.to_string(),
             Value::Int(i) => i.to_string(),
@@ -327,6 +345,7 @@ pub fn from_json(
         (TypeDesc::Optional(_), J::Null) => Ok(Value::None),
         (TypeDesc::Optional(inner), _) => from_json(module, *inner, json, path),
         (TypeDesc::Json, _) => Ok(Value::from_any_json(json)),
+        (TypeDesc::Secret, J::String(s)) => Ok(Value::Secret(s.clone())),
         (TypeDesc::Int, J::Number(n)) => match n.as_i64() {
             Some(i) => Ok(Value::Int(i)),
             None if n.is_u64()

@@ -1,0 +1,553 @@
+//! Observability through the `flowrt` binary: OpenTelemetry export over OTLP/HTTP to a real
+//! receiver on 127.0.0.1 (a small HTTP server in this test that decodes the protobuf
+//! requests with the OpenTelemetry protobuf definitions), and structured logs on stderr.
+//!
+//! The main scenario: a run calls a tool, sleeps (`flowrt run` exits 10), and a second
+//! process (`flowrt worker --once`) finishes it after the timer. Both processes' spans must
+//! arrive under one trace id, the second one's linked to the run's root span.
+#![allow(clippy::unwrap_used)]
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
+
+/// A value passed to the tool: it must never be exported or logged.
+const PRIVATE: &str = "IBAN-DE89-3704-0044-0532-0130-00";
+
+const WORKFLOW: &str = r#"
+tool check(account: String) -> String via exec "flowrt:echo"
+
+workflow pay(account: String) -> String {
+  let first = check(account)
+  sleep 1s
+  let second = check(account)
+  second
+}
+"#;
+
+/// One span as received.
+#[derive(Clone, Debug)]
+struct Received {
+    /// Which export request it came in (0, 1, …).
+    request: usize,
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    attributes: HashMap<String, String>,
+    events: Vec<String>,
+    service: String,
+}
+
+/// What the receiver saw besides the spans.
+#[derive(Default)]
+struct Seen {
+    spans: Vec<Received>,
+    /// `METHOD /path content-type` of every request.
+    requests: Vec<String>,
+    /// Every request body, raw.
+    bodies: Vec<Vec<u8>>,
+    errors: Vec<String>,
+}
+
+/// An OTLP/HTTP receiver on 127.0.0.1: accepts `POST /v1/traces` with a protobuf body and
+/// answers 200. It stops when dropped (and by itself after a minute).
+struct Receiver {
+    port: u16,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            if let Err(e) = serve(stream, &seen) {
+                                seen.lock().unwrap().errors.push(e);
+                            }
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        Receiver {
+            port,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn spans(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().spans.clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 request, decodes its body as an `ExportTraceServiceRequest`, answers.
+fn serve(stream: TcpStream, seen: &Mutex<Seen>) -> Result<(), String> {
+    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+    let mut request_line = String::new();
+    reader
+        .read_line(&mut request_line)
+        .map_err(|e| e.to_string())?;
+    let mut length = 0usize;
+    let mut content_type = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(|e| e.to_string())?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').ok_or(format!("bad header {line:?}"))?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse().map_err(|_| "bad length")?,
+            "content-type" => content_type = value.trim().to_string(),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).map_err(|e| e.to_string())?;
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let decoded = ExportTraceServiceRequest::decode(body.as_slice())
+        .map_err(|e| format!("the body is not an ExportTraceServiceRequest: {e}"))?;
+    {
+        let mut seen = seen.lock().unwrap();
+        let request = seen.requests.len();
+        seen.requests
+            .push(format!("{method} {path} {content_type}"));
+        seen.bodies.push(body);
+        for resource_spans in decoded.resource_spans {
+            let service = resource_spans
+                .resource
+                .as_ref()
+                .map(|r| attributes(&r.attributes))
+                .and_then(|a| a.get("service.name").cloned())
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    seen.spans.push(Received {
+                        request,
+                        name: span.name,
+                        trace_id: hex(&span.trace_id),
+                        span_id: hex(&span.span_id),
+                        parent_span_id: hex(&span.parent_span_id),
+                        attributes: attributes(&span.attributes),
+                        events: span.events.into_iter().map(|e| e.name).collect(),
+                        service: service.clone(),
+                    });
+                }
+            }
+        }
+    }
+    let mut stream = stream;
+    stream
+        .write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .map_err(|e| e.to_string())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attributes(list: &[KeyValue]) -> HashMap<String, String> {
+    list.iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v: &AnyValue| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => s.clone(),
+                Some(any_value::Value::IntValue(i)) => i.to_string(),
+                Some(any_value::Value::BoolValue(b)) => b.to_string(),
+                Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+                other => format!("{other:?}"),
+            };
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Project {
+        let project = Project {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::write(project.path().join("pay.flow"), WORKFLOW).unwrap();
+        project
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `flowrt` in the project, with no logging or export settings inherited.
+    fn flowrt(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(FLOWRT);
+        command
+            .args(args)
+            .current_dir(self.path())
+            .env("FLOW_DB", self.path().join("flow.db"))
+            .env("NO_COLOR", "1");
+        for var in [
+            "FLOW_LOG",
+            "RUST_LOG",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_SERVICE_NAME",
+            "OTEL_SDK_DISABLED",
+        ] {
+            command.env_remove(var);
+        }
+        command
+    }
+
+    fn exporting(&self, receiver: &Receiver, args: &[&str]) -> Output {
+        self.flowrt(args)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+            .output()
+            .unwrap()
+    }
+
+    fn start(&self, receiver: &Receiver) -> String {
+        let input = format!(r#"{{"account": "{PRIVATE}"}}"#);
+        let out = self.exporting(receiver, &["run", "pay.flow", "--input", &input, "--json"]);
+        assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["run"].as_str().unwrap().to_string()
+    }
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn named<'a>(spans: &'a [Received], name: &str) -> Vec<&'a Received> {
+    spans.iter().filter(|s| s.name == name).collect()
+}
+
+#[test]
+fn a_run_paused_and_resumed_in_two_processes_is_one_trace() {
+    let receiver = Receiver::start();
+    let project = Project::new();
+
+    // First process: the root span, the first tool call, the sleep. The process flushes its
+    // spans before it exits.
+    let run = project.start(&receiver);
+    let first = receiver.spans();
+    let summary = |spans: &[Received]| {
+        spans
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {} parent={} {:?}",
+                    s.name, s.span_id, s.parent_span_id, s.attributes
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let roots = named(&first, "run");
+    assert_eq!(roots.len(), 1, "one root span:\n{}", summary(&first));
+    let root = roots[0].clone();
+    assert_eq!(root.parent_span_id, "", "the run span is the trace's root");
+    assert_eq!(root.attributes["flow.run_id"], run);
+    assert_eq!(root.attributes["flow.workflow"], "pay");
+    assert_eq!(
+        root.attributes["flow.version"].len(),
+        64,
+        "{:?}",
+        root.attributes
+    );
+    assert_eq!(root.service, "flowrt");
+    let tools: Vec<_> = named(&first, "tool");
+    assert_eq!(tools.len(), 1, "{}", summary(&first));
+    assert_eq!(tools[0].attributes["flow.tool"], "check");
+    assert_eq!(tools[0].attributes["flow.binding"], "exec");
+    assert_eq!(tools[0].attributes["flow.attempt"], "1");
+    let steps = named(&first, "step");
+    assert!(
+        steps.iter().any(|s| s.attributes["flow.step"] == "check"
+            && s.attributes["flow.step_kind"] == "tool"
+            && s.attributes["flow.line"] == "5"
+            && s.span_id == tools[0].parent_span_id),
+        "the tool span is a child of its step:\n{}",
+        summary(&first)
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.attributes["flow.step_kind"] == "sleep"
+                && s.events.iter().any(|e| e == "timer_set")),
+        "{}",
+        summary(&first)
+    );
+    for step in &steps {
+        assert_eq!(
+            step.parent_span_id, root.span_id,
+            "steps are children of the run"
+        );
+    }
+
+    // The run stores its trace context.
+    let db = rusqlite::Connection::open(project.path().join("flow.db")).unwrap();
+    let stored: String = db
+        .query_row("SELECT trace FROM runs WHERE id = ?1", [&run], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        stored,
+        format!("00-{}-{}-01", root.trace_id, root.span_id),
+        "the root span's context is stored with the run"
+    );
+    drop(db);
+
+    // Second process, after the timer: a worker finishes the run.
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = project.exporting(&receiver, &["worker", "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // The receiver answers after it has recorded the spans, and flowrt waits for that
+    // answer before it exits: everything has arrived.
+    let all = receiver.spans();
+    let later: Vec<Received> = all
+        .iter()
+        .filter(|s| s.request >= first.iter().map(|s| s.request + 1).max().unwrap_or(0))
+        .cloned()
+        .collect();
+    assert!(!later.is_empty(), "the worker exported spans");
+
+    // One trace id across both processes.
+    for span in &all {
+        assert_eq!(span.trace_id, root.trace_id, "{}", summary(&all));
+    }
+    // The worker's spans hang under the run's root span.
+    let resumes = named(&later, "resume");
+    assert_eq!(resumes.len(), 1, "{}", summary(&later));
+    let resume = resumes[0];
+    assert_eq!(
+        resume.parent_span_id, root.span_id,
+        "linked to the root span"
+    );
+    assert_eq!(resume.attributes["flow.run_id"], run);
+    assert!(named(&later, "run").is_empty(), "no second root");
+    let tools = named(&later, "tool");
+    assert_eq!(tools.len(), 1, "{}", summary(&later));
+    let step = later
+        .iter()
+        .find(|s| s.span_id == tools[0].parent_span_id)
+        .expect("the tool's step");
+    assert_eq!(step.name, "step");
+    assert_eq!(step.attributes["flow.line"], "7");
+    assert_eq!(step.parent_span_id, resume.span_id);
+    assert!(
+        resume
+            .events
+            .iter()
+            .chain(later.iter().flat_map(|s| &s.events))
+            .any(|e| e == "run_completed"),
+        "{}",
+        summary(&later)
+    );
+
+    // What was exported: protobuf over HTTP to /v1/traces, never the tool's argument.
+    let seen = receiver.seen.lock().unwrap();
+    assert!(seen.errors.is_empty(), "{:?}", seen.errors);
+    for request in &seen.requests {
+        assert_eq!(request, "POST /v1/traces application/x-protobuf");
+    }
+    for body in &seen.bodies {
+        assert!(
+            !body.windows(PRIVATE.len()).any(|w| w == PRIVATE.as_bytes()),
+            "a tool argument was exported"
+        );
+    }
+}
+
+#[test]
+fn json_logs_carry_the_run_id_and_never_arguments() {
+    let project = Project::new();
+    let input = format!(r#"{{"account": "{PRIVATE}"}}"#);
+    let out = project
+        .flowrt(&[
+            "--log-format",
+            "json",
+            "run",
+            "pay.flow",
+            "--input",
+            &input,
+            "--json",
+        ])
+        .env("FLOW_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+    let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stderr = String::from_utf8(out.stderr.clone()).unwrap();
+    assert!(
+        !stderr.contains(PRIVATE),
+        "an argument was logged:\n{stderr}"
+    );
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let messages: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["fields"]["message"].as_str())
+        .collect();
+    for expected in ["run_started", "step_started", "step_completed", "timer_set"] {
+        assert!(messages.contains(&expected), "{expected} in {messages:?}");
+    }
+    for line in &lines {
+        assert_eq!(line["fields"]["flow.run_id"], run.as_str(), "{line}");
+    }
+    let completed = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "step_completed")
+        .unwrap();
+    assert_eq!(completed["span"]["name"], "step");
+    assert_eq!(completed["span"]["flow.step"], "check");
+    assert_eq!(completed["spans"][0]["name"], "run");
+    assert_eq!(completed["spans"][0]["flow.run_id"], run.as_str());
+}
+
+#[test]
+fn logs_are_off_by_default_and_human_when_asked() {
+    let project = Project::new();
+    let input = format!(r#"{{"account": "{PRIVATE}"}}"#);
+    let out = project
+        .flowrt(&["run", "pay.flow", "--input", &input])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "no logs unless asked"
+    );
+
+    let out = project
+        .flowrt(&["worker", "--once"])
+        .env("FLOW_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The timer may not be due yet: then the worker has nothing to log.
+    assert!(!stderr.contains(PRIVATE), "{stderr}");
+    assert!(
+        !stderr.trim_start().starts_with('{'),
+        "human, not JSON: {stderr}"
+    );
+
+    let out = project
+        .flowrt(&["runs"])
+        .env("FLOW_LOG", "flow_runtime=chatty")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("FLOW_LOG=flow_runtime=chatty"),
+        "{}",
+        show(&out)
+    );
+    let out = project
+        .flowrt(&["--log-format", "xml", "runs"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+}
+
+#[test]
+fn an_unreachable_collector_does_not_fail_the_run() {
+    // A port nobody listens on: every export is refused.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let project = Project::new();
+    let input = format!(r#"{{"account": "{PRIVATE}"}}"#);
+    let started = Instant::now();
+    let out = project
+        .flowrt(&["run", "pay.flow", "--input", &input])
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let out = project
+        .flowrt(&["runs"])
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "https://collector.example:4318",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("https is not supported"),
+        "{}",
+        show(&out)
+    );
+}
