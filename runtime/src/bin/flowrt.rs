@@ -931,21 +931,52 @@ fn history(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage
         say(format_args!("{}", serde_json::Value::Array(items)));
         return Ok(ExitCode::SUCCESS);
     }
-    say(format_args!(
-        "{:>4}  {:<24}  {:<15}  {:<20}  {:>7}  {:>5}  {:>9}",
-        "seq", "time", "event", "step", "attempt", "line", "duration"
-    ));
-    for e in &events {
-        say(format_args!(
-            "{:>4}  {:<24}  {:<15}  {:<20}  {:>7}  {:>5}  {:>9}",
-            e.seq,
-            flow_runtime::vm::value::format_time(e.at),
-            e.kind,
-            e.step.as_deref().unwrap_or(""),
-            e.attempt.map(|a| a.to_string()).unwrap_or_default(),
-            e.line.map(|l| l.to_string()).unwrap_or_default(),
-            e.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
-        ));
+    // Column widths follow the content, so long step names stay aligned.
+    let rows: Vec<[String; 8]> = events
+        .iter()
+        .map(|e| {
+            let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
+            let who = data
+                .get("by")
+                .and_then(|b| b.as_str())
+                .unwrap_or_default()
+                .to_string();
+            [
+                e.seq.to_string(),
+                flow_runtime::vm::value::format_time(e.at),
+                e.kind.clone(),
+                e.step.clone().unwrap_or_default(),
+                e.attempt.map(|a| a.to_string()).unwrap_or_default(),
+                e.line.map(|l| l.to_string()).unwrap_or_default(),
+                e.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
+                who,
+            ]
+        })
+        .collect();
+    let header = [
+        "seq", "time", "event", "step", "attempt", "line", "duration", "who",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 8]| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            // Numbers right-aligned, text left-aligned.
+            if matches!(i, 0 | 4 | 5 | 6) {
+                text.push_str(&format!("{cell:>width$}  "));
+            } else {
+                text.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        text.trim_end().to_string()
+    };
+    say(format_args!("{}", line(header)));
+    for row in &rows {
+        say(format_args!("{}", line(row.each_ref().map(String::as_str))));
     }
     Ok(ExitCode::SUCCESS)
 }
