@@ -22,19 +22,34 @@ use std::time::{Duration, Instant};
 
 const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
 
-/// A value passed to the tool: it must never be exported or logged.
+/// A value passed to the tool: it must never be exported or logged, although it is a
+/// plain `String` (spans carry no argument values at all).
 const PRIVATE: &str = "IBAN-DE89-3704-0044-0532-0130-00";
+/// A `Secret` passed to a tool: never exported or logged either.
+const TOKEN: &str = "tok-5up3r-53cr3t-0042";
 
 const WORKFLOW: &str = r#"
 tool check(account: String) -> String via exec "flowrt:echo"
+tool sign(token: Secret) -> Secret via exec "flowrt:echo"
 
-workflow pay(account: String) -> String {
+workflow pay(account: String, token: Secret) -> String {
   let first = check(account)
   sleep 1s
   let second = check(account)
+  let signed = sign(token)
   second
 }
 "#;
+
+fn input() -> String {
+    format!(r#"{{"account": "{PRIVATE}", "token": "{TOKEN}"}}"#)
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
 
 /// One span as received.
 #[derive(Clone, Debug)]
@@ -47,6 +62,8 @@ struct Received {
     parent_span_id: String,
     attributes: HashMap<String, String>,
     events: Vec<String>,
+    /// The span status code: 0 unset, 1 ok, 2 error.
+    status: i32,
     service: String,
 }
 
@@ -175,6 +192,7 @@ fn serve(stream: TcpStream, seen: &Mutex<Seen>) -> Result<(), String> {
                         parent_span_id: hex(&span.parent_span_id),
                         attributes: attributes(&span.attributes),
                         events: span.events.into_iter().map(|e| e.name).collect(),
+                        status: span.status.map(|s| s.code).unwrap_or(0),
                         service: service.clone(),
                     });
                 }
@@ -254,8 +272,10 @@ impl Project {
     }
 
     fn start(&self, receiver: &Receiver) -> String {
-        let input = format!(r#"{{"account": "{PRIVATE}"}}"#);
-        let out = self.exporting(receiver, &["run", "pay.flow", "--input", &input, "--json"]);
+        let out = self.exporting(
+            receiver,
+            &["run", "pay.flow", "--input", &input(), "--json"],
+        );
         assert_eq!(out.status.code(), Some(10), "{}", show(&out));
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         json["run"].as_str().unwrap().to_string()
@@ -318,7 +338,7 @@ fn a_run_paused_and_resumed_in_two_processes_is_one_trace() {
     assert!(
         steps.iter().any(|s| s.attributes["flow.step"] == "check"
             && s.attributes["flow.step_kind"] == "tool"
-            && s.attributes["flow.line"] == "5"
+            && s.attributes["flow.line"] == "6"
             && s.span_id == tools[0].parent_span_id),
         "the tool span is a child of its step:\n{}",
         summary(&first)
@@ -381,14 +401,26 @@ fn a_run_paused_and_resumed_in_two_processes_is_one_trace() {
     assert_eq!(resume.attributes["flow.run_id"], run);
     assert!(named(&later, "run").is_empty(), "no second root");
     let tools = named(&later, "tool");
-    assert_eq!(tools.len(), 1, "{}", summary(&later));
-    let step = later
+    let mut names: Vec<&str> = tools
         .iter()
-        .find(|s| s.span_id == tools[0].parent_span_id)
-        .expect("the tool's step");
-    assert_eq!(step.name, "step");
-    assert_eq!(step.attributes["flow.line"], "7");
-    assert_eq!(step.parent_span_id, resume.span_id);
+        .map(|t| t.attributes["flow.tool"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["check", "sign"], "{}", summary(&later));
+    for (tool, line) in [("check", "8"), ("sign", "9")] {
+        let call = tools
+            .iter()
+            .find(|t| t.attributes["flow.tool"] == tool)
+            .unwrap();
+        let step = later
+            .iter()
+            .find(|s| s.span_id == call.parent_span_id)
+            .expect("the tool's step");
+        assert_eq!(step.name, "step");
+        assert_eq!(step.attributes["flow.step"], tool);
+        assert_eq!(step.attributes["flow.line"], line);
+        assert_eq!(step.parent_span_id, resume.span_id);
+    }
     assert!(
         resume
             .events
@@ -406,17 +438,15 @@ fn a_run_paused_and_resumed_in_two_processes_is_one_trace() {
         assert_eq!(request, "POST /v1/traces application/x-protobuf");
     }
     for body in &seen.bodies {
-        assert!(
-            !body.windows(PRIVATE.len()).any(|w| w == PRIVATE.as_bytes()),
-            "a tool argument was exported"
-        );
+        assert!(!contains(body, PRIVATE), "a tool argument was exported");
+        assert!(!contains(body, TOKEN), "a secret was exported");
     }
 }
 
 #[test]
 fn json_logs_carry_the_run_id_and_never_arguments() {
     let project = Project::new();
-    let input = format!(r#"{{"account": "{PRIVATE}"}}"#);
+    let input = input();
     let out = project
         .flowrt(&[
             "--log-format",
@@ -467,7 +497,7 @@ fn json_logs_carry_the_run_id_and_never_arguments() {
 #[test]
 fn logs_are_off_by_default_and_human_when_asked() {
     let project = Project::new();
-    let input = format!(r#"{{"account": "{PRIVATE}"}}"#);
+    let input = input();
     let out = project
         .flowrt(&["run", "pay.flow", "--input", &input])
         .output()
@@ -486,7 +516,10 @@ fn logs_are_off_by_default_and_human_when_asked() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The timer may not be due yet: then the worker has nothing to log.
-    assert!(!stderr.contains(PRIVATE), "{stderr}");
+    assert!(
+        !stderr.contains(PRIVATE) && !stderr.contains(TOKEN),
+        "{stderr}"
+    );
     assert!(
         !stderr.trim_start().starts_with('{'),
         "human, not JSON: {stderr}"
@@ -519,7 +552,7 @@ fn an_unreachable_collector_does_not_fail_the_run() {
         .unwrap()
         .port();
     let project = Project::new();
-    let input = format!(r#"{{"account": "{PRIVATE}"}}"#);
+    let input = input();
     let started = Instant::now();
     let out = project
         .flowrt(&["run", "pay.flow", "--input", &input])
@@ -550,4 +583,109 @@ fn an_unreachable_collector_does_not_fail_the_run() {
         "{}",
         show(&out)
     );
+}
+
+const GATED: &str = r#"
+tool flaky(n: Int) -> Int via exec "sh flaky.sh"
+
+workflow gated(n: Int) -> Int {
+  let a = retry 3 { flaky(n) }
+  let d = await approval "signoff" {
+    approvers: role("customs"),
+    prompt: "Go on?",
+  }
+  if !d.approved { return 0 }
+  a
+}
+"#;
+
+/// Fails once (a retryable `ToolError`), then answers 1.
+const FLAKY: &str =
+    "cat > /dev/null\nif [ -f tried ]; then echo 1; else touch tried; echo boom >&2; exit 1; fi\n";
+
+#[cfg(unix)]
+#[test]
+fn retries_failures_gates_and_decisions_are_in_the_run_trace() {
+    let receiver = Receiver::start();
+    let project = Project::new();
+    std::fs::write(project.path().join("gated.flow"), GATED).unwrap();
+    std::fs::write(project.path().join("flaky.sh"), FLAKY).unwrap();
+    std::fs::write(
+        project.path().join("flow.toml"),
+        "[users.ines]\nroles = [\"clerk\"]\n\n[users.alice]\nroles = [\"customs\"]\n",
+    )
+    .unwrap();
+    let out = project.exporting(
+        &receiver,
+        &[
+            "run",
+            "gated.flow",
+            "--input",
+            r#"{"n": 7}"#,
+            "--as",
+            "ines",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+    let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first = receiver.spans();
+    let root = named(&first, "run")[0].clone();
+    let steps = named(&first, "step");
+    let flaky: Vec<_> = steps
+        .iter()
+        .filter(|s| s.attributes["flow.step"] == "flaky")
+        .collect();
+    assert_eq!(flaky.len(), 2, "two attempts: {first:?}");
+    let failed = flaky
+        .iter()
+        .find(|s| s.attributes["flow.attempt"] == "1")
+        .unwrap();
+    assert!(
+        failed.events.iter().any(|e| e == "step_failed"),
+        "{failed:?}"
+    );
+    let retried = flaky
+        .iter()
+        .find(|s| s.attributes["flow.attempt"] == "2")
+        .unwrap();
+    assert!(retried.events.iter().any(|e| e == "retry"), "{retried:?}");
+    assert!(
+        retried.events.iter().any(|e| e == "step_completed"),
+        "{retried:?}"
+    );
+    let failed_call = named(&first, "tool")
+        .into_iter()
+        .find(|t| t.parent_span_id == failed.span_id)
+        .unwrap();
+    assert_eq!(failed_call.status, 2, "a failed call is an error span");
+    assert_eq!(failed_call.attributes["flow.error_kind"], "ToolError");
+    let gate = steps
+        .iter()
+        .find(|s| s.attributes["flow.step"] == "signoff")
+        .unwrap();
+    assert_eq!(gate.attributes["flow.step_kind"], "approval");
+    assert!(gate.events.iter().any(|e| e == "gate_opened"), "{gate:?}");
+
+    // Another process decides; the decision and the rest of the run join the run's trace.
+    let out = project.exporting(&receiver, &["approve", &run, "signoff", "--as", "alice"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let all = receiver.spans();
+    let later = &all[first.len()..];
+    for span in &all {
+        assert_eq!(span.trace_id, root.trace_id);
+    }
+    let decide = named(later, "decide");
+    assert_eq!(decide.len(), 1, "{later:?}");
+    assert_eq!(decide[0].parent_span_id, root.span_id);
+    assert_eq!(decide[0].attributes["flow.step"], "signoff");
+    assert_eq!(decide[0].attributes["flow.user"], "alice");
+    assert!(decide[0].events.iter().any(|e| e == "gate_decided"));
+    let resume = named(later, "resume");
+    assert_eq!(resume.len(), 1, "{later:?}");
+    assert_eq!(resume[0].parent_span_id, root.span_id);
+    assert!(resume[0].events.iter().any(|e| e == "run_completed"));
 }
