@@ -308,20 +308,20 @@ fn parse_traceparent(text: &str) -> Option<SpanContext> {
     context.is_valid().then_some(context)
 }
 
-/// Makes `span` a child of the run's stored root span, when spans are exported and the run
-/// has one. Returns whether it did.
-fn continue_trace(store: &mut dyn Store, run: &str, span: &Span) -> bool {
+/// The context of the run's root span, when spans are exported and the run has one.
+fn stored_root(store: &mut dyn Store, run: &str) -> Option<SpanContext> {
     if !exporting() {
-        return false;
+        return None;
     }
-    let Some(parent) = store
+    store
         .trace_of(run)
         .ok()
         .flatten()
         .and_then(|text| parse_traceparent(&text))
-    else {
-        return false;
-    };
+}
+
+/// Makes `span` a child of the (remote) span `parent`. Returns whether it did.
+fn adopt(span: &Span, parent: SpanContext) -> bool {
     let context = opentelemetry::Context::new().with_remote_span_context(parent);
     span.set_parent(context).is_ok()
 }
@@ -329,16 +329,14 @@ fn continue_trace(store: &mut dyn Store, run: &str, span: &Span) -> bool {
 /// The span of one process driving a run: the run's root span `run` the first time (its
 /// context is then stored with the run), else `resume`, a child of that root.
 pub(crate) fn drive_span(store: &mut dyn Store, record: &RunRecord) -> Span {
-    if exporting()
-        && let Ok(Some(_)) = store.trace_of(&record.id)
-    {
+    if let Some(root) = stored_root(store, &record.id) {
         let span = tracing::info_span!(
             "resume",
             flow.run_id = %record.id,
             flow.workflow = %record.workflow,
             flow.version = %record.version,
         );
-        if continue_trace(store, &record.id, &span) {
+        if adopt(&span, root) {
             return span;
         }
     }
@@ -370,7 +368,9 @@ pub(crate) fn decide_span(store: &mut dyn Store, record: &RunRecord, gate: &str,
         flow.step = gate,
         flow.user = by,
     );
-    continue_trace(store, &record.id, &span);
+    if let Some(root) = stored_root(store, &record.id) {
+        adopt(&span, root);
+    }
     span
 }
 
