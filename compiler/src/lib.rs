@@ -6,6 +6,7 @@
 //! (one neutral form, rendered for people, JSON or GitHub annotations) → [`lower`] (a checked
 //! program to a [`bytecode`] module).
 
+pub mod analysis;
 pub mod bytecode;
 pub mod check;
 pub mod diagnostics;

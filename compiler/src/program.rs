@@ -40,6 +40,16 @@ impl Program {
 
 /// Loads, parses and checks the given files and everything they import.
 pub fn check_paths(roots: &[String], loader: &dyn SourceLoader) -> Result<Program, RootError> {
+    load_and_check(roots, loader, false)
+}
+
+/// [`check_paths`], recording the facts an editor needs when `ide` is set
+/// ([`crate::check::IdeFacts`], used by [`crate::analysis`]).
+pub(crate) fn load_and_check(
+    roots: &[String],
+    loader: &dyn SourceLoader,
+    ide: bool,
+) -> Result<Program, RootError> {
     let mut loading = Loading {
         loader,
         db: SourceDb::default(),
@@ -74,7 +84,7 @@ pub fn check_paths(roots: &[String], loader: &dyn SourceLoader) -> Result<Progra
         mut diagnostics,
         ..
     } = loading;
-    let checked = check::check_program(&db, &trees, &imports, &mut diagnostics);
+    let checked = check::check_program_with(&db, &trees, &imports, &mut diagnostics, ide);
     drop_cascades(&mut diagnostics);
     diagnostics::sort(&mut diagnostics);
     diagnostics.dedup();

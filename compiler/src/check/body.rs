@@ -8,8 +8,8 @@
 
 use super::flow::Flow;
 use super::{
-    Checked, FileScope, IterKind, Resolutions, Resolved, Value, WorkflowDef, from_stdlib,
-    resolve_type,
+    Checked, FileScope, IterKind, LocalFact, LocalKind, Resolutions, Resolved, Value, WorkflowDef,
+    from_stdlib, resolve_type,
 };
 use crate::diagnostics::{Diagnostic, codes, did_you_mean};
 use crate::span::{FileId, Span};
@@ -43,15 +43,16 @@ pub fn check_workflow(
         resolved,
     };
     for param in &workflow.params {
-        checker.locals.push(Local {
+        let ident = ast::Ident {
             name: param.name.clone(),
-            ty: param.ty.clone(),
             span: param.span,
-            mutable: false,
-            used: true,
-            decision: false,
-            condition: None,
-        });
+        };
+        checker.bind(&ident, param.ty.clone(), false, false, LocalKind::Param);
+        if let Some(local) = checker.locals.last_mut() {
+            local.used = true;
+        }
+        // Parameters are visible in the whole body (and never popped).
+        checker.note_visible(decl.body.span.start, decl.body.span.end);
     }
     // A workflow without a result discards its body's value, like a statement.
     let expected = &workflow.ret;
@@ -70,6 +71,8 @@ struct Local {
     /// Bound by `let ok = d.approved` (or another condition on a decision): whether every
     /// path is approved when the value is true, and when it is false.
     condition: Option<(bool, bool)>,
+    /// Its index in [`super::IdeFacts::locals`], when editor facts are recorded.
+    fact: Option<usize>,
 }
 
 struct BodyChecker<'a> {
@@ -114,11 +117,37 @@ impl<'a> BodyChecker<'a> {
         self.diagnostics.push(diagnostic);
     }
 
-    fn lookup_local(&mut self, name: &str) -> Option<&mut Local> {
-        self.locals.iter_mut().rev().find(|l| l.name == name)
+    /// The innermost local called `name`; `span` is the use, for editor facts.
+    fn lookup_local(&mut self, name: &str, span: Span) -> Option<&mut Local> {
+        let file = self.file;
+        let local = self.locals.iter_mut().rev().find(|l| l.name == name)?;
+        if let (Some(ide), Some(fact)) = (self.resolved.ide.as_mut(), local.fact) {
+            ide.local_uses.insert((file, span), fact);
+            ide.types.insert((file, span), local.ty.clone());
+        }
+        Some(local)
     }
 
-    fn bind(&mut self, name: &ast::Ident, ty: Type, mutable: bool, decision: bool) {
+    fn bind(
+        &mut self,
+        name: &ast::Ident,
+        ty: Type,
+        mutable: bool,
+        decision: bool,
+        kind: LocalKind,
+    ) {
+        let fact = self.resolved.ide.as_mut().map(|ide| {
+            ide.locals.push(LocalFact {
+                file: self.file,
+                name: name.name.clone(),
+                span: name.span,
+                ty: ty.clone(),
+                mutable,
+                kind,
+                visible: Span::new(name.span.end as usize, name.span.end as usize),
+            });
+            ide.locals.len() - 1
+        });
         self.locals.push(Local {
             name: name.name.clone(),
             ty,
@@ -127,12 +156,32 @@ impl<'a> BodyChecker<'a> {
             used: false,
             decision,
             condition: None,
+            fact,
         });
     }
 
-    /// Drops the locals declared since `mark`, warning about the unused ones.
-    fn pop_scope(&mut self, mark: usize) {
+    /// Editor facts: the last bound local is visible from `start` to `end` (until its scope
+    /// is popped, which sets the end again).
+    fn note_visible(&mut self, start: u32, end: u32) {
+        let fact = self.locals.last().and_then(|l| l.fact);
+        if let (Some(ide), Some(fact)) = (self.resolved.ide.as_mut(), fact) {
+            ide.locals[fact].visible = Span {
+                start,
+                end: end.max(start),
+            };
+        }
+    }
+
+    /// Drops the locals declared since `mark` (their scope ends at byte `end`), warning
+    /// about the unused ones.
+    fn pop_scope(&mut self, mark: usize, end: u32) {
         let dropped: Vec<Local> = self.locals.drain(mark..).collect();
+        if let Some(ide) = self.resolved.ide.as_mut() {
+            for fact in dropped.iter().filter_map(|l| l.fact) {
+                let visible = &mut ide.locals[fact].visible;
+                visible.end = end.max(visible.start);
+            }
+        }
         for local in dropped {
             if !local.used && !local.name.starts_with('_') {
                 self.error(
@@ -302,7 +351,7 @@ impl<'a> BodyChecker<'a> {
                 result = Type::Unit;
             }
         }
-        self.pop_scope(mark);
+        self.pop_scope(mark, block.span.end);
         if !self.flow.is_reachable() {
             return Type::Never;
         }
@@ -344,11 +393,12 @@ impl<'a> BodyChecker<'a> {
                 let element = self.element_type(iter);
                 let entry = self.flow.clone();
                 let mark = self.locals.len();
-                self.bind(var, element, false, false);
+                self.bind(var, element, false, false, LocalKind::Loop);
+                self.note_visible(body.span.start, body.span.end);
                 self.loops.push(Flow::Unreachable);
                 self.check_block(body, Some(&Type::Unit));
                 let breaks = self.loops.pop().unwrap_or(Flow::Unreachable);
-                self.pop_scope(mark);
+                self.pop_scope(mark, body.span.end);
                 let body_end = std::mem::replace(&mut self.flow, Flow::Unreachable);
                 self.flow = explain_join(
                     &entry,
@@ -523,10 +573,12 @@ impl<'a> BodyChecker<'a> {
                 ),
             );
         }
-        self.bind(name, found, mutable, decision);
+        self.bind(name, found, mutable, decision, LocalKind::Let);
         if let Some(local) = self.locals.last_mut() {
             local.condition = condition;
         }
+        // Visible after its value (`let x = x + 1` reads the outer `x`), to the block's end.
+        self.note_visible(value.span.end, u32::MAX);
     }
 
     /// Whether `expr` certainly evaluates to a decision returned by `await approval` (and
@@ -566,6 +618,12 @@ impl<'a> BodyChecker<'a> {
 
     fn check_assign(&mut self, target: &ast::Expr, value: &ast::Expr) {
         let root = assignment_root(target);
+        if let Some((name, span)) = root
+            && matches!(target.kind, ExprKind::Name(_))
+        {
+            // A plain `x = …` is not checked as an expression: note the use here.
+            let _ = self.lookup_local(name, span);
+        }
         let target_type = match root {
             Some(root) => match self.locals.iter_mut().rev().find(|l| l.name == root.0) {
                 Some(local) if !local.mutable => {
@@ -685,12 +743,24 @@ impl<'a> BodyChecker<'a> {
                     };
                     let flow = self.flow.clone();
                     let message = format!("this path continues when {shown} is false");
+                    if let Some(id) = self.checked.decision {
+                        let index = self
+                            .checked
+                            .types
+                            .get(id)
+                            .fields()
+                            .and_then(|fields| fields.iter().position(|f| f.name == name.name));
+                        if let Some(index) = index {
+                            self.note_field(name.span, id, index);
+                        }
+                    }
+                    self.note_type(cond.span, &Type::Bool);
                     return (flow.clone().approve(), flow.reject(cond.span, message));
                 }
                 self.plain_cond(cond)
             }
             ExprKind::Name(name) => {
-                let condition = self.lookup_local(name).and_then(|local| {
+                let condition = self.lookup_local(name, cond.span).and_then(|local| {
                     local.used = true;
                     local.condition
                 });
@@ -768,6 +838,37 @@ impl<'a> BodyChecker<'a> {
     // ----- expressions --------------------------------------------------------------
 
     fn check_expr(&mut self, expr: &ast::Expr, expected: Option<&Type>) -> Type {
+        let ty = self.check_expr_kind(expr, expected);
+        let noted = matches!(
+            expr.kind,
+            ExprKind::Name(_)
+                | ExprKind::Field { .. }
+                | ExprKind::Call { .. }
+                | ExprKind::Index { .. }
+                | ExprKind::AwaitApproval { .. }
+                | ExprKind::AwaitInput { .. }
+        );
+        if noted {
+            self.note_type(expr.span, &ty);
+        }
+        ty
+    }
+
+    /// Editor facts: the type of the expression at `span`.
+    fn note_type(&mut self, span: Span, ty: &Type) {
+        if let Some(ide) = self.resolved.ide.as_mut() {
+            ide.types.insert((self.file, span), ty.clone());
+        }
+    }
+
+    /// Editor facts: the field name at `span` is field `index` of record `id`.
+    fn note_field(&mut self, span: Span, id: TypeId, index: usize) {
+        if let Some(ide) = self.resolved.ide.as_mut() {
+            ide.fields.insert((self.file, span), (id, index));
+        }
+    }
+
+    fn check_expr_kind(&mut self, expr: &ast::Expr, expected: Option<&Type>) -> Type {
         match &expr.kind {
             ExprKind::Int(_) => Type::Int,
             ExprKind::Float(_) => Type::Float,
@@ -886,7 +987,7 @@ impl<'a> BodyChecker<'a> {
     }
 
     fn check_name(&mut self, name: &str, span: Span, expected: Option<&Type>) -> Type {
-        if let Some(local) = self.lookup_local(name) {
+        if let Some(local) = self.lookup_local(name, span) {
             local.used = true;
             return local.ty.clone();
         }
@@ -1121,6 +1222,9 @@ impl<'a> BodyChecker<'a> {
             }
             match declared.iter().find(|d| d.name == field.name.name) {
                 Some(decl) => {
+                    if let Some(index) = declared.iter().position(|d| d.name == decl.name) {
+                        self.note_field(field.name.span, id, index);
+                    }
                     let because = def
                         .file
                         .map(|f| (f, decl.span, format!("`{}` is declared here", decl.name)));
@@ -1296,8 +1400,12 @@ impl<'a> BodyChecker<'a> {
                 let def = self.checked.types.get(*id);
                 match &def.kind {
                     TypeDefKind::Record(fields) => {
-                        match fields.iter().find(|f| f.name == name.name) {
-                            Some(field) => field.ty.clone(),
+                        match fields.iter().position(|f| f.name == name.name) {
+                            Some(index) => {
+                                let ty = fields[index].ty.clone();
+                                self.note_field(name.span, *id, index);
+                                ty
+                            }
                             None => {
                                 self.unknown_field(*id, name);
                                 Type::Unknown
@@ -1411,7 +1519,9 @@ impl<'a> BodyChecker<'a> {
             }
             _ => return self.not_callable(callee, args),
         };
-        if let Some(local) = self.locals.iter().rev().find(|l| &l.name == name) {
+        if self.lookup_local(name, callee.span).is_some()
+            && let Some(local) = self.locals.iter().rev().find(|l| &l.name == name)
+        {
             let show = self.show(&local.ty.clone());
             let declared = local.span;
             self.check_args_loosely(args);
@@ -2028,9 +2138,10 @@ impl<'a> BodyChecker<'a> {
         let body_flow = std::mem::replace(&mut self.flow, entry);
         let mark = self.locals.len();
         let error_type = self.checked.error.map(Type::Named).unwrap_or(Type::Unknown);
-        self.bind(error, error_type, false, false);
+        self.bind(error, error_type, false, false, LocalKind::CaughtError);
+        self.note_visible(handler.span.start, handler.span.end);
         let handler_type = self.check_block(handler, expected);
-        self.pop_scope(mark);
+        self.pop_scope(mark, handler.span.end);
         let handler_flow = std::mem::replace(&mut self.flow, Flow::Unreachable);
         self.flow = body_flow.join(handler_flow);
         self.join_branches(
@@ -2352,7 +2463,7 @@ impl<'a> BodyChecker<'a> {
             let coverage = self.check_pattern(&arm.pattern, &subject);
             covered.push(coverage);
             let arm_type = self.check_expr(&arm.body, expected);
-            self.pop_scope(mark);
+            self.pop_scope(mark, arm.span.end);
             exit = exit.join(std::mem::replace(&mut self.flow, Flow::Unreachable));
             result = Some(match result {
                 None => (arm_type, arm.body.span),
@@ -2529,7 +2640,7 @@ impl<'a> BodyChecker<'a> {
                     name: name.clone(),
                     span: pattern.span,
                 };
-                self.bind(&ident, subject.clone(), false, false);
+                self.bind(&ident, subject.clone(), false, false, LocalKind::Pattern);
                 Coverage::Everything
             }
             PatternKind::Variant {
@@ -2652,7 +2763,7 @@ impl<'a> BodyChecker<'a> {
                         name: name.clone(),
                         span: field.span,
                     };
-                    self.bind(&ident, Type::Unknown, false, false);
+                    self.bind(&ident, Type::Unknown, false, false, LocalKind::Pattern);
                     if let Some(local) = self.locals.last_mut() {
                         local.used = true;
                     }

@@ -115,6 +115,46 @@ pub struct Resolutions {
     pub items: HashMap<(FileId, Span), Resolved>,
     /// Keyed by the span of the iterated expression.
     pub loops: HashMap<(FileId, Span), IterKind>,
+    /// Facts for editors, recorded only when asked for (the language server's analysis,
+    /// [`crate::analysis`]); `flowc check` and the lowering never pay for them.
+    pub ide: Option<IdeFacts>,
+}
+
+/// What the body checker learns that an editor wants to show: the type of expressions, the
+/// fields that accesses and record literals name, and every local with its uses.
+#[derive(Default, Debug)]
+pub struct IdeFacts {
+    /// The type of each name, field access, call, index and `await`, by its span.
+    pub types: HashMap<(FileId, Span), Type>,
+    /// Field names in `value.field` and in record literals of a named record type, by the
+    /// span of the field name: the record type and the index of the field in it.
+    pub fields: HashMap<(FileId, Span), (TypeId, usize)>,
+    /// Every local: parameters, `let`/`var`, loop variables, pattern bindings, caught errors.
+    pub locals: Vec<LocalFact>,
+    /// Each read or write of a local, by the span of the use: the index in `locals`.
+    pub local_uses: HashMap<(FileId, Span), usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LocalFact {
+    pub file: FileId,
+    pub name: String,
+    /// The span of the name where it is declared.
+    pub span: Span,
+    pub ty: Type,
+    pub mutable: bool,
+    pub kind: LocalKind,
+    /// Where the name can be used: from its declaration to the end of its scope.
+    pub visible: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalKind {
+    Param,
+    Let,
+    Loop,
+    Pattern,
+    CaughtError,
 }
 
 /// The checked program: every declaration with resolved types.
@@ -135,6 +175,17 @@ pub fn check_program(
     imports: &[Vec<(Span, Option<FileId>)>],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Checked {
+    check_program_with(db, trees, imports, diagnostics, false)
+}
+
+/// [`check_program`], also recording [`IdeFacts`] when `ide` is set.
+pub fn check_program_with(
+    db: &SourceDb,
+    trees: &[SyntaxTree],
+    imports: &[Vec<(Span, Option<FileId>)>],
+    diagnostics: &mut Vec<Diagnostic>,
+    ide: bool,
+) -> Checked {
     let mut checker = DeclChecker {
         checked: Checked::default(),
         own: Vec::new(),
@@ -146,7 +197,10 @@ pub fn check_program(
     checker.resolve_declarations(trees);
     // Workflows were numbered in this same order when they were collected.
     let mut workflow_index = 0;
-    let mut resolutions = Resolutions::default();
+    let mut resolutions = Resolutions {
+        ide: ide.then(IdeFacts::default),
+        ..Resolutions::default()
+    };
     for (index, tree) in trees.iter().enumerate() {
         let file = FileId(index as u32);
         for item in &tree.module.items {

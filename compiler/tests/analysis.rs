@@ -1,0 +1,577 @@
+//! The editor analysis API ([`flow_compiler::analysis`]): hover, definition, references,
+//! rename, completion, symbols, diagnostics and the approval-gate fix, on small programs.
+//!
+//! Positions are found by substring: `cursor(text, "s.con|tainer")` is the offset of the `|`
+//! inside the first occurrence of `s.container`. Each snapshot shows the cursor's line with
+//! the cursor marked (`‸`) and what the API answered.
+
+use flow_compiler::analysis::{Analysis, Completion, CompletionKind, analyze};
+use flow_compiler::sources::MemoryLoader;
+use flow_compiler::span::Span;
+use std::fmt::Write as _;
+
+const TYPES: &str = r#"/// A document attached to a shipment.
+type Doc = {
+  /// The document's id in the store.
+  id: String,
+  kind: String,
+}
+
+/// A container waiting at the terminal.
+type Shipment = {
+  id: String,
+  /// The container's number, e.g. `MSCU1234567`.
+  container: String,
+  docs: List<Doc>,
+  note: String?,
+}
+
+/// How a release ends.
+enum Verdict {
+  /// The container left the terminal.
+  Released(receipt: String),
+  /// The container stays.
+  Held(reason: String),
+}
+"#;
+
+const MAIN: &str = r#"import "types.flow"
+
+type Receipt = { id: String, gate: String }
+
+/// Tells the terminal to let the container out.
+tool release(container: String) -> Receipt via exec "tools/release.sh" sensitive
+
+/// Checks every document.
+tool check_docs(docs: List<Doc>) -> Bool via http post "/check"
+
+/// Releases a container after a customs sign-off.
+workflow cargo_release(s: Shipment) -> Verdict {
+  if len(s.docs) == 0 {
+    return Held("no documents for ${s.id}")
+  }
+  let ok = retry 3 backoff 2s on ToolError { check_docs(s.docs) }
+  if !ok { return Held("documents rejected") }
+  let d = await approval "release_signoff" {
+    approvers: role("customs"),
+    prompt: "Release ${s.container}?",
+    timeout: 48h,
+  }
+  if !d.approved { return Held(d.comment) }
+  let r = release(s.container)
+  match Verdict.Released(r.id) {
+    Released(receipt) => Released(receipt),
+    Held(reason) => Held(reason),
+  }
+}
+"#;
+
+fn loader(main: &str) -> MemoryLoader {
+    MemoryLoader::default()
+        .with("app/main.flow", main)
+        .with("app/types.flow", TYPES)
+}
+
+fn analysis(main: &str) -> Analysis {
+    analyze(&["app/main.flow".to_string()], &loader(main))
+}
+
+/// The offset of `|` in `needle`, located at the first occurrence of `needle` (without the
+/// `|`) in `text`.
+fn cursor(text: &str, needle: &str) -> usize {
+    let bar = needle
+        .find('|')
+        .expect("the needle marks the cursor with |");
+    let plain = needle.replace('|', "");
+    let at = text
+        .find(&plain)
+        .unwrap_or_else(|| panic!("`{plain}` is not in the text"));
+    at + bar
+}
+
+/// The line holding `offset`, with `‸` at the offset.
+fn marked_line(text: &str, offset: usize) -> String {
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    format!(
+        "{}‸{}",
+        text[start..offset].trim_start(),
+        text[offset..end].trim_end()
+    )
+}
+
+fn slice(text: &str, span: Span) -> &str {
+    &text[span.range()]
+}
+
+fn hovers(analysis: &Analysis, text: &str, needles: &[&str]) -> String {
+    let mut out = String::new();
+    for needle in needles {
+        let offset = cursor(text, needle);
+        let _ = writeln!(out, "── {}", marked_line(text, offset));
+        match analysis.hover_at("app/main.flow", offset) {
+            Some(hover) => {
+                let _ = writeln!(out, "[{}]\n{}\n", slice(text, hover.range), hover.markdown);
+            }
+            None => out.push_str("(nothing)\n\n"),
+        }
+    }
+    out
+}
+
+#[test]
+fn hover_shows_types_signatures_and_docs() {
+    let analysis = analysis(MAIN);
+    assert!(
+        analysis.program().diagnostics.is_empty(),
+        "{:?}",
+        analysis.program().diagnostics
+    );
+    insta::assert_snapshot!(hovers(
+        &analysis,
+        MAIN,
+        &[
+            "workflow cargo_release(|s: Shipment)",
+            "s: Ship|ment",
+            "s.con|tainer",
+            "let r = rel|ease",
+            "check_d|ocs(s.docs)",
+            "len|(s.docs)",
+            "let |d = await",
+            "!d.appr|oved",
+            "app|rovers: role",
+            "tim|eout: 48h",
+            "on Tool|Error",
+            "return He|ld(\"no",
+            "Released(rece|ipt) =>",
+            "import \"ty|pes.flow\"",
+            "await appr|oval",
+            "workflow cargo_re|lease",
+        ],
+    ));
+}
+
+#[test]
+fn hover_works_on_non_ascii_names() {
+    let text = "workflow größe(zähler: Int) -> Int {\n  let ünïcode = zähler + 1\n  ünïcode\n}\n";
+    let analysis = analyze(
+        &["app/main.flow".to_string()],
+        &MemoryLoader::default().with("app/main.flow", text),
+    );
+    let offset = cursor(text, "  ünï|code\n}");
+    let hover = analysis.hover_at("app/main.flow", offset).expect("a hover");
+    assert_eq!(slice(text, hover.range), "ünïcode");
+    assert_eq!(hover.markdown, "```flow\nlet ünïcode: Int\n```");
+    // An offset inside a multi-byte character snaps back to its start.
+    let inside = cursor(text, "zäh|ler + 1") - 2;
+    assert!(analysis.hover_at("app/main.flow", inside).is_some());
+}
+
+fn locate(analysis: &Analysis, text: &str, needles: &[&str]) -> String {
+    let mut out = String::new();
+    for needle in needles {
+        let offset = cursor(text, needle);
+        let _ = write!(out, "{}  →  ", marked_line(text, offset));
+        match analysis.definition_at("app/main.flow", offset) {
+            Some(location) => {
+                let target = analysis.text(&location.path).expect("a loaded file");
+                let _ = writeln!(
+                    out,
+                    "{} `{}` ({})",
+                    location.path,
+                    marked_line(target, location.span.start as usize),
+                    slice(target, location.span)
+                );
+            }
+            None => out.push_str("(nothing)\n"),
+        }
+    }
+    out
+}
+
+#[test]
+fn definition_finds_types_fields_variants_tools_locals_and_imports() {
+    let analysis = analysis(MAIN);
+    insta::assert_snapshot!(locate(
+        &analysis,
+        MAIN,
+        &[
+            "s: Ship|ment",
+            "List<D|oc>",
+            "s.con|tainer",
+            "s.do|cs)",
+            "return He|ld(\"no",
+            "Verdict.Rel|eased(r.id)",
+            "Verd|ict.Released(r.id)",
+            "Held(rea|son) => Held",
+            "Held(reason) => Held(rea|son)",
+            "let r = rel|ease",
+            "release(s|.container)",
+            "d.appr|oved",
+            "r.i|d)",
+            "import \"ty|pes.flow\"",
+            "le|n(s.docs)",
+        ],
+    ));
+}
+
+#[test]
+fn references_and_rename_cover_every_file() {
+    let analysis = analysis(MAIN);
+    let show = |needle: &str, include: bool| {
+        let offset = cursor(MAIN, needle);
+        let mut out = format!(
+            "{} (declaration included: {include})\n",
+            marked_line(MAIN, offset)
+        );
+        for location in analysis.references("app/main.flow", offset, include) {
+            let text = analysis.text(&location.path).expect("loaded");
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                location.path,
+                marked_line(text, location.span.start as usize)
+            );
+        }
+        out
+    };
+    let mut out = String::new();
+    out.push_str(&show("(|s: Shipment) -> Verdict", true));
+    out.push_str(&show("s: Ship|ment", true));
+    out.push_str(&show("s.con|tainer", false));
+    out.push_str(&show("return He|ld(\"no", true));
+    insta::assert_snapshot!(out);
+
+    let edits = analysis
+        .rename("app/main.flow", cursor(MAIN, "let |d = await"), "decision")
+        .expect("a local can be renamed");
+    let mut renamed = MAIN.to_string();
+    let mut spans: Vec<Span> = edits.iter().map(|e| e.span).collect();
+    spans.sort();
+    for span in spans.iter().rev() {
+        renamed.replace_range(span.range(), "decision");
+    }
+    assert_eq!(edits.len(), 3);
+    assert!(renamed.contains("let decision = await"));
+    assert!(renamed.contains("if !decision.approved { return Held(decision.comment) }"));
+    let again = analyze(&["app/main.flow".to_string()], &loader(&renamed));
+    assert!(again.program().diagnostics.is_empty());
+
+    assert!(
+        analysis
+            .rename("app/main.flow", cursor(MAIN, "le|n(s.docs)"), "size")
+            .is_err(),
+        "builtins cannot be renamed"
+    );
+    assert!(
+        analysis
+            .rename("app/main.flow", cursor(MAIN, "let |d = await"), "match")
+            .is_err(),
+        "keywords are not names"
+    );
+}
+
+fn labels(completions: &[Completion], kind: Option<CompletionKind>) -> Vec<String> {
+    completions
+        .iter()
+        .filter(|c| kind.is_none_or(|k| c.kind == k))
+        .map(|c| match &c.detail {
+            Some(detail) => format!("{} — {detail}", c.label),
+            None => c.label.clone(),
+        })
+        .collect()
+}
+
+/// `main` with `at` replaced by `with` (the text being typed), and the cursor at `|`.
+fn typing(at: &str, with: &str) -> (String, usize) {
+    let text = MAIN.replacen(at, &with.replace('|', ""), 1);
+    let start = MAIN.find(at).expect("the place is in MAIN");
+    (text, start + with.find('|').expect("a cursor"))
+}
+
+#[test]
+fn completion_after_a_dot_lists_fields_even_while_the_line_is_incomplete() {
+    let (text, offset) = typing("let r = release(s.container)", "let r = s.|");
+    let analysis = analysis(&text);
+    let completions = analysis.completions_at("app/main.flow", offset);
+    insta::assert_snapshot!(labels(&completions, None).join("\n"), @r"
+    id — String
+    container — String
+    docs — List<Doc>
+    note — String?
+    ");
+    // A partly typed field name, and a decision's fields.
+    let (text, offset) = typing("if !d.approved", "if !d.ap|");
+    let analysis = self::analysis(&text);
+    let completions = analysis.completions_at("app/main.flow", offset);
+    assert_eq!(
+        labels(&completions, None),
+        [
+            "approved — Bool",
+            "by — String",
+            "at — Time",
+            "comment — String"
+        ]
+    );
+    // `Verdict.` lists the variants.
+    let (text, offset) = typing("match Verdict.Released(r.id)", "match Verdict.|");
+    let analysis = self::analysis(&text);
+    let completions = analysis.completions_at("app/main.flow", offset);
+    assert_eq!(
+        labels(&completions, None),
+        [
+            "Released — Verdict.Released(receipt: String)",
+            "Held — Verdict.Held(reason: String)"
+        ]
+    );
+}
+
+#[test]
+fn completion_in_a_match_offers_the_variants() {
+    let (text, offset) = typing("    Held(reason) => Held(reason),\n", "    |\n");
+    let analysis = analysis(&text);
+    let completions = analysis.completions_at("app/main.flow", offset);
+    assert_eq!(
+        labels(&completions, None),
+        [
+            "Released — Verdict.Released(receipt: String)",
+            "Held — Verdict.Held(reason: String)",
+            "_ — matches anything"
+        ]
+    );
+    // While typing the pattern's name too.
+    let (text, offset) = typing("    Held(reason) => Held(reason),\n", "    He|\n");
+    let analysis = self::analysis(&text);
+    let completions = analysis.completions_at("app/main.flow", offset);
+    assert!(labels(&completions, Some(CompletionKind::Variant)).len() == 2);
+}
+
+#[test]
+fn completion_in_an_approval_block_offers_the_options_not_yet_given() {
+    let (text, offset) = typing("    timeout: 48h,\n", "    |\n");
+    let analysis = analysis(&text);
+    let completions = analysis.completions_at("app/main.flow", offset);
+    insta::assert_snapshot!(labels(&completions, None).join("\n"), @r"
+    context — Any
+    timeout — Duration
+    escalate — Approvers after Duration
+    quorum — Int
+    allow_self — Bool
+    ");
+    let doc = completions
+        .iter()
+        .find(|c| c.label == "quorum")
+        .and_then(|c| c.documentation.clone())
+        .expect("documented");
+    assert!(doc.contains("distinct approvers"), "{doc}");
+    // After a comma on the same line, while typing a name.
+    let (text, offset) = typing("    timeout: 48h,\n", "    timeout: 48h, esc|\n");
+    let analysis = self::analysis(&text);
+    let completions = analysis.completions_at("app/main.flow", offset);
+    assert!(
+        labels(&completions, None)
+            .iter()
+            .any(|l| l.starts_with("escalate"))
+    );
+    // Inside an option's value: ordinary names, not option keys.
+    let offset = cursor(MAIN, "role(\"customs\")|,");
+    let analysis = self::analysis(MAIN);
+    let completions = analysis.completions_at("app/main.flow", offset);
+    assert!(!completions.iter().any(|c| c.kind == CompletionKind::Option));
+}
+
+#[test]
+fn completion_lists_names_in_scope_keywords_and_builtins() {
+    let (text, offset) = typing("  let r = release(s.container)", "  let r = release(|)");
+    let analysis = analysis(&text);
+    let completions = analysis.completions_at("app/main.flow", offset);
+    let variables = labels(&completions, Some(CompletionKind::Variable));
+    assert_eq!(variables, ["d — Decision", "ok — Bool", "s — Shipment"]);
+    let tools = labels(&completions, Some(CompletionKind::Tool));
+    assert_eq!(
+        tools,
+        [
+            "check_docs — tool check_docs(docs: List<Doc>) -> Bool via http post \"/check\"",
+            "release — tool release(container: String) -> Receipt via exec \"tools/release.sh\" sensitive",
+        ]
+    );
+    let functions = labels(&completions, Some(CompletionKind::Function));
+    assert!(functions.iter().any(|f| f == "len — len(list: List<T>) -> Int"));
+    assert!(functions.iter().any(|f| f == "now — now() -> Time"));
+    let keywords = labels(&completions, Some(CompletionKind::Keyword));
+    assert!(keywords.iter().any(|k| k.starts_with("await")));
+    let variants = labels(&completions, Some(CompletionKind::Variant));
+    assert!(variants.iter().any(|v| v.starts_with("Held")));
+    // `r` is declared by the statement being written: not visible yet.
+    assert!(!variables.iter().any(|v| v.starts_with("r ")));
+
+    // Before `d` is declared, it is not offered.
+    let offset = cursor(MAIN, "let ok = |retry");
+    let early = self::analysis(MAIN).completions_at("app/main.flow", offset);
+    assert_eq!(
+        labels(&early, Some(CompletionKind::Variable)),
+        ["s — Shipment"]
+    );
+}
+
+#[test]
+fn completion_of_types_and_declarations() {
+    let (text, offset) = typing(
+        "type Receipt = { id: String, gate: String }",
+        "type Receipt = { id: |, gate: String }",
+    );
+    let analysis = analysis(&text);
+    let types = labels(&analysis.completions_at("app/main.flow", offset), None);
+    assert!(types.iter().any(|t| t == "Shipment — record"), "{types:?}");
+    assert!(types.iter().any(|t| t == "Verdict — enum"));
+    assert!(types.iter().any(|t| t == "Int — builtin type"));
+    assert!(types.iter().any(|t| t == "Decision — record"));
+    // At the top level: declaration keywords.
+    let (text, offset) = typing(
+        "/// Checks every document.",
+        "|\n/// Checks every document.",
+    );
+    let analysis = self::analysis(&text);
+    let keywords = labels(&analysis.completions_at("app/main.flow", offset), None);
+    assert!(keywords.iter().any(|k| k == "workflow — declaration"));
+    // In a comment or a string: nothing.
+    let analysis = self::analysis(MAIN);
+    let offset = cursor(MAIN, "/// Checks ev|ery");
+    assert!(analysis.completions_at("app/main.flow", offset).is_empty());
+    let offset = cursor(MAIN, "\"no docu|ments");
+    assert!(analysis.completions_at("app/main.flow", offset).is_empty());
+    // Inside an interpolation: names again.
+    let offset = cursor(MAIN, "${s|.id}");
+    assert!(!analysis.completions_at("app/main.flow", offset).is_empty());
+}
+
+#[test]
+fn symbols_outline_the_file() {
+    let analysis = analysis(MAIN);
+    let mut out = String::new();
+    for symbol in analysis.symbols("app/main.flow") {
+        let _ = writeln!(
+            out,
+            "{:?} {} — {}",
+            symbol.kind,
+            symbol.name,
+            symbol.detail.unwrap_or_default()
+        );
+        for child in symbol.children {
+            let _ = writeln!(
+                out,
+                "  {:?} {} — {}",
+                child.kind,
+                child.name,
+                child.detail.unwrap_or_default()
+            );
+        }
+    }
+    for symbol in analysis.symbols("app/types.flow") {
+        let _ = writeln!(
+            out,
+            "{:?} {} ({} children)",
+            symbol.kind,
+            symbol.name,
+            symbol.children.len()
+        );
+    }
+    insta::assert_snapshot!(out);
+    let found: Vec<String> = analysis
+        .workspace_symbols("rel")
+        .into_iter()
+        .map(|(path, s)| format!("{path}: {}", s.name))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "app/main.flow: release",
+            "app/main.flow: cargo_release",
+            "app/types.flow: Released"
+        ]
+    );
+}
+
+#[test]
+fn diagnostics_are_those_of_flowc_check() {
+    let broken = MAIN.replace("release(s.container)", "release(s.contaner)");
+    let analysis = analysis(&broken);
+    let checked = flow_compiler::check_paths(&["app/main.flow".to_string()], &loader(&broken))
+        .expect("loads");
+    let ours: Vec<_> = analysis
+        .diagnostics_for("app/main.flow")
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(ours, checked.diagnostics);
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0].code.id, "E0203");
+    assert!(analysis.diagnostics_for("app/types.flow").is_empty());
+    assert!(analysis.diagnostics_for("nowhere.flow").is_empty());
+}
+
+#[test]
+fn the_approval_fix_gates_an_unapproved_sensitive_call() {
+    let source = "type Receipt = { id: String }\ntool release(c: String) -> Receipt via exec \"r.sh\" sensitive\n\nworkflow w(c: String) -> String {\n  let decision = 1\n  if decision > 0 {\n    let r = release(c)\n    return r.id\n  }\n  \"none\"\n}\n";
+    let load = |text: &str| {
+        analyze(
+            &["w.flow".to_string()],
+            &MemoryLoader::default().with("w.flow", text),
+        )
+    };
+    let analysis = load(source);
+    let diagnostic = analysis.diagnostics_for("w.flow")[0].clone();
+    assert_eq!(diagnostic.code.id, "E0400");
+    let edit = analysis
+        .approval_gate_fix("w.flow", diagnostic.primary.span)
+        .expect("a fix");
+    let mut fixed = source.to_string();
+    fixed.replace_range(edit.span.range(), &edit.text);
+    insta::assert_snapshot!(fixed, @r#"
+    type Receipt = { id: String }
+    tool release(c: String) -> Receipt via exec "r.sh" sensitive
+
+    workflow w(c: String) -> String {
+      let decision = 1
+      if decision > 0 {
+        let signoff = await approval "release_approval" { approvers: role("…") }
+        if !signoff.approved { fail "`release` was not approved" }
+        let r = release(c)
+        return r.id
+      }
+      "none"
+    }
+    "#);
+    assert!(
+        load(&fixed).program().diagnostics.is_empty(),
+        "{:?}",
+        load(&fixed).program().diagnostics
+    );
+}
+
+#[test]
+fn nothing_panics_on_odd_offsets_and_broken_sources() {
+    let sources = [
+        MAIN.to_string(),
+        MAIN[..MAIN.len() / 2].to_string(),
+        "workflow w( {{{ ".to_string(),
+        "\u{feff}é\n\t\"${".to_string(),
+        String::new(),
+    ];
+    for source in &sources {
+        let analysis = analysis(source);
+        for offset in (0..source.len() + 3).chain([usize::MAX]) {
+            let _ = analysis.hover_at("app/main.flow", offset);
+            let _ = analysis.definition_at("app/main.flow", offset);
+            let _ = analysis.references("app/main.flow", offset, true);
+            let _ = analysis.completions_at("app/main.flow", offset);
+            let _ = analysis.rename("app/main.flow", offset, "x");
+        }
+        let _ = analysis.symbols("app/main.flow");
+        assert!(analysis.hover_at("missing.flow", 0).is_none());
+    }
+    // A root that cannot be read: an empty analysis, not a panic.
+    let empty = analyze(&["none.flow".to_string()], &MemoryLoader::default());
+    assert!(empty.root_error().is_some());
+    assert!(empty.completions_at("none.flow", 0).is_empty());
+}
