@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod bytecode;
 pub mod check;
 pub mod diagnostics;
+pub mod format;
 pub mod lower;
 pub mod program;
 pub mod sources;

@@ -1,7 +1,8 @@
 //! `flowc`: the Flow compiler's command line. `flowc check` reports every problem in a set of
 //! `.flow` files, for people (colours on a terminal), CI (JSON) and GitHub annotations;
 //! `flowc build` compiles a workflow file to a `.flowb` bytecode artifact and `flowc disasm`
-//! lists the bytecode of a source file or an artifact.
+//! lists the bytecode of a source file or an artifact; `flowc fmt` rewrites files in the
+//! canonical layout (or, with `--check`, lists the ones that are not).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use flow_compiler::diagnostics::{formats, render};
@@ -43,6 +44,15 @@ enum Command {
     Disasm {
         /// A .flow source file or a .flowb artifact.
         file: PathBuf,
+    },
+    /// Format .flow files in place (directories are searched for *.flow).
+    Fmt {
+        /// Files or directories to format.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write nothing: list the files that would change, and exit with status 1 if any.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -95,6 +105,7 @@ fn run(cli: Cli) -> ExitCode {
         } => check(&paths, format, deny_warnings),
         Command::Build { file, output } => build(&file, output),
         Command::Disasm { file } => disasm(&file),
+        Command::Fmt { paths, check } => fmt(&paths, check),
     }
 }
 
@@ -229,6 +240,137 @@ fn disasm(file: &Path) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     ExitCode::SUCCESS
+}
+
+/// `flowc fmt`: 0 when every file is (or now is) formatted, 1 with `--check` when some file
+/// would change, 2 when a file cannot be read or written, or a file named on the command
+/// line does not parse. Files that do not parse are left as they are; one found by searching
+/// a directory is only mentioned (a test corpus holds such files on purpose).
+fn fmt(paths: &[PathBuf], check_only: bool) -> ExitCode {
+    let mut files: Vec<(String, bool)> = Vec::new();
+    for path in paths {
+        let named = !path.is_dir();
+        match collect_flow_files(std::slice::from_ref(path)) {
+            Ok(found) => files.extend(found.into_iter().map(|file| (file, named))),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|(path, _)| seen.insert(flow_compiler::sources::resolve_import("", path)));
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut failed = 0usize;
+    let mut skipped = 0usize;
+    let mut changed = Vec::new();
+    for (path, named) in &files {
+        let bytes = match FsLoader.read(path) {
+            Ok(bytes) => bytes,
+            Err(reason) => {
+                eprintln!("error: cannot read `{path}`: {reason}");
+                failed += 1;
+                continue;
+            }
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            if *named {
+                eprintln!("error: cannot format `{path}`: it is not UTF-8 text");
+                failed += 1;
+            } else {
+                eprintln!("note: skipped `{path}`: it is not UTF-8 text");
+                skipped += 1;
+            }
+            continue;
+        };
+        let formatted = match flow_compiler::format::format(&text) {
+            Ok(formatted) => formatted,
+            Err(flow_compiler::format::FormatError::Syntax {
+                line,
+                column,
+                message,
+                diagnostics,
+            }) => {
+                if *named {
+                    let mut db = flow_compiler::sources::SourceDb::default();
+                    db.add(path.as_str(), text.as_str());
+                    eprint!("{}", render::human(&diagnostics, &db, color));
+                    eprintln!("error: `{path}` has syntax errors; it was not formatted");
+                    failed += 1;
+                } else {
+                    eprintln!("note: skipped `{path}`: syntax error at {line}:{column}: {message}");
+                    skipped += 1;
+                }
+                continue;
+            }
+            Err(error) => {
+                eprintln!("error: cannot format `{path}`: {error}");
+                failed += 1;
+                continue;
+            }
+        };
+        if formatted == text {
+            continue;
+        }
+        if !check_only && let Err(error) = write_atomically(Path::new(path), &formatted) {
+            eprintln!("error: cannot write `{path}`: {}", describe_io(&error));
+            failed += 1;
+            continue;
+        }
+        changed.push(path.clone());
+    }
+    let mut stdout = std::io::stdout().lock();
+    if check_only {
+        for path in &changed {
+            if writeln!(stdout, "{path}").is_err() {
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let total = files.len();
+    let noun = |n: usize| if n == 1 { "file" } else { "files" };
+    let skipped = if skipped > 0 {
+        format!(", {skipped} skipped")
+    } else {
+        String::new()
+    };
+    match (check_only, changed.len()) {
+        (true, 0) => eprintln!("checked {total} {}: all formatted{skipped}", noun(total)),
+        (true, n) => eprintln!(
+            "checked {total} {}: {n} not formatted{skipped} (run `flowc fmt` on {})",
+            noun(total),
+            if n == 1 { "it" } else { "them" }
+        ),
+        (false, n) => eprintln!("formatted {total} {}: {n} changed{skipped}", noun(total)),
+    }
+    if failed > 0 {
+        ExitCode::from(EXIT_USAGE)
+    } else if check_only && !changed.is_empty() {
+        ExitCode::from(EXIT_PROBLEMS)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Writes `text` to a temporary file beside `path` (with its permissions) and renames it over
+/// `path`: a reader, or a crash, never sees half a file.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let temporary = path.with_file_name(format!(
+        ".{}.fmt-{}.tmp",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    let result = std::fs::write(&temporary, text)
+        .and_then(|()| {
+            let permissions = std::fs::metadata(path)?.permissions();
+            std::fs::set_permissions(&temporary, permissions)
+        })
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
 }
 
 fn summary(program: &flow_compiler::Program, checked: usize) -> String {
