@@ -221,6 +221,9 @@ enum Doc {
     Group(Box<Doc>, bool),
     /// The first when the enclosing group is broken, the second when it is flat.
     IfBreak(&'static str, &'static str),
+    /// A comment at the end of a line: printed like text, but it does not count when
+    /// deciding whether a group fits (a comment never breaks the code before it).
+    LineSuffix(String),
 }
 
 fn text(s: impl Into<String>) -> Doc {
@@ -245,6 +248,7 @@ fn breaks(doc: &Doc) -> bool {
     match doc {
         Doc::Text(s) => s.contains('\n'),
         Doc::HardLine => true,
+        Doc::LineSuffix(_) => false,
         Doc::Line | Doc::SoftLine | Doc::IfBreak(..) => false,
         Doc::Concat(parts) => parts.iter().any(breaks),
         Doc::Indent(inner) => breaks(inner),
@@ -269,6 +273,10 @@ fn print(doc: &Doc) -> String {
     let mut stack: Vec<(usize, Mode, &Doc)> = vec![(0, Mode::Break, doc)];
     while let Some((level, mode, doc)) = stack.pop() {
         match doc {
+            Doc::LineSuffix(s) => {
+                out.push_str(s);
+                column += width_of(s);
+            }
             Doc::Text(s) => {
                 out.push_str(s);
                 column = match s.rfind('\n') {
@@ -352,6 +360,7 @@ fn fits(doc: &Doc, rest: &[(usize, Mode, &Doc)], mut remaining: isize) -> bool {
                 }
                 remaining -= width_of(s) as isize;
             }
+            Doc::LineSuffix(_) => {}
             Doc::Line if mode == Mode::Flat => remaining -= 1,
             Doc::SoftLine if mode == Mode::Flat => {}
             Doc::Line | Doc::SoftLine | Doc::HardLine => return true,
@@ -402,7 +411,11 @@ impl<'a> Builder<'a> {
         if from >= to {
             return false;
         }
-        self.src[from as usize..to as usize].matches('\n').count() >= 2
+        let mut lines = self.src[from as usize..to as usize].split('\n');
+        lines.next();
+        let mut inner: Vec<&str> = lines.collect();
+        inner.pop();
+        inner.iter().any(|line| line.trim().is_empty())
     }
 
     fn same_line(&self, from: u32, to: u32) -> bool {
@@ -537,8 +550,12 @@ impl<'a> Builder<'a> {
         }
         let mut parts = vec![doc];
         for (i, comment) in trailing.iter().enumerate() {
-            parts.push(if i == 0 { text(" ") } else { Doc::HardLine });
-            parts.push(self.comment_text(*comment));
+            let comment = self.slice(*comment).trim_end();
+            parts.push(if i == 0 {
+                Doc::LineSuffix(format!(" {comment}"))
+            } else {
+                concat(vec![Doc::HardLine, text(comment)])
+            });
         }
         concat(parts)
     }
@@ -621,8 +638,8 @@ impl<'a> Builder<'a> {
         self.last = self.last.max(close.end);
         let mut parts = vec![text(open_text)];
         if let Some(comment) = after_open {
-            parts.push(text(" "));
-            parts.push(self.comment_text(comment));
+            let comment = self.slice(comment).trim_end();
+            parts.push(Doc::LineSuffix(format!(" {comment}")));
         }
         if !entries.is_empty() {
             parts.push(indent(concat(vec![Doc::HardLine, Self::join(entries)])));
