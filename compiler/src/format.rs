@@ -106,9 +106,9 @@ pub fn format(text: &str) -> Result<String, FormatError> {
     Ok(output)
 }
 
-/// The directive that leaves a file as written: a `// fmt: off` line above its first
-/// declaration (for files whose layout is their point, such as a test of line-separated
-/// lists).
+/// The directive that leaves a file as written: a `// fmt: off` line (possibly followed by
+/// a space and the reason) above its first declaration, for files whose layout is their
+/// point, such as a test of line-separated lists.
 pub const OFF_DIRECTIVE: &str = "// fmt: off";
 
 fn formatting_off(text: &str, comments: &[Span], module: &Module) -> bool {
@@ -119,7 +119,13 @@ fn formatting_off(text: &str, comments: &[Span], module: &Module) -> bool {
     comments
         .iter()
         .take_while(|c| c.start < first_item)
-        .any(|c| text[c.range()].trim_end() == OFF_DIRECTIVE)
+        .any(|c| {
+            let comment = text[c.range()].trim_end();
+            comment == OFF_DIRECTIVE
+                || comment
+                    .strip_prefix(OFF_DIRECTIVE)
+                    .is_some_and(|rest| rest.starts_with(' '))
+        })
 }
 
 /// Parses the output again and compares it with the input: same tree, same comments.
