@@ -230,3 +230,21 @@ fn committed_files_are_formatted() {
         "not formatted (run `flowc fmt examples tests/corpus`): {unformatted:?}"
     );
 }
+
+/// The example in `spec/format.md`: the `text` block under "The style" formats to the `flow`
+/// block that follows it.
+#[test]
+fn spec_example_is_current() {
+    let text = std::fs::read_to_string(workspace_root().join("spec/format.md"))
+        .expect("spec/format.md exists");
+    let block = |from: usize, kind: &str| {
+        let fence = format!("```{kind}\n");
+        let open = from + text[from..].find(&fence).expect("a fenced block") + fence.len();
+        let close = open + text[open..].find("```").expect("the block is closed");
+        (&text[open..close], close)
+    };
+    let style = text.find("## The style").expect("a section on the style");
+    let (before, end) = block(style, "text");
+    let (after, _) = block(end, "flow");
+    assert_eq!(format(before).expect("the example formats"), after);
+}
