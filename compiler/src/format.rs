@@ -924,7 +924,14 @@ impl<'a> Builder<'a> {
                 );
                 concat(vec![text(&name.name), args])
             }
-            TypeExprKind::Optional(inner) => concat(vec![self.ty(inner), text("?")]),
+            // `T? ?` keeps its space: `??` is one token, the coalescing operator.
+            TypeExprKind::Optional(inner) => {
+                let mark = match inner.kind {
+                    TypeExprKind::Optional(_) => " ?",
+                    _ => "?",
+                };
+                concat(vec![self.ty(inner), text(mark)])
+            }
             TypeExprKind::Error => text(self.slice(ty.span)),
         }
     }
@@ -1412,5 +1419,75 @@ fn expr_has_block(expr: &Expr) -> bool {
             .iter()
             .any(|o| expr_has_block(&o.value) || o.after.as_ref().is_some_and(expr_has_block)),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` on a thread with a small stack, like a language server's worker.
+    fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(f)
+            .expect("spawn a thread")
+            .join()
+            .expect("no stack overflow");
+    }
+
+    #[test]
+    fn nesting_up_to_the_parser_limit_formats_on_a_small_stack() {
+        on_small_stack(|| {
+            let depth = parser::MAX_DEPTH as usize - 10;
+            let parens = format!("{}1{}", "(".repeat(depth), ")".repeat(depth));
+            let chain = vec!["x"; depth].join(" + ");
+            let records = format!("{}1{}", "{ a: ".repeat(depth / 2), " }".repeat(depth / 2));
+            let ifs = format!(
+                "{}1{}",
+                "if x > 0 { ".repeat(depth / 3),
+                " } else { 2 }".repeat(depth / 3)
+            );
+            for value in [parens, chain, records, ifs] {
+                let text = format!("workflow w(x: Int) {{\n  let v = {value}\n}}\n");
+                let once = format(&text).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(format(&once).expect("formats again"), once);
+            }
+        });
+    }
+
+    #[test]
+    fn empty_and_blank_files() {
+        assert_eq!(format("").expect("formats"), "");
+        assert_eq!(format(" \n\n\t\n").expect("formats"), "");
+        assert_eq!(
+            format("// only\n\n\n// comments").expect("formats"),
+            "// only\n\n// comments\n"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_refused_with_the_first_one() {
+        let Err(FormatError::Syntax {
+            line,
+            column,
+            message,
+            diagnostics,
+        }) = format("workflow w() {\n  let = 1\n  let y = (\n}\n")
+        else {
+            panic!("a file with syntax errors must not be formatted");
+        };
+        assert_eq!((line, column), (2, 7));
+        assert!(message.starts_with("Expected a variable name"), "{message}");
+        assert!(diagnostics.len() >= 2);
+    }
+
+    #[test]
+    fn crlf_and_trailing_whitespace_become_plain_lines() {
+        let text = "workflow w() -> Int {  \r\n  // note  \r\n  1\r\n}";
+        assert_eq!(
+            format(text).expect("formats"),
+            "workflow w() -> Int {\n  // note\n  1\n}\n"
+        );
     }
 }
