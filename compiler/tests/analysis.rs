@@ -396,7 +396,11 @@ fn completion_lists_names_in_scope_keywords_and_builtins() {
         ]
     );
     let functions = labels(&completions, Some(CompletionKind::Function));
-    assert!(functions.iter().any(|f| f == "len — len(list: List<T>) -> Int"));
+    assert!(
+        functions
+            .iter()
+            .any(|f| f == "len — len(list: List<T>) -> Int")
+    );
     assert!(functions.iter().any(|f| f == "now — now() -> Time"));
     let keywords = labels(&completions, Some(CompletionKind::Keyword));
     assert!(keywords.iter().any(|k| k.starts_with("await")));

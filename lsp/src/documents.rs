@@ -1,0 +1,168 @@
+//! The open documents, their analyses, and the loader that reads open buffers before disk.
+//!
+//! Each open document is analysed as the root of its own program (`flowc check FILE`
+//! reports exactly the same diagnostics), through an [`OverlayLoader`] that reads the open
+//! buffers first and the disk for everything else. An analysis remembers the files it
+//! loaded; it is *stale* once one of them changed after it was made, so editing an imported
+//! file makes the analyses of the files that import it stale too.
+
+use flow_compiler::analysis::{Analysis, analyze};
+use flow_compiler::sources::{FsLoader, SourceLoader};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tower_lsp_server::ls_types::Uri;
+
+/// An analysis shared between the diagnostics worker and request handlers. The compiler's
+/// program is `Send` but not `Sync`, hence the mutex (held only while answering a query).
+pub type SharedAnalysis = Arc<Mutex<Analysis>>;
+
+pub struct Cached {
+    /// The state's generation when the inputs were read.
+    pub generation: u64,
+    pub analysis: SharedAnalysis,
+    /// Every file the analysis loaded (the root and what it imports).
+    pub files: Vec<String>,
+}
+
+pub struct Document {
+    pub uri: Uri,
+    pub version: i32,
+    pub text: Arc<str>,
+    pub analysis: Option<Cached>,
+}
+
+#[derive(Default)]
+pub struct State {
+    /// Open documents by path (see [`path_of`]).
+    pub docs: HashMap<String, Document>,
+    /// Bumped by every change to any document.
+    pub generation: u64,
+    /// For each path, the generation of its last change (open, edit, close).
+    pub changed_at: HashMap<String, u64>,
+    /// What was last published for each URI, so unchanged diagnostics are not sent again.
+    pub published: HashMap<String, String>,
+}
+
+impl State {
+    /// Records a change to `path` and returns the new generation.
+    pub fn touch(&mut self, path: &str) -> u64 {
+        self.generation += 1;
+        self.changed_at.insert(path.to_string(), self.generation);
+        self.generation
+    }
+
+    /// Whether an analysis made at `generation` over `files` is out of date.
+    pub fn is_stale(&self, generation: u64, files: &[String]) -> bool {
+        files
+            .iter()
+            .any(|f| self.changed_at.get(f).is_some_and(|&g| g > generation))
+    }
+
+    /// The document's analysis if it is up to date.
+    pub fn fresh_analysis(&self, path: &str) -> Option<SharedAnalysis> {
+        let cached = self.docs.get(path)?.analysis.as_ref()?;
+        (!self.is_stale(cached.generation, &cached.files)).then(|| cached.analysis.clone())
+    }
+
+    /// The inputs of an analysis of `path`: the generation and the open buffers.
+    pub fn snapshot(&self) -> (u64, OverlayLoader) {
+        let overlay = self
+            .docs
+            .iter()
+            .map(|(path, doc)| (path.clone(), doc.text.clone()))
+            .collect();
+        (self.generation, OverlayLoader { overlay })
+    }
+
+    /// Keeps `analysis` for `path` unless the document closed or a newer one is kept.
+    pub fn store(
+        &mut self,
+        path: &str,
+        generation: u64,
+        analysis: SharedAnalysis,
+        files: Vec<String>,
+    ) {
+        if let Some(doc) = self.docs.get_mut(path)
+            && doc
+                .analysis
+                .as_ref()
+                .is_none_or(|c| c.generation <= generation)
+        {
+            doc.analysis = Some(Cached {
+                generation,
+                analysis,
+                files,
+            });
+        }
+    }
+
+    /// Open documents whose analysis is missing or stale, most recently changed first.
+    pub fn stale_documents(&self) -> Vec<String> {
+        let mut stale: Vec<(u64, String)> = self
+            .docs
+            .iter()
+            .filter(|(_, doc)| match &doc.analysis {
+                None => true,
+                Some(cached) => self.is_stale(cached.generation, &cached.files),
+            })
+            .map(|(path, _)| {
+                (
+                    self.changed_at.get(path).copied().unwrap_or(0),
+                    path.clone(),
+                )
+            })
+            .collect();
+        stale.sort_by(|a, b| b.cmp(a));
+        stale.into_iter().map(|(_, path)| path).collect()
+    }
+}
+
+/// Reads open buffers first, then files on disk (absolute paths only).
+pub struct OverlayLoader {
+    overlay: HashMap<String, Arc<str>>,
+}
+
+impl SourceLoader for OverlayLoader {
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        if let Some(text) = self.overlay.get(path) {
+            return Ok(text.as_bytes().to_vec());
+        }
+        if !path.starts_with('/') && !looks_like_windows_path(path) {
+            return Err("no such file (not saved on disk)".to_string());
+        }
+        FsLoader.read(path)
+    }
+}
+
+fn looks_like_windows_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.len() > 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':'
+}
+
+/// Analyses `path` as a root with the given inputs; returns the analysis and its files.
+pub fn run_analysis(path: &str, loader: &OverlayLoader) -> (Analysis, Vec<String>) {
+    let analysis = analyze(&[path.to_string()], loader);
+    let files = analysis.paths().map(str::to_string).collect();
+    (analysis, files)
+}
+
+/// The compiler's name for a document: its file path for `file:` URIs (with `/`
+/// separators), the URI itself otherwise (`untitled:…`).
+pub fn path_of(uri: &Uri) -> String {
+    let is_file = uri.scheme().as_str().eq_ignore_ascii_case("file");
+    if is_file && let Some(path) = uri.to_file_path() {
+        return path.to_string_lossy().replace('\\', "/");
+    }
+    uri.as_str().to_string()
+}
+
+/// The URI of a path the compiler names: an open document's own URI, else a `file:` URI.
+pub fn uri_of(state: &State, path: &str) -> Option<Uri> {
+    if let Some(doc) = state.docs.get(path) {
+        return Some(doc.uri.clone());
+    }
+    if path.starts_with('/') || looks_like_windows_path(path) {
+        return Uri::from_file_path(path);
+    }
+    path.parse().ok()
+}

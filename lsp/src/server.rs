@@ -1,0 +1,697 @@
+//! The language server: LSP requests in, [`flow_compiler::analysis`] queries out.
+//!
+//! Document changes mutate the [`State`] synchronously, before any `.await` (handlers run
+//! concurrently and may finish out of order), and wake the diagnostics worker: one thread
+//! that re-analyses every open document whose analysis went stale, newest change first, and
+//! publishes diagnostics that changed. Many rapid edits coalesce: the worker always reads
+//! the latest text. Requests use the document's analysis when it is fresh and otherwise
+//! analyse the current text themselves (on the blocking pool), so an answer never mixes an
+//! old analysis with new positions.
+//!
+//! Nothing a client sends may bring the server down: positions are clamped, unknown
+//! documents answer nothing, and every compiler call runs under `catch_unwind`.
+
+use crate::documents::{
+    Document, OverlayLoader, SharedAnalysis, State, path_of, run_analysis, uri_of,
+};
+use crate::position::{LineMap, apply_edit};
+use flow_compiler::analysis::{self, Analysis, CompletionKind as Kind, SymbolKind as Sk};
+use flow_compiler::diagnostics::{Diagnostic as FlowDiagnostic, Severity};
+use flow_compiler::span::Span;
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tower_lsp_server::jsonrpc::Result;
+use tower_lsp_server::ls_types::*;
+use tower_lsp_server::{Client, LanguageServer, LspService, Server};
+
+/// Runs the server over stdin and stdout until the client says `exit`.
+pub async fn serve_stdio() {
+    // stdin goes through the guard in `framing` first: see there why.
+    let (input, feed) = tokio::io::duplex(1 << 16);
+    tokio::spawn(crate::framing::sanitize(tokio::io::stdin(), feed));
+    let stdout = tokio::io::stdout();
+    let handle = tokio::runtime::Handle::current();
+    let (service, socket) = LspService::build(move |client| Backend::new(client, handle))
+        .custom_method(crate::framing::MALFORMED, Backend::malformed_message)
+        .finish();
+    Server::new(input, stdout, socket).serve(service).await;
+}
+
+pub struct Backend {
+    client: Client,
+    state: Arc<Mutex<State>>,
+    wake: Mutex<mpsc::Sender<()>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The stack of threads that run the compiler (deeply nested code recurses deeply; the
+/// parser bounds the depth). Reserved, not committed, memory.
+pub const ANALYSIS_STACK: usize = 256 * 1024 * 1024;
+
+impl Backend {
+    fn new(client: Client, handle: tokio::runtime::Handle) -> Backend {
+        let state = Arc::new(Mutex::new(State::default()));
+        let (wake, wakeups) = mpsc::channel();
+        let worker_state = state.clone();
+        let worker_client = client.clone();
+        let spawned = std::thread::Builder::new()
+            .name("flow-lsp diagnostics".to_string())
+            .stack_size(ANALYSIS_STACK)
+            .spawn(move || diagnostics_worker(worker_state, worker_client, handle, wakeups));
+        if let Err(error) = spawned {
+            eprintln!("flow-lsp: cannot start the diagnostics thread: {error}");
+        }
+        Backend {
+            client,
+            state,
+            wake: Mutex::new(wake),
+        }
+    }
+
+    /// A message `framing` could not pass on: say so in the client's log, and go on.
+    async fn malformed_message(&self, params: serde_json::Value) {
+        let reason = params["reason"].as_str().unwrap_or("a malformed message");
+        self.client
+            .log_message(MessageType::WARNING, format!("flow-lsp ignored {reason}"))
+            .await;
+    }
+
+    fn wake_worker(&self) {
+        let _ = lock(&self.wake).send(());
+    }
+
+    /// An up-to-date analysis with `uri` as its root (open or not), and its path.
+    async fn analysis(&self, uri: &Uri) -> Option<(String, SharedAnalysis)> {
+        let path = path_of(uri);
+        let (generation, loader) = {
+            let state = lock(&self.state);
+            if let Some(fresh) = state.fresh_analysis(&path) {
+                return Some((path, fresh));
+            }
+            state.snapshot()
+        };
+        let root = path.clone();
+        let (analysis, files) =
+            tokio::task::spawn_blocking(move || guarded_analysis(&root, &loader))
+                .await
+                .ok()?;
+        let shared = Arc::new(Mutex::new(analysis));
+        lock(&self.state).store(&path, generation, shared.clone(), files);
+        Some((path, shared))
+    }
+
+    /// Runs `query` on the analysis of `uri` with the byte offset of `position` in the
+    /// analysed text; `None` when the document is unknown or the query panicked.
+    async fn at_position<R>(
+        &self,
+        uri: &Uri,
+        position: Position,
+        query: impl FnOnce(&Context<'_>, usize) -> Option<R>,
+    ) -> Option<R> {
+        let (path, shared) = self.analysis(uri).await?;
+        let analysis = lock(&shared);
+        let state = lock(&self.state);
+        let context = Context {
+            analysis: &analysis,
+            state: &state,
+            path: &path,
+        };
+        let text = analysis.text(&path)?;
+        let offset = LineMap::new(text).offset(text, position);
+        catch_unwind(AssertUnwindSafe(|| query(&context, offset))).ok()?
+    }
+
+    async fn with_analysis<R>(
+        &self,
+        uri: &Uri,
+        query: impl FnOnce(&Context<'_>) -> Option<R>,
+    ) -> Option<R> {
+        let (path, shared) = self.analysis(uri).await?;
+        let analysis = lock(&shared);
+        let state = lock(&self.state);
+        let context = Context {
+            analysis: &analysis,
+            state: &state,
+            path: &path,
+        };
+        catch_unwind(AssertUnwindSafe(|| query(&context))).ok()?
+    }
+}
+
+/// The analysis of a request, with what is needed to express its answers in LSP terms.
+struct Context<'a> {
+    analysis: &'a Analysis,
+    state: &'a State,
+    path: &'a str,
+}
+
+impl Context<'_> {
+    fn range(&self, path: &str, span: Span) -> Option<Range> {
+        let text = self.analysis.text(path)?;
+        Some(LineMap::new(text).range(text, span.start as usize, span.end as usize))
+    }
+
+    fn location(&self, path: &str, span: Span) -> Option<Location> {
+        Some(Location {
+            uri: uri_of(self.state, path)?,
+            range: self.range(path, span)?,
+        })
+    }
+
+    fn edits(&self, edits: Vec<analysis::Edit>) -> WorkspaceEdit {
+        let mut changes: HashMap<Uri, Vec<TextEdit>> = HashMap::new();
+        for edit in edits {
+            let (Some(uri), Some(range)) = (
+                uri_of(self.state, &edit.path),
+                self.range(&edit.path, edit.span),
+            ) else {
+                continue;
+            };
+            changes.entry(uri).or_default().push(TextEdit {
+                range,
+                new_text: edit.text,
+            });
+        }
+        WorkspaceEdit {
+            changes: Some(changes),
+            ..WorkspaceEdit::default()
+        }
+    }
+}
+
+/// Analyses `path`; a panic in the compiler becomes an empty analysis, never a crash.
+fn guarded_analysis(path: &str, loader: &OverlayLoader) -> (Analysis, Vec<String>) {
+    match catch_unwind(AssertUnwindSafe(|| run_analysis(path, loader))) {
+        Ok(result) => result,
+        Err(_) => {
+            eprintln!("flow-lsp: internal error while analysing {path}");
+            (analysis::analyze(&[], loader), vec![path.to_string()])
+        }
+    }
+}
+
+/// Re-analyses stale open documents and publishes their diagnostics when they changed.
+fn diagnostics_worker(
+    state: Arc<Mutex<State>>,
+    client: Client,
+    handle: tokio::runtime::Handle,
+    wakeups: mpsc::Receiver<()>,
+) {
+    while wakeups.recv().is_ok() {
+        loop {
+            while wakeups.try_recv().is_ok() {}
+            let (path, generation, loader) = {
+                let state = lock(&state);
+                let Some(path) = state.stale_documents().into_iter().next() else {
+                    break;
+                };
+                let (generation, loader) = state.snapshot();
+                (path, generation, loader)
+            };
+            let (analysis, files) = guarded_analysis(&path, &loader);
+            let shared = Arc::new(Mutex::new(analysis));
+            let publish = {
+                let mut state = lock(&state);
+                state.store(&path, generation, shared.clone(), files);
+                let analysis = lock(&shared);
+                catch_unwind(AssertUnwindSafe(|| {
+                    prepare_publish(&mut state, &analysis, &path, generation)
+                }))
+                .ok()
+                .flatten()
+            };
+            if let Some((uri, diagnostics, version)) = publish {
+                let client = client.clone();
+                handle.spawn(async move {
+                    client.publish_diagnostics(uri, diagnostics, version).await;
+                });
+            }
+        }
+    }
+}
+
+/// The diagnostics to publish for `path`, unless the document closed or they are what was
+/// published last.
+fn prepare_publish(
+    state: &mut State,
+    analysis: &Analysis,
+    path: &str,
+    generation: u64,
+) -> Option<(Uri, Vec<Diagnostic>, Option<i32>)> {
+    let doc = state.docs.get(path)?;
+    let uri = doc.uri.clone();
+    // The version the diagnostics belong to, if the text has not changed since.
+    let current = state.changed_at.get(path).is_none_or(|&g| g <= generation);
+    let version = current.then_some(doc.version);
+    let diagnostics = lsp_diagnostics(analysis, state, path);
+    let key = serde_json::to_string(&diagnostics).unwrap_or_default();
+    if state.published.get(uri.as_str()) == Some(&key) {
+        return None;
+    }
+    state.published.insert(uri.as_str().to_string(), key);
+    Some((uri, diagnostics, version))
+}
+
+/// The diagnostics of `path` as LSP shows them: same code, range and message as
+/// `flowc check`; the label, notes and help follow the message; secondary labels become
+/// related information.
+pub fn lsp_diagnostics(analysis: &Analysis, state: &State, path: &str) -> Vec<Diagnostic> {
+    let context = Context {
+        analysis,
+        state,
+        path,
+    };
+    analysis
+        .diagnostics_for(path)
+        .into_iter()
+        .filter_map(|d| to_lsp_diagnostic(&context, d))
+        .collect()
+}
+
+fn to_lsp_diagnostic(context: &Context<'_>, d: &FlowDiagnostic) -> Option<Diagnostic> {
+    let range = context.range(context.path, d.primary.span)?;
+    let mut message = d.message.clone();
+    if !d.primary.message.is_empty() {
+        message.push('\n');
+        message.push_str(&d.primary.message);
+    }
+    for note in &d.notes {
+        message.push('\n');
+        message.push_str(note);
+    }
+    if let Some(help) = &d.help {
+        message.push_str("\nhelp: ");
+        message.push_str(help);
+    }
+    let related: Vec<DiagnosticRelatedInformation> = d
+        .secondary
+        .iter()
+        .filter_map(|label| {
+            let path = context.analysis.path(label.file);
+            Some(DiagnosticRelatedInformation {
+                location: context.location(path, label.span)?,
+                message: label.message.clone(),
+            })
+        })
+        .collect();
+    Some(Diagnostic {
+        range,
+        severity: Some(match d.severity {
+            Severity::Error => DiagnosticSeverity::ERROR,
+            Severity::Warning => DiagnosticSeverity::WARNING,
+        }),
+        code: Some(NumberOrString::String(d.code.id.to_string())),
+        source: Some("flow".to_string()),
+        message,
+        related_information: (!related.is_empty()).then_some(related),
+        ..Diagnostic::default()
+    })
+}
+
+fn completion_kind(kind: Kind) -> CompletionItemKind {
+    match kind {
+        Kind::Keyword => CompletionItemKind::KEYWORD,
+        Kind::Variable => CompletionItemKind::VARIABLE,
+        Kind::Field => CompletionItemKind::FIELD,
+        Kind::Variant => CompletionItemKind::ENUM_MEMBER,
+        Kind::Tool => CompletionItemKind::FUNCTION,
+        Kind::Workflow => CompletionItemKind::FUNCTION,
+        Kind::Function => CompletionItemKind::FUNCTION,
+        Kind::Type => CompletionItemKind::STRUCT,
+        Kind::Option => CompletionItemKind::PROPERTY,
+    }
+}
+
+fn symbol_kind(kind: Sk) -> SymbolKind {
+    match kind {
+        Sk::Workflow => SymbolKind::FUNCTION,
+        Sk::Tool => SymbolKind::METHOD,
+        Sk::Record => SymbolKind::STRUCT,
+        Sk::Enum => SymbolKind::ENUM,
+        Sk::Field => SymbolKind::FIELD,
+        Sk::Variant => SymbolKind::ENUM_MEMBER,
+    }
+}
+
+fn document_symbol(
+    context: &Context<'_>,
+    symbol: analysis::DocumentSymbol,
+) -> Option<DocumentSymbol> {
+    let children: Vec<DocumentSymbol> = symbol
+        .children
+        .into_iter()
+        .filter_map(|c| document_symbol(context, c))
+        .collect();
+    #[allow(deprecated)]
+    Some(DocumentSymbol {
+        name: symbol.name,
+        detail: symbol.detail,
+        kind: symbol_kind(symbol.kind),
+        tags: None,
+        deprecated: None,
+        range: context.range(context.path, symbol.span)?,
+        selection_range: context.range(context.path, symbol.selection)?,
+        children: (!children.is_empty()).then_some(children),
+    })
+}
+
+fn markdown(value: String) -> Documentation {
+    Documentation::MarkupContent(MarkupContent {
+        kind: MarkupKind::Markdown,
+        value,
+    })
+}
+
+impl LanguageServer for Backend {
+    async fn initialize(&self, _: InitializeParams) -> Result<InitializeResult> {
+        Ok(InitializeResult {
+            capabilities: ServerCapabilities {
+                position_encoding: Some(PositionEncodingKind::UTF16),
+                text_document_sync: Some(TextDocumentSyncCapability::Options(
+                    TextDocumentSyncOptions {
+                        open_close: Some(true),
+                        change: Some(TextDocumentSyncKind::INCREMENTAL),
+                        save: Some(TextDocumentSyncSaveOptions::SaveOptions(SaveOptions {
+                            include_text: Some(false),
+                        })),
+                        ..TextDocumentSyncOptions::default()
+                    },
+                )),
+                hover_provider: Some(HoverProviderCapability::Simple(true)),
+                definition_provider: Some(OneOf::Left(true)),
+                references_provider: Some(OneOf::Left(true)),
+                rename_provider: Some(OneOf::Left(true)),
+                completion_provider: Some(CompletionOptions {
+                    trigger_characters: Some(vec![".".to_string()]),
+                    ..CompletionOptions::default()
+                }),
+                document_symbol_provider: Some(OneOf::Left(true)),
+                workspace_symbol_provider: Some(OneOf::Left(true)),
+                code_action_provider: Some(CodeActionProviderCapability::Simple(true)),
+                document_formatting_provider: Some(OneOf::Left(true)),
+                ..ServerCapabilities::default()
+            },
+            server_info: Some(ServerInfo {
+                name: "flow-lsp".to_string(),
+                version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            }),
+            offset_encoding: None,
+        })
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn did_open(&self, params: DidOpenTextDocumentParams) {
+        let document = params.text_document;
+        let path = path_of(&document.uri);
+        {
+            let mut state = lock(&self.state);
+            state.touch(&path);
+            state.published.remove(document.uri.as_str());
+            state.docs.insert(
+                path,
+                Document {
+                    uri: document.uri,
+                    version: document.version,
+                    text: document.text.into(),
+                    analysis: None,
+                },
+            );
+        }
+        self.wake_worker();
+    }
+
+    async fn did_change(&self, params: DidChangeTextDocumentParams) {
+        let path = path_of(&params.text_document.uri);
+        {
+            let mut state = lock(&self.state);
+            let Some(doc) = state.docs.get_mut(&path) else {
+                return;
+            };
+            // Versions only grow; an older or repeated change is a stale message.
+            if params.text_document.version <= doc.version {
+                return;
+            }
+            let mut text = doc.text.to_string();
+            for change in params.content_changes {
+                match change.range {
+                    Some(range) => apply_edit(&mut text, range, &change.text),
+                    None => text = change.text,
+                }
+            }
+            doc.text = text.into();
+            doc.version = params.text_document.version;
+            state.touch(&path);
+        }
+        self.wake_worker();
+    }
+
+    async fn did_save(&self, params: DidSaveTextDocumentParams) {
+        let path = path_of(&params.text_document.uri);
+        {
+            let mut state = lock(&self.state);
+            if !state.docs.contains_key(&path) {
+                return;
+            }
+            // Publish again even if nothing changed: a save asks for a fresh check.
+            state.published.remove(params.text_document.uri.as_str());
+            state.touch(&path);
+        }
+        self.wake_worker();
+    }
+
+    async fn did_close(&self, params: DidCloseTextDocumentParams) {
+        let uri = params.text_document.uri;
+        let path = path_of(&uri);
+        {
+            let mut state = lock(&self.state);
+            state.docs.remove(&path);
+            state.published.remove(uri.as_str());
+            // Files importing it now read it from disk.
+            state.touch(&path);
+        }
+        self.wake_worker();
+        self.client.publish_diagnostics(uri, Vec::new(), None).await;
+    }
+
+    async fn hover(&self, params: HoverParams) -> Result<Option<Hover>> {
+        let at = params.text_document_position_params;
+        Ok(self
+            .at_position(&at.text_document.uri, at.position, |cx, offset| {
+                let hover = cx.analysis.hover_at(cx.path, offset)?;
+                Some(Hover {
+                    contents: HoverContents::Markup(MarkupContent {
+                        kind: MarkupKind::Markdown,
+                        value: hover.markdown,
+                    }),
+                    range: cx.range(cx.path, hover.range),
+                })
+            })
+            .await)
+    }
+
+    async fn goto_definition(
+        &self,
+        params: GotoDefinitionParams,
+    ) -> Result<Option<GotoDefinitionResponse>> {
+        let at = params.text_document_position_params;
+        Ok(self
+            .at_position(&at.text_document.uri, at.position, |cx, offset| {
+                let target = cx.analysis.definition_at(cx.path, offset)?;
+                let location = cx.location(&target.path, target.span)?;
+                Some(GotoDefinitionResponse::Scalar(location))
+            })
+            .await)
+    }
+
+    async fn references(&self, params: ReferenceParams) -> Result<Option<Vec<Location>>> {
+        let at = params.text_document_position;
+        let include = params.context.include_declaration;
+        Ok(self
+            .at_position(&at.text_document.uri, at.position, |cx, offset| {
+                let found = cx.analysis.references(cx.path, offset, include);
+                Some(
+                    found
+                        .into_iter()
+                        .filter_map(|l| cx.location(&l.path, l.span))
+                        .collect(),
+                )
+            })
+            .await)
+    }
+
+    async fn rename(&self, params: RenameParams) -> Result<Option<WorkspaceEdit>> {
+        let at = params.text_document_position;
+        let new_name = params.new_name;
+        let result = self
+            .at_position(&at.text_document.uri, at.position, |cx, offset| {
+                Some(
+                    cx.analysis
+                        .rename(cx.path, offset, &new_name)
+                        .map(|edits| cx.edits(edits)),
+                )
+            })
+            .await;
+        match result {
+            Some(Ok(edit)) => Ok(Some(edit)),
+            Some(Err(message)) => Err(tower_lsp_server::jsonrpc::Error::invalid_params(message)),
+            None => Ok(None),
+        }
+    }
+
+    async fn completion(&self, params: CompletionParams) -> Result<Option<CompletionResponse>> {
+        let at = params.text_document_position;
+        Ok(self
+            .at_position(&at.text_document.uri, at.position, |cx, offset| {
+                let items = cx
+                    .analysis
+                    .completions_at(cx.path, offset)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, c)| CompletionItem {
+                        label: c.label,
+                        kind: Some(completion_kind(c.kind)),
+                        detail: c.detail,
+                        documentation: c.documentation.map(markdown),
+                        // Keep the analysis's order (most relevant first).
+                        sort_text: Some(format!("{index:04}")),
+                        ..CompletionItem::default()
+                    })
+                    .collect();
+                Some(CompletionResponse::Array(items))
+            })
+            .await)
+    }
+
+    async fn document_symbol(
+        &self,
+        params: DocumentSymbolParams,
+    ) -> Result<Option<DocumentSymbolResponse>> {
+        Ok(self
+            .with_analysis(&params.text_document.uri, |cx| {
+                let symbols = cx
+                    .analysis
+                    .symbols(cx.path)
+                    .into_iter()
+                    .filter_map(|s| document_symbol(cx, s))
+                    .collect();
+                Some(DocumentSymbolResponse::Nested(symbols))
+            })
+            .await)
+    }
+
+    async fn symbol(
+        &self,
+        params: WorkspaceSymbolParams,
+    ) -> Result<Option<WorkspaceSymbolResponse>> {
+        let uris: Vec<Uri> = lock(&self.state)
+            .docs
+            .values()
+            .map(|d| d.uri.clone())
+            .collect();
+        let mut out: Vec<WorkspaceSymbol> = Vec::new();
+        for uri in uris {
+            let found = self
+                .with_analysis(&uri, |cx| {
+                    Some(
+                        cx.analysis
+                            .workspace_symbols(&params.query)
+                            .into_iter()
+                            .filter_map(|(path, symbol)| {
+                                Some(WorkspaceSymbol {
+                                    name: symbol.name,
+                                    kind: symbol_kind(symbol.kind),
+                                    tags: None,
+                                    container_name: None,
+                                    location: OneOf::Left(cx.location(&path, symbol.selection)?),
+                                    data: None,
+                                })
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .await
+                .unwrap_or_default();
+            for symbol in found {
+                let seen = out.iter().any(|s| {
+                    s.name == symbol.name
+                        && format!("{:?}", s.location) == format!("{:?}", symbol.location)
+                });
+                if !seen {
+                    out.push(symbol);
+                }
+            }
+        }
+        Ok(Some(WorkspaceSymbolResponse::Nested(out)))
+    }
+
+    async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
+        let uri = params.text_document.uri;
+        let wanted = params.range;
+        let actions = self
+            .with_analysis(&uri, |cx| {
+                let text = cx.analysis.text(cx.path)?;
+                let map = LineMap::new(text);
+                let (start, end) = (map.offset(text, wanted.start), map.offset(text, wanted.end));
+                let mut actions = Vec::new();
+                for d in cx.analysis.diagnostics_for(cx.path) {
+                    let span = d.primary.span;
+                    let overlaps = span.start as usize <= end && start <= span.end as usize;
+                    if !analysis::is_unapproved_call(d) || !overlaps {
+                        continue;
+                    }
+                    let Some(edit) = cx.analysis.approval_gate_fix(cx.path, span) else {
+                        continue;
+                    };
+                    let diagnostic = to_lsp_diagnostic(cx, d);
+                    actions.push(CodeActionOrCommand::CodeAction(CodeAction {
+                        title: "Insert an `await approval` gate before this call".to_string(),
+                        kind: Some(CodeActionKind::QUICKFIX),
+                        diagnostics: diagnostic.map(|d| vec![d]),
+                        edit: Some(cx.edits(vec![edit])),
+                        is_preferred: Some(true),
+                        ..CodeAction::default()
+                    }));
+                }
+                Some(actions)
+            })
+            .await;
+        Ok(actions)
+    }
+
+    async fn formatting(&self, params: DocumentFormattingParams) -> Result<Option<Vec<TextEdit>>> {
+        let path = path_of(&params.text_document.uri);
+        let text = match lock(&self.state).docs.get(&path) {
+            Some(doc) => doc.text.clone(),
+            None => return Ok(None),
+        };
+        // The engine of `flowc fmt`; a file with syntax errors is left as it is.
+        let formatted = catch_unwind(AssertUnwindSafe(|| flow_compiler::format::format(&text)));
+        match formatted {
+            Ok(Ok(new_text)) if new_text == *text => Ok(Some(Vec::new())),
+            Ok(Ok(new_text)) => {
+                let map = LineMap::new(&text);
+                Ok(Some(vec![TextEdit {
+                    range: map.range(&text, 0, text.len()),
+                    new_text,
+                }]))
+            }
+            Ok(Err(error)) => {
+                self.client
+                    .log_message(MessageType::INFO, format!("{path}: not formatted: {error}"))
+                    .await;
+                Ok(None)
+            }
+            Err(_) => Ok(None),
+        }
+    }
+}
