@@ -5,6 +5,7 @@
 //! - [`engine`]: drives runs — performs each durable effect and commits it with the new
 //!   checkpoint in one transaction; claims runs so two processes never drive the same one.
 //! - [`tools`]: how tool bindings are called (`exec` today).
+//! - [`telemetry`]: spans, logs and OpenTelemetry export (one trace per run).
 //! - the `flowrt` binary (`src/bin/flowrt.rs`): the operator's command line.
 
 pub mod audit;
