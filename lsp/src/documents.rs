@@ -29,6 +29,18 @@ pub struct Document {
     pub version: i32,
     pub text: Arc<str>,
     pub analysis: Option<Cached>,
+    /// The generation of the analysis whose diagnostics were last published (0: none).
+    pub published_generation: u64,
+}
+
+/// What the diagnostics worker should do next.
+pub enum Job {
+    /// Analyse this document (its analysis is missing or stale).
+    Analyze(String),
+    /// Publish the diagnostics of its fresh analysis, made at this generation.
+    Publish(String, SharedAnalysis, u64),
+    /// Publish no diagnostics for a closed document.
+    Clear(Uri),
 }
 
 #[derive(Default)]
@@ -41,6 +53,9 @@ pub struct State {
     pub changed_at: HashMap<String, u64>,
     /// What was last published for each URI, so unchanged diagnostics are not sent again.
     pub published: HashMap<String, String>,
+    /// Closed documents whose diagnostics the worker must clear (all publishing happens on
+    /// the worker, so a clear never overtakes an older publication).
+    pub to_clear: Vec<Uri>,
 }
 
 impl State {
@@ -96,24 +111,34 @@ impl State {
         }
     }
 
-    /// Open documents whose analysis is missing or stale, most recently changed first.
-    pub fn stale_documents(&self) -> Vec<String> {
-        let mut stale: Vec<(u64, String)> = self
-            .docs
-            .iter()
-            .filter(|(_, doc)| match &doc.analysis {
-                None => true,
-                Some(cached) => self.is_stale(cached.generation, &cached.files),
-            })
-            .map(|(path, _)| {
-                (
-                    self.changed_at.get(path).copied().unwrap_or(0),
-                    path.clone(),
-                )
-            })
-            .collect();
-        stale.sort_by(|a, b| b.cmp(a));
-        stale.into_iter().map(|(_, path)| path).collect()
+    /// The next job of the diagnostics worker: clearing closed documents, then documents
+    /// whose analysis is missing or stale (most recently changed first), then fresh analyses not yet published
+    /// (a request may have made one).
+    pub fn next_job(&mut self) -> Option<Job> {
+        if let Some(uri) = self.to_clear.pop() {
+            return Some(Job::Clear(uri));
+        }
+        let mut stale: Vec<(u64, &String)> = Vec::new();
+        let mut unpublished = None;
+        for (path, doc) in &self.docs {
+            match &doc.analysis {
+                Some(cached) if !self.is_stale(cached.generation, &cached.files) => {
+                    if cached.generation > doc.published_generation {
+                        unpublished = Some(Job::Publish(
+                            path.clone(),
+                            cached.analysis.clone(),
+                            cached.generation,
+                        ));
+                    }
+                }
+                _ => stale.push((self.changed_at.get(path).copied().unwrap_or(0), path)),
+            }
+        }
+        stale.sort();
+        match stale.last() {
+            Some((_, path)) => Some(Job::Analyze((*path).clone())),
+            None => unpublished,
+        }
     }
 }
 

@@ -2,6 +2,10 @@
 
 use std::process::ExitCode;
 
+// The compiler allocates many small tree nodes; the same allocator as `flowc`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread()
         // Analyses run on the blocking pool: give them the compiler's deep stack.

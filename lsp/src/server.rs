@@ -12,7 +12,7 @@
 //! documents answer nothing, and every compiler call runs under `catch_unwind`.
 
 use crate::documents::{
-    Document, OverlayLoader, SharedAnalysis, State, path_of, run_analysis, uri_of,
+    Document, Job, OverlayLoader, SharedAnalysis, State, path_of, run_analysis, uri_of,
 };
 use crate::position::{LineMap, apply_edit};
 use flow_compiler::analysis::{self, Analysis, CompletionKind as Kind, SymbolKind as Sk};
@@ -116,8 +116,9 @@ impl Backend {
         query: impl FnOnce(&Context<'_>, usize) -> Option<R>,
     ) -> Option<R> {
         let (path, shared) = self.analysis(uri).await?;
-        let analysis = lock(&shared);
+        // Always the state first, then the analysis (the worker's order).
         let state = lock(&self.state);
+        let analysis = lock(&shared);
         let context = Context {
             analysis: &analysis,
             state: &state,
@@ -134,8 +135,9 @@ impl Backend {
         query: impl FnOnce(&Context<'_>) -> Option<R>,
     ) -> Option<R> {
         let (path, shared) = self.analysis(uri).await?;
-        let analysis = lock(&shared);
+        // Always the state first, then the analysis (the worker's order).
         let state = lock(&self.state);
+        let analysis = lock(&shared);
         let context = Context {
             analysis: &analysis,
             state: &state,
@@ -204,34 +206,46 @@ fn diagnostics_worker(
     handle: tokio::runtime::Handle,
     wakeups: mpsc::Receiver<()>,
 ) {
+    // Publications leave in the order they are decided: all from this thread, each a task
+    // on the runtime's (first in, first out) queue for tasks spawned from outside it.
+    let send = |uri: Uri, diagnostics: Vec<Diagnostic>, version: Option<i32>| {
+        let client = client.clone();
+        handle.spawn(async move {
+            client.publish_diagnostics(uri, diagnostics, version).await;
+        });
+    };
     while wakeups.recv().is_ok() {
         loop {
             while wakeups.try_recv().is_ok() {}
-            let (path, generation, loader) = {
-                let state = lock(&state);
-                let Some(path) = state.stale_documents().into_iter().next() else {
-                    break;
-                };
-                let (generation, loader) = state.snapshot();
-                (path, generation, loader)
-            };
-            let (analysis, files) = guarded_analysis(&path, &loader);
-            let shared = Arc::new(Mutex::new(analysis));
-            let publish = {
-                let mut state = lock(&state);
-                state.store(&path, generation, shared.clone(), files);
-                let analysis = lock(&shared);
-                catch_unwind(AssertUnwindSafe(|| {
-                    prepare_publish(&mut state, &analysis, &path, generation)
-                }))
-                .ok()
-                .flatten()
-            };
-            if let Some((uri, diagnostics, version)) = publish {
-                let client = client.clone();
-                handle.spawn(async move {
-                    client.publish_diagnostics(uri, diagnostics, version).await;
-                });
+            let job = lock(&state).next_job();
+            match job {
+                None => break,
+                Some(Job::Analyze(path)) => {
+                    let (generation, loader) = lock(&state).snapshot();
+                    let (analysis, files) = guarded_analysis(&path, &loader);
+                    let shared = Arc::new(Mutex::new(analysis));
+                    lock(&state).store(&path, generation, shared, files);
+                    // The next round publishes it (or analyses again if it is stale already).
+                }
+                Some(Job::Publish(path, shared, generation)) => {
+                    let publish = {
+                        // Always the state first, then an analysis: the order requests use.
+                        let mut state = lock(&state);
+                        let analysis = lock(&shared);
+                        if let Some(doc) = state.docs.get_mut(&path) {
+                            doc.published_generation = generation;
+                        }
+                        catch_unwind(AssertUnwindSafe(|| {
+                            prepare_publish(&mut state, &analysis, &path, generation)
+                        }))
+                        .ok()
+                        .flatten()
+                    };
+                    if let Some((uri, diagnostics, version)) = publish {
+                        send(uri, diagnostics, version);
+                    }
+                }
+                Some(Job::Clear(uri)) => send(uri, Vec::new(), None),
             }
         }
     }
@@ -424,6 +438,7 @@ impl LanguageServer for Backend {
                     version: document.version,
                     text: document.text.into(),
                     analysis: None,
+                    published_generation: 0,
                 },
             );
         }
@@ -478,9 +493,9 @@ impl LanguageServer for Backend {
             state.published.remove(uri.as_str());
             // Files importing it now read it from disk.
             state.touch(&path);
+            state.to_clear.push(uri);
         }
         self.wake_worker();
-        self.client.publish_diagnostics(uri, Vec::new(), None).await;
     }
 
     async fn hover(&self, params: HoverParams) -> Result<Option<Hover>> {

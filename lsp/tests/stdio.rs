@@ -413,6 +413,13 @@ fn editing_an_imported_file_updates_the_files_that_import_it() {
     // Rename the field in types.flow (not saved): main.flow now uses a missing field.
     let renamed = TYPES.replace("container: String", "box: String");
     lsp.change(&types, 2, json!([{"text": renamed}]));
+    // A request right away analyses main.flow itself; its diagnostics are still published.
+    let hover = lsp.at(
+        "textDocument/hover",
+        &main,
+        position(&fixed, "s.cont|ainer"),
+    );
+    assert!(hover.get("error").is_none(), "{hover}");
     let diagnostics = lsp.diagnostics_until(&main, |d| !d.is_empty());
     assert_eq!(diagnostics[0]["code"], "E0203");
     // Closing types.flow goes back to the file on disk, which has the field.
@@ -544,6 +551,12 @@ fn bad_input_never_brings_it_down() {
             .as_str()
             .is_some_and(|v| v.contains("tool release"))
     );
+    // Closing the document clears its diagnostics.
+    lsp.notify(
+        "textDocument/didClose",
+        json!({"textDocument": {"uri": main}}),
+    );
+    lsp.diagnostics_until(&main, |d| d.is_empty());
     lsp.stop();
 }
 
