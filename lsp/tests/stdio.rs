@@ -382,6 +382,35 @@ fn a_session_diagnostics_hover_definition_completion_symbols_and_more() {
         .collect();
     assert_eq!(labels, ["id", "container"]);
 
+    // Completion of the options still missing inside `await approval { … }`.
+    let (line, character) = position(&text, "role(\"customs\")| }");
+    lsp.change(
+        &main,
+        4,
+        json!([{"range": {"start": {"line": line, "character": character},
+                          "end": {"line": line, "character": character}},
+                "text": ", "}]),
+    );
+    let completion = lsp.at("textDocument/completion", &main, (line, character + 2));
+    let items = completion["result"].as_array().expect("items");
+    let labels: Vec<&str> = items.iter().filter_map(|i| i["label"].as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "prompt",
+            "context",
+            "timeout",
+            "escalate",
+            "quorum",
+            "allow_self"
+        ]
+    );
+    assert!(
+        items[0]["documentation"]["value"]
+            .as_str()
+            .is_some_and(|d| d.contains("What the reviewer is asked"))
+    );
+
     // Document symbols.
     let symbols = lsp.request(
         "textDocument/documentSymbol",
@@ -557,6 +586,31 @@ fn bad_input_never_brings_it_down() {
         json!({"textDocument": {"uri": main}}),
     );
     lsp.diagnostics_until(&main, |d| d.is_empty());
+    lsp.stop();
+}
+
+#[test]
+fn a_huge_file_is_checked() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let uri = uri(&dir.path().join("huge.flow"));
+    // A 2 MB line, then 2,000 small workflows, the last with an error.
+    let mut text = format!("// {}\n", "x".repeat(2_000_000));
+    for n in 0..2_000 {
+        text.push_str(&format!("workflow w{n}(a: Int) -> Int {{\n  a + {n}\n}}\n"));
+    }
+    text.push_str("workflow last() -> Int {\n  \"not a number\"\n}\n");
+    let mut lsp = Lsp::start();
+    lsp.open(&uri, &text);
+    let diagnostics = lsp.diagnostics_until(&uri, |d| !d.is_empty());
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert_eq!(diagnostics[0]["code"], "E0300");
+    let line = text.lines().count() - 2;
+    assert_eq!(
+        diagnostics[0]["range"]["start"],
+        json!({"line": line, "character": 2})
+    );
+    let hover = lsp.at("textDocument/hover", &uri, (0, 1_500_000));
+    assert!(hover.get("error").is_none());
     lsp.stop();
 }
 

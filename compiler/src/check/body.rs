@@ -743,7 +743,9 @@ impl<'a> BodyChecker<'a> {
                     };
                     let flow = self.flow.clone();
                     let message = format!("this path continues when {shown} is false");
-                    if let Some(id) = self.checked.decision {
+                    if self.resolved.ide.is_some()
+                        && let Some(id) = self.checked.decision
+                    {
                         let index = self
                             .checked
                             .types
@@ -839,15 +841,16 @@ impl<'a> BodyChecker<'a> {
 
     fn check_expr(&mut self, expr: &ast::Expr, expected: Option<&Type>) -> Type {
         let ty = self.check_expr_kind(expr, expected);
-        let noted = matches!(
-            expr.kind,
-            ExprKind::Name(_)
-                | ExprKind::Field { .. }
-                | ExprKind::Call { .. }
-                | ExprKind::Index { .. }
-                | ExprKind::AwaitApproval { .. }
-                | ExprKind::AwaitInput { .. }
-        );
+        let noted = self.resolved.ide.is_some()
+            && matches!(
+                expr.kind,
+                ExprKind::Name(_)
+                    | ExprKind::Field { .. }
+                    | ExprKind::Call { .. }
+                    | ExprKind::Index { .. }
+                    | ExprKind::AwaitApproval { .. }
+                    | ExprKind::AwaitInput { .. }
+            );
         if noted {
             self.note_type(expr.span, &ty);
         }
@@ -1222,7 +1225,9 @@ impl<'a> BodyChecker<'a> {
             }
             match declared.iter().find(|d| d.name == field.name.name) {
                 Some(decl) => {
-                    if let Some(index) = declared.iter().position(|d| d.name == decl.name) {
+                    if self.resolved.ide.is_some()
+                        && let Some(index) = declared.iter().position(|d| d.name == decl.name)
+                    {
                         self.note_field(field.name.span, id, index);
                     }
                     let because = def
