@@ -129,6 +129,59 @@ impl Backend {
         catch_unwind(AssertUnwindSafe(|| query(&context, offset))).ok()?
     }
 
+    /// The references of the symbol under the cursor in the document's own program and in
+    /// the programs of the other open documents that load its declaration (a type declared
+    /// in `types.flow` is used by every open file importing it).
+    async fn references_everywhere(
+        &self,
+        uri: &Uri,
+        position: Position,
+        include: bool,
+    ) -> Option<Vec<Location>> {
+        let (declaration, mut found) = self
+            .at_position(uri, position, |cx, offset| {
+                let sym = cx.analysis.symbol_at(cx.path, offset)?;
+                let shared = !matches!(sym, analysis::Sym::Local(_) | analysis::Sym::Import(_));
+                let declaration = cx.analysis.declaration(sym).filter(|_| shared);
+                let found: Vec<Location> = cx
+                    .analysis
+                    .references(cx.path, offset, include)
+                    .into_iter()
+                    .filter_map(|l| cx.location(&l.path, l.span))
+                    .collect();
+                Some((declaration, found))
+            })
+            .await?;
+        if let Some(declaration) = declaration {
+            let others: Vec<Uri> = lock(&self.state)
+                .docs
+                .values()
+                .map(|d| d.uri.clone())
+                .filter(|u| u != uri)
+                .collect();
+            for other in others {
+                let more = self
+                    .with_analysis(&other, |cx| {
+                        cx.analysis.file(&declaration.path)?;
+                        let offset = declaration.span.start as usize;
+                        Some(
+                            cx.analysis
+                                .references(&declaration.path, offset, include)
+                                .into_iter()
+                                .filter_map(|l| cx.location(&l.path, l.span))
+                                .collect::<Vec<_>>(),
+                        )
+                    })
+                    .await
+                    .unwrap_or_default();
+                found.extend(more);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        found.retain(|l| seen.insert(format!("{} {:?}", l.uri.as_str(), l.range)));
+        Some(found)
+    }
+
     async fn with_analysis<R>(
         &self,
         uri: &Uri,
@@ -532,35 +585,41 @@ impl LanguageServer for Backend {
         let at = params.text_document_position;
         let include = params.context.include_declaration;
         Ok(self
-            .at_position(&at.text_document.uri, at.position, |cx, offset| {
-                let found = cx.analysis.references(cx.path, offset, include);
-                Some(
-                    found
-                        .into_iter()
-                        .filter_map(|l| cx.location(&l.path, l.span))
-                        .collect(),
-                )
-            })
+            .references_everywhere(&at.text_document.uri, at.position, include)
             .await)
     }
 
     async fn rename(&self, params: RenameParams) -> Result<Option<WorkspaceEdit>> {
         let at = params.text_document_position;
         let new_name = params.new_name;
-        let result = self
+        // The document's own analysis decides whether this can be renamed at all.
+        let allowed = self
             .at_position(&at.text_document.uri, at.position, |cx, offset| {
-                Some(
-                    cx.analysis
-                        .rename(cx.path, offset, &new_name)
-                        .map(|edits| cx.edits(edits)),
-                )
+                Some(cx.analysis.rename(cx.path, offset, &new_name).map(|_| ()))
             })
             .await;
-        match result {
-            Some(Ok(edit)) => Ok(Some(edit)),
-            Some(Err(message)) => Err(tower_lsp_server::jsonrpc::Error::invalid_params(message)),
-            None => Ok(None),
+        match allowed {
+            Some(Ok(())) => {}
+            Some(Err(message)) => {
+                return Err(tower_lsp_server::jsonrpc::Error::invalid_params(message));
+            }
+            None => return Ok(None),
         }
+        let locations = self
+            .references_everywhere(&at.text_document.uri, at.position, true)
+            .await
+            .unwrap_or_default();
+        let mut changes: HashMap<Uri, Vec<TextEdit>> = HashMap::new();
+        for location in locations {
+            changes.entry(location.uri).or_default().push(TextEdit {
+                range: location.range,
+                new_text: new_name.clone(),
+            });
+        }
+        Ok(Some(WorkspaceEdit {
+            changes: Some(changes),
+            ..WorkspaceEdit::default()
+        }))
     }
 
     async fn completion(&self, params: CompletionParams) -> Result<Option<CompletionResponse>> {

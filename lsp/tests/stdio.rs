@@ -451,6 +451,33 @@ fn editing_an_imported_file_updates_the_files_that_import_it() {
     assert!(hover.get("error").is_none(), "{hover}");
     let diagnostics = lsp.diagnostics_until(&main, |d| !d.is_empty());
     assert_eq!(diagnostics[0]["code"], "E0203");
+    // From types.flow, references and rename reach the open files that import it.
+    let references = lsp.at(
+        "textDocument/references",
+        &types,
+        position(&renamed, "type Ship|ment"),
+    );
+    let uris: Vec<&str> = references["result"]
+        .as_array()
+        .expect("locations")
+        .iter()
+        .filter_map(|l| l["uri"].as_str())
+        .collect();
+    assert_eq!(uris, [types.as_str(), main.as_str()], "{references}");
+    let rename = lsp.request(
+        "textDocument/rename",
+        json!({"textDocument": {"uri": types}, "position": position_json(&renamed, "type Ship|ment"), "newName": "Cargo"}),
+    );
+    assert_eq!(
+        rename["result"]["changes"][&types].as_array().map(Vec::len),
+        Some(1),
+        "{rename}"
+    );
+    assert_eq!(
+        rename["result"]["changes"][&main].as_array().map(Vec::len),
+        Some(1),
+        "{rename}"
+    );
     // Closing types.flow goes back to the file on disk, which has the field.
     lsp.notify(
         "textDocument/didClose",
