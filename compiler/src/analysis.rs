@@ -110,6 +110,7 @@ pub enum SymbolKind {
     Enum,
     Field,
     Variant,
+    Test,
 }
 
 /// A declaration in the outline of a file.
@@ -689,6 +690,14 @@ impl Analysis {
                         children: Vec::new(),
                     });
                 }
+                ast::Item::Test(decl) => out.push(DocumentSymbol {
+                    name: decl.name.value.to_string(),
+                    kind: SymbolKind::Test,
+                    detail: Some("test".into()),
+                    span: decl.span,
+                    selection: decl.name.span,
+                    children: Vec::new(),
+                }),
             }
         }
         out
@@ -1342,6 +1351,39 @@ impl Indexer<'_> {
                 }
                 self.block(&decl.body);
             }
+            ast::Item::Test(decl) => self.test(decl),
+        }
+    }
+
+    /// A test's names: the tools and workflows its steps name, and what its values refer to
+    /// (walked in the helper workflows they were checked as).
+    fn test(&mut self, decl: &ast::TestDecl) {
+        let program = self.program;
+        let Some(tree) = program.trees.get(self.file.0 as usize) else {
+            return;
+        };
+        let inside = |span: Span| decl.span.start <= span.start && span.end <= decl.span.end;
+        for reference in tree.tests.references.iter().filter(|r| inside(r.name.span)) {
+            let name = &reference.name;
+            let scope = &program.checked.scopes[self.file.0 as usize];
+            let sym = scope.lookup_values(&name.name).iter().find_map(|(v, _)| {
+                match (v, reference.kind) {
+                    (Value::Tool(i), crate::testing::RefKind::Tool) => Some(Sym::Tool(*i)),
+                    (Value::Workflow(i), crate::testing::RefKind::Workflow) => {
+                        Some(Sym::Workflow(*i))
+                    }
+                    _ => None,
+                }
+            });
+            if let Some(sym) = sym {
+                self.add(name.span, sym);
+            }
+        }
+        for helper in tree.tests.helpers.iter().filter(|h| inside(h.decl.span)) {
+            for param in &helper.decl.params {
+                self.local_def(param.name.span);
+            }
+            self.block(&helper.decl.body);
         }
     }
 
@@ -1634,6 +1676,7 @@ fn item_name(item: &ast::Item) -> Option<&str> {
         ast::Item::Enum(d) => Some(&d.name.name),
         ast::Item::Tool(d) => Some(&d.name.name),
         ast::Item::Workflow(d) => Some(&d.name.name),
+        ast::Item::Test(_) => None,
     }
 }
 

@@ -871,7 +871,169 @@ impl<'a> Builder<'a> {
                 parts.push(self.block(&decl.body, false));
                 concat(parts)
             }
+            Item::Test(decl) => {
+                let opener = self.find(T::LBrace, decl.name.span.end);
+                let close = Span::new(decl.span.end as usize - 1, decl.span.end as usize);
+                let steps = self.delimited_broken(
+                    Delims::Brace,
+                    opener,
+                    close,
+                    &decl.steps,
+                    |s| s.span,
+                    "",
+                    |b, s| b.test_step(s),
+                );
+                concat(vec![
+                    text("test "),
+                    text(self.string(decl.name.span)),
+                    text(" "),
+                    steps,
+                ])
+            }
         }
+    }
+
+    /// `(a, b)` after `after`: a call's arguments or a mock's parameter names.
+    fn paren_list<I>(
+        &mut self,
+        after: u32,
+        items: &[I],
+        span_of: impl Fn(&I) -> Span,
+        build: impl FnMut(&mut Self, &I) -> Doc,
+    ) -> Doc {
+        let opener = self.find(T::LParen, after);
+        let close = self.close_after(items.last().map_or(opener.end, |i| span_of(i).end));
+        self.inline_list(Delims::Paren, opener, close, items, span_of, build)
+    }
+
+    fn test_step(&mut self, step: &TestStep) -> Doc {
+        let mut parts: Vec<Doc> = Vec::new();
+        match &step.kind {
+            TestStepKind::Mock {
+                tool,
+                params,
+                behavior,
+                times,
+            } => {
+                parts.push(text(format!("mock {}", tool.name)));
+                if let Some(params) = params {
+                    parts.push(self.paren_list(
+                        tool.span.end,
+                        params,
+                        |p| p.span,
+                        |_, p| text(&p.name),
+                    ));
+                }
+                match behavior {
+                    MockBehavior::Returns(expr) => {
+                        parts.push(text(" returns "));
+                        parts.push(self.expr(expr));
+                    }
+                    MockBehavior::Replies(raw) => {
+                        parts.push(text(format!(" replies {}", self.string(raw.span))));
+                    }
+                    MockBehavior::Fails {
+                        kind,
+                        message,
+                        permanent,
+                    } => {
+                        parts.push(text(format!(" fails {}", kind.name)));
+                        if let Some(message) = message {
+                            parts.push(text(format!(" {}", self.string(message.span))));
+                        }
+                        if *permanent {
+                            parts.push(text(" permanent"));
+                        }
+                    }
+                }
+                if let Some((n, _)) = times {
+                    parts.push(text(format!(" times {n}")));
+                }
+            }
+            TestStepKind::Start { workflow, args } => {
+                parts.push(text(format!("start {}", workflow.name)));
+                parts.push(self.paren_list(workflow.span.end, args, |a| a.span, |b, a| b.expr(a)));
+            }
+            TestStepKind::ExpectGate { input, gate } => {
+                let kind = if *input { "input" } else { "approval" };
+                parts.push(text(format!("expect {kind} {}", self.string(gate.span))));
+            }
+            TestStepKind::Decide {
+                approve,
+                gate,
+                user,
+                comment,
+                refused,
+            } => {
+                if *refused {
+                    parts.push(text("expect refused "));
+                }
+                parts.push(text(if *approve { "approve" } else { "reject" }));
+                if let Some(gate) = gate {
+                    parts.push(text(format!(" {}", self.string(gate.span))));
+                }
+                parts.push(text(format!(" as {}", self.string(user.span))));
+                if let Some(comment) = comment {
+                    parts.push(text(format!(" comment {}", self.string(comment.span))));
+                }
+            }
+            TestStepKind::Provide { gate, user, value } => {
+                parts.push(text(format!(
+                    "provide input {} as {} value ",
+                    self.string(gate.span),
+                    self.string(user.span)
+                )));
+                parts.push(self.expr(value));
+            }
+            TestStepKind::Advance { by } => {
+                parts.push(text("advance "));
+                parts.push(self.expr(by));
+            }
+            TestStepKind::ExpectResult(ResultCheck::Matches(pattern)) => {
+                parts.push(text("expect result "));
+                parts.push(self.pattern(pattern));
+            }
+            TestStepKind::ExpectResult(ResultCheck::Equals(expr)) => {
+                parts.push(text("expect result == "));
+                parts.push(self.expr(expr));
+            }
+            TestStepKind::ExpectError { kind, message } => {
+                parts.push(text(format!("expect error {}", kind.name)));
+                if let Some(message) = message {
+                    parts.push(text(format!(" {}", self.string(message.span))));
+                }
+            }
+            TestStepKind::ExpectCalled {
+                tool,
+                negated,
+                times,
+                args,
+            } => {
+                let not = if *negated { "not " } else { "" };
+                parts.push(text(format!("expect {not}called {}", tool.name)));
+                if let Some((n, _)) = times {
+                    parts.push(text(format!(" {n} times")));
+                }
+                if let Some(args) = args {
+                    let after = times.map_or(tool.span.end, |(_, s)| s.end);
+                    parts.push(text(" with "));
+                    parts.push(self.paren_list(after, args, |a| a.span, |b, a| b.expr(a)));
+                }
+            }
+            TestStepKind::ExpectAudit { event } => {
+                parts.push(text(format!("expect audit {}", self.string(event.span))));
+            }
+            TestStepKind::ExpectEscalated { gate } => {
+                parts.push(text(format!("expect escalated {}", self.string(gate.span))));
+            }
+            TestStepKind::ExpectStatus(status) => {
+                parts.push(text(format!("expect status {}", status.name)));
+            }
+            // A file with syntax errors is not formatted.
+            TestStepKind::Error => parts.push(text(&self.src[step.span.range()])),
+        }
+        self.last = self.last.max(step.span.end);
+        concat(parts)
     }
 
     fn params(&mut self, name_end: u32, params: &[Field]) -> Doc {

@@ -16,6 +16,7 @@ pub mod program;
 pub mod sources;
 pub mod span;
 pub mod syntax;
+pub mod testing;
 pub mod types;
 
 pub use program::{Program, RootError, check_paths, check_text};

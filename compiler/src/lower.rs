@@ -71,28 +71,44 @@ impl std::error::Error for LowerError {}
 
 type Result<T = ()> = std::result::Result<T, LowerError>;
 
-/// Lowers a checked program to bytecode.
+/// Lowers a checked program to bytecode (without its tests).
 pub fn lower(program: &Program) -> Result<Module> {
+    lower_program(program, false)
+}
+
+/// Lowers a checked program with the helper workflows of its tests (see
+/// [`crate::testing`]), numbered after the program's own: what `flowc test` runs.
+pub fn lower_with_tests(program: &Program) -> Result<Module> {
+    lower_program(program, true)
+}
+
+fn lower_program(program: &Program, with_tests: bool) -> Result<Module> {
     let errors = program.errors();
     if errors > 0 {
         return Err(LowerError::HasErrors(errors));
     }
     let mut builder = Builder::new(program);
     builder.declare_tools();
-    builder.declare_workflows();
+    builder.declare_workflows(with_tests);
     let mut index = 0;
-    for (file_index, tree) in program.trees.iter().enumerate() {
-        let file = FileId(file_index as u32);
-        for item in &tree.module.items {
-            if let ast::Item::Workflow(decl) = item {
-                let (code, debug, locals) = FnLower::run(&mut builder, file, index, decl)?;
-                let workflow = &mut builder.module.workflows[index];
-                workflow.code = code;
-                workflow.debug = debug;
-                workflow.locals = locals;
-                index += 1;
-            }
-        }
+    let program_workflows = program.trees.iter().enumerate().flat_map(|(file, tree)| {
+        tree.module.items.iter().filter_map(move |item| match item {
+            ast::Item::Workflow(decl) => Some((FileId(file as u32), decl)),
+            _ => None,
+        })
+    });
+    let helpers = program.trees.iter().enumerate().flat_map(|(file, tree)| {
+        let file = FileId(file as u32);
+        tree.tests.helpers.iter().map(move |h| (file, &h.decl))
+    });
+    let helpers = helpers.take(if with_tests { usize::MAX } else { 0 });
+    for (file, decl) in program_workflows.chain(helpers) {
+        let (code, debug, locals) = FnLower::run(&mut builder, file, index, decl)?;
+        let workflow = &mut builder.module.workflows[index];
+        workflow.code = code;
+        workflow.debug = debug;
+        workflow.locals = locals;
+        index += 1;
     }
     verify::verify(&builder.module).map_err(LowerError::Internal)?;
     Ok(builder.module)
@@ -394,9 +410,14 @@ impl<'p> Builder<'p> {
     }
 
     /// Every workflow's signature, before any code: calls need the callee's arity.
-    fn declare_workflows(&mut self) {
+    fn declare_workflows(&mut self, with_tests: bool) {
         let program = self.program;
-        for def in &program.checked.workflows {
+        let count = if with_tests {
+            program.checked.workflows.len()
+        } else {
+            program.checked.program_workflows
+        };
+        for def in &program.checked.workflows[..count] {
             let params = self.params(&def.params);
             let ret = self.type_ref(&def.ret);
             self.module.workflows.push(WorkflowCode {

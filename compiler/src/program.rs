@@ -187,6 +187,7 @@ impl Loading<'_> {
                     doc_comments: Vec::new(),
                     comments: Vec::new(),
                     diagnostics: vec![diagnostic],
+                    tests: Default::default(),
                 });
                 id
             }

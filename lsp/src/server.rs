@@ -404,6 +404,7 @@ fn symbol_kind(kind: Sk) -> SymbolKind {
         Sk::Enum => SymbolKind::ENUM,
         Sk::Field => SymbolKind::FIELD,
         Sk::Variant => SymbolKind::ENUM_MEMBER,
+        Sk::Test => SymbolKind::EVENT,
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod body;
 mod flow;
+mod test_blocks;
 
 use crate::diagnostics::{Diagnostic, codes, did_you_mean};
 use crate::sources::SourceDb;
@@ -162,7 +163,10 @@ pub enum LocalKind {
 pub struct Checked {
     pub types: TypeDefs,
     pub tools: Vec<ToolDef>,
+    /// The program's workflows, then the helper workflows of its tests (from
+    /// `program_workflows` on; see [`crate::testing`]).
     pub workflows: Vec<WorkflowDef>,
+    pub program_workflows: usize,
     pub scopes: Vec<FileScope>,
     pub decision: Option<TypeId>,
     pub error: Option<TypeId>,
@@ -193,8 +197,10 @@ pub fn check_program_with(
     };
     checker.add_builtin_records();
     checker.collect(trees);
+    checker.collect_test_helpers(trees);
     checker.build_scopes(db, imports);
     checker.resolve_declarations(trees);
+    let typed_helpers = checker.resolve_test_helpers(trees);
     // Workflows were numbered in this same order when they were collected.
     let mut workflow_index = 0;
     let mut resolutions = Resolutions {
@@ -218,6 +224,13 @@ pub fn check_program_with(
             }
         }
     }
+    test_blocks::check_test_helpers(
+        &checker.checked,
+        trees,
+        &typed_helpers,
+        checker.diagnostics,
+        &mut resolutions,
+    );
     checker.report_unused_imports(imports);
     checker.checked.resolutions = resolutions;
     checker.checked
@@ -341,7 +354,7 @@ impl DeclChecker<'_> {
                         });
                         self.add_own_value(file, &mut own, &decl.name, Value::Workflow(index));
                     }
-                    ast::Item::Import(_) => {}
+                    ast::Item::Import(_) | ast::Item::Test(_) => {}
                 }
             }
             self.own.push(own);
@@ -591,7 +604,7 @@ impl DeclChecker<'_> {
                         workflow.ret = ret;
                         workflow_index += 1;
                     }
-                    ast::Item::Import(_) => {}
+                    ast::Item::Import(_) | ast::Item::Test(_) => {}
                 }
             }
         }

@@ -63,6 +63,8 @@ codes! {
     SECRET_LEAK = "E0321", "Secret would be revealed";
 
     UNAPPROVED_SENSITIVE_CALL = "E0400", "Sensitive tool called without approval";
+    INVALID_TEST_STEP = "E0401", "Invalid test step";
+    TEST_EXPRESSION_HAS_EFFECTS = "E0402", "Test expression performs a step";
 
     UNUSED_VARIABLE = "W0001", "Unused variable";
     UNREACHABLE_CODE = "W0002", "Unreachable code";

@@ -17,6 +17,7 @@ pub enum Item {
     Enum(EnumDecl),
     Tool(ToolDecl),
     Workflow(WorkflowDecl),
+    Test(TestDecl),
 }
 
 impl Item {
@@ -27,6 +28,7 @@ impl Item {
             Item::Enum(e) => e.span,
             Item::Tool(t) => t.span,
             Item::Workflow(w) => w.span,
+            Item::Test(t) => t.span,
         }
     }
 }
@@ -118,6 +120,95 @@ pub struct WorkflowDecl {
     pub ret: Option<TypeExpr>,
     pub body: Block,
     pub span: Span,
+}
+
+/// `test "name" { … }`: a scripted run of a workflow (see `spec/testing.md`). The words of
+/// its steps (`mock`, `expect`, `approve`, …) are keywords only at the start of a step.
+#[derive(Clone, Debug)]
+pub struct TestDecl {
+    pub name: StrLit,
+    pub steps: Vec<TestStep>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct TestStep {
+    pub kind: TestStepKind,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub enum TestStepKind {
+    /// `mock tool returns value`, `mock tool(a, b) returns value`, `mock tool replies "raw"`,
+    /// `mock tool fails Kind "message"`; each optionally `times N`.
+    Mock {
+        tool: Ident,
+        /// Names for the arguments, when the answer is computed from them.
+        params: Option<Vec<Ident>>,
+        behavior: MockBehavior,
+        times: Option<(u32, Span)>,
+    },
+    /// `start workflow(arg, …)`.
+    Start { workflow: Ident, args: Vec<Expr> },
+    /// `expect approval "gate"` / `expect input "gate"`: the gate is open now.
+    ExpectGate { input: bool, gate: StrLit },
+    /// `approve [ "gate" ] as "user" [comment "…"]`, `reject …`; with `expect refused`
+    /// before it, the decision must be refused.
+    Decide {
+        approve: bool,
+        gate: Option<StrLit>,
+        user: StrLit,
+        comment: Option<StrLit>,
+        refused: bool,
+    },
+    /// `provide input "gate" as "user" value <expr>`.
+    Provide {
+        gate: StrLit,
+        user: StrLit,
+        value: Expr,
+    },
+    /// `advance 25h`: the test clock moves on; due timers fire.
+    Advance { by: Expr },
+    /// `expect result Pattern` or `expect result == value`.
+    ExpectResult(ResultCheck),
+    /// `expect error Kind ["message"]`: the run failed with this kind of error.
+    ExpectError {
+        kind: Ident,
+        message: Option<StrLit>,
+    },
+    /// `expect [not] called tool [N times] [with (arg, …)]`.
+    ExpectCalled {
+        tool: Ident,
+        negated: bool,
+        times: Option<(u32, Span)>,
+        args: Option<Vec<Expr>>,
+    },
+    /// `expect audit "event"`.
+    ExpectAudit { event: StrLit },
+    /// `expect escalated "gate"`.
+    ExpectEscalated { gate: StrLit },
+    /// `expect status completed|failed|waiting|cancelled`.
+    ExpectStatus(Ident),
+    /// A step that did not parse; already reported.
+    Error,
+}
+
+#[derive(Clone, Debug)]
+pub enum MockBehavior {
+    Returns(Expr),
+    /// The raw reply (JSON text), validated like a real tool's answer.
+    Replies(StrLit),
+    Fails {
+        kind: Ident,
+        message: Option<StrLit>,
+        permanent: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub enum ResultCheck {
+    Matches(Pattern),
+    Equals(Expr),
 }
 
 #[derive(Clone, Debug)]

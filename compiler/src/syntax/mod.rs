@@ -14,6 +14,8 @@ pub struct SyntaxTree {
     pub doc_comments: Vec<Span>,
     pub comments: Vec<Span>,
     pub diagnostics: Vec<Diagnostic>,
+    /// The file's `test` blocks as the runner follows them, with their helper workflows.
+    pub tests: crate::testing::Desugared,
 }
 
 pub fn parse_file(file: FileId, text: &str) -> SyntaxTree {
@@ -21,7 +23,10 @@ pub fn parse_file(file: FileId, text: &str) -> SyntaxTree {
     let parsed = parser::parse(file, text, &lexed);
     let mut diagnostics = lexed.diagnostics;
     diagnostics.extend(parsed.diagnostics);
+    let mut tests = crate::testing::desugar(file, &parsed.module, text);
+    diagnostics.append(&mut tests.diagnostics);
     SyntaxTree {
+        tests,
         module: parsed.module,
         doc_comments: lexed.doc_comments,
         comments: lexed.comments,

@@ -13,6 +13,8 @@ use super::token::TokenKind as T;
 use crate::diagnostics::{Diagnostic, codes};
 use crate::span::{FileId, Span};
 
+mod test_blocks;
+
 /// How deeply expressions, blocks and types may nest (counting operator chains).
 pub const MAX_DEPTH: u32 = 256;
 
@@ -254,7 +256,7 @@ impl<'a> Parser<'a> {
         self.bump();
         while !self.at(T::Eof) {
             let token = self.token();
-            if token.starts_line && ITEM_KEYWORDS.contains(&token.kind) {
+            if token.starts_line && (ITEM_KEYWORDS.contains(&token.kind) || self.at_test_item()) {
                 return;
             }
             self.bump();
@@ -328,8 +330,8 @@ impl<'a> Parser<'a> {
                     let echo = self.at(T::RBrace) && !self.diagnostics.is_empty();
                     if self.error_count() == errors && !echo {
                         self.error_unexpected(
-                            "`workflow`, `tool`, `type`, `enum` or `import`",
-                            "a file holds declarations: `type`, `enum`, `tool`, `workflow` and `import`; statements go inside a workflow's `{ … }`",
+                            "`workflow`, `tool`, `type`, `enum`, `test` or `import`",
+                            "a file holds declarations: `type`, `enum`, `tool`, `workflow`, `test` and `import`; statements go inside a workflow's `{ … }`",
                         );
                     }
                     self.recover_item();
@@ -358,6 +360,7 @@ impl<'a> Parser<'a> {
             T::Enum => self.parse_enum_decl(doc).map(Item::Enum),
             T::Tool => self.parse_tool_decl(doc).map(Item::Tool),
             T::Workflow => self.parse_workflow_decl(doc).map(Item::Workflow),
+            T::Ident if self.at_test_item() => self.parse_test_decl().map(Item::Test),
             _ => None,
         }
     }

@@ -1,0 +1,332 @@
+//! Parsing `test "name" { … }` blocks: the steps of a scripted run (see `spec/testing.md`).
+//!
+//! The step words (`mock`, `start`, `expect`, `approve`, …) are not reserved: they are
+//! plain names everywhere else, and recognised here only as the first word of a step, so
+//! adding tests to the language took no name away from workflows.
+
+use super::{Parser, Records};
+use crate::diagnostics::{Diagnostic, codes};
+use crate::span::Span;
+use crate::syntax::ast::*;
+use crate::syntax::token::TokenKind as T;
+
+const STEP_HELP: &str =
+    "a test step is `mock`, `start`, `expect`, `approve`, `reject`, `provide` or `advance`";
+
+impl Parser<'_> {
+    /// Whether the current token starts a test block: the name `test` before a string.
+    pub(super) fn at_test_item(&self) -> bool {
+        self.at(T::Ident)
+            && self.text(self.span()) == "test"
+            && self.tokens.get(self.pos + 1).map(|t| t.kind) == Some(T::Quote)
+    }
+
+    pub(super) fn parse_test_decl(&mut self) -> Option<TestDecl> {
+        let start = self.bump().span;
+        let name = self.parse_plain_string("the test's name in quotes")?;
+        let open = self.expect(T::LBrace, "a test reads `test \"name\" { steps… }`")?;
+        if !self.enter() {
+            return None;
+        }
+        let mut steps = Vec::new();
+        let end = loop {
+            match self.peek() {
+                T::RBrace => break self.bump().span,
+                T::Eof => {
+                    self.report(
+                        Diagnostic::error(
+                            codes::SYNTAX_ERROR,
+                            self.file,
+                            open,
+                            "this `{` is never closed",
+                        )
+                        .with_message("Unclosed test")
+                        .with_help("add the matching `}`"),
+                    );
+                    break self.previous_span();
+                }
+                T::Semicolon => {
+                    self.bump();
+                }
+                _ => steps.push(self.parse_test_step()),
+            }
+        };
+        self.leave();
+        Some(TestDecl {
+            name,
+            steps,
+            span: start.to(end),
+        })
+    }
+
+    fn parse_test_step(&mut self) -> TestStep {
+        let start_pos = self.pos;
+        let start = self.span();
+        let errors = self.error_count();
+        let kind = self.parse_test_step_kind().unwrap_or(TestStepKind::Error);
+        let span = start.to(self.previous_span());
+        if self.error_count() > errors {
+            self.recover_statement(start_pos);
+        } else if !matches!(self.peek(), T::RBrace | T::Eof | T::Semicolon)
+            && !self.token().starts_line
+        {
+            self.error_expected(
+                "the end of the step",
+                "put each step on its own line, or separate them with `;`",
+            );
+            self.recover_statement(start_pos);
+        }
+        if self.pos == start_pos {
+            self.bump();
+        }
+        let kind = if self.error_count() > errors {
+            TestStepKind::Error
+        } else {
+            kind
+        };
+        TestStep { kind, span }
+    }
+
+    /// The current token when it is the name `word`; consumes it.
+    fn eat_word(&mut self, word: &str) -> Option<Span> {
+        if self.at(T::Ident) && self.text(self.span()) == word {
+            Some(self.bump().span)
+        } else {
+            None
+        }
+    }
+
+    fn expect_word(&mut self, word: &str, help: &str) -> Option<Span> {
+        let found = self.eat_word(word);
+        if found.is_none() {
+            self.error_expected(&format!("`{word}`"), help);
+        }
+        found
+    }
+
+    fn parse_test_step_kind(&mut self) -> Option<TestStepKind> {
+        let word = if self.at(T::Ident) {
+            self.text(self.span())
+        } else {
+            ""
+        };
+        match word {
+            "mock" => {
+                self.bump();
+                self.parse_mock()
+            }
+            "start" => {
+                self.bump();
+                let workflow = self.parse_ident("the workflow to start")?;
+                self.expect(
+                    T::LParen,
+                    "start a workflow with its arguments: `start review(order)`",
+                )?;
+                let args = self.parse_list(T::RParen, |p| Some(p.parse_expr(Records::Allowed)));
+                Some(TestStepKind::Start { workflow, args })
+            }
+            "expect" => {
+                self.bump();
+                self.parse_expectation()
+            }
+            "approve" | "reject" => self.parse_decision(false),
+            "provide" => {
+                self.bump();
+                self.expect(
+                    T::Input,
+                    "a step reads `provide input \"gate\" as \"user\" value …`",
+                )?;
+                let gate = self.parse_plain_string("the input's name in quotes")?;
+                self.expect_word("as", "say who provides it: `as \"user\"`")?;
+                let user = self.parse_plain_string("the user's name in quotes")?;
+                self.expect_word("value", "give the value: `value { … }`")?;
+                let value = self.parse_expr(Records::Allowed);
+                Some(TestStepKind::Provide { gate, user, value })
+            }
+            "advance" => {
+                self.bump();
+                let by = self.parse_expr(Records::NotHere);
+                Some(TestStepKind::Advance { by })
+            }
+            _ => {
+                self.error_unexpected("a test step", STEP_HELP);
+                None
+            }
+        }
+    }
+
+    fn parse_mock(&mut self) -> Option<TestStepKind> {
+        let tool = self.parse_ident("the tool to mock")?;
+        let params = if self.eat(T::LParen).is_some() {
+            Some(self.parse_list(T::RParen, |p| p.parse_ident("a name for the argument")))
+        } else {
+            None
+        };
+        let help = "a mock reads `mock tool returns value`, `mock tool replies \"raw\"` or `mock tool fails Kind \"message\"`";
+        let behavior = if self.eat_word("returns").is_some() {
+            MockBehavior::Returns(self.parse_expr(Records::Allowed))
+        } else if params.is_none() && self.eat_word("replies").is_some() {
+            MockBehavior::Replies(self.parse_plain_string("the raw reply in quotes")?)
+        } else if params.is_none() && self.eat_word("fails").is_some() {
+            let kind = self.parse_ident("an error kind, such as `ToolError`")?;
+            let message = if self.at(T::Quote) {
+                Some(self.parse_plain_string("the error message")?)
+            } else {
+                None
+            };
+            let permanent = self.eat_word("permanent").is_some();
+            MockBehavior::Fails {
+                kind,
+                message,
+                permanent,
+            }
+        } else {
+            self.error_expected("`returns`, `replies` or `fails`", help);
+            return None;
+        };
+        let times = if self.eat_word("times").is_some() {
+            Some(self.parse_count()?)
+        } else {
+            None
+        };
+        Some(TestStepKind::Mock {
+            tool,
+            params,
+            behavior,
+            times,
+        })
+    }
+
+    /// A positive whole number (how many times).
+    fn parse_count(&mut self) -> Option<(u32, Span)> {
+        let span = self.span();
+        if self.at(T::Number)
+            && let Ok(n) = self.text(span).parse::<u32>()
+            && n > 0
+        {
+            self.bump();
+            return Some((n, span));
+        }
+        self.error_expected("a number of times (1 or more)", "");
+        None
+    }
+
+    fn parse_decision(&mut self, refused: bool) -> Option<TestStepKind> {
+        let approve = self.text(self.span()) == "approve";
+        self.bump();
+        let gate = if self.at(T::Quote) {
+            Some(self.parse_plain_string("the gate's name")?)
+        } else {
+            None
+        };
+        self.expect_word("as", "say who decides: `approve as \"user\"`")?;
+        let user = self.parse_plain_string("the user's name in quotes")?;
+        let comment = if self.eat_word("comment").is_some() {
+            Some(self.parse_plain_string("the comment in quotes")?)
+        } else {
+            None
+        };
+        Some(TestStepKind::Decide {
+            approve,
+            gate,
+            user,
+            comment,
+            refused,
+        })
+    }
+
+    fn parse_expectation(&mut self) -> Option<TestStepKind> {
+        if self.eat(T::Approval).is_some() {
+            let gate = self.parse_plain_string("the approval's name in quotes")?;
+            return Some(TestStepKind::ExpectGate { input: false, gate });
+        }
+        if self.eat(T::Input).is_some() {
+            let gate = self.parse_plain_string("the input's name in quotes")?;
+            return Some(TestStepKind::ExpectGate { input: true, gate });
+        }
+        let word = if self.at(T::Ident) {
+            self.text(self.span())
+        } else {
+            ""
+        };
+        match word {
+            "result" => {
+                self.bump();
+                if self.eat(T::EqEq).is_some() {
+                    return Some(TestStepKind::ExpectResult(ResultCheck::Equals(
+                        self.parse_expr(Records::Allowed),
+                    )));
+                }
+                let pattern = self.parse_pattern()?;
+                Some(TestStepKind::ExpectResult(ResultCheck::Matches(pattern)))
+            }
+            "error" => {
+                self.bump();
+                let kind = self.parse_ident("an error kind, such as `ToolError`")?;
+                let message = if self.at(T::Quote) {
+                    Some(self.parse_plain_string("the error message")?)
+                } else {
+                    None
+                };
+                Some(TestStepKind::ExpectError { kind, message })
+            }
+            "called" | "not" => {
+                let negated = self.eat_word("not").is_some();
+                self.expect_word("called", "write `expect not called tool`")?;
+                let tool = self.parse_ident("the tool's name")?;
+                let times = if !negated && self.at(T::Number) {
+                    let count = self.parse_count()?;
+                    self.expect_word("times", "write `expect called tool 2 times`")?;
+                    Some(count)
+                } else {
+                    None
+                };
+                let args = if !negated && self.eat_word("with").is_some() {
+                    self.expect(T::LParen, "list the arguments: `with (\"a\", 2)`")?;
+                    Some(self.parse_list(T::RParen, |p| Some(p.parse_expr(Records::Allowed))))
+                } else {
+                    None
+                };
+                Some(TestStepKind::ExpectCalled {
+                    tool,
+                    negated,
+                    times,
+                    args,
+                })
+            }
+            "escalated" => {
+                self.bump();
+                let gate = self.parse_plain_string("the gate's name in quotes")?;
+                Some(TestStepKind::ExpectEscalated { gate })
+            }
+            "status" => {
+                self.bump();
+                let status = self.parse_ident("`completed`, `failed`, `waiting` or `cancelled`")?;
+                Some(TestStepKind::ExpectStatus(status))
+            }
+            "refused" => {
+                self.bump();
+                if !matches!(self.text(self.span()), "approve" | "reject") || !self.at(T::Ident) {
+                    self.error_expected(
+                        "`approve` or `reject`",
+                        "write `expect refused approve as \"user\"`",
+                    );
+                    return None;
+                }
+                self.parse_decision(true)
+            }
+            _ if self.at(T::Audit) => {
+                self.bump();
+                let event = self.parse_plain_string("the audit event's name in quotes")?;
+                Some(TestStepKind::ExpectAudit { event })
+            }
+            _ => {
+                self.error_unexpected(
+                    "what to expect",
+                    "expect `approval \"gate\"`, `input \"gate\"`, `result Pattern`, `result == value`, `error Kind`, `called tool`, `not called tool`, `audit \"event\"`, `escalated \"gate\"`, `refused approve …` or `status completed`",
+                );
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,703 @@
+//! Workflow tests: `test "name" { … }` blocks in, the plan a test runner follows and the
+//! helper workflows their expressions compile to out.
+//!
+//! Every expression in a test (a mock's answer, a workflow's argument, an expected result)
+//! becomes a small helper workflow with no name in any scope, type-checked like any other
+//! workflow against the type its place calls for (the tool's result, the parameter's type, …)
+//! and lowered into the test build of the program. The runner evaluates them on the same
+//! interpreter that runs the workflows, so a test means what the language means. Production
+//! builds leave the helpers out: they are numbered after every real workflow.
+
+use crate::diagnostics::{Diagnostic, codes};
+use crate::span::{FileId, Span};
+use crate::syntax::ast::{self, Expr, ExprKind, Stmt, StmtKind, TestStepKind};
+
+/// One `test` block, as the runner follows it.
+#[derive(Clone, Debug)]
+pub struct TestCase {
+    pub name: String,
+    pub file: FileId,
+    /// The test's name in quotes.
+    pub span: Span,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub span: Span,
+    pub action: Action,
+}
+
+/// What a step does. `helper` names a helper workflow of the test build.
+#[derive(Clone, Debug)]
+pub enum Action {
+    Mock {
+        tool: String,
+        answer: MockAnswer,
+        /// How many calls this answer serves; `None`: every call from now on.
+        times: Option<u32>,
+    },
+    /// Starts the workflow; one helper per argument, in parameter order.
+    Start {
+        workflow: String,
+        args: Vec<String>,
+    },
+    ExpectGate {
+        input: bool,
+        gate: String,
+    },
+    Decide {
+        approve: bool,
+        gate: Option<String>,
+        user: String,
+        comment: Option<String>,
+        refused: bool,
+    },
+    Provide {
+        gate: String,
+        user: String,
+        value: String,
+    },
+    Advance {
+        ms: u64,
+    },
+    /// `helper(result) -> Bool`; `expected` is the check as written.
+    ExpectResult {
+        helper: String,
+        expected: String,
+    },
+    ExpectError {
+        kind: String,
+        message: Option<String>,
+    },
+    ExpectCalled {
+        tool: String,
+        negated: bool,
+        times: Option<u32>,
+        /// One helper per argument.
+        args: Option<Vec<String>>,
+    },
+    ExpectAudit {
+        event: String,
+    },
+    ExpectEscalated {
+        gate: String,
+    },
+    ExpectStatus {
+        status: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub enum MockAnswer {
+    /// The helper computes the answer; from the call's arguments when `with_args`.
+    Returns { helper: String, with_args: bool },
+    /// Raw JSON text, validated like a real tool's answer.
+    Replies(String),
+    Fails {
+        kind: String,
+        message: String,
+        retryable: bool,
+    },
+}
+
+/// What type a helper workflow's parameters and result take, found by the checker once the
+/// names of tools and workflows are resolved.
+#[derive(Clone, Debug)]
+pub enum HelperRole {
+    /// The tool's result (a mock's answer); with `params`, from the tool's arguments.
+    ToolResult {
+        tool: ast::Ident,
+        params: Option<Vec<ast::Ident>>,
+    },
+    ToolArg {
+        tool: ast::Ident,
+        index: usize,
+    },
+    WorkflowArg {
+        workflow: ast::Ident,
+        index: usize,
+    },
+    /// `(result: <the workflow's result>) -> Bool`.
+    ResultCheck {
+        workflow: ast::Ident,
+    },
+    /// The type `T` of `await input<T> "gate"`.
+    InputValue {
+        gate: String,
+        span: Span,
+    },
+}
+
+/// A tool or workflow a step names.
+#[derive(Clone, Debug)]
+pub struct NameRef {
+    pub name: ast::Ident,
+    pub kind: RefKind,
+    /// How many arguments the step gives it, and where they are.
+    pub args: Option<(usize, Span)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefKind {
+    Tool,
+    Workflow,
+}
+
+/// A helper workflow: a name no one can write, its role and its body.
+#[derive(Clone, Debug)]
+pub struct Helper {
+    pub role: HelperRole,
+    pub decl: ast::WorkflowDecl,
+}
+
+pub const STATUSES: [&str; 4] = ["completed", "failed", "waiting", "cancelled"];
+pub const MOCK_FAILURES: [&str; 3] = ["ToolError", "InvalidOutput", "Timeout"];
+
+/// The tests of one file, their helpers, and what is wrong with their structure (names and
+/// types are checked later, with the rest of the program).
+#[derive(Default)]
+pub struct Desugared {
+    pub tests: Vec<TestCase>,
+    pub helpers: Vec<Helper>,
+    pub references: Vec<NameRef>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub fn desugar(file: FileId, module: &ast::Module, src: &str) -> Desugared {
+    let mut out = Desugared::default();
+    let mut seen: Vec<(&str, Span)> = Vec::new();
+    for item in &module.items {
+        let ast::Item::Test(test) = item else {
+            continue;
+        };
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == &*test.name.value) {
+            out.diagnostics.push(
+                invalid(file, test.name.span, "a second test with this name")
+                    .with_message(format!("Two tests are named \"{}\"", test.name.value))
+                    .with_label(file, *first, "the first one")
+                    .with_help(
+                        "give each test a name of its own: the runner reports tests by name",
+                    ),
+            );
+        }
+        seen.push((&test.name.value, test.name.span));
+        let case = Desugarer {
+            file,
+            src,
+            out: &mut out,
+            started: None,
+        }
+        .test(test);
+        out.tests.push(case);
+    }
+    out
+}
+
+fn invalid(file: FileId, span: Span, label: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(codes::INVALID_TEST_STEP, file, span, label)
+}
+
+struct Desugarer<'a> {
+    file: FileId,
+    src: &'a str,
+    out: &'a mut Desugared,
+    /// The workflow of the last `start`.
+    started: Option<ast::Ident>,
+}
+
+impl Desugarer<'_> {
+    fn test(&mut self, test: &ast::TestDecl) -> TestCase {
+        let steps = test
+            .steps
+            .iter()
+            .filter_map(|step| {
+                let action = self.step(step)?;
+                Some(Step {
+                    span: step.span,
+                    action,
+                })
+            })
+            .collect();
+        TestCase {
+            name: test.name.value.to_string(),
+            file: self.file,
+            span: test.name.span,
+            steps,
+        }
+    }
+
+    fn helper(&mut self, role: HelperRole, params: Vec<ast::Ident>, body: ast::Block) -> String {
+        let name = format!("test#{}#{}", self.file.0, self.out.helpers.len());
+        let params = params
+            .into_iter()
+            .map(|ident| ast::Field {
+                doc: None,
+                span: ident.span,
+                ty: ast::TypeExpr {
+                    kind: ast::TypeExprKind::Error,
+                    span: ident.span,
+                },
+                name: ident,
+            })
+            .collect();
+        let decl = ast::WorkflowDecl {
+            doc: None,
+            name: ast::Ident {
+                name: name.clone(),
+                span: body.span,
+            },
+            params,
+            ret: None,
+            span: body.span,
+            body,
+        };
+        self.out.helpers.push(Helper { role, decl });
+        name
+    }
+
+    fn expr_helper(&mut self, role: HelperRole, params: Vec<ast::Ident>, expr: &Expr) -> String {
+        let body = expr_block(expr.clone());
+        self.helper(role, params, body)
+    }
+
+    /// The workflow the last `start` started, or an error at `span`.
+    fn started(&mut self, span: Span) -> Option<ast::Ident> {
+        if self.started.is_none() {
+            self.out.diagnostics.push(
+                invalid(self.file, span, "no run has been started yet")
+                    .with_message("This step needs a run")
+                    .with_help("start the workflow first: `start name(arguments…)`"),
+            );
+        }
+        self.started.clone()
+    }
+
+    fn step(&mut self, step: &ast::TestStep) -> Option<Action> {
+        Some(match &step.kind {
+            TestStepKind::Error => return None,
+            TestStepKind::Mock {
+                tool,
+                params,
+                behavior,
+                times,
+            } => {
+                let answer = match behavior {
+                    ast::MockBehavior::Returns(expr) => {
+                        let role = HelperRole::ToolResult {
+                            tool: tool.clone(),
+                            params: params.clone(),
+                        };
+                        let helper =
+                            self.expr_helper(role, params.clone().unwrap_or_default(), expr);
+                        MockAnswer::Returns {
+                            helper,
+                            with_args: params.is_some(),
+                        }
+                    }
+                    ast::MockBehavior::Replies(raw) => MockAnswer::Replies(raw.value.to_string()),
+                    ast::MockBehavior::Fails {
+                        kind,
+                        message,
+                        permanent,
+                    } => {
+                        if !MOCK_FAILURES.contains(&kind.name.as_str()) {
+                            self.out.diagnostics.push(
+                                Diagnostic::error(
+                                    codes::UNKNOWN_ERROR_KIND,
+                                    self.file,
+                                    kind.span,
+                                    "a tool cannot fail with this kind",
+                                )
+                                .with_message(format!("`{}` is not a tool failure", kind.name))
+                                .with_help(format!(
+                                    "a tool fails with {}",
+                                    MOCK_FAILURES.map(|k| format!("`{k}`")).join(", ")
+                                )),
+                            );
+                            return None;
+                        }
+                        MockAnswer::Fails {
+                            kind: kind.name.clone(),
+                            message: message
+                                .as_ref()
+                                .map(|m| m.value.to_string())
+                                .unwrap_or_else(|| format!("{} (mocked)", kind.name)),
+                            retryable: !permanent,
+                        }
+                    }
+                };
+                let args = params.as_ref().map(|p| (p.len(), step.span));
+                self.reference(tool, RefKind::Tool, args);
+                Action::Mock {
+                    tool: tool.name.clone(),
+                    answer,
+                    times: times.map(|(n, _)| n),
+                }
+            }
+            TestStepKind::Start { workflow, args } => {
+                let args: Vec<String> = args
+                    .iter()
+                    .enumerate()
+                    .map(|(index, arg)| {
+                        let role = HelperRole::WorkflowArg {
+                            workflow: workflow.clone(),
+                            index,
+                        };
+                        self.expr_helper(role, Vec::new(), arg)
+                    })
+                    .collect();
+                self.reference(workflow, RefKind::Workflow, Some((args.len(), step.span)));
+                self.started = Some(workflow.clone());
+                Action::Start {
+                    workflow: workflow.name.clone(),
+                    args,
+                }
+            }
+            TestStepKind::ExpectGate { input, gate } => {
+                self.started(step.span)?;
+                Action::ExpectGate {
+                    input: *input,
+                    gate: gate.value.to_string(),
+                }
+            }
+            TestStepKind::Decide {
+                approve,
+                gate,
+                user,
+                comment,
+                refused,
+            } => {
+                self.started(step.span)?;
+                Action::Decide {
+                    approve: *approve,
+                    gate: gate.as_ref().map(|g| g.value.to_string()),
+                    user: user.value.to_string(),
+                    comment: comment.as_ref().map(|c| c.value.to_string()),
+                    refused: *refused,
+                }
+            }
+            TestStepKind::Provide { gate, user, value } => {
+                self.started(step.span)?;
+                let role = HelperRole::InputValue {
+                    gate: gate.value.to_string(),
+                    span: gate.span,
+                };
+                Action::Provide {
+                    gate: gate.value.to_string(),
+                    user: user.value.to_string(),
+                    value: self.expr_helper(role, Vec::new(), value),
+                }
+            }
+            TestStepKind::Advance { by } => match by.kind {
+                ExprKind::Duration(ms) => Action::Advance { ms },
+                ExprKind::Error => return None,
+                _ => {
+                    self.out.diagnostics.push(
+                        invalid(self.file, by.span, "not a duration")
+                            .with_message("`advance` takes a duration")
+                            .with_help(
+                                "write how long to let pass, as `advance 25h` or `advance 3d`",
+                            ),
+                    );
+                    return None;
+                }
+            },
+            TestStepKind::ExpectResult(check) => {
+                let workflow = self.started(step.span)?;
+                let result = ast::Ident {
+                    name: "result".into(),
+                    span: step.span,
+                };
+                let (body, expected) = match check {
+                    ast::ResultCheck::Matches(pattern) => (
+                        match_block(result.clone(), pattern.clone(), step.span),
+                        self.src[pattern.span.range()].to_string(),
+                    ),
+                    ast::ResultCheck::Equals(expr) => {
+                        let compare = Expr {
+                            span: expr.span,
+                            kind: ExprKind::Binary {
+                                op: ast::BinaryOp::Eq,
+                                // Its own span: resolutions are keyed by span.
+                                lhs: Box::new(Expr {
+                                    kind: ExprKind::Name("result".into()),
+                                    span: step.span,
+                                }),
+                                rhs: Box::new(expr.clone()),
+                            },
+                        };
+                        (
+                            expr_block(compare),
+                            format!("== {}", &self.src[expr.span.range()]),
+                        )
+                    }
+                };
+                let helper = self.helper(HelperRole::ResultCheck { workflow }, vec![result], body);
+                Action::ExpectResult { helper, expected }
+            }
+            TestStepKind::ExpectError { kind, message } => {
+                self.started(step.span)?;
+                if !flow_stdlib::ERROR_KINDS
+                    .iter()
+                    .any(|(k, _)| *k == kind.name)
+                {
+                    self.out.diagnostics.push(
+                        Diagnostic::error(
+                            codes::UNKNOWN_ERROR_KIND,
+                            self.file,
+                            kind.span,
+                            "not an error kind",
+                        )
+                        .with_message(format!("`{}` is not an error kind", kind.name))
+                        .with_help(format!(
+                            "the error kinds are {}",
+                            flow_stdlib::ERROR_KINDS
+                                .iter()
+                                .map(|(k, _)| format!("`{k}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    );
+                    return None;
+                }
+                Action::ExpectError {
+                    kind: kind.name.clone(),
+                    message: message.as_ref().map(|m| m.value.to_string()),
+                }
+            }
+            TestStepKind::ExpectCalled {
+                tool,
+                negated,
+                times,
+                args,
+            } => {
+                let args = args.as_ref().map(|args| {
+                    args.iter()
+                        .enumerate()
+                        .map(|(index, arg)| {
+                            let role = HelperRole::ToolArg {
+                                tool: tool.clone(),
+                                index,
+                            };
+                            self.expr_helper(role, Vec::new(), arg)
+                        })
+                        .collect::<Vec<_>>()
+                });
+                let count = args.as_ref().map(|a| (a.len(), step.span));
+                self.reference(tool, RefKind::Tool, count);
+                Action::ExpectCalled {
+                    tool: tool.name.clone(),
+                    negated: *negated,
+                    times: times.map(|(n, _)| n),
+                    args,
+                }
+            }
+            TestStepKind::ExpectAudit { event } => Action::ExpectAudit {
+                event: event.value.to_string(),
+            },
+            TestStepKind::ExpectEscalated { gate } => Action::ExpectEscalated {
+                gate: gate.value.to_string(),
+            },
+            TestStepKind::ExpectStatus(status) => {
+                if !STATUSES.contains(&status.name.as_str()) {
+                    self.out.diagnostics.push(
+                        invalid(self.file, status.span, "not a run status")
+                            .with_message(format!("`{}` is not a run status", status.name))
+                            .with_help("a run is `completed`, `failed`, `waiting` or `cancelled`"),
+                    );
+                    return None;
+                }
+                Action::ExpectStatus {
+                    status: status.name.clone(),
+                }
+            }
+        })
+    }
+
+    /// Records a tool or workflow named by a step, with the number of arguments the step
+    /// gives it (when it gives any), for the checker to resolve.
+    fn reference(&mut self, name: &ast::Ident, kind: RefKind, args: Option<(usize, Span)>) {
+        self.out.references.push(NameRef {
+            name: name.clone(),
+            kind,
+            args,
+        });
+    }
+}
+
+fn expr_block(expr: Expr) -> ast::Block {
+    ast::Block {
+        span: expr.span,
+        stmts: vec![Stmt {
+            span: expr.span,
+            kind: StmtKind::Expr(expr),
+        }],
+    }
+}
+
+/// `match result { pattern => true, _ => false }` (without the `_` arm when the pattern
+/// matches everything).
+fn match_block(result: ast::Ident, pattern: ast::Pattern, span: Span) -> ast::Block {
+    let boolean = |value: bool, span: Span| Expr {
+        kind: ExprKind::Bool(value),
+        span,
+    };
+    let catch_all = matches!(
+        pattern.kind,
+        ast::PatternKind::Wildcard | ast::PatternKind::Name(_)
+    );
+    let pattern_span = pattern.span;
+    let mut arms = vec![ast::MatchArm {
+        body: boolean(true, pattern_span),
+        span: pattern_span,
+        pattern,
+    }];
+    if !catch_all {
+        arms.push(ast::MatchArm {
+            pattern: ast::Pattern {
+                kind: ast::PatternKind::Wildcard,
+                span: pattern_span,
+            },
+            body: boolean(false, pattern_span),
+            span: pattern_span,
+        });
+    }
+    expr_block(Expr {
+        span,
+        kind: ExprKind::Match {
+            scrutinee: Box::new(Expr {
+                kind: ExprKind::Name(result.name),
+                span: result.span,
+            }),
+            arms,
+        },
+    })
+}
+
+/// Where an expression in a test would perform a step of a workflow (call a tool or a
+/// workflow, wait, sleep, audit, read the clock): test expressions compute values only.
+pub fn first_effect(block: &ast::Block, is_step: &dyn Fn(&str) -> bool) -> Option<Span> {
+    block.stmts.iter().find_map(|s| stmt_effect(s, is_step))
+}
+
+fn stmt_effect(stmt: &Stmt, is_step: &dyn Fn(&str) -> bool) -> Option<Span> {
+    match &stmt.kind {
+        StmtKind::Sleep(_) | StmtKind::Audit { .. } => Some(stmt.span),
+        StmtKind::Let { value, .. } => expr_effect(value, is_step),
+        StmtKind::Assign { target, value } => {
+            expr_effect(target, is_step).or_else(|| expr_effect(value, is_step))
+        }
+        StmtKind::Expr(e) | StmtKind::Fail(e) | StmtKind::Return(Some(e)) => {
+            expr_effect(e, is_step)
+        }
+        StmtKind::While { cond, body } => {
+            expr_effect(cond, is_step).or_else(|| first_effect(body, is_step))
+        }
+        StmtKind::For { iter, body, .. } => {
+            expr_effect(iter, is_step).or_else(|| first_effect(body, is_step))
+        }
+        StmtKind::Return(None) | StmtKind::Break | StmtKind::Continue | StmtKind::Error => None,
+    }
+}
+
+fn expr_effect(expr: &Expr, is_step: &dyn Fn(&str) -> bool) -> Option<Span> {
+    let all = |exprs: &mut dyn Iterator<Item = &Expr>| {
+        exprs.filter_map(|e| expr_effect(e, is_step)).next()
+    };
+    match &expr.kind {
+        ExprKind::AwaitApproval { .. }
+        | ExprKind::AwaitInput { .. }
+        | ExprKind::Retry { .. }
+        | ExprKind::Timeout { .. } => Some(expr.span),
+        ExprKind::Call { callee, args } => {
+            if let ExprKind::Name(name) = &callee.kind
+                && is_step(name)
+            {
+                return Some(expr.span);
+            }
+            expr_effect(callee, is_step).or_else(|| all(&mut args.iter()))
+        }
+        ExprKind::Str(parts) => parts.iter().find_map(|p| match p {
+            ast::StrPart::Interpolation(e) => expr_effect(e, is_step),
+            ast::StrPart::Text(_) => None,
+        }),
+        ExprKind::List(items) => all(&mut items.iter()),
+        ExprKind::Record(fields) => all(&mut fields.iter().map(|f| &f.value)),
+        ExprKind::Field { base, .. } => expr_effect(base, is_step),
+        ExprKind::Index { base, index } => all(&mut [&**base, &**index].into_iter()),
+        ExprKind::Unary { operand, .. } => expr_effect(operand, is_step),
+        ExprKind::Binary { lhs, rhs, .. } => all(&mut [&**lhs, &**rhs].into_iter()),
+        ExprKind::If {
+            cond,
+            then_block,
+            else_branch,
+        } => expr_effect(cond, is_step)
+            .or_else(|| first_effect(then_block, is_step))
+            .or_else(|| else_branch.as_ref().and_then(|e| expr_effect(e, is_step))),
+        ExprKind::Match { scrutinee, arms } => {
+            expr_effect(scrutinee, is_step).or_else(|| all(&mut arms.iter().map(|a| &a.body)))
+        }
+        ExprKind::Block(block) => first_effect(block, is_step),
+        ExprKind::Try { body, handler, .. } => {
+            first_effect(body, is_step).or_else(|| first_effect(handler, is_step))
+        }
+        ExprKind::Int(_)
+        | ExprKind::Float(_)
+        | ExprKind::Bool(_)
+        | ExprKind::None
+        | ExprKind::Duration(_)
+        | ExprKind::Name(_)
+        | ExprKind::Error => None,
+    }
+}
+
+/// Calls `found` with every `await input<T> "gate"` of a block: (its type, the span).
+pub fn inputs_named<'a>(block: &'a ast::Block, gate: &str, found: &mut Vec<&'a ast::TypeExpr>) {
+    for stmt in &block.stmts {
+        match &stmt.kind {
+            StmtKind::Let { value: e, .. }
+            | StmtKind::Expr(e)
+            | StmtKind::Fail(e)
+            | StmtKind::Return(Some(e))
+            | StmtKind::Assign { value: e, .. } => inputs_in_expr(e, gate, found),
+            StmtKind::While { cond, body } => {
+                inputs_in_expr(cond, gate, found);
+                inputs_named(body, gate, found);
+            }
+            StmtKind::For { iter, body, .. } => {
+                inputs_in_expr(iter, gate, found);
+                inputs_named(body, gate, found);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn inputs_in_expr<'a>(expr: &'a Expr, gate: &str, found: &mut Vec<&'a ast::TypeExpr>) {
+    match &expr.kind {
+        ExprKind::AwaitInput { ty, name, .. } if &*name.value == gate => found.push(ty),
+        ExprKind::If {
+            cond,
+            then_block,
+            else_branch,
+        } => {
+            inputs_in_expr(cond, gate, found);
+            inputs_named(then_block, gate, found);
+            if let Some(e) = else_branch {
+                inputs_in_expr(e, gate, found);
+            }
+        }
+        ExprKind::Match { arms, .. } => {
+            for arm in arms {
+                inputs_in_expr(&arm.body, gate, found);
+            }
+        }
+        ExprKind::Block(block) => inputs_named(block, gate, found),
+        ExprKind::Retry { body, .. } | ExprKind::Try { body, .. } => {
+            inputs_named(body, gate, found)
+        }
+        ExprKind::Timeout { body, .. } => inputs_named(body, gate, found),
+        _ => {}
+    }
+}
