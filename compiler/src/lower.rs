@@ -90,7 +90,6 @@ fn lower_program(program: &Program, with_tests: bool) -> Result<Module> {
     let mut builder = Builder::new(program);
     builder.declare_tools();
     builder.declare_workflows(with_tests);
-    let mut index = 0;
     let program_workflows = program.trees.iter().enumerate().flat_map(|(file, tree)| {
         tree.module.items.iter().filter_map(move |item| match item {
             ast::Item::Workflow(decl) => Some((FileId(file as u32), decl)),
@@ -102,13 +101,12 @@ fn lower_program(program: &Program, with_tests: bool) -> Result<Module> {
         tree.tests.helpers.iter().map(move |h| (file, &h.decl))
     });
     let helpers = helpers.take(if with_tests { usize::MAX } else { 0 });
-    for (file, decl) in program_workflows.chain(helpers) {
+    for (index, (file, decl)) in program_workflows.chain(helpers).enumerate() {
         let (code, debug, locals) = FnLower::run(&mut builder, file, index, decl)?;
         let workflow = &mut builder.module.workflows[index];
         workflow.code = code;
         workflow.debug = debug;
         workflow.locals = locals;
-        index += 1;
     }
     verify::verify(&builder.module).map_err(LowerError::Internal)?;
     Ok(builder.module)

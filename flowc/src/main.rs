@@ -11,6 +11,8 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod test_cmd;
+
 #[derive(Parser)]
 #[command(name = "flowc", version, about = "The Flow workflow language compiler")]
 struct Cli {
@@ -53,6 +55,22 @@ enum Command {
         /// Write nothing: list the files that would change, and exit with status 1 if any.
         #[arg(long)]
         check: bool,
+    },
+    /// Run the `test` blocks of .flow files (directories are searched for *.flow) on the
+    /// runtime, with scripted tools, people and time.
+    Test {
+        /// Files or directories (default: the current directory).
+        paths: Vec<PathBuf>,
+        /// Run only the tests whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// How to report: lines for people, JSON, or JUnit XML for CI systems.
+        #[arg(long, value_enum, default_value_t = test_cmd::TestFormat::Human)]
+        format: test_cmd::TestFormat,
+        /// The project configuration with users and roles (default: the nearest flow.toml
+        /// above each test file).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -106,6 +124,55 @@ fn run(cli: Cli) -> ExitCode {
         Command::Build { file, output } => build(&file, output),
         Command::Disasm { file } => disasm(&file),
         Command::Fmt { paths, check } => fmt(&paths, check),
+        Command::Test {
+            paths,
+            filter,
+            format,
+            config,
+        } => test(paths, filter.as_deref(), format, config.as_deref()),
+    }
+}
+
+fn test(
+    paths: Vec<PathBuf>,
+    filter: Option<&str>,
+    format: test_cmd::TestFormat,
+    config: Option<&Path>,
+) -> ExitCode {
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        paths
+    };
+    let files = match collect_flow_files(&paths) {
+        Ok(files) => files,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let options = test_cmd::Options {
+        filter,
+        format,
+        config,
+        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    match test_cmd::run(&files, &FsLoader, &options) {
+        Ok((out, err, all_passed)) => {
+            eprint!("{err}");
+            if std::io::stdout().lock().write_all(out.as_bytes()).is_err() {
+                return ExitCode::from(EXIT_USAGE);
+            }
+            if all_passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_PROBLEMS)
+            }
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 

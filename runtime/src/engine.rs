@@ -111,6 +111,19 @@ pub struct Engine {
     pub(crate) config: Config,
     /// Notifications to deliver once the claims are released.
     pub(crate) outbox: Vec<crate::gates::Outgoing>,
+    /// Answers every tool call instead of its binding (`flowc test`'s mocks).
+    tool_double: Option<Rc<dyn ToolDouble>>,
+}
+
+/// Stands in for every tool binding: a workflow test scripts what tools answer. The answer
+/// is validated against the tool's type like a real one.
+pub trait ToolDouble {
+    fn call(
+        &self,
+        run: &str,
+        tool: &bytecode::ToolInfo,
+        input: &serde_json::Value,
+    ) -> Result<serde_json::Value, ToolFailure>;
 }
 
 pub(crate) type EngineResult<T> = Result<T, EngineError>;
@@ -158,7 +171,13 @@ impl Engine {
             renewed_at: 0,
             config: Config::empty(),
             outbox: Vec::new(),
+            tool_double: None,
         }
+    }
+
+    /// Sends every tool call to `double` instead of the tool's binding.
+    pub fn set_tool_double(&mut self, double: Rc<dyn ToolDouble>) {
+        self.tool_double = Some(double);
     }
 
     /// Users, roles and notification hooks (`flow.toml`).
@@ -1233,6 +1252,12 @@ impl Engine {
         Result<Value, ToolFailure>,
         serde_json::Map<String, serde_json::Value>,
     ) {
+        if let Some(double) = &self.tool_double {
+            let result = double
+                .call(&context.run_id, info, input)
+                .and_then(|json| check_output(module, info, &json));
+            return (result, serde_json::Map::new());
+        }
         let tool_config = self.config.tools.get(&info.name);
         let called = match &info.binding {
             Binding::Exec { command } => {

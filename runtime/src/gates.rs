@@ -21,7 +21,7 @@ pub enum GateKind {
 }
 
 impl GateKind {
-    fn word(self) -> &'static str {
+    pub fn word(self) -> &'static str {
         match self {
             GateKind::Approval => "approval",
             GateKind::Input => "input",

@@ -16,5 +16,6 @@ pub mod notify;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod testing;
 pub mod tools;
 pub mod vm;

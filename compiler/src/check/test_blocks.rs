@@ -95,7 +95,7 @@ impl DeclChecker<'_> {
                 format!("no {what} has this name"),
             )
             .with_message(format!("Unknown {what} `{}`", name.name));
-            diagnostic = match did_you_mean(&name.name, candidates.into_iter()) {
+            diagnostic = match did_you_mean(&name.name, candidates) {
                 Some(s) => diagnostic.with_help(format!("did you mean `{s}`?")),
                 None => diagnostic.with_help(format!(
                     "a test names the {what}s of its file and of the files it imports"

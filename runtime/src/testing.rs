@@ -1,0 +1,711 @@
+//! Running workflow tests (`flowc test`): a test plan from the compiler ([`TestCase`]) and
+//! the test build of the program in, a verdict per test out.
+//!
+//! A test runs on the production path: the real engine, the real SQLite store (a private
+//! in-memory database per test) and the real interpreter. Only the edges are scripted: tool
+//! calls go to the test's mocks (a [`ToolDouble`]), people's decisions go through the same
+//! rules as `flowrt approve`, and time is the store's test clock. Timers that wait for no one
+//! — `sleep` and `retry` back-offs — elapse on their own (the clock jumps to them); a gate's
+//! escalation and time-out only come when the test says `advance`.
+
+use crate::config::Config;
+use crate::engine::{Engine, EngineError, ToolDouble};
+use crate::gates::{Action as Decision, DecideError, GateKind, PendingGate};
+use crate::store::RunStatus;
+use crate::store::sqlite::SqliteStore;
+use crate::tools::ToolFailure;
+use crate::vm::machine::{Machine, Outcome};
+use crate::vm::value::{Value, from_json};
+use flow_compiler::bytecode::{Module, ToolInfo};
+use flow_compiler::span::Span;
+use flow_compiler::testing::{Action, MockAnswer, TestCase};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How many timers may fire on their own after one step before the test is stopped (a
+/// workflow that sleeps in an endless loop would otherwise never let the test end).
+const MAX_TIMERS_PER_STEP: usize = 10_000;
+
+/// The verdict on one test.
+#[derive(Clone, Debug)]
+pub struct TestResult {
+    pub name: String,
+    pub duration: Duration,
+    /// `None` when the test passed.
+    pub failure: Option<Failure>,
+}
+
+/// Why a test failed, at which step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub span: Span,
+    pub message: String,
+    pub expected: Option<String>,
+    pub actual: Option<String>,
+    pub help: Option<String>,
+}
+
+impl Failure {
+    fn new(span: Span, message: impl Into<String>) -> Failure {
+        Failure {
+            span,
+            message: message.into(),
+            expected: None,
+            actual: None,
+            help: None,
+        }
+    }
+
+    fn expected(mut self, expected: impl Into<String>, actual: impl Into<String>) -> Failure {
+        self.expected = Some(expected.into());
+        self.actual = Some(actual.into());
+        self
+    }
+
+    fn help(mut self, help: impl Into<String>) -> Failure {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// Runs one test against `artifact` (the program's test build, `.flowb` bytes).
+pub fn run_test(artifact: &[u8], case: &TestCase, config: &Config) -> TestResult {
+    let started = Instant::now();
+    let failure = match TestRun::new(artifact, config) {
+        Ok(mut run) => run.steps(case).err(),
+        Err(message) => Some(Failure::new(case.span, message)),
+    };
+    TestResult {
+        name: case.name.clone(),
+        duration: started.elapsed(),
+        failure,
+    }
+}
+
+/// One call a tool received.
+#[derive(Clone, Debug)]
+struct Call {
+    tool: String,
+    input: serde_json::Value,
+}
+
+struct Mock {
+    answer: MockAnswer,
+    /// Calls it still serves; `None`: all of them.
+    remaining: Option<u32>,
+}
+
+/// The test's tools: mocks in the order the test declared them, and every call.
+struct Mocks {
+    module: Rc<Module>,
+    mocks: RefCell<HashMap<String, Vec<Mock>>>,
+    calls: RefCell<Vec<Call>>,
+    /// Calls nothing was scripted for (the test fails at the step that made them).
+    unscripted: RefCell<Vec<String>>,
+}
+
+impl ToolDouble for Mocks {
+    fn call(
+        &self,
+        _run: &str,
+        tool: &ToolInfo,
+        input: &serde_json::Value,
+    ) -> Result<serde_json::Value, ToolFailure> {
+        self.calls.borrow_mut().push(Call {
+            tool: tool.name.clone(),
+            input: input.clone(),
+        });
+        let answer = {
+            let mut mocks = self.mocks.borrow_mut();
+            let next = mocks
+                .get_mut(&tool.name)
+                .and_then(|list| list.iter_mut().find(|m| m.remaining != Some(0)));
+            match next {
+                Some(mock) => {
+                    if let Some(n) = &mut mock.remaining {
+                        *n -= 1;
+                    }
+                    Some(mock.answer.clone())
+                }
+                None => None,
+            }
+        };
+        let Some(answer) = answer else {
+            self.unscripted.borrow_mut().push(tool.name.clone());
+            return Err(ToolFailure::tool_error(
+                format!(
+                    "tool `{}` was called but the test does not mock it",
+                    tool.name
+                ),
+                false,
+            ));
+        };
+        match answer {
+            MockAnswer::Returns { helper, with_args } => {
+                let args = if with_args {
+                    arguments(&self.module, tool, input)?
+                } else {
+                    Vec::new()
+                };
+                evaluate(&self.module, &helper, args)
+                    .map(|v| v.to_json_revealing())
+                    .map_err(|why| ToolFailure::tool_error(why, false))
+            }
+            MockAnswer::Replies(raw) => serde_json::from_str(raw.trim()).map_err(|e| {
+                ToolFailure::invalid_output(format!(
+                    "tool `{}` replied with text that is not JSON ({e}): {raw}",
+                    tool.name
+                ))
+            }),
+            MockAnswer::Fails {
+                kind,
+                message,
+                retryable,
+            } => Err(ToolFailure {
+                kind: match kind.as_str() {
+                    "InvalidOutput" => "InvalidOutput",
+                    "Timeout" => "Timeout",
+                    _ => "ToolError",
+                },
+                message,
+                retryable,
+            }),
+        }
+    }
+}
+
+/// The values of a call's arguments, in parameter order.
+fn arguments(
+    module: &Module,
+    tool: &ToolInfo,
+    input: &serde_json::Value,
+) -> Result<Vec<Value>, ToolFailure> {
+    tool.params
+        .iter()
+        .map(|(name, ty)| {
+            let json = input.get(name).unwrap_or(&serde_json::Value::Null);
+            from_json(module, *ty, json, name)
+                .map_err(|e| ToolFailure::tool_error(format!("argument `{name}`: {e}"), false))
+        })
+        .collect()
+}
+
+/// Runs a helper workflow of the test build to its value. Helpers only compute (the
+/// compiler refuses steps in them), so they never stop at a durable point.
+fn evaluate(module: &Module, helper: &str, args: Vec<Value>) -> Result<Value, String> {
+    let (index, _) = module
+        .workflow(helper)
+        .ok_or_else(|| format!("the test build has no helper `{helper}`"))?;
+    let mut machine = Machine::start(module, index as u32, args, crate::engine::now_ms())
+        .ok_or_else(|| format!("helper `{helper}` has no code"))?;
+    match machine.run(module) {
+        Outcome::Completed(value) => Ok(value),
+        Outcome::Failed(error) => Err(format!("{}: {}", error.kind, error.message)),
+        Outcome::Durable { .. } => Err("a test value tried to perform a step".into()),
+    }
+}
+
+struct TestRun {
+    engine: Engine,
+    module: Rc<Module>,
+    version: String,
+    mocks: Rc<Mocks>,
+    /// The run of the last `start`.
+    run: Option<String>,
+    /// The gate of the last `expect approval` / `expect input`.
+    gate: Option<String>,
+}
+
+impl TestRun {
+    fn new(artifact: &[u8], config: &Config) -> Result<TestRun, String> {
+        let store = SqliteStore::in_memory().map_err(|e| e.to_string())?;
+        let mut engine = Engine::new(Box::new(store), "flowc-test");
+        engine.enable_test_clock().map_err(|e| e.to_string())?;
+        engine.load_clock().map_err(|e| e.to_string())?;
+        engine.set_config(config.clone());
+        let (version, module) = engine.deploy(artifact).map_err(|e| e.to_string())?;
+        let mocks = Rc::new(Mocks {
+            module: module.clone(),
+            mocks: RefCell::new(HashMap::new()),
+            calls: RefCell::new(Vec::new()),
+            unscripted: RefCell::new(Vec::new()),
+        });
+        engine.set_tool_double(mocks.clone());
+        Ok(TestRun {
+            engine,
+            module,
+            version,
+            mocks,
+            run: None,
+            gate: None,
+        })
+    }
+
+    fn steps(&mut self, case: &TestCase) -> Result<(), Failure> {
+        for step in &case.steps {
+            self.step(step.span, &step.action)?;
+            let unscripted = self.mocks.unscripted.borrow_mut().split_off(0);
+            if let Some(tool) = unscripted.first() {
+                return Err(Failure::new(
+                    step.span,
+                    format!("tool `{tool}` was called, but the test does not mock it (or not that many times)"),
+                )
+                .help(format!("script its answer before this step: `mock {tool} returns …`")));
+            }
+        }
+        Ok(())
+    }
+
+    fn engine_failure(span: Span) -> impl Fn(EngineError) -> Failure {
+        move |e| Failure::new(span, format!("the runtime stopped: {e}"))
+    }
+
+    /// Drives every run as far as it goes; timers no one waits on elapse.
+    fn settle(&mut self, span: Span) -> Result<(), Failure> {
+        for _ in 0..MAX_TIMERS_PER_STEP {
+            self.engine
+                .work_once()
+                .map_err(Self::engine_failure(span))?;
+            let next_timer = self
+                .engine
+                .store()
+                .runs(Some(RunStatus::Waiting))
+                .map_err(|e| Failure::new(span, e.to_string()))?
+                .into_iter()
+                .filter(|r| r.waiting_on.as_deref() == Some("timer"))
+                .filter_map(|r| r.wake_at)
+                .min();
+            let Some(wake_at) = next_timer else {
+                return Ok(());
+            };
+            let now = crate::engine::now_ms();
+            self.engine
+                .advance_clock((wake_at - now).max(0))
+                .map_err(Self::engine_failure(span))?;
+        }
+        Err(Failure::new(
+            span,
+            format!("more than {MAX_TIMERS_PER_STEP} timers fired after this step"),
+        )
+        .help("a `sleep` or `retry` in a loop that never ends? the test stopped it"))
+    }
+
+    fn current_run(&self, span: Span) -> Result<String, Failure> {
+        self.run
+            .clone()
+            .ok_or_else(|| Failure::new(span, "no run has been started"))
+    }
+
+    fn step(&mut self, span: Span, action: &Action) -> Result<(), Failure> {
+        match action {
+            Action::Mock {
+                tool,
+                answer,
+                times,
+            } => {
+                self.mocks
+                    .mocks
+                    .borrow_mut()
+                    .entry(tool.clone())
+                    .or_default()
+                    .push(Mock {
+                        answer: answer.clone(),
+                        remaining: *times,
+                    });
+                Ok(())
+            }
+            Action::Start { workflow, args } => self.start(span, workflow, args),
+            Action::ExpectGate { input, gate } => self.expect_gate(span, *input, gate),
+            Action::Decide {
+                approve,
+                gate,
+                user,
+                comment,
+                refused,
+            } => {
+                let comment = comment.clone().unwrap_or_default();
+                let action = if *approve {
+                    Decision::Approve { comment }
+                } else {
+                    Decision::Reject { comment }
+                };
+                self.decide(span, gate.as_deref(), user, action, *refused)
+            }
+            Action::Provide { gate, user, value } => {
+                let value =
+                    evaluate(&self.module, value, Vec::new()).map_err(|e| Failure::new(span, e))?;
+                let action = Decision::Input {
+                    value: value.to_json_revealing(),
+                };
+                self.decide(span, Some(gate), user, action, false)
+            }
+            Action::Advance { ms } => {
+                self.engine
+                    .advance_clock(i64::try_from(*ms).unwrap_or(i64::MAX))
+                    .map_err(Self::engine_failure(span))?;
+                self.settle(span)
+            }
+            Action::ExpectResult { helper, expected } => self.expect_result(span, helper, expected),
+            Action::ExpectError { kind, message } => {
+                self.expect_error(span, kind, message.as_deref())
+            }
+            Action::ExpectCalled {
+                tool,
+                negated,
+                times,
+                args,
+            } => self.expect_called(span, tool, *negated, *times, args.as_deref()),
+            Action::ExpectAudit { event } => self.expect_event(span, "audit", event, "audit event"),
+            Action::ExpectEscalated { gate } => {
+                self.expect_event(span, "gate_escalated", gate, "escalation of gate")
+            }
+            Action::ExpectStatus { status } => {
+                let run = self.current_run(span)?;
+                let actual = self.status_text(span, &run)?;
+                if &actual == status {
+                    Ok(())
+                } else {
+                    Err(Failure::new(span, "the run's status differs").expected(status, actual))
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, span: Span, workflow: &str, args: &[String]) -> Result<(), Failure> {
+        let (_, code) = self
+            .module
+            .workflow(workflow)
+            .ok_or_else(|| Failure::new(span, format!("no workflow `{workflow}`")))?;
+        let mut input = serde_json::Map::new();
+        for ((name, _), helper) in code.params.iter().zip(args) {
+            let value =
+                evaluate(&self.module, helper, Vec::new()).map_err(|e| Failure::new(span, e))?;
+            input.insert(name.clone(), value.to_json_revealing());
+        }
+        let id = self
+            .engine
+            .start(
+                &self.version,
+                workflow,
+                &serde_json::Value::Object(input),
+                "test",
+            )
+            .map_err(Self::engine_failure(span))?;
+        self.run = Some(id);
+        self.gate = None;
+        self.settle(span)
+    }
+
+    fn pending(&mut self, span: Span) -> Result<Vec<PendingGate>, Failure> {
+        self.engine
+            .pending(None)
+            .map_err(Self::engine_failure(span))
+    }
+
+    fn describe_open(gates: &[PendingGate]) -> String {
+        if gates.is_empty() {
+            return "no gate is open".into();
+        }
+        gates
+            .iter()
+            .map(|g| format!("{} \"{}\"", kind_word(g.kind), g.gate))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn expect_gate(&mut self, span: Span, input: bool, gate: &str) -> Result<(), Failure> {
+        let open = self.pending(span)?;
+        let kind = if input {
+            GateKind::Input
+        } else {
+            GateKind::Approval
+        };
+        if open.iter().any(|g| g.gate == gate && g.kind == kind) {
+            self.gate = Some(gate.to_string());
+            return Ok(());
+        }
+        let what = format!("{} \"{gate}\" open", kind_word(kind));
+        let mut failure = Failure::new(
+            span,
+            format!("the {} \"{gate}\" is not open", kind_word(kind)),
+        )
+        .expected(what, Self::describe_open(&open));
+        if let Some(run) = &self.run {
+            let run = run.clone();
+            failure.actual = Some(format!(
+                "{}; the run is {}",
+                failure.actual.unwrap_or_default(),
+                self.status_text(span, &run)?
+            ));
+        }
+        Err(failure)
+    }
+
+    fn decide(
+        &mut self,
+        span: Span,
+        gate: Option<&str>,
+        user: &str,
+        action: Decision,
+        must_be_refused: bool,
+    ) -> Result<(), Failure> {
+        let open = self.pending(span)?;
+        let wanted = gate.map(str::to_string).or_else(|| self.gate.clone());
+        let candidates: Vec<&PendingGate> = open
+            .iter()
+            .filter(|g| wanted.as_ref().is_none_or(|w| &g.gate == w))
+            .collect();
+        let target = match candidates.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                let what = wanted.map_or("a gate".to_string(), |w| format!("\"{w}\""));
+                return Err(Failure::new(
+                    span,
+                    format!("no open gate to decide: {what} is not waiting"),
+                )
+                .expected(format!("{what} open"), Self::describe_open(&open)));
+            }
+            _ => {
+                return Err(Failure::new(span, "several gates are open; say which one")
+                    .help("name the gate: `approve \"name\" as \"user\"`, or `expect approval \"name\"` first"));
+            }
+        };
+        let result = self
+            .engine
+            .decide_and_drive(&target.run, &target.gate, user, action, None);
+        match (result, must_be_refused) {
+            (Ok(_), false) => self.settle(span),
+            (Ok(_), true) => Err(Failure::new(
+                span,
+                format!("`{user}` was allowed to decide \"{}\"", target.gate),
+            )
+            .expected("the decision refused", "it was recorded")),
+            (Err(DecideError::Refused(why)), true) => {
+                let _ = why;
+                Ok(())
+            }
+            (Err(DecideError::Refused(why)), false) => Err(Failure::new(
+                span,
+                format!("`{user}` may not decide \"{}\": {why}", target.gate),
+            )
+            .help("check the gate's approvers and the users' roles in flow.toml")),
+            (Err(DecideError::Engine(e)), _) => Err(Self::engine_failure(span)(e)),
+        }
+    }
+
+    fn status_text(&mut self, span: Span, run: &str) -> Result<String, Failure> {
+        let record = self
+            .engine
+            .store()
+            .run(run)
+            .map_err(|e| Failure::new(span, e.to_string()))?
+            .ok_or_else(|| Failure::new(span, format!("run {run} is gone")))?;
+        Ok(match record.status {
+            RunStatus::Waiting => match record.waiting_on {
+                Some(on) => format!("waiting ({on})"),
+                None => "waiting".into(),
+            },
+            RunStatus::Failed => format!(
+                "failed: {}",
+                record.error.unwrap_or_else(|| "no error recorded".into())
+            ),
+            other => other.as_str().to_string(),
+        })
+    }
+
+    fn expect_result(&mut self, span: Span, helper: &str, expected: &str) -> Result<(), Failure> {
+        let run = self.current_run(span)?;
+        let record = self
+            .engine
+            .store()
+            .run(&run)
+            .map_err(|e| Failure::new(span, e.to_string()))?
+            .ok_or_else(|| Failure::new(span, "the run is gone"))?;
+        let Some(output) = record
+            .output
+            .filter(|_| record.status == RunStatus::Completed)
+        else {
+            let status = self.status_text(span, &run)?;
+            return Err(Failure::new(span, "the run has not completed").expected(expected, status));
+        };
+        let json: serde_json::Value = serde_json::from_str(&output)
+            .map_err(|e| Failure::new(span, format!("the run's output is not JSON: {e}")))?;
+        let code =
+            &self.module.workflows[self.module.workflow(&record.workflow).map_or(0, |w| w.0)];
+        let value = from_json(&self.module, code.ret, &json, "$")
+            .map_err(|e| Failure::new(span, format!("the run's output does not fit: {e}")))?;
+        let shown = value.to_text();
+        match evaluate(&self.module, helper, vec![value]) {
+            Ok(Value::Bool(true)) => Ok(()),
+            Ok(_) => Err(Failure::new(span, "the result differs").expected(expected, shown)),
+            Err(why) => Err(Failure::new(span, why)),
+        }
+    }
+
+    fn expect_error(
+        &mut self,
+        span: Span,
+        kind: &str,
+        message: Option<&str>,
+    ) -> Result<(), Failure> {
+        let run = self.current_run(span)?;
+        let history = self
+            .engine
+            .store()
+            .history(&run)
+            .map_err(|e| Failure::new(span, e.to_string()))?;
+        let failed = history.iter().rev().find(|e| e.kind == "run_failed");
+        let expected = match message {
+            Some(m) => format!("{kind}: {m}"),
+            None => kind.to_string(),
+        };
+        let Some(failed) = failed else {
+            let status = self.status_text(span, &run)?;
+            return Err(Failure::new(span, "the run did not fail").expected(expected, status));
+        };
+        let data: serde_json::Value = serde_json::from_str(&failed.data).unwrap_or_default();
+        let actual_kind = data["kind"].as_str().unwrap_or_default();
+        let actual_message = data["message"].as_str().unwrap_or_default();
+        let kind_ok = actual_kind == kind;
+        let message_ok = message.is_none_or(|m| actual_message.contains(m));
+        if kind_ok && message_ok {
+            Ok(())
+        } else {
+            Err(Failure::new(span, "the run failed with another error")
+                .expected(expected, format!("{actual_kind}: {actual_message}")))
+        }
+    }
+
+    fn expect_called(
+        &mut self,
+        span: Span,
+        tool: &str,
+        negated: bool,
+        times: Option<u32>,
+        args: Option<&[String]>,
+    ) -> Result<(), Failure> {
+        let calls: Vec<Call> = self
+            .mocks
+            .calls
+            .borrow()
+            .iter()
+            .filter(|c| c.tool == tool)
+            .cloned()
+            .collect();
+        if negated {
+            return match calls.first() {
+                None => Ok(()),
+                Some(call) => Err(Failure::new(span, format!("`{tool}` was called")).expected(
+                    "no call",
+                    format!("{} call(s), the first with {}", calls.len(), call.input),
+                )),
+            };
+        }
+        let Some(args) = args else {
+            return self.check_count(span, tool, times, calls.len());
+        };
+        let info = self
+            .module
+            .tools
+            .iter()
+            .find(|t| t.name == tool)
+            .ok_or_else(|| Failure::new(span, format!("no tool `{tool}`")))?;
+        let mut wanted = serde_json::Map::new();
+        for ((name, _), helper) in info.params.iter().zip(args) {
+            let value =
+                evaluate(&self.module, helper, Vec::new()).map_err(|e| Failure::new(span, e))?;
+            wanted.insert(name.clone(), value.to_json_revealing());
+        }
+        let wanted = serde_json::Value::Object(wanted);
+        let matching = calls.iter().filter(|c| c.input == wanted).count();
+        if times.is_none() && matching > 0 {
+            return Ok(());
+        }
+        if times.is_some() {
+            return self
+                .check_count(span, tool, times, matching)
+                .map_err(|mut f| {
+                    f.expected = f.expected.map(|e| format!("{e} with {wanted}"));
+                    f
+                });
+        }
+        let seen = if calls.is_empty() {
+            "no call".to_string()
+        } else {
+            calls
+                .iter()
+                .map(|c| c.input.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        Err(Failure::new(
+            span,
+            format!("`{tool}` was not called with these arguments"),
+        )
+        .expected(wanted.to_string(), seen))
+    }
+
+    fn check_count(
+        &self,
+        span: Span,
+        tool: &str,
+        times: Option<u32>,
+        count: usize,
+    ) -> Result<(), Failure> {
+        match times {
+            None if count > 0 => Ok(()),
+            None => Err(Failure::new(span, format!("`{tool}` was not called"))
+                .expected("at least one call", "no call")),
+            Some(n) if n as usize == count => Ok(()),
+            Some(n) => Err(
+                Failure::new(span, format!("`{tool}` was called {count} time(s)"))
+                    .expected(format!("{n} call(s)"), format!("{count} call(s)")),
+            ),
+        }
+    }
+
+    /// Some run of the test recorded an event of `kind` about `step`.
+    fn expect_event(
+        &mut self,
+        span: Span,
+        kind: &str,
+        step: &str,
+        what: &str,
+    ) -> Result<(), Failure> {
+        let runs = self
+            .engine
+            .store()
+            .runs(None)
+            .map_err(|e| Failure::new(span, e.to_string()))?;
+        let mut seen = Vec::new();
+        for run in runs {
+            let history = self
+                .engine
+                .store()
+                .history(&run.id)
+                .map_err(|e| Failure::new(span, e.to_string()))?;
+            for event in history.into_iter().filter(|e| e.kind == kind) {
+                let name = event.step.unwrap_or_default();
+                if name == step {
+                    return Ok(());
+                }
+                seen.push(format!("\"{name}\""));
+            }
+        }
+        let actual = if seen.is_empty() {
+            format!("no {what}")
+        } else {
+            seen.join(", ")
+        };
+        Err(
+            Failure::new(span, format!("no {what} \"{step}\" was recorded"))
+                .expected(format!("{what} \"{step}\""), actual),
+        )
+    }
+}
+
+fn kind_word(kind: GateKind) -> &'static str {
+    kind.word()
+}
