@@ -846,6 +846,21 @@ impl Analysis {
         if self.is_type_position(file, tokens_before, offset32) {
             return self.type_completions(file);
         }
+        let in_test = self.program.trees.get(file.0 as usize).is_some_and(|tree| {
+            tree.module.items.iter().any(|item| match item {
+                ast::Item::Test(t) => t.span.start < offset32 && offset32 < t.span.end,
+                _ => false,
+            })
+        });
+        if in_test {
+            let starts_step = line_break_before || previous.is_some_and(|p| p.kind == T::LBrace);
+            let word = previous
+                .filter(|p| !line_break_before && matches!(p.kind, T::Ident | T::Audit))
+                .map(|p| &text[p.span.range()]);
+            if let Some(completions) = self.test_completions(file, starts_step, word) {
+                return completions;
+            }
+        }
         let in_body = self.program.trees.get(file.0 as usize).is_some_and(|tree| {
             tree.module.items.iter().any(|item| match item {
                 ast::Item::Workflow(w) => {
@@ -867,6 +882,57 @@ impl Analysis {
                 .collect();
         }
         self.scope_completions(file, offset32)
+    }
+
+    /// Inside a `test` block: the step words at the start of a step, the words an `expect`
+    /// takes, and the tools or workflows a step names. `None`: complete a value as usual.
+    fn test_completions(
+        &self,
+        file: FileId,
+        starts_step: bool,
+        previous_word: Option<&str>,
+    ) -> Option<Vec<Completion>> {
+        if starts_step {
+            return Some(TEST_STEPS.iter().map(|k| keyword(k, "test step")).collect());
+        }
+        let of_kind = |kind: CompletionKind| {
+            self.scope_completions(file, 0)
+                .into_iter()
+                .filter(|c| c.kind == kind)
+                .collect()
+        };
+        match previous_word? {
+            "mock" | "called" => Some(of_kind(CompletionKind::Tool)),
+            "start" => Some(of_kind(CompletionKind::Workflow)),
+            "expect" => Some(
+                TEST_EXPECTATIONS
+                    .iter()
+                    .map(|k| keyword(k, "expectation"))
+                    .collect(),
+            ),
+            "status" => Some(
+                crate::testing::STATUSES
+                    .iter()
+                    .map(|k| keyword(k, "run status"))
+                    .collect(),
+            ),
+            "fails" => Some(
+                crate::testing::MOCK_FAILURES
+                    .iter()
+                    .map(|k| keyword(k, "error kind"))
+                    .collect(),
+            ),
+            "error" => Some(
+                stdlib::ERROR_KINDS
+                    .iter()
+                    .map(|(k, doc)| Completion {
+                        documentation: Some(doc.to_string()),
+                        ..keyword(k, "error kind")
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
     }
 
     fn member_completions(&self, file: FileId, tokens: &[Token], dot: u32) -> Vec<Completion> {
@@ -1690,7 +1756,30 @@ fn is_keyword(name: &str) -> bool {
     ITEM_KEYWORDS.contains(&name) || BODY_KEYWORDS.contains(&name) || name == "via"
 }
 
-const ITEM_KEYWORDS: &[&str] = &["import", "type", "enum", "tool", "workflow", "sensitive"];
+const ITEM_KEYWORDS: &[&str] = &[
+    "import",
+    "type",
+    "enum",
+    "tool",
+    "workflow",
+    "sensitive",
+    "test",
+];
+const TEST_STEPS: &[&str] = &[
+    "mock", "start", "expect", "approve", "reject", "provide", "advance",
+];
+const TEST_EXPECTATIONS: &[&str] = &[
+    "approval",
+    "input",
+    "result",
+    "error",
+    "called",
+    "not",
+    "audit",
+    "escalated",
+    "refused",
+    "status",
+];
 
 const BODY_KEYWORDS: &[&str] = &[
     "let", "var", "if", "else", "match", "for", "in", "while", "break", "continue", "return",

@@ -579,3 +579,99 @@ fn nothing_panics_on_odd_offsets_and_broken_sources() {
     assert!(empty.root_error().is_some());
     assert!(empty.completions_at("none.flow", 0).is_empty());
 }
+
+const WITH_TESTS: &str = r#"test "released after sign-off" {
+  mock check_docs returns true
+  mock release(container) returns { id: "R-${container}", gate: "north" }
+  start cargo_release({ id: "S-1", container: "MSCU1", docs: [{ id: "d", kind: "bill" }], note: none })
+  approve as "ana"
+  expect result Released("R-MSCU1")
+  expect called release with ("MSCU1")
+}
+"#;
+
+#[test]
+fn test_blocks_get_hover_definition_diagnostics_and_an_outline() {
+    let text = format!("{MAIN}\n{WITH_TESTS}");
+    let analysis = analysis(&text);
+    assert!(
+        analysis.diagnostics_for("app/main.flow").is_empty(),
+        "{:?}",
+        analysis.diagnostics_for("app/main.flow")
+    );
+    insta::assert_snapshot!(hovers(
+        &analysis,
+        &text,
+        &[
+            "mock rel|ease(container)",
+            "returns { id: \"R-${conta|iner}\"",
+            "start cargo_rel|ease(",
+            "expect result Relea|sed(\"R-MSCU1\")",
+            "{ id: \"S-1\", cont|ainer: \"MSCU1\"",
+        ]
+    ));
+    for (needle, target) in [
+        ("mock rel|ease(container)", "release(container: String)"),
+        ("start cargo_rel|ease(", "cargo_release(s: Shipment)"),
+        ("returns { id: \"R-${conta|iner}\"", "container) returns"),
+    ] {
+        let offset = cursor(&text, needle);
+        let location = analysis
+            .definition_at("app/main.flow", offset)
+            .unwrap_or_else(|| panic!("a definition for {needle}"));
+        let found = &text[location.span.range()];
+        assert!(target.starts_with(found), "{needle}: went to `{found}`");
+    }
+    let outline = analysis.symbols("app/main.flow");
+    let test = outline.last().expect("the test is in the outline");
+    assert_eq!(test.name, "released after sign-off");
+    // A mistake in a test is reported like any other.
+    let broken = text.replace(
+        "expect result Released(\"R-MSCU1\")",
+        "expect result Released(3)",
+    );
+    let broken = self::analysis(&broken);
+    let diagnostics = broken.diagnostics_for("app/main.flow");
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert_eq!(diagnostics[0].code.id, "E0300");
+}
+
+#[test]
+fn completion_in_test_blocks_offers_steps_tools_workflows_and_expectations() {
+    let text = format!("{MAIN}\n{WITH_TESTS}");
+    let complete = |at: &str, with: &str| {
+        let start = text.find(at).expect("the place is in the text");
+        let edited = text.replacen(at, &with.replace('|', ""), 1);
+        let offset = start + with.find('|').expect("a cursor");
+        let analysis = analysis(&edited);
+        labels(&analysis.completions_at("app/main.flow", offset), None)
+    };
+    let steps = complete("  approve as \"ana\"\n", "  |\n");
+    assert_eq!(
+        steps,
+        [
+            "mock", "start", "expect", "approve", "reject", "provide", "advance"
+        ]
+        .map(|s| format!("{s} — test step"))
+    );
+    let tools = complete("mock check_docs returns true", "mock |");
+    let names = |labels: Vec<String>| -> Vec<String> {
+        labels
+            .iter()
+            .map(|l| l.split(" — ").next().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(names(tools), ["check_docs", "release"]);
+    let workflows = complete("start cargo_release(", "start |(");
+    assert_eq!(names(workflows), ["cargo_release"]);
+    let expectations = complete("expect called release", "expect |");
+    assert!(
+        expectations.contains(&"escalated — expectation".to_string()),
+        "{expectations:?}"
+    );
+    let kinds = complete("expect called release", "expect error |");
+    assert!(
+        kinds.contains(&"ApprovalTimeout — error kind".to_string()),
+        "{kinds:?}"
+    );
+}
