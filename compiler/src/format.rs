@@ -950,9 +950,12 @@ impl<'a> Builder<'a> {
                     parts.push(text(format!(" times {n}")));
                 }
             }
-            TestStepKind::Start { workflow, args } => {
+            TestStepKind::Start { workflow, args, by } => {
                 parts.push(text(format!("start {}", workflow.name)));
                 parts.push(self.paren_list(workflow.span.end, args, |a| a.span, |b, a| b.expr(a)));
+                if let Some(by) = by {
+                    parts.push(text(format!(" as {}", self.string(by.span))));
+                }
             }
             TestStepKind::ExpectGate { input, gate } => {
                 let kind = if *input { "input" } else { "approval" };
@@ -1020,8 +1023,12 @@ impl<'a> Builder<'a> {
                     parts.push(self.paren_list(after, args, |a| a.span, |b, a| b.expr(a)));
                 }
             }
-            TestStepKind::ExpectAudit { event } => {
+            TestStepKind::ExpectAudit { event, fields } => {
                 parts.push(text(format!("expect audit {}", self.string(event.span))));
+                if let Some(fields) = fields {
+                    parts.push(text(" with "));
+                    parts.push(self.expr(fields));
+                }
             }
             TestStepKind::ExpectEscalated { gate } => {
                 parts.push(text(format!("expect escalated {}", self.string(gate.span))));

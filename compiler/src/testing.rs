@@ -37,10 +37,11 @@ pub enum Action {
         /// How many calls this answer serves; `None`: every call from now on.
         times: Option<u32>,
     },
-    /// Starts the workflow; one helper per argument, in parameter order.
+    /// Starts the workflow as `by` (default `test`); one helper per argument.
     Start {
         workflow: String,
         args: Vec<String>,
+        by: Option<String>,
     },
     ExpectGate {
         input: bool,
@@ -77,8 +78,10 @@ pub enum Action {
         /// One helper per argument.
         args: Option<Vec<String>>,
     },
+    /// With `fields`: a helper computing a record whose fields the event must hold.
     ExpectAudit {
         event: String,
+        fields: Option<String>,
     },
     ExpectEscalated {
         gate: String,
@@ -122,6 +125,8 @@ pub enum HelperRole {
     ResultCheck {
         workflow: ast::Ident,
     },
+    /// Fields an audit event must hold: whatever record the test writes.
+    AuditFields,
     /// The type `T` of `await input<T> "gate"`.
     InputValue {
         gate: String,
@@ -335,7 +340,7 @@ impl Desugarer<'_> {
                     times: times.map(|(n, _)| n),
                 }
             }
-            TestStepKind::Start { workflow, args } => {
+            TestStepKind::Start { workflow, args, by } => {
                 let args: Vec<String> = args
                     .iter()
                     .enumerate()
@@ -352,6 +357,7 @@ impl Desugarer<'_> {
                 Action::Start {
                     workflow: workflow.name.clone(),
                     args,
+                    by: by.as_ref().map(|b| b.value.to_string()),
                 }
             }
             TestStepKind::ExpectGate { input, gate } => {
@@ -493,8 +499,11 @@ impl Desugarer<'_> {
                     args,
                 }
             }
-            TestStepKind::ExpectAudit { event } => Action::ExpectAudit {
+            TestStepKind::ExpectAudit { event, fields } => Action::ExpectAudit {
                 event: event.value.to_string(),
+                fields: fields
+                    .as_ref()
+                    .map(|f| self.expr_helper(HelperRole::AuditFields, Vec::new(), f)),
             },
             TestStepKind::ExpectEscalated { gate } => Action::ExpectEscalated {
                 gate: gate.value.to_string(),

@@ -316,7 +316,9 @@ impl TestRun {
                     });
                 Ok(())
             }
-            Action::Start { workflow, args } => self.start(span, workflow, args),
+            Action::Start { workflow, args, by } => {
+                self.start(span, workflow, args, by.as_deref().unwrap_or("test"))
+            }
             Action::ExpectGate { input, gate } => self.expect_gate(span, *input, gate),
             Action::Decide {
                 approve,
@@ -357,9 +359,19 @@ impl TestRun {
                 times,
                 args,
             } => self.expect_called(span, tool, *negated, *times, args.as_deref()),
-            Action::ExpectAudit { event } => self.expect_event(span, "audit", event, "audit event"),
+            Action::ExpectAudit { event, fields } => {
+                let fields = match fields {
+                    Some(helper) => Some(
+                        evaluate(&self.module, helper, Vec::new())
+                            .map_err(|e| Failure::new(span, e))?
+                            .to_json(),
+                    ),
+                    None => None,
+                };
+                self.expect_event(span, "audit", event, "audit event", fields.as_ref())
+            }
             Action::ExpectEscalated { gate } => {
-                self.expect_event(span, "gate_escalated", gate, "escalation of gate")
+                self.expect_event(span, "gate_escalated", gate, "escalation of gate", None)
             }
             Action::ExpectStatus { status } => {
                 let run = self.current_run(span)?;
@@ -377,7 +389,13 @@ impl TestRun {
         }
     }
 
-    fn start(&mut self, span: Span, workflow: &str, args: &[String]) -> Result<(), Failure> {
+    fn start(
+        &mut self,
+        span: Span,
+        workflow: &str,
+        args: &[String],
+        by: &str,
+    ) -> Result<(), Failure> {
         let (_, code) = self
             .module
             .workflow(workflow)
@@ -394,7 +412,7 @@ impl TestRun {
                 &self.version,
                 workflow,
                 &serde_json::Value::Object(input),
-                "test",
+                by,
             )
             .map_err(Self::engine_failure(span))?;
         self.run = Some(id);
@@ -626,6 +644,15 @@ impl TestRun {
                 .check_count(span, tool, times, matching)
                 .map_err(|mut f| {
                     f.expected = f.expected.map(|e| format!("{e} with {wanted}"));
+                    let all: Vec<String> = calls.iter().map(|c| c.input.to_string()).collect();
+                    f.actual = Some(format!(
+                        "{matching} such call(s); every call: {}",
+                        if all.is_empty() {
+                            "none".to_string()
+                        } else {
+                            all.join(", ")
+                        }
+                    ));
                     f
                 });
         }
@@ -664,13 +691,14 @@ impl TestRun {
         }
     }
 
-    /// Some run of the test recorded an event of `kind` about `step`.
+    /// Some run of the test recorded an event of `kind` about `step` (holding `fields`).
     fn expect_event(
         &mut self,
         span: Span,
         kind: &str,
         step: &str,
         what: &str,
+        fields: Option<&serde_json::Value>,
     ) -> Result<(), Failure> {
         let runs = self
             .engine
@@ -686,10 +714,14 @@ impl TestRun {
                 .map_err(|e| Failure::new(span, e.to_string()))?;
             for event in history.into_iter().filter(|e| e.kind == kind) {
                 let name = event.step.unwrap_or_default();
-                if name == step {
+                let data: serde_json::Value = serde_json::from_str(&event.data).unwrap_or_default();
+                if name == step && fields.is_none_or(|wanted| holds(&data, wanted)) {
                     return Ok(());
                 }
-                seen.push(format!("\"{name}\""));
+                seen.push(match fields {
+                    Some(_) if name == step => format!("\"{name}\" with {data}"),
+                    _ => format!("\"{name}\""),
+                });
             }
         }
         let actual = if seen.is_empty() {
@@ -697,10 +729,25 @@ impl TestRun {
         } else {
             seen.join(", ")
         };
-        Err(
-            Failure::new(span, format!("no {what} \"{step}\" was recorded"))
-                .expected(format!("{what} \"{step}\""), actual),
-        )
+        let (expected, message) = match fields {
+            Some(fields) => (
+                format!("{what} \"{step}\" with {fields}"),
+                format!("no {what} \"{step}\" with these fields was recorded"),
+            ),
+            None => (
+                format!("{what} \"{step}\""),
+                format!("no {what} \"{step}\" was recorded"),
+            ),
+        };
+        Err(Failure::new(span, message).expected(expected, actual))
+    }
+}
+
+/// Whether every field of `wanted` (an object) is in `data` with the same value.
+fn holds(data: &serde_json::Value, wanted: &serde_json::Value) -> bool {
+    match wanted.as_object() {
+        Some(fields) => fields.iter().all(|(k, v)| data.get(k) == Some(v)),
+        None => data == wanted,
     }
 }
 

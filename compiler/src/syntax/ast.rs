@@ -148,8 +148,12 @@ pub enum TestStepKind {
         behavior: MockBehavior,
         times: Option<(u32, Span)>,
     },
-    /// `start workflow(arg, …)`.
-    Start { workflow: Ident, args: Vec<Expr> },
+    /// `start workflow(arg, …) [as "user"]`.
+    Start {
+        workflow: Ident,
+        args: Vec<Expr>,
+        by: Option<StrLit>,
+    },
     /// `expect approval "gate"` / `expect input "gate"`: the gate is open now.
     ExpectGate { input: bool, gate: StrLit },
     /// `approve [ "gate" ] as "user" [comment "…"]`, `reject …`; with `expect refused`
@@ -183,8 +187,8 @@ pub enum TestStepKind {
         times: Option<(u32, Span)>,
         args: Option<Vec<Expr>>,
     },
-    /// `expect audit "event"`.
-    ExpectAudit { event: StrLit },
+    /// `expect audit "event" [with { field: value, … }]`.
+    ExpectAudit { event: StrLit, fields: Option<Expr> },
     /// `expect escalated "gate"`.
     ExpectEscalated { gate: StrLit },
     /// `expect status completed|failed|waiting|cancelled`.

@@ -123,7 +123,12 @@ impl Parser<'_> {
                     "start a workflow with its arguments: `start review(order)`",
                 )?;
                 let args = self.parse_list(T::RParen, |p| Some(p.parse_expr(Records::Allowed)));
-                Some(TestStepKind::Start { workflow, args })
+                let by = if self.eat_word("as").is_some() {
+                    Some(self.parse_plain_string("the user who starts the run, in quotes")?)
+                } else {
+                    None
+                };
+                Some(TestStepKind::Start { workflow, args, by })
             }
             "expect" => {
                 self.bump();
@@ -318,7 +323,16 @@ impl Parser<'_> {
             _ if self.at(T::Audit) => {
                 self.bump();
                 let event = self.parse_plain_string("the audit event's name in quotes")?;
-                Some(TestStepKind::ExpectAudit { event })
+                let fields = if self.eat_word("with").is_some() {
+                    if !self.at(T::LBrace) {
+                        self.error_expected("`{`", "list the fields: `with { field: value }`");
+                        return None;
+                    }
+                    Some(self.parse_expr(Records::Allowed))
+                } else {
+                    None
+                };
+                Some(TestStepKind::ExpectAudit { event, fields })
             }
             _ => {
                 self.error_unexpected(
