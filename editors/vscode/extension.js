@@ -73,12 +73,28 @@ async function restart() {
   await start();
 }
 
+/**
+ * The "Run test" code lens of flow-lsp: runs one test with `flowc test` in a terminal (the
+ * language server never runs workflows itself).
+ * @param {string} file the test file's path
+ * @param {string} name the test's name
+ */
+function runTest(file, name) {
+  const flowc = vscode.workspace.getConfiguration('flow').get('flowc.path', 'flowc');
+  const quote = (text) => `'${String(text).replace(/'/g, `'\\''`)}'`;
+  const folder = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+  const terminal = vscode.window.createTerminal({ name: `Flow test: ${name}`, cwd: folder });
+  terminal.show();
+  terminal.sendText(`${quote(flowc)} test ${quote(file)} --filter ${quote(name)} --exact`);
+}
+
 /** @param {vscode.ExtensionContext} context */
 async function activate(context) {
   output = vscode.window.createOutputChannel('Flow');
   context.subscriptions.push(
     output,
     vscode.commands.registerCommand('flow.restartServer', restart),
+    vscode.commands.registerCommand('flow.runTest', runTest),
     vscode.workspace.onDidChangeConfiguration((event) => {
       if (event.affectsConfiguration('flow.server')) {
         restart();

@@ -64,6 +64,9 @@ enum Command {
         /// Run only the tests whose name contains this text.
         #[arg(long)]
         filter: Option<String>,
+        /// With --filter: only the test with exactly this name.
+        #[arg(long, requires = "filter")]
+        exact: bool,
         /// How to report: lines for people, JSON, or JUnit XML for CI systems.
         #[arg(long, value_enum, default_value_t = test_cmd::TestFormat::Human)]
         format: test_cmd::TestFormat,
@@ -127,15 +130,17 @@ fn run(cli: Cli) -> ExitCode {
         Command::Test {
             paths,
             filter,
+            exact,
             format,
             config,
-        } => test(paths, filter.as_deref(), format, config.as_deref()),
+        } => test(paths, filter.as_deref(), exact, format, config.as_deref()),
     }
 }
 
 fn test(
     paths: Vec<PathBuf>,
     filter: Option<&str>,
+    exact: bool,
     format: test_cmd::TestFormat,
     config: Option<&Path>,
 ) -> ExitCode {
@@ -153,6 +158,7 @@ fn test(
     };
     let options = test_cmd::Options {
         filter,
+        exact,
         format,
         config,
         color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),

@@ -25,6 +25,8 @@ pub enum TestFormat {
 
 pub struct Options<'a> {
     pub filter: Option<&'a str>,
+    /// The filter is the whole name, not a part of it.
+    pub exact: bool,
     pub format: TestFormat,
     pub config: Option<&'a Path>,
     pub color: bool,
@@ -168,7 +170,15 @@ fn test_file(
         .tests
         .tests
         .iter()
-        .filter(|case| options.filter.is_none_or(|f| case.name.contains(f)))
+        .filter(|case| {
+            options.filter.is_none_or(|f| {
+                if options.exact {
+                    case.name == f
+                } else {
+                    case.name.contains(f)
+                }
+            })
+        })
         .cloned()
         .collect();
     if program.errors() > 0 {

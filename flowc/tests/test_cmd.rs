@@ -155,6 +155,22 @@ fn filter_runs_only_matching_tests() {
         "{stdout}"
     );
     assert!(!stdout.contains("released after approval"), "{stdout}");
+    // `--exact` (what the editor's "Run test" lens uses): the whole name only.
+    let (code, stdout, _) = run(&[
+        "tests/workflow_tests/passing.flow",
+        "--filter",
+        "escalation then time-out",
+        "--exact",
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("\n1 passed, 0 failed ("), "{stdout}");
+    let (_, stdout, _) = run(&[
+        "tests/workflow_tests/passing.flow",
+        "--filter",
+        "escalat",
+        "--exact",
+    ]);
+    assert!(stdout.contains("\n0 passed, 0 failed ("), "{stdout}");
 }
 
 #[test]

@@ -437,6 +437,9 @@ fn markdown(value: String) -> Documentation {
     })
 }
 
+/// The client command a test's code lens runs, with the file's path and the test's name.
+pub const RUN_TEST_COMMAND: &str = "flow.runTest";
+
 impl LanguageServer for Backend {
     async fn initialize(&self, _: InitializeParams) -> Result<InitializeResult> {
         Ok(InitializeResult {
@@ -463,6 +466,9 @@ impl LanguageServer for Backend {
                 document_symbol_provider: Some(OneOf::Left(true)),
                 workspace_symbol_provider: Some(OneOf::Left(true)),
                 code_action_provider: Some(CodeActionProviderCapability::Simple(true)),
+                code_lens_provider: Some(CodeLensOptions {
+                    resolve_provider: Some(false),
+                }),
                 document_formatting_provider: Some(OneOf::Left(true)),
                 ..ServerCapabilities::default()
             },
@@ -741,6 +747,38 @@ impl LanguageServer for Backend {
             })
             .await;
         Ok(actions)
+    }
+
+    /// "Run test" above every `test` block: the client's `flow.runTest` command runs
+    /// `flowc test FILE --filter NAME --exact` (the server itself never runs a workflow).
+    async fn code_lens(&self, params: CodeLensParams) -> Result<Option<Vec<CodeLens>>> {
+        let uri = params.text_document.uri;
+        let lenses = self
+            .with_analysis(&uri, |cx| {
+                let lenses = cx
+                    .analysis
+                    .symbols(cx.path)
+                    .into_iter()
+                    .filter(|s| s.kind == analysis::SymbolKind::Test)
+                    .filter_map(|s| {
+                        Some(CodeLens {
+                            range: cx.range(cx.path, s.selection)?,
+                            command: Some(Command {
+                                title: "▶ Run test".to_string(),
+                                command: RUN_TEST_COMMAND.to_string(),
+                                arguments: Some(vec![
+                                    serde_json::Value::String(cx.path.to_string()),
+                                    serde_json::Value::String(s.name),
+                                ]),
+                            }),
+                            data: None,
+                        })
+                    })
+                    .collect();
+                Some(lenses)
+            })
+            .await;
+        Ok(lenses)
     }
 
     async fn formatting(&self, params: DocumentFormattingParams) -> Result<Option<Vec<TextEdit>>> {

@@ -532,6 +532,35 @@ fn formatting_and_the_approval_code_action() {
 }
 
 #[test]
+fn test_blocks_get_diagnostics_and_a_run_test_lens() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("w_test.flow");
+    let text = "tool check(n: Int) -> Bool via http post \"/check\"\nworkflow w(n: Int) -> Bool {\n  check(n)\n}\n\ntest \"checks \\\"one\\\"\" {\n  mock check returns 1\n  start w(1)\n}\n";
+    std::fs::write(&path, text).expect("write");
+    let uri = uri(&path);
+    let mut lsp = Lsp::start();
+    lsp.open(&uri, text);
+    // The mock's answer has the tool's result type: a mistake in a test is a diagnostic.
+    let diagnostics = lsp.diagnostics_until(&uri, |d| !d.is_empty());
+    assert_eq!(diagnostics[0]["code"], "E0300", "{diagnostics:?}");
+    assert_eq!(
+        diagnostics[0]["range"]["start"],
+        json!({"line": 6, "character": 21})
+    );
+    let lenses = lsp.request(
+        "textDocument/codeLens",
+        json!({"textDocument": {"uri": uri}}),
+    );
+    let lens = &lenses["result"][0];
+    assert_eq!(lens["range"]["start"], json!({"line": 5, "character": 5}));
+    assert_eq!(lens["command"]["command"], "flow.runTest");
+    assert_eq!(lens["command"]["arguments"][1], "checks \"one\"");
+    let file = lens["command"]["arguments"][0].as_str().expect("a path");
+    assert!(file.ends_with("w_test.flow"), "{file}");
+    lsp.stop();
+}
+
+#[test]
 fn bad_input_never_brings_it_down() {
     let (_dir, main, _types) = project();
     let mut lsp = Lsp::start();
