@@ -980,7 +980,15 @@ impl<'a> Builder<'a> {
                     parts.push(text(format!(" comment {}", self.string(comment.span))));
                 }
             }
-            TestStepKind::Provide { gate, user, value } => {
+            TestStepKind::Provide {
+                gate,
+                user,
+                value,
+                refused,
+            } => {
+                if *refused {
+                    parts.push(text("expect refused "));
+                }
                 parts.push(text(format!(
                     "provide input {} as {} value ",
                     self.string(gate.span),

@@ -86,6 +86,7 @@ pub(crate) fn load_and_check(
     } = loading;
     let checked = check::check_program_with(&db, &trees, &imports, &mut diagnostics, ide);
     drop_cascades(&mut diagnostics);
+    drop_warnings_in_tests(&trees, &mut diagnostics);
     diagnostics::sort(&mut diagnostics);
     diagnostics.dedup();
     Ok(Program {
@@ -96,6 +97,32 @@ pub(crate) fn load_and_check(
         checked,
         diagnostics,
     })
+}
+
+/// A test's values are checked as small helper workflows (see `testing.rs`): an unused
+/// pattern binding or the `_` arm the runner adds after it would be noise, not advice.
+fn drop_warnings_in_tests(trees: &[SyntaxTree], diagnostics: &mut Vec<Diagnostic>) {
+    let tests: Vec<(FileId, Span)> = trees
+        .iter()
+        .enumerate()
+        .flat_map(|(file, tree)| {
+            tree.module.items.iter().filter_map(move |item| match item {
+                ast::Item::Test(test) => Some((FileId(file as u32), test.span)),
+                _ => None,
+            })
+        })
+        .collect();
+    if tests.is_empty() {
+        return;
+    }
+    diagnostics.retain(|d| {
+        d.is_error()
+            || !tests.iter().any(|(file, span)| {
+                d.file() == *file
+                    && span.start <= d.primary.span.start
+                    && d.primary.span.end <= span.end
+            })
+    });
 }
 
 /// In a file with syntax errors, semantic diagnostics are mostly echoes of the broken

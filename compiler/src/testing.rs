@@ -58,6 +58,7 @@ pub enum Action {
         gate: String,
         user: String,
         value: String,
+        refused: bool,
     },
     Advance {
         ms: u64,
@@ -383,7 +384,12 @@ impl Desugarer<'_> {
                     refused: *refused,
                 }
             }
-            TestStepKind::Provide { gate, user, value } => {
+            TestStepKind::Provide {
+                gate,
+                user,
+                value,
+                refused,
+            } => {
                 self.started(step.span)?;
                 let role = HelperRole::InputValue {
                     gate: gate.value.to_string(),
@@ -393,6 +399,7 @@ impl Desugarer<'_> {
                     gate: gate.value.to_string(),
                     user: user.value.to_string(),
                     value: self.expr_helper(role, Vec::new(), value),
+                    refused: *refused,
                 }
             }
             TestStepKind::Advance { by } => match by.kind {
@@ -552,10 +559,10 @@ fn match_block(result: ast::Ident, pattern: ast::Pattern, span: Span) -> ast::Bl
         kind: ExprKind::Bool(value),
         span,
     };
-    let catch_all = matches!(
-        pattern.kind,
-        ast::PatternKind::Wildcard | ast::PatternKind::Name(_)
-    );
+    // A bare name may be a unit variant (`Dropped`) or a binding: only `_` surely matches
+    // everything. (The `_` arm after a binding is unreachable; warnings in tests are not
+    // reported, see `program.rs`.)
+    let catch_all = matches!(pattern.kind, ast::PatternKind::Wildcard);
     let pattern_span = pattern.span;
     let mut arms = vec![ast::MatchArm {
         body: boolean(true, pattern_span),

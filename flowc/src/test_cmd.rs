@@ -236,8 +236,15 @@ fn load_config(file: &str, explicit: Option<&Path>) -> Result<Config, String> {
     if let Some(path) = explicit {
         return Config::load(path).map_err(|e| e.to_string());
     }
+    // The path as given first (so that messages name the file as the user wrote it), then
+    // the directories above it.
+    let given = Path::new(file);
     let absolute = std::fs::canonicalize(file).unwrap_or_else(|_| PathBuf::from(file));
-    for dir in absolute.ancestors().skip(1) {
+    for dir in given
+        .ancestors()
+        .skip(1)
+        .chain(absolute.ancestors().skip(1))
+    {
         let candidate = dir.join("flow.toml");
         if candidate.is_file() {
             return Config::load(&candidate).map_err(|e| e.to_string());

@@ -335,13 +335,18 @@ impl TestRun {
                 };
                 self.decide(span, gate.as_deref(), user, action, *refused)
             }
-            Action::Provide { gate, user, value } => {
+            Action::Provide {
+                gate,
+                user,
+                value,
+                refused,
+            } => {
                 let value =
                     evaluate(&self.module, value, Vec::new()).map_err(|e| Failure::new(span, e))?;
                 let action = Decision::Input {
                     value: value.to_json_revealing(),
                 };
-                self.decide(span, Some(gate), user, action, false)
+                self.decide(span, Some(gate), user, action, *refused)
             }
             Action::Advance { ms } => {
                 self.engine
@@ -494,6 +499,37 @@ impl TestRun {
                     .help("name the gate: `approve \"name\" as \"user\"`, or `expect approval \"name\"` first"));
             }
         };
+        // A refusal must be for the reason the test is about, not a typo or the wrong step.
+        if self.engine.config().user(user).is_none() {
+            return Err(Failure::new(
+                span,
+                format!("`{user}` is not a user of {}", self.engine.config().origin),
+            )
+            .help("name a user of flow.toml (or pass --config)"));
+        }
+        let wanted_kind = match action {
+            Decision::Input { .. } => GateKind::Input,
+            _ => GateKind::Approval,
+        };
+        if target.kind != wanted_kind {
+            return Err(Failure::new(
+                span,
+                format!(
+                    "\"{}\" is an {} gate, not an {} gate",
+                    target.gate,
+                    kind_word(target.kind),
+                    kind_word(wanted_kind)
+                ),
+            )
+            .help(match target.kind {
+                GateKind::Input => {
+                    "answer an input with `provide input \"name\" as \"user\" value …`"
+                }
+                GateKind::Approval => {
+                    "decide an approval with `approve as \"user\"` or `reject as \"user\"`"
+                }
+            }));
+        }
         let result = self
             .engine
             .decide_and_drive(&target.run, &target.gate, user, action, None);
@@ -594,6 +630,23 @@ impl TestRun {
         }
     }
 
+    /// JSON without `null` fields: an absent optional and `none` are the same value.
+    fn canonical(json: &serde_json::Value) -> serde_json::Value {
+        match json {
+            serde_json::Value::Object(fields) => serde_json::Value::Object(
+                fields
+                    .iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), Self::canonical(v)))
+                    .collect(),
+            ),
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(Self::canonical).collect())
+            }
+            other => other.clone(),
+        }
+    }
+
     fn expect_called(
         &mut self,
         span: Span,
@@ -635,7 +688,11 @@ impl TestRun {
             wanted.insert(name.clone(), value.to_json_revealing());
         }
         let wanted = serde_json::Value::Object(wanted);
-        let matching = calls.iter().filter(|c| c.input == wanted).count();
+        let wanted = Self::canonical(&wanted);
+        let matching = calls
+            .iter()
+            .filter(|c| Self::canonical(&c.input) == wanted)
+            .count();
         if times.is_none() && matching > 0 {
             return Ok(());
         }

@@ -1941,7 +1941,10 @@ impl<'a> BodyChecker<'a> {
                 return match left {
                     Type::Optional(inner) => {
                         let found = self.check_expr(rhs, Some(&inner));
-                        if !self.checked.types.assignable(&found, &inner) {
+                        // `a ?? b` with `b: T?` is still a `T?` (spec/types.md).
+                        let optional_fits = matches!(&found, Type::Optional(f)
+                            if self.checked.types.assignable(f, &inner));
+                        if !self.checked.types.assignable(&found, &inner) && !optional_fits {
                             self.mismatch(rhs.span, &inner, &found, None);
                             return *inner;
                         }

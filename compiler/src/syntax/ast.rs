@@ -165,11 +165,13 @@ pub enum TestStepKind {
         comment: Option<StrLit>,
         refused: bool,
     },
-    /// `provide input "gate" as "user" value <expr>`.
+    /// `provide input "gate" as "user" value <expr>`; with `expect refused` before it, the
+    /// answer must be refused.
     Provide {
         gate: StrLit,
         user: StrLit,
         value: Expr,
+        refused: bool,
     },
     /// `advance 25h`: the test clock moves on; due timers fire.
     Advance { by: Expr },

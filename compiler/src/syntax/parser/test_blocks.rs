@@ -135,19 +135,7 @@ impl Parser<'_> {
                 self.parse_expectation()
             }
             "approve" | "reject" => self.parse_decision(false),
-            "provide" => {
-                self.bump();
-                self.expect(
-                    T::Input,
-                    "a step reads `provide input \"gate\" as \"user\" value …`",
-                )?;
-                let gate = self.parse_plain_string("the input's name in quotes")?;
-                self.expect_word("as", "say who provides it: `as \"user\"`")?;
-                let user = self.parse_plain_string("the user's name in quotes")?;
-                self.expect_word("value", "give the value: `value { … }`")?;
-                let value = self.parse_expr(Records::Allowed);
-                Some(TestStepKind::Provide { gate, user, value })
-            }
+            "provide" => self.parse_provide(false),
             "advance" => {
                 self.bump();
                 let by = self.parse_expr(Records::NotHere);
@@ -214,6 +202,25 @@ impl Parser<'_> {
         }
         self.error_expected("a number of times (1 or more)", "");
         None
+    }
+
+    fn parse_provide(&mut self, refused: bool) -> Option<TestStepKind> {
+        self.bump();
+        self.expect(
+            T::Input,
+            "a step reads `provide input \"gate\" as \"user\" value …`",
+        )?;
+        let gate = self.parse_plain_string("the input's name in quotes")?;
+        self.expect_word("as", "say who provides it: `as \"user\"`")?;
+        let user = self.parse_plain_string("the user's name in quotes")?;
+        self.expect_word("value", "give the value: `value { … }`")?;
+        let value = self.parse_expr(Records::Allowed);
+        Some(TestStepKind::Provide {
+            gate,
+            user,
+            value,
+            refused,
+        })
     }
 
     fn parse_decision(&mut self, refused: bool) -> Option<TestStepKind> {
@@ -311,6 +318,9 @@ impl Parser<'_> {
             }
             "refused" => {
                 self.bump();
+                if self.at(T::Ident) && self.text(self.span()) == "provide" {
+                    return self.parse_provide(true);
+                }
                 if !matches!(self.text(self.span()), "approve" | "reject") || !self.at(T::Ident) {
                     self.error_expected(
                         "`approve` or `reject`",
