@@ -55,6 +55,9 @@ pub struct Config {
     pub tools: BTreeMap<String, ToolConfig>,
     /// The chat-completions endpoint of `llm` tools (`[llm]`).
     pub llm: Option<LlmConfig>,
+    /// Who may start each workflow (`[workflows.NAME] starters = ["role", …]`); a workflow
+    /// not listed may be started by any configured user.
+    pub starters: BTreeMap<String, Vec<String>>,
     /// Where the configuration came from (a path, or a label such as `<empty>`).
     pub origin: String,
 }
@@ -252,7 +255,24 @@ impl Config {
             notify: Vec::new(),
             tools: BTreeMap::new(),
             llm: None,
+            starters: BTreeMap::new(),
             origin: "<empty>".to_string(),
+        }
+    }
+
+    /// Whether `user` may start `workflow`: a configured user holding one of the workflow's
+    /// `starters` roles (any configured user when the workflow names none).
+    pub fn may_start(&self, user: &str, workflow: &str) -> Result<(), String> {
+        let Some(account) = self.users.get(user) else {
+            return Err(format!("{user} is not a user of {}", self.origin));
+        };
+        match self.starters.get(workflow) {
+            None => Ok(()),
+            Some(roles) if roles.iter().any(|r| account.roles.contains(r)) => Ok(()),
+            Some(roles) => Err(format!(
+                "{user} may not start `{workflow}`: it needs role {}",
+                roles.join(" or ")
+            )),
         }
     }
 
@@ -383,7 +403,8 @@ struct Parser<'a> {
     origin: &'a str,
 }
 
-const TOP_KEYS: &[&str] = &["users", "notify", "tools", "llm"];
+const TOP_KEYS: &[&str] = &["users", "notify", "tools", "llm", "workflows"];
+const WORKFLOW_KEYS: &[&str] = &["starters"];
 const TOOL_KEYS: &[&str] = &["base_url", "headers", "timeout"];
 const LLM_KEYS: &[&str] = &["base_url", "api_key", "timeout"];
 /// Headers that flowrt sets itself and a configuration may not replace.
@@ -464,6 +485,7 @@ impl Parser<'_> {
             notify: Vec::new(),
             tools: BTreeMap::new(),
             llm: None,
+            starters: BTreeMap::new(),
             origin: self.origin.to_string(),
         };
         for (key, value) in in_file_order(root.get_ref()) {
@@ -472,6 +494,7 @@ impl Parser<'_> {
                 "notify" => config.notify = self.notify(value)?,
                 "tools" => config.tools = self.tools(value)?,
                 "llm" => config.llm = Some(self.llm(value)?),
+                "workflows" => config.starters = self.workflows(value)?,
                 _ => return Err(self.unknown_key(key, "the configuration", TOP_KEYS)),
             }
         }
@@ -525,6 +548,44 @@ impl Parser<'_> {
             }
         }
         Ok(user)
+    }
+
+    /// `[workflows.NAME] starters = ["role", …]`.
+    fn workflows(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(self.at(
+                value.span(),
+                "workflows must be a table of workflows, like [workflows.cargo_release]",
+            ));
+        };
+        let mut starters = BTreeMap::new();
+        for (key, entry) in in_file_order(table) {
+            let name = key.get_ref().as_ref();
+            let DeValue::Table(settings) = entry.get_ref() else {
+                return Err(self.at(
+                    entry.span(),
+                    format!("workflow `{name}` must be a table, like [workflows.{name}] with starters = [\"…\"]"),
+                ));
+            };
+            for (setting, value) in in_file_order(settings) {
+                match setting.get_ref().as_ref() {
+                    "starters" => {
+                        starters.insert(name.to_string(), self.roles(value)?);
+                    }
+                    _ => {
+                        return Err(self.unknown_key(
+                            setting,
+                            &format!("workflow `{name}`"),
+                            WORKFLOW_KEYS,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(starters)
     }
 
     fn roles(&self, value: &Spanned<DeValue<'_>>) -> Result<Vec<String>, ConfigError> {
@@ -946,7 +1007,35 @@ command = "logger flow"
         let e = err("database = \"runs.db\"\n");
         assert_eq!(
             e.to_string(),
-            "flow.toml:1:1: unknown key `database` in the configuration; expected one of `users`, `notify`, `tools`, `llm`"
+            "flow.toml:1:1: unknown key `database` in the configuration; expected one of `users`, `notify`, `tools`, `llm`, `workflows`"
+        );
+    }
+
+    #[test]
+    fn starters_say_who_may_start_a_workflow() {
+        let config = Config::parse(
+            "[users.ines]\nroles = [\"clerk\"]\n[users.ana]\nroles = [\"customs\"]\n\n[workflows.cargo_release]\nstarters = [\"clerk\"]\n",
+            "flow.toml",
+        )
+        .expect("parses");
+        assert_eq!(config.may_start("ines", "cargo_release"), Ok(()));
+        assert_eq!(
+            config.may_start("ana", "cargo_release"),
+            Err("ana may not start `cargo_release`: it needs role clerk".to_string())
+        );
+        // A workflow without starters: any configured user, and only them.
+        assert_eq!(config.may_start("ana", "refund"), Ok(()));
+        assert!(config.may_start("mallory", "refund").is_err());
+        let e = err("[workflows.refund]\nstarter = [\"clerk\"]\n");
+        assert!(
+            e.to_string()
+                .starts_with("flow.toml:2:1: unknown key `starter` in workflow `refund`"),
+            "{e}"
+        );
+        let e = err("[workflows.refund]\nstarters = \"clerk\"\n");
+        assert!(
+            e.to_string().contains("roles must be a list of strings"),
+            "{e}"
         );
     }
 

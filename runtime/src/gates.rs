@@ -59,14 +59,46 @@ pub enum Decided {
 #[derive(Debug)]
 pub enum DecideError {
     /// The decision is not allowed; nothing was recorded.
-    Refused(String),
+    Refused(Refusal),
     Engine(EngineError),
+}
+
+/// Why a decision was refused, and what kind of reason it is (the server maps the kind to an
+/// HTTP status: 404, 409, 403 or 422).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub why: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// No such run, or it waits at no gate of that name.
+    NotFound,
+    /// The run or gate moved on: finished, already decided, timed out, a stale view.
+    Conflict,
+    /// This user may not make this decision.
+    Forbidden,
+    /// The value does not fit the gate's type.
+    Invalid,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl From<Refusal> for String {
+    fn from(refusal: Refusal) -> String {
+        refusal.why
+    }
 }
 
 impl fmt::Display for DecideError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecideError::Refused(why) => f.write_str(why),
+            DecideError::Refused(refusal) => write!(f, "{refusal}"),
             DecideError::Engine(e) => write!(f, "{e}"),
         }
     }
@@ -84,8 +116,23 @@ impl From<crate::store::StoreError> for DecideError {
     }
 }
 
-fn refused<T>(why: impl Into<String>) -> Result<T, DecideError> {
-    Err(DecideError::Refused(why.into()))
+fn refused_as<T>(kind: RefusalKind, why: impl Into<String>) -> Result<T, DecideError> {
+    Err(DecideError::Refused(Refusal {
+        kind,
+        why: why.into(),
+    }))
+}
+
+fn not_found<T>(why: impl Into<String>) -> Result<T, DecideError> {
+    refused_as(RefusalKind::NotFound, why)
+}
+
+fn conflict<T>(why: impl Into<String>) -> Result<T, DecideError> {
+    refused_as(RefusalKind::Conflict, why)
+}
+
+fn forbidden<T>(why: impl Into<String>) -> Result<T, DecideError> {
+    refused_as(RefusalKind::Forbidden, why)
 }
 
 /// A notification waiting to be delivered once the run's claim is released.
@@ -116,6 +163,10 @@ pub struct PendingGate {
     /// SHA-256 of what the reviewer is shown (prompt and context): pass it to a decision
     /// (`--expect-hash`) so that a decision made on a stale view is refused.
     pub shown_hash: String,
+    /// Whether the escalation fired (the escalation approvers may decide too).
+    pub escalated: bool,
+    /// For an input: the JSON Schema of the value it takes.
+    pub input_schema: Option<serde_json::Value>,
 }
 
 /// The options of a gate, as the workflow computed them.
@@ -607,6 +658,17 @@ impl Engine {
                 continue;
             };
             let (kind, name, gate, state) = found;
+            let input_schema = match kind {
+                GateKind::Input => {
+                    let module = self.module(&record.version)?;
+                    module
+                        .input_requests
+                        .iter()
+                        .find(|r| r.name == name)
+                        .map(|r| flow_compiler::bytecode::schema::json_schema(&module, r.ty))
+                }
+                GateKind::Approval => None,
+            };
             let eligible = match user {
                 None => true,
                 Some(user) => {
@@ -645,6 +707,8 @@ impl Engine {
                 deadline: gate.timeout_at(state.opened_at),
                 remaining: gate.quorum - state.approvals.len() as i64,
                 shown_hash: gate.shown_hash(),
+                escalated: state.escalated,
+                input_schema,
             });
         }
         out.sort_by_key(|p| p.opened_at);
@@ -713,10 +777,10 @@ impl Engine {
         expect_hash: Option<&str>,
     ) -> Result<Decided, DecideError> {
         let Some(record) = self.store.run(run)? else {
-            return refused(format!("no run with id {run}"));
+            return not_found(format!("no run with id {run}"));
         };
         if record.status.is_final() {
-            return refused(format!(
+            return conflict(format!(
                 "run {run} has {}; it takes no more decisions",
                 match record.status {
                     RunStatus::Completed => "completed",
@@ -727,14 +791,14 @@ impl Engine {
         }
         if !self.claim_patiently(run)? {
             return match self.store.run(run)? {
-                Some(now) if now.status.is_final() => refused(finished_message(&now)),
+                Some(now) if now.status.is_final() => conflict(finished_message(&now)),
                 _ => Err(DecideError::Engine(EngineError::Claimed(run.to_string()))),
             };
         }
         // Read the run again under the claim: another decision may have just moved it on.
         let Some(record) = self.store.run(run)? else {
             self.store.release(run, &self.owner)?;
-            return refused(format!("no run with id {run}"));
+            return not_found(format!("no run with id {run}"));
         };
         let result = self.decide_claimed(&record, gate, user, action, expect_hash);
         self.store.release(run, &self.owner)?;
@@ -753,7 +817,7 @@ impl Engine {
         expect_hash: Option<&str>,
     ) -> Result<(Decided, RunStatus), DecideError> {
         let Some(record) = self.store.run(run)? else {
-            return refused(format!("no run with id {run}"));
+            return not_found(format!("no run with id {run}"));
         };
         if record.status.is_final() {
             return self
@@ -762,14 +826,14 @@ impl Engine {
         }
         if !self.claim_patiently(run)? {
             return match self.store.run(run)? {
-                Some(now) if now.status.is_final() => refused(finished_message(&now)),
+                Some(now) if now.status.is_final() => conflict(finished_message(&now)),
                 _ => Err(DecideError::Engine(EngineError::Claimed(run.to_string()))),
             };
         }
         // Read the run again under the claim: another decision may have just moved it on.
         let Some(record) = self.store.run(run)? else {
             self.store.release(run, &self.owner)?;
-            return refused(format!("no run with id {run}"));
+            return not_found(format!("no run with id {run}"));
         };
         let result = self
             .decide_claimed(&record, gate, user, action, expect_hash)
@@ -820,13 +884,13 @@ impl Engine {
                 .ok()
                 .and_then(|d| d.get("by").and_then(|b| b.as_str()).map(str::to_string))
                 .unwrap_or_default();
-            return refused(format!(
+            return conflict(format!(
                 "`{gate}` of run {run} was already decided by {by} at {}; the first decision stands",
                 crate::vm::value::format_time(decided.at)
             ));
         }
         let Some((kind, name, options, state)) = open else {
-            return refused(format!(
+            return not_found(format!(
                 "run {run} is not waiting at `{gate}` (it is {}{})",
                 record.status.as_str(),
                 record
@@ -837,21 +901,21 @@ impl Engine {
             ));
         };
         if name != gate || kind != wanted {
-            return refused(format!(
+            return not_found(format!(
                 "run {run} waits at {} `{name}`, not at {} `{gate}`",
                 kind.word(),
                 wanted.word()
             ));
         }
         if self.config.user(user).is_none() && !self.config.users.is_empty() {
-            return refused(format!(
+            return forbidden(format!(
                 "unknown user `{user}`: flow.toml lists the users who may decide"
             ));
         }
         if let Some(expected) = expect_hash
             && expected != options.shown_hash()
         {
-            return refused(format!(
+            return conflict(format!(
                 "what `{name}` shows has changed since you looked (hash {}, you saw {expected}); look again with `flowrt approvals` and decide on what it shows now",
                 options.shown_hash()
             ));
@@ -859,7 +923,7 @@ impl Engine {
         if let Some(deadline) = options.timeout_at(state.opened_at)
             && deadline <= now_ms()
         {
-            return refused(format!(
+            return conflict(format!(
                 "`{name}` timed out at {}; the run goes on with an ApprovalTimeout when a worker drives it",
                 crate::vm::value::format_time(deadline)
             ));
@@ -871,19 +935,19 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|e| may_decide(e, user, &roles));
         if !may_decide(&options.approvers, user, &roles) && !escalated_to_user {
-            return refused(format!(
+            return forbidden(format!(
                 "{user} may not decide `{name}`: it needs {}",
                 describe(&options.approvers)
             ));
         }
         let approving = matches!(action, Action::Approve { .. });
         if approving && user == record.started_by && !options.allow_self {
-            return refused(format!(
+            return forbidden(format!(
                 "{user} started run {run} and may not approve it (four-eyes); the gate would need `allow_self: true`"
             ));
         }
         if approving && state.approvals.iter().any(|a| a == user) {
-            return refused(format!(
+            return conflict(format!(
                 "{user} has already approved `{name}`; {} more approval(s) from others are needed",
                 options.quorum - state.approvals.len() as i64
             ));
@@ -975,10 +1039,13 @@ impl Engine {
                 let converted = match from_json(&module, request.ty, &value, "$") {
                     Ok(converted) => converted,
                     Err(mismatch) => {
-                        return refused(format!(
-                            "the value for `{name}` does not fit {}: {mismatch}",
-                            module.type_name(request.ty)
-                        ));
+                        return refused_as(
+                            RefusalKind::Invalid,
+                            format!(
+                                "the value for `{name}` does not fit {}: {mismatch}",
+                                module.type_name(request.ty)
+                            ),
+                        );
                     }
                 };
                 (converted, with(serde_json::json!({ "value": value })))

@@ -119,8 +119,50 @@ enum Command {
         #[command(subcommand)]
         action: ClockAction,
     },
-    /// The tamper-evident audit trail: `audit RUN`, `audit verify [RUN]`, `audit export`.
+    /// The tamper-evident audit trail: `audit RUN`, `audit verify [RUN]`, `audit export`,
+    /// `audit refusals`.
     Audit(AuditArgs),
+    /// Compile and record programs so that the API can start their workflows.
+    Deploy {
+        /// `.flow` source files or `.flowb` artifacts.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Serve the HTTP API and the web inbox, and drive runs (see spec/server.md). Stops on
+    /// SIGTERM or SIGINT after the requests and the step in progress.
+    Serve {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Programs to deploy first.
+        files: Vec<PathBuf>,
+    },
+    /// API tokens for `flowrt serve`.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token for a user of flow.toml; the token is printed once, on stdout.
+    Create {
+        user: String,
+        /// Expire after this long, e.g. 30d or 12h (default: never).
+        #[arg(long)]
+        expires: Option<String>,
+        /// A note to tell tokens apart, e.g. `ci` or `inbox`.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// The tokens (never the tokens themselves): id, user, name, created, expires, revoked.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id (from `token list`); it stops working at once.
+    Revoke { id: String },
 }
 
 #[derive(Args)]
@@ -139,6 +181,12 @@ struct AuditArgs {
 enum AuditAction {
     /// Check the hash chain of one run's trail, or of every run's. Exit 1 when broken.
     Verify { run: Option<String> },
+    /// Requests the server refused that concern no run (those that do are in the run's
+    /// trail), most recent first.
+    Refusals {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Every run's trail as JSON lines (for a SIEM or an archive).
     Export {
         /// Only records at or after this time (RFC 3339, e.g. 2026-11-23T00:00:00Z).
@@ -233,12 +281,33 @@ fn main() -> ExitCode {
     code
 }
 
+/// What every command needs: the database, its key, the clock and the configuration.
+struct Setup {
+    db: PathBuf,
+    test_clock: bool,
+    config: Option<PathBuf>,
+}
+
 fn run(cli: Cli) -> Result<ExitCode, Usage> {
-    let db = cli.db.unwrap_or_else(|| PathBuf::from(".flow/flow.db"));
-    let store = SqliteStore::open(&db)
+    let setup = Setup {
+        db: cli.db.unwrap_or_else(|| PathBuf::from(".flow/flow.db")),
+        test_clock: cli.test_clock,
+        config: cli.config,
+    };
+    // The server builds its engine on a thread of its own (an engine is not `Send`).
+    if let Command::Serve { addr, files } = cli.command {
+        return serve(setup, &addr, files);
+    }
+    let (engine, has_config) = open_engine(&setup)?;
+    dispatch(engine, has_config, cli.command)
+}
+
+fn open_engine(setup: &Setup) -> Result<(Engine, bool), Usage> {
+    let db = &setup.db;
+    let store = SqliteStore::open(db)
         .map_err(|e| Usage(format!("cannot open the database {}: {e}", db.display())))?;
     // Secrets in checkpoints are sealed with the database's key (see spec/runtime.md).
-    let key = flow_runtime::secrets::SecretKey::for_database(&db).map_err(Usage)?;
+    let key = flow_runtime::secrets::SecretKey::for_database(db).map_err(Usage)?;
     flow_runtime::secrets::install(key);
     let owner = format!("flowrt-{}-{}", std::process::id(), now_ms());
     let mut engine = Engine::new(Box::new(store), owner);
@@ -255,16 +324,23 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         engine.set_lease(lease);
     }
     engine.load_clock()?;
-    if cli.test_clock {
+    if setup.test_clock {
         engine.enable_test_clock()?;
     }
-    let config = match &cli.config {
+    let config = match &setup.config {
         Some(path) => Some(Config::load(path).map_err(|e| Usage(e.to_string()))?),
         None => Config::load_optional(Path::new("flow.toml")).map_err(|e| Usage(e.to_string()))?,
     };
     let has_config = config.is_some();
     engine.set_config(config.unwrap_or_else(Config::empty));
-    match cli.command {
+    Ok((engine, has_config))
+}
+
+fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<ExitCode, Usage> {
+    match command {
+        Command::Deploy { files } => deploy(&mut engine, &files),
+        Command::Token { action } => token(&mut engine, has_config, action),
+        Command::Serve { .. } => Err(Usage("serve is handled before the engine opens".into())),
         Command::Run(args) => start(&mut engine, args, true, has_config),
         Command::Start(args) => start(&mut engine, args, false, has_config),
         Command::Worker { once } => worker(&mut engine, once),
@@ -572,6 +648,26 @@ const EXIT_REFUSED: u8 = 3;
 fn audit(engine: &mut Engine, args: AuditArgs) -> Result<ExitCode, Usage> {
     match (args.action, args.run) {
         (Some(AuditAction::Verify { run }), _) => audit_verify(engine, run.as_deref()),
+        (Some(AuditAction::Refusals { limit }), _) => {
+            let refusals = engine
+                .store()
+                .refusals(limit)
+                .map_err(|e| Usage(e.to_string()))?;
+            if refusals.is_empty() {
+                say(format_args!("no refused requests"));
+            }
+            for r in refusals {
+                say(format_args!(
+                    "{} {} {} {}: {}",
+                    flow_runtime::vm::value::format_time(r.at),
+                    r.status,
+                    r.who,
+                    r.request,
+                    r.reason
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         (Some(AuditAction::Export { since, workflow }), _) => {
             let since = match since {
                 Some(text) => {
@@ -670,6 +766,146 @@ fn audit_verify(engine: &mut Engine, run: Option<&str>) -> Result<ExitCode, Usag
 }
 
 /// With a `flow.toml`, every `--as` must name one of its users.
+/// Deploys each file; prints each version with its workflows.
+fn deploy(engine: &mut Engine, files: &[PathBuf]) -> Result<ExitCode, Usage> {
+    for file in files {
+        let loaded = load(file)?;
+        let (version, module) = engine.deploy(&loaded.artifact)?;
+        let names: Vec<&str> = module.workflows.iter().map(|w| w.name.as_str()).collect();
+        say(format_args!(
+            "deployed {} as {version}: {}",
+            file.display(),
+            names.join(", ")
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token(engine: &mut Engine, has_config: bool, action: TokenAction) -> Result<ExitCode, Usage> {
+    let now = now_ms();
+    match action {
+        TokenAction::Create {
+            user,
+            expires,
+            name,
+        } => {
+            if !has_config || engine.config().user(&user).is_none() {
+                return Err(Usage(format!(
+                    "unknown user `{user}`: a token acts as a user of flow.toml (add `[users.{user}]`)"
+                )));
+            }
+            let expires_in = match expires {
+                Some(text) => Some(
+                    flow_runtime::vm::value::parse_duration(&text)
+                        .filter(|ms| *ms > 0)
+                        .ok_or_else(|| {
+                            Usage(format!(
+                                "--expires {text}: expected a duration like 30d or 12h"
+                            ))
+                        })?,
+                ),
+                None => None,
+            };
+            let (token, record) =
+                flow_runtime::tokens::create(engine.store(), &user, &name, expires_in, now)
+                    .map_err(|e| Usage(e.to_string()))?;
+            eprintln!(
+                "token {} for {user}{}; it is shown only now:",
+                record.id,
+                record
+                    .expires_at
+                    .map(|at| format!(", expires {}", flow_runtime::vm::value::format_time(at)))
+                    .unwrap_or_default()
+            );
+            say(format_args!("{token}"));
+        }
+        TokenAction::List { json } => {
+            let tokens = engine.store().tokens().map_err(|e| Usage(e.to_string()))?;
+            let time = |at: Option<i64>| at.map(flow_runtime::vm::value::format_time);
+            if json {
+                let items: Vec<serde_json::Value> = tokens
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "id": t.id, "user": t.user, "name": t.name,
+                            "created_at": flow_runtime::vm::value::format_time(t.created_at),
+                            "expires_at": time(t.expires_at),
+                            "revoked_at": time(t.revoked_at),
+                        })
+                    })
+                    .collect();
+                say(format_args!("{}", serde_json::Value::Array(items)));
+                return Ok(ExitCode::SUCCESS);
+            }
+            if tokens.is_empty() {
+                say(format_args!("no tokens"));
+            }
+            for t in tokens {
+                let state = match (t.revoked_at, t.expires_at) {
+                    (Some(at), _) => {
+                        format!("revoked {}", flow_runtime::vm::value::format_time(at))
+                    }
+                    (None, Some(at)) if at <= now => {
+                        format!("expired {}", flow_runtime::vm::value::format_time(at))
+                    }
+                    (None, Some(at)) => {
+                        format!("expires {}", flow_runtime::vm::value::format_time(at))
+                    }
+                    (None, None) => "does not expire".to_string(),
+                };
+                say(format_args!(
+                    "{} {} {} created {}, {state}",
+                    t.id,
+                    t.user,
+                    if t.name.is_empty() { "-" } else { &t.name },
+                    flow_runtime::vm::value::format_time(t.created_at)
+                ));
+            }
+        }
+        TokenAction::Revoke { id } => {
+            if !engine
+                .store()
+                .revoke_token(&id, now)
+                .map_err(|e| Usage(e.to_string()))?
+            {
+                return Err(Usage(format!(
+                    "no live token with id `{id}` (see `flowrt token list`)"
+                )));
+            }
+            say(format_args!("revoked {id}"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flowrt serve`: deploys the files, then serves until a signal.
+fn serve(setup: Setup, addr: &str, files: Vec<PathBuf>) -> Result<ExitCode, Usage> {
+    let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
+        Usage(format!(
+            "--addr {addr}: expected an address like 127.0.0.1:8080"
+        ))
+    })?;
+    // Deploy (and report bad files) before listening.
+    {
+        let (mut engine, _) = open_engine(&setup)?;
+        if !files.is_empty() {
+            deploy(&mut engine, &files)?;
+        }
+    }
+    flow_runtime::server::serve(
+        addr,
+        move || {
+            open_engine(&setup)
+                .map(|(engine, _)| engine)
+                .map_err(|Usage(why)| why)
+        },
+        |bound| eprintln!("flowrt serve: listening on http://{bound} (API, inbox at /)"),
+    )
+    .map_err(Usage)?;
+    eprintln!("flowrt serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn known_user(engine: &Engine, has_config: bool, user: &str) -> Result<(), Usage> {
     if has_config && engine.config().user(user).is_none() {
         return Err(Usage(format!(

@@ -191,10 +191,50 @@ impl std::error::Error for StoreError {}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// An API token of `flowrt serve`, without the token itself (only its hash is stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub user: String,
+    pub name: String,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
+}
+
+/// A refused request that concerns no run (those that do are in the run's history).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub at: Millis,
+    /// The user, or what was presented instead (`no token`, `token t3…`).
+    pub who: String,
+    /// `METHOD /path`.
+    pub request: String,
+    pub status: i64,
+    pub reason: String,
+}
+
 pub trait Store {
     /// Records a deployed version (idempotent: deploying the same hash again is a no-op).
     fn deploy(&mut self, hash: &str, artifact: &[u8], now: Millis) -> StoreResult<()>;
     fn artifact(&mut self, hash: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Every deployed version with when it was deployed, oldest first.
+    fn versions(&mut self) -> StoreResult<Vec<(String, Millis)>>;
+
+    /// Appends one event to a run's history (and audit trail) outside any step: something
+    /// that happened to the run, such as a refused request, without changing its state.
+    fn note(&mut self, run: &str, event: &NewEvent) -> StoreResult<()>;
+
+    fn create_token(&mut self, token: &TokenRecord, hash: &str) -> StoreResult<()>;
+    fn token_by_hash(&mut self, hash: &str) -> StoreResult<Option<TokenRecord>>;
+    fn tokens(&mut self) -> StoreResult<Vec<TokenRecord>>;
+    /// Returns false when there is no such live token.
+    fn revoke_token(&mut self, id: &str, now: Millis) -> StoreResult<bool>;
+    fn record_refusal(&mut self, refusal: &Refusal) -> StoreResult<()>;
+    /// How many history events of `kind` were recorded at or after `since` (all runs).
+    fn count_events(&mut self, kind: &str, since: Millis) -> StoreResult<i64>;
+    /// The most recent refusals first.
+    fn refusals(&mut self, limit: usize) -> StoreResult<Vec<Refusal>>;
 
     /// Creates a run with its first checkpoint and events, claimed by `owner` until
     /// `lease_until` (or unclaimed when `owner` is `None`).

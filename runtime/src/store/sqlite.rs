@@ -6,8 +6,8 @@
 //! [`MIGRATIONS`] are applied in order, all in one transaction, when the file is opened.
 
 use super::{
-    Checkpoint, Event, Millis, NewEvent, NewRun, RunRecord, RunStatus, StepCommit, Store,
-    StoreError, StoreResult,
+    Checkpoint, Event, Millis, NewEvent, NewRun, Refusal, RunRecord, RunStatus, StepCommit, Store,
+    StoreError, StoreResult, TokenRecord,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use std::path::Path;
@@ -72,6 +72,24 @@ pub const MIGRATIONS: &[&str] = &[
     // 4: the run's trace context (W3C traceparent of its root span), so that every process
     // that drives the run exports its spans into the same trace.
     "ALTER TABLE runs ADD COLUMN trace TEXT;",
+    // 5: API tokens of `flowrt serve` (only their SHA-256 is kept) and refused requests that
+    // concern no run (those that do are in the run's history).
+    "CREATE TABLE tokens (
+        id         TEXT PRIMARY KEY,
+        user       TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        hash       TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+    );
+    CREATE TABLE refusals (
+        at      INTEGER NOT NULL,
+        who     TEXT NOT NULL,
+        request TEXT NOT NULL,
+        status  INTEGER NOT NULL,
+        reason  TEXT NOT NULL
+    );",
 ];
 
 /// The schema version this code writes and understands.
@@ -307,6 +325,17 @@ fn finish_run(raw: RawRun) -> StoreResult<RunRecord> {
     Ok(record)
 }
 
+fn token_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: row.get(0)?,
+        user: row.get(1)?,
+        name: row.get(2)?,
+        created_at: row.get(3)?,
+        expires_at: row.get(4)?,
+        revoked_at: row.get(5)?,
+    })
+}
+
 /// Appends `events` to `run`'s history, numbering them after the last one.
 fn append_events(
     tx: &Connection,
@@ -412,6 +441,128 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.execute(params![hash, artifact, now]))
             .map_err(self.ctx.map("deploying a version"))?;
         Ok(())
+    }
+
+    fn versions(&mut self) -> StoreResult<Vec<(String, Millis)>> {
+        self.conn
+            .prepare_cached("SELECT hash, deployed_at FROM versions ORDER BY deployed_at, hash")
+            .and_then(|mut s| {
+                s.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(self.ctx.map("listing deployed versions"))
+    }
+
+    fn note(&mut self, run: &str, event: &NewEvent) -> StoreResult<()> {
+        let ctx = &self.ctx;
+        let doing = "recording an event";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx.map(doing))?;
+        if !exists(&tx, ctx, "SELECT 1 FROM runs WHERE id = ?1", run)? {
+            return Err(StoreError::NoSuchRun(run.to_string()));
+        }
+        append_events(&tx, ctx, run, std::slice::from_ref(event))?;
+        tx.commit().map_err(ctx.map(doing))
+    }
+
+    fn create_token(&mut self, token: &TokenRecord, hash: &str) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO tokens (id, user, name, hash, created_at, expires_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    token.id,
+                    token.user,
+                    token.name,
+                    hash,
+                    token.created_at,
+                    token.expires_at,
+                    token.revoked_at
+                ])
+            })
+            .map_err(self.ctx.map("creating a token"))?;
+        Ok(())
+    }
+
+    fn token_by_hash(&mut self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, user, name, created_at, expires_at, revoked_at FROM tokens
+                 WHERE hash = ?1",
+            )
+            .and_then(|mut s| s.query_row([hash], token_row).optional())
+            .map_err(self.ctx.map("reading a token"))
+    }
+
+    fn tokens(&mut self) -> StoreResult<Vec<TokenRecord>> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, user, name, created_at, expires_at, revoked_at FROM tokens
+                 ORDER BY created_at, id",
+            )
+            .and_then(|mut s| s.query_map([], token_row)?.collect::<Result<Vec<_>, _>>())
+            .map_err(self.ctx.map("listing tokens"))
+    }
+
+    fn revoke_token(&mut self, id: &str, now: Millis) -> StoreResult<bool> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![id, now]))
+            .map_err(self.ctx.map("revoking a token"))?;
+        Ok(changed > 0)
+    }
+
+    fn record_refusal(&mut self, refusal: &Refusal) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO refusals (at, who, request, status, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    refusal.at,
+                    refusal.who,
+                    refusal.request,
+                    refusal.status,
+                    refusal.reason
+                ])
+            })
+            .map_err(self.ctx.map("recording a refused request"))?;
+        Ok(())
+    }
+
+    fn count_events(&mut self, kind: &str, since: Millis) -> StoreResult<i64> {
+        self.conn
+            .prepare_cached("SELECT COUNT(*) FROM events WHERE kind = ?1 AND at >= ?2")
+            .and_then(|mut s| s.query_row(params![kind, since], |row| row.get(0)))
+            .map_err(self.ctx.map("counting events"))
+    }
+
+    fn refusals(&mut self, limit: usize) -> StoreResult<Vec<Refusal>> {
+        self.conn
+            .prepare_cached(
+                "SELECT at, who, request, status, reason FROM refusals
+                 ORDER BY rowid DESC LIMIT ?1",
+            )
+            .and_then(|mut s| {
+                s.query_map([limit as i64], |row| {
+                    Ok(Refusal {
+                        at: row.get(0)?,
+                        who: row.get(1)?,
+                        request: row.get(2)?,
+                        status: row.get(3)?,
+                        reason: row.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(self.ctx.map("listing refused requests"))
     }
 
     fn artifact(&mut self, hash: &str) -> StoreResult<Option<Vec<u8>>> {

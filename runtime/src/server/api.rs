@@ -1,0 +1,750 @@
+//! The HTTP API of `flowrt serve` (see `spec/server.md`): routes, authentication, and the
+//! mapping of the engine's answers and refusals to JSON and status codes. Every handler does
+//! its work in one job on the engine thread: authenticate, check, act.
+
+use super::EngineHandle;
+use crate::engine::{Engine, EngineError, now_ms};
+use crate::gates::{Action, DecideError, Decided, GateKind, PendingGate, RefusalKind};
+use crate::store::{NewEvent, Refusal, RunRecord, RunStatus};
+use crate::tokens::{self, AuthError};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+const INDEX_HTML: &str = include_str!("inbox/index.html");
+const APP_JS: &str = include_str!("inbox/app.js");
+const STYLE_CSS: &str = include_str!("inbox/style.css");
+
+#[derive(Clone)]
+pub struct App {
+    engine: EngineHandle,
+}
+
+impl App {
+    pub fn new(engine: EngineHandle) -> App {
+        App { engine }
+    }
+
+    /// Runs `work` on the engine thread as the request's user (after authenticating).
+    async fn as_user(
+        &self,
+        headers: &HeaderMap,
+        request: String,
+        work: impl FnOnce(&mut Engine, &str) -> Result<Response, ApiError> + Send + 'static,
+    ) -> Response {
+        let token = bearer(headers);
+        let answer = self
+            .engine
+            .call(move |engine| {
+                let user = authenticate(engine, token.as_deref(), &request)?;
+                work(engine, &user).inspect_err(|error| refused(engine, &user, &request, error))
+            })
+            .await;
+        match answer {
+            Some(Ok(response)) => response,
+            Some(Err(error)) => error.into_response(),
+            None => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server is shutting down",
+            )
+            .into_response(),
+        }
+    }
+}
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(|| async { static_file("text/html", INDEX_HTML) }))
+        .route(
+            "/app.js",
+            get(|| async { static_file("text/javascript", APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { static_file("text/css", STYLE_CSS) }),
+        )
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/api/me", get(me))
+        .route("/api/workflows", get(workflows))
+        .route("/api/runs", get(list_runs).post(start_run))
+        .route("/api/runs/{id}", get(run_status))
+        .route("/api/runs/{id}/history", get(history))
+        .route("/api/runs/{id}/audit", get(audit))
+        .route("/api/runs/{id}/cancel", post(cancel))
+        .route("/api/decisions", get(decisions))
+        .route("/api/runs/{id}/gates/{gate}/{action}", post(decide))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
+        })
+        .with_state(app)
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+                ),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+// ----- errors -------------------------------------------------------------------------
+
+/// An error answer: `{"error": {"code", "message"}}` (and `problems` for 422).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    problems: Vec<Value>,
+    /// The run a refusal concerns, recorded in its history.
+    run: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            problems: Vec::new(),
+            run: None,
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// A 422 whose message holds `PATH: why` parts (the engine's input errors).
+    fn invalid(message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        let problems = problems_in(&message);
+        ApiError {
+            problems,
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message)
+        }
+    }
+
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    fn about(mut self, run: &str) -> ApiError {
+        self.run = Some(run.to_string());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if !self.problems.is_empty() {
+            error["problems"] = Value::Array(self.problems);
+        }
+        (self.status, axum::Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> ApiError {
+        match error {
+            EngineError::NoSuchRun(_) | EngineError::NoSuchWorkflow { .. } => {
+                ApiError::not_found(error.to_string())
+            }
+            EngineError::Input(why) => ApiError::invalid(why),
+            EngineError::Claimed(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("{error}; try again"),
+            ),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> ApiError {
+        EngineError::from(error).into()
+    }
+}
+
+/// `$.a.b: expected Int, found string` parts of an input error, as `{path, message}`.
+fn problems_in(message: &str) -> Vec<Value> {
+    let Some(start) = message.find('$') else {
+        return Vec::new();
+    };
+    let rest = &message[start..];
+    match rest.find(": ") {
+        Some(colon) => vec![json!({ "path": &rest[..colon], "message": &rest[colon + 2..] })],
+        None => vec![json!({ "path": "$", "message": message })],
+    }
+}
+
+// ----- authentication and refusals ----------------------------------------------------
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+/// The token's user; a refusal is logged.
+fn authenticate(
+    engine: &mut Engine,
+    token: Option<&str>,
+    request: &str,
+) -> Result<String, ApiError> {
+    let now = now_ms();
+    match tokens::authenticate(engine.store(), token, now)? {
+        Ok(record) => {
+            if engine.config().user(&record.user).is_none() {
+                let error = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    format!(
+                        "the token's user `{}` is no longer in {}",
+                        record.user,
+                        engine.config().origin
+                    ),
+                );
+                log_refusal(
+                    engine,
+                    &format!("token {} ({})", record.id, record.user),
+                    request,
+                    &error,
+                );
+                return Err(error);
+            }
+            Ok(record.user)
+        }
+        Err(why) => {
+            let who = match &why {
+                AuthError::Missing => "no token".to_string(),
+                AuthError::Unknown => "unknown token".to_string(),
+                AuthError::Expired { id, user } | AuthError::Revoked { id, user } => {
+                    format!("token {id} ({user})")
+                }
+            };
+            let error = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
+            log_refusal(engine, &who, request, &error);
+            Err(error)
+        }
+    }
+}
+
+fn log_refusal(engine: &mut Engine, who: &str, request: &str, error: &ApiError) {
+    let refusal = Refusal {
+        at: now_ms(),
+        who: who.to_string(),
+        request: request.to_string(),
+        status: i64::from(error.status.as_u16()),
+        reason: error.message.clone(),
+    };
+    if let Err(e) = engine.store().record_refusal(&refusal) {
+        tracing::error!(error = %e, "could not record a refused request");
+    }
+}
+
+/// Records a refused request: in the run's history when it concerns one, else in the log.
+fn refused(engine: &mut Engine, user: &str, request: &str, error: &ApiError) {
+    if !matches!(error.status.as_u16(), 401 | 403 | 409 | 422) {
+        return;
+    }
+    if let Some(run) = &error.run {
+        let event = NewEvent {
+            at: now_ms(),
+            kind: "request_refused".into(),
+            step: None,
+            attempt: None,
+            line: None,
+            duration_ms: None,
+            data: json!({
+                "by": user,
+                "request": request,
+                "status": error.status.as_u16(),
+                "reason": error.message,
+            })
+            .to_string(),
+        };
+        if engine.store().note(run, &event).is_ok() {
+            return;
+        }
+    }
+    log_refusal(engine, user, request, error);
+}
+
+fn ok(value: Value) -> Result<Response, ApiError> {
+    Ok(axum::Json(value).into_response())
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// An optional string field of a request body.
+fn text_field(body: &Value, name: &str) -> Result<Option<String>, ApiError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "`{name}` must be a string, not {other}"
+        ))),
+    }
+}
+
+// ----- handlers -----------------------------------------------------------------------
+
+async fn health(State(app): State<App>) -> Response {
+    match app.engine.call(|_| ()).await {
+        Some(()) => axum::Json(json!({ "status": "ok" })).into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the engine has stopped",
+        )
+        .into_response(),
+    }
+}
+
+async fn openapi(State(app): State<App>, headers: HeaderMap) -> Response {
+    app.as_user(&headers, "GET /openapi.json".into(), |_, _| {
+        ok(super::openapi::document())
+    })
+    .await
+}
+
+async fn me(State(app): State<App>, headers: HeaderMap) -> Response {
+    app.as_user(&headers, "GET /api/me".into(), |engine, user| {
+        let roles = engine
+            .config()
+            .user(user)
+            .map(|u| u.roles.clone())
+            .unwrap_or_default();
+        ok(json!({ "user": user, "roles": roles }))
+    })
+    .await
+}
+
+async fn workflows(State(app): State<App>, headers: HeaderMap) -> Response {
+    app.as_user(&headers, "GET /api/workflows".into(), |engine, user| {
+        let mut versions = engine.store().versions()?;
+        versions.reverse();
+        let mut seen: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        for (version, _) in versions {
+            let module = engine.module(&version)?;
+            for code in &module.workflows {
+                if seen.contains(&code.name) {
+                    continue;
+                }
+                seen.push(code.name.clone());
+                let properties: serde_json::Map<String, Value> = code
+                    .params
+                    .iter()
+                    .map(|(name, ty)| {
+                        (
+                            name.clone(),
+                            flow_compiler::bytecode::schema::json_schema(&module, *ty),
+                        )
+                    })
+                    .collect();
+                let required: Vec<&String> = code.params.iter().map(|(n, _)| n).collect();
+                out.push(json!({
+                    "name": code.name,
+                    "version": version,
+                    "input_schema": {
+                        "type": "object",
+                        "properties": properties,
+                        "required": required,
+                        "additionalProperties": false,
+                    },
+                    "output_schema": flow_compiler::bytecode::schema::json_schema(&module, code.ret),
+                    "may_start": engine.config().may_start(user, &code.name).is_ok(),
+                }));
+            }
+        }
+        out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        ok(Value::Array(out))
+    })
+    .await
+}
+
+/// The newest deployed version that has `workflow`.
+fn version_of(engine: &mut Engine, workflow: &str) -> Result<String, ApiError> {
+    let mut versions = engine.store().versions()?;
+    versions.reverse();
+    for (version, _) in versions {
+        if engine.module(&version)?.workflow(workflow).is_some() {
+            return Ok(version);
+        }
+    }
+    Err(ApiError::not_found(format!(
+        "no deployed workflow is named `{workflow}` (deploy it with `flowrt deploy FILE`)"
+    )))
+}
+
+async fn start_run(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    app.as_user(&headers, "POST /api/runs".into(), move |engine, user| {
+        let body = parse_body(&body)?;
+        let Some(workflow) = text_field(&body, "workflow")? else {
+            return Err(ApiError::bad_request("give the `workflow` to start"));
+        };
+        let input = body.get("input").cloned().unwrap_or_else(|| json!({}));
+        let version = version_of(engine, &workflow)?;
+        engine
+            .config()
+            .may_start(user, &workflow)
+            .map_err(ApiError::forbidden)?;
+        let id = engine.start(&version, &workflow, &input, user)?;
+        let status = engine.drive(&id)?;
+        Ok((
+            StatusCode::CREATED,
+            axum::Json(json!({ "id": id, "status": status.as_str() })),
+        )
+            .into_response())
+    })
+    .await
+}
+
+fn run_json(record: &RunRecord) -> Value {
+    json!({
+        "id": record.id,
+        "workflow": record.workflow,
+        "version": record.version,
+        "status": record.status.as_str(),
+        "waiting_on": record.waiting_on,
+        "started_by": record.started_by,
+        "parent": record.parent,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    })
+}
+
+async fn list_runs(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    app.as_user(&headers, "GET /api/runs".into(), move |engine, _| {
+        let status = match query.get("status") {
+            Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "status `{text}`: expected runnable, waiting, completed, failed or cancelled"
+                ))
+            })?),
+            None => None,
+        };
+        let limit = match query.get("limit") {
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("limit `{text}`: expected 1 to 10000"))
+                })?,
+            None => 100,
+        };
+        let runs: Vec<Value> = engine
+            .store()
+            .runs(status)?
+            .iter()
+            .filter(|r| query.get("workflow").is_none_or(|w| &r.workflow == w))
+            .take(limit)
+            .map(run_json)
+            .collect();
+        ok(Value::Array(runs))
+    })
+    .await
+}
+
+fn load_run(engine: &mut Engine, id: &str) -> Result<RunRecord, ApiError> {
+    engine
+        .store()
+        .run(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no run with id {id}")))
+}
+
+fn gate_json(gate: &PendingGate) -> Value {
+    json!({
+        "run": gate.run,
+        "workflow": gate.workflow,
+        "gate": gate.gate,
+        "kind": gate.kind.word(),
+        "prompt": gate.prompt,
+        "context": gate.context,
+        "approvers": gate.approvers,
+        "started_by": gate.started_by,
+        "opened_at": gate.opened_at,
+        "deadline": gate.deadline,
+        "escalated": gate.escalated,
+        "remaining": gate.remaining,
+        "view_hash": gate.shown_hash,
+        "input_schema": gate.input_schema,
+    })
+}
+
+async fn run_status(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    app.as_user(&headers, format!("GET /api/runs/{id}"), move |engine, _| {
+        let record = load_run(engine, &id)?;
+        let gate = engine
+            .pending(None)?
+            .into_iter()
+            .find(|g| g.run == id)
+            .map(|g| gate_json(&g));
+        let mut out = run_json(&record);
+        out["input"] = serde_json::from_str(&record.input).unwrap_or(Value::Null);
+        out["output"] = record
+            .output
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok())
+            .unwrap_or(Value::Null);
+        out["error"] = json!(record.error);
+        out["gate"] = gate.unwrap_or(Value::Null);
+        ok(out)
+    })
+    .await
+}
+
+async fn history(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    app.as_user(
+        &headers,
+        format!("GET /api/runs/{id}/history"),
+        move |engine, _| {
+            load_run(engine, &id)?;
+            let events: Vec<Value> = engine
+                .store()
+                .history(&id)?
+                .iter()
+                .map(|e| {
+                    json!({
+                        "seq": e.seq,
+                        "at": e.at,
+                        "kind": e.kind,
+                        "step": e.step,
+                        "attempt": e.attempt,
+                        "line": e.line,
+                        "duration_ms": e.duration_ms,
+                        "data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null),
+                    })
+                })
+                .collect();
+            ok(Value::Array(events))
+        },
+    )
+    .await
+}
+
+async fn audit(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    app.as_user(
+        &headers,
+        format!("GET /api/runs/{id}/audit"),
+        move |engine, _| {
+            let record = load_run(engine, &id)?;
+            let events = engine.store().history(&id)?;
+            let verified = crate::audit::verify(&id, &events);
+            let records: Vec<Value> = events
+                .iter()
+                .map(|e| crate::audit::export_record(&id, &record.workflow, &record.version, e))
+                .collect();
+            ok(json!({
+                "run": id,
+                "verified": verified.is_ok(),
+                "problem": verified.err().map(|b| b.to_string()),
+                "records": records,
+            }))
+        },
+    )
+    .await
+}
+
+async fn cancel(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    app.as_user(
+        &headers,
+        format!("POST /api/runs/{id}/cancel"),
+        move |engine, user| {
+            let record = load_run(engine, &id)?;
+            if record.started_by != user
+                && let Err(why) = engine.config().may_start(user, &record.workflow)
+            {
+                return Err(ApiError::forbidden(format!(
+                    "{why}; only who started run {id} or may start `{}` may cancel it",
+                    record.workflow
+                ))
+                .about(&id));
+            }
+            if !engine.cancel(&id, user)? {
+                return Err(ApiError::conflict(format!(
+                    "run {id} has already {}",
+                    record.status.as_str()
+                ))
+                .about(&id));
+            }
+            ok(json!({ "cancelled": true }))
+        },
+    )
+    .await
+}
+
+async fn decisions(State(app): State<App>, headers: HeaderMap) -> Response {
+    app.as_user(&headers, "GET /api/decisions".into(), |engine, user| {
+        let gates: Vec<Value> = engine.pending(Some(user))?.iter().map(gate_json).collect();
+        ok(Value::Array(gates))
+    })
+    .await
+}
+
+async fn decide(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((id, gate, action)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let request = format!("POST /api/runs/{id}/gates/{gate}/{action}");
+    app.as_user(&headers, request, move |engine, user| {
+        let body = parse_body(&body)?;
+        let view_hash = text_field(&body, "view_hash")?;
+        let action = match action.as_str() {
+            "approve" => Action::Approve {
+                comment: text_field(&body, "comment")?.unwrap_or_default(),
+            },
+            "reject" => {
+                let Some(comment) = text_field(&body, "comment")?.filter(|c| !c.trim().is_empty())
+                else {
+                    return Err(ApiError::bad_request(
+                        "a rejection needs a `comment` saying why",
+                    ));
+                };
+                Action::Reject { comment }
+            }
+            "input" => {
+                let Some(value) = body.get("value").cloned() else {
+                    return Err(ApiError::bad_request("give the `value` for the input"));
+                };
+                Action::Input { value }
+            }
+            other => {
+                return Err(ApiError::not_found(format!(
+                    "no action `{other}`: approve, reject or input"
+                )));
+            }
+        };
+        match engine.decide_and_drive(&id, &gate, user, action, view_hash.as_deref()) {
+            Ok((decided, status)) => {
+                let (decision, remaining) = match decided {
+                    Decided::Closed => ("closed", 0),
+                    Decided::Recorded { remaining } => ("recorded", remaining),
+                };
+                ok(json!({
+                    "decision": decision,
+                    "remaining": remaining,
+                    "run_status": status.as_str(),
+                }))
+            }
+            Err(DecideError::Refused(refusal)) => {
+                let error = match refusal.kind {
+                    RefusalKind::NotFound => ApiError::not_found(refusal.why),
+                    RefusalKind::Conflict => ApiError::conflict(refusal.why),
+                    RefusalKind::Forbidden => ApiError::forbidden(refusal.why),
+                    RefusalKind::Invalid => ApiError::invalid(refusal.why),
+                };
+                Err(error.about(&id))
+            }
+            Err(DecideError::Engine(e)) => Err(e.into()),
+        }
+    })
+    .await
+}
+
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
+    app.as_user(&headers, "GET /metrics".into(), |engine, _| {
+        let now = now_ms();
+        let runs = engine.store().runs(None)?;
+        let mut by_status: Vec<(&str, usize)> = [
+            RunStatus::Runnable,
+            RunStatus::Waiting,
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .iter()
+        .map(|s| (s.as_str(), runs.iter().filter(|r| r.status == *s).count()))
+        .collect();
+        by_status.sort();
+        let open = engine.pending(None)?;
+        let oldest = open.iter().map(|g| g.opened_at).min();
+        let steps_last_minute = engine.store().count_events("step_completed", now - 60_000)?;
+        let failures = engine.store().count_events("notify_failed", 0)?;
+        let mut text = String::new();
+        text.push_str("# HELP flow_runs Runs by status.\n# TYPE flow_runs gauge\n");
+        for (status, count) in by_status {
+            text.push_str(&format!("flow_runs{{status=\"{status}\"}} {count}\n"));
+        }
+        text.push_str(&format!(
+            "# HELP flow_steps_per_second Tool steps completed per second over the last minute.\n# TYPE flow_steps_per_second gauge\nflow_steps_per_second {}\n",
+            steps_last_minute as f64 / 60.0
+        ));
+        let approvals = open.iter().filter(|g| g.kind == GateKind::Approval).count();
+        text.push_str(&format!(
+            "# HELP flow_open_gates Gates waiting for a person.\n# TYPE flow_open_gates gauge\nflow_open_gates{{kind=\"approval\"}} {approvals}\nflow_open_gates{{kind=\"input\"}} {}\n",
+            open.len() - approvals
+        ));
+        text.push_str(&format!(
+            "# HELP flow_oldest_open_gate_age_seconds How long the oldest open gate has waited.\n# TYPE flow_oldest_open_gate_age_seconds gauge\nflow_oldest_open_gate_age_seconds {}\n",
+            oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0)
+        ));
+        text.push_str(&format!(
+            "# HELP flow_notification_failures_total Notifications that could not be delivered.\n# TYPE flow_notification_failures_total counter\nflow_notification_failures_total {failures}\n"
+        ));
+        Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            )],
+            text,
+        )
+            .into_response())
+    })
+    .await
+}

@@ -1,0 +1,149 @@
+//! `flowrt serve`: the worker and the HTTP server in one process.
+//!
+//! The engine (a SQLite connection, the interpreter's caches) lives on one thread of its own,
+//! the *engine thread*: it drives runs, fires timers and sends notifications between requests,
+//! and runs each request's work as a job sent over a channel ([`EngineHandle::call`]). HTTP
+//! is served by axum on a small tokio runtime; a handler never touches the database itself.
+//! One writer thread is what SQLite wants anyway, and a request sees the engine exactly as
+//! the CLI does — the same rules, the same code.
+//!
+//! Shutdown (SIGTERM or SIGINT): the listener stops accepting, requests in flight finish,
+//! then the engine thread finishes the job or step it is in (each commits atomically) and
+//! exits. Runs that were not finished resume under the next process, as after a crash.
+
+mod api;
+mod openapi;
+
+use crate::engine::{Engine, now_ms};
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Work for the engine thread.
+type Job = Box<dyn FnOnce(&mut Engine) + Send>;
+
+/// How often the engine thread looks for runs to drive when no request comes (timers that
+/// fell due, runs another process started or left behind).
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// Sends jobs to the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl EngineHandle {
+    /// Runs `work` on the engine thread and returns its result; `None` when the engine
+    /// thread has stopped.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Engine) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |engine| {
+            let _ = reply.send(work(engine));
+        });
+        self.jobs.send(job).ok()?;
+        answer.await.ok()
+    }
+}
+
+/// The engine thread's loop: jobs as they come, and a worker's round when idle.
+fn engine_loop(mut engine: Engine, jobs: mpsc::Receiver<Job>) {
+    let mut last_round = Instant::now() - IDLE_POLL;
+    loop {
+        let wait = IDLE_POLL.saturating_sub(last_round.elapsed());
+        match jobs.recv_timeout(wait) {
+            Ok(job) => job(&mut engine),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        if last_round.elapsed() >= IDLE_POLL {
+            if let Err(error) = engine.work_once() {
+                tracing::error!(%error, "driving runs failed; retrying");
+            }
+            last_round = Instant::now();
+        }
+    }
+}
+
+/// Serves until SIGTERM or SIGINT. `open` builds the engine on the engine thread (an engine
+/// is not `Send`). `ready` is told the bound address (the port when `addr` asked for 0).
+pub fn serve(
+    addr: SocketAddr,
+    open: impl FnOnce() -> Result<Engine, String> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), String> {
+    let (jobs, receiver) = mpsc::channel::<Job>();
+    let (opened, opened_result) = mpsc::channel::<Result<(), String>>();
+    let engine_thread = std::thread::Builder::new()
+        .name("flowrt-engine".into())
+        .spawn(move || match open() {
+            Ok(engine) => {
+                let _ = opened.send(Ok(()));
+                engine_loop(engine, receiver);
+            }
+            Err(why) => {
+                let _ = opened.send(Err(why));
+            }
+        })
+        .map_err(|e| format!("cannot start the engine thread: {e}"))?;
+    opened_result
+        .recv()
+        .map_err(|_| "the engine thread stopped while opening".to_string())??;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("cannot start the HTTP runtime: {e}"))?;
+    let handle = EngineHandle { jobs };
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the bound address: {e}"))?;
+        ready(bound);
+        let app = api::router(api::App::new(handle));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| format!("the HTTP server failed: {e}"))
+    });
+    // The router (and with it every handle) is gone: the engine thread sees the channel
+    // closed after its current job and stops.
+    drop(runtime);
+    engine_thread
+        .join()
+        .map_err(|_| "the engine thread panicked".to_string())?;
+    served
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!(
+        at = now_ms(),
+        "shutting down: finishing requests and the current step"
+    );
+}

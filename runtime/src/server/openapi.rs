@@ -1,0 +1,270 @@
+//! The OpenAPI 3.0 description of the API, served at `/openapi.json`. A test compares it with
+//! the router's routes, and `schemathesis` (CI) sends generated requests to every operation.
+
+use serde_json::{Value, json};
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+    })
+}
+
+fn json_response(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+}
+
+/// The usual answers of an authenticated operation besides its success.
+fn with_errors(mut responses: Value, codes: &[(&str, &str)]) -> Value {
+    let all = [("401", "No token, or an unknown, expired or revoked one")]
+        .iter()
+        .chain(codes.iter())
+        .chain(
+            [(
+                "503",
+                "The server is shutting down, or the run is busy elsewhere",
+            )]
+            .iter(),
+        );
+    for (code, description) in all {
+        responses[*code] = error_response(description);
+    }
+    responses
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "description": description,
+            "schema": { "type": "string" } })
+}
+
+pub fn document() -> Value {
+    let run_id = path_param("id", "The run's id");
+    let gate = path_param("gate", "The gate's name");
+    let decision_result = json_response(
+        "The decision was applied",
+        json!({ "$ref": "#/components/schemas/DecisionResult" }),
+    );
+    let decide_errors: &[(&str, &str)] = &[
+        ("400", "Malformed body"),
+        ("403", "The user may not decide this gate (role, four-eyes)"),
+        ("404", "No such run, or it does not wait at this gate"),
+        (
+            "409",
+            "Stale view hash, already decided, timed out or finished",
+        ),
+    ];
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Flow operator API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Start workflow runs, follow them and decide their approvals and inputs. Every operation but /health needs `Authorization: Bearer <token>` (flowrt token create USER). See spec/server.md."
+        },
+        "components": {
+            "securitySchemes": { "token": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": { "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": { "type": "string" },
+                            "message": { "type": "string" },
+                            "problems": { "type": "array", "items": {
+                                "type": "object",
+                                "properties": { "path": { "type": "string" }, "message": { "type": "string" } }
+                            } }
+                        }
+                    } }
+                },
+                "Run": {
+                    "type": "object",
+                    "required": ["id", "workflow", "version", "status", "started_by", "created_at", "updated_at"],
+                    "properties": {
+                        "id": { "type": "string" },
+                        "workflow": { "type": "string" },
+                        "version": { "type": "string" },
+                        "status": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled"] },
+                        "waiting_on": { "type": "string", "nullable": true },
+                        "started_by": { "type": "string" },
+                        "parent": { "type": "string", "nullable": true },
+                        "created_at": { "type": "integer" },
+                        "updated_at": { "type": "integer" }
+                    }
+                },
+                "Decision": {
+                    "type": "object",
+                    "required": ["run", "workflow", "gate", "kind", "view_hash"],
+                    "properties": {
+                        "run": { "type": "string" },
+                        "workflow": { "type": "string" },
+                        "gate": { "type": "string" },
+                        "kind": { "type": "string", "enum": ["approval", "input"] },
+                        "prompt": { "type": "string", "nullable": true },
+                        "context": {},
+                        "approvers": { "type": "string" },
+                        "started_by": { "type": "string" },
+                        "opened_at": { "type": "integer" },
+                        "deadline": { "type": "integer", "nullable": true },
+                        "escalated": { "type": "boolean" },
+                        "remaining": { "type": "integer" },
+                        "view_hash": { "type": "string" },
+                        "input_schema": { "type": "object", "nullable": true }
+                    }
+                },
+                "DecisionResult": {
+                    "type": "object",
+                    "required": ["decision", "remaining", "run_status"],
+                    "properties": {
+                        "decision": { "type": "string", "enum": ["closed", "recorded"] },
+                        "remaining": { "type": "integer" },
+                        "run_status": { "type": "string" }
+                    }
+                }
+            }
+        },
+        "security": [{ "token": [] }],
+        "paths": {
+            "/health": { "get": {
+                "operationId": "health",
+                "summary": "Whether the server and its engine are up (no token needed)",
+                "security": [],
+                "responses": {
+                    "200": json_response("Up", json!({ "type": "object", "properties": { "status": { "type": "string" } } })),
+                    "503": error_response("Shutting down")
+                }
+            } },
+            "/openapi.json": { "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": with_errors(json!({ "200": json_response("The OpenAPI document", json!({ "type": "object" })) }), &[])
+            } },
+            "/metrics": { "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "responses": with_errors(json!({ "200": { "description": "Prometheus text format", "content": { "text/plain": { "schema": { "type": "string" } } } } }), &[])
+            } },
+            "/api/me": { "get": {
+                "operationId": "me",
+                "summary": "The token's user and roles",
+                "responses": with_errors(json!({ "200": json_response("Who you are", json!({
+                    "type": "object", "required": ["user", "roles"],
+                    "properties": { "user": { "type": "string" }, "roles": { "type": "array", "items": { "type": "string" } } }
+                })) }), &[])
+            } },
+            "/api/workflows": { "get": {
+                "operationId": "listWorkflows",
+                "summary": "Workflows that can be started, with input and output JSON Schemas",
+                "responses": with_errors(json!({ "200": json_response("The workflows", json!({ "type": "array", "items": {
+                    "type": "object",
+                    "required": ["name", "version", "input_schema", "output_schema", "may_start"],
+                    "properties": {
+                        "name": { "type": "string" }, "version": { "type": "string" },
+                        "input_schema": { "type": "object" }, "output_schema": {},
+                        "may_start": { "type": "boolean" }
+                    }
+                } })) }), &[])
+            } },
+            "/api/runs": {
+                "get": {
+                    "operationId": "listRuns",
+                    "summary": "Runs, newest first",
+                    "parameters": [
+                        { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled"] } },
+                        { "name": "workflow", "in": "query", "schema": { "type": "string" } },
+                        { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000 } }
+                    ],
+                    "responses": with_errors(json!({ "200": json_response("The runs", json!({ "type": "array", "items": { "$ref": "#/components/schemas/Run" } })) }), &[("400", "Bad query parameter")])
+                },
+                "post": {
+                    "operationId": "startRun",
+                    "summary": "Start a run (validated against the workflow's parameters) and drive it",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["workflow"],
+                        "properties": { "workflow": { "type": "string" }, "input": { "type": "object" } }
+                    } } } },
+                    "responses": with_errors(json!({ "201": json_response("Started", json!({
+                        "type": "object", "required": ["id", "status"],
+                        "properties": { "id": { "type": "string" }, "status": { "type": "string" } }
+                    })) }), &[
+                        ("400", "Malformed body"),
+                        ("403", "The user may not start this workflow"),
+                        ("404", "No deployed workflow has this name"),
+                        ("422", "The input does not fit the workflow's parameters")
+                    ])
+                }
+            },
+            "/api/runs/{id}": { "get": {
+                "operationId": "getRun",
+                "summary": "A run with its input, output, error and open gate",
+                "parameters": [run_id.clone()],
+                "responses": with_errors(json!({ "200": json_response("The run", json!({ "type": "object" })) }), &[("404", "No such run")])
+            } },
+            "/api/runs/{id}/history": { "get": {
+                "operationId": "getHistory",
+                "summary": "A run's timeline",
+                "parameters": [run_id.clone()],
+                "responses": with_errors(json!({ "200": json_response("The events", json!({ "type": "array", "items": { "type": "object" } })) }), &[("404", "No such run")])
+            } },
+            "/api/runs/{id}/audit": { "get": {
+                "operationId": "getAudit",
+                "summary": "A run's audit trail with its hashes, and whether the chain verifies",
+                "parameters": [run_id.clone()],
+                "responses": with_errors(json!({ "200": json_response("The trail", json!({ "type": "object" })) }), &[("404", "No such run")])
+            } },
+            "/api/runs/{id}/cancel": { "post": {
+                "operationId": "cancelRun",
+                "summary": "Cancel a run that has not finished",
+                "parameters": [run_id.clone()],
+                "responses": with_errors(json!({ "200": json_response("Cancelled", json!({ "type": "object" })) }), &[
+                    ("403", "Only who started the run or may start its workflow may cancel it"),
+                    ("404", "No such run"),
+                    ("409", "The run has finished")
+                ])
+            } },
+            "/api/decisions": { "get": {
+                "operationId": "listDecisions",
+                "summary": "The gates the caller may decide now",
+                "responses": with_errors(json!({ "200": json_response("The open gates", json!({ "type": "array", "items": { "$ref": "#/components/schemas/Decision" } })) }), &[])
+            } },
+            "/api/runs/{id}/gates/{gate}/approve": { "post": {
+                "operationId": "approve",
+                "summary": "Approve a gate",
+                "parameters": [run_id.clone(), gate.clone()],
+                "requestBody": { "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": { "comment": { "type": "string" }, "view_hash": { "type": "string" } }
+                } } } },
+                "responses": with_errors(json!({ "200": decision_result.clone() }), decide_errors)
+            } },
+            "/api/runs/{id}/gates/{gate}/reject": { "post": {
+                "operationId": "reject",
+                "summary": "Reject a gate (a comment is required)",
+                "parameters": [run_id.clone(), gate.clone()],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["comment"],
+                    "properties": { "comment": { "type": "string" }, "view_hash": { "type": "string" } }
+                } } } },
+                "responses": with_errors(json!({ "200": decision_result.clone() }), decide_errors)
+            } },
+            "/api/runs/{id}/gates/{gate}/input": { "post": {
+                "operationId": "provideInput",
+                "summary": "Answer an input gate with a value of its type",
+                "parameters": [run_id, gate],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["value"],
+                    "properties": { "value": {}, "view_hash": { "type": "string" } }
+                } } } },
+                "responses": with_errors(json!({ "200": decision_result }), &[
+                    ("400", "Malformed body"),
+                    ("403", "The user may not answer this input"),
+                    ("404", "No such run, or it does not wait at this input"),
+                    ("409", "Stale view hash, already answered, timed out or finished"),
+                    ("422", "The value does not fit the input's type")
+                ])
+            } }
+        }
+    })
+}
