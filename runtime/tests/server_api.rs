@@ -1,0 +1,755 @@
+//! `flowrt serve` over real HTTP on 127.0.0.1: every endpoint, every refusal (no token,
+//! unknown, expired and revoked tokens, wrong role, four-eyes, not a starter, stale view hash,
+//! double decision, bad input, bad JSON), refusals recorded, the OpenAPI document reaching
+//! every operation, and a graceful stop on SIGTERM that leaves nothing half-written.
+#![cfg(unix)]
+
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
+
+const USERS: &str = r#"[users.ines]
+roles = ["clerk"]
+
+[users.alice]
+roles = ["customs"]
+
+[users.bob]
+roles = ["customs"]
+
+[users.dave]
+roles = ["auditor"]
+
+[workflows.release]
+starters = ["clerk", "customs"]
+"#;
+
+const PROGRAM: &str = r#"type Shipment = { id: String, value: Int }
+type Review = { ok: Bool, notes: List<String>, priority: Int? }
+
+tool ship(id: String) -> String via exec "flowrt:echo"
+
+workflow release(s: Shipment) -> String {
+  let d = await approval "release_signoff" {
+    approvers: role("customs"),
+    prompt: "Release ${s.id} worth ${s.value}?",
+    context: s,
+    quorum: if s.value > 1000 { 2 } else { 1 },
+  }
+  if !d.approved { return "held by ${d.by}: ${d.comment}" }
+  ship(s.id)
+}
+
+workflow intake(id: String) -> String {
+  let r = await input<Review> "review" { from: role("customs"), prompt: "Review ${id}" }
+  if r.ok { "accepted ${id} with ${len(r.notes)} note(s)" } else { "declined ${id}" }
+}
+"#;
+
+/// A served database in a temporary directory; the server is stopped when dropped.
+struct Server {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("flow.toml"), USERS).expect("config");
+        std::fs::write(dir.path().join("program.flow"), PROGRAM).expect("program");
+        let mut server = Server {
+            dir,
+            child: None,
+            addr: free_addr(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn flowrt(&self) -> Command {
+        let mut command = Command::new(FLOWRT);
+        command
+            .current_dir(self.dir.path())
+            .arg("--db")
+            .arg(self.db())
+            .arg("--config")
+            .arg(self.dir.path().join("flow.toml"))
+            .env_remove("FLOW_DB")
+            .env_remove("FLOW_CONFIG");
+        command
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("flow.db")
+    }
+
+    fn spawn(&mut self) {
+        let child = self
+            .flowrt()
+            .args(["serve", "--addr", &self.addr.to_string(), "program.flow"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("flowrt serve starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = self.try_request("GET", "/health", None, None) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("flowrt serve did not answer /health within 30 s");
+    }
+
+    /// Creates a token for `user` (with `flowrt token create`), returns it.
+    fn token(&self, user: &str, extra: &[&str]) -> String {
+        let output = self
+            .flowrt()
+            .args(["token", "create", user])
+            .args(extra)
+            .output()
+            .expect("flowrt token create runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let token = String::from_utf8(output.stdout)
+            .expect("UTF-8")
+            .trim()
+            .to_string();
+        assert!(token.starts_with("flow_"), "{token}");
+        token
+    }
+
+    fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
+        let mut stream = TcpStream::connect(self.addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let body = body.unwrap_or("");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// A request that must get `expected`; returns the JSON body.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        expected: u16,
+    ) -> Value {
+        let body = body.map(|b| b.to_string());
+        let (status, text) = self
+            .try_request(method, path, token, body.as_deref())
+            .expect("the server answers");
+        assert_eq!(status, expected, "{method} {path}: {text}");
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        child.wait().expect("flowrt serve exits")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+fn start_release(server: &Server, token: &str, id: &str, value: i64) -> String {
+    let started = server.call(
+        "POST",
+        "/api/runs",
+        Some(token),
+        Some(json!({ "workflow": "release", "input": { "s": { "id": id, "value": value } } })),
+        201,
+    );
+    assert_eq!(started["status"], "waiting");
+    started["id"].as_str().expect("an id").to_string()
+}
+
+#[test]
+fn every_endpoint_works_for_an_authorized_user() {
+    let server = Server::start();
+    let ines = server.token("ines", &["--name", "intake"]);
+    let alice = server.token("alice", &[]);
+
+    assert_eq!(
+        server.call("GET", "/health", None, None, 200)["status"],
+        "ok"
+    );
+    let me = server.call("GET", "/api/me", Some(&alice), None, 200);
+    assert_eq!(me, json!({ "user": "alice", "roles": ["customs"] }));
+
+    let workflows = server.call("GET", "/api/workflows", Some(&ines), None, 200);
+    let release = workflows
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|w| w["name"] == "release")
+        .expect("release is listed");
+    assert_eq!(release["may_start"], true);
+    assert_eq!(
+        release["input_schema"]["properties"]["s"]["properties"]["value"]["type"],
+        "integer"
+    );
+
+    let run = start_release(&server, &ines, "S-1", 10);
+    let listed = server.call(
+        "GET",
+        "/api/runs?status=waiting&workflow=release",
+        Some(&alice),
+        None,
+        200,
+    );
+    assert!(
+        listed
+            .as_array()
+            .expect("a list")
+            .iter()
+            .any(|r| r["id"] == run.as_str())
+    );
+    assert_eq!(
+        server.call("GET", "/api/runs?status=completed", Some(&alice), None, 200),
+        json!([])
+    );
+
+    let decisions = server.call("GET", "/api/decisions", Some(&alice), None, 200);
+    let gate = &decisions[0];
+    assert_eq!(gate["run"], run.as_str());
+    assert_eq!(gate["gate"], "release_signoff");
+    assert_eq!(gate["kind"], "approval");
+    assert_eq!(gate["prompt"], "Release S-1 worth 10?");
+    assert_eq!(gate["context"], json!({ "id": "S-1", "value": 10 }));
+    let status = server.call("GET", &format!("/api/runs/{run}"), Some(&alice), None, 200);
+    assert_eq!(status["gate"]["view_hash"], gate["view_hash"]);
+    assert_eq!(
+        status["input"],
+        json!({ "s": { "id": "S-1", "value": 10 } })
+    );
+
+    let decided = server.call(
+        "POST",
+        &format!("/api/runs/{run}/gates/release_signoff/approve"),
+        Some(&alice),
+        Some(json!({ "comment": "papers in order", "view_hash": gate["view_hash"] })),
+        200,
+    );
+    assert_eq!(
+        decided,
+        json!({ "decision": "closed", "remaining": 0, "run_status": "completed" })
+    );
+    let status = server.call("GET", &format!("/api/runs/{run}"), Some(&ines), None, 200);
+    assert_eq!(status["status"], "completed");
+    assert_eq!(status["output"], "S-1");
+
+    let history = server.call(
+        "GET",
+        &format!("/api/runs/{run}/history"),
+        Some(&ines),
+        None,
+        200,
+    );
+    let kinds: Vec<&str> = history
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"gate_opened") && kinds.contains(&"run_completed"),
+        "{kinds:?}"
+    );
+    let audit = server.call(
+        "GET",
+        &format!("/api/runs/{run}/audit"),
+        Some(&ines),
+        None,
+        200,
+    );
+    assert_eq!(audit["verified"], true);
+    assert_eq!(audit["records"].as_array().map(Vec::len), Some(kinds.len()));
+
+    // An input gate with a record value.
+    let started = server.call(
+        "POST",
+        "/api/runs",
+        Some(&alice),
+        Some(json!({ "workflow": "intake", "input": { "id": "I-1" } })),
+        201,
+    );
+    let intake = started["id"].as_str().expect("an id").to_string();
+    let decisions = server.call("GET", "/api/decisions", Some(&alice), None, 200);
+    let review = decisions
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|g| g["run"] == intake.as_str())
+        .expect("the input is offered");
+    assert_eq!(review["kind"], "input");
+    assert_eq!(
+        review["input_schema"]["properties"]["notes"]["type"],
+        "array"
+    );
+    let decided = server.call(
+        "POST",
+        &format!("/api/runs/{intake}/gates/review/input"),
+        Some(&alice),
+        Some(json!({ "value": { "ok": true, "notes": ["a", "b"] } })),
+        200,
+    );
+    assert_eq!(decided["run_status"], "completed");
+    let status = server.call(
+        "GET",
+        &format!("/api/runs/{intake}"),
+        Some(&alice),
+        None,
+        200,
+    );
+    assert_eq!(status["output"], "accepted I-1 with 2 note(s)");
+
+    // A rejection, and a cancel.
+    let run = start_release(&server, &ines, "S-2", 10);
+    let decided = server.call(
+        "POST",
+        &format!("/api/runs/{run}/gates/release_signoff/reject"),
+        Some(&alice),
+        Some(json!({ "comment": "seal broken" })),
+        200,
+    );
+    assert_eq!(decided["run_status"], "completed");
+    let status = server.call("GET", &format!("/api/runs/{run}"), Some(&alice), None, 200);
+    assert_eq!(status["output"], "held by alice: seal broken");
+    let run = start_release(&server, &ines, "S-3", 10);
+    assert_eq!(
+        server.call(
+            "POST",
+            &format!("/api/runs/{run}/cancel"),
+            Some(&ines),
+            None,
+            200
+        ),
+        json!({ "cancelled": true })
+    );
+
+    let dave = server.token("dave", &[]);
+    let metrics = server.call("GET", "/metrics", Some(&dave), None, 200);
+    let text = metrics.as_str().expect("text");
+    assert!(text.contains("flow_runs{status=\"completed\"} 3"), "{text}");
+    assert!(text.contains("flow_runs{status=\"cancelled\"} 1"), "{text}");
+    assert!(
+        text.contains("flow_open_gates{kind=\"approval\"} 0"),
+        "{text}"
+    );
+    assert!(text.contains("flow_oldest_open_gate_age_seconds"), "{text}");
+    assert!(text.contains("flow_steps_per_second"), "{text}");
+    assert!(
+        text.contains("flow_notification_failures_total 0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_refusal_is_an_error_with_a_status_and_is_recorded() {
+    let mut server = Server::start();
+    let ines = server.token("ines", &[]);
+    let alice = server.token("alice", &[]);
+    let bob = server.token("bob", &[]);
+    let dave = server.token("dave", &[]);
+
+    // Tokens: none, unknown, revoked, expired. Only /health needs none.
+    let body = server.call("GET", "/api/decisions", None, None, 401);
+    assert_eq!(error_code(&body), "unauthorized");
+    server.call("GET", "/openapi.json", None, None, 401);
+    server.call("GET", "/metrics", None, None, 401);
+    server.call("GET", "/api/me", Some("flow_0000"), None, 401);
+    let revoked = server.token("bob", &["--name", "old"]);
+    let list = server
+        .flowrt()
+        .args(["token", "list", "--json"])
+        .output()
+        .expect("lists");
+    let tokens: Value = serde_json::from_slice(&list.stdout).expect("JSON");
+    let old = tokens
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|t| t["name"] == "old")
+        .expect("the token is listed");
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&revoked),
+        "tokens are never shown again"
+    );
+    let status = server
+        .flowrt()
+        .args(["token", "revoke", old["id"].as_str().expect("an id")])
+        .status()
+        .expect("revokes");
+    assert!(status.success());
+    let body = server.call("GET", "/api/me", Some(&revoked), None, 401);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("revoked"),
+        "{body}"
+    );
+    let expiring = server.token("bob", &["--expires", "1s"]);
+    server.call("GET", "/api/me", Some(&expiring), None, 200);
+    std::thread::sleep(Duration::from_millis(1_100));
+    let body = server.call("GET", "/api/me", Some(&expiring), None, 401);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expired"),
+        "{body}"
+    );
+
+    // Starting: not a starter (403), unknown workflow (404), bad input (422), bad JSON (400).
+    let body = server.call(
+        "POST",
+        "/api/runs",
+        Some(&dave),
+        Some(json!({ "workflow": "release", "input": { "s": { "id": "S", "value": 1 } } })),
+        403,
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("needs role clerk or customs"),
+        "{body}"
+    );
+    server.call(
+        "POST",
+        "/api/runs",
+        Some(&ines),
+        Some(json!({ "workflow": "nope" })),
+        404,
+    );
+    let body = server.call(
+        "POST",
+        "/api/runs",
+        Some(&ines),
+        Some(json!({ "workflow": "release", "input": { "s": { "id": "S", "value": "ten" } } })),
+        422,
+    );
+    assert_eq!(error_code(&body), "invalid_input");
+    assert_eq!(body["error"]["problems"][0]["path"], "$.s.value");
+    let (status, _) = server
+        .try_request("POST", "/api/runs", Some(&ines), Some("{not json"))
+        .expect("answers");
+    assert_eq!(status, 400);
+
+    // Deciding: wrong role, four-eyes, stale view, double decision, reject without comment,
+    // a value that does not fit, an unknown run.
+    let run = start_release(&server, &alice, "S-4", 5_000);
+    let approve = format!("/api/runs/{run}/gates/release_signoff/approve");
+    let body = server.call("POST", &approve, Some(&dave), Some(json!({})), 403);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("needs role customs"),
+        "{body}"
+    );
+    let body = server.call("POST", &approve, Some(&alice), Some(json!({})), 403);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("four-eyes"),
+        "{body}"
+    );
+    let body = server.call(
+        "POST",
+        &approve,
+        Some(&bob),
+        Some(json!({ "view_hash": "0000" })),
+        409,
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("changed since you looked"),
+        "{body}"
+    );
+    let decided = server.call(
+        "POST",
+        &approve,
+        Some(&bob),
+        Some(json!({ "comment": "one" })),
+        200,
+    );
+    assert_eq!(
+        decided,
+        json!({ "decision": "recorded", "remaining": 1, "run_status": "waiting" })
+    );
+    let body = server.call("POST", &approve, Some(&bob), Some(json!({})), 409);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already approved"),
+        "{body}"
+    );
+    server.call(
+        "POST",
+        &format!("/api/runs/{run}/gates/release_signoff/reject"),
+        Some(&bob),
+        Some(json!({ "comment": "  " })),
+        400,
+    );
+    let intake = server.call(
+        "POST",
+        "/api/runs",
+        Some(&ines),
+        Some(json!({ "workflow": "intake", "input": { "id": "I-2" } })),
+        201,
+    )["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let body = server.call(
+        "POST",
+        &format!("/api/runs/{intake}/gates/review/input"),
+        Some(&alice),
+        Some(json!({ "value": { "ok": "yes", "notes": [] } })),
+        422,
+    );
+    assert_eq!(body["error"]["problems"][0]["path"], "$.ok", "{body}");
+    server.call(
+        "POST",
+        "/api/runs/r-nope/gates/release_signoff/approve",
+        Some(&bob),
+        Some(json!({})),
+        404,
+    );
+    server.call("GET", "/api/runs/r-nope", Some(&bob), None, 404);
+    server.call(
+        "POST",
+        &format!("/api/runs/{run}/cancel"),
+        Some(&dave),
+        None,
+        403,
+    );
+
+    // A wrong-role reviewer does not see the gate.
+    let seen = server.call("GET", "/api/decisions", Some(&dave), None, 200);
+    assert_eq!(seen, json!([]));
+
+    // Refusals that concern a run are in its audit trail; the others in the refusal log.
+    let history = server.call(
+        "GET",
+        &format!("/api/runs/{run}/history"),
+        Some(&bob),
+        None,
+        200,
+    );
+    let refusals: Vec<&Value> = history
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "request_refused")
+        .collect();
+    assert_eq!(refusals.len(), 5, "{refusals:?}");
+    assert_eq!(refusals[0]["data"]["by"], "dave");
+    assert_eq!(refusals[0]["data"]["status"], 403);
+    let audit = server.call(
+        "GET",
+        &format!("/api/runs/{run}/audit"),
+        Some(&bob),
+        None,
+        200,
+    );
+    assert_eq!(audit["verified"], true, "refusals keep the chain intact");
+
+    assert!(server.stop().success());
+    let log = server
+        .flowrt()
+        .args(["audit", "refusals"])
+        .output()
+        .expect("lists");
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(log.contains("401 no token GET /api/decisions"), "{log}");
+    assert!(log.contains("401 unknown token GET /api/me"), "{log}");
+    assert!(log.contains("revoked"), "{log}");
+    assert!(log.contains("403 dave POST /api/runs"), "{log}");
+}
+
+#[test]
+fn the_openapi_document_reaches_every_operation() {
+    let server = Server::start();
+    let token = server.token("alice", &[]);
+    let document = server.call("GET", "/openapi.json", Some(&token), None, 200);
+    assert_eq!(document["openapi"], "3.0.3");
+    let paths = document["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 14, "{}", paths.len());
+    for (path, operations) in paths {
+        let concrete = path.replace("{id}", "r-none").replace("{gate}", "g");
+        for method in operations.as_object().expect("operations").keys() {
+            let (status, body) = server
+                .try_request(&method.to_uppercase(), &concrete, Some(&token), Some("{}"))
+                .expect("answers");
+            assert!(status < 500, "{method} {path}: {status} {body}");
+            assert!(
+                !body.contains("no such endpoint"),
+                "{method} {path} is documented but not served"
+            );
+            let documented = operations[method]["responses"]
+                .as_object()
+                .expect("responses");
+            assert!(
+                documented.contains_key(&status.to_string()),
+                "{method} {path} answered {status}, which is not documented: {body}"
+            );
+        }
+    }
+    let body = server.call("GET", "/api/nothing-here", Some(&token), None, 404);
+    assert_eq!(body["error"]["message"], "no such endpoint");
+}
+
+#[test]
+fn sigterm_stops_after_the_step_in_progress_and_nothing_is_half_written() {
+    let mut server = Server::start();
+    let ines = server.token("ines", &[]);
+    let alice = server.token("alice", &[]);
+    let mut runs = Vec::new();
+    for i in 0..20 {
+        runs.push(start_release(&server, &ines, &format!("S-{i}"), 1));
+    }
+    // Decide them from another thread while the server is told to stop.
+    let addr = server.addr;
+    let paths: Vec<String> = runs
+        .iter()
+        .map(|r| format!("/api/runs/{r}/gates/release_signoff/approve"))
+        .collect();
+    let deciding = std::thread::spawn(move || {
+        let mut answered = 0;
+        for path in paths {
+            let Ok(mut stream) = TcpStream::connect(addr) else {
+                break;
+            };
+            let request = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            );
+            if stream.write_all(request.as_bytes()).is_err() {
+                break;
+            }
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text);
+            if text.starts_with("HTTP/1.1 200") {
+                answered += 1;
+            }
+        }
+        answered
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    let status = server.stop();
+    assert!(
+        status.success(),
+        "flowrt serve exits 0 on SIGTERM: {status:?}"
+    );
+    let answered = deciding.join().expect("the client thread");
+    // Every decision that was answered 200 is recorded and its run completed; the others
+    // still wait, intact; the audit trail verifies.
+    let verify = server
+        .flowrt()
+        .args(["audit", "verify"])
+        .output()
+        .expect("verifies");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let listing = server
+        .flowrt()
+        .args(["runs", "--json"])
+        .output()
+        .expect("lists");
+    let listed: Value = serde_json::from_slice(&listing.stdout).expect("JSON");
+    let completed = listed
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|r| r["status"] == "completed")
+        .count();
+    let waiting = listed
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|r| r["status"] == "waiting")
+        .count();
+    assert_eq!(completed + waiting, 20, "{listed}");
+    assert!(
+        completed >= answered,
+        "{completed} completed, {answered} answered"
+    );
+    // The next process takes over where this one stopped.
+    server.spawn();
+    let decisions = server.call(
+        "GET",
+        "/api/decisions",
+        Some(&server.token("bob", &[])),
+        None,
+        200,
+    );
+    assert_eq!(decisions.as_array().map(Vec::len), Some(waiting));
+}
