@@ -106,21 +106,22 @@
     return "";
   }
 
-  function absolute(ms) {
+  function absolute(ms, seconds) {
     try {
-      return new Date(ms).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+      return new Date(ms).toLocaleString(undefined, { dateStyle: "medium", timeStyle: seconds ? "medium" : "short" });
     } catch (_) {
       return new Date(ms).toISOString();
     }
   }
 
-  /** A <time> showing an absolute time, optionally followed by a relative one. */
+  /** A <time> showing an absolute time, followed by a relative one (`withRelative`) or
+   * with seconds (`withRelative === "seconds"`, for timelines). */
   function timeEl(t, withRelative) {
     const ms = toMs(t);
     if (ms === null) return h("span", { class: "muted" }, "—");
     const iso = new Date(ms).toISOString();
-    const el = h("time", { datetime: iso, title: iso }, absolute(ms));
-    if (!withRelative) return el;
+    const el = h("time", { datetime: iso, title: iso }, absolute(ms, withRelative === "seconds"));
+    if (!withRelative || withRelative === "seconds") return el;
     return h("span", null, el, " ", h("span", { class: "muted" }, `(${relative(ms)})`));
   }
 
@@ -1483,7 +1484,7 @@
                     "tr",
                     { class: `ev-${e.kind || e.event}` },
                     h("td", { class: "num" }, String(e.seq ?? "")),
-                    h("td", { class: "nowrap" }, timeEl(e.at, false)),
+                    h("td", { class: "nowrap" }, timeEl(e.at, "seconds")),
                     h("td", null, h("code", null, e.kind || e.event || "")),
                     h("td", null, e.step || "", e.line ? h("span", { class: "muted" }, ` (line ${e.line})`) : null),
                     h("td", { class: "num" }, e.attempt === null || e.attempt === undefined ? "" : String(e.attempt)),
@@ -1537,7 +1538,7 @@
                     "tr",
                     null,
                     h("td", { class: "num" }, String(r.seq ?? "")),
-                    h("td", { class: "nowrap" }, timeEl(r.at, false)),
+                    h("td", { class: "nowrap" }, timeEl(r.at, "seconds")),
                     h("td", null, h("code", null, r.event || r.kind || "")),
                     h("td", null, r.step || ""),
                     h("td", { class: "details" }, detailsOf(r.data)),

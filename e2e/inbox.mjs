@@ -1,0 +1,381 @@
+// End-to-end checks of the web inbox of `flowrt serve`, in headless Chromium.
+//
+// A plain Node script (no test runner): runtime/tests/inbox_e2e.rs starts a server, opens the
+// gates and runs it; it can also be run by hand against any server that has the gates open:
+//
+//   BASE_URL=http://127.0.0.1:8080 REVIEWER_TOKEN=flow_… OUTSIDER_TOKEN=flow_… \
+//   APPROVAL_RUN=RUN_ID INPUT_RUN=RUN_ID node e2e/inbox.mjs
+//
+// Environment:
+//   BASE_URL          the server (required)
+//   REVIEWER_TOKEN    a user who may decide the approval gate of APPROVAL_RUN (required)
+//   AGENT_TOKEN       a user who may answer the input gate of INPUT_RUN (default REVIEWER_TOKEN)
+//   OUTSIDER_TOKEN    a user who may decide neither gate (required)
+//   STARTER_TOKEN     a user who may start START_WORKFLOW (optional: check e is skipped without)
+//   APPROVAL_RUN      a run waiting at an approval gate (required)
+//   INPUT_RUN         a run waiting at an `await input<Review>` gate (required), where
+//                     Review = { body: String, escalate: Bool, tags: List<String>,
+//                                priority: Priority (enum Low | Normal | High), minutes: Int? }
+//   START_WORKFLOW    a workflow whose input is one record `o: { id: String, amount_eur: Int,
+//                     lines: List<{ item: String, qty: Int }>, note: String? }` (check e)
+//   CHROMIUM          the browser (default /usr/bin/chromium)
+//   E2E_SCREENSHOTS=1 save docs/inbox.png, docs/inbox-phone.png and docs/run.png
+//   SCREENSHOT_DIR    where to save them (default: the repository's docs/)
+//   E2E_ARTIFACTS     where to save a screenshot and the page text of a failed check
+//                     (default: the system's temporary directory)
+//
+// Exit status 0 when every check passed; 1 with a message naming the failed check.
+
+import { chromium } from "playwright-core";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const env = process.env;
+
+function need(name) {
+  const value = env[name];
+  if (!value) {
+    console.error(`error: the environment variable ${name} is required (see the top of e2e/inbox.mjs)`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const BASE = need("BASE_URL").replace(/\/+$/, "");
+const REVIEWER = need("REVIEWER_TOKEN");
+const AGENT = env.AGENT_TOKEN || REVIEWER;
+const OUTSIDER = need("OUTSIDER_TOKEN");
+const STARTER = env.STARTER_TOKEN || "";
+const APPROVAL_RUN = need("APPROVAL_RUN");
+const INPUT_RUN = need("INPUT_RUN");
+const START_WORKFLOW = env.START_WORKFLOW || "";
+const CHROMIUM = env.CHROMIUM || "/usr/bin/chromium";
+const SHOTS = env.E2E_SCREENSHOTS === "1";
+const SHOT_DIR = env.SCREENSHOT_DIR || path.join(here, "..", "docs");
+const ARTIFACTS = env.E2E_ARTIFACTS || tmpdir();
+const TIMEOUT = 15000;
+
+if (!existsSync(CHROMIUM)) {
+  console.error(
+    `error: Chromium is not at ${CHROMIUM}: install it (apt-get install -y chromium) or set CHROMIUM to its path`
+  );
+  process.exit(1);
+}
+
+class CheckFailed extends Error {}
+function check(condition, message) {
+  if (!condition) throw new CheckFailed(message);
+}
+
+/** The API, straight (to check what the page did). */
+async function api(token, method, p, body) {
+  const response = await fetch(BASE + p, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch (_) {
+    data = text;
+  }
+  return { status: response.status, data };
+}
+
+async function waitFor(what, fn, timeout = TIMEOUT) {
+  const until = Date.now() + timeout;
+  let last;
+  while (Date.now() < until) {
+    last = await fn();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new CheckFailed(`timed out after ${timeout} ms waiting for ${what}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+});
+
+const pageErrors = [];
+
+/** A new tab (its own session storage) signed in with `token`. */
+async function signIn(token, viewport = { width: 1280, height: 900 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.on("pageerror", (e) => pageErrors.push(`${e.message}`));
+  page.on("console", (m) => {
+    if (m.type() === "error" && !/status of 40[0-9]/.test(m.text())) pageErrors.push(m.text());
+  });
+  await page.goto(`${BASE}/#/inbox`);
+  await page.getByRole("heading", { level: 1, name: "Sign in" }).waitFor();
+  await page.getByLabel("API token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.locator("#who-text").filter({ hasText: "Signed in as" }).waitFor();
+  await page.getByRole("heading", { level: 1, name: "Inbox" }).waitFor();
+  return page;
+}
+
+async function me(token) {
+  const r = await api(token, "GET", "/api/me");
+  check(r.status === 200, `GET /api/me answered ${r.status}: ${JSON.stringify(r.data)}`);
+  return r.data;
+}
+
+function card(page, run) {
+  return page.locator(`article.decision[data-run="${run}"]`);
+}
+
+async function noHorizontalScroll(page, where) {
+  const m = await page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    client: document.documentElement.clientWidth,
+    inner: window.innerWidth,
+    body: document.body.scrollWidth,
+  }));
+  check(
+    m.scroll <= m.client && m.body <= m.client,
+    `${where}: the page scrolls horizontally at ${m.inner}px (document ${m.scroll}px, body ${m.body}px wide, viewport ${m.client}px)`
+  );
+}
+
+async function screenshot(page, name, fullPage = true) {
+  if (!SHOTS) return;
+  mkdirSync(SHOT_DIR, { recursive: true });
+  const file = path.join(SHOT_DIR, name);
+  await page.screenshot({ path: file, fullPage });
+  console.log(`  saved ${path.relative(process.cwd(), file) || file}`);
+}
+
+const gates = {};
+
+const checks = [
+  [
+    "the gates are open (set-up)",
+    async () => {
+      const reviewer = await api(REVIEWER, "GET", "/api/decisions");
+      check(reviewer.status === 200, `GET /api/decisions answered ${reviewer.status}`);
+      gates.approval = reviewer.data.find((d) => d.run === APPROVAL_RUN);
+      check(gates.approval, `run ${APPROVAL_RUN} is not in the reviewer's decisions: ${JSON.stringify(reviewer.data)}`);
+      check(gates.approval.kind === "approval", `the gate of ${APPROVAL_RUN} is a ${gates.approval.kind}, not an approval`);
+      const agent = await api(AGENT, "GET", "/api/decisions");
+      gates.input = agent.data.find((d) => d.run === INPUT_RUN);
+      check(gates.input, `run ${INPUT_RUN} is not in the agent's decisions: ${JSON.stringify(agent.data)}`);
+      check(gates.input.kind === "input", `the gate of ${INPUT_RUN} is a ${gates.input.kind}, not an input`);
+    },
+  ],
+  [
+    "c) a reviewer without the role does not see the gates, and is refused on the run page",
+    async () => {
+      const who = await me(OUTSIDER);
+      const page = await signIn(OUTSIDER);
+      await page.locator("#inbox-count").filter({ hasText: /waiting for you/ }).waitFor();
+      check((await card(page, APPROVAL_RUN).count()) === 0, `${who.user} sees the approval gate of ${APPROVAL_RUN} in the inbox`);
+      check((await card(page, INPUT_RUN).count()) === 0, `${who.user} sees the input gate of ${INPUT_RUN} in the inbox`);
+      // The run page shows the gate to anyone who may read the run; deciding is refused (403)
+      // and the server's message is shown.
+      await page.goto(`${BASE}/#/runs/${APPROVAL_RUN}`);
+      await page.getByRole("heading", { level: 1, name: `Run ${APPROVAL_RUN}` }).waitFor();
+      const gateCard = card(page, APPROVAL_RUN);
+      if ((await gateCard.count()) > 0) {
+        await gateCard.getByLabel("Comment").fill("not mine to approve");
+        await gateCard.getByRole("button", { name: "Approve" }).click();
+        const error = gateCard.locator(".form-error");
+        await error.filter({ hasText: /Not allowed/ }).waitFor();
+        const text = await error.innerText();
+        check(/may not|role|forbidden/i.test(text), `the refusal does not show the server's message: ${text}`);
+      }
+      const run = await api(REVIEWER, "GET", `/api/runs/${APPROVAL_RUN}`);
+      check(run.data && run.data.status === "waiting", `run ${APPROVAL_RUN} is ${run.data && run.data.status} after the refused approval`);
+      await page.context().close();
+    },
+  ],
+  [
+    "d) at 375px the inbox, the run page and the start page do not scroll horizontally",
+    async () => {
+      const page = await signIn(REVIEWER, { width: 375, height: 812 });
+      await card(page, APPROVAL_RUN).waitFor();
+      await noHorizontalScroll(page, "the inbox");
+      await screenshot(page, "inbox-phone.png");
+      await page.goto(`${BASE}/#/runs/${APPROVAL_RUN}`);
+      await page.getByRole("heading", { name: "Timeline" }).waitFor();
+      await noHorizontalScroll(page, "the run page");
+      await page.goto(`${BASE}/#/runs`);
+      await page.getByRole("heading", { level: 1, name: "Runs" }).waitFor();
+      await noHorizontalScroll(page, "the runs list");
+      await page.goto(`${BASE}/#/start`);
+      await page.getByRole("heading", { level: 1, name: "Start a run" }).waitFor();
+      await noHorizontalScroll(page, "the workflows list");
+      await page.context().close();
+    },
+  ],
+  [
+    "a) a reviewer approves with a comment and the run completes",
+    async () => {
+      const who = await me(REVIEWER);
+      const page = await signIn(REVIEWER);
+      const gateCard = card(page, APPROVAL_RUN);
+      await gateCard.waitFor();
+      const cardText = await gateCard.textContent();
+      if (gates.approval.prompt) {
+        check(cardText.includes(gates.approval.prompt), `the card does not show the prompt ${JSON.stringify(gates.approval.prompt)}:\n${cardText}`);
+      }
+      check(/Deadline/.test(cardText) && /Approvers/.test(cardText), `the card does not show the deadline and approvers:\n${cardText}`);
+      check((await gateCard.locator(".context table").count()) > 0, "the context is not rendered as a table");
+      await screenshot(page, "inbox.png");
+      // Rejecting needs a comment: the page says so and sends nothing.
+      await gateCard.getByRole("button", { name: "Reject" }).click();
+      await gateCard.locator(".field-error").filter({ hasText: /comment is required/ }).waitFor();
+      const still = await api(REVIEWER, "GET", `/api/runs/${APPROVAL_RUN}`);
+      check(still.data.status === "waiting", `the run moved on after a reject without comment: ${still.data.status}`);
+      // Approve with a comment, from the keyboard.
+      const comment = `Documents verified by ${who.user} in the browser`;
+      await gateCard.getByLabel("Comment").fill(comment);
+      await gateCard.getByRole("button", { name: "Approve" }).focus();
+      await page.keyboard.press("Enter");
+      await page.locator("#status").filter({ hasText: /Approved/ }).waitFor();
+      await waitFor("the card to leave the inbox", async () => (await gateCard.count()) === 0);
+      // The run page shows the run completed (it was driven at once, or by the worker soon).
+      await page.goto(`${BASE}/#/runs/${APPROVAL_RUN}`);
+      await waitFor(`run ${APPROVAL_RUN} to complete on its page`, async () => {
+        const status = (await page.locator("#run-status").textContent().catch(() => "")) || "";
+        if (/completed/.test(status)) return true;
+        if (/failed|cancelled/.test(status)) throw new CheckFailed(`run ${APPROVAL_RUN} is ${status}`);
+        await page.reload();
+        await page.locator("#run-status").waitFor();
+        return false;
+      });
+      await page.getByRole("heading", { name: "Output" }).waitFor();
+      // The comment is in the run's history.
+      const history = await api(REVIEWER, "GET", `/api/runs/${APPROVAL_RUN}/history`);
+      check(history.status === 200, `GET …/history answered ${history.status}`);
+      const decided = history.data.find((e) => (e.kind || e.event) === "gate_decided");
+      check(decided, `no gate_decided event in the history: ${JSON.stringify(history.data.map((e) => e.kind || e.event))}`);
+      check(JSON.stringify(decided.data).includes(comment), `the decision does not hold the comment: ${JSON.stringify(decided.data)}`);
+      // The timeline and the audit trail are on the page.
+      await page.locator("table.timeline").getByText("gate_decided").first().waitFor();
+      await page.locator("#audit-verdict").filter({ hasText: /verifies/ }).waitFor();
+      await screenshot(page, "run.png");
+      await page.context().close();
+    },
+  ],
+  [
+    "b) an input form for a record is validated in the page, submitted, and the run goes on",
+    async () => {
+      const page = await signIn(AGENT);
+      const gateCard = card(page, INPUT_RUN);
+      await gateCard.waitFor();
+      // Nothing filled in: the page names the required fields and sends nothing.
+      await gateCard.getByRole("button", { name: "Submit" }).click();
+      await gateCard.locator(".field-error").filter({ hasText: "Body is required." }).waitFor();
+      await gateCard.locator(".field-error").filter({ hasText: "Choose a value for Priority." }).waitFor();
+      check(
+        (await gateCard.locator(".field-error").filter({ hasText: /Minutes/ }).count()) === 0,
+        "the optional field Minutes is reported as missing"
+      );
+      // A whole number is checked in the page.
+      await gateCard.getByLabel("Minutes").fill("twelve");
+      await gateCard.getByRole("button", { name: "Submit" }).click();
+      await gateCard.locator(".field-error").filter({ hasText: "Minutes must be a whole number." }).waitFor();
+      const still = await api(AGENT, "GET", `/api/runs/${INPUT_RUN}`);
+      check(still.data.status === "waiting", `the run moved on after an invalid form: ${still.data.status}`);
+      // Fill it in properly: a textarea, a checkbox, a list with add/remove, an enum, an Int?.
+      await gateCard.getByLabel("Body").fill("Fixed in 2.4.1, please update.");
+      await gateCard.getByLabel("Escalate").check();
+      const add = gateCard.getByRole("button", { name: "Add to Tags" });
+      await add.click();
+      await gateCard.getByRole("textbox", { name: "Tags item 1", exact: true }).fill("csv");
+      await add.click();
+      await gateCard.getByRole("textbox", { name: "Tags item 2", exact: true }).fill("wrong");
+      await add.click();
+      await gateCard.getByRole("textbox", { name: "Tags item 3", exact: true }).fill("export");
+      await gateCard.getByRole("button", { name: "Remove Tags item 2" }).click();
+      check((await gateCard.getByRole("textbox", { name: "Tags item 3", exact: true }).count()) === 0, "the removed item is still there");
+      check((await gateCard.getByRole("textbox", { name: "Tags item 2", exact: true }).inputValue()) === "export", "the items were not renumbered after a removal");
+      await gateCard.getByLabel("Priority").selectOption("High");
+      await gateCard.getByLabel("Minutes").fill("25");
+      await gateCard.getByRole("button", { name: "Submit" }).click();
+      await page.locator("#status").filter({ hasText: /Submitted/ }).waitFor();
+      await waitFor("the input card to leave the inbox", async () => (await gateCard.count()) === 0);
+      const run = await waitFor(`run ${INPUT_RUN} to go on`, async () => {
+        const r = await api(AGENT, "GET", `/api/runs/${INPUT_RUN}`);
+        return r.data && r.data.status !== "waiting" && r.data.status !== "runnable" ? r.data : null;
+      });
+      check(run.status === "completed", `run ${INPUT_RUN} is ${run.status}: ${JSON.stringify(run.error)}`);
+      const output = JSON.stringify(run.output);
+      for (const part of ["Fixed in 2.4.1", "csv,export", "High", "25", "true"]) {
+        check(output.includes(part), `the run's output does not hold ${part} from the form: ${output}`);
+      }
+      await page.context().close();
+    },
+  ],
+  [
+    "e) a run is started from the form generated from the workflow's input schema",
+    async () => {
+      if (!STARTER || !START_WORKFLOW) return "skipped (no STARTER_TOKEN or START_WORKFLOW)";
+      const page = await signIn(STARTER);
+      await page.getByRole("link", { name: "Start a run" }).click();
+      await page.getByRole("link", { name: `Start ${START_WORKFLOW}` }).click();
+      await page.getByRole("heading", { level: 1, name: `Start ${START_WORKFLOW}` }).waitFor();
+      await page.getByRole("textbox", { name: "Id", exact: true }).fill("O-77");
+      await page.getByRole("textbox", { name: "Amount eur", exact: true }).fill("1200");
+      await page.getByRole("button", { name: "Add to Lines" }).click();
+      await page.getByRole("textbox", { name: "Item", exact: true }).fill("pallet");
+      await page.getByRole("textbox", { name: "Qty", exact: true }).fill("3");
+      await page.getByRole("button", { name: "Start the run" }).click();
+      await page.getByRole("heading", { level: 1, name: /^Run / }).waitFor();
+      const id = (await page.getByRole("heading", { level: 1 }).innerText()).replace(/^Run /, "").trim();
+      const run = await api(STARTER, "GET", `/api/runs/${encodeURIComponent(id)}`);
+      check(run.status === 200, `the new run ${id} cannot be read: ${run.status}`);
+      const input = JSON.stringify(run.data.input);
+      check(input.includes("O-77") && input.includes("pallet") && input.includes("1200"), `the run's input is not the form's: ${input}`);
+      check(run.data.workflow === START_WORKFLOW, `the new run is of ${run.data.workflow}`);
+      await page.context().close();
+      return `run ${id}`;
+    },
+  ],
+];
+
+let passed = 0;
+let failed = 0;
+for (const [name, fn] of checks) {
+  const started = Date.now();
+  try {
+    const note = await fn();
+    passed += 1;
+    console.log(`ok   ${name}${note ? ` — ${note}` : ""} (${Date.now() - started} ms)`);
+  } catch (e) {
+    failed += 1;
+    console.error(`FAIL ${name}\n     ${e instanceof CheckFailed ? e.message : e.stack || e}`);
+    for (const context of browser.contexts()) {
+      for (const page of context.pages()) {
+        try {
+          mkdirSync(ARTIFACTS, { recursive: true });
+          const base = path.join(ARTIFACTS, `inbox-e2e-failure-${Date.now()}`);
+          await page.screenshot({ path: `${base}.png`, fullPage: true });
+          writeFileSync(`${base}.txt`, `${page.url()}\n\n${await page.locator("body").innerText()}`);
+          console.error(`     the page (${page.url()}) is saved in ${base}.png and .txt`);
+        } catch (_) {
+          /* the page may be gone */
+        }
+      }
+      await context.close().catch(() => {});
+    }
+    break; // the checks build on each other
+  }
+}
+if (pageErrors.length) {
+  failed += 1;
+  console.error(`FAIL the pages logged errors:\n     ${pageErrors.join("\n     ")}`);
+}
+await browser.close();
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
