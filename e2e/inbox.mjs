@@ -15,7 +15,8 @@
 //   APPROVAL_RUN      a run waiting at an approval gate (required)
 //   INPUT_RUN         a run waiting at an `await input<Review>` gate (required), where
 //                     Review = { body: String, escalate: Bool, tags: List<String>,
-//                                priority: Priority (enum Low | Normal | High), minutes: Int? }
+//                                priority: Priority (enum Low | Normal | High), minutes: Int?,
+//                                follow_up: Time? }
 //   START_WORKFLOW    a workflow whose input is one record `o: { id: String, amount_eur: Int,
 //                     lines: List<{ item: String, qty: Int }>, note: String? }` (check e)
 //   CHROMIUM          the browser (default /usr/bin/chromium)
@@ -113,7 +114,7 @@ async function signIn(token, viewport = { width: 1280, height: 900 }) {
   page.setDefaultTimeout(TIMEOUT);
   page.on("pageerror", (e) => pageErrors.push(`${e.message}`));
   page.on("console", (m) => {
-    if (m.type() === "error" && !/status of 40[0-9]/.test(m.text())) pageErrors.push(m.text());
+    if (m.type() === "error" && !/status of 4\d\d/.test(m.text())) pageErrors.push(m.text());
   });
   await page.goto(`${BASE}/#/inbox`);
   await page.getByRole("heading", { level: 1, name: "Sign in" }).waitFor();
@@ -302,6 +303,18 @@ const checks = [
       check((await gateCard.getByRole("textbox", { name: "Tags item 2", exact: true }).inputValue()) === "export", "the items were not renumbered after a removal");
       await gateCard.getByLabel("Priority").selectOption("High");
       await gateCard.getByLabel("Minutes").fill("25");
+      // A time the page cannot check: the server refuses it (422) and its problem is shown
+      // next to the field, with the server's message above the form.
+      await gateCard.getByLabel("Follow up").fill("next week");
+      await gateCard.getByRole("button", { name: "Submit" }).click();
+      await gateCard.locator(".form-error").filter({ hasText: /Invalid input/ }).waitFor();
+      const followUp = gateCard.getByRole("textbox", { name: "Follow up" });
+      await waitFor("the server's problem next to the Follow up field", async () => (await followUp.getAttribute("aria-invalid")) === "true");
+      const problem = await gateCard.locator(".field-error:not([hidden])").allTextContents();
+      check(problem.length === 1 && problem[0].length > 0, `expected one problem next to Follow up, found ${JSON.stringify(problem)}`);
+      const refused = await api(AGENT, "GET", `/api/runs/${INPUT_RUN}`);
+      check(refused.data.status === "waiting", `the run moved on after the server refused the value: ${refused.data.status}`);
+      await followUp.fill("");
       await gateCard.getByRole("button", { name: "Submit" }).click();
       await page.locator("#status").filter({ hasText: /Submitted/ }).waitFor();
       await waitFor("the input card to leave the inbox", async () => (await gateCard.count()) === 0);

@@ -39,6 +39,7 @@ type Review = {
   tags: List<String>,
   priority: Priority,
   minutes: Int?,
+  follow_up: Time?,
 }
 
 /// Releases an order once customs signed it off.

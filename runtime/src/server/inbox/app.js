@@ -865,23 +865,25 @@
     };
   }
 
+  /** The editor a problem's JSON path points at: the deepest registered field on the path
+   * (after taking off a prefix such as `$.value`), else the form's root. */
   function findField(fields, path, prefixes) {
-    const candidates = [path];
+    const candidates = [];
     for (const prefix of prefixes) {
-      if (path === prefix) candidates.push("$");
-      else if (path.startsWith(prefix + ".") || path.startsWith(prefix + "[")) {
+      if (path.startsWith(prefix + ".") || path.startsWith(prefix + "[")) {
         candidates.push("$" + path.slice(prefix.length));
       }
     }
+    candidates.push(path);
     for (let candidate of candidates) {
-      while (candidate) {
+      while (candidate && candidate !== "$") {
         if (fields.has(candidate)) return { path: candidate, editor: fields.get(candidate) };
         const cut = Math.max(candidate.lastIndexOf("."), candidate.lastIndexOf("["));
         if (cut <= 0) break;
         candidate = candidate.slice(0, cut);
       }
     }
-    return null;
+    return fields.has("$") ? { path: "$", editor: fields.get("$") } : null;
   }
 
   function errorList(form, errors) {
