@@ -753,3 +753,42 @@ fn sigterm_stops_after_the_step_in_progress_and_nothing_is_half_written() {
     );
     assert_eq!(decisions.as_array().map(Vec::len), Some(waiting));
 }
+
+/// A client no one here wrote, generating requests from the OpenAPI document: no request
+/// may get a 5xx. `schemathesis` comes from PyPI (`.ci/run` and `./test.sh` install it).
+#[test]
+fn schemathesis_finds_no_server_error() {
+    let version = Command::new("schemathesis").arg("--version").output();
+    let Ok(version) = version else {
+        panic!("schemathesis is needed: python3 -m pip install schemathesis (./test.sh does it)");
+    };
+    assert!(version.status.success(), "schemathesis --version failed");
+    let server = Server::start();
+    let ines = server.token("ines", &[]);
+    let alice = server.token("alice", &[]);
+    // Something to find: a waiting run and a finished one.
+    let run = start_release(&server, &ines, "S-1", 10);
+    server.call(
+        "POST",
+        &format!("/api/runs/{run}/gates/release_signoff/approve"),
+        Some(&alice),
+        Some(json!({})),
+        200,
+    );
+    start_release(&server, &ines, "S-2", 10);
+    let output = Command::new("schemathesis")
+        .args(["run", &format!("http://{}/openapi.json", server.addr)])
+        .args(["--header", &format!("Authorization: Bearer {alice}")])
+        .args(["--checks", "not_a_server_error"])
+        .args(["--max-examples", "20", "--request-timeout", "30"])
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("schemathesis runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
