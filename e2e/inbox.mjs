@@ -156,6 +156,31 @@ async function screenshot(page, name, fullPage = true) {
   console.log(`  saved ${path.relative(process.cwd(), file) || file}`);
 }
 
+/** Fails when a form control has no label or a button no name. */
+async function unlabelled(page, where) {
+  const bad = await page.evaluate(() => {
+    const out = [];
+    for (const el of document.querySelectorAll("input, select, textarea")) {
+      const named = (el.labels && el.labels.length) || el.getAttribute("aria-label") || el.getAttribute("aria-labelledby");
+      if (!named) out.push(el.outerHTML.slice(0, 120));
+    }
+    for (const el of document.querySelectorAll("button, a[href]")) {
+      if (!(el.getAttribute("aria-label") || el.textContent.trim())) out.push(el.outerHTML.slice(0, 120));
+    }
+    return out;
+  });
+  check(bad.length === 0, `${where}: controls without a label or name:\n     ${bad.join("\n     ")}`);
+}
+
+/** Fills the start form of START_WORKFLOW (an Order). */
+async function fillOrder(page, id) {
+  await page.getByRole("textbox", { name: "Id", exact: true }).fill(id);
+  await page.getByRole("textbox", { name: "Amount eur", exact: true }).fill("1200");
+  await page.getByRole("button", { name: "Add to Lines" }).click();
+  await page.getByRole("textbox", { name: "Item", exact: true }).fill("pallet");
+  await page.getByRole("textbox", { name: "Qty", exact: true }).fill("3");
+}
+
 const gates = {};
 
 const checks = [
@@ -174,25 +199,30 @@ const checks = [
     },
   ],
   [
-    "c) a reviewer without the role does not see the gates, and is refused on the run page",
+    "c) a reviewer without the role does not see the gates, cannot decide on the run page, and a refusal (403) is shown",
     async () => {
       const who = await me(OUTSIDER);
       const page = await signIn(OUTSIDER);
       await page.locator("#inbox-count").filter({ hasText: /waiting for you/ }).waitFor();
       check((await card(page, APPROVAL_RUN).count()) === 0, `${who.user} sees the approval gate of ${APPROVAL_RUN} in the inbox`);
       check((await card(page, INPUT_RUN).count()) === 0, `${who.user} sees the input gate of ${INPUT_RUN} in the inbox`);
-      // The run page shows the gate to anyone who may read the run; deciding is refused (403)
-      // and the server's message is shown.
+      // The run page shows the gate, says why this user cannot decide it, and offers no buttons.
       await page.goto(`${BASE}/#/runs/${APPROVAL_RUN}`);
       await page.getByRole("heading", { level: 1, name: `Run ${APPROVAL_RUN}` }).waitFor();
       const gateCard = card(page, APPROVAL_RUN);
-      if ((await gateCard.count()) > 0) {
-        await gateCard.getByLabel("Comment").fill("not mine to approve");
-        await gateCard.getByRole("button", { name: "Approve" }).click();
-        const error = gateCard.locator(".form-error");
+      await gateCard.locator(".cannot-decide").filter({ hasText: "You cannot decide this gate" }).waitFor();
+      check((await gateCard.getByRole("button").count()) === 0, `${who.user} is offered buttons at a gate they may not decide`);
+      // A refusal from the server (403) is shown with its message: starting a workflow the
+      // user may not start.
+      if (START_WORKFLOW) {
+        await page.goto(`${BASE}/#/start/${START_WORKFLOW}`);
+        await page.getByRole("heading", { level: 1, name: `Start ${START_WORKFLOW}` }).waitFor();
+        await fillOrder(page, "O-403");
+        await page.getByRole("button", { name: "Start the run" }).click();
+        const error = page.locator(".start-form .form-error");
         await error.filter({ hasText: /Not allowed/ }).waitFor();
-        const text = await error.innerText();
-        check(/may not|role|forbidden/i.test(text), `the refusal does not show the server's message: ${text}`);
+        const text = await error.textContent();
+        check(text.includes(`${who.user} may not start`), `the refusal does not show the server's message: ${text}`);
       }
       const run = await api(REVIEWER, "GET", `/api/runs/${APPROVAL_RUN}`);
       check(run.data && run.data.status === "waiting", `run ${APPROVAL_RUN} is ${run.data && run.data.status} after the refused approval`);
@@ -231,6 +261,7 @@ const checks = [
       }
       check(/Deadline/.test(cardText) && /Approvers/.test(cardText), `the card does not show the deadline and approvers:\n${cardText}`);
       check((await gateCard.locator(".context table").count()) > 0, "the context is not rendered as a table");
+      await unlabelled(page, "the inbox");
       await screenshot(page, "inbox.png");
       // Rejecting needs a comment: the page says so and sends nothing.
       await gateCard.getByRole("button", { name: "Reject" }).click();
@@ -331,18 +362,15 @@ const checks = [
     },
   ],
   [
-    "e) a run is started from the form generated from the workflow's input schema",
+    "e) a run is started from the form generated from the workflow's input schema, then cancelled; sign out",
     async () => {
       if (!STARTER || !START_WORKFLOW) return "skipped (no STARTER_TOKEN or START_WORKFLOW)";
       const page = await signIn(STARTER);
       await page.getByRole("link", { name: "Start a run" }).click();
       await page.getByRole("link", { name: `Start ${START_WORKFLOW}` }).click();
       await page.getByRole("heading", { level: 1, name: `Start ${START_WORKFLOW}` }).waitFor();
-      await page.getByRole("textbox", { name: "Id", exact: true }).fill("O-77");
-      await page.getByRole("textbox", { name: "Amount eur", exact: true }).fill("1200");
-      await page.getByRole("button", { name: "Add to Lines" }).click();
-      await page.getByRole("textbox", { name: "Item", exact: true }).fill("pallet");
-      await page.getByRole("textbox", { name: "Qty", exact: true }).fill("3");
+      await unlabelled(page, "the start form");
+      await fillOrder(page, "O-77");
       await page.getByRole("button", { name: "Start the run" }).click();
       await page.getByRole("heading", { level: 1, name: /^Run / }).waitFor();
       const id = (await page.getByRole("heading", { level: 1 }).innerText()).replace(/^Run /, "").trim();
@@ -351,8 +379,20 @@ const checks = [
       const input = JSON.stringify(run.data.input);
       check(input.includes("O-77") && input.includes("pallet") && input.includes("1200"), `the run's input is not the form's: ${input}`);
       check(run.data.workflow === START_WORKFLOW, `the new run is of ${run.data.workflow}`);
+      // Its starter cancels it from its page (with a confirmation).
+      await page.getByRole("button", { name: "Cancel run" }).click();
+      await page.getByRole("button", { name: "Yes, cancel the run" }).click();
+      await page.locator("#run-status").filter({ hasText: "cancelled" }).waitFor();
+      const cancelled = await api(STARTER, "GET", `/api/runs/${encodeURIComponent(id)}`);
+      check(cancelled.data.status === "cancelled", `run ${id} is ${cancelled.data.status} after Cancel run`);
+      check((await page.getByRole("button", { name: "Cancel run" }).count()) === 0, "a cancelled run still offers Cancel run");
+      // Signing out forgets the token.
+      await page.getByRole("button", { name: "Sign out" }).click();
+      await page.getByRole("heading", { level: 1, name: "Sign in" }).waitFor();
+      const kept = await page.evaluate(() => sessionStorage.length);
+      check(kept === 0, `the session storage still holds ${kept} item(s) after signing out`);
       await page.context().close();
-      return `run ${id}`;
+      return `run ${id}, then cancelled`;
     },
   ],
 ];

@@ -395,23 +395,21 @@ fn the_inbox_in_a_browser() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(json(&body)["status"], "completed", "run {run}: {body}");
     }
-    let (_, history) = http(
-        port,
-        "GET",
-        &format!("/api/runs/{release}/history"),
-        Some(&ana),
-        None,
-    );
-    let history = json(&history);
-    let kinds: Vec<&str> = history
-        .as_array()
-        .expect("a history")
-        .iter()
-        .filter_map(|e| e["kind"].as_str())
-        .collect();
+    // sam's refused start (403, from the browser) is in the server's refusal log.
+    let refusals = Command::new(FLOWRT)
+        .arg("--db")
+        .arg(&db)
+        .arg("--config")
+        .arg(&config)
+        .args(["audit", "refusals"])
+        .output()
+        .expect("flowrt audit refusals runs");
+    let refusals = String::from_utf8_lossy(&refusals.stdout);
     assert!(
-        kinds.contains(&"request_refused"),
-        "sam's refused approval is not in the run's history: {kinds:?}"
+        refusals
+            .lines()
+            .any(|l| l.contains("403") && l.contains("sam") && l.contains("POST /api/runs")),
+        "sam's refused start is not in the refusal log:\n{refusals}"
     );
     let (_, decisions) = http(port, "GET", "/api/decisions", Some(&ana), None);
     let left = json(&decisions);

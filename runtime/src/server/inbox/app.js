@@ -1120,8 +1120,9 @@
     return heading;
   }
 
-  /** A decision card: what the gate shows, who may decide, and the form to decide. */
-  function decisionCard(d, hooks) {
+  /** A decision card: what the gate shows, who may decide, and the form to decide (or, with
+   * `readOnly`, why the user cannot). */
+  function decisionCard(d, hooks, readOnly) {
     const headingId = newId("gate");
     const deadlineMs = toMs(d.deadline);
     const meta = h(
@@ -1157,7 +1158,11 @@
         ? h("section", { class: "context" }, h("h3", null, "Context"), renderValue(d.context, "Context"))
         : null,
       meta,
-      d.kind === "input" ? inputForm(d, hooks) : approvalForm(d, hooks)
+      readOnly
+        ? h("p", { class: "cannot-decide" }, readOnly)
+        : d.kind === "input"
+        ? inputForm(d, hooks)
+        : approvalForm(d, hooks)
     );
     return card;
   }
@@ -1359,9 +1364,10 @@
   async function runPage(id, seq) {
     const run = await api("GET", `/api/runs/${encodeURIComponent(id)}`);
     if (seq !== renderSeq) return null;
-    const [history, audit] = await Promise.all([
+    const [history, audit, mine] = await Promise.all([
       api("GET", `/api/runs/${encodeURIComponent(id)}/history`).catch((e) => e),
       api("GET", `/api/runs/${encodeURIComponent(id)}/audit`).catch((e) => e),
+      run.gate ? api("GET", "/api/decisions").catch(() => null) : null,
     ]);
     if (seq !== renderSeq) return null;
 
@@ -1385,12 +1391,16 @@
       sections.push(
         h("section", { class: "open-gate", "aria-labelledby": "open-gate" },
           h("h2", { id: "open-gate" }, "Open gate"),
-          decisionCard(Object.assign({ run: run.id, workflow: run.workflow }, run.gate), {
-            onDone: () => {
-              focusOnRender = true;
-              route();
+          decisionCard(
+            Object.assign({ run: run.id, workflow: run.workflow }, run.gate),
+            {
+              onDone: () => {
+                focusOnRender = true;
+                route();
+              },
             },
-          }))
+            whyNot(run, mine)
+          ))
       );
     }
     sections.push(h("section", { class: "card", "aria-labelledby": "run-input" }, h("h2", { id: "run-input" }, "Input"), renderValue(run.input, "Input")));
@@ -1427,6 +1437,18 @@
       }, 1000);
     }
     return heading;
+  }
+
+  /** Why the user cannot decide the run's open gate, or null when they can (it is among
+   * their decisions, or those could not be read: then the server decides). */
+  function whyNot(run, mine) {
+    if (!Array.isArray(mine)) return null;
+    if (mine.some((d) => d.run === run.id && d.gate === run.gate.gate)) return null;
+    const approvers = Array.isArray(run.gate.approvers) ? run.gate.approvers.join(", ") : run.gate.approvers;
+    if (run.gate.kind !== "input" && me && run.started_by === me.user) {
+      return `You cannot decide this gate: you started the run, and another person must approve it (${approvers}).`;
+    }
+    return `You cannot decide this gate now: it waits for ${approvers || "someone else"}.`;
   }
 
   function cancelControl(run) {
