@@ -1379,6 +1379,7 @@
       metaRow("Status", h("span", { id: "run-status" }, statusBadge(run.status))),
       run.waiting_on ? metaRow("Waiting on", run.waiting_on) : null,
       metaRow("Started by", run.started_by || "—"),
+      run.parent ? metaRow("Parent run", h("a", { href: `#/runs/${encodeURIComponent(run.parent)}` }, run.parent)) : null,
       metaRow("Version", h("code", { class: "hash", title: run.version }, String(run.version || "").slice(0, 12))),
       metaRow("Created", timeEl(run.created_at, true)),
       metaRow("Updated", timeEl(run.updated_at, true))
@@ -1412,7 +1413,16 @@
     }
     sections.push(historySection(history));
     sections.push(auditSection(audit));
-    const heading = setPage(`Run ${run.id}`, sections);
+    const refresh = h("button", { type: "button", class: "secondary small" }, "Refresh");
+    refresh.addEventListener("click", () => {
+      focusOnRender = true;
+      route().then(() => say(`Run ${run.id} reloaded.`));
+    });
+    const heading = setPage(
+      `Run ${run.id}`,
+      h("div", { class: "toolbar" }, h("p", { class: "lead" }, h("a", { href: "#/runs" }, "All runs")), refresh),
+      sections
+    );
 
     // A run being driven (just started, or just decided) changes soon: look again.
     if (run.status === "runnable" || run.status === "running") {
