@@ -37,6 +37,22 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 impl SecretKey {
+    /// The key of the store a `--db` value names: `FLOW_SECRET_KEY`, or for SQLite the key
+    /// file beside the database. A PostgreSQL store is shared by workers on many machines,
+    /// which must all seal with the same key: it must come from `FLOW_SECRET_KEY`.
+    pub fn for_store(spec: &str) -> Result<SecretKey, String> {
+        if crate::store::postgres::is_postgres_url(spec) {
+            let hex = std::env::var("FLOW_SECRET_KEY").map_err(|_| {
+                "a PostgreSQL store needs FLOW_SECRET_KEY (64 hexadecimal digits, the same on every worker) to seal secrets in checkpoints".to_string()
+            })?;
+            return SecretKey::from_hex(hex.trim()).ok_or_else(|| {
+                "FLOW_SECRET_KEY must be 64 hexadecimal digits (32 bytes)".to_string()
+            });
+        }
+        let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
+        SecretKey::for_database(Path::new(path))
+    }
+
     /// `FLOW_SECRET_KEY` when set, else the key file beside `database` (created if missing).
     pub fn for_database(database: &Path) -> Result<SecretKey, String> {
         if let Ok(hex) = std::env::var("FLOW_SECRET_KEY") {

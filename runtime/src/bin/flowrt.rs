@@ -13,7 +13,6 @@ use flow_runtime::audit;
 use flow_runtime::config::Config;
 use flow_runtime::engine::{Engine, EngineError, now_ms};
 use flow_runtime::gates::{Action, DecideError, Decided, GateKind};
-use flow_runtime::store::sqlite::SqliteStore;
 use flow_runtime::store::{RunRecord, RunStatus};
 use flow_runtime::telemetry::{self, LogFormat};
 use std::io::IsTerminal;
@@ -281,6 +280,15 @@ fn main() -> ExitCode {
     code
 }
 
+/// This machine's name, so that claims say which machine holds them.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
 /// What every command needs: the database, its key, the clock and the configuration.
 struct Setup {
     db: PathBuf,
@@ -304,13 +312,19 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
 
 fn open_engine(setup: &Setup) -> Result<(Engine, bool), Usage> {
     let db = &setup.db;
-    let store = SqliteStore::open(db)
-        .map_err(|e| Usage(format!("cannot open the database {}: {e}", db.display())))?;
+    let spec = db.to_string_lossy();
+    let shown = if flow_runtime::store::postgres::is_postgres_url(&spec) {
+        flow_runtime::store::postgres::without_password(&spec)
+    } else {
+        spec.to_string()
+    };
     // Secrets in checkpoints are sealed with the database's key (see spec/runtime.md).
-    let key = flow_runtime::secrets::SecretKey::for_database(db).map_err(Usage)?;
+    let key = flow_runtime::secrets::SecretKey::for_store(&spec).map_err(Usage)?;
+    let store = flow_runtime::store::open(&spec)
+        .map_err(|e| Usage(format!("cannot open the database {shown}: {e}")))?;
     flow_runtime::secrets::install(key);
-    let owner = format!("flowrt-{}-{}", std::process::id(), now_ms());
-    let mut engine = Engine::new(Box::new(store), owner);
+    let owner = format!("flowrt-{}-{}-{}", hostname(), std::process::id(), now_ms());
+    let mut engine = Engine::new(store, owner);
     if let Ok(lease) = std::env::var("FLOW_LEASE_MS") {
         let lease = lease
             .parse::<i64>()

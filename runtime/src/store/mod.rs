@@ -8,6 +8,7 @@
 //! before driving it, and every commit checks the claim, so two `flowrt` processes on the same
 //! database never drive the same run at once. An expired lease may be taken over.
 
+pub mod postgres;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -212,6 +213,18 @@ pub struct Refusal {
     pub request: String,
     pub status: i64,
     pub reason: String,
+}
+
+/// Opens the store a `--db` value names: `postgres://…` (or `postgresql://…`) for
+/// PostgreSQL, `sqlite:PATH` or a plain path for SQLite.
+pub fn open(spec: &str) -> StoreResult<Box<dyn Store>> {
+    if postgres::is_postgres_url(spec) {
+        return Ok(Box::new(postgres::PostgresStore::connect(spec)?));
+    }
+    let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
+    Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(
+        path,
+    ))?))
 }
 
 pub trait Store {

@@ -1,0 +1,838 @@
+//! The [`Store`] on PostgreSQL, for many workers on many machines sharing one database.
+//!
+//! Same tables, same meaning, same versioned migrations as SQLite (`sqlite.rs`); what
+//! differs is how writers coordinate. SQLite serializes every writer; PostgreSQL lets them
+//! run side by side, so:
+//! - a run's row is locked (`FOR UPDATE`) before anything is appended to its history, so two
+//!   writers never number events alike and the hash chain stays one chain;
+//! - ready runs are claimed with `FOR UPDATE SKIP LOCKED`: workers never wait for each other
+//!   and never claim the same run;
+//! - a commit checks, under the row lock, that its owner still holds the claim, so a worker
+//!   whose lease ran out cannot overwrite the one that took over.
+//!
+//! The connection is re-opened after PostgreSQL restarts: the failing call reports the error,
+//! the next one reconnects.
+
+use super::{
+    Checkpoint, Event, Millis, NewEvent, NewRun, Refusal, RunRecord, RunStatus, StepCommit, Store,
+    StoreError, StoreResult, TokenRecord,
+};
+use postgres::{Client, NoTls, Row, Transaction};
+
+/// The migrations, in order; the same versions as SQLite's (`sqlite::MIGRATIONS`).
+pub const MIGRATIONS: &[&str] = &[
+    // 1: versions, runs, checkpoints, events. `n` orders runs created in the same millisecond.
+    "CREATE TABLE versions (
+        hash        TEXT PRIMARY KEY,
+        artifact    BYTEA NOT NULL,
+        deployed_at BIGINT NOT NULL
+    );
+    CREATE TABLE runs (
+        n           BIGSERIAL UNIQUE,
+        id          TEXT PRIMARY KEY,
+        workflow    TEXT NOT NULL,
+        version     TEXT NOT NULL REFERENCES versions(hash),
+        status      TEXT NOT NULL,
+        input       TEXT NOT NULL,
+        output      TEXT,
+        error       TEXT,
+        waiting_on  TEXT,
+        wake_at     BIGINT,
+        started_by  TEXT NOT NULL,
+        parent      TEXT REFERENCES runs(id),
+        created_at  BIGINT NOT NULL,
+        updated_at  BIGINT NOT NULL,
+        owner       TEXT,
+        lease_until BIGINT
+    );
+    CREATE INDEX runs_by_status_wake ON runs(status, wake_at);
+    CREATE INDEX runs_by_status_created ON runs(status, created_at);
+    CREATE INDEX runs_by_created ON runs(created_at);
+    CREATE TABLE checkpoints (
+        run            TEXT PRIMARY KEY REFERENCES runs(id),
+        format_version BIGINT NOT NULL,
+        program_hash   TEXT NOT NULL,
+        state          BYTEA NOT NULL,
+        updated_at     BIGINT NOT NULL
+    );
+    CREATE TABLE events (
+        run         TEXT NOT NULL REFERENCES runs(id),
+        seq         BIGINT NOT NULL,
+        at          BIGINT NOT NULL,
+        kind        TEXT NOT NULL,
+        step        TEXT,
+        attempt     BIGINT,
+        line        BIGINT,
+        duration_ms BIGINT,
+        data        TEXT NOT NULL,
+        PRIMARY KEY (run, seq)
+    );",
+    // 2: settings of the database itself (the test clock).
+    "CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
+    // 3: the hash chain of the audit trail.
+    "ALTER TABLE events ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
+     ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT '';",
+    // 4: the run's trace context.
+    "ALTER TABLE runs ADD COLUMN trace TEXT;",
+    // 5: API tokens and refused requests.
+    "CREATE TABLE tokens (
+        id         TEXT PRIMARY KEY,
+        \"user\"   TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        hash       TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        revoked_at BIGINT
+    );
+    CREATE TABLE refusals (
+        n       BIGSERIAL PRIMARY KEY,
+        at      BIGINT NOT NULL,
+        who     TEXT NOT NULL,
+        request TEXT NOT NULL,
+        status  BIGINT NOT NULL,
+        reason  TEXT NOT NULL
+    );
+    CREATE INDEX events_by_kind_at ON events(kind, at);",
+];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Any number: serializes schema migrations across processes (`pg_advisory_xact_lock`).
+const MIGRATION_LOCK: i64 = 0x466c_6f77_5363_6865;
+
+const RUN_COLUMNS: &str = "id, workflow, version, status, input, output, error, waiting_on, \
+                           wake_at, started_by, parent, created_at, updated_at";
+
+pub struct PostgresStore {
+    url: String,
+    client: Option<Client>,
+    /// Where errors say they happened (the URL without its password).
+    location: String,
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user@host/db`.
+pub fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}{}{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub fn is_postgres_url(spec: &str) -> bool {
+    spec.starts_with("postgres://") || spec.starts_with("postgresql://")
+}
+
+impl PostgresStore {
+    /// Connects and brings the schema up to date.
+    pub fn connect(url: &str) -> StoreResult<PostgresStore> {
+        let mut store = PostgresStore {
+            url: url.to_string(),
+            client: None,
+            location: without_password(url),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn error(&self, doing: &str, e: postgres::Error) -> StoreError {
+        let detail = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string());
+        StoreError::Database(format!("{} ({}): {detail}", doing, self.location))
+    }
+
+    /// The connection, re-opened when PostgreSQL dropped it (a restart, a network cut).
+    fn client(&mut self) -> StoreResult<&mut Client> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let client = Client::connect(&self.url, NoTls).map_err(|e| {
+                StoreError::Database(format!(
+                    "cannot connect to {}: {}",
+                    self.location,
+                    e.as_db_error()
+                        .map(|d| d.message().to_string())
+                        .unwrap_or_else(|| e.to_string())
+                ))
+            })?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_mut().expect("just connected"))
+    }
+
+    /// Runs `work` in one transaction; a failure rolls it back.
+    fn transaction<T>(
+        &mut self,
+        doing: &str,
+        work: impl FnOnce(&mut Transaction<'_>) -> Result<T, TxError>,
+    ) -> StoreResult<T> {
+        let location = self.location.clone();
+        let wrap = |e: postgres::Error| {
+            let detail = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string());
+            StoreError::Database(format!("{doing} ({location}): {detail}"))
+        };
+        let client = self.client()?;
+        let mut tx = client.transaction().map_err(wrap)?;
+        match work(&mut tx) {
+            Ok(value) => {
+                tx.commit().map_err(wrap)?;
+                Ok(value)
+            }
+            Err(TxError::Store(e)) => Err(e),
+            Err(TxError::Pg(e)) => Err(wrap(e)),
+        }
+    }
+
+    fn migrate(&mut self) -> StoreResult<()> {
+        self.transaction("migrating the schema", |tx| {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            tx.batch_execute("CREATE TABLE IF NOT EXISTS flow_schema (version BIGINT NOT NULL);")?;
+            let found: Option<i64> = tx
+                .query_opt("SELECT version FROM flow_schema", &[])?
+                .map(|row| row.get(0));
+            let found = match found {
+                Some(version) => version,
+                None => {
+                    tx.execute("INSERT INTO flow_schema (version) VALUES (0)", &[])?;
+                    0
+                }
+            };
+            if found > SCHEMA_VERSION {
+                return Err(TxError::Store(StoreError::NewerSchema {
+                    found,
+                    supported: SCHEMA_VERSION,
+                }));
+            }
+            for migration in MIGRATIONS.iter().skip(usize::try_from(found).unwrap_or(0)) {
+                tx.batch_execute(migration)?;
+            }
+            tx.execute("UPDATE flow_schema SET version = $1", &[&SCHEMA_VERSION])?;
+            Ok(())
+        })
+    }
+
+    /// The schema version of the database.
+    pub fn schema_version(&mut self) -> StoreResult<i64> {
+        let client = self.client()?;
+        let row = client
+            .query_one("SELECT version FROM flow_schema", &[])
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(row.get(0))
+    }
+
+    fn query(
+        &mut self,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> StoreResult<Vec<Row>> {
+        let result = self.client()?.query(sql, params);
+        result.map_err(|e| self.error(doing, e))
+    }
+
+    fn execute(
+        &mut self,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> StoreResult<u64> {
+        let result = self.client()?.execute(sql, params);
+        result.map_err(|e| self.error(doing, e))
+    }
+}
+
+/// An error inside a transaction: the store's own, or PostgreSQL's.
+enum TxError {
+    Store(StoreError),
+    Pg(postgres::Error),
+}
+
+impl From<postgres::Error> for TxError {
+    fn from(e: postgres::Error) -> Self {
+        TxError::Pg(e)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        TxError::Store(e)
+    }
+}
+
+fn run_record(row: &Row) -> StoreResult<RunRecord> {
+    let status: String = row.get(3);
+    Ok(RunRecord {
+        id: row.get(0),
+        workflow: row.get(1),
+        version: row.get(2),
+        status: RunStatus::parse(&status).ok_or_else(|| {
+            StoreError::Database(format!(
+                "run {} has an unknown status `{status}` (written by a newer flowrt?)",
+                row.get::<_, String>(0)
+            ))
+        })?,
+        input: row.get(4),
+        output: row.get(5),
+        error: row.get(6),
+        waiting_on: row.get(7),
+        wake_at: row.get(8),
+        started_by: row.get(9),
+        parent: row.get(10),
+        created_at: row.get(11),
+        updated_at: row.get(12),
+    })
+}
+
+/// Locks the run's row for this transaction; false when there is no such run.
+fn lock_run(tx: &mut Transaction<'_>, run: &str) -> Result<Option<Option<String>>, TxError> {
+    Ok(tx
+        .query_opt("SELECT owner FROM runs WHERE id = $1 FOR UPDATE", &[&run])?
+        .map(|row| row.get(0)))
+}
+
+/// Appends `events` after the run's last one (the caller holds the run's row lock).
+fn append_events(tx: &mut Transaction<'_>, run: &str, events: &[NewEvent]) -> Result<(), TxError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let (last, mut previous): (i64, String) = tx
+        .query_opt(
+            "SELECT seq, hash FROM events WHERE run = $1 ORDER BY seq DESC LIMIT 1",
+            &[&run],
+        )?
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap_or((0, crate::audit::GENESIS.to_string()));
+    let insert = tx.prepare(
+        "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )?;
+    for (seq, event) in (last + 1..).zip(events) {
+        let record = crate::audit::Record {
+            run,
+            seq,
+            at: event.at,
+            kind: &event.kind,
+            step: event.step.as_deref(),
+            attempt: event.attempt,
+            line: event.line,
+            duration_ms: event.duration_ms,
+            data: &event.data,
+        };
+        let hash = crate::audit::hash(&record, &previous);
+        tx.execute(
+            &insert,
+            &[
+                &run,
+                &seq,
+                &event.at,
+                &event.kind,
+                &event.step,
+                &event.attempt,
+                &event.line,
+                &event.duration_ms,
+                &event.data,
+                &previous,
+                &hash,
+            ],
+        )?;
+        previous = hash;
+    }
+    Ok(())
+}
+
+fn upsert_checkpoint(
+    tx: &mut Transaction<'_>,
+    run: &str,
+    checkpoint: &Checkpoint,
+    now: Millis,
+) -> Result<(), TxError> {
+    tx.execute(
+        "INSERT INTO checkpoints (run, format_version, program_hash, state, updated_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (run) DO UPDATE SET
+            format_version = excluded.format_version,
+            program_hash = excluded.program_hash,
+            state = excluded.state,
+            updated_at = excluded.updated_at",
+        &[
+            &run,
+            &checkpoint.format_version,
+            &checkpoint.program_hash,
+            &checkpoint.state,
+            &now,
+        ],
+    )?;
+    Ok(())
+}
+
+fn token_record(row: &Row) -> TokenRecord {
+    TokenRecord {
+        id: row.get(0),
+        user: row.get(1),
+        name: row.get(2),
+        created_at: row.get(3),
+        expires_at: row.get(4),
+        revoked_at: row.get(5),
+    }
+}
+
+fn event(row: &Row) -> Event {
+    Event {
+        seq: row.get(0),
+        at: row.get(1),
+        kind: row.get(2),
+        step: row.get(3),
+        attempt: row.get(4),
+        line: row.get(5),
+        duration_ms: row.get(6),
+        data: row.get(7),
+        prev_hash: row.get(8),
+        hash: row.get(9),
+    }
+}
+
+const FINAL_STATUSES: &str = "('completed', 'failed', 'cancelled')";
+
+impl Store for PostgresStore {
+    fn deploy(&mut self, hash: &str, artifact: &[u8], now: Millis) -> StoreResult<()> {
+        self.execute(
+            "deploying a version",
+            "INSERT INTO versions (hash, artifact, deployed_at) VALUES ($1, $2, $3)
+             ON CONFLICT (hash) DO NOTHING",
+            &[&hash, &artifact, &now],
+        )?;
+        Ok(())
+    }
+
+    fn artifact(&mut self, hash: &str) -> StoreResult<Option<Vec<u8>>> {
+        let rows = self.query(
+            "reading a deployed version",
+            "SELECT artifact FROM versions WHERE hash = $1",
+            &[&hash],
+        )?;
+        Ok(rows.first().map(|row| row.get(0)))
+    }
+
+    fn versions(&mut self) -> StoreResult<Vec<(String, Millis)>> {
+        let rows = self.query(
+            "listing deployed versions",
+            "SELECT hash, deployed_at FROM versions ORDER BY deployed_at, hash",
+            &[],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn note(&mut self, run: &str, event: &NewEvent) -> StoreResult<()> {
+        self.transaction("recording an event", |tx| {
+            if lock_run(tx, run)?.is_none() {
+                return Err(StoreError::NoSuchRun(run.to_string()).into());
+            }
+            append_events(tx, run, std::slice::from_ref(event))
+        })
+    }
+
+    fn create_token(&mut self, token: &TokenRecord, hash: &str) -> StoreResult<()> {
+        self.execute(
+            "creating a token",
+            "INSERT INTO tokens (id, \"user\", name, hash, created_at, expires_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &token.id,
+                &token.user,
+                &token.name,
+                &hash,
+                &token.created_at,
+                &token.expires_at,
+                &token.revoked_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn token_by_hash(&mut self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        let rows = self.query(
+            "reading a token",
+            "SELECT id, \"user\", name, created_at, expires_at, revoked_at FROM tokens WHERE hash = $1",
+            &[&hash],
+        )?;
+        Ok(rows.first().map(token_record))
+    }
+
+    fn tokens(&mut self) -> StoreResult<Vec<TokenRecord>> {
+        let rows = self.query(
+            "listing tokens",
+            "SELECT id, \"user\", name, created_at, expires_at, revoked_at FROM tokens
+             ORDER BY created_at, id",
+            &[],
+        )?;
+        Ok(rows.iter().map(token_record).collect())
+    }
+
+    fn revoke_token(&mut self, id: &str, now: Millis) -> StoreResult<bool> {
+        let changed = self.execute(
+            "revoking a token",
+            "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[&id, &now],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn record_refusal(&mut self, refusal: &Refusal) -> StoreResult<()> {
+        self.execute(
+            "recording a refused request",
+            "INSERT INTO refusals (at, who, request, status, reason) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &refusal.at,
+                &refusal.who,
+                &refusal.request,
+                &refusal.status,
+                &refusal.reason,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn count_events(&mut self, kind: &str, since: Millis) -> StoreResult<i64> {
+        let rows = self.query(
+            "counting events",
+            "SELECT COUNT(*) FROM events WHERE kind = $1 AND at >= $2",
+            &[&kind, &since],
+        )?;
+        Ok(rows.first().map_or(0, |r| r.get(0)))
+    }
+
+    fn refusals(&mut self, limit: usize) -> StoreResult<Vec<Refusal>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query(
+            "listing refused requests",
+            "SELECT at, who, request, status, reason FROM refusals ORDER BY n DESC LIMIT $1",
+            &[&limit],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| Refusal {
+                at: row.get(0),
+                who: row.get(1),
+                request: row.get(2),
+                status: row.get(3),
+                reason: row.get(4),
+            })
+            .collect())
+    }
+
+    fn create_run(
+        &mut self,
+        run: &NewRun,
+        checkpoint: &Checkpoint,
+        events: &[NewEvent],
+        owner: Option<&str>,
+        lease_until: Millis,
+        now: Millis,
+    ) -> StoreResult<()> {
+        self.transaction("creating a run", |tx| {
+            if let Some(parent) = &run.parent
+                && lock_run(tx, parent)?.is_none()
+            {
+                return Err(StoreError::NoSuchRun(parent.clone()).into());
+            }
+            let lease = owner.map(|_| lease_until);
+            let inserted = tx.execute(
+                "INSERT INTO runs (id, workflow, version, status, input, started_by, parent,
+                                   created_at, updated_at, owner, lease_until)
+                 VALUES ($1, $2, $3, 'runnable', $4, $5, $6, $7, $7, $8, $9)
+                 ON CONFLICT (id) DO NOTHING",
+                &[
+                    &run.id,
+                    &run.workflow,
+                    &run.version,
+                    &run.input,
+                    &run.started_by,
+                    &run.parent,
+                    &now,
+                    &owner,
+                    &lease,
+                ],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Database(format!(
+                    "cannot create run {}: a run with that id exists",
+                    run.id
+                ))
+                .into());
+            }
+            upsert_checkpoint(tx, &run.id, checkpoint, now)?;
+            append_events(tx, &run.id, events)
+        })
+    }
+
+    fn claim(
+        &mut self,
+        run: &str,
+        owner: &str,
+        lease_until: Millis,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let changed = self.execute(
+            "claiming a run",
+            &format!(
+                "UPDATE runs SET owner = $2, lease_until = $3
+                 WHERE id = $1 AND status NOT IN {FINAL_STATUSES}
+                   AND (owner IS NULL OR owner = $2 OR lease_until IS NULL OR lease_until < $4)"
+            ),
+            &[&run, &owner, &lease_until, &now],
+        )?;
+        if changed == 0 {
+            let exists = self.query(
+                "claiming a run",
+                "SELECT 1 FROM runs WHERE id = $1",
+                &[&run],
+            )?;
+            if exists.is_empty() {
+                return Err(StoreError::NoSuchRun(run.to_string()));
+            }
+        }
+        Ok(changed > 0)
+    }
+
+    fn claim_ready(
+        &mut self,
+        owner: &str,
+        lease_until: Millis,
+        now: Millis,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Rows another worker is claiming right now are skipped, not waited for.
+        let rows = self.query(
+            "claiming ready runs",
+            "UPDATE runs SET owner = $1, lease_until = $3
+             WHERE id IN (
+                SELECT id FROM runs
+                WHERE (status = 'runnable'
+                       OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $2))
+                  AND (owner IS NULL OR owner = $1 OR lease_until IS NULL OR lease_until < $2)
+                ORDER BY created_at, n
+                LIMIT $4
+                FOR UPDATE SKIP LOCKED)
+             RETURNING id, created_at, n",
+            &[&owner, &now, &lease_until, &limit],
+        )?;
+        let mut claimed: Vec<(Millis, i64, String)> = rows
+            .iter()
+            .map(|r| (r.get(1), r.get(2), r.get(0)))
+            .collect();
+        claimed.sort();
+        Ok(claimed.into_iter().map(|(_, _, id)| id).collect())
+    }
+
+    fn release(&mut self, run: &str, owner: &str) -> StoreResult<()> {
+        let changed = self.execute(
+            "releasing a run",
+            "UPDATE runs SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2",
+            &[&run, &owner],
+        )?;
+        if changed == 0 {
+            let exists = self.query(
+                "releasing a run",
+                "SELECT 1 FROM runs WHERE id = $1",
+                &[&run],
+            )?;
+            if exists.is_empty() {
+                return Err(StoreError::NoSuchRun(run.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, run: &str) -> StoreResult<Option<(RunRecord, Checkpoint)>> {
+        let rows = self.query(
+            "loading a run",
+            "SELECT r.id, r.workflow, r.version, r.status, r.input, r.output, r.error,
+                    r.waiting_on, r.wake_at, r.started_by, r.parent, r.created_at,
+                    r.updated_at, c.format_version, c.program_hash, c.state
+             FROM runs r LEFT JOIN checkpoints c ON c.run = r.id
+             WHERE r.id = $1",
+            &[&run],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let record = run_record(row)?;
+        let format_version: Option<i64> = row.get(13);
+        let program_hash: Option<String> = row.get(14);
+        let state: Option<Vec<u8>> = row.get(15);
+        match (format_version, program_hash, state) {
+            (Some(format_version), Some(program_hash), Some(state)) => Ok(Some((
+                record,
+                Checkpoint {
+                    format_version,
+                    program_hash,
+                    state,
+                },
+            ))),
+            _ => Err(StoreError::Database(format!(
+                "run {} has no checkpoint",
+                record.id
+            ))),
+        }
+    }
+
+    fn commit(&mut self, commits: &[StepCommit]) -> StoreResult<()> {
+        self.transaction("committing steps", |tx| {
+            for step in commits {
+                match lock_run(tx, &step.run)? {
+                    None => return Err(StoreError::NoSuchRun(step.run.clone()).into()),
+                    Some(holder) if holder.as_deref() != Some(step.owner.as_str()) => {
+                        return Err(StoreError::NotOwner {
+                            run: step.run.clone(),
+                        }
+                        .into());
+                    }
+                    Some(_) => {}
+                }
+                if let Some(checkpoint) = &step.checkpoint {
+                    upsert_checkpoint(tx, &step.run, checkpoint, step.now)?;
+                }
+                append_events(tx, &step.run, &step.events)?;
+                tx.execute(
+                    "UPDATE runs SET status = $2, output = $3, error = $4, waiting_on = $5,
+                                     wake_at = $6, updated_at = $7
+                     WHERE id = $1",
+                    &[
+                        &step.run,
+                        &step.status.as_str(),
+                        &step.output,
+                        &step.error,
+                        &step.waiting_on,
+                        &step.wake_at,
+                        &step.now,
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn run(&mut self, run: &str) -> StoreResult<Option<RunRecord>> {
+        let rows = self.query(
+            "reading a run",
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),
+            &[&run],
+        )?;
+        rows.first().map(run_record).transpose()
+    }
+
+    fn runs(&mut self, status: Option<RunStatus>) -> StoreResult<Vec<RunRecord>> {
+        let rows = match status {
+            Some(status) => self.query(
+                "listing runs",
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE status = $1 ORDER BY created_at DESC, n DESC"
+                ),
+                &[&status.as_str()],
+            )?,
+            None => self.query(
+                "listing runs",
+                &format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, n DESC"),
+                &[],
+            )?,
+        };
+        rows.iter().map(run_record).collect()
+    }
+
+    fn history(&mut self, run: &str) -> StoreResult<Vec<Event>> {
+        let rows = self.query(
+            "reading a run's history",
+            "SELECT seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash
+             FROM events WHERE run = $1 ORDER BY seq",
+            &[&run],
+        )?;
+        Ok(rows.iter().map(event).collect())
+    }
+
+    fn cancel(&mut self, run: &str, by: &str, now: Millis) -> StoreResult<bool> {
+        self.transaction("cancelling a run", |tx| {
+            let status: Option<String> = tx
+                .query_opt("SELECT status FROM runs WHERE id = $1 FOR UPDATE", &[&run])?
+                .map(|row| row.get(0));
+            let Some(status) = status else {
+                return Err(StoreError::NoSuchRun(run.to_string()).into());
+            };
+            if RunStatus::parse(&status).is_some_and(RunStatus::is_final) {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE runs SET status = 'cancelled', waiting_on = NULL, wake_at = NULL,
+                                 updated_at = $2, owner = NULL, lease_until = NULL
+                 WHERE id = $1",
+                &[&run, &now],
+            )?;
+            let event = NewEvent {
+                at: now,
+                kind: "run_cancelled".to_string(),
+                step: None,
+                attempt: None,
+                line: None,
+                duration_ms: None,
+                data: serde_json::json!({ "by": by }).to_string(),
+            };
+            append_events(tx, run, std::slice::from_ref(&event))?;
+            Ok(true)
+        })
+    }
+
+    fn next_wake(&mut self) -> StoreResult<Option<Millis>> {
+        let rows = self.query(
+            "finding the next timer",
+            "SELECT MIN(wake_at) FROM runs WHERE status = 'waiting' AND wake_at IS NOT NULL",
+            &[],
+        )?;
+        Ok(rows.first().and_then(|r| r.get(0)))
+    }
+
+    fn setting(&mut self, key: &str) -> StoreResult<Option<String>> {
+        let rows = self.query(
+            "reading a setting",
+            "SELECT value FROM settings WHERE key = $1",
+            &[&key],
+        )?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()> {
+        self.execute(
+            "writing a setting",
+            "INSERT INTO settings (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )?;
+        Ok(())
+    }
+
+    fn trace_of(&mut self, run: &str) -> StoreResult<Option<String>> {
+        let rows = self.query(
+            "reading a run's trace",
+            "SELECT trace FROM runs WHERE id = $1",
+            &[&run],
+        )?;
+        Ok(rows.first().and_then(|r| r.get(0)))
+    }
+
+    fn set_trace(&mut self, run: &str, trace: &str) -> StoreResult<()> {
+        self.execute(
+            "writing a run's trace",
+            "UPDATE runs SET trace = $2 WHERE id = $1",
+            &[&run, &trace],
+        )?;
+        Ok(())
+    }
+}
