@@ -136,6 +136,17 @@ enum Command {
         /// Programs to deploy first.
         files: Vec<PathBuf>,
     },
+    /// Move an installation from SQLite to PostgreSQL: runs, waiting gates, timers, history
+    /// with its audit chain, tokens; verified on the target afterwards. Stop the workers
+    /// first; start them on the new store after.
+    MigrateStore {
+        /// The SQLite database: `sqlite:PATH` or a path.
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database: `postgres://user:password@host/db` (it must hold no runs).
+        #[arg(long)]
+        to: String,
+    },
     /// API tokens for `flowrt serve`.
     Token {
         #[command(subcommand)]
@@ -306,6 +317,9 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
     if let Command::Serve { addr, files } = cli.command {
         return serve(setup, &addr, files);
     }
+    if let Command::MigrateStore { from, to } = &cli.command {
+        return migrate_store(from, to);
+    }
     let (engine, has_config) = open_engine(&setup)?;
     dispatch(engine, has_config, cli.command)
 }
@@ -354,7 +368,9 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
     match command {
         Command::Deploy { files } => deploy(&mut engine, &files),
         Command::Token { action } => token(&mut engine, has_config, action),
-        Command::Serve { .. } => Err(Usage("serve is handled before the engine opens".into())),
+        Command::Serve { .. } | Command::MigrateStore { .. } => {
+            Err(Usage("handled before the engine opens".into()))
+        }
         Command::Run(args) => start(&mut engine, args, true, has_config),
         Command::Start(args) => start(&mut engine, args, false, has_config),
         Command::Worker { once } => worker(&mut engine, once),
@@ -892,6 +908,42 @@ fn token(engine: &mut Engine, has_config: bool, action: TokenAction) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+fn migrate_store(from: &str, to: &str) -> Result<ExitCode, Usage> {
+    use flow_runtime::store::postgres::{is_postgres_url, without_password};
+    if !is_postgres_url(to) {
+        return Err(Usage(format!(
+            "--to {to}: expected a PostgreSQL URL, postgres://user:password@host/database"
+        )));
+    }
+    if is_postgres_url(from) {
+        return Err(Usage(
+            "--from must be a SQLite database (sqlite:PATH or a path)".into(),
+        ));
+    }
+    let path = Path::new(from.strip_prefix("sqlite:").unwrap_or(from));
+    let moved = flow_runtime::store::migrate::sqlite_to_postgres(path, to).map_err(|e| {
+        Usage(format!(
+            "the move failed and changed nothing on the target: {e}"
+        ))
+    })?;
+    say(format_args!(
+        "moved {} run(s) with {} history record(s), {} version(s), {} token(s), {} refusal(s) and {} setting(s) from {} to {}; every audit chain verifies on the target",
+        moved.runs,
+        moved.events,
+        moved.versions,
+        moved.tokens,
+        moved.refusals,
+        moved.settings,
+        path.display(),
+        without_password(to)
+    ));
+    eprintln!(
+        "the secret key of {} must be given to every worker as FLOW_SECRET_KEY",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `flowrt serve`: deploys the files, then serves until a signal.
 fn serve(setup: Setup, addr: &str, files: Vec<PathBuf>) -> Result<ExitCode, Usage> {
     let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
@@ -1073,15 +1125,30 @@ const RUN_FAILED: Code = Code {
 
 fn worker(engine: &mut Engine, once: bool) -> Result<ExitCode, Usage> {
     loop {
-        let driven = engine.work_once()?;
+        let driven = match engine.work_once() {
+            Ok(driven) => driven,
+            Err(error) if once => return Err(error.into()),
+            // The database went away (a PostgreSQL restart, a network cut): keep the worker
+            // and try again; what it had claimed is taken back up, by it or another worker,
+            // from the last commit.
+            Err(error) => {
+                eprintln!("worker: {error}; retrying in 1 s");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                continue;
+            }
+        };
         if once {
             eprintln!("worker: drove {driven} run(s); nothing else can make progress now");
             return Ok(ExitCode::SUCCESS);
         }
-        let next = engine
-            .store()
-            .next_wake()
-            .map_err(|e| Usage(e.to_string()))?;
+        let next = match engine.store().next_wake() {
+            Ok(next) => next,
+            Err(error) => {
+                eprintln!("worker: {error}; retrying in 1 s");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                continue;
+            }
+        };
         let now = now_ms();
         // Poll often enough to pick up runs whose claim expired (after a crash) or that
         // another process started.

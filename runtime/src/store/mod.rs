@@ -8,6 +8,7 @@
 //! before driving it, and every commit checks the claim, so two `flowrt` processes on the same
 //! database never drive the same run at once. An expired lease may be taken over.
 
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
