@@ -60,14 +60,17 @@ impl App {
 
 pub fn router(app: App) -> Router {
     Router::new()
-        .route("/", get(|| async { static_file("text/html", INDEX_HTML) }))
+        .route(
+            "/",
+            get(|| async { static_file("text/html; charset=utf-8", INDEX_HTML) }),
+        )
         .route(
             "/app.js",
-            get(|| async { static_file("text/javascript", APP_JS) }),
+            get(|| async { static_file("text/javascript; charset=utf-8", APP_JS) }),
         )
         .route(
             "/style.css",
-            get(|| async { static_file("text/css", STYLE_CSS) }),
+            get(|| async { static_file("text/css; charset=utf-8", STYLE_CSS) }),
         )
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
