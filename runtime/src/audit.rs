@@ -49,6 +49,36 @@ pub fn hash(record: &Record, prev_hash: &str) -> String {
         .collect()
 }
 
+/// Links `events`, appended to `run` after its record number `last` whose hash is `previous`
+/// (0 and [`GENESIS`] for a new run): each one's sequence number, the hash before it, and
+/// its own hash. What every store writes.
+pub fn link(
+    run: &str,
+    last: i64,
+    previous: &str,
+    events: &[crate::store::NewEvent],
+) -> Vec<(i64, String, String)> {
+    let mut previous = previous.to_string();
+    (last + 1..)
+        .zip(events)
+        .map(|(seq, event)| {
+            let record = Record {
+                run,
+                seq,
+                at: event.at,
+                kind: &event.kind,
+                step: event.step.as_deref(),
+                attempt: event.attempt,
+                line: event.line,
+                duration_ms: event.duration_ms,
+                data: &event.data,
+            };
+            let hash = hash(&record, &previous);
+            (seq, std::mem::replace(&mut previous, hash.clone()), hash)
+        })
+        .collect()
+}
+
 fn event_hash(run: &str, event: &Event) -> String {
     let record = Record {
         run,

@@ -852,21 +852,29 @@ impl<'a> Parser<'a> {
         let errors = self.error_count();
         let kind = self.parse_stmt_kind();
         let span = start.to(self.previous_span());
+        self.end_line_item(
+            start_pos,
+            errors,
+            "the end of the statement",
+            "put each statement on its own line, or separate them with `;`",
+        );
+        Stmt { kind, span }
+    }
+
+    /// After a statement or a test step (which end at a line break or `;`): skips the rest
+    /// of it after an error, or reports what follows on the same line; always moves on.
+    fn end_line_item(&mut self, start_pos: usize, errors: usize, end: &str, help: &str) {
         if self.error_count() > errors {
             self.recover_statement(start_pos);
         } else if !matches!(self.peek(), T::RBrace | T::Eof | T::Semicolon)
             && !self.token().starts_line
         {
-            self.error_expected(
-                "the end of the statement",
-                "put each statement on its own line, or separate them with `;`",
-            );
+            self.error_expected(end, help);
             self.recover_statement(start_pos);
         }
         if self.pos == start_pos {
             self.bump();
         }
-        Stmt { kind, span }
     }
 
     fn parse_stmt_kind(&mut self) -> StmtKind {

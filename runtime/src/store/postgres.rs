@@ -304,7 +304,7 @@ fn append_events(tx: &mut Transaction<'_>, run: &str, events: &[NewEvent]) -> Re
     if events.is_empty() {
         return Ok(());
     }
-    let (last, mut previous): (i64, String) = tx
+    let (last, previous): (i64, String) = tx
         .query_opt(
             "SELECT seq, hash FROM events WHERE run = $1 ORDER BY seq DESC LIMIT 1",
             &[&run],
@@ -315,19 +315,10 @@ fn append_events(tx: &mut Transaction<'_>, run: &str, events: &[NewEvent]) -> Re
         "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )?;
-    for (seq, event) in (last + 1..).zip(events) {
-        let record = crate::audit::Record {
-            run,
-            seq,
-            at: event.at,
-            kind: &event.kind,
-            step: event.step.as_deref(),
-            attempt: event.attempt,
-            line: event.line,
-            duration_ms: event.duration_ms,
-            data: &event.data,
-        };
-        let hash = crate::audit::hash(&record, &previous);
+    for (event, (seq, previous, hash)) in events
+        .iter()
+        .zip(crate::audit::link(run, last, &previous, events))
+    {
         tx.execute(
             &insert,
             &[
@@ -344,7 +335,6 @@ fn append_events(tx: &mut Transaction<'_>, run: &str, events: &[NewEvent]) -> Re
                 &hash,
             ],
         )?;
-        previous = hash;
     }
     Ok(())
 }

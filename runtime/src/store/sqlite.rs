@@ -347,7 +347,7 @@ fn append_events(
         return Ok(());
     }
     let doing = "appending history events";
-    let (last, mut previous): (i64, String) = tx
+    let (last, previous): (i64, String) = tx
         .prepare_cached("SELECT seq, hash FROM events WHERE run = ?1 ORDER BY seq DESC LIMIT 1")
         .and_then(|mut s| {
             let mut rows = s.query_map([run], |row| Ok((row.get(0)?, row.get(1)?)))?;
@@ -361,19 +361,8 @@ fn append_events(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .map_err(ctx.map(doing))?;
-    for (seq, event) in (last + 1..).zip(events) {
-        let record = crate::audit::Record {
-            run,
-            seq,
-            at: event.at,
-            kind: &event.kind,
-            step: event.step.as_deref(),
-            attempt: event.attempt,
-            line: event.line,
-            duration_ms: event.duration_ms,
-            data: &event.data,
-        };
-        let hash = crate::audit::hash(&record, &previous);
+    let links = crate::audit::link(run, last, &previous, events);
+    for (event, (seq, previous, hash)) in events.iter().zip(links) {
         insert
             .execute(params![
                 run,
@@ -389,7 +378,6 @@ fn append_events(
                 hash,
             ])
             .map_err(ctx.map(doing))?;
-        previous = hash;
     }
     Ok(())
 }

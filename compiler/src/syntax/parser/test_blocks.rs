@@ -65,20 +65,12 @@ impl Parser<'_> {
         let errors = self.error_count();
         let kind = self.parse_test_step_kind().unwrap_or(TestStepKind::Error);
         let span = start.to(self.previous_span());
-        if self.error_count() > errors {
-            self.recover_statement(start_pos);
-        } else if !matches!(self.peek(), T::RBrace | T::Eof | T::Semicolon)
-            && !self.token().starts_line
-        {
-            self.error_expected(
-                "the end of the step",
-                "put each step on its own line, or separate them with `;`",
-            );
-            self.recover_statement(start_pos);
-        }
-        if self.pos == start_pos {
-            self.bump();
-        }
+        self.end_line_item(
+            start_pos,
+            errors,
+            "the end of the step",
+            "put each step on its own line, or separate them with `;`",
+        );
         let kind = if self.error_count() > errors {
             TestStepKind::Error
         } else {
