@@ -4,52 +4,15 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+
+use common::{Project, Store, for_each_store};
 use std::time::Instant;
 
-const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
-
-struct Project {
-    dir: tempfile::TempDir,
-}
-
 impl Project {
-    fn new() -> Project {
-        let project = Project {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        project.write(
-            "flow.toml",
-            "[users.ana]\nroles = [\"ops\"]\n\n[users.bob]\nroles = []\n",
-        );
-        project.write("fail.sh", "cat > /dev/null; echo 'it broke' >&2; exit 3\n");
-        project.write("garbage.sh", "cat > /dev/null; echo 'not json'\n");
-        project.write("slow.sh", "cat > /dev/null; sleep 5; echo 1\n");
-        project.write("count.sh", "cat > /dev/null; echo x >> calls; exit 1\n");
-        project
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.path().join(name), text).unwrap();
-    }
-
-    fn flowrt(&self, args: &[&str]) -> Output {
-        Command::new(FLOWRT)
-            .args(args)
-            .current_dir(self.path())
-            .env("FLOW_DB", self.path().join("flow.db"))
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap()
-    }
-
+    /// Runs `workflow` as bob: its exit status, `--json` output and stderr.
     fn run(&self, workflow: &str) -> (Option<i32>, serde_json::Value, String) {
-        let out = self.flowrt(&[
+        let out = self.output(&[
             "--test-clock",
             "run",
             "faults.flow",
@@ -110,89 +73,107 @@ workflow uncaught() -> Int {
 }
 "#;
 
-fn project() -> Project {
-    let project = Project::new();
+fn project(store: &Store) -> Project {
+    let project = Project::new(store);
+    project.write(
+        "flow.toml",
+        "[users.ana]\nroles = [\"ops\"]\n\n[users.bob]\nroles = []\n",
+    );
+    project.write("fail.sh", "cat > /dev/null; echo 'it broke' >&2; exit 3\n");
+    project.write("garbage.sh", "cat > /dev/null; echo 'not json'\n");
+    project.write("slow.sh", "cat > /dev/null; sleep 5; echo 1\n");
+    project.write("count.sh", "cat > /dev/null; echo x >> calls; exit 1\n");
     project.write("faults.flow", PROGRAM);
     project
 }
 
 #[test]
 fn try_catch_sees_each_error_kind_with_its_fields() {
-    let project = project();
-    let (code, run, _) = project.run("tool_error");
-    assert_eq!(code, Some(0));
-    let text = run["output"].as_str().unwrap();
-    assert!(text.starts_with("ToolError broken 1 true "), "{text}");
-    assert!(
-        text.contains("exit status 3") && text.contains("it broke"),
-        "{text}"
-    );
-    assert_eq!(
-        project.run("invalid_output").1["output"],
-        "InvalidOutput true"
-    );
-    assert_eq!(project.run("failed").1["output"], "Failed false on purpose");
+    for_each_store(|store| {
+        let project = project(store);
+        let (code, run, _) = project.run("tool_error");
+        assert_eq!(code, Some(0));
+        let text = run["output"].as_str().unwrap();
+        assert!(text.starts_with("ToolError broken 1 true "), "{text}");
+        assert!(
+            text.contains("exit status 3") && text.contains("it broke"),
+            "{text}"
+        );
+        assert_eq!(
+            project.run("invalid_output").1["output"],
+            "InvalidOutput true"
+        );
+        assert_eq!(project.run("failed").1["output"], "Failed false on purpose");
+    });
 }
 
 #[test]
 fn timeout_stops_the_tool_in_flight() {
-    let project = project();
-    let started = Instant::now();
-    let (code, run, stderr) = project.run("timed_out");
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(run["output"], "Timeout true");
-    assert!(
-        started.elapsed().as_secs() < 4,
-        "the 5 s tool was stopped, not awaited"
-    );
+    for_each_store(|store| {
+        let project = project(store);
+        let started = Instant::now();
+        let (code, run, stderr) = project.run("timed_out");
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(run["output"], "Timeout true");
+        assert!(
+            started.elapsed().as_secs() < 4,
+            "the 5 s tool was stopped, not awaited"
+        );
+    });
 }
 
 #[test]
 fn an_approval_time_out_is_caught_like_any_error() {
-    let project = project();
-    let (code, _, _) = project.run("approval_timeout");
-    assert_eq!(code, Some(10));
-    let advanced = project.flowrt(&["clock", "advance", "2h"]);
-    assert!(advanced.status.success());
-    let out = project.flowrt(&["runs", "--json"]);
-    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(runs[0]["output"], "ApprovalTimeout false", "{runs}");
+    for_each_store(|store| {
+        let project = project(store);
+        let (code, _, _) = project.run("approval_timeout");
+        assert_eq!(code, Some(10));
+        let advanced = project.output(&["clock", "advance", "2h"]);
+        assert!(advanced.status.success());
+        let out = project.output(&["runs", "--json"]);
+        let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(runs[0]["output"], "ApprovalTimeout false", "{runs}");
+    });
 }
 
 #[test]
 fn retry_skips_errors_that_are_not_retryable_unless_listed() {
-    let project = project();
-    let (code, run, _) = project.run("not_retried");
-    assert_eq!(code, Some(1));
-    assert!(run["error"].as_str().unwrap().contains("never retried"));
-    // `on Failed` retries even what is not retryable: three calls.
-    let (code, _, _) = project.run("retried_when_listed");
-    assert_eq!(code, Some(1));
-    let calls = std::fs::read_to_string(project.path().join("calls")).unwrap();
-    assert_eq!(
-        calls.lines().count(),
-        1,
-        "ToolError is not listed: one call only"
-    );
+    for_each_store(|store| {
+        let project = project(store);
+        let (code, run, _) = project.run("not_retried");
+        assert_eq!(code, Some(1));
+        assert!(run["error"].as_str().unwrap().contains("never retried"));
+        // `on Failed` retries even what is not retryable: three calls.
+        let (code, _, _) = project.run("retried_when_listed");
+        assert_eq!(code, Some(1));
+        let calls = std::fs::read_to_string(project.path().join("calls")).unwrap();
+        assert_eq!(
+            calls.lines().count(),
+            1,
+            "ToolError is not listed: one call only"
+        );
+    });
 }
 
 #[test]
 fn an_uncaught_error_fails_the_run_at_its_source_line() {
-    let project = project();
-    let (code, run, _) = project.run("uncaught");
-    assert_eq!(code, Some(1));
-    let error = run["error"].as_str().unwrap();
-    let line = PROGRAM
-        .lines()
-        .position(|l| l.contains("broken() + a"))
-        .unwrap()
-        + 1;
-    assert!(error.contains(&format!("faults.flow:{line}:3")), "{error}");
-    assert!(error.starts_with("ToolError"), "{error}");
-    let human = project.flowrt(&["run", "faults.flow", "--workflow", "uncaught"]);
-    let text = String::from_utf8_lossy(&human.stderr);
-    assert!(
-        text.contains("broken() + a") && text.contains("exit status 3"),
-        "{text}"
-    );
+    for_each_store(|store| {
+        let project = project(store);
+        let (code, run, _) = project.run("uncaught");
+        assert_eq!(code, Some(1));
+        let error = run["error"].as_str().unwrap();
+        let line = PROGRAM
+            .lines()
+            .position(|l| l.contains("broken() + a"))
+            .unwrap()
+            + 1;
+        assert!(error.contains(&format!("faults.flow:{line}:3")), "{error}");
+        assert!(error.starts_with("ToolError"), "{error}");
+        let human = project.output(&["run", "faults.flow", "--workflow", "uncaught"]);
+        let text = String::from_utf8_lossy(&human.stderr);
+        assert!(
+            text.contains("broken() + a") && text.contains("exit status 3"),
+            "{text}"
+        );
+    });
 }
