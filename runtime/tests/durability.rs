@@ -6,57 +6,24 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use common::{Project, Store, for_each_store};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
-
-struct Project {
-    dir: tempfile::TempDir,
+/// A project whose `flowrt` processes hold short claims, so a run whose process was killed
+/// can be taken over quickly.
+fn project(store: &Store) -> Project {
+    Project::new(store).with_env("FLOW_LEASE_MS", "150")
 }
 
 impl Project {
-    fn new() -> Project {
-        let project = Project {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        std::fs::create_dir_all(project.path().join("tools")).unwrap();
-        project
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.path().join(name), text).unwrap();
-    }
-
-    fn flowrt(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(FLOWRT);
-        command
-            .args(args)
-            .current_dir(self.path())
-            .env("FLOW_DB", self.path().join("flow.db"))
-            // A short claim, so a run whose process was killed can be taken over quickly.
-            .env("FLOW_LEASE_MS", "150")
-            .env("NO_COLOR", "1");
-        command
-    }
-
-    fn output(&self, args: &[&str]) -> Output {
-        self.flowrt(args).output().unwrap()
-    }
-
     fn spawn(&self, args: &[&str]) -> Child {
-        self.flowrt(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        self.command(args).spawn().unwrap()
     }
 
+    /// The tool's side-effect log: (`start` or `done`, idempotency key) per line.
     fn log(&self) -> Vec<(String, String)> {
         let text = std::fs::read_to_string(self.path().join("effects.log")).unwrap_or_default();
         text.lines()
@@ -68,19 +35,9 @@ impl Project {
     }
 
     fn only_run(&self) -> serde_json::Value {
-        let out = self.output(&["runs", "--json"]);
-        let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
+        let runs = self.runs();
+        assert_eq!(runs.len(), 1, "{runs:?}");
         runs[0].clone()
-    }
-
-    fn history(&self, run: &str) -> Vec<serde_json::Value> {
-        let out = self.output(&["history", run, "--json"]);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .cloned()
-            .unwrap()
     }
 }
 
@@ -126,11 +83,12 @@ fn keys_in_order(log: &[(String, String)], what: &str) -> Vec<String> {
 
 #[test]
 fn a_kill_during_a_tool_call_reruns_that_step_once_with_the_same_key() {
-    let project = Project::new();
-    project.write("tools/step.sh", STEP_TOOL);
-    project.write(
-        "three.flow",
-        r#"tool step(n: Int) -> Int via exec "sh tools/step.sh"
+    for_each_store(|store| {
+        let project = project(store);
+        project.write("tools/step.sh", STEP_TOOL);
+        project.write(
+            "three.flow",
+            r#"tool step(n: Int) -> Int via exec "sh tools/step.sh"
 
 workflow three() -> Int {
   let a = step(1)
@@ -139,59 +97,61 @@ workflow three() -> Int {
   a + b + c
 }
 "#,
-    );
-    project.write("hold-2", "");
-    let mut running = project.spawn(&["run", "three.flow"]);
-    wait_until("step 2 to start", Duration::from_secs(30), || {
-        keys_in_order(&project.log(), "start").len() == 2
+        );
+        project.write("hold-2", "");
+        let mut running = project.spawn(&["run", "three.flow"]);
+        wait_until("step 2 to start", Duration::from_secs(30), || {
+            keys_in_order(&project.log(), "start").len() == 2
+        });
+        kill9(&mut running);
+        std::fs::remove_file(project.path().join("hold-2")).unwrap();
+        std::thread::sleep(Duration::from_millis(300)); // the dead process's claim expires
+
+        let resumed = project.output(&["worker", "--once"]);
+        assert!(
+            resumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        let run = project.only_run();
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run["output"], 60);
+
+        let log = project.log();
+        let starts = keys_in_order(&log, "start");
+        let id = run["run"].as_str().unwrap();
+        let key = |step: u32| format!("{id}:{step}");
+        // Step 1 (key :0) ran once; step 2 (key :1) was in flight and ran again with the same
+        // key; step 3 ran once.
+        assert_eq!(starts, vec![key(0), key(1), key(1), key(2)]);
+        // The killed process's tool child is not killed with it (nothing can clean up after
+        // SIGKILL), so the first attempt of step 2 may still finish on its own: at-least-once.
+        let done = keys_in_order(&log, "done");
+        assert!(
+            done.starts_with(&[key(0)]) && done.ends_with(&[key(2)]),
+            "{done:?}"
+        );
+        assert!(
+            (1..=2).contains(&done.iter().filter(|k| **k == key(1)).count()),
+            "{done:?}"
+        );
+        let events: Vec<String> = project
+            .history(id)
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect();
+        assert!(events.contains(&"step_resumed".to_string()), "{events:?}");
     });
-    kill9(&mut running);
-    std::fs::remove_file(project.path().join("hold-2")).unwrap();
-    std::thread::sleep(Duration::from_millis(300)); // the dead process's claim expires
-
-    let resumed = project.output(&["worker", "--once"]);
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    let run = project.only_run();
-    assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(run["output"], 60);
-
-    let log = project.log();
-    let starts = keys_in_order(&log, "start");
-    let id = run["run"].as_str().unwrap();
-    let key = |step: u32| format!("{id}:{step}");
-    // Step 1 (key :0) ran once; step 2 (key :1) was in flight and ran again with the same
-    // key; step 3 ran once.
-    assert_eq!(starts, vec![key(0), key(1), key(1), key(2)]);
-    // The killed process's tool child is not killed with it (nothing can clean up after
-    // SIGKILL), so the first attempt of step 2 may still finish on its own: at-least-once.
-    let done = keys_in_order(&log, "done");
-    assert!(
-        done.starts_with(&[key(0)]) && done.ends_with(&[key(2)]),
-        "{done:?}"
-    );
-    assert!(
-        (1..=2).contains(&done.iter().filter(|k| **k == key(1)).count()),
-        "{done:?}"
-    );
-    let events: Vec<String> = project
-        .history(id)
-        .iter()
-        .map(|e| e["event"].as_str().unwrap().to_string())
-        .collect();
-    assert!(events.contains(&"step_resumed".to_string()), "{events:?}");
 }
 
 #[test]
 fn a_kill_while_a_run_sleeps_loses_nothing_and_repeats_nothing() {
-    let project = Project::new();
-    project.write("tools/step.sh", STEP_TOOL);
-    project.write(
-        "nap.flow",
-        r#"tool step(n: Int) -> Int via exec "sh tools/step.sh"
+    for_each_store(|store| {
+        let project = project(store);
+        project.write("tools/step.sh", STEP_TOOL);
+        project.write(
+            "nap.flow",
+            r#"tool step(n: Int) -> Int via exec "sh tools/step.sh"
 
 workflow nap() -> Int {
   let a = step(1)
@@ -200,37 +160,39 @@ workflow nap() -> Int {
   a + b
 }
 "#,
-    );
-    let waiting = project.output(&["run", "nap.flow"]);
-    assert_eq!(
-        waiting.status.code(),
-        Some(10),
-        "{}",
-        String::from_utf8_lossy(&waiting.stderr)
-    );
-    // A worker that waits for the timer, killed while it waits.
-    let mut worker = project.spawn(&["worker"]);
-    std::thread::sleep(Duration::from_millis(300));
-    kill9(&mut worker);
-    assert_eq!(project.only_run()["status"], "waiting");
+        );
+        let waiting = project.output(&["run", "nap.flow"]);
+        assert_eq!(
+            waiting.status.code(),
+            Some(10),
+            "{}",
+            String::from_utf8_lossy(&waiting.stderr)
+        );
+        // A worker that waits for the timer, killed while it waits.
+        let mut worker = project.spawn(&["worker"]);
+        std::thread::sleep(Duration::from_millis(300));
+        kill9(&mut worker);
+        assert_eq!(project.only_run()["status"], "waiting");
 
-    std::thread::sleep(Duration::from_millis(900));
-    let resumed = project.output(&["worker", "--once"]);
-    assert!(resumed.status.success());
-    let run = project.only_run();
-    assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(run["output"], 30);
-    assert_eq!(keys_in_order(&project.log(), "start").len(), 2);
+        std::thread::sleep(Duration::from_millis(900));
+        let resumed = project.output(&["worker", "--once"]);
+        assert!(resumed.status.success());
+        let run = project.only_run();
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run["output"], 30);
+        assert_eq!(keys_in_order(&project.log(), "start").len(), 2);
+    });
 }
 
 #[test]
 fn thirty_random_kills_over_twenty_step_runs_never_repeat_a_committed_step() {
-    const RUNS: usize = 10;
-    let project = Project::new();
-    project.write("tools/step.sh", STEP_TOOL);
-    project.write(
-        "twenty.flow",
-        r#"tool step(n: Int) -> Int via exec "sh tools/step.sh"
+    for_each_store(|store| {
+        const RUNS: usize = 10;
+        let project = project(store);
+        project.write("tools/step.sh", STEP_TOOL);
+        project.write(
+            "twenty.flow",
+            r#"tool step(n: Int) -> Int via exec "sh tools/step.sh"
 
 workflow twenty() -> Int {
   var total = 0
@@ -242,96 +204,91 @@ workflow twenty() -> Int {
   total
 }
 "#,
-    );
-    for _ in 0..RUNS {
-        let started = project.output(&["start", "twenty.flow"]);
-        assert!(
-            started.status.success(),
-            "{}",
-            String::from_utf8_lossy(&started.stderr)
         );
-    }
-    let all_runs = || -> Vec<serde_json::Value> {
-        let out = project.output(&["runs", "--json"]);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .cloned()
-            .unwrap()
-    };
-    let unfinished = || {
-        all_runs()
-            .iter()
-            .filter(|r| r["status"] != "completed")
-            .count()
-    };
-
-    // A cheap deterministic "random" sequence of delays between 50 and 400 ms. Each step
-    // takes about 40 ms and the runs need 200 of them, so this takes well over 30 workers.
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut kills = 0;
-    while unfinished() > 0 {
-        assert!(kills < 1000, "the runs never completed");
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let delay = 50 + seed % 350;
-        let mut worker = project.flowrt(&["worker"]);
-        let mut worker = worker
-            .env("STEP_DELAY", "0.03")
-            .env("FLOW_LEASE_MS", "60")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
-        kill9(&mut worker);
-        kills += 1;
-    }
-    assert!(kills >= 30, "only {kills} kills: make the runs longer");
-
-    let runs = all_runs();
-    assert_eq!(runs.len(), RUNS);
-    let log = project.log();
-    for run in &runs {
-        assert_eq!(
-            run["output"],
-            (1..=20).map(|n| n * 10).sum::<i64>(),
-            "{run}"
-        );
-        // The tool's own log for this run: keys only move forward; a key repeats only right
-        // after itself (the step was in flight when a process died), never once a later
-        // step has begun — so no step ran again once its result was committed.
-        let id = run["run"].as_str().unwrap();
-        let prefix = format!("{id}:");
-        let starts: Vec<u64> = keys_in_order(&log, "start")
-            .iter()
-            .filter_map(|k| k.strip_prefix(&prefix)?.parse().ok())
-            .collect();
-        let mut last = 0;
-        for &step in &starts {
+        for _ in 0..RUNS {
+            let started = project.output(&["start", "twenty.flow"]);
             assert!(
-                step >= last,
-                "{id}: step {step} ran again after step {last} had begun: {starts:?}"
+                started.status.success(),
+                "{}",
+                String::from_utf8_lossy(&started.stderr)
             );
-            last = step;
         }
-        let distinct: std::collections::BTreeSet<u64> = starts.iter().copied().collect();
-        assert_eq!(distinct, (0..20).collect(), "{id}: {starts:?}");
-    }
+        let all_runs = || project.runs();
+        let unfinished = || {
+            all_runs()
+                .iter()
+                .filter(|r| r["status"] != "completed")
+                .count()
+        };
+
+        // A cheap deterministic "random" sequence of delays between 50 and 400 ms. Each step
+        // takes about 40 ms and the runs need 200 of them, so this takes well over 30 workers.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut kills = 0;
+        while unfinished() > 0 {
+            assert!(kills < 1000, "the runs never completed");
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let delay = 50 + seed % 350;
+            let mut worker = project.command(&["worker"]);
+            let mut worker = worker
+                .env("STEP_DELAY", "0.03")
+                .env("FLOW_LEASE_MS", "60")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(delay));
+            kill9(&mut worker);
+            kills += 1;
+        }
+        assert!(kills >= 30, "only {kills} kills: make the runs longer");
+
+        let runs = all_runs();
+        assert_eq!(runs.len(), RUNS);
+        let log = project.log();
+        for run in &runs {
+            assert_eq!(
+                run["output"],
+                (1..=20).map(|n| n * 10).sum::<i64>(),
+                "{run}"
+            );
+            // The tool's own log for this run: keys only move forward; a key repeats only right
+            // after itself (the step was in flight when a process died), never once a later
+            // step has begun — so no step ran again once its result was committed.
+            let id = run["run"].as_str().unwrap();
+            let prefix = format!("{id}:");
+            let starts: Vec<u64> = keys_in_order(&log, "start")
+                .iter()
+                .filter_map(|k| k.strip_prefix(&prefix)?.parse().ok())
+                .collect();
+            let mut last = 0;
+            for &step in &starts {
+                assert!(
+                    step >= last,
+                    "{id}: step {step} ran again after step {last} had begun: {starts:?}"
+                );
+                last = step;
+            }
+            let distinct: std::collections::BTreeSet<u64> = starts.iter().copied().collect();
+            assert_eq!(distinct, (0..20).collect(), "{id}: {starts:?}");
+        }
+    });
 }
 
 #[test]
 fn a_kill_right_after_a_decision_neither_loses_nor_repeats_it() {
-    let project = Project::new();
-    project.write("tools/step.sh", STEP_TOOL);
-    project.write(
-        "flow.toml",
-        "[users.ana]\nroles = [\"ops\"]\n\n[users.bob]\nroles = []\n",
-    );
-    project.write(
-        "gated.flow",
-        r#"tool step(n: Int) -> Int via exec "sh tools/step.sh"
+    for_each_store(|store| {
+        let project = project(store);
+        project.write("tools/step.sh", STEP_TOOL);
+        project.write(
+            "flow.toml",
+            "[users.ana]\nroles = [\"ops\"]\n\n[users.bob]\nroles = []\n",
+        );
+        project.write(
+            "gated.flow",
+            r#"tool step(n: Int) -> Int via exec "sh tools/step.sh"
 
 workflow gated() -> Int {
   let d = await approval "go" { approvers: role("ops") }
@@ -341,61 +298,63 @@ workflow gated() -> Int {
   step(1) + step(2)
 }
 "#,
-    );
-    let waiting = project.output(&["run", "gated.flow", "--as", "bob"]);
-    assert_eq!(
-        waiting.status.code(),
-        Some(10),
-        "{}",
-        String::from_utf8_lossy(&waiting.stderr)
-    );
-    let id = project.only_run()["run"].as_str().unwrap().to_string();
+        );
+        let waiting = project.output(&["run", "gated.flow", "--as", "bob"]);
+        assert_eq!(
+            waiting.status.code(),
+            Some(10),
+            "{}",
+            String::from_utf8_lossy(&waiting.stderr)
+        );
+        let id = project.only_run()["run"].as_str().unwrap().to_string();
 
-    // The decision is committed, then the run moves on into step 1, which blocks: kill the
-    // approving process there.
-    project.write("hold-1", "");
-    let mut approving = project.spawn(&["approve", &id, "go", "--as", "ana"]);
-    wait_until("step 1 to start", Duration::from_secs(30), || {
-        keys_in_order(&project.log(), "start").len() == 1
+        // The decision is committed, then the run moves on into step 1, which blocks: kill the
+        // approving process there.
+        project.write("hold-1", "");
+        let mut approving = project.spawn(&["approve", &id, "go", "--as", "ana"]);
+        wait_until("step 1 to start", Duration::from_secs(30), || {
+            keys_in_order(&project.log(), "start").len() == 1
+        });
+        kill9(&mut approving);
+        std::fs::remove_file(project.path().join("hold-1")).unwrap();
+
+        // The decision stands: once the dead process's claim expires, deciding again is refused
+        // as already decided, and a worker finishes the run.
+        std::thread::sleep(Duration::from_millis(300));
+        let again = project.output(&["approve", &id, "go", "--as", "ana"]);
+        assert_eq!(
+            again.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        assert!(String::from_utf8_lossy(&again.stderr).contains("already decided"));
+        let resumed = project.output(&["worker", "--once"]);
+        assert!(
+            resumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        let run = project.only_run();
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run["output"], 30);
+        let decided = project
+            .history(&id)
+            .iter()
+            .filter(|e| e["event"] == "gate_decided")
+            .count();
+        assert_eq!(decided, 1, "the decision is recorded exactly once");
     });
-    kill9(&mut approving);
-    std::fs::remove_file(project.path().join("hold-1")).unwrap();
-
-    // The decision stands: once the dead process's claim expires, deciding again is refused
-    // as already decided, and a worker finishes the run.
-    std::thread::sleep(Duration::from_millis(300));
-    let again = project.output(&["approve", &id, "go", "--as", "ana"]);
-    assert_eq!(
-        again.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already decided"));
-    let resumed = project.output(&["worker", "--once"]);
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    let run = project.only_run();
-    assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(run["output"], 30);
-    let decided = project
-        .history(&id)
-        .iter()
-        .filter(|e| e["event"] == "gate_decided")
-        .count();
-    assert_eq!(decided, 1, "the decision is recorded exactly once");
 }
 
 #[test]
 fn retry_backoff_waits_durably_across_restarts_without_losing_or_repeating_attempts() {
-    let project = Project::new();
-    // Fails on its first two calls, then answers; counts its calls in a file.
-    project.write(
-        "tools/flaky.sh",
-        r#"#!/bin/sh
+    for_each_store(|store| {
+        let project = project(store);
+        // Fails on its first two calls, then answers; counts its calls in a file.
+        project.write(
+            "tools/flaky.sh",
+            r#"#!/bin/sh
 cat > /dev/null
 n=$(cat calls 2>/dev/null || echo 0)
 n=$((n + 1))
@@ -404,59 +363,60 @@ echo "start $FLOW_IDEMPOTENCY_KEY" >> effects.log
 if [ $n -le 2 ]; then echo "busy" >&2; exit 1; fi
 echo 7
 "#,
-    );
-    project.write(
-        "flaky.flow",
-        r#"tool flaky() -> Int via exec "sh tools/flaky.sh"
+        );
+        project.write(
+            "flaky.flow",
+            r#"tool flaky() -> Int via exec "sh tools/flaky.sh"
 
 workflow patient() -> Int {
   retry 5 backoff 1h max 4h { flaky() }
 }
 "#,
-    );
-    let created = project.output(&["--test-clock", "run", "flaky.flow"]);
-    assert_eq!(
-        created.status.code(),
-        Some(10),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    // Each process only advances the clock and fires what is due: one attempt per wait.
-    let advance = |by: &str| {
-        let out = project.output(&["clock", "advance", by]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
         );
-    };
-    advance("1h");
-    assert_eq!(
-        project.only_run()["status"],
-        "waiting",
-        "the second attempt failed too"
-    );
-    advance("2h");
-    let run = project.only_run();
-    assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(run["output"], 7);
-    let id = run["run"].as_str().unwrap().to_string();
-    let history = project.history(&id);
-    let attempts: Vec<i64> = history
-        .iter()
-        .filter(|e| e["event"] == "step_started")
-        .map(|e| e["attempt"].as_i64().unwrap())
-        .collect();
-    assert_eq!(attempts, vec![1, 2, 3], "each attempt once, numbered");
-    let failed = history
-        .iter()
-        .filter(|e| e["event"] == "step_failed")
-        .count();
-    assert_eq!(failed, 2);
-    assert_eq!(
-        std::fs::read_to_string(project.path().join("calls"))
-            .unwrap()
-            .trim(),
-        "3"
-    );
+        let created = project.output(&["--test-clock", "run", "flaky.flow"]);
+        assert_eq!(
+            created.status.code(),
+            Some(10),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        // Each process only advances the clock and fires what is due: one attempt per wait.
+        let advance = |by: &str| {
+            let out = project.output(&["clock", "advance", by]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        advance("1h");
+        assert_eq!(
+            project.only_run()["status"],
+            "waiting",
+            "the second attempt failed too"
+        );
+        advance("2h");
+        let run = project.only_run();
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run["output"], 7);
+        let id = run["run"].as_str().unwrap().to_string();
+        let history = project.history(&id);
+        let attempts: Vec<i64> = history
+            .iter()
+            .filter(|e| e["event"] == "step_started")
+            .map(|e| e["attempt"].as_i64().unwrap())
+            .collect();
+        assert_eq!(attempts, vec![1, 2, 3], "each attempt once, numbered");
+        let failed = history
+            .iter()
+            .filter(|e| e["event"] == "step_failed")
+            .count();
+        assert_eq!(failed, 2);
+        assert_eq!(
+            std::fs::read_to_string(project.path().join("calls"))
+                .unwrap()
+                .trim(),
+            "3"
+        );
+    });
 }
