@@ -6,144 +6,18 @@
 //! never a panic and never a half-created run.
 #![cfg(unix)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+mod common;
 
-const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
+use common::{Out, Project, Store, for_each_store};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 const EXIT_COMPLETED: i32 = 0;
 const EXIT_FAILED: i32 = 1;
 const EXIT_USAGE: i32 = 2;
 const EXIT_WAITING: i32 = 10;
 
-/// One `flowrt` invocation's result.
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON value ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    /// Asserts the exit code, showing everything printed when it differs.
-    fn expect_code(&self, code: i32) -> &Out {
-        assert_eq!(
-            self.code, code,
-            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn expect_stderr(&self, needle: &str) -> &Out {
-        assert!(
-            self.stderr.contains(needle),
-            "stderr does not contain {needle:?}:\n{}",
-            self.stderr
-        );
-        self
-    }
-
-    fn expect_stdout(&self, needle: &str) -> &Out {
-        assert!(
-            self.stdout.contains(needle),
-            "stdout does not contain {needle:?}:\n{}",
-            self.stdout
-        );
-        self
-    }
-}
-
-struct Project {
-    dir: tempfile::TempDir,
-}
-
 impl Project {
-    fn new() -> Project {
-        let project = Project {
-            dir: tempfile::tempdir().expect("a temporary directory"),
-        };
-        std::fs::create_dir_all(project.path().join("tools")).expect("tools/");
-        project
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn db(&self) -> PathBuf {
-        self.path().join("flow.db")
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.path().join(name), text).expect("write a project file");
-    }
-
-    fn write_bytes(&self, name: &str, bytes: &[u8]) {
-        std::fs::write(self.path().join(name), bytes).expect("write a project file");
-    }
-
-    fn flowrt(&self, args: &[&str]) -> Out {
-        let output: Output = Command::new(FLOWRT)
-            .args(args)
-            .current_dir(self.path())
-            .env("FLOW_DB", self.db())
-            .env("NO_COLOR", "1")
-            .env("USER", "operator")
-            .env_remove("FLOW_LEASE_MS")
-            .output()
-            .expect("flowrt starts");
-        let out = Out {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        };
-        assert!(
-            !out.stderr.contains("panicked") && !out.stdout.contains("panicked"),
-            "flowrt {args:?} panicked:\n{}",
-            out.stderr
-        );
-        assert!(
-            output.status.code().is_some(),
-            "flowrt {args:?} was killed by a signal:\n{}",
-            out.stderr
-        );
-        out
-    }
-
-    fn runs(&self) -> Vec<serde_json::Value> {
-        let out = self.flowrt(&["runs", "--json"]);
-        out.expect_code(EXIT_COMPLETED);
-        out.json()
-            .as_array()
-            .cloned()
-            .expect("runs --json is an array")
-    }
-
-    fn status(&self, run: &str) -> serde_json::Value {
-        let out = self.flowrt(&["status", run, "--json"]);
-        out.expect_code(EXIT_COMPLETED);
-        out.json()
-    }
-
-    fn history(&self, run: &str) -> Vec<serde_json::Value> {
-        let out = self.flowrt(&["history", run, "--json"]);
-        out.expect_code(EXIT_COMPLETED);
-        out.json()
-            .as_array()
-            .cloned()
-            .expect("history --json is an array")
-    }
-
     /// Compiles `source` (relative to the project) into a `.flowb` artifact with the compiler
     /// library, as `flowc build` does.
     fn build(&self, source: &str, artifact: &str) {
@@ -236,8 +110,8 @@ fn line_of(needle: &str) -> usize {
         + 1
 }
 
-fn project() -> Project {
-    let project = Project::new();
+fn project(store: &Store) -> Project {
+    let project = Project::new(store);
     project.write("tools/double.sh", DOUBLE_TOOL);
     project.write("prog.flow", PROGRAM);
     project
@@ -249,241 +123,253 @@ fn project() -> Project {
 
 #[test]
 fn run_prints_the_output_and_json_prints_one_object() {
-    let project = project();
-    let out = project.flowrt(&[
-        "run",
-        "prog.flow",
-        "--workflow",
-        "twice",
-        "--input",
-        r#"{"x": 5}"#,
-    ]);
-    out.expect_code(EXIT_COMPLETED).expect_stdout("completed");
-    let id = run_id(&out);
-    assert_eq!(
-        out.stdout.lines().nth(1).map(str::trim),
-        Some("21"),
-        "{}",
-        out.stdout
-    );
+    for_each_store(|store| {
+        let project = project(store);
+        let out = project.flowrt(&[
+            "run",
+            "prog.flow",
+            "--workflow",
+            "twice",
+            "--input",
+            r#"{"x": 5}"#,
+        ]);
+        out.expect_code(EXIT_COMPLETED).expect_stdout("completed");
+        let id = run_id(&out);
+        assert_eq!(
+            out.stdout.lines().nth(1).map(str::trim),
+            Some("21"),
+            "{}",
+            out.stdout
+        );
 
-    let out = project.flowrt(&[
-        "run",
-        "prog.flow",
-        "--workflow",
-        "ids",
-        "--input",
-        r#"{"x": 4}"#,
-        "--json",
-    ]);
-    out.expect_code(EXIT_COMPLETED);
-    assert_eq!(out.stdout.trim().lines().count(), 1, "{}", out.stdout);
-    let object = out.json();
-    let other = object["run"].as_str().expect("run");
-    assert_ne!(other, id);
-    assert_eq!(object["status"], "completed");
-    assert_eq!(object["workflow"], "ids");
-    // The tool saw the run id and an idempotency key of the run and step.
-    assert_eq!(object["output"]["value"], 8);
-    assert_eq!(object["output"]["run"], other);
-    assert_eq!(object["output"]["key"], format!("{other}:0"));
+        let out = project.flowrt(&[
+            "run",
+            "prog.flow",
+            "--workflow",
+            "ids",
+            "--input",
+            r#"{"x": 4}"#,
+            "--json",
+        ]);
+        out.expect_code(EXIT_COMPLETED);
+        assert_eq!(out.stdout.trim().lines().count(), 1, "{}", out.stdout);
+        let object = out.json();
+        let other = object["run"].as_str().expect("run");
+        assert_ne!(other, id);
+        assert_eq!(object["status"], "completed");
+        assert_eq!(object["workflow"], "ids");
+        // The tool saw the run id and an idempotency key of the run and step.
+        assert_eq!(object["output"]["value"], 8);
+        assert_eq!(object["output"]["run"], other);
+        assert_eq!(object["output"]["key"], format!("{other}:0"));
 
-    let runs = project.runs();
-    assert_eq!(runs.len(), 2);
-    assert!(runs.iter().all(|r| r["status"] == "completed"));
+        let runs = project.runs();
+        assert_eq!(runs.len(), 2);
+        assert!(runs.iter().all(|r| r["status"] == "completed"));
+    });
 }
 
 #[test]
 fn start_enqueues_and_a_worker_drives_it() {
-    let project = project();
-    let out = project.flowrt(&[
-        "start",
-        "prog.flow",
-        "--workflow",
-        "twice",
-        "--input",
-        r#"{"x": 1}"#,
-        "--as",
-        "alice",
-        "--json",
-    ]);
-    out.expect_code(EXIT_COMPLETED);
-    let id = run_id(&out);
-    assert_eq!(out.json()["status"], "runnable");
-    assert_eq!(project.status(&id)["status"], "runnable");
+    for_each_store(|store| {
+        let project = project(store);
+        let out = project.flowrt(&[
+            "start",
+            "prog.flow",
+            "--workflow",
+            "twice",
+            "--input",
+            r#"{"x": 1}"#,
+            "--as",
+            "alice",
+            "--json",
+        ]);
+        out.expect_code(EXIT_COMPLETED);
+        let id = run_id(&out);
+        assert_eq!(out.json()["status"], "runnable");
+        assert_eq!(project.status(&id)["status"], "runnable");
 
-    project
-        .flowrt(&["worker", "--once"])
-        .expect_code(EXIT_COMPLETED);
-    let status = project.status(&id);
-    assert_eq!(status["status"], "completed", "{status}");
-    assert_eq!(status["output"], 5);
-    assert_eq!(status["started_by"], "alice");
+        project
+            .flowrt(&["worker", "--once"])
+            .expect_code(EXIT_COMPLETED);
+        let status = project.status(&id);
+        assert_eq!(status["status"], "completed", "{status}");
+        assert_eq!(status["output"], 5);
+        assert_eq!(status["started_by"], "alice");
+    });
 }
 
 #[test]
 fn a_fail_statement_fails_the_run_at_its_source_line() {
-    let project = project();
-    let out = project.flowrt(&[
-        "run",
-        "prog.flow",
-        "--workflow",
-        "limit",
-        "--input",
-        r#"{"x": 9}"#,
-    ]);
-    out.expect_code(EXIT_FAILED).expect_stdout("failed");
-    let id = run_id(&out);
-    let line = line_of("fail \"too big");
-    let at = format!("prog.flow:{line}:5");
-    // A diagnostic like a compile error: the location, the source line, the message.
-    out.expect_stderr(&at)
-        .expect_stderr(r#"fail "too big: ${x}""#)
-        .expect_stderr("too big: 9")
-        .expect_stderr(&format!("flowrt history {id}"));
-
-    let status = project.status(&id);
-    assert_eq!(status["status"], "failed");
-    let error = status["error"].as_str().expect("an error");
-    assert!(
-        error.contains("too big: 9") && error.contains(&at),
-        "{error}"
-    );
-
-    // The same as one JSON object.
-    let out = project.flowrt(&[
-        "run",
-        "prog.flow",
-        "--workflow",
-        "limit",
-        "--input",
-        r#"{"x": 7}"#,
-        "--json",
-    ]);
-    out.expect_code(EXIT_FAILED);
-    let object = out.json();
-    assert_eq!(object["status"], "failed");
-    assert!(
-        object["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("too big: 7") && e.contains(&at)),
-        "{object}"
-    );
-
-    // A run that does not reach the `fail` completes.
-    project
-        .flowrt(&[
+    for_each_store(|store| {
+        let project = project(store);
+        let out = project.flowrt(&[
             "run",
             "prog.flow",
             "--workflow",
             "limit",
             "--input",
-            r#"{"x": 2}"#,
-        ])
-        .expect_code(EXIT_COMPLETED);
+            r#"{"x": 9}"#,
+        ]);
+        out.expect_code(EXIT_FAILED).expect_stdout("failed");
+        let id = run_id(&out);
+        let line = line_of("fail \"too big");
+        let at = format!("prog.flow:{line}:5");
+        // A diagnostic like a compile error: the location, the source line, the message.
+        out.expect_stderr(&at)
+            .expect_stderr(r#"fail "too big: ${x}""#)
+            .expect_stderr("too big: 9")
+            .expect_stderr(&format!("flowrt history {id}"));
+
+        let status = project.status(&id);
+        assert_eq!(status["status"], "failed");
+        let error = status["error"].as_str().expect("an error");
+        assert!(
+            error.contains("too big: 9") && error.contains(&at),
+            "{error}"
+        );
+
+        // The same as one JSON object.
+        let out = project.flowrt(&[
+            "run",
+            "prog.flow",
+            "--workflow",
+            "limit",
+            "--input",
+            r#"{"x": 7}"#,
+            "--json",
+        ]);
+        out.expect_code(EXIT_FAILED);
+        let object = out.json();
+        assert_eq!(object["status"], "failed");
+        assert!(
+            object["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("too big: 7") && e.contains(&at)),
+            "{object}"
+        );
+
+        // A run that does not reach the `fail` completes.
+        project
+            .flowrt(&[
+                "run",
+                "prog.flow",
+                "--workflow",
+                "limit",
+                "--input",
+                r#"{"x": 2}"#,
+            ])
+            .expect_code(EXIT_COMPLETED);
+    });
 }
 
 #[test]
 fn an_uncaught_tool_error_fails_the_run_at_the_call() {
-    let project = project();
-    let out = project.flowrt(&["run", "prog.flow", "--workflow", "uses_boom"]);
-    out.expect_code(EXIT_FAILED).expect_stdout("failed");
-    let line = line_of("workflow uses_boom");
-    out.expect_stderr(&format!("prog.flow:{line}:"))
-        .expect_stderr("workflow uses_boom() -> Int { boom(1) }")
-        .expect_stderr("`boom`")
-        .expect_stderr("exit status 3")
-        // The end of the tool's standard error is in the message.
-        .expect_stderr("kaboom");
+    for_each_store(|store| {
+        let project = project(store);
+        let out = project.flowrt(&["run", "prog.flow", "--workflow", "uses_boom"]);
+        out.expect_code(EXIT_FAILED).expect_stdout("failed");
+        let line = line_of("workflow uses_boom");
+        out.expect_stderr(&format!("prog.flow:{line}:"))
+            .expect_stderr("workflow uses_boom() -> Int { boom(1) }")
+            .expect_stderr("`boom`")
+            .expect_stderr("exit status 3")
+            // The end of the tool's standard error is in the message.
+            .expect_stderr("kaboom");
 
-    let id = run_id(&out);
-    let history = project.history(&id);
-    let failed = history
-        .iter()
-        .find(|e| e["event"] == "step_failed")
-        .expect("a step_failed event");
-    assert_eq!(failed["step"], "boom");
-    assert_eq!(failed["data"]["kind"], "ToolError");
-    assert_eq!(events(&history).last(), Some(&"run_failed"));
+        let id = run_id(&out);
+        let history = project.history(&id);
+        let failed = history
+            .iter()
+            .find(|e| e["event"] == "step_failed")
+            .expect("a step_failed event");
+        assert_eq!(failed["step"], "boom");
+        assert_eq!(failed["data"]["kind"], "ToolError");
+        assert_eq!(events(&history).last(), Some(&"run_failed"));
+    });
 }
 
 #[test]
 fn a_run_that_reaches_an_approval_waits_and_is_listed() {
-    let project = project();
-    let out = project.flowrt(&[
-        "run",
-        "prog.flow",
-        "--workflow",
-        "gate",
-        "--input",
-        r#"{"n": 3}"#,
-    ]);
-    out.expect_code(EXIT_WAITING)
-        .expect_stdout("waiting")
-        .expect_stdout("approval sign_off");
-    let id = run_id(&out);
+    for_each_store(|store| {
+        let project = project(store);
+        let out = project.flowrt(&[
+            "run",
+            "prog.flow",
+            "--workflow",
+            "gate",
+            "--input",
+            r#"{"n": 3}"#,
+        ]);
+        out.expect_code(EXIT_WAITING)
+            .expect_stdout("waiting")
+            .expect_stdout("approval sign_off");
+        let id = run_id(&out);
 
-    let listed = project.flowrt(&["runs", "--status", "waiting"]);
-    listed.expect_code(EXIT_COMPLETED);
-    let row = listed
-        .stdout
-        .lines()
-        .find(|l| l.contains(&id))
-        .unwrap_or_else(|| panic!("{id} is not listed:\n{}", listed.stdout));
-    assert!(
-        row.contains("waiting") && row.contains("gate") && row.contains("approval sign_off"),
-        "{row}"
-    );
-    let none = project.flowrt(&["runs", "--status", "completed", "--json"]);
-    none.expect_code(EXIT_COMPLETED);
-    assert_eq!(none.json(), serde_json::json!([]));
+        let listed = project.flowrt(&["runs", "--status", "waiting"]);
+        listed.expect_code(EXIT_COMPLETED);
+        let row = listed
+            .stdout
+            .lines()
+            .find(|l| l.contains(&id))
+            .unwrap_or_else(|| panic!("{id} is not listed:\n{}", listed.stdout));
+        assert!(
+            row.contains("waiting") && row.contains("gate") && row.contains("approval sign_off"),
+            "{row}"
+        );
+        let none = project.flowrt(&["runs", "--status", "completed", "--json"]);
+        none.expect_code(EXIT_COMPLETED);
+        assert_eq!(none.json(), serde_json::json!([]));
 
-    let status = project.status(&id);
-    assert_eq!(status["status"], "waiting");
-    assert_eq!(status["waiting_on"], "approval sign_off");
+        let status = project.status(&id);
+        assert_eq!(status["status"], "waiting");
+        assert_eq!(status["waiting_on"], "approval sign_off");
 
-    // A worker leaves it waiting: only a decision moves it on.
-    project
-        .flowrt(&["worker", "--once"])
-        .expect_code(EXIT_COMPLETED);
-    assert_eq!(project.status(&id)["status"], "waiting");
+        // A worker leaves it waiting: only a decision moves it on.
+        project
+            .flowrt(&["worker", "--once"])
+            .expect_code(EXIT_COMPLETED);
+        assert_eq!(project.status(&id)["status"], "waiting");
+    });
 }
 
 #[test]
 fn cancelling_a_waiting_run_ends_it_once() {
-    let project = project();
-    let out = project.flowrt(&[
-        "run",
-        "prog.flow",
-        "--workflow",
-        "gate",
-        "--input",
-        r#"{"n": 3}"#,
-    ]);
-    out.expect_code(EXIT_WAITING);
-    let id = run_id(&out);
+    for_each_store(|store| {
+        let project = project(store);
+        let out = project.flowrt(&[
+            "run",
+            "prog.flow",
+            "--workflow",
+            "gate",
+            "--input",
+            r#"{"n": 3}"#,
+        ]);
+        out.expect_code(EXIT_WAITING);
+        let id = run_id(&out);
 
-    project
-        .flowrt(&["cancel", &id, "--as", "bob"])
-        .expect_code(EXIT_COMPLETED)
-        .expect_stdout("cancelled");
-    let text = project.flowrt(&["status", &id]);
-    text.expect_code(EXIT_COMPLETED).expect_stdout("cancelled");
-    assert_eq!(project.status(&id)["status"], "cancelled");
-    let history = project.history(&id);
-    assert_eq!(events(&history).last(), Some(&"run_cancelled"));
-
-    // Cancelling again is refused: it has already finished.
-    project
-        .flowrt(&["cancel", &id])
-        .expect_code(EXIT_USAGE)
-        .expect_stderr("already finished");
-    assert!(
         project
-            .flowrt(&["runs", "--status", "waiting", "--json"])
-            .json()
-            == serde_json::json!([])
-    );
+            .flowrt(&["cancel", &id, "--as", "bob"])
+            .expect_code(EXIT_COMPLETED)
+            .expect_stdout("cancelled");
+        let text = project.flowrt(&["status", &id]);
+        text.expect_code(EXIT_COMPLETED).expect_stdout("cancelled");
+        assert_eq!(project.status(&id)["status"], "cancelled");
+        let history = project.history(&id);
+        assert_eq!(events(&history).last(), Some(&"run_cancelled"));
+
+        // Cancelling again is refused: it has already finished.
+        project
+            .flowrt(&["cancel", &id])
+            .expect_code(EXIT_USAGE)
+            .expect_stderr("already finished");
+        assert!(
+            project
+                .flowrt(&["runs", "--status", "waiting", "--json"])
+                .json()
+                == serde_json::json!([])
+        );
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -492,109 +378,116 @@ fn cancelling_a_waiting_run_ends_it_once() {
 
 #[test]
 fn a_built_artifact_runs_like_its_source() {
-    let project = project();
-    project.build("prog.flow", "prog.flowb");
+    for_each_store(|store| {
+        let project = project(store);
+        project.build("prog.flow", "prog.flowb");
 
-    let out = project.flowrt(&[
-        "run",
-        "prog.flowb",
-        "--workflow",
-        "twice",
-        "--input",
-        r#"{"x": 5}"#,
-        "--json",
-    ]);
-    out.expect_code(EXIT_COMPLETED);
-    let from_artifact = out.json();
-    assert_eq!(from_artifact["output"], 21);
+        let out = project.flowrt(&[
+            "run",
+            "prog.flowb",
+            "--workflow",
+            "twice",
+            "--input",
+            r#"{"x": 5}"#,
+            "--json",
+        ]);
+        out.expect_code(EXIT_COMPLETED);
+        let from_artifact = out.json();
+        assert_eq!(from_artifact["output"], 21);
 
-    // The same program from source is the same deployed version.
-    let out = project.flowrt(&[
-        "run",
-        "prog.flow",
-        "--workflow",
-        "twice",
-        "--input",
-        r#"{"x": 5}"#,
-        "--json",
-    ]);
-    out.expect_code(EXIT_COMPLETED);
-    assert_eq!(out.json()["version"], from_artifact["version"]);
+        // The same program from source is the same deployed version.
+        let out = project.flowrt(&[
+            "run",
+            "prog.flow",
+            "--workflow",
+            "twice",
+            "--input",
+            r#"{"x": 5}"#,
+            "--json",
+        ]);
+        out.expect_code(EXIT_COMPLETED);
+        assert_eq!(out.json()["version"], from_artifact["version"]);
 
-    // A failure still names the source location from the debug info, without the source.
-    let out = project.flowrt(&[
-        "run",
-        "prog.flowb",
-        "--workflow",
-        "limit",
-        "--input",
-        r#"{"x": 9}"#,
-    ]);
-    out.expect_code(EXIT_FAILED)
-        .expect_stdout("failed")
-        .expect_stderr(&format!("prog.flow:{}:5", line_of("fail \"too big")))
-        .expect_stderr("too big: 9");
+        // A failure still names the source location from the debug info, without the source.
+        let out = project.flowrt(&[
+            "run",
+            "prog.flowb",
+            "--workflow",
+            "limit",
+            "--input",
+            r#"{"x": 9}"#,
+        ]);
+        out.expect_code(EXIT_FAILED)
+            .expect_stdout("failed")
+            .expect_stderr(&format!("prog.flow:{}:5", line_of("fail \"too big")))
+            .expect_stderr("too big: 9");
+    });
 }
 
 #[test]
 fn bad_artifacts_are_refused_with_a_clear_message() {
-    let project = project();
-    project.build("prog.flow", "good.flowb");
-    let good = std::fs::read(project.path().join("good.flowb")).expect("the artifact");
+    for_each_store(|store| {
+        let project = project(store);
+        project.build("prog.flow", "good.flowb");
+        let good = std::fs::read(project.path().join("good.flowb")).expect("the artifact");
 
-    let mut flipped = good.clone();
-    let middle = good.len() / 2;
-    flipped[middle] ^= 0xff;
-    project.write_bytes("flipped.flowb", &flipped);
-    project.write_bytes("truncated.flowb", &good[..good.len() - 40]);
-    project.write_bytes("header_only.flowb", &good[..10]);
-    let mut newer = good.clone();
-    newer[8] = newer[8].wrapping_add(1);
-    project.write_bytes("newer.flowb", &newer);
-    project.write("text.flowb", "workflow w() -> Int { 1 }\n");
-    project.write_bytes("empty.flowb", b"");
+        let mut flipped = good.clone();
+        let middle = good.len() / 2;
+        flipped[middle] ^= 0xff;
+        project.write_bytes("flipped.flowb", &flipped);
+        project.write_bytes("truncated.flowb", &good[..good.len() - 40]);
+        project.write_bytes("header_only.flowb", &good[..10]);
+        let mut newer = good.clone();
+        newer[8] = newer[8].wrapping_add(1);
+        project.write_bytes("newer.flowb", &newer);
+        project.write("text.flowb", "workflow w() -> Int { 1 }\n");
+        project.write_bytes("empty.flowb", b"");
 
-    let cases: &[(&str, &[&str])] = &[
-        ("flipped.flowb", &["flipped.flowb", "checksum"]),
-        ("truncated.flowb", &["truncated.flowb", "truncated"]),
-        ("header_only.flowb", &["header_only.flowb", "truncated"]),
-        (
-            "newer.flowb",
-            &["newer.flowb", "format 2", "upgrade flowrt"],
-        ),
-        ("text.flowb", &["text.flowb", "not a Flow bytecode file"]),
-        ("empty.flowb", &["empty.flowb", "not a Flow bytecode file"]),
-        ("absent.flowb", &["absent.flowb", "no such file"]),
-    ];
-    for (file, needles) in cases {
-        let out = project.flowrt(&["run", file, "--workflow", "twice", "--input", r#"{"x": 1}"#]);
-        out.expect_code(EXIT_USAGE);
-        for needle in *needles {
-            out.expect_stderr(needle);
+        let cases: &[(&str, &[&str])] = &[
+            ("flipped.flowb", &["flipped.flowb", "checksum"]),
+            ("truncated.flowb", &["truncated.flowb", "truncated"]),
+            ("header_only.flowb", &["header_only.flowb", "truncated"]),
+            (
+                "newer.flowb",
+                &["newer.flowb", "format 2", "upgrade flowrt"],
+            ),
+            ("text.flowb", &["text.flowb", "not a Flow bytecode file"]),
+            ("empty.flowb", &["empty.flowb", "not a Flow bytecode file"]),
+            ("absent.flowb", &["absent.flowb", "no such file"]),
+        ];
+        for (file, needles) in cases {
+            let out =
+                project.flowrt(&["run", file, "--workflow", "twice", "--input", r#"{"x": 1}"#]);
+            out.expect_code(EXIT_USAGE);
+            for needle in *needles {
+                out.expect_stderr(needle);
+            }
         }
-    }
-    assert_eq!(project.runs(), Vec::<serde_json::Value>::new());
+        assert_eq!(project.runs(), Vec::<serde_json::Value>::new());
+    });
 }
 
 #[test]
 fn a_program_that_does_not_compile_is_refused_and_records_nothing() {
-    let project = project();
-    project.write(
-        "broken.flow",
-        "workflow broken() -> Int {\n  let s = \"text\"\n  s\n}\n",
-    );
-    let out = project.flowrt(&["run", "broken.flow"]);
-    out.expect_code(EXIT_USAGE)
-        .expect_stderr("broken.flow:3:3")
-        .expect_stderr("expected `Int`, found `String`")
-        .expect_stderr("does not compile");
-    let out = project.flowrt(&["run", "missing.flow"]);
-    out.expect_code(EXIT_USAGE)
-        .expect_stderr("missing.flow")
-        .expect_stderr("no such file");
-    let out = project.flowrt(&["run", "tools"]);
-    out.expect_code(EXIT_USAGE).expect_stderr("directory");
-    assert_eq!(project.runs(), Vec::<serde_json::Value>::new());
+    for_each_store(|store| {
+        let project = project(store);
+        project.write(
+            "broken.flow",
+            "workflow broken() -> Int {\n  let s = \"text\"\n  s\n}\n",
+        );
+        let out = project.flowrt(&["run", "broken.flow"]);
+        out.expect_code(EXIT_USAGE)
+            .expect_stderr("broken.flow:3:3")
+            .expect_stderr("expected `Int`, found `String`")
+            .expect_stderr("does not compile");
+        let out = project.flowrt(&["run", "missing.flow"]);
+        out.expect_code(EXIT_USAGE)
+            .expect_stderr("missing.flow")
+            .expect_stderr("no such file");
+        let out = project.flowrt(&["run", "tools"]);
+        out.expect_code(EXIT_USAGE).expect_stderr("directory");
+        assert_eq!(project.runs(), Vec::<serde_json::Value>::new());
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -611,93 +504,99 @@ workflow review(request: Request) -> Int {
 
 #[test]
 fn wrong_input_is_refused_before_a_run_is_created() {
-    let project = project();
-    project.write("ship.flow", SHIPPING);
-    project.write("bad.json", r#"{"request": "#);
-    project.write(
-        "good.json",
-        r#"{"request": {"order_id": "A-1", "amount_eur": 90, "docs": []}}"#,
-    );
-    let cases: &[(&str, &str)] = &[
-        ("this is not json", "--input is not valid JSON"),
-        (
-            r#"{"request": {"order_id": "A-1", "amount_eur": "90", "docs": []}}"#,
-            r#"$.request.amount_eur: expected Int, found the string "90""#,
-        ),
-        (
-            r#"{"request": {"order_id": "A-1", "amount_eur": 1, "docs": [{"kind": "a", "pages": 1}, {"kind": "b", "pages": 2}, {"kind": 3, "pages": 1}]}}"#,
-            "$.request.docs[2].kind: expected String",
-        ),
-        (
-            r#"{"request": {"order_id": "A-1", "docs": []}}"#,
-            "$.request.amount_eur: expected Int, found nothing",
-        ),
-        ("{}", "$.request"),
-        (
-            r#"{"request": {"order_id": "A-1", "amount_eur": 1, "docs": []}, "extra": 1}"#,
-            "$.extra: the workflow has no parameter `extra`",
-        ),
-        (
-            r#"{"request": {"order_id": "A-1", "amount_eur": 1.5, "docs": []}}"#,
-            "$.request.amount_eur: expected Int",
-        ),
-        ("[1, 2]", "$: expected an object"),
-        ("@missing.json", "--input: cannot read missing.json"),
-        ("@bad.json", "--input @bad.json is not valid JSON"),
-    ];
-    for (input, message) in cases {
-        let out = project.flowrt(&["run", "ship.flow", "--input", input]);
-        out.expect_code(EXIT_USAGE).expect_stderr(message);
-        let out = project.flowrt(&["start", "ship.flow", "--input", input]);
-        out.expect_code(EXIT_USAGE).expect_stderr(message);
-    }
-    // Nothing was created by any of them.
-    let runs = project.flowrt(&["runs", "--json"]);
-    runs.expect_code(EXIT_COMPLETED);
-    assert_eq!(runs.stdout.trim(), "[]");
+    for_each_store(|store| {
+        let project = project(store);
+        project.write("ship.flow", SHIPPING);
+        project.write("bad.json", r#"{"request": "#);
+        project.write(
+            "good.json",
+            r#"{"request": {"order_id": "A-1", "amount_eur": 90, "docs": []}}"#,
+        );
+        let cases: &[(&str, &str)] = &[
+            ("this is not json", "--input is not valid JSON"),
+            (
+                r#"{"request": {"order_id": "A-1", "amount_eur": "90", "docs": []}}"#,
+                r#"$.request.amount_eur: expected Int, found the string "90""#,
+            ),
+            (
+                r#"{"request": {"order_id": "A-1", "amount_eur": 1, "docs": [{"kind": "a", "pages": 1}, {"kind": "b", "pages": 2}, {"kind": 3, "pages": 1}]}}"#,
+                "$.request.docs[2].kind: expected String",
+            ),
+            (
+                r#"{"request": {"order_id": "A-1", "docs": []}}"#,
+                "$.request.amount_eur: expected Int, found nothing",
+            ),
+            ("{}", "$.request"),
+            (
+                r#"{"request": {"order_id": "A-1", "amount_eur": 1, "docs": []}, "extra": 1}"#,
+                "$.extra: the workflow has no parameter `extra`",
+            ),
+            (
+                r#"{"request": {"order_id": "A-1", "amount_eur": 1.5, "docs": []}}"#,
+                "$.request.amount_eur: expected Int",
+            ),
+            ("[1, 2]", "$: expected an object"),
+            ("@missing.json", "--input: cannot read missing.json"),
+            ("@bad.json", "--input @bad.json is not valid JSON"),
+        ];
+        for (input, message) in cases {
+            let out = project.flowrt(&["run", "ship.flow", "--input", input]);
+            out.expect_code(EXIT_USAGE).expect_stderr(message);
+            let out = project.flowrt(&["start", "ship.flow", "--input", input]);
+            out.expect_code(EXIT_USAGE).expect_stderr(message);
+        }
+        // Nothing was created by any of them.
+        let runs = project.flowrt(&["runs", "--json"]);
+        runs.expect_code(EXIT_COMPLETED);
+        assert_eq!(runs.stdout.trim(), "[]");
 
-    // The same input from a file is fine.
-    let out = project.flowrt(&["run", "ship.flow", "--input", "@good.json"]);
-    out.expect_code(EXIT_COMPLETED);
-    assert_eq!(out.stdout.lines().nth(1), Some("90"), "{}", out.stdout);
+        // The same input from a file is fine.
+        let out = project.flowrt(&["run", "ship.flow", "--input", "@good.json"]);
+        out.expect_code(EXIT_COMPLETED);
+        assert_eq!(out.stdout.lines().nth(1), Some("90"), "{}", out.stdout);
+    });
 }
 
 #[test]
 fn an_out_of_range_integer_input_says_so() {
-    let project = project();
-    let out = project.flowrt(&[
-        "run",
-        "prog.flow",
-        "--workflow",
-        "twice",
-        "--input",
-        r#"{"x": 99999999999999999999}"#,
-    ]);
-    out.expect_code(EXIT_USAGE).expect_stderr("$.x");
-    // "expected Int (a whole number), found a number" is wrong for a whole number: the
-    // message should say that it does not fit.
-    assert!(
-        out.stderr.contains("range") || out.stderr.contains("too large"),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(project.runs(), Vec::<serde_json::Value>::new());
+    for_each_store(|store| {
+        let project = project(store);
+        let out = project.flowrt(&[
+            "run",
+            "prog.flow",
+            "--workflow",
+            "twice",
+            "--input",
+            r#"{"x": 99999999999999999999}"#,
+        ]);
+        out.expect_code(EXIT_USAGE).expect_stderr("$.x");
+        // "expected Int (a whole number), found a number" is wrong for a whole number: the
+        // message should say that it does not fit.
+        assert!(
+            out.stderr.contains("range") || out.stderr.contains("too large"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(project.runs(), Vec::<serde_json::Value>::new());
+    });
 }
 
 #[test]
 fn the_workflow_must_be_named_when_it_is_not_the_only_one() {
-    let project = project();
-    let out = project.flowrt(&["run", "prog.flow", "--workflow", "nope"]);
-    out.expect_code(EXIT_USAGE)
-        .expect_stderr("no workflow named `nope`")
-        .expect_stderr("twice")
-        .expect_stderr("gate");
-    let out = project.flowrt(&["run", "prog.flow", "--input", r#"{"x": 1}"#]);
-    out.expect_code(EXIT_USAGE)
-        .expect_stderr("several workflows")
-        .expect_stderr("--workflow")
-        .expect_stderr("twice, ids, limit");
-    assert_eq!(project.runs(), Vec::<serde_json::Value>::new());
+    for_each_store(|store| {
+        let project = project(store);
+        let out = project.flowrt(&["run", "prog.flow", "--workflow", "nope"]);
+        out.expect_code(EXIT_USAGE)
+            .expect_stderr("no workflow named `nope`")
+            .expect_stderr("twice")
+            .expect_stderr("gate");
+        let out = project.flowrt(&["run", "prog.flow", "--input", r#"{"x": 1}"#]);
+        out.expect_code(EXIT_USAGE)
+            .expect_stderr("several workflows")
+            .expect_stderr("--workflow")
+            .expect_stderr("twice, ids, limit");
+        assert_eq!(project.runs(), Vec::<serde_json::Value>::new());
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -706,54 +605,62 @@ fn the_workflow_must_be_named_when_it_is_not_the_only_one() {
 
 #[test]
 fn a_database_from_a_newer_schema_is_refused_and_left_alone() {
-    let project = project();
-    project
-        .flowrt(&[
-            "run",
-            "prog.flow",
-            "--workflow",
-            "twice",
-            "--input",
-            r#"{"x": 1}"#,
-        ])
-        .expect_code(EXIT_COMPLETED);
-    {
-        let db = rusqlite::Connection::open(project.db()).expect("open the database");
-        db.pragma_update(None, "user_version", 999)
-            .expect("set user_version");
-    }
-    for args in [
-        &["runs"][..],
-        &[
-            "run",
-            "prog.flow",
-            "--workflow",
-            "twice",
-            "--input",
-            r#"{"x": 1}"#,
-        ][..],
-        &["worker", "--once"][..],
-    ] {
+    for_each_store(|store| {
+        let project = project(store);
         project
-            .flowrt(args)
-            .expect_code(EXIT_USAGE)
-            .expect_stderr("newer")
-            .expect_stderr("999");
-    }
-    let db = rusqlite::Connection::open(project.db()).expect("open the database");
-    let version: i64 = db
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .expect("user_version");
-    assert_eq!(version, 999, "flowrt must not touch a newer database");
-    let runs: i64 = db
-        .query_row("SELECT count(*) FROM runs", [], |row| row.get(0))
-        .expect("the runs table");
-    assert_eq!(runs, 1, "nothing already recorded is lost");
+            .flowrt(&[
+                "run",
+                "prog.flow",
+                "--workflow",
+                "twice",
+                "--input",
+                r#"{"x": 1}"#,
+            ])
+            .expect_code(EXIT_COMPLETED);
+        // The schema version is `PRAGMA user_version` in SQLite, a table in PostgreSQL.
+        let schema = match project.store() {
+            Store::Sqlite => "PRAGMA user_version",
+            Store::Postgres { .. } => "SELECT version FROM flow_schema",
+        };
+        match project.store() {
+            Store::Sqlite => project.db().execute("PRAGMA user_version = 999", &[]),
+            Store::Postgres { .. } => project
+                .db()
+                .execute("UPDATE flow_schema SET version = 999", &[]),
+        };
+        for args in [
+            &["runs"][..],
+            &[
+                "run",
+                "prog.flow",
+                "--workflow",
+                "twice",
+                "--input",
+                r#"{"x": 1}"#,
+            ][..],
+            &["worker", "--once"][..],
+        ] {
+            project
+                .flowrt(args)
+                .expect_code(EXIT_USAGE)
+                .expect_stderr("newer")
+                .expect_stderr("999");
+        }
+        let version = project.db().query_i64(schema, &[]);
+        assert_eq!(version, Some(999), "flowrt must not touch a newer database");
+        let runs = project
+            .db()
+            .query_i64("SELECT count(*) FROM runs", &[])
+            .expect("the runs table");
+        assert_eq!(runs, 1, "nothing already recorded is lost");
+    });
 }
 
 #[test]
 fn a_database_locked_by_a_live_process_gives_a_busy_error_soon() {
-    let project = project();
+    // SQLite only: one writer at a time and a busy timeout are SQLite's; PostgreSQL writers
+    // lock rows, not the database.
+    let project = project(&Store::Sqlite);
     let first = project.flowrt(&[
         "run",
         "prog.flow",
@@ -765,7 +672,8 @@ fn a_database_locked_by_a_live_process_gives_a_busy_error_soon() {
     first.expect_code(EXIT_COMPLETED);
     let id = run_id(&first);
 
-    let holder = rusqlite::Connection::open(project.db()).expect("open the database");
+    let holder =
+        rusqlite::Connection::open(project.db().sqlite_path().unwrap()).expect("open the database");
     holder
         .execute_batch("BEGIN IMMEDIATE")
         .expect("take the write lock");
@@ -812,8 +720,10 @@ fn a_database_locked_by_a_live_process_gives_a_busy_error_soon() {
 
 #[test]
 fn a_new_database_locked_before_flowrt_set_it_up_gives_a_busy_error() {
-    let project = project();
-    let holder = rusqlite::Connection::open(project.db()).expect("create the database");
+    // SQLite only: about a database file locked by another process before flowrt set it up.
+    let project = project(&Store::Sqlite);
+    let holder = rusqlite::Connection::open(project.db().sqlite_path().unwrap())
+        .expect("create the database");
     holder
         .execute_batch("CREATE TABLE other (x); BEGIN IMMEDIATE; INSERT INTO other VALUES (1);")
         .expect("take the write lock");
@@ -831,7 +741,8 @@ fn a_new_database_locked_before_flowrt_set_it_up_gives_a_busy_error() {
 
 #[test]
 fn a_database_path_that_is_not_a_database_is_refused() {
-    let project = project();
+    // SQLite only: about files that are not SQLite databases (for PostgreSQL, see the next test).
+    let project = project(&Store::Sqlite);
     project.write(
         "notes.db",
         "These are notes, not a database. They are long enough to fill a header.\n",
@@ -844,6 +755,34 @@ fn a_database_path_that_is_not_a_database_is_refused() {
     assert!(notes.starts_with("These are notes"), "the file was changed");
     let out = project.flowrt(&["--db", "tools", "runs"]);
     out.expect_code(EXIT_USAGE).expect_stderr("tools");
+}
+
+#[test]
+fn a_postgres_database_that_cannot_be_reached_is_refused_without_its_password() {
+    let project = project(&Store::Sqlite);
+    let nowhere = "postgres://flow:pa55word@127.0.0.1:1/flow";
+    let out = project
+        .command(&["--db", nowhere, "runs"])
+        .env("FLOW_SECRET_KEY", common::SECRET_KEY)
+        .output()
+        .expect("flowrt starts");
+    let out = Out::from_output(&["runs"], &out);
+    out.expect_code(EXIT_USAGE)
+        .expect_stderr("postgres://flow@127.0.0.1:1/flow");
+    assert!(!out.all().contains("pa55word"), "{}", out.all());
+    // A server that is there, and a database that is not.
+    if let Some(admin) = common::postgres_admin() {
+        let missing = common::database_url(&admin, "flow_no_such_database");
+        let out = project
+            .command(&["--db", &missing, "runs"])
+            .env("FLOW_SECRET_KEY", common::SECRET_KEY)
+            .output()
+            .expect("flowrt starts");
+        let out = Out::from_output(&["runs"], &out);
+        out.expect_code(EXIT_USAGE)
+            .expect_stderr("flow_no_such_database")
+            .expect_stderr("does not exist");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -863,39 +802,45 @@ fn failed_run(project: &Project, workflow: &str, needles: &[&str]) -> String {
 
 #[test]
 fn a_missing_tool_command_fails_the_run_naming_the_tool() {
-    let project = project();
-    let error = failed_run(
-        &project,
-        "uses_missing",
-        &["command not found", "`missing`", "./tools/no-such-tool"],
-    );
-    assert!(error.starts_with("ToolError"), "{error}");
-    assert!(
-        error.contains(&format!("prog.flow:{}:", line_of("workflow uses_missing"))),
-        "{error}"
-    );
+    for_each_store(|store| {
+        let project = project(store);
+        let error = failed_run(
+            &project,
+            "uses_missing",
+            &["command not found", "`missing`", "./tools/no-such-tool"],
+        );
+        assert!(error.starts_with("ToolError"), "{error}");
+        assert!(
+            error.contains(&format!("prog.flow:{}:", line_of("workflow uses_missing"))),
+            "{error}"
+        );
+    });
 }
 
 #[test]
 fn a_tool_printing_garbage_fails_with_invalid_output() {
-    let project = project();
-    let error = failed_run(
-        &project,
-        "uses_garbage",
-        &["`garbage`", "not JSON", "this is not json"],
-    );
-    assert!(error.starts_with("InvalidOutput"), "{error}");
+    for_each_store(|store| {
+        let project = project(store);
+        let error = failed_run(
+            &project,
+            "uses_garbage",
+            &["`garbage`", "not JSON", "this is not json"],
+        );
+        assert!(error.starts_with("InvalidOutput"), "{error}");
+    });
 }
 
 #[test]
 fn a_tool_printing_the_wrong_shape_fails_naming_the_json_path() {
-    let project = project();
-    let error = failed_run(
-        &project,
-        "uses_shape",
-        &["`shape`", "Receipt", "$.id: expected String"],
-    );
-    assert!(error.starts_with("InvalidOutput"), "{error}");
+    for_each_store(|store| {
+        let project = project(store);
+        let error = failed_run(
+            &project,
+            "uses_shape",
+            &["`shape`", "Receipt", "$.id: expected String"],
+        );
+        assert!(error.starts_with("InvalidOutput"), "{error}");
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -904,20 +849,22 @@ fn a_tool_printing_the_wrong_shape_fails_naming_the_json_path() {
 
 #[test]
 fn unknown_runs_and_statuses_are_usage_errors() {
-    let project = project();
-    for command in ["status", "history", "cancel"] {
+    for_each_store(|store| {
+        let project = project(store);
+        for command in ["status", "history", "cancel"] {
+            project
+                .flowrt(&[command, "r-no-such-run"])
+                .expect_code(EXIT_USAGE)
+                .expect_stderr("no run with id r-no-such-run");
+        }
         project
-            .flowrt(&[command, "r-no-such-run"])
+            .flowrt(&["runs", "--status", "bogus"])
             .expect_code(EXIT_USAGE)
-            .expect_stderr("no run with id r-no-such-run");
-    }
-    project
-        .flowrt(&["runs", "--status", "bogus"])
-        .expect_code(EXIT_USAGE)
-        .expect_stderr("--status bogus")
-        .expect_stderr("waiting");
-    project.flowrt(&["frobnicate"]).expect_code(EXIT_USAGE);
-    project.flowrt(&["run"]).expect_code(EXIT_USAGE);
+            .expect_stderr("--status bogus")
+            .expect_stderr("waiting");
+        project.flowrt(&["frobnicate"]).expect_code(EXIT_USAGE);
+        project.flowrt(&["run"]).expect_code(EXIT_USAGE);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -926,88 +873,90 @@ fn unknown_runs_and_statuses_are_usage_errors() {
 
 #[test]
 fn history_records_every_step_in_order() {
-    let project = project();
-    let out = project.flowrt(&[
-        "run",
-        "prog.flow",
-        "--workflow",
-        "twice",
-        "--input",
-        r#"{"x": 3}"#,
-        "--as",
-        "carol",
-    ]);
-    out.expect_code(EXIT_COMPLETED);
-    let id = run_id(&out);
-    let history = project.history(&id);
-    assert_eq!(
-        events(&history),
-        [
-            "run_started",
-            "step_started",
-            "step_completed",
-            "audit",
-            "step_started",
-            "step_completed",
-            "run_completed"
-        ]
-    );
-    for (i, event) in history.iter().enumerate() {
-        assert_eq!(event["seq"], i as u64 + 1, "{event}");
-        assert!(
-            event["at"].as_str().is_some_and(|t| t.ends_with('Z')),
-            "{event}"
-        );
-    }
-    let started = &history[0];
-    assert_eq!(started["data"]["input"], serde_json::json!({"x": 3}));
-    assert_eq!(started["data"]["by"], "carol");
-    assert_eq!(started["data"]["version"], project.status(&id)["version"]);
-
-    let first_call = line_of("let a = double(x)") as u64;
-    let second_call = line_of("let b = double(a.value)") as u64;
-    let mut steps = Vec::new();
-    for (index, line, input, output) in [(1, first_call, 3, 6), (4, second_call, 6, 12)] {
-        let (begin, end) = (&history[index], &history[index + 1]);
-        let step = begin["data"]["step_number"]
-            .as_u64()
-            .expect("a step number");
-        steps.push(step);
-        for e in [begin, end] {
-            assert_eq!(e["step"], "double", "{e}");
-            assert_eq!(e["line"], line, "{e}");
-            assert_eq!(e["data"]["step_number"], step, "{e}");
-        }
-        assert_eq!(begin["data"]["input"], serde_json::json!({ "n": input }));
-        // The key the tool was given: run id and step number.
+    for_each_store(|store| {
+        let project = project(store);
+        let out = project.flowrt(&[
+            "run",
+            "prog.flow",
+            "--workflow",
+            "twice",
+            "--input",
+            r#"{"x": 3}"#,
+            "--as",
+            "carol",
+        ]);
+        out.expect_code(EXIT_COMPLETED);
+        let id = run_id(&out);
+        let history = project.history(&id);
         assert_eq!(
-            begin["data"]["idempotency_key"],
-            format!("{id}:{step}"),
-            "{begin}"
+            events(&history),
+            [
+                "run_started",
+                "step_started",
+                "step_completed",
+                "audit",
+                "step_started",
+                "step_completed",
+                "run_completed"
+            ]
         );
-        assert_eq!(end["data"]["output"]["value"], output, "{end}");
-        assert!(end["duration_ms"].as_u64().is_some(), "{end}");
-    }
-    assert!(steps[0] < steps[1], "{steps:?}");
-    let audit = &history[3];
-    assert_eq!(audit["step"], "doubled");
-    assert_eq!(audit["line"], line_of("audit \"doubled\"") as u64);
-    assert_eq!(audit["data"], serde_json::json!({ "input": 3, "value": 6 }));
-    assert_eq!(history[6]["data"]["output"], 13);
+        for (i, event) in history.iter().enumerate() {
+            assert_eq!(event["seq"], i as u64 + 1, "{event}");
+            assert!(
+                event["at"].as_str().is_some_and(|t| t.ends_with('Z')),
+                "{event}"
+            );
+        }
+        let started = &history[0];
+        assert_eq!(started["data"]["input"], serde_json::json!({"x": 3}));
+        assert_eq!(started["data"]["by"], "carol");
+        assert_eq!(started["data"]["version"], project.status(&id)["version"]);
 
-    // The text timeline has the same events, with durations.
-    let text = project.flowrt(&["history", &id]);
-    text.expect_code(EXIT_COMPLETED)
-        .expect_stdout("seq")
-        .expect_stdout("step_completed")
-        .expect_stdout("doubled")
-        .expect_stdout(" ms");
-    assert_eq!(
-        text.stdout.lines().count(),
-        1 + history.len(),
-        "{}",
-        text.stdout
-    );
+        let first_call = line_of("let a = double(x)") as u64;
+        let second_call = line_of("let b = double(a.value)") as u64;
+        let mut steps = Vec::new();
+        for (index, line, input, output) in [(1, first_call, 3, 6), (4, second_call, 6, 12)] {
+            let (begin, end) = (&history[index], &history[index + 1]);
+            let step = begin["data"]["step_number"]
+                .as_u64()
+                .expect("a step number");
+            steps.push(step);
+            for e in [begin, end] {
+                assert_eq!(e["step"], "double", "{e}");
+                assert_eq!(e["line"], line, "{e}");
+                assert_eq!(e["data"]["step_number"], step, "{e}");
+            }
+            assert_eq!(begin["data"]["input"], serde_json::json!({ "n": input }));
+            // The key the tool was given: run id and step number.
+            assert_eq!(
+                begin["data"]["idempotency_key"],
+                format!("{id}:{step}"),
+                "{begin}"
+            );
+            assert_eq!(end["data"]["output"]["value"], output, "{end}");
+            assert!(end["duration_ms"].as_u64().is_some(), "{end}");
+        }
+        assert!(steps[0] < steps[1], "{steps:?}");
+        let audit = &history[3];
+        assert_eq!(audit["step"], "doubled");
+        assert_eq!(audit["line"], line_of("audit \"doubled\"") as u64);
+        assert_eq!(audit["data"], serde_json::json!({ "input": 3, "value": 6 }));
+        assert_eq!(history[6]["data"]["output"], 13);
+
+        // The text timeline has the same events, with durations.
+        let text = project.flowrt(&["history", &id]);
+        text.expect_code(EXIT_COMPLETED)
+            .expect_stdout("seq")
+            .expect_stdout("step_completed")
+            .expect_stdout("doubled")
+            .expect_stdout(" ms");
+        assert_eq!(
+            text.stdout.lines().count(),
+            1 + history.len(),
+            "{}",
+            text.stdout
+        );
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1016,66 +965,68 @@ fn history_records_every_step_in_order() {
 
 #[test]
 fn sleep_waits_without_a_process_and_now_is_recorded() {
-    let project = project();
-    project.write(
-        "nap.flow",
-        r#"workflow nap() -> Bool {
+    for_each_store(|store| {
+        let project = project(store);
+        project.write(
+            "nap.flow",
+            r#"workflow nap() -> Bool {
   let t = now()
   sleep 2s
   let u = now()
   (u - t) >= 2s
 }
 "#,
-    );
-    let started = Instant::now();
-    let out = project.flowrt(&["run", "nap.flow"]);
-    out.expect_code(EXIT_WAITING).expect_stdout("timer");
-    let id = run_id(&out);
-    let status = project.status(&id);
-    assert_eq!(status["status"], "waiting");
-    assert_eq!(status["waiting_on"], "timer");
-    assert!(status["wake_at"].is_string(), "{status}");
+        );
+        let started = Instant::now();
+        let out = project.flowrt(&["run", "nap.flow"]);
+        out.expect_code(EXIT_WAITING).expect_stdout("timer");
+        let id = run_id(&out);
+        let status = project.status(&id);
+        assert_eq!(status["status"], "waiting");
+        assert_eq!(status["waiting_on"], "timer");
+        assert!(status["wake_at"].is_string(), "{status}");
 
-    // Too early: the worker drives nothing and the run still waits.
-    project
-        .flowrt(&["worker", "--once"])
-        .expect_code(EXIT_COMPLETED);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the machine is too slow for this test"
-    );
-    assert_eq!(project.status(&id)["status"], "waiting");
+        // Too early: the worker drives nothing and the run still waits.
+        project
+            .flowrt(&["worker", "--once"])
+            .expect_code(EXIT_COMPLETED);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the machine is too slow for this test"
+        );
+        assert_eq!(project.status(&id)["status"], "waiting");
 
-    // Once the timer is due, a worker finishes the run.
-    let due = Duration::from_millis(2100);
-    std::thread::sleep(due.saturating_sub(started.elapsed()));
-    project
-        .flowrt(&["worker", "--once"])
-        .expect_code(EXIT_COMPLETED);
-    let status = project.status(&id);
-    assert_eq!(status["status"], "completed", "{status}");
-    assert_eq!(status["output"], true);
+        // Once the timer is due, a worker finishes the run.
+        let due = Duration::from_millis(2100);
+        std::thread::sleep(due.saturating_sub(started.elapsed()));
+        project
+            .flowrt(&["worker", "--once"])
+            .expect_code(EXIT_COMPLETED);
+        let status = project.status(&id);
+        assert_eq!(status["status"], "completed", "{status}");
+        assert_eq!(status["output"], true);
 
-    let history = project.history(&id);
-    assert_eq!(
-        events(&history),
-        [
-            "run_started",
-            "clock_read",
-            "timer_set",
-            "timer_fired",
-            "clock_read",
-            "run_completed"
-        ]
-    );
-    // Each now() was read once and recorded; resuming replayed the first instead of
-    // reading the clock again.
-    let reads: Vec<&serde_json::Value> = history
-        .iter()
-        .filter(|e| e["event"] == "clock_read")
-        .collect();
-    assert_eq!(reads.len(), 2);
-    assert_ne!(reads[0]["data"]["time"], reads[1]["data"]["time"]);
+        let history = project.history(&id);
+        assert_eq!(
+            events(&history),
+            [
+                "run_started",
+                "clock_read",
+                "timer_set",
+                "timer_fired",
+                "clock_read",
+                "run_completed"
+            ]
+        );
+        // Each now() was read once and recorded; resuming replayed the first instead of
+        // reading the clock again.
+        let reads: Vec<&serde_json::Value> = history
+            .iter()
+            .filter(|e| e["event"] == "clock_read")
+            .collect();
+        assert_eq!(reads.len(), 2);
+        assert_ne!(reads[0]["data"]["time"], reads[1]["data"]["time"]);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1084,10 +1035,11 @@ fn sleep_waits_without_a_process_and_now_is_recorded() {
 
 #[test]
 fn a_child_workflow_completes_with_its_result() {
-    let project = project();
-    project.write(
-        "family.flow",
-        r#"workflow inner(n: Int) -> Int {
+    for_each_store(|store| {
+        let project = project(store);
+        project.write(
+            "family.flow",
+            r#"workflow inner(n: Int) -> Int {
   n * 3
 }
 
@@ -1096,40 +1048,41 @@ workflow outer(n: Int) -> Int {
   r + 1
 }
 "#,
-    );
-    let out = project.flowrt(&[
-        "run",
-        "family.flow",
-        "--workflow",
-        "outer",
-        "--input",
-        r#"{"n": 2}"#,
-        "--json",
-    ]);
-    out.expect_code(EXIT_COMPLETED);
-    let parent = out.json();
-    assert_eq!(parent["status"], "completed");
-    assert_eq!(parent["output"], 10);
-    let parent_id = parent["run"].as_str().expect("a run id");
+        );
+        let out = project.flowrt(&[
+            "run",
+            "family.flow",
+            "--workflow",
+            "outer",
+            "--input",
+            r#"{"n": 2}"#,
+            "--json",
+        ]);
+        out.expect_code(EXIT_COMPLETED);
+        let parent = out.json();
+        assert_eq!(parent["status"], "completed");
+        assert_eq!(parent["output"], 10);
+        let parent_id = parent["run"].as_str().expect("a run id");
 
-    let runs = project.runs();
-    assert_eq!(runs.len(), 2, "{runs:?}");
-    let child = runs
-        .iter()
-        .find(|r| r["workflow"] == "inner")
-        .expect("the child run");
-    let child = project.status(child["run"].as_str().expect("a run id"));
-    assert_eq!(child["parent"], parent_id);
-    assert_eq!(child["status"], "completed");
-    assert_eq!(child["output"], 9);
-    assert_eq!(project.status(parent_id)["parent"], serde_json::Value::Null);
+        let runs = project.runs();
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        let child = runs
+            .iter()
+            .find(|r| r["workflow"] == "inner")
+            .expect("the child run");
+        let child = project.status(child["run"].as_str().expect("a run id"));
+        assert_eq!(child["parent"], parent_id);
+        assert_eq!(child["status"], "completed");
+        assert_eq!(child["output"], 9);
+        assert_eq!(project.status(parent_id)["parent"], serde_json::Value::Null);
 
-    let history = project.history(parent_id);
-    let names = events(&history);
-    assert!(
-        names.contains(&"child_started") && names.contains(&"child_completed"),
-        "{names:?}"
-    );
+        let history = project.history(parent_id);
+        let names = events(&history);
+        assert!(
+            names.contains(&"child_started") && names.contains(&"child_completed"),
+            "{names:?}"
+        );
+    });
 }
 
 const FAMILY: &str = r#"workflow inner(n: Int) -> Int {
@@ -1156,100 +1109,106 @@ workflow waits(n: Int) -> Int {
 
 #[test]
 fn a_worker_drives_a_child_workflow_and_its_parent() {
-    let project = project();
-    project.write("family.flow", FAMILY);
-    let ok = project.flowrt(&[
-        "start",
-        "family.flow",
-        "--workflow",
-        "outer",
-        "--input",
-        r#"{"n": 2}"#,
-    ]);
-    ok.expect_code(EXIT_COMPLETED);
-    let ok = run_id(&ok);
-    let failing = project.flowrt(&[
-        "start",
-        "family.flow",
-        "--workflow",
-        "outer",
-        "--input",
-        r#"{"n": 7}"#,
-    ]);
-    failing.expect_code(EXIT_COMPLETED);
-    let failing = run_id(&failing);
-    project
-        .flowrt(&["worker", "--once"])
-        .expect_code(EXIT_COMPLETED);
+    for_each_store(|store| {
+        let project = project(store);
+        project.write("family.flow", FAMILY);
+        let ok = project.flowrt(&[
+            "start",
+            "family.flow",
+            "--workflow",
+            "outer",
+            "--input",
+            r#"{"n": 2}"#,
+        ]);
+        ok.expect_code(EXIT_COMPLETED);
+        let ok = run_id(&ok);
+        let failing = project.flowrt(&[
+            "start",
+            "family.flow",
+            "--workflow",
+            "outer",
+            "--input",
+            r#"{"n": 7}"#,
+        ]);
+        failing.expect_code(EXIT_COMPLETED);
+        let failing = run_id(&failing);
+        project
+            .flowrt(&["worker", "--once"])
+            .expect_code(EXIT_COMPLETED);
 
-    let parent = project.status(&ok);
-    assert_eq!(parent["status"], "completed", "{parent}");
-    assert_eq!(parent["output"], 10);
-    let parent = project.status(&failing);
-    assert_eq!(parent["status"], "failed", "{parent}");
-    let error = parent["error"].as_str().expect("an error");
-    assert!(
-        error.contains("inner") && error.contains("child says no to 8"),
-        "{error}"
-    );
+        let parent = project.status(&ok);
+        assert_eq!(parent["status"], "completed", "{parent}");
+        assert_eq!(parent["output"], 10);
+        let parent = project.status(&failing);
+        assert_eq!(parent["status"], "failed", "{parent}");
+        let error = parent["error"].as_str().expect("an error");
+        assert!(
+            error.contains("inner") && error.contains("child says no to 8"),
+            "{error}"
+        );
 
-    let runs = project.runs();
-    assert_eq!(runs.len(), 4, "{runs:?}");
-    for (parent, status) in [(&ok, "completed"), (&failing, "failed")] {
-        let children: Vec<&serde_json::Value> = runs
-            .iter()
-            .filter(|r| r["parent"] == parent.as_str())
-            .collect();
-        assert_eq!(children.len(), 1, "{runs:?}");
-        assert_eq!(children[0]["workflow"], "inner");
-        assert_eq!(children[0]["status"], status);
-    }
-    let history = project.history(&failing);
-    assert!(events(&history).contains(&"child_failed"), "{history:?}");
+        let runs = project.runs();
+        assert_eq!(runs.len(), 4, "{runs:?}");
+        for (parent, status) in [(&ok, "completed"), (&failing, "failed")] {
+            let children: Vec<&serde_json::Value> = runs
+                .iter()
+                .filter(|r| r["parent"] == parent.as_str())
+                .collect();
+            assert_eq!(children.len(), 1, "{runs:?}");
+            assert_eq!(children[0]["workflow"], "inner");
+            assert_eq!(children[0]["status"], status);
+        }
+        let history = project.history(&failing);
+        assert!(events(&history).contains(&"child_failed"), "{history:?}");
+    });
 }
 
 #[test]
 fn a_failing_child_workflow_fails_the_run() {
-    let project = project();
-    project.write("family.flow", FAMILY);
-    let out = project.flowrt(&[
-        "run",
-        "family.flow",
-        "--workflow",
-        "outer",
-        "--input",
-        r#"{"n": 7}"#,
-    ]);
-    out.expect_code(EXIT_FAILED)
-        .expect_stdout("failed")
-        .expect_stderr("child says no to 8");
+    for_each_store(|store| {
+        let project = project(store);
+        project.write("family.flow", FAMILY);
+        let out = project.flowrt(&[
+            "run",
+            "family.flow",
+            "--workflow",
+            "outer",
+            "--input",
+            r#"{"n": 7}"#,
+        ]);
+        out.expect_code(EXIT_FAILED)
+            .expect_stdout("failed")
+            .expect_stderr("child says no to 8");
+    });
 }
 
 #[test]
 fn a_parent_waits_while_its_child_waits() {
-    let project = project();
-    project.write("family.flow", FAMILY);
-    let out = project.flowrt(&[
-        "run",
-        "family.flow",
-        "--workflow",
-        "waits",
-        "--input",
-        r#"{"n": 2}"#,
-    ]);
-    out.expect_code(EXIT_WAITING);
-    let parent = run_id(&out);
-    let runs = project.runs();
-    let child = runs
-        .iter()
-        .find(|r| r["workflow"] == "gate")
-        .expect("the child run");
-    let child = child["run"].as_str().expect("a run id").to_string();
-    assert_eq!(project.status(&child)["parent"], parent.as_str());
-    assert_eq!(project.status(&child)["waiting_on"], "approval sign_off");
-    let status = project.status(&parent);
-    assert_eq!(status["status"], "waiting");
-    assert_eq!(status["waiting_on"], format!("child {child}"));
+    for_each_store(|store| {
+        let project = project(store);
+        project.write("family.flow", FAMILY);
+        let out = project.flowrt(&[
+            "run",
+            "family.flow",
+            "--workflow",
+            "waits",
+            "--input",
+            r#"{"n": 2}"#,
+        ]);
+        out.expect_code(EXIT_WAITING);
+        let parent = run_id(&out);
+        let runs = project.runs();
+        let child = runs
+            .iter()
+            .find(|r| r["workflow"] == "gate")
+            .expect("the child run");
+        let child = child["run"].as_str().expect("a run id").to_string();
+        assert_eq!(project.status(&child)["parent"], parent.as_str());
+        assert_eq!(project.status(&child)["waiting_on"], "approval sign_off");
+        let status = project.status(&parent);
+        assert_eq!(status["status"], "waiting");
+        assert_eq!(status["waiting_on"], format!("child {child}"));
+    });
 }
 
 /// Starts `waits`, which waits on its child `gate`, cancels the child, and returns the
@@ -1291,63 +1250,68 @@ fn assert_failed_by_cancelled_child(project: &Project, parent: &str) {
 
 #[test]
 fn a_parent_learns_of_its_cancelled_child_at_the_next_recheck() {
-    let project = project();
-    let parent = cancel_a_waited_on_child(&project);
-    // A waiting parent rechecks its child every 5 s.
-    std::thread::sleep(Duration::from_millis(5300));
-    project
-        .flowrt(&["worker", "--once"])
-        .expect_code(EXIT_COMPLETED);
-    assert_failed_by_cancelled_child(&project, &parent);
+    for_each_store(|store| {
+        let project = project(store);
+        let parent = cancel_a_waited_on_child(&project);
+        // A waiting parent rechecks its child every 5 s.
+        std::thread::sleep(Duration::from_millis(5300));
+        project
+            .flowrt(&["worker", "--once"])
+            .expect_code(EXIT_COMPLETED);
+        assert_failed_by_cancelled_child(&project, &parent);
+    });
 }
 
 #[test]
 fn cancelling_a_child_wakes_its_parent_at_once() {
-    let project = project();
-    let parent = cancel_a_waited_on_child(&project);
-    project
-        .flowrt(&["worker", "--once"])
-        .expect_code(EXIT_COMPLETED);
-    assert_failed_by_cancelled_child(&project, &parent);
+    for_each_store(|store| {
+        let project = project(store);
+        let parent = cancel_a_waited_on_child(&project);
+        project
+            .flowrt(&["worker", "--once"])
+            .expect_code(EXIT_COMPLETED);
+        assert_failed_by_cancelled_child(&project, &parent);
+    });
 }
 
 #[test]
 fn history_numbers_the_attempts_of_a_retried_step() {
-    let project = project();
-    project.write(
-        "retry.flow",
-        r#"tool boom(n: Int) -> Int via exec "echo kaboom >&2; exit 3"
+    for_each_store(|store| {
+        let project = project(store);
+        project.write(
+            "retry.flow",
+            r#"tool boom(n: Int) -> Int via exec "echo kaboom >&2; exit 3"
 
 workflow again() -> Int {
   retry 3 { boom(1) }
 }
 "#,
-    );
-    let out = project.flowrt(&["run", "retry.flow"]);
-    out.expect_code(EXIT_FAILED).expect_stderr("kaboom");
-    let history = project.history(&run_id(&out));
-    let attempts: Vec<&serde_json::Value> = history
-        .iter()
-        .filter(|e| e["event"] == "step_started")
-        .map(|e| &e["attempt"])
-        .collect();
-    assert_eq!(attempts, [1, 2, 3], "{history:?}");
-    let failures = history
-        .iter()
-        .filter(|e| e["event"] == "step_failed")
-        .count();
-    assert_eq!(failures, 3);
+        );
+        let out = project.flowrt(&["run", "retry.flow"]);
+        out.expect_code(EXIT_FAILED).expect_stderr("kaboom");
+        let history = project.history(&run_id(&out));
+        let attempts: Vec<&serde_json::Value> = history
+            .iter()
+            .filter(|e| e["event"] == "step_started")
+            .map(|e| &e["attempt"])
+            .collect();
+        assert_eq!(attempts, [1, 2, 3], "{history:?}");
+        let failures = history
+            .iter()
+            .filter(|e| e["event"] == "step_failed")
+            .count();
+        assert_eq!(failures, 3);
+    });
 }
 
 #[test]
 fn without_flow_db_the_database_is_dot_flow_in_the_current_directory() {
-    let project = project();
+    // SQLite only: the default database is a SQLite file.
+    let project = project(&Store::Sqlite);
     let run = |args: &[&str]| {
-        let output = Command::new(FLOWRT)
-            .args(args)
-            .current_dir(project.path())
+        let output = project
+            .command(args)
             .env_remove("FLOW_DB")
-            .env("NO_COLOR", "1")
             .output()
             .expect("flowrt starts");
         assert!(
@@ -1367,55 +1331,52 @@ fn without_flow_db_the_database_is_dot_flow_in_the_current_directory() {
     ]);
     assert!(project.path().join(".flow/flow.db").is_file());
     assert!(run(&["runs"]).contains("completed"));
-    assert!(!project.db().exists(), "FLOW_DB was not set");
+    assert!(
+        !project.db().sqlite_path().unwrap().exists(),
+        "FLOW_DB was not set"
+    );
 }
 
 #[test]
 fn output_into_a_closed_pipe_is_not_a_panic() {
-    let project = project();
-    for x in 1..=3 {
-        project
-            .flowrt(&[
-                "run",
-                "prog.flow",
-                "--workflow",
-                "twice",
-                "--input",
-                &format!(r#"{{"x": {x}}}"#),
-            ])
-            .expect_code(EXIT_COMPLETED);
-    }
-    let id = run_id(&project.flowrt(&[
-        "run",
-        "prog.flow",
-        "--workflow",
-        "limit",
-        "--input",
-        r#"{"x": 1}"#,
-    ]));
-    // `flowrt runs | head -0`: the reader is gone before flowrt prints.
-    for args in [
-        &["runs"][..],
-        &["runs", "--json"][..],
-        &["history", &id][..],
-        &["status", &id][..],
-    ] {
-        let mut child = Command::new(FLOWRT)
-            .args(args)
-            .current_dir(project.path())
-            .env("FLOW_DB", project.db())
-            .env("NO_COLOR", "1")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("flowrt starts");
-        drop(child.stdout.take());
-        let output = child.wait_with_output().expect("flowrt ends");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            !stderr.contains("panicked") && output.status.code() != Some(101),
-            "flowrt {args:?} into a closed pipe: {:?}\n{stderr}",
-            output.status
-        );
-    }
+    for_each_store(|store| {
+        let project = project(store);
+        for x in 1..=3 {
+            project
+                .flowrt(&[
+                    "run",
+                    "prog.flow",
+                    "--workflow",
+                    "twice",
+                    "--input",
+                    &format!(r#"{{"x": {x}}}"#),
+                ])
+                .expect_code(EXIT_COMPLETED);
+        }
+        let id = run_id(&project.flowrt(&[
+            "run",
+            "prog.flow",
+            "--workflow",
+            "limit",
+            "--input",
+            r#"{"x": 1}"#,
+        ]));
+        // `flowrt runs | head -0`: the reader is gone before flowrt prints.
+        for args in [
+            &["runs"][..],
+            &["runs", "--json"][..],
+            &["history", &id][..],
+            &["status", &id][..],
+        ] {
+            let mut child = project.command(args).spawn().expect("flowrt starts");
+            drop(child.stdout.take());
+            let output = child.wait_with_output().expect("flowrt ends");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                !stderr.contains("panicked") && output.status.code() != Some(101),
+                "flowrt {args:?} into a closed pipe: {:?}\n{stderr}",
+                output.status
+            );
+        }
+    });
 }
