@@ -672,8 +672,7 @@ fn a_database_locked_by_a_live_process_gives_a_busy_error_soon() {
     first.expect_code(EXIT_COMPLETED);
     let id = run_id(&first);
 
-    let holder =
-        rusqlite::Connection::open(project.db().sqlite_path().unwrap()).expect("open the database");
+    let holder = rusqlite::Connection::open(project.db().sqlite_file()).expect("open the database");
     holder
         .execute_batch("BEGIN IMMEDIATE")
         .expect("take the write lock");
@@ -722,8 +721,8 @@ fn a_database_locked_by_a_live_process_gives_a_busy_error_soon() {
 fn a_new_database_locked_before_flowrt_set_it_up_gives_a_busy_error() {
     // SQLite only: about a database file locked by another process before flowrt set it up.
     let project = project(&Store::Sqlite);
-    let holder = rusqlite::Connection::open(project.db().sqlite_path().unwrap())
-        .expect("create the database");
+    let holder =
+        rusqlite::Connection::open(project.db().sqlite_file()).expect("create the database");
     holder
         .execute_batch("CREATE TABLE other (x); BEGIN IMMEDIATE; INSERT INTO other VALUES (1);")
         .expect("take the write lock");
@@ -1331,10 +1330,7 @@ fn without_flow_db_the_database_is_dot_flow_in_the_current_directory() {
     ]);
     assert!(project.path().join(".flow/flow.db").is_file());
     assert!(run(&["runs"]).contains("completed"));
-    assert!(
-        !project.db().sqlite_path().unwrap().exists(),
-        "FLOW_DB was not set"
-    );
+    assert!(!project.db().sqlite_file().exists(), "FLOW_DB was not set");
 }
 
 #[test]

@@ -160,6 +160,12 @@ impl TestDb {
         }
     }
 
+    /// The SQLite file of a test that runs on SQLite only.
+    pub fn sqlite_file(&self) -> PathBuf {
+        self.sqlite_path()
+            .expect("a SQLite-only test runs on a SQLite store")
+    }
+
     /// Points a `flowrt` (or a script that runs it) at this database: `FLOW_DB`, and the
     /// secret key a PostgreSQL store needs (`FLOW_SECRET_KEY`; removed for SQLite, which
     /// uses its key file).
