@@ -10,14 +10,14 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{Out, Project, Store, for_each_store};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
-
-const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
 
 const EXIT_COMPLETED: i32 = 0;
 const EXIT_FAILED: i32 = 1;
@@ -189,100 +189,15 @@ fn serve(
 // A project driven through flowrt
 // ---------------------------------------------------------------------------------------------
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON value ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    fn expect_code(&self, code: i32) -> &Out {
-        assert_eq!(
-            self.code, code,
-            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-}
-
-struct Project {
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
+/// A project with `program` as `prog.flow` and `config` as `flow.toml`.
+fn project_with(store: &Store, program: &str, config: &str) -> Project {
+    let project = Project::new(store);
+    project.write("prog.flow", program);
+    project.write("flow.toml", config);
+    project
 }
 
 impl Project {
-    /// A project with `program` as `prog.flow` and `config` as `flow.toml`.
-    fn new(program: &str, config: &str) -> Project {
-        let project = Project {
-            dir: tempfile::tempdir().unwrap(),
-            env: Vec::new(),
-        };
-        project.write("prog.flow", program);
-        project.write("flow.toml", config);
-        project
-    }
-
-    fn with_env(mut self, name: &str, value: &str) -> Project {
-        self.env.push((name.to_string(), value.to_string()));
-        self
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn db(&self) -> PathBuf {
-        self.path().join("flow.db")
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.path().join(name), text).unwrap();
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(FLOWRT);
-        command
-            .args(args)
-            .current_dir(self.path())
-            .env("FLOW_DB", self.db())
-            .env("NO_COLOR", "1")
-            .env("USER", "operator")
-            .env_remove("FLOW_LEASE_MS");
-        for (name, value) in &self.env {
-            command.env(name, value);
-        }
-        command
-    }
-
-    fn flowrt(&self, args: &[&str]) -> Out {
-        let output: Output = self.command(args).output().unwrap();
-        let out = Out {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        };
-        assert!(
-            !out.all().contains("panicked"),
-            "flowrt {args:?} panicked:\n{}",
-            out.stderr
-        );
-        out
-    }
-
     /// `flowrt run prog.flow --json [--workflow W] --input INPUT`.
     fn run(&self, workflow: &str, input: &str) -> Out {
         self.flowrt(&[
@@ -300,14 +215,6 @@ impl Project {
         let out = self.flowrt(&["history", run, "--json"]);
         out.expect_code(EXIT_COMPLETED);
         out.stdout
-    }
-
-    fn history(&self, run: &str) -> Vec<serde_json::Value> {
-        serde_json::from_str::<serde_json::Value>(self.history_text(run).trim())
-            .unwrap()
-            .as_array()
-            .cloned()
-            .unwrap()
     }
 
     fn only_run(&self) -> String {
@@ -344,420 +251,446 @@ const TYPES: &str = r#"type Report = { ok: Bool, anomalies: List<String> }
 
 #[test]
 fn a_server_that_fails_three_times_then_recovers_is_retried_with_one_idempotency_key() {
-    let server = Server::start(vec![
-        Reply::Status(503, r#"{"error": "busy"}"#),
-        Reply::Status(503, r#"{"error": "busy"}"#),
-        Reply::Status(503, r#"{"error": "busy"}"#),
-        Reply::Json(r#"{"ok": true, "anomalies": ["seal"]}"#.into()),
-    ]);
-    let program = format!(
-        "{TYPES}tool check(id: String, docs: List<String>) -> Report via http post \"/customs/check\"\n\n\
-         workflow release(id: String) -> Report {{\n  retry 4 {{ check(id, [\"invoice\", \"bill\"]) }}\n}}\n"
-    );
-    let project = Project::new(&program, &tool_config("check", &server));
-    let out = project.run("release", r#"{"id": "S1"}"#);
-    out.expect_code(EXIT_COMPLETED);
-    assert_eq!(
-        out.json()["output"],
-        serde_json::json!({ "ok": true, "anomalies": ["seal"] })
-    );
-
-    let requests: Vec<Seen> = (0..4).map(|_| server.next()).collect();
-    for seen in &requests {
-        assert_eq!(seen.method, "POST");
-        assert_eq!(seen.target, "/customs/check");
+    for_each_store(|store| {
+        let server = Server::start(vec![
+            Reply::Status(503, r#"{"error": "busy"}"#),
+            Reply::Status(503, r#"{"error": "busy"}"#),
+            Reply::Status(503, r#"{"error": "busy"}"#),
+            Reply::Json(r#"{"ok": true, "anomalies": ["seal"]}"#.into()),
+        ]);
+        let program = format!(
+            "{TYPES}tool check(id: String, docs: List<String>) -> Report via http post \"/customs/check\"\n\n\
+             workflow release(id: String) -> Report {{\n  retry 4 {{ check(id, [\"invoice\", \"bill\"]) }}\n}}\n"
+        );
+        let project = project_with(store, &program, &tool_config("check", &server));
+        let out = project.run("release", r#"{"id": "S1"}"#);
+        out.expect_code(EXIT_COMPLETED);
         assert_eq!(
-            seen.json(),
-            serde_json::json!({ "id": "S1", "docs": ["invoice", "bill"] })
+            out.json()["output"],
+            serde_json::json!({ "ok": true, "anomalies": ["seal"] })
         );
-        assert_eq!(seen.header("Content-Type"), Some("application/json"));
-        assert_eq!(seen.header("Accept"), Some("application/json"));
-    }
-    let keys: Vec<&str> = requests
-        .iter()
-        .map(|s| {
-            s.header("Idempotency-Key")
-                .expect("an Idempotency-Key header")
-        })
-        .collect();
-    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
 
-    let run = run_id(&out);
-    assert!(keys[0].starts_with(&run), "{} is not from {run}", keys[0]);
-    let history = project.history(&run);
-    let started = of_kind(&history, "step_started");
-    let attempts: Vec<&serde_json::Value> = started.iter().map(|e| &e["attempt"]).collect();
-    assert_eq!(attempts, [1, 2, 3, 4], "{history:#?}");
-    for e in &started {
-        assert_eq!(e["data"]["idempotency_key"], keys[0], "{e}");
-    }
-    let failed = of_kind(&history, "step_failed");
-    assert_eq!(failed.len(), 3, "{history:#?}");
-    for e in &failed {
-        assert_eq!(e["data"]["kind"], "ToolError");
-        assert_eq!(e["data"]["retryable"], true);
-        assert_eq!(e["data"]["status"], 503);
-        assert_eq!(e["data"]["request"]["method"], "POST");
-        let message = e["data"]["message"].as_str().unwrap();
-        assert!(
-            message.contains("503 Service Unavailable") && message.contains("busy"),
-            "{message}"
+        let requests: Vec<Seen> = (0..4).map(|_| server.next()).collect();
+        for seen in &requests {
+            assert_eq!(seen.method, "POST");
+            assert_eq!(seen.target, "/customs/check");
+            assert_eq!(
+                seen.json(),
+                serde_json::json!({ "id": "S1", "docs": ["invoice", "bill"] })
+            );
+            assert_eq!(seen.header("Content-Type"), Some("application/json"));
+            assert_eq!(seen.header("Accept"), Some("application/json"));
+        }
+        let keys: Vec<&str> = requests
+            .iter()
+            .map(|s| {
+                s.header("Idempotency-Key")
+                    .expect("an Idempotency-Key header")
+            })
+            .collect();
+        assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+
+        let run = run_id(&out);
+        assert!(keys[0].starts_with(&run), "{} is not from {run}", keys[0]);
+        let history = project.history(&run);
+        let started = of_kind(&history, "step_started");
+        let attempts: Vec<&serde_json::Value> = started.iter().map(|e| &e["attempt"]).collect();
+        assert_eq!(attempts, [1, 2, 3, 4], "{history:#?}");
+        for e in &started {
+            assert_eq!(e["data"]["idempotency_key"], keys[0], "{e}");
+        }
+        let failed = of_kind(&history, "step_failed");
+        assert_eq!(failed.len(), 3, "{history:#?}");
+        for e in &failed {
+            assert_eq!(e["data"]["kind"], "ToolError");
+            assert_eq!(e["data"]["retryable"], true);
+            assert_eq!(e["data"]["status"], 503);
+            assert_eq!(e["data"]["request"]["method"], "POST");
+            let message = e["data"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("503 Service Unavailable") && message.contains("busy"),
+                "{message}"
+            );
+        }
+        let completed = of_kind(&history, "step_completed");
+        assert_eq!(completed.len(), 1);
+        assert_eq!(completed[0]["attempt"], 4);
+        assert_eq!(completed[0]["data"]["status"], 200);
+        assert_eq!(
+            completed[0]["data"]["request"]["url"],
+            format!("{}/customs/check", server.url())
         );
-    }
-    let completed = of_kind(&history, "step_completed");
-    assert_eq!(completed.len(), 1);
-    assert_eq!(completed[0]["attempt"], 4);
-    assert_eq!(completed[0]["data"]["status"], 200);
-    assert_eq!(
-        completed[0]["data"]["request"]["url"],
-        format!("{}/customs/check", server.url())
-    );
+    });
 }
 
 #[test]
 fn a_400_is_not_retried_unless_the_retry_names_tool_error() {
-    let server = Server::start(vec![Reply::Status(400, r#"{"error": "unknown shipment"}"#)]);
-    let program = format!(
-        "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
-         workflow plain(id: String) -> Report {{\n  retry 4 {{ check(id) }}\n}}\n\n\
-         workflow insist(id: String) -> Report {{\n  retry 3 on ToolError {{ check(id) }}\n}}\n\n\
-         workflow caught(id: String) -> String {{\n  try {{\n    check(id)\n    \"ok\"\n  }} catch e {{ \"${{e.kind}} retryable=${{e.retryable}} tool=${{e.tool}}\" }}\n}}\n"
-    );
-    let project = Project::new(&program, &tool_config("check", &server));
+    for_each_store(|store| {
+        let server = Server::start(vec![Reply::Status(400, r#"{"error": "unknown shipment"}"#)]);
+        let program = format!(
+            "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
+             workflow plain(id: String) -> Report {{\n  retry 4 {{ check(id) }}\n}}\n\n\
+             workflow insist(id: String) -> Report {{\n  retry 3 on ToolError {{ check(id) }}\n}}\n\n\
+             workflow caught(id: String) -> String {{\n  try {{\n    check(id)\n    \"ok\"\n  }} catch e {{ \"${{e.kind}} retryable=${{e.retryable}} tool=${{e.tool}}\" }}\n}}\n"
+        );
+        let project = project_with(store, &program, &tool_config("check", &server));
 
-    let out = project.run("plain", r#"{"id": "S404"}"#);
-    out.expect_code(EXIT_FAILED);
-    assert!(out.all().contains("400 Bad Request"), "{}", out.all());
-    assert!(out.all().contains("unknown shipment"), "{}", out.all());
-    assert_eq!(server.all().len(), 1, "a 400 is not retried");
-    let history = project.history(&run_id(&out));
-    let failed = of_kind(&history, "step_failed");
-    assert_eq!(failed.len(), 1, "{history:#?}");
-    assert_eq!(failed[0]["data"]["retryable"], false);
-    assert_eq!(failed[0]["data"]["status"], 400);
+        let out = project.run("plain", r#"{"id": "S404"}"#);
+        out.expect_code(EXIT_FAILED);
+        assert!(out.all().contains("400 Bad Request"), "{}", out.all());
+        assert!(out.all().contains("unknown shipment"), "{}", out.all());
+        assert_eq!(server.all().len(), 1, "a 400 is not retried");
+        let history = project.history(&run_id(&out));
+        let failed = of_kind(&history, "step_failed");
+        assert_eq!(failed.len(), 1, "{history:#?}");
+        assert_eq!(failed[0]["data"]["retryable"], false);
+        assert_eq!(failed[0]["data"]["status"], 400);
 
-    let out = project.run("insist", r#"{"id": "S404"}"#);
-    out.expect_code(EXIT_FAILED);
-    assert_eq!(server.all().len(), 3, "`on ToolError` retries even a 400");
+        let out = project.run("insist", r#"{"id": "S404"}"#);
+        out.expect_code(EXIT_FAILED);
+        assert_eq!(server.all().len(), 3, "`on ToolError` retries even a 400");
 
-    let out = project.run("caught", r#"{"id": "S404"}"#);
-    out.expect_code(EXIT_COMPLETED);
-    assert_eq!(out.json()["output"], "ToolError retryable=false tool=check");
+        let out = project.run("caught", r#"{"id": "S404"}"#);
+        out.expect_code(EXIT_COMPLETED);
+        assert_eq!(out.json()["output"], "ToolError retryable=false tool=check");
+    });
 }
 
 #[test]
 fn a_hanging_server_is_cut_off_by_timeout_and_the_request_aborted() {
-    let server = Server::start(vec![Reply::Hang]);
-    let program = format!(
-        "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
-         workflow bounded(id: String) -> Report {{\n  timeout 1s {{ check(id) }}\n}}\n\n\
-         workflow caught(id: String) -> String {{\n  try {{\n    timeout 500ms {{ check(id) }}\n    \"ok\"\n  }} catch e {{ e.kind }}\n}}\n"
-    );
-    let project = Project::new(&program, &tool_config("check", &server));
+    for_each_store(|store| {
+        let server = Server::start(vec![Reply::Hang]);
+        let program = format!(
+            "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
+             workflow bounded(id: String) -> Report {{\n  timeout 1s {{ check(id) }}\n}}\n\n\
+             workflow caught(id: String) -> String {{\n  try {{\n    timeout 500ms {{ check(id) }}\n    \"ok\"\n  }} catch e {{ e.kind }}\n}}\n"
+        );
+        let project = project_with(store, &program, &tool_config("check", &server));
 
-    let started = Instant::now();
-    let out = project.run("bounded", r#"{"id": "S1"}"#);
-    let took = started.elapsed();
-    out.expect_code(EXIT_FAILED);
-    assert!(took < Duration::from_secs(5), "took {took:?}");
-    assert!(out.all().contains("Timeout"), "{}", out.all());
-    server.next();
-    // flowrt closed the connection: the server's read ended about when the limit passed.
-    let closed = server
-        .closed
-        .recv_timeout(Duration::from_secs(5))
-        .expect("flowrt closed the connection");
-    assert!(closed < Duration::from_secs(3), "closed after {closed:?}");
-    let history = project.history(&run_id(&out));
-    let failed = of_kind(&history, "step_failed");
-    assert_eq!(failed.len(), 1, "{history:#?}");
-    assert_eq!(failed[0]["data"]["kind"], "Timeout");
-    let message = failed[0]["data"]["message"].as_str().unwrap();
-    assert!(message.contains("aborted"), "{message}");
+        let started = Instant::now();
+        let out = project.run("bounded", r#"{"id": "S1"}"#);
+        let took = started.elapsed();
+        out.expect_code(EXIT_FAILED);
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        assert!(out.all().contains("Timeout"), "{}", out.all());
+        server.next();
+        // flowrt closed the connection: the server's read ended about when the limit passed.
+        let closed = server
+            .closed
+            .recv_timeout(Duration::from_secs(5))
+            .expect("flowrt closed the connection");
+        assert!(closed < Duration::from_secs(3), "closed after {closed:?}");
+        let history = project.history(&run_id(&out));
+        let failed = of_kind(&history, "step_failed");
+        assert_eq!(failed.len(), 1, "{history:#?}");
+        assert_eq!(failed[0]["data"]["kind"], "Timeout");
+        let message = failed[0]["data"]["message"].as_str().unwrap();
+        assert!(message.contains("aborted"), "{message}");
 
-    let out = project.run("caught", r#"{"id": "S1"}"#);
-    out.expect_code(EXIT_COMPLETED);
-    assert_eq!(out.json()["output"], "Timeout");
+        let out = project.run("caught", r#"{"id": "S1"}"#);
+        out.expect_code(EXIT_COMPLETED);
+        assert_eq!(out.json()["output"], "Timeout");
+    });
 }
 
 #[test]
 fn a_configured_timeout_bounds_a_call_without_a_timeout_block() {
-    let server = Server::start(vec![Reply::Hang]);
-    let program = format!(
-        "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
-         workflow w(id: String) -> Report {{ check(id) }}\n"
-    );
-    let project = Project::new(
-        &program,
-        &format!("{}timeout = \"300ms\"\n", tool_config("check", &server)),
-    );
-    let started = Instant::now();
-    let out = project.run("w", r#"{"id": "S1"}"#);
-    out.expect_code(EXIT_FAILED);
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(out.all().contains("Timeout"), "{}", out.all());
-    assert!(out.all().contains("300ms"), "{}", out.all());
+    for_each_store(|store| {
+        let server = Server::start(vec![Reply::Hang]);
+        let program = format!(
+            "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
+             workflow w(id: String) -> Report {{ check(id) }}\n"
+        );
+        let project = project_with(
+            store,
+            &program,
+            &format!("{}timeout = \"300ms\"\n", tool_config("check", &server)),
+        );
+        let started = Instant::now();
+        let out = project.run("w", r#"{"id": "S1"}"#);
+        out.expect_code(EXIT_FAILED);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(out.all().contains("Timeout"), "{}", out.all());
+        assert!(out.all().contains("300ms"), "{}", out.all());
+    });
 }
 
 #[test]
 fn json_of_the_wrong_shape_is_invalid_output_naming_the_path() {
-    let server = Server::start(vec![
-        Reply::Json(r#"{"ok": "yes", "anomalies": []}"#.into()),
-        Reply::Json(r#"{"ok": true, "anomalies": ["a", 7]}"#.into()),
-        Reply::Status(200, "<html>maintenance</html>"),
-    ]);
-    let program = format!(
-        "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
-         workflow w(id: String) -> Report {{ check(id) }}\n"
-    );
-    let project = Project::new(&program, &tool_config("check", &server));
-    for needle in ["$.ok", "$.anomalies[1]", "not JSON"] {
-        let out = project.run("w", r#"{"id": "S1"}"#);
-        out.expect_code(EXIT_FAILED);
-        assert!(out.all().contains("InvalidOutput"), "{}", out.all());
-        assert!(out.all().contains(needle), "{needle}: {}", out.all());
-        let history = project.history(&run_id(&out));
-        let failed = of_kind(&history, "step_failed");
-        assert_eq!(failed[0]["data"]["kind"], "InvalidOutput");
-        assert_eq!(failed[0]["data"]["retryable"], true);
-    }
+    for_each_store(|store| {
+        let server = Server::start(vec![
+            Reply::Json(r#"{"ok": "yes", "anomalies": []}"#.into()),
+            Reply::Json(r#"{"ok": true, "anomalies": ["a", 7]}"#.into()),
+            Reply::Status(200, "<html>maintenance</html>"),
+        ]);
+        let program = format!(
+            "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
+             workflow w(id: String) -> Report {{ check(id) }}\n"
+        );
+        let project = project_with(store, &program, &tool_config("check", &server));
+        for needle in ["$.ok", "$.anomalies[1]", "not JSON"] {
+            let out = project.run("w", r#"{"id": "S1"}"#);
+            out.expect_code(EXIT_FAILED);
+            assert!(out.all().contains("InvalidOutput"), "{}", out.all());
+            assert!(out.all().contains(needle), "{needle}: {}", out.all());
+            let history = project.history(&run_id(&out));
+            let failed = of_kind(&history, "step_failed");
+            assert_eq!(failed[0]["data"]["kind"], "InvalidOutput");
+            assert_eq!(failed[0]["data"]["retryable"], true);
+        }
+    });
 }
 
 #[test]
 fn a_server_closing_the_connection_is_a_retryable_tool_error() {
-    let server = Server::start(vec![Reply::Close]);
-    let program = format!(
-        "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
-         workflow w(id: String) -> Report {{ check(id) }}\n"
-    );
-    let project = Project::new(&program, &tool_config("check", &server));
-    let out = project.run("w", r#"{"id": "S1"}"#);
-    out.expect_code(EXIT_FAILED);
-    assert!(out.all().contains("ToolError"), "{}", out.all());
-    assert!(
-        out.all()
-            .contains("closed the connection without a response"),
-        "{}",
-        out.all()
-    );
-    let history = project.history(&run_id(&out));
-    assert_eq!(
-        of_kind(&history, "step_failed")[0]["data"]["retryable"],
-        true
-    );
+    for_each_store(|store| {
+        let server = Server::start(vec![Reply::Close]);
+        let program = format!(
+            "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
+             workflow w(id: String) -> Report {{ check(id) }}\n"
+        );
+        let project = project_with(store, &program, &tool_config("check", &server));
+        let out = project.run("w", r#"{"id": "S1"}"#);
+        out.expect_code(EXIT_FAILED);
+        assert!(out.all().contains("ToolError"), "{}", out.all());
+        assert!(
+            out.all()
+                .contains("closed the connection without a response"),
+            "{}",
+            out.all()
+        );
+        let history = project.history(&run_id(&out));
+        assert_eq!(
+            of_kind(&history, "step_failed")[0]["data"]["retryable"],
+            true
+        );
+    });
 }
 
 #[test]
 fn a_refused_connection_is_a_tool_error() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let program = format!(
-        "{TYPES}tool check(id: String) -> Report via http post \"http://127.0.0.1:{port}/check\"\n\n\
-         workflow w(id: String) -> Report {{ check(id) }}\n"
-    );
-    let project = Project::new(&program, "");
-    let out = project.run("w", r#"{"id": "S1"}"#);
-    out.expect_code(EXIT_FAILED);
-    assert!(out.all().contains("ToolError"), "{}", out.all());
-    assert!(out.all().contains("cannot connect"), "{}", out.all());
+    for_each_store(|store| {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let program = format!(
+            "{TYPES}tool check(id: String) -> Report via http post \"http://127.0.0.1:{port}/check\"\n\n\
+             workflow w(id: String) -> Report {{ check(id) }}\n"
+        );
+        let project = project_with(store, &program, "");
+        let out = project.run("w", r#"{"id": "S1"}"#);
+        out.expect_code(EXIT_FAILED);
+        assert!(out.all().contains("ToolError"), "{}", out.all());
+        assert!(out.all().contains("cannot connect"), "{}", out.all());
+    });
 }
 
 #[test]
 fn get_sends_the_arguments_as_query_parameters() {
-    let server = Server::start(vec![Reply::Json(r#"{"ok": true, "anomalies": []}"#.into())]);
-    let program = format!(
-        "{TYPES}tool find(customer: String, limit: Int, tags: List<String>, since: String?) -> Report via http get \"/crm/history?v=2\"\n\n\
-         workflow w(c: String) -> Bool {{ find(c, 5, [\"vip\"], none).ok }}\n"
-    );
-    let project = Project::new(&program, &tool_config("find", &server));
-    project
-        .run("w", r#"{"c": "Zoë & Co"}"#)
-        .expect_code(EXIT_COMPLETED);
-    let seen = server.next();
-    assert_eq!(seen.method, "GET");
-    assert_eq!(
-        seen.target,
-        "/crm/history?v=2&customer=Zo%C3%AB%20%26%20Co&limit=5&tags=%5B%22vip%22%5D"
-    );
-    assert_eq!(seen.body, "");
-    assert_eq!(seen.header("Content-Type"), None);
-    assert!(seen.header("Idempotency-Key").is_some());
+    for_each_store(|store| {
+        let server = Server::start(vec![Reply::Json(r#"{"ok": true, "anomalies": []}"#.into())]);
+        let program = format!(
+            "{TYPES}tool find(customer: String, limit: Int, tags: List<String>, since: String?) -> Report via http get \"/crm/history?v=2\"\n\n\
+             workflow w(c: String) -> Bool {{ find(c, 5, [\"vip\"], none).ok }}\n"
+        );
+        let project = project_with(store, &program, &tool_config("find", &server));
+        project
+            .run("w", r#"{"c": "Zoë & Co"}"#)
+            .expect_code(EXIT_COMPLETED);
+        let seen = server.next();
+        assert_eq!(seen.method, "GET");
+        assert_eq!(
+            seen.target,
+            "/crm/history?v=2&customer=Zo%C3%AB%20%26%20Co&limit=5&tags=%5B%22vip%22%5D"
+        );
+        assert_eq!(seen.body, "");
+        assert_eq!(seen.header("Content-Type"), None);
+        assert!(seen.header("Idempotency-Key").is_some());
+    });
 }
 
 #[test]
 fn configured_headers_arrive_and_their_secrets_are_never_shown() {
-    const SECRET: &str = "tok-9f8e7d6c5b4a";
-    let server = Server::start(vec![
-        Reply::Json(r#"{"ok": true, "anomalies": []}"#.into()),
-        // A server that echoes the credential in its error.
-        Reply::Status(401, r#"{"error": "token tok-9f8e7d6c5b4a is expired"}"#),
-    ]);
-    let program = format!(
-        "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
-         workflow w(id: String) -> Report {{ check(id) }}\n"
-    );
-    let config = format!(
-        "{}headers = {{ Authorization = \"Bearer ${{env:FLOW_TEST_CUSTOMS_TOKEN}}\", X-Client = \"flow-tests\" }}\n",
-        tool_config("check", &server)
-    );
-    let project = Project::new(&program, &config).with_env("FLOW_TEST_CUSTOMS_TOKEN", SECRET);
-
-    let ok = project.run("w", r#"{"id": "S1"}"#);
-    ok.expect_code(EXIT_COMPLETED);
-    let seen = server.next();
-    assert_eq!(
-        seen.header("Authorization"),
-        Some(format!("Bearer {SECRET}").as_str())
-    );
-    assert_eq!(seen.header("X-Client"), Some("flow-tests"));
-
-    let refused = project.run("w", r#"{"id": "S2"}"#);
-    refused.expect_code(EXIT_FAILED);
-    assert!(
-        refused.all().contains("401 Unauthorized"),
-        "{}",
-        refused.all()
-    );
-    assert!(refused.all().contains("[redacted]"), "{}", refused.all());
-    for run in [run_id(&ok), run_id(&refused)] {
-        let history = project.history_text(&run);
-        assert!(
-            !history.contains(SECRET),
-            "the secret is in the history:\n{history}"
+    for_each_store(|store| {
+        const SECRET: &str = "tok-9f8e7d6c5b4a";
+        let server = Server::start(vec![
+            Reply::Json(r#"{"ok": true, "anomalies": []}"#.into()),
+            // A server that echoes the credential in its error.
+            Reply::Status(401, r#"{"error": "token tok-9f8e7d6c5b4a is expired"}"#),
+        ]);
+        let program = format!(
+            "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
+             workflow w(id: String) -> Report {{ check(id) }}\n"
         );
-        let status = project.flowrt(&["status", &run, "--json"]);
-        assert!(!status.all().contains(SECRET), "{}", status.all());
-    }
-    assert!(!ok.all().contains(SECRET) && !refused.all().contains(SECRET));
-    let runs = project.flowrt(&["runs", "--json"]);
-    assert!(!runs.all().contains(SECRET));
+        let config = format!(
+            "{}headers = {{ Authorization = \"Bearer ${{env:FLOW_TEST_CUSTOMS_TOKEN}}\", X-Client = \"flow-tests\" }}\n",
+            tool_config("check", &server)
+        );
+        let project =
+            project_with(store, &program, &config).with_env("FLOW_TEST_CUSTOMS_TOKEN", SECRET);
 
-    // Without the variable, the call fails naming the tool and the variable.
-    let unset = Project::new(&program, &config);
-    let out = unset.run("w", r#"{"id": "S3"}"#);
-    out.expect_code(EXIT_FAILED);
-    assert!(
-        out.all().contains("FLOW_TEST_CUSTOMS_TOKEN") && out.all().contains("`check`"),
-        "{}",
-        out.all()
-    );
-    let history = unset.history(&run_id(&out));
-    assert_eq!(
-        of_kind(&history, "step_failed")[0]["data"]["retryable"],
-        false
-    );
+        let ok = project.run("w", r#"{"id": "S1"}"#);
+        ok.expect_code(EXIT_COMPLETED);
+        let seen = server.next();
+        assert_eq!(
+            seen.header("Authorization"),
+            Some(format!("Bearer {SECRET}").as_str())
+        );
+        assert_eq!(seen.header("X-Client"), Some("flow-tests"));
+
+        let refused = project.run("w", r#"{"id": "S2"}"#);
+        refused.expect_code(EXIT_FAILED);
+        assert!(
+            refused.all().contains("401 Unauthorized"),
+            "{}",
+            refused.all()
+        );
+        assert!(refused.all().contains("[redacted]"), "{}", refused.all());
+        for run in [run_id(&ok), run_id(&refused)] {
+            let history = project.history_text(&run);
+            assert!(
+                !history.contains(SECRET),
+                "the secret is in the history:\n{history}"
+            );
+            let status = project.flowrt(&["status", &run, "--json"]);
+            assert!(!status.all().contains(SECRET), "{}", status.all());
+        }
+        assert!(!ok.all().contains(SECRET) && !refused.all().contains(SECRET));
+        let runs = project.flowrt(&["runs", "--json"]);
+        assert!(!runs.all().contains(SECRET));
+
+        // Without the variable, the call fails naming the tool and the variable.
+        let unset = project_with(store, &program, &config);
+        let out = unset.run("w", r#"{"id": "S3"}"#);
+        out.expect_code(EXIT_FAILED);
+        assert!(
+            out.all().contains("FLOW_TEST_CUSTOMS_TOKEN") && out.all().contains("`check`"),
+            "{}",
+            out.all()
+        );
+        let history = unset.history(&run_id(&out));
+        assert_eq!(
+            of_kind(&history, "step_failed")[0]["data"]["retryable"],
+            false
+        );
+    });
 }
 
 #[test]
 fn a_tool_without_a_base_url_or_with_https_is_refused_clearly() {
-    let program = format!(
-        "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\
-         tool secure(id: String) -> Report via http post \"https://api.example.com/check\"\n\n\
-         workflow w(id: String) -> Report {{ check(id) }}\n\
-         workflow s(id: String) -> Report {{ secure(id) }}\n"
-    );
-    let project = Project::new(&program, "");
-    let out = project.run("w", r#"{"id": "S1"}"#);
-    out.expect_code(EXIT_FAILED);
-    assert!(
-        out.all().contains("[tools.check]") && out.all().contains("base_url"),
-        "{}",
-        out.all()
-    );
-    let out = project.run("s", r#"{"id": "S1"}"#);
-    out.expect_code(EXIT_FAILED);
-    assert!(
-        out.all().contains("https is not supported yet"),
-        "{}",
-        out.all()
-    );
+    for_each_store(|store| {
+        let program = format!(
+            "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\
+             tool secure(id: String) -> Report via http post \"https://api.example.com/check\"\n\n\
+             workflow w(id: String) -> Report {{ check(id) }}\n\
+             workflow s(id: String) -> Report {{ secure(id) }}\n"
+        );
+        let project = project_with(store, &program, "");
+        let out = project.run("w", r#"{"id": "S1"}"#);
+        out.expect_code(EXIT_FAILED);
+        assert!(
+            out.all().contains("[tools.check]") && out.all().contains("base_url"),
+            "{}",
+            out.all()
+        );
+        let out = project.run("s", r#"{"id": "S1"}"#);
+        out.expect_code(EXIT_FAILED);
+        assert!(
+            out.all().contains("https is not supported yet"),
+            "{}",
+            out.all()
+        );
 
-    // A base URL with https is refused when flow.toml is read, at its line.
-    let bad = Project::new(
-        &program,
-        "[tools.check]\nbase_url = \"https://customs.example.com\"\n",
-    );
-    let out = bad.run("w", r#"{"id": "S1"}"#);
-    assert_eq!(out.code, 2, "{}", out.all());
-    assert!(out.stderr.contains("flow.toml:2:12"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("https is not supported yet"),
-        "{}",
-        out.stderr
-    );
+        // A base URL with https is refused when flow.toml is read, at its line.
+        let bad = project_with(
+            store,
+            &program,
+            "[tools.check]\nbase_url = \"https://customs.example.com\"\n",
+        );
+        let out = bad.run("w", r#"{"id": "S1"}"#);
+        assert_eq!(out.code, 2, "{}", out.all());
+        assert!(out.stderr.contains("flow.toml:2:12"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("https is not supported yet"),
+            "{}",
+            out.stderr
+        );
+    });
 }
 
 #[test]
 fn kill_9_during_the_call_then_a_worker_repeats_it_with_the_same_key() {
-    // The first request is held until flowrt is killed; the second is answered.
-    let server = Server::start(vec![
-        Reply::Hang,
-        Reply::Json(r#"{"ok": true, "anomalies": []}"#.into()),
-    ]);
-    let program = format!(
-        "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
-         workflow w(id: String) -> Bool {{\n  let r = check(id)\n  r.ok\n}}\n"
-    );
-    // A call in flight keeps the run claimed until its time limit has passed (here one second),
-    // so that no other process repeats it while it may still succeed.
-    let project = Project::new(
-        &program,
-        &format!("{}timeout = \"1s\"\n", tool_config("check", &server)),
-    );
-    let mut child: Child = project
-        .command(&["run", "prog.flow", "--json", "--input", r#"{"id": "S1"}"#])
-        .env("FLOW_LEASE_MS", "500")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = server.next();
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let run = project.only_run();
+    for_each_store(|store| {
+        // The first request is held until flowrt is killed; the second is answered.
+        let server = Server::start(vec![
+            Reply::Hang,
+            Reply::Json(r#"{"ok": true, "anomalies": []}"#.into()),
+        ]);
+        let program = format!(
+            "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
+             workflow w(id: String) -> Bool {{\n  let r = check(id)\n  r.ok\n}}\n"
+        );
+        // A call in flight keeps the run claimed until its time limit has passed (here one second),
+        // so that no other process repeats it while it may still succeed.
+        let project = project_with(
+            store,
+            &program,
+            &format!("{}timeout = \"1s\"\n", tool_config("check", &server)),
+        );
+        let mut child: Child = project
+            .command(&["run", "prog.flow", "--json", "--input", r#"{"id": "S1"}"#])
+            .env("FLOW_LEASE_MS", "500")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let first = server.next();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let run = project.only_run();
 
-    // Not before the call's time limit and the lease have passed: a worker leaves the run alone.
-    project
-        .flowrt(&["worker", "--once"])
-        .expect_code(EXIT_COMPLETED);
-    assert!(
-        server.seen.try_recv().is_err(),
-        "the run was taken over too early"
-    );
-    // Once the dead process's claim has expired (1 s + 0.5 s), a worker takes the run over.
-    std::thread::sleep(Duration::from_millis(1600));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let second = loop {
+        // Not before the call's time limit and the lease have passed: a worker leaves the run alone.
         project
             .flowrt(&["worker", "--once"])
             .expect_code(EXIT_COMPLETED);
-        if let Ok(seen) = server.seen.try_recv() {
-            break seen;
-        }
-        assert!(Instant::now() < deadline, "no worker took the run over");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(
-        first.header("Idempotency-Key"),
-        second.header("Idempotency-Key"),
-        "the repeated call carries the same key"
-    );
-    assert_eq!(first.body, second.body);
+        assert!(
+            server.seen.try_recv().is_err(),
+            "the run was taken over too early"
+        );
+        // Once the dead process's claim has expired (1 s + 0.5 s), a worker takes the run over.
+        std::thread::sleep(Duration::from_millis(1600));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let second = loop {
+            project
+                .flowrt(&["worker", "--once"])
+                .expect_code(EXIT_COMPLETED);
+            if let Ok(seen) = server.seen.try_recv() {
+                break seen;
+            }
+            assert!(Instant::now() < deadline, "no worker took the run over");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(
+            first.header("Idempotency-Key"),
+            second.header("Idempotency-Key"),
+            "the repeated call carries the same key"
+        );
+        assert_eq!(first.body, second.body);
 
-    let status = project.flowrt(&["status", &run, "--json"]);
-    assert_eq!(status.json()["status"], "completed", "{}", status.all());
-    let history = project.history(&run);
-    let resumed = of_kind(&history, "step_resumed");
-    assert_eq!(resumed.len(), 1, "{history:#?}");
-    assert_eq!(
-        resumed[0]["data"]["idempotency_key"].as_str(),
-        first.header("Idempotency-Key")
-    );
-    assert_eq!(of_kind(&history, "step_started").len(), 2);
-    assert_eq!(of_kind(&history, "step_completed").len(), 1);
+        let status = project.flowrt(&["status", &run, "--json"]);
+        assert_eq!(status.json()["status"], "completed", "{}", status.all());
+        let history = project.history(&run);
+        let resumed = of_kind(&history, "step_resumed");
+        assert_eq!(resumed.len(), 1, "{history:#?}");
+        assert_eq!(
+            resumed[0]["data"]["idempotency_key"].as_str(),
+            first.header("Idempotency-Key")
+        );
+        assert_eq!(of_kind(&history, "step_started").len(), 2);
+        assert_eq!(of_kind(&history, "step_completed").len(), 1);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -788,167 +721,174 @@ workflow read(doc: Doc) -> Invoice {
 
 #[test]
 fn a_model_answering_garbage_is_asked_again_until_the_answer_fits() {
-    const KEY: &str = "sk-test-0123456789";
-    let server = Server::start(vec![
-        Reply::Json(completion(r#"{"number": "F-7", "total_eur": "forty"}"#)),
-        Reply::Json(completion(
-            "Sure! The invoice number is F-7 and the total is 40 EUR.",
-        )),
-        Reply::Json(completion(
-            "```json\n{\"number\": \"F-7\", \"total_eur\": 40, \"due\": null}\n```",
-        )),
-    ]);
-    let config = format!(
-        "[llm]\nbase_url = \"{}/v1\"\napi_key = \"${{env:FLOW_TEST_LLM_KEY}}\"\n",
-        server.url()
-    );
-    let project = Project::new(INVOICE_PROGRAM, &config).with_env("FLOW_TEST_LLM_KEY", KEY);
-    let out = project.run(
-        "read",
-        r#"{"doc": {"name": "facture-7.pdf", "text": "Facture F-7, total 40 EUR"}}"#,
-    );
-    out.expect_code(EXIT_COMPLETED);
-    assert_eq!(
-        out.json()["output"],
-        serde_json::json!({ "number": "F-7", "total_eur": 40, "due": null })
-    );
-
-    // What the model was asked.
-    let requests: Vec<Seen> = (0..3).map(|_| server.next()).collect();
-    for seen in &requests {
-        assert_eq!(seen.method, "POST");
-        assert_eq!(seen.target, "/v1/chat/completions");
-        assert_eq!(
-            seen.header("Authorization"),
-            Some(format!("Bearer {KEY}").as_str())
+    for_each_store(|store| {
+        const KEY: &str = "sk-test-0123456789";
+        let server = Server::start(vec![
+            Reply::Json(completion(r#"{"number": "F-7", "total_eur": "forty"}"#)),
+            Reply::Json(completion(
+                "Sure! The invoice number is F-7 and the total is 40 EUR.",
+            )),
+            Reply::Json(completion(
+                "```json\n{\"number\": \"F-7\", \"total_eur\": 40, \"due\": null}\n```",
+            )),
+        ]);
+        let config = format!(
+            "[llm]\nbase_url = \"{}/v1\"\napi_key = \"${{env:FLOW_TEST_LLM_KEY}}\"\n",
+            server.url()
         );
-        let body = seen.json();
-        assert_eq!(body["model"], "mistral-small");
-        assert_eq!(body["messages"][0]["role"], "system");
-        assert_eq!(body["messages"][1]["role"], "user");
+        let project =
+            project_with(store, INVOICE_PROGRAM, &config).with_env("FLOW_TEST_LLM_KEY", KEY);
+        let out = project.run(
+            "read",
+            r#"{"doc": {"name": "facture-7.pdf", "text": "Facture F-7, total 40 EUR"}}"#,
+        );
+        out.expect_code(EXIT_COMPLETED);
         assert_eq!(
-            body["messages"][1]["content"],
+            out.json()["output"],
+            serde_json::json!({ "number": "F-7", "total_eur": 40, "due": null })
+        );
+
+        // What the model was asked.
+        let requests: Vec<Seen> = (0..3).map(|_| server.next()).collect();
+        for seen in &requests {
+            assert_eq!(seen.method, "POST");
+            assert_eq!(seen.target, "/v1/chat/completions");
+            assert_eq!(
+                seen.header("Authorization"),
+                Some(format!("Bearer {KEY}").as_str())
+            );
+            let body = seen.json();
+            assert_eq!(body["model"], "mistral-small");
+            assert_eq!(body["messages"][0]["role"], "system");
+            assert_eq!(body["messages"][1]["role"], "user");
+            assert_eq!(
+                body["messages"][1]["content"],
+                "Extract the invoice fields of facture-7.pdf, written in French:\nFacture F-7, total 40 EUR"
+            );
+            let format = &body["response_format"];
+            assert_eq!(format["type"], "json_schema");
+            assert_eq!(format["json_schema"]["name"], "extract");
+            assert_eq!(format["json_schema"]["strict"], false);
+            assert_eq!(
+                format["json_schema"]["schema"],
+                serde_json::json!({
+                    "type": "object",
+                    "properties": {
+                        "number": { "type": "string" },
+                        "total_eur": { "type": "integer" },
+                        "due": { "anyOf": [{ "type": "string" }, { "type": "null" }] },
+                    },
+                    "required": ["number", "total_eur"],
+                    "additionalProperties": false,
+                })
+            );
+            let system = body["messages"][0]["content"].as_str().unwrap();
+            assert!(
+                system.contains("JSON") && system.contains("\"total_eur\""),
+                "{system}"
+            );
+        }
+
+        // What the history says: each attempt, the rejected replies verbatim, the final one.
+        let run = run_id(&out);
+        let text = project.history_text(&run);
+        assert!(!text.contains(KEY), "the API key is in the history");
+        let history = project.history(&run);
+        let started = of_kind(&history, "step_started");
+        assert_eq!(
+            started.iter().map(|e| &e["attempt"]).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        let failed = of_kind(&history, "step_failed");
+        assert_eq!(failed.len(), 2, "{history:#?}");
+        assert_eq!(failed[0]["data"]["kind"], "InvalidOutput");
+        assert_eq!(failed[0]["data"]["retryable"], true);
+        assert!(
+            failed[0]["data"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("$.total_eur"),
+            "{}",
+            failed[0]
+        );
+        assert_eq!(
+            failed[0]["data"]["llm"]["reply"],
+            r#"{"number": "F-7", "total_eur": "forty"}"#
+        );
+        assert_eq!(failed[1]["data"]["kind"], "InvalidOutput");
+        assert!(
+            failed[1]["data"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not JSON"),
+            "{}",
+            failed[1]
+        );
+        assert_eq!(
+            failed[1]["data"]["llm"]["reply"],
+            "Sure! The invoice number is F-7 and the total is 40 EUR."
+        );
+        let completed = of_kind(&history, "step_completed");
+        assert_eq!(completed.len(), 1);
+        let llm = &completed[0]["data"]["llm"];
+        assert_eq!(llm["model"], "mistral-small");
+        assert_eq!(
+            llm["prompt"],
             "Extract the invoice fields of facture-7.pdf, written in French:\nFacture F-7, total 40 EUR"
         );
-        let format = &body["response_format"];
-        assert_eq!(format["type"], "json_schema");
-        assert_eq!(format["json_schema"]["name"], "extract");
-        assert_eq!(format["json_schema"]["strict"], false);
-        assert_eq!(
-            format["json_schema"]["schema"],
-            serde_json::json!({
-                "type": "object",
-                "properties": {
-                    "number": { "type": "string" },
-                    "total_eur": { "type": "integer" },
-                    "due": { "anyOf": [{ "type": "string" }, { "type": "null" }] },
-                },
-                "required": ["number", "total_eur"],
-                "additionalProperties": false,
-            })
-        );
-        let system = body["messages"][0]["content"].as_str().unwrap();
         assert!(
-            system.contains("JSON") && system.contains("\"total_eur\""),
-            "{system}"
+            llm["reply"].as_str().unwrap().starts_with("```json"),
+            "{llm}"
         );
-    }
-
-    // What the history says: each attempt, the rejected replies verbatim, the final one.
-    let run = run_id(&out);
-    let text = project.history_text(&run);
-    assert!(!text.contains(KEY), "the API key is in the history");
-    let history = project.history(&run);
-    let started = of_kind(&history, "step_started");
-    assert_eq!(
-        started.iter().map(|e| &e["attempt"]).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
-    let failed = of_kind(&history, "step_failed");
-    assert_eq!(failed.len(), 2, "{history:#?}");
-    assert_eq!(failed[0]["data"]["kind"], "InvalidOutput");
-    assert_eq!(failed[0]["data"]["retryable"], true);
-    assert!(
-        failed[0]["data"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("$.total_eur"),
-        "{}",
-        failed[0]
-    );
-    assert_eq!(
-        failed[0]["data"]["llm"]["reply"],
-        r#"{"number": "F-7", "total_eur": "forty"}"#
-    );
-    assert_eq!(failed[1]["data"]["kind"], "InvalidOutput");
-    assert!(
-        failed[1]["data"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not JSON"),
-        "{}",
-        failed[1]
-    );
-    assert_eq!(
-        failed[1]["data"]["llm"]["reply"],
-        "Sure! The invoice number is F-7 and the total is 40 EUR."
-    );
-    let completed = of_kind(&history, "step_completed");
-    assert_eq!(completed.len(), 1);
-    let llm = &completed[0]["data"]["llm"];
-    assert_eq!(llm["model"], "mistral-small");
-    assert_eq!(
-        llm["prompt"],
-        "Extract the invoice fields of facture-7.pdf, written in French:\nFacture F-7, total 40 EUR"
-    );
-    assert!(
-        llm["reply"].as_str().unwrap().starts_with("```json"),
-        "{llm}"
-    );
-    assert_eq!(llm["usage"]["total_tokens"], 59);
-    assert_eq!(
-        completed[0]["data"]["output"],
-        serde_json::json!({ "number": "F-7", "total_eur": 40, "due": null })
-    );
+        assert_eq!(llm["usage"]["total_tokens"], 59);
+        assert_eq!(
+            completed[0]["data"]["output"],
+            serde_json::json!({ "number": "F-7", "total_eur": 40, "due": null })
+        );
+    });
 }
 
 #[test]
 fn a_model_that_never_fits_fails_the_run_after_the_last_attempt() {
-    let server = Server::start(vec![Reply::Json(completion("I cannot help with that."))]);
-    let config = format!("[llm]\nbase_url = \"{}/v1\"\n", server.url());
-    let project = Project::new(INVOICE_PROGRAM, &config);
-    let out = project.run("read", r#"{"doc": {"name": "a", "text": "b"}}"#);
-    out.expect_code(EXIT_FAILED);
-    assert!(out.all().contains("InvalidOutput"), "{}", out.all());
-    let requests = server.all();
-    assert_eq!(requests.len(), 3);
-    // A retry wants a new answer: no idempotency key that a provider could replay by.
-    assert!(
-        requests
-            .iter()
-            .all(|r| r.header("Idempotency-Key").is_none())
-    );
+    for_each_store(|store| {
+        let server = Server::start(vec![Reply::Json(completion("I cannot help with that."))]);
+        let config = format!("[llm]\nbase_url = \"{}/v1\"\n", server.url());
+        let project = project_with(store, INVOICE_PROGRAM, &config);
+        let out = project.run("read", r#"{"doc": {"name": "a", "text": "b"}}"#);
+        out.expect_code(EXIT_FAILED);
+        assert!(out.all().contains("InvalidOutput"), "{}", out.all());
+        let requests = server.all();
+        assert_eq!(requests.len(), 3);
+        // A retry wants a new answer: no idempotency key that a provider could replay by.
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.header("Idempotency-Key").is_none())
+        );
+    });
 }
 
 #[test]
 fn an_llm_endpoint_error_is_classified_like_http() {
-    let server = Server::start(vec![
-        Reply::Status(429, r#"{"message": "rate limited"}"#),
-        Reply::Status(401, r#"{"message": "bad key"}"#),
-    ]);
-    let config = format!("[llm]\nbase_url = \"{}/v1\"\n", server.url());
-    let project = Project::new(INVOICE_PROGRAM, &config);
-    let out = project.run("read", r#"{"doc": {"name": "a", "text": "b"}}"#);
-    out.expect_code(EXIT_FAILED);
-    // 429 is retried; the 401 that follows is not.
-    assert_eq!(server.all().len(), 2);
-    let history = project.history(&run_id(&out));
-    let failed = of_kind(&history, "step_failed");
-    assert_eq!(failed.len(), 2, "{history:#?}");
-    assert_eq!(failed[0]["data"]["retryable"], true);
-    assert_eq!(failed[1]["data"]["retryable"], false);
-    assert_eq!(
-        failed[1]["data"]["llm"]["reply"],
-        r#"{"message": "bad key"}"#
-    );
+    for_each_store(|store| {
+        let server = Server::start(vec![
+            Reply::Status(429, r#"{"message": "rate limited"}"#),
+            Reply::Status(401, r#"{"message": "bad key"}"#),
+        ]);
+        let config = format!("[llm]\nbase_url = \"{}/v1\"\n", server.url());
+        let project = project_with(store, INVOICE_PROGRAM, &config);
+        let out = project.run("read", r#"{"doc": {"name": "a", "text": "b"}}"#);
+        out.expect_code(EXIT_FAILED);
+        // 429 is retried; the 401 that follows is not.
+        assert_eq!(server.all().len(), 2);
+        let history = project.history(&run_id(&out));
+        let failed = of_kind(&history, "step_failed");
+        assert_eq!(failed.len(), 2, "{history:#?}");
+        assert_eq!(failed[0]["data"]["retryable"], true);
+        assert_eq!(failed[1]["data"]["retryable"], false);
+        assert_eq!(
+            failed[1]["data"]["llm"]["reply"],
+            r#"{"message": "bad key"}"#
+        );
+    });
 }
