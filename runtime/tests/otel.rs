@@ -7,20 +7,20 @@
 //! arrive under one trace id, the second one's linked to the run's root span.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{Project, Store, contains, for_each_store};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
 
 /// A value passed to the tool: it must never be exported or logged, although it is a
 /// plain `String` (spans carry no argument values at all).
@@ -43,12 +43,6 @@ workflow pay(account: String, token: Secret) -> String {
 
 fn input() -> String {
     format!(r#"{{"account": "{PRIVATE}", "token": "{TOKEN}"}}"#)
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 /// One span as received.
@@ -226,46 +220,16 @@ fn attributes(list: &[KeyValue]) -> HashMap<String, String> {
         .collect()
 }
 
-struct Project {
-    dir: tempfile::TempDir,
+/// A project with the workflow above as `pay.flow`.
+fn project(store: &Store) -> Project {
+    let project = Project::new(store);
+    project.write("pay.flow", WORKFLOW);
+    project
 }
 
 impl Project {
-    fn new() -> Project {
-        let project = Project {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        std::fs::write(project.path().join("pay.flow"), WORKFLOW).unwrap();
-        project
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// `flowrt` in the project, with no logging or export settings inherited.
-    fn flowrt(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(FLOWRT);
-        command
-            .args(args)
-            .current_dir(self.path())
-            .env("FLOW_DB", self.path().join("flow.db"))
-            .env("NO_COLOR", "1");
-        for var in [
-            "FLOW_LOG",
-            "RUST_LOG",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_SERVICE_NAME",
-            "OTEL_SDK_DISABLED",
-        ] {
-            command.env_remove(var);
-        }
-        command
-    }
-
     fn exporting(&self, receiver: &Receiver, args: &[&str]) -> Output {
-        self.flowrt(args)
+        self.command(args)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
             .output()
             .unwrap()
@@ -297,292 +261,297 @@ fn named<'a>(spans: &'a [Received], name: &str) -> Vec<&'a Received> {
 
 #[test]
 fn a_run_paused_and_resumed_in_two_processes_is_one_trace() {
-    let receiver = Receiver::start();
-    let project = Project::new();
+    for_each_store(|store| {
+        let receiver = Receiver::start();
+        let project = project(store);
 
-    // First process: the root span, the first tool call, the sleep. The process flushes its
-    // spans before it exits.
-    let run = project.start(&receiver);
-    let first = receiver.spans();
-    let summary = |spans: &[Received]| {
-        spans
-            .iter()
-            .map(|s| {
-                format!(
-                    "{} {} parent={} {:?}",
-                    s.name, s.span_id, s.parent_span_id, s.attributes
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let roots = named(&first, "run");
-    assert_eq!(roots.len(), 1, "one root span:\n{}", summary(&first));
-    let root = roots[0].clone();
-    assert_eq!(root.parent_span_id, "", "the run span is the trace's root");
-    assert_eq!(root.attributes["flow.run_id"], run);
-    assert_eq!(root.attributes["flow.workflow"], "pay");
-    assert_eq!(
-        root.attributes["flow.version"].len(),
-        64,
-        "{:?}",
-        root.attributes
-    );
-    assert_eq!(root.service, "flowrt");
-    let tools: Vec<_> = named(&first, "tool");
-    assert_eq!(tools.len(), 1, "{}", summary(&first));
-    assert_eq!(tools[0].attributes["flow.tool"], "check");
-    assert_eq!(tools[0].attributes["flow.binding"], "exec");
-    assert_eq!(tools[0].attributes["flow.attempt"], "1");
-    let steps = named(&first, "step");
-    assert!(
-        steps.iter().any(|s| s.attributes["flow.step"] == "check"
-            && s.attributes["flow.step_kind"] == "tool"
-            && s.attributes["flow.line"] == "6"
-            && s.span_id == tools[0].parent_span_id),
-        "the tool span is a child of its step:\n{}",
-        summary(&first)
-    );
-    assert!(
-        steps
-            .iter()
-            .any(|s| s.attributes["flow.step_kind"] == "sleep"
-                && s.events.iter().any(|e| e == "timer_set")),
-        "{}",
-        summary(&first)
-    );
-    for step in &steps {
+        // First process: the root span, the first tool call, the sleep. The process flushes its
+        // spans before it exits.
+        let run = project.start(&receiver);
+        let first = receiver.spans();
+        let summary = |spans: &[Received]| {
+            spans
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {} parent={} {:?}",
+                        s.name, s.span_id, s.parent_span_id, s.attributes
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let roots = named(&first, "run");
+        assert_eq!(roots.len(), 1, "one root span:\n{}", summary(&first));
+        let root = roots[0].clone();
+        assert_eq!(root.parent_span_id, "", "the run span is the trace's root");
+        assert_eq!(root.attributes["flow.run_id"], run);
+        assert_eq!(root.attributes["flow.workflow"], "pay");
         assert_eq!(
-            step.parent_span_id, root.span_id,
-            "steps are children of the run"
+            root.attributes["flow.version"].len(),
+            64,
+            "{:?}",
+            root.attributes
         );
-    }
+        assert_eq!(root.service, "flowrt");
+        let tools: Vec<_> = named(&first, "tool");
+        assert_eq!(tools.len(), 1, "{}", summary(&first));
+        assert_eq!(tools[0].attributes["flow.tool"], "check");
+        assert_eq!(tools[0].attributes["flow.binding"], "exec");
+        assert_eq!(tools[0].attributes["flow.attempt"], "1");
+        let steps = named(&first, "step");
+        assert!(
+            steps.iter().any(|s| s.attributes["flow.step"] == "check"
+                && s.attributes["flow.step_kind"] == "tool"
+                && s.attributes["flow.line"] == "6"
+                && s.span_id == tools[0].parent_span_id),
+            "the tool span is a child of its step:\n{}",
+            summary(&first)
+        );
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.attributes["flow.step_kind"] == "sleep"
+                    && s.events.iter().any(|e| e == "timer_set")),
+            "{}",
+            summary(&first)
+        );
+        for step in &steps {
+            assert_eq!(
+                step.parent_span_id, root.span_id,
+                "steps are children of the run"
+            );
+        }
 
-    // The run stores its trace context.
-    let db = rusqlite::Connection::open(project.path().join("flow.db")).unwrap();
-    let stored: String = db
-        .query_row("SELECT trace FROM runs WHERE id = ?1", [&run], |row| {
-            row.get(0)
-        })
-        .unwrap();
-    assert_eq!(
-        stored,
-        format!("00-{}-{}-01", root.trace_id, root.span_id),
-        "the root span's context is stored with the run"
-    );
-    drop(db);
-
-    // Second process, after the timer: a worker finishes the run.
-    std::thread::sleep(Duration::from_millis(1100));
-    let out = project.exporting(&receiver, &["worker", "--once"]);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    // The receiver answers after it has recorded the spans, and flowrt waits for that
-    // answer before it exits: everything has arrived.
-    let all = receiver.spans();
-    let later: Vec<Received> = all
-        .iter()
-        .filter(|s| s.request >= first.iter().map(|s| s.request + 1).max().unwrap_or(0))
-        .cloned()
-        .collect();
-    assert!(!later.is_empty(), "the worker exported spans");
-
-    // One trace id across both processes.
-    for span in &all {
-        assert_eq!(span.trace_id, root.trace_id, "{}", summary(&all));
-    }
-    // The worker's spans hang under the run's root span.
-    let resumes = named(&later, "resume");
-    assert_eq!(resumes.len(), 1, "{}", summary(&later));
-    let resume = resumes[0];
-    assert_eq!(
-        resume.parent_span_id, root.span_id,
-        "linked to the root span"
-    );
-    assert_eq!(resume.attributes["flow.run_id"], run);
-    assert!(named(&later, "run").is_empty(), "no second root");
-    let tools = named(&later, "tool");
-    let mut names: Vec<&str> = tools
-        .iter()
-        .map(|t| t.attributes["flow.tool"].as_str())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["check", "sign"], "{}", summary(&later));
-    for (tool, line) in [("check", "8"), ("sign", "9")] {
-        let call = tools
-            .iter()
-            .find(|t| t.attributes["flow.tool"] == tool)
+        // The run stores its trace context.
+        let stored = project
+            .db()
+            .query_text("SELECT trace FROM runs WHERE id = $1", &[&run])
             .unwrap();
-        let step = later
-            .iter()
-            .find(|s| s.span_id == call.parent_span_id)
-            .expect("the tool's step");
-        assert_eq!(step.name, "step");
-        assert_eq!(step.attributes["flow.step"], tool);
-        assert_eq!(step.attributes["flow.line"], line);
-        assert_eq!(step.parent_span_id, resume.span_id);
-    }
-    assert!(
-        resume
-            .events
-            .iter()
-            .chain(later.iter().flat_map(|s| &s.events))
-            .any(|e| e == "run_completed"),
-        "{}",
-        summary(&later)
-    );
+        assert_eq!(
+            stored,
+            format!("00-{}-{}-01", root.trace_id, root.span_id),
+            "the root span's context is stored with the run"
+        );
 
-    // What was exported: protobuf over HTTP to /v1/traces, never the tool's argument.
-    let seen = receiver.seen.lock().unwrap();
-    assert!(seen.errors.is_empty(), "{:?}", seen.errors);
-    for request in &seen.requests {
-        assert_eq!(request, "POST /v1/traces application/x-protobuf");
-    }
-    for body in &seen.bodies {
-        assert!(!contains(body, PRIVATE), "a tool argument was exported");
-        assert!(!contains(body, TOKEN), "a secret was exported");
-    }
+        // Second process, after the timer: a worker finishes the run.
+        std::thread::sleep(Duration::from_millis(1100));
+        let out = project.exporting(&receiver, &["worker", "--once"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        // The receiver answers after it has recorded the spans, and flowrt waits for that
+        // answer before it exits: everything has arrived.
+        let all = receiver.spans();
+        let later: Vec<Received> = all
+            .iter()
+            .filter(|s| s.request >= first.iter().map(|s| s.request + 1).max().unwrap_or(0))
+            .cloned()
+            .collect();
+        assert!(!later.is_empty(), "the worker exported spans");
+
+        // One trace id across both processes.
+        for span in &all {
+            assert_eq!(span.trace_id, root.trace_id, "{}", summary(&all));
+        }
+        // The worker's spans hang under the run's root span.
+        let resumes = named(&later, "resume");
+        assert_eq!(resumes.len(), 1, "{}", summary(&later));
+        let resume = resumes[0];
+        assert_eq!(
+            resume.parent_span_id, root.span_id,
+            "linked to the root span"
+        );
+        assert_eq!(resume.attributes["flow.run_id"], run);
+        assert!(named(&later, "run").is_empty(), "no second root");
+        let tools = named(&later, "tool");
+        let mut names: Vec<&str> = tools
+            .iter()
+            .map(|t| t.attributes["flow.tool"].as_str())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["check", "sign"], "{}", summary(&later));
+        for (tool, line) in [("check", "8"), ("sign", "9")] {
+            let call = tools
+                .iter()
+                .find(|t| t.attributes["flow.tool"] == tool)
+                .unwrap();
+            let step = later
+                .iter()
+                .find(|s| s.span_id == call.parent_span_id)
+                .expect("the tool's step");
+            assert_eq!(step.name, "step");
+            assert_eq!(step.attributes["flow.step"], tool);
+            assert_eq!(step.attributes["flow.line"], line);
+            assert_eq!(step.parent_span_id, resume.span_id);
+        }
+        assert!(
+            resume
+                .events
+                .iter()
+                .chain(later.iter().flat_map(|s| &s.events))
+                .any(|e| e == "run_completed"),
+            "{}",
+            summary(&later)
+        );
+
+        // What was exported: protobuf over HTTP to /v1/traces, never the tool's argument.
+        let seen = receiver.seen.lock().unwrap();
+        assert!(seen.errors.is_empty(), "{:?}", seen.errors);
+        for request in &seen.requests {
+            assert_eq!(request, "POST /v1/traces application/x-protobuf");
+        }
+        for body in &seen.bodies {
+            assert!(!contains(body, PRIVATE), "a tool argument was exported");
+            assert!(!contains(body, TOKEN), "a secret was exported");
+        }
+    });
 }
 
 #[test]
 fn json_logs_carry_the_run_id_and_never_arguments() {
-    let project = Project::new();
-    let input = input();
-    let out = project
-        .flowrt(&[
-            "--log-format",
-            "json",
-            "run",
-            "pay.flow",
-            "--input",
-            &input,
-            "--json",
-        ])
-        .env("FLOW_LOG", "info")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
-    let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let stderr = String::from_utf8(out.stderr.clone()).unwrap();
-    assert!(
-        !stderr.contains(PRIVATE),
-        "an argument was logged:\n{stderr}"
-    );
-    let lines: Vec<serde_json::Value> = stderr
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let messages: Vec<&str> = lines
-        .iter()
-        .filter_map(|l| l["fields"]["message"].as_str())
-        .collect();
-    for expected in ["run_started", "step_started", "step_completed", "timer_set"] {
-        assert!(messages.contains(&expected), "{expected} in {messages:?}");
-    }
-    for line in &lines {
-        assert_eq!(line["fields"]["flow.run_id"], run.as_str(), "{line}");
-    }
-    let completed = lines
-        .iter()
-        .find(|l| l["fields"]["message"] == "step_completed")
-        .unwrap();
-    assert_eq!(completed["span"]["name"], "step");
-    assert_eq!(completed["span"]["flow.step"], "check");
-    assert_eq!(completed["spans"][0]["name"], "run");
-    assert_eq!(completed["spans"][0]["flow.run_id"], run.as_str());
+    for_each_store(|store| {
+        let project = project(store);
+        let input = input();
+        let out = project
+            .command(&[
+                "--log-format",
+                "json",
+                "run",
+                "pay.flow",
+                "--input",
+                &input,
+                "--json",
+            ])
+            .env("FLOW_LOG", "info")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+        let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let stderr = String::from_utf8(out.stderr.clone()).unwrap();
+        assert!(
+            !stderr.contains(PRIVATE),
+            "an argument was logged:\n{stderr}"
+        );
+        let lines: Vec<serde_json::Value> = stderr
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let messages: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l["fields"]["message"].as_str())
+            .collect();
+        for expected in ["run_started", "step_started", "step_completed", "timer_set"] {
+            assert!(messages.contains(&expected), "{expected} in {messages:?}");
+        }
+        for line in &lines {
+            assert_eq!(line["fields"]["flow.run_id"], run.as_str(), "{line}");
+        }
+        let completed = lines
+            .iter()
+            .find(|l| l["fields"]["message"] == "step_completed")
+            .unwrap();
+        assert_eq!(completed["span"]["name"], "step");
+        assert_eq!(completed["span"]["flow.step"], "check");
+        assert_eq!(completed["spans"][0]["name"], "run");
+        assert_eq!(completed["spans"][0]["flow.run_id"], run.as_str());
+    });
 }
 
 #[test]
 fn logs_are_off_by_default_and_human_when_asked() {
-    let project = Project::new();
-    let input = input();
-    let out = project
-        .flowrt(&["run", "pay.flow", "--input", &input])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        "",
-        "no logs unless asked"
-    );
+    for_each_store(|store| {
+        let project = project(store);
+        let input = input();
+        let out = project
+            .command(&["run", "pay.flow", "--input", &input])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "",
+            "no logs unless asked"
+        );
 
-    let out = project
-        .flowrt(&["worker", "--once"])
-        .env("FLOW_LOG", "info")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // The timer may not be due yet: then the worker has nothing to log.
-    assert!(
-        !stderr.contains(PRIVATE) && !stderr.contains(TOKEN),
-        "{stderr}"
-    );
-    assert!(
-        !stderr.trim_start().starts_with('{'),
-        "human, not JSON: {stderr}"
-    );
+        let out = project
+            .command(&["worker", "--once"])
+            .env("FLOW_LOG", "info")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // The timer may not be due yet: then the worker has nothing to log.
+        assert!(
+            !stderr.contains(PRIVATE) && !stderr.contains(TOKEN),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.trim_start().starts_with('{'),
+            "human, not JSON: {stderr}"
+        );
 
-    let out = project
-        .flowrt(&["runs"])
-        .env("FLOW_LOG", "flow_runtime=chatty")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("FLOW_LOG=flow_runtime=chatty"),
-        "{}",
-        show(&out)
-    );
-    let out = project
-        .flowrt(&["--log-format", "xml", "runs"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let out = project
+            .command(&["runs"])
+            .env("FLOW_LOG", "flow_runtime=chatty")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("FLOW_LOG=flow_runtime=chatty"),
+            "{}",
+            show(&out)
+        );
+        let out = project
+            .command(&["--log-format", "xml", "runs"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    });
 }
 
 #[test]
 fn an_unreachable_collector_does_not_fail_the_run() {
-    // A port nobody listens on: every export is refused.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let project = Project::new();
-    let input = input();
-    let started = Instant::now();
-    let out = project
-        .flowrt(&["run", "pay.flow", "--input", &input])
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{port}"),
-        )
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        started.elapsed()
-    );
+    for_each_store(|store| {
+        // A port nobody listens on: every export is refused.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let project = project(store);
+        let input = input();
+        let started = Instant::now();
+        let out = project
+            .command(&["run", "pay.flow", "--input", &input])
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
 
-    let out = project
-        .flowrt(&["runs"])
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "https://collector.example:4318",
-        )
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("https is not supported"),
-        "{}",
-        show(&out)
-    );
+        let out = project
+            .command(&["runs"])
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://collector.example:4318",
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("https is not supported"),
+            "{}",
+            show(&out)
+        );
+    });
 }
 
 const GATED: &str = r#"
@@ -606,86 +575,88 @@ const FLAKY: &str =
 #[cfg(unix)]
 #[test]
 fn retries_failures_gates_and_decisions_are_in_the_run_trace() {
-    let receiver = Receiver::start();
-    let project = Project::new();
-    std::fs::write(project.path().join("gated.flow"), GATED).unwrap();
-    std::fs::write(project.path().join("flaky.sh"), FLAKY).unwrap();
-    std::fs::write(
-        project.path().join("flow.toml"),
-        "[users.ines]\nroles = [\"clerk\"]\n\n[users.alice]\nroles = [\"customs\"]\n",
-    )
-    .unwrap();
-    let out = project.exporting(
-        &receiver,
-        &[
-            "run",
-            "gated.flow",
-            "--input",
-            r#"{"n": 7}"#,
-            "--as",
-            "ines",
-            "--json",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
-    let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let first = receiver.spans();
-    let root = named(&first, "run")[0].clone();
-    let steps = named(&first, "step");
-    let flaky: Vec<_> = steps
-        .iter()
-        .filter(|s| s.attributes["flow.step"] == "flaky")
-        .collect();
-    assert_eq!(flaky.len(), 2, "two attempts: {first:?}");
-    let failed = flaky
-        .iter()
-        .find(|s| s.attributes["flow.attempt"] == "1")
+    for_each_store(|store| {
+        let receiver = Receiver::start();
+        let project = project(store);
+        std::fs::write(project.path().join("gated.flow"), GATED).unwrap();
+        std::fs::write(project.path().join("flaky.sh"), FLAKY).unwrap();
+        std::fs::write(
+            project.path().join("flow.toml"),
+            "[users.ines]\nroles = [\"clerk\"]\n\n[users.alice]\nroles = [\"customs\"]\n",
+        )
         .unwrap();
-    assert!(
-        failed.events.iter().any(|e| e == "step_failed"),
-        "{failed:?}"
-    );
-    let retried = flaky
-        .iter()
-        .find(|s| s.attributes["flow.attempt"] == "2")
-        .unwrap();
-    assert!(retried.events.iter().any(|e| e == "retry"), "{retried:?}");
-    assert!(
-        retried.events.iter().any(|e| e == "step_completed"),
-        "{retried:?}"
-    );
-    let failed_call = named(&first, "tool")
-        .into_iter()
-        .find(|t| t.parent_span_id == failed.span_id)
-        .unwrap();
-    assert_eq!(failed_call.status, 2, "a failed call is an error span");
-    assert_eq!(failed_call.attributes["flow.error_kind"], "ToolError");
-    let gate = steps
-        .iter()
-        .find(|s| s.attributes["flow.step"] == "signoff")
-        .unwrap();
-    assert_eq!(gate.attributes["flow.step_kind"], "approval");
-    assert!(gate.events.iter().any(|e| e == "gate_opened"), "{gate:?}");
+        let out = project.exporting(
+            &receiver,
+            &[
+                "run",
+                "gated.flow",
+                "--input",
+                r#"{"n": 7}"#,
+                "--as",
+                "ines",
+                "--json",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+        let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let first = receiver.spans();
+        let root = named(&first, "run")[0].clone();
+        let steps = named(&first, "step");
+        let flaky: Vec<_> = steps
+            .iter()
+            .filter(|s| s.attributes["flow.step"] == "flaky")
+            .collect();
+        assert_eq!(flaky.len(), 2, "two attempts: {first:?}");
+        let failed = flaky
+            .iter()
+            .find(|s| s.attributes["flow.attempt"] == "1")
+            .unwrap();
+        assert!(
+            failed.events.iter().any(|e| e == "step_failed"),
+            "{failed:?}"
+        );
+        let retried = flaky
+            .iter()
+            .find(|s| s.attributes["flow.attempt"] == "2")
+            .unwrap();
+        assert!(retried.events.iter().any(|e| e == "retry"), "{retried:?}");
+        assert!(
+            retried.events.iter().any(|e| e == "step_completed"),
+            "{retried:?}"
+        );
+        let failed_call = named(&first, "tool")
+            .into_iter()
+            .find(|t| t.parent_span_id == failed.span_id)
+            .unwrap();
+        assert_eq!(failed_call.status, 2, "a failed call is an error span");
+        assert_eq!(failed_call.attributes["flow.error_kind"], "ToolError");
+        let gate = steps
+            .iter()
+            .find(|s| s.attributes["flow.step"] == "signoff")
+            .unwrap();
+        assert_eq!(gate.attributes["flow.step_kind"], "approval");
+        assert!(gate.events.iter().any(|e| e == "gate_opened"), "{gate:?}");
 
-    // Another process decides; the decision and the rest of the run join the run's trace.
-    let out = project.exporting(&receiver, &["approve", &run, "signoff", "--as", "alice"]);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    let all = receiver.spans();
-    let later = &all[first.len()..];
-    for span in &all {
-        assert_eq!(span.trace_id, root.trace_id);
-    }
-    let decide = named(later, "decide");
-    assert_eq!(decide.len(), 1, "{later:?}");
-    assert_eq!(decide[0].parent_span_id, root.span_id);
-    assert_eq!(decide[0].attributes["flow.step"], "signoff");
-    assert_eq!(decide[0].attributes["flow.user"], "alice");
-    assert!(decide[0].events.iter().any(|e| e == "gate_decided"));
-    let resume = named(later, "resume");
-    assert_eq!(resume.len(), 1, "{later:?}");
-    assert_eq!(resume[0].parent_span_id, root.span_id);
-    assert!(resume[0].events.iter().any(|e| e == "run_completed"));
+        // Another process decides; the decision and the rest of the run join the run's trace.
+        let out = project.exporting(&receiver, &["approve", &run, "signoff", "--as", "alice"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let all = receiver.spans();
+        let later = &all[first.len()..];
+        for span in &all {
+            assert_eq!(span.trace_id, root.trace_id);
+        }
+        let decide = named(later, "decide");
+        assert_eq!(decide.len(), 1, "{later:?}");
+        assert_eq!(decide[0].parent_span_id, root.span_id);
+        assert_eq!(decide[0].attributes["flow.step"], "signoff");
+        assert_eq!(decide[0].attributes["flow.user"], "alice");
+        assert!(decide[0].events.iter().any(|e| e == "gate_decided"));
+        let resume = named(later, "resume");
+        assert_eq!(resume.len(), 1, "{later:?}");
+        assert_eq!(resume[0].parent_span_id, root.span_id);
+        assert!(resume[0].events.iter().any(|e| e == "run_completed"));
+    });
 }
