@@ -4,14 +4,14 @@
 //! every operation, and a graceful stop on SIGTERM that leaves nothing half-written.
 #![cfg(unix)]
 
+mod common;
+
+use common::{FLOWRT, Store, TestDb, for_each_store};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
 
 const USERS: &str = r#"[users.ines]
 roles = ["clerk"]
@@ -53,17 +53,21 @@ workflow intake(id: String) -> String {
 
 /// A served database in a temporary directory; the server is stopped when dropped.
 struct Server {
+    // Dropped after the server is stopped, before the directory it may live in.
+    db: TestDb,
     dir: tempfile::TempDir,
     child: Option<Child>,
     addr: SocketAddr,
 }
 
 impl Server {
-    fn start() -> Server {
+    fn start(store: &Store) -> Server {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = TestDb::create(store, dir.path());
         std::fs::write(dir.path().join("flow.toml"), USERS).expect("config");
         std::fs::write(dir.path().join("program.flow"), PROGRAM).expect("program");
         let mut server = Server {
+            db,
             dir,
             child: None,
             addr: free_addr(),
@@ -74,19 +78,16 @@ impl Server {
 
     fn flowrt(&self) -> Command {
         let mut command = Command::new(FLOWRT);
+        self.db.apply(&mut command);
         command
             .current_dir(self.dir.path())
             .arg("--db")
-            .arg(self.db())
+            .arg(self.db.spec())
             .arg("--config")
             .arg(self.dir.path().join("flow.toml"))
             .env_remove("FLOW_DB")
             .env_remove("FLOW_CONFIG");
         command
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("flow.db")
     }
 
     fn spawn(&mut self) {
@@ -224,571 +225,583 @@ fn start_release(server: &Server, token: &str, id: &str, value: i64) -> String {
 
 #[test]
 fn every_endpoint_works_for_an_authorized_user() {
-    let server = Server::start();
-    let ines = server.token("ines", &["--name", "intake"]);
-    let alice = server.token("alice", &[]);
+    for_each_store(|store| {
+        let server = Server::start(store);
+        let ines = server.token("ines", &["--name", "intake"]);
+        let alice = server.token("alice", &[]);
 
-    assert_eq!(
-        server.call("GET", "/health", None, None, 200)["status"],
-        "ok"
-    );
-    let me = server.call("GET", "/api/me", Some(&alice), None, 200);
-    assert_eq!(me, json!({ "user": "alice", "roles": ["customs"] }));
+        assert_eq!(
+            server.call("GET", "/health", None, None, 200)["status"],
+            "ok"
+        );
+        let me = server.call("GET", "/api/me", Some(&alice), None, 200);
+        assert_eq!(me, json!({ "user": "alice", "roles": ["customs"] }));
 
-    let workflows = server.call("GET", "/api/workflows", Some(&ines), None, 200);
-    let release = workflows
-        .as_array()
-        .expect("a list")
-        .iter()
-        .find(|w| w["name"] == "release")
-        .expect("release is listed");
-    assert_eq!(release["may_start"], true);
-    assert_eq!(
-        release["input_schema"]["properties"]["s"]["properties"]["value"]["type"],
-        "integer"
-    );
-
-    let run = start_release(&server, &ines, "S-1", 10);
-    let listed = server.call(
-        "GET",
-        "/api/runs?status=waiting&workflow=release",
-        Some(&alice),
-        None,
-        200,
-    );
-    assert!(
-        listed
+        let workflows = server.call("GET", "/api/workflows", Some(&ines), None, 200);
+        let release = workflows
             .as_array()
             .expect("a list")
             .iter()
-            .any(|r| r["id"] == run.as_str())
-    );
-    assert_eq!(
-        server.call("GET", "/api/runs?status=completed", Some(&alice), None, 200),
-        json!([])
-    );
+            .find(|w| w["name"] == "release")
+            .expect("release is listed");
+        assert_eq!(release["may_start"], true);
+        assert_eq!(
+            release["input_schema"]["properties"]["s"]["properties"]["value"]["type"],
+            "integer"
+        );
 
-    let decisions = server.call("GET", "/api/decisions", Some(&alice), None, 200);
-    let gate = &decisions[0];
-    assert_eq!(gate["run"], run.as_str());
-    assert_eq!(gate["gate"], "release_signoff");
-    assert_eq!(gate["kind"], "approval");
-    assert_eq!(gate["prompt"], "Release S-1 worth 10?");
-    assert_eq!(gate["context"], json!({ "id": "S-1", "value": 10 }));
-    let status = server.call("GET", &format!("/api/runs/{run}"), Some(&alice), None, 200);
-    assert_eq!(status["gate"]["view_hash"], gate["view_hash"]);
-    assert_eq!(
-        status["input"],
-        json!({ "s": { "id": "S-1", "value": 10 } })
-    );
+        let run = start_release(&server, &ines, "S-1", 10);
+        let listed = server.call(
+            "GET",
+            "/api/runs?status=waiting&workflow=release",
+            Some(&alice),
+            None,
+            200,
+        );
+        assert!(
+            listed
+                .as_array()
+                .expect("a list")
+                .iter()
+                .any(|r| r["id"] == run.as_str())
+        );
+        assert_eq!(
+            server.call("GET", "/api/runs?status=completed", Some(&alice), None, 200),
+            json!([])
+        );
 
-    let decided = server.call(
-        "POST",
-        &format!("/api/runs/{run}/gates/release_signoff/approve"),
-        Some(&alice),
-        Some(json!({ "comment": "papers in order", "view_hash": gate["view_hash"] })),
-        200,
-    );
-    assert_eq!(
-        decided,
-        json!({ "decision": "closed", "remaining": 0, "run_status": "completed" })
-    );
-    let status = server.call("GET", &format!("/api/runs/{run}"), Some(&ines), None, 200);
-    assert_eq!(status["status"], "completed");
-    assert_eq!(status["output"], "S-1");
+        let decisions = server.call("GET", "/api/decisions", Some(&alice), None, 200);
+        let gate = &decisions[0];
+        assert_eq!(gate["run"], run.as_str());
+        assert_eq!(gate["gate"], "release_signoff");
+        assert_eq!(gate["kind"], "approval");
+        assert_eq!(gate["prompt"], "Release S-1 worth 10?");
+        assert_eq!(gate["context"], json!({ "id": "S-1", "value": 10 }));
+        let status = server.call("GET", &format!("/api/runs/{run}"), Some(&alice), None, 200);
+        assert_eq!(status["gate"]["view_hash"], gate["view_hash"]);
+        assert_eq!(
+            status["input"],
+            json!({ "s": { "id": "S-1", "value": 10 } })
+        );
 
-    let history = server.call(
-        "GET",
-        &format!("/api/runs/{run}/history"),
-        Some(&ines),
-        None,
-        200,
-    );
-    let kinds: Vec<&str> = history
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["kind"].as_str())
-        .collect();
-    assert!(
-        kinds.contains(&"gate_opened") && kinds.contains(&"run_completed"),
-        "{kinds:?}"
-    );
-    let audit = server.call(
-        "GET",
-        &format!("/api/runs/{run}/audit"),
-        Some(&ines),
-        None,
-        200,
-    );
-    assert_eq!(audit["verified"], true);
-    assert_eq!(audit["records"].as_array().map(Vec::len), Some(kinds.len()));
-
-    // An input gate with a record value.
-    let started = server.call(
-        "POST",
-        "/api/runs",
-        Some(&alice),
-        Some(json!({ "workflow": "intake", "input": { "id": "I-1" } })),
-        201,
-    );
-    let intake = started["id"].as_str().expect("an id").to_string();
-    let decisions = server.call("GET", "/api/decisions", Some(&alice), None, 200);
-    let review = decisions
-        .as_array()
-        .expect("a list")
-        .iter()
-        .find(|g| g["run"] == intake.as_str())
-        .expect("the input is offered");
-    assert_eq!(review["kind"], "input");
-    assert_eq!(
-        review["input_schema"]["properties"]["notes"]["type"],
-        "array"
-    );
-    let decided = server.call(
-        "POST",
-        &format!("/api/runs/{intake}/gates/review/input"),
-        Some(&alice),
-        Some(json!({ "value": { "ok": true, "notes": ["a", "b"] } })),
-        200,
-    );
-    assert_eq!(decided["run_status"], "completed");
-    let status = server.call(
-        "GET",
-        &format!("/api/runs/{intake}"),
-        Some(&alice),
-        None,
-        200,
-    );
-    assert_eq!(status["output"], "accepted I-1 with 2 note(s)");
-
-    // A rejection, and a cancel.
-    let run = start_release(&server, &ines, "S-2", 10);
-    let decided = server.call(
-        "POST",
-        &format!("/api/runs/{run}/gates/release_signoff/reject"),
-        Some(&alice),
-        Some(json!({ "comment": "seal broken" })),
-        200,
-    );
-    assert_eq!(decided["run_status"], "completed");
-    let status = server.call("GET", &format!("/api/runs/{run}"), Some(&alice), None, 200);
-    assert_eq!(status["output"], "held by alice: seal broken");
-    let run = start_release(&server, &ines, "S-3", 10);
-    assert_eq!(
-        server.call(
+        let decided = server.call(
             "POST",
-            &format!("/api/runs/{run}/cancel"),
+            &format!("/api/runs/{run}/gates/release_signoff/approve"),
+            Some(&alice),
+            Some(json!({ "comment": "papers in order", "view_hash": gate["view_hash"] })),
+            200,
+        );
+        assert_eq!(
+            decided,
+            json!({ "decision": "closed", "remaining": 0, "run_status": "completed" })
+        );
+        let status = server.call("GET", &format!("/api/runs/{run}"), Some(&ines), None, 200);
+        assert_eq!(status["status"], "completed");
+        assert_eq!(status["output"], "S-1");
+
+        let history = server.call(
+            "GET",
+            &format!("/api/runs/{run}/history"),
             Some(&ines),
             None,
-            200
-        ),
-        json!({ "cancelled": true })
-    );
+            200,
+        );
+        let kinds: Vec<&str> = history
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|e| e["kind"].as_str())
+            .collect();
+        assert!(
+            kinds.contains(&"gate_opened") && kinds.contains(&"run_completed"),
+            "{kinds:?}"
+        );
+        let audit = server.call(
+            "GET",
+            &format!("/api/runs/{run}/audit"),
+            Some(&ines),
+            None,
+            200,
+        );
+        assert_eq!(audit["verified"], true);
+        assert_eq!(audit["records"].as_array().map(Vec::len), Some(kinds.len()));
 
-    let dave = server.token("dave", &[]);
-    let metrics = server.call("GET", "/metrics", Some(&dave), None, 200);
-    let text = metrics.as_str().expect("text");
-    assert!(text.contains("flow_runs{status=\"completed\"} 3"), "{text}");
-    assert!(text.contains("flow_runs{status=\"cancelled\"} 1"), "{text}");
-    assert!(
-        text.contains("flow_open_gates{kind=\"approval\"} 0"),
-        "{text}"
-    );
-    assert!(text.contains("flow_oldest_open_gate_age_seconds"), "{text}");
-    assert!(text.contains("flow_steps_per_second"), "{text}");
-    assert!(
-        text.contains("flow_notification_failures_total 0"),
-        "{text}"
-    );
+        // An input gate with a record value.
+        let started = server.call(
+            "POST",
+            "/api/runs",
+            Some(&alice),
+            Some(json!({ "workflow": "intake", "input": { "id": "I-1" } })),
+            201,
+        );
+        let intake = started["id"].as_str().expect("an id").to_string();
+        let decisions = server.call("GET", "/api/decisions", Some(&alice), None, 200);
+        let review = decisions
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|g| g["run"] == intake.as_str())
+            .expect("the input is offered");
+        assert_eq!(review["kind"], "input");
+        assert_eq!(
+            review["input_schema"]["properties"]["notes"]["type"],
+            "array"
+        );
+        let decided = server.call(
+            "POST",
+            &format!("/api/runs/{intake}/gates/review/input"),
+            Some(&alice),
+            Some(json!({ "value": { "ok": true, "notes": ["a", "b"] } })),
+            200,
+        );
+        assert_eq!(decided["run_status"], "completed");
+        let status = server.call(
+            "GET",
+            &format!("/api/runs/{intake}"),
+            Some(&alice),
+            None,
+            200,
+        );
+        assert_eq!(status["output"], "accepted I-1 with 2 note(s)");
+
+        // A rejection, and a cancel.
+        let run = start_release(&server, &ines, "S-2", 10);
+        let decided = server.call(
+            "POST",
+            &format!("/api/runs/{run}/gates/release_signoff/reject"),
+            Some(&alice),
+            Some(json!({ "comment": "seal broken" })),
+            200,
+        );
+        assert_eq!(decided["run_status"], "completed");
+        let status = server.call("GET", &format!("/api/runs/{run}"), Some(&alice), None, 200);
+        assert_eq!(status["output"], "held by alice: seal broken");
+        let run = start_release(&server, &ines, "S-3", 10);
+        assert_eq!(
+            server.call(
+                "POST",
+                &format!("/api/runs/{run}/cancel"),
+                Some(&ines),
+                None,
+                200
+            ),
+            json!({ "cancelled": true })
+        );
+
+        let dave = server.token("dave", &[]);
+        let metrics = server.call("GET", "/metrics", Some(&dave), None, 200);
+        let text = metrics.as_str().expect("text");
+        assert!(text.contains("flow_runs{status=\"completed\"} 3"), "{text}");
+        assert!(text.contains("flow_runs{status=\"cancelled\"} 1"), "{text}");
+        assert!(
+            text.contains("flow_open_gates{kind=\"approval\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("flow_oldest_open_gate_age_seconds"), "{text}");
+        assert!(text.contains("flow_steps_per_second"), "{text}");
+        assert!(
+            text.contains("flow_notification_failures_total 0"),
+            "{text}"
+        );
+    });
 }
 
 #[test]
 fn every_refusal_is_an_error_with_a_status_and_is_recorded() {
-    let mut server = Server::start();
-    let ines = server.token("ines", &[]);
-    let alice = server.token("alice", &[]);
-    let bob = server.token("bob", &[]);
-    let dave = server.token("dave", &[]);
+    for_each_store(|store| {
+        let mut server = Server::start(store);
+        let ines = server.token("ines", &[]);
+        let alice = server.token("alice", &[]);
+        let bob = server.token("bob", &[]);
+        let dave = server.token("dave", &[]);
 
-    // Tokens: none, unknown, revoked, expired. Only /health needs none.
-    let body = server.call("GET", "/api/decisions", None, None, 401);
-    assert_eq!(error_code(&body), "unauthorized");
-    server.call("GET", "/openapi.json", None, None, 401);
-    server.call("GET", "/metrics", None, None, 401);
-    server.call("GET", "/api/me", Some("flow_0000"), None, 401);
-    let revoked = server.token("bob", &["--name", "old"]);
-    let list = server
-        .flowrt()
-        .args(["token", "list", "--json"])
-        .output()
-        .expect("lists");
-    let tokens: Value = serde_json::from_slice(&list.stdout).expect("JSON");
-    let old = tokens
-        .as_array()
-        .expect("a list")
-        .iter()
-        .find(|t| t["name"] == "old")
-        .expect("the token is listed");
-    assert!(
-        !String::from_utf8_lossy(&list.stdout).contains(&revoked),
-        "tokens are never shown again"
-    );
-    let status = server
-        .flowrt()
-        .args(["token", "revoke", old["id"].as_str().expect("an id")])
-        .status()
-        .expect("revokes");
-    assert!(status.success());
-    let body = server.call("GET", "/api/me", Some(&revoked), None, 401);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("revoked"),
-        "{body}"
-    );
-    let expiring = server.token("bob", &["--expires", "1s"]);
-    server.call("GET", "/api/me", Some(&expiring), None, 200);
-    std::thread::sleep(Duration::from_millis(1_100));
-    let body = server.call("GET", "/api/me", Some(&expiring), None, 401);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("expired"),
-        "{body}"
-    );
+        // Tokens: none, unknown, revoked, expired. Only /health needs none.
+        let body = server.call("GET", "/api/decisions", None, None, 401);
+        assert_eq!(error_code(&body), "unauthorized");
+        server.call("GET", "/openapi.json", None, None, 401);
+        server.call("GET", "/metrics", None, None, 401);
+        server.call("GET", "/api/me", Some("flow_0000"), None, 401);
+        let revoked = server.token("bob", &["--name", "old"]);
+        let list = server
+            .flowrt()
+            .args(["token", "list", "--json"])
+            .output()
+            .expect("lists");
+        let tokens: Value = serde_json::from_slice(&list.stdout).expect("JSON");
+        let old = tokens
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|t| t["name"] == "old")
+            .expect("the token is listed");
+        assert!(
+            !String::from_utf8_lossy(&list.stdout).contains(&revoked),
+            "tokens are never shown again"
+        );
+        let status = server
+            .flowrt()
+            .args(["token", "revoke", old["id"].as_str().expect("an id")])
+            .status()
+            .expect("revokes");
+        assert!(status.success());
+        let body = server.call("GET", "/api/me", Some(&revoked), None, 401);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("revoked"),
+            "{body}"
+        );
+        let expiring = server.token("bob", &["--expires", "1s"]);
+        server.call("GET", "/api/me", Some(&expiring), None, 200);
+        std::thread::sleep(Duration::from_millis(1_100));
+        let body = server.call("GET", "/api/me", Some(&expiring), None, 401);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("expired"),
+            "{body}"
+        );
 
-    // Starting: not a starter (403), unknown workflow (404), bad input (422), bad JSON (400).
-    let body = server.call(
-        "POST",
-        "/api/runs",
-        Some(&dave),
-        Some(json!({ "workflow": "release", "input": { "s": { "id": "S", "value": 1 } } })),
-        403,
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("needs role clerk or customs"),
-        "{body}"
-    );
-    server.call(
-        "POST",
-        "/api/runs",
-        Some(&ines),
-        Some(json!({ "workflow": "nope" })),
-        404,
-    );
-    let body = server.call(
-        "POST",
-        "/api/runs",
-        Some(&ines),
-        Some(json!({ "workflow": "release", "input": { "s": { "id": "S", "value": "ten" } } })),
-        422,
-    );
-    assert_eq!(error_code(&body), "invalid_input");
-    assert_eq!(body["error"]["problems"][0]["path"], "$.s.value");
-    let (status, _) = server
-        .try_request("POST", "/api/runs", Some(&ines), Some("{not json"))
-        .expect("answers");
-    assert_eq!(status, 400);
+        // Starting: not a starter (403), unknown workflow (404), bad input (422), bad JSON (400).
+        let body = server.call(
+            "POST",
+            "/api/runs",
+            Some(&dave),
+            Some(json!({ "workflow": "release", "input": { "s": { "id": "S", "value": 1 } } })),
+            403,
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("needs role clerk or customs"),
+            "{body}"
+        );
+        server.call(
+            "POST",
+            "/api/runs",
+            Some(&ines),
+            Some(json!({ "workflow": "nope" })),
+            404,
+        );
+        let body = server.call(
+            "POST",
+            "/api/runs",
+            Some(&ines),
+            Some(json!({ "workflow": "release", "input": { "s": { "id": "S", "value": "ten" } } })),
+            422,
+        );
+        assert_eq!(error_code(&body), "invalid_input");
+        assert_eq!(body["error"]["problems"][0]["path"], "$.s.value");
+        let (status, _) = server
+            .try_request("POST", "/api/runs", Some(&ines), Some("{not json"))
+            .expect("answers");
+        assert_eq!(status, 400);
 
-    // Deciding: wrong role, four-eyes, stale view, double decision, reject without comment,
-    // a value that does not fit, an unknown run.
-    let run = start_release(&server, &alice, "S-4", 5_000);
-    let approve = format!("/api/runs/{run}/gates/release_signoff/approve");
-    let body = server.call("POST", &approve, Some(&dave), Some(json!({})), 403);
-    assert!(
-        body["error"]["message"]
+        // Deciding: wrong role, four-eyes, stale view, double decision, reject without comment,
+        // a value that does not fit, an unknown run.
+        let run = start_release(&server, &alice, "S-4", 5_000);
+        let approve = format!("/api/runs/{run}/gates/release_signoff/approve");
+        let body = server.call("POST", &approve, Some(&dave), Some(json!({})), 403);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("needs role customs"),
+            "{body}"
+        );
+        let body = server.call("POST", &approve, Some(&alice), Some(json!({})), 403);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("four-eyes"),
+            "{body}"
+        );
+        let body = server.call(
+            "POST",
+            &approve,
+            Some(&bob),
+            Some(json!({ "view_hash": "0000" })),
+            409,
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("changed since you looked"),
+            "{body}"
+        );
+        let decided = server.call(
+            "POST",
+            &approve,
+            Some(&bob),
+            Some(json!({ "comment": "one" })),
+            200,
+        );
+        assert_eq!(
+            decided,
+            json!({ "decision": "recorded", "remaining": 1, "run_status": "waiting" })
+        );
+        let body = server.call("POST", &approve, Some(&bob), Some(json!({})), 409);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("already approved"),
+            "{body}"
+        );
+        server.call(
+            "POST",
+            &format!("/api/runs/{run}/gates/release_signoff/reject"),
+            Some(&bob),
+            Some(json!({ "comment": "  " })),
+            400,
+        );
+        let intake = server.call(
+            "POST",
+            "/api/runs",
+            Some(&ines),
+            Some(json!({ "workflow": "intake", "input": { "id": "I-2" } })),
+            201,
+        )["id"]
             .as_str()
-            .unwrap_or_default()
-            .contains("needs role customs"),
-        "{body}"
-    );
-    let body = server.call("POST", &approve, Some(&alice), Some(json!({})), 403);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("four-eyes"),
-        "{body}"
-    );
-    let body = server.call(
-        "POST",
-        &approve,
-        Some(&bob),
-        Some(json!({ "view_hash": "0000" })),
-        409,
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("changed since you looked"),
-        "{body}"
-    );
-    let decided = server.call(
-        "POST",
-        &approve,
-        Some(&bob),
-        Some(json!({ "comment": "one" })),
-        200,
-    );
-    assert_eq!(
-        decided,
-        json!({ "decision": "recorded", "remaining": 1, "run_status": "waiting" })
-    );
-    let body = server.call("POST", &approve, Some(&bob), Some(json!({})), 409);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("already approved"),
-        "{body}"
-    );
-    server.call(
-        "POST",
-        &format!("/api/runs/{run}/gates/release_signoff/reject"),
-        Some(&bob),
-        Some(json!({ "comment": "  " })),
-        400,
-    );
-    let intake = server.call(
-        "POST",
-        "/api/runs",
-        Some(&ines),
-        Some(json!({ "workflow": "intake", "input": { "id": "I-2" } })),
-        201,
-    )["id"]
-        .as_str()
-        .expect("an id")
-        .to_string();
-    let body = server.call(
-        "POST",
-        &format!("/api/runs/{intake}/gates/review/input"),
-        Some(&alice),
-        Some(json!({ "value": { "ok": "yes", "notes": [] } })),
-        422,
-    );
-    assert_eq!(body["error"]["problems"][0]["path"], "$.ok", "{body}");
-    server.call(
-        "POST",
-        "/api/runs/r-nope/gates/release_signoff/approve",
-        Some(&bob),
-        Some(json!({})),
-        404,
-    );
-    server.call("GET", "/api/runs/r-nope", Some(&bob), None, 404);
-    server.call(
-        "POST",
-        &format!("/api/runs/{run}/cancel"),
-        Some(&dave),
-        None,
-        403,
-    );
+            .expect("an id")
+            .to_string();
+        let body = server.call(
+            "POST",
+            &format!("/api/runs/{intake}/gates/review/input"),
+            Some(&alice),
+            Some(json!({ "value": { "ok": "yes", "notes": [] } })),
+            422,
+        );
+        assert_eq!(body["error"]["problems"][0]["path"], "$.ok", "{body}");
+        server.call(
+            "POST",
+            "/api/runs/r-nope/gates/release_signoff/approve",
+            Some(&bob),
+            Some(json!({})),
+            404,
+        );
+        server.call("GET", "/api/runs/r-nope", Some(&bob), None, 404);
+        server.call(
+            "POST",
+            &format!("/api/runs/{run}/cancel"),
+            Some(&dave),
+            None,
+            403,
+        );
 
-    // A wrong-role reviewer does not see the gate.
-    let seen = server.call("GET", "/api/decisions", Some(&dave), None, 200);
-    assert_eq!(seen, json!([]));
+        // A wrong-role reviewer does not see the gate.
+        let seen = server.call("GET", "/api/decisions", Some(&dave), None, 200);
+        assert_eq!(seen, json!([]));
 
-    // Refusals that concern a run are in its audit trail; the others in the refusal log.
-    let history = server.call(
-        "GET",
-        &format!("/api/runs/{run}/history"),
-        Some(&bob),
-        None,
-        200,
-    );
-    let refusals: Vec<&Value> = history
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter(|e| e["kind"] == "request_refused")
-        .collect();
-    assert_eq!(refusals.len(), 5, "{refusals:?}");
-    assert_eq!(refusals[0]["data"]["by"], "dave");
-    assert_eq!(refusals[0]["data"]["status"], 403);
-    let audit = server.call(
-        "GET",
-        &format!("/api/runs/{run}/audit"),
-        Some(&bob),
-        None,
-        200,
-    );
-    assert_eq!(audit["verified"], true, "refusals keep the chain intact");
+        // Refusals that concern a run are in its audit trail; the others in the refusal log.
+        let history = server.call(
+            "GET",
+            &format!("/api/runs/{run}/history"),
+            Some(&bob),
+            None,
+            200,
+        );
+        let refusals: Vec<&Value> = history
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["kind"] == "request_refused")
+            .collect();
+        assert_eq!(refusals.len(), 5, "{refusals:?}");
+        assert_eq!(refusals[0]["data"]["by"], "dave");
+        assert_eq!(refusals[0]["data"]["status"], 403);
+        let audit = server.call(
+            "GET",
+            &format!("/api/runs/{run}/audit"),
+            Some(&bob),
+            None,
+            200,
+        );
+        assert_eq!(audit["verified"], true, "refusals keep the chain intact");
 
-    assert!(server.stop().success());
-    let log = server
-        .flowrt()
-        .args(["audit", "refusals"])
-        .output()
-        .expect("lists");
-    let log = String::from_utf8_lossy(&log.stdout);
-    assert!(log.contains("401 no token GET /api/decisions"), "{log}");
-    assert!(log.contains("401 unknown token GET /api/me"), "{log}");
-    assert!(log.contains("revoked"), "{log}");
-    assert!(log.contains("403 dave POST /api/runs"), "{log}");
+        assert!(server.stop().success());
+        let log = server
+            .flowrt()
+            .args(["audit", "refusals"])
+            .output()
+            .expect("lists");
+        let log = String::from_utf8_lossy(&log.stdout);
+        assert!(log.contains("401 no token GET /api/decisions"), "{log}");
+        assert!(log.contains("401 unknown token GET /api/me"), "{log}");
+        assert!(log.contains("revoked"), "{log}");
+        assert!(log.contains("403 dave POST /api/runs"), "{log}");
+    });
 }
 
 #[test]
 fn the_openapi_document_reaches_every_operation() {
-    let server = Server::start();
-    let token = server.token("alice", &[]);
-    let document = server.call("GET", "/openapi.json", Some(&token), None, 200);
-    assert_eq!(document["openapi"], "3.0.3");
-    let paths = document["paths"].as_object().expect("paths");
-    assert!(paths.len() >= 14, "{}", paths.len());
-    for (path, operations) in paths {
-        let concrete = path.replace("{id}", "r-none").replace("{gate}", "g");
-        for method in operations.as_object().expect("operations").keys() {
-            let (status, body) = server
-                .try_request(&method.to_uppercase(), &concrete, Some(&token), Some("{}"))
-                .expect("answers");
-            assert!(status < 500, "{method} {path}: {status} {body}");
-            assert!(
-                !body.contains("no such endpoint"),
-                "{method} {path} is documented but not served"
-            );
-            let documented = operations[method]["responses"]
-                .as_object()
-                .expect("responses");
-            assert!(
-                documented.contains_key(&status.to_string()),
-                "{method} {path} answered {status}, which is not documented: {body}"
-            );
+    for_each_store(|store| {
+        let server = Server::start(store);
+        let token = server.token("alice", &[]);
+        let document = server.call("GET", "/openapi.json", Some(&token), None, 200);
+        assert_eq!(document["openapi"], "3.0.3");
+        let paths = document["paths"].as_object().expect("paths");
+        assert!(paths.len() >= 14, "{}", paths.len());
+        for (path, operations) in paths {
+            let concrete = path.replace("{id}", "r-none").replace("{gate}", "g");
+            for method in operations.as_object().expect("operations").keys() {
+                let (status, body) = server
+                    .try_request(&method.to_uppercase(), &concrete, Some(&token), Some("{}"))
+                    .expect("answers");
+                assert!(status < 500, "{method} {path}: {status} {body}");
+                assert!(
+                    !body.contains("no such endpoint"),
+                    "{method} {path} is documented but not served"
+                );
+                let documented = operations[method]["responses"]
+                    .as_object()
+                    .expect("responses");
+                assert!(
+                    documented.contains_key(&status.to_string()),
+                    "{method} {path} answered {status}, which is not documented: {body}"
+                );
+            }
         }
-    }
-    let body = server.call("GET", "/api/nothing-here", Some(&token), None, 404);
-    assert_eq!(body["error"]["message"], "no such endpoint");
+        let body = server.call("GET", "/api/nothing-here", Some(&token), None, 404);
+        assert_eq!(body["error"]["message"], "no such endpoint");
+    });
 }
 
 #[test]
 fn sigterm_stops_after_the_step_in_progress_and_nothing_is_half_written() {
-    let mut server = Server::start();
-    let ines = server.token("ines", &[]);
-    let alice = server.token("alice", &[]);
-    let mut runs = Vec::new();
-    for i in 0..20 {
-        runs.push(start_release(&server, &ines, &format!("S-{i}"), 1));
-    }
-    // Decide them from another thread while the server is told to stop.
-    let addr = server.addr;
-    let paths: Vec<String> = runs
-        .iter()
-        .map(|r| format!("/api/runs/{r}/gates/release_signoff/approve"))
-        .collect();
-    let deciding = std::thread::spawn(move || {
-        let mut answered = 0;
-        for path in paths {
-            let Ok(mut stream) = TcpStream::connect(addr) else {
-                break;
-            };
-            let request = format!(
-                "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-            );
-            if stream.write_all(request.as_bytes()).is_err() {
-                break;
-            }
-            let mut text = String::new();
-            let _ = stream.read_to_string(&mut text);
-            if text.starts_with("HTTP/1.1 200") {
-                answered += 1;
-            }
+    for_each_store(|store| {
+        let mut server = Server::start(store);
+        let ines = server.token("ines", &[]);
+        let alice = server.token("alice", &[]);
+        let mut runs = Vec::new();
+        for i in 0..20 {
+            runs.push(start_release(&server, &ines, &format!("S-{i}"), 1));
         }
-        answered
+        // Decide them from another thread while the server is told to stop.
+        let addr = server.addr;
+        let paths: Vec<String> = runs
+            .iter()
+            .map(|r| format!("/api/runs/{r}/gates/release_signoff/approve"))
+            .collect();
+        let deciding = std::thread::spawn(move || {
+            let mut answered = 0;
+            for path in paths {
+                let Ok(mut stream) = TcpStream::connect(addr) else {
+                    break;
+                };
+                let request = format!(
+                    "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                );
+                if stream.write_all(request.as_bytes()).is_err() {
+                    break;
+                }
+                let mut text = String::new();
+                let _ = stream.read_to_string(&mut text);
+                if text.starts_with("HTTP/1.1 200") {
+                    answered += 1;
+                }
+            }
+            answered
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        let status = server.stop();
+        assert!(
+            status.success(),
+            "flowrt serve exits 0 on SIGTERM: {status:?}"
+        );
+        let answered = deciding.join().expect("the client thread");
+        // Every decision that was answered 200 is recorded and its run completed; the others
+        // still wait, intact; the audit trail verifies.
+        let verify = server
+            .flowrt()
+            .args(["audit", "verify"])
+            .output()
+            .expect("verifies");
+        assert!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        let listing = server
+            .flowrt()
+            .args(["runs", "--json"])
+            .output()
+            .expect("lists");
+        let listed: Value = serde_json::from_slice(&listing.stdout).expect("JSON");
+        let completed = listed
+            .as_array()
+            .expect("runs")
+            .iter()
+            .filter(|r| r["status"] == "completed")
+            .count();
+        let waiting = listed
+            .as_array()
+            .expect("runs")
+            .iter()
+            .filter(|r| r["status"] == "waiting")
+            .count();
+        assert_eq!(completed + waiting, 20, "{listed}");
+        assert!(
+            completed >= answered,
+            "{completed} completed, {answered} answered"
+        );
+        // The next process takes over where this one stopped.
+        server.spawn();
+        let decisions = server.call(
+            "GET",
+            "/api/decisions",
+            Some(&server.token("bob", &[])),
+            None,
+            200,
+        );
+        assert_eq!(decisions.as_array().map(Vec::len), Some(waiting));
     });
-    std::thread::sleep(Duration::from_millis(30));
-    let status = server.stop();
-    assert!(
-        status.success(),
-        "flowrt serve exits 0 on SIGTERM: {status:?}"
-    );
-    let answered = deciding.join().expect("the client thread");
-    // Every decision that was answered 200 is recorded and its run completed; the others
-    // still wait, intact; the audit trail verifies.
-    let verify = server
-        .flowrt()
-        .args(["audit", "verify"])
-        .output()
-        .expect("verifies");
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
-    let listing = server
-        .flowrt()
-        .args(["runs", "--json"])
-        .output()
-        .expect("lists");
-    let listed: Value = serde_json::from_slice(&listing.stdout).expect("JSON");
-    let completed = listed
-        .as_array()
-        .expect("runs")
-        .iter()
-        .filter(|r| r["status"] == "completed")
-        .count();
-    let waiting = listed
-        .as_array()
-        .expect("runs")
-        .iter()
-        .filter(|r| r["status"] == "waiting")
-        .count();
-    assert_eq!(completed + waiting, 20, "{listed}");
-    assert!(
-        completed >= answered,
-        "{completed} completed, {answered} answered"
-    );
-    // The next process takes over where this one stopped.
-    server.spawn();
-    let decisions = server.call(
-        "GET",
-        "/api/decisions",
-        Some(&server.token("bob", &[])),
-        None,
-        200,
-    );
-    assert_eq!(decisions.as_array().map(Vec::len), Some(waiting));
 }
 
 /// A client no one here wrote, generating requests from the OpenAPI document: no request
 /// may get a 5xx. `schemathesis` comes from PyPI (`.ci/run` and `./test.sh` install it).
 #[test]
 fn schemathesis_finds_no_server_error() {
-    let version = Command::new("schemathesis").arg("--version").output();
-    let Ok(version) = version else {
-        panic!("schemathesis is needed: python3 -m pip install schemathesis (./test.sh does it)");
-    };
-    assert!(version.status.success(), "schemathesis --version failed");
-    let server = Server::start();
-    let ines = server.token("ines", &[]);
-    let alice = server.token("alice", &[]);
-    // Something to find: a waiting run and a finished one.
-    let run = start_release(&server, &ines, "S-1", 10);
-    server.call(
-        "POST",
-        &format!("/api/runs/{run}/gates/release_signoff/approve"),
-        Some(&alice),
-        Some(json!({})),
-        200,
-    );
-    start_release(&server, &ines, "S-2", 10);
-    let output = Command::new("schemathesis")
-        .args(["run", &format!("http://{}/openapi.json", server.addr)])
-        .args(["--header", &format!("Authorization: Bearer {alice}")])
-        .args(["--checks", "not_a_server_error"])
-        .args(["--max-examples", "20", "--request-timeout", "30"])
-        .env("SCHEMATHESIS_TELEMETRY", "false")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("schemathesis runs");
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "schemathesis found problems:\n{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    for_each_store(|store| {
+        let version = Command::new("schemathesis").arg("--version").output();
+        let Ok(version) = version else {
+            panic!(
+                "schemathesis is needed: python3 -m pip install schemathesis (./test.sh does it)"
+            );
+        };
+        assert!(version.status.success(), "schemathesis --version failed");
+        let server = Server::start(store);
+        let ines = server.token("ines", &[]);
+        let alice = server.token("alice", &[]);
+        // Something to find: a waiting run and a finished one.
+        let run = start_release(&server, &ines, "S-1", 10);
+        server.call(
+            "POST",
+            &format!("/api/runs/{run}/gates/release_signoff/approve"),
+            Some(&alice),
+            Some(json!({})),
+            200,
+        );
+        start_release(&server, &ines, "S-2", 10);
+        let output = Command::new("schemathesis")
+            .args(["run", &format!("http://{}/openapi.json", server.addr)])
+            .args(["--header", &format!("Authorization: Bearer {alice}")])
+            .args(["--checks", "not_a_server_error"])
+            .args(["--max-examples", "20", "--request-timeout", "30"])
+            .env("SCHEMATHESIS_TELEMETRY", "false")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("schemathesis runs");
+        let report = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "schemathesis found problems:\n{report}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
 }
