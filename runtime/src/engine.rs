@@ -785,6 +785,10 @@ impl Engine {
                                     Some(&machine),
                                     Change::runnable(std::mem::take(&mut pending)),
                                 )?;
+                                // Inside a group commit, everything that led here (the
+                                // decision that allowed this call, above all) is on disk
+                                // before the outside world is touched.
+                                self.store.flush()?;
                             }
 
                             let started = now_ms();

@@ -469,6 +469,10 @@ impl Engine {
     /// Delivers the prepared notifications (no claim is held meanwhile) and records each
     /// delivery in its run's history, if the run still waits at that gate.
     pub fn flush_notifications(&mut self) -> EngineResult<()> {
+        if !self.outbox.is_empty() {
+            // What a notification announces is on disk before anyone hears of it.
+            self.store.flush()?;
+        }
         for outgoing in std::mem::take(&mut self.outbox) {
             let deliveries = notify::deliver(
                 &self.config.notify,

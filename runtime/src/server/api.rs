@@ -51,7 +51,7 @@ impl App {
             None => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                "the server is shutting down",
+                "the server is shutting down, or could not make the result durable; try again",
             )
             .into_response(),
         }

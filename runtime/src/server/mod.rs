@@ -19,8 +19,13 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Work for the engine thread.
-type Job = Box<dyn FnOnce(&mut Engine) + Send>;
+/// Work for the engine thread. It returns the delivery of its answer, which the engine
+/// thread calls once what the work committed is durable (`true`), or could not be made so.
+type Job = Box<dyn FnOnce(&mut Engine) -> Delivery + Send>;
+type Delivery = Box<dyn FnOnce(bool) + Send>;
+
+/// The most requests committed together (see [`engine_loop`]).
+const MAX_GROUP: usize = 64;
 
 /// How often the engine thread looks for runs to drive when no request comes (timers that
 /// fell due, runs another process started or left behind).
@@ -41,20 +46,40 @@ impl EngineHandle {
     ) -> Option<R> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |engine| {
-            let _ = reply.send(work(engine));
+            let result = work(engine);
+            Box::new(move |durable| {
+                let _ = reply.send(durable.then_some(result));
+            })
         });
         self.jobs.send(job).ok()?;
-        answer.await.ok()
+        answer.await.ok().flatten()
     }
 }
 
 /// The engine thread's loop: jobs as they come, and a worker's round when idle.
+///
+/// Requests that queue up while one is being served are served together as one *group
+/// commit*: their commits share one sync to disk ([`Store::begin_group`]), and none is
+/// answered before that sync. Before any effect outside the database (a tool call, a
+/// notification) the engine syncs what came before, so grouping never lets a decision be
+/// acted upon before it is on disk.
+///
+/// [`Store::begin_group`]: crate::store::Store::begin_group
 fn engine_loop(mut engine: Engine, jobs: mpsc::Receiver<Job>) {
     let mut last_round = Instant::now() - IDLE_POLL;
     loop {
         let wait = IDLE_POLL.saturating_sub(last_round.elapsed());
         match jobs.recv_timeout(wait) {
-            Ok(job) => job(&mut engine),
+            Ok(first) => {
+                let mut group = vec![first];
+                while group.len() < MAX_GROUP {
+                    match jobs.try_recv() {
+                        Ok(job) => group.push(job),
+                        Err(_) => break,
+                    }
+                }
+                serve_group(&mut engine, group);
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
@@ -64,6 +89,29 @@ fn engine_loop(mut engine: Engine, jobs: mpsc::Receiver<Job>) {
             }
             last_round = Instant::now();
         }
+    }
+}
+
+fn serve_group(engine: &mut Engine, group: Vec<Job>) {
+    let grouped = group.len() > 1
+        && match engine.store().begin_group() {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "group commit unavailable; committing one by one");
+                false
+            }
+        };
+    let deliveries: Vec<Delivery> = group.into_iter().map(|job| job(engine)).collect();
+    let durable = !grouped
+        || match engine.store().end_group() {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "a group commit could not be made durable");
+                false
+            }
+        };
+    for deliver in deliveries {
+        deliver(durable);
     }
 }
 

@@ -311,6 +311,25 @@ pub trait Store {
     /// The trace context of the run's root span (a W3C `traceparent`), if one was stored:
     /// every process that drives the run puts its spans into that trace.
     fn trace_of(&mut self, run: &str) -> StoreResult<Option<String>>;
+
+    /// Group commit across requests (`flowrt serve`): until [`Store::end_group`], commits
+    /// need not reach the disk one by one. Whoever groups acknowledges nothing before
+    /// `end_group` returns, and calls [`Store::flush`] before any effect outside the
+    /// database (a tool call, a notification), so the durability contract is unchanged: what
+    /// was acknowledged or acted upon is on disk.
+    fn begin_group(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Makes everything committed so far durable; grouping goes on.
+    fn flush(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Makes everything committed so far durable and ends the group.
+    fn end_group(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
     /// Stores the trace context of the run's root span.
     fn set_trace(&mut self, run: &str, trace: &str) -> StoreResult<()>;
 }

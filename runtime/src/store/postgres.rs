@@ -808,6 +808,43 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn begin_group(&mut self) -> StoreResult<()> {
+        self.execute(
+            "starting a group commit",
+            "SET synchronous_commit TO off",
+            &[],
+        )?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StoreResult<()> {
+        // A commit with synchronous_commit on waits until the WAL up to it is on disk, and
+        // with it every transaction committed before.
+        self.execute(
+            "making a group commit durable",
+            "SET synchronous_commit TO on",
+            &[],
+        )?;
+        self.execute(
+            "making a group commit durable",
+            "INSERT INTO settings (key, value) VALUES ('group_commit', '1')
+             ON CONFLICT (key) DO UPDATE SET value = (settings.value::BIGINT + 1)::TEXT",
+            &[],
+        )?;
+        self.execute(
+            "starting a group commit",
+            "SET synchronous_commit TO off",
+            &[],
+        )?;
+        Ok(())
+    }
+
+    fn end_group(&mut self) -> StoreResult<()> {
+        self.flush()?;
+        self.execute("ending a group commit", "SET synchronous_commit TO on", &[])?;
+        Ok(())
+    }
+
     fn trace_of(&mut self, run: &str) -> StoreResult<Option<String>> {
         let rows = self.query(
             "reading a run's trace",

@@ -147,6 +147,10 @@ impl Context {
 pub struct SqliteStore {
     conn: Connection,
     ctx: Context,
+    /// The durability asked for; commits use it except inside a group.
+    durability: Durability,
+    /// Inside a group commit ([`Store::begin_group`]).
+    grouping: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -233,7 +237,12 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(ctx.map("enabling foreign keys"))?;
         conn.set_prepared_statement_cache_capacity(64);
-        let mut store = SqliteStore { conn, ctx };
+        let mut store = SqliteStore {
+            conn,
+            ctx,
+            durability,
+            grouping: false,
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -933,6 +942,50 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.execute([run, trace]))
             .map(|_| ())
             .map_err(self.ctx.map("writing a run's trace context"))
+    }
+
+    fn begin_group(&mut self) -> StoreResult<()> {
+        if !self.grouping {
+            self.conn
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(self.ctx.map("starting a group commit"))?;
+            self.grouping = true;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StoreResult<()> {
+        if !self.grouping {
+            return Ok(());
+        }
+        // A commit with synchronous=FULL syncs the WAL file, and with it every transaction
+        // appended before; it must write something to be a commit at all.
+        self.conn
+            .pragma_update(None, "synchronous", self.durability.pragma())
+            .map_err(self.ctx.map("ending a group commit"))?;
+        self.conn
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ('group_commit', '1')
+                 ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                [],
+            )
+            .map_err(self.ctx.map("making a group commit durable"))?;
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(self.ctx.map("starting a group commit"))?;
+        Ok(())
+    }
+
+    fn end_group(&mut self) -> StoreResult<()> {
+        if !self.grouping {
+            return Ok(());
+        }
+        self.flush()?;
+        self.conn
+            .pragma_update(None, "synchronous", self.durability.pragma())
+            .map_err(self.ctx.map("ending a group commit"))?;
+        self.grouping = false;
+        Ok(())
     }
 
     fn next_wake(&mut self) -> StoreResult<Option<Millis>> {
