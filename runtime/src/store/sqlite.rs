@@ -1132,6 +1132,35 @@ mod tests {
     }
 
     #[test]
+    fn a_group_commit_syncs_once_and_restores_full_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("g.db")).unwrap();
+        let synchronous = |store: &SqliteStore| -> i64 {
+            store
+                .conn
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(synchronous(&store), 2, "FULL");
+        store.begin_group().unwrap();
+        assert_eq!(synchronous(&store), 1, "NORMAL inside a group");
+        store.deploy("v1", b"a", 1).unwrap();
+        store.flush().unwrap();
+        assert_eq!(synchronous(&store), 1, "still grouping after a flush");
+        store.deploy("v2", b"b", 2).unwrap();
+        store.end_group().unwrap();
+        assert_eq!(synchronous(&store), 2, "FULL again");
+        assert_eq!(store.setting("group_commit").unwrap().as_deref(), Some("2"));
+        drop(store);
+        let mut reopened = SqliteStore::open(&dir.path().join("g.db")).unwrap();
+        assert_eq!(reopened.versions().unwrap().len(), 2);
+        // Outside a group, flush and end_group change nothing.
+        reopened.flush().unwrap();
+        reopened.end_group().unwrap();
+        assert_eq!(reopened.setting("group_commit").unwrap().as_deref(), Some("2"));
+    }
+
+    #[test]
     fn deploy_is_idempotent() {
         let mut store = store();
         store.deploy("v1", b"artifact", 2).unwrap();
