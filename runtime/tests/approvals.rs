@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Out, Project, Store, for_each_store};
+use common::{Out, Project, Store, events, for_each_store, of_kind};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc::{self, Receiver};
@@ -227,21 +227,9 @@ impl Project {
     }
 }
 
-fn events(history: &[serde_json::Value]) -> Vec<&str> {
-    history
-        .iter()
-        .map(|e| e["event"].as_str().expect("an event name"))
-        .collect()
-}
-
-/// The events of `kind` in a history.
-fn all_of<'a>(history: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
-    history.iter().filter(|e| e["event"] == kind).collect()
-}
-
 /// The one event of `kind` in a history.
 fn one_of<'a>(history: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Value {
-    let found = all_of(history, kind);
+    let found = of_kind(history, kind);
     assert_eq!(
         found.len(),
         1,
@@ -350,7 +338,7 @@ fn a_user_without_the_role_is_refused_naming_the_role() {
         // Nothing was recorded: the gate is still open and the run still waits there.
         project.expect_waiting_on(&run, "approval release_signoff");
         let history = project.history(&run);
-        assert!(all_of(&history, "gate_decided").is_empty(), "{history:?}");
+        assert!(of_kind(&history, "gate_decided").is_empty(), "{history:?}");
         assert_eq!(project.listed_for("alice", &run).len(), 1);
     });
 }
@@ -616,7 +604,7 @@ fn a_second_decision_on_a_decided_gate_is_refused_while_the_run_waits_on() {
             .expect_code(EXIT_OK);
         project.expect_output(&run, "first=true by alice; second=true by carl");
         let history = project.history(&run);
-        assert_eq!(all_of(&history, "gate_decided").len(), 2, "{history:?}");
+        assert_eq!(of_kind(&history, "gate_decided").len(), 2, "{history:?}");
     });
 }
 
@@ -798,7 +786,7 @@ fn input_of_the_wrong_type_is_refused_with_the_json_path() {
             .expect_stderr("not valid JSON");
         project.expect_waiting_on(&run, "input shipment_details");
         let history = project.history(&run);
-        assert!(all_of(&history, "gate_decided").is_empty(), "{history:?}");
+        assert!(of_kind(&history, "gate_decided").is_empty(), "{history:?}");
     });
 }
 
@@ -1003,7 +991,7 @@ fn escalation_lets_the_escalation_role_decide() {
         project.advance("23h");
         let history = project.history(&run);
         assert!(
-            all_of(&history, "gate_escalated").is_empty(),
+            of_kind(&history, "gate_escalated").is_empty(),
             "not escalated before 24h: {:?}",
             events(&history)
         );
@@ -1102,7 +1090,7 @@ fn a_decision_before_the_timeout_cancels_it() {
             .expect_code(EXIT_OK);
         project.advance("2d");
         project.expect_output(&run, "approved=true by alice");
-        assert!(all_of(&project.history(&run), "gate_timed_out").is_empty());
+        assert!(of_kind(&project.history(&run), "gate_timed_out").is_empty());
     });
 }
 
@@ -1366,7 +1354,7 @@ fn opening_and_escalating_a_gate_posts_to_the_webhook() {
                 .is_some_and(|a| a.contains("ops_manager")),
             "{escalated}"
         );
-        assert_eq!(all_of(&project.history(&run), "notified").len(), 2);
+        assert_eq!(of_kind(&project.history(&run), "notified").len(), 2);
 
         project
             .approve(&run, "release_signoff", "omar", &[])
@@ -1459,7 +1447,7 @@ fn a_failing_webhook_is_recorded_and_the_gate_still_works() {
             failed["data"]["attempts"].as_i64().is_some_and(|n| n > 1),
             "the delivery was retried: {failed}"
         );
-        assert!(all_of(&history, "notified").is_empty());
+        assert!(of_kind(&history, "notified").is_empty());
         assert_eq!(project.listed_for("alice", &run).len(), 1);
         project
             .approve(&run, "release_signoff", "alice", &[])

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Out, Project, Store, for_each_store};
+use common::{Out, Project, Store, events, for_each_store};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -44,13 +44,6 @@ fn run_id(out: &Out) -> String {
     let mut words = first.split_whitespace();
     assert_eq!(words.next(), Some("run"), "no run id in {:?}", out.stdout);
     words.next().expect("a run id").to_string()
-}
-
-fn events(history: &[serde_json::Value]) -> Vec<&str> {
-    history
-        .iter()
-        .map(|e| e["event"].as_str().expect("an event name"))
-        .collect()
 }
 
 /// Doubles `n`, and reports the environment the runtime gave it.

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Out, Project, Store, for_each_store};
+use common::{Out, Project, Store, for_each_store, of_kind};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Stdio};
@@ -232,10 +232,6 @@ impl Project {
 
 fn run_id(out: &Out) -> String {
     out.json()["run"].as_str().unwrap().to_string()
-}
-
-fn of_kind<'a>(history: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
-    history.iter().filter(|e| e["event"] == kind).collect()
 }
 
 fn tool_config(tool: &str, server: &Server) -> String {

@@ -485,6 +485,19 @@ impl Project {
     }
 }
 
+/// The event names of a `history --json`, in order.
+pub fn events(history: &[serde_json::Value]) -> Vec<&str> {
+    history
+        .iter()
+        .map(|e| e["event"].as_str().expect("an event name"))
+        .collect()
+}
+
+/// The events of `kind` in a `history --json`.
+pub fn of_kind<'a>(history: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    history.iter().filter(|e| e["event"] == kind).collect()
+}
+
 /// Whether `haystack` holds the bytes of `needle`.
 pub fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
