@@ -8,7 +8,8 @@
 //! Each body gets a fresh database — a file in its project's temporary directory, or a
 //! PostgreSQL database of its own (`flow_t_PID_N`, dropped afterwards) — and a failure names
 //! the store it happened on. `FLOW_TEST_STORES=postgres` (or `sqlite`) narrows the matrix
-//! while iterating on one store.
+//! while iterating on one store. Databases left behind by a killed test process are dropped
+//! by the next one.
 #![allow(dead_code)]
 
 use std::fmt;
@@ -121,6 +122,8 @@ impl TestDb {
                     DATABASES.fetch_add(1, Ordering::SeqCst)
                 );
                 let mut client = admin_client(admin);
+                static SWEPT: std::sync::Once = std::sync::Once::new();
+                SWEPT.call_once(|| drop_leftovers(&mut client));
                 // A database of a killed earlier run whose process id was the same.
                 client
                     .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -260,6 +263,26 @@ impl Drop for TestDb {
                 let _ =
                     client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             }
+        }
+    }
+}
+
+/// Drops the test databases of test processes that are gone (killed before they could drop
+/// their own): `flow_t_PID_N` whose PID is not a live process of this machine.
+fn drop_leftovers(client: &mut postgres::Client) {
+    let Ok(rows) = client.query(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'flow\\_t\\_%'",
+        &[],
+    ) else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
     }
 }
