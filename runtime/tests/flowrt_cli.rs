@@ -969,8 +969,12 @@ fn sleep_waits_without_a_process_and_now_is_recorded() {
 }
 "#,
         );
+        // The timer is set at the commit, between these two instants: before `started` + 2 s
+        // it is surely not due, after `returned` + 2 s it surely is (a first process on a
+        // fresh PostgreSQL database spends a while creating the schema).
         let started = Instant::now();
         let out = project.flowrt(&["run", "nap.flow"]);
+        let returned = Instant::now();
         out.expect_code(EXIT_WAITING).expect_stdout("timer");
         let id = run_id(&out);
         let status = project.status(&id);
@@ -990,7 +994,7 @@ fn sleep_waits_without_a_process_and_now_is_recorded() {
 
         // Once the timer is due, a worker finishes the run.
         let due = Duration::from_millis(2100);
-        std::thread::sleep(due.saturating_sub(started.elapsed()));
+        std::thread::sleep(due.saturating_sub(returned.elapsed()));
         project
             .flowrt(&["worker", "--once"])
             .expect_code(EXIT_COMPLETED);
