@@ -116,3 +116,51 @@ workflow w(user: String, token: Secret) -> String {
         }
     });
 }
+
+/// A worker given another key must not resume a run with wrong values: it refuses, and the
+/// run waits intact for a worker with the right key.
+#[test]
+fn a_worker_with_another_key_refuses_to_resume() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write("tool.sh", "cat >> received.json; echo '\"ok\"'\n");
+        project.write(
+            "s.flow",
+            r#"tool sign_in(token: Secret) -> String via exec "sh tool.sh"
+
+workflow w(token: Secret) -> String {
+  sleep 1s
+  sign_in(token)
+}
+"#,
+        );
+        let input = format!(r#"{{"token": "{SECRET}"}}"#);
+        let first = flowrt(&project, &["run", "s.flow", "--input", &input]);
+        assert_eq!(first.status.code(), Some(10));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let wrong = project
+            .command(&["worker", "--once"])
+            .env("FLOW_SECRET_KEY", "ab".repeat(32))
+            .output()
+            .unwrap();
+        assert!(
+            !wrong.status.success(),
+            "a worker with another key must not go on"
+        );
+        let stderr = String::from_utf8_lossy(&wrong.stderr);
+        assert!(stderr.contains("cannot open a secret"), "{stderr}");
+        assert!(
+            !project.path().join("received.json").exists(),
+            "the tool was never called with a wrong value"
+        );
+        // The right key resumes it.
+        let right = flowrt(&project, &["worker", "--once"]);
+        assert!(
+            right.status.success(),
+            "{}",
+            String::from_utf8_lossy(&right.stderr)
+        );
+        let received = std::fs::read_to_string(project.path().join("received.json")).unwrap();
+        assert!(received.contains(SECRET), "{received}");
+    });
+}

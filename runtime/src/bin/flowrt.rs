@@ -332,10 +332,11 @@ fn open_engine(setup: &Setup) -> Result<(Engine, bool), Usage> {
     } else {
         spec.to_string()
     };
-    // Secrets in checkpoints are sealed with the database's key (see spec/runtime.md).
-    let key = flow_runtime::secrets::SecretKey::for_store(&spec).map_err(Usage)?;
     let store = flow_runtime::store::open(&spec)
         .map_err(|e| Usage(format!("cannot open the database {shown}: {e}")))?;
+    // Secrets in checkpoints are sealed with the database's key (see spec/runtime.md); read
+    // once the database is known to be one, so that no key file appears beside anything else.
+    let key = flow_runtime::secrets::SecretKey::for_store(&spec).map_err(Usage)?;
     flow_runtime::secrets::install(key);
     let owner = format!("flowrt-{}-{}-{}", hostname(), std::process::id(), now_ms());
     let mut engine = Engine::new(store, owner);

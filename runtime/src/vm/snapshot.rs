@@ -87,39 +87,37 @@ impl From<&Value> for ValueV1 {
     }
 }
 
-impl From<ValueV1> for Value {
-    fn from(value: ValueV1) -> Value {
-        match value {
-            ValueV1::None => Value::None,
-            ValueV1::Bool(b) => Value::Bool(b),
-            ValueV1::Int(i) => Value::Int(i),
-            ValueV1::Float(f) => Value::Float(f),
-            ValueV1::Str(s) => Value::Str(s),
-            ValueV1::Duration(d) => Value::Duration(d),
-            ValueV1::Time(t) => Value::Time(t),
-            ValueV1::List(items) => Value::List(items.into_iter().map(Value::from).collect()),
-            ValueV1::Record(fields) => Value::Record(
-                fields
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::from(v)))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            ValueV1::Variant(name, fields) => Value::Variant {
-                name,
-                fields: fields
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::from(v)))
-                    .collect(),
-            },
-            // A secret that cannot be opened (another key) reads as the redaction marker:
-            // unusable rather than wrong; the tool that receives it will refuse it.
-            ValueV1::Secret(sealed) => Value::Secret(
-                crate::secrets::current()
-                    .open(&sealed)
-                    .unwrap_or_else(|_| crate::vm::value::REDACTED.to_string()),
-            ),
-        }
-    }
+/// A value as it was checkpointed. A secret that the current key cannot open fails the
+/// restore: a worker given the wrong `FLOW_SECRET_KEY` must not go on with wrong values.
+fn restore(value: ValueV1) -> Result<Value, String> {
+    Ok(match value {
+        ValueV1::None => Value::None,
+        ValueV1::Bool(b) => Value::Bool(b),
+        ValueV1::Int(i) => Value::Int(i),
+        ValueV1::Float(f) => Value::Float(f),
+        ValueV1::Str(s) => Value::Str(s),
+        ValueV1::Duration(d) => Value::Duration(d),
+        ValueV1::Time(t) => Value::Time(t),
+        ValueV1::List(items) => Value::List(restore_all(items)?),
+        ValueV1::Record(fields) => Value::Record(
+            fields
+                .into_iter()
+                .map(|(k, v)| Ok((k, restore(v)?)))
+                .collect::<Result<BTreeMap<_, _>, String>>()?,
+        ),
+        ValueV1::Variant(name, fields) => Value::Variant {
+            name,
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| Ok((k, restore(v)?)))
+                .collect::<Result<_, String>>()?,
+        },
+        ValueV1::Secret(sealed) => Value::Secret(crate::secrets::current().open(&sealed)?),
+    })
+}
+
+fn restore_all(items: Vec<ValueV1>) -> Result<Vec<Value>, String> {
+    items.into_iter().map(restore).collect()
 }
 
 fn values(items: &[Value]) -> Vec<ValueV1> {
@@ -183,8 +181,8 @@ fn decode_v1(bytes: &[u8]) -> Result<Machine, String> {
         clock: snapshot.clock,
         fiber: Fiber {
             pc: fiber.pc,
-            stack: fiber.stack.into_iter().map(Value::from).collect(),
-            locals: fiber.locals.into_iter().map(Value::from).collect(),
+            stack: restore_all(fiber.stack)?,
+            locals: restore_all(fiber.locals)?,
             handlers: fiber
                 .handlers
                 .into_iter()
