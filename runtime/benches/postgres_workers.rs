@@ -122,25 +122,27 @@ fn main() {
     ];
     // In turns, so that a burst of load from elsewhere on the machine does not land on one
     // configuration only.
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
+    let mut times: Vec<Vec<Timed>> = vec![Vec::new(); modes.len()];
     for _ in 0..repeat {
         for (i, (store, driver)) in modes.iter().enumerate() {
             times[i].push(measure(&admin, store, *driver, &steps, runs));
         }
     }
     println!(
-        "{:<9} {:<52} {:>14} {:>14} {:>7}",
-        "store", "driven by", "steps/s best", "steps/s median", "runs/s"
+        "{:<9} {:<52} {:>14} {:>14} {:>9}",
+        "store", "driven by", "steps/s best", "steps/s median", "CPU busy"
     );
     for ((store, driver), times) in modes.iter().zip(&mut times) {
-        times.sort();
-        let rate = |d: Duration| (runs * STEPS) as f64 / d.as_secs_f64();
+        times.sort_by_key(|t| t.elapsed);
+        let rate = |t: &Timed| (runs * STEPS) as f64 / t.elapsed.as_secs_f64();
         println!(
-            "{store:<9} {:<52} {:>14.0} {:>14.0} {:>7.0}",
+            "{store:<9} {:<52} {:>14.0} {:>14.0} {:>9}",
             driver.describe(),
-            rate(times[0]),
-            rate(times[times.len() / 2]),
-            runs as f64 / times[0].as_secs_f64()
+            rate(&times[0]),
+            rate(&times[times.len() / 2]),
+            times[0]
+                .busy
+                .map_or("?".to_string(), |b| format!("{:.0}%", b * 100.0))
         );
     }
 
@@ -163,7 +165,7 @@ fn main() {
 }
 
 /// One measurement on a new database.
-fn measure(admin: &str, store: &str, driver: Driver, artifact: &[u8], runs: usize) -> Duration {
+fn measure(admin: &str, store: &str, driver: Driver, artifact: &[u8], runs: usize) -> Timed {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let database = (store == "postgres").then(|| TestDatabase::create(admin));
     let spec = match &database {
@@ -175,6 +177,54 @@ fn measure(admin: &str, store: &str, driver: Driver, artifact: &[u8], runs: usiz
         Driver::OneAtATime => in_process(&spec, artifact, runs, 1),
         Driver::GroupCommit => in_process(&spec, artifact, runs, IN_FLIGHT),
     }
+}
+
+/// How long a measurement took, and how busy the machine's CPUs were meanwhile (all
+/// processes: the workers, PostgreSQL, anything else running).
+#[derive(Clone, Copy)]
+struct Timed {
+    elapsed: Duration,
+    busy: Option<f64>,
+}
+
+struct Clock {
+    began: Instant,
+    ticks: Option<(u64, u64)>,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            began: Instant::now(),
+            ticks: cpu_ticks(),
+        }
+    }
+
+    fn stop(self) -> Timed {
+        let elapsed = self.began.elapsed();
+        let busy = match (self.ticks, cpu_ticks()) {
+            (Some((busy0, total0)), Some((busy1, total1))) if total1 > total0 => {
+                Some((busy1 - busy0) as f64 / (total1 - total0) as f64)
+            }
+            _ => None,
+        };
+        Timed { elapsed, busy }
+    }
+}
+
+/// The machine's busy and total CPU time so far (`/proc/stat`), in ticks.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).unwrap_or(&0);
+    Some((total - idle, total))
 }
 
 fn compile(name: &str, text: &str) -> Vec<u8> {
@@ -210,11 +260,11 @@ fn completed(engine: &mut Engine) -> usize {
 }
 
 /// Starts the runs, then times `workers` `flowrt worker --once` processes driving them all.
-fn with_workers(spec: &str, artifact: &[u8], runs: usize, workers: usize) -> Duration {
+fn with_workers(spec: &str, artifact: &[u8], runs: usize, workers: usize) -> Timed {
     let mut engine = engine(spec);
     start_runs(&mut engine, artifact, runs);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let began = Instant::now();
+    let clock = Clock::start();
     let children: Vec<_> = (0..workers)
         .map(|_| {
             Command::new(FLOWRT)
@@ -239,17 +289,17 @@ fn with_workers(spec: &str, artifact: &[u8], runs: usize, workers: usize) -> Dur
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let elapsed = began.elapsed();
+    let timed = clock.stop();
     assert_eq!(completed(&mut engine), runs, "every run completes");
-    elapsed
+    timed
 }
 
 /// Starts the runs and drives them in this process, `in_flight` at a time (1: `drive`, one
 /// commit per step; more: `drive_batch`, one commit per round of steps).
-fn in_process(spec: &str, artifact: &[u8], runs: usize, in_flight: usize) -> Duration {
+fn in_process(spec: &str, artifact: &[u8], runs: usize, in_flight: usize) -> Timed {
     let mut engine = engine(spec);
     let ids = start_runs(&mut engine, artifact, runs);
-    let began = Instant::now();
+    let clock = Clock::start();
     let mut done = 0;
     for batch in ids.chunks(in_flight) {
         done += if in_flight == 1 {
@@ -258,9 +308,9 @@ fn in_process(spec: &str, artifact: &[u8], runs: usize, in_flight: usize) -> Dur
             engine.drive_batch(batch).expect("drives")
         };
     }
-    let elapsed = began.elapsed();
+    let timed = clock.stop();
     assert_eq!(done, runs, "every run completes");
-    elapsed
+    timed
 }
 
 fn approve_to_resume(store: &str, spec: &str, artifact: &[u8]) {
@@ -382,11 +432,20 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = client.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
+        // PostgreSQL may be restarting (a test elsewhere): try for a while.
+        for _ in 0..50 {
+            if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls)
+                && client
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        self.name
+                    ))
+                    .is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
+        eprintln!("note: could not drop the database {}", self.name);
     }
 }
