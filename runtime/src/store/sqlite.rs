@@ -1157,7 +1157,10 @@ mod tests {
         // Outside a group, flush and end_group change nothing.
         reopened.flush().unwrap();
         reopened.end_group().unwrap();
-        assert_eq!(reopened.setting("group_commit").unwrap().as_deref(), Some("2"));
+        assert_eq!(
+            reopened.setting("group_commit").unwrap().as_deref(),
+            Some("2")
+        );
     }
 
     #[test]
