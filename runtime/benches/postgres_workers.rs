@@ -116,10 +116,11 @@ fn main() {
         ("postgres", Driver::OneAtATime),
         ("postgres", Driver::GroupCommit),
         ("sqlite", Driver::Workers(1)),
-        ("sqlite", Driver::Workers(2)),
         ("sqlite", Driver::OneAtATime),
         ("sqlite", Driver::GroupCommit),
     ];
+    // (Not two workers on SQLite: it has one writer at a time, so they gain nothing, and
+    // one may starve behind the other past its 5 s busy timeout.)
     // In turns, so that a burst of load from elsewhere on the machine does not land on one
     // configuration only.
     let mut times: Vec<Vec<Timed>> = vec![Vec::new(); modes.len()];
