@@ -245,9 +245,20 @@ fn spawn_worker(dir: &Path, url: &str, index: usize) -> Child {
         .unwrap()
 }
 
+/// The worker processes, killed when the test ends (whether it passes or not).
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for worker in &mut self.0 {
+            kill9(worker);
+        }
+    }
+}
+
 /// SIGKILL: no destructor, no flush, no cleanup, no rollback but PostgreSQL's own.
 fn kill9(child: &mut Child) {
-    child.kill().unwrap(); // SIGKILL on Unix
+    let _ = child.kill(); // SIGKILL on Unix (Ok if it had exited)
     let _ = child.wait();
 }
 
@@ -414,7 +425,7 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
     // The chaos.
     let chaos_started = Instant::now();
     let mut rng = Rng(seed);
-    let mut workers: Vec<Child> = (0..WORKERS).map(|i| spawn_worker(dir, &url, i)).collect();
+    let mut workers = Workers((0..WORKERS).map(|i| spawn_worker(dir, &url, i)).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let decided = Arc::new(AtomicUsize::new(0));
     let approving = {
@@ -446,11 +457,19 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
         if finished == total || approving.is_finished() {
             break;
         }
+        // A worker never gives up by itself, not even while PostgreSQL restarts.
+        for (i, worker) in workers.0.iter_mut().enumerate() {
+            if let Some(status) = worker.try_wait().unwrap() {
+                stop.store(true, Ordering::Relaxed);
+                panic!(
+                    "worker {i} exited by itself ({status}):\n{}",
+                    tail(&dir.join(format!("worker-{i}.log")), 20)
+                );
+            }
+        }
         if chaos_started.elapsed() > LIMIT {
             stop.store(true, Ordering::Relaxed);
-            for worker in &mut workers {
-                kill9(worker);
-            }
+            drop(workers);
             let statuses = monitor
                 .query(
                     "SELECT status, COALESCE(waiting_on, ''), COUNT(*) FROM runs GROUP BY 1, 2",
@@ -477,10 +496,10 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
         }
         if Instant::now() >= next_kill {
             let victim = rng.below(WORKERS as u64) as usize;
-            kill9(&mut workers[victim]);
+            kill9(&mut workers.0[victim]);
             kills += 1;
             std::thread::sleep(Duration::from_millis(rng.below(300)));
-            workers[victim] = spawn_worker(dir, &url, victim);
+            workers.0[victim] = spawn_worker(dir, &url, victim);
             next_kill = Instant::now() + Duration::from_millis(300 + rng.below(1700));
         }
         if restarted.is_none()
@@ -515,9 +534,7 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
     }
     let chaos_took = chaos_started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    for worker in &mut workers {
-        kill9(worker);
-    }
+    drop(workers);
     let failed_decisions = approving.join().unwrap();
 
     // Every run completed once, with the output its input predicts; no committed step twice.
