@@ -55,7 +55,9 @@ workflow chaos(n: Int, gated: Bool) -> Int {
 
 /// Logs `RUN N PART KEY`; fails its first call for part 1 of every third run and part 2 of
 /// every fourth (a marker file per run and part makes that deterministic); answers 10n+part.
-/// Pure shell, no other process: 2,000 runs make thousands of calls on two cores.
+/// Part 1 of every 200th run takes 2.5 s, longer than the lease: the configured time
+/// limit (`flow.toml`) must keep the run with its worker meanwhile. Otherwise pure shell, no
+/// other process: 2,000 runs make thousands of calls on two cores.
 const TOOL: &str = r#"#!/bin/sh
 IFS= read -r input || true
 n=${input#*\"n\":}
@@ -63,6 +65,7 @@ n=${n%%[,\}]*}
 p=${input#*\"part\":}
 p=${p%%[,\}]*}
 echo "$FLOW_RUN_ID $n $p $FLOW_IDEMPOTENCY_KEY" >> calls.log
+if [ "$p" = 1 ] && [ $((n % 200)) -eq 7 ]; then sleep 2.5; fi
 flaky=0
 if [ "$p" = 1 ] && [ $((n % 3)) -eq 0 ]; then flaky=1; fi
 if [ "$p" = 2 ] && [ $((n % 4)) -eq 1 ]; then flaky=1; fi
@@ -293,9 +296,10 @@ fn restartable_cluster(url: &str) -> Result<(String, String), String> {
 /// every fifth gated run), half of them leaving the driving to the workers (`--no-drive`).
 /// Returns how many decisions it made; failed attempts (the database restarting, the run
 /// claimed) are tried again on the next pass.
-fn approver(dir: &Path, url: &str, stop: &AtomicBool, decided: &AtomicUsize) -> usize {
+fn approver(dir: &Path, url: &str, stop: &AtomicBool, decided: &AtomicUsize) -> Approvals {
     let mut db = Db::new(url);
     let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut killed: BTreeSet<String> = BTreeSet::new();
     let mut failed_attempts = 0;
     while !stop.load(Ordering::Relaxed) {
         let waiting = match db.query(
@@ -335,6 +339,19 @@ fn approver(dir: &Path, url: &str, stop: &AtomicBool, decided: &AtomicUsize) -> 
             if n % 8 == 0 {
                 args.push("--no-drive");
             }
+            // Every fourth gated run: the first decision's process is killed a moment after
+            // it starts (before, while or after it records the decision, or while it drives
+            // the run on); the gate is then decided again, or found decided.
+            if n % 16 == 4 && killed.insert(id.clone()) {
+                let mut child = flowrt(dir, url, &args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis((n as u64 * 7) % 60));
+                kill9(&mut child);
+                continue;
+            }
             let out = flowrt(dir, url, &args).output().unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             match out.status.code() {
@@ -352,7 +369,18 @@ fn approver(dir: &Path, url: &str, stop: &AtomicBool, decided: &AtomicUsize) -> 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    failed_attempts
+    Approvals {
+        failed_attempts,
+        killed: killed.len(),
+    }
+}
+
+/// What the approving thread did besides deciding.
+struct Approvals {
+    /// Attempts that failed (the database restarting, the run busy) and were made again.
+    failed_attempts: usize,
+    /// `flowrt approve` / `reject` processes killed with SIGKILL.
+    killed: usize,
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -402,7 +430,12 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
     std::fs::create_dir_all(dir.join("marks")).unwrap();
     std::fs::write(dir.join("tools/work.sh"), TOOL).unwrap();
     std::fs::write(dir.join("chaos.flow"), PROGRAM).unwrap();
-    std::fs::write(dir.join("flow.toml"), "[users.ana]\nroles = [\"ops\"]\n").unwrap();
+    // The time limit lets a worker hold a run through a call longer than the lease.
+    std::fs::write(
+        dir.join("flow.toml"),
+        "[users.ana]\nroles = [\"ops\"]\n\n[tools.work]\ntimeout = \"5s\"\n",
+    )
+    .unwrap();
     let test_started = Instant::now();
 
     // Deploy and start the runs from this process (2,000 `flowrt start` processes would take
@@ -535,7 +568,7 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
     let chaos_took = chaos_started.elapsed();
     stop.store(true, Ordering::Relaxed);
     drop(workers);
-    let failed_decisions = approving.join().unwrap();
+    let approvals = approving.join().unwrap();
 
     // Every run completed once, with the output its input predicts; no committed step twice.
     let verify_started = Instant::now();
@@ -567,6 +600,8 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
     drop(engine);
     let mut store = flow_runtime::store::open(&url).unwrap();
     let (mut resumed_total, mut repeated_calls, mut retried, mut lost_inputs) = (0, 0, 0, 0);
+    // Resumptions a killed approving process may explain: part 2 of a run it was deciding.
+    let mut resumed_after_approver = 0;
     for (id, &n) in &runs {
         let record = store.run(id).unwrap().unwrap();
         assert_eq!(
@@ -640,6 +675,9 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
             );
             retried += failed;
             resumed_total += resumed;
+            if part == 2 && n % 16 == 4 {
+                resumed_after_approver += resumed.min(1);
+            }
             // The calls the tool saw for this site, by the site's key: the run id and the
             // step number of its first attempt (every attempt of the `retry` and every call
             // made again after a crash carries it).
@@ -666,6 +704,14 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
             repeated_calls += seen.len() - done - failed;
         }
     }
+    // A call is abandoned in flight only by a process that died (a worker or an approving
+    // process killed, at most one call each) or lost its database (the restart: each worker
+    // and the approving process, at most one call each) — never taken from a live worker.
+    let abandonable = kills + restarted.map_or(0, |_| WORKERS + 1);
+    assert!(
+        resumed_total - resumed_after_approver <= abandonable,
+        "{resumed_total} calls resumed ({resumed_after_approver} after a killed approving process), but only {abandonable} could have been abandoned by workers"
+    );
     assert!(
         calls.is_empty(),
         "the tool was called with keys no history records: {:?}",
@@ -687,18 +733,31 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
         .filter(|l| l.ends_with("chain intact"))
         .count();
     assert_eq!(intact, runs.len(), "every run's trail verifies");
-    let retries_after_db_loss: usize = (0..WORKERS)
-        .map(|i| {
-            std::fs::read_to_string(dir.join(format!("worker-{i}.log")))
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| l.contains("retrying in 1 s"))
-                .count()
-        })
-        .sum();
+    // What the workers retried after (a database error), by kind: the message without its
+    // run ids and database name.
+    let mut worker_errors: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..WORKERS {
+        for line in std::fs::read_to_string(dir.join(format!("worker-{i}.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("retrying in 1 s"))
+        {
+            let kind: String = line
+                .split_whitespace()
+                .filter(|w| !w.starts_with('r') || !w.chars().any(|c| c.is_ascii_digit()))
+                .filter(|w| !w.contains("flow_chaos_"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            *worker_errors.entry(kind).or_default() += 1;
+        }
+    }
+    let retries_after_db_loss: usize = worker_errors.values().sum();
+    for (kind, count) in &worker_errors {
+        eprintln!("chaos: {count} x {kind}");
+    }
     assert!(kills >= 3, "only {kills} kills: the chaos was too short");
     eprintln!(
-        "chaos_postgres: {total} runs ({} gated) started in {:.1} s; chaos {:.1} s with {WORKERS} workers, {kills} SIGKILLs, PostgreSQL restart {}; {} decisions ({failed_decisions} attempts failed and were repeated); {retried} tool failures retried, {resumed_total} calls resumed after a crash, {repeated_calls} calls repeated with the same key ({lost_inputs} of them never got their input: the worker died first), {retries_after_db_loss} worker retries after a database error; verified in {:.1} s; {:.1} s in all",
+        "chaos_postgres: {total} runs ({} gated) started in {:.1} s; chaos {:.1} s with {WORKERS} workers, {kills} SIGKILLs, PostgreSQL restart {}; {} decisions ({} approving processes killed, {} attempts failed and were repeated); {retried} tool failures retried, {resumed_total} calls resumed after a crash, {repeated_calls} calls repeated with the same key ({lost_inputs} of them never got their input: the worker died first), {retries_after_db_loss} worker retries after a database error; verified in {:.1} s; {:.1} s in all",
         runs.values().filter(|n| gated(**n)).count(),
         started_runs.as_secs_f64(),
         chaos_took.as_secs_f64(),
@@ -707,6 +766,8 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
             at.as_secs_f64()
         )),
         decided.load(Ordering::Relaxed),
+        approvals.killed,
+        approvals.failed_attempts,
         verify_started.elapsed().as_secs_f64(),
         test_started.elapsed().as_secs_f64()
     );
