@@ -399,7 +399,32 @@ impl Engine {
             if ready.is_empty() {
                 return Ok(driven);
             }
+            // Runnable runs go on together: one transaction per round of their steps (group
+            // commit). Runs a timer woke go one by one.
+            let mut batch = Vec::new();
+            let mut single = Vec::new();
             for run in ready {
+                match self.store.run(&run)? {
+                    Some(record) if record.status == RunStatus::Runnable => batch.push(run),
+                    Some(_) => single.push(run),
+                    None => {}
+                }
+            }
+            if !batch.is_empty() {
+                self.drive_batch(&batch)?;
+                for run in &batch {
+                    if self
+                        .store
+                        .run(run)?
+                        .is_some_and(|record| record.status.is_final())
+                    {
+                        self.wake_parent(run)?;
+                    }
+                }
+                self.flush_notifications()?;
+                driven += batch.len();
+            }
+            for run in single {
                 let result = self.drive_claimed(&run);
                 let released = self.store.release(&run, &self.owner);
                 match result {
