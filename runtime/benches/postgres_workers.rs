@@ -68,8 +68,8 @@ enum Driver {
     Workers(usize),
     /// This process: `Engine::drive`, one run at a time.
     OneAtATime,
-    /// This process: `Engine::drive_batch`, [`IN_FLIGHT`] runs at a time.
-    GroupCommit,
+    /// This process: `Engine::drive_batch`, so many runs at a time.
+    GroupCommit(usize),
 }
 
 impl Driver {
@@ -78,8 +78,8 @@ impl Driver {
             Driver::Workers(1) => "1 `flowrt worker` process".to_string(),
             Driver::Workers(n) => format!("{n} `flowrt worker` processes"),
             Driver::OneAtATime => "this process, one run at a time".to_string(),
-            Driver::GroupCommit => {
-                format!("this process, {IN_FLIGHT} runs in flight (group commit)")
+            Driver::GroupCommit(n) => {
+                format!("this process, {n} runs in flight (group commit)")
             }
         }
     }
@@ -114,10 +114,12 @@ fn main() {
         ("postgres", Driver::Workers(2)),
         ("postgres", Driver::Workers(4)),
         ("postgres", Driver::OneAtATime),
-        ("postgres", Driver::GroupCommit),
+        ("postgres", Driver::GroupCommit(16)),
+        ("postgres", Driver::GroupCommit(IN_FLIGHT)),
         ("sqlite", Driver::Workers(1)),
         ("sqlite", Driver::OneAtATime),
-        ("sqlite", Driver::GroupCommit),
+        ("sqlite", Driver::GroupCommit(16)),
+        ("sqlite", Driver::GroupCommit(IN_FLIGHT)),
     ];
     // (Not two workers on SQLite: it has one writer at a time, so they gain nothing, and
     // one may starve behind the other past its 5 s busy timeout.)
@@ -176,7 +178,7 @@ fn measure(admin: &str, store: &str, driver: Driver, artifact: &[u8], runs: usiz
     match driver {
         Driver::Workers(n) => with_workers(&spec, artifact, runs, n),
         Driver::OneAtATime => in_process(&spec, artifact, runs, 1),
-        Driver::GroupCommit => in_process(&spec, artifact, runs, IN_FLIGHT),
+        Driver::GroupCommit(n) => in_process(&spec, artifact, runs, n),
     }
 }
 
