@@ -1230,13 +1230,29 @@ impl Engine {
             self.store.commit(&commits)?;
             active = still_going;
         }
-        for id in runs {
+        // The runs that left the batch keep their claims and go on one by one (released in
+        // between, another worker could take them and this one would find them claimed).
+        for id in runs.iter().filter(|id| !one_by_one.contains(id)) {
             self.store.release(id, &self.owner)?;
         }
         for id in one_by_one {
-            if self.drive(&id)? == RunStatus::Completed {
-                completed += 1;
+            let result = self.drive_claimed(&id);
+            let released = self.store.release(&id, &self.owner);
+            match result {
+                Ok(status) => {
+                    if status.is_final() {
+                        self.wake_parent(&id)?;
+                    }
+                    if status == RunStatus::Completed {
+                        completed += 1;
+                    }
+                }
+                // Its claim lapsed and another process has it: that one goes on with it.
+                Err(EngineError::Claimed(_)) => {}
+                Err(e) => return Err(e),
             }
+            released?;
+            self.flush_notifications()?;
         }
         Ok(completed)
     }

@@ -420,3 +420,52 @@ workflow patient() -> Int {
         );
     });
 }
+
+/// Workers started together share the ready runs: none stops because another took a run it
+/// had let go of, and every run completes once.
+#[test]
+fn workers_started_together_share_the_runs_without_failing() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write("t.sh", "cat > /dev/null; echo '\"ok\"'\n");
+        project.write(
+            "w.flow",
+            "tool t(n: Int) -> String via exec \"sh t.sh\"\nworkflow w(n: Int) -> String { t(n) }\n",
+        );
+        for n in 0..120 {
+            project
+                .flowrt(&["start", "w.flow", "--input", &format!("{{\"n\": {n}}}")])
+                .expect_code(0);
+        }
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                project
+                    .command(&["worker", "--once"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for worker in workers {
+            let output = worker.wait_with_output().unwrap();
+            assert!(
+                output.status.success(),
+                "a worker failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let runs = project.runs();
+        assert_eq!(runs.len(), 120);
+        assert!(runs.iter().all(|r| r["status"] == "completed"), "{runs:?}");
+        for run in &runs {
+            let id = run["run"].as_str().unwrap();
+            let history = project.history(id);
+            let completed = history
+                .iter()
+                .filter(|e| e["event"] == "run_completed")
+                .count();
+            assert_eq!(completed, 1, "run {id}");
+        }
+    });
+}
