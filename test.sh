@@ -19,4 +19,6 @@ if ! command -v schemathesis >/dev/null 2>&1; then
   python3 -m pip install --quiet schemathesis \
     || python3 -m pip install --quiet --break-system-packages schemathesis
 fi
-exec cargo test --workspace "$@"
+# --no-fail-fast: every test binary runs even when an earlier one fails; the exit status
+# still says whether any failed.
+exec cargo test --workspace --no-fail-fast "$@"

@@ -545,6 +545,10 @@ impl Engine {
                         line(&module, &machine),
                         serde_json::json!({ "due": due }),
                     ));
+                    // The timer firing is the run's last durable point: the code after the
+                    // `sleep` sees the time it woke at, not the time it went to sleep (a
+                    // `timeout` right after it would otherwise start already expired).
+                    machine.clock = now_ms();
                 }
                 Some(other) if other.starts_with("child ") => {}
                 _ => return Ok(RunStatus::Waiting),
@@ -580,7 +584,9 @@ impl Engine {
                         started.insert(site, (key.to_string(), data["input"].clone()));
                     }
                 }
-                "step_failed" => {
+                // A call that was in flight at a crash and found its deadline passed on
+                // resume failed like any other attempt: its retry keeps the key.
+                "step_failed" | "step_timed_out" if started.contains_key(&site) || e.kind == "step_failed" => {
                     *failures.entry(site.clone()).or_default() += 1;
                     if let Some(call) = started.remove(&site) {
                         failed_calls.insert(site, call);
@@ -637,18 +643,31 @@ impl Engine {
                         && deadline <= now
                     {
                         let step = step_name(&module, &request);
-                        let error = error_value(
-                            "Timeout",
-                            format!("the time limit passed before `{step}` could start"),
-                            &step,
-                        );
-                        pending.push(event(
-                            "step_timed_out",
-                            Some(step),
-                            None,
-                            line(&module, &machine),
-                            serde_json::json!({}),
-                        ));
+                        let here = line(&module, &machine);
+                        // A tool call that was in flight at a crash is not made again once
+                        // its time limit has passed; the history says it was resumed and
+                        // timed out under its key, and a `retry` around it keeps that key.
+                        let resumed_key = match (&request, in_flight_key.take()) {
+                            (Request::Tool { .. }, Some(key)) => Some(key),
+                            _ => None,
+                        };
+                        let message = match resumed_key {
+                            Some(_) => format!("the time limit of `{step}` passed while it was in flight at a crash"),
+                            None => format!("the time limit passed before `{step}` could start"),
+                        };
+                        let error = error_value("Timeout", message, &step);
+                        let mut data = serde_json::json!({ "step_number": machine.steps });
+                        if let Some(key) = resumed_key {
+                            attempt_after_crash = false;
+                            pending.push(event("step_resumed", Some(step.clone()), None, here, serde_json::json!({ "step_number": machine.steps, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; its time limit has passed, so it is not made again" })));
+                            let site = (step.clone(), here);
+                            if let Some(call) = started.remove(&site) {
+                                failed_calls.insert(site.clone(), call);
+                            }
+                            *failures.entry(site).or_default() += 1;
+                            data["idempotency_key"] = serde_json::Value::String(key);
+                        }
+                        pending.push(event("step_timed_out", Some(step), None, here, data));
                         if let Some(Outcome::Failed(failed)) =
                             machine.fail_step(&module, error, now)
                         {

@@ -469,3 +469,104 @@ fn workers_started_together_share_the_runs_without_failing() {
         }
     });
 }
+
+/// After a durable `sleep`, code sees the time the run woke at: a `timeout` right after the
+/// sleep bounds the tool from then on, instead of starting already expired.
+#[test]
+fn a_timeout_right_after_a_sleep_counts_from_the_wake_up() {
+    for_each_store(|store| {
+        let project = project(store);
+        project.write("tools/quick.sh", "cat > /dev/null\necho 5\n");
+        project.write(
+            "nap.flow",
+            r#"tool quick() -> Int via exec "sh tools/quick.sh"
+
+workflow nap() -> Int {
+  sleep 2s
+  timeout 1500ms { quick() }
+}
+"#,
+        );
+        let waiting = project.output(&["run", "nap.flow"]);
+        assert_eq!(waiting.status.code(), Some(10));
+        std::thread::sleep(Duration::from_millis(2_100));
+        let resumed = project.output(&["worker", "--once"]);
+        assert!(
+            resumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        let run = project.only_run();
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run["output"], 5);
+        let history = project.history(run["run"].as_str().unwrap());
+        assert!(
+            common::of_kind(&history, "step_timed_out").is_empty(),
+            "{history:?}"
+        );
+    });
+}
+
+/// A call in flight at a crash inside `retry { timeout { … } }`, resumed after its deadline:
+/// the history says it was resumed and timed out, and the retry's next attempt carries the
+/// same idempotency key (the same request, as far as the tool can tell).
+#[test]
+fn a_call_resumed_after_its_deadline_keeps_its_key_for_the_retry() {
+    for_each_store(|store| {
+        let project = project(store);
+        project.write("tools/step.sh", STEP_TOOL);
+        project.write(
+            "bounded.flow",
+            r#"tool step(n: Int) -> Int via exec "sh tools/step.sh"
+
+workflow bounded() -> Int {
+  retry 3 backoff 10ms { timeout 2s { step(4) } }
+}
+"#,
+        );
+        project.write("hold-4", "");
+        let mut running = project.spawn(&["run", "bounded.flow"]);
+        wait_until("the call to start", Duration::from_secs(30), || {
+            keys_in_order(&project.log(), "start").len() == 1
+        });
+        kill9(&mut running);
+        std::fs::remove_file(project.path().join("hold-4")).unwrap();
+        // The call's 2 s limit passes while nobody drives the run.
+        std::thread::sleep(Duration::from_millis(2_300));
+        let resumed = project.output(&["worker", "--once"]);
+        assert!(
+            resumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        let run = project.only_run();
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run["output"], 40);
+        let id = run["run"].as_str().unwrap();
+        let history = project.history(id);
+        let names = common::events(&history);
+        let resumed_at = names.iter().position(|e| *e == "step_resumed");
+        let timed_out_at = names.iter().position(|e| *e == "step_timed_out");
+        assert!(
+            resumed_at.is_some() && resumed_at < timed_out_at,
+            "resumed, then timed out: {names:?}"
+        );
+        let keys: Vec<&str> = common::of_kind(&history, "step_started")
+            .iter()
+            .map(|e| e["data"]["idempotency_key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys.len(), 2, "{names:?}");
+        assert_eq!(keys[0], keys[1], "the retry keeps the key: {history:?}");
+        assert_eq!(
+            common::of_kind(&history, "step_timed_out")[0]["data"]["idempotency_key"],
+            keys[0]
+        );
+        let attempts: Vec<i64> = common::of_kind(&history, "step_started")
+            .iter()
+            .map(|e| e["attempt"].as_i64().unwrap())
+            .collect();
+        assert_eq!(attempts, vec![1, 2]);
+        let starts = keys_in_order(&project.log(), "start");
+        assert_eq!(starts, vec![keys[0].to_string(), keys[0].to_string()]);
+    });
+}
