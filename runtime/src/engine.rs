@@ -586,7 +586,9 @@ impl Engine {
                 }
                 // A call that was in flight at a crash and found its deadline passed on
                 // resume failed like any other attempt: its retry keeps the key.
-                "step_failed" | "step_timed_out" if started.contains_key(&site) || e.kind == "step_failed" => {
+                "step_failed" | "step_timed_out"
+                    if started.contains_key(&site) || e.kind == "step_failed" =>
+                {
                     *failures.entry(site.clone()).or_default() += 1;
                     if let Some(call) = started.remove(&site) {
                         failed_calls.insert(site, call);
@@ -652,7 +654,9 @@ impl Engine {
                             _ => None,
                         };
                         let message = match resumed_key {
-                            Some(_) => format!("the time limit of `{step}` passed while it was in flight at a crash"),
+                            Some(_) => format!(
+                                "the time limit of `{step}` passed while it was in flight at a crash"
+                            ),
                             None => format!("the time limit passed before `{step}` could start"),
                         };
                         let error = error_value("Timeout", message, &step);
