@@ -6,7 +6,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use flow_compiler::diagnostics::{formats, render};
-use flow_compiler::sources::SourceLoader;
+use flow_compiler::sources::{FsLoader, SourceLoader, describe_io};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -256,6 +256,10 @@ fn build(file: &Path, output: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     let output = output.unwrap_or_else(|| file.with_extension("flowb"));
+    if let Err(why) = prepare_output(&output) {
+        eprintln!("error: cannot write `{}`: {why}", output.display());
+        return ExitCode::from(EXIT_USAGE);
+    }
     let bytes = flow_compiler::bytecode::encode(&module);
     // Write beside the target, then rename: a reader never sees half an artifact.
     let mut partial = output.clone().into_os_string();
@@ -280,6 +284,41 @@ fn build(file: &Path, output: Option<PathBuf>) -> ExitCode {
         flow_compiler::bytecode::encoding::artifact_hash(&bytes)
     );
     ExitCode::SUCCESS
+}
+
+/// Makes `output` writable as an artifact: its folder is created when missing, and what is
+/// there already must be a regular file (the rename would replace a device node, a FIFO or a
+/// symbolic link with a file, and cannot replace a directory).
+fn prepare_output(output: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(output) {
+        Ok(metadata) if metadata.is_file() => {}
+        Ok(metadata) => {
+            let what = if metadata.is_dir() {
+                "a directory"
+            } else if metadata.file_type().is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a regular file (a device, FIFO or socket)"
+            };
+            return Err(format!(
+                "it is {what}; flowc build writes only regular files: choose another path with -o"
+            ));
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(describe_io(&error)),
+    }
+    match output.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => {
+            std::fs::create_dir_all(folder).map_err(|e| {
+                format!(
+                    "cannot create its folder `{}`: {}",
+                    folder.display(),
+                    describe_io(&e)
+                )
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn disasm(file: &Path) -> ExitCode {
@@ -501,24 +540,4 @@ fn walk(dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
 
 fn path_string(path: &Path) -> String {
     path.to_string_lossy().replace('\\', "/")
-}
-
-fn describe_io(error: &std::io::Error) -> String {
-    match error.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => error.to_string(),
-    }
-}
-
-struct FsLoader;
-
-impl SourceLoader for FsLoader {
-    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
-        let metadata = std::fs::metadata(path).map_err(|e| describe_io(&e))?;
-        if metadata.is_dir() {
-            return Err("it is a directory".to_string());
-        }
-        std::fs::read(path).map_err(|e| describe_io(&e))
-    }
 }

@@ -197,7 +197,30 @@ fn bad_artifacts(good: &[u8]) -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "not a Flow bytecode file",
         ),
         ("empty.flowb", Vec::new(), "not a Flow bytecode file"),
+        (
+            "unverified.flowb",
+            unverified(good),
+            "does not pass the verifier",
+        ),
     ]
+}
+
+/// `good` with an instruction taken out of its first workflow and checksummed again: every
+/// byte is as an encoder wrote it, but the code no longer balances its stack.
+fn unverified(good: &[u8]) -> Vec<u8> {
+    let mut module = bytecode::decode(good).expect("the good artifact decodes");
+    let first_pop = module.workflows[0]
+        .code
+        .iter()
+        .position(|op| {
+            bytecode::verify::stack_effect(&module, *op).is_some_and(|(pops, _)| pops > 0)
+        })
+        .expect("an instruction that pops");
+    // The instruction that pushed what the first popping one takes.
+    let pusher = first_pop.saturating_sub(1);
+    module.workflows[0].code.remove(pusher);
+    module.workflows[0].debug.remove(pusher);
+    bytecode::encode(&module)
 }
 
 #[test]
@@ -238,9 +261,109 @@ fn missing_files_are_usage_errors() {
 #[test]
 fn an_unwritable_output_is_a_usage_error() {
     let dir = Dir::new();
-    let target: &Path = &dir.path("no/such/dir/out.flowb");
+    // A folder that cannot be created: `order.flow` is a file.
+    let target: &Path = &dir.path("order.flow/out.flowb");
     dir.flowc(&["build", "order.flow", "-o", &target.to_string_lossy()])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("cannot write"));
+        .stderr(predicate::str::contains("cannot write"))
+        .stderr(predicate::str::contains("Not a directory"));
+}
+
+#[test]
+fn missing_output_folders_are_created() {
+    let dir = Dir::new();
+    let target = dir.path("out/deep/order.flowb");
+    dir.flowc(&["build", "order.flow", "-o", &target.to_string_lossy()])
+        .assert()
+        .success();
+    let written = std::fs::read(&target).expect("the artifact was written");
+    assert!(bytecode::decode(&written).is_ok());
+}
+
+#[test]
+fn only_regular_files_are_replaced() {
+    let dir = Dir::new();
+    std::fs::create_dir(dir.path("folder.flowb")).expect("a folder");
+    let fifo = dir.path("pipe.flowb");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    std::os::unix::fs::symlink(dir.path("order.flow"), dir.path("link.flowb")).expect("a link");
+    for (target, what) in [
+        ("/dev/full".to_string(), "not a regular file"),
+        ("/dev/null".to_string(), "not a regular file"),
+        (
+            dir.path("pipe.flowb").to_string_lossy().into_owned(),
+            "not a regular file",
+        ),
+        (
+            dir.path("folder.flowb").to_string_lossy().into_owned(),
+            "a directory",
+        ),
+        (
+            dir.path("link.flowb").to_string_lossy().into_owned(),
+            "a symbolic link",
+        ),
+    ] {
+        dir.flowc(&["build", "order.flow", "-o", &target])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(format!("cannot write `{target}`")))
+            .stderr(predicate::str::contains(what))
+            .stderr(no_crash());
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let full = std::fs::metadata("/dev/full").expect("/dev/full");
+    assert!(
+        full.file_type().is_char_device(),
+        "/dev/full is still a device"
+    );
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .expect("the FIFO")
+            .file_type()
+            .is_fifo()
+    );
+    assert!(!dir.path("/dev/full.partial").exists());
+}
+
+#[test]
+fn sources_that_are_not_regular_files_are_refused() {
+    let dir = Dir::new();
+    let fifo = dir.path("pipe.flow");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs")
+            .success()
+    );
+    dir.write(
+        "imports.flow",
+        "import \"pipe.flow\"\nimport \"/dev/zero\"\n",
+    );
+    for args in [
+        vec!["check", "pipe.flow"],
+        vec!["build", "/dev/zero"],
+        vec!["check", "imports.flow"],
+    ] {
+        let assert = dir
+            .flowc(&args)
+            .timeout(std::time::Duration::from_secs(20))
+            .assert();
+        let output = assert.get_output().clone();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            (stderr + &stdout).contains("not a regular file"),
+            "{args:?}: {output:?}"
+        );
+        assert!(
+            matches!(output.status.code(), Some(1) | Some(2)),
+            "{args:?}: {output:?}"
+        );
+    }
 }

@@ -42,6 +42,8 @@ use toml::de::{DeArray, DeTable, DeValue};
 
 /// The file name looked up in the current directory when no `--config` is given.
 pub const DEFAULT_FILE: &str = "flow.toml";
+/// The largest `flow.toml` read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// A loaded project configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -276,17 +278,21 @@ impl Config {
         }
     }
 
-    /// Loads and checks the file at `path`. A missing file is an error; see
+    /// Loads and checks the file at `path` (a regular file of at most [`MAX_CONFIG_BYTES`]). A missing file is an error; see
     /// [`Config::load_optional`] for the default location, where a missing file is fine.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
-        match std::fs::read_to_string(path) {
+        let text =
+            flow_compiler::sources::read_regular_file(path, MAX_CONFIG_BYTES).and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
+            });
+        match text {
             Ok(text) => Config::parse(&text, &origin),
-            Err(e) => Err(ConfigError {
+            Err(why) => Err(ConfigError {
                 origin,
                 line: None,
                 column: None,
-                message: format!("cannot read the configuration: {e}"),
+                message: format!("cannot read the configuration: {why}"),
             }),
         }
     }

@@ -24,11 +24,23 @@ const CHECKSUM: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArtifactError {
     NotAnArtifact,
-    Truncated { expected: usize, found: usize },
-    NewerFormat { found: u16, supported: u16 },
-    OlderFormat { found: u16, supported: u16 },
+    Truncated {
+        expected: usize,
+        found: usize,
+    },
+    NewerFormat {
+        found: u16,
+        supported: u16,
+    },
+    OlderFormat {
+        found: u16,
+        supported: u16,
+    },
     ChecksumMismatch,
     Corrupt(String),
+    /// Well-formed and checksummed, but the verifier rejects the code (a damaged or forged
+    /// artifact): it would fail mid-run, so it is refused before it is deployed.
+    Unverified(String),
 }
 
 impl fmt::Display for ArtifactError {
@@ -53,6 +65,10 @@ impl fmt::Display for ArtifactError {
                 f.write_str("the file is corrupt: its checksum does not match its contents")
             }
             ArtifactError::Corrupt(why) => write!(f, "the file is corrupt: {why}"),
+            ArtifactError::Unverified(why) => write!(
+                f,
+                "the bytecode does not pass the verifier ({why}): it is damaged or was not written by flowc; rebuild it with `flowc build`"
+            ),
         }
     }
 }
@@ -118,6 +134,9 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
             "trailing bytes in the payload".into(),
         ));
     }
+    // Every reader (deploy, resume, disasm) gets verified code: a checksum only proves the
+    // bytes are the ones written, not that flowc wrote them.
+    super::verify::verify(&module).map_err(ArtifactError::Unverified)?;
     Ok(module)
 }
 

@@ -7,7 +7,7 @@
 use clap::{Args, Parser, Subcommand};
 use flow_compiler::bytecode;
 use flow_compiler::diagnostics::{Code, Diagnostic, render};
-use flow_compiler::sources::{FsLoader, describe_io};
+use flow_compiler::sources::{FsLoader, read_regular_file, show_size};
 use flow_compiler::span::Span;
 use flow_runtime::audit;
 use flow_runtime::config::Config;
@@ -437,8 +437,8 @@ struct Loaded {
 fn load(file: &Path) -> Result<Loaded, Usage> {
     let shown = file.display();
     if file.extension().is_some_and(|e| e == "flowb") {
-        let artifact = std::fs::read(file)
-            .map_err(|e| Usage(format!("cannot read {shown}: {}", describe_io(&e))))?;
+        let artifact = read_regular_file(file, MAX_ARTIFACT_BYTES)
+            .map_err(|why| Usage(format!("cannot read {shown}: {why}")))?;
         bytecode::decode(&artifact).map_err(|e| Usage(format!("cannot read {shown}: {e}")))?;
         return Ok(Loaded {
             artifact,
@@ -467,20 +467,34 @@ fn load(file: &Path) -> Result<Loaded, Usage> {
     })
 }
 
+/// The largest `.flowb` artifact `flowrt` reads.
+const MAX_ARTIFACT_BYTES: u64 = 64 << 20;
+/// The largest JSON value `--input` / `--value` take (inline or `@FILE`); the server's
+/// request bodies have the same bound.
+const MAX_INPUT_BYTES: u64 = 16 << 20;
+
 fn read_input(input: Option<&str>, flag: &str) -> Result<serde_json::Value, Usage> {
     let (text, origin) = match input {
         None => return Ok(serde_json::json!({})),
         Some(arg) => match arg.strip_prefix('@') {
             Some(path) => (
-                std::fs::read_to_string(path).map_err(|e| {
-                    Usage(format!("{flag}: cannot read {path}: {}", describe_io(&e)))
-                })?,
+                read_regular_file(Path::new(path), MAX_INPUT_BYTES)
+                    .and_then(|bytes| {
+                        String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
+                    })
+                    .map_err(|why| Usage(format!("{flag}: cannot read {path}: {why}")))?,
                 format!("{flag} @{path}"),
             ),
+            None if arg.len() as u64 > MAX_INPUT_BYTES => {
+                return Err(Usage(format!(
+                    "{flag} is longer than the {} flowrt reads",
+                    show_size(MAX_INPUT_BYTES)
+                )));
+            }
             None => (arg.to_string(), flag.to_string()),
         },
     };
-    serde_json::from_str(&text).map_err(|e| {
+    flow_runtime::vm::value::parse_strict_json(text.as_bytes()).map_err(|e| {
         Usage(format!(
             "{origin} is not valid JSON: {e} (line {}, column {})",
             e.line(),

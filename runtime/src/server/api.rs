@@ -314,7 +314,7 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    let value: Value = serde_json::from_slice(body)
+    let value: Value = crate::vm::value::parse_strict_json(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));

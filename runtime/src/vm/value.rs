@@ -371,10 +371,17 @@ pub fn from_json(
         (TypeDesc::Duration, J::String(s)) => parse_duration(s)
             .map(Value::Duration)
             .ok_or_else(|| mismatch("Duration (like \"30s\", \"48h\")".into())),
+        // A number is milliseconds; like `"-5s"`, a negative one is no duration.
         (TypeDesc::Duration, J::Number(n)) => n
             .as_i64()
+            .filter(|ms| *ms >= 0)
             .map(Value::Duration)
-            .ok_or_else(|| mismatch("Duration".into())),
+            .ok_or_else(|| {
+                mismatch(
+                    "Duration (a whole, non-negative number of milliseconds, or like \"30s\")"
+                        .into(),
+                )
+            }),
         (TypeDesc::Time, J::String(s)) => parse_time(s).map(Value::Time).ok_or_else(|| {
             mismatch("Time (RFC 3339 in UTC, like \"2026-11-23T10:00:00Z\")".into())
         }),
@@ -483,6 +490,94 @@ pub fn from_json(
     }
 }
 
+/// JSON text from outside (a run's input, a value a person provides) parsed like
+/// `serde_json::from_slice`, except that an object naming a key twice is refused with its path
+/// (serde_json would silently keep the last one, and what the person meant is unknowable).
+pub fn parse_strict_json(text: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let value = StrictJson {
+        path: "$".to_string(),
+    }
+    .deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// A JSON value at `path`, deserialized without duplicate keys.
+struct StrictJson {
+    path: String,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictJson {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictJson {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictJson {
+            path: format!("{}[{}]", self.path, items.len()),
+        })? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = field_path(&self.path, &key);
+            if fields.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "{path}: the key `{key}` appears twice in the object; give it once"
+                )));
+            }
+            let value = map.next_value_seed(StrictJson { path })?;
+            fields.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(fields))
+    }
+}
+
 fn field_path(path: &str, field: &str) -> String {
     if field.chars().all(|c| c.is_alphanumeric() || c == '_') && !field.is_empty() {
         format!("{path}.{field}")
@@ -510,6 +605,32 @@ fn variant_names(variants: &[(String, Vec<(String, TypeRef)>)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strict_json_refuses_a_key_given_twice_with_its_path() {
+        let parsed =
+            parse_strict_json(br#"{"a": [1, {"b": 2.5, "c": null}], "d": "x", "e": true}"#);
+        assert_eq!(
+            parsed.expect("valid JSON"),
+            serde_json::json!({"a": [1, {"b": 2.5, "c": null}], "d": "x", "e": true})
+        );
+        let twice = parse_strict_json(br#"{"request": {"amount": 1, "amount": 90}}"#)
+            .expect_err("a key twice")
+            .to_string();
+        assert!(
+            twice.contains("$.request.amount: the key `amount` appears twice"),
+            "{twice}"
+        );
+        let deep = parse_strict_json(br#"[{"x": 1}, {"odd key": 1, "odd key": 2}]"#)
+            .expect_err("a key twice")
+            .to_string();
+        assert!(deep.contains(r#"$[1]["odd key"]"#), "{deep}");
+        assert!(parse_strict_json(b"{} {}").is_err(), "trailing text");
+        assert_eq!(
+            parse_strict_json(b"18446744073709551615").expect("u64"),
+            serde_json::json!(u64::MAX)
+        );
+    }
 
     #[test]
     fn durations_round_trip_through_text() {
