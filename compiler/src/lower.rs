@@ -988,8 +988,23 @@ impl<'b, 'p> FnLower<'b, 'p> {
     fn expr(&mut self, expr: &Expr) -> Result {
         let saved = self.enter(expr.span);
         let result = self.expr_kind(expr);
+        if result.is_ok() {
+            self.seal(expr.span);
+        }
         self.loc = saved;
         result
+    }
+
+    /// Text that the checker saw become a `Secret` here is sealed as one.
+    fn seal(&mut self, span: Span) {
+        let seals = &self.b.program.checked.resolutions.seals;
+        if seals.is_empty() {
+            return;
+        }
+        if let Some(ty) = seals.get(&(self.file, span)).cloned() {
+            let ty = self.b.type_ref(&ty);
+            self.emit(Op::Seal(ty.0));
+        }
     }
 
     fn expr_kind(&mut self, expr: &Expr) -> Result {
@@ -1916,6 +1931,37 @@ mod tests {
             |w| matches!(w, [Op::StoreLocal(t), Op::Pop, Op::LoadLocal(u), Op::Return] if t == u),
         );
         assert!(ret.is_some(), "return drops the pending `1`: {ops:?}");
+    }
+
+    #[test]
+    fn text_used_as_a_secret_is_sealed_and_nothing_else_is() {
+        let module = lowered(
+            "type Creds = { user: String, token: Secret }\n\
+             tool sign_in(c: Creds, extra: Secret) -> Int via exec \"sh t.sh\"\n\
+             workflow w(name: String, s: Secret) -> Int {\n\
+               let mine: Secret = \"${name}!\"\n\
+               let plain = name\n\
+               sign_in({ user: plain, token: plain }, s)\n\
+             }",
+        );
+        let ops = code(&module, "w");
+        let seals: Vec<u32> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Seal(ty) => Some(*ty),
+                _ => None,
+            })
+            .collect();
+        // The `let` with its annotation and the record's `token`; not `user`, not `s`.
+        assert_eq!(seals.len(), 2, "{ops:?}");
+        for ty in seals {
+            assert_eq!(
+                module.type_desc(crate::bytecode::TypeRef(ty)),
+                Some(&crate::bytecode::TypeDesc::Secret)
+            );
+        }
+        let none = lowered("workflow w(s: Secret, t: String) -> String { t }");
+        assert!(!code(&none, "w").iter().any(|op| matches!(op, Op::Seal(_))));
     }
 
     #[test]

@@ -195,6 +195,32 @@ impl TypeDefs {
         }
     }
 
+    /// Whether a value of type `from`, used where `to` is expected (and assignable), holds
+    /// text that becomes a `Secret` there — directly (`let s: Secret = "…"`) or inside a
+    /// list, map, optional or record. The lowering converts such a value (`Op::Seal`), so a
+    /// secret made from text is sealed, redacted and compared like any other.
+    pub fn seals(&self, from: &Type, to: &Type) -> bool {
+        match (from, to) {
+            (Type::String, Type::Secret) => true,
+            (Type::Optional(a), Type::Optional(b)) => self.seals(a, b),
+            (_, Type::Optional(b)) => self.seals(from, b),
+            (Type::List(a), Type::List(b)) | (Type::Map(a), Type::Map(b)) => self.seals(a, b),
+            (Type::Record(fields), Type::Named(id)) => {
+                self.get(*id).fields().is_some_and(|declared| {
+                    declared.iter().any(|d| {
+                        fields
+                            .iter()
+                            .any(|(name, ty)| *name == d.name && self.seals(ty, &d.ty))
+                    })
+                })
+            }
+            (Type::Record(a), Type::Record(b)) => a
+                .iter()
+                .any(|(name, ty)| b.iter().any(|(n, t)| n == name && self.seals(ty, t))),
+            _ => false,
+        }
+    }
+
     fn record_fits(&self, fields: &[(String, Type)], id: TypeId) -> bool {
         let Some(declared) = self.get(id).fields() else {
             return false;

@@ -864,9 +864,10 @@ impl Engine {
                                     .zip(args.iter().map(Value::to_json_revealing))
                                     .collect(),
                             );
+                            let held = tools::Secrets::held_by(&machine);
                             let (result, record) =
                                 crate::telemetry::tool_call(&info, attempt, || {
-                                    self.call_tool(&module, &info, &call_input, &context)
+                                    self.call_tool(&module, &info, &call_input, &context, &held)
                                 });
                             let finished = now_ms();
                             match result {
@@ -1310,7 +1311,38 @@ impl Engine {
     /// Makes one call of a tool. Besides the result, returns what the history records about
     /// the call (for `http`: the request and the status; for `llm`: the model, the prompt and
     /// the raw reply), free of secrets.
+    ///
+    /// Whatever comes back from the outside (the result, an error's text with the tool's
+    /// stderr, the recorded request and response) is scrubbed of every secret the run holds
+    /// (`held`) before anyone records or shows it: a tool that echoes its input, or a server
+    /// that puts the request body in its error page, must not put a secret in the history.
     fn call_tool(
+        &self,
+        module: &Module,
+        info: &bytecode::ToolInfo,
+        input: &serde_json::Value,
+        context: &CallContext,
+        held: &tools::Secrets,
+    ) -> (
+        Result<Value, ToolFailure>,
+        serde_json::Map<String, serde_json::Value>,
+    ) {
+        let (mut result, mut record) = self.call_binding(module, info, input, context);
+        if !held.is_empty() {
+            match &mut result {
+                Ok(value) => held.redact_value(value),
+                Err(failure) => failure.message = held.redact(&failure.message),
+            }
+            let mut json = serde_json::Value::Object(std::mem::take(&mut record));
+            held.redact_json(&mut json);
+            if let serde_json::Value::Object(map) = json {
+                record = map;
+            }
+        }
+        (result, record)
+    }
+
+    fn call_binding(
         &self,
         module: &Module,
         info: &bytecode::ToolInfo,

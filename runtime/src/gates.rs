@@ -142,6 +142,8 @@ pub struct Outgoing {
     what: String,
     waiting_on: String,
     message: serde_json::Value,
+    /// The secrets the run held when the gate opened: a hook's reply is scrubbed of them.
+    held: crate::tools::Secrets,
 }
 
 /// A gate waiting for someone, as `flowrt approvals` lists it.
@@ -412,6 +414,7 @@ impl Engine {
             &waiting_on,
             wake_at,
             now,
+            machine,
         )?;
         Ok(RunStatus::Waiting)
     }
@@ -433,6 +436,7 @@ impl Engine {
         waiting_on: &str,
         _wake_at: Option<Millis>,
         opened: Millis,
+        machine: &Machine,
     ) -> EngineResult<()> {
         if self.config.notify.is_empty() {
             return Ok(());
@@ -462,6 +466,7 @@ impl Engine {
             what: what.to_string(),
             waiting_on: waiting_on.to_string(),
             message,
+            held: crate::tools::Secrets::held_by(machine),
         });
         Ok(())
     }
@@ -487,7 +492,7 @@ impl Engine {
                         Some(outgoing.gate.clone()),
                         Some(i64::from(d.attempts)),
                         None,
-                        serde_json::json!({ "hook": d.hook, "attempts": d.attempts, "error": d.error, "for": outgoing.what }),
+                        serde_json::json!({ "hook": d.hook, "attempts": d.attempts, "error": d.error.as_deref().map(|e| outgoing.held.redact(e)), "for": outgoing.what }),
                     )
                 })
                 .collect();
@@ -649,6 +654,7 @@ impl Engine {
                 &waiting_on,
                 wake_at,
                 state.opened_at,
+                machine,
             )?;
         }
         Ok(GateClock::StillWaiting)

@@ -123,6 +123,9 @@ pub enum Op {
     /// the run's step count and this instruction's position — random-looking, yet the same
     /// when the run is replayed (retry backoff).
     Jitter,
+    /// Pop a value; push it with the text that type `n` declares `Secret` turned into
+    /// secrets (`let s: Secret = "…"`, text passed where a `Secret` is expected).
+    Seal(u32),
 }
 
 impl Op {

@@ -116,6 +116,9 @@ pub struct Resolutions {
     pub items: HashMap<(FileId, Span), Resolved>,
     /// Keyed by the span of the iterated expression.
     pub loops: HashMap<(FileId, Span), IterKind>,
+    /// Expressions whose text becomes a `Secret` where they are used, by span: the type
+    /// the value takes there ([`crate::types::Types::seals`]).
+    pub seals: HashMap<(FileId, Span), Type>,
     /// Facts for editors, recorded only when asked for (the language server's analysis,
     /// [`crate::analysis`]); `flowc check` and the lowering never pay for them.
     pub ide: Option<IdeFacts>,

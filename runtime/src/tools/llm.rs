@@ -137,10 +137,16 @@ pub fn call(
         &mut secrets,
         &mut record,
     );
-    let result = result.map_err(|mut failure| {
-        failure.message = secrets.redact(&failure.message);
-        failure
-    });
+    // The configured credentials never come back, whatever the server echoes.
+    let result = result
+        .map(|mut json| {
+            secrets.redact_json(&mut json);
+            json
+        })
+        .map_err(|mut failure| {
+            failure.message = secrets.redact(&failure.message);
+            failure
+        });
     let mut details = serde_json::json!({ "model": model, "prompt": prompt });
     if let Some(details) = details.as_object_mut() {
         details.extend(record);

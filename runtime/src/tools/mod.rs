@@ -7,6 +7,8 @@
 //! A failure is a [`ToolFailure`]: its kind (`ToolError`, `InvalidOutput`, `Timeout`) and
 //! whether trying again may help ([`ToolFailure::retryable`]), which `retry` honours.
 
+use crate::vm::Value;
+
 pub mod exec;
 pub mod http;
 pub mod llm;
@@ -105,6 +107,79 @@ impl Secrets {
         text
     }
 
+    /// The `Secret` values a run holds: everything on its stack and in its local slots
+    /// (a secret it received, read from a tool, or made from text).
+    pub fn held_by(machine: &crate::vm::Machine) -> Secrets {
+        let mut secrets = Secrets::default();
+        let fiber = &machine.fiber;
+        for value in fiber.stack.iter().chain(&fiber.locals) {
+            secrets.add_held(value);
+        }
+        secrets
+    }
+
+    fn add_held(&mut self, value: &Value) {
+        match value {
+            Value::Secret(clear) => self.add(clear),
+            Value::List(items) => items.iter().for_each(|v| self.add_held(v)),
+            Value::Record(fields) => fields.values().for_each(|v| self.add_held(v)),
+            Value::Variant { fields, .. } => fields.iter().for_each(|(_, v)| self.add_held(v)),
+            Value::None
+            | Value::Bool(_)
+            | Value::Int(_)
+            | Value::Float(_)
+            | Value::Str(_)
+            | Value::Duration(_)
+            | Value::Time(_) => {}
+        }
+    }
+
+    pub fn extend(&mut self, other: &Secrets) {
+        for value in &other.values {
+            self.add(value);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Every text in `value` redacted (field names and map keys too) — but `Secret`s, which
+    /// stay what they are: sealed in checkpoints, shown as `[redacted]` everywhere else.
+    pub fn redact_value(&self, value: &mut Value) {
+        if self.values.is_empty() {
+            return;
+        }
+        match value {
+            Value::Str(text) => {
+                if self.values.iter().any(|v| text.contains(v.as_str())) {
+                    *text = self.redact(text);
+                }
+            }
+            Value::List(items) => items.iter_mut().for_each(|v| self.redact_value(v)),
+            Value::Record(fields) => {
+                let redacted = std::mem::take(fields)
+                    .into_iter()
+                    .map(|(key, mut v)| {
+                        self.redact_value(&mut v);
+                        (self.redact(&key), v)
+                    })
+                    .collect();
+                *fields = redacted;
+            }
+            Value::Variant { fields, .. } => {
+                fields.iter_mut().for_each(|(_, v)| self.redact_value(v))
+            }
+            Value::None
+            | Value::Bool(_)
+            | Value::Int(_)
+            | Value::Float(_)
+            | Value::Duration(_)
+            | Value::Time(_)
+            | Value::Secret(_) => {}
+        }
+    }
+
     /// Every string in `json` redacted.
     pub fn redact_json(&self, json: &mut serde_json::Value) {
         if self.values.is_empty() {
@@ -114,7 +189,14 @@ impl Secrets {
             serde_json::Value::String(s) => *s = self.redact(s),
             serde_json::Value::Array(items) => items.iter_mut().for_each(|i| self.redact_json(i)),
             serde_json::Value::Object(fields) => {
-                fields.values_mut().for_each(|v| self.redact_json(v))
+                let redacted = std::mem::take(fields)
+                    .into_iter()
+                    .map(|(key, mut v)| {
+                        self.redact_json(&mut v);
+                        (self.redact(&key), v)
+                    })
+                    .collect();
+                *fields = redacted;
             }
             _ => {}
         }

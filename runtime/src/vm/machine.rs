@@ -474,6 +474,12 @@ impl Machine {
                     }
                 }
             }
+            Op::Seal(ty) => {
+                let value = self.pop()?;
+                self.fiber
+                    .stack
+                    .push(crate::vm::value::seal(module, TypeRef(ty), value));
+            }
             Op::Jitter => match self.pop()? {
                 Value::Duration(ms) => {
                     let factor = jitter_factor(self.steps, self.workflow, self.fiber.pc);

@@ -490,6 +490,37 @@ pub fn from_json(
     }
 }
 
+/// `value` with the text that type `ty` declares `Secret` turned into secrets (`Op::Seal`).
+/// Only what the checker let through reaches here; anything else is left as it is.
+pub fn seal(module: &Module, ty: TypeRef, value: Value) -> Value {
+    match (module.type_desc(ty), value) {
+        (Some(TypeDesc::Secret), Value::Str(text)) => Value::Secret(text),
+        (Some(TypeDesc::Optional(_)), Value::None) => Value::None,
+        (Some(TypeDesc::Optional(inner)), value) => seal(module, *inner, value),
+        (Some(TypeDesc::List(inner)), Value::List(items)) => Value::List(
+            items
+                .into_iter()
+                .map(|item| seal(module, *inner, item))
+                .collect(),
+        ),
+        (Some(TypeDesc::Map(inner)), Value::Record(entries)) => Value::Record(
+            entries
+                .into_iter()
+                .map(|(key, item)| (key, seal(module, *inner, item)))
+                .collect(),
+        ),
+        (Some(TypeDesc::Record { fields, .. }), Value::Record(mut values)) => {
+            for (name, field_ty) in fields {
+                if let Some(field) = values.remove(name) {
+                    values.insert(name.clone(), seal(module, *field_ty, field));
+                }
+            }
+            Value::Record(values)
+        }
+        (_, value) => value,
+    }
+}
+
 /// JSON text from outside (a run's input, a value a person provides) parsed like
 /// `serde_json::from_slice`, except that an object naming a key twice is refused with its path
 /// (serde_json would silently keep the last one, and what the person meant is unknowable).
