@@ -584,13 +584,16 @@ impl Engine {
                         started.insert(site, (key.to_string(), data["input"].clone()));
                     }
                 }
-                // A call that was in flight at a crash and found its deadline passed on
-                // resume failed like any other attempt: its retry keeps the key.
-                "step_failed" | "step_timed_out"
-                    if started.contains_key(&site) || e.kind == "step_failed" =>
-                {
-                    *failures.entry(site.clone()).or_default() += 1;
-                    if let Some(call) = started.remove(&site) {
+                // A failed call, or one that was in flight at a crash and found its deadline
+                // passed on resume (a `step_timed_out` right after its own `step_started`):
+                // an attempt that failed, whose retry keeps the key. A `step_timed_out`
+                // without a start is a call that was never made.
+                "step_failed" | "step_timed_out" => {
+                    let made = started.remove(&site);
+                    if e.kind == "step_failed" || made.is_some() {
+                        *failures.entry(site.clone()).or_default() += 1;
+                    }
+                    if let Some(call) = made {
                         failed_calls.insert(site, call);
                     }
                 }
