@@ -105,8 +105,9 @@ impl Anchor {
         Ok(anchor)
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    /// The anchor as `flowrt audit anchor` prints it: its fields in order, indented.
+    pub fn to_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
     /// The anchored run `run` against its trail now (`None`: the run is gone) and its number

@@ -41,7 +41,7 @@ pub fn check(
             report.breaks.push(Break::run(
                 run,
                 format!(
-                    "(number {}) was deleted: its head remains, the run is gone",
+                    "was deleted (number {} in the installation): its head remains, the run is gone",
                     head.n
                 ),
             ));

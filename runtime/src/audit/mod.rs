@@ -533,7 +533,7 @@ pub fn verify_installation(
             breaks.push(Break::run(
                 &head.run,
                 format!(
-                    "(number {} of {}) was deleted: its head remains, the run is gone",
+                    "was deleted (number {} of {} in the installation): its head remains, the run is gone",
                     head.n, installation.runs
                 ),
             ));
@@ -559,12 +559,12 @@ pub fn verify_installation(
         match by_number.get(&n) {
             None => {
                 let why = format!(
-                    "(number {n} of {}) was deleted: its head is gone",
+                    "was deleted (number {n} of {} in the installation): its head is gone",
                     installation.runs
                 );
                 breaks.push(match successor_names(n) {
                     Some(run) => Break::run(&run, why),
-                    None => Break::run("", format!("run {why}")),
+                    None => Break::run("", format!("the run numbered {n} {why}")),
                 });
             }
             Some(head) => {

@@ -842,10 +842,10 @@ fn audit_anchor(engine: &mut Engine) -> Result<ExitCode, Usage> {
         for broken in &report.breaks {
             eprintln!("BROKEN {broken}");
         }
-        return Err(Usage(
+        eprintln!(
             "refusing to anchor an audit trail that does not verify (see `flowrt audit verify`)"
-                .to_string(),
-        ));
+        );
+        return Ok(ExitCode::from(EXIT_FAILED));
     }
     let anchor = audit::anchor::Anchor::sign(
         audit::key::current(),
@@ -853,8 +853,7 @@ fn audit_anchor(engine: &mut Engine) -> Result<ExitCode, Usage> {
         report.installation.as_ref(),
         report.runs,
     );
-    let text = serde_json::to_string_pretty(&anchor.to_json()).unwrap_or_default();
-    say(format_args!("{text}"));
+    say(format_args!("{}", anchor.to_pretty()));
     eprintln!(
         "anchored {} run(s) and {} record(s); keep this file outside the database, and check it with `flowrt audit verify --anchor FILE`",
         anchor.heads.len(),
