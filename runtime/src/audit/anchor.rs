@@ -179,3 +179,40 @@ impl Anchor {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_anchor_reads_back_only_unchanged_and_with_its_key() {
+        let key = AuditKey::from_hex(&"5a".repeat(32)).unwrap();
+        let heads = vec![AnchoredRun {
+            run: "r1".to_string(),
+            n: Some(1),
+            seq: 3,
+            hash: "ab".repeat(32),
+        }];
+        let anchor = Anchor::sign(&key, "2026-01-01T00:00:00Z".to_string(), None, heads);
+        let text = anchor.to_pretty();
+        assert_eq!(Anchor::parse(&key, &text), Ok(anchor.clone()));
+        let other = AuditKey::from_hex(&"5b".repeat(32)).unwrap();
+        assert!(
+            Anchor::parse(&other, &text)
+                .unwrap_err()
+                .contains("signature")
+        );
+        let changed = text.replace("\"seq\": 3", "\"seq\": 2");
+        assert!(
+            Anchor::parse(&key, &changed)
+                .unwrap_err()
+                .contains("signature")
+        );
+        assert!(
+            Anchor::parse(&key, "[]")
+                .unwrap_err()
+                .contains("not an audit anchor")
+        );
+    }
+}

@@ -619,3 +619,126 @@ pub fn export_record(run: &str, workflow: &str, version: &str, event: &Event) ->
         "seal": event.seal.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn key() -> AuditKey {
+        AuditKey::from_hex(&"5a".repeat(32)).unwrap()
+    }
+
+    fn event(kind: &str) -> NewEvent {
+        NewEvent {
+            at: 7,
+            kind: kind.to_string(),
+            step: None,
+            attempt: None,
+            line: None,
+            duration_ms: None,
+            data: "{}".to_string(),
+        }
+    }
+
+    fn run(id: &str, status: RunStatus, output: Option<&str>) -> RunRecord {
+        RunRecord {
+            id: id.to_string(),
+            workflow: "w".to_string(),
+            version: "v".to_string(),
+            status,
+            input: "{}".to_string(),
+            output: output.map(str::to_string),
+            error: None,
+            waiting_on: None,
+            wake_at: None,
+            started_by: "ana".to_string(),
+            parent: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    /// Appends like a store would, and returns the stored events.
+    fn stored(events: &[NewEvent], appended: &Append) -> Vec<Event> {
+        events
+            .iter()
+            .zip(&appended.records)
+            .map(|(e, l)| Event {
+                seq: l.seq,
+                at: e.at,
+                kind: e.kind.clone(),
+                step: None,
+                attempt: None,
+                line: None,
+                duration_ms: None,
+                data: e.data.clone(),
+                prev_hash: l.prev_hash.clone(),
+                hash: l.hash.clone(),
+                seal: l.seal.clone(),
+            })
+            .collect()
+    }
+
+    fn new_tail() -> Tail {
+        Tail::Unnumbered {
+            installation: None,
+            last: 0,
+            hash: GENESIS.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_appended_trail_verifies_and_its_final_record_seals_the_run() {
+        let key = key();
+        let events = [event("run_started"), event("run_completed")];
+        let sealed = seal(RunStatus::Completed, Some("3"), None);
+        let appended = append(&key, "r1", new_tail(), &events, sealed.as_deref());
+        assert_eq!(appended.head.n, 1);
+        assert_eq!(appended.head.seq, 2);
+        assert_eq!(appended.installation.as_ref().unwrap().runs, 1);
+        let trail = stored(&events, &appended);
+        assert_eq!(trail[0].seal, None);
+        assert_eq!(trail[1].seal, sealed);
+        let done = run("r1", RunStatus::Completed, Some("3"));
+        assert_eq!(
+            verify(&key, &done, &trail, Some(&appended.head)),
+            Ok(Verified {
+                records: 2,
+                unkeyed: 0
+            })
+        );
+        // Another output in the runs row, another key, a cut trail.
+        let changed = run("r1", RunStatus::Completed, Some("4"));
+        let broken = verify(&key, &changed, &trail, Some(&appended.head)).unwrap_err();
+        assert!(broken.why.contains("output was changed"), "{broken}");
+        let other = AuditKey::from_hex(&"5b".repeat(32)).unwrap();
+        assert!(verify(&other, &done, &trail, Some(&appended.head)).is_err());
+        let broken = verify(&key, &done, &trail[..1], Some(&appended.head)).unwrap_err();
+        assert_eq!(broken.seq, Some(2), "{broken}");
+    }
+
+    #[test]
+    fn a_gap_in_the_numbering_names_the_deleted_run() {
+        let key = key();
+        let mut installation = None;
+        let mut heads = Vec::new();
+        for id in ["a", "b", "c"] {
+            let tail = Tail::Unnumbered {
+                installation: installation.clone(),
+                last: 0,
+                hash: GENESIS.to_string(),
+            };
+            let appended = append(&key, id, tail, &[event("run_started")], None);
+            installation = appended.installation;
+            heads.push(appended.head);
+        }
+        let all: BTreeSet<&str> = ["a", "b", "c"].into();
+        assert!(verify_installation(&key, installation.as_ref(), &heads, &all).is_empty());
+        heads.remove(1);
+        let breaks = verify_installation(&key, installation.as_ref(), &heads, &all);
+        assert_eq!(breaks.len(), 1, "{breaks:?}");
+        assert_eq!(breaks[0].run, "b");
+        assert!(breaks[0].why.contains("number 2 of 3"), "{}", breaks[0]);
+    }
+}
