@@ -92,6 +92,11 @@ impl SecretKey {
         Some(SecretKey(key))
     }
 
+    /// The key itself, for deriving the audit key from it ([`crate::audit::key`]).
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }

@@ -118,8 +118,8 @@ enum Command {
         #[command(subcommand)]
         action: ClockAction,
     },
-    /// The tamper-evident audit trail: `audit RUN`, `audit verify [RUN]`, `audit export`,
-    /// `audit refusals`.
+    /// The tamper-evident audit trail: `audit RUN`, `audit verify [RUN] [--anchor FILE]`,
+    /// `audit anchor`, `audit export`, `audit refusals`.
     Audit(AuditArgs),
     /// Compile and record programs so that the API can start their workflows.
     Deploy {
@@ -189,8 +189,18 @@ struct AuditArgs {
 
 #[derive(Subcommand)]
 enum AuditAction {
-    /// Check the hash chain of one run's trail, or of every run's. Exit 1 when broken.
-    Verify { run: Option<String> },
+    /// Check the keyed chain of one run's trail, or of every run's and the numbering of the
+    /// runs. Exit 1 when broken.
+    Verify {
+        run: Option<String>,
+        /// Also prove that nothing this anchor (from `audit anchor`) covers was removed or
+        /// changed since.
+        #[arg(long)]
+        anchor: Option<PathBuf>,
+    },
+    /// Verify everything, then print a signed anchor of the whole trail (JSON) to keep
+    /// elsewhere, for `audit verify --anchor FILE`. Exit 1 (and no anchor) when broken.
+    Anchor,
     /// Requests the server refused that concern no run (those that do are in the run's
     /// trail), most recent first.
     Refusals {
@@ -337,7 +347,12 @@ fn open_engine(setup: &Setup) -> Result<(Engine, bool), Usage> {
     // Secrets in checkpoints are sealed with the database's key (see spec/runtime.md); read
     // once the database is known to be one, so that no key file appears beside anything else.
     let key = flow_runtime::secrets::SecretKey::for_store(&spec).map_err(Usage)?;
+    // The audit trail is signed with FLOW_AUDIT_KEY, or a key derived from the secret key.
+    let audit_key = audit::AuditKey::from_env()
+        .map_err(Usage)?
+        .unwrap_or_else(|| audit::AuditKey::derive(&key));
     flow_runtime::secrets::install(key);
+    audit::key::install(audit_key);
     let owner = format!("flowrt-{}-{}-{}", hostname(), std::process::id(), now_ms());
     let mut engine = Engine::new(store, owner);
     if let Ok(lease) = std::env::var("FLOW_LEASE_MS") {
@@ -692,7 +707,10 @@ const EXIT_REFUSED: u8 = 3;
 
 fn audit(engine: &mut Engine, args: AuditArgs) -> Result<ExitCode, Usage> {
     match (args.action, args.run) {
-        (Some(AuditAction::Verify { run }), _) => audit_verify(engine, run.as_deref()),
+        (Some(AuditAction::Verify { run, anchor }), _) => {
+            audit_verify(engine, run.as_deref(), anchor.as_deref())
+        }
+        (Some(AuditAction::Anchor), _) => audit_anchor(engine),
         (Some(AuditAction::Refusals { limit }), _) => {
             let refusals = engine
                 .store()
@@ -778,35 +796,83 @@ fn audit(engine: &mut Engine, args: AuditArgs) -> Result<ExitCode, Usage> {
     }
 }
 
-fn audit_verify(engine: &mut Engine, run: Option<&str>) -> Result<ExitCode, Usage> {
-    let runs: Vec<String> = match run {
-        Some(run) => vec![find(engine, run)?.id],
-        None => engine
+fn audit_verify(
+    engine: &mut Engine,
+    run: Option<&str>,
+    anchor: Option<&Path>,
+) -> Result<ExitCode, Usage> {
+    let anchor = anchor.map(read_anchor).transpose()?;
+    if let Some(run) = run
+        && engine
             .store()
-            .runs(None)
+            .run(run)
             .map_err(|e| Usage(e.to_string()))?
-            .into_iter()
-            .map(|r| r.id)
-            .collect(),
-    };
-    let mut broken = 0;
-    for id in &runs {
-        let events = engine
+            .is_none()
+        && engine
             .store()
-            .history(id)
-            .map_err(|e| Usage(e.to_string()))?;
-        match audit::verify(id, &events) {
-            Ok(count) => say(format_args!("run {id}: {count} record(s), chain intact")),
-            Err(at) => {
-                broken += 1;
-                say(format_args!("BROKEN {at}"));
-            }
-        }
+            .audit_head(run)
+            .map_err(|e| Usage(e.to_string()))?
+            .is_none()
+        && anchor
+            .as_ref()
+            .is_none_or(|a| a.heads.iter().all(|h| h.run != run))
+    {
+        find(engine, run)?;
     }
-    if broken > 0 {
-        eprintln!("{broken} of {} trail(s) failed verification", runs.len());
+    let report = audit::check::check(engine.store(), run, anchor.as_ref())
+        .map_err(|e| Usage(e.to_string()))?;
+    print_report(&report)
+}
+
+/// The intact trails, then the breaks; exit 1 when there are any.
+fn print_report(report: &audit::check::Report) -> Result<ExitCode, Usage> {
+    for line in &report.intact {
+        say(format_args!("{line}"));
+    }
+    for broken in &report.breaks {
+        say(format_args!("BROKEN {broken}"));
+    }
+    if !report.breaks.is_empty() {
+        eprintln!(
+            "the audit trail failed verification in {} place(s)",
+            report.breaks.len()
+        );
         return Ok(ExitCode::from(EXIT_FAILED));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_anchor(path: &Path) -> Result<audit::anchor::Anchor, Usage> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Usage(format!("cannot read the anchor {}: {e}", path.display())))?;
+    audit::anchor::Anchor::parse(audit::key::current(), &text)
+        .map_err(|why| Usage(format!("the anchor {}: {why}", path.display())))
+}
+
+fn audit_anchor(engine: &mut Engine) -> Result<ExitCode, Usage> {
+    let report =
+        audit::check::check(engine.store(), None, None).map_err(|e| Usage(e.to_string()))?;
+    if !report.breaks.is_empty() {
+        for broken in &report.breaks {
+            eprintln!("BROKEN {broken}");
+        }
+        eprintln!(
+            "refusing to anchor an audit trail that does not verify (see `flowrt audit verify`)"
+        );
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    let anchor = audit::anchor::Anchor::sign(
+        audit::key::current(),
+        flow_runtime::vm::value::format_time(now_ms()),
+        report.installation.as_ref(),
+        report.runs,
+    );
+    say(format_args!("{}", anchor.to_pretty()));
+    eprintln!(
+        "anchored {} run(s) and {} record(s); keep this file outside the database, and check it with `flowrt audit verify --anchor FILE`",
+        anchor.heads.len(),
+        anchor.records
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -936,6 +1002,10 @@ fn migrate_store(from: &str, to: &str) -> Result<ExitCode, Usage> {
         ));
     }
     let path = Path::new(from.strip_prefix("sqlite:").unwrap_or(from));
+    // The trail is copied as it is, signed with the source's audit key, and verified with it.
+    if path.is_file() {
+        audit::key::install(audit::AuditKey::for_store(from).map_err(Usage)?);
+    }
     let moved = flow_runtime::store::migrate::sqlite_to_postgres(path, to).map_err(|e| {
         Usage(format!(
             "the move failed and changed nothing on the target: {e}"

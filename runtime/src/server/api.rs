@@ -586,7 +586,7 @@ async fn audit(State(app): State<App>, headers: HeaderMap, Path(id): Path<String
         move |engine, _| {
             let record = load_run(engine, &id)?;
             let events = engine.store().history(&id)?;
-            let verified = crate::audit::verify(&id, &events);
+            let verified = crate::audit::check_run(engine.store(), &record)?;
             let records: Vec<Value> = events
                 .iter()
                 .map(|e| crate::audit::export_record(&id, &record.workflow, &record.version, e))

@@ -200,14 +200,14 @@ pub fn sqlite_to_postgres(from: &Path, to: &str) -> StoreResult<Moved> {
 
     let mut read = snapshot
         .prepare(
-            "SELECT run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash
+            "SELECT run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash, seal
              FROM events ORDER BY run, seq",
         )
         .map_err(sqlite_error("reading history"))?;
     let insert_event = tx
         .prepare(
-            "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash, seal)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .map_err(pg_error("writing history"))?;
     let mut events = read.query([]).map_err(sqlite_error("reading history"))?;
@@ -224,16 +224,19 @@ pub fn sqlite_to_postgres(from: &Path, to: &str) -> StoreResult<Moved> {
         let data: String = r.get(8).map_err(&e)?;
         let prev_hash: String = r.get(9).map_err(&e)?;
         let hash: String = r.get(10).map_err(&e)?;
+        let seal: Option<String> = r.get(11).map_err(&e)?;
         tx.execute(
             &insert_event,
             &[
-                &run, &seq, &at, &kind, &step, &attempt, &line, &duration, &data, &prev_hash, &hash,
+                &run, &seq, &at, &kind, &step, &attempt, &line, &duration, &data, &prev_hash,
+                &hash, &seal,
             ],
         )
         .map_err(pg_error("writing history"))?;
         moved.events += 1;
     }
     drop(events);
+    copy_audit_heads(&snapshot, &mut tx)?;
 
     let mut read = snapshot
         .prepare("SELECT key, value FROM settings")
@@ -309,6 +312,53 @@ pub fn sqlite_to_postgres(from: &Path, to: &str) -> StoreResult<Moved> {
     Ok(moved)
 }
 
+/// The audit trail's run heads and installation head, as they are: they are signed with the
+/// audit key, which the target's processes must share (see spec/runtime.md).
+fn copy_audit_heads(
+    snapshot: &rusqlite::Connection,
+    tx: &mut postgres::Transaction<'_>,
+) -> StoreResult<()> {
+    let mut read = snapshot
+        .prepare("SELECT run, n, prev_run, seq, hash, keyed_from, mac FROM audit_heads")
+        .map_err(sqlite_error("reading audit heads"))?;
+    let mut heads = read
+        .query([])
+        .map_err(sqlite_error("reading audit heads"))?;
+    while let Some(r) = heads.next().map_err(sqlite_error("reading audit heads"))? {
+        let e = sqlite_error("reading audit heads");
+        let (run, n, prev_run): (String, i64, Option<String>) = (
+            r.get(0).map_err(&e)?,
+            r.get(1).map_err(&e)?,
+            r.get(2).map_err(&e)?,
+        );
+        let (seq, hash, keyed_from, mac): (i64, String, i64, String) = (
+            r.get(3).map_err(&e)?,
+            r.get(4).map_err(&e)?,
+            r.get(5).map_err(&e)?,
+            r.get(6).map_err(&e)?,
+        );
+        tx.execute(
+            "INSERT INTO audit_heads (run, n, prev_run, seq, hash, keyed_from, mac)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[&run, &n, &prev_run, &seq, &hash, &keyed_from, &mac],
+        )
+        .map_err(pg_error("writing audit heads"))?;
+    }
+    let (runs, last_run, mac): (i64, Option<String>, String) = snapshot
+        .query_row(
+            "SELECT runs, last_run, mac FROM audit_installation WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(sqlite_error("reading the installation's audit head"))?;
+    tx.execute(
+        "UPDATE audit_installation SET runs = $1, last_run = $2, mac = $3 WHERE id = 1",
+        &[&runs, &last_run, &mac],
+    )
+    .map_err(pg_error("writing the installation's audit head"))?;
+    Ok(())
+}
+
 /// Reads the target back through the store: the counts match and every chain verifies.
 fn verify(to: &str, moved: &Moved) -> StoreResult<()> {
     let mut store = PostgresStore::connect(to)?;
@@ -320,12 +370,23 @@ fn verify(to: &str, moved: &Moved) -> StoreResult<()> {
             moved.runs
         )));
     }
+    let key = crate::audit::key::current();
+    let (installation, heads) = store.audit_heads()?;
+    let ids = runs.iter().map(|r| r.id.as_str()).collect();
+    let broken = |broken: crate::audit::Break| {
+        StoreError::Database(format!("after the move, the audit trail of {broken}"))
+    };
+    if let Some(first) = crate::audit::verify_installation(key, installation.as_ref(), &heads, &ids)
+        .into_iter()
+        .next()
+    {
+        return Err(broken(first));
+    }
     let mut events = 0;
     for run in &runs {
         let history = store.history(&run.id)?;
-        crate::audit::verify(&run.id, &history).map_err(|broken| {
-            StoreError::Database(format!("after the move, the audit trail {broken}"))
-        })?;
+        let head = heads.iter().find(|h| h.run == run.id);
+        crate::audit::verify(key, run, &history, head).map_err(broken)?;
         events += history.len();
     }
     if events != moved.events {

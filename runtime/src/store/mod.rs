@@ -122,8 +122,12 @@ pub struct Event {
     pub data: String,
     /// The hash of the record before this one in the run's trail (see [`crate::audit`]).
     pub prev_hash: String,
-    /// SHA-256 of this record and `prev_hash`.
+    /// The HMAC of this record and `prev_hash` under the audit key (SHA-256 for records
+    /// written before the audit key).
     pub hash: String,
+    /// For the record that left the run final: the final state it seals (see
+    /// [`crate::audit::seal`]).
+    pub seal: Option<String>,
 }
 
 /// An event to append; the store assigns `seq`.
@@ -296,6 +300,13 @@ pub trait Store {
     /// Runs, newest first, optionally only those with `status`.
     fn runs(&mut self, status: Option<RunStatus>) -> StoreResult<Vec<RunRecord>>;
     fn history(&mut self, run: &str) -> StoreResult<Vec<Event>>;
+    /// The run's head in the audit trail (none for a run begun before the audit key).
+    fn audit_head(&mut self, run: &str) -> StoreResult<Option<crate::audit::Head>>;
+    /// The installation head and every run head of the audit trail (see [`crate::audit`]),
+    /// heads by number.
+    fn audit_heads(
+        &mut self,
+    ) -> StoreResult<(Option<crate::audit::Installation>, Vec<crate::audit::Head>)>;
 
     /// Cancels a run that has not finished: status `cancelled`, an event, the claim dropped.
     /// Returns false when the run had already finished.

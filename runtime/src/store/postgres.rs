@@ -96,6 +96,26 @@ pub const MIGRATIONS: &[&str] = &[
         reason  TEXT NOT NULL
     );
     CREATE INDEX events_by_kind_at ON events(kind, at);",
+    // 6: the keyed audit trail (see crate::audit): the final state a record seals, one head
+    // per run (no foreign key: a head outlives a deleted run, to name it), and the
+    // installation head (its row exists from the start, so that numbering can lock it).
+    "ALTER TABLE events ADD COLUMN seal TEXT;
+     CREATE TABLE audit_heads (
+        run        TEXT PRIMARY KEY,
+        n          BIGINT NOT NULL UNIQUE,
+        prev_run   TEXT,
+        seq        BIGINT NOT NULL,
+        hash       TEXT NOT NULL,
+        keyed_from BIGINT NOT NULL,
+        mac        TEXT NOT NULL
+     );
+     CREATE TABLE audit_installation (
+        id       BIGINT PRIMARY KEY CHECK (id = 1),
+        runs     BIGINT NOT NULL,
+        last_run TEXT,
+        mac      TEXT NOT NULL
+     );
+     INSERT INTO audit_installation (id, runs, last_run, mac) VALUES (1, 0, NULL, '');",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -299,31 +319,56 @@ fn lock_run(tx: &mut Transaction<'_>, run: &str) -> Result<Option<Option<String>
         .map(|row| row.get(0)))
 }
 
-/// Appends `events` after the run's last one (the caller holds the run's row lock).
-fn append_events(tx: &mut Transaction<'_>, run: &str, events: &[NewEvent]) -> Result<(), TxError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let (last, previous): (i64, String) = tx
+/// Appends `events` to `run`'s trail after its head — numbering the run first when it has
+/// none (a new run, or one begun before the audit key) — and moves the head; `seal` is the
+/// run's final state after the append ([`crate::audit::seal`]). The caller holds the run's
+/// row lock, so only the run's own head row is written; numbering locks the installation
+/// head, which serializes the creation of runs (not their steps).
+fn append_events(
+    tx: &mut Transaction<'_>,
+    run: &str,
+    events: &[NewEvent],
+    seal: Option<&str>,
+) -> Result<(), TxError> {
+    use crate::audit::{Tail, key};
+    let head = tx
         .query_opt(
-            "SELECT seq, hash FROM events WHERE run = $1 ORDER BY seq DESC LIMIT 1",
+            &format!("SELECT {HEAD_COLUMNS} FROM audit_heads WHERE run = $1"),
             &[&run],
         )?
-        .map(|row| (row.get(0), row.get(1)))
-        .unwrap_or((0, crate::audit::GENESIS.to_string()));
+        .map(|row| head_row(&row));
+    let tail = match head {
+        Some(head) => Tail::Head(head),
+        None => {
+            let installation = installation_row(tx.query_opt(
+                "SELECT runs, last_run, mac FROM audit_installation WHERE id = 1 FOR UPDATE",
+                &[],
+            )?);
+            let (last, hash): (i64, String) = tx
+                .query_opt(
+                    "SELECT seq, hash FROM events WHERE run = $1 ORDER BY seq DESC LIMIT 1",
+                    &[&run],
+                )?
+                .map(|row| (row.get(0), row.get(1)))
+                .unwrap_or((0, crate::audit::GENESIS.to_string()));
+            Tail::Unnumbered {
+                installation,
+                last,
+                hash,
+            }
+        }
+    };
+    let append = crate::audit::append(key::current(), run, tail, events, seal);
     let insert = tx.prepare(
-        "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash, seal)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )?;
-    for (event, (seq, previous, hash)) in events
-        .iter()
-        .zip(crate::audit::link(run, last, &previous, events))
-    {
+    for (event, linked) in events.iter().zip(&append.records) {
         tx.execute(
             &insert,
             &[
                 &run,
-                &seq,
+                &linked.seq,
                 &event.at,
                 &event.kind,
                 &event.step,
@@ -331,12 +376,76 @@ fn append_events(tx: &mut Transaction<'_>, run: &str, events: &[NewEvent]) -> Re
                 &event.line,
                 &event.duration_ms,
                 &event.data,
-                &previous,
-                &hash,
+                &linked.prev_hash,
+                &linked.hash,
+                &linked.seal,
+            ],
+        )?;
+    }
+    let head = &append.head;
+    tx.execute(
+        "INSERT INTO audit_heads (run, n, prev_run, seq, hash, keyed_from, mac)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (run) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
+        &[
+            &head.run,
+            &head.n,
+            &head.prev_run,
+            &head.seq,
+            &head.hash,
+            &head.keyed_from,
+            &head.mac,
+        ],
+    )?;
+    if let Some(installation) = &append.installation {
+        tx.execute(
+            "UPDATE audit_installation SET runs = $1, last_run = $2, mac = $3 WHERE id = 1",
+            &[
+                &installation.runs,
+                &installation.last_run,
+                &installation.mac,
             ],
         )?;
     }
     Ok(())
+}
+
+const HEAD_COLUMNS: &str = "run, n, prev_run, seq, hash, keyed_from, mac";
+
+fn head_row(row: &Row) -> crate::audit::Head {
+    crate::audit::Head {
+        run: row.get(0),
+        n: row.get(1),
+        prev_run: row.get(2),
+        seq: row.get(3),
+        hash: row.get(4),
+        keyed_from: row.get(5),
+        mac: row.get(6),
+    }
+}
+
+/// The installation head; none before the first run was numbered (the row of migration 6).
+fn installation_row(row: Option<Row>) -> Option<crate::audit::Installation> {
+    row.map(|row| crate::audit::Installation {
+        runs: row.get(0),
+        last_run: row.get(1),
+        mac: row.get(2),
+    })
+    .filter(|i| !(i.runs == 0 && i.mac.is_empty()))
+}
+
+/// The final state a record appended now seals: the run's, if it is final.
+fn seal_of_row(tx: &mut Transaction<'_>, run: &str) -> Result<Option<String>, TxError> {
+    let row = tx.query_opt(
+        "SELECT status, output, error FROM runs WHERE id = $1",
+        &[&run],
+    )?;
+    Ok(row.and_then(|row| {
+        let output: Option<String> = row.get(1);
+        let error: Option<String> = row.get(2);
+        RunStatus::parse(row.get(0))
+            .and_then(|status| crate::audit::seal(status, output.as_deref(), error.as_deref()))
+    }))
 }
 
 fn upsert_checkpoint(
@@ -387,6 +496,7 @@ fn event(row: &Row) -> Event {
         data: row.get(7),
         prev_hash: row.get(8),
         hash: row.get(9),
+        seal: row.get(10),
     }
 }
 
@@ -426,7 +536,8 @@ impl Store for PostgresStore {
             if lock_run(tx, run)?.is_none() {
                 return Err(StoreError::NoSuchRun(run.to_string()).into());
             }
-            append_events(tx, run, std::slice::from_ref(event))
+            let seal = seal_of_row(tx, run)?;
+            append_events(tx, run, std::slice::from_ref(event), seal.as_deref())
         })
     }
 
@@ -560,7 +671,8 @@ impl Store for PostgresStore {
                 .into());
             }
             upsert_checkpoint(tx, &run.id, checkpoint, now)?;
-            append_events(tx, &run.id, events)
+            // Even with no events: the run is numbered when it is created.
+            append_events(tx, &run.id, events, None)
         })
     }
 
@@ -692,7 +804,14 @@ impl Store for PostgresStore {
                 if let Some(checkpoint) = &step.checkpoint {
                     upsert_checkpoint(tx, &step.run, checkpoint, step.now)?;
                 }
-                append_events(tx, &step.run, &step.events)?;
+                if !step.events.is_empty() {
+                    let seal = crate::audit::seal(
+                        step.status,
+                        step.output.as_deref(),
+                        step.error.as_deref(),
+                    );
+                    append_events(tx, &step.run, &step.events, seal.as_deref())?;
+                }
                 tx.execute(
                     "UPDATE runs SET status = $2, output = $3, error = $4, waiting_on = $5,
                                      wake_at = $6, updated_at = $7
@@ -742,11 +861,42 @@ impl Store for PostgresStore {
     fn history(&mut self, run: &str) -> StoreResult<Vec<Event>> {
         let rows = self.query(
             "reading a run's history",
-            "SELECT seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash
+            "SELECT seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash, seal
              FROM events WHERE run = $1 ORDER BY seq",
             &[&run],
         )?;
         Ok(rows.iter().map(event).collect())
+    }
+
+    fn audit_head(&mut self, run: &str) -> StoreResult<Option<crate::audit::Head>> {
+        let rows = self.query(
+            "reading a run's audit head",
+            &format!("SELECT {HEAD_COLUMNS} FROM audit_heads WHERE run = $1"),
+            &[&run],
+        )?;
+        Ok(rows.first().map(head_row))
+    }
+
+    fn audit_heads(
+        &mut self,
+    ) -> StoreResult<(Option<crate::audit::Installation>, Vec<crate::audit::Head>)> {
+        let installation = self
+            .query(
+                "reading the installation's audit head",
+                "SELECT runs, last_run, mac FROM audit_installation WHERE id = 1",
+                &[],
+            )?
+            .into_iter()
+            .next();
+        let heads = self.query(
+            "reading the audit heads",
+            &format!("SELECT {HEAD_COLUMNS} FROM audit_heads ORDER BY n"),
+            &[],
+        )?;
+        Ok((
+            installation_row(installation),
+            heads.iter().map(head_row).collect(),
+        ))
     }
 
     fn cancel(&mut self, run: &str, by: &str, now: Millis) -> StoreResult<bool> {
@@ -775,7 +925,8 @@ impl Store for PostgresStore {
                 duration_ms: None,
                 data: serde_json::json!({ "by": by }).to_string(),
             };
-            append_events(tx, run, std::slice::from_ref(&event))?;
+            let seal = seal_of_row(tx, run)?;
+            append_events(tx, run, std::slice::from_ref(&event), seal.as_deref())?;
             Ok(true)
         })
     }

@@ -90,6 +90,26 @@ pub const MIGRATIONS: &[&str] = &[
         status  INTEGER NOT NULL,
         reason  TEXT NOT NULL
     );",
+    // 6: the keyed audit trail (see crate::audit): the final state a record seals, one head
+    // per run (no foreign key: a head outlives a deleted run, to name it), and the
+    // installation head (its row exists from the start, so that numbering can lock it).
+    "ALTER TABLE events ADD COLUMN seal TEXT;
+     CREATE TABLE audit_heads (
+        run        TEXT PRIMARY KEY,
+        n          INTEGER NOT NULL UNIQUE,
+        prev_run   TEXT,
+        seq        INTEGER NOT NULL,
+        hash       TEXT NOT NULL,
+        keyed_from INTEGER NOT NULL,
+        mac        TEXT NOT NULL
+     );
+     CREATE TABLE audit_installation (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        runs     INTEGER NOT NULL,
+        last_run TEXT,
+        mac      TEXT NOT NULL
+     );
+     INSERT INTO audit_installation (id, runs, last_run, mac) VALUES (1, 0, NULL, '');",
 ];
 
 /// The schema version this code writes and understands.
@@ -345,37 +365,48 @@ fn token_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
-/// Appends `events` to `run`'s history, numbering them after the last one.
+/// Appends `events` to `run`'s trail after its head — numbering the run first when it has
+/// none (a new run, or one begun before the audit key) — and moves the head; `seal` is the
+/// run's final state after the append ([`crate::audit::seal`]). In the caller's transaction.
 fn append_events(
     tx: &Connection,
     ctx: &Context,
     run: &str,
     events: &[NewEvent],
+    seal: Option<&str>,
 ) -> StoreResult<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
+    use crate::audit::{Tail, key};
     let doing = "appending history events";
-    let (last, previous): (i64, String) = tx
-        .prepare_cached("SELECT seq, hash FROM events WHERE run = ?1 ORDER BY seq DESC LIMIT 1")
-        .and_then(|mut s| {
-            let mut rows = s.query_map([run], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            rows.next().transpose()
-        })
-        .map_err(ctx.map(doing))?
-        .unwrap_or((0, crate::audit::GENESIS.to_string()));
+    let tail = match read_head(tx, ctx, run)? {
+        Some(head) => Tail::Head(head),
+        None => {
+            let (last, hash): (i64, String) = tx
+                .prepare_cached(
+                    "SELECT seq, hash FROM events WHERE run = ?1 ORDER BY seq DESC LIMIT 1",
+                )
+                .and_then(|mut s| s.query_row([run], |row| Ok((row.get(0)?, row.get(1)?))))
+                .optional()
+                .map_err(ctx.map(doing))?
+                .unwrap_or((0, crate::audit::GENESIS.to_string()));
+            Tail::Unnumbered {
+                installation: read_installation(tx, ctx)?,
+                last,
+                hash,
+            }
+        }
+    };
+    let append = crate::audit::append(key::current(), run, tail, events, seal);
     let mut insert = tx
         .prepare_cached(
-            "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash, seal)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .map_err(ctx.map(doing))?;
-    let links = crate::audit::link(run, last, &previous, events);
-    for (event, (seq, previous, hash)) in events.iter().zip(links) {
+    for (event, linked) in events.iter().zip(&append.records) {
         insert
             .execute(params![
                 run,
-                seq,
+                linked.seq,
                 event.at,
                 event.kind,
                 event.step,
@@ -383,12 +414,100 @@ fn append_events(
                 event.line,
                 event.duration_ms,
                 event.data,
-                previous,
-                hash,
+                linked.prev_hash,
+                linked.hash,
+                linked.seal,
             ])
             .map_err(ctx.map(doing))?;
     }
+    let head = &append.head;
+    tx.prepare_cached(
+        "INSERT INTO audit_heads (run, n, prev_run, seq, hash, keyed_from, mac)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (run) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            head.run,
+            head.n,
+            head.prev_run,
+            head.seq,
+            head.hash,
+            head.keyed_from,
+            head.mac
+        ])
+    })
+    .map_err(ctx.map(doing))?;
+    if let Some(installation) = &append.installation {
+        tx.prepare_cached("UPDATE audit_installation SET runs = ?1, last_run = ?2, mac = ?3")
+            .and_then(|mut s| {
+                s.execute(params![
+                    installation.runs,
+                    installation.last_run,
+                    installation.mac
+                ])
+            })
+            .map_err(ctx.map(doing))?;
+    }
     Ok(())
+}
+
+const HEAD_COLUMNS: &str = "run, n, prev_run, seq, hash, keyed_from, mac";
+
+fn head_row(row: &Row<'_>) -> rusqlite::Result<crate::audit::Head> {
+    Ok(crate::audit::Head {
+        run: row.get(0)?,
+        n: row.get(1)?,
+        prev_run: row.get(2)?,
+        seq: row.get(3)?,
+        hash: row.get(4)?,
+        keyed_from: row.get(5)?,
+        mac: row.get(6)?,
+    })
+}
+
+fn read_head(tx: &Connection, ctx: &Context, run: &str) -> StoreResult<Option<crate::audit::Head>> {
+    tx.prepare_cached(&format!(
+        "SELECT {HEAD_COLUMNS} FROM audit_heads WHERE run = ?1"
+    ))
+    .and_then(|mut s| s.query_row([run], head_row).optional())
+    .map_err(ctx.map("reading a run's audit head"))
+}
+
+/// The installation head; none before the first run was numbered (the row of migration 6).
+fn read_installation(
+    conn: &Connection,
+    ctx: &Context,
+) -> StoreResult<Option<crate::audit::Installation>> {
+    let row = conn
+        .prepare_cached("SELECT runs, last_run, mac FROM audit_installation WHERE id = 1")
+        .and_then(|mut s| {
+            s.query_row([], |row| {
+                Ok(crate::audit::Installation {
+                    runs: row.get(0)?,
+                    last_run: row.get(1)?,
+                    mac: row.get(2)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(ctx.map("reading the installation's audit head"))?;
+    Ok(row.filter(|i| !(i.runs == 0 && i.mac.is_empty())))
+}
+
+/// The final state a record appended now seals: the run's, if it is final.
+fn seal_of_row(conn: &Connection, ctx: &Context, run: &str) -> StoreResult<Option<String>> {
+    let row: Option<(String, Option<String>, Option<String>)> = conn
+        .prepare_cached("SELECT status, output, error FROM runs WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([run], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .optional()
+        })
+        .map_err(ctx.map("reading a run's state"))?;
+    Ok(row.and_then(|(status, output, error)| {
+        RunStatus::parse(&status)
+            .and_then(|status| crate::audit::seal(status, output.as_deref(), error.as_deref()))
+    }))
 }
 
 fn upsert_checkpoint(
@@ -460,7 +579,8 @@ impl Store for SqliteStore {
         if !exists(&tx, ctx, "SELECT 1 FROM runs WHERE id = ?1", run)? {
             return Err(StoreError::NoSuchRun(run.to_string()));
         }
-        append_events(&tx, ctx, run, std::slice::from_ref(event))?;
+        let seal = seal_of_row(&tx, ctx, run)?;
+        append_events(&tx, ctx, run, std::slice::from_ref(event), seal.as_deref())?;
         tx.commit().map_err(ctx.map(doing))
     }
 
@@ -627,7 +747,8 @@ impl Store for SqliteStore {
         })
         .map_err(ctx.map(doing))?;
         upsert_checkpoint(&tx, ctx, &run.id, checkpoint, now)?;
-        append_events(&tx, ctx, &run.id, events)?;
+        // Even with no events: the run is numbered when it is created.
+        append_events(&tx, ctx, &run.id, events, None)?;
         tx.commit().map_err(ctx.map(doing))
     }
 
@@ -783,7 +904,11 @@ impl Store for SqliteStore {
             if let Some(checkpoint) = &step.checkpoint {
                 upsert_checkpoint(&tx, ctx, &step.run, checkpoint, step.now)?;
             }
-            append_events(&tx, ctx, &step.run, &step.events)?;
+            if !step.events.is_empty() {
+                let seal =
+                    crate::audit::seal(step.status, step.output.as_deref(), step.error.as_deref());
+                append_events(&tx, ctx, &step.run, &step.events, seal.as_deref())?;
+            }
             tx.prepare_cached(
                 "UPDATE runs SET status = ?2, output = ?3, error = ?4, waiting_on = ?5,
                                  wake_at = ?6, updated_at = ?7
@@ -842,7 +967,7 @@ impl Store for SqliteStore {
     fn history(&mut self, run: &str) -> StoreResult<Vec<Event>> {
         self.conn
             .prepare_cached(
-                "SELECT seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash
+                "SELECT seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash, seal
                  FROM events WHERE run = ?1 ORDER BY seq",
             )
             .and_then(|mut s| {
@@ -858,11 +983,30 @@ impl Store for SqliteStore {
                         data: row.get(7)?,
                         prev_hash: row.get(8)?,
                         hash: row.get(9)?,
+                        seal: row.get(10)?,
                     })
                 })?
                 .collect()
             })
             .map_err(self.ctx.map("reading a run's history"))
+    }
+
+    fn audit_head(&mut self, run: &str) -> StoreResult<Option<crate::audit::Head>> {
+        read_head(&self.conn, &self.ctx, run)
+    }
+
+    fn audit_heads(
+        &mut self,
+    ) -> StoreResult<(Option<crate::audit::Installation>, Vec<crate::audit::Head>)> {
+        let installation = read_installation(&self.conn, &self.ctx)?;
+        let heads = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {HEAD_COLUMNS} FROM audit_heads ORDER BY n"
+            ))
+            .and_then(|mut s| s.query_map([], head_row)?.collect())
+            .map_err(self.ctx.map("reading the audit heads"))?;
+        Ok((installation, heads))
     }
 
     fn cancel(&mut self, run: &str, by: &str, now: Millis) -> StoreResult<bool> {
@@ -899,7 +1043,8 @@ impl Store for SqliteStore {
             duration_ms: None,
             data: serde_json::json!({ "by": by }).to_string(),
         };
-        append_events(&tx, ctx, run, std::slice::from_ref(&event))?;
+        let seal = seal_of_row(&tx, ctx, run)?;
+        append_events(&tx, ctx, run, std::slice::from_ref(&event), seal.as_deref())?;
         tx.commit().map_err(ctx.map(doing))?;
         Ok(true)
     }
