@@ -4,8 +4,8 @@
 //!
 //! Refusals are recorded within bounds, so that sending refused requests is no way to fill
 //! the disk: texts are cut ([`Refusal::new`]); the store counts repeats from one client in one
-//! row of its log; a run's history takes one `request_refused` per user, run and status a
-//! minute ([`RecentRefusals`]), the repeats going to the log.
+//! row of its log; a run's history takes at most [`HISTORY_REFUSALS`] `request_refused` of one
+//! user a minute ([`RecentRefusals`]), the others going to the log.
 
 use super::EngineHandle;
 use super::access;
@@ -70,35 +70,37 @@ struct Asked {
     client: String,
 }
 
-/// When each user was last refused on each run (with which status), so that a run's history
-/// records one refusal of theirs a minute; the repeats go to the refusal log, where they are
-/// counted. Entries older than the window are dropped once there are many.
+/// How many refusals of one user a run's history takes in a window of
+/// [`store::REFUSAL_WINDOW_MS`]; the others go to the refusal log, where repeats are counted.
+pub const HISTORY_REFUSALS: u32 = 5;
+
+/// How many refusals of each user each run's history took in the current window (since when).
+/// Windows that ended are dropped once there are many.
 #[derive(Default)]
 pub struct RecentRefusals {
-    last: HashMap<(String, String, u16), Millis>,
+    windows: HashMap<(String, String), (Millis, u32)>,
 }
 
-/// Above this many entries, [`RecentRefusals`] forgets those older than the window.
+/// Above this many entries, [`RecentRefusals`] forgets the windows that ended.
 const RECENT_ENTRIES: usize = 10_000;
 
 impl RecentRefusals {
-    /// Whether a refusal of `user` on `run` with `status` at `now` goes to the run's history
-    /// (the first in the window), noting it.
-    fn first_in_window(&mut self, user: &str, run: &str, status: u16, now: Millis) -> bool {
-        let key = (user.to_string(), run.to_string(), status);
-        if self
-            .last
-            .get(&key)
-            .is_some_and(|at| now - at < store::REFUSAL_WINDOW_MS)
-        {
-            return false;
+    /// Whether a refusal of `user` on `run` at `now` goes to the run's history (one of the
+    /// first [`HISTORY_REFUSALS`] of the window), counting it.
+    fn to_history(&mut self, user: &str, run: &str, now: Millis) -> bool {
+        if self.windows.len() >= RECENT_ENTRIES {
+            self.windows
+                .retain(|_, (since, _)| now - *since < store::REFUSAL_WINDOW_MS);
         }
-        if self.last.len() >= RECENT_ENTRIES {
-            self.last
-                .retain(|_, at| now - *at < store::REFUSAL_WINDOW_MS);
+        let window = self
+            .windows
+            .entry((user.to_string(), run.to_string()))
+            .or_insert((now, 0));
+        if now - window.0 >= store::REFUSAL_WINDOW_MS {
+            *window = (now, 0);
         }
-        self.last.insert(key, now);
-        true
+        window.1 += 1;
+        window.1 <= HISTORY_REFUSALS
     }
 }
 
@@ -405,8 +407,8 @@ fn log_refusal(engine: &mut Engine, who: &str, asked: &Asked, error: &ApiError) 
     }
 }
 
-/// Records a refused request: in the run's history when it concerns one (the first of this
-/// user's on this run in a minute), else in the log.
+/// Records a refused request: in the run's history when it concerns one (unless this user
+/// had [`HISTORY_REFUSALS`] recorded there this minute), else in the log.
 fn refused(
     engine: &mut Engine,
     recent: &Mutex<RecentRefusals>,
@@ -421,7 +423,7 @@ fn refused(
     let first = |run: &str| {
         recent
             .lock()
-            .map(|mut r| r.first_in_window(user, run, error.status.as_u16(), now))
+            .map(|mut r| r.to_history(user, run, now))
             .unwrap_or(true)
     };
     if let Some(run) = error.run.as_deref().filter(|run| first(run)) {

@@ -418,9 +418,19 @@ mod tests {
     fn cut_keeps_short_text_and_marks_what_it_cuts() {
         assert_eq!(cut("GET /api/me", 20), "GET /api/me");
         let cut_text = cut(&"é".repeat(300), 256);
-        assert!(cut_text.len() <= 256 && cut_text.ends_with('…'), "{cut_text}");
+        assert!(
+            cut_text.len() <= 256 && cut_text.ends_with('…'),
+            "{cut_text}"
+        );
         assert_eq!(cut("abcdef", 4), "a…");
-        let r = Refusal::new(5, "1.2.3.4", &"w".repeat(1_000), "GET /x", 401, &"r".repeat(9_000));
+        let r = Refusal::new(
+            5,
+            "1.2.3.4",
+            &"w".repeat(1_000),
+            "GET /x",
+            401,
+            &"r".repeat(9_000),
+        );
         assert!(r.who.len() <= REFUSAL_TEXT_BYTES && r.reason.len() <= REFUSAL_REASON_BYTES);
         assert_eq!((r.count, r.last_at), (1, 5));
     }

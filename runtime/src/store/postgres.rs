@@ -488,7 +488,7 @@ impl Store for PostgresStore {
             let counted = tx.execute(
                 "UPDATE refusals SET count = count + $5, last_at = GREATEST(last_at, $4)
                  WHERE n = (SELECT n FROM refusals
-                            WHERE client = $1 AND who = $2 AND status = $3 AND at > $4 - $6
+                            WHERE client = $1 AND who = $2 AND status = $3 AND at > $6
                             ORDER BY at DESC LIMIT 1)",
                 &[
                     &r.client,
@@ -496,7 +496,7 @@ impl Store for PostgresStore {
                     &r.status,
                     &r.at,
                     &r.count,
-                    &super::REFUSAL_WINDOW_MS,
+                    &(r.at - super::REFUSAL_WINDOW_MS),
                 ],
             )?;
             if counted == 0 {

@@ -535,7 +535,7 @@ impl Store for SqliteStore {
             .prepare_cached(
                 "UPDATE refusals SET count = count + ?5, last_at = MAX(last_at, ?4)
                  WHERE rowid = (SELECT rowid FROM refusals
-                                WHERE client = ?1 AND who = ?2 AND status = ?3 AND at > ?4 - ?6
+                                WHERE client = ?1 AND who = ?2 AND status = ?3 AND at > ?6
                                 ORDER BY at DESC LIMIT 1)",
             )
             .and_then(|mut s| {
@@ -545,7 +545,7 @@ impl Store for SqliteStore {
                     r.status,
                     r.at,
                     r.count,
-                    super::REFUSAL_WINDOW_MS
+                    r.at - super::REFUSAL_WINDOW_MS
                 ])
             })
             .map_err(ctx.map(doing))?;
@@ -1575,11 +1575,17 @@ mod tests {
             Refusal::new(at, client, who, &long, 401, "no token was given")
         };
         for at in 0..500 {
-            store.record_refusal(&refusal(1_000 + at, "10.0.0.1", "no token")).unwrap();
+            store
+                .record_refusal(&refusal(1_000 + at, "10.0.0.1", "no token"))
+                .unwrap();
         }
         // Another client, another `who`, and the same client after the window: rows of their own.
-        store.record_refusal(&refusal(2_000, "10.0.0.2", "no token")).unwrap();
-        store.record_refusal(&refusal(2_001, "10.0.0.1", "unknown token")).unwrap();
+        store
+            .record_refusal(&refusal(2_000, "10.0.0.2", "no token"))
+            .unwrap();
+        store
+            .record_refusal(&refusal(2_001, "10.0.0.1", "unknown token"))
+            .unwrap();
         store
             .record_refusal(&refusal(1_000 + REFUSAL_WINDOW_MS, "10.0.0.1", "no token"))
             .unwrap();
@@ -1587,7 +1593,11 @@ mod tests {
         assert_eq!(rows.len(), 4, "{rows:?}");
         let first = &rows[3];
         assert_eq!((first.count, first.at, first.last_at), (500, 1_000, 1_499));
-        assert!(first.request.len() <= REFUSAL_TEXT_BYTES, "{}", first.request.len());
+        assert!(
+            first.request.len() <= REFUSAL_TEXT_BYTES,
+            "{}",
+            first.request.len()
+        );
         assert!(first.request.ends_with('…') && first.request.starts_with("GET /xxx"));
         assert_eq!(rows[0].count, 1);
 
@@ -1599,6 +1609,9 @@ mod tests {
         }
         let rows = store.refusals(usize::MAX >> 1).unwrap();
         assert_eq!(rows.len() as i64, REFUSAL_LOG_ROWS);
-        assert!(rows.iter().all(|r| r.client.starts_with('c')), "the oldest went first");
+        assert!(
+            rows.iter().all(|r| r.client.starts_with('c')),
+            "the oldest went first"
+        );
     }
 }
