@@ -470,6 +470,18 @@ fn post_bodies_must_be_json() {
             server.request("POST", &cancel, Some(&ines), None, "").0,
             200
         );
+        // The OpenAPI document says so.
+        let document = server.call("GET", "/openapi.json", &ines, None, 200);
+        for path in [
+            "/api/runs",
+            "/api/runs/{id}/cancel",
+            "/api/runs/{id}/gates/{gate}/approve",
+            "/api/runs/{id}/gates/{gate}/reject",
+            "/api/runs/{id}/gates/{gate}/input",
+        ] {
+            let responses = &document["paths"][path]["post"]["responses"];
+            assert!(responses["415"].is_object(), "POST {path}: {responses}");
+        }
     });
 }
 
@@ -571,6 +583,15 @@ fn only_who_may_read_a_run_reads_it() {
         );
         let audit = server.call("GET", &paths[2], &dave, None, 200);
         assert_eq!(audit["verified"], true);
+        let document = server.call("GET", "/openapi.json", &nora, None, 200);
+        for path in [
+            "/api/runs/{id}",
+            "/api/runs/{id}/history",
+            "/api/runs/{id}/audit",
+        ] {
+            let responses = &document["paths"][path]["get"]["responses"];
+            assert!(responses["403"].is_object(), "GET {path}: {responses}");
+        }
         server.stop();
         let log = server.flowrt(&["audit", "refusals"]);
         assert_eq!(

@@ -87,7 +87,7 @@ const RECENT_ENTRIES: usize = 10_000;
 impl RecentRefusals {
     /// Whether a refusal of `user` on `run` at `now` goes to the run's history (one of the
     /// first [`HISTORY_REFUSALS`] of the window), counting it.
-    fn to_history(&mut self, user: &str, run: &str, now: Millis) -> bool {
+    fn goes_to_history(&mut self, user: &str, run: &str, now: Millis) -> bool {
         if self.windows.len() >= RECENT_ENTRIES {
             self.windows
                 .retain(|_, (since, _)| now - *since < store::REFUSAL_WINDOW_MS);
@@ -423,7 +423,7 @@ fn refused(
     let first = |run: &str| {
         recent
             .lock()
-            .map(|mut r| r.to_history(user, run, now))
+            .map(|mut r| r.goes_to_history(user, run, now))
             .unwrap_or(true)
     };
     if let Some(run) = error.run.as_deref().filter(|run| first(run)) {
