@@ -39,6 +39,17 @@ readers = ["compliance"]
 
 const PROGRAM: &str = r#"type Shipment = { id: String, value: Int }
 
+tool slow() -> Int via exec "sh slow.sh"
+
+workflow nap() -> Int { slow() }
+
+workflow inner(n: Int) -> Int { n * 3 }
+
+workflow outer(n: Int) -> Int {
+  let r = inner(n + 1)
+  r + 1
+}
+
 workflow release(s: Shipment) -> String {
   let d = await approval "release_signoff" {
     approvers: role("customs"),
@@ -66,6 +77,12 @@ impl Server {
         let db = TestDb::create(store, dir.path());
         std::fs::write(dir.path().join("flow.toml"), CONFIG).expect("config");
         std::fs::write(dir.path().join("program.flow"), PROGRAM).expect("program");
+        // A tool step that keeps the engine (and so the requests waiting on it) busy.
+        std::fs::write(
+            dir.path().join("slow.sh"),
+            "cat > /dev/null; sleep 3; echo 1\n",
+        )
+        .expect("tool");
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
@@ -421,6 +438,52 @@ fn more_connections_than_descriptors_do_not_starve_health() {
 }
 
 #[test]
+fn when_every_connection_is_busy_a_newcomer_is_turned_away() {
+    for_each_store(|store| {
+        let server = Server::start(store, &["--max-connections", "2"], None);
+        assert!(
+            server.banner.contains("at most 2 connections"),
+            "{}",
+            server.banner
+        );
+        let ines = server.token("ines");
+        // Two requests whose handlers wait for a three-second tool step.
+        let busy: Vec<std::thread::JoinHandle<u16>> = (0..2)
+            .map(|_| {
+                let (addr, token) = (server.addr, ines.clone());
+                std::thread::spawn(move || {
+                    let mut stream = TcpStream::connect(addr).expect("connects");
+                    let body = r#"{"workflow":"nap"}"#;
+                    write!(
+                        stream,
+                        "POST /api/runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .expect("sends");
+                    let mut text = String::new();
+                    let _ = stream.read_to_string(&mut text);
+                    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(700));
+        let mut third = TcpStream::connect(server.addr).expect("connects");
+        let (closed, answer) = closed_within(&mut third, Duration::from_secs(2));
+        assert!(closed, "a third connection stays open beside two busy ones");
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("\"code\":\"unavailable\""), "{answer}");
+        for handle in busy {
+            assert_eq!(
+                handle.join().expect("a client"),
+                201,
+                "a busy request was cut off"
+            );
+        }
+        assert_eq!(server.request("GET", "/health", None, None, "").0, 200);
+    });
+}
+
+#[test]
 fn post_bodies_must_be_json() {
     for_each_store(|store| {
         let server = Server::start(store, &[], None);
@@ -583,6 +646,30 @@ fn only_who_may_read_a_run_reads_it() {
         );
         let audit = server.call("GET", &paths[2], &dave, None, 200);
         assert_eq!(audit["verified"], true);
+        // A child run is read by whoever may read its parent.
+        server.call(
+            "POST",
+            "/api/runs",
+            &ines,
+            Some(json!({ "workflow": "outer", "input": { "n": 2 } })),
+            201,
+        );
+        let children = server.call("GET", "/api/runs?workflow=inner", &dave, None, 200);
+        let child = children[0]["id"]
+            .as_str()
+            .expect("the child run")
+            .to_string();
+        assert_eq!(children[0]["started_by"], "workflow");
+        let seen = server.call("GET", &format!("/api/runs/{child}"), &ines, None, 200);
+        assert_eq!(seen["output"], 9);
+        let listed = server.call("GET", "/api/runs?workflow=inner", &ines, None, 200);
+        assert_eq!(listed[0]["id"], child.as_str());
+        server.call("GET", &format!("/api/runs/{child}"), &nora, None, 403);
+        assert_eq!(
+            server.call("GET", "/api/runs?workflow=inner", &nora, None, 200),
+            json!([])
+        );
+
         let document = server.call("GET", "/openapi.json", &nora, None, 200);
         for path in [
             "/api/runs/{id}",
