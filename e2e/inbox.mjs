@@ -10,7 +10,9 @@
 //   BASE_URL          the server (required)
 //   REVIEWER_TOKEN    a user who may decide the approval gate of APPROVAL_RUN (required)
 //   AGENT_TOKEN       a user who may answer the input gate of INPUT_RUN (default REVIEWER_TOKEN)
-//   OUTSIDER_TOKEN    a user who may decide neither gate (required)
+//   OUTSIDER_TOKEN    a user who may decide neither gate nor read APPROVAL_RUN (required)
+//   READER_TOKEN      a user who may read APPROVAL_RUN (a `readers` role) but not decide it
+//                     (optional: that part of check c is skipped without)
 //   STARTER_TOKEN     a user who may start START_WORKFLOW (optional: check e is skipped without)
 //   APPROVAL_RUN      a run waiting at an approval gate (required)
 //   INPUT_RUN         a run waiting at an `await input<Review>` gate (required), where
@@ -50,6 +52,7 @@ const REVIEWER = need("REVIEWER_TOKEN");
 const AGENT = env.AGENT_TOKEN || REVIEWER;
 const OUTSIDER = need("OUTSIDER_TOKEN");
 const STARTER = env.STARTER_TOKEN || "";
+const READER = env.READER_TOKEN || "";
 const APPROVAL_RUN = need("APPROVAL_RUN");
 const INPUT_RUN = need("INPUT_RUN");
 const START_WORKFLOW = env.START_WORKFLOW || "";
@@ -199,19 +202,40 @@ const checks = [
     },
   ],
   [
-    "c) a reviewer without the role does not see the gates, cannot decide on the run page, and a refusal (403) is shown",
+    "c) a reviewer without the role does not see the gates nor the run, a reader cannot decide on the run page, and a refusal (403) is shown",
     async () => {
       const who = await me(OUTSIDER);
       const page = await signIn(OUTSIDER);
       await page.locator("#inbox-count").filter({ hasText: /waiting for you/ }).waitFor();
       check((await card(page, APPROVAL_RUN).count()) === 0, `${who.user} sees the approval gate of ${APPROVAL_RUN} in the inbox`);
       check((await card(page, INPUT_RUN).count()) === 0, `${who.user} sees the input gate of ${INPUT_RUN} in the inbox`);
-      // The run page shows the gate, says why this user cannot decide it, and offers no buttons.
+      // The run page of a run this user may not read shows the server's refusal, nothing of
+      // the run, and the runs list does not list it.
       await page.goto(`${BASE}/#/runs/${APPROVAL_RUN}`);
-      await page.getByRole("heading", { level: 1, name: `Run ${APPROVAL_RUN}` }).waitFor();
-      const gateCard = card(page, APPROVAL_RUN);
-      await gateCard.locator(".cannot-decide").filter({ hasText: "You cannot decide this gate" }).waitFor();
-      check((await gateCard.getByRole("button").count()) === 0, `${who.user} is offered buttons at a gate they may not decide`);
+      await page.getByRole("heading", { level: 1, name: "Not allowed" }).waitFor();
+      const refusal = await page.locator(".error-box").first().textContent();
+      check(refusal.includes(`${who.user} may not read run ${APPROVAL_RUN}`), `the refusal does not say why: ${refusal}`);
+      check((await card(page, APPROVAL_RUN).count()) === 0, `${who.user} is shown the gate of a run they may not read`);
+      const shown = await page.locator("main").innerText();
+      check(!shown.includes("O-1001") && !shown.includes("Timeline"), `${who.user} is shown the run: ${shown}`);
+      await page.goto(`${BASE}/#/runs`);
+      await page.getByRole("heading", { level: 1, name: "Runs" }).waitFor();
+      check(
+        (await page.locator(`a[href="#/runs/${encodeURIComponent(APPROVAL_RUN)}"]`).count()) === 0,
+        `${who.user} sees run ${APPROVAL_RUN} in the runs list`
+      );
+      // A reader of the workflow sees the run page with its gate, is told they cannot decide
+      // it, and is offered no buttons.
+      if (READER) {
+        const reader = await me(READER);
+        const readerPage = await signIn(READER);
+        await readerPage.goto(`${BASE}/#/runs/${APPROVAL_RUN}`);
+        await readerPage.getByRole("heading", { level: 1, name: `Run ${APPROVAL_RUN}` }).waitFor();
+        const gateCard = card(readerPage, APPROVAL_RUN);
+        await gateCard.locator(".cannot-decide").filter({ hasText: "You cannot decide this gate" }).waitFor();
+        check((await gateCard.getByRole("button").count()) === 0, `${reader.user} is offered buttons at a gate they may not decide`);
+        await readerPage.context().close();
+      }
       // A refusal from the server (403) is shown with its message: starting a workflow the
       // user may not start.
       if (START_WORKFLOW) {

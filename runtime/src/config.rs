@@ -18,6 +18,10 @@
 //! headers = { Authorization = "Bearer ${env:CUSTOMS_TOKEN}" }
 //! timeout = "10s"
 //!
+//! [workflows.cargo_release]
+//! starters = ["clerk"]
+//! readers = ["compliance"]
+//!
 //! [llm]
 //! base_url = "http://127.0.0.1:9100/v1"
 //! api_key = "${env:MISTRAL_API_KEY}"
@@ -60,6 +64,9 @@ pub struct Config {
     /// Who may start each workflow (`[workflows.NAME] starters = ["role", …]`); a workflow
     /// not listed may be started by any configured user.
     pub starters: BTreeMap<String, Vec<String>>,
+    /// Roles that may read every run of a workflow through the server (`[workflows.NAME]
+    /// readers = ["role", …]`), besides those who may read any run (spec/server.md).
+    pub readers: BTreeMap<String, Vec<String>>,
     /// Where the configuration came from (a path, or a label such as `<empty>`).
     pub origin: String,
 }
@@ -258,6 +265,7 @@ impl Config {
             tools: BTreeMap::new(),
             llm: None,
             starters: BTreeMap::new(),
+            readers: BTreeMap::new(),
             origin: "<empty>".to_string(),
         }
     }
@@ -276,6 +284,16 @@ impl Config {
                 roles.join(" or ")
             )),
         }
+    }
+
+    /// Whether `user` holds one of the `readers` roles of `workflow` (the role, when so).
+    pub fn reader_role(&self, user: &str, workflow: &str) -> Option<&str> {
+        let account = self.users.get(user)?;
+        self.readers
+            .get(workflow)?
+            .iter()
+            .find(|r| account.roles.contains(r))
+            .map(String::as_str)
     }
 
     /// Loads and checks the file at `path` (a regular file of at most [`MAX_CONFIG_BYTES`]). A missing file is an error; see
@@ -410,7 +428,7 @@ struct Parser<'a> {
 }
 
 const TOP_KEYS: &[&str] = &["users", "notify", "tools", "llm", "workflows"];
-const WORKFLOW_KEYS: &[&str] = &["starters"];
+const WORKFLOW_KEYS: &[&str] = &["starters", "readers"];
 const TOOL_KEYS: &[&str] = &["base_url", "headers", "timeout"];
 const LLM_KEYS: &[&str] = &["base_url", "api_key", "timeout"];
 /// Headers that flowrt sets itself and a configuration may not replace.
@@ -492,6 +510,7 @@ impl Parser<'_> {
             tools: BTreeMap::new(),
             llm: None,
             starters: BTreeMap::new(),
+            readers: BTreeMap::new(),
             origin: self.origin.to_string(),
         };
         for (key, value) in in_file_order(root.get_ref()) {
@@ -500,7 +519,7 @@ impl Parser<'_> {
                 "notify" => config.notify = self.notify(value)?,
                 "tools" => config.tools = self.tools(value)?,
                 "llm" => config.llm = Some(self.llm(value)?),
-                "workflows" => config.starters = self.workflows(value)?,
+                "workflows" => (config.starters, config.readers) = self.workflows(value)?,
                 _ => return Err(self.unknown_key(key, "the configuration", TOP_KEYS)),
             }
         }
@@ -556,11 +575,13 @@ impl Parser<'_> {
         Ok(user)
     }
 
-    /// `[workflows.NAME] starters = ["role", …]`.
+    /// `[workflows.NAME] starters = ["role", …]`, `readers = ["role", …]`: the starters and
+    /// the readers of each workflow.
+    #[allow(clippy::type_complexity)]
     fn workflows(
         &self,
         value: &Spanned<DeValue<'_>>,
-    ) -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
+    ) -> Result<(BTreeMap<String, Vec<String>>, BTreeMap<String, Vec<String>>), ConfigError> {
         let DeValue::Table(table) = value.get_ref() else {
             return Err(self.at(
                 value.span(),
@@ -568,6 +589,7 @@ impl Parser<'_> {
             ));
         };
         let mut starters = BTreeMap::new();
+        let mut readers = BTreeMap::new();
         for (key, entry) in in_file_order(table) {
             let name = key.get_ref().as_ref();
             let DeValue::Table(settings) = entry.get_ref() else {
@@ -581,6 +603,9 @@ impl Parser<'_> {
                     "starters" => {
                         starters.insert(name.to_string(), self.roles(value)?);
                     }
+                    "readers" => {
+                        readers.insert(name.to_string(), self.roles(value)?);
+                    }
                     _ => {
                         return Err(self.unknown_key(
                             setting,
@@ -591,7 +616,7 @@ impl Parser<'_> {
                 }
             }
         }
-        Ok(starters)
+        Ok((starters, readers))
     }
 
     fn roles(&self, value: &Spanned<DeValue<'_>>) -> Result<Vec<String>, ConfigError> {
@@ -1043,6 +1068,32 @@ command = "logger flow"
             e.to_string().contains("roles must be a list of strings"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn readers_say_who_may_read_a_workflows_runs() {
+        let config = Config::parse(
+            "[users.cora]\nroles = [\"compliance\", \"clerk\"]\n[users.ana]\nroles = [\"customs\"]\n\n[workflows.cargo_release]\nstarters = [\"clerk\"]\nreaders = [\"compliance\"]\n",
+            "flow.toml",
+        )
+        .expect("parses");
+        assert_eq!(
+            config.reader_role("cora", "cargo_release"),
+            Some("compliance")
+        );
+        assert_eq!(config.reader_role("ana", "cargo_release"), None);
+        assert_eq!(config.reader_role("cora", "refund"), None);
+        assert_eq!(config.reader_role("mallory", "cargo_release"), None);
+        assert_eq!(config.may_start("cora", "cargo_release"), Ok(()));
+        let e = err("[workflows.refund]\nreader = [\"clerk\"]\n");
+        assert!(
+            e.to_string().starts_with(
+                "flow.toml:2:1: unknown key `reader` in workflow `refund`; did you mean `readers`?"
+            ),
+            "{e}"
+        );
+        let e = err("[workflows.refund]\nreaders = [1]\n");
+        assert!(e.to_string().starts_with("flow.toml:2:12:"), "{e}");
     }
 
     #[test]

@@ -279,6 +279,79 @@ fn describe(approvers: &Value) -> String {
     }
 }
 
+/// Whether `user` (holding `roles`) is named by approvers as [`describe`] wrote them in a
+/// `gate_opened` event: `role NAME`, `user NAME`, `any of (A, B, …)`.
+fn named_in(described: &str, user: &str, roles: &[String]) -> bool {
+    if let Some(name) = described.strip_prefix("role ") {
+        return roles.iter().any(|r| r == name);
+    }
+    if let Some(name) = described.strip_prefix("user ") {
+        return name == user;
+    }
+    let Some(inner) = described
+        .strip_prefix("any of (")
+        .and_then(|rest| rest.strip_suffix(')'))
+    else {
+        return false;
+    };
+    // Split at the top level only: a part may itself be `any of (…)`.
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                if named_in(inner[start..i].trim(), user, roles) {
+                    return true;
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    named_in(inner[start..].trim(), user, roles)
+}
+
+/// Whether `user` is one who may decide a gate of the run whose history this is: named (or
+/// holding a role named) as the approvers of a gate it opened, or as its escalation once it
+/// escalated, or one who decided one of its gates.
+pub fn decider_of(history: &[Event], user: &str, roles: &[String]) -> bool {
+    // The escalation of each gate, from its last opening.
+    let mut escalations: Vec<(String, String)> = Vec::new();
+    for e in history {
+        let data = || serde_json::from_str::<serde_json::Value>(&e.data).unwrap_or_default();
+        let text = |data: &serde_json::Value, key: &str| {
+            data.get(key)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        match e.kind.as_str() {
+            "gate_opened" => {
+                let data = data();
+                if named_in(&text(&data, "approvers"), user, roles) {
+                    return true;
+                }
+                let step = e.step.clone().unwrap_or_default();
+                escalations.retain(|(s, _)| *s != step);
+                escalations.push((step, text(&data, "escalate")));
+            }
+            "gate_escalated" => {
+                let step = e.step.as_deref().unwrap_or_default();
+                if escalations
+                    .iter()
+                    .any(|(s, who)| s == step && named_in(who, user, roles))
+                {
+                    return true;
+                }
+            }
+            "gate_decided" | "approval_recorded" if text(&data(), "by") == user => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// The state of the gate `name` in a run's history: when it last opened, whether it
 /// escalated since, and who approved it since (for a quorum).
 struct GateHistory {
@@ -1107,6 +1180,69 @@ mod tests {
         assert!(may_decide(&any, "ana", &[]));
         assert_eq!(describe(&any), "any of (role ops, user ana)");
         assert!(!may_decide(&Value::None, "ana", &customs));
+    }
+
+    #[test]
+    fn who_is_named_in_described_approvers() {
+        let ops = ["ops".to_string()];
+        let nested = Value::record([
+            ("kind", Value::Str("any".into())),
+            (
+                "of",
+                Value::List(vec![
+                    user("bob"),
+                    Value::record([
+                        ("kind", Value::Str("any".into())),
+                        ("of", Value::List(vec![role("ops"), user("ana")])),
+                    ]),
+                ]),
+            ),
+        ]);
+        let text = describe(&nested);
+        assert_eq!(text, "any of (user bob, any of (role ops, user ana))");
+        for (who, roles, expected) in [
+            ("bob", &[][..], true),
+            ("ana", &[][..], true),
+            ("cy", &ops[..], true),
+            ("cy", &[][..], false),
+            ("bo", &[][..], false),
+        ] {
+            assert_eq!(named_in(&text, who, roles), expected, "{who} {roles:?}");
+            assert_eq!(may_decide(&nested, who, roles), expected, "{who} {roles:?}");
+        }
+        assert!(!named_in("nobody", "nobody", &[]));
+        assert!(!named_in("", "", &[]));
+    }
+
+    #[test]
+    fn deciders_of_a_run_come_from_its_history() {
+        let ev = |kind: &str, step: &str, data: serde_json::Value| Event {
+            seq: 0,
+            at: 0,
+            kind: kind.into(),
+            step: Some(step.into()),
+            attempt: None,
+            line: None,
+            duration_ms: None,
+            data: data.to_string(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let customs = vec!["customs".to_string()];
+        let ops = vec!["ops".to_string()];
+        let opened = ev(
+            "gate_opened",
+            "g",
+            serde_json::json!({ "approvers": "role customs", "escalate": "role ops" }),
+        );
+        let history = vec![opened.clone()];
+        assert!(decider_of(&history, "ana", &customs));
+        assert!(!decider_of(&history, "omar", &ops), "not escalated yet");
+        let escalated = vec![opened, ev("gate_escalated", "g", serde_json::json!({}))];
+        assert!(decider_of(&escalated, "omar", &ops));
+        assert!(!decider_of(&escalated, "eve", &[]));
+        let decided = vec![ev("gate_decided", "g", serde_json::json!({ "by": "eve" }))];
+        assert!(decider_of(&decided, "eve", &[]));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! real `flowrt serve` on a free port, runs started through the API (one waiting at an
 //! approval gate, one at an `await input<Review>` gate), then `node e2e/inbox.mjs` drives
 //! headless Chromium through the inbox (sign in, approve with a comment, fill and submit a
-//! typed input form, a wrong-role reviewer who sees nothing and is refused, no horizontal
+//! typed input form, a wrong-role reviewer who sees nothing, may not read the run and is
+//! refused, a reader who sees the run but cannot decide it, no horizontal
 //! scrolling at 375px, a run started from the generated form). The server is stopped with
 //! SIGTERM and must exit 0.
 //!
@@ -67,7 +68,8 @@ workflow triage(subject: String) -> String {
 }
 "#;
 
-const CONFIG: &str = r#"# ana reviews (customs) and answers support tickets; ines starts runs; sam holds neither role.
+const CONFIG: &str = r#"# ana reviews (customs) and answers support tickets; ines starts runs; sam holds neither role;
+# rita reads release runs (compliance) without deciding them.
 [users.ana]
 roles = ["customs", "support"]
 
@@ -77,8 +79,12 @@ roles = ["clerk"]
 [users.sam]
 roles = ["support_tier9"]
 
+[users.rita]
+roles = ["compliance"]
+
 [workflows.release]
 starters = ["clerk"]
+readers = ["compliance"]
 
 [workflows.triage]
 starters = ["clerk"]
@@ -339,6 +345,7 @@ fn the_inbox_in_a_browser() {
     let ana = token(&db, &config, "ana");
     let ines = token(&db, &config, "ines");
     let sam = token(&db, &config, "sam");
+    let rita = token(&db, &config, "rita");
 
     let release = start(
         port,
@@ -370,6 +377,7 @@ fn the_inbox_in_a_browser() {
         .env("REVIEWER_TOKEN", &ana)
         .env("AGENT_TOKEN", &ana)
         .env("OUTSIDER_TOKEN", &sam)
+        .env("READER_TOKEN", &rita)
         .env("STARTER_TOKEN", &ines)
         .env("START_WORKFLOW", "release")
         .env("APPROVAL_RUN", &release)
@@ -410,6 +418,25 @@ fn the_inbox_in_a_browser() {
             .lines()
             .any(|l| l.contains("403") && l.contains("sam") && l.contains("POST /api/runs")),
         "sam's refused start is not in the refusal log:\n{refusals}"
+    );
+    // sam's refused reads of the release run (403, from the browser) are in its trail.
+    let (_, history) = http(
+        port,
+        "GET",
+        &format!("/api/runs/{release}/history"),
+        Some(&ines),
+        None,
+    );
+    assert!(
+        json(&history)
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["kind"] == "request_refused"
+                && e["data"]["by"] == "sam"
+                && e["data"]["status"] == 403
+                && e["data"]["request"] == format!("GET /api/runs/{release}").as_str()),
+        "sam's refused read is not in the run's trail: {history}"
     );
     let (_, decisions) = http(port, "GET", "/api/decisions", Some(&ana), None);
     let left = json(&decisions);

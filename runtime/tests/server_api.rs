@@ -695,7 +695,7 @@ fn sigterm_stops_after_the_step_in_progress_and_nothing_is_half_written() {
                     break;
                 };
                 let request = format!(
-                    "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                    "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
                 );
                 if stream.write_all(request.as_bytes()).is_err() {
                     break;

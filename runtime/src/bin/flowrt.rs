@@ -133,6 +133,13 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
+        /// The most connections open at once (lowered to fit the limit of open files).
+        #[arg(long, default_value_t = 512)]
+        max_connections: usize,
+        /// How long a request's headers may take to arrive (also how long a kept-alive
+        /// connection may wait idle), and then its body.
+        #[arg(long, default_value = "10s")]
+        header_timeout: String,
         /// Programs to deploy first.
         files: Vec<PathBuf>,
     },
@@ -324,8 +331,15 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         config: cli.config,
     };
     // The server builds its engine on a thread of its own (an engine is not `Send`).
-    if let Command::Serve { addr, files } = cli.command {
-        return serve(setup, &addr, files);
+    if let Command::Serve {
+        addr,
+        max_connections,
+        header_timeout,
+        files,
+    } = cli.command
+    {
+        let limits = serve_limits(max_connections, &header_timeout)?;
+        return serve(setup, &addr, limits, files);
     }
     if let Command::MigrateStore { from, to } = &cli.command {
         return migrate_store(from, to);
@@ -720,8 +734,25 @@ fn audit(engine: &mut Engine, args: AuditArgs) -> Result<ExitCode, Usage> {
                 say(format_args!("no refused requests"));
             }
             for r in refusals {
+                // A row stands for `count` refusals of one client (repeats are counted).
+                let from = if r.client.is_empty() {
+                    String::new()
+                } else {
+                    format!(" from {}", r.client)
+                };
+                let times = if r.count > 1 {
+                    format!(
+                        " [{} times{from}, the last at {}]",
+                        r.count,
+                        flow_runtime::vm::value::format_time(r.last_at)
+                    )
+                } else if from.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", from.trim_start())
+                };
                 say(format_args!(
-                    "{} {} {} {}: {}",
+                    "{} {} {} {}: {}{times}",
                     flow_runtime::vm::value::format_time(r.at),
                     r.status,
                     r.who,
@@ -1029,8 +1060,35 @@ fn migrate_store(from: &str, to: &str) -> Result<ExitCode, Usage> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The connection limits `--max-connections` and `--header-timeout` ask for.
+fn serve_limits(
+    max_connections: usize,
+    header_timeout: &str,
+) -> Result<flow_runtime::server::Limits, Usage> {
+    if max_connections == 0 {
+        return Err(Usage("--max-connections 0: expected at least 1".into()));
+    }
+    let timeout = flow_runtime::vm::value::parse_duration(header_timeout)
+        .and_then(|ms| u64::try_from(ms).ok())
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| {
+            Usage(format!(
+                "--header-timeout {header_timeout}: expected a duration like 10s or 500ms"
+            ))
+        })?;
+    Ok(flow_runtime::server::Limits {
+        max_connections,
+        header_timeout: std::time::Duration::from_millis(timeout),
+    })
+}
+
 /// `flowrt serve`: deploys the files, then serves until a signal.
-fn serve(setup: Setup, addr: &str, files: Vec<PathBuf>) -> Result<ExitCode, Usage> {
+fn serve(
+    setup: Setup,
+    addr: &str,
+    limits: flow_runtime::server::Limits,
+    files: Vec<PathBuf>,
+) -> Result<ExitCode, Usage> {
     let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
         Usage(format!(
             "--addr {addr}: expected an address like 127.0.0.1:8080"
@@ -1045,12 +1103,19 @@ fn serve(setup: Setup, addr: &str, files: Vec<PathBuf>) -> Result<ExitCode, Usag
     }
     flow_runtime::server::serve(
         addr,
+        limits,
         move || {
             open_engine(&setup)
                 .map(|(engine, _)| engine)
                 .map_err(|Usage(why)| why)
         },
-        |bound| eprintln!("flowrt serve: listening on http://{bound} (API, inbox at /)"),
+        |bound, limits| {
+            eprintln!(
+                "flowrt serve: listening on http://{bound} (API, inbox at /); at most {} connections, headers within {} ms",
+                limits.max_connections,
+                limits.header_timeout.as_millis()
+            )
+        },
     )
     .map_err(Usage)?;
     eprintln!("flowrt serve: stopped");

@@ -1,20 +1,29 @@
 //! The HTTP API of `flowrt serve` (see `spec/server.md`): routes, authentication, and the
 //! mapping of the engine's answers and refusals to JSON and status codes. Every handler does
 //! its work in one job on the engine thread: authenticate, check, act.
+//!
+//! Refusals are recorded within bounds, so that sending refused requests is no way to fill
+//! the disk: texts are cut ([`Refusal::new`]); the store counts repeats from one client in one
+//! row of its log; a run's history takes at most [`HISTORY_REFUSALS`] `request_refused` of one
+//! user a minute ([`RecentRefusals`]), the others going to the log.
 
 use super::EngineHandle;
+use super::access;
 use crate::engine::{Engine, EngineError, now_ms};
 use crate::gates::{Action, DecideError, Decided, GateKind, PendingGate, RefusalKind};
-use crate::store::{NewEvent, Refusal, RunRecord, RunStatus};
+use crate::store::{self, Millis, NewEvent, Refusal, RunRecord, RunStatus};
 use crate::tokens::{self, AuthError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 const INDEX_HTML: &str = include_str!("inbox/index.html");
 const APP_JS: &str = include_str!("inbox/app.js");
@@ -23,26 +32,105 @@ const STYLE_CSS: &str = include_str!("inbox/style.css");
 #[derive(Clone)]
 pub struct App {
     engine: EngineHandle,
+    recent: Arc<Mutex<RecentRefusals>>,
+}
+
+/// What a handler needs to know about who sends a request.
+pub struct Caller {
+    token: Option<String>,
+    /// The client's IP address (repeated refusals are counted per address).
+    client: String,
+    /// The `Content-Type` header, when one was sent.
+    content_type: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Self::Rejection> {
+        Ok(Caller {
+            token: bearer(&parts.headers),
+            client: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_default(),
+            content_type: parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        })
+    }
+}
+
+/// A request as its refusals record it.
+struct Asked {
+    /// `METHOD /path`.
+    request: String,
+    client: String,
+}
+
+/// How many refusals of one user a run's history takes in a window of
+/// [`store::REFUSAL_WINDOW_MS`]; the others go to the refusal log, where repeats are counted.
+pub const HISTORY_REFUSALS: u32 = 5;
+
+/// How many refusals of each user each run's history took in the current window (since when).
+/// Windows that ended are dropped once there are many.
+#[derive(Default)]
+pub struct RecentRefusals {
+    windows: HashMap<(String, String), (Millis, u32)>,
+}
+
+/// Above this many entries, [`RecentRefusals`] forgets the windows that ended.
+const RECENT_ENTRIES: usize = 10_000;
+
+impl RecentRefusals {
+    /// Whether a refusal of `user` on `run` at `now` goes to the run's history (one of the
+    /// first [`HISTORY_REFUSALS`] of the window), counting it.
+    fn goes_to_history(&mut self, user: &str, run: &str, now: Millis) -> bool {
+        if self.windows.len() >= RECENT_ENTRIES {
+            self.windows
+                .retain(|_, (since, _)| now - *since < store::REFUSAL_WINDOW_MS);
+        }
+        let window = self
+            .windows
+            .entry((user.to_string(), run.to_string()))
+            .or_insert((now, 0));
+        if now - window.0 >= store::REFUSAL_WINDOW_MS {
+            *window = (now, 0);
+        }
+        window.1 += 1;
+        window.1 <= HISTORY_REFUSALS
+    }
 }
 
 impl App {
     pub fn new(engine: EngineHandle) -> App {
-        App { engine }
+        App {
+            engine,
+            recent: Arc::default(),
+        }
     }
 
     /// Runs `work` on the engine thread as the request's user (after authenticating).
     async fn as_user(
         &self,
-        headers: &HeaderMap,
+        caller: Caller,
         request: String,
         work: impl FnOnce(&mut Engine, &str) -> Result<Response, ApiError> + Send + 'static,
     ) -> Response {
-        let token = bearer(headers);
+        let asked = Asked {
+            request,
+            client: caller.client,
+        };
+        let recent = Arc::clone(&self.recent);
+        let token = caller.token;
         let answer = self
             .engine
             .call(move |engine| {
-                let user = authenticate(engine, token.as_deref(), &request)?;
-                work(engine, &user).inspect_err(|error| refused(engine, &user, &request, error))
+                let user = authenticate(engine, token.as_deref(), &asked)?;
+                work(engine, &user)
+                    .inspect_err(|error| refused(engine, &recent, &user, &asked, error))
             })
             .await;
         match answer {
@@ -55,6 +143,25 @@ impl App {
             )
             .into_response(),
         }
+    }
+}
+
+impl App {
+    /// Like [`App::as_user`] for a request with a JSON body: `work` gets the body parsed,
+    /// after the media type was checked (415 unless `application/json`).
+    async fn with_body(
+        &self,
+        caller: Caller,
+        request: String,
+        body: Bytes,
+        work: impl FnOnce(&mut Engine, &str, Value) -> Result<Response, ApiError> + Send + 'static,
+    ) -> Response {
+        let content_type = caller.content_type.clone();
+        self.as_user(caller, request, move |engine, user| {
+            let body = parse_body(content_type.as_deref(), &body)?;
+            work(engine, user, body)
+        })
+        .await
     }
 }
 
@@ -156,6 +263,21 @@ impl ApiError {
         }
     }
 
+    /// A body that is not sent as `application/json`.
+    fn unsupported_media(content_type: Option<&str>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            match content_type {
+                Some(sent) => format!(
+                    "the body is sent as `{}`; send it as JSON with `Content-Type: application/json`",
+                    store::cut(sent, 100)
+                ),
+                None => "the body has no Content-Type; send it as JSON with `Content-Type: application/json`".to_string(),
+            },
+        )
+    }
+
     fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
@@ -164,6 +286,11 @@ impl ApiError {
         self.run = Some(run.to_string());
         self
     }
+}
+
+/// An error answer outside any handler (the connection layer's 408, 413, 400).
+pub fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    ApiError::new(status, code, message).into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -225,7 +352,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 fn authenticate(
     engine: &mut Engine,
     token: Option<&str>,
-    request: &str,
+    asked: &Asked,
 ) -> Result<String, ApiError> {
     let now = now_ms();
     match tokens::authenticate(engine.store(), token, now)? {
@@ -243,7 +370,7 @@ fn authenticate(
                 log_refusal(
                     engine,
                     &format!("token {} ({})", record.id, record.user),
-                    request,
+                    asked,
                     &error,
                 );
                 return Err(error);
@@ -259,31 +386,47 @@ fn authenticate(
                 }
             };
             let error = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
-            log_refusal(engine, &who, request, &error);
+            log_refusal(engine, &who, asked, &error);
             Err(error)
         }
     }
 }
 
-fn log_refusal(engine: &mut Engine, who: &str, request: &str, error: &ApiError) {
-    let refusal = Refusal {
-        at: now_ms(),
-        who: who.to_string(),
-        request: request.to_string(),
-        status: i64::from(error.status.as_u16()),
-        reason: error.message.clone(),
-    };
+/// Records a refusal in the server's refusal log (which cuts and counts, see the store).
+fn log_refusal(engine: &mut Engine, who: &str, asked: &Asked, error: &ApiError) {
+    let refusal = Refusal::new(
+        now_ms(),
+        &asked.client,
+        who,
+        &asked.request,
+        i64::from(error.status.as_u16()),
+        &error.message,
+    );
     if let Err(e) = engine.store().record_refusal(&refusal) {
         tracing::error!(error = %e, "could not record a refused request");
     }
 }
 
-/// Records a refused request: in the run's history when it concerns one, else in the log.
-fn refused(engine: &mut Engine, user: &str, request: &str, error: &ApiError) {
+/// Records a refused request: in the run's history when it concerns one (unless this user
+/// had [`HISTORY_REFUSALS`] recorded there this minute), else in the log.
+fn refused(
+    engine: &mut Engine,
+    recent: &Mutex<RecentRefusals>,
+    user: &str,
+    asked: &Asked,
+    error: &ApiError,
+) {
     if !matches!(error.status.as_u16(), 401 | 403 | 409 | 422) {
         return;
     }
-    if let Some(run) = &error.run {
+    let now = now_ms();
+    let first = |run: &str| {
+        recent
+            .lock()
+            .map(|mut r| r.goes_to_history(user, run, now))
+            .unwrap_or(true)
+    };
+    if let Some(run) = error.run.as_deref().filter(|run| first(run)) {
         let event = NewEvent {
             at: now_ms(),
             kind: "request_refused".into(),
@@ -293,9 +436,9 @@ fn refused(engine: &mut Engine, user: &str, request: &str, error: &ApiError) {
             duration_ms: None,
             data: json!({
                 "by": user,
-                "request": request,
+                "request": store::cut(&asked.request, store::REFUSAL_TEXT_BYTES),
                 "status": error.status.as_u16(),
-                "reason": error.message,
+                "reason": store::cut(&error.message, store::REFUSAL_REASON_BYTES),
             })
             .to_string(),
         };
@@ -303,15 +446,31 @@ fn refused(engine: &mut Engine, user: &str, request: &str, error: &ApiError) {
             return;
         }
     }
-    log_refusal(engine, user, request, error);
+    log_refusal(engine, user, asked, error);
 }
 
 fn ok(value: Value) -> Result<Response, ApiError> {
     Ok(axum::Json(value).into_response())
 }
 
-fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+/// Whether a `Content-Type` value is JSON: `application/json`, with parameters or not.
+fn is_json(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The JSON object of a request body; an empty body is `{}`. A body must be sent as
+/// `application/json` (a declared type that is not JSON is refused even with no body).
+fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
+    let empty = body.iter().all(u8::is_ascii_whitespace);
+    match content_type {
+        Some(sent) if !is_json(sent) => return Err(ApiError::unsupported_media(Some(sent))),
+        None if !empty => return Err(ApiError::unsupported_media(None)),
+        _ => {}
+    }
+    if empty {
         return Ok(json!({}));
     }
     let value: Value = crate::vm::value::parse_strict_json(body)
@@ -347,15 +506,15 @@ async fn health(State(app): State<App>) -> Response {
     }
 }
 
-async fn openapi(State(app): State<App>, headers: HeaderMap) -> Response {
-    app.as_user(&headers, "GET /openapi.json".into(), |_, _| {
+async fn openapi(State(app): State<App>, caller: Caller) -> Response {
+    app.as_user(caller, "GET /openapi.json".into(), |_, _| {
         ok(super::openapi::document())
     })
     .await
 }
 
-async fn me(State(app): State<App>, headers: HeaderMap) -> Response {
-    app.as_user(&headers, "GET /api/me".into(), |engine, user| {
+async fn me(State(app): State<App>, caller: Caller) -> Response {
+    app.as_user(caller, "GET /api/me".into(), |engine, user| {
         let roles = engine
             .config()
             .user(user)
@@ -366,8 +525,8 @@ async fn me(State(app): State<App>, headers: HeaderMap) -> Response {
     .await
 }
 
-async fn workflows(State(app): State<App>, headers: HeaderMap) -> Response {
-    app.as_user(&headers, "GET /api/workflows".into(), |engine, user| {
+async fn workflows(State(app): State<App>, caller: Caller) -> Response {
+    app.as_user(caller, "GET /api/workflows".into(), |engine, user| {
         let mut versions = engine.store().versions()?;
         versions.reverse();
         let mut seen: Vec<String> = Vec::new();
@@ -424,26 +583,30 @@ fn version_of(engine: &mut Engine, workflow: &str) -> Result<String, ApiError> {
     )))
 }
 
-async fn start_run(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    app.as_user(&headers, "POST /api/runs".into(), move |engine, user| {
-        let body = parse_body(&body)?;
-        let Some(workflow) = text_field(&body, "workflow")? else {
-            return Err(ApiError::bad_request("give the `workflow` to start"));
-        };
-        let input = body.get("input").cloned().unwrap_or_else(|| json!({}));
-        let version = version_of(engine, &workflow)?;
-        engine
-            .config()
-            .may_start(user, &workflow)
-            .map_err(ApiError::forbidden)?;
-        let id = engine.start(&version, &workflow, &input, user)?;
-        let status = engine.drive(&id)?;
-        Ok((
-            StatusCode::CREATED,
-            axum::Json(json!({ "id": id, "status": status.as_str() })),
-        )
-            .into_response())
-    })
+async fn start_run(State(app): State<App>, caller: Caller, body: Bytes) -> Response {
+    app.with_body(
+        caller,
+        "POST /api/runs".into(),
+        body,
+        move |engine, user, body| {
+            let Some(workflow) = text_field(&body, "workflow")? else {
+                return Err(ApiError::bad_request("give the `workflow` to start"));
+            };
+            let input = body.get("input").cloned().unwrap_or_else(|| json!({}));
+            let version = version_of(engine, &workflow)?;
+            engine
+                .config()
+                .may_start(user, &workflow)
+                .map_err(ApiError::forbidden)?;
+            let id = engine.start(&version, &workflow, &input, user)?;
+            let status = engine.drive(&id)?;
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(json!({ "id": id, "status": status.as_str() })),
+            )
+                .into_response())
+        },
+    )
     .await
 }
 
@@ -463,10 +626,10 @@ fn run_json(record: &RunRecord) -> Value {
 
 async fn list_runs(
     State(app): State<App>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    app.as_user(&headers, "GET /api/runs".into(), move |engine, _| {
+    app.as_user(caller, "GET /api/runs".into(), move |engine, user| {
         let status = match query.get("status") {
             Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
                 ApiError::bad_request(format!(
@@ -485,14 +648,18 @@ async fn list_runs(
                 })?,
             None => 100,
         };
-        let runs: Vec<Value> = engine
-            .store()
-            .runs(status)?
-            .iter()
-            .filter(|r| query.get("workflow").is_none_or(|w| &r.workflow == w))
-            .take(limit)
-            .map(run_json)
-            .collect();
+        // Only the runs the user may read are listed.
+        let mut runs = Vec::new();
+        for record in engine.store().runs(status)? {
+            if runs.len() == limit {
+                break;
+            }
+            if query.get("workflow").is_none_or(|w| &record.workflow == w)
+                && access::may_read(engine, user, &record)?.is_ok()
+            {
+                runs.push(run_json(&record));
+            }
+        }
         ok(Value::Array(runs))
     })
     .await
@@ -503,6 +670,13 @@ fn load_run(engine: &mut Engine, id: &str) -> Result<RunRecord, ApiError> {
         .store()
         .run(id)?
         .ok_or_else(|| ApiError::not_found(format!("no run with id {id}")))
+}
+
+/// The run, when `user` may read it (see [`access`]); a 403 about the run otherwise.
+fn readable_run(engine: &mut Engine, user: &str, id: &str) -> Result<RunRecord, ApiError> {
+    let record = load_run(engine, id)?;
+    access::may_read(engine, user, &record)?.map_err(|why| ApiError::forbidden(why).about(id))?;
+    Ok(record)
 }
 
 fn gate_json(gate: &PendingGate) -> Value {
@@ -524,38 +698,38 @@ fn gate_json(gate: &PendingGate) -> Value {
     })
 }
 
-async fn run_status(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    app.as_user(&headers, format!("GET /api/runs/{id}"), move |engine, _| {
-        let record = load_run(engine, &id)?;
-        let gate = engine
-            .pending(None)?
-            .into_iter()
-            .find(|g| g.run == id)
-            .map(|g| gate_json(&g));
-        let mut out = run_json(&record);
-        out["input"] = serde_json::from_str(&record.input).unwrap_or(Value::Null);
-        out["output"] = record
-            .output
-            .as_deref()
-            .and_then(|o| serde_json::from_str(o).ok())
-            .unwrap_or(Value::Null);
-        out["error"] = json!(record.error);
-        out["gate"] = gate.unwrap_or(Value::Null);
-        ok(out)
-    })
+async fn run_status(State(app): State<App>, caller: Caller, Path(id): Path<String>) -> Response {
+    app.as_user(
+        caller,
+        format!("GET /api/runs/{id}"),
+        move |engine, user| {
+            let record = readable_run(engine, user, &id)?;
+            let gate = engine
+                .pending(None)?
+                .into_iter()
+                .find(|g| g.run == id)
+                .map(|g| gate_json(&g));
+            let mut out = run_json(&record);
+            out["input"] = serde_json::from_str(&record.input).unwrap_or(Value::Null);
+            out["output"] = record
+                .output
+                .as_deref()
+                .and_then(|o| serde_json::from_str(o).ok())
+                .unwrap_or(Value::Null);
+            out["error"] = json!(record.error);
+            out["gate"] = gate.unwrap_or(Value::Null);
+            ok(out)
+        },
+    )
     .await
 }
 
-async fn history(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn history(State(app): State<App>, caller: Caller, Path(id): Path<String>) -> Response {
     app.as_user(
-        &headers,
+        caller,
         format!("GET /api/runs/{id}/history"),
-        move |engine, _| {
-            load_run(engine, &id)?;
+        move |engine, user| {
+            readable_run(engine, user, &id)?;
             let events: Vec<Value> = engine
                 .store()
                 .history(&id)?
@@ -579,12 +753,12 @@ async fn history(State(app): State<App>, headers: HeaderMap, Path(id): Path<Stri
     .await
 }
 
-async fn audit(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn audit(State(app): State<App>, caller: Caller, Path(id): Path<String>) -> Response {
     app.as_user(
-        &headers,
+        caller,
         format!("GET /api/runs/{id}/audit"),
-        move |engine, _| {
-            let record = load_run(engine, &id)?;
+        move |engine, user| {
+            let record = readable_run(engine, user, &id)?;
             let events = engine.store().history(&id)?;
             let verified = crate::audit::check_run(engine.store(), &record)?;
             let records: Vec<Value> = events
@@ -602,11 +776,17 @@ async fn audit(State(app): State<App>, headers: HeaderMap, Path(id): Path<String
     .await
 }
 
-async fn cancel(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    app.as_user(
-        &headers,
+async fn cancel(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    app.with_body(
+        caller,
         format!("POST /api/runs/{id}/cancel"),
-        move |engine, user| {
+        body,
+        move |engine, user, _| {
             let record = load_run(engine, &id)?;
             if record.started_by != user
                 && let Err(why) = engine.config().may_start(user, &record.workflow)
@@ -630,8 +810,8 @@ async fn cancel(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
     .await
 }
 
-async fn decisions(State(app): State<App>, headers: HeaderMap) -> Response {
-    app.as_user(&headers, "GET /api/decisions".into(), |engine, user| {
+async fn decisions(State(app): State<App>, caller: Caller) -> Response {
+    app.as_user(caller, "GET /api/decisions".into(), |engine, user| {
         let gates: Vec<Value> = engine.pending(Some(user))?.iter().map(gate_json).collect();
         ok(Value::Array(gates))
     })
@@ -640,13 +820,12 @@ async fn decisions(State(app): State<App>, headers: HeaderMap) -> Response {
 
 async fn decide(
     State(app): State<App>,
-    headers: HeaderMap,
+    caller: Caller,
     Path((id, gate, action)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
     let request = format!("POST /api/runs/{id}/gates/{gate}/{action}");
-    app.as_user(&headers, request, move |engine, user| {
-        let body = parse_body(&body)?;
+    app.with_body(caller, request, body, move |engine, user, body| {
         let view_hash = text_field(&body, "view_hash")?;
         let action = match action.as_str() {
             "approve" => Action::Approve {
@@ -700,8 +879,8 @@ async fn decide(
     .await
 }
 
-async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
-    app.as_user(&headers, "GET /metrics".into(), |engine, _| {
+async fn metrics(State(app): State<App>, caller: Caller) -> Response {
+    app.as_user(caller, "GET /metrics".into(), |engine, _| {
         let now = now_ms();
         let runs = engine.store().runs(None)?;
         let mut by_status: Vec<(&str, usize)> = [

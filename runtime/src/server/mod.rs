@@ -3,7 +3,8 @@
 //! The engine (a SQLite connection, the interpreter's caches) lives on one thread of its own,
 //! the *engine thread*: it drives runs, fires timers and sends notifications between requests,
 //! and runs each request's work as a job sent over a channel ([`EngineHandle::call`]). HTTP
-//! is served by axum on a small tokio runtime; a handler never touches the database itself.
+//! is served by axum on a small tokio runtime, over connections bounded by `connections`
+//! (time-outs, header size, a cap); a handler never touches the database itself.
 //! One writer thread is what SQLite wants anyway, and a request sees the engine exactly as
 //! the CLI does — the same rules, the same code.
 //!
@@ -11,8 +12,12 @@
 //! then the engine thread finishes the job or step it is in (each commits atomically) and
 //! exits. Runs that were not finished resume under the next process, as after a crash.
 
+mod access;
 mod api;
+mod connections;
 mod openapi;
+
+pub use connections::Limits;
 
 use crate::engine::{Engine, now_ms};
 use std::net::SocketAddr;
@@ -116,11 +121,13 @@ fn serve_group(engine: &mut Engine, group: Vec<Job>) {
 }
 
 /// Serves until SIGTERM or SIGINT. `open` builds the engine on the engine thread (an engine
-/// is not `Send`). `ready` is told the bound address (the port when `addr` asked for 0).
+/// is not `Send`). `ready` is told the bound address (the port when `addr` asked for 0) and the
+/// limits in force (the cap on connections may be lowered to fit the file-descriptor limit).
 pub fn serve(
     addr: SocketAddr,
+    limits: Limits,
     open: impl FnOnce() -> Result<Engine, String> + Send + 'static,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(SocketAddr, Limits),
 ) -> Result<(), String> {
     let (jobs, receiver) = mpsc::channel::<Job>();
     let (opened, opened_result) = mpsc::channel::<Result<(), String>>();
@@ -153,12 +160,11 @@ pub fn serve(
         let bound = listener
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
-        ready(bound);
+        let limits = limits.fitted(connections::soft_fd_limit());
+        ready(bound, limits);
         let app = api::router(api::App::new(handle));
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| format!("the HTTP server failed: {e}"))
+        connections::serve(listener, app, limits, shutdown_signal()).await;
+        Ok::<(), String>(())
     });
     // The router (and with it every handle) is gone: the engine thread sees the channel
     // closed after its current job and stops.

@@ -47,6 +47,8 @@ pub fn document() -> Value {
     let decide_errors: &[(&str, &str)] = &[
         ("400", "Malformed body"),
         ("403", "The user may not decide this gate (role, four-eyes)"),
+        ("413", "The body is larger than 2 MiB"),
+        ("415", "The body is not sent as application/json"),
         ("404", "No such run, or it does not wait at this gate"),
         (
             "409",
@@ -170,7 +172,7 @@ pub fn document() -> Value {
             "/api/runs": {
                 "get": {
                     "operationId": "listRuns",
-                    "summary": "Runs, newest first",
+                    "summary": "The runs the caller may read, newest first",
                     "parameters": [
                         { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled"] } },
                         { "name": "workflow", "in": "query", "schema": { "type": "string" } },
@@ -191,6 +193,8 @@ pub fn document() -> Value {
                     })) }), &[
                         ("400", "Malformed body"),
                         ("403", "The user may not start this workflow"),
+                        ("413", "The body is larger than 2 MiB"),
+                        ("415", "The body is not sent as application/json"),
                         ("404", "No deployed workflow has this name"),
                         ("422", "The input does not fit the workflow's parameters")
                     ])
@@ -200,27 +204,30 @@ pub fn document() -> Value {
                 "operationId": "getRun",
                 "summary": "A run with its input, output, error and open gate",
                 "parameters": [run_id.clone()],
-                "responses": with_errors(json!({ "200": json_response("The run", json!({ "type": "object" })) }), &[("404", "No such run")])
+                "responses": with_errors(json!({ "200": json_response("The run", json!({ "type": "object" })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
             } },
             "/api/runs/{id}/history": { "get": {
                 "operationId": "getHistory",
                 "summary": "A run's timeline",
                 "parameters": [run_id.clone()],
-                "responses": with_errors(json!({ "200": json_response("The events", json!({ "type": "array", "items": { "type": "object" } })) }), &[("404", "No such run")])
+                "responses": with_errors(json!({ "200": json_response("The events", json!({ "type": "array", "items": { "type": "object" } })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
             } },
             "/api/runs/{id}/audit": { "get": {
                 "operationId": "getAudit",
                 "summary": "A run's audit trail with its hashes, and whether the chain verifies",
                 "parameters": [run_id.clone()],
-                "responses": with_errors(json!({ "200": json_response("The trail", json!({ "type": "object" })) }), &[("404", "No such run")])
+                "responses": with_errors(json!({ "200": json_response("The trail", json!({ "type": "object" })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
             } },
             "/api/runs/{id}/cancel": { "post": {
                 "operationId": "cancelRun",
                 "summary": "Cancel a run that has not finished",
                 "parameters": [run_id.clone()],
+                "requestBody": { "content": { "application/json": { "schema": { "type": "object" } } } },
                 "responses": with_errors(json!({ "200": json_response("Cancelled", json!({ "type": "object" })) }), &[
                     ("403", "Only who started the run or may start its workflow may cancel it"),
                     ("404", "No such run"),
+                    ("413", "The body is larger than 2 MiB"),
+                    ("415", "The body is not sent as application/json"),
                     ("409", "The run has finished")
                 ])
             } },
@@ -260,6 +267,8 @@ pub fn document() -> Value {
                 "responses": with_errors(json!({ "200": decision_result }), &[
                     ("400", "Malformed body"),
                     ("403", "The user may not answer this input"),
+                    ("413", "The body is larger than 2 MiB"),
+                    ("415", "The body is not sent as application/json"),
                     ("404", "No such run, or it does not wait at this input"),
                     ("409", "Stale view hash, already answered, timed out or finished"),
                     ("422", "The value does not fit the input's type")

@@ -284,24 +284,38 @@ pub fn sqlite_to_postgres(from: &Path, to: &str) -> StoreResult<Moved> {
     }
 
     let mut read = snapshot
-        .prepare("SELECT at, who, request, status, reason FROM refusals ORDER BY rowid")
+        .prepare(
+            "SELECT at, who, request, status, reason, client, count, last_at FROM refusals
+             ORDER BY rowid",
+        )
         .map_err(sqlite_error("reading refusals"))?;
     let rows = read
         .query_map(params![], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
+                (
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ),
+                (
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                ),
             ))
         })
         .map_err(sqlite_error("reading refusals"))?;
     for row in rows {
-        let (at, who, request, status, reason) = row.map_err(sqlite_error("reading refusals"))?;
+        let ((at, who, request, status), (reason, client, count, last_at)) =
+            row.map_err(sqlite_error("reading refusals"))?;
         tx.execute(
-            "INSERT INTO refusals (at, who, request, status, reason) VALUES ($1, $2, $3, $4, $5)",
-            &[&at, &who, &request, &status, &reason],
+            "INSERT INTO refusals (at, who, request, status, reason, client, count, last_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &at, &who, &request, &status, &reason, &client, &count, &last_at,
+            ],
         )
         .map_err(pg_error("writing refusals"))?;
         moved.refusals += 1;

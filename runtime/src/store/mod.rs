@@ -208,16 +208,88 @@ pub struct TokenRecord {
     pub revoked_at: Option<Millis>,
 }
 
-/// A refused request that concerns no run (those that do are in the run's history).
+/// A refused request that concerns no run (those that do are in the run's history), or a
+/// row of such refusals: repeats from the same client, by the same `who`, with the same
+/// status, within [`REFUSAL_WINDOW_MS`] of the row's first, are counted in it instead of
+/// written one by one (so that refused requests cannot be a way to fill the disk).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
+    /// When the first of them was refused.
     pub at: Millis,
     /// The user, or what was presented instead (`no token`, `token t3…`).
     pub who: String,
-    /// `METHOD /path`.
+    /// `METHOD /path` of the first.
     pub request: String,
     pub status: i64,
     pub reason: String,
+    /// The client's IP address (empty for rows recorded before it was kept).
+    pub client: String,
+    /// How many refused requests the row stands for (1 when recorded; more once aggregated).
+    pub count: i64,
+    /// When the last of them was refused.
+    pub last_at: Millis,
+}
+
+/// Refusals of one client, `who` and status within this long of a row's first are counted
+/// in that row.
+pub const REFUSAL_WINDOW_MS: Millis = 60_000;
+/// The refusal log keeps this many rows; recording one more deletes the oldest.
+pub const REFUSAL_LOG_ROWS: i64 = 10_000;
+/// The most bytes of `who`, `request` and `client` kept (longer text is cut, marked `…`).
+pub const REFUSAL_TEXT_BYTES: usize = 256;
+/// The most bytes of `reason` kept.
+pub const REFUSAL_REASON_BYTES: usize = 512;
+
+impl Refusal {
+    /// One refused request, now, with its texts cut to the log's bounds.
+    pub fn new(
+        at: Millis,
+        client: &str,
+        who: &str,
+        request: &str,
+        status: i64,
+        reason: &str,
+    ) -> Refusal {
+        Refusal {
+            at,
+            who: cut(who, REFUSAL_TEXT_BYTES),
+            request: cut(request, REFUSAL_TEXT_BYTES),
+            status,
+            reason: cut(reason, REFUSAL_REASON_BYTES),
+            client: cut(client, REFUSAL_TEXT_BYTES),
+            count: 1,
+            last_at: at,
+        }
+    }
+
+    /// The same refusal with every text within the log's bounds (what the stores write).
+    pub fn bounded(&self) -> Refusal {
+        Refusal {
+            count: self.count.max(1),
+            last_at: self.last_at.max(self.at),
+            ..Refusal::new(
+                self.at,
+                &self.client,
+                &self.who,
+                &self.request,
+                self.status,
+                &self.reason,
+            )
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in `…` when cut.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mark = "…";
+    let mut end = max.saturating_sub(mark.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{mark}", &text[..end])
 }
 
 /// Opens the store a `--db` value names: `postgres://…` (or `postgresql://…`) for
@@ -248,6 +320,10 @@ pub trait Store {
     fn tokens(&mut self) -> StoreResult<Vec<TokenRecord>>;
     /// Returns false when there is no such live token.
     fn revoke_token(&mut self, id: &str, now: Millis) -> StoreResult<bool>;
+    /// Records a refused request within the log's bounds ([`Refusal::bounded`]): counted in
+    /// the latest row of the same client, `who` and status when that row began less than
+    /// [`REFUSAL_WINDOW_MS`] before, else as a new row, deleting the oldest beyond
+    /// [`REFUSAL_LOG_ROWS`].
     fn record_refusal(&mut self, refusal: &Refusal) -> StoreResult<()>;
     /// How many history events of `kind` were recorded at or after `since` (all runs).
     fn count_events(&mut self, kind: &str, since: Millis) -> StoreResult<i64>;
@@ -343,4 +419,30 @@ pub trait Store {
     }
     /// Stores the trace context of the run's root span.
     fn set_trace(&mut self, run: &str, trace: &str) -> StoreResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_keeps_short_text_and_marks_what_it_cuts() {
+        assert_eq!(cut("GET /api/me", 20), "GET /api/me");
+        let cut_text = cut(&"é".repeat(300), 256);
+        assert!(
+            cut_text.len() <= 256 && cut_text.ends_with('…'),
+            "{cut_text}"
+        );
+        assert_eq!(cut("abcdef", 4), "a…");
+        let r = Refusal::new(
+            5,
+            "1.2.3.4",
+            &"w".repeat(1_000),
+            "GET /x",
+            401,
+            &"r".repeat(9_000),
+        );
+        assert!(r.who.len() <= REFUSAL_TEXT_BYTES && r.reason.len() <= REFUSAL_REASON_BYTES);
+        assert_eq!((r.count, r.last_at), (1, 5));
+    }
 }

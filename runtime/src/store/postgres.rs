@@ -116,6 +116,12 @@ pub const MIGRATIONS: &[&str] = &[
         mac      TEXT NOT NULL
      );
      INSERT INTO audit_installation (id, runs, last_run, mac) VALUES (1, 0, NULL, '');",
+    // 7: the refusal log is bounded: repeated refusals of one client are counted in one row.
+    "ALTER TABLE refusals ADD COLUMN client TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refusals ADD COLUMN count BIGINT NOT NULL DEFAULT 1;
+     ALTER TABLE refusals ADD COLUMN last_at BIGINT NOT NULL DEFAULT 0;
+     UPDATE refusals SET last_at = at;
+     CREATE INDEX refusals_by_client ON refusals(client, who, status, at);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -588,18 +594,39 @@ impl Store for PostgresStore {
     }
 
     fn record_refusal(&mut self, refusal: &Refusal) -> StoreResult<()> {
-        self.execute(
-            "recording a refused request",
-            "INSERT INTO refusals (at, who, request, status, reason) VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &refusal.at,
-                &refusal.who,
-                &refusal.request,
-                &refusal.status,
-                &refusal.reason,
-            ],
-        )?;
-        Ok(())
+        let r = refusal.bounded();
+        self.transaction("recording a refused request", |tx| {
+            let counted = tx.execute(
+                "UPDATE refusals SET count = count + $5, last_at = GREATEST(last_at, $4)
+                 WHERE n = (SELECT n FROM refusals
+                            WHERE client = $1 AND who = $2 AND status = $3 AND at > $6
+                            ORDER BY at DESC LIMIT 1)",
+                &[
+                    &r.client,
+                    &r.who,
+                    &r.status,
+                    &r.at,
+                    &r.count,
+                    &(r.at - super::REFUSAL_WINDOW_MS),
+                ],
+            )?;
+            if counted == 0 {
+                tx.execute(
+                    "INSERT INTO refusals (at, who, request, status, reason, client, count, last_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[
+                        &r.at, &r.who, &r.request, &r.status, &r.reason, &r.client, &r.count,
+                        &r.last_at,
+                    ],
+                )?;
+                // `n` only grows, and rows are deleted from the oldest end only.
+                tx.execute(
+                    "DELETE FROM refusals WHERE n <= (SELECT MAX(n) FROM refusals) - $1",
+                    &[&super::REFUSAL_LOG_ROWS],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     fn count_events(&mut self, kind: &str, since: Millis) -> StoreResult<i64> {
@@ -615,7 +642,8 @@ impl Store for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.query(
             "listing refused requests",
-            "SELECT at, who, request, status, reason FROM refusals ORDER BY n DESC LIMIT $1",
+            "SELECT at, who, request, status, reason, client, count, last_at FROM refusals
+             ORDER BY n DESC LIMIT $1",
             &[&limit],
         )?;
         Ok(rows
@@ -626,6 +654,9 @@ impl Store for PostgresStore {
                 request: row.get(2),
                 status: row.get(3),
                 reason: row.get(4),
+                client: row.get(5),
+                count: row.get(6),
+                last_at: row.get(7),
             })
             .collect())
     }

@@ -110,6 +110,13 @@ pub const MIGRATIONS: &[&str] = &[
         mac      TEXT NOT NULL
      );
      INSERT INTO audit_installation (id, runs, last_run, mac) VALUES (1, 0, NULL, '');",
+    // 7: the refusal log is bounded: repeated refusals of one client are counted in one row
+    // (`count`, from `at` to `last_at`), found by the index.
+    "ALTER TABLE refusals ADD COLUMN client TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refusals ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE refusals ADD COLUMN last_at INTEGER NOT NULL DEFAULT 0;
+     UPDATE refusals SET last_at = at;
+     CREATE INDEX refusals_by_client ON refusals(client, who, status, at);",
 ];
 
 /// The schema version this code writes and understands.
@@ -637,21 +644,50 @@ impl Store for SqliteStore {
     }
 
     fn record_refusal(&mut self, refusal: &Refusal) -> StoreResult<()> {
-        self.conn
+        let r = refusal.bounded();
+        let ctx = &self.ctx;
+        let doing = "recording a refused request";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx.map(doing))?;
+        let counted = tx
             .prepare_cached(
-                "INSERT INTO refusals (at, who, request, status, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "UPDATE refusals SET count = count + ?5, last_at = MAX(last_at, ?4)
+                 WHERE rowid = (SELECT rowid FROM refusals
+                                WHERE client = ?1 AND who = ?2 AND status = ?3 AND at > ?6
+                                ORDER BY at DESC LIMIT 1)",
             )
             .and_then(|mut s| {
                 s.execute(params![
-                    refusal.at,
-                    refusal.who,
-                    refusal.request,
-                    refusal.status,
-                    refusal.reason
+                    r.client,
+                    r.who,
+                    r.status,
+                    r.at,
+                    r.count,
+                    r.at - super::REFUSAL_WINDOW_MS
                 ])
             })
-            .map_err(self.ctx.map("recording a refused request"))?;
-        Ok(())
+            .map_err(ctx.map(doing))?;
+        if counted == 0 {
+            tx.prepare_cached(
+                "INSERT INTO refusals (at, who, request, status, reason, client, count, last_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.at, r.who, r.request, r.status, r.reason, r.client, r.count, r.last_at
+                ])
+            })
+            .map_err(ctx.map(doing))?;
+            // Rows are only ever deleted from the oldest end, so rowids stay contiguous.
+            tx.prepare_cached(
+                "DELETE FROM refusals WHERE rowid <= (SELECT MAX(rowid) FROM refusals) - ?1",
+            )
+            .and_then(|mut s| s.execute([super::REFUSAL_LOG_ROWS]))
+            .map_err(ctx.map(doing))?;
+        }
+        tx.commit().map_err(ctx.map(doing))
     }
 
     fn count_events(&mut self, kind: &str, since: Millis) -> StoreResult<i64> {
@@ -664,7 +700,7 @@ impl Store for SqliteStore {
     fn refusals(&mut self, limit: usize) -> StoreResult<Vec<Refusal>> {
         self.conn
             .prepare_cached(
-                "SELECT at, who, request, status, reason FROM refusals
+                "SELECT at, who, request, status, reason, client, count, last_at FROM refusals
                  ORDER BY rowid DESC LIMIT ?1",
             )
             .and_then(|mut s| {
@@ -675,6 +711,9 @@ impl Store for SqliteStore {
                         request: row.get(2)?,
                         status: row.get(3)?,
                         reason: row.get(4)?,
+                        client: row.get(5)?,
+                        count: row.get(6)?,
+                        last_at: row.get(7)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()
@@ -1670,5 +1709,54 @@ mod tests {
             .commit(&[step("r1", OWNER, RunStatus::Runnable, 20)])
             .unwrap();
         assert_eq!(store.history("r1").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn repeated_refusals_are_counted_cut_and_the_log_is_capped() {
+        use super::super::{REFUSAL_LOG_ROWS, REFUSAL_TEXT_BYTES, REFUSAL_WINDOW_MS};
+        let mut store = store();
+        let long = format!("GET /{}", "x".repeat(60_000));
+        let refusal = |at, client: &str, who: &str| {
+            Refusal::new(at, client, who, &long, 401, "no token was given")
+        };
+        for at in 0..500 {
+            store
+                .record_refusal(&refusal(1_000 + at, "10.0.0.1", "no token"))
+                .unwrap();
+        }
+        // Another client, another `who`, and the same client after the window: rows of their own.
+        store
+            .record_refusal(&refusal(2_000, "10.0.0.2", "no token"))
+            .unwrap();
+        store
+            .record_refusal(&refusal(2_001, "10.0.0.1", "unknown token"))
+            .unwrap();
+        store
+            .record_refusal(&refusal(1_000 + REFUSAL_WINDOW_MS, "10.0.0.1", "no token"))
+            .unwrap();
+        let rows = store.refusals(10).unwrap();
+        assert_eq!(rows.len(), 4, "{rows:?}");
+        let first = &rows[3];
+        assert_eq!((first.count, first.at, first.last_at), (500, 1_000, 1_499));
+        assert!(
+            first.request.len() <= REFUSAL_TEXT_BYTES,
+            "{}",
+            first.request.len()
+        );
+        assert!(first.request.ends_with('…') && first.request.starts_with("GET /xxx"));
+        assert_eq!(rows[0].count, 1);
+
+        // Beyond the cap, the oldest rows go.
+        for n in 0..REFUSAL_LOG_ROWS {
+            store
+                .record_refusal(&refusal(10_000_000 + n, &format!("c{n}"), "no token"))
+                .unwrap();
+        }
+        let rows = store.refusals(usize::MAX >> 1).unwrap();
+        assert_eq!(rows.len() as i64, REFUSAL_LOG_ROWS);
+        assert!(
+            rows.iter().all(|r| r.client.starts_with('c')),
+            "the oldest went first"
+        );
     }
 }

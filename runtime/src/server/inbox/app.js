@@ -975,7 +975,9 @@
       else heading = await inboxPage(seq);
     } catch (e) {
       if (seq !== renderSeq) return;
-      heading = setPage("Something went wrong", h("p", { class: "error-box", role: "alert" }, describeError(e)));
+      // A run the user may not read (403) or that does not exist (404) says so as the title.
+      const title = { 403: "Not allowed", 404: "Not found" }[e && e.status] || "Something went wrong";
+      heading = setPage(title, h("p", { class: "error-box", role: "alert" }, describeError(e)));
     }
     if (seq === renderSeq && heading && focusOnRender) heading.focus();
     focusOnRender = true;
