@@ -564,7 +564,8 @@ fn no_anchor_is_given_for_a_broken_trail() {
     });
 }
 
-/// Turns the database into one written before the audit key: schema 5, plain SHA-256.
+/// Turns the database into one written before the audit key: schema 5, plain SHA-256 (the
+/// later migrations undone).
 fn make_legacy(project: &Project) {
     let mut store = flow_runtime::store::open(project.db().spec()).unwrap();
     let runs: Vec<String> = store
@@ -581,6 +582,11 @@ fn make_legacy(project: &Project) {
     db.execute("DROP TABLE audit_heads", &[]);
     db.execute("DROP TABLE audit_installation", &[]);
     db.execute("ALTER TABLE events DROP COLUMN seal", &[]);
+    // Migration 7 (the bounded refusal log) came after the audit key too.
+    db.execute("DROP INDEX refusals_by_client", &[]);
+    for column in ["client", "count", "last_at"] {
+        db.execute(&format!("ALTER TABLE refusals DROP COLUMN {column}"), &[]);
+    }
     if db.is_postgres() {
         db.execute("UPDATE flow_schema SET version = 5", &[]);
     } else {
