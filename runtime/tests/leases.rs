@@ -204,3 +204,107 @@ fn a_worker_killed_during_the_call_is_taken_over_after_the_lease() {
         }
     });
 }
+
+#[test]
+fn flowrt_run_keeps_its_claim_through_a_long_call_beside_a_worker() {
+    for_each_store(|store| {
+        let project = project(store);
+        let mut run = project
+            .command(&["run", "long.flow", "--input", r#"{"n": 1}"#, "--json"])
+            .env("FLOW_LEASE_MS", LEASE_MS)
+            .spawn()
+            .unwrap();
+        wait_for_starts(&project, 1);
+        // A worker that looks for runs whose claim lapsed, all through the call.
+        let workers = Workers(vec![spawn_worker(&project, 0)]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while run.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                kill9(&mut run);
+                panic!("flowrt run did not finish: {:?}", starts(&project));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = run.wait_with_output().unwrap();
+        drop(workers);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(record["output"], 43, "{record}");
+        assert_eq!(starts(&project).len(), 1, "{:?}", starts(&project));
+    });
+}
+
+#[test]
+fn renew_claims_extends_the_owners_live_claims_only() {
+    for_each_store(|store| {
+        let project = project(store);
+        let (mine, theirs, long) = (start(&project), start(&project), start(&project));
+        let mut db = flow_runtime::store::open(project.db().spec()).unwrap();
+        let now = 1_000_000;
+        assert!(db.claim(&mine, "me", now + 1_000, now).unwrap());
+        assert!(db.claim(&theirs, "them", now + 1_000, now).unwrap());
+        assert!(db.claim(&long, "me", now + 900_000, now).unwrap());
+        let lease = |run: &str| {
+            project
+                .db()
+                .query_i64("SELECT lease_until FROM runs WHERE id = $1", &[run])
+        };
+
+        // Mine is extended; theirs is not; a longer claim of mine is not shortened.
+        assert_eq!(db.renew_claims("me", now + 5_000).unwrap(), 1);
+        assert_eq!(lease(&mine), Some(now + 5_000));
+        assert_eq!(lease(&theirs), Some(now + 1_000));
+        assert_eq!(lease(&long), Some(now + 900_000));
+
+        // A released claim stays released; a finished run's claim is left as it is.
+        db.release(&mine, "me").unwrap();
+        assert!(db.cancel(&long, "operator", now).unwrap());
+        project.db().execute(
+            &format!(
+                "UPDATE runs SET owner = 'me', lease_until = {} WHERE id = $1",
+                now + 1_000
+            ),
+            &[&long],
+        );
+        assert_eq!(db.renew_claims("me", now + 1_000_000).unwrap(), 0);
+        assert_eq!(lease(&mine), None);
+        assert_eq!(lease(&long), Some(now + 1_000));
+    });
+}
+
+#[test]
+fn flowrt_serve_keeps_its_claim_through_a_long_call_beside_a_worker() {
+    for_each_store(|store| {
+        let project = project(store);
+        let run = start(&project);
+        // The server's engine picks the runnable run up by itself and makes the call.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .to_string();
+        let log = std::fs::File::create(project.path().join("worker-0.log")).unwrap();
+        let serve = project
+            .command(&["serve", "--addr", &addr])
+            .env("FLOW_LEASE_MS", LEASE_MS)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut processes = Workers(vec![serve]);
+        wait_for_starts(&project, 1);
+        processes.0.push(spawn_worker(&project, 1));
+
+        let status = finished(&project, &run, 2);
+        drop(processes);
+        assert_eq!(status["status"], "completed", "{status}");
+        assert_eq!(status["output"], 43, "{status}");
+        assert_eq!(
+            starts(&project).len(),
+            1,
+            "{:?}\n{}",
+            starts(&project),
+            worker_logs(&project, 2)
+        );
+    });
+}
