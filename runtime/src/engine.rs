@@ -505,8 +505,9 @@ impl Engine {
         };
         self.store.commit(std::slice::from_ref(&commit))?;
         crate::telemetry::recorded(run, &commit.events);
-        // Keep the claim alive while the run is being driven (a long tool call must not let
-        // another process take it over), without paying a write for it on every step.
+        // Keep the claim alive while the run is being driven, without paying a write for it
+        // on every step. (During a tool call, which commits nothing, the process's heartbeat
+        // renews it: see `keep_claims_alive`.)
         if now - self.renewed_at > self.lease_ms / 3 {
             self.store
                 .claim(run, &self.owner, now + self.lease_ms, now)?;
