@@ -1,6 +1,6 @@
 //! The project configuration file, `flow.toml`: who the users are, which roles they hold,
-//! where notifications go when a human step opens or escalates, and how `http` and `llm` tools
-//! reach their servers.
+//! where notifications go when a human step opens or escalates, how `http` and `llm` tools
+//! reach their servers, and how long tools may take.
 //!
 //! ```toml
 //! [users.alice]
@@ -26,6 +26,9 @@
 //! base_url = "http://127.0.0.1:9100/v1"
 //! api_key = "${env:MISTRAL_API_KEY}"
 //! timeout = "60s"
+//!
+//! [exec]
+//! timeout = "10m"
 //! ```
 //!
 //! Header values and the API key may reference environment variables with `${env:NAME}`; they
@@ -61,6 +64,8 @@ pub struct Config {
     pub tools: BTreeMap<String, ToolConfig>,
     /// The chat-completions endpoint of `llm` tools (`[llm]`).
     pub llm: Option<LlmConfig>,
+    /// Settings of every `exec` tool (`[exec]`).
+    pub exec: ExecConfig,
     /// Who may start each workflow (`[workflows.NAME] starters = ["role", …]`); a workflow
     /// not listed may be started by any configured user.
     pub starters: BTreeMap<String, Vec<String>>,
@@ -90,6 +95,14 @@ pub struct LlmConfig {
     /// Sent as `Authorization: Bearer …` when set.
     pub api_key: Option<EnvTemplate>,
     /// The longest one call may take, in milliseconds, unless a `timeout` block allows less.
+    pub timeout_ms: Option<u64>,
+}
+
+/// What applies to every `exec` tool (`[exec]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecConfig {
+    /// The longest one call may take, in milliseconds, for a tool without a `timeout` of
+    /// its own (`[tools.NAME] timeout`), unless a `timeout` block allows less.
     pub timeout_ms: Option<u64>,
 }
 
@@ -264,10 +277,20 @@ impl Config {
             notify: Vec::new(),
             tools: BTreeMap::new(),
             llm: None,
+            exec: ExecConfig::default(),
             starters: BTreeMap::new(),
             readers: BTreeMap::new(),
             origin: "<empty>".to_string(),
         }
+    }
+
+    /// The time limit `flow.toml` gives the `exec` tool `tool`: its own `[tools.NAME]
+    /// timeout`, else `[exec] timeout`.
+    pub fn exec_timeout_ms(&self, tool: &str) -> Option<u64> {
+        self.tools
+            .get(tool)
+            .and_then(|t| t.timeout_ms)
+            .or(self.exec.timeout_ms)
     }
 
     /// Whether `user` may start `workflow`: a configured user holding one of the workflow's
@@ -427,10 +450,11 @@ struct Parser<'a> {
     origin: &'a str,
 }
 
-const TOP_KEYS: &[&str] = &["users", "notify", "tools", "llm", "workflows"];
+const TOP_KEYS: &[&str] = &["users", "notify", "tools", "llm", "exec", "workflows"];
 const WORKFLOW_KEYS: &[&str] = &["starters", "readers"];
 const TOOL_KEYS: &[&str] = &["base_url", "headers", "timeout"];
 const LLM_KEYS: &[&str] = &["base_url", "api_key", "timeout"];
+const EXEC_KEYS: &[&str] = &["timeout"];
 /// Headers that flowrt sets itself and a configuration may not replace.
 const RESERVED_HEADERS: &[&str] = &[
     "host",
@@ -509,6 +533,7 @@ impl Parser<'_> {
             notify: Vec::new(),
             tools: BTreeMap::new(),
             llm: None,
+            exec: ExecConfig::default(),
             starters: BTreeMap::new(),
             readers: BTreeMap::new(),
             origin: self.origin.to_string(),
@@ -519,6 +544,7 @@ impl Parser<'_> {
                 "notify" => config.notify = self.notify(value)?,
                 "tools" => config.tools = self.tools(value)?,
                 "llm" => config.llm = Some(self.llm(value)?),
+                "exec" => config.exec = self.exec(value)?,
                 "workflows" => (config.starters, config.readers) = self.workflows(value)?,
                 _ => return Err(self.unknown_key(key, "the configuration", TOP_KEYS)),
             }
@@ -809,6 +835,26 @@ impl Parser<'_> {
         Ok(llm)
     }
 
+    fn exec(&self, value: &Spanned<DeValue<'_>>) -> Result<ExecConfig, ConfigError> {
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(self.at(
+                value.span(),
+                format!(
+                    "exec must be a table, like [exec] with timeout = \"10m\", not {}",
+                    describe(value.get_ref())
+                ),
+            ));
+        };
+        let mut exec = ExecConfig::default();
+        for (key, value) in in_file_order(table) {
+            match key.get_ref().as_ref() {
+                "timeout" => exec.timeout_ms = Some(self.timeout(value)?),
+                _ => return Err(self.unknown_key(key, "[exec]", EXEC_KEYS)),
+            }
+        }
+        Ok(exec)
+    }
+
     fn base_url(&self, value: &Spanned<DeValue<'_>>) -> Result<String, ConfigError> {
         let DeValue::String(url) = value.get_ref() else {
             return Err(self.at(
@@ -1038,7 +1084,7 @@ command = "logger flow"
         let e = err("database = \"runs.db\"\n");
         assert_eq!(
             e.to_string(),
-            "flow.toml:1:1: unknown key `database` in the configuration; expected one of `users`, `notify`, `tools`, `llm`, `workflows`"
+            "flow.toml:1:1: unknown key `database` in the configuration; expected one of `users`, `notify`, `tools`, `llm`, `exec`, `workflows`"
         );
     }
 
@@ -1387,5 +1433,32 @@ timeout = "1m"
         assert!(e.message.starts_with("llm must be a table"), "{e}");
         let e = err("[llm]\napi_key = \"${env:KEY\"\n");
         assert!(e.message.starts_with("api_key: "), "{e}");
+    }
+
+    #[test]
+    fn exec_time_limits_per_tool_and_for_all() {
+        let config = Config::parse(
+            "[exec]\ntimeout = \"10m\"\n\n[tools.build]\ntimeout = \"90s\"\n",
+            "flow.toml",
+        )
+        .expect("valid config");
+        assert_eq!(config.exec.timeout_ms, Some(600_000));
+        assert_eq!(config.exec_timeout_ms("build"), Some(90_000));
+        assert_eq!(config.exec_timeout_ms("other"), Some(600_000));
+        assert_eq!(Config::empty().exec_timeout_ms("build"), None);
+
+        let e = err("[exec]\ntimout = \"1m\"\n");
+        assert_eq!(
+            e.to_string(),
+            "flow.toml:2:1: unknown key `timout` in [exec]; did you mean `timeout`?"
+        );
+        let e = err("[exec]\ntimeout = 30\n");
+        assert!(
+            e.message
+                .starts_with("timeout must be a duration in quotes"),
+            "{e}"
+        );
+        let e = err("exec = \"5m\"\n");
+        assert!(e.message.starts_with("exec must be a table"), "{e}");
     }
 }

@@ -113,6 +113,8 @@ pub struct Engine {
     pub(crate) outbox: Vec<crate::gates::Outgoing>,
     /// Answers every tool call instead of its binding (`flowc test`'s mocks).
     tool_double: Option<Rc<dyn ToolDouble>>,
+    /// Renews this engine's claims from a thread of its own (see [`Engine::keep_claims_alive`]).
+    heartbeat: Option<crate::heartbeat::Heartbeat>,
 }
 
 /// Stands in for every tool binding: a workflow test scripts what tools answer. The answer
@@ -172,6 +174,7 @@ impl Engine {
             config: Config::empty(),
             outbox: Vec::new(),
             tool_double: None,
+            heartbeat: None,
         }
     }
 
@@ -242,6 +245,22 @@ impl Engine {
     /// claim has expired — after a crash, that is how long the run waits.
     pub fn set_lease(&mut self, lease_ms: i64) {
         self.lease_ms = lease_ms.max(1);
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.set_lease(self.lease_ms);
+        }
+    }
+
+    /// Keeps this engine's claims alive for as long as it lives, whatever it is doing (a tool
+    /// call may take longer than the lease): a heartbeat thread with its own connection to
+    /// `db` (the database this engine's store is on) renews them every third of the lease.
+    /// Every process whose runs another process could take over needs one.
+    pub fn keep_claims_alive(&mut self, db: &str) -> EngineResult<()> {
+        self.heartbeat = Some(crate::heartbeat::Heartbeat::start(
+            db,
+            &self.owner,
+            self.lease_ms,
+        )?);
+        Ok(())
     }
 
     pub fn store(&mut self) -> &mut dyn Store {
@@ -486,8 +505,9 @@ impl Engine {
         };
         self.store.commit(std::slice::from_ref(&commit))?;
         crate::telemetry::recorded(run, &commit.events);
-        // Keep the claim alive while the run is being driven (a long tool call must not let
-        // another process take it over), without paying a write for it on every step.
+        // Keep the claim alive while the run is being driven, without paying a write for it
+        // on every step. (During a tool call, which commits nothing, the process's heartbeat
+        // renews it: see `keep_claims_alive`.)
         if now - self.renewed_at > self.lease_ms / 3 {
             self.store
                 .claim(run, &self.owner, now + self.lease_ms, now)?;
@@ -848,17 +868,6 @@ impl Engine {
                                 idempotency_key: key.clone(),
                                 time_limit_ms: deadline.map(|d| (d - started).max(0) as u64),
                             };
-                            // A call in flight owns the run until its time limit has passed:
-                            // no other process may take the run over and repeat the call
-                            // meanwhile, however short the lease.
-                            if let Some(hold) = self.call_limit(&info, &context) {
-                                let until = started
-                                    .saturating_add(i64::try_from(hold).unwrap_or(i64::MAX))
-                                    .saturating_add(self.lease_ms);
-                                if !self.store.claim(run, &self.owner, until, started)? {
-                                    return Err(EngineError::Claimed(run.to_string()));
-                                }
-                            }
                             // The tool receives its secrets; the history saw them redacted.
                             let call_input = serde_json::Value::Object(
                                 info.params
@@ -1284,33 +1293,6 @@ impl Engine {
         Ok(completed)
     }
 
-    /// The longest a call of this tool may take, when it is bounded: the enclosing `timeout`,
-    /// the configured one, or the binding's default (`http` and `llm` calls always end).
-    fn call_limit(&self, info: &bytecode::ToolInfo, context: &CallContext) -> Option<u64> {
-        let configured = match &info.binding {
-            Binding::Exec { command } if self.native_tools.contains_key(command) => return None,
-            Binding::Exec { .. } => self.config.tools.get(&info.name).and_then(|c| c.timeout_ms),
-            Binding::Http { .. } => Some(
-                self.config
-                    .tools
-                    .get(&info.name)
-                    .and_then(|c| c.timeout_ms)
-                    .unwrap_or(tools::http::DEFAULT_TIMEOUT_MS),
-            ),
-            Binding::Llm { .. } => Some(
-                self.config
-                    .llm
-                    .as_ref()
-                    .and_then(|c| c.timeout_ms)
-                    .unwrap_or(tools::llm::DEFAULT_TIMEOUT_MS),
-            ),
-        };
-        match (configured, context.time_limit_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     /// Makes one call of a tool. Besides the result, returns what the history records about
     /// the call (for `http`: the request and the status; for `llm`: the model, the prompt and
     /// the raw reply), free of secrets.
@@ -1369,22 +1351,22 @@ impl Engine {
                         .and_then(|v| check_output(module, info, &v.to_json()));
                     return (result, serde_json::Map::new());
                 }
-                // `[tools.NAME] timeout` bounds an exec tool too.
-                let mut context = context.clone();
-                if let Some(limit) = tool_config.and_then(|c| c.timeout_ms) {
-                    context.time_limit_ms =
-                        Some(context.time_limit_ms.map_or(limit, |l| l.min(limit)));
-                }
-                let result = tools::exec::call(&info.name, command, &input.to_string(), &context)
-                    .and_then(|text| {
-                        serde_json::from_str(text.trim()).map_err(|e| {
-                            ToolFailure::invalid_output(format!(
-                                "tool `{}` printed output that is not JSON ({e}): {}",
-                                info.name,
-                                excerpt(&text)
-                            ))
-                        })
-                    });
+                let result = tools::exec::call(
+                    &info.name,
+                    command,
+                    &input.to_string(),
+                    context,
+                    self.config.exec_timeout_ms(&info.name),
+                )
+                .and_then(|text| {
+                    serde_json::from_str(text.trim()).map_err(|e| {
+                        ToolFailure::invalid_output(format!(
+                            "tool `{}` printed output that is not JSON ({e}): {}",
+                            info.name,
+                            excerpt(&text)
+                        ))
+                    })
+                });
                 tools::Called {
                     result,
                     record: serde_json::Map::new(),

@@ -4,7 +4,9 @@
 //! - [`store`]: where versions, runs, checkpoints, history and timers live (SQLite).
 //! - [`engine`]: drives runs — performs each durable effect and commits it with the new
 //!   checkpoint in one transaction; claims runs so two processes never drive the same one.
-//! - [`tools`]: how tool bindings are called (`exec` today).
+//! - [`tools`]: how tool bindings are called (`exec`, `http`, `llm`); [`process`] runs the
+//!   shell commands of `exec` tools and notifications.
+//! - [`heartbeat`]: keeps a live process's claims alive while its engine is busy.
 //! - [`telemetry`]: spans, logs and OpenTelemetry export (one trace per run).
 //! - the `flowrt` binary (`src/bin/flowrt.rs`): the operator's command line.
 
@@ -12,7 +14,9 @@ pub mod audit;
 pub mod config;
 pub mod engine;
 pub mod gates;
+pub mod heartbeat;
 pub mod notify;
+pub mod process;
 pub mod secrets;
 pub mod server;
 pub mod store;

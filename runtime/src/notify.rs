@@ -2,18 +2,19 @@
 //!
 //! A notification is a JSON message sent to every configured [`NotifyHook`]: a webhook gets an
 //! HTTP/1.1 POST (over a plain `TcpStream`: no HTTP client crate), a command is run with
-//! `sh -c` and gets the message on standard input. Failures are retried with a doubling backoff
+//! `sh -c` (by [`crate::process`], in a process group of its own) and gets the message on
+//! standard input. Failures are retried with a doubling backoff
 //! and reported in the returned [`Delivery`] records, never as a panic. Hooks are delivered in
 //! parallel, so [`deliver`] returns within about
 //! `attempts × timeout + the sum of the backoffs`, however many hooks there are.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::config::NotifyHook;
+use crate::process::Failure;
 
 /// How hard to try each hook.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -376,118 +377,29 @@ fn post(url: &str, body: &[u8], timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// At most this much of the end of a failing command's stderr goes into the error.
-const STDERR_TAIL: usize = 500;
-
-/// One run of `sh -c command`; `Ok` on exit status 0.
+/// One run of `sh -c command` (through [`crate::process`]); `Ok` on exit status 0.
 fn run_command(command: &str, body: &[u8], timeout: Duration) -> Result<(), String> {
-    use std::os::unix::process::CommandExt;
-
-    let deadline = Instant::now() + timeout;
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env("FLOW_NOTIFY", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        // Its own process group, so that a hung command is killed with everything it started.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start sh: {e}"))?;
-
-    // Feed stdin and drain stderr on their own threads: a command that reads neither must not
-    // block us, and one that writes a lot must not fill its pipe.
-    if let Some(mut stdin) = child.stdin.take() {
-        let body = body.to_vec();
-        std::thread::spawn(move || {
-            // A command that does not read its input closes the pipe: that is fine.
-            let _ = stdin.write_all(&body);
-        });
+    let ran = crate::process::run(&crate::process::Command {
+        command,
+        env: &[("FLOW_NOTIFY", "1")],
+        stdin: body,
+        limit: timeout,
+        stdout_cap: None,
+    });
+    match ran {
+        Ok(done) if done.status.success() => Ok(()),
+        Ok(done) if done.stderr.is_empty() => Err(done.status.to_string()),
+        Ok(done) => Err(format!("{}; stderr: {}", done.status, done.stderr)),
+        Err(Failure::Start(e)) => Err(format!("cannot start sh: {e}")),
+        Err(Failure::Wait(e)) => Err(format!("cannot wait for the command: {e}")),
+        Err(Failure::TimedOut { .. }) => Err(format!("timed out after {}; killed", show(timeout))),
     }
-    let (tail_tx, tail_rx) = mpsc::channel();
-    if let Some(mut stderr) = child.stderr.take() {
-        std::thread::spawn(move || {
-            let mut tail: Vec<u8> = Vec::new();
-            let mut truncated = false;
-            let mut buf = [0u8; 4096];
-            loop {
-                match stderr.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        tail.extend_from_slice(&buf[..n]);
-                        if tail.len() > 2 * STDERR_TAIL {
-                            tail.drain(..tail.len() - STDERR_TAIL);
-                            truncated = true;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = tail_tx.send((tail, truncated));
-        });
-    }
-
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(e) => {
-                kill_group(&mut child);
-                return Err(format!("cannot wait for the command: {e}"));
-            }
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            kill_group(&mut child);
-            return Err(format!("timed out after {}; killed", show(timeout)));
-        }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(5)));
-    };
-    if status.success() {
-        return Ok(());
-    }
-    // The command has exited; its stderr closes unless something it started still holds it.
-    let stderr = match tail_rx.recv_timeout(Duration::from_millis(200)) {
-        Ok((mut tail, truncated)) => {
-            if tail.len() > STDERR_TAIL {
-                tail.drain(..tail.len() - STDERR_TAIL);
-            }
-            let text = String::from_utf8_lossy(&tail).trim().to_string();
-            let text = text.trim_start_matches('\u{fffd}').to_string();
-            if truncated || tail.len() == STDERR_TAIL && !text.is_empty() {
-                format!("…{text}")
-            } else {
-                text
-            }
-        }
-        Err(_) => String::new(),
-    };
-    if stderr.is_empty() {
-        Err(status.to_string())
-    } else {
-        Err(format!("{status}; stderr: {stderr}"))
-    }
-}
-
-/// Kills the command's whole process group (it is the group leader), then reaps it.
-fn kill_group(child: &mut std::process::Child) {
-    let group = child.id();
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -KILL -{group}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::STDERR_TAIL;
     use std::net::TcpListener;
     use std::sync::mpsc::Receiver;
 

@@ -55,8 +55,8 @@ workflow chaos(n: Int, gated: Bool) -> Int {
 
 /// Logs `RUN N PART KEY`; fails its first call for part 1 of every third run and part 2 of
 /// every fourth (a marker file per run and part makes that deterministic); answers 10n+part.
-/// Part 1 of every 200th run takes 2.5 s, longer than the lease: the configured time
-/// limit (`flow.toml`) must keep the run with its worker meanwhile. Otherwise pure shell, no
+/// Part 1 of every 200th run takes 2.5 s, longer than the lease: the worker's heartbeat must
+/// keep the run with it meanwhile (unless it is killed). Otherwise pure shell, no
 /// other process: 2,000 runs make thousands of calls on two cores.
 const TOOL: &str = r#"#!/bin/sh
 IFS= read -r input || true
@@ -430,7 +430,8 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
     std::fs::create_dir_all(dir.join("marks")).unwrap();
     std::fs::write(dir.join("tools/work.sh"), TOOL).unwrap();
     std::fs::write(dir.join("chaos.flow"), PROGRAM).unwrap();
-    // The time limit lets a worker hold a run through a call longer than the lease.
+    // A call longer than the lease keeps its run through the worker's heartbeat; the time
+    // limit bounds it.
     std::fs::write(
         dir.join("flow.toml"),
         "[users.ana]\nroles = [\"ops\"]\n\n[tools.work]\ntimeout = \"5s\"\n",

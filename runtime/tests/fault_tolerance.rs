@@ -177,3 +177,96 @@ fn an_uncaught_error_fails_the_run_at_its_source_line() {
         );
     });
 }
+
+/// Every exec call has a time limit, `[exec] timeout` when the tool has none of its own: a
+/// tool that would hang forever (and a process it started) is stopped there.
+const HANGING: &str = r#"tool hang() -> Int via exec "sh hang.sh"
+tool own() -> Int via exec "sh hang.sh"
+
+workflow global_limit() -> String {
+  try { hang(); "no" } catch e { "${e.kind} ${e.message}" }
+}
+
+workflow own_limit() -> String {
+  try { own(); "no" } catch e { "${e.kind} ${e.message}" }
+}
+"#;
+
+#[test]
+fn an_exec_tool_without_a_limit_of_its_own_gets_the_configured_one() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write("hang.flow", HANGING);
+        // A shell that waits for a sleep of its own: both must go at the limit.
+        project.write(
+            "hang.sh",
+            "cat > /dev/null; sleep 100000 & echo $! >> sleeps.pid; wait\n",
+        );
+        project.write(
+            "flow.toml",
+            "[users.bob]\nroles = []\n\n[exec]\ntimeout = \"700ms\"\n\n[tools.own]\ntimeout = \"300ms\"\n",
+        );
+        for (workflow, tool, limit) in [
+            ("global_limit", "hang", "700ms"),
+            ("own_limit", "own", "300ms"),
+        ] {
+            let mut child = project
+                .command(&[
+                    "run",
+                    "hang.flow",
+                    "--workflow",
+                    workflow,
+                    "--as",
+                    "bob",
+                    "--json",
+                ])
+                .spawn()
+                .unwrap();
+            // Without a limit the call would never end: give up (and fail) after a minute.
+            let deadline = Instant::now() + std::time::Duration::from_secs(60);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("flowrt run {workflow} still waits for its tool after a minute");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let text = run["output"].as_str().unwrap();
+            assert!(
+                text.starts_with(&format!(
+                    "Timeout tool `{tool}` did not finish within its configured timeout of {limit}"
+                )),
+                "{text}"
+            );
+        }
+        // The sleeps the tool started were killed with it.
+        let pids = std::fs::read_to_string(project.path().join("sleeps.pid")).unwrap();
+        assert_eq!(pids.lines().count(), 2, "{pids}");
+        for pid in pids.lines() {
+            let gone = (0..250).any(|_| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // Gone, or a zombie waiting for its reaper.
+                let gone = stat.is_empty()
+                    || stat
+                        .rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().next())
+                        == Some("Z");
+                if !gone {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                gone
+            });
+            assert!(gone, "the sleep {pid} the tool started still runs");
+        }
+    });
+}

@@ -628,16 +628,17 @@ fn kill_9_during_the_call_then_a_worker_repeats_it_with_the_same_key() {
             "{TYPES}tool check(id: String) -> Report via http post \"/check\"\n\n\
              workflow w(id: String) -> Bool {{\n  let r = check(id)\n  r.ok\n}}\n"
         );
-        // A call in flight keeps the run claimed until its time limit has passed (here one second),
-        // so that no other process repeats it while it may still succeed.
+        // The process's heartbeat keeps the run claimed during the call; once the process is
+        // dead, the claim lapses at the end of its lease (here 1.5 s), not at the end of the
+        // call's time limit (10 s).
         let project = project_with(
             store,
             &program,
-            &format!("{}timeout = \"1s\"\n", tool_config("check", &server)),
+            &format!("{}timeout = \"10s\"\n", tool_config("check", &server)),
         );
         let mut child: Child = project
             .command(&["run", "prog.flow", "--json", "--input", r#"{"id": "S1"}"#])
-            .env("FLOW_LEASE_MS", "500")
+            .env("FLOW_LEASE_MS", "1500")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -647,7 +648,8 @@ fn kill_9_during_the_call_then_a_worker_repeats_it_with_the_same_key() {
         child.wait().unwrap();
         let run = project.only_run();
 
-        // Not before the call's time limit and the lease have passed: a worker leaves the run alone.
+        // Not before the lease has passed (its last renewal was at most half a second before
+        // the kill): a worker leaves the run alone.
         project
             .flowrt(&["worker", "--once"])
             .expect_code(EXIT_COMPLETED);
@@ -655,7 +657,7 @@ fn kill_9_during_the_call_then_a_worker_repeats_it_with_the_same_key() {
             server.seen.try_recv().is_err(),
             "the run was taken over too early"
         );
-        // Once the dead process's claim has expired (1 s + 0.5 s), a worker takes the run over.
+        // Once the dead process's claim has expired, a worker takes the run over.
         std::thread::sleep(Duration::from_millis(1600));
         let deadline = Instant::now() + Duration::from_secs(20);
         let second = loop {

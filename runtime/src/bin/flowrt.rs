@@ -344,8 +344,35 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
     if let Command::MigrateStore { from, to } = &cli.command {
         return migrate_store(from, to);
     }
-    let (engine, has_config) = open_engine(&setup)?;
+    let (mut engine, has_config) = open_engine(&setup)?;
+    if drives_runs(&cli.command) {
+        engine.keep_claims_alive(&setup.db.to_string_lossy())?;
+    }
     dispatch(engine, has_config, cli.command)
+}
+
+/// Whether the command may drive runs, and so hold claims that must stay alive while it does
+/// (a tool call can take longer than the lease).
+fn drives_runs(command: &Command) -> bool {
+    match command {
+        Command::Run(_)
+        | Command::Worker { .. }
+        | Command::Cancel { .. }
+        | Command::Approve(_)
+        | Command::Reject(_)
+        | Command::Input { .. }
+        | Command::Serve { .. } => true,
+        Command::Clock { action } => matches!(action, ClockAction::Advance { .. }),
+        Command::Deploy { .. }
+        | Command::Token { .. }
+        | Command::Start(_)
+        | Command::Runs { .. }
+        | Command::Status { .. }
+        | Command::History { .. }
+        | Command::Approvals { .. }
+        | Command::Audit(_)
+        | Command::MigrateStore { .. } => false,
+    }
 }
 
 fn open_engine(setup: &Setup) -> Result<(Engine, bool), Usage> {
@@ -367,7 +394,15 @@ fn open_engine(setup: &Setup) -> Result<(Engine, bool), Usage> {
         .unwrap_or_else(|| audit::AuditKey::derive(&key));
     flow_runtime::secrets::install(key);
     audit::key::install(audit_key);
-    let owner = format!("flowrt-{}-{}-{}", hostname(), std::process::id(), now_ms());
+    // Unique to this engine: the machine, the process, when, and which of its engines.
+    static ENGINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let owner = format!(
+        "flowrt-{}-{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        now_ms(),
+        ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let mut engine = Engine::new(store, owner);
     if let Ok(lease) = std::env::var("FLOW_LEASE_MS") {
         let lease = lease
@@ -1105,9 +1140,11 @@ fn serve(
         addr,
         limits,
         move || {
-            open_engine(&setup)
-                .map(|(engine, _)| engine)
-                .map_err(|Usage(why)| why)
+            let (mut engine, _) = open_engine(&setup).map_err(|Usage(why)| why)?;
+            engine
+                .keep_claims_alive(&setup.db.to_string_lossy())
+                .map_err(|e| e.to_string())?;
+            Ok(engine)
         },
         |bound, limits| {
             eprintln!(

@@ -365,6 +365,10 @@ pub trait Store {
     /// Gives up a claim (after committing), so another process may drive the run.
     fn release(&mut self, run: &str, owner: &str) -> StoreResult<()>;
 
+    /// Extends every claim `owner` holds on a run that has not finished to `lease_until`
+    /// (never shortening one): the heartbeat of a live process. Returns how many it extended.
+    fn renew_claims(&mut self, owner: &str, lease_until: Millis) -> StoreResult<u64>;
+
     /// The run and its latest checkpoint.
     fn load(&mut self, run: &str) -> StoreResult<Option<(RunRecord, Checkpoint)>>;
 

@@ -767,6 +767,18 @@ impl Store for PostgresStore {
         Ok(claimed.into_iter().map(|(_, _, id)| id).collect())
     }
 
+    fn renew_claims(&mut self, owner: &str, lease_until: Millis) -> StoreResult<u64> {
+        self.execute(
+            "renewing claims",
+            &format!(
+                "UPDATE runs SET lease_until = $2
+                 WHERE owner = $1 AND status NOT IN {FINAL_STATUSES}
+                   AND (lease_until IS NULL OR lease_until < $2)"
+            ),
+            &[&owner, &lease_until],
+        )
+    }
+
     fn release(&mut self, run: &str, owner: &str) -> StoreResult<()> {
         let changed = self.execute(
             "releasing a run",

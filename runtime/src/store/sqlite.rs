@@ -877,6 +877,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn renew_claims(&mut self, owner: &str, lease_until: Millis) -> StoreResult<u64> {
+        let changed = self
+            .conn
+            .prepare_cached(&format!(
+                "UPDATE runs SET lease_until = ?2
+                 WHERE owner = ?1 AND status NOT IN {FINAL_STATUSES}
+                   AND (lease_until IS NULL OR lease_until < ?2)"
+            ))
+            .and_then(|mut s| s.execute(params![owner, lease_until]))
+            .map_err(self.ctx.map("renewing claims"))?;
+        Ok(changed as u64)
+    }
+
     fn load(&mut self, run: &str) -> StoreResult<Option<(RunRecord, Checkpoint)>> {
         let ctx = &self.ctx;
         let row = self

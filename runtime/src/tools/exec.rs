@@ -5,136 +5,95 @@
 //! `FLOW_RUN_ID` and `FLOW_IDEMPOTENCY_KEY`. It must print its result as JSON on standard
 //! output and exit 0. A non-zero exit is a retryable `ToolError` carrying the end of standard
 //! error; a command that is not found (exit status 127) is not retryable.
+//!
+//! Every call has a time limit: the enclosing `timeout` block's, the configured one
+//! (`[tools.NAME] timeout`, else `[exec] timeout`), or [`DEFAULT_TIMEOUT_MS`], whichever is
+//! shortest. The command runs in a process group of its own ([`crate::process`]); at the
+//! limit the whole group is killed and the call fails with a retryable `Timeout`.
 
 use super::{CallContext, ToolFailure};
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use crate::process::{self, Failure};
+use std::time::Duration;
 
-/// The most of a tool's output that is kept in a message.
-const EXCERPT: usize = 500;
+/// The time limit of one call when neither a `timeout` block nor `flow.toml` gives one.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5 * 60_000;
 
+/// The most of a tool's standard output flowrt reads.
+const MAX_OUTPUT: usize = 16 << 20;
+
+/// Makes one call. `configured_ms` is the time limit `flow.toml` gives the tool, if any.
 pub fn call(
     tool: &str,
     command: &str,
     input: &str,
     context: &CallContext,
+    configured_ms: Option<u64>,
 ) -> Result<String, ToolFailure> {
-    let failure = |kind, message: String| ToolFailure {
-        kind,
-        message,
-        retryable: true,
-    };
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env("FLOW_RUN_ID", &context.run_id)
-        .env("FLOW_IDEMPOTENCY_KEY", &context.idempotency_key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            failure(
-                "ToolError",
-                format!("tool `{tool}`: cannot start `sh -c {command}`: {e}"),
-            )
-        })?;
-
-    // Feed stdin and drain stdout/stderr on threads, so a chatty tool never blocks on a
-    // full pipe while we wait for it.
-    let mut stdin = child.stdin.take();
-    let input = input.as_bytes().to_vec();
-    let writer = std::thread::spawn(move || {
-        if let Some(stdin) = stdin.as_mut() {
-            // A tool that does not read its input closes the pipe early; that is fine.
-            let _ = stdin.write_all(&input);
-        }
+    let limit = super::http::time_limit(context, configured_ms, DEFAULT_TIMEOUT_MS);
+    let ran = process::run(&process::Command {
+        command,
+        env: &[
+            ("FLOW_RUN_ID", &context.run_id),
+            ("FLOW_IDEMPOTENCY_KEY", &context.idempotency_key),
+        ],
+        stdin: input.as_bytes(),
+        limit: Duration::from_millis(limit.0),
+        stdout_cap: Some(MAX_OUTPUT),
     });
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let out_reader = std::thread::spawn(move || read_all(stdout));
-    let err_reader = std::thread::spawn(move || read_all(stderr));
-
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(e) => {
-                return Err(failure(
-                    "ToolError",
-                    format!("tool `{tool}`: waiting for it failed: {e}"),
-                ));
-            }
-        }
-        if let Some(limit) = context.time_limit_ms
-            && started.elapsed() >= Duration::from_millis(limit)
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(failure(
-                "Timeout",
-                format!("tool `{tool}` did not finish within {limit} ms and was stopped"),
+    let done = match ran {
+        Ok(done) => done,
+        Err(Failure::Start(e)) => {
+            return Err(ToolFailure::tool_error(
+                format!("tool `{tool}`: cannot start `sh -c {command}`: {e}"),
+                true,
             ));
         }
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    let _ = writer.join();
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-
-    if !status.success() {
-        let detail = excerpt(&stderr);
-        let code = status
-            .code()
-            .map(|c| format!("exit status {c}"))
-            .unwrap_or_else(|| "killed by a signal".to_string());
-        if status.code() == Some(127) {
+        Err(Failure::Wait(e)) => {
             return Err(ToolFailure::tool_error(
-                format!(
-                    "tool `{tool}`: command not found: `{command}`{}",
-                    with_detail(&detail)
-                ),
+                format!("tool `{tool}`: waiting for it failed: {e}; it was stopped"),
+                true,
+            ));
+        }
+        Err(Failure::TimedOut { shell_exited }) => {
+            let why = if shell_exited {
+                " (its shell had exited, but a process it started in the background still \
+                 held its standard output: redirect that process's output, like `cmd > /dev/null 2>&1 &`)"
+            } else {
+                ""
+            };
+            return Err(ToolFailure::timeout(format!(
+                "tool `{tool}` did not finish within {}{why}; it was stopped with every process it started",
+                limit.1
+            )));
+        }
+    };
+
+    if !done.status.success() {
+        let detail = with_detail(&done.stderr);
+        if done.status.code() == Some(127) {
+            return Err(ToolFailure::tool_error(
+                format!("tool `{tool}`: command not found: `{command}`{detail}"),
                 false,
             ));
         }
-        return Err(failure(
-            "ToolError",
-            format!("tool `{tool}` failed with {code}{}", with_detail(&detail)),
+        let code = done
+            .status
+            .code()
+            .map(|c| format!("exit status {c}"))
+            .unwrap_or_else(|| "killed by a signal".to_string());
+        return Err(ToolFailure::tool_error(
+            format!("tool `{tool}` failed with {code}{detail}"),
+            true,
         ));
     }
-    String::from_utf8(stdout).map_err(|_| {
-        failure(
-            "InvalidOutput",
-            format!("tool `{tool}` printed output that is not UTF-8"),
-        )
+    if done.stdout_overflowed {
+        return Err(ToolFailure::invalid_output(format!(
+            "tool `{tool}` printed more than the {MAX_OUTPUT} bytes of output flowrt reads"
+        )));
+    }
+    String::from_utf8(done.stdout).map_err(|_| {
+        ToolFailure::invalid_output(format!("tool `{tool}` printed output that is not UTF-8"))
     })
-}
-
-fn read_all(pipe: Option<impl Read>) -> Vec<u8> {
-    let mut out = Vec::new();
-    if let Some(mut pipe) = pipe {
-        let _ = pipe.read_to_end(&mut out);
-    }
-    out
-}
-
-fn excerpt(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    if text.chars().count() <= EXCERPT {
-        return text.to_string();
-    }
-    let tail: String = text
-        .chars()
-        .rev()
-        .take(EXCERPT)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    format!("…{tail}")
 }
 
 fn with_detail(detail: &str) -> String {
@@ -164,14 +123,21 @@ mod tests {
             r#"read input; printf '{"in":%s,"key":"%s"}' "$input" "$FLOW_IDEMPOTENCY_KEY""#,
             r#"{"a":1}"#,
             &context(None),
+            None,
         );
         assert_eq!(out.as_deref(), Ok(r#"{"in":{"a":1},"key":"run-1:3"}"#));
     }
 
     #[test]
     fn failures_name_the_tool_and_keep_stderr() {
-        let err = call("release", "echo boom >&2; exit 3", "{}", &context(None))
-            .expect_err("the call fails");
+        let err = call(
+            "release",
+            "echo boom >&2; exit 3",
+            "{}",
+            &context(None),
+            None,
+        )
+        .expect_err("the call fails");
         assert_eq!(err.kind, "ToolError");
         assert!(err.retryable);
         assert!(
@@ -181,8 +147,8 @@ mod tests {
             "{}",
             err.message
         );
-        let missing =
-            call("t", "./no-such-tool-here", "{}", &context(None)).expect_err("the call fails");
+        let missing = call("t", "./no-such-tool-here", "{}", &context(None), None)
+            .expect_err("the call fails");
         assert!(
             missing.message.contains("command not found"),
             "{}",
@@ -193,8 +159,38 @@ mod tests {
 
     #[test]
     fn a_time_limit_stops_the_tool() {
-        let err = call("slow", "sleep 5", "{}", &context(Some(100))).expect_err("the call fails");
+        let err =
+            call("slow", "sleep 5", "{}", &context(Some(100)), None).expect_err("the call fails");
         assert_eq!(err.kind, "Timeout");
         assert!(err.retryable);
+        assert!(
+            err.message
+                .contains("the time left in its `timeout` block (100ms)"),
+            "{}",
+            err.message
+        );
+        // The configured limit applies when it is the shorter one, and says so.
+        let err = call("slow", "sleep 5", "{}", &context(Some(60_000)), Some(150))
+            .expect_err("the call fails");
+        assert_eq!(err.kind, "Timeout");
+        assert!(
+            err.message.contains("its configured timeout of 150ms"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_background_process_holding_stdout_ends_in_a_timeout_at_the_limit() {
+        let started = std::time::Instant::now();
+        let err = call("bg", "sleep 30 & echo 42", "{}", &context(None), Some(300))
+            .expect_err("the call fails");
+        assert_eq!(err.kind, "Timeout", "{}", err.message);
+        assert!(err.message.contains("in the background"), "{}", err.message);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
