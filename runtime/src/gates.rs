@@ -1227,6 +1227,7 @@ mod tests {
             data: data.to_string(),
             prev_hash: String::new(),
             hash: String::new(),
+            seal: None,
         };
         let customs = vec!["customs".to_string()];
         let ops = vec!["ops".to_string()];
