@@ -161,7 +161,7 @@ workflow nap() -> Int {
 }
 "#,
         );
-        let waiting = project.output(&["run", "nap.flow"]);
+        let waiting = project.output(&["run", "nap.flow", "--max-wait", "0s"]);
         assert_eq!(
             waiting.status.code(),
             Some(10),
@@ -487,7 +487,7 @@ workflow nap() -> Int {
 }
 "#,
         );
-        let waiting = project.output(&["run", "nap.flow"]);
+        let waiting = project.output(&["run", "nap.flow", "--max-wait", "0s"]);
         assert_eq!(waiting.status.code(), Some(10));
         std::thread::sleep(Duration::from_millis(2_100));
         let resumed = project.output(&["worker", "--once"]);

@@ -973,7 +973,7 @@ fn sleep_waits_without_a_process_and_now_is_recorded() {
         // it is surely not due, after `returned` + 2 s it surely is (a first process on a
         // fresh PostgreSQL database spends a while creating the schema).
         let started = Instant::now();
-        let out = project.flowrt(&["run", "nap.flow"]);
+        let out = project.flowrt(&["run", "nap.flow", "--max-wait", "0s"]);
         let returned = Instant::now();
         out.expect_code(EXIT_WAITING).expect_stdout("timer");
         let id = run_id(&out);
@@ -1371,5 +1371,81 @@ fn output_into_a_closed_pipe_is_not_a_panic() {
                 output.status
             );
         }
+    });
+}
+
+/// `flowrt run` waits through timers due soon (a retry's back-off, a short `sleep`, also in a
+/// child run), saying so on stderr, and stops only at a person or a longer timer.
+#[test]
+fn run_waits_through_short_timers_and_stops_at_long_ones() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write(
+            "flaky.sh",
+            "cat > /dev/null\nn=$(cat calls 2>/dev/null || echo 0); n=$((n + 1)); echo $n > calls\n\
+             if [ $n -le 2 ]; then echo busy >&2; exit 1; fi\necho 7\n",
+        );
+        project.write(
+            "timers.flow",
+            r#"tool flaky() -> Int via exec "sh flaky.sh"
+
+workflow patient() -> Int {
+  retry 5 backoff 100ms { flaky() }
+}
+
+workflow nap(d: Duration) -> Int {
+  sleep d
+  3
+}
+
+workflow parent() -> Int {
+  nap(300ms) + 1
+}
+"#,
+        );
+        let started = Instant::now();
+        let out = project.flowrt(&["run", "timers.flow", "--workflow", "patient"]);
+        out.expect_code(0)
+            .expect_stdout("7")
+            .expect_stderr("waits")
+            .expect_stderr("for a timer");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        project
+            .flowrt(&["run", "timers.flow", "--workflow", "parent"])
+            .expect_code(0)
+            .expect_stdout("4");
+        // A timer beyond --max-wait (or any with 0s): the run waits in the database.
+        let out = project.flowrt(&[
+            "run",
+            "timers.flow",
+            "--workflow",
+            "nap",
+            "--input",
+            r#"{"d": "2m"}"#,
+        ]);
+        out.expect_code(10).expect_stdout("waiting (timer)");
+        project
+            .flowrt(&[
+                "run",
+                "timers.flow",
+                "--workflow",
+                "nap",
+                "--max-wait",
+                "0s",
+                "--input",
+                r#"{"d": "100ms"}"#,
+            ])
+            .expect_code(10);
+        project
+            .flowrt(&[
+                "run",
+                "timers.flow",
+                "--workflow",
+                "nap",
+                "--max-wait",
+                "soon",
+            ])
+            .expect_code(2)
+            .expect_stderr("--max-wait: `soon` is not a duration");
     });
 }

@@ -238,7 +238,15 @@ impl Project {
     fn start(&self, receiver: &Receiver) -> String {
         let out = self.exporting(
             receiver,
-            &["run", "pay.flow", "--input", &input(), "--json"],
+            &[
+                "run",
+                "pay.flow",
+                "--max-wait",
+                "0s",
+                "--input",
+                &input(),
+                "--json",
+            ],
         );
         assert_eq!(out.status.code(), Some(10), "{}", show(&out));
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -417,6 +425,8 @@ fn json_logs_carry_the_run_id_and_never_arguments() {
                 "json",
                 "run",
                 "pay.flow",
+                "--max-wait",
+                "0s",
                 "--input",
                 &input,
                 "--json",
@@ -465,7 +475,7 @@ fn logs_are_off_by_default_and_human_when_asked() {
         let project = project(store);
         let input = input();
         let out = project
-            .command(&["run", "pay.flow", "--input", &input])
+            .command(&["run", "pay.flow", "--max-wait", "0s", "--input", &input])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(10), "{}", show(&out));
@@ -523,7 +533,7 @@ fn an_unreachable_collector_does_not_fail_the_run() {
         let input = input();
         let started = Instant::now();
         let out = project
-            .command(&["run", "pay.flow", "--input", &input])
+            .command(&["run", "pay.flow", "--max-wait", "0s", "--input", &input])
             .env(
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
                 format!("http://127.0.0.1:{port}"),

@@ -41,7 +41,10 @@ workflow w(user: String, token: Secret) -> String {
         );
         let input = format!(r#"{{"user": "ana", "token": "{SECRET}"}}"#);
         let mut logs = Vec::new();
-        let first = flowrt(&project, &["run", "s.flow", "--input", &input]);
+        let first = flowrt(
+            &project,
+            &["run", "s.flow", "--max-wait", "0s", "--input", &input],
+        );
         assert_eq!(
             first.status.code(),
             Some(10),
@@ -102,7 +105,10 @@ workflow w(token: Secret) -> String {
 "#,
         );
         let input = format!(r#"{{"token": "{SECRET}"}}"#);
-        let first = flowrt(&project, &["run", "s.flow", "--input", &input]);
+        let first = flowrt(
+            &project,
+            &["run", "s.flow", "--max-wait", "0s", "--input", &input],
+        );
         assert_eq!(first.status.code(), Some(10));
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let wrong = project
@@ -281,7 +287,10 @@ workflow w(token: Secret) -> String {
 "#,
         );
         let input = format!(r#"{{"token": "{SECRET}"}}"#);
-        let run = flowrt(&project, &["run", "s.flow", "--input", &input]);
+        let run = flowrt(
+            &project,
+            &["run", "s.flow", "--max-wait", "0s", "--input", &input],
+        );
         assert_eq!(
             run.status.code(),
             Some(0),
@@ -347,7 +356,10 @@ workflow w(head: String, tail: String) -> Bool {
 "#,
         );
         let input = format!(r#"{{"head": "{head}", "tail": "{tail}"}}"#);
-        let first = flowrt(&project, &["run", "s.flow", "--input", &input]);
+        let first = flowrt(
+            &project,
+            &["run", "s.flow", "--max-wait", "0s", "--input", &input],
+        );
         assert_eq!(
             first.status.code(),
             Some(10),

@@ -265,6 +265,10 @@ struct StartArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// `flowrt run` keeps driving a run that waits only on a timer due within this long
+    /// (a `sleep`, a retry's back-off), also in a child run; `0s` stops at the first wait.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    max_wait: String,
 }
 
 /// A failure of the command itself: printed on stderr, exit status 2.
@@ -599,13 +603,25 @@ fn start(
         }
         known_user(engine, has_config, user)?;
     }
+    let max_wait = flow_runtime::vm::value::parse_duration(&args.max_wait).ok_or_else(|| {
+        Usage(format!(
+            "--max-wait: `{}` is not a duration (like 30s, 5m, 0s)",
+            args.max_wait
+        ))
+    })?;
     let user = args.user.unwrap_or_else(default_user);
     let run = engine.start(&version, &workflow, &input, &user)?;
     if !drive {
         report_started(&run, &workflow, args.json);
         return Ok(ExitCode::SUCCESS);
     }
-    let status = engine.drive(&run)?;
+    let mut status = engine.drive(&run)?;
+    while status == RunStatus::Waiting {
+        match wait_for_short_timer(engine, &run, max_wait)? {
+            Some(next) => status = next,
+            None => break,
+        }
+    }
     let record = engine
         .store()
         .run(&run)
@@ -617,6 +633,67 @@ fn start(
         RunStatus::Failed | RunStatus::Cancelled => ExitCode::from(EXIT_FAILED),
         RunStatus::Waiting | RunStatus::Runnable => ExitCode::from(EXIT_WAITING),
     })
+}
+
+/// When `run` (or the child it waits for, and so on) waits on a timer due within `max_wait`:
+/// sleeps until it is due, says so on stderr, drives the run that waits, and returns the
+/// status of `run` then. `None` when the wait is for a person or longer than `max_wait`.
+fn wait_for_short_timer(
+    engine: &mut Engine,
+    run: &str,
+    max_wait: i64,
+) -> Result<Option<RunStatus>, Usage> {
+    let mut waiting = run.to_string();
+    let mut parent: Option<String> = None;
+    // Follow the chain of children down to the run whose timer everything waits for.
+    let (sleeper, due) = loop {
+        let record = engine
+            .store()
+            .run(&waiting)
+            .map_err(|e| Usage(e.to_string()))?
+            .ok_or_else(|| Usage(format!("run {waiting} vanished")))?;
+        match (record.status, record.waiting_on.as_deref()) {
+            (RunStatus::Waiting, Some("timer")) => break (waiting, record.wake_at.unwrap_or(0)),
+            (RunStatus::Waiting, Some(child)) if child.starts_with("child ") => {
+                parent = Some(waiting);
+                waiting = child["child ".len()..].to_string();
+            }
+            // A child that can go on, or one that ended while its parent was not woken yet.
+            (RunStatus::Runnable, _) => break (waiting, 0),
+            (status, _) if status.is_final() && parent.is_some() => {
+                break (parent.unwrap_or_default(), 0);
+            }
+            _ => return Ok(None),
+        }
+    };
+    let left = due - now_ms();
+    if left > max_wait {
+        return Ok(None);
+    }
+    if left > 0 {
+        eprintln!(
+            "run {sleeper} waits {} for a timer; flowrt run goes on when it fires (--max-wait {})",
+            flow_runtime::vm::value::format_duration(left),
+            flow_runtime::vm::value::format_duration(max_wait)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(left as u64));
+    }
+    // Another process (a worker) may be driving it right now: let it, and look again.
+    match engine.drive(&sleeper) {
+        Ok(_) | Err(EngineError::Claimed(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let status = engine
+        .store()
+        .run(run)
+        .map_err(|e| Usage(e.to_string()))?
+        .ok_or_else(|| Usage(format!("run {run} vanished")))?
+        .status;
+    if status == RunStatus::Waiting && sleeper != run {
+        // The child finished or waits on; its parent is woken by the engine when it ends.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(Some(status))
 }
 
 fn report_started(run: &str, workflow: &str, json: bool) {
