@@ -750,6 +750,7 @@ impl Engine {
                             )?;
                         }
                         Request::Sleep { duration_ms } => {
+                            let timer = timer_name(&module, &machine);
                             let until = match deadline {
                                 Some(deadline) => (now + duration_ms.max(0)).min(deadline),
                                 None => now + duration_ms.max(0),
@@ -757,7 +758,7 @@ impl Engine {
                             machine
                                 .complete(&module, Value::None, now)
                                 .map_err(EngineError::Corrupt)?;
-                            pending.push(event("timer_set", Some("sleep".into()), None, here, serde_json::json!({ "until": Value::Time(until).to_json(), "duration": Value::Duration(duration_ms).to_json() })));
+                            pending.push(event("timer_set", Some(timer.into()), None, here, serde_json::json!({ "until": Value::Time(until).to_json(), "duration": Value::Duration(duration_ms).to_json() })));
                             if until <= now {
                                 self.commit(
                                     run,
@@ -1466,6 +1467,24 @@ pub(crate) fn event_with_duration(
     NewEvent {
         duration_ms: Some(duration),
         ..event(kind, step, attempt, line, data)
+    }
+}
+
+/// What a timer is for, as the history names it: `retry backoff` for the wait between the
+/// attempts of a `retry` (the lowering puts its jittered delay right before the `sleep`, and
+/// nothing else does), `sleep` for a `sleep` the workflow wrote.
+fn timer_name(module: &Module, machine: &Machine) -> &'static str {
+    let code = module
+        .workflows
+        .get(machine.workflow as usize)
+        .map(|w| w.code.as_slice())
+        .unwrap_or_default();
+    let before = (machine.fiber.pc as usize)
+        .checked_sub(1)
+        .and_then(|i| code.get(i));
+    match before {
+        Some(bytecode::Op::Jitter) => "retry backoff",
+        _ => "sleep",
     }
 }
 

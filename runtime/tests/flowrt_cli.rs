@@ -1449,3 +1449,76 @@ workflow parent() -> Int {
             .expect_stderr("--max-wait: `soon` is not a duration");
     });
 }
+
+/// The human timeline says what happened, not only that something did: the decision and its
+/// comment, the error of a failed step, a step's output, when a timer is due, and a retry's
+/// back-off by that name.
+#[test]
+fn history_shows_decisions_errors_outputs_and_back_offs() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write(
+            "flow.toml",
+            "[users.ana]\nroles = [\"clerk\"]\n\n[users.bob]\nroles = [\"finance\"]\n",
+        );
+        project.write(
+            "flaky.sh",
+            "cat > /dev/null\nn=$(cat calls 2>/dev/null || echo 0); n=$((n + 1)); echo $n > calls\n\
+             if [ $n -le 1 ]; then echo 'ledger busy' >&2; exit 1; fi\necho 42\n",
+        );
+        project.write(
+            "pay.flow",
+            r#"tool book() -> Int via exec "sh flaky.sh"
+
+workflow pay() -> Int {
+  let d = await approval "signoff" { approvers: role("finance"), timeout: 48h }
+  if !d.approved { return 0 }
+  retry 3 backoff 50ms { book() }
+}
+"#,
+        );
+        let out = project.flowrt(&["run", "pay.flow", "--as", "ana"]);
+        out.expect_code(10);
+        let id = run_id(&out);
+        project
+            .flowrt(&[
+                "approve",
+                &id,
+                "signoff",
+                "--as",
+                "bob",
+                "--comment",
+                "budget ok",
+            ])
+            .expect_code(0);
+        // The approval's drive stops at the back-off; a worker goes on once it is due.
+        std::thread::sleep(Duration::from_millis(100));
+        project.flowrt(&["worker", "--once"]).expect_code(0);
+        assert_eq!(project.status(&id)["status"], "completed");
+        let shown = project.flowrt(&["history", &id]);
+        shown.expect_code(0);
+        let row = |event: &str| {
+            shown
+                .stdout
+                .lines()
+                .find(|l| l.contains(event))
+                .unwrap_or_else(|| panic!("no {event} row:\n{}", shown.stdout))
+                .to_string()
+        };
+        assert!(shown.stdout.lines().next().unwrap().ends_with("details"));
+        let decided = row("gate_decided");
+        assert!(decided.contains("approved: \"budget ok\""), "{decided}");
+        let failed = row("step_failed");
+        assert!(
+            failed.contains("ToolError: ") && failed.contains("ledger busy"),
+            "{failed}"
+        );
+        let timer = row("timer_set");
+        assert!(
+            timer.contains("retry backoff") && timer.contains("until 20"),
+            "{timer}"
+        );
+        assert!(row("step_completed").contains("→ 42"));
+        assert!(row("gate_opened").contains("for role finance, deadline 20"));
+    });
+}

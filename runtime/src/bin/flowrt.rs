@@ -1513,7 +1513,7 @@ fn history(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage
         return Ok(ExitCode::SUCCESS);
     }
     // Column widths follow the content, so long step names stay aligned.
-    let rows: Vec<[String; 8]> = events
+    let rows: Vec<[String; 9]> = events
         .iter()
         .map(|e| {
             let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
@@ -1531,11 +1531,12 @@ fn history(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage
                 e.line.map(|l| l.to_string()).unwrap_or_default(),
                 e.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
                 who,
+                event_details(&e.kind, &data),
             ]
         })
         .collect();
     let header = [
-        "seq", "time", "event", "step", "attempt", "line", "duration", "who",
+        "seq", "time", "event", "step", "attempt", "line", "duration", "who", "details",
     ];
     let mut widths = header.map(str::len);
     for row in &rows {
@@ -1543,7 +1544,7 @@ fn history(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 8]| {
+    let line = |cells: [&str; 9]| {
         let mut text = String::new();
         for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
             // Numbers right-aligned, text left-aligned.
@@ -1560,6 +1561,69 @@ fn history(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage
         say(format_args!("{}", line(row.each_ref().map(String::as_str))));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The most of a value or message the human timeline shows in its details column.
+const DETAIL_CHARS: usize = 100;
+
+/// What the human timeline says about an event besides its columns: the decision and its
+/// comment, the error, a summary of the output, when a timer is due.
+fn event_details(kind: &str, data: &serde_json::Value) -> String {
+    let text = |field: &str| data.get(field).and_then(|v| v.as_str()).unwrap_or_default();
+    let value = |field: &str| data.get(field).map(summary).unwrap_or_default();
+    let detail = match kind {
+        "gate_decided" => {
+            let verdict = match data.get("approved").and_then(|a| a.as_bool()) {
+                Some(true) => "approved".to_string(),
+                Some(false) => "rejected".to_string(),
+                None => format!("value {}", value("value")),
+            };
+            match text("comment") {
+                "" => verdict,
+                comment => format!("{verdict}: {comment:?}"),
+            }
+        }
+        "approval_recorded" => match text("comment") {
+            "" => "approved, more approvals needed".to_string(),
+            comment => format!("approved, more approvals needed: {comment:?}"),
+        },
+        "step_failed" | "run_failed" => format!("{}: {}", text("kind"), text("message")),
+        "step_timed_out" => "the time limit passed".to_string(),
+        "step_completed" | "run_completed" | "child_completed" => format!("→ {}", value("output")),
+        "child_failed" => text("error").to_string(),
+        "step_resumed" => format!("again, key {}", text("idempotency_key")),
+        "timer_set" => format!("until {}", text("until")),
+        "gate_opened" => {
+            let approvers = text("approvers");
+            match text("deadline") {
+                "" => format!("for {approvers}"),
+                deadline => format!("for {approvers}, deadline {deadline}"),
+            }
+        }
+        "gate_escalated" => format!("to {}", text("to")),
+        "notify_failed" => text("error").to_string(),
+        "audit" => summary(data),
+        "request_refused" => text("reason").to_string(),
+        _ => String::new(),
+    };
+    shorten(&detail)
+}
+
+/// A value on one line: JSON text, strings without their quotes.
+fn summary(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn shorten(text: &str) -> String {
+    let one_line = text.replace(['\n', '\r'], " ");
+    if one_line.chars().count() <= DETAIL_CHARS {
+        return one_line;
+    }
+    let cut: String = one_line.chars().take(DETAIL_CHARS - 1).collect();
+    format!("{cut}…")
 }
 
 fn cancel(engine: &mut Engine, run: &str, user: &str) -> Result<ExitCode, Usage> {
