@@ -1505,7 +1505,14 @@ workflow pay() -> Int {
                 .unwrap_or_else(|| panic!("no {event} row:\n{}", shown.stdout))
                 .to_string()
         };
-        assert!(shown.stdout.lines().next().unwrap().ends_with("details"));
+        assert!(
+            shown
+                .stdout
+                .lines()
+                .next()
+                .expect("a header")
+                .ends_with("details")
+        );
         let decided = row("gate_decided");
         assert!(decided.contains("approved: \"budget ok\""), "{decided}");
         let failed = row("step_failed");
