@@ -75,6 +75,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print a completion script for a shell: `flowc completions bash > /etc/bash_completion.d/flowc`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -127,6 +129,14 @@ fn run(cli: Cli) -> ExitCode {
         Command::Build { file, output } => build(&file, output),
         Command::Disasm { file } => disasm(&file),
         Command::Fmt { paths, check } => fmt(&paths, check),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            // Into memory first: the generator panics when its output closes early (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "flowc", &mut script);
+            let _ = std::io::stdout().write_all(&script);
+            ExitCode::SUCCESS
+        }
         Command::Test {
             paths,
             filter,

@@ -790,3 +790,45 @@ fn errors_in_several_files_are_all_reported() {
         .collect();
     assert_eq!(files, ["a.flow", "b.flow", "b.flow", "b.flow"]);
 }
+
+/// `flowc completions SHELL` prints a script the shell accepts, also into a pipe that closes
+/// early; an unknown shell is a usage error.
+#[test]
+fn completions_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let output = flowc()
+            .args(["completions", shell])
+            .output()
+            .expect("flowc runs");
+        assert!(output.status.success(), "{shell}: {output:?}");
+        let script = String::from_utf8(output.stdout).expect("UTF-8");
+        assert!(
+            script.contains("check") && script.contains("fmt"),
+            "{shell}"
+        );
+        if shell == "bash" {
+            let parsed = std::process::Command::new("bash")
+                .args(["-n", "-c", &script])
+                .status()
+                .expect("bash runs");
+            assert!(parsed.success(), "the bash script parses");
+        }
+    }
+    // A reader that stops after one line: no panic, no error.
+    let piped = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "{} completions fish | head -n 1",
+                env!("CARGO_BIN_EXE_flowc")
+            ),
+        ])
+        .output()
+        .expect("sh runs");
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("internal error"),
+        "{stderr}"
+    );
+    flowc().args(["completions", "tcsh-ish"]).assert().code(2);
+}

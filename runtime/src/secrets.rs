@@ -43,7 +43,7 @@ impl SecretKey {
     pub fn for_store(spec: &str) -> Result<SecretKey, String> {
         if crate::store::postgres::is_postgres_url(spec) {
             let hex = std::env::var("FLOW_SECRET_KEY").map_err(|_| {
-                "a PostgreSQL store needs FLOW_SECRET_KEY (64 hexadecimal digits, the same on every worker) to seal secrets in checkpoints".to_string()
+                "a PostgreSQL store needs FLOW_SECRET_KEY (64 hexadecimal digits, the same on every worker) to seal secrets in checkpoints; make one with `flowrt key generate` and keep it in your secret store".to_string()
             })?;
             return SecretKey::from_hex(hex.trim()).ok_or_else(|| {
                 "FLOW_SECRET_KEY must be 64 hexadecimal digits (32 bytes)".to_string()
@@ -97,7 +97,12 @@ impl SecretKey {
         &self.0
     }
 
-    fn to_hex(&self) -> String {
+    /// A fresh random key, for `flowrt key generate`.
+    pub fn generate() -> SecretKey {
+        SecretKey(random_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 

@@ -1529,3 +1529,65 @@ workflow pay() -> Int {
         assert!(row("gate_opened").contains("for role finance, deadline 20"));
     });
 }
+
+/// `flowrt key generate` prints a fresh key that a store accepts; a PostgreSQL store without
+/// one says how to make it; `flowrt completions SHELL` prints a script the shell accepts.
+#[test]
+fn keys_and_completions_need_no_database() {
+    let dir = tempfile::tempdir().expect("a folder");
+    let flowrt = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(common::FLOWRT);
+        command
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("FLOW_SECRET_KEY")
+            .env_remove("FLOW_DB");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command.output().expect("flowrt runs");
+        Out::from_output(args, &output)
+    };
+    let first = flowrt(&["key", "generate"], &[]);
+    first.expect_code(0);
+    let key = first.stdout.trim().to_string();
+    assert!(
+        key.len() == 64 && key.chars().all(|c| c.is_ascii_hexdigit()),
+        "{key}"
+    );
+    assert_ne!(flowrt(&["key", "generate"], &[]).stdout.trim(), key);
+    assert!(!dir.path().join(".flow").exists(), "no database was made");
+    // The key opens a store (SQLite here: FLOW_SECRET_KEY is used instead of a key file).
+    flowrt(&["runs"], &[("FLOW_SECRET_KEY", &key)]).expect_code(0);
+    assert!(!dir.path().join(".flow/flow.db.key").exists());
+    if let Some(admin) = common::postgres_admin() {
+        flowrt(&["--db", &admin, "runs"], &[])
+            .expect_code(2)
+            .expect_stderr("flowrt key generate");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let script = flowrt(&["completions", shell], &[]);
+        script.expect_code(0).expect_stdout("approve");
+    }
+    let bash = flowrt(&["completions", "bash"], &[]).stdout;
+    let checked = std::process::Command::new("bash")
+        .args(["-n", "-c", &bash])
+        .status()
+        .expect("bash runs");
+    assert!(checked.success(), "the bash completion script parses");
+    flowrt(&["completions", "tcsh-ish"], &[]).expect_code(2);
+}
+
+#[test]
+fn completions_into_a_pipe_that_closes_early_do_not_panic() {
+    let piped = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("{} completions fish | head -n 1", common::FLOWRT),
+        ])
+        .output()
+        .expect("sh runs");
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!piped.stdout.is_empty());
+}

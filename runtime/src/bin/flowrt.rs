@@ -154,11 +154,25 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Secret keys: `flowrt key generate` prints a fresh one (64 hexadecimal digits) for
+    /// FLOW_SECRET_KEY or FLOW_AUDIT_KEY.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Print a completion script for a shell: `flowrt completions bash > /etc/bash_completion.d/flowrt`.
+    Completions { shell: clap_complete::Shell },
     /// API tokens for `flowrt serve`.
     Token {
         #[command(subcommand)]
         action: TokenAction,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Print a fresh random key (64 hexadecimal digits).
+    Generate,
 }
 
 #[derive(Subcommand)]
@@ -348,6 +362,28 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
     if let Command::MigrateStore { from, to } = &cli.command {
         return migrate_store(from, to);
     }
+    // Commands that need no database.
+    match &cli.command {
+        Command::Key {
+            action: KeyAction::Generate,
+        } => {
+            say(format_args!(
+                "{}",
+                flow_runtime::secrets::SecretKey::generate().to_hex()
+            ));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into memory first: the generator panics when its output closes early (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "flowrt", &mut script);
+            let _ = std::io::stdout().write_all(&script);
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let (mut engine, has_config) = open_engine(&setup)?;
     if drives_runs(&cli.command) {
         engine.keep_claims_alive(&setup.db.to_string_lossy())?;
@@ -375,7 +411,9 @@ fn drives_runs(command: &Command) -> bool {
         | Command::History { .. }
         | Command::Approvals { .. }
         | Command::Audit(_)
-        | Command::MigrateStore { .. } => false,
+        | Command::MigrateStore { .. }
+        | Command::Key { .. }
+        | Command::Completions { .. } => false,
     }
 }
 
@@ -437,9 +475,10 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
     match command {
         Command::Deploy { files } => deploy(&mut engine, &files),
         Command::Token { action } => token(&mut engine, has_config, action),
-        Command::Serve { .. } | Command::MigrateStore { .. } => {
-            Err(Usage("handled before the engine opens".into()))
-        }
+        Command::Serve { .. }
+        | Command::MigrateStore { .. }
+        | Command::Key { .. }
+        | Command::Completions { .. } => Err(Usage("handled before the engine opens".into())),
         Command::Run(args) => start(&mut engine, args, true, has_config),
         Command::Start(args) => start(&mut engine, args, false, has_config),
         Command::Worker { once } => worker(&mut engine, once),
