@@ -7,7 +7,8 @@
 //! syntax trees it builds, per file, a sorted index of every name that refers to something
 //! (a [`Sym`]); hover, go to definition, references and rename all start from "which symbol
 //! is under this offset". Completion reads the tokens before the cursor for its context,
-//! so it works in code that does not parse yet.
+//! so it works in code that does not parse yet. [`Analysis::import_problems`] names the
+//! imports that bring errors from other files, for an editor to mark.
 //!
 //! Architecture invariant: pure, like the rest of the compiler — no I/O; files come through
 //! the [`SourceLoader`].

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 const LINES: usize = 5_000;
 const EDITS: usize = 40;
 const FILES: usize = 50;
-const SYMBOL_REQUESTS: usize = 20;
+const SYMBOL_REQUESTS: usize = 50;
 
 fn main() {
     let source = generate(LINES);
