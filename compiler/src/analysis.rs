@@ -7,7 +7,8 @@
 //! syntax trees it builds, per file, a sorted index of every name that refers to something
 //! (a [`Sym`]); hover, go to definition, references and rename all start from "which symbol
 //! is under this offset". Completion reads the tokens before the cursor for its context,
-//! so it works in code that does not parse yet.
+//! so it works in code that does not parse yet. [`Analysis::import_problems`] names the
+//! imports that bring errors from other files, for an editor to mark.
 //!
 //! Architecture invariant: pure, like the rest of the compiler — no I/O; files come through
 //! the [`SourceLoader`].
@@ -126,6 +127,19 @@ pub struct DocumentSymbol {
     pub children: Vec<DocumentSymbol>,
 }
 
+/// An `import` that brings errors: the imported file, or a file it imports in turn, has
+/// errors. The errors are reported in the files that have them; an editor marks the import
+/// too, since a program importing a broken file does not build.
+#[derive(Clone, Debug)]
+pub struct ImportProblem<'a> {
+    /// The imported path as written, with its quotes.
+    pub span: Span,
+    /// The imported file, by path as the program knows it.
+    pub target: String,
+    /// The errors in the imported file and in every file it loads, in order.
+    pub errors: Vec<&'a Diagnostic>,
+}
+
 /// A text edit: replace `span` of the file at `path` with `text`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Edit {
@@ -202,6 +216,44 @@ impl Analysis {
             .iter()
             .filter(|d| d.file() == file)
             .collect()
+    }
+
+    /// The imports of `path` whose file, or a file that one imports in turn, has errors.
+    pub fn import_problems(&self, path: &str) -> Vec<ImportProblem<'_>> {
+        let Some(file) = self.file(path) else {
+            return Vec::new();
+        };
+        let imports = &self.program.imports;
+        let mut out = Vec::new();
+        for &(span, target) in imports.get(file.0 as usize).map_or(&[][..], Vec::as_slice) {
+            let Some(target) = target else { continue };
+            // The files this import loads: its target and, transitively, what that imports.
+            let mut loaded = vec![false; imports.len()];
+            let mut stack = vec![target];
+            while let Some(next) = stack.pop() {
+                let index = next.0 as usize;
+                if next == file || loaded.get(index) != Some(&false) {
+                    continue;
+                }
+                loaded[index] = true;
+                let more = imports.get(index).map_or(&[][..], Vec::as_slice);
+                stack.extend(more.iter().filter_map(|(_, t)| *t));
+            }
+            let errors: Vec<&Diagnostic> = self
+                .program
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error() && loaded.get(d.file().0 as usize) == Some(&true))
+                .collect();
+            if !errors.is_empty() {
+                out.push(ImportProblem {
+                    span,
+                    target: self.path(target).to_string(),
+                    errors,
+                });
+            }
+        }
+        out
     }
 
     // ----- symbols under the cursor ---------------------------------------------------
@@ -355,7 +407,9 @@ impl Analysis {
             .iter()
             .filter(|((f, span), _)| *f == file && span.start <= offset && offset < span.end)
             .min_by_key(|((_, span), _)| (span.len(), span.start))
-            .map(|((_, span), ty)| (*span, ty))?;
+            .map(|((_, span), ty)| (*span, ty))
+            // An unknown name (already an error): there is nothing true to say about it.
+            .filter(|(_, ty)| !ty.is_unknown())?;
         let mut markdown = code(&self.show(ty));
         if let Type::Named(id) = ty
             && let Some(doc) = &self.program.checked.types.get(*id).doc

@@ -515,6 +515,76 @@ fn diagnostics_are_those_of_flowc_check() {
 }
 
 #[test]
+fn an_import_that_brings_errors_is_reported_with_them() {
+    // main → middle → types, the errors two imports away; warnings do not count.
+    let types = "type Doc = { id: Strng }\ntype Other = { kind: Knd }\n";
+    let middle = "import \"types.flow\"\n\ntype Box = { doc: Doc }\n";
+    let main = "import \"middle.flow\"\n\nworkflow w(b: Box) -> String {\n  b.doc.id\n}\n";
+    let loader = MemoryLoader::default()
+        .with("app/main.flow", main)
+        .with("app/middle.flow", middle)
+        .with("app/types.flow", types);
+    let analysis = analyze(&["app/main.flow".to_string()], &loader);
+    let errors: Vec<_> = analysis.diagnostics_for("app/types.flow");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    let problems = analysis.import_problems("app/main.flow");
+    assert_eq!(problems.len(), 1);
+    assert_eq!(slice(main, problems[0].span), "\"middle.flow\"");
+    assert_eq!(problems[0].target, "app/middle.flow");
+    assert_eq!(problems[0].errors, errors);
+    let problems = analysis.import_problems("app/middle.flow");
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].target, "app/types.flow");
+    assert_eq!(problems[0].errors, errors);
+    // The broken file itself imports nothing; fixed, nothing is reported anywhere.
+    assert!(analysis.import_problems("app/types.flow").is_empty());
+    let fixed = loader.with("app/types.flow", "type Doc = { id: String }\n");
+    let analysis = analyze(&["app/main.flow".to_string()], &fixed);
+    assert!(analysis.program().diagnostics.is_empty());
+    assert!(analysis.import_problems("app/main.flow").is_empty());
+    assert!(analysis.import_problems("nowhere.flow").is_empty());
+}
+
+#[test]
+fn in_an_import_cycle_the_importers_own_errors_are_not_counted_at_its_import() {
+    let a = "import \"b.flow\"\ntype A = { b: B, bad: Nope }\n";
+    let b = "import \"a.flow\"\ntype B = { a: A? }\n";
+    let loader = MemoryLoader::default()
+        .with("app/a.flow", a)
+        .with("app/b.flow", b);
+    let analysis = analyze(&["app/a.flow".to_string()], &loader);
+    // a's own error is not counted at a's import of b (b brings no error of its own).
+    for problem in analysis.import_problems("app/a.flow") {
+        assert!(
+            problem
+                .errors
+                .iter()
+                .all(|d| analysis.path(d.file()) != "app/a.flow"),
+            "{problem:?}"
+        );
+    }
+    // b imports a, which has the unknown type.
+    let from_b = analysis.import_problems("app/b.flow");
+    assert_eq!(from_b.len(), 1);
+    assert!(from_b[0].errors.iter().any(|d| d.code.id == "E0201"));
+}
+
+#[test]
+fn hover_on_an_unknown_name_shows_nothing() {
+    let text = "workflow w(n: Int) -> Int {\n  missing + n\n}\n";
+    let analysis = analyze(
+        &["w.flow".to_string()],
+        &MemoryLoader::default().with("w.flow", text),
+    );
+    assert_eq!(analysis.diagnostics_for("w.flow")[0].code.id, "E0200");
+    assert_eq!(analysis.hover_at("w.flow", cursor(text, "miss|ing")), None);
+    let known = analysis
+        .hover_at("w.flow", cursor(text, "+ |n"))
+        .expect("a hover");
+    assert_eq!(known.markdown, "```flow\nn: Int\n```\n\n*parameter*");
+}
+
+#[test]
 fn the_approval_fix_gates_an_unapproved_sensitive_call() {
     let source = "type Receipt = { id: String }\ntool release(c: String) -> Receipt via exec \"r.sh\" sensitive\n\nworkflow w(c: String) -> String {\n  let decision = 1\n  if decision > 0 {\n    let r = release(c)\n    return r.id\n  }\n  \"none\"\n}\n";
     let load = |text: &str| {

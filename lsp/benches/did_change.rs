@@ -1,10 +1,10 @@
 //! Language server latency and memory, measured on the real binary over stdio.
 //!
 //! Run with `cargo bench -p flow-lsp --bench did_change`. It opens a generated file of about
-//! 5,000 lines, then times `didChange` → `publishDiagnostics`: each edit alternately breaks
-//! and repairs one field access, so every edit changes the diagnostics. Then it opens 49
-//! more such files and reports the server's resident memory (Linux: `VmRSS`). The figures
-//! go in the README.
+//! 5,000 lines, times `documentSymbol` on it (the outline of every declaration), then times
+//! `didChange` → `publishDiagnostics`: each edit alternately breaks and repairs one field
+//! access, so every edit changes the diagnostics. Then it opens 49 more such files and
+//! reports the server's resident memory (Linux: `VmRSS`). The figures go in the README.
 
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 const LINES: usize = 5_000;
 const EDITS: usize = 40;
 const FILES: usize = 50;
+const SYMBOL_REQUESTS: usize = 50;
 
 fn main() {
     let source = generate(LINES);
@@ -28,7 +29,9 @@ fn main() {
         .expect("flow-lsp starts");
     let mut stdin = child.stdin.take().expect("stdin");
     let stdout = child.stdout.take().expect("stdout");
-    let (sender, messages) = mpsc::channel::<Value>();
+    // Each message with the moment its last byte arrived: the latencies are the server's
+    // (reading a message off the pipe), not this client's JSON parser's.
+    let (sender, arrivals) = mpsc::channel::<(Instant, Vec<u8>)>();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
         loop {
@@ -50,22 +53,26 @@ fn main() {
             if reader.read_exact(&mut body).is_err() {
                 return;
             }
-            if let Ok(message) = serde_json::from_slice(&body)
-                && sender.send(message).is_err()
-            {
+            if sender.send((Instant::now(), body)).is_err() {
                 return;
             }
         }
     });
+    let next = || {
+        let (at, body) = arrivals
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the server answers");
+        let message: Value = serde_json::from_slice(&body).expect("the server sends JSON");
+        (at, message)
+    };
     let mut send = |message: Value| {
         let body = message.to_string();
         write!(stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).expect("write");
         stdin.flush().expect("flush");
     };
+    // Waits for diagnostics of `uri` whose count is `wanted`; returns when they arrived.
     let wait = |uri: &str, wanted: &dyn Fn(usize) -> bool| loop {
-        let message = messages
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the server answers");
+        let (at, message) = next();
         if message["method"] == "textDocument/publishDiagnostics"
             && message["params"]["uri"] == uri
             && wanted(
@@ -74,7 +81,7 @@ fn main() {
                     .map_or(0, Vec::len),
             )
         {
-            return;
+            return at;
         }
     };
     send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -90,11 +97,38 @@ fn main() {
     };
     let started = Instant::now();
     open(&mut send, 0);
-    wait(&uri(0), &|n| n == 0);
+    let arrived = wait(&uri(0), &|n| n == 0);
     println!(
         "file: {lines} lines, {:.0} KB; open → first diagnostics: {:.1} ms",
         source.len() as f64 / 1000.0,
-        started.elapsed().as_secs_f64() * 1000.0
+        (arrived - started).as_secs_f64() * 1000.0
+    );
+
+    // The outline, on the analysis the diagnostics came from (as an editor asks for it).
+    let mut symbol_times = Vec::new();
+    let mut symbols = 0;
+    for request in 0..SYMBOL_REQUESTS {
+        let id = 100 + request;
+        let start = Instant::now();
+        send(
+            json!({"jsonrpc": "2.0", "id": id, "method": "textDocument/documentSymbol",
+                   "params": {"textDocument": {"uri": uri(0)}}}),
+        );
+        let (arrived, response) = loop {
+            let (at, message) = next();
+            if message["id"] == id && message.get("method").is_none() {
+                break (at, message);
+            }
+        };
+        symbol_times.push(arrived - start);
+        symbols = response["result"].as_array().map_or(0, Vec::len);
+    }
+    symbol_times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "documentSymbol ({symbols} declarations, with children) over {SYMBOL_REQUESTS} requests: median {:.1} ms, max {:.1} ms (target: at most 10 ms)",
+        ms(symbol_times[SYMBOL_REQUESTS / 2]),
+        ms(symbol_times[SYMBOL_REQUESTS - 1])
     );
 
     // The edit: `s.id` ⇄ `s.ix` on the line of the first audit.
@@ -112,11 +146,10 @@ fn main() {
             "textDocument": {"uri": uri(0), "version": edit + 2},
             "contentChanges": [{"range": range, "text": if broken { "x" } else { "d" }}]}}),
         );
-        wait(&uri(0), &|n| (n > 0) == broken);
-        times.push(start.elapsed());
+        let arrived = wait(&uri(0), &|n| (n > 0) == broken);
+        times.push(arrived - start);
     }
     times.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "didChange → publishDiagnostics over {EDITS} edits: median {:.1} ms, p90 {:.1} ms, max {:.1} ms (target: under 30 ms)",
         ms(times[EDITS / 2]),
@@ -131,9 +164,7 @@ fn main() {
     // The worker takes the most recently opened first: collect them in any order.
     let mut pending: std::collections::HashSet<String> = (1..FILES).map(uri).collect();
     while !pending.is_empty() {
-        let message = messages
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the server answers");
+        let (_, message) = next();
         if message["method"] == "textDocument/publishDiagnostics"
             && let Some(uri) = message["params"]["uri"].as_str()
         {

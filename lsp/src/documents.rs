@@ -5,6 +5,11 @@
 //! buffers first and the disk for everything else. An analysis remembers the files it
 //! loaded; it is *stale* once one of them changed after it was made, so editing an imported
 //! file makes the analyses of the files that import it stale too.
+//!
+//! Files that are not open but that an open document loads get the diagnostics that
+//! document's program has for them (what `flowc check` on the open file reports there);
+//! they are tracked in [`State::imported`] so they are cleared once no open document loads
+//! them any more.
 
 use flow_compiler::analysis::{Analysis, analyze};
 use flow_compiler::sources::{FsLoader, SourceLoader};
@@ -56,6 +61,9 @@ pub struct State {
     /// Closed documents whose diagnostics the worker must clear (all publishing happens on
     /// the worker, so a clear never overtakes an older publication).
     pub to_clear: Vec<Uri>,
+    /// Files that are not open whose diagnostics were published because an open document
+    /// loads them (path → URI).
+    pub imported: HashMap<String, Uri>,
 }
 
 impl State {
@@ -118,6 +126,9 @@ impl State {
         if let Some(uri) = self.to_clear.pop() {
             return Some(Job::Clear(uri));
         }
+        if let Some(uri) = self.take_orphan() {
+            return Some(Job::Clear(uri));
+        }
         let mut stale: Vec<(u64, &String)> = Vec::new();
         let mut unpublished = None;
         for (path, doc) in &self.docs {
@@ -139,6 +150,27 @@ impl State {
             Some((_, path)) => Some(Job::Analyze((*path).clone())),
             None => unpublished,
         }
+    }
+}
+
+impl State {
+    /// A file published as an import that no open document loads any more (nor is it open
+    /// itself): forgotten here, its URI returned to be cleared. An analysis that went stale
+    /// still counts until it is replaced, so a file is never cleared just before it is
+    /// published again.
+    fn take_orphan(&mut self) -> Option<Uri> {
+        let loaded = |path: &str| {
+            self.docs.contains_key(path)
+                || self.docs.values().any(|doc| {
+                    doc.analysis
+                        .as_ref()
+                        .is_some_and(|c| c.files.iter().any(|f| f == path))
+                })
+        };
+        let orphan = self.imported.keys().find(|path| !loaded(path))?.clone();
+        let uri = self.imported.remove(&orphan)?;
+        self.published.remove(uri.as_str());
+        Some(uri)
     }
 }
 

@@ -18,8 +18,11 @@ use crate::position::{LineMap, apply_edit};
 use flow_compiler::analysis::{self, Analysis, CompletionKind as Kind, SymbolKind as Sk};
 use flow_compiler::diagnostics::{Diagnostic as FlowDiagnostic, Severity};
 use flow_compiler::span::Span;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tower_lsp_server::jsonrpc::Result;
@@ -119,11 +122,7 @@ impl Backend {
         // Always the state first, then the analysis (the worker's order).
         let state = lock(&self.state);
         let analysis = lock(&shared);
-        let context = Context {
-            analysis: &analysis,
-            state: &state,
-            path: &path,
-        };
+        let context = Context::new(&analysis, &state, &path);
         let text = analysis.text(&path)?;
         let offset = LineMap::new(text).offset(text, position);
         catch_unwind(AssertUnwindSafe(|| query(&context, offset))).ok()?
@@ -191,11 +190,7 @@ impl Backend {
         // Always the state first, then the analysis (the worker's order).
         let state = lock(&self.state);
         let analysis = lock(&shared);
-        let context = Context {
-            analysis: &analysis,
-            state: &state,
-            path: &path,
-        };
+        let context = Context::new(&analysis, &state, &path);
         catch_unwind(AssertUnwindSafe(|| query(&context))).ok()?
     }
 }
@@ -205,12 +200,30 @@ struct Context<'a> {
     analysis: &'a Analysis,
     state: &'a State,
     path: &'a str,
+    /// The line map of each file a range was asked in: built once per answer, not once per
+    /// range (an outline of a 5,000-line file has thousands of ranges).
+    lines: RefCell<HashMap<String, Rc<LineMap>>>,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    fn new(analysis: &'a Analysis, state: &'a State, path: &'a str) -> Context<'a> {
+        Context {
+            analysis,
+            state,
+            path,
+            lines: RefCell::default(),
+        }
+    }
+
     fn range(&self, path: &str, span: Span) -> Option<Range> {
         let text = self.analysis.text(path)?;
-        Some(LineMap::new(text).range(text, span.start as usize, span.end as usize))
+        let map = self
+            .lines
+            .borrow_mut()
+            .entry(path.to_string())
+            .or_insert_with(|| Rc::new(LineMap::new(text)))
+            .clone();
+        Some(map.range(text, span.start as usize, span.end as usize))
     }
 
     fn location(&self, path: &str, span: Span) -> Option<Location> {
@@ -291,10 +304,9 @@ fn diagnostics_worker(
                         catch_unwind(AssertUnwindSafe(|| {
                             prepare_publish(&mut state, &analysis, &path, generation)
                         }))
-                        .ok()
-                        .flatten()
+                        .unwrap_or_default()
                     };
-                    if let Some((uri, diagnostics, version)) = publish {
+                    for (uri, diagnostics, version) in publish {
                         send(uri, diagnostics, version);
                     }
                 }
@@ -304,42 +316,136 @@ fn diagnostics_worker(
     }
 }
 
-/// The diagnostics to publish for `path`, unless the document closed or they are what was
-/// published last.
+/// What to publish from the analysis of the open document `path`: its own diagnostics, and
+/// those of every file it loads that is not open itself (under that file's URI: what
+/// `flowc check` on the document reports there), each only when it differs from what was
+/// published last for that URI. Nothing if the document closed.
 fn prepare_publish(
     state: &mut State,
     analysis: &Analysis,
     path: &str,
     generation: u64,
-) -> Option<(Uri, Vec<Diagnostic>, Option<i32>)> {
-    let doc = state.docs.get(path)?;
+) -> Vec<(Uri, Vec<Diagnostic>, Option<i32>)> {
+    let Some(doc) = state.docs.get(path) else {
+        return Vec::new();
+    };
     let uri = doc.uri.clone();
     // The version the diagnostics belong to, if the text has not changed since.
     let current = state.changed_at.get(path).is_none_or(|&g| g <= generation);
     let version = current.then_some(doc.version);
+    let mut out = Vec::new();
     let diagnostics = lsp_diagnostics(analysis, state, path);
+    if let Some(diagnostics) = record_publication(state, &uri, diagnostics) {
+        out.push((uri, diagnostics, version));
+    }
+    for file in analysis.paths() {
+        if file == path || state.docs.contains_key(file) {
+            // An open file publishes its own analysis.
+            continue;
+        }
+        let Some(uri) = uri_of(state, file) else {
+            continue;
+        };
+        let diagnostics = lsp_diagnostics(analysis, state, file);
+        if diagnostics.is_empty() {
+            if state.imported.remove(file).is_none() {
+                // Never shown: nothing to clear.
+                continue;
+            }
+        } else {
+            state.imported.insert(file.to_string(), uri.clone());
+        }
+        if let Some(diagnostics) = record_publication(state, &uri, diagnostics) {
+            out.push((uri, diagnostics, None));
+        }
+    }
+    out
+}
+
+/// Records `diagnostics` as published for `uri` and returns them, unless they are what was
+/// published last.
+fn record_publication(
+    state: &mut State,
+    uri: &Uri,
+    diagnostics: Vec<Diagnostic>,
+) -> Option<Vec<Diagnostic>> {
     let key = serde_json::to_string(&diagnostics).unwrap_or_default();
     if state.published.get(uri.as_str()) == Some(&key) {
         return None;
     }
     state.published.insert(uri.as_str().to_string(), key);
-    Some((uri, diagnostics, version))
+    Some(diagnostics)
 }
 
 /// The diagnostics of `path` as LSP shows them: same code, range and message as
 /// `flowc check`; the label, notes and help follow the message; secondary labels become
 /// related information.
 pub fn lsp_diagnostics(analysis: &Analysis, state: &State, path: &str) -> Vec<Diagnostic> {
-    let context = Context {
-        analysis,
-        state,
-        path,
-    };
-    analysis
+    let context = Context::new(analysis, state, path);
+    let mut out: Vec<Diagnostic> = analysis
         .diagnostics_for(path)
         .into_iter()
         .filter_map(|d| to_lsp_diagnostic(&context, d))
-        .collect()
+        .collect();
+    out.extend(
+        analysis
+            .import_problems(path)
+            .iter()
+            .filter_map(|problem| import_diagnostic(&context, problem)),
+    );
+    // In position order, the compiler's own order kept among equals (the sort is stable).
+    out.sort_by_key(|d| (d.range.start.line, d.range.start.character));
+    out
+}
+
+/// How many errors of an imported file are listed as related information at its import.
+const IMPORT_ERRORS_LISTED: usize = 20;
+
+/// The mark at an `import` whose file (or what it imports) has errors: those errors are
+/// published in their own files, but this program does not build either. It is the one
+/// diagnostic without a code (it is not one of `flowc check`'s: that reports the errors
+/// themselves, in the imported file).
+fn import_diagnostic(
+    context: &Context<'_>,
+    problem: &analysis::ImportProblem<'_>,
+) -> Option<Diagnostic> {
+    let text = context.analysis.text(context.path)?;
+    let written = text
+        .get(problem.span.range())
+        .unwrap_or("the imported file");
+    let count = problem.errors.len();
+    let plural = if count == 1 { "error" } else { "errors" };
+    let elsewhere = problem
+        .errors
+        .iter()
+        .filter(|d| context.analysis.path(d.file()) != problem.target)
+        .count();
+    let mut message = format!("imported file {written} has {count} {plural}");
+    if elsewhere > 0 {
+        let _ = write!(message, " ({elsewhere} of them in files it imports)");
+    }
+    message
+        .push_str("\nhelp: open it to see them; this program does not build until they are fixed");
+    let related: Vec<DiagnosticRelatedInformation> = problem
+        .errors
+        .iter()
+        .take(IMPORT_ERRORS_LISTED)
+        .filter_map(|d| {
+            Some(DiagnosticRelatedInformation {
+                location: context.location(context.analysis.path(d.file()), d.primary.span)?,
+                message: format!("{}: {}", d.code.id, d.message),
+            })
+        })
+        .collect();
+    Some(Diagnostic {
+        range: context.range(context.path, problem.span)?,
+        severity: Some(DiagnosticSeverity::ERROR),
+        code: None,
+        source: Some("flow".to_string()),
+        message,
+        related_information: (!related.is_empty()).then_some(related),
+        ..Diagnostic::default()
+    })
 }
 
 fn to_lsp_diagnostic(context: &Context<'_>, d: &FlowDiagnostic) -> Option<Diagnostic> {
@@ -491,6 +597,8 @@ impl LanguageServer for Backend {
             let mut state = lock(&self.state);
             state.touch(&path);
             state.published.remove(document.uri.as_str());
+            // It publishes its own analysis from now on.
+            state.imported.remove(&path);
             state.docs.insert(
                 path,
                 Document {

@@ -700,3 +700,226 @@ fn positions_on_non_ascii_lines_are_utf16() {
     assert!(value.contains("let 名前: String"), "{value}");
     lsp.stop();
 }
+
+/// (line, UTF-16 column) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count(),
+        before[line_start..].encode_utf16().count(),
+    )
+}
+
+/// What `flowc check ROOT` reports (the same library call) for the file at `path`:
+/// code, start position and message, in order.
+fn flowc_check(root: &Path, path: &Path) -> Vec<(String, (usize, usize), String)> {
+    let root = root.display().to_string();
+    let program = flow_compiler::check_paths(&[root], &flow_compiler::sources::FsLoader)
+        .expect("the root can be read");
+    let wanted = path.display().to_string();
+    let Some(file) = program.db.find(&wanted) else {
+        return Vec::new();
+    };
+    let text = program.db.text(file);
+    program
+        .diagnostics
+        .iter()
+        .filter(|d| d.file() == file)
+        .map(|d| {
+            (
+                d.code.id.to_string(),
+                line_column(text, d.primary.span.start as usize),
+                d.message.clone(),
+            )
+        })
+        .collect()
+}
+
+/// The published diagnostics that carry a code (all but the mark at a broken import), in
+/// the form of [`flowc_check`].
+fn coded(diagnostics: &[Value]) -> Vec<(String, (usize, usize), String)> {
+    diagnostics
+        .iter()
+        .filter(|d| d["code"].is_string())
+        .map(|d| {
+            let start = &d["range"]["start"];
+            let message = d["message"].as_str().expect("a message");
+            (
+                d["code"].as_str().expect("a code").to_string(),
+                (
+                    start["line"].as_u64().expect("line") as usize,
+                    start["character"].as_u64().expect("character") as usize,
+                ),
+                message.lines().next().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The marks at `import` lines (the diagnostics without a code).
+fn import_marks(diagnostics: &[Value]) -> Vec<&Value> {
+    diagnostics.iter().filter(|d| d["code"].is_null()).collect()
+}
+
+const BROKEN_TYPES: &str = "type Shipment = {\n  id: Strng,\n  box: Contaner,\n}\n\nenum Verdict { Held(reason: String) }\n";
+const IMPORTING: &str =
+    "import \"types.flow\"\n\nworkflow ship(s: Shipment) -> Verdict {\n  Held(s.id)\n}\n";
+
+#[test]
+fn errors_in_imported_files_are_published_under_their_uri_and_marked_at_the_import() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (main_path, types_path) = (dir.path().join("main.flow"), dir.path().join("types.flow"));
+    std::fs::write(&types_path, BROKEN_TYPES).expect("write");
+    std::fs::write(&main_path, IMPORTING).expect("write");
+    let (main, types) = (uri(&main_path), uri(&types_path));
+    let expected_types = flowc_check(&main_path, &types_path);
+    assert_eq!(expected_types.len(), 2, "{expected_types:?}");
+    let mut lsp = Lsp::start();
+    lsp.open(&main, IMPORTING);
+
+    // types.flow is not open: it gets what `flowc check main.flow` reports in it.
+    let published = lsp.diagnostics_until(&types, |d| !d.is_empty());
+    assert_eq!(coded(&published), expected_types);
+    assert_eq!(published[0]["code"], "E0201");
+    assert_eq!(
+        published[0]["range"]["start"],
+        position_json(BROKEN_TYPES, "id: |Strng")
+    );
+    // main.flow: its own diagnostics (none, as `flowc check` says), and the mark at the
+    // import, pointing at each error.
+    let in_main = lsp.diagnostics_until(&main, |d| !d.is_empty());
+    assert_eq!(coded(&in_main), flowc_check(&main_path, &main_path));
+    let marks = import_marks(&in_main);
+    assert_eq!(marks.len(), 1, "{in_main:?}");
+    let mark = marks[0];
+    assert_eq!(mark["severity"], 1);
+    assert_eq!(
+        mark["range"]["start"],
+        position_json(IMPORTING, "import |\"types")
+    );
+    assert_eq!(
+        mark["range"]["end"],
+        position_json(IMPORTING, "types.flow\"|")
+    );
+    let message = mark["message"].as_str().expect("a message");
+    assert!(
+        message.starts_with("imported file \"types.flow\" has 2 errors"),
+        "{message}"
+    );
+    let related = mark["relatedInformation"].as_array().expect("related");
+    assert_eq!(related.len(), 2, "{mark}");
+    assert_eq!(related[0]["location"]["uri"], types.as_str());
+    assert_eq!(
+        related[0]["location"]["range"]["start"],
+        position_json(BROKEN_TYPES, "id: |Strng")
+    );
+    assert!(
+        related[1]["message"]
+            .as_str()
+            .expect("text")
+            .starts_with("E0201: Unknown type `Contaner`"),
+        "{mark}"
+    );
+
+    // Opening types.flow: it is checked as its own root, with the same errors.
+    lsp.open(&types, BROKEN_TYPES);
+    let own = lsp.diagnostics_until(&types, |d| coded(d).len() == 2);
+    assert_eq!(coded(&own), flowc_check(&types_path, &types_path));
+    // Fixing it (unsaved) clears both files.
+    let fixed = BROKEN_TYPES
+        .replace("Strng", "String")
+        .replace("Contaner", "String");
+    lsp.change(&types, 2, json!([{"text": fixed}]));
+    lsp.diagnostics_until(&types, |d| d.is_empty());
+    lsp.diagnostics_until(&main, |d| d.is_empty());
+    // Closing it without saving: main.flow reads the broken file on disk again, so both
+    // come back (types.flow's from main.flow's program, as `flowc check main.flow` says).
+    lsp.notify(
+        "textDocument/didClose",
+        json!({"textDocument": {"uri": types}}),
+    );
+    let again = lsp.diagnostics_until(&types, |d| !d.is_empty());
+    assert_eq!(coded(&again), expected_types);
+    let in_main = lsp.diagnostics_until(&main, |d| import_marks(d).len() == 1);
+    assert_eq!(coded(&in_main), Vec::new());
+
+    // main.flow stops importing it: nothing open loads types.flow, so it is cleared.
+    let alone = "workflow ship(id: String) -> String {\n  id\n}\n";
+    lsp.change(&main, 2, json!([{"text": alone}]));
+    lsp.diagnostics_until(&main, |d| d.is_empty());
+    lsp.diagnostics_until(&types, |d| d.is_empty());
+    // Importing it again brings them back; closing main.flow clears both.
+    lsp.change(&main, 3, json!([{"text": IMPORTING}]));
+    lsp.diagnostics_until(&types, |d| !d.is_empty());
+    lsp.diagnostics_until(&main, |d| !d.is_empty());
+    lsp.notify(
+        "textDocument/didClose",
+        json!({"textDocument": {"uri": main}}),
+    );
+    lsp.diagnostics_until(&main, |d| d.is_empty());
+    lsp.diagnostics_until(&types, |d| d.is_empty());
+    lsp.stop();
+}
+
+#[test]
+fn errors_two_imports_away_are_shown_at_each_import_on_the_way() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let paths = ["main.flow", "middle.flow", "types.flow"].map(|f| dir.path().join(f));
+    let middle = "import \"types.flow\"\n\ntype Box = { s: Shipment }\n";
+    std::fs::write(&paths[2], BROKEN_TYPES).expect("write");
+    std::fs::write(&paths[1], middle).expect("write");
+    let main_text = "import \"middle.flow\"\n\nworkflow open(b: Box) -> String {\n  b.s.id\n}\n";
+    std::fs::write(&paths[0], main_text).expect("write");
+    let uris = paths.clone().map(|p| uri(&p));
+    let mut lsp = Lsp::start();
+    lsp.open(&uris[0], main_text);
+    // Every file the open document loads gets `flowc check main.flow`'s diagnostics, and
+    // each import on the way to the errors is marked.
+    let mut published = Vec::new();
+    for (path, uri) in paths.iter().zip(&uris) {
+        let expected = flowc_check(&paths[0], path);
+        let marked = usize::from(path != &paths[2]);
+        published.push(lsp.diagnostics_until(uri, |d| {
+            !d.is_empty() && coded(d) == expected && import_marks(d).len() == marked
+        }));
+    }
+    assert_eq!(coded(&published[2]).len(), 2, "{:?}", published[2]);
+    let message = import_marks(&published[0])[0]["message"]
+        .as_str()
+        .expect("a message");
+    assert!(
+        message.starts_with(
+            "imported file \"middle.flow\" has 2 errors (2 of them in files it imports)"
+        ),
+        "{message}"
+    );
+    let message = import_marks(&published[1])[0]["message"]
+        .as_str()
+        .expect("a message");
+    assert!(
+        message.starts_with("imported file \"types.flow\" has 2 errors\n"),
+        "{message}"
+    );
+    lsp.stop();
+}
+
+#[test]
+fn hover_on_an_unknown_name_answers_nothing() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let uri = uri(&dir.path().join("w.flow"));
+    let text = "workflow w(n: Int) -> Int {\n  missing + n\n}\n";
+    let mut lsp = Lsp::start();
+    lsp.open(&uri, text);
+    lsp.diagnostics_until(&uri, |d| d.iter().any(|d| d["code"] == "E0200"));
+    let hover = lsp.at("textDocument/hover", &uri, position(text, "miss|ing"));
+    assert!(hover.get("error").is_none(), "{hover}");
+    assert_eq!(hover["result"], Value::Null, "{hover}");
+    // A known name next to it still has its type.
+    let hover = lsp.at("textDocument/hover", &uri, position(text, "+ |n"));
+    let value = hover["result"]["contents"]["value"]
+        .as_str()
+        .expect("markdown");
+    assert!(value.contains("n: Int"), "{value}");
+    lsp.stop();
+}
