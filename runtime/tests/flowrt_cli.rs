@@ -1591,3 +1591,56 @@ fn completions_into_a_pipe_that_closes_early_do_not_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!piped.stdout.is_empty());
 }
+
+/// With `--as`, `flowrt run`, `start` and `cancel` apply the API's rules: the workflow's
+/// `starters`, and only who started a run (or may start its workflow) cancels it. Without
+/// `--as` the command acts as the operator.
+#[test]
+fn the_cli_applies_the_apis_rules_to_who_starts_and_cancels() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write(
+            "flow.toml",
+            "[users.ines]\nroles = [\"clerk\"]\n\n[users.bob]\nroles = [\"finance\"]\n\n\
+             [workflows.wait]\nstarters = [\"clerk\"]\n",
+        );
+        project.write(
+            "w.flow",
+            r#"workflow wait() -> Bool {
+  let d = await approval "ok" { approvers: role("finance") }
+  d.approved
+}
+"#,
+        );
+        for command in ["run", "start"] {
+            project
+                .flowrt(&[command, "w.flow", "--as", "bob"])
+                .expect_code(3)
+                .expect_stderr("refused: bob may not start `wait`: it needs role clerk");
+        }
+        assert!(project.runs().is_empty(), "nothing was started");
+        let out = project.flowrt(&["run", "w.flow", "--as", "ines"]);
+        out.expect_code(10);
+        let id = run_id(&out);
+        project
+            .flowrt(&["cancel", &id, "--as", "bob"])
+            .expect_code(3)
+            .expect_stderr("only who started run");
+        assert_eq!(project.status(&id)["status"], "waiting");
+        let history = project.history(&id);
+        let refused = common::of_kind(&history, "request_refused");
+        assert_eq!(refused.len(), 1, "{history:?}");
+        assert_eq!(refused[0]["data"]["by"], "bob");
+        project
+            .flowrt(&["cancel", &id, "--as", "nobody"])
+            .expect_code(2)
+            .expect_stderr("unknown user `nobody`");
+        project
+            .flowrt(&["cancel", &id, "--as", "ines"])
+            .expect_code(0);
+        // The operator (no --as) may start and cancel anything.
+        let out = project.flowrt(&["run", "w.flow"]);
+        out.expect_code(10);
+        project.flowrt(&["cancel", &run_id(&out)]).expect_code(0);
+    });
+}

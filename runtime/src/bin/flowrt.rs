@@ -485,12 +485,19 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
         Command::Runs { status, json } => runs(&mut engine, status.as_deref(), json),
         Command::Status { run, json } => status(&mut engine, &run, json),
         Command::History { run, json } => history(&mut engine, &run, json),
-        Command::Cancel { run, user } => {
-            if let Some(user) = &user {
-                known_user(&engine, has_config, user)?;
+        Command::Cancel { run, user } => match user {
+            // As a user: the API's rule (who started the run, or may start its workflow).
+            Some(user) => {
+                known_user(&engine, has_config, &user)?;
+                if let Some(why) = may_not_cancel(&mut engine, has_config, &run, &user)? {
+                    eprintln!("refused: {why}");
+                    return Ok(ExitCode::from(EXIT_REFUSED));
+                }
+                cancel(&mut engine, &run, &user)
             }
-            cancel(&mut engine, &run, &user.unwrap_or_else(default_user))
-        }
+            // As the operator.
+            None => cancel(&mut engine, &run, &default_user()),
+        },
         Command::Approvals { user, json } => {
             approvals(&mut engine, user.as_deref(), has_config, json)
         }
@@ -635,12 +642,18 @@ fn start(
             }
         },
     };
-    // An explicit --as must name a known user; without it the run is started by $USER.
+    // With --as the rules of the API apply: a known user who may start the workflow
+    // (`[workflows.NAME] starters`). Without it the command acts as the operator (whoever may
+    // run flowrt on this database), recorded as $USER.
     if let Some(user) = &args.user {
         if user.trim().is_empty() {
             return Err(Usage("--as needs a user name".to_string()));
         }
         known_user(engine, has_config, user)?;
+        if has_config && let Err(why) = engine.config().may_start(user, &workflow) {
+            eprintln!("refused: {why}");
+            return Ok(ExitCode::from(EXIT_REFUSED));
+        }
     }
     let max_wait = flow_runtime::vm::value::parse_duration(&args.max_wait).ok_or_else(|| {
         Usage(format!(
@@ -1663,6 +1676,42 @@ fn shorten(text: &str) -> String {
     }
     let cut: String = one_line.chars().take(DETAIL_CHARS - 1).collect();
     format!("{cut}…")
+}
+
+/// Why `user` may not cancel `run` (the API's rule: only who started it, or who may start its
+/// workflow), recorded in the run's history; `None` when they may.
+fn may_not_cancel(
+    engine: &mut Engine,
+    has_config: bool,
+    run: &str,
+    user: &str,
+) -> Result<Option<String>, Usage> {
+    let record = find(engine, run)?;
+    if !has_config || record.started_by == user {
+        return Ok(None);
+    }
+    let Err(why) = engine.config().may_start(user, &record.workflow) else {
+        return Ok(None);
+    };
+    let why = format!(
+        "{why}; only who started run {run} or may start `{}` may cancel it",
+        record.workflow
+    );
+    let event = flow_runtime::store::NewEvent {
+        at: now_ms(),
+        kind: "request_refused".into(),
+        step: None,
+        attempt: None,
+        line: None,
+        duration_ms: None,
+        data: serde_json::json!({ "by": user, "request": format!("flowrt cancel {run}"), "status": 403, "reason": why })
+            .to_string(),
+    };
+    engine
+        .store()
+        .note(run, &event)
+        .map_err(|e| Usage(e.to_string()))?;
+    Ok(Some(why))
 }
 
 fn cancel(engine: &mut Engine, run: &str, user: &str) -> Result<ExitCode, Usage> {
