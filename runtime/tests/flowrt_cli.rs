@@ -1644,3 +1644,70 @@ fn the_cli_applies_the_apis_rules_to_who_starts_and_cancels() {
         project.flowrt(&["cancel", &run_id(&out)]).expect_code(0);
     });
 }
+
+/// `flowrt runs` has a header, filters by workflow, age and count, and says how each run came
+/// out: the variant of an enum result, the error, what it waits for.
+#[test]
+fn runs_lists_outcomes_with_filters() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write(
+            "r.flow",
+            r#"enum Verdict { Released(receipt: String), Held }
+
+workflow release(ok: Bool) -> Verdict {
+  if ok { return Released("R-1") }
+  Held
+}
+
+workflow boom() -> Int {
+  fail "the ledger is closed"
+}
+
+workflow count() -> Int {
+  41 + 1
+}
+"#,
+        );
+        for (workflow, input) in [
+            ("release", r#"{"ok": true}"#),
+            ("release", r#"{"ok": false}"#),
+            ("boom", "{}"),
+            ("count", "{}"),
+        ] {
+            project.flowrt(&["run", "r.flow", "--workflow", workflow, "--input", input]);
+        }
+        let all = project.flowrt(&["runs"]);
+        all.expect_code(0);
+        let lines: Vec<&str> = all.stdout.lines().collect();
+        assert!(
+            lines[0].starts_with("run") && lines[0].contains("outcome"),
+            "{}",
+            all.stdout
+        );
+        assert_eq!(lines.len(), 5, "{}", all.stdout);
+        assert!(all.stdout.contains("Released") && all.stdout.contains("Held"));
+        assert!(all.stdout.contains("the ledger is closed"));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("count") && l.ends_with("42"))
+        );
+        let released = project
+            .flowrt(&["runs", "--workflow", "release", "--json"])
+            .json();
+        assert_eq!(released.as_array().map(Vec::len), Some(2), "{released}");
+        let newest = project.flowrt(&["runs", "--limit", "1", "--json"]).json();
+        assert_eq!(newest[0]["workflow"], "count", "newest first: {newest}");
+        let recent = project.flowrt(&["runs", "--since", "1h", "--json"]).json();
+        assert_eq!(recent.as_array().map(Vec::len), Some(4));
+        project
+            .flowrt(&["runs", "--since", "2999-01-01T00:00:00Z"])
+            .expect_code(0)
+            .expect_stdout("no runs");
+        project
+            .flowrt(&["runs", "--since", "yesterday"])
+            .expect_code(2)
+            .expect_stderr("--since yesterday: expected a duration");
+    });
+}

@@ -59,11 +59,21 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// List runs, newest first.
+    /// List runs, newest first: id, status, workflow, when it started, and its outcome (the
+    /// result's variant or a summary of it, the error, what it waits for).
     Runs {
         /// Only runs with this status (runnable, waiting, completed, failed, cancelled).
         #[arg(long)]
         status: Option<String>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only runs started within this long (`1d`, `2h`) or since this time (RFC 3339).
+        #[arg(long, value_name = "DURATION|TIME")]
+        since: Option<String>,
+        /// At most this many runs (the newest).
+        #[arg(long)]
+        limit: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -482,7 +492,16 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
         Command::Run(args) => start(&mut engine, args, true, has_config),
         Command::Start(args) => start(&mut engine, args, false, has_config),
         Command::Worker { once } => worker(&mut engine, once),
-        Command::Runs { status, json } => runs(&mut engine, status.as_deref(), json),
+        Command::Runs {
+            status,
+            workflow,
+            since,
+            limit,
+            json,
+        } => {
+            let filter = RunFilter::parse(status.as_deref(), workflow, since.as_deref(), limit)?;
+            runs(&mut engine, &filter, json)
+        }
         Command::Status { run, json } => status(&mut engine, &run, json),
         Command::History { run, json } => history(&mut engine, &run, json),
         Command::Cancel { run, user } => match user {
@@ -1473,19 +1492,66 @@ fn worker(engine: &mut Engine, once: bool) -> Result<ExitCode, Usage> {
     }
 }
 
-fn runs(engine: &mut Engine, status: Option<&str>, json: bool) -> Result<ExitCode, Usage> {
-    let filter = match status {
-        Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
-            Usage(format!(
-                "--status {text}: expected one of runnable, waiting, completed, failed, cancelled"
-            ))
-        })?),
-        None => None,
-    };
-    let records = engine
+/// Which runs `flowrt runs` lists.
+struct RunFilter {
+    status: Option<RunStatus>,
+    workflow: Option<String>,
+    /// Started at or after (ms).
+    since: Option<i64>,
+    limit: Option<usize>,
+}
+
+impl RunFilter {
+    fn parse(
+        status: Option<&str>,
+        workflow: Option<String>,
+        since: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<RunFilter, Usage> {
+        let status = match status {
+            Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+                Usage(format!(
+                    "--status {text}: expected one of runnable, waiting, completed, failed, cancelled"
+                ))
+            })?),
+            None => None,
+        };
+        let since = match since {
+            Some(text) => Some(
+                flow_runtime::vm::value::parse_duration(text)
+                    .map(|ago| now_ms() - ago)
+                    .or_else(|| flow_runtime::vm::value::parse_time(text))
+                    .ok_or_else(|| {
+                        Usage(format!(
+                            "--since {text}: expected a duration (`1d`, `2h`) or a time (`2026-12-01T09:00:00Z`)"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(RunFilter {
+            status,
+            workflow,
+            since,
+            limit,
+        })
+    }
+
+    fn keeps(&self, record: &RunRecord) -> bool {
+        self.workflow.as_ref().is_none_or(|w| *w == record.workflow)
+            && self.since.is_none_or(|since| record.created_at >= since)
+    }
+}
+
+fn runs(engine: &mut Engine, filter: &RunFilter, json: bool) -> Result<ExitCode, Usage> {
+    let records: Vec<RunRecord> = engine
         .store()
-        .runs(filter)
-        .map_err(|e| Usage(e.to_string()))?;
+        .runs(filter.status)
+        .map_err(|e| Usage(e.to_string()))?
+        .into_iter()
+        .filter(|record| filter.keeps(record))
+        .take(filter.limit.unwrap_or(usize::MAX))
+        .collect();
     if json {
         say(format_args!(
             "{}",
@@ -1495,17 +1561,71 @@ fn runs(engine: &mut Engine, status: Option<&str>, json: bool) -> Result<ExitCod
     }
     if records.is_empty() {
         say(format_args!("no runs"));
+        return Ok(ExitCode::SUCCESS);
     }
-    for record in &records {
-        say(format_args!(
-            "{:<28} {:<10} {:<24} {}",
-            record.id,
-            record.status.as_str(),
-            record.workflow,
-            record.waiting_on.as_deref().unwrap_or("")
-        ));
+    let rows: Vec<[String; 5]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.id.clone(),
+                r.status.as_str().to_string(),
+                r.workflow.clone(),
+                flow_runtime::vm::value::format_time(r.created_at),
+                outcome(r),
+            ]
+        })
+        .collect();
+    let header = ["run", "status", "workflow", "started", "outcome"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let mut text = String::new();
+        for (cell, width) in cells.iter().zip(widths) {
+            text.push_str(&format!("{cell:<width$}  "));
+        }
+        text.trim_end().to_string()
+    };
+    say(format_args!("{}", line(header)));
+    for row in &rows {
+        say(format_args!("{}", line(row.each_ref().map(String::as_str))));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How a run ended or where it stands, in a few words: the variant of an enum result
+/// (`Released`), else a summary of the result; the error; what it waits for.
+fn outcome(record: &RunRecord) -> String {
+    match record.status {
+        RunStatus::Completed => {
+            let output: serde_json::Value = record
+                .output
+                .as_deref()
+                .and_then(|o| serde_json::from_str(o).ok())
+                .unwrap_or_default();
+            let variant = match &output {
+                serde_json::Value::String(name) => Some(name.clone()),
+                serde_json::Value::Object(fields) if fields.len() == 1 => {
+                    fields.keys().next().cloned()
+                }
+                _ => None,
+            }
+            .filter(|name| name.chars().next().is_some_and(char::is_uppercase));
+            shorten(&variant.unwrap_or_else(|| summary(&output)))
+        }
+        RunStatus::Failed => shorten(
+            record
+                .error
+                .as_deref()
+                .and_then(|e| e.lines().find(|l| !l.trim().is_empty()))
+                .unwrap_or("failed"),
+        ),
+        RunStatus::Cancelled => "cancelled".to_string(),
+        RunStatus::Waiting | RunStatus::Runnable => record.waiting_on.clone().unwrap_or_default(),
+    }
 }
 
 fn find(engine: &mut Engine, run: &str) -> Result<RunRecord, Usage> {
