@@ -76,6 +76,30 @@ pub struct Config {
     pub origin: String,
 }
 
+/// A likely mistake in a valid configuration ([`Config::lint`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lint {
+    pub kind: LintKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LintKind {
+    /// `[tools.NAME]` or `[workflows.NAME]` names nothing in the programs (a typo).
+    UnknownSection,
+    /// An `${env:VAR}` that is not set in this environment.
+    UnsetVariable,
+    UserWithoutRoles,
+    /// A role users hold that nothing mentions.
+    UnusedRole,
+}
+
+impl Lint {
+    fn new(kind: LintKind, message: String) -> Lint {
+        Lint { kind, message }
+    }
+}
+
 /// How a tool is called (`[tools.NAME]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ToolConfig {
@@ -309,6 +333,114 @@ impl Config {
         }
     }
 
+    /// What in this configuration is likely a mistake, given the programs it serves: a
+    /// `[tools.NAME]` or `[workflows.NAME]` section that names nothing in them (a typo
+    /// silently leaves the real tool unconfigured), an `${env:VAR}` that is not set, a user
+    /// without roles, a role that neither the programs nor `starters`/`readers` mention. Each
+    /// is one line, meant as a warning: the file itself is valid.
+    pub fn lint(&self, programs: &[&flow_compiler::bytecode::Module]) -> Vec<Lint> {
+        use std::collections::BTreeSet;
+        let origin = &self.origin;
+        let tools: BTreeSet<&str> = programs
+            .iter()
+            .flat_map(|m| m.tools.iter().map(|t| t.name.as_str()))
+            .collect();
+        let workflows: BTreeSet<&str> = programs
+            .iter()
+            .flat_map(|m| m.workflows.iter().map(|w| w.name.as_str()))
+            .collect();
+        let texts: BTreeSet<&str> = programs
+            .iter()
+            .flat_map(|m| m.constants.iter())
+            .filter_map(|c| match c {
+                flow_compiler::bytecode::Constant::Str(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut problems = Vec::new();
+        let unknown = |kind: &str, name: &str, known: &BTreeSet<&str>| {
+            let hint = flow_compiler::diagnostics::did_you_mean(name, known.iter().copied())
+                .map(|near| format!(" (did you mean `{near}`?)"))
+                .unwrap_or_default();
+            format!(
+                "{origin}: [{kind}.{name}] names no {kind_one} of the deployed programs{hint}",
+                kind_one = &kind[..kind.len() - 1]
+            )
+        };
+        if !programs.is_empty() {
+            for name in self.tools.keys().filter(|n| !tools.contains(n.as_str())) {
+                problems.push(Lint::new(
+                    LintKind::UnknownSection,
+                    unknown("tools", name, &tools),
+                ));
+            }
+            let sections: BTreeSet<&String> =
+                self.starters.keys().chain(self.readers.keys()).collect();
+            for name in sections
+                .into_iter()
+                .filter(|n| !workflows.contains(n.as_str()))
+            {
+                problems.push(Lint::new(
+                    LintKind::UnknownSection,
+                    unknown("workflows", name, &workflows),
+                ));
+            }
+        }
+        let templates = self
+            .tools
+            .iter()
+            .flat_map(|(tool, c)| {
+                c.headers
+                    .iter()
+                    .map(move |(h, t)| (format!("[tools.{tool}] header {h}"), t))
+            })
+            .chain(
+                self.llm
+                    .iter()
+                    .flat_map(|l| l.api_key.iter().map(|t| ("[llm] api_key".to_string(), t))),
+            );
+        for (place, template) in templates {
+            for variable in template.variables() {
+                if std::env::var_os(variable).is_none() {
+                    problems.push(Lint::new(
+                        LintKind::UnsetVariable,
+                        format!(
+                            "{origin}: {place} reads ${{env:{variable}}}, which is not set here"
+                        ),
+                    ));
+                }
+            }
+        }
+        for (name, user) in &self.users {
+            if user.roles.is_empty() {
+                problems.push(Lint::new(
+                    LintKind::UserWithoutRoles,
+                    format!("{origin}: user `{name}` holds no roles: they may start runs but decide nothing"),
+                ));
+            }
+        }
+        if !programs.is_empty() {
+            let named: BTreeSet<&str> = self
+                .starters
+                .values()
+                .chain(self.readers.values())
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            let held: BTreeSet<&str> = self
+                .users
+                .values()
+                .flat_map(|u| u.roles.iter().map(String::as_str))
+                .collect();
+            for role in held {
+                if !texts.contains(role) && !named.contains(role) && role != "auditor" {
+                    problems.push(Lint::new(LintKind::UnusedRole, format!("{origin}: role `{role}` is held by users but no deployed program, starters or readers mention it")));
+                }
+            }
+        }
+        problems
+    }
+
     /// Whether `user` holds one of the `readers` roles of `workflow` (the role, when so).
     pub fn reader_role(&self, user: &str, workflow: &str) -> Option<&str> {
         let account = self.users.get(user)?;
@@ -391,7 +523,7 @@ fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let word_l = word.to_lowercase();
     let mut best: Option<(usize, &'a str)> = None;
     for &c in candidates {
-        let distance = levenshtein(&word_l, c);
+        let distance = flow_compiler::diagnostics::edit_distance(&word_l, c);
         let prefix = word_l
             .chars()
             .zip(c.chars())
@@ -405,20 +537,6 @@ fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
         }
     }
     best.map(|(_, c)| c)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 /// Entries of a table in the order they appear in the file.

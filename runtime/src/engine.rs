@@ -276,6 +276,15 @@ impl Engine {
         Ok((hash, module))
     }
 
+    /// Every deployed program, oldest first.
+    pub fn deployed(&mut self) -> EngineResult<Vec<Rc<Module>>> {
+        let versions = self.store.versions()?;
+        versions
+            .iter()
+            .map(|(version, _)| self.module(version))
+            .collect()
+    }
+
     pub(crate) fn module(&mut self, version: &str) -> EngineResult<Rc<Module>> {
         if let Some(module) = self.modules.get(version) {
             return Ok(module.clone());

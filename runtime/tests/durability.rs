@@ -520,7 +520,7 @@ fn a_call_resumed_after_its_deadline_keeps_its_key_for_the_retry() {
             r#"tool step(n: Int) -> Int via exec "sh tools/step.sh"
 
 workflow bounded() -> Int {
-  retry 3 backoff 10ms { timeout 2s { step(4) } }
+  retry 3 { timeout 2s { step(4) } }
 }
 "#,
         );

@@ -1711,3 +1711,68 @@ workflow count() -> Int {
             .expect_stderr("--since yesterday: expected a duration");
     });
 }
+
+/// A `[tools.NAME]` that names no deployed tool is a warning at deploy; `flowrt config check`
+/// lists every likely mistake; read-only commands work while flow.toml has an error.
+#[test]
+fn configuration_mistakes_are_pointed_out() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write(
+            "docs.flow",
+            r#"tool check_docs(id: String) -> Bool via http post "/check"
+
+workflow review(id: String) -> Bool {
+  let d = await approval "ok" { approvers: role("customs") }
+  d.approved
+}
+"#,
+        );
+        project.write(
+            "flow.toml",
+            "[users.ana]\nroles = [\"customs\", \"florist\"]\n\n[users.ghost]\nroles = []\n\n\
+             [tools.chek_docs]\nbase_url = \"http://127.0.0.1:9\"\n\
+             headers = { Authorization = \"Bearer ${env:FLOW_TEST_UNSET_TOKEN}\" }\n\n\
+             [workflows.reveiw]\nstarters = [\"customs\"]\n",
+        );
+        project
+            .flowrt(&["deploy", "docs.flow"])
+            .expect_code(0)
+            .expect_stderr("warning: flow.toml: [tools.chek_docs] names no tool of the deployed programs (did you mean `check_docs`?)")
+            .expect_stderr("[workflows.reveiw] names no workflow");
+        let check = project.flowrt(&["config", "check"]);
+        check
+            .expect_code(1)
+            .expect_stdout("[tools.chek_docs]")
+            .expect_stdout("${env:FLOW_TEST_UNSET_TOKEN}, which is not set")
+            .expect_stdout("user `ghost` holds no roles")
+            .expect_stdout("role `florist` is held by users but no deployed program");
+        assert!(!check.stdout.contains("role `customs`"), "{}", check.stdout);
+        // Fixed, it is clean.
+        project.write(
+            "flow.toml",
+            "[users.ana]\nroles = [\"customs\"]\n\n[tools.check_docs]\nbase_url = \"http://127.0.0.1:9\"\n",
+        );
+        project
+            .flowrt(&["config", "check"])
+            .expect_code(0)
+            .expect_stdout("no problems found (1 program(s) checked)");
+        // A broken file: what only reads goes on, with a warning; the rest refuses.
+        let out = project.flowrt(&["run", "docs.flow", "--input", r#"{"id": "D-1"}"#]);
+        out.expect_code(10);
+        let id = run_id(&out);
+        project.write("flow.toml", "[users.ana\nroles = 3\n");
+        for args in [vec!["runs"], vec!["status", &id], vec!["history", &id]] {
+            project
+                .flowrt(&args)
+                .expect_code(0)
+                .expect_stderr("warning: flow.toml")
+                .expect_stderr("goes on without the configuration");
+        }
+        project
+            .flowrt(&["approve", &id, "ok", "--as", "ana"])
+            .expect_code(2)
+            .expect_stderr("flow.toml");
+        project.flowrt(&["config", "check"]).expect_code(1);
+    });
+}

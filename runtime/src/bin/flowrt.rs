@@ -164,6 +164,14 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// The project configuration: `flowrt config check [FILE.flow…]` lists what in flow.toml
+    /// is likely a mistake for the deployed programs (and FILEs): sections naming no tool or
+    /// workflow, unset `${env:…}`, users without roles, roles nothing mentions. Exit status 1
+    /// when it finds any (or the file does not load).
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Secret keys: `flowrt key generate` prints a fresh one (64 hexadecimal digits) for
     /// FLOW_SECRET_KEY or FLOW_AUDIT_KEY.
     Key {
@@ -176,6 +184,15 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Check flow.toml (or --config) against the deployed programs and these files.
+    Check {
+        /// `.flow` sources or `.flowb` artifacts to check it against too (not deployed).
+        files: Vec<PathBuf>,
     },
 }
 
@@ -394,7 +411,13 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         }
         _ => {}
     }
-    let (mut engine, has_config) = open_engine(&setup)?;
+    if let Command::Config {
+        action: ConfigAction::Check { files },
+    } = &cli.command
+    {
+        return config_check(&setup, files);
+    }
+    let (mut engine, has_config) = open_engine(&setup, only_reads(&cli.command))?;
     if drives_runs(&cli.command) {
         engine.keep_claims_alive(&setup.db.to_string_lossy())?;
     }
@@ -422,12 +445,46 @@ fn drives_runs(command: &Command) -> bool {
         | Command::Approvals { .. }
         | Command::Audit(_)
         | Command::MigrateStore { .. }
+        | Command::Config { .. }
         | Command::Key { .. }
         | Command::Completions { .. } => false,
     }
 }
 
-fn open_engine(setup: &Setup) -> Result<(Engine, bool), Usage> {
+/// Whether the command only reads the database: it works when flow.toml has an error (with a
+/// warning), so that an operator can look at runs while fixing the file.
+fn only_reads(command: &Command) -> bool {
+    match command {
+        Command::Runs { .. } | Command::Status { .. } | Command::History { .. } => true,
+        Command::Audit(_) => true,
+        Command::Run(_)
+        | Command::Start(_)
+        | Command::Worker { .. }
+        | Command::Cancel { .. }
+        | Command::Approvals { .. }
+        | Command::Approve(_)
+        | Command::Reject(_)
+        | Command::Input { .. }
+        | Command::Clock { .. }
+        | Command::Deploy { .. }
+        | Command::Serve { .. }
+        | Command::MigrateStore { .. }
+        | Command::Config { .. }
+        | Command::Key { .. }
+        | Command::Completions { .. }
+        | Command::Token { .. } => false,
+    }
+}
+
+/// The project configuration `--config` names, else `flow.toml` here if there is one.
+fn load_config(setup: &Setup) -> Result<Option<Config>, flow_runtime::config::ConfigError> {
+    match &setup.config {
+        Some(path) => Config::load(path).map(Some),
+        None => Config::load_optional(Path::new("flow.toml")),
+    }
+}
+
+fn open_engine(setup: &Setup, lenient: bool) -> Result<(Engine, bool), Usage> {
     let db = &setup.db;
     let spec = db.to_string_lossy();
     let shown = if flow_runtime::store::postgres::is_postgres_url(&spec) {
@@ -472,9 +529,15 @@ fn open_engine(setup: &Setup) -> Result<(Engine, bool), Usage> {
     if setup.test_clock {
         engine.enable_test_clock()?;
     }
-    let config = match &setup.config {
-        Some(path) => Some(Config::load(path).map_err(|e| Usage(e.to_string()))?),
-        None => Config::load_optional(Path::new("flow.toml")).map_err(|e| Usage(e.to_string()))?,
+    let config = match load_config(setup) {
+        Ok(config) => config,
+        Err(error) if lenient => {
+            eprintln!(
+                "warning: {error}; this command only reads the database, so it goes on without the configuration"
+            );
+            None
+        }
+        Err(error) => return Err(Usage(error.to_string())),
     };
     let has_config = config.is_some();
     engine.set_config(config.unwrap_or_else(Config::empty));
@@ -483,10 +546,15 @@ fn open_engine(setup: &Setup) -> Result<(Engine, bool), Usage> {
 
 fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<ExitCode, Usage> {
     match command {
-        Command::Deploy { files } => deploy(&mut engine, &files),
+        Command::Deploy { files } => {
+            let code = deploy(&mut engine, &files)?;
+            warn_unknown_sections(&mut engine, has_config)?;
+            Ok(code)
+        }
         Command::Token { action } => token(&mut engine, has_config, action),
         Command::Serve { .. }
         | Command::MigrateStore { .. }
+        | Command::Config { .. }
         | Command::Key { .. }
         | Command::Completions { .. } => Err(Usage("handled before the engine opens".into())),
         Command::Run(args) => start(&mut engine, args, true, has_config),
@@ -645,6 +713,7 @@ fn start(
     let input = read_input(args.input.as_deref(), "--input")?;
     let loaded = load(&args.file)?;
     let (version, module) = engine.deploy(&loaded.artifact)?;
+    warn_unknown_sections(engine, has_config)?;
     let workflow = match args.workflow {
         Some(name) => name,
         None => match module.workflows.as_slice() {
@@ -1092,6 +1161,67 @@ fn audit_anchor(engine: &mut Engine) -> Result<ExitCode, Usage> {
 
 /// With a `flow.toml`, every `--as` must name one of its users.
 /// Deploys each file; prints each version with its workflows.
+/// Warns about `[tools.NAME]` and `[workflows.NAME]` sections that name nothing deployed: a
+/// typo there silently leaves the real tool unconfigured.
+fn warn_unknown_sections(engine: &mut Engine, has_config: bool) -> Result<(), Usage> {
+    if !has_config {
+        return Ok(());
+    }
+    let deployed = engine.deployed()?;
+    let programs: Vec<&bytecode::Module> = deployed.iter().map(|m| m.as_ref()).collect();
+    for lint in engine.config().lint(&programs) {
+        if lint.kind == flow_runtime::config::LintKind::UnknownSection {
+            eprintln!("warning: {}", lint.message);
+        }
+    }
+    Ok(())
+}
+
+/// `flowrt config check`: every likely mistake of the configuration, one per line.
+fn config_check(setup: &Setup, files: &[PathBuf]) -> Result<ExitCode, Usage> {
+    let config = match load_config(setup) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            return Err(Usage(
+                "no flow.toml here; name one with --config".to_string(),
+            ));
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    };
+    let mut programs = Vec::new();
+    // The deployed programs, when there is a database to read them from.
+    let spec = setup.db.to_string_lossy().to_string();
+    let has_database = flow_runtime::store::postgres::is_postgres_url(&spec) || setup.db.exists();
+    if has_database {
+        let (mut engine, _) = open_engine(setup, true)?;
+        programs.extend(engine.deployed()?);
+    }
+    for file in files {
+        let loaded = load(file)?;
+        let module = bytecode::decode(&loaded.artifact)
+            .map_err(|e| Usage(format!("cannot read {}: {e}", file.display())))?;
+        programs.push(std::rc::Rc::new(module));
+    }
+    let modules: Vec<&bytecode::Module> = programs.iter().map(|m| m.as_ref()).collect();
+    let lints = config.lint(&modules);
+    for lint in &lints {
+        say(format_args!("warning: {}", lint.message));
+    }
+    if lints.is_empty() {
+        say(format_args!(
+            "{}: no problems found ({} program(s) checked)",
+            config.origin,
+            modules.len()
+        ));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(EXIT_FAILED))
+    }
+}
+
 fn deploy(engine: &mut Engine, files: &[PathBuf]) -> Result<ExitCode, Usage> {
     for file in files {
         let loaded = load(file)?;
@@ -1279,16 +1409,17 @@ fn serve(
     })?;
     // Deploy (and report bad files) before listening.
     {
-        let (mut engine, _) = open_engine(&setup)?;
+        let (mut engine, has_config) = open_engine(&setup, false)?;
         if !files.is_empty() {
             deploy(&mut engine, &files)?;
         }
+        warn_unknown_sections(&mut engine, has_config)?;
     }
     flow_runtime::server::serve(
         addr,
         limits,
         move || {
-            let (mut engine, _) = open_engine(&setup).map_err(|Usage(why)| why)?;
+            let (mut engine, _) = open_engine(&setup, false).map_err(|Usage(why)| why)?;
             engine
                 .keep_claims_alive(&setup.db.to_string_lossy())
                 .map_err(|e| e.to_string())?;
