@@ -790,3 +790,74 @@ fn errors_in_several_files_are_all_reported() {
         .collect();
     assert_eq!(files, ["a.flow", "b.flow", "b.flow", "b.flow"]);
 }
+
+// ----- what the checker says about `match` ----------------------------------------
+
+#[test]
+fn bare_variants_of_an_optional_enum_are_tested_not_bound() {
+    let dir = Dir::new();
+    dir.write(
+        "paint.flow",
+        "enum Color { Red, Green, Blue }\n\
+         workflow paint(c: Color?) -> String {\n  match c {\n    Green => \"g\",\n    Blue => \"b\",\n  }\n}\n",
+    );
+    let mut cmd = dir.check(&["--format", "json", "paint.flow"]);
+    cmd.assert().code(1);
+    let diagnostics = json_diagnostics(&mut cmd);
+    // Before, `Green` bound a variable: only W0001 (unused) and W0002 (unreachable `Blue`).
+    assert_eq!(codes(&diagnostics), ["E0304"], "{diagnostics:#?}");
+    assert_eq!(diagnostics[0]["line"], 3);
+    assert_eq!(
+        diagnostics[0]["help"],
+        "add the arms `none => …` and `Red => …`, or a catch-all `_ => …`"
+    );
+    dir.write(
+        "paint.flow",
+        "enum Color { Red, Green, Blue }\n\
+         workflow paint(c: Color?) -> String {\n  match c {\n    none => \"-\",\n    Red => \"r\",\n    Green => \"g\",\n    Blue => \"b\",\n  }\n}\n",
+    );
+    dir.check(&["paint.flow"])
+        .assert()
+        .code(0)
+        .stderr("checked 1 file: no problems\n");
+}
+
+#[test]
+fn a_binding_named_like_a_variant_is_an_error_with_a_help() {
+    let dir = Dir::new();
+    dir.write(
+        "label.flow",
+        "enum Color { Red, Green }\n\
+         workflow label(name: String) -> String {\n  match name {\n    Green => \"g\",\n    _ => \"other\",\n  }\n}\n",
+    );
+    let mut cmd = dir.check(&["--format", "json", "label.flow"]);
+    cmd.assert().code(1);
+    let diagnostics = json_diagnostics(&mut cmd);
+    assert_eq!(codes(&diagnostics), ["E0316"], "{diagnostics:#?}");
+    let help = diagnostics[0]["help"].as_str().expect("a help line");
+    assert!(help.contains("`green`"), "{help}");
+}
+
+#[test]
+fn nested_patterns_count_towards_exhaustiveness() {
+    let dir = Dir::new();
+    let program = |last: &str| {
+        format!(
+            "enum Risk {{ Low, High(pep: Bool) }}\n\
+             workflow review(r: Risk) -> String {{\n  match r {{\n    Low => \"single\",\n    High(true) => \"board\",\n{last}  }}\n}}\n"
+        )
+    };
+    dir.write("review.flow", program("    High(false) => \"double\",\n"));
+    dir.check(&["review.flow"])
+        .assert()
+        .code(0)
+        .stderr("checked 1 file: no problems\n");
+    dir.write("review.flow", program(""));
+    let mut cmd = dir.check(&["--format", "json", "review.flow"]);
+    let diagnostics = json_diagnostics(&mut cmd);
+    assert_eq!(codes(&diagnostics), ["E0304"], "{diagnostics:#?}");
+    assert_eq!(
+        diagnostics[0]["message"],
+        "`match` does not cover `High(false)`"
+    );
+}

@@ -6,6 +6,7 @@
 //! it passed an approved decision (E0400), and warn about unreachable code and unused
 //! variables.
 
+use super::exhaustive::{self, Ctor, Pat, Witness};
 use super::flow::Flow;
 use super::{
     Checked, FileScope, IterKind, LocalFact, LocalKind, Resolutions, Resolved, Value, WorkflowDef,
@@ -2446,6 +2447,7 @@ impl<'a> BodyChecker<'a> {
         let mut exit = Flow::Unreachable;
         let mut result: Option<(Type, Span)> = None;
         let mut covered: Vec<Coverage> = Vec::new();
+        let mut pats: Vec<Pat> = Vec::new();
         for arm in arms {
             if covered.contains(&Coverage::Everything) {
                 self.error(
@@ -2476,8 +2478,20 @@ impl<'a> BodyChecker<'a> {
                 (None, _) => entry.clone(),
             };
             let mark = self.locals.len();
-            let coverage = self.check_pattern(&arm.pattern, &subject);
+            // After a `none` arm the value is present: `v => …` binds a plain `T`.
+            let arm_subject = match &subject {
+                Type::Optional(inner) if covered.contains(&Coverage::NoneValue) => &**inner,
+                _ => &subject,
+            };
+            let coverage = self.check_pattern(&arm.pattern, arm_subject);
             covered.push(coverage);
+            pats.push(exhaustive::pat_of(
+                &arm.pattern,
+                &subject,
+                &self.checked.types,
+                self.file,
+                &self.resolved.items,
+            ));
             let arm_type = self.check_expr(&arm.body, expected);
             self.pop_scope(mark, arm.span.end);
             exit = exit.join(std::mem::replace(&mut self.flow, Flow::Unreachable));
@@ -2497,104 +2511,89 @@ impl<'a> BodyChecker<'a> {
             });
         }
         self.flow = if arms.is_empty() { entry } else { exit };
-        self.check_exhaustive(&subject, &covered, scrutinee.span);
+        self.check_exhaustive(&subject, &covered, &pats, scrutinee.span);
         result.map(|(t, _)| t).unwrap_or(Type::Unit)
     }
 
-    fn check_exhaustive(&mut self, subject: &Type, covered: &[Coverage], scrutinee_span: Span) {
+    fn check_exhaustive(
+        &mut self,
+        subject: &Type,
+        covered: &[Coverage],
+        pats: &[Pat],
+        scrutinee_span: Span,
+    ) {
         if covered.contains(&Coverage::Everything)
             || covered.contains(&Coverage::Unknown)
             || subject.is_unknown()
         {
             return;
         }
-        // The arms that are missing, or `None` where only a catch-all can cover the type.
-        let missing: Option<Vec<String>> = match subject {
-            Type::Named(id) => self.checked.types.get(*id).variants().map(|variants| {
-                variants
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !covered.contains(&Coverage::Variant(*i)))
-                    .map(|(_, v)| {
-                        if v.fields.is_empty() {
-                            v.name.clone()
-                        } else {
-                            let names: Vec<&str> =
-                                v.fields.iter().map(|f| f.name.as_str()).collect();
-                            format!("{}({})", v.name, names.join(", "))
-                        }
-                    })
-                    .collect()
-            }),
-            Type::Bool => Some(
-                [true, false]
-                    .into_iter()
-                    .filter(|b| !covered.contains(&Coverage::Bool(*b)))
-                    .map(|b| b.to_string())
-                    .collect(),
-            ),
-            Type::Optional(_) => {
-                let show = self.show(subject);
-                let none_covered = covered.contains(&Coverage::NoneValue);
-                let (label, help) = if none_covered {
-                    (
-                        format!("this {show} may hold a value no arm matches"),
-                        "add an arm that binds the value: `value => …`".to_string(),
-                    )
-                } else {
-                    (
-                        format!("this {show} may be `none` or hold a value"),
-                        "add `none => …` and an arm that binds the value, `value => …`".to_string(),
-                    )
-                };
-                self.error(
-                    Diagnostic::error(
-                        codes::NON_EXHAUSTIVE_MATCH,
-                        self.file,
-                        scrutinee_span,
-                        label,
-                    )
-                    .with_message("`match` does not cover every case of an optional value")
-                    .with_help(help),
-                );
-                return;
-            }
-            _ => None,
-        };
+        let types = &self.checked.types;
+        let missing = exhaustive::missing(types, pats, subject);
+        if missing.is_empty() {
+            return;
+        }
         let show = self.show(subject);
-        let (label, message, help) = match missing {
-            Some(missing) if missing.is_empty() => return,
-            Some(missing) => {
-                let list = missing
-                    .iter()
-                    .map(|m| format!("`{m}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let arms = missing
-                    .iter()
-                    .map(|m| format!("`{m} => …`"))
-                    .collect::<Vec<_>>()
-                    .join(" and ");
+        // A value of a type with infinitely many values (a number, text, a record) is
+        // missing: only a binding or `_` covers it.
+        let open = missing.iter().any(|w| match w {
+            Witness::Any => true,
+            Witness::Ctor(Ctor::Some, inner) => inner.as_slice() == [Witness::Any],
+            _ => false,
+        });
+        let (label, message, help) = if open && matches!(subject, Type::Optional(_)) {
+            let none_covered = !missing.contains(&Witness::Ctor(Ctor::None, Vec::new()));
+            let (label, help) = if none_covered {
                 (
-                    format!("this {show} may be {list}"),
-                    format!("`match` does not cover {list}"),
-                    format!(
-                        "add {} {arms}, or a catch-all `_ => …`",
-                        if missing.len() == 1 {
-                            "the arm"
-                        } else {
-                            "the arms"
-                        }
-                    ),
+                    format!("this {show} may hold a value no arm matches"),
+                    "add an arm that binds the value: `value => …`".to_string(),
                 )
-            }
+            } else {
+                (
+                    format!("this {show} may be `none` or hold a value"),
+                    "add `none => …` and an arm that binds the value, `value => …`".to_string(),
+                )
+            };
+            (
+                label,
+                "`match` does not cover every case of an optional value".to_string(),
+                help,
+            )
+        } else if open {
             // Ints, strings and the like: literal arms can never cover them all.
-            None => (
+            (
                 format!("this {show} may have a value no arm matches"),
                 "`match` is not exhaustive".to_string(),
                 "add a catch-all arm at the end: `_ => …` (or `other => …` to use the value)"
                     .to_string(),
-            ),
+            )
+        } else {
+            let missing: Vec<String> = missing
+                .iter()
+                .map(|w| exhaustive::show(types, w, subject))
+                .collect();
+            let list = missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let arms = missing
+                .iter()
+                .map(|m| format!("`{m} => …`"))
+                .collect::<Vec<_>>()
+                .join(" and ");
+            (
+                format!("this {show} may be {list}"),
+                format!("`match` does not cover {list}"),
+                format!(
+                    "add {} {arms}, or a catch-all `_ => …`",
+                    if missing.len() == 1 {
+                        "the arm"
+                    } else {
+                        "the arms"
+                    }
+                ),
+            )
         };
         self.error(
             Diagnostic::error(
@@ -2609,10 +2608,16 @@ impl<'a> BodyChecker<'a> {
     }
 
     fn check_pattern(&mut self, pattern: &ast::Pattern, subject: &Type) -> Coverage {
+        // The enum whose variants the pattern may name: the value's, or the one its
+        // optional holds (`match c { none => …, Green => … }` with `c: Color?`).
         let enum_id = match subject {
+            Type::Optional(inner) => Some(&**inner),
+            other => Some(other),
+        }
+        .and_then(|ty| match ty {
             Type::Named(id) if self.checked.types.get(*id).variants().is_some() => Some(*id),
             _ => None,
-        };
+        });
         match &pattern.kind {
             PatternKind::Wildcard | PatternKind::Error => Coverage::Everything,
             PatternKind::Name(name) => {
@@ -2656,6 +2661,13 @@ impl<'a> BodyChecker<'a> {
                     name: name.clone(),
                     span: pattern.span,
                 };
+                if let Some(shadowed) = self.shadowed_variant(name)
+                    && !subject.is_unknown()
+                {
+                    self.shadowing_binding(&ident, shadowed, subject);
+                    self.bind_unknown(std::slice::from_ref(pattern));
+                    return Coverage::Unknown;
+                }
                 self.bind(&ident, subject.clone(), false, false, LocalKind::Pattern);
                 Coverage::Everything
             }
@@ -2730,10 +2742,15 @@ impl<'a> BodyChecker<'a> {
                 }
                 self.record(pattern.span, Resolved::Variant(id, index));
                 let mut complete = true;
+                let mut unknown = false;
                 for (field, ty) in fields.iter().zip(&variant_fields) {
-                    complete &= self.check_pattern(field, ty) == Coverage::Everything;
+                    let coverage = self.check_pattern(field, ty);
+                    complete &= coverage == Coverage::Everything;
+                    unknown |= coverage == Coverage::Unknown;
                 }
-                if complete {
+                if unknown {
+                    Coverage::Unknown
+                } else if complete {
                     Coverage::Variant(index)
                 } else {
                     Coverage::Partial
@@ -2767,6 +2784,42 @@ impl<'a> BodyChecker<'a> {
                 Coverage::NoneValue
             }
         }
+    }
+
+    /// The enum that has a variant called `name`, if one in scope does: a binding with that
+    /// name would read like a test for the variant.
+    fn shadowed_variant(&self, name: &str) -> Option<TypeId> {
+        self.scope
+            .lookup_values(name)
+            .iter()
+            .find_map(|(value, _)| match value {
+                Value::Variant(id, _) => Some(*id),
+                _ => None,
+            })
+    }
+
+    /// A binding pattern named like a variant of another type than the matched value's: it
+    /// would match everything, silently, where a test for the variant was meant.
+    fn shadowing_binding(&mut self, name: &ast::Ident, enum_id: TypeId, subject: &Type) {
+        let def = self.checked.types.get(enum_id);
+        let show = self.show(subject);
+        let mut diagnostic = Diagnostic::error(
+            codes::INVALID_PATTERN,
+            self.file,
+            name.span,
+            format!("`{}` is a variant of `{}`, but the value is {show}", name.name, def.name),
+        )
+        .with_message(format!("`{}` names a variant, not a new variable", name.name))
+        .with_help(format!(
+            "to bind the value, give it a name that is no variant's (e.g. `{}`); to test for the variant, match a `{}`",
+            name.name.to_lowercase(),
+            def.name
+        ));
+        if let Some(file) = def.file {
+            diagnostic =
+                diagnostic.with_label(file, def.span, format!("`{}` is declared here", def.name));
+        }
+        self.error(diagnostic);
     }
 
     /// Binds the names in sub-patterns that could not be checked, so uses of them do not

@@ -5,6 +5,7 @@
 //! Each file sees its own declarations and those of the files it imports directly.
 
 mod body;
+mod exhaustive;
 mod flow;
 mod test_blocks;
 
