@@ -904,7 +904,7 @@ impl<'a> BodyChecker<'a> {
             }
             ExprKind::Name(name) => self.check_name(name, expr.span, expected),
             ExprKind::List(items) => self.check_list(items, expected),
-            ExprKind::Record(fields) => self.check_record(fields, expected),
+            ExprKind::Record(fields) => self.check_record(fields, expected, expr.span),
             ExprKind::Field {
                 base,
                 name,
@@ -1210,7 +1210,12 @@ impl<'a> BodyChecker<'a> {
         Type::List(Box::new(element.unwrap_or(Type::Unknown)))
     }
 
-    fn check_record(&mut self, fields: &[ast::FieldInit], expected: Option<&Type>) -> Type {
+    fn check_record(
+        &mut self,
+        fields: &[ast::FieldInit],
+        expected: Option<&Type>,
+        span: Span,
+    ) -> Type {
         let target = match expected {
             Some(Type::Named(id)) => Some(*id),
             Some(Type::Optional(inner)) => match &**inner {
@@ -1252,6 +1257,15 @@ impl<'a> BodyChecker<'a> {
                     self.unknown_field(id, &field.name);
                 }
             }
+        }
+        let omitted: Vec<String> = declared
+            .iter()
+            .filter(|d| matches!(d.ty, Type::Optional(_)))
+            .filter(|d| !fields.iter().any(|f| f.name.name == d.name))
+            .map(|d| d.name.clone())
+            .collect();
+        if !omitted.is_empty() {
+            self.resolved.omitted.insert((self.file, span), omitted);
         }
         let missing: Vec<&str> = declared
             .iter()

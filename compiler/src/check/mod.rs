@@ -120,6 +120,9 @@ pub struct Resolutions {
     /// Expressions whose text becomes a `Secret` where they are used, by span: the type
     /// the value takes there ([`crate::types::Types::seals`]).
     pub seals: HashMap<(FileId, Span), Type>,
+    /// Record literals of a named record type that leave optional fields out, by span: the
+    /// fields the lowering fills with `none`, so an omitted field and `none` are one value.
+    pub omitted: HashMap<(FileId, Span), Vec<String>>,
     /// Facts for editors, recorded only when asked for (the language server's analysis,
     /// [`crate::analysis`]); `flowc check` and the lowering never pay for them.
     pub ide: Option<IdeFacts>,
