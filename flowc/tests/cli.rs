@@ -861,3 +861,20 @@ fn nested_patterns_count_towards_exhaustiveness() {
         "`match` does not cover `High(false)`"
     );
 }
+
+#[test]
+fn a_test_for_none_narrows_a_let_but_not_a_var() {
+    let dir = Dir::new();
+    dir.write(
+        "narrow.flow",
+        "workflow bump(start: Int?) -> Int {\n  let fixed = start\n  if fixed != none { return fixed + 1 }\n  var v = start\n  if v != none { return v + 1 }\n  v = 3\n  0\n}\n",
+    );
+    let mut cmd = dir.check(&["--format", "json", "narrow.flow"]);
+    cmd.assert().code(1);
+    let diagnostics = json_diagnostics(&mut cmd);
+    // Only the `var` is refused: `fixed + 1` checks, `v + 1` does not.
+    assert_eq!(codes(&diagnostics), ["E0308"], "{diagnostics:#?}");
+    assert_eq!(diagnostics[0]["line"], 5);
+    let help = diagnostics[0]["help"].as_str().expect("a help line");
+    assert!(help.contains("copy it into a `let`"), "{help}");
+}

@@ -74,6 +74,9 @@ struct Local {
     condition: Option<(bool, bool)>,
     /// Its index in [`super::IdeFacts::locals`], when editor facts are recorded.
     fact: Option<usize>,
+    /// A narrowed view of an outer local (`x` after `x != none`): same name and fact, a
+    /// plain type; dropping it reports nothing.
+    shadow: bool,
 }
 
 struct BodyChecker<'a> {
@@ -89,6 +92,9 @@ struct BodyChecker<'a> {
     /// What names, calls and patterns resolved to, for the lowering to bytecode.
     resolved: &'a mut Resolutions,
 }
+
+/// Optional locals a condition proves present, with their plain types.
+type Present = Vec<(String, Type)>;
 
 /// How much of a matched value one pattern covers.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -158,7 +164,113 @@ impl<'a> BodyChecker<'a> {
             decision,
             condition: None,
             fact,
+            shadow: false,
         });
+    }
+
+    /// Makes each name in `present` (a `let`-bound local or parameter of type `T?`, proved
+    /// present by a condition) read as a plain `T`, until the locals are truncated to the
+    /// mark this returns or its scope ends.
+    fn narrow(&mut self, present: &Present) -> usize {
+        let mark = self.locals.len();
+        for (name, ty) in present {
+            let Some(local) = self.locals.iter().rev().find(|l| l.name == *name) else {
+                continue;
+            };
+            let shadow = Local {
+                name: name.clone(),
+                ty: ty.clone(),
+                span: local.span,
+                mutable: false,
+                used: true,
+                decision: local.decision,
+                condition: local.condition,
+                fact: local.fact,
+                shadow: true,
+            };
+            self.locals.push(shadow);
+        }
+        mark
+    }
+
+    /// What to do with an optional operand: test it first, or give a default. A `var` does
+    /// not narrow, so its help says so.
+    fn optional_operand_help(&self, operand: &ast::Expr) -> String {
+        let ExprKind::Name(name) = &operand.kind else {
+            return "this value may be `none`: give a default with `value ?? default`".to_string();
+        };
+        let local = self.locals.iter().rev().find(|l| l.name == *name);
+        if local.is_some_and(|l| l.mutable) {
+            format!(
+                "`{name}` may be `none`, and as a `var` it stays optional after `{name} != none` (it may change); copy it into a `let` and test that, or give a default: `{name} ?? …`"
+            )
+        } else {
+            format!(
+                "`{name}` may be `none`: test it first (inside `if {name} != none {{ … }}` it is a plain value) or give a default: `{name} ?? …`"
+            )
+        }
+    }
+
+    /// The optional locals that `cond` proves present when it is true, and when it is
+    /// false: `x != none`, `x == none`, and `!`, `&&`, `||` of such tests. Only names that
+    /// cannot change in between narrow (a `let`, a parameter, a pattern binding); a `var`
+    /// may be reassigned between the test and the use.
+    fn presence(&self, cond: &ast::Expr) -> (Present, Present) {
+        match &cond.kind {
+            ExprKind::Binary {
+                op: op @ (BinaryOp::Eq | BinaryOp::NotEq),
+                lhs,
+                rhs,
+            } => {
+                let name = match (&lhs.kind, &rhs.kind) {
+                    (ExprKind::Name(name), ExprKind::None)
+                    | (ExprKind::None, ExprKind::Name(name)) => name,
+                    _ => return (Vec::new(), Vec::new()),
+                };
+                let present = self
+                    .locals
+                    .iter()
+                    .rev()
+                    .find(|l| l.name == *name)
+                    .filter(|l| !l.mutable)
+                    .and_then(|l| match &l.ty {
+                        Type::Optional(inner) => Some(vec![(name.clone(), (**inner).clone())]),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                if *op == BinaryOp::NotEq {
+                    (present, Vec::new())
+                } else {
+                    (Vec::new(), present)
+                }
+            }
+            ExprKind::Unary {
+                op: UnaryOp::Not,
+                operand,
+            } => {
+                let (when_true, when_false) = self.presence(operand);
+                (when_false, when_true)
+            }
+            ExprKind::Binary {
+                op: BinaryOp::And,
+                lhs,
+                rhs,
+            } => {
+                let (mut when_true, _) = self.presence(lhs);
+                when_true.extend(self.presence(rhs).0);
+                (when_true, Vec::new())
+            }
+            ExprKind::Binary {
+                op: BinaryOp::Or,
+                lhs,
+                rhs,
+            } => {
+                let (_, mut when_false) = self.presence(lhs);
+                when_false.extend(self.presence(rhs).1);
+                (Vec::new(), when_false)
+            }
+            _ => (Vec::new(), Vec::new()),
+        }
     }
 
     /// Editor facts: the last bound local is visible from `start` to `end` (until its scope
@@ -176,7 +288,7 @@ impl<'a> BodyChecker<'a> {
     /// Drops the locals declared since `mark` (their scope ends at byte `end`), warning
     /// about the unused ones.
     fn pop_scope(&mut self, mark: usize, end: u32) {
-        let dropped: Vec<Local> = self.locals.drain(mark..).collect();
+        let dropped: Vec<Local> = self.locals.drain(mark..).filter(|l| !l.shadow).collect();
         if let Some(ide) = self.resolved.ide.as_mut() {
             for fact in dropped.iter().filter_map(|l| l.fact) {
                 let visible = &mut ide.locals[fact].visible;
@@ -813,6 +925,7 @@ impl<'a> BodyChecker<'a> {
                 rhs,
             } => {
                 let entry = self.flow.clone();
+                let (present_true, present_false) = self.presence(lhs);
                 let (lhs_true, lhs_false) = self.check_cond(lhs);
                 let is_and = *op == BinaryOp::And;
                 // `a && b` evaluates `b` only when `a` is true; `a || b` only when it is false.
@@ -821,7 +934,13 @@ impl<'a> BodyChecker<'a> {
                 } else {
                     lhs_false.clone()
                 };
+                let mark = self.narrow(if is_and {
+                    &present_true
+                } else {
+                    &present_false
+                });
                 let (rhs_true, rhs_false) = self.check_cond(rhs);
+                self.locals.truncate(mark);
                 self.flow = entry;
                 if is_and {
                     (rhs_true, lhs_false.join(rhs_false))
@@ -1949,13 +2068,17 @@ impl<'a> BodyChecker<'a> {
         match op {
             BinaryOp::And | BinaryOp::Or => {
                 let entry = self.flow.clone();
+                let (present_true, present_false) = self.presence(lhs);
                 let (when_true, when_false) = self.check_cond(lhs);
-                self.flow = if op == BinaryOp::And {
-                    when_true
+                let (flow, present) = if op == BinaryOp::And {
+                    (when_true, present_true)
                 } else {
-                    when_false
+                    (when_false, present_false)
                 };
+                self.flow = flow;
+                let mark = self.narrow(&present);
                 self.expect_type(rhs, &Type::Bool);
+                self.locals.truncate(mark);
                 self.flow = entry;
                 return Type::Bool;
             }
@@ -2052,6 +2175,14 @@ impl<'a> BodyChecker<'a> {
                     (_, Type::Int, Type::Float) | (_, Type::Float, Type::Int) => {
                         "Int and Float do not mix: write the Int as a Float, e.g. `2.0`".to_string()
                     }
+                    (_, Type::Optional(_), _) | (_, _, Type::Optional(_)) => {
+                        let operand = if matches!(left, Type::Optional(_)) {
+                            lhs
+                        } else {
+                            rhs
+                        };
+                        self.optional_operand_help(operand)
+                    }
                     _ => format!(
                         "`{}` needs operands of matching, supported types",
                         op.symbol()
@@ -2082,11 +2213,18 @@ impl<'a> BodyChecker<'a> {
         expected: Option<&Type>,
     ) -> Type {
         let entry = self.flow.clone();
+        let (present_true, present_false) = self.presence(cond);
         let (when_true, when_false) = self.check_cond(cond);
         self.flow = when_true;
+        let mark = self.narrow(&present_true);
         let then_type = self.check_block(then_block, expected);
+        self.locals.truncate(mark);
         let then_flow = std::mem::replace(&mut self.flow, when_false);
         let Some(else_branch) = else_branch else {
+            // `if x == none { return … }`: what follows runs only when `x` is present.
+            if then_flow == Flow::Unreachable {
+                self.narrow(&present_false);
+            }
             let skipped = std::mem::replace(&mut self.flow, Flow::Unreachable);
             self.flow = explain_join(
                 &entry,
@@ -2097,7 +2235,9 @@ impl<'a> BodyChecker<'a> {
             );
             return Type::Unit;
         };
+        let mark = self.narrow(&present_false);
         let else_type = self.check_expr(else_branch, expected);
+        self.locals.truncate(mark);
         let else_flow = std::mem::replace(&mut self.flow, Flow::Unreachable);
         self.flow = if else_flow == Flow::Approved {
             explain_join(
