@@ -878,3 +878,43 @@ fn a_test_for_none_narrows_a_let_but_not_a_var() {
     let help = diagnostics[0]["help"].as_str().expect("a help line");
     assert!(help.contains("copy it into a `let`"), "{help}");
 }
+
+// ----- many diagnostics ---------------------------------------------------------------
+
+#[test]
+fn at_most_200_diagnostics_per_file_with_a_note_counting_the_rest() {
+    let dir = Dir::new();
+    let mut program = String::from("workflow w() -> Int {\n");
+    for i in 0..10_000 {
+        program.push_str(&format!("  nope{i}\n"));
+    }
+    program.push_str("  0\n}\n");
+    dir.write("many.flow", &program);
+    dir.write("few.flow", "workflow v() -> Int {\n  missing\n}\n");
+    let mut cmd = dir.check(&["--format", "json", "many.flow", "few.flow"]);
+    cmd.assert().code(1);
+    let diagnostics = json_diagnostics(&mut cmd);
+    let many: Vec<&Value> = diagnostics
+        .iter()
+        .filter(|d| d["file"] == "many.flow")
+        .collect();
+    assert_eq!(many.len(), 200);
+    assert!(many.iter().all(|d| d["code"] == "E0200"));
+    // The first 200 in order, the count of the rest on the last one.
+    assert_eq!(many[0]["line"], 2);
+    assert_eq!(many[199]["line"], 201);
+    assert_eq!(
+        many[199]["notes"][0],
+        "not shown: 9800 more errors in this file (at most 200 are reported per file); fix these and check again"
+    );
+    assert!(
+        many[..199]
+            .iter()
+            .all(|d| d["notes"] == serde_json::json!([]))
+    );
+    // Another file keeps its own diagnostics.
+    assert_eq!(diagnostics.len(), 201, "{:#?}", diagnostics.last());
+    let human = stderr_of(&mut dir.check(&["many.flow"]));
+    assert_eq!(human.matches("[E0200]").count(), 200);
+    assert_eq!(human.matches("not shown: 9800 more errors").count(), 1);
+}

@@ -24,6 +24,7 @@ pub fn check_workflow(
     file: FileId,
     decl: &ast::WorkflowDecl,
     diagnostics: &mut Vec<Diagnostic>,
+    file_start: usize,
     resolved: &mut Resolutions,
 ) {
     let mut checker = BodyChecker {
@@ -31,6 +32,7 @@ pub fn check_workflow(
         scope: &checked.scopes[file.0 as usize],
         file,
         diagnostics,
+        file_start,
         locals: Vec::new(),
         workflow,
         flow: Flow::not_approved(
@@ -84,6 +86,8 @@ struct BodyChecker<'a> {
     scope: &'a FileScope,
     file: FileId,
     diagnostics: &'a mut Vec<Diagnostic>,
+    /// Where this file's diagnostics start in `diagnostics`.
+    file_start: usize,
     locals: Vec<Local>,
     workflow: &'a WorkflowDef,
     flow: Flow,
@@ -1222,11 +1226,22 @@ impl<'a> BodyChecker<'a> {
         Type::Named(enum_id)
     }
 
+    /// Whether this file has reported more than is shown
+    /// ([`crate::diagnostics::MAX_PER_FILE`]): suggestions that cost a search over every name
+    /// in scope are not worth computing for diagnostics nobody reads.
+    fn crowded(&self) -> bool {
+        self.diagnostics.len() - self.file_start >= crate::diagnostics::MAX_PER_FILE
+    }
+
     fn unknown_name(&mut self, name: &str, span: Span) {
-        let locals: Vec<&str> = self.locals.iter().map(|l| l.name.as_str()).collect();
-        let globals = self.scope.values.keys().map(|k| k.as_str());
-        let builtins = stdlib::Builtin::ALL.iter().map(|b| b.name());
-        let suggestion = did_you_mean(name, locals.into_iter().chain(globals).chain(builtins));
+        let suggestion = if self.crowded() {
+            None
+        } else {
+            let locals = self.locals.iter().map(|l| l.name.as_str());
+            let globals = self.scope.values.keys().map(|k| k.as_str());
+            let builtins = stdlib::Builtin::ALL.iter().map(|b| b.name());
+            did_you_mean(name, locals.chain(globals).chain(builtins))
+        };
         let mut diagnostic = Diagnostic::error(
             codes::UNKNOWN_NAME,
             self.file,

@@ -216,6 +216,8 @@ pub fn check_program_with(
     };
     for (index, tree) in trees.iter().enumerate() {
         let file = FileId(index as u32);
+        // What the bodies of this file report is counted from here (see `crowded`).
+        let file_start = checker.diagnostics.len();
         for item in &tree.module.items {
             if let ast::Item::Workflow(workflow) = item {
                 let def = &checker.checked.workflows[workflow_index];
@@ -225,6 +227,7 @@ pub fn check_program_with(
                     file,
                     workflow,
                     checker.diagnostics,
+                    file_start,
                     &mut resolutions,
                 );
                 workflow_index += 1;
