@@ -918,3 +918,68 @@ fn at_most_200_diagnostics_per_file_with_a_note_counting_the_rest() {
     assert_eq!(human.matches("[E0200]").count(), 200);
     assert_eq!(human.matches("not shown: 9800 more errors").count(), 1);
 }
+
+// ----- diagnostics that say what to write ---------------------------------------------
+
+/// The one diagnostic `flowc check --format json` reports for `source`.
+fn only_diagnostic(source: &str) -> Value {
+    let dir = Dir::new();
+    dir.write("w.flow", source);
+    let mut cmd = dir.check(&["--format", "json", "w.flow"]);
+    cmd.assert().code(1);
+    let diagnostics = json_diagnostics(&mut cmd);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+    diagnostics[0].clone()
+}
+
+#[test]
+fn elif_and_const_are_answered_with_what_flow_writes() {
+    let elif = only_diagnostic(
+        "workflow w(x: Int) -> Int {\n  if x > 0 {\n    1\n  } elif x < 0 {\n    2\n  } else {\n    3\n  }\n}\n",
+    );
+    assert_eq!(elif["message"], "Flow has no `elif`");
+    assert_eq!(
+        (elif["line"].clone(), elif["column"].clone()),
+        (4.into(), 5.into())
+    );
+    assert!(
+        elif["help"]
+            .as_str()
+            .is_some_and(|h| h.contains("`else if`"))
+    );
+    let constant = only_diagnostic("workflow w() -> Int {\n  const x = 1;\n  x\n}\n");
+    assert_eq!(constant["message"], "Flow has no `const`");
+    assert!(
+        constant["help"]
+            .as_str()
+            .is_some_and(|h| h.contains("`let name = value`"))
+    );
+}
+
+#[test]
+fn a_missing_open_brace_is_one_error() {
+    let d = only_diagnostic(
+        "workflow w(x: Int) -> Int {\n  if x > 0\n    return 1\n  }\n  let y = x + 1\n  y\n}\n",
+    );
+    assert_eq!(d["message"], "Expected `{`, found `return`");
+    assert_eq!(d["line"], 2);
+}
+
+#[test]
+fn a_method_call_suggests_the_function_and_a_secret_is_not_told_to_become_text() {
+    let method = only_diagnostic("workflow w(xs: List<Int>) -> Int {\n  xs.len()\n}\n");
+    assert_eq!(method["code"], "E0302");
+    assert!(
+        method["help"]
+            .as_str()
+            .is_some_and(|h| h.contains("`len(xs)`")),
+        "{method:#?}"
+    );
+    let secret = only_diagnostic(
+        "tool t(name: String) -> Int via exec \"sh t.sh\"\nworkflow w(s: Secret) -> Int {\n  t(s)\n}\n",
+    );
+    assert_eq!(secret["code"], "E0300");
+    let help = secret["help"].as_str().expect("a help line");
+    assert!(!help.contains("to_string"), "{help}");
+    assert!(help.contains("never becomes text"), "{help}");
+}

@@ -338,6 +338,10 @@ impl<'a> BodyChecker<'a> {
             (_, Type::Optional(inner)) if self.checked.types.assignable(inner, expected) => {
                 "this value may be `none`: give a default with `value ?? default`".to_string()
             }
+            // A secret never becomes text (E0321), so `to_string` is no way out.
+            (Type::String, Type::Secret) => {
+                "a `Secret` never becomes text: pass it only where a `Secret` is expected (declare this parameter or field `Secret`), or pass text here instead".to_string()
+            }
             (Type::String, _) => {
                 "turn the value into text with `to_string(…)` or `\"${…}\"`".to_string()
             }
@@ -1751,6 +1755,25 @@ impl<'a> BodyChecker<'a> {
     }
 
     fn not_callable(&mut self, callee: &ast::Expr, args: &[ast::Expr]) -> Type {
+        if let ExprKind::Field { base, name, .. } = &callee.kind
+            && let Some(help) = self.method_help(base, &name.name, args.len())
+        {
+            // `xs.len()`: a function written as a method. One error, saying how to call it;
+            // not a second one about `.len` not being a field.
+            self.check_expr(base, None);
+            self.check_args_loosely(args);
+            self.error(
+                Diagnostic::error(
+                    codes::NOT_CALLABLE,
+                    self.file,
+                    callee.span,
+                    format!("`{}` is a function, not a method", name.name),
+                )
+                .with_message(format!("`.{}(…)` cannot be called", name.name))
+                .with_help(help),
+            );
+            return Type::Unknown;
+        }
         self.check_expr(callee, None);
         self.check_args_loosely(args);
         self.error(
@@ -1765,6 +1788,30 @@ impl<'a> BodyChecker<'a> {
             ),
         );
         Type::Unknown
+    }
+
+    /// For `value.f(args…)` where `f` is a builtin, tool or workflow: how to call it instead.
+    fn method_help(&self, base: &ast::Expr, name: &str, args: usize) -> Option<String> {
+        let known = stdlib::Builtin::ALL.iter().any(|b| b.name() == name)
+            || self
+                .scope
+                .lookup_values(name)
+                .iter()
+                .any(|(v, _)| matches!(v, Value::Tool(_) | Value::Workflow(_)));
+        if !known {
+            return None;
+        }
+        let rest = if args == 0 { "" } else { ", …" };
+        Some(match &base.kind {
+            ExprKind::Name(value) => {
+                format!(
+                    "Flow has no methods: pass the value as the first argument, `{name}({value}{rest})`"
+                )
+            }
+            _ => format!(
+                "Flow has no methods: pass the value as the first argument, `{name}(value{rest})`"
+            ),
+        })
     }
 
     fn check_args_loosely(&mut self, args: &[ast::Expr]) {
