@@ -639,12 +639,21 @@ impl<'b, 'p> FnLower<'b, 'p> {
             .unwrap_or_default()
     }
 
-    /// Pushes the values in order and builds a record with those field names.
-    fn record<'e>(&mut self, fields: impl IntoIterator<Item = (&'e str, &'e Expr)>) -> Result {
+    /// Pushes the values in order and builds a record with those field names, and `none`
+    /// for each of the `omitted` optional fields.
+    fn record<'e>(
+        &mut self,
+        fields: impl IntoIterator<Item = (&'e str, &'e Expr)>,
+        omitted: &'e [String],
+    ) -> Result {
         let mut names = Vec::new();
         for (name, value) in fields {
             self.expr(value)?;
             names.push(name);
+        }
+        for name in omitted {
+            self.emit_const(Constant::None);
+            names.push(name.as_str());
         }
         let list = self.b.field_list(names);
         self.emit(Op::MakeRecord(list));
@@ -732,7 +741,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 self.emit(Op::Sleep);
             }
             StmtKind::Audit { event, fields } => {
-                self.record(fields.iter().map(|f| (f.name.name.as_str(), &f.value)))?;
+                self.record(fields.iter().map(|f| (f.name.name.as_str(), &f.value)), &[])?;
                 let event = self.b.event(&event.value);
                 self.emit(Op::Audit { event });
             }
@@ -995,6 +1004,12 @@ impl<'b, 'p> FnLower<'b, 'p> {
         result
     }
 
+    /// The optional fields the record literal at `span` leaves out.
+    fn omitted(&self, span: Span) -> Vec<String> {
+        let omitted = &self.b.program.checked.resolutions.omitted;
+        omitted.get(&(self.file, span)).cloned().unwrap_or_default()
+    }
+
     /// Text that the checker saw become a `Secret` here is sealed as one.
     fn seal(&mut self, span: Span) {
         let seals = &self.b.program.checked.resolutions.seals;
@@ -1034,7 +1049,11 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 self.emit(Op::MakeList(index_u32(items.len())));
             }
             ExprKind::Record(fields) => {
-                self.record(fields.iter().map(|f| (f.name.name.as_str(), &f.value)))?
+                let omitted = self.omitted(expr.span);
+                self.record(
+                    fields.iter().map(|f| (f.name.name.as_str(), &f.value)),
+                    &omitted,
+                )?
             }
             ExprKind::Field {
                 base,
@@ -1931,6 +1950,46 @@ mod tests {
             |w| matches!(w, [Op::StoreLocal(t), Op::Pop, Op::LoadLocal(u), Op::Return] if t == u),
         );
         assert!(ret.is_some(), "return drops the pending `1`: {ops:?}");
+    }
+
+    #[test]
+    fn omitted_optional_fields_are_built_as_none() {
+        let module = lowered(
+            "type P = { x: Int, y: Int?, z: String? }\n\
+             workflow w() -> P { { x: 1, z: \"z\" } }\n\
+             workflow later() -> List<P> {\n\
+               let rs = [{ x: 1 }]\n\
+               rs\n\
+             }",
+        );
+        let ops = code(&module, "w");
+        assert!(
+            matches!(ops[1], Op::Const(_)) && matches!(ops[2], Op::Const(_)),
+            "{ops:?}"
+        );
+        let Op::MakeRecord(list) = ops[3] else {
+            panic!("a record: {ops:?}");
+        };
+        let names: Vec<&Constant> = module.field_lists[list as usize]
+            .iter()
+            .map(|n| &module.constants[*n as usize])
+            .collect();
+        let text = |t: &str| Constant::Str(t.to_string());
+        assert_eq!(
+            names,
+            [&text("x"), &text("z"), &text("y")],
+            "the omitted `y` last"
+        );
+        let Op::Const(last) = ops[2] else {
+            panic!("a constant: {ops:?}");
+        };
+        assert_eq!(module.constants[last as usize], Constant::None);
+        // A record built without its type gets its optional fields where it becomes a `P`.
+        let later = code(&module, "later");
+        assert!(
+            later.iter().any(|op| matches!(op, Op::Seal(_))),
+            "{later:?}"
+        );
     }
 
     #[test]

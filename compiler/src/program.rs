@@ -89,6 +89,7 @@ pub(crate) fn load_and_check(
     drop_warnings_in_tests(&trees, &mut diagnostics);
     diagnostics::sort(&mut diagnostics);
     diagnostics.dedup();
+    diagnostics::cap_per_file(&mut diagnostics);
     Ok(Program {
         db,
         trees,

@@ -195,10 +195,12 @@ impl TypeDefs {
         }
     }
 
-    /// Whether a value of type `from`, used where `to` is expected (and assignable), holds
-    /// text that becomes a `Secret` there — directly (`let s: Secret = "…"`) or inside a
-    /// list, map, optional or record. The lowering converts such a value (`Op::Seal`), so a
-    /// secret made from text is sealed, redacted and compared like any other.
+    /// Whether a value of type `from`, used where `to` is expected (and assignable), changes
+    /// shape there: it holds text that becomes a `Secret` (directly, `let s: Secret = "…"`,
+    /// or inside a list, map, optional or record), or a record that leaves out optional
+    /// fields of the named record expected (they become `none`). The lowering converts such
+    /// a value (`Op::Seal`), so a secret made from text is sealed, redacted and compared like
+    /// any other, and a record has one shape whether a field was left out or `none`.
     pub fn seals(&self, from: &Type, to: &Type) -> bool {
         match (from, to) {
             (Type::String, Type::Secret) => true,
@@ -207,11 +209,12 @@ impl TypeDefs {
             (Type::List(a), Type::List(b)) | (Type::Map(a), Type::Map(b)) => self.seals(a, b),
             (Type::Record(fields), Type::Named(id)) => {
                 self.get(*id).fields().is_some_and(|declared| {
-                    declared.iter().any(|d| {
-                        fields
-                            .iter()
-                            .any(|(name, ty)| *name == d.name && self.seals(ty, &d.ty))
-                    })
+                    declared
+                        .iter()
+                        .any(|d| match fields.iter().find(|(name, _)| *name == d.name) {
+                            Some((_, ty)) => self.seals(ty, &d.ty),
+                            None => matches!(d.ty, Type::Optional(_)),
+                        })
                 })
             }
             (Type::Record(a), Type::Record(b)) => a

@@ -832,3 +832,196 @@ fn completions_for_each_shell() {
     );
     flowc().args(["completions", "tcsh-ish"]).assert().code(2);
 }
+
+// ----- what the checker says about `match` ----------------------------------------
+
+#[test]
+fn bare_variants_of_an_optional_enum_are_tested_not_bound() {
+    let dir = Dir::new();
+    dir.write(
+        "paint.flow",
+        "enum Color { Red, Green, Blue }\n\
+         workflow paint(c: Color?) -> String {\n  match c {\n    Green => \"g\",\n    Blue => \"b\",\n  }\n}\n",
+    );
+    let mut cmd = dir.check(&["--format", "json", "paint.flow"]);
+    cmd.assert().code(1);
+    let diagnostics = json_diagnostics(&mut cmd);
+    // Before, `Green` bound a variable: only W0001 (unused) and W0002 (unreachable `Blue`).
+    assert_eq!(codes(&diagnostics), ["E0304"], "{diagnostics:#?}");
+    assert_eq!(diagnostics[0]["line"], 3);
+    assert_eq!(
+        diagnostics[0]["help"],
+        "add the arms `none => …` and `Red => …`, or a catch-all `_ => …`"
+    );
+    dir.write(
+        "paint.flow",
+        "enum Color { Red, Green, Blue }\n\
+         workflow paint(c: Color?) -> String {\n  match c {\n    none => \"-\",\n    Red => \"r\",\n    Green => \"g\",\n    Blue => \"b\",\n  }\n}\n",
+    );
+    dir.check(&["paint.flow"])
+        .assert()
+        .code(0)
+        .stderr("checked 1 file: no problems\n");
+}
+
+#[test]
+fn a_binding_named_like_a_variant_is_an_error_with_a_help() {
+    let dir = Dir::new();
+    dir.write(
+        "label.flow",
+        "enum Color { Red, Green }\n\
+         workflow label(name: String) -> String {\n  match name {\n    Green => \"g\",\n    _ => \"other\",\n  }\n}\n",
+    );
+    let mut cmd = dir.check(&["--format", "json", "label.flow"]);
+    cmd.assert().code(1);
+    let diagnostics = json_diagnostics(&mut cmd);
+    assert_eq!(codes(&diagnostics), ["E0316"], "{diagnostics:#?}");
+    let help = diagnostics[0]["help"].as_str().expect("a help line");
+    assert!(help.contains("`green`"), "{help}");
+}
+
+#[test]
+fn nested_patterns_count_towards_exhaustiveness() {
+    let dir = Dir::new();
+    let program = |last: &str| {
+        format!(
+            "enum Risk {{ Low, High(pep: Bool) }}\n\
+             workflow review(r: Risk) -> String {{\n  match r {{\n    Low => \"single\",\n    High(true) => \"board\",\n{last}  }}\n}}\n"
+        )
+    };
+    dir.write("review.flow", program("    High(false) => \"double\",\n"));
+    dir.check(&["review.flow"])
+        .assert()
+        .code(0)
+        .stderr("checked 1 file: no problems\n");
+    dir.write("review.flow", program(""));
+    let mut cmd = dir.check(&["--format", "json", "review.flow"]);
+    let diagnostics = json_diagnostics(&mut cmd);
+    assert_eq!(codes(&diagnostics), ["E0304"], "{diagnostics:#?}");
+    assert_eq!(
+        diagnostics[0]["message"],
+        "`match` does not cover `High(false)`"
+    );
+}
+
+#[test]
+fn a_test_for_none_narrows_a_let_but_not_a_var() {
+    let dir = Dir::new();
+    dir.write(
+        "narrow.flow",
+        "workflow bump(start: Int?) -> Int {\n  let fixed = start\n  if fixed != none { return fixed + 1 }\n  var v = start\n  if v != none { return v + 1 }\n  v = 3\n  0\n}\n",
+    );
+    let mut cmd = dir.check(&["--format", "json", "narrow.flow"]);
+    cmd.assert().code(1);
+    let diagnostics = json_diagnostics(&mut cmd);
+    // Only the `var` is refused: `fixed + 1` checks, `v + 1` does not.
+    assert_eq!(codes(&diagnostics), ["E0308"], "{diagnostics:#?}");
+    assert_eq!(diagnostics[0]["line"], 5);
+    let help = diagnostics[0]["help"].as_str().expect("a help line");
+    assert!(help.contains("copy it into a `let`"), "{help}");
+}
+
+// ----- many diagnostics ---------------------------------------------------------------
+
+#[test]
+fn at_most_200_diagnostics_per_file_with_a_note_counting_the_rest() {
+    let dir = Dir::new();
+    let mut program = String::from("workflow w() -> Int {\n");
+    for i in 0..10_000 {
+        program.push_str(&format!("  nope{i}\n"));
+    }
+    program.push_str("  0\n}\n");
+    dir.write("many.flow", &program);
+    dir.write("few.flow", "workflow v() -> Int {\n  missing\n}\n");
+    let mut cmd = dir.check(&["--format", "json", "many.flow", "few.flow"]);
+    cmd.assert().code(1);
+    let diagnostics = json_diagnostics(&mut cmd);
+    let many: Vec<&Value> = diagnostics
+        .iter()
+        .filter(|d| d["file"] == "many.flow")
+        .collect();
+    assert_eq!(many.len(), 200);
+    assert!(many.iter().all(|d| d["code"] == "E0200"));
+    // The first 200 in order, the count of the rest on the last one.
+    assert_eq!(many[0]["line"], 2);
+    assert_eq!(many[199]["line"], 201);
+    assert_eq!(
+        many[199]["notes"][0],
+        "not shown: 9800 more errors in this file (at most 200 are reported per file); fix these and check again"
+    );
+    assert!(
+        many[..199]
+            .iter()
+            .all(|d| d["notes"] == serde_json::json!([]))
+    );
+    // Another file keeps its own diagnostics.
+    assert_eq!(diagnostics.len(), 201, "{:#?}", diagnostics.last());
+    let human = stderr_of(&mut dir.check(&["many.flow"]));
+    assert_eq!(human.matches("[E0200]").count(), 200);
+    assert_eq!(human.matches("not shown: 9800 more errors").count(), 1);
+}
+
+// ----- diagnostics that say what to write ---------------------------------------------
+
+/// The one diagnostic `flowc check --format json` reports for `source`.
+fn only_diagnostic(source: &str) -> Value {
+    let dir = Dir::new();
+    dir.write("w.flow", source);
+    let mut cmd = dir.check(&["--format", "json", "w.flow"]);
+    cmd.assert().code(1);
+    let diagnostics = json_diagnostics(&mut cmd);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+    diagnostics[0].clone()
+}
+
+#[test]
+fn elif_and_const_are_answered_with_what_flow_writes() {
+    let elif = only_diagnostic(
+        "workflow w(x: Int) -> Int {\n  if x > 0 {\n    1\n  } elif x < 0 {\n    2\n  } else {\n    3\n  }\n}\n",
+    );
+    assert_eq!(elif["message"], "Flow has no `elif`");
+    assert_eq!(
+        (elif["line"].clone(), elif["column"].clone()),
+        (4.into(), 5.into())
+    );
+    assert!(
+        elif["help"]
+            .as_str()
+            .is_some_and(|h| h.contains("`else if`"))
+    );
+    let constant = only_diagnostic("workflow w() -> Int {\n  const x = 1;\n  x\n}\n");
+    assert_eq!(constant["message"], "Flow has no `const`");
+    assert!(
+        constant["help"]
+            .as_str()
+            .is_some_and(|h| h.contains("`let name = value`"))
+    );
+}
+
+#[test]
+fn a_missing_open_brace_is_one_error() {
+    let d = only_diagnostic(
+        "workflow w(x: Int) -> Int {\n  if x > 0\n    return 1\n  }\n  let y = x + 1\n  y\n}\n",
+    );
+    assert_eq!(d["message"], "Expected `{`, found `return`");
+    assert_eq!(d["line"], 2);
+}
+
+#[test]
+fn a_method_call_suggests_the_function_and_a_secret_is_not_told_to_become_text() {
+    let method = only_diagnostic("workflow w(xs: List<Int>) -> Int {\n  xs.len()\n}\n");
+    assert_eq!(method["code"], "E0302");
+    assert!(
+        method["help"]
+            .as_str()
+            .is_some_and(|h| h.contains("`len(xs)`")),
+        "{method:#?}"
+    );
+    let secret = only_diagnostic(
+        "tool t(name: String) -> Int via exec \"sh t.sh\"\nworkflow w(s: Secret) -> Int {\n  t(s)\n}\n",
+    );
+    assert_eq!(secret["code"], "E0300");
+    let help = secret["help"].as_str().expect("a help line");
+    assert!(!help.contains("to_string"), "{help}");
+    assert!(help.contains("never becomes text"), "{help}");
+}

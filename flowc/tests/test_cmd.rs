@@ -108,7 +108,7 @@ fn junit_report_is_valid_xml_with_a_case_per_test() {
         .descendants()
         .filter(|n| n.has_tag_name("failure"))
         .collect();
-    assert_eq!(cases.len(), 18, "8 passing and 10 failing tests");
+    assert_eq!(cases.len(), 30, "20 passing and 10 failing tests");
     assert_eq!(failures.len(), 10);
     assert_eq!(suites.attribute("failures"), Some("10"));
     let wrong_result = cases

@@ -124,7 +124,8 @@ pub enum Op {
     /// when the run is replayed (retry backoff).
     Jitter,
     /// Pop a value; push it with the text that type `n` declares `Secret` turned into
-    /// secrets (`let s: Secret = "…"`, text passed where a `Secret` is expected).
+    /// secrets (`let s: Secret = "…"`, text passed where a `Secret` is expected), and the
+    /// optional fields its records leave out set to `none`.
     Seal(u32),
 }
 

@@ -6,6 +6,7 @@
 //! it passed an approved decision (E0400), and warn about unreachable code and unused
 //! variables.
 
+use super::exhaustive::{self, Ctor, Pat, Witness};
 use super::flow::Flow;
 use super::{
     Checked, FileScope, IterKind, LocalFact, LocalKind, Resolutions, Resolved, Value, WorkflowDef,
@@ -23,6 +24,7 @@ pub fn check_workflow(
     file: FileId,
     decl: &ast::WorkflowDecl,
     diagnostics: &mut Vec<Diagnostic>,
+    file_start: usize,
     resolved: &mut Resolutions,
 ) {
     let mut checker = BodyChecker {
@@ -30,6 +32,7 @@ pub fn check_workflow(
         scope: &checked.scopes[file.0 as usize],
         file,
         diagnostics,
+        file_start,
         locals: Vec::new(),
         workflow,
         flow: Flow::not_approved(
@@ -73,6 +76,9 @@ struct Local {
     condition: Option<(bool, bool)>,
     /// Its index in [`super::IdeFacts::locals`], when editor facts are recorded.
     fact: Option<usize>,
+    /// A narrowed view of an outer local (`x` after `x != none`): same name and fact, a
+    /// plain type; dropping it reports nothing.
+    shadow: bool,
 }
 
 struct BodyChecker<'a> {
@@ -80,6 +86,8 @@ struct BodyChecker<'a> {
     scope: &'a FileScope,
     file: FileId,
     diagnostics: &'a mut Vec<Diagnostic>,
+    /// Where this file's diagnostics start in `diagnostics`.
+    file_start: usize,
     locals: Vec<Local>,
     workflow: &'a WorkflowDef,
     flow: Flow,
@@ -88,6 +96,9 @@ struct BodyChecker<'a> {
     /// What names, calls and patterns resolved to, for the lowering to bytecode.
     resolved: &'a mut Resolutions,
 }
+
+/// Optional locals a condition proves present, with their plain types.
+type Present = Vec<(String, Type)>;
 
 /// How much of a matched value one pattern covers.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -157,7 +168,113 @@ impl<'a> BodyChecker<'a> {
             decision,
             condition: None,
             fact,
+            shadow: false,
         });
+    }
+
+    /// Makes each name in `present` (a `let`-bound local or parameter of type `T?`, proved
+    /// present by a condition) read as a plain `T`, until the locals are truncated to the
+    /// mark this returns or its scope ends.
+    fn narrow(&mut self, present: &Present) -> usize {
+        let mark = self.locals.len();
+        for (name, ty) in present {
+            let Some(local) = self.locals.iter().rev().find(|l| l.name == *name) else {
+                continue;
+            };
+            let shadow = Local {
+                name: name.clone(),
+                ty: ty.clone(),
+                span: local.span,
+                mutable: false,
+                used: true,
+                decision: local.decision,
+                condition: local.condition,
+                fact: local.fact,
+                shadow: true,
+            };
+            self.locals.push(shadow);
+        }
+        mark
+    }
+
+    /// What to do with an optional operand: test it first, or give a default. A `var` does
+    /// not narrow, so its help says so.
+    fn optional_operand_help(&self, operand: &ast::Expr) -> String {
+        let ExprKind::Name(name) = &operand.kind else {
+            return "this value may be `none`: give a default with `value ?? default`".to_string();
+        };
+        let local = self.locals.iter().rev().find(|l| l.name == *name);
+        if local.is_some_and(|l| l.mutable) {
+            format!(
+                "`{name}` may be `none`, and as a `var` it stays optional after `{name} != none` (it may change); copy it into a `let` and test that, or give a default: `{name} ?? …`"
+            )
+        } else {
+            format!(
+                "`{name}` may be `none`: test it first (inside `if {name} != none {{ … }}` it is a plain value) or give a default: `{name} ?? …`"
+            )
+        }
+    }
+
+    /// The optional locals that `cond` proves present when it is true, and when it is
+    /// false: `x != none`, `x == none`, and `!`, `&&`, `||` of such tests. Only names that
+    /// cannot change in between narrow (a `let`, a parameter, a pattern binding); a `var`
+    /// may be reassigned between the test and the use.
+    fn presence(&self, cond: &ast::Expr) -> (Present, Present) {
+        match &cond.kind {
+            ExprKind::Binary {
+                op: op @ (BinaryOp::Eq | BinaryOp::NotEq),
+                lhs,
+                rhs,
+            } => {
+                let name = match (&lhs.kind, &rhs.kind) {
+                    (ExprKind::Name(name), ExprKind::None)
+                    | (ExprKind::None, ExprKind::Name(name)) => name,
+                    _ => return (Vec::new(), Vec::new()),
+                };
+                let present = self
+                    .locals
+                    .iter()
+                    .rev()
+                    .find(|l| l.name == *name)
+                    .filter(|l| !l.mutable)
+                    .and_then(|l| match &l.ty {
+                        Type::Optional(inner) => Some(vec![(name.clone(), (**inner).clone())]),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                if *op == BinaryOp::NotEq {
+                    (present, Vec::new())
+                } else {
+                    (Vec::new(), present)
+                }
+            }
+            ExprKind::Unary {
+                op: UnaryOp::Not,
+                operand,
+            } => {
+                let (when_true, when_false) = self.presence(operand);
+                (when_false, when_true)
+            }
+            ExprKind::Binary {
+                op: BinaryOp::And,
+                lhs,
+                rhs,
+            } => {
+                let (mut when_true, _) = self.presence(lhs);
+                when_true.extend(self.presence(rhs).0);
+                (when_true, Vec::new())
+            }
+            ExprKind::Binary {
+                op: BinaryOp::Or,
+                lhs,
+                rhs,
+            } => {
+                let (_, mut when_false) = self.presence(lhs);
+                when_false.extend(self.presence(rhs).1);
+                (Vec::new(), when_false)
+            }
+            _ => (Vec::new(), Vec::new()),
+        }
     }
 
     /// Editor facts: the last bound local is visible from `start` to `end` (until its scope
@@ -175,7 +292,7 @@ impl<'a> BodyChecker<'a> {
     /// Drops the locals declared since `mark` (their scope ends at byte `end`), warning
     /// about the unused ones.
     fn pop_scope(&mut self, mark: usize, end: u32) {
-        let dropped: Vec<Local> = self.locals.drain(mark..).collect();
+        let dropped: Vec<Local> = self.locals.drain(mark..).filter(|l| !l.shadow).collect();
         if let Some(ide) = self.resolved.ide.as_mut() {
             for fact in dropped.iter().filter_map(|l| l.fact) {
                 let visible = &mut ide.locals[fact].visible;
@@ -220,6 +337,10 @@ impl<'a> BodyChecker<'a> {
         let help = match (expected, found) {
             (_, Type::Optional(inner)) if self.checked.types.assignable(inner, expected) => {
                 "this value may be `none`: give a default with `value ?? default`".to_string()
+            }
+            // A secret never becomes text (E0321), so `to_string` is no way out.
+            (Type::String, Type::Secret) => {
+                "a `Secret` never becomes text: pass it only where a `Secret` is expected (declare this parameter or field `Secret`), or pass text here instead".to_string()
             }
             (Type::String, _) => {
                 "turn the value into text with `to_string(…)` or `\"${…}\"`".to_string()
@@ -812,6 +933,7 @@ impl<'a> BodyChecker<'a> {
                 rhs,
             } => {
                 let entry = self.flow.clone();
+                let (present_true, present_false) = self.presence(lhs);
                 let (lhs_true, lhs_false) = self.check_cond(lhs);
                 let is_and = *op == BinaryOp::And;
                 // `a && b` evaluates `b` only when `a` is true; `a || b` only when it is false.
@@ -820,7 +942,13 @@ impl<'a> BodyChecker<'a> {
                 } else {
                     lhs_false.clone()
                 };
+                let mark = self.narrow(if is_and {
+                    &present_true
+                } else {
+                    &present_false
+                });
                 let (rhs_true, rhs_false) = self.check_cond(rhs);
+                self.locals.truncate(mark);
                 self.flow = entry;
                 if is_and {
                     (rhs_true, lhs_false.join(rhs_false))
@@ -903,7 +1031,7 @@ impl<'a> BodyChecker<'a> {
             }
             ExprKind::Name(name) => self.check_name(name, expr.span, expected),
             ExprKind::List(items) => self.check_list(items, expected),
-            ExprKind::Record(fields) => self.check_record(fields, expected),
+            ExprKind::Record(fields) => self.check_record(fields, expected, expr.span),
             ExprKind::Field {
                 base,
                 name,
@@ -1102,11 +1230,22 @@ impl<'a> BodyChecker<'a> {
         Type::Named(enum_id)
     }
 
+    /// Whether this file has reported more than is shown
+    /// ([`crate::diagnostics::MAX_PER_FILE`]): suggestions that cost a search over every name
+    /// in scope are not worth computing for diagnostics nobody reads.
+    fn crowded(&self) -> bool {
+        self.diagnostics.len() - self.file_start >= crate::diagnostics::MAX_PER_FILE
+    }
+
     fn unknown_name(&mut self, name: &str, span: Span) {
-        let locals: Vec<&str> = self.locals.iter().map(|l| l.name.as_str()).collect();
-        let globals = self.scope.values.keys().map(|k| k.as_str());
-        let builtins = stdlib::Builtin::ALL.iter().map(|b| b.name());
-        let suggestion = did_you_mean(name, locals.into_iter().chain(globals).chain(builtins));
+        let suggestion = if self.crowded() {
+            None
+        } else {
+            let locals = self.locals.iter().map(|l| l.name.as_str());
+            let globals = self.scope.values.keys().map(|k| k.as_str());
+            let builtins = stdlib::Builtin::ALL.iter().map(|b| b.name());
+            did_you_mean(name, locals.chain(globals).chain(builtins))
+        };
         let mut diagnostic = Diagnostic::error(
             codes::UNKNOWN_NAME,
             self.file,
@@ -1209,7 +1348,12 @@ impl<'a> BodyChecker<'a> {
         Type::List(Box::new(element.unwrap_or(Type::Unknown)))
     }
 
-    fn check_record(&mut self, fields: &[ast::FieldInit], expected: Option<&Type>) -> Type {
+    fn check_record(
+        &mut self,
+        fields: &[ast::FieldInit],
+        expected: Option<&Type>,
+        span: Span,
+    ) -> Type {
         let target = match expected {
             Some(Type::Named(id)) => Some(*id),
             Some(Type::Optional(inner)) => match &**inner {
@@ -1251,6 +1395,15 @@ impl<'a> BodyChecker<'a> {
                     self.unknown_field(id, &field.name);
                 }
             }
+        }
+        let omitted: Vec<String> = declared
+            .iter()
+            .filter(|d| matches!(d.ty, Type::Optional(_)))
+            .filter(|d| !fields.iter().any(|f| f.name.name == d.name))
+            .map(|d| d.name.clone())
+            .collect();
+        if !omitted.is_empty() {
+            self.resolved.omitted.insert((self.file, span), omitted);
         }
         let missing: Vec<&str> = declared
             .iter()
@@ -1602,6 +1755,25 @@ impl<'a> BodyChecker<'a> {
     }
 
     fn not_callable(&mut self, callee: &ast::Expr, args: &[ast::Expr]) -> Type {
+        if let ExprKind::Field { base, name, .. } = &callee.kind
+            && let Some(help) = self.method_help(base, &name.name, args.len())
+        {
+            // `xs.len()`: a function written as a method. One error, saying how to call it;
+            // not a second one about `.len` not being a field.
+            self.check_expr(base, None);
+            self.check_args_loosely(args);
+            self.error(
+                Diagnostic::error(
+                    codes::NOT_CALLABLE,
+                    self.file,
+                    callee.span,
+                    format!("`{}` is a function, not a method", name.name),
+                )
+                .with_message(format!("`.{}(…)` cannot be called", name.name))
+                .with_help(help),
+            );
+            return Type::Unknown;
+        }
         self.check_expr(callee, None);
         self.check_args_loosely(args);
         self.error(
@@ -1616,6 +1788,30 @@ impl<'a> BodyChecker<'a> {
             ),
         );
         Type::Unknown
+    }
+
+    /// For `value.f(args…)` where `f` is a builtin, tool or workflow: how to call it instead.
+    fn method_help(&self, base: &ast::Expr, name: &str, args: usize) -> Option<String> {
+        let known = stdlib::Builtin::ALL.iter().any(|b| b.name() == name)
+            || self
+                .scope
+                .lookup_values(name)
+                .iter()
+                .any(|(v, _)| matches!(v, Value::Tool(_) | Value::Workflow(_)));
+        if !known {
+            return None;
+        }
+        let rest = if args == 0 { "" } else { ", …" };
+        Some(match &base.kind {
+            ExprKind::Name(value) => {
+                format!(
+                    "Flow has no methods: pass the value as the first argument, `{name}({value}{rest})`"
+                )
+            }
+            _ => format!(
+                "Flow has no methods: pass the value as the first argument, `{name}(value{rest})`"
+            ),
+        })
     }
 
     fn check_args_loosely(&mut self, args: &[ast::Expr]) {
@@ -1934,13 +2130,17 @@ impl<'a> BodyChecker<'a> {
         match op {
             BinaryOp::And | BinaryOp::Or => {
                 let entry = self.flow.clone();
+                let (present_true, present_false) = self.presence(lhs);
                 let (when_true, when_false) = self.check_cond(lhs);
-                self.flow = if op == BinaryOp::And {
-                    when_true
+                let (flow, present) = if op == BinaryOp::And {
+                    (when_true, present_true)
                 } else {
-                    when_false
+                    (when_false, present_false)
                 };
+                self.flow = flow;
+                let mark = self.narrow(&present);
                 self.expect_type(rhs, &Type::Bool);
+                self.locals.truncate(mark);
                 self.flow = entry;
                 return Type::Bool;
             }
@@ -2037,6 +2237,14 @@ impl<'a> BodyChecker<'a> {
                     (_, Type::Int, Type::Float) | (_, Type::Float, Type::Int) => {
                         "Int and Float do not mix: write the Int as a Float, e.g. `2.0`".to_string()
                     }
+                    (_, Type::Optional(_), _) | (_, _, Type::Optional(_)) => {
+                        let operand = if matches!(left, Type::Optional(_)) {
+                            lhs
+                        } else {
+                            rhs
+                        };
+                        self.optional_operand_help(operand)
+                    }
                     _ => format!(
                         "`{}` needs operands of matching, supported types",
                         op.symbol()
@@ -2067,11 +2275,18 @@ impl<'a> BodyChecker<'a> {
         expected: Option<&Type>,
     ) -> Type {
         let entry = self.flow.clone();
+        let (present_true, present_false) = self.presence(cond);
         let (when_true, when_false) = self.check_cond(cond);
         self.flow = when_true;
+        let mark = self.narrow(&present_true);
         let then_type = self.check_block(then_block, expected);
+        self.locals.truncate(mark);
         let then_flow = std::mem::replace(&mut self.flow, when_false);
         let Some(else_branch) = else_branch else {
+            // `if x == none { return … }`: what follows runs only when `x` is present.
+            if then_flow == Flow::Unreachable {
+                self.narrow(&present_false);
+            }
             let skipped = std::mem::replace(&mut self.flow, Flow::Unreachable);
             self.flow = explain_join(
                 &entry,
@@ -2082,7 +2297,9 @@ impl<'a> BodyChecker<'a> {
             );
             return Type::Unit;
         };
+        let mark = self.narrow(&present_false);
         let else_type = self.check_expr(else_branch, expected);
+        self.locals.truncate(mark);
         let else_flow = std::mem::replace(&mut self.flow, Flow::Unreachable);
         self.flow = if else_flow == Flow::Approved {
             explain_join(
@@ -2446,6 +2663,7 @@ impl<'a> BodyChecker<'a> {
         let mut exit = Flow::Unreachable;
         let mut result: Option<(Type, Span)> = None;
         let mut covered: Vec<Coverage> = Vec::new();
+        let mut pats: Vec<Pat> = Vec::new();
         for arm in arms {
             if covered.contains(&Coverage::Everything) {
                 self.error(
@@ -2476,8 +2694,20 @@ impl<'a> BodyChecker<'a> {
                 (None, _) => entry.clone(),
             };
             let mark = self.locals.len();
-            let coverage = self.check_pattern(&arm.pattern, &subject);
+            // After a `none` arm the value is present: `v => …` binds a plain `T`.
+            let arm_subject = match &subject {
+                Type::Optional(inner) if covered.contains(&Coverage::NoneValue) => &**inner,
+                _ => &subject,
+            };
+            let coverage = self.check_pattern(&arm.pattern, arm_subject);
             covered.push(coverage);
+            pats.push(exhaustive::pat_of(
+                &arm.pattern,
+                &subject,
+                &self.checked.types,
+                self.file,
+                &self.resolved.items,
+            ));
             let arm_type = self.check_expr(&arm.body, expected);
             self.pop_scope(mark, arm.span.end);
             exit = exit.join(std::mem::replace(&mut self.flow, Flow::Unreachable));
@@ -2497,104 +2727,89 @@ impl<'a> BodyChecker<'a> {
             });
         }
         self.flow = if arms.is_empty() { entry } else { exit };
-        self.check_exhaustive(&subject, &covered, scrutinee.span);
+        self.check_exhaustive(&subject, &covered, &pats, scrutinee.span);
         result.map(|(t, _)| t).unwrap_or(Type::Unit)
     }
 
-    fn check_exhaustive(&mut self, subject: &Type, covered: &[Coverage], scrutinee_span: Span) {
+    fn check_exhaustive(
+        &mut self,
+        subject: &Type,
+        covered: &[Coverage],
+        pats: &[Pat],
+        scrutinee_span: Span,
+    ) {
         if covered.contains(&Coverage::Everything)
             || covered.contains(&Coverage::Unknown)
             || subject.is_unknown()
         {
             return;
         }
-        // The arms that are missing, or `None` where only a catch-all can cover the type.
-        let missing: Option<Vec<String>> = match subject {
-            Type::Named(id) => self.checked.types.get(*id).variants().map(|variants| {
-                variants
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !covered.contains(&Coverage::Variant(*i)))
-                    .map(|(_, v)| {
-                        if v.fields.is_empty() {
-                            v.name.clone()
-                        } else {
-                            let names: Vec<&str> =
-                                v.fields.iter().map(|f| f.name.as_str()).collect();
-                            format!("{}({})", v.name, names.join(", "))
-                        }
-                    })
-                    .collect()
-            }),
-            Type::Bool => Some(
-                [true, false]
-                    .into_iter()
-                    .filter(|b| !covered.contains(&Coverage::Bool(*b)))
-                    .map(|b| b.to_string())
-                    .collect(),
-            ),
-            Type::Optional(_) => {
-                let show = self.show(subject);
-                let none_covered = covered.contains(&Coverage::NoneValue);
-                let (label, help) = if none_covered {
-                    (
-                        format!("this {show} may hold a value no arm matches"),
-                        "add an arm that binds the value: `value => …`".to_string(),
-                    )
-                } else {
-                    (
-                        format!("this {show} may be `none` or hold a value"),
-                        "add `none => …` and an arm that binds the value, `value => …`".to_string(),
-                    )
-                };
-                self.error(
-                    Diagnostic::error(
-                        codes::NON_EXHAUSTIVE_MATCH,
-                        self.file,
-                        scrutinee_span,
-                        label,
-                    )
-                    .with_message("`match` does not cover every case of an optional value")
-                    .with_help(help),
-                );
-                return;
-            }
-            _ => None,
-        };
+        let types = &self.checked.types;
+        let missing = exhaustive::missing(types, pats, subject);
+        if missing.is_empty() {
+            return;
+        }
         let show = self.show(subject);
-        let (label, message, help) = match missing {
-            Some(missing) if missing.is_empty() => return,
-            Some(missing) => {
-                let list = missing
-                    .iter()
-                    .map(|m| format!("`{m}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let arms = missing
-                    .iter()
-                    .map(|m| format!("`{m} => …`"))
-                    .collect::<Vec<_>>()
-                    .join(" and ");
+        // A value of a type with infinitely many values (a number, text, a record) is
+        // missing: only a binding or `_` covers it.
+        let open = missing.iter().any(|w| match w {
+            Witness::Any => true,
+            Witness::Ctor(Ctor::Some, inner) => inner.as_slice() == [Witness::Any],
+            _ => false,
+        });
+        let (label, message, help) = if open && matches!(subject, Type::Optional(_)) {
+            let none_covered = !missing.contains(&Witness::Ctor(Ctor::None, Vec::new()));
+            let (label, help) = if none_covered {
                 (
-                    format!("this {show} may be {list}"),
-                    format!("`match` does not cover {list}"),
-                    format!(
-                        "add {} {arms}, or a catch-all `_ => …`",
-                        if missing.len() == 1 {
-                            "the arm"
-                        } else {
-                            "the arms"
-                        }
-                    ),
+                    format!("this {show} may hold a value no arm matches"),
+                    "add an arm that binds the value: `value => …`".to_string(),
                 )
-            }
+            } else {
+                (
+                    format!("this {show} may be `none` or hold a value"),
+                    "add `none => …` and an arm that binds the value, `value => …`".to_string(),
+                )
+            };
+            (
+                label,
+                "`match` does not cover every case of an optional value".to_string(),
+                help,
+            )
+        } else if open {
             // Ints, strings and the like: literal arms can never cover them all.
-            None => (
+            (
                 format!("this {show} may have a value no arm matches"),
                 "`match` is not exhaustive".to_string(),
                 "add a catch-all arm at the end: `_ => …` (or `other => …` to use the value)"
                     .to_string(),
-            ),
+            )
+        } else {
+            let missing: Vec<String> = missing
+                .iter()
+                .map(|w| exhaustive::show(types, w, subject))
+                .collect();
+            let list = missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let arms = missing
+                .iter()
+                .map(|m| format!("`{m} => …`"))
+                .collect::<Vec<_>>()
+                .join(" and ");
+            (
+                format!("this {show} may be {list}"),
+                format!("`match` does not cover {list}"),
+                format!(
+                    "add {} {arms}, or a catch-all `_ => …`",
+                    if missing.len() == 1 {
+                        "the arm"
+                    } else {
+                        "the arms"
+                    }
+                ),
+            )
         };
         self.error(
             Diagnostic::error(
@@ -2609,10 +2824,16 @@ impl<'a> BodyChecker<'a> {
     }
 
     fn check_pattern(&mut self, pattern: &ast::Pattern, subject: &Type) -> Coverage {
+        // The enum whose variants the pattern may name: the value's, or the one its
+        // optional holds (`match c { none => …, Green => … }` with `c: Color?`).
         let enum_id = match subject {
+            Type::Optional(inner) => Some(&**inner),
+            other => Some(other),
+        }
+        .and_then(|ty| match ty {
             Type::Named(id) if self.checked.types.get(*id).variants().is_some() => Some(*id),
             _ => None,
-        };
+        });
         match &pattern.kind {
             PatternKind::Wildcard | PatternKind::Error => Coverage::Everything,
             PatternKind::Name(name) => {
@@ -2656,6 +2877,13 @@ impl<'a> BodyChecker<'a> {
                     name: name.clone(),
                     span: pattern.span,
                 };
+                if let Some(shadowed) = self.shadowed_variant(name)
+                    && !subject.is_unknown()
+                {
+                    self.shadowing_binding(&ident, shadowed, subject);
+                    self.bind_unknown(std::slice::from_ref(pattern));
+                    return Coverage::Unknown;
+                }
                 self.bind(&ident, subject.clone(), false, false, LocalKind::Pattern);
                 Coverage::Everything
             }
@@ -2730,10 +2958,15 @@ impl<'a> BodyChecker<'a> {
                 }
                 self.record(pattern.span, Resolved::Variant(id, index));
                 let mut complete = true;
+                let mut unknown = false;
                 for (field, ty) in fields.iter().zip(&variant_fields) {
-                    complete &= self.check_pattern(field, ty) == Coverage::Everything;
+                    let coverage = self.check_pattern(field, ty);
+                    complete &= coverage == Coverage::Everything;
+                    unknown |= coverage == Coverage::Unknown;
                 }
-                if complete {
+                if unknown {
+                    Coverage::Unknown
+                } else if complete {
                     Coverage::Variant(index)
                 } else {
                     Coverage::Partial
@@ -2767,6 +3000,42 @@ impl<'a> BodyChecker<'a> {
                 Coverage::NoneValue
             }
         }
+    }
+
+    /// The enum that has a variant called `name`, if one in scope does: a binding with that
+    /// name would read like a test for the variant.
+    fn shadowed_variant(&self, name: &str) -> Option<TypeId> {
+        self.scope
+            .lookup_values(name)
+            .iter()
+            .find_map(|(value, _)| match value {
+                Value::Variant(id, _) => Some(*id),
+                _ => None,
+            })
+    }
+
+    /// A binding pattern named like a variant of another type than the matched value's: it
+    /// would match everything, silently, where a test for the variant was meant.
+    fn shadowing_binding(&mut self, name: &ast::Ident, enum_id: TypeId, subject: &Type) {
+        let def = self.checked.types.get(enum_id);
+        let show = self.show(subject);
+        let mut diagnostic = Diagnostic::error(
+            codes::INVALID_PATTERN,
+            self.file,
+            name.span,
+            format!("`{}` is a variant of `{}`, but the value is {show}", name.name, def.name),
+        )
+        .with_message(format!("`{}` names a variant, not a new variable", name.name))
+        .with_help(format!(
+            "to bind the value, give it a name that is no variant's (e.g. `{}`); to test for the variant, match a `{}`",
+            name.name.to_lowercase(),
+            def.name
+        ));
+        if let Some(file) = def.file {
+            diagnostic =
+                diagnostic.with_label(file, def.span, format!("`{}` is declared here", def.name));
+        }
+        self.error(diagnostic);
     }
 
     /// Binds the names in sub-patterns that could not be checked, so uses of them do not

@@ -5,6 +5,7 @@
 //! Each file sees its own declarations and those of the files it imports directly.
 
 mod body;
+mod exhaustive;
 mod flow;
 mod test_blocks;
 
@@ -119,6 +120,9 @@ pub struct Resolutions {
     /// Expressions whose text becomes a `Secret` where they are used, by span: the type
     /// the value takes there ([`crate::types::Types::seals`]).
     pub seals: HashMap<(FileId, Span), Type>,
+    /// Record literals of a named record type that leave optional fields out, by span: the
+    /// fields the lowering fills with `none`, so an omitted field and `none` are one value.
+    pub omitted: HashMap<(FileId, Span), Vec<String>>,
     /// Facts for editors, recorded only when asked for (the language server's analysis,
     /// [`crate::analysis`]); `flowc check` and the lowering never pay for them.
     pub ide: Option<IdeFacts>,
@@ -212,6 +216,8 @@ pub fn check_program_with(
     };
     for (index, tree) in trees.iter().enumerate() {
         let file = FileId(index as u32);
+        // What the bodies of this file report is counted from here (see `crowded`).
+        let file_start = checker.diagnostics.len();
         for item in &tree.module.items {
             if let ast::Item::Workflow(workflow) = item {
                 let def = &checker.checked.workflows[workflow_index];
@@ -221,6 +227,7 @@ pub fn check_program_with(
                     file,
                     workflow,
                     checker.diagnostics,
+                    file_start,
                     &mut resolutions,
                 );
                 workflow_index += 1;

@@ -241,7 +241,17 @@ pub(super) fn check_test_helpers(
                 diagnostics.push(effect_error(file, span));
                 continue;
             }
-            body::check_workflow(checked, def, file, &helper.decl, diagnostics, resolutions);
+            // A helper is one small value: it is never crowded.
+            let start = diagnostics.len();
+            body::check_workflow(
+                checked,
+                def,
+                file,
+                &helper.decl,
+                diagnostics,
+                start,
+                resolutions,
+            );
         }
     }
 }

@@ -143,6 +143,64 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     previous[b_chars.len()]
 }
 
+/// At most this many diagnostics are reported for one file; a note on the last one says how
+/// many more there are. Past a few hundred, more diagnostics help nobody (they are mostly one
+/// mistake repeated), and rendering them costs time.
+pub const MAX_PER_FILE: usize = 200;
+
+/// Keeps at most [`MAX_PER_FILE`] diagnostics per file of `diagnostics` (sorted by file, as
+/// [`sort`] leaves them): errors before warnings, so a file with errors never shows only
+/// warnings, then in order of position. The last one kept gets a note with the count of
+/// those left out.
+pub fn cap_per_file(diagnostics: &mut Vec<Diagnostic>) {
+    let mut start = 0;
+    let mut out: Vec<Diagnostic> = Vec::with_capacity(diagnostics.len());
+    let all = std::mem::take(diagnostics);
+    let mut all: Vec<Option<Diagnostic>> = all.into_iter().map(Some).collect();
+    while start < all.len() {
+        let file = all[start].as_ref().map(|d| d.file());
+        let end = all[start..]
+            .iter()
+            .position(|d| d.as_ref().map(|d| d.file()) != file)
+            .map_or(all.len(), |n| start + n);
+        let group = &mut all[start..end];
+        if group.len() <= MAX_PER_FILE {
+            out.extend(group.iter_mut().filter_map(Option::take));
+        } else {
+            let mut order: Vec<usize> = (0..group.len()).collect();
+            order.sort_by_key(|&i| group[i].as_ref().is_some_and(|d| !d.is_error()));
+            let mut keep = order[..MAX_PER_FILE].to_vec();
+            keep.sort_unstable();
+            let mut kept: Vec<Diagnostic> = keep.iter().filter_map(|&i| group[i].take()).collect();
+            let (errors, warnings) = group.iter().flatten().fold((0, 0), |(e, w), d| {
+                if d.is_error() { (e + 1, w) } else { (e, w + 1) }
+            });
+            if let Some(last) = kept.pop() {
+                kept.push(last.with_note(left_out_note(errors, warnings)));
+            }
+            out.extend(kept);
+        }
+        start = end;
+    }
+    *diagnostics = out;
+}
+
+fn left_out_note(errors: usize, warnings: usize) -> String {
+    let count = |n: usize, what: &str| match n {
+        0 => None,
+        1 => Some(format!("1 more {what}")),
+        n => Some(format!("{n} more {what}s")),
+    };
+    let parts: Vec<String> = [count(errors, "error"), count(warnings, "warning")]
+        .into_iter()
+        .flatten()
+        .collect();
+    format!(
+        "not shown: {} in this file (at most {MAX_PER_FILE} are reported per file); fix these and check again",
+        parts.join(" and ")
+    )
+}
+
 /// The candidate closest to `name`, if it is close enough to be a likely typo.
 pub fn did_you_mean<'a>(
     name: &str,
@@ -169,6 +227,51 @@ pub fn did_you_mean<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_most_max_per_file_are_kept_errors_first_with_a_count_of_the_rest() {
+        let at = |file: u32, start: usize, error: bool| {
+            let span = Span::new(start, start + 1);
+            if error {
+                Diagnostic::error(codes::UNKNOWN_NAME, FileId(file), span, "e")
+            } else {
+                Diagnostic::warning(codes::UNUSED_VARIABLE, FileId(file), span, "w")
+            }
+        };
+        // File 0: 150 warnings, then 150 errors; file 1: 3 errors (untouched).
+        let mut all: Vec<Diagnostic> = (0..150)
+            .map(|i| at(0, i, false))
+            .chain((150..300).map(|i| at(0, i, true)))
+            .chain((0..3).map(|i| at(1, i, true)))
+            .collect();
+        cap_per_file(&mut all);
+        let first: Vec<&Diagnostic> = all.iter().filter(|d| d.file() == FileId(0)).collect();
+        assert_eq!(first.len(), MAX_PER_FILE);
+        assert_eq!(
+            first.iter().filter(|d| d.is_error()).count(),
+            150,
+            "every error kept"
+        );
+        assert!(
+            first
+                .windows(2)
+                .all(|w| w[0].primary.span.start < w[1].primary.span.start),
+            "still in order of position"
+        );
+        let noted: Vec<&&Diagnostic> = first.iter().filter(|d| !d.notes.is_empty()).collect();
+        assert_eq!(noted.len(), 1, "one note");
+        assert_eq!(
+            noted[0].notes[0],
+            "not shown: 100 more warnings in this file (at most 200 are reported per file); fix these and check again"
+        );
+        assert_eq!(noted[0].primary.span.start, 299, "on the last one kept");
+        assert_eq!(all.iter().filter(|d| d.file() == FileId(1)).count(), 3);
+        assert!(
+            all.iter()
+                .filter(|d| d.file() == FileId(1))
+                .all(|d| d.notes.is_empty())
+        );
+    }
 
     #[test]
     fn suggestions_pick_the_closest_plausible_name() {

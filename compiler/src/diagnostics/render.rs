@@ -7,14 +7,33 @@ use ariadne::{Color, Config, IndexType, Label, Report, ReportKind};
 
 /// Renders each diagnostic as a block of text, in order. `color` adds ANSI colours.
 pub fn human(diagnostics: &[Diagnostic], db: &SourceDb, color: bool) -> String {
+    // One source cache for all diagnostics: ariadne splits a file into lines when it is
+    // added, so a cache per diagnostic made many diagnostics in a big file quadratic.
+    let mut files: Vec<_> = diagnostics
+        .iter()
+        .flat_map(|d| std::iter::once(d.primary.file).chain(d.secondary.iter().map(|l| l.file)))
+        .collect();
+    files.sort();
+    files.dedup();
+    let mut cache = ariadne::sources(
+        files
+            .into_iter()
+            .map(|f| (db.display_name(f).to_string(), db.text(f).to_string())),
+    );
     let mut out = Vec::new();
     for diagnostic in diagnostics {
-        write_one(diagnostic, db, color, &mut out);
+        write_one(diagnostic, db, color, &mut cache, &mut out);
     }
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn write_one(diagnostic: &Diagnostic, db: &SourceDb, color: bool, out: &mut Vec<u8>) {
+fn write_one(
+    diagnostic: &Diagnostic,
+    db: &SourceDb,
+    color: bool,
+    cache: &mut impl ariadne::Cache<String>,
+    out: &mut Vec<u8>,
+) {
     let path = |file| db.display_name(file).to_string();
     let (kind, primary_color) = match diagnostic.severity {
         Severity::Error => (ReportKind::Error, Color::Red),
@@ -49,12 +68,6 @@ fn write_one(diagnostic: &Diagnostic, db: &SourceDb, color: bool, out: &mut Vec<
     if let Some(help) = &diagnostic.help {
         report = report.with_help(help);
     }
-    let mut files: Vec<_> = std::iter::once(primary.file)
-        .chain(diagnostic.secondary.iter().map(|l| l.file))
-        .collect();
-    files.sort();
-    files.dedup();
-    let cache = ariadne::sources(files.into_iter().map(|f| (path(f), db.text(f).to_string())));
     if report.finish().write(cache, &mut *out).is_err() {
         // ariadne only fails when a source is missing; fall back to a plain line.
         out.extend_from_slice(

@@ -784,7 +784,23 @@ impl<'a> Parser<'a> {
     // ----- blocks and statements ----------------------------------------------------
 
     fn parse_block(&mut self) -> Option<Block> {
-        let start = self.expect(T::LBrace, "a block starts with `{`")?;
+        let (start, implicit) = match self.eat(T::LBrace) {
+            Some(span) => (span, false),
+            None => {
+                self.error_expected(T::LBrace.describe(), "a block starts with `{`");
+                // `if x > 0` with the `{` forgotten at the end of its line: the lines that
+                // follow, up to the `}`, are read as the block, so the rest of the body is not
+                // taken for code outside any workflow (a second, misleading error).
+                let token = self.token();
+                if !token.starts_line
+                    || matches!(token.kind, T::RBrace | T::Eof)
+                    || ITEM_KEYWORDS.contains(&token.kind)
+                {
+                    return None;
+                }
+                (self.previous_span(), true)
+            }
+        };
         if !self.enter() {
             return Some(Block {
                 stmts: Vec::new(),
@@ -795,6 +811,7 @@ impl<'a> Parser<'a> {
         loop {
             match self.peek() {
                 T::RBrace => break,
+                T::Eof if implicit => break,
                 T::Eof => {
                     self.report(
                         Diagnostic::error(
@@ -817,6 +834,13 @@ impl<'a> Parser<'a> {
                         && self.peek() != T::Type
                     {
                         // A declaration inside a block: the block's `}` is probably missing.
+                        if implicit {
+                            self.leave();
+                            return Some(Block {
+                                stmts,
+                                span: start.to(self.previous_span()),
+                            });
+                        }
                         self.report(
                             Diagnostic::error(
                                 codes::SYNTAX_ERROR,
@@ -850,7 +874,14 @@ impl<'a> Parser<'a> {
         let start_pos = self.pos;
         let start = self.span();
         let errors = self.error_count();
-        let kind = self.parse_stmt_kind();
+        let kind = if self.at_foreign_binding() {
+            StmtKind::Error
+        } else {
+            self.parse_stmt_kind()
+        };
+        if self.error_count() == errors {
+            self.check_foreign_else_if();
+        }
         let span = start.to(self.previous_span());
         self.end_line_item(
             start_pos,
@@ -859,6 +890,54 @@ impl<'a> Parser<'a> {
             "put each statement on its own line, or separate them with `;`",
         );
         Stmt { kind, span }
+    }
+
+    /// `const x = …` (or `val`, `auto`) as other languages write it: reported as what to
+    /// write in Flow, instead of "put each statement on its own line" at the name.
+    fn at_foreign_binding(&mut self) -> bool {
+        let token = self.token();
+        let next = self.tokens.get(self.pos + 1).copied();
+        let word = self.text(token.span);
+        let foreign = token.kind == T::Ident
+            && matches!(word, "const" | "val" | "auto" | "mut")
+            && next.is_some_and(|n| n.kind == T::Ident && !n.starts_line);
+        if foreign {
+            self.report(
+                Diagnostic::error(
+                    codes::SYNTAX_ERROR,
+                    self.file,
+                    token.span,
+                    format!("`{word}` is not a Flow keyword"),
+                )
+                .with_message(format!("Flow has no `{word}`"))
+                .with_help(
+                    "write `let name = value` (or `var name = value` for one that changes); no `;` is needed",
+                ),
+            );
+        }
+        foreign
+    }
+
+    /// `} elif c {` after an `if`: reported as `else if`, instead of "put each statement on
+    /// its own line".
+    fn check_foreign_else_if(&mut self) {
+        let token = self.token();
+        let word = self.text(token.span);
+        if token.kind == T::Ident
+            && !token.starts_line
+            && matches!(word, "elif" | "elsif" | "elseif")
+        {
+            self.report(
+                Diagnostic::error(
+                    codes::SYNTAX_ERROR,
+                    self.file,
+                    token.span,
+                    format!("`{word}` is not a Flow keyword"),
+                )
+                .with_message(format!("Flow has no `{word}`"))
+                .with_help("write `else if`: `} else if condition { … }`"),
+            );
+        }
     }
 
     /// After a statement or a test step (which end at a line break or `;`): skips the rest

@@ -490,8 +490,9 @@ pub fn from_json(
     }
 }
 
-/// `value` with the text that type `ty` declares `Secret` turned into secrets (`Op::Seal`).
-/// Only what the checker let through reaches here; anything else is left as it is.
+/// `value` with the text that type `ty` declares `Secret` turned into secrets, and the
+/// optional fields a record leaves out set to `none` (`Op::Seal`). Only what the checker let
+/// through reaches here; anything else is left as it is.
 pub fn seal(module: &Module, ty: TypeRef, value: Value) -> Value {
     match (module.type_desc(ty), value) {
         (Some(TypeDesc::Secret), Value::Str(text)) => Value::Secret(text),
@@ -513,6 +514,8 @@ pub fn seal(module: &Module, ty: TypeRef, value: Value) -> Value {
             for (name, field_ty) in fields {
                 if let Some(field) = values.remove(name) {
                     values.insert(name.clone(), seal(module, *field_ty, field));
+                } else if let Some(TypeDesc::Optional(_)) = module.type_desc(*field_ty) {
+                    values.insert(name.clone(), Value::None);
                 }
             }
             Value::Record(values)
