@@ -998,7 +998,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
         let saved = self.enter(expr.span);
         let result = self.expr_kind(expr);
         if result.is_ok() {
-            self.seal(expr.span);
+            self.conform(expr.span);
         }
         self.loc = saved;
         result
@@ -1010,15 +1010,16 @@ impl<'b, 'p> FnLower<'b, 'p> {
         omitted.get(&(self.file, span)).cloned().unwrap_or_default()
     }
 
-    /// Text that the checker saw become a `Secret` here is sealed as one.
-    fn seal(&mut self, span: Span) {
-        let seals = &self.b.program.checked.resolutions.seals;
-        if seals.is_empty() {
+    /// A value the checker saw take a declared type here that changes its shape (text that
+    /// becomes a `Secret`, a record that gets its omitted optional fields) is converted.
+    fn conform(&mut self, span: Span) {
+        let conversions = &self.b.program.checked.resolutions.conversions;
+        if conversions.is_empty() {
             return;
         }
-        if let Some(ty) = seals.get(&(self.file, span)).cloned() {
+        if let Some(ty) = conversions.get(&(self.file, span)).cloned() {
             let ty = self.b.type_ref(&ty);
-            self.emit(Op::Seal(ty.0));
+            self.emit(Op::Conform(ty.0));
         }
     }
 
@@ -1987,7 +1988,7 @@ mod tests {
         // A record built without its type gets its optional fields where it becomes a `P`.
         let later = code(&module, "later");
         assert!(
-            later.iter().any(|op| matches!(op, Op::Seal(_))),
+            later.iter().any(|op| matches!(op, Op::Conform(_))),
             "{later:?}"
         );
     }
@@ -2007,7 +2008,7 @@ mod tests {
         let seals: Vec<u32> = ops
             .iter()
             .filter_map(|op| match op {
-                Op::Seal(ty) => Some(*ty),
+                Op::Conform(ty) => Some(*ty),
                 _ => None,
             })
             .collect();
@@ -2020,7 +2021,11 @@ mod tests {
             );
         }
         let none = lowered("workflow w(s: Secret, t: String) -> String { t }");
-        assert!(!code(&none, "w").iter().any(|op| matches!(op, Op::Seal(_))));
+        assert!(
+            !code(&none, "w")
+                .iter()
+                .any(|op| matches!(op, Op::Conform(_)))
+        );
     }
 
     #[test]

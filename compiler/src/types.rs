@@ -199,27 +199,27 @@ impl TypeDefs {
     /// shape there: it holds text that becomes a `Secret` (directly, `let s: Secret = "…"`,
     /// or inside a list, map, optional or record), or a record that leaves out optional
     /// fields of the named record expected (they become `none`). The lowering converts such
-    /// a value (`Op::Seal`), so a secret made from text is sealed, redacted and compared like
+    /// a value (`Op::Conform`), so a secret made from text is sealed, redacted and compared like
     /// any other, and a record has one shape whether a field was left out or `none`.
-    pub fn seals(&self, from: &Type, to: &Type) -> bool {
+    pub fn converts(&self, from: &Type, to: &Type) -> bool {
         match (from, to) {
             (Type::String, Type::Secret) => true,
-            (Type::Optional(a), Type::Optional(b)) => self.seals(a, b),
-            (_, Type::Optional(b)) => self.seals(from, b),
-            (Type::List(a), Type::List(b)) | (Type::Map(a), Type::Map(b)) => self.seals(a, b),
+            (Type::Optional(a), Type::Optional(b)) => self.converts(a, b),
+            (_, Type::Optional(b)) => self.converts(from, b),
+            (Type::List(a), Type::List(b)) | (Type::Map(a), Type::Map(b)) => self.converts(a, b),
             (Type::Record(fields), Type::Named(id)) => {
                 self.get(*id).fields().is_some_and(|declared| {
                     declared
                         .iter()
                         .any(|d| match fields.iter().find(|(name, _)| *name == d.name) {
-                            Some((_, ty)) => self.seals(ty, &d.ty),
+                            Some((_, ty)) => self.converts(ty, &d.ty),
                             None => matches!(d.ty, Type::Optional(_)),
                         })
                 })
             }
             (Type::Record(a), Type::Record(b)) => a
                 .iter()
-                .any(|(name, ty)| b.iter().any(|(n, t)| n == name && self.seals(ty, t))),
+                .any(|(name, ty)| b.iter().any(|(n, t)| n == name && self.converts(ty, t))),
             _ => false,
         }
     }

@@ -203,7 +203,7 @@ fn spec_instruction_table_is_complete() {
         Op::Return,
         Op::SetField(0),
         Op::Jitter,
-        Op::Seal(0),
+        Op::Conform(0),
     ];
     // The list above is every instruction: the next number does not decode.
     assert!(

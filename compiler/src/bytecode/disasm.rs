@@ -98,7 +98,7 @@ fn show(module: &Module, op: Op) -> String {
         Op::GetField(n) => format!("get_field {}", string(n)),
         Op::GetFieldOptional(n) => format!("get_field? {}", string(n)),
         Op::SetField(n) => format!("set_field {}", string(n)),
-        Op::Seal(ty) => format!("seal {}", module.type_name(super::TypeRef(ty))),
+        Op::Conform(ty) => format!("conform {}", module.type_name(super::TypeRef(ty))),
         Op::IsVariant(n) => format!("is_variant {}", string(n)),
         Op::CallBuiltin { id, args } => format!(
             "call_builtin {}/{args}",

@@ -236,7 +236,7 @@ mod tests {
             (Op::Return, 46),
             (Op::SetField(0), 47),
             (Op::Jitter, 48),
-            (Op::Seal(0), 49),
+            (Op::Conform(0), 49),
         ];
         for (op, number) in numbered {
             let bytes = postcard::to_stdvec(&op).expect("encodes");

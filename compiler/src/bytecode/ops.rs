@@ -123,10 +123,10 @@ pub enum Op {
     /// the run's step count and this instruction's position — random-looking, yet the same
     /// when the run is replayed (retry backoff).
     Jitter,
-    /// Pop a value; push it with the text that type `n` declares `Secret` turned into
+    /// Pop a value; push it conformed to type `n`: the text that the type declares `Secret` turned into
     /// secrets (`let s: Secret = "…"`, text passed where a `Secret` is expected), and the
     /// optional fields its records leave out set to `none`.
-    Seal(u32),
+    Conform(u32),
 }
 
 impl Op {

@@ -34,7 +34,7 @@ pub fn stack_effect(module: &Module, op: Op) -> Option<(u32, u32)> {
         | Op::VariantField(_)
         | Op::IsNone
         | Op::Jitter
-        | Op::Seal(_)
+        | Op::Conform(_)
         | Op::Not
         | Op::Neg
         | Op::ToText => (1, 1),
@@ -202,7 +202,7 @@ fn check_operands(module: &Module, workflow: &WorkflowCode, op: Op) -> Result<()
         Op::AwaitApproval { gate } => within(gate, module.gates.len(), "gate"),
         Op::AwaitInput { request } => within(request, module.input_requests.len(), "input request"),
         Op::Audit { event } => within(event, module.events.len(), "event"),
-        Op::Seal(ty) => within(ty, module.types.len(), "type"),
+        Op::Conform(ty) => within(ty, module.types.len(), "type"),
         Op::PushHandler { kinds, .. } if kinds != u32::MAX => {
             within(kinds, module.kind_lists.len(), "kind list")
         }

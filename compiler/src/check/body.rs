@@ -970,11 +970,11 @@ impl<'a> BodyChecker<'a> {
     fn check_expr(&mut self, expr: &ast::Expr, expected: Option<&Type>) -> Type {
         let ty = self.check_expr_kind(expr, expected);
         if let Some(expected) = expected
-            && self.checked.types.seals(&ty, expected)
+            && self.checked.types.converts(&ty, expected)
             && self.checked.types.assignable(&ty, expected)
         {
             self.resolved
-                .seals
+                .conversions
                 .insert((self.file, expr.span), expected.clone());
         }
         let noted = self.resolved.ide.is_some()

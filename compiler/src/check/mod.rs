@@ -117,9 +117,10 @@ pub struct Resolutions {
     pub items: HashMap<(FileId, Span), Resolved>,
     /// Keyed by the span of the iterated expression.
     pub loops: HashMap<(FileId, Span), IterKind>,
-    /// Expressions whose text becomes a `Secret` where they are used, by span: the type
-    /// the value takes there ([`crate::types::Types::seals`]).
-    pub seals: HashMap<(FileId, Span), Type>,
+    /// Expressions whose value changes shape where it is used (text that becomes a `Secret`,
+    /// a record that gets its omitted optional fields), by span: the type it takes there
+    /// ([`crate::types::Types::converts`]).
+    pub conversions: HashMap<(FileId, Span), Type>,
     /// Record literals of a named record type that leave optional fields out, by span: the
     /// fields the lowering fills with `none`, so an omitted field and `none` are one value.
     pub omitted: HashMap<(FileId, Span), Vec<String>>,

@@ -474,11 +474,11 @@ impl Machine {
                     }
                 }
             }
-            Op::Seal(ty) => {
+            Op::Conform(ty) => {
                 let value = self.pop()?;
                 self.fiber
                     .stack
-                    .push(crate::vm::value::seal(module, TypeRef(ty), value));
+                    .push(crate::vm::value::conform(module, TypeRef(ty), value));
             }
             Op::Jitter => match self.pop()? {
                 Value::Duration(ms) => {

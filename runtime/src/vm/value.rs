@@ -491,29 +491,29 @@ pub fn from_json(
 }
 
 /// `value` with the text that type `ty` declares `Secret` turned into secrets, and the
-/// optional fields a record leaves out set to `none` (`Op::Seal`). Only what the checker let
+/// optional fields a record leaves out set to `none` (`Op::Conform`). Only what the checker let
 /// through reaches here; anything else is left as it is.
-pub fn seal(module: &Module, ty: TypeRef, value: Value) -> Value {
+pub fn conform(module: &Module, ty: TypeRef, value: Value) -> Value {
     match (module.type_desc(ty), value) {
         (Some(TypeDesc::Secret), Value::Str(text)) => Value::Secret(text),
         (Some(TypeDesc::Optional(_)), Value::None) => Value::None,
-        (Some(TypeDesc::Optional(inner)), value) => seal(module, *inner, value),
+        (Some(TypeDesc::Optional(inner)), value) => conform(module, *inner, value),
         (Some(TypeDesc::List(inner)), Value::List(items)) => Value::List(
             items
                 .into_iter()
-                .map(|item| seal(module, *inner, item))
+                .map(|item| conform(module, *inner, item))
                 .collect(),
         ),
         (Some(TypeDesc::Map(inner)), Value::Record(entries)) => Value::Record(
             entries
                 .into_iter()
-                .map(|(key, item)| (key, seal(module, *inner, item)))
+                .map(|(key, item)| (key, conform(module, *inner, item)))
                 .collect(),
         ),
         (Some(TypeDesc::Record { fields, .. }), Value::Record(mut values)) => {
             for (name, field_ty) in fields {
                 if let Some(field) = values.remove(name) {
-                    values.insert(name.clone(), seal(module, *field_ty, field));
+                    values.insert(name.clone(), conform(module, *field_ty, field));
                 } else if let Some(TypeDesc::Optional(_)) = module.type_desc(*field_ty) {
                     values.insert(name.clone(), Value::None);
                 }
