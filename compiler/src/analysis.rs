@@ -1777,6 +1777,7 @@ const TEST_EXPECTATIONS: &[&str] = &[
     "not",
     "audit",
     "escalated",
+    "notified",
     "refused",
     "status",
 ];

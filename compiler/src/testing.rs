@@ -87,6 +87,11 @@ pub enum Action {
     ExpectEscalated {
         gate: String,
     },
+    /// With `fields`: a helper computing a record whose fields the gate's message must hold.
+    ExpectNotified {
+        gate: String,
+        fields: Option<String>,
+    },
     ExpectStatus {
         status: String,
     },
@@ -126,7 +131,7 @@ pub enum HelperRole {
     ResultCheck {
         workflow: ast::Ident,
     },
-    /// Fields an audit event must hold: whatever record the test writes.
+    /// Fields an audit event or a notification must hold: whatever record the test writes.
     AuditFields,
     /// The type `T` of `await input<T> "gate"`.
     InputValue {
@@ -514,6 +519,12 @@ impl Desugarer<'_> {
             },
             TestStepKind::ExpectEscalated { gate } => Action::ExpectEscalated {
                 gate: gate.value.to_string(),
+            },
+            TestStepKind::ExpectNotified { gate, fields } => Action::ExpectNotified {
+                gate: gate.value.to_string(),
+                fields: fields
+                    .as_ref()
+                    .map(|f| self.expr_helper(HelperRole::AuditFields, Vec::new(), f)),
             },
             TestStepKind::ExpectStatus(status) => {
                 if !STATUSES.contains(&status.name.as_str()) {

@@ -113,6 +113,8 @@ pub struct Engine {
     pub(crate) outbox: Vec<crate::gates::Outgoing>,
     /// Answers every tool call instead of its binding (`flowc test`'s mocks).
     tool_double: Option<Rc<dyn ToolDouble>>,
+    /// Receives every notification instead of the hooks (`flowc test` records them).
+    pub(crate) notify_double: Option<Rc<dyn NotifyDouble>>,
     /// Renews this engine's claims from a thread of its own (see [`Engine::keep_claims_alive`]).
     heartbeat: Option<crate::heartbeat::Heartbeat>,
 }
@@ -126,6 +128,13 @@ pub trait ToolDouble {
         tool: &bytecode::ToolInfo,
         input: &serde_json::Value,
     ) -> Result<serde_json::Value, ToolFailure>;
+}
+
+/// Stands in for the notification hooks: a workflow test records what a gate announces
+/// instead of messaging real people about a scripted run.
+pub trait NotifyDouble {
+    /// `message` is what every hook of `flow.toml` would have been sent.
+    fn announce(&self, message: &serde_json::Value);
 }
 
 pub(crate) type EngineResult<T> = Result<T, EngineError>;
@@ -174,6 +183,7 @@ impl Engine {
             config: Config::empty(),
             outbox: Vec::new(),
             tool_double: None,
+            notify_double: None,
             heartbeat: None,
         }
     }
@@ -181,6 +191,11 @@ impl Engine {
     /// Sends every tool call to `double` instead of the tool's binding.
     pub fn set_tool_double(&mut self, double: Rc<dyn ToolDouble>) {
         self.tool_double = Some(double);
+    }
+
+    /// Hands every notification to `double` instead of delivering it to the hooks.
+    pub fn set_notify_double(&mut self, double: Rc<dyn NotifyDouble>) {
+        self.notify_double = Some(double);
     }
 
     /// Users, roles and notification hooks (`flow.toml`).

@@ -9,7 +9,7 @@
 //! escalation and time-out only come when the test says `advance`.
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, ToolDouble};
+use crate::engine::{Engine, EngineError, NotifyDouble, ToolDouble};
 use crate::gates::{Action as Decision, DecideError, GateKind, PendingGate};
 use crate::store::RunStatus;
 use crate::store::sqlite::SqliteStore;
@@ -176,6 +176,19 @@ impl ToolDouble for Mocks {
     }
 }
 
+/// What the gates announced: every notification the hooks of `flow.toml` would have been
+/// sent. A test is hermetic: it never messages the approvers about a scripted run.
+#[derive(Default)]
+struct Announcements {
+    messages: RefCell<Vec<serde_json::Value>>,
+}
+
+impl NotifyDouble for Announcements {
+    fn announce(&self, message: &serde_json::Value) {
+        self.messages.borrow_mut().push(message.clone());
+    }
+}
+
 /// The values of a call's arguments, in parameter order.
 fn arguments(
     module: &Module,
@@ -212,6 +225,7 @@ struct TestRun {
     module: Rc<Module>,
     version: String,
     mocks: Rc<Mocks>,
+    announcements: Rc<Announcements>,
     /// The run of the last `start`.
     run: Option<String>,
     /// The gate of the last `expect approval` / `expect input`.
@@ -233,11 +247,14 @@ impl TestRun {
             unscripted: RefCell::new(Vec::new()),
         });
         engine.set_tool_double(mocks.clone());
+        let announcements = Rc::new(Announcements::default());
+        engine.set_notify_double(announcements.clone());
         Ok(TestRun {
             engine,
             module,
             version,
             mocks,
+            announcements,
             run: None,
             gate: None,
         })
@@ -365,15 +382,12 @@ impl TestRun {
                 args,
             } => self.expect_called(span, tool, *negated, *times, args.as_deref()),
             Action::ExpectAudit { event, fields } => {
-                let fields = match fields {
-                    Some(helper) => Some(
-                        evaluate(&self.module, helper, Vec::new())
-                            .map_err(|e| Failure::new(span, e))?
-                            .to_json(),
-                    ),
-                    None => None,
-                };
+                let fields = self.fields(span, fields.as_deref())?;
                 self.expect_event(span, "audit", event, "audit event", fields.as_ref())
+            }
+            Action::ExpectNotified { gate, fields } => {
+                let fields = self.fields(span, fields.as_deref())?;
+                self.expect_notified(span, gate, fields.as_ref())
             }
             Action::ExpectEscalated { gate } => {
                 self.expect_event(span, "gate_escalated", gate, "escalation of gate", None)
@@ -748,6 +762,79 @@ impl TestRun {
         }
     }
 
+    /// The record of a `with { … }`, as JSON.
+    fn fields(
+        &self,
+        span: Span,
+        helper: Option<&str>,
+    ) -> Result<Option<serde_json::Value>, Failure> {
+        helper
+            .map(|helper| {
+                evaluate(&self.module, helper, Vec::new())
+                    .map(|v| v.to_json())
+                    .map_err(|e| Failure::new(span, e))
+            })
+            .transpose()
+    }
+
+    /// Some gate named `gate` was announced to the hooks (with a message holding `fields`).
+    fn expect_notified(
+        &self,
+        span: Span,
+        gate: &str,
+        fields: Option<&serde_json::Value>,
+    ) -> Result<(), Failure> {
+        let messages = self.announcements.messages.borrow();
+        let about: Vec<&serde_json::Value> =
+            messages.iter().filter(|m| m["gate"] == gate).collect();
+        if about
+            .iter()
+            .any(|m| fields.is_none_or(|wanted| holds(m, wanted)))
+        {
+            return Ok(());
+        }
+        let expected = match fields {
+            Some(fields) => format!("gate \"{gate}\" announced with {fields}"),
+            None => format!("gate \"{gate}\" announced"),
+        };
+        let actual = if messages.is_empty() {
+            "no announcement".to_string()
+        } else if about.is_empty() {
+            let gates: Vec<String> = messages.iter().map(|m| m["gate"].to_string()).collect();
+            format!("announcements of {}", gates.join(", "))
+        } else {
+            // Only the fields the test asked about: the rest (run id, deadline) differs from
+            // run to run and would bury the difference.
+            let shown: Vec<String> = about
+                .iter()
+                .map(|m| match fields.and_then(|f| f.as_object()) {
+                    Some(wanted) => serde_json::Value::Object(
+                        wanted
+                            .keys()
+                            .map(|k| (k.clone(), m.get(k).cloned().unwrap_or_default()))
+                            .collect(),
+                    )
+                    .to_string(),
+                    None => m.to_string(),
+                })
+                .collect();
+            format!("announced with {}", shown.join(", "))
+        };
+        let failure = Failure::new(
+            span,
+            format!("gate \"{gate}\" was not announced as expected"),
+        )
+        .expected(expected, actual);
+        Err(if self.engine.config().notify.is_empty() {
+            failure.help(format!(
+                "{} has no [[notify]] hooks, so no gate is announced",
+                self.engine.config().origin
+            ))
+        } else {
+            failure
+        })
+    }
+
     /// Some run of the test recorded an event of `kind` about `step` (holding `fields`).
     fn expect_event(
         &mut self,
@@ -800,10 +887,14 @@ impl TestRun {
     }
 }
 
-/// Whether every field of `wanted` (an object) is in `data` with the same value.
+/// Whether every field of `wanted` (an object) is in `data` and holds there: a nested record
+/// by its own fields (`with { context: { id: "S-1" } }` ignores the context's other fields),
+/// anything else by equality.
 fn holds(data: &serde_json::Value, wanted: &serde_json::Value) -> bool {
     match wanted.as_object() {
-        Some(fields) => fields.iter().all(|(k, v)| data.get(k) == Some(v)),
+        Some(fields) => fields
+            .iter()
+            .all(|(k, v)| data.get(k).is_some_and(|d| holds(d, v))),
         None => data == wanted,
     }
 }
