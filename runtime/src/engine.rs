@@ -35,13 +35,21 @@ const CHILD_RECHECK_MS: i64 = 5_000;
 /// engine per process, so a process-wide value is enough.
 static CLOCK_OFFSET: AtomicI64 = AtomicI64::new(0);
 
-/// The runtime's clock: the real time, plus the test clock's offset on a test database.
+/// The instant a stopped test clock stands at (see [`Engine::stop_test_clock`]); 0: the
+/// clock runs with the real time.
+static CLOCK_STOPPED_AT: AtomicI64 = AtomicI64::new(0);
+
+/// The runtime's clock: the real time (or the instant a stopped test clock stands at), plus
+/// the test clock's offset on a test database.
 pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-        + CLOCK_OFFSET.load(Ordering::Relaxed)
+    let base = match CLOCK_STOPPED_AT.load(Ordering::Relaxed) {
+        0 => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        stopped => stopped,
+    };
+    base + CLOCK_OFFSET.load(Ordering::Relaxed)
 }
 
 const TEST_CLOCK: &str = "test_clock";
@@ -236,6 +244,21 @@ impl Engine {
             ));
         }
         self.store.set_setting(TEST_CLOCK, "on")?;
+        Ok(())
+    }
+
+    /// Stops the test clock where it is: from now on only `advance_clock` moves it. `flowc
+    /// test` runs on a stopped clock, so that a timer due in 30 days is due exactly then and
+    /// not a few milliseconds of the test's own work later.
+    pub fn stop_test_clock(&mut self) -> EngineResult<()> {
+        if !self.has_test_clock()? {
+            return Err(EngineError::Corrupt(
+                "only a test clock can be stopped; this database runs on the real clock".into(),
+            ));
+        }
+        CLOCK_STOPPED_AT.store(0, Ordering::Relaxed);
+        let real = now_ms() - CLOCK_OFFSET.load(Ordering::Relaxed);
+        CLOCK_STOPPED_AT.store(real.max(1), Ordering::Relaxed);
         Ok(())
     }
 

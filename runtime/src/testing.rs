@@ -3,10 +3,12 @@
 //!
 //! A test runs on the production path: the real engine, the real SQLite store (a private
 //! in-memory database per test) and the real interpreter. Only the edges are scripted: tool
-//! calls go to the test's mocks (a [`ToolDouble`]), people's decisions go through the same
-//! rules as `flowrt approve`, and time is the store's test clock. Timers that wait for no one
-//! — `sleep` and `retry` back-offs — elapse on their own (the clock jumps to them); a gate's
-//! escalation and time-out only come when the test says `advance`.
+//! calls go to the test's mocks (a [`ToolDouble`]), notifications are recorded instead of
+//! sent (a [`NotifyDouble`]), people's decisions go through the same rules as `flowrt
+//! approve`, and time is the store's test clock, stopped: it moves only when the test moves
+//! it. Timers that wait for no one — `sleep` and `retry` back-offs — elapse on their own
+//! (the clock jumps to them); a gate's escalation and time-out only come when the test says
+//! `advance`, each at its own due time.
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineError, NotifyDouble, ToolDouble};
@@ -238,6 +240,7 @@ impl TestRun {
         let mut engine = Engine::new(Box::new(store), "flowc-test");
         engine.enable_test_clock().map_err(|e| e.to_string())?;
         engine.load_clock().map_err(|e| e.to_string())?;
+        engine.stop_test_clock().map_err(|e| e.to_string())?;
         engine.set_config(config.clone());
         let (version, module) = engine.deploy(artifact).map_err(|e| e.to_string())?;
         let mocks = Rc::new(Mocks {
@@ -281,32 +284,57 @@ impl TestRun {
 
     /// Drives every run as far as it goes; timers no one waits on elapse.
     fn settle(&mut self, span: Span) -> Result<(), Failure> {
+        self.run_clock(span, None)
+    }
+
+    /// Drives every run, moving the clock as real time would: to each timer that falls due,
+    /// in order, up to `until` (the end of an `advance`) — or beyond it, up to the next timer
+    /// no one waits on (a `sleep`, a `retry` back-off), which elapses on its own. A gate's
+    /// escalation or time-out due within that reach fires at its own time, so a handler that
+    /// opens the next gate starts that gate's clock then, and a chain of time-outs fires
+    /// link by link. Ends at `until` once nothing more falls due.
+    fn run_clock(&mut self, span: Span, until: Option<i64>) -> Result<(), Failure> {
         for _ in 0..MAX_TIMERS_PER_STEP {
             self.engine
                 .work_once()
                 .map_err(Self::engine_failure(span))?;
-            let next_timer = self
+            let waiting = self
                 .engine
                 .store()
                 .runs(Some(RunStatus::Waiting))
-                .map_err(|e| Failure::new(span, e.to_string()))?
-                .into_iter()
+                .map_err(|e| Failure::new(span, e.to_string()))?;
+            let next_sleep = waiting
+                .iter()
                 .filter(|r| r.waiting_on.as_deref() == Some("timer"))
                 .filter_map(|r| r.wake_at)
                 .min();
-            let Some(wake_at) = next_timer else {
-                return Ok(());
+            let reach = match (until, next_sleep) {
+                (Some(end), Some(sleep)) => Some(end.max(sleep)),
+                (end, sleep) => end.or(sleep),
             };
             let now = crate::engine::now_ms();
+            let next = waiting
+                .iter()
+                .filter_map(|r| r.wake_at)
+                .filter(|at| reach.is_some_and(|reach| *at <= reach))
+                .min();
+            let Some(at) = next else {
+                if let Some(end) = until.filter(|end| *end > now) {
+                    self.engine
+                        .advance_clock(end - now)
+                        .map_err(Self::engine_failure(span))?;
+                }
+                return Ok(());
+            };
             self.engine
-                .advance_clock((wake_at - now).max(0))
+                .advance_clock((at - now).max(0))
                 .map_err(Self::engine_failure(span))?;
         }
         Err(Failure::new(
             span,
             format!("more than {MAX_TIMERS_PER_STEP} timers fired after this step"),
         )
-        .help("a `sleep` or `retry` in a loop that never ends? the test stopped it"))
+        .help("a `sleep`, `retry` or gate time-out in a loop that never ends? the test stopped it"))
     }
 
     fn current_run(&self, span: Span) -> Result<String, Failure> {
@@ -366,10 +394,9 @@ impl TestRun {
                 self.decide(span, Some(gate), user, action, *refused)
             }
             Action::Advance { ms } => {
-                self.engine
-                    .advance_clock(i64::try_from(*ms).unwrap_or(i64::MAX))
-                    .map_err(Self::engine_failure(span))?;
-                self.settle(span)
+                let end =
+                    crate::engine::now_ms().saturating_add(i64::try_from(*ms).unwrap_or(i64::MAX));
+                self.run_clock(span, Some(end))
             }
             Action::ExpectResult { helper, expected } => self.expect_result(span, helper, expected),
             Action::ExpectError { kind, message } => {
