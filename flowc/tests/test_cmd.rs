@@ -108,7 +108,7 @@ fn junit_report_is_valid_xml_with_a_case_per_test() {
         .descendants()
         .filter(|n| n.has_tag_name("failure"))
         .collect();
-    assert_eq!(cases.len(), 25, "13 passing and 12 failing tests");
+    assert_eq!(cases.len(), 28, "16 passing and 12 failing tests");
     assert_eq!(failures.len(), 12);
     assert_eq!(suites.attribute("failures"), Some("12"));
     let wrong_result = cases
