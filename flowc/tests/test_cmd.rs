@@ -108,9 +108,9 @@ fn junit_report_is_valid_xml_with_a_case_per_test() {
         .descendants()
         .filter(|n| n.has_tag_name("failure"))
         .collect();
-    assert_eq!(cases.len(), 28, "16 passing and 12 failing tests");
-    assert_eq!(failures.len(), 12);
-    assert_eq!(suites.attribute("failures"), Some("12"));
+    assert_eq!(cases.len(), 32, "16 passing and 16 failing tests");
+    assert_eq!(failures.len(), 16);
+    assert_eq!(suites.attribute("failures"), Some("16"));
     let wrong_result = cases
         .iter()
         .find(|c| c.attribute("name") == Some("wrong result"))
@@ -311,4 +311,24 @@ fn notification_hooks_are_recorded_and_never_fired() {
     let (code, stdout, _) = run(&[&file]);
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("has no [[notify]] hooks"), "{stdout}");
+}
+
+/// A failure shows what a tool received and what a run returned with every `Secret`
+/// redacted, in every report format: CI logs are read by more people than the vault.
+#[test]
+fn secrets_never_appear_in_clear_in_a_report() {
+    for format in ["human", "json", "junit"] {
+        let (code, stdout, stderr) =
+            run(&["tests/workflow_tests/secrets.flow", "--format", format]);
+        assert_eq!(code, 1, "{stdout}\n{stderr}");
+        let report = format!("{stdout}{stderr}");
+        // Each of these is only written in a `start` step, which no failure quotes.
+        for secret in ["hunter2-called", "hunter2-times", "hunter2-not"] {
+            assert!(
+                !report.contains(secret),
+                "{format}: {secret} shown:\n{report}"
+            );
+        }
+        assert!(report.contains("[redacted]"), "{format}:\n{report}");
+    }
 }

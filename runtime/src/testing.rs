@@ -90,7 +90,10 @@ pub fn run_test(artifact: &[u8], case: &TestCase, config: &Config) -> TestResult
 #[derive(Clone, Debug)]
 struct Call {
     tool: String,
+    /// The arguments as the tool received them: `Secret`s in clear, to compare with.
     input: serde_json::Value,
+    /// The arguments as a failure shows them: `Secret`s redacted.
+    shown: serde_json::Value,
 }
 
 struct Mock {
@@ -118,6 +121,7 @@ impl ToolDouble for Mocks {
         self.calls.borrow_mut().push(Call {
             tool: tool.name.clone(),
             input: input.clone(),
+            shown: redacted(&self.module, tool, input),
         });
         let answer = {
             let mut mocks = self.mocks.borrow_mut();
@@ -189,6 +193,24 @@ impl NotifyDouble for Announcements {
     fn announce(&self, message: &serde_json::Value) {
         self.messages.borrow_mut().push(message.clone());
     }
+}
+
+/// A call's arguments as JSON with every `Secret` the tool's parameter types declare
+/// redacted: what a failure message may show.
+fn redacted(module: &Module, tool: &ToolInfo, input: &serde_json::Value) -> serde_json::Value {
+    let fields = tool
+        .params
+        .iter()
+        .map(|(name, ty)| {
+            let json = input.get(name).unwrap_or(&serde_json::Value::Null);
+            let shown = from_json(module, *ty, json, name).map_or_else(
+                |_| serde_json::Value::String(crate::vm::value::REDACTED.to_string()),
+                |v| v.to_json(),
+            );
+            (name.clone(), shown)
+        })
+        .collect();
+    serde_json::Value::Object(fields)
 }
 
 /// The values of a call's arguments, in parameter order.
@@ -709,7 +731,7 @@ impl TestRun {
                 None => Ok(()),
                 Some(call) => Err(Failure::new(span, format!("`{tool}` was called")).expected(
                     "no call",
-                    format!("{} call(s), the first with {}", calls.len(), call.input),
+                    format!("{} call(s), the first with {}", calls.len(), call.shown),
                 )),
             };
         }
@@ -723,13 +745,15 @@ impl TestRun {
             .find(|t| t.name == tool)
             .ok_or_else(|| Failure::new(span, format!("no tool `{tool}`")))?;
         let mut wanted = serde_json::Map::new();
+        let mut shown = serde_json::Map::new();
         for ((name, _), helper) in info.params.iter().zip(args) {
             let value =
                 evaluate(&self.module, helper, Vec::new()).map_err(|e| Failure::new(span, e))?;
             wanted.insert(name.clone(), value.to_json_revealing());
+            shown.insert(name.clone(), value.to_json());
         }
-        let wanted = serde_json::Value::Object(wanted);
-        let wanted = Self::canonical(&wanted);
+        let wanted = Self::canonical(&serde_json::Value::Object(wanted));
+        let shown = Self::canonical(&serde_json::Value::Object(shown));
         let matching = calls
             .iter()
             .filter(|c| Self::canonical(&c.input) == wanted)
@@ -737,12 +761,21 @@ impl TestRun {
         if times.is_none() && matching > 0 {
             return Ok(());
         }
+        // Redacted, a call that differs only in its secrets looks like the one expected.
+        let secret_help = calls.iter().any(|c| Self::canonical(&c.shown) == shown).then_some(
+            "a call differs from this one only in `Secret` arguments, which a failure never shows",
+        );
+        let with_help = |f: Failure| match secret_help {
+            Some(help) => f.help(help),
+            None => f,
+        };
         if times.is_some() {
             return self
                 .check_count(span, tool, times, matching)
+                .map_err(with_help)
                 .map_err(|mut f| {
-                    f.expected = f.expected.map(|e| format!("{e} with {wanted}"));
-                    let all: Vec<String> = calls.iter().map(|c| c.input.to_string()).collect();
+                    f.expected = f.expected.map(|e| format!("{e} with {shown}"));
+                    let all: Vec<String> = calls.iter().map(|c| c.shown.to_string()).collect();
                     f.actual = Some(format!(
                         "{matching} such call(s); every call: {}",
                         if all.is_empty() {
@@ -759,15 +792,17 @@ impl TestRun {
         } else {
             calls
                 .iter()
-                .map(|c| c.input.to_string())
+                .map(|c| c.shown.to_string())
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        Err(Failure::new(
-            span,
-            format!("`{tool}` was not called with these arguments"),
-        )
-        .expected(wanted.to_string(), seen))
+        Err(with_help(
+            Failure::new(
+                span,
+                format!("`{tool}` was not called with these arguments"),
+            )
+            .expected(shown.to_string(), seen),
+        ))
     }
 
     fn check_count(
