@@ -105,7 +105,8 @@ pub enum MockAnswer {
     Replies(String),
     Fails {
         kind: String,
-        message: String,
+        /// What the service said (an HTTP body, a command's standard error), if written.
+        message: Option<String>,
         retryable: bool,
     },
 }
@@ -330,10 +331,7 @@ impl Desugarer<'_> {
                         }
                         MockAnswer::Fails {
                             kind: kind.name.clone(),
-                            message: message
-                                .as_ref()
-                                .map(|m| m.value.to_string())
-                                .unwrap_or_else(|| format!("{} (mocked)", kind.name)),
+                            message: message.as_ref().map(|m| m.value.to_string()),
                             retryable: !permanent,
                         }
                     }

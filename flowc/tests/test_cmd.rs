@@ -108,7 +108,7 @@ fn junit_report_is_valid_xml_with_a_case_per_test() {
         .descendants()
         .filter(|n| n.has_tag_name("failure"))
         .collect();
-    assert_eq!(cases.len(), 32, "16 passing and 16 failing tests");
+    assert_eq!(cases.len(), 38, "22 passing and 16 failing tests");
     assert_eq!(failures.len(), 16);
     assert_eq!(suites.attribute("failures"), Some("16"));
     let wrong_result = cases

@@ -1397,13 +1397,8 @@ impl Engine {
                     self.config.exec_timeout_ms(&info.name),
                 )
                 .and_then(|text| {
-                    serde_json::from_str(text.trim()).map_err(|e| {
-                        ToolFailure::invalid_output(format!(
-                            "tool `{}` printed output that is not JSON ({e}): {}",
-                            info.name,
-                            excerpt(&text)
-                        ))
-                    })
+                    serde_json::from_str(text.trim())
+                        .map_err(|e| tools::exec::not_json(&info.name, &e.to_string(), &text))
                 });
                 tools::Called {
                     result,
@@ -1445,15 +1440,6 @@ fn check_output(
             module.type_name(info.ret)
         ))
     })
-}
-
-fn excerpt(text: &str) -> String {
-    let cut: String = text.trim().chars().take(200).collect();
-    if cut.len() < text.trim().len() {
-        format!("{cut}…")
-    } else {
-        cut
-    }
 }
 
 /// Adds the fields of `record` to the event data `data` (an object).

@@ -15,10 +15,10 @@ use crate::engine::{Engine, EngineError, NotifyDouble, ToolDouble};
 use crate::gates::{Action as Decision, DecideError, GateKind, PendingGate};
 use crate::store::RunStatus;
 use crate::store::sqlite::SqliteStore;
-use crate::tools::ToolFailure;
+use crate::tools::{self, ToolFailure};
 use crate::vm::machine::{Machine, Outcome};
 use crate::vm::value::{Value, from_json};
-use flow_compiler::bytecode::{Module, ToolInfo};
+use flow_compiler::bytecode::{Binding as BindingKind, Module, ToolInfo};
 use flow_compiler::span::Span;
 use flow_compiler::testing::{Action, MockAnswer, TestCase};
 use std::cell::RefCell;
@@ -105,6 +105,8 @@ struct Mock {
 /// The test's tools: mocks in the order the test declared them, and every call.
 struct Mocks {
     module: Rc<Module>,
+    /// `flow.toml`: the bindings' base URLs and time limits, for the words of a failure.
+    config: Config,
     mocks: RefCell<HashMap<String, Vec<Mock>>>,
     calls: RefCell<Vec<Call>>,
     /// Calls nothing was scripted for (the test fails at the step that made them).
@@ -159,27 +161,172 @@ impl ToolDouble for Mocks {
                     .map(|v| v.to_json_revealing())
                     .map_err(|why| ToolFailure::tool_error(why, false))
             }
-            MockAnswer::Replies(raw) => serde_json::from_str(raw.trim()).map_err(|e| {
-                ToolFailure::invalid_output(format!(
-                    "tool `{}` replied with text that is not JSON ({e}): {raw}",
-                    tool.name
-                ))
-            }),
+            MockAnswer::Replies(raw) => serde_json::from_str(raw.trim())
+                .map_err(|e| self.binding(tool, input).not_json(&e.to_string(), &raw)),
             MockAnswer::Fails {
                 kind,
                 message,
                 retryable,
-            } => Err(ToolFailure {
-                kind: match kind.as_str() {
-                    "InvalidOutput" => "InvalidOutput",
-                    "Timeout" => "Timeout",
-                    _ => "ToolError",
-                },
-                message,
-                retryable,
-            }),
+            } => Err(self
+                .binding(tool, input)
+                .failure(&kind, message.as_deref(), retryable)),
         }
     }
+}
+
+impl Mocks {
+    fn binding<'a>(&'a self, tool: &'a ToolInfo, input: &serde_json::Value) -> Binding<'a> {
+        Binding {
+            tool,
+            config: &self.config,
+            input: input.clone(),
+        }
+    }
+}
+
+/// A mocked failure in the words the tool's real binding uses — `tool `x`: POST http://…
+/// answered 503 Service Unavailable (retryable: a server error): <text>` for `http`, `tool
+/// `x` failed with exit status 1: <text>` for `exec` — so that a handler matching on the
+/// message behaves in a test as in production. The messages come from the bindings' own
+/// functions.
+struct Binding<'a> {
+    tool: &'a ToolInfo,
+    config: &'a Config,
+    input: serde_json::Value,
+}
+
+impl Binding<'_> {
+    /// How the binding names the request in its messages (`None`: an `exec` tool, which
+    /// names only the tool).
+    fn request(&self) -> Option<String> {
+        let name = &self.tool.name;
+        match &self.tool.binding {
+            BindingKind::Http { method, path } => {
+                let method = method.to_ascii_uppercase();
+                // Without a base URL in flow.toml, the path as written (the real call would
+                // not be made at all).
+                let base = self
+                    .config
+                    .tools
+                    .get(name)
+                    .and_then(|c| c.base_url.as_deref());
+                let url =
+                    tools::http::request_url(Some(base.unwrap_or("")), &method, path, &self.input)
+                        .unwrap_or_else(|| path.clone());
+                Some(tools::http::request_name(name, &method, &url))
+            }
+            BindingKind::Llm { model, .. } => {
+                let base = self.config.llm.as_ref().and_then(|c| c.base_url.as_deref());
+                let url = tools::llm::endpoint(base.unwrap_or("[llm] base_url"));
+                Some(tools::llm::request_name(name, model, &url))
+            }
+            BindingKind::Exec { .. } => None,
+        }
+    }
+
+    fn not_json(&self, error: &str, text: &str) -> ToolFailure {
+        match (&self.tool.binding, self.request()) {
+            (BindingKind::Llm { .. }, Some(what)) => tools::llm::not_json(&what, error, text),
+            (_, Some(what)) => tools::http::not_json(&what, error, text),
+            (_, None) => tools::exec::not_json(&self.tool.name, error, text),
+        }
+    }
+
+    /// `kind` is `ToolError`, `InvalidOutput` or `Timeout` (the compiler refuses others).
+    fn failure(&self, kind: &str, text: Option<&str>, retryable: bool) -> ToolFailure {
+        let text = text.unwrap_or_default();
+        let mut failure = match (kind, self.request()) {
+            ("InvalidOutput", _) => {
+                let error = serde_json::from_str::<serde_json::Value>(text)
+                    .err()
+                    .map_or_else(|| "mocked".to_string(), |e| e.to_string());
+                self.not_json(&error, text)
+            }
+            ("Timeout", Some(what)) => {
+                let limit = self.time_limit();
+                let sent = Err(tools::http::SendError::Timeout(
+                    "waiting for the response".into(),
+                ));
+                tools::http::classify(&what, sent, &limit)
+                    .err()
+                    .unwrap_or_else(|| ToolFailure::timeout(what))
+            }
+            ("Timeout", None) => tools::exec::timed_out(&self.tool.name, &self.time_limit().1, ""),
+            (_, Some(what)) => {
+                let (status, reason, body) = http_status(text, retryable);
+                let response = tools::http::Response {
+                    status,
+                    reason: reason.to_string(),
+                    body: body.as_bytes().to_vec(),
+                };
+                tools::http::classify(&what, Ok(response), &self.time_limit())
+                    .err()
+                    .unwrap_or_else(|| ToolFailure::tool_error(what, retryable))
+            }
+            (_, None) => tools::exec::exited(&self.tool.name, Some(1), text),
+        };
+        // `permanent` is the test's word: no retry, whatever the binding would decide.
+        failure.retryable &= retryable;
+        failure
+    }
+
+    /// The binding's time limit and the phrase naming it (no `timeout` block: the test
+    /// cannot know one at a mock).
+    fn time_limit(&self) -> (u64, String) {
+        let name = &self.tool.name;
+        let (configured, default) = match &self.tool.binding {
+            BindingKind::Http { .. } => (
+                self.config.tools.get(name).and_then(|c| c.timeout_ms),
+                tools::http::DEFAULT_TIMEOUT_MS,
+            ),
+            BindingKind::Llm { .. } => (
+                self.config.llm.as_ref().and_then(|c| c.timeout_ms),
+                tools::llm::DEFAULT_TIMEOUT_MS,
+            ),
+            BindingKind::Exec { .. } => (
+                self.config.exec_timeout_ms(name),
+                tools::exec::DEFAULT_TIMEOUT_MS,
+            ),
+        };
+        let context = tools::CallContext {
+            run_id: String::new(),
+            idempotency_key: String::new(),
+            time_limit_ms: None,
+        };
+        tools::http::time_limit(&context, configured, default)
+    }
+}
+
+/// The HTTP answer a mocked `ToolError` stands for: a text that starts with a status
+/// (`"404 customer not found"`) is that answer; otherwise a 503 (400 when `permanent`).
+fn http_status(text: &str, retryable: bool) -> (u16, &'static str, &str) {
+    let (code, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let status = code
+        .parse::<u16>()
+        .ok()
+        .filter(|c| (300..600).contains(c) && code.len() == 3);
+    let (status, body) = match status {
+        Some(status) => (status, rest.trim()),
+        None if retryable => (503, text),
+        None => (400, text),
+    };
+    let reason = match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    };
+    // "503 Service Unavailable" says the status only.
+    let body = body.strip_prefix(reason).map_or(body, str::trim);
+    (status, reason, body)
 }
 
 /// What the gates announced: every notification the hooks of `flow.toml` would have been
@@ -267,6 +414,7 @@ impl TestRun {
         let (version, module) = engine.deploy(artifact).map_err(|e| e.to_string())?;
         let mocks = Rc::new(Mocks {
             module: module.clone(),
+            config: config.clone(),
             mocks: RefCell::new(HashMap::new()),
             calls: RefCell::new(Vec::new()),
             unscripted: RefCell::new(Vec::new()),
@@ -963,4 +1111,120 @@ fn holds(data: &serde_json::Value, wanted: &serde_json::Value) -> bool {
 
 fn kind_word(kind: GateKind) -> &'static str {
     kind.word()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flow_compiler::bytecode::TypeRef;
+    use std::io::{Read, Write};
+
+    fn tool(binding: BindingKind) -> ToolInfo {
+        ToolInfo {
+            name: "fetch".into(),
+            params: vec![("id".into(), TypeRef(0))],
+            ret: TypeRef(0),
+            binding,
+            sensitive: false,
+        }
+    }
+
+    fn context() -> tools::CallContext {
+        tools::CallContext {
+            run_id: "r".into(),
+            idempotency_key: "r:1".into(),
+            time_limit_ms: None,
+        }
+    }
+
+    /// A server on 127.0.0.1 that answers one request with `response`.
+    fn answer_once(response: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let address = listener.local_addr().expect("an address");
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("a request");
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(response.as_bytes());
+        });
+        format!("http://{address}")
+    }
+
+    #[test]
+    fn a_mocked_http_failure_says_what_the_real_binding_says() {
+        let base = answer_once(
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\nConnection: close\r\n\r\nno such order",
+        );
+        let config = Config::parse(
+            &format!("[tools.fetch]\nbase_url = \"{base}\"\n"),
+            "flow.toml",
+        )
+        .expect("a config");
+        let input = serde_json::json!({ "id": "A-1" });
+        let real = tools::http::call(
+            "fetch",
+            "get",
+            "/orders",
+            config.tools.get("fetch"),
+            &input,
+            &context(),
+        )
+        .result
+        .expect_err("a 404 fails");
+        let info = tool(BindingKind::Http {
+            method: "get".into(),
+            path: "/orders".into(),
+        });
+        let mocked = Binding {
+            tool: &info,
+            config: &config,
+            input,
+        }
+        .failure("ToolError", Some("404 no such order"), true);
+        assert_eq!(mocked, real);
+    }
+
+    #[test]
+    fn a_mocked_exec_failure_says_what_the_real_binding_says() {
+        let config = Config::empty();
+        let real = tools::exec::call(
+            "fetch",
+            "echo 'disk full' >&2; exit 1",
+            "{}",
+            &context(),
+            None,
+        )
+        .expect_err("exit 1 fails");
+        let info = tool(BindingKind::Exec {
+            command: "convert".into(),
+        });
+        let mocked = Binding {
+            tool: &info,
+            config: &config,
+            input: serde_json::json!({}),
+        }
+        .failure("ToolError", Some("disk full"), true);
+        assert_eq!(mocked, real);
+    }
+
+    #[test]
+    fn a_status_at_the_start_of_the_text_is_the_answer() {
+        assert_eq!(
+            http_status("404 no such order", false),
+            (404, "Not Found", "no such order")
+        );
+        assert_eq!(
+            http_status("503 Service Unavailable", true),
+            (503, "Service Unavailable", "")
+        );
+        assert_eq!(
+            http_status("down", true),
+            (503, "Service Unavailable", "down")
+        );
+        assert_eq!(http_status("down", false), (400, "Bad Request", "down"));
+        assert_eq!(
+            http_status("12 apples", true),
+            (503, "Service Unavailable", "12 apples")
+        );
+    }
 }
