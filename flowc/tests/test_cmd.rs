@@ -108,9 +108,9 @@ fn junit_report_is_valid_xml_with_a_case_per_test() {
         .descendants()
         .filter(|n| n.has_tag_name("failure"))
         .collect();
-    assert_eq!(cases.len(), 38, "22 passing and 16 failing tests");
-    assert_eq!(failures.len(), 16);
-    assert_eq!(suites.attribute("failures"), Some("16"));
+    assert_eq!(cases.len(), 40, "23 passing and 17 failing tests");
+    assert_eq!(failures.len(), 17);
+    assert_eq!(suites.attribute("failures"), Some("17"));
     let wrong_result = cases
         .iter()
         .find(|c| c.attribute("name") == Some("wrong result"))
@@ -131,8 +131,8 @@ fn json_report_lists_each_test_with_its_failure() {
     assert_eq!(code, 1);
     let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(report["passed"], 0);
-    assert_eq!(report["failed"], 12);
-    assert_eq!(report["summary"], "0 passed, 12 failed");
+    assert_eq!(report["failed"], 13);
+    assert_eq!(report["summary"], "0 passed, 13 failed");
     let unmocked = report["tests"]
         .as_array()
         .expect("a list")

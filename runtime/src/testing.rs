@@ -874,7 +874,7 @@ impl TestRun {
             .filter(|c| c.tool == tool)
             .cloned()
             .collect();
-        if negated {
+        if negated && args.is_none() {
             return match calls.first() {
                 None => Ok(()),
                 Some(call) => Err(Failure::new(span, format!("`{tool}` was called")).expected(
@@ -906,6 +906,15 @@ impl TestRun {
             .iter()
             .filter(|c| Self::canonical(&c.input) == wanted)
             .count();
+        if negated {
+            return match matching {
+                0 => Ok(()),
+                n => Err(
+                    Failure::new(span, format!("`{tool}` was called with these arguments"))
+                        .expected(format!("no call with {shown}"), format!("{n} such call(s)")),
+                ),
+            };
+        }
         if times.is_none() && matching > 0 {
             return Ok(());
         }

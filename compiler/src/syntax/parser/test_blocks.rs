@@ -298,7 +298,7 @@ impl Parser<'_> {
                 } else {
                     None
                 };
-                let args = if !negated && self.eat_word("with").is_some() {
+                let args = if self.eat_word("with").is_some() {
                     self.expect(T::LParen, "list the arguments: `with (\"a\", 2)`")?;
                     Some(self.parse_list(T::RParen, |p| Some(p.parse_expr(Records::Allowed))))
                 } else {
