@@ -1831,6 +1831,7 @@ const TEST_EXPECTATIONS: &[&str] = &[
     "not",
     "audit",
     "escalated",
+    "notified",
     "refused",
     "status",
 ];

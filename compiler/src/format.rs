@@ -1041,6 +1041,13 @@ impl<'a> Builder<'a> {
             TestStepKind::ExpectEscalated { gate } => {
                 parts.push(text(format!("expect escalated {}", self.string(gate.span))));
             }
+            TestStepKind::ExpectNotified { gate, fields } => {
+                parts.push(text(format!("expect notified {}", self.string(gate.span))));
+                if let Some(fields) = fields {
+                    parts.push(text(" with "));
+                    parts.push(self.expr(fields));
+                }
+            }
             TestStepKind::ExpectStatus(status) => {
                 parts.push(text(format!("expect status {}", status.name)));
             }

@@ -87,6 +87,11 @@ pub enum Action {
     ExpectEscalated {
         gate: String,
     },
+    /// With `fields`: a helper computing a record whose fields the gate's message must hold.
+    ExpectNotified {
+        gate: String,
+        fields: Option<String>,
+    },
     ExpectStatus {
         status: String,
     },
@@ -100,7 +105,8 @@ pub enum MockAnswer {
     Replies(String),
     Fails {
         kind: String,
-        message: String,
+        /// What the service said (an HTTP body, a command's standard error), if written.
+        message: Option<String>,
         retryable: bool,
     },
 }
@@ -126,7 +132,7 @@ pub enum HelperRole {
     ResultCheck {
         workflow: ast::Ident,
     },
-    /// Fields an audit event must hold: whatever record the test writes.
+    /// Fields an audit event or a notification must hold: whatever record the test writes.
     AuditFields,
     /// The type `T` of `await input<T> "gate"`.
     InputValue {
@@ -325,10 +331,7 @@ impl Desugarer<'_> {
                         }
                         MockAnswer::Fails {
                             kind: kind.name.clone(),
-                            message: message
-                                .as_ref()
-                                .map(|m| m.value.to_string())
-                                .unwrap_or_else(|| format!("{} (mocked)", kind.name)),
+                            message: message.as_ref().map(|m| m.value.to_string()),
                             retryable: !permanent,
                         }
                     }
@@ -515,6 +518,12 @@ impl Desugarer<'_> {
             TestStepKind::ExpectEscalated { gate } => Action::ExpectEscalated {
                 gate: gate.value.to_string(),
             },
+            TestStepKind::ExpectNotified { gate, fields } => Action::ExpectNotified {
+                gate: gate.value.to_string(),
+                fields: fields
+                    .as_ref()
+                    .map(|f| self.expr_helper(HelperRole::AuditFields, Vec::new(), f)),
+            },
             TestStepKind::ExpectStatus(status) => {
                 if !STATUSES.contains(&status.name.as_str()) {
                     self.out.diagnostics.push(
@@ -594,69 +603,160 @@ fn match_block(result: ast::Ident, pattern: ast::Pattern, span: Span) -> ast::Bl
 /// Where an expression in a test would perform a step of a workflow (call a tool or a
 /// workflow, wait, sleep, audit, read the clock): test expressions compute values only.
 pub fn first_effect(block: &ast::Block, is_step: &dyn Fn(&str) -> bool) -> Option<Span> {
-    block.stmts.iter().find_map(|s| stmt_effect(s, is_step))
+    let first: std::cell::Cell<Option<Span>> = std::cell::Cell::new(None);
+    let note = |span: Span| {
+        if first.get().is_none() {
+            first.set(Some(span));
+        }
+    };
+    walk_block(
+        block,
+        &mut |stmt| {
+            if matches!(stmt.kind, StmtKind::Sleep(_) | StmtKind::Audit { .. }) {
+                note(stmt.span);
+            }
+        },
+        &mut |expr| match &expr.kind {
+            ExprKind::AwaitApproval { .. }
+            | ExprKind::AwaitInput { .. }
+            | ExprKind::Retry { .. }
+            | ExprKind::Timeout { .. } => note(expr.span),
+            ExprKind::Call { callee, .. } => {
+                if let ExprKind::Name(name) = &callee.kind
+                    && is_step(name)
+                {
+                    note(expr.span);
+                }
+            }
+            _ => {}
+        },
+    );
+    first.get()
 }
 
-fn stmt_effect(stmt: &Stmt, is_step: &dyn Fn(&str) -> bool) -> Option<Span> {
-    match &stmt.kind {
-        StmtKind::Sleep(_) | StmtKind::Audit { .. } => Some(stmt.span),
-        StmtKind::Let { value, .. } => expr_effect(value, is_step),
-        StmtKind::Assign { target, value } => {
-            expr_effect(target, is_step).or_else(|| expr_effect(value, is_step))
+/// Every `await input<T> "gate"` of a block, wherever it stands (a `catch` block, the right
+/// of `??`, a call's arguments, …): their types, in source order.
+pub fn inputs_named<'a>(block: &'a ast::Block, gate: &str, found: &mut Vec<&'a ast::TypeExpr>) {
+    walk_block(block, &mut |_| {}, &mut |expr| {
+        if let ExprKind::AwaitInput { ty, name, .. } = &expr.kind
+            && &*name.value == gate
+        {
+            found.push(ty);
         }
-        StmtKind::Expr(e) | StmtKind::Fail(e) | StmtKind::Return(Some(e)) => {
-            expr_effect(e, is_step)
-        }
-        StmtKind::While { cond, body } => {
-            expr_effect(cond, is_step).or_else(|| first_effect(body, is_step))
-        }
-        StmtKind::For { iter, body, .. } => {
-            expr_effect(iter, is_step).or_else(|| first_effect(body, is_step))
-        }
-        StmtKind::Return(None) | StmtKind::Break | StmtKind::Continue | StmtKind::Error => None,
+    });
+}
+
+/// Calls `on_stmt` with every statement and `on_expr` with every expression of a block,
+/// each before what it holds, in source order. The matches are exhaustive, so a new kind of
+/// statement or expression has to say what it holds before anything compiles.
+pub fn walk_block<'a>(
+    block: &'a ast::Block,
+    on_stmt: &mut dyn FnMut(&'a Stmt),
+    on_expr: &mut dyn FnMut(&'a Expr),
+) {
+    for stmt in &block.stmts {
+        walk_stmt(stmt, on_stmt, on_expr);
     }
 }
 
-fn expr_effect(expr: &Expr, is_step: &dyn Fn(&str) -> bool) -> Option<Span> {
-    let all = |exprs: &mut dyn Iterator<Item = &Expr>| {
-        exprs.filter_map(|e| expr_effect(e, is_step)).next()
-    };
-    match &expr.kind {
-        ExprKind::AwaitApproval { .. }
-        | ExprKind::AwaitInput { .. }
-        | ExprKind::Retry { .. }
-        | ExprKind::Timeout { .. } => Some(expr.span),
-        ExprKind::Call { callee, args } => {
-            if let ExprKind::Name(name) = &callee.kind
-                && is_step(name)
-            {
-                return Some(expr.span);
-            }
-            expr_effect(callee, is_step).or_else(|| all(&mut args.iter()))
+fn walk_stmt<'a>(
+    stmt: &'a Stmt,
+    on_stmt: &mut dyn FnMut(&'a Stmt),
+    on_expr: &mut dyn FnMut(&'a Expr),
+) {
+    on_stmt(stmt);
+    match &stmt.kind {
+        StmtKind::Let { value, .. } => walk_expr(value, on_stmt, on_expr),
+        StmtKind::Assign { target, value } => {
+            walk_expr(target, on_stmt, on_expr);
+            walk_expr(value, on_stmt, on_expr);
         }
-        ExprKind::Str(parts) => parts.iter().find_map(|p| match p {
-            ast::StrPart::Interpolation(e) => expr_effect(e, is_step),
-            ast::StrPart::Text(_) => None,
-        }),
-        ExprKind::List(items) => all(&mut items.iter()),
-        ExprKind::Record(fields) => all(&mut fields.iter().map(|f| &f.value)),
-        ExprKind::Field { base, .. } => expr_effect(base, is_step),
-        ExprKind::Index { base, index } => all(&mut [&**base, &**index].into_iter()),
-        ExprKind::Unary { operand, .. } => expr_effect(operand, is_step),
-        ExprKind::Binary { lhs, rhs, .. } => all(&mut [&**lhs, &**rhs].into_iter()),
+        StmtKind::Expr(e) | StmtKind::Fail(e) | StmtKind::Sleep(e) | StmtKind::Return(Some(e)) => {
+            walk_expr(e, on_stmt, on_expr)
+        }
+        StmtKind::While { cond: e, body } | StmtKind::For { iter: e, body, .. } => {
+            walk_expr(e, on_stmt, on_expr);
+            walk_block(body, on_stmt, on_expr);
+        }
+        StmtKind::Audit { fields, .. } => {
+            for field in fields {
+                walk_expr(&field.value, on_stmt, on_expr);
+            }
+        }
+        StmtKind::Return(None) | StmtKind::Break | StmtKind::Continue | StmtKind::Error => {}
+    }
+}
+
+fn walk_expr<'a>(
+    expr: &'a Expr,
+    on_stmt: &mut dyn FnMut(&'a Stmt),
+    on_expr: &mut dyn FnMut(&'a Expr),
+) {
+    on_expr(expr);
+    let mut each = |e: &'a Expr| walk_expr(e, on_stmt, on_expr);
+    match &expr.kind {
+        ExprKind::Str(parts) => {
+            for part in parts {
+                if let ast::StrPart::Interpolation(e) = part {
+                    each(e);
+                }
+            }
+        }
+        ExprKind::List(items) => items.iter().for_each(each),
+        ExprKind::Record(fields) => fields.iter().for_each(|f| each(&f.value)),
+        ExprKind::Field { base, .. } | ExprKind::Unary { operand: base, .. } => each(base),
+        ExprKind::Index { base: a, index: b } | ExprKind::Binary { lhs: a, rhs: b, .. } => {
+            each(a);
+            each(b);
+        }
+        ExprKind::Call { callee, args } => {
+            each(callee);
+            args.iter().for_each(each);
+        }
         ExprKind::If {
             cond,
             then_block,
             else_branch,
-        } => expr_effect(cond, is_step)
-            .or_else(|| first_effect(then_block, is_step))
-            .or_else(|| else_branch.as_ref().and_then(|e| expr_effect(e, is_step))),
-        ExprKind::Match { scrutinee, arms } => {
-            expr_effect(scrutinee, is_step).or_else(|| all(&mut arms.iter().map(|a| &a.body)))
+        } => {
+            walk_expr(cond, on_stmt, on_expr);
+            walk_block(then_block, on_stmt, on_expr);
+            if let Some(e) = else_branch {
+                walk_expr(e, on_stmt, on_expr);
+            }
         }
-        ExprKind::Block(block) => first_effect(block, is_step),
+        ExprKind::Match { scrutinee, arms } => {
+            each(scrutinee);
+            arms.iter().for_each(|a| each(&a.body));
+        }
+        ExprKind::Block(block) => walk_block(block, on_stmt, on_expr),
+        ExprKind::Retry {
+            attempts,
+            backoff,
+            max_backoff,
+            body,
+            ..
+        } => {
+            walk_expr(attempts, on_stmt, on_expr);
+            for e in [backoff, max_backoff].into_iter().flatten() {
+                walk_expr(e, on_stmt, on_expr);
+            }
+            walk_block(body, on_stmt, on_expr);
+        }
+        ExprKind::Timeout { duration, body } => {
+            walk_expr(duration, on_stmt, on_expr);
+            walk_block(body, on_stmt, on_expr);
+        }
         ExprKind::Try { body, handler, .. } => {
-            first_effect(body, is_step).or_else(|| first_effect(handler, is_step))
+            walk_block(body, on_stmt, on_expr);
+            walk_block(handler, on_stmt, on_expr);
+        }
+        ExprKind::AwaitApproval { options, .. } | ExprKind::AwaitInput { options, .. } => {
+            for option in options {
+                each(&option.value);
+                if let Some(after) = &option.after {
+                    each(after);
+                }
+            }
         }
         ExprKind::Int(_)
         | ExprKind::Float(_)
@@ -664,56 +764,6 @@ fn expr_effect(expr: &Expr, is_step: &dyn Fn(&str) -> bool) -> Option<Span> {
         | ExprKind::None
         | ExprKind::Duration(_)
         | ExprKind::Name(_)
-        | ExprKind::Error => None,
-    }
-}
-
-/// Calls `found` with every `await input<T> "gate"` of a block: (its type, the span).
-pub fn inputs_named<'a>(block: &'a ast::Block, gate: &str, found: &mut Vec<&'a ast::TypeExpr>) {
-    for stmt in &block.stmts {
-        match &stmt.kind {
-            StmtKind::Let { value: e, .. }
-            | StmtKind::Expr(e)
-            | StmtKind::Fail(e)
-            | StmtKind::Return(Some(e))
-            | StmtKind::Assign { value: e, .. } => inputs_in_expr(e, gate, found),
-            StmtKind::While { cond, body } => {
-                inputs_in_expr(cond, gate, found);
-                inputs_named(body, gate, found);
-            }
-            StmtKind::For { iter, body, .. } => {
-                inputs_in_expr(iter, gate, found);
-                inputs_named(body, gate, found);
-            }
-            _ => {}
-        }
-    }
-}
-
-fn inputs_in_expr<'a>(expr: &'a Expr, gate: &str, found: &mut Vec<&'a ast::TypeExpr>) {
-    match &expr.kind {
-        ExprKind::AwaitInput { ty, name, .. } if &*name.value == gate => found.push(ty),
-        ExprKind::If {
-            cond,
-            then_block,
-            else_branch,
-        } => {
-            inputs_in_expr(cond, gate, found);
-            inputs_named(then_block, gate, found);
-            if let Some(e) = else_branch {
-                inputs_in_expr(e, gate, found);
-            }
-        }
-        ExprKind::Match { arms, .. } => {
-            for arm in arms {
-                inputs_in_expr(&arm.body, gate, found);
-            }
-        }
-        ExprKind::Block(block) => inputs_named(block, gate, found),
-        ExprKind::Retry { body, .. } | ExprKind::Try { body, .. } => {
-            inputs_named(body, gate, found)
-        }
-        ExprKind::Timeout { body, .. } => inputs_named(body, gate, found),
-        _ => {}
+        | ExprKind::Error => {}
     }
 }

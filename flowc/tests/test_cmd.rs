@@ -108,9 +108,9 @@ fn junit_report_is_valid_xml_with_a_case_per_test() {
         .descendants()
         .filter(|n| n.has_tag_name("failure"))
         .collect();
-    assert_eq!(cases.len(), 30, "20 passing and 10 failing tests");
-    assert_eq!(failures.len(), 10);
-    assert_eq!(suites.attribute("failures"), Some("10"));
+    assert_eq!(cases.len(), 52, "35 passing and 17 failing tests");
+    assert_eq!(failures.len(), 17);
+    assert_eq!(suites.attribute("failures"), Some("17"));
     let wrong_result = cases
         .iter()
         .find(|c| c.attribute("name") == Some("wrong result"))
@@ -131,8 +131,8 @@ fn json_report_lists_each_test_with_its_failure() {
     assert_eq!(code, 1);
     let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(report["passed"], 0);
-    assert_eq!(report["failed"], 10);
-    assert_eq!(report["summary"], "0 passed, 10 failed");
+    assert_eq!(report["failed"], 13);
+    assert_eq!(report["summary"], "0 passed, 13 failed");
     let unmocked = report["tests"]
         .as_array()
         .expect("a list")
@@ -269,4 +269,66 @@ fn files_without_tests_pass_with_nothing_to_run() {
     let (code, stdout, _) = run(&["tests/workflow_tests/release.flow"]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("0 passed, 0 failed"), "{stdout}");
+}
+
+/// Tests are hermetic: a gate's announcement is recorded for `expect notified`, and neither
+/// a `[[notify]]` command nor a webhook (a real listener on 127.0.0.1) is ever reached.
+#[test]
+fn notification_hooks_are_recorded_and_never_fired() {
+    let (dir, file) = project(
+        "import \"release.flow\"\n\ntest \"t\" {\n  mock check_docs returns { ok: true, missing: [] }\n  mock classify returns Low\n  mock release returns \"R\"\n  start ship({ id: \"S\", docs: [\"a\"], note: none })\n  expect notified \"release_signoff\" with { event: \"gate_opened\", prompt: \"Release S? Low\", approvers: \"role release\" }\n  advance 25h\n  expect notified \"release_signoff\" with { event: \"gate_escalated\" }\n  approve as \"carol\"\n  expect result Released(\"R\")\n}\n",
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let port = listener.local_addr().expect("an address").port();
+    let fired = dir.path().join("fired.txt");
+    let corpus = std::fs::read_to_string(dir.path().join("flow.toml")).expect("reads");
+    // The corpus's users, without its own hook.
+    let users = corpus
+        .split("[[notify]]")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    std::fs::write(
+        dir.path().join("flow.toml"),
+        format!(
+            "{users}\n[[notify]]\ncommand = \"cat >> '{}'\"\n\n[[notify]]\nwebhook = \"http://127.0.0.1:{port}/hook\"\n",
+            fired.display()
+        ),
+    )
+    .expect("writes flow.toml");
+    let (code, stdout, stderr) = run(&[&file]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+    assert!(!fired.exists(), "the command hook ran");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok(_) => panic!("the webhook was called"),
+        Err(e) => panic!("accept: {e}"),
+    }
+    // Without hooks nothing is announced, and the failure says why.
+    std::fs::write(dir.path().join("flow.toml"), users).expect("writes flow.toml");
+    let (code, stdout, _) = run(&[&file]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("has no [[notify]] hooks"), "{stdout}");
+}
+
+/// A failure shows what a tool received and what a run returned with every `Secret`
+/// redacted, in every report format: CI logs are read by more people than the vault.
+#[test]
+fn secrets_never_appear_in_clear_in_a_report() {
+    for format in ["human", "json", "junit"] {
+        let (code, stdout, stderr) =
+            run(&["tests/workflow_tests/secrets.flow", "--format", format]);
+        assert_eq!(code, 1, "{stdout}\n{stderr}");
+        let report = format!("{stdout}{stderr}");
+        // Each of these is only written in a `start` step, which no failure quotes.
+        for secret in ["hunter2-called", "hunter2-times", "hunter2-not"] {
+            assert!(
+                !report.contains(secret),
+                "{format}: {secret} shown:\n{report}"
+            );
+        }
+        assert!(report.contains("[redacted]"), "{format}:\n{report}");
+    }
 }

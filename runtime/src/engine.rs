@@ -35,13 +35,21 @@ const CHILD_RECHECK_MS: i64 = 5_000;
 /// engine per process, so a process-wide value is enough.
 static CLOCK_OFFSET: AtomicI64 = AtomicI64::new(0);
 
-/// The runtime's clock: the real time, plus the test clock's offset on a test database.
+/// The instant a stopped test clock stands at (see [`Engine::stop_test_clock`]); 0: the
+/// clock runs with the real time.
+static CLOCK_STOPPED_AT: AtomicI64 = AtomicI64::new(0);
+
+/// The runtime's clock: the real time (or the instant a stopped test clock stands at), plus
+/// the test clock's offset on a test database.
 pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-        + CLOCK_OFFSET.load(Ordering::Relaxed)
+    let base = match CLOCK_STOPPED_AT.load(Ordering::Relaxed) {
+        0 => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        stopped => stopped,
+    };
+    base + CLOCK_OFFSET.load(Ordering::Relaxed)
 }
 
 const TEST_CLOCK: &str = "test_clock";
@@ -113,6 +121,8 @@ pub struct Engine {
     pub(crate) outbox: Vec<crate::gates::Outgoing>,
     /// Answers every tool call instead of its binding (`flowc test`'s mocks).
     tool_double: Option<Rc<dyn ToolDouble>>,
+    /// Receives every notification instead of the hooks (`flowc test` records them).
+    pub(crate) notify_double: Option<Rc<dyn NotifyDouble>>,
     /// Renews this engine's claims from a thread of its own (see [`Engine::keep_claims_alive`]).
     heartbeat: Option<crate::heartbeat::Heartbeat>,
 }
@@ -126,6 +136,13 @@ pub trait ToolDouble {
         tool: &bytecode::ToolInfo,
         input: &serde_json::Value,
     ) -> Result<serde_json::Value, ToolFailure>;
+}
+
+/// Stands in for the notification hooks: a workflow test records what a gate announces
+/// instead of messaging real people about a scripted run.
+pub trait NotifyDouble {
+    /// `message` is what every hook of `flow.toml` would have been sent.
+    fn announce(&self, message: &serde_json::Value);
 }
 
 pub(crate) type EngineResult<T> = Result<T, EngineError>;
@@ -174,6 +191,7 @@ impl Engine {
             config: Config::empty(),
             outbox: Vec::new(),
             tool_double: None,
+            notify_double: None,
             heartbeat: None,
         }
     }
@@ -181,6 +199,11 @@ impl Engine {
     /// Sends every tool call to `double` instead of the tool's binding.
     pub fn set_tool_double(&mut self, double: Rc<dyn ToolDouble>) {
         self.tool_double = Some(double);
+    }
+
+    /// Hands every notification to `double` instead of delivering it to the hooks.
+    pub fn set_notify_double(&mut self, double: Rc<dyn NotifyDouble>) {
+        self.notify_double = Some(double);
     }
 
     /// Users, roles and notification hooks (`flow.toml`).
@@ -221,6 +244,21 @@ impl Engine {
             ));
         }
         self.store.set_setting(TEST_CLOCK, "on")?;
+        Ok(())
+    }
+
+    /// Stops the test clock where it is: from now on only `advance_clock` moves it. `flowc
+    /// test` runs on a stopped clock, so that a timer due in 30 days is due exactly then and
+    /// not a few milliseconds of the test's own work later.
+    pub fn stop_test_clock(&mut self) -> EngineResult<()> {
+        if !self.has_test_clock()? {
+            return Err(EngineError::Corrupt(
+                "only a test clock can be stopped; this database runs on the real clock".into(),
+            ));
+        }
+        CLOCK_STOPPED_AT.store(0, Ordering::Relaxed);
+        let real = now_ms() - CLOCK_OFFSET.load(Ordering::Relaxed);
+        CLOCK_STOPPED_AT.store(real.max(1), Ordering::Relaxed);
         Ok(())
     }
 
@@ -1369,13 +1407,8 @@ impl Engine {
                     self.config.exec_timeout_ms(&info.name),
                 )
                 .and_then(|text| {
-                    serde_json::from_str(text.trim()).map_err(|e| {
-                        ToolFailure::invalid_output(format!(
-                            "tool `{}` printed output that is not JSON ({e}): {}",
-                            info.name,
-                            excerpt(&text)
-                        ))
-                    })
+                    serde_json::from_str(text.trim())
+                        .map_err(|e| tools::exec::not_json(&info.name, &e.to_string(), &text))
                 });
                 tools::Called {
                     result,
@@ -1417,15 +1450,6 @@ fn check_output(
             module.type_name(info.ret)
         ))
     })
-}
-
-fn excerpt(text: &str) -> String {
-    let cut: String = text.trim().chars().take(200).collect();
-    if cut.len() < text.trim().len() {
-        format!("{cut}…")
-    } else {
-        cut
-    }
 }
 
 /// Adds the fields of `record` to the event data `data` (an object).

@@ -552,6 +552,10 @@ impl Engine {
             self.store.flush()?;
         }
         for outgoing in std::mem::take(&mut self.outbox) {
+            if let Some(double) = &self.notify_double {
+                double.announce(&outgoing.message);
+                continue;
+            }
             let deliveries = notify::deliver(
                 &self.config.notify,
                 &outgoing.message,

@@ -3,20 +3,22 @@
 //!
 //! A test runs on the production path: the real engine, the real SQLite store (a private
 //! in-memory database per test) and the real interpreter. Only the edges are scripted: tool
-//! calls go to the test's mocks (a [`ToolDouble`]), people's decisions go through the same
-//! rules as `flowrt approve`, and time is the store's test clock. Timers that wait for no one
-//! — `sleep` and `retry` back-offs — elapse on their own (the clock jumps to them); a gate's
-//! escalation and time-out only come when the test says `advance`.
+//! calls go to the test's mocks (a [`ToolDouble`]), notifications are recorded instead of
+//! sent (a [`NotifyDouble`]), people's decisions go through the same rules as `flowrt
+//! approve`, and time is the store's test clock, stopped: it moves only when the test moves
+//! it. Timers that wait for no one — `sleep` and `retry` back-offs — elapse on their own
+//! (the clock jumps to them); a gate's escalation and time-out only come when the test says
+//! `advance`, each at its own due time.
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, ToolDouble};
+use crate::engine::{Engine, EngineError, NotifyDouble, ToolDouble};
 use crate::gates::{Action as Decision, DecideError, GateKind, PendingGate};
 use crate::store::RunStatus;
 use crate::store::sqlite::SqliteStore;
-use crate::tools::ToolFailure;
+use crate::tools::{self, ToolFailure};
 use crate::vm::machine::{Machine, Outcome};
 use crate::vm::value::{Value, from_json};
-use flow_compiler::bytecode::{Module, ToolInfo};
+use flow_compiler::bytecode::{Binding as BindingKind, Module, ToolInfo};
 use flow_compiler::span::Span;
 use flow_compiler::testing::{Action, MockAnswer, TestCase};
 use std::cell::RefCell;
@@ -88,7 +90,10 @@ pub fn run_test(artifact: &[u8], case: &TestCase, config: &Config) -> TestResult
 #[derive(Clone, Debug)]
 struct Call {
     tool: String,
+    /// The arguments as the tool received them: `Secret`s in clear, to compare with.
     input: serde_json::Value,
+    /// The arguments as a failure shows them: `Secret`s redacted.
+    shown: serde_json::Value,
 }
 
 struct Mock {
@@ -100,6 +105,8 @@ struct Mock {
 /// The test's tools: mocks in the order the test declared them, and every call.
 struct Mocks {
     module: Rc<Module>,
+    /// `flow.toml`: the bindings' base URLs and time limits, for the words of a failure.
+    config: Config,
     mocks: RefCell<HashMap<String, Vec<Mock>>>,
     calls: RefCell<Vec<Call>>,
     /// Calls nothing was scripted for (the test fails at the step that made them).
@@ -116,6 +123,7 @@ impl ToolDouble for Mocks {
         self.calls.borrow_mut().push(Call {
             tool: tool.name.clone(),
             input: input.clone(),
+            shown: redacted(&self.module, tool, input),
         });
         let answer = {
             let mut mocks = self.mocks.borrow_mut();
@@ -153,27 +161,203 @@ impl ToolDouble for Mocks {
                     .map(|v| v.to_json_revealing())
                     .map_err(|why| ToolFailure::tool_error(why, false))
             }
-            MockAnswer::Replies(raw) => serde_json::from_str(raw.trim()).map_err(|e| {
-                ToolFailure::invalid_output(format!(
-                    "tool `{}` replied with text that is not JSON ({e}): {raw}",
-                    tool.name
-                ))
-            }),
+            MockAnswer::Replies(raw) => serde_json::from_str(raw.trim())
+                .map_err(|e| self.binding(tool, input).not_json(&e.to_string(), &raw)),
             MockAnswer::Fails {
                 kind,
                 message,
                 retryable,
-            } => Err(ToolFailure {
-                kind: match kind.as_str() {
-                    "InvalidOutput" => "InvalidOutput",
-                    "Timeout" => "Timeout",
-                    _ => "ToolError",
-                },
-                message,
-                retryable,
-            }),
+            } => Err(self
+                .binding(tool, input)
+                .failure(&kind, message.as_deref(), retryable)),
         }
     }
+}
+
+impl Mocks {
+    fn binding<'a>(&'a self, tool: &'a ToolInfo, input: &serde_json::Value) -> Binding<'a> {
+        Binding {
+            tool,
+            config: &self.config,
+            input: input.clone(),
+        }
+    }
+}
+
+/// A mocked failure in the words the tool's real binding uses — `tool `x`: POST http://…
+/// answered 503 Service Unavailable (retryable: a server error): <text>` for `http`, `tool
+/// `x` failed with exit status 1: <text>` for `exec` — so that a handler matching on the
+/// message behaves in a test as in production. The messages come from the bindings' own
+/// functions.
+struct Binding<'a> {
+    tool: &'a ToolInfo,
+    config: &'a Config,
+    input: serde_json::Value,
+}
+
+impl Binding<'_> {
+    /// How the binding names the request in its messages (`None`: an `exec` tool, which
+    /// names only the tool).
+    fn request(&self) -> Option<String> {
+        let name = &self.tool.name;
+        match &self.tool.binding {
+            BindingKind::Http { method, path } => {
+                let method = method.to_ascii_uppercase();
+                // Without a base URL in flow.toml, the path as written (the real call would
+                // not be made at all).
+                let base = self
+                    .config
+                    .tools
+                    .get(name)
+                    .and_then(|c| c.base_url.as_deref());
+                let url =
+                    tools::http::request_url(Some(base.unwrap_or("")), &method, path, &self.input)
+                        .unwrap_or_else(|| path.clone());
+                Some(tools::http::request_name(name, &method, &url))
+            }
+            BindingKind::Llm { model, .. } => {
+                let base = self.config.llm.as_ref().and_then(|c| c.base_url.as_deref());
+                let url = tools::llm::endpoint(base.unwrap_or("[llm] base_url"));
+                Some(tools::llm::request_name(name, model, &url))
+            }
+            BindingKind::Exec { .. } => None,
+        }
+    }
+
+    fn not_json(&self, error: &str, text: &str) -> ToolFailure {
+        match (&self.tool.binding, self.request()) {
+            (BindingKind::Llm { .. }, Some(what)) => tools::llm::not_json(&what, error, text),
+            (_, Some(what)) => tools::http::not_json(&what, error, text),
+            (_, None) => tools::exec::not_json(&self.tool.name, error, text),
+        }
+    }
+
+    /// `kind` is `ToolError`, `InvalidOutput` or `Timeout` (the compiler refuses others).
+    fn failure(&self, kind: &str, text: Option<&str>, retryable: bool) -> ToolFailure {
+        let text = text.unwrap_or_default();
+        let mut failure = match (kind, self.request()) {
+            ("InvalidOutput", _) => {
+                let error = serde_json::from_str::<serde_json::Value>(text)
+                    .err()
+                    .map_or_else(|| "mocked".to_string(), |e| e.to_string());
+                self.not_json(&error, text)
+            }
+            ("Timeout", Some(what)) => {
+                let limit = self.time_limit();
+                let sent = Err(tools::http::SendError::Timeout(
+                    "waiting for the response".into(),
+                ));
+                tools::http::classify(&what, sent, &limit)
+                    .err()
+                    .unwrap_or_else(|| ToolFailure::timeout(what))
+            }
+            ("Timeout", None) => tools::exec::timed_out(&self.tool.name, &self.time_limit().1, ""),
+            (_, Some(what)) => {
+                let (status, reason, body) = http_status(text, retryable);
+                let response = tools::http::Response {
+                    status,
+                    reason: reason.to_string(),
+                    body: body.as_bytes().to_vec(),
+                };
+                tools::http::classify(&what, Ok(response), &self.time_limit())
+                    .err()
+                    .unwrap_or_else(|| ToolFailure::tool_error(what, retryable))
+            }
+            (_, None) => tools::exec::exited(&self.tool.name, Some(1), text),
+        };
+        // `permanent` is the test's word: no retry, whatever the binding would decide.
+        failure.retryable &= retryable;
+        failure
+    }
+
+    /// The binding's time limit and the phrase naming it (no `timeout` block: the test
+    /// cannot know one at a mock).
+    fn time_limit(&self) -> (u64, String) {
+        let name = &self.tool.name;
+        let (configured, default) = match &self.tool.binding {
+            BindingKind::Http { .. } => (
+                self.config.tools.get(name).and_then(|c| c.timeout_ms),
+                tools::http::DEFAULT_TIMEOUT_MS,
+            ),
+            BindingKind::Llm { .. } => (
+                self.config.llm.as_ref().and_then(|c| c.timeout_ms),
+                tools::llm::DEFAULT_TIMEOUT_MS,
+            ),
+            BindingKind::Exec { .. } => (
+                self.config.exec_timeout_ms(name),
+                tools::exec::DEFAULT_TIMEOUT_MS,
+            ),
+        };
+        let context = tools::CallContext {
+            run_id: String::new(),
+            idempotency_key: String::new(),
+            time_limit_ms: None,
+        };
+        tools::http::time_limit(&context, configured, default)
+    }
+}
+
+/// The HTTP answer a mocked `ToolError` stands for: a text that starts with a status
+/// (`"404 customer not found"`) is that answer; otherwise a 503 (400 when `permanent`).
+fn http_status(text: &str, retryable: bool) -> (u16, &'static str, &str) {
+    let (code, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let status = code
+        .parse::<u16>()
+        .ok()
+        .filter(|c| (300..600).contains(c) && code.len() == 3);
+    let (status, body) = match status {
+        Some(status) => (status, rest.trim()),
+        None if retryable => (503, text),
+        None => (400, text),
+    };
+    let reason = match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    };
+    // "503 Service Unavailable" says the status only.
+    let body = body.strip_prefix(reason).map_or(body, str::trim);
+    (status, reason, body)
+}
+
+/// What the gates announced: every notification the hooks of `flow.toml` would have been
+/// sent. A test is hermetic: it never messages the approvers about a scripted run.
+#[derive(Default)]
+struct Announcements {
+    messages: RefCell<Vec<serde_json::Value>>,
+}
+
+impl NotifyDouble for Announcements {
+    fn announce(&self, message: &serde_json::Value) {
+        self.messages.borrow_mut().push(message.clone());
+    }
+}
+
+/// A call's arguments as JSON with every `Secret` the tool's parameter types declare
+/// redacted: what a failure message may show.
+fn redacted(module: &Module, tool: &ToolInfo, input: &serde_json::Value) -> serde_json::Value {
+    let fields = tool
+        .params
+        .iter()
+        .map(|(name, ty)| {
+            let json = input.get(name).unwrap_or(&serde_json::Value::Null);
+            let shown = from_json(module, *ty, json, name).map_or_else(
+                |_| serde_json::Value::String(crate::vm::value::REDACTED.to_string()),
+                |v| v.to_json(),
+            );
+            (name.clone(), shown)
+        })
+        .collect();
+    serde_json::Value::Object(fields)
 }
 
 /// The values of a call's arguments, in parameter order.
@@ -212,6 +396,7 @@ struct TestRun {
     module: Rc<Module>,
     version: String,
     mocks: Rc<Mocks>,
+    announcements: Rc<Announcements>,
     /// The run of the last `start`.
     run: Option<String>,
     /// The gate of the last `expect approval` / `expect input`.
@@ -224,20 +409,25 @@ impl TestRun {
         let mut engine = Engine::new(Box::new(store), "flowc-test");
         engine.enable_test_clock().map_err(|e| e.to_string())?;
         engine.load_clock().map_err(|e| e.to_string())?;
+        engine.stop_test_clock().map_err(|e| e.to_string())?;
         engine.set_config(config.clone());
         let (version, module) = engine.deploy(artifact).map_err(|e| e.to_string())?;
         let mocks = Rc::new(Mocks {
             module: module.clone(),
+            config: config.clone(),
             mocks: RefCell::new(HashMap::new()),
             calls: RefCell::new(Vec::new()),
             unscripted: RefCell::new(Vec::new()),
         });
         engine.set_tool_double(mocks.clone());
+        let announcements = Rc::new(Announcements::default());
+        engine.set_notify_double(announcements.clone());
         Ok(TestRun {
             engine,
             module,
             version,
             mocks,
+            announcements,
             run: None,
             gate: None,
         })
@@ -264,32 +454,57 @@ impl TestRun {
 
     /// Drives every run as far as it goes; timers no one waits on elapse.
     fn settle(&mut self, span: Span) -> Result<(), Failure> {
+        self.run_clock(span, None)
+    }
+
+    /// Drives every run, moving the clock as real time would: to each timer that falls due,
+    /// in order, up to `until` (the end of an `advance`) — or beyond it, up to the next timer
+    /// no one waits on (a `sleep`, a `retry` back-off), which elapses on its own. A gate's
+    /// escalation or time-out due within that reach fires at its own time, so a handler that
+    /// opens the next gate starts that gate's clock then, and a chain of time-outs fires
+    /// link by link. Ends at `until` once nothing more falls due.
+    fn run_clock(&mut self, span: Span, until: Option<i64>) -> Result<(), Failure> {
         for _ in 0..MAX_TIMERS_PER_STEP {
             self.engine
                 .work_once()
                 .map_err(Self::engine_failure(span))?;
-            let next_timer = self
+            let waiting = self
                 .engine
                 .store()
                 .runs(Some(RunStatus::Waiting))
-                .map_err(|e| Failure::new(span, e.to_string()))?
-                .into_iter()
+                .map_err(|e| Failure::new(span, e.to_string()))?;
+            let next_sleep = waiting
+                .iter()
                 .filter(|r| r.waiting_on.as_deref() == Some("timer"))
                 .filter_map(|r| r.wake_at)
                 .min();
-            let Some(wake_at) = next_timer else {
-                return Ok(());
+            let reach = match (until, next_sleep) {
+                (Some(end), Some(sleep)) => Some(end.max(sleep)),
+                (end, sleep) => end.or(sleep),
             };
             let now = crate::engine::now_ms();
+            let next = waiting
+                .iter()
+                .filter_map(|r| r.wake_at)
+                .filter(|at| reach.is_some_and(|reach| *at <= reach))
+                .min();
+            let Some(at) = next else {
+                if let Some(end) = until.filter(|end| *end > now) {
+                    self.engine
+                        .advance_clock(end - now)
+                        .map_err(Self::engine_failure(span))?;
+                }
+                return Ok(());
+            };
             self.engine
-                .advance_clock((wake_at - now).max(0))
+                .advance_clock((at - now).max(0))
                 .map_err(Self::engine_failure(span))?;
         }
         Err(Failure::new(
             span,
             format!("more than {MAX_TIMERS_PER_STEP} timers fired after this step"),
         )
-        .help("a `sleep` or `retry` in a loop that never ends? the test stopped it"))
+        .help("a `sleep`, `retry` or gate time-out in a loop that never ends? the test stopped it"))
     }
 
     fn current_run(&self, span: Span) -> Result<String, Failure> {
@@ -349,10 +564,9 @@ impl TestRun {
                 self.decide(span, Some(gate), user, action, *refused)
             }
             Action::Advance { ms } => {
-                self.engine
-                    .advance_clock(i64::try_from(*ms).unwrap_or(i64::MAX))
-                    .map_err(Self::engine_failure(span))?;
-                self.settle(span)
+                let end =
+                    crate::engine::now_ms().saturating_add(i64::try_from(*ms).unwrap_or(i64::MAX));
+                self.run_clock(span, Some(end))
             }
             Action::ExpectResult { helper, expected } => self.expect_result(span, helper, expected),
             Action::ExpectError { kind, message } => {
@@ -365,15 +579,12 @@ impl TestRun {
                 args,
             } => self.expect_called(span, tool, *negated, *times, args.as_deref()),
             Action::ExpectAudit { event, fields } => {
-                let fields = match fields {
-                    Some(helper) => Some(
-                        evaluate(&self.module, helper, Vec::new())
-                            .map_err(|e| Failure::new(span, e))?
-                            .to_json(),
-                    ),
-                    None => None,
-                };
+                let fields = self.fields(span, fields.as_deref())?;
                 self.expect_event(span, "audit", event, "audit event", fields.as_ref())
+            }
+            Action::ExpectNotified { gate, fields } => {
+                let fields = self.fields(span, fields.as_deref())?;
+                self.expect_notified(span, gate, fields.as_ref())
             }
             Action::ExpectEscalated { gate } => {
                 self.expect_event(span, "gate_escalated", gate, "escalation of gate", None)
@@ -663,12 +874,12 @@ impl TestRun {
             .filter(|c| c.tool == tool)
             .cloned()
             .collect();
-        if negated {
+        if negated && args.is_none() {
             return match calls.first() {
                 None => Ok(()),
                 Some(call) => Err(Failure::new(span, format!("`{tool}` was called")).expected(
                     "no call",
-                    format!("{} call(s), the first with {}", calls.len(), call.input),
+                    format!("{} call(s), the first with {}", calls.len(), call.shown),
                 )),
             };
         }
@@ -682,26 +893,46 @@ impl TestRun {
             .find(|t| t.name == tool)
             .ok_or_else(|| Failure::new(span, format!("no tool `{tool}`")))?;
         let mut wanted = serde_json::Map::new();
+        let mut shown = serde_json::Map::new();
         for ((name, _), helper) in info.params.iter().zip(args) {
             let value =
                 evaluate(&self.module, helper, Vec::new()).map_err(|e| Failure::new(span, e))?;
             wanted.insert(name.clone(), value.to_json_revealing());
+            shown.insert(name.clone(), value.to_json());
         }
-        let wanted = serde_json::Value::Object(wanted);
-        let wanted = Self::canonical(&wanted);
+        let wanted = Self::canonical(&serde_json::Value::Object(wanted));
+        let shown = Self::canonical(&serde_json::Value::Object(shown));
         let matching = calls
             .iter()
             .filter(|c| Self::canonical(&c.input) == wanted)
             .count();
+        if negated {
+            return match matching {
+                0 => Ok(()),
+                n => Err(
+                    Failure::new(span, format!("`{tool}` was called with these arguments"))
+                        .expected(format!("no call with {shown}"), format!("{n} such call(s)")),
+                ),
+            };
+        }
         if times.is_none() && matching > 0 {
             return Ok(());
         }
+        // Redacted, a call that differs only in its secrets looks like the one expected.
+        let secret_help = calls.iter().any(|c| Self::canonical(&c.shown) == shown).then_some(
+            "a call differs from this one only in `Secret` arguments, which a failure never shows",
+        );
+        let with_help = |f: Failure| match secret_help {
+            Some(help) => f.help(help),
+            None => f,
+        };
         if times.is_some() {
             return self
                 .check_count(span, tool, times, matching)
+                .map_err(with_help)
                 .map_err(|mut f| {
-                    f.expected = f.expected.map(|e| format!("{e} with {wanted}"));
-                    let all: Vec<String> = calls.iter().map(|c| c.input.to_string()).collect();
+                    f.expected = f.expected.map(|e| format!("{e} with {shown}"));
+                    let all: Vec<String> = calls.iter().map(|c| c.shown.to_string()).collect();
                     f.actual = Some(format!(
                         "{matching} such call(s); every call: {}",
                         if all.is_empty() {
@@ -718,15 +949,17 @@ impl TestRun {
         } else {
             calls
                 .iter()
-                .map(|c| c.input.to_string())
+                .map(|c| c.shown.to_string())
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        Err(Failure::new(
-            span,
-            format!("`{tool}` was not called with these arguments"),
-        )
-        .expected(wanted.to_string(), seen))
+        Err(with_help(
+            Failure::new(
+                span,
+                format!("`{tool}` was not called with these arguments"),
+            )
+            .expected(shown.to_string(), seen),
+        ))
     }
 
     fn check_count(
@@ -746,6 +979,79 @@ impl TestRun {
                     .expected(format!("{n} call(s)"), format!("{count} call(s)")),
             ),
         }
+    }
+
+    /// The record of a `with { … }`, as JSON.
+    fn fields(
+        &self,
+        span: Span,
+        helper: Option<&str>,
+    ) -> Result<Option<serde_json::Value>, Failure> {
+        helper
+            .map(|helper| {
+                evaluate(&self.module, helper, Vec::new())
+                    .map(|v| v.to_json())
+                    .map_err(|e| Failure::new(span, e))
+            })
+            .transpose()
+    }
+
+    /// Some gate named `gate` was announced to the hooks (with a message holding `fields`).
+    fn expect_notified(
+        &self,
+        span: Span,
+        gate: &str,
+        fields: Option<&serde_json::Value>,
+    ) -> Result<(), Failure> {
+        let messages = self.announcements.messages.borrow();
+        let about: Vec<&serde_json::Value> =
+            messages.iter().filter(|m| m["gate"] == gate).collect();
+        if about
+            .iter()
+            .any(|m| fields.is_none_or(|wanted| holds(m, wanted)))
+        {
+            return Ok(());
+        }
+        let expected = match fields {
+            Some(fields) => format!("gate \"{gate}\" announced with {fields}"),
+            None => format!("gate \"{gate}\" announced"),
+        };
+        let actual = if messages.is_empty() {
+            "no announcement".to_string()
+        } else if about.is_empty() {
+            let gates: Vec<String> = messages.iter().map(|m| m["gate"].to_string()).collect();
+            format!("announcements of {}", gates.join(", "))
+        } else {
+            // Only the fields the test asked about: the rest (run id, deadline) differs from
+            // run to run and would bury the difference.
+            let shown: Vec<String> = about
+                .iter()
+                .map(|m| match fields.and_then(|f| f.as_object()) {
+                    Some(wanted) => serde_json::Value::Object(
+                        wanted
+                            .keys()
+                            .map(|k| (k.clone(), m.get(k).cloned().unwrap_or_default()))
+                            .collect(),
+                    )
+                    .to_string(),
+                    None => m.to_string(),
+                })
+                .collect();
+            format!("announced with {}", shown.join(", "))
+        };
+        let failure = Failure::new(
+            span,
+            format!("gate \"{gate}\" was not announced as expected"),
+        )
+        .expected(expected, actual);
+        Err(if self.engine.config().notify.is_empty() {
+            failure.help(format!(
+                "{} has no [[notify]] hooks, so no gate is announced",
+                self.engine.config().origin
+            ))
+        } else {
+            failure
+        })
     }
 
     /// Some run of the test recorded an event of `kind` about `step` (holding `fields`).
@@ -800,14 +1106,134 @@ impl TestRun {
     }
 }
 
-/// Whether every field of `wanted` (an object) is in `data` with the same value.
+/// Whether every field of `wanted` (an object) is in `data` and holds there: a nested record
+/// by its own fields (`with { context: { id: "S-1" } }` ignores the context's other fields),
+/// anything else by equality.
 fn holds(data: &serde_json::Value, wanted: &serde_json::Value) -> bool {
     match wanted.as_object() {
-        Some(fields) => fields.iter().all(|(k, v)| data.get(k) == Some(v)),
+        Some(fields) => fields
+            .iter()
+            .all(|(k, v)| data.get(k).is_some_and(|d| holds(d, v))),
         None => data == wanted,
     }
 }
 
 fn kind_word(kind: GateKind) -> &'static str {
     kind.word()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flow_compiler::bytecode::TypeRef;
+    use std::io::{Read, Write};
+
+    fn tool(binding: BindingKind) -> ToolInfo {
+        ToolInfo {
+            name: "fetch".into(),
+            params: vec![("id".into(), TypeRef(0))],
+            ret: TypeRef(0),
+            binding,
+            sensitive: false,
+        }
+    }
+
+    fn context() -> tools::CallContext {
+        tools::CallContext {
+            run_id: "r".into(),
+            idempotency_key: "r:1".into(),
+            time_limit_ms: None,
+        }
+    }
+
+    /// A server on 127.0.0.1 that answers one request with `response`.
+    fn answer_once(response: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let address = listener.local_addr().expect("an address");
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("a request");
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(response.as_bytes());
+        });
+        format!("http://{address}")
+    }
+
+    #[test]
+    fn a_mocked_http_failure_says_what_the_real_binding_says() {
+        let base = answer_once(
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\nConnection: close\r\n\r\nno such order",
+        );
+        let config = Config::parse(
+            &format!("[tools.fetch]\nbase_url = \"{base}\"\n"),
+            "flow.toml",
+        )
+        .expect("a config");
+        let input = serde_json::json!({ "id": "A-1" });
+        let real = tools::http::call(
+            "fetch",
+            "get",
+            "/orders",
+            config.tools.get("fetch"),
+            &input,
+            &context(),
+        )
+        .result
+        .expect_err("a 404 fails");
+        let info = tool(BindingKind::Http {
+            method: "get".into(),
+            path: "/orders".into(),
+        });
+        let mocked = Binding {
+            tool: &info,
+            config: &config,
+            input,
+        }
+        .failure("ToolError", Some("404 no such order"), true);
+        assert_eq!(mocked, real);
+    }
+
+    #[test]
+    fn a_mocked_exec_failure_says_what_the_real_binding_says() {
+        let config = Config::empty();
+        let real = tools::exec::call(
+            "fetch",
+            "echo 'disk full' >&2; exit 1",
+            "{}",
+            &context(),
+            None,
+        )
+        .expect_err("exit 1 fails");
+        let info = tool(BindingKind::Exec {
+            command: "convert".into(),
+        });
+        let mocked = Binding {
+            tool: &info,
+            config: &config,
+            input: serde_json::json!({}),
+        }
+        .failure("ToolError", Some("disk full"), true);
+        assert_eq!(mocked, real);
+    }
+
+    #[test]
+    fn a_status_at_the_start_of_the_text_is_the_answer() {
+        assert_eq!(
+            http_status("404 no such order", false),
+            (404, "Not Found", "no such order")
+        );
+        assert_eq!(
+            http_status("503 Service Unavailable", true),
+            (503, "Service Unavailable", "")
+        );
+        assert_eq!(
+            http_status("down", true),
+            (503, "Service Unavailable", "down")
+        );
+        assert_eq!(http_status("down", false), (400, "Bad Request", "down"));
+        assert_eq!(
+            http_status("12 apples", true),
+            (503, "Service Unavailable", "12 apples")
+        );
+    }
 }

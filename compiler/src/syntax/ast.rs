@@ -193,6 +193,9 @@ pub enum TestStepKind {
     ExpectAudit { event: StrLit, fields: Option<Expr> },
     /// `expect escalated "gate"`.
     ExpectEscalated { gate: StrLit },
+    /// `expect notified "gate" [with { field: value, … }]`: the gate was announced to the
+    /// notification hooks (recorded, never sent), with these fields in the message.
+    ExpectNotified { gate: StrLit, fields: Option<Expr> },
     /// `expect status completed|failed|waiting|cancelled`.
     ExpectStatus(Ident),
     /// A step that did not parse; already reported.

@@ -61,10 +61,7 @@ pub fn call(
             } else {
                 ""
             };
-            return Err(ToolFailure::timeout(format!(
-                "tool `{tool}` did not finish within {}{why}; it was stopped with every process it started",
-                limit.1
-            )));
+            return Err(timed_out(tool, &limit.1, why));
         }
     };
 
@@ -76,15 +73,7 @@ pub fn call(
                 false,
             ));
         }
-        let code = done
-            .status
-            .code()
-            .map(|c| format!("exit status {c}"))
-            .unwrap_or_else(|| "killed by a signal".to_string());
-        return Err(ToolFailure::tool_error(
-            format!("tool `{tool}` failed with {code}{detail}"),
-            true,
-        ));
+        return Err(exited(tool, done.status.code(), &done.stderr));
     }
     if done.stdout_overflowed {
         return Err(ToolFailure::invalid_output(format!(
@@ -94,6 +83,39 @@ pub fn call(
     String::from_utf8(done.stdout).map_err(|_| {
         ToolFailure::invalid_output(format!("tool `{tool}` printed output that is not UTF-8"))
     })
+}
+
+/// A command that exited with `code` (none: killed by a signal), its standard error as the
+/// detail: a retryable `ToolError`.
+pub(crate) fn exited(tool: &str, code: Option<i32>, stderr: &str) -> ToolFailure {
+    let code = code
+        .map(|c| format!("exit status {c}"))
+        .unwrap_or_else(|| "killed by a signal".to_string());
+    ToolFailure::tool_error(
+        format!("tool `{tool}` failed with {code}{}", with_detail(stderr)),
+        true,
+    )
+}
+
+/// A command still running at its time limit (`limit` says which one).
+pub(crate) fn timed_out(tool: &str, limit: &str, why: &str) -> ToolFailure {
+    ToolFailure::timeout(format!(
+        "tool `{tool}` did not finish within {limit}{why}; it was stopped with every process it started"
+    ))
+}
+
+/// A command whose standard output is not JSON.
+pub(crate) fn not_json(tool: &str, error: &str, output: &str) -> ToolFailure {
+    let output = output.trim();
+    let cut: String = output.chars().take(200).collect();
+    let shown = if cut.len() < output.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    };
+    ToolFailure::invalid_output(format!(
+        "tool `{tool}` printed output that is not JSON ({error}): {shown}"
+    ))
 }
 
 fn with_detail(detail: &str) -> String {

@@ -493,18 +493,54 @@ pub(crate) fn classify(
     }
 }
 
+/// The URL a call goes to: `base` (the tool's `base_url`) and the binding's path, with the
+/// arguments as the query of a `GET`. `None` for a relative path without a base.
+pub(crate) fn request_url(
+    base: Option<&str>,
+    method: &str,
+    path: &str,
+    input: &serde_json::Value,
+) -> Option<String> {
+    let mut url = if is_absolute(path) {
+        path.to_string()
+    } else {
+        let base = base?.trim_end_matches('/');
+        if path.starts_with('/') {
+            format!("{base}{path}")
+        } else {
+            format!("{base}/{path}")
+        }
+    };
+    if method == "GET" {
+        let query = query(input);
+        if !query.is_empty() {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&query);
+        }
+    }
+    Some(url)
+}
+
+/// How a failure names the request: `tool `x`: POST http://…`.
+pub(crate) fn request_name(tool: &str, method: &str, url: &str) -> String {
+    format!("tool `{tool}`: {method} {url}")
+}
+
+/// A 2xx body that is not JSON.
+pub(crate) fn not_json(what: &str, error: &str, text: &str) -> ToolFailure {
+    ToolFailure::invalid_output(format!(
+        "{what} answered with a body that is not JSON ({error}): {}",
+        truncate(text.trim(), EXCERPT)
+    ))
+}
+
 /// Parses a 2xx body as JSON (an empty body is `null`).
 pub(crate) fn json_body(what: &str, body: &[u8]) -> Result<serde_json::Value, ToolFailure> {
     let text = String::from_utf8_lossy(body);
     if text.trim().is_empty() {
         return Ok(serde_json::Value::Null);
     }
-    serde_json::from_str(text.trim()).map_err(|e| {
-        ToolFailure::invalid_output(format!(
-            "{what} answered with a body that is not JSON ({e}): {}",
-            truncate(text.trim(), EXCERPT)
-        ))
-    })
+    serde_json::from_str(text.trim()).map_err(|e| not_json(what, &e.to_string(), &text))
 }
 
 /// Calls an `http` tool: `method` (upper case) and `path` from its binding, its `flow.toml`
@@ -574,30 +610,16 @@ fn attempt(
         headers.push((name.clone(), value));
     }
 
-    let mut url = if is_absolute(path) {
-        path.to_string()
-    } else {
-        let Some(base) = config.and_then(|c| c.base_url.as_deref()) else {
-            return Err(ToolFailure::tool_error(
+    let url = request_url(config.and_then(|c| c.base_url.as_deref()), &method, path, input)
+        .ok_or_else(|| {
+            ToolFailure::tool_error(
                 format!(
                     "tool `{tool}` calls the path `{path}` but has no base URL: add [tools.{tool}] with base_url = \"http://…\" to flow.toml"
                 ),
                 false,
-            ));
-        };
-        let base = base.trim_end_matches('/');
-        if path.starts_with('/') {
-            format!("{base}{path}")
-        } else {
-            format!("{base}/{path}")
-        }
-    };
+            )
+        })?;
     let body = if method == "GET" {
-        let query = query(input);
-        if !query.is_empty() {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(&query);
-        }
         None
     } else {
         Some(input.to_string().into_bytes())
@@ -635,7 +657,7 @@ fn attempt(
         DEFAULT_TIMEOUT_MS,
     );
     let deadline = Instant::now() + Duration::from_millis(limit.0);
-    let what = format!("tool `{tool}`: {method} {url}");
+    let what = request_name(tool, &method, &url);
     let sent = send(&method, &parsed, &defaults, body.as_deref(), deadline);
     if let Ok(response) = &sent {
         record.insert("status".into(), response.status.into());

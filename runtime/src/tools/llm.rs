@@ -189,7 +189,7 @@ fn attempt(
         secrets.add(&format!("Bearer {key}"));
         headers.push(("Authorization".to_string(), format!("Bearer {key}")));
     }
-    let url = format!("{}/chat/completions", base.trim_end_matches('/'));
+    let url = endpoint(base);
     let parsed = HttpUrl::parse_as(&url, &format!("tool `{tool}`: the [llm] URL"))
         .map_err(|why| ToolFailure::tool_error(why, false))?;
     let body = serde_json::json!({
@@ -214,7 +214,7 @@ fn attempt(
         DEFAULT_TIMEOUT_MS,
     );
     let deadline = Instant::now() + Duration::from_millis(limit.0);
-    let what = format!("tool `{tool}`: model `{model}` at {url}");
+    let what = request_name(tool, model, &url);
     let sent = send("POST", &parsed, &headers, Some(body.as_bytes()), deadline);
     if let Ok(response) = &sent {
         record.insert("status".into(), response.status.into());
@@ -266,12 +266,26 @@ fn attempt(
         }
     };
     record.insert("reply".into(), truncate(&content, RECORDED_REPLY).into());
-    serde_json::from_str(strip_fence(&content)).map_err(|e| {
-        ToolFailure::invalid_output(format!(
-            "{what} answered with text that is not JSON ({e}): {}",
-            truncate(content.trim(), EXCERPT)
-        ))
-    })
+    serde_json::from_str(strip_fence(&content))
+        .map_err(|e| not_json(&what, &e.to_string(), &content))
+}
+
+/// The URL of the chat completions endpoint under `base` (the `[llm]` base_url).
+pub(crate) fn endpoint(base: &str) -> String {
+    format!("{}/chat/completions", base.trim_end_matches('/'))
+}
+
+/// How a failure names the request: `tool `x`: model `m` at http://…`.
+pub(crate) fn request_name(tool: &str, model: &str, url: &str) -> String {
+    format!("tool `{tool}`: model `{model}` at {url}")
+}
+
+/// A model's answer that is not JSON.
+pub(crate) fn not_json(what: &str, error: &str, content: &str) -> ToolFailure {
+    ToolFailure::invalid_output(format!(
+        "{what} answered with text that is not JSON ({error}): {}",
+        truncate(content.trim(), EXCERPT)
+    ))
 }
 
 #[cfg(test)]

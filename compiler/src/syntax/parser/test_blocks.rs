@@ -239,6 +239,19 @@ impl Parser<'_> {
         })
     }
 
+    /// `with { field: value, … }` after an expectation, if present: `Some(None)` without it,
+    /// `None` after an error.
+    fn parse_with_fields(&mut self) -> Option<Option<Expr>> {
+        if self.eat_word("with").is_none() {
+            return Some(None);
+        }
+        if !self.at(T::LBrace) {
+            self.error_expected("`{`", "list the fields: `with { field: value }`");
+            return None;
+        }
+        Some(Some(self.parse_expr(Records::Allowed)))
+    }
+
     fn parse_expectation(&mut self) -> Option<TestStepKind> {
         if self.eat(T::Approval).is_some() {
             let gate = self.parse_plain_string("the approval's name in quotes")?;
@@ -285,7 +298,7 @@ impl Parser<'_> {
                 } else {
                     None
                 };
-                let args = if !negated && self.eat_word("with").is_some() {
+                let args = if self.eat_word("with").is_some() {
                     self.expect(T::LParen, "list the arguments: `with (\"a\", 2)`")?;
                     Some(self.parse_list(T::RParen, |p| Some(p.parse_expr(Records::Allowed))))
                 } else {
@@ -322,24 +335,22 @@ impl Parser<'_> {
                 }
                 self.parse_decision(true)
             }
+            "notified" => {
+                self.bump();
+                let gate = self.parse_plain_string("the gate's name in quotes")?;
+                let fields = self.parse_with_fields()?;
+                Some(TestStepKind::ExpectNotified { gate, fields })
+            }
             _ if self.at(T::Audit) => {
                 self.bump();
                 let event = self.parse_plain_string("the audit event's name in quotes")?;
-                let fields = if self.eat_word("with").is_some() {
-                    if !self.at(T::LBrace) {
-                        self.error_expected("`{`", "list the fields: `with { field: value }`");
-                        return None;
-                    }
-                    Some(self.parse_expr(Records::Allowed))
-                } else {
-                    None
-                };
+                let fields = self.parse_with_fields()?;
                 Some(TestStepKind::ExpectAudit { event, fields })
             }
             _ => {
                 self.error_unexpected(
                     "what to expect",
-                    "expect `approval \"gate\"`, `input \"gate\"`, `result Pattern`, `result == value`, `error Kind`, `called tool`, `not called tool`, `audit \"event\"`, `escalated \"gate\"`, `refused approve …` or `status completed`",
+                    "expect `approval \"gate\"`, `input \"gate\"`, `result Pattern`, `result == value`, `error Kind`, `called tool`, `not called tool`, `audit \"event\"`, `notified \"gate\"`, `escalated \"gate\"`, `refused approve …` or `status completed`",
                 );
                 None
             }
