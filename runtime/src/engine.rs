@@ -125,6 +125,9 @@ pub struct Engine {
     pub(crate) notify_double: Option<Rc<dyn NotifyDouble>>,
     /// Renews this engine's claims from a thread of its own (see [`Engine::keep_claims_alive`]).
     heartbeat: Option<crate::heartbeat::Heartbeat>,
+    /// The spans of the runs being driven, innermost last (a parent drives its child inline):
+    /// a run's failure is marked on its own span, wherever it happens.
+    run_spans: Vec<tracing::Span>,
 }
 
 /// Stands in for every tool binding: a workflow test scripts what tools answer. The answer
@@ -193,6 +196,7 @@ impl Engine {
             tool_double: None,
             notify_double: None,
             heartbeat: None,
+            run_spans: Vec::new(),
         }
     }
 
@@ -564,6 +568,13 @@ impl Engine {
     }
 
     pub(crate) fn drive_claimed(&mut self, run: &str) -> EngineResult<RunStatus> {
+        let depth = self.run_spans.len();
+        let status = self.drive_claimed_in_span(run);
+        self.run_spans.truncate(depth);
+        status
+    }
+
+    fn drive_claimed_in_span(&mut self, run: &str) -> EngineResult<RunStatus> {
         let (record, saved) = self
             .store
             .load(run)?
@@ -571,7 +582,9 @@ impl Engine {
         if record.status.is_final() {
             return Ok(record.status);
         }
-        let _span = crate::telemetry::drive_span(self.store.as_mut(), &record).entered();
+        let span = crate::telemetry::drive_span(self.store.as_mut(), &record);
+        self.run_spans.push(span.clone());
+        let _span = span.entered();
         let module = self.module(&record.version)?;
         if saved.program_hash != record.version {
             return Err(EngineError::Corrupt(format!(
@@ -1136,6 +1149,9 @@ impl Engine {
         error: &RuntimeError,
         mut events: Vec<NewEvent>,
     ) -> EngineResult<RunStatus> {
+        if let Some(span) = self.run_spans.last() {
+            crate::telemetry::mark_failed(span, &error.kind);
+        }
         events.push(event(
             "run_failed",
             None,

@@ -949,8 +949,28 @@ impl Engine {
         action: Action,
         expect_hash: Option<&str>,
     ) -> Result<Decided, DecideError> {
-        let _span =
-            crate::telemetry::decide_span(self.store.as_mut(), record, gate, user).entered();
+        let decision = match &action {
+            Action::Approve { .. } => "approved",
+            Action::Reject { .. } => "rejected",
+            Action::Input { .. } => "input",
+        };
+        let span = crate::telemetry::decide_span(self.store.as_mut(), record, gate, user, decision);
+        let decided =
+            span.in_scope(|| self.decide_in_span(record, gate, user, action, expect_hash));
+        if let Err(DecideError::Refused(_)) = &decided {
+            crate::telemetry::mark_failed(&span, "Refused");
+        }
+        decided
+    }
+
+    fn decide_in_span(
+        &mut self,
+        record: &RunRecord,
+        gate: &str,
+        user: &str,
+        action: Action,
+        expect_hash: Option<&str>,
+    ) -> Result<Decided, DecideError> {
         let run = record.id.as_str();
         let wanted = match action {
             Action::Input { .. } => GateKind::Input,

@@ -332,9 +332,12 @@ pub(crate) fn drive_span(store: &mut dyn Store, record: &RunRecord) -> Span {
     if let Some(root) = stored_root(store, &record.id) {
         let span = tracing::info_span!(
             "resume",
+            otel.name = %format!("resume {}", record.workflow),
             flow.run_id = %record.id,
             flow.workflow = %record.workflow,
             flow.version = %record.version,
+            flow.error_kind = field::Empty,
+            otel.status_code = field::Empty,
         );
         if adopt(&span, root) {
             return span;
@@ -342,9 +345,12 @@ pub(crate) fn drive_span(store: &mut dyn Store, record: &RunRecord) -> Span {
     }
     let span = tracing::info_span!(
         "run",
+        otel.name = %format!("run {}", record.workflow),
         flow.run_id = %record.id,
         flow.workflow = %record.workflow,
         flow.version = %record.version,
+        flow.error_kind = field::Empty,
+        otel.status_code = field::Empty,
     );
     if exporting() {
         let context = span.context();
@@ -358,15 +364,26 @@ pub(crate) fn drive_span(store: &mut dyn Store, record: &RunRecord) -> Span {
     span
 }
 
-/// The span of a person's decision at a gate, in the run's trace.
-pub(crate) fn decide_span(store: &mut dyn Store, record: &RunRecord, gate: &str, by: &str) -> Span {
+/// The span of a person's decision at a gate, in the run's trace, named after what they
+/// decided (`decide release_signoff approved`). A refused decision has an error status.
+pub(crate) fn decide_span(
+    store: &mut dyn Store,
+    record: &RunRecord,
+    gate: &str,
+    by: &str,
+    decision: &str,
+) -> Span {
     let span = tracing::info_span!(
         "decide",
+        otel.name = %format!("decide {gate} {decision}"),
         flow.run_id = %record.id,
         flow.workflow = %record.workflow,
         flow.version = %record.version,
         flow.step = gate,
         flow.user = by,
+        flow.decision = decision,
+        flow.error_kind = field::Empty,
+        otel.status_code = field::Empty,
     );
     if let Some(root) = stored_root(store, &record.id) {
         adopt(&span, root);
@@ -409,17 +426,28 @@ fn step_of(module: &Module, request: &Request) -> (&'static str, String) {
 pub(crate) fn step_span(module: &Module, request: &Request, line: Option<i64>) -> Span {
     let span = tracing::info_span!(
         "step",
+        otel.name = field::Empty,
         flow.step = field::Empty,
         flow.step_kind = field::Empty,
         flow.attempt = field::Empty,
         flow.line = line,
+        flow.error_kind = field::Empty,
+        otel.status_code = field::Empty,
     );
     if !span.is_disabled() {
         let (kind, name) = step_of(module, request);
+        span.record("otel.name", format!("step {name}").as_str());
         span.record("flow.step", name.as_str());
         span.record("flow.step_kind", kind);
     }
     span
+}
+
+/// Marks `span` as failed with an error kind (`Timeout`, `Failed`, `Refused`, …): its
+/// status is an error, whatever failed — a tool, a gate's time-out, a `fail`, a decision.
+pub(crate) fn mark_failed(span: &Span, kind: &str) {
+    span.record("flow.error_kind", kind);
+    span.record("otel.status_code", "ERROR");
 }
 
 /// Makes one tool call inside a `tool` span (a client span; its status is an error when the
@@ -437,6 +465,7 @@ pub(crate) fn tool_call<R>(
     };
     let span = tracing::info_span!(
         "tool",
+        otel.name = %format!("tool {}", info.name),
         otel.kind = "client",
         flow.tool = %info.name,
         flow.binding = binding,
@@ -446,8 +475,7 @@ pub(crate) fn tool_call<R>(
     );
     let out = span.in_scope(call);
     if let Err(failure) = &out.0 {
-        span.record("flow.error_kind", failure.kind);
-        span.record("otel.status_code", "ERROR");
+        mark_failed(&span, failure.kind);
     }
     out
 }
@@ -463,13 +491,21 @@ pub(crate) fn recorded(run: &str, events: &[NewEvent]) {
         };
         match kind {
             "step_failed" | "step_timed_out" | "run_failed" | "gate_timed_out" => {
+                // A failure is the error of the span it happens in: the step's (a tool, a
+                // time-out, a gate's deadline) or the run's.
+                let error_kind = error_kind(&e.data).unwrap_or_else(|| "Timeout".to_string());
+                // (A gate's time-out happens outside any step and may be caught: only the
+                // run's end marks the run's span.)
+                if kind != "gate_timed_out" {
+                    mark_failed(&Span::current(), &error_kind);
+                }
                 tracing::warn!(
                     flow.run_id = run,
                     flow.step = e.step.as_deref(),
                     flow.attempt = e.attempt,
                     flow.line = e.line,
                     flow.duration_ms = e.duration_ms,
-                    flow.error_kind = error_kind(&e.data).as_deref(),
+                    flow.error_kind = error_kind.as_str(),
                     "{kind}"
                 );
             }
@@ -487,7 +523,8 @@ pub(crate) fn recorded(run: &str, events: &[NewEvent]) {
     }
 }
 
-/// The error kind (`ToolError`, `Timeout`, …) of a failure event's data.
+/// The error kind (`ToolError`, `Timeout`, …) of a failure event's data (a time-out's data
+/// may name none: it is a `Timeout`).
 fn error_kind(data: &str) -> Option<String> {
     let json: serde_json::Value = serde_json::from_str(data).ok()?;
     json.get("kind")?.as_str().map(str::to_string)

@@ -263,8 +263,13 @@ fn show(out: &Output) -> String {
     )
 }
 
-fn named<'a>(spans: &'a [Received], name: &str) -> Vec<&'a Received> {
-    spans.iter().filter(|s| s.name == name).collect()
+/// The spans of a kind: their name is the kind and what it is about (`run pay`, `step check`,
+/// `tool check`, `decide signoff approved`).
+fn named<'a>(spans: &'a [Received], kind: &str) -> Vec<&'a Received> {
+    spans
+        .iter()
+        .filter(|s| s.name.split(' ').next() == Some(kind))
+        .collect()
 }
 
 #[test]
@@ -293,6 +298,10 @@ fn a_run_paused_and_resumed_in_two_processes_is_one_trace() {
         assert_eq!(roots.len(), 1, "one root span:\n{}", summary(&first));
         let root = roots[0].clone();
         assert_eq!(root.parent_span_id, "", "the run span is the trace's root");
+        assert_eq!(
+            root.name, "run pay",
+            "a span is named after what it is about"
+        );
         assert_eq!(root.attributes["flow.run_id"], run);
         assert_eq!(root.attributes["flow.workflow"], "pay");
         assert_eq!(
@@ -305,6 +314,7 @@ fn a_run_paused_and_resumed_in_two_processes_is_one_trace() {
         let tools: Vec<_> = named(&first, "tool");
         assert_eq!(tools.len(), 1, "{}", summary(&first));
         assert_eq!(tools[0].attributes["flow.tool"], "check");
+        assert_eq!(tools[0].name, "tool check");
         assert_eq!(tools[0].attributes["flow.binding"], "exec");
         assert_eq!(tools[0].attributes["flow.attempt"], "1");
         let steps = named(&first, "step");
@@ -386,7 +396,7 @@ fn a_run_paused_and_resumed_in_two_processes_is_one_trace() {
                 .iter()
                 .find(|s| s.span_id == call.parent_span_id)
                 .expect("the tool's step");
-            assert_eq!(step.name, "step");
+            assert_eq!(step.name, format!("step {tool}"));
             assert_eq!(step.attributes["flow.step"], tool);
             assert_eq!(step.attributes["flow.line"], line);
             assert_eq!(step.parent_span_id, resume.span_id);
@@ -663,10 +673,97 @@ fn retries_failures_gates_and_decisions_are_in_the_run_trace() {
         assert_eq!(decide[0].parent_span_id, root.span_id);
         assert_eq!(decide[0].attributes["flow.step"], "signoff");
         assert_eq!(decide[0].attributes["flow.user"], "alice");
+        assert_eq!(decide[0].name, "decide signoff approved");
         assert!(decide[0].events.iter().any(|e| e == "gate_decided"));
         let resume = named(later, "resume");
         assert_eq!(resume.len(), 1, "{later:?}");
         assert_eq!(resume[0].parent_span_id, root.span_id);
         assert!(resume[0].events.iter().any(|e| e == "run_completed"));
+        assert_eq!(resume[0].status, 0, "a run that completes is no error");
+    });
+}
+
+/// A run that fails without a tool error — a `fail`, an approval that times out — has an
+/// error status on its span (and the step's), with `flow.error_kind`; a refused decision has
+/// one on its `decide` span.
+#[test]
+fn failures_that_are_not_tool_errors_are_error_spans() {
+    for_each_store(|store| {
+        let receiver = Receiver::start();
+        let project = project(store);
+        std::fs::write(
+            project.path().join("flow.toml"),
+            "[users.ines]\nroles = [\"clerk\"]\n\n[users.alice]\nroles = [\"customs\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            project.path().join("ends.flow"),
+            r#"workflow closed(n: Int) -> Int {
+  if n > 0 { fail "the ledger is closed" }
+  n
+}
+
+workflow late() -> Bool {
+  let d = await approval "signoff" { approvers: role("customs"), timeout: 1s }
+  d.approved
+}
+"#,
+        )
+        .unwrap();
+        let out = project.exporting(
+            &receiver,
+            &[
+                "run",
+                "ends.flow",
+                "--workflow",
+                "closed",
+                "--input",
+                r#"{"n": 1}"#,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        let spans = receiver.spans();
+        let root = named(&spans, "run")[0].clone();
+        assert_eq!(root.name, "run closed");
+        assert_eq!(root.status, 2, "the failed run is an error span: {root:?}");
+        assert_eq!(root.attributes["flow.error_kind"], "Failed");
+
+        let out = project.exporting(
+            &receiver,
+            &[
+                "run",
+                "ends.flow",
+                "--workflow",
+                "late",
+                "--as",
+                "ines",
+                "--json",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+        let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // A decision by someone without the role is refused: an error span.
+        let before = receiver.spans().len();
+        let out = project.exporting(&receiver, &["approve", &run, "signoff", "--as", "ines"]);
+        assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+        let refused = receiver.spans()[before..].to_vec();
+        let decide = named(&refused, "decide");
+        assert_eq!(decide.len(), 1, "{refused:?}");
+        assert_eq!(decide[0].status, 2);
+        assert_eq!(decide[0].attributes["flow.error_kind"], "Refused");
+        // The gate times out: the run fails, its span says so with the kind.
+        std::thread::sleep(Duration::from_millis(1_200));
+        let before = receiver.spans().len();
+        let out = project.exporting(&receiver, &["worker", "--once"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let later = receiver.spans()[before..].to_vec();
+        let resume = named(&later, "resume");
+        assert_eq!(resume.len(), 1, "{later:?}");
+        assert_eq!(resume[0].name, "resume late");
+        assert_eq!(resume[0].status, 2, "{:?}", resume[0]);
+        assert_eq!(resume[0].attributes["flow.error_kind"], "ApprovalTimeout");
     });
 }
