@@ -19,6 +19,10 @@
 //                     Review = { body: String, escalate: Bool, tags: List<String>,
 //                                priority: Priority (enum Low | Normal | High), minutes: Int?,
 //                                follow_up: Time? }
+//   QUORUM_RUN        a run waiting at an approval gate with quorum 2 that REVIEWER_TOKEN and
+//                     SECOND_REVIEWER_TOKEN may decide, with an escalation and a timeout, whose
+//                     result is an enum with a variant `Paid` (optional: check f is skipped without)
+//   SECOND_REVIEWER_TOKEN  the second reviewer of QUORUM_RUN
 //   START_WORKFLOW    a workflow whose input is one record `o: { id: String, amount_eur: Int,
 //                     lines: List<{ item: String, qty: Int }>, note: String? }` (check e)
 //   CHROMIUM          the browser (default /usr/bin/chromium)
@@ -56,6 +60,8 @@ const READER = env.READER_TOKEN || "";
 const APPROVAL_RUN = need("APPROVAL_RUN");
 const INPUT_RUN = need("INPUT_RUN");
 const START_WORKFLOW = env.START_WORKFLOW || "";
+const QUORUM_RUN = env.QUORUM_RUN || "";
+const SECOND = env.SECOND_REVIEWER_TOKEN || "";
 const CHROMIUM = env.CHROMIUM || "/usr/bin/chromium";
 const SHOTS = env.E2E_SCREENSHOTS === "1";
 const SHOT_DIR = env.SCREENSHOT_DIR || path.join(here, "..", "docs");
@@ -383,6 +389,73 @@ const checks = [
         check(output.includes(part), `the run's output does not hold ${part} from the form: ${output}`);
       }
       await page.context().close();
+    },
+  ],
+  [
+    "f) a quorum of two: the first reviewer sees the plan and why, is told she already approved; the second sees her decision; the runs page shows the outcome",
+    async () => {
+      if (!QUORUM_RUN || !SECOND) return "skipped (no QUORUM_RUN or SECOND_REVIEWER_TOKEN)";
+      const first = await me(REVIEWER);
+      const page = await signIn(REVIEWER);
+      const gateCard = card(page, QUORUM_RUN);
+      await gateCard.waitFor();
+      const text = await gateCard.textContent();
+      check(/Approvals needed\s*2 more of 2/.test(text), `the card does not say 2 of 2 approvals are needed:\n${text}`);
+      check(/Escalation\s*to role ops_manager at /.test(text), `the card does not show the escalation plan:\n${text}`);
+      check(!/not escalated/.test(text), `the card still says only "not escalated":\n${text}`);
+      check(/At the deadline\s*the gate times out/.test(text), `the card does not say what happens at the deadline:\n${text}`);
+      await gateCard.locator("details.gate-options summary").click();
+      const options = await gateCard.locator("details.gate-options").innerText();
+      check(/Quorum\s*2/i.test(options), `the evaluated options do not show quorum 2:\n${options}`);
+      check((await gateCard.locator(".earlier-decisions").count()) === 0, "the first reviewer is shown earlier decisions");
+      const comment = `Refund checked by ${first.user}`;
+      await gateCard.getByLabel("Comment").fill(comment);
+      await gateCard.getByRole("button", { name: "Approve" }).click();
+      await page.locator("#status").filter({ hasText: "1 more approval is needed" }).waitFor();
+      await waitFor("the quorum card to leave the first reviewer's inbox", async () => (await gateCard.count()) === 0);
+      // Her run page tells the true reason she cannot decide again.
+      await page.goto(`${BASE}/#/runs/${QUORUM_RUN}`);
+      const why = card(page, QUORUM_RUN).locator(".cannot-decide");
+      await why.waitFor();
+      const reason = await why.innerText();
+      check(
+        reason === "You already approved this gate; 1 more approval from another reviewer is needed.",
+        `the run page gives the wrong reason: ${reason}`
+      );
+      await card(page, QUORUM_RUN).locator(".earlier-decisions").filter({ hasText: comment }).waitFor();
+      await page.context().close();
+
+      // The second reviewer sees who approved, when, and the comment, over the API and on the card.
+      const listed = await api(SECOND, "GET", "/api/decisions");
+      const gate = listed.data.find((d) => d.run === QUORUM_RUN);
+      check(gate, `run ${QUORUM_RUN} is not in the second reviewer's decisions`);
+      check(
+        gate.decisions.length === 1 && gate.decisions[0].by === first.user && gate.decisions[0].comment === comment && gate.decisions[0].at > 0,
+        `/api/decisions does not hold the first decision: ${JSON.stringify(gate.decisions)}`
+      );
+      const second = await signIn(SECOND);
+      const secondCard = card(second, QUORUM_RUN);
+      await secondCard.waitFor();
+      const earlier = await secondCard.locator(".earlier-decisions").innerText();
+      check(earlier.includes(`Approved by ${first.user}`) && earlier.includes(comment), `the card does not show the first decision:\n${earlier}`);
+      check((await secondCard.locator(".earlier-decisions time").count()) === 1, "the first decision has no time");
+      check(/Approvals needed\s*1 more of 2/.test(await secondCard.textContent()), "the second card does not say 1 of 2");
+      await secondCard.getByRole("button", { name: "Approve" }).click();
+      await second.locator("#status").filter({ hasText: /Approved/ }).waitFor();
+      await waitFor(`run ${QUORUM_RUN} to complete`, async () => {
+        const r = await api(SECOND, "GET", `/api/runs/${QUORUM_RUN}`);
+        return r.data && r.data.status === "completed";
+      });
+      // The runs page shows the outcome (the variant), not only "completed".
+      await second.goto(`${BASE}/#/runs?workflow=refund`);
+      const row = second.locator("table.runs tbody tr").filter({ has: second.locator(`a[href="#/runs/${QUORUM_RUN}"]`) });
+      await row.waitFor();
+      const outcome = await row.locator("td.outcome").innerText();
+      check(outcome === "Paid", `the runs page shows the outcome ${JSON.stringify(outcome)}, not Paid`);
+      const icon = await fetch(`${BASE}/favicon.ico`);
+      check(icon.status === 200 && /svg/.test(icon.headers.get("content-type") || ""), `GET /favicon.ico answered ${icon.status}`);
+      await second.context().close();
+      return `run ${QUORUM_RUN}`;
     },
   ],
   [
