@@ -24,7 +24,8 @@
 //                     result is an enum with a variant `Paid` (optional: check f is skipped without)
 //   SECOND_REVIEWER_TOKEN  the second reviewer of QUORUM_RUN
 //   START_WORKFLOW    a workflow whose input is one record `o: { id: String, amount_eur: Int,
-//                     lines: List<{ item: String, qty: Int }>, note: String? }` (check e)
+//                     lines: List<{ item: String, qty: Int }>, note: String? }` of a type named
+//                     Order, then `pin: Secret?` (check e)
 //   CHROMIUM          the browser (default /usr/bin/chromium)
 //   E2E_SCREENSHOTS=1 save docs/inbox.png, docs/inbox-phone.png and docs/run.png
 //   SCREENSHOT_DIR    where to save them (default: the repository's docs/)
@@ -335,6 +336,11 @@ const checks = [
       const page = await signIn(AGENT);
       const gateCard = card(page, INPUT_RUN);
       await gateCard.waitFor();
+      // The fields in declaration order: body, escalate, tags, priority, minutes, follow_up.
+      const labels = (await gateCard.locator("form label, form legend").allInnerTexts()).map((l) => l.trim());
+      const wanted = ["Body", "Escalate", "Tags", "Priority", "Minutes", "Follow up"];
+      const at = wanted.map((name) => labels.findIndex((l) => l.startsWith(name)));
+      check(at.every((i, n) => i >= 0 && (n === 0 || i > at[n - 1])), `the input form's fields are not in declaration order: ${JSON.stringify(labels)}`);
       // Nothing filled in: the page names the required fields and sends nothing.
       await gateCard.getByRole("button", { name: "Submit" }).click();
       await gateCard.locator(".field-error").filter({ hasText: "Body is required." }).waitFor();
@@ -467,6 +473,15 @@ const checks = [
       await page.getByRole("link", { name: `Start ${START_WORKFLOW}` }).click();
       await page.getByRole("heading", { level: 1, name: `Start ${START_WORKFLOW}` }).waitFor();
       await unlabelled(page, "the start form");
+      // The fields in declaration order (not alphabetical), the group named by its type, the
+      // Secret a password input.
+      const labels = await page.locator(".start-form label").allInnerTexts();
+      const order = ["Id", "Amount eur", "Note", "Pin"].map((name) => labels.findIndex((l) => l.trim().startsWith(name)));
+      check(order.every((i, n) => i >= 0 && (n === 0 || i > order[n - 1])), `the start form's fields are not in declaration order: ${JSON.stringify(labels)}`);
+      const legend = await page.locator(".start-form fieldset.record legend").first().innerText();
+      check(legend.trim() === "Order", `the record's group is labelled ${JSON.stringify(legend)}, not by its type Order`);
+      const pin = page.getByLabel("Pin");
+      check((await pin.getAttribute("type")) === "password", `the Secret field Pin is a ${await pin.getAttribute("type")} input`);
       await fillOrder(page, "O-77");
       await page.getByRole("button", { name: "Start the run" }).click();
       await page.getByRole("heading", { level: 1, name: /^Run / }).waitFor();

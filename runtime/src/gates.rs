@@ -791,7 +791,7 @@ impl Engine {
                         .input_requests
                         .iter()
                         .find(|r| r.name == name)
-                        .map(|r| flow_compiler::bytecode::schema::json_schema(&module, r.ty))
+                        .map(|r| flow_compiler::bytecode::schema::form_schema(&module, r.ty))
                 }
                 GateKind::Approval => None,
             };

@@ -44,7 +44,8 @@ type Review = {
 }
 
 /// Releases an order once customs signed it off.
-workflow release(o: Order) -> String {
+/// (`pin` shows that a `Secret` is asked for with a password input.)
+workflow release(o: Order, pin: Secret?) -> String {
   let d = await approval "signoff" {
     approvers: role("customs"),
     prompt: "Release order ${o.id} (${o.amount_eur} EUR)?",

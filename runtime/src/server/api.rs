@@ -551,7 +551,7 @@ async fn workflows(State(app): State<App>, caller: Caller) -> Response {
                     .map(|(name, ty)| {
                         (
                             name.clone(),
-                            flow_compiler::bytecode::schema::json_schema(&module, *ty),
+                            flow_compiler::bytecode::schema::form_schema(&module, *ty),
                         )
                     })
                     .collect();
@@ -564,6 +564,8 @@ async fn workflows(State(app): State<App>, caller: Caller) -> Response {
                         "properties": properties,
                         "required": required,
                         "additionalProperties": false,
+                        // The parameters in declaration order (JSON objects have none).
+                        "x-order": required,
                     },
                     "output_schema": flow_compiler::bytecode::schema::json_schema(&module, code.ret),
                     "may_start": engine.config().may_start(user, &code.name).is_ok(),

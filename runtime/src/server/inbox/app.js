@@ -465,7 +465,7 @@
   function scalarEditor(info, opts) {
     const id = newId("f");
     const s = info.schema;
-    const long = info.kind === "string" && LONG_TEXT.test(opts.name || "");
+    const long = info.kind === "string" && s.format !== "password" && LONG_TEXT.test(opts.name || "");
     let hint = s.description || null;
     if (info.kind === "integer") hint = hint || "A whole number.";
     if (info.kind === "number") hint = hint || "A number.";
@@ -474,8 +474,8 @@
       : h("input", {
           id,
           name: opts.name,
-          type: "text",
-          autocomplete: "off",
+          type: s.format === "password" ? "password" : "text",
+          autocomplete: s.format === "password" ? "new-password" : "off",
           inputmode: info.kind === "integer" ? "numeric" : info.kind === "number" ? "decimal" : undefined,
         });
     if (opts.required) control.setAttribute("aria-required", "true");
@@ -616,10 +616,19 @@
   }
 
   /** A record: one field per property, in a fieldset (the form's root has none). */
+  /** A record schema's fields in declaration order (the server's `x-order`; JSON objects
+   * have no order of their own), then any it does not name. */
+  function orderedFields(s) {
+    const props = s.properties || {};
+    const order = Array.isArray(s["x-order"]) ? s["x-order"].filter((n) => Object.hasOwn(props, n)) : [];
+    const rest = Object.keys(props).filter((n) => !order.includes(n));
+    return order.concat(rest).map((n) => [n, props[n]]);
+  }
+
   function recordEditor(info, opts) {
     const s = resolveSchema(info.schema, opts.root);
     const required = new Set(s.required || []);
-    const entries = Object.entries(s.properties || {});
+    const entries = orderedFields(s);
     const children = entries.map(([name, schema]) => ({
       name,
       editor: makeEditor(schema, {
@@ -634,7 +643,7 @@
     const body = children.map((c) => c.editor.el);
     const el = opts.bare
       ? h("div", { class: "record" }, body)
-      : h("fieldset", { class: "record" }, h("legend", null, opts.label), body);
+      : h("fieldset", { class: "record" }, h("legend", null, s.title || opts.label), body);
     const err = groupError(el);
     return {
       el,
