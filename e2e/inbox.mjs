@@ -15,7 +15,8 @@
 //                     (optional: that part of check c is skipped without)
 //   STARTER_TOKEN     a user who may start START_WORKFLOW (optional: check e is skipped without)
 //   APPROVAL_RUN      a run waiting at an approval gate (required)
-//   INPUT_RUN         a run waiting at an `await input<Review>` gate (required), where
+//   INPUT_RUN         a run waiting at an `await input<Review>` gate (required) whose workflow
+//                     catches its timeout, where
 //                     Review = { body: String, escalate: Bool, tags: List<String>,
 //                                priority: Priority (enum Low | Normal | High), minutes: Int?,
 //                                follow_up: Time? }
@@ -336,6 +337,9 @@ const checks = [
       const page = await signIn(AGENT);
       const gateCard = card(page, INPUT_RUN);
       await gateCard.waitFor();
+      // Its workflow catches the timeout, and the card says so.
+      const deadline = await gateCard.textContent();
+      check(/At the deadline\s*the gate times out: the workflow catches the ApprovalTimeout/.test(deadline), `the input card does not say the timeout is caught:\n${deadline}`);
       // The fields in declaration order: body, escalate, tags, priority, minutes, follow_up.
       const labels = (await gateCard.locator("form label, form legend").allInnerTexts()).map((l) => l.trim());
       const wanted = ["Body", "Escalate", "Tags", "Priority", "Minutes", "Follow up"];
@@ -409,7 +413,7 @@ const checks = [
       check(/Approvals needed\s*2 more of 2/.test(text), `the card does not say 2 of 2 approvals are needed:\n${text}`);
       check(/Escalation\s*to role ops_manager at /.test(text), `the card does not show the escalation plan:\n${text}`);
       check(!/not escalated/.test(text), `the card still says only "not escalated":\n${text}`);
-      check(/At the deadline\s*the gate times out/.test(text), `the card does not say what happens at the deadline:\n${text}`);
+      check(/At the deadline\s*the gate times out: the run fails with ApprovalTimeout \(the workflow does not catch it\)/.test(text), `the card does not say what happens at the deadline:\n${text}`);
       await gateCard.locator("details.gate-options summary").click();
       const options = await gateCard.locator("details.gate-options").innerText();
       check(/Quorum\s*2/i.test(options), `the evaluated options do not show quorum 2:\n${options}`);

@@ -169,6 +169,9 @@ pub struct PendingGate {
     pub escalated: bool,
     /// For an input: the JSON Schema of the value it takes.
     pub input_schema: Option<serde_json::Value>,
+    /// What happens at the deadline, when there is one: `true` when the workflow catches the
+    /// `ApprovalTimeout` (it goes on), `false` when the run then fails.
+    pub timeout_caught: Option<bool>,
     /// Approvals needed in all (`quorum`, as the workflow evaluated it).
     pub quorum: i64,
     /// The approvals recorded since the gate opened (a quorum's earlier reviewers), oldest
@@ -191,6 +194,9 @@ struct GateOptions {
     allow_self: bool,
     prompt: Option<String>,
     context: Value,
+    /// Whether the workflow catches the `ApprovalTimeout` of this gate (known only for an
+    /// open gate, see `open_gate_of`).
+    timeout_caught: bool,
 }
 
 impl GateOptions {
@@ -221,6 +227,7 @@ impl GateOptions {
                 _ => None,
             },
             context: options.field("context").cloned().unwrap_or(Value::None),
+            timeout_caught: false,
         }
     }
 
@@ -835,6 +842,7 @@ impl Engine {
                 shown_hash: gate.shown_hash(),
                 escalated: state.escalated,
                 input_schema,
+                timeout_caught: gate.timeout.map(|_| gate.timeout_caught),
                 quorum: gate.quorum,
                 decisions: state.recorded.clone(),
                 escalation: gate.escalate.as_ref().map(|to| {
@@ -899,7 +907,14 @@ impl Engine {
         let Some(state) = gate_history(&history, &name) else {
             return Ok(None);
         };
-        Ok(Some((kind, name, GateOptions::read(kind, &options), state)))
+        let mut gate = GateOptions::read(kind, &options);
+        // What the timeout would do: unwind a copy of the run as its clock would.
+        let error = error_value("ApprovalTimeout", String::new(), &name);
+        gate.timeout_caught = !matches!(
+            machine.clone().fail_step(&module, error, now_ms()),
+            Some(Outcome::Failed(_))
+        );
+        Ok(Some((kind, name, gate, state)))
     }
 
     /// Records `user`'s decision at gate `gate` of `run` — if they may make it — and lets

@@ -717,8 +717,15 @@ fn readable_run(engine: &mut Engine, user: &str, id: &str) -> Result<RunRecord, 
     Ok(record)
 }
 
-/// What a gate's timeout does (see spec/runtime.md, gates).
-const AT_DEADLINE: &str = "the gate times out: the workflow gets an ApprovalTimeout error, which fails the run unless the workflow catches it";
+/// What a gate's timeout does (see spec/runtime.md, gates): whether the workflow catches
+/// the `ApprovalTimeout`.
+fn at_deadline(caught: bool) -> &'static str {
+    if caught {
+        "the gate times out: the workflow catches the ApprovalTimeout and goes on without a decision"
+    } else {
+        "the gate times out: the run fails with ApprovalTimeout (the workflow does not catch it)"
+    }
+}
 
 fn gate_json(gate: &PendingGate) -> Value {
     json!({
@@ -739,7 +746,7 @@ fn gate_json(gate: &PendingGate) -> Value {
         "quorum": gate.quorum,
         "decisions": gate.decisions,
         "escalation": gate.escalation,
-        "at_deadline": gate.deadline.map(|_| AT_DEADLINE),
+        "at_deadline": gate.timeout_caught.map(at_deadline),
         "options": gate.options,
     })
 }
