@@ -15,12 +15,18 @@
 //                     (optional: that part of check c is skipped without)
 //   STARTER_TOKEN     a user who may start START_WORKFLOW (optional: check e is skipped without)
 //   APPROVAL_RUN      a run waiting at an approval gate (required)
-//   INPUT_RUN         a run waiting at an `await input<Review>` gate (required), where
+//   INPUT_RUN         a run waiting at an `await input<Review>` gate (required) whose workflow
+//                     catches its timeout, where
 //                     Review = { body: String, escalate: Bool, tags: List<String>,
 //                                priority: Priority (enum Low | Normal | High), minutes: Int?,
 //                                follow_up: Time? }
+//   QUORUM_RUN        a run waiting at an approval gate with quorum 2 that REVIEWER_TOKEN and
+//                     SECOND_REVIEWER_TOKEN may decide, with an escalation and a timeout, whose
+//                     result is an enum with a variant `Paid` (optional: check f is skipped without)
+//   SECOND_REVIEWER_TOKEN  the second reviewer of QUORUM_RUN
 //   START_WORKFLOW    a workflow whose input is one record `o: { id: String, amount_eur: Int,
-//                     lines: List<{ item: String, qty: Int }>, note: String? }` (check e)
+//                     lines: List<{ item: String, qty: Int }>, note: String? }` of a type named
+//                     Order, then `pin: Secret?` (check e)
 //   CHROMIUM          the browser (default /usr/bin/chromium)
 //   E2E_SCREENSHOTS=1 save docs/inbox.png, docs/inbox-phone.png and docs/run.png
 //   SCREENSHOT_DIR    where to save them (default: the repository's docs/)
@@ -56,6 +62,8 @@ const READER = env.READER_TOKEN || "";
 const APPROVAL_RUN = need("APPROVAL_RUN");
 const INPUT_RUN = need("INPUT_RUN");
 const START_WORKFLOW = env.START_WORKFLOW || "";
+const QUORUM_RUN = env.QUORUM_RUN || "";
+const SECOND = env.SECOND_REVIEWER_TOKEN || "";
 const CHROMIUM = env.CHROMIUM || "/usr/bin/chromium";
 const SHOTS = env.E2E_SCREENSHOTS === "1";
 const SHOT_DIR = env.SCREENSHOT_DIR || path.join(here, "..", "docs");
@@ -329,6 +337,14 @@ const checks = [
       const page = await signIn(AGENT);
       const gateCard = card(page, INPUT_RUN);
       await gateCard.waitFor();
+      // Its workflow catches the timeout, and the card says so.
+      const deadline = await gateCard.textContent();
+      check(/At the deadline\s*the gate times out: the workflow catches the ApprovalTimeout/.test(deadline), `the input card does not say the timeout is caught:\n${deadline}`);
+      // The fields in declaration order: body, escalate, tags, priority, minutes, follow_up.
+      const labels = (await gateCard.locator("form label, form legend").allInnerTexts()).map((l) => l.trim());
+      const wanted = ["Body", "Escalate", "Tags", "Priority", "Minutes", "Follow up"];
+      const at = wanted.map((name) => labels.findIndex((l) => l.startsWith(name)));
+      check(at.every((i, n) => i >= 0 && (n === 0 || i > at[n - 1])), `the input form's fields are not in declaration order: ${JSON.stringify(labels)}`);
       // Nothing filled in: the page names the required fields and sends nothing.
       await gateCard.getByRole("button", { name: "Submit" }).click();
       await gateCard.locator(".field-error").filter({ hasText: "Body is required." }).waitFor();
@@ -386,6 +402,73 @@ const checks = [
     },
   ],
   [
+    "f) a quorum of two: the first reviewer sees the plan and why, is told she already approved; the second sees her decision; the runs page shows the outcome",
+    async () => {
+      if (!QUORUM_RUN || !SECOND) return "skipped (no QUORUM_RUN or SECOND_REVIEWER_TOKEN)";
+      const first = await me(REVIEWER);
+      const page = await signIn(REVIEWER);
+      const gateCard = card(page, QUORUM_RUN);
+      await gateCard.waitFor();
+      const text = await gateCard.textContent();
+      check(/Approvals needed\s*2 more of 2/.test(text), `the card does not say 2 of 2 approvals are needed:\n${text}`);
+      check(/Escalation\s*to role ops_manager at /.test(text), `the card does not show the escalation plan:\n${text}`);
+      check(!/not escalated/.test(text), `the card still says only "not escalated":\n${text}`);
+      check(/At the deadline\s*the gate times out: the run fails with ApprovalTimeout \(the workflow does not catch it\)/.test(text), `the card does not say what happens at the deadline:\n${text}`);
+      await gateCard.locator("details.gate-options summary").click();
+      const options = await gateCard.locator("details.gate-options").innerText();
+      check(/Quorum\s*2/i.test(options), `the evaluated options do not show quorum 2:\n${options}`);
+      check((await gateCard.locator(".earlier-decisions").count()) === 0, "the first reviewer is shown earlier decisions");
+      const comment = `Refund checked by ${first.user}`;
+      await gateCard.getByLabel("Comment").fill(comment);
+      await gateCard.getByRole("button", { name: "Approve" }).click();
+      await page.locator("#status").filter({ hasText: "1 more approval is needed" }).waitFor();
+      await waitFor("the quorum card to leave the first reviewer's inbox", async () => (await gateCard.count()) === 0);
+      // Her run page tells the true reason she cannot decide again.
+      await page.goto(`${BASE}/#/runs/${QUORUM_RUN}`);
+      const why = card(page, QUORUM_RUN).locator(".cannot-decide");
+      await why.waitFor();
+      const reason = await why.innerText();
+      check(
+        reason === "You already approved this gate; 1 more approval from another reviewer is needed.",
+        `the run page gives the wrong reason: ${reason}`
+      );
+      await card(page, QUORUM_RUN).locator(".earlier-decisions").filter({ hasText: comment }).waitFor();
+      await page.context().close();
+
+      // The second reviewer sees who approved, when, and the comment, over the API and on the card.
+      const listed = await api(SECOND, "GET", "/api/decisions");
+      const gate = listed.data.find((d) => d.run === QUORUM_RUN);
+      check(gate, `run ${QUORUM_RUN} is not in the second reviewer's decisions`);
+      check(
+        gate.decisions.length === 1 && gate.decisions[0].by === first.user && gate.decisions[0].comment === comment && gate.decisions[0].at > 0,
+        `/api/decisions does not hold the first decision: ${JSON.stringify(gate.decisions)}`
+      );
+      const second = await signIn(SECOND);
+      const secondCard = card(second, QUORUM_RUN);
+      await secondCard.waitFor();
+      const earlier = await secondCard.locator(".earlier-decisions").innerText();
+      check(earlier.includes(`Approved by ${first.user}`) && earlier.includes(comment), `the card does not show the first decision:\n${earlier}`);
+      check((await secondCard.locator(".earlier-decisions time").count()) === 1, "the first decision has no time");
+      check(/Approvals needed\s*1 more of 2/.test(await secondCard.textContent()), "the second card does not say 1 of 2");
+      await secondCard.getByRole("button", { name: "Approve" }).click();
+      await second.locator("#status").filter({ hasText: /Approved/ }).waitFor();
+      await waitFor(`run ${QUORUM_RUN} to complete`, async () => {
+        const r = await api(SECOND, "GET", `/api/runs/${QUORUM_RUN}`);
+        return r.data && r.data.status === "completed";
+      });
+      // The runs page shows the outcome (the variant), not only "completed".
+      await second.goto(`${BASE}/#/runs?workflow=refund`);
+      const row = second.locator("table.runs tbody tr").filter({ has: second.locator(`a[href="#/runs/${QUORUM_RUN}"]`) });
+      await row.waitFor();
+      const outcome = await row.locator("td.outcome").innerText();
+      check(outcome === "Paid", `the runs page shows the outcome ${JSON.stringify(outcome)}, not Paid`);
+      const icon = await fetch(`${BASE}/favicon.ico`);
+      check(icon.status === 200 && /svg/.test(icon.headers.get("content-type") || ""), `GET /favicon.ico answered ${icon.status}`);
+      await second.context().close();
+      return `run ${QUORUM_RUN}`;
+    },
+  ],
+  [
     "e) a run is started from the form generated from the workflow's input schema, then cancelled; sign out",
     async () => {
       if (!STARTER || !START_WORKFLOW) return "skipped (no STARTER_TOKEN or START_WORKFLOW)";
@@ -394,6 +477,15 @@ const checks = [
       await page.getByRole("link", { name: `Start ${START_WORKFLOW}` }).click();
       await page.getByRole("heading", { level: 1, name: `Start ${START_WORKFLOW}` }).waitFor();
       await unlabelled(page, "the start form");
+      // The fields in declaration order (not alphabetical), the group named by its type, the
+      // Secret a password input.
+      const labels = await page.locator(".start-form label").allInnerTexts();
+      const order = ["Id", "Amount eur", "Note", "Pin"].map((name) => labels.findIndex((l) => l.trim().startsWith(name)));
+      check(order.every((i, n) => i >= 0 && (n === 0 || i > order[n - 1])), `the start form's fields are not in declaration order: ${JSON.stringify(labels)}`);
+      const legend = await page.locator(".start-form fieldset.record legend").first().innerText();
+      check(legend.trim() === "Order", `the record's group is labelled ${JSON.stringify(legend)}, not by its type Order`);
+      const pin = page.getByLabel("Pin");
+      check((await pin.getAttribute("type")) === "password", `the Secret field Pin is a ${await pin.getAttribute("type")} input`);
       await fillOrder(page, "O-77");
       await page.getByRole("button", { name: "Start the run" }).click();
       await page.getByRole("heading", { level: 1, name: /^Run / }).waitFor();

@@ -169,6 +169,19 @@ pub struct PendingGate {
     pub escalated: bool,
     /// For an input: the JSON Schema of the value it takes.
     pub input_schema: Option<serde_json::Value>,
+    /// What happens at the deadline, when there is one: `true` when the workflow catches the
+    /// `ApprovalTimeout` (it goes on), `false` when the run then fails.
+    pub timeout_caught: Option<bool>,
+    /// Approvals needed in all (`quorum`, as the workflow evaluated it).
+    pub quorum: i64,
+    /// The approvals recorded since the gate opened (a quorum's earlier reviewers), oldest
+    /// first: `{by, at, comment}`.
+    pub decisions: Vec<serde_json::Value>,
+    /// Who the gate escalates to and when (`{to, at, fired}`), when it escalates.
+    pub escalation: Option<serde_json::Value>,
+    /// The gate's options as the workflow evaluated them when it opened (who, quorum,
+    /// allow_self, timeout and escalation in milliseconds).
+    pub options: serde_json::Value,
 }
 
 /// The options of a gate, as the workflow computed them.
@@ -181,6 +194,9 @@ struct GateOptions {
     allow_self: bool,
     prompt: Option<String>,
     context: Value,
+    /// Whether the workflow catches the `ApprovalTimeout` of this gate (known only for an
+    /// open gate, see `open_gate_of`).
+    timeout_caught: bool,
 }
 
 impl GateOptions {
@@ -211,7 +227,27 @@ impl GateOptions {
                 _ => None,
             },
             context: options.field("context").cloned().unwrap_or(Value::None),
+            timeout_caught: false,
         }
+    }
+
+    /// The options as evaluated, for a reviewer who asks why (a quorum computed from data).
+    fn evaluated(&self, kind: GateKind) -> serde_json::Value {
+        let who = match kind {
+            GateKind::Approval => "approvers",
+            GateKind::Input => "from",
+        };
+        let mut out =
+            serde_json::json!({ who: describe(&self.approvers), "timeout_ms": self.timeout });
+        if kind == GateKind::Approval {
+            out["quorum"] = self.quorum.into();
+            out["allow_self"] = self.allow_self.into();
+        }
+        if let Some(to) = &self.escalate {
+            out["escalate"] = describe(to).into();
+            out["escalate_after_ms"] = self.escalate_after.unwrap_or(0).into();
+        }
+        out
     }
 
     /// The hash binding a decision to what the reviewer saw.
@@ -358,6 +394,8 @@ struct GateHistory {
     opened_at: Millis,
     escalated: bool,
     approvals: Vec<String>,
+    /// The approvals as `{by, at, comment}`.
+    recorded: Vec<serde_json::Value>,
     decided_by: Option<(String, Millis)>,
 }
 
@@ -369,6 +407,7 @@ fn gate_history(history: &[Event], name: &str) -> Option<GateHistory> {
         opened_at: history[opened].at,
         escalated: false,
         approvals: Vec::new(),
+        recorded: Vec::new(),
         decided_by: None,
     };
     for e in &history[opened + 1..] {
@@ -383,7 +422,14 @@ fn gate_history(history: &[Event], name: &str) -> Option<GateHistory> {
             .to_string();
         match e.kind.as_str() {
             "gate_escalated" => state.escalated = true,
-            "approval_recorded" => state.approvals.push(by),
+            "approval_recorded" => {
+                state.recorded.push(serde_json::json!({
+                    "by": by,
+                    "at": e.at,
+                    "comment": data.get("comment").cloned().unwrap_or_default(),
+                }));
+                state.approvals.push(by);
+            }
             "gate_decided" => state.decided_by = Some((by, e.at)),
             _ => {}
         }
@@ -752,7 +798,7 @@ impl Engine {
                         .input_requests
                         .iter()
                         .find(|r| r.name == name)
-                        .map(|r| flow_compiler::bytecode::schema::json_schema(&module, r.ty))
+                        .map(|r| flow_compiler::bytecode::schema::form_schema(&module, r.ty))
                 }
                 GateKind::Approval => None,
             };
@@ -796,6 +842,17 @@ impl Engine {
                 shown_hash: gate.shown_hash(),
                 escalated: state.escalated,
                 input_schema,
+                timeout_caught: gate.timeout.map(|_| gate.timeout_caught),
+                quorum: gate.quorum,
+                decisions: state.recorded.clone(),
+                escalation: gate.escalate.as_ref().map(|to| {
+                    serde_json::json!({
+                        "to": describe(to),
+                        "at": gate.escalate_at(state.opened_at),
+                        "fired": state.escalated,
+                    })
+                }),
+                options: gate.evaluated(kind),
             });
         }
         out.sort_by_key(|p| p.opened_at);
@@ -850,7 +907,14 @@ impl Engine {
         let Some(state) = gate_history(&history, &name) else {
             return Ok(None);
         };
-        Ok(Some((kind, name, GateOptions::read(kind, &options), state)))
+        let mut gate = GateOptions::read(kind, &options);
+        // What the timeout would do: unwind a copy of the run as its clock would.
+        let error = error_value("ApprovalTimeout", String::new(), &name);
+        gate.timeout_caught = !matches!(
+            machine.clone().fail_step(&module, error, now_ms()),
+            Some(Outcome::Failed(_))
+        );
+        Ok(Some((kind, name, gate, state)))
     }
 
     /// Records `user`'s decision at gate `gate` of `run` — if they may make it — and lets

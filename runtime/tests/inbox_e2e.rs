@@ -44,7 +44,8 @@ type Review = {
 }
 
 /// Releases an order once customs signed it off.
-workflow release(o: Order) -> String {
+/// (`pin` shows that a `Secret` is asked for with a password input.)
+workflow release(o: Order, pin: Secret?) -> String {
   let d = await approval "signoff" {
     approvers: role("customs"),
     prompt: "Release order ${o.id} (${o.amount_eur} EUR)?",
@@ -56,22 +57,52 @@ workflow release(o: Order) -> String {
   "released by ${d.by}: ${d.comment}"
 }
 
+enum Payout {
+  /// The refund was paid.
+  Paid(by: String),
+  /// A reviewer held it.
+  Held(why: String),
+}
+
+/// Pays a refund out once compliance signed it off: two reviewers above 10 000 EUR (the
+/// quorum comes from the data).
+workflow refund(amount_eur: Int) -> Payout {
+  let d = await approval "refund_signoff" {
+    approvers: role("compliance_retail"),
+    prompt: "Refund ${amount_eur} EUR?",
+    quorum: if amount_eur > 10000 { 2 } else { 1 },
+    timeout: 48h,
+    escalate: role("ops_manager") after 24h,
+  }
+  if !d.approved { return Held(d.comment) }
+  Paid(d.by)
+}
+
 /// Asks a support agent to review a reply.
+/// (Its timeout is caught: the card says the workflow goes on.)
 workflow triage(subject: String) -> String {
-  let r = await input<Review> "review" {
-    from: role("support"),
-    prompt: "Review the reply to ${subject}",
-    context: { subject: subject },
-    timeout: 8h,
+  let r = try {
+    await input<Review> "review" {
+      from: role("support"),
+      prompt: "Review the reply to ${subject}",
+      context: { subject: subject },
+      timeout: 8h,
+    }
+  } catch e {
+    return "nobody reviewed ${subject}: ${e.kind}"
   }
   "${r.body} | ${join(r.tags, ",")} | ${to_string(r.priority)} | ${to_string(r.minutes ?? 0)} | ${to_string(r.escalate)}"
 }
 "#;
 
-const CONFIG: &str = r#"# ana reviews (customs) and answers support tickets; ines starts runs; sam holds neither role;
-# rita reads release runs (compliance) without deciding them.
+const CONFIG: &str = r#"# ana reviews (customs, compliance_retail) and answers support tickets; bea is the second
+# reviewer of refunds; ines starts runs; sam holds neither role; rita reads release runs
+# (compliance) without deciding them.
 [users.ana]
-roles = ["customs", "support"]
+roles = ["customs", "support", "compliance_retail"]
+
+[users.bea]
+roles = ["compliance_retail"]
 
 [users.ines]
 roles = ["clerk"]
@@ -87,6 +118,9 @@ starters = ["clerk"]
 readers = ["compliance"]
 
 [workflows.triage]
+starters = ["clerk"]
+
+[workflows.refund]
 starters = ["clerk"]
 "#;
 
@@ -346,6 +380,7 @@ fn the_inbox_in_a_browser() {
     let ines = token(&db, &config, "ines");
     let sam = token(&db, &config, "sam");
     let rita = token(&db, &config, "rita");
+    let bea = token(&db, &config, "bea");
 
     let release = start(
         port,
@@ -368,6 +403,13 @@ fn the_inbox_in_a_browser() {
         serde_json::json!({ "subject": "CSV export fails with error 500" }),
     );
 
+    let refund = start(
+        port,
+        &ines,
+        "refund",
+        serde_json::json!({ "amount_eur": 12500 }),
+    );
+
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inbox-e2e");
     let script = root().join("e2e/inbox.mjs");
     let out = Command::new(&node)
@@ -382,6 +424,8 @@ fn the_inbox_in_a_browser() {
         .env("START_WORKFLOW", "release")
         .env("APPROVAL_RUN", &release)
         .env("INPUT_RUN", &triage)
+        .env("QUORUM_RUN", &refund)
+        .env("SECOND_REVIEWER_TOKEN", &bea)
         .env("CHROMIUM", &chromium)
         .env("E2E_ARTIFACTS", &artifacts)
         .stdin(Stdio::null())
@@ -398,7 +442,7 @@ fn the_inbox_in_a_browser() {
     println!("{stdout}");
 
     // What the browser did, as the API sees it.
-    for run in [&release, &triage] {
+    for run in [&release, &triage, &refund] {
         let (status, body) = http(port, "GET", &format!("/api/runs/{run}"), Some(&ana), None);
         assert_eq!(status, 200, "{body}");
         assert_eq!(json(&body)["status"], "completed", "run {run}: {body}");
@@ -447,6 +491,38 @@ fn the_inbox_in_a_browser() {
             .all(|d| d["run"] != release.as_str() && d["run"] != triage.as_str()),
         "the decided gates are still open: {left}"
     );
+
+    // Both approvals of the quorum are in the refund's outcome and in the runs list.
+    let (_, body) = http(
+        port,
+        "GET",
+        &format!("/api/runs/{refund}"),
+        Some(&ines),
+        None,
+    );
+    let refunded = json(&body);
+    assert_eq!(refunded["outcome"], "Paid", "the refund's outcome: {body}");
+    assert_eq!(
+        refunded["output"]["Paid"]["by"], "ana, bea",
+        "who paid it: {body}"
+    );
+    let (_, body) = http(port, "GET", "/api/runs?workflow=refund", Some(&ines), None);
+    assert_eq!(json(&body)[0]["outcome"], "Paid", "the runs list: {body}");
+    let (_, body) = http(
+        port,
+        "GET",
+        &format!("/api/runs/{triage}"),
+        Some(&ines),
+        None,
+    );
+    assert!(
+        json(&body)["outcome"].is_null(),
+        "a String result has no variant: {body}"
+    );
+    // The tab icon is served (browsers ask for it on every page).
+    let (status, icon) = http(port, "GET", "/favicon.ico", None, None);
+    assert_eq!(status, 200, "GET /favicon.ico: {icon}");
+    assert!(icon.starts_with("<svg"), "GET /favicon.ico: {icon}");
 
     let status = server.terminate();
     assert!(

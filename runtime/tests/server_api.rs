@@ -1,6 +1,7 @@
 //! `flowrt serve` over real HTTP on 127.0.0.1: every endpoint, every refusal (no token,
 //! unknown, expired and revoked tokens, wrong role, four-eyes, not a starter, stale view hash,
-//! double decision, bad input, bad JSON), refusals recorded, the OpenAPI document reaching
+//! double decision, bad input, bad JSON), refusals recorded, a quorum gate's earlier decisions
+//! and evaluated options (checked against the OpenAPI document), the OpenAPI document reaching
 //! every operation, and a graceful stop on SIGTERM that leaves nothing half-written.
 #![cfg(unix)]
 
@@ -803,5 +804,116 @@ fn schemathesis_finds_no_server_error() {
             "schemathesis found problems:\n{report}\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
+    });
+}
+
+/// Every key of `object` is a property of the OpenAPI component `name`, and every property
+/// the component requires is there: the document describes what the server sends.
+fn conforms(doc: &Value, name: &str, object: &Value) {
+    let schema = &doc["components"]["schemas"][name];
+    let properties = schema["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("the component {name} has no properties: {schema}"));
+    let object = object
+        .as_object()
+        .unwrap_or_else(|| panic!("{name}: not an object: {object}"));
+    for key in object.keys() {
+        assert!(
+            properties.contains_key(key),
+            "{name}: the server sends `{key}`, which /openapi.json does not describe"
+        );
+    }
+    for key in schema["required"].as_array().into_iter().flatten() {
+        let key = key.as_str().unwrap_or_default();
+        assert!(
+            object.contains_key(key),
+            "{name}: /openapi.json requires `{key}`, which the server does not send: {object:?}"
+        );
+    }
+}
+
+#[test]
+fn a_quorum_gate_shows_earlier_decisions_its_plan_and_its_options() {
+    for_each_store(|store| {
+        let server = Server::start(store);
+        let ines = server.token("ines", &[]);
+        let alice = server.token("alice", &[]);
+        let bob = server.token("bob", &[]);
+        let doc = server.call("GET", "/openapi.json", Some(&ines), None, 200);
+        // Worth more than 1000: the workflow computes a quorum of two.
+        let run = start_release(&server, &ines, "S-Q", 5000);
+        let decided = server.call(
+            "POST",
+            &format!("/api/runs/{run}/gates/release_signoff/approve"),
+            Some(&alice),
+            Some(json!({ "comment": "papers match" })),
+            200,
+        );
+        assert_eq!(decided["decision"], "recorded");
+        assert_eq!(decided["remaining"], 1);
+
+        // alice may not approve again, so the gate leaves her list.
+        let hers = server.call("GET", "/api/decisions", Some(&alice), None, 200);
+        assert!(
+            hers.as_array()
+                .expect("a list")
+                .iter()
+                .all(|d| d["run"] != run.as_str()),
+            "alice still has the gate she approved: {hers}"
+        );
+        // bob sees who approved, when and why, and the evaluated quorum.
+        let his = server.call("GET", "/api/decisions", Some(&bob), None, 200);
+        let gate = his
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|d| d["run"] == run.as_str())
+            .unwrap_or_else(|| panic!("bob does not see the gate: {his}"))
+            .clone();
+        conforms(&doc, "Decision", &gate);
+        assert_eq!(gate["quorum"], 2, "{gate}");
+        assert_eq!(gate["remaining"], 1, "{gate}");
+        assert_eq!(gate["options"]["quorum"], 2, "{gate}");
+        assert_eq!(gate["options"]["approvers"], "role customs", "{gate}");
+        assert_eq!(gate["options"]["allow_self"], false, "{gate}");
+        let earlier = gate["decisions"].as_array().expect("decisions");
+        assert_eq!(earlier.len(), 1, "{gate}");
+        assert_eq!(earlier[0]["by"], "alice");
+        assert_eq!(earlier[0]["comment"], "papers match");
+        assert!(
+            earlier[0]["at"]
+                .as_i64()
+                .is_some_and(|at| at >= gate["opened_at"].as_i64().unwrap_or(i64::MAX)),
+            "the decision's time is not after the gate opened: {gate}"
+        );
+        // No escalation and no timeout in this workflow: nothing planned, nothing at a deadline.
+        assert!(
+            gate["escalation"].is_null() && gate["at_deadline"].is_null(),
+            "{gate}"
+        );
+
+        // The run's page shows the same gate to its starter, who may read but not decide it.
+        let status = server.call("GET", &format!("/api/runs/{run}"), Some(&ines), None, 200);
+        conforms(&doc, "Decision", &status["gate"]);
+        assert_eq!(status["gate"]["decisions"], gate["decisions"], "{status}");
+        assert!(
+            status["outcome"].is_null(),
+            "a waiting run has no outcome: {status}"
+        );
+
+        server.call(
+            "POST",
+            &format!("/api/runs/{run}/gates/release_signoff/approve"),
+            Some(&bob),
+            Some(json!({})),
+            200,
+        );
+        let done = server.call("GET", &format!("/api/runs/{run}"), Some(&ines), None, 200);
+        assert_eq!(done["status"], "completed", "{done}");
+        assert!(done["gate"].is_null(), "{done}");
+        let listed = server.call("GET", "/api/runs?workflow=release", Some(&ines), None, 200);
+        for row in listed.as_array().expect("a list") {
+            conforms(&doc, "Run", row);
+        }
     });
 }

@@ -17,16 +17,30 @@
 //!
 //! Named types are written inline. A type that contains itself (a recursive record or enum)
 //! is written once under `$defs` and referred to with `$ref`.
+//!
+//! [`form_schema`] writes the same schema with what a form generated from it needs besides
+//! (the inbox's forms): a record's `title` (its type's name) and `x-order` (its fields in
+//! declaration order, since JSON objects have none), and `format: password` for a `Secret`.
 
 use super::module::{Module, TypeDesc, TypeRef};
 use serde_json::{Map, Value, json};
 
 /// The JSON Schema of `ty`.
 pub fn json_schema(module: &Module, ty: TypeRef) -> Value {
+    write(module, ty, false)
+}
+
+/// The JSON Schema of `ty` with the annotations of a form: titles, field order, passwords.
+pub fn form_schema(module: &Module, ty: TypeRef) -> Value {
+    write(module, ty, true)
+}
+
+fn write(module: &Module, ty: TypeRef, form: bool) -> Value {
     let mut writer = Writer {
         module,
         expanding: Vec::new(),
         recursive: Vec::new(),
+        form,
     };
     let mut schema = writer.schema(ty);
     // Types that refer to themselves: write each once under `$defs`. Writing one may reveal
@@ -56,6 +70,8 @@ struct Writer<'m> {
     expanding: Vec<TypeRef>,
     /// Named types that refer to themselves, in the order found.
     recursive: Vec<TypeRef>,
+    /// Whether to add a form's annotations ([`form_schema`]).
+    form: bool,
 }
 
 impl Writer<'_> {
@@ -79,6 +95,9 @@ impl Writer<'_> {
             TypeDesc::Json => json!({}),
             TypeDesc::Approvers => json!({ "type": "object" }),
             TypeDesc::Unit => json!({ "type": "null" }),
+            TypeDesc::Secret if self.form => {
+                json!({ "type": "string", "format": "password", "writeOnly": true })
+            }
             TypeDesc::Secret => json!({ "type": "string" }),
             TypeDesc::List(item) => json!({ "type": "array", "items": self.schema(*item) }),
             TypeDesc::Map(value) => {
@@ -113,9 +132,13 @@ impl Writer<'_> {
     /// The schema of a record or enum, written out.
     fn named(&mut self, ty: TypeRef) -> Value {
         match self.module.type_desc(ty) {
-            Some(TypeDesc::Record { fields, .. }) => {
-                let fields = fields.clone();
-                self.object(&fields)
+            Some(TypeDesc::Record { fields, name }) => {
+                let (fields, name) = (fields.clone(), name.clone());
+                let mut schema = self.object(&fields);
+                if self.form {
+                    schema["title"] = Value::String(name);
+                }
+                schema
             }
             Some(TypeDesc::Enum { variants, .. }) => {
                 let variants = variants.clone();
@@ -156,12 +179,16 @@ impl Writer<'_> {
             }
             properties.insert(name.clone(), self.schema(*ty));
         }
-        json!({
+        let mut schema = json!({
             "type": "object",
             "properties": properties,
             "required": required,
             "additionalProperties": false,
-        })
+        });
+        if self.form {
+            schema["x-order"] = fields.iter().map(|(name, _)| name.clone()).collect();
+        }
+        schema
     }
 
     /// The key of a named type under `$defs`: its name, made unique if two types share it.
@@ -278,6 +305,36 @@ mod tests {
                 "additionalProperties": false,
             })
         );
+    }
+
+    #[test]
+    fn a_form_schema_keeps_the_field_order_names_records_and_hides_secrets() {
+        // type Login = { user: String, password: Secret, after: Int? }
+        let m = module(vec![
+            TypeDesc::String,
+            TypeDesc::Secret,
+            TypeDesc::Int,
+            TypeDesc::Optional(t(2)),
+            TypeDesc::Record {
+                name: "Login".into(),
+                fields: vec![
+                    ("user".into(), t(0)),
+                    ("password".into(), t(1)),
+                    ("after".into(), t(3)),
+                ],
+            },
+        ]);
+        let form = form_schema(&m, t(4));
+        assert_eq!(form["x-order"], json!(["user", "password", "after"]));
+        assert_eq!(form["title"], "Login");
+        assert_eq!(
+            form["properties"]["password"],
+            json!({ "type": "string", "format": "password", "writeOnly": true })
+        );
+        // The plain schema (an llm tool's response format) has none of it.
+        let plain = json_schema(&m, t(4));
+        assert!(plain.get("x-order").is_none() && plain.get("title").is_none());
+        assert_eq!(plain["properties"]["password"], json!({ "type": "string" }));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use flow_compiler::bytecode::TypeDesc;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ use std::sync::{Arc, Mutex};
 const INDEX_HTML: &str = include_str!("inbox/index.html");
 const APP_JS: &str = include_str!("inbox/app.js");
 const STYLE_CSS: &str = include_str!("inbox/style.css");
+/// The tab icon (browsers ask for `/favicon.ico` on every page): a small SVG.
+const FAVICON_SVG: &str = include_str!("inbox/favicon.svg");
 
 #[derive(Clone)]
 pub struct App {
@@ -178,6 +181,10 @@ pub fn router(app: App) -> Router {
         .route(
             "/style.css",
             get(|| async { static_file("text/css; charset=utf-8", STYLE_CSS) }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { static_file("image/svg+xml", FAVICON_SVG) }),
         )
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
@@ -544,7 +551,7 @@ async fn workflows(State(app): State<App>, caller: Caller) -> Response {
                     .map(|(name, ty)| {
                         (
                             name.clone(),
-                            flow_compiler::bytecode::schema::json_schema(&module, *ty),
+                            flow_compiler::bytecode::schema::form_schema(&module, *ty),
                         )
                     })
                     .collect();
@@ -557,6 +564,8 @@ async fn workflows(State(app): State<App>, caller: Caller) -> Response {
                         "properties": properties,
                         "required": required,
                         "additionalProperties": false,
+                        // The parameters in declaration order (JSON objects have none).
+                        "x-order": required,
                     },
                     "output_schema": flow_compiler::bytecode::schema::json_schema(&module, code.ret),
                     "may_start": engine.config().may_start(user, &code.name).is_ok(),
@@ -610,8 +619,36 @@ async fn start_run(State(app): State<App>, caller: Caller, body: Bytes) -> Respo
     .await
 }
 
-fn run_json(record: &RunRecord) -> Value {
-    json!({
+/// The enum variant a completed run returned (`Paid` of `{"Paid": {…}}` or of `"Paid"`),
+/// when its workflow returns an enum: what the runs page shows as its outcome.
+fn outcome(engine: &mut Engine, record: &RunRecord) -> Result<Option<String>, ApiError> {
+    if record.status != RunStatus::Completed {
+        return Ok(None);
+    }
+    let module = engine.module(&record.version)?;
+    let Some((_, code)) = module.workflow(&record.workflow) else {
+        return Ok(None);
+    };
+    let Some(TypeDesc::Enum { variants, .. }) = module.type_desc(code.ret) else {
+        return Ok(None);
+    };
+    let output: Value = record
+        .output
+        .as_deref()
+        .and_then(|o| serde_json::from_str(o).ok())
+        .unwrap_or_default();
+    let name = match &output {
+        Value::String(name) => Some(name.as_str()),
+        Value::Object(fields) if fields.len() == 1 => fields.keys().next().map(String::as_str),
+        _ => None,
+    };
+    Ok(name
+        .filter(|name| variants.iter().any(|(v, _)| v == name))
+        .map(str::to_string))
+}
+
+fn run_json(engine: &mut Engine, record: &RunRecord) -> Result<Value, ApiError> {
+    Ok(json!({
         "id": record.id,
         "workflow": record.workflow,
         "version": record.version,
@@ -621,7 +658,8 @@ fn run_json(record: &RunRecord) -> Value {
         "parent": record.parent,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
-    })
+        "outcome": outcome(engine, record)?,
+    }))
 }
 
 async fn list_runs(
@@ -657,7 +695,7 @@ async fn list_runs(
             if query.get("workflow").is_none_or(|w| &record.workflow == w)
                 && access::may_read(engine, user, &record)?.is_ok()
             {
-                runs.push(run_json(&record));
+                runs.push(run_json(engine, &record)?);
             }
         }
         ok(Value::Array(runs))
@@ -679,6 +717,16 @@ fn readable_run(engine: &mut Engine, user: &str, id: &str) -> Result<RunRecord, 
     Ok(record)
 }
 
+/// What a gate's timeout does (see spec/runtime.md, gates): whether the workflow catches
+/// the `ApprovalTimeout`.
+fn at_deadline(caught: bool) -> &'static str {
+    if caught {
+        "the gate times out: the workflow catches the ApprovalTimeout and goes on without a decision"
+    } else {
+        "the gate times out: the run fails with ApprovalTimeout (the workflow does not catch it)"
+    }
+}
+
 fn gate_json(gate: &PendingGate) -> Value {
     json!({
         "run": gate.run,
@@ -695,6 +743,11 @@ fn gate_json(gate: &PendingGate) -> Value {
         "remaining": gate.remaining,
         "view_hash": gate.shown_hash,
         "input_schema": gate.input_schema,
+        "quorum": gate.quorum,
+        "decisions": gate.decisions,
+        "escalation": gate.escalation,
+        "at_deadline": gate.timeout_caught.map(at_deadline),
+        "options": gate.options,
     })
 }
 
@@ -709,7 +762,7 @@ async fn run_status(State(app): State<App>, caller: Caller, Path(id): Path<Strin
                 .into_iter()
                 .find(|g| g.run == id)
                 .map(|g| gate_json(&g));
-            let mut out = run_json(&record);
+            let mut out = run_json(engine, &record)?;
             out["input"] = serde_json::from_str(&record.input).unwrap_or(Value::Null);
             out["output"] = record
                 .output

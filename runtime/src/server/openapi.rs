@@ -93,12 +93,25 @@ pub fn document() -> Value {
                         "started_by": { "type": "string" },
                         "parent": { "type": "string", "nullable": true },
                         "created_at": { "type": "integer" },
-                        "updated_at": { "type": "integer" }
+                        "updated_at": { "type": "integer" },
+                        "outcome": { "type": "string", "nullable": true, "description": "The enum variant a completed run returned" }
                     }
+                },
+                "RunDetail": {
+                    "allOf": [{ "$ref": "#/components/schemas/Run" }, {
+                        "type": "object",
+                        "required": ["input", "output", "error", "gate"],
+                        "properties": {
+                            "input": {},
+                            "output": {},
+                            "error": { "type": "string", "nullable": true },
+                            "gate": { "nullable": true, "allOf": [{ "$ref": "#/components/schemas/Decision" }], "description": "The open gate, for anyone who may read the run" }
+                        }
+                    }]
                 },
                 "Decision": {
                     "type": "object",
-                    "required": ["run", "workflow", "gate", "kind", "view_hash"],
+                    "required": ["run", "workflow", "gate", "kind", "view_hash", "quorum", "decisions", "options"],
                     "properties": {
                         "run": { "type": "string" },
                         "workflow": { "type": "string" },
@@ -113,7 +126,17 @@ pub fn document() -> Value {
                         "escalated": { "type": "boolean" },
                         "remaining": { "type": "integer" },
                         "view_hash": { "type": "string" },
-                        "input_schema": { "type": "object", "nullable": true }
+                        "input_schema": { "type": "object", "nullable": true },
+                        "quorum": { "type": "integer", "description": "Approvals needed in all" },
+                        "decisions": { "type": "array", "description": "The approvals recorded so far, oldest first", "items": {
+                            "type": "object", "required": ["by", "at", "comment"],
+                            "properties": { "by": { "type": "string" }, "at": { "type": "integer" }, "comment": { "type": "string" } }
+                        } },
+                        "escalation": { "type": "object", "nullable": true, "required": ["to", "at", "fired"], "properties": {
+                            "to": { "type": "string" }, "at": { "type": "integer" }, "fired": { "type": "boolean" }
+                        } },
+                        "at_deadline": { "type": "string", "nullable": true, "description": "What happens when the deadline passes" },
+                        "options": { "type": "object", "description": "The gate's options as the workflow evaluated them" }
                     }
                 },
                 "DecisionResult": {
@@ -204,7 +227,7 @@ pub fn document() -> Value {
                 "operationId": "getRun",
                 "summary": "A run with its input, output, error and open gate",
                 "parameters": [run_id.clone()],
-                "responses": with_errors(json!({ "200": json_response("The run", json!({ "type": "object" })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
+                "responses": with_errors(json!({ "200": json_response("The run", json!({ "$ref": "#/components/schemas/RunDetail" })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
             } },
             "/api/runs/{id}/history": { "get": {
                 "operationId": "getHistory",

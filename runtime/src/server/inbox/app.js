@@ -465,7 +465,7 @@
   function scalarEditor(info, opts) {
     const id = newId("f");
     const s = info.schema;
-    const long = info.kind === "string" && LONG_TEXT.test(opts.name || "");
+    const long = info.kind === "string" && s.format !== "password" && LONG_TEXT.test(opts.name || "");
     let hint = s.description || null;
     if (info.kind === "integer") hint = hint || "A whole number.";
     if (info.kind === "number") hint = hint || "A number.";
@@ -474,8 +474,8 @@
       : h("input", {
           id,
           name: opts.name,
-          type: "text",
-          autocomplete: "off",
+          type: s.format === "password" ? "password" : "text",
+          autocomplete: s.format === "password" ? "new-password" : "off",
           inputmode: info.kind === "integer" ? "numeric" : info.kind === "number" ? "decimal" : undefined,
         });
     if (opts.required) control.setAttribute("aria-required", "true");
@@ -616,10 +616,19 @@
   }
 
   /** A record: one field per property, in a fieldset (the form's root has none). */
+  /** A record schema's fields in declaration order (the server's `x-order`; JSON objects
+   * have no order of their own), then any it does not name. */
+  function orderedFields(s) {
+    const props = s.properties || {};
+    const order = Array.isArray(s["x-order"]) ? s["x-order"].filter((n) => Object.hasOwn(props, n)) : [];
+    const rest = Object.keys(props).filter((n) => !order.includes(n));
+    return order.concat(rest).map((n) => [n, props[n]]);
+  }
+
   function recordEditor(info, opts) {
     const s = resolveSchema(info.schema, opts.root);
     const required = new Set(s.required || []);
-    const entries = Object.entries(s.properties || {});
+    const entries = orderedFields(s);
     const children = entries.map(([name, schema]) => ({
       name,
       editor: makeEditor(schema, {
@@ -634,7 +643,7 @@
     const body = children.map((c) => c.editor.el);
     const el = opts.bare
       ? h("div", { class: "record" }, body)
-      : h("fieldset", { class: "record" }, h("legend", null, opts.label), body);
+      : h("fieldset", { class: "record" }, h("legend", null, s.title || opts.label), body);
     const err = groupError(el);
     return {
       el,
@@ -1140,9 +1149,15 @@
           ? h("span", { class: "muted" }, "none")
           : h("span", { class: deadlineMs - Date.now() < 3600000 ? "soon" : "" }, timeEl(deadlineMs, true))
       ),
-      metaRow("Escalation", d.escalated ? h("strong", { class: "badge badge-warn" }, "escalated") : "not escalated"),
-      d.kind !== "input" ? metaRow("Approvals needed", String(d.remaining ?? 1)) : null
+      metaRow("Escalation", escalationText(d)),
+      d.at_deadline ? metaRow("At the deadline", d.at_deadline) : null,
+      d.kind !== "input" ? metaRow("Approvals needed", approvalsText(d)) : null
     );
+    const earlier = earlierDecisions(d);
+    const options =
+      d.options && typeof d.options === "object"
+        ? h("details", { class: "gate-options" }, h("summary", null, "Gate options, as the workflow evaluated them"), renderValue(d.options, "Gate options"))
+        : null;
     const card = h(
       "article",
       { class: `card decision kind-${d.kind || "approval"}`, "aria-labelledby": headingId, "data-run": d.run, "data-gate": d.gate },
@@ -1160,6 +1175,8 @@
         ? h("section", { class: "context" }, h("h3", null, "Context"), renderValue(d.context, "Context"))
         : null,
       meta,
+      earlier,
+      options,
       readOnly
         ? h("p", { class: "cannot-decide" }, readOnly)
         : d.kind === "input"
@@ -1167,6 +1184,42 @@
         : approvalForm(d, hooks)
     );
     return card;
+  }
+
+  /** Who the gate escalates to and when, or that it escalated (and to whom). */
+  function escalationText(d) {
+    const e = d.escalation;
+    if (!e) return h("span", { class: "muted" }, "none planned");
+    if (e.fired || d.escalated) {
+      return h("span", null, h("strong", { class: "badge badge-warn" }, "escalated"), ` to ${e.to} at `, timeEl(e.at, true));
+    }
+    return h("span", { class: "escalation-plan" }, `to ${e.to} at `, timeEl(e.at, true));
+  }
+
+  /** "1 of 2" for a quorum, with a pointer to the options when the quorum is above one. */
+  function approvalsText(d) {
+    const remaining = d.remaining ?? 1;
+    const quorum = d.quorum ?? remaining;
+    if (quorum <= 1) return String(remaining);
+    return `${remaining} more of ${quorum} (quorum ${quorum}, see the gate options)`;
+  }
+
+  /** The approvals earlier reviewers recorded (a quorum): who, when, their comment. */
+  function earlierDecisions(d) {
+    const list = Array.isArray(d.decisions) ? d.decisions : [];
+    if (!list.length) return null;
+    return h(
+      "section",
+      { class: "earlier-decisions" },
+      h("h3", null, "Earlier decisions"),
+      h(
+        "ul",
+        null,
+        list.map((x) =>
+          h("li", null, h("strong", null, `Approved by ${x.by}`), " ", timeEl(x.at, true), x.comment ? h("q", null, x.comment) : h("span", { class: "muted" }, " (no comment)"))
+        )
+      )
+    );
   }
 
   function metaRow(term, value) {
@@ -1339,7 +1392,7 @@
             "table",
             { class: "data runs" },
             h("caption", { class: "visually-hidden" }, "Runs, newest first"),
-            h("thead", null, h("tr", null, ["Run", "Workflow", "Status", "Waiting on", "Started by", "Updated"].map((c) => h("th", { scope: "col" }, c)))),
+            h("thead", null, h("tr", null, ["Run", "Workflow", "Status", "Outcome", "Waiting on", "Started by", "Updated"].map((c) => h("th", { scope: "col" }, c)))),
             h(
               "tbody",
               null,
@@ -1350,6 +1403,7 @@
                   h("td", null, h("a", { href: `#/runs/${encodeURIComponent(r.id)}` }, r.id)),
                   h("td", null, r.workflow),
                   h("td", null, statusBadge(r.status)),
+                  h("td", { class: "outcome" }, r.outcome || ""),
                   h("td", null, r.waiting_on || ""),
                   h("td", null, r.started_by || ""),
                   h("td", null, timeEl(r.updated_at, false))
@@ -1379,6 +1433,7 @@
       { class: "meta" },
       metaRow("Workflow", run.workflow),
       metaRow("Status", h("span", { id: "run-status" }, statusBadge(run.status))),
+      run.outcome ? metaRow("Outcome", h("strong", { id: "run-outcome" }, run.outcome)) : null,
       run.waiting_on ? metaRow("Waiting on", run.waiting_on) : null,
       metaRow("Started by", run.started_by || "—"),
       run.parent ? metaRow("Parent run", h("a", { href: `#/runs/${encodeURIComponent(run.parent)}` }, run.parent)) : null,
@@ -1457,6 +1512,12 @@
     if (!Array.isArray(mine)) return null;
     if (mine.some((d) => d.run === run.id && d.gate === run.gate.gate)) return null;
     const approvers = Array.isArray(run.gate.approvers) ? run.gate.approvers.join(", ") : run.gate.approvers;
+    const decided = Array.isArray(run.gate.decisions) ? run.gate.decisions : [];
+    if (me && decided.some((x) => x.by === me.user)) {
+      const n = run.gate.remaining ?? 1;
+      const more = n === 1 ? "1 more approval from another reviewer is needed" : `${n} more approvals from other reviewers are needed`;
+      return `You already approved this gate; ${more}.`;
+    }
     if (run.gate.kind !== "input" && me && run.started_by === me.user) {
       return `You cannot decide this gate: you started the run, and another person must approve it (${approvers}).`;
     }
