@@ -60,7 +60,12 @@ fn main() {
     );
     println!("cargo_release sketch repeated: {lines} lines, {megabytes:.1} MB");
     let total = best_of(|| flow_compiler::check_text("cargo_release.flow", &approvals));
-    report("check of the approval-heavy program", total, lines, megabytes);
+    report(
+        "check of the approval-heavy program",
+        total,
+        lines,
+        megabytes,
+    );
     if let Ok(path) = std::env::var("FLOW_BENCH_WRITE") {
         // For measuring the real binary's peak memory: `/usr/bin/time -v flowc check PATH`.
         std::fs::write(&path, &approvals).expect("write the generated program");

@@ -318,6 +318,36 @@ impl Engine {
         Ok((hash, module))
     }
 
+    /// The enum variant a completed run returned (`Paid` of `{"Paid": {…}}` or of `"Paid"`),
+    /// when its workflow returns an enum: the run's outcome, as the CLI and the inbox show it.
+    pub fn outcome(&mut self, record: &crate::store::RunRecord) -> EngineResult<Option<String>> {
+        if record.status != RunStatus::Completed {
+            return Ok(None);
+        }
+        let module = self.module(&record.version)?;
+        let Some((_, code)) = module.workflow(&record.workflow) else {
+            return Ok(None);
+        };
+        let Some(bytecode::TypeDesc::Enum { variants, .. }) = module.type_desc(code.ret) else {
+            return Ok(None);
+        };
+        let output: serde_json::Value = record
+            .output
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok())
+            .unwrap_or_default();
+        let name = match &output {
+            serde_json::Value::String(name) => Some(name.as_str()),
+            serde_json::Value::Object(fields) if fields.len() == 1 => {
+                fields.keys().next().map(String::as_str)
+            }
+            _ => None,
+        };
+        Ok(name
+            .filter(|name| variants.iter().any(|(v, _)| v == name))
+            .map(str::to_string))
+    }
+
     /// Every deployed program, oldest first.
     pub fn deployed(&mut self) -> EngineResult<Vec<Rc<Module>>> {
         let versions = self.store.versions()?;

@@ -1694,18 +1694,16 @@ fn runs(engine: &mut Engine, filter: &RunFilter, json: bool) -> Result<ExitCode,
         say(format_args!("no runs"));
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<[String; 5]> = records
-        .iter()
-        .map(|r| {
-            [
-                r.id.clone(),
-                r.status.as_str().to_string(),
-                r.workflow.clone(),
-                flow_runtime::vm::value::format_time(r.created_at),
-                outcome(r),
-            ]
-        })
-        .collect();
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    for r in &records {
+        rows.push([
+            r.id.clone(),
+            r.status.as_str().to_string(),
+            r.workflow.clone(),
+            flow_runtime::vm::value::format_time(r.created_at),
+            outcome(engine, r)?,
+        ]);
+    }
     let header = ["run", "status", "workflow", "started", "outcome"];
     let mut widths = header.map(str::len);
     for row in &rows {
@@ -1728,25 +1726,20 @@ fn runs(engine: &mut Engine, filter: &RunFilter, json: bool) -> Result<ExitCode,
 }
 
 /// How a run ended or where it stands, in a few words: the variant of an enum result
-/// (`Released`), else a summary of the result; the error; what it waits for.
-fn outcome(record: &RunRecord) -> String {
-    match record.status {
-        RunStatus::Completed => {
-            let output: serde_json::Value = record
-                .output
-                .as_deref()
-                .and_then(|o| serde_json::from_str(o).ok())
-                .unwrap_or_default();
-            let variant = match &output {
-                serde_json::Value::String(name) => Some(name.clone()),
-                serde_json::Value::Object(fields) if fields.len() == 1 => {
-                    fields.keys().next().cloned()
-                }
-                _ => None,
-            }
-            .filter(|name| name.chars().next().is_some_and(char::is_uppercase));
-            shorten(&variant.unwrap_or_else(|| summary(&output)))
-        }
+/// (`Released`, as the inbox shows it), else a summary of the result; the error; what it
+/// waits for.
+fn outcome(engine: &mut Engine, record: &RunRecord) -> Result<String, Usage> {
+    Ok(match record.status {
+        RunStatus::Completed => match engine.outcome(record)? {
+            Some(variant) => variant,
+            None => shorten(&summary(
+                &record
+                    .output
+                    .as_deref()
+                    .and_then(|o| serde_json::from_str(o).ok())
+                    .unwrap_or_default(),
+            )),
+        },
         RunStatus::Failed => shorten(
             record
                 .error
@@ -1756,7 +1749,7 @@ fn outcome(record: &RunRecord) -> String {
         ),
         RunStatus::Cancelled => "cancelled".to_string(),
         RunStatus::Waiting | RunStatus::Runnable => record.waiting_on.clone().unwrap_or_default(),
-    }
+    })
 }
 
 fn find(engine: &mut Engine, run: &str) -> Result<RunRecord, Usage> {

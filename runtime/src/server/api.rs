@@ -20,7 +20,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use flow_compiler::bytecode::TypeDesc;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -619,34 +618,6 @@ async fn start_run(State(app): State<App>, caller: Caller, body: Bytes) -> Respo
     .await
 }
 
-/// The enum variant a completed run returned (`Paid` of `{"Paid": {…}}` or of `"Paid"`),
-/// when its workflow returns an enum: what the runs page shows as its outcome.
-fn outcome(engine: &mut Engine, record: &RunRecord) -> Result<Option<String>, ApiError> {
-    if record.status != RunStatus::Completed {
-        return Ok(None);
-    }
-    let module = engine.module(&record.version)?;
-    let Some((_, code)) = module.workflow(&record.workflow) else {
-        return Ok(None);
-    };
-    let Some(TypeDesc::Enum { variants, .. }) = module.type_desc(code.ret) else {
-        return Ok(None);
-    };
-    let output: Value = record
-        .output
-        .as_deref()
-        .and_then(|o| serde_json::from_str(o).ok())
-        .unwrap_or_default();
-    let name = match &output {
-        Value::String(name) => Some(name.as_str()),
-        Value::Object(fields) if fields.len() == 1 => fields.keys().next().map(String::as_str),
-        _ => None,
-    };
-    Ok(name
-        .filter(|name| variants.iter().any(|(v, _)| v == name))
-        .map(str::to_string))
-}
-
 fn run_json(engine: &mut Engine, record: &RunRecord) -> Result<Value, ApiError> {
     Ok(json!({
         "id": record.id,
@@ -658,7 +629,8 @@ fn run_json(engine: &mut Engine, record: &RunRecord) -> Result<Value, ApiError> 
         "parent": record.parent,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
-        "outcome": outcome(engine, record)?,
+        // The enum variant a completed run returned, as the runs page and `flowrt runs` show it.
+        "outcome": engine.outcome(record)?,
     }))
 }
 
