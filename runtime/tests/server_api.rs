@@ -392,8 +392,19 @@ fn every_endpoint_works_for_an_authorized_user() {
         let dave = server.token("dave", &[]);
         let metrics = server.call("GET", "/metrics", Some(&dave), None, 200);
         let text = metrics.as_str().expect("text");
-        assert!(text.contains("flow_runs{status=\"completed\"} 3"), "{text}");
-        assert!(text.contains("flow_runs{status=\"cancelled\"} 1"), "{text}");
+        assert!(
+            text.contains("flow_runs{workflow=\"release\",status=\"completed\"} 2")
+                && text.contains("flow_runs{workflow=\"intake\",status=\"completed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flow_runs{workflow=\"release\",status=\"cancelled\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flow_runs{workflow=\"release\",status=\"failed\"} 0"),
+            "a series per status, zeros too: {text}"
+        );
         assert!(
             text.contains("flow_open_gates{kind=\"approval\"} 0"),
             "{text}"

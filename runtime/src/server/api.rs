@@ -908,25 +908,38 @@ async fn metrics(State(app): State<App>, caller: Caller) -> Response {
     app.as_user(caller, "GET /metrics".into(), |engine, _| {
         let now = now_ms();
         let runs = engine.store().runs(None)?;
-        let mut by_status: Vec<(&str, usize)> = [
-            RunStatus::Runnable,
-            RunStatus::Waiting,
-            RunStatus::Completed,
-            RunStatus::Failed,
-            RunStatus::Cancelled,
-        ]
-        .iter()
-        .map(|s| (s.as_str(), runs.iter().filter(|r| r.status == *s).count()))
-        .collect();
-        by_status.sort();
+        // Every workflow with runs, by status (zeros included, so that a series does not
+        // vanish when its last run moves on).
+        let mut counts: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+        let workflows: std::collections::BTreeSet<&str> =
+            runs.iter().map(|r| r.workflow.as_str()).collect();
+        for workflow in &workflows {
+            for status in [
+                RunStatus::Runnable,
+                RunStatus::Waiting,
+                RunStatus::Completed,
+                RunStatus::Failed,
+                RunStatus::Cancelled,
+            ] {
+                counts.insert((workflow, status.as_str()), 0);
+            }
+        }
+        for run in &runs {
+            *counts
+                .entry((run.workflow.as_str(), run.status.as_str()))
+                .or_default() += 1;
+        }
         let open = engine.pending(None)?;
         let oldest = open.iter().map(|g| g.opened_at).min();
         let steps_last_minute = engine.store().count_events("step_completed", now - 60_000)?;
         let failures = engine.store().count_events("notify_failed", 0)?;
         let mut text = String::new();
-        text.push_str("# HELP flow_runs Runs by status.\n# TYPE flow_runs gauge\n");
-        for (status, count) in by_status {
-            text.push_str(&format!("flow_runs{{status=\"{status}\"}} {count}\n"));
+        text.push_str("# HELP flow_runs Runs by workflow and status.\n# TYPE flow_runs gauge\n");
+        // Workflow names are identifiers: nothing in them needs escaping.
+        for ((workflow, status), count) in counts {
+            text.push_str(&format!(
+                "flow_runs{{workflow=\"{workflow}\",status=\"{status}\"}} {count}\n"
+            ));
         }
         text.push_str(&format!(
             "# HELP flow_steps_per_second Tool steps completed per second over the last minute.\n# TYPE flow_steps_per_second gauge\nflow_steps_per_second {}\n",
