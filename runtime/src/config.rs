@@ -692,6 +692,13 @@ impl Parser<'_> {
                     format!("user name `{name}` must not start or end with spaces"),
                 ));
             }
+            // `@…` names the server's own principals (a scrape token is `@scrape`).
+            if name.starts_with('@') {
+                return Err(self.at(
+                    key.span(),
+                    format!("user name `{name}` must not start with `@`: those name tokens that are no person"),
+                ));
+            }
             users.insert(name.to_string(), self.user(name, user)?);
         }
         Ok(users)
@@ -1300,6 +1307,16 @@ command = "logger flow"
         assert!(
             e.message.contains("must not start or end with spaces"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn no_user_name_starts_with_an_at() {
+        let error = Config::parse("[users.\"@scrape\"]\nroles = [\"x\"]\n", "flow.toml")
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("must not start with `@`"),
+            "{error}"
         );
     }
 

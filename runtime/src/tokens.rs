@@ -64,6 +64,14 @@ pub fn create(
     Ok((token, record))
 }
 
+/// The user of a scrape token (`flowrt token create --scrape`): a monitoring system that
+/// reads `GET /metrics` and `GET /openapi.json` and nothing else. No user of flow.toml can
+/// have this name (`@` starts no name the configuration accepts as a person's).
+pub const SCRAPER: &str = "@scrape";
+
+/// What a scrape token may ask for (`METHOD /path`).
+pub const SCRAPE_REQUESTS: [&str; 2] = ["GET /metrics", "GET /openapi.json"];
+
 /// The record of a live token, or why the presented one does not authenticate.
 pub fn authenticate(
     store: &mut dyn Store,

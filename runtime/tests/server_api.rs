@@ -928,3 +928,55 @@ fn a_quorum_gate_shows_earlier_decisions_its_plan_and_its_options() {
         }
     });
 }
+
+/// A scrape token (`flowrt token create --scrape`) reads /metrics and /openapi.json, and is
+/// refused (403, recorded) everywhere else; no user of flow.toml may be called `@…`.
+#[test]
+fn a_scrape_token_reads_metrics_and_nothing_else() {
+    for_each_store(|store| {
+        let server = Server::start(store);
+        let output = server
+            .flowrt()
+            .args(["token", "create", "--scrape", "--name", "prometheus"])
+            .output()
+            .expect("flowrt token create runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let scrape = String::from_utf8(output.stdout)
+            .expect("UTF-8")
+            .trim()
+            .to_string();
+        let metrics = server.call("GET", "/metrics", Some(&scrape), None, 200);
+        assert!(metrics.as_str().is_some_and(|t| t.contains("flow_runs")));
+        server.call("GET", "/openapi.json", Some(&scrape), None, 200);
+        for (method, path) in [
+            ("GET", "/api/runs"),
+            ("GET", "/api/decisions"),
+            ("GET", "/api/workflows"),
+        ] {
+            let refused = server.call(method, path, Some(&scrape), None, 403);
+            assert_eq!(error_code(&refused), "forbidden", "{refused}");
+        }
+        let log = server
+            .flowrt()
+            .args(["audit", "refusals"])
+            .output()
+            .expect("flowrt runs");
+        let log = String::from_utf8_lossy(&log.stdout);
+        assert!(
+            log.contains("(scrape)") && log.contains("GET /api/runs"),
+            "{log}"
+        );
+        // Neither a user nor --scrape: a usage error; both: refused by the parser.
+        for args in [
+            vec!["token", "create"],
+            vec!["token", "create", "ines", "--scrape"],
+        ] {
+            let out = server.flowrt().args(&args).output().expect("flowrt runs");
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+        }
+    });
+}

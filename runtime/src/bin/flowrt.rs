@@ -204,9 +204,14 @@ enum KeyAction {
 
 #[derive(Subcommand)]
 enum TokenAction {
-    /// Create a token for a user of flow.toml; the token is printed once, on stdout.
+    /// Create a token for a user of flow.toml (or, with --scrape, one that reads only
+    /// /metrics and /openapi.json); the token is printed once, on stdout.
     Create {
-        user: String,
+        #[arg(required_unless_present = "scrape", conflicts_with = "scrape")]
+        user: Option<String>,
+        /// A token for a monitoring system: GET /metrics and GET /openapi.json, nothing else.
+        #[arg(long)]
+        scrape: bool,
         /// Expire after this long, e.g. 30d or 12h (default: never).
         #[arg(long)]
         expires: Option<String>,
@@ -1241,10 +1246,18 @@ fn token(engine: &mut Engine, has_config: bool, action: TokenAction) -> Result<E
     match action {
         TokenAction::Create {
             user,
+            scrape,
             expires,
             name,
         } => {
-            if !has_config || engine.config().user(&user).is_none() {
+            let user = match (user, scrape) {
+                (_, true) => flow_runtime::tokens::SCRAPER.to_string(),
+                (Some(user), false) => user,
+                (None, false) => {
+                    return Err(Usage("name the token's user, or give --scrape".into()));
+                }
+            };
+            if !scrape && (!has_config || engine.config().user(&user).is_none()) {
                 return Err(Usage(format!(
                     "unknown user `{user}`: a token acts as a user of flow.toml (add `[users.{user}]`)"
                 )));

@@ -362,6 +362,27 @@ fn authenticate(
 ) -> Result<String, ApiError> {
     let now = now_ms();
     match tokens::authenticate(engine.store(), token, now)? {
+        Ok(record) if record.user == tokens::SCRAPER => {
+            if tokens::SCRAPE_REQUESTS.contains(&asked.request.as_str()) {
+                return Ok(record.user);
+            }
+            let error = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "token {} is a scrape token: it reads only {}",
+                    record.id,
+                    tokens::SCRAPE_REQUESTS.join(" and ")
+                ),
+            );
+            log_refusal(
+                engine,
+                &format!("token {} (scrape)", record.id),
+                asked,
+                &error,
+            );
+            Err(error)
+        }
         Ok(record) => {
             if engine.config().user(&record.user).is_none() {
                 let error = ApiError::new(
