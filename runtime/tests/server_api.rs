@@ -112,10 +112,17 @@ impl Server {
 
     /// Creates a token for `user` (with `flowrt token create`), returns it.
     fn token(&self, user: &str, extra: &[&str]) -> String {
+        let mut args = vec![user];
+        args.extend_from_slice(extra);
+        self.create_token(&args)
+    }
+
+    /// `flowrt token create ARGS`: the token it printed.
+    fn create_token(&self, args: &[&str]) -> String {
         let output = self
             .flowrt()
-            .args(["token", "create", user])
-            .args(extra)
+            .args(["token", "create"])
+            .args(args)
             .output()
             .expect("flowrt token create runs");
         assert!(
@@ -935,20 +942,7 @@ fn a_quorum_gate_shows_earlier_decisions_its_plan_and_its_options() {
 fn a_scrape_token_reads_metrics_and_nothing_else() {
     for_each_store(|store| {
         let server = Server::start(store);
-        let output = server
-            .flowrt()
-            .args(["token", "create", "--scrape", "--name", "prometheus"])
-            .output()
-            .expect("flowrt token create runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let scrape = String::from_utf8(output.stdout)
-            .expect("UTF-8")
-            .trim()
-            .to_string();
+        let scrape = server.create_token(&["--scrape", "--name", "prometheus"]);
         let metrics = server.call("GET", "/metrics", Some(&scrape), None, 200);
         assert!(metrics.as_str().is_some_and(|t| t.contains("flow_runs")));
         server.call("GET", "/openapi.json", Some(&scrape), None, 200);
