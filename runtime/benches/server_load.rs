@@ -227,7 +227,10 @@ fn main() {
     assert!(all.iter().all(|r| r.status == RunStatus::Completed));
     for run in &all {
         let history = store.history(&run.id).expect("history");
-        let decided = history.iter().filter(|e| e.kind == "gate_decided").count();
+        let decided = history
+            .iter()
+            .filter(|e| e.kind == flow_runtime::store::EventKind::GateDecided)
+            .count();
         assert_eq!(decided, 1, "run {} was decided {decided} times", run.id);
     }
     let verify = flowrt(&["audit", "verify"]);

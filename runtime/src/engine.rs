@@ -13,8 +13,9 @@
 
 use crate::config::Config;
 use crate::gates::{GateClock, GateKind};
+use crate::history::WaitingOn;
 use crate::store::{
-    Checkpoint, Millis, NewEvent, NewRun, RunStatus, StepCommit, Store, StoreError,
+    Checkpoint, EventKind, Millis, NewEvent, NewRun, RunStatus, StepCommit, Store, StoreError,
 };
 use crate::tools::{self, CallContext, ToolFailure};
 use crate::vm::machine::{error_value, tool_error_value};
@@ -156,7 +157,7 @@ pub(crate) struct Change {
     pub(crate) status: RunStatus,
     pub(crate) output: Option<String>,
     pub(crate) error: Option<String>,
-    pub(crate) waiting_on: Option<String>,
+    pub(crate) waiting_on: Option<WaitingOn>,
     pub(crate) wake_at: Option<Millis>,
 }
 
@@ -433,7 +434,7 @@ impl Engine {
         };
         let event = NewEvent {
             at: now,
-            kind: "run_started".into(),
+            kind: EventKind::RunStarted,
             step: Some(workflow.to_string()),
             attempt: None,
             line: None,
@@ -580,7 +581,7 @@ impl Engine {
             status: change.status,
             output: change.output,
             error: change.error,
-            waiting_on: change.waiting_on,
+            waiting_on: change.waiting_on.as_ref().map(WaitingOn::to_string),
             wake_at: change.wake_at,
             now,
         };
@@ -629,8 +630,8 @@ impl Engine {
 
         let history = self.store.history(run)?;
         if record.status == RunStatus::Waiting {
-            match record.waiting_on.as_deref() {
-                Some(gate) if gate.starts_with("approval ") || gate.starts_with("input ") => {
+            match record.waiting() {
+                Some(WaitingOn::Gate { .. }) => {
                     let due = record.wake_at.is_some_and(|at| at <= now_ms());
                     if !due {
                         return Ok(RunStatus::Waiting);
@@ -643,13 +644,13 @@ impl Engine {
                         }
                     }
                 }
-                Some("timer") => {
+                Some(WaitingOn::Timer) => {
                     let due = record.wake_at.unwrap_or(0);
                     if due > now_ms() {
                         return Ok(RunStatus::Waiting);
                     }
                     pending.push(event(
-                        "timer_fired",
+                        EventKind::TimerFired,
                         None,
                         None,
                         line(&module, &machine),
@@ -660,7 +661,7 @@ impl Engine {
                     // `timeout` right after it would otherwise start already expired).
                     machine.clock = now_ms();
                 }
-                Some(other) if other.starts_with("child ") => {}
+                Some(WaitingOn::Child { .. }) => {}
                 _ => return Ok(RunStatus::Waiting),
             }
         }
@@ -669,7 +670,7 @@ impl Engine {
         // with the key it was made with.
         let mut in_flight_key: Option<String> = history.last().and_then(|e| {
             let data = serde_json::from_str::<serde_json::Value>(&e.data).ok()?;
-            (e.kind == "step_started"
+            (e.kind == EventKind::StepStarted
                 && data.get("step_number").and_then(|n| n.as_u64()) == Some(machine.steps))
             .then(|| data["idempotency_key"].as_str().map(str::to_string))
             .flatten()
@@ -686,8 +687,8 @@ impl Engine {
             HashMap::new();
         for e in &history {
             let site = (e.step.clone().unwrap_or_default(), e.line);
-            match e.kind.as_str() {
-                "step_started" => {
+            match e.kind {
+                EventKind::StepStarted => {
                     if let Ok(data) = serde_json::from_str::<serde_json::Value>(&e.data)
                         && let Some(key) = data["idempotency_key"].as_str()
                     {
@@ -698,16 +699,16 @@ impl Engine {
                 // passed on resume (a `step_timed_out` right after its own `step_started`):
                 // an attempt that failed, whose retry keeps the key. A `step_timed_out`
                 // without a start is a call that was never made.
-                "step_failed" | "step_timed_out" => {
+                EventKind::StepFailed | EventKind::StepTimedOut => {
                     let made = started.remove(&site);
-                    if e.kind == "step_failed" || made.is_some() {
+                    if e.kind == EventKind::StepFailed || made.is_some() {
                         *failures.entry(site.clone()).or_default() += 1;
                     }
                     if let Some(call) = made {
                         failed_calls.insert(site, call);
                     }
                 }
-                "step_completed" => {
+                EventKind::StepCompleted => {
                     failures.remove(&site);
                     failed_calls.remove(&site);
                     started.remove(&site);
@@ -722,7 +723,7 @@ impl Engine {
                     let ret = module.workflows[machine.workflow as usize].ret;
                     let output = output_json(&module, ret, &value).to_string();
                     pending.push(event(
-                        "run_completed",
+                        EventKind::RunCompleted,
                         None,
                         None,
                         None,
@@ -776,7 +777,7 @@ impl Engine {
                         let mut data = serde_json::json!({ "step_number": machine.steps });
                         if let Some(key) = resumed_key {
                             attempt_after_crash = false;
-                            pending.push(event("step_resumed", Some(step.clone()), None, here, serde_json::json!({ "step_number": machine.steps, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; its time limit has passed, so it is not made again" })));
+                            pending.push(event(EventKind::StepResumed, Some(step.clone()), None, here, serde_json::json!({ "step_number": machine.steps, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; its time limit has passed, so it is not made again" })));
                             let site = (step.clone(), here);
                             if let Some(call) = started.remove(&site) {
                                 failed_calls.insert(site.clone(), call);
@@ -784,7 +785,7 @@ impl Engine {
                             *failures.entry(site).or_default() += 1;
                             data["idempotency_key"] = serde_json::Value::String(key);
                         }
-                        pending.push(event("step_timed_out", Some(step), None, here, data));
+                        pending.push(event(EventKind::StepTimedOut, Some(step), None, here, data));
                         if let Some(Outcome::Failed(failed)) =
                             machine.fail_step(&module, error, now)
                         {
@@ -806,7 +807,7 @@ impl Engine {
                                 .complete(&module, Value::Time(now), now)
                                 .map_err(EngineError::Corrupt)?;
                             pending.push(event(
-                                "clock_read",
+                                EventKind::ClockRead,
                                 Some("now".into()),
                                 None,
                                 here,
@@ -831,7 +832,13 @@ impl Engine {
                             machine
                                 .complete(&module, Value::None, now)
                                 .map_err(EngineError::Corrupt)?;
-                            pending.push(event("audit", Some(name), None, here, fields.to_json()));
+                            pending.push(event(
+                                EventKind::Audit,
+                                Some(name),
+                                None,
+                                here,
+                                fields.to_json(),
+                            ));
                             self.commit(
                                 run,
                                 &version,
@@ -848,7 +855,7 @@ impl Engine {
                             machine
                                 .complete(&module, Value::None, now)
                                 .map_err(EngineError::Corrupt)?;
-                            pending.push(event("timer_set", Some(timer.into()), None, here, serde_json::json!({ "until": Value::Time(until).to_json(), "duration": Value::Duration(duration_ms).to_json() })));
+                            pending.push(event(EventKind::TimerSet, Some(timer.into()), None, here, serde_json::json!({ "until": Value::Time(until).to_json(), "duration": Value::Duration(duration_ms).to_json() })));
                             if until <= now {
                                 self.commit(
                                     run,
@@ -867,7 +874,7 @@ impl Engine {
                                     status: RunStatus::Waiting,
                                     output: None,
                                     error: None,
-                                    waiting_on: Some("timer".into()),
+                                    waiting_on: Some(WaitingOn::Timer),
                                     wake_at: Some(until),
                                 },
                             )?;
@@ -932,11 +939,11 @@ impl Engine {
                                 _ => format!("{run}:{step}"),
                             };
                             if attempt_after_crash {
-                                pending.push(event("step_resumed", Some(info.name.clone()), None, here, serde_json::json!({ "step_number": step, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; it runs again with the same idempotency key" })));
+                                pending.push(event(EventKind::StepResumed, Some(info.name.clone()), None, here, serde_json::json!({ "step_number": step, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; it runs again with the same idempotency key" })));
                                 attempt_after_crash = false;
                             }
                             let attempt = 1 + failures.get(&site).copied().unwrap_or(0);
-                            pending.push(event("step_started", Some(info.name.clone()), Some(attempt), here, serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input })));
+                            pending.push(event(EventKind::StepStarted, Some(info.name.clone()), Some(attempt), here, serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input })));
                             // An in-process tool has no effect outside this process, so it
                             // cannot be "in flight" across a crash: its start needs no commit
                             // of its own.
@@ -978,7 +985,7 @@ impl Engine {
                                     let mut data = serde_json::json!({ "step_number": step, "output": value.to_json() });
                                     extend(&mut data, record);
                                     pending.push(event_with_duration(
-                                        "step_completed",
+                                        EventKind::StepCompleted,
                                         Some(info.name.clone()),
                                         Some(attempt),
                                         here,
@@ -995,7 +1002,7 @@ impl Engine {
                                     let mut data = serde_json::json!({ "step_number": step, "kind": failure.kind, "message": failure.message, "retryable": failure.retryable });
                                     extend(&mut data, record);
                                     pending.push(event_with_duration(
-                                        "step_failed",
+                                        EventKind::StepFailed,
                                         Some(info.name.clone()),
                                         Some(attempt),
                                         here,
@@ -1056,7 +1063,7 @@ impl Engine {
                                     Some(run),
                                 )?;
                                 pending.push(event(
-                                    "child_started",
+                                    EventKind::ChildStarted,
                                     Some(code.name.clone()),
                                     None,
                                     here,
@@ -1096,7 +1103,7 @@ impl Engine {
                                         .complete(&module, value, now)
                                         .map_err(EngineError::Corrupt)?;
                                     pending.push(event(
-                                        "child_completed",
+                                        EventKind::ChildCompleted,
                                         Some(code.name.clone()),
                                         None,
                                         here,
@@ -1120,7 +1127,7 @@ impl Engine {
                                         &code.name,
                                     );
                                     pending.push(event(
-                                        "child_failed",
+                                        EventKind::ChildFailed,
                                         Some(code.name.clone()),
                                         None,
                                         here,
@@ -1154,7 +1161,9 @@ impl Engine {
                                             status: RunStatus::Waiting,
                                             output: None,
                                             error: None,
-                                            waiting_on: Some(format!("child {child}")),
+                                            waiting_on: Some(WaitingOn::Child {
+                                                run: child.clone(),
+                                            }),
                                             // The child's end wakes the parent at once; this
                                             // later check covers a process that died between
                                             // the two.
@@ -1182,8 +1191,7 @@ impl Engine {
         if let Some(span) = self.run_spans.last() {
             crate::telemetry::mark_failed(span, &error.kind);
         }
-        events.push(event(
-            "run_failed",
+        events.push(event(EventKind::RunFailed,
             None,
             None,
             error.location.map(|l| l.1 as i64),
@@ -1263,14 +1271,14 @@ impl Engine {
                     status: change.status,
                     output: change.output,
                     error: change.error,
-                    waiting_on: change.waiting_on,
+                    waiting_on: change.waiting_on.as_ref().map(WaitingOn::to_string),
                     wake_at: change.wake_at,
                     now,
                 };
                 match run.machine.run(&run.module) {
                     Outcome::Completed(value) => {
                         let done = event(
-                            "run_completed",
+                            EventKind::RunCompleted,
                             None,
                             None,
                             None,
@@ -1314,7 +1322,7 @@ impl Engine {
                         {
                             Ok(value) => {
                                 let done = event(
-                                    "step_completed",
+                                    EventKind::StepCompleted,
                                     Some(info.name.clone()),
                                     None,
                                     here,
@@ -1518,7 +1526,7 @@ pub(crate) fn line(module: &Module, machine: &Machine) -> Option<i64> {
 }
 
 pub(crate) fn event(
-    kind: &str,
+    kind: EventKind,
     step: Option<String>,
     attempt: Option<i64>,
     line: Option<i64>,
@@ -1526,7 +1534,7 @@ pub(crate) fn event(
 ) -> NewEvent {
     NewEvent {
         at: now_ms(),
-        kind: kind.to_string(),
+        kind,
         step,
         attempt,
         line,
@@ -1536,7 +1544,7 @@ pub(crate) fn event(
 }
 
 pub(crate) fn event_with_duration(
-    kind: &str,
+    kind: EventKind,
     step: Option<String>,
     attempt: Option<i64>,
     line: Option<i64>,

@@ -5,8 +5,9 @@
 //! clock — escalation, then the final timeout — is a durable timer like `sleep`'s.
 
 use crate::engine::{Change, Engine, EngineError, EngineResult, checkpoint, event, line, now_ms};
+use crate::history::WaitingOn;
 use crate::notify::{self, RetryPolicy};
-use crate::store::{Event, Millis, NewEvent, RunRecord, RunStatus, StepCommit};
+use crate::store::{Event, EventKind, Millis, NewEvent, RunRecord, RunStatus, StepCommit};
 use crate::vm::machine::error_value;
 use crate::vm::value::from_json;
 use crate::vm::{Machine, Outcome, Request, RuntimeError, Value, snapshot};
@@ -14,20 +15,7 @@ use flow_compiler::bytecode::Module;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GateKind {
-    Approval,
-    Input,
-}
-
-impl GateKind {
-    pub fn word(self) -> &'static str {
-        match self {
-            GateKind::Approval => "approval",
-            GateKind::Input => "input",
-        }
-    }
-}
+pub use crate::history::GateKind;
 
 /// What a due gate timer did.
 pub(crate) enum GateClock {
@@ -140,7 +128,7 @@ pub struct Outgoing {
     run: String,
     gate: String,
     what: String,
-    waiting_on: String,
+    waiting_on: WaitingOn,
     message: serde_json::Value,
     /// The secrets the run held when the gate opened: a hook's reply is scrubbed of them.
     held: crate::tools::Secrets,
@@ -362,8 +350,8 @@ pub fn decider_of(history: &[Event], user: &str, roles: &[String]) -> bool {
                 .unwrap_or_default()
                 .to_string()
         };
-        match e.kind.as_str() {
-            "gate_opened" => {
+        match e.kind {
+            EventKind::GateOpened => {
                 let data = data();
                 if named_in(&text(&data, "approvers"), user, roles) {
                     return true;
@@ -372,7 +360,7 @@ pub fn decider_of(history: &[Event], user: &str, roles: &[String]) -> bool {
                 escalations.retain(|(s, _)| *s != step);
                 escalations.push((step, text(&data, "escalate")));
             }
-            "gate_escalated" => {
+            EventKind::GateEscalated => {
                 let step = e.step.as_deref().unwrap_or_default();
                 if escalations
                     .iter()
@@ -381,7 +369,9 @@ pub fn decider_of(history: &[Event], user: &str, roles: &[String]) -> bool {
                     return true;
                 }
             }
-            "gate_decided" | "approval_recorded" if text(&data(), "by") == user => return true,
+            EventKind::GateDecided | EventKind::ApprovalRecorded if text(&data(), "by") == user => {
+                return true;
+            }
             _ => {}
         }
     }
@@ -402,7 +392,7 @@ struct GateHistory {
 fn gate_history(history: &[Event], name: &str) -> Option<GateHistory> {
     let opened = history
         .iter()
-        .rposition(|e| e.kind == "gate_opened" && e.step.as_deref() == Some(name))?;
+        .rposition(|e| e.kind == EventKind::GateOpened && e.step.as_deref() == Some(name))?;
     let mut state = GateHistory {
         opened_at: history[opened].at,
         escalated: false,
@@ -420,9 +410,9 @@ fn gate_history(history: &[Event], name: &str) -> Option<GateHistory> {
             .and_then(|b| b.as_str())
             .unwrap_or_default()
             .to_string();
-        match e.kind.as_str() {
-            "gate_escalated" => state.escalated = true,
-            "approval_recorded" => {
+        match e.kind {
+            EventKind::GateEscalated => state.escalated = true,
+            EventKind::ApprovalRecorded => {
                 state.recorded.push(serde_json::json!({
                     "by": by,
                     "at": e.at,
@@ -430,7 +420,7 @@ fn gate_history(history: &[Event], name: &str) -> Option<GateHistory> {
                 }));
                 state.approvals.push(by);
             }
-            "gate_decided" => state.decided_by = Some((by, e.at)),
+            EventKind::GateDecided => state.decided_by = Some((by, e.at)),
             _ => {}
         }
     }
@@ -469,7 +459,7 @@ pub(crate) fn gate_opening(
 ) -> Change {
     let gate = GateOptions::read(kind, options);
     events.push(event(
-        "gate_opened",
+        EventKind::GateOpened,
         Some(name.to_string()),
         None,
         here,
@@ -492,7 +482,7 @@ pub(crate) fn gate_opening(
         status: RunStatus::Waiting,
         output: None,
         error: None,
-        waiting_on: Some(format!("{} {name}", kind.word())),
+        waiting_on: Some(WaitingOn::gate(kind, name)),
         wake_at: gate.next_wake(now, false),
     }
 }
@@ -515,10 +505,7 @@ impl Engine {
         let now = now_ms();
         let gate = GateOptions::read(kind, options);
         let change = gate_opening(version, kind, name, options, here, events, now);
-        let (waiting_on, wake_at) = (
-            change.waiting_on.clone().unwrap_or_default(),
-            change.wake_at,
-        );
+        let (waiting_on, wake_at) = (WaitingOn::gate(kind, name), change.wake_at);
         self.commit(run, version, Some(machine), change)?;
         let approvers = describe(&gate.approvers);
         self.notify(
@@ -527,7 +514,7 @@ impl Engine {
             module,
             name,
             kind,
-            "gate_opened",
+            EventKind::GateOpened,
             &gate,
             &approvers,
             &waiting_on,
@@ -549,10 +536,10 @@ impl Engine {
         module: &Module,
         name: &str,
         kind: GateKind,
-        what: &str,
+        what: EventKind,
         gate: &GateOptions,
         approvers: &str,
-        waiting_on: &str,
+        waiting_on: &WaitingOn,
         _wake_at: Option<Millis>,
         opened: Millis,
         machine: &Machine,
@@ -582,8 +569,8 @@ impl Engine {
         self.outbox.push(Outgoing {
             run: run.to_string(),
             gate: name.to_string(),
-            what: what.to_string(),
-            waiting_on: waiting_on.to_string(),
+            what: what.as_str().to_string(),
+            waiting_on: waiting_on.clone(),
             message,
             held: crate::tools::Secrets::held_by(machine),
         });
@@ -611,7 +598,7 @@ impl Engine {
                 .iter()
                 .map(|d| {
                     event(
-                        if d.delivered { "notified" } else { "notify_failed" },
+                        if d.delivered { EventKind::Notified } else { EventKind::NotifyFailed },
                         Some(outgoing.gate.clone()),
                         Some(i64::from(d.attempts)),
                         None,
@@ -639,7 +626,7 @@ impl Engine {
             return Ok(());
         };
         if record.status != RunStatus::Waiting
-            || record.waiting_on.as_deref() != Some(outgoing.waiting_on.as_str())
+            || record.waiting().as_ref() != Some(&outgoing.waiting_on)
         {
             return Ok(());
         }
@@ -717,12 +704,12 @@ impl Engine {
         })?;
         let now = now_ms();
         let here = line(module, machine);
-        let waiting_on = format!("{} {name}", kind.word());
+        let waiting_on = WaitingOn::gate(kind, &name);
         if let Some(timeout_at) = gate.timeout_at(state.opened_at)
             && timeout_at <= now
         {
             let events = vec![event(
-                "gate_timed_out",
+                EventKind::GateTimedOut,
                 Some(name.clone()),
                 None,
                 here,
@@ -751,7 +738,7 @@ impl Engine {
                 Some(machine),
                 Change {
                     events: vec![event(
-                        "gate_escalated",
+                        EventKind::GateEscalated,
                         Some(name.clone()),
                         None,
                         here,
@@ -771,7 +758,7 @@ impl Engine {
                 module,
                 &name,
                 kind,
-                "gate_escalated",
+                EventKind::GateEscalated,
                 &gate,
                 &approvers,
                 &waiting_on,
@@ -871,10 +858,7 @@ impl Engine {
         &mut self,
         record: &RunRecord,
     ) -> EngineResult<Option<(GateKind, String, GateOptions, GateHistory)>> {
-        let Some(waiting) = record.waiting_on.as_deref() else {
-            return Ok(None);
-        };
-        if !(waiting.starts_with("approval ") || waiting.starts_with("input ")) {
+        if !matches!(record.waiting(), Some(WaitingOn::Gate { .. })) {
             return Ok(None);
         }
         let Some((_, saved)) = self.store.load(&record.id)? else {
@@ -1049,7 +1033,7 @@ impl Engine {
                 .history(run)?
                 .iter()
                 .rev()
-                .find(|e| e.kind == "gate_decided" && e.step.as_deref() == Some(gate))
+                .find(|e| e.kind == EventKind::GateDecided && e.step.as_deref() == Some(gate))
         {
             let by = serde_json::from_str::<serde_json::Value>(&decided.data)
                 .ok()
@@ -1133,7 +1117,7 @@ impl Engine {
             .map_err(|why| EngineError::Corrupt(format!("run {run}: {why}")))?;
         let here = line(&module, &machine);
         let now = now_ms();
-        let waiting_on = format!("{} {name}", kind.word());
+        let waiting_on = WaitingOn::gate(kind, &name);
         let base = serde_json::json!({
             "gate": name,
             "run": run,
@@ -1156,7 +1140,7 @@ impl Engine {
                 if approvals < options.quorum {
                     let remaining = options.quorum - approvals;
                     let events = vec![event(
-                        "approval_recorded",
+                        EventKind::ApprovalRecorded,
                         Some(name.clone()),
                         None,
                         here,
@@ -1229,7 +1213,13 @@ impl Engine {
             run,
             &record.version,
             Some(&machine),
-            Change::runnable(vec![event("gate_decided", Some(name), None, here, data)]),
+            Change::runnable(vec![event(
+                EventKind::GateDecided,
+                Some(name),
+                None,
+                here,
+                data,
+            )]),
         )?;
         let _ = checkpoint;
         Ok(Decided::Closed)
@@ -1304,10 +1294,10 @@ mod tests {
 
     #[test]
     fn deciders_of_a_run_come_from_its_history() {
-        let ev = |kind: &str, step: &str, data: serde_json::Value| Event {
+        let ev = |kind: EventKind, step: &str, data: serde_json::Value| Event {
             seq: 0,
             at: 0,
-            kind: kind.into(),
+            kind,
             step: Some(step.into()),
             attempt: None,
             line: None,
@@ -1320,17 +1310,24 @@ mod tests {
         let customs = vec!["customs".to_string()];
         let ops = vec!["ops".to_string()];
         let opened = ev(
-            "gate_opened",
+            EventKind::GateOpened,
             "g",
             serde_json::json!({ "approvers": "role customs", "escalate": "role ops" }),
         );
         let history = vec![opened.clone()];
         assert!(decider_of(&history, "ana", &customs));
         assert!(!decider_of(&history, "omar", &ops), "not escalated yet");
-        let escalated = vec![opened, ev("gate_escalated", "g", serde_json::json!({}))];
+        let escalated = vec![
+            opened,
+            ev(EventKind::GateEscalated, "g", serde_json::json!({})),
+        ];
         assert!(decider_of(&escalated, "omar", &ops));
         assert!(!decider_of(&escalated, "eve", &[]));
-        let decided = vec![ev("gate_decided", "g", serde_json::json!({ "by": "eve" }))];
+        let decided = vec![ev(
+            EventKind::GateDecided,
+            "g",
+            serde_json::json!({ "by": "eve" }),
+        )];
         assert!(decider_of(&decided, "eve", &[]));
     }
 

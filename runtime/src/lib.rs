@@ -15,6 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod gates;
 pub mod heartbeat;
+pub mod history;
 pub mod notify;
 pub mod process;
 pub mod secrets;

@@ -19,7 +19,7 @@
 //!   the provider down before it exits, which flushes the spans still queued.
 
 use crate::notify::HttpUrl;
-use crate::store::{NewEvent, RunRecord, Store};
+use crate::store::{EventKind, NewEvent, RunRecord, Store};
 use crate::tools::ToolFailure;
 use crate::tools::http::{SendError, send};
 use crate::vm::{Request, Value};
@@ -485,18 +485,18 @@ pub(crate) fn tool_call<R>(
 /// reported as `retry`; failures are warnings.
 pub(crate) fn recorded(run: &str, events: &[NewEvent]) {
     for e in events {
-        let kind = match e.kind.as_str() {
-            "step_started" if e.attempt.is_some_and(|a| a > 1) => "retry",
-            other => other,
+        let kind = match e.kind {
+            EventKind::StepStarted if e.attempt.is_some_and(|a| a > 1) => "retry",
+            other => other.as_str(),
         };
-        match kind {
-            "step_failed" | "step_timed_out" | "run_failed" | "gate_timed_out" => {
+        match e.kind {
+            failure if failure.is_failure() => {
                 // A failure is the error of the span it happens in: the step's (a tool, a
                 // time-out, a gate's deadline) or the run's.
                 let error_kind = error_kind(&e.data).unwrap_or_else(|| "Timeout".to_string());
                 // (A gate's time-out happens outside any step and may be caught: only the
                 // run's end marks the run's span.)
-                if kind != "gate_timed_out" {
+                if e.kind != EventKind::GateTimedOut {
                     mark_failed(&Span::current(), &error_kind);
                 }
                 tracing::warn!(

@@ -13,8 +13,8 @@
 use crate::config::Config;
 use crate::engine::{Engine, EngineError, NotifyDouble, ToolDouble};
 use crate::gates::{Action as Decision, DecideError, GateKind, PendingGate};
-use crate::store::RunStatus;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{EventKind, RunStatus};
 use crate::tools::{self, ToolFailure};
 use crate::vm::machine::{Machine, Outcome};
 use crate::vm::value::{Value, from_json};
@@ -475,7 +475,7 @@ impl TestRun {
                 .map_err(|e| Failure::new(span, e.to_string()))?;
             let next_sleep = waiting
                 .iter()
-                .filter(|r| r.waiting_on.as_deref() == Some("timer"))
+                .filter(|r| r.waiting() == Some(crate::history::WaitingOn::Timer))
                 .filter_map(|r| r.wake_at)
                 .min();
             let reach = match (until, next_sleep) {
@@ -580,15 +580,25 @@ impl TestRun {
             } => self.expect_called(span, tool, *negated, *times, args.as_deref()),
             Action::ExpectAudit { event, fields } => {
                 let fields = self.fields(span, fields.as_deref())?;
-                self.expect_event(span, "audit", event, "audit event", fields.as_ref())
+                self.expect_event(
+                    span,
+                    EventKind::Audit,
+                    event,
+                    "audit event",
+                    fields.as_ref(),
+                )
             }
             Action::ExpectNotified { gate, fields } => {
                 let fields = self.fields(span, fields.as_deref())?;
                 self.expect_notified(span, gate, fields.as_ref())
             }
-            Action::ExpectEscalated { gate } => {
-                self.expect_event(span, "gate_escalated", gate, "escalation of gate", None)
-            }
+            Action::ExpectEscalated { gate } => self.expect_event(
+                span,
+                EventKind::GateEscalated,
+                gate,
+                "escalation of gate",
+                None,
+            ),
             Action::ExpectStatus { status } => {
                 let run = self.current_run(span)?;
                 let record = self
@@ -819,7 +829,10 @@ impl TestRun {
             .store()
             .history(&run)
             .map_err(|e| Failure::new(span, e.to_string()))?;
-        let failed = history.iter().rev().find(|e| e.kind == "run_failed");
+        let failed = history
+            .iter()
+            .rev()
+            .find(|e| e.kind == EventKind::RunFailed);
         let expected = match message {
             Some(m) => format!("{kind}: {m}"),
             None => kind.to_string(),
@@ -1058,7 +1071,7 @@ impl TestRun {
     fn expect_event(
         &mut self,
         span: Span,
-        kind: &str,
+        kind: EventKind,
         step: &str,
         what: &str,
         fields: Option<&serde_json::Value>,

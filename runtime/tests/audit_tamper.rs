@@ -95,7 +95,7 @@ fn record<'a>(run: &'a str, event: &'a Event) -> Record<'a> {
         run,
         seq: event.seq,
         at: event.at,
-        kind: &event.kind,
+        kind: event.kind.as_str(),
         step: event.step.as_deref(),
         attempt: event.attempt,
         line: event.line,
@@ -361,7 +361,7 @@ fn a_forged_record_is_found() {
         let last = events.last().unwrap();
         let forged = Event {
             seq: last.seq + 1,
-            kind: "audit".to_string(),
+            kind: flow_runtime::store::EventKind::Audit,
             data: r#"{"approved_by":"mallory"}"#.to_string(),
             prev_hash: last.hash.clone(),
             seal: None,

@@ -614,7 +614,7 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
         assert_eq!(output, expected_output(n), "{id} (n = {n})");
 
         let history = store.history(id).unwrap();
-        let count = |kind: &str| history.iter().filter(|e| e.kind == kind).count();
+        let count = |kind: &str| history.iter().filter(|e| e.kind.as_str() == kind).count();
         assert_eq!(count("run_completed"), 1, "{id}: {history:#?}");
         assert_eq!(count("run_started"), 1, "{id}");
         assert_eq!(
@@ -624,7 +624,10 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
         );
         // Each step (numbered by the interpreter) completes at most once.
         let mut completed_steps = BTreeSet::new();
-        for e in history.iter().filter(|e| e.kind == "step_completed") {
+        for e in history
+            .iter()
+            .filter(|e| e.kind.as_str() == "step_completed")
+        {
             let step = data(e)["step_number"].as_u64().unwrap();
             assert!(
                 completed_steps.insert(step),
@@ -635,7 +638,7 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
         // and the calls the tool itself saw.
         let mut part_of_step: BTreeMap<u64, i64> = BTreeMap::new();
         let mut first_key: BTreeMap<i64, String> = BTreeMap::new();
-        for e in history.iter().filter(|e| e.kind == "step_started") {
+        for e in history.iter().filter(|e| e.kind.as_str() == "step_started") {
             let d = data(e);
             let part = d["input"]["part"].as_i64().unwrap();
             let step = d["step_number"].as_u64().unwrap();
@@ -656,7 +659,7 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
                 history
                     .iter()
                     .filter(|e| {
-                        e.kind == kind
+                        e.kind.as_str() == kind
                             && part_of_step.get(&data(e)["step_number"].as_u64().unwrap())
                                 == Some(&part)
                     })

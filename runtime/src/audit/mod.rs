@@ -53,7 +53,7 @@ impl<'a> Record<'a> {
             run,
             seq: event.seq,
             at: event.at,
-            kind: &event.kind,
+            kind: event.kind.as_str(),
             step: event.step.as_deref(),
             attempt: event.attempt,
             line: event.line,
@@ -253,7 +253,7 @@ pub fn append(
                 run,
                 seq,
                 at: event.at,
-                kind: &event.kind,
+                kind: event.kind.as_str(),
                 step: event.step.as_deref(),
                 attempt: event.attempt,
                 line: event.line,
@@ -624,15 +624,16 @@ pub fn export_record(run: &str, workflow: &str, version: &str, event: &Event) ->
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::store::EventKind;
 
     fn key() -> AuditKey {
         AuditKey::from_hex(&"5a".repeat(32)).unwrap()
     }
 
-    fn event(kind: &str) -> NewEvent {
+    fn event(kind: EventKind) -> NewEvent {
         NewEvent {
             at: 7,
-            kind: kind.to_string(),
+            kind,
             step: None,
             attempt: None,
             line: None,
@@ -667,7 +668,7 @@ mod tests {
             .map(|(e, l)| Event {
                 seq: l.seq,
                 at: e.at,
-                kind: e.kind.clone(),
+                kind: e.kind,
                 step: None,
                 attempt: None,
                 line: None,
@@ -691,7 +692,7 @@ mod tests {
     #[test]
     fn an_appended_trail_verifies_and_its_final_record_seals_the_run() {
         let key = key();
-        let events = [event("run_started"), event("run_completed")];
+        let events = [event(EventKind::RunStarted), event(EventKind::RunCompleted)];
         let sealed = seal(RunStatus::Completed, Some("3"), None);
         let appended = append(&key, "r1", new_tail(), &events, sealed.as_deref());
         assert_eq!(appended.head.n, 1);
@@ -729,7 +730,7 @@ mod tests {
                 last: 0,
                 hash: GENESIS.to_string(),
             };
-            let appended = append(&key, id, tail, &[event("run_started")], None);
+            let appended = append(&key, id, tail, &[event(EventKind::RunStarted)], None);
             installation = appended.installation;
             heads.push(appended.head);
         }

@@ -13,7 +13,8 @@ use flow_runtime::audit;
 use flow_runtime::config::Config;
 use flow_runtime::engine::{Engine, EngineError, now_ms};
 use flow_runtime::gates::{Action, DecideError, Decided, GateKind};
-use flow_runtime::store::{RunRecord, RunStatus};
+use flow_runtime::history::WaitingOn;
+use flow_runtime::store::{EventKind, RunRecord, RunStatus};
 use flow_runtime::telemetry::{self, LogFormat};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -797,11 +798,13 @@ fn wait_for_short_timer(
             .run(&waiting)
             .map_err(|e| Usage(e.to_string()))?
             .ok_or_else(|| Usage(format!("run {waiting} vanished")))?;
-        match (record.status, record.waiting_on.as_deref()) {
-            (RunStatus::Waiting, Some("timer")) => break (waiting, record.wake_at.unwrap_or(0)),
-            (RunStatus::Waiting, Some(child)) if child.starts_with("child ") => {
+        match (record.status, record.waiting()) {
+            (RunStatus::Waiting, Some(WaitingOn::Timer)) => {
+                break (waiting, record.wake_at.unwrap_or(0));
+            }
+            (RunStatus::Waiting, Some(WaitingOn::Child { run })) => {
                 parent = Some(waiting);
-                waiting = child["child ".len()..].to_string();
+                waiting = run;
             }
             // A child that can go on, or one that ended while its parent was not woken yet.
             (RunStatus::Runnable, _) => break (waiting, 0),
@@ -1834,13 +1837,13 @@ fn history(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage
             [
                 e.seq.to_string(),
                 flow_runtime::vm::value::format_time(e.at),
-                e.kind.clone(),
+                e.kind.to_string(),
                 e.step.clone().unwrap_or_default(),
                 e.attempt.map(|a| a.to_string()).unwrap_or_default(),
                 e.line.map(|l| l.to_string()).unwrap_or_default(),
                 e.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
                 who,
-                event_details(&e.kind, &data),
+                event_details(e.kind, &data),
             ]
         })
         .collect();
@@ -1877,11 +1880,11 @@ const DETAIL_CHARS: usize = 100;
 
 /// What the human timeline says about an event besides its columns: the decision and its
 /// comment, the error, a summary of the output, when a timer is due.
-fn event_details(kind: &str, data: &serde_json::Value) -> String {
+fn event_details(kind: EventKind, data: &serde_json::Value) -> String {
     let text = |field: &str| data.get(field).and_then(|v| v.as_str()).unwrap_or_default();
     let value = |field: &str| data.get(field).map(summary).unwrap_or_default();
     let detail = match kind {
-        "gate_decided" => {
+        EventKind::GateDecided => {
             let verdict = match data.get("approved").and_then(|a| a.as_bool()) {
                 Some(true) => "approved".to_string(),
                 Some(false) => "rejected".to_string(),
@@ -1892,27 +1895,31 @@ fn event_details(kind: &str, data: &serde_json::Value) -> String {
                 comment => format!("{verdict}: {comment:?}"),
             }
         }
-        "approval_recorded" => match text("comment") {
+        EventKind::ApprovalRecorded => match text("comment") {
             "" => "approved, more approvals needed".to_string(),
             comment => format!("approved, more approvals needed: {comment:?}"),
         },
-        "step_failed" | "run_failed" => format!("{}: {}", text("kind"), text("message")),
-        "step_timed_out" => "the time limit passed".to_string(),
-        "step_completed" | "run_completed" | "child_completed" => format!("→ {}", value("output")),
-        "child_failed" => text("error").to_string(),
-        "step_resumed" => format!("again, key {}", text("idempotency_key")),
-        "timer_set" => format!("until {}", text("until")),
-        "gate_opened" => {
+        EventKind::StepFailed | EventKind::RunFailed => {
+            format!("{}: {}", text("kind"), text("message"))
+        }
+        EventKind::StepTimedOut => "the time limit passed".to_string(),
+        EventKind::StepCompleted | EventKind::RunCompleted | EventKind::ChildCompleted => {
+            format!("→ {}", value("output"))
+        }
+        EventKind::ChildFailed => text("error").to_string(),
+        EventKind::StepResumed => format!("again, key {}", text("idempotency_key")),
+        EventKind::TimerSet => format!("until {}", text("until")),
+        EventKind::GateOpened => {
             let approvers = text("approvers");
             match text("deadline") {
                 "" => format!("for {approvers}"),
                 deadline => format!("for {approvers}, deadline {deadline}"),
             }
         }
-        "gate_escalated" => format!("to {}", text("to")),
-        "notify_failed" => text("error").to_string(),
-        "audit" => summary(data),
-        "request_refused" => text("reason").to_string(),
+        EventKind::GateEscalated => format!("to {}", text("to")),
+        EventKind::NotifyFailed => text("error").to_string(),
+        EventKind::Audit => summary(data),
+        EventKind::RequestRefused => text("reason").to_string(),
         _ => String::new(),
     };
     shorten(&detail)
@@ -1956,7 +1963,7 @@ fn may_not_cancel(
     );
     let event = flow_runtime::store::NewEvent {
         at: now_ms(),
-        kind: "request_refused".into(),
+        kind: EventKind::RequestRefused,
         step: None,
         attempt: None,
         line: None,

@@ -11,7 +11,7 @@ use super::EngineHandle;
 use super::access;
 use crate::engine::{Engine, EngineError, now_ms};
 use crate::gates::{Action, DecideError, Decided, GateKind, PendingGate, RefusalKind};
-use crate::store::{self, Millis, NewEvent, Refusal, RunRecord, RunStatus};
+use crate::store::{self, EventKind, Millis, NewEvent, Refusal, RunRecord, RunStatus};
 use crate::tokens::{self, AuthError};
 use axum::Router;
 use axum::body::Bytes;
@@ -456,7 +456,7 @@ fn refused(
     if let Some(run) = error.run.as_deref().filter(|run| first(run)) {
         let event = NewEvent {
             at: now_ms(),
-            kind: "request_refused".into(),
+            kind: EventKind::RequestRefused,
             step: None,
             attempt: None,
             line: None,
@@ -952,8 +952,8 @@ async fn metrics(State(app): State<App>, caller: Caller) -> Response {
         }
         let open = engine.pending(None)?;
         let oldest = open.iter().map(|g| g.opened_at).min();
-        let steps_last_minute = engine.store().count_events("step_completed", now - 60_000)?;
-        let failures = engine.store().count_events("notify_failed", 0)?;
+        let steps_last_minute = engine.store().count_events(EventKind::StepCompleted, now - 60_000)?;
+        let failures = engine.store().count_events(EventKind::NotifyFailed, 0)?;
         let mut text = String::new();
         text.push_str("# HELP flow_runs Runs by workflow and status.\n# TYPE flow_runs gauge\n");
         // Workflow names are identifiers: nothing in them needs escaping.

@@ -12,6 +12,7 @@ pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
+pub use crate::history::EventKind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -103,15 +104,23 @@ pub struct RunRecord {
     pub updated_at: Millis,
 }
 
+impl RunRecord {
+    /// What the run waits on, typed (`None` when it does not wait, or on text this `flowrt`
+    /// does not know).
+    pub fn waiting(&self) -> Option<crate::history::WaitingOn> {
+        self.waiting_on
+            .as_deref()
+            .and_then(crate::history::WaitingOn::parse)
+    }
+}
+
 /// One entry of a run's append-only history (its timeline).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// 1, 2, 3, … within the run; assigned by the store.
     pub seq: i64,
     pub at: Millis,
-    /// `run_started`, `step_started`, `step_completed`, `step_failed`, `step_retried`,
-    /// `timer_set`, `timer_fired`, `audit`, `waiting`, `run_completed`, `run_failed`, …
-    pub kind: String,
+    pub kind: EventKind,
     /// The tool, gate, event or child workflow concerned.
     pub step: Option<String>,
     pub attempt: Option<i64>,
@@ -130,11 +139,21 @@ pub struct Event {
     pub seal: Option<String>,
 }
 
+/// The kind of a stored event, read back: a kind this `flowrt` does not know means the
+/// database was written by a newer one (or by hand).
+pub(crate) fn stored_kind(run: &str, seq: i64, text: &str) -> StoreResult<EventKind> {
+    EventKind::parse(text).ok_or_else(|| {
+        StoreError::Database(format!(
+            "run {run}, event {seq}: unknown event kind `{text}` (written by a newer flowrt?)"
+        ))
+    })
+}
+
 /// An event to append; the store assigns `seq`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEvent {
     pub at: Millis,
-    pub kind: String,
+    pub kind: EventKind,
     pub step: Option<String>,
     pub attempt: Option<i64>,
     pub line: Option<i64>,
@@ -326,7 +345,7 @@ pub trait Store {
     /// [`REFUSAL_LOG_ROWS`].
     fn record_refusal(&mut self, refusal: &Refusal) -> StoreResult<()>;
     /// How many history events of `kind` were recorded at or after `since` (all runs).
-    fn count_events(&mut self, kind: &str, since: Millis) -> StoreResult<i64>;
+    fn count_events(&mut self, kind: EventKind, since: Millis) -> StoreResult<i64>;
     /// The most recent refusals first.
     fn refusals(&mut self, limit: usize) -> StoreResult<Vec<Refusal>>;
 

@@ -14,8 +14,8 @@
 //! the next one reconnects.
 
 use super::{
-    Checkpoint, Event, Millis, NewEvent, NewRun, Refusal, RunRecord, RunStatus, StepCommit, Store,
-    StoreError, StoreResult, TokenRecord,
+    Checkpoint, Event, EventKind, Millis, NewEvent, NewRun, Refusal, RunRecord, RunStatus,
+    StepCommit, Store, StoreError, StoreResult, TokenRecord,
 };
 use postgres::{Client, NoTls, Row, Transaction};
 
@@ -376,7 +376,7 @@ fn append_events(
                 &run,
                 &linked.seq,
                 &event.at,
-                &event.kind,
+                &event.kind.as_str(),
                 &event.step,
                 &event.attempt,
                 &event.line,
@@ -490,11 +490,12 @@ fn token_record(row: &Row) -> TokenRecord {
     }
 }
 
-fn event(row: &Row) -> Event {
-    Event {
-        seq: row.get(0),
+fn event(run: &str, row: &Row) -> StoreResult<Event> {
+    let seq = row.get(0);
+    Ok(Event {
+        seq,
         at: row.get(1),
-        kind: row.get(2),
+        kind: super::stored_kind(run, seq, row.get(2))?,
         step: row.get(3),
         attempt: row.get(4),
         line: row.get(5),
@@ -503,7 +504,7 @@ fn event(row: &Row) -> Event {
         prev_hash: row.get(8),
         hash: row.get(9),
         seal: row.get(10),
-    }
+    })
 }
 
 const FINAL_STATUSES: &str = "('completed', 'failed', 'cancelled')";
@@ -629,11 +630,11 @@ impl Store for PostgresStore {
         })
     }
 
-    fn count_events(&mut self, kind: &str, since: Millis) -> StoreResult<i64> {
+    fn count_events(&mut self, kind: EventKind, since: Millis) -> StoreResult<i64> {
         let rows = self.query(
             "counting events",
             "SELECT COUNT(*) FROM events WHERE kind = $1 AND at >= $2",
-            &[&kind, &since],
+            &[&kind.as_str(), &since],
         )?;
         Ok(rows.first().map_or(0, |r| r.get(0)))
     }
@@ -908,7 +909,7 @@ impl Store for PostgresStore {
              FROM events WHERE run = $1 ORDER BY seq",
             &[&run],
         )?;
-        Ok(rows.iter().map(event).collect())
+        rows.iter().map(|row| event(run, row)).collect()
     }
 
     fn audit_head(&mut self, run: &str) -> StoreResult<Option<crate::audit::Head>> {
@@ -961,7 +962,7 @@ impl Store for PostgresStore {
             )?;
             let event = NewEvent {
                 at: now,
-                kind: "run_cancelled".to_string(),
+                kind: EventKind::RunCancelled,
                 step: None,
                 attempt: None,
                 line: None,

@@ -6,8 +6,8 @@
 //! [`MIGRATIONS`] are applied in order, all in one transaction, when the file is opened.
 
 use super::{
-    Checkpoint, Event, Millis, NewEvent, NewRun, Refusal, RunRecord, RunStatus, StepCommit, Store,
-    StoreError, StoreResult, TokenRecord,
+    Checkpoint, Event, EventKind, Millis, NewEvent, NewRun, Refusal, RunRecord, RunStatus,
+    StepCommit, Store, StoreError, StoreResult, TokenRecord,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use std::path::Path;
@@ -415,7 +415,7 @@ fn append_events(
                 run,
                 linked.seq,
                 event.at,
-                event.kind,
+                event.kind.as_str(),
                 event.step,
                 event.attempt,
                 event.line,
@@ -690,10 +690,10 @@ impl Store for SqliteStore {
         tx.commit().map_err(ctx.map(doing))
     }
 
-    fn count_events(&mut self, kind: &str, since: Millis) -> StoreResult<i64> {
+    fn count_events(&mut self, kind: EventKind, since: Millis) -> StoreResult<i64> {
         self.conn
             .prepare_cached("SELECT COUNT(*) FROM events WHERE kind = ?1 AND at >= ?2")
-            .and_then(|mut s| s.query_row(params![kind, since], |row| row.get(0)))
+            .and_then(|mut s| s.query_row(params![kind.as_str(), since], |row| row.get(0)))
             .map_err(self.ctx.map("counting events"))
     }
 
@@ -1017,6 +1017,20 @@ impl Store for SqliteStore {
     }
 
     fn history(&mut self, run: &str) -> StoreResult<Vec<Event>> {
+        /// The `kind` column, typed as it is read.
+        struct KindColumn(EventKind);
+        impl rusqlite::types::FromSql for KindColumn {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                let text = value.as_str()?;
+                EventKind::parse(text).map(KindColumn).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(
+                        format!("unknown event kind `{text}` (written by a newer flowrt?)").into(),
+                    )
+                })
+            }
+        }
         self.conn
             .prepare_cached(
                 "SELECT seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash, seal
@@ -1027,7 +1041,7 @@ impl Store for SqliteStore {
                     Ok(Event {
                         seq: row.get(0)?,
                         at: row.get(1)?,
-                        kind: row.get(2)?,
+                        kind: row.get::<_, KindColumn>(2)?.0,
                         step: row.get(3)?,
                         attempt: row.get(4)?,
                         line: row.get(5)?,
@@ -1088,7 +1102,7 @@ impl Store for SqliteStore {
         .map_err(ctx.map(doing))?;
         let event = NewEvent {
             at: now,
-            kind: "run_cancelled".to_string(),
+            kind: EventKind::RunCancelled,
             step: None,
             attempt: None,
             line: None,
@@ -1211,10 +1225,10 @@ mod tests {
         }
     }
 
-    fn event(kind: &str, at: Millis) -> NewEvent {
+    fn event(kind: EventKind, at: Millis) -> NewEvent {
         NewEvent {
             at,
-            kind: kind.to_string(),
+            kind,
             step: Some("tool".to_string()),
             attempt: Some(1),
             line: Some(7),
@@ -1246,7 +1260,7 @@ mod tests {
             .create_run(
                 &new_run(id),
                 &checkpoint(b"s0"),
-                &[event("run_started", now)],
+                &[event(EventKind::RunStarted, now)],
                 owner,
                 now + 1000,
                 now,
@@ -1259,7 +1273,10 @@ mod tests {
             run: run.to_string(),
             owner: owner.to_string(),
             checkpoint: Some(checkpoint(format!("at {now}").as_bytes())),
-            events: vec![event("step_started", now), event("step_completed", now)],
+            events: vec![
+                event(EventKind::StepStarted, now),
+                event(EventKind::StepCompleted, now),
+            ],
             status,
             output: None,
             error: None,
@@ -1406,7 +1423,7 @@ mod tests {
         let history = store.history("r1").unwrap();
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].seq, 1);
-        assert_eq!(history[0].kind, "run_started");
+        assert_eq!(history[0].kind, EventKind::RunStarted);
         assert_eq!(owner_of(&store, "r1").as_deref(), Some(OWNER));
     }
 
@@ -1454,7 +1471,7 @@ mod tests {
         let history = store.history("r1").unwrap();
         let seqs: Vec<i64> = history.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
-        assert_eq!(history[1].kind, "step_started");
+        assert_eq!(history[1].kind, EventKind::StepStarted);
         assert_eq!(history[1].step.as_deref(), Some("tool"));
         assert_eq!(history[1].line, Some(7));
         let (record, cp) = store.load("r1").unwrap().unwrap();
@@ -1634,7 +1651,7 @@ mod tests {
         assert_eq!(owner_of(&store, "r1"), None);
         let history = store.history("r1").unwrap();
         let last = history.last().unwrap();
-        assert_eq!((last.seq, last.kind.as_str()), (2, "run_cancelled"));
+        assert_eq!((last.seq, last.kind), (2, EventKind::RunCancelled));
         let data: serde_json::Value = serde_json::from_str(&last.data).unwrap();
         assert_eq!(data, serde_json::json!({ "by": "bob" }));
         // Already final.

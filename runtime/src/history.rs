@@ -1,0 +1,252 @@
+//! The vocabulary of durable state, defined once: the kinds of history events a run records
+//! and what a waiting run waits on.
+//!
+//! In: the text stored in the `events.kind` and `runs.waiting_on` columns. Out: the typed
+//! values the engine, the gates, the stores, the server and the CLI match on. The stored text
+//! is the one `spec/runtime.md` documents and audit hashes cover, so a name here never
+//! changes; a new kind is appended.
+
+use crate::store::Millis;
+use std::fmt;
+
+/// Every kind of history event. `as_str` is the stored and exported name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    RunStarted,
+    RunCompleted,
+    RunFailed,
+    RunCancelled,
+    StepStarted,
+    StepCompleted,
+    StepFailed,
+    /// A tool call in flight at a crash, made again with the same idempotency key.
+    StepResumed,
+    /// A durable point reached after the deadline of an enclosing `timeout`.
+    StepTimedOut,
+    TimerSet,
+    TimerFired,
+    ClockRead,
+    Audit,
+    GateOpened,
+    GateEscalated,
+    GateDecided,
+    GateTimedOut,
+    /// An open gate abandoned because the `timeout` around it expired first.
+    GateWithdrawn,
+    /// One approval of a quorum that needs more.
+    ApprovalRecorded,
+    ChildStarted,
+    ChildCompleted,
+    ChildFailed,
+    Notified,
+    NotifyFailed,
+    /// A request refused by the server or the CLI (who, what, why), kept in the run's trail.
+    RequestRefused,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 25] = [
+        EventKind::RunStarted,
+        EventKind::RunCompleted,
+        EventKind::RunFailed,
+        EventKind::RunCancelled,
+        EventKind::StepStarted,
+        EventKind::StepCompleted,
+        EventKind::StepFailed,
+        EventKind::StepResumed,
+        EventKind::StepTimedOut,
+        EventKind::TimerSet,
+        EventKind::TimerFired,
+        EventKind::ClockRead,
+        EventKind::Audit,
+        EventKind::GateOpened,
+        EventKind::GateEscalated,
+        EventKind::GateDecided,
+        EventKind::GateTimedOut,
+        EventKind::GateWithdrawn,
+        EventKind::ApprovalRecorded,
+        EventKind::ChildStarted,
+        EventKind::ChildCompleted,
+        EventKind::ChildFailed,
+        EventKind::Notified,
+        EventKind::NotifyFailed,
+        EventKind::RequestRefused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RunStarted => "run_started",
+            EventKind::RunCompleted => "run_completed",
+            EventKind::RunFailed => "run_failed",
+            EventKind::RunCancelled => "run_cancelled",
+            EventKind::StepStarted => "step_started",
+            EventKind::StepCompleted => "step_completed",
+            EventKind::StepFailed => "step_failed",
+            EventKind::StepResumed => "step_resumed",
+            EventKind::StepTimedOut => "step_timed_out",
+            EventKind::TimerSet => "timer_set",
+            EventKind::TimerFired => "timer_fired",
+            EventKind::ClockRead => "clock_read",
+            EventKind::Audit => "audit",
+            EventKind::GateOpened => "gate_opened",
+            EventKind::GateEscalated => "gate_escalated",
+            EventKind::GateDecided => "gate_decided",
+            EventKind::GateTimedOut => "gate_timed_out",
+            EventKind::GateWithdrawn => "gate_withdrawn",
+            EventKind::ApprovalRecorded => "approval_recorded",
+            EventKind::ChildStarted => "child_started",
+            EventKind::ChildCompleted => "child_completed",
+            EventKind::ChildFailed => "child_failed",
+            EventKind::Notified => "notified",
+            EventKind::NotifyFailed => "notify_failed",
+            EventKind::RequestRefused => "request_refused",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// A failure of the run or of one of its steps: a warning in logs and traces.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            EventKind::StepFailed
+                | EventKind::StepTimedOut
+                | EventKind::RunFailed
+                | EventKind::GateTimedOut
+        )
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        EventKind::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown history event kind `{text}`")))
+    }
+}
+
+/// Approval or input: the two kinds of gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GateKind {
+    Approval,
+    Input,
+}
+
+impl GateKind {
+    pub fn word(self) -> &'static str {
+        match self {
+            GateKind::Approval => "approval",
+            GateKind::Input => "input",
+        }
+    }
+}
+
+/// What a waiting run waits on. Stored as text in `runs.waiting_on` (`timer`,
+/// `approval NAME`, `input NAME`, `child RUN`), shown as such by the API and the CLI.
+///
+/// A wait may also end at the deadline of an enclosing `timeout`: that deadline is part of
+/// the run's checkpoint, and the run's wake-up time is the earlier of the two, so the first
+/// to fire wins (see `Engine::resume_waiting`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitingOn {
+    /// A `sleep`, or a `retry` back-off.
+    Timer,
+    /// A person: an approval or an input request, by its name.
+    Gate { kind: GateKind, name: String },
+    /// A child workflow's run.
+    Child { run: String },
+}
+
+impl WaitingOn {
+    pub fn gate(kind: GateKind, name: impl Into<String>) -> WaitingOn {
+        WaitingOn::Gate {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<WaitingOn> {
+        if text == "timer" {
+            return Some(WaitingOn::Timer);
+        }
+        let (word, rest) = text.split_once(' ')?;
+        match word {
+            "approval" => Some(WaitingOn::gate(GateKind::Approval, rest)),
+            "input" => Some(WaitingOn::gate(GateKind::Input, rest)),
+            "child" => Some(WaitingOn::Child {
+                run: rest.to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The gate waited on, if the wait is for a person.
+    pub fn as_gate(&self) -> Option<(GateKind, &str)> {
+        match self {
+            WaitingOn::Gate { kind, name } => Some((*kind, name)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for WaitingOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitingOn::Timer => f.write_str("timer"),
+            WaitingOn::Gate { kind, name } => write!(f, "{} {name}", kind.word()),
+            WaitingOn::Child { run } => write!(f, "child {run}"),
+        }
+    }
+}
+
+/// The earlier of two optional instants.
+pub fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_reads_back_from_its_stored_name() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EventKind::parse("step_exploded"), None);
+    }
+
+    #[test]
+    fn waits_read_back_from_their_stored_text() {
+        for wait in [
+            WaitingOn::Timer,
+            WaitingOn::gate(GateKind::Approval, "sign off"),
+            WaitingOn::gate(GateKind::Input, "amount"),
+            WaitingOn::Child {
+                run: "r-1.4".into(),
+            },
+        ] {
+            assert_eq!(WaitingOn::parse(&wait.to_string()), Some(wait));
+        }
+        assert_eq!(WaitingOn::parse("approval"), None);
+        assert_eq!(WaitingOn::parse("signal x"), None);
+    }
+}
