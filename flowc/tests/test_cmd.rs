@@ -108,7 +108,7 @@ fn junit_report_is_valid_xml_with_a_case_per_test() {
         .descendants()
         .filter(|n| n.has_tag_name("failure"))
         .collect();
-    assert_eq!(cases.len(), 52, "35 passing and 17 failing tests");
+    assert_eq!(cases.len(), 58, "41 passing and 17 failing tests");
     assert_eq!(failures.len(), 17);
     assert_eq!(suites.attribute("failures"), Some("17"));
     let wrong_result = cases

@@ -12,6 +12,7 @@
 //!   checkpointed in a single commit.
 
 use crate::config::Config;
+use crate::effects::{self, Completion, Executor, Invocation, ToolCall};
 use crate::gates::{GateClock, GateKind};
 use crate::history::WaitingOn;
 use crate::store::{
@@ -129,6 +130,18 @@ pub struct Engine {
     /// The spans of the runs being driven, innermost last (a parent drives its child inline):
     /// a run's failure is marked on its own span, wherever it happens.
     run_spans: Vec<tracing::Span>,
+    /// Makes tool calls on threads of its own (see [`Engine::run_effects_in_pool`]); without
+    /// it, calls are made inline.
+    executor: Option<Executor>,
+    /// The runs with a call in the pool (their claims are kept until it returns).
+    in_flight: std::collections::HashSet<String>,
+    /// The completion being applied, by run.
+    arrived: HashMap<String, Completion>,
+    /// Completions taken from the pool while waiting, not yet applied.
+    waiting_to_apply: Vec<Completion>,
+    /// Runs whose answer was taken but whose commit failed (the database went away): driven
+    /// again from their last commit, under the claim this engine kept.
+    stranded: Vec<String>,
 }
 
 /// Stands in for every tool binding: a workflow test scripts what tools answer. The answer
@@ -198,6 +211,11 @@ impl Engine {
             notify_double: None,
             heartbeat: None,
             run_spans: Vec::new(),
+            executor: None,
+            in_flight: Default::default(),
+            arrived: HashMap::new(),
+            waiting_to_apply: Vec::new(),
+            stranded: Vec::new(),
         }
     }
 
@@ -472,7 +490,7 @@ impl Engine {
             return Err(EngineError::Claimed(run.to_string()));
         }
         let result = self.drive_claimed(run);
-        let released = self.store.release(run, &self.owner);
+        let released = self.release(run);
         let status = result?;
         released?;
         Ok(status)
@@ -493,10 +511,17 @@ impl Engine {
     pub fn work_once(&mut self) -> EngineResult<usize> {
         let mut driven = 0;
         loop {
+            driven += self.apply_completions()?;
+            // Runs that would call a tool wait for a free thread anyway: claim none meanwhile.
+            if self.pool_is_full() {
+                return Ok(driven);
+            }
             let now = now_ms();
-            let ready = self
+            let mut ready = self
                 .store
                 .claim_ready(&self.owner, now + self.lease_ms, now, 16)?;
+            // A run whose call is in this engine's pool goes on when the call returns.
+            ready.retain(|run| !self.in_flight.contains(run));
             if ready.is_empty() {
                 return Ok(driven);
             }
@@ -527,7 +552,7 @@ impl Engine {
             }
             for run in single {
                 let result = self.drive_claimed(&run);
-                let released = self.store.release(&run, &self.owner);
+                let released = self.release(&run);
                 match result {
                     Ok(status) if status.is_final() => self.wake_parent(&run)?,
                     Ok(_) => {}
@@ -555,7 +580,7 @@ impl Engine {
             .claim(&parent, &self.owner, now + self.lease_ms, now)?
         {
             let result = self.drive_claimed(&parent);
-            self.store.release(&parent, &self.owner)?;
+            self.release(&parent)?;
             if let Ok(status) = result
                 && status.is_final()
             {
@@ -629,18 +654,39 @@ impl Engine {
         let mut pending: Vec<NewEvent> = Vec::new();
 
         let history = self.store.history(run)?;
+        // A run woken from a wait (a gate, a sleep, a child) may meet the deadline of a
+        // `timeout` around that wait: the wait is then what the `timeout` cut short.
+        let woke_from_wait = record.status == RunStatus::Waiting
+            && !matches!(record.waiting(), Some(WaitingOn::Tool { .. }));
         if record.status == RunStatus::Waiting {
             match record.waiting() {
-                Some(WaitingOn::Gate { .. }) => {
+                Some(WaitingOn::Gate { kind, name }) => {
                     let due = record.wake_at.is_some_and(|at| at <= now_ms());
                     if !due {
                         return Ok(RunStatus::Waiting);
                     }
-                    match self.gate_clock(run, &version, &module, &mut machine, &history)? {
-                        GateClock::StillWaiting => return Ok(RunStatus::Waiting),
-                        GateClock::TimedOut(events) => pending.extend(events),
-                        GateClock::Failed(error, events) => {
-                            return self.fail_run(run, &version, &module, &error, events);
+                    // The `timeout` around the gate expired first: the gate is withdrawn
+                    // (from the inbox too) and the `timeout` raises below.
+                    if let Some(deadline) = expired_deadline(&module, &machine) {
+                        pending.push(event(
+                            EventKind::GateWithdrawn,
+                            Some(name.clone()),
+                            None,
+                            line(&module, &machine),
+                            serde_json::json!({
+                                "kind": kind.word(),
+                                "gate": name,
+                                "why": "the `timeout` around it expired",
+                                "deadline": crate::vm::value::format_time(deadline),
+                            }),
+                        ));
+                    } else {
+                        match self.gate_clock(run, &version, &module, &mut machine, &history)? {
+                            GateClock::StillWaiting => return Ok(RunStatus::Waiting),
+                            GateClock::TimedOut(events) => pending.extend(events),
+                            GateClock::Failed(error, events) => {
+                                return self.fail_run(run, &version, &module, &error, events);
+                            }
                         }
                     }
                 }
@@ -662,60 +708,18 @@ impl Engine {
                     machine.clock = now_ms();
                 }
                 Some(WaitingOn::Child { .. }) => {}
+                // A call in this engine's pool goes on when its completion is applied; one
+                // left by a process that died is made again (its lease ran out).
+                Some(WaitingOn::Tool { .. }) => {
+                    if self.in_flight.contains(run) && !self.arrived.contains_key(run) {
+                        return Ok(RunStatus::Waiting);
+                    }
+                }
                 _ => return Ok(RunStatus::Waiting),
             }
         }
 
-        // Was a tool call in flight when the last process stopped? Then it is made again
-        // with the key it was made with.
-        let mut in_flight_key: Option<String> = history.last().and_then(|e| {
-            let data = serde_json::from_str::<serde_json::Value>(&e.data).ok()?;
-            (e.kind == EventKind::StepStarted
-                && data.get("step_number").and_then(|n| n.as_u64()) == Some(machine.steps))
-            .then(|| data["idempotency_key"].as_str().map(str::to_string))
-            .flatten()
-        });
-        let mut attempt_after_crash = in_flight_key.is_some();
-        // The attempt number of each tool call site: 1 + its failures since its last success
-        // (a `retry` loops back to the same call).
-        let mut failures: HashMap<(String, Option<i64>), i64> = HashMap::new();
-        // The idempotency key and input of each site's last failed call: calling it again
-        // with the same input (a `retry`) is the same request, so it keeps the same key.
-        let mut failed_calls: HashMap<(String, Option<i64>), (String, serde_json::Value)> =
-            HashMap::new();
-        let mut started: HashMap<(String, Option<i64>), (String, serde_json::Value)> =
-            HashMap::new();
-        for e in &history {
-            let site = (e.step.clone().unwrap_or_default(), e.line);
-            match e.kind {
-                EventKind::StepStarted => {
-                    if let Ok(data) = serde_json::from_str::<serde_json::Value>(&e.data)
-                        && let Some(key) = data["idempotency_key"].as_str()
-                    {
-                        started.insert(site, (key.to_string(), data["input"].clone()));
-                    }
-                }
-                // A failed call, or one that was in flight at a crash and found its deadline
-                // passed on resume (a `step_timed_out` right after its own `step_started`):
-                // an attempt that failed, whose retry keeps the key. A `step_timed_out`
-                // without a start is a call that was never made.
-                EventKind::StepFailed | EventKind::StepTimedOut => {
-                    let made = started.remove(&site);
-                    if e.kind == EventKind::StepFailed || made.is_some() {
-                        *failures.entry(site.clone()).or_default() += 1;
-                    }
-                    if let Some(call) = made {
-                        failed_calls.insert(site, call);
-                    }
-                }
-                EventKind::StepCompleted => {
-                    failures.remove(&site);
-                    failed_calls.remove(&site);
-                    started.remove(&site);
-                }
-                _ => {}
-            }
-        }
+        let mut memory = CallMemory::read(&history, machine.steps);
 
         loop {
             match machine.run(&module) {
@@ -755,15 +759,18 @@ impl Engine {
                 }
                 Outcome::Durable { request, deadline } => {
                     let now = now_ms();
+                    // A call that completed is recorded as it came back, even if the
+                    // deadline passed in the meantime (the call itself was bounded by it).
                     if let Some(deadline) = deadline
                         && deadline <= now
+                        && !self.has_arrived(run, machine.steps)
                     {
                         let step = step_name(&module, &request);
                         let here = line(&module, &machine);
                         // A tool call that was in flight at a crash is not made again once
                         // its time limit has passed; the history says it was resumed and
                         // timed out under its key, and a `retry` around it keeps that key.
-                        let resumed_key = match (&request, in_flight_key.take()) {
+                        let resumed_key = match (&request, memory.in_flight_key.take()) {
                             (Request::Tool { .. }, Some(key)) => Some(key),
                             _ => None,
                         };
@@ -771,18 +778,21 @@ impl Engine {
                             Some(_) => format!(
                                 "the time limit of `{step}` passed while it was in flight at a crash"
                             ),
+                            None if woke_from_wait => format!(
+                                "the `timeout` around `{step}` expired while the run waited there"
+                            ),
                             None => format!("the time limit passed before `{step}` could start"),
                         };
                         let error = error_value("Timeout", message, &step);
                         let mut data = serde_json::json!({ "step_number": machine.steps });
                         if let Some(key) = resumed_key {
-                            attempt_after_crash = false;
+                            memory.attempt_after_crash = false;
                             pending.push(event(EventKind::StepResumed, Some(step.clone()), None, here, serde_json::json!({ "step_number": machine.steps, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; its time limit has passed, so it is not made again" })));
                             let site = (step.clone(), here);
-                            if let Some(call) = started.remove(&site) {
-                                failed_calls.insert(site.clone(), call);
+                            if let Some(call) = memory.started.remove(&site) {
+                                memory.failed_calls.insert(site.clone(), call);
                             }
-                            *failures.entry(site).or_default() += 1;
+                            *memory.failures.entry(site).or_default() += 1;
                             data["idempotency_key"] = serde_json::Value::String(key);
                         }
                         pending.push(event(EventKind::StepTimedOut, Some(step), None, here, data));
@@ -800,7 +810,12 @@ impl Engine {
                         continue;
                     }
                     let here = line(&module, &machine);
-                    let _step = crate::telemetry::step_span(&module, &request, here).entered();
+                    // A completed call goes on in the span its step opened.
+                    let step_span = match self.arrived.get(run) {
+                        Some(done) if done.step == machine.steps => done.step_span.clone(),
+                        _ => crate::telemetry::step_span(&module, &request, here),
+                    };
+                    let _step = step_span.entered();
                     match request {
                         Request::Now => {
                             machine
@@ -848,14 +863,28 @@ impl Engine {
                         }
                         Request::Sleep { duration_ms } => {
                             let timer = timer_name(&module, &machine);
-                            let until = match deadline {
-                                Some(deadline) => (now + duration_ms.max(0)).min(deadline),
-                                None => now + duration_ms.max(0),
-                            };
-                            machine
-                                .complete(&module, Value::None, now)
-                                .map_err(EngineError::Corrupt)?;
-                            pending.push(event(EventKind::TimerSet, Some(timer.into()), None, here, serde_json::json!({ "until": Value::Time(until).to_json(), "duration": Value::Duration(duration_ms).to_json() })));
+                            let wanted = now + duration_ms.max(0);
+                            // A sleep longer than the `timeout` around it ends at the deadline,
+                            // and there the `timeout` raises: the checkpoint stays *at* the
+                            // sleep, so that the woken run meets its deadline there.
+                            let cut_short = deadline.filter(|d| *d < wanted);
+                            let until = cut_short.unwrap_or(wanted);
+                            if cut_short.is_none() {
+                                machine
+                                    .complete(&module, Value::None, now)
+                                    .map_err(EngineError::Corrupt)?;
+                            }
+                            let mut data = serde_json::json!({ "until": Value::Time(until).to_json(), "duration": Value::Duration(duration_ms).to_json() });
+                            if cut_short.is_some() {
+                                data["cut_short_by"] = "timeout".into();
+                            }
+                            pending.push(event(
+                                EventKind::TimerSet,
+                                Some(timer.into()),
+                                None,
+                                here,
+                                data,
+                            ));
                             if until <= now {
                                 self.commit(
                                     run,
@@ -892,6 +921,7 @@ impl Engine {
                                 &name,
                                 &options,
                                 here,
+                                deadline,
                                 events,
                             );
                         }
@@ -911,133 +941,25 @@ impl Engine {
                                 &name,
                                 &options,
                                 here,
+                                deadline,
                                 events,
                             );
                         }
                         Request::Tool { tool, args } => {
-                            let step = machine.steps;
-                            let info = module
-                                .tools
-                                .get(tool as usize)
-                                .cloned()
-                                .ok_or_else(|| EngineError::Corrupt("unknown tool".into()))?;
-                            let input = serde_json::Value::Object(
-                                info.params
-                                    .iter()
-                                    .map(|(name, _)| name.clone())
-                                    .zip(args.iter().map(Value::to_json))
-                                    .collect(),
-                            );
-                            let site = (info.name.clone(), here);
-                            // The run id and the step number of the call's first attempt: the
-                            // same after a crash and on every attempt of a `retry`.
-                            let key = match (in_flight_key.take(), failed_calls.get(&site)) {
-                                (Some(key), _) => key,
-                                (None, Some((key, failed_input))) if *failed_input == input => {
-                                    key.clone()
-                                }
-                                _ => format!("{run}:{step}"),
-                            };
-                            if attempt_after_crash {
-                                pending.push(event(EventKind::StepResumed, Some(info.name.clone()), None, here, serde_json::json!({ "step_number": step, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; it runs again with the same idempotency key" })));
-                                attempt_after_crash = false;
-                            }
-                            let attempt = 1 + failures.get(&site).copied().unwrap_or(0);
-                            pending.push(event(EventKind::StepStarted, Some(info.name.clone()), Some(attempt), here, serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input })));
-                            // An in-process tool has no effect outside this process, so it
-                            // cannot be "in flight" across a crash: its start needs no commit
-                            // of its own.
-                            if !self.is_native(&info) {
-                                self.commit(
-                                    run,
-                                    &version,
-                                    Some(&machine),
-                                    Change::runnable(std::mem::take(&mut pending)),
-                                )?;
-                                // Inside a group commit, everything that led here (the
-                                // decision that allowed this call, above all) is on disk
-                                // before the outside world is touched.
-                                self.store.flush()?;
-                            }
-
-                            let started = now_ms();
-                            let context = CallContext {
-                                run_id: run.to_string(),
-                                idempotency_key: key.clone(),
-                                time_limit_ms: deadline.map(|d| (d - started).max(0) as u64),
-                            };
-                            // The tool receives its secrets; the history saw them redacted.
-                            let call_input = serde_json::Value::Object(
-                                info.params
-                                    .iter()
-                                    .map(|(name, _)| name.clone())
-                                    .zip(args.iter().map(Value::to_json_revealing))
-                                    .collect(),
-                            );
-                            let held = tools::Secrets::held_by(&machine);
-                            let (result, record) =
-                                crate::telemetry::tool_call(&info, attempt, || {
-                                    self.call_tool(&module, &info, &call_input, &context, &held)
-                                });
-                            let finished = now_ms();
-                            match result {
-                                Ok(value) => {
-                                    let mut data = serde_json::json!({ "step_number": step, "output": value.to_json() });
-                                    extend(&mut data, record);
-                                    pending.push(event_with_duration(
-                                        EventKind::StepCompleted,
-                                        Some(info.name.clone()),
-                                        Some(attempt),
-                                        here,
-                                        finished - started,
-                                        data,
-                                    ));
-                                    failures.remove(&site);
-                                    failed_calls.remove(&site);
-                                    machine
-                                        .complete(&module, value, finished)
-                                        .map_err(EngineError::Corrupt)?;
-                                }
-                                Err(failure) => {
-                                    let mut data = serde_json::json!({ "step_number": step, "kind": failure.kind, "message": failure.message, "retryable": failure.retryable });
-                                    extend(&mut data, record);
-                                    pending.push(event_with_duration(
-                                        EventKind::StepFailed,
-                                        Some(info.name.clone()),
-                                        Some(attempt),
-                                        here,
-                                        finished - started,
-                                        data,
-                                    ));
-                                    *failures.entry(site.clone()).or_default() += 1;
-                                    failed_calls.insert(site, (key.clone(), input.clone()));
-                                    let error = tool_error_value(
-                                        failure.kind,
-                                        failure.message,
-                                        &info.name,
-                                        &info.name,
-                                        attempt,
-                                        failure.retryable,
-                                    );
-                                    if let Some(Outcome::Failed(failed)) =
-                                        machine.fail_step(&module, error, finished)
-                                    {
-                                        return self.fail_run(
-                                            run,
-                                            &version,
-                                            &module,
-                                            &failed,
-                                            std::mem::take(&mut pending),
-                                        );
-                                    }
-                                }
-                            }
-                            self.commit(
+                            let call = ToolStep {
                                 run,
-                                &version,
-                                Some(&machine),
-                                Change::runnable(std::mem::take(&mut pending)),
-                            )?;
+                                version: &version,
+                                module: &module,
+                                tool,
+                                args,
+                                here,
+                                deadline,
+                            };
+                            if let Some(status) =
+                                self.tool_step(call, &mut machine, &mut memory, &mut pending)?
+                            {
+                                return Ok(status);
+                            }
                         }
                         Request::Workflow { workflow, args } => {
                             let code = module
@@ -1167,7 +1089,10 @@ impl Engine {
                                             // The child's end wakes the parent at once; this
                                             // later check covers a process that died between
                                             // the two.
-                                            wake_at: Some(now_ms() + CHILD_RECHECK_MS),
+                                            wake_at: crate::history::earliest(
+                                                Some(now_ms() + CHILD_RECHECK_MS),
+                                                deadline,
+                                            ),
                                         },
                                     )?;
                                     return Ok(RunStatus::Waiting);
@@ -1243,7 +1168,7 @@ impl Engine {
                 .load(id)?
                 .ok_or_else(|| EngineError::NoSuchRun(id.clone()))?;
             if record.status != RunStatus::Runnable {
-                self.store.release(id, &self.owner)?;
+                self.release(id)?;
                 continue;
             }
             let module = self.module(&record.version)?;
@@ -1342,7 +1267,7 @@ impl Engine {
                     // is done one run at a time, after the gate is recorded).
                     Outcome::Durable {
                         request: Request::Approval { gate, options },
-                        ..
+                        deadline,
                     } if self.config.notify.is_empty() => {
                         let name = run
                             .module
@@ -1357,6 +1282,7 @@ impl Engine {
                             &name,
                             &options,
                             here,
+                            deadline,
                             Vec::new(),
                             now,
                         );
@@ -1371,11 +1297,11 @@ impl Engine {
         // The runs that left the batch keep their claims and go on one by one (released in
         // between, another worker could take them and this one would find them claimed).
         for id in runs.iter().filter(|id| !one_by_one.contains(id)) {
-            self.store.release(id, &self.owner)?;
+            self.release(id)?;
         }
         for id in one_by_one {
             let result = self.drive_claimed(&id);
-            let released = self.store.release(&id, &self.owner);
+            let released = self.release(&id);
             match result {
                 Ok(status) => {
                     if status.is_final() {
@@ -1395,101 +1321,523 @@ impl Engine {
         Ok(completed)
     }
 
-    /// Makes one call of a tool. Besides the result, returns what the history records about
-    /// the call (for `http`: the request and the status; for `llm`: the model, the prompt and
-    /// the raw reply), free of secrets.
-    ///
-    /// Whatever comes back from the outside (the result, an error's text with the tool's
-    /// stderr, the recorded request and response) is scrubbed of every secret the run holds
-    /// (`held`) before anyone records or shows it: a tool that echoes its input, or a server
-    /// that puts the request body in its error page, must not put a secret in the history.
-    fn call_tool(
-        &self,
-        module: &Module,
-        info: &bytecode::ToolInfo,
-        input: &serde_json::Value,
-        context: &CallContext,
-        held: &tools::Secrets,
-    ) -> (
-        Result<Value, ToolFailure>,
-        serde_json::Map<String, serde_json::Value>,
-    ) {
-        let (mut result, mut record) = self.call_binding(module, info, input, context);
-        if !held.is_empty() {
-            match &mut result {
-                Ok(value) => held.redact_value(value),
-                Err(failure) => failure.message = held.redact(&failure.message),
+    /// A tool call: recorded as started (committed before the outside world is touched),
+    /// then made inline or handed to the pool, or — when the pool has answered — recorded
+    /// as completed or failed. `None`: the run goes on; `Some(status)`: the drive stops.
+    fn tool_step(
+        &mut self,
+        call: ToolStep<'_>,
+        machine: &mut Machine,
+        memory: &mut CallMemory,
+        pending: &mut Vec<NewEvent>,
+    ) -> EngineResult<Option<RunStatus>> {
+        let ToolStep {
+            run,
+            version,
+            module,
+            tool,
+            args,
+            here,
+            deadline,
+        } = call;
+        let step = machine.steps;
+        let info = module
+            .tools
+            .get(tool as usize)
+            .cloned()
+            .ok_or_else(|| EngineError::Corrupt("unknown tool".into()))?;
+        let input = serde_json::Value::Object(
+            info.params
+                .iter()
+                .map(|(name, _)| name.clone())
+                .zip(args.iter().map(Value::to_json))
+                .collect(),
+        );
+        let site = (info.name.clone(), here);
+        // The run id and the step number of the call's first attempt: the same after a crash
+        // and on every attempt of a `retry`.
+        let key = match (memory.in_flight_key.take(), memory.failed_calls.get(&site)) {
+            (Some(key), _) => key,
+            (None, Some((key, failed_input))) if *failed_input == input => key.clone(),
+            _ => format!("{run}:{step}"),
+        };
+        let attempt = 1 + memory.failures.get(&site).copied().unwrap_or(0);
+        let held = tools::Secrets::held_by(machine);
+        let (called, started, finished) = match self.take_arrived(run, step) {
+            // The pool made the call: its `step_started` is the run's last record.
+            Some(done) => {
+                memory.attempt_after_crash = false;
+                (done.called, done.started, done.finished)
             }
-            let mut json = serde_json::Value::Object(std::mem::take(&mut record));
-            held.redact_json(&mut json);
-            if let serde_json::Value::Object(map) = json {
-                record = map;
-            }
-        }
-        (result, record)
-    }
-
-    fn call_binding(
-        &self,
-        module: &Module,
-        info: &bytecode::ToolInfo,
-        input: &serde_json::Value,
-        context: &CallContext,
-    ) -> (
-        Result<Value, ToolFailure>,
-        serde_json::Map<String, serde_json::Value>,
-    ) {
-        if let Some(double) = &self.tool_double {
-            let result = double
-                .call(&context.run_id, info, input)
-                .and_then(|json| check_output(module, info, &json));
-            return (result, serde_json::Map::new());
-        }
-        let tool_config = self.config.tools.get(&info.name);
-        let called = match &info.binding {
-            Binding::Exec { command } => {
-                if let Some(native) = self.native_tools.get(command) {
-                    let result = native(&Value::from_any_json(input))
-                        .and_then(|v| check_output(module, info, &v.to_json()));
-                    return (result, serde_json::Map::new());
+            // Every thread of the pool is making a call: the run stays where it is, runnable,
+            // and goes on when one is free (a started call is always one being made, so a
+            // process that dies abandons at most as many calls as it has threads).
+            None if self.pool_is_full() && self.reaches_outside(&info) => {
+                if !pending.is_empty() {
+                    self.commit(
+                        run,
+                        version,
+                        Some(machine),
+                        Change::runnable(std::mem::take(pending)),
+                    )?;
                 }
-                let result = tools::exec::call(
-                    &info.name,
-                    command,
-                    &input.to_string(),
-                    context,
-                    self.config.exec_timeout_ms(&info.name),
-                )
-                .and_then(|text| {
-                    serde_json::from_str(text.trim())
-                        .map_err(|e| tools::exec::not_json(&info.name, &e.to_string(), &text))
-                });
-                tools::Called {
-                    result,
-                    record: serde_json::Map::new(),
+                return Ok(Some(RunStatus::Runnable));
+            }
+            None => {
+                if memory.attempt_after_crash {
+                    pending.push(event(EventKind::StepResumed, Some(info.name.clone()), None, here, serde_json::json!({ "step_number": step, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; it runs again with the same idempotency key" })));
+                    memory.attempt_after_crash = false;
                 }
-            }
-            Binding::Http { method, path } => {
-                tools::http::call(&info.name, method, path, tool_config, input, context)
-            }
-            Binding::Llm { model, prompt } => {
-                let schema = bytecode::schema::json_schema(module, info.ret);
-                tools::llm::call(
-                    &info.name,
-                    model,
-                    prompt,
-                    self.config.llm.as_ref(),
-                    input,
-                    &schema,
-                    context,
-                )
+                pending.push(event(EventKind::StepStarted, Some(info.name.clone()), Some(attempt), here, serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input })));
+                let started = now_ms();
+                let context = CallContext {
+                    run_id: run.to_string(),
+                    idempotency_key: key.clone(),
+                    time_limit_ms: deadline.map(|d| (d - started).max(0) as u64),
+                };
+                // The tool receives its secrets; the history saw them redacted.
+                let call_input = serde_json::Value::Object(
+                    info.params
+                        .iter()
+                        .map(|(name, _)| name.clone())
+                        .zip(args.iter().map(Value::to_json_revealing))
+                        .collect(),
+                );
+                if let Some(outside) = self.offloadable(module, &info, &call_input) {
+                    return self
+                        .offload(
+                            run, version, machine, &info, attempt, outside, context, pending,
+                        )
+                        .map(Some);
+                }
+                // An in-process tool has no effect outside this process, so it cannot be "in
+                // flight" across a crash: its start needs no commit of its own.
+                if !self.is_native(&info) {
+                    self.commit(
+                        run,
+                        version,
+                        Some(machine),
+                        Change::runnable(std::mem::take(pending)),
+                    )?;
+                    // Inside a group commit, everything that led here (the decision that
+                    // allowed this call, above all) is on disk before the outside world is
+                    // touched.
+                    self.store.flush()?;
+                }
+                let span = crate::telemetry::tool_span(&info, attempt);
+                let called =
+                    span.in_scope(|| self.call_inline(module, &info, &call_input, &context));
+                if let Err(failure) = &called.result {
+                    crate::telemetry::mark_failed(&span, failure.kind);
+                }
+                (called, started, now_ms())
             }
         };
-        let result = called
-            .result
-            .and_then(|json| check_output(module, info, &json));
-        (result, called.record)
+        let (result, record) = finish_call(module, &info, called, &held);
+        match result {
+            Ok(value) => {
+                let mut data =
+                    serde_json::json!({ "step_number": step, "output": value.to_json() });
+                extend(&mut data, record);
+                pending.push(event_with_duration(
+                    EventKind::StepCompleted,
+                    Some(info.name.clone()),
+                    Some(attempt),
+                    here,
+                    finished - started,
+                    data,
+                ));
+                memory.failures.remove(&site);
+                memory.failed_calls.remove(&site);
+                machine
+                    .complete(module, value, finished)
+                    .map_err(EngineError::Corrupt)?;
+            }
+            Err(failure) => {
+                let mut data = serde_json::json!({ "step_number": step, "kind": failure.kind, "message": failure.message, "retryable": failure.retryable });
+                extend(&mut data, record);
+                pending.push(event_with_duration(
+                    EventKind::StepFailed,
+                    Some(info.name.clone()),
+                    Some(attempt),
+                    here,
+                    finished - started,
+                    data,
+                ));
+                *memory.failures.entry(site.clone()).or_default() += 1;
+                memory
+                    .failed_calls
+                    .insert(site, (key.clone(), input.clone()));
+                let error = tool_error_value(
+                    failure.kind,
+                    failure.message,
+                    &info.name,
+                    &info.name,
+                    attempt,
+                    failure.retryable,
+                );
+                if let Some(Outcome::Failed(failed)) = machine.fail_step(module, error, finished) {
+                    return self
+                        .fail_run(run, version, module, &failed, std::mem::take(pending))
+                        .map(Some);
+                }
+            }
+        }
+        self.commit(
+            run,
+            version,
+            Some(machine),
+            Change::runnable(std::mem::take(pending)),
+        )?;
+        Ok(None)
     }
+
+    /// The call to hand to the pool, when there is a pool and the binding reaches outside
+    /// this process (in-process tools and a test's doubles are answered inline).
+    fn offloadable(
+        &self,
+        module: &Module,
+        info: &bytecode::ToolInfo,
+        input: &serde_json::Value,
+    ) -> Option<ToolCall> {
+        if !self.reaches_outside(info) {
+            return None;
+        }
+        Some(self.resolve(module, info, input))
+    }
+
+    /// Whether a call of `info` goes to the pool: there is one, and the binding reaches
+    /// outside this process (in-process tools and a test's doubles are answered inline).
+    fn reaches_outside(&self, info: &bytecode::ToolInfo) -> bool {
+        self.executor.is_some() && self.tool_double.is_none() && !self.is_native(info)
+    }
+
+    /// Whether the pool has as many calls as threads (including answers not yet recorded).
+    fn pool_is_full(&self) -> bool {
+        self.executor
+            .as_ref()
+            .is_some_and(|executor| self.in_flight.len() >= executor.threads())
+    }
+
+    /// Commits the call's start with the run waiting on it, and queues the call. The claim
+    /// stays with this engine (its heartbeat keeps it alive) until the completion is applied.
+    #[allow(clippy::too_many_arguments)]
+    fn offload(
+        &mut self,
+        run: &str,
+        version: &str,
+        machine: &Machine,
+        info: &bytecode::ToolInfo,
+        attempt: i64,
+        call: ToolCall,
+        context: CallContext,
+        pending: &mut Vec<NewEvent>,
+    ) -> EngineResult<RunStatus> {
+        self.commit(
+            run,
+            version,
+            Some(machine),
+            Change {
+                waiting_on: Some(WaitingOn::Tool {
+                    name: info.name.clone(),
+                }),
+                status: RunStatus::Waiting,
+                ..Change::runnable(std::mem::take(pending))
+            },
+        )?;
+        self.store.flush()?;
+        let invocation = Invocation {
+            run: run.to_string(),
+            step: machine.steps,
+            tool: info.name.clone(),
+            call,
+            context,
+            span: crate::telemetry::tool_span(info, attempt),
+            step_span: tracing::Span::current(),
+        };
+        let submitted = self
+            .executor
+            .as_ref()
+            .is_some_and(|executor| executor.submit(invocation));
+        if submitted {
+            self.in_flight.insert(run.to_string());
+        }
+        Ok(RunStatus::Waiting)
+    }
+
+    /// Answers a call here and now: a test's double, an in-process tool, or the binding
+    /// itself (when the engine has no pool).
+    fn call_inline(
+        &self,
+        module: &Module,
+        info: &bytecode::ToolInfo,
+        input: &serde_json::Value,
+        context: &CallContext,
+    ) -> tools::Called {
+        let answered = |result| tools::Called {
+            result,
+            record: serde_json::Map::new(),
+        };
+        if let Some(double) = &self.tool_double {
+            return answered(double.call(&context.run_id, info, input));
+        }
+        if let Binding::Exec { command } = &info.binding
+            && let Some(native) = self.native_tools.get(command)
+        {
+            return answered(native(&Value::from_any_json(input)).map(|v| v.to_json()));
+        }
+        effects::perform(&info.name, &self.resolve(module, info, input), context)
+    }
+
+    /// The binding of `info` with its configuration, as one self-contained call.
+    fn resolve(
+        &self,
+        module: &Module,
+        info: &bytecode::ToolInfo,
+        input: &serde_json::Value,
+    ) -> ToolCall {
+        match &info.binding {
+            Binding::Exec { command } => ToolCall::Exec {
+                command: command.clone(),
+                input: input.to_string(),
+                timeout_ms: self.config.exec_timeout_ms(&info.name),
+            },
+            Binding::Http { method, path } => ToolCall::Http {
+                method: method.clone(),
+                path: path.clone(),
+                config: self.config.tools.get(&info.name).cloned(),
+                input: input.clone(),
+            },
+            Binding::Llm { model, prompt } => ToolCall::Llm {
+                model: model.clone(),
+                prompt: prompt.clone(),
+                config: self.config.llm.clone(),
+                input: input.clone(),
+                schema: bytecode::schema::json_schema(module, info.ret),
+            },
+        }
+    }
+
+    /// Starts the pool of `threads` threads that make tool calls for this engine, so that
+    /// driving runs never waits on the outside world. `waker` is called after each call
+    /// finishes (the server sends its engine thread a job that applies it). Needs the
+    /// heartbeat ([`Engine::keep_claims_alive`]): a run in a call stays claimed meanwhile.
+    pub fn run_effects_in_pool(
+        &mut self,
+        threads: usize,
+        waker: Option<effects::Waker>,
+    ) -> EngineResult<()> {
+        self.executor = Some(Executor::start(threads, waker).map_err(EngineError::Corrupt)?);
+        Ok(())
+    }
+
+    /// How many tool calls the pool is making for this engine now.
+    pub fn calls_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Waits up to `timeout` for a tool call of the pool to finish (a worker's idle wait).
+    pub fn wait_for_calls(&mut self, timeout: std::time::Duration) {
+        if self.in_flight.is_empty() {
+            std::thread::sleep(timeout);
+            return;
+        }
+        if let Some(done) = self.executor.as_ref().and_then(|e| e.wait(timeout)) {
+            self.waiting_to_apply.push(done);
+        }
+    }
+
+    /// Records every call the pool finished and drives each run on from it. Returns how many
+    /// were applied.
+    pub fn apply_completions(&mut self) -> EngineResult<usize> {
+        while let Some(run) = self.stranded.pop() {
+            self.in_flight.remove(&run);
+            if let Err(error) = self.drive_claimed(&run).and_then(|_| self.release(&run)) {
+                self.in_flight.insert(run.clone());
+                self.stranded.push(run);
+                return Err(error);
+            }
+        }
+        let mut done = std::mem::take(&mut self.waiting_to_apply);
+        if let Some(executor) = &self.executor {
+            done.extend(executor.arrived());
+        }
+        let applied = done.len();
+        let mut done = done.into_iter();
+        while let Some(completion) = done.next() {
+            let run = completion.run.clone();
+            self.in_flight.remove(&run);
+            self.arrived.insert(run.clone(), completion);
+            let result = self.drive_claimed(&run);
+            let unapplied = self.arrived.remove(&run);
+            match result {
+                Ok(status) => {
+                    self.release(&run)?;
+                    if status.is_final() {
+                        self.wake_parent(&run)?;
+                    }
+                }
+                // Its claim lapsed and another process took the run over (and makes the
+                // call again under the same key): this answer is not recorded.
+                Err(EngineError::Claimed(_)) => {}
+                // The database went away before the answer was recorded: keep it, and the
+                // claim, and record it when the database is back (the worker retries). If it
+                // went away after the answer was taken, the run goes on from its last commit
+                // (the call made again under its key), still under this engine's claim.
+                Err(error @ EngineError::Store(_)) => {
+                    self.in_flight.insert(run.clone());
+                    match unapplied {
+                        Some(completion) => self.waiting_to_apply.push(completion),
+                        None => self.stranded.push(run),
+                    }
+                    self.waiting_to_apply.extend(done);
+                    return Err(error);
+                }
+                Err(error) => {
+                    let _ = self.release(&run);
+                    self.waiting_to_apply.extend(done);
+                    return Err(error);
+                }
+            }
+            self.flush_notifications()?;
+        }
+        Ok(applied)
+    }
+
+    fn has_arrived(&self, run: &str, step: u64) -> bool {
+        self.arrived.get(run).is_some_and(|done| done.step == step)
+    }
+
+    fn take_arrived(&mut self, run: &str, step: u64) -> Option<Completion> {
+        if self.has_arrived(run, step) {
+            self.arrived.remove(run)
+        } else {
+            None
+        }
+    }
+
+    /// Gives up this engine's claim on `run`, unless a call of the run is in the pool (the
+    /// claim then lasts until its completion is applied).
+    pub(crate) fn release(&mut self, run: &str) -> EngineResult<()> {
+        if !self.in_flight.contains(run) {
+            self.store.release(run, &self.owner)?;
+        }
+        Ok(())
+    }
+}
+
+/// A tool call site's part of a run's history: the arguments of [`Engine::tool_step`].
+struct ToolStep<'a> {
+    run: &'a str,
+    version: &'a str,
+    module: &'a Module,
+    tool: u32,
+    args: Vec<Value>,
+    here: Option<i64>,
+    deadline: Option<Millis>,
+}
+
+/// A tool call site: the tool and the source line of the call.
+type Site = (String, Option<i64>);
+
+/// What a drive needs to know of a run's earlier tool calls, read from its history.
+struct CallMemory {
+    /// The key of the call that was in flight when the last process stopped (the run's last
+    /// record is its `step_started` at the current step): it is made again under that key.
+    in_flight_key: Option<String>,
+    /// Whether the next call is such a repeat (recorded as `step_resumed`).
+    attempt_after_crash: bool,
+    /// The attempt number of each site: 1 + its failures since its last success (a `retry`
+    /// loops back to the same call).
+    failures: HashMap<Site, i64>,
+    /// The idempotency key and input of each site's last failed call: calling it again with
+    /// the same input (a `retry`) is the same request, so it keeps the same key.
+    failed_calls: HashMap<Site, (String, serde_json::Value)>,
+    /// The calls started and not yet finished, by site.
+    started: HashMap<Site, (String, serde_json::Value)>,
+}
+
+impl CallMemory {
+    fn read(history: &[crate::store::Event], step: u64) -> CallMemory {
+        let in_flight_key = history.last().and_then(|e| {
+            let data = serde_json::from_str::<serde_json::Value>(&e.data).ok()?;
+            (e.kind == EventKind::StepStarted
+                && data.get("step_number").and_then(|n| n.as_u64()) == Some(step))
+            .then(|| data["idempotency_key"].as_str().map(str::to_string))
+            .flatten()
+        });
+        let mut memory = CallMemory {
+            attempt_after_crash: in_flight_key.is_some(),
+            in_flight_key,
+            failures: HashMap::new(),
+            failed_calls: HashMap::new(),
+            started: HashMap::new(),
+        };
+        for e in history {
+            let site = (e.step.clone().unwrap_or_default(), e.line);
+            match e.kind {
+                EventKind::StepStarted => {
+                    if let Ok(data) = serde_json::from_str::<serde_json::Value>(&e.data)
+                        && let Some(key) = data["idempotency_key"].as_str()
+                    {
+                        memory
+                            .started
+                            .insert(site, (key.to_string(), data["input"].clone()));
+                    }
+                }
+                // A failed call, or one that was in flight at a crash and found its deadline
+                // passed on resume (a `step_timed_out` right after its own `step_started`):
+                // an attempt that failed, whose retry keeps the key. A `step_timed_out`
+                // without a start is a call that was never made.
+                EventKind::StepFailed | EventKind::StepTimedOut => {
+                    let made = memory.started.remove(&site);
+                    if e.kind == EventKind::StepFailed || made.is_some() {
+                        *memory.failures.entry(site.clone()).or_default() += 1;
+                    }
+                    if let Some(call) = made {
+                        memory.failed_calls.insert(site, call);
+                    }
+                }
+                EventKind::StepCompleted => {
+                    memory.failures.remove(&site);
+                    memory.failed_calls.remove(&site);
+                    memory.started.remove(&site);
+                }
+                _ => {}
+            }
+        }
+        memory
+    }
+}
+
+/// What a call's answer becomes: checked against the tool's type, and — like everything
+/// that comes back from the outside (an error's text with the tool's stderr, the recorded
+/// request and response) — scrubbed of every secret the run holds (`held`) before anyone
+/// records or shows it: a tool that echoes its input, or a server that puts the request body
+/// in its error page, must not put a secret in the history.
+fn finish_call(
+    module: &Module,
+    info: &bytecode::ToolInfo,
+    called: tools::Called,
+    held: &tools::Secrets,
+) -> (
+    Result<Value, ToolFailure>,
+    serde_json::Map<String, serde_json::Value>,
+) {
+    let tools::Called { result, mut record } = called;
+    let mut result = result.and_then(|json| check_output(module, info, &json));
+    if !held.is_empty() {
+        match &mut result {
+            Ok(value) => held.redact_value(value),
+            Err(failure) => failure.message = held.redact(&failure.message),
+        }
+        let mut json = serde_json::Value::Object(std::mem::take(&mut record));
+        held.redact_json(&mut json);
+        if let serde_json::Value::Object(map) = json {
+            record = map;
+        }
+    }
+    (result, record)
 }
 
 fn check_output(
@@ -1554,6 +1902,18 @@ pub(crate) fn event_with_duration(
     NewEvent {
         duration_ms: Some(duration),
         ..event(kind, step, attempt, line, data)
+    }
+}
+
+/// The deadline of the `timeout` around the durable point the machine stands at, when it has
+/// passed.
+fn expired_deadline(module: &Module, machine: &Machine) -> Option<Millis> {
+    match machine.clone().run(module) {
+        Outcome::Durable {
+            deadline: Some(deadline),
+            ..
+        } if deadline <= now_ms() => Some(deadline),
+        _ => None,
     }
 }
 

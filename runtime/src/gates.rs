@@ -448,12 +448,14 @@ fn sha256_hex(text: &str) -> String {
 
 /// What opening a gate commits: the `gate_opened` event (after `events`) and the wait, with
 /// the gate's first timer (escalation or timeout).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn gate_opening(
     version: &str,
     kind: GateKind,
     name: &str,
     options: &Value,
     here: Option<i64>,
+    deadline: Option<Millis>,
     mut events: Vec<NewEvent>,
     now: Millis,
 ) -> Change {
@@ -483,7 +485,8 @@ pub(crate) fn gate_opening(
         output: None,
         error: None,
         waiting_on: Some(WaitingOn::gate(kind, name)),
-        wake_at: gate.next_wake(now, false),
+        // The gate's own clock, or the deadline of a `timeout` around it: whichever is first.
+        wake_at: crate::history::earliest(gate.next_wake(now, false), deadline),
     }
 }
 
@@ -500,11 +503,12 @@ impl Engine {
         name: &str,
         options: &Value,
         here: Option<i64>,
+        deadline: Option<Millis>,
         events: Vec<NewEvent>,
     ) -> EngineResult<RunStatus> {
         let now = now_ms();
         let gate = GateOptions::read(kind, options);
-        let change = gate_opening(version, kind, name, options, here, events, now);
+        let change = gate_opening(version, kind, name, options, here, deadline, events, now);
         let (waiting_on, wake_at) = (WaitingOn::gate(kind, name), change.wake_at);
         self.commit(run, version, Some(machine), change)?;
         let approvers = describe(&gate.approvers);
@@ -610,7 +614,7 @@ impl Engine {
                 continue;
             }
             let recorded = self.record_deliveries(&outgoing, events);
-            self.store.release(&outgoing.run, &self.owner)?;
+            self.release(&outgoing.run)?;
             recorded?;
         }
         Ok(())
@@ -676,7 +680,7 @@ impl Engine {
         machine: &mut Machine,
         history: &[Event],
     ) -> EngineResult<GateClock> {
-        let Outcome::Durable { request, .. } = machine.clone().run(module) else {
+        let Outcome::Durable { request, deadline } = machine.clone().run(module) else {
             return Ok(GateClock::StillWaiting);
         };
         let (kind, name, options) = match request {
@@ -731,7 +735,7 @@ impl Engine {
             && !state.escalated
         {
             let to = gate.escalate.as_ref().map(describe).unwrap_or_default();
-            let wake_at = gate.next_wake(state.opened_at, true);
+            let wake_at = crate::history::earliest(gate.next_wake(state.opened_at, true), deadline);
             self.commit(
                 run,
                 version,
@@ -932,11 +936,11 @@ impl Engine {
         }
         // Read the run again under the claim: another decision may have just moved it on.
         let Some(record) = self.store.run(run)? else {
-            self.store.release(run, &self.owner)?;
+            self.release(run)?;
             return not_found(format!("no run with id {run}"));
         };
         let result = self.decide_claimed(&record, gate, user, action, expect_hash);
-        self.store.release(run, &self.owner)?;
+        self.release(run)?;
         result
     }
 
@@ -967,7 +971,7 @@ impl Engine {
         }
         // Read the run again under the claim: another decision may have just moved it on.
         let Some(record) = self.store.run(run)? else {
-            self.store.release(run, &self.owner)?;
+            self.release(run)?;
             return not_found(format!("no run with id {run}"));
         };
         let result = self
@@ -979,7 +983,7 @@ impl Engine {
                 };
                 Ok((decided, status))
             });
-        self.store.release(run, &self.owner)?;
+        self.release(run)?;
         if let Ok((_, status)) = &result
             && status.is_final()
         {

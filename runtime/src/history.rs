@@ -157,7 +157,8 @@ impl GateKind {
 }
 
 /// What a waiting run waits on. Stored as text in `runs.waiting_on` (`timer`,
-/// `approval NAME`, `input NAME`, `child RUN`), shown as such by the API and the CLI.
+/// `approval NAME`, `input NAME`, `child RUN`, `tool NAME`), shown as such by the API and the
+/// CLI.
 ///
 /// A wait may also end at the deadline of an enclosing `timeout`: that deadline is part of
 /// the run's checkpoint, and the run's wake-up time is the earlier of the two, so the first
@@ -170,6 +171,9 @@ pub enum WaitingOn {
     Gate { kind: GateKind, name: String },
     /// A child workflow's run.
     Child { run: String },
+    /// A tool call being made by the engine's pool of threads (the run stays claimed by the
+    /// process making it; if that process dies, its lease runs out and another resumes it).
+    Tool { name: String },
 }
 
 impl WaitingOn {
@@ -191,6 +195,9 @@ impl WaitingOn {
             "child" => Some(WaitingOn::Child {
                 run: rest.to_string(),
             }),
+            "tool" => Some(WaitingOn::Tool {
+                name: rest.to_string(),
+            }),
             _ => None,
         }
     }
@@ -210,6 +217,7 @@ impl fmt::Display for WaitingOn {
             WaitingOn::Timer => f.write_str("timer"),
             WaitingOn::Gate { kind, name } => write!(f, "{} {name}", kind.word()),
             WaitingOn::Child { run } => write!(f, "child {run}"),
+            WaitingOn::Tool { name } => write!(f, "tool {name}"),
         }
     }
 }
@@ -242,6 +250,9 @@ mod tests {
             WaitingOn::gate(GateKind::Input, "amount"),
             WaitingOn::Child {
                 run: "r-1.4".into(),
+            },
+            WaitingOn::Tool {
+                name: "lookup".into(),
             },
         ] {
             assert_eq!(WaitingOn::parse(&wait.to_string()), Some(wait));

@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod effects;
 pub mod engine;
 pub mod gates;
 pub mod heartbeat;

@@ -20,9 +20,8 @@
 
 use crate::notify::HttpUrl;
 use crate::store::{EventKind, NewEvent, RunRecord, Store};
-use crate::tools::ToolFailure;
 use crate::tools::http::{SendError, send};
-use crate::vm::{Request, Value};
+use crate::vm::Request;
 use flow_compiler::bytecode::{Binding, Module, ToolInfo};
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider,
@@ -450,20 +449,16 @@ pub(crate) fn mark_failed(span: &Span, kind: &str) {
     span.record("otel.status_code", "ERROR");
 }
 
-/// Makes one tool call inside a `tool` span (a client span; its status is an error when the
-/// call fails, with the failure's kind — not its message).
-pub(crate) fn tool_call<R>(
-    info: &ToolInfo,
-    attempt: i64,
-    call: impl FnOnce() -> (Result<Value, ToolFailure>, R),
-) -> (Result<Value, ToolFailure>, R) {
+/// The span of one tool call (a client span; its status is an error when the call fails,
+/// with the failure's kind — not its message: see [`mark_failed`]).
+pub(crate) fn tool_span(info: &ToolInfo, attempt: i64) -> Span {
     Span::current().record("flow.attempt", attempt);
     let binding = match &info.binding {
         Binding::Http { .. } => "http",
         Binding::Exec { .. } => "exec",
         Binding::Llm { .. } => "llm",
     };
-    let span = tracing::info_span!(
+    tracing::info_span!(
         "tool",
         otel.name = %format!("tool {}", info.name),
         otel.kind = "client",
@@ -472,12 +467,7 @@ pub(crate) fn tool_call<R>(
         flow.attempt = attempt,
         flow.error_kind = field::Empty,
         otel.status_code = field::Empty,
-    );
-    let out = span.in_scope(call);
-    if let Err(failure) = &out.0 {
-        mark_failed(&span, failure.kind);
-    }
-    out
+    )
 }
 
 /// Emits one `tracing` event per recorded history event: its kind, step name, attempt,

@@ -1551,3 +1551,48 @@ fn a_missing_config_given_with_config_is_an_error() {
             .expect_stderr("nowhere.toml");
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// A `timeout` around a gate
+// ---------------------------------------------------------------------------------------------
+
+const BOUNDED: &str = r#"workflow close_case(id: String) -> String {
+  try {
+    timeout 7d {
+      let d = await approval "review" { approvers: role("customs"), prompt: "Review ${id}", timeout: 30d }
+      if d.approved { "approved" } else { "rejected" }
+    }
+  } catch e {
+    "closed: ${e.kind}"
+  }
+}
+"#;
+
+#[test]
+fn a_timeout_around_a_gate_withdraws_it_at_the_deadline() {
+    for_each_store(|store| {
+        let project = project(store);
+        project.write("bounded.flow", BOUNDED);
+        let run = project.start_in("bounded.flow", "close_case", "ines", r#"{"id": "C-7"}"#);
+        assert_eq!(project.listed_for("alice", &run).len(), 1);
+
+        // The gate's own deadline is 30 days away; the block's, 7 days: the run wakes at 7.
+        project.advance("6d");
+        project.expect_waiting_on(&run, "approval review");
+        project.advance("1d");
+        project.expect_output(&run, "closed: Timeout");
+
+        let history = project.history(&run);
+        let withdrawn = one_of(&history, "gate_withdrawn");
+        assert_eq!(withdrawn["step"], "review");
+        assert_eq!(withdrawn["data"]["why"], "the `timeout` around it expired");
+        let timed_out = one_of(&history, "step_timed_out");
+        assert_eq!(timed_out["step"], "review");
+        assert!(of_kind(&history, "gate_timed_out").is_empty());
+        // Withdrawn from every inbox, and no decision lands on it any more.
+        assert!(project.listed_for("alice", &run).is_empty());
+        project
+            .approve(&run, "review", "alice", &[])
+            .expect_code(EXIT_REFUSED);
+    });
+}

@@ -241,12 +241,19 @@ fn spawn_worker(dir: &Path, url: &str, index: usize) -> Child {
         .append(true)
         .open(dir.join(format!("worker-{index}.log")))
         .unwrap();
-    flowrt(dir, url, &["worker"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    flowrt(
+        dir,
+        url,
+        &["worker", "--tool-threads", &TOOL_THREADS.to_string()],
+    )
+    .stdout(Stdio::null())
+    .stderr(log)
+    .spawn()
+    .unwrap()
 }
+
+/// The tool calls each worker makes at once (`flowrt worker --tool-threads`).
+const TOOL_THREADS: usize = 4;
 
 /// The worker processes, killed when the test ends (whether it passes or not).
 struct Workers(Vec<Child>);
@@ -708,10 +715,10 @@ fn four_workers_survive_kills_and_a_postgres_restart_with_every_run_ending_once(
             repeated_calls += seen.len() - done - failed;
         }
     }
-    // A call is abandoned in flight only by a process that died (a worker or an approving
-    // process killed, at most one call each) or lost its database (the restart: each worker
-    // and the approving process, at most one call each) — never taken from a live worker.
-    let abandonable = kills + restarted.map_or(0, |_| WORKERS + 1);
+    // A call is abandoned in flight only by a process that died (a worker killed, with at
+    // most its pool's calls in flight; an approving process killed, at most one call) or lost
+    // its database (the restart: as many again) — never taken from a live worker.
+    let abandonable = kills * TOOL_THREADS + restarted.map_or(0, |_| WORKERS * TOOL_THREADS + 1);
     assert!(
         resumed_total - resumed_after_approver <= abandonable,
         "{resumed_total} calls resumed ({resumed_after_approver} after a killed approving process), but only {abandonable} could have been abandoned by workers"

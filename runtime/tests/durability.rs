@@ -222,7 +222,9 @@ workflow twenty() -> Int {
         };
 
         // A cheap deterministic "random" sequence of delays between 50 and 400 ms. Each step
-        // takes about 40 ms and the runs need 200 of them, so this takes well over 30 workers.
+        // takes about 100 ms and each run needs 20 of them one after the other (a worker makes
+        // the runs' calls side by side, on its pool of threads), so this takes well over 30
+        // workers, most of them killed with calls of several runs in flight.
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut kills = 0;
         while unfinished() > 0 {
@@ -233,7 +235,7 @@ workflow twenty() -> Int {
             let delay = 50 + seed % 350;
             let mut worker = project.command(&["worker"]);
             let mut worker = worker
-                .env("STEP_DELAY", "0.03")
+                .env("STEP_DELAY", "0.1")
                 .env("FLOW_LEASE_MS", "60")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

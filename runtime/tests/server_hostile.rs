@@ -39,9 +39,13 @@ readers = ["compliance"]
 
 const PROGRAM: &str = r#"type Shipment = { id: String, value: Int }
 
-tool slow() -> Int via exec "sh slow.sh"
-
-workflow nap() -> Int { slow() }
+/// Keeps the engine thread busy for a few seconds: a request that starts it is being handled
+/// all that time (tool calls no longer hold a request: they are made off the engine thread).
+workflow spin(n: Int) -> Int {
+  var i = 0
+  while i < n { i = i + 1 }
+  i
+}
 
 workflow inner(n: Int) -> Int { n * 3 }
 
@@ -77,12 +81,6 @@ impl Server {
         let db = TestDb::create(store, dir.path());
         std::fs::write(dir.path().join("flow.toml"), CONFIG).expect("config");
         std::fs::write(dir.path().join("program.flow"), PROGRAM).expect("program");
-        // A tool step that keeps the engine (and so the requests waiting on it) busy.
-        std::fs::write(
-            dir.path().join("slow.sh"),
-            "cat > /dev/null; sleep 3; echo 1\n",
-        )
-        .expect("tool");
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
@@ -458,13 +456,13 @@ fn when_every_connection_is_busy_a_newcomer_is_turned_away() {
             server.banner
         );
         let ines = server.token("ines");
-        // Two requests whose handlers wait for a three-second tool step.
+        // Two requests whose handlers wait for the engine, busy with a long computation.
         let busy: Vec<std::thread::JoinHandle<u16>> = (0..2)
             .map(|_| {
                 let (addr, token) = (server.addr, ines.clone());
                 std::thread::spawn(move || {
                     let mut stream = TcpStream::connect(addr).expect("connects");
-                    let body = r#"{"workflow":"nap"}"#;
+                    let body = r#"{"workflow":"spin","input":{"n":1500000}}"#;
                     write!(
                         stream,
                         "POST /api/runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

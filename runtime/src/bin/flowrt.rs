@@ -59,6 +59,10 @@ enum Command {
         /// Exit when nothing can make progress now, instead of waiting for timers.
         #[arg(long)]
         once: bool,
+        /// How many tool calls may be in progress at once, each on a thread of its own (the
+        /// worker drives other runs meanwhile).
+        #[arg(long, default_value_t = DEFAULT_TOOL_THREADS)]
+        tool_threads: usize,
     },
     /// List runs, newest first: id, status, workflow, when it started, and its outcome (the
     /// result's variant or a summary of it, the error, what it waits for).
@@ -151,6 +155,10 @@ enum Command {
         /// connection may wait idle), and then its body.
         #[arg(long, default_value = "10s")]
         header_timeout: String,
+        /// How many tool calls may be in progress at once, each on a thread of its own (the
+        /// engine thread, which answers requests, never makes one).
+        #[arg(long, default_value_t = DEFAULT_TOOL_THREADS)]
+        tool_threads: usize,
         /// Programs to deploy first.
         files: Vec<PathBuf>,
     },
@@ -386,11 +394,12 @@ fn run(cli: Cli) -> Result<ExitCode, Usage> {
         addr,
         max_connections,
         header_timeout,
+        tool_threads,
         files,
     } = cli.command
     {
         let limits = serve_limits(max_connections, &header_timeout)?;
-        return serve(setup, &addr, limits, files);
+        return serve(setup, &addr, limits, tool_threads, files);
     }
     if let Command::MigrateStore { from, to } = &cli.command {
         return migrate_store(from, to);
@@ -565,7 +574,10 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
         | Command::Completions { .. } => Err(Usage("handled before the engine opens".into())),
         Command::Run(args) => start(&mut engine, args, true, has_config),
         Command::Start(args) => start(&mut engine, args, false, has_config),
-        Command::Worker { once } => worker(&mut engine, once),
+        Command::Worker { once, tool_threads } => {
+            engine.run_effects_in_pool(tool_threads, None)?;
+            worker(&mut engine, once)
+        }
         Command::Runs {
             status,
             workflow,
@@ -1412,10 +1424,14 @@ fn serve_limits(
 }
 
 /// `flowrt serve`: deploys the files, then serves until a signal.
+/// The tool calls a worker or server makes at once unless told otherwise.
+const DEFAULT_TOOL_THREADS: usize = 16;
+
 fn serve(
     setup: Setup,
     addr: &str,
     limits: flow_runtime::server::Limits,
+    tool_threads: usize,
     files: Vec<PathBuf>,
 ) -> Result<ExitCode, Usage> {
     let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
@@ -1434,6 +1450,7 @@ fn serve(
     flow_runtime::server::serve(
         addr,
         limits,
+        tool_threads,
         move || {
             let (mut engine, _) = open_engine(&setup, false).map_err(|Usage(why)| why)?;
             engine
@@ -1606,6 +1623,7 @@ const RUN_FAILED: Code = Code {
 };
 
 fn worker(engine: &mut Engine, once: bool) -> Result<ExitCode, Usage> {
+    let mut drove_once = 0;
     loop {
         let driven = match engine.work_once() {
             Ok(driven) => driven,
@@ -1620,6 +1638,13 @@ fn worker(engine: &mut Engine, once: bool) -> Result<ExitCode, Usage> {
             }
         };
         if once {
+            // Calls still in progress end before the worker does.
+            if engine.calls_in_flight() > 0 {
+                drove_once += driven;
+                engine.wait_for_calls(std::time::Duration::from_millis(100));
+                continue;
+            }
+            let driven = drove_once + driven;
             eprintln!("worker: drove {driven} run(s); nothing else can make progress now");
             return Ok(ExitCode::SUCCESS);
         }
@@ -1635,7 +1660,8 @@ fn worker(engine: &mut Engine, once: bool) -> Result<ExitCode, Usage> {
         // Poll often enough to pick up runs whose claim expired (after a crash) or that
         // another process started.
         let pause = next.map(|at| (at - now).clamp(10, 100)).unwrap_or(100);
-        std::thread::sleep(std::time::Duration::from_millis(pause as u64));
+        // A tool call that finishes meanwhile ends the pause.
+        engine.wait_for_calls(std::time::Duration::from_millis(pause as u64));
     }
 }
 

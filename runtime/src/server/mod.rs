@@ -2,7 +2,9 @@
 //!
 //! The engine (a SQLite connection, the interpreter's caches) lives on one thread of its own,
 //! the *engine thread*: it drives runs, fires timers and sends notifications between requests,
-//! and runs each request's work as a job sent over a channel ([`EngineHandle::call`]). HTTP
+//! and runs each request's work as a job sent over a channel ([`EngineHandle::call`]). Tool
+//! calls are made by the engine's pool of threads (`effects.rs`), never on the engine thread:
+//! a slow tool delays only its own run, and each finished call comes back as a job. HTTP
 //! is served by axum on a small tokio runtime, over connections bounded by `connections`
 //! (time-outs, header size, a cap); a handler never touches the database itself.
 //! One writer thread is what SQLite wants anyway, and a request sees the engine exactly as
@@ -97,6 +99,15 @@ fn engine_loop(mut engine: Engine, jobs: mpsc::Receiver<Job>) {
     }
 }
 
+/// The job a finished tool call sends: record it and drive its run on.
+fn apply_completions(engine: &mut Engine) -> Delivery {
+    // Recording it frees a thread of the pool: runs that waited for one go on at once.
+    if let Err(error) = engine.apply_completions().and_then(|_| engine.work_once()) {
+        tracing::error!(%error, "recording a finished tool call failed; its run resumes later");
+    }
+    Box::new(|_| {})
+}
+
 fn serve_group(engine: &mut Engine, group: Vec<Job>) {
     let grouped = group.len() > 1
         && match engine.store().begin_group() {
@@ -126,20 +137,43 @@ fn serve_group(engine: &mut Engine, group: Vec<Job>) {
 pub fn serve(
     addr: SocketAddr,
     limits: Limits,
+    call_threads: usize,
     open: impl FnOnce() -> Result<Engine, String> + Send + 'static,
     ready: impl FnOnce(SocketAddr, Limits),
 ) -> Result<(), String> {
     let (jobs, receiver) = mpsc::channel::<Job>();
     let (opened, opened_result) = mpsc::channel::<Result<(), String>>();
+    // Tool calls run on the engine's pool of threads; each one that finishes wakes the engine
+    // thread with a job that records it. The pool's way in is closed at shutdown, so that
+    // the channel closes once the last request's handle is gone.
+    let wakes = std::sync::Arc::new(std::sync::Mutex::new(Some(jobs.clone())));
+    let waker = {
+        let wakes = std::sync::Arc::clone(&wakes);
+        std::sync::Arc::new(move || {
+            if let Ok(wakes) = wakes.lock()
+                && let Some(jobs) = wakes.as_ref()
+            {
+                let _ = jobs.send(Box::new(apply_completions) as Job);
+            }
+        })
+    };
     let engine_thread = std::thread::Builder::new()
         .name("flowrt-engine".into())
-        .spawn(move || match open() {
-            Ok(engine) => {
-                let _ = opened.send(Ok(()));
-                engine_loop(engine, receiver);
-            }
-            Err(why) => {
-                let _ = opened.send(Err(why));
+        .spawn(move || {
+            let opened_engine = open().and_then(|mut engine| {
+                engine
+                    .run_effects_in_pool(call_threads, Some(waker))
+                    .map_err(|e| e.to_string())?;
+                Ok(engine)
+            });
+            match opened_engine {
+                Ok(engine) => {
+                    let _ = opened.send(Ok(()));
+                    engine_loop(engine, receiver);
+                }
+                Err(why) => {
+                    let _ = opened.send(Err(why));
+                }
             }
         })
         .map_err(|e| format!("cannot start the engine thread: {e}"))?;
@@ -169,6 +203,9 @@ pub fn serve(
     // The router (and with it every handle) is gone: the engine thread sees the channel
     // closed after its current job and stops.
     drop(runtime);
+    if let Ok(mut wakes) = wakes.lock() {
+        *wakes = None;
+    }
     engine_thread
         .join()
         .map_err(|_| "the engine thread panicked".to_string())?;

@@ -371,8 +371,9 @@ pub trait Store {
         now: Millis,
     ) -> StoreResult<bool>;
 
-    /// Claims up to `limit` runs that can make progress now: runnable ones, and waiting ones
-    /// whose `wake_at` has passed. Returns their ids, oldest first.
+    /// Claims up to `limit` runs that can make progress now: runnable ones, waiting ones
+    /// whose `wake_at` has passed, and runs in a tool call whose process is gone (its claim
+    /// ran out). Returns their ids, oldest first.
     fn claim_ready(
         &mut self,
         owner: &str,

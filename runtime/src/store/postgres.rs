@@ -751,9 +751,11 @@ impl Store for PostgresStore {
             "UPDATE runs SET owner = $1, lease_until = $3
              WHERE id IN (
                 SELECT id FROM runs
-                WHERE (status = 'runnable'
-                       OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $2))
-                  AND (owner IS NULL OR owner = $1 OR lease_until IS NULL OR lease_until < $2)
+                WHERE ((status = 'runnable'
+                        OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $2))
+                       AND (owner IS NULL OR owner = $1 OR lease_until IS NULL OR lease_until < $2))
+                   OR (status = 'waiting' AND waiting_on LIKE 'tool %'
+                       AND (owner IS NULL OR lease_until IS NULL OR lease_until < $2))
                 ORDER BY created_at, n
                 LIMIT $4
                 FOR UPDATE SKIP LOCKED)

@@ -834,10 +834,12 @@ impl Store for SqliteStore {
             let mut select = tx
                 .prepare_cached(
                     "SELECT id FROM runs
-                     WHERE (status = 'runnable'
-                            OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?2))
-                       AND (owner IS NULL OR owner = ?1 OR lease_until IS NULL
-                            OR lease_until < ?2)
+                     WHERE ((status = 'runnable'
+                             OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ?2))
+                            AND (owner IS NULL OR owner = ?1 OR lease_until IS NULL
+                                 OR lease_until < ?2))
+                        OR (status = 'waiting' AND waiting_on LIKE 'tool %'
+                            AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?2))
                      ORDER BY created_at, rowid
                      LIMIT ?3",
                 )

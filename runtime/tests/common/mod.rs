@@ -12,6 +12,8 @@
 //! by the next one.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};

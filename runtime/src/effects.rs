@@ -1,0 +1,193 @@
+//! Effects off the engine thread: tool calls to the outside world, performed by a small pool
+//! of threads while the engine goes on with other runs and requests.
+//!
+//! In: an [`Invocation`] — everything one call needs (its binding resolved against the
+//! configuration, its input with secrets revealed, its idempotency key and time limit), built
+//! on the engine thread after the call's `step_started` is committed. Out: a [`Completion`]
+//! (the raw answer and what the history records about the call), which the engine validates
+//! against the tool's type, scrubs of secrets and commits like any step.
+//!
+//! [`perform`] is the one way a binding is called: the engine calls it inline when it has no
+//! pool (`flowrt run`, `flowc test`), the pool's threads call it otherwise. Nothing here
+//! touches the store: a crash while a call is in flight leaves its `step_started` as the last
+//! record, and whoever resumes the run makes the call again with the same key.
+
+use crate::config::{LlmConfig, ToolConfig};
+use crate::store::Millis;
+use crate::tools::{self, CallContext, Called};
+use std::sync::{Arc, Mutex, mpsc};
+
+/// One call to make, with everything resolved: a thread of the pool needs nothing else.
+#[derive(Clone, Debug)]
+pub(crate) enum ToolCall {
+    Exec {
+        command: String,
+        input: String,
+        timeout_ms: Option<u64>,
+    },
+    Http {
+        method: String,
+        path: String,
+        config: Option<ToolConfig>,
+        input: serde_json::Value,
+    },
+    Llm {
+        model: String,
+        prompt: String,
+        config: Option<LlmConfig>,
+        input: serde_json::Value,
+        schema: serde_json::Value,
+    },
+}
+
+/// Makes one call. The JSON that comes back is not yet checked against the tool's type.
+pub(crate) fn perform(tool: &str, call: &ToolCall, context: &CallContext) -> Called {
+    match call {
+        ToolCall::Exec {
+            command,
+            input,
+            timeout_ms,
+        } => Called {
+            result: tools::exec::call(tool, command, input, context, *timeout_ms).and_then(
+                |text| {
+                    serde_json::from_str(text.trim())
+                        .map_err(|e| tools::exec::not_json(tool, &e.to_string(), &text))
+                },
+            ),
+            record: serde_json::Map::new(),
+        },
+        ToolCall::Http {
+            method,
+            path,
+            config,
+            input,
+        } => tools::http::call(tool, method, path, config.as_ref(), input, context),
+        ToolCall::Llm {
+            model,
+            prompt,
+            config,
+            input,
+            schema,
+        } => tools::llm::call(tool, model, prompt, config.as_ref(), input, schema, context),
+    }
+}
+
+/// A call handed to the pool.
+pub(crate) struct Invocation {
+    pub(crate) run: String,
+    /// The run's step number at the call: the completion is applied only at that step.
+    pub(crate) step: u64,
+    pub(crate) tool: String,
+    pub(crate) call: ToolCall,
+    pub(crate) context: CallContext,
+    /// The call's `tool` span, opened on the engine thread inside the step's span.
+    pub(crate) span: tracing::Span,
+    /// The step's span, which the completion goes on in.
+    pub(crate) step_span: tracing::Span,
+}
+
+/// A call the pool finished.
+pub(crate) struct Completion {
+    pub(crate) run: String,
+    pub(crate) step: u64,
+    pub(crate) called: Called,
+    pub(crate) started: Millis,
+    pub(crate) finished: Millis,
+    pub(crate) step_span: tracing::Span,
+}
+
+/// Called on a pool thread after a completion is queued, so that whoever drives the engine
+/// (the server's engine thread) can come and apply it at once.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// The pool: `threads` threads taking invocations from one queue.
+pub(crate) struct Executor {
+    invocations: mpsc::Sender<Invocation>,
+    completions: mpsc::Receiver<Completion>,
+    threads: usize,
+}
+
+impl Executor {
+    pub(crate) fn start(threads: usize, waker: Option<Waker>) -> Result<Executor, String> {
+        let (invocations, queue) = mpsc::channel::<Invocation>();
+        let (done, completions) = mpsc::channel::<Completion>();
+        let queue = Arc::new(Mutex::new(queue));
+        // The threads are not joined: when the engine goes, the queue closes and each thread
+        // ends after the call it is in (within its time limit); what that call returns is
+        // dropped, and its run resumes from its `step_started` under the next process, as
+        // after a crash.
+        for n in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            let done = done.clone();
+            let waker = waker.clone();
+            std::thread::Builder::new()
+                .name(format!("flowrt-calls-{n}"))
+                .spawn(move || serve_calls(&queue, &done, waker.as_deref()))
+                .map_err(|e| format!("cannot start a thread for tool calls: {e}"))?;
+        }
+        Ok(Executor {
+            invocations,
+            completions,
+            threads: threads.max(1),
+        })
+    }
+
+    /// Queues a call. False when the pool has stopped (the call is then made by whoever
+    /// resumes the run).
+    pub(crate) fn submit(&self, invocation: Invocation) -> bool {
+        self.invocations.send(invocation).is_ok()
+    }
+
+    /// How many calls the pool makes at once.
+    pub(crate) fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The completions that arrived, without waiting.
+    pub(crate) fn arrived(&self) -> Vec<Completion> {
+        self.completions.try_iter().collect()
+    }
+
+    /// Waits up to `timeout` for one completion.
+    pub(crate) fn wait(&self, timeout: std::time::Duration) -> Option<Completion> {
+        self.completions.recv_timeout(timeout).ok()
+    }
+}
+
+fn serve_calls(
+    queue: &Mutex<mpsc::Receiver<Invocation>>,
+    done: &mpsc::Sender<Completion>,
+    waker: Option<&(dyn Fn() + Send + Sync)>,
+) {
+    loop {
+        let next = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        let Ok(invocation) = next else {
+            return;
+        };
+        let started = crate::engine::now_ms();
+        let called = invocation
+            .span
+            .in_scope(|| perform(&invocation.tool, &invocation.call, &invocation.context));
+        if let Err(failure) = &called.result {
+            crate::telemetry::mark_failed(&invocation.span, failure.kind);
+        }
+        drop(invocation.span);
+        let completion = Completion {
+            run: invocation.run,
+            step: invocation.step,
+            called,
+            started,
+            finished: crate::engine::now_ms(),
+            step_span: invocation.step_span,
+        };
+        if done.send(completion).is_err() {
+            return;
+        }
+        if let Some(wake) = waker {
+            wake();
+        }
+    }
+}
