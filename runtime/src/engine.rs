@@ -139,6 +139,9 @@ pub struct Engine {
     arrived: HashMap<String, Completion>,
     /// Completions taken from the pool while waiting, not yet applied.
     waiting_to_apply: Vec<Completion>,
+    /// What the next checkpoint of each run being driven records of its calls (JSON of a
+    /// `CallMemory`); a commit outside a drive (a decision) leaves the stored one as it is.
+    run_calls: HashMap<String, String>,
     /// Runs whose answer was taken but whose commit failed (the database went away): driven
     /// again from their last commit, under the claim this engine kept.
     stranded: Vec<String>,
@@ -216,6 +219,7 @@ impl Engine {
             arrived: HashMap::new(),
             waiting_to_apply: Vec::new(),
             stranded: Vec::new(),
+            run_calls: HashMap::new(),
         }
     }
 
@@ -461,8 +465,11 @@ impl Engine {
                 .to_string(),
         };
         let events = [event];
-        self.store
-            .create_run(&run, &checkpoint(version, &machine), &events, None, 0, now)?;
+        let first = Checkpoint {
+            calls: Some(CallMemory::default().to_json()),
+            ..checkpoint(version, &machine)
+        };
+        self.store.create_run(&run, &first, &events, None, 0, now)?;
         crate::telemetry::recorded(id, &events);
         Ok(())
     }
@@ -601,7 +608,10 @@ impl Engine {
         let commit = StepCommit {
             run: run.to_string(),
             owner: self.owner.clone(),
-            checkpoint: machine.map(|m| checkpoint(version, m)),
+            checkpoint: machine.map(|m| Checkpoint {
+                calls: self.run_calls.get(run).cloned(),
+                ..checkpoint(version, m)
+            }),
             events: change.events,
             status: change.status,
             output: change.output,
@@ -627,6 +637,7 @@ impl Engine {
         let depth = self.run_spans.len();
         let status = self.drive_claimed_in_span(run);
         self.run_spans.truncate(depth);
+        self.run_calls.remove(run);
         status
     }
 
@@ -653,7 +664,6 @@ impl Engine {
         let version = record.version.clone();
         let mut pending: Vec<NewEvent> = Vec::new();
 
-        let history = self.store.history(run)?;
         // A run woken from a wait (a gate, a sleep, a child) may meet the deadline of a
         // `timeout` around that wait: the wait is then what the `timeout` cut short.
         let woke_from_wait = record.status == RunStatus::Waiting
@@ -681,6 +691,8 @@ impl Engine {
                             }),
                         ));
                     } else {
+                        // The gate's clock reads its history (escalated? approved by whom?).
+                        let history = self.store.history(run)?;
                         match self.gate_clock(run, &version, &module, &mut machine, &history)? {
                             GateClock::StillWaiting => return Ok(RunStatus::Waiting),
                             GateClock::TimedOut(events) => pending.extend(events),
@@ -719,7 +731,13 @@ impl Engine {
             }
         }
 
-        let mut memory = CallMemory::read(&history, machine.steps);
+        // What the run's earlier tool calls left: kept with the checkpoint, so that a resume
+        // reads no history (a checkpoint written before that was kept: from the history).
+        let mut memory = match saved.calls.as_deref().and_then(CallMemory::parse) {
+            Some(memory) => memory.at_step(machine.steps),
+            None => CallMemory::read(&self.store.history(run)?, machine.steps),
+        };
+        self.remember(run, &memory);
 
         loop {
             match machine.run(&module) {
@@ -793,6 +811,8 @@ impl Engine {
                                 memory.failed_calls.insert(site.clone(), call);
                             }
                             *memory.failures.entry(site).or_default() += 1;
+                            memory.ended();
+                            self.remember(run, &memory);
                             data["idempotency_key"] = serde_json::Value::String(key);
                         }
                         pending.push(event(EventKind::StepTimedOut, Some(step), None, here, data));
@@ -1156,6 +1176,7 @@ impl Engine {
         }
         let now = now_ms();
         let mut active = Vec::new();
+        let mut one_by_one = Vec::new();
         for id in runs {
             if !self
                 .store
@@ -1171,6 +1192,17 @@ impl Engine {
                 self.release(id)?;
                 continue;
             }
+            // The batch makes only first attempts of in-process calls, which change nothing
+            // the run remembers of its calls; a run with failed or unfinished calls goes alone.
+            let remembers_calls = saved
+                .calls
+                .as_deref()
+                .and_then(CallMemory::parse)
+                .is_some_and(|memory| memory != CallMemory::default());
+            if remembers_calls {
+                one_by_one.push(id.clone());
+                continue;
+            }
             let module = self.module(&record.version)?;
             let machine = snapshot::decode(saved.format_version, &saved.state)
                 .map_err(|why| EngineError::Corrupt(format!("run {id}: {why}")))?;
@@ -1182,7 +1214,6 @@ impl Engine {
             });
         }
         let mut completed = 0;
-        let mut one_by_one = Vec::new();
         while !active.is_empty() {
             let now = now_ms();
             let mut commits = Vec::with_capacity(active.len());
@@ -1389,6 +1420,8 @@ impl Engine {
                     memory.attempt_after_crash = false;
                 }
                 pending.push(event(EventKind::StepStarted, Some(info.name.clone()), Some(attempt), here, serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input })));
+                memory.started(step, &site, &key, &input);
+                self.remember(run, memory);
                 let started = now_ms();
                 let context = CallContext {
                     run_id: run.to_string(),
@@ -1449,6 +1482,9 @@ impl Engine {
                 ));
                 memory.failures.remove(&site);
                 memory.failed_calls.remove(&site);
+                memory.started.remove(&site);
+                memory.ended();
+                self.remember(run, memory);
                 machine
                     .complete(module, value, finished)
                     .map_err(EngineError::Corrupt)?;
@@ -1465,9 +1501,12 @@ impl Engine {
                     data,
                 ));
                 *memory.failures.entry(site.clone()).or_default() += 1;
+                memory.started.remove(&site);
                 memory
                     .failed_calls
                     .insert(site, (key.clone(), input.clone()));
+                memory.ended();
+                self.remember(run, memory);
                 let error = tool_error_value(
                     failure.kind,
                     failure.message,
@@ -1716,6 +1755,11 @@ impl Engine {
         }
     }
 
+    /// Keeps `memory` as what the run's next checkpoint records of its calls.
+    fn remember(&mut self, run: &str, memory: &CallMemory) {
+        self.run_calls.insert(run.to_string(), memory.to_json());
+    }
+
     /// Gives up this engine's claim on `run`, unless a call of the run is in the pool (the
     /// claim then lasts until its completion is applied).
     pub(crate) fn release(&mut self, run: &str) -> EngineResult<()> {
@@ -1740,21 +1784,57 @@ struct ToolStep<'a> {
 /// A tool call site: the tool and the source line of the call.
 type Site = (String, Option<i64>);
 
-/// What a drive needs to know of a run's earlier tool calls, read from its history.
+/// What a drive needs to know of a run's earlier tool calls: read from its history once,
+/// then kept with every checkpoint (`Checkpoint::calls`) and updated as calls are made.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct CallMemory {
     /// The key of the call that was in flight when the last process stopped (the run's last
     /// record is its `step_started` at the current step): it is made again under that key.
+    #[serde(skip)]
     in_flight_key: Option<String>,
     /// Whether the next call is such a repeat (recorded as `step_resumed`).
+    #[serde(skip)]
     attempt_after_crash: bool,
+    /// The step number and key of the last call whose start was recorded and whose end was
+    /// not (what `in_flight_key` is read from).
+    #[serde(default)]
+    last_started: Option<(u64, String)>,
     /// The attempt number of each site: 1 + its failures since its last success (a `retry`
     /// loops back to the same call).
+    #[serde(with = "site_map", default)]
     failures: HashMap<Site, i64>,
     /// The idempotency key and input of each site's last failed call: calling it again with
     /// the same input (a `retry`) is the same request, so it keeps the same key.
+    #[serde(with = "site_map", default)]
     failed_calls: HashMap<Site, (String, serde_json::Value)>,
     /// The calls started and not yet finished, by site.
+    #[serde(with = "site_map", default)]
     started: HashMap<Site, (String, serde_json::Value)>,
+}
+
+/// A map keyed by call site, as JSON: a list of `[site, value]` pairs (JSON object keys are
+/// text only).
+mod site_map {
+    use super::Site;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::HashMap;
+
+    pub(super) fn serialize<V: Serialize, S: Serializer>(
+        map: &HashMap<Site, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut pairs: Vec<(&Site, &V)> = map.iter().collect();
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
+        pairs.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, V: Deserialize<'de>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<HashMap<Site, V>, D::Error> {
+        Ok(Vec::<(Site, V)>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
 }
 
 impl CallMemory {
@@ -1768,10 +1848,9 @@ impl CallMemory {
         });
         let mut memory = CallMemory {
             attempt_after_crash: in_flight_key.is_some(),
+            last_started: in_flight_key.clone().map(|key| (step, key)),
             in_flight_key,
-            failures: HashMap::new(),
-            failed_calls: HashMap::new(),
-            started: HashMap::new(),
+            ..CallMemory::default()
         };
         for e in history {
             let site = (e.step.clone().unwrap_or_default(), e.line);
@@ -1807,6 +1886,38 @@ impl CallMemory {
             }
         }
         memory
+    }
+
+    fn parse(json: &str) -> Option<CallMemory> {
+        serde_json::from_str(json).ok()
+    }
+
+    /// The memory as a drive at step `step` starts from it: a call started at this very
+    /// step and not finished was in flight when the last process stopped.
+    fn at_step(mut self, step: u64) -> CallMemory {
+        self.in_flight_key = self
+            .last_started
+            .as_ref()
+            .filter(|(started, _)| *started == step)
+            .map(|(_, key)| key.clone());
+        self.attempt_after_crash = self.in_flight_key.is_some();
+        self
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A call's start, recorded.
+    fn started(&mut self, step: u64, site: &Site, key: &str, input: &serde_json::Value) {
+        self.last_started = Some((step, key.to_string()));
+        self.started
+            .insert(site.clone(), (key.to_string(), input.clone()));
+    }
+
+    /// A call's end (completed, failed or timed out), recorded.
+    fn ended(&mut self) {
+        self.last_started = None;
     }
 }
 
@@ -1861,8 +1972,10 @@ fn extend(data: &mut serde_json::Value, record: serde_json::Map<String, serde_js
     }
 }
 
+/// The checkpoint of `machine`; `calls: None` keeps what the store holds of the run's calls.
 pub(crate) fn checkpoint(version: &str, machine: &Machine) -> Checkpoint {
     Checkpoint {
+        calls: None,
         format_version: snapshot::CURRENT_VERSION,
         program_hash: version.to_string(),
         state: snapshot::encode(machine),
@@ -2024,4 +2137,29 @@ pub fn validate_input(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod call_memory_tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_kept_with_a_checkpoint_reads_back_as_the_history_would_give_it() {
+        let site = ("charge".to_string(), Some(7));
+        let mut memory = CallMemory::default();
+        memory.started(4, &site, "r1:4", &serde_json::json!({ "n": 1 }));
+        *memory.failures.entry(site.clone()).or_default() += 2;
+        memory
+            .failed_calls
+            .insert(site.clone(), ("r1:2".into(), serde_json::json!({ "n": 1 })));
+        let back = CallMemory::parse(&memory.to_json()).expect("it parses");
+        assert_eq!(back, memory);
+        // At the step of the unfinished call: it was in flight, and is made again under its key.
+        let resumed = back.clone().at_step(4);
+        assert_eq!(resumed.in_flight_key.as_deref(), Some("r1:4"));
+        assert!(resumed.attempt_after_crash);
+        // At another step: nothing was in flight.
+        assert_eq!(back.at_step(5).in_flight_key, None);
+        assert_eq!(CallMemory::parse("not json"), None);
+    }
 }

@@ -174,7 +174,9 @@ pub fn sqlite_to_postgres(from: &Path, to: &str) -> StoreResult<Moved> {
     drop(runs);
 
     let mut read = snapshot
-        .prepare("SELECT run, format_version, program_hash, state, updated_at FROM checkpoints")
+        .prepare(
+            "SELECT run, format_version, program_hash, state, updated_at, calls FROM checkpoints",
+        )
         .map_err(sqlite_error("reading checkpoints"))?;
     let rows = read
         .query_map([], |r| {
@@ -184,16 +186,17 @@ pub fn sqlite_to_postgres(from: &Path, to: &str) -> StoreResult<Moved> {
                 r.get::<_, String>(2)?,
                 r.get::<_, Vec<u8>>(3)?,
                 r.get::<_, i64>(4)?,
+                r.get::<_, Option<String>>(5)?,
             ))
         })
         .map_err(sqlite_error("reading checkpoints"))?;
     for row in rows {
-        let (run, format_version, program_hash, state, at) =
+        let (run, format_version, program_hash, state, at, calls) =
             row.map_err(sqlite_error("reading checkpoints"))?;
         tx.execute(
-            "INSERT INTO checkpoints (run, format_version, program_hash, state, updated_at)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[&run, &format_version, &program_hash, &state, &at],
+            "INSERT INTO checkpoints (run, format_version, program_hash, state, updated_at, calls)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&run, &format_version, &program_hash, &state, &at, &calls],
         )
         .map_err(pg_error("writing checkpoints"))?;
     }

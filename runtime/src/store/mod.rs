@@ -69,6 +69,10 @@ pub struct Checkpoint {
     pub format_version: i64,
     pub program_hash: String,
     pub state: Vec<u8>,
+    /// What the engine knows of the run's earlier tool calls at this checkpoint (attempts,
+    /// keys of failed and started calls: `engine::CallMemory`, as JSON), so that a resume
+    /// reads no history. `None` for a checkpoint written before it was kept.
+    pub calls: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -122,6 +122,8 @@ pub const MIGRATIONS: &[&str] = &[
      ALTER TABLE refusals ADD COLUMN last_at BIGINT NOT NULL DEFAULT 0;
      UPDATE refusals SET last_at = at;
      CREATE INDEX refusals_by_client ON refusals(client, who, status, at);",
+    // 8: a checkpoint keeps what the engine knows of the run's earlier tool calls.
+    "ALTER TABLE checkpoints ADD COLUMN calls TEXT;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -461,19 +463,21 @@ fn upsert_checkpoint(
     now: Millis,
 ) -> Result<(), TxError> {
     tx.execute(
-        "INSERT INTO checkpoints (run, format_version, program_hash, state, updated_at)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO checkpoints (run, format_version, program_hash, state, updated_at, calls)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (run) DO UPDATE SET
             format_version = excluded.format_version,
             program_hash = excluded.program_hash,
             state = excluded.state,
-            updated_at = excluded.updated_at",
+            updated_at = excluded.updated_at,
+            calls = COALESCE(excluded.calls, checkpoints.calls)",
         &[
             &run,
             &checkpoint.format_version,
             &checkpoint.program_hash,
             &checkpoint.state,
             &now,
+            &checkpoint.calls,
         ],
     )?;
     Ok(())
@@ -806,7 +810,7 @@ impl Store for PostgresStore {
             "loading a run",
             "SELECT r.id, r.workflow, r.version, r.status, r.input, r.output, r.error,
                     r.waiting_on, r.wake_at, r.started_by, r.parent, r.created_at,
-                    r.updated_at, c.format_version, c.program_hash, c.state
+                    r.updated_at, c.format_version, c.program_hash, c.state, c.calls
              FROM runs r LEFT JOIN checkpoints c ON c.run = r.id
              WHERE r.id = $1",
             &[&run],
@@ -818,6 +822,7 @@ impl Store for PostgresStore {
         let format_version: Option<i64> = row.get(13);
         let program_hash: Option<String> = row.get(14);
         let state: Option<Vec<u8>> = row.get(15);
+        let calls: Option<String> = row.get(16);
         match (format_version, program_hash, state) {
             (Some(format_version), Some(program_hash), Some(state)) => Ok(Some((
                 record,
@@ -825,6 +830,7 @@ impl Store for PostgresStore {
                     format_version,
                     program_hash,
                     state,
+                    calls,
                 },
             ))),
             _ => Err(StoreError::Database(format!(

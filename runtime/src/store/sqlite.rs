@@ -117,6 +117,9 @@ pub const MIGRATIONS: &[&str] = &[
      ALTER TABLE refusals ADD COLUMN last_at INTEGER NOT NULL DEFAULT 0;
      UPDATE refusals SET last_at = at;
      CREATE INDEX refusals_by_client ON refusals(client, who, status, at);",
+    // 8: a checkpoint keeps what the engine knows of the run's earlier tool calls, so that a
+    // resume reads the checkpoint alone, not the history.
+    "ALTER TABLE checkpoints ADD COLUMN calls TEXT;",
 ];
 
 /// The schema version this code writes and understands.
@@ -525,13 +528,14 @@ fn upsert_checkpoint(
     now: Millis,
 ) -> StoreResult<()> {
     tx.prepare_cached(
-        "INSERT INTO checkpoints (run, format_version, program_hash, state, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO checkpoints (run, format_version, program_hash, state, updated_at, calls)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (run) DO UPDATE SET
             format_version = excluded.format_version,
             program_hash = excluded.program_hash,
             state = excluded.state,
-            updated_at = excluded.updated_at",
+            updated_at = excluded.updated_at,
+            calls = COALESCE(excluded.calls, checkpoints.calls)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -539,7 +543,8 @@ fn upsert_checkpoint(
             checkpoint.format_version,
             checkpoint.program_hash,
             checkpoint.state,
-            now
+            now,
+            checkpoint.calls
         ])
     })
     .map_err(ctx.map("writing a checkpoint"))?;
@@ -899,7 +904,7 @@ impl Store for SqliteStore {
             .prepare_cached(
                 "SELECT r.id, r.workflow, r.version, r.status, r.input, r.output, r.error,
                         r.waiting_on, r.wake_at, r.started_by, r.parent, r.created_at,
-                        r.updated_at, c.format_version, c.program_hash, c.state
+                        r.updated_at, c.format_version, c.program_hash, c.state, c.calls
                  FROM runs r LEFT JOIN checkpoints c ON c.run = r.id
                  WHERE r.id = ?1",
             )
@@ -909,12 +914,14 @@ impl Store for SqliteStore {
                     let format_version: Option<i64> = row.get(13)?;
                     let program_hash: Option<String> = row.get(14)?;
                     let state: Option<Vec<u8>> = row.get(15)?;
+                    let calls: Option<String> = row.get(16)?;
                     let checkpoint = match (format_version, program_hash, state) {
                         (Some(format_version), Some(program_hash), Some(state)) => {
                             Some(Checkpoint {
                                 format_version,
                                 program_hash,
                                 state,
+                                calls,
                             })
                         }
                         _ => None,
@@ -1224,6 +1231,7 @@ mod tests {
             format_version: 1,
             program_hash: "prog".to_string(),
             state: state.to_vec(),
+            calls: None,
         }
     }
 
