@@ -138,15 +138,7 @@ pub fn call(
         &mut record,
     );
     // The configured credentials never come back, whatever the server echoes.
-    let result = result
-        .map(|mut json| {
-            secrets.redact_json(&mut json);
-            json
-        })
-        .map_err(|mut failure| {
-            failure.message = secrets.redact(&failure.message);
-            failure
-        });
+    let result = secrets.redact_result(result);
     let mut details = serde_json::json!({ "model": model, "prompt": prompt });
     if let Some(details) = details.as_object_mut() {
         details.extend(record);
