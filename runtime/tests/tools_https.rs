@@ -2,7 +2,8 @@
 //! certificates of a CA made in the test (`common/pki.rs`): an `http` tool whose `flow.toml`
 //! names the CA file; an expired certificate, one for another host, one from an authority
 //! flowrt does not trust, a server that requires a client certificate — each a clear
-//! `ToolError` that is not retried; mutual TLS with `client_cert` and `client_key`; a webhook
+//! `ToolError` that is not retried; mutual TLS with `client_cert` and `client_key`, for an
+//! `http` tool and for the `[llm]` endpoint; a webhook
 //! over HTTPS with the project's CA (and without it: recorded as failed); OTLP export to an
 //! HTTPS collector; and TLS files that cannot be used, refused at their line of `flow.toml`.
 #![cfg(unix)]
@@ -28,6 +29,12 @@ tool check(id: String) -> Report via http post "/customs/check"
 
 workflow release(id: String) -> Report {
   retry 3 { check(id) }
+}
+
+tool read_report(id: String) -> Report via llm "flow-test-model" prompt "Report on ${id}"
+
+workflow ask(id: String) -> Report {
+  read_report(id)
 }
 
 workflow signoff(id: String) -> Bool {
@@ -183,6 +190,63 @@ fn tls_failures_are_clear_tool_errors_that_are_not_retried() {
             assert_eq!(failed.len(), 1, "{failed:?}");
             assert_eq!(failed[0]["data"]["retryable"], false);
         }
+    });
+}
+
+#[test]
+fn an_llm_endpoint_over_https_with_mutual_tls() {
+    for_each_store(|store| {
+        let ca = Ca::new("Flow test CA");
+        let clients = Ca::new("Flow clients CA");
+        let completion = serde_json::json!({
+            "choices": [{ "index": 0, "message": { "role": "assistant",
+                "content": "{\"ok\": false, \"anomalies\": [\"seal\"]}" } }],
+        })
+        .to_string();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{completion}",
+            completion.len()
+        );
+        let server = TlsServer::start(
+            &ca.server(&["localhost"], false),
+            Some(&clients.pem()),
+            &answer,
+        );
+        let config = format!(
+            "[llm]\nbase_url = \"https://localhost:{}/v1\"\napi_key = \"${{env:FLOW_TEST_LLM_KEY}}\"\n\
+             ca_file = \"certs/ca.pem\"\nclient_cert = \"certs/flowrt.pem\"\nclient_key = \"certs/flowrt.key\"\n",
+            server.port
+        );
+        let project = project(store, &ca, &config).with_env("FLOW_TEST_LLM_KEY", "sk-9c1e77b04d");
+        let identity = clients.client("flowrt");
+        project.write("certs/flowrt.pem", &identity.cert);
+        project.write("certs/flowrt.key", &identity.key);
+        let out = project.flowrt(&[
+            "run",
+            "prog.flow",
+            "--json",
+            "--workflow",
+            "ask",
+            "--input",
+            r#"{"id": "S3"}"#,
+        ]);
+        out.expect_code(EXIT_COMPLETED);
+        assert_eq!(
+            out.json()["output"],
+            serde_json::json!({ "ok": false, "anomalies": ["seal"] })
+        );
+        let seen = server
+            .next()
+            .expect("the completion request arrived over TLS");
+        assert!(
+            seen.starts_with("POST /v1/chat/completions HTTP/1.1\r\n"),
+            "{seen}"
+        );
+        assert!(
+            seen.contains("Authorization: Bearer sk-9c1e77b04d\r\n"),
+            "{seen}"
+        );
+        assert!(seen.contains("Report on S3"), "{seen}");
     });
 }
 
