@@ -14,9 +14,12 @@
 //! command = "sh notify.sh"
 //!
 //! [tools.check_docs]
-//! base_url = "http://127.0.0.1:8080"
+//! base_url = "https://customs.example.com"
 //! headers = { Authorization = "Bearer ${env:CUSTOMS_TOKEN}" }
 //! timeout = "10s"
+//! ca_file = "certs/customs-ca.pem"       # trusted besides the system's roots
+//! client_cert = "certs/flowrt.pem"       # mutual TLS, with its key:
+//! client_key = "certs/flowrt.key"
 //!
 //! [workflows.cargo_release]
 //! starters = ["clerk"]
@@ -31,6 +34,11 @@
 //! timeout = "10m"
 //! ```
 //!
+//! TLS file paths are relative to the directory of `flow.toml`; each file is read and checked
+//! when the file is loaded (a missing file, PEM that is not a certificate or key, a key that
+//! does not belong to its certificate, a certificate without its key are errors at the key's
+//! line). `[llm]` and `[[notify]]` webhooks take the same three keys.
+//!
 //! Header values and the API key may reference environment variables with `${env:NAME}`; they
 //! are read when the tool is called (a missing variable is then an error naming the tool and
 //! the variable), and their values are secrets: never recorded, never shown.
@@ -42,10 +50,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
+
+use crate::http_client::TlsFiles;
 
 /// The file name looked up in the current directory when no `--config` is given.
 pub const DEFAULT_FILE: &str = "flow.toml";
@@ -109,6 +119,8 @@ pub struct ToolConfig {
     pub headers: Vec<(String, EnvTemplate)>,
     /// The longest one call may take, in milliseconds, unless a `timeout` block allows less.
     pub timeout_ms: Option<u64>,
+    /// `ca_file`, `client_cert`, `client_key`: for `https://` URLs.
+    pub tls: TlsFiles,
 }
 
 /// The OpenAI-compatible chat-completions endpoint used by `llm` tools (`[llm]`).
@@ -120,6 +132,8 @@ pub struct LlmConfig {
     pub api_key: Option<EnvTemplate>,
     /// The longest one call may take, in milliseconds, unless a `timeout` block allows less.
     pub timeout_ms: Option<u64>,
+    /// `ca_file`, `client_cert`, `client_key`: for an `https://` endpoint.
+    pub tls: TlsFiles,
 }
 
 /// What applies to every `exec` tool (`[exec]`).
@@ -248,8 +262,9 @@ pub struct User {
 /// Where a notification is delivered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotifyHook {
-    /// An HTTP POST of the JSON message to a `http://` URL.
-    Webhook { url: String },
+    /// An HTTP POST of the JSON message to an `http://` or `https://` URL (with the entry's
+    /// `ca_file`, `client_cert` and `client_key`).
+    Webhook { url: String, tls: TlsFiles },
     /// `sh -c COMMAND` with the JSON message on standard input.
     Command { command: String },
 }
@@ -258,7 +273,7 @@ impl fmt::Display for NotifyHook {
     /// `webhook http://…` or `command …`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NotifyHook::Webhook { url } => write!(f, "webhook {url}"),
+            NotifyHook::Webhook { url, .. } => write!(f, "webhook {url}"),
             NotifyHook::Command { command } => write!(f, "command {command}"),
         }
     }
@@ -451,7 +466,8 @@ impl Config {
             .map(String::as_str)
     }
 
-    /// Loads and checks the file at `path` (a regular file of at most [`MAX_CONFIG_BYTES`]). A missing file is an error; see
+    /// Loads and checks the file at `path` (TLS file paths in it are relative to its
+    /// directory) (a regular file of at most [`MAX_CONFIG_BYTES`]). A missing file is an error; see
     /// [`Config::load_optional`] for the default location, where a missing file is fine.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
@@ -460,7 +476,15 @@ impl Config {
                 String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
             });
         match text {
-            Ok(text) => Config::parse(&text, &origin),
+            Ok(text) => {
+                let dir = path.parent().unwrap_or_else(|| Path::new(""));
+                Parser {
+                    text: &text,
+                    origin: &origin,
+                    dir,
+                }
+                .document()
+            }
             Err(why) => Err(ConfigError {
                 origin,
                 line: None,
@@ -478,9 +502,14 @@ impl Config {
         }
     }
 
-    /// Parses and checks configuration text; `origin` names it in errors.
+    /// Parses and checks configuration text; `origin` names it in errors. TLS file paths are
+    /// relative to the current directory.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let parser = Parser { text, origin };
+        let parser = Parser {
+            text,
+            origin,
+            dir: Path::new(""),
+        };
         parser.document()
     }
 
@@ -566,12 +595,28 @@ fn describe(value: &DeValue<'_>) -> &'static str {
 struct Parser<'a> {
     text: &'a str,
     origin: &'a str,
+    /// What relative file paths are relative to.
+    dir: &'a Path,
 }
 
 const TOP_KEYS: &[&str] = &["users", "notify", "tools", "llm", "exec", "workflows"];
 const WORKFLOW_KEYS: &[&str] = &["starters", "readers"];
-const TOOL_KEYS: &[&str] = &["base_url", "headers", "timeout"];
-const LLM_KEYS: &[&str] = &["base_url", "api_key", "timeout"];
+const TOOL_KEYS: &[&str] = &[
+    "base_url",
+    "headers",
+    "timeout",
+    "ca_file",
+    "client_cert",
+    "client_key",
+];
+const LLM_KEYS: &[&str] = &[
+    "base_url",
+    "api_key",
+    "timeout",
+    "ca_file",
+    "client_cert",
+    "client_key",
+];
 const EXEC_KEYS: &[&str] = &["timeout"];
 /// Headers that flowrt sets itself and a configuration may not replace.
 const RESERVED_HEADERS: &[&str] = &[
@@ -582,7 +627,43 @@ const RESERVED_HEADERS: &[&str] = &[
     "idempotency-key",
 ];
 const USER_KEYS: &[&str] = &["roles"];
-const NOTIFY_KEYS: &[&str] = &["webhook", "command"];
+const NOTIFY_KEYS: &[&str] = &["webhook", "command", "ca_file", "client_cert", "client_key"];
+
+/// The TLS keys of one section as written: each path and the place of its value.
+#[derive(Default)]
+struct TlsKeys {
+    ca_file: Option<(PathBuf, Range<usize>)>,
+    client_cert: Option<(PathBuf, Range<usize>)>,
+    client_key: Option<(PathBuf, Range<usize>)>,
+}
+
+impl TlsKeys {
+    fn set(
+        &mut self,
+        parser: &Parser<'_>,
+        key: &str,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Result<(), ConfigError> {
+        let entry = Some((parser.path(key, value)?, value.span()));
+        match key {
+            "ca_file" => self.ca_file = entry,
+            "client_cert" => self.client_cert = entry,
+            _ => self.client_key = entry,
+        }
+        Ok(())
+    }
+
+    /// The first key given, and its place.
+    fn first(&self) -> Option<(&'static str, Range<usize>)> {
+        [
+            ("ca_file", &self.ca_file),
+            ("client_cert", &self.client_cert),
+            ("client_key", &self.client_key),
+        ]
+        .into_iter()
+        .find_map(|(key, entry)| entry.as_ref().map(|(_, span)| (key, span.clone())))
+    }
+}
 
 impl Parser<'_> {
     fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
@@ -833,10 +914,14 @@ impl Parser<'_> {
             };
             let mut webhook = None;
             let mut command = None;
+            let mut tls = TlsKeys::default();
             for (key, value) in in_file_order(table) {
                 match key.get_ref().as_ref() {
                     "webhook" => webhook = Some(self.webhook(value)?),
                     "command" => command = Some(self.command(value)?),
+                    name @ ("ca_file" | "client_cert" | "client_key") => {
+                        tls.set(self, name, value)?;
+                    }
                     _ => return Err(self.unknown_key(key, "a [[notify]] entry", NOTIFY_KEYS)),
                 }
             }
@@ -846,7 +931,16 @@ impl Parser<'_> {
                     "a [[notify]] entry needs a webhook = \"http://…\" or a command = \"…\"",
                 ));
             }
-            hooks.extend(webhook.map(|url| NotifyHook::Webhook { url }));
+            if webhook.is_none()
+                && let Some((key, span)) = tls.first()
+            {
+                return Err(self.at(
+                    span,
+                    format!("{key} applies to a webhook, and this [[notify]] entry has none: add webhook = \"https://…\" or move {key} to the entry that has it"),
+                ));
+            }
+            let tls = self.tls_files(tls, "the [[notify]] webhook")?;
+            hooks.extend(webhook.map(|url| NotifyHook::Webhook { url, tls }));
             hooks.extend(command.map(|command| NotifyHook::Command { command }));
         }
         Ok(hooks)
@@ -857,12 +951,13 @@ impl Parser<'_> {
             return Err(self.at(
                 value.span(),
                 format!(
-                    "webhook must be a string with an http:// URL, not {}",
+                    "webhook must be a string with an http:// or https:// URL, not {}",
                     describe(value.get_ref())
                 ),
             ));
         };
-        crate::notify::HttpUrl::parse(url).map_err(|message| self.at(value.span(), message))?;
+        crate::http_client::HttpUrl::parse(url)
+            .map_err(|message| self.at(value.span(), message))?;
         Ok(url.to_string())
     }
 
@@ -925,16 +1020,19 @@ impl Parser<'_> {
             ));
         };
         let mut tool = ToolConfig::default();
+        let mut tls = TlsKeys::default();
         for (key, value) in in_file_order(table) {
             match key.get_ref().as_ref() {
                 "base_url" => tool.base_url = Some(self.base_url(value)?),
                 "headers" => tool.headers = self.headers(name, value)?,
                 "timeout" => tool.timeout_ms = Some(self.timeout(value)?),
+                key @ ("ca_file" | "client_cert" | "client_key") => tls.set(self, key, value)?,
                 _ => {
                     return Err(self.unknown_key(key, &format!("tool `{name}`"), TOOL_KEYS));
                 }
             }
         }
+        tool.tls = self.tls_files(tls, &format!("[tools.{name}]"))?;
         Ok(tool)
     }
 
@@ -949,14 +1047,17 @@ impl Parser<'_> {
             ));
         };
         let mut llm = LlmConfig::default();
+        let mut tls = TlsKeys::default();
         for (key, value) in in_file_order(table) {
             match key.get_ref().as_ref() {
                 "base_url" => llm.base_url = Some(self.base_url(value)?),
                 "api_key" => llm.api_key = Some(self.template("api_key", value)?),
                 "timeout" => llm.timeout_ms = Some(self.timeout(value)?),
+                key @ ("ca_file" | "client_cert" | "client_key") => tls.set(self, key, value)?,
                 _ => return Err(self.unknown_key(key, "[llm]", LLM_KEYS)),
             }
         }
+        llm.tls = self.tls_files(tls, "[llm]")?;
         Ok(llm)
     }
 
@@ -985,12 +1086,12 @@ impl Parser<'_> {
             return Err(self.at(
                 value.span(),
                 format!(
-                    "base_url must be a string with an http:// URL, not {}",
+                    "base_url must be a string with an http:// or https:// URL, not {}",
                     describe(value.get_ref())
                 ),
             ));
         };
-        crate::notify::HttpUrl::parse_as(url, "base_url")
+        crate::http_client::HttpUrl::parse_as(url, "base_url")
             .map_err(|message| self.at(value.span(), message))?;
         if url.contains('?') || url.contains('#') {
             return Err(self.at(
@@ -1063,6 +1164,42 @@ impl Parser<'_> {
             .map_err(|message| self.at(value.span(), format!("{what}: {message}")))
     }
 
+    /// The TLS files of a section, each read and checked now; a mistake is reported at the
+    /// line of the key whose file it is, naming the section (`[tools.crm]`).
+    fn tls_files(&self, keys: TlsKeys, section: &str) -> Result<TlsFiles, ConfigError> {
+        let files = TlsFiles {
+            ca_file: keys.ca_file.as_ref().map(|(path, _)| path.clone()),
+            client_cert: keys.client_cert.as_ref().map(|(path, _)| path.clone()),
+            client_key: keys.client_key.as_ref().map(|(path, _)| path.clone()),
+        };
+        crate::http_client::check_tls_files(&files).map_err(|e| {
+            let span = match e.key {
+                "ca_file" => keys.ca_file.map(|(_, span)| span),
+                "client_cert" => keys.client_cert.map(|(_, span)| span),
+                _ => keys.client_key.map(|(_, span)| span),
+            };
+            self.error(span, format!("{section} {}", e.message))
+        })?;
+        Ok(files)
+    }
+
+    /// A file path: relative ones are taken from the directory of `flow.toml`.
+    fn path(&self, key: &str, value: &Spanned<DeValue<'_>>) -> Result<PathBuf, ConfigError> {
+        let DeValue::String(text) = value.get_ref() else {
+            return Err(self.at(
+                value.span(),
+                format!(
+                    "{key} must be a string with the path of a PEM file, not {}",
+                    describe(value.get_ref())
+                ),
+            ));
+        };
+        if text.trim().is_empty() {
+            return Err(self.at(value.span(), format!("{key} must not be empty")));
+        }
+        Ok(self.dir.join(text.as_ref()))
+    }
+
     fn timeout(&self, value: &Spanned<DeValue<'_>>) -> Result<u64, ConfigError> {
         let DeValue::String(text) = value.get_ref() else {
             return Err(self.at(
@@ -1130,7 +1267,8 @@ command = "logger flow"
             config.notify,
             vec![
                 NotifyHook::Webhook {
-                    url: "http://127.0.0.1:9000/hook".to_string()
+                    url: "http://127.0.0.1:9000/hook".to_string(),
+                    tls: TlsFiles::NONE,
                 },
                 NotifyHook::Command {
                     command: "sh notify.sh".to_string()
@@ -1362,13 +1500,16 @@ command = "logger flow"
     }
 
     #[test]
-    fn webhook_must_be_http() {
-        let e = err("[[notify]]\nwebhook = \"https://example.com/hook\"\n");
-        assert_eq!(e.line, Some(2));
-        assert_eq!(e.column, Some(11));
-        assert!(e.message.contains("https is not supported yet"), "{e}");
+    fn webhook_must_be_http_or_https() {
+        let config = Config::parse("[[notify]]\nwebhook = \"https://example.com/hook\"\n", "t")
+            .expect("https is accepted");
+        assert_eq!(
+            config.notify[0].to_string(),
+            "webhook https://example.com/hook"
+        );
         let e = err("[[notify]]\nwebhook = \"ftp://example.com/\"\n");
-        assert!(e.message.contains("http://"), "{e}");
+        assert_eq!((e.line, e.column), (Some(2), Some(11)));
+        assert!(e.message.contains("http:// or https://"), "{e}");
         let e = err("[[notify]]\nwebhook = \"http://:80/\"\n");
         assert!(e.message.contains("host"), "{e}");
         let e = err("[[notify]]\nwebhook = \"http://h:99999/\"\n");
@@ -1518,9 +1659,18 @@ timeout = "1m"
 
     #[test]
     fn tool_and_llm_errors_name_the_line() {
-        let e = err("[tools.t]\nbase_url = \"https://api.example.com\"\n");
+        let config = Config::parse("[tools.t]\nbase_url = \"https://api.example.com\"\n", "t")
+            .expect("https is accepted");
+        assert_eq!(
+            config.tools["t"].base_url.as_deref(),
+            Some("https://api.example.com")
+        );
+        let e = err("[tools.t]\nbase_url = \"ftp://api.example.com\"\n");
         assert_eq!((e.line, e.column), (Some(2), Some(12)), "{e}");
-        assert!(e.message.contains("https is not supported yet"), "{e}");
+        assert!(
+            e.message.contains("must be an http:// or https:// URL"),
+            "{e}"
+        );
         let e = err("[tools.t]\nbase_url = \"http://h:8080/x?y=1\"\n");
         assert!(e.message.contains("query"), "{e}");
         let e = err("[tools.t]\nbase_url = 8080\n");
@@ -1561,13 +1711,146 @@ timeout = "1m"
         let e = err("[llm]\nmodel = \"mistral-small\"\n");
         assert!(
             e.message
-                .contains("expected one of `base_url`, `api_key`, `timeout`"),
+                .contains("expected one of `base_url`, `api_key`, `timeout`, `ca_file`"),
             "{e}"
         );
         let e = err("llm = \"http://h/v1\"\n");
         assert!(e.message.starts_with("llm must be a table"), "{e}");
         let e = err("[llm]\napi_key = \"${env:KEY\"\n");
         assert!(e.message.starts_with("api_key: "), "{e}");
+    }
+
+    /// A project directory with `flow.toml` and a CA, a client certificate and its key (and a
+    /// key that belongs to another certificate) under `certs/`.
+    fn tls_project(toml: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).expect("certs");
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_string()]).expect("ca");
+        let client =
+            rcgen::generate_simple_self_signed(vec!["flowrt".to_string()]).expect("client");
+        let other = rcgen::KeyPair::generate().expect("key");
+        for (name, text) in [
+            ("ca.pem", ca.cert.pem()),
+            ("client.pem", client.cert.pem()),
+            ("client.key", client.signing_key.serialize_pem()),
+            ("other.key", other.serialize_pem()),
+        ] {
+            std::fs::write(certs.join(name), text).expect("write");
+        }
+        let path = dir.path().join("flow.toml");
+        std::fs::write(&path, toml).expect("flow.toml");
+        let loaded = Config::load(&path);
+        (dir, loaded)
+    }
+
+    #[test]
+    fn tls_files_are_relative_to_flow_toml_and_read_when_it_is_loaded() {
+        let (dir, loaded) = tls_project(
+            "[tools.crm]\nbase_url = \"https://crm.example.com\"\nca_file = \"certs/ca.pem\"\n\
+             client_cert = \"certs/client.pem\"\nclient_key = \"certs/client.key\"\n\n\
+             [llm]\nbase_url = \"https://llm.example.com/v1\"\nca_file = \"certs/ca.pem\"\n\n\
+             [[notify]]\nwebhook = \"https://hooks.example.com/flow\"\nca_file = \"certs/ca.pem\"\n",
+        );
+        let config = loaded.expect("valid");
+        let certs = dir.path().join("certs");
+        let crm = &config.tools["crm"].tls;
+        assert_eq!(crm.ca_file.as_deref(), Some(certs.join("ca.pem").as_path()));
+        assert_eq!(
+            crm.client_cert.as_deref(),
+            Some(certs.join("client.pem").as_path())
+        );
+        assert_eq!(
+            crm.client_key.as_deref(),
+            Some(certs.join("client.key").as_path())
+        );
+        let llm = &config.llm.as_ref().expect("llm").tls;
+        assert_eq!(llm.ca_file.as_deref(), Some(certs.join("ca.pem").as_path()));
+        let NotifyHook::Webhook { tls, .. } = &config.notify[0] else {
+            panic!("a webhook")
+        };
+        assert_eq!(tls.ca_file.as_deref(), Some(certs.join("ca.pem").as_path()));
+    }
+
+    #[test]
+    fn bad_tls_files_name_the_section_the_file_and_the_line() {
+        let cases: &[(&str, (usize, usize), &[&str])] = &[
+            (
+                "[tools.crm]\nca_file = \"certs/missing.pem\"\n",
+                (2, 11),
+                &["[tools.crm] ca_file `", "missing.pem`: cannot read it"],
+            ),
+            (
+                "[tools.crm]\nca_file = \"certs/client.key\"\n",
+                (2, 11),
+                &["[tools.crm] ca_file `", "client.key`: holds no certificate"],
+            ),
+            (
+                "[tools.crm]\nclient_cert = \"certs/client.pem\"\n",
+                (2, 15),
+                &[
+                    "[tools.crm] client_cert `",
+                    "needs its private key too (client_key)",
+                ],
+            ),
+            (
+                "[tools.crm]\nclient_key = \"certs/client.key\"\n",
+                (2, 14),
+                &[
+                    "[tools.crm] client_key `",
+                    "needs its certificate too (client_cert)",
+                ],
+            ),
+            (
+                "[tools.crm]\nclient_cert = \"certs/client.pem\"\nclient_key = \"certs/other.key\"\n",
+                (3, 14),
+                &[
+                    "[tools.crm] client_key `",
+                    "does not belong to the certificate of client_cert",
+                ],
+            ),
+            (
+                "[llm]\nca_file = \"certs/nope.pem\"\n",
+                (2, 11),
+                &["[llm] ca_file `", "cannot read it"],
+            ),
+            (
+                "[[notify]]\nwebhook = \"https://h/\"\nclient_key = \"certs/client.key\"\n",
+                (3, 14),
+                &[
+                    "the [[notify]] webhook client_key `",
+                    "needs its certificate too",
+                ],
+            ),
+            (
+                "[[notify]]\ncommand = \"true\"\nca_file = \"certs/ca.pem\"\n",
+                (3, 11),
+                &["ca_file applies to a webhook, and this [[notify]] entry has none"],
+            ),
+            (
+                "[tools.crm]\nca_file = 5\n",
+                (2, 11),
+                &["ca_file must be a string with the path of a PEM file, not an integer"],
+            ),
+            (
+                "[tools.crm]\nca_file = \" \"\n",
+                (2, 11),
+                &["ca_file must not be empty"],
+            ),
+        ];
+        for (toml, (line, column), says) in cases {
+            let (_dir, loaded) = tls_project(toml);
+            let e = loaded.expect_err(toml);
+            assert_eq!(
+                (e.line, e.column),
+                (Some(*line), Some(*column)),
+                "{toml}: {e}"
+            );
+            assert!(e.origin.ends_with("flow.toml"), "{e}");
+            for part in *says {
+                assert!(e.message.contains(part), "{toml}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`tools`]: how tool bindings are called (`exec`, `http`, `llm`); [`process`] runs the
 //!   shell commands of `exec` tools and notifications.
 //! - [`heartbeat`]: keeps a live process's claims alive while its engine is busy.
+//! - [`http_client`]: the one HTTP client (HTTPS through rustls) of `http` and `llm` tools,
+//!   webhooks and the OTLP exporter.
 //! - [`telemetry`]: spans, logs and OpenTelemetry export (one trace per run).
 //! - the `flowrt` binary (`src/bin/flowrt.rs`): the operator's command line.
 
@@ -17,6 +19,7 @@ pub mod engine;
 pub mod gates;
 pub mod heartbeat;
 pub mod history;
+pub mod http_client;
 pub mod notify;
 pub mod process;
 pub mod secrets;

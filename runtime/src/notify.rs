@@ -1,19 +1,18 @@
 //! Delivering a notification when a human step opens or escalates.
 //!
 //! A notification is a JSON message sent to every configured [`NotifyHook`]: a webhook gets an
-//! HTTP/1.1 POST (over a plain `TcpStream`: no HTTP client crate), a command is run with
+//! HTTP/1.1 POST through the runtime's one client ([`crate::http_client`]: `http://` or
+//! `https://`, with the entry's CA file and client certificate), a command is run with
 //! `sh -c` (by [`crate::process`], in a process group of its own) and gets the message on
 //! standard input. Failures are retried with a doubling backoff
 //! and reported in the returned [`Delivery`] records, never as a panic. Hooks are delivered in
 //! parallel, so [`deliver`] returns within about
 //! `attempts × timeout + the sum of the backoffs`, however many hooks there are.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::config::NotifyHook;
+use crate::http_client::{self, HttpUrl, Request, SendError, TlsFiles, show};
 use crate::process::Failure;
 
 /// How hard to try each hook.
@@ -23,7 +22,7 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// The wait after the first failed attempt; it doubles after each further failure.
     pub first_backoff: Duration,
-    /// The limit on one attempt: connecting, sending and reading the status line, or running
+    /// The limit on one attempt: connecting, sending and reading the status line and headers, or running
     /// the command (which is killed when it is reached).
     pub timeout: Duration,
 }
@@ -120,7 +119,7 @@ fn deliver_one(hook: &NotifyHook, body: &[u8], policy: &RetryPolicy) -> Delivery
     let mut error = None;
     for attempt in 1..=attempts {
         let result = match hook {
-            NotifyHook::Webhook { url } => post(url, body, policy.timeout),
+            NotifyHook::Webhook { url, tls } => post(url, tls, body, policy.timeout),
             NotifyHook::Command { command } => run_command(command, body, policy.timeout),
         };
         match result {
@@ -146,234 +145,30 @@ fn deliver_one(hook: &NotifyHook, body: &[u8], policy: &RetryPolicy) -> Delivery
     }
 }
 
-fn show(d: Duration) -> String {
-    if d.subsec_millis() == 0 && d.as_secs() > 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
-
-/// A parsed `http://host[:port]/path` URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpUrl {
-    /// The host name or address (an IPv6 address without its brackets).
-    pub host: String,
-    /// The port, 80 by default.
-    pub port: u16,
-    /// The path and query, starting with `/`.
-    pub path: String,
-}
-
-impl HttpUrl {
-    /// Parses a webhook URL; the error says what is wrong with it.
-    pub fn parse(url: &str) -> Result<HttpUrl, String> {
-        HttpUrl::parse_as(url, "webhook")
-    }
-
-    /// Parses a URL; `what` names it in errors (`webhook`, `base_url`, `tool `x``).
-    pub fn parse_as(url: &str, what: &str) -> Result<HttpUrl, String> {
-        let lower = url.to_ascii_lowercase();
-        if lower.starts_with("https://") {
-            return Err(format!(
-                "{what} `{url}`: https is not supported yet; use an http:// URL (for example through a local relay)"
-            ));
-        }
-        if !lower.starts_with("http://") {
-            return Err(format!(
-                "{what} `{url}` must be an http:// URL, like http://127.0.0.1:9000/hook"
-            ));
-        }
-        let rest = &url["http://".len()..];
-        let rest = rest.split('#').next().unwrap_or_default();
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(split);
-        let path = match path {
-            "" => "/".to_string(),
-            p if p.starts_with('?') => format!("/{p}"),
-            p => p.to_string(),
-        };
-        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "{what} `{url}`: the path must not contain spaces or control characters"
-            ));
-        }
-        if authority.contains('@') {
-            return Err(format!(
-                "{what} `{url}`: user names and passwords in the URL are not supported"
-            ));
-        }
-        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
-            let Some((host, after)) = inner.split_once(']') else {
-                return Err(format!("{what} `{url}`: missing `]` after the IPv6 host"));
-            };
-            match after {
-                "" => (host, None),
-                p => match p.strip_prefix(':') {
-                    Some(port) => (host, Some(port)),
-                    None => {
-                        return Err(format!("{what} `{url}`: unexpected `{p}` after the host"));
-                    }
-                },
-            }
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("{what} `{url}` has no host"));
-        }
-        if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("{what} `{url}`: the host must not contain spaces"));
-        }
-        let port = match port {
-            None => 80,
-            Some(p) => match p.parse::<u16>() {
-                Ok(port) if port > 0 => port,
-                _ => {
-                    return Err(format!(
-                        "{what} `{url}`: the port must be a number from 1 to 65535, not `{p}`"
-                    ));
-                }
-            },
-        };
-        Ok(HttpUrl {
-            host: host.to_string(),
-            port,
-            path,
-        })
-    }
-
-    pub(crate) fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == 80 {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
-    }
-}
-
-/// The addresses of the URL's host, looked up within `timeout` (a name lookup runs on its own
-/// thread, so a slow resolver cannot hold us past the deadline).
-pub(crate) fn resolve(url: &HttpUrl, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
-    if let Ok(ip) = url.host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, url.port)]);
-    }
-    let (tx, rx) = mpsc::channel();
-    let (host, port) = (url.host.clone(), url.port);
-    std::thread::spawn(move || {
-        let result = (host.as_str(), port)
-            .to_socket_addrs()
-            .map(|addrs| addrs.collect::<Vec<_>>());
-        let _ = tx.send(result);
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(addrs)) => Ok(addrs),
-        Ok(Err(e)) => Err(format!("cannot resolve {}: {e}", url.host)),
-        Err(_) => Err(format!(
-            "cannot resolve {} within {}",
-            url.host,
-            show(timeout)
-        )),
-    }
-}
-
-/// One POST attempt; `Ok` on a 2xx status line.
-fn post(url: &str, body: &[u8], timeout: Duration) -> Result<(), String> {
+/// One POST attempt; `Ok` on a 2xx status line (the body is not read).
+fn post(url: &str, tls: &TlsFiles, body: &[u8], timeout: Duration) -> Result<(), String> {
     let url = HttpUrl::parse(url)?;
-    let deadline = Instant::now() + timeout;
-    let timed_out = || format!("no response within {}", show(timeout));
-    let remaining = |deadline: Instant| {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-    };
-
-    let addrs = resolve(&url, timeout)?;
-    let mut stream = None;
-    let mut last_error = format!("cannot resolve {}: no address", url.host);
-    for addr in addrs {
-        let Some(left) = remaining(deadline) else {
-            return Err(format!("cannot connect within {}", show(timeout)));
-        };
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last_error = format!("cannot connect to {addr}: {e}"),
-        }
-    }
-    let Some(mut stream) = stream else {
-        return Err(last_error);
-    };
-
-    let mut request = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: flowrt/{}\r\nConnection: close\r\n\r\n",
-        url.path,
-        url.host_header(),
-        body.len(),
-        env!("CARGO_PKG_VERSION"),
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    let io_error = |e: std::io::Error| {
-        if matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ) {
-            timed_out()
-        } else {
-            format!("connection error: {e}")
-        }
-    };
-    let left = remaining(deadline).ok_or_else(timed_out)?;
-    stream.set_write_timeout(Some(left)).map_err(io_error)?;
-    stream.write_all(&request).map_err(io_error)?;
-    stream.flush().map_err(io_error)?;
-
-    // Read up to the end of the status line.
-    let mut response = Vec::new();
-    let mut buf = [0u8; 1024];
-    let status_line = loop {
-        if let Some(end) = response.windows(2).position(|w| w == b"\r\n") {
-            break String::from_utf8_lossy(&response[..end]).into_owned();
-        }
-        if response.len() > 8192 {
-            return Err("the response's status line is too long".to_string());
-        }
-        let left = remaining(deadline).ok_or_else(timed_out)?;
-        stream.set_read_timeout(Some(left)).map_err(io_error)?;
-        match stream.read(&mut buf) {
-            Ok(0) if response.is_empty() => {
-                return Err("the server closed the connection without a response".to_string());
-            }
-            Ok(0) => break String::from_utf8_lossy(&response).into_owned(),
-            Ok(n) => response.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error(e)),
-        }
-    };
-    let status_line = status_line.trim_end().to_string();
-    let mut parts = status_line.split_whitespace();
-    let version = parts.next().unwrap_or_default();
-    let code = parts.next().and_then(|c| c.parse::<u16>().ok());
-    match code {
-        Some(code) if version.starts_with("HTTP/") => {
-            if (200..300).contains(&code) {
-                Ok(())
-            } else {
-                Err(status_line)
-            }
-        }
-        _ => Err(format!("not an HTTP response: `{status_line}`")),
+    let headers = [
+        ("Content-Type".to_string(), "application/json".to_string()),
+        (
+            "User-Agent".to_string(),
+            format!("flowrt/{}", env!("CARGO_PKG_VERSION")),
+        ),
+    ];
+    let sent = http_client::send(&Request {
+        method: "POST",
+        url: &url,
+        headers: &headers,
+        body: Some(body),
+        deadline: Instant::now() + timeout,
+        tls,
+        read_body: false,
+    });
+    match sent {
+        Ok(response) if (200..300).contains(&response.status) => Ok(()),
+        Ok(response) => Err(response.status_line()),
+        Err(SendError::Timeout(_)) => Err(format!("no response within {}", show(timeout))),
+        Err(other) => Err(other.message().to_string()),
     }
 }
 
@@ -400,8 +195,9 @@ fn run_command(command: &str, body: &[u8], timeout: Duration) -> Result<(), Stri
 mod tests {
     use super::*;
     use crate::process::STDERR_TAIL;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
-    use std::sync::mpsc::Receiver;
+    use std::sync::mpsc::{self, Receiver};
 
     /// What the test server saw in one request.
     struct Received {
@@ -500,6 +296,7 @@ mod tests {
     fn webhook(url: &str) -> NotifyHook {
         NotifyHook::Webhook {
             url: url.to_string(),
+            tls: TlsFiles::NONE,
         }
     }
 
@@ -779,41 +576,6 @@ mod tests {
         assert_eq!(policy.first_backoff, Duration::from_millis(200));
         assert_eq!(policy.timeout, Duration::from_secs(2));
         assert_eq!(policy.worst_case(), Duration::from_millis(6000 + 200 + 400));
-    }
-
-    #[test]
-    fn urls() {
-        let u = HttpUrl::parse("http://127.0.0.1:9000/hook").expect("valid");
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("127.0.0.1", 9000, "/hook")
-        );
-        assert_eq!(u.host_header(), "127.0.0.1:9000");
-        let u = HttpUrl::parse("HTTP://example.com").expect("valid");
-        assert_eq!((u.port, u.path.as_str()), (80, "/"));
-        assert_eq!(u.host_header(), "example.com");
-        let u = HttpUrl::parse("http://[::1]:8080/a/b?c=d#frag").expect("valid");
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("::1", 8080, "/a/b?c=d")
-        );
-        assert_eq!(u.host_header(), "[::1]:8080");
-        let u = HttpUrl::parse("http://h?x=1").expect("valid");
-        assert_eq!(u.path, "/?x=1");
-        for (bad, says) in [
-            ("https://h/", "https is not supported yet"),
-            ("ftp://h/", "must be an http:// URL"),
-            ("127.0.0.1:9000/hook", "must be an http:// URL"),
-            ("http:///x", "has no host"),
-            ("http://h:0/", "port"),
-            ("http://h:x/", "port"),
-            ("http://u:p@h/", "not supported"),
-            ("http://[::1/", "missing `]`"),
-            ("http://h/a b", "spaces"),
-        ] {
-            let e = HttpUrl::parse(bad).expect_err(bad);
-            assert!(e.contains(says), "{bad}: {e}");
-        }
     }
 
     #[test]

@@ -14,13 +14,15 @@
 //!   timer, an approval, a restart after a crash) creates its spans as children of that
 //!   stored remote context, so all of them share the run's trace id.
 //! - **Export**: a batch span processor on its own thread sends protobuf over HTTP through
-//!   the runtime's own `std::net` HTTP/1.1 client ([`StdHttpClient`]): no async runtime,
-//!   no TLS stack (an `https://` endpoint is refused: use a local collector). The CLI shuts
-//!   the provider down before it exits, which flushes the spans still queued.
+//!   the runtime's one blocking client ([`crate::http_client`], plugged in as
+//!   [`StdHttpClient`]): no async runtime. An `https://` collector is checked against the
+//!   system's roots and `OTEL_EXPORTER_OTLP_CERTIFICATE`; `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`
+//!   and `OTEL_EXPORTER_OTLP_CLIENT_KEY` give a client certificate (the `…_TRACES_…` forms
+//!   win). The CLI shuts the provider down before it exits, which flushes the spans still
+//!   queued.
 
-use crate::notify::HttpUrl;
+use crate::http_client::{self, HttpUrl, TlsFiles};
 use crate::store::{EventKind, NewEvent, RunRecord, Store};
-use crate::tools::http::{SendError, send};
 use crate::vm::Request;
 use flow_compiler::bytecode::{Binding, Module, ToolInfo};
 use opentelemetry::trace::{
@@ -83,6 +85,11 @@ pub struct Settings {
     /// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds
     /// (default 10 000): how long one export request may take.
     pub timeout_ms: Option<u64>,
+    /// `OTEL_EXPORTER_OTLP[_TRACES]_CERTIFICATE`, `…_CLIENT_CERTIFICATE`, `…_CLIENT_KEY`: the
+    /// variable's name and value (a PEM file's path), for an `https://` collector.
+    pub certificate: Option<(String, String)>,
+    pub client_certificate: Option<(String, String)>,
+    pub client_key: Option<(String, String)>,
 }
 
 impl Settings {
@@ -108,7 +115,41 @@ impl Settings {
             timeout_ms: var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
                 .or_else(|| var("OTEL_EXPORTER_OTLP_TIMEOUT"))
                 .and_then(|(_, v)| v.trim().parse().ok()),
+            certificate: var("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE")
+                .or_else(|| var("OTEL_EXPORTER_OTLP_CERTIFICATE")),
+            client_certificate: var("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE")
+                .or_else(|| var("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")),
+            client_key: var("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY")
+                .or_else(|| var("OTEL_EXPORTER_OTLP_CLIENT_KEY")),
         }
+    }
+
+    /// The exporter's TLS files, each read and checked; the error names the variable.
+    fn tls(&self) -> Result<TlsFiles, String> {
+        let path = |setting: &Option<(String, String)>| {
+            setting.as_ref().map(|(_, value)| value.trim().into())
+        };
+        let files = TlsFiles {
+            ca_file: path(&self.certificate),
+            client_cert: path(&self.client_certificate),
+            client_key: path(&self.client_key),
+        };
+        http_client::check_tls_files(&files).map_err(|e| {
+            let setting = match e.key {
+                "ca_file" => &self.certificate,
+                "client_cert" => &self.client_certificate,
+                _ => &self.client_key,
+            };
+            let name = setting.as_ref().map_or("OTEL_EXPORTER_OTLP_…", |(n, _)| n);
+            // `client_cert `…`: …` reads as the variable's file.
+            let message = e
+                .message
+                .replacen(e.key, "the file", 1)
+                .replace("(client_cert)", "(OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE)")
+                .replace("(client_key)", "(OTEL_EXPORTER_OTLP_CLIENT_KEY)");
+            format!("{name}: {message}")
+        })?;
+        Ok(files)
     }
 }
 
@@ -184,13 +225,14 @@ pub fn init(settings: &Settings) -> Result<Telemetry, String> {
             format!("{}/v1/traces", endpoint.trim().trim_end_matches('/'))
         };
         HttpUrl::parse_as(&traces_url, name)?;
+        let tls = settings.tls()?;
         let timeout = Duration::from_millis(settings.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS));
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(traces_url)
             .with_timeout(timeout)
-            .with_http_client(StdHttpClient { timeout })
+            .with_http_client(StdHttpClient { timeout, tls })
             .build()
             .map_err(|e| format!("{name}={endpoint}: cannot set up the OTLP exporter: {e}"))?;
         let service = settings
@@ -233,13 +275,14 @@ pub fn init(settings: &Settings) -> Result<Telemetry, String> {
     Ok(Telemetry { provider })
 }
 
-/// The OTLP exporter's HTTP client: the runtime's blocking HTTP/1.1 client on `std::net`
-/// (`tools::http::send`), with a deadline on every request. The SDK calls it from the batch
+/// The OTLP exporter's HTTP client: the runtime's one blocking client
+/// ([`http_client::send`]), with a deadline on every request and the exporter's TLS files. The SDK calls it from the batch
 /// processor's own thread (under a minimal executor), so blocking there is fine and no async
 /// runtime is needed.
 #[derive(Debug)]
 pub struct StdHttpClient {
     timeout: Duration,
+    tls: TlsFiles,
 }
 
 #[async_trait::async_trait]
@@ -258,18 +301,16 @@ impl HttpClient for StdHttpClient {
             .collect();
         let method = request.method().as_str().to_string();
         let body = request.into_body();
-        let response = send(
-            &method,
-            &url,
-            &headers,
-            Some(body.as_ref()),
-            Instant::now() + self.timeout,
-        )
-        .map_err(|e| match e {
-            SendError::Connection(why) | SendError::Timeout(why) | SendError::Protocol(why) => {
-                HttpError::from(why)
-            }
-        })?;
+        let response = http_client::send(&http_client::Request {
+            method: &method,
+            url: &url,
+            headers: &headers,
+            body: Some(body.as_ref()),
+            deadline: Instant::now() + self.timeout,
+            tls: &self.tls,
+            read_body: true,
+        })
+        .map_err(|e| HttpError::from(e.message().to_string()))?;
         Ok(http::Response::builder()
             .status(response.status)
             .body(Bytes::from(response.body))?)
@@ -568,11 +609,50 @@ mod tests {
         let settings = Settings {
             endpoint: Some((
                 "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-                "https://collector:4318".into(),
+                "ftp://collector:4318".into(),
             )),
             ..Settings::default()
         };
         let error = init(&settings).err().unwrap();
-        assert!(error.contains("https is not supported"), "{error}");
+        assert!(
+            error.contains("must be an http:// or https:// URL"),
+            "{error}"
+        );
+        // An https collector's CA file and client key are read before anything is exported.
+        let settings = Settings {
+            endpoint: Some((
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                "https://collector:4318".into(),
+            )),
+            certificate: Some((
+                "OTEL_EXPORTER_OTLP_CERTIFICATE".into(),
+                "/nonexistent/ca.pem".into(),
+            )),
+            ..Settings::default()
+        };
+        let error = init(&settings).err().unwrap();
+        assert!(
+            error.starts_with(
+                "OTEL_EXPORTER_OTLP_CERTIFICATE: the file `/nonexistent/ca.pem`: cannot read it"
+            ),
+            "{error}"
+        );
+        let settings = Settings {
+            client_key: Some((
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY".into(),
+                "/nonexistent/key.pem".into(),
+            )),
+            ..settings
+        };
+        let settings = Settings {
+            certificate: None,
+            ..settings
+        };
+        let error = init(&settings).err().unwrap();
+        assert!(
+            error.starts_with("OTEL_EXPORTER_OTLP_CLIENT_KEY: the file `/nonexistent/key.pem`")
+                && error.contains("(OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE)"),
+            "{error}"
+        );
     }
 }

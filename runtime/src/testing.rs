@@ -244,22 +244,24 @@ impl Binding<'_> {
             }
             ("Timeout", Some(what)) => {
                 let limit = self.time_limit();
-                let sent = Err(tools::http::SendError::Timeout(
+                let sent = Err(crate::http_client::SendError::Timeout(
                     "waiting for the response".into(),
                 ));
-                tools::http::classify(&what, sent, &limit)
+                tools::http::classify(&what, "", sent, &limit)
                     .err()
                     .unwrap_or_else(|| ToolFailure::timeout(what))
             }
             ("Timeout", None) => tools::exec::timed_out(&self.tool.name, &self.time_limit().1, ""),
             (_, Some(what)) => {
                 let (status, reason, body) = http_status(text, retryable);
-                let response = tools::http::Response {
+                let response = crate::http_client::Response {
+                    version: "HTTP/1.1".to_string(),
                     status,
                     reason: reason.to_string(),
+                    headers: Vec::new(),
                     body: body.as_bytes().to_vec(),
                 };
-                tools::http::classify(&what, Ok(response), &self.time_limit())
+                tools::http::classify(&what, "", Ok(response), &self.time_limit())
                     .err()
                     .unwrap_or_else(|| ToolFailure::tool_error(what, retryable))
             }

@@ -561,13 +561,13 @@ fn an_unreachable_collector_does_not_fail_the_run() {
             .command(&["runs"])
             .env(
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
-                "https://collector.example:4318",
+                "ftp://collector.example:4318",
             )
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{}", show(&out));
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("https is not supported"),
+            String::from_utf8_lossy(&out.stderr).contains("must be an http:// or https:// URL"),
             "{}",
             show(&out)
         );

@@ -1,7 +1,7 @@
 //! The `http` binding: `tool t(…) -> T via http post "/path"` (or get, put, patch, delete).
 //!
 //! - **URL**: the tool's `base_url` from `flow.toml` (`[tools.t]`) followed by the path; a
-//!   path that is already a full `http://` URL is used as it is.
+//!   path that is already a full `http://` or `https://` URL is used as it is.
 //! - **Arguments**: one JSON object `{"param": value, …}` as the request body; for `get`,
 //!   query parameters instead (strings as they are, other values as JSON, URL-encoded; `none`
 //!   left out).
@@ -20,335 +20,22 @@
 //!   appear in an error message or in the recorded call (they are replaced by `[redacted]`,
 //!   also where a server echoes them).
 //!
-//! The client is a small HTTP/1.1 client on `std::net` (one request per connection,
-//! `Connection: close`, `Content-Length` or chunked responses, a deadline on every read and
-//! write). No crate: the runtime's calls are blocking and one at a time, so an async client
-//! (reqwest) would bring a second runtime model and a TLS stack for nothing; `ureq` would do,
-//! but a few hundred lines give exact control over the deadline and the classification. There
-//! is no TLS: an `https://` URL is refused with a clear message (use a local relay).
+//! - **TLS**: `https://` URLs are checked against the system's root certificates and the
+//!   tool's `ca_file`; `client_cert` and `client_key` answer a server that asks for a client
+//!   certificate. A certificate that is expired, for another host or from an unknown
+//!   authority is a `ToolError` that says so and is not retryable.
+//!
+//! Requests go through the runtime's one client, [`crate::http_client`].
 
 use super::{CallContext, Called, Secrets, ToolFailure, truncate};
 use crate::config::ToolConfig;
-use crate::notify::{HttpUrl, resolve};
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use crate::http_client::{self, HttpUrl, Request, Response, SendError};
 use std::time::{Duration, Instant};
 
 /// The time limit of one call when neither a `timeout` block nor `flow.toml` gives one.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
-/// The most of a response body flowrt reads.
-const MAX_BODY: usize = 16 << 20;
-/// The most of a response's status line and headers flowrt reads.
-const MAX_HEAD: usize = 64 << 10;
 /// The most of a response body quoted in an error message.
 const EXCERPT: usize = 500;
-
-/// A response: its status and body.
-#[derive(Clone, Debug)]
-pub(crate) struct Response {
-    pub status: u16,
-    /// The status line's text after the code (`Service Unavailable`).
-    pub reason: String,
-    pub body: Vec<u8>,
-}
-
-/// Why no response was read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum SendError {
-    /// Refused, reset, or closed before a response.
-    Connection(String),
-    /// The deadline passed (the text says during what).
-    Timeout(String),
-    /// The server answered something that is not an HTTP response, or cut it short.
-    Protocol(String),
-}
-
-/// Sends one request and reads the response, all before `deadline`. Dropping the connection
-/// on any error aborts the request.
-pub(crate) fn send(
-    method: &str,
-    url: &HttpUrl,
-    headers: &[(String, String)],
-    body: Option<&[u8]>,
-    deadline: Instant,
-) -> Result<Response, SendError> {
-    let remaining = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-    };
-    let left = remaining().ok_or_else(|| SendError::Timeout("before connecting".into()))?;
-    let addrs = resolve(url, left).map_err(SendError::Connection)?;
-    let mut stream = None;
-    let mut last_error = SendError::Connection(format!("cannot resolve {}: no address", url.host));
-    for addr in addrs {
-        let left = remaining().ok_or_else(|| SendError::Timeout("while connecting".into()))?;
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                last_error = SendError::Timeout(format!("while connecting to {addr}"));
-            }
-            Err(e) => last_error = SendError::Connection(format!("cannot connect to {addr}: {e}")),
-        }
-    }
-    let Some(mut stream) = stream else {
-        return Err(last_error);
-    };
-    let _ = stream.set_nodelay(true);
-
-    let mut request = format!(
-        "{method} {} HTTP/1.1\r\nHost: {}\r\n",
-        url.path,
-        url.host_header()
-    );
-    for (name, value) in headers {
-        request.push_str(name);
-        request.push_str(": ");
-        request.push_str(value);
-        request.push_str("\r\n");
-    }
-    if let Some(body) = body {
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    request.push_str("Connection: close\r\n\r\n");
-    let mut bytes = request.into_bytes();
-    bytes.extend_from_slice(body.unwrap_or_default());
-
-    let io = |e: std::io::Error, during: &str| match e.kind() {
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => SendError::Timeout(during.to_string()),
-        _ => SendError::Connection(format!("connection error {during}: {e}")),
-    };
-    let left = remaining().ok_or_else(|| SendError::Timeout("while sending".into()))?;
-    stream
-        .set_write_timeout(Some(left))
-        .map_err(|e| io(e, "while sending"))?;
-    stream
-        .write_all(&bytes)
-        .and_then(|()| stream.flush())
-        .map_err(|e| io(e, "while sending the request"))?;
-
-    let mut reader = Reader {
-        stream,
-        buf: Vec::new(),
-        pos: 0,
-        deadline,
-    };
-    // Skip interim responses (100 Continue and the like).
-    let (status, reason, head) = loop {
-        let (status, reason, head) = reader.head()?;
-        if !(100..200).contains(&status) || status == 101 {
-            break (status, reason, head);
-        }
-    };
-    let header = |name: &str| {
-        head.iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect::<Vec<_>>()
-    };
-    let body = if method == "HEAD" || status == 204 || status == 304 {
-        Vec::new()
-    } else if header("transfer-encoding")
-        .iter()
-        .any(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
-        reader.chunked()?
-    } else if let Some(length) = header("content-length").first() {
-        let length: usize = length.trim().parse().map_err(|_| {
-            SendError::Protocol(format!("the Content-Length `{length}` is not a number"))
-        })?;
-        if length > MAX_BODY {
-            return Err(SendError::Protocol(format!(
-                "the response body is {length} bytes, more than the {MAX_BODY} flowrt reads"
-            )));
-        }
-        reader.exactly(length)?
-    } else {
-        reader.until_closed()?
-    };
-    Ok(Response {
-        status,
-        reason,
-        body,
-    })
-}
-
-/// A response's status code, reason phrase and headers.
-type Head = (u16, String, Vec<(String, String)>);
-
-/// Reads a response from the connection, never past the deadline.
-struct Reader {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    pos: usize,
-    deadline: Instant,
-}
-
-impl Reader {
-    /// Reads more into the buffer; `false` at the end of the stream.
-    fn fill(&mut self) -> Result<bool, SendError> {
-        let left = self
-            .deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| SendError::Timeout("waiting for the response".into()))?;
-        self.stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| SendError::Connection(format!("connection error: {e}")))?;
-        if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
-        let mut chunk = [0u8; 8192];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(SendError::Timeout("waiting for the response".into()));
-                }
-                Err(e) => {
-                    return Err(SendError::Connection(format!(
-                        "connection error while reading the response: {e}"
-                    )));
-                }
-            }
-        }
-    }
-
-    fn pending(&self) -> &[u8] {
-        &self.buf[self.pos..]
-    }
-
-    /// The status code, reason and headers of the next response head.
-    fn head(&mut self) -> Result<Head, SendError> {
-        let end = loop {
-            if let Some(end) = self.pending().windows(4).position(|w| w == b"\r\n\r\n") {
-                break end;
-            }
-            if self.pending().len() > MAX_HEAD {
-                return Err(SendError::Protocol(format!(
-                    "the response's headers are longer than {MAX_HEAD} bytes"
-                )));
-            }
-            if !self.fill()? {
-                if self.pending().is_empty() {
-                    return Err(SendError::Connection(
-                        "the server closed the connection without a response".into(),
-                    ));
-                }
-                return Err(SendError::Protocol(format!(
-                    "the server closed the connection in the middle of the response's headers: `{}`",
-                    truncate(&String::from_utf8_lossy(self.pending()), 200)
-                )));
-            }
-        };
-        let text = String::from_utf8_lossy(&self.pending()[..end]).into_owned();
-        self.pos += end + 4;
-        let mut lines = text.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default();
-        let status = parts.next().and_then(|c| c.parse::<u16>().ok());
-        let reason = parts.next().unwrap_or_default().trim().to_string();
-        let status = match status {
-            Some(code) if version.starts_with("HTTP/") && (100..600).contains(&code) => code,
-            _ => {
-                return Err(SendError::Protocol(format!(
-                    "not an HTTP response: `{}`",
-                    truncate(status_line, 200)
-                )));
-            }
-        };
-        let headers = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-            .collect();
-        Ok((status, reason, headers))
-    }
-
-    fn exactly(&mut self, length: usize) -> Result<Vec<u8>, SendError> {
-        while self.pending().len() < length {
-            if !self.fill()? {
-                return Err(SendError::Protocol(format!(
-                    "the server closed the connection after {} of the {length} bytes it announced",
-                    self.pending().len()
-                )));
-            }
-        }
-        let body = self.pending()[..length].to_vec();
-        self.pos += length;
-        Ok(body)
-    }
-
-    fn until_closed(&mut self) -> Result<Vec<u8>, SendError> {
-        while self.fill()? {
-            if self.pending().len() > MAX_BODY {
-                return Err(SendError::Protocol(format!(
-                    "the response body is longer than the {MAX_BODY} bytes flowrt reads"
-                )));
-            }
-        }
-        let body = self.pending().to_vec();
-        self.pos = self.buf.len();
-        Ok(body)
-    }
-
-    fn line(&mut self) -> Result<String, SendError> {
-        loop {
-            if let Some(end) = self.pending().windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.pending()[..end]).into_owned();
-                self.pos += end + 2;
-                return Ok(line);
-            }
-            if self.pending().len() > MAX_HEAD {
-                return Err(SendError::Protocol("a chunk header is too long".into()));
-            }
-            if !self.fill()? {
-                return Err(SendError::Protocol(
-                    "the server closed the connection in the middle of a chunked body".into(),
-                ));
-            }
-        }
-    }
-
-    fn chunked(&mut self) -> Result<Vec<u8>, SendError> {
-        let mut body = Vec::new();
-        loop {
-            let line = self.line()?;
-            let size = line.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size, 16).map_err(|_| {
-                SendError::Protocol(format!("`{}` is not a chunk size", truncate(&line, 40)))
-            })?;
-            if size == 0 {
-                // Trailers, up to an empty line; a server that closes here is done anyway.
-                while let Ok(trailer) = self.line() {
-                    if trailer.is_empty() {
-                        break;
-                    }
-                }
-                return Ok(body);
-            }
-            if body.len() + size > MAX_BODY {
-                return Err(SendError::Protocol(format!(
-                    "the response body is longer than the {MAX_BODY} bytes flowrt reads"
-                )));
-            }
-            body.extend(self.exactly(size)?);
-            let end = self.line()?;
-            if !end.is_empty() {
-                return Err(SendError::Protocol("a chunk does not end with CRLF".into()));
-            }
-        }
-    }
-}
 
 /// `text` with everything but unreserved characters percent-encoded.
 pub(crate) fn url_encode(text: &str) -> String {
@@ -447,9 +134,10 @@ pub(crate) fn show_ms(ms: u64) -> String {
 }
 
 /// Classifies a response or a failure to get one; `what` names the request in messages
-/// (`tool `x`: POST http://…`). A 2xx gives its body.
+/// (`tool `x`: POST http://…`), `section` its settings (`[tools.x]`). A 2xx gives its body.
 pub(crate) fn classify(
     what: &str,
+    section: &str,
     sent: Result<Response, SendError>,
     limit: &(u64, String),
 ) -> Result<Response, ToolFailure> {
@@ -482,14 +170,18 @@ pub(crate) fn classify(
             "{what} did not finish within {} ({during}); the request was aborted",
             limit.1
         ))),
-        Err(SendError::Connection(why)) => Err(ToolFailure::tool_error(
-            format!("{what} failed: {why} (retryable)"),
-            true,
+        Err(SendError::Tls(why)) => Err(ToolFailure::tool_error(
+            format!(
+                "{what} failed: {why} (not retryable; the TLS settings are ca_file, client_cert and client_key in {section})"
+            ),
+            false,
         )),
-        Err(SendError::Protocol(why)) => Err(ToolFailure::tool_error(
-            format!("{what} failed: {why} (retryable)"),
-            true,
-        )),
+        Err(SendError::Connection(why) | SendError::Protocol(why) | SendError::TooLarge(why)) => {
+            Err(ToolFailure::tool_error(
+                format!("{what} failed: {why} (retryable)"),
+                true,
+            ))
+        }
     }
 }
 
@@ -566,15 +258,7 @@ pub fn call(
         &mut record,
     );
     // The configured credentials never come back, whatever the server echoes.
-    let result = result
-        .map(|mut json| {
-            secrets.redact_json(&mut json);
-            json
-        })
-        .map_err(|mut failure| {
-            failure.message = secrets.redact(&failure.message);
-            failure
-        });
+    let result = secrets.redact_result(result);
     let mut record = serde_json::Value::Object(record);
     secrets.redact_json(&mut record);
     Called {
@@ -658,18 +342,27 @@ fn attempt(
     );
     let deadline = Instant::now() + Duration::from_millis(limit.0);
     let what = request_name(tool, &method, &url);
-    let sent = send(&method, &parsed, &defaults, body.as_deref(), deadline);
+    let tls = config.map_or(&http_client::TlsFiles::NONE, |c| &c.tls);
+    let sent = http_client::send(&Request {
+        method: &method,
+        url: &parsed,
+        headers: &defaults,
+        body: body.as_deref(),
+        deadline,
+        tls,
+        read_body: true,
+    });
     if let Ok(response) = &sent {
         record.insert("status".into(), response.status.into());
     }
-    let response = classify(&what, sent, &limit)?;
+    let response = classify(&what, &format!("[tools.{tool}]"), sent, &limit)?;
     json_body(&what, &response.body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::BufRead;
+    use std::io::{BufRead, Read, Write};
     use std::net::TcpListener;
 
     /// A server answering each connection with the next of `answers` (raw bytes; `None`
@@ -728,6 +421,7 @@ mod tests {
                 crate::config::EnvTemplate::parse("key-${env:HOME}").expect("template"),
             )],
             timeout_ms: None,
+            tls: http_client::TlsFiles::NONE,
         }
     }
 
@@ -916,21 +610,6 @@ mod tests {
         .expect_err("no base url");
         assert!(!e.retryable);
         assert!(e.message.contains("[tools.t]"), "{}", e.message);
-        let e = call(
-            "t",
-            "POST",
-            "https://example.com/x",
-            None,
-            &serde_json::json!({}),
-            &context(None),
-        )
-        .result
-        .expect_err("https");
-        assert!(
-            e.message.contains("https is not supported yet"),
-            "{}",
-            e.message
-        );
         let config = ToolConfig {
             headers: vec![(
                 "Authorization".to_string(),

@@ -23,10 +23,10 @@
 //! No `Idempotency-Key` header is sent: a retry after a bad answer wants a new answer, and
 //! a provider that replays answers by key would give the same one again.
 
-use super::http::{classify, header_value, send, time_limit};
+use super::http::{classify, header_value, time_limit};
 use super::{CallContext, Called, Secrets, ToolFailure, truncate};
 use crate::config::LlmConfig;
-use crate::notify::HttpUrl;
+use crate::http_client::{self, HttpUrl, Request};
 use std::time::{Duration, Instant};
 
 /// The time limit of one call when neither a `timeout` block nor `[llm] timeout` gives one.
@@ -138,15 +138,7 @@ pub fn call(
         &mut record,
     );
     // The configured credentials never come back, whatever the server echoes.
-    let result = result
-        .map(|mut json| {
-            secrets.redact_json(&mut json);
-            json
-        })
-        .map_err(|mut failure| {
-            failure.message = secrets.redact(&failure.message);
-            failure
-        });
+    let result = secrets.redact_result(result);
     let mut details = serde_json::json!({ "model": model, "prompt": prompt });
     if let Some(details) = details.as_object_mut() {
         details.extend(record);
@@ -215,7 +207,16 @@ fn attempt(
     );
     let deadline = Instant::now() + Duration::from_millis(limit.0);
     let what = request_name(tool, model, &url);
-    let sent = send("POST", &parsed, &headers, Some(body.as_bytes()), deadline);
+    let tls = config.map_or(&http_client::TlsFiles::NONE, |c| &c.tls);
+    let sent = http_client::send(&Request {
+        method: "POST",
+        url: &parsed,
+        headers: &headers,
+        body: Some(body.as_bytes()),
+        deadline,
+        tls,
+        read_body: true,
+    });
     if let Ok(response) = &sent {
         record.insert("status".into(), response.status.into());
         if !(200..300).contains(&response.status) {
@@ -225,7 +226,7 @@ fn attempt(
             );
         }
     }
-    let response = classify(&what, sent, &limit)?;
+    let response = classify(&what, "[llm]", sent, &limit)?;
     let text = String::from_utf8_lossy(&response.body).into_owned();
     let completion: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| {
         record.insert("reply".into(), truncate(&text, RECORDED_REPLY).into());

@@ -180,6 +180,23 @@ impl Secrets {
         }
     }
 
+    /// A call's outcome with every secret redacted: in the JSON it returned, or in the
+    /// failure's message.
+    pub fn redact_result(
+        &self,
+        result: Result<serde_json::Value, ToolFailure>,
+    ) -> Result<serde_json::Value, ToolFailure> {
+        result
+            .map(|mut json| {
+                self.redact_json(&mut json);
+                json
+            })
+            .map_err(|mut failure| {
+                failure.message = self.redact(&failure.message);
+                failure
+            })
+    }
+
     /// Every string in `json` redacted.
     pub fn redact_json(&self, json: &mut serde_json::Value) {
         if self.values.is_empty() {
