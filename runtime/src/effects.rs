@@ -72,6 +72,30 @@ pub(crate) fn perform(tool: &str, call: &ToolCall, context: &CallContext) -> Cal
     }
 }
 
+/// What the pool does: a tool call, or a gate's announcement to the notification hooks.
+pub(crate) enum Work {
+    Call(Box<Invocation>),
+    Announce(Announcement),
+}
+
+/// What comes back.
+pub(crate) enum Done {
+    Call(Completion),
+    Announced(Announced),
+}
+
+/// A gate's announcement, to be sent to every hook of `flow.toml`.
+pub(crate) struct Announcement {
+    pub(crate) outgoing: crate::gates::Outgoing,
+    pub(crate) hooks: Vec<crate::config::NotifyHook>,
+}
+
+/// An announcement sent, with each hook's delivery.
+pub(crate) struct Announced {
+    pub(crate) outgoing: crate::gates::Outgoing,
+    pub(crate) deliveries: Vec<crate::notify::Delivery>,
+}
+
 /// A call handed to the pool.
 pub(crate) struct Invocation {
     pub(crate) run: String,
@@ -102,15 +126,15 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 /// The pool: `threads` threads taking invocations from one queue.
 pub(crate) struct Executor {
-    invocations: mpsc::Sender<Invocation>,
-    completions: mpsc::Receiver<Completion>,
+    work: mpsc::Sender<Work>,
+    done: mpsc::Receiver<Done>,
     threads: usize,
 }
 
 impl Executor {
     pub(crate) fn start(threads: usize, waker: Option<Waker>) -> Result<Executor, String> {
-        let (invocations, queue) = mpsc::channel::<Invocation>();
-        let (done, completions) = mpsc::channel::<Completion>();
+        let (work, queue) = mpsc::channel::<Work>();
+        let (done, finished) = mpsc::channel::<Done>();
         let queue = Arc::new(Mutex::new(queue));
         // The threads are not joined: when the engine goes, the queue closes and each thread
         // ends after the call it is in (within its time limit); what that call returns is
@@ -126,16 +150,16 @@ impl Executor {
                 .map_err(|e| format!("cannot start a thread for tool calls: {e}"))?;
         }
         Ok(Executor {
-            invocations,
-            completions,
+            work,
+            done: finished,
             threads: threads.max(1),
         })
     }
 
     /// Queues a call. False when the pool has stopped (the call is then made by whoever
     /// resumes the run).
-    pub(crate) fn submit(&self, invocation: Invocation) -> bool {
-        self.invocations.send(invocation).is_ok()
+    pub(crate) fn submit(&self, work: Work) -> bool {
+        self.work.send(work).is_ok()
     }
 
     /// How many calls the pool makes at once.
@@ -143,20 +167,20 @@ impl Executor {
         self.threads
     }
 
-    /// The completions that arrived, without waiting.
-    pub(crate) fn arrived(&self) -> Vec<Completion> {
-        self.completions.try_iter().collect()
+    /// What the pool finished, without waiting.
+    pub(crate) fn arrived(&self) -> Vec<Done> {
+        self.done.try_iter().collect()
     }
 
-    /// Waits up to `timeout` for one completion.
-    pub(crate) fn wait(&self, timeout: std::time::Duration) -> Option<Completion> {
-        self.completions.recv_timeout(timeout).ok()
+    /// Waits up to `timeout` for one thing to finish.
+    pub(crate) fn wait(&self, timeout: std::time::Duration) -> Option<Done> {
+        self.done.recv_timeout(timeout).ok()
     }
 }
 
 fn serve_calls(
-    queue: &Mutex<mpsc::Receiver<Invocation>>,
-    done: &mpsc::Sender<Completion>,
+    queue: &Mutex<mpsc::Receiver<Work>>,
+    done: &mpsc::Sender<Done>,
     waker: Option<&(dyn Fn() + Send + Sync)>,
 ) {
     loop {
@@ -164,30 +188,42 @@ fn serve_calls(
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
-        let Ok(invocation) = next else {
-            return;
+        let finished = match next {
+            Ok(Work::Call(invocation)) => Done::Call(call(*invocation)),
+            Ok(Work::Announce(announcement)) => Done::Announced(Announced {
+                deliveries: crate::notify::deliver(
+                    &announcement.hooks,
+                    announcement.outgoing.message(),
+                    &crate::notify::RetryPolicy::default(),
+                ),
+                outgoing: announcement.outgoing,
+            }),
+            Err(_) => return,
         };
-        let started = crate::engine::now_ms();
-        let called = invocation
-            .span
-            .in_scope(|| perform(&invocation.tool, &invocation.call, &invocation.context));
-        if let Err(failure) = &called.result {
-            crate::telemetry::mark_failed(&invocation.span, failure.kind);
-        }
-        drop(invocation.span);
-        let completion = Completion {
-            run: invocation.run,
-            step: invocation.step,
-            called,
-            started,
-            finished: crate::engine::now_ms(),
-            step_span: invocation.step_span,
-        };
-        if done.send(completion).is_err() {
+        if done.send(finished).is_err() {
             return;
         }
         if let Some(wake) = waker {
             wake();
         }
+    }
+}
+
+fn call(invocation: Invocation) -> Completion {
+    let started = crate::engine::now_ms();
+    let called = invocation
+        .span
+        .in_scope(|| perform(&invocation.tool, &invocation.call, &invocation.context));
+    if let Err(failure) = &called.result {
+        crate::telemetry::mark_failed(&invocation.span, failure.kind);
+    }
+    drop(invocation.span);
+    Completion {
+        run: invocation.run,
+        step: invocation.step,
+        called,
+        started,
+        finished: crate::engine::now_ms(),
+        step_span: invocation.step_span,
     }
 }

@@ -12,7 +12,7 @@
 //!   checkpointed in a single commit.
 
 use crate::config::Config;
-use crate::effects::{self, Completion, Executor, Invocation, ToolCall};
+use crate::effects::{self, Announcement, Completion, Done, Executor, Invocation, ToolCall, Work};
 use crate::gates::{GateClock, GateKind};
 use crate::history::WaitingOn;
 use crate::store::{
@@ -139,6 +139,10 @@ pub struct Engine {
     arrived: HashMap<String, Completion>,
     /// Completions taken from the pool while waiting, not yet applied.
     waiting_to_apply: Vec<Completion>,
+    /// Announcements the pool sent, whose deliveries are not yet recorded.
+    announced: Vec<effects::Announced>,
+    /// Announcements handed to the pool and not yet recorded.
+    announcing: usize,
     /// What the next checkpoint of each run being driven records of its calls (JSON of a
     /// `CallMemory`); a commit outside a drive (a decision) leaves the stored one as it is.
     run_calls: HashMap<String, String>,
@@ -218,6 +222,8 @@ impl Engine {
             in_flight: Default::default(),
             arrived: HashMap::new(),
             waiting_to_apply: Vec::new(),
+            announced: Vec::new(),
+            announcing: 0,
             stranded: Vec::new(),
             run_calls: HashMap::new(),
         }
@@ -1597,7 +1603,7 @@ impl Engine {
         let submitted = self
             .executor
             .as_ref()
-            .is_some_and(|executor| executor.submit(invocation));
+            .is_some_and(|executor| executor.submit(Work::Call(Box::new(invocation))));
         if submitted {
             self.in_flight.insert(run.to_string());
         }
@@ -1670,20 +1676,47 @@ impl Engine {
         Ok(())
     }
 
-    /// How many tool calls the pool is making for this engine now.
+    /// How many tool calls and announcements the pool is making for this engine now.
     pub fn calls_in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.len() + self.announcing
     }
 
-    /// Waits up to `timeout` for a tool call of the pool to finish (a worker's idle wait).
+    /// Waits up to `timeout` for a tool call or announcement of the pool to finish (a
+    /// worker's idle wait).
     pub fn wait_for_calls(&mut self, timeout: std::time::Duration) {
-        if self.in_flight.is_empty() {
+        if self.calls_in_flight() == 0 {
             std::thread::sleep(timeout);
             return;
         }
         if let Some(done) = self.executor.as_ref().and_then(|e| e.wait(timeout)) {
-            self.waiting_to_apply.push(done);
+            self.take_done(vec![done]);
         }
+    }
+
+    /// Sorts what the pool finished: answers to apply, announcements to record.
+    fn take_done(&mut self, done: Vec<Done>) {
+        for finished in done {
+            match finished {
+                Done::Call(completion) => self.waiting_to_apply.push(completion),
+                Done::Announced(announced) => self.announced.push(announced),
+            }
+        }
+    }
+
+    /// Hands a gate's announcement to the pool; gives it back when there is no pool.
+    pub(crate) fn announce_in_pool(
+        &mut self,
+        outgoing: crate::gates::Outgoing,
+    ) -> Option<crate::gates::Outgoing> {
+        let Some(executor) = &self.executor else {
+            return Some(outgoing);
+        };
+        let hooks = self.config.notify.clone();
+        // A pool that stopped: the announcement is lost, as a crash would lose it.
+        if executor.submit(Work::Announce(Announcement { outgoing, hooks })) {
+            self.announcing += 1;
+        }
+        None
     }
 
     /// Records every call the pool finished and drives each run on from it. Returns how many
@@ -1697,10 +1730,15 @@ impl Engine {
                 return Err(error);
             }
         }
-        let mut done = std::mem::take(&mut self.waiting_to_apply);
         if let Some(executor) = &self.executor {
-            done.extend(executor.arrived());
+            let arrived = executor.arrived();
+            self.take_done(arrived);
         }
+        for announced in std::mem::take(&mut self.announced) {
+            self.announcing = self.announcing.saturating_sub(1);
+            self.record_announcement(announced.outgoing, announced.deliveries)?;
+        }
+        let done = std::mem::take(&mut self.waiting_to_apply);
         let applied = done.len();
         let mut done = done.into_iter();
         while let Some(completion) = done.next() {

@@ -490,6 +490,13 @@ pub(crate) fn gate_opening(
     }
 }
 
+impl Outgoing {
+    /// What every hook is sent.
+    pub(crate) fn message(&self) -> &serde_json::Value {
+        &self.message
+    }
+}
+
 impl Engine {
     /// Records that a gate opened, makes the run wait, then notifies.
     #[allow(clippy::too_many_arguments)]
@@ -593,31 +600,47 @@ impl Engine {
                 double.announce(&outgoing.message);
                 continue;
             }
+            // With a pool, the hooks are called from it (a slow webhook keeps nobody from
+            // being served); the deliveries are recorded when it is done.
+            let outgoing = match self.announce_in_pool(outgoing) {
+                Some(outgoing) => outgoing,
+                None => continue,
+            };
             let deliveries = notify::deliver(
                 &self.config.notify,
                 &outgoing.message,
                 &RetryPolicy::default(),
             );
-            let events: Vec<NewEvent> = deliveries
-                .iter()
-                .map(|d| {
-                    event(
-                        if d.delivered { EventKind::Notified } else { EventKind::NotifyFailed },
-                        Some(outgoing.gate.clone()),
-                        Some(i64::from(d.attempts)),
-                        None,
-                        serde_json::json!({ "hook": d.hook, "attempts": d.attempts, "error": d.error.as_deref().map(|e| outgoing.held.redact(e)), "for": outgoing.what }),
-                    )
-                })
-                .collect();
-            if !self.claim_patiently(&outgoing.run)? {
-                continue;
-            }
-            let recorded = self.record_deliveries(&outgoing, events);
-            self.release(&outgoing.run)?;
-            recorded?;
+            self.record_announcement(outgoing, deliveries)?;
         }
         Ok(())
+    }
+
+    /// Records in the run's history how each hook took an announcement, if the run still
+    /// waits at that gate.
+    pub(crate) fn record_announcement(
+        &mut self,
+        outgoing: Outgoing,
+        deliveries: Vec<notify::Delivery>,
+    ) -> EngineResult<()> {
+        let events: Vec<NewEvent> = deliveries
+            .iter()
+            .map(|d| {
+                event(
+                    if d.delivered { EventKind::Notified } else { EventKind::NotifyFailed },
+                    Some(outgoing.gate.clone()),
+                    Some(i64::from(d.attempts)),
+                    None,
+                    serde_json::json!({ "hook": d.hook, "attempts": d.attempts, "error": d.error.as_deref().map(|e| outgoing.held.redact(e)), "for": outgoing.what }),
+                )
+            })
+            .collect();
+        if !self.claim_patiently(&outgoing.run)? {
+            return Ok(());
+        }
+        let recorded = self.record_deliveries(&outgoing, events);
+        self.release(&outgoing.run)?;
+        recorded
     }
 
     fn record_deliveries(

@@ -6,7 +6,8 @@
 //! and records each exactly once.
 //!
 //! The tool logs its start (`start RUN KEY`) to `starts.log`, then waits until the test
-//! creates the file `go`: what the test observes is order, not time.
+//! creates the file `go`: what the test observes is order, not time. A notification hook that
+//! hangs the same way keeps nobody waiting either, and its delivery is recorded when it ends.
 #![cfg(unix)]
 #![allow(clippy::unwrap_used)]
 
@@ -191,5 +192,49 @@ fn calls_in_flight_at_a_kill_are_made_again_under_their_keys_and_recorded_once()
             assert_eq!(keys.len(), 2, "{keys:?}");
             assert_eq!(keys[0], keys[1], "the same idempotency key both times");
         }
+    });
+}
+
+#[test]
+fn a_hook_that_hangs_keeps_nobody_waiting_and_its_delivery_is_recorded() {
+    for_each_store(|store| {
+        let config = format!(
+            "{CONFIG}\n[[notify]]\ncommand = \"cat > announced.json; while [ ! -f go ]; do sleep 0.05; done\"\n"
+        );
+        let served = Served::start(store, PROGRAM, &config, &[]);
+        let sam = served.token("sam");
+        let olga = served.token("olga");
+        let asked = served.call(
+            "POST",
+            "/api/runs",
+            Some(&sam),
+            Some(json!({ "workflow": "ask", "input": { "n": 7 } })),
+            201,
+        );
+        assert_eq!(asked["status"], "waiting", "{asked}");
+        let asked = asked["id"].as_str().unwrap().to_string();
+        let announced = served.dir.path().join("announced.json");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !announced.exists() {
+            assert!(Instant::now() < deadline, "the hook never ran");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The hook is running and cannot finish: the server answers all the same.
+        served.call("GET", "/health", None, None, 200);
+        served.call("GET", &format!("/api/runs/{asked}"), Some(&sam), None, 200);
+        std::fs::write(served.dir.path().join("go"), "").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !history_kinds(&served, &sam, &asked).contains(&"notified".to_string()) {
+            assert!(Instant::now() < deadline, "the delivery was never recorded");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let decided = served.call(
+            "POST",
+            &format!("/api/runs/{asked}/gates/ok/approve"),
+            Some(&olga),
+            Some(json!({ "comment": "fine" })),
+            200,
+        );
+        assert_eq!(decided["run_status"], "completed", "{decided}");
     });
 }
