@@ -92,7 +92,7 @@ fn lower_program(program: &Program, with_tests: bool) -> Result<Module> {
     builder.declare_workflows(with_tests);
     let program_workflows = program.trees.iter().enumerate().flat_map(|(file, tree)| {
         tree.module.items.iter().filter_map(move |item| match item {
-            ast::Item::Workflow(decl) => Some((FileId(file as u32), decl)),
+            ast::Item::Workflow(decl) => Some((FileId(file as u32), &**decl)),
             _ => None,
         })
     });

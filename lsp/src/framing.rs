@@ -59,6 +59,17 @@ pub async fn sanitize(input: impl AsyncRead + Unpin, mut output: impl AsyncWrite
     }
 }
 
+/// One framed message's body from a well-formed stream (the protocol library's output);
+/// `None` when it ends.
+pub async fn read_message(reader: &mut (impl AsyncBufReadExt + Unpin)) -> Option<Vec<u8>> {
+    let Headers::Length(length) = read_headers(reader).await else {
+        return None;
+    };
+    let mut body = vec![0; length.min(MAX_BODY)];
+    reader.read_exact(&mut body).await.ok()?;
+    Some(body)
+}
+
 enum Headers {
     Length(usize),
     Missing,

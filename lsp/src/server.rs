@@ -14,6 +14,7 @@
 use crate::documents::{
     Document, Job, OverlayLoader, SharedAnalysis, State, path_of, run_analysis, uri_of,
 };
+use crate::outline::Outlines;
 use crate::position::{LineMap, apply_edit};
 use flow_compiler::analysis::{self, Analysis, CompletionKind as Kind, SymbolKind as Sk};
 use flow_compiler::diagnostics::{Diagnostic as FlowDiagnostic, Severity};
@@ -34,18 +35,28 @@ pub async fn serve_stdio() {
     // stdin goes through the guard in `framing` first: see there why.
     let (input, feed) = tokio::io::duplex(1 << 16);
     tokio::spawn(crate::framing::sanitize(tokio::io::stdin(), feed));
-    let stdout = tokio::io::stdout();
+    // stdout gets the library's messages through `outline::write_out`: see there why.
+    let (output, sent) = tokio::io::duplex(1 << 16);
+    let outlines = Arc::new(Outlines::new());
+    let writer = tokio::spawn(crate::outline::write_out(
+        sent,
+        tokio::io::stdout(),
+        outlines.clone(),
+    ));
     let handle = tokio::runtime::Handle::current();
-    let (service, socket) = LspService::build(move |client| Backend::new(client, handle))
+    let (service, socket) = LspService::build(move |client| Backend::new(client, handle, outlines))
         .custom_method(crate::framing::MALFORMED, Backend::malformed_message)
         .finish();
-    Server::new(input, stdout, socket).serve(service).await;
+    Server::new(input, output, socket).serve(service).await;
+    // The library's end of the pipe is closed now: let the last answers out.
+    let _ = writer.await;
 }
 
 pub struct Backend {
     client: Client,
     state: Arc<Mutex<State>>,
     wake: Mutex<mpsc::Sender<()>>,
+    outlines: Arc<Outlines>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -59,7 +70,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub const ANALYSIS_STACK: usize = 256 * 1024 * 1024;
 
 impl Backend {
-    fn new(client: Client, handle: tokio::runtime::Handle) -> Backend {
+    fn new(client: Client, handle: tokio::runtime::Handle, outlines: Arc<Outlines>) -> Backend {
         let state = Arc::new(Mutex::new(State::default()));
         let (wake, wakeups) = mpsc::channel();
         let worker_state = state.clone();
@@ -75,6 +86,7 @@ impl Backend {
             client,
             state,
             wake: Mutex::new(wake),
+            outlines,
         }
     }
 
@@ -514,6 +526,15 @@ fn symbol_kind(kind: Sk) -> SymbolKind {
     }
 }
 
+/// The outline of the context's file: its declarations with their fields and variants.
+fn outline(cx: &Context<'_>) -> Vec<DocumentSymbol> {
+    cx.analysis
+        .symbols(cx.path)
+        .into_iter()
+        .filter_map(|s| document_symbol(cx, s))
+        .collect()
+}
+
 fn document_symbol(
     context: &Context<'_>,
     symbol: analysis::DocumentSymbol,
@@ -663,6 +684,7 @@ impl LanguageServer for Backend {
             state.touch(&path);
             state.to_clear.push(uri);
         }
+        self.outlines.forget(&path);
         self.wake_worker();
     }
 
@@ -765,17 +787,34 @@ impl LanguageServer for Backend {
         &self,
         params: DocumentSymbolParams,
     ) -> Result<Option<DocumentSymbolResponse>> {
-        Ok(self
-            .with_analysis(&params.text_document.uri, |cx| {
-                let symbols = cx
-                    .analysis
-                    .symbols(cx.path)
-                    .into_iter()
-                    .filter_map(|s| document_symbol(cx, s))
-                    .collect();
-                Some(DocumentSymbolResponse::Nested(symbols))
-            })
-            .await)
+        let Some((path, shared)) = self.analysis(&params.text_document.uri).await else {
+            return Ok(None);
+        };
+        // The outline's text, once per analysis; the answer is a placeholder that
+        // `outline::write_out` replaces by it (the library would build a `Value` of it).
+        let text = self.outlines.text(&path, &shared, || {
+            let state = lock(&self.state);
+            let analysis = lock(&shared);
+            let cx = Context::new(&analysis, &state, &path);
+            let symbols: Vec<DocumentSymbol> =
+                catch_unwind(AssertUnwindSafe(|| outline(&cx))).ok()?;
+            serde_json::to_string(&symbols).ok()
+        });
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        #[allow(deprecated)]
+        let placeholder = DocumentSymbol {
+            name: self.outlines.placeholder(text),
+            detail: None,
+            kind: SymbolKind::NAMESPACE,
+            tags: None,
+            deprecated: None,
+            range: Range::default(),
+            selection_range: Range::default(),
+            children: None,
+        };
+        Ok(Some(DocumentSymbolResponse::Nested(vec![placeholder])))
     }
 
     async fn symbol(

@@ -923,3 +923,102 @@ fn hover_on_an_unknown_name_answers_nothing() {
     assert!(value.contains("n: Int"), "{value}");
     lsp.stop();
 }
+
+/// The range of the first `needle` in `text`, as LSP writes it.
+fn range_json(text: &str, needle: &str) -> Value {
+    let start = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not in the text"));
+    let at = |offset: usize| {
+        let before = &text[..offset];
+        let line = before.matches('\n').count();
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        json!({"line": line, "character": before[line_start..].encode_utf16().count()})
+    };
+    json!({"start": at(start), "end": at(start + needle.len())})
+}
+
+const OUTLINED: &str = "type Doc = { name: String, pages: Int }\n\nenum Verdict { Ok, Held(reason: String) }\n\ntool check(d: Doc) -> Verdict via http post \"/check\"\n\nworkflow review(d: Doc) -> Verdict {\n  check(d)\n}\n";
+
+/// The outline `documentSymbol` answers for `OUTLINED`: declarations in order, a record's
+/// fields and an enum's variants as children, signatures as details.
+fn expected_outline(text: &str, workflow: &str) -> Value {
+    let symbol =
+        |name: &str, kind: u32, detail: Option<&str>, whole: &str, children: Vec<Value>| {
+            let mut symbol = json!({
+                "name": name,
+                "kind": kind,
+                "range": range_json(text, whole),
+                "selectionRange": range_json(text, name),
+            });
+            if let Some(detail) = detail {
+                symbol["detail"] = json!(detail);
+            }
+            if !children.is_empty() {
+                symbol["children"] = json!(children);
+            }
+            symbol
+        };
+    let (record, field, en, member, method, function) = (23, 8, 10, 22, 6, 12);
+    json!([
+        symbol(
+            "Doc",
+            record,
+            None,
+            "type Doc = { name: String, pages: Int }",
+            vec![
+                symbol("name", field, Some("String"), "name: String", vec![]),
+                symbol("pages", field, Some("Int"), "pages: Int", vec![]),
+            ]
+        ),
+        symbol(
+            "Verdict",
+            en,
+            None,
+            "enum Verdict { Ok, Held(reason: String) }",
+            vec![
+                symbol("Ok", member, None, "Ok", vec![]),
+                symbol("Held", member, None, "Held(reason: String)", vec![]),
+            ]
+        ),
+        symbol(
+            "check",
+            method,
+            Some("tool check(d: Doc) -> Verdict via http post \"/check\""),
+            "tool check(d: Doc) -> Verdict via http post \"/check\"",
+            vec![]
+        ),
+        symbol(
+            workflow,
+            function,
+            Some(&format!("workflow {workflow}(d: Doc) -> Verdict")),
+            &format!("workflow {workflow}(d: Doc) -> Verdict {{\n  check(d)\n}}"),
+            vec![]
+        ),
+    ])
+}
+
+#[test]
+fn document_symbols_are_the_declaration_hierarchy_and_follow_edits() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = format!("{}/outline.flow", uri(dir.path()));
+    let mut lsp = Lsp::start();
+    lsp.open(&file, OUTLINED);
+    let params = json!({"textDocument": {"uri": file}});
+    let first = lsp.request("textDocument/documentSymbol", params.clone());
+    assert_eq!(
+        first["result"],
+        expected_outline(OUTLINED, "review"),
+        "{first}"
+    );
+    // Asked again on the same version: the same answer (from the cache).
+    let again = lsp.request("textDocument/documentSymbol", params.clone());
+    assert_eq!(again["result"], first["result"]);
+    // After an edit the outline is the new text's, even when asked right away.
+    let edited = OUTLINED.replace("review", "approve_review");
+    lsp.change(&file, 2, json!([{"text": edited}]));
+    let after = lsp.request("textDocument/documentSymbol", params);
+    let expected = expected_outline(&edited, "approve_review");
+    assert_eq!(after["result"], expected, "{after}");
+    lsp.stop();
+}

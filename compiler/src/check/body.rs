@@ -1164,7 +1164,7 @@ impl<'a> BodyChecker<'a> {
                 );
                 Type::Unknown
             }
-            many => match pick_variant(scope, many, expected) {
+            many => match pick_variant(scope, &self.checked.types, name, expected) {
                 Some((id, index)) => self.variant_value(id, index, span),
                 None => {
                     self.ambiguous_variant(name, span, many);
@@ -1743,7 +1743,7 @@ impl<'a> BodyChecker<'a> {
                     Type::Unknown
                 }
             },
-            many => match pick_variant(scope, many, expected) {
+            many => match pick_variant(scope, &self.checked.types, name, expected) {
                 Some((id, index)) => self.construct_variant(id, index, args, span),
                 None => {
                     self.check_args_loosely(args);
@@ -3076,7 +3076,8 @@ impl<'a> BodyChecker<'a> {
 /// Among several variants with one name, the one of the enum the context expects.
 fn pick_variant(
     scope: &FileScope,
-    found: &[(Value, FileId)],
+    types: &crate::types::TypeDefs,
+    name: &str,
     expected: Option<&Type>,
 ) -> Option<(TypeId, usize)> {
     let wanted = match expected? {
@@ -3087,13 +3088,8 @@ fn pick_variant(
         },
         _ => return None,
     };
-    found.iter().find_map(|(value, origin)| match value {
-        Value::Variant(id, index) if *id == wanted => {
-            scope.note_use(*origin);
-            Some((*id, *index))
-        }
-        _ => None,
-    })
+    let index = scope.lookup_variant(types, wanted, name)?;
+    Some((wanted, index))
 }
 
 /// "a, b or c", keeping long lists short.

@@ -68,6 +68,10 @@ pub enum Value {
 pub struct FileScope {
     pub types: HashMap<String, (TypeId, FileId)>,
     pub values: HashMap<String, Vec<(Value, FileId)>>,
+    /// The enum variants in `values`, by enum and index, with the file that declares them:
+    /// many enums may share a variant name (`Released`, `Held`), and picking the one an
+    /// expected type names must not scan all of them.
+    variants: HashMap<(TypeId, usize), FileId>,
     used_imports: RefCell<HashSet<FileId>>,
     file: Option<FileId>,
 }
@@ -83,6 +87,30 @@ impl FileScope {
     /// reports the one it picks with [`FileScope::note_use`].
     pub fn lookup_values(&self, name: &str) -> &[(Value, FileId)] {
         self.values.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The variant `name` of the enum `wanted`, if this file can see it (and records its use).
+    pub fn lookup_variant(&self, types: &TypeDefs, wanted: TypeId, name: &str) -> Option<usize> {
+        let index = types
+            .get(wanted)
+            .variants()?
+            .iter()
+            .position(|v| v.name == name)?;
+        let origin = self.variants.get(&(wanted, index))?;
+        self.note_use(*origin);
+        Some(index)
+    }
+
+    fn add_value(&mut self, name: &str, value: Value, origin: FileId) {
+        if let Value::Variant(id, index) = value {
+            self.variants.entry((id, index)).or_insert(origin);
+        }
+        match self.values.get_mut(name) {
+            Some(entry) => entry.push((value, origin)),
+            None => {
+                self.values.insert(name.to_string(), vec![(value, origin)]);
+            }
+        }
     }
 
     /// Records that a declaration from `origin` was used, so its import is not unused.
@@ -481,11 +509,7 @@ impl DeclChecker<'_> {
                 scope.types.insert(name.clone(), (*id, file));
             }
             for (name, value, _) in &self.own[index].values {
-                scope
-                    .values
-                    .entry(name.clone())
-                    .or_default()
-                    .push((*value, file));
+                scope.add_value(name, *value, file);
             }
             for &(import_span, target) in file_imports {
                 let Some(target) = target else { continue };
@@ -513,8 +537,12 @@ impl DeclChecker<'_> {
                     }
                 }
                 for (name, value, _) in &self.own[target.0 as usize].values {
-                    let entry = scope.values.entry(name.clone()).or_default();
-                    if entry.iter().any(|(v, _)| v == value) {
+                    let entry = scope.lookup_values(name);
+                    let seen = match value {
+                        Value::Variant(id, index) => scope.variants.contains_key(&(*id, *index)),
+                        _ => entry.iter().any(|(v, _)| v == value),
+                    };
+                    if seen {
                         continue;
                     }
                     let clash = entry.iter().find(|(v, _)| {
@@ -533,7 +561,7 @@ impl DeclChecker<'_> {
                         );
                         continue;
                     }
-                    entry.push((*value, target));
+                    scope.add_value(name, *value, target);
                 }
             }
             self.checked.scopes.push(scope);
@@ -622,7 +650,7 @@ impl DeclChecker<'_> {
     }
 
     fn resolve_fields(&mut self, file: FileId, fields: &[ast::Field]) -> Vec<FieldDef> {
-        let mut out: Vec<FieldDef> = Vec::new();
+        let mut out: Vec<FieldDef> = Vec::with_capacity(fields.len());
         for field in fields {
             if let Some(first) = out.iter().find(|f| f.name == field.name.name) {
                 let first = first.span;

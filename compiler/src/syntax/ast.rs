@@ -10,14 +10,16 @@ pub struct Module {
     pub items: Vec<Item>,
 }
 
+/// Declarations are boxed: they differ a lot in size (a tool is several times an import),
+/// and a file's list of items would otherwise reserve the largest for each.
 #[derive(Clone, Debug)]
 pub enum Item {
     Import(Import),
-    Type(TypeDecl),
-    Enum(EnumDecl),
-    Tool(ToolDecl),
-    Workflow(WorkflowDecl),
-    Test(TestDecl),
+    Type(Box<TypeDecl>),
+    Enum(Box<EnumDecl>),
+    Tool(Box<ToolDecl>),
+    Workflow(Box<WorkflowDecl>),
+    Test(Box<TestDecl>),
 }
 
 impl Item {
