@@ -1262,6 +1262,8 @@ impl<'a> Builder<'a> {
             ExprKind::Int(_) | ExprKind::Float(_) | ExprKind::Duration(_) => {
                 text(self.literal(expr.span))
             }
+            // `time` and its string, one space apart.
+            ExprKind::Time(_) => text(format!("time {}", self.string(expr.span))),
             ExprKind::Bool(value) => text(if *value { "true" } else { "false" }),
             ExprKind::None => text("none"),
             ExprKind::Str(_) => text(self.string(expr.span)),

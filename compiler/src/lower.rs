@@ -131,6 +131,7 @@ enum ConstKey {
     Float(u64),
     Str(String),
     Duration(i64),
+    Time(i64),
 }
 
 /// Structural types are interned by value; named ones by their `TypeId`.
@@ -200,6 +201,7 @@ impl<'p> Builder<'p> {
             Constant::Float(x) => ConstKey::Float(x.to_bits()),
             Constant::Str(s) => ConstKey::Str(s.clone()),
             Constant::Duration(ms) => ConstKey::Duration(*ms),
+            Constant::Time(ms) => ConstKey::Time(*ms),
         };
         if let Some(index) = self.constants.get(&key) {
             return *index;
@@ -1029,6 +1031,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::Float(value) => self.emit_const(Constant::Float(*value)),
             ExprKind::Bool(value) => self.emit_const(Constant::Bool(*value)),
             ExprKind::None => self.emit_const(Constant::None),
+            ExprKind::Time(ms) => self.emit_const(Constant::Time(*ms)),
             ExprKind::Duration(ms) => {
                 self.emit_const(Constant::Duration(i64::try_from(*ms).unwrap_or(i64::MAX)))
             }
@@ -1599,6 +1602,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::Float(_) => Type::Float,
             ExprKind::Bool(_) => Type::Bool,
             ExprKind::Duration(_) => Type::Duration,
+            ExprKind::Time(_) => Type::Time,
             ExprKind::Str(_) => Type::String,
             ExprKind::None => Type::Optional(Box::new(Type::Unknown)),
             ExprKind::Name(name) => {

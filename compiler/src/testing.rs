@@ -763,6 +763,7 @@ fn walk_expr<'a>(
         | ExprKind::Bool(_)
         | ExprKind::None
         | ExprKind::Duration(_)
+        | ExprKind::Time(_)
         | ExprKind::Name(_)
         | ExprKind::Error => {}
     }

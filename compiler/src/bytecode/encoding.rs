@@ -17,7 +17,13 @@ use std::fmt;
 pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
 /// Bump when the encoding of [`Module`] or of an instruction changes incompatibly; keep a
 /// fixture of every version (see the tests).
-pub const FORMAT_VERSION: u16 = 1;
+///
+/// Format 2 added the `Time` constant (appended to [`super::module::Constant`], so a format 1
+/// payload decodes unchanged).
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format this reader still reads: runs stay pinned to their artifact for weeks,
+/// so an upgrade must not strand them.
+pub const OLDEST_READABLE: u16 = 1;
 const HEADER: usize = MAGIC.len() + 2 + 4;
 const CHECKSUM: usize = 32;
 
@@ -59,7 +65,7 @@ impl fmt::Display for ArtifactError {
             ),
             ArtifactError::OlderFormat { found, supported } => write!(
                 f,
-                "the file was written in bytecode format {found}, which this version no longer reads (it reads {supported}): rebuild it with `flowc build`"
+                "the file was written in bytecode format {found}, which this version no longer reads (it reads {OLDEST_READABLE} to {supported}): rebuild it with `flowc build`"
             ),
             ArtifactError::ChecksumMismatch => {
                 f.write_str("the file is corrupt: its checksum does not match its contents")
@@ -103,7 +109,7 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
             supported: FORMAT_VERSION,
         });
     }
-    if version < FORMAT_VERSION {
+    if version < OLDEST_READABLE {
         return Err(ArtifactError::OlderFormat {
             found: version,
             supported: FORMAT_VERSION,
@@ -211,6 +217,35 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[HEADER + 3] ^= 0xff;
         assert_eq!(decode(&flipped), Err(ArtifactError::ChecksumMismatch));
+    }
+
+    /// `tests/fixtures/format1.flowb` was written by `flowc build tests/fixtures/format1.flow`
+    /// in format 1, before format 2 existed: a run pinned to it must still resume.
+    #[test]
+    fn a_format_1_artifact_still_reads() {
+        let bytes = include_bytes!("../../tests/fixtures/format1.flowb");
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 1);
+        let module = decode(bytes).expect("format 1 reads");
+        assert_eq!(module.workflows[0].name, "triage");
+        assert_eq!(module.tools[0].name, "notify");
+        let mut older = bytes.to_vec();
+        older[8] = 0;
+        assert_eq!(
+            decode(&older),
+            Err(ArtifactError::OlderFormat {
+                found: 0,
+                supported: FORMAT_VERSION
+            })
+        );
+    }
+
+    #[test]
+    fn a_time_constant_round_trips() {
+        let mut module = tiny();
+        module.constants = vec![Constant::Time(1_796_115_600_000)];
+        let bytes = encode(&module);
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), FORMAT_VERSION);
+        assert_eq!(decode(&bytes), Ok(module));
     }
 
     /// Instruction numbers are persisted: this pins them. If this fails, an instruction was

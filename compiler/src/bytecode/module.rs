@@ -35,6 +35,8 @@ pub enum Constant {
     Str(String),
     /// Milliseconds.
     Duration(i64),
+    /// Milliseconds since the Unix epoch, UTC (format 2; appended, so format 1 still reads).
+    Time(i64),
 }
 
 /// A type, described well enough to validate JSON against it and to show it.

@@ -294,6 +294,8 @@ pub enum ExprKind {
     None,
     /// Milliseconds.
     Duration(u64),
+    /// `time "2026-12-01T09:00:00Z"`: milliseconds since the Unix epoch, UTC.
+    Time(i64),
     Str(Vec<StrPart>),
     Name(String),
     List(Vec<Expr>),
