@@ -1031,6 +1031,19 @@ impl<'a> Builder<'a> {
                     parts.push(self.paren_list(after, args, |a| a.span, |b, a| b.expr(a)));
                 }
             }
+            TestStepKind::ExpectCallOrder { calls } => {
+                parts.push(text("expect called in order "));
+                for (i, call) in calls.iter().enumerate() {
+                    if i > 0 {
+                        parts.push(text(", "));
+                    }
+                    parts.push(text(&call.tool.name));
+                    if let Some(args) = &call.args {
+                        let after = call.tool.span.end;
+                        parts.push(self.paren_list(after, args, |a| a.span, |b, a| b.expr(a)));
+                    }
+                }
+            }
             TestStepKind::ExpectAudit { event, fields } => {
                 parts.push(text(format!("expect audit {}", self.string(event.span))));
                 if let Some(fields) = fields {

@@ -79,6 +79,10 @@ pub enum Action {
         /// One helper per argument.
         args: Option<Vec<String>>,
     },
+    /// Calls made in this order, other calls allowed between them.
+    ExpectCallOrder {
+        calls: Vec<ExpectedCall>,
+    },
     /// With `fields`: a helper computing a record whose fields the event must hold.
     ExpectAudit {
         event: String,
@@ -95,6 +99,13 @@ pub enum Action {
     ExpectStatus {
         status: String,
     },
+}
+
+/// A call of `expect called in order`: the tool, and one helper per argument when written.
+#[derive(Clone, Debug)]
+pub struct ExpectedCall {
+    pub tool: String,
+    pub args: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -488,20 +499,7 @@ impl Desugarer<'_> {
                 times,
                 args,
             } => {
-                let args = args.as_ref().map(|args| {
-                    args.iter()
-                        .enumerate()
-                        .map(|(index, arg)| {
-                            let role = HelperRole::ToolArg {
-                                tool: tool.clone(),
-                                index,
-                            };
-                            self.expr_helper(role, Vec::new(), arg)
-                        })
-                        .collect::<Vec<_>>()
-                });
-                let count = args.as_ref().map(|a| (a.len(), step.span));
-                self.reference(tool, RefKind::Tool, count);
+                let args = self.call_args(tool, args.as_deref(), step.span);
                 Action::ExpectCalled {
                     tool: tool.name.clone(),
                     negated: *negated,
@@ -509,6 +507,15 @@ impl Desugarer<'_> {
                     args,
                 }
             }
+            TestStepKind::ExpectCallOrder { calls } => Action::ExpectCallOrder {
+                calls: calls
+                    .iter()
+                    .map(|call| ExpectedCall {
+                        tool: call.tool.name.clone(),
+                        args: self.call_args(&call.tool, call.args.as_deref(), step.span),
+                    })
+                    .collect(),
+            },
             TestStepKind::ExpectAudit { event, fields } => Action::ExpectAudit {
                 event: event.value.to_string(),
                 fields: fields
@@ -538,6 +545,31 @@ impl Desugarer<'_> {
                 }
             }
         })
+    }
+
+    /// One helper per argument of an expected call of `tool` (typed as its parameters), and
+    /// the reference to the tool.
+    fn call_args(
+        &mut self,
+        tool: &ast::Ident,
+        args: Option<&[Expr]>,
+        span: Span,
+    ) -> Option<Vec<String>> {
+        let args = args.map(|args| {
+            args.iter()
+                .enumerate()
+                .map(|(index, arg)| {
+                    let role = HelperRole::ToolArg {
+                        tool: tool.clone(),
+                        index,
+                    };
+                    self.expr_helper(role, Vec::new(), arg)
+                })
+                .collect::<Vec<_>>()
+        });
+        let count = args.as_ref().map(|a| (a.len(), span));
+        self.reference(tool, RefKind::Tool, count);
+        args
     }
 
     /// Records a tool or workflow named by a step, with the number of arguments the step

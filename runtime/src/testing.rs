@@ -20,7 +20,7 @@ use crate::vm::machine::{Machine, Outcome};
 use crate::vm::value::{Value, from_json};
 use flow_compiler::bytecode::{Binding as BindingKind, Module, ToolInfo};
 use flow_compiler::span::Span;
-use flow_compiler::testing::{Action, MockAnswer, TestCase};
+use flow_compiler::testing::{Action, ExpectedCall, MockAnswer, TestCase};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -578,6 +578,7 @@ impl TestRun {
                 times,
                 args,
             } => self.expect_called(span, tool, *negated, *times, args.as_deref()),
+            Action::ExpectCallOrder { calls } => self.expect_call_order(span, calls),
             Action::ExpectAudit { event, fields } => {
                 let fields = self.fields(span, fields.as_deref())?;
                 self.expect_event(span, "audit", event, "audit event", fields.as_ref())
@@ -886,22 +887,7 @@ impl TestRun {
         let Some(args) = args else {
             return self.check_count(span, tool, times, calls.len());
         };
-        let info = self
-            .module
-            .tools
-            .iter()
-            .find(|t| t.name == tool)
-            .ok_or_else(|| Failure::new(span, format!("no tool `{tool}`")))?;
-        let mut wanted = serde_json::Map::new();
-        let mut shown = serde_json::Map::new();
-        for ((name, _), helper) in info.params.iter().zip(args) {
-            let value =
-                evaluate(&self.module, helper, Vec::new()).map_err(|e| Failure::new(span, e))?;
-            wanted.insert(name.clone(), value.to_json_revealing());
-            shown.insert(name.clone(), value.to_json());
-        }
-        let wanted = Self::canonical(&serde_json::Value::Object(wanted));
-        let shown = Self::canonical(&serde_json::Value::Object(shown));
+        let (wanted, shown) = self.expected_args(span, tool, args)?;
         let matching = calls
             .iter()
             .filter(|c| Self::canonical(&c.input) == wanted)
@@ -960,6 +946,95 @@ impl TestRun {
             )
             .expected(shown.to_string(), seen),
         ))
+    }
+
+    /// The arguments of an expected call, as the tool would receive them (to compare with)
+    /// and as a failure shows them (secrets redacted), both canonical.
+    fn expected_args(
+        &self,
+        span: Span,
+        tool: &str,
+        args: &[String],
+    ) -> Result<(serde_json::Value, serde_json::Value), Failure> {
+        let info = self
+            .module
+            .tools
+            .iter()
+            .find(|t| t.name == tool)
+            .ok_or_else(|| Failure::new(span, format!("no tool `{tool}`")))?;
+        let mut wanted = serde_json::Map::new();
+        let mut shown = serde_json::Map::new();
+        for ((name, _), helper) in info.params.iter().zip(args) {
+            let value =
+                evaluate(&self.module, helper, Vec::new()).map_err(|e| Failure::new(span, e))?;
+            wanted.insert(name.clone(), value.to_json_revealing());
+            shown.insert(name.clone(), value.to_json());
+        }
+        Ok((
+            Self::canonical(&serde_json::Value::Object(wanted)),
+            Self::canonical(&serde_json::Value::Object(shown)),
+        ))
+    }
+
+    /// Calls like `expected` were made in this order: each matches a call after the one the
+    /// previous matched (the earliest such call, which leaves the most room for the rest),
+    /// other calls in between.
+    fn expect_call_order(&mut self, span: Span, expected: &[ExpectedCall]) -> Result<(), Failure> {
+        let mut wanted = Vec::new();
+        for call in expected {
+            let args = match &call.args {
+                Some(args) => Some(self.expected_args(span, &call.tool, args)?),
+                None => None,
+            };
+            wanted.push((call.tool.as_str(), args));
+        }
+        let module = &self.module;
+        let describe = |tool: &str, shown: Option<&serde_json::Value>| match shown {
+            Some(args) => call_text(module, tool, args),
+            None => tool.to_string(),
+        };
+        let expected_text = wanted
+            .iter()
+            .map(|(tool, args)| describe(tool, args.as_ref().map(|(_, shown)| shown)))
+            .collect::<Vec<_>>()
+            .join(", then ");
+        let calls = self.mocks.calls.borrow();
+        let mut next = 0;
+        for (position, (tool, args)) in wanted.iter().enumerate() {
+            let found = calls[next..].iter().position(|c| {
+                c.tool == *tool
+                    && args
+                        .as_ref()
+                        .is_none_or(|(want, _)| Self::canonical(&c.input) == *want)
+            });
+            match found {
+                Some(at) => next += at + 1,
+                None => {
+                    let missing = describe(tool, args.as_ref().map(|(_, shown)| shown));
+                    let message = if position == 0 {
+                        format!("no call of {missing} was made")
+                    } else {
+                        format!(
+                            "no call of {missing} was made after {}",
+                            describe(wanted[position - 1].0, None)
+                        )
+                    };
+                    let actual = if calls.is_empty() {
+                        "no call".to_string()
+                    } else {
+                        calls
+                            .iter()
+                            .map(|c| describe(&c.tool, Some(&c.shown)))
+                            .collect::<Vec<_>>()
+                            .join(", then ")
+                    };
+                    return Err(Failure::new(span, message)
+                        .expected(expected_text, actual)
+                        .help("the expected calls must come in this order; other calls may come between them"));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_count(
@@ -1116,6 +1191,24 @@ fn holds(data: &serde_json::Value, wanted: &serde_json::Value) -> bool {
             .all(|(k, v)| data.get(k).is_some_and(|d| holds(d, v))),
         None => data == wanted,
     }
+}
+
+/// A call as it is written in a test: `pay("A-1", 120)`, the arguments (secrets redacted) in
+/// the order of the tool's parameters.
+fn call_text(module: &Module, tool: &str, args: &serde_json::Value) -> String {
+    let params = module.tools.iter().find(|t| t.name == tool);
+    let values: Vec<String> = params
+        .map(|info| {
+            info.params
+                .iter()
+                .map(|(name, _)| match args.get(name) {
+                    None | Some(serde_json::Value::Null) => "none".to_string(),
+                    Some(value) => value.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("{tool}({})", values.join(", "))
 }
 
 fn kind_word(kind: GateKind) -> &'static str {

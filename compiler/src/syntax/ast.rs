@@ -189,6 +189,9 @@ pub enum TestStepKind {
         times: Option<(u32, Span)>,
         args: Option<Vec<Expr>>,
     },
+    /// `expect called in order tool [(arg, …)], …`: calls like these were made in this order
+    /// (other calls may come between them).
+    ExpectCallOrder { calls: Vec<ExpectedCall> },
     /// `expect audit "event" [with { field: value, … }]`.
     ExpectAudit { event: StrLit, fields: Option<Expr> },
     /// `expect escalated "gate"`.
@@ -200,6 +203,13 @@ pub enum TestStepKind {
     ExpectStatus(Ident),
     /// A step that did not parse; already reported.
     Error,
+}
+
+/// One call of `expect called in order`: the tool, and the arguments when written.
+#[derive(Clone, Debug)]
+pub struct ExpectedCall {
+    pub tool: Ident,
+    pub args: Option<Vec<Expr>>,
 }
 
 #[derive(Clone, Debug)]

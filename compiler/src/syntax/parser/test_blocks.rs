@@ -287,6 +287,28 @@ impl Parser<'_> {
                 };
                 Some(TestStepKind::ExpectError { kind, message })
             }
+            "called" if self.tokens.get(self.pos + 1).map(|t| t.kind) == Some(T::In) => {
+                self.bump();
+                self.bump();
+                self.expect_word(
+                    "order",
+                    "write `expect called in order first_tool, second_tool`",
+                )?;
+                let mut calls = Vec::new();
+                loop {
+                    let tool = self.parse_ident("the tool's name")?;
+                    let args = if self.eat(T::LParen).is_some() {
+                        Some(self.parse_list(T::RParen, |p| Some(p.parse_expr(Records::Allowed))))
+                    } else {
+                        None
+                    };
+                    calls.push(ExpectedCall { tool, args });
+                    if self.eat(T::Comma).is_none() {
+                        break;
+                    }
+                }
+                Some(TestStepKind::ExpectCallOrder { calls })
+            }
             "called" | "not" => {
                 let negated = self.eat_word("not").is_some();
                 self.expect_word("called", "write `expect not called tool`")?;
@@ -350,7 +372,7 @@ impl Parser<'_> {
             _ => {
                 self.error_unexpected(
                     "what to expect",
-                    "expect `approval \"gate\"`, `input \"gate\"`, `result Pattern`, `result == value`, `error Kind`, `called tool`, `not called tool`, `audit \"event\"`, `notified \"gate\"`, `escalated \"gate\"`, `refused approve …` or `status completed`",
+                    "expect `approval \"gate\"`, `input \"gate\"`, `result Pattern`, `result == value`, `error Kind`, `called tool`, `called in order a, b`, `not called tool`, `audit \"event\"`, `notified \"gate\"`, `escalated \"gate\"`, `refused approve …` or `status completed`",
                 );
                 None
             }
