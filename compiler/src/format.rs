@@ -950,16 +950,45 @@ impl<'a> Builder<'a> {
                     parts.push(text(format!(" times {n}")));
                 }
             }
-            TestStepKind::Start { workflow, args, by } => {
+            TestStepKind::Start {
+                name,
+                workflow,
+                input,
+                by,
+            } => {
+                if let Some(name) = name {
+                    parts.push(text(format!("let {} = ", name.name)));
+                }
                 parts.push(text(format!("start {}", workflow.name)));
-                parts.push(self.paren_list(workflow.span.end, args, |a| a.span, |b, a| b.expr(a)));
+                match input {
+                    StartInput::Args(args) => parts.push(self.paren_list(
+                        workflow.span.end,
+                        args,
+                        |a| a.span,
+                        |b, a| b.expr(a),
+                    )),
+                    StartInput::Json(json) => {
+                        parts.push(text(format!(" json {}", self.string(json.span))));
+                    }
+                    StartInput::JsonFile(path) => {
+                        parts.push(text(format!(" json file {}", self.string(path.span))));
+                    }
+                }
                 if let Some(by) = by {
                     parts.push(text(format!(" as {}", self.string(by.span))));
                 }
             }
-            TestStepKind::ExpectGate { input, gate } => {
+            TestStepKind::ExpectGate {
+                input,
+                gate,
+                fields,
+            } => {
                 let kind = if *input { "input" } else { "approval" };
                 parts.push(text(format!("expect {kind} {}", self.string(gate.span))));
+                if let Some(fields) = fields {
+                    parts.push(text(" with "));
+                    parts.push(self.expr(fields));
+                }
             }
             TestStepKind::Decide {
                 approve,
@@ -1066,6 +1095,9 @@ impl<'a> Builder<'a> {
             }
             // A file with syntax errors is not formatted.
             TestStepKind::Error => parts.push(text(&self.src[step.span.range()])),
+        }
+        if let Some(run) = &step.run {
+            parts.push(text(format!(" in {}", run.name)));
         }
         self.last = self.last.max(step.span.end);
         concat(parts)

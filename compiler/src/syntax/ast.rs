@@ -134,6 +134,9 @@ pub struct TestDecl {
 #[derive(Clone, Debug)]
 pub struct TestStep {
     pub kind: TestStepKind,
+    /// `… in r1`: the named run the step is about (`let r1 = start …`); without it, the run
+    /// of the last `start`.
+    pub run: Option<Ident>,
     pub span: Span,
 }
 
@@ -148,14 +151,22 @@ pub enum TestStepKind {
         behavior: MockBehavior,
         times: Option<(u32, Span)>,
     },
-    /// `start workflow(arg, …) [as "user"]`.
+    /// `[let name =] start workflow(arg, …) [as "user"]`, or with the input as JSON text:
+    /// `start workflow json "{…}"`, `start workflow json file "input.json"`.
     Start {
+        /// `let r1 = start …`: a name later steps give as `in r1`.
+        name: Option<Ident>,
         workflow: Ident,
-        args: Vec<Expr>,
+        input: StartInput,
         by: Option<StrLit>,
     },
-    /// `expect approval "gate"` / `expect input "gate"`: the gate is open now.
-    ExpectGate { input: bool, gate: StrLit },
+    /// `expect approval "gate" [with { prompt: …, context: … }]` / `expect input "gate" …`:
+    /// the gate is open now (and shows this).
+    ExpectGate {
+        input: bool,
+        gate: StrLit,
+        fields: Option<Expr>,
+    },
     /// `approve [ "gate" ] as "user" [comment "…"]`, `reject …`; with `expect refused`
     /// before it, the decision must be refused.
     Decide {
@@ -203,6 +214,17 @@ pub enum TestStepKind {
     ExpectStatus(Ident),
     /// A step that did not parse; already reported.
     Error,
+}
+
+/// What a `start` gives the workflow.
+#[derive(Clone, Debug)]
+pub enum StartInput {
+    /// One Flow value per parameter.
+    Args(Vec<Expr>),
+    /// `json "{…}"`: the run's input object as JSON text, as `flowrt run --input` takes it.
+    Json(StrLit),
+    /// `json file "input.json"`: the same, read from a file beside the test's file.
+    JsonFile(StrLit),
 }
 
 /// One call of `expect called in order`: the tool, and the arguments when written.
