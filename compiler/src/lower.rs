@@ -18,7 +18,8 @@
 //!   had pushed and closes the handler and timeout regions entered inside the loop.
 
 use crate::bytecode::module::{
-    Binding, Constant, DebugLoc, InputRequest, Module, ToolInfo, TypeDesc, TypeRef, WorkflowCode,
+    Binding, Constant, DebugLoc, FieldDocs, InputRequest, Module, ToolInfo, TypeDesc, TypeRef,
+    WorkflowCode,
 };
 use crate::bytecode::{Op, encoding, verify};
 use crate::check::{self, IterKind, Resolved};
@@ -166,6 +167,7 @@ impl<'p> Builder<'p> {
         Builder {
             program,
             module: Module {
+                field_docs: Vec::new(),
                 source_hash: source_hash(program),
                 files: program
                     .db
@@ -337,13 +339,25 @@ impl<'p> Builder<'p> {
         let program = self.program;
         let def = program.checked.types.get(id);
         let desc = match &def.kind {
-            TypeDefKind::Record(fields) => TypeDesc::Record {
-                name: def.name.clone(),
-                fields: fields
+            TypeDefKind::Record(fields) => {
+                let documented: Vec<(String, String)> = fields
                     .iter()
-                    .map(|f| (f.name.clone(), self.type_ref(&f.ty)))
-                    .collect(),
-            },
+                    .filter_map(|f| Some((f.name.clone(), f.doc.clone()?)))
+                    .collect();
+                if !documented.is_empty() {
+                    self.module.field_docs.push(FieldDocs {
+                        ty: TypeRef(index),
+                        fields: documented,
+                    });
+                }
+                TypeDesc::Record {
+                    name: def.name.clone(),
+                    fields: fields
+                        .iter()
+                        .map(|f| (f.name.clone(), self.type_ref(&f.ty)))
+                        .collect(),
+                }
+            }
             TypeDefKind::Enum(variants) => TypeDesc::Enum {
                 name: def.name.clone(),
                 variants: variants

@@ -10,7 +10,7 @@
 //!
 //! A deployed version is identified by the SHA-256 of the whole file ([`artifact_hash`]).
 
-use super::module::Module;
+use super::module::{FieldDocs, Module};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -19,7 +19,8 @@ pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
 /// fixture of every version (see the tests).
 ///
 /// Format 2 added the `Time` constant (appended to [`super::module::Constant`], so a format 1
-/// payload decodes unchanged).
+/// payload decodes unchanged) and, after the module, a section with the docs of record
+/// fields ([`Module::field_docs`]).
 pub const FORMAT_VERSION: u16 = 2;
 /// The oldest format this reader still reads: runs stay pinned to their artifact for weeks,
 /// so an upgrade must not strand them.
@@ -82,7 +83,8 @@ impl fmt::Display for ArtifactError {
 impl std::error::Error for ArtifactError {}
 
 pub fn encode(module: &Module) -> Vec<u8> {
-    let payload = postcard::to_stdvec(module).unwrap_or_default();
+    let mut payload = postcard::to_stdvec(module).unwrap_or_default();
+    payload.extend(postcard::to_stdvec(&module.field_docs).unwrap_or_default());
     let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -133,8 +135,14 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
     if Sha256::digest(payload).as_slice() != &bytes[HEADER + length..] {
         return Err(ArtifactError::ChecksumMismatch);
     }
-    let (module, rest) = postcard::take_from_bytes::<Module>(payload)
+    let (mut module, mut rest) = postcard::take_from_bytes::<Module>(payload)
         .map_err(|e| ArtifactError::Corrupt(e.to_string()))?;
+    if version >= 2 {
+        let (docs, after) = postcard::take_from_bytes::<Vec<FieldDocs>>(rest)
+            .map_err(|e| ArtifactError::Corrupt(format!("the field docs: {e}")))?;
+        module.field_docs = docs;
+        rest = after;
+    }
     if !rest.is_empty() {
         return Err(ArtifactError::Corrupt(
             "trailing bytes in the payload".into(),
@@ -163,6 +171,7 @@ mod tests {
 
     fn tiny() -> Module {
         Module {
+            field_docs: Vec::new(),
             source_hash: "00".into(),
             files: vec!["a.flow".into()],
             constants: vec![Constant::Int(1)],
@@ -240,9 +249,13 @@ mod tests {
     }
 
     #[test]
-    fn a_time_constant_round_trips() {
+    fn a_time_constant_and_field_docs_round_trip() {
         let mut module = tiny();
         module.constants = vec![Constant::Time(1_796_115_600_000)];
+        module.field_docs = vec![FieldDocs {
+            ty: TypeRef(0),
+            fields: vec![("reporter".into(), "Who reported it.".into())],
+        }];
         let bytes = encode(&module);
         assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), FORMAT_VERSION);
         assert_eq!(decode(&bytes), Ok(module));
