@@ -1534,6 +1534,30 @@ mod tests {
     }
 
     #[test]
+    fn fields_hold_partially_and_none_holds_where_a_field_is_absent() {
+        let gate = serde_json::json!({
+            "prompt": "Pay A-1?",
+            "context": { "id": "A-1", "amount_eur": 120, "note": null },
+        });
+        let wanted = |w: serde_json::Value| holds(&gate, &w);
+        assert!(wanted(
+            serde_json::json!({ "context": { "amount_eur": 120 } })
+        ));
+        assert!(wanted(
+            serde_json::json!({ "context": { "note": null, "extra": null } })
+        ));
+        assert!(!wanted(
+            serde_json::json!({ "context": { "amount_eur": 99 } })
+        ));
+        assert!(!wanted(serde_json::json!({ "prompt": "Pay A-2?" })));
+        assert!(!wanted(serde_json::json!({ "context": { "missing": 1 } })));
+        assert_eq!(
+            asked_fields(&gate, &serde_json::json!({ "context": { "id": "B" } })),
+            serde_json::json!({ "context": { "id": "A-1" } })
+        );
+    }
+
+    #[test]
     fn a_status_at_the_start_of_the_text_is_the_answer() {
         assert_eq!(
             http_status("404 no such order", false),
