@@ -345,6 +345,23 @@ const checks = [
       const wanted = ["Body", "Escalate", "Tags", "Priority", "Minutes", "Follow up"];
       const at = wanted.map((name) => labels.findIndex((l) => l.startsWith(name)));
       check(at.every((i, n) => i >= 0 && (n === 0 || i > at[n - 1])), `the input form's fields are not in declaration order: ${JSON.stringify(labels)}`);
+      // The `///` docs of the fields are their help text, tied to the control (read out by a
+      // screen reader with it); a field without a doc keeps the type's own hint.
+      for (const [label, doc] of [
+        ["Body", "What the customer is told."],
+        ["Priority", "How soon the team must look at it."],
+        ["Minutes", "Minutes spent on the ticket so far."],
+      ]) {
+        const control = gateCard.getByLabel(label, { exact: false }).first();
+        const ids = ((await control.getAttribute("aria-describedby")) || "").split(/\s+/).filter(Boolean);
+        const described = [];
+        for (const id of ids) described.push(((await gateCard.locator(`[id="${id}"]`).textContent()) || "").trim());
+        check(described.includes(doc), `${label}'s help text is not its doc ${JSON.stringify(doc)}: ${JSON.stringify(described)}`);
+      }
+      check(
+        (await gateCard.locator(".hint").filter({ hasText: "What the customer is told." }).count()) === 1,
+        "the doc of Body is shown once"
+      );
       // Nothing filled in: the page names the required fields and sends nothing.
       await gateCard.getByRole("button", { name: "Submit" }).click();
       await gateCard.locator(".field-error").filter({ hasText: "Body is required." }).waitFor();

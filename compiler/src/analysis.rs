@@ -1598,6 +1598,7 @@ impl Indexer<'_> {
             | ExprKind::Bool(_)
             | ExprKind::None
             | ExprKind::Duration(_)
+            | ExprKind::Time(_)
             | ExprKind::Error => {}
             ExprKind::Str(parts) => {
                 for part in parts {

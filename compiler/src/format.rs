@@ -950,16 +950,45 @@ impl<'a> Builder<'a> {
                     parts.push(text(format!(" times {n}")));
                 }
             }
-            TestStepKind::Start { workflow, args, by } => {
+            TestStepKind::Start {
+                name,
+                workflow,
+                input,
+                by,
+            } => {
+                if let Some(name) = name {
+                    parts.push(text(format!("let {} = ", name.name)));
+                }
                 parts.push(text(format!("start {}", workflow.name)));
-                parts.push(self.paren_list(workflow.span.end, args, |a| a.span, |b, a| b.expr(a)));
+                match input {
+                    StartInput::Args(args) => parts.push(self.paren_list(
+                        workflow.span.end,
+                        args,
+                        |a| a.span,
+                        |b, a| b.expr(a),
+                    )),
+                    StartInput::Json(json) => {
+                        parts.push(text(format!(" json {}", self.string(json.span))));
+                    }
+                    StartInput::JsonFile(path) => {
+                        parts.push(text(format!(" json file {}", self.string(path.span))));
+                    }
+                }
                 if let Some(by) = by {
                     parts.push(text(format!(" as {}", self.string(by.span))));
                 }
             }
-            TestStepKind::ExpectGate { input, gate } => {
+            TestStepKind::ExpectGate {
+                input,
+                gate,
+                fields,
+            } => {
                 let kind = if *input { "input" } else { "approval" };
                 parts.push(text(format!("expect {kind} {}", self.string(gate.span))));
+                if let Some(fields) = fields {
+                    parts.push(text(" with "));
+                    parts.push(self.expr(fields));
+                }
             }
             TestStepKind::Decide {
                 approve,
@@ -1031,6 +1060,19 @@ impl<'a> Builder<'a> {
                     parts.push(self.paren_list(after, args, |a| a.span, |b, a| b.expr(a)));
                 }
             }
+            TestStepKind::ExpectCallOrder { calls } => {
+                parts.push(text("expect called in order "));
+                for (i, call) in calls.iter().enumerate() {
+                    if i > 0 {
+                        parts.push(text(", "));
+                    }
+                    parts.push(text(&call.tool.name));
+                    if let Some(args) = &call.args {
+                        let after = call.tool.span.end;
+                        parts.push(self.paren_list(after, args, |a| a.span, |b, a| b.expr(a)));
+                    }
+                }
+            }
             TestStepKind::ExpectAudit { event, fields } => {
                 parts.push(text(format!("expect audit {}", self.string(event.span))));
                 if let Some(fields) = fields {
@@ -1053,6 +1095,9 @@ impl<'a> Builder<'a> {
             }
             // A file with syntax errors is not formatted.
             TestStepKind::Error => parts.push(text(&self.src[step.span.range()])),
+        }
+        if let Some(run) = &step.run {
+            parts.push(text(format!(" in {}", run.name)));
         }
         self.last = self.last.max(step.span.end);
         concat(parts)
@@ -1262,6 +1307,8 @@ impl<'a> Builder<'a> {
             ExprKind::Int(_) | ExprKind::Float(_) | ExprKind::Duration(_) => {
                 text(self.literal(expr.span))
             }
+            // `time` and its string, one space apart.
+            ExprKind::Time(_) => text(format!("time {}", self.string(expr.span))),
             ExprKind::Bool(value) => text(if *value { "true" } else { "false" }),
             ExprKind::None => text("none"),
             ExprKind::Str(_) => text(self.string(expr.span)),

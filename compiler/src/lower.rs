@@ -18,7 +18,8 @@
 //!   had pushed and closes the handler and timeout regions entered inside the loop.
 
 use crate::bytecode::module::{
-    Binding, Constant, DebugLoc, InputRequest, Module, ToolInfo, TypeDesc, TypeRef, WorkflowCode,
+    Binding, Constant, DebugLoc, FieldDocs, InputRequest, Module, ToolInfo, TypeDesc, TypeRef,
+    WorkflowCode,
 };
 use crate::bytecode::{Op, encoding, verify};
 use crate::check::{self, IterKind, Resolved};
@@ -131,6 +132,7 @@ enum ConstKey {
     Float(u64),
     Str(String),
     Duration(i64),
+    Time(i64),
 }
 
 /// Structural types are interned by value; named ones by their `TypeId`.
@@ -165,6 +167,7 @@ impl<'p> Builder<'p> {
         Builder {
             program,
             module: Module {
+                field_docs: Vec::new(),
                 source_hash: source_hash(program),
                 files: program
                     .db
@@ -200,6 +203,7 @@ impl<'p> Builder<'p> {
             Constant::Float(x) => ConstKey::Float(x.to_bits()),
             Constant::Str(s) => ConstKey::Str(s.clone()),
             Constant::Duration(ms) => ConstKey::Duration(*ms),
+            Constant::Time(ms) => ConstKey::Time(*ms),
         };
         if let Some(index) = self.constants.get(&key) {
             return *index;
@@ -335,13 +339,25 @@ impl<'p> Builder<'p> {
         let program = self.program;
         let def = program.checked.types.get(id);
         let desc = match &def.kind {
-            TypeDefKind::Record(fields) => TypeDesc::Record {
-                name: def.name.clone(),
-                fields: fields
+            TypeDefKind::Record(fields) => {
+                let documented: Vec<(String, String)> = fields
                     .iter()
-                    .map(|f| (f.name.clone(), self.type_ref(&f.ty)))
-                    .collect(),
-            },
+                    .filter_map(|f| Some((f.name.clone(), f.doc.clone()?)))
+                    .collect();
+                if !documented.is_empty() {
+                    self.module.field_docs.push(FieldDocs {
+                        ty: TypeRef(index),
+                        fields: documented,
+                    });
+                }
+                TypeDesc::Record {
+                    name: def.name.clone(),
+                    fields: fields
+                        .iter()
+                        .map(|f| (f.name.clone(), self.type_ref(&f.ty)))
+                        .collect(),
+                }
+            }
             TypeDefKind::Enum(variants) => TypeDesc::Enum {
                 name: def.name.clone(),
                 variants: variants
@@ -1029,6 +1045,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::Float(value) => self.emit_const(Constant::Float(*value)),
             ExprKind::Bool(value) => self.emit_const(Constant::Bool(*value)),
             ExprKind::None => self.emit_const(Constant::None),
+            ExprKind::Time(ms) => self.emit_const(Constant::Time(*ms)),
             ExprKind::Duration(ms) => {
                 self.emit_const(Constant::Duration(i64::try_from(*ms).unwrap_or(i64::MAX)))
             }
@@ -1599,6 +1616,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::Float(_) => Type::Float,
             ExprKind::Bool(_) => Type::Bool,
             ExprKind::Duration(_) => Type::Duration,
+            ExprKind::Time(_) => Type::Time,
             ExprKind::Str(_) => Type::String,
             ExprKind::None => Type::Optional(Box::new(Type::Unknown)),
             ExprKind::Name(name) => {

@@ -26,6 +26,8 @@ pub struct TestCase {
 pub struct Step {
     pub span: Span,
     pub action: Action,
+    /// `… in r1`: the named run the step is about; `None`: the run of the last `start`.
+    pub run: Option<String>,
 }
 
 /// What a step does. `helper` names a helper workflow of the test build.
@@ -37,15 +39,18 @@ pub enum Action {
         /// How many calls this answer serves; `None`: every call from now on.
         times: Option<u32>,
     },
-    /// Starts the workflow as `by` (default `test`); one helper per argument.
+    /// Starts the workflow as `by` (default `test`), naming the run `name` when given.
     Start {
+        name: Option<String>,
         workflow: String,
-        args: Vec<String>,
+        input: StartInput,
         by: Option<String>,
     },
+    /// With `fields`: a helper computing a record whose fields the gate's view must hold.
     ExpectGate {
         input: bool,
         gate: String,
+        fields: Option<String>,
     },
     Decide {
         approve: bool,
@@ -79,6 +84,10 @@ pub enum Action {
         /// One helper per argument.
         args: Option<Vec<String>>,
     },
+    /// Calls made in this order, other calls allowed between them.
+    ExpectCallOrder {
+        calls: Vec<ExpectedCall>,
+    },
     /// With `fields`: a helper computing a record whose fields the event must hold.
     ExpectAudit {
         event: String,
@@ -95,6 +104,24 @@ pub enum Action {
     ExpectStatus {
         status: String,
     },
+}
+
+/// A run's input.
+#[derive(Clone, Debug)]
+pub enum StartInput {
+    /// One helper per argument.
+    Args(Vec<String>),
+    /// JSON text, checked against the parameters when the run starts (as `flowrt run` does).
+    Json(String),
+    /// A JSON file: the path as written, relative to the test's file.
+    JsonFile(String),
+}
+
+/// A call of `expect called in order`: the tool, and one helper per argument when written.
+#[derive(Clone, Debug)]
+pub struct ExpectedCall {
+    pub tool: String,
+    pub args: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -199,6 +226,7 @@ pub fn desugar(file: FileId, module: &ast::Module, src: &str) -> Desugared {
             src,
             out: &mut out,
             started: None,
+            named: Vec::new(),
         }
         .test(test);
         out.tests.push(case);
@@ -216,6 +244,8 @@ struct Desugarer<'a> {
     out: &'a mut Desugared,
     /// The workflow of the last `start`.
     started: Option<ast::Ident>,
+    /// The runs named with `let r = start …`: name, workflow, where it was named.
+    named: Vec<(String, ast::Ident, Span)>,
 }
 
 impl Desugarer<'_> {
@@ -224,10 +254,12 @@ impl Desugarer<'_> {
             .steps
             .iter()
             .filter_map(|step| {
-                let action = self.step(step)?;
+                let run = self.run_selector(step)?;
+                let action = self.step(step, run.as_ref())?;
                 Some(Step {
                     span: step.span,
                     action,
+                    run: run.map(|(name, _)| name),
                 })
             })
             .collect();
@@ -273,6 +305,67 @@ impl Desugarer<'_> {
         self.helper(role, params, body)
     }
 
+    /// The run named by a step's `in r1` (its name and workflow): `Some(None)` without one,
+    /// `None` after an error (an unknown name, or a step about no run in particular).
+    #[allow(clippy::option_option)]
+    fn run_selector(&mut self, step: &ast::TestStep) -> Option<Option<(String, ast::Ident)>> {
+        let Some(name) = &step.run else {
+            return Some(None);
+        };
+        let about_a_run = matches!(
+            step.kind,
+            TestStepKind::ExpectGate { .. }
+                | TestStepKind::Decide { .. }
+                | TestStepKind::Provide { .. }
+                | TestStepKind::ExpectResult(_)
+                | TestStepKind::ExpectError { .. }
+                | TestStepKind::ExpectStatus(_)
+                | TestStepKind::ExpectAudit { .. }
+                | TestStepKind::ExpectEscalated { .. }
+                | TestStepKind::ExpectNotified { .. }
+        );
+        if !about_a_run {
+            self.out.diagnostics.push(
+                invalid(self.file, name.span, "this step is not about one run")
+                    .with_message("`in` does not apply to this step")
+                    .with_help("mocks, `start`, `advance` and the expectations about calls apply to every run of the test; leave `in …` out"),
+            );
+            return None;
+        }
+        match self.named.iter().find(|(n, _, _)| *n == name.name) {
+            Some((n, workflow, _)) => Some(Some((n.clone(), workflow.clone()))),
+            None => {
+                let known: Vec<&str> = self.named.iter().map(|(n, _, _)| n.as_str()).collect();
+                let help = match crate::diagnostics::did_you_mean(&name.name, known) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!(
+                        "name a run when it starts: `let {} = start workflow(…)`",
+                        name.name
+                    ),
+                };
+                self.out.diagnostics.push(
+                    invalid(self.file, name.span, "no run has this name")
+                        .with_message(format!("No run named `{}`", name.name))
+                        .with_help(help),
+                );
+                None
+            }
+        }
+    }
+
+    /// The workflow the step is about: the named run's, or the last `start`'s (an error at
+    /// `span` when nothing was started).
+    fn run_workflow(
+        &mut self,
+        run: Option<&(String, ast::Ident)>,
+        span: Span,
+    ) -> Option<ast::Ident> {
+        if let Some((_, workflow)) = run {
+            return Some(workflow.clone());
+        }
+        self.started(span)
+    }
+
     /// The workflow the last `start` started, or an error at `span`.
     fn started(&mut self, span: Span) -> Option<ast::Ident> {
         if self.started.is_none() {
@@ -285,7 +378,7 @@ impl Desugarer<'_> {
         self.started.clone()
     }
 
-    fn step(&mut self, step: &ast::TestStep) -> Option<Action> {
+    fn step(&mut self, step: &ast::TestStep, run: Option<&(String, ast::Ident)>) -> Option<Action> {
         Some(match &step.kind {
             TestStepKind::Error => return None,
             TestStepKind::Mock {
@@ -344,31 +437,60 @@ impl Desugarer<'_> {
                     times: times.map(|(n, _)| n),
                 }
             }
-            TestStepKind::Start { workflow, args, by } => {
-                let args: Vec<String> = args
-                    .iter()
-                    .enumerate()
-                    .map(|(index, arg)| {
-                        let role = HelperRole::WorkflowArg {
-                            workflow: workflow.clone(),
-                            index,
-                        };
-                        self.expr_helper(role, Vec::new(), arg)
-                    })
-                    .collect();
-                self.reference(workflow, RefKind::Workflow, Some((args.len(), step.span)));
+            TestStepKind::Start {
+                name,
+                workflow,
+                input,
+                by,
+            } => {
+                let input = match input {
+                    ast::StartInput::Args(args) => {
+                        let args: Vec<String> = args
+                            .iter()
+                            .enumerate()
+                            .map(|(index, arg)| {
+                                let role = HelperRole::WorkflowArg {
+                                    workflow: workflow.clone(),
+                                    index,
+                                };
+                                self.expr_helper(role, Vec::new(), arg)
+                            })
+                            .collect();
+                        self.reference(workflow, RefKind::Workflow, Some((args.len(), step.span)));
+                        StartInput::Args(args)
+                    }
+                    ast::StartInput::Json(text) => {
+                        self.reference(workflow, RefKind::Workflow, None);
+                        StartInput::Json(text.value.to_string())
+                    }
+                    ast::StartInput::JsonFile(path) => {
+                        self.reference(workflow, RefKind::Workflow, None);
+                        StartInput::JsonFile(path.value.to_string())
+                    }
+                };
+                if let Some(name) = name {
+                    self.name_run(name, workflow);
+                }
                 self.started = Some(workflow.clone());
                 Action::Start {
+                    name: name.as_ref().map(|n| n.name.clone()),
                     workflow: workflow.name.clone(),
-                    args,
+                    input,
                     by: by.as_ref().map(|b| b.value.to_string()),
                 }
             }
-            TestStepKind::ExpectGate { input, gate } => {
-                self.started(step.span)?;
+            TestStepKind::ExpectGate {
+                input,
+                gate,
+                fields,
+            } => {
+                self.run_workflow(run, step.span)?;
                 Action::ExpectGate {
                     input: *input,
                     gate: gate.value.to_string(),
+                    fields: fields
+                        .as_ref()
+                        .map(|f| self.expr_helper(HelperRole::AuditFields, Vec::new(), f)),
                 }
             }
             TestStepKind::Decide {
@@ -378,7 +500,7 @@ impl Desugarer<'_> {
                 comment,
                 refused,
             } => {
-                self.started(step.span)?;
+                self.run_workflow(run, step.span)?;
                 Action::Decide {
                     approve: *approve,
                     gate: gate.as_ref().map(|g| g.value.to_string()),
@@ -393,7 +515,7 @@ impl Desugarer<'_> {
                 value,
                 refused,
             } => {
-                self.started(step.span)?;
+                self.run_workflow(run, step.span)?;
                 let role = HelperRole::InputValue {
                     gate: gate.value.to_string(),
                     span: gate.span,
@@ -420,7 +542,7 @@ impl Desugarer<'_> {
                 }
             },
             TestStepKind::ExpectResult(check) => {
-                let workflow = self.started(step.span)?;
+                let workflow = self.run_workflow(run, step.span)?;
                 let result = ast::Ident {
                     name: "result".into(),
                     span: step.span,
@@ -453,7 +575,7 @@ impl Desugarer<'_> {
                 Action::ExpectResult { helper, expected }
             }
             TestStepKind::ExpectError { kind, message } => {
-                self.started(step.span)?;
+                self.run_workflow(run, step.span)?;
                 if !flow_stdlib::ERROR_KINDS
                     .iter()
                     .any(|(k, _)| *k == kind.name)
@@ -488,20 +610,7 @@ impl Desugarer<'_> {
                 times,
                 args,
             } => {
-                let args = args.as_ref().map(|args| {
-                    args.iter()
-                        .enumerate()
-                        .map(|(index, arg)| {
-                            let role = HelperRole::ToolArg {
-                                tool: tool.clone(),
-                                index,
-                            };
-                            self.expr_helper(role, Vec::new(), arg)
-                        })
-                        .collect::<Vec<_>>()
-                });
-                let count = args.as_ref().map(|a| (a.len(), step.span));
-                self.reference(tool, RefKind::Tool, count);
+                let args = self.call_args(tool, args.as_deref(), step.span);
                 Action::ExpectCalled {
                     tool: tool.name.clone(),
                     negated: *negated,
@@ -509,6 +618,15 @@ impl Desugarer<'_> {
                     args,
                 }
             }
+            TestStepKind::ExpectCallOrder { calls } => Action::ExpectCallOrder {
+                calls: calls
+                    .iter()
+                    .map(|call| ExpectedCall {
+                        tool: call.tool.name.clone(),
+                        args: self.call_args(&call.tool, call.args.as_deref(), step.span),
+                    })
+                    .collect(),
+            },
             TestStepKind::ExpectAudit { event, fields } => Action::ExpectAudit {
                 event: event.value.to_string(),
                 fields: fields
@@ -538,6 +656,47 @@ impl Desugarer<'_> {
                 }
             }
         })
+    }
+
+    /// Names a run (`let r1 = start …`); a name is given once per test.
+    fn name_run(&mut self, name: &ast::Ident, workflow: &ast::Ident) {
+        if let Some((_, _, first)) = self.named.iter().find(|(n, _, _)| *n == name.name) {
+            let first = *first;
+            self.out.diagnostics.push(
+                invalid(self.file, name.span, "a second run with this name")
+                    .with_message(format!("Two runs are named `{}`", name.name))
+                    .with_label(self.file, first, "the first one")
+                    .with_help("give each run of a test a name of its own"),
+            );
+            return;
+        }
+        self.named
+            .push((name.name.clone(), workflow.clone(), name.span));
+    }
+
+    /// One helper per argument of an expected call of `tool` (typed as its parameters), and
+    /// the reference to the tool.
+    fn call_args(
+        &mut self,
+        tool: &ast::Ident,
+        args: Option<&[Expr]>,
+        span: Span,
+    ) -> Option<Vec<String>> {
+        let args = args.map(|args| {
+            args.iter()
+                .enumerate()
+                .map(|(index, arg)| {
+                    let role = HelperRole::ToolArg {
+                        tool: tool.clone(),
+                        index,
+                    };
+                    self.expr_helper(role, Vec::new(), arg)
+                })
+                .collect::<Vec<_>>()
+        });
+        let count = args.as_ref().map(|a| (a.len(), span));
+        self.reference(tool, RefKind::Tool, count);
+        args
     }
 
     /// Records a tool or workflow named by a step, with the number of arguments the step
@@ -763,6 +922,7 @@ fn walk_expr<'a>(
         | ExprKind::Bool(_)
         | ExprKind::None
         | ExprKind::Duration(_)
+        | ExprKind::Time(_)
         | ExprKind::Name(_)
         | ExprKind::Error => {}
     }

@@ -197,7 +197,8 @@ fn test_file(
     let config = load_config(file, options.config)?;
     let mut reports = Vec::new();
     for case in &cases {
-        let result = run_test(&artifact, case, &config);
+        let dir = Path::new(file).parent().unwrap_or(Path::new("."));
+        let result = run_test(&artifact, case, &config, dir);
         let (line, _) = program.db.line_col(root, case.span.start as usize);
         let rendered = result.failure.as_ref().map(|failure| {
             let (line, column) = program.db.line_col(root, failure.span.start as usize);

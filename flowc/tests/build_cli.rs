@@ -190,7 +190,11 @@ fn bad_artifacts(good: &[u8]) -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "truncated",
         ),
         ("flipped.flowb", flipped, "checksum does not match"),
-        ("newer.flowb", newer, "bytecode format 2"),
+        (
+            "newer.flowb",
+            newer,
+            "upgrade flowrt, or rebuild with this flowc",
+        ),
         (
             "text.flowb",
             SOURCE.as_bytes().to_vec(),

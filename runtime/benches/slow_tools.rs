@@ -156,7 +156,10 @@ fn main() {
             if text.contains("\"completed\"") {
                 break;
             }
-            assert!(Instant::now() < deadline, "run {id} never completed: {text}");
+            assert!(
+                Instant::now() < deadline,
+                "run {id} never completed: {text}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

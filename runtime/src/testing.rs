@@ -20,15 +20,18 @@ use crate::vm::machine::{Machine, Outcome};
 use crate::vm::value::{Value, from_json};
 use flow_compiler::bytecode::{Binding as BindingKind, Module, ToolInfo};
 use flow_compiler::span::Span;
-use flow_compiler::testing::{Action, MockAnswer, TestCase};
+use flow_compiler::testing::{Action, ExpectedCall, MockAnswer, StartInput, TestCase};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// How many timers may fire on their own after one step before the test is stopped (a
 /// workflow that sleeps in an endless loop would otherwise never let the test end).
 const MAX_TIMERS_PER_STEP: usize = 10_000;
+/// The largest JSON file `start w json file "…"` reads: what `flowrt run --input @FILE` reads.
+const MAX_INPUT_BYTES: u64 = 16 << 20;
 
 /// The verdict on one test.
 #[derive(Clone, Debug)]
@@ -72,10 +75,11 @@ impl Failure {
     }
 }
 
-/// Runs one test against `artifact` (the program's test build, `.flowb` bytes).
-pub fn run_test(artifact: &[u8], case: &TestCase, config: &Config) -> TestResult {
+/// Runs one test against `artifact` (the program's test build, `.flowb` bytes). `dir` is the
+/// directory of the test's file: `start w json file "…"` paths are relative to it.
+pub fn run_test(artifact: &[u8], case: &TestCase, config: &Config, dir: &Path) -> TestResult {
     let started = Instant::now();
-    let failure = match TestRun::new(artifact, config) {
+    let failure = match TestRun::new(artifact, config, dir) {
         Ok(mut run) => run.steps(case).err(),
         Err(message) => Some(Failure::new(case.span, message)),
     };
@@ -401,12 +405,20 @@ struct TestRun {
     announcements: Rc<Announcements>,
     /// The run of the last `start`.
     run: Option<String>,
+    /// The runs named with `let r = start …`, by name.
+    named: HashMap<String, String>,
+    /// Every run a `start` started, in order.
+    started: Vec<String>,
+    /// The run the current step names with `in r`, if it names one.
+    selected: Option<String>,
     /// The gate of the last `expect approval` / `expect input`.
     gate: Option<String>,
+    /// The directory of the test's file.
+    dir: std::path::PathBuf,
 }
 
 impl TestRun {
-    fn new(artifact: &[u8], config: &Config) -> Result<TestRun, String> {
+    fn new(artifact: &[u8], config: &Config, dir: &Path) -> Result<TestRun, String> {
         let store = SqliteStore::in_memory().map_err(|e| e.to_string())?;
         let mut engine = Engine::new(Box::new(store), "flowc-test");
         engine.enable_test_clock().map_err(|e| e.to_string())?;
@@ -431,12 +443,18 @@ impl TestRun {
             mocks,
             announcements,
             run: None,
+            named: HashMap::new(),
+            started: Vec::new(),
+            selected: None,
             gate: None,
+            dir: dir.to_path_buf(),
         })
     }
 
     fn steps(&mut self, case: &TestCase) -> Result<(), Failure> {
         for step in &case.steps {
+            // The compiler checked that the name was given by an earlier `start`.
+            self.selected = step.run.as_ref().and_then(|r| self.named.get(r).cloned());
             self.step(step.span, &step.action)?;
             let unscripted = self.mocks.unscripted.borrow_mut().split_off(0);
             if let Some(tool) = unscripted.first() {
@@ -509,10 +527,39 @@ impl TestRun {
         .help("a `sleep`, `retry` or gate time-out in a loop that never ends? the test stopped it"))
     }
 
+    /// The run the step is about: the one it names with `in r`, else the last started.
     fn current_run(&self, span: Span) -> Result<String, Failure> {
-        self.run
+        self.selected
             .clone()
+            .or_else(|| self.run.clone())
             .ok_or_else(|| Failure::new(span, "no run has been started"))
+    }
+
+    /// The run the step names with `in r` and its child runs, at any depth; `None` (every
+    /// run) when the step names none.
+    fn selected_runs(&mut self, span: Span) -> Result<Option<HashSet<String>>, Failure> {
+        let Some(root) = self.selected.clone() else {
+            return Ok(None);
+        };
+        let runs = self
+            .engine
+            .store()
+            .runs(None)
+            .map_err(|e| Failure::new(span, e.to_string()))?;
+        let mut tree = HashSet::from([root]);
+        // A child starts after its parent: each pass adds a generation, and one without news
+        // ends it.
+        loop {
+            let before = tree.len();
+            for run in &runs {
+                if run.parent.as_ref().is_some_and(|p| tree.contains(p)) {
+                    tree.insert(run.id.clone());
+                }
+            }
+            if tree.len() == before {
+                return Ok(Some(tree));
+            }
+        }
     }
 
     fn step(&mut self, span: Span, action: &Action) -> Result<(), Failure> {
@@ -533,10 +580,27 @@ impl TestRun {
                     });
                 Ok(())
             }
-            Action::Start { workflow, args, by } => {
-                self.start(span, workflow, args, by.as_deref().unwrap_or("test"))
+            Action::Start {
+                name,
+                workflow,
+                input,
+                by,
+            } => {
+                let input = self.start_input(span, workflow, input)?;
+                self.start(span, workflow, &input, by.as_deref().unwrap_or("test"))?;
+                if let (Some(name), Some(run)) = (name, &self.run) {
+                    self.named.insert(name.clone(), run.clone());
+                }
+                Ok(())
             }
-            Action::ExpectGate { input, gate } => self.expect_gate(span, *input, gate),
+            Action::ExpectGate {
+                input,
+                gate,
+                fields,
+            } => {
+                let fields = self.fields(span, fields.as_deref())?;
+                self.expect_gate(span, *input, gate, fields.as_ref())
+            }
             Action::Decide {
                 approve,
                 gate,
@@ -580,6 +644,7 @@ impl TestRun {
                 times,
                 args,
             } => self.expect_called(span, tool, *negated, *times, args.as_deref()),
+            Action::ExpectCallOrder { calls } => self.expect_call_order(span, calls),
             Action::ExpectAudit { event, fields } => {
                 let fields = self.fields(span, fields.as_deref())?;
                 self.expect_event(
@@ -617,41 +682,112 @@ impl TestRun {
         }
     }
 
+    /// A run's input object: the arguments' values, or the JSON text (read as `flowrt run
+    /// --input` reads it: one key twice is refused).
+    fn start_input(
+        &self,
+        span: Span,
+        workflow: &str,
+        input: &StartInput,
+    ) -> Result<serde_json::Value, Failure> {
+        let (text, origin) = match input {
+            StartInput::Args(args) => {
+                let (_, code) = self
+                    .module
+                    .workflow(workflow)
+                    .ok_or_else(|| Failure::new(span, format!("no workflow `{workflow}`")))?;
+                let mut input = serde_json::Map::new();
+                for ((name, _), helper) in code.params.iter().zip(args) {
+                    let value = evaluate(&self.module, helper, Vec::new())
+                        .map_err(|e| Failure::new(span, e))?;
+                    input.insert(name.clone(), value.to_json_revealing());
+                }
+                return Ok(serde_json::Value::Object(input));
+            }
+            StartInput::Json(text) => (text.clone(), "the JSON input".to_string()),
+            StartInput::JsonFile(path) => {
+                let full = self.dir.join(path);
+                let bytes = flow_compiler::sources::read_regular_file(&full, MAX_INPUT_BYTES)
+                    .map_err(|why| {
+                        Failure::new(span, format!("cannot read `{}`: {why}", full.display()))
+                            .help("the path is relative to the test's file")
+                    })?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    Failure::new(span, format!("`{}` is not UTF-8 text", full.display()))
+                })?;
+                (text, format!("`{}`", full.display()))
+            }
+        };
+        let json = crate::vm::value::parse_strict_json(text.as_bytes()).map_err(|e| {
+            // serde's message says the line and column, within the JSON text.
+            Failure::new(span, format!("{origin} is not valid JSON: {e}"))
+                .help("write the run's input object as `flowrt run --input` takes it: one field per parameter")
+        })?;
+        Ok(json)
+    }
+
     fn start(
         &mut self,
         span: Span,
         workflow: &str,
-        args: &[String],
+        input: &serde_json::Value,
         by: &str,
     ) -> Result<(), Failure> {
-        let (_, code) = self
-            .module
-            .workflow(workflow)
-            .ok_or_else(|| Failure::new(span, format!("no workflow `{workflow}`")))?;
-        let mut input = serde_json::Map::new();
-        for ((name, _), helper) in code.params.iter().zip(args) {
-            let value =
-                evaluate(&self.module, helper, Vec::new()).map_err(|e| Failure::new(span, e))?;
-            input.insert(name.clone(), value.to_json_revealing());
-        }
         let id = self
             .engine
-            .start(
-                &self.version,
-                workflow,
-                &serde_json::Value::Object(input),
-                by,
-            )
-            .map_err(Self::engine_failure(span))?;
+            .start(&self.version, workflow, input, by)
+            .map_err(|e| match e {
+                EngineError::Input(why) => Failure::new(
+                    span,
+                    format!("the input does not fit the parameters of `{workflow}`"),
+                )
+                .expected(self.parameters_text(workflow), why),
+                other => Self::engine_failure(span)(other),
+            })?;
+        self.started.push(id.clone());
         self.run = Some(id);
         self.gate = None;
         self.settle(span)
     }
 
+    /// How a failure names a run: by its name in the test, else by its `start` (run ids
+    /// differ from one test run to the next).
+    fn run_name(&self, id: &str) -> String {
+        if let Some((name, _)) = self.named.iter().find(|(_, run)| *run == id) {
+            return format!("run `{name}`");
+        }
+        match self.started.iter().position(|run| run == id) {
+            Some(n) => format!("the run of `start` number {}", n + 1),
+            None => "a child run".to_string(),
+        }
+    }
+
+    /// `{ id: String, by: Time }`: what a workflow's input object holds.
+    fn parameters_text(&self, workflow: &str) -> String {
+        let params = self
+            .module
+            .workflow(workflow)
+            .map_or_else(Vec::new, |(_, code)| {
+                code.params
+                    .iter()
+                    .map(|(name, ty)| format!("{name}: {}", self.module.type_name(*ty)))
+                    .collect()
+            });
+        format!("an object {{ {} }}", params.join(", "))
+    }
+
+    /// The open gates of the run the step is about (and of its child runs); every open gate
+    /// when the step names no run.
     fn pending(&mut self, span: Span) -> Result<Vec<PendingGate>, Failure> {
-        self.engine
+        let open = self
+            .engine
             .pending(None)
-            .map_err(Self::engine_failure(span))
+            .map_err(Self::engine_failure(span))?;
+        let runs = self.selected_runs(span)?;
+        Ok(open
+            .into_iter()
+            .filter(|g| runs.as_ref().is_none_or(|r| r.contains(&g.run)))
+            .collect())
     }
 
     fn describe_open(gates: &[PendingGate]) -> String {
@@ -665,16 +801,44 @@ impl TestRun {
             .join(", ")
     }
 
-    fn expect_gate(&mut self, span: Span, input: bool, gate: &str) -> Result<(), Failure> {
+    fn expect_gate(
+        &mut self,
+        span: Span,
+        input: bool,
+        gate: &str,
+        fields: Option<&serde_json::Value>,
+    ) -> Result<(), Failure> {
         let open = self.pending(span)?;
         let kind = if input {
             GateKind::Input
         } else {
             GateKind::Approval
         };
-        if open.iter().any(|g| g.gate == gate && g.kind == kind) {
+        let named: Vec<&PendingGate> = open
+            .iter()
+            .filter(|g| g.gate == gate && g.kind == kind)
+            .collect();
+        if named
+            .iter()
+            .any(|g| fields.is_none_or(|wanted| holds(&gate_view(g), wanted)))
+        {
             self.gate = Some(gate.to_string());
             return Ok(());
+        }
+        if let (Some(wanted), false) = (fields, named.is_empty()) {
+            // Only the fields the test asked about: the rest would bury the difference.
+            let shown: Vec<String> = named
+                .iter()
+                .map(|g| asked_fields(&gate_view(g), wanted).to_string())
+                .collect();
+            return Err(Failure::new(
+                span,
+                format!("the {} \"{gate}\" shows something else", kind_word(kind)),
+            )
+            .expected(
+                format!("{} \"{gate}\" with {wanted}", kind_word(kind)),
+                shown.join("\n"),
+            ));
         }
         let what = format!("{} \"{gate}\" open", kind_word(kind));
         let mut failure = Failure::new(
@@ -682,8 +846,7 @@ impl TestRun {
             format!("the {} \"{gate}\" is not open", kind_word(kind)),
         )
         .expected(what, Self::describe_open(&open));
-        if let Some(run) = &self.run {
-            let run = run.clone();
+        if let Ok(run) = self.current_run(span) {
             failure.actual = Some(format!(
                 "{}; the run is {}",
                 failure.actual.unwrap_or_default(),
@@ -717,9 +880,28 @@ impl TestRun {
                 )
                 .expected(format!("{what} open"), Self::describe_open(&open)));
             }
-            _ => {
+            several => {
+                let mut each: Vec<String> = several
+                    .iter()
+                    .map(|g| {
+                        format!(
+                            "{} \"{}\" in {}",
+                            kind_word(g.kind),
+                            g.gate,
+                            self.run_name(&g.run)
+                        )
+                    })
+                    .collect();
+                each.sort();
+                let same_name = several.iter().all(|g| g.gate == several[0].gate);
+                let help = if same_name {
+                    "several runs wait at this gate: name the runs when they start (`let r1 = start …`) and say which one: `approve \"name\" as \"user\" in r1`"
+                } else {
+                    "name the gate: `approve \"name\" as \"user\"`, or `expect approval \"name\"` first"
+                };
                 return Err(Failure::new(span, "several gates are open; say which one")
-                    .help("name the gate: `approve \"name\" as \"user\"`, or `expect approval \"name\"` first"));
+                    .expected("one open gate", each.join("; "))
+                    .help(help));
             }
         };
         // A refusal must be for the reason the test is about, not a typo or the wrong step.
@@ -901,22 +1083,7 @@ impl TestRun {
         let Some(args) = args else {
             return self.check_count(span, tool, times, calls.len());
         };
-        let info = self
-            .module
-            .tools
-            .iter()
-            .find(|t| t.name == tool)
-            .ok_or_else(|| Failure::new(span, format!("no tool `{tool}`")))?;
-        let mut wanted = serde_json::Map::new();
-        let mut shown = serde_json::Map::new();
-        for ((name, _), helper) in info.params.iter().zip(args) {
-            let value =
-                evaluate(&self.module, helper, Vec::new()).map_err(|e| Failure::new(span, e))?;
-            wanted.insert(name.clone(), value.to_json_revealing());
-            shown.insert(name.clone(), value.to_json());
-        }
-        let wanted = Self::canonical(&serde_json::Value::Object(wanted));
-        let shown = Self::canonical(&serde_json::Value::Object(shown));
+        let (wanted, shown) = self.expected_args(span, tool, args)?;
         let matching = calls
             .iter()
             .filter(|c| Self::canonical(&c.input) == wanted)
@@ -977,6 +1144,95 @@ impl TestRun {
         ))
     }
 
+    /// The arguments of an expected call, as the tool would receive them (to compare with)
+    /// and as a failure shows them (secrets redacted), both canonical.
+    fn expected_args(
+        &self,
+        span: Span,
+        tool: &str,
+        args: &[String],
+    ) -> Result<(serde_json::Value, serde_json::Value), Failure> {
+        let info = self
+            .module
+            .tools
+            .iter()
+            .find(|t| t.name == tool)
+            .ok_or_else(|| Failure::new(span, format!("no tool `{tool}`")))?;
+        let mut wanted = serde_json::Map::new();
+        let mut shown = serde_json::Map::new();
+        for ((name, _), helper) in info.params.iter().zip(args) {
+            let value =
+                evaluate(&self.module, helper, Vec::new()).map_err(|e| Failure::new(span, e))?;
+            wanted.insert(name.clone(), value.to_json_revealing());
+            shown.insert(name.clone(), value.to_json());
+        }
+        Ok((
+            Self::canonical(&serde_json::Value::Object(wanted)),
+            Self::canonical(&serde_json::Value::Object(shown)),
+        ))
+    }
+
+    /// Calls like `expected` were made in this order: each matches a call after the one the
+    /// previous matched (the earliest such call, which leaves the most room for the rest),
+    /// other calls in between.
+    fn expect_call_order(&mut self, span: Span, expected: &[ExpectedCall]) -> Result<(), Failure> {
+        let mut wanted = Vec::new();
+        for call in expected {
+            let args = match &call.args {
+                Some(args) => Some(self.expected_args(span, &call.tool, args)?),
+                None => None,
+            };
+            wanted.push((call.tool.as_str(), args));
+        }
+        let module = &self.module;
+        let describe = |tool: &str, shown: Option<&serde_json::Value>| match shown {
+            Some(args) => call_text(module, tool, args),
+            None => tool.to_string(),
+        };
+        let expected_text = wanted
+            .iter()
+            .map(|(tool, args)| describe(tool, args.as_ref().map(|(_, shown)| shown)))
+            .collect::<Vec<_>>()
+            .join(", then ");
+        let calls = self.mocks.calls.borrow();
+        let mut next = 0;
+        for (position, (tool, args)) in wanted.iter().enumerate() {
+            let found = calls[next..].iter().position(|c| {
+                c.tool == *tool
+                    && args
+                        .as_ref()
+                        .is_none_or(|(want, _)| Self::canonical(&c.input) == *want)
+            });
+            match found {
+                Some(at) => next += at + 1,
+                None => {
+                    let missing = describe(tool, args.as_ref().map(|(_, shown)| shown));
+                    let message = if position == 0 {
+                        format!("no call of {missing} was made")
+                    } else {
+                        format!(
+                            "no call of {missing} was made after {}",
+                            describe(wanted[position - 1].0, None)
+                        )
+                    };
+                    let actual = if calls.is_empty() {
+                        "no call".to_string()
+                    } else {
+                        calls
+                            .iter()
+                            .map(|c| describe(&c.tool, Some(&c.shown)))
+                            .collect::<Vec<_>>()
+                            .join(", then ")
+                    };
+                    return Err(Failure::new(span, message)
+                        .expected(expected_text, actual)
+                        .help("the expected calls must come in this order; other calls may come between them"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn check_count(
         &self,
         span: Span,
@@ -1013,14 +1269,21 @@ impl TestRun {
 
     /// Some gate named `gate` was announced to the hooks (with a message holding `fields`).
     fn expect_notified(
-        &self,
+        &mut self,
         span: Span,
         gate: &str,
         fields: Option<&serde_json::Value>,
     ) -> Result<(), Failure> {
+        let selected = self.selected_runs(span)?;
         let messages = self.announcements.messages.borrow();
-        let about: Vec<&serde_json::Value> =
-            messages.iter().filter(|m| m["gate"] == gate).collect();
+        let about: Vec<&serde_json::Value> = messages
+            .iter()
+            .filter(|m| m["gate"] == gate)
+            .filter(|m| {
+                let run = m["run"].as_str().unwrap_or_default();
+                selected.as_ref().is_none_or(|s| s.contains(run))
+            })
+            .collect();
         if about
             .iter()
             .any(|m| fields.is_none_or(|wanted| holds(m, wanted)))
@@ -1083,8 +1346,12 @@ impl TestRun {
             .store()
             .runs(None)
             .map_err(|e| Failure::new(span, e.to_string()))?;
+        let selected = self.selected_runs(span)?;
         let mut seen = Vec::new();
-        for run in runs {
+        for run in runs
+            .into_iter()
+            .filter(|r| selected.as_ref().is_none_or(|s| s.contains(&r.id)))
+        {
             let history = self
                 .engine
                 .store()
@@ -1123,14 +1390,64 @@ impl TestRun {
 
 /// Whether every field of `wanted` (an object) is in `data` and holds there: a nested record
 /// by its own fields (`with { context: { id: "S-1" } }` ignores the context's other fields),
-/// anything else by equality.
+/// anything else by equality; a field `none` holds where the field is `null` or absent.
 fn holds(data: &serde_json::Value, wanted: &serde_json::Value) -> bool {
     match wanted.as_object() {
-        Some(fields) => fields
-            .iter()
-            .all(|(k, v)| data.get(k).is_some_and(|d| holds(d, v))),
+        Some(fields) => fields.iter().all(|(k, v)| match data.get(k) {
+            Some(d) => holds(d, v),
+            None => v.is_null(),
+        }),
         None => data == wanted,
     }
+}
+
+/// The fields of `data` that `wanted` asks about, nested records by the fields they ask about:
+/// what a failure shows.
+fn asked_fields(data: &serde_json::Value, wanted: &serde_json::Value) -> serde_json::Value {
+    match (wanted.as_object(), data.as_object()) {
+        (Some(asked), Some(_)) => serde_json::Value::Object(
+            asked
+                .iter()
+                .map(|(k, v)| {
+                    let d = data.get(k).cloned().unwrap_or_default();
+                    (k.clone(), asked_fields(&d, v))
+                })
+                .collect(),
+        ),
+        _ => data.clone(),
+    }
+}
+
+/// What `expect approval "g" with { … }` compares with: the gate as a reviewer sees it.
+fn gate_view(gate: &PendingGate) -> serde_json::Value {
+    serde_json::json!({
+        "prompt": gate.prompt,
+        "context": gate.context,
+        "approvers": gate.approvers,
+        "quorum": gate.quorum,
+        "remaining": gate.remaining,
+        "workflow": gate.workflow,
+        "started_by": gate.started_by,
+        "escalated": gate.escalated,
+    })
+}
+
+/// A call as it is written in a test: `pay("A-1", 120)`, the arguments (secrets redacted) in
+/// the order of the tool's parameters.
+fn call_text(module: &Module, tool: &str, args: &serde_json::Value) -> String {
+    let params = module.tools.iter().find(|t| t.name == tool);
+    let values: Vec<String> = params
+        .map(|info| {
+            info.params
+                .iter()
+                .map(|(name, _)| match args.get(name) {
+                    None | Some(serde_json::Value::Null) => "none".to_string(),
+                    Some(value) => value.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("{tool}({})", values.join(", "))
 }
 
 fn kind_word(kind: GateKind) -> &'static str {
@@ -1229,6 +1546,30 @@ mod tests {
         }
         .failure("ToolError", Some("disk full"), true);
         assert_eq!(mocked, real);
+    }
+
+    #[test]
+    fn fields_hold_partially_and_none_holds_where_a_field_is_absent() {
+        let gate = serde_json::json!({
+            "prompt": "Pay A-1?",
+            "context": { "id": "A-1", "amount_eur": 120, "note": null },
+        });
+        let wanted = |w: serde_json::Value| holds(&gate, &w);
+        assert!(wanted(
+            serde_json::json!({ "context": { "amount_eur": 120 } })
+        ));
+        assert!(wanted(
+            serde_json::json!({ "context": { "note": null, "extra": null } })
+        ));
+        assert!(!wanted(
+            serde_json::json!({ "context": { "amount_eur": 99 } })
+        ));
+        assert!(!wanted(serde_json::json!({ "prompt": "Pay A-2?" })));
+        assert!(!wanted(serde_json::json!({ "context": { "missing": 1 } })));
+        assert_eq!(
+            asked_fields(&gate, &serde_json::json!({ "context": { "id": "B" } })),
+            serde_json::json!({ "context": { "id": "A-1" } })
+        );
     }
 
     #[test]

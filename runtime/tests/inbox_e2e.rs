@@ -35,10 +35,13 @@ enum Priority { Low, Normal, High }
 
 /// What a support agent answers.
 type Review = {
+  /// What the customer is told.
   body: String,
   escalate: Bool,
   tags: List<String>,
+  /// How soon the team must look at it.
   priority: Priority,
+  /// Minutes spent on the ticket so far.
   minutes: Int?,
   follow_up: Time?,
 }

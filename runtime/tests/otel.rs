@@ -59,6 +59,9 @@ struct Received {
     /// The span status code: 0 unset, 1 ok, 2 error.
     status: i32,
     service: String,
+    /// Start and end, nanoseconds since the Unix epoch.
+    start: u64,
+    end: u64,
 }
 
 /// What the receiver saw besides the spans.
@@ -188,6 +191,8 @@ fn serve(stream: TcpStream, seen: &Mutex<Seen>) -> Result<(), String> {
                         events: span.events.into_iter().map(|e| e.name).collect(),
                         status: span.status.map(|s| s.code).unwrap_or(0),
                         service: service.clone(),
+                        start: span.start_time_unix_nano,
+                        end: span.end_time_unix_nano,
                     });
                 }
             }
@@ -766,4 +771,70 @@ workflow late() -> Bool {
         assert_eq!(resume[0].status, 2, "{:?}", resume[0]);
         assert_eq!(resume[0].attributes["flow.error_kind"], "ApprovalTimeout");
     });
+}
+
+/// On a database whose clock was moved (`--test-clock`, `flowrt clock advance 30d`), the
+/// history keeps the engine's clock — 30 days ahead — while spans carry wall-clock time: a
+/// trace is read beside other systems' traces and logs, which know nothing of that offset.
+#[test]
+fn spans_are_wall_clock_time_on_a_test_clock_database() {
+    for_each_store(|store| {
+        let receiver = Receiver::start();
+        let project = project(store);
+        project.write(
+            "quick.flow",
+            "tool check(account: String) -> String via exec \"flowrt:echo\"\n\nworkflow quick(account: String) -> String {\n  check(account)\n}\n",
+        );
+        let moved = project.output(&["--test-clock", "clock", "advance", "30d"]);
+        assert_eq!(moved.status.code(), Some(0), "{}", show(&moved));
+        let wall = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+        };
+        let before = wall();
+        let out = project.exporting(
+            &receiver,
+            &[
+                "--test-clock",
+                "run",
+                "quick.flow",
+                "--input",
+                r#"{"account": "A-1"}"#,
+                "--json",
+            ],
+        );
+        let after = wall();
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The history is on the engine's clock: 30 days after the wall clock.
+        let history = project.history(&run);
+        let started = history[0]["at"].as_str().unwrap();
+        assert!(
+            parse_day(started) >= before.as_secs() / 86_400 + 30,
+            "history at {started} is not 30 days ahead"
+        );
+        let spans = receiver.spans();
+        assert!(!named(&spans, "run").is_empty(), "{spans:?}");
+        assert!(!named(&spans, "tool").is_empty(), "{spans:?}");
+        let (low, high) = (before.as_nanos() as u64, after.as_nanos() as u64);
+        for span in &spans {
+            assert!(
+                low <= span.start && span.start <= span.end && span.end <= high,
+                "span `{}` runs from {} to {}, outside the wall-clock time of the process ({low} to {high})",
+                span.name,
+                span.start,
+                span.end
+            );
+        }
+    });
+}
+
+/// Days since the Unix epoch of an RFC 3339 time in UTC (`2026-12-31T09:00:00.000Z`).
+fn parse_day(text: &str) -> u64 {
+    let ms = flow_runtime::vm::value::parse_time(text).expect("an RFC 3339 time");
+    (ms / 86_400_000) as u64
 }

@@ -5,6 +5,8 @@
 //! sides handle it. Builtin ids are persisted in bytecode: they are explicit, stable and
 //! append-only — never renumber or reuse one.
 
+pub mod time;
+
 /// A type as written in a builtin signature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ty {

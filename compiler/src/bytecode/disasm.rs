@@ -79,6 +79,8 @@ fn show(module: &Module, op: Op) -> String {
                 Some(Constant::Float(x)) => format!("{x:?}"),
                 Some(Constant::Str(s)) => format!("{s:?}"),
                 Some(Constant::Duration(ms)) => format!("{ms}ms"),
+                Some(Constant::Time(ms)) =>
+                    format!("time \"{}\"", flow_stdlib::time::format_time(*ms)),
                 None => format!("#{n}?"),
             }
         ),

@@ -10,14 +10,21 @@
 //!
 //! A deployed version is identified by the SHA-256 of the whole file ([`artifact_hash`]).
 
-use super::module::Module;
+use super::module::{FieldDocs, Module};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
 pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
 /// Bump when the encoding of [`Module`] or of an instruction changes incompatibly; keep a
 /// fixture of every version (see the tests).
-pub const FORMAT_VERSION: u16 = 1;
+///
+/// Format 2 added the `Time` constant (appended to [`super::module::Constant`], so a format 1
+/// payload decodes unchanged) and, after the module, a section with the docs of record
+/// fields ([`Module::field_docs`]).
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format this reader still reads: runs stay pinned to their artifact for weeks,
+/// so an upgrade must not strand them.
+pub const OLDEST_READABLE: u16 = 1;
 const HEADER: usize = MAGIC.len() + 2 + 4;
 const CHECKSUM: usize = 32;
 
@@ -59,7 +66,7 @@ impl fmt::Display for ArtifactError {
             ),
             ArtifactError::OlderFormat { found, supported } => write!(
                 f,
-                "the file was written in bytecode format {found}, which this version no longer reads (it reads {supported}): rebuild it with `flowc build`"
+                "the file was written in bytecode format {found}, which this version no longer reads (it reads {OLDEST_READABLE} to {supported}): rebuild it with `flowc build`"
             ),
             ArtifactError::ChecksumMismatch => {
                 f.write_str("the file is corrupt: its checksum does not match its contents")
@@ -76,7 +83,8 @@ impl fmt::Display for ArtifactError {
 impl std::error::Error for ArtifactError {}
 
 pub fn encode(module: &Module) -> Vec<u8> {
-    let payload = postcard::to_stdvec(module).unwrap_or_default();
+    let mut payload = postcard::to_stdvec(module).unwrap_or_default();
+    payload.extend(postcard::to_stdvec(&module.field_docs).unwrap_or_default());
     let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -103,7 +111,7 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
             supported: FORMAT_VERSION,
         });
     }
-    if version < FORMAT_VERSION {
+    if version < OLDEST_READABLE {
         return Err(ArtifactError::OlderFormat {
             found: version,
             supported: FORMAT_VERSION,
@@ -127,8 +135,14 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
     if Sha256::digest(payload).as_slice() != &bytes[HEADER + length..] {
         return Err(ArtifactError::ChecksumMismatch);
     }
-    let (module, rest) = postcard::take_from_bytes::<Module>(payload)
+    let (mut module, mut rest) = postcard::take_from_bytes::<Module>(payload)
         .map_err(|e| ArtifactError::Corrupt(e.to_string()))?;
+    if version >= 2 {
+        let (docs, after) = postcard::take_from_bytes::<Vec<FieldDocs>>(rest)
+            .map_err(|e| ArtifactError::Corrupt(format!("the field docs: {e}")))?;
+        module.field_docs = docs;
+        rest = after;
+    }
     if !rest.is_empty() {
         return Err(ArtifactError::Corrupt(
             "trailing bytes in the payload".into(),
@@ -157,6 +171,7 @@ mod tests {
 
     fn tiny() -> Module {
         Module {
+            field_docs: Vec::new(),
             source_hash: "00".into(),
             files: vec!["a.flow".into()],
             constants: vec![Constant::Int(1)],
@@ -211,6 +226,39 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[HEADER + 3] ^= 0xff;
         assert_eq!(decode(&flipped), Err(ArtifactError::ChecksumMismatch));
+    }
+
+    /// `tests/fixtures/format1.flowb` was written by `flowc build tests/fixtures/format1.flow`
+    /// in format 1, before format 2 existed: a run pinned to it must still resume.
+    #[test]
+    fn a_format_1_artifact_still_reads() {
+        let bytes = include_bytes!("../../tests/fixtures/format1.flowb");
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 1);
+        let module = decode(bytes).expect("format 1 reads");
+        assert_eq!(module.workflows[0].name, "triage");
+        assert_eq!(module.tools[0].name, "notify");
+        let mut older = bytes.to_vec();
+        older[8] = 0;
+        assert_eq!(
+            decode(&older),
+            Err(ArtifactError::OlderFormat {
+                found: 0,
+                supported: FORMAT_VERSION
+            })
+        );
+    }
+
+    #[test]
+    fn a_time_constant_and_field_docs_round_trip() {
+        let mut module = tiny();
+        module.constants = vec![Constant::Time(1_796_115_600_000)];
+        module.field_docs = vec![FieldDocs {
+            ty: TypeRef(0),
+            fields: vec![("reporter".into(), "Who reported it.".into())],
+        }];
+        let bytes = encode(&module);
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), FORMAT_VERSION);
+        assert_eq!(decode(&bytes), Ok(module));
     }
 
     /// Instruction numbers are persisted: this pins them. If this fails, an instruction was

@@ -24,6 +24,19 @@ pub struct Module {
     pub input_requests: Vec<InputRequest>,
     pub events: Vec<String>,
     pub workflows: Vec<WorkflowCode>,
+    /// The `///` docs of record fields, for the forms and cards people read (format 2). Not
+    /// part of the postcard encoding of the module itself: the artifact carries them in a
+    /// section after it (see `encoding.rs`), so a format 1 payload still decodes as a module.
+    #[serde(skip)]
+    pub field_docs: Vec<FieldDocs>,
+}
+
+/// The documented fields of one record type, in declaration order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FieldDocs {
+    pub ty: TypeRef,
+    /// `(field, doc)`, for the fields that have a doc comment.
+    pub fields: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,6 +48,8 @@ pub enum Constant {
     Str(String),
     /// Milliseconds.
     Duration(i64),
+    /// Milliseconds since the Unix epoch, UTC (format 2; appended, so format 1 still reads).
+    Time(i64),
 }
 
 /// A type, described well enough to validate JSON against it and to show it.
@@ -112,6 +127,17 @@ impl Module {
             .iter()
             .enumerate()
             .find(|(_, w)| w.name == name)
+    }
+
+    /// The `///` doc of a record type's field, if it has one.
+    pub fn field_doc(&self, ty: TypeRef, field: &str) -> Option<&str> {
+        self.field_docs
+            .iter()
+            .find(|d| d.ty == ty)?
+            .fields
+            .iter()
+            .find(|(name, _)| name == field)
+            .map(|(_, doc)| doc.as_str())
     }
 
     pub fn type_desc(&self, ty: TypeRef) -> Option<&TypeDesc> {

@@ -137,6 +137,7 @@ impl Writer<'_> {
                 let mut schema = self.object(&fields);
                 if self.form {
                     schema["title"] = Value::String(name);
+                    self.describe_fields(ty, &fields, &mut schema);
                 }
                 schema
             }
@@ -166,6 +167,24 @@ impl Writer<'_> {
                 }
             }
             _ => self.schema(ty),
+        }
+    }
+
+    /// Gives each documented field of record type `ty` its `///` doc as its `description`,
+    /// before the type's own hint when it has one (a `Duration`'s "like 90s").
+    fn describe_fields(&self, ty: TypeRef, fields: &[(String, TypeRef)], schema: &mut Value) {
+        for (name, _) in fields {
+            let Some(doc) = self.module.field_doc(ty, name) else {
+                continue;
+            };
+            let Some(property) = schema["properties"].get_mut(name) else {
+                continue;
+            };
+            let text = match property.get("description").and_then(Value::as_str) {
+                Some(hint) => format!("{doc} ({hint})"),
+                None => doc.to_string(),
+            };
+            property["description"] = Value::String(text);
         }
     }
 
@@ -226,6 +245,7 @@ mod tests {
     /// A module holding only these types.
     fn module(types: Vec<TypeDesc>) -> Module {
         Module {
+            field_docs: Vec::new(),
             source_hash: String::new(),
             files: Vec::new(),
             constants: Vec::new(),
@@ -335,6 +355,49 @@ mod tests {
         let plain = json_schema(&m, t(4));
         assert!(plain.get("x-order").is_none() && plain.get("title").is_none());
         assert_eq!(plain["properties"]["password"], json!({ "type": "string" }));
+    }
+
+    #[test]
+    fn a_form_schema_shows_the_docs_of_fields() {
+        // type Leave = { /// First day off.
+        //   from: Time, days: Int, /// Who stands in.
+        //   deputy: String? }
+        let mut m = module(vec![
+            TypeDesc::Time,
+            TypeDesc::Int,
+            TypeDesc::String,
+            TypeDesc::Optional(t(2)),
+            TypeDesc::Record {
+                name: "Leave".into(),
+                fields: vec![
+                    ("from".into(), t(0)),
+                    ("days".into(), t(1)),
+                    ("deputy".into(), t(3)),
+                ],
+            },
+        ]);
+        m.field_docs = vec![crate::bytecode::module::FieldDocs {
+            ty: t(4),
+            fields: vec![
+                ("from".into(), "First day off.".into()),
+                ("deputy".into(), "Who stands in.".into()),
+            ],
+        }];
+        let form = form_schema(&m, t(4));
+        let from = form["properties"]["from"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(from.starts_with("First day off. ("), "{from}");
+        assert_eq!(
+            form["properties"]["deputy"]["description"],
+            "Who stands in."
+        );
+        assert!(form["properties"]["days"].get("description").is_none());
+        assert!(
+            json_schema(&m, t(4))["properties"]["deputy"]
+                .get("description")
+                .is_none()
+        );
     }
 
     #[test]

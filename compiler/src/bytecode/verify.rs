@@ -366,6 +366,7 @@ mod tests {
             code.len()
         ];
         Module {
+            field_docs: Vec::new(),
             source_hash: String::new(),
             files: vec!["t.flow".into()],
             constants: vec![

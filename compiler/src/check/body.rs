@@ -1013,6 +1013,7 @@ impl<'a> BodyChecker<'a> {
             ExprKind::Float(_) => Type::Float,
             ExprKind::Bool(_) => Type::Bool,
             ExprKind::Duration(_) => Type::Duration,
+            ExprKind::Time(_) => Type::Time,
             ExprKind::None => match expected {
                 Some(Type::Optional(inner)) => Type::Optional(inner.clone()),
                 _ => Type::Optional(Box::new(Type::Unknown)),

@@ -24,7 +24,7 @@ codes! {
     INVALID_CHARACTER = "E0102", "Unexpected character";
     NESTING_TOO_DEEP = "E0103", "Nesting too deep";
     INVALID_ESCAPE = "E0104", "Invalid escape in string";
-    INVALID_NUMBER = "E0105", "Invalid number or duration";
+    INVALID_NUMBER = "E0105", "Invalid number, duration or time";
     NOT_UTF8 = "E0106", "File is not valid UTF-8";
     INVALID_ASSIGNMENT_TARGET = "E0107", "Invalid assignment target";
 

@@ -136,6 +136,9 @@ pub struct TestDecl {
 #[derive(Clone, Debug)]
 pub struct TestStep {
     pub kind: TestStepKind,
+    /// `… in r1`: the named run the step is about (`let r1 = start …`); without it, the run
+    /// of the last `start`.
+    pub run: Option<Ident>,
     pub span: Span,
 }
 
@@ -150,14 +153,22 @@ pub enum TestStepKind {
         behavior: MockBehavior,
         times: Option<(u32, Span)>,
     },
-    /// `start workflow(arg, …) [as "user"]`.
+    /// `[let name =] start workflow(arg, …) [as "user"]`, or with the input as JSON text:
+    /// `start workflow json "{…}"`, `start workflow json file "input.json"`.
     Start {
+        /// `let r1 = start …`: a name later steps give as `in r1`.
+        name: Option<Ident>,
         workflow: Ident,
-        args: Vec<Expr>,
+        input: StartInput,
         by: Option<StrLit>,
     },
-    /// `expect approval "gate"` / `expect input "gate"`: the gate is open now.
-    ExpectGate { input: bool, gate: StrLit },
+    /// `expect approval "gate" [with { prompt: …, context: … }]` / `expect input "gate" …`:
+    /// the gate is open now (and shows this).
+    ExpectGate {
+        input: bool,
+        gate: StrLit,
+        fields: Option<Expr>,
+    },
     /// `approve [ "gate" ] as "user" [comment "…"]`, `reject …`; with `expect refused`
     /// before it, the decision must be refused.
     Decide {
@@ -191,6 +202,9 @@ pub enum TestStepKind {
         times: Option<(u32, Span)>,
         args: Option<Vec<Expr>>,
     },
+    /// `expect called in order tool [(arg, …)], …`: calls like these were made in this order
+    /// (other calls may come between them).
+    ExpectCallOrder { calls: Vec<ExpectedCall> },
     /// `expect audit "event" [with { field: value, … }]`.
     ExpectAudit { event: StrLit, fields: Option<Expr> },
     /// `expect escalated "gate"`.
@@ -202,6 +216,24 @@ pub enum TestStepKind {
     ExpectStatus(Ident),
     /// A step that did not parse; already reported.
     Error,
+}
+
+/// What a `start` gives the workflow.
+#[derive(Clone, Debug)]
+pub enum StartInput {
+    /// One Flow value per parameter.
+    Args(Vec<Expr>),
+    /// `json "{…}"`: the run's input object as JSON text, as `flowrt run --input` takes it.
+    Json(StrLit),
+    /// `json file "input.json"`: the same, read from a file beside the test's file.
+    JsonFile(StrLit),
+}
+
+/// One call of `expect called in order`: the tool, and the arguments when written.
+#[derive(Clone, Debug)]
+pub struct ExpectedCall {
+    pub tool: Ident,
+    pub args: Option<Vec<Expr>>,
 }
 
 #[derive(Clone, Debug)]
@@ -296,6 +328,8 @@ pub enum ExprKind {
     None,
     /// Milliseconds.
     Duration(u64),
+    /// `time "2026-12-01T09:00:00Z"`: milliseconds since the Unix epoch, UTC.
+    Time(i64),
     Str(Vec<StrPart>),
     Name(String),
     List(Vec<Expr>),

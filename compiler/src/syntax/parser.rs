@@ -1257,6 +1257,13 @@ impl<'a> Parser<'a> {
                     span,
                 };
             }
+            T::Ident
+                if self.text(start) == "time"
+                    && self.tokens.get(self.pos + 1).map(|t| t.kind) == Some(T::Quote) =>
+            {
+                self.bump();
+                self.time_literal()
+            }
             T::Ident => {
                 self.bump();
                 ExprKind::Name(self.text(start).to_string())
@@ -1362,6 +1369,25 @@ impl<'a> Parser<'a> {
             Some(ms) => ExprKind::Duration(ms),
             None => {
                 self.number_error(span, "this duration is too long", "use a smaller duration");
+                ExprKind::Error
+            }
+        }
+    }
+
+    /// `time "2026-12-01T09:00:00Z"`, after `time`: an instant written in RFC 3339, in UTC.
+    /// `time` is a name everywhere else (a name before a string is no other expression).
+    fn time_literal(&mut self) -> ExprKind {
+        let Some(text) = self.parse_plain_string("the time in quotes") else {
+            return ExprKind::Error;
+        };
+        match flow_stdlib::time::parse_time(&text.value) {
+            Some(ms) => ExprKind::Time(ms),
+            None => {
+                self.number_error(
+                    text.span,
+                    "this is not a time in RFC 3339, in UTC",
+                    "write the date and time with a `Z`, as in `time \"2026-12-01T09:00:00Z\"` (milliseconds are optional: `09:00:00.250Z`)",
+                );
                 ExprKind::Error
             }
         }

@@ -389,6 +389,7 @@ impl Machine {
                     Some(Constant::Float(f)) => Value::Float(*f),
                     Some(Constant::Str(s)) => Value::Str(s.clone()),
                     Some(Constant::Duration(ms)) => Value::Duration(*ms),
+                    Some(Constant::Time(ms)) => Value::Time(*ms),
                     None => return Err(Trap::Fatal(format!("no constant {index}"))),
                 };
                 self.fiber.stack.push(value);

@@ -10,8 +10,7 @@ use crate::span::Span;
 use crate::syntax::ast::*;
 use crate::syntax::token::TokenKind as T;
 
-const STEP_HELP: &str =
-    "a test step is `mock`, `start`, `expect`, `approve`, `reject`, `provide` or `advance`";
+const STEP_HELP: &str = "a test step is `mock`, `start`, `let r = start …`, `expect`, `approve`, `reject`, `provide` or `advance`";
 
 impl Parser<'_> {
     /// Whether the current token starts a test block: the name `test` before a string.
@@ -63,7 +62,17 @@ impl Parser<'_> {
         let start_pos = self.pos;
         let start = self.span();
         let errors = self.error_count();
-        let kind = self.parse_test_step_kind().unwrap_or(TestStepKind::Error);
+        let mut kind = self.parse_test_step_kind().unwrap_or(TestStepKind::Error);
+        let run = if self.at(T::In) && self.error_count() == errors {
+            self.bump();
+            let run = self.parse_ident("the name of a run (`let r1 = start …`)");
+            if run.is_none() {
+                kind = TestStepKind::Error;
+            }
+            run
+        } else {
+            None
+        };
         let span = start.to(self.previous_span());
         self.end_line_item(
             start_pos,
@@ -76,7 +85,7 @@ impl Parser<'_> {
         } else {
             kind
         };
-        TestStep { kind, span }
+        TestStep { kind, run, span }
     }
 
     /// The current token when it is the name `word`; consumes it.
@@ -102,6 +111,15 @@ impl Parser<'_> {
         } else {
             ""
         };
+        if self.eat(T::Let).is_some() {
+            let name = self.parse_ident("a name for the run")?;
+            self.expect(T::Assign, "name a run with `let r1 = start workflow(…)`")?;
+            if self.eat_word("start").is_none() {
+                self.error_expected("`start`", "name a run with `let r1 = start workflow(…)`");
+                return None;
+            }
+            return self.parse_start(Some(name));
+        }
         match word {
             "mock" => {
                 self.bump();
@@ -109,18 +127,7 @@ impl Parser<'_> {
             }
             "start" => {
                 self.bump();
-                let workflow = self.parse_ident("the workflow to start")?;
-                self.expect(
-                    T::LParen,
-                    "start a workflow with its arguments: `start review(order)`",
-                )?;
-                let args = self.parse_list(T::RParen, |p| Some(p.parse_expr(Records::Allowed)));
-                let by = if self.eat_word("as").is_some() {
-                    Some(self.parse_plain_string("the user who starts the run, in quotes")?)
-                } else {
-                    None
-                };
-                Some(TestStepKind::Start { workflow, args, by })
+                self.parse_start(None)
             }
             "expect" => {
                 self.bump();
@@ -138,6 +145,37 @@ impl Parser<'_> {
                 None
             }
         }
+    }
+
+    /// After `start`: the workflow, its input (arguments or JSON) and who starts it.
+    fn parse_start(&mut self, name: Option<Ident>) -> Option<TestStepKind> {
+        let workflow = self.parse_ident("the workflow to start")?;
+        let input = if self.eat_word("json").is_some() {
+            if self.eat_word("file").is_some() {
+                StartInput::JsonFile(self.parse_plain_string("the JSON file's path in quotes")?)
+            } else {
+                StartInput::Json(self.parse_plain_string(
+                    "the input as JSON text in quotes, or `file \"input.json\"`",
+                )?)
+            }
+        } else {
+            self.expect(
+                T::LParen,
+                "start a workflow with its arguments: `start review(order)`, or with JSON: `start review json \"{…}\"`",
+            )?;
+            StartInput::Args(self.parse_list(T::RParen, |p| Some(p.parse_expr(Records::Allowed))))
+        };
+        let by = if self.eat_word("as").is_some() {
+            Some(self.parse_plain_string("the user who starts the run, in quotes")?)
+        } else {
+            None
+        };
+        Some(TestStepKind::Start {
+            name,
+            workflow,
+            input,
+            by,
+        })
     }
 
     fn parse_mock(&mut self) -> Option<TestStepKind> {
@@ -255,11 +293,21 @@ impl Parser<'_> {
     fn parse_expectation(&mut self) -> Option<TestStepKind> {
         if self.eat(T::Approval).is_some() {
             let gate = self.parse_plain_string("the approval's name in quotes")?;
-            return Some(TestStepKind::ExpectGate { input: false, gate });
+            let fields = self.parse_with_fields()?;
+            return Some(TestStepKind::ExpectGate {
+                input: false,
+                gate,
+                fields,
+            });
         }
         if self.eat(T::Input).is_some() {
             let gate = self.parse_plain_string("the input's name in quotes")?;
-            return Some(TestStepKind::ExpectGate { input: true, gate });
+            let fields = self.parse_with_fields()?;
+            return Some(TestStepKind::ExpectGate {
+                input: true,
+                gate,
+                fields,
+            });
         }
         let word = if self.at(T::Ident) {
             self.text(self.span())
@@ -286,6 +334,28 @@ impl Parser<'_> {
                     None
                 };
                 Some(TestStepKind::ExpectError { kind, message })
+            }
+            "called" if self.tokens.get(self.pos + 1).map(|t| t.kind) == Some(T::In) => {
+                self.bump();
+                self.bump();
+                self.expect_word(
+                    "order",
+                    "write `expect called in order first_tool, second_tool`",
+                )?;
+                let mut calls = Vec::new();
+                loop {
+                    let tool = self.parse_ident("the tool's name")?;
+                    let args = if self.eat(T::LParen).is_some() {
+                        Some(self.parse_list(T::RParen, |p| Some(p.parse_expr(Records::Allowed))))
+                    } else {
+                        None
+                    };
+                    calls.push(ExpectedCall { tool, args });
+                    if self.eat(T::Comma).is_none() {
+                        break;
+                    }
+                }
+                Some(TestStepKind::ExpectCallOrder { calls })
             }
             "called" | "not" => {
                 let negated = self.eat_word("not").is_some();
@@ -350,7 +420,7 @@ impl Parser<'_> {
             _ => {
                 self.error_unexpected(
                     "what to expect",
-                    "expect `approval \"gate\"`, `input \"gate\"`, `result Pattern`, `result == value`, `error Kind`, `called tool`, `not called tool`, `audit \"event\"`, `notified \"gate\"`, `escalated \"gate\"`, `refused approve …` or `status completed`",
+                    "expect `approval \"gate\"`, `input \"gate\"`, `result Pattern`, `result == value`, `error Kind`, `called tool`, `called in order a, b`, `not called tool`, `audit \"event\"`, `notified \"gate\"`, `escalated \"gate\"`, `refused approve …` or `status completed`",
                 );
                 None
             }

@@ -466,7 +466,8 @@
     const id = newId("f");
     const s = info.schema;
     const long = info.kind === "string" && s.format !== "password" && LONG_TEXT.test(opts.name || "");
-    let hint = s.description || null;
+    let hint = opts.doc || s.description || null;
+    if (opts.doc && s.description && !opts.doc.includes(s.description)) hint = `${opts.doc} (${s.description})`;
     if (info.kind === "integer") hint = hint || "A whole number.";
     if (info.kind === "number") hint = hint || "A number.";
     const control = long
@@ -520,7 +521,7 @@
   function booleanEditor(opts) {
     const id = newId("f");
     const control = h("input", { id, name: opts.name, type: "checkbox" });
-    const field = fieldBox(id, opts.label, control, { checkbox: true });
+    const field = fieldBox(id, opts.label, control, { checkbox: true, hint: opts.doc || null });
     return {
       el: field.box,
       focus: () => control.focus(),
@@ -550,7 +551,7 @@
       values.map((v) => h("option", { value: v }, v))
     );
     if (opts.required) control.setAttribute("aria-required", "true");
-    const field = fieldBox(id, opts.label, control, { required: opts.required, optional: opts.optional });
+    const field = fieldBox(id, opts.label, control, { hint: opts.doc || null, required: opts.required, optional: opts.optional });
     return {
       el: field.box,
       control,
@@ -633,6 +634,8 @@
       name,
       editor: makeEditor(schema, {
         label: humanize(name),
+        // The field's `///` doc (the server's `description`), shown as its help text.
+        doc: typeof schema.description === "string" ? schema.description : null,
         name: opts.name ? `${opts.name}.${name}` : name,
         required: required.has(name),
         optional: !required.has(name),
@@ -643,7 +646,13 @@
     const body = children.map((c) => c.editor.el);
     const el = opts.bare
       ? h("div", { class: "record" }, body)
-      : h("fieldset", { class: "record" }, h("legend", null, s.title || opts.label), body);
+      : h(
+          "fieldset",
+          { class: "record" },
+          h("legend", null, s.title || opts.label),
+          opts.doc ? h("p", { class: "hint" }, opts.doc) : null,
+          body
+        );
     const err = groupError(el);
     return {
       el,
@@ -665,14 +674,14 @@
   /** An optional record or list: a checkbox that shows its editor. */
   function toggledEditor(info, opts) {
     const id = newId("f");
-    const inner = makeEditor(info.schema, Object.assign({}, opts, { optional: false }));
+    const inner = makeEditor(info.schema, Object.assign({}, opts, { optional: false, doc: null }));
     const check = h("input", { id, type: "checkbox", "aria-controls": `${id}-box` });
     const holder = h("div", { id: `${id}-box`, class: "toggled", hidden: true }, inner.el);
     check.addEventListener("change", () => {
       holder.hidden = !check.checked;
       if (check.checked) inner.focus();
     });
-    const field = fieldBox(id, `Give ${opts.label}`, check, { checkbox: true, hint: null });
+    const field = fieldBox(id, `Give ${opts.label}`, check, { checkbox: true, hint: opts.doc || null });
     const el = h("div", { class: "optional-group" }, field.box, holder);
     return {
       el,
