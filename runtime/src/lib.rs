@@ -29,4 +29,5 @@ pub mod telemetry;
 pub mod testing;
 pub mod tokens;
 pub mod tools;
+pub mod views;
 pub mod vm;

@@ -154,7 +154,7 @@ impl Project {
             "--json",
         ]);
         out.expect_code(EXIT_WAITING);
-        let run = out.json()["run"]
+        let run = out.json()["id"]
             .as_str()
             .expect("run --json names the run")
             .to_string();

@@ -50,7 +50,7 @@ workflow trail(order: String) -> Int {
     );
     let runs: serde_json::Value =
         serde_json::from_slice(&project.output(&["runs", "--json"]).stdout).unwrap();
-    let run = runs[0]["run"].as_str().unwrap().to_string();
+    let run = runs[0]["id"].as_str().unwrap().to_string();
     let approved = project.output(&["approve", &run, "sign", "--as", "ana", "--comment", "fine"]);
     assert!(
         approved.status.success(),

@@ -53,7 +53,7 @@ fn start(project: &Project, workflow: &str, n: i64) -> String {
         &input,
     ]);
     assert!(out.code == 0 || out.code == 10, "{}", out.all());
-    project.runs()[0]["run"].as_str().unwrap().to_string()
+    project.runs()[0]["id"].as_str().unwrap().to_string()
 }
 
 fn history(project: &Project, run: &str) -> Vec<Event> {

@@ -119,7 +119,7 @@ workflow three() -> Int {
 
         let log = project.log();
         let starts = keys_in_order(&log, "start");
-        let id = run["run"].as_str().unwrap();
+        let id = run["id"].as_str().unwrap();
         let key = |step: u32| format!("{id}:{step}");
         // Step 1 (key :0) ran once; step 2 (key :1) was in flight and ran again with the same
         // key; step 3 ran once.
@@ -259,7 +259,7 @@ workflow twenty() -> Int {
             // The tool's own log for this run: keys only move forward; a key repeats only right
             // after itself (the step was in flight when a process died), never once a later
             // step has begun — so no step ran again once its result was committed.
-            let id = run["run"].as_str().unwrap();
+            let id = run["id"].as_str().unwrap();
             let prefix = format!("{id}:");
             let starts: Vec<u64> = keys_in_order(&log, "start")
                 .iter()
@@ -308,7 +308,7 @@ workflow gated() -> Int {
             "{}",
             String::from_utf8_lossy(&waiting.stderr)
         );
-        let id = project.only_run()["run"].as_str().unwrap().to_string();
+        let id = project.only_run()["id"].as_str().unwrap().to_string();
 
         // The decision is committed, then the run moves on into step 1, which blocks: kill the
         // approving process there.
@@ -401,7 +401,7 @@ workflow patient() -> Int {
         let run = project.only_run();
         assert_eq!(run["status"], "completed", "{run}");
         assert_eq!(run["output"], 7);
-        let id = run["run"].as_str().unwrap().to_string();
+        let id = run["id"].as_str().unwrap().to_string();
         let history = project.history(&id);
         let attempts: Vec<i64> = history
             .iter()
@@ -461,7 +461,7 @@ fn workers_started_together_share_the_runs_without_failing() {
         assert_eq!(runs.len(), 120);
         assert!(runs.iter().all(|r| r["status"] == "completed"), "{runs:?}");
         for run in &runs {
-            let id = run["run"].as_str().unwrap();
+            let id = run["id"].as_str().unwrap();
             let history = project.history(id);
             let completed = history
                 .iter()
@@ -501,7 +501,7 @@ workflow nap() -> Int {
         let run = project.only_run();
         assert_eq!(run["status"], "completed", "{run}");
         assert_eq!(run["output"], 5);
-        let history = project.history(run["run"].as_str().unwrap());
+        let history = project.history(run["id"].as_str().unwrap());
         assert!(
             common::of_kind(&history, "step_timed_out").is_empty(),
             "{history:?}"
@@ -544,7 +544,7 @@ workflow bounded() -> Int {
         let run = project.only_run();
         assert_eq!(run["status"], "completed", "{run}");
         assert_eq!(run["output"], 40);
-        let id = run["run"].as_str().unwrap();
+        let id = run["id"].as_str().unwrap();
         let history = project.history(id);
         let names = common::events(&history);
         let resumed_at = names.iter().position(|e| *e == "step_resumed");

@@ -170,7 +170,7 @@ impl Examples {
         ];
         let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
         let out = self.flowrt(&args);
-        let run = out.json()["run"].as_str().map(str::to_string);
+        let run = out.json()["id"].as_str().map(str::to_string);
         let Some(run) = run else {
             panic!("{file} did not start:\n{}{}", out.stdout, out.stderr);
         };

@@ -59,7 +59,7 @@ fn project(store: &Store) -> Project {
 fn start(project: &Project) -> String {
     let out = project.flowrt(&["start", "long.flow", "--input", r#"{"n": 1}"#, "--json"]);
     out.expect_code(0);
-    out.json()["run"].as_str().unwrap().to_string()
+    out.json()["id"].as_str().unwrap().to_string()
 }
 
 /// A `flowrt worker` with a 2 s lease; its stderr goes to `worker-N.log`.

@@ -140,7 +140,7 @@ impl Move {
             "--json",
         ]);
         out.expect_code(EXIT_WAITING);
-        out.json()["run"].as_str().expect("a run id").to_string()
+        out.json()["id"].as_str().expect("a run id").to_string()
     }
 }
 

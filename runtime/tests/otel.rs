@@ -255,7 +255,7 @@ impl Project {
         );
         assert_eq!(out.status.code(), Some(10), "{}", show(&out));
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        json["run"].as_str().unwrap().to_string()
+        json["id"].as_str().unwrap().to_string()
     }
 }
 
@@ -450,7 +450,7 @@ fn json_logs_carry_the_run_id_and_never_arguments() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(10), "{}", show(&out));
-        let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run"]
+        let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
             .as_str()
             .unwrap()
             .to_string();
@@ -623,7 +623,7 @@ fn retries_failures_gates_and_decisions_are_in_the_run_trace() {
             ],
         );
         assert_eq!(out.status.code(), Some(10), "{}", show(&out));
-        let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run"]
+        let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
             .as_str()
             .unwrap()
             .to_string();
@@ -746,7 +746,7 @@ workflow late() -> Bool {
             ],
         );
         assert_eq!(out.status.code(), Some(10), "{}", show(&out));
-        let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run"]
+        let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
             .as_str()
             .unwrap()
             .to_string();
@@ -806,7 +806,7 @@ fn spans_are_wall_clock_time_on_a_test_clock_database() {
         );
         let after = wall();
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-        let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["run"]
+        let run = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
             .as_str()
             .unwrap()
             .to_string();

@@ -70,7 +70,7 @@ workflow w(user: String, token: Secret) -> String {
         let runs = flowrt(&project, &["runs", "--json"]);
         let list: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
         assert_eq!(list[0]["status"], "completed", "{list}");
-        let id = list[0]["run"].as_str().unwrap();
+        let id = list[0]["id"].as_str().unwrap();
         let history = flowrt(&project, &["history", id, "--json"]);
         let export = flowrt(&project, &["audit", "export"]);
         let status = flowrt(&project, &["status", id, "--json"]);
@@ -306,7 +306,7 @@ workflow w(token: Secret) -> String {
         );
         assert!(contains(&run.stdout, "got [redacted]"));
         let runs = project.runs();
-        let id = runs[0]["run"].as_str().unwrap().to_string();
+        let id = runs[0]["id"].as_str().unwrap().to_string();
         assert_not_shown(&project, &id, &logs, SECRET);
         assert_not_at_rest(&project, SECRET);
         // Each echo was recorded — scrubbed, not dropped.
@@ -374,7 +374,7 @@ workflow w(head: String, tail: String) -> Bool {
         let runs = project.runs();
         assert_eq!(runs[0]["status"], "completed", "{runs:?}");
         assert_eq!(runs[0]["output"], true, "the two secrets are equal");
-        let id = runs[0]["run"].as_str().unwrap().to_string();
+        let id = runs[0]["id"].as_str().unwrap().to_string();
         let received = std::fs::read_to_string(project.path().join("received.json")).unwrap();
         assert_eq!(received.matches(SECRET).count(), 2, "{received}");
         let mut logs = first.stderr.clone();

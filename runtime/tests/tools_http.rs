@@ -224,14 +224,14 @@ impl Project {
         assert_eq!(runs.len(), 1, "{runs:?}");
         runs[0]["id"]
             .as_str()
-            .or(runs[0]["run"].as_str())
+            .or(runs[0]["id"].as_str())
             .unwrap()
             .to_string()
     }
 }
 
 fn run_id(out: &Out) -> String {
-    out.json()["run"].as_str().unwrap().to_string()
+    out.json()["id"].as_str().unwrap().to_string()
 }
 
 fn tool_config(tool: &str, server: &Server) -> String {

@@ -92,7 +92,7 @@ fn an_https_tool_trusts_the_ca_file_of_flow_toml() {
         assert!(seen.contains("X-Api-Key: k-7f3a9c2e51\r\n"), "{seen}");
         assert!(seen.contains("Idempotency-Key: "), "{seen}");
         assert!(seen.ends_with(r#"{"id":"S1"}"#), "{seen}");
-        let run = out.json()["run"].as_str().unwrap().to_string();
+        let run = out.json()["id"].as_str().unwrap().to_string();
         let history = project.history(&run);
         let done = of_kind(&history, "step_completed");
         assert_eq!(
@@ -182,7 +182,7 @@ fn tls_failures_are_clear_tool_errors_that_are_not_retried() {
             assert!(message.contains("not retryable"), "{message}");
             assert!(server.next().is_err(), "no request got through");
             // `retry 3` does not try again: one attempt, one failure.
-            let run = out.json()["run"].as_str().unwrap().to_string();
+            let run = out.json()["id"].as_str().unwrap().to_string();
             let failed = of_kind(&project.history(&run), "step_failed")
                 .into_iter()
                 .cloned()
@@ -304,7 +304,7 @@ fn a_webhook_over_https_uses_the_ca_file_of_its_entry() {
                 r#"{"id": "S7"}"#,
             ]);
             out.expect_code(EXIT_WAITING);
-            out.json()["run"].as_str().unwrap().to_string()
+            out.json()["id"].as_str().unwrap().to_string()
         };
         let run = signoff(&project);
         let seen = hook

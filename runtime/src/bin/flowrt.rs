@@ -16,6 +16,7 @@ use flow_runtime::gates::{Action, DecideError, Decided, GateKind};
 use flow_runtime::history::WaitingOn;
 use flow_runtime::store::{EventKind, RunRecord, RunStatus};
 use flow_runtime::telemetry::{self, LogFormat};
+use flow_runtime::views::RunView;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -785,7 +786,7 @@ fn start(
         .run(&run)
         .map_err(|e| Usage(e.to_string()))?
         .ok_or_else(|| Usage(format!("run {run} vanished")))?;
-    report(&record, loaded.program.as_ref(), &module, args.json);
+    report(engine, &record, loaded.program.as_ref(), &module, args.json)?;
     Ok(match status {
         RunStatus::Completed => ExitCode::SUCCESS,
         RunStatus::Failed | RunStatus::Cancelled => ExitCode::from(EXIT_FAILED),
@@ -860,7 +861,7 @@ fn report_started(run: &str, workflow: &str, json: bool) {
     if json {
         say(format_args!(
             "{}",
-            serde_json::json!({ "run": run, "workflow": workflow, "status": "runnable" })
+            serde_json::json!({ "id": run, "workflow": workflow, "status": "runnable" })
         ));
     } else {
         say(format_args!(
@@ -869,36 +870,21 @@ fn report_started(run: &str, workflow: &str, json: bool) {
     }
 }
 
-fn record_json(record: &RunRecord) -> serde_json::Value {
-    let output = record
-        .output
-        .as_deref()
-        .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok());
-    serde_json::json!({
-        "run": record.id,
-        "workflow": record.workflow,
-        "version": record.version,
-        "status": record.status.as_str(),
-        "output": output,
-        "error": record.error,
-        "waiting_on": record.waiting_on,
-        "wake_at": record.wake_at.map(flow_runtime::vm::value::format_time),
-        "started_by": record.started_by,
-        "parent": record.parent,
-        "created_at": flow_runtime::vm::value::format_time(record.created_at),
-        "updated_at": flow_runtime::vm::value::format_time(record.updated_at),
-    })
+/// A run as `--json` shows it: the API's view ([`RunView`]), field for field.
+fn record_json(engine: &mut Engine, record: &RunRecord) -> Result<serde_json::Value, Usage> {
+    Ok(RunView::of(engine, record)?.to_json())
 }
 
 fn report(
+    engine: &mut Engine,
     record: &RunRecord,
     program: Option<&flow_compiler::Program>,
     module: &bytecode::Module,
     json: bool,
-) {
+) -> Result<(), Usage> {
     if json {
-        say(format_args!("{}", record_json(record)));
-        return;
+        say(format_args!("{}", record_json(engine, record)?));
+        return Ok(());
     }
     match record.status {
         RunStatus::Completed => {
@@ -919,6 +905,7 @@ fn report(
         )),
         other => say(format_args!("run {} is {}", record.id, other.as_str())),
     }
+    Ok(())
 }
 
 /// The failure as a diagnostic on the source line when the source is at hand.
@@ -1728,7 +1715,12 @@ fn runs(engine: &mut Engine, filter: &RunFilter, json: bool) -> Result<ExitCode,
     if json {
         say(format_args!(
             "{}",
-            serde_json::Value::Array(records.iter().map(record_json).collect())
+            serde_json::Value::Array(
+                records
+                    .iter()
+                    .map(|record| record_json(engine, record))
+                    .collect::<Result<_, _>>()?
+            )
         ));
         return Ok(ExitCode::SUCCESS);
     }
@@ -1805,19 +1797,19 @@ fn find(engine: &mut Engine, run: &str) -> Result<RunRecord, Usage> {
 fn status(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage> {
     let record = find(engine, run)?;
     if json {
-        say(format_args!("{}", record_json(&record)));
+        say(format_args!("{}", record_json(engine, &record)?));
     } else {
-        let shown = record_json(&record);
+        let shown = record_json(engine, &record)?;
         if let Some(object) = shown.as_object() {
             for (key, value) in object {
+                // Times are shown as dates to a person, as milliseconds to a program.
+                let text = match (key.ends_with("_at"), value.as_i64(), value.as_str()) {
+                    (true, Some(ms), _) => flow_runtime::vm::value::format_time(ms),
+                    (_, _, Some(text)) => text.to_string(),
+                    _ => value.to_string(),
+                };
                 if !value.is_null() {
-                    say(format_args!(
-                        "{key:<11} {}",
-                        value
-                            .as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| value.to_string())
-                    ));
+                    say(format_args!("{key:<11} {text}"));
                 }
             }
         }

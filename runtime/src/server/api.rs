@@ -640,19 +640,7 @@ async fn start_run(State(app): State<App>, caller: Caller, body: Bytes) -> Respo
 }
 
 fn run_json(engine: &mut Engine, record: &RunRecord) -> Result<Value, ApiError> {
-    Ok(json!({
-        "id": record.id,
-        "workflow": record.workflow,
-        "version": record.version,
-        "status": record.status.as_str(),
-        "waiting_on": record.waiting_on,
-        "started_by": record.started_by,
-        "parent": record.parent,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        // The enum variant a completed run returned, as the runs page and `flowrt runs` show it.
-        "outcome": engine.outcome(record)?,
-    }))
+    Ok(crate::views::RunView::of(engine, record)?.to_json())
 }
 
 async fn list_runs(

@@ -90,11 +90,14 @@ pub fn document() -> Value {
                         "version": { "type": "string" },
                         "status": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled"] },
                         "waiting_on": { "type": "string", "nullable": true },
+                        "wake_at": { "type": "integer", "nullable": true },
                         "started_by": { "type": "string" },
                         "parent": { "type": "string", "nullable": true },
                         "created_at": { "type": "integer" },
                         "updated_at": { "type": "integer" },
-                        "outcome": { "type": "string", "nullable": true, "description": "The enum variant a completed run returned" }
+                        "outcome": { "type": "string", "nullable": true, "description": "The enum variant a completed run returned" },
+                        "output": { "description": "The result, when completed" },
+                        "error": { "type": "string", "nullable": true }
                     }
                 },
                 "RunDetail": {
