@@ -91,7 +91,7 @@ start() {
   printf "\n\$ flowrt run %s --workflow %s --as ines --input '%s'\n" "$1" "$workflow" "$2"
   out=$("$FLOWRT" run "$1" --workflow "$workflow" --as ines --input "$2" --json 2>"$work/err")
   code=$?
-  run=$(printf '%s' "$out" | sed -n 's/.*"run":"\([^"]*\)".*/\1/p')
+  run=$(printf '%s' "$out" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
   if [ -z "$run" ]; then
     echo "  FAILED to start (exit $code):" >&2
     cat "$work/err" >&2

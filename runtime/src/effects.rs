@@ -211,9 +211,23 @@ fn serve_calls(
 
 fn call(invocation: Invocation) -> Completion {
     let started = crate::engine::now_ms();
-    let called = invocation
-        .span
-        .in_scope(|| perform(&invocation.tool, &invocation.call, &invocation.context));
+    // A call that panics (a defect) still comes back, as a failed call: otherwise its run
+    // would stay claimed by this process, waiting on an answer that never comes.
+    let called = invocation.span.in_scope(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            perform(&invocation.tool, &invocation.call, &invocation.context)
+        }))
+        .unwrap_or_else(|_| Called {
+            result: Err(tools::ToolFailure::tool_error(
+                format!(
+                    "tool `{}`: the call failed inside flowrt (a defect; the log has details)",
+                    invocation.tool
+                ),
+                false,
+            )),
+            record: serde_json::Map::new(),
+        })
+    });
     if let Err(failure) = &called.result {
         crate::telemetry::mark_failed(&invocation.span, failure.kind);
     }

@@ -587,6 +587,8 @@ fn make_legacy(project: &Project) {
     for column in ["client", "count", "last_at"] {
         db.execute(&format!("ALTER TABLE refusals DROP COLUMN {column}"), &[]);
     }
+    // Migration 8 (the calls a checkpoint keeps) too.
+    db.execute("ALTER TABLE checkpoints DROP COLUMN calls", &[]);
     if db.is_postgres() {
         db.execute("UPDATE flow_schema SET version = 5", &[]);
     } else {

@@ -1561,7 +1561,9 @@ fn keys_and_completions_need_no_database() {
     flowrt(&["runs"], &[("FLOW_SECRET_KEY", &key)]).expect_code(0);
     assert!(!dir.path().join(".flow/flow.db.key").exists());
     if let Some(admin) = common::postgres_admin() {
-        flowrt(&["--db", &admin, "runs"], &[])
+        // A database of its own: the shared one may be another flowrt's, at another schema.
+        let db = common::TestDb::create(&common::Store::Postgres { admin }, dir.path());
+        flowrt(&["--db", db.spec(), "runs"], &[])
             .expect_code(2)
             .expect_stderr("flowrt key generate");
     }
