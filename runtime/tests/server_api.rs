@@ -7,12 +7,13 @@
 
 mod common;
 
-use common::{FLOWRT, Store, TestDb, for_each_store};
+use common::server::Served;
+use common::{Store, for_each_store};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
 
 const USERS: &str = r#"[users.ines]
 roles = ["clerk"]
@@ -52,167 +53,11 @@ workflow intake(id: String) -> String {
 }
 "#;
 
-/// A served database in a temporary directory; the server is stopped when dropped.
-struct Server {
-    // Dropped after the server is stopped, before the directory it may live in.
-    db: TestDb,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    addr: SocketAddr,
-}
+/// `flowrt serve` of the program above with the users above; killed when dropped.
+type Server = Served;
 
-impl Server {
-    fn start(store: &Store) -> Server {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let db = TestDb::create(store, dir.path());
-        std::fs::write(dir.path().join("flow.toml"), USERS).expect("config");
-        std::fs::write(dir.path().join("program.flow"), PROGRAM).expect("program");
-        let mut server = Server {
-            db,
-            dir,
-            child: None,
-            addr: free_addr(),
-        };
-        server.spawn();
-        server
-    }
-
-    fn flowrt(&self) -> Command {
-        let mut command = Command::new(FLOWRT);
-        self.db.apply(&mut command);
-        command
-            .current_dir(self.dir.path())
-            .arg("--db")
-            .arg(self.db.spec())
-            .arg("--config")
-            .arg(self.dir.path().join("flow.toml"))
-            .env_remove("FLOW_DB")
-            .env_remove("FLOW_CONFIG");
-        command
-    }
-
-    fn spawn(&mut self) {
-        let child = self
-            .flowrt()
-            .args(["serve", "--addr", &self.addr.to_string(), "program.flow"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("flowrt serve starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok((200, _)) = self.try_request("GET", "/health", None, None) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("flowrt serve did not answer /health within 30 s");
-    }
-
-    /// Creates a token for `user` (with `flowrt token create`), returns it.
-    fn token(&self, user: &str, extra: &[&str]) -> String {
-        let mut args = vec![user];
-        args.extend_from_slice(extra);
-        self.create_token(&args)
-    }
-
-    /// `flowrt token create ARGS`: the token it printed.
-    fn create_token(&self, args: &[&str]) -> String {
-        let output = self
-            .flowrt()
-            .args(["token", "create"])
-            .args(args)
-            .output()
-            .expect("flowrt token create runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let token = String::from_utf8(output.stdout)
-            .expect("UTF-8")
-            .trim()
-            .to_string();
-        assert!(token.starts_with("flow_"), "{token}");
-        token
-    }
-
-    fn try_request(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> std::io::Result<(u16, String)> {
-        let mut stream = TcpStream::connect(self.addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let body = body.unwrap_or("");
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response)?;
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
-    }
-
-    /// A request that must get `expected`; returns the JSON body.
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-        expected: u16,
-    ) -> Value {
-        let body = body.map(|b| b.to_string());
-        let (status, text) = self
-            .try_request(method, path, token, body.as_deref())
-            .expect("the server answers");
-        assert_eq!(status, expected, "{method} {path}: {text}");
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    }
-
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        child.wait().expect("flowrt serve exits")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
+fn serve(store: &Store) -> Server {
+    Served::start(store, PROGRAM, USERS, &[])
 }
 
 fn error_code(body: &Value) -> &str {
@@ -234,7 +79,7 @@ fn start_release(server: &Server, token: &str, id: &str, value: i64) -> String {
 #[test]
 fn every_endpoint_works_for_an_authorized_user() {
     for_each_store(|store| {
-        let server = Server::start(store);
+        let server = serve(store);
         let ines = server.token("ines", &["--name", "intake"]);
         let alice = server.token("alice", &[]);
 
@@ -428,7 +273,7 @@ fn every_endpoint_works_for_an_authorized_user() {
 #[test]
 fn every_refusal_is_an_error_with_a_status_and_is_recorded() {
     for_each_store(|store| {
-        let mut server = Server::start(store);
+        let mut server = serve(store);
         let ines = server.token("ines", &[]);
         let alice = server.token("alice", &[]);
         let bob = server.token("bob", &[]);
@@ -660,7 +505,7 @@ fn every_refusal_is_an_error_with_a_status_and_is_recorded() {
 #[test]
 fn the_openapi_document_reaches_every_operation() {
     for_each_store(|store| {
-        let server = Server::start(store);
+        let server = serve(store);
         let token = server.token("alice", &[]);
         let document = server.call("GET", "/openapi.json", Some(&token), None, 200);
         assert_eq!(document["openapi"], "3.0.3");
@@ -694,7 +539,7 @@ fn the_openapi_document_reaches_every_operation() {
 #[test]
 fn sigterm_stops_after_the_step_in_progress_and_nothing_is_half_written() {
     for_each_store(|store| {
-        let mut server = Server::start(store);
+        let mut server = serve(store);
         let ines = server.token("ines", &[]);
         let alice = server.token("alice", &[]);
         let mut runs = Vec::new();
@@ -794,7 +639,7 @@ fn schemathesis_finds_no_server_error() {
             );
         };
         assert!(version.status.success(), "schemathesis --version failed");
-        let server = Server::start(store);
+        let server = serve(store);
         let ines = server.token("ines", &[]);
         let alice = server.token("alice", &[]);
         // Something to find: a waiting run and a finished one.
@@ -853,7 +698,7 @@ fn conforms(doc: &Value, name: &str, object: &Value) {
 #[test]
 fn a_quorum_gate_shows_earlier_decisions_its_plan_and_its_options() {
     for_each_store(|store| {
-        let server = Server::start(store);
+        let server = serve(store);
         let ines = server.token("ines", &[]);
         let alice = server.token("alice", &[]);
         let bob = server.token("bob", &[]);
@@ -941,7 +786,7 @@ fn a_quorum_gate_shows_earlier_decisions_its_plan_and_its_options() {
 #[test]
 fn a_scrape_token_reads_metrics_and_nothing_else() {
     for_each_store(|store| {
-        let server = Server::start(store);
+        let server = serve(store);
         let scrape = server.create_token(&["--scrape", "--name", "prometheus"]);
         let metrics = server.call("GET", "/metrics", Some(&scrape), None, 200);
         assert!(metrics.as_str().is_some_and(|t| t.contains("flow_runs")));

@@ -107,8 +107,8 @@ fn history_kinds(served: &Served, token: &str, run: &str) -> Vec<String> {
 fn the_server_answers_while_runs_are_inside_tool_calls() {
     for_each_store(|store| {
         let served = serve(store);
-        let sam = served.token("sam");
-        let olga = served.token("olga");
+        let sam = served.token("sam", &[]);
+        let olga = served.token("olga", &[]);
         let runs: Vec<String> = (1..=5).map(|n| start_long(&served, &sam, n)).collect();
         wait_for_starts(&served, 5);
 
@@ -169,7 +169,7 @@ fn calls_in_flight_at_a_kill_are_made_again_under_their_keys_and_recorded_once()
             &[("FLOW_LEASE_MS", "1500")],
         );
         std::fs::write(served.dir.path().join("slow.sh"), TOOL).unwrap();
-        let sam = served.token("sam");
+        let sam = served.token("sam", &[]);
         let runs: Vec<String> = (1..=3).map(|n| start_long(&served, &sam, n)).collect();
         wait_for_starts(&served, 3);
 
@@ -202,8 +202,8 @@ fn a_hook_that_hangs_keeps_nobody_waiting_and_its_delivery_is_recorded() {
             "{CONFIG}\n[[notify]]\ncommand = \"cat > announced.json; while [ ! -f go ]; do sleep 0.05; done\"\n"
         );
         let served = Served::start(store, PROGRAM, &config, &[]);
-        let sam = served.token("sam");
-        let olga = served.token("olga");
+        let sam = served.token("sam", &[]);
+        let olga = served.token("olga", &[]);
         let asked = served.call(
             "POST",
             "/api/runs",

@@ -93,11 +93,19 @@ impl Served {
         panic!("flowrt serve did not answer /health within 30 s");
     }
 
-    /// `flowrt token create USER`: the token it printed.
-    pub fn token(&self, user: &str) -> String {
+    /// `flowrt token create USER EXTRA…`: the token it printed.
+    pub fn token(&self, user: &str, extra: &[&str]) -> String {
+        let mut args = vec![user];
+        args.extend_from_slice(extra);
+        self.create_token(&args)
+    }
+
+    /// `flowrt token create ARGS`: the token it printed.
+    pub fn create_token(&self, args: &[&str]) -> String {
         let output = self
             .flowrt()
-            .args(["token", "create", user])
+            .args(["token", "create"])
+            .args(args)
             .output()
             .expect("flowrt token create runs");
         assert!(
@@ -105,10 +113,12 @@ impl Served {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        String::from_utf8(output.stdout)
+        let token = String::from_utf8(output.stdout)
             .expect("UTF-8")
             .trim()
-            .to_string()
+            .to_string();
+        assert!(token.starts_with("flow_"), "{token}");
+        token
     }
 
     /// One request on a connection of its own: the status and the body.
@@ -177,6 +187,17 @@ impl Served {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        child.wait().expect("flowrt serve exits")
     }
 
     /// Kills the server at once (SIGKILL).
