@@ -126,9 +126,10 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE INDEX refusals_by_client ON refusals(client, who, status, at);",
     // 8: reserved for the `calls` column of `runs`, which lands from another branch.
     "",
-    // 9: the gate index, one row per open gate (see store/gate_index.rs).
+    // 9: the gate index, one row per open gate (see store/gate_index.rs; a row goes with its run
+    // if the run is ever deleted).
     "CREATE TABLE IF NOT EXISTS gates (
-        run            TEXT NOT NULL REFERENCES runs(id),
+        run            TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
         name           TEXT NOT NULL,
         kind           TEXT NOT NULL,
         workflow       TEXT NOT NULL,

@@ -122,11 +122,12 @@ pub const MIGRATIONS: &[&str] = &[
     // 8: reserved for the `calls` column of `runs` (resume from the checkpoint alone), which
     // lands from another branch; a no-op here so that the gate index keeps number 9.
     "",
-    // 9: the gate index, one row per open gate (see store/gate_index.rs), written in the
+    // 9: the gate index, one row per open gate (see store/gate_index.rs; a row goes with its run
+    // if the run is ever deleted), written in the
     // transaction of the events that open, change and close the gate. `IF NOT EXISTS`: a
     // database taken back to an older version by hand may still have it.
     "CREATE TABLE IF NOT EXISTS gates (
-        run            TEXT NOT NULL REFERENCES runs(id),
+        run            TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
         name           TEXT NOT NULL,
         kind           TEXT NOT NULL,
         workflow       TEXT NOT NULL,
