@@ -111,7 +111,10 @@ fn the_store_writes_the_gate_index_in_the_commits_that_change_it() {
             .commit(&[step("r1", Some("approval g"), Some(open), 100)])
             .unwrap();
         assert_eq!(store.gate("r1", "g").unwrap().as_ref(), Some(&opened));
-        assert_eq!(store.gates(Some("r1")).unwrap(), [opened.clone()]);
+        assert_eq!(
+            store.gates(Some("r1")).unwrap(),
+            std::slice::from_ref(&opened)
+        );
         assert_eq!(store.gates(Some("r2")).unwrap(), []);
         let counts = store.gate_counts().unwrap();
         assert_eq!((counts.approvals, counts.inputs), (1, 0));
@@ -219,7 +222,10 @@ fn the_store_writes_the_gate_index_in_the_commits_that_change_it() {
                 190,
             )])
             .unwrap();
-        assert_eq!(store.gates(Some("r1")).unwrap(), [opened.clone()]);
+        assert_eq!(
+            store.gates(Some("r1")).unwrap(),
+            std::slice::from_ref(&opened)
+        );
 
         // Cancelling takes the run's gates out of the index.
         assert!(store.cancel("r2", "ops", 200).unwrap());

@@ -249,6 +249,7 @@ pub(crate) fn plan<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
 
