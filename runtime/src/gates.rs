@@ -868,16 +868,22 @@ impl Engine {
     /// Every gate waiting for someone; with `user`, only those that user may decide. Read
     /// from the gate index alone.
     pub fn pending(&mut self, user: Option<&str>) -> EngineResult<Vec<PendingGate>> {
-        let roles = user.map(|u| self.roles(u)).unwrap_or_default();
+        let Some(user) = user else {
+            return Ok(self
+                .store
+                .gates(None)?
+                .iter()
+                .map(PendingGate::of)
+                .collect());
+        };
+        let roles = self.roles(user);
         Ok(self
             .store
-            .gates(None)?
+            .gates_for(user, &roles)?
             .iter()
             .filter(|gate| {
-                user.is_none_or(|user| {
-                    let approving = gate.kind == GateKind::Approval;
-                    eligibility(gate, user, &roles, approving).is_ok()
-                })
+                let approving = gate.kind == GateKind::Approval;
+                eligibility(gate, user, &roles, approving).is_ok()
             })
             .map(PendingGate::of)
             .collect())

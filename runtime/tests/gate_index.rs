@@ -143,6 +143,29 @@ fn the_store_writes_the_gate_index_in_the_commits_that_change_it() {
         assert_eq!((counts.approvals, counts.inputs), (1, 1));
         assert_eq!(counts.oldest_opened_at, Some(50));
 
+        // A reviewer's gates are found by who they name, escalation only once it fired.
+        let found = |store: &mut Box<dyn store::Store>, user: &str, roles: &[&str]| {
+            let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+            let gates = store.gates_for(user, &roles).unwrap();
+            gates
+                .iter()
+                .map(|g| format!("{} {}", g.run, g.name))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            found(&mut store, "ana", &["finance"]),
+            ["r2 details", "r1 g"]
+        );
+        assert_eq!(
+            found(&mut store, "omar", &["ops", "fin"]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            found(&mut store, "finance", &[]),
+            Vec::<String>::new(),
+            "a user, not the role"
+        );
+
         // An approval of a quorum and an escalation replace the row.
         let mut approved = opened.clone();
         approved.approvals.push(Approval {
@@ -160,6 +183,7 @@ fn the_store_writes_the_gate_index_in_the_commits_that_change_it() {
             )])
             .unwrap();
         assert_eq!(store.gate("r1", "g").unwrap(), Some(approved.clone()));
+        assert_eq!(found(&mut store, "omar", &["ops"]), ["r1 g"], "escalated");
         // A commit that keeps the run at the gate keeps the row (a notification recorded).
         store
             .commit(&[step("r1", Some("approval g"), None, 130)])

@@ -94,6 +94,53 @@ pub(crate) const GATE_COLUMNS: &str = "run, name, kind, workflow, version, start
      outer_deadline, quorum, allow_self, prompt, context, shown_sha256, input_schema, \
      timeout_caught, options, approvals";
 
+/// The people a row names as deciders, as the `deciders` column holds them: a JSON list of
+/// `user:NAME` and `role:NAME`, from the approvers and, once it fired, the escalation. Only a
+/// prefilter for [`decider_patterns`]: who may decide is `gates::eligibility`'s to say.
+pub(crate) fn deciders(row: &GateRow) -> String {
+    fn collect(approvers: &serde_json::Value, out: &mut Vec<String>) {
+        let text = |name| approvers.get(name).and_then(|v| v.as_str()).unwrap_or("");
+        match text("kind") {
+            kind @ ("role" | "user") => out.push(format!("{kind}:{}", text("name"))),
+            _ => {
+                for item in approvers
+                    .get("of")
+                    .and_then(|of| of.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    collect(item, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    collect(&row.approvers_json, &mut out);
+    if row.escalated
+        && let Some(escalation) = &row.escalate_json
+    {
+        collect(escalation, &mut out);
+    }
+    serde_json::Value::from(out).to_string()
+}
+
+/// `LIKE … ESCAPE '\'` patterns that match the `deciders` of every row naming `user` or one
+/// of `roles`: each entry JSON-quoted, so that `role:ops` never matches `role:ops_manager`.
+pub(crate) fn decider_patterns(user: &str, roles: &[String]) -> Vec<String> {
+    let entries =
+        std::iter::once(format!("user:{user}")).chain(roles.iter().map(|r| format!("role:{r}")));
+    entries
+        .map(|entry| {
+            let quoted = serde_json::Value::from(entry).to_string();
+            let escaped = quoted
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        })
+        .collect()
+}
+
 /// A row as the database holds it: text, numbers and flags (JSON as text).
 pub(crate) struct RawGate {
     pub run: String,
@@ -301,6 +348,23 @@ pub(crate) mod tests {
             error.contains("run r1, gate `g`, column context"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn deciders_name_the_approvers_and_the_escalation_once_it_fired() {
+        let mut gate = row("r1", "g", 5);
+        gate.approvers_json = serde_json::json!({ "kind": "any", "of": [
+            { "kind": "role", "name": "fin_ance" },
+            { "kind": "any", "of": [{ "kind": "user", "name": "a\"b%" }] },
+        ] });
+        assert_eq!(deciders(&gate), r#"["role:fin_ance","user:a\"b%"]"#);
+        gate.escalated = true;
+        assert_eq!(
+            deciders(&gate),
+            r#"["role:fin_ance","user:a\"b%","role:ops"]"#
+        );
+        let patterns = decider_patterns("a\"b%", &["fin_ance".into()]);
+        assert_eq!(patterns, [r#"%"user:a\\"b\%"%"#, r#"%"role:fin\_ance"%"#]);
     }
 
     #[test]

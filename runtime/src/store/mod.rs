@@ -415,6 +415,10 @@ pub trait Store {
 
     /// The open gates of the gate index, oldest first: every one, or `run`'s.
     fn gates(&mut self, run: Option<&str>) -> StoreResult<Vec<GateRow>>;
+    /// The open gates whose approvers — or escalation, once it fired — name `user` or one of
+    /// `roles`, oldest first: a superset of the gates the user may decide, read without
+    /// decoding the others (who may decide is `gates::eligibility`'s to say).
+    fn gates_for(&mut self, user: &str, roles: &[String]) -> StoreResult<Vec<GateRow>>;
     /// The open gate `name` of `run`, if it is open.
     fn gate(&mut self, run: &str, name: &str) -> StoreResult<Option<GateRow>>;
     /// How many gates are open, by kind, and when the oldest opened.

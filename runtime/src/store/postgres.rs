@@ -153,6 +153,7 @@ pub const MIGRATIONS: &[&str] = &[
         timeout_caught BOOLEAN NOT NULL,
         options        TEXT NOT NULL,
         approvals      TEXT NOT NULL,
+        deciders       TEXT NOT NULL,
         PRIMARY KEY (run, name)
      );
      CREATE INDEX IF NOT EXISTS gates_by_opened ON gates(opened_at);",
@@ -527,9 +528,9 @@ pub(super) fn put_gate(
     let r = RawGate::of(gate);
     tx.execute(
         &format!(
-            "INSERT INTO gates ({GATE_COLUMNS}) VALUES
+            "INSERT INTO gates ({GATE_COLUMNS}, deciders) VALUES
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-              $19, $20, $21, $22, $23, $24)
+              $19, $20, $21, $22, $23, $24, $25)
              ON CONFLICT (run, name) {conflict}"
         ),
         &[
@@ -557,6 +558,7 @@ pub(super) fn put_gate(
             &r.timeout_caught,
             &r.options,
             &r.approvals,
+            &gate_index::deciders(gate),
         ],
     )
 }
@@ -573,7 +575,7 @@ pub(super) const REPLACE_GATE: &str =
     allow_self = excluded.allow_self, prompt = excluded.prompt, context = excluded.context,
     shown_sha256 = excluded.shown_sha256, input_schema = excluded.input_schema,
     timeout_caught = excluded.timeout_caught, options = excluded.options,
-    approvals = excluded.approvals";
+    approvals = excluded.approvals, deciders = excluded.deciders";
 
 /// Brings the gate index of the step's run in line with what the run waits on afterwards
 /// (see [`gate_index::plan`]); the caller holds the run's row lock.
@@ -1100,6 +1102,26 @@ impl Store for PostgresStore {
                 &[],
             )?,
         };
+        rows.iter().map(|r| gate_row(r).finish()).collect()
+    }
+
+    fn gates_for(&mut self, user: &str, roles: &[String]) -> StoreResult<Vec<GateRow>> {
+        let patterns = gate_index::decider_patterns(user, roles);
+        let named = (1..=patterns.len())
+            .map(|i| format!("deciders LIKE ${i} ESCAPE '\\'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = patterns
+            .iter()
+            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let rows = self.query(
+            "reading the gate index",
+            &format!(
+                "SELECT {GATE_COLUMNS} FROM gates WHERE {named} ORDER BY opened_at, run, name"
+            ),
+            &params,
+        )?;
         rows.iter().map(|r| gate_row(r).finish()).collect()
     }
 

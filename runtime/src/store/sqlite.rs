@@ -151,6 +151,7 @@ pub const MIGRATIONS: &[&str] = &[
         timeout_caught INTEGER NOT NULL,
         options        TEXT NOT NULL,
         approvals      TEXT NOT NULL,
+        deciders       TEXT NOT NULL,
         PRIMARY KEY (run, name)
      );
      CREATE INDEX IF NOT EXISTS gates_by_opened ON gates(opened_at);",
@@ -617,9 +618,9 @@ pub(super) fn gate_row(row: &Row<'_>) -> rusqlite::Result<RawGate> {
 fn put_gate(conn: &Connection, ctx: &Context, gate: &GateRow, verb: &str) -> StoreResult<usize> {
     let r = RawGate::of(gate);
     conn.prepare_cached(&format!(
-        "{verb} INTO gates ({GATE_COLUMNS}) VALUES
+        "{verb} INTO gates ({GATE_COLUMNS}, deciders) VALUES
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-          ?19, ?20, ?21, ?22, ?23, ?24)"
+          ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
     ))
     .and_then(|mut s| {
         s.execute(params![
@@ -647,6 +648,7 @@ fn put_gate(conn: &Connection, ctx: &Context, gate: &GateRow, verb: &str) -> Sto
             r.timeout_caught,
             r.options,
             r.approvals,
+            gate_index::deciders(gate),
         ])
     })
     .map_err(ctx.map("writing the gate index"))
@@ -1221,6 +1223,25 @@ impl Store for SqliteStore {
                 .and_then(|mut s| s.query_map([], gate_row)?.collect()),
         }
         .map_err(self.ctx.map("reading the gate index"))?;
+        raws.into_iter().map(RawGate::finish).collect()
+    }
+
+    fn gates_for(&mut self, user: &str, roles: &[String]) -> StoreResult<Vec<GateRow>> {
+        let patterns = gate_index::decider_patterns(user, roles);
+        let named = (1..=patterns.len())
+            .map(|i| format!("deciders LIKE ?{i} ESCAPE '\\'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let raws: Vec<RawGate> = self
+            .conn
+            .prepare(&format!(
+                "SELECT {GATE_COLUMNS} FROM gates WHERE {named} ORDER BY opened_at, run, name"
+            ))
+            .and_then(|mut s| {
+                s.query_map(rusqlite::params_from_iter(&patterns), gate_row)?
+                    .collect()
+            })
+            .map_err(self.ctx.map("reading the gate index"))?;
         raws.into_iter().map(RawGate::finish).collect()
     }
 
