@@ -1586,7 +1586,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             names.push(option.name.name.clone());
             if let Some(after) = &option.after {
                 self.expr(after)?;
-                names.push(format!("{}_after", option.name.name));
+                names.push(flow_stdlib::gate_option::after_field(&option.name.name));
             }
         }
         let list = self.b.field_list(names.iter().map(String::as_str));

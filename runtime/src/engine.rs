@@ -13,10 +13,11 @@
 
 use crate::config::Config;
 use crate::effects::{self, Announcement, Completion, Done, Executor, Invocation, ToolCall, Work};
-use crate::gates::{GateClock, GateKind};
+use crate::gates::{GateClock, GateKind, GateRun, OpenedAt, gate_opening};
 use crate::history::WaitingOn;
 use crate::store::{
-    Checkpoint, EventKind, Millis, NewEvent, NewRun, RunStatus, StepCommit, Store, StoreError,
+    Checkpoint, EventKind, GateChange, Millis, NewEvent, NewRun, RunStatus, StepCommit, Store,
+    StoreError,
 };
 use crate::tools::{self, CallContext, ToolFailure};
 use crate::vm::machine::{error_value, tool_error_value};
@@ -610,6 +611,19 @@ impl Engine {
         machine: Option<&Machine>,
         change: Change,
     ) -> EngineResult<()> {
+        self.commit_with_gate(run, version, machine, change, None)
+    }
+
+    /// [`Engine::commit`], with what the commit does to the gate index (see
+    /// `store::gate_index`) in the same transaction.
+    pub(crate) fn commit_with_gate(
+        &mut self,
+        run: &str,
+        version: &str,
+        machine: Option<&Machine>,
+        change: Change,
+        gate: Option<crate::store::GateChange>,
+    ) -> EngineResult<()> {
         let now = now_ms();
         let commit = StepCommit {
             run: run.to_string(),
@@ -625,6 +639,7 @@ impl Engine {
             waiting_on: change.waiting_on.as_ref().map(WaitingOn::to_string),
             wake_at: change.wake_at,
             now,
+            gate,
         };
         self.store.commit(std::slice::from_ref(&commit))?;
         crate::telemetry::recorded(run, &commit.events);
@@ -697,9 +712,7 @@ impl Engine {
                             }),
                         ));
                     } else {
-                        // The gate's clock reads its history (escalated? approved by whom?).
-                        let history = self.store.history(run)?;
-                        match self.gate_clock(run, &version, &module, &mut machine, &history)? {
+                        match self.gate_clock(&record, &module, &mut machine)? {
                             GateClock::StillWaiting => return Ok(RunStatus::Waiting),
                             GateClock::TimedOut(events) => pending.extend(events),
                             GateClock::Failed(error, events) => {
@@ -937,19 +950,16 @@ impl Engine {
                         }
                         Request::Approval { gate, options } => {
                             let name = module.gates.get(gate as usize).cloned().unwrap_or_default();
-                            let events = std::mem::take(&mut pending);
-                            return self.open_gate(
-                                run,
-                                &version,
-                                &module,
-                                &machine,
-                                GateKind::Approval,
-                                &name,
-                                &options,
-                                here,
+                            let at = OpenedAt {
+                                module: &module,
+                                machine: &machine,
+                                kind: GateKind::Approval,
+                                name: &name,
+                                options: &options,
                                 deadline,
-                                events,
-                            );
+                            };
+                            let events = std::mem::take(&mut pending);
+                            return self.open_gate(&record, &at, here, events);
                         }
                         Request::Input { request, options } => {
                             let name = module
@@ -957,19 +967,16 @@ impl Engine {
                                 .get(request as usize)
                                 .map(|r| r.name.clone())
                                 .unwrap_or_default();
-                            let events = std::mem::take(&mut pending);
-                            return self.open_gate(
-                                run,
-                                &version,
-                                &module,
-                                &machine,
-                                GateKind::Input,
-                                &name,
-                                &options,
-                                here,
+                            let at = OpenedAt {
+                                module: &module,
+                                machine: &machine,
+                                kind: GateKind::Input,
+                                name: &name,
+                                options: &options,
                                 deadline,
-                                events,
-                            );
+                            };
+                            let events = std::mem::take(&mut pending);
+                            return self.open_gate(&record, &at, here, events);
                         }
                         Request::Tool { tool, args } => {
                             let call = ToolStep {
@@ -1177,6 +1184,7 @@ impl Engine {
         struct Active {
             id: String,
             version: String,
+            record: crate::store::RunRecord,
             module: Rc<Module>,
             machine: Machine,
         }
@@ -1214,7 +1222,8 @@ impl Engine {
                 .map_err(|why| EngineError::Corrupt(format!("run {id}: {why}")))?;
             active.push(Active {
                 id: id.clone(),
-                version: record.version,
+                version: record.version.clone(),
+                record,
                 module,
                 machine,
             });
@@ -1236,6 +1245,7 @@ impl Engine {
                     waiting_on: change.waiting_on.as_ref().map(WaitingOn::to_string),
                     wake_at: change.wake_at,
                     now,
+                    gate: None,
                 };
                 match run.machine.run(&run.module) {
                     Outcome::Completed(value) => {
@@ -1313,17 +1323,19 @@ impl Engine {
                             .cloned()
                             .unwrap_or_default();
                         let here = line(&run.module, &run.machine);
-                        let change = crate::gates::gate_opening(
-                            &run.version,
-                            GateKind::Approval,
-                            &name,
-                            &options,
-                            here,
+                        let at = OpenedAt {
+                            module: &run.module,
+                            machine: &run.machine,
+                            kind: GateKind::Approval,
+                            name: &name,
+                            options: &options,
                             deadline,
-                            Vec::new(),
-                            now,
-                        );
-                        commits.push(commit(Some(&run.machine), change));
+                        };
+                        let (change, row) =
+                            gate_opening(GateRun::of(&run.record), &at, here, Vec::new(), now);
+                        let mut opening = commit(Some(&run.machine), change);
+                        opening.gate = Some(GateChange::Open(row));
+                        commits.push(opening);
                     }
                     Outcome::Failed(_) | Outcome::Durable { .. } => one_by_one.push(run.id.clone()),
                 }

@@ -3,15 +3,23 @@
 //! the run then waits in the database, holding no process. A decision is checked against who
 //! may make it, recorded together with the run's new checkpoint, and the run goes on. A gate's
 //! clock — escalation, then the final timeout — is a durable timer like `sleep`'s.
+//!
+//! Every open gate has a row in the gate index (`store::gate_index`), written in the commit
+//! that opens, changes or closes it; listing, showing and deciding read that row, never the
+//! run's VM or history.
 
-use crate::engine::{Change, Engine, EngineError, EngineResult, checkpoint, event, line, now_ms};
+use crate::engine::{Change, Engine, EngineError, EngineResult, event, line, now_ms};
 use crate::history::WaitingOn;
 use crate::notify::{self, RetryPolicy};
-use crate::store::{Event, EventKind, Millis, NewEvent, RunRecord, RunStatus, StepCommit};
+use crate::store::{
+    Approval, Event, EventKind, GateChange, GateRow, Millis, NewEvent, RunRecord, RunStatus,
+    StepCommit,
+};
 use crate::vm::machine::error_value;
 use crate::vm::value::from_json;
 use crate::vm::{Machine, Outcome, Request, RuntimeError, Value, snapshot};
 use flow_compiler::bytecode::Module;
+use flow_stdlib::gate_option;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -182,9 +190,14 @@ struct GateOptions {
     allow_self: bool,
     prompt: Option<String>,
     context: Value,
-    /// Whether the workflow catches the `ApprovalTimeout` of this gate (known only for an
-    /// open gate, see `open_gate_of`).
-    timeout_caught: bool,
+}
+
+/// The option naming who may decide: `approvers` of an approval, `from` of an input.
+fn who(kind: GateKind) -> &'static str {
+    match kind {
+        GateKind::Approval => gate_option::APPROVERS,
+        GateKind::Input => gate_option::FROM,
+    }
 }
 
 impl GateOptions {
@@ -193,46 +206,40 @@ impl GateOptions {
             Some(Value::Duration(ms)) => Some(*ms),
             _ => None,
         };
-        let who = match kind {
-            GateKind::Approval => "approvers",
-            GateKind::Input => "from",
-        };
         GateOptions {
-            approvers: options.field(who).cloned().unwrap_or(Value::None),
+            approvers: options.field(who(kind)).cloned().unwrap_or(Value::None),
             escalate: options
-                .field("escalate")
+                .field(gate_option::ESCALATE)
                 .filter(|v| **v != Value::None)
                 .cloned(),
-            escalate_after: duration("escalate_after"),
-            timeout: duration("timeout"),
-            quorum: match options.field("quorum") {
+            escalate_after: duration(gate_option::ESCALATE_AFTER),
+            timeout: duration(gate_option::TIMEOUT),
+            quorum: match options.field(gate_option::QUORUM) {
                 Some(Value::Int(n)) => (*n).max(1),
                 _ => 1,
             },
-            allow_self: options.field("allow_self") == Some(&Value::Bool(true)),
-            prompt: match options.field("prompt") {
+            allow_self: options.field(gate_option::ALLOW_SELF) == Some(&Value::Bool(true)),
+            prompt: match options.field(gate_option::PROMPT) {
                 Some(Value::Str(s)) => Some(s.clone()),
                 _ => None,
             },
-            context: options.field("context").cloned().unwrap_or(Value::None),
-            timeout_caught: false,
+            context: options
+                .field(gate_option::CONTEXT)
+                .cloned()
+                .unwrap_or(Value::None),
         }
     }
 
     /// The options as evaluated, for a reviewer who asks why (a quorum computed from data).
     fn evaluated(&self, kind: GateKind) -> serde_json::Value {
-        let who = match kind {
-            GateKind::Approval => "approvers",
-            GateKind::Input => "from",
-        };
         let mut out =
-            serde_json::json!({ who: describe(&self.approvers), "timeout_ms": self.timeout });
+            serde_json::json!({ who(kind): describe(&self.approvers), "timeout_ms": self.timeout });
         if kind == GateKind::Approval {
-            out["quorum"] = self.quorum.into();
-            out["allow_self"] = self.allow_self.into();
+            out[gate_option::QUORUM] = self.quorum.into();
+            out[gate_option::ALLOW_SELF] = self.allow_self.into();
         }
         if let Some(to) = &self.escalate {
-            out["escalate"] = describe(to).into();
+            out[gate_option::ESCALATE] = describe(to).into();
             out["escalate_after_ms"] = self.escalate_after.unwrap_or(0).into();
         }
         out
@@ -252,36 +259,67 @@ impl GateOptions {
     fn timeout_at(&self, opened: Millis) -> Option<Millis> {
         self.timeout.map(|t| opened.saturating_add(t))
     }
-
-    /// The next time the gate's clock needs attention.
-    fn next_wake(&self, opened: Millis, escalated: bool) -> Option<Millis> {
-        let escalation = if escalated {
-            None
-        } else {
-            self.escalate_at(opened)
-        };
-        match (escalation, self.timeout_at(opened)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
 }
 
-/// Whether `user` (holding `roles`) is among `approvers`.
-fn may_decide(approvers: &Value, user: &str, roles: &[String]) -> bool {
-    let text = |name| match approvers.field(name) {
-        Some(Value::Str(s)) => s.as_str(),
-        _ => "",
-    };
+/// Whether `user` (holding `roles`) is among `approvers`, as the gate index holds them
+/// (`{"kind":"role","name":…}`, `{"kind":"user","name":…}`, `{"kind":"any","of":[…]}`).
+fn may_decide(approvers: &serde_json::Value, user: &str, roles: &[String]) -> bool {
+    let text = |name| approvers.get(name).and_then(|v| v.as_str()).unwrap_or("");
     match text("kind") {
         "role" => roles.iter().any(|r| r == text("name")),
         "user" => text("name") == user,
-        "any" => match approvers.field("of") {
-            Some(Value::List(items)) => items.iter().any(|a| may_decide(a, user, roles)),
-            _ => false,
-        },
+        "any" => approvers
+            .get("of")
+            .and_then(|of| of.as_array())
+            .is_some_and(|items| items.iter().any(|a| may_decide(a, user, roles))),
         _ => false,
     }
+}
+
+/// Who may decide an open gate, for listing and for deciding alike: `Ok` when `user`
+/// (holding `roles`) may make the decision — `approving` for an approval (four-eyes and
+/// quorum apply), otherwise a rejection or an input — else the refusal.
+pub(crate) fn eligibility(
+    gate: &GateRow,
+    user: &str,
+    roles: &[String],
+    approving: bool,
+) -> Result<(), Refusal> {
+    let refuse = |kind, why: String| Err(Refusal { kind, why });
+    let escalated_to_user = gate.escalated
+        && gate
+            .escalate_json
+            .as_ref()
+            .is_some_and(|e| may_decide(e, user, roles));
+    if !may_decide(&gate.approvers_json, user, roles) && !escalated_to_user {
+        return refuse(
+            RefusalKind::Forbidden,
+            format!(
+                "{user} may not decide `{}`: it needs {}",
+                gate.name, gate.approvers
+            ),
+        );
+    }
+    if approving && user == gate.started_by && !gate.allow_self {
+        return refuse(
+            RefusalKind::Forbidden,
+            format!(
+                "{user} started run {} and may not approve it (four-eyes); the gate would need `allow_self: true`",
+                gate.run
+            ),
+        );
+    }
+    if approving && gate.approvals.iter().any(|a| a.by == user) {
+        return refuse(
+            RefusalKind::Conflict,
+            format!(
+                "{user} has already approved `{}`; {} more approval(s) from others are needed",
+                gate.name,
+                gate.remaining()
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn describe(approvers: &Value) -> String {
@@ -379,14 +417,12 @@ pub fn decider_of(history: &[Event], user: &str, roles: &[String]) -> bool {
 }
 
 /// The state of the gate `name` in a run's history: when it last opened, whether it
-/// escalated since, and who approved it since (for a quorum).
+/// escalated since, and who approved it since (for a quorum). Only for indexing a gate that
+/// opened before the gate index existed; everything else reads the index.
 struct GateHistory {
     opened_at: Millis,
     escalated: bool,
-    approvals: Vec<String>,
-    /// The approvals as `{by, at, comment}`.
-    recorded: Vec<serde_json::Value>,
-    decided_by: Option<(String, Millis)>,
+    approvals: Vec<Approval>,
 }
 
 fn gate_history(history: &[Event], name: &str) -> Option<GateHistory> {
@@ -397,30 +433,27 @@ fn gate_history(history: &[Event], name: &str) -> Option<GateHistory> {
         opened_at: history[opened].at,
         escalated: false,
         approvals: Vec::new(),
-        recorded: Vec::new(),
-        decided_by: None,
     };
     for e in &history[opened + 1..] {
         if e.step.as_deref() != Some(name) {
             continue;
         }
-        let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
-        let by = data
-            .get("by")
-            .and_then(|b| b.as_str())
-            .unwrap_or_default()
-            .to_string();
         match e.kind {
             EventKind::GateEscalated => state.escalated = true,
             EventKind::ApprovalRecorded => {
-                state.recorded.push(serde_json::json!({
-                    "by": by,
-                    "at": e.at,
-                    "comment": data.get("comment").cloned().unwrap_or_default(),
-                }));
-                state.approvals.push(by);
+                let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
+                let text = |key: &str| {
+                    data.get(key)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                state.approvals.push(Approval {
+                    by: text("by"),
+                    at: e.at,
+                    comment: text("comment"),
+                });
             }
-            EventKind::GateDecided => state.decided_by = Some((by, e.at)),
             _ => {}
         }
     }
@@ -446,47 +479,176 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
-/// What opening a gate commits: the `gate_opened` event (after `events`) and the wait, with
-/// the gate's first timer (escalation or timeout).
-#[allow(clippy::too_many_arguments)]
+/// The run a gate belongs to, as the gate index names it.
+#[derive(Clone, Copy)]
+pub(crate) struct GateRun<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) workflow: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) started_by: &'a str,
+}
+
+impl<'a> GateRun<'a> {
+    pub(crate) fn of(record: &'a RunRecord) -> GateRun<'a> {
+        GateRun {
+            id: &record.id,
+            workflow: &record.workflow,
+            version: &record.version,
+            started_by: &record.started_by,
+        }
+    }
+}
+
+/// A gate stopped at by a machine: what it is and the options the workflow evaluated.
+pub(crate) struct OpenedAt<'a> {
+    pub(crate) module: &'a Module,
+    /// The machine at the `await` (as checkpointed).
+    pub(crate) machine: &'a Machine,
+    pub(crate) kind: GateKind,
+    pub(crate) name: &'a str,
+    pub(crate) options: &'a Value,
+    /// The deadline of a `timeout` around the gate.
+    pub(crate) deadline: Option<Millis>,
+}
+
+/// The gate index row of a gate that opened at `opened_at` and has not escalated nor been
+/// approved yet.
+fn index_row(run: GateRun<'_>, at: &OpenedAt<'_>, opened_at: Millis) -> GateRow {
+    let gate = GateOptions::read(at.kind, at.options);
+    let input_schema = match at.kind {
+        GateKind::Input => at
+            .module
+            .input_requests
+            .iter()
+            .find(|r| r.name == at.name)
+            .map(|r| flow_compiler::bytecode::schema::form_schema(at.module, r.ty)),
+        GateKind::Approval => None,
+    };
+    // What the timeout would do: unwind a copy of the run as its clock would.
+    let timeout_caught = gate.timeout.is_some() && {
+        let error = error_value("ApprovalTimeout", String::new(), at.name);
+        !matches!(
+            at.machine.clone().fail_step(at.module, error, opened_at),
+            Some(Outcome::Failed(_))
+        )
+    };
+    GateRow {
+        run: run.id.to_string(),
+        name: at.name.to_string(),
+        kind: at.kind,
+        workflow: run.workflow.to_string(),
+        version: run.version.to_string(),
+        started_by: run.started_by.to_string(),
+        opened_at,
+        approvers: describe(&gate.approvers),
+        approvers_json: gate.approvers.to_json(),
+        escalate_to: gate.escalate.as_ref().map(describe),
+        escalate_json: gate.escalate.as_ref().map(Value::to_json),
+        escalate_at: gate.escalate_at(opened_at),
+        escalated: false,
+        deadline: gate.timeout_at(opened_at),
+        outer_deadline: at.deadline,
+        quorum: gate.quorum,
+        allow_self: gate.allow_self,
+        prompt: gate.prompt.clone(),
+        context: gate.context.to_json(),
+        shown_sha256: gate.shown_hash(),
+        input_schema,
+        timeout_caught,
+        options: gate.evaluated(at.kind),
+        approvals: Vec::new(),
+    }
+}
+
+/// The next time an open gate's clock needs attention: its escalation (until it fired),
+/// its timeout, or the deadline of a `timeout` around it, whichever is first.
+fn next_wake(gate: &GateRow) -> Option<Millis> {
+    let escalation = gate.escalate_at.filter(|_| !gate.escalated);
+    crate::history::earliest(
+        crate::history::earliest(escalation, gate.deadline),
+        gate.outer_deadline,
+    )
+}
+
+/// What opening a gate commits: the `gate_opened` event (after `events`), the wait with the
+/// gate's first timer, and the gate's row in the gate index.
 pub(crate) fn gate_opening(
-    version: &str,
-    kind: GateKind,
-    name: &str,
-    options: &Value,
+    run: GateRun<'_>,
+    at: &OpenedAt<'_>,
     here: Option<i64>,
-    deadline: Option<Millis>,
     mut events: Vec<NewEvent>,
     now: Millis,
-) -> Change {
-    let gate = GateOptions::read(kind, options);
-    events.push(event(
+) -> (Change, GateRow) {
+    let row = index_row(run, at, now);
+    let mut opened = event(
         EventKind::GateOpened,
-        Some(name.to_string()),
+        Some(at.name.to_string()),
         None,
         here,
         serde_json::json!({
-            "kind": kind.word(),
-            "gate": name,
-            "prompt": gate.prompt,
-            "context": gate.context.to_json(),
-            "approvers": describe(&gate.approvers),
-            "quorum": gate.quorum,
-            "escalate": gate.escalate.as_ref().map(describe),
-            "escalate_at": gate.escalate_at(now).map(crate::vm::value::format_time),
-            "deadline": gate.timeout_at(now).map(crate::vm::value::format_time),
-            "shown_sha256": gate.shown_hash(),
-            "version": version,
+            "kind": at.kind.word(),
+            "gate": at.name,
+            "prompt": row.prompt,
+            "context": row.context,
+            "approvers": row.approvers,
+            "quorum": row.quorum,
+            "escalate": row.escalate_to,
+            "escalate_at": row.escalate_at.map(crate::vm::value::format_time),
+            "deadline": row.deadline.map(crate::vm::value::format_time),
+            "shown_sha256": row.shown_sha256,
+            "version": run.version,
         }),
-    ));
-    Change {
+    );
+    // The event's time is the row's `opened_at`, from which its deadlines count.
+    opened.at = now;
+    events.push(opened);
+    let change = Change {
         events,
         status: RunStatus::Waiting,
         output: None,
         error: None,
-        waiting_on: Some(WaitingOn::gate(kind, name)),
-        // The gate's own clock, or the deadline of a `timeout` around it: whichever is first.
-        wake_at: crate::history::earliest(gate.next_wake(now, false), deadline),
+        waiting_on: Some(WaitingOn::gate(at.kind, at.name)),
+        wake_at: next_wake(&row),
+    };
+    (change, row)
+}
+
+impl PendingGate {
+    /// The view of an open gate, from its index row.
+    pub(crate) fn of(gate: &GateRow) -> PendingGate {
+        let mut approvers = gate.approvers.clone();
+        if gate.escalated
+            && let Some(to) = &gate.escalate_to
+        {
+            approvers = format!("{approvers} or, escalated, {to}");
+        }
+        PendingGate {
+            run: gate.run.clone(),
+            workflow: gate.workflow.clone(),
+            gate: gate.name.clone(),
+            kind: gate.kind,
+            prompt: gate.prompt.clone(),
+            context: gate.context.clone(),
+            approvers,
+            started_by: gate.started_by.clone(),
+            opened_at: gate.opened_at,
+            deadline: gate.deadline,
+            remaining: gate.remaining(),
+            shown_hash: gate.shown_sha256.clone(),
+            escalated: gate.escalated,
+            input_schema: gate.input_schema.clone(),
+            timeout_caught: gate.deadline.map(|_| gate.timeout_caught),
+            quorum: gate.quorum,
+            decisions: gate
+                .approvals
+                .iter()
+                .map(|a| serde_json::json!({ "by": a.by, "at": a.at, "comment": a.comment }))
+                .collect(),
+            escalation: gate.escalate_to.as_ref().map(|to| {
+                serde_json::json!({ "to": to, "at": gate.escalate_at, "fired": gate.escalated })
+            }),
+            options: gate.options.clone(),
+        }
     }
 }
 
@@ -497,95 +659,61 @@ impl Outgoing {
     }
 }
 
+/// The setting that records that every gate opened before the gate index has been indexed.
+const INDEXED_SETTING: &str = "gate_index_complete";
+
 impl Engine {
-    /// Records that a gate opened, makes the run wait, then notifies.
-    #[allow(clippy::too_many_arguments)]
+    /// Records that a gate opened (its event, the wait and its index row in one commit),
+    /// then notifies.
     pub(crate) fn open_gate(
         &mut self,
-        run: &str,
-        version: &str,
-        module: &Module,
-        machine: &Machine,
-        kind: GateKind,
-        name: &str,
-        options: &Value,
+        record: &RunRecord,
+        at: &OpenedAt<'_>,
         here: Option<i64>,
-        deadline: Option<Millis>,
         events: Vec<NewEvent>,
     ) -> EngineResult<RunStatus> {
         let now = now_ms();
-        let gate = GateOptions::read(kind, options);
-        let change = gate_opening(version, kind, name, options, here, deadline, events, now);
-        let (waiting_on, wake_at) = (WaitingOn::gate(kind, name), change.wake_at);
-        self.commit(run, version, Some(machine), change)?;
-        let approvers = describe(&gate.approvers);
-        self.notify(
-            run,
-            version,
-            module,
-            name,
-            kind,
-            EventKind::GateOpened,
-            &gate,
-            &approvers,
-            &waiting_on,
-            wake_at,
-            now,
-            machine,
-        )?;
+        let (change, row) = gate_opening(GateRun::of(record), at, here, events, now);
+        let gate = Some(GateChange::Open(row.clone()));
+        self.commit_with_gate(&record.id, &record.version, Some(at.machine), change, gate)?;
+        let approvers = row.approvers.clone();
+        self.notify(&row, EventKind::GateOpened, &approvers, at.machine);
         Ok(RunStatus::Waiting)
     }
 
     /// Prepares the notifications of a gate that opened or escalated. They are delivered by
     /// [`Engine::flush_notifications`] once the run's claim is released, so that a slow hook
     /// never keeps anyone from deciding.
-    #[allow(clippy::too_many_arguments)]
-    fn notify(
-        &mut self,
-        run: &str,
-        version: &str,
-        module: &Module,
-        name: &str,
-        kind: GateKind,
-        what: EventKind,
-        gate: &GateOptions,
-        approvers: &str,
-        waiting_on: &WaitingOn,
-        _wake_at: Option<Millis>,
-        opened: Millis,
-        machine: &Machine,
-    ) -> EngineResult<()> {
+    fn notify(&mut self, gate: &GateRow, what: EventKind, approvers: &str, machine: &Machine) {
         if self.config.notify.is_empty() {
-            return Ok(());
+            return;
         }
-        let workflow = self.store.run(run)?.map(|r| r.workflow).unwrap_or_default();
-        let command = match kind {
+        let (run, name) = (&gate.run, &gate.name);
+        let command = match gate.kind {
             GateKind::Approval => format!("flowrt approve {run} {name} --as USER"),
             GateKind::Input => format!("flowrt input {run} {name} --as USER --value JSON"),
         };
-        let _ = module;
         let message = serde_json::json!({
             "event": what,
             "run": run,
-            "workflow": workflow,
-            "version": version,
+            "workflow": gate.workflow,
+            "version": gate.version,
             "gate": name,
-            "kind": kind.word(),
+            "kind": gate.kind.word(),
             "prompt": gate.prompt,
-            "context": gate.context.to_json(),
+            "context": gate.context,
             "approvers": approvers,
-            "deadline": gate.timeout_at(opened).map(crate::vm::value::format_time),
+            "deadline": gate.deadline.map(crate::vm::value::format_time),
             "command": command,
         });
         self.outbox.push(Outgoing {
-            run: run.to_string(),
-            gate: name.to_string(),
+            run: run.clone(),
+            gate: name.clone(),
             what: what.as_str().to_string(),
-            waiting_on: waiting_on.clone(),
+            waiting_on: WaitingOn::gate(gate.kind, name),
             message,
             held: crate::tools::Secrets::held_by(machine),
         });
-        Ok(())
     }
 
     /// Delivers the prepared notifications (no claim is held meanwhile) and records each
@@ -668,6 +796,7 @@ impl Engine {
             waiting_on: record.waiting_on,
             wake_at: record.wake_at,
             now: now_ms(),
+            gate: None,
         };
         self.store.commit(std::slice::from_ref(&commit))?;
         Ok(())
@@ -697,42 +826,17 @@ impl Engine {
     /// Handles a due gate timer: escalate once, then time out.
     pub(crate) fn gate_clock(
         &mut self,
-        run: &str,
-        version: &str,
+        record: &RunRecord,
         module: &Module,
         machine: &mut Machine,
-        history: &[Event],
     ) -> EngineResult<GateClock> {
-        let Outcome::Durable { request, deadline } = machine.clone().run(module) else {
+        let Some(gate) = self.open_gate_row(record)? else {
             return Ok(GateClock::StillWaiting);
         };
-        let (kind, name, options) = match request {
-            Request::Approval { gate, options } => (
-                GateKind::Approval,
-                module.gates.get(gate as usize).cloned().unwrap_or_default(),
-                options,
-            ),
-            Request::Input { request, options } => (
-                GateKind::Input,
-                module
-                    .input_requests
-                    .get(request as usize)
-                    .map(|r| r.name.clone())
-                    .unwrap_or_default(),
-                options,
-            ),
-            _ => return Ok(GateClock::StillWaiting),
-        };
-        let gate = GateOptions::read(kind, &options);
-        let state = gate_history(history, &name).ok_or_else(|| {
-            EngineError::Corrupt(format!(
-                "run {run} waits at `{name}`, but its history never opened it"
-            ))
-        })?;
+        let (run, version, name) = (record.id.as_str(), record.version.as_str(), &gate.name);
         let now = now_ms();
         let here = line(module, machine);
-        let waiting_on = WaitingOn::gate(kind, &name);
-        if let Some(timeout_at) = gate.timeout_at(state.opened_at)
+        if let Some(timeout_at) = gate.deadline
             && timeout_at <= now
         {
             let events = vec![event(
@@ -742,135 +846,80 @@ impl Engine {
                 here,
                 serde_json::json!({ "deadline": crate::vm::value::format_time(timeout_at) }),
             )];
-            let waited = crate::vm::value::format_duration(gate.timeout.unwrap_or(0));
+            let waited = crate::vm::value::format_duration(timeout_at - gate.opened_at);
             let error = error_value(
                 "ApprovalTimeout",
                 format!("nobody decided `{name}` within {waited}"),
-                &name,
+                name,
             );
             return Ok(match machine.fail_step(module, error, now) {
                 Some(Outcome::Failed(failed)) => GateClock::Failed(failed, events),
                 _ => GateClock::TimedOut(events),
             });
         }
-        if let Some(escalate_at) = gate.escalate_at(state.opened_at)
+        if let Some(escalate_at) = gate.escalate_at
             && escalate_at <= now
-            && !state.escalated
+            && !gate.escalated
         {
-            let to = gate.escalate.as_ref().map(describe).unwrap_or_default();
-            let wake_at = crate::history::earliest(gate.next_wake(state.opened_at, true), deadline);
-            self.commit(
-                run,
-                version,
-                Some(machine),
-                Change {
-                    events: vec![event(
-                        EventKind::GateEscalated,
-                        Some(name.clone()),
-                        None,
-                        here,
-                        serde_json::json!({ "to": to }),
-                    )],
-                    status: RunStatus::Waiting,
-                    output: None,
-                    error: None,
-                    waiting_on: Some(waiting_on.clone()),
-                    wake_at,
-                },
-            )?;
-            let approvers = format!("{} or, escalated, {to}", describe(&gate.approvers));
-            self.notify(
-                run,
-                version,
-                module,
-                &name,
-                kind,
-                EventKind::GateEscalated,
-                &gate,
-                &approvers,
-                &waiting_on,
-                wake_at,
-                state.opened_at,
-                machine,
-            )?;
+            let to = gate.escalate_to.clone().unwrap_or_default();
+            let escalated = GateRow {
+                escalated: true,
+                ..gate.clone()
+            };
+            let change = Change {
+                events: vec![event(
+                    EventKind::GateEscalated,
+                    Some(name.clone()),
+                    None,
+                    here,
+                    serde_json::json!({ "to": to }),
+                )],
+                status: RunStatus::Waiting,
+                output: None,
+                error: None,
+                waiting_on: Some(WaitingOn::gate(gate.kind, name)),
+                wake_at: next_wake(&escalated),
+            };
+            let update = Some(GateChange::Update(escalated.clone()));
+            self.commit_with_gate(run, version, Some(machine), change, update)?;
+            let approvers = format!("{} or, escalated, {to}", gate.approvers);
+            self.notify(&escalated, EventKind::GateEscalated, &approvers, machine);
         }
         Ok(GateClock::StillWaiting)
     }
 
-    /// Every gate waiting for someone; with `user`, only those that user may decide.
+    /// Every gate waiting for someone; with `user`, only those that user may decide. Read
+    /// from the gate index alone.
     pub fn pending(&mut self, user: Option<&str>) -> EngineResult<Vec<PendingGate>> {
-        let mut out = Vec::new();
-        for record in self.store.runs(Some(RunStatus::Waiting))? {
-            let Some(found) = self.open_gate_of(&record)? else {
-                continue;
-            };
-            let (kind, name, gate, state) = found;
-            let input_schema = match kind {
-                GateKind::Input => {
-                    let module = self.module(&record.version)?;
-                    module
-                        .input_requests
-                        .iter()
-                        .find(|r| r.name == name)
-                        .map(|r| flow_compiler::bytecode::schema::form_schema(&module, r.ty))
-                }
-                GateKind::Approval => None,
-            };
-            let eligible = match user {
-                None => true,
-                Some(user) => {
-                    let roles = self.roles(user);
-                    let escalated = state.escalated
-                        && gate
-                            .escalate
-                            .as_ref()
-                            .is_some_and(|e| may_decide(e, user, &roles));
-                    (may_decide(&gate.approvers, user, &roles) || escalated)
-                        && !(kind == GateKind::Approval
-                            && user == record.started_by
-                            && !gate.allow_self)
-                        && !state.approvals.iter().any(|a| a == user)
-                }
-            };
-            if !eligible {
-                continue;
-            }
-            let mut approvers = describe(&gate.approvers);
-            if state.escalated
-                && let Some(e) = &gate.escalate
-            {
-                approvers = format!("{approvers} or, escalated, {}", describe(e));
-            }
-            out.push(PendingGate {
-                run: record.id.clone(),
-                workflow: record.workflow.clone(),
-                gate: name,
-                kind,
-                prompt: gate.prompt.clone(),
-                context: gate.context.to_json(),
-                approvers,
-                started_by: record.started_by.clone(),
-                opened_at: state.opened_at,
-                deadline: gate.timeout_at(state.opened_at),
-                remaining: gate.quorum - state.approvals.len() as i64,
-                shown_hash: gate.shown_hash(),
-                escalated: state.escalated,
-                input_schema,
-                timeout_caught: gate.timeout.map(|_| gate.timeout_caught),
-                quorum: gate.quorum,
-                decisions: state.recorded.clone(),
-                escalation: gate.escalate.as_ref().map(|to| {
-                    serde_json::json!({
-                        "to": describe(to),
-                        "at": gate.escalate_at(state.opened_at),
-                        "fired": state.escalated,
-                    })
-                }),
-                options: gate.evaluated(kind),
-            });
-        }
-        out.sort_by_key(|p| p.opened_at);
-        Ok(out)
+        let Some(user) = user else {
+            return Ok(self
+                .store
+                .gates(None)?
+                .iter()
+                .map(PendingGate::of)
+                .collect());
+        };
+        let roles = self.roles(user);
+        Ok(self
+            .store
+            .gates_for(user, &roles)?
+            .iter()
+            .filter(|gate| {
+                let approving = gate.kind == GateKind::Approval;
+                eligibility(gate, user, &roles, approving).is_ok()
+            })
+            .map(PendingGate::of)
+            .collect())
+    }
+
+    /// The gates run `run` waits at, from the gate index.
+    pub fn open_gates_of(&mut self, run: &str) -> EngineResult<Vec<PendingGate>> {
+        Ok(self
+            .store
+            .gates(Some(run))?
+            .iter()
+            .map(PendingGate::of)
+            .collect())
     }
 
     fn roles(&self, user: &str) -> Vec<String> {
@@ -880,21 +929,33 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// The gate a waiting run stopped at, with its options and history.
-    fn open_gate_of(
-        &mut self,
-        record: &RunRecord,
-    ) -> EngineResult<Option<(GateKind, String, GateOptions, GateHistory)>> {
-        if !matches!(record.waiting(), Some(WaitingOn::Gate { .. })) {
+    /// The index row of the gate a waiting run stopped at; rebuilt from the run (see
+    /// [`Engine::rebuild_gate_row`]) if the gate opened before the index and the backfill
+    /// has not reached it.
+    fn open_gate_row(&mut self, record: &RunRecord) -> EngineResult<Option<GateRow>> {
+        let Some(WaitingOn::Gate { name, .. }) = record.waiting() else {
+            return Ok(None);
+        };
+        if record.status != RunStatus::Waiting {
             return Ok(None);
         }
+        if let Some(row) = self.store.gate(&record.id, &name)? {
+            return Ok(Some(row));
+        }
+        self.rebuild_gate_row(record)
+    }
+
+    /// The index row of the gate a waiting run stopped at, computed as before the index:
+    /// the run's machine is run (on a copy) to its request, and its history read for when
+    /// the gate opened, whether it escalated and who approved so far.
+    fn rebuild_gate_row(&mut self, record: &RunRecord) -> EngineResult<Option<GateRow>> {
         let Some((_, saved)) = self.store.load(&record.id)? else {
             return Ok(None);
         };
         let module = self.module(&record.version)?;
         let machine = snapshot::decode(saved.format_version, &saved.state)
             .map_err(|why| EngineError::Corrupt(format!("run {}: {why}", record.id)))?;
-        let Outcome::Durable { request, .. } = machine.clone().run(&module) else {
+        let Outcome::Durable { request, deadline } = machine.clone().run(&module) else {
             return Ok(None);
         };
         let (kind, name, options) = match request {
@@ -918,14 +979,64 @@ impl Engine {
         let Some(state) = gate_history(&history, &name) else {
             return Ok(None);
         };
-        let mut gate = GateOptions::read(kind, &options);
-        // What the timeout would do: unwind a copy of the run as its clock would.
-        let error = error_value("ApprovalTimeout", String::new(), &name);
-        gate.timeout_caught = !matches!(
-            machine.clone().fail_step(&module, error, now_ms()),
-            Some(Outcome::Failed(_))
-        );
-        Ok(Some((kind, name, gate, state)))
+        let at = OpenedAt {
+            module: &module,
+            machine: &machine,
+            kind,
+            name: &name,
+            options: &options,
+            deadline,
+        };
+        let mut row = index_row(GateRun::of(record), &at, state.opened_at);
+        row.escalated = state.escalated;
+        row.approvals = state.approvals;
+        Ok(Some(row))
+    }
+
+    /// Indexes, once, the gates that opened before the gate index existed (a database
+    /// migrated from an older schema): each run waiting at a gate without a row gets the
+    /// row its checkpoint and history give, under the run's claim. When every such run is
+    /// indexed, the `gate_index_complete` setting records it and later calls return at once.
+    /// Returns how many gates it indexed.
+    pub fn index_open_gates(&mut self) -> EngineResult<usize> {
+        if self.store.setting(INDEXED_SETTING)?.is_some() {
+            return Ok(0);
+        }
+        let (mut indexed, mut complete) = (0, true);
+        for record in self.store.runs(Some(RunStatus::Waiting))? {
+            let Some(WaitingOn::Gate { name, .. }) = record.waiting() else {
+                continue;
+            };
+            if self.store.gate(&record.id, &name)?.is_some() {
+                continue;
+            }
+            if !self.claim_patiently(&record.id)? {
+                // Finished meanwhile (nothing to index), or busy: then try again next time.
+                let finished = self
+                    .store
+                    .run(&record.id)?
+                    .is_none_or(|r| r.status.is_final());
+                complete &= finished;
+                continue;
+            }
+            let row = match self.store.run(&record.id)? {
+                Some(now) => self.rebuild_gate_row(&now),
+                None => Ok(None),
+            };
+            let written = row.and_then(|row| match row {
+                Some(row) => Ok(self.store.index_gate(&row)?),
+                None => Ok(false),
+            });
+            self.release(&record.id)?;
+            if written? {
+                indexed += 1;
+            }
+        }
+        if complete {
+            self.store
+                .set_setting(INDEXED_SETTING, &now_ms().to_string())?;
+        }
+        Ok(indexed)
     }
 
     /// Records `user`'s decision at gate `gate` of `run` — if they may make it — and lets
@@ -1051,9 +1162,9 @@ impl Engine {
             Action::Input { .. } => GateKind::Input,
             _ => GateKind::Approval,
         };
-        let open = self.open_gate_of(record)?;
+        let open = self.open_gate_row(record)?;
         // A gate decided before: say so, whatever the run does now.
-        let still_open = open.as_ref().is_some_and(|(_, name, _, _)| name == gate);
+        let still_open = open.as_ref().is_some_and(|g| g.name == gate);
         if !still_open
             && let Some(decided) = self
                 .store
@@ -1071,7 +1182,7 @@ impl Engine {
                 crate::vm::value::format_time(decided.at)
             ));
         }
-        let Some((kind, name, options, state)) = open else {
+        let Some(open) = open else {
             return not_found(format!(
                 "run {run} is not waiting at `{gate}` (it is {}{})",
                 record.status.as_str(),
@@ -1082,10 +1193,11 @@ impl Engine {
                     .unwrap_or_default()
             ));
         };
-        if name != gate || kind != wanted {
+        let name = open.name.clone();
+        if name != gate || open.kind != wanted {
             return not_found(format!(
                 "run {run} waits at {} `{name}`, not at {} `{gate}`",
-                kind.word(),
+                open.kind.word(),
                 wanted.word()
             ));
         }
@@ -1095,14 +1207,14 @@ impl Engine {
             ));
         }
         if let Some(expected) = expect_hash
-            && expected != options.shown_hash()
+            && expected != open.shown_sha256
         {
             return conflict(format!(
                 "what `{name}` shows has changed since you looked (hash {}, you saw {expected}); look again with `flowrt approvals` and decide on what it shows now",
-                options.shown_hash()
+                open.shown_sha256
             ));
         }
-        if let Some(deadline) = options.timeout_at(state.opened_at)
+        if let Some(deadline) = open.deadline
             && deadline <= now_ms()
         {
             return conflict(format!(
@@ -1111,29 +1223,8 @@ impl Engine {
             ));
         }
         let roles = self.roles(user);
-        let escalated_to_user = state.escalated
-            && options
-                .escalate
-                .as_ref()
-                .is_some_and(|e| may_decide(e, user, &roles));
-        if !may_decide(&options.approvers, user, &roles) && !escalated_to_user {
-            return forbidden(format!(
-                "{user} may not decide `{name}`: it needs {}",
-                describe(&options.approvers)
-            ));
-        }
         let approving = matches!(action, Action::Approve { .. });
-        if approving && user == record.started_by && !options.allow_self {
-            return forbidden(format!(
-                "{user} started run {run} and may not approve it (four-eyes); the gate would need `allow_self: true`"
-            ));
-        }
-        if approving && state.approvals.iter().any(|a| a == user) {
-            return conflict(format!(
-                "{user} has already approved `{name}`; {} more approval(s) from others are needed",
-                options.quorum - state.approvals.len() as i64
-            ));
-        }
+        eligibility(&open, user, &roles, approving).map_err(DecideError::Refused)?;
 
         let (_, saved) = self
             .store
@@ -1144,14 +1235,13 @@ impl Engine {
             .map_err(|why| EngineError::Corrupt(format!("run {run}: {why}")))?;
         let here = line(&module, &machine);
         let now = now_ms();
-        let waiting_on = WaitingOn::gate(kind, &name);
         let base = serde_json::json!({
             "gate": name,
             "run": run,
             "workflow": record.workflow,
             "version": record.version,
             "by": user,
-            "shown_sha256": options.shown_hash(),
+            "shown_sha256": open.shown_sha256,
         });
         let with = |extra: serde_json::Value| {
             let mut data = base.clone();
@@ -1163,33 +1253,36 @@ impl Engine {
 
         let (value, data) = match action {
             Action::Approve { comment } => {
-                let approvals = state.approvals.len() as i64 + 1;
-                if approvals < options.quorum {
-                    let remaining = options.quorum - approvals;
-                    let events = vec![event(
+                let approvals = open.approvals.len() as i64 + 1;
+                if approvals < open.quorum {
+                    let remaining = open.quorum - approvals;
+                    let recorded = event(
                         EventKind::ApprovalRecorded,
                         Some(name.clone()),
                         None,
                         here,
                         with(serde_json::json!({ "comment": comment, "remaining": remaining })),
-                    )];
-                    self.commit(
-                        run,
-                        &record.version,
-                        None,
-                        Change {
-                            events,
-                            status: RunStatus::Waiting,
-                            output: None,
-                            error: None,
-                            waiting_on: Some(waiting_on),
-                            wake_at: record.wake_at,
-                        },
-                    )?;
+                    );
+                    let mut updated = open.clone();
+                    updated.approvals.push(Approval {
+                        by: user.to_string(),
+                        at: recorded.at,
+                        comment,
+                    });
+                    let change = Change {
+                        events: vec![recorded],
+                        status: RunStatus::Waiting,
+                        output: None,
+                        error: None,
+                        waiting_on: Some(WaitingOn::gate(open.kind, &name)),
+                        wake_at: record.wake_at,
+                    };
+                    let update = Some(GateChange::Update(updated));
+                    self.commit_with_gate(run, &record.version, None, change, update)?;
                     return Ok(Decided::Recorded { remaining });
                 }
-                let mut by = state.approvals.clone();
-                by.push(user.to_string());
+                let mut by: Vec<&str> = open.approvals.iter().map(|a| a.by.as_str()).collect();
+                by.push(user);
                 let by = by.join(", ");
                 let decision = Value::record([
                     ("approved", Value::Bool(true)),
@@ -1236,24 +1329,21 @@ impl Engine {
         machine
             .complete(&module, value, now)
             .map_err(EngineError::Corrupt)?;
-        self.commit(
-            run,
-            &record.version,
-            Some(&machine),
-            Change::runnable(vec![event(
-                EventKind::GateDecided,
-                Some(name),
-                None,
-                here,
-                data,
-            )]),
-        )?;
-        let _ = checkpoint;
+        let decided = Change::runnable(vec![event(
+            EventKind::GateDecided,
+            Some(name.clone()),
+            None,
+            here,
+            data,
+        )]);
+        let close = Some(GateChange::Close(name));
+        self.commit_with_gate(run, &record.version, Some(&machine), decided, close)?;
         Ok(Decided::Closed)
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -1274,17 +1364,51 @@ mod tests {
     #[test]
     fn who_may_decide() {
         let customs = vec!["customs".to_string()];
-        assert!(may_decide(&role("customs"), "ana", &customs));
-        assert!(!may_decide(&role("ops"), "ana", &customs));
-        assert!(may_decide(&user("ana"), "ana", &[]));
-        assert!(!may_decide(&user("bob"), "ana", &customs));
+        assert!(may_decide(&role("customs").to_json(), "ana", &customs));
+        assert!(!may_decide(&role("ops").to_json(), "ana", &customs));
+        assert!(may_decide(&user("ana").to_json(), "ana", &[]));
+        assert!(!may_decide(&user("bob").to_json(), "ana", &customs));
         let any = Value::record([
             ("kind", Value::Str("any".into())),
             ("of", Value::List(vec![role("ops"), user("ana")])),
         ]);
-        assert!(may_decide(&any, "ana", &[]));
+        assert!(may_decide(&any.to_json(), "ana", &[]));
         assert_eq!(describe(&any), "any of (role ops, user ana)");
-        assert!(!may_decide(&Value::None, "ana", &customs));
+        assert!(!may_decide(&Value::None.to_json(), "ana", &customs));
+    }
+
+    #[test]
+    fn one_rule_says_who_may_decide_an_open_gate() {
+        let mut gate = crate::store::gate_index::tests::row("r1", "g", 0);
+        let finance = ["finance".to_string()];
+        let ops = ["ops".to_string()];
+        let refused = |r: Result<(), Refusal>| r.err().map(|r| (r.kind, r.why));
+        assert_eq!(eligibility(&gate, "ana", &finance, true), Ok(()));
+        let (kind, why) = refused(eligibility(&gate, "omar", &ops, true)).unwrap();
+        assert_eq!(kind, RefusalKind::Forbidden);
+        assert_eq!(why, "omar may not decide `g`: it needs role finance");
+        gate.escalated = true;
+        assert_eq!(
+            eligibility(&gate, "omar", &ops, true),
+            Ok(()),
+            "escalated to ops"
+        );
+        // Four-eyes: the starter may reject, not approve, unless `allow_self`.
+        let (kind, why) = refused(eligibility(&gate, "ines", &finance, true)).unwrap();
+        assert_eq!(kind, RefusalKind::Forbidden);
+        assert!(why.contains("four-eyes"), "{why}");
+        assert_eq!(eligibility(&gate, "ines", &finance, false), Ok(()));
+        gate.allow_self = true;
+        assert_eq!(eligibility(&gate, "ines", &finance, true), Ok(()));
+        // One approval per person.
+        gate.approvals.push(Approval {
+            by: "ana".into(),
+            at: 1,
+            comment: String::new(),
+        });
+        let (kind, why) = refused(eligibility(&gate, "ana", &finance, true)).unwrap();
+        assert_eq!(kind, RefusalKind::Conflict);
+        assert!(why.contains("1 more approval(s)"), "{why}");
     }
 
     #[test]
@@ -1313,7 +1437,11 @@ mod tests {
             ("bo", &[][..], false),
         ] {
             assert_eq!(named_in(&text, who, roles), expected, "{who} {roles:?}");
-            assert_eq!(may_decide(&nested, who, roles), expected, "{who} {roles:?}");
+            assert_eq!(
+                may_decide(&nested.to_json(), who, roles),
+                expected,
+                "{who} {roles:?}"
+            );
         }
         assert!(!named_in("nobody", "nobody", &[]));
         assert!(!named_in("", "", &[]));
@@ -1367,7 +1495,16 @@ mod tests {
             ("timeout", Value::Duration(48 * 3_600_000)),
         ]);
         let gate = GateOptions::read(GateKind::Approval, &options);
-        assert_eq!(gate.next_wake(0, false), Some(24 * 3_600_000));
-        assert_eq!(gate.next_wake(0, true), Some(48 * 3_600_000));
+        let mut row = crate::store::gate_index::tests::row("r", "g", 0);
+        (row.escalate_at, row.deadline) = (gate.escalate_at(0), gate.timeout_at(0));
+        assert_eq!(next_wake(&row), Some(24 * 3_600_000));
+        row.escalated = true;
+        assert_eq!(next_wake(&row), Some(48 * 3_600_000));
+        row.outer_deadline = Some(30 * 3_600_000);
+        assert_eq!(
+            next_wake(&row),
+            Some(30 * 3_600_000),
+            "the `timeout` around it"
+        );
     }
 }

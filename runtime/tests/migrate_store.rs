@@ -252,8 +252,17 @@ fn a_live_sqlite_installation_moves_to_postgres_and_carries_on_there() {
     moved
         .expect_code(EXIT_OK)
         .expect_stdout("moved 8 run(s)")
+        .expect_stdout("3 open gate(s)")
         .expect_stdout("every audit chain verifies")
         .expect_stderr("FLOW_SECRET_KEY");
+    // The gate index is copied (not rebuilt by the target's first flowrt): its rows are
+    // there before any flowrt opens the target.
+    assert_eq!(
+        migration
+            .target
+            .query_i64("SELECT COUNT(*) FROM gates", &[]),
+        Some(3)
+    );
     assert!(
         !moved.all().contains(":flow@") && !moved.all().contains("flow@127"),
         "the password is not printed:\n{}",

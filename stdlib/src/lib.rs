@@ -297,6 +297,28 @@ pub const ERROR_KINDS: &[(&str, &str)] = &[
     ("Failed", "A `fail \"…\"` statement."),
 ];
 
+/// The names of the options of `await approval` and `await input`: the one definition the
+/// checker, the lowering (the fields of the options record) and the runtime (reading that
+/// record when a gate opens) all use.
+pub mod gate_option {
+    pub const APPROVERS: &str = "approvers";
+    /// `await input`'s `approvers`.
+    pub const FROM: &str = "from";
+    pub const PROMPT: &str = "prompt";
+    pub const CONTEXT: &str = "context";
+    pub const TIMEOUT: &str = "timeout";
+    pub const ESCALATE: &str = "escalate";
+    /// The duration of `escalate: X after D`: the field [`after_field`] gives `escalate`.
+    pub const ESCALATE_AFTER: &str = "escalate_after";
+    pub const QUORUM: &str = "quorum";
+    pub const ALLOW_SELF: &str = "allow_self";
+
+    /// The field that holds the `after D` of an option that takes one (`escalate_after`).
+    pub fn after_field(option: &str) -> String {
+        format!("{option}_after")
+    }
+}
+
 /// An option of `await approval` or `await input`.
 #[derive(Clone, Copy, Debug)]
 pub struct GateOption {
@@ -320,39 +342,44 @@ const fn o(name: &'static str, ty: Ty, required: bool, doc: &'static str) -> Gat
 
 pub const APPROVAL_OPTIONS: &[GateOption] = &[
     o(
-        "approvers",
+        gate_option::APPROVERS,
         Ty::Approvers,
         true,
         "Who may decide: `role(\"customs\")`, `user(\"ana\")` or `any(…)` of them.",
     ),
-    o("prompt", Ty::String, false, "What the reviewer is asked."),
     o(
-        "context",
+        gate_option::PROMPT,
+        Ty::String,
+        false,
+        "What the reviewer is asked.",
+    ),
+    o(
+        gate_option::CONTEXT,
         Ty::Any,
         false,
         "Data shown to the reviewer with the request.",
     ),
     o(
-        "timeout",
+        gate_option::TIMEOUT,
         Ty::Duration,
         false,
         "How long to wait before the gate times out.",
     ),
     GateOption {
-        name: "escalate",
+        name: gate_option::ESCALATE,
         ty: Ty::Approvers,
         required: false,
         takes_after: true,
         doc: "Who else may decide once the wait passes a duration: `role(\"ops\") after 24h`.",
     },
     o(
-        "quorum",
+        gate_option::QUORUM,
         Ty::Int,
         false,
         "How many distinct approvers must approve (default 1).",
     ),
     o(
-        "allow_self",
+        gate_option::ALLOW_SELF,
         Ty::Bool,
         false,
         "Let the run's initiator approve (four-eyes is the default).",
@@ -360,11 +387,26 @@ pub const APPROVAL_OPTIONS: &[GateOption] = &[
 ];
 
 pub const INPUT_OPTIONS: &[GateOption] = &[
-    o("from", Ty::Approvers, true, "Who may supply the value."),
-    o("prompt", Ty::String, false, "What the person is asked."),
-    o("context", Ty::Any, false, "Data shown with the request."),
     o(
-        "timeout",
+        gate_option::FROM,
+        Ty::Approvers,
+        true,
+        "Who may supply the value.",
+    ),
+    o(
+        gate_option::PROMPT,
+        Ty::String,
+        false,
+        "What the person is asked.",
+    ),
+    o(
+        gate_option::CONTEXT,
+        Ty::Any,
+        false,
+        "Data shown with the request.",
+    ),
+    o(
+        gate_option::TIMEOUT,
         Ty::Duration,
         false,
         "How long to wait before the input times out.",
@@ -384,6 +426,21 @@ mod tests {
         let mut ids: Vec<u16> = Builtin::ALL.iter().map(|b| b.id()).collect();
         ids.dedup();
         assert_eq!(ids.len(), Builtin::ALL.len());
+    }
+
+    #[test]
+    fn the_escalation_delay_is_the_after_field_of_escalate() {
+        assert_eq!(
+            gate_option::after_field(gate_option::ESCALATE),
+            gate_option::ESCALATE_AFTER
+        );
+        let takes_after: Vec<&str> = APPROVAL_OPTIONS
+            .iter()
+            .chain(INPUT_OPTIONS)
+            .filter(|o| o.takes_after)
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(takes_after, [gate_option::ESCALATE]);
     }
 
     #[test]

@@ -2501,7 +2501,7 @@ impl<'a> BodyChecker<'a> {
     /// be decided, or an escalation that could never happen, is a mistake.
     fn check_gate_constants(&mut self, options: &[ast::AwaitOption]) {
         let find = |name: &str| options.iter().find(|o| o.name.name == name);
-        if let Some(quorum) = find("quorum")
+        if let Some(quorum) = find(stdlib::gate_option::QUORUM)
             && int_constant(&quorum.value).is_some_and(|n| n < 1)
         {
             self.out_of_range(
@@ -2510,7 +2510,8 @@ impl<'a> BodyChecker<'a> {
                 "give the number of distinct approvers needed, 1 or more: `quorum: 2`",
             );
         }
-        let timeout = find("timeout").and_then(|t| Some((t, duration_constant(&t.value)?)));
+        let timeout = find(stdlib::gate_option::TIMEOUT)
+            .and_then(|t| Some((t, duration_constant(&t.value)?)));
         if let Some((option, ms)) = timeout
             && ms <= 0
         {
@@ -2520,7 +2521,7 @@ impl<'a> BodyChecker<'a> {
                 "give a positive duration, e.g. `timeout: 48h`, or leave `timeout` out to wait without limit",
             );
         }
-        let escalation = find("escalate")
+        let escalation = find(stdlib::gate_option::ESCALATE)
             .and_then(|e| e.after.as_ref())
             .and_then(|after| Some((after, duration_constant(after)?)));
         let Some((after_expr, after_ms)) = escalation else {

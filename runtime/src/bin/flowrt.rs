@@ -545,6 +545,8 @@ fn open_engine(setup: &Setup, lenient: bool) -> Result<(Engine, bool), Usage> {
     if setup.test_clock {
         engine.enable_test_clock()?;
     }
+    // A database from before the gate index: index its open gates once (a no-op after).
+    engine.index_open_gates()?;
     let config = match load_config(setup) {
         Ok(config) => config,
         Err(error) if lenient => {
@@ -1371,9 +1373,10 @@ fn migrate_store(from: &str, to: &str) -> Result<ExitCode, Usage> {
         ))
     })?;
     say(format_args!(
-        "moved {} run(s) with {} history record(s), {} version(s), {} token(s), {} refusal(s) and {} setting(s) from {} to {}; every audit chain verifies on the target",
+        "moved {} run(s) with {} history record(s), {} open gate(s), {} version(s), {} token(s), {} refusal(s) and {} setting(s) from {} to {}; every audit chain verifies on the target",
         moved.runs,
         moved.events,
+        moved.gates,
         moved.versions,
         moved.tokens,
         moved.refusals,

@@ -10,7 +10,7 @@
 use super::EngineHandle;
 use super::access;
 use crate::engine::{Engine, EngineError, now_ms};
-use crate::gates::{Action, DecideError, Decided, GateKind, PendingGate, RefusalKind};
+use crate::gates::{Action, DecideError, Decided, PendingGate, RefusalKind};
 use crate::store::{self, EventKind, Millis, NewEvent, Refusal, RunRecord, RunStatus};
 use crate::tokens::{self, AuthError};
 use axum::Router;
@@ -738,11 +738,7 @@ async fn run_status(State(app): State<App>, caller: Caller, Path(id): Path<Strin
         format!("GET /api/runs/{id}"),
         move |engine, user| {
             let record = readable_run(engine, user, &id)?;
-            let gate = engine
-                .pending(None)?
-                .into_iter()
-                .find(|g| g.run == id)
-                .map(|g| gate_json(&g));
+            let gate = engine.open_gates_of(&id)?.first().map(gate_json);
             let mut out = run_json(engine, &record)?;
             out["input"] = serde_json::from_str(&record.input).unwrap_or(Value::Null);
             out["output"] = record
@@ -938,8 +934,7 @@ async fn metrics(State(app): State<App>, caller: Caller) -> Response {
                 .entry((run.workflow.as_str(), run.status.as_str()))
                 .or_default() += 1;
         }
-        let open = engine.pending(None)?;
-        let oldest = open.iter().map(|g| g.opened_at).min();
+        let open = engine.store().gate_counts()?;
         let steps_last_minute = engine.store().count_events(EventKind::StepCompleted, now - 60_000)?;
         let failures = engine.store().count_events(EventKind::NotifyFailed, 0)?;
         let mut text = String::new();
@@ -954,14 +949,13 @@ async fn metrics(State(app): State<App>, caller: Caller) -> Response {
             "# HELP flow_steps_per_second Tool steps completed per second over the last minute.\n# TYPE flow_steps_per_second gauge\nflow_steps_per_second {}\n",
             steps_last_minute as f64 / 60.0
         ));
-        let approvals = open.iter().filter(|g| g.kind == GateKind::Approval).count();
         text.push_str(&format!(
-            "# HELP flow_open_gates Gates waiting for a person.\n# TYPE flow_open_gates gauge\nflow_open_gates{{kind=\"approval\"}} {approvals}\nflow_open_gates{{kind=\"input\"}} {}\n",
-            open.len() - approvals
+            "# HELP flow_open_gates Gates waiting for a person.\n# TYPE flow_open_gates gauge\nflow_open_gates{{kind=\"approval\"}} {}\nflow_open_gates{{kind=\"input\"}} {}\n",
+            open.approvals, open.inputs
         ));
         text.push_str(&format!(
             "# HELP flow_oldest_open_gate_age_seconds How long the oldest open gate has waited.\n# TYPE flow_oldest_open_gate_age_seconds gauge\nflow_oldest_open_gate_age_seconds {}\n",
-            oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0)
+            open.oldest_opened_at.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0)
         ));
         text.push_str(&format!(
             "# HELP flow_notification_failures_total Notifications that could not be delivered.\n# TYPE flow_notification_failures_total counter\nflow_notification_failures_total {failures}\n"

@@ -1,6 +1,6 @@
 //! `flowrt migrate-store`: moves an installation from a SQLite file to PostgreSQL — deployed
-//! versions, runs with their checkpoints, waiting gates and timers, the whole history with its
-//! audit hashes, settings (the test clock), API tokens and the refusal log — in one PostgreSQL
+//! versions, runs with their checkpoints, waiting gates (with their gate index rows) and
+//! timers, the whole history with its audit hashes, settings (the test clock), API tokens and the refusal log — in one PostgreSQL
 //! transaction, from one consistent SQLite snapshot. Afterwards every run's audit chain is
 //! verified on the target and the counts compared with the source.
 //!
@@ -18,6 +18,8 @@ pub struct Moved {
     pub versions: usize,
     pub runs: usize,
     pub events: usize,
+    /// Rows of the gate index (open gates).
+    pub gates: usize,
     pub tokens: usize,
     pub refusals: usize,
     pub settings: usize,
@@ -240,6 +242,7 @@ pub fn sqlite_to_postgres(from: &Path, to: &str) -> StoreResult<Moved> {
     }
     drop(events);
     copy_audit_heads(&snapshot, &mut tx)?;
+    moved.gates = copy_gates(&snapshot, &mut tx)?;
 
     let mut read = snapshot
         .prepare("SELECT key, value FROM settings")
@@ -329,6 +332,34 @@ pub fn sqlite_to_postgres(from: &Path, to: &str) -> StoreResult<Moved> {
     Ok(moved)
 }
 
+/// The gate index, row by row (each checked as it is read). A source from before the index
+/// may not hold every open gate yet: the first engine on the target indexes the rest, as it
+/// would have on the source (the `gate_index_complete` setting moves with the settings).
+fn copy_gates(
+    snapshot: &rusqlite::Connection,
+    tx: &mut postgres::Transaction<'_>,
+) -> StoreResult<usize> {
+    let mut read = snapshot
+        .prepare(&format!(
+            "SELECT {} FROM gates ORDER BY run, name",
+            super::gate_index::GATE_COLUMNS
+        ))
+        .map_err(sqlite_error("reading the gate index"))?;
+    let rows = read
+        .query_map([], super::sqlite::gate_row)
+        .map_err(sqlite_error("reading the gate index"))?;
+    let mut copied = 0;
+    for row in rows {
+        let row = row
+            .map_err(sqlite_error("reading the gate index"))?
+            .finish()?;
+        super::postgres::put_gate(tx, &row, "DO NOTHING")
+            .map_err(pg_error("writing the gate index"))?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
 /// The audit trail's run heads and installation head, as they are: they are signed with the
 /// audit key, which the target's processes must share (see spec/runtime.md).
 fn copy_audit_heads(
@@ -385,6 +416,13 @@ fn verify(to: &str, moved: &Moved) -> StoreResult<()> {
             "after the move the target holds {} runs, not {}",
             runs.len(),
             moved.runs
+        )));
+    }
+    let gates = store.gates(None)?.len();
+    if gates != moved.gates {
+        return Err(StoreError::Database(format!(
+            "after the move the target holds {gates} open gate(s) in its index, not {}",
+            moved.gates
         )));
     }
     let key = crate::audit::key::current();

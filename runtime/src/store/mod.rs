@@ -8,11 +8,13 @@
 //! before driving it, and every commit checks the claim, so two `flowrt` processes on the same
 //! database never drive the same run at once. An expired lease may be taken over.
 
+pub mod gate_index;
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
 pub use crate::history::EventKind;
+pub use gate_index::{Approval, GateChange, GateCounts, GateRow};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -180,6 +182,9 @@ pub struct StepCommit {
     pub waiting_on: Option<String>,
     pub wake_at: Option<Millis>,
     pub now: Millis,
+    /// What the commit does to the gate index (see [`gate_index`]): besides this, a commit
+    /// whose run does not wait at a gate afterwards deletes the run's rows.
+    pub gate: Option<GateChange>,
 }
 
 #[derive(Debug)]
@@ -412,7 +417,23 @@ pub trait Store {
         &mut self,
     ) -> StoreResult<(Option<crate::audit::Installation>, Vec<crate::audit::Head>)>;
 
-    /// Cancels a run that has not finished: status `cancelled`, an event, the claim dropped.
+    /// The open gates of the gate index, oldest first: every one, or `run`'s.
+    fn gates(&mut self, run: Option<&str>) -> StoreResult<Vec<GateRow>>;
+    /// The open gates whose approvers — or escalation, once it fired — name `user` or one of
+    /// `roles`, oldest first: a superset of the gates the user may decide, read without
+    /// decoding the others (who may decide is `gates::eligibility`'s to say).
+    fn gates_for(&mut self, user: &str, roles: &[String]) -> StoreResult<Vec<GateRow>>;
+    /// The open gate `name` of `run`, if it is open.
+    fn gate(&mut self, run: &str, name: &str) -> StoreResult<Option<GateRow>>;
+    /// How many gates are open, by kind, and when the oldest opened.
+    fn gate_counts(&mut self) -> StoreResult<GateCounts>;
+    /// Indexes a gate that opened before the index existed (the backfill of a database
+    /// migrated from an older schema): writes `row` only if its run still waits at that gate
+    /// and has no row for it yet. Returns whether it wrote the row.
+    fn index_gate(&mut self, row: &GateRow) -> StoreResult<bool>;
+
+    /// Cancels a run that has not finished: status `cancelled`, an event, the claim dropped
+    /// (and its open gates taken out of the gate index).
     /// Returns false when the run had already finished.
     fn cancel(&mut self, run: &str, by: &str, now: Millis) -> StoreResult<bool>;
 

@@ -13,10 +13,12 @@
 //! The connection is re-opened after PostgreSQL restarts: the failing call reports the error,
 //! the next one reconnects.
 
+use super::gate_index::{self, GATE_COLUMNS, RawGate};
 use super::{
     Checkpoint, Event, EventKind, Millis, NewEvent, NewRun, Refusal, RunRecord, RunStatus,
     StepCommit, Store, StoreError, StoreResult, TokenRecord,
 };
+use super::{GateCounts, GateRow};
 use postgres::{Client, NoTls, Row, Transaction};
 
 /// The migrations, in order; the same versions as SQLite's (`sqlite::MIGRATIONS`).
@@ -124,6 +126,37 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE INDEX refusals_by_client ON refusals(client, who, status, at);",
     // 8: a checkpoint keeps what the engine knows of the run's earlier tool calls.
     "ALTER TABLE checkpoints ADD COLUMN calls TEXT;",
+    // 9: the gate index, one row per open gate (see store/gate_index.rs; a row goes with its run
+    // if the run is ever deleted).
+    "CREATE TABLE IF NOT EXISTS gates (
+        run            TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        name           TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        workflow       TEXT NOT NULL,
+        version        TEXT NOT NULL,
+        started_by     TEXT NOT NULL,
+        opened_at      BIGINT NOT NULL,
+        approvers      TEXT NOT NULL,
+        approvers_json TEXT NOT NULL,
+        escalate_to    TEXT,
+        escalate_json  TEXT,
+        escalate_at    BIGINT,
+        escalated      BOOLEAN NOT NULL,
+        deadline       BIGINT,
+        outer_deadline BIGINT,
+        quorum         BIGINT NOT NULL,
+        allow_self     BOOLEAN NOT NULL,
+        prompt         TEXT,
+        context        TEXT NOT NULL,
+        shown_sha256   TEXT NOT NULL,
+        input_schema   TEXT,
+        timeout_caught BOOLEAN NOT NULL,
+        options        TEXT NOT NULL,
+        approvals      TEXT NOT NULL,
+        deciders       TEXT NOT NULL,
+        PRIMARY KEY (run, name)
+     );
+     CREATE INDEX IF NOT EXISTS gates_by_opened ON gates(opened_at);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -454,6 +487,112 @@ fn seal_of_row(tx: &mut Transaction<'_>, run: &str) -> Result<Option<String>, Tx
         RunStatus::parse(row.get(0))
             .and_then(|status| crate::audit::seal(status, output.as_deref(), error.as_deref()))
     }))
+}
+
+/// A `gates` row, in the order of [`GATE_COLUMNS`].
+fn gate_row(row: &Row) -> RawGate {
+    RawGate {
+        run: row.get(0),
+        name: row.get(1),
+        kind: row.get(2),
+        workflow: row.get(3),
+        version: row.get(4),
+        started_by: row.get(5),
+        opened_at: row.get(6),
+        approvers: row.get(7),
+        approvers_json: row.get(8),
+        escalate_to: row.get(9),
+        escalate_json: row.get(10),
+        escalate_at: row.get(11),
+        escalated: row.get(12),
+        deadline: row.get(13),
+        outer_deadline: row.get(14),
+        quorum: row.get(15),
+        allow_self: row.get(16),
+        prompt: row.get(17),
+        context: row.get(18),
+        shown_sha256: row.get(19),
+        input_schema: row.get(20),
+        timeout_caught: row.get(21),
+        options: row.get(22),
+        approvals: row.get(23),
+    }
+}
+
+/// Writes a gate's row; `conflict` says what a row of the same run and name does.
+pub(super) fn put_gate(
+    tx: &mut Transaction<'_>,
+    gate: &GateRow,
+    conflict: &str,
+) -> Result<u64, postgres::Error> {
+    let r = RawGate::of(gate);
+    tx.execute(
+        &format!(
+            "INSERT INTO gates ({GATE_COLUMNS}, deciders) VALUES
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+              $19, $20, $21, $22, $23, $24, $25)
+             ON CONFLICT (run, name) {conflict}"
+        ),
+        &[
+            &r.run,
+            &r.name,
+            &r.kind,
+            &r.workflow,
+            &r.version,
+            &r.started_by,
+            &r.opened_at,
+            &r.approvers,
+            &r.approvers_json,
+            &r.escalate_to,
+            &r.escalate_json,
+            &r.escalate_at,
+            &r.escalated,
+            &r.deadline,
+            &r.outer_deadline,
+            &r.quorum,
+            &r.allow_self,
+            &r.prompt,
+            &r.context,
+            &r.shown_sha256,
+            &r.input_schema,
+            &r.timeout_caught,
+            &r.options,
+            &r.approvals,
+            &gate_index::deciders(gate),
+        ],
+    )
+}
+
+/// Every column but the key takes the new row's value.
+pub(super) const REPLACE_GATE: &str =
+    "DO UPDATE SET kind = excluded.kind, workflow = excluded.workflow,
+    version = excluded.version, started_by = excluded.started_by,
+    opened_at = excluded.opened_at, approvers = excluded.approvers,
+    approvers_json = excluded.approvers_json, escalate_to = excluded.escalate_to,
+    escalate_json = excluded.escalate_json, escalate_at = excluded.escalate_at,
+    escalated = excluded.escalated, deadline = excluded.deadline,
+    outer_deadline = excluded.outer_deadline, quorum = excluded.quorum,
+    allow_self = excluded.allow_self, prompt = excluded.prompt, context = excluded.context,
+    shown_sha256 = excluded.shown_sha256, input_schema = excluded.input_schema,
+    timeout_caught = excluded.timeout_caught, options = excluded.options,
+    approvals = excluded.approvals, deciders = excluded.deciders";
+
+/// Brings the gate index of the step's run in line with what the run waits on afterwards
+/// (see [`gate_index::plan`]); the caller holds the run's row lock.
+fn apply_gate_change(tx: &mut Transaction<'_>, step: &StepCommit) -> Result<(), TxError> {
+    let (keep, write) =
+        gate_index::plan(&step.run, step.waiting_on.as_deref(), step.gate.as_ref())?;
+    match &keep {
+        Some(name) => tx.execute(
+            "DELETE FROM gates WHERE run = $1 AND name <> $2",
+            &[&step.run, name],
+        )?,
+        None => tx.execute("DELETE FROM gates WHERE run = $1", &[&step.run])?,
+    };
+    if let Some(row) = write {
+        put_gate(tx, row, REPLACE_GATE)?;
+    }
+    Ok(())
 }
 
 fn upsert_checkpoint(
@@ -878,6 +1017,7 @@ impl Store for PostgresStore {
                         &step.now,
                     ],
                 )?;
+                apply_gate_change(tx, step)?;
             }
             Ok(())
         })
@@ -951,6 +1091,90 @@ impl Store for PostgresStore {
         ))
     }
 
+    fn gates(&mut self, run: Option<&str>) -> StoreResult<Vec<GateRow>> {
+        let rows = match run {
+            Some(run) => self.query(
+                "reading the gate index",
+                &format!(
+                    "SELECT {GATE_COLUMNS} FROM gates WHERE run = $1 ORDER BY opened_at, name"
+                ),
+                &[&run],
+            )?,
+            None => self.query(
+                "reading the gate index",
+                &format!("SELECT {GATE_COLUMNS} FROM gates ORDER BY opened_at, run, name"),
+                &[],
+            )?,
+        };
+        rows.iter().map(|r| gate_row(r).finish()).collect()
+    }
+
+    fn gates_for(&mut self, user: &str, roles: &[String]) -> StoreResult<Vec<GateRow>> {
+        let patterns = gate_index::decider_patterns(user, roles);
+        let named = (1..=patterns.len())
+            .map(|i| format!("deciders LIKE ${i} ESCAPE '\\'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = patterns
+            .iter()
+            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let rows = self.query(
+            "reading the gate index",
+            &format!(
+                "SELECT {GATE_COLUMNS} FROM gates WHERE {named} ORDER BY opened_at, run, name"
+            ),
+            &params,
+        )?;
+        rows.iter().map(|r| gate_row(r).finish()).collect()
+    }
+
+    fn gate(&mut self, run: &str, name: &str) -> StoreResult<Option<GateRow>> {
+        let rows = self.query(
+            "reading the gate index",
+            &format!("SELECT {GATE_COLUMNS} FROM gates WHERE run = $1 AND name = $2"),
+            &[&run, &name],
+        )?;
+        rows.first().map(|r| gate_row(r).finish()).transpose()
+    }
+
+    fn gate_counts(&mut self) -> StoreResult<GateCounts> {
+        let rows = self.query(
+            "counting open gates",
+            "SELECT COUNT(*) FILTER (WHERE kind = 'approval'), COUNT(*) FILTER (WHERE kind = 'input'),
+                    MIN(opened_at)
+             FROM gates",
+            &[],
+        )?;
+        Ok(rows
+            .first()
+            .map(|r| GateCounts {
+                approvals: r.get(0),
+                inputs: r.get(1),
+                oldest_opened_at: r.get(2),
+            })
+            .unwrap_or_default())
+    }
+
+    fn index_gate(&mut self, row: &GateRow) -> StoreResult<bool> {
+        self.transaction("indexing an open gate", |tx| {
+            let waiting = tx
+                .query_opt(
+                    "SELECT status, waiting_on FROM runs WHERE id = $1 FOR UPDATE",
+                    &[&row.run],
+                )?
+                .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)));
+            let expected = crate::history::WaitingOn::gate(row.kind, &row.name).to_string();
+            let still_there = waiting.is_some_and(|(status, waiting_on)| {
+                status == RunStatus::Waiting.as_str() && waiting_on.as_deref() == Some(&expected)
+            });
+            if !still_there {
+                return Ok(false);
+            }
+            Ok(put_gate(tx, row, "DO NOTHING")? > 0)
+        })
+    }
+
     fn cancel(&mut self, run: &str, by: &str, now: Millis) -> StoreResult<bool> {
         self.transaction("cancelling a run", |tx| {
             let status: Option<String> = tx
@@ -968,6 +1192,7 @@ impl Store for PostgresStore {
                  WHERE id = $1",
                 &[&run, &now],
             )?;
+            tx.execute("DELETE FROM gates WHERE run = $1", &[&run])?;
             let event = NewEvent {
                 at: now,
                 kind: EventKind::RunCancelled,

@@ -5,10 +5,12 @@
 //! busy timeout instead of hanging. The schema is versioned with `PRAGMA user_version`;
 //! [`MIGRATIONS`] are applied in order, all in one transaction, when the file is opened.
 
+use super::gate_index::{self, GATE_COLUMNS, RawGate};
 use super::{
     Checkpoint, Event, EventKind, Millis, NewEvent, NewRun, Refusal, RunRecord, RunStatus,
     StepCommit, Store, StoreError, StoreResult, TokenRecord,
 };
+use super::{GateCounts, GateRow};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use std::path::Path;
 use std::time::Duration;
@@ -120,6 +122,39 @@ pub const MIGRATIONS: &[&str] = &[
     // 8: a checkpoint keeps what the engine knows of the run's earlier tool calls, so that a
     // resume reads the checkpoint alone, not the history.
     "ALTER TABLE checkpoints ADD COLUMN calls TEXT;",
+    // 9: the gate index, one row per open gate (see store/gate_index.rs; a row goes with its run
+    // if the run is ever deleted), written in the
+    // transaction of the events that open, change and close the gate. `IF NOT EXISTS`: a
+    // database taken back to an older version by hand may still have it.
+    "CREATE TABLE IF NOT EXISTS gates (
+        run            TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        name           TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        workflow       TEXT NOT NULL,
+        version        TEXT NOT NULL,
+        started_by     TEXT NOT NULL,
+        opened_at      INTEGER NOT NULL,
+        approvers      TEXT NOT NULL,
+        approvers_json TEXT NOT NULL,
+        escalate_to    TEXT,
+        escalate_json  TEXT,
+        escalate_at    INTEGER,
+        escalated      INTEGER NOT NULL,
+        deadline       INTEGER,
+        outer_deadline INTEGER,
+        quorum         INTEGER NOT NULL,
+        allow_self     INTEGER NOT NULL,
+        prompt         TEXT,
+        context        TEXT NOT NULL,
+        shown_sha256   TEXT NOT NULL,
+        input_schema   TEXT,
+        timeout_caught INTEGER NOT NULL,
+        options        TEXT NOT NULL,
+        approvals      TEXT NOT NULL,
+        deciders       TEXT NOT NULL,
+        PRIMARY KEY (run, name)
+     );
+     CREATE INDEX IF NOT EXISTS gates_by_opened ON gates(opened_at);",
 ];
 
 /// The schema version this code writes and understands.
@@ -548,6 +583,97 @@ fn upsert_checkpoint(
         ])
     })
     .map_err(ctx.map("writing a checkpoint"))?;
+    Ok(())
+}
+
+/// A `gates` row, in the order of [`GATE_COLUMNS`].
+pub(super) fn gate_row(row: &Row<'_>) -> rusqlite::Result<RawGate> {
+    Ok(RawGate {
+        run: row.get(0)?,
+        name: row.get(1)?,
+        kind: row.get(2)?,
+        workflow: row.get(3)?,
+        version: row.get(4)?,
+        started_by: row.get(5)?,
+        opened_at: row.get(6)?,
+        approvers: row.get(7)?,
+        approvers_json: row.get(8)?,
+        escalate_to: row.get(9)?,
+        escalate_json: row.get(10)?,
+        escalate_at: row.get(11)?,
+        escalated: row.get(12)?,
+        deadline: row.get(13)?,
+        outer_deadline: row.get(14)?,
+        quorum: row.get(15)?,
+        allow_self: row.get(16)?,
+        prompt: row.get(17)?,
+        context: row.get(18)?,
+        shown_sha256: row.get(19)?,
+        input_schema: row.get(20)?,
+        timeout_caught: row.get(21)?,
+        options: row.get(22)?,
+        approvals: row.get(23)?,
+    })
+}
+
+/// Writes a gate's row (replacing the one of the same run and name).
+fn put_gate(conn: &Connection, ctx: &Context, gate: &GateRow, verb: &str) -> StoreResult<usize> {
+    let r = RawGate::of(gate);
+    conn.prepare_cached(&format!(
+        "{verb} INTO gates ({GATE_COLUMNS}, deciders) VALUES
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+          ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            r.run,
+            r.name,
+            r.kind,
+            r.workflow,
+            r.version,
+            r.started_by,
+            r.opened_at,
+            r.approvers,
+            r.approvers_json,
+            r.escalate_to,
+            r.escalate_json,
+            r.escalate_at,
+            r.escalated,
+            r.deadline,
+            r.outer_deadline,
+            r.quorum,
+            r.allow_self,
+            r.prompt,
+            r.context,
+            r.shown_sha256,
+            r.input_schema,
+            r.timeout_caught,
+            r.options,
+            r.approvals,
+            gate_index::deciders(gate),
+        ])
+    })
+    .map_err(ctx.map("writing the gate index"))
+}
+
+/// Brings the gate index of the step's run in line with what the run waits on afterwards
+/// (see [`gate_index::plan`]).
+fn apply_gate_change(tx: &Connection, ctx: &Context, step: &StepCommit) -> StoreResult<()> {
+    let (keep, write) =
+        gate_index::plan(&step.run, step.waiting_on.as_deref(), step.gate.as_ref())?;
+    let doing = "updating the gate index";
+    match &keep {
+        Some(name) => tx
+            .prepare_cached("DELETE FROM gates WHERE run = ?1 AND name <> ?2")
+            .and_then(|mut s| s.execute(params![step.run, name])),
+        None => tx
+            .prepare_cached("DELETE FROM gates WHERE run = ?1")
+            .and_then(|mut s| s.execute([&step.run])),
+    }
+    .map_err(ctx.map(doing))?;
+    if let Some(row) = write {
+        put_gate(tx, ctx, row, "INSERT OR REPLACE")?;
+    }
     Ok(())
 }
 
@@ -987,6 +1113,7 @@ impl Store for SqliteStore {
                 ])
             })
             .map_err(ctx.map(doing))?;
+            apply_gate_change(&tx, ctx, step)?;
         }
         tx.commit().map_err(ctx.map(doing))
     }
@@ -1084,6 +1211,100 @@ impl Store for SqliteStore {
         Ok((installation, heads))
     }
 
+    fn gates(&mut self, run: Option<&str>) -> StoreResult<Vec<GateRow>> {
+        let raws: Vec<RawGate> = match run {
+            Some(run) => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {GATE_COLUMNS} FROM gates WHERE run = ?1 ORDER BY opened_at, name"
+                ))
+                .and_then(|mut s| s.query_map([run], gate_row)?.collect()),
+            None => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {GATE_COLUMNS} FROM gates ORDER BY opened_at, run, name"
+                ))
+                .and_then(|mut s| s.query_map([], gate_row)?.collect()),
+        }
+        .map_err(self.ctx.map("reading the gate index"))?;
+        raws.into_iter().map(RawGate::finish).collect()
+    }
+
+    fn gates_for(&mut self, user: &str, roles: &[String]) -> StoreResult<Vec<GateRow>> {
+        let patterns = gate_index::decider_patterns(user, roles);
+        let named = (1..=patterns.len())
+            .map(|i| format!("deciders LIKE ?{i} ESCAPE '\\'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let raws: Vec<RawGate> = self
+            .conn
+            .prepare(&format!(
+                "SELECT {GATE_COLUMNS} FROM gates WHERE {named} ORDER BY opened_at, run, name"
+            ))
+            .and_then(|mut s| {
+                s.query_map(rusqlite::params_from_iter(&patterns), gate_row)?
+                    .collect()
+            })
+            .map_err(self.ctx.map("reading the gate index"))?;
+        raws.into_iter().map(RawGate::finish).collect()
+    }
+
+    fn gate(&mut self, run: &str, name: &str) -> StoreResult<Option<GateRow>> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {GATE_COLUMNS} FROM gates WHERE run = ?1 AND name = ?2"
+            ))
+            .and_then(|mut s| s.query_row([run, name], gate_row).optional())
+            .map_err(self.ctx.map("reading the gate index"))?
+            .map(RawGate::finish)
+            .transpose()
+    }
+
+    fn gate_counts(&mut self) -> StoreResult<GateCounts> {
+        self.conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(kind = 'approval'), 0), COALESCE(SUM(kind = 'input'), 0),
+                        MIN(opened_at)
+                 FROM gates",
+            )
+            .and_then(|mut s| {
+                s.query_row([], |row| {
+                    Ok(GateCounts {
+                        approvals: row.get(0)?,
+                        inputs: row.get(1)?,
+                        oldest_opened_at: row.get(2)?,
+                    })
+                })
+            })
+            .map_err(self.ctx.map("counting open gates"))
+    }
+
+    fn index_gate(&mut self, row: &GateRow) -> StoreResult<bool> {
+        let ctx = &self.ctx;
+        let doing = "indexing an open gate";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ctx.map(doing))?;
+        let waiting: Option<(String, Option<String>)> = tx
+            .prepare_cached("SELECT status, waiting_on FROM runs WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([&row.run], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(ctx.map(doing))?;
+        let expected = crate::history::WaitingOn::gate(row.kind, &row.name).to_string();
+        let still_there = waiting.is_some_and(|(status, waiting_on)| {
+            status == RunStatus::Waiting.as_str() && waiting_on.as_deref() == Some(&expected)
+        });
+        if !still_there {
+            return Ok(false);
+        }
+        let written = put_gate(&tx, ctx, row, "INSERT OR IGNORE")? > 0;
+        tx.commit().map_err(ctx.map(doing))?;
+        Ok(written)
+    }
+
     fn cancel(&mut self, run: &str, by: &str, now: Millis) -> StoreResult<bool> {
         let ctx = &self.ctx;
         let doing = "cancelling a run";
@@ -1109,6 +1330,9 @@ impl Store for SqliteStore {
         )
         .and_then(|mut s| s.execute(params![run, now]))
         .map_err(ctx.map(doing))?;
+        tx.prepare_cached("DELETE FROM gates WHERE run = ?1")
+            .and_then(|mut s| s.execute([run]))
+            .map_err(ctx.map(doing))?;
         let event = NewEvent {
             at: now,
             kind: EventKind::RunCancelled,
@@ -1293,6 +1517,7 @@ mod tests {
             waiting_on: None,
             wake_at: None,
             now,
+            gate: None,
         }
     }
 

@@ -1,0 +1,394 @@
+//! The gate index: one row per open gate (table `gates`, keyed by run and gate name), so
+//! that listing, showing and deciding gates read a row instead of re-running a run's VM and
+//! re-reading its history.
+//!
+//! In: the [`GateChange`] a [`super::StepCommit`] carries, written by the store in the
+//! commit's own transaction. Out: [`GateRow`]s read back. The invariant the stores keep: a
+//! run has a row for gate `G` exactly when it is waiting at `G` — a commit whose run does not
+//! wait at a gate afterwards (decided, timed out, withdrawn, finished, cancelled) deletes the
+//! run's rows, and [`GateChange`] can only write the gate the run waits at. The stores share
+//! the column list and the text encoding below; only the SQL dialect differs.
+
+use super::{Millis, StoreError, StoreResult};
+use crate::history::{GateKind, WaitingOn};
+
+/// One approval of a quorum that needs more, as recorded (`approval_recorded`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Approval {
+    pub by: String,
+    pub at: Millis,
+    pub comment: String,
+}
+
+/// An open gate: what the workflow evaluated when it opened, and what happened since.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateRow {
+    pub run: String,
+    pub name: String,
+    pub kind: GateKind,
+    pub workflow: String,
+    pub version: String,
+    pub started_by: String,
+    pub opened_at: Millis,
+    /// Who may decide, as text: `role customs`, `user ana`, `any of (…)`.
+    pub approvers: String,
+    /// The same, structured, to decide who is eligible: `{"kind":"role","name":"customs"}`,
+    /// `{"kind":"user","name":"ana"}`, `{"kind":"any","of":[…]}`.
+    pub approvers_json: serde_json::Value,
+    /// Who may decide too once the gate escalated, as text and structured.
+    pub escalate_to: Option<String>,
+    pub escalate_json: Option<serde_json::Value>,
+    pub escalate_at: Option<Millis>,
+    pub escalated: bool,
+    /// The gate's own final timeout.
+    pub deadline: Option<Millis>,
+    /// The deadline of a `timeout` block around the gate, if any.
+    pub outer_deadline: Option<Millis>,
+    pub quorum: i64,
+    pub allow_self: bool,
+    pub prompt: Option<String>,
+    pub context: serde_json::Value,
+    /// The hash of what a reviewer is shown (prompt and context).
+    pub shown_sha256: String,
+    /// For an input: the JSON Schema of the value it takes.
+    pub input_schema: Option<serde_json::Value>,
+    /// Whether the workflow catches the gate's `ApprovalTimeout`.
+    pub timeout_caught: bool,
+    /// The options as the workflow evaluated them (for a reviewer who asks why).
+    pub options: serde_json::Value,
+    /// The approvals recorded since the gate opened, oldest first.
+    pub approvals: Vec<Approval>,
+}
+
+impl GateRow {
+    /// Approvals still needed.
+    pub fn remaining(&self) -> i64 {
+        self.quorum - self.approvals.len() as i64
+    }
+}
+
+/// What a commit does to the gate index besides the rule that a run no longer waiting at a
+/// gate loses its rows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GateChange {
+    /// `gate_opened`: the row is written (replacing one left by an earlier opening of the
+    /// same gate, e.g. in a loop).
+    Open(GateRow),
+    /// `approval_recorded`, `gate_escalated`: the row is replaced.
+    Update(GateRow),
+    /// The gate of that name closed (a commit that leaves the gate closes it anyway).
+    Close(String),
+}
+
+/// Open gates by kind, and when the oldest opened (for `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GateCounts {
+    pub approvals: i64,
+    pub inputs: i64,
+    pub oldest_opened_at: Option<Millis>,
+}
+
+/// The columns of `gates`, in the order of [`RawGate`].
+pub(crate) const GATE_COLUMNS: &str = "run, name, kind, workflow, version, started_by, opened_at, \
+     approvers, approvers_json, escalate_to, escalate_json, escalate_at, escalated, deadline, \
+     outer_deadline, quorum, allow_self, prompt, context, shown_sha256, input_schema, \
+     timeout_caught, options, approvals";
+
+/// The people a row names as deciders, as the `deciders` column holds them: a JSON list of
+/// `user:NAME` and `role:NAME`, from the approvers and, once it fired, the escalation. Only a
+/// prefilter for [`decider_patterns`]: who may decide is `gates::eligibility`'s to say.
+pub(crate) fn deciders(row: &GateRow) -> String {
+    fn collect(approvers: &serde_json::Value, out: &mut Vec<String>) {
+        let text = |name| approvers.get(name).and_then(|v| v.as_str()).unwrap_or("");
+        match text("kind") {
+            kind @ ("role" | "user") => out.push(format!("{kind}:{}", text("name"))),
+            _ => {
+                for item in approvers
+                    .get("of")
+                    .and_then(|of| of.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    collect(item, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    collect(&row.approvers_json, &mut out);
+    if row.escalated
+        && let Some(escalation) = &row.escalate_json
+    {
+        collect(escalation, &mut out);
+    }
+    serde_json::Value::from(out).to_string()
+}
+
+/// `LIKE … ESCAPE '\'` patterns that match the `deciders` of every row naming `user` or one
+/// of `roles`: each entry JSON-quoted, so that `role:ops` never matches `role:ops_manager`.
+pub(crate) fn decider_patterns(user: &str, roles: &[String]) -> Vec<String> {
+    let entries =
+        std::iter::once(format!("user:{user}")).chain(roles.iter().map(|r| format!("role:{r}")));
+    entries
+        .map(|entry| {
+            let quoted = serde_json::Value::from(entry).to_string();
+            let escaped = quoted
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        })
+        .collect()
+}
+
+/// A row as the database holds it: text, numbers and flags (JSON as text).
+pub(crate) struct RawGate {
+    pub run: String,
+    pub name: String,
+    pub kind: String,
+    pub workflow: String,
+    pub version: String,
+    pub started_by: String,
+    pub opened_at: i64,
+    pub approvers: String,
+    pub approvers_json: String,
+    pub escalate_to: Option<String>,
+    pub escalate_json: Option<String>,
+    pub escalate_at: Option<i64>,
+    pub escalated: bool,
+    pub deadline: Option<i64>,
+    pub outer_deadline: Option<i64>,
+    pub quorum: i64,
+    pub allow_self: bool,
+    pub prompt: Option<String>,
+    pub context: String,
+    pub shown_sha256: String,
+    pub input_schema: Option<String>,
+    pub timeout_caught: bool,
+    pub options: String,
+    pub approvals: String,
+}
+
+impl RawGate {
+    pub(crate) fn of(row: &GateRow) -> RawGate {
+        RawGate {
+            run: row.run.clone(),
+            name: row.name.clone(),
+            kind: row.kind.word().to_string(),
+            workflow: row.workflow.clone(),
+            version: row.version.clone(),
+            started_by: row.started_by.clone(),
+            opened_at: row.opened_at,
+            approvers: row.approvers.clone(),
+            approvers_json: row.approvers_json.to_string(),
+            escalate_to: row.escalate_to.clone(),
+            escalate_json: row.escalate_json.as_ref().map(ToString::to_string),
+            escalate_at: row.escalate_at,
+            escalated: row.escalated,
+            deadline: row.deadline,
+            outer_deadline: row.outer_deadline,
+            quorum: row.quorum,
+            allow_self: row.allow_self,
+            prompt: row.prompt.clone(),
+            context: row.context.to_string(),
+            shown_sha256: row.shown_sha256.clone(),
+            input_schema: row.input_schema.as_ref().map(ToString::to_string),
+            timeout_caught: row.timeout_caught,
+            options: row.options.to_string(),
+            approvals: serde_json::to_string(&row.approvals).unwrap_or_else(|_| "[]".into()),
+        }
+    }
+
+    pub(crate) fn finish(self) -> StoreResult<GateRow> {
+        let (run, name) = (self.run, self.name);
+        let json = |column: &str, text: &str| {
+            serde_json::from_str::<serde_json::Value>(text)
+                .map_err(|e| corrupt(&run, &name, column, e))
+        };
+        let kind = match self.kind.as_str() {
+            "approval" => GateKind::Approval,
+            "input" => GateKind::Input,
+            other => {
+                return Err(corrupt(
+                    &run,
+                    &name,
+                    "kind",
+                    format!("unknown kind `{other}`"),
+                ));
+            }
+        };
+        Ok(GateRow {
+            kind,
+            workflow: self.workflow,
+            version: self.version,
+            started_by: self.started_by,
+            opened_at: self.opened_at,
+            approvers: self.approvers,
+            approvers_json: json("approvers_json", &self.approvers_json)?,
+            escalate_to: self.escalate_to,
+            escalate_json: self
+                .escalate_json
+                .as_deref()
+                .map(|t| json("escalate_json", t))
+                .transpose()?,
+            escalate_at: self.escalate_at,
+            escalated: self.escalated,
+            deadline: self.deadline,
+            outer_deadline: self.outer_deadline,
+            quorum: self.quorum,
+            allow_self: self.allow_self,
+            prompt: self.prompt,
+            context: json("context", &self.context)?,
+            shown_sha256: self.shown_sha256,
+            input_schema: self
+                .input_schema
+                .as_deref()
+                .map(|t| json("input_schema", t))
+                .transpose()?,
+            timeout_caught: self.timeout_caught,
+            options: json("options", &self.options)?,
+            approvals: serde_json::from_str(&self.approvals)
+                .map_err(|e| corrupt(&run, &name, "approvals", e))?,
+            run,
+            name,
+        })
+    }
+}
+
+fn corrupt(run: &str, name: &str, column: &str, why: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(format!(
+        "the gate index row of run {run}, gate `{name}`, column {column}: {why}"
+    ))
+}
+
+/// What a commit must do to the gate index, given what the run waits on afterwards: the
+/// gate whose rows it keeps (`None`: delete them all) and the row to write, if any. A change
+/// that writes a gate other than the one the run waits at is refused: the index would then
+/// disagree with the run.
+pub(crate) fn plan<'a>(
+    run: &str,
+    waiting_on: Option<&str>,
+    change: Option<&'a GateChange>,
+) -> StoreResult<(Option<String>, Option<&'a GateRow>)> {
+    let keep = waiting_on
+        .and_then(WaitingOn::parse)
+        .and_then(|w| w.as_gate().map(|(_, name)| name.to_string()));
+    let write = match change {
+        Some(GateChange::Open(row) | GateChange::Update(row)) => {
+            if row.run != run || keep.as_deref() != Some(row.name.as_str()) {
+                return Err(StoreError::Database(format!(
+                    "a commit of run {run} would index gate `{}` of run {} while the run waits on {}",
+                    row.name,
+                    row.run,
+                    waiting_on.unwrap_or("nothing")
+                )));
+            }
+            Some(row)
+        }
+        Some(GateChange::Close(name)) if keep.as_deref() == Some(name.as_str()) => {
+            return Err(StoreError::Database(format!(
+                "a commit of run {run} would close gate `{name}` while the run still waits at it"
+            )));
+        }
+        Some(GateChange::Close(_)) | None => None,
+    };
+    Ok((keep, write))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A row for tests of both stores.
+    pub(crate) fn row(run: &str, name: &str, opened_at: Millis) -> GateRow {
+        GateRow {
+            run: run.into(),
+            name: name.into(),
+            kind: GateKind::Approval,
+            workflow: "w".into(),
+            version: "v1".into(),
+            started_by: "ines".into(),
+            opened_at,
+            approvers: "role finance".into(),
+            approvers_json: serde_json::json!({ "kind": "role", "name": "finance" }),
+            escalate_to: Some("role ops".into()),
+            escalate_json: Some(serde_json::json!({ "kind": "role", "name": "ops" })),
+            escalate_at: Some(opened_at + 10),
+            escalated: false,
+            deadline: Some(opened_at + 20),
+            outer_deadline: None,
+            quorum: 2,
+            allow_self: false,
+            prompt: Some("Pay?".into()),
+            context: serde_json::json!({ "amount": 5 }),
+            shown_sha256: "abc".into(),
+            input_schema: None,
+            timeout_caught: true,
+            options: serde_json::json!({ "quorum": 2 }),
+            approvals: vec![],
+        }
+    }
+
+    #[test]
+    fn a_row_survives_its_text_encoding() {
+        let mut gate = row("r1", "g", 5);
+        gate.approvals.push(Approval {
+            by: "ana".into(),
+            at: 7,
+            comment: "ok".into(),
+        });
+        gate.kind = GateKind::Input;
+        gate.input_schema = Some(serde_json::json!({ "type": "integer" }));
+        assert_eq!(RawGate::of(&gate).finish().unwrap(), gate);
+        let mut raw = RawGate::of(&gate);
+        raw.context = "{not json".into();
+        let error = raw.finish().unwrap_err().to_string();
+        assert!(
+            error.contains("run r1, gate `g`, column context"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn deciders_name_the_approvers_and_the_escalation_once_it_fired() {
+        let mut gate = row("r1", "g", 5);
+        gate.approvers_json = serde_json::json!({ "kind": "any", "of": [
+            { "kind": "role", "name": "fin_ance" },
+            { "kind": "any", "of": [{ "kind": "user", "name": "a\"b%" }] },
+        ] });
+        assert_eq!(deciders(&gate), r#"["role:fin_ance","user:a\"b%"]"#);
+        gate.escalated = true;
+        assert_eq!(
+            deciders(&gate),
+            r#"["role:fin_ance","user:a\"b%","role:ops"]"#
+        );
+        let patterns = decider_patterns("a\"b%", &["fin_ance".into()]);
+        assert_eq!(patterns, [r#"%"user:a\\"b\%"%"#, r#"%"role:fin\_ance"%"#]);
+    }
+
+    #[test]
+    fn a_commit_keeps_only_the_gate_its_run_waits_at() {
+        let open = GateChange::Open(row("r1", "g", 5));
+        let (keep, write) = plan("r1", Some("approval g"), Some(&open)).unwrap();
+        assert_eq!(
+            (keep.as_deref(), write.map(|r| r.name.as_str())),
+            (Some("g"), Some("g"))
+        );
+        assert_eq!(plan("r1", Some("timer"), None).unwrap().0, None);
+        assert_eq!(plan("r1", None, None).unwrap().0, None);
+        for (waiting, change) in [
+            (Some("approval other"), open.clone()),
+            (Some("timer"), open.clone()),
+            (Some("approval g"), GateChange::Open(row("r2", "g", 5))),
+            (Some("approval g"), GateChange::Close("g".into())),
+        ] {
+            assert!(
+                plan("r1", waiting, Some(&change)).is_err(),
+                "{waiting:?} {change:?}"
+            );
+        }
+        let close = GateChange::Close("g".into());
+        assert_eq!(plan("r1", None, Some(&close)).unwrap(), (None, None));
+    }
+}
