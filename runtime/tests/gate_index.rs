@@ -370,7 +370,7 @@ impl Project {
             "--json",
         ]);
         out.expect_code(10);
-        out.json()["run"].as_str().unwrap().to_string()
+        out.json()["id"].as_str().unwrap().to_string()
     }
 
     /// `approvals --json` (every open gate), by run and gate.
@@ -428,7 +428,7 @@ fn index_agrees_with_history(project: &Project) -> usize {
     let listed = project.listed();
     let mut expected = BTreeMap::new();
     for run in project.runs() {
-        let id = run["run"].as_str().unwrap().to_string();
+        let id = run["id"].as_str().unwrap().to_string();
         if let Some(state) = open_gate_in(&project.history(&id)) {
             let gate = state.opened["step"].as_str().unwrap().to_string();
             assert_eq!(
@@ -639,7 +639,7 @@ fn a_kill_right_after_an_opening_or_a_decision_leaves_index_and_history_agreeing
         kill9(&mut running);
         std::fs::remove_file(project.path().join("hold-notify")).unwrap();
         assert_eq!(index_agrees_with_history(&project), 1, "after the opening");
-        let run = project.runs()[0]["run"].as_str().unwrap().to_string();
+        let run = project.runs()[0]["id"].as_str().unwrap().to_string();
 
         // One approval of two, then the second, after which the run goes into the step and
         // is killed there.
