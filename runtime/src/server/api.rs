@@ -912,12 +912,12 @@ async fn decide(
 async fn metrics(State(app): State<App>, caller: Caller) -> Response {
     app.as_user(caller, "GET /metrics".into(), |engine, _| {
         let now = now_ms();
-        let runs = engine.store().runs(None)?;
+        let runs = engine.store().count_runs()?;
         // Every workflow with runs, by status (zeros included, so that a series does not
         // vanish when its last run moves on).
-        let mut counts: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+        let mut counts: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
         let workflows: std::collections::BTreeSet<&str> =
-            runs.iter().map(|r| r.workflow.as_str()).collect();
+            runs.iter().map(|(workflow, _, _)| workflow.as_str()).collect();
         for workflow in &workflows {
             for status in [
                 RunStatus::Runnable,
@@ -929,10 +929,8 @@ async fn metrics(State(app): State<App>, caller: Caller) -> Response {
                 counts.insert((workflow, status.as_str()), 0);
             }
         }
-        for run in &runs {
-            *counts
-                .entry((run.workflow.as_str(), run.status.as_str()))
-                .or_default() += 1;
+        for (workflow, status, count) in &runs {
+            *counts.entry((workflow.as_str(), status.as_str())).or_default() += count;
         }
         let open = engine.store().gate_counts()?;
         let steps_last_minute = engine.store().count_events(EventKind::StepCompleted, now - 60_000)?;

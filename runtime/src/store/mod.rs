@@ -355,6 +355,9 @@ pub trait Store {
     fn record_refusal(&mut self, refusal: &Refusal) -> StoreResult<()>;
     /// How many history events of `kind` were recorded at or after `since` (all runs).
     fn count_events(&mut self, kind: EventKind, since: Millis) -> StoreResult<i64>;
+    /// How many runs each workflow has in each status (counted by the database, from an
+    /// index: `/metrics` reads no run).
+    fn count_runs(&mut self) -> StoreResult<Vec<(String, RunStatus, i64)>>;
     /// The most recent refusals first.
     fn refusals(&mut self, limit: usize) -> StoreResult<Vec<Refusal>>;
 

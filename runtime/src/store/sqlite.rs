@@ -155,6 +155,9 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run, name)
      );
      CREATE INDEX IF NOT EXISTS gates_by_opened ON gates(opened_at);",
+    // 10: `/metrics` counts from indexes: runs by workflow and status, events by kind and time.
+    "CREATE INDEX IF NOT EXISTS runs_by_workflow_status ON runs(workflow, status);
+     CREATE INDEX IF NOT EXISTS events_by_kind_at ON events(kind, at);",
 ];
 
 /// The schema version this code writes and understands.
@@ -826,6 +829,32 @@ impl Store for SqliteStore {
             .prepare_cached("SELECT COUNT(*) FROM events WHERE kind = ?1 AND at >= ?2")
             .and_then(|mut s| s.query_row(params![kind.as_str(), since], |row| row.get(0)))
             .map_err(self.ctx.map("counting events"))
+    }
+
+    fn count_runs(&mut self) -> StoreResult<Vec<(String, RunStatus, i64)>> {
+        let ctx = &self.ctx;
+        let rows = self
+            .conn
+            .prepare_cached("SELECT workflow, status, COUNT(*) FROM runs GROUP BY workflow, status")
+            .and_then(|mut s| {
+                s.query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(ctx.map("counting runs"))?;
+        rows.into_iter()
+            .map(|(workflow, status, count)| {
+                let status = RunStatus::parse(&status).ok_or_else(|| {
+                    StoreError::Database(format!("a run of {workflow} has the status `{status}`"))
+                })?;
+                Ok((workflow, status, count))
+            })
+            .collect()
     }
 
     fn refusals(&mut self, limit: usize) -> StoreResult<Vec<Refusal>> {
@@ -1821,6 +1850,27 @@ mod tests {
         store.release("r1", OWNER).unwrap();
         assert!(!store.claim("r1", OWNER, 100, 30).unwrap());
         assert!(store.claim_ready(OWNER, 100, 30, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn runs_are_counted_by_workflow_and_status() {
+        let mut store = store();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            create(&mut store, id, Some(OWNER), 10 + i as i64);
+        }
+        let mut done = step("b", OWNER, RunStatus::Completed, 20);
+        done.checkpoint = None;
+        store.commit(&[done]).unwrap();
+        let mut counts = store.count_runs().unwrap();
+        counts.sort_by_key(|(_, status, _)| status.as_str());
+        let workflow = new_run("a").workflow;
+        assert_eq!(
+            counts,
+            vec![
+                (workflow.clone(), RunStatus::Completed, 1),
+                (workflow, RunStatus::Runnable, 2),
+            ]
+        );
     }
 
     #[test]
