@@ -91,6 +91,8 @@ pub struct Config {
 pub struct Lint {
     pub kind: LintKind,
     pub message: String,
+    /// For an unknown `[tools.NAME]`: the deployed tool it is a near miss of, if any.
+    pub near: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +108,11 @@ pub enum LintKind {
 
 impl Lint {
     fn new(kind: LintKind, message: String) -> Lint {
-        Lint { kind, message }
+        Lint {
+            kind,
+            message,
+            near: None,
+        }
     }
 }
 
@@ -384,10 +390,11 @@ impl Config {
         };
         if !programs.is_empty() {
             for name in self.tools.keys().filter(|n| !tools.contains(n.as_str())) {
-                problems.push(Lint::new(
-                    LintKind::UnknownSection,
-                    unknown("tools", name, &tools),
-                ));
+                problems.push(Lint {
+                    near: flow_compiler::diagnostics::did_you_mean(name, tools.iter().copied())
+                        .map(str::to_string),
+                    ..Lint::new(LintKind::UnknownSection, unknown("tools", name, &tools))
+                });
             }
             let sections: BTreeSet<&String> =
                 self.starters.keys().chain(self.readers.keys()).collect();

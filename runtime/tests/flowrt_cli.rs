@@ -1750,6 +1750,18 @@ workflow review(id: String) -> Bool {
             .expect_stdout("user `ghost` holds no roles")
             .expect_stdout("role `florist` is held by users but no deployed program");
         assert!(!check.stdout.contains("role `customs`"), "{}", check.stdout);
+        // `run` of one file under a project's flow.toml (tools of other programs configured
+        // too) says only what is surely a typo.
+        project.write(
+            "flow.toml",
+            "[users.ana]\nroles = [\"customs\"]\n\n[tools.chek_docs]\nbase_url = \"http://127.0.0.1:9\"\n\n\
+             [tools.send_invoice]\nbase_url = \"http://127.0.0.1:9\"\n",
+        );
+        let run = project.flowrt(&["run", "docs.flow", "--input", r#"{"id": "D-0"}"#]);
+        run.expect_code(10).expect_stderr(
+            "[tools.chek_docs] names no tool of the deployed programs (did you mean `check_docs`?)",
+        );
+        assert!(!run.stderr.contains("send_invoice"), "{}", run.stderr);
         // Fixed, it is clean.
         project.write(
             "flow.toml",

@@ -566,7 +566,7 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
     match command {
         Command::Deploy { files } => {
             let code = deploy(&mut engine, &files)?;
-            warn_unknown_sections(&mut engine, has_config)?;
+            warn_unknown_sections(&mut engine, has_config, false)?;
             Ok(code)
         }
         Command::Token { action } => token(&mut engine, has_config, action),
@@ -734,7 +734,7 @@ fn start(
     let input = read_input(args.input.as_deref(), "--input")?;
     let loaded = load(&args.file)?;
     let (version, module) = engine.deploy(&loaded.artifact)?;
-    warn_unknown_sections(engine, has_config)?;
+    warn_unknown_sections(engine, has_config, true)?;
     let workflow = match args.workflow {
         Some(name) => name,
         None => match module.workflows.as_slice() {
@@ -1172,14 +1172,28 @@ fn audit_anchor(engine: &mut Engine) -> Result<ExitCode, Usage> {
 /// Deploys each file; prints each version with its workflows.
 /// Warns about `[tools.NAME]` and `[workflows.NAME]` sections that name nothing deployed: a
 /// typo there silently leaves the real tool unconfigured.
-fn warn_unknown_sections(engine: &mut Engine, has_config: bool) -> Result<(), Usage> {
+///
+/// `flowrt run` of one file under a project's `flow.toml` (which configures the tools of every
+/// program of the project) says only what is surely a typo: a section one edit away from a
+/// tool of the deployed programs that has no section of its own. `deploy` and `serve`, which
+/// stand for the project, say every one (as `flowrt config check` does).
+fn warn_unknown_sections(
+    engine: &mut Engine,
+    has_config: bool,
+    only_typos: bool,
+) -> Result<(), Usage> {
     if !has_config {
         return Ok(());
     }
     let deployed = engine.deployed()?;
     let programs: Vec<&bytecode::Module> = deployed.iter().map(|m| m.as_ref()).collect();
-    for lint in engine.config().lint(&programs) {
-        if lint.kind == flow_runtime::config::LintKind::UnknownSection {
+    let config = engine.config();
+    for lint in config.lint(&programs) {
+        let typo = lint
+            .near
+            .as_ref()
+            .is_some_and(|near| !config.tools.contains_key(near));
+        if lint.kind == flow_runtime::config::LintKind::UnknownSection && (typo || !only_typos) {
             eprintln!("warning: {}", lint.message);
         }
     }
@@ -1435,7 +1449,7 @@ fn serve(
         if !files.is_empty() {
             deploy(&mut engine, &files)?;
         }
-        warn_unknown_sections(&mut engine, has_config)?;
+        warn_unknown_sections(&mut engine, has_config, false)?;
     }
     flow_runtime::server::serve(
         addr,
