@@ -18,10 +18,11 @@ use flow_compiler::sources::MemoryLoader;
 use flow_runtime::config::Config;
 use flow_runtime::engine::Engine;
 use flow_runtime::store::sqlite::SqliteStore;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{env_number, free_addr, request, wait_for_listener};
 
 const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
 
@@ -41,35 +42,6 @@ const CONFIG: &str = "[users.ines]\nroles = [\"clerk\"]\n\n[users.fay]\nroles = 
 
 /// Runs created per batch (each batch is driven to its gates before the next is started).
 const CHUNK: usize = 1_000;
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
-
-/// One request on a fresh connection: (status, body).
-fn request(addr: SocketAddr, path: &str, token: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connects");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("writes");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("reads");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
 
 /// Times `read` `samples` times; prints p50 and max, and the size of the last answer.
 fn measure(what: &str, samples: usize, mut read: impl FnMut(usize) -> usize) {
@@ -152,9 +124,7 @@ fn main() {
     };
     let (starter, auditor) = (token("ines"), token("aldo"));
 
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    let addr = free_addr();
     let mut server = Command::new(FLOWRT)
         .arg("--db")
         .arg(&db)
@@ -165,16 +135,12 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("flowrt serve starts");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_listener(addr, Duration::from_secs(120));
 
     let step = (runs.len() / 50).max(1);
     measure("GET /api/runs/{id} (waiting at a gate)", 50, |i| {
         let run = &runs[(i * step + 1) % runs.len()];
-        let (status, body) = request(addr, &format!("/api/runs/{run}"), &starter);
+        let (status, body) = request(addr, "GET", &format!("/api/runs/{run}"), &starter, "");
         assert_eq!(status, 200, "{body}");
         assert!(
             body.contains("\"invoice_ok\"") || body.contains("\"audit_ok\""),
@@ -183,14 +149,14 @@ fn main() {
         body.len()
     });
     measure("GET /api/decisions (the auditor)", 10, |_| {
-        let (status, body) = request(addr, "/api/decisions", &auditor);
+        let (status, body) = request(addr, "GET", "/api/decisions", &auditor, "");
         assert_eq!(status, 200, "{body}");
         let listed: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         assert_eq!(listed.as_array().map(Vec::len), Some(gates.div_ceil(100)));
         body.len()
     });
     measure("GET /metrics", 10, |_| {
-        let (status, body) = request(addr, "/metrics", &auditor);
+        let (status, body) = request(addr, "GET", "/metrics", &auditor, "");
         assert_eq!(status, 200, "{body}");
         assert!(
             body.contains(&format!("flow_open_gates{{kind=\"approval\"}} {gates}\n")),

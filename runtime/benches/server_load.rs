@@ -15,10 +15,12 @@ use flow_compiler::sources::MemoryLoader;
 use flow_runtime::config::Config;
 use flow_runtime::engine::Engine;
 use flow_runtime::store::sqlite::SqliteStore;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{env_number, percentile, request};
 
 const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
 
@@ -29,47 +31,12 @@ workflow invoice(n: Int) -> Int {
 }
 "#;
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
-
 fn config_text(clients: usize) -> String {
     let mut text = String::from("[users.ines]\nroles = [\"clerk\"]\n");
     for i in 0..clients {
         text.push_str(&format!("\n[users.reviewer{i}]\nroles = [\"finance\"]\n"));
     }
     text
-}
-
-/// One request on a fresh connection: (status, body).
-fn request(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connects");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("writes");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("reads");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 fn memory_kib(pid: u32, field: &str) -> Option<u64> {

@@ -10,10 +10,11 @@
 //! each kind of request (p50, p99, max), how long starting the runs took, and how long until
 //! the last run completed (about one call time when the calls are made side by side).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{env_number, free_addr, percentile, request, wait_for_listener};
 
 const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
 
@@ -25,38 +26,9 @@ workflow wait_for_it(n: Int) -> Int {
 }
 "#;
 
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
-
-fn request(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connects");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("sends");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("reads");
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn summary(name: &str, mut times: Vec<Duration>) {
     times.sort();
-    let at = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+    let at = |p: f64| percentile(&times, p);
     println!(
         "{name}: {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         times.len(),
@@ -102,9 +74,7 @@ fn main() {
     .expect("UTF-8")
     .trim()
     .to_string();
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    let addr = free_addr();
     let mut server = flowrt()
         .args(["serve", "--addr", &addr.to_string(), "--tool-threads"])
         .arg(runs.to_string())
@@ -113,11 +83,7 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("flowrt serve");
-    let ready = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < ready, "the server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_listener(addr, Duration::from_secs(30));
 
     let started = Instant::now();
     let ids: Vec<String> = (0..runs)
