@@ -188,7 +188,7 @@ fn main() {
 
     // Exactly once: every run completed, with one decision each; the trails verify.
     let mut store = SqliteStore::open(&db).expect("reopens");
-    use flow_runtime::store::{RunStatus, Store};
+    use flow_runtime::store::{History, RunStatus, Runs};
     let all = store.runs(None).expect("lists");
     assert_eq!(all.len(), gates);
     assert!(all.iter().all(|r| r.status == RunStatus::Completed));

@@ -513,7 +513,7 @@ impl Engine {
     /// Cancels a run that has not finished and lets its parent (if any) go on. Returns false
     /// when the run had already finished.
     pub fn cancel(&mut self, run: &str, by: &str) -> EngineResult<bool> {
-        let cancelled = self.store.cancel(run, by, now_ms())?;
+        let cancelled = self.store.cancel(run, &cancel_event(by, now_ms()))?;
         if cancelled {
             self.wake_parent(run)?;
         }
@@ -2051,6 +2051,21 @@ pub(crate) fn event(
         line,
         duration_ms: None,
         data: data.to_string(),
+    }
+}
+
+/// The `run_cancelled` event of a run cancelled by `by` at `at` (the store appends it with
+/// the cancellation).
+pub fn cancel_event(by: &str, at: Millis) -> NewEvent {
+    NewEvent {
+        at,
+        ..event(
+            EventKind::RunCancelled,
+            None,
+            None,
+            None,
+            serde_json::json!({ "by": by }),
+        )
     }
 }
 

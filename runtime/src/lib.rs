@@ -1,7 +1,8 @@
 //! The Flow runtime: runs compiled workflows durably.
 //!
 //! - [`vm`]: the interpreter and its values; stops at every durable point.
-//! - [`store`]: where versions, runs, checkpoints, history and timers live (SQLite).
+//! - [`store`]: where versions, runs, checkpoints, history and timers live (SQLite or
+//!   PostgreSQL).
 //! - [`engine`]: drives runs — performs each durable effect and commits it with the new
 //!   checkpoint in one transaction; claims runs so two processes never drive the same one.
 //! - [`tools`]: how tool bindings are called (`exec`, `http`, `llm`); [`process`] runs the

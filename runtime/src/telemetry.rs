@@ -10,7 +10,7 @@
 //!   output, a prompt, a comment or an error message, which may hold secrets or personal
 //!   data (`Secret` values included).
 //! - **One trace per run**: the first process that drives a run stores its root span's
-//!   context with the run ([`Store::set_trace`]); every later process (a worker after a
+//!   context with the run ([`Runs::set_trace`](crate::store::Runs::set_trace)); every later process (a worker after a
 //!   timer, an approval, a restart after a crash) creates its spans as children of that
 //!   stored remote context, so all of them share the run's trace id.
 //! - **Export**: a batch span processor on its own thread sends protobuf over HTTP through

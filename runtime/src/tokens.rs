@@ -102,6 +102,7 @@ pub fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Tokens;
     use crate::store::sqlite::SqliteStore;
 
     #[test]

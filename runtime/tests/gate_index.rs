@@ -253,7 +253,11 @@ fn the_store_writes_the_gate_index_in_the_commits_that_change_it() {
         );
 
         // Cancelling takes the run's gates out of the index.
-        assert!(store.cancel("r2", "ops", 200).unwrap());
+        assert!(
+            store
+                .cancel("r2", &flow_runtime::engine::cancel_event("ops", 200))
+                .unwrap()
+        );
         assert_eq!(store.gates(Some("r2")).unwrap(), []);
 
         // The backfill writes a row only for a run still waiting at that gate, and only once.

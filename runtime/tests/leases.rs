@@ -259,7 +259,10 @@ fn renew_claims_extends_the_owners_live_claims_only() {
 
         // A released claim stays released; a finished run's claim is left as it is.
         db.release(&mine, "me").unwrap();
-        assert!(db.cancel(&long, "operator", now).unwrap());
+        assert!(
+            db.cancel(&long, &flow_runtime::engine::cancel_event("operator", now))
+                .unwrap()
+        );
         project.db().execute(
             &format!(
                 "UPDATE runs SET owner = 'me', lease_until = {} WHERE id = $1",

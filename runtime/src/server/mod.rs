@@ -71,7 +71,7 @@ impl EngineHandle {
 /// notification) the engine syncs what came before, so grouping never lets a decision be
 /// acted upon before it is on disk.
 ///
-/// [`Store::begin_group`]: crate::store::Store::begin_group
+/// [`Store::begin_group`]: crate::store::GroupCommit::begin_group
 fn engine_loop(mut engine: Engine, jobs: mpsc::Receiver<Job>) {
     let mut last_round = Instant::now() - IDLE_POLL;
     loop {

@@ -7,9 +7,10 @@
 //! run has a row for gate `G` exactly when it is waiting at `G` — a commit whose run does not
 //! wait at a gate afterwards (decided, timed out, withdrawn, finished, cancelled) deletes the
 //! run's rows, and [`GateChange`] can only write the gate the run waits at. The stores share
-//! the column list and the text encoding below; only the SQL dialect differs.
+//! the column list, the text encoding and the SQL below (written once over `sql.rs`).
 
-use super::{Millis, StoreError, StoreResult};
+use super::sql::{Conn, Param, Row, SqlStore, params};
+use super::{Gates, Millis, RunStatus, StepCommit, StoreError, StoreResult};
 use crate::history::{GateKind, WaitingOn};
 
 /// One approval of a quorum that needs more, as recorded (`approval_recorded`).
@@ -88,11 +89,19 @@ pub struct GateCounts {
     pub oldest_opened_at: Option<Millis>,
 }
 
-/// The columns of `gates`, in the order of [`RawGate`].
-pub(crate) const GATE_COLUMNS: &str = "run, name, kind, workflow, version, started_by, opened_at, \
-     approvers, approvers_json, escalate_to, escalate_json, escalate_at, escalated, deadline, \
-     outer_deadline, quorum, allow_self, prompt, context, shown_sha256, input_schema, \
-     timeout_caught, options, approvals";
+/// The columns of `gates`, in the order of [`RawGate`] (and of [`raw_gate`]), as a literal
+/// for `concat!`.
+macro_rules! gate_columns {
+    () => {
+        "run, name, kind, workflow, version, started_by, opened_at, approvers, approvers_json, \
+         escalate_to, escalate_json, escalate_at, escalated, deadline, outer_deadline, quorum, \
+         allow_self, prompt, context, shown_sha256, input_schema, timeout_caught, options, \
+         approvals"
+    };
+}
+
+/// The columns of `gates` that [`raw_gate`] reads.
+pub(crate) const GATE_COLUMNS: &str = gate_columns!();
 
 /// The people a row names as deciders, as the `deciders` column holds them: a JSON list of
 /// `user:NAME` and `role:NAME`, from the approvers and, once it fired, the escalation. Only a
@@ -293,6 +302,243 @@ pub(crate) fn plan<'a>(
         Some(GateChange::Close(_)) | None => None,
     };
     Ok((keep, write))
+}
+
+/// A `gates` row read back, in the order of [`GATE_COLUMNS`].
+pub(crate) fn raw_gate(mut row: Row) -> StoreResult<RawGate> {
+    Ok(RawGate {
+        run: row.get(0)?,
+        name: row.get(1)?,
+        kind: row.get(2)?,
+        workflow: row.get(3)?,
+        version: row.get(4)?,
+        started_by: row.get(5)?,
+        opened_at: row.get(6)?,
+        approvers: row.get(7)?,
+        approvers_json: row.get(8)?,
+        escalate_to: row.get(9)?,
+        escalate_json: row.get(10)?,
+        escalate_at: row.get(11)?,
+        escalated: row.get(12)?,
+        deadline: row.get(13)?,
+        outer_deadline: row.get(14)?,
+        quorum: row.get(15)?,
+        allow_self: row.get(16)?,
+        prompt: row.get(17)?,
+        context: row.get(18)?,
+        shown_sha256: row.get(19)?,
+        input_schema: row.get(20)?,
+        timeout_caught: row.get(21)?,
+        options: row.get(22)?,
+        approvals: row.get(23)?,
+    })
+}
+
+fn gate_rows(rows: Vec<Row>) -> StoreResult<Vec<GateRow>> {
+    rows.into_iter()
+        .map(|row| raw_gate(row)?.finish())
+        .collect()
+}
+
+/// What writing a gate's row does when the run already has a row for that gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnConflict {
+    /// The new row replaces it (opening the gate again, an approval, an escalation).
+    Replace,
+    /// The row is left as it is (the backfill, the move to PostgreSQL).
+    Keep,
+}
+
+/// Writes a gate's row; returns how many rows it wrote (0 when a kept row was there).
+pub(crate) fn put_gate(
+    conn: &mut dyn Conn,
+    gate: &GateRow,
+    on_conflict: OnConflict,
+) -> StoreResult<u64> {
+    macro_rules! insert {
+        ($conflict:literal) => {
+            concat!(
+                "INSERT INTO gates (",
+                gate_columns!(),
+                ", deciders) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                 $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
+                 ON CONFLICT (run, name) ",
+                $conflict
+            )
+        };
+    }
+    let sql = match on_conflict {
+        // Every column but the key takes the new row's value.
+        OnConflict::Replace => insert!(
+            "DO UPDATE SET kind = excluded.kind,
+            workflow = excluded.workflow, version = excluded.version,
+            started_by = excluded.started_by, opened_at = excluded.opened_at,
+            approvers = excluded.approvers, approvers_json = excluded.approvers_json,
+            escalate_to = excluded.escalate_to, escalate_json = excluded.escalate_json,
+            escalate_at = excluded.escalate_at, escalated = excluded.escalated,
+            deadline = excluded.deadline, outer_deadline = excluded.outer_deadline,
+            quorum = excluded.quorum, allow_self = excluded.allow_self, prompt = excluded.prompt,
+            context = excluded.context, shown_sha256 = excluded.shown_sha256,
+            input_schema = excluded.input_schema, timeout_caught = excluded.timeout_caught,
+            options = excluded.options, approvals = excluded.approvals,
+            deciders = excluded.deciders"
+        ),
+        OnConflict::Keep => insert!("DO NOTHING"),
+    };
+    let sql = conn.dialect().sql(sql);
+    let r = RawGate::of(gate);
+    let deciders = deciders(gate);
+    conn.execute(
+        "writing the gate index",
+        sql,
+        params![
+            &r.run,
+            &r.name,
+            &r.kind,
+            &r.workflow,
+            &r.version,
+            &r.started_by,
+            r.opened_at,
+            &r.approvers,
+            &r.approvers_json,
+            &r.escalate_to,
+            &r.escalate_json,
+            r.escalate_at,
+            r.escalated,
+            r.deadline,
+            r.outer_deadline,
+            r.quorum,
+            r.allow_self,
+            &r.prompt,
+            &r.context,
+            &r.shown_sha256,
+            &r.input_schema,
+            r.timeout_caught,
+            &r.options,
+            &r.approvals,
+            &deciders,
+        ],
+    )
+}
+
+/// Brings the gate index of the step's run in line with what the run waits on afterwards
+/// (see [`plan`]), in the commit's transaction.
+pub(crate) fn apply(conn: &mut dyn Conn, step: &StepCommit) -> StoreResult<()> {
+    let (keep, write) = plan(&step.run, step.waiting_on.as_deref(), step.gate.as_ref())?;
+    match &keep {
+        Some(name) => {
+            let sql = conn
+                .dialect()
+                .sql("DELETE FROM gates WHERE run = $1 AND name <> $2");
+            conn.execute("updating the gate index", sql, params![&step.run, name])?;
+        }
+        None => close_all(conn, &step.run)?,
+    }
+    if let Some(row) = write {
+        put_gate(conn, row, OnConflict::Replace)?;
+    }
+    Ok(())
+}
+
+/// Takes every gate of `run` out of the index (the run waits at none any more).
+pub(crate) fn close_all(conn: &mut dyn Conn, run: &str) -> StoreResult<()> {
+    let sql = conn.dialect().sql("DELETE FROM gates WHERE run = $1");
+    conn.execute("updating the gate index", sql, params![run])?;
+    Ok(())
+}
+
+const READING: &str = "reading the gate index";
+
+impl<S: SqlStore + ?Sized> Gates for S {
+    fn gates(&mut self, run: Option<&str>) -> StoreResult<Vec<GateRow>> {
+        let conn = self.conn()?;
+        let dialect = conn.dialect();
+        let rows = match run {
+            Some(run) => conn.query(
+                READING,
+                dialect.sql(concat!(
+                    "SELECT ",
+                    gate_columns!(),
+                    " FROM gates WHERE run = $1 ORDER BY opened_at, name"
+                )),
+                params![run],
+            )?,
+            None => conn.query(
+                READING,
+                dialect.sql(concat!(
+                    "SELECT ",
+                    gate_columns!(),
+                    " FROM gates ORDER BY opened_at, run, name"
+                )),
+                &[],
+            )?,
+        };
+        gate_rows(rows)
+    }
+
+    fn gates_for(&mut self, user: &str, roles: &[String]) -> StoreResult<Vec<GateRow>> {
+        let patterns = decider_patterns(user, roles);
+        let named = (1..=patterns.len())
+            .map(|i| format!("deciders LIKE ${i} ESCAPE '\\'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let conn = self.conn()?;
+        let sql = conn.dialect().render(&format!(
+            "SELECT {GATE_COLUMNS} FROM gates WHERE {named} ORDER BY opened_at, run, name"
+        ));
+        let params: Vec<Param<'_>> = patterns.iter().map(Param::from).collect();
+        gate_rows(conn.query(READING, &sql, &params)?)
+    }
+
+    fn gate(&mut self, run: &str, name: &str) -> StoreResult<Option<GateRow>> {
+        let conn = self.conn()?;
+        let sql = conn.dialect().sql(concat!(
+            "SELECT ",
+            gate_columns!(),
+            " FROM gates WHERE run = $1 AND name = $2"
+        ));
+        conn.query_opt(READING, sql, params![run, name])?
+            .map(|row| raw_gate(row)?.finish())
+            .transpose()
+    }
+
+    fn gate_counts(&mut self) -> StoreResult<GateCounts> {
+        let conn = self.conn()?;
+        let sql = conn.dialect().sql(
+            "SELECT COUNT(CASE WHEN kind = 'approval' THEN 1 END),
+                    COUNT(CASE WHEN kind = 'input' THEN 1 END), MIN(opened_at)
+             FROM gates",
+        );
+        let Some(mut row) = conn.query_opt("counting open gates", sql, &[])? else {
+            return Ok(GateCounts::default());
+        };
+        Ok(GateCounts {
+            approvals: row.get(0)?,
+            inputs: row.get(1)?,
+            oldest_opened_at: row.get(2)?,
+        })
+    }
+
+    fn index_gate(&mut self, row: &GateRow) -> StoreResult<bool> {
+        let doing = "indexing an open gate";
+        self.conn()?.transaction(doing, |conn| {
+            let sql = conn
+                .dialect()
+                .sql("SELECT status, waiting_on FROM runs WHERE id = $1 {FOR_UPDATE}");
+            let waiting = match conn.query_opt(doing, sql, params![&row.run])? {
+                Some(mut r) => Some((r.get::<String>(0)?, r.get::<Option<String>>(1)?)),
+                None => None,
+            };
+            let expected = WaitingOn::gate(row.kind, &row.name).to_string();
+            let still_there = waiting.is_some_and(|(status, waiting_on)| {
+                status == RunStatus::Waiting.as_str() && waiting_on.as_deref() == Some(&expected)
+            });
+            if !still_there {
+                return Ok(false);
+            }
+            Ok(put_gate(conn, row, OnConflict::Keep)? > 0)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,22 @@
 //! `flowrt migrate-store`: moves an installation from a SQLite file to PostgreSQL — deployed
 //! versions, runs with their checkpoints, waiting gates (with their gate index rows) and
-//! timers, the whole history with its audit hashes, settings (the test clock), API tokens and the refusal log — in one PostgreSQL
-//! transaction, from one consistent SQLite snapshot. Afterwards every run's audit chain is
-//! verified on the target and the counts compared with the source.
+//! timers, the whole history with its audit hashes, settings (the test clock), API tokens
+//! and the refusal log — in one PostgreSQL transaction, from one consistent SQLite snapshot.
+//! Afterwards every run's audit chain is verified on the target and the counts compared
+//! with the source.
+//!
+//! In: a SQLite path and a PostgreSQL URL. Out: what was [`Moved`]. Rows are copied table by
+//! table through the dialect layer (`sql.rs`), values as they are; gate index rows are read
+//! and written as [`super::GateRow`]s (their flags are integers on SQLite, booleans on
+//! PostgreSQL).
 //!
 //! Claims are not carried over: a run that was being driven is taken up by the first worker
 //! on the new store, from its last checkpoint, exactly as after a crash.
 
+use super::gate_index::{GATE_COLUMNS, OnConflict, put_gate, raw_gate};
 use super::postgres::PostgresStore;
-use super::{Store, StoreError, StoreResult};
-use rusqlite::{OpenFlags, params};
+use super::sql::{Conn, Param, SqlStore};
+use super::{Gates, History, Runs, StoreError, StoreResult};
 use std::path::Path;
 
 /// What was moved.
@@ -25,18 +32,135 @@ pub struct Moved {
     pub settings: usize,
 }
 
-fn sqlite_error(doing: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |e| StoreError::Database(format!("{doing} (the SQLite source): {e}"))
+/// A table to copy: its name, the columns copied, the order rows are read in (parents
+/// before children) and what a row already on the target does.
+struct Table {
+    name: &'static str,
+    columns: &'static str,
+    order: &'static str,
+    conflict: &'static str,
 }
 
-fn pg_error(doing: &str) -> impl Fn(postgres::Error) -> StoreError + '_ {
-    move |e| {
-        let detail = e
-            .as_db_error()
-            .map(|d| d.message().to_string())
-            .unwrap_or_else(|| e.to_string());
-        StoreError::Database(format!("{doing} (the PostgreSQL target): {detail}"))
-    }
+/// In the order they are copied: a table's foreign keys point at tables copied before it.
+const TABLES: &[Table] = &[
+    Table {
+        name: "versions",
+        columns: "hash, artifact, deployed_at",
+        order: "ORDER BY deployed_at, hash",
+        conflict: "ON CONFLICT (hash) DO NOTHING",
+    },
+    // A child is created after its parent.
+    Table {
+        name: "runs",
+        columns: "id, workflow, version, status, input, output, error, waiting_on, wake_at, \
+                  started_by, parent, created_at, updated_at, trace",
+        order: "ORDER BY created_at, rowid",
+        conflict: "",
+    },
+    Table {
+        name: "checkpoints",
+        columns: "run, format_version, program_hash, state, updated_at, calls",
+        order: "",
+        conflict: "",
+    },
+    Table {
+        name: "events",
+        columns: "run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash, seal",
+        order: "ORDER BY run, seq",
+        conflict: "",
+    },
+    // Signed with the audit key, which the target's processes must share (spec/runtime.md).
+    Table {
+        name: "audit_heads",
+        columns: "run, n, prev_run, seq, hash, keyed_from, mac",
+        order: "",
+        conflict: "",
+    },
+    Table {
+        name: "settings",
+        columns: "key, value",
+        order: "",
+        conflict: "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    },
+    Table {
+        name: "tokens",
+        columns: "id, \"user\", name, hash, created_at, expires_at, revoked_at",
+        order: "",
+        conflict: "",
+    },
+    Table {
+        name: "refusals",
+        columns: "at, who, request, status, reason, client, count, last_at",
+        order: "ORDER BY rowid",
+        conflict: "",
+    },
+];
+
+/// Copies every row of `table`; returns how many.
+fn copy(source: &mut dyn Conn, target: &mut dyn Conn, table: &Table) -> StoreResult<usize> {
+    let Table {
+        name,
+        columns,
+        order,
+        conflict,
+    } = table;
+    let placeholders = (1..=columns.split(',').count())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let insert = format!("INSERT INTO {name} ({columns}) VALUES ({placeholders}) {conflict}");
+    let (reading, writing) = (format!("reading {name}"), format!("writing {name}"));
+    let mut copied = 0;
+    source.for_each(
+        &reading,
+        &format!("SELECT {columns} FROM {name} {order}"),
+        &[],
+        &mut |row| {
+            let values = row.into_values();
+            let params: Vec<Param<'_>> = values.iter().map(Param::from).collect();
+            target.execute(&writing, &insert, &params)?;
+            copied += 1;
+            Ok(())
+        },
+    )?;
+    Ok(copied)
+}
+
+/// The gate index, row by row (each checked as it is read). A source from before the index
+/// may not hold every open gate yet: the first engine on the target indexes the rest, as it
+/// would have on the source (the `gate_index_complete` setting moves with the settings).
+fn copy_gates(source: &mut dyn Conn, target: &mut dyn Conn) -> StoreResult<usize> {
+    let mut copied = 0;
+    source.for_each(
+        "reading the gate index",
+        &format!("SELECT {GATE_COLUMNS} FROM gates ORDER BY run, name"),
+        &[],
+        &mut |row| {
+            put_gate(target, &raw_gate(row)?.finish()?, OnConflict::Keep)?;
+            copied += 1;
+            Ok(())
+        },
+    )?;
+    Ok(copied)
+}
+
+/// The installation head of the audit trail (its row exists on both from migration 6).
+fn copy_installation(source: &mut dyn Conn, target: &mut dyn Conn) -> StoreResult<()> {
+    let doing = "reading the installation's audit head";
+    let sql = "SELECT runs, last_run, mac FROM audit_installation WHERE id = 1";
+    let Some(row) = source.query_opt(doing, sql, &[])? else {
+        return Err(StoreError::Database(
+            "the SQLite source has no installation head".into(),
+        ));
+    };
+    let values = row.into_values();
+    let params: Vec<Param<'_>> = values.iter().map(Param::from).collect();
+    target.execute(
+        "writing the installation's audit head",
+        "UPDATE audit_installation SET runs = $1, last_run = $2, mac = $3 WHERE id = 1",
+        &params,
+    )?;
+    Ok(())
 }
 
 /// Copies everything from the SQLite database at `from` into the PostgreSQL store at `to`,
@@ -50,366 +174,42 @@ pub fn sqlite_to_postgres(from: &Path, to: &str) -> StoreResult<Moved> {
     }
     // Brings the source up to the current schema first (a no-op when it is current).
     drop(super::sqlite::SqliteStore::open(from)?);
-    let mut source = rusqlite::Connection::open_with_flags(
-        from,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sqlite_error("opening"))?;
-    // One read transaction: a consistent snapshot even if a flowrt still writes to it.
-    let snapshot = source.transaction().map_err(sqlite_error("reading"))?;
-
+    let mut source = super::sqlite::snapshot(from)?;
     // Creates the schema on the target.
-    drop(PostgresStore::connect(to)?);
-    let mut target =
-        postgres::Client::connect(to, postgres::NoTls).map_err(pg_error("connecting"))?;
-    let mut tx = target.transaction().map_err(pg_error("starting"))?;
-    let existing: i64 = tx
-        .query_one("SELECT COUNT(*) FROM runs", &[])
-        .map_err(pg_error("checking the target"))?
-        .get(0);
-    if existing > 0 {
-        return Err(StoreError::Database(format!(
-            "the target already holds {existing} run(s); migrate into an empty database"
-        )));
-    }
-    let mut moved = Moved::default();
-
-    let mut read = snapshot
-        .prepare("SELECT hash, artifact, deployed_at FROM versions ORDER BY deployed_at, hash")
-        .map_err(sqlite_error("reading versions"))?;
-    let rows = read
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-        .map_err(sqlite_error("reading versions"))?;
-    for row in rows {
-        let (hash, artifact, at) = row.map_err(sqlite_error("reading versions"))?;
-        tx.execute(
-            "INSERT INTO versions (hash, artifact, deployed_at) VALUES ($1, $2, $3)
-             ON CONFLICT (hash) DO NOTHING",
-            &[&hash, &artifact, &at],
-        )
-        .map_err(pg_error("writing versions"))?;
-        moved.versions += 1;
-    }
-
-    // Parents before children: in creation order (a child is created after its parent).
-    let mut read = snapshot
-        .prepare(
-            "SELECT id, workflow, version, status, input, output, error, waiting_on, wake_at,
-                    started_by, parent, created_at, updated_at, trace
-             FROM runs ORDER BY created_at, rowid",
-        )
-        .map_err(sqlite_error("reading runs"))?;
-    let mut runs = read.query([]).map_err(sqlite_error("reading runs"))?;
-    let insert_run = tx
-        .prepare(
-            "INSERT INTO runs (id, workflow, version, status, input, output, error, waiting_on,
-                               wake_at, started_by, parent, created_at, updated_at, trace)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .map_err(pg_error("writing runs"))?;
-    while let Some(r) = runs.next().map_err(sqlite_error("reading runs"))? {
-        let get_text = |i| r.get::<_, String>(i);
-        let get_opt = |i| r.get::<_, Option<String>>(i);
-        let values = (
-            get_text(0),
-            get_text(1),
-            get_text(2),
-            get_text(3),
-            get_text(4),
-            get_opt(5),
-            get_opt(6),
-            get_opt(7),
-            r.get::<_, Option<i64>>(8),
-            get_text(9),
-            get_opt(10),
-            r.get::<_, i64>(11),
-            r.get::<_, i64>(12),
-            get_opt(13),
-        );
-        let read_error = sqlite_error("reading runs");
-        let (id, workflow, version, status, input, output, error, waiting_on) = (
-            values.0.map_err(&read_error)?,
-            values.1.map_err(&read_error)?,
-            values.2.map_err(&read_error)?,
-            values.3.map_err(&read_error)?,
-            values.4.map_err(&read_error)?,
-            values.5.map_err(&read_error)?,
-            values.6.map_err(&read_error)?,
-            values.7.map_err(&read_error)?,
-        );
-        let (wake_at, started_by, parent, created_at, updated_at, trace) = (
-            values.8.map_err(&read_error)?,
-            values.9.map_err(&read_error)?,
-            values.10.map_err(&read_error)?,
-            values.11.map_err(&read_error)?,
-            values.12.map_err(&read_error)?,
-            values.13.map_err(&read_error)?,
-        );
-        tx.execute(
-            &insert_run,
-            &[
-                &id,
-                &workflow,
-                &version,
-                &status,
-                &input,
-                &output,
-                &error,
-                &waiting_on,
-                &wake_at,
-                &started_by,
-                &parent,
-                &created_at,
-                &updated_at,
-                &trace,
-            ],
-        )
-        .map_err(pg_error("writing runs"))?;
-        moved.runs += 1;
-    }
-    drop(runs);
-
-    let mut read = snapshot
-        .prepare(
-            "SELECT run, format_version, program_hash, state, updated_at, calls FROM checkpoints",
-        )
-        .map_err(sqlite_error("reading checkpoints"))?;
-    let rows = read
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<String>>(5)?,
-            ))
-        })
-        .map_err(sqlite_error("reading checkpoints"))?;
-    for row in rows {
-        let (run, format_version, program_hash, state, at, calls) =
-            row.map_err(sqlite_error("reading checkpoints"))?;
-        tx.execute(
-            "INSERT INTO checkpoints (run, format_version, program_hash, state, updated_at, calls)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&run, &format_version, &program_hash, &state, &at, &calls],
-        )
-        .map_err(pg_error("writing checkpoints"))?;
-    }
-
-    let mut read = snapshot
-        .prepare(
-            "SELECT run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash, seal
-             FROM events ORDER BY run, seq",
-        )
-        .map_err(sqlite_error("reading history"))?;
-    let insert_event = tx
-        .prepare(
-            "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash, seal)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .map_err(pg_error("writing history"))?;
-    let mut events = read.query([]).map_err(sqlite_error("reading history"))?;
-    while let Some(r) = events.next().map_err(sqlite_error("reading history"))? {
-        let e = sqlite_error("reading history");
-        let run: String = r.get(0).map_err(&e)?;
-        let seq: i64 = r.get(1).map_err(&e)?;
-        let at: i64 = r.get(2).map_err(&e)?;
-        let kind: String = r.get(3).map_err(&e)?;
-        let step: Option<String> = r.get(4).map_err(&e)?;
-        let attempt: Option<i64> = r.get(5).map_err(&e)?;
-        let line: Option<i64> = r.get(6).map_err(&e)?;
-        let duration: Option<i64> = r.get(7).map_err(&e)?;
-        let data: String = r.get(8).map_err(&e)?;
-        let prev_hash: String = r.get(9).map_err(&e)?;
-        let hash: String = r.get(10).map_err(&e)?;
-        let seal: Option<String> = r.get(11).map_err(&e)?;
-        tx.execute(
-            &insert_event,
-            &[
-                &run, &seq, &at, &kind, &step, &attempt, &line, &duration, &data, &prev_hash,
-                &hash, &seal,
-            ],
-        )
-        .map_err(pg_error("writing history"))?;
-        moved.events += 1;
-    }
-    drop(events);
-    copy_audit_heads(&snapshot, &mut tx)?;
-    moved.gates = copy_gates(&snapshot, &mut tx)?;
-
-    let mut read = snapshot
-        .prepare("SELECT key, value FROM settings")
-        .map_err(sqlite_error("reading settings"))?;
-    let rows = read
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .map_err(sqlite_error("reading settings"))?;
-    for row in rows {
-        let (key, value) = row.map_err(sqlite_error("reading settings"))?;
-        tx.execute(
-            "INSERT INTO settings (key, value) VALUES ($1, $2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[&key, &value],
-        )
-        .map_err(pg_error("writing settings"))?;
-        moved.settings += 1;
-    }
-
-    let mut read = snapshot
-        .prepare("SELECT id, user, name, hash, created_at, expires_at, revoked_at FROM tokens")
-        .map_err(sqlite_error("reading tokens"))?;
-    let rows = read
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, Option<i64>>(6)?,
-            ))
-        })
-        .map_err(sqlite_error("reading tokens"))?;
-    for row in rows {
-        let (id, user, name, hash, created, expires, revoked) =
-            row.map_err(sqlite_error("reading tokens"))?;
-        tx.execute(
-            "INSERT INTO tokens (id, \"user\", name, hash, created_at, expires_at, revoked_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[&id, &user, &name, &hash, &created, &expires, &revoked],
-        )
-        .map_err(pg_error("writing tokens"))?;
-        moved.tokens += 1;
-    }
-
-    let mut read = snapshot
-        .prepare(
-            "SELECT at, who, request, status, reason, client, count, last_at FROM refusals
-             ORDER BY rowid",
-        )
-        .map_err(sqlite_error("reading refusals"))?;
-    let rows = read
-        .query_map(params![], |r| {
-            Ok((
-                (
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                ),
-                (
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, i64>(7)?,
-                ),
-            ))
-        })
-        .map_err(sqlite_error("reading refusals"))?;
-    for row in rows {
-        let ((at, who, request, status), (reason, client, count, last_at)) =
-            row.map_err(sqlite_error("reading refusals"))?;
-        tx.execute(
-            "INSERT INTO refusals (at, who, request, status, reason, client, count, last_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &at, &who, &request, &status, &reason, &client, &count, &last_at,
-            ],
-        )
-        .map_err(pg_error("writing refusals"))?;
-        moved.refusals += 1;
-    }
-    tx.commit().map_err(pg_error("committing"))?;
-
-    verify(to, &moved)?;
+    let mut target = PostgresStore::connect(to)?;
+    let moved = target
+        .conn()?
+        .transaction("moving the installation", |target| {
+            let existing = target
+                .value::<i64>("checking the target", "SELECT COUNT(*) FROM runs", &[])?
+                .unwrap_or(0);
+            if existing > 0 {
+                return Err(StoreError::Database(format!(
+                    "the target already holds {existing} run(s); migrate into an empty database"
+                )));
+            }
+            let mut moved = Moved::default();
+            for table in TABLES {
+                let copied = copy(source.as_mut(), target, table)?;
+                match table.name {
+                    "versions" => moved.versions = copied,
+                    "runs" => moved.runs = copied,
+                    "events" => moved.events = copied,
+                    "settings" => moved.settings = copied,
+                    "tokens" => moved.tokens = copied,
+                    "refusals" => moved.refusals = copied,
+                    _ => {}
+                }
+            }
+            copy_installation(source.as_mut(), target)?;
+            moved.gates = copy_gates(source.as_mut(), target)?;
+            Ok(moved)
+        })?;
+    verify(&mut target, &moved)?;
     Ok(moved)
 }
-
-/// The gate index, row by row (each checked as it is read). A source from before the index
-/// may not hold every open gate yet: the first engine on the target indexes the rest, as it
-/// would have on the source (the `gate_index_complete` setting moves with the settings).
-fn copy_gates(
-    snapshot: &rusqlite::Connection,
-    tx: &mut postgres::Transaction<'_>,
-) -> StoreResult<usize> {
-    let mut read = snapshot
-        .prepare(&format!(
-            "SELECT {} FROM gates ORDER BY run, name",
-            super::gate_index::GATE_COLUMNS
-        ))
-        .map_err(sqlite_error("reading the gate index"))?;
-    let rows = read
-        .query_map([], super::sqlite::gate_row)
-        .map_err(sqlite_error("reading the gate index"))?;
-    let mut copied = 0;
-    for row in rows {
-        let row = row
-            .map_err(sqlite_error("reading the gate index"))?
-            .finish()?;
-        super::postgres::put_gate(tx, &row, "DO NOTHING")
-            .map_err(pg_error("writing the gate index"))?;
-        copied += 1;
-    }
-    Ok(copied)
-}
-
-/// The audit trail's run heads and installation head, as they are: they are signed with the
-/// audit key, which the target's processes must share (see spec/runtime.md).
-fn copy_audit_heads(
-    snapshot: &rusqlite::Connection,
-    tx: &mut postgres::Transaction<'_>,
-) -> StoreResult<()> {
-    let mut read = snapshot
-        .prepare("SELECT run, n, prev_run, seq, hash, keyed_from, mac FROM audit_heads")
-        .map_err(sqlite_error("reading audit heads"))?;
-    let mut heads = read
-        .query([])
-        .map_err(sqlite_error("reading audit heads"))?;
-    while let Some(r) = heads.next().map_err(sqlite_error("reading audit heads"))? {
-        let e = sqlite_error("reading audit heads");
-        let (run, n, prev_run): (String, i64, Option<String>) = (
-            r.get(0).map_err(&e)?,
-            r.get(1).map_err(&e)?,
-            r.get(2).map_err(&e)?,
-        );
-        let (seq, hash, keyed_from, mac): (i64, String, i64, String) = (
-            r.get(3).map_err(&e)?,
-            r.get(4).map_err(&e)?,
-            r.get(5).map_err(&e)?,
-            r.get(6).map_err(&e)?,
-        );
-        tx.execute(
-            "INSERT INTO audit_heads (run, n, prev_run, seq, hash, keyed_from, mac)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[&run, &n, &prev_run, &seq, &hash, &keyed_from, &mac],
-        )
-        .map_err(pg_error("writing audit heads"))?;
-    }
-    let (runs, last_run, mac): (i64, Option<String>, String) = snapshot
-        .query_row(
-            "SELECT runs, last_run, mac FROM audit_installation WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .map_err(sqlite_error("reading the installation's audit head"))?;
-    tx.execute(
-        "UPDATE audit_installation SET runs = $1, last_run = $2, mac = $3 WHERE id = 1",
-        &[&runs, &last_run, &mac],
-    )
-    .map_err(pg_error("writing the installation's audit head"))?;
-    Ok(())
-}
-
 /// Reads the target back through the store: the counts match and every chain verifies.
-fn verify(to: &str, moved: &Moved) -> StoreResult<()> {
-    let mut store = PostgresStore::connect(to)?;
+fn verify(store: &mut PostgresStore, moved: &Moved) -> StoreResult<()> {
     let runs = store.runs(None)?;
     if runs.len() != moved.runs {
         return Err(StoreError::Database(format!(

@@ -1,16 +1,26 @@
 //! The store: where deployed versions, runs, checkpoints, history and timers live.
 //!
-//! One trait, [`Store`]; SQLite ([`sqlite::SqliteStore`]) behind it now, PostgreSQL later.
-//! Every method that changes a run does it in one transaction, so a crash at any instant
-//! leaves either all of a step's effects recorded or none.
+//! One trait, [`Store`], composed of one trait per concern ([`Versions`], [`Runs`],
+//! [`History`], [`Gates`], [`Tokens`], [`Settings`], [`GroupCommit`]). Their SQL is written
+//! once (`runs.rs`, `events.rs`, `gate_index.rs`, `admin.rs`, the schema in `schema.rs`) over
+//! the dialect layer of `sql.rs`, which SQLite ([`sqlite::SqliteStore`], one file) and
+//! PostgreSQL ([`postgres::PostgresStore`], many workers) implement. Every method that
+//! changes a run does it in one transaction, so a crash at any instant leaves either all of a
+//! step's effects recorded or none. The store never makes up a history event: it appends
+//! the ones it is given.
 //!
 //! Runs are driven by one process at a time: a process *claims* a run (owner + lease expiry)
 //! before driving it, and every commit checks the claim, so two `flowrt` processes on the same
 //! database never drive the same run at once. An expired lease may be taken over.
 
+mod admin;
+mod events;
 pub mod gate_index;
 pub mod migrate;
 pub mod postgres;
+mod runs;
+pub mod schema;
+pub mod sql;
 pub mod sqlite;
 
 pub use crate::history::EventKind;
@@ -167,7 +177,7 @@ pub struct NewEvent {
     pub data: String,
 }
 
-/// Everything one step changes, committed atomically by [`Store::commit`].
+/// Everything one step changes, committed atomically by [`Runs::commit`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepCommit {
     pub run: String,
@@ -332,35 +342,17 @@ pub fn open(spec: &str) -> StoreResult<Box<dyn Store>> {
     ))?))
 }
 
-pub trait Store {
+/// Deployed versions.
+pub trait Versions {
     /// Records a deployed version (idempotent: deploying the same hash again is a no-op).
     fn deploy(&mut self, hash: &str, artifact: &[u8], now: Millis) -> StoreResult<()>;
     fn artifact(&mut self, hash: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Every deployed version with when it was deployed, oldest first.
     fn versions(&mut self) -> StoreResult<Vec<(String, Millis)>>;
+}
 
-    /// Appends one event to a run's history (and audit trail) outside any step: something
-    /// that happened to the run, such as a refused request, without changing its state.
-    fn note(&mut self, run: &str, event: &NewEvent) -> StoreResult<()>;
-
-    fn create_token(&mut self, token: &TokenRecord, hash: &str) -> StoreResult<()>;
-    fn token_by_hash(&mut self, hash: &str) -> StoreResult<Option<TokenRecord>>;
-    fn tokens(&mut self) -> StoreResult<Vec<TokenRecord>>;
-    /// Returns false when there is no such live token.
-    fn revoke_token(&mut self, id: &str, now: Millis) -> StoreResult<bool>;
-    /// Records a refused request within the log's bounds ([`Refusal::bounded`]): counted in
-    /// the latest row of the same client, `who` and status when that row began less than
-    /// [`REFUSAL_WINDOW_MS`] before, else as a new row, deleting the oldest beyond
-    /// [`REFUSAL_LOG_ROWS`].
-    fn record_refusal(&mut self, refusal: &Refusal) -> StoreResult<()>;
-    /// How many history events of `kind` were recorded at or after `since` (all runs).
-    fn count_events(&mut self, kind: EventKind, since: Millis) -> StoreResult<i64>;
-    /// How many runs each workflow has in each status (counted by the database, from an
-    /// index: `/metrics` reads no run).
-    fn count_runs(&mut self) -> StoreResult<Vec<(String, RunStatus, i64)>>;
-    /// The most recent refusals first.
-    fn refusals(&mut self, limit: usize) -> StoreResult<Vec<Refusal>>;
-
+/// Runs, their checkpoints and their claims.
+pub trait Runs {
     /// Creates a run with its first checkpoint and events, claimed by `owner` until
     /// `lease_until` (or unclaimed when `owner` is `None`).
     fn create_run(
@@ -408,9 +400,32 @@ pub trait Store {
     /// its run's claim; if any does not, nothing is committed.
     fn commit(&mut self, commits: &[StepCommit]) -> StoreResult<()>;
 
+    /// Cancels a run that has not finished: status `cancelled` at `event.at`, `event` (a
+    /// `run_cancelled`, made by the engine) appended, the claim dropped and its open gates
+    /// taken out of the gate index. Returns false when the run had already finished.
+    fn cancel(&mut self, run: &str, event: &NewEvent) -> StoreResult<bool>;
+
     fn run(&mut self, run: &str) -> StoreResult<Option<RunRecord>>;
     /// Runs, newest first, optionally only those with `status`.
     fn runs(&mut self, status: Option<RunStatus>) -> StoreResult<Vec<RunRecord>>;
+    /// How many runs each workflow has in each status (counted by the database, from an
+    /// index: `/metrics` reads no run).
+    fn count_runs(&mut self) -> StoreResult<Vec<(String, RunStatus, i64)>>;
+    /// When the next waiting run's timer is due, if any.
+    fn next_wake(&mut self) -> StoreResult<Option<Millis>>;
+
+    /// The trace context of the run's root span (a W3C `traceparent`), if one was stored:
+    /// every process that drives the run puts its spans into that trace.
+    fn trace_of(&mut self, run: &str) -> StoreResult<Option<String>>;
+    /// Stores the trace context of the run's root span.
+    fn set_trace(&mut self, run: &str, trace: &str) -> StoreResult<()>;
+}
+
+/// Runs' histories and the audit trail that links them.
+pub trait History {
+    /// Appends one event to a run's history (and audit trail) outside any step: something
+    /// that happened to the run, such as a refused request, without changing its state.
+    fn note(&mut self, run: &str, event: &NewEvent) -> StoreResult<()>;
     fn history(&mut self, run: &str) -> StoreResult<Vec<Event>>;
     /// The run's head in the audit trail (none for a run begun before the audit key).
     fn audit_head(&mut self, run: &str) -> StoreResult<Option<crate::audit::Head>>;
@@ -419,7 +434,12 @@ pub trait Store {
     fn audit_heads(
         &mut self,
     ) -> StoreResult<(Option<crate::audit::Installation>, Vec<crate::audit::Head>)>;
+    /// How many history events of `kind` were recorded at or after `since` (all runs).
+    fn count_events(&mut self, kind: EventKind, since: Millis) -> StoreResult<i64>;
+}
 
+/// The gate index (see [`gate_index`]).
+pub trait Gates {
     /// The open gates of the gate index, oldest first: every one, or `run`'s.
     fn gates(&mut self, run: Option<&str>) -> StoreResult<Vec<GateRow>>;
     /// The open gates whose approvers — or escalation, once it fired — name `user` or one of
@@ -434,44 +454,49 @@ pub trait Store {
     /// migrated from an older schema): writes `row` only if its run still waits at that gate
     /// and has no row for it yet. Returns whether it wrote the row.
     fn index_gate(&mut self, row: &GateRow) -> StoreResult<bool>;
+}
 
-    /// Cancels a run that has not finished: status `cancelled`, an event, the claim dropped
-    /// (and its open gates taken out of the gate index).
-    /// Returns false when the run had already finished.
-    fn cancel(&mut self, run: &str, by: &str, now: Millis) -> StoreResult<bool>;
+/// API tokens of `flowrt serve` and the log of refused requests.
+pub trait Tokens {
+    fn create_token(&mut self, token: &TokenRecord, hash: &str) -> StoreResult<()>;
+    fn token_by_hash(&mut self, hash: &str) -> StoreResult<Option<TokenRecord>>;
+    fn tokens(&mut self) -> StoreResult<Vec<TokenRecord>>;
+    /// Returns false when there is no such live token.
+    fn revoke_token(&mut self, id: &str, now: Millis) -> StoreResult<bool>;
+    /// Records a refused request within the log's bounds ([`Refusal::bounded`]): counted in
+    /// the latest row of the same client, `who` and status when that row began less than
+    /// [`REFUSAL_WINDOW_MS`] before, else as a new row, deleting the oldest beyond
+    /// [`REFUSAL_LOG_ROWS`].
+    fn record_refusal(&mut self, refusal: &Refusal) -> StoreResult<()>;
+    /// The most recent refusals first.
+    fn refusals(&mut self, limit: usize) -> StoreResult<Vec<Refusal>>;
+}
 
-    /// When the next waiting run's timer is due, if any.
-    fn next_wake(&mut self) -> StoreResult<Option<Millis>>;
-
-    /// A setting of the database itself (e.g. the test clock's offset).
+/// Settings of the database itself (e.g. the test clock's offset).
+pub trait Settings {
     fn setting(&mut self, key: &str) -> StoreResult<Option<String>>;
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()>;
-
-    /// The trace context of the run's root span (a W3C `traceparent`), if one was stored:
-    /// every process that drives the run puts its spans into that trace.
-    fn trace_of(&mut self, run: &str) -> StoreResult<Option<String>>;
-
-    /// Group commit across requests (`flowrt serve`): until [`Store::end_group`], commits
-    /// need not reach the disk one by one. Whoever groups acknowledges nothing before
-    /// `end_group` returns, and calls [`Store::flush`] before any effect outside the
-    /// database (a tool call, a notification), so the durability contract is unchanged: what
-    /// was acknowledged or acted upon is on disk.
-    fn begin_group(&mut self) -> StoreResult<()> {
-        Ok(())
-    }
-
-    /// Makes everything committed so far durable; grouping goes on.
-    fn flush(&mut self) -> StoreResult<()> {
-        Ok(())
-    }
-
-    /// Makes everything committed so far durable and ends the group.
-    fn end_group(&mut self) -> StoreResult<()> {
-        Ok(())
-    }
-    /// Stores the trace context of the run's root span.
-    fn set_trace(&mut self, run: &str, trace: &str) -> StoreResult<()>;
 }
+
+/// Group commit across requests (`flowrt serve`), which each driver does its own way.
+pub trait GroupCommit {
+    /// Until [`GroupCommit::end_group`], commits need not reach the disk one by one. Whoever
+    /// groups acknowledges nothing before `end_group` returns, and calls
+    /// [`GroupCommit::flush`] before any effect outside the database (a tool call, a
+    /// notification), so the durability contract is unchanged: what was acknowledged or
+    /// acted upon is on disk.
+    fn begin_group(&mut self) -> StoreResult<()>;
+    /// Makes everything committed so far durable; grouping goes on.
+    fn flush(&mut self) -> StoreResult<()>;
+    /// Makes everything committed so far durable and ends the group.
+    fn end_group(&mut self) -> StoreResult<()>;
+}
+
+/// The whole store, as the engine and the commands hold it (`Box<dyn Store>`): every concern
+/// above. Implemented for every type that implements them all.
+pub trait Store: Versions + Runs + History + Gates + Tokens + Settings + GroupCommit {}
+
+impl<T: Versions + Runs + History + Gates + Tokens + Settings + GroupCommit + ?Sized> Store for T {}
 
 #[cfg(test)]
 mod tests {

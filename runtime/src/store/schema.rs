@@ -1,0 +1,194 @@
+//! The store's schema: one list of versioned migrations for both stores, written as
+//! [`Dialect::render`] templates. `MIGRATIONS[i]` takes the schema from version `i` to
+//! version `i + 1`; each store keeps the version it reached (SQLite in `PRAGMA
+//! user_version`, PostgreSQL in the table `flow_schema`) and applies the rest in one
+//! transaction when it opens the database. Never edit a released migration (databases in
+//! use were built by it, in both dialects); append a new one.
+//!
+//! What the dialects' schemas differ in is spelled out where it happens: column types,
+//! PostgreSQL's `n BIGSERIAL` columns (SQLite numbers rows by `rowid`), and the index of
+//! events by kind, which PostgreSQL made in migration 5 and SQLite in 10.
+
+use super::sql::{Conn, Dialect};
+use super::{StoreError, StoreResult};
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: versions, runs, checkpoints, events. `n` orders runs created in the same millisecond
+    // on PostgreSQL.
+    "CREATE TABLE versions (
+        hash        TEXT PRIMARY KEY,
+        artifact    {BLOB} NOT NULL,
+        deployed_at {INT} NOT NULL
+    );
+    CREATE TABLE runs (
+        {postgres:n           BIGSERIAL UNIQUE,}
+        id          TEXT PRIMARY KEY,
+        workflow    TEXT NOT NULL,
+        version     TEXT NOT NULL REFERENCES versions(hash),
+        status      TEXT NOT NULL,
+        input       TEXT NOT NULL,
+        output      TEXT,
+        error       TEXT,
+        waiting_on  TEXT,
+        wake_at     {INT},
+        started_by  TEXT NOT NULL,
+        parent      TEXT REFERENCES runs(id),
+        created_at  {INT} NOT NULL,
+        updated_at  {INT} NOT NULL,
+        owner       TEXT,
+        lease_until {INT}
+    );
+    CREATE INDEX runs_by_status_wake ON runs(status, wake_at);
+    CREATE INDEX runs_by_status_created ON runs(status, created_at);
+    CREATE INDEX runs_by_created ON runs(created_at);
+    CREATE TABLE checkpoints (
+        run            TEXT PRIMARY KEY REFERENCES runs(id),
+        format_version {INT} NOT NULL,
+        program_hash   TEXT NOT NULL,
+        state          {BLOB} NOT NULL,
+        updated_at     {INT} NOT NULL
+    );
+    CREATE TABLE events (
+        run         TEXT NOT NULL REFERENCES runs(id),
+        seq         {INT} NOT NULL,
+        at          {INT} NOT NULL,
+        kind        TEXT NOT NULL,
+        step        TEXT,
+        attempt     {INT},
+        line        {INT},
+        duration_ms {INT},
+        data        TEXT NOT NULL,
+        PRIMARY KEY (run, seq)
+    );",
+    // 2: settings of the database itself (the test clock).
+    "CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
+    // 3: the hash chain of the audit trail.
+    "ALTER TABLE events ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
+     ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT '';",
+    // 4: the run's trace context (W3C traceparent of its root span), so that every process
+    // that drives the run exports its spans into the same trace.
+    "ALTER TABLE runs ADD COLUMN trace TEXT;",
+    // 5: API tokens of `flowrt serve` (only their SHA-256 is kept) and refused requests that
+    // concern no run (those that do are in the run's history).
+    "CREATE TABLE tokens (
+        id         TEXT PRIMARY KEY,
+        \"user\"     TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        hash       TEXT NOT NULL UNIQUE,
+        created_at {INT} NOT NULL,
+        expires_at {INT},
+        revoked_at {INT}
+    );
+    CREATE TABLE refusals (
+        {postgres:n       BIGSERIAL PRIMARY KEY,}
+        at      {INT} NOT NULL,
+        who     TEXT NOT NULL,
+        request TEXT NOT NULL,
+        status  {INT} NOT NULL,
+        reason  TEXT NOT NULL
+    );
+    {postgres:CREATE INDEX events_by_kind_at ON events(kind, at);}",
+    // 6: the keyed audit trail (see crate::audit): the final state a record seals, one head
+    // per run (no foreign key: a head outlives a deleted run, to name it), and the
+    // installation head (its row exists from the start, so that numbering can lock it).
+    "ALTER TABLE events ADD COLUMN seal TEXT;
+     CREATE TABLE audit_heads (
+        run        TEXT PRIMARY KEY,
+        n          {INT} NOT NULL UNIQUE,
+        prev_run   TEXT,
+        seq        {INT} NOT NULL,
+        hash       TEXT NOT NULL,
+        keyed_from {INT} NOT NULL,
+        mac        TEXT NOT NULL
+     );
+     CREATE TABLE audit_installation (
+        id       {INT} PRIMARY KEY CHECK (id = 1),
+        runs     {INT} NOT NULL,
+        last_run TEXT,
+        mac      TEXT NOT NULL
+     );
+     INSERT INTO audit_installation (id, runs, last_run, mac) VALUES (1, 0, NULL, '');",
+    // 7: the refusal log is bounded: repeated refusals of one client are counted in one row
+    // (`count`, from `at` to `last_at`), found by the index.
+    "ALTER TABLE refusals ADD COLUMN client TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refusals ADD COLUMN count {INT} NOT NULL DEFAULT 1;
+     ALTER TABLE refusals ADD COLUMN last_at {INT} NOT NULL DEFAULT 0;
+     UPDATE refusals SET last_at = at;
+     CREATE INDEX refusals_by_client ON refusals(client, who, status, at);",
+    // 8: a checkpoint keeps what the engine knows of the run's earlier tool calls, so that a
+    // resume reads the checkpoint alone, not the history.
+    "ALTER TABLE checkpoints ADD COLUMN calls TEXT;",
+    // 9: the gate index, one row per open gate (see store/gate_index.rs; a row goes with its
+    // run if the run is ever deleted), written in the transaction of the events that open,
+    // change and close the gate. `IF NOT EXISTS`: a database taken back to an older version
+    // by hand may still have it.
+    "CREATE TABLE IF NOT EXISTS gates (
+        run            TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        name           TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        workflow       TEXT NOT NULL,
+        version        TEXT NOT NULL,
+        started_by     TEXT NOT NULL,
+        opened_at      {INT} NOT NULL,
+        approvers      TEXT NOT NULL,
+        approvers_json TEXT NOT NULL,
+        escalate_to    TEXT,
+        escalate_json  TEXT,
+        escalate_at    {INT},
+        escalated      {BOOL} NOT NULL,
+        deadline       {INT},
+        outer_deadline {INT},
+        quorum         {INT} NOT NULL,
+        allow_self     {BOOL} NOT NULL,
+        prompt         TEXT,
+        context        TEXT NOT NULL,
+        shown_sha256   TEXT NOT NULL,
+        input_schema   TEXT,
+        timeout_caught {BOOL} NOT NULL,
+        options        TEXT NOT NULL,
+        approvals      TEXT NOT NULL,
+        deciders       TEXT NOT NULL,
+        PRIMARY KEY (run, name)
+     );
+     CREATE INDEX IF NOT EXISTS gates_by_opened ON gates(opened_at);",
+    // 10: `/metrics` counts from indexes: runs by workflow and status, events by kind and
+    // time (PostgreSQL has had that one since 5).
+    "CREATE INDEX IF NOT EXISTS runs_by_workflow_status ON runs(workflow, status);
+     {sqlite:CREATE INDEX IF NOT EXISTS events_by_kind_at ON events(kind, at);}",
+];
+
+/// The schema version this code writes and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Refuses a database whose schema this `flowrt` cannot use.
+pub fn check_version(found: i64) -> StoreResult<()> {
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found < 0 {
+        return Err(StoreError::Database(format!(
+            "the database has an invalid schema version {found}"
+        )));
+    }
+    Ok(())
+}
+
+/// Applies the migrations after version `found`, in the caller's transaction.
+pub fn apply(conn: &mut dyn Conn, found: i64) -> StoreResult<()> {
+    check_version(found)?;
+    let dialect: Dialect = conn.dialect();
+    let start = usize::try_from(found).unwrap_or(0);
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(start) {
+        conn.batch(
+            &format!("applying schema migration {}", index + 1),
+            &dialect.render(migration),
+        )?;
+    }
+    Ok(())
+}
