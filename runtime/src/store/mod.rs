@@ -14,6 +14,8 @@
 //! database never drive the same run at once. An expired lease may be taken over.
 
 mod admin;
+#[cfg(test)]
+mod conformance;
 mod events;
 pub mod gate_index;
 pub mod migrate;
