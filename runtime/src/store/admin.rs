@@ -4,7 +4,7 @@
 //! In: the [`Versions`], [`Tokens`] and [`Settings`] calls. Out: rows of `versions`,
 //! `tokens`, `refusals` and `settings`.
 
-use super::sql::{Row, SqlStore, params};
+use super::sql::{Row, SqlStore, params, sql};
 use super::{
     Millis, REFUSAL_LOG_ROWS, REFUSAL_WINDOW_MS, Refusal, Settings, StoreResult, TokenRecord,
     Tokens, Versions,
@@ -13,7 +13,8 @@ use super::{
 impl<S: SqlStore + ?Sized> Versions for S {
     fn deploy(&mut self, hash: &str, artifact: &[u8], now: Millis) -> StoreResult<()> {
         let conn = self.conn()?;
-        let sql = conn.dialect().sql(
+        let sql = sql!(
+            conn.dialect(),
             "INSERT INTO versions (hash, artifact, deployed_at) VALUES ($1, $2, $3)
              ON CONFLICT (hash) DO NOTHING",
         );
@@ -23,17 +24,19 @@ impl<S: SqlStore + ?Sized> Versions for S {
 
     fn artifact(&mut self, hash: &str) -> StoreResult<Option<Vec<u8>>> {
         let conn = self.conn()?;
-        let sql = conn
-            .dialect()
-            .sql("SELECT artifact FROM versions WHERE hash = $1");
+        let sql = sql!(
+            conn.dialect(),
+            "SELECT artifact FROM versions WHERE hash = $1"
+        );
         conn.value("reading a deployed version", sql, params![hash])
     }
 
     fn versions(&mut self) -> StoreResult<Vec<(String, Millis)>> {
         let conn = self.conn()?;
-        let sql = conn
-            .dialect()
-            .sql("SELECT hash, deployed_at FROM versions ORDER BY deployed_at, hash");
+        let sql = sql!(
+            conn.dialect(),
+            "SELECT hash, deployed_at FROM versions ORDER BY deployed_at, hash"
+        );
         conn.query("listing deployed versions", sql, &[])?
             .into_iter()
             .map(|mut row| Ok((row.get(0)?, row.get(1)?)))
@@ -56,7 +59,8 @@ fn token(mut row: Row) -> StoreResult<TokenRecord> {
 impl<S: SqlStore + ?Sized> Tokens for S {
     fn create_token(&mut self, token: &TokenRecord, hash: &str) -> StoreResult<()> {
         let conn = self.conn()?;
-        let sql = conn.dialect().sql(
+        let sql = sql!(
+            conn.dialect(),
             "INSERT INTO tokens (id, \"user\", name, hash, created_at, expires_at, revoked_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         );
@@ -78,7 +82,8 @@ impl<S: SqlStore + ?Sized> Tokens for S {
 
     fn token_by_hash(&mut self, hash: &str) -> StoreResult<Option<TokenRecord>> {
         let conn = self.conn()?;
-        let sql = conn.dialect().sql(
+        let sql = sql!(
+            conn.dialect(),
             "SELECT id, \"user\", name, created_at, expires_at, revoked_at FROM tokens
              WHERE hash = $1",
         );
@@ -89,7 +94,8 @@ impl<S: SqlStore + ?Sized> Tokens for S {
 
     fn tokens(&mut self) -> StoreResult<Vec<TokenRecord>> {
         let conn = self.conn()?;
-        let sql = conn.dialect().sql(
+        let sql = sql!(
+            conn.dialect(),
             "SELECT id, \"user\", name, created_at, expires_at, revoked_at FROM tokens
              ORDER BY created_at, id",
         );
@@ -101,9 +107,10 @@ impl<S: SqlStore + ?Sized> Tokens for S {
 
     fn revoke_token(&mut self, id: &str, now: Millis) -> StoreResult<bool> {
         let conn = self.conn()?;
-        let sql = conn
-            .dialect()
-            .sql("UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL");
+        let sql = sql!(
+            conn.dialect(),
+            "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL"
+        );
         Ok(conn.execute("revoking a token", sql, params![id, now])? > 0)
     }
 
@@ -114,7 +121,7 @@ impl<S: SqlStore + ?Sized> Tokens for S {
             let dialect = conn.dialect();
             let counted = conn.execute(
                 doing,
-                dialect.sql(
+                sql!(dialect,
                     "UPDATE refusals SET count = count + $5,
                                          last_at = CASE WHEN last_at > $4 THEN last_at ELSE $4 END
                      WHERE {ROW} = (SELECT {ROW} FROM refusals
@@ -133,7 +140,7 @@ impl<S: SqlStore + ?Sized> Tokens for S {
             if counted == 0 {
                 conn.execute(
                     doing,
-                    dialect.sql(
+                    sql!(dialect,
                         "INSERT INTO refusals (at, who, request, status, reason, client, count, last_at)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     ),
@@ -144,7 +151,7 @@ impl<S: SqlStore + ?Sized> Tokens for S {
                 // Row numbers only grow, and rows are deleted from the oldest end only.
                 conn.execute(
                     doing,
-                    dialect.sql(
+                    sql!(dialect,
                         "DELETE FROM refusals WHERE {ROW} <= (SELECT MAX({ROW}) FROM refusals) - $1",
                     ),
                     params![REFUSAL_LOG_ROWS],
@@ -157,7 +164,8 @@ impl<S: SqlStore + ?Sized> Tokens for S {
     fn refusals(&mut self, limit: usize) -> StoreResult<Vec<Refusal>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let conn = self.conn()?;
-        let sql = conn.dialect().sql(
+        let sql = sql!(
+            conn.dialect(),
             "SELECT at, who, request, status, reason, client, count, last_at FROM refusals
              ORDER BY {ROW} DESC LIMIT $1",
         );
@@ -182,15 +190,14 @@ impl<S: SqlStore + ?Sized> Tokens for S {
 impl<S: SqlStore + ?Sized> Settings for S {
     fn setting(&mut self, key: &str) -> StoreResult<Option<String>> {
         let conn = self.conn()?;
-        let sql = conn
-            .dialect()
-            .sql("SELECT value FROM settings WHERE key = $1");
+        let sql = sql!(conn.dialect(), "SELECT value FROM settings WHERE key = $1");
         conn.value("reading a setting", sql, params![key])
     }
 
     fn set_setting(&mut self, key: &str, value: &str) -> StoreResult<()> {
         let conn = self.conn()?;
-        let sql = conn.dialect().sql(
+        let sql = sql!(
+            conn.dialect(),
             "INSERT INTO settings (key, value) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         );

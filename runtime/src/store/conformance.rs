@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::postgres::PostgresStore;
-use super::sql::{Conn, SqlStore, params};
+use super::sql::{Conn, SqlStore, params, sql};
 use super::sqlite::SqliteStore;
 use super::{
     Checkpoint, EventKind, GroupCommit, History, Millis, NewEvent, NewRun, Refusal, RunRecord,
@@ -168,7 +168,7 @@ pub(crate) fn step(run: &str, owner: &str, status: RunStatus, now: Millis) -> St
 /// Who holds the run's claim, read behind the store's back.
 pub(crate) fn owner_of(store: &mut (impl SqlStore + ?Sized), run: &str) -> Option<String> {
     let conn = store.conn().unwrap();
-    let sql = conn.dialect().sql("SELECT owner FROM runs WHERE id = $1");
+    let sql = sql!(conn.dialect(), "SELECT owner FROM runs WHERE id = $1");
     conn.value::<Option<String>>("testing", sql, params![run])
         .unwrap()
         .flatten()

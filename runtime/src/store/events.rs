@@ -6,7 +6,7 @@
 //! appends, so two writers never number a run's events alike; numbering a new run locks the
 //! installation head, which serializes the creation of runs (not their steps).
 
-use super::sql::{Conn, Row, SqlStore, params};
+use super::sql::{Conn, Row, SqlStore, params, sql};
 use super::{Event, EventKind, History, Millis, NewEvent, RunStatus, StoreError, StoreResult};
 use crate::audit::{Head, Installation};
 
@@ -24,9 +24,10 @@ fn head(mut row: Row) -> StoreResult<Head> {
 }
 
 pub(super) fn read_head(conn: &mut dyn Conn, run: &str) -> StoreResult<Option<Head>> {
-    let sql = conn
-        .dialect()
-        .sql("SELECT run, n, prev_run, seq, hash, keyed_from, mac FROM audit_heads WHERE run = $1");
+    let sql = sql!(
+        conn.dialect(),
+        "SELECT run, n, prev_run, seq, hash, keyed_from, mac FROM audit_heads WHERE run = $1"
+    );
     conn.query_opt("reading a run's audit head", sql, params![run])?
         .map(head)
         .transpose()
@@ -36,11 +37,13 @@ pub(super) fn read_head(conn: &mut dyn Conn, run: &str) -> StoreResult<Option<He
 /// `lock`: for numbering a run, which moves it.
 fn read_installation(conn: &mut dyn Conn, lock: bool) -> StoreResult<Option<Installation>> {
     let sql = if lock {
-        "SELECT runs, last_run, mac FROM audit_installation WHERE id = 1 {FOR_UPDATE}"
+        sql!(
+            conn.dialect(),
+            "SELECT runs, last_run, mac FROM audit_installation WHERE id = 1 {FOR_UPDATE}"
+        )
     } else {
         "SELECT runs, last_run, mac FROM audit_installation WHERE id = 1"
     };
-    let sql = conn.dialect().sql(sql);
     let Some(mut row) = conn.query_opt("reading the installation's audit head", sql, &[])? else {
         return Ok(None);
     };
@@ -70,8 +73,10 @@ pub(super) fn append(
             let installation = read_installation(conn, true)?;
             let last = conn.query_opt(
                 doing,
-                dialect
-                    .sql("SELECT seq, hash FROM events WHERE run = $1 ORDER BY seq DESC LIMIT 1"),
+                sql!(
+                    dialect,
+                    "SELECT seq, hash FROM events WHERE run = $1 ORDER BY seq DESC LIMIT 1"
+                ),
                 params![run],
             )?;
             let (last, hash) = match last {
@@ -86,7 +91,7 @@ pub(super) fn append(
         }
     };
     let append = crate::audit::append(key::current(), run, tail, events, seal);
-    let insert = dialect.sql(
+    let insert = sql!(dialect,
         "INSERT INTO events (run, seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash, seal)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     );
@@ -113,7 +118,7 @@ pub(super) fn append(
     let head = &append.head;
     conn.execute(
         doing,
-        dialect.sql(
+        sql!(dialect,
             "INSERT INTO audit_heads (run, n, prev_run, seq, hash, keyed_from, mac)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (run) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
@@ -131,7 +136,8 @@ pub(super) fn append(
     if let Some(installation) = &append.installation {
         conn.execute(
             doing,
-            dialect.sql(
+            sql!(
+                dialect,
                 "UPDATE audit_installation SET runs = $1, last_run = $2, mac = $3 WHERE id = 1",
             ),
             params![installation.runs, &installation.last_run, &installation.mac],
@@ -142,9 +148,10 @@ pub(super) fn append(
 
 /// The final state a record appended now seals: the run's, if it is final.
 pub(super) fn seal_of_row(conn: &mut dyn Conn, run: &str) -> StoreResult<Option<String>> {
-    let sql = conn
-        .dialect()
-        .sql("SELECT status, output, error FROM runs WHERE id = $1");
+    let sql = sql!(
+        conn.dialect(),
+        "SELECT status, output, error FROM runs WHERE id = $1"
+    );
     let Some(mut row) = conn.query_opt("reading a run's state", sql, params![run])? else {
         return Ok(None);
     };
@@ -161,9 +168,10 @@ pub(super) fn lock_run(
     run: &str,
     doing: &str,
 ) -> StoreResult<Option<Option<String>>> {
-    let sql = conn
-        .dialect()
-        .sql("SELECT owner FROM runs WHERE id = $1 {FOR_UPDATE}");
+    let sql = sql!(
+        conn.dialect(),
+        "SELECT owner FROM runs WHERE id = $1 {FOR_UPDATE}"
+    );
     conn.query_opt(doing, sql, params![run])?
         .map(|mut row| row.get(0))
         .transpose()
@@ -201,7 +209,8 @@ impl<S: SqlStore + ?Sized> History for S {
 
     fn history(&mut self, run: &str) -> StoreResult<Vec<Event>> {
         let conn = self.conn()?;
-        let sql = conn.dialect().sql(
+        let sql =
+            sql!(conn.dialect(),
             "SELECT seq, at, kind, step, attempt, line, duration_ms, data, prev_hash, hash, seal
              FROM events WHERE run = $1 ORDER BY seq",
         );
@@ -218,9 +227,10 @@ impl<S: SqlStore + ?Sized> History for S {
     fn audit_heads(&mut self) -> StoreResult<(Option<Installation>, Vec<Head>)> {
         let conn = self.conn()?;
         let installation = read_installation(conn, false)?;
-        let sql = conn
-            .dialect()
-            .sql("SELECT run, n, prev_run, seq, hash, keyed_from, mac FROM audit_heads ORDER BY n");
+        let sql = sql!(
+            conn.dialect(),
+            "SELECT run, n, prev_run, seq, hash, keyed_from, mac FROM audit_heads ORDER BY n"
+        );
         let heads = conn
             .query("reading the audit heads", sql, &[])?
             .into_iter()
@@ -231,9 +241,10 @@ impl<S: SqlStore + ?Sized> History for S {
 
     fn count_events(&mut self, kind: EventKind, since: Millis) -> StoreResult<i64> {
         let conn = self.conn()?;
-        let sql = conn
-            .dialect()
-            .sql("SELECT COUNT(*) FROM events WHERE kind = $1 AND at >= $2");
+        let sql = sql!(
+            conn.dialect(),
+            "SELECT COUNT(*) FROM events WHERE kind = $1 AND at >= $2"
+        );
         Ok(conn
             .value("counting events", sql, params![kind.as_str(), since])?
             .unwrap_or(0))

@@ -9,7 +9,7 @@
 //! run's rows, and [`GateChange`] can only write the gate the run waits at. The stores share
 //! the column list, the text encoding and the SQL below (written once over `sql.rs`).
 
-use super::sql::{Conn, Param, Row, SqlStore, params};
+use super::sql::{Conn, Param, Row, SqlStore, params, sql};
 use super::{Gates, Millis, RunStatus, StepCommit, StoreError, StoreResult};
 use crate::history::{GateKind, WaitingOn};
 
@@ -367,10 +367,13 @@ pub(crate) fn put_gate(
             )
         };
     }
+    let dialect = conn.dialect();
     let sql = match on_conflict {
         // Every column but the key takes the new row's value.
-        OnConflict::Replace => insert!(
-            "DO UPDATE SET kind = excluded.kind,
+        OnConflict::Replace => sql!(
+            dialect,
+            insert!(
+                "DO UPDATE SET kind = excluded.kind,
             workflow = excluded.workflow, version = excluded.version,
             started_by = excluded.started_by, opened_at = excluded.opened_at,
             approvers = excluded.approvers, approvers_json = excluded.approvers_json,
@@ -382,10 +385,10 @@ pub(crate) fn put_gate(
             input_schema = excluded.input_schema, timeout_caught = excluded.timeout_caught,
             options = excluded.options, approvals = excluded.approvals,
             deciders = excluded.deciders"
+            )
         ),
-        OnConflict::Keep => insert!("DO NOTHING"),
+        OnConflict::Keep => sql!(dialect, insert!("DO NOTHING")),
     };
-    let sql = conn.dialect().sql(sql);
     let r = RawGate::of(gate);
     let deciders = deciders(gate);
     conn.execute(
@@ -427,9 +430,10 @@ pub(crate) fn apply(conn: &mut dyn Conn, step: &StepCommit) -> StoreResult<()> {
     let (keep, write) = plan(&step.run, step.waiting_on.as_deref(), step.gate.as_ref())?;
     match &keep {
         Some(name) => {
-            let sql = conn
-                .dialect()
-                .sql("DELETE FROM gates WHERE run = $1 AND name <> $2");
+            let sql = sql!(
+                conn.dialect(),
+                "DELETE FROM gates WHERE run = $1 AND name <> $2"
+            );
             conn.execute("updating the gate index", sql, params![&step.run, name])?;
         }
         None => close_all(conn, &step.run)?,
@@ -442,7 +446,7 @@ pub(crate) fn apply(conn: &mut dyn Conn, step: &StepCommit) -> StoreResult<()> {
 
 /// Takes every gate of `run` out of the index (the run waits at none any more).
 pub(crate) fn close_all(conn: &mut dyn Conn, run: &str) -> StoreResult<()> {
-    let sql = conn.dialect().sql("DELETE FROM gates WHERE run = $1");
+    let sql = sql!(conn.dialect(), "DELETE FROM gates WHERE run = $1");
     conn.execute("updating the gate index", sql, params![run])?;
     Ok(())
 }
@@ -456,20 +460,26 @@ impl<S: SqlStore + ?Sized> Gates for S {
         let rows = match run {
             Some(run) => conn.query(
                 READING,
-                dialect.sql(concat!(
-                    "SELECT ",
-                    gate_columns!(),
-                    " FROM gates WHERE run = $1 ORDER BY opened_at, name"
-                )),
+                sql!(
+                    dialect,
+                    concat!(
+                        "SELECT ",
+                        gate_columns!(),
+                        " FROM gates WHERE run = $1 ORDER BY opened_at, name"
+                    )
+                ),
                 params![run],
             )?,
             None => conn.query(
                 READING,
-                dialect.sql(concat!(
-                    "SELECT ",
-                    gate_columns!(),
-                    " FROM gates ORDER BY opened_at, run, name"
-                )),
+                sql!(
+                    dialect,
+                    concat!(
+                        "SELECT ",
+                        gate_columns!(),
+                        " FROM gates ORDER BY opened_at, run, name"
+                    )
+                ),
                 &[],
             )?,
         };
@@ -492,11 +502,14 @@ impl<S: SqlStore + ?Sized> Gates for S {
 
     fn gate(&mut self, run: &str, name: &str) -> StoreResult<Option<GateRow>> {
         let conn = self.conn()?;
-        let sql = conn.dialect().sql(concat!(
-            "SELECT ",
-            gate_columns!(),
-            " FROM gates WHERE run = $1 AND name = $2"
-        ));
+        let sql = sql!(
+            conn.dialect(),
+            concat!(
+                "SELECT ",
+                gate_columns!(),
+                " FROM gates WHERE run = $1 AND name = $2"
+            )
+        );
         conn.query_opt(READING, sql, params![run, name])?
             .map(|row| raw_gate(row)?.finish())
             .transpose()
@@ -504,7 +517,8 @@ impl<S: SqlStore + ?Sized> Gates for S {
 
     fn gate_counts(&mut self) -> StoreResult<GateCounts> {
         let conn = self.conn()?;
-        let sql = conn.dialect().sql(
+        let sql = sql!(
+            conn.dialect(),
             "SELECT COUNT(CASE WHEN kind = 'approval' THEN 1 END),
                     COUNT(CASE WHEN kind = 'input' THEN 1 END), MIN(opened_at)
              FROM gates",
@@ -522,9 +536,10 @@ impl<S: SqlStore + ?Sized> Gates for S {
     fn index_gate(&mut self, row: &GateRow) -> StoreResult<bool> {
         let doing = "indexing an open gate";
         self.conn()?.transaction(doing, |conn| {
-            let sql = conn
-                .dialect()
-                .sql("SELECT status, waiting_on FROM runs WHERE id = $1 {FOR_UPDATE}");
+            let sql = sql!(
+                conn.dialect(),
+                "SELECT status, waiting_on FROM runs WHERE id = $1 {FOR_UPDATE}"
+            );
             let waiting = match conn.query_opt(doing, sql, params![&row.run])? {
                 Some(mut r) => Some((r.get::<String>(0)?, r.get::<Option<String>>(1)?)),
                 None => None,

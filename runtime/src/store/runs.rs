@@ -8,7 +8,7 @@
 //! that took over.
 
 use super::events::{self, lock_run};
-use super::sql::{Conn, Row, SqlStore, params};
+use super::sql::{Conn, Row, SqlStore, params, sql};
 use super::{
     Checkpoint, EventKind, Millis, NewEvent, NewRun, RunRecord, RunStatus, Runs, StepCommit,
     StoreError, StoreResult,
@@ -47,7 +47,8 @@ fn upsert_checkpoint(
     checkpoint: &Checkpoint,
     now: Millis,
 ) -> StoreResult<()> {
-    let sql = conn.dialect().sql(
+    let sql = sql!(
+        conn.dialect(),
         "INSERT INTO checkpoints (run, format_version, program_hash, state, updated_at, calls)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (run) DO UPDATE SET
@@ -72,13 +73,14 @@ fn upsert_checkpoint(
     Ok(())
 }
 
-fn exists(conn: &mut dyn Conn, doing: &str, sql: &'static str, key: &str) -> StoreResult<bool> {
-    let sql = conn.dialect().sql(sql);
+/// Whether the query (rendered) finds a row for `key`.
+fn exists(conn: &mut dyn Conn, doing: &str, sql: &str, key: &str) -> StoreResult<bool> {
     Ok(conn.query_opt(doing, sql, params![key])?.is_some())
 }
 
 fn run_exists(conn: &mut dyn Conn, doing: &str, run: &str) -> StoreResult<bool> {
-    exists(conn, doing, "SELECT 1 FROM runs WHERE id = $1", run)
+    let sql = sql!(conn.dialect(), "SELECT 1 FROM runs WHERE id = $1");
+    exists(conn, doing, sql, run)
 }
 
 /// One step of a commit, under the run's lock: the claim checked, then everything written.
@@ -99,7 +101,8 @@ fn commit_step(conn: &mut dyn Conn, step: &StepCommit, doing: &str) -> StoreResu
         let seal = crate::audit::seal(step.status, step.output.as_deref(), step.error.as_deref());
         events::append(conn, &step.run, &step.events, seal.as_deref())?;
     }
-    let sql = conn.dialect().sql(
+    let sql = sql!(
+        conn.dialect(),
         "UPDATE runs SET status = $2, output = $3, error = $4, waiting_on = $5,
                          wake_at = $6, updated_at = $7
          WHERE id = $1",
@@ -132,7 +135,7 @@ impl<S: SqlStore + ?Sized> Runs for S {
     ) -> StoreResult<()> {
         let doing = "creating a run";
         self.conn()?.transaction(doing, |conn| {
-            let deployed = "SELECT 1 FROM versions WHERE hash = $1";
+            let deployed = sql!(conn.dialect(), "SELECT 1 FROM versions WHERE hash = $1");
             if !exists(conn, doing, deployed, &run.version)? {
                 return Err(StoreError::Database(format!(
                     "cannot create run {}: version {} is not deployed",
@@ -144,7 +147,8 @@ impl<S: SqlStore + ?Sized> Runs for S {
             {
                 return Err(StoreError::NoSuchRun(parent.clone()));
             }
-            let sql = conn.dialect().sql(
+            let sql = sql!(
+                conn.dialect(),
                 "INSERT INTO runs (id, workflow, version, status, input, started_by, parent,
                                    created_at, updated_at, owner, lease_until)
                  VALUES ($1, $2, $3, 'runnable', $4, $5, $6, $7, $7, $8, $9)
@@ -187,7 +191,8 @@ impl<S: SqlStore + ?Sized> Runs for S {
         let doing = "claiming a run";
         let conn = self.conn()?;
         // One statement: atomic on its own.
-        let sql = conn.dialect().sql(
+        let sql = sql!(
+            conn.dialect(),
             "UPDATE runs SET owner = $2, lease_until = $3
              WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')
                AND (owner IS NULL OR owner = $2 OR lease_until IS NULL OR lease_until < $4)",
@@ -210,7 +215,8 @@ impl<S: SqlStore + ?Sized> Runs for S {
         let conn = self.conn()?;
         // One statement; on PostgreSQL, rows another worker is claiming right now are skipped,
         // not waited for.
-        let sql = conn.dialect().sql(
+        let sql = sql!(
+            conn.dialect(),
             "UPDATE runs SET owner = $1, lease_until = $3
              WHERE id IN (
                 SELECT id FROM runs
@@ -241,9 +247,10 @@ impl<S: SqlStore + ?Sized> Runs for S {
     fn release(&mut self, run: &str, owner: &str) -> StoreResult<()> {
         let doing = "releasing a run";
         let conn = self.conn()?;
-        let sql = conn
-            .dialect()
-            .sql("UPDATE runs SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2");
+        let sql = sql!(
+            conn.dialect(),
+            "UPDATE runs SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2"
+        );
         let changed = conn.execute(doing, sql, params![run, owner])?;
         if changed == 0 && !run_exists(conn, doing, run)? {
             return Err(StoreError::NoSuchRun(run.to_string()));
@@ -253,7 +260,8 @@ impl<S: SqlStore + ?Sized> Runs for S {
 
     fn renew_claims(&mut self, owner: &str, lease_until: Millis) -> StoreResult<u64> {
         let conn = self.conn()?;
-        let sql = conn.dialect().sql(
+        let sql = sql!(
+            conn.dialect(),
             "UPDATE runs SET lease_until = $2
              WHERE owner = $1 AND status NOT IN ('completed', 'failed', 'cancelled')
                AND (lease_until IS NULL OR lease_until < $2)",
@@ -263,7 +271,8 @@ impl<S: SqlStore + ?Sized> Runs for S {
 
     fn load(&mut self, run: &str) -> StoreResult<Option<(RunRecord, Checkpoint)>> {
         let conn = self.conn()?;
-        let sql = conn.dialect().sql(
+        let sql = sql!(
+            conn.dialect(),
             "SELECT r.id, r.workflow, r.version, r.status, r.input, r.output, r.error,
                     r.waiting_on, r.wake_at, r.started_by, r.parent, r.created_at,
                     r.updated_at, c.format_version, c.program_hash, c.state, c.calls
@@ -314,9 +323,10 @@ impl<S: SqlStore + ?Sized> Runs for S {
             )));
         }
         self.conn()?.transaction(doing, |conn| {
-            let sql = conn
-                .dialect()
-                .sql("SELECT status FROM runs WHERE id = $1 {FOR_UPDATE}");
+            let sql = sql!(
+                conn.dialect(),
+                "SELECT status FROM runs WHERE id = $1 {FOR_UPDATE}"
+            );
             let Some(status) = conn.value::<String>(doing, sql, params![run])? else {
                 return Err(StoreError::NoSuchRun(run.to_string()));
             };
@@ -324,7 +334,8 @@ impl<S: SqlStore + ?Sized> Runs for S {
             if RunStatus::parse(&status).is_some_and(RunStatus::is_final) {
                 return Ok(false);
             }
-            let sql = conn.dialect().sql(
+            let sql = sql!(
+                conn.dialect(),
                 "UPDATE runs SET status = 'cancelled', waiting_on = NULL, wake_at = NULL,
                                  updated_at = $2, owner = NULL, lease_until = NULL
                  WHERE id = $1",
@@ -339,7 +350,8 @@ impl<S: SqlStore + ?Sized> Runs for S {
 
     fn run(&mut self, run: &str) -> StoreResult<Option<RunRecord>> {
         let conn = self.conn()?;
-        let sql = conn.dialect().sql(
+        let sql = sql!(
+            conn.dialect(),
             "SELECT id, workflow, version, status, input, output, error, waiting_on, wake_at,
                     started_by, parent, created_at, updated_at
              FROM runs WHERE id = $1",
@@ -355,7 +367,8 @@ impl<S: SqlStore + ?Sized> Runs for S {
         let rows = match status {
             Some(status) => conn.query(
                 "listing runs",
-                dialect.sql(
+                sql!(
+                    dialect,
                     "SELECT id, workflow, version, status, input, output, error, waiting_on,
                             wake_at, started_by, parent, created_at, updated_at
                      FROM runs WHERE status = $1 ORDER BY created_at DESC, {ROW} DESC",
@@ -364,7 +377,8 @@ impl<S: SqlStore + ?Sized> Runs for S {
             )?,
             None => conn.query(
                 "listing runs",
-                dialect.sql(
+                sql!(
+                    dialect,
                     "SELECT id, workflow, version, status, input, output, error, waiting_on,
                             wake_at, started_by, parent, created_at, updated_at
                      FROM runs ORDER BY created_at DESC, {ROW} DESC",
@@ -379,9 +393,10 @@ impl<S: SqlStore + ?Sized> Runs for S {
 
     fn count_runs(&mut self) -> StoreResult<Vec<(String, RunStatus, i64)>> {
         let conn = self.conn()?;
-        let sql = conn
-            .dialect()
-            .sql("SELECT workflow, status, COUNT(*) FROM runs GROUP BY workflow, status");
+        let sql = sql!(
+            conn.dialect(),
+            "SELECT workflow, status, COUNT(*) FROM runs GROUP BY workflow, status"
+        );
         conn.query("counting runs", sql, &[])?
             .into_iter()
             .map(|mut row| {
@@ -396,9 +411,10 @@ impl<S: SqlStore + ?Sized> Runs for S {
 
     fn next_wake(&mut self) -> StoreResult<Option<Millis>> {
         let conn = self.conn()?;
-        let sql = conn
-            .dialect()
-            .sql("SELECT MIN(wake_at) FROM runs WHERE status = 'waiting' AND wake_at IS NOT NULL");
+        let sql = sql!(
+            conn.dialect(),
+            "SELECT MIN(wake_at) FROM runs WHERE status = 'waiting' AND wake_at IS NOT NULL"
+        );
         Ok(conn
             .value::<Option<Millis>>("finding the next timer", sql, &[])?
             .flatten())
@@ -406,7 +422,7 @@ impl<S: SqlStore + ?Sized> Runs for S {
 
     fn trace_of(&mut self, run: &str) -> StoreResult<Option<String>> {
         let conn = self.conn()?;
-        let sql = conn.dialect().sql("SELECT trace FROM runs WHERE id = $1");
+        let sql = sql!(conn.dialect(), "SELECT trace FROM runs WHERE id = $1");
         Ok(conn
             .value::<Option<String>>("reading a run's trace context", sql, params![run])?
             .flatten())
@@ -414,9 +430,7 @@ impl<S: SqlStore + ?Sized> Runs for S {
 
     fn set_trace(&mut self, run: &str, trace: &str) -> StoreResult<()> {
         let conn = self.conn()?;
-        let sql = conn
-            .dialect()
-            .sql("UPDATE runs SET trace = $2 WHERE id = $1");
+        let sql = sql!(conn.dialect(), "UPDATE runs SET trace = $2 WHERE id = $1");
         conn.execute("writing a run's trace context", sql, params![run, trace])?;
         Ok(())
     }

@@ -11,14 +11,12 @@
 //! [`SqlStore`].
 
 use super::{StoreError, StoreResult};
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex, PoisonError};
 
 /// The two SQL dialects the store speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dialect {
-    Sqlite,
-    Postgres,
+    Sqlite = 0,
+    Postgres = 1,
 }
 
 impl Dialect {
@@ -89,18 +87,23 @@ impl Dialect {
             }
         }
     }
-
-    /// [`Dialect::render`] for a template written in the code, rendered once per dialect and
-    /// kept for the life of the process (there are a few dozen of them).
-    pub fn sql(self, template: &'static str) -> &'static str {
-        type Rendered = HashMap<(usize, usize, Dialect), &'static str>;
-        static RENDERED: LazyLock<Mutex<Rendered>> = LazyLock::new(Default::default);
-        let mut rendered = RENDERED.lock().unwrap_or_else(PoisonError::into_inner);
-        rendered
-            .entry((template.as_ptr() as usize, template.len(), self))
-            .or_insert_with(|| Box::leak(self.render(template).into_boxed_str()))
-    }
 }
+
+/// `sql!(dialect, "template")`: [`Dialect::render`] for a template written in the code
+/// (a literal or a `concat!` of literals), rendered once per dialect at each place it is
+/// written and kept for the life of the process: a `&'static str`.
+macro_rules! sql {
+    ($dialect:expr, $template:expr $(,)?) => {{
+        const TEMPLATE: &str = $template;
+        static RENDERED: [std::sync::OnceLock<String>; 2] =
+            [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+        let dialect: $crate::store::sql::Dialect = $dialect;
+        RENDERED[dialect as usize]
+            .get_or_init(|| dialect.render(TEMPLATE))
+            .as_str()
+    }};
+}
+pub(crate) use sql;
 
 /// A statement's parameter (`None`: SQL's null).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -401,9 +404,13 @@ mod tests {
         );
         // Unknown tokens and a lone `$` are left alone; the cache renders once.
         assert_eq!(Dialect::Sqlite.render("{x} $ {y"), "{x} $ {y");
-        let once = Dialect::Sqlite.sql("SELECT $1");
-        assert_eq!(once, "SELECT ?1");
-        assert!(std::ptr::eq(once, Dialect::Sqlite.sql("SELECT $1")));
+        let rendered = |dialect| sql!(dialect, "SELECT $1");
+        assert_eq!(rendered(Dialect::Sqlite), "SELECT ?1");
+        assert_eq!(rendered(Dialect::Postgres), "SELECT $1");
+        assert!(std::ptr::eq(
+            rendered(Dialect::Sqlite),
+            rendered(Dialect::Sqlite)
+        ));
     }
 
     #[test]
