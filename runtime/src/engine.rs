@@ -13,14 +13,15 @@
 
 use crate::config::Config;
 use crate::effects::{self, Announcement, Completion, Done, Executor, Invocation, ToolCall, Work};
-use crate::gates::{GateClock, GateKind, GateRun, OpenedAt, gate_opening};
+use crate::gates::{GateKind, GateRun, OpenedAt, gate_opening};
 use crate::history::WaitingOn;
+use crate::steps::Driving;
 use crate::store::{
     Checkpoint, EventKind, GateChange, Millis, NewEvent, NewRun, RunStatus, StepCommit, Store,
     StoreError,
 };
 use crate::tools::{self, CallContext, ToolFailure};
-use crate::vm::machine::{error_value, tool_error_value};
+use crate::vm::machine::tool_error_value;
 use crate::vm::value::{JsonMismatch, from_json};
 use crate::vm::{Machine, Outcome, Request, RuntimeError, Value, snapshot};
 use flow_compiler::bytecode::{self, ArtifactError, Binding, Module};
@@ -32,7 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How often a parent waiting on a child run looks at it again, in case the process that
 /// finished the child died before waking the parent.
-const CHILD_RECHECK_MS: i64 = 5_000;
+pub(crate) const CHILD_RECHECK_MS: i64 = 5_000;
 
 /// How far the test clock is ahead of the real one (see [`Engine::advance_clock`]). One
 /// engine per process, so a process-wide value is enough.
@@ -135,9 +136,9 @@ pub struct Engine {
     /// it, calls are made inline.
     executor: Option<Executor>,
     /// The runs with a call in the pool (their claims are kept until it returns).
-    in_flight: std::collections::HashSet<String>,
+    pub(crate) in_flight: std::collections::HashSet<String>,
     /// The completion being applied, by run.
-    arrived: HashMap<String, Completion>,
+    pub(crate) arrived: HashMap<String, Completion>,
     /// Completions taken from the pool while waiting, not yet applied.
     waiting_to_apply: Vec<Completion>,
     /// Announcements the pool sent, whose deliveries are not yet recorded.
@@ -161,6 +162,27 @@ pub trait ToolDouble {
         tool: &bytecode::ToolInfo,
         input: &serde_json::Value,
     ) -> Result<serde_json::Value, ToolFailure>;
+}
+
+/// Who starts a new run and where it comes from.
+pub(crate) struct StartedAs<'a> {
+    pub(crate) by: &'a str,
+    /// The run waiting on it, for a child run.
+    pub(crate) parent: Option<&'a str>,
+    /// The run that ended with `continue as` to start it.
+    pub(crate) continued_from: Option<&'a str>,
+}
+
+/// The run that a `continue as` in `run` starts: `r1` → `r1~2` → `r1~3`. Derived from the
+/// id, so a crash between starting the successor and ending `run` starts it only once, and
+/// anyone can follow a chain without reading history.
+pub fn successor_of(run: &str) -> String {
+    if let Some((base, n)) = run.rsplit_once('~')
+        && let Ok(n) = n.parse::<u64>()
+    {
+        return format!("{base}~{}", n + 1);
+    }
+    format!("{run}~2")
 }
 
 /// Stands in for the notification hooks: a workflow test records what a gate announces
@@ -420,19 +442,24 @@ impl Engine {
         started_by: &str,
     ) -> EngineResult<String> {
         let id = self.new_run_id();
-        self.start_with_id(&id, version, workflow, input, started_by, None)?;
+        let started = StartedAs {
+            by: started_by,
+            parent: None,
+            continued_from: None,
+        };
+        self.start_with_id(&id, version, workflow, input, &started)?;
         Ok(id)
     }
 
-    fn start_with_id(
+    pub(crate) fn start_with_id(
         &mut self,
         id: &str,
         version: &str,
         workflow: &str,
         input: &serde_json::Value,
-        started_by: &str,
-        parent: Option<&str>,
+        started: &StartedAs<'_>,
     ) -> EngineResult<()> {
+        let (started_by, parent) = (started.by, started.parent);
         let module = self.module(version)?;
         let (index, code) =
             module
@@ -443,13 +470,7 @@ impl Engine {
                 })?;
         let args = validate_input(&module, &code.params, input)?;
         // What is stored and recorded is the validated input with its secrets redacted.
-        let input = &serde_json::Value::Object(
-            code.params
-                .iter()
-                .map(|(name, _)| name.clone())
-                .zip(args.iter().map(Value::to_json))
-                .collect(),
-        );
+        let input = &arguments_json(&code.params, &args, false);
         let now = now_ms();
         let machine = Machine::start(&module, index as u32, args, now)
             .ok_or_else(|| EngineError::Corrupt("the workflow has no code".into()))?;
@@ -461,6 +482,10 @@ impl Engine {
             started_by: started_by.to_string(),
             parent: parent.map(str::to_string),
         };
+        let mut data = serde_json::json!({ "input": input, "version": version, "by": started_by, "parent": parent });
+        if let Some(previous) = started.continued_from {
+            data["continued_from"] = serde_json::Value::String(previous.to_string());
+        }
         let event = NewEvent {
             at: now,
             kind: EventKind::RunStarted,
@@ -468,8 +493,7 @@ impl Engine {
             attempt: None,
             line: None,
             duration_ms: None,
-            data: serde_json::json!({ "input": input, "version": version, "by": started_by, "parent": parent })
-                .to_string(),
+            data: data.to_string(),
         };
         let events = [event];
         let first = Checkpoint {
@@ -492,7 +516,7 @@ impl Engine {
     }
 
     /// Drives a run without waking its parent: for a parent that drives its own child.
-    fn drive_alone(&mut self, run: &str) -> EngineResult<RunStatus> {
+    pub(crate) fn drive_alone(&mut self, run: &str) -> EngineResult<RunStatus> {
         let now = now_ms();
         if self.store.run(run)?.is_none() {
             return Err(EngineError::NoSuchRun(run.to_string()));
@@ -680,462 +704,109 @@ impl Engine {
                 saved.program_hash, record.version
             )));
         }
-        let mut machine = snapshot::decode(saved.format_version, &saved.state)
+        let machine = snapshot::decode(saved.format_version, &saved.state)
             .map_err(|why| EngineError::Corrupt(format!("run {run}: {why}")))?;
         let version = record.version.clone();
-        let mut pending: Vec<NewEvent> = Vec::new();
-
-        // A run woken from a wait (a gate, a sleep, a child) may meet the deadline of a
-        // `timeout` around that wait: the wait is then what the `timeout` cut short.
-        let woke_from_wait = record.status == RunStatus::Waiting
-            && !matches!(record.waiting(), Some(WaitingOn::Tool { .. }));
-        if record.status == RunStatus::Waiting {
-            match record.waiting() {
-                Some(WaitingOn::Gate { kind, name }) => {
-                    let due = record.wake_at.is_some_and(|at| at <= now_ms());
-                    if !due {
-                        return Ok(RunStatus::Waiting);
-                    }
-                    // The `timeout` around the gate expired first: the gate is withdrawn
-                    // (from the inbox too) and the `timeout` raises below.
-                    if let Some(deadline) = expired_deadline(&module, &machine) {
-                        pending.push(event(
-                            EventKind::GateWithdrawn,
-                            Some(name.clone()),
-                            None,
-                            line(&module, &machine),
-                            serde_json::json!({
-                                "kind": kind.word(),
-                                "gate": name,
-                                "why": "the `timeout` around it expired",
-                                "deadline": crate::vm::value::format_time(deadline),
-                            }),
-                        ));
-                    } else {
-                        match self.gate_clock(&record, &module, &mut machine)? {
-                            GateClock::StillWaiting => return Ok(RunStatus::Waiting),
-                            GateClock::TimedOut(events) => pending.extend(events),
-                            GateClock::Failed(error, events) => {
-                                return self.fail_run(run, &version, &module, &error, events);
-                            }
-                        }
-                    }
-                }
-                Some(WaitingOn::Timer) => {
-                    let due = record.wake_at.unwrap_or(0);
-                    if due > now_ms() {
-                        return Ok(RunStatus::Waiting);
-                    }
-                    pending.push(event(
-                        EventKind::TimerFired,
-                        None,
-                        None,
-                        line(&module, &machine),
-                        serde_json::json!({ "due": due }),
-                    ));
-                    // The timer firing is the run's last durable point: the code after the
-                    // `sleep` sees the time it woke at, not the time it went to sleep (a
-                    // `timeout` right after it would otherwise start already expired).
-                    machine.clock = now_ms();
-                }
-                Some(WaitingOn::Child { .. }) => {}
-                // A call in this engine's pool goes on when its completion is applied; one
-                // left by a process that died is made again (its lease ran out).
-                Some(WaitingOn::Tool { .. }) => {
-                    if self.in_flight.contains(run) && !self.arrived.contains_key(run) {
-                        return Ok(RunStatus::Waiting);
-                    }
-                }
-                _ => return Ok(RunStatus::Waiting),
-            }
+        let mut d = Driving {
+            run,
+            record: &record,
+            version: &version,
+            module: &module,
+            machine,
+            memory: CallMemory::default(),
+            pending: Vec::new(),
+            woke_from_wait: record.status == RunStatus::Waiting
+                && !matches!(record.waiting(), Some(WaitingOn::Tool { .. })),
+        };
+        if let Some(status) = self.wake(&mut d)? {
+            return Ok(status);
         }
-
         // What the run's earlier tool calls left: kept with the checkpoint, so that a resume
         // reads no history (a checkpoint written before that was kept: from the history).
-        let mut memory = match saved.calls.as_deref().and_then(CallMemory::parse) {
-            Some(memory) => memory.at_step(machine.steps),
-            None => CallMemory::read(&self.store.history(run)?, machine.steps),
+        d.memory = match saved.calls.as_deref().and_then(CallMemory::parse) {
+            Some(memory) => memory.at_step(d.machine.steps),
+            None => CallMemory::read(&self.store.history(run)?, d.machine.steps),
         };
-        self.remember(run, &memory);
-
+        self.remember(run, &d.memory);
         loop {
-            match machine.run(&module) {
+            let stop = match d.machine.run(&module) {
                 Outcome::Completed(value) => {
-                    let ret = module.workflows[machine.workflow as usize].ret;
-                    let output = output_json(&module, ret, &value).to_string();
-                    pending.push(event(
-                        EventKind::RunCompleted,
-                        None,
-                        None,
-                        None,
-                        serde_json::json!({ "output": value.to_json() }),
-                    ));
-                    self.commit(
-                        run,
-                        &version,
-                        None,
-                        Change {
-                            events: std::mem::take(&mut pending),
-                            status: RunStatus::Completed,
-                            output: Some(output),
-                            error: None,
-                            waiting_on: None,
-                            wake_at: None,
-                        },
-                    )?;
+                    let ret = module.workflows[d.machine.workflow as usize].ret;
+                    let change = run_completed(output_json(&module, ret, &value), d.pending);
+                    self.commit(run, &version, None, change)?;
                     return Ok(RunStatus::Completed);
                 }
                 Outcome::Failed(error) => {
-                    return self.fail_run(
-                        run,
-                        &version,
-                        &module,
-                        &error,
-                        std::mem::take(&mut pending),
-                    );
+                    return self.fail_run(run, &version, &module, &error, d.pending);
                 }
                 Outcome::Durable { request, deadline } => {
-                    let now = now_ms();
-                    // A call that completed is recorded as it came back, even if the
-                    // deadline passed in the meantime (the call itself was bounded by it).
-                    if let Some(deadline) = deadline
-                        && deadline <= now
-                        && !self.has_arrived(run, machine.steps)
-                    {
-                        let step = step_name(&module, &request);
-                        let here = line(&module, &machine);
-                        // A tool call that was in flight at a crash is not made again once
-                        // its time limit has passed; the history says it was resumed and
-                        // timed out under its key, and a `retry` around it keeps that key.
-                        let resumed_key = match (&request, memory.in_flight_key.take()) {
-                            (Request::Tool { .. }, Some(key)) => Some(key),
-                            _ => None,
-                        };
-                        let message = match resumed_key {
-                            Some(_) => format!(
-                                "the time limit of `{step}` passed while it was in flight at a crash"
-                            ),
-                            None if woke_from_wait => format!(
-                                "the `timeout` around `{step}` expired while the run waited there"
-                            ),
-                            None => format!("the time limit passed before `{step}` could start"),
-                        };
-                        let error = error_value("Timeout", message, &step);
-                        let mut data = serde_json::json!({ "step_number": machine.steps });
-                        if let Some(key) = resumed_key {
-                            memory.attempt_after_crash = false;
-                            pending.push(event(EventKind::StepResumed, Some(step.clone()), None, here, serde_json::json!({ "step_number": machine.steps, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; its time limit has passed, so it is not made again" })));
-                            let site = (step.clone(), here);
-                            if let Some(call) = memory.started.remove(&site) {
-                                memory.failed_calls.insert(site.clone(), call);
-                            }
-                            *memory.failures.entry(site).or_default() += 1;
-                            memory.ended();
-                            self.remember(run, &memory);
-                            data["idempotency_key"] = serde_json::Value::String(key);
-                        }
-                        pending.push(event(EventKind::StepTimedOut, Some(step), None, here, data));
-                        if let Some(Outcome::Failed(failed)) =
-                            machine.fail_step(&module, error, now)
-                        {
-                            return self.fail_run(
-                                run,
-                                &version,
-                                &module,
-                                &failed,
-                                std::mem::take(&mut pending),
-                            );
-                        }
-                        continue;
-                    }
-                    let here = line(&module, &machine);
-                    // A completed call goes on in the span its step opened.
-                    let step_span = match self.arrived.get(run) {
-                        Some(done) if done.step == machine.steps => done.step_span.clone(),
-                        _ => crate::telemetry::step_span(&module, &request, here),
-                    };
-                    let _step = step_span.entered();
-                    match request {
-                        Request::Now => {
-                            machine
-                                .complete(&module, Value::Time(now), now)
-                                .map_err(EngineError::Corrupt)?;
-                            pending.push(event(
-                                EventKind::ClockRead,
-                                Some("now".into()),
-                                None,
-                                here,
-                                serde_json::json!({ "time": Value::Time(now).to_json() }),
-                            ));
-                            self.commit(
-                                run,
-                                &version,
-                                Some(&machine),
-                                Change::runnable(std::mem::take(&mut pending)),
-                            )?;
-                        }
-                        Request::Audit {
-                            event: index,
-                            fields,
-                        } => {
-                            let name = module
-                                .events
-                                .get(index as usize)
-                                .cloned()
-                                .unwrap_or_default();
-                            machine
-                                .complete(&module, Value::None, now)
-                                .map_err(EngineError::Corrupt)?;
-                            pending.push(event(
-                                EventKind::Audit,
-                                Some(name),
-                                None,
-                                here,
-                                fields.to_json(),
-                            ));
-                            self.commit(
-                                run,
-                                &version,
-                                Some(&machine),
-                                Change::runnable(std::mem::take(&mut pending)),
-                            )?;
-                        }
-                        Request::Sleep { duration_ms } => {
-                            let timer = timer_name(&module, &machine);
-                            let wanted = now + duration_ms.max(0);
-                            // A sleep longer than the `timeout` around it ends at the deadline,
-                            // and there the `timeout` raises: the checkpoint stays *at* the
-                            // sleep, so that the woken run meets its deadline there.
-                            let cut_short = deadline.filter(|d| *d < wanted);
-                            let until = cut_short.unwrap_or(wanted);
-                            if cut_short.is_none() {
-                                machine
-                                    .complete(&module, Value::None, now)
-                                    .map_err(EngineError::Corrupt)?;
-                            }
-                            let mut data = serde_json::json!({ "until": Value::Time(until).to_json(), "duration": Value::Duration(duration_ms).to_json() });
-                            if cut_short.is_some() {
-                                data["cut_short_by"] = "timeout".into();
-                            }
-                            pending.push(event(
-                                EventKind::TimerSet,
-                                Some(timer.into()),
-                                None,
-                                here,
-                                data,
-                            ));
-                            if until <= now {
-                                self.commit(
-                                    run,
-                                    &version,
-                                    Some(&machine),
-                                    Change::runnable(std::mem::take(&mut pending)),
-                                )?;
-                                continue;
-                            }
-                            self.commit(
-                                run,
-                                &version,
-                                Some(&machine),
-                                Change {
-                                    events: std::mem::take(&mut pending),
-                                    status: RunStatus::Waiting,
-                                    output: None,
-                                    error: None,
-                                    waiting_on: Some(WaitingOn::Timer),
-                                    wake_at: Some(until),
-                                },
-                            )?;
-                            return Ok(RunStatus::Waiting);
-                        }
-                        Request::Approval { gate, options } => {
-                            let name = module.gates.get(gate as usize).cloned().unwrap_or_default();
-                            let at = OpenedAt {
-                                module: &module,
-                                machine: &machine,
-                                kind: GateKind::Approval,
-                                name: &name,
-                                options: &options,
-                                deadline,
-                            };
-                            let events = std::mem::take(&mut pending);
-                            return self.open_gate(&record, &at, here, events);
-                        }
-                        Request::Input { request, options } => {
-                            let name = module
-                                .input_requests
-                                .get(request as usize)
-                                .map(|r| r.name.clone())
-                                .unwrap_or_default();
-                            let at = OpenedAt {
-                                module: &module,
-                                machine: &machine,
-                                kind: GateKind::Input,
-                                name: &name,
-                                options: &options,
-                                deadline,
-                            };
-                            let events = std::mem::take(&mut pending);
-                            return self.open_gate(&record, &at, here, events);
-                        }
-                        Request::Tool { tool, args } => {
-                            let call = ToolStep {
-                                run,
-                                version: &version,
-                                module: &module,
-                                tool,
-                                args,
-                                here,
-                                deadline,
-                            };
-                            if let Some(status) =
-                                self.tool_step(call, &mut machine, &mut memory, &mut pending)?
-                            {
-                                return Ok(status);
-                            }
-                        }
-                        Request::Workflow { workflow, args } => {
-                            let code = module
-                                .workflows
-                                .get(workflow as usize)
-                                .cloned()
-                                .ok_or_else(|| EngineError::Corrupt("unknown workflow".into()))?;
-                            let child = format!("{run}.{}", machine.steps);
-                            if self.store.run(&child)?.is_none() {
-                                let input = serde_json::Value::Object(
-                                    code.params
-                                        .iter()
-                                        .map(|(name, _)| name.clone())
-                                        .zip(args.iter().map(Value::to_json_revealing))
-                                        .collect(),
-                                );
-                                self.start_with_id(
-                                    &child,
-                                    &version,
-                                    &code.name,
-                                    &input,
-                                    "workflow",
-                                    Some(run),
-                                )?;
-                                pending.push(event(
-                                    EventKind::ChildStarted,
-                                    Some(code.name.clone()),
-                                    None,
-                                    here,
-                                    serde_json::json!({ "run": child }),
-                                ));
-                                self.commit(
-                                    run,
-                                    &version,
-                                    Some(&machine),
-                                    Change::runnable(std::mem::take(&mut pending)),
-                                )?;
-                            }
-                            let status = match self.store.run(&child)? {
-                                Some(record) if record.status.is_final() => record.status,
-                                _ => match self.drive_alone(&child) {
-                                    Ok(status) => status,
-                                    Err(EngineError::Claimed(_)) => RunStatus::Waiting,
-                                    Err(e) => return Err(e),
-                                },
-                            };
-                            let record = self
-                                .store
-                                .run(&child)?
-                                .ok_or_else(|| EngineError::NoSuchRun(child.clone()))?;
-                            let now = now_ms();
-                            match status {
-                                RunStatus::Completed => {
-                                    let json: serde_json::Value = serde_json::from_str(
-                                        record.output.as_deref().unwrap_or("null"),
-                                    )
-                                    .unwrap_or_default();
-                                    let value =
-                                        from_json(&module, code.ret, &json, "$").map_err(|e| {
-                                            EngineError::Corrupt(format!("child run {child}: {e}"))
-                                        })?;
-                                    machine
-                                        .complete(&module, value, now)
-                                        .map_err(EngineError::Corrupt)?;
-                                    pending.push(event(
-                                        EventKind::ChildCompleted,
-                                        Some(code.name.clone()),
-                                        None,
-                                        here,
-                                        serde_json::json!({ "run": child, "output": json }),
-                                    ));
-                                    self.commit(
-                                        run,
-                                        &version,
-                                        Some(&machine),
-                                        Change::runnable(std::mem::take(&mut pending)),
-                                    )?;
-                                }
-                                RunStatus::Failed | RunStatus::Cancelled => {
-                                    let why = match record.error {
-                                        Some(error) => format!("failed: {error}"),
-                                        None => "was cancelled".to_string(),
-                                    };
-                                    let error = error_value(
-                                        "Failed",
-                                        format!("child workflow `{}` ({child}) {why}", code.name),
-                                        &code.name,
-                                    );
-                                    pending.push(event(
-                                        EventKind::ChildFailed,
-                                        Some(code.name.clone()),
-                                        None,
-                                        here,
-                                        serde_json::json!({ "run": child, "error": why }),
-                                    ));
-                                    if let Some(Outcome::Failed(failed)) =
-                                        machine.fail_step(&module, error, now)
-                                    {
-                                        return self.fail_run(
-                                            run,
-                                            &version,
-                                            &module,
-                                            &failed,
-                                            std::mem::take(&mut pending),
-                                        );
-                                    }
-                                    self.commit(
-                                        run,
-                                        &version,
-                                        Some(&machine),
-                                        Change::runnable(std::mem::take(&mut pending)),
-                                    )?;
-                                }
-                                RunStatus::Waiting | RunStatus::Runnable => {
-                                    self.commit(
-                                        run,
-                                        &version,
-                                        Some(&machine),
-                                        Change {
-                                            events: std::mem::take(&mut pending),
-                                            status: RunStatus::Waiting,
-                                            output: None,
-                                            error: None,
-                                            waiting_on: Some(WaitingOn::Child {
-                                                run: child.clone(),
-                                            }),
-                                            // The child's end wakes the parent at once; this
-                                            // later check covers a process that died between
-                                            // the two.
-                                            wake_at: crate::history::earliest(
-                                                Some(now_ms() + CHILD_RECHECK_MS),
-                                                deadline,
-                                            ),
-                                        },
-                                    )?;
-                                    return Ok(RunStatus::Waiting);
-                                }
-                            }
-                        }
-                    }
+                    self.durable_step(&mut d, request, deadline)?
                 }
+            };
+            if let Some(status) = stop {
+                return Ok(status);
             }
         }
+    }
+
+    /// `continue as`: starts the successor run (unless a crash left it started already) with
+    /// the new arguments, and ends this run as `continued`, pointing at it. The successor
+    /// takes over this run's parent, so a parent waiting on a chain of continued runs is woken
+    /// by the last one.
+    pub(crate) fn continue_as(
+        &mut self,
+        d: &mut Driving<'_>,
+        workflow: u32,
+        args: &[Value],
+        here: Option<i64>,
+    ) -> EngineResult<RunStatus> {
+        let record = d.record;
+        let code = d.module.workflows.get(workflow as usize).ok_or_else(|| {
+            EngineError::Corrupt("`continue as` names an unknown workflow".into())
+        })?;
+        let successor = successor_of(&record.id);
+        let input = arguments_json(&code.params, args, true);
+        if self.store.run(&successor)?.is_none() {
+            self.start_with_id(
+                &successor,
+                &record.version,
+                &code.name,
+                &input,
+                &StartedAs {
+                    by: &record.started_by,
+                    parent: record.parent.as_deref(),
+                    continued_from: Some(&record.id),
+                },
+            )?;
+        }
+        // What the history keeps of the input is what the successor stored: secrets redacted.
+        let stored_input = self
+            .store
+            .run(&successor)?
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.input).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let mut events = std::mem::take(&mut d.pending);
+        events.push(event(
+            EventKind::RunContinued,
+            Some(code.name.clone()),
+            None,
+            here,
+            serde_json::json!({ "run": successor, "input": stored_input }),
+        ));
+        self.commit(
+            &record.id,
+            &record.version,
+            None,
+            Change {
+                events,
+                status: RunStatus::Continued,
+                output: None,
+                error: None,
+                waiting_on: None,
+                wake_at: None,
+            },
+        )?;
+        Ok(RunStatus::Continued)
     }
 
     pub(crate) fn fail_run(
@@ -1229,6 +900,9 @@ impl Engine {
             });
         }
         let mut completed = 0;
+        // Child runs that completed in the batch: their parents are woken once they are
+        // released (not after the parent's next periodic look at them).
+        let mut children_done = Vec::new();
         while !active.is_empty() {
             let now = now_ms();
             let mut commits = Vec::with_capacity(active.len());
@@ -1249,22 +923,13 @@ impl Engine {
                 };
                 match run.machine.run(&run.module) {
                     Outcome::Completed(value) => {
-                        let done = event(
-                            EventKind::RunCompleted,
-                            None,
-                            None,
-                            None,
-                            serde_json::json!({ "output": value.to_json() }),
-                        );
-                        commits.push(commit(
-                            None,
-                            Change {
-                                output: Some(value.to_json().to_string()),
-                                status: RunStatus::Completed,
-                                ..Change::runnable(vec![done])
-                            },
-                        ));
+                        let ret = run.module.workflows[run.machine.workflow as usize].ret;
+                        let output = output_json(&run.module, ret, &value);
+                        commits.push(commit(None, run_completed(output, Vec::new())));
                         completed += 1;
+                        if run.record.parent.is_some() {
+                            children_done.push(run.id.clone());
+                        }
                     }
                     Outcome::Durable {
                         request: Request::Tool { tool, args },
@@ -1276,38 +941,43 @@ impl Engine {
                         .is_some_and(|info| self.is_native(info)) =>
                     {
                         let info = &run.module.tools[tool as usize];
-                        let input = Value::Record(
-                            info.params
-                                .iter()
-                                .map(|(n, _)| n.clone())
-                                .zip(args)
-                                .collect(),
-                        );
-                        let Binding::Exec { command } = &info.binding else {
-                            continue;
-                        };
-                        let native = self.native_tools[command];
                         let step = run.machine.steps;
                         let here = line(&run.module, &run.machine);
-                        match native(&input)
-                            .and_then(|v| check_output(&run.module, info, &v.to_json()))
-                        {
-                            Ok(value) => {
-                                let done = event(
-                                    EventKind::StepCompleted,
-                                    Some(info.name.clone()),
-                                    None,
-                                    here,
-                                    serde_json::json!({ "step_number": step, "output": value.to_json() }),
-                                );
+                        let key = format!("{}:{step}", run.id);
+                        let json_of = |reveal: bool| arguments_json(&info.params, &args, reveal);
+                        let context = CallContext {
+                            run_id: run.id.clone(),
+                            idempotency_key: key.clone(),
+                            time_limit_ms: None,
+                        };
+                        let started = now_ms();
+                        let called = self.call_inline(&run.module, info, &json_of(true), &context);
+                        let finished = now_ms();
+                        let held = tools::Secrets::held_by(&run.machine);
+                        match finish_call(&run.module, info, called, &held) {
+                            // The same two records as the call made one run at a time.
+                            (Ok(value), record) => {
+                                let events = vec![
+                                    call_started(info, 1, here, step, &key, json_of(false)),
+                                    call_completed(
+                                        info,
+                                        1,
+                                        here,
+                                        finished - started,
+                                        step,
+                                        &value,
+                                        record,
+                                    ),
+                                ];
                                 run.machine
-                                    .complete(&run.module, value, now)
+                                    .complete(&run.module, value, finished)
                                     .map_err(EngineError::Corrupt)?;
-                                commits
-                                    .push(commit(Some(&run.machine), Change::runnable(vec![done])));
+                                commits.push(commit(Some(&run.machine), Change::runnable(events)));
                                 still_going.push(run);
                             }
-                            Err(_) => one_by_one.push(run.id.clone()),
+                            // A failure is recorded (and retried) one run at a time, where
+                            // the call is made again: it is in-process, with no effect outside.
+                            (Err(_), _) => one_by_one.push(run.id.clone()),
                         }
                     }
                     // A gate opens in the batch too, unless it must notify someone (that
@@ -1348,6 +1018,9 @@ impl Engine {
         for id in runs.iter().filter(|id| !one_by_one.contains(id)) {
             self.release(id)?;
         }
+        for id in &children_done {
+            self.wake_parent(id)?;
+        }
         for id in one_by_one {
             let result = self.drive_claimed(&id);
             let released = self.release(&id);
@@ -1373,7 +1046,7 @@ impl Engine {
     /// A tool call: recorded as started (committed before the outside world is touched),
     /// then made inline or handed to the pool, or — when the pool has answered — recorded
     /// as completed or failed. `None`: the run goes on; `Some(status)`: the drive stops.
-    fn tool_step(
+    pub(crate) fn tool_step(
         &mut self,
         call: ToolStep<'_>,
         machine: &mut Machine,
@@ -1395,13 +1068,7 @@ impl Engine {
             .get(tool as usize)
             .cloned()
             .ok_or_else(|| EngineError::Corrupt("unknown tool".into()))?;
-        let input = serde_json::Value::Object(
-            info.params
-                .iter()
-                .map(|(name, _)| name.clone())
-                .zip(args.iter().map(Value::to_json))
-                .collect(),
-        );
+        let input = arguments_json(&info.params, &args, false);
         let site = (info.name.clone(), here);
         // The run id and the step number of the call's first attempt: the same after a crash
         // and on every attempt of a `retry`.
@@ -1437,7 +1104,14 @@ impl Engine {
                     pending.push(event(EventKind::StepResumed, Some(info.name.clone()), None, here, serde_json::json!({ "step_number": step, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; it runs again with the same idempotency key" })));
                     memory.attempt_after_crash = false;
                 }
-                pending.push(event(EventKind::StepStarted, Some(info.name.clone()), Some(attempt), here, serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input })));
+                pending.push(call_started(
+                    &info,
+                    attempt,
+                    here,
+                    step,
+                    &key,
+                    input.clone(),
+                ));
                 memory.started(step, &site, &key, &input);
                 self.remember(run, memory);
                 let started = now_ms();
@@ -1447,13 +1121,7 @@ impl Engine {
                     time_limit_ms: deadline.map(|d| (d - started).max(0) as u64),
                 };
                 // The tool receives its secrets; the history saw them redacted.
-                let call_input = serde_json::Value::Object(
-                    info.params
-                        .iter()
-                        .map(|(name, _)| name.clone())
-                        .zip(args.iter().map(Value::to_json_revealing))
-                        .collect(),
-                );
+                let call_input = arguments_json(&info.params, &args, true);
                 if let Some(outside) = self.offloadable(module, &info, &call_input) {
                     return self
                         .offload(
@@ -1487,16 +1155,14 @@ impl Engine {
         let (result, record) = finish_call(module, &info, called, &held);
         match result {
             Ok(value) => {
-                let mut data =
-                    serde_json::json!({ "step_number": step, "output": value.to_json() });
-                extend(&mut data, record);
-                pending.push(event_with_duration(
-                    EventKind::StepCompleted,
-                    Some(info.name.clone()),
-                    Some(attempt),
+                pending.push(call_completed(
+                    &info,
+                    attempt,
                     here,
                     finished - started,
-                    data,
+                    step,
+                    &value,
+                    record,
                 ));
                 memory.failures.remove(&site);
                 memory.failed_calls.remove(&site);
@@ -1793,7 +1459,7 @@ impl Engine {
         Ok(applied)
     }
 
-    fn has_arrived(&self, run: &str, step: u64) -> bool {
+    pub(crate) fn has_arrived(&self, run: &str, step: u64) -> bool {
         self.arrived.get(run).is_some_and(|done| done.step == step)
     }
 
@@ -1806,7 +1472,7 @@ impl Engine {
     }
 
     /// Keeps `memory` as what the run's next checkpoint records of its calls.
-    fn remember(&mut self, run: &str, memory: &CallMemory) {
+    pub(crate) fn remember(&mut self, run: &str, memory: &CallMemory) {
         self.run_calls.insert(run.to_string(), memory.to_json());
     }
 
@@ -1821,14 +1487,14 @@ impl Engine {
 }
 
 /// A tool call site's part of a run's history: the arguments of [`Engine::tool_step`].
-struct ToolStep<'a> {
-    run: &'a str,
-    version: &'a str,
-    module: &'a Module,
-    tool: u32,
-    args: Vec<Value>,
-    here: Option<i64>,
-    deadline: Option<Millis>,
+pub(crate) struct ToolStep<'a> {
+    pub(crate) run: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) module: &'a Module,
+    pub(crate) tool: u32,
+    pub(crate) args: Vec<Value>,
+    pub(crate) here: Option<i64>,
+    pub(crate) deadline: Option<Millis>,
 }
 
 /// A tool call site: the tool and the source line of the call.
@@ -1837,29 +1503,29 @@ type Site = (String, Option<i64>);
 /// What a drive needs to know of a run's earlier tool calls: read from its history once,
 /// then kept with every checkpoint (`Checkpoint::calls`) and updated as calls are made.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-struct CallMemory {
+pub(crate) struct CallMemory {
     /// The key of the call that was in flight when the last process stopped (the run's last
     /// record is its `step_started` at the current step): it is made again under that key.
     #[serde(skip)]
-    in_flight_key: Option<String>,
+    pub(crate) in_flight_key: Option<String>,
     /// Whether the next call is such a repeat (recorded as `step_resumed`).
     #[serde(skip)]
-    attempt_after_crash: bool,
+    pub(crate) attempt_after_crash: bool,
     /// The step number and key of the last call whose start was recorded and whose end was
     /// not (what `in_flight_key` is read from).
     #[serde(default)]
-    last_started: Option<(u64, String)>,
+    pub(crate) last_started: Option<(u64, String)>,
     /// The attempt number of each site: 1 + its failures since its last success (a `retry`
     /// loops back to the same call).
     #[serde(with = "site_map", default)]
-    failures: HashMap<Site, i64>,
+    pub(crate) failures: HashMap<Site, i64>,
     /// The idempotency key and input of each site's last failed call: calling it again with
     /// the same input (a `retry`) is the same request, so it keeps the same key.
     #[serde(with = "site_map", default)]
-    failed_calls: HashMap<Site, (String, serde_json::Value)>,
+    pub(crate) failed_calls: HashMap<Site, (String, serde_json::Value)>,
     /// The calls started and not yet finished, by site.
     #[serde(with = "site_map", default)]
-    started: HashMap<Site, (String, serde_json::Value)>,
+    pub(crate) started: HashMap<Site, (String, serde_json::Value)>,
 }
 
 /// A map keyed by call site, as JSON: a list of `[site, value]` pairs (JSON object keys are
@@ -1966,7 +1632,7 @@ impl CallMemory {
     }
 
     /// A call's end (completed, failed or timed out), recorded.
-    fn ended(&mut self) {
+    pub(crate) fn ended(&mut self) {
         self.last_started = None;
     }
 }
@@ -2001,6 +1667,69 @@ fn finish_call(
     (result, record)
 }
 
+/// The arguments of a call as the JSON object its callee takes, one field per parameter:
+/// secrets redacted (what the history shows) or revealed (what the callee receives).
+pub(crate) fn arguments_json(
+    params: &[(String, bytecode::TypeRef)],
+    args: &[Value],
+    reveal: bool,
+) -> serde_json::Value {
+    serde_json::Value::Object(
+        params
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(args.iter().map(|a| {
+                if reveal {
+                    a.to_json_revealing()
+                } else {
+                    a.to_json()
+                }
+            }))
+            .collect(),
+    )
+}
+
+/// `step_started` of an attempt of a call, with the input as the history shows it (secrets
+/// redacted): one builder for the drive loop and the batch.
+pub(crate) fn call_started(
+    info: &bytecode::ToolInfo,
+    attempt: i64,
+    here: Option<i64>,
+    step: u64,
+    key: &str,
+    input: serde_json::Value,
+) -> NewEvent {
+    event(
+        EventKind::StepStarted,
+        Some(info.name.clone()),
+        Some(attempt),
+        here,
+        serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input }),
+    )
+}
+
+/// `step_completed` of an attempt, with its output and what the binding recorded.
+pub(crate) fn call_completed(
+    info: &bytecode::ToolInfo,
+    attempt: i64,
+    here: Option<i64>,
+    duration_ms: i64,
+    step: u64,
+    output: &Value,
+    record: serde_json::Map<String, serde_json::Value>,
+) -> NewEvent {
+    let mut data = serde_json::json!({ "step_number": step, "output": output.to_json() });
+    extend(&mut data, record);
+    event_with_duration(
+        EventKind::StepCompleted,
+        Some(info.name.clone()),
+        Some(attempt),
+        here,
+        duration_ms,
+        data,
+    )
+}
+
 fn check_output(
     module: &Module,
     info: &bytecode::ToolInfo,
@@ -2023,6 +1752,25 @@ fn extend(data: &mut serde_json::Value, record: serde_json::Map<String, serde_js
 }
 
 /// The checkpoint of `machine`; `calls: None` keeps what the store holds of the run's calls.
+/// The end of a run that returned `output`: one transition for the drive loop and the batch.
+pub(crate) fn run_completed(output: serde_json::Value, mut events: Vec<NewEvent>) -> Change {
+    events.push(event(
+        EventKind::RunCompleted,
+        None,
+        None,
+        None,
+        serde_json::json!({ "output": output }),
+    ));
+    Change {
+        events,
+        status: RunStatus::Completed,
+        output: Some(output.to_string()),
+        error: None,
+        waiting_on: None,
+        wake_at: None,
+    }
+}
+
 pub(crate) fn checkpoint(version: &str, machine: &Machine) -> Checkpoint {
     Checkpoint {
         calls: None,
@@ -2070,7 +1818,7 @@ pub(crate) fn event_with_duration(
 
 /// The deadline of the `timeout` around the durable point the machine stands at, when it has
 /// passed.
-fn expired_deadline(module: &Module, machine: &Machine) -> Option<Millis> {
+pub(crate) fn expired_deadline(module: &Module, machine: &Machine) -> Option<Millis> {
     match machine.clone().run(module) {
         Outcome::Durable {
             deadline: Some(deadline),
@@ -2083,7 +1831,7 @@ fn expired_deadline(module: &Module, machine: &Machine) -> Option<Millis> {
 /// What a timer is for, as the history names it: `retry backoff` for the wait between the
 /// attempts of a `retry` (the lowering puts its jittered delay right before the `sleep`, and
 /// nothing else does), `sleep` for a `sleep` the workflow wrote.
-fn timer_name(module: &Module, machine: &Machine) -> &'static str {
+pub(crate) fn timer_name(module: &Module, machine: &Machine) -> &'static str {
     let code = module
         .workflows
         .get(machine.workflow as usize)
@@ -2098,10 +1846,10 @@ fn timer_name(module: &Module, machine: &Machine) -> &'static str {
     }
 }
 
-fn step_name(module: &Module, request: &Request) -> String {
+pub(crate) fn step_name(module: &Module, request: &Request) -> String {
     match request {
         Request::Tool { tool, .. } => module.tools.get(*tool as usize).map(|t| t.name.clone()),
-        Request::Workflow { workflow, .. } => module
+        Request::Workflow { workflow, .. } | Request::ContinueAs { workflow, .. } => module
             .workflows
             .get(*workflow as usize)
             .map(|w| w.name.clone()),

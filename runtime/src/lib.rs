@@ -24,6 +24,7 @@ pub mod notify;
 pub mod process;
 pub mod secrets;
 pub mod server;
+mod steps;
 pub mod store;
 pub mod telemetry;
 pub mod testing;

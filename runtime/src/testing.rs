@@ -528,11 +528,24 @@ impl TestRun {
     }
 
     /// The run the step is about: the one it names with `in r`, else the last started.
-    fn current_run(&self, span: Span) -> Result<String, Failure> {
-        self.selected
+    /// The run a step is about: the one it names, else the last started — followed through
+    /// `continue as` to the run that goes on.
+    fn current_run(&mut self, span: Span) -> Result<String, Failure> {
+        let mut run = self
+            .selected
             .clone()
             .or_else(|| self.run.clone())
-            .ok_or_else(|| Failure::new(span, "no run has been started"))
+            .ok_or_else(|| Failure::new(span, "no run has been started"))?;
+        while let Some(record) = self
+            .engine
+            .store()
+            .run(&run)
+            .map_err(|e| Failure::new(span, e.to_string()))?
+            && record.status == RunStatus::Continued
+        {
+            run = crate::engine::successor_of(&run);
+        }
+        Ok(run)
     }
 
     /// The run the step names with `in r` and its child runs, at any depth; `None` (every
@@ -554,6 +567,10 @@ impl TestRun {
             for run in &runs {
                 if run.parent.as_ref().is_some_and(|p| tree.contains(p)) {
                     tree.insert(run.id.clone());
+                }
+                // The runs it continued as are the same run, going on.
+                if run.status == RunStatus::Continued && tree.contains(&run.id) {
+                    tree.insert(crate::engine::successor_of(&run.id));
                 }
             }
             if tree.len() == before {

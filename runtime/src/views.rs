@@ -31,6 +31,9 @@ pub struct RunView {
     pub output: Option<serde_json::Value>,
     /// The rendered error, when failed.
     pub error: Option<String>,
+    /// The run that goes on, when this one ended with `continue as`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continued_as: Option<String>,
 }
 
 impl RunView {
@@ -52,6 +55,8 @@ impl RunView {
                 .as_deref()
                 .and_then(|o| serde_json::from_str(o).ok()),
             error: record.error.clone(),
+            continued_as: (record.status == crate::store::RunStatus::Continued)
+                .then(|| crate::engine::successor_of(&record.id)),
         })
     }
 

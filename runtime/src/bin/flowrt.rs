@@ -776,11 +776,20 @@ fn start(
         report_started(&run, &workflow, args.json);
         return Ok(ExitCode::SUCCESS);
     }
+    let mut run = run;
     let mut status = engine.drive(&run)?;
-    while status == RunStatus::Waiting {
-        match wait_for_short_timer(engine, &run, max_wait)? {
-            Some(next) => status = next,
-            None => break,
+    loop {
+        match status {
+            // `continue as`: the run goes on as its successor, which is what is reported.
+            RunStatus::Continued => {
+                run = flow_runtime::engine::successor_of(&run);
+                status = engine.drive(&run)?;
+            }
+            RunStatus::Waiting => match wait_for_short_timer(engine, &run, max_wait)? {
+                Some(next) => status = next,
+                None => break,
+            },
+            _ => break,
         }
     }
     let record = engine
@@ -790,7 +799,7 @@ fn start(
         .ok_or_else(|| Usage(format!("run {run} vanished")))?;
     report(engine, &record, loaded.program.as_ref(), &module, args.json)?;
     Ok(match status {
-        RunStatus::Completed => ExitCode::SUCCESS,
+        RunStatus::Completed | RunStatus::Continued => ExitCode::SUCCESS,
         RunStatus::Failed | RunStatus::Cancelled => ExitCode::from(EXIT_FAILED),
         RunStatus::Waiting | RunStatus::Runnable => ExitCode::from(EXIT_WAITING),
     })
@@ -1799,6 +1808,10 @@ fn outcome(engine: &mut Engine, record: &RunRecord) -> Result<String, Usage> {
                 .unwrap_or("failed"),
         ),
         RunStatus::Cancelled => "cancelled".to_string(),
+        RunStatus::Continued => format!(
+            "continued as {}",
+            flow_runtime::engine::successor_of(&record.id)
+        ),
         RunStatus::Waiting | RunStatus::Runnable => record.waiting_on.clone().unwrap_or_default(),
     })
 }

@@ -919,13 +919,7 @@ async fn metrics(State(app): State<App>, caller: Caller) -> Response {
         let workflows: std::collections::BTreeSet<&str> =
             runs.iter().map(|(workflow, _, _)| workflow.as_str()).collect();
         for workflow in &workflows {
-            for status in [
-                RunStatus::Runnable,
-                RunStatus::Waiting,
-                RunStatus::Completed,
-                RunStatus::Failed,
-                RunStatus::Cancelled,
-            ] {
+            for status in RunStatus::ALL {
                 counts.insert((workflow, status.as_str()), 0);
             }
         }

@@ -88,7 +88,7 @@ pub fn document() -> Value {
                         "id": { "type": "string" },
                         "workflow": { "type": "string" },
                         "version": { "type": "string" },
-                        "status": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled"] },
+                        "status": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled", "continued"] },
                         "waiting_on": { "type": "string", "nullable": true },
                         "wake_at": { "type": "integer", "nullable": true },
                         "started_by": { "type": "string" },
@@ -97,7 +97,8 @@ pub fn document() -> Value {
                         "updated_at": { "type": "integer" },
                         "outcome": { "type": "string", "nullable": true, "description": "The enum variant a completed run returned" },
                         "output": { "description": "The result, when completed" },
-                        "error": { "type": "string", "nullable": true }
+                        "error": { "type": "string", "nullable": true },
+                        "continued_as": { "type": "string", "description": "The run that goes on, when this one ended with `continue as` (status `continued`)" }
                     }
                 },
                 "RunDetail": {
@@ -200,7 +201,7 @@ pub fn document() -> Value {
                     "operationId": "listRuns",
                     "summary": "The runs the caller may read, newest first",
                     "parameters": [
-                        { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled"] } },
+                        { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled", "continued"] } },
                         { "name": "workflow", "in": "query", "schema": { "type": "string" } },
                         { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000 } }
                     ],

@@ -31,6 +31,8 @@ pub enum RunStatus {
     Completed,
     Failed,
     Cancelled,
+    /// Ended by `continue as`: its successor (see [`crate::engine::successor_of`]) goes on.
+    Continued,
 }
 
 impl RunStatus {
@@ -41,25 +43,27 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Continued => "continued",
         }
     }
 
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Runnable,
+        RunStatus::Waiting,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::Continued,
+    ];
+
     pub fn parse(text: &str) -> Option<RunStatus> {
-        [
-            RunStatus::Runnable,
-            RunStatus::Waiting,
-            RunStatus::Completed,
-            RunStatus::Failed,
-            RunStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        RunStatus::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Continued
         )
     }
 }
