@@ -12,6 +12,7 @@
 //! touches the store: a crash while a call is in flight leaves its `step_started` as the last
 //! record, and whoever resumes the run makes the call again with the same key.
 
+use crate::clock::Clock;
 use crate::config::{LlmConfig, ToolConfig};
 use crate::store::Millis;
 use crate::tools::{self, CallContext, Called};
@@ -132,7 +133,11 @@ pub(crate) struct Executor {
 }
 
 impl Executor {
-    pub(crate) fn start(threads: usize, waker: Option<Waker>) -> Result<Executor, String> {
+    pub(crate) fn start(
+        threads: usize,
+        waker: Option<Waker>,
+        clock: &Clock,
+    ) -> Result<Executor, String> {
         let (work, queue) = mpsc::channel::<Work>();
         let (done, finished) = mpsc::channel::<Done>();
         let queue = Arc::new(Mutex::new(queue));
@@ -144,9 +149,10 @@ impl Executor {
             let queue = Arc::clone(&queue);
             let done = done.clone();
             let waker = waker.clone();
+            let clock = clock.clone();
             std::thread::Builder::new()
                 .name(format!("flowrt-calls-{n}"))
-                .spawn(move || serve_calls(&queue, &done, waker.as_deref()))
+                .spawn(move || serve_calls(&queue, &done, waker.as_deref(), &clock))
                 .map_err(|e| format!("cannot start a thread for tool calls: {e}"))?;
         }
         Ok(Executor {
@@ -182,6 +188,7 @@ fn serve_calls(
     queue: &Mutex<mpsc::Receiver<Work>>,
     done: &mpsc::Sender<Done>,
     waker: Option<&(dyn Fn() + Send + Sync)>,
+    clock: &Clock,
 ) {
     loop {
         let next = match queue.lock() {
@@ -189,7 +196,7 @@ fn serve_calls(
             Err(_) => return,
         };
         let finished = match next {
-            Ok(Work::Call(invocation)) => Done::Call(call(*invocation)),
+            Ok(Work::Call(invocation)) => Done::Call(call(*invocation, clock)),
             Ok(Work::Announce(announcement)) => Done::Announced(Announced {
                 deliveries: crate::notify::deliver(
                     &announcement.hooks,
@@ -209,8 +216,8 @@ fn serve_calls(
     }
 }
 
-fn call(invocation: Invocation) -> Completion {
-    let started = crate::engine::now_ms();
+fn call(invocation: Invocation, clock: &Clock) -> Completion {
+    let started = clock.now();
     // A call that panics (a defect) still comes back, as a failed call: otherwise its run
     // would stay claimed by this process, waiting on an answer that never comes.
     let called = invocation.span.in_scope(|| {
@@ -237,7 +244,7 @@ fn call(invocation: Invocation) -> Completion {
         step: invocation.step,
         called,
         started,
-        finished: crate::engine::now_ms(),
+        finished: clock.now(),
         step_span: invocation.step_span,
     }
 }

@@ -11,6 +11,7 @@
 //! - Everything else that is durable (`now()`, `audit`, `sleep`, waiting) is recorded and
 //!   checkpointed in a single commit.
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::effects::{self, Announcement, Completion, Done, Executor, Invocation, ToolCall, Work};
 use crate::gates::{GateKind, GateRun, OpenedAt, gate_opening};
@@ -28,33 +29,10 @@ use flow_compiler::bytecode::{self, ArtifactError, Binding, Module};
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How often a parent waiting on a child run looks at it again, in case the process that
 /// finished the child died before waking the parent.
 pub(crate) const CHILD_RECHECK_MS: i64 = 5_000;
-
-/// How far the test clock is ahead of the real one (see [`Engine::advance_clock`]). One
-/// engine per process, so a process-wide value is enough.
-static CLOCK_OFFSET: AtomicI64 = AtomicI64::new(0);
-
-/// The instant a stopped test clock stands at (see [`Engine::stop_test_clock`]); 0: the
-/// clock runs with the real time.
-static CLOCK_STOPPED_AT: AtomicI64 = AtomicI64::new(0);
-
-/// The runtime's clock: the real time (or the instant a stopped test clock stands at), plus
-/// the test clock's offset on a test database.
-pub fn now_ms() -> Millis {
-    let base = match CLOCK_STOPPED_AT.load(Ordering::Relaxed) {
-        0 => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-        stopped => stopped,
-    };
-    base + CLOCK_OFFSET.load(Ordering::Relaxed)
-}
 
 const TEST_CLOCK: &str = "test_clock";
 const CLOCK_OFFSET_KEY: &str = "clock_offset_ms";
@@ -114,6 +92,8 @@ pub type NativeTool = fn(&Value) -> Result<Value, ToolFailure>;
 
 pub struct Engine {
     pub(crate) store: Box<dyn Store>,
+    /// Every "now" of this engine and of the threads it starts (see [`Clock`]).
+    pub(crate) clock: Clock,
     pub(crate) owner: String,
     pub(crate) lease_ms: i64,
     modules: HashMap<String, Rc<Module>>,
@@ -229,6 +209,7 @@ impl Engine {
         });
         Engine {
             store,
+            clock: Clock::system(),
             owner: owner.into(),
             lease_ms: 30_000,
             modules: HashMap::new(),
@@ -250,6 +231,17 @@ impl Engine {
             stranded: Vec::new(),
             run_calls: HashMap::new(),
         }
+    }
+
+    /// The engine's clock (a clone shares it): the real time, or the database's test clock
+    /// once [`Engine::load_clock`] read it.
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
+    /// The time on the engine's clock.
+    pub fn now(&self) -> Millis {
+        self.clock.now()
     }
 
     /// Sends every tool call to `double` instead of the tool's binding.
@@ -279,7 +271,7 @@ impl Engine {
             })?,
             None => 0,
         };
-        CLOCK_OFFSET.store(offset, Ordering::Relaxed);
+        self.clock.set_offset(offset);
         Ok(())
     }
 
@@ -312,9 +304,7 @@ impl Engine {
                 "only a test clock can be stopped; this database runs on the real clock".into(),
             ));
         }
-        CLOCK_STOPPED_AT.store(0, Ordering::Relaxed);
-        let real = now_ms() - CLOCK_OFFSET.load(Ordering::Relaxed);
-        CLOCK_STOPPED_AT.store(real.max(1), Ordering::Relaxed);
+        self.clock.stop();
         Ok(())
     }
 
@@ -326,13 +316,11 @@ impl Engine {
             ));
         }
         self.load_clock()?;
-        let offset = CLOCK_OFFSET
-            .load(Ordering::Relaxed)
-            .saturating_add(ms.max(0));
+        let offset = self.clock.offset().saturating_add(ms.max(0));
         self.store
             .set_setting(CLOCK_OFFSET_KEY, &offset.to_string())?;
-        CLOCK_OFFSET.store(offset, Ordering::Relaxed);
-        Ok(now_ms())
+        self.clock.set_offset(offset);
+        Ok(self.clock.now())
     }
 
     /// How long a claim lasts without renewal. Another process may take a run over once its
@@ -353,6 +341,7 @@ impl Engine {
             db,
             &self.owner,
             self.lease_ms,
+            self.clock.clone(),
         )?);
         Ok(())
     }
@@ -365,7 +354,7 @@ impl Engine {
     pub fn deploy(&mut self, artifact: &[u8]) -> EngineResult<(String, Rc<Module>)> {
         let module = Rc::new(bytecode::decode(artifact).map_err(EngineError::Artifact)?);
         let hash = bytecode::encoding::artifact_hash(artifact);
-        self.store.deploy(&hash, artifact, now_ms())?;
+        self.store.deploy(&hash, artifact, self.clock.now())?;
         self.modules.insert(hash.clone(), module.clone());
         Ok((hash, module))
     }
@@ -427,7 +416,7 @@ impl Engine {
         self.next_id += 1;
         format!(
             "r{:x}{:05x}{:x}",
-            now_ms(),
+            self.clock.now(),
             std::process::id() & 0xfffff,
             self.next_id
         )
@@ -471,7 +460,7 @@ impl Engine {
         let args = validate_input(&module, &code.params, input)?;
         // What is stored and recorded is the validated input with its secrets redacted.
         let input = &arguments_json(&code.params, &args, false);
-        let now = now_ms();
+        let now = self.clock.now();
         let machine = Machine::start(&module, index as u32, args, now)
             .ok_or_else(|| EngineError::Corrupt("the workflow has no code".into()))?;
         let run = NewRun {
@@ -517,7 +506,7 @@ impl Engine {
 
     /// Drives a run without waking its parent: for a parent that drives its own child.
     pub(crate) fn drive_alone(&mut self, run: &str) -> EngineResult<RunStatus> {
-        let now = now_ms();
+        let now = self.clock.now();
         if self.store.run(run)?.is_none() {
             return Err(EngineError::NoSuchRun(run.to_string()));
         }
@@ -537,7 +526,7 @@ impl Engine {
     /// Cancels a run that has not finished and lets its parent (if any) go on. Returns false
     /// when the run had already finished.
     pub fn cancel(&mut self, run: &str, by: &str) -> EngineResult<bool> {
-        let cancelled = self.store.cancel(run, by, now_ms())?;
+        let cancelled = self.store.cancel(run, by, self.clock.now())?;
         if cancelled {
             self.wake_parent(run)?;
         }
@@ -554,7 +543,7 @@ impl Engine {
             if self.pool_is_full() {
                 return Ok(driven);
             }
-            let now = now_ms();
+            let now = self.clock.now();
             let mut ready = self
                 .store
                 .claim_ready(&self.owner, now + self.lease_ms, now, 16)?;
@@ -612,7 +601,7 @@ impl Engine {
         let Some(parent) = record.parent else {
             return Ok(());
         };
-        let now = now_ms();
+        let now = self.clock.now();
         if self
             .store
             .claim(&parent, &self.owner, now + self.lease_ms, now)?
@@ -648,7 +637,7 @@ impl Engine {
         change: Change,
         gate: Option<crate::store::GateChange>,
     ) -> EngineResult<()> {
-        let now = now_ms();
+        let now = self.clock.now();
         let commit = StepCommit {
             run: run.to_string(),
             owner: self.owner.clone(),
@@ -656,7 +645,7 @@ impl Engine {
                 calls: self.run_calls.get(run).cloned(),
                 ..checkpoint(version, m)
             }),
-            events: change.events,
+            events: stamped(change.events, now),
             status: change.status,
             output: change.output,
             error: change.error,
@@ -859,7 +848,7 @@ impl Engine {
             module: Rc<Module>,
             machine: Machine,
         }
-        let now = now_ms();
+        let now = self.clock.now();
         let mut active = Vec::new();
         let mut one_by_one = Vec::new();
         for id in runs {
@@ -904,7 +893,7 @@ impl Engine {
         // released (not after the parent's next periodic look at them).
         let mut children_done = Vec::new();
         while !active.is_empty() {
-            let now = now_ms();
+            let now = self.clock.now();
             let mut commits = Vec::with_capacity(active.len());
             let mut still_going = Vec::with_capacity(active.len());
             for mut run in active {
@@ -912,7 +901,7 @@ impl Engine {
                     run: run.id.clone(),
                     owner: self.owner.clone(),
                     checkpoint: machine.map(|m| checkpoint(&run.version, m)),
-                    events: change.events,
+                    events: stamped(change.events, now),
                     status: change.status,
                     output: change.output,
                     error: change.error,
@@ -950,9 +939,9 @@ impl Engine {
                             idempotency_key: key.clone(),
                             time_limit_ms: None,
                         };
-                        let started = now_ms();
+                        let started = self.clock.now();
                         let called = self.call_inline(&run.module, info, &json_of(true), &context);
-                        let finished = now_ms();
+                        let finished = self.clock.now();
                         let held = tools::Secrets::held_by(&run.machine);
                         match finish_call(&run.module, info, called, &held) {
                             // The same two records as the call made one run at a time.
@@ -1114,7 +1103,7 @@ impl Engine {
                 ));
                 memory.started(step, &site, &key, &input);
                 self.remember(run, memory);
-                let started = now_ms();
+                let started = self.clock.now();
                 let context = CallContext {
                     run_id: run.to_string(),
                     idempotency_key: key.clone(),
@@ -1149,7 +1138,7 @@ impl Engine {
                 if let Err(failure) = &called.result {
                     crate::telemetry::mark_failed(&span, failure.kind);
                 }
-                (called, started, now_ms())
+                (called, started, self.clock.now())
             }
         };
         let (result, record) = finish_call(module, &info, called, &held);
@@ -1350,7 +1339,8 @@ impl Engine {
         threads: usize,
         waker: Option<effects::Waker>,
     ) -> EngineResult<()> {
-        self.executor = Some(Executor::start(threads, waker).map_err(EngineError::Corrupt)?);
+        self.executor =
+            Some(Executor::start(threads, waker, &self.clock).map_err(EngineError::Corrupt)?);
         Ok(())
     }
 
@@ -1784,6 +1774,8 @@ pub(crate) fn line(module: &Module, machine: &Machine) -> Option<i64> {
     machine.location(module).map(|l| l.line as i64)
 }
 
+/// A history event, without its time yet: [`stamped`] gives it the time of the commit that
+/// records it (so every event is timed by the engine's one clock).
 pub(crate) fn event(
     kind: EventKind,
     step: Option<String>,
@@ -1792,7 +1784,7 @@ pub(crate) fn event(
     data: serde_json::Value,
 ) -> NewEvent {
     NewEvent {
-        at: now_ms(),
+        at: UNSTAMPED,
         kind,
         step,
         attempt,
@@ -1816,14 +1808,27 @@ pub(crate) fn event_with_duration(
     }
 }
 
+/// The time of an event not yet committed.
+const UNSTAMPED: Millis = 0;
+
+/// The events of a commit made at `now`, each timed `now` unless it has a time already.
+pub(crate) fn stamped(mut events: Vec<NewEvent>, now: Millis) -> Vec<NewEvent> {
+    for event in &mut events {
+        if event.at == UNSTAMPED {
+            event.at = now;
+        }
+    }
+    events
+}
+
 /// The deadline of the `timeout` around the durable point the machine stands at, when it has
-/// passed.
-pub(crate) fn expired_deadline(module: &Module, machine: &Machine) -> Option<Millis> {
+/// passed by `now`.
+pub(crate) fn expired_deadline(module: &Module, machine: &Machine, now: Millis) -> Option<Millis> {
     match machine.clone().run(module) {
         Outcome::Durable {
             deadline: Some(deadline),
             ..
-        } if deadline <= now_ms() => Some(deadline),
+        } if deadline <= now => Some(deadline),
         _ => None,
     }
 }

@@ -8,7 +8,7 @@
 //! that opens, changes or closes it; listing, showing and deciding read that row, never the
 //! run's VM or history.
 
-use crate::engine::{Change, Engine, EngineError, EngineResult, event, line, now_ms};
+use crate::engine::{Change, Engine, EngineError, EngineResult, event, line};
 use crate::history::WaitingOn;
 use crate::notify::{self, RetryPolicy};
 use crate::store::{
@@ -672,7 +672,7 @@ impl Engine {
         here: Option<i64>,
         events: Vec<NewEvent>,
     ) -> EngineResult<RunStatus> {
-        let now = now_ms();
+        let now = self.clock.now();
         let (change, row) = gate_opening(GateRun::of(record), at, here, events, now);
         let gate = Some(GateChange::Open(row.clone()));
         self.commit_with_gate(&record.id, &record.version, Some(at.machine), change, gate)?;
@@ -789,13 +789,13 @@ impl Engine {
             run: outgoing.run.clone(),
             owner: self.owner.clone(),
             checkpoint: None,
-            events,
+            events: crate::engine::stamped(events, self.clock.now()),
             status: RunStatus::Waiting,
             output: None,
             error: None,
             waiting_on: record.waiting_on,
             wake_at: record.wake_at,
-            now: now_ms(),
+            now: self.clock.now(),
             gate: None,
         };
         self.store.commit(std::slice::from_ref(&commit))?;
@@ -808,7 +808,7 @@ impl Engine {
     pub(crate) fn claim_patiently(&mut self, run: &str) -> EngineResult<bool> {
         let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let now = now_ms();
+            let now = self.clock.now();
             if self
                 .store
                 .claim(run, &self.owner, now + self.lease_ms, now)?
@@ -834,7 +834,7 @@ impl Engine {
             return Ok(GateClock::StillWaiting);
         };
         let (run, version, name) = (record.id.as_str(), record.version.as_str(), &gate.name);
-        let now = now_ms();
+        let now = self.clock.now();
         let here = line(module, machine);
         if let Some(timeout_at) = gate.deadline
             && timeout_at <= now
@@ -1034,7 +1034,7 @@ impl Engine {
         }
         if complete {
             self.store
-                .set_setting(INDEXED_SETTING, &now_ms().to_string())?;
+                .set_setting(INDEXED_SETTING, &self.clock.now().to_string())?;
         }
         Ok(indexed)
     }
@@ -1215,7 +1215,7 @@ impl Engine {
             ));
         }
         if let Some(deadline) = open.deadline
-            && deadline <= now_ms()
+            && deadline <= self.clock.now()
         {
             return conflict(format!(
                 "`{name}` timed out at {}; the run goes on with an ApprovalTimeout when a worker drives it",
@@ -1234,7 +1234,7 @@ impl Engine {
         let mut machine = snapshot::decode(saved.format_version, &saved.state)
             .map_err(|why| EngineError::Corrupt(format!("run {run}: {why}")))?;
         let here = line(&module, &machine);
-        let now = now_ms();
+        let now = self.clock.now();
         let base = serde_json::json!({
             "gate": name,
             "run": run,

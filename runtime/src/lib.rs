@@ -13,6 +13,7 @@
 //! - the `flowrt` binary (`src/bin/flowrt.rs`): the operator's command line.
 
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod effects;
 pub mod engine;

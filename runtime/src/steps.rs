@@ -14,7 +14,7 @@
 
 use crate::engine::{
     CHILD_RECHECK_MS, CallMemory, Change, Engine, EngineError, EngineResult, StartedAs, ToolStep,
-    arguments_json, event, expired_deadline, line, now_ms, step_name, successor_of, timer_name,
+    arguments_json, event, expired_deadline, line, step_name, successor_of, timer_name,
 };
 use crate::gates::{GateClock, GateKind, OpenedAt};
 use crate::history::{EventKind, WaitingOn};
@@ -60,13 +60,13 @@ impl Engine {
         let (module, record) = (d.module, d.record);
         match record.waiting() {
             Some(WaitingOn::Gate { kind, name }) => {
-                let due = record.wake_at.is_some_and(|at| at <= now_ms());
+                let due = record.wake_at.is_some_and(|at| at <= self.clock.now());
                 if !due {
                     return Ok(Some(RunStatus::Waiting));
                 }
                 // The `timeout` around the gate expired first: the gate is withdrawn (from the
                 // inbox too) and the `timeout` raises when the machine goes on.
-                if let Some(deadline) = expired_deadline(module, &d.machine) {
+                if let Some(deadline) = expired_deadline(module, &d.machine, self.clock.now()) {
                     d.pending.push(event(
                         EventKind::GateWithdrawn,
                         Some(name.clone()),
@@ -94,7 +94,7 @@ impl Engine {
             }
             Some(WaitingOn::Timer) => {
                 let due = record.wake_at.unwrap_or(0);
-                if due > now_ms() {
+                if due > self.clock.now() {
                     return Ok(Some(RunStatus::Waiting));
                 }
                 d.pending.push(event(
@@ -107,7 +107,7 @@ impl Engine {
                 // The timer firing is the run's last durable point: the code after the `sleep`
                 // sees the time it woke at, not the time it went to sleep (a `timeout` right
                 // after it would otherwise start already expired).
-                d.machine.clock = now_ms();
+                d.machine.clock = self.clock.now();
                 Ok(None)
             }
             Some(WaitingOn::Child { .. }) => Ok(None),
@@ -130,7 +130,7 @@ impl Engine {
         request: Request,
         deadline: Option<Millis>,
     ) -> Step {
-        let now = now_ms();
+        let now = self.clock.now();
         // A call that completed is recorded as it came back, even if the deadline passed in
         // the meantime (the call itself was bounded by it).
         if let Some(deadline) = deadline
@@ -398,7 +398,7 @@ impl Engine {
             .store
             .run(&child)?
             .ok_or_else(|| EngineError::NoSuchRun(child.clone()))?;
-        let now = now_ms();
+        let now = self.clock.now();
         match status {
             RunStatus::Completed => {
                 let json: serde_json::Value =
@@ -453,7 +453,10 @@ impl Engine {
                     waiting_on: Some(WaitingOn::Child { run: child }),
                     // The child's end wakes the parent at once; this later check covers a
                     // process that died between the two.
-                    wake_at: crate::history::earliest(Some(now_ms() + CHILD_RECHECK_MS), deadline),
+                    wake_at: crate::history::earliest(
+                        Some(self.clock.now() + CHILD_RECHECK_MS),
+                        deadline,
+                    ),
                 };
                 self.commit(run, version, Some(&d.machine), change)?;
                 Ok(Some(RunStatus::Waiting))

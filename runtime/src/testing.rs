@@ -388,7 +388,8 @@ fn evaluate(module: &Module, helper: &str, args: Vec<Value>) -> Result<Value, St
     let (index, _) = module
         .workflow(helper)
         .ok_or_else(|| format!("the test build has no helper `{helper}`"))?;
-    let mut machine = Machine::start(module, index as u32, args, crate::engine::now_ms())
+    // A helper reads no clock (`now()` is a step, and the compiler refuses steps in it).
+    let mut machine = Machine::start(module, index as u32, args, 0)
         .ok_or_else(|| format!("helper `{helper}` has no code"))?;
     match machine.run(module) {
         Outcome::Completed(value) => Ok(value),
@@ -502,7 +503,7 @@ impl TestRun {
                 (Some(end), Some(sleep)) => Some(end.max(sleep)),
                 (end, sleep) => end.or(sleep),
             };
-            let now = crate::engine::now_ms();
+            let now = self.engine.now();
             let next = waiting
                 .iter()
                 .filter_map(|r| r.wake_at)
@@ -647,8 +648,10 @@ impl TestRun {
                 self.decide(span, Some(gate), user, action, *refused)
             }
             Action::Advance { ms } => {
-                let end =
-                    crate::engine::now_ms().saturating_add(i64::try_from(*ms).unwrap_or(i64::MAX));
+                let end = self
+                    .engine
+                    .now()
+                    .saturating_add(i64::try_from(*ms).unwrap_or(i64::MAX));
                 self.run_clock(span, Some(end))
             }
             Action::ExpectResult { helper, expected } => self.expect_result(span, helper, expected),

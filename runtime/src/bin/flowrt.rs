@@ -11,7 +11,7 @@ use flow_compiler::sources::{FsLoader, read_regular_file, show_size};
 use flow_compiler::span::Span;
 use flow_runtime::audit;
 use flow_runtime::config::Config;
-use flow_runtime::engine::{Engine, EngineError, now_ms};
+use flow_runtime::engine::{Engine, EngineError};
 use flow_runtime::gates::{Action, DecideError, Decided, GateKind};
 use flow_runtime::history::WaitingOn;
 use flow_runtime::store::{EventKind, RunRecord, RunStatus};
@@ -525,7 +525,7 @@ fn open_engine(setup: &Setup, lenient: bool) -> Result<(Engine, bool), Usage> {
         "flowrt-{}-{}-{}-{}",
         hostname(),
         std::process::id(),
-        now_ms(),
+        flow_runtime::clock::Clock::system().now(),
         ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let mut engine = Engine::new(store, owner);
@@ -588,7 +588,13 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
             limit,
             json,
         } => {
-            let filter = RunFilter::parse(status.as_deref(), workflow, since.as_deref(), limit)?;
+            let filter = RunFilter::parse(
+                status.as_deref(),
+                workflow,
+                since.as_deref(),
+                limit,
+                engine.now(),
+            )?;
             runs(&mut engine, &filter, json)
         }
         Command::Status { run, json } => status(&mut engine, &run, json),
@@ -838,7 +844,7 @@ fn wait_for_short_timer(
             _ => return Ok(None),
         }
     };
-    let left = due - now_ms();
+    let left = due - engine.now();
     if left > max_wait {
         return Ok(None);
     }
@@ -1164,7 +1170,7 @@ fn audit_anchor(engine: &mut Engine) -> Result<ExitCode, Usage> {
     }
     let anchor = audit::anchor::Anchor::sign(
         audit::key::current(),
-        flow_runtime::vm::value::format_time(now_ms()),
+        flow_runtime::vm::value::format_time(engine.now()),
         report.installation.as_ref(),
         report.runs,
     );
@@ -1269,7 +1275,7 @@ fn deploy(engine: &mut Engine, files: &[PathBuf]) -> Result<ExitCode, Usage> {
 }
 
 fn token(engine: &mut Engine, has_config: bool, action: TokenAction) -> Result<ExitCode, Usage> {
-    let now = now_ms();
+    let now = engine.now();
     match action {
         TokenAction::Create {
             user,
@@ -1610,7 +1616,7 @@ fn clock(engine: &mut Engine, action: ClockAction) -> Result<ExitCode, Usage> {
         ClockAction::Show => {
             say(format_args!(
                 "{}",
-                flow_runtime::vm::value::format_time(now_ms())
+                flow_runtime::vm::value::format_time(engine.now())
             ));
         }
         ClockAction::Advance { by } => {
@@ -1669,7 +1675,7 @@ fn worker(engine: &mut Engine, once: bool) -> Result<ExitCode, Usage> {
                 continue;
             }
         };
-        let now = now_ms();
+        let now = engine.now();
         // Poll often enough to pick up runs whose claim expired (after a crash) or that
         // another process started.
         let pause = next.map(|at| (at - now).clamp(10, 100)).unwrap_or(100);
@@ -1693,11 +1699,14 @@ impl RunFilter {
         workflow: Option<String>,
         since: Option<&str>,
         limit: Option<usize>,
+        now: i64,
     ) -> Result<RunFilter, Usage> {
         let status = match status {
             Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+                let all: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
                 Usage(format!(
-                    "--status {text}: expected one of runnable, waiting, completed, failed, cancelled"
+                    "--status {text}: expected one of {}",
+                    all.join(", ")
                 ))
             })?),
             None => None,
@@ -1705,7 +1714,7 @@ impl RunFilter {
         let since = match since {
             Some(text) => Some(
                 flow_runtime::vm::value::parse_duration(text)
-                    .map(|ago| now_ms() - ago)
+                    .map(|ago| now - ago)
                     .or_else(|| flow_runtime::vm::value::parse_time(text))
                     .ok_or_else(|| {
                         Usage(format!(
@@ -2010,7 +2019,7 @@ fn may_not_cancel(
         record.workflow
     );
     let event = flow_runtime::store::NewEvent {
-        at: now_ms(),
+        at: engine.now(),
         kind: EventKind::RequestRefused,
         step: None,
         attempt: None,

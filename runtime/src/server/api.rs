@@ -9,7 +9,7 @@
 
 use super::EngineHandle;
 use super::access;
-use crate::engine::{Engine, EngineError, now_ms};
+use crate::engine::{Engine, EngineError};
 use crate::gates::{Action, DecideError, Decided, PendingGate, RefusalKind};
 use crate::store::{self, EventKind, Millis, NewEvent, Refusal, RunRecord, RunStatus};
 use crate::tokens::{self, AuthError};
@@ -360,7 +360,7 @@ fn authenticate(
     token: Option<&str>,
     asked: &Asked,
 ) -> Result<String, ApiError> {
-    let now = now_ms();
+    let now = engine.now();
     match tokens::authenticate(engine.store(), token, now)? {
         Ok(record) if record.user == tokens::SCRAPER => {
             if tokens::SCRAPE_REQUESTS.contains(&asked.request.as_str()) {
@@ -422,7 +422,7 @@ fn authenticate(
 /// Records a refusal in the server's refusal log (which cuts and counts, see the store).
 fn log_refusal(engine: &mut Engine, who: &str, asked: &Asked, error: &ApiError) {
     let refusal = Refusal::new(
-        now_ms(),
+        engine.now(),
         &asked.client,
         who,
         &asked.request,
@@ -446,7 +446,7 @@ fn refused(
     if !matches!(error.status.as_u16(), 401 | 403 | 409 | 422) {
         return;
     }
-    let now = now_ms();
+    let now = engine.now();
     let first = |run: &str| {
         recent
             .lock()
@@ -455,7 +455,7 @@ fn refused(
     };
     if let Some(run) = error.run.as_deref().filter(|run| first(run)) {
         let event = NewEvent {
-            at: now_ms(),
+            at: engine.now(),
             kind: EventKind::RequestRefused,
             step: None,
             attempt: None,
@@ -911,7 +911,7 @@ async fn decide(
 
 async fn metrics(State(app): State<App>, caller: Caller) -> Response {
     app.as_user(caller, "GET /metrics".into(), |engine, _| {
-        let now = now_ms();
+        let now = engine.now();
         let runs = engine.store().count_runs()?;
         // Every workflow with runs, by status (zeros included, so that a series does not
         // vanish when its last run moves on).

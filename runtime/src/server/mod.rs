@@ -21,7 +21,7 @@ mod openapi;
 
 pub use connections::Limits;
 
-use crate::engine::{Engine, now_ms};
+use crate::engine::Engine;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -233,8 +233,5 @@ async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
-    tracing::info!(
-        at = now_ms(),
-        "shutting down: finishing requests and the current step"
-    );
+    tracing::info!("shutting down: finishing requests and the current step");
 }
