@@ -955,7 +955,9 @@ fn report(
     json: bool,
 ) -> Result<(), Usage> {
     if json {
-        say(format_args!("{}", run_json(engine, &record.id)?));
+        // As `GET /api/runs` lists it (scripts read its `id` and `status`; `status --json`
+        // adds the input and the open gate).
+        say_json(&RunView::of(engine, record)?)?;
         return Ok(());
     }
     match record.status {
