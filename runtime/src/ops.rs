@@ -332,3 +332,240 @@ pub fn refusal_event(user: &str, request: &str, status: u16, reason: &str) -> Ne
         .to_string(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::store::sqlite::SqliteStore;
+
+    const PROGRAM: &str = r#"workflow release(id: String) -> String {
+  let d = await approval "signoff" { approvers: role("customs"), prompt: "Release ${id}?" }
+  if d.approved { "released ${id}" } else { "held ${id}" }
+}
+"#;
+
+    const USERS: &str = r#"[users.ines]
+roles = ["clerk"]
+
+[users.alice]
+roles = ["customs"]
+
+[users.vera]
+roles = ["visitor"]
+
+[workflows.release]
+starters = ["clerk"]
+"#;
+
+    /// An engine on an in-memory store with the program above deployed and the users above.
+    fn engine() -> (Engine, String) {
+        let loader = flow_compiler::sources::MemoryLoader::default().with("p.flow", PROGRAM);
+        let program = flow_compiler::check_paths(&["p.flow".to_string()], &loader).unwrap();
+        assert_eq!(program.errors(), 0);
+        let module = flow_compiler::lower::lower(&program).unwrap();
+        let mut engine = Engine::new(Box::new(SqliteStore::in_memory().unwrap()), "ops-test");
+        engine.set_config(Config::parse(USERS, "flow.toml").unwrap());
+        let (version, _) = engine
+            .deploy(&flow_compiler::bytecode::encode(&module))
+            .unwrap();
+        (engine, version)
+    }
+
+    fn start_as(engine: &mut Engine, caller: Caller<'_>, id: &str) -> OpResult<String> {
+        let input = serde_json::json!({ "id": id });
+        let what = Start {
+            workflow: "release",
+            version: None,
+            input: &input,
+        };
+        let run = start(engine, caller, &what)?;
+        engine.drive(&run)?;
+        Ok(run)
+    }
+
+    #[test]
+    fn only_starters_start_but_the_operator_may() {
+        let (mut engine, _) = engine();
+        let refused = start_as(&mut engine, Caller::User("vera"), "R-1").unwrap_err();
+        assert!(
+            matches!(&refused, OpError::Forbidden { run: None, why } if why.contains("needs role clerk")),
+            "{refused:?}"
+        );
+        start_as(&mut engine, Caller::User("ines"), "R-1").unwrap();
+        let run = start_as(&mut engine, Caller::Operator("root"), "R-2").unwrap();
+        assert_eq!(load_run(&mut engine, &run).unwrap().started_by, "root");
+        let input = serde_json::json!({});
+        let what = Start {
+            workflow: "nothing",
+            version: None,
+            input: &input,
+        };
+        let missing = start(&mut engine, Caller::Operator("root"), &what).unwrap_err();
+        assert!(matches!(missing, OpError::NoSuchWorkflow(ref w) if w == "nothing"));
+    }
+
+    #[test]
+    fn reads_are_limited_to_what_the_caller_may_read() {
+        let (mut engine, _) = engine();
+        let run = start_as(&mut engine, Caller::User("ines"), "R-1").unwrap();
+        // vera neither started it, nor may decide its gate, nor reads `release`.
+        let all = RunQuery::default();
+        assert!(
+            list_runs(&mut engine, Caller::User("vera"), &all)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            list_runs(&mut engine, Caller::User("alice"), &all)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            list_runs(&mut engine, Caller::Operator("root"), &all)
+                .unwrap()
+                .len(),
+            1
+        );
+        let refused = history(&mut engine, Caller::User("vera"), &run).unwrap_err();
+        assert!(
+            matches!(&refused, OpError::Forbidden { run: Some(r), .. } if *r == run),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            audit(&mut engine, Caller::User("vera"), &run),
+            Err(OpError::Forbidden { .. })
+        ));
+        assert!(matches!(
+            show_run(&mut engine, Caller::User("alice"), "nope"),
+            Err(OpError::NoSuchRun(ref id)) if id == "nope"
+        ));
+        let shown = show_run(&mut engine, Caller::User("alice"), &run).unwrap();
+        assert_eq!(
+            shown.gate.as_ref().map(|g| g.gate.as_str()),
+            Some("signoff")
+        );
+        assert_eq!(shown.input, serde_json::json!({ "id": "R-1" }));
+        let events = history(&mut engine, Caller::User("ines"), &run).unwrap();
+        assert_eq!(events[0].kind, EventKind::RunStarted);
+        let trail = audit(&mut engine, Caller::User("ines"), &run).unwrap();
+        assert!(trail.verified, "{:?}", trail.problem);
+        assert_eq!(trail.records.len(), events.len());
+        // Filters: another workflow, a later start, a limit.
+        let other = RunQuery {
+            workflow: Some("other".into()),
+            ..RunQuery::default()
+        };
+        assert!(
+            list_runs(&mut engine, Caller::Operator("root"), &other)
+                .unwrap()
+                .is_empty()
+        );
+        let later = RunQuery {
+            since: Some(now_ms() + 60_000),
+            ..RunQuery::default()
+        };
+        assert!(
+            list_runs(&mut engine, Caller::Operator("root"), &later)
+                .unwrap()
+                .is_empty()
+        );
+        start_as(&mut engine, Caller::User("ines"), "R-2").unwrap();
+        let one = RunQuery {
+            limit: Some(1),
+            ..RunQuery::default()
+        };
+        assert_eq!(
+            list_runs(&mut engine, Caller::Operator("root"), &one)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn who_may_cancel_and_what_is_left_to_cancel() {
+        let (mut engine, _) = engine();
+        let run = start_as(&mut engine, Caller::User("ines"), "R-1").unwrap();
+        let refused = cancel(&mut engine, Caller::User("alice"), &run).unwrap_err();
+        assert!(
+            matches!(&refused, OpError::Forbidden { run: Some(r), why } if *r == run && why.contains("may cancel it")),
+            "{refused:?}"
+        );
+        cancel(&mut engine, Caller::User("ines"), &run).unwrap();
+        let again = cancel(&mut engine, Caller::Operator("root"), &run).unwrap_err();
+        assert!(
+            matches!(
+                again,
+                OpError::Finished {
+                    status: RunStatus::Cancelled,
+                    ..
+                }
+            ),
+            "{again:?}"
+        );
+        assert!(matches!(
+            cancel(&mut engine, Caller::Operator("root"), "nope"),
+            Err(OpError::NoSuchRun(_))
+        ));
+        // The operator may cancel any run that goes on.
+        let other = start_as(&mut engine, Caller::User("ines"), "R-2").unwrap();
+        cancel(&mut engine, Caller::Operator("root"), &other).unwrap();
+    }
+
+    #[test]
+    fn decisions_go_through_the_engine_rules() {
+        let (mut engine, _) = engine();
+        assert!(matches!(reject(None), Err(OpError::RejectWithoutComment)));
+        assert!(matches!(
+            reject(Some(" \n".into())),
+            Err(OpError::RejectWithoutComment)
+        ));
+        let run = start_as(&mut engine, Caller::User("ines"), "R-1").unwrap();
+        let gates = pending(&mut engine, Some("alice")).unwrap();
+        assert_eq!(gates.len(), 1);
+        assert!(pending(&mut engine, Some("vera")).unwrap().is_empty());
+        let approve = || Action::Approve {
+            comment: String::new(),
+        };
+        let refused = decide(&mut engine, &run, "signoff", "vera", approve(), None, true);
+        assert!(
+            matches!(&refused, Err(OpError::Refused { run: r, refusal }) if *r == run && refusal.kind == crate::gates::RefusalKind::Forbidden),
+            "{refused:?}"
+        );
+        let stale = "0".repeat(64);
+        let refused = decide(
+            &mut engine,
+            &run,
+            "signoff",
+            "alice",
+            approve(),
+            Some(&stale),
+            true,
+        );
+        assert!(
+            matches!(&refused, Err(OpError::Refused { refusal, .. }) if refusal.kind == crate::gates::RefusalKind::Conflict),
+            "{refused:?}"
+        );
+        let hash = gates[0].view_hash.clone();
+        let decided = decide(
+            &mut engine,
+            &run,
+            "signoff",
+            "alice",
+            approve(),
+            Some(&hash),
+            true,
+        );
+        assert_eq!(
+            decided.unwrap(),
+            DecisionView {
+                decision: "closed",
+                remaining: 0,
+                run_status: Some("completed"),
+            }
+        );
+    }
+}
