@@ -337,7 +337,7 @@ impl From<EngineError> for Usage {
     }
 }
 
-/// An operation's error as `flowrt` words it: a refusal by the rules is [`Refused`] (exit
+/// An operation's error as `flowrt` words it: a refusal by the rules is `Refused` (exit
 /// status 3), anything else a failure of the command (exit status 2).
 enum Failed {
     Refused(String),
@@ -1138,7 +1138,7 @@ fn audit(engine: &mut Engine, args: AuditArgs) -> Result<ExitCode, Usage> {
                     let hash = text("hash");
                     say(format_args!(
                         "{:>4}  {}  {:<16} {:<20} {}  {}",
-                        record["seq"],
+                        record["seq"].as_i64().unwrap_or_default(),
                         text("at"),
                         text("event"),
                         text("step"),
