@@ -10,6 +10,8 @@
 //! - [`http_client`]: the one HTTP client (HTTPS through rustls) of `http` and `llm` tools,
 //!   webhooks and the OTLP exporter.
 //! - [`telemetry`]: spans, logs and OpenTelemetry export (one trace per run).
+//! - [`ops`]: the operations `flowrt` and the API share (start, decide, cancel, list, history,
+//!   audit, pending gates), returning the [`views`] both show.
 //! - the `flowrt` binary (`src/bin/flowrt.rs`): the operator's command line.
 
 pub mod audit;
@@ -22,6 +24,7 @@ pub mod heartbeat;
 pub mod history;
 pub mod http_client;
 pub mod notify;
+pub mod ops;
 pub mod process;
 pub mod secrets;
 pub mod server;

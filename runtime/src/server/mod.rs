@@ -14,7 +14,7 @@
 //! then the engine thread finishes the job or step it is in (each commits atomically) and
 //! exits. Runs that were not finished resume under the next process, as after a crash.
 
-mod access;
+pub(crate) mod access;
 mod api;
 mod connections;
 mod openapi;

@@ -143,6 +143,31 @@ pub fn document() -> Value {
                         "options": { "type": "object", "description": "The gate's options as the workflow evaluated them" }
                     }
                 },
+                "Event": {
+                    "type": "object",
+                    "description": "One event of a run's timeline (`flowrt history RUN --json` shows the same)",
+                    "required": ["seq", "at", "kind", "step", "attempt", "line", "duration_ms", "data"],
+                    "properties": {
+                        "seq": { "type": "integer" },
+                        "at": { "type": "integer", "description": "Milliseconds since the Unix epoch" },
+                        "kind": { "type": "string", "description": "run_started, step_completed, gate_decided, …" },
+                        "step": { "type": "string", "nullable": true },
+                        "attempt": { "type": "integer", "nullable": true },
+                        "line": { "type": "integer", "nullable": true },
+                        "duration_ms": { "type": "integer", "nullable": true },
+                        "data": { "description": "The event's details" }
+                    }
+                },
+                "Audit": {
+                    "type": "object",
+                    "required": ["run", "verified", "problem", "records"],
+                    "properties": {
+                        "run": { "type": "string" },
+                        "verified": { "type": "boolean", "description": "Whether the run's keyed chain verifies" },
+                        "problem": { "type": "string", "nullable": true, "description": "Why it does not" },
+                        "records": { "type": "array", "description": "The records in the audit export's format (`at` is RFC 3339 text there)", "items": { "type": "object" } }
+                    }
+                },
                 "DecisionResult": {
                     "type": "object",
                     "required": ["decision", "remaining", "run_status"],
@@ -237,13 +262,13 @@ pub fn document() -> Value {
                 "operationId": "getHistory",
                 "summary": "A run's timeline",
                 "parameters": [run_id.clone()],
-                "responses": with_errors(json!({ "200": json_response("The events", json!({ "type": "array", "items": { "type": "object" } })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
+                "responses": with_errors(json!({ "200": json_response("The events", json!({ "type": "array", "items": { "$ref": "#/components/schemas/Event" } })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
             } },
             "/api/runs/{id}/audit": { "get": {
                 "operationId": "getAudit",
                 "summary": "A run's audit trail with its hashes, and whether the chain verifies",
                 "parameters": [run_id.clone()],
-                "responses": with_errors(json!({ "200": json_response("The trail", json!({ "type": "object" })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
+                "responses": with_errors(json!({ "200": json_response("The trail", json!({ "$ref": "#/components/schemas/Audit" })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
             } },
             "/api/runs/{id}/cancel": { "post": {
                 "operationId": "cancelRun",
