@@ -137,8 +137,6 @@ impl Engine {
         if now < self.outbox.look_at || free == 0 {
             return Ok(());
         }
-        // What a notification announces is on disk before anyone hears of it.
-        self.store.flush()?;
         let rows = self.store.claim_notifications(
             &self.owner,
             now + self.outbox_lease(),
@@ -148,6 +146,10 @@ impl Engine {
         )?;
         if rows.len() < free {
             self.outbox.look_at = now + LOOK_EVERY_MS;
+        }
+        if !rows.is_empty() {
+            // What a notification announces is on disk before anyone hears of it.
+            self.store.flush()?;
         }
         self.outbox.own.clear();
         for row in rows {
@@ -287,7 +289,9 @@ impl Engine {
     /// Records how the hook took the row's message, in the commit that deletes the row, if
     /// the run still waits at that opening of the gate; else only deletes the row.
     fn record_delivery(&mut self, row: OutboxRow, outcome: Result<(), String>) -> EngineResult<()> {
-        if !self.claim_patiently(&row.run)? {
+        // Checked before claiming too: a run that moved on is never claimed for this (it may
+        // be one this engine is driving).
+        if !self.still_open(&row)? || !self.claim_patiently(&row.run)? {
             // Finished, or busy for long: nothing to record on it.
             self.store.drop_notification(&row.key())?;
             return Ok(());
