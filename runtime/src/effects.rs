@@ -1,5 +1,6 @@
-//! Effects off the engine thread: tool calls to the outside world, performed by a small pool
-//! of threads while the engine goes on with other runs and requests.
+//! Effects off the engine thread: tool calls to the outside world and attempts to deliver
+//! notifications, performed by a small pool of threads while the engine goes on with other
+//! runs and requests.
 //!
 //! In: an [`Invocation`] — everything one call needs (its binding resolved against the
 //! configuration, its input with secrets revealed, its idempotency key and time limit), built
@@ -73,10 +74,11 @@ pub(crate) fn perform(tool: &str, call: &ToolCall, context: &CallContext) -> Cal
     }
 }
 
-/// What the pool does: a tool call, or a gate's announcement to the notification hooks.
+/// What the pool does: a tool call, or one attempt to deliver a row of the notification
+/// outbox to its hook.
 pub(crate) enum Work {
     Call(Box<Invocation>),
-    Announce(Announcement),
+    Announce(Box<Announcement>),
 }
 
 /// What comes back.
@@ -85,16 +87,17 @@ pub(crate) enum Done {
     Announced(Announced),
 }
 
-/// A gate's announcement, to be sent to every hook of `flow.toml`.
+/// One attempt at a claimed row of the outbox.
 pub(crate) struct Announcement {
-    pub(crate) outgoing: crate::gates::Outgoing,
-    pub(crate) hooks: Vec<crate::config::NotifyHook>,
+    pub(crate) row: crate::store::OutboxRow,
+    pub(crate) hook: crate::config::NotifyHook,
+    pub(crate) timeout: std::time::Duration,
 }
 
-/// An announcement sent, with each hook's delivery.
+/// The attempt made: `Ok` when the hook took the message, else why not.
 pub(crate) struct Announced {
-    pub(crate) outgoing: crate::gates::Outgoing,
-    pub(crate) deliveries: Vec<crate::notify::Delivery>,
+    pub(crate) row: crate::store::OutboxRow,
+    pub(crate) outcome: Result<(), String>,
 }
 
 /// A call handed to the pool.
@@ -198,12 +201,12 @@ fn serve_calls(
         let finished = match next {
             Ok(Work::Call(invocation)) => Done::Call(call(*invocation, clock)),
             Ok(Work::Announce(announcement)) => Done::Announced(Announced {
-                deliveries: crate::notify::deliver(
-                    &announcement.hooks,
-                    announcement.outgoing.message(),
-                    &crate::notify::RetryPolicy::default(),
+                outcome: crate::notify::attempt(
+                    &announcement.hook,
+                    &announcement.row.message,
+                    announcement.timeout,
                 ),
-                outgoing: announcement.outgoing,
+                row: announcement.row,
             }),
             Err(_) => return,
         };

@@ -13,7 +13,7 @@
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::effects::{self, Announcement, Completion, Done, Executor, Invocation, ToolCall, Work};
+use crate::effects::{self, Completion, Done, Executor, Invocation, ToolCall, Work};
 use crate::gates::{GateKind, GateRun, OpenedAt, gate_opening};
 use crate::history::WaitingOn;
 use crate::steps::Driving;
@@ -101,8 +101,8 @@ pub struct Engine {
     next_id: u64,
     renewed_at: Millis,
     pub(crate) config: Config,
-    /// Notifications to deliver once the claims are released.
-    pub(crate) outbox: Vec<crate::gates::Outgoing>,
+    /// What this engine keeps about the notification outbox (see `announce.rs`).
+    pub(crate) outbox: crate::announce::OutboxState,
     /// Answers every tool call instead of its binding (`flowc test`'s mocks).
     tool_double: Option<Rc<dyn ToolDouble>>,
     /// Receives every notification instead of the hooks (`flowc test` records them).
@@ -121,10 +121,10 @@ pub struct Engine {
     pub(crate) arrived: HashMap<String, Completion>,
     /// Completions taken from the pool while waiting, not yet applied.
     waiting_to_apply: Vec<Completion>,
-    /// Announcements the pool sent, whose deliveries are not yet recorded.
+    /// Attempts the pool made at rows of the outbox, whose outcomes are not yet taken.
     announced: Vec<effects::Announced>,
-    /// Announcements handed to the pool and not yet recorded.
-    announcing: usize,
+    /// Attempts handed to the pool and not yet taken.
+    pub(crate) announcing: usize,
     /// What the next checkpoint of each run being driven records of its calls (JSON of a
     /// `CallMemory`); a commit outside a drive (a decision) leaves the stored one as it is.
     run_calls: HashMap<String, String>,
@@ -217,7 +217,7 @@ impl Engine {
             next_id: 0,
             renewed_at: 0,
             config: Config::empty(),
-            outbox: Vec::new(),
+            outbox: Default::default(),
             tool_double: None,
             notify_double: None,
             heartbeat: None,
@@ -539,6 +539,8 @@ impl Engine {
         let mut driven = 0;
         loop {
             driven += self.apply_completions()?;
+            // Notifications that fell due (retries, rows a dead process left) go out.
+            self.flush_notifications()?;
             // Runs that would call a tool wait for a free thread anyway: claim none meanwhile.
             if self.pool_is_full() {
                 return Ok(driven);
@@ -624,7 +626,7 @@ impl Engine {
         machine: Option<&Machine>,
         change: Change,
     ) -> EngineResult<()> {
-        self.commit_with_gate(run, version, machine, change, None)
+        self.commit_with_gate(run, version, machine, change, None, None)
     }
 
     /// [`Engine::commit`], with what the commit does to the gate index (see
@@ -636,8 +638,10 @@ impl Engine {
         machine: Option<&Machine>,
         change: Change,
         gate: Option<crate::store::GateChange>,
+        notification: Option<crate::store::Notification>,
     ) -> EngineResult<()> {
         let now = self.clock.now();
+        let announced = notification.as_ref().map(|n| n.id.clone());
         let commit = StepCommit {
             run: run.to_string(),
             owner: self.owner.clone(),
@@ -653,9 +657,16 @@ impl Engine {
             wake_at: change.wake_at,
             now,
             gate,
+            outbox: crate::store::OutboxChange {
+                add: notification,
+                done: Vec::new(),
+            },
         };
         self.store.commit(std::slice::from_ref(&commit))?;
         crate::telemetry::recorded(run, &commit.events);
+        if let Some(id) = announced {
+            self.wrote_notification(id);
+        }
         // Keep the claim alive while the run is being driven, without paying a write for it
         // on every step. (During a tool call, which commits nothing, the process's heartbeat
         // renews it: see `keep_claims_alive`.)
@@ -909,6 +920,7 @@ impl Engine {
                     wake_at: change.wake_at,
                     now,
                     gate: None,
+                    outbox: Default::default(),
                 };
                 match run.machine.run(&run.module) {
                     Outcome::Completed(value) => {
@@ -1226,9 +1238,7 @@ impl Engine {
 
     /// Whether the pool has as many calls as threads (including answers not yet recorded).
     fn pool_is_full(&self) -> bool {
-        self.executor
-            .as_ref()
-            .is_some_and(|executor| self.in_flight.len() >= executor.threads())
+        self.has_pool() && self.free_threads() == 0
     }
 
     /// Commits the call's start with the run waiting on it, and queues the call. The claim
@@ -1371,20 +1381,25 @@ impl Engine {
         }
     }
 
-    /// Hands a gate's announcement to the pool; gives it back when there is no pool.
-    pub(crate) fn announce_in_pool(
-        &mut self,
-        outgoing: crate::gates::Outgoing,
-    ) -> Option<crate::gates::Outgoing> {
-        let Some(executor) = &self.executor else {
-            return Some(outgoing);
-        };
-        let hooks = self.config.notify.clone();
-        // A pool that stopped: the announcement is lost, as a crash would lose it.
-        if executor.submit(Work::Announce(Announcement { outgoing, hooks })) {
-            self.announcing += 1;
-        }
-        None
+    /// Whether tool calls and notifications go to a pool of threads (`worker`, `serve`).
+    pub(crate) fn has_pool(&self) -> bool {
+        self.executor.is_some()
+    }
+
+    /// How many threads of the pool are neither in a call nor in an attempt to notify.
+    pub(crate) fn free_threads(&self) -> usize {
+        self.executor.as_ref().map_or(0, |executor| {
+            executor
+                .threads()
+                .saturating_sub(self.in_flight.len() + self.announcing)
+        })
+    }
+
+    /// Queues work on the pool. False when there is no pool or it stopped.
+    pub(crate) fn submit(&self, work: Work) -> bool {
+        self.executor
+            .as_ref()
+            .is_some_and(|executor| executor.submit(work))
     }
 
     /// Records every call the pool finished and drives each run on from it. Returns how many
@@ -1404,7 +1419,7 @@ impl Engine {
         }
         for announced in std::mem::take(&mut self.announced) {
             self.announcing = self.announcing.saturating_sub(1);
-            self.record_announcement(announced.outgoing, announced.deliveries)?;
+            self.finish_attempt(announced.row, announced.outcome)?;
         }
         let done = std::mem::take(&mut self.waiting_to_apply);
         let applied = done.len();

@@ -256,12 +256,13 @@ fn random_kills_over_chains_start_each_successor_once_and_repeat_no_committed_st
             seed ^= seed << 17;
             let mut worker = project
                 .command(&["worker"])
-                .env("STEP_DELAY", "0.03")
+                .env("STEP_DELAY", "0.05")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            std::thread::sleep(Duration::from_millis(40 + seed % 200));
+            // Shorter than a step and a start-up on average: most workers die mid-call or mid-commit.
+            std::thread::sleep(Duration::from_millis(20 + seed % 100));
             kill9(&mut worker);
             kills += 1;
         }

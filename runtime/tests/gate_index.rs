@@ -70,6 +70,7 @@ fn step(run: &str, waiting_on: Option<&str>, gate: Option<GateChange>, now: i64)
         wake_at: None,
         now,
         gate,
+        outbox: Default::default(),
     }
 }
 

@@ -1701,6 +1701,13 @@ fn worker(engine: &mut Engine, once: bool) -> Result<ExitCode, Usage> {
                 engine.wait_for_calls(std::time::Duration::from_millis(100));
                 continue;
             }
+            // So do notifications due soon: retries, and rows a dead process left claimed.
+            let soon = flow_runtime::notify::RetryPolicy::default().worst_case();
+            if let Some(wait) = engine.next_notification_within(soon.as_millis() as i64)? {
+                drove_once += driven;
+                std::thread::sleep(std::time::Duration::from_millis(wait.clamp(1, 100) as u64));
+                continue;
+            }
             let driven = drove_once + driven;
             eprintln!("worker: drove {driven} run(s); nothing else can make progress now");
             return Ok(ExitCode::SUCCESS);

@@ -1,6 +1,6 @@
 //! `flowrt migrate-store`: moves an installation from a SQLite file to PostgreSQL — deployed
-//! versions, runs with their checkpoints, waiting gates (with their gate index rows) and
-//! timers, the whole history with its audit hashes, settings (the test clock), API tokens and the refusal log — in one PostgreSQL
+//! versions, runs with their checkpoints, waiting gates (with their gate index rows and the
+//! notifications still to deliver) and timers, the whole history with its audit hashes, settings (the test clock), API tokens and the refusal log — in one PostgreSQL
 //! transaction, from one consistent SQLite snapshot. Afterwards every run's audit chain is
 //! verified on the target and the counts compared with the source.
 //!
@@ -20,6 +20,8 @@ pub struct Moved {
     pub events: usize,
     /// Rows of the gate index (open gates).
     pub gates: usize,
+    /// Rows of the notification outbox (notifications still to deliver), unclaimed.
+    pub notifications: usize,
     pub tokens: usize,
     pub refusals: usize,
     pub settings: usize,
@@ -243,6 +245,7 @@ pub fn sqlite_to_postgres(from: &Path, to: &str) -> StoreResult<Moved> {
     drop(events);
     copy_audit_heads(&snapshot, &mut tx)?;
     moved.gates = copy_gates(&snapshot, &mut tx)?;
+    moved.notifications = copy_outbox(&snapshot, &mut tx)?;
 
     let mut read = snapshot
         .prepare("SELECT key, value FROM settings")
@@ -360,6 +363,21 @@ fn copy_gates(
     Ok(copied)
 }
 
+/// The notifications still to deliver, with their attempts and when each is next due; claims
+/// are not carried over (a row in an attempt is sent again by a worker on the target).
+fn copy_outbox(
+    snapshot: &rusqlite::Connection,
+    tx: &mut postgres::Transaction<'_>,
+) -> StoreResult<usize> {
+    let rows =
+        super::outbox::sqlite::list(snapshot, None).map_err(sqlite_error("reading the outbox"))?;
+    let rows = super::outbox::sqlite::finish_all(rows)?;
+    for row in &rows {
+        super::outbox::postgres::copy(tx, row).map_err(pg_error("writing the outbox"))?;
+    }
+    Ok(rows.len())
+}
+
 /// The audit trail's run heads and installation head, as they are: they are signed with the
 /// audit key, which the target's processes must share (see spec/runtime.md).
 fn copy_audit_heads(
@@ -423,6 +441,13 @@ fn verify(to: &str, moved: &Moved) -> StoreResult<()> {
         return Err(StoreError::Database(format!(
             "after the move the target holds {gates} open gate(s) in its index, not {}",
             moved.gates
+        )));
+    }
+    let notifications = store.notifications(None)?.len();
+    if notifications != moved.notifications {
+        return Err(StoreError::Database(format!(
+            "after the move the target holds {notifications} notification(s) to deliver, not {}",
+            moved.notifications
         )));
     }
     let key = crate::audit::key::current();

@@ -10,11 +10,13 @@
 
 pub mod gate_index;
 pub mod migrate;
+pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 
 pub use crate::history::EventKind;
 pub use gate_index::{Approval, GateChange, GateCounts, GateRow};
+pub use outbox::{Notification, OutboxChange, OutboxKey, OutboxRow};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -189,6 +191,9 @@ pub struct StepCommit {
     /// What the commit does to the gate index (see [`gate_index`]): besides this, a commit
     /// whose run does not wait at a gate afterwards deletes the run's rows.
     pub gate: Option<GateChange>,
+    /// What the commit does to the notification outbox (see [`outbox`]): the notification of
+    /// a gate it opens or escalates, the rows whose delivery it records.
+    pub outbox: OutboxChange,
 }
 
 #[derive(Debug)]
@@ -446,6 +451,29 @@ pub trait Store {
 
     /// When the next waiting run's timer is due, if any.
     fn next_wake(&mut self) -> StoreResult<Option<Millis>>;
+
+    /// Claims up to `limit` rows of the notification outbox that are due at `now` and not
+    /// claimed by a live process (of notification `only`, when given), for `owner` until
+    /// `lease_until`, counting the attempt each is claimed for. Another process never gets a
+    /// row while the claim lasts. Oldest due first.
+    fn claim_notifications(
+        &mut self,
+        owner: &str,
+        lease_until: Millis,
+        now: Millis,
+        limit: usize,
+        only: Option<&str>,
+    ) -> StoreResult<Vec<OutboxRow>>;
+    /// Gives a row `owner` claimed back, due again at `at` (a failed attempt, retried later).
+    /// Does nothing when `owner` no longer holds it.
+    fn retry_notification(&mut self, key: &OutboxKey, owner: &str, at: Millis) -> StoreResult<()>;
+    /// Deletes a row (a delivery nobody needs any more: its gate is gone).
+    fn drop_notification(&mut self, key: &OutboxKey) -> StoreResult<()>;
+    /// The rows of the outbox (of notification `only`), oldest first.
+    fn notifications(&mut self, only: Option<&str>) -> StoreResult<Vec<OutboxRow>>;
+    /// When a row of the outbox (of notification `only`) can next be claimed: when it is
+    /// due, or when the claim on it runs out. `None` when there is none.
+    fn next_notification(&mut self, only: Option<&str>) -> StoreResult<Option<Millis>>;
 
     /// A setting of the database itself (e.g. the test clock's offset).
     fn setting(&mut self, key: &str) -> StoreResult<Option<String>>;

@@ -14,6 +14,7 @@
 //! the next one reconnects.
 
 use super::gate_index::{self, GATE_COLUMNS, RawGate};
+use super::outbox::{self, OutboxKey, OutboxRow};
 use super::{
     Checkpoint, Event, EventKind, Millis, NewEvent, NewRun, Refusal, RunRecord, RunStatus,
     StepCommit, Store, StoreError, StoreResult, TokenRecord,
@@ -159,6 +160,8 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE INDEX IF NOT EXISTS gates_by_opened ON gates(opened_at);",
     // 10: `/metrics` counts from indexes (events by kind and time exist since 1).
     "CREATE INDEX IF NOT EXISTS runs_by_workflow_status ON runs(workflow, status);",
+    // 11: the notification outbox (see store/outbox.rs).
+    outbox::POSTGRES_TABLE,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -1038,6 +1041,7 @@ impl Store for PostgresStore {
                     ],
                 )?;
                 apply_gate_change(tx, step)?;
+                outbox::postgres::apply(tx, &step.outbox)?;
             }
             Ok(())
         })
@@ -1235,6 +1239,40 @@ impl Store for PostgresStore {
             &[],
         )?;
         Ok(rows.first().and_then(|r| r.get(0)))
+    }
+
+    fn claim_notifications(
+        &mut self,
+        owner: &str,
+        lease_until: Millis,
+        now: Millis,
+        limit: usize,
+        only: Option<&str>,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        let claimed = outbox::postgres::claim(self.client()?, owner, lease_until, now, limit, only);
+        claimed.map_err(|e| self.error("claiming notifications", e))?
+    }
+
+    fn retry_notification(&mut self, key: &OutboxKey, owner: &str, at: Millis) -> StoreResult<()> {
+        let done = outbox::postgres::retry(self.client()?, key, owner, at);
+        done.map_err(|e| self.error("scheduling a notification again", e))?;
+        Ok(())
+    }
+
+    fn drop_notification(&mut self, key: &OutboxKey) -> StoreResult<()> {
+        let done = outbox::postgres::remove(self.client()?, key);
+        done.map_err(|e| self.error("dropping a notification", e))?;
+        Ok(())
+    }
+
+    fn notifications(&mut self, only: Option<&str>) -> StoreResult<Vec<OutboxRow>> {
+        let rows = outbox::postgres::list(self.client()?, only);
+        rows.map_err(|e| self.error("reading the outbox", e))?
+    }
+
+    fn next_notification(&mut self, only: Option<&str>) -> StoreResult<Option<Millis>> {
+        let next = outbox::postgres::next(self.client()?, only);
+        next.map_err(|e| self.error("reading the outbox", e))
     }
 
     fn setting(&mut self, key: &str) -> StoreResult<Option<String>> {

@@ -6,6 +6,7 @@
 //! [`MIGRATIONS`] are applied in order, all in one transaction, when the file is opened.
 
 use super::gate_index::{self, GATE_COLUMNS, RawGate};
+use super::outbox::{self, OutboxKey, OutboxRow};
 use super::{
     Checkpoint, Event, EventKind, Millis, NewEvent, NewRun, Refusal, RunRecord, RunStatus,
     StepCommit, Store, StoreError, StoreResult, TokenRecord,
@@ -158,6 +159,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 10: `/metrics` counts from indexes: runs by workflow and status, events by kind and time.
     "CREATE INDEX IF NOT EXISTS runs_by_workflow_status ON runs(workflow, status);
      CREATE INDEX IF NOT EXISTS events_by_kind_at ON events(kind, at);",
+    // 11: the notification outbox (see store/outbox.rs), written in the transaction of the
+    // gate event it announces.
+    outbox::SQLITE_TABLE,
 ];
 
 /// The schema version this code writes and understands.
@@ -1143,6 +1147,7 @@ impl Store for SqliteStore {
             })
             .map_err(ctx.map(doing))?;
             apply_gate_change(&tx, ctx, step)?;
+            outbox::sqlite::apply(&tx, &step.outbox).map_err(ctx.map("writing the outbox"))?;
         }
         tx.commit().map_err(ctx.map(doing))
     }
@@ -1469,6 +1474,40 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.query_row([], |row| row.get(0)))
             .map_err(self.ctx.map("finding the next timer"))
     }
+
+    fn claim_notifications(
+        &mut self,
+        owner: &str,
+        lease_until: Millis,
+        now: Millis,
+        limit: usize,
+        only: Option<&str>,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        let raws = outbox::sqlite::claim(&self.conn, owner, lease_until, now, limit, only)
+            .map_err(self.ctx.map("claiming notifications"))?;
+        outbox::sqlite::finish_all(raws)
+    }
+
+    fn retry_notification(&mut self, key: &OutboxKey, owner: &str, at: Millis) -> StoreResult<()> {
+        outbox::sqlite::retry(&self.conn, key, owner, at)
+            .map_err(self.ctx.map("scheduling a notification again"))?;
+        Ok(())
+    }
+
+    fn drop_notification(&mut self, key: &OutboxKey) -> StoreResult<()> {
+        outbox::sqlite::remove(&self.conn, key).map_err(self.ctx.map("dropping a notification"))?;
+        Ok(())
+    }
+
+    fn notifications(&mut self, only: Option<&str>) -> StoreResult<Vec<OutboxRow>> {
+        let raws =
+            outbox::sqlite::list(&self.conn, only).map_err(self.ctx.map("reading the outbox"))?;
+        outbox::sqlite::finish_all(raws)
+    }
+
+    fn next_notification(&mut self, only: Option<&str>) -> StoreResult<Option<Millis>> {
+        outbox::sqlite::next(&self.conn, only).map_err(self.ctx.map("reading the outbox"))
+    }
 }
 
 #[cfg(test)]
@@ -1547,6 +1586,7 @@ mod tests {
             wake_at: None,
             now,
             gate: None,
+            outbox: Default::default(),
         }
     }
 
