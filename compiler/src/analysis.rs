@@ -1578,6 +1578,15 @@ impl Indexer<'_> {
                     self.expr(&field.value);
                 }
             }
+            StmtKind::ContinueAs { workflow, args } => {
+                if let Some(resolved) = self.resolved(workflow.span) {
+                    let sym = self.sym_of(resolved);
+                    self.add(workflow.span, sym);
+                }
+                for arg in args {
+                    self.expr(arg);
+                }
+            }
             StmtKind::Break | StmtKind::Continue | StmtKind::Error => {}
         }
     }

@@ -1244,6 +1244,10 @@ impl<'a> Builder<'a> {
             ]),
             StmtKind::Break => text("break"),
             StmtKind::Continue => text("continue"),
+            StmtKind::ContinueAs { workflow, args } => concat(vec![
+                text(format!("continue as {}", workflow.name)),
+                self.call_arguments(workflow.span.end, args),
+            ]),
             StmtKind::Return(None) => text("return"),
             StmtKind::Return(Some(value)) => concat(vec![text("return "), self.expr(value)]),
             StmtKind::Fail(value) => concat(vec![text("fail "), self.expr(value)]),
@@ -1302,6 +1306,20 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// `(a, b)` after a callee that ends at `after`.
+    fn call_arguments(&mut self, after: u32, args: &[Expr]) -> Doc {
+        let opener = self.find(T::LParen, after);
+        let close = self.close_after(args.last().map_or(opener.end, |a| a.span.end));
+        self.inline_list(
+            Delims::Paren,
+            opener,
+            close,
+            args,
+            |a| a.span,
+            |b, a| b.expr(a),
+        )
+    }
+
     fn expr(&mut self, expr: &Expr) -> Doc {
         let doc = match &expr.kind {
             ExprKind::Int(_) | ExprKind::Float(_) | ExprKind::Duration(_) => {
@@ -1355,17 +1373,7 @@ impl<'a> Builder<'a> {
             ]),
             ExprKind::Call { callee, args } => {
                 let callee_doc = self.expr(callee);
-                let opener = self.find(T::LParen, callee.span.end);
-                let close = self.close_after(args.last().map_or(opener.end, |a| a.span.end));
-                let args = self.inline_list(
-                    Delims::Paren,
-                    opener,
-                    close,
-                    args,
-                    |a| a.span,
-                    |b, a| b.expr(a),
-                );
-                concat(vec![callee_doc, args])
+                concat(vec![callee_doc, self.call_arguments(callee.span.end, args)])
             }
             ExprKind::Unary { op, operand } => concat(vec![
                 text(match op {
@@ -1609,6 +1617,7 @@ fn is_value_or_jump(stmt: &Stmt) -> bool {
             | StmtKind::Return(_)
             | StmtKind::Break
             | StmtKind::Continue
+            | StmtKind::ContinueAs { .. }
             | StmtKind::Fail(_)
     )
 }
@@ -1625,6 +1634,7 @@ fn stmt_has_block(stmt: &Stmt) -> bool {
         | StmtKind::Return(Some(value)) => expr_has_block(value),
         StmtKind::Assign { target, value } => expr_has_block(target) || expr_has_block(value),
         StmtKind::Audit { fields, .. } => fields.iter().any(|f| expr_has_block(&f.value)),
+        StmtKind::ContinueAs { args, .. } => args.iter().any(expr_has_block),
         StmtKind::Break | StmtKind::Continue | StmtKind::Return(None) | StmtKind::Error => false,
     }
 }

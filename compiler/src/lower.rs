@@ -752,6 +752,17 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 self.expr(message)?;
                 self.emit(Op::Fail);
             }
+            StmtKind::ContinueAs { workflow, args } => {
+                let Some(Resolved::Workflow(index)) = self.resolved(workflow.span) else {
+                    return Err(self.error_at(workflow.span, "`continue as` was not resolved"));
+                };
+                for arg in args {
+                    self.expr(arg)?;
+                }
+                self.emit(Op::ContinueAs {
+                    workflow: index_u32(index),
+                });
+            }
             StmtKind::Sleep(duration) => {
                 self.expr(duration)?;
                 self.emit(Op::Sleep);
@@ -1830,9 +1841,13 @@ impl<'b, 'p> FnLower<'b, 'p> {
 /// code after it is unreachable.
 fn block_diverges(block: &Block) -> bool {
     match block.stmts.last().map(|s| &s.kind) {
-        Some(StmtKind::Return(_) | StmtKind::Fail(_) | StmtKind::Break | StmtKind::Continue) => {
-            true
-        }
+        Some(
+            StmtKind::Return(_)
+            | StmtKind::Fail(_)
+            | StmtKind::Break
+            | StmtKind::Continue
+            | StmtKind::ContinueAs { .. },
+        ) => true,
         Some(StmtKind::Expr(tail)) => expr_diverges(tail),
         _ => false,
     }

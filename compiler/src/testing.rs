@@ -842,6 +842,11 @@ fn walk_stmt<'a>(
                 walk_expr(&field.value, on_stmt, on_expr);
             }
         }
+        StmtKind::ContinueAs { args, .. } => {
+            for arg in args {
+                walk_expr(arg, on_stmt, on_expr);
+            }
+        }
         StmtKind::Return(None) | StmtKind::Break | StmtKind::Continue | StmtKind::Error => {}
     }
 }

@@ -204,6 +204,7 @@ fn spec_instruction_table_is_complete() {
         Op::SetField(0),
         Op::Jitter,
         Op::Conform(0),
+        Op::ContinueAs { workflow: 0 },
     ];
     // The list above is every instruction: the next number does not decode.
     assert!(

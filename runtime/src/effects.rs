@@ -1,5 +1,6 @@
-//! Effects off the engine thread: tool calls to the outside world, performed by a small pool
-//! of threads while the engine goes on with other runs and requests.
+//! Effects off the engine thread: tool calls to the outside world and attempts to deliver
+//! notifications, performed by a small pool of threads while the engine goes on with other
+//! runs and requests.
 //!
 //! In: an [`Invocation`] — everything one call needs (its binding resolved against the
 //! configuration, its input with secrets revealed, its idempotency key and time limit), built
@@ -12,6 +13,7 @@
 //! touches the store: a crash while a call is in flight leaves its `step_started` as the last
 //! record, and whoever resumes the run makes the call again with the same key.
 
+use crate::clock::Clock;
 use crate::config::{LlmConfig, ToolConfig};
 use crate::store::Millis;
 use crate::tools::{self, CallContext, Called};
@@ -72,10 +74,11 @@ pub(crate) fn perform(tool: &str, call: &ToolCall, context: &CallContext) -> Cal
     }
 }
 
-/// What the pool does: a tool call, or a gate's announcement to the notification hooks.
+/// What the pool does: a tool call, or one attempt to deliver a row of the notification
+/// outbox to its hook.
 pub(crate) enum Work {
     Call(Box<Invocation>),
-    Announce(Announcement),
+    Announce(Box<Announcement>),
 }
 
 /// What comes back.
@@ -84,16 +87,17 @@ pub(crate) enum Done {
     Announced(Announced),
 }
 
-/// A gate's announcement, to be sent to every hook of `flow.toml`.
+/// One attempt at a claimed row of the outbox.
 pub(crate) struct Announcement {
-    pub(crate) outgoing: crate::gates::Outgoing,
-    pub(crate) hooks: Vec<crate::config::NotifyHook>,
+    pub(crate) row: crate::store::OutboxRow,
+    pub(crate) hook: crate::config::NotifyHook,
+    pub(crate) timeout: std::time::Duration,
 }
 
-/// An announcement sent, with each hook's delivery.
+/// The attempt made: `Ok` when the hook took the message, else why not.
 pub(crate) struct Announced {
-    pub(crate) outgoing: crate::gates::Outgoing,
-    pub(crate) deliveries: Vec<crate::notify::Delivery>,
+    pub(crate) row: crate::store::OutboxRow,
+    pub(crate) outcome: Result<(), String>,
 }
 
 /// A call handed to the pool.
@@ -132,7 +136,11 @@ pub(crate) struct Executor {
 }
 
 impl Executor {
-    pub(crate) fn start(threads: usize, waker: Option<Waker>) -> Result<Executor, String> {
+    pub(crate) fn start(
+        threads: usize,
+        waker: Option<Waker>,
+        clock: &Clock,
+    ) -> Result<Executor, String> {
         let (work, queue) = mpsc::channel::<Work>();
         let (done, finished) = mpsc::channel::<Done>();
         let queue = Arc::new(Mutex::new(queue));
@@ -144,9 +152,10 @@ impl Executor {
             let queue = Arc::clone(&queue);
             let done = done.clone();
             let waker = waker.clone();
+            let clock = clock.clone();
             std::thread::Builder::new()
                 .name(format!("flowrt-calls-{n}"))
-                .spawn(move || serve_calls(&queue, &done, waker.as_deref()))
+                .spawn(move || serve_calls(&queue, &done, waker.as_deref(), &clock))
                 .map_err(|e| format!("cannot start a thread for tool calls: {e}"))?;
         }
         Ok(Executor {
@@ -182,6 +191,7 @@ fn serve_calls(
     queue: &Mutex<mpsc::Receiver<Work>>,
     done: &mpsc::Sender<Done>,
     waker: Option<&(dyn Fn() + Send + Sync)>,
+    clock: &Clock,
 ) {
     loop {
         let next = match queue.lock() {
@@ -189,14 +199,14 @@ fn serve_calls(
             Err(_) => return,
         };
         let finished = match next {
-            Ok(Work::Call(invocation)) => Done::Call(call(*invocation)),
+            Ok(Work::Call(invocation)) => Done::Call(call(*invocation, clock)),
             Ok(Work::Announce(announcement)) => Done::Announced(Announced {
-                deliveries: crate::notify::deliver(
-                    &announcement.hooks,
-                    announcement.outgoing.message(),
-                    &crate::notify::RetryPolicy::default(),
+                outcome: crate::notify::attempt(
+                    &announcement.hook,
+                    &announcement.row.message,
+                    announcement.timeout,
                 ),
-                outgoing: announcement.outgoing,
+                row: announcement.row,
             }),
             Err(_) => return,
         };
@@ -209,8 +219,8 @@ fn serve_calls(
     }
 }
 
-fn call(invocation: Invocation) -> Completion {
-    let started = crate::engine::now_ms();
+fn call(invocation: Invocation, clock: &Clock) -> Completion {
+    let started = clock.now();
     // A call that panics (a defect) still comes back, as a failed call: otherwise its run
     // would stay claimed by this process, waiting on an answer that never comes.
     let called = invocation.span.in_scope(|| {
@@ -237,7 +247,7 @@ fn call(invocation: Invocation) -> Completion {
         step: invocation.step,
         called,
         started,
-        finished: crate::engine::now_ms(),
+        finished: clock.now(),
         step_span: invocation.step_span,
     }
 }

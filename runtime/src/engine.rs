@@ -11,49 +11,28 @@
 //! - Everything else that is durable (`now()`, `audit`, `sleep`, waiting) is recorded and
 //!   checkpointed in a single commit.
 
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::effects::{self, Announcement, Completion, Done, Executor, Invocation, ToolCall, Work};
-use crate::gates::{GateClock, GateKind, GateRun, OpenedAt, gate_opening};
+use crate::effects::{self, Completion, Done, Executor, Invocation, ToolCall, Work};
+use crate::gates::{GateKind, GateRun, OpenedAt, gate_opening};
 use crate::history::WaitingOn;
+use crate::steps::Driving;
 use crate::store::{
     Checkpoint, EventKind, GateChange, Millis, NewEvent, NewRun, RunStatus, StepCommit, Store,
     StoreError,
 };
 use crate::tools::{self, CallContext, ToolFailure};
-use crate::vm::machine::{error_value, tool_error_value};
+use crate::vm::machine::tool_error_value;
 use crate::vm::value::{JsonMismatch, from_json};
 use crate::vm::{Machine, Outcome, Request, RuntimeError, Value, snapshot};
 use flow_compiler::bytecode::{self, ArtifactError, Binding, Module};
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How often a parent waiting on a child run looks at it again, in case the process that
 /// finished the child died before waking the parent.
-const CHILD_RECHECK_MS: i64 = 5_000;
-
-/// How far the test clock is ahead of the real one (see [`Engine::advance_clock`]). One
-/// engine per process, so a process-wide value is enough.
-static CLOCK_OFFSET: AtomicI64 = AtomicI64::new(0);
-
-/// The instant a stopped test clock stands at (see [`Engine::stop_test_clock`]); 0: the
-/// clock runs with the real time.
-static CLOCK_STOPPED_AT: AtomicI64 = AtomicI64::new(0);
-
-/// The runtime's clock: the real time (or the instant a stopped test clock stands at), plus
-/// the test clock's offset on a test database.
-pub fn now_ms() -> Millis {
-    let base = match CLOCK_STOPPED_AT.load(Ordering::Relaxed) {
-        0 => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-        stopped => stopped,
-    };
-    base + CLOCK_OFFSET.load(Ordering::Relaxed)
-}
+pub(crate) const CHILD_RECHECK_MS: i64 = 5_000;
 
 const TEST_CLOCK: &str = "test_clock";
 const CLOCK_OFFSET_KEY: &str = "clock_offset_ms";
@@ -113,6 +92,8 @@ pub type NativeTool = fn(&Value) -> Result<Value, ToolFailure>;
 
 pub struct Engine {
     pub(crate) store: Box<dyn Store>,
+    /// Every "now" of this engine and of the threads it starts (see [`Clock`]).
+    pub(crate) clock: Clock,
     pub(crate) owner: String,
     pub(crate) lease_ms: i64,
     modules: HashMap<String, Rc<Module>>,
@@ -120,8 +101,8 @@ pub struct Engine {
     next_id: u64,
     renewed_at: Millis,
     pub(crate) config: Config,
-    /// Notifications to deliver once the claims are released.
-    pub(crate) outbox: Vec<crate::gates::Outgoing>,
+    /// What this engine keeps about the notification outbox (see `announce.rs`).
+    pub(crate) outbox: crate::announce::OutboxState,
     /// Answers every tool call instead of its binding (`flowc test`'s mocks).
     tool_double: Option<Rc<dyn ToolDouble>>,
     /// Receives every notification instead of the hooks (`flowc test` records them).
@@ -135,15 +116,15 @@ pub struct Engine {
     /// it, calls are made inline.
     executor: Option<Executor>,
     /// The runs with a call in the pool (their claims are kept until it returns).
-    in_flight: std::collections::HashSet<String>,
+    pub(crate) in_flight: std::collections::HashSet<String>,
     /// The completion being applied, by run.
-    arrived: HashMap<String, Completion>,
+    pub(crate) arrived: HashMap<String, Completion>,
     /// Completions taken from the pool while waiting, not yet applied.
     waiting_to_apply: Vec<Completion>,
-    /// Announcements the pool sent, whose deliveries are not yet recorded.
+    /// Attempts the pool made at rows of the outbox, whose outcomes are not yet taken.
     announced: Vec<effects::Announced>,
-    /// Announcements handed to the pool and not yet recorded.
-    announcing: usize,
+    /// Attempts handed to the pool and not yet taken.
+    pub(crate) announcing: usize,
     /// What the next checkpoint of each run being driven records of its calls (JSON of a
     /// `CallMemory`); a commit outside a drive (a decision) leaves the stored one as it is.
     run_calls: HashMap<String, String>,
@@ -161,6 +142,27 @@ pub trait ToolDouble {
         tool: &bytecode::ToolInfo,
         input: &serde_json::Value,
     ) -> Result<serde_json::Value, ToolFailure>;
+}
+
+/// Who starts a new run and where it comes from.
+pub(crate) struct StartedAs<'a> {
+    pub(crate) by: &'a str,
+    /// The run waiting on it, for a child run.
+    pub(crate) parent: Option<&'a str>,
+    /// The run that ended with `continue as` to start it.
+    pub(crate) continued_from: Option<&'a str>,
+}
+
+/// The run that a `continue as` in `run` starts: `r1` → `r1~2` → `r1~3`. Derived from the
+/// id, so a crash between starting the successor and ending `run` starts it only once, and
+/// anyone can follow a chain without reading history.
+pub fn successor_of(run: &str) -> String {
+    if let Some((base, n)) = run.rsplit_once('~')
+        && let Ok(n) = n.parse::<u64>()
+    {
+        return format!("{base}~{}", n + 1);
+    }
+    format!("{run}~2")
 }
 
 /// Stands in for the notification hooks: a workflow test records what a gate announces
@@ -207,6 +209,7 @@ impl Engine {
         });
         Engine {
             store,
+            clock: Clock::system(),
             owner: owner.into(),
             lease_ms: 30_000,
             modules: HashMap::new(),
@@ -214,7 +217,7 @@ impl Engine {
             next_id: 0,
             renewed_at: 0,
             config: Config::empty(),
-            outbox: Vec::new(),
+            outbox: Default::default(),
             tool_double: None,
             notify_double: None,
             heartbeat: None,
@@ -228,6 +231,17 @@ impl Engine {
             stranded: Vec::new(),
             run_calls: HashMap::new(),
         }
+    }
+
+    /// The engine's clock (a clone shares it): the real time, or the database's test clock
+    /// once [`Engine::load_clock`] read it.
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
+    /// The time on the engine's clock.
+    pub fn now(&self) -> Millis {
+        self.clock.now()
     }
 
     /// Sends every tool call to `double` instead of the tool's binding.
@@ -257,7 +271,7 @@ impl Engine {
             })?,
             None => 0,
         };
-        CLOCK_OFFSET.store(offset, Ordering::Relaxed);
+        self.clock.set_offset(offset);
         Ok(())
     }
 
@@ -290,9 +304,7 @@ impl Engine {
                 "only a test clock can be stopped; this database runs on the real clock".into(),
             ));
         }
-        CLOCK_STOPPED_AT.store(0, Ordering::Relaxed);
-        let real = now_ms() - CLOCK_OFFSET.load(Ordering::Relaxed);
-        CLOCK_STOPPED_AT.store(real.max(1), Ordering::Relaxed);
+        self.clock.stop();
         Ok(())
     }
 
@@ -304,13 +316,11 @@ impl Engine {
             ));
         }
         self.load_clock()?;
-        let offset = CLOCK_OFFSET
-            .load(Ordering::Relaxed)
-            .saturating_add(ms.max(0));
+        let offset = self.clock.offset().saturating_add(ms.max(0));
         self.store
             .set_setting(CLOCK_OFFSET_KEY, &offset.to_string())?;
-        CLOCK_OFFSET.store(offset, Ordering::Relaxed);
-        Ok(now_ms())
+        self.clock.set_offset(offset);
+        Ok(self.clock.now())
     }
 
     /// How long a claim lasts without renewal. Another process may take a run over once its
@@ -331,6 +341,7 @@ impl Engine {
             db,
             &self.owner,
             self.lease_ms,
+            self.clock.clone(),
         )?);
         Ok(())
     }
@@ -343,7 +354,7 @@ impl Engine {
     pub fn deploy(&mut self, artifact: &[u8]) -> EngineResult<(String, Rc<Module>)> {
         let module = Rc::new(bytecode::decode(artifact).map_err(EngineError::Artifact)?);
         let hash = bytecode::encoding::artifact_hash(artifact);
-        self.store.deploy(&hash, artifact, now_ms())?;
+        self.store.deploy(&hash, artifact, self.clock.now())?;
         self.modules.insert(hash.clone(), module.clone());
         Ok((hash, module))
     }
@@ -405,7 +416,7 @@ impl Engine {
         self.next_id += 1;
         format!(
             "r{:x}{:05x}{:x}",
-            now_ms(),
+            self.clock.now(),
             std::process::id() & 0xfffff,
             self.next_id
         )
@@ -420,19 +431,24 @@ impl Engine {
         started_by: &str,
     ) -> EngineResult<String> {
         let id = self.new_run_id();
-        self.start_with_id(&id, version, workflow, input, started_by, None)?;
+        let started = StartedAs {
+            by: started_by,
+            parent: None,
+            continued_from: None,
+        };
+        self.start_with_id(&id, version, workflow, input, &started)?;
         Ok(id)
     }
 
-    fn start_with_id(
+    pub(crate) fn start_with_id(
         &mut self,
         id: &str,
         version: &str,
         workflow: &str,
         input: &serde_json::Value,
-        started_by: &str,
-        parent: Option<&str>,
+        started: &StartedAs<'_>,
     ) -> EngineResult<()> {
+        let (started_by, parent) = (started.by, started.parent);
         let module = self.module(version)?;
         let (index, code) =
             module
@@ -443,14 +459,8 @@ impl Engine {
                 })?;
         let args = validate_input(&module, &code.params, input)?;
         // What is stored and recorded is the validated input with its secrets redacted.
-        let input = &serde_json::Value::Object(
-            code.params
-                .iter()
-                .map(|(name, _)| name.clone())
-                .zip(args.iter().map(Value::to_json))
-                .collect(),
-        );
-        let now = now_ms();
+        let input = &arguments_json(&code.params, &args, false);
+        let now = self.clock.now();
         let machine = Machine::start(&module, index as u32, args, now)
             .ok_or_else(|| EngineError::Corrupt("the workflow has no code".into()))?;
         let run = NewRun {
@@ -461,6 +471,10 @@ impl Engine {
             started_by: started_by.to_string(),
             parent: parent.map(str::to_string),
         };
+        let mut data = serde_json::json!({ "input": input, "version": version, "by": started_by, "parent": parent });
+        if let Some(previous) = started.continued_from {
+            data["continued_from"] = serde_json::Value::String(previous.to_string());
+        }
         let event = NewEvent {
             at: now,
             kind: EventKind::RunStarted,
@@ -468,8 +482,7 @@ impl Engine {
             attempt: None,
             line: None,
             duration_ms: None,
-            data: serde_json::json!({ "input": input, "version": version, "by": started_by, "parent": parent })
-                .to_string(),
+            data: data.to_string(),
         };
         let events = [event];
         let first = Checkpoint {
@@ -492,8 +505,8 @@ impl Engine {
     }
 
     /// Drives a run without waking its parent: for a parent that drives its own child.
-    fn drive_alone(&mut self, run: &str) -> EngineResult<RunStatus> {
-        let now = now_ms();
+    pub(crate) fn drive_alone(&mut self, run: &str) -> EngineResult<RunStatus> {
+        let now = self.clock.now();
         if self.store.run(run)?.is_none() {
             return Err(EngineError::NoSuchRun(run.to_string()));
         }
@@ -513,7 +526,9 @@ impl Engine {
     /// Cancels a run that has not finished and lets its parent (if any) go on. Returns false
     /// when the run had already finished.
     pub fn cancel(&mut self, run: &str, by: &str) -> EngineResult<bool> {
-        let cancelled = self.store.cancel(run, &cancel_event(by, now_ms()))?;
+        let cancelled = self
+            .store
+            .cancel(run, &cancel_event(by, self.clock.now()))?;
         if cancelled {
             self.wake_parent(run)?;
         }
@@ -526,11 +541,13 @@ impl Engine {
         let mut driven = 0;
         loop {
             driven += self.apply_completions()?;
+            // Notifications that fell due (retries, rows a dead process left) go out.
+            self.flush_notifications()?;
             // Runs that would call a tool wait for a free thread anyway: claim none meanwhile.
             if self.pool_is_full() {
                 return Ok(driven);
             }
-            let now = now_ms();
+            let now = self.clock.now();
             let mut ready = self
                 .store
                 .claim_ready(&self.owner, now + self.lease_ms, now, 16)?;
@@ -588,7 +605,7 @@ impl Engine {
         let Some(parent) = record.parent else {
             return Ok(());
         };
-        let now = now_ms();
+        let now = self.clock.now();
         if self
             .store
             .claim(&parent, &self.owner, now + self.lease_ms, now)?
@@ -611,7 +628,7 @@ impl Engine {
         machine: Option<&Machine>,
         change: Change,
     ) -> EngineResult<()> {
-        self.commit_with_gate(run, version, machine, change, None)
+        self.commit_with_gate(run, version, machine, change, None, None)
     }
 
     /// [`Engine::commit`], with what the commit does to the gate index (see
@@ -623,8 +640,10 @@ impl Engine {
         machine: Option<&Machine>,
         change: Change,
         gate: Option<crate::store::GateChange>,
+        notification: Option<crate::store::Notification>,
     ) -> EngineResult<()> {
-        let now = now_ms();
+        let now = self.clock.now();
+        let announced = notification.as_ref().map(|n| n.id.clone());
         let commit = StepCommit {
             run: run.to_string(),
             owner: self.owner.clone(),
@@ -632,7 +651,7 @@ impl Engine {
                 calls: self.run_calls.get(run).cloned(),
                 ..checkpoint(version, m)
             }),
-            events: change.events,
+            events: stamped(change.events, now),
             status: change.status,
             output: change.output,
             error: change.error,
@@ -640,9 +659,16 @@ impl Engine {
             wake_at: change.wake_at,
             now,
             gate,
+            outbox: crate::store::OutboxChange {
+                add: notification,
+                done: Vec::new(),
+            },
         };
         self.store.commit(std::slice::from_ref(&commit))?;
         crate::telemetry::recorded(run, &commit.events);
+        if let Some(id) = announced {
+            self.wrote_notification(id);
+        }
         // Keep the claim alive while the run is being driven, without paying a write for it
         // on every step. (During a tool call, which commits nothing, the process's heartbeat
         // renews it: see `keep_claims_alive`.)
@@ -680,462 +706,109 @@ impl Engine {
                 saved.program_hash, record.version
             )));
         }
-        let mut machine = snapshot::decode(saved.format_version, &saved.state)
+        let machine = snapshot::decode(saved.format_version, &saved.state)
             .map_err(|why| EngineError::Corrupt(format!("run {run}: {why}")))?;
         let version = record.version.clone();
-        let mut pending: Vec<NewEvent> = Vec::new();
-
-        // A run woken from a wait (a gate, a sleep, a child) may meet the deadline of a
-        // `timeout` around that wait: the wait is then what the `timeout` cut short.
-        let woke_from_wait = record.status == RunStatus::Waiting
-            && !matches!(record.waiting(), Some(WaitingOn::Tool { .. }));
-        if record.status == RunStatus::Waiting {
-            match record.waiting() {
-                Some(WaitingOn::Gate { kind, name }) => {
-                    let due = record.wake_at.is_some_and(|at| at <= now_ms());
-                    if !due {
-                        return Ok(RunStatus::Waiting);
-                    }
-                    // The `timeout` around the gate expired first: the gate is withdrawn
-                    // (from the inbox too) and the `timeout` raises below.
-                    if let Some(deadline) = expired_deadline(&module, &machine) {
-                        pending.push(event(
-                            EventKind::GateWithdrawn,
-                            Some(name.clone()),
-                            None,
-                            line(&module, &machine),
-                            serde_json::json!({
-                                "kind": kind.word(),
-                                "gate": name,
-                                "why": "the `timeout` around it expired",
-                                "deadline": crate::vm::value::format_time(deadline),
-                            }),
-                        ));
-                    } else {
-                        match self.gate_clock(&record, &module, &mut machine)? {
-                            GateClock::StillWaiting => return Ok(RunStatus::Waiting),
-                            GateClock::TimedOut(events) => pending.extend(events),
-                            GateClock::Failed(error, events) => {
-                                return self.fail_run(run, &version, &module, &error, events);
-                            }
-                        }
-                    }
-                }
-                Some(WaitingOn::Timer) => {
-                    let due = record.wake_at.unwrap_or(0);
-                    if due > now_ms() {
-                        return Ok(RunStatus::Waiting);
-                    }
-                    pending.push(event(
-                        EventKind::TimerFired,
-                        None,
-                        None,
-                        line(&module, &machine),
-                        serde_json::json!({ "due": due }),
-                    ));
-                    // The timer firing is the run's last durable point: the code after the
-                    // `sleep` sees the time it woke at, not the time it went to sleep (a
-                    // `timeout` right after it would otherwise start already expired).
-                    machine.clock = now_ms();
-                }
-                Some(WaitingOn::Child { .. }) => {}
-                // A call in this engine's pool goes on when its completion is applied; one
-                // left by a process that died is made again (its lease ran out).
-                Some(WaitingOn::Tool { .. }) => {
-                    if self.in_flight.contains(run) && !self.arrived.contains_key(run) {
-                        return Ok(RunStatus::Waiting);
-                    }
-                }
-                _ => return Ok(RunStatus::Waiting),
-            }
+        let mut d = Driving {
+            run,
+            record: &record,
+            version: &version,
+            module: &module,
+            machine,
+            memory: CallMemory::default(),
+            pending: Vec::new(),
+            woke_from_wait: record.status == RunStatus::Waiting
+                && !matches!(record.waiting(), Some(WaitingOn::Tool { .. })),
+        };
+        if let Some(status) = self.wake(&mut d)? {
+            return Ok(status);
         }
-
         // What the run's earlier tool calls left: kept with the checkpoint, so that a resume
         // reads no history (a checkpoint written before that was kept: from the history).
-        let mut memory = match saved.calls.as_deref().and_then(CallMemory::parse) {
-            Some(memory) => memory.at_step(machine.steps),
-            None => CallMemory::read(&self.store.history(run)?, machine.steps),
+        d.memory = match saved.calls.as_deref().and_then(CallMemory::parse) {
+            Some(memory) => memory.at_step(d.machine.steps),
+            None => CallMemory::read(&self.store.history(run)?, d.machine.steps),
         };
-        self.remember(run, &memory);
-
+        self.remember(run, &d.memory);
         loop {
-            match machine.run(&module) {
+            let stop = match d.machine.run(&module) {
                 Outcome::Completed(value) => {
-                    let ret = module.workflows[machine.workflow as usize].ret;
-                    let output = output_json(&module, ret, &value).to_string();
-                    pending.push(event(
-                        EventKind::RunCompleted,
-                        None,
-                        None,
-                        None,
-                        serde_json::json!({ "output": value.to_json() }),
-                    ));
-                    self.commit(
-                        run,
-                        &version,
-                        None,
-                        Change {
-                            events: std::mem::take(&mut pending),
-                            status: RunStatus::Completed,
-                            output: Some(output),
-                            error: None,
-                            waiting_on: None,
-                            wake_at: None,
-                        },
-                    )?;
+                    let ret = module.workflows[d.machine.workflow as usize].ret;
+                    let change = run_completed(output_json(&module, ret, &value), d.pending);
+                    self.commit(run, &version, None, change)?;
                     return Ok(RunStatus::Completed);
                 }
                 Outcome::Failed(error) => {
-                    return self.fail_run(
-                        run,
-                        &version,
-                        &module,
-                        &error,
-                        std::mem::take(&mut pending),
-                    );
+                    return self.fail_run(run, &version, &module, &error, d.pending);
                 }
                 Outcome::Durable { request, deadline } => {
-                    let now = now_ms();
-                    // A call that completed is recorded as it came back, even if the
-                    // deadline passed in the meantime (the call itself was bounded by it).
-                    if let Some(deadline) = deadline
-                        && deadline <= now
-                        && !self.has_arrived(run, machine.steps)
-                    {
-                        let step = step_name(&module, &request);
-                        let here = line(&module, &machine);
-                        // A tool call that was in flight at a crash is not made again once
-                        // its time limit has passed; the history says it was resumed and
-                        // timed out under its key, and a `retry` around it keeps that key.
-                        let resumed_key = match (&request, memory.in_flight_key.take()) {
-                            (Request::Tool { .. }, Some(key)) => Some(key),
-                            _ => None,
-                        };
-                        let message = match resumed_key {
-                            Some(_) => format!(
-                                "the time limit of `{step}` passed while it was in flight at a crash"
-                            ),
-                            None if woke_from_wait => format!(
-                                "the `timeout` around `{step}` expired while the run waited there"
-                            ),
-                            None => format!("the time limit passed before `{step}` could start"),
-                        };
-                        let error = error_value("Timeout", message, &step);
-                        let mut data = serde_json::json!({ "step_number": machine.steps });
-                        if let Some(key) = resumed_key {
-                            memory.attempt_after_crash = false;
-                            pending.push(event(EventKind::StepResumed, Some(step.clone()), None, here, serde_json::json!({ "step_number": machine.steps, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; its time limit has passed, so it is not made again" })));
-                            let site = (step.clone(), here);
-                            if let Some(call) = memory.started.remove(&site) {
-                                memory.failed_calls.insert(site.clone(), call);
-                            }
-                            *memory.failures.entry(site).or_default() += 1;
-                            memory.ended();
-                            self.remember(run, &memory);
-                            data["idempotency_key"] = serde_json::Value::String(key);
-                        }
-                        pending.push(event(EventKind::StepTimedOut, Some(step), None, here, data));
-                        if let Some(Outcome::Failed(failed)) =
-                            machine.fail_step(&module, error, now)
-                        {
-                            return self.fail_run(
-                                run,
-                                &version,
-                                &module,
-                                &failed,
-                                std::mem::take(&mut pending),
-                            );
-                        }
-                        continue;
-                    }
-                    let here = line(&module, &machine);
-                    // A completed call goes on in the span its step opened.
-                    let step_span = match self.arrived.get(run) {
-                        Some(done) if done.step == machine.steps => done.step_span.clone(),
-                        _ => crate::telemetry::step_span(&module, &request, here),
-                    };
-                    let _step = step_span.entered();
-                    match request {
-                        Request::Now => {
-                            machine
-                                .complete(&module, Value::Time(now), now)
-                                .map_err(EngineError::Corrupt)?;
-                            pending.push(event(
-                                EventKind::ClockRead,
-                                Some("now".into()),
-                                None,
-                                here,
-                                serde_json::json!({ "time": Value::Time(now).to_json() }),
-                            ));
-                            self.commit(
-                                run,
-                                &version,
-                                Some(&machine),
-                                Change::runnable(std::mem::take(&mut pending)),
-                            )?;
-                        }
-                        Request::Audit {
-                            event: index,
-                            fields,
-                        } => {
-                            let name = module
-                                .events
-                                .get(index as usize)
-                                .cloned()
-                                .unwrap_or_default();
-                            machine
-                                .complete(&module, Value::None, now)
-                                .map_err(EngineError::Corrupt)?;
-                            pending.push(event(
-                                EventKind::Audit,
-                                Some(name),
-                                None,
-                                here,
-                                fields.to_json(),
-                            ));
-                            self.commit(
-                                run,
-                                &version,
-                                Some(&machine),
-                                Change::runnable(std::mem::take(&mut pending)),
-                            )?;
-                        }
-                        Request::Sleep { duration_ms } => {
-                            let timer = timer_name(&module, &machine);
-                            let wanted = now + duration_ms.max(0);
-                            // A sleep longer than the `timeout` around it ends at the deadline,
-                            // and there the `timeout` raises: the checkpoint stays *at* the
-                            // sleep, so that the woken run meets its deadline there.
-                            let cut_short = deadline.filter(|d| *d < wanted);
-                            let until = cut_short.unwrap_or(wanted);
-                            if cut_short.is_none() {
-                                machine
-                                    .complete(&module, Value::None, now)
-                                    .map_err(EngineError::Corrupt)?;
-                            }
-                            let mut data = serde_json::json!({ "until": Value::Time(until).to_json(), "duration": Value::Duration(duration_ms).to_json() });
-                            if cut_short.is_some() {
-                                data["cut_short_by"] = "timeout".into();
-                            }
-                            pending.push(event(
-                                EventKind::TimerSet,
-                                Some(timer.into()),
-                                None,
-                                here,
-                                data,
-                            ));
-                            if until <= now {
-                                self.commit(
-                                    run,
-                                    &version,
-                                    Some(&machine),
-                                    Change::runnable(std::mem::take(&mut pending)),
-                                )?;
-                                continue;
-                            }
-                            self.commit(
-                                run,
-                                &version,
-                                Some(&machine),
-                                Change {
-                                    events: std::mem::take(&mut pending),
-                                    status: RunStatus::Waiting,
-                                    output: None,
-                                    error: None,
-                                    waiting_on: Some(WaitingOn::Timer),
-                                    wake_at: Some(until),
-                                },
-                            )?;
-                            return Ok(RunStatus::Waiting);
-                        }
-                        Request::Approval { gate, options } => {
-                            let name = module.gates.get(gate as usize).cloned().unwrap_or_default();
-                            let at = OpenedAt {
-                                module: &module,
-                                machine: &machine,
-                                kind: GateKind::Approval,
-                                name: &name,
-                                options: &options,
-                                deadline,
-                            };
-                            let events = std::mem::take(&mut pending);
-                            return self.open_gate(&record, &at, here, events);
-                        }
-                        Request::Input { request, options } => {
-                            let name = module
-                                .input_requests
-                                .get(request as usize)
-                                .map(|r| r.name.clone())
-                                .unwrap_or_default();
-                            let at = OpenedAt {
-                                module: &module,
-                                machine: &machine,
-                                kind: GateKind::Input,
-                                name: &name,
-                                options: &options,
-                                deadline,
-                            };
-                            let events = std::mem::take(&mut pending);
-                            return self.open_gate(&record, &at, here, events);
-                        }
-                        Request::Tool { tool, args } => {
-                            let call = ToolStep {
-                                run,
-                                version: &version,
-                                module: &module,
-                                tool,
-                                args,
-                                here,
-                                deadline,
-                            };
-                            if let Some(status) =
-                                self.tool_step(call, &mut machine, &mut memory, &mut pending)?
-                            {
-                                return Ok(status);
-                            }
-                        }
-                        Request::Workflow { workflow, args } => {
-                            let code = module
-                                .workflows
-                                .get(workflow as usize)
-                                .cloned()
-                                .ok_or_else(|| EngineError::Corrupt("unknown workflow".into()))?;
-                            let child = format!("{run}.{}", machine.steps);
-                            if self.store.run(&child)?.is_none() {
-                                let input = serde_json::Value::Object(
-                                    code.params
-                                        .iter()
-                                        .map(|(name, _)| name.clone())
-                                        .zip(args.iter().map(Value::to_json_revealing))
-                                        .collect(),
-                                );
-                                self.start_with_id(
-                                    &child,
-                                    &version,
-                                    &code.name,
-                                    &input,
-                                    "workflow",
-                                    Some(run),
-                                )?;
-                                pending.push(event(
-                                    EventKind::ChildStarted,
-                                    Some(code.name.clone()),
-                                    None,
-                                    here,
-                                    serde_json::json!({ "run": child }),
-                                ));
-                                self.commit(
-                                    run,
-                                    &version,
-                                    Some(&machine),
-                                    Change::runnable(std::mem::take(&mut pending)),
-                                )?;
-                            }
-                            let status = match self.store.run(&child)? {
-                                Some(record) if record.status.is_final() => record.status,
-                                _ => match self.drive_alone(&child) {
-                                    Ok(status) => status,
-                                    Err(EngineError::Claimed(_)) => RunStatus::Waiting,
-                                    Err(e) => return Err(e),
-                                },
-                            };
-                            let record = self
-                                .store
-                                .run(&child)?
-                                .ok_or_else(|| EngineError::NoSuchRun(child.clone()))?;
-                            let now = now_ms();
-                            match status {
-                                RunStatus::Completed => {
-                                    let json: serde_json::Value = serde_json::from_str(
-                                        record.output.as_deref().unwrap_or("null"),
-                                    )
-                                    .unwrap_or_default();
-                                    let value =
-                                        from_json(&module, code.ret, &json, "$").map_err(|e| {
-                                            EngineError::Corrupt(format!("child run {child}: {e}"))
-                                        })?;
-                                    machine
-                                        .complete(&module, value, now)
-                                        .map_err(EngineError::Corrupt)?;
-                                    pending.push(event(
-                                        EventKind::ChildCompleted,
-                                        Some(code.name.clone()),
-                                        None,
-                                        here,
-                                        serde_json::json!({ "run": child, "output": json }),
-                                    ));
-                                    self.commit(
-                                        run,
-                                        &version,
-                                        Some(&machine),
-                                        Change::runnable(std::mem::take(&mut pending)),
-                                    )?;
-                                }
-                                RunStatus::Failed | RunStatus::Cancelled => {
-                                    let why = match record.error {
-                                        Some(error) => format!("failed: {error}"),
-                                        None => "was cancelled".to_string(),
-                                    };
-                                    let error = error_value(
-                                        "Failed",
-                                        format!("child workflow `{}` ({child}) {why}", code.name),
-                                        &code.name,
-                                    );
-                                    pending.push(event(
-                                        EventKind::ChildFailed,
-                                        Some(code.name.clone()),
-                                        None,
-                                        here,
-                                        serde_json::json!({ "run": child, "error": why }),
-                                    ));
-                                    if let Some(Outcome::Failed(failed)) =
-                                        machine.fail_step(&module, error, now)
-                                    {
-                                        return self.fail_run(
-                                            run,
-                                            &version,
-                                            &module,
-                                            &failed,
-                                            std::mem::take(&mut pending),
-                                        );
-                                    }
-                                    self.commit(
-                                        run,
-                                        &version,
-                                        Some(&machine),
-                                        Change::runnable(std::mem::take(&mut pending)),
-                                    )?;
-                                }
-                                RunStatus::Waiting | RunStatus::Runnable => {
-                                    self.commit(
-                                        run,
-                                        &version,
-                                        Some(&machine),
-                                        Change {
-                                            events: std::mem::take(&mut pending),
-                                            status: RunStatus::Waiting,
-                                            output: None,
-                                            error: None,
-                                            waiting_on: Some(WaitingOn::Child {
-                                                run: child.clone(),
-                                            }),
-                                            // The child's end wakes the parent at once; this
-                                            // later check covers a process that died between
-                                            // the two.
-                                            wake_at: crate::history::earliest(
-                                                Some(now_ms() + CHILD_RECHECK_MS),
-                                                deadline,
-                                            ),
-                                        },
-                                    )?;
-                                    return Ok(RunStatus::Waiting);
-                                }
-                            }
-                        }
-                    }
+                    self.durable_step(&mut d, request, deadline)?
                 }
+            };
+            if let Some(status) = stop {
+                return Ok(status);
             }
         }
+    }
+
+    /// `continue as`: starts the successor run (unless a crash left it started already) with
+    /// the new arguments, and ends this run as `continued`, pointing at it. The successor
+    /// takes over this run's parent, so a parent waiting on a chain of continued runs is woken
+    /// by the last one.
+    pub(crate) fn continue_as(
+        &mut self,
+        d: &mut Driving<'_>,
+        workflow: u32,
+        args: &[Value],
+        here: Option<i64>,
+    ) -> EngineResult<RunStatus> {
+        let record = d.record;
+        let code = d.module.workflows.get(workflow as usize).ok_or_else(|| {
+            EngineError::Corrupt("`continue as` names an unknown workflow".into())
+        })?;
+        let successor = successor_of(&record.id);
+        let input = arguments_json(&code.params, args, true);
+        if self.store.run(&successor)?.is_none() {
+            self.start_with_id(
+                &successor,
+                &record.version,
+                &code.name,
+                &input,
+                &StartedAs {
+                    by: &record.started_by,
+                    parent: record.parent.as_deref(),
+                    continued_from: Some(&record.id),
+                },
+            )?;
+        }
+        // What the history keeps of the input is what the successor stored: secrets redacted.
+        let stored_input = self
+            .store
+            .run(&successor)?
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.input).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let mut events = std::mem::take(&mut d.pending);
+        events.push(event(
+            EventKind::RunContinued,
+            Some(code.name.clone()),
+            None,
+            here,
+            serde_json::json!({ "run": successor, "input": stored_input }),
+        ));
+        self.commit(
+            &record.id,
+            &record.version,
+            None,
+            Change {
+                events,
+                status: RunStatus::Continued,
+                output: None,
+                error: None,
+                waiting_on: None,
+                wake_at: None,
+            },
+        )?;
+        Ok(RunStatus::Continued)
     }
 
     pub(crate) fn fail_run(
@@ -1188,7 +861,7 @@ impl Engine {
             module: Rc<Module>,
             machine: Machine,
         }
-        let now = now_ms();
+        let now = self.clock.now();
         let mut active = Vec::new();
         let mut one_by_one = Vec::new();
         for id in runs {
@@ -1229,8 +902,11 @@ impl Engine {
             });
         }
         let mut completed = 0;
+        // Child runs that completed in the batch: their parents are woken once they are
+        // released (not after the parent's next periodic look at them).
+        let mut children_done = Vec::new();
         while !active.is_empty() {
-            let now = now_ms();
+            let now = self.clock.now();
             let mut commits = Vec::with_capacity(active.len());
             let mut still_going = Vec::with_capacity(active.len());
             for mut run in active {
@@ -1238,7 +914,7 @@ impl Engine {
                     run: run.id.clone(),
                     owner: self.owner.clone(),
                     checkpoint: machine.map(|m| checkpoint(&run.version, m)),
-                    events: change.events,
+                    events: stamped(change.events, now),
                     status: change.status,
                     output: change.output,
                     error: change.error,
@@ -1246,25 +922,17 @@ impl Engine {
                     wake_at: change.wake_at,
                     now,
                     gate: None,
+                    outbox: Default::default(),
                 };
                 match run.machine.run(&run.module) {
                     Outcome::Completed(value) => {
-                        let done = event(
-                            EventKind::RunCompleted,
-                            None,
-                            None,
-                            None,
-                            serde_json::json!({ "output": value.to_json() }),
-                        );
-                        commits.push(commit(
-                            None,
-                            Change {
-                                output: Some(value.to_json().to_string()),
-                                status: RunStatus::Completed,
-                                ..Change::runnable(vec![done])
-                            },
-                        ));
+                        let ret = run.module.workflows[run.machine.workflow as usize].ret;
+                        let output = output_json(&run.module, ret, &value);
+                        commits.push(commit(None, run_completed(output, Vec::new())));
                         completed += 1;
+                        if run.record.parent.is_some() {
+                            children_done.push(run.id.clone());
+                        }
                     }
                     Outcome::Durable {
                         request: Request::Tool { tool, args },
@@ -1276,38 +944,43 @@ impl Engine {
                         .is_some_and(|info| self.is_native(info)) =>
                     {
                         let info = &run.module.tools[tool as usize];
-                        let input = Value::Record(
-                            info.params
-                                .iter()
-                                .map(|(n, _)| n.clone())
-                                .zip(args)
-                                .collect(),
-                        );
-                        let Binding::Exec { command } = &info.binding else {
-                            continue;
-                        };
-                        let native = self.native_tools[command];
                         let step = run.machine.steps;
                         let here = line(&run.module, &run.machine);
-                        match native(&input)
-                            .and_then(|v| check_output(&run.module, info, &v.to_json()))
-                        {
-                            Ok(value) => {
-                                let done = event(
-                                    EventKind::StepCompleted,
-                                    Some(info.name.clone()),
-                                    None,
-                                    here,
-                                    serde_json::json!({ "step_number": step, "output": value.to_json() }),
-                                );
+                        let key = format!("{}:{step}", run.id);
+                        let json_of = |reveal: bool| arguments_json(&info.params, &args, reveal);
+                        let context = CallContext {
+                            run_id: run.id.clone(),
+                            idempotency_key: key.clone(),
+                            time_limit_ms: None,
+                        };
+                        let started = self.clock.now();
+                        let called = self.call_inline(&run.module, info, &json_of(true), &context);
+                        let finished = self.clock.now();
+                        let held = tools::Secrets::held_by(&run.machine);
+                        match finish_call(&run.module, info, called, &held) {
+                            // The same two records as the call made one run at a time.
+                            (Ok(value), record) => {
+                                let events = vec![
+                                    call_started(info, 1, here, step, &key, json_of(false)),
+                                    call_completed(
+                                        info,
+                                        1,
+                                        here,
+                                        finished - started,
+                                        step,
+                                        &value,
+                                        record,
+                                    ),
+                                ];
                                 run.machine
-                                    .complete(&run.module, value, now)
+                                    .complete(&run.module, value, finished)
                                     .map_err(EngineError::Corrupt)?;
-                                commits
-                                    .push(commit(Some(&run.machine), Change::runnable(vec![done])));
+                                commits.push(commit(Some(&run.machine), Change::runnable(events)));
                                 still_going.push(run);
                             }
-                            Err(_) => one_by_one.push(run.id.clone()),
+                            // A failure is recorded (and retried) one run at a time, where
+                            // the call is made again: it is in-process, with no effect outside.
+                            (Err(_), _) => one_by_one.push(run.id.clone()),
                         }
                     }
                     // A gate opens in the batch too, unless it must notify someone (that
@@ -1348,6 +1021,9 @@ impl Engine {
         for id in runs.iter().filter(|id| !one_by_one.contains(id)) {
             self.release(id)?;
         }
+        for id in &children_done {
+            self.wake_parent(id)?;
+        }
         for id in one_by_one {
             let result = self.drive_claimed(&id);
             let released = self.release(&id);
@@ -1373,7 +1049,7 @@ impl Engine {
     /// A tool call: recorded as started (committed before the outside world is touched),
     /// then made inline or handed to the pool, or — when the pool has answered — recorded
     /// as completed or failed. `None`: the run goes on; `Some(status)`: the drive stops.
-    fn tool_step(
+    pub(crate) fn tool_step(
         &mut self,
         call: ToolStep<'_>,
         machine: &mut Machine,
@@ -1395,13 +1071,7 @@ impl Engine {
             .get(tool as usize)
             .cloned()
             .ok_or_else(|| EngineError::Corrupt("unknown tool".into()))?;
-        let input = serde_json::Value::Object(
-            info.params
-                .iter()
-                .map(|(name, _)| name.clone())
-                .zip(args.iter().map(Value::to_json))
-                .collect(),
-        );
+        let input = arguments_json(&info.params, &args, false);
         let site = (info.name.clone(), here);
         // The run id and the step number of the call's first attempt: the same after a crash
         // and on every attempt of a `retry`.
@@ -1437,23 +1107,24 @@ impl Engine {
                     pending.push(event(EventKind::StepResumed, Some(info.name.clone()), None, here, serde_json::json!({ "step_number": step, "idempotency_key": key, "why": "the step was in flight when the previous flowrt stopped; it runs again with the same idempotency key" })));
                     memory.attempt_after_crash = false;
                 }
-                pending.push(event(EventKind::StepStarted, Some(info.name.clone()), Some(attempt), here, serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input })));
+                pending.push(call_started(
+                    &info,
+                    attempt,
+                    here,
+                    step,
+                    &key,
+                    input.clone(),
+                ));
                 memory.started(step, &site, &key, &input);
                 self.remember(run, memory);
-                let started = now_ms();
+                let started = self.clock.now();
                 let context = CallContext {
                     run_id: run.to_string(),
                     idempotency_key: key.clone(),
                     time_limit_ms: deadline.map(|d| (d - started).max(0) as u64),
                 };
                 // The tool receives its secrets; the history saw them redacted.
-                let call_input = serde_json::Value::Object(
-                    info.params
-                        .iter()
-                        .map(|(name, _)| name.clone())
-                        .zip(args.iter().map(Value::to_json_revealing))
-                        .collect(),
-                );
+                let call_input = arguments_json(&info.params, &args, true);
                 if let Some(outside) = self.offloadable(module, &info, &call_input) {
                     return self
                         .offload(
@@ -1481,22 +1152,20 @@ impl Engine {
                 if let Err(failure) = &called.result {
                     crate::telemetry::mark_failed(&span, failure.kind);
                 }
-                (called, started, now_ms())
+                (called, started, self.clock.now())
             }
         };
         let (result, record) = finish_call(module, &info, called, &held);
         match result {
             Ok(value) => {
-                let mut data =
-                    serde_json::json!({ "step_number": step, "output": value.to_json() });
-                extend(&mut data, record);
-                pending.push(event_with_duration(
-                    EventKind::StepCompleted,
-                    Some(info.name.clone()),
-                    Some(attempt),
+                pending.push(call_completed(
+                    &info,
+                    attempt,
                     here,
                     finished - started,
-                    data,
+                    step,
+                    &value,
+                    record,
                 ));
                 memory.failures.remove(&site);
                 memory.failed_calls.remove(&site);
@@ -1571,9 +1240,7 @@ impl Engine {
 
     /// Whether the pool has as many calls as threads (including answers not yet recorded).
     fn pool_is_full(&self) -> bool {
-        self.executor
-            .as_ref()
-            .is_some_and(|executor| self.in_flight.len() >= executor.threads())
+        self.has_pool() && self.free_threads() == 0
     }
 
     /// Commits the call's start with the run waiting on it, and queues the call. The claim
@@ -1684,7 +1351,8 @@ impl Engine {
         threads: usize,
         waker: Option<effects::Waker>,
     ) -> EngineResult<()> {
-        self.executor = Some(Executor::start(threads, waker).map_err(EngineError::Corrupt)?);
+        self.executor =
+            Some(Executor::start(threads, waker, &self.clock).map_err(EngineError::Corrupt)?);
         Ok(())
     }
 
@@ -1715,20 +1383,25 @@ impl Engine {
         }
     }
 
-    /// Hands a gate's announcement to the pool; gives it back when there is no pool.
-    pub(crate) fn announce_in_pool(
-        &mut self,
-        outgoing: crate::gates::Outgoing,
-    ) -> Option<crate::gates::Outgoing> {
-        let Some(executor) = &self.executor else {
-            return Some(outgoing);
-        };
-        let hooks = self.config.notify.clone();
-        // A pool that stopped: the announcement is lost, as a crash would lose it.
-        if executor.submit(Work::Announce(Announcement { outgoing, hooks })) {
-            self.announcing += 1;
-        }
-        None
+    /// Whether tool calls and notifications go to a pool of threads (`worker`, `serve`).
+    pub(crate) fn has_pool(&self) -> bool {
+        self.executor.is_some()
+    }
+
+    /// How many threads of the pool are neither in a call nor in an attempt to notify.
+    pub(crate) fn free_threads(&self) -> usize {
+        self.executor.as_ref().map_or(0, |executor| {
+            executor
+                .threads()
+                .saturating_sub(self.in_flight.len() + self.announcing)
+        })
+    }
+
+    /// Queues work on the pool. False when there is no pool or it stopped.
+    pub(crate) fn submit(&self, work: Work) -> bool {
+        self.executor
+            .as_ref()
+            .is_some_and(|executor| executor.submit(work))
     }
 
     /// Records every call the pool finished and drives each run on from it. Returns how many
@@ -1748,7 +1421,7 @@ impl Engine {
         }
         for announced in std::mem::take(&mut self.announced) {
             self.announcing = self.announcing.saturating_sub(1);
-            self.record_announcement(announced.outgoing, announced.deliveries)?;
+            self.finish_attempt(announced.row, announced.outcome)?;
         }
         let done = std::mem::take(&mut self.waiting_to_apply);
         let applied = done.len();
@@ -1793,7 +1466,7 @@ impl Engine {
         Ok(applied)
     }
 
-    fn has_arrived(&self, run: &str, step: u64) -> bool {
+    pub(crate) fn has_arrived(&self, run: &str, step: u64) -> bool {
         self.arrived.get(run).is_some_and(|done| done.step == step)
     }
 
@@ -1806,7 +1479,7 @@ impl Engine {
     }
 
     /// Keeps `memory` as what the run's next checkpoint records of its calls.
-    fn remember(&mut self, run: &str, memory: &CallMemory) {
+    pub(crate) fn remember(&mut self, run: &str, memory: &CallMemory) {
         self.run_calls.insert(run.to_string(), memory.to_json());
     }
 
@@ -1821,14 +1494,14 @@ impl Engine {
 }
 
 /// A tool call site's part of a run's history: the arguments of [`Engine::tool_step`].
-struct ToolStep<'a> {
-    run: &'a str,
-    version: &'a str,
-    module: &'a Module,
-    tool: u32,
-    args: Vec<Value>,
-    here: Option<i64>,
-    deadline: Option<Millis>,
+pub(crate) struct ToolStep<'a> {
+    pub(crate) run: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) module: &'a Module,
+    pub(crate) tool: u32,
+    pub(crate) args: Vec<Value>,
+    pub(crate) here: Option<i64>,
+    pub(crate) deadline: Option<Millis>,
 }
 
 /// A tool call site: the tool and the source line of the call.
@@ -1837,29 +1510,29 @@ type Site = (String, Option<i64>);
 /// What a drive needs to know of a run's earlier tool calls: read from its history once,
 /// then kept with every checkpoint (`Checkpoint::calls`) and updated as calls are made.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-struct CallMemory {
+pub(crate) struct CallMemory {
     /// The key of the call that was in flight when the last process stopped (the run's last
     /// record is its `step_started` at the current step): it is made again under that key.
     #[serde(skip)]
-    in_flight_key: Option<String>,
+    pub(crate) in_flight_key: Option<String>,
     /// Whether the next call is such a repeat (recorded as `step_resumed`).
     #[serde(skip)]
-    attempt_after_crash: bool,
+    pub(crate) attempt_after_crash: bool,
     /// The step number and key of the last call whose start was recorded and whose end was
     /// not (what `in_flight_key` is read from).
     #[serde(default)]
-    last_started: Option<(u64, String)>,
+    pub(crate) last_started: Option<(u64, String)>,
     /// The attempt number of each site: 1 + its failures since its last success (a `retry`
     /// loops back to the same call).
     #[serde(with = "site_map", default)]
-    failures: HashMap<Site, i64>,
+    pub(crate) failures: HashMap<Site, i64>,
     /// The idempotency key and input of each site's last failed call: calling it again with
     /// the same input (a `retry`) is the same request, so it keeps the same key.
     #[serde(with = "site_map", default)]
-    failed_calls: HashMap<Site, (String, serde_json::Value)>,
+    pub(crate) failed_calls: HashMap<Site, (String, serde_json::Value)>,
     /// The calls started and not yet finished, by site.
     #[serde(with = "site_map", default)]
-    started: HashMap<Site, (String, serde_json::Value)>,
+    pub(crate) started: HashMap<Site, (String, serde_json::Value)>,
 }
 
 /// A map keyed by call site, as JSON: a list of `[site, value]` pairs (JSON object keys are
@@ -1966,7 +1639,7 @@ impl CallMemory {
     }
 
     /// A call's end (completed, failed or timed out), recorded.
-    fn ended(&mut self) {
+    pub(crate) fn ended(&mut self) {
         self.last_started = None;
     }
 }
@@ -2001,6 +1674,69 @@ fn finish_call(
     (result, record)
 }
 
+/// The arguments of a call as the JSON object its callee takes, one field per parameter:
+/// secrets redacted (what the history shows) or revealed (what the callee receives).
+pub(crate) fn arguments_json(
+    params: &[(String, bytecode::TypeRef)],
+    args: &[Value],
+    reveal: bool,
+) -> serde_json::Value {
+    serde_json::Value::Object(
+        params
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(args.iter().map(|a| {
+                if reveal {
+                    a.to_json_revealing()
+                } else {
+                    a.to_json()
+                }
+            }))
+            .collect(),
+    )
+}
+
+/// `step_started` of an attempt of a call, with the input as the history shows it (secrets
+/// redacted): one builder for the drive loop and the batch.
+pub(crate) fn call_started(
+    info: &bytecode::ToolInfo,
+    attempt: i64,
+    here: Option<i64>,
+    step: u64,
+    key: &str,
+    input: serde_json::Value,
+) -> NewEvent {
+    event(
+        EventKind::StepStarted,
+        Some(info.name.clone()),
+        Some(attempt),
+        here,
+        serde_json::json!({ "step_number": step, "idempotency_key": key, "input": input }),
+    )
+}
+
+/// `step_completed` of an attempt, with its output and what the binding recorded.
+pub(crate) fn call_completed(
+    info: &bytecode::ToolInfo,
+    attempt: i64,
+    here: Option<i64>,
+    duration_ms: i64,
+    step: u64,
+    output: &Value,
+    record: serde_json::Map<String, serde_json::Value>,
+) -> NewEvent {
+    let mut data = serde_json::json!({ "step_number": step, "output": output.to_json() });
+    extend(&mut data, record);
+    event_with_duration(
+        EventKind::StepCompleted,
+        Some(info.name.clone()),
+        Some(attempt),
+        here,
+        duration_ms,
+        data,
+    )
+}
+
 fn check_output(
     module: &Module,
     info: &bytecode::ToolInfo,
@@ -2023,6 +1759,25 @@ fn extend(data: &mut serde_json::Value, record: serde_json::Map<String, serde_js
 }
 
 /// The checkpoint of `machine`; `calls: None` keeps what the store holds of the run's calls.
+/// The end of a run that returned `output`: one transition for the drive loop and the batch.
+pub(crate) fn run_completed(output: serde_json::Value, mut events: Vec<NewEvent>) -> Change {
+    events.push(event(
+        EventKind::RunCompleted,
+        None,
+        None,
+        None,
+        serde_json::json!({ "output": output }),
+    ));
+    Change {
+        events,
+        status: RunStatus::Completed,
+        output: Some(output.to_string()),
+        error: None,
+        waiting_on: None,
+        wake_at: None,
+    }
+}
+
 pub(crate) fn checkpoint(version: &str, machine: &Machine) -> Checkpoint {
     Checkpoint {
         calls: None,
@@ -2036,6 +1791,8 @@ pub(crate) fn line(module: &Module, machine: &Machine) -> Option<i64> {
     machine.location(module).map(|l| l.line as i64)
 }
 
+/// A history event, without its time yet: [`stamped`] gives it the time of the commit that
+/// records it (so every event is timed by the engine's one clock).
 pub(crate) fn event(
     kind: EventKind,
     step: Option<String>,
@@ -2044,7 +1801,7 @@ pub(crate) fn event(
     data: serde_json::Value,
 ) -> NewEvent {
     NewEvent {
-        at: now_ms(),
+        at: UNSTAMPED,
         kind,
         step,
         attempt,
@@ -2083,14 +1840,27 @@ pub(crate) fn event_with_duration(
     }
 }
 
+/// The time of an event not yet committed.
+const UNSTAMPED: Millis = 0;
+
+/// The events of a commit made at `now`, each timed `now` unless it has a time already.
+pub(crate) fn stamped(mut events: Vec<NewEvent>, now: Millis) -> Vec<NewEvent> {
+    for event in &mut events {
+        if event.at == UNSTAMPED {
+            event.at = now;
+        }
+    }
+    events
+}
+
 /// The deadline of the `timeout` around the durable point the machine stands at, when it has
-/// passed.
-fn expired_deadline(module: &Module, machine: &Machine) -> Option<Millis> {
+/// passed by `now`.
+pub(crate) fn expired_deadline(module: &Module, machine: &Machine, now: Millis) -> Option<Millis> {
     match machine.clone().run(module) {
         Outcome::Durable {
             deadline: Some(deadline),
             ..
-        } if deadline <= now_ms() => Some(deadline),
+        } if deadline <= now => Some(deadline),
         _ => None,
     }
 }
@@ -2098,7 +1868,7 @@ fn expired_deadline(module: &Module, machine: &Machine) -> Option<Millis> {
 /// What a timer is for, as the history names it: `retry backoff` for the wait between the
 /// attempts of a `retry` (the lowering puts its jittered delay right before the `sleep`, and
 /// nothing else does), `sleep` for a `sleep` the workflow wrote.
-fn timer_name(module: &Module, machine: &Machine) -> &'static str {
+pub(crate) fn timer_name(module: &Module, machine: &Machine) -> &'static str {
     let code = module
         .workflows
         .get(machine.workflow as usize)
@@ -2113,10 +1883,10 @@ fn timer_name(module: &Module, machine: &Machine) -> &'static str {
     }
 }
 
-fn step_name(module: &Module, request: &Request) -> String {
+pub(crate) fn step_name(module: &Module, request: &Request) -> String {
     match request {
         Request::Tool { tool, .. } => module.tools.get(*tool as usize).map(|t| t.name.clone()),
-        Request::Workflow { workflow, .. } => module
+        Request::Workflow { workflow, .. } | Request::ContinueAs { workflow, .. } => module
             .workflows
             .get(*workflow as usize)
             .map(|w| w.name.clone()),

@@ -8,12 +8,10 @@
 //! that opens, changes or closes it; listing, showing and deciding read that row, never the
 //! run's VM or history.
 
-use crate::engine::{Change, Engine, EngineError, EngineResult, event, line, now_ms};
+use crate::engine::{Change, Engine, EngineError, EngineResult, event, line};
 use crate::history::WaitingOn;
-use crate::notify::{self, RetryPolicy};
 use crate::store::{
     Approval, Event, EventKind, GateChange, GateRow, Millis, NewEvent, RunRecord, RunStatus,
-    StepCommit,
 };
 use crate::vm::machine::error_value;
 use crate::vm::value::from_json;
@@ -129,17 +127,6 @@ fn conflict<T>(why: impl Into<String>) -> Result<T, DecideError> {
 
 fn forbidden<T>(why: impl Into<String>) -> Result<T, DecideError> {
     refused_as(RefusalKind::Forbidden, why)
-}
-
-/// A notification waiting to be delivered once the run's claim is released.
-pub struct Outgoing {
-    run: String,
-    gate: String,
-    what: String,
-    waiting_on: WaitingOn,
-    message: serde_json::Value,
-    /// The secrets the run held when the gate opened: a hook's reply is scrubbed of them.
-    held: crate::tools::Secrets,
 }
 
 /// A gate waiting for someone, as `flowrt approvals` lists it.
@@ -652,19 +639,12 @@ impl PendingGate {
     }
 }
 
-impl Outgoing {
-    /// What every hook is sent.
-    pub(crate) fn message(&self) -> &serde_json::Value {
-        &self.message
-    }
-}
-
 /// The setting that records that every gate opened before the gate index has been indexed.
 const INDEXED_SETTING: &str = "gate_index_complete";
 
 impl Engine {
-    /// Records that a gate opened (its event, the wait and its index row in one commit),
-    /// then notifies.
+    /// Records that a gate opened: its event, the wait, its index row and its notification
+    /// (see `announce.rs`) in one commit.
     pub(crate) fn open_gate(
         &mut self,
         record: &RunRecord,
@@ -672,134 +652,20 @@ impl Engine {
         here: Option<i64>,
         events: Vec<NewEvent>,
     ) -> EngineResult<RunStatus> {
-        let now = now_ms();
+        let now = self.clock.now();
         let (change, row) = gate_opening(GateRun::of(record), at, here, events, now);
-        let gate = Some(GateChange::Open(row.clone()));
-        self.commit_with_gate(&record.id, &record.version, Some(at.machine), change, gate)?;
-        let approvers = row.approvers.clone();
-        self.notify(&row, EventKind::GateOpened, &approvers, at.machine);
+        let notification =
+            self.notification(&row, EventKind::GateOpened, &row.approvers, at.machine, now);
+        let gate = Some(GateChange::Open(row));
+        self.commit_with_gate(
+            &record.id,
+            &record.version,
+            Some(at.machine),
+            change,
+            gate,
+            notification,
+        )?;
         Ok(RunStatus::Waiting)
-    }
-
-    /// Prepares the notifications of a gate that opened or escalated. They are delivered by
-    /// [`Engine::flush_notifications`] once the run's claim is released, so that a slow hook
-    /// never keeps anyone from deciding.
-    fn notify(&mut self, gate: &GateRow, what: EventKind, approvers: &str, machine: &Machine) {
-        if self.config.notify.is_empty() {
-            return;
-        }
-        let (run, name) = (&gate.run, &gate.name);
-        let command = match gate.kind {
-            GateKind::Approval => format!("flowrt approve {run} {name} --as USER"),
-            GateKind::Input => format!("flowrt input {run} {name} --as USER --value JSON"),
-        };
-        let message = serde_json::json!({
-            "event": what,
-            "run": run,
-            "workflow": gate.workflow,
-            "version": gate.version,
-            "gate": name,
-            "kind": gate.kind.word(),
-            "prompt": gate.prompt,
-            "context": gate.context,
-            "approvers": approvers,
-            "deadline": gate.deadline.map(crate::vm::value::format_time),
-            "command": command,
-        });
-        self.outbox.push(Outgoing {
-            run: run.clone(),
-            gate: name.clone(),
-            what: what.as_str().to_string(),
-            waiting_on: WaitingOn::gate(gate.kind, name),
-            message,
-            held: crate::tools::Secrets::held_by(machine),
-        });
-    }
-
-    /// Delivers the prepared notifications (no claim is held meanwhile) and records each
-    /// delivery in its run's history, if the run still waits at that gate.
-    pub fn flush_notifications(&mut self) -> EngineResult<()> {
-        if !self.outbox.is_empty() {
-            // What a notification announces is on disk before anyone hears of it.
-            self.store.flush()?;
-        }
-        for outgoing in std::mem::take(&mut self.outbox) {
-            if let Some(double) = &self.notify_double {
-                double.announce(&outgoing.message);
-                continue;
-            }
-            // With a pool, the hooks are called from it (a slow webhook keeps nobody from
-            // being served); the deliveries are recorded when it is done.
-            let outgoing = match self.announce_in_pool(outgoing) {
-                Some(outgoing) => outgoing,
-                None => continue,
-            };
-            let deliveries = notify::deliver(
-                &self.config.notify,
-                &outgoing.message,
-                &RetryPolicy::default(),
-            );
-            self.record_announcement(outgoing, deliveries)?;
-        }
-        Ok(())
-    }
-
-    /// Records in the run's history how each hook took an announcement, if the run still
-    /// waits at that gate.
-    pub(crate) fn record_announcement(
-        &mut self,
-        outgoing: Outgoing,
-        deliveries: Vec<notify::Delivery>,
-    ) -> EngineResult<()> {
-        let events: Vec<NewEvent> = deliveries
-            .iter()
-            .map(|d| {
-                event(
-                    if d.delivered { EventKind::Notified } else { EventKind::NotifyFailed },
-                    Some(outgoing.gate.clone()),
-                    Some(i64::from(d.attempts)),
-                    None,
-                    serde_json::json!({ "hook": d.hook, "attempts": d.attempts, "error": d.error.as_deref().map(|e| outgoing.held.redact(e)), "for": outgoing.what }),
-                )
-            })
-            .collect();
-        if !self.claim_patiently(&outgoing.run)? {
-            return Ok(());
-        }
-        let recorded = self.record_deliveries(&outgoing, events);
-        self.release(&outgoing.run)?;
-        recorded
-    }
-
-    fn record_deliveries(
-        &mut self,
-        outgoing: &Outgoing,
-        events: Vec<NewEvent>,
-    ) -> EngineResult<()> {
-        // Recording the deliveries must not disturb the run if it moved on meanwhile.
-        let Some(record) = self.store.run(&outgoing.run)? else {
-            return Ok(());
-        };
-        if record.status != RunStatus::Waiting
-            || record.waiting().as_ref() != Some(&outgoing.waiting_on)
-        {
-            return Ok(());
-        }
-        let commit = StepCommit {
-            run: outgoing.run.clone(),
-            owner: self.owner.clone(),
-            checkpoint: None,
-            events,
-            status: RunStatus::Waiting,
-            output: None,
-            error: None,
-            waiting_on: record.waiting_on,
-            wake_at: record.wake_at,
-            now: now_ms(),
-            gate: None,
-        };
-        self.store.commit(std::slice::from_ref(&commit))?;
-        Ok(())
     }
 
     /// Claims a run, waiting up to a few seconds for another process (a colleague's decision,
@@ -808,7 +674,7 @@ impl Engine {
     pub(crate) fn claim_patiently(&mut self, run: &str) -> EngineResult<bool> {
         let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let now = now_ms();
+            let now = self.clock.now();
             if self
                 .store
                 .claim(run, &self.owner, now + self.lease_ms, now)?
@@ -834,7 +700,7 @@ impl Engine {
             return Ok(GateClock::StillWaiting);
         };
         let (run, version, name) = (record.id.as_str(), record.version.as_str(), &gate.name);
-        let now = now_ms();
+        let now = self.clock.now();
         let here = line(module, machine);
         if let Some(timeout_at) = gate.deadline
             && timeout_at <= now
@@ -880,10 +746,16 @@ impl Engine {
                 waiting_on: Some(WaitingOn::gate(gate.kind, name)),
                 wake_at: next_wake(&escalated),
             };
-            let update = Some(GateChange::Update(escalated.clone()));
-            self.commit_with_gate(run, version, Some(machine), change, update)?;
             let approvers = format!("{} or, escalated, {to}", gate.approvers);
-            self.notify(&escalated, EventKind::GateEscalated, &approvers, machine);
+            let notification = self.notification(
+                &escalated,
+                EventKind::GateEscalated,
+                &approvers,
+                machine,
+                now,
+            );
+            let update = Some(GateChange::Update(escalated));
+            self.commit_with_gate(run, version, Some(machine), change, update, notification)?;
         }
         Ok(GateClock::StillWaiting)
     }
@@ -1034,7 +906,7 @@ impl Engine {
         }
         if complete {
             self.store
-                .set_setting(INDEXED_SETTING, &now_ms().to_string())?;
+                .set_setting(INDEXED_SETTING, &self.clock.now().to_string())?;
         }
         Ok(indexed)
     }
@@ -1215,7 +1087,7 @@ impl Engine {
             ));
         }
         if let Some(deadline) = open.deadline
-            && deadline <= now_ms()
+            && deadline <= self.clock.now()
         {
             return conflict(format!(
                 "`{name}` timed out at {}; the run goes on with an ApprovalTimeout when a worker drives it",
@@ -1234,7 +1106,7 @@ impl Engine {
         let mut machine = snapshot::decode(saved.format_version, &saved.state)
             .map_err(|why| EngineError::Corrupt(format!("run {run}: {why}")))?;
         let here = line(&module, &machine);
-        let now = now_ms();
+        let now = self.clock.now();
         let base = serde_json::json!({
             "gate": name,
             "run": run,
@@ -1278,7 +1150,7 @@ impl Engine {
                         wake_at: record.wake_at,
                     };
                     let update = Some(GateChange::Update(updated));
-                    self.commit_with_gate(run, &record.version, None, change, update)?;
+                    self.commit_with_gate(run, &record.version, None, change, update, None)?;
                     return Ok(Decided::Recorded { remaining });
                 }
                 let mut by: Vec<&str> = open.approvals.iter().map(|a| a.by.as_str()).collect();
@@ -1337,7 +1209,7 @@ impl Engine {
             data,
         )]);
         let close = Some(GateChange::Close(name));
-        self.commit_with_gate(run, &record.version, Some(&machine), decided, close)?;
+        self.commit_with_gate(run, &record.version, Some(&machine), decided, close, None)?;
         Ok(Decided::Closed)
     }
 }

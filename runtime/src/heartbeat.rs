@@ -10,7 +10,7 @@
 //! engine does, so a claim lives exactly as long as its process: a process that died stops
 //! renewing, and its runs are taken over once the lease has passed.
 
-use crate::engine::now_ms;
+use crate::clock::Clock;
 use crate::store::{self, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -27,7 +27,12 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Opens a connection to the database and starts beating. Fails when the database
     /// cannot be opened.
-    pub fn start(db: &str, owner: &str, lease_ms: i64) -> Result<Heartbeat, StoreError> {
+    pub fn start(
+        db: &str,
+        owner: &str,
+        lease_ms: i64,
+        clock: Clock,
+    ) -> Result<Heartbeat, StoreError> {
         let (stop, stopped) = mpsc::channel::<()>();
         let (opened, open_result) = mpsc::channel::<Result<(), StoreError>>();
         let lease = Arc::new(AtomicI64::new(lease_ms.max(1)));
@@ -46,7 +51,7 @@ impl Heartbeat {
                         return;
                     }
                 };
-                beat(store, &owner, &beat_lease, &stopped);
+                beat(store, &owner, &beat_lease, &stopped, &clock);
             })
             .map_err(|e| StoreError::Database(format!("cannot start the heartbeat thread: {e}")))?;
         open_result.recv().map_err(|_| {
@@ -71,6 +76,7 @@ fn beat(
     owner: &str,
     lease_ms: &AtomicI64,
     stopped: &mpsc::Receiver<()>,
+    clock: &Clock,
 ) {
     let mut failing = false;
     loop {
@@ -80,7 +86,7 @@ fn beat(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
-        match store.renew_claims(owner, now_ms().saturating_add(lease)) {
+        match store.renew_claims(owner, clock.now().saturating_add(lease)) {
             Ok(_) => {
                 if failing {
                     tracing::info!(owner, "claims renewed again");

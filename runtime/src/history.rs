@@ -42,10 +42,12 @@ pub enum EventKind {
     NotifyFailed,
     /// A request refused by the server or the CLI (who, what, why), kept in the run's trail.
     RequestRefused,
+    /// The run ended with `continue as`: its successor run and the successor's input.
+    RunContinued,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::RunStarted,
         EventKind::RunCompleted,
         EventKind::RunFailed,
@@ -71,6 +73,7 @@ impl EventKind {
         EventKind::Notified,
         EventKind::NotifyFailed,
         EventKind::RequestRefused,
+        EventKind::RunContinued,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +103,7 @@ impl EventKind {
             EventKind::Notified => "notified",
             EventKind::NotifyFailed => "notify_failed",
             EventKind::RequestRefused => "request_refused",
+            EventKind::RunContinued => "run_continued",
         }
     }
 

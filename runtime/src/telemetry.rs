@@ -447,6 +447,13 @@ fn step_of(module: &Module, request: &Request) -> (&'static str, String) {
                 .get(*workflow as usize)
                 .map(|w| w.name.clone()),
         ),
+        Request::ContinueAs { workflow, .. } => (
+            "continue",
+            module
+                .workflows
+                .get(*workflow as usize)
+                .map(|w| w.name.clone()),
+        ),
         Request::Approval { gate, .. } => ("approval", name(&module.gates, *gate)),
         Request::Input { request, .. } => (
             "input",

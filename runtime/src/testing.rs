@@ -388,7 +388,8 @@ fn evaluate(module: &Module, helper: &str, args: Vec<Value>) -> Result<Value, St
     let (index, _) = module
         .workflow(helper)
         .ok_or_else(|| format!("the test build has no helper `{helper}`"))?;
-    let mut machine = Machine::start(module, index as u32, args, crate::engine::now_ms())
+    // A helper reads no clock (`now()` is a step, and the compiler refuses steps in it).
+    let mut machine = Machine::start(module, index as u32, args, 0)
         .ok_or_else(|| format!("helper `{helper}` has no code"))?;
     match machine.run(module) {
         Outcome::Completed(value) => Ok(value),
@@ -502,7 +503,7 @@ impl TestRun {
                 (Some(end), Some(sleep)) => Some(end.max(sleep)),
                 (end, sleep) => end.or(sleep),
             };
-            let now = crate::engine::now_ms();
+            let now = self.engine.now();
             let next = waiting
                 .iter()
                 .filter_map(|r| r.wake_at)
@@ -528,11 +529,24 @@ impl TestRun {
     }
 
     /// The run the step is about: the one it names with `in r`, else the last started.
-    fn current_run(&self, span: Span) -> Result<String, Failure> {
-        self.selected
+    /// The run a step is about: the one it names, else the last started — followed through
+    /// `continue as` to the run that goes on.
+    fn current_run(&mut self, span: Span) -> Result<String, Failure> {
+        let mut run = self
+            .selected
             .clone()
             .or_else(|| self.run.clone())
-            .ok_or_else(|| Failure::new(span, "no run has been started"))
+            .ok_or_else(|| Failure::new(span, "no run has been started"))?;
+        while let Some(record) = self
+            .engine
+            .store()
+            .run(&run)
+            .map_err(|e| Failure::new(span, e.to_string()))?
+            && record.status == RunStatus::Continued
+        {
+            run = crate::engine::successor_of(&run);
+        }
+        Ok(run)
     }
 
     /// The run the step names with `in r` and its child runs, at any depth; `None` (every
@@ -554,6 +568,10 @@ impl TestRun {
             for run in &runs {
                 if run.parent.as_ref().is_some_and(|p| tree.contains(p)) {
                     tree.insert(run.id.clone());
+                }
+                // The runs it continued as are the same run, going on.
+                if run.status == RunStatus::Continued && tree.contains(&run.id) {
+                    tree.insert(crate::engine::successor_of(&run.id));
                 }
             }
             if tree.len() == before {
@@ -630,8 +648,10 @@ impl TestRun {
                 self.decide(span, Some(gate), user, action, *refused)
             }
             Action::Advance { ms } => {
-                let end =
-                    crate::engine::now_ms().saturating_add(i64::try_from(*ms).unwrap_or(i64::MAX));
+                let end = self
+                    .engine
+                    .now()
+                    .saturating_add(i64::try_from(*ms).unwrap_or(i64::MAX));
                 self.run_clock(span, Some(end))
             }
             Action::ExpectResult { helper, expected } => self.expect_result(span, helper, expected),

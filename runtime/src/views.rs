@@ -2,11 +2,13 @@
 //! so that they name every field the same way and write times the same way (milliseconds
 //! since the Unix epoch, as the API always has).
 //!
-//! In: a stored `RunRecord` (and the engine, for what only the program knows: the outcome).
-//! Out: serde types whose JSON is the documented view ([server.md](../../spec/server.md)).
+//! In: stored records — a `RunRecord`, an open gate, history events — (and the engine, for
+//! what only the program knows: the outcome). Out: serde types whose JSON is the documented
+//! view ([server.md](../../spec/server.md)). [`crate::ops`] builds them for both sides.
 
 use crate::engine::{Engine, EngineResult};
-use crate::store::{Millis, RunRecord};
+use crate::gates::{Decided, PendingGate};
+use crate::store::{Event, EventKind, Millis, RunRecord, RunStatus};
 use serde::Serialize;
 
 /// A run, as listed by `GET /api/runs` and `flowrt runs --json`, and shown (with more) by
@@ -31,6 +33,9 @@ pub struct RunView {
     pub output: Option<serde_json::Value>,
     /// The rendered error, when failed.
     pub error: Option<String>,
+    /// The run that goes on, when this one ended with `continue as`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continued_as: Option<String>,
 }
 
 impl RunView {
@@ -52,11 +57,166 @@ impl RunView {
                 .as_deref()
                 .and_then(|o| serde_json::from_str(o).ok()),
             error: record.error.clone(),
+            continued_as: (record.status == crate::store::RunStatus::Continued)
+                .then(|| crate::engine::successor_of(&record.id)),
         })
     }
 
     /// As JSON, for views that add fields of their own.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// A run as `GET /api/runs/{id}` and `flowrt status --json` show it: the [`RunView`] with the
+/// input and the open gate.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunDetailView {
+    #[serde(flatten)]
+    pub run: RunView,
+    pub input: serde_json::Value,
+    /// The open gate, as `GET /api/decisions` shows it, or `null`.
+    pub gate: Option<GateView>,
+}
+
+/// A gate waiting for a person, as `GET /api/decisions`, the `gate` of `GET /api/runs/{id}`
+/// and `flowrt approvals --json` show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GateView {
+    pub run: String,
+    pub workflow: String,
+    pub gate: String,
+    /// `approval` or `input`.
+    pub kind: &'static str,
+    pub prompt: Option<String>,
+    pub context: serde_json::Value,
+    /// Who may decide, as text for people: `role customs or, escalated, role ops_manager`.
+    pub approvers: String,
+    pub started_by: String,
+    pub opened_at: Millis,
+    pub deadline: Option<Millis>,
+    pub escalated: bool,
+    /// Approvals still needed.
+    pub remaining: i64,
+    /// The hash of what the reviewer is shown (prompt and context): a decision sent with it
+    /// (`view_hash`, `--expect-hash`) is refused once the view changed.
+    pub view_hash: String,
+    /// For an input: the JSON Schema of the value it takes.
+    pub input_schema: Option<serde_json::Value>,
+    /// Approvals needed in all.
+    pub quorum: i64,
+    /// The approvals recorded since the gate opened, oldest first: `{by, at, comment}`.
+    pub decisions: Vec<serde_json::Value>,
+    /// Who the gate escalates to and when: `{to, at, fired}`.
+    pub escalation: Option<serde_json::Value>,
+    /// What happens when the deadline passes, when there is one.
+    pub at_deadline: Option<&'static str>,
+    /// The gate's options as the workflow evaluated them when it opened.
+    pub options: serde_json::Value,
+}
+
+impl GateView {
+    pub fn of(gate: &PendingGate) -> GateView {
+        GateView {
+            run: gate.run.clone(),
+            workflow: gate.workflow.clone(),
+            gate: gate.gate.clone(),
+            kind: gate.kind.word(),
+            prompt: gate.prompt.clone(),
+            context: gate.context.clone(),
+            approvers: gate.approvers.clone(),
+            started_by: gate.started_by.clone(),
+            opened_at: gate.opened_at,
+            deadline: gate.deadline,
+            escalated: gate.escalated,
+            remaining: gate.remaining,
+            view_hash: gate.shown_hash.clone(),
+            input_schema: gate.input_schema.clone(),
+            quorum: gate.quorum,
+            decisions: gate.decisions.clone(),
+            escalation: gate.escalation.clone(),
+            at_deadline: gate.timeout_caught.map(at_deadline),
+            options: gate.options.clone(),
+        }
+    }
+}
+
+/// What a gate's timeout does (see spec/runtime.md, gates): whether the workflow catches
+/// the `ApprovalTimeout`.
+fn at_deadline(caught: bool) -> &'static str {
+    if caught {
+        "the gate times out: the workflow catches the ApprovalTimeout and goes on without a decision"
+    } else {
+        "the gate times out: the run fails with ApprovalTimeout (the workflow does not catch it)"
+    }
+}
+
+/// One event of a run's timeline, as `GET /api/runs/{id}/history` and `flowrt history --json`
+/// show it. (The audit export has its own, hashed format: [`crate::audit::export_record`].)
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EventView {
+    pub seq: i64,
+    pub at: Millis,
+    pub kind: EventKind,
+    /// The tool, gate, event or child workflow concerned.
+    pub step: Option<String>,
+    pub attempt: Option<i64>,
+    /// The `.flow` source line.
+    pub line: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// The event's details (`null` if the stored text is not JSON).
+    pub data: serde_json::Value,
+}
+
+impl EventView {
+    pub fn of(event: &Event) -> EventView {
+        EventView {
+            seq: event.seq,
+            at: event.at,
+            kind: event.kind,
+            step: event.step.clone(),
+            attempt: event.attempt,
+            line: event.line,
+            duration_ms: event.duration_ms,
+            data: serde_json::from_str(&event.data).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// A run's audit trail, as `GET /api/runs/{id}/audit` shows it (`flowrt audit RUN --json`
+/// prints its records, one a line): whether its keyed chain verifies, and its records in the
+/// export format.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditView {
+    pub run: String,
+    pub verified: bool,
+    /// Why the chain does not verify.
+    pub problem: Option<String>,
+    /// The records as `flowrt audit export` writes them ([`crate::audit::export_record`]).
+    pub records: Vec<serde_json::Value>,
+}
+
+/// What a decision did, as `POST /api/runs/{id}/gates/{gate}/{action}` answers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DecisionView {
+    /// `closed` (the gate is decided) or `recorded` (one approval of a quorum).
+    pub decision: &'static str,
+    /// Approvals still needed.
+    pub remaining: i64,
+    /// The run's status after it was driven (`null` when it was left to a worker).
+    pub run_status: Option<&'static str>,
+}
+
+impl DecisionView {
+    pub fn of(decided: &Decided, status: Option<RunStatus>) -> DecisionView {
+        let (decision, remaining) = match decided {
+            Decided::Closed => ("closed", 0),
+            Decided::Recorded { remaining } => ("recorded", *remaining),
+        };
+        DecisionView {
+            decision,
+            remaining,
+            run_status: status.map(RunStatus::as_str),
+        }
     }
 }

@@ -1166,8 +1166,9 @@ fn approvals_json_describes_each_pending_gate() {
         assert_eq!(p["context"], serde_json::json!({"id": "S1", "value": 5}));
         assert_eq!(p["approvers"], "role customs");
         assert_eq!(p["started_by"], "bob");
-        let opened = parse_time(p["opened_at"].as_str().expect("opened_at is a time"));
-        let deadline = parse_time(p["deadline"].as_str().expect("deadline is a time"));
+        // Times in milliseconds since the epoch, as the API shows them.
+        let opened = p["opened_at"].as_i64().expect("opened_at is a time in ms");
+        let deadline = p["deadline"].as_i64().expect("deadline is a time in ms");
         assert_eq!(deadline - opened, 48 * HOUR_MS, "{p}");
 
         // The text form says the same.
@@ -1277,10 +1278,11 @@ fn history_records_the_gate_and_the_decision_with_its_context() {
             data["shown_sha256"], shown,
             "the decision is bound to the opened gate"
         );
-        if let Some(listed) = pending[0].get("shown_sha256") {
-            assert_eq!(listed, shown, "approvals shows the same hash");
-        }
-        assert!(decided["at"].is_string(), "{decided}");
+        assert_eq!(
+            pending[0]["view_hash"], shown,
+            "approvals shows the same hash"
+        );
+        assert!(decided["at"].is_i64(), "{decided}");
     });
 }
 
@@ -1290,7 +1292,7 @@ fn a_decision_on_a_stale_view_is_refused() {
         let project = project(store);
         let run = project.start("release", "bob");
         let pending = project.approvals(Some("alice"));
-        let hash = pending[0]["shown_sha256"]
+        let hash = pending[0]["view_hash"]
             .as_str()
             .expect("approvals --json shows the hash of what it shows")
             .to_string();

@@ -138,7 +138,7 @@ workflow three() -> Int {
         let events: Vec<String> = project
             .history(id)
             .iter()
-            .map(|e| e["event"].as_str().unwrap().to_string())
+            .map(|e| e["kind"].as_str().unwrap().to_string())
             .collect();
         assert!(events.contains(&"step_resumed".to_string()), "{events:?}");
     });
@@ -343,7 +343,7 @@ workflow gated() -> Int {
         let decided = project
             .history(&id)
             .iter()
-            .filter(|e| e["event"] == "gate_decided")
+            .filter(|e| e["kind"] == "gate_decided")
             .count();
         assert_eq!(decided, 1, "the decision is recorded exactly once");
     });
@@ -405,13 +405,13 @@ workflow patient() -> Int {
         let history = project.history(&id);
         let attempts: Vec<i64> = history
             .iter()
-            .filter(|e| e["event"] == "step_started")
+            .filter(|e| e["kind"] == "step_started")
             .map(|e| e["attempt"].as_i64().unwrap())
             .collect();
         assert_eq!(attempts, vec![1, 2, 3], "each attempt once, numbered");
         let failed = history
             .iter()
-            .filter(|e| e["event"] == "step_failed")
+            .filter(|e| e["kind"] == "step_failed")
             .count();
         assert_eq!(failed, 2);
         assert_eq!(
@@ -465,7 +465,7 @@ fn workers_started_together_share_the_runs_without_failing() {
             let history = project.history(id);
             let completed = history
                 .iter()
-                .filter(|e| e["event"] == "run_completed")
+                .filter(|e| e["kind"] == "run_completed")
                 .count();
             assert_eq!(completed, 1, "run {id}");
         }

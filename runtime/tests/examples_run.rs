@@ -262,7 +262,7 @@ fn events<'a>(
 ) -> Vec<&'a serde_json::Value> {
     history
         .iter()
-        .filter(|e| e["event"] == event && e["step"] == step)
+        .filter(|e| e["kind"] == event && e["step"] == step)
         .collect()
 }
 
@@ -270,7 +270,7 @@ fn events<'a>(
 fn audit<'a>(history: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
     history
         .iter()
-        .find(|e| e["event"] == "audit" && e["step"] == name)
+        .find(|e| e["kind"] == "audit" && e["step"] == name)
         .unwrap_or_else(|| {
             panic!("no audit event {name:?} in {history:#?}");
         })

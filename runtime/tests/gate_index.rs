@@ -70,6 +70,7 @@ fn step(run: &str, waiting_on: Option<&str>, gate: Option<GateChange>, now: i64)
         wake_at: None,
         now,
         gate,
+        outbox: Default::default(),
     }
 }
 
@@ -405,7 +406,7 @@ struct FromHistory {
 }
 
 fn open_gate_in(history: &[serde_json::Value]) -> Option<FromHistory> {
-    let opened = history.iter().rposition(|e| e["event"] == "gate_opened")?;
+    let opened = history.iter().rposition(|e| e["kind"] == "gate_opened")?;
     let name = &history[opened]["step"];
     let mut state = FromHistory {
         opened: history[opened].clone(),
@@ -414,7 +415,7 @@ fn open_gate_in(history: &[serde_json::Value]) -> Option<FromHistory> {
     };
     for e in &history[opened + 1..] {
         let here = &e["step"] == name;
-        match e["event"].as_str().unwrap() {
+        match e["kind"].as_str().unwrap() {
             "approval_recorded" if here => state.approvals += 1,
             "gate_escalated" if here => state.escalated = true,
             "gate_decided" | "gate_timed_out" | "gate_withdrawn" if here => return None,
@@ -454,8 +455,15 @@ fn index_agrees_with_history(project: &Project) -> usize {
         let gate = &listed[key];
         let data = &state.opened["data"];
         assert_eq!(gate["opened_at"], state.opened["at"], "{key:?}");
-        assert_eq!(gate["shown_sha256"], data["shown_sha256"], "{key:?}");
-        assert_eq!(gate["deadline"], data["deadline"], "{key:?}");
+        assert_eq!(gate["view_hash"], data["shown_sha256"], "{key:?}");
+        // The listing's times are milliseconds; the event's data keeps its RFC 3339 text.
+        assert_eq!(
+            gate["deadline"].as_i64(),
+            data["deadline"]
+                .as_str()
+                .map(|t| flow_runtime::vm::value::parse_time(t).expect("an RFC 3339 time")),
+            "{key:?}"
+        );
         assert_eq!(gate["kind"], data["kind"], "{key:?}");
         assert_eq!(gate["prompt"], data["prompt"], "{key:?}");
         assert_eq!(gate["context"], data["context"], "{key:?}");

@@ -247,6 +247,19 @@ fn a_live_sqlite_installation_moves_to_postgres_and_carries_on_there() {
         .sqlite(&["clock", "advance", "30m"])
         .expect_code(EXIT_OK);
 
+    // Two notifications of the waiting gate still to deliver: one due later after two
+    // attempts, one claimed by a worker that died.
+    let db = migration.project.db();
+    db.execute(
+        "INSERT INTO outbox (id, slot, hook, run, gate, opened_at, what, message, created_at,
+                             attempts, next_attempt_at, owner, lease_until)
+         VALUES ('n-moved', 0, 'command true', $1, 'release_signoff', 5, 'gate_opened',
+                 '{\"id\":\"n-moved\"}', 5, 2, 900, NULL, NULL),
+                ('n-moved', 1, 'command false', $1, 'release_signoff', 5, 'gate_opened',
+                 '{\"id\":\"n-moved\"}', 5, 1, 5, 'dead-worker', 50)",
+        &[&waiting],
+    );
+
     // --- The move ------------------------------------------------------------------------------
     let moved = migration.migrate(migration.target.spec());
     moved
@@ -263,6 +276,22 @@ fn a_live_sqlite_installation_moves_to_postgres_and_carries_on_there() {
             .query_i64("SELECT COUNT(*) FROM gates", &[]),
         Some(3)
     );
+    // The notifications still to deliver are copied with their attempts and due times,
+    // unclaimed; then taken out, so that no worker below delivers them.
+    assert_eq!(
+        migration.target.query_text(
+            "SELECT string_agg(concat_ws(':', slot, hook, run, attempts, next_attempt_at,
+                                         coalesce(owner, '-'), coalesce(lease_until, -1), message),
+                               ',' ORDER BY slot)
+             FROM outbox WHERE id = 'n-moved'",
+            &[]
+        ),
+        Some(format!(
+            "0:command true:{waiting}:2:900:-:-1:{{\"id\":\"n-moved\"}},\
+             1:command false:{waiting}:1:5:-:-1:{{\"id\":\"n-moved\"}}"
+        ))
+    );
+    migration.target.execute("DELETE FROM outbox", &[]);
     assert!(
         !moved.all().contains(":flow@") && !moved.all().contains("flow@127"),
         "the password is not printed:\n{}",

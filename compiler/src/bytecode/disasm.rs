@@ -116,14 +116,10 @@ fn show(module: &Module, op: Op) -> String {
                 .map(|t| t.name.clone())
                 .unwrap_or_else(|| format!("#{tool}"))
         ),
-        Op::CallWorkflow { workflow } => format!(
-            "call_workflow {}",
-            module
-                .workflows
-                .get(workflow as usize)
-                .map(|w| w.name.clone())
-                .unwrap_or_else(|| format!("#{workflow}"))
-        ),
+        Op::CallWorkflow { workflow } => {
+            format!("call_workflow {}", workflow_name(module, workflow))
+        }
+        Op::ContinueAs { workflow } => format!("continue_as {}", workflow_name(module, workflow)),
         Op::AwaitApproval { gate } => format!(
             "await_approval {:?}",
             module.gates.get(gate as usize).cloned().unwrap_or_default()
@@ -184,4 +180,13 @@ fn snake_case(debug: &str) -> String {
         out.push_str(rest);
     }
     out
+}
+
+/// A workflow's name by its index (`#n` for an index the module does not have).
+fn workflow_name(module: &Module, index: u32) -> String {
+    module
+        .workflows
+        .get(index as usize)
+        .map(|w| w.name.clone())
+        .unwrap_or_else(|| format!("#{index}"))
 }

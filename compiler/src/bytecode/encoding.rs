@@ -21,7 +21,11 @@ pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
 /// Format 2 added the `Time` constant (appended to [`super::module::Constant`], so a format 1
 /// payload decodes unchanged) and, after the module, a section with the docs of record
 /// fields ([`Module::field_docs`]).
-pub const FORMAT_VERSION: u16 = 2;
+///
+/// Format 3 added the `ContinueAs` instruction (appended to [`super::ops::Op`], so format 1 and
+/// 2 payloads decode unchanged); the version says so, so that an older runtime refuses the
+/// artifact with "upgrade flowrt" instead of failing on an unknown instruction mid-run.
+pub const FORMAT_VERSION: u16 = 3;
 /// The oldest format this reader still reads: runs stay pinned to their artifact for weeks,
 /// so an upgrade must not strand them.
 pub const OLDEST_READABLE: u16 = 1;
@@ -248,6 +252,23 @@ mod tests {
         );
     }
 
+    /// `tests/fixtures/format2.flowb` was written by `flowc build tests/fixtures/format2.flow`
+    /// in format 2 (a `Time` constant and field docs), before format 3 existed.
+    #[test]
+    fn a_format_2_artifact_still_reads() {
+        let bytes = include_bytes!("../../tests/fixtures/format2.flowb");
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2);
+        let module = decode(bytes).expect("format 2 reads");
+        assert_eq!(module.workflows[0].name, "settle");
+        assert!(
+            module
+                .constants
+                .contains(&Constant::Time(1_798_675_200_000))
+        );
+        assert_eq!(module.field_docs[0].fields[0].0, "claimant");
+        assert_eq!(super::super::verify::verify(&module), Ok(()));
+    }
+
     #[test]
     fn a_time_constant_and_field_docs_round_trip() {
         let mut module = tiny();
@@ -285,6 +306,7 @@ mod tests {
             (Op::SetField(0), 47),
             (Op::Jitter, 48),
             (Op::Conform(0), 49),
+            (Op::ContinueAs { workflow: 0 }, 50),
         ];
         for (op, number) in numbered {
             let bytes = postcard::to_stdvec(&op).expect("encodes");

@@ -127,6 +127,11 @@ pub enum Op {
     /// secrets (`let s: Secret = "…"`, text passed where a `Secret` is expected), and the
     /// optional fields its records leave out set to `none`.
     Conform(u32),
+    /// Durable point. Pop the arguments of workflow `workflow` (the one running): end this run
+    /// and start a new run of it with them and a fresh history (`continue as`). Format 3.
+    ContinueAs {
+        workflow: u32,
+    },
 }
 
 impl Op {
@@ -139,7 +144,8 @@ impl Op {
             | Op::AwaitApproval { .. }
             | Op::AwaitInput { .. }
             | Op::Sleep
-            | Op::Audit { .. } => true,
+            | Op::Audit { .. }
+            | Op::ContinueAs { .. } => true,
             Op::CallBuiltin { id, .. } => flow_stdlib::Builtin::from_id(id)
                 .is_some_and(|b| b.effect() == flow_stdlib::Effect::Durable),
             _ => false,

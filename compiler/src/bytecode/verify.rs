@@ -59,6 +59,10 @@ pub fn stack_effect(module: &Module, op: Op) -> Option<(u32, u32)> {
             len_u32(module.workflows.get(workflow as usize)?.params.len()),
             1,
         ),
+        Op::ContinueAs { workflow } => (
+            len_u32(module.workflows.get(workflow as usize)?.params.len()),
+            0,
+        ),
         Op::AwaitApproval { .. } | Op::AwaitInput { .. } => (1, 1),
         Op::Sleep | Op::Audit { .. } | Op::Fail | Op::Raise | Op::EnterTimeout | Op::Return => {
             (1, 0)
@@ -199,6 +203,14 @@ fn check_operands(module: &Module, workflow: &WorkflowCode, op: Op) -> Result<()
         },
         Op::CallTool { tool } => within(tool, module.tools.len(), "tool"),
         Op::CallWorkflow { workflow } => within(workflow, module.workflows.len(), "workflow"),
+        Op::ContinueAs { workflow: next } => match module.workflows.get(next as usize) {
+            Some(next) if next.name == workflow.name => Ok(()),
+            Some(next) => Err(format!(
+                "continues as workflow `{}`; a run can only continue as its own workflow",
+                next.name
+            )),
+            None => within(next, module.workflows.len(), "workflow"),
+        },
         Op::AwaitApproval { gate } => within(gate, module.gates.len(), "gate"),
         Op::AwaitInput { request } => within(request, module.input_requests.len(), "input request"),
         Op::Audit { event } => within(event, module.events.len(), "event"),
@@ -302,7 +314,8 @@ fn check_workflow(module: &Module, workflow: &WorkflowCode) -> Result<(), String
                     ));
                 }
             }
-            Op::Fail | Op::Raise => {}
+            // The run ends here (`continue as` ends it and starts the next one).
+            Op::Fail | Op::Raise | Op::ContinueAs { .. } => {}
             Op::Jump(target) => arrive(&mut states, &mut work, pc, target as usize, next)?,
             Op::JumpIfFalse(target) | Op::JumpIfTrue(target) => {
                 arrive(&mut states, &mut work, pc, target as usize, next.clone())?;

@@ -594,6 +594,10 @@ impl<'a> BodyChecker<'a> {
                 self.expect_type(message, &Type::String);
                 self.flow = Flow::Unreachable;
             }
+            StmtKind::ContinueAs { workflow, args } => {
+                self.check_continue_as(workflow, args, stmt.span);
+                self.flow = Flow::Unreachable;
+            }
             StmtKind::Sleep(duration) => {
                 self.expect_type(duration, &Type::Duration);
                 if duration_constant(duration).is_some_and(|ms| ms < 0) {
@@ -732,7 +736,7 @@ impl<'a> BodyChecker<'a> {
     fn block_is_decision(&self, block: &ast::Block) -> bool {
         match block.stmts.last().map(|s| &s.kind) {
             Some(StmtKind::Expr(expr)) => self.is_decision(expr),
-            Some(StmtKind::Fail(_) | StmtKind::Return(_)) => true,
+            Some(StmtKind::Fail(_) | StmtKind::Return(_) | StmtKind::ContinueAs { .. }) => true,
             _ => false,
         }
     }
@@ -1656,6 +1660,38 @@ impl<'a> BodyChecker<'a> {
                 Type::Unknown
             }
         }
+    }
+
+    /// `continue as name(args)`: `name` must be the workflow being checked (its new run has
+    /// the same parameters and result), and the arguments fit its parameters.
+    fn check_continue_as(&mut self, workflow: &ast::Ident, args: &[ast::Expr], span: Span) {
+        let this = self.workflow;
+        if workflow.name != this.name {
+            self.check_args_loosely(args);
+            self.error(
+                Diagnostic::error(
+                    codes::CONTINUE_AS_OTHER_WORKFLOW,
+                    self.file,
+                    workflow.span,
+                    format!(
+                        "a run of `{}` can only continue as `{}`",
+                        this.name, this.name
+                    ),
+                )
+                .with_message(format!("`continue as {}` in workflow `{}`", workflow.name, this.name))
+                .with_label(this.file, this.span, "the workflow being continued")
+                .with_help(format!(
+                    "write `continue as {}(…)` to start this workflow afresh, or call `{}(…)` as a child workflow",
+                    this.name, workflow.name
+                )),
+            );
+            return;
+        }
+        if let [(Value::Workflow(index), origin)] = self.scope.lookup_values(&this.name) {
+            self.scope.note_use(*origin);
+            self.record(workflow.span, Resolved::Workflow(*index));
+        }
+        self.check_args(&this.name, &this.params, this.file, this.span, args, span);
     }
 
     fn check_call(

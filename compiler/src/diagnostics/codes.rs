@@ -65,6 +65,7 @@ codes! {
     UNAPPROVED_SENSITIVE_CALL = "E0400", "Sensitive tool called without approval";
     INVALID_TEST_STEP = "E0401", "Invalid test step";
     TEST_EXPRESSION_HAS_EFFECTS = "E0402", "Test expression performs a step";
+    CONTINUE_AS_OTHER_WORKFLOW = "E0403", "`continue as` names another workflow";
 
     UNUSED_VARIABLE = "W0001", "Unused variable";
     UNREACHABLE_CODE = "W0002", "Unreachable code";

@@ -303,6 +303,12 @@ pub enum StmtKind {
     },
     Break,
     Continue,
+    /// `continue as name(args)`: the run ends here and a new run of the same workflow starts
+    /// with these arguments and a fresh history, linked to this one.
+    ContinueAs {
+        workflow: Ident,
+        args: Vec<Expr>,
+    },
     Return(Option<Expr>),
     Fail(Expr),
     Sleep(Expr),

@@ -593,6 +593,19 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// After `continue as`: the workflow's name and its arguments, `poll(cursor, n + 1)`.
+    fn parse_continue_as(&mut self) -> StmtKind {
+        const SHAPE: &str = "continue the run as a new one with `continue as this_workflow(args…)`";
+        let Some(workflow) = self.parse_ident("the workflow's name after `continue as`") else {
+            return StmtKind::Error;
+        };
+        if self.expect(T::LParen, SHAPE).is_none() {
+            return StmtKind::Error;
+        }
+        let args = self.parse_list(T::RParen, |p| Some(p.parse_expr(Records::Allowed)));
+        StmtKind::ContinueAs { workflow, args }
+    }
+
     fn parse_ident(&mut self, what: &str) -> Option<Ident> {
         if self.at(T::Ident) {
             let span = self.bump().span;
@@ -1023,6 +1036,11 @@ impl<'a> Parser<'a> {
             }
             T::Continue => {
                 self.bump();
+                if self.at(T::Ident) && !self.token().starts_line && self.text(self.span()) == "as"
+                {
+                    self.bump();
+                    return self.parse_continue_as();
+                }
                 StmtKind::Continue
             }
             T::Return => {

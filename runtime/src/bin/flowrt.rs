@@ -11,12 +11,13 @@ use flow_compiler::sources::{FsLoader, read_regular_file, show_size};
 use flow_compiler::span::Span;
 use flow_runtime::audit;
 use flow_runtime::config::Config;
-use flow_runtime::engine::{Engine, EngineError, now_ms};
-use flow_runtime::gates::{Action, DecideError, Decided, GateKind};
+use flow_runtime::engine::{Engine, EngineError};
+use flow_runtime::gates::Action;
 use flow_runtime::history::WaitingOn;
+use flow_runtime::ops::{self, Caller, OpError, RunQuery};
 use flow_runtime::store::{EventKind, RunRecord, RunStatus};
 use flow_runtime::telemetry::{self, LogFormat};
-use flow_runtime::views::RunView;
+use flow_runtime::views::{EventView, GateView, RunView};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -336,6 +337,70 @@ impl From<EngineError> for Usage {
     }
 }
 
+/// An operation's error as `flowrt` words it: a refusal by the rules is `Refused` (exit
+/// status 3), anything else a failure of the command (exit status 2).
+enum Failed {
+    Refused(String),
+    Usage(Usage),
+}
+
+impl From<OpError> for Failed {
+    fn from(error: OpError) -> Failed {
+        match error {
+            OpError::Forbidden { why, .. } => Failed::Refused(why),
+            OpError::Refused { refusal, .. } => Failed::Refused(refusal.to_string()),
+            OpError::NoSuchRun(run) => Failed::Usage(Usage(format!(
+                "no run with id {run}; `flowrt runs` lists them"
+            ))),
+            OpError::Finished { run, .. } => Failed::Usage(Usage(format!(
+                "run {run} has already finished; nothing to cancel"
+            ))),
+            OpError::RejectWithoutComment => {
+                Failed::Usage(Usage("reject needs --comment saying why".to_string()))
+            }
+            other => Failed::Usage(Usage(other.to_string())),
+        }
+    }
+}
+
+impl From<OpError> for Usage {
+    /// For operations with no refusal to tell apart (they read as the operator).
+    fn from(error: OpError) -> Usage {
+        match Failed::from(error) {
+            Failed::Refused(why) => Usage(why),
+            Failed::Usage(usage) => usage,
+        }
+    }
+}
+
+/// The value of an operation, or the exit status of its refusal: `refused: WHY` on stderr,
+/// exit status 3.
+fn allowed<T>(result: Result<T, OpError>) -> Result<Result<T, ExitCode>, Usage> {
+    match result.map_err(Failed::from) {
+        Ok(value) => Ok(Ok(value)),
+        Err(Failed::Refused(why)) => {
+            eprintln!("refused: {why}");
+            Ok(Err(ExitCode::from(EXIT_REFUSED)))
+        }
+        Err(Failed::Usage(usage)) => Err(usage),
+    }
+}
+
+/// Who the reading commands (`runs`, `status`, `history`, `audit`) read as: the operator, who
+/// may read every run.
+const OPERATOR: Caller<'static> = Caller::Operator("operator");
+
+/// Who a command acts as: `--as USER` with a flow.toml is that user, under the API's rules;
+/// otherwise the operator (whoever may run flowrt on this database), recorded as USER, or as
+/// `operator` (normally $USER) without `--as`.
+fn caller<'a>(user: Option<&'a str>, operator: &'a str, has_config: bool) -> Caller<'a> {
+    match user {
+        Some(user) if has_config => Caller::User(user),
+        Some(user) => Caller::Operator(user),
+        None => Caller::Operator(operator),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -525,7 +590,7 @@ fn open_engine(setup: &Setup, lenient: bool) -> Result<(Engine, bool), Usage> {
         "flowrt-{}-{}-{}-{}",
         hostname(),
         std::process::id(),
-        now_ms(),
+        flow_runtime::clock::Clock::system().now(),
         ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let mut engine = Engine::new(store, owner);
@@ -588,24 +653,18 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
             limit,
             json,
         } => {
-            let filter = RunFilter::parse(status.as_deref(), workflow, since.as_deref(), limit)?;
-            runs(&mut engine, &filter, json)
+            let now = engine.now();
+            let query = run_query(status.as_deref(), workflow, since.as_deref(), limit, now)?;
+            runs(&mut engine, &query, json)
         }
         Command::Status { run, json } => status(&mut engine, &run, json),
         Command::History { run, json } => history(&mut engine, &run, json),
-        Command::Cancel { run, user } => match user {
-            // As a user: the API's rule (who started the run, or may start its workflow).
-            Some(user) => {
-                known_user(&engine, has_config, &user)?;
-                if let Some(why) = may_not_cancel(&mut engine, has_config, &run, &user)? {
-                    eprintln!("refused: {why}");
-                    return Ok(ExitCode::from(EXIT_REFUSED));
-                }
-                cancel(&mut engine, &run, &user)
+        Command::Cancel { run, user } => {
+            if let Some(user) = &user {
+                known_user(&engine, has_config, user)?;
             }
-            // As the operator.
-            None => cancel(&mut engine, &run, &default_user()),
-        },
+            cancel(&mut engine, &run, user.as_deref(), has_config)
+        }
         Command::Approvals { user, json } => {
             approvals(&mut engine, user.as_deref(), has_config, json)
         }
@@ -616,10 +675,8 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
             decide(&mut engine, &args, action)
         }
         Command::Reject(args) => {
-            let Some(comment) = args.comment.clone().filter(|c| !c.trim().is_empty()) else {
-                return Err(Usage("reject needs --comment saying why".to_string()));
-            };
-            decide(&mut engine, &args, Action::Reject { comment })
+            let action = ops::reject(args.comment.clone())?;
+            decide(&mut engine, &args, action)
         }
         Command::Input {
             run,
@@ -751,6 +808,12 @@ fn start(
             }
         },
     };
+    let max_wait = flow_runtime::vm::value::parse_duration(&args.max_wait).ok_or_else(|| {
+        Usage(format!(
+            "--max-wait: `{}` is not a duration (like 30s, 5m, 0s)",
+            args.max_wait
+        ))
+    })?;
     // With --as the rules of the API apply: a known user who may start the workflow
     // (`[workflows.NAME] starters`). Without it the command acts as the operator (whoever may
     // run flowrt on this database), recorded as $USER.
@@ -759,28 +822,36 @@ fn start(
             return Err(Usage("--as needs a user name".to_string()));
         }
         known_user(engine, has_config, user)?;
-        if has_config && let Err(why) = engine.config().may_start(user, &workflow) {
-            eprintln!("refused: {why}");
-            return Ok(ExitCode::from(EXIT_REFUSED));
-        }
     }
-    let max_wait = flow_runtime::vm::value::parse_duration(&args.max_wait).ok_or_else(|| {
-        Usage(format!(
-            "--max-wait: `{}` is not a duration (like 30s, 5m, 0s)",
-            args.max_wait
-        ))
-    })?;
-    let user = args.user.unwrap_or_else(default_user);
-    let run = engine.start(&version, &workflow, &input, &user)?;
+    let operator = default_user();
+    let what = ops::Start {
+        workflow: &workflow,
+        version: Some(&version),
+        input: &input,
+    };
+    let who = caller(args.user.as_deref(), &operator, has_config);
+    let run = match allowed(ops::start(engine, who, &what))? {
+        Ok(run) => run,
+        Err(refused) => return Ok(refused),
+    };
     if !drive {
         report_started(&run, &workflow, args.json);
         return Ok(ExitCode::SUCCESS);
     }
+    let mut run = run;
     let mut status = engine.drive(&run)?;
-    while status == RunStatus::Waiting {
-        match wait_for_short_timer(engine, &run, max_wait)? {
-            Some(next) => status = next,
-            None => break,
+    loop {
+        match status {
+            // `continue as`: the run goes on as its successor, which is what is reported.
+            RunStatus::Continued => {
+                run = flow_runtime::engine::successor_of(&run);
+                status = engine.drive(&run)?;
+            }
+            RunStatus::Waiting => match wait_for_short_timer(engine, &run, max_wait)? {
+                Some(next) => status = next,
+                None => break,
+            },
+            _ => break,
         }
     }
     let record = engine
@@ -790,7 +861,7 @@ fn start(
         .ok_or_else(|| Usage(format!("run {run} vanished")))?;
     report(engine, &record, loaded.program.as_ref(), &module, args.json)?;
     Ok(match status {
-        RunStatus::Completed => ExitCode::SUCCESS,
+        RunStatus::Completed | RunStatus::Continued => ExitCode::SUCCESS,
         RunStatus::Failed | RunStatus::Cancelled => ExitCode::from(EXIT_FAILED),
         RunStatus::Waiting | RunStatus::Runnable => ExitCode::from(EXIT_WAITING),
     })
@@ -829,7 +900,7 @@ fn wait_for_short_timer(
             _ => return Ok(None),
         }
     };
-    let left = due - now_ms();
+    let left = due - engine.now();
     if left > max_wait {
         return Ok(None);
     }
@@ -872,9 +943,18 @@ fn report_started(run: &str, workflow: &str, json: bool) {
     }
 }
 
-/// A run as `--json` shows it: the API's view ([`RunView`]), field for field.
-fn record_json(engine: &mut Engine, record: &RunRecord) -> Result<serde_json::Value, Usage> {
-    Ok(RunView::of(engine, record)?.to_json())
+/// A run as `--json` shows it: as `GET /api/runs/{id}` does, field for field (with its input
+/// and open gate).
+fn run_json(engine: &mut Engine, run: &str) -> Result<String, Usage> {
+    let shown = ops::show_run(engine, OPERATOR, run)?;
+    serde_json::to_string(&shown).map_err(|e| Usage(e.to_string()))
+}
+
+/// Prints a view as one line of JSON.
+fn say_json(view: &impl serde::Serialize) -> Result<(), Usage> {
+    let text = serde_json::to_string(view).map_err(|e| Usage(e.to_string()))?;
+    say(format_args!("{text}"));
+    Ok(())
 }
 
 fn report(
@@ -885,7 +965,9 @@ fn report(
     json: bool,
 ) -> Result<(), Usage> {
     if json {
-        say(format_args!("{}", record_json(engine, record)?));
+        // As `GET /api/runs` lists it (scripts read its `id` and `status`; `status --json`
+        // adds the input and the open gate).
+        say_json(&RunView::of(engine, record)?)?;
         return Ok(());
     }
     match record.status {
@@ -1057,28 +1139,29 @@ fn audit(engine: &mut Engine, args: AuditArgs) -> Result<ExitCode, Usage> {
             Ok(ExitCode::SUCCESS)
         }
         (None, Some(run)) => {
-            let record = find(engine, &run)?;
-            let events = engine
-                .store()
-                .history(&run)
-                .map_err(|e| Usage(e.to_string()))?;
-            for event in &events {
+            let trail = ops::audit(engine, OPERATOR, &run)?;
+            for record in &trail.records {
                 if args.json {
-                    say(format_args!(
-                        "{}",
-                        audit::export_record(&run, &record.workflow, &record.version, event)
-                    ));
+                    say(format_args!("{record}"));
                 } else {
+                    let text = |field: &str| record[field].as_str().unwrap_or_default();
+                    let hash = text("hash");
                     say(format_args!(
                         "{:>4}  {}  {:<16} {:<20} {}  {}",
-                        event.seq,
-                        flow_runtime::vm::value::format_time(event.at),
-                        event.kind,
-                        event.step.as_deref().unwrap_or(""),
-                        &event.hash[..12.min(event.hash.len())],
-                        event.data
+                        record["seq"].as_i64().unwrap_or_default(),
+                        text("at"),
+                        text("event"),
+                        text("step"),
+                        &hash[..12.min(hash.len())],
+                        record["data"]
                     ));
                 }
+            }
+            // As the API's `verified`: a trail shown is never taken for intact when it is not.
+            if let Some(problem) = &trail.problem {
+                eprintln!(
+                    "warning: the trail of run {run} does not verify: {problem} (`flowrt audit verify {run}`)"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -1155,7 +1238,7 @@ fn audit_anchor(engine: &mut Engine) -> Result<ExitCode, Usage> {
     }
     let anchor = audit::anchor::Anchor::sign(
         audit::key::current(),
-        flow_runtime::vm::value::format_time(now_ms()),
+        flow_runtime::vm::value::format_time(engine.now()),
         report.installation.as_ref(),
         report.runs,
     );
@@ -1260,7 +1343,7 @@ fn deploy(engine: &mut Engine, files: &[PathBuf]) -> Result<ExitCode, Usage> {
 }
 
 fn token(engine: &mut Engine, has_config: bool, action: TokenAction) -> Result<ExitCode, Usage> {
-    let now = now_ms();
+    let now = engine.now();
     match action {
         TokenAction::Create {
             user,
@@ -1490,40 +1573,12 @@ fn approvals(
     has_config: bool,
     json: bool,
 ) -> Result<ExitCode, Usage> {
-    if let Some(user) = user
-        && has_config
-        && engine.config().user(user).is_none()
-    {
-        return Err(Usage(format!(
-            "unknown user `{user}`: flow.toml lists the users"
-        )));
+    if let Some(user) = user {
+        known_user(engine, has_config, user)?;
     }
-    let pending = engine.pending(user)?;
-    let kind = |k: GateKind| match k {
-        GateKind::Approval => "approval",
-        GateKind::Input => "input",
-    };
+    let pending = ops::pending(engine, user)?;
     if json {
-        let items: Vec<serde_json::Value> = pending
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "run": p.run,
-                    "workflow": p.workflow,
-                    "gate": p.gate,
-                    "kind": kind(p.kind),
-                    "prompt": p.prompt,
-                    "context": p.context,
-                    "approvers": p.approvers,
-                    "started_by": p.started_by,
-                    "opened_at": flow_runtime::vm::value::format_time(p.opened_at),
-                    "deadline": p.deadline.map(flow_runtime::vm::value::format_time),
-                    "remaining": p.remaining,
-                    "shown_sha256": p.shown_hash,
-                })
-            })
-            .collect();
-        say(format_args!("{}", serde_json::Value::Array(items)));
+        say_json(&pending)?;
         return Ok(ExitCode::SUCCESS);
     }
     if pending.is_empty() {
@@ -1533,67 +1588,65 @@ fn approvals(
         ));
     }
     for p in &pending {
-        say(format_args!(
-            "{} {} `{}` in {} ({}): {} (started by {}, opened {}{})",
-            p.run,
-            kind(p.kind),
-            p.gate,
-            p.workflow,
-            p.approvers,
-            p.prompt.as_deref().unwrap_or("no prompt"),
-            p.started_by,
-            flow_runtime::vm::value::format_time(p.opened_at),
-            p.deadline
-                .map(|d| format!(", deadline {}", flow_runtime::vm::value::format_time(d)))
-                .unwrap_or_default()
-        ));
+        say(format_args!("{}", gate_line(p)));
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// A gate on one line, for a person.
+fn gate_line(p: &GateView) -> String {
+    format!(
+        "{} {} `{}` in {} ({}): {} (started by {}, opened {}{})",
+        p.run,
+        p.kind,
+        p.gate,
+        p.workflow,
+        p.approvers,
+        p.prompt.as_deref().unwrap_or("no prompt"),
+        p.started_by,
+        flow_runtime::vm::value::format_time(p.opened_at),
+        p.deadline
+            .map(|d| format!(", deadline {}", flow_runtime::vm::value::format_time(d)))
+            .unwrap_or_default()
+    )
+}
+
 fn decide(engine: &mut Engine, args: &DecideArgs, action: Action) -> Result<ExitCode, Usage> {
-    let (run, gate, no_drive) = (args.run.as_str(), args.gate.as_str(), args.no_drive);
+    let (run, gate) = (args.run.as_str(), args.gate.as_str());
     let expect = args.expect_hash.as_deref();
-    let outcome = if no_drive {
-        engine
-            .decide(run, gate, &args.user, action, expect)
-            .map(|decided| (decided, None))
-    } else {
-        engine
-            .decide_and_drive(run, gate, &args.user, action, expect)
-            .map(|(decided, status)| (decided, Some(status)))
+    let decided = ops::decide(
+        engine,
+        run,
+        gate,
+        &args.user,
+        action,
+        expect,
+        !args.no_drive,
+    );
+    let decided = match allowed(decided)? {
+        Ok(decided) => decided,
+        Err(refused) => return Ok(refused),
     };
-    match outcome {
-        Err(DecideError::Refused(why)) => {
-            eprintln!("refused: {why}");
-            Ok(ExitCode::from(EXIT_REFUSED))
-        }
-        Err(DecideError::Engine(e)) => Err(Usage(e.to_string())),
-        Ok((Decided::Recorded { remaining }, _)) => {
-            say(format_args!(
-                "recorded; `{gate}` needs {remaining} more approval(s)"
-            ));
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok((Decided::Closed, None)) => {
-            say(format_args!(
-                "decided; run {run} will go on when a worker drives it"
-            ));
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok((Decided::Closed, Some(status))) => {
+    match (decided.decision, decided.run_status) {
+        ("recorded", _) => say(format_args!(
+            "recorded; `{gate}` needs {} more approval(s)",
+            decided.remaining
+        )),
+        (_, None) => say(format_args!(
+            "decided; run {run} will go on when a worker drives it"
+        )),
+        (_, Some(status)) => {
             let record = find(engine, run)?;
             say(format_args!(
-                "decided; run {run} is now {}{}",
-                status.as_str(),
+                "decided; run {run} is now {status}{}",
                 record
                     .waiting_on
                     .map(|w| format!(" ({w})"))
                     .unwrap_or_default()
             ));
-            Ok(ExitCode::SUCCESS)
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn clock(engine: &mut Engine, action: ClockAction) -> Result<ExitCode, Usage> {
@@ -1601,7 +1654,7 @@ fn clock(engine: &mut Engine, action: ClockAction) -> Result<ExitCode, Usage> {
         ClockAction::Show => {
             say(format_args!(
                 "{}",
-                flow_runtime::vm::value::format_time(now_ms())
+                flow_runtime::vm::value::format_time(engine.now())
             ));
         }
         ClockAction::Advance { by } => {
@@ -1648,6 +1701,13 @@ fn worker(engine: &mut Engine, once: bool) -> Result<ExitCode, Usage> {
                 engine.wait_for_calls(std::time::Duration::from_millis(100));
                 continue;
             }
+            // So do notifications due soon: retries, and rows a dead process left claimed.
+            let soon = flow_runtime::notify::RetryPolicy::default().worst_case();
+            if let Some(wait) = engine.next_notification_within(soon.as_millis() as i64)? {
+                drove_once += driven;
+                std::thread::sleep(std::time::Duration::from_millis(wait.clamp(1, 100) as u64));
+                continue;
+            }
             let driven = drove_once + driven;
             eprintln!("worker: drove {driven} run(s); nothing else can make progress now");
             return Ok(ExitCode::SUCCESS);
@@ -1660,7 +1720,7 @@ fn worker(engine: &mut Engine, once: bool) -> Result<ExitCode, Usage> {
                 continue;
             }
         };
-        let now = now_ms();
+        let now = engine.now();
         // Poll often enough to pick up runs whose claim expired (after a crash) or that
         // another process started.
         let pause = next.map(|at| (at - now).clamp(10, 100)).unwrap_or(100);
@@ -1669,92 +1729,67 @@ fn worker(engine: &mut Engine, once: bool) -> Result<ExitCode, Usage> {
     }
 }
 
-/// Which runs `flowrt runs` lists.
-struct RunFilter {
-    status: Option<RunStatus>,
+/// Which runs `flowrt runs` lists, from its flags.
+fn run_query(
+    status: Option<&str>,
     workflow: Option<String>,
-    /// Started at or after (ms).
-    since: Option<i64>,
+    since: Option<&str>,
     limit: Option<usize>,
+    now: i64,
+) -> Result<RunQuery, Usage> {
+    let status = match status {
+        Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+            let all: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+            Usage(format!(
+                "--status {text}: expected one of {}",
+                all.join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    let since = match since {
+        Some(text) => Some(
+            flow_runtime::vm::value::parse_duration(text)
+                .map(|ago| now - ago)
+                .or_else(|| flow_runtime::vm::value::parse_time(text))
+                .ok_or_else(|| {
+                    Usage(format!(
+                        "--since {text}: expected a duration (`1d`, `2h`) or a time (`2026-12-01T09:00:00Z`)"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    Ok(RunQuery {
+        status,
+        workflow,
+        since,
+        limit,
+    })
 }
 
-impl RunFilter {
-    fn parse(
-        status: Option<&str>,
-        workflow: Option<String>,
-        since: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<RunFilter, Usage> {
-        let status = match status {
-            Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
-                Usage(format!(
-                    "--status {text}: expected one of runnable, waiting, completed, failed, cancelled"
-                ))
-            })?),
-            None => None,
-        };
-        let since = match since {
-            Some(text) => Some(
-                flow_runtime::vm::value::parse_duration(text)
-                    .map(|ago| now_ms() - ago)
-                    .or_else(|| flow_runtime::vm::value::parse_time(text))
-                    .ok_or_else(|| {
-                        Usage(format!(
-                            "--since {text}: expected a duration (`1d`, `2h`) or a time (`2026-12-01T09:00:00Z`)"
-                        ))
-                    })?,
-            ),
-            None => None,
-        };
-        Ok(RunFilter {
-            status,
-            workflow,
-            since,
-            limit,
-        })
-    }
-
-    fn keeps(&self, record: &RunRecord) -> bool {
-        self.workflow.as_ref().is_none_or(|w| *w == record.workflow)
-            && self.since.is_none_or(|since| record.created_at >= since)
-    }
-}
-
-fn runs(engine: &mut Engine, filter: &RunFilter, json: bool) -> Result<ExitCode, Usage> {
-    let records: Vec<RunRecord> = engine
-        .store()
-        .runs(filter.status)
-        .map_err(|e| Usage(e.to_string()))?
-        .into_iter()
-        .filter(|record| filter.keeps(record))
-        .take(filter.limit.unwrap_or(usize::MAX))
-        .collect();
+fn runs(engine: &mut Engine, query: &RunQuery, json: bool) -> Result<ExitCode, Usage> {
+    let runs = ops::list_runs(engine, OPERATOR, query)?;
     if json {
-        say(format_args!(
-            "{}",
-            serde_json::Value::Array(
-                records
-                    .iter()
-                    .map(|record| record_json(engine, record))
-                    .collect::<Result<_, _>>()?
-            )
-        ));
+        say_json(&runs)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if records.is_empty() {
+    if runs.is_empty() {
         say(format_args!("no runs"));
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rows: Vec<[String; 5]> = Vec::new();
-    for r in &records {
-        rows.push([
-            r.id.clone(),
-            r.status.as_str().to_string(),
-            r.workflow.clone(),
-            flow_runtime::vm::value::format_time(r.created_at),
-            outcome(engine, r)?,
-        ]);
-    }
+    let rows: Vec<[String; 5]> = runs
+        .iter()
+        .map(|r| {
+            [
+                r.id.clone(),
+                r.status.to_string(),
+                r.workflow.clone(),
+                flow_runtime::vm::value::format_time(r.created_at),
+                outcome(r),
+            ]
+        })
+        .collect();
     let header = ["run", "status", "workflow", "started", "outcome"];
     let mut widths = header.map(str::len);
     for row in &rows {
@@ -1779,28 +1814,27 @@ fn runs(engine: &mut Engine, filter: &RunFilter, json: bool) -> Result<ExitCode,
 /// How a run ended or where it stands, in a few words: the variant of an enum result
 /// (`Released`, as the inbox shows it), else a summary of the result; the error; what it
 /// waits for.
-fn outcome(engine: &mut Engine, record: &RunRecord) -> Result<String, Usage> {
-    Ok(match record.status {
-        RunStatus::Completed => match engine.outcome(record)? {
-            Some(variant) => variant,
+fn outcome(run: &RunView) -> String {
+    match RunStatus::parse(run.status) {
+        Some(RunStatus::Completed) => match &run.outcome {
+            Some(variant) => variant.clone(),
             None => shorten(&summary(
-                &record
-                    .output
-                    .as_deref()
-                    .and_then(|o| serde_json::from_str(o).ok())
-                    .unwrap_or_default(),
+                run.output.as_ref().unwrap_or(&serde_json::Value::Null),
             )),
         },
-        RunStatus::Failed => shorten(
-            record
-                .error
+        Some(RunStatus::Failed) => shorten(
+            run.error
                 .as_deref()
                 .and_then(|e| e.lines().find(|l| !l.trim().is_empty()))
                 .unwrap_or("failed"),
         ),
-        RunStatus::Cancelled => "cancelled".to_string(),
-        RunStatus::Waiting | RunStatus::Runnable => record.waiting_on.clone().unwrap_or_default(),
-    })
+        Some(RunStatus::Cancelled) => "cancelled".to_string(),
+        Some(RunStatus::Continued) => format!(
+            "continued as {}",
+            flow_runtime::engine::successor_of(&run.id)
+        ),
+        _ => run.waiting_on.clone().unwrap_or_default(),
+    }
 }
 
 fn find(engine: &mut Engine, run: &str) -> Result<RunRecord, Usage> {
@@ -1812,22 +1846,21 @@ fn find(engine: &mut Engine, run: &str) -> Result<RunRecord, Usage> {
 }
 
 fn status(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage> {
-    let record = find(engine, run)?;
     if json {
-        say(format_args!("{}", record_json(engine, &record)?));
-    } else {
-        let shown = record_json(engine, &record)?;
-        if let Some(object) = shown.as_object() {
-            for (key, value) in object {
-                // Times are shown as dates to a person, as milliseconds to a program.
-                let text = match (key.ends_with("_at"), value.as_i64(), value.as_str()) {
-                    (true, Some(ms), _) => flow_runtime::vm::value::format_time(ms),
-                    (_, _, Some(text)) => text.to_string(),
-                    _ => value.to_string(),
-                };
-                if !value.is_null() {
-                    say(format_args!("{key:<11} {text}"));
-                }
+        say(format_args!("{}", run_json(engine, run)?));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let shown = ops::show_run(engine, OPERATOR, run)?.run.to_json();
+    if let Some(object) = shown.as_object() {
+        for (key, value) in object {
+            // Times are shown as dates to a person, as milliseconds to a program.
+            let text = match (key.ends_with("_at"), value.as_i64(), value.as_str()) {
+                (true, Some(ms), _) => flow_runtime::vm::value::format_time(ms),
+                (_, _, Some(text)) => text.to_string(),
+                _ => value.to_string(),
+            };
+            if !value.is_null() {
+                say(format_args!("{key:<11} {text}"));
             }
         }
     }
@@ -1835,35 +1868,16 @@ fn status(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage>
 }
 
 fn history(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage> {
-    find(engine, run)?;
-    let events = engine
-        .store()
-        .history(run)
-        .map_err(|e| Usage(e.to_string()))?;
+    let events: Vec<EventView> = ops::history(engine, OPERATOR, run)?;
     if json {
-        let items: Vec<serde_json::Value> = events
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "seq": e.seq,
-                    "at": flow_runtime::vm::value::format_time(e.at),
-                    "event": e.kind,
-                    "step": e.step,
-                    "attempt": e.attempt,
-                    "line": e.line,
-                    "duration_ms": e.duration_ms,
-                    "data": serde_json::from_str::<serde_json::Value>(&e.data).unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .collect();
-        say(format_args!("{}", serde_json::Value::Array(items)));
+        say_json(&events)?;
         return Ok(ExitCode::SUCCESS);
     }
     // Column widths follow the content, so long step names stay aligned.
     let rows: Vec<[String; 9]> = events
         .iter()
         .map(|e| {
-            let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
+            let data = &e.data;
             let who = data
                 .get("by")
                 .and_then(|b| b.as_str())
@@ -1878,7 +1892,7 @@ fn history(engine: &mut Engine, run: &str, json: bool) -> Result<ExitCode, Usage
                 e.line.map(|l| l.to_string()).unwrap_or_default(),
                 e.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
                 who,
-                event_details(e.kind, &data),
+                event_details(e.kind, data),
             ]
         })
         .collect();
@@ -1977,51 +1991,39 @@ fn shorten(text: &str) -> String {
     format!("{cut}…")
 }
 
-/// Why `user` may not cancel `run` (the API's rule: only who started it, or who may start its
-/// workflow), recorded in the run's history; `None` when they may.
-fn may_not_cancel(
+/// Cancels `run`: as `--as USER` under the API's rule (only who started it, or who may start
+/// its workflow; a refusal is recorded in the run's trail), else as the operator.
+fn cancel(
     engine: &mut Engine,
-    has_config: bool,
     run: &str,
-    user: &str,
-) -> Result<Option<String>, Usage> {
-    let record = find(engine, run)?;
-    if !has_config || record.started_by == user {
-        return Ok(None);
-    }
-    let Err(why) = engine.config().may_start(user, &record.workflow) else {
-        return Ok(None);
-    };
-    let why = format!(
-        "{why}; only who started run {run} or may start `{}` may cancel it",
-        record.workflow
-    );
-    let event = flow_runtime::store::NewEvent {
-        at: now_ms(),
-        kind: EventKind::RequestRefused,
-        step: None,
-        attempt: None,
-        line: None,
-        duration_ms: None,
-        data: serde_json::json!({ "by": user, "request": format!("flowrt cancel {run}"), "status": 403, "reason": why })
-            .to_string(),
-    };
-    engine
-        .store()
-        .note(run, &event)
-        .map_err(|e| Usage(e.to_string()))?;
-    Ok(Some(why))
-}
-
-fn cancel(engine: &mut Engine, run: &str, user: &str) -> Result<ExitCode, Usage> {
-    find(engine, run)?;
-    let cancelled = engine.cancel(run, user)?;
-    if cancelled {
-        say(format_args!("run {run} cancelled"));
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Err(Usage(format!(
-            "run {run} has already finished; nothing to cancel"
-        )))
+    user: Option<&str>,
+    has_config: bool,
+) -> Result<ExitCode, Usage> {
+    let operator = default_user();
+    let who = caller(user, &operator, has_config);
+    match ops::cancel(engine, who, run) {
+        Ok(()) => {
+            say(format_args!("run {run} cancelled"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(OpError::Forbidden {
+            run: Some(run),
+            why,
+        }) => {
+            let event = ops::refusal_event(
+                engine.now(),
+                who.name(),
+                &format!("flowrt cancel {run}"),
+                403,
+                &why,
+            );
+            engine
+                .store()
+                .note(&run, &event)
+                .map_err(|e| Usage(e.to_string()))?;
+            eprintln!("refused: {why}");
+            Ok(ExitCode::from(EXIT_REFUSED))
+        }
+        Err(other) => Err(other.into()),
     }
 }

@@ -8,10 +8,10 @@
 //! user a minute ([`RecentRefusals`]), the others going to the log.
 
 use super::EngineHandle;
-use super::access;
-use crate::engine::{Engine, EngineError, now_ms};
-use crate::gates::{Action, DecideError, Decided, PendingGate, RefusalKind};
-use crate::store::{self, EventKind, Millis, NewEvent, Refusal, RunRecord, RunStatus};
+use crate::engine::{Engine, EngineError};
+use crate::gates::{Action, RefusalKind};
+use crate::ops::{self, Caller as Who, OpError, RunQuery};
+use crate::store::{self, EventKind, Millis, Refusal, RunStatus};
 use crate::tokens::{self, AuthError};
 use axum::Router;
 use axum::body::Bytes;
@@ -326,6 +326,33 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// An operation's refusal as the API answers it: the status, and the run it concerns (whose
+/// trail records it).
+impl From<OpError> for ApiError {
+    fn from(error: OpError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            OpError::NoSuchRun(_) | OpError::NoSuchWorkflow(_) => ApiError::not_found(message),
+            OpError::Forbidden { run: None, .. } => ApiError::forbidden(message),
+            OpError::Forbidden { run: Some(run), .. } => ApiError::forbidden(message).about(&run),
+            OpError::Finished { run, .. } => ApiError::conflict(message).about(&run),
+            OpError::Refused { run, refusal } => {
+                let error = match refusal.kind {
+                    RefusalKind::NotFound => ApiError::not_found(message),
+                    RefusalKind::Conflict => ApiError::conflict(message),
+                    RefusalKind::Forbidden => ApiError::forbidden(message),
+                    RefusalKind::Invalid => ApiError::invalid(message),
+                };
+                error.about(&run)
+            }
+            OpError::RejectWithoutComment => {
+                ApiError::bad_request("a rejection needs a `comment` saying why")
+            }
+            OpError::Engine(error) => error.into(),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> ApiError {
         EngineError::from(error).into()
@@ -360,7 +387,7 @@ fn authenticate(
     token: Option<&str>,
     asked: &Asked,
 ) -> Result<String, ApiError> {
-    let now = now_ms();
+    let now = engine.now();
     match tokens::authenticate(engine.store(), token, now)? {
         Ok(record) if record.user == tokens::SCRAPER => {
             if tokens::SCRAPE_REQUESTS.contains(&asked.request.as_str()) {
@@ -422,7 +449,7 @@ fn authenticate(
 /// Records a refusal in the server's refusal log (which cuts and counts, see the store).
 fn log_refusal(engine: &mut Engine, who: &str, asked: &Asked, error: &ApiError) {
     let refusal = Refusal::new(
-        now_ms(),
+        engine.now(),
         &asked.client,
         who,
         &asked.request,
@@ -446,7 +473,7 @@ fn refused(
     if !matches!(error.status.as_u16(), 401 | 403 | 409 | 422) {
         return;
     }
-    let now = now_ms();
+    let now = engine.now();
     let first = |run: &str| {
         recent
             .lock()
@@ -454,21 +481,13 @@ fn refused(
             .unwrap_or(true)
     };
     if let Some(run) = error.run.as_deref().filter(|run| first(run)) {
-        let event = NewEvent {
-            at: now_ms(),
-            kind: EventKind::RequestRefused,
-            step: None,
-            attempt: None,
-            line: None,
-            duration_ms: None,
-            data: json!({
-                "by": user,
-                "request": store::cut(&asked.request, store::REFUSAL_TEXT_BYTES),
-                "status": error.status.as_u16(),
-                "reason": store::cut(&error.message, store::REFUSAL_REASON_BYTES),
-            })
-            .to_string(),
-        };
+        let event = ops::refusal_event(
+            engine.now(),
+            user,
+            &asked.request,
+            error.status.as_u16(),
+            &error.message,
+        );
         if engine.store().note(run, &event).is_ok() {
             return;
         }
@@ -478,6 +497,11 @@ fn refused(
 
 fn ok(value: Value) -> Result<Response, ApiError> {
     Ok(axum::Json(value).into_response())
+}
+
+/// A view, as JSON.
+fn view(view: impl serde::Serialize) -> Result<Response, ApiError> {
+    Ok(axum::Json(view).into_response())
 }
 
 /// Whether a `Content-Type` value is JSON: `application/json`, with parameters or not.
@@ -598,20 +622,6 @@ async fn workflows(State(app): State<App>, caller: Caller) -> Response {
     .await
 }
 
-/// The newest deployed version that has `workflow`.
-fn version_of(engine: &mut Engine, workflow: &str) -> Result<String, ApiError> {
-    let mut versions = engine.store().versions()?;
-    versions.reverse();
-    for (version, _) in versions {
-        if engine.module(&version)?.workflow(workflow).is_some() {
-            return Ok(version);
-        }
-    }
-    Err(ApiError::not_found(format!(
-        "no deployed workflow is named `{workflow}` (deploy it with `flowrt deploy FILE`)"
-    )))
-}
-
 async fn start_run(State(app): State<App>, caller: Caller, body: Bytes) -> Response {
     app.with_body(
         caller,
@@ -622,12 +632,12 @@ async fn start_run(State(app): State<App>, caller: Caller, body: Bytes) -> Respo
                 return Err(ApiError::bad_request("give the `workflow` to start"));
             };
             let input = body.get("input").cloned().unwrap_or_else(|| json!({}));
-            let version = version_of(engine, &workflow)?;
-            engine
-                .config()
-                .may_start(user, &workflow)
-                .map_err(ApiError::forbidden)?;
-            let id = engine.start(&version, &workflow, &input, user)?;
+            let start = ops::Start {
+                workflow: &workflow,
+                version: None,
+                input: &input,
+            };
+            let id = ops::start(engine, Who::User(user), &start)?;
             let status = engine.drive(&id)?;
             Ok((
                 StatusCode::CREATED,
@@ -637,10 +647,6 @@ async fn start_run(State(app): State<App>, caller: Caller, body: Bytes) -> Respo
         },
     )
     .await
-}
-
-fn run_json(engine: &mut Engine, record: &RunRecord) -> Result<Value, ApiError> {
-    Ok(crate::views::RunView::of(engine, record)?.to_json())
 }
 
 async fn list_runs(
@@ -667,89 +673,23 @@ async fn list_runs(
                 })?,
             None => 100,
         };
+        let query = RunQuery {
+            status,
+            workflow: query.get("workflow").cloned(),
+            since: None,
+            limit: Some(limit),
+        };
         // Only the runs the user may read are listed.
-        let mut runs = Vec::new();
-        for record in engine.store().runs(status)? {
-            if runs.len() == limit {
-                break;
-            }
-            if query.get("workflow").is_none_or(|w| &record.workflow == w)
-                && access::may_read(engine, user, &record)?.is_ok()
-            {
-                runs.push(run_json(engine, &record)?);
-            }
-        }
-        ok(Value::Array(runs))
+        view(ops::list_runs(engine, Who::User(user), &query)?)
     })
     .await
-}
-
-fn load_run(engine: &mut Engine, id: &str) -> Result<RunRecord, ApiError> {
-    engine
-        .store()
-        .run(id)?
-        .ok_or_else(|| ApiError::not_found(format!("no run with id {id}")))
-}
-
-/// The run, when `user` may read it (see [`access`]); a 403 about the run otherwise.
-fn readable_run(engine: &mut Engine, user: &str, id: &str) -> Result<RunRecord, ApiError> {
-    let record = load_run(engine, id)?;
-    access::may_read(engine, user, &record)?.map_err(|why| ApiError::forbidden(why).about(id))?;
-    Ok(record)
-}
-
-/// What a gate's timeout does (see spec/runtime.md, gates): whether the workflow catches
-/// the `ApprovalTimeout`.
-fn at_deadline(caught: bool) -> &'static str {
-    if caught {
-        "the gate times out: the workflow catches the ApprovalTimeout and goes on without a decision"
-    } else {
-        "the gate times out: the run fails with ApprovalTimeout (the workflow does not catch it)"
-    }
-}
-
-fn gate_json(gate: &PendingGate) -> Value {
-    json!({
-        "run": gate.run,
-        "workflow": gate.workflow,
-        "gate": gate.gate,
-        "kind": gate.kind.word(),
-        "prompt": gate.prompt,
-        "context": gate.context,
-        "approvers": gate.approvers,
-        "started_by": gate.started_by,
-        "opened_at": gate.opened_at,
-        "deadline": gate.deadline,
-        "escalated": gate.escalated,
-        "remaining": gate.remaining,
-        "view_hash": gate.shown_hash,
-        "input_schema": gate.input_schema,
-        "quorum": gate.quorum,
-        "decisions": gate.decisions,
-        "escalation": gate.escalation,
-        "at_deadline": gate.timeout_caught.map(at_deadline),
-        "options": gate.options,
-    })
 }
 
 async fn run_status(State(app): State<App>, caller: Caller, Path(id): Path<String>) -> Response {
     app.as_user(
         caller,
         format!("GET /api/runs/{id}"),
-        move |engine, user| {
-            let record = readable_run(engine, user, &id)?;
-            let gate = engine.open_gates_of(&id)?.first().map(gate_json);
-            let mut out = run_json(engine, &record)?;
-            out["input"] = serde_json::from_str(&record.input).unwrap_or(Value::Null);
-            out["output"] = record
-                .output
-                .as_deref()
-                .and_then(|o| serde_json::from_str(o).ok())
-                .unwrap_or(Value::Null);
-            out["error"] = json!(record.error);
-            out["gate"] = gate.unwrap_or(Value::Null);
-            ok(out)
-        },
+        move |engine, user| view(ops::show_run(engine, Who::User(user), &id)?),
     )
     .await
 }
@@ -758,27 +698,7 @@ async fn history(State(app): State<App>, caller: Caller, Path(id): Path<String>)
     app.as_user(
         caller,
         format!("GET /api/runs/{id}/history"),
-        move |engine, user| {
-            readable_run(engine, user, &id)?;
-            let events: Vec<Value> = engine
-                .store()
-                .history(&id)?
-                .iter()
-                .map(|e| {
-                    json!({
-                        "seq": e.seq,
-                        "at": e.at,
-                        "kind": e.kind,
-                        "step": e.step,
-                        "attempt": e.attempt,
-                        "line": e.line,
-                        "duration_ms": e.duration_ms,
-                        "data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null),
-                    })
-                })
-                .collect();
-            ok(Value::Array(events))
-        },
+        move |engine, user| view(ops::history(engine, Who::User(user), &id)?),
     )
     .await
 }
@@ -787,21 +707,7 @@ async fn audit(State(app): State<App>, caller: Caller, Path(id): Path<String>) -
     app.as_user(
         caller,
         format!("GET /api/runs/{id}/audit"),
-        move |engine, user| {
-            let record = readable_run(engine, user, &id)?;
-            let events = engine.store().history(&id)?;
-            let verified = crate::audit::check_run(engine.store(), &record)?;
-            let records: Vec<Value> = events
-                .iter()
-                .map(|e| crate::audit::export_record(&id, &record.workflow, &record.version, e))
-                .collect();
-            ok(json!({
-                "run": id,
-                "verified": verified.is_ok(),
-                "problem": verified.err().map(|b| b.to_string()),
-                "records": records,
-            }))
-        },
+        move |engine, user| view(ops::audit(engine, Who::User(user), &id)?),
     )
     .await
 }
@@ -817,23 +723,7 @@ async fn cancel(
         format!("POST /api/runs/{id}/cancel"),
         body,
         move |engine, user, _| {
-            let record = load_run(engine, &id)?;
-            if record.started_by != user
-                && let Err(why) = engine.config().may_start(user, &record.workflow)
-            {
-                return Err(ApiError::forbidden(format!(
-                    "{why}; only who started run {id} or may start `{}` may cancel it",
-                    record.workflow
-                ))
-                .about(&id));
-            }
-            if !engine.cancel(&id, user)? {
-                return Err(ApiError::conflict(format!(
-                    "run {id} has already {}",
-                    record.status.as_str()
-                ))
-                .about(&id));
-            }
+            ops::cancel(engine, Who::User(user), &id)?;
             ok(json!({ "cancelled": true }))
         },
     )
@@ -842,8 +732,7 @@ async fn cancel(
 
 async fn decisions(State(app): State<App>, caller: Caller) -> Response {
     app.as_user(caller, "GET /api/decisions".into(), |engine, user| {
-        let gates: Vec<Value> = engine.pending(Some(user))?.iter().map(gate_json).collect();
-        ok(Value::Array(gates))
+        view(ops::pending(engine, Some(user))?)
     })
     .await
 }
@@ -861,15 +750,7 @@ async fn decide(
             "approve" => Action::Approve {
                 comment: text_field(&body, "comment")?.unwrap_or_default(),
             },
-            "reject" => {
-                let Some(comment) = text_field(&body, "comment")?.filter(|c| !c.trim().is_empty())
-                else {
-                    return Err(ApiError::bad_request(
-                        "a rejection needs a `comment` saying why",
-                    ));
-                };
-                Action::Reject { comment }
-            }
+            "reject" => ops::reject(text_field(&body, "comment")?)?,
             "input" => {
                 let Some(value) = body.get("value").cloned() else {
                     return Err(ApiError::bad_request("give the `value` for the input"));
@@ -882,36 +763,15 @@ async fn decide(
                 )));
             }
         };
-        match engine.decide_and_drive(&id, &gate, user, action, view_hash.as_deref()) {
-            Ok((decided, status)) => {
-                let (decision, remaining) = match decided {
-                    Decided::Closed => ("closed", 0),
-                    Decided::Recorded { remaining } => ("recorded", remaining),
-                };
-                ok(json!({
-                    "decision": decision,
-                    "remaining": remaining,
-                    "run_status": status.as_str(),
-                }))
-            }
-            Err(DecideError::Refused(refusal)) => {
-                let error = match refusal.kind {
-                    RefusalKind::NotFound => ApiError::not_found(refusal.why),
-                    RefusalKind::Conflict => ApiError::conflict(refusal.why),
-                    RefusalKind::Forbidden => ApiError::forbidden(refusal.why),
-                    RefusalKind::Invalid => ApiError::invalid(refusal.why),
-                };
-                Err(error.about(&id))
-            }
-            Err(DecideError::Engine(e)) => Err(e.into()),
-        }
+        let decided = ops::decide(engine, &id, &gate, user, action, view_hash.as_deref(), true)?;
+        view(decided)
     })
     .await
 }
 
 async fn metrics(State(app): State<App>, caller: Caller) -> Response {
     app.as_user(caller, "GET /metrics".into(), |engine, _| {
-        let now = now_ms();
+        let now = engine.now();
         let runs = engine.store().count_runs()?;
         // Every workflow with runs, by status (zeros included, so that a series does not
         // vanish when its last run moves on).
@@ -919,13 +779,7 @@ async fn metrics(State(app): State<App>, caller: Caller) -> Response {
         let workflows: std::collections::BTreeSet<&str> =
             runs.iter().map(|(workflow, _, _)| workflow.as_str()).collect();
         for workflow in &workflows {
-            for status in [
-                RunStatus::Runnable,
-                RunStatus::Waiting,
-                RunStatus::Completed,
-                RunStatus::Failed,
-                RunStatus::Cancelled,
-            ] {
+            for status in RunStatus::ALL {
                 counts.insert((workflow, status.as_str()), 0);
             }
         }

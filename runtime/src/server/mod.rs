@@ -14,14 +14,14 @@
 //! then the engine thread finishes the job or step it is in (each commits atomically) and
 //! exits. Runs that were not finished resume under the next process, as after a crash.
 
-mod access;
+pub(crate) mod access;
 mod api;
 mod connections;
 mod openapi;
 
 pub use connections::Limits;
 
-use crate::engine::{Engine, now_ms};
+use crate::engine::Engine;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -233,8 +233,5 @@ async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
-    tracing::info!(
-        at = now_ms(),
-        "shutting down: finishing requests and the current step"
-    );
+    tracing::info!("shutting down: finishing requests and the current step");
 }

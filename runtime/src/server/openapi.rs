@@ -88,7 +88,7 @@ pub fn document() -> Value {
                         "id": { "type": "string" },
                         "workflow": { "type": "string" },
                         "version": { "type": "string" },
-                        "status": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled"] },
+                        "status": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled", "continued"] },
                         "waiting_on": { "type": "string", "nullable": true },
                         "wake_at": { "type": "integer", "nullable": true },
                         "started_by": { "type": "string" },
@@ -97,7 +97,8 @@ pub fn document() -> Value {
                         "updated_at": { "type": "integer" },
                         "outcome": { "type": "string", "nullable": true, "description": "The enum variant a completed run returned" },
                         "output": { "description": "The result, when completed" },
-                        "error": { "type": "string", "nullable": true }
+                        "error": { "type": "string", "nullable": true },
+                        "continued_as": { "type": "string", "description": "The run that goes on, when this one ended with `continue as` (status `continued`)" }
                     }
                 },
                 "RunDetail": {
@@ -140,6 +141,31 @@ pub fn document() -> Value {
                         } },
                         "at_deadline": { "type": "string", "nullable": true, "description": "What happens when the deadline passes" },
                         "options": { "type": "object", "description": "The gate's options as the workflow evaluated them" }
+                    }
+                },
+                "Event": {
+                    "type": "object",
+                    "description": "One event of a run's timeline (`flowrt history RUN --json` shows the same)",
+                    "required": ["seq", "at", "kind", "step", "attempt", "line", "duration_ms", "data"],
+                    "properties": {
+                        "seq": { "type": "integer" },
+                        "at": { "type": "integer", "description": "Milliseconds since the Unix epoch" },
+                        "kind": { "type": "string", "description": "run_started, step_completed, gate_decided, …" },
+                        "step": { "type": "string", "nullable": true },
+                        "attempt": { "type": "integer", "nullable": true },
+                        "line": { "type": "integer", "nullable": true },
+                        "duration_ms": { "type": "integer", "nullable": true },
+                        "data": { "description": "The event's details" }
+                    }
+                },
+                "Audit": {
+                    "type": "object",
+                    "required": ["run", "verified", "problem", "records"],
+                    "properties": {
+                        "run": { "type": "string" },
+                        "verified": { "type": "boolean", "description": "Whether the run's keyed chain verifies" },
+                        "problem": { "type": "string", "nullable": true, "description": "Why it does not" },
+                        "records": { "type": "array", "description": "The records in the audit export's format (`at` is RFC 3339 text there)", "items": { "type": "object" } }
                     }
                 },
                 "DecisionResult": {
@@ -200,7 +226,7 @@ pub fn document() -> Value {
                     "operationId": "listRuns",
                     "summary": "The runs the caller may read, newest first",
                     "parameters": [
-                        { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled"] } },
+                        { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled", "continued"] } },
                         { "name": "workflow", "in": "query", "schema": { "type": "string" } },
                         { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000 } }
                     ],
@@ -236,13 +262,13 @@ pub fn document() -> Value {
                 "operationId": "getHistory",
                 "summary": "A run's timeline",
                 "parameters": [run_id.clone()],
-                "responses": with_errors(json!({ "200": json_response("The events", json!({ "type": "array", "items": { "type": "object" } })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
+                "responses": with_errors(json!({ "200": json_response("The events", json!({ "type": "array", "items": { "$ref": "#/components/schemas/Event" } })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
             } },
             "/api/runs/{id}/audit": { "get": {
                 "operationId": "getAudit",
                 "summary": "A run's audit trail with its hashes, and whether the chain verifies",
                 "parameters": [run_id.clone()],
-                "responses": with_errors(json!({ "200": json_response("The trail", json!({ "type": "object" })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
+                "responses": with_errors(json!({ "200": json_response("The trail", json!({ "$ref": "#/components/schemas/Audit" })) }), &[("403", "The user may not read this run (see spec/server.md: its starter, its gates' deciders, the workflow's readers roles, role auditor)"), ("404", "No such run")])
             } },
             "/api/runs/{id}/cancel": { "post": {
                 "operationId": "cancelRun",

@@ -9,8 +9,9 @@ use super::postgres::PostgresStore;
 use super::sql::{Conn, SqlStore, params, sql};
 use super::sqlite::SqliteStore;
 use super::{
-    Checkpoint, EventKind, GroupCommit, History, Millis, NewEvent, NewRun, Refusal, RunRecord,
-    RunStatus, Runs, StepCommit, StoreError, StoreResult, Tokens, Versions,
+    Checkpoint, EventKind, GroupCommit, History, Millis, NewEvent, NewRun, Notification, Outbox,
+    OutboxChange, Refusal, RunRecord, RunStatus, Runs, StepCommit, StoreError, StoreResult, Tokens,
+    Versions,
 };
 use crate::engine::cancel_event;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -162,6 +163,7 @@ pub(crate) fn step(run: &str, owner: &str, status: RunStatus, now: Millis) -> St
         wake_at: None,
         now,
         gate: None,
+        outbox: Default::default(),
     }
 }
 
@@ -577,6 +579,185 @@ fn repeated_refusals_are_counted_cut_and_the_log_is_capped() {
         assert!(
             rows.iter().all(|r| r.client.starts_with('c')),
             "the oldest went first"
+        );
+    });
+}
+
+fn notification(id: &str, run: &str, hooks: &[&str], at: Millis) -> Notification {
+    Notification {
+        id: id.into(),
+        run: run.into(),
+        gate: "g".into(),
+        opened_at: at,
+        what: EventKind::GateOpened,
+        message: serde_json::json!({ "id": id, "run": run }),
+        hooks: hooks.iter().map(|h| h.to_string()).collect(),
+        created_at: at,
+    }
+}
+
+/// A commit of `run` by [`OWNER`] that only changes the outbox.
+fn outbox_step(run: &str, outbox: OutboxChange, now: Millis) -> StepCommit {
+    StepCommit {
+        checkpoint: None,
+        events: vec![],
+        outbox,
+        ..step(run, OWNER, RunStatus::Runnable, now)
+    }
+}
+
+fn adding(n: Notification) -> OutboxChange {
+    OutboxChange {
+        add: Some(n),
+        done: vec![],
+    }
+}
+
+#[test]
+fn outbox_rows_are_claimed_once_retried_later_and_taken_over_after_the_lease() {
+    each_store(|fresh| {
+        let mut store = fresh();
+        create(&mut *store, "r1", Some(OWNER), 10);
+        let n1 = notification("n1", "r1", &["command a", "webhook b"], 100);
+        store.commit(&[outbox_step("r1", adding(n1), 100)]).unwrap();
+        // Both rows are due at once; a claim counts the attempt.
+        assert!(
+            store
+                .claim_notifications("w1", 1100, 99, 10, None)
+                .unwrap()
+                .is_empty()
+        );
+        let claimed = store
+            .claim_notifications("w1", 1100, 100, 10, None)
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        assert_eq!(
+            (
+                claimed[0].hook.as_str(),
+                claimed[0].slot,
+                claimed[0].attempts,
+                claimed[0].owner.as_deref(),
+                claimed[0].lease_until
+            ),
+            ("command a", 0, 1, Some("w1"), Some(1100))
+        );
+        assert_eq!(
+            claimed[1].message,
+            serde_json::json!({ "id": "n1", "run": "r1" })
+        );
+        // Claimed rows are nobody else's until the lease runs out.
+        assert!(
+            store
+                .claim_notifications("w2", 1200, 500, 10, None)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.next_notification(None).unwrap(), Some(1100));
+        // A retry gives the row back, due later; only its owner can.
+        store
+            .retry_notification(&claimed[0].key(), "w2", 300)
+            .unwrap();
+        assert_eq!(store.next_notification(None).unwrap(), Some(1100));
+        store
+            .retry_notification(&claimed[0].key(), "w1", 300)
+            .unwrap();
+        assert!(
+            store
+                .claim_notifications("w2", 1200, 299, 10, None)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.next_notification(Some("n1")).unwrap(), Some(300));
+        let again = store
+            .claim_notifications("w2", 1300, 300, 10, None)
+            .unwrap();
+        assert_eq!((again.len(), again[0].slot, again[0].attempts), (1, 0, 2));
+        // The other row's owner died: its row is taken over after the lease.
+        let taken = store
+            .claim_notifications("w2", 2200, 1100, 10, None)
+            .unwrap();
+        assert_eq!((taken.len(), taken[0].slot, taken[0].attempts), (1, 1, 2));
+        // A delivery recorded by a commit deletes its row in that commit.
+        let done = OutboxChange {
+            add: None,
+            done: vec![again[0].key()],
+        };
+        store.commit(&[outbox_step("r1", done, 1200)]).unwrap();
+        assert_eq!(store.notifications(None).unwrap().len(), 1);
+        store.drop_notification(&taken[0].key()).unwrap();
+        assert!(store.notifications(None).unwrap().is_empty());
+        assert_eq!(store.next_notification(None).unwrap(), None);
+    });
+}
+
+#[test]
+fn outbox_claims_can_be_narrowed_to_one_notification_and_come_oldest_first() {
+    each_store(|fresh| {
+        let mut store = fresh();
+        create(&mut *store, "r1", Some(OWNER), 1);
+        for (id, at) in [("n2", 7), ("n1", 5), ("n3", 6)] {
+            let n = notification(id, "r1", &["command a"], at);
+            store.commit(&[outbox_step("r1", adding(n), at)]).unwrap();
+        }
+        let ids = |rows: Vec<super::OutboxRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.notifications(Some("n1")).unwrap()), ["n1"]);
+        assert_eq!(ids(store.notifications(None).unwrap()), ["n1", "n3", "n2"]);
+        assert_eq!(
+            ids(store
+                .claim_notifications("w", 50, 10, 10, Some("n2"))
+                .unwrap()),
+            ["n2"]
+        );
+        assert_eq!(
+            ids(store.claim_notifications("w", 50, 10, 1, None).unwrap()),
+            ["n1"]
+        );
+        assert_eq!(
+            ids(store.claim_notifications("w", 50, 10, 10, None).unwrap()),
+            ["n3"]
+        );
+    });
+}
+
+#[test]
+fn an_outbox_change_is_part_of_its_commit() {
+    each_store(|fresh| {
+        let mut store = fresh();
+        create(&mut *store, "r1", Some(OWNER), 1);
+        create(&mut *store, "r2", Some(OTHER), 1);
+        // The second step of the commit is refused: the notification of the first is not
+        // written either.
+        let n = notification("n1", "r1", &["command a"], 5);
+        let refused = store.commit(&[
+            outbox_step("r1", adding(n.clone()), 5),
+            step("r2", OWNER, RunStatus::Runnable, 5),
+        ]);
+        assert!(matches!(refused, Err(StoreError::NotOwner { .. })));
+        assert!(store.notifications(None).unwrap().is_empty());
+        // A notification written twice (the same id and hook) fails its commit.
+        store
+            .commit(&[outbox_step("r1", adding(n.clone()), 5)])
+            .unwrap();
+        let twice = store.commit(&[outbox_step("r1", adding(n), 6)]);
+        assert!(twice.is_err());
+        assert_eq!(store.notifications(None).unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn a_corrupt_outbox_row_is_an_error_naming_it() {
+    each_store(|fresh| {
+        let mut store = fresh();
+        create(&mut *store, "r1", Some(OWNER), 1);
+        let n = notification("n1", "r1", &["command a"], 5);
+        store.commit(&[outbox_step("r1", adding(n), 5)]).unwrap();
+        let conn = store.conn().unwrap();
+        conn.execute("testing", "UPDATE outbox SET what = 'run_started'", &[])
+            .unwrap();
+        let error = store.notifications(None).unwrap_err().to_string();
+        assert!(
+            error.contains("outbox row n1 (hook 0) of run r1, column what"),
+            "{error}"
         );
     });
 }

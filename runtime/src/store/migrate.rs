@@ -1,14 +1,14 @@
 //! `flowrt migrate-store`: moves an installation from a SQLite file to PostgreSQL — deployed
-//! versions, runs with their checkpoints, waiting gates (with their gate index rows) and
-//! timers, the whole history with its audit hashes, settings (the test clock), API tokens
-//! and the refusal log — in one PostgreSQL transaction, from one consistent SQLite snapshot.
-//! Afterwards every run's audit chain is verified on the target and the counts compared
-//! with the source.
+//! versions, runs with their checkpoints, waiting gates (with their gate index rows and the
+//! notifications still to deliver) and timers, the whole history with its audit hashes,
+//! settings (the test clock), API tokens and the refusal log — in one PostgreSQL
+//! transaction, from one consistent SQLite snapshot. Afterwards every run's audit chain is
+//! verified on the target and the counts compared with the source.
 //!
 //! In: a SQLite path and a PostgreSQL URL. Out: what was [`Moved`]. Rows are copied table by
-//! table through the dialect layer (`sql.rs`), values as they are; gate index rows are read
-//! and written as [`super::GateRow`]s (their flags are integers on SQLite, booleans on
-//! PostgreSQL).
+//! table through the dialect layer (`sql.rs`), values as they are; gate index rows and
+//! outbox rows are read and written as [`super::GateRow`]s and [`super::OutboxRow`]s (checked
+//! as they are read; gate flags are integers on SQLite, booleans on PostgreSQL).
 //!
 //! Claims are not carried over: a run that was being driven is taken up by the first worker
 //! on the new store, from its last checkpoint, exactly as after a crash.
@@ -16,7 +16,7 @@
 use super::gate_index::{GATE_COLUMNS, OnConflict, put_gate, raw_gate};
 use super::postgres::PostgresStore;
 use super::sql::{Conn, Param, SqlStore};
-use super::{Gates, History, Runs, StoreError, StoreResult};
+use super::{Gates, History, Outbox, Runs, StoreError, StoreResult};
 use std::path::Path;
 
 /// What was moved.
@@ -27,6 +27,8 @@ pub struct Moved {
     pub events: usize,
     /// Rows of the gate index (open gates).
     pub gates: usize,
+    /// Rows of the notification outbox (notifications still to deliver), unclaimed.
+    pub notifications: usize,
     pub tokens: usize,
     pub refusals: usize,
     pub settings: usize,
@@ -203,11 +205,23 @@ pub fn sqlite_to_postgres(from: &Path, to: &str) -> StoreResult<Moved> {
             }
             copy_installation(source.as_mut(), target)?;
             moved.gates = copy_gates(source.as_mut(), target)?;
+            moved.notifications = copy_outbox(source.as_mut(), target)?;
             Ok(moved)
         })?;
     verify(&mut target, &moved)?;
     Ok(moved)
 }
+
+/// The notifications still to deliver, with their attempts and when each is next due; claims
+/// are not carried over (a row in an attempt is sent again by a worker on the target).
+fn copy_outbox(source: &mut dyn Conn, target: &mut dyn Conn) -> StoreResult<usize> {
+    let rows = super::outbox::list(source, None)?;
+    for row in &rows {
+        super::outbox::copy(target, row)?;
+    }
+    Ok(rows.len())
+}
+
 /// Reads the target back through the store: the counts match and every chain verifies.
 fn verify(store: &mut PostgresStore, moved: &Moved) -> StoreResult<()> {
     let runs = store.runs(None)?;
@@ -223,6 +237,13 @@ fn verify(store: &mut PostgresStore, moved: &Moved) -> StoreResult<()> {
         return Err(StoreError::Database(format!(
             "after the move the target holds {gates} open gate(s) in its index, not {}",
             moved.gates
+        )));
+    }
+    let notifications = store.notifications(None)?.len();
+    if notifications != moved.notifications {
+        return Err(StoreError::Database(format!(
+            "after the move the target holds {notifications} notification(s) to deliver, not {}",
+            moved.notifications
         )));
     }
     let key = crate::audit::key::current();

@@ -1,12 +1,12 @@
 //! The store: where deployed versions, runs, checkpoints, history and timers live.
 //!
 //! One trait, [`Store`], composed of one trait per concern ([`Versions`], [`Runs`],
-//! [`History`], [`Gates`], [`Tokens`], [`Settings`], [`GroupCommit`]). Their SQL is written
-//! once (`runs.rs`, `events.rs`, `gate_index.rs`, `admin.rs`, the schema in `schema.rs`) over
-//! the dialect layer of `sql.rs`, which SQLite ([`sqlite::SqliteStore`], one file) and
-//! PostgreSQL ([`postgres::PostgresStore`], many workers) implement. Every method that
-//! changes a run does it in one transaction, so a crash at any instant leaves either all of a
-//! step's effects recorded or none. The store never makes up a history event: it appends
+//! [`History`], [`Gates`], [`Outbox`], [`Tokens`], [`Settings`], [`GroupCommit`]). Their SQL
+//! is written once (`runs.rs`, `events.rs`, `gate_index.rs`, `outbox.rs`, `admin.rs`, the
+//! schema in `schema.rs`) over the dialect layer of `sql.rs`, which SQLite
+//! ([`sqlite::SqliteStore`], one file) and PostgreSQL ([`postgres::PostgresStore`], many
+//! workers) implement. Every method that changes a run does it in one transaction, so a
+//! crash at any instant leaves either all of a step's effects recorded or none. The store never makes up a history event: it appends
 //! the ones it is given.
 //!
 //! Runs are driven by one process at a time: a process *claims* a run (owner + lease expiry)
@@ -19,6 +19,7 @@ mod conformance;
 mod events;
 pub mod gate_index;
 pub mod migrate;
+pub mod outbox;
 pub mod postgres;
 mod runs;
 pub mod schema;
@@ -27,6 +28,7 @@ pub mod sqlite;
 
 pub use crate::history::EventKind;
 pub use gate_index::{Approval, GateChange, GateCounts, GateRow};
+pub use outbox::{Notification, OutboxChange, OutboxKey, OutboxRow};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -43,6 +45,8 @@ pub enum RunStatus {
     Completed,
     Failed,
     Cancelled,
+    /// Ended by `continue as`: its successor (see [`crate::engine::successor_of`]) goes on.
+    Continued,
 }
 
 impl RunStatus {
@@ -53,25 +57,27 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Continued => "continued",
         }
     }
 
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Runnable,
+        RunStatus::Waiting,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::Continued,
+    ];
+
     pub fn parse(text: &str) -> Option<RunStatus> {
-        [
-            RunStatus::Runnable,
-            RunStatus::Waiting,
-            RunStatus::Completed,
-            RunStatus::Failed,
-            RunStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        RunStatus::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Continued
         )
     }
 }
@@ -197,6 +203,9 @@ pub struct StepCommit {
     /// What the commit does to the gate index (see [`gate_index`]): besides this, a commit
     /// whose run does not wait at a gate afterwards deletes the run's rows.
     pub gate: Option<GateChange>,
+    /// What the commit does to the notification outbox (see [`outbox`]): the notification of
+    /// a gate it opens or escalates, the rows whose delivery it records.
+    pub outbox: OutboxChange,
 }
 
 #[derive(Debug)]
@@ -474,6 +483,33 @@ pub trait Tokens {
     fn refusals(&mut self, limit: usize) -> StoreResult<Vec<Refusal>>;
 }
 
+/// The notification outbox (see [`outbox`]): rows are written and deleted by commits
+/// ([`StepCommit::outbox`]); these calls claim, reschedule, drop and read them.
+pub trait Outbox {
+    /// Claims up to `limit` rows of the notification outbox that are due at `now` and not
+    /// claimed by a live process (of notification `only`, when given), for `owner` until
+    /// `lease_until`, counting the attempt each is claimed for. Another process never gets a
+    /// row while the claim lasts. Oldest due first.
+    fn claim_notifications(
+        &mut self,
+        owner: &str,
+        lease_until: Millis,
+        now: Millis,
+        limit: usize,
+        only: Option<&str>,
+    ) -> StoreResult<Vec<OutboxRow>>;
+    /// Gives a row `owner` claimed back, due again at `at` (a failed attempt, retried later).
+    /// Does nothing when `owner` no longer holds it.
+    fn retry_notification(&mut self, key: &OutboxKey, owner: &str, at: Millis) -> StoreResult<()>;
+    /// Deletes a row (a delivery nobody needs any more: its gate is gone).
+    fn drop_notification(&mut self, key: &OutboxKey) -> StoreResult<()>;
+    /// The rows of the outbox (of notification `only`), oldest first.
+    fn notifications(&mut self, only: Option<&str>) -> StoreResult<Vec<OutboxRow>>;
+    /// When a row of the outbox (of notification `only`) can next be claimed: when it is
+    /// due, or when the claim on it runs out. `None` when there is none.
+    fn next_notification(&mut self, only: Option<&str>) -> StoreResult<Option<Millis>>;
+}
+
 /// Settings of the database itself (e.g. the test clock's offset).
 pub trait Settings {
     fn setting(&mut self, key: &str) -> StoreResult<Option<String>>;
@@ -496,9 +532,15 @@ pub trait GroupCommit {
 
 /// The whole store, as the engine and the commands hold it (`Box<dyn Store>`): every concern
 /// above. Implemented for every type that implements them all.
-pub trait Store: Versions + Runs + History + Gates + Tokens + Settings + GroupCommit {}
+pub trait Store:
+    Versions + Runs + History + Gates + Outbox + Tokens + Settings + GroupCommit
+{
+}
 
-impl<T: Versions + Runs + History + Gates + Tokens + Settings + GroupCommit + ?Sized> Store for T {}
+impl<T: Versions + Runs + History + Gates + Outbox + Tokens + Settings + GroupCommit + ?Sized> Store
+    for T
+{
+}
 
 #[cfg(test)]
 mod tests {

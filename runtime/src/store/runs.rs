@@ -1,6 +1,7 @@
 //! Runs and their claims in SQL, written once for both stores: creating a run, claiming,
 //! releasing and renewing, loading, committing steps (events linked into the audit trail,
-//! the checkpoint upserted, the gate index brought in line, the status), cancelling, reads.
+//! the checkpoint upserted, the gate index brought in line, the status, the notification
+//! outbox's rows written and deleted), cancelling, reads.
 //!
 //! In: the [`Runs`] calls. Out: rows of `runs` and `checkpoints`, changed in one transaction
 //! per call. Every commit checks the claim under the run's row lock (PostgreSQL) or the
@@ -120,7 +121,8 @@ fn commit_step(conn: &mut dyn Conn, step: &StepCommit, doing: &str) -> StoreResu
             step.now,
         ],
     )?;
-    super::gate_index::apply(conn, step)
+    super::gate_index::apply(conn, step)?;
+    super::outbox::apply(conn, &step.outbox)
 }
 
 impl<S: SqlStore + ?Sized> Runs for S {

@@ -134,6 +134,26 @@ impl Secrets {
         }
     }
 
+    /// Every secret `config` resolves now: the header values of its tools and the `[llm]` API
+    /// key, with the environment variables they read. For what no run's state can tell
+    /// (a notification's failure recorded after a restart).
+    pub fn of_config(config: &crate::config::Config) -> Secrets {
+        let mut secrets = Secrets::default();
+        let templates = config
+            .tools
+            .values()
+            .flat_map(|tool| tool.headers.iter().map(|(_, value)| value))
+            .chain(config.llm.iter().filter_map(|llm| llm.api_key.as_ref()));
+        for template in templates {
+            // A variable that is not set holds no secret to hide.
+            if let Ok(resolved) = template.resolve(|var| std::env::var(var).ok()) {
+                resolved.from_env.iter().for_each(|v| secrets.add(v));
+                secrets.add(&resolved.value);
+            }
+        }
+        secrets
+    }
+
     pub fn extend(&mut self, other: &Secrets) {
         for value in &other.values {
             self.add(value);

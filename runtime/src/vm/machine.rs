@@ -48,12 +48,34 @@ pub struct Machine {
 /// The effect a durable instruction needs.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
-    Tool { tool: u32, args: Vec<Value> },
-    Workflow { workflow: u32, args: Vec<Value> },
-    Approval { gate: u32, options: Value },
-    Input { request: u32, options: Value },
-    Sleep { duration_ms: i64 },
-    Audit { event: u32, fields: Value },
+    Tool {
+        tool: u32,
+        args: Vec<Value>,
+    },
+    Workflow {
+        workflow: u32,
+        args: Vec<Value>,
+    },
+    /// `continue as`: end this run, start a new one of `workflow` with `args`.
+    ContinueAs {
+        workflow: u32,
+        args: Vec<Value>,
+    },
+    Approval {
+        gate: u32,
+        options: Value,
+    },
+    Input {
+        request: u32,
+        options: Value,
+    },
+    Sleep {
+        duration_ms: i64,
+    },
+    Audit {
+        event: u32,
+        fields: Value,
+    },
     Now,
 }
 
@@ -227,7 +249,7 @@ impl Machine {
                 .ok_or("unknown tool")?
                 .params
                 .len(),
-            Op::CallWorkflow { workflow } => module
+            Op::CallWorkflow { workflow } | Op::ContinueAs { workflow } => module
                 .workflows
                 .get(workflow as usize)
                 .ok_or("unknown workflow")?
@@ -253,6 +275,7 @@ impl Machine {
         Ok(match op {
             Op::CallTool { tool } => Request::Tool { tool, args },
             Op::CallWorkflow { workflow } => Request::Workflow { workflow, args },
+            Op::ContinueAs { workflow } => Request::ContinueAs { workflow, args },
             Op::AwaitApproval { gate } => Request::Approval {
                 gate,
                 options: one()?,
@@ -650,6 +673,7 @@ impl Machine {
             Op::Return => return Ok(Some(self.pop()?)),
             Op::CallTool { .. }
             | Op::CallWorkflow { .. }
+            | Op::ContinueAs { .. }
             | Op::AwaitApproval { .. }
             | Op::AwaitInput { .. }
             | Op::Sleep

@@ -517,13 +517,13 @@ impl Project {
 pub fn events(history: &[serde_json::Value]) -> Vec<&str> {
     history
         .iter()
-        .map(|e| e["event"].as_str().expect("an event name"))
+        .map(|e| e["kind"].as_str().expect("an event name"))
         .collect()
 }
 
 /// The events of `kind` in a `history --json`.
 pub fn of_kind<'a>(history: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
-    history.iter().filter(|e| e["event"] == kind).collect()
+    history.iter().filter(|e| e["kind"] == kind).collect()
 }
 
 /// Whether `haystack` holds the bytes of `needle`.
