@@ -127,9 +127,10 @@ impl App {
         };
         let recent = Arc::clone(&self.recent);
         let token = caller.token;
+        let writes = !asked.request.starts_with("GET ");
         let answer = self
             .engine
-            .call(move |engine| {
+            .call(writes, move |engine| {
                 let user = authenticate(engine, token.as_deref(), &asked)?;
                 work(engine, &user)
                     .inspect_err(|error| refused(engine, &recent, &user, &asked, error))
@@ -546,7 +547,7 @@ fn text_field(body: &Value, name: &str) -> Result<Option<String>, ApiError> {
 // ----- handlers -----------------------------------------------------------------------
 
 async fn health(State(app): State<App>) -> Response {
-    match app.engine.call(|_| ()).await {
+    match app.engine.call(false, |_| ()).await {
         Some(()) => axum::Json(json!({ "status": "ok" })).into_response(),
         None => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -28,7 +28,12 @@ use std::time::{Duration, Instant};
 
 /// Work for the engine thread. It returns the delivery of its answer, which the engine
 /// thread calls once what the work committed is durable (`true`), or could not be made so.
-type Job = Box<dyn FnOnce(&mut Engine) -> Delivery + Send>;
+struct Job {
+    work: Box<dyn FnOnce(&mut Engine) -> Delivery + Send>,
+    /// Whether the work may write (a request that changes something, a finished tool call):
+    /// such work is committed as a group even alone, so that its steps share one sync.
+    writes: bool,
+}
 type Delivery = Box<dyn FnOnce(bool) + Send>;
 
 /// The most requests committed together (see [`engine_loop`]).
@@ -46,18 +51,23 @@ pub struct EngineHandle {
 
 impl EngineHandle {
     /// Runs `work` on the engine thread and returns its result; `None` when the engine
-    /// thread has stopped.
+    /// thread has stopped. `writes`: whether the work may change anything (a read is not
+    /// made to wait for a sync).
     pub async fn call<R: Send + 'static>(
         &self,
+        writes: bool,
         work: impl FnOnce(&mut Engine) -> R + Send + 'static,
     ) -> Option<R> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |engine| {
-            let result = work(engine);
-            Box::new(move |durable| {
-                let _ = reply.send(durable.then_some(result));
-            })
-        });
+        let job = Job {
+            work: Box::new(move |engine| {
+                let result = work(engine);
+                Box::new(move |durable| {
+                    let _ = reply.send(durable.then_some(result));
+                })
+            }),
+            writes,
+        };
         self.jobs.send(job).ok()?;
         answer.await.ok().flatten()
     }
@@ -109,7 +119,9 @@ fn apply_completions(engine: &mut Engine) -> Delivery {
 }
 
 fn serve_group(engine: &mut Engine, group: Vec<Job>) {
-    let grouped = group.len() > 1
+    // One request that writes is a group of its own: its steps share one sync, and it is
+    // answered after it (a workflow of ten in-process steps syncs once, not ten times).
+    let grouped = (group.len() > 1 || group.iter().any(|job| job.writes))
         && match engine.store().begin_group() {
             Ok(()) => true,
             Err(error) => {
@@ -117,7 +129,7 @@ fn serve_group(engine: &mut Engine, group: Vec<Job>) {
                 false
             }
         };
-    let deliveries: Vec<Delivery> = group.into_iter().map(|job| job(engine)).collect();
+    let deliveries: Vec<Delivery> = group.into_iter().map(|job| (job.work)(engine)).collect();
     let durable = !grouped
         || match engine.store().end_group() {
             Ok(()) => true,
@@ -153,7 +165,10 @@ pub fn serve(
             if let Ok(wakes) = wakes.lock()
                 && let Some(jobs) = wakes.as_ref()
             {
-                let _ = jobs.send(Box::new(apply_completions) as Job);
+                let _ = jobs.send(Job {
+                    work: Box::new(apply_completions),
+                    writes: true,
+                });
             }
         })
     };
