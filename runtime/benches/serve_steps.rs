@@ -7,12 +7,11 @@
 //! per second, and the latency of each `POST /api/runs` (p50, p99, max). Afterwards the
 //! database must hold every run completed with its 10 `step_completed` events.
 
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{env_number, free_addr, percentile, request, wait_for_listener};
+use common::{Served, env_number, percentile, request};
 
 const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
 const STEPS: usize = 10;
@@ -34,42 +33,8 @@ workflow ten(n: Int) -> Int {
 fn main() {
     let runs = env_number("FLOW_BENCH_RUNS", 1_000usize).max(1);
     let clients = env_number("FLOW_BENCH_CLIENTS", 200usize).max(1);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    std::fs::write(dir.path().join("program.flow"), PROGRAM).expect("program");
-    std::fs::write(
-        dir.path().join("flow.toml"),
-        "[users.ines]\nroles = [\"clerk\"]\n",
-    )
-    .expect("config");
-    let db = dir.path().join("flow.db");
-    let flowrt = || {
-        let mut command = Command::new(FLOWRT);
-        command
-            .current_dir(dir.path())
-            .arg("--db")
-            .arg(&db)
-            .arg("--config")
-            .arg(dir.path().join("flow.toml"));
-        command
-    };
-    let token = String::from_utf8(
-        flowrt()
-            .args(["token", "create", "ines"])
-            .output()
-            .expect("flowrt token create")
-            .stdout,
-    )
-    .expect("UTF-8")
-    .trim()
-    .to_string();
-    let addr = free_addr();
-    let mut server = flowrt()
-        .args(["serve", "--addr", &addr.to_string(), "program.flow"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("flowrt serve");
-    wait_for_listener(addr, Duration::from_secs(60));
+    let mut served = Served::start(FLOWRT, PROGRAM, &[], &[]);
+    let (addr, token) = (served.addr, served.token.clone());
     let start = |n: usize| {
         let body = format!(r#"{{"workflow":"ten","input":{{"n":{n}}}}}"#);
         let t = Instant::now();
@@ -119,9 +84,8 @@ fn main() {
     let mut latencies = std::mem::take(&mut *times.lock().expect("times"));
     report(&format!("{clients} clients"), runs, elapsed, &mut latencies);
 
-    let _ = server.kill();
-    let _ = server.wait();
-    let db = rusqlite::Connection::open(&db).expect("the database");
+    served.stop();
+    let db = rusqlite::Connection::open(&served.db).expect("the database");
     let completed: i64 = db
         .query_row(
             "SELECT count(*) FROM runs WHERE status = 'completed'",

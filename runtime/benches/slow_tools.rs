@@ -10,11 +10,10 @@
 //! each kind of request (p50, p99, max), how long starting the runs took, and how long until
 //! the last run completed (about one call time when the calls are made side by side).
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{env_number, free_addr, percentile, request, wait_for_listener};
+use common::{Served, env_number, percentile, request};
 
 const FLOWRT: &str = env!("CARGO_BIN_EXE_flowrt");
 
@@ -41,49 +40,13 @@ fn summary(name: &str, mut times: Vec<Duration>) {
 fn main() {
     let runs = env_number("FLOW_BENCH_RUNS", 50);
     let call_s = env_number("FLOW_BENCH_CALL_S", 10);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    std::fs::write(dir.path().join("program.flow"), PROGRAM).expect("program");
-    std::fs::write(
-        dir.path().join("slow.sh"),
+    let threads = runs.to_string();
+    let tool = (
+        "slow.sh",
         format!("cat > /dev/null; sleep {call_s}; echo 1\n"),
-    )
-    .expect("tool");
-    std::fs::write(
-        dir.path().join("flow.toml"),
-        "[users.ines]\nroles = [\"clerk\"]\n",
-    )
-    .expect("config");
-    let db = dir.path().join("flow.db");
-    let flowrt = || {
-        let mut command = Command::new(FLOWRT);
-        command
-            .current_dir(dir.path())
-            .arg("--db")
-            .arg(&db)
-            .arg("--config")
-            .arg(dir.path().join("flow.toml"));
-        command
-    };
-    let token = String::from_utf8(
-        flowrt()
-            .args(["token", "create", "ines"])
-            .output()
-            .expect("flowrt token create")
-            .stdout,
-    )
-    .expect("UTF-8")
-    .trim()
-    .to_string();
-    let addr = free_addr();
-    let mut server = flowrt()
-        .args(["serve", "--addr", &addr.to_string(), "--tool-threads"])
-        .arg(runs.to_string())
-        .arg("program.flow")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("flowrt serve");
-    wait_for_listener(addr, Duration::from_secs(30));
+    );
+    let served = Served::start(FLOWRT, PROGRAM, &[tool], &["--tool-threads", &threads]);
+    let (addr, token) = (served.addr, served.token.clone());
 
     let started = Instant::now();
     let ids: Vec<String> = (0..runs)
@@ -130,8 +93,7 @@ fn main() {
         }
     }
     let all_done = started.elapsed();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(served);
 
     println!("{runs} runs inside {call_s} s tool calls, flowrt serve over loopback HTTP");
     println!(

@@ -94,6 +94,8 @@ pub struct Engine {
     pub(crate) store: Box<dyn Store>,
     /// Every "now" of this engine and of the threads it starts (see [`Clock`]).
     pub(crate) clock: Clock,
+    /// Runs started and left to be driven together (see [`Engine::defer_drive`]).
+    deferred_drives: Vec<String>,
     pub(crate) owner: String,
     pub(crate) lease_ms: i64,
     modules: HashMap<String, Rc<Module>>,
@@ -210,6 +212,7 @@ impl Engine {
         Engine {
             store,
             clock: Clock::system(),
+            deferred_drives: Vec::new(),
             owner: owner.into(),
             lease_ms: 30_000,
             modules: HashMap::new(),
@@ -242,6 +245,18 @@ impl Engine {
     /// The time on the engine's clock.
     pub fn now(&self) -> Millis {
         self.clock.now()
+    }
+
+    /// Leaves `run` (just started) to be driven with the other runs started meanwhile, by
+    /// whoever takes them ([`Engine::take_deferred_drives`]: the server, after a group of
+    /// requests, with [`Engine::drive_batch`]).
+    pub fn defer_drive(&mut self, run: &str) {
+        self.deferred_drives.push(run.to_string());
+    }
+
+    /// The runs left to be driven by [`Engine::defer_drive`] since the last call.
+    pub fn take_deferred_drives(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.deferred_drives)
     }
 
     /// Sends every tool call to `double` instead of the tool's binding.

@@ -1128,13 +1128,15 @@ impl Engine {
                 let approvals = open.approvals.len() as i64 + 1;
                 if approvals < open.quorum {
                     let remaining = open.quorum - approvals;
-                    let recorded = event(
+                    let mut recorded = event(
                         EventKind::ApprovalRecorded,
                         Some(name.clone()),
                         None,
                         here,
                         with(serde_json::json!({ "comment": comment, "remaining": remaining })),
                     );
+                    // The gate index keeps the approval's time: the event's, set here.
+                    recorded.at = self.clock.now();
                     let mut updated = open.clone();
                     updated.approvals.push(Approval {
                         by: user.to_string(),

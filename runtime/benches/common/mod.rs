@@ -64,3 +64,85 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
 }
+
+/// A project served by the real `flowrt serve` for a benchmark: `program.flow` and a
+/// `flow.toml` with the clerk `ines` in a temporary directory, the database beside them, a
+/// token for `ines`, and the server on a free port (killed when dropped).
+pub struct Served {
+    pub dir: tempfile::TempDir,
+    pub db: std::path::PathBuf,
+    pub addr: SocketAddr,
+    pub token: String,
+    server: std::process::Child,
+}
+
+impl Served {
+    /// `files` are written into the project first (a tool script, …); `serve_args` go to
+    /// `flowrt serve` before the program.
+    pub fn start(
+        flowrt: &str,
+        program: &str,
+        files: &[(&str, String)],
+        serve_args: &[&str],
+    ) -> Served {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("program.flow"), program).expect("program");
+        std::fs::write(
+            dir.path().join("flow.toml"),
+            "[users.ines]\nroles = [\"clerk\"]\n",
+        )
+        .expect("config");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("a project file");
+        }
+        let db = dir.path().join("flow.db");
+        let command = || {
+            let mut command = Command::new(flowrt);
+            command
+                .current_dir(dir.path())
+                .arg("--db")
+                .arg(&db)
+                .arg("--config")
+                .arg(dir.path().join("flow.toml"));
+            command
+        };
+        let created = command()
+            .args(["token", "create", "ines"])
+            .output()
+            .expect("flowrt token create");
+        let token = String::from_utf8(created.stdout)
+            .expect("UTF-8")
+            .trim()
+            .to_string();
+        let addr = free_addr();
+        let server = command()
+            .args(["serve", "--addr", &addr.to_string()])
+            .args(serve_args)
+            .arg("program.flow")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("flowrt serve");
+        wait_for_listener(addr, Duration::from_secs(60));
+        Served {
+            dir,
+            db,
+            addr,
+            token,
+            server,
+        }
+    }
+
+    /// Stops the server (SIGKILL: what it committed is on disk).
+    pub fn stop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -127,24 +127,62 @@ impl App {
         };
         let recent = Arc::clone(&self.recent);
         let token = caller.token;
+        let writes = !asked.request.starts_with("GET ");
         let answer = self
             .engine
-            .call(move |engine| {
+            .call(writes, move |engine| {
                 let user = authenticate(engine, token.as_deref(), &asked)?;
                 work(engine, &user)
                     .inspect_err(|error| refused(engine, &recent, &user, &asked, error))
             })
             .await;
-        match answer {
-            Some(Ok(response)) => response,
-            Some(Err(error)) => error.into_response(),
-            None => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the server is shutting down, or could not make the result durable; try again",
+        answered(answer)
+    }
+
+    /// Like [`App::with_body`] in two parts (see [`EngineHandle::call_then`]): `first` runs
+    /// with the other requests of its group, `then` once the runs they started were driven.
+    async fn with_body_then<A: Send + 'static>(
+        &self,
+        caller: Caller,
+        request: String,
+        body: Bytes,
+        first: impl FnOnce(&mut Engine, &str, Value) -> Result<A, ApiError> + Send + 'static,
+        then: impl FnOnce(&mut Engine, A) -> Result<Response, ApiError> + Send + 'static,
+    ) -> Response {
+        let asked = Asked {
+            request,
+            client: caller.client,
+        };
+        let recent = Arc::clone(&self.recent);
+        let (token, content_type) = (caller.token, caller.content_type);
+        let answer = self
+            .engine
+            .call_then(
+                move |engine| {
+                    let user = authenticate(engine, token.as_deref(), &asked)?;
+                    parse_body(content_type.as_deref(), &body)
+                        .and_then(|body| first(engine, &user, body))
+                        .inspect_err(|error| refused(engine, &recent, &user, &asked, error))
+                },
+                move |engine, started: Result<A, ApiError>| then(engine, started?),
             )
-            .into_response(),
-        }
+            .await;
+        answered(answer)
+    }
+}
+
+/// The response to a request the engine thread answered (or did not: shutting down, or what
+/// it committed could not be made durable).
+fn answered(answer: Option<Result<Response, ApiError>>) -> Response {
+    match answer {
+        Some(Ok(response)) => response,
+        Some(Err(error)) => error.into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is shutting down, or could not make the result durable; try again",
+        )
+        .into_response(),
     }
 }
 
@@ -546,7 +584,7 @@ fn text_field(body: &Value, name: &str) -> Result<Option<String>, ApiError> {
 // ----- handlers -----------------------------------------------------------------------
 
 async fn health(State(app): State<App>) -> Response {
-    match app.engine.call(|_| ()).await {
+    match app.engine.call(false, |_| ()).await {
         Some(()) => axum::Json(json!({ "status": "ok" })).into_response(),
         None => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -622,8 +660,10 @@ async fn workflows(State(app): State<App>, caller: Caller) -> Response {
     .await
 }
 
+/// Starts a run and answers once it completed, failed or waits. Runs started by requests
+/// that arrive together are driven together (one transaction per round of their steps).
 async fn start_run(State(app): State<App>, caller: Caller, body: Bytes) -> Response {
-    app.with_body(
+    app.with_body_then(
         caller,
         "POST /api/runs".into(),
         body,
@@ -638,7 +678,16 @@ async fn start_run(State(app): State<App>, caller: Caller, body: Bytes) -> Respo
                 input: &input,
             };
             let id = ops::start(engine, Who::User(user), &start)?;
-            let status = engine.drive(&id)?;
+            engine.defer_drive(&id);
+            Ok(id)
+        },
+        |engine, id: String| {
+            let status = engine.store().run(&id)?.map(|r| r.status);
+            // Not driven with the others (the batch failed): driven now.
+            let status = match status {
+                Some(RunStatus::Runnable) | None => engine.drive(&id)?,
+                Some(status) => status,
+            };
             Ok((
                 StatusCode::CREATED,
                 axum::Json(json!({ "id": id, "status": status.as_str() })),

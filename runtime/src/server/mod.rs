@@ -28,11 +28,23 @@ use std::time::{Duration, Instant};
 
 /// Work for the engine thread. It returns the delivery of its answer, which the engine
 /// thread calls once what the work committed is durable (`true`), or could not be made so.
-type Job = Box<dyn FnOnce(&mut Engine) -> Delivery + Send>;
+struct Job {
+    work: Box<dyn FnOnce(&mut Engine) -> Reply + Send>,
+    /// Whether the work may write (a request that changes something, a finished tool call):
+    /// such work is committed as a group even alone, so that its steps share one sync.
+    writes: bool,
+}
 type Delivery = Box<dyn FnOnce(bool) + Send>;
 
+/// What a job gives back: its delivery now, or a second part to run once the runs the group
+/// started were driven together (see [`serve_group`]).
+enum Reply {
+    Now(Delivery),
+    Later(Box<dyn FnOnce(&mut Engine) -> Delivery + Send>),
+}
+
 /// The most requests committed together (see [`engine_loop`]).
-const MAX_GROUP: usize = 64;
+const MAX_GROUP: usize = 256;
 
 /// How often the engine thread looks for runs to drive when no request comes (timers that
 /// fell due, runs another process started or left behind).
@@ -46,18 +58,49 @@ pub struct EngineHandle {
 
 impl EngineHandle {
     /// Runs `work` on the engine thread and returns its result; `None` when the engine
-    /// thread has stopped.
+    /// thread has stopped. `writes`: whether the work may change anything (a read is not
+    /// made to wait for a sync).
     pub async fn call<R: Send + 'static>(
         &self,
+        writes: bool,
         work: impl FnOnce(&mut Engine) -> R + Send + 'static,
     ) -> Option<R> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |engine| {
-            let result = work(engine);
-            Box::new(move |durable| {
-                let _ = reply.send(durable.then_some(result));
-            })
-        });
+        let job = Job {
+            work: Box::new(move |engine| {
+                let result = work(engine);
+                Reply::Now(Box::new(move |durable| {
+                    let _ = reply.send(durable.then_some(result));
+                }))
+            }),
+            writes,
+        };
+        self.jobs.send(job).ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// Like [`EngineHandle::call`] in two parts: `first` runs with the other jobs of its
+    /// group (a run it starts with [`Engine::defer_drive`] is driven together with the runs
+    /// the others start: one transaction per round of their steps), `then` once they were
+    /// driven, with what `first` returned.
+    pub async fn call_then<A: Send + 'static, R: Send + 'static>(
+        &self,
+        first: impl FnOnce(&mut Engine) -> A + Send + 'static,
+        then: impl FnOnce(&mut Engine, A) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            work: Box::new(move |engine| {
+                let started = first(engine);
+                Reply::Later(Box::new(move |engine| {
+                    let result = then(engine, started);
+                    Box::new(move |durable| {
+                        let _ = reply.send(durable.then_some(result));
+                    })
+                }))
+            }),
+            writes: true,
+        };
         self.jobs.send(job).ok()?;
         answer.await.ok().flatten()
     }
@@ -109,7 +152,9 @@ fn apply_completions(engine: &mut Engine) -> Delivery {
 }
 
 fn serve_group(engine: &mut Engine, group: Vec<Job>) {
-    let grouped = group.len() > 1
+    // One request that writes is a group of its own: its steps share one sync, and it is
+    // answered after it (a workflow of ten in-process steps syncs once, not ten times).
+    let grouped = (group.len() > 1 || group.iter().any(|job| job.writes))
         && match engine.store().begin_group() {
             Ok(()) => true,
             Err(error) => {
@@ -117,7 +162,21 @@ fn serve_group(engine: &mut Engine, group: Vec<Job>) {
                 false
             }
         };
-    let deliveries: Vec<Delivery> = group.into_iter().map(|job| job(engine)).collect();
+    let replies: Vec<Reply> = group.into_iter().map(|job| (job.work)(engine)).collect();
+    // The runs the group started go on together: one transaction per round of their steps.
+    let started = engine.take_deferred_drives();
+    if !started.is_empty()
+        && let Err(error) = engine.drive_batch(&started)
+    {
+        tracing::error!(%error, "driving the started runs together failed; driving them one by one");
+    }
+    let deliveries: Vec<Delivery> = replies
+        .into_iter()
+        .map(|reply| match reply {
+            Reply::Now(delivery) => delivery,
+            Reply::Later(then) => then(engine),
+        })
+        .collect();
     let durable = !grouped
         || match engine.store().end_group() {
             Ok(()) => true,
@@ -153,7 +212,10 @@ pub fn serve(
             if let Ok(wakes) = wakes.lock()
                 && let Some(jobs) = wakes.as_ref()
             {
-                let _ = jobs.send(Box::new(apply_completions) as Job);
+                let _ = jobs.send(Job {
+                    work: Box::new(|engine| Reply::Now(apply_completions(engine))),
+                    writes: true,
+                });
             }
         })
     };
