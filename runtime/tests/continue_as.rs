@@ -261,8 +261,9 @@ fn random_kills_over_chains_start_each_successor_once_and_repeat_no_committed_st
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            // Shorter than a step and a start-up on average: most workers die mid-call or mid-commit.
-            std::thread::sleep(Duration::from_millis(20 + seed % 100));
+            // Shorter than a step and a start-up on average: most workers die mid-call or
+            // mid-commit. The lives grow with the kills, so that a slow machine still finishes.
+            std::thread::sleep(Duration::from_millis(20 + seed % 100 + kills / 4));
             kill9(&mut worker);
             kills += 1;
         }

@@ -178,6 +178,9 @@ pub struct SqliteStore {
     durability: Durability,
     /// Inside a group commit ([`GroupCommit::begin_group`]).
     grouping: bool,
+    /// The connection's count of changed rows when the group last synced: a flush with
+    /// nothing written since has nothing to make durable (a group of reads costs no sync).
+    synced_changes: u64,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -265,6 +268,7 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(64);
         let mut store = SqliteStore {
             db: SqliteConn { conn, ctx },
+            synced_changes: 0,
             durability,
             grouping: false,
         };
@@ -326,12 +330,13 @@ impl GroupCommit for SqliteStore {
         if !self.grouping {
             self.pragma("synchronous", "NORMAL", "starting a group commit")?;
             self.grouping = true;
+            self.synced_changes = self.db.conn.total_changes();
         }
         Ok(())
     }
 
     fn flush(&mut self) -> StoreResult<()> {
-        if !self.grouping {
+        if !self.grouping || self.db.conn.total_changes() == self.synced_changes {
             return Ok(());
         }
         // A commit with synchronous=FULL syncs the WAL file, and with it every transaction
@@ -347,6 +352,7 @@ impl GroupCommit for SqliteStore {
              ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
             &[],
         )?;
+        self.synced_changes = self.db.conn.total_changes();
         self.pragma("synchronous", "NORMAL", "starting a group commit")
     }
 
@@ -457,6 +463,24 @@ mod tests {
         assert_eq!(
             reopened.setting("group_commit").unwrap().as_deref(),
             Some("2")
+        );
+        // A group that only reads has nothing to sync: no write, no sync.
+        reopened.begin_group().unwrap();
+        assert_eq!(reopened.versions().unwrap().len(), 2);
+        reopened.flush().unwrap();
+        reopened.end_group().unwrap();
+        assert_eq!(
+            reopened.setting("group_commit").unwrap().as_deref(),
+            Some("2")
+        );
+        // Nor does a flush right after one: only what was written since.
+        reopened.begin_group().unwrap();
+        reopened.deploy("v3", b"c", 3).unwrap();
+        reopened.flush().unwrap();
+        reopened.end_group().unwrap();
+        assert_eq!(
+            reopened.setting("group_commit").unwrap().as_deref(),
+            Some("3")
         );
     }
 
