@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::effects::{self, Completion, Done, Executor, Invocation, ToolCall, Work};
 use crate::gates::{GateKind, GateRun, OpenedAt, gate_opening};
 use crate::history::WaitingOn;
-use crate::steps::Driving;
 use crate::store::{
     Checkpoint, EventKind, GateChange, Millis, NewEvent, NewRun, RunStatus, StepCommit, Store,
     StoreError,
@@ -144,6 +143,22 @@ pub trait ToolDouble {
         tool: &bytecode::ToolInfo,
         input: &serde_json::Value,
     ) -> Result<serde_json::Value, ToolFailure>;
+}
+
+/// A run being driven: what every handler reads, and what it changes.
+pub(crate) struct Driving<'a> {
+    pub(crate) run: &'a str,
+    pub(crate) record: &'a crate::store::RunRecord,
+    pub(crate) version: &'a str,
+    pub(crate) module: &'a Module,
+    pub(crate) machine: Machine,
+    /// What the run's earlier tool calls left (see [`CallMemory`]).
+    pub(crate) memory: CallMemory,
+    /// Events recorded since the last commit, committed with the next one.
+    pub(crate) pending: Vec<NewEvent>,
+    /// Whether the run was woken from a wait (a gate, a sleep, a child), so that a deadline
+    /// met now is what the `timeout` cut short.
+    pub(crate) woke_from_wait: bool,
 }
 
 /// Who starts a new run and where it comes from.

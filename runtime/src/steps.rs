@@ -13,32 +13,15 @@
 //! (`Engine::continue_as`).
 
 use crate::engine::{
-    CHILD_RECHECK_MS, CallMemory, Change, Engine, EngineError, EngineResult, StartedAs, ToolStep,
+    CHILD_RECHECK_MS, Change, Driving, Engine, EngineError, EngineResult, StartedAs, ToolStep,
     arguments_json, event, expired_deadline, line, step_name, successor_of, timer_name,
 };
 use crate::gates::{GateClock, GateKind, OpenedAt};
 use crate::history::{EventKind, WaitingOn};
-use crate::store::{Millis, NewEvent, RunRecord, RunStatus};
+use crate::store::{Millis, NewEvent, RunStatus};
 use crate::vm::machine::error_value;
 use crate::vm::value::from_json;
-use crate::vm::{Machine, Outcome, Request, Value};
-use flow_compiler::bytecode::Module;
-
-/// A run being driven: what every handler reads, and what it changes.
-pub(crate) struct Driving<'a> {
-    pub(crate) run: &'a str,
-    pub(crate) record: &'a RunRecord,
-    pub(crate) version: &'a str,
-    pub(crate) module: &'a Module,
-    pub(crate) machine: Machine,
-    /// What the run's earlier tool calls left (see [`CallMemory`]).
-    pub(crate) memory: CallMemory,
-    /// Events recorded since the last commit, committed with the next one.
-    pub(crate) pending: Vec<NewEvent>,
-    /// Whether the run was woken from a wait (a gate, a sleep, a child), so that a deadline
-    /// met now is what the `timeout` cut short.
-    pub(crate) woke_from_wait: bool,
-}
+use crate::vm::{Outcome, Request, Value};
 
 /// What a handler tells the drive loop: go on (`None`), or stop with this status.
 pub(crate) type Step = EngineResult<Option<RunStatus>>;
