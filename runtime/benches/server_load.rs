@@ -66,6 +66,12 @@ fn main() {
     let artifact = bytecode::encode(&flow_compiler::lower::lower(&program).expect("lowers"));
     let mut runs = Vec::with_capacity(gates);
     {
+        // The keys `flowrt` uses for this database (made beside it on first use), so that the
+        // records written here are signed as the server's are.
+        let key = flow_runtime::secrets::SecretKey::for_store(&db.to_string_lossy())
+            .expect("the database's secret key");
+        flow_runtime::audit::key::install(flow_runtime::audit::AuditKey::derive(&key));
+        flow_runtime::secrets::install(key);
         let store = SqliteStore::open(&db).expect("opens");
         let mut engine = Engine::new(Box::new(store), "setup");
         engine.set_config(Config::parse(&config_text(clients), "flow.toml").expect("config"));
@@ -201,7 +207,12 @@ fn main() {
         assert_eq!(decided, 1, "run {} was decided {decided} times", run.id);
     }
     let verify = flowrt(&["audit", "verify"]);
-    assert!(verify.status.success(), "the audit chains verify");
+    assert!(
+        verify.status.success(),
+        "the audit chains verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
     println!(
         "checked: {gates} runs completed, each decided exactly once; every audit chain verifies"
     );
