@@ -517,20 +517,26 @@ impl<S: SqlStore + ?Sized> Gates for S {
 
     fn gate_counts(&mut self) -> StoreResult<GateCounts> {
         let conn = self.conn()?;
+        // One group per kind, read from the index `gates_by_kind_opened` alone.
         let sql = sql!(
             conn.dialect(),
-            "SELECT COUNT(CASE WHEN kind = 'approval' THEN 1 END),
-                    COUNT(CASE WHEN kind = 'input' THEN 1 END), MIN(opened_at)
-             FROM gates",
+            "SELECT kind, COUNT(*), MIN(opened_at) FROM gates GROUP BY kind",
         );
-        let Some(mut row) = conn.query_opt("counting open gates", sql, &[])? else {
-            return Ok(GateCounts::default());
-        };
-        Ok(GateCounts {
-            approvals: row.get(0)?,
-            inputs: row.get(1)?,
-            oldest_opened_at: row.get(2)?,
-        })
+        let mut counts = GateCounts::default();
+        for mut row in conn.query("counting open gates", sql, &[])? {
+            let kind: String = row.get(0)?;
+            let (count, oldest): (i64, Option<Millis>) = (row.get(1)?, row.get(2)?);
+            match kind.as_str() {
+                "approval" => counts.approvals = count,
+                "input" => counts.inputs = count,
+                _ => continue,
+            }
+            counts.oldest_opened_at = match (counts.oldest_opened_at, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(counts)
     }
 
     fn index_gate(&mut self, row: &GateRow) -> StoreResult<bool> {
