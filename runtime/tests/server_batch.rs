@@ -42,23 +42,6 @@ fn expected_status(n: i64) -> &'static str {
     }
 }
 
-/// The kinds of a run's history, in order, without the times.
-fn kinds(served: &Served, token: &str, run: &str) -> Vec<String> {
-    let history = served.call(
-        "GET",
-        &format!("/api/runs/{run}/history"),
-        Some(token),
-        None,
-        200,
-    );
-    history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn runs_started_together_end_as_runs_started_alone() {
     for_each_store(|store| {
@@ -120,8 +103,8 @@ fn runs_started_together_end_as_runs_started_alone() {
             );
             let reference = &alone[(*n % 4) as usize].1;
             assert_eq!(
-                kinds(&served, &token, run),
-                kinds(&served, &token, reference),
+                served.history_kinds(&token, run),
+                served.history_kinds(&token, reference),
                 "run {run} (n = {n}) started together: {shown}"
             );
         }

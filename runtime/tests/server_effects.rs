@@ -87,22 +87,6 @@ fn start_long(served: &Served, token: &str, n: i64) -> String {
     started["id"].as_str().unwrap().to_string()
 }
 
-fn history_kinds(served: &Served, token: &str, run: &str) -> Vec<String> {
-    let history = served.call(
-        "GET",
-        &format!("/api/runs/{run}/history"),
-        Some(token),
-        None,
-        200,
-    );
-    history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn the_server_answers_while_runs_are_inside_tool_calls() {
     for_each_store(|store| {
@@ -143,7 +127,7 @@ fn the_server_answers_while_runs_are_inside_tool_calls() {
         for (n, run) in runs.iter().enumerate() {
             let done = served.wait_for_status(&sam, run, "completed", Duration::from_secs(30));
             assert_eq!(done["outcome"], json!(null), "{done}");
-            let kinds = history_kinds(&served, &sam, run);
+            let kinds = served.history_kinds(&sam, run);
             let count = |kind: &str| kinds.iter().filter(|k| *k == kind).count();
             assert_eq!(count("step_started"), 1, "{kinds:?}");
             assert_eq!(count("step_completed"), 1, "{kinds:?}");
@@ -180,7 +164,7 @@ fn calls_in_flight_at_a_kill_are_made_again_under_their_keys_and_recorded_once()
         std::fs::write(served.dir.path().join("go"), "").unwrap();
         for run in &runs {
             served.wait_for_status(&sam, run, "completed", Duration::from_secs(30));
-            let kinds = history_kinds(&served, &sam, run);
+            let kinds = served.history_kinds(&sam, run);
             let count = |kind: &str| kinds.iter().filter(|k| *k == kind).count();
             assert_eq!(count("step_completed"), 1, "{kinds:?}");
             assert_eq!(count("step_resumed"), 1, "{kinds:?}");
@@ -224,7 +208,10 @@ fn a_hook_that_hangs_keeps_nobody_waiting_and_its_delivery_is_recorded() {
         served.call("GET", &format!("/api/runs/{asked}"), Some(&sam), None, 200);
         std::fs::write(served.dir.path().join("go"), "").unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !history_kinds(&served, &sam, &asked).contains(&"notified".to_string()) {
+        while !served
+            .history_kinds(&sam, &asked)
+            .contains(&"notified".to_string())
+        {
             assert!(Instant::now() < deadline, "the delivery was never recorded");
             std::thread::sleep(Duration::from_millis(50));
         }

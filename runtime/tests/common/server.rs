@@ -173,6 +173,23 @@ impl Served {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     }
 
+    /// The kinds of a run's history (`GET /api/runs/{id}/history`), in order.
+    pub fn history_kinds(&self, token: &str, run: &str) -> Vec<String> {
+        let history = self.call(
+            "GET",
+            &format!("/api/runs/{run}/history"),
+            Some(token),
+            None,
+            200,
+        );
+        history
+            .as_array()
+            .expect("a history is a list")
+            .iter()
+            .map(|e| e["kind"].as_str().expect("an event kind").to_string())
+            .collect()
+    }
+
     /// Polls `GET /api/runs/{id}` until the run's status is `status` (within `within`).
     pub fn wait_for_status(&self, token: &str, run: &str, status: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
