@@ -10,9 +10,7 @@
 mod common;
 
 use common::{Project, Store, for_each_store};
-use flow_runtime::store::{
-    Approval, Checkpoint, GateChange, GateCounts, GateRow, NewRun, RunStatus, StepCommit,
-};
+use flow_runtime::store::{Approval, GateChange, GateCounts, GateRow, RunStatus, StepCommit};
 use flow_runtime::{gates::GateKind, store};
 use std::collections::BTreeMap;
 use std::process::{Child, Command};
@@ -22,7 +20,7 @@ use std::time::{Duration, Instant};
 // The store
 // ---------------------------------------------------------------------------------------------
 
-const OWNER: &str = "me";
+use common::STORE_OWNER as OWNER;
 
 fn row(run: &str, name: &str, opened_at: i64) -> GateRow {
     GateRow {
@@ -74,25 +72,7 @@ fn step(run: &str, waiting_on: Option<&str>, gate: Option<GateChange>, now: i64)
     }
 }
 
-fn create(store: &mut dyn store::Store, id: &str) {
-    let run = NewRun {
-        id: id.into(),
-        workflow: "w".into(),
-        version: "v1".into(),
-        input: "{}".into(),
-        started_by: "ines".into(),
-        parent: None,
-    };
-    let checkpoint = Checkpoint {
-        format_version: 1,
-        program_hash: "v1".into(),
-        state: vec![1],
-        calls: None,
-    };
-    store
-        .create_run(&run, &checkpoint, &[], Some(OWNER), i64::MAX, 1)
-        .unwrap();
-}
+use common::create_claimed_run as create;
 
 #[test]
 fn the_store_writes_the_gate_index_in_the_commits_that_change_it() {

@@ -13,9 +13,7 @@
 mod common;
 
 use common::{Project, Store, contains, for_each_store, of_kind};
-use flow_runtime::store::{
-    self, Checkpoint, EventKind, NewRun, Notification, OutboxChange, RunStatus, StepCommit,
-};
+use flow_runtime::store::{self, EventKind, Notification, OutboxChange, RunStatus, StepCommit};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -389,27 +387,9 @@ fn assert_not_at_rest(project: &Project, secret: &str) {
 // The store
 // ---------------------------------------------------------------------------------------------
 
-const OWNER: &str = "me";
+use common::STORE_OWNER as OWNER;
 
-fn create(store: &mut dyn store::Store, id: &str) {
-    let run = NewRun {
-        id: id.into(),
-        workflow: "w".into(),
-        version: "v1".into(),
-        input: "{}".into(),
-        started_by: "ines".into(),
-        parent: None,
-    };
-    let checkpoint = Checkpoint {
-        format_version: 1,
-        program_hash: "v1".into(),
-        state: vec![1],
-        calls: None,
-    };
-    store
-        .create_run(&run, &checkpoint, &[], Some(OWNER), i64::MAX, 1)
-        .unwrap();
-}
+use common::create_claimed_run as create;
 
 /// A commit of `run` that writes (or records the delivery of) notifications.
 fn commit(run: &str, outbox: OutboxChange, now: i64) -> StepCommit {

@@ -532,3 +532,28 @@ pub fn contains(haystack: &[u8], needle: &str) -> bool {
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
 }
+
+/// The owner the store-level tests claim runs as.
+pub const STORE_OWNER: &str = "me";
+
+/// A run `id` of workflow `w` at version `v1`, claimed by [`STORE_OWNER`] for good, with a
+/// one-byte checkpoint: for tests that drive the store directly.
+pub fn create_claimed_run(store: &mut dyn flow_runtime::store::Store, id: &str) {
+    let run = flow_runtime::store::NewRun {
+        id: id.into(),
+        workflow: "w".into(),
+        version: "v1".into(),
+        input: "{}".into(),
+        started_by: "ines".into(),
+        parent: None,
+    };
+    let checkpoint = flow_runtime::store::Checkpoint {
+        format_version: 1,
+        program_hash: "v1".into(),
+        state: vec![1],
+        calls: None,
+    };
+    store
+        .create_run(&run, &checkpoint, &[], Some(STORE_OWNER), i64::MAX, 1)
+        .expect("the run is created");
+}
