@@ -405,6 +405,30 @@ mod tests {
         }
     }
 
+    /// `continue_as` ends the path (nothing needs to follow it) and may only name the
+    /// workflow it is in.
+    #[test]
+    fn continue_as_names_its_own_workflow() {
+        let own = module(
+            vec![Op::ContinueAs { workflow: 0 }, Op::Const(0), Op::Return],
+            0,
+        );
+        assert_eq!(verify(&own), Ok(()));
+        let mut other = own.clone();
+        let mut second = other.workflows[0].clone();
+        second.name = "other".into();
+        other.workflows.push(second);
+        other.workflows[0].code[0] = Op::ContinueAs { workflow: 1 };
+        let refused = verify(&other).unwrap_err();
+        assert!(
+            refused.contains("continues as workflow `other`"),
+            "{refused}"
+        );
+        let mut missing = own.clone();
+        missing.workflows[0].code[0] = Op::ContinueAs { workflow: 7 };
+        assert!(verify(&missing).unwrap_err().contains("workflow #7"));
+    }
+
     #[test]
     fn accepts_a_balanced_branch() {
         let code = vec![
