@@ -426,7 +426,7 @@ mod tests {
         );
         let mut missing = own.clone();
         missing.workflows[0].code[0] = Op::ContinueAs { workflow: 7 };
-        assert!(verify(&missing).unwrap_err().contains("workflow #7"));
+        assert!(verify(&missing).is_err_and(|e| e.contains("workflow #7")));
     }
 
     #[test]
