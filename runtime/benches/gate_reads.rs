@@ -2,7 +2,8 @@
 //! the real `flowrt approvals`.
 //!
 //! `cargo bench -p flow-runtime --bench gate_reads` (10,000 waiting runs; set
-//! `FLOW_BENCH_GATES` for another count).
+//! `FLOW_BENCH_GATES` for another count, and `FLOW_BENCH_KEEP_DB=PATH` to keep a copy of the
+//! database for looking into a figure).
 //!
 //! The runs are created first, through the engine, into the SQLite database the server then
 //! opens: 99 in 100 wait at a `finance` approval, 1 in 100 at an `audit` one, so that the
@@ -103,6 +104,9 @@ fn main() {
             gates.div_ceil(100),
             created.elapsed().as_secs_f64()
         );
+    }
+    if let Ok(keep) = std::env::var("FLOW_BENCH_KEEP_DB") {
+        std::fs::copy(&db, &keep).expect("keeps a copy of the database");
     }
     let flowrt = |args: &[&str]| {
         Command::new(FLOWRT)

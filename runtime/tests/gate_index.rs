@@ -736,3 +736,97 @@ fn a_database_from_before_the_index_has_its_open_gates_indexed_once() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// A database from before the deciders' index and the running counts (schema 12)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_database_at_schema_12_gains_who_may_decide_and_the_running_counts() {
+    for_each_store(|kind| {
+        let dir = tempfile::tempdir().unwrap();
+        let db = common::TestDb::create(kind, dir.path());
+        let mut store = store::open(db.spec()).unwrap();
+        store.deploy("v1", b"artifact", 0).unwrap();
+        for id in ["r1", "r2", "r3"] {
+            create(store.as_mut(), id);
+        }
+        let mut escalated = row("r1", "g", 100);
+        escalated.escalated = true;
+        store
+            .commit(&[
+                step(
+                    "r1",
+                    Some("approval g"),
+                    Some(GateChange::Open(escalated)),
+                    100,
+                ),
+                step(
+                    "r2",
+                    Some("approval g"),
+                    Some(GateChange::Open(row("r2", "g", 101))),
+                    101,
+                ),
+            ])
+            .unwrap();
+        drop(store);
+
+        // Taken back to 12: no deciders' table, no counts, no triggers keeping them.
+        if db.is_postgres() {
+            db.execute("DROP FUNCTION flow_count_runs() CASCADE", &[]);
+            db.execute("DROP FUNCTION flow_count_gates() CASCADE", &[]);
+        } else {
+            for trigger in ["runs_counted_in", "runs_counted_moved", "runs_counted_out"] {
+                db.execute(&format!("DROP TRIGGER {trigger}"), &[]);
+            }
+            for trigger in [
+                "gates_counted_in",
+                "gates_counted_moved",
+                "gates_counted_out",
+            ] {
+                db.execute(&format!("DROP TRIGGER {trigger}"), &[]);
+            }
+        }
+        for table in ["gate_deciders", "run_counts", "gate_counts"] {
+            db.execute(&format!("DROP TABLE {table}"), &[]);
+        }
+        if db.is_postgres() {
+            db.execute("UPDATE flow_schema SET version = 12", &[]);
+        } else {
+            db.execute("PRAGMA user_version = 12", &[]);
+        }
+
+        // Opened again: the open gates' deciders and the counts are filled from the rows.
+        let mut store = store::open(db.spec()).unwrap();
+        let found = |store: &mut Box<dyn store::Store>, user: &str, role: &str| {
+            let gates = store.gates_for(user, &[role.to_string()]).unwrap();
+            gates.iter().map(|g| g.run.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            found(&mut store, "omar", "ops"),
+            ["r1"],
+            "the escalation fired at r1"
+        );
+        assert_eq!(found(&mut store, "ana", "finance"), ["r1", "r2"]);
+        let mut counts = store.count_runs().unwrap();
+        counts.sort_by_key(|(_, status, _)| status.as_str());
+        assert_eq!(
+            counts,
+            [
+                ("w".into(), RunStatus::Runnable, 1),
+                ("w".into(), RunStatus::Waiting, 2)
+            ]
+        );
+        assert_eq!(store.gate_counts().unwrap().approvals, 2);
+
+        // And kept from then on.
+        store.commit(&[step("r2", None, None, 110)]).unwrap();
+        assert_eq!(found(&mut store, "ana", "finance"), ["r1"]);
+        assert_eq!(store.gate_counts().unwrap().approvals, 1);
+        let waiting = store.count_runs().unwrap();
+        assert!(
+            waiting.contains(&("w".into(), RunStatus::Waiting, 1)),
+            "{waiting:?}"
+        );
+    });
+}

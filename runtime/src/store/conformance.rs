@@ -9,9 +9,9 @@ use super::postgres::PostgresStore;
 use super::sql::{Conn, SqlStore, params, sql};
 use super::sqlite::SqliteStore;
 use super::{
-    Checkpoint, EventKind, GroupCommit, History, Millis, NewEvent, NewRun, Notification, Outbox,
-    OutboxChange, Refusal, RunRecord, RunStatus, Runs, StepCommit, StoreError, StoreResult, Tokens,
-    Versions,
+    Checkpoint, EventKind, Gates, GroupCommit, History, Millis, NewEvent, NewRun, Notification,
+    Outbox, OutboxChange, Refusal, RunRecord, RunStatus, Runs, StepCommit, StoreError, StoreResult,
+    Tokens, Versions,
 };
 use crate::engine::cancel_event;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -760,4 +760,166 @@ fn a_corrupt_outbox_row_is_an_error_naming_it() {
             "{error}"
         );
     });
+}
+
+/// The running counts (`count_runs`, `gate_counts`) against a count of the rows themselves.
+fn assert_counts_agree(store: &mut (impl TestStore + ?Sized), when: &str) {
+    let mut counted: Vec<(String, String, i64)> = store
+        .count_runs()
+        .unwrap()
+        .into_iter()
+        .map(|(workflow, status, n)| (workflow, status.as_str().to_string(), n))
+        .collect();
+    counted.sort();
+    let gates = store.gate_counts().unwrap();
+    let conn = store.conn().unwrap();
+    let rows: Vec<(String, String, i64)> = conn
+        .query(
+            "testing",
+            "SELECT workflow, status, COUNT(*) FROM runs GROUP BY workflow, status
+             ORDER BY workflow, status",
+            &[],
+        )
+        .unwrap()
+        .into_iter()
+        .map(|mut r| (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap()))
+        .collect();
+    assert_eq!(counted, rows, "runs, {when}");
+    let mut open = |kind: &str| {
+        let sql = sql!(conn.dialect(), "SELECT COUNT(*) FROM gates WHERE kind = $1");
+        conn.value::<i64>("testing", sql, params![kind])
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(
+        (gates.approvals, gates.inputs),
+        (open("approval"), open("input")),
+        "gates, {when}"
+    );
+}
+
+/// How many `gate_deciders` rows name a gate of `run`.
+fn decider_rows(store: &mut (impl TestStore + ?Sized), run: &str) -> i64 {
+    let conn = store.conn().unwrap();
+    let sql = sql!(
+        conn.dialect(),
+        "SELECT COUNT(*) FROM gate_deciders WHERE run = $1"
+    );
+    conn.value::<i64>("testing", sql, params![run])
+        .unwrap()
+        .unwrap()
+}
+
+/// `run` waits at `gate` (opened at `now`) after this commit.
+fn open_gate(run: &str, gate: super::gate_index::GateRow, now: Millis) -> StepCommit {
+    let mut commit = step(run, OWNER, RunStatus::Waiting, now);
+    commit.waiting_on = Some(crate::history::WaitingOn::gate(gate.kind, &gate.name).to_string());
+    commit.gate = Some(super::gate_index::GateChange::Open(gate));
+    commit
+}
+
+#[test]
+fn the_running_counts_follow_every_write_of_runs_and_gates() {
+    use super::gate_index::tests::row;
+    each_store(|fresh| {
+        let mut store = fresh();
+        assert_counts_agree(&mut *store, "when empty");
+        for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            create(&mut *store, id, Some(OWNER), 10 + i as i64);
+        }
+        let mut input = row("b", "details", 30);
+        input.kind = crate::history::GateKind::Input;
+        store
+            .commit(&[
+                open_gate("a", row("a", "g", 30), 30),
+                open_gate("b", input, 30),
+            ])
+            .unwrap();
+        store
+            .commit(&[open_gate("e", row("e", "g", 31), 31)])
+            .unwrap();
+        assert_counts_agree(&mut *store, "after opening gates");
+        assert_eq!(
+            decider_rows(&mut *store, "a"),
+            1,
+            "role finance; ops once escalated"
+        );
+
+        // Decided and finished, cancelled, waiting again, deleted behind the store's back.
+        store
+            .commit(&[step("a", OWNER, RunStatus::Completed, 40)])
+            .unwrap();
+        assert_eq!(
+            decider_rows(&mut *store, "a"),
+            0,
+            "a closed gate names no one"
+        );
+        store.cancel("c", &cancel_event("alice", 41)).unwrap();
+        assert_counts_agree(&mut *store, "after a decision and a cancel");
+        let conn = store.conn().unwrap();
+        for (table, column) in [
+            ("gates", "run"),
+            ("gate_deciders", "run"),
+            ("events", "run"),
+            ("checkpoints", "run"),
+            ("audit_heads", "run"),
+            ("runs", "id"),
+        ] {
+            let sql = conn
+                .dialect()
+                .render(&format!("DELETE FROM {table} WHERE {column} = $1"));
+            conn.execute("testing", &sql, params!["e"]).unwrap();
+        }
+        assert_counts_agree(&mut *store, "after deleting a waiting run by hand");
+    });
+}
+
+#[test]
+fn postgres_connections_count_apart_and_the_slots_of_closed_ones_are_folded() {
+    let Ok(admin) = std::env::var("FLOW_TEST_POSTGRES") else {
+        return;
+    };
+    let mut first = PgTest::new(&admin);
+    first.deploy("v1", b"artifact", 1).unwrap();
+    let url = format!("{}/{}", &admin[..admin.rfind('/').unwrap()], first.name);
+    let slots = |store: &mut PgTest| {
+        let conn = store.conn().unwrap();
+        conn.value::<i64>(
+            "testing",
+            "SELECT COUNT(DISTINCT slot) FROM run_counts",
+            &[],
+        )
+        .unwrap()
+        .unwrap()
+    };
+    for round in 0..3 {
+        // Another process writes under its own slot, then goes away.
+        let mut other = PostgresStore::connect(&url).unwrap();
+        for i in 0..3 {
+            create(&mut other, &format!("o{round}{i}"), Some(OWNER), 10);
+        }
+        other
+            .commit(&[step(&format!("o{round}0"), OWNER, RunStatus::Completed, 20)])
+            .unwrap();
+        create(&mut first, &format!("f{round}"), Some(OWNER), 10);
+        assert_counts_agree(&mut first, "with two connections writing");
+        drop(other);
+    }
+    // A new connection folds the slots of those that closed (once PostgreSQL has let their
+    // backends go): the live ones and slot 0 stay.
+    for _ in 0..100 {
+        let conn = first.conn().unwrap();
+        let sql = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()";
+        if conn.value::<i64>("testing", sql, &[]).unwrap() == Some(1) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut again = PostgresStore::connect(&url).unwrap();
+    create(&mut again, "late", Some(OWNER), 10);
+    assert_counts_agree(&mut first, "after the others closed");
+    assert!(
+        slots(&mut first) <= 3,
+        "slot 0, this connection's and the new one's"
+    );
 }

@@ -103,14 +103,21 @@ macro_rules! gate_columns {
 /// The columns of `gates` that [`raw_gate`] reads.
 pub(crate) const GATE_COLUMNS: &str = gate_columns!();
 
-/// The people a row names as deciders, as the `deciders` column holds them: a JSON list of
-/// `user:NAME` and `role:NAME`, from the approvers and, once it fired, the escalation. Only a
-/// prefilter for [`decider_patterns`]: who may decide is `gates::eligibility`'s to say.
-pub(crate) fn deciders(row: &GateRow) -> String {
+/// The people a row names as deciders, each once: `user:NAME` and `role:NAME`, from the
+/// approvers and, once it fired, the escalation. The table `gate_deciders` holds one row for
+/// each, so that a reviewer's gates are found through its index (the `deciders` column keeps
+/// them as a JSON list, as older databases were filled from). Only a prefilter for
+/// [`decider_entries`]: who may decide is `gates::eligibility`'s to say.
+pub(crate) fn deciders(row: &GateRow) -> Vec<String> {
     fn collect(approvers: &serde_json::Value, out: &mut Vec<String>) {
         let text = |name| approvers.get(name).and_then(|v| v.as_str()).unwrap_or("");
         match text("kind") {
-            kind @ ("role" | "user") => out.push(format!("{kind}:{}", text("name"))),
+            kind @ ("role" | "user") => {
+                let entry = format!("{kind}:{}", text("name"));
+                if !out.contains(&entry) {
+                    out.push(entry);
+                }
+            }
             _ => {
                 for item in approvers
                     .get("of")
@@ -130,23 +137,13 @@ pub(crate) fn deciders(row: &GateRow) -> String {
     {
         collect(escalation, &mut out);
     }
-    serde_json::Value::from(out).to_string()
+    out
 }
 
-/// `LIKE … ESCAPE '\'` patterns that match the `deciders` of every row naming `user` or one
-/// of `roles`: each entry JSON-quoted, so that `role:ops` never matches `role:ops_manager`.
-pub(crate) fn decider_patterns(user: &str, roles: &[String]) -> Vec<String> {
-    let entries =
-        std::iter::once(format!("user:{user}")).chain(roles.iter().map(|r| format!("role:{r}")));
-    entries
-        .map(|entry| {
-            let quoted = serde_json::Value::from(entry).to_string();
-            let escaped = quoted
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            format!("%{escaped}%")
-        })
+/// The `gate_deciders` entries that name `user` or one of `roles`.
+pub(crate) fn decider_entries(user: &str, roles: &[String]) -> Vec<String> {
+    std::iter::once(format!("user:{user}"))
+        .chain(roles.iter().map(|r| format!("role:{r}")))
         .collect()
 }
 
@@ -391,7 +388,7 @@ pub(crate) fn put_gate(
     };
     let r = RawGate::of(gate);
     let deciders = deciders(gate);
-    conn.execute(
+    let written = conn.execute(
         "writing the gate index",
         sql,
         params![
@@ -419,9 +416,40 @@ pub(crate) fn put_gate(
             r.timeout_caught,
             &r.options,
             &r.approvals,
-            &deciders,
+            &serde_json::Value::from(deciders.clone()).to_string(),
         ],
-    )
+    )?;
+    if written > 0 {
+        put_deciders(conn, gate, &deciders, on_conflict)?;
+    }
+    Ok(written)
+}
+
+/// Writes the `gate_deciders` rows of a gate whose row was just written (replacing those of
+/// the row it replaced).
+fn put_deciders(
+    conn: &mut dyn Conn,
+    gate: &GateRow,
+    deciders: &[String],
+    on_conflict: OnConflict,
+) -> StoreResult<()> {
+    let doing = "writing who may decide a gate";
+    if on_conflict == OnConflict::Replace {
+        let sql = sql!(
+            conn.dialect(),
+            "DELETE FROM gate_deciders WHERE run = $1 AND name = $2"
+        );
+        conn.execute(doing, sql, params![&gate.run, &gate.name])?;
+    }
+    let sql = sql!(
+        conn.dialect(),
+        "INSERT INTO gate_deciders (decider, run, name) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING"
+    );
+    for decider in deciders {
+        conn.execute(doing, sql, params![decider, &gate.run, &gate.name])?;
+    }
+    Ok(())
 }
 
 /// Brings the gate index of the step's run in line with what the run waits on afterwards
@@ -430,11 +458,16 @@ pub(crate) fn apply(conn: &mut dyn Conn, step: &StepCommit) -> StoreResult<()> {
     let (keep, write) = plan(&step.run, step.waiting_on.as_deref(), step.gate.as_ref())?;
     match &keep {
         Some(name) => {
-            let sql = sql!(
-                conn.dialect(),
-                "DELETE FROM gates WHERE run = $1 AND name <> $2"
-            );
-            conn.execute("updating the gate index", sql, params![&step.run, name])?;
+            let dialect = conn.dialect();
+            for sql in [
+                sql!(dialect, "DELETE FROM gates WHERE run = $1 AND name <> $2"),
+                sql!(
+                    dialect,
+                    "DELETE FROM gate_deciders WHERE run = $1 AND name <> $2"
+                ),
+            ] {
+                conn.execute("updating the gate index", sql, params![&step.run, name])?;
+            }
         }
         None => close_all(conn, &step.run)?,
     }
@@ -446,8 +479,13 @@ pub(crate) fn apply(conn: &mut dyn Conn, step: &StepCommit) -> StoreResult<()> {
 
 /// Takes every gate of `run` out of the index (the run waits at none any more).
 pub(crate) fn close_all(conn: &mut dyn Conn, run: &str) -> StoreResult<()> {
-    let sql = sql!(conn.dialect(), "DELETE FROM gates WHERE run = $1");
-    conn.execute("updating the gate index", sql, params![run])?;
+    let dialect = conn.dialect();
+    for sql in [
+        sql!(dialect, "DELETE FROM gates WHERE run = $1"),
+        sql!(dialect, "DELETE FROM gate_deciders WHERE run = $1"),
+    ] {
+        conn.execute("updating the gate index", sql, params![run])?;
+    }
     Ok(())
 }
 
@@ -487,16 +525,20 @@ impl<S: SqlStore + ?Sized> Gates for S {
     }
 
     fn gates_for(&mut self, user: &str, roles: &[String]) -> StoreResult<Vec<GateRow>> {
-        let patterns = decider_patterns(user, roles);
-        let named = (1..=patterns.len())
-            .map(|i| format!("deciders LIKE ${i} ESCAPE '\\'"))
+        let entries = decider_entries(user, roles);
+        let named = (1..=entries.len())
+            .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
-            .join(" OR ");
+            .join(", ");
         let conn = self.conn()?;
+        // Through `gate_deciders`' key: the gates that name the user or a role of theirs,
+        // without reading any other gate's row.
         let sql = conn.dialect().render(&format!(
-            "SELECT {GATE_COLUMNS} FROM gates WHERE {named} ORDER BY opened_at, run, name"
+            "SELECT {GATE_COLUMNS} FROM gates WHERE (run, name) IN
+               (SELECT run, name FROM gate_deciders WHERE decider IN ({named}))
+             ORDER BY opened_at, run, name"
         ));
-        let params: Vec<Param<'_>> = patterns.iter().map(Param::from).collect();
+        let params: Vec<Param<'_>> = entries.iter().map(Param::from).collect();
         gate_rows(conn.query(READING, &sql, &params)?)
     }
 
@@ -517,25 +559,22 @@ impl<S: SqlStore + ?Sized> Gates for S {
 
     fn gate_counts(&mut self) -> StoreResult<GateCounts> {
         let conn = self.conn()?;
-        // One group per kind, read from the index `gates_by_kind_opened` alone.
-        let sql = sql!(
-            conn.dialect(),
-            "SELECT kind, COUNT(*), MIN(opened_at) FROM gates GROUP BY kind",
-        );
         let mut counts = GateCounts::default();
-        for mut row in conn.query("counting open gates", sql, &[])? {
-            let kind: String = row.get(0)?;
-            let (count, oldest): (i64, Option<Millis>) = (row.get(1)?, row.get(2)?);
+        for (kind, count) in super::counts::gates(conn)? {
             match kind.as_str() {
                 "approval" => counts.approvals = count,
                 "input" => counts.inputs = count,
                 _ => continue,
             }
-            counts.oldest_opened_at = match (counts.oldest_opened_at, oldest) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
         }
+        // The first entry of the index `gates_by_opened`.
+        counts.oldest_opened_at = conn
+            .value::<Option<Millis>>(
+                "finding the oldest open gate",
+                "SELECT MIN(opened_at) FROM gates",
+                &[],
+            )?
+            .flatten();
         Ok(counts)
     }
 
@@ -624,14 +663,17 @@ pub(crate) mod tests {
             { "kind": "role", "name": "fin_ance" },
             { "kind": "any", "of": [{ "kind": "user", "name": "a\"b%" }] },
         ] });
-        assert_eq!(deciders(&gate), r#"["role:fin_ance","user:a\"b%"]"#);
+        assert_eq!(deciders(&gate), ["role:fin_ance", "user:a\"b%"]);
         gate.escalated = true;
+        assert_eq!(deciders(&gate), ["role:fin_ance", "user:a\"b%", "role:ops"]);
+        gate.escalate_json = Some(serde_json::json!({ "kind": "role", "name": "fin_ance" }));
         assert_eq!(
             deciders(&gate),
-            r#"["role:fin_ance","user:a\"b%","role:ops"]"#
+            ["role:fin_ance", "user:a\"b%"],
+            "each once"
         );
-        let patterns = decider_patterns("a\"b%", &["fin_ance".into()]);
-        assert_eq!(patterns, [r#"%"user:a\\"b\%"%"#, r#"%"role:fin\_ance"%"#]);
+        let entries = decider_entries("a\"b%", &["fin_ance".into()]);
+        assert_eq!(entries, ["user:a\"b%", "role:fin_ance"]);
     }
 
     #[test]

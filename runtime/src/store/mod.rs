@@ -16,6 +16,7 @@
 mod admin;
 #[cfg(test)]
 mod conformance;
+mod counts;
 mod events;
 pub mod gate_index;
 pub mod migrate;
@@ -419,8 +420,8 @@ pub trait Runs {
     fn run(&mut self, run: &str) -> StoreResult<Option<RunRecord>>;
     /// Runs, newest first, optionally only those with `status`.
     fn runs(&mut self, status: Option<RunStatus>) -> StoreResult<Vec<RunRecord>>;
-    /// How many runs each workflow has in each status (counted by the database, from an
-    /// index: `/metrics` reads no run).
+    /// How many runs each workflow has in each status (from the running counts of
+    /// `store/counts.rs`: `/metrics` reads no run).
     fn count_runs(&mut self) -> StoreResult<Vec<(String, RunStatus, i64)>>;
     /// When the next waiting run's timer is due, if any.
     fn next_wake(&mut self) -> StoreResult<Option<Millis>>;

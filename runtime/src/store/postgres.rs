@@ -19,6 +19,7 @@
 //! version lives in `flow_schema` under an advisory lock, and group commit turns
 //! `synchronous_commit` off until a flush.
 
+use super::counts;
 use super::schema::{self, SCHEMA_VERSION};
 use super::sql::{Conn, Dialect, Param, Row, SqlStore, Value};
 use super::{GroupCommit, StoreError, StoreResult};
@@ -214,6 +215,7 @@ impl PostgresStore {
             location: without_password(url),
         };
         store.migrate()?;
+        counts::fold_departed(store.db()?)?;
         Ok(store)
     }
 
@@ -227,12 +229,18 @@ impl PostgresStore {
                     detail(&e)
                 ))
             })?;
-            self.db = None;
-            return Ok(self.db.insert(PgConn {
+            // A connection lost, not the first one: this one writes the counts under
+            // another slot (store/counts.rs), so the old slot is folded in now.
+            let reconnected = self.db.take().is_some();
+            let conn = self.db.insert(PgConn {
                 client,
                 statements: HashMap::new(),
                 location: self.location.clone(),
-            }));
+            });
+            if reconnected {
+                counts::fold_departed(&mut *conn)?;
+            }
+            return Ok(conn);
         }
         self.db
             .as_mut()

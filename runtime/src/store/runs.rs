@@ -394,21 +394,7 @@ impl<S: SqlStore + ?Sized> Runs for S {
     }
 
     fn count_runs(&mut self) -> StoreResult<Vec<(String, RunStatus, i64)>> {
-        let conn = self.conn()?;
-        let sql = sql!(
-            conn.dialect(),
-            "SELECT workflow, status, COUNT(*) FROM runs GROUP BY workflow, status"
-        );
-        conn.query("counting runs", sql, &[])?
-            .into_iter()
-            .map(|mut row| {
-                let (workflow, status): (String, String) = (row.get(0)?, row.get(1)?);
-                let status = RunStatus::parse(&status).ok_or_else(|| {
-                    StoreError::Database(format!("a run of {workflow} has the status `{status}`"))
-                })?;
-                Ok((workflow, status, row.get(2)?))
-            })
-            .collect()
+        super::counts::runs(self.conn()?)
     }
 
     fn next_wake(&mut self) -> StoreResult<Option<Millis>> {

@@ -181,6 +181,119 @@ pub const MIGRATIONS: &[&str] = &[
     // 12: `/metrics` counts the open gates by kind, and finds the oldest, from an index
     // instead of reading every gate's row.
     "CREATE INDEX IF NOT EXISTS gates_by_kind_opened ON gates(kind, opened_at);",
+    // 13: who may decide each open gate, one row per user or role the gate names (see
+    // store/gate_index.rs), so that one reviewer's gates are found through an index instead
+    // of by matching every gate's `deciders` text; filled from that text for the gates open
+    // when the database is upgraded.
+    "CREATE TABLE IF NOT EXISTS gate_deciders (
+        decider TEXT NOT NULL,
+        run     TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        name    TEXT NOT NULL,
+        PRIMARY KEY (decider, run, name)
+     );
+     CREATE INDEX IF NOT EXISTS gate_deciders_by_gate ON gate_deciders(run, name);
+     {sqlite:INSERT OR IGNORE INTO gate_deciders (decider, run, name)
+        SELECT DISTINCT j.value, g.run, g.name FROM gates g, json_each(g.deciders) j;}
+     {postgres:INSERT INTO gate_deciders (decider, run, name)
+        SELECT DISTINCT d, g.run, g.name FROM gates g, jsonb_array_elements_text(g.deciders::jsonb) d
+        ON CONFLICT DO NOTHING;}",
+    // 14: `/metrics` reads running counts of runs (by workflow and status) and of open gates
+    // (by kind) instead of counting rows: triggers keep them with every write of `runs` and
+    // `gates`, in the writer's transaction. A count is split into slots, each written by one
+    // writer only, so that writers never wait for one another: SQLite has one writer (slot
+    // 0); on PostgreSQL a connection writes the slot of its backend's pid, and the slots of
+    // connections that are gone are folded into slot 0 (store/counts.rs). Filled from the
+    // rows there when the database is upgraded (after the triggers, in the same transaction).
+    "CREATE TABLE IF NOT EXISTS run_counts (
+        workflow TEXT NOT NULL,
+        status   TEXT NOT NULL,
+        slot     {INT} NOT NULL,
+        count    {INT} NOT NULL,
+        PRIMARY KEY (workflow, status, slot)
+     );
+     CREATE TABLE IF NOT EXISTS gate_counts (
+        kind  TEXT NOT NULL,
+        slot  {INT} NOT NULL,
+        count {INT} NOT NULL,
+        PRIMARY KEY (kind, slot)
+     );
+     {sqlite:CREATE TRIGGER IF NOT EXISTS runs_counted_in AFTER INSERT ON runs BEGIN
+        INSERT INTO run_counts VALUES (NEW.workflow, NEW.status, 0, 1)
+          ON CONFLICT (workflow, status, slot) DO UPDATE SET count = count + 1;
+     END;
+     CREATE TRIGGER IF NOT EXISTS runs_counted_moved AFTER UPDATE OF status ON runs
+       WHEN OLD.status <> NEW.status BEGIN
+        INSERT INTO run_counts VALUES (OLD.workflow, OLD.status, 0, -1)
+          ON CONFLICT (workflow, status, slot) DO UPDATE SET count = count - 1;
+        INSERT INTO run_counts VALUES (NEW.workflow, NEW.status, 0, 1)
+          ON CONFLICT (workflow, status, slot) DO UPDATE SET count = count + 1;
+     END;
+     CREATE TRIGGER IF NOT EXISTS runs_counted_out AFTER DELETE ON runs BEGIN
+        INSERT INTO run_counts VALUES (OLD.workflow, OLD.status, 0, -1)
+          ON CONFLICT (workflow, status, slot) DO UPDATE SET count = count - 1;
+     END;
+     CREATE TRIGGER IF NOT EXISTS gates_counted_in AFTER INSERT ON gates BEGIN
+        INSERT INTO gate_counts VALUES (NEW.kind, 0, 1)
+          ON CONFLICT (kind, slot) DO UPDATE SET count = count + 1;
+     END;
+     CREATE TRIGGER IF NOT EXISTS gates_counted_moved AFTER UPDATE OF kind ON gates
+       WHEN OLD.kind <> NEW.kind BEGIN
+        INSERT INTO gate_counts VALUES (OLD.kind, 0, -1)
+          ON CONFLICT (kind, slot) DO UPDATE SET count = count - 1;
+        INSERT INTO gate_counts VALUES (NEW.kind, 0, 1)
+          ON CONFLICT (kind, slot) DO UPDATE SET count = count + 1;
+     END;
+     CREATE TRIGGER IF NOT EXISTS gates_counted_out AFTER DELETE ON gates BEGIN
+        INSERT INTO gate_counts VALUES (OLD.kind, 0, -1)
+          ON CONFLICT (kind, slot) DO UPDATE SET count = count - 1;
+     END;}
+     {postgres:CREATE OR REPLACE FUNCTION flow_count_runs() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        IF TG_OP <> 'INSERT' THEN
+          INSERT INTO run_counts VALUES (OLD.workflow, OLD.status, pg_backend_pid(), -1)
+            ON CONFLICT (workflow, status, slot) DO UPDATE SET count = run_counts.count - 1;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+          INSERT INTO run_counts VALUES (NEW.workflow, NEW.status, pg_backend_pid(), 1)
+            ON CONFLICT (workflow, status, slot) DO UPDATE SET count = run_counts.count + 1;
+        END IF;
+        RETURN NULL;
+     END $$;
+     CREATE OR REPLACE FUNCTION flow_count_gates() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        IF TG_OP <> 'INSERT' THEN
+          INSERT INTO gate_counts VALUES (OLD.kind, pg_backend_pid(), -1)
+            ON CONFLICT (kind, slot) DO UPDATE SET count = gate_counts.count - 1;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+          INSERT INTO gate_counts VALUES (NEW.kind, pg_backend_pid(), 1)
+            ON CONFLICT (kind, slot) DO UPDATE SET count = gate_counts.count + 1;
+        END IF;
+        RETURN NULL;
+     END $$;
+     DROP TRIGGER IF EXISTS runs_counted_in ON runs;
+     DROP TRIGGER IF EXISTS runs_counted_moved ON runs;
+     DROP TRIGGER IF EXISTS runs_counted_out ON runs;
+     DROP TRIGGER IF EXISTS gates_counted_in ON gates;
+     DROP TRIGGER IF EXISTS gates_counted_moved ON gates;
+     DROP TRIGGER IF EXISTS gates_counted_out ON gates;
+     CREATE TRIGGER runs_counted_in AFTER INSERT ON runs
+       FOR EACH ROW EXECUTE FUNCTION flow_count_runs();
+     CREATE TRIGGER runs_counted_moved AFTER UPDATE OF status ON runs
+       FOR EACH ROW WHEN (OLD.status <> NEW.status) EXECUTE FUNCTION flow_count_runs();
+     CREATE TRIGGER runs_counted_out AFTER DELETE ON runs
+       FOR EACH ROW EXECUTE FUNCTION flow_count_runs();
+     CREATE TRIGGER gates_counted_in AFTER INSERT ON gates
+       FOR EACH ROW EXECUTE FUNCTION flow_count_gates();
+     CREATE TRIGGER gates_counted_moved AFTER UPDATE OF kind ON gates
+       FOR EACH ROW WHEN (OLD.kind <> NEW.kind) EXECUTE FUNCTION flow_count_gates();
+     CREATE TRIGGER gates_counted_out AFTER DELETE ON gates
+       FOR EACH ROW EXECUTE FUNCTION flow_count_gates();}
+     DELETE FROM run_counts;
+     DELETE FROM gate_counts;
+     INSERT INTO run_counts (workflow, status, slot, count)
+        SELECT workflow, status, 0, COUNT(*) FROM runs GROUP BY workflow, status;
+     INSERT INTO gate_counts (kind, slot, count) SELECT kind, 0, COUNT(*) FROM gates GROUP BY kind;",
 ];
 
 /// The schema version this code writes and understands.
