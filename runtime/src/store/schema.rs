@@ -181,6 +181,10 @@ pub const MIGRATIONS: &[&str] = &[
     // 12: `/metrics` counts the open gates by kind, and finds the oldest, from an index
     // instead of reading every gate's row.
     "CREATE INDEX IF NOT EXISTS gates_by_kind_opened ON gates(kind, opened_at);",
+    // 13: the schema of a gate's context (its type as the artifact records it, bytecode
+    // format 4), so that the inbox shows its fields in the order the workflow wrote them;
+    // NULL in the rows of gates opened before, which are shown as they were.
+    "ALTER TABLE gates ADD COLUMN context_schema TEXT;",
 ];
 
 /// The schema version this code writes and understands.
