@@ -24,6 +24,10 @@
 //                     SECOND_REVIEWER_TOKEN may decide, with an escalation and a timeout, whose
 //                     result is an enum with a variant `Paid` (optional: check f is skipped without)
 //   SECOND_REVIEWER_TOKEN  the second reviewer of QUORUM_RUN
+//   CONTEXT_ORDER     JSON: the order in which the approval card of APPROVAL_RUN must show the
+//                     fields of its context, by path ("" the context, "a.b" a nested record),
+//                     e.g. {"": ["zeta", "alpha", "mid"], "mid": ["order", "checked"]}
+//                     (optional: that part of check a is skipped without)
 //   START_WORKFLOW    a workflow whose input is one record `o: { id: String, amount_eur: Int,
 //                     lines: List<{ item: String, qty: Int }>, note: String? }` of a type named
 //                     Order, then `pin: Secret?` (check e)
@@ -64,6 +68,7 @@ const INPUT_RUN = need("INPUT_RUN");
 const START_WORKFLOW = env.START_WORKFLOW || "";
 const QUORUM_RUN = env.QUORUM_RUN || "";
 const SECOND = env.SECOND_REVIEWER_TOKEN || "";
+const CONTEXT_ORDER = env.CONTEXT_ORDER ? JSON.parse(env.CONTEXT_ORDER) : null;
 const CHROMIUM = env.CHROMIUM || "/usr/bin/chromium";
 const SHOTS = env.E2E_SCREENSHOTS === "1";
 const SHOT_DIR = env.SCREENSHOT_DIR || path.join(here, "..", "docs");
@@ -144,6 +149,26 @@ async function me(token) {
 
 function card(page, run) {
   return page.locator(`article.decision[data-run="${run}"]`);
+}
+
+/** The field names a card's context table shows, in order, by path: "" for the context's
+ * own rows, "a.b" for the rows of the record nested in field b of field a. */
+async function contextFields(gateCard) {
+  return gateCard.locator("section.context").evaluate((section) => {
+    const out = {};
+    const walk = (table, path) => {
+      const rows = Array.from(table.tBodies[0] ? table.tBodies[0].rows : []);
+      out[path] = rows.map((row) => row.cells[0].textContent);
+      for (const row of rows) {
+        const nested = row.cells[1] && row.cells[1].querySelector(":scope > table.kv");
+        const name = row.cells[0].textContent;
+        if (nested) walk(nested, path ? `${path}.${name}` : name);
+      }
+    };
+    const top = section.querySelector("table.kv");
+    if (top) walk(top, "");
+    return out;
+  });
 }
 
 async function noHorizontalScroll(page, where) {
@@ -293,6 +318,18 @@ const checks = [
       }
       check(/Deadline/.test(cardText) && /Approvers/.test(cardText), `the card does not show the deadline and approvers:\n${cardText}`);
       check((await gateCard.locator(".context table").count()) > 0, "the context is not rendered as a table");
+      // The context's fields in the order the workflow wrote or declared them (the server
+      // sends them sorted, as JSON; the order is the gate's `context_schema`), nested too.
+      if (CONTEXT_ORDER) {
+        check(gates.approval.context_schema, `the gate of ${APPROVAL_RUN} has no context_schema: ${JSON.stringify(gates.approval)}`);
+        const shown = await contextFields(gateCard);
+        for (const [where, want] of Object.entries(CONTEXT_ORDER)) {
+          check(
+            JSON.stringify(shown[where]) === JSON.stringify(want),
+            `the context${where ? ` field ${where}` : ""} shows ${JSON.stringify(shown[where])}, not ${JSON.stringify(want)} (all: ${JSON.stringify(shown)})`
+          );
+        }
+      }
       await unlabelled(page, "the inbox");
       await screenshot(page, "inbox.png");
       // Rejecting needs a comment: the page says so and sends nothing.

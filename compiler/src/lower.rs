@@ -18,8 +18,8 @@
 //!   had pushed and closes the handler and timeout regions entered inside the loop.
 
 use crate::bytecode::module::{
-    Binding, Constant, DebugLoc, FieldDocs, InputRequest, Module, ToolInfo, TypeDesc, TypeRef,
-    WorkflowCode,
+    Binding, Constant, DebugLoc, FieldDocs, GateContext, InputRequest, Module, ToolInfo, TypeDesc,
+    TypeRef, WorkflowCode,
 };
 use crate::bytecode::{Op, encoding, verify};
 use crate::check::{self, IterKind, Resolved};
@@ -168,6 +168,7 @@ impl<'p> Builder<'p> {
             program,
             module: Module {
                 field_docs: Vec::new(),
+                gate_contexts: Vec::new(),
                 source_hash: source_hash(program),
                 files: program
                     .db
@@ -482,6 +483,8 @@ struct LoopCtx {
 struct FnLower<'b, 'p> {
     b: &'b mut Builder<'p>,
     file: FileId,
+    /// The workflow's index in `module.workflows`.
+    workflow: u32,
     code: Vec<Op>,
     debug: Vec<DebugLoc>,
     locals: u32,
@@ -507,6 +510,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
         let mut f = FnLower {
             b,
             file,
+            workflow: index_u32(index),
             code: Vec::new(),
             debug: Vec::new(),
             locals: 0,
@@ -1154,14 +1158,16 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::AwaitApproval { gate, options } => {
                 self.gate_options(options)?;
                 let gate = self.b.gate(&gate.value);
-                self.emit(Op::AwaitApproval { gate });
+                let at = self.emit(Op::AwaitApproval { gate });
+                self.gate_context(options, at);
             }
             ExprKind::AwaitInput { ty, name, options } => {
                 self.gate_options(options)?;
                 let ty = self.resolve_type(ty);
                 let ty = self.b.type_ref(&ty);
                 let request = self.b.input_request(&name.value, ty);
-                self.emit(Op::AwaitInput { request });
+                let at = self.emit(Op::AwaitInput { request });
+                self.gate_context(options, at);
             }
             ExprKind::Error => return Err(self.error_at(expr.span, "an expression did not parse")),
         }
@@ -1603,6 +1609,36 @@ impl<'b, 'p> FnLower<'b, 'p> {
         let list = self.b.field_list(names.iter().map(String::as_str));
         self.emit(Op::MakeRecord(list));
         Ok(())
+    }
+
+    /// Records the type of the `context` option of the `await` at instruction `at`, if it has
+    /// one: the value itself (a record, sorted by field name at run time) keeps no order.
+    fn gate_context(&mut self, options: &[ast::AwaitOption], at: usize) {
+        let Some(option) = options
+            .iter()
+            .find(|o| o.name.name == flow_stdlib::gate_option::CONTEXT)
+        else {
+            return;
+        };
+        // The checker's type is exact; this lowering's own is a fallback for a context the
+        // checker did not record (it records every one it checks).
+        let ty = match self
+            .b
+            .program
+            .checked
+            .resolutions
+            .contexts
+            .get(&(self.file, option.value.span))
+        {
+            Some(ty) => ty.clone(),
+            None => self.type_of(&option.value),
+        };
+        let ty = self.b.type_ref(&ty);
+        self.b.module.gate_contexts.push(GateContext {
+            workflow: self.workflow,
+            pc: index_u32(at),
+            ty,
+        });
     }
 
     // ----- static types (only what assignments to fields need) ----------------------
@@ -2222,6 +2258,50 @@ mod tests {
         for constant in &module.constants {
             assert!(seen.insert(format!("{constant:?}")), "{constant:?} twice");
         }
+    }
+
+    /// Each `await` with a `context` records the context's type at its instruction: fields
+    /// in the order written (a literal) or declared (a named record), nested ones too.
+    #[test]
+    fn gate_contexts_keep_the_order_written_and_declared() {
+        let module = lowered(
+            "type Claim = { claimant: String, amount: Int }\n\
+             workflow w(cs: List<Claim>) -> Bool {\n\
+               var ok = true\n\
+               for c in cs {\n\
+                 let d = await approval \"g\" { approvers: role(\"x\"), context: { zeta: c.amount, alpha: c.claimant, mid: { b: 1, a: [c] } } }\n\
+                 let n = await input<Int> \"n\" { from: role(\"x\"), context: c }\n\
+                 ok = ok && d.approved && n > 0\n\
+               }\n\
+               let e = await approval \"g\" { approvers: role(\"x\") }\n\
+               ok && e.approved\n\
+             }",
+        );
+        let ops = code(&module, "w");
+        assert_eq!(module.gate_contexts.len(), 2, "{:?}", module.gate_contexts);
+        let [first, second] = &module.gate_contexts[..] else {
+            unreachable!()
+        };
+        assert!(matches!(ops[first.pc as usize], Op::AwaitApproval { .. }));
+        assert!(matches!(ops[second.pc as usize], Op::AwaitInput { .. }));
+        assert_eq!((first.workflow, second.workflow), (0, 0));
+        let schema = crate::bytecode::schema::form_schema(&module, first.ty);
+        assert_eq!(
+            schema["x-order"],
+            serde_json::json!(["zeta", "alpha", "mid"])
+        );
+        let mid = &schema["properties"]["mid"];
+        assert_eq!(mid["x-order"], serde_json::json!(["b", "a"]));
+        let claim = &mid["properties"]["a"]["items"];
+        assert_eq!(claim["x-order"], serde_json::json!(["claimant", "amount"]));
+        assert_eq!(claim["title"], "Claim");
+        assert_eq!(module.type_name(second.ty), "Claim");
+        // The last `await` has no context, and no entry.
+        let last = ops
+            .iter()
+            .rposition(|op| matches!(op, Op::AwaitApproval { .. }))
+            .expect("an await");
+        assert_eq!(module.gate_context(0, index_u32(last)), None);
     }
 
     #[test]

@@ -152,6 +152,9 @@ pub struct PendingGate {
     pub escalated: bool,
     /// For an input: the JSON Schema of the value it takes.
     pub input_schema: Option<serde_json::Value>,
+    /// The JSON Schema of the context, as a form's (`x-order`: the fields in the order the
+    /// workflow wrote or declared them), when the gate has a context and its artifact says.
+    pub context_schema: Option<serde_json::Value>,
     /// What happens at the deadline, when there is one: `true` when the workflow catches the
     /// `ApprovalTimeout` (it goes on), `false` when the run then fails.
     pub timeout_caught: Option<bool>,
@@ -511,6 +514,13 @@ fn index_row(run: GateRun<'_>, at: &OpenedAt<'_>, opened_at: Millis) -> GateRow 
             .map(|r| flow_compiler::bytecode::schema::form_schema(at.module, r.ty)),
         GateKind::Approval => None,
     };
+    // The context's fields in the order the workflow wrote them, from the type the compiler
+    // recorded for this `await` (none in artifacts older than format 4).
+    let (workflow, pc) = at.machine.position();
+    let context_schema = at
+        .module
+        .gate_context(workflow, pc)
+        .map(|ty| flow_compiler::bytecode::schema::form_schema(at.module, ty));
     // What the timeout would do: unwind a copy of the run as its clock would.
     let timeout_caught = gate.timeout.is_some() && {
         let error = error_value("ApprovalTimeout", String::new(), at.name);
@@ -541,6 +551,7 @@ fn index_row(run: GateRun<'_>, at: &OpenedAt<'_>, opened_at: Millis) -> GateRow 
         context: gate.context.to_json(),
         shown_sha256: gate.shown_hash(),
         input_schema,
+        context_schema,
         timeout_caught,
         options: gate.evaluated(at.kind),
         approvals: Vec::new(),
@@ -624,6 +635,7 @@ impl PendingGate {
             shown_hash: gate.shown_sha256.clone(),
             escalated: gate.escalated,
             input_schema: gate.input_schema.clone(),
+            context_schema: gate.context_schema.clone(),
             timeout_caught: gate.deadline.map(|_| gate.timeout_caught),
             quorum: gate.quorum,
             decisions: gate

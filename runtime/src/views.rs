@@ -103,6 +103,11 @@ pub struct GateView {
     pub view_hash: String,
     /// For an input: the JSON Schema of the value it takes.
     pub input_schema: Option<serde_json::Value>,
+    /// The JSON Schema of `context`, with a record's fields in the order the workflow wrote
+    /// or declared them (`x-order`, as in `input_schema`), for showing it; `null` without a
+    /// context, or for a gate of an artifact older than bytecode format 4 or opened before
+    /// the gate index kept it (then the context's fields are shown alphabetically).
+    pub context_schema: Option<serde_json::Value>,
     /// Approvals needed in all.
     pub quorum: i64,
     /// The approvals recorded since the gate opened, oldest first: `{by, at, comment}`.
@@ -132,6 +137,7 @@ impl GateView {
             remaining: gate.remaining,
             view_hash: gate.shown_hash.clone(),
             input_schema: gate.input_schema.clone(),
+            context_schema: gate.context_schema.clone(),
             quorum: gate.quorum,
             decisions: gate.decisions.clone(),
             escalation: gate.escalation.clone(),

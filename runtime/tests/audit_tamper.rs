@@ -587,8 +587,10 @@ fn make_legacy(project: &Project) {
     for column in ["client", "count", "last_at"] {
         db.execute(&format!("ALTER TABLE refusals DROP COLUMN {column}"), &[]);
     }
-    // Migration 8 (the calls a checkpoint keeps) too.
+    // Migration 8 (the calls a checkpoint keeps) too, and 13 (the schema of a gate's context
+    // in the gate index, whose table migration 9 keeps when it is there).
     db.execute("ALTER TABLE checkpoints DROP COLUMN calls", &[]);
+    db.execute("ALTER TABLE gates DROP COLUMN context_schema", &[]);
     if db.is_postgres() {
         db.execute("UPDATE flow_schema SET version = 5", &[]);
     } else {

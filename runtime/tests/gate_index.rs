@@ -45,6 +45,11 @@ fn row(run: &str, name: &str, opened_at: i64) -> GateRow {
         context: serde_json::json!({ "amount": 5, "note": "ünïcode" }),
         shown_sha256: "abc".into(),
         input_schema: None,
+        context_schema: Some(serde_json::json!({
+            "type": "object",
+            "properties": { "note": { "type": "string" }, "amount": { "type": "integer" } },
+            "x-order": ["note", "amount"],
+        })),
         timeout_caught: true,
         options: serde_json::json!({ "approvers": "role finance", "quorum": 2 }),
         approvals: vec![],
@@ -699,6 +704,13 @@ fn a_database_from_before_the_index_has_its_open_gates_indexed_once() {
             .expect_code(0);
         let before = project.listed();
         assert_eq!(before.len(), 3);
+        let context =
+            &before[&(escalated.clone(), "release_signoff".to_string())]["context_schema"];
+        assert_eq!(
+            context["x-order"],
+            serde_json::json!(["id", "value"]),
+            "{context}"
+        );
         make_schema_8(&project);
 
         // The first `flowrt` to open the database migrates it and indexes the three gates
@@ -737,12 +749,100 @@ fn a_database_from_before_the_index_has_its_open_gates_indexed_once() {
     });
 }
 
+/// Migration 13 adds the schema of a gate's context to the gate index: a gate opened before
+/// keeps its row, with no such schema (the inbox shows its context as it did) and the same
+/// view hash, and is decided as before; a gate opened after has one.
+#[test]
+fn a_gate_indexed_before_migration_13_keeps_its_row_and_gates_after_it_get_a_context_schema() {
+    for_each_store(|store| {
+        let project = gate_project(store);
+        let old = project.start("release", SHIPMENT);
+        let key = (old.clone(), "release_signoff".to_string());
+        let opened = project.listed()[&key].clone();
+        assert_eq!(opened["context_schema"]["title"], "Shipment", "{opened}");
+
+        // Taken back to 12: the column is gone and the row was written without it.
+        let db = project.db();
+        db.execute("ALTER TABLE gates DROP COLUMN context_schema", &[]);
+        if db.is_postgres() {
+            db.execute("UPDATE flow_schema SET version = 12", &[]);
+        } else {
+            db.execute("PRAGMA user_version = 12", &[]);
+        }
+        let migrated = project.listed()[&key].clone();
+        assert!(migrated["context_schema"].is_null(), "{migrated}");
+        assert_eq!(migrated["view_hash"], opened["view_hash"]);
+        assert_eq!(migrated["context"], opened["context"]);
+
+        let new = project.start("release", SHIPMENT);
+        let listed = project.listed();
+        assert_eq!(
+            listed[&(new, "release_signoff".to_string())]["context_schema"],
+            opened["context_schema"]
+        );
+        project
+            .flowrt(&["approve", &old, "release_signoff", "--as", "alice"])
+            .expect_code(0);
+        assert_eq!(project.status(&old)["output"], "released by alice");
+    });
+}
+
+/// A run pinned to an artifact of bytecode format 3 (before gate contexts were recorded)
+/// still opens its gate, with no context schema; the same program built today shows the
+/// context's fields in the order written. The context and the view hash are the same.
+#[test]
+fn a_format_3_artifact_opens_its_gate_without_a_context_schema() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write_bytes(
+            "old.flowb",
+            include_bytes!("../../compiler/tests/fixtures/format3.flowb"),
+        );
+        project.write(
+            "new.flow",
+            include_str!("../../compiler/tests/fixtures/format3.flow"),
+        );
+        let input = r#"{"c": {"claimant": "Ana", "amount": 40}, "round": 1}"#;
+        let mut gates = Vec::new();
+        for program in ["old.flowb", "new.flow"] {
+            let out = project.flowrt(&[
+                "run",
+                program,
+                "--workflow",
+                "settle",
+                "--as",
+                "ines",
+                "--input",
+                input,
+                "--json",
+            ]);
+            out.expect_code(10);
+            let run = out.json()["id"].as_str().unwrap().to_string();
+            gates.push(project.listed()[&(run, "payout".to_string())].clone());
+        }
+        let (old, new) = (&gates[0], &gates[1]);
+        assert!(old["context_schema"].is_null(), "{old}");
+        assert_eq!(
+            new["context_schema"]["x-order"],
+            serde_json::json!(["zeta", "alpha", "claim"]),
+            "{new}"
+        );
+        assert_eq!(
+            new["context_schema"]["properties"]["claim"]["x-order"],
+            serde_json::json!(["claimant", "amount"]),
+            "{new}"
+        );
+        assert_eq!(old["context"], new["context"]);
+        assert_eq!(old["view_hash"], new["view_hash"]);
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
-// A database from before the deciders' index and the running counts (schema 12)
+// A database from before the deciders' index and the running counts (schema 13)
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn a_database_at_schema_12_gains_who_may_decide_and_the_running_counts() {
+fn a_database_at_schema_13_gains_who_may_decide_and_the_running_counts() {
     for_each_store(|kind| {
         let dir = tempfile::tempdir().unwrap();
         let db = common::TestDb::create(kind, dir.path());
@@ -771,7 +871,7 @@ fn a_database_at_schema_12_gains_who_may_decide_and_the_running_counts() {
             .unwrap();
         drop(store);
 
-        // Taken back to 12: no deciders' table, no counts, no triggers keeping them.
+        // Taken back to 13: no deciders' table, no counts, no triggers keeping them.
         if db.is_postgres() {
             db.execute("DROP FUNCTION flow_count_runs() CASCADE", &[]);
             db.execute("DROP FUNCTION flow_count_gates() CASCADE", &[]);
@@ -791,9 +891,9 @@ fn a_database_at_schema_12_gains_who_may_decide_and_the_running_counts() {
             db.execute(&format!("DROP TABLE {table}"), &[]);
         }
         if db.is_postgres() {
-            db.execute("UPDATE flow_schema SET version = 12", &[]);
+            db.execute("UPDATE flow_schema SET version = 13", &[]);
         } else {
-            db.execute("PRAGMA user_version = 12", &[]);
+            db.execute("PRAGMA user_version = 13", &[]);
         }
 
         // Opened again: the open gates' deciders and the counts are filled from the rows.

@@ -3,9 +3,9 @@
 //! approval gate, one at an `await input<Review>` gate), then `node e2e/inbox.mjs` drives
 //! headless Chromium through the inbox (sign in, approve with a comment, fill and submit a
 //! typed input form, a wrong-role reviewer who sees nothing, may not read the run and is
-//! refused, a reader who sees the run but cannot decide it, no horizontal
-//! scrolling at 375px, a run started from the generated form). The server is stopped with
-//! SIGTERM and must exit 0.
+//! refused, a reader who sees the run but cannot decide it, no horizontal scrolling at 375px,
+//! a run started from the generated form, a context shown in the order the workflow wrote
+//! it). The server is stopped with SIGTERM and must exit 0.
 //!
 //! Needs Node.js, Debian's Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and the npm
 //! packages of `e2e/` (`npm ci --prefix e2e`; `./test.sh` and `.ci/run` do it). Without them
@@ -52,7 +52,7 @@ workflow release(o: Order, pin: Secret?) -> String {
   let d = await approval "signoff" {
     approvers: role("customs"),
     prompt: "Release order ${o.id} (${o.amount_eur} EUR)?",
-    context: { order: o, checked: true },
+    context: { zeta: o.amount_eur, alpha: o.id, mid: { order: o, checked: true } },
     timeout: 48h,
     escalate: role("ops_manager") after 24h,
   }
@@ -429,6 +429,13 @@ fn the_inbox_in_a_browser() {
         .env("INPUT_RUN", &triage)
         .env("QUORUM_RUN", &refund)
         .env("SECOND_REVIEWER_TOKEN", &bea)
+        // The release's context as written (alphabetically it would be alpha, mid, zeta), its
+        // nested record as written, and the `Order` in it as declared.
+        .env(
+            "CONTEXT_ORDER",
+            r#"{"": ["zeta", "alpha", "mid"], "mid": ["order", "checked"],
+                "mid.order": ["id", "amount_eur", "lines", "note"]}"#,
+        )
         .env("CHROMIUM", &chromium)
         .env("E2E_ARTIFACTS", &artifacts)
         .stdin(Stdio::null())

@@ -670,6 +670,105 @@ fn schemathesis_finds_no_server_error() {
     });
 }
 
+const ORDERED_PROGRAM: &str = r#"type Party = { name: String, country: String, id: Int }
+
+workflow check(p: Party) -> Bool {
+  let d = await approval "check" {
+    approvers: role("customs"),
+    prompt: "Check ${p.name}?",
+    context: { zeta: p.id, alpha: p.name, mid: { party: p, parties: [p], note: "n" } },
+  }
+  d.approved
+}
+
+workflow bare(id: String) -> String {
+  let v = await input<Int> "count" { from: role("customs"), prompt: "How many for ${id}?" }
+  "${id}: ${v}"
+}
+"#;
+
+/// A gate's context comes with its schema, over HTTP: the fields in the order the workflow
+/// wrote them (`x-order`), nested records in the order written or declared, in
+/// `GET /api/decisions` and in the run's gate; a gate without a context has none. The context
+/// itself, and the view hash of what the reviewer saw (prompt and context only), are as they
+/// always were.
+#[test]
+fn a_gate_shows_the_schema_of_its_context_in_the_order_written() {
+    use sha2::{Digest, Sha256};
+    for_each_store(|store| {
+        let server = Served::start(store, ORDERED_PROGRAM, USERS, &[]);
+        let ines = server.token("ines", &[]);
+        let alice = server.token("alice", &[]);
+        let doc = server.call("GET", "/openapi.json", Some(&ines), None, 200);
+        let party = json!({ "name": "Acme", "country": "NL", "id": 7 });
+        let started = server.call(
+            "POST",
+            "/api/runs",
+            Some(&ines),
+            Some(json!({ "workflow": "check", "input": { "p": party } })),
+            201,
+        );
+        let run = started["id"].as_str().expect("an id").to_string();
+        let decisions = server.call("GET", "/api/decisions", Some(&alice), None, 200);
+        let gate = decisions
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|g| g["run"] == run.as_str())
+            .unwrap_or_else(|| panic!("the gate is offered: {decisions}"))
+            .clone();
+        conforms(&doc, "Decision", &gate);
+        let schema = &gate["context_schema"];
+        assert_eq!(
+            schema["x-order"],
+            json!(["zeta", "alpha", "mid"]),
+            "{schema}"
+        );
+        let mid = &schema["properties"]["mid"];
+        assert_eq!(
+            mid["x-order"],
+            json!(["party", "parties", "note"]),
+            "{schema}"
+        );
+        let declared = json!(["name", "country", "id"]);
+        assert_eq!(mid["properties"]["party"]["x-order"], declared, "{schema}");
+        assert_eq!(mid["properties"]["party"]["title"], "Party", "{schema}");
+        assert_eq!(
+            mid["properties"]["parties"]["items"]["x-order"], declared,
+            "{schema}"
+        );
+        // The context is the value as before, and the hash covers the prompt and it alone.
+        let context = json!({ "zeta": 7, "alpha": "Acme", "mid": { "party": party, "parties": [party], "note": "n" } });
+        assert_eq!(gate["context"], context);
+        let shown = json!({ "prompt": "Check Acme?", "context": context }).to_string();
+        let hash: String = Sha256::digest(shown.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(gate["view_hash"], hash.as_str());
+        let status = server.call("GET", &format!("/api/runs/{run}"), Some(&ines), None, 200);
+        conforms(&doc, "Decision", &status["gate"]);
+        assert_eq!(status["gate"]["context_schema"], gate["context_schema"]);
+
+        // An input without a context: no schema of one (the input's own schema is there).
+        let started = server.call(
+            "POST",
+            "/api/runs",
+            Some(&alice),
+            Some(json!({ "workflow": "bare", "input": { "id": "B-1" } })),
+            201,
+        );
+        let bare = started["id"].as_str().expect("an id").to_string();
+        let status = server.call("GET", &format!("/api/runs/{bare}"), Some(&alice), None, 200);
+        conforms(&doc, "Decision", &status["gate"]);
+        assert!(status["gate"]["context_schema"].is_null(), "{status}");
+        assert_eq!(
+            status["gate"]["input_schema"]["type"], "integer",
+            "{status}"
+        );
+    });
+}
+
 /// Every key of `object` is a property of the OpenAPI component `name`, and every property
 /// the component requires is there: the document describes what the server sends.
 fn conforms(doc: &Value, name: &str, object: &Value) {

@@ -27,7 +27,7 @@ pub fn disassemble(module: &Module) -> String {
             if tool.sensitive { " sensitive" } else { "" }
         );
     }
-    for workflow in &module.workflows {
+    for (number, workflow) in module.workflows.iter().enumerate() {
         let params: Vec<String> = workflow
             .params
             .iter()
@@ -56,7 +56,13 @@ pub fn disassemble(module: &Module) -> String {
                 }
                 _ => String::new(),
             };
-            let _ = writeln!(out, "  {pc:>4}  {}{source}", show(module, *op));
+            // An `await` with a context shows the context's type (format 4), whose field
+            // order the inbox follows.
+            let context = module
+                .gate_context(number as u32, pc as u32)
+                .map(|ty| format!(" context {}", module.type_name(ty)))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {pc:>4}  {}{context}{source}", show(module, *op));
         }
     }
     out

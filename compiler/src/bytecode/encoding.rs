@@ -4,13 +4,14 @@
 //! magic    8 bytes  "FLOWBC\r\n" (the line ending catches text-mode corruption)
 //! version  u16 LE   FORMAT_VERSION of the writer
 //! length   u32 LE   payload length in bytes
-//! payload           the Module, postcard-encoded
+//! payload           the Module, then (format 2) its field docs, then (format 4) its gate
+//!                   contexts, each postcard-encoded
 //! checksum 32 bytes SHA-256 of the payload
 //! ```
 //!
 //! A deployed version is identified by the SHA-256 of the whole file ([`artifact_hash`]).
 
-use super::module::{FieldDocs, Module};
+use super::module::{FieldDocs, GateContext, Module};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -25,7 +26,11 @@ pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
 /// Format 3 added the `ContinueAs` instruction (appended to [`super::ops::Op`], so format 1 and
 /// 2 payloads decode unchanged); the version says so, so that an older runtime refuses the
 /// artifact with "upgrade flowrt" instead of failing on an unknown instruction mid-run.
-pub const FORMAT_VERSION: u16 = 3;
+///
+/// Format 4 added, after the field docs, a section with the static type of each `await`'s
+/// `context` ([`Module::gate_contexts`]), so that the inbox shows a context's fields in
+/// declaration order. An older artifact has none: its contexts are shown as before.
+pub const FORMAT_VERSION: u16 = 4;
 /// The oldest format this reader still reads: runs stay pinned to their artifact for weeks,
 /// so an upgrade must not strand them.
 pub const OLDEST_READABLE: u16 = 1;
@@ -89,6 +94,7 @@ impl std::error::Error for ArtifactError {}
 pub fn encode(module: &Module) -> Vec<u8> {
     let mut payload = postcard::to_stdvec(module).unwrap_or_default();
     payload.extend(postcard::to_stdvec(&module.field_docs).unwrap_or_default());
+    payload.extend(postcard::to_stdvec(&module.gate_contexts).unwrap_or_default());
     let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -147,6 +153,12 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
         module.field_docs = docs;
         rest = after;
     }
+    if version >= 4 {
+        let (contexts, after) = postcard::take_from_bytes::<Vec<GateContext>>(rest)
+            .map_err(|e| ArtifactError::Corrupt(format!("the gate contexts: {e}")))?;
+        module.gate_contexts = contexts;
+        rest = after;
+    }
     if !rest.is_empty() {
         return Err(ArtifactError::Corrupt(
             "trailing bytes in the payload".into(),
@@ -176,6 +188,7 @@ mod tests {
     fn tiny() -> Module {
         Module {
             field_docs: Vec::new(),
+            gate_contexts: Vec::new(),
             source_hash: "00".into(),
             files: vec!["a.flow".into()],
             constants: vec![Constant::Int(1)],
@@ -267,6 +280,68 @@ mod tests {
         );
         assert_eq!(module.field_docs[0].fields[0].0, "claimant");
         assert_eq!(super::super::verify::verify(&module), Ok(()));
+    }
+
+    /// `tests/fixtures/format3.flowb` was written by `flowc build tests/fixtures/format3.flow`
+    /// in format 3 (a gate with a context, `continue as`), before format 4 existed: it reads,
+    /// with no gate contexts (the inbox shows its contexts as it did).
+    #[test]
+    fn a_format_3_artifact_still_reads() {
+        let bytes = include_bytes!("../../tests/fixtures/format3.flowb");
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 3);
+        let module = decode(bytes).expect("format 3 reads");
+        assert_eq!(module.workflows[0].name, "settle");
+        assert_eq!(module.gates, ["payout"]);
+        assert!(
+            module.workflows[0]
+                .code
+                .contains(&Op::ContinueAs { workflow: 0 })
+        );
+        assert_eq!(module.field_docs[0].fields[0].0, "claimant");
+        assert!(module.gate_contexts.is_empty());
+        // The same module written today carries the (empty) section and reads back equal.
+        assert_eq!(decode(&encode(&module)), Ok(module));
+    }
+
+    /// A payload that stops where the gate contexts should begin, under a format 4 header.
+    #[test]
+    fn a_format_4_artifact_without_its_gate_contexts_is_corrupt() {
+        let module = tiny();
+        let mut payload = postcard::to_stdvec(&module).expect("encodes");
+        payload.extend(postcard::to_stdvec(&module.field_docs).expect("encodes"));
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&4u16.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(&Sha256::digest(&payload));
+        match decode(&bytes) {
+            Err(ArtifactError::Corrupt(why)) => {
+                assert!(why.starts_with("the gate contexts"), "{why}")
+            }
+            other => panic!("expected a corrupt artifact, got {other:?}"),
+        }
+        // Under a format 3 header the same bytes are a complete artifact.
+        bytes[8] = 3;
+        assert_eq!(decode(&bytes), Ok(module));
+    }
+
+    #[test]
+    fn gate_contexts_round_trip() {
+        let mut module = tiny();
+        module.gates = vec!["g".into()];
+        module.workflows[0].code = vec![Op::Const(0), Op::AwaitApproval { gate: 0 }, Op::Return];
+        module.workflows[0].debug = vec![module.workflows[0].debug[0]; 3];
+        module.gate_contexts = vec![GateContext {
+            workflow: 0,
+            pc: 1,
+            ty: TypeRef(0),
+        }];
+        let bytes = encode(&module);
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), FORMAT_VERSION);
+        let read = decode(&bytes).expect("reads");
+        assert_eq!(read.gate_context(0, 1), Some(TypeRef(0)));
+        assert_eq!(read.gate_context(0, 0), None);
+        assert_eq!(read, module);
     }
 
     #[test]

@@ -29,6 +29,23 @@ pub struct Module {
     /// section after it (see `encoding.rs`), so a format 1 payload still decodes as a module.
     #[serde(skip)]
     pub field_docs: Vec<FieldDocs>,
+    /// The static type of the `context` of each `await` that has one (format 4), so that the
+    /// inbox shows a context's fields in the order the workflow wrote or declared them (a
+    /// record value and its JSON have no order of their own). Carried in a section after
+    /// `field_docs`, like them, so that older payloads still decode.
+    #[serde(skip)]
+    pub gate_contexts: Vec<GateContext>,
+}
+
+/// The type of one `await`'s `context`, by the instruction: the same gate may be awaited in
+/// several places, each with a context of its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateContext {
+    /// Index into [`Module::workflows`].
+    pub workflow: u32,
+    /// The `await_approval` or `await_input` instruction, an index into the workflow's code.
+    pub pc: u32,
+    pub ty: TypeRef,
 }
 
 /// The documented fields of one record type, in declaration order.
@@ -127,6 +144,15 @@ impl Module {
             .iter()
             .enumerate()
             .find(|(_, w)| w.name == name)
+    }
+
+    /// The type of the `context` of the `await` at instruction `pc` of workflow `workflow`,
+    /// when it has one (and the artifact says: format 4).
+    pub fn gate_context(&self, workflow: u32, pc: u32) -> Option<TypeRef> {
+        self.gate_contexts
+            .iter()
+            .find(|c| c.workflow == workflow && c.pc == pc)
+            .map(|c| c.ty)
     }
 
     /// The `///` doc of a record type's field, if it has one.

@@ -19,8 +19,9 @@
 //! is written once under `$defs` and referred to with `$ref`.
 //!
 //! [`form_schema`] writes the same schema with what a form generated from it needs besides
-//! (the inbox's forms): a record's `title` (its type's name) and `x-order` (its fields in
-//! declaration order, since JSON objects have none), and `format: password` for a `Secret`.
+//! (the inbox's forms, and its context tables): a record's `title` (its type's name) and
+//! `x-order` (its fields in declaration order, since JSON objects have none), and
+//! `format: password` for a `Secret`.
 
 use super::module::{Module, TypeDesc, TypeRef};
 use serde_json::{Map, Value, json};
@@ -246,6 +247,7 @@ mod tests {
     fn module(types: Vec<TypeDesc>) -> Module {
         Module {
             field_docs: Vec::new(),
+            gate_contexts: Vec::new(),
             source_hash: String::new(),
             files: Vec::new(),
             constants: Vec::new(),

@@ -162,6 +162,20 @@ fn check_tables(module: &Module) -> Result<(), String> {
         }
         check_type(module, workflow.ret, &what)?;
     }
+    for context in &module.gate_contexts {
+        let what = format!(
+            "the gate context of workflow #{} instruction {}",
+            context.workflow, context.pc
+        );
+        let op = module
+            .workflows
+            .get(context.workflow as usize)
+            .and_then(|w| w.code.get(context.pc as usize));
+        if !matches!(op, Some(Op::AwaitApproval { .. } | Op::AwaitInput { .. })) {
+            return Err(format!("{what} names no `await` instruction"));
+        }
+        check_type(module, context.ty, &what)?;
+    }
     Ok(())
 }
 
@@ -380,6 +394,7 @@ mod tests {
         ];
         Module {
             field_docs: Vec::new(),
+            gate_contexts: Vec::new(),
             source_hash: String::new(),
             files: vec!["t.flow".into()],
             constants: vec![
@@ -429,6 +444,38 @@ mod tests {
         let mut missing = own.clone();
         missing.workflows[0].code[0] = Op::ContinueAs { workflow: 7 };
         assert!(verify(&missing).is_err_and(|e| e.contains("workflow #7")));
+    }
+
+    /// A gate context names an `await` instruction of an existing workflow, and a type.
+    #[test]
+    fn gate_contexts_name_an_await_and_a_type() {
+        use crate::bytecode::module::GateContext;
+        let mut gated = module(
+            vec![Op::Const(0), Op::AwaitApproval { gate: 0 }, Op::Return],
+            0,
+        );
+        gated.gates = vec!["g".into()];
+        let context = |workflow, pc, ty| GateContext {
+            workflow,
+            pc,
+            ty: TypeRef(ty),
+        };
+        gated.gate_contexts = vec![context(0, 1, 0)];
+        assert_eq!(verify(&gated), Ok(()));
+        for (bad, why) in [
+            (context(0, 0, 0), "names no `await` instruction"),
+            (context(0, 9, 0), "names no `await` instruction"),
+            (context(3, 1, 0), "names no `await` instruction"),
+            (context(0, 1, 5), "names type #5 of 1"),
+        ] {
+            let mut forged = gated.clone();
+            forged.gate_contexts = vec![bad];
+            let refused = verify(&forged);
+            assert!(
+                refused.as_ref().is_err_and(|e| e.contains(why)),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -2483,6 +2483,11 @@ impl<'a> BodyChecker<'a> {
                     self.mismatch(option.value.span, &Type::Json, &found, None);
                 }
                 self.forbid_secret(option.value.span, &found, "to the person deciding");
+                if option.name.name == stdlib::gate_option::CONTEXT {
+                    self.resolved
+                        .contexts
+                        .insert((self.file, option.value.span), found);
+                }
             } else {
                 self.expect_type(&option.value, &expected);
             }

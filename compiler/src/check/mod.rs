@@ -152,6 +152,9 @@ pub struct Resolutions {
     /// Record literals of a named record type that leave optional fields out, by span: the
     /// fields the lowering fills with `none`, so an omitted field and `none` are one value.
     pub omitted: HashMap<(FileId, Span), Vec<String>>,
+    /// The type of each gate's `context` value, by its span: the lowering describes it in
+    /// the artifact, so that the inbox shows the fields in the order written or declared.
+    pub contexts: HashMap<(FileId, Span), Type>,
     /// Facts for editors, recorded only when asked for (the language server's analysis,
     /// [`crate::analysis`]); `flowc check` and the lowering never pay for them.
     pub ide: Option<IdeFacts>,

@@ -131,6 +131,7 @@ pub fn document() -> Value {
                         "remaining": { "type": "integer" },
                         "view_hash": { "type": "string" },
                         "input_schema": { "type": "object", "nullable": true },
+                        "context_schema": { "type": "object", "nullable": true, "description": "The JSON Schema of `context`, with each record's fields in the order the workflow wrote or declared them (`x-order`); null without a context, or for a gate of an artifact older than bytecode format 4" },
                         "quorum": { "type": "integer", "description": "Approvals needed in all" },
                         "decisions": { "type": "array", "description": "The approvals recorded so far, oldest first", "items": {
                             "type": "object", "required": ["by", "at", "comment"],

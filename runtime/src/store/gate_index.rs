@@ -53,6 +53,9 @@ pub struct GateRow {
     pub shown_sha256: String,
     /// For an input: the JSON Schema of the value it takes.
     pub input_schema: Option<serde_json::Value>,
+    /// The JSON Schema of the context (a form's, with `x-order`), when the artifact records
+    /// its type (bytecode format 4); `None` too in rows written before migration 13.
+    pub context_schema: Option<serde_json::Value>,
     /// Whether the workflow catches the gate's `ApprovalTimeout`.
     pub timeout_caught: bool,
     /// The options as the workflow evaluated them (for a reviewer who asks why).
@@ -96,7 +99,7 @@ macro_rules! gate_columns {
         "run, name, kind, workflow, version, started_by, opened_at, approvers, approvers_json, \
          escalate_to, escalate_json, escalate_at, escalated, deadline, outer_deadline, quorum, \
          allow_self, prompt, context, shown_sha256, input_schema, timeout_caught, options, \
-         approvals"
+         approvals, context_schema"
     };
 }
 
@@ -173,6 +176,7 @@ pub(crate) struct RawGate {
     pub timeout_caught: bool,
     pub options: String,
     pub approvals: String,
+    pub context_schema: Option<String>,
 }
 
 impl RawGate {
@@ -202,6 +206,7 @@ impl RawGate {
             timeout_caught: row.timeout_caught,
             options: row.options.to_string(),
             approvals: serde_json::to_string(&row.approvals).unwrap_or_else(|_| "[]".into()),
+            context_schema: row.context_schema.as_ref().map(ToString::to_string),
         }
     }
 
@@ -250,6 +255,11 @@ impl RawGate {
                 .input_schema
                 .as_deref()
                 .map(|t| json("input_schema", t))
+                .transpose()?,
+            context_schema: self
+                .context_schema
+                .as_deref()
+                .map(|t| json("context_schema", t))
                 .transpose()?,
             timeout_caught: self.timeout_caught,
             options: json("options", &self.options)?,
@@ -328,6 +338,7 @@ pub(crate) fn raw_gate(mut row: Row) -> StoreResult<RawGate> {
         timeout_caught: row.get(21)?,
         options: row.get(22)?,
         approvals: row.get(23)?,
+        context_schema: row.get(24)?,
     })
 }
 
@@ -358,7 +369,7 @@ pub(crate) fn put_gate(
                 "INSERT INTO gates (",
                 gate_columns!(),
                 ", deciders) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                 $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
+                 $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)
                  ON CONFLICT (run, name) ",
                 $conflict
             )
@@ -381,7 +392,7 @@ pub(crate) fn put_gate(
             context = excluded.context, shown_sha256 = excluded.shown_sha256,
             input_schema = excluded.input_schema, timeout_caught = excluded.timeout_caught,
             options = excluded.options, approvals = excluded.approvals,
-            deciders = excluded.deciders"
+            context_schema = excluded.context_schema, deciders = excluded.deciders"
             )
         ),
         OnConflict::Keep => sql!(dialect, insert!("DO NOTHING")),
@@ -416,6 +427,7 @@ pub(crate) fn put_gate(
             r.timeout_caught,
             &r.options,
             &r.approvals,
+            &r.context_schema,
             &serde_json::Value::from(deciders.clone()).to_string(),
         ],
     )?;
@@ -630,6 +642,7 @@ pub(crate) mod tests {
             context: serde_json::json!({ "amount": 5 }),
             shown_sha256: "abc".into(),
             input_schema: None,
+            context_schema: None,
             timeout_caught: true,
             options: serde_json::json!({ "quorum": 2 }),
             approvals: vec![],
@@ -646,6 +659,7 @@ pub(crate) mod tests {
         });
         gate.kind = GateKind::Input;
         gate.input_schema = Some(serde_json::json!({ "type": "integer" }));
+        gate.context_schema = Some(serde_json::json!({ "type": "object", "x-order": ["b", "a"] }));
         assert_eq!(RawGate::of(&gate).finish().unwrap(), gate);
         let mut raw = RawGate::of(&gate);
         raw.context = "{not json".into();

@@ -181,7 +181,11 @@ pub const MIGRATIONS: &[&str] = &[
     // 12: `/metrics` counts the open gates by kind, and finds the oldest, from an index
     // instead of reading every gate's row.
     "CREATE INDEX IF NOT EXISTS gates_by_kind_opened ON gates(kind, opened_at);",
-    // 13: who may decide each open gate, one row per user or role the gate names (see
+    // 13: the schema of a gate's context (its type as the artifact records it, bytecode
+    // format 4), so that the inbox shows its fields in the order the workflow wrote them;
+    // NULL in the rows of gates opened before, which are shown as they were.
+    "ALTER TABLE gates ADD COLUMN context_schema TEXT;",
+    // 14: who may decide each open gate, one row per user or role the gate names (see
     // store/gate_index.rs), so that one reviewer's gates are found through an index instead
     // of by matching every gate's `deciders` text; filled from that text for the gates open
     // when the database is upgraded.
@@ -197,7 +201,7 @@ pub const MIGRATIONS: &[&str] = &[
      {postgres:INSERT INTO gate_deciders (decider, run, name)
         SELECT DISTINCT d, g.run, g.name FROM gates g, jsonb_array_elements_text(g.deciders::jsonb) d
         ON CONFLICT DO NOTHING;}",
-    // 14: `/metrics` reads running counts of runs (by workflow and status) and of open gates
+    // 15: `/metrics` reads running counts of runs (by workflow and status) and of open gates
     // (by kind) instead of counting rows: triggers keep them with every write of `runs` and
     // `gates`, in the writer's transaction. A count is split into slots, each written by one
     // writer only, so that writers never wait for one another: SQLite has one writer (slot

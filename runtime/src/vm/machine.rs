@@ -185,6 +185,12 @@ impl Machine {
         })
     }
 
+    /// The next instruction: the workflow's index and the instruction's (at a durable point,
+    /// the instruction the machine stopped at).
+    pub fn position(&self) -> (u32, u32) {
+        (self.workflow, self.fiber.pc)
+    }
+
     /// Where the next instruction came from.
     pub fn location(&self, module: &Module) -> Option<DebugLoc> {
         module

@@ -208,9 +208,13 @@
   }
 
   /** A readable rendering of any JSON value: records as two-column tables, lists of
-   * records as tables with a header row, nested values recursively. */
-  function renderValue(value, label, depth) {
+   * records as tables with a header row, nested values recursively. With `schema` (a JSON
+   * Schema of the value as the compiler writes it, `root` holding its `$defs`), a record's
+   * fields come in its `x-order` (the order the workflow wrote or declared them: a JSON
+   * object has none, and the server's are alphabetical), the others after it, alphabetically. */
+  function renderValue(value, label, depth, schema, root) {
     depth = depth || 0;
+    const shape = shownSchema(schema, root);
     if (value === null || value === undefined) return h("span", { class: "muted" }, "none");
     if (typeof value === "boolean") return h("span", { class: "bool" }, value ? "yes" : "no");
     if (typeof value === "number") return h("span", { class: "num" }, String(value));
@@ -219,11 +223,13 @@
     }
     if (Array.isArray(value)) {
       if (value.length === 0) return h("span", { class: "muted" }, "empty list");
+      const items = shape && shape.items ? shownSchema(shape.items, root) : null;
       if (value.every(isPlainObject)) {
-        const columns = [];
+        const keys = [];
         for (const item of value) {
-          for (const key of Object.keys(item)) if (!columns.includes(key)) columns.push(key);
+          for (const key of Object.keys(item)) if (!keys.includes(key)) keys.push(key);
         }
+        const columns = items ? inSchemaOrder(keys, items) : keys;
         const table = h(
           "table",
           { class: "data" },
@@ -236,7 +242,9 @@
               h(
                 "tr",
                 null,
-                columns.map((c) => h("td", null, c in item ? renderValue(item[c], c, depth + 1) : ""))
+                columns.map((c) =>
+                  h("td", null, c in item ? renderValue(item[c], c, depth + 1, fieldSchema(items, c, root), root) : "")
+                )
               )
             )
           )
@@ -246,11 +254,11 @@
       return h(
         "ul",
         { class: "values" },
-        value.map((item) => h("li", null, renderValue(item, label, depth + 1)))
+        value.map((item) => h("li", null, renderValue(item, label, depth + 1, items, root)))
       );
     }
     if (isPlainObject(value)) {
-      const keys = Object.keys(value);
+      const keys = shape ? inSchemaOrder(Object.keys(value), shape) : Object.keys(value);
       if (keys.length === 0) return h("span", { class: "muted" }, "empty");
       const table = h(
         "table",
@@ -260,13 +268,52 @@
           "tbody",
           null,
           keys.map((k) =>
-            h("tr", null, h("th", { scope: "row" }, k), h("td", null, renderValue(value[k], k, depth + 1)))
+            h(
+              "tr",
+              null,
+              h("th", { scope: "row" }, k),
+              h("td", null, renderValue(value[k], k, depth + 1, fieldSchema(shape, k, root), root))
+            )
           )
         )
       );
       return depth === 0 ? scrollBox(table, label || "Details") : table;
     }
     return h("span", null, String(value));
+  }
+
+  /** The schema a shown value has: references resolved, and `T?` (anyOf [T, null]) as `T`,
+   * since a null shows as "none" whatever its schema. Null without a schema. */
+  function shownSchema(schema, root) {
+    if (!schema || typeof schema !== "object") return null;
+    const s = resolveSchema(schema, root);
+    if (Array.isArray(s.anyOf)) {
+      const rest = s.anyOf.filter((a) => !isNullSchema(a));
+      if (rest.length === 1) return shownSchema(rest[0], root);
+    }
+    return s;
+  }
+
+  /** The schema of field `key` of an object of schema `s`: a record's property, a map's
+   * values, or the payload of an enum variant (`{"Variant": {…}}`, one of `oneOf`). */
+  function fieldSchema(s, key, root) {
+    if (!s) return null;
+    if (s.properties && Object.hasOwn(s.properties, key)) return s.properties[key];
+    if (s.additionalProperties && typeof s.additionalProperties === "object") return s.additionalProperties;
+    if (Array.isArray(s.oneOf)) {
+      for (const alt of s.oneOf) {
+        const choice = shownSchema(alt, root);
+        if (choice && choice.properties && Object.hasOwn(choice.properties, key)) return choice.properties[key];
+      }
+    }
+    return null;
+  }
+
+  /** `keys` in the `x-order` of schema `s`, then the ones it does not name, alphabetically. */
+  function inSchemaOrder(keys, s) {
+    const order = Array.isArray(s["x-order"]) ? s["x-order"].filter((k) => keys.includes(k)) : [];
+    const rest = keys.filter((k) => !order.includes(k)).sort();
+    return order.concat(rest);
   }
 
   /** One line of text summarising a value (for timelines). */
@@ -1181,7 +1228,13 @@
       ),
       d.prompt ? h("p", { class: "prompt" }, d.prompt) : null,
       d.context !== null && d.context !== undefined
-        ? h("section", { class: "context" }, h("h3", null, "Context"), renderValue(d.context, "Context"))
+        ? h(
+            "section",
+            { class: "context" },
+            h("h3", null, "Context"),
+            // In the order the workflow wrote it (the server's `context_schema`), when known.
+            renderValue(d.context, "Context", 0, d.context_schema || null, d.context_schema || null)
+          )
         : null,
       meta,
       earlier,
