@@ -216,16 +216,20 @@ impl<S: SqlStore + ?Sized> Runs for S {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let conn = self.conn()?;
         // One statement; on PostgreSQL, rows another worker is claiming right now are skipped,
-        // not waited for.
+        // not waited for. Each of the three kinds of ready run is found through an index
+        // (`runs_in_call`, `runs_by_status_wake`), so that the runs waiting for people or
+        // later timers, however many, are not read: runnable; waiting on a timer that is due;
+        // in a tool call whose driver's lease ran out.
         let sql = sql!(
             conn.dialect(),
             "UPDATE runs SET owner = $1, lease_until = $3
              WHERE id IN (
                 SELECT id FROM runs
-                WHERE ((status = 'runnable'
-                        OR (status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $2))
+                WHERE (status = 'runnable'
                        AND (owner IS NULL OR owner = $1 OR lease_until IS NULL OR lease_until < $2))
-                   OR (status = 'waiting' AND waiting_on LIKE 'tool %'
+                   OR (status = 'waiting' AND wake_at <= $2
+                       AND (owner IS NULL OR owner = $1 OR lease_until IS NULL OR lease_until < $2))
+                   OR (status = 'waiting' AND substr(waiting_on, 1, 5) = 'tool '
                        AND (owner IS NULL OR lease_until IS NULL OR lease_until < $2))
                 ORDER BY created_at, {ROW}
                 LIMIT $4

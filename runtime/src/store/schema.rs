@@ -298,6 +298,9 @@ pub const MIGRATIONS: &[&str] = &[
      INSERT INTO run_counts (workflow, status, slot, count)
         SELECT workflow, status, 0, COUNT(*) FROM runs GROUP BY workflow, status;
      INSERT INTO gate_counts (kind, slot, count) SELECT kind, 0, COUNT(*) FROM gates GROUP BY kind;",
+    // 16: the runs in a tool call, found by the claim without reading every waiting run
+    // (`Runs::claim_ready` asks for `substr(waiting_on, 1, 5) = 'tool '`).
+    "CREATE INDEX IF NOT EXISTS runs_in_call ON runs(status, substr(waiting_on, 1, 5));",
 ];
 
 /// The schema version this code writes and understands.
