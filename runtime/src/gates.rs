@@ -612,32 +612,15 @@ pub(crate) fn gate_opening(
 }
 
 impl PendingGate {
-    /// The view of an open gate, from its index row.
-    pub(crate) fn of(gate: &GateRow) -> PendingGate {
-        let mut approvers = gate.approvers.clone();
-        if gate.escalated
-            && let Some(to) = &gate.escalate_to
-        {
-            approvers = format!("{approvers} or, escalated, {to}");
-        }
+    /// The view of an open gate, from its index row (taken whole).
+    pub(crate) fn of(gate: GateRow) -> PendingGate {
+        let remaining = gate.remaining();
+        let approvers = match (&gate.escalate_to, gate.escalated) {
+            (Some(to), true) => format!("{} or, escalated, {to}", gate.approvers),
+            _ => gate.approvers,
+        };
         PendingGate {
-            run: gate.run.clone(),
-            workflow: gate.workflow.clone(),
-            gate: gate.name.clone(),
-            kind: gate.kind,
-            prompt: gate.prompt.clone(),
-            context: gate.context.clone(),
-            approvers,
-            started_by: gate.started_by.clone(),
-            opened_at: gate.opened_at,
-            deadline: gate.deadline,
-            remaining: gate.remaining(),
-            shown_hash: gate.shown_sha256.clone(),
-            escalated: gate.escalated,
-            input_schema: gate.input_schema.clone(),
-            context_schema: gate.context_schema.clone(),
             timeout_caught: gate.deadline.map(|_| gate.timeout_caught),
-            quorum: gate.quorum,
             decisions: gate
                 .approvals
                 .iter()
@@ -646,7 +629,23 @@ impl PendingGate {
             escalation: gate.escalate_to.as_ref().map(|to| {
                 serde_json::json!({ "to": to, "at": gate.escalate_at, "fired": gate.escalated })
             }),
-            options: gate.options.clone(),
+            run: gate.run,
+            workflow: gate.workflow,
+            gate: gate.name,
+            kind: gate.kind,
+            prompt: gate.prompt,
+            context: gate.context,
+            approvers,
+            started_by: gate.started_by,
+            opened_at: gate.opened_at,
+            deadline: gate.deadline,
+            remaining,
+            shown_hash: gate.shown_sha256,
+            escalated: gate.escalated,
+            input_schema: gate.input_schema,
+            context_schema: gate.context_schema,
+            quorum: gate.quorum,
+            options: gate.options,
         }
     }
 }
@@ -779,7 +778,7 @@ impl Engine {
             return Ok(self
                 .store
                 .gates(None)?
-                .iter()
+                .into_iter()
                 .map(PendingGate::of)
                 .collect());
         };
@@ -787,7 +786,7 @@ impl Engine {
         Ok(self
             .store
             .gates_for(user, &roles)?
-            .iter()
+            .into_iter()
             .filter(|gate| {
                 let approving = gate.kind == GateKind::Approval;
                 eligibility(gate, user, &roles, approving).is_ok()
@@ -801,7 +800,7 @@ impl Engine {
         Ok(self
             .store
             .gates(Some(run))?
-            .iter()
+            .into_iter()
             .map(PendingGate::of)
             .collect())
     }

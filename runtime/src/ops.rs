@@ -178,7 +178,11 @@ pub fn list_runs(
 /// One run with its input and open gate.
 pub fn show_run(engine: &mut Engine, caller: Caller<'_>, id: &str) -> OpResult<RunDetailView> {
     let record = readable_run(engine, caller, id)?;
-    let gate = engine.open_gates_of(id)?.first().map(GateView::of);
+    let gate = engine
+        .open_gates_of(id)?
+        .into_iter()
+        .next()
+        .map(GateView::of);
     Ok(RunDetailView {
         run: RunView::of(engine, &record)?,
         input: serde_json::from_str(&record.input).unwrap_or(serde_json::Value::Null),
@@ -215,7 +219,11 @@ pub fn audit(engine: &mut Engine, caller: Caller<'_>, id: &str) -> OpResult<Audi
 
 /// The gates waiting for a person: those `user` may decide now, or every one.
 pub fn pending(engine: &mut Engine, user: Option<&str>) -> OpResult<Vec<GateView>> {
-    Ok(engine.pending(user)?.iter().map(GateView::of).collect())
+    Ok(engine
+        .pending(user)?
+        .into_iter()
+        .map(GateView::of)
+        .collect())
 }
 
 /// The run, which must exist.

@@ -121,28 +121,29 @@ pub struct GateView {
 }
 
 impl GateView {
-    pub fn of(gate: &PendingGate) -> GateView {
+    /// The view of a gate (taken whole: a listing of a thousand gates copies no context).
+    pub fn of(gate: PendingGate) -> GateView {
         GateView {
-            run: gate.run.clone(),
-            workflow: gate.workflow.clone(),
-            gate: gate.gate.clone(),
+            run: gate.run,
+            workflow: gate.workflow,
+            gate: gate.gate,
             kind: gate.kind.word(),
-            prompt: gate.prompt.clone(),
-            context: gate.context.clone(),
-            approvers: gate.approvers.clone(),
-            started_by: gate.started_by.clone(),
+            prompt: gate.prompt,
+            context: gate.context,
+            approvers: gate.approvers,
+            started_by: gate.started_by,
             opened_at: gate.opened_at,
             deadline: gate.deadline,
             escalated: gate.escalated,
             remaining: gate.remaining,
-            view_hash: gate.shown_hash.clone(),
-            input_schema: gate.input_schema.clone(),
-            context_schema: gate.context_schema.clone(),
+            view_hash: gate.shown_hash,
+            input_schema: gate.input_schema,
+            context_schema: gate.context_schema,
             quorum: gate.quorum,
-            decisions: gate.decisions.clone(),
-            escalation: gate.escalation.clone(),
+            decisions: gate.decisions,
+            escalation: gate.escalation,
             at_deadline: gate.timeout_caught.map(at_deadline),
-            options: gate.options.clone(),
+            options: gate.options,
         }
     }
 }

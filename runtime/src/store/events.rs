@@ -64,10 +64,23 @@ pub(super) fn append(
     events: &[NewEvent],
     seal: Option<&str>,
 ) -> StoreResult<()> {
+    let head = read_head(conn, run)?;
+    append_after(conn, run, head, events, seal)
+}
+
+/// [`append`] for a caller that has read the run's audit head already (in this
+/// transaction, under the run's lock: see [`lock_for_commit`]).
+pub(super) fn append_after(
+    conn: &mut dyn Conn,
+    run: &str,
+    head: Option<Head>,
+    events: &[NewEvent],
+    seal: Option<&str>,
+) -> StoreResult<()> {
     use crate::audit::{Tail, key};
     let doing = "appending history events";
     let dialect = conn.dialect();
-    let tail = match read_head(conn, run)? {
+    let tail = match head {
         Some(head) => Tail::Head(head),
         None => {
             let installation = read_installation(conn, true)?;
@@ -159,6 +172,49 @@ pub(super) fn seal_of_row(conn: &mut dyn Conn, run: &str) -> StoreResult<Option<
         (row.get(0)?, row.get(1)?, row.get(2)?);
     Ok(RunStatus::parse(&status)
         .and_then(|status| crate::audit::seal(status, output.as_deref(), error.as_deref())))
+}
+
+/// What a commit reads of its run, under the run's lock (see [`lock_run`]): who holds its
+/// claim, what it waited on before this commit, and its audit head — one statement.
+pub(super) struct LockedRun {
+    pub owner: Option<String>,
+    pub waiting_on: Option<String>,
+    pub head: Option<Head>,
+}
+
+/// [`lock_run`] with the rest of [`LockedRun`]; `None` when there is no such run.
+pub(super) fn lock_for_commit(
+    conn: &mut dyn Conn,
+    run: &str,
+    doing: &str,
+) -> StoreResult<Option<LockedRun>> {
+    let sql = sql!(
+        conn.dialect(),
+        "SELECT r.owner, r.waiting_on,
+                h.run, h.n, h.prev_run, h.seq, h.hash, h.keyed_from, h.mac
+         FROM runs r LEFT JOIN audit_heads h ON h.run = r.id
+         WHERE r.id = $1 {postgres:FOR UPDATE OF r}"
+    );
+    let Some(mut row) = conn.query_opt(doing, sql, params![run])? else {
+        return Ok(None);
+    };
+    let head = match row.get::<Option<String>>(2)? {
+        Some(run) => Some(Head {
+            run,
+            n: row.get(3)?,
+            prev_run: row.get(4)?,
+            seq: row.get(5)?,
+            hash: row.get(6)?,
+            keyed_from: row.get(7)?,
+            mac: row.get(8)?,
+        }),
+        None => None,
+    };
+    Ok(Some(LockedRun {
+        owner: row.get(0)?,
+        waiting_on: row.get(1)?,
+        head,
+    }))
 }
 
 /// Locks the run's row for the transaction (on PostgreSQL; SQLite's transaction holds the

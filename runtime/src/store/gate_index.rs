@@ -465,10 +465,13 @@ fn put_deciders(
 }
 
 /// Brings the gate index of the step's run in line with what the run waits on afterwards
-/// (see [`plan`]), in the commit's transaction.
-pub(crate) fn apply(conn: &mut dyn Conn, step: &StepCommit) -> StoreResult<()> {
+/// (see [`plan`]), in the commit's transaction. `was_at_gate`: whether the run waited at a
+/// gate before this commit — if not, it has no rows (the invariant) and none are deleted,
+/// which spares every step outside a gate two statements.
+pub(crate) fn apply(conn: &mut dyn Conn, step: &StepCommit, was_at_gate: bool) -> StoreResult<()> {
     let (keep, write) = plan(&step.run, step.waiting_on.as_deref(), step.gate.as_ref())?;
     match &keep {
+        _ if !was_at_gate => {}
         Some(name) => {
             let dialect = conn.dialect();
             for sql in [

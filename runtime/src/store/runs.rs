@@ -86,22 +86,26 @@ fn run_exists(conn: &mut dyn Conn, doing: &str, run: &str) -> StoreResult<bool> 
 
 /// One step of a commit, under the run's lock: the claim checked, then everything written.
 fn commit_step(conn: &mut dyn Conn, step: &StepCommit, doing: &str) -> StoreResult<()> {
-    match lock_run(conn, &step.run, doing)? {
-        None => return Err(StoreError::NoSuchRun(step.run.clone())),
-        Some(holder) if holder.as_deref() != Some(step.owner.as_str()) => {
-            return Err(StoreError::NotOwner {
-                run: step.run.clone(),
-            });
-        }
-        Some(_) => {}
+    let Some(locked) = events::lock_for_commit(conn, &step.run, doing)? else {
+        return Err(StoreError::NoSuchRun(step.run.clone()));
+    };
+    if locked.owner.as_deref() != Some(step.owner.as_str()) {
+        return Err(StoreError::NotOwner {
+            run: step.run.clone(),
+        });
     }
     if let Some(checkpoint) = &step.checkpoint {
         upsert_checkpoint(conn, &step.run, checkpoint, step.now)?;
     }
     if !step.events.is_empty() {
         let seal = crate::audit::seal(step.status, step.output.as_deref(), step.error.as_deref());
-        events::append(conn, &step.run, &step.events, seal.as_deref())?;
+        events::append_after(conn, &step.run, locked.head, &step.events, seal.as_deref())?;
     }
+    let was_at_gate = locked
+        .waiting_on
+        .as_deref()
+        .and_then(crate::history::WaitingOn::parse)
+        .is_some_and(|w| w.as_gate().is_some());
     let sql = sql!(
         conn.dialect(),
         "UPDATE runs SET status = $2, output = $3, error = $4, waiting_on = $5,
@@ -121,7 +125,7 @@ fn commit_step(conn: &mut dyn Conn, step: &StepCommit, doing: &str) -> StoreResu
             step.now,
         ],
     )?;
-    super::gate_index::apply(conn, step)?;
+    super::gate_index::apply(conn, step, was_at_gate)?;
     super::outbox::apply(conn, &step.outbox)
 }
 
