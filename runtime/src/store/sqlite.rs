@@ -265,6 +265,15 @@ impl SqliteStore {
             .map_err(ctx.map("setting synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(ctx.map("enabling foreign keys"))?;
+        // The query planner keeps a statement's plan whatever is bound to it: without this,
+        // SQLite re-prepares a cached statement when a new value for a parameter it could
+        // plan around (a `LIMIT`, a pattern) is bound — a seventh of a step's time in
+        // `durable_steps`. Our statements are written for one plan.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(ctx.map("keeping query plans stable"))?;
         conn.set_prepared_statement_cache_capacity(64);
         let mut store = SqliteStore {
             db: SqliteConn { conn, ctx },
