@@ -21,7 +21,7 @@ use crate::bytecode::module::{
     Binding, Constant, DebugLoc, FieldDocs, GateContext, InputRequest, Module, ToolInfo, TypeDesc,
     TypeRef, WorkflowCode,
 };
-use crate::bytecode::{Op, encoding, verify};
+use crate::bytecode::{Op, verify};
 use crate::check::{self, IterKind, Resolved};
 use crate::program::Program;
 use crate::span::{FileId, Span};
@@ -119,7 +119,7 @@ pub fn source_hash(program: &Program) -> String {
     for file in program.db.ids() {
         hasher.update(program.db.text(file).as_bytes());
     }
-    encoding::hex(&hasher.finalize())
+    flow_stdlib::hex::encode(&hasher.finalize())
 }
 
 // ----- the module and its interned tables ---------------------------------------------
@@ -2345,7 +2345,10 @@ mod tests {
         let mut hasher = Sha256::new();
         hasher.update(program.db.text(FileId(0)));
         hasher.update(program.db.text(FileId(1)));
-        assert_eq!(module.source_hash, encoding::hex(&hasher.finalize()));
+        assert_eq!(
+            module.source_hash,
+            flow_stdlib::hex::encode(&hasher.finalize())
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ fn notification_id() -> String {
             (crate::clock::Clock::system().now() as u128) << 32 | u128::from(std::process::id());
         bytes = seed.to_le_bytes();
     }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = flow_stdlib::hex::encode(&bytes);
     format!("n{hex}")
 }
 

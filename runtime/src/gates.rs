@@ -463,10 +463,7 @@ fn finished_message(record: &RunRecord) -> String {
 }
 
 fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    flow_stdlib::hex::encode(&Sha256::digest(text.as_bytes()))
 }
 
 /// The run a gate belongs to, as the gate index names it.

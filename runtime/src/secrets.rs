@@ -103,7 +103,7 @@ impl SecretKey {
     }
 
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        flow_stdlib::hex::encode(&self.0)
     }
 
     /// A random nonce followed by the ciphertext and its tag.

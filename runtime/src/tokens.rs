@@ -32,15 +32,14 @@ impl std::fmt::Display for AuthError {
 
 /// SHA-256 (hex) of a token: what the store keeps.
 pub fn hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    flow_stdlib::hex::encode(&Sha256::digest(token.as_bytes()))
 }
 
 fn random_hex(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
     // Without the OS random source no token can be made safely.
     getrandom::fill(&mut buffer).expect("the operating system's random source");
-    buffer.iter().map(|b| format!("{b:02x}")).collect()
+    flow_stdlib::hex::encode(&buffer)
 }
 
 /// Creates a token for `user`; returns the token (to show once) and its record.

@@ -5,6 +5,7 @@
 //! sides handle it. Builtin ids are persisted in bytecode: they are explicit, stable and
 //! append-only — never renumber or reuse one.
 
+pub mod hex;
 pub mod time;
 
 /// A type as written in a builtin signature.

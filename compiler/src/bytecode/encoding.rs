@@ -172,11 +172,7 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
 
 /// The identity of a deployed version: SHA-256 of the artifact bytes, in hex.
 pub fn artifact_hash(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    flow_stdlib::hex::encode(&Sha256::digest(bytes))
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ impl AuditKey {
 
     /// HMAC-SHA-256 of `message`, as 64 hex digits.
     pub fn mac_hex(&self, message: &str) -> String {
-        hex(&mac(&self.0, message.as_bytes()))
+        flow_stdlib::hex::encode(&mac(&self.0, message.as_bytes()))
     }
 }
 
@@ -72,10 +72,6 @@ fn mac(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
         <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
     mac.update(message);
     mac.finalize().into_bytes().into()
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ pub fn canonical(record: &Record, prev_hash: &str) -> String {
 /// Chain format 0, before the audit key: SHA-256 (hex) of the canonical encoding. Only
 /// verified, never written any more.
 pub fn hash(record: &Record, prev_hash: &str) -> String {
-    key::hex(&Sha256::digest(canonical(record, prev_hash).as_bytes()))
+    flow_stdlib::hex::encode(&Sha256::digest(canonical(record, prev_hash).as_bytes()))
 }
 
 /// Chain format 1: the HMAC of a record under the audit key, over its fields, the previous
@@ -112,7 +112,8 @@ pub fn keyed_hash(key: &AuditKey, record: &Record, prev_hash: &str, seal: Option
 /// What the record that leaves a run final seals: its status and the SHA-256 of its output
 /// and error, as the `runs` row holds them. None for a status that is not final.
 pub fn seal(status: RunStatus, output: Option<&str>, error: Option<&str>) -> Option<String> {
-    let digest = |text: Option<&str>| text.map(|t| key::hex(&Sha256::digest(t.as_bytes())));
+    let digest =
+        |text: Option<&str>| text.map(|t| flow_stdlib::hex::encode(&Sha256::digest(t.as_bytes())));
     status.is_final().then(|| {
         serde_json::json!({
             "status": status.as_str(),
