@@ -79,16 +79,25 @@ fn step(run: &str, waiting_on: Option<&str>, gate: Option<GateChange>, now: i64)
 
 use common::create_claimed_run as create;
 
+/// A fresh store in `dir` with version `v1` deployed and claimed runs `r1`, `r2`, `r3`.
+fn store_with_three_runs(
+    kind: &Store,
+    dir: &std::path::Path,
+) -> (common::TestDb, Box<dyn store::Store>) {
+    let db = common::TestDb::create(kind, dir);
+    let mut store = store::open(db.spec()).unwrap();
+    store.deploy("v1", b"artifact", 0).unwrap();
+    for id in ["r1", "r2", "r3"] {
+        create(store.as_mut(), id);
+    }
+    (db, store)
+}
+
 #[test]
 fn the_store_writes_the_gate_index_in_the_commits_that_change_it() {
     for_each_store(|kind| {
         let dir = tempfile::tempdir().unwrap();
-        let db = common::TestDb::create(kind, dir.path());
-        let mut store = store::open(db.spec()).unwrap();
-        store.deploy("v1", b"artifact", 0).unwrap();
-        for id in ["r1", "r2", "r3"] {
-            create(store.as_mut(), id);
-        }
+        let (_db, mut store) = store_with_three_runs(kind, dir.path());
         assert_eq!(store.gate_counts().unwrap(), GateCounts::default());
 
         // Opening: the row reads back whole, by gate, by run and in the listing.
@@ -845,12 +854,7 @@ fn a_format_3_artifact_opens_its_gate_without_a_context_schema() {
 fn a_database_at_schema_13_gains_who_may_decide_and_the_running_counts() {
     for_each_store(|kind| {
         let dir = tempfile::tempdir().unwrap();
-        let db = common::TestDb::create(kind, dir.path());
-        let mut store = store::open(db.spec()).unwrap();
-        store.deploy("v1", b"artifact", 0).unwrap();
-        for id in ["r1", "r2", "r3"] {
-            create(store.as_mut(), id);
-        }
+        let (db, mut store) = store_with_three_runs(kind, dir.path());
         let mut escalated = row("r1", "g", 100);
         escalated.escalated = true;
         store
