@@ -1608,6 +1608,7 @@ impl Indexer<'_> {
             | ExprKind::None
             | ExprKind::Duration(_)
             | ExprKind::Time(_)
+            | ExprKind::AwaitSignal { .. }
             | ExprKind::Error => {}
             ExprKind::Str(parts) => {
                 for part in parts {

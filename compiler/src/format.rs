@@ -867,7 +867,11 @@ impl<'a> Builder<'a> {
                     parts.push(text(" -> "));
                     parts.push(self.ty(ret));
                 }
-                parts.push(text(" "));
+                if decl.accepts.is_empty() {
+                    parts.push(text(" "));
+                } else {
+                    parts.push(self.accepts(&decl.accepts));
+                }
                 parts.push(self.block(&decl.body, false));
                 concat(parts)
             }
@@ -891,6 +895,41 @@ impl<'a> Builder<'a> {
                 ])
             }
         }
+    }
+
+    /// ` accepts a: T from role("x"), b from user("y") ` on the workflow's line when it fits,
+    /// else on a line of its own under the name, one signal a line, with the body's `{`
+    /// after it on its own line.
+    fn accepts(&mut self, signals: &[SignalDecl]) -> Doc {
+        let mut list = Vec::new();
+        for (i, signal) in signals.iter().enumerate() {
+            if i > 0 {
+                list.push(text(","));
+                list.push(Doc::Line);
+            }
+            let mut one = vec![text(&signal.name.name)];
+            if let Some(ty) = &signal.ty {
+                one.push(text(": "));
+                one.push(self.ty(ty));
+            }
+            for (j, sender) in signal.senders.iter().enumerate() {
+                one.push(text(if j == 0 { " from " } else { " or " }));
+                one.push(text(format!(
+                    "{}({})",
+                    sender.kind.name,
+                    self.string(sender.name.span)
+                )));
+            }
+            list.push(concat(one));
+        }
+        group(concat(vec![
+            indent(concat(vec![
+                Doc::Line,
+                text("accepts "),
+                indent(concat(list)),
+            ])),
+            Doc::Line,
+        ]))
     }
 
     /// `(a, b)` after `after`: a call's arguments or a mock's parameter names.
@@ -1464,6 +1503,7 @@ impl<'a> Builder<'a> {
                 text(" "),
                 self.options(name.span.end, options),
             ]),
+            ExprKind::AwaitSignal { name } => text(format!("await signal {}", name.name)),
             ExprKind::Error => text(self.slice(expr.span)),
         };
         if self.parenthesized(expr) {

@@ -18,8 +18,8 @@
 //!   had pushed and closes the handler and timeout regions entered inside the loop.
 
 use crate::bytecode::module::{
-    Binding, Constant, DebugLoc, FieldDocs, GateContext, InputRequest, Module, ToolInfo, TypeDesc,
-    TypeRef, WorkflowCode,
+    Binding, Constant, DebugLoc, FieldDocs, GateContext, InputRequest, Module, SignalInfo,
+    ToolInfo, TypeDesc, TypeRef, WorkflowCode,
 };
 use crate::bytecode::{Op, verify};
 use crate::check::{self, IterKind, Resolved};
@@ -169,6 +169,7 @@ impl<'p> Builder<'p> {
             module: Module {
                 field_docs: Vec::new(),
                 gate_contexts: Vec::new(),
+                signals: Vec::new(),
                 source_hash: source_hash(program),
                 files: program
                     .db
@@ -432,9 +433,18 @@ impl<'p> Builder<'p> {
         } else {
             program.checked.program_workflows
         };
-        for def in &program.checked.workflows[..count] {
+        for (index, def) in program.checked.workflows[..count].iter().enumerate() {
             let params = self.params(&def.params);
             let ret = self.type_ref(&def.ret);
+            for signal in &def.signals {
+                let ty = self.type_ref(&signal.ty);
+                self.module.signals.push(SignalInfo {
+                    workflow: index_u32(index),
+                    name: signal.name.clone(),
+                    ty,
+                    senders: signal.senders.clone(),
+                });
+            }
             self.module.workflows.push(WorkflowCode {
                 name: def.name.clone(),
                 params,
@@ -1169,6 +1179,12 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 let at = self.emit(Op::AwaitInput { request });
                 self.gate_context(options, at);
             }
+            ExprKind::AwaitSignal { name } => {
+                let Some((signal, _)) = self.b.module.signal(self.workflow, &name.name) else {
+                    return Err(self.error_at(name.span, "the workflow accepts no such signal"));
+                };
+                self.emit(Op::AwaitSignal { signal });
+            }
             ExprKind::Error => return Err(self.error_at(expr.span, "an expression did not parse")),
         }
         Ok(())
@@ -1784,6 +1800,12 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 checked.decision.map(Type::Named).unwrap_or(Type::Unknown)
             }
             ExprKind::AwaitInput { ty, .. } => self.resolve_type(ty),
+            ExprKind::AwaitSignal { name } => checked.workflows[self.workflow as usize]
+                .signals
+                .iter()
+                .find(|s| s.name == name.name)
+                .map(|s| s.ty.clone())
+                .unwrap_or(Type::Unknown),
             ExprKind::Error => Type::Unknown,
         }
     }

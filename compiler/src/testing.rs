@@ -293,6 +293,7 @@ impl Desugarer<'_> {
             },
             params,
             ret: None,
+            accepts: Vec::new(),
             span: body.span,
             body,
         };
@@ -929,6 +930,7 @@ fn walk_expr<'a>(
         | ExprKind::Duration(_)
         | ExprKind::Time(_)
         | ExprKind::Name(_)
+        | ExprKind::AwaitSignal { .. }
         | ExprKind::Error => {}
     }
 }

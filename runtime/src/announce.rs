@@ -354,6 +354,7 @@ impl Engine {
                 add: None,
                 done: vec![row.key()],
             },
+            takes_signal: None,
         };
         self.store.commit(std::slice::from_ref(&commit))?;
         crate::telemetry::recorded(&row.run, &commit.events);

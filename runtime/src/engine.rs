@@ -661,6 +661,21 @@ impl Engine {
         self.commit_with_gate(run, version, machine, change, None, None)
     }
 
+    /// [`Engine::commit`] of a step that took signal `number` (marked taken in the same
+    /// transaction).
+    pub(crate) fn commit_taking_signal(
+        &mut self,
+        run: &str,
+        version: &str,
+        machine: &Machine,
+        change: Change,
+        number: i64,
+    ) -> EngineResult<()> {
+        let mut commit = self.step_commit(run, version, Some(machine), change);
+        commit.takes_signal = Some(number);
+        self.commit_prepared(commit)
+    }
+
     /// [`Engine::commit`], with what the commit does to the gate index (see
     /// `store::gate_index`) in the same transaction.
     pub(crate) fn commit_with_gate(
@@ -672,9 +687,22 @@ impl Engine {
         gate: Option<crate::store::GateChange>,
         notification: Option<crate::store::Notification>,
     ) -> EngineResult<()> {
+        let mut commit = self.step_commit(run, version, machine, change);
+        commit.gate = gate;
+        commit.outbox.add = notification;
+        self.commit_prepared(commit)
+    }
+
+    /// The commit of one step of `run` (no gate change, no notification, no signal taken).
+    fn step_commit(
+        &self,
+        run: &str,
+        version: &str,
+        machine: Option<&Machine>,
+        change: Change,
+    ) -> StepCommit {
         let now = self.clock.now();
-        let announced = notification.as_ref().map(|n| n.id.clone());
-        let commit = StepCommit {
+        StepCommit {
             run: run.to_string(),
             owner: self.owner.clone(),
             checkpoint: machine.map(|m| Checkpoint {
@@ -688,12 +716,15 @@ impl Engine {
             waiting_on: change.waiting_on.as_ref().map(WaitingOn::to_string),
             wake_at: change.wake_at,
             now,
-            gate,
-            outbox: crate::store::OutboxChange {
-                add: notification,
-                done: Vec::new(),
-            },
-        };
+            gate: None,
+            outbox: crate::store::OutboxChange::default(),
+            takes_signal: None,
+        }
+    }
+
+    fn commit_prepared(&mut self, commit: StepCommit) -> EngineResult<()> {
+        let (run, now) = (commit.run.as_str(), commit.now);
+        let announced = commit.outbox.add.as_ref().map(|n| n.id.clone());
         self.store.commit(std::slice::from_ref(&commit))?;
         crate::telemetry::recorded(run, &commit.events);
         if let Some(id) = announced {
@@ -953,6 +984,7 @@ impl Engine {
                     now,
                     gate: None,
                     outbox: Default::default(),
+                    takes_signal: None,
                 };
                 match run.machine.run(&run.module) {
                     Outcome::Completed(value) => {
@@ -1928,6 +1960,7 @@ pub(crate) fn step_name(module: &Module, request: &Request) -> String {
         Request::Sleep { .. } => Some("sleep".into()),
         Request::Audit { event, .. } => module.events.get(*event as usize).cloned(),
         Request::Now => Some("now".into()),
+        Request::Signal { signal } => module.signals.get(*signal as usize).map(|s| s.name.clone()),
     }
     .unwrap_or_default()
 }

@@ -44,10 +44,14 @@ pub enum EventKind {
     RequestRefused,
     /// The run ended with `continue as`: its successor run and the successor's input.
     RunContinued,
+    /// A signal arrived (who sent it, its number and value); queued until the run takes it.
+    SignalReceived,
+    /// An `await signal` took the oldest queued signal of its name.
+    SignalTaken,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 28] = [
         EventKind::RunStarted,
         EventKind::RunCompleted,
         EventKind::RunFailed,
@@ -74,6 +78,8 @@ impl EventKind {
         EventKind::NotifyFailed,
         EventKind::RequestRefused,
         EventKind::RunContinued,
+        EventKind::SignalReceived,
+        EventKind::SignalTaken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +110,8 @@ impl EventKind {
             EventKind::NotifyFailed => "notify_failed",
             EventKind::RequestRefused => "request_refused",
             EventKind::RunContinued => "run_continued",
+            EventKind::SignalReceived => "signal_received",
+            EventKind::SignalTaken => "signal_taken",
         }
     }
 
@@ -161,8 +169,8 @@ impl GateKind {
 }
 
 /// What a waiting run waits on. Stored as text in `runs.waiting_on` (`timer`,
-/// `approval NAME`, `input NAME`, `child RUN`, `tool NAME`), shown as such by the API and the
-/// CLI.
+/// `approval NAME`, `input NAME`, `child RUN`, `tool NAME`, `signal NAME`), shown as such by
+/// the API and the CLI.
 ///
 /// A wait may also end at the deadline of an enclosing `timeout`: that deadline is part of
 /// the run's checkpoint, and the run's wake-up time is the earlier of the two, so the first
@@ -178,6 +186,8 @@ pub enum WaitingOn {
     /// A tool call being made by the engine's pool of threads (the run stays claimed by the
     /// process making it; if that process dies, its lease runs out and another resumes it).
     Tool { name: String },
+    /// A signal from outside (`await signal NAME`).
+    Signal { name: String },
 }
 
 impl WaitingOn {
@@ -202,6 +212,9 @@ impl WaitingOn {
             "tool" => Some(WaitingOn::Tool {
                 name: rest.to_string(),
             }),
+            "signal" => Some(WaitingOn::Signal {
+                name: rest.to_string(),
+            }),
             _ => None,
         }
     }
@@ -222,6 +235,7 @@ impl fmt::Display for WaitingOn {
             WaitingOn::Gate { kind, name } => write!(f, "{} {name}", kind.word()),
             WaitingOn::Child { run } => write!(f, "child {run}"),
             WaitingOn::Tool { name } => write!(f, "tool {name}"),
+            WaitingOn::Signal { name } => write!(f, "signal {name}"),
         }
     }
 }
@@ -258,10 +272,13 @@ mod tests {
             WaitingOn::Tool {
                 name: "lookup".into(),
             },
+            WaitingOn::Signal {
+                name: "cancel".into(),
+            },
         ] {
             assert_eq!(WaitingOn::parse(&wait.to_string()), Some(wait));
         }
         assert_eq!(WaitingOn::parse("approval"), None);
-        assert_eq!(WaitingOn::parse("signal x"), None);
+        assert_eq!(WaitingOn::parse("sigil x"), None);
     }
 }

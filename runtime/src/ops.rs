@@ -9,10 +9,12 @@
 //! status code and an error object. Neither side checks rights or validates on its own.
 
 use crate::engine::{Engine, EngineError};
-use crate::gates::{Action, DecideError, Refusal};
+use crate::gates::{Action, DecideError, Refusal, RefusalKind};
 use crate::server::access;
-use crate::store::{EventKind, Millis, NewEvent, RunRecord, RunStatus};
-use crate::views::{AuditView, DecisionView, EventView, GateView, RunDetailView, RunView};
+use crate::store::{Delivery, EventKind, Millis, NewEvent, RunRecord, RunStatus};
+use crate::views::{
+    AuditView, DecisionView, EventView, GateView, RunDetailView, RunView, SignalView,
+};
 use std::fmt;
 
 /// Who asks for an operation.
@@ -256,6 +258,136 @@ fn may_read(
 }
 
 // ----- changing -----------------------------------------------------------------------
+
+// ----- signals ------------------------------------------------------------------------
+
+/// The identity of a system (an API token made with `flowrt token create --system NAME`, or
+/// `flowrt signal --system NAME`): what it acts as, which no user of flow.toml can be.
+pub fn system_identity(name: &str) -> String {
+    format!("{SYSTEM_PREFIX}{name}")
+}
+
+/// Identities that start with this are systems, not users.
+pub const SYSTEM_PREFIX: &str = "system:";
+
+/// Whether `who` is one of the senders a signal names.
+pub fn may_send(engine: &Engine, who: &str, senders: &[flow_compiler::bytecode::Sender]) -> bool {
+    use flow_compiler::bytecode::SenderKind;
+    senders.iter().any(|sender| match sender.kind {
+        SenderKind::Role => engine.config().has_role(who, &sender.name),
+        SenderKind::User => who == sender.name,
+        SenderKind::System => who.strip_prefix(SYSTEM_PREFIX) == Some(sender.name.as_str()),
+    })
+}
+
+/// Sends signal `name` with `value` to run `id` as `caller`: the run must accept it, a user
+/// must be one of its senders, the value must fit its type. The signal is queued and
+/// recorded even when the run is busy elsewhere; when the run waits for it and `drive`, the
+/// run is driven on (unless another process holds it, which then drives it).
+pub fn signal(
+    engine: &mut Engine,
+    caller: Caller<'_>,
+    id: &str,
+    name: &str,
+    value: &serde_json::Value,
+    drive: bool,
+) -> OpResult<SignalView> {
+    let record = load_run(engine, id)?;
+    let module = engine.module(&record.version)?;
+    let workflow = module
+        .workflow(&record.workflow)
+        .map(|(index, _)| index as u32)
+        .ok_or_else(|| OpError::NoSuchWorkflow(record.workflow.clone()))?;
+    let Some((_, info)) = module.signal(workflow, name) else {
+        let accepted: Vec<String> = module
+            .signals_of(workflow)
+            .map(|s| format!("`{}`", s.name))
+            .collect();
+        let accepts = if accepted.is_empty() {
+            "it accepts no signals".to_string()
+        } else {
+            format!("it accepts {}", accepted.join(", "))
+        };
+        return Err(OpError::Refused {
+            run: id.to_string(),
+            refusal: Refusal {
+                kind: RefusalKind::NotFound,
+                why: format!(
+                    "run {id} (`{}`) does not accept a signal `{name}`: {accepts}",
+                    record.workflow
+                ),
+            },
+        });
+    };
+    if let Caller::User(user) = caller
+        && !may_send(engine, user, &info.senders)
+    {
+        let senders: Vec<String> = info.senders.iter().map(|s| s.to_string()).collect();
+        return Err(OpError::Forbidden {
+            run: Some(id.to_string()),
+            why: format!(
+                "{user} may not send `{name}` to run {id}: only {} may",
+                senders.join(" or ")
+            ),
+        });
+    }
+    if let Err(mismatch) = crate::vm::value::from_json(&module, info.ty, value, "$") {
+        return Err(OpError::Refused {
+            run: id.to_string(),
+            refusal: Refusal {
+                kind: RefusalKind::Invalid,
+                why: format!(
+                    "the value of signal `{name}` does not fit {}: {mismatch}",
+                    module.type_name(info.ty)
+                ),
+            },
+        });
+    }
+    let event = signal_event(engine.now(), name, value, caller.name());
+    let text = value.to_string();
+    match engine
+        .store()
+        .send_signal(id, name, &text, caller.name(), &event)?
+    {
+        Delivery::Finished(status) => Err(OpError::Finished {
+            run: id.to_string(),
+            status,
+        }),
+        Delivery::Queued { number, woke } => {
+            let run_status = if woke && drive {
+                match engine.drive(id) {
+                    Ok(status) => Some(status.as_str()),
+                    // Another process holds the run: it takes the signal.
+                    Err(EngineError::Claimed(_)) => None,
+                    Err(error) => return Err(error.into()),
+                }
+            } else {
+                None
+            };
+            Ok(SignalView {
+                run: id.to_string(),
+                signal: name.to_string(),
+                number,
+                taken_now: woke,
+                run_status,
+            })
+        }
+    }
+}
+
+/// The `signal_received` event of a signal (its number is added by the store, which
+/// numbers it).
+fn signal_event(at: Millis, name: &str, value: &serde_json::Value, by: &str) -> NewEvent {
+    NewEvent {
+        at,
+        kind: EventKind::SignalReceived,
+        step: Some(name.to_string()),
+        attempt: None,
+        line: None,
+        duration_ms: None,
+        data: serde_json::json!({ "signal": name, "value": value, "by": by }).to_string(),
+    }
+}
 
 /// A rejection, which needs a comment saying why.
 pub fn reject(comment: Option<String>) -> OpResult<Action> {

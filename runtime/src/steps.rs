@@ -94,6 +94,12 @@ impl Engine {
                 Ok(None)
             }
             Some(WaitingOn::Child { .. }) => Ok(None),
+            // Woken by a signal (or the deadline of a `timeout` around the wait): the
+            // machine goes back to the `await signal`, which takes it (or times out).
+            Some(WaitingOn::Signal { .. }) => {
+                let due = record.wake_at.is_some_and(|at| at <= self.clock.now());
+                Ok((!due).then_some(RunStatus::Waiting))
+            }
             // A call in this engine's pool goes on when its completion is applied; one left by
             // a process that died is made again (its lease ran out).
             Some(WaitingOn::Tool { .. }) => {
@@ -164,7 +170,73 @@ impl Engine {
             Request::ContinueAs { workflow, args } => {
                 self.continue_as(d, workflow, &args, here).map(Some)
             }
+            Request::Signal { signal } => self.signal_step(d, signal, deadline, here, now),
         }
+    }
+
+    /// `await signal NAME`: the oldest signal of that name the run received and has not
+    /// taken, or a wait for the next one (until the deadline of a `timeout` around it). The
+    /// commit that starts the wait wakes the run at once when a signal came in meanwhile
+    /// (`store::signals`), so none is missed between this read and that commit.
+    fn signal_step(
+        &mut self,
+        d: &mut Driving<'_>,
+        signal: u32,
+        deadline: Option<Millis>,
+        here: Option<i64>,
+        now: Millis,
+    ) -> Step {
+        let module = d.module;
+        let Some(info) = module.signals.get(signal as usize) else {
+            return Err(EngineError::Corrupt(format!("no signal #{signal}")));
+        };
+        let Some(queued) = self.store.next_signal(d.run, &info.name)? else {
+            let change = Change {
+                events: d.take_pending(),
+                status: RunStatus::Waiting,
+                output: None,
+                error: None,
+                waiting_on: Some(WaitingOn::Signal {
+                    name: info.name.clone(),
+                }),
+                wake_at: deadline,
+            };
+            self.commit(d.run, d.version, Some(&d.machine), change)?;
+            return Ok(Some(RunStatus::Waiting));
+        };
+        let json: serde_json::Value = serde_json::from_str(&queued.value).map_err(|e| {
+            EngineError::Corrupt(format!(
+                "signal #{} of run {} is not JSON: {e}",
+                queued.number, d.run
+            ))
+        })?;
+        // Validated against the type when it was sent; a value that no longer fits (a
+        // corrupt row) stops the run with a clear error instead of a wrong value.
+        let value = from_json(module, info.ty, &json, "$").map_err(|e| {
+            EngineError::Corrupt(format!(
+                "signal #{} `{}` of run {} does not fit its type: {e}",
+                queued.number, info.name, d.run
+            ))
+        })?;
+        d.machine
+            .complete(module, value, now)
+            .map_err(EngineError::Corrupt)?;
+        d.pending.push(event(
+            EventKind::SignalTaken,
+            Some(info.name.clone()),
+            None,
+            here,
+            serde_json::json!({ "signal": info.name, "number": queued.number, "by": queued.sender }),
+        ));
+        let events = d.take_pending();
+        self.commit_taking_signal(
+            d.run,
+            d.version,
+            &d.machine,
+            Change::runnable(events),
+            queued.number,
+        )?;
+        Ok(None)
     }
 
     /// A durable point reached after the deadline of the `timeout` around it: it is not

@@ -203,6 +203,21 @@ pub struct AuditView {
     pub records: Vec<serde_json::Value>,
 }
 
+/// What sending a signal did, as `POST /api/runs/{id}/signals/{name}` answers and
+/// `flowrt signal` prints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SignalView {
+    pub run: String,
+    pub signal: String,
+    /// The signal's number in the run (1, 2, … in the order received).
+    pub number: i64,
+    /// Whether the run was waiting for it (it takes it at once); otherwise it is queued
+    /// until the run waits for a signal of this name.
+    pub taken_now: bool,
+    /// The run's status after it was driven (`null` when it was not driven here).
+    pub run_status: Option<&'static str>,
+}
+
 /// What a decision did, as `POST /api/runs/{id}/gates/{gate}/{action}` answers.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DecisionView {

@@ -74,6 +74,7 @@ fn step(run: &str, waiting_on: Option<&str>, gate: Option<GateChange>, now: i64)
         now,
         gate,
         outbox: Default::default(),
+        takes_signal: None,
     }
 }
 

@@ -406,6 +406,7 @@ fn commit(run: &str, outbox: OutboxChange, now: i64) -> StepCommit {
         now,
         gate: None,
         outbox,
+        takes_signal: None,
     }
 }
 

@@ -134,6 +134,10 @@ fn show(module: &Module, op: Op) -> String {
             Some(r) => format!("await_input {:?} -> {}", r.name, module.type_name(r.ty)),
             None => format!("await_input #{request}"),
         },
+        Op::AwaitSignal { signal } => match module.signals.get(signal as usize) {
+            Some(s) => format!("await_signal {:?} -> {}", s.name, module.type_name(s.ty)),
+            None => format!("await_signal #{signal}"),
+        },
         Op::Audit { event } => format!(
             "audit {:?}",
             module

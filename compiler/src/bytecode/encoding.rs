@@ -5,13 +5,13 @@
 //! version  u16 LE   FORMAT_VERSION of the writer
 //! length   u32 LE   payload length in bytes
 //! payload           the Module, then (format 2) its field docs, then (format 4) its gate
-//!                   contexts, each postcard-encoded
+//!                   contexts, then (format 5) its signals, each postcard-encoded
 //! checksum 32 bytes SHA-256 of the payload
 //! ```
 //!
 //! A deployed version is identified by the SHA-256 of the whole file ([`artifact_hash`]).
 
-use super::module::{FieldDocs, GateContext, Module};
+use super::module::{FieldDocs, GateContext, Module, SignalInfo};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -30,7 +30,10 @@ pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
 /// Format 4 added, after the field docs, a section with the static type of each `await`'s
 /// `context` ([`Module::gate_contexts`]), so that the inbox shows a context's fields in
 /// declaration order. An older artifact has none: its contexts are shown as before.
-pub const FORMAT_VERSION: u16 = 4;
+///
+/// Format 5 added the `AwaitSignal` instruction and, after the gate contexts, a section with
+/// the signals each workflow accepts ([`Module::signals`]).
+pub const FORMAT_VERSION: u16 = 5;
 /// The oldest format this reader still reads: runs stay pinned to their artifact for weeks,
 /// so an upgrade must not strand them.
 pub const OLDEST_READABLE: u16 = 1;
@@ -95,6 +98,7 @@ pub fn encode(module: &Module) -> Vec<u8> {
     let mut payload = postcard::to_stdvec(module).unwrap_or_default();
     payload.extend(postcard::to_stdvec(&module.field_docs).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.gate_contexts).unwrap_or_default());
+    payload.extend(postcard::to_stdvec(&module.signals).unwrap_or_default());
     let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -159,6 +163,12 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
         module.gate_contexts = contexts;
         rest = after;
     }
+    if version >= 5 {
+        let (signals, after) = postcard::take_from_bytes::<Vec<SignalInfo>>(rest)
+            .map_err(|e| ArtifactError::Corrupt(format!("the signals: {e}")))?;
+        module.signals = signals;
+        rest = after;
+    }
     if !rest.is_empty() {
         return Err(ArtifactError::Corrupt(
             "trailing bytes in the payload".into(),
@@ -185,6 +195,7 @@ mod tests {
         Module {
             field_docs: Vec::new(),
             gate_contexts: Vec::new(),
+            signals: Vec::new(),
             source_hash: "00".into(),
             files: vec!["a.flow".into()],
             constants: vec![Constant::Int(1)],
@@ -297,6 +308,39 @@ mod tests {
         assert!(module.gate_contexts.is_empty());
         // The same module written today carries the (empty) section and reads back equal.
         assert_eq!(decode(&encode(&module)), Ok(module));
+    }
+
+    /// `tests/fixtures/format4.flowb` was written by `flowc build tests/fixtures/format4.flow`
+    /// in format 4, before signals existed: it reads, with its gate contexts and no signals.
+    #[test]
+    fn a_format_4_artifact_still_reads() {
+        let bytes = include_bytes!("../../tests/fixtures/format4.flowb");
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 4);
+        let module = decode(bytes).expect("format 4 reads");
+        assert_eq!(module.workflows[0].name, "settle");
+        assert_eq!(module.gate_contexts.len(), 1);
+        assert!(module.signals.is_empty());
+        assert_eq!(decode(&encode(&module)), Ok(module));
+    }
+
+    /// A payload that stops where the signals should begin, under a format 5 header.
+    #[test]
+    fn a_format_5_artifact_without_its_signals_is_corrupt() {
+        let module = tiny();
+        let mut payload = postcard::to_stdvec(&module).expect("encodes");
+        payload.extend(postcard::to_stdvec(&module.field_docs).expect("encodes"));
+        payload.extend(postcard::to_stdvec(&module.gate_contexts).expect("encodes"));
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&5u16.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(&Sha256::digest(&payload));
+        match decode(&bytes) {
+            Err(ArtifactError::Corrupt(why)) => assert!(why.starts_with("the signals"), "{why}"),
+            other => panic!("expected a corrupt artifact, got {other:?}"),
+        }
+        bytes[8] = 4;
+        assert_eq!(decode(&bytes), Ok(module));
     }
 
     /// A payload that stops where the gate contexts should begin, under a format 4 header.

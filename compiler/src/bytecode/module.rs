@@ -35,6 +35,62 @@ pub struct Module {
     /// `field_docs`, like them, so that older payloads still decode.
     #[serde(skip)]
     pub gate_contexts: Vec<GateContext>,
+    /// The signals each workflow accepts (format 5): their value types and who may send them.
+    /// Carried in a section after `gate_contexts`, like them.
+    #[serde(skip)]
+    pub signals: Vec<SignalInfo>,
+}
+
+/// One signal a workflow accepts (`accepts cancel: String from role("support")`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignalInfo {
+    /// Index into [`Module::workflows`].
+    pub workflow: u32,
+    pub name: String,
+    pub ty: TypeRef,
+    /// Who may send it: a sender matching any of them may.
+    pub senders: Vec<Sender>,
+}
+
+/// Who may send a signal: the holders of a role, one user, or one system identity (an API
+/// token made with `flowrt token create --system NAME`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    pub kind: SenderKind,
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SenderKind {
+    Role,
+    User,
+    System,
+}
+
+impl SenderKind {
+    /// The word a workflow writes (`role("…")`), the inverse of [`SenderKind::word`].
+    pub fn from_word(word: &str) -> Option<SenderKind> {
+        match word {
+            "role" => Some(SenderKind::Role),
+            "user" => Some(SenderKind::User),
+            "system" => Some(SenderKind::System),
+            _ => None,
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            SenderKind::Role => "role",
+            SenderKind::User => "user",
+            SenderKind::System => "system",
+        }
+    }
+}
+
+impl std::fmt::Display for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({:?})", self.kind.word(), self.name)
+    }
 }
 
 /// The type of one `await`'s `context`, by the instruction: the same gate may be awaited in
@@ -153,6 +209,20 @@ impl Module {
             .iter()
             .find(|c| c.workflow == workflow && c.pc == pc)
             .map(|c| c.ty)
+    }
+
+    /// Signal `name` of workflow `workflow`, when it accepts one of that name.
+    pub fn signal(&self, workflow: u32, name: &str) -> Option<(u32, &SignalInfo)> {
+        self.signals
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.workflow == workflow && s.name == name)
+            .map(|(index, s)| (index as u32, s))
+    }
+
+    /// The signals workflow `workflow` accepts, in written order.
+    pub fn signals_of(&self, workflow: u32) -> impl Iterator<Item = &SignalInfo> {
+        self.signals.iter().filter(move |s| s.workflow == workflow)
     }
 
     /// The `///` doc of a record type's field, if it has one.

@@ -132,6 +132,11 @@ pub enum Op {
     ContinueAs {
         workflow: u32,
     },
+    /// Durable point. Wait for the next signal `signal` (an index into the module's signals)
+    /// the run received, in the order received; push its value. Format 5.
+    AwaitSignal {
+        signal: u32,
+    },
 }
 
 impl Op {
@@ -145,7 +150,8 @@ impl Op {
             | Op::AwaitInput { .. }
             | Op::Sleep
             | Op::Audit { .. }
-            | Op::ContinueAs { .. } => true,
+            | Op::ContinueAs { .. }
+            | Op::AwaitSignal { .. } => true,
             Op::CallBuiltin { id, .. } => flow_stdlib::Builtin::from_id(id)
                 .is_some_and(|b| b.effect() == flow_stdlib::Effect::Durable),
             _ => false,

@@ -248,6 +248,7 @@ mod tests {
         Module {
             field_docs: Vec::new(),
             gate_contexts: Vec::new(),
+            signals: Vec::new(),
             source_hash: String::new(),
             files: Vec::new(),
             constants: Vec::new(),

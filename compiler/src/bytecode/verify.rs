@@ -64,6 +64,7 @@ pub fn stack_effect(module: &Module, op: Op) -> Option<(u32, u32)> {
             0,
         ),
         Op::AwaitApproval { .. } | Op::AwaitInput { .. } => (1, 1),
+        Op::AwaitSignal { .. } => (0, 1),
         Op::Sleep | Op::Audit { .. } | Op::Fail | Op::Raise | Op::EnterTimeout | Op::Return => {
             (1, 0)
         }
@@ -176,6 +177,22 @@ fn check_tables(module: &Module) -> Result<(), String> {
         }
         check_type(module, context.ty, &what)?;
     }
+    for (index, signal) in module.signals.iter().enumerate() {
+        let what = format!("signal `{}`", signal.name);
+        if module.workflows.get(signal.workflow as usize).is_none() {
+            return Err(format!(
+                "{what} names workflow #{}, which does not exist",
+                signal.workflow
+            ));
+        }
+        if module.signals[..index]
+            .iter()
+            .any(|s| s.workflow == signal.workflow && s.name == signal.name)
+        {
+            return Err(format!("{what} is declared twice by one workflow"));
+        }
+        check_type(module, signal.ty, &what)?;
+    }
     Ok(())
 }
 
@@ -228,6 +245,19 @@ fn check_operands(module: &Module, workflow: &WorkflowCode, op: Op) -> Result<()
         Op::AwaitApproval { gate } => within(gate, module.gates.len(), "gate"),
         Op::AwaitInput { request } => within(request, module.input_requests.len(), "input request"),
         Op::Audit { event } => within(event, module.events.len(), "event"),
+        Op::AwaitSignal { signal } => match module.signals.get(signal as usize) {
+            Some(s)
+                if module.workflows.get(s.workflow as usize).map(|w| &w.name)
+                    == Some(&workflow.name) =>
+            {
+                Ok(())
+            }
+            Some(s) => Err(format!(
+                "waits for signal `{}` of another workflow; a run waits only for its own signals",
+                s.name
+            )),
+            None => within(signal, module.signals.len(), "signal"),
+        },
         Op::Conform(ty) => within(ty, module.types.len(), "type"),
         Op::PushHandler { kinds, .. } if kinds != u32::MAX => {
             within(kinds, module.kind_lists.len(), "kind list")
@@ -395,6 +425,7 @@ mod tests {
         Module {
             field_docs: Vec::new(),
             gate_contexts: Vec::new(),
+            signals: Vec::new(),
             source_hash: String::new(),
             files: vec!["t.flow".into()],
             constants: vec![

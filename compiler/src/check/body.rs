@@ -57,6 +57,7 @@ pub fn check_workflow(
         // Parameters are visible in the whole body (and never popped).
         checker.note_visible(decl.body.span.start, decl.body.span.end);
     }
+    checker.check_signal_types();
     // A workflow without a result discards its body's value, like a statement.
     let expected = &workflow.ret;
     let body_type = checker.check_block(&decl.body, Some(expected));
@@ -990,6 +991,7 @@ impl<'a> BodyChecker<'a> {
                     | ExprKind::Index { .. }
                     | ExprKind::AwaitApproval { .. }
                     | ExprKind::AwaitInput { .. }
+                    | ExprKind::AwaitSignal { .. }
             );
         if noted {
             self.note_type(expr.span, &ty);
@@ -1123,9 +1125,10 @@ impl<'a> BodyChecker<'a> {
                 );
                 self.check_gate_options(options, stdlib::INPUT_OPTIONS, expr.span, "input");
                 let resolved = resolve_type(self.checked, self.file, ty, self.diagnostics);
-                self.check_input_type(&resolved, ty.span);
+                self.check_input_type(&resolved, ty.span, None);
                 resolved
             }
+            ExprKind::AwaitSignal { name } => self.await_signal(name),
             ExprKind::Error => Type::Unknown,
         }
     }
@@ -2597,7 +2600,58 @@ impl<'a> BodyChecker<'a> {
     /// `await input<T>` asks a person for a value as JSON: `T` must be plain data. An
     /// `Approvers` names who may decide and a `Decision` is made only by `await approval`,
     /// so neither may be supplied, not even inside a record, list or enum.
-    fn check_input_type(&mut self, ty: &Type, span: Span) {
+    /// `await signal name`: the type of the signal's value, when the workflow accepts it.
+    fn await_signal(&mut self, name: &ast::Ident) -> Type {
+        let signals = &self.workflow.signals;
+        if let Some(signal) = signals.iter().find(|s| s.name == name.name) {
+            return signal.ty.clone();
+        }
+        let names: Vec<&str> = signals.iter().map(|s| s.name.as_str()).collect();
+        let help = match did_you_mean(&name.name, names.iter().copied()) {
+            Some(close) => format!("did you mean `{close}`?"),
+            None if names.is_empty() => format!(
+                "declare it after the workflow's result type: `accepts {}: String from role(\"…\")`",
+                name.name
+            ),
+            None => format!(
+                "`{}` accepts {}; add `{}` to its `accepts` clause",
+                self.workflow.name,
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                name.name
+            ),
+        };
+        self.error(
+            Diagnostic::error(
+                codes::UNKNOWN_SIGNAL,
+                self.file,
+                name.span,
+                "not a signal of this workflow",
+            )
+            .with_message(format!(
+                "`{}` does not accept a signal `{}`",
+                self.workflow.name, name.name
+            ))
+            .with_help(help),
+        );
+        Type::Unknown
+    }
+
+    /// The signals' value types are supplied from outside like inputs: the same rule.
+    fn check_signal_types(&mut self) {
+        for signal in &self.workflow.signals {
+            if let Some(span) = signal.ty_span {
+                self.check_input_type(&signal.ty, span, Some(&signal.name));
+            }
+        }
+    }
+
+    /// The type of an `await input`, or of the value of signal `signal`, holds nothing a
+    /// person or system outside cannot send.
+    fn check_input_type(&mut self, ty: &Type, span: Span, signal: Option<&str>) {
         let mut seen = Vec::new();
         let Some((culprit, path)) = self.not_input(ty, &mut seen) else {
             return;
@@ -2613,19 +2667,25 @@ impl<'a> BodyChecker<'a> {
         } else {
             "a"
         };
+        let who = if signal.is_some() { "a sender" } else { "a person" };
         let label = match &path {
-            None => format!("a person cannot supply {a} {shown}"),
+            None => format!("{who} cannot supply {a} {shown}"),
             Some((inside, _, field)) => {
-                format!("`{inside}` holds {a} {shown} (in `{field}`), which a person cannot supply")
+                format!("`{inside}` holds {a} {shown} (in `{field}`), which {who} cannot supply")
             }
         };
-        let help = if is_decision {
-            "use `await approval` for a decision; to ask for a verdict as data, declare a record such as `type Verdict = { approved: Bool, comment: String }`"
+        let help = if let Some(name) = signal {
+            format!("let the signal carry a name instead (e.g. `{name}: String`) and build `user(name)` or `role(name)` from it")
+        } else if is_decision {
+            "use `await approval` for a decision; to ask for a verdict as data, declare a record such as `type Verdict = { approved: Bool, comment: String }`".to_string()
         } else {
-            "ask for the name instead (e.g. `await input<String>`) and build `user(name)` or `role(name)` from it"
+            "ask for the name instead (e.g. `await input<String>`) and build `user(name)` or `role(name)` from it".to_string()
         };
         let mut diagnostic = Diagnostic::error(codes::NOT_INPUT_TYPE, self.file, span, label)
-            .with_message(format!("`await input` cannot ask for {}", self.show(ty)))
+            .with_message(match signal {
+                Some(name) => format!("signal `{name}` cannot carry {}", self.show(ty)),
+                None => format!("`await input` cannot ask for {}", self.show(ty)),
+            })
             .with_help(help);
         if let Some((_, Some((file, field_span)), _)) = path {
             diagnostic = diagnostic.with_label(file, field_span, "declared here");

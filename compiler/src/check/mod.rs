@@ -53,6 +53,19 @@ pub struct WorkflowDef {
     pub ret: Type,
     pub ret_span: Option<Span>,
     pub doc: Option<String>,
+    /// The signals its runs accept (`accepts …`), in written order.
+    pub signals: Vec<SignalDef>,
+}
+
+/// One signal a workflow accepts: the type of its value and who may send it.
+#[derive(Clone, Debug)]
+pub struct SignalDef {
+    pub name: String,
+    pub span: Span,
+    pub ty: Type,
+    /// The written type, when there is one (`Unit` is not written).
+    pub ty_span: Option<Span>,
+    pub senders: Vec<crate::bytecode::Sender>,
 }
 
 /// What a name in value position refers to.
@@ -393,6 +406,7 @@ impl DeclChecker<'_> {
                             ret: Type::Unit,
                             ret_span: decl.ret.as_ref().map(|r| r.span),
                             doc: decl.doc.clone(),
+                            signals: Vec::new(),
                         });
                         self.add_own_value(file, &mut own, &decl.name, Value::Workflow(index));
                     }
@@ -641,15 +655,91 @@ impl DeclChecker<'_> {
                             Some(ret) => resolve_type(&self.checked, file, ret, self.diagnostics),
                             None => Type::Unit,
                         };
+                        let signals = self.resolve_signals(file, &decl.accepts);
                         let workflow = &mut self.checked.workflows[workflow_index];
                         workflow.params = params;
                         workflow.ret = ret;
+                        workflow.signals = signals;
                         workflow_index += 1;
                     }
                     ast::Item::Import(_) | ast::Item::Test(_) => {}
                 }
             }
         }
+    }
+
+    /// A workflow's `accepts` clause: each signal's type and senders, names unique.
+    fn resolve_signals(&mut self, file: FileId, accepts: &[ast::SignalDecl]) -> Vec<SignalDef> {
+        let mut signals: Vec<SignalDef> = Vec::with_capacity(accepts.len());
+        for decl in accepts {
+            if let Some(first) = signals.iter().find(|s| s.name == decl.name.name) {
+                let first = first.span;
+                self.report_duplicate(file, &decl.name, first);
+                continue;
+            }
+            let ty = match &decl.ty {
+                Some(ty) => resolve_type(&self.checked, file, ty, self.diagnostics),
+                None => Type::Unit,
+            };
+            let senders = decl
+                .senders
+                .iter()
+                .filter_map(|sender| self.resolve_sender(file, sender))
+                .collect();
+            signals.push(SignalDef {
+                name: decl.name.name.clone(),
+                span: decl.name.span,
+                ty,
+                ty_span: decl.ty.as_ref().map(|t| t.span),
+                senders,
+            });
+        }
+        signals
+    }
+
+    fn resolve_sender(
+        &mut self,
+        file: FileId,
+        sender: &ast::SenderExpr,
+    ) -> Option<crate::bytecode::Sender> {
+        let Some(kind) = crate::bytecode::SenderKind::from_word(&sender.kind.name) else {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::UNKNOWN_SENDER,
+                    file,
+                    sender.kind.span,
+                    "not a kind of sender",
+                )
+                .with_message(format!("`{}` cannot send a signal", sender.kind.name))
+                .with_help("name who may send it with `role(\"…\")`, `user(\"…\")` or `system(\"…\")` (an API token made with `flowrt token create --system NAME`)"),
+            );
+            return None;
+        };
+        if sender.name.value.trim().is_empty() {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::EMPTY_NAME,
+                    file,
+                    sender.name.span,
+                    "this name is empty",
+                )
+                .with_message(format!("A `{}` sender needs a name", kind.word()))
+                .with_help(format!(
+                    "write e.g. `{}(\"{}\")`",
+                    kind.word(),
+                    match kind {
+                        crate::bytecode::SenderKind::Role => "support",
+                        crate::bytecode::SenderKind::User => "alice",
+                        crate::bytecode::SenderKind::System => "billing",
+                    }
+                )),
+            );
+            return None;
+        }
+        Some(crate::bytecode::Sender {
+            kind,
+            name: sender.name.value.to_string(),
+        })
     }
 
     fn resolve_fields(&mut self, file: FileId, fields: &[ast::Field]) -> Vec<FieldDef> {

@@ -27,6 +27,7 @@ impl DeclChecker<'_> {
                     ret: Type::Unknown,
                     ret_span: None,
                     doc: None,
+                    signals: Vec::new(),
                 });
             }
         }

@@ -38,6 +38,8 @@ codes! {
     UNKNOWN_OPTION = "E0207", "Unknown option";
     UNKNOWN_ERROR_KIND = "E0208", "Unknown error kind";
     AMBIGUOUS_VARIANT = "E0209", "Ambiguous variant";
+    UNKNOWN_SIGNAL = "E0210", "Unknown signal";
+    UNKNOWN_SENDER = "E0211", "Unknown kind of sender";
 
     TYPE_MISMATCH = "E0300", "Type mismatch";
     WRONG_ARGUMENT_COUNT = "E0301", "Wrong number of arguments";

@@ -120,7 +120,29 @@ pub struct WorkflowDecl {
     pub name: Ident,
     pub params: Vec<Field>,
     pub ret: Option<TypeExpr>,
+    /// `accepts cancel: String from role("support"), …`: the signals its runs accept.
+    pub accepts: Vec<SignalDecl>,
     pub body: Block,
+    pub span: Span,
+}
+
+/// One signal a workflow's runs accept (spec/statements.md, "Signals"): its name, the type of
+/// the value it carries (`Unit` when none is written) and who may send it.
+#[derive(Clone, Debug)]
+pub struct SignalDecl {
+    pub name: Ident,
+    pub ty: Option<TypeExpr>,
+    /// `from role("support") or system("billing")`: at least one, unless it did not parse.
+    pub senders: Vec<SenderExpr>,
+    pub span: Span,
+}
+
+/// `role("support")`, `user("alice")` or `system("billing")` after `from`.
+#[derive(Clone, Debug)]
+pub struct SenderExpr {
+    /// `role`, `user` or `system` as written (the checker refuses other words).
+    pub kind: Ident,
+    pub name: StrLit,
     pub span: Span,
 }
 
@@ -399,6 +421,10 @@ pub enum ExprKind {
         ty: Box<TypeExpr>,
         name: StrLit,
         options: Vec<AwaitOption>,
+    },
+    /// `await signal cancel`: the next signal of that name the run received.
+    AwaitSignal {
+        name: Ident,
     },
     /// An expression that did not parse; already reported.
     Error,

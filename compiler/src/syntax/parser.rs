@@ -532,15 +532,90 @@ impl<'a> Parser<'a> {
         } else {
             None
         };
+        let accepts = if self.at_word("accepts") {
+            self.bump();
+            self.parse_signal_decls()
+        } else {
+            Vec::new()
+        };
         let body = self.parse_block()?;
         Some(WorkflowDecl {
             doc,
             name,
             params,
             ret,
+            accepts,
             span: start.to(body.span),
             body,
         })
+    }
+
+    /// `accepts cancel: String from role("support"), paused from system("billing")`, up to
+    /// the body's `{`. A signal that does not parse is left out (already reported).
+    fn parse_signal_decls(&mut self) -> Vec<SignalDecl> {
+        let mut signals = Vec::new();
+        loop {
+            match self.parse_signal_decl() {
+                Some(signal) => signals.push(signal),
+                None => {
+                    // Skip to the next signal or the body.
+                    while !matches!(self.peek(), T::Comma | T::LBrace | T::Eof) {
+                        self.bump();
+                    }
+                }
+            }
+            if self.eat(T::Comma).is_none() || self.at(T::LBrace) {
+                return signals;
+            }
+        }
+    }
+
+    fn parse_signal_decl(&mut self) -> Option<SignalDecl> {
+        const SHAPE: &str = "a signal reads `name: Type from role(\"…\")` (or `user(\"…\")`, `system(\"…\")`; several joined with `or`)";
+        let name = self.parse_ident("a signal name")?;
+        let ty = if self.eat(T::Colon).is_some() {
+            Some(self.parse_type())
+        } else {
+            None
+        };
+        if !self.at_word("from") {
+            self.error_expected("`from` and who may send the signal", SHAPE);
+            return None;
+        }
+        self.bump();
+        let mut senders = vec![self.parse_sender(SHAPE)?];
+        while self.at_word("or") {
+            self.bump();
+            senders.push(self.parse_sender(SHAPE)?);
+        }
+        Some(SignalDecl {
+            span: name.span.to(self.previous_span()),
+            name,
+            ty,
+            senders,
+        })
+    }
+
+    fn parse_sender(&mut self, shape: &str) -> Option<SenderExpr> {
+        if !self.at(T::Ident) {
+            self.error_expected("`role(\"…\")`, `user(\"…\")` or `system(\"…\")`", shape);
+            return None;
+        }
+        let kind = self.parse_ident("`role`, `user` or `system`")?;
+        self.expect(T::LParen, shape)?;
+        let name = self.parse_plain_string("a name in quotes")?;
+        self.expect(T::RParen, shape)?;
+        Some(SenderExpr {
+            span: kind.span.to(self.previous_span()),
+            kind,
+            name,
+        })
+    }
+
+    /// Whether the next token is the identifier `word` (a word that is a keyword only in one
+    /// place, such as `accepts` after a workflow's result type).
+    fn at_word(&self, word: &str) -> bool {
+        self.at(T::Ident) && self.text(self.span()) == word
     }
 
     // ----- shared pieces ------------------------------------------------------------
@@ -1638,8 +1713,7 @@ impl<'a> Parser<'a> {
 
     fn parse_await(&mut self) -> ExprKind {
         self.bump();
-        const HELP: &str =
-            "write `await approval \"gate\" { … }` or `await input<Type> \"name\" { … }`";
+        const HELP: &str = "write `await approval \"gate\" { … }`, `await input<Type> \"name\" { … }` or `await signal name`";
         match self.peek() {
             T::Approval => {
                 self.bump();
@@ -1678,8 +1752,15 @@ impl<'a> Parser<'a> {
                     options,
                 }
             }
+            T::Ident if self.at_word("signal") => {
+                self.bump();
+                match self.parse_ident("the name of a signal the workflow accepts") {
+                    Some(name) => ExprKind::AwaitSignal { name },
+                    None => ExprKind::Error,
+                }
+            }
             _ => {
-                self.error_expected("`approval` or `input`", HELP);
+                self.error_expected("`approval`, `input` or `signal`", HELP);
                 ExprKind::Error
             }
         }

@@ -130,6 +130,29 @@ enum Command {
         #[arg(long)]
         expect_hash: Option<String>,
     },
+    /// Send a signal to a run (it is queued until the run waits for it). Exit status 3 when
+    /// refused.
+    Signal {
+        run: String,
+        /// The signal's name, as the workflow's `accepts` clause declares it.
+        name: String,
+        /// The value as JSON, or @FILE (default: none, for a signal that carries no value).
+        #[arg(long)]
+        value: Option<String>,
+        /// Who sends it: a user of flow.toml.
+        #[arg(
+            long = "as",
+            required_unless_present = "system",
+            conflicts_with = "system"
+        )]
+        user: Option<String>,
+        /// Send it as system NAME (what `from system("NAME")` allows).
+        #[arg(long)]
+        system: Option<String>,
+        /// Record the signal but leave driving the run to a worker.
+        #[arg(long)]
+        no_drive: bool,
+    },
     /// Show or move the test clock of a database created with --test-clock.
     Clock {
         #[command(subcommand)]
@@ -515,6 +538,7 @@ fn drives_runs(command: &Command) -> bool {
         | Command::Approve(_)
         | Command::Reject(_)
         | Command::Input { .. }
+        | Command::Signal { .. }
         | Command::Serve { .. } => true,
         Command::Clock { action } => matches!(action, ClockAction::Advance { .. }),
         Command::Deploy { .. }
@@ -546,6 +570,7 @@ fn only_reads(command: &Command) -> bool {
         | Command::Approve(_)
         | Command::Reject(_)
         | Command::Input { .. }
+        | Command::Signal { .. }
         | Command::Clock { .. }
         | Command::Deploy { .. }
         | Command::Serve { .. }
@@ -696,6 +721,40 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
                 expect_hash,
             };
             decide(&mut engine, &args, Action::Input { value })
+        }
+        Command::Signal {
+            run,
+            name,
+            value,
+            user,
+            system,
+            no_drive,
+        } => {
+            let value = match value {
+                Some(value) => read_input(Some(&value), "--value")?,
+                None => serde_json::Value::Null,
+            };
+            let sender = match (user, system) {
+                (Some(user), _) => {
+                    known_user(&engine, has_config, &user)?;
+                    user
+                }
+                (None, Some(system)) => ops::system_identity(&system),
+                (None, None) => {
+                    return Err(Usage(
+                        "name the sender with --as USER or --system NAME".into(),
+                    ));
+                }
+            };
+            signal(
+                &mut engine,
+                &run,
+                &name,
+                &value,
+                &sender,
+                has_config,
+                !no_drive,
+            )
         }
         Command::Clock { action } => clock(&mut engine, action),
         Command::Audit(args) => audit(&mut engine, args),
@@ -1649,6 +1708,66 @@ fn decide(engine: &mut Engine, args: &DecideArgs, action: Action) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+fn signal(
+    engine: &mut Engine,
+    run: &str,
+    name: &str,
+    value: &serde_json::Value,
+    sender: &str,
+    has_config: bool,
+    drive: bool,
+) -> Result<ExitCode, Usage> {
+    // A system acts under the senders' rule like a user; without a flow.toml the operator
+    // sends as whoever they name.
+    let who = if has_config || sender.starts_with(ops::SYSTEM_PREFIX) {
+        Caller::User(sender)
+    } else {
+        Caller::Operator(sender)
+    };
+    let sent = match ops::signal(engine, who, run, name, value, drive) {
+        Err(OpError::Forbidden {
+            run: Some(run),
+            why,
+        }) => {
+            // Like the API, the refusal is kept in the run's trail.
+            let request = format!("flowrt signal {run} {name}");
+            let event = ops::refusal_event(engine.now(), sender, &request, 403, &why);
+            engine
+                .store()
+                .note(&run, &event)
+                .map_err(|e| Usage(e.to_string()))?;
+            eprintln!("refused: {why}");
+            return Ok(ExitCode::from(EXIT_REFUSED));
+        }
+        other => match allowed(other)? {
+            Ok(sent) => sent,
+            Err(refused) => return Ok(refused),
+        },
+    };
+    match (sent.taken_now, sent.run_status) {
+        (false, _) => say(format_args!(
+            "signal `{name}` #{} queued; run {run} takes it when it waits for `{name}`",
+            sent.number
+        )),
+        (true, None) => say(format_args!(
+            "signal `{name}` #{} sent; run {run} will go on when a worker drives it",
+            sent.number
+        )),
+        (true, Some(status)) => {
+            let record = find(engine, run)?;
+            say(format_args!(
+                "signal `{name}` #{} sent; run {run} is now {status}{}",
+                sent.number,
+                record
+                    .waiting_on
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn clock(engine: &mut Engine, action: ClockAction) -> Result<ExitCode, Usage> {
     match action {
         ClockAction::Show => {
@@ -1969,6 +2088,13 @@ fn event_details(kind: EventKind, data: &serde_json::Value) -> String {
         EventKind::NotifyFailed => text("error").to_string(),
         EventKind::Audit => summary(data),
         EventKind::RequestRefused => text("reason").to_string(),
+        EventKind::SignalReceived => format!(
+            "#{} from {}: {}",
+            value("number"),
+            text("by"),
+            summary(&data["value"])
+        ),
+        EventKind::SignalTaken => format!("#{} (from {})", value("number"), text("by")),
         _ => String::new(),
     };
     shorten(&detail)

@@ -164,6 +164,7 @@ pub(crate) fn step(run: &str, owner: &str, status: RunStatus, now: Millis) -> St
         now,
         gate: None,
         outbox: Default::default(),
+        takes_signal: None,
     }
 }
 
@@ -602,6 +603,7 @@ fn outbox_step(run: &str, outbox: OutboxChange, now: Millis) -> StepCommit {
         checkpoint: None,
         events: vec![],
         outbox,
+        takes_signal: None,
         ..step(run, OWNER, RunStatus::Runnable, now)
     }
 }

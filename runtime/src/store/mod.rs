@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod postgres;
 mod runs;
 pub mod schema;
+pub mod signals;
 pub mod sql;
 pub mod sqlite;
 
@@ -31,6 +32,7 @@ pub use crate::history::EventKind;
 pub use gate_index::{Approval, GateChange, GateCounts, GateRow};
 pub use outbox::{Notification, OutboxChange, OutboxKey, OutboxRow};
 use serde::{Deserialize, Serialize};
+pub use signals::{Delivery, SignalRecord};
 use std::fmt;
 
 /// Milliseconds since the Unix epoch.
@@ -207,6 +209,8 @@ pub struct StepCommit {
     /// What the commit does to the notification outbox (see [`outbox`]): the notification of
     /// a gate it opens or escalates, the rows whose delivery it records.
     pub outbox: OutboxChange,
+    /// The signal (by its number) that the step committed took (see [`signals`]).
+    pub takes_signal: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -450,6 +454,25 @@ pub trait History {
     fn count_events(&mut self, kind: EventKind, since: Millis) -> StoreResult<i64>;
 }
 
+/// Signals sent to runs (see [`signals`]).
+pub trait Signals {
+    /// Queues signal `name` with `value` (JSON) for `run` and records `event` (its
+    /// `signal_received`) in the run's trail, in one transaction; wakes the run when it waits
+    /// for a signal of this name. A finished run gets nothing.
+    fn send_signal(
+        &mut self,
+        run: &str,
+        name: &str,
+        value: &str,
+        sender: &str,
+        event: &NewEvent,
+    ) -> StoreResult<Delivery>;
+    /// The oldest signal `name` the run has received and not taken.
+    fn next_signal(&mut self, run: &str, name: &str) -> StoreResult<Option<SignalRecord>>;
+    /// Every signal the run has received and not taken, oldest first.
+    fn queued_signals(&mut self, run: &str) -> StoreResult<Vec<SignalRecord>>;
+}
+
 /// The gate index (see [`gate_index`]).
 pub trait Gates {
     /// The open gates of the gate index, oldest first: every one, or `run`'s.
@@ -534,12 +557,13 @@ pub trait GroupCommit {
 /// The whole store, as the engine and the commands hold it (`Box<dyn Store>`): every concern
 /// above. Implemented for every type that implements them all.
 pub trait Store:
-    Versions + Runs + History + Gates + Outbox + Tokens + Settings + GroupCommit
+    Versions + Runs + History + Gates + Signals + Outbox + Tokens + Settings + GroupCommit
 {
 }
 
-impl<T: Versions + Runs + History + Gates + Outbox + Tokens + Settings + GroupCommit + ?Sized> Store
-    for T
+impl<
+    T: Versions + Runs + History + Gates + Signals + Outbox + Tokens + Settings + GroupCommit + ?Sized,
+> Store for T
 {
 }
 

@@ -126,6 +126,16 @@ fn commit_step(conn: &mut dyn Conn, step: &StepCommit, doing: &str) -> StoreResu
         ],
     )?;
     super::gate_index::apply(conn, step, was_at_gate)?;
+    if let Some(number) = step.takes_signal {
+        super::signals::take(conn, &step.run, number)?;
+    }
+    if let Some(name) = step
+        .waiting_on
+        .as_deref()
+        .and_then(|w| w.strip_prefix("signal "))
+    {
+        super::signals::wake_if_queued(conn, &step.run, name, step.now)?;
+    }
     super::outbox::apply(conn, &step.outbox)
 }
 

@@ -301,6 +301,18 @@ pub const MIGRATIONS: &[&str] = &[
     // 16: the runs in a tool call, found by the claim without reading every waiting run
     // (`Runs::claim_ready` asks for `substr(waiting_on, 1, 5) = 'tool '`).
     "CREATE INDEX IF NOT EXISTS runs_in_call ON runs(status, substr(waiting_on, 1, 5));",
+    // 17: the signals sent to runs, queued until the run takes them (store/signals.rs).
+    "CREATE TABLE IF NOT EXISTS signals (
+        run     TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        number  {INT} NOT NULL,
+        name    TEXT NOT NULL,
+        value   TEXT NOT NULL,
+        sender  TEXT NOT NULL,
+        sent_at {INT} NOT NULL,
+        taken   {INT} NOT NULL DEFAULT 0,
+        PRIMARY KEY (run, number)
+     );
+     CREATE INDEX IF NOT EXISTS signals_queued ON signals(run, name, taken, number);",
 ];
 
 /// The schema version this code writes and understands.

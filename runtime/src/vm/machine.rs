@@ -77,6 +77,10 @@ pub enum Request {
         fields: Value,
     },
     Now,
+    /// `await signal`: the next signal of this name (an index into the module's signals).
+    Signal {
+        signal: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -262,6 +266,7 @@ impl Machine {
                 .params
                 .len(),
             Op::AwaitApproval { .. } | Op::AwaitInput { .. } | Op::Sleep | Op::Audit { .. } => 1,
+            Op::AwaitSignal { .. } => 0,
             Op::CallBuiltin { args, .. } => args as usize,
             _ => return Err(format!("{op:?} is not durable")),
         })
@@ -298,6 +303,7 @@ impl Machine {
                 event,
                 fields: one()?,
             },
+            Op::AwaitSignal { signal } => Request::Signal { signal },
             Op::CallBuiltin { id, .. } if Builtin::from_id(id) == Some(Builtin::Now) => {
                 Request::Now
             }
@@ -683,7 +689,8 @@ impl Machine {
             | Op::AwaitApproval { .. }
             | Op::AwaitInput { .. }
             | Op::Sleep
-            | Op::Audit { .. } => {
+            | Op::Audit { .. }
+            | Op::AwaitSignal { .. } => {
                 return Err(Trap::Fatal(format!("{op:?} reached the pure interpreter")));
             }
         }
