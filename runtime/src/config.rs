@@ -787,6 +787,13 @@ impl Parser<'_> {
                     format!("user name `{name}` must not start with `@`: those name tokens that are no person"),
                 ));
             }
+            // `system:…` is what a system's token acts as (`flowrt token create --system`).
+            if crate::tokens::system_of(name).is_some() {
+                return Err(self.at(
+                    key.span(),
+                    format!("user name `{name}` must not start with `{}`: that names a system, whose tokens are made with `flowrt token create --system NAME`", crate::tokens::SYSTEM_PREFIX),
+                ));
+            }
             users.insert(name.to_string(), self.user(name, user)?);
         }
         Ok(users)
@@ -1453,6 +1460,13 @@ command = "logger flow"
             e.message.contains("must not start or end with spaces"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn no_user_name_is_a_system() {
+        let error = Config::parse("[users.\"system:billing\"]\nroles = [\"x\"]\n", "flow.toml")
+            .expect_err("refused");
+        assert!(error.message.contains("names a system"), "{error}");
     }
 
     #[test]

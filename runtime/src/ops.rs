@@ -261,22 +261,13 @@ fn may_read(
 
 // ----- signals ------------------------------------------------------------------------
 
-/// The identity of a system (an API token made with `flowrt token create --system NAME`, or
-/// `flowrt signal --system NAME`): what it acts as, which no user of flow.toml can be.
-pub fn system_identity(name: &str) -> String {
-    format!("{SYSTEM_PREFIX}{name}")
-}
-
-/// Identities that start with this are systems, not users.
-pub const SYSTEM_PREFIX: &str = "system:";
-
 /// Whether `who` is one of the senders a signal names.
 pub fn may_send(engine: &Engine, who: &str, senders: &[flow_compiler::bytecode::Sender]) -> bool {
     use flow_compiler::bytecode::SenderKind;
     senders.iter().any(|sender| match sender.kind {
         SenderKind::Role => engine.config().has_role(who, &sender.name),
         SenderKind::User => who == sender.name,
-        SenderKind::System => who.strip_prefix(SYSTEM_PREFIX) == Some(sender.name.as_str()),
+        SenderKind::System => crate::tokens::system_of(who) == Some(sender.name.as_str()),
     })
 }
 
@@ -349,9 +340,15 @@ pub fn signal(
         .store()
         .send_signal(id, name, &text, caller.name(), &event)?
     {
-        Delivery::Finished(status) => Err(OpError::Finished {
+        Delivery::Finished(status) => Err(OpError::Refused {
             run: id.to_string(),
-            status,
+            refusal: Refusal {
+                kind: RefusalKind::Conflict,
+                why: format!(
+                    "run {id} has already {}: it takes no more signals",
+                    status.as_str()
+                ),
+            },
         }),
         Delivery::Queued { number, woke } => {
             let run_status = if woke && drive {

@@ -71,6 +71,32 @@ pub const SCRAPER: &str = "@scrape";
 /// What a scrape token may ask for (`METHOD /path`).
 pub const SCRAPE_REQUESTS: [&str; 2] = ["GET /metrics", "GET /openapi.json"];
 
+/// The user of a token made for a system (`flowrt token create --system NAME`) starts with
+/// this; no user of flow.toml can (config refuses the name). A system may send the signals
+/// whose senders name it (`from system("NAME")`), and nothing else.
+pub const SYSTEM_PREFIX: &str = "system:";
+
+/// The identity system `name` acts as.
+pub fn system_identity(name: &str) -> String {
+    format!("{SYSTEM_PREFIX}{name}")
+}
+
+/// The system an identity is, when it is one.
+pub fn system_of(identity: &str) -> Option<&str> {
+    identity.strip_prefix(SYSTEM_PREFIX)
+}
+
+/// Whether a system may make this request (`METHOD /path`): it sends signals only.
+pub fn system_may_ask(request: &str) -> bool {
+    request
+        .strip_prefix("POST /api/runs/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(_, rest)| {
+            rest.strip_prefix("signals/")
+                .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+        })
+}
+
 /// The record of a live token, or why the presented one does not authenticate.
 pub fn authenticate(
     store: &mut dyn Store,

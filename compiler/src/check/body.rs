@@ -2667,7 +2667,11 @@ impl<'a> BodyChecker<'a> {
         } else {
             "a"
         };
-        let who = if signal.is_some() { "a sender" } else { "a person" };
+        let who = if signal.is_some() {
+            "a sender"
+        } else {
+            "a person"
+        };
         let label = match &path {
             None => format!("{who} cannot supply {a} {shown}"),
             Some((inside, _, field)) => {
@@ -2675,7 +2679,9 @@ impl<'a> BodyChecker<'a> {
             }
         };
         let help = if let Some(name) = signal {
-            format!("let the signal carry a name instead (e.g. `{name}: String`) and build `user(name)` or `role(name)` from it")
+            format!(
+                "let the signal carry a name instead (e.g. `{name}: String`) and build `user(name)` or `role(name)` from it"
+            )
         } else if is_decision {
             "use `await approval` for a decision; to ask for a verdict as data, declare a record such as `type Verdict = { approved: Bool, comment: String }`".to_string()
         } else {

@@ -241,11 +241,15 @@ enum TokenAction {
     /// Create a token for a user of flow.toml (or, with --scrape, one that reads only
     /// /metrics and /openapi.json); the token is printed once, on stdout.
     Create {
-        #[arg(required_unless_present = "scrape", conflicts_with = "scrape")]
+        #[arg(required_unless_present_any = ["scrape", "system"], conflicts_with = "scrape")]
         user: Option<String>,
         /// A token for a monitoring system: GET /metrics and GET /openapi.json, nothing else.
         #[arg(long)]
         scrape: bool,
+        /// A token for system NAME: it sends the signals whose senders name `system("NAME")`,
+        /// nothing else.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["scrape", "user"])]
+        system: Option<String>,
         /// Expire after this long, e.g. 30d or 12h (default: never).
         #[arg(long)]
         expires: Option<String>,
@@ -739,7 +743,7 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
                     known_user(&engine, has_config, &user)?;
                     user
                 }
-                (None, Some(system)) => ops::system_identity(&system),
+                (None, Some(system)) => flow_runtime::tokens::system_identity(&system),
                 (None, None) => {
                     return Err(Usage(
                         "name the sender with --as USER or --system NAME".into(),
@@ -1407,17 +1411,27 @@ fn token(engine: &mut Engine, has_config: bool, action: TokenAction) -> Result<E
         TokenAction::Create {
             user,
             scrape,
+            system,
             expires,
             name,
         } => {
-            let user = match (user, scrape) {
-                (_, true) => flow_runtime::tokens::SCRAPER.to_string(),
-                (Some(user), false) => user,
-                (None, false) => {
-                    return Err(Usage("name the token's user, or give --scrape".into()));
+            let principal = scrape || system.is_some();
+            let user = match (user, scrape, system) {
+                (_, true, _) => flow_runtime::tokens::SCRAPER.to_string(),
+                (_, _, Some(system)) if system.trim().is_empty() || system.trim() != system => {
+                    return Err(Usage(format!(
+                        "--system `{system}`: name the system, without spaces around it"
+                    )));
+                }
+                (_, _, Some(system)) => flow_runtime::tokens::system_identity(&system),
+                (Some(user), false, None) => user,
+                (None, false, None) => {
+                    return Err(Usage(
+                        "name the token's user, or give --scrape or --system NAME".into(),
+                    ));
                 }
             };
-            if !scrape && (!has_config || engine.config().user(&user).is_none()) {
+            if !principal && (!has_config || engine.config().user(&user).is_none()) {
                 return Err(Usage(format!(
                     "unknown user `{user}`: a token acts as a user of flow.toml (add `[users.{user}]`)"
                 )));
@@ -1719,7 +1733,7 @@ fn signal(
 ) -> Result<ExitCode, Usage> {
     // A system acts under the senders' rule like a user; without a flow.toml the operator
     // sends as whoever they name.
-    let who = if has_config || sender.starts_with(ops::SYSTEM_PREFIX) {
+    let who = if has_config || flow_runtime::tokens::system_of(sender).is_some() {
         Caller::User(sender)
     } else {
         Caller::Operator(sender)

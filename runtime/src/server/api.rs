@@ -235,6 +235,7 @@ pub fn router(app: App) -> Router {
         .route("/api/runs/{id}/cancel", post(cancel))
         .route("/api/decisions", get(decisions))
         .route("/api/runs/{id}/gates/{gate}/{action}", post(decide))
+        .route("/api/runs/{id}/signals/{name}", post(send_signal))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
         })
@@ -443,6 +444,26 @@ fn authenticate(
             log_refusal(
                 engine,
                 &format!("token {} (scrape)", record.id),
+                asked,
+                &error,
+            );
+            Err(error)
+        }
+        Ok(record) if tokens::system_of(&record.user).is_some() => {
+            if tokens::system_may_ask(&asked.request) {
+                return Ok(record.user);
+            }
+            let error = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "token {} acts as {}: a system token only sends signals (POST /api/runs/{{id}}/signals/{{name}})",
+                    record.id, record.user
+                ),
+            );
+            log_refusal(
+                engine,
+                &format!("token {} ({})", record.id, record.user),
                 asked,
                 &error,
             );
@@ -814,6 +835,22 @@ async fn decide(
         };
         let decided = ops::decide(engine, &id, &gate, user, action, view_hash.as_deref(), true)?;
         view(decided)
+    })
+    .await
+}
+
+/// Sends a signal (`{"value": …}`; no body or no `value` for a signal without one).
+async fn send_signal(
+    State(app): State<App>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let request = format!("POST /api/runs/{id}/signals/{name}");
+    app.with_body(caller, request, body, move |engine, user, body| {
+        let value = body.get("value").cloned().unwrap_or(Value::Null);
+        let sent = ops::signal(engine, Who::User(user), &id, &name, &value, true)?;
+        view(sent)
     })
     .await
 }

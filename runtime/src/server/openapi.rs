@@ -40,6 +40,10 @@ fn path_param(name: &str, description: &str) -> Value {
 pub fn document() -> Value {
     let run_id = path_param("id", "The run's id");
     let gate = path_param("gate", "The gate's name");
+    let signal = path_param(
+        "name",
+        "The signal's name, as the workflow's `accepts` clause declares it",
+    );
     let decision_result = json_response(
         "The decision was applied",
         json!({ "$ref": "#/components/schemas/DecisionResult" }),
@@ -167,6 +171,17 @@ pub fn document() -> Value {
                         "verified": { "type": "boolean", "description": "Whether the run's keyed chain verifies" },
                         "problem": { "type": "string", "nullable": true, "description": "Why it does not" },
                         "records": { "type": "array", "description": "The records in the audit export's format (`at` is RFC 3339 text there)", "items": { "type": "object" } }
+                    }
+                },
+                "SignalResult": {
+                    "type": "object",
+                    "required": ["run", "signal", "number", "taken_now", "run_status"],
+                    "properties": {
+                        "run": { "type": "string" },
+                        "signal": { "type": "string" },
+                        "number": { "type": "integer", "description": "The signal's number in the run, in the order received" },
+                        "taken_now": { "type": "boolean", "description": "Whether the run was waiting for it; otherwise it is queued" },
+                        "run_status": { "type": "string", "nullable": true }
                     }
                 },
                 "DecisionResult": {
@@ -308,6 +323,24 @@ pub fn document() -> Value {
                     "properties": { "comment": { "type": "string" }, "view_hash": { "type": "string" } }
                 } } } },
                 "responses": with_errors(json!({ "200": decision_result.clone() }), decide_errors)
+            } },
+            "/api/runs/{id}/signals/{name}": { "post": {
+                "operationId": "sendSignal",
+                "summary": "Send a signal to a run: queued until the run waits for it, never lost",
+                "parameters": [run_id.clone(), signal],
+                "requestBody": { "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": { "value": { "description": "A value of the signal's declared type (none for a signal without one)" } }
+                } } } },
+                "responses": with_errors(json!({ "200": json_response("Queued, or taken by the waiting run", json!({ "$ref": "#/components/schemas/SignalResult" })) }), &[
+                    ("400", "Malformed body"),
+                    ("403", "The caller is not one of the signal's senders"),
+                    ("404", "No such run, or its workflow accepts no signal of this name"),
+                    ("409", "The run has finished"),
+                    ("413", "The body is larger than 2 MiB"),
+                    ("415", "The body is not sent as application/json"),
+                    ("422", "The value does not fit the signal's type")
+                ])
             } },
             "/api/runs/{id}/gates/{gate}/input": { "post": {
                 "operationId": "provideInput",
