@@ -1064,6 +1064,25 @@ impl<'a> Builder<'a> {
                 )));
                 parts.push(self.expr(value));
             }
+            TestStepKind::Signal {
+                name,
+                user,
+                value,
+                refused,
+            } => {
+                if *refused {
+                    parts.push(text("expect refused "));
+                }
+                parts.push(text(format!(
+                    "signal {} as {}",
+                    name.name,
+                    self.string(user.span)
+                )));
+                if let Some(value) = value {
+                    parts.push(text(" value "));
+                    parts.push(self.expr(value));
+                }
+            }
             TestStepKind::Advance { by } => {
                 parts.push(text("advance "));
                 parts.push(self.expr(by));

@@ -65,6 +65,13 @@ pub enum Action {
         value: String,
         refused: bool,
     },
+    /// Sends signal `name` as `user`, with the value a helper computes (none: no value).
+    Signal {
+        name: String,
+        user: String,
+        value: Option<String>,
+        refused: bool,
+    },
     Advance {
         ms: u64,
     },
@@ -165,6 +172,11 @@ pub enum HelperRole {
     InputValue {
         gate: String,
         span: Span,
+    },
+    /// The type of signal `signal` of the workflow the step's run runs.
+    SignalValue {
+        workflow: ast::Ident,
+        signal: ast::Ident,
     },
 }
 
@@ -318,6 +330,7 @@ impl Desugarer<'_> {
             TestStepKind::ExpectGate { .. }
                 | TestStepKind::Decide { .. }
                 | TestStepKind::Provide { .. }
+                | TestStepKind::Signal { .. }
                 | TestStepKind::ExpectResult(_)
                 | TestStepKind::ExpectError { .. }
                 | TestStepKind::ExpectStatus(_)
@@ -525,6 +538,27 @@ impl Desugarer<'_> {
                     gate: gate.value.to_string(),
                     user: user.value.to_string(),
                     value: self.expr_helper(role, Vec::new(), value),
+                    refused: *refused,
+                }
+            }
+            TestStepKind::Signal {
+                name,
+                user,
+                value,
+                refused,
+            } => {
+                let workflow = self.run_workflow(run, step.span)?;
+                let value = value.as_ref().map(|value| {
+                    let role = HelperRole::SignalValue {
+                        workflow,
+                        signal: name.clone(),
+                    };
+                    self.expr_helper(role, Vec::new(), value)
+                });
+                Action::Signal {
+                    name: name.name.clone(),
+                    user: user.value.to_string(),
+                    value,
                     refused: *refused,
                 }
             }

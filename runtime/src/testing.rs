@@ -647,6 +647,12 @@ impl TestRun {
                 };
                 self.decide(span, Some(gate), user, action, *refused)
             }
+            Action::Signal {
+                name,
+                user,
+                value,
+                refused,
+            } => self.signal(span, name, user, value.as_deref(), *refused),
             Action::Advance { ms } => {
                 let end = self
                     .engine
@@ -969,6 +975,68 @@ impl TestRun {
             (Err(DecideError::Refused(why)), false) => Err(Failure::new(span, why)
                 .help("check the gate's approvers and the users' roles in flow.toml")),
             (Err(DecideError::Engine(e)), _) => Err(Self::engine_failure(span)(e)),
+        }
+    }
+
+    /// `signal name as "user" [value …]`: sent to the step's run as the API sends it (the
+    /// senders' rule, the value's type), then every run goes on as far as it can.
+    fn signal(
+        &mut self,
+        span: Span,
+        name: &str,
+        user: &str,
+        value: Option<&str>,
+        must_be_refused: bool,
+    ) -> Result<(), Failure> {
+        let run = self.current_run(span)?;
+        if crate::tokens::system_of(user).is_none() && self.engine.config().user(user).is_none() {
+            return Err(Failure::new(
+                span,
+                format!("`{user}` is not a user of {}", self.engine.config().origin),
+            )
+            .help(
+                "name a user of flow.toml (or pass --config), or a system as `\"system:NAME\"`",
+            ));
+        }
+        let value = match value {
+            Some(helper) => evaluate(&self.module, helper, Vec::new())
+                .map_err(|e| Failure::new(span, e))?
+                .to_json_revealing(),
+            None => serde_json::Value::Null,
+        };
+        let sent = crate::ops::signal(
+            &mut self.engine,
+            crate::ops::Caller::User(user),
+            &run,
+            name,
+            &value,
+            false,
+        );
+        match (sent, must_be_refused) {
+            (Ok(_), false) => self.settle(span),
+            (Ok(_), true) => Err(Failure::new(
+                span,
+                format!("`{user}` was allowed to send `{name}`"),
+            )
+            .expected("the signal refused", "it was sent")),
+            (
+                Err(crate::ops::OpError::Forbidden { .. } | crate::ops::OpError::Refused { .. }),
+                true,
+            ) => Ok(()),
+            (Err(crate::ops::OpError::Engine(e)), _) => Err(Self::engine_failure(span)(e)),
+            (Err(why), _) => {
+                let forbidden = matches!(why, crate::ops::OpError::Forbidden { .. });
+                // Run ids change from one test run to the next; the test's name for it does not.
+                let why = why
+                    .to_string()
+                    .replace(&format!("run {run}"), &self.run_name(&run));
+                let failure = Failure::new(span, why);
+                Err(if forbidden {
+                    failure.help("check the signal's senders (`accepts … from …`) and the users' roles in flow.toml")
+                } else {
+                    failure
+                })
+            }
         }
     }
 

@@ -167,6 +167,42 @@ impl DeclChecker<'_> {
                 Some((vec![result], Type::Bool))
             }
             HelperRole::AuditFields => Some((Vec::new(), Type::Unknown)),
+            HelperRole::SignalValue { workflow, signal } => {
+                let def = &self.checked.workflows
+                    [self.lookup(file, &workflow.name, RefKind::Workflow)?];
+                match def.signals.iter().find(|s| s.name == signal.name) {
+                    Some(accepted) => Some((Vec::new(), accepted.ty.clone())),
+                    None => {
+                        let names: Vec<String> = def
+                            .signals
+                            .iter()
+                            .map(|s| format!("`{}`", s.name))
+                            .collect();
+                        let help = if names.is_empty() {
+                            format!(
+                                "`{}` accepts no signals (it has no `accepts` clause)",
+                                def.name
+                            )
+                        } else {
+                            format!("`{}` accepts {}", def.name, names.join(", "))
+                        };
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                codes::INVALID_TEST_STEP,
+                                file,
+                                signal.span,
+                                "not a signal of the run's workflow",
+                            )
+                            .with_message(format!(
+                                "`{}` does not accept a signal `{}`",
+                                def.name, signal.name
+                            ))
+                            .with_help(help),
+                        );
+                        None
+                    }
+                }
+            }
             HelperRole::InputValue { gate, span } => {
                 let ty = self.input_type(trees, gate);
                 if ty.is_none() {

@@ -208,6 +208,14 @@ pub enum TestStepKind {
         value: Expr,
         refused: bool,
     },
+    /// `signal name as "user" [value <expr>]`: sends a signal to the run; with
+    /// `expect refused` before it, it must be refused.
+    Signal {
+        name: Ident,
+        user: StrLit,
+        value: Option<Expr>,
+        refused: bool,
+    },
     /// `advance 25h`: the test clock moves on; due timers fire.
     Advance { by: Expr },
     /// `expect result Pattern` or `expect result == value`.

@@ -135,6 +135,7 @@ impl Parser<'_> {
             }
             "approve" | "reject" => self.parse_decision(false),
             "provide" => self.parse_provide(false),
+            "signal" => self.parse_signal(false),
             "advance" => {
                 self.bump();
                 let by = self.parse_expr(Records::NotHere);
@@ -247,6 +248,28 @@ impl Parser<'_> {
         let value = self.parse_expr(Records::Allowed);
         Some(TestStepKind::Provide {
             gate,
+            user,
+            value,
+            refused,
+        })
+    }
+
+    /// `signal name as "user" [value <expr>]` (a system sends `as "system:NAME"`).
+    fn parse_signal(&mut self, refused: bool) -> Option<TestStepKind> {
+        self.bump();
+        let name = self.parse_ident("the signal's name")?;
+        self.expect_word(
+            "as",
+            "say who sends it: `signal name as \"user\"` (or `as \"system:NAME\"`)",
+        )?;
+        let user = self.parse_plain_string("the sender's name in quotes")?;
+        let value = if self.eat_word("value").is_some() {
+            Some(self.parse_expr(Records::Allowed))
+        } else {
+            None
+        };
+        Some(TestStepKind::Signal {
+            name,
             user,
             value,
             refused,
@@ -395,6 +418,9 @@ impl Parser<'_> {
                 self.bump();
                 if self.at(T::Ident) && self.text(self.span()) == "provide" {
                     return self.parse_provide(true);
+                }
+                if self.at(T::Ident) && self.text(self.span()) == "signal" {
+                    return self.parse_signal(true);
                 }
                 if !matches!(self.text(self.span()), "approve" | "reject") || !self.at(T::Ident) {
                     self.error_expected(
