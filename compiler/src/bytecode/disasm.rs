@@ -41,6 +41,16 @@ pub fn disassemble(module: &Module) -> String {
             module.type_name(workflow.ret),
             workflow.locals
         );
+        for signal in module.signals_of(number as u32) {
+            let senders: Vec<String> = signal.senders.iter().map(|s| s.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "  accepts {}: {} from {}",
+                signal.name,
+                module.type_name(signal.ty),
+                senders.join(" or ")
+            );
+        }
         let mut last_line = None;
         for (pc, op) in workflow.code.iter().enumerate() {
             let location = workflow.debug.get(pc);
