@@ -55,6 +55,8 @@ pub enum Sym {
         input: bool,
     },
     ErrorKind(&'static str),
+    /// A signal a workflow accepts: the workflow's index and the signal's.
+    Signal(usize, usize),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -112,6 +114,8 @@ pub enum SymbolKind {
     Field,
     Variant,
     Test,
+    /// A signal a workflow accepts (a child of the workflow).
+    Signal,
 }
 
 /// A declaration in the outline of a file.
@@ -320,6 +324,10 @@ impl Analysis {
                 at(local.file, local.span)
             }
             Sym::Import(file) => at(file, Span::default()),
+            Sym::Signal(workflow, index) => {
+                let workflow = self.program.checked.workflows.get(workflow)?;
+                at(workflow.file, workflow.signals.get(index)?.span)
+            }
             Sym::Builtin(_) | Sym::GateOption { .. } | Sym::ErrorKind(_) => None,
         }
     }
@@ -370,6 +378,10 @@ impl Analysis {
         match sym {
             Sym::Builtin(_) | Sym::GateOption { .. } | Sym::ErrorKind(_) | Sym::Import(_) => {
                 return Err("only names declared in a .flow file can be renamed".to_string());
+            }
+            // Senders and tests name a signal by its name too (`flowrt signal RUN NAME`).
+            Sym::Signal(..) => {
+                return Err("a signal's name is part of the workflow's interface (senders, `flowc test` steps and runs waiting for it use it): rename it by hand".to_string());
             }
             _ if self.declaration(sym).is_none() => {
                 return Err("builtin declarations cannot be renamed".to_string());
@@ -663,7 +675,29 @@ impl Analysis {
                     .map(|(_, d)| *d);
                 with_doc(format!("error kind {kind}"), doc)
             }
+            Sym::Signal(workflow, index) => {
+                let workflow = &self.program.checked.workflows[workflow];
+                let Some(signal) = workflow.signals.get(index) else {
+                    return String::new();
+                };
+                let doc = format!(
+                    "A signal `{}` accepts: `await signal {}` takes the oldest one its run received (and waits for one when none came). Sent with `flowrt signal RUN {} --value JSON` or `POST /api/runs/{{id}}/signals/{}`.",
+                    workflow.name, signal.name, signal.name, signal.name
+                );
+                with_doc(self.signal_signature(signal), Some(&doc))
+            }
         }
+    }
+
+    /// `signal cancel: String from role("support") or system("billing")`.
+    fn signal_signature(&self, signal: &crate::check::SignalDef) -> String {
+        let senders: Vec<String> = signal.senders.iter().map(|s| s.to_string()).collect();
+        format!(
+            "signal {}: {} from {}",
+            signal.name,
+            self.show(&signal.ty),
+            senders.join(" or ")
+        )
     }
 
     // ----- outline --------------------------------------------------------------------
@@ -735,13 +769,31 @@ impl Analysis {
                         .workflows
                         .iter()
                         .position(|w| w.file == file && w.span == decl.name.span);
+                    let signals = index
+                        .map(|i| &self.program.checked.workflows[i].signals[..])
+                        .unwrap_or_default();
+                    let children = decl
+                        .accepts
+                        .iter()
+                        .filter_map(|written| {
+                            let signal = signals.iter().find(|s| s.span == written.name.span)?;
+                            Some(DocumentSymbol {
+                                name: signal.name.clone(),
+                                kind: SymbolKind::Signal,
+                                detail: Some(self.signal_signature(signal)),
+                                span: written.span,
+                                selection: written.name.span,
+                                children: Vec::new(),
+                            })
+                        })
+                        .collect();
                     out.push(DocumentSymbol {
                         name: decl.name.name.clone(),
                         kind: SymbolKind::Workflow,
                         detail: index.map(|i| self.workflow_signature(i)),
                         span: decl.span,
                         selection: decl.name.span,
-                        children: Vec::new(),
+                        children,
                     });
                 }
                 ast::Item::Test(decl) => out.push(DocumentSymbol {
@@ -897,6 +949,13 @@ impl Analysis {
                 }
             }
         }
+        if let [.., await_token, word] = tokens_before
+            && await_token.kind == T::Await
+            && word.kind == T::Ident
+            && &text[word.span.range()] == "signal"
+        {
+            return self.signal_completions(file, offset32);
+        }
         if self.is_type_position(file, tokens_before, offset32) {
             return self.type_completions(file);
         }
@@ -936,6 +995,40 @@ impl Analysis {
                 .collect();
         }
         self.scope_completions(file, offset32)
+    }
+
+    /// After `await signal`: the signals the enclosing workflow accepts.
+    fn signal_completions(&self, file: FileId, offset: u32) -> Vec<Completion> {
+        let Some(tree) = self.program.trees.get(file.0 as usize) else {
+            return Vec::new();
+        };
+        let enclosing = tree.module.items.iter().find_map(|item| match item {
+            ast::Item::Workflow(w) if w.body.span.start < offset && offset <= w.body.span.end => {
+                Some(w)
+            }
+            _ => None,
+        });
+        let Some(decl) = enclosing else {
+            return Vec::new();
+        };
+        let checked = &self.program.checked;
+        let Some(workflow) = checked
+            .workflows
+            .iter()
+            .find(|w| w.file == file && w.span == decl.name.span)
+        else {
+            return Vec::new();
+        };
+        workflow
+            .signals
+            .iter()
+            .map(|signal| Completion {
+                label: signal.name.clone(),
+                kind: CompletionKind::Variable,
+                detail: Some(self.signal_signature(signal)),
+                documentation: None,
+            })
+            .collect()
     }
 
     /// Inside a `test` block: the step words at the start of a step, the words an `expect`
@@ -1332,6 +1425,7 @@ fn build_index(program: &Program, ide: &IdeFacts) -> Vec<Vec<Ref>> {
     let mut out = Vec::with_capacity(program.trees.len());
     for (index, tree) in program.trees.iter().enumerate() {
         let mut indexer = Indexer {
+            workflow: None,
             file: FileId(index as u32),
             program,
             ide,
@@ -1352,6 +1446,8 @@ fn build_index(program: &Program, ide: &IdeFacts) -> Vec<Vec<Ref>> {
 
 struct Indexer<'a> {
     file: FileId,
+    /// The workflow whose body is being walked (its signals are what `await signal` names).
+    workflow: Option<usize>,
     program: &'a Program,
     ide: &'a IdeFacts,
     type_defs: &'a HashMap<(FileId, Span), TypeId>,
@@ -1461,6 +1557,16 @@ impl Indexer<'_> {
                     .position(|w| w.file == self.file && w.span == decl.name.span)
                 {
                     self.add_def(decl.name.span, Sym::Workflow(index));
+                    self.workflow = Some(index);
+                    for signal in &decl.accepts {
+                        if let Some(i) = checked.workflows[index]
+                            .signals
+                            .iter()
+                            .position(|s| s.span == signal.name.span)
+                        {
+                            self.add_def(signal.name.span, Sym::Signal(index, i));
+                        }
+                    }
                 }
                 for param in &decl.params {
                     self.local_def(param.name.span);
@@ -1469,7 +1575,13 @@ impl Indexer<'_> {
                 if let Some(ret) = &decl.ret {
                     self.type_expr(ret);
                 }
+                for signal in &decl.accepts {
+                    if let Some(ty) = &signal.ty {
+                        self.type_expr(ty);
+                    }
+                }
                 self.block(&decl.body);
+                self.workflow = None;
             }
             ast::Item::Test(decl) => self.test(decl),
         }
@@ -1608,8 +1720,18 @@ impl Indexer<'_> {
             | ExprKind::None
             | ExprKind::Duration(_)
             | ExprKind::Time(_)
-            | ExprKind::AwaitSignal { .. }
             | ExprKind::Error => {}
+            ExprKind::AwaitSignal { name } => {
+                let program = self.program;
+                if let Some(workflow) = self.workflow
+                    && let Some(i) = program.checked.workflows[workflow]
+                        .signals
+                        .iter()
+                        .position(|s| s.name == name.name)
+                {
+                    self.add(name.span, Sym::Signal(workflow, i));
+                }
+            }
             ExprKind::Str(parts) => {
                 for part in parts {
                     if let ast::StrPart::Interpolation(inner) = part {
@@ -1831,7 +1953,7 @@ const ITEM_KEYWORDS: &[&str] = &[
     "test",
 ];
 const TEST_STEPS: &[&str] = &[
-    "mock", "start", "expect", "approve", "reject", "provide", "advance",
+    "mock", "start", "expect", "approve", "reject", "provide", "signal", "advance",
 ];
 const TEST_EXPECTATIONS: &[&str] = &[
     "approval",

@@ -745,3 +745,72 @@ fn completion_in_test_blocks_offers_steps_tools_workflows_and_expectations() {
         "{kinds:?}"
     );
 }
+
+const SIGNALS: &str = r#"workflow subscription(id: String) -> String
+  accepts cancel: String from role("support") or system("billing"),
+    renewed: Int from system("billing")
+{
+  let months = await signal renewed
+  let why = await signal cancel
+  "${id}: ${months}, ${why}"
+}
+"#;
+
+#[test]
+fn signals_have_hover_definition_references_completion_and_an_outline() {
+    let analysis = analysis(SIGNALS);
+    let text = SIGNALS;
+    // Hover on a use and on the declaration: the signal's type and senders.
+    let hover = analysis
+        .hover_at("app/main.flow", cursor(text, "signal can|cel"))
+        .expect("a hover");
+    assert_eq!(slice(text, hover.range), "cancel");
+    assert!(
+        hover
+            .markdown
+            .contains("signal cancel: String from role(\"support\") or system(\"billing\")"),
+        "{}",
+        hover.markdown
+    );
+    let hover = analysis
+        .hover_at("app/main.flow", cursor(text, "ren|ewed: Int"))
+        .expect("a hover on the declaration");
+    assert!(
+        hover.markdown.contains("signal renewed: Int"),
+        "{}",
+        hover.markdown
+    );
+    // Definition: from the `await` to the `accepts` clause.
+    let at = analysis
+        .definition_at("app/main.flow", cursor(text, "signal rene|wed"))
+        .expect("a definition");
+    assert_eq!(at.span.start as usize, cursor(text, "|renewed: Int"));
+    // References: the declaration and the use.
+    let found = analysis.references("app/main.flow", cursor(text, "signal can|cel"), true);
+    assert_eq!(found.len(), 2, "{found:?}");
+    // Renaming is refused with a reason: senders and runs use the name.
+    let refused = analysis
+        .rename("app/main.flow", cursor(text, "signal can|cel"), "stop")
+        .expect_err("refused");
+    assert!(refused.contains("interface"), "{refused}");
+    // Completion after `await signal`: the workflow's signals, with their signatures.
+    let typed = text.replace("await signal cancel", "await signal ");
+    let offset = cursor(&typed, "await signal |\n");
+    let analysis = analyze(&["app/main.flow".to_string()], &loader(&typed));
+    let completions = analysis.completions_at("app/main.flow", offset);
+    let names: Vec<&str> = completions.iter().map(|c| c.label.as_str()).collect();
+    assert_eq!(names, ["cancel", "renewed"]);
+    assert_eq!(
+        completions[1].detail.as_deref(),
+        Some("signal renewed: Int from system(\"billing\")")
+    );
+    // The outline: the signals under their workflow.
+    let analysis = self::analysis(SIGNALS);
+    let symbols = analysis.symbols("app/main.flow");
+    let children: Vec<&str> = symbols[0]
+        .children
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(children, ["cancel", "renewed"]);
+}

@@ -523,6 +523,7 @@ fn symbol_kind(kind: Sk) -> SymbolKind {
         Sk::Field => SymbolKind::FIELD,
         Sk::Variant => SymbolKind::ENUM_MEMBER,
         Sk::Test => SymbolKind::EVENT,
+        Sk::Signal => SymbolKind::EVENT,
     }
 }
 

@@ -1022,3 +1022,42 @@ fn document_symbols_are_the_declaration_hierarchy_and_follow_edits() {
     assert_eq!(after["result"], expected, "{after}");
     lsp.stop();
 }
+
+#[test]
+fn signals_get_hover_completion_and_outline_over_the_protocol() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("sub.flow");
+    let text = "workflow sub(id: String) -> String\n  accepts cancel: String from role(\"support\"),\n    renewed: Int from system(\"billing\")\n{\n  let months = await signal renewed\n  let why = await signal cancel\n  \"${months} ${why}\"\n}\n";
+    std::fs::write(&path, text).expect("write");
+    let uri = uri(&path);
+    let mut lsp = Lsp::start();
+    lsp.open(&uri, text);
+    let hover = lsp.at("textDocument/hover", &uri, position(text, "signal can|cel"));
+    let value = hover["result"]["contents"]["value"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a hover: {hover}"));
+    assert!(
+        value.contains("signal cancel: String from role(\"support\")"),
+        "{value}"
+    );
+    let symbols = lsp.request(
+        "textDocument/documentSymbol",
+        json!({"textDocument": {"uri": uri}}),
+    );
+    let children = &symbols["result"][0]["children"];
+    assert_eq!(children[0]["name"], "cancel", "{symbols}");
+    assert_eq!(children[1]["name"], "renewed", "{symbols}");
+    // While typing the name after `await signal`: the signals the workflow accepts.
+    let typing = text.replace("await signal cancel", "await signal ");
+    lsp.change(&uri, 2, json!([{"text": typing}]));
+    let (line, character) = position(&typing, "await signal |\n");
+    let completion = lsp.at("textDocument/completion", &uri, (line, character));
+    let labels: Vec<&str> = completion["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("items: {completion}"))
+        .iter()
+        .filter_map(|item| item["label"].as_str())
+        .collect();
+    assert_eq!(labels, ["cancel", "renewed"], "{completion}");
+    lsp.stop();
+}
