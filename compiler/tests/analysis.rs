@@ -720,7 +720,7 @@ fn completion_in_test_blocks_offers_steps_tools_workflows_and_expectations() {
     assert_eq!(
         steps,
         [
-            "mock", "start", "expect", "approve", "reject", "provide", "advance"
+            "mock", "start", "expect", "approve", "reject", "provide", "signal", "advance"
         ]
         .map(|s| format!("{s} — test step"))
     );
