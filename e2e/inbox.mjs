@@ -31,6 +31,10 @@
 //   START_WORKFLOW    a workflow whose input is one record `o: { id: String, amount_eur: Int,
 //                     lines: List<{ item: String, qty: Int }>, note: String? }` of a type named
 //                     Order, then `pin: Secret?` (check e)
+//   SIGNAL_RUN        a run waiting for signal `cancel` (a record `{ reason: String, refund:
+//                     Bool }`) that AGENT_TOKEN may send and read, whose workflow also accepts
+//                     `renewed` from a system only; it completes with the reason in its output
+//                     (optional: check g is skipped without)
 //   CHROMIUM          the browser (default /usr/bin/chromium)
 //   E2E_SCREENSHOTS=1 save docs/inbox.png, docs/inbox-phone.png and docs/run.png
 //   SCREENSHOT_DIR    where to save them (default: the repository's docs/)
@@ -67,6 +71,7 @@ const APPROVAL_RUN = need("APPROVAL_RUN");
 const INPUT_RUN = need("INPUT_RUN");
 const START_WORKFLOW = env.START_WORKFLOW || "";
 const QUORUM_RUN = env.QUORUM_RUN || "";
+const SIGNAL_RUN = env.SIGNAL_RUN || "";
 const SECOND = env.SECOND_REVIEWER_TOKEN || "";
 const CONTEXT_ORDER = env.CONTEXT_ORDER ? JSON.parse(env.CONTEXT_ORDER) : null;
 const CHROMIUM = env.CHROMIUM || "/usr/bin/chromium";
@@ -520,6 +525,40 @@ const checks = [
       check(icon.status === 200 && /svg/.test(icon.headers.get("content-type") || ""), `GET /favicon.ico answered ${icon.status}`);
       await second.context().close();
       return `run ${QUORUM_RUN}`;
+    },
+  ],
+  [
+    "g) a run's page offers the signals the user may send, as a form of the signal's type, and says who may send the others",
+    async () => {
+      if (!SIGNAL_RUN) return "skipped (no SIGNAL_RUN)";
+      const page = await signIn(AGENT);
+      await page.goto(`${BASE}/#/runs/${encodeURIComponent(SIGNAL_RUN)}`);
+      const section = page.locator("section.signals");
+      await section.waitFor();
+      await unlabelled(page, "the signal forms");
+      const renewed = section.locator('li.signal[data-signal="renewed"]');
+      check(/Only system\("billing"\) may send it/.test(await renewed.innerText()), `renewed does not say who may send it:\n${await renewed.innerText()}`);
+      check((await renewed.locator("form").count()) === 0, "a signal the user may not send has a form");
+      const cancel = section.locator('form.signal-form[data-signal="cancel"]');
+      // Nothing filled in: the page names the required field and sends nothing.
+      await cancel.getByRole("button", { name: "Send cancel" }).click();
+      await cancel.locator(".field-error").filter({ hasText: "Reason is required." }).waitFor();
+      const still = await api(AGENT, "GET", `/api/runs/${SIGNAL_RUN}`);
+      check(still.data.status === "waiting", `the run moved on after an invalid signal form: ${still.data.status}`);
+      await cancel.getByLabel("Reason").fill("moving abroad");
+      await cancel.getByLabel("Refund").check();
+      await cancel.getByRole("button", { name: "Send cancel" }).click();
+      await page.locator("#status").filter({ hasText: /Signal cancel #1 sent: taken by the run/ }).waitFor();
+      await page.locator("#run-status").filter({ hasText: "completed" }).waitFor();
+      check((await page.locator("section.signals").count()) === 0, "a finished run still offers signals");
+      const run = await api(AGENT, "GET", `/api/runs/${SIGNAL_RUN}`);
+      const output = JSON.stringify(run.data.output);
+      check(output.includes("moving abroad") && output.includes("true"), `the run's output is not the signal's value: ${output}`);
+      const history = await api(AGENT, "GET", `/api/runs/${SIGNAL_RUN}/history`);
+      const received = history.data.filter((e) => e.kind === "signal_received");
+      check(received.length === 1 && received[0].data.by === (await me(AGENT)).user, `the history does not hold one signal from the agent: ${JSON.stringify(received)}`);
+      await page.context().close();
+      return `run ${SIGNAL_RUN}`;
     },
   ],
   [

@@ -13,7 +13,8 @@ use crate::gates::{Action, DecideError, Refusal, RefusalKind};
 use crate::server::access;
 use crate::store::{Delivery, EventKind, Millis, NewEvent, RunRecord, RunStatus};
 use crate::views::{
-    AuditView, DecisionView, EventView, GateView, RunDetailView, RunView, SignalView,
+    AcceptedSignal, AuditView, DecisionView, EventView, GateView, RunDetailView, RunView,
+    SignalView,
 };
 use std::fmt;
 
@@ -185,11 +186,59 @@ pub fn show_run(engine: &mut Engine, caller: Caller<'_>, id: &str) -> OpResult<R
         .into_iter()
         .next()
         .map(GateView::of);
+    let signals = accepted_signals(engine, caller, &record)?;
     Ok(RunDetailView {
         run: RunView::of(engine, &record)?,
         input: serde_json::from_str(&record.input).unwrap_or(serde_json::Value::Null),
         gate,
+        signals,
     })
+}
+
+/// The signals an unfinished run accepts, with whether `caller` may send each and how many
+/// are queued.
+fn accepted_signals(
+    engine: &mut Engine,
+    caller: Caller<'_>,
+    record: &RunRecord,
+) -> OpResult<Vec<AcceptedSignal>> {
+    if record.status.is_final() {
+        return Ok(Vec::new());
+    }
+    let module = engine.module(&record.version)?;
+    let Some((workflow, _)) = module.workflow(&record.workflow) else {
+        return Ok(Vec::new());
+    };
+    let declared: Vec<_> = module.signals_of(workflow as u32).cloned().collect();
+    if declared.is_empty() {
+        return Ok(Vec::new());
+    }
+    let queued = engine.store().queued_signals(&record.id)?;
+    Ok(declared
+        .into_iter()
+        .map(|signal| {
+            let unit = matches!(
+                module.type_desc(signal.ty),
+                Some(flow_compiler::bytecode::TypeDesc::Unit)
+            );
+            AcceptedSignal {
+                senders: signal
+                    .senders
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                may_send: match caller {
+                    Caller::Operator(_) => true,
+                    Caller::User(user) => may_send(engine, user, &signal.senders),
+                },
+                value_schema: (!unit)
+                    .then(|| flow_compiler::bytecode::schema::form_schema(&module, signal.ty)),
+                queued: queued.iter().filter(|q| q.name == signal.name).count(),
+                name: signal.name,
+            }
+        })
+        .collect())
 }
 
 /// A run's timeline.

@@ -77,6 +77,23 @@ pub struct RunDetailView {
     pub input: serde_json::Value,
     /// The open gate, as `GET /api/decisions` shows it, or `null`.
     pub gate: Option<GateView>,
+    /// The signals the run's workflow accepts (none once the run has finished).
+    pub signals: Vec<AcceptedSignal>,
+}
+
+/// A signal a run accepts, as the `signals` of `GET /api/runs/{id}` show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AcceptedSignal {
+    pub name: String,
+    /// Who may send it, as the workflow declares it: `role("support") or system("billing")`.
+    pub senders: String,
+    /// Whether the caller may send it.
+    pub may_send: bool,
+    /// The JSON Schema of its value, as a form's (see `input_schema`); `null` for a signal
+    /// that carries none.
+    pub value_schema: Option<serde_json::Value>,
+    /// How many of it the run has received and not taken yet.
+    pub queued: usize,
 }
 
 /// A gate waiting for a person, as `GET /api/decisions`, the `gate` of `GET /api/runs/{id}`

@@ -96,6 +96,22 @@ workflow triage(subject: String) -> String {
   }
   "${r.body} | ${join(r.tags, ",")} | ${to_string(r.priority)} | ${to_string(r.minutes ?? 0)} | ${to_string(r.escalate)}"
 }
+
+/// Why a customer leaves.
+type Cancellation = {
+  /// What the customer said.
+  reason: String,
+  refund: Bool,
+}
+
+/// A subscription that support may cancel; billing reports renewals.
+workflow subscription(customer: String) -> String
+  accepts cancel: Cancellation from role("support"),
+    renewed: Int from system("billing")
+{
+  let c = await signal cancel
+  "cancelled ${customer}: ${c.reason} (refund ${to_string(c.refund)})"
+}
 "#;
 
 const CONFIG: &str = r#"# ana reviews (customs, compliance_retail) and answers support tickets; bea is the second
@@ -125,6 +141,10 @@ starters = ["clerk"]
 
 [workflows.refund]
 starters = ["clerk"]
+
+[workflows.subscription]
+starters = ["clerk"]
+readers = ["support"]
 "#;
 
 fn root() -> PathBuf {
@@ -413,6 +433,13 @@ fn the_inbox_in_a_browser() {
         serde_json::json!({ "amount_eur": 12500 }),
     );
 
+    let subscription = start(
+        port,
+        &ines,
+        "subscription",
+        serde_json::json!({ "customer": "C-42" }),
+    );
+
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inbox-e2e");
     let script = root().join("e2e/inbox.mjs");
     let out = Command::new(&node)
@@ -429,6 +456,7 @@ fn the_inbox_in_a_browser() {
         .env("INPUT_RUN", &triage)
         .env("QUORUM_RUN", &refund)
         .env("SECOND_REVIEWER_TOKEN", &bea)
+        .env("SIGNAL_RUN", &subscription)
         // The release's context as written (alphabetically it would be alpha, mid, zeta), its
         // nested record as written, and the `Order` in it as declared.
         .env(
@@ -452,7 +480,7 @@ fn the_inbox_in_a_browser() {
     println!("{stdout}");
 
     // What the browser did, as the API sees it.
-    for run in [&release, &triage, &refund] {
+    for run in [&release, &triage, &refund, &subscription] {
         let (status, body) = http(port, "GET", &format!("/api/runs/{run}"), Some(&ana), None);
         assert_eq!(status, 200, "{body}");
         assert_eq!(json(&body)["status"], "completed", "run {run}: {body}");

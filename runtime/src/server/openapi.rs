@@ -108,12 +108,27 @@ pub fn document() -> Value {
                 "RunDetail": {
                     "allOf": [{ "$ref": "#/components/schemas/Run" }, {
                         "type": "object",
-                        "required": ["input", "output", "error", "gate"],
+                        "required": ["input", "output", "error", "gate", "signals"],
                         "properties": {
                             "input": {},
                             "output": {},
                             "error": { "type": "string", "nullable": true },
-                            "gate": { "nullable": true, "allOf": [{ "$ref": "#/components/schemas/Decision" }], "description": "The open gate, for anyone who may read the run" }
+                            "gate": { "nullable": true, "allOf": [{ "$ref": "#/components/schemas/Decision" }], "description": "The open gate, for anyone who may read the run" },
+                            "signals": {
+                                "type": "array",
+                                "description": "The signals the run accepts (none once it has finished)",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["name", "senders", "may_send", "value_schema", "queued"],
+                                    "properties": {
+                                        "name": { "type": "string" },
+                                        "senders": { "type": "string", "description": "Who may send it, as declared: role(\"support\") or system(\"billing\")" },
+                                        "may_send": { "type": "boolean", "description": "Whether the caller may send it" },
+                                        "value_schema": { "type": "object", "nullable": true, "description": "The JSON Schema of its value; null when it carries none" },
+                                        "queued": { "type": "integer", "description": "How many the run received and has not taken yet" }
+                                    }
+                                }
+                            }
                         }
                     }]
                 },

@@ -1523,6 +1523,9 @@
           ))
       );
     }
+    if (!final && Array.isArray(run.signals) && run.signals.length) {
+      sections.push(signalsSection(run));
+    }
     sections.push(h("section", { class: "card", "aria-labelledby": "run-input" }, h("h2", { id: "run-input" }, "Input"), renderValue(run.input, "Input")));
     if (run.status === "completed") {
       sections.push(h("section", { class: "card", "aria-labelledby": "run-output" }, h("h2", { id: "run-output" }, "Output"), renderValue(run.output, "Output")));
@@ -1566,6 +1569,77 @@
       }, 1000);
     }
     return heading;
+  }
+
+  /** The signals a running run accepts: a form for each the user may send, and who may send
+   * the others. A signal is queued until the run waits for it, so it can be sent any time. */
+  function signalsSection(run) {
+    const items = run.signals.map((signal) => {
+      const queued =
+        signal.queued > 0
+          ? h("p", { class: "muted signal-queued" }, `${signal.queued} queued, not yet taken by the run`)
+          : null;
+      if (!signal.may_send) {
+        return h(
+          "li",
+          { class: "signal", "data-signal": signal.name },
+          h("h3", null, h("code", null, signal.name)),
+          h("p", { class: "muted" }, `Only ${signal.senders} may send it.`),
+          queued
+        );
+      }
+      const generated = signal.value_schema ? schemaForm(signal.value_schema, "Value") : null;
+      const submit = h("button", { type: "submit", class: "primary" }, `Send ${signal.name}`);
+      const form = h(
+        "form",
+        { class: "signal-form", novalidate: true, "data-signal": signal.name },
+        h("div", { class: "form-error error-box", role: "alert", hidden: true }),
+        generated ? generated.el : null,
+        h("div", { class: "actions" }, submit)
+      );
+      form.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        let value = null;
+        if (generated) {
+          const read = generated.read();
+          errorList(form, read.errors);
+          if (read.errors.length) {
+            read.errors[0].editor.focus();
+            say(`${read.errors.length} field${read.errors.length === 1 ? "" : "s"} need${read.errors.length === 1 ? "s" : ""} attention.`, "error");
+            return;
+          }
+          value = read.value;
+        }
+        await send(
+          form,
+          `/api/runs/${encodeURIComponent(run.id)}/signals/${encodeURIComponent(signal.name)}`,
+          { value },
+          (result) => {
+            const what = result.taken_now ? "taken by the run" : "queued until the run waits for it";
+            say(`Signal ${signal.name} #${result.number} sent: ${what}.`);
+            focusOnRender = true;
+            route();
+          },
+          generated,
+          ["$.value", "$"]
+        );
+      });
+      return h(
+        "li",
+        { class: "signal", "data-signal": signal.name },
+        h("h3", null, h("code", null, signal.name)),
+        h("p", { class: "muted" }, `${signal.senders} may send it; you may.`),
+        queued,
+        form
+      );
+    });
+    return h(
+      "section",
+      { class: "card signals", "aria-labelledby": "run-signals" },
+      h("h2", { id: "run-signals" }, "Signals"),
+      h("p", { class: "muted" }, "Messages the run accepts while it runs. One sent before the run waits for it is kept until it does."),
+      h("ul", { class: "signal-list" }, items)
+    );
   }
 
   /** Why the user cannot decide the run's open gate, or null when they can (it is among
