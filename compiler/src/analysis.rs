@@ -1703,6 +1703,19 @@ impl Indexer<'_> {
         }
     }
 
+    /// A signal named in `await signal NAME` or a `select` arm.
+    fn signal_ref(&mut self, name: &ast::Ident) {
+        let program = self.program;
+        if let Some(workflow) = self.workflow
+            && let Some(i) = program.checked.workflows[workflow]
+                .signals
+                .iter()
+                .position(|s| s.name == name.name)
+        {
+            self.add(name.span, Sym::Signal(workflow, i));
+        }
+    }
+
     fn sym_of(&self, resolved: Resolved) -> Sym {
         match resolved {
             Resolved::Tool(i) => Sym::Tool(i),
@@ -1721,17 +1734,7 @@ impl Indexer<'_> {
             | ExprKind::Duration(_)
             | ExprKind::Time(_)
             | ExprKind::Error => {}
-            ExprKind::AwaitSignal { name } => {
-                let program = self.program;
-                if let Some(workflow) = self.workflow
-                    && let Some(i) = program.checked.workflows[workflow]
-                        .signals
-                        .iter()
-                        .position(|s| s.name == name.name)
-                {
-                    self.add(name.span, Sym::Signal(workflow, i));
-                }
-            }
+            ExprKind::AwaitSignal { name } => self.signal_ref(name),
             ExprKind::Str(parts) => {
                 for part in parts {
                     if let ast::StrPart::Interpolation(inner) = part {
@@ -1812,6 +1815,20 @@ impl Indexer<'_> {
                 self.expr(scrutinee);
                 for arm in arms {
                     self.pattern(&arm.pattern);
+                    self.expr(&arm.body);
+                }
+            }
+            ExprKind::Select { arms } => {
+                for arm in arms {
+                    match &arm.kind {
+                        ast::SelectArmKind::Signal { name, binding } => {
+                            self.signal_ref(name);
+                            if let Some(binding) = binding {
+                                self.local_def(binding.span);
+                            }
+                        }
+                        ast::SelectArmKind::After { duration } => self.expr(duration),
+                    }
                     self.expr(&arm.body);
                 }
             }

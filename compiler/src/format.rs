@@ -1523,6 +1523,20 @@ impl<'a> Builder<'a> {
                 self.options(name.span.end, options),
             ]),
             ExprKind::AwaitSignal { name } => text(format!("await signal {}", name.name)),
+            ExprKind::Select { arms } => {
+                let opener = self.find(T::LBrace, expr.span.start);
+                let close = self.close_after(arms.last().map_or(opener.end, |a| a.span.end));
+                let arms = self.delimited_broken(
+                    Delims::Brace,
+                    opener,
+                    close,
+                    arms,
+                    |a| a.span,
+                    ",",
+                    |b, a| b.select_arm(a),
+                );
+                concat(vec![text("select "), arms])
+            }
             ExprKind::Error => text(self.slice(expr.span)),
         };
         if self.parenthesized(expr) {
@@ -1562,6 +1576,21 @@ impl<'a> Builder<'a> {
             _ => self.expr(&arm.body),
         };
         group(concat(vec![pattern, text(" => "), body]))
+    }
+
+    fn select_arm(&mut self, arm: &SelectArm) -> Doc {
+        let waits = match &arm.kind {
+            SelectArmKind::Signal { name, binding } => match binding {
+                Some(binding) => text(format!("signal {} as {}", name.name, binding.name)),
+                None => text(format!("signal {}", name.name)),
+            },
+            SelectArmKind::After { duration } => concat(vec![text("after "), self.expr(duration)]),
+        };
+        let body = match &arm.body.kind {
+            ExprKind::Block(block) => self.block(block, true),
+            _ => self.expr(&arm.body),
+        };
+        group(concat(vec![waits, text(" => "), body]))
     }
 
     fn field_init(&mut self, field: &FieldInit) -> Doc {
@@ -1702,6 +1731,7 @@ fn expr_has_block(expr: &Expr) -> bool {
     match &expr.kind {
         ExprKind::If { .. }
         | ExprKind::Match { .. }
+        | ExprKind::Select { .. }
         | ExprKind::Block(_)
         | ExprKind::Retry { .. }
         | ExprKind::Timeout { .. }

@@ -18,8 +18,8 @@
 //!   had pushed and closes the handler and timeout regions entered inside the loop.
 
 use crate::bytecode::module::{
-    Binding, Constant, DebugLoc, FieldDocs, GateContext, InputRequest, Module, SignalInfo,
-    ToolInfo, TypeDesc, TypeRef, WorkflowCode,
+    Binding, Constant, DebugLoc, FieldDocs, GateContext, InputRequest, Module, SelectArmInfo,
+    SelectInfo, SignalInfo, ToolInfo, TypeDesc, TypeRef, WorkflowCode,
 };
 use crate::bytecode::{Op, verify};
 use crate::check::{self, IterKind, Resolved};
@@ -170,6 +170,7 @@ impl<'p> Builder<'p> {
                 field_docs: Vec::new(),
                 gate_contexts: Vec::new(),
                 signals: Vec::new(),
+                selects: Vec::new(),
                 source_hash: source_hash(program),
                 files: program
                     .db
@@ -1006,6 +1007,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 else_branch,
             } => self.if_expr(cond, then_block, else_branch.as_deref(), Want::Discard),
             ExprKind::Match { scrutinee, arms } => self.match_expr(scrutinee, arms, Want::Discard),
+            ExprKind::Select { arms } => self.select_expr(arms, Want::Discard),
             ExprKind::Try {
                 body,
                 error,
@@ -1185,6 +1187,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 };
                 self.emit(Op::AwaitSignal { signal });
             }
+            ExprKind::Select { arms } => self.select_expr(arms, Want::Value)?,
             ExprKind::Error => return Err(self.error_at(expr.span, "an expression did not parse")),
         }
         Ok(())
@@ -1384,6 +1387,97 @@ impl<'b, 'p> FnLower<'b, 'p> {
             self.patch(at);
         }
         self.depth = depth + u32::from(want == Want::Value);
+        Ok(())
+    }
+
+    /// `select { … }`: the `after` arms' durations, the `select` instruction (which jumps to
+    /// the arm that happened with its value pushed), then each arm's code: the value bound
+    /// (or dropped), the body, a jump to the end.
+    fn select_expr(&mut self, arms: &[ast::SelectArm], want: Want) -> Result {
+        // Each `after` is a deadline from the time the `select` is reached, read once (a
+        // durable clock read), so that a run woken by something else still has it.
+        let started = if arms
+            .iter()
+            .any(|a| matches!(a.kind, ast::SelectArmKind::After { .. }))
+        {
+            self.emit(Op::CallBuiltin {
+                id: flow_stdlib::Builtin::Now.id(),
+                args: 0,
+            });
+            let slot = self.new_slot(arms[0].span)?;
+            self.emit(Op::StoreLocal(slot));
+            Some(slot)
+        } else {
+            None
+        };
+        let mut table = Vec::with_capacity(arms.len());
+        for arm in arms {
+            match &arm.kind {
+                ast::SelectArmKind::Signal { name, .. } => {
+                    let Some((signal, _)) = self.b.module.signal(self.workflow, &name.name) else {
+                        return Err(self.error_at(name.span, "the workflow accepts no such signal"));
+                    };
+                    table.push(SelectArmInfo {
+                        signal: Some(signal),
+                        target: PLACEHOLDER,
+                    });
+                }
+                ast::SelectArmKind::After { duration } => {
+                    if let Some(started) = started {
+                        self.emit(Op::LoadLocal(started));
+                    }
+                    self.expr(duration)?;
+                    self.emit(Op::Add);
+                    table.push(SelectArmInfo {
+                        signal: None,
+                        target: PLACEHOLDER,
+                    });
+                }
+            }
+        }
+        let index = index_u32(self.b.module.selects.len());
+        self.b.module.selects.push(SelectInfo {
+            workflow: self.workflow,
+            arms: table,
+        });
+        self.emit(Op::Select(index));
+        let depth = self.depth;
+        let mut to_end: Vec<usize> = Vec::new();
+        for (i, arm) in arms.iter().enumerate() {
+            self.depth = depth;
+            let target = self.here();
+            self.b.module.selects[index as usize].arms[i].target = target;
+            let saved = self.enter(arm.span);
+            let mark = self.scope.len();
+            match &arm.kind {
+                ast::SelectArmKind::Signal {
+                    name,
+                    binding: Some(binding),
+                } => {
+                    let ty = self.b.program.checked.workflows[self.workflow as usize]
+                        .signals
+                        .iter()
+                        .find(|s| s.name == name.name)
+                        .map(|s| s.ty.clone())
+                        .unwrap_or(Type::Unknown);
+                    let slot = self.bind(&binding.name, ty, binding.span)?;
+                    self.emit(Op::StoreLocal(slot));
+                }
+                _ => {
+                    self.emit(Op::Pop);
+                }
+            }
+            self.expr_want(&arm.body, want)?;
+            self.scope.truncate(mark);
+            if i + 1 < arms.len() && !expr_diverges(&arm.body) {
+                to_end.push(self.emit(Op::Jump(PLACEHOLDER)));
+            }
+            self.loc = saved;
+        }
+        for at in to_end {
+            self.patch(at);
+        }
+        self.depth = depth - 1 + u32::from(want == Want::Value);
         Ok(())
     }
 
@@ -1800,6 +1894,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 checked.decision.map(Type::Named).unwrap_or(Type::Unknown)
             }
             ExprKind::AwaitInput { ty, .. } => self.resolve_type(ty),
+            ExprKind::Select { .. } => Type::Unknown,
             ExprKind::AwaitSignal { name } => checked.workflows[self.workflow as usize]
                 .signals
                 .iter()

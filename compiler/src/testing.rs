@@ -927,6 +927,14 @@ fn walk_expr<'a>(
             each(scrutinee);
             arms.iter().for_each(|a| each(&a.body));
         }
+        ExprKind::Select { arms } => {
+            for arm in arms {
+                if let ast::SelectArmKind::After { duration } = &arm.kind {
+                    each(duration);
+                }
+                each(&arm.body);
+            }
+        }
         ExprKind::Block(block) => walk_block(block, on_stmt, on_expr),
         ExprKind::Retry {
             attempts,

@@ -206,6 +206,7 @@ fn spec_instruction_table_is_complete() {
         Op::Conform(0),
         Op::ContinueAs { workflow: 0 },
         Op::AwaitSignal { signal: 0 },
+        Op::Select(0),
     ];
     // The list above is every instruction: the next number does not decode.
     assert!(

@@ -1961,6 +1961,7 @@ pub(crate) fn step_name(module: &Module, request: &Request) -> String {
         Request::Audit { event, .. } => module.events.get(*event as usize).cloned(),
         Request::Now => Some("now".into()),
         Request::Signal { signal } => module.signals.get(*signal as usize).map(|s| s.name.clone()),
+        Request::Select { .. } => Some("select".into()),
     }
     .unwrap_or_default()
 }

@@ -188,6 +188,12 @@ pub enum WaitingOn {
     Tool { name: String },
     /// A signal from outside (`await signal NAME`).
     Signal { name: String },
+    /// The first of a `select`'s arms: one of these signals, or the time `until` (its
+    /// earliest `after`), stored as `select a,b until 2026-12-31T00:00:00.000Z`.
+    Select {
+        signals: Vec<String>,
+        until: Option<Millis>,
+    },
 }
 
 impl WaitingOn {
@@ -215,7 +221,31 @@ impl WaitingOn {
             "signal" => Some(WaitingOn::Signal {
                 name: rest.to_string(),
             }),
+            "select" => {
+                let (names, until) = match rest.split_once("until ") {
+                    Some((names, until)) => (
+                        names.trim_end(),
+                        Some(flow_stdlib::time::parse_time(until)?),
+                    ),
+                    None => (rest, None),
+                };
+                let signals = names
+                    .split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                Some(WaitingOn::Select { signals, until })
+            }
             _ => None,
+        }
+    }
+
+    /// The signals the wait would end with.
+    pub fn signals(&self) -> &[String] {
+        match self {
+            WaitingOn::Signal { name } => std::slice::from_ref(name),
+            WaitingOn::Select { signals, .. } => signals,
+            _ => &[],
         }
     }
 
@@ -236,6 +266,16 @@ impl fmt::Display for WaitingOn {
             WaitingOn::Child { run } => write!(f, "child {run}"),
             WaitingOn::Tool { name } => write!(f, "tool {name}"),
             WaitingOn::Signal { name } => write!(f, "signal {name}"),
+            WaitingOn::Select { signals, until } => {
+                f.write_str("select")?;
+                if !signals.is_empty() {
+                    write!(f, " {}", signals.join(","))?;
+                }
+                match until {
+                    Some(at) => write!(f, " until {}", flow_stdlib::time::format_time(*at)),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -274,6 +314,18 @@ mod tests {
             },
             WaitingOn::Signal {
                 name: "cancel".into(),
+            },
+            WaitingOn::Select {
+                signals: vec!["cancel".into(), "pause".into()],
+                until: Some(1_767_225_600_000),
+            },
+            WaitingOn::Select {
+                signals: vec!["cancel".into()],
+                until: None,
+            },
+            WaitingOn::Select {
+                signals: vec![],
+                until: Some(5),
             },
         ] {
             assert_eq!(WaitingOn::parse(&wait.to_string()), Some(wait));

@@ -23,6 +23,44 @@ use crate::vm::machine::error_value;
 use crate::vm::value::from_json;
 use crate::vm::{Outcome, Request, Value};
 
+/// The signal a `select` arm waits for (`None` for an `after` arm).
+fn arm_signal(
+    module: &flow_compiler::bytecode::Module,
+    signal: Option<u32>,
+) -> EngineResult<Option<&flow_compiler::bytecode::SignalInfo>> {
+    match signal {
+        None => Ok(None),
+        Some(index) => module
+            .signals
+            .get(index as usize)
+            .map(Some)
+            .ok_or_else(|| EngineError::Corrupt(format!("no signal #{index}"))),
+    }
+}
+
+/// The value of a queued signal, as its declared type.
+fn queued_value(
+    module: &flow_compiler::bytecode::Module,
+    run: &str,
+    info: &flow_compiler::bytecode::SignalInfo,
+    queued: &crate::store::SignalRecord,
+) -> EngineResult<Value> {
+    let json: serde_json::Value = serde_json::from_str(&queued.value).map_err(|e| {
+        EngineError::Corrupt(format!(
+            "signal #{} of run {run} is not JSON: {e}",
+            queued.number
+        ))
+    })?;
+    // Validated against the type when it was sent; a value that no longer fits (a corrupt
+    // row) stops the run with a clear error instead of a wrong value.
+    from_json(module, info.ty, &json, "$").map_err(|e| {
+        EngineError::Corrupt(format!(
+            "signal #{} `{}` of run {run} does not fit its type: {e}",
+            queued.number, info.name
+        ))
+    })
+}
+
 /// What a handler tells the drive loop: go on (`None`), or stop with this status.
 pub(crate) type Step = EngineResult<Option<RunStatus>>;
 
@@ -96,7 +134,7 @@ impl Engine {
             Some(WaitingOn::Child { .. }) => Ok(None),
             // Woken by a signal (or the deadline of a `timeout` around the wait): the
             // machine goes back to the `await signal`, which takes it (or times out).
-            Some(WaitingOn::Signal { .. }) => {
+            Some(WaitingOn::Signal { .. } | WaitingOn::Select { .. }) => {
                 let due = record.wake_at.is_some_and(|at| at <= self.clock.now());
                 Ok((!due).then_some(RunStatus::Waiting))
             }
@@ -171,7 +209,108 @@ impl Engine {
                 self.continue_as(d, workflow, &args, here).map(Some)
             }
             Request::Signal { signal } => self.signal_step(d, signal, deadline, here, now),
+            Request::Select { select, deadlines } => {
+                self.select_step(d, select, &deadlines, deadline, here, now)
+            }
         }
+    }
+
+    /// `select { … }`: the arm that happened first. A signal arm whose signal is queued wins
+    /// (the oldest such signal, whichever arm it is for); else an `after` whose deadline has
+    /// passed (the earliest); else the run waits for any of them (and for the deadline of a
+    /// `timeout` around the `select`), and is woken by whichever comes first.
+    fn select_step(
+        &mut self,
+        d: &mut Driving<'_>,
+        select: u32,
+        deadlines: &[Millis],
+        deadline: Option<Millis>,
+        here: Option<i64>,
+        now: Millis,
+    ) -> Step {
+        let module = d.module;
+        let info = module
+            .selects
+            .get(select as usize)
+            .ok_or_else(|| EngineError::Corrupt(format!("no select #{select}")))?;
+        // The oldest queued signal among the arms' signals.
+        let mut taken: Option<(usize, crate::store::SignalRecord)> = None;
+        for (arm, signal) in info.arms.iter().enumerate() {
+            let Some(signal) = arm_signal(module, signal.signal)? else {
+                continue;
+            };
+            if let Some(queued) = self.store.next_signal(d.run, &signal.name)?
+                && taken.as_ref().is_none_or(|(_, t)| queued.number < t.number)
+            {
+                taken = Some((arm, queued));
+            }
+        }
+        if let Some((arm, queued)) = taken {
+            let signal = arm_signal(module, info.arms[arm].signal)?
+                .ok_or_else(|| EngineError::Corrupt("a select arm lost its signal".into()))?;
+            let value = queued_value(module, d.run, signal, &queued)?;
+            d.machine
+                .complete_arm(module, arm, value, now)
+                .map_err(EngineError::Corrupt)?;
+            d.pending.push(event(
+                EventKind::SignalTaken,
+                Some(signal.name.clone()),
+                None,
+                here,
+                serde_json::json!({ "signal": signal.name, "number": queued.number, "by": queued.sender, "select_arm": arm }),
+            ));
+            let events = d.take_pending();
+            self.commit_taking_signal(
+                d.run,
+                d.version,
+                &d.machine,
+                Change::runnable(events),
+                queued.number,
+            )?;
+            return Ok(None);
+        }
+        // The earliest `after` (the first of them on a tie), and whether it has come.
+        let afters = info
+            .arms
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.signal.is_none())
+            .map(|(arm, _)| arm);
+        let earliest = afters
+            .zip(deadlines.iter().copied())
+            .min_by_key(|(_, at)| *at);
+        if let Some((arm, due)) = earliest
+            && due <= now
+        {
+            d.machine
+                .complete_arm(module, arm, Value::None, now)
+                .map_err(EngineError::Corrupt)?;
+            d.pending.push(event(
+                EventKind::TimerFired,
+                Some("select".into()),
+                None,
+                here,
+                serde_json::json!({ "due": due, "select_arm": arm }),
+            ));
+            return self.commit_going_on(d);
+        }
+        let signals = info
+            .arms
+            .iter()
+            .filter_map(|a| arm_signal(module, a.signal).ok().flatten())
+            .map(|s| s.name.clone())
+            .collect();
+        let until = earliest.map(|(_, due)| due);
+        let change = Change {
+            events: d.take_pending(),
+            status: RunStatus::Waiting,
+            output: None,
+            error: None,
+            waiting_on: Some(WaitingOn::Select { signals, until }),
+            wake_at: crate::history::earliest(until, deadline),
+        };
+        self.commit(d.run, d.version, Some(&d.machine), change)?;
+        Ok(Some(RunStatus::Waiting))
     }
 
     /// `await signal NAME`: the oldest signal of that name the run received and has not
@@ -204,20 +343,7 @@ impl Engine {
             self.commit(d.run, d.version, Some(&d.machine), change)?;
             return Ok(Some(RunStatus::Waiting));
         };
-        let json: serde_json::Value = serde_json::from_str(&queued.value).map_err(|e| {
-            EngineError::Corrupt(format!(
-                "signal #{} of run {} is not JSON: {e}",
-                queued.number, d.run
-            ))
-        })?;
-        // Validated against the type when it was sent; a value that no longer fits (a
-        // corrupt row) stops the run with a clear error instead of a wrong value.
-        let value = from_json(module, info.ty, &json, "$").map_err(|e| {
-            EngineError::Corrupt(format!(
-                "signal #{} `{}` of run {} does not fit its type: {e}",
-                queued.number, info.name, d.run
-            ))
-        })?;
+        let value = queued_value(module, d.run, info, &queued)?;
         d.machine
             .complete(module, value, now)
             .map_err(EngineError::Corrupt)?;

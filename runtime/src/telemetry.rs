@@ -469,6 +469,7 @@ fn step_of(module: &Module, request: &Request) -> (&'static str, String) {
             "signal",
             module.signals.get(*signal as usize).map(|s| s.name.clone()),
         ),
+        Request::Select { .. } => ("select", Some("select".to_string())),
     };
     (kind, name.unwrap_or_default())
 }

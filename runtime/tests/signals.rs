@@ -439,3 +439,137 @@ fn kill9(child: &mut Child) {
     assert!(status.success());
     let _ = child.wait();
 }
+
+/// `select` in a loop — a signal adds, another stops, a 150 ms `after` ticks meanwhile — with
+/// the worker killed with SIGKILL again and again while the signals arrive: every signal is
+/// taken once, in order, by the arm of its name, and the ticks go on between them.
+#[test]
+fn a_select_in_a_loop_survives_kill_9_and_takes_each_signal_once() {
+    for_each_store(|store| {
+        let project = Project::new(store).with_env("FLOW_LEASE_MS", "200");
+        project.write("flow.toml", "[users.ops]\nroles = [\"ops\"]\n");
+        project.write(
+            "poll.flow",
+            r#"workflow poll() -> Int
+  accepts add: Int from role("ops"),
+    stop from role("ops")
+{
+  var total = 0
+  var ticks = 0
+  var going = true
+  while going {
+    select {
+      signal add as n => { total = total + n },
+      signal stop => { going = false },
+      after 150ms => { ticks = ticks + 1 },
+    }
+  }
+  audit "ticked" { ticks }
+  total
+}
+"#,
+        );
+        project
+            .flowrt(&["run", "poll.flow", "--max-wait", "0s"])
+            .expect_code(10);
+        let run = project.runs()[0]["id"].as_str().unwrap().to_string();
+        let mut worker: Option<Child> = None;
+        for n in 1..=15 {
+            if worker.is_none() {
+                worker = Some(project.command(&["worker"]).spawn().unwrap());
+            }
+            project
+                .flowrt(&[
+                    "signal",
+                    &run,
+                    "add",
+                    "--value",
+                    &n.to_string(),
+                    "--as",
+                    "ops",
+                    "--no-drive",
+                ])
+                .expect_code(0);
+            std::thread::sleep(Duration::from_millis(30 + (n as u64 * 53) % 120));
+            if n % 4 == 0 {
+                kill9(&mut worker.take().unwrap());
+            }
+        }
+        // Nothing for a while: the `after` arm fires, more than once.
+        std::thread::sleep(Duration::from_millis(700));
+        project
+            .flowrt(&["signal", &run, "stop", "--as", "ops", "--no-drive"])
+            .expect_code(0);
+        let start = Instant::now();
+        loop {
+            if worker.is_none() {
+                worker = Some(project.command(&["worker"]).spawn().unwrap());
+            }
+            if project.status(&run)["status"] == "completed" {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the run did not finish"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        kill9(&mut worker.take().unwrap());
+        assert_eq!(project.status(&run)["output"], json!((1..=15).sum::<i64>()));
+        let history = project.history(&run);
+        let taken: Vec<(String, i64)> = numbers(&history, "signal_taken");
+        let mut expected: Vec<(String, i64)> = (1..=15).map(|n| ("add".to_string(), n)).collect();
+        expected.push(("stop".to_string(), 16));
+        assert_eq!(taken, expected);
+        // The timer arm fired while nothing came (a select waited 150 ms for nothing).
+        let ticked = of_kind(&history, "audit");
+        assert!(
+            ticked[0]["data"]["ticks"].as_i64().unwrap() >= 1,
+            "{ticked:?}"
+        );
+        assert!(!of_kind(&history, "timer_fired").is_empty());
+    });
+}
+
+#[test]
+fn a_select_waits_for_the_first_of_its_arms_on_the_test_clock() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write("flow.toml", "[users.ops]\nroles = [\"ops\"]\n");
+        project.write(
+            "first.flow",
+            r#"workflow first() -> String accepts go: String from role("ops") {
+  select {
+    signal go as who => "go from ${who}",
+    after 2h => "the later deadline",
+    after 1h => "the earlier deadline",
+  }
+}
+"#,
+        );
+        // Nothing comes: the earlier `after` wins, though it is written second.
+        project
+            .flowrt(&["run", "first.flow", "--test-clock"])
+            .expect_code(10)
+            .expect_stdout("(select go until ");
+        project.flowrt(&["clock", "advance", "59m"]).expect_code(0);
+        let run = project.runs()[0]["id"].as_str().unwrap().to_string();
+        assert_eq!(project.status(&run)["status"], "waiting");
+        project.flowrt(&["clock", "advance", "2m"]).expect_code(0);
+        assert_eq!(project.status(&run)["output"], "the earlier deadline");
+        // A signal before the deadline wins.
+        project.flowrt(&["start", "first.flow"]).expect_code(0);
+        let second = project.runs()[0]["id"].as_str().unwrap().to_string();
+        project.flowrt(&["worker", "--once"]).expect_code(0);
+        project
+            .flowrt(&[
+                "signal", &second, "go", "--value", r#""ops""#, "--as", "ops",
+            ])
+            .expect_code(0)
+            .expect_stdout("is now completed");
+        assert_eq!(project.status(&second)["output"], "go from ops");
+        // The deadlines the signal beat leave no timer behind.
+        project.flowrt(&["clock", "advance", "3h"]).expect_code(0);
+        assert_eq!(project.status(&second)["output"], "go from ops");
+    });
+}

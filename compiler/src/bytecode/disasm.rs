@@ -144,6 +144,23 @@ fn show(module: &Module, op: Op) -> String {
             Some(r) => format!("await_input {:?} -> {}", r.name, module.type_name(r.ty)),
             None => format!("await_input #{request}"),
         },
+        Op::Select(n) => match module.selects.get(n as usize) {
+            Some(select) => {
+                let arms: Vec<String> = select
+                    .arms
+                    .iter()
+                    .map(
+                        |arm| match arm.signal.and_then(|s| module.signals.get(s as usize)) {
+                            Some(signal) => format!("signal {:?} -> {}", signal.name, arm.target),
+                            None if arm.signal.is_some() => format!("signal #? -> {}", arm.target),
+                            None => format!("after -> {}", arm.target),
+                        },
+                    )
+                    .collect();
+                format!("select {{ {} }}", arms.join(", "))
+            }
+            None => format!("select #{n}"),
+        },
         Op::AwaitSignal { signal } => match module.signals.get(signal as usize) {
             Some(s) => format!("await_signal {:?} -> {}", s.name, module.type_name(s.ty)),
             None => format!("await_signal #{signal}"),

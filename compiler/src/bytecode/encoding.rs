@@ -11,7 +11,7 @@
 //!
 //! A deployed version is identified by the SHA-256 of the whole file ([`artifact_hash`]).
 
-use super::module::{FieldDocs, GateContext, Module, SignalInfo};
+use super::module::{FieldDocs, GateContext, Module, SelectInfo, SignalInfo};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -31,8 +31,9 @@ pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
 /// `context` ([`Module::gate_contexts`]), so that the inbox shows a context's fields in
 /// declaration order. An older artifact has none: its contexts are shown as before.
 ///
-/// Format 5 added the `AwaitSignal` instruction and, after the gate contexts, a section with
-/// the signals each workflow accepts ([`Module::signals`]).
+/// Format 5 added the `AwaitSignal` and `Select` instructions and, after the gate contexts,
+/// a section with the signals each workflow accepts ([`Module::signals`]) and one with the
+/// arms of each `select` ([`Module::selects`]).
 pub const FORMAT_VERSION: u16 = 5;
 /// The oldest format this reader still reads: runs stay pinned to their artifact for weeks,
 /// so an upgrade must not strand them.
@@ -99,6 +100,7 @@ pub fn encode(module: &Module) -> Vec<u8> {
     payload.extend(postcard::to_stdvec(&module.field_docs).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.gate_contexts).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.signals).unwrap_or_default());
+    payload.extend(postcard::to_stdvec(&module.selects).unwrap_or_default());
     let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -168,6 +170,10 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
             .map_err(|e| ArtifactError::Corrupt(format!("the signals: {e}")))?;
         module.signals = signals;
         rest = after;
+        let (selects, after) = postcard::take_from_bytes::<Vec<SelectInfo>>(rest)
+            .map_err(|e| ArtifactError::Corrupt(format!("the selects: {e}")))?;
+        module.selects = selects;
+        rest = after;
     }
     if !rest.is_empty() {
         return Err(ArtifactError::Corrupt(
@@ -196,6 +202,7 @@ mod tests {
             field_docs: Vec::new(),
             gate_contexts: Vec::new(),
             signals: Vec::new(),
+            selects: Vec::new(),
             source_hash: "00".into(),
             files: vec!["a.flow".into()],
             constants: vec![Constant::Int(1)],

@@ -39,6 +39,34 @@ pub struct Module {
     /// Carried in a section after `gate_contexts`, like them.
     #[serde(skip)]
     pub signals: Vec<SignalInfo>,
+    /// The arms of each `select` (format 5), by the `select` instruction's operand. Carried
+    /// in a section after `signals`.
+    #[serde(skip)]
+    pub selects: Vec<SelectInfo>,
+}
+
+/// One `select`: what each arm waits for and where its code starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectInfo {
+    /// Index into [`Module::workflows`]: the workflow whose code holds the `select`.
+    pub workflow: u32,
+    pub arms: Vec<SelectArmInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectArmInfo {
+    /// The signal it waits for (an index into [`Module::signals`]); `None`: an `after` arm,
+    /// whose duration is one of the values the `select` pops, in arm order.
+    pub signal: Option<u32>,
+    /// Where the arm's code starts, with the arm's value on the stack.
+    pub target: u32,
+}
+
+impl SelectInfo {
+    /// How many `after` arms it has: how many durations the instruction pops.
+    pub fn afters(&self) -> usize {
+        self.arms.iter().filter(|a| a.signal.is_none()).count()
+    }
 }
 
 /// One signal a workflow accepts (`accepts cancel: String from role("support")`).

@@ -137,6 +137,11 @@ pub enum Op {
     AwaitSignal {
         signal: u32,
     },
+    /// Durable point. Pop the deadlines (`Time`) of select `n`'s `after` arms (in arm
+    /// order); wait for the first of its arms to happen — the oldest queued signal among its
+    /// signal arms, else the earliest deadline once it passed — push that arm's value (the
+    /// signal's, or `none`) and jump to the arm's code. Format 5.
+    Select(u32),
 }
 
 impl Op {
@@ -151,7 +156,8 @@ impl Op {
             | Op::Sleep
             | Op::Audit { .. }
             | Op::ContinueAs { .. }
-            | Op::AwaitSignal { .. } => true,
+            | Op::AwaitSignal { .. }
+            | Op::Select(_) => true,
             Op::CallBuiltin { id, .. } => flow_stdlib::Builtin::from_id(id)
                 .is_some_and(|b| b.effect() == flow_stdlib::Effect::Durable),
             _ => false,

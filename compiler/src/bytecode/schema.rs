@@ -249,6 +249,7 @@ mod tests {
             field_docs: Vec::new(),
             gate_contexts: Vec::new(),
             signals: Vec::new(),
+            selects: Vec::new(),
             source_hash: String::new(),
             files: Vec::new(),
             constants: Vec::new(),

@@ -65,6 +65,7 @@ pub fn stack_effect(module: &Module, op: Op) -> Option<(u32, u32)> {
         ),
         Op::AwaitApproval { .. } | Op::AwaitInput { .. } => (1, 1),
         Op::AwaitSignal { .. } => (0, 1),
+        Op::Select(n) => (len_u32(module.selects.get(n as usize)?.afters()), 1),
         Op::Sleep | Op::Audit { .. } | Op::Fail | Op::Raise | Op::EnterTimeout | Op::Return => {
             (1, 0)
         }
@@ -245,6 +246,38 @@ fn check_operands(module: &Module, workflow: &WorkflowCode, op: Op) -> Result<()
         Op::AwaitApproval { gate } => within(gate, module.gates.len(), "gate"),
         Op::AwaitInput { request } => within(request, module.input_requests.len(), "input request"),
         Op::Audit { event } => within(event, module.events.len(), "event"),
+        Op::Select(n) => {
+            let Some(select) = module.selects.get(n as usize) else {
+                return within(n, module.selects.len(), "select");
+            };
+            if module
+                .workflows
+                .get(select.workflow as usize)
+                .map(|w| &w.name)
+                != Some(&workflow.name)
+            {
+                return Err(format!("names select #{n} of another workflow"));
+            }
+            if select.arms.is_empty() {
+                return Err(format!("names select #{n}, which has no arms"));
+            }
+            for arm in &select.arms {
+                within(arm.target, len, "instruction")?;
+                if let Some(signal) = arm.signal {
+                    match module.signals.get(signal as usize) {
+                        Some(s) if s.workflow == select.workflow => {}
+                        Some(s) => {
+                            return Err(format!(
+                                "waits in select #{n} for signal `{}` of another workflow",
+                                s.name
+                            ));
+                        }
+                        None => within(signal, module.signals.len(), "signal")?,
+                    }
+                }
+            }
+            Ok(())
+        }
         Op::AwaitSignal { signal } => match module.signals.get(signal as usize) {
             Some(s)
                 if module.workflows.get(s.workflow as usize).map(|w| &w.name)
@@ -360,6 +393,17 @@ fn check_workflow(module: &Module, workflow: &WorkflowCode) -> Result<(), String
             }
             // The run ends here (`continue as` ends it and starts the next one).
             Op::Fail | Op::Raise | Op::ContinueAs { .. } => {}
+            // The arm that happened goes on at its code, with its value pushed.
+            Op::Select(n) => {
+                let targets: Vec<u32> = module
+                    .selects
+                    .get(n as usize)
+                    .map(|s| s.arms.iter().map(|a| a.target).collect())
+                    .unwrap_or_default();
+                for target in targets {
+                    arrive(&mut states, &mut work, pc, target as usize, next.clone())?;
+                }
+            }
             Op::Jump(target) => arrive(&mut states, &mut work, pc, target as usize, next)?,
             Op::JumpIfFalse(target) | Op::JumpIfTrue(target) => {
                 arrive(&mut states, &mut work, pc, target as usize, next.clone())?;
@@ -426,6 +470,7 @@ mod tests {
             field_docs: Vec::new(),
             gate_contexts: Vec::new(),
             signals: Vec::new(),
+            selects: Vec::new(),
             source_hash: String::new(),
             files: vec!["t.flow".into()],
             constants: vec![

@@ -1129,6 +1129,7 @@ impl<'a> BodyChecker<'a> {
                 resolved
             }
             ExprKind::AwaitSignal { name } => self.await_signal(name),
+            ExprKind::Select { arms } => self.check_select(arms, expected),
             ExprKind::Error => Type::Unknown,
         }
     }
@@ -2837,6 +2838,75 @@ impl<'a> BodyChecker<'a> {
         }
         self.flow = if arms.is_empty() { entry } else { exit };
         self.check_exhaustive(&subject, &covered, &pats, scrutinee.span);
+        result.map(|(t, _)| t).unwrap_or(Type::Unit)
+    }
+
+    /// `select { signal a as x => …, after 1d => … }`: each arm is a path of its own from
+    /// the `select` on (like a `match` arm); the arms' values have one type.
+    fn check_select(&mut self, arms: &[ast::SelectArm], expected: Option<&Type>) -> Type {
+        let entry = self.flow.clone();
+        let mut exit = Flow::Unreachable;
+        let mut result: Option<(Type, Span)> = None;
+        let mut seen: Vec<(String, Span)> = Vec::new();
+        for arm in arms {
+            self.flow = entry.clone();
+            let mark = self.locals.len();
+            match &arm.kind {
+                ast::SelectArmKind::Signal { name, binding } => {
+                    if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name.name) {
+                        let first = *first;
+                        self.error(
+                            Diagnostic::error(
+                                codes::DUPLICATE_DEFINITION,
+                                self.file,
+                                name.span,
+                                "waited for again here",
+                            )
+                            .with_message(format!(
+                                "This `select` waits for signal `{}` twice",
+                                name.name
+                            ))
+                            .with_label(self.file, first, "first here")
+                            .with_help("one arm per signal: the first arm would always take it"),
+                        );
+                    } else {
+                        seen.push((name.name.clone(), name.span));
+                    }
+                    let ty = self.await_signal(name);
+                    if let Some(binding) = binding {
+                        self.bind(binding, ty, false, false, LocalKind::Pattern);
+                    }
+                }
+                ast::SelectArmKind::After { duration } => {
+                    self.expect_type(duration, &Type::Duration);
+                    if duration_constant(duration).is_some_and(|ms| ms < 0) {
+                        self.out_of_range(
+                            duration.span,
+                            "a negative wait",
+                            "give a positive duration: `after 30d => …`",
+                        );
+                    }
+                }
+            }
+            let arm_type = self.check_expr(&arm.body, expected);
+            self.pop_scope(mark, arm.span.end);
+            exit = exit.join(std::mem::replace(&mut self.flow, Flow::Unreachable));
+            result = Some(match result {
+                None => (arm_type, arm.body.span),
+                Some((so_far, so_far_span)) => {
+                    let joined = self.join_branches(
+                        &so_far,
+                        so_far_span,
+                        &arm_type,
+                        arm.body.span,
+                        "select arms",
+                        expected,
+                    );
+                    (joined, so_far_span)
+                }
+            });
+        }
+        self.flow = if arms.is_empty() { entry } else { exit };
         result.map(|(t, _)| t).unwrap_or(Type::Unit)
     }
 

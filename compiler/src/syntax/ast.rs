@@ -434,6 +434,11 @@ pub enum ExprKind {
     AwaitSignal {
         name: Ident,
     },
+    /// `select { signal cancel as why => …, after 30d => … }`: waits for the first of its
+    /// arms to happen and evaluates that arm.
+    Select {
+        arms: Vec<SelectArm>,
+    },
     /// An expression that did not parse; already reported.
     Error,
 }
@@ -457,6 +462,22 @@ pub struct AwaitOption {
     /// `escalate: role("ops") after 24h`.
     pub after: Option<Expr>,
     pub span: Span,
+}
+
+/// One arm of a `select`: what it waits for, and its result.
+#[derive(Clone, Debug)]
+pub struct SelectArm {
+    pub kind: SelectArmKind,
+    pub body: Expr,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub enum SelectArmKind {
+    /// `signal cancel [as why]`: a signal of that name (its value bound to `why`).
+    Signal { name: Ident, binding: Option<Ident> },
+    /// `after 30d`: that long after the `select` began to wait.
+    After { duration: Box<Expr> },
 }
 
 #[derive(Clone, Debug)]

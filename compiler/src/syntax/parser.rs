@@ -1357,6 +1357,13 @@ impl<'a> Parser<'a> {
                 self.bump();
                 self.time_literal()
             }
+            T::Ident
+                if self.text(start) == "select"
+                    && self.tokens.get(self.pos + 1).map(|t| t.kind) == Some(T::LBrace) =>
+            {
+                self.bump();
+                self.parse_select(start)
+            }
             T::Ident => {
                 self.bump();
                 ExprKind::Name(self.text(start).to_string())
@@ -1565,6 +1572,71 @@ impl<'a> Parser<'a> {
             scrutinee: Box::new(scrutinee),
             arms,
         }
+    }
+
+    /// After `select`: `{ signal NAME [as x] => …, after DURATION => …, … }`.
+    fn parse_select(&mut self, start: Span) -> ExprKind {
+        const SHAPE: &str = "a `select` arm reads `signal name as value => …` or `after 30d => …`";
+        if self
+            .expect(T::LBrace, "a `select` lists its arms in braces")
+            .is_none()
+        {
+            return ExprKind::Error;
+        }
+        let arms = self.parse_list(T::RBrace, |p| {
+            let arm_start = p.span();
+            let kind = if p.at(T::After) {
+                p.bump();
+                SelectArmKind::After {
+                    duration: Box::new(p.parse_expr(Records::NotHere)),
+                }
+            } else if p.at_word("signal") {
+                p.bump();
+                let name = p.parse_ident("the name of a signal the workflow accepts")?;
+                let binding = if p.at_word("as") {
+                    p.bump();
+                    Some(p.parse_ident("a name for the signal's value")?)
+                } else {
+                    None
+                };
+                SelectArmKind::Signal { name, binding }
+            } else {
+                p.error_expected("`signal` or `after`", SHAPE);
+                return None;
+            };
+            p.expect(
+                T::FatArrow,
+                "separate what the arm waits for from its result with `=>`",
+            )?;
+            let body = if p.at(T::LBrace) {
+                let block = p.parse_block()?;
+                Expr {
+                    span: block.span,
+                    kind: ExprKind::Block(block),
+                }
+            } else {
+                p.parse_expr(Records::Allowed)
+            };
+            Some(SelectArm {
+                span: arm_start.to(body.span),
+                kind,
+                body,
+            })
+        });
+        if arms.is_empty() {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::SYNTAX_ERROR,
+                    self.file,
+                    start.to(self.previous_span()),
+                    "this `select` has no arms",
+                )
+                .with_message("A `select` needs at least one arm")
+                .with_help(SHAPE),
+            );
+            return ExprKind::Error;
+        }
+        ExprKind::Select { arms }
     }
 
     fn parse_pattern(&mut self) -> Option<Pattern> {

@@ -129,12 +129,14 @@ fn commit_step(conn: &mut dyn Conn, step: &StepCommit, doing: &str) -> StoreResu
     if let Some(number) = step.takes_signal {
         super::signals::take(conn, &step.run, number)?;
     }
-    if let Some(name) = step
+    if let Some(waiting) = step
         .waiting_on
         .as_deref()
-        .and_then(|w| w.strip_prefix("signal "))
+        .and_then(crate::history::WaitingOn::parse)
     {
-        super::signals::wake_if_queued(conn, &step.run, name, step.now)?;
+        for name in waiting.signals() {
+            super::signals::wake_if_queued(conn, &step.run, name, step.now)?;
+        }
     }
     super::outbox::apply(conn, &step.outbox)
 }

@@ -37,11 +37,6 @@ pub enum Delivery {
     Finished(RunStatus),
 }
 
-/// `waiting_on` of a run waiting for signal `name` (the text `history::WaitingOn` writes).
-fn waiting_text(name: &str) -> String {
-    format!("signal {name}")
-}
-
 /// In a commit's transaction, under the run's lock: the run that now waits for signal `name`
 /// is due at once when one is queued already (it arrived while the run was elsewhere).
 pub(super) fn wake_if_queued(
@@ -116,7 +111,10 @@ impl<S: SqlStore + ?Sized> Signals for S {
                 params![run, number, name, value, sender, event.at],
             )?;
             let woke = status == RunStatus::Waiting.as_str()
-                && waiting_on.as_deref() == Some(waiting_text(name).as_str());
+                && waiting_on
+                    .as_deref()
+                    .and_then(crate::history::WaitingOn::parse)
+                    .is_some_and(|w| w.signals().iter().any(|s| s == name));
             if woke {
                 let sql = sql!(conn.dialect(), "UPDATE runs SET wake_at = $2 WHERE id = $1");
                 conn.execute(doing, sql, params![run, event.at])?;

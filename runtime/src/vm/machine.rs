@@ -81,6 +81,12 @@ pub enum Request {
     Signal {
         signal: u32,
     },
+    /// `select`: the first of its arms to happen (an index into the module's selects), with
+    /// the deadlines of its `after` arms (milliseconds since the epoch), in arm order.
+    Select {
+        select: u32,
+        deadlines: Vec<i64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -267,6 +273,11 @@ impl Machine {
                 .len(),
             Op::AwaitApproval { .. } | Op::AwaitInput { .. } | Op::Sleep | Op::Audit { .. } => 1,
             Op::AwaitSignal { .. } => 0,
+            Op::Select(n) => module
+                .selects
+                .get(n as usize)
+                .ok_or("unknown select")?
+                .afters(),
             Op::CallBuiltin { args, .. } => args as usize,
             _ => return Err(format!("{op:?} is not durable")),
         })
@@ -304,6 +315,16 @@ impl Machine {
                 fields: one()?,
             },
             Op::AwaitSignal { signal } => Request::Signal { signal },
+            Op::Select(select) => Request::Select {
+                select,
+                deadlines: args
+                    .iter()
+                    .map(|d| match d {
+                        Value::Time(ms) => Ok(*ms),
+                        other => Err(format!("select got {} for an `after`", other.type_name())),
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
             Op::CallBuiltin { id, .. } if Builtin::from_id(id) == Some(Builtin::Now) => {
                 Request::Now
             }
@@ -328,6 +349,29 @@ impl Machine {
         self.fiber.pc += 1;
         self.steps += 1;
         self.clock = now;
+        Ok(())
+    }
+
+    /// Finishes a `select` with its arm `arm`: its durations popped, `result` pushed, and
+    /// the machine at the arm's code.
+    pub fn complete_arm(
+        &mut self,
+        module: &Module,
+        arm: usize,
+        result: Value,
+        now: i64,
+    ) -> Result<(), String> {
+        let Some(Op::Select(n)) = self.current_op(module) else {
+            return Err("not at a `select`".to_string());
+        };
+        let target = module
+            .selects
+            .get(n as usize)
+            .and_then(|s| s.arms.get(arm))
+            .map(|a| a.target)
+            .ok_or("no such arm of the `select`")?;
+        self.complete(module, result, now)?;
+        self.fiber.pc = target;
         Ok(())
     }
 
@@ -690,7 +734,8 @@ impl Machine {
             | Op::AwaitInput { .. }
             | Op::Sleep
             | Op::Audit { .. }
-            | Op::AwaitSignal { .. } => {
+            | Op::AwaitSignal { .. }
+            | Op::Select(_) => {
                 return Err(Trap::Fatal(format!("{op:?} reached the pure interpreter")));
             }
         }
