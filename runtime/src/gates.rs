@@ -180,7 +180,12 @@ struct GateOptions {
     allow_self: bool,
     prompt: Option<String>,
     context: Value,
+    /// `remind: D`: notify again every `D` while the gate is open.
+    remind: Option<i64>,
 }
+
+/// The shortest interval between reminders (`remind: 1s` is taken as a minute).
+const MIN_REMINDER_MS: i64 = 60_000;
 
 /// The option naming who may decide: `approvers` of an approval, `from` of an input.
 fn who(kind: GateKind) -> &'static str {
@@ -217,6 +222,9 @@ impl GateOptions {
                 .field(gate_option::CONTEXT)
                 .cloned()
                 .unwrap_or(Value::None),
+            // A reminder more often than once a minute would only be noise (and a zero one
+            // would never stop firing).
+            remind: duration(gate_option::REMIND).map(|ms| ms.max(MIN_REMINDER_MS)),
         }
     }
 
@@ -231,6 +239,9 @@ impl GateOptions {
         if let Some(to) = &self.escalate {
             out[gate_option::ESCALATE] = describe(to).into();
             out["escalate_after_ms"] = self.escalate_after.unwrap_or(0).into();
+        }
+        if let Some(every) = self.remind {
+            out["remind_ms"] = every.into();
         }
         out
     }
@@ -552,7 +563,16 @@ fn index_row(run: GateRun<'_>, at: &OpenedAt<'_>, opened_at: Millis) -> GateRow 
         timeout_caught,
         options: gate.evaluated(at.kind),
         approvals: Vec::new(),
+        remind_every: gate.remind,
+        reminded: 0,
     }
+}
+
+/// When an open gate's next reminder is due (`remind: D`: every `D` after it opened).
+fn next_reminder(gate: &GateRow) -> Option<Millis> {
+    let every = gate.remind_every?;
+    let due = gate.reminded.saturating_add(1).saturating_mul(every);
+    Some(gate.opened_at.saturating_add(due))
 }
 
 /// The next time an open gate's clock needs attention: its escalation (until it fired),
@@ -560,8 +580,11 @@ fn index_row(run: GateRun<'_>, at: &OpenedAt<'_>, opened_at: Millis) -> GateRow 
 fn next_wake(gate: &GateRow) -> Option<Millis> {
     let escalation = gate.escalate_at.filter(|_| !gate.escalated);
     crate::history::earliest(
-        crate::history::earliest(escalation, gate.deadline),
-        gate.outer_deadline,
+        crate::history::earliest(
+            crate::history::earliest(escalation, gate.deadline),
+            gate.outer_deadline,
+        ),
+        next_reminder(gate),
     )
 }
 
@@ -707,7 +730,8 @@ impl Engine {
         let Some(gate) = self.open_gate_row(record)? else {
             return Ok(GateClock::StillWaiting);
         };
-        let (run, version, name) = (record.id.as_str(), record.version.as_str(), &gate.name);
+        let name = &gate.name.clone();
+        let (run, version) = (record.id.as_str(), record.version.as_str());
         let now = self.clock.now();
         let here = line(module, machine);
         if let Some(timeout_at) = gate.deadline
@@ -731,6 +755,7 @@ impl Engine {
                 _ => GateClock::TimedOut(events),
             });
         }
+        let mut gate = gate;
         if let Some(escalate_at) = gate.escalate_at
             && escalate_at <= now
             && !gate.escalated
@@ -762,7 +787,42 @@ impl Engine {
                 machine,
                 now,
             );
-            let update = Some(GateChange::Update(escalated));
+            let update = Some(GateChange::Update(escalated.clone()));
+            self.commit_with_gate(run, version, Some(machine), change, update, notification)?;
+            gate = escalated;
+        }
+        if let Some(due) = next_reminder(&gate)
+            && due <= now
+        {
+            // One reminder for however many intervals passed (a run that was not driven
+            // for a while does not send a burst); the next is an interval from now's slot.
+            let every = gate.remind_every.unwrap_or(MIN_REMINDER_MS).max(1);
+            let passed = (now - gate.opened_at) / every;
+            let reminded = GateRow {
+                reminded: passed.max(gate.reminded + 1),
+                ..gate.clone()
+            };
+            let approvers = match (&gate.escalate_to, gate.escalated) {
+                (Some(to), true) => format!("{} or, escalated, {to}", gate.approvers),
+                _ => gate.approvers.clone(),
+            };
+            let change = Change {
+                events: vec![event(
+                    EventKind::GateReminded,
+                    Some(name.clone()),
+                    None,
+                    here,
+                    serde_json::json!({ "to": approvers, "reminder": reminded.reminded, "waited_ms": now - gate.opened_at }),
+                )],
+                status: RunStatus::Waiting,
+                output: None,
+                error: None,
+                waiting_on: Some(WaitingOn::gate(gate.kind, name)),
+                wake_at: next_wake(&reminded),
+            };
+            let notification =
+                self.notification(&reminded, EventKind::GateReminded, &approvers, machine, now);
+            let update = Some(GateChange::Update(reminded));
             self.commit_with_gate(run, version, Some(machine), change, update, notification)?;
         }
         Ok(GateClock::StillWaiting)

@@ -48,10 +48,12 @@ pub enum EventKind {
     SignalReceived,
     /// An `await signal` took the oldest queued signal of its name.
     SignalTaken,
+    /// An open gate's approvers were notified again (`remind: D`).
+    GateReminded,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 28] = [
+    pub const ALL: [EventKind; 29] = [
         EventKind::RunStarted,
         EventKind::RunCompleted,
         EventKind::RunFailed,
@@ -80,6 +82,7 @@ impl EventKind {
         EventKind::RunContinued,
         EventKind::SignalReceived,
         EventKind::SignalTaken,
+        EventKind::GateReminded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +115,7 @@ impl EventKind {
             EventKind::RunContinued => "run_continued",
             EventKind::SignalReceived => "signal_received",
             EventKind::SignalTaken => "signal_taken",
+            EventKind::GateReminded => "gate_reminded",
         }
     }
 

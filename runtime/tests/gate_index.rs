@@ -53,6 +53,8 @@ fn row(run: &str, name: &str, opened_at: i64) -> GateRow {
         timeout_caught: true,
         options: serde_json::json!({ "approvers": "role finance", "quorum": 2 }),
         approvals: vec![],
+        remind_every: Some(86_400_000),
+        reminded: 2,
     }
 }
 

@@ -313,6 +313,7 @@ pub mod gate_option {
     pub const ESCALATE_AFTER: &str = "escalate_after";
     pub const QUORUM: &str = "quorum";
     pub const ALLOW_SELF: &str = "allow_self";
+    pub const REMIND: &str = "remind";
 
     /// The field that holds the `after D` of an option that takes one (`escalate_after`).
     pub fn after_field(option: &str) -> String {
@@ -385,6 +386,12 @@ pub const APPROVAL_OPTIONS: &[GateOption] = &[
         false,
         "Let the run's initiator approve (four-eyes is the default).",
     ),
+    o(
+        gate_option::REMIND,
+        Ty::Duration,
+        false,
+        "Notify who may decide again every this long while the gate is open (`remind: 1d`); recorded as `gate_reminded`.",
+    ),
 ];
 
 pub const INPUT_OPTIONS: &[GateOption] = &[
@@ -411,6 +418,12 @@ pub const INPUT_OPTIONS: &[GateOption] = &[
         Ty::Duration,
         false,
         "How long to wait before the input times out.",
+    ),
+    o(
+        gate_option::REMIND,
+        Ty::Duration,
+        false,
+        "Notify who may answer again every this long while the gate is open (`remind: 1d`); recorded as `gate_reminded`.",
     ),
 ];
 

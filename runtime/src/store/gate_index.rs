@@ -62,6 +62,10 @@ pub struct GateRow {
     pub options: serde_json::Value,
     /// The approvals recorded since the gate opened, oldest first.
     pub approvals: Vec<Approval>,
+    /// `remind: D`: the approvers are notified again every `D` while the gate is open.
+    pub remind_every: Option<Millis>,
+    /// How many reminders were sent.
+    pub reminded: i64,
 }
 
 impl GateRow {
@@ -99,7 +103,7 @@ macro_rules! gate_columns {
         "run, name, kind, workflow, version, started_by, opened_at, approvers, approvers_json, \
          escalate_to, escalate_json, escalate_at, escalated, deadline, outer_deadline, quorum, \
          allow_self, prompt, context, shown_sha256, input_schema, timeout_caught, options, \
-         approvals, context_schema"
+         approvals, context_schema, remind_every, reminded"
     };
 }
 
@@ -177,6 +181,8 @@ pub(crate) struct RawGate {
     pub options: String,
     pub approvals: String,
     pub context_schema: Option<String>,
+    pub remind_every: Option<i64>,
+    pub reminded: i64,
 }
 
 impl RawGate {
@@ -207,6 +213,8 @@ impl RawGate {
             options: row.options.to_string(),
             approvals: serde_json::to_string(&row.approvals).unwrap_or_else(|_| "[]".into()),
             context_schema: row.context_schema.as_ref().map(ToString::to_string),
+            remind_every: row.remind_every,
+            reminded: row.reminded,
         }
     }
 
@@ -265,6 +273,8 @@ impl RawGate {
             options: json("options", &self.options)?,
             approvals: serde_json::from_str(&self.approvals)
                 .map_err(|e| corrupt(&run, &name, "approvals", e))?,
+            remind_every: self.remind_every,
+            reminded: self.reminded,
             run,
             name,
         })
@@ -339,6 +349,8 @@ pub(crate) fn raw_gate(mut row: Row) -> StoreResult<RawGate> {
         options: row.get(22)?,
         approvals: row.get(23)?,
         context_schema: row.get(24)?,
+        remind_every: row.get(25)?,
+        reminded: row.get(26)?,
     })
 }
 
@@ -369,7 +381,7 @@ pub(crate) fn put_gate(
                 "INSERT INTO gates (",
                 gate_columns!(),
                 ", deciders) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                 $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)
+                 $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)
                  ON CONFLICT (run, name) ",
                 $conflict
             )
@@ -392,7 +404,8 @@ pub(crate) fn put_gate(
             context = excluded.context, shown_sha256 = excluded.shown_sha256,
             input_schema = excluded.input_schema, timeout_caught = excluded.timeout_caught,
             options = excluded.options, approvals = excluded.approvals,
-            context_schema = excluded.context_schema, deciders = excluded.deciders"
+            context_schema = excluded.context_schema, remind_every = excluded.remind_every,
+            reminded = excluded.reminded, deciders = excluded.deciders"
             )
         ),
         OnConflict::Keep => sql!(dialect, insert!("DO NOTHING")),
@@ -428,6 +441,8 @@ pub(crate) fn put_gate(
             &r.options,
             &r.approvals,
             &r.context_schema,
+            r.remind_every,
+            r.reminded,
             &serde_json::Value::from(deciders.clone()).to_string(),
         ],
     )?;
@@ -649,6 +664,8 @@ pub(crate) mod tests {
             timeout_caught: true,
             options: serde_json::json!({ "quorum": 2 }),
             approvals: vec![],
+            remind_every: None,
+            reminded: 0,
         }
     }
 

@@ -122,7 +122,12 @@ fn outbox_row(mut row: Row) -> StoreResult<OutboxRow> {
     let opened_at: Millis = row.get(5)?;
     let what: String = row.get(6)?;
     let what = EventKind::parse(&what)
-        .filter(|k| matches!(k, EventKind::GateOpened | EventKind::GateEscalated))
+        .filter(|k| {
+            matches!(
+                k,
+                EventKind::GateOpened | EventKind::GateEscalated | EventKind::GateReminded
+            )
+        })
         .ok_or_else(|| corrupt("what", &format!("`{what}` is not a gate event")))?;
     let message: String = row.get(7)?;
     let message = serde_json::from_str(&message).map_err(|e| corrupt("message", &e))?;

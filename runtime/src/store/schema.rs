@@ -313,6 +313,9 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run, number)
      );
      CREATE INDEX IF NOT EXISTS signals_queued ON signals(run, name, taken, number);",
+    // 18: a gate's reminders (`remind: 1d`): how often, and how many were sent.
+    "ALTER TABLE gates ADD COLUMN remind_every {INT};
+     ALTER TABLE gates ADD COLUMN reminded {INT} NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this code writes and understands.
