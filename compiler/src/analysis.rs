@@ -1680,6 +1680,10 @@ impl Indexer<'_> {
                 self.expr(cond);
                 self.block(body);
             }
+            StmtKind::Query { ret, body, .. } => {
+                self.type_expr(ret);
+                self.block(body);
+            }
             StmtKind::For { var, iter, body } => {
                 self.local_def(var.span);
                 self.expr(iter);

@@ -1286,6 +1286,12 @@ impl<'a> Builder<'a> {
             }
             StmtKind::Expr(expr) => self.expr(expr),
             // Loop bodies always take their own lines.
+            StmtKind::Query { name, ret, body } => concat(vec![
+                text(format!("query {} -> ", name.name)),
+                self.ty(ret),
+                text(" "),
+                self.block(body, false),
+            ]),
             StmtKind::While { cond, body } => concat(vec![
                 text("while "),
                 self.expr(cond),
@@ -1714,7 +1720,7 @@ fn is_value_or_jump(stmt: &Stmt) -> bool {
 /// the braces around it).
 fn stmt_has_block(stmt: &Stmt) -> bool {
     match &stmt.kind {
-        StmtKind::While { .. } | StmtKind::For { .. } => true,
+        StmtKind::While { .. } | StmtKind::For { .. } | StmtKind::Query { .. } => true,
         StmtKind::Let { value, .. }
         | StmtKind::Expr(value)
         | StmtKind::Fail(value)

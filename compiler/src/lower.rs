@@ -18,8 +18,8 @@
 //!   had pushed and closes the handler and timeout regions entered inside the loop.
 
 use crate::bytecode::module::{
-    Binding, Constant, DebugLoc, FieldDocs, GateContext, InputRequest, Module, SelectArmInfo,
-    SelectInfo, SignalInfo, ToolInfo, TypeDesc, TypeRef, WorkflowCode,
+    Binding, Constant, DebugLoc, FieldDocs, GateContext, InputRequest, Module, QueryCode,
+    SelectArmInfo, SelectInfo, SignalInfo, ToolInfo, TypeDesc, TypeRef, WorkflowCode,
 };
 use crate::bytecode::{Op, verify};
 use crate::check::{self, IterKind, Resolved};
@@ -171,6 +171,7 @@ impl<'p> Builder<'p> {
                 gate_contexts: Vec::new(),
                 signals: Vec::new(),
                 selects: Vec::new(),
+                queries: Vec::new(),
                 source_hash: source_hash(program),
                 files: program
                     .db
@@ -787,8 +788,39 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 let event = self.b.event(&event.value);
                 self.emit(Op::Audit { event });
             }
+            StmtKind::Query { name, ret, body } => self.query(name, ret, body)?,
             StmtKind::Error => return Err(self.error_at(stmt.span, "a statement did not parse")),
         }
+        Ok(())
+    }
+
+    /// `query name -> T { … }`: its body lowered into code of its own, which reads the
+    /// workflow's local slots; the workflow's code goes on past it. The query can be
+    /// evaluated once a run is past this point (`from_pc`).
+    fn query(&mut self, name: &ast::Ident, ret: &ast::TypeExpr, body: &Block) -> Result {
+        let from_pc = self.here();
+        let code = std::mem::take(&mut self.code);
+        let debug = std::mem::take(&mut self.debug);
+        let (depth, regions) = (self.depth, std::mem::take(&mut self.regions));
+        let loops = std::mem::take(&mut self.loops);
+        self.depth = 0;
+        let mark = self.scope.len();
+        let lowered = self.block(body, Want::Value).map(|_| self.emit(Op::Return));
+        self.scope.truncate(mark);
+        let query_code = std::mem::replace(&mut self.code, code);
+        let query_debug = std::mem::replace(&mut self.debug, debug);
+        (self.depth, self.regions, self.loops) = (depth, regions, loops);
+        lowered?;
+        let ty = self.resolve_type(ret);
+        let ret = self.b.type_ref(&ty);
+        self.b.module.queries.push(QueryCode {
+            workflow: self.workflow,
+            name: name.name.clone(),
+            ret,
+            from_pc,
+            code: query_code,
+            debug: query_debug,
+        });
         Ok(())
     }
 

@@ -806,13 +806,18 @@ pub fn first_effect(block: &ast::Block, is_step: &dyn Fn(&str) -> bool) -> Optio
     walk_block(
         block,
         &mut |stmt| {
-            if matches!(stmt.kind, StmtKind::Sleep(_) | StmtKind::Audit { .. }) {
+            if matches!(
+                stmt.kind,
+                StmtKind::Sleep(_) | StmtKind::Audit { .. } | StmtKind::ContinueAs { .. }
+            ) {
                 note(stmt.span);
             }
         },
         &mut |expr| match &expr.kind {
             ExprKind::AwaitApproval { .. }
             | ExprKind::AwaitInput { .. }
+            | ExprKind::AwaitSignal { .. }
+            | ExprKind::Select { .. }
             | ExprKind::Retry { .. }
             | ExprKind::Timeout { .. } => note(expr.span),
             ExprKind::Call { callee, .. } => {
@@ -824,6 +829,38 @@ pub fn first_effect(block: &ast::Block, is_step: &dyn Fn(&str) -> bool) -> Optio
             }
             _ => {}
         },
+    );
+    first.get()
+}
+
+/// The first assignment in `block` to one of `outer` (variables declared outside it), or to
+/// a field of one.
+pub fn first_assignment_to(block: &ast::Block, outer: &[String]) -> Option<Span> {
+    let first: std::cell::Cell<Option<Span>> = std::cell::Cell::new(None);
+    // Names the block itself declares shadow the outer ones from there on.
+    let own: std::cell::RefCell<Vec<String>> = std::cell::RefCell::new(Vec::new());
+    walk_block(
+        block,
+        &mut |stmt| match &stmt.kind {
+            StmtKind::Let { name, .. } => own.borrow_mut().push(name.name.clone()),
+            StmtKind::Assign { target, .. } => {
+                let mut base = target;
+                while let ExprKind::Field { base: inner, .. }
+                | ExprKind::Index { base: inner, .. } = &base.kind
+                {
+                    base = inner;
+                }
+                if let ExprKind::Name(name) = &base.kind
+                    && outer.contains(name)
+                    && !own.borrow().contains(name)
+                    && first.get().is_none()
+                {
+                    first.set(Some(stmt.span));
+                }
+            }
+            _ => {}
+        },
+        &mut |_| {},
     );
     first.get()
 }
@@ -872,6 +909,7 @@ fn walk_stmt<'a>(
             walk_expr(e, on_stmt, on_expr);
             walk_block(body, on_stmt, on_expr);
         }
+        StmtKind::Query { body, .. } => walk_block(body, on_stmt, on_expr),
         StmtKind::Audit { fields, .. } => {
             for field in fields {
                 walk_expr(&field.value, on_stmt, on_expr);

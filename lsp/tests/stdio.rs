@@ -402,7 +402,8 @@ fn a_session_diagnostics_hover_definition_completion_symbols_and_more() {
             "timeout",
             "escalate",
             "quorum",
-            "allow_self"
+            "allow_self",
+            "remind"
         ]
     );
     assert!(

@@ -13,8 +13,8 @@ use crate::gates::{Action, DecideError, Refusal, RefusalKind};
 use crate::server::access;
 use crate::store::{Delivery, EventKind, Millis, NewEvent, RunRecord, RunStatus};
 use crate::views::{
-    AcceptedSignal, AuditView, DecisionView, EventView, GateView, RunDetailView, RunView,
-    SignalView,
+    AcceptedSignal, AuditView, DecisionView, EventView, GateView, QueryView, RunDetailView,
+    RunView, SignalView,
 };
 use std::fmt;
 
@@ -307,6 +307,79 @@ fn may_read(
 }
 
 // ----- changing -----------------------------------------------------------------------
+
+// ----- queries ------------------------------------------------------------------------
+
+/// Evaluates query `name` of run `id` on the run's last checkpoint, for a caller who may
+/// read the run; nothing is changed or recorded. Refused (409) when the run has finished or
+/// has not reached the query yet, or when the query fails.
+pub fn query(engine: &mut Engine, caller: Caller<'_>, id: &str, name: &str) -> OpResult<QueryView> {
+    let record = readable_run(engine, caller, id)?;
+    let refused = |kind, why: String| OpError::Refused {
+        run: id.to_string(),
+        refusal: Refusal { kind, why },
+    };
+    let module = engine.module(&record.version)?;
+    let workflow = module
+        .workflow(&record.workflow)
+        .map(|(index, _)| index as u32)
+        .ok_or_else(|| OpError::NoSuchWorkflow(record.workflow.clone()))?;
+    let Some(query) = module
+        .queries
+        .iter()
+        .find(|q| q.workflow == workflow && q.name == name)
+    else {
+        let names: Vec<String> = module
+            .queries
+            .iter()
+            .filter(|q| q.workflow == workflow)
+            .map(|q| format!("`{}`", q.name))
+            .collect();
+        let has = if names.is_empty() {
+            "it has no queries".to_string()
+        } else {
+            format!("it has {}", names.join(", "))
+        };
+        return Err(refused(
+            RefusalKind::NotFound,
+            format!("`{}` has no query `{name}`: {has}", record.workflow),
+        ));
+    };
+    if record.status.is_final() {
+        return Err(refused(
+            RefusalKind::Conflict,
+            format!(
+                "run {id} has {}: a query reads a running run's state (its result is in `output`)",
+                record.status.as_str()
+            ),
+        ));
+    }
+    let Some((_, saved)) = engine.store().load(id)? else {
+        return Err(OpError::NoSuchRun(id.to_string()));
+    };
+    let machine = crate::vm::snapshot::decode(saved.format_version, &saved.state)
+        .map_err(|why| EngineError::Corrupt(format!("run {id}: {why}")))?;
+    if machine.workflow != workflow || machine.fiber.pc <= query.from_pc {
+        return Err(refused(
+            RefusalKind::Conflict,
+            format!(
+                "run {id} has not reached query `{name}` yet: the variables it reads are not set"
+            ),
+        ));
+    }
+    let value = machine.evaluate(&module, &query.code).map_err(|why| {
+        refused(
+            RefusalKind::Conflict,
+            format!("query `{name}` failed: {why}"),
+        )
+    })?;
+    Ok(QueryView {
+        run: id.to_string(),
+        query: name.to_string(),
+        value: value.to_json(),
+        at: record.updated_at,
+    })
+}
 
 // ----- signals ------------------------------------------------------------------------
 

@@ -220,6 +220,17 @@ pub struct AuditView {
     pub records: Vec<serde_json::Value>,
 }
 
+/// A query's value, as `GET /api/runs/{id}/queries/{name}` answers and `flowrt query --json`
+/// prints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct QueryView {
+    pub run: String,
+    pub query: String,
+    pub value: serde_json::Value,
+    /// When the state it was read from was committed (the run's last change).
+    pub at: Millis,
+}
+
 /// What sending a signal did, as `POST /api/runs/{id}/signals/{name}` answers and
 /// `flowrt signal` prints.
 #[derive(Clone, Debug, PartialEq, Serialize)]

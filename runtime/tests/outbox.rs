@@ -602,10 +602,12 @@ fn a_database_at_schema_11_opens_unchanged_and_one_at_10_gains_the_outbox() {
         );
         drop(store);
 
-        // Taken back to 10, the schema before the outbox (and before migration 13's column of
-        // the gate index): opening it creates the table.
+        // Taken back to 10, the schema before the outbox (and before the columns migrations 13
+        // and 18 add to the gate index): opening it creates the table.
         db.execute("DROP TABLE outbox", &[]);
         db.execute("ALTER TABLE gates DROP COLUMN context_schema", &[]);
+        db.execute("ALTER TABLE gates DROP COLUMN remind_every", &[]);
+        db.execute("ALTER TABLE gates DROP COLUMN reminded", &[]);
         if db.is_postgres() {
             db.execute("UPDATE flow_schema SET version = 10", &[]);
         } else {

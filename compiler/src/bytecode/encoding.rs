@@ -11,7 +11,7 @@
 //!
 //! A deployed version is identified by the SHA-256 of the whole file ([`artifact_hash`]).
 
-use super::module::{FieldDocs, GateContext, Module, SelectInfo, SignalInfo};
+use super::module::{FieldDocs, GateContext, Module, QueryCode, SelectInfo, SignalInfo};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -101,6 +101,7 @@ pub fn encode(module: &Module) -> Vec<u8> {
     payload.extend(postcard::to_stdvec(&module.gate_contexts).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.signals).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.selects).unwrap_or_default());
+    payload.extend(postcard::to_stdvec(&module.queries).unwrap_or_default());
     let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -174,6 +175,10 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
             .map_err(|e| ArtifactError::Corrupt(format!("the selects: {e}")))?;
         module.selects = selects;
         rest = after;
+        let (queries, after) = postcard::take_from_bytes::<Vec<QueryCode>>(rest)
+            .map_err(|e| ArtifactError::Corrupt(format!("the queries: {e}")))?;
+        module.queries = queries;
+        rest = after;
     }
     if !rest.is_empty() {
         return Err(ArtifactError::Corrupt(
@@ -203,6 +208,7 @@ mod tests {
             gate_contexts: Vec::new(),
             signals: Vec::new(),
             selects: Vec::new(),
+            queries: Vec::new(),
             source_hash: "00".into(),
             files: vec!["a.flow".into()],
             constants: vec![Constant::Int(1)],

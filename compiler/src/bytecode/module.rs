@@ -43,6 +43,25 @@ pub struct Module {
     /// in a section after `signals`.
     #[serde(skip)]
     pub selects: Vec<SelectInfo>,
+    /// Each workflow's queries (format 5), in a section after `selects`.
+    #[serde(skip)]
+    pub queries: Vec<QueryCode>,
+}
+
+/// A `query name -> T { … }`: code of its own that reads the workflow's local slots and
+/// returns a value, evaluated on a copy of a run's state; it has no durable instruction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryCode {
+    /// Index into [`Module::workflows`].
+    pub workflow: u32,
+    pub name: String,
+    pub ret: TypeRef,
+    /// The instruction of the workflow's code where the query stands: a run whose
+    /// checkpoint is past it has set every variable the query reads.
+    pub from_pc: u32,
+    pub code: Vec<Op>,
+    /// One per instruction.
+    pub debug: Vec<DebugLoc>,
 }
 
 /// One `select`: what each arm waits for and where its code starts.

@@ -250,6 +250,7 @@ mod tests {
             gate_contexts: Vec::new(),
             signals: Vec::new(),
             selects: Vec::new(),
+            queries: Vec::new(),
             source_hash: String::new(),
             files: Vec::new(),
             constants: Vec::new(),

@@ -91,7 +91,57 @@ pub fn verify(module: &Module) -> Result<(), String> {
         check_workflow(module, workflow)
             .map_err(|e| format!("workflow `{}`: {e}", workflow.name))?;
     }
+    for query in &module.queries {
+        check_query(module, query).map_err(|e| format!("query `{}`: {e}", query.name))?;
+    }
     Ok(())
+}
+
+/// A query's code: well-formed like a workflow's (on the workflow's local slots), with no
+/// durable instruction (it runs on a copy of a run's state and must not change anything).
+fn check_query(module: &Module, query: &crate::bytecode::QueryCode) -> Result<(), String> {
+    let Some(workflow) = module.workflows.get(query.workflow as usize) else {
+        return Err(format!(
+            "names workflow #{}, which does not exist",
+            query.workflow
+        ));
+    };
+    if query.from_pc as usize > workflow.code.len() {
+        return Err(format!(
+            "starts at instruction {} of a workflow of {}",
+            query.from_pc,
+            workflow.code.len()
+        ));
+    }
+    if module
+        .queries
+        .iter()
+        .filter(|q| q.workflow == query.workflow && q.name == query.name)
+        .count()
+        > 1
+    {
+        return Err("is declared twice by one workflow".into());
+    }
+    check_type(module, query.ret, "the query's result")?;
+    if let Some((pc, op)) = query
+        .code
+        .iter()
+        .enumerate()
+        .find(|(_, op)| op.is_durable())
+    {
+        return Err(format!(
+            "instruction {pc} ({op:?}) is a durable point; a query only reads"
+        ));
+    }
+    let code = WorkflowCode {
+        name: workflow.name.clone(),
+        params: Vec::new(),
+        ret: query.ret,
+        locals: workflow.locals,
+        code: query.code.clone(),
+        debug: query.debug.clone(),
+    };
+    check_workflow(module, &code)
 }
 
 fn check_type(module: &Module, ty: TypeRef, what: &str) -> Result<(), String> {
@@ -471,6 +521,7 @@ mod tests {
             gate_contexts: Vec::new(),
             signals: Vec::new(),
             selects: Vec::new(),
+            queries: Vec::new(),
             source_hash: String::new(),
             files: vec!["t.flow".into()],
             constants: vec![

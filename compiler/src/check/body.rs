@@ -44,6 +44,8 @@ pub fn check_workflow(
         ),
         loops: Vec::new(),
         resolved,
+        top_level: decl.body.stmts.iter().map(|s| s.span).collect(),
+        queries: Vec::new(),
     };
     for param in &workflow.params {
         let ident = ast::Ident {
@@ -96,6 +98,10 @@ struct BodyChecker<'a> {
     loops: Vec<Flow>,
     /// What names, calls and patterns resolved to, for the lowering to bytecode.
     resolved: &'a mut Resolutions,
+    /// The statements at the top level of the body (where a `query` may stand).
+    top_level: Vec<Span>,
+    /// The queries declared so far, with their names' spans.
+    queries: Vec<(String, Span)>,
 }
 
 /// Optional locals a condition proves present, with their plain types.
@@ -616,8 +622,79 @@ impl<'a> BodyChecker<'a> {
                     self.forbid_secret(field.value.span, ty, "in the audit trail");
                 }
             }
+            StmtKind::Query { name, ret, body } => self.check_query(stmt.span, name, ret, body),
             StmtKind::Error => {}
         }
+    }
+
+    /// `query name -> T { … }`: at the top level, named once, read-only (no step, no wait,
+    /// no assignment to the run's variables), of its declared type. It does not change the
+    /// flow of the body around it.
+    fn check_query(
+        &mut self,
+        span: Span,
+        name: &ast::Ident,
+        ret: &ast::TypeExpr,
+        body: &ast::Block,
+    ) {
+        if !self.top_level.contains(&span) {
+            self.error(
+                Diagnostic::error(codes::QUERY_NOT_AT_TOP_LEVEL, self.file, name.span, "not at the top level of the workflow")
+                    .with_message(format!("Query `{}` is inside a block", name.name))
+                    .with_help("declare queries at the top level of the workflow's body, after the variables they read"),
+            );
+        }
+        if let Some((_, first)) = self.queries.iter().find(|(n, _)| *n == name.name) {
+            let first = *first;
+            self.error(
+                Diagnostic::error(
+                    codes::DUPLICATE_DEFINITION,
+                    self.file,
+                    name.span,
+                    "defined again here",
+                )
+                .with_message(format!("Query `{}` is defined more than once", name.name))
+                .with_label(self.file, first, "first defined here")
+                .with_help("rename one of them, or remove the duplicate"),
+            );
+        } else {
+            self.queries.push((name.name.clone(), name.span));
+        }
+        let scope = self.scope;
+        let is_step = |callee: &str| {
+            scope
+                .lookup_values(callee)
+                .iter()
+                .any(|(v, _)| matches!(v, Value::Tool(_) | Value::Workflow(_)))
+                || stdlib::Builtin::from_name(callee)
+                    .is_some_and(|b| b.effect() == stdlib::Effect::Durable)
+        };
+        let outer: Vec<String> = self.locals.iter().map(|l| l.name.clone()).collect();
+        if let Some(at) = crate::testing::first_effect(body, &is_step) {
+            self.error(
+                Diagnostic::error(codes::QUERY_NOT_READ_ONLY, self.file, at, "this performs a step")
+                    .with_message(format!("Query `{}` would change the run", name.name))
+                    .with_label(self.file, name.span, "in this query")
+                    .with_help("a query only reads the run's variables: call tools, wait and audit in the workflow, and keep what the query shows in a variable"),
+            );
+        } else if let Some(at) = crate::testing::first_assignment_to(body, &outer) {
+            self.error(
+                Diagnostic::error(codes::QUERY_NOT_READ_ONLY, self.file, at, "this assigns to a variable of the run")
+                    .with_message(format!("Query `{}` would change the run", name.name))
+                    .with_label(self.file, name.span, "in this query")
+                    .with_help("a query only reads the run's variables; compute into a `let` of the query instead"),
+            );
+        }
+        let expected = resolve_type(self.checked, self.file, ret, self.diagnostics);
+        let flow = self.flow.clone();
+        let mark = self.locals.len();
+        let found = self.check_block(body, Some(&expected));
+        self.pop_scope(mark, body.span.end);
+        if !self.checked.types.assignable(&found, &expected) {
+            let at = body.stmts.last().map_or(body.span, |s| s.span);
+            self.mismatch(at, &expected, &found, None);
+        }
+        self.flow = flow;
     }
 
     fn check_let(

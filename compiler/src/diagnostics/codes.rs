@@ -68,6 +68,8 @@ codes! {
     INVALID_TEST_STEP = "E0401", "Invalid test step";
     TEST_EXPRESSION_HAS_EFFECTS = "E0402", "Test expression performs a step";
     CONTINUE_AS_OTHER_WORKFLOW = "E0403", "`continue as` names another workflow";
+    QUERY_NOT_READ_ONLY = "E0404", "Query would change the run";
+    QUERY_NOT_AT_TOP_LEVEL = "E0405", "Query inside a block";
 
     UNUSED_VARIABLE = "W0001", "Unused variable";
     UNREACHABLE_CODE = "W0002", "Unreachable code";

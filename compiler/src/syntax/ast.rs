@@ -346,6 +346,14 @@ pub enum StmtKind {
         event: StrLit,
         fields: Vec<FieldInit>,
     },
+    /// `query months -> Int { months }`: a read-only view of the run's state, evaluated
+    /// from outside (`flowrt query RUN months`) at the run's last durable point once the run
+    /// has passed this statement. Only at the top level of a workflow's body.
+    Query {
+        name: Ident,
+        ret: TypeExpr,
+        body: Block,
+    },
     /// A statement that did not parse; already reported.
     Error,
 }

@@ -1055,6 +1055,12 @@ impl<'a> Parser<'a> {
     }
 
     fn parse_stmt_kind(&mut self) -> StmtKind {
+        if self.at_word("query")
+            && self.tokens.get(self.pos + 1).map(|t| t.kind) == Some(T::Ident)
+            && self.tokens.get(self.pos + 2).map(|t| t.kind) == Some(T::Arrow)
+        {
+            return self.parse_query();
+        }
         match self.peek() {
             T::Let | T::Var => {
                 let mutable = self.bump().kind == T::Var;
@@ -1571,6 +1577,25 @@ impl<'a> Parser<'a> {
         ExprKind::Match {
             scrutinee: Box::new(scrutinee),
             arms,
+        }
+    }
+
+    /// `query NAME -> Type { … }`.
+    fn parse_query(&mut self) -> StmtKind {
+        self.bump();
+        let Some(name) = self.parse_ident("the query's name") else {
+            return StmtKind::Error;
+        };
+        if self
+            .expect(T::Arrow, "a query reads `query name -> Type { value }`")
+            .is_none()
+        {
+            return StmtKind::Error;
+        }
+        let ret = self.parse_type();
+        match self.parse_block() {
+            Some(body) => StmtKind::Query { name, ret, body },
+            None => StmtKind::Error,
         }
     }
 

@@ -130,6 +130,15 @@ enum Command {
         #[arg(long)]
         expect_hash: Option<String>,
     },
+    /// Evaluate a query of a running run (`query name -> T { … }` in its workflow) on its
+    /// last durable point; nothing is changed. Exit status 3 when refused.
+    Query {
+        run: String,
+        name: String,
+        /// Print the whole view (`run`, `query`, `value`, `at`) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send a signal to a run (it is queued until the run waits for it). Exit status 3 when
     /// refused.
     Signal {
@@ -544,6 +553,7 @@ fn drives_runs(command: &Command) -> bool {
         | Command::Input { .. }
         | Command::Signal { .. }
         | Command::Serve { .. } => true,
+        Command::Query { .. } => false,
         Command::Clock { action } => matches!(action, ClockAction::Advance { .. }),
         Command::Deploy { .. }
         | Command::Token { .. }
@@ -564,7 +574,10 @@ fn drives_runs(command: &Command) -> bool {
 /// warning), so that an operator can look at runs while fixing the file.
 fn only_reads(command: &Command) -> bool {
     match command {
-        Command::Runs { .. } | Command::Status { .. } | Command::History { .. } => true,
+        Command::Runs { .. }
+        | Command::Status { .. }
+        | Command::History { .. }
+        | Command::Query { .. } => true,
         Command::Audit(_) => true,
         Command::Run(_)
         | Command::Start(_)
@@ -725,6 +738,19 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
                 expect_hash,
             };
             decide(&mut engine, &args, Action::Input { value })
+        }
+        Command::Query { run, name, json } => {
+            let view = match allowed(ops::query(&mut engine, OPERATOR, &run, &name))? {
+                Ok(view) => view,
+                Err(refused) => return Ok(refused),
+            };
+            let shown = if json {
+                serde_json::to_string_pretty(&view)
+            } else {
+                serde_json::to_string_pretty(&view.value)
+            };
+            say(format_args!("{}", shown.unwrap_or_default()));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Signal {
             run,

@@ -236,6 +236,7 @@ pub fn router(app: App) -> Router {
         .route("/api/decisions", get(decisions))
         .route("/api/runs/{id}/gates/{gate}/{action}", post(decide))
         .route("/api/runs/{id}/signals/{name}", post(send_signal))
+        .route("/api/runs/{id}/queries/{name}", get(run_query))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
         })
@@ -836,6 +837,20 @@ async fn decide(
         let decided = ops::decide(engine, &id, &gate, user, action, view_hash.as_deref(), true)?;
         view(decided)
     })
+    .await
+}
+
+/// Evaluates a query of a running run, for a caller who may read it.
+async fn run_query(
+    State(app): State<App>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+) -> Response {
+    app.as_user(
+        caller,
+        format!("GET /api/runs/{id}/queries/{name}"),
+        move |engine, user| view(ops::query(engine, Who::User(user), &id, &name)?),
+    )
     .await
 }
 

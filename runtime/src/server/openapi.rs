@@ -339,6 +339,25 @@ pub fn document() -> Value {
                 } } } },
                 "responses": with_errors(json!({ "200": decision_result.clone() }), decide_errors)
             } },
+            "/api/runs/{id}/queries/{name}": { "get": {
+                "operationId": "runQuery",
+                "summary": "Evaluate a query of a running run on its last durable point (read-only)",
+                "parameters": [run_id.clone(), path_param("name", "The query's name, as the workflow declares it")],
+                "responses": with_errors(json!({ "200": json_response("The query's value", json!({
+                    "type": "object",
+                    "required": ["run", "query", "value", "at"],
+                    "properties": {
+                        "run": { "type": "string" },
+                        "query": { "type": "string" },
+                        "value": { "description": "A value of the query's declared type" },
+                        "at": { "type": "integer", "description": "When the state it read was committed (milliseconds since the epoch)" }
+                    }
+                })) }), &[
+                    ("403", "The caller may not read this run"),
+                    ("404", "No such run, or its workflow has no query of this name"),
+                    ("409", "The run has finished or has not reached the query yet, or the query failed")
+                ])
+            } },
             "/api/runs/{id}/signals/{name}": { "post": {
                 "operationId": "sendSignal",
                 "summary": "Send a signal to a run: queued until the run waits for it, never lost",

@@ -160,6 +160,9 @@ pub fn tool_error_value(
 }
 
 /// A factor in [0.5, 1] from the run's position: the same on every replay.
+/// The most instructions a query may run (a loop in a query must not hang a server).
+pub const QUERY_STEPS: usize = 1_000_000;
+
 fn jitter_factor(steps: u64, workflow: u32, pc: u32) -> f64 {
     let mut x = steps
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -350,6 +353,37 @@ impl Machine {
         self.steps += 1;
         self.clock = now;
         Ok(())
+    }
+
+    /// Evaluates a query's `code` on a copy of this state (its locals), changing nothing:
+    /// the value it returns, or why it could not (an error it raised, or more than
+    /// [`QUERY_STEPS`] instructions).
+    pub fn evaluate(&self, module: &Module, code: &[Op]) -> Result<Value, String> {
+        let mut scratch = self.clone();
+        scratch.fiber.pc = 0;
+        scratch.fiber.stack.clear();
+        scratch.fiber.handlers.clear();
+        for _ in 0..QUERY_STEPS {
+            let Some(op) = code.get(scratch.fiber.pc as usize).copied() else {
+                return Err("the query's code ended without a value".into());
+            };
+            if op.is_durable() {
+                return Err(format!("the query reached a durable instruction ({op:?})"));
+            }
+            match scratch.execute(module, op) {
+                Ok(Some(value)) => return Ok(value),
+                Ok(None) => {}
+                Err(Trap::Raise(error)) => {
+                    if let Some(Outcome::Failed(failed)) = scratch.handle(module, error) {
+                        return Err(failed.message);
+                    }
+                }
+                Err(Trap::Fatal(why)) => return Err(why),
+            }
+        }
+        Err(format!(
+            "the query ran more than {QUERY_STEPS} instructions"
+        ))
     }
 
     /// Finishes a `select` with its arm `arm`: its durations popped, `result` pushed, and
