@@ -591,6 +591,7 @@ fn make_legacy(project: &Project) {
     // in the gate index, whose table migration 9 keeps when it is there).
     db.execute("ALTER TABLE checkpoints DROP COLUMN calls", &[]);
     db.execute("ALTER TABLE gates DROP COLUMN context_schema", &[]);
+    db.drop_columns_added_after(5);
     if db.is_postgres() {
         db.execute("UPDATE flow_schema SET version = 5", &[]);
     } else {

@@ -776,6 +776,7 @@ fn a_gate_indexed_before_migration_13_keeps_its_row_and_gates_after_it_get_a_con
         // Taken back to 12: the column is gone and the row was written without it.
         let db = project.db();
         db.execute("ALTER TABLE gates DROP COLUMN context_schema", &[]);
+        db.drop_columns_added_after(12);
         if db.is_postgres() {
             db.execute("UPDATE flow_schema SET version = 12", &[]);
         } else {
@@ -897,6 +898,7 @@ fn a_database_at_schema_13_gains_who_may_decide_and_the_running_counts() {
         for table in ["gate_deciders", "run_counts", "gate_counts"] {
             db.execute(&format!("DROP TABLE {table}"), &[]);
         }
+        db.drop_columns_added_after(13);
         if db.is_postgres() {
             db.execute("UPDATE flow_schema SET version = 13", &[]);
         } else {

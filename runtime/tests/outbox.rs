@@ -606,8 +606,7 @@ fn a_database_at_schema_11_opens_unchanged_and_one_at_10_gains_the_outbox() {
         // and 18 add to the gate index): opening it creates the table.
         db.execute("DROP TABLE outbox", &[]);
         db.execute("ALTER TABLE gates DROP COLUMN context_schema", &[]);
-        db.execute("ALTER TABLE gates DROP COLUMN remind_every", &[]);
-        db.execute("ALTER TABLE gates DROP COLUMN reminded", &[]);
+        db.drop_columns_added_after(10);
         if db.is_postgres() {
             db.execute("UPDATE flow_schema SET version = 10", &[]);
         } else {
