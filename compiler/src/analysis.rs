@@ -1980,6 +1980,7 @@ const TEST_EXPECTATIONS: &[&str] = &[
     "approval",
     "input",
     "result",
+    "query",
     "error",
     "called",
     "not",

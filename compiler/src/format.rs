@@ -1095,6 +1095,16 @@ impl<'a> Builder<'a> {
                 parts.push(text("expect result == "));
                 parts.push(self.expr(expr));
             }
+            TestStepKind::ExpectQuery { name, check } => {
+                parts.push(text(format!("expect query {} ", name.name)));
+                match check {
+                    ResultCheck::Matches(pattern) => parts.push(self.pattern(pattern)),
+                    ResultCheck::Equals(expr) => {
+                        parts.push(text("== "));
+                        parts.push(self.expr(expr));
+                    }
+                }
+            }
             TestStepKind::ExpectError { kind, message } => {
                 parts.push(text(format!("expect error {}", kind.name)));
                 if let Some(message) = message {

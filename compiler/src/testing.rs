@@ -80,6 +80,12 @@ pub enum Action {
         helper: String,
         expected: String,
     },
+    /// `helper(value) -> Bool` on the value of query `query` of the run.
+    ExpectQuery {
+        query: String,
+        helper: String,
+        expected: String,
+    },
     ExpectError {
         kind: String,
         message: Option<String>,
@@ -165,6 +171,11 @@ pub enum HelperRole {
     /// `(result: <the workflow's result>) -> Bool`.
     ResultCheck {
         workflow: ast::Ident,
+    },
+    /// `(result: <the query's type>) -> Bool`.
+    QueryCheck {
+        workflow: ast::Ident,
+        query: ast::Ident,
     },
     /// Fields an audit event or a notification must hold: whatever record the test writes.
     AuditFields,
@@ -332,6 +343,7 @@ impl Desugarer<'_> {
                 | TestStepKind::Provide { .. }
                 | TestStepKind::Signal { .. }
                 | TestStepKind::ExpectResult(_)
+                | TestStepKind::ExpectQuery { .. }
                 | TestStepKind::ExpectError { .. }
                 | TestStepKind::ExpectStatus(_)
                 | TestStepKind::ExpectAudit { .. }
@@ -369,6 +381,38 @@ impl Desugarer<'_> {
 
     /// The workflow the step is about: the named run's, or the last `start`'s (an error at
     /// `span` when nothing was started).
+    /// The body of a `(result) -> Bool` helper for `Pattern` or `== value`, and the check as
+    /// written (for the report). `span` is the step's: resolutions are keyed by span.
+    fn check_body(&self, check: &ast::ResultCheck, span: Span) -> (ast::Block, String) {
+        let result = ast::Ident {
+            name: "result".into(),
+            span,
+        };
+        match check {
+            ast::ResultCheck::Matches(pattern) => (
+                match_block(result, pattern.clone(), span),
+                self.src[pattern.span.range()].to_string(),
+            ),
+            ast::ResultCheck::Equals(expr) => {
+                let compare = Expr {
+                    span: expr.span,
+                    kind: ExprKind::Binary {
+                        op: ast::BinaryOp::Eq,
+                        lhs: Box::new(Expr {
+                            kind: ExprKind::Name("result".into()),
+                            span,
+                        }),
+                        rhs: Box::new(expr.clone()),
+                    },
+                };
+                (
+                    expr_block(compare),
+                    format!("== {}", &self.src[expr.span.range()]),
+                )
+            }
+        }
+    }
+
     fn run_workflow(
         &mut self,
         run: Option<&(String, ast::Ident)>,
@@ -582,32 +626,27 @@ impl Desugarer<'_> {
                     name: "result".into(),
                     span: step.span,
                 };
-                let (body, expected) = match check {
-                    ast::ResultCheck::Matches(pattern) => (
-                        match_block(result.clone(), pattern.clone(), step.span),
-                        self.src[pattern.span.range()].to_string(),
-                    ),
-                    ast::ResultCheck::Equals(expr) => {
-                        let compare = Expr {
-                            span: expr.span,
-                            kind: ExprKind::Binary {
-                                op: ast::BinaryOp::Eq,
-                                // Its own span: resolutions are keyed by span.
-                                lhs: Box::new(Expr {
-                                    kind: ExprKind::Name("result".into()),
-                                    span: step.span,
-                                }),
-                                rhs: Box::new(expr.clone()),
-                            },
-                        };
-                        (
-                            expr_block(compare),
-                            format!("== {}", &self.src[expr.span.range()]),
-                        )
-                    }
-                };
+                let (body, expected) = self.check_body(check, step.span);
                 let helper = self.helper(HelperRole::ResultCheck { workflow }, vec![result], body);
                 Action::ExpectResult { helper, expected }
+            }
+            TestStepKind::ExpectQuery { name, check } => {
+                let workflow = self.run_workflow(run, step.span)?;
+                let (body, expected) = self.check_body(check, step.span);
+                let result = ast::Ident {
+                    name: "result".into(),
+                    span: step.span,
+                };
+                let role = HelperRole::QueryCheck {
+                    workflow,
+                    query: name.clone(),
+                };
+                let helper = self.helper(role, vec![result], body);
+                Action::ExpectQuery {
+                    query: name.name.clone(),
+                    helper,
+                    expected,
+                }
             }
             TestStepKind::ExpectError { kind, message } => {
                 self.run_workflow(run, step.span)?;

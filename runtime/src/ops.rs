@@ -359,7 +359,7 @@ pub fn query(engine: &mut Engine, caller: Caller<'_>, id: &str, name: &str) -> O
     };
     let machine = crate::vm::snapshot::decode(saved.format_version, &saved.state)
         .map_err(|why| EngineError::Corrupt(format!("run {id}: {why}")))?;
-    if machine.workflow != workflow || machine.fiber.pc <= query.from_pc {
+    if machine.workflow != workflow || machine.fiber.pc < query.from_pc {
         return Err(refused(
             RefusalKind::Conflict,
             format!(

@@ -661,6 +661,11 @@ impl TestRun {
                 self.run_clock(span, Some(end))
             }
             Action::ExpectResult { helper, expected } => self.expect_result(span, helper, expected),
+            Action::ExpectQuery {
+                query,
+                helper,
+                expected,
+            } => self.expect_query(span, query, helper, expected),
             Action::ExpectError { kind, message } => {
                 self.expect_error(span, kind, message.as_deref())
             }
@@ -1058,6 +1063,56 @@ impl TestRun {
             ),
             other => other.as_str().to_string(),
         })
+    }
+
+    /// `expect query name …`: the query evaluated as `flowrt query` does, its value checked.
+    fn expect_query(
+        &mut self,
+        span: Span,
+        query: &str,
+        helper: &str,
+        expected: &str,
+    ) -> Result<(), Failure> {
+        let run = self.current_run(span)?;
+        let view = match crate::ops::query(
+            &mut self.engine,
+            crate::ops::Caller::Operator("test"),
+            &run,
+            query,
+        ) {
+            Ok(view) => view,
+            Err(crate::ops::OpError::Engine(e)) => return Err(Self::engine_failure(span)(e)),
+            Err(why) => {
+                let why = why
+                    .to_string()
+                    .replace(&format!("run {run}"), &self.run_name(&run));
+                return Err(Failure::new(span, why));
+            }
+        };
+        let workflow = self.engine.store().run(&run).ok().flatten().and_then(|r| {
+            self.module
+                .workflow(&r.workflow)
+                .map(|(index, _)| index as u32)
+        });
+        let Some(code) = self
+            .module
+            .queries
+            .iter()
+            .find(|q| Some(q.workflow) == workflow && q.name == query)
+        else {
+            return Err(Failure::new(span, format!("no query `{query}`")));
+        };
+        let value = from_json(&self.module, code.ret, &view.value, "$")
+            .map_err(|e| Failure::new(span, format!("the query's value does not fit: {e}")))?;
+        let shown = value.to_text();
+        match evaluate(&self.module, helper, vec![value]) {
+            Ok(Value::Bool(true)) => Ok(()),
+            Ok(_) => {
+                Err(Failure::new(span, format!("query `{query}` differs"))
+                    .expected(expected, shown))
+            }
+            Err(why) => Err(Failure::new(span, why)),
+        }
     }
 
     fn expect_result(&mut self, span: Span, helper: &str, expected: &str) -> Result<(), Failure> {

@@ -74,6 +74,22 @@ pub fn disassemble(module: &Module) -> String {
                 .unwrap_or_default();
             let _ = writeln!(out, "  {pc:>4}  {}{context}{source}", show(module, *op));
         }
+        for query in module
+            .queries
+            .iter()
+            .filter(|q| q.workflow == number as u32)
+        {
+            let _ = writeln!(
+                out,
+                "\n  query {} -> {}   ; once the run is at instruction {} or later",
+                query.name,
+                module.type_name(query.ret),
+                query.from_pc
+            );
+            for (pc, op) in query.code.iter().enumerate() {
+                let _ = writeln!(out, "  {pc:>4}  {}", show(module, *op));
+            }
+        }
     }
     out
 }

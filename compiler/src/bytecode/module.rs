@@ -56,8 +56,9 @@ pub struct QueryCode {
     pub workflow: u32,
     pub name: String,
     pub ret: TypeRef,
-    /// The instruction of the workflow's code where the query stands: a run whose
-    /// checkpoint is past it has set every variable the query reads.
+    /// The instruction of the workflow's code that comes right after the query: a run whose
+    /// checkpoint is at it or later (at the top level, where queries stand) has set every
+    /// variable the query reads.
     pub from_pc: u32,
     pub code: Vec<Op>,
     /// One per instruction.

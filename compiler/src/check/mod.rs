@@ -55,6 +55,8 @@ pub struct WorkflowDef {
     pub doc: Option<String>,
     /// The signals its runs accept (`accepts …`), in written order.
     pub signals: Vec<SignalDef>,
+    /// Its queries (`query name -> T { … }` at the top level of its body) and their types.
+    pub queries: Vec<(String, Type)>,
 }
 
 /// One signal a workflow accepts: the type of its value and who may send it.
@@ -407,6 +409,7 @@ impl DeclChecker<'_> {
                             ret_span: decl.ret.as_ref().map(|r| r.span),
                             doc: decl.doc.clone(),
                             signals: Vec::new(),
+                            queries: Vec::new(),
                         });
                         self.add_own_value(file, &mut own, &decl.name, Value::Workflow(index));
                     }
@@ -656,10 +659,26 @@ impl DeclChecker<'_> {
                             None => Type::Unit,
                         };
                         let signals = self.resolve_signals(file, &decl.accepts);
+                        // Their written types are checked (and any mistake reported) with the
+                        // body; here only what tests need to type a query's value.
+                        let mut quiet = Vec::new();
+                        let queries = decl
+                            .body
+                            .stmts
+                            .iter()
+                            .filter_map(|stmt| match &stmt.kind {
+                                ast::StmtKind::Query { name, ret, .. } => Some((
+                                    name.name.clone(),
+                                    resolve_type(&self.checked, file, ret, &mut quiet),
+                                )),
+                                _ => None,
+                            })
+                            .collect();
                         let workflow = &mut self.checked.workflows[workflow_index];
                         workflow.params = params;
                         workflow.ret = ret;
                         workflow.signals = signals;
+                        workflow.queries = queries;
                         workflow_index += 1;
                     }
                     ast::Item::Import(_) | ast::Item::Test(_) => {}

@@ -28,6 +28,7 @@ impl DeclChecker<'_> {
                     ret_span: None,
                     doc: None,
                     signals: Vec::new(),
+                    queries: Vec::new(),
                 });
             }
         }
@@ -163,6 +164,39 @@ impl DeclChecker<'_> {
                     name: "result".into(),
                     ty: ret,
                     span: workflow.span,
+                };
+                Some((vec![result], Type::Bool))
+            }
+            HelperRole::QueryCheck { workflow, query } => {
+                let def = &self.checked.workflows
+                    [self.lookup(file, &workflow.name, RefKind::Workflow)?];
+                let Some((_, ty)) = def.queries.iter().find(|(n, _)| *n == query.name) else {
+                    let names: Vec<String> =
+                        def.queries.iter().map(|(n, _)| format!("`{n}`")).collect();
+                    let help = if names.is_empty() {
+                        format!(
+                            "`{}` has no queries: declare one with `query name -> Type {{ … }}`",
+                            def.name
+                        )
+                    } else {
+                        format!("`{}` has {}", def.name, names.join(", "))
+                    };
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            codes::INVALID_TEST_STEP,
+                            file,
+                            query.span,
+                            "not a query of the run's workflow",
+                        )
+                        .with_message(format!("`{}` has no query `{}`", def.name, query.name))
+                        .with_help(help),
+                    );
+                    return None;
+                };
+                let result = ParamDef {
+                    name: "result".into(),
+                    ty: ty.clone(),
+                    span: query.span,
                 };
                 Some((vec![result], Type::Bool))
             }

@@ -220,6 +220,8 @@ pub enum TestStepKind {
     Advance { by: Expr },
     /// `expect result Pattern` or `expect result == value`.
     ExpectResult(ResultCheck),
+    /// `expect query name Pattern` or `expect query name == value`: the run's query, now.
+    ExpectQuery { name: Ident, check: ResultCheck },
     /// `expect error Kind ["message"]`: the run failed with this kind of error.
     ExpectError {
         kind: Ident,

@@ -348,6 +348,16 @@ impl Parser<'_> {
                 let pattern = self.parse_pattern()?;
                 Some(TestStepKind::ExpectResult(ResultCheck::Matches(pattern)))
             }
+            "query" => {
+                self.bump();
+                let name = self.parse_ident("the query's name")?;
+                let check = if self.eat(T::EqEq).is_some() {
+                    ResultCheck::Equals(self.parse_expr(Records::Allowed))
+                } else {
+                    ResultCheck::Matches(self.parse_pattern()?)
+                };
+                Some(TestStepKind::ExpectQuery { name, check })
+            }
             "error" => {
                 self.bump();
                 let kind = self.parse_ident("an error kind, such as `ToolError`")?;
