@@ -116,6 +116,8 @@ pub enum SymbolKind {
     Test,
     /// A signal a workflow accepts (a child of the workflow).
     Signal,
+    /// A query of a workflow (a child of the workflow).
+    Query,
 }
 
 /// A declaration in the outline of a file.
@@ -772,7 +774,7 @@ impl Analysis {
                     let signals = index
                         .map(|i| &self.program.checked.workflows[i].signals[..])
                         .unwrap_or_default();
-                    let children = decl
+                    let mut children: Vec<DocumentSymbol> = decl
                         .accepts
                         .iter()
                         .filter_map(|written| {
@@ -787,6 +789,22 @@ impl Analysis {
                             })
                         })
                         .collect();
+                    for stmt in &decl.body.stmts {
+                        if let ast::StmtKind::Query { name, ret, .. } = &stmt.kind {
+                            children.push(DocumentSymbol {
+                                name: name.name.clone(),
+                                kind: SymbolKind::Query,
+                                detail: Some(format!(
+                                    "query {} -> {}",
+                                    name.name,
+                                    &self.program.db.text(file)[ret.span.range()]
+                                )),
+                                span: stmt.span,
+                                selection: name.span,
+                                children: Vec::new(),
+                            });
+                        }
+                    }
                     out.push(DocumentSymbol {
                         name: decl.name.name.clone(),
                         kind: SymbolKind::Workflow,

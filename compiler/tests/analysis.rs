@@ -751,6 +751,7 @@ const SIGNALS: &str = r#"workflow subscription(id: String) -> String
   accepts cancel: String from role("support") or system("billing"),
     renewed: Int from system("billing")
 {
+  query started -> String { id }
   let months = await signal renewed
   let why = await signal cancel
   "${id}: ${months}, ${why}"
@@ -813,5 +814,9 @@ fn signals_have_hover_definition_references_completion_and_an_outline() {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(children, ["cancel", "renewed"]);
+    assert_eq!(children, ["cancel", "renewed", "started"]);
+    assert_eq!(
+        symbols[0].children[2].detail.as_deref(),
+        Some("query started -> String")
+    );
 }

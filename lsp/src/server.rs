@@ -524,6 +524,7 @@ fn symbol_kind(kind: Sk) -> SymbolKind {
         Sk::Variant => SymbolKind::ENUM_MEMBER,
         Sk::Test => SymbolKind::EVENT,
         Sk::Signal => SymbolKind::EVENT,
+        Sk::Query => SymbolKind::PROPERTY,
     }
 }
 
