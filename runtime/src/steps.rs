@@ -301,13 +301,25 @@ impl Engine {
             .map(|s| s.name.clone())
             .collect();
         let until = earliest.map(|(_, due)| due);
+        let wake_at = crate::history::earliest(until, deadline);
+        self.commit_waiting(d, WaitingOn::Select { signals, until }, wake_at)
+    }
+
+    /// Commits what is pending with the run waiting on `waiting_on`, due at `wake_at` (the
+    /// store wakes it sooner for what it waits on: a signal, a decision).
+    fn commit_waiting(
+        &mut self,
+        d: &mut Driving<'_>,
+        waiting_on: WaitingOn,
+        wake_at: Option<Millis>,
+    ) -> Step {
         let change = Change {
             events: d.take_pending(),
             status: RunStatus::Waiting,
             output: None,
             error: None,
-            waiting_on: Some(WaitingOn::Select { signals, until }),
-            wake_at: crate::history::earliest(until, deadline),
+            waiting_on: Some(waiting_on),
+            wake_at,
         };
         self.commit(d.run, d.version, Some(&d.machine), change)?;
         Ok(Some(RunStatus::Waiting))
@@ -330,18 +342,10 @@ impl Engine {
             return Err(EngineError::Corrupt(format!("no signal #{signal}")));
         };
         let Some(queued) = self.store.next_signal(d.run, &info.name)? else {
-            let change = Change {
-                events: d.take_pending(),
-                status: RunStatus::Waiting,
-                output: None,
-                error: None,
-                waiting_on: Some(WaitingOn::Signal {
-                    name: info.name.clone(),
-                }),
-                wake_at: deadline,
+            let waiting_on = WaitingOn::Signal {
+                name: info.name.clone(),
             };
-            self.commit(d.run, d.version, Some(&d.machine), change)?;
-            return Ok(Some(RunStatus::Waiting));
+            return self.commit_waiting(d, waiting_on, deadline);
         };
         let value = queued_value(module, d.run, info, &queued)?;
         d.machine
@@ -490,16 +494,7 @@ impl Engine {
         if until <= now {
             return self.commit_going_on(d);
         }
-        let change = Change {
-            events: d.take_pending(),
-            status: RunStatus::Waiting,
-            output: None,
-            error: None,
-            waiting_on: Some(WaitingOn::Timer),
-            wake_at: Some(until),
-        };
-        self.commit(d.run, d.version, Some(&d.machine), change)?;
-        Ok(Some(RunStatus::Waiting))
+        self.commit_waiting(d, WaitingOn::Timer, Some(until))
     }
 
     /// `await approval` / `await input`: the gate opens (see `crate::gates`) and the run

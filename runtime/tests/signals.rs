@@ -374,49 +374,10 @@ workflow sum() -> Int accepts add: Int from role("ops") {
         );
         project.flowrt(&["run", "sum.flow"]).expect_code(10);
         let run = project.runs()[0]["id"].as_str().unwrap().to_string();
-        let mut worker: Option<Child> = None;
-        let mut kills = 0;
-        for n in 1..=20 {
-            if worker.is_none() {
-                worker = Some(project.command(&["worker"]).spawn().unwrap());
-            }
-            project
-                .flowrt(&[
-                    "signal",
-                    &run,
-                    "add",
-                    "--value",
-                    &n.to_string(),
-                    "--as",
-                    "ops",
-                    "--no-drive",
-                ])
-                .expect_code(0);
-            std::thread::sleep(Duration::from_millis(20 + (n as u64 * 37) % 90));
-            if n % 3 == 0 {
-                let mut child = worker.take().unwrap();
-                kill9(&mut child);
-                kills += 1;
-            }
-        }
+        let (worker, kills) =
+            add_signals_while_killing_workers(&project, &run, 20, 3, |n| 20 + (n * 37) % 90);
         assert!(kills >= 6);
-        let start = Instant::now();
-        loop {
-            if worker.is_none() {
-                worker = Some(project.command(&["worker"]).spawn().unwrap());
-            }
-            if project.status(&run)["status"] == "completed" {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the run did not finish"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if let Some(mut child) = worker.take() {
-            kill9(&mut child);
-        }
+        drive_to_completion(&project, &run, worker);
         assert_eq!(
             project.status(&run)["output"],
             json!((1..=20).sum::<i64>() * 2)
@@ -429,6 +390,66 @@ workflow sum() -> Int accepts add: Int from role("ops") {
         assert_eq!(taken, (1..=20).collect::<Vec<_>>());
         assert_eq!(numbers(&history, "signal_received").len(), 20);
     });
+}
+
+/// Sends `add` signals 1, 2, … `count` to `run` (queued, `--no-drive`) while a `flowrt
+/// worker` drives it, pausing `pause_ms(n)` after signal `n` and killing the worker with
+/// SIGKILL after every `kill_every`-th (a new one starts before the next signal). Returns the
+/// worker still running, if any, and how many were killed.
+fn add_signals_while_killing_workers(
+    project: &Project,
+    run: &str,
+    count: u64,
+    kill_every: u64,
+    pause_ms: impl Fn(u64) -> u64,
+) -> (Option<Child>, usize) {
+    let mut worker: Option<Child> = None;
+    let mut kills = 0;
+    for n in 1..=count {
+        if worker.is_none() {
+            worker = Some(project.command(&["worker"]).spawn().unwrap());
+        }
+        let value = n.to_string();
+        project
+            .flowrt(&[
+                "signal",
+                run,
+                "add",
+                "--value",
+                &value,
+                "--as",
+                "ops",
+                "--no-drive",
+            ])
+            .expect_code(0);
+        std::thread::sleep(Duration::from_millis(pause_ms(n)));
+        if n % kill_every == 0 {
+            kill9(&mut worker.take().unwrap());
+            kills += 1;
+        }
+    }
+    (worker, kills)
+}
+
+/// Starts workers as needed until `run` has completed (within a minute), then kills the last.
+fn drive_to_completion(project: &Project, run: &str, mut worker: Option<Child>) {
+    let start = Instant::now();
+    loop {
+        if worker.is_none() {
+            worker = Some(project.command(&["worker"]).spawn().unwrap());
+        }
+        if project.status(run)["status"] == "completed" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the run did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(mut child) = worker.take() {
+        kill9(&mut child);
+    }
 }
 
 fn kill9(child: &mut Child) {
@@ -473,48 +494,14 @@ fn a_select_in_a_loop_survives_kill_9_and_takes_each_signal_once() {
             .flowrt(&["run", "poll.flow", "--max-wait", "0s"])
             .expect_code(10);
         let run = project.runs()[0]["id"].as_str().unwrap().to_string();
-        let mut worker: Option<Child> = None;
-        for n in 1..=15 {
-            if worker.is_none() {
-                worker = Some(project.command(&["worker"]).spawn().unwrap());
-            }
-            project
-                .flowrt(&[
-                    "signal",
-                    &run,
-                    "add",
-                    "--value",
-                    &n.to_string(),
-                    "--as",
-                    "ops",
-                    "--no-drive",
-                ])
-                .expect_code(0);
-            std::thread::sleep(Duration::from_millis(30 + (n as u64 * 53) % 120));
-            if n % 4 == 0 {
-                kill9(&mut worker.take().unwrap());
-            }
-        }
+        let (worker, _) =
+            add_signals_while_killing_workers(&project, &run, 15, 4, |n| 30 + (n * 53) % 120);
         // Nothing for a while: the `after` arm fires, more than once.
         std::thread::sleep(Duration::from_millis(700));
         project
             .flowrt(&["signal", &run, "stop", "--as", "ops", "--no-drive"])
             .expect_code(0);
-        let start = Instant::now();
-        loop {
-            if worker.is_none() {
-                worker = Some(project.command(&["worker"]).spawn().unwrap());
-            }
-            if project.status(&run)["status"] == "completed" {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the run did not finish"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        kill9(&mut worker.take().unwrap());
+        drive_to_completion(&project, &run, worker);
         assert_eq!(project.status(&run)["output"], json!((1..=15).sum::<i64>()));
         let history = project.history(&run);
         let taken: Vec<(String, i64)> = numbers(&history, "signal_taken");

@@ -1559,15 +1559,7 @@ impl<'a> Parser<'a> {
                 T::FatArrow,
                 "separate the pattern from its result with `=>`",
             )?;
-            let body = if p.at(T::LBrace) {
-                let block = p.parse_block()?;
-                Expr {
-                    span: block.span,
-                    kind: ExprKind::Block(block),
-                }
-            } else {
-                p.parse_expr(Records::Allowed)
-            };
+            let body = p.parse_arm_body()?;
             Some(MatchArm {
                 span: pattern.span.to(body.span),
                 pattern,
@@ -1578,6 +1570,18 @@ impl<'a> Parser<'a> {
             scrutinee: Box::new(scrutinee),
             arms,
         }
+    }
+
+    /// The result of a `match` or `select` arm after `=>`: a block, or an expression.
+    fn parse_arm_body(&mut self) -> Option<Expr> {
+        if self.at(T::LBrace) {
+            let block = self.parse_block()?;
+            return Some(Expr {
+                span: block.span,
+                kind: ExprKind::Block(block),
+            });
+        }
+        Some(self.parse_expr(Records::Allowed))
     }
 
     /// `query NAME -> Type { … }`.
@@ -1633,15 +1637,7 @@ impl<'a> Parser<'a> {
                 T::FatArrow,
                 "separate what the arm waits for from its result with `=>`",
             )?;
-            let body = if p.at(T::LBrace) {
-                let block = p.parse_block()?;
-                Expr {
-                    span: block.span,
-                    kind: ExprKind::Block(block),
-                }
-            } else {
-                p.parse_expr(Records::Allowed)
-            };
+            let body = p.parse_arm_body()?;
             Some(SelectArm {
                 span: arm_start.to(body.span),
                 kind,

@@ -73,6 +73,17 @@ pub(super) fn take(conn: &mut dyn Conn, run: &str, number: i64) -> StoreResult<(
     Ok(())
 }
 
+/// A `signals` row, columns `number, name, value, sender, sent_at`.
+fn signal_record(mut row: super::sql::Row) -> StoreResult<SignalRecord> {
+    Ok(SignalRecord {
+        number: row.get(0)?,
+        name: row.get(1)?,
+        value: row.get(2)?,
+        sender: row.get(3)?,
+        sent_at: row.get(4)?,
+    })
+}
+
 impl<S: SqlStore + ?Sized> Signals for S {
     fn send_signal(
         &mut self,
@@ -140,15 +151,7 @@ impl<S: SqlStore + ?Sized> Signals for S {
              ORDER BY number LIMIT 1",
         );
         conn.query_opt("reading a run's next signal", sql, params![run, name])?
-            .map(|mut row| {
-                Ok(SignalRecord {
-                    number: row.get(0)?,
-                    name: row.get(1)?,
-                    value: row.get(2)?,
-                    sender: row.get(3)?,
-                    sent_at: row.get(4)?,
-                })
-            })
+            .map(signal_record)
             .transpose()
     }
 
@@ -161,15 +164,7 @@ impl<S: SqlStore + ?Sized> Signals for S {
         );
         conn.query("reading a run's queued signals", sql, params![run])?
             .into_iter()
-            .map(|mut row| {
-                Ok(SignalRecord {
-                    number: row.get(0)?,
-                    name: row.get(1)?,
-                    value: row.get(2)?,
-                    sender: row.get(3)?,
-                    sent_at: row.get(4)?,
-                })
-            })
+            .map(signal_record)
             .collect()
     }
 }
