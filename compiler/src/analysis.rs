@@ -20,6 +20,7 @@ use crate::sources::{SourceDb, SourceLoader};
 use crate::span::{FileId, Span, floor_char_boundary};
 use crate::syntax::ast::{self, ExprKind, PatternKind, StmtKind, TypeExprKind};
 use crate::syntax::lexer::{self, Token};
+use crate::syntax::name::Name;
 use crate::syntax::token::TokenKind as T;
 use crate::types::{Type, TypeDefKind, TypeId};
 use flow_stdlib as stdlib;
@@ -682,7 +683,7 @@ impl Analysis {
             match item {
                 ast::Item::Import(_) => {}
                 ast::Item::Type(decl) => out.push(DocumentSymbol {
-                    name: decl.name.name.clone(),
+                    name: decl.name.name.to_string(),
                     kind: SymbolKind::Record,
                     detail: None,
                     span: decl.span,
@@ -694,7 +695,7 @@ impl Analysis {
                         .collect(),
                 }),
                 ast::Item::Enum(decl) => out.push(DocumentSymbol {
-                    name: decl.name.name.clone(),
+                    name: decl.name.name.to_string(),
                     kind: SymbolKind::Enum,
                     detail: None,
                     span: decl.span,
@@ -703,7 +704,7 @@ impl Analysis {
                         .variants
                         .iter()
                         .map(|v| DocumentSymbol {
-                            name: v.name.name.clone(),
+                            name: v.name.name.to_string(),
                             kind: SymbolKind::Variant,
                             detail: None,
                             span: v.span,
@@ -720,7 +721,7 @@ impl Analysis {
                         .iter()
                         .position(|t| t.file == file && t.span == decl.name.span);
                     out.push(DocumentSymbol {
-                        name: decl.name.name.clone(),
+                        name: decl.name.name.to_string(),
                         kind: SymbolKind::Tool,
                         detail: index.map(|i| self.tool_signature(i)),
                         span: decl.span,
@@ -736,7 +737,7 @@ impl Analysis {
                         .iter()
                         .position(|w| w.file == file && w.span == decl.name.span);
                     out.push(DocumentSymbol {
-                        name: decl.name.name.clone(),
+                        name: decl.name.name.to_string(),
                         kind: SymbolKind::Workflow,
                         detail: index.map(|i| self.workflow_signature(i)),
                         span: decl.span,
@@ -760,7 +761,7 @@ impl Analysis {
     fn field_symbol(&self, file: FileId, field: &ast::Field, kind: SymbolKind) -> DocumentSymbol {
         let text = self.program.db.text(file);
         DocumentSymbol {
-            name: field.name.name.clone(),
+            name: field.name.name.to_string(),
             kind,
             detail: text.get(field.ty.span.range()).map(str::to_string),
             span: field.span,
@@ -1030,7 +1031,7 @@ impl Analysis {
                 TypeDefKind::Record(fields) => fields
                     .iter()
                     .map(|f| Completion {
-                        label: f.name.clone(),
+                        label: f.name.to_string(),
                         kind: CompletionKind::Field,
                         detail: Some(self.show(&f.ty)),
                         documentation: f.doc.clone(),
@@ -1041,7 +1042,7 @@ impl Analysis {
             Type::Record(fields) => fields
                 .iter()
                 .map(|(name, ty)| Completion {
-                    label: name.clone(),
+                    label: name.to_string(),
                     kind: CompletionKind::Field,
                     detail: Some(self.show(ty)),
                     documentation: None,
@@ -1058,7 +1059,7 @@ impl Analysis {
             .iter()
             .enumerate()
             .map(|(index, v)| Completion {
-                label: v.name.clone(),
+                label: v.name.to_string(),
                 kind: CompletionKind::Variant,
                 detail: Some(self.variant_signature(id, index)),
                 documentation: v.doc.clone(),
@@ -1212,7 +1213,7 @@ impl Analysis {
                 scope
                     .types
                     .iter()
-                    .map(|(name, (id, _))| (name.clone(), *id)),
+                    .map(|(name, (id, _))| (name.to_string(), *id)),
             );
         }
         named.sort();
@@ -1246,7 +1247,7 @@ impl Analysis {
                 continue;
             }
             out.push(Completion {
-                label: local.name.clone(),
+                label: local.name.to_string(),
                 kind: CompletionKind::Variable,
                 detail: Some(self.show(&local.ty)),
                 documentation: None,
@@ -1254,7 +1255,7 @@ impl Analysis {
         }
         let types = &self.program.checked.types;
         if let Some(scope) = self.program.checked.scopes.get(file.0 as usize) {
-            let mut values: Vec<(&String, &Vec<(Value, FileId)>)> = scope.values.iter().collect();
+            let mut values: Vec<(&Name, &Vec<(Value, FileId)>)> = scope.values.iter().collect();
             values.sort_by(|a, b| a.0.cmp(b.0));
             for (name, found) in values {
                 for (value, _) in found {
@@ -1290,7 +1291,7 @@ impl Analysis {
                         continue;
                     }
                     out.push(Completion {
-                        label: name.clone(),
+                        label: name.to_string(),
                         kind,
                         detail: Some(detail),
                         documentation: doc,

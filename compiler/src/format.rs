@@ -1548,7 +1548,7 @@ impl<'a> Builder<'a> {
             } => {
                 let head = match enum_name {
                     Some(enum_name) => format!("{}.{}", enum_name.name, name.name),
-                    None => name.name.clone(),
+                    None => name.name.to_string(),
                 };
                 if fields.is_empty() {
                     // `Held()` is a variant pattern; `Held` alone could be a binding.

@@ -288,7 +288,7 @@ impl Desugarer<'_> {
         let decl = ast::WorkflowDecl {
             doc: None,
             name: ast::Ident {
-                name: name.clone(),
+                name: name.clone().into(),
                 span: body.span,
             },
             params,
@@ -423,7 +423,7 @@ impl Desugarer<'_> {
                             return None;
                         }
                         MockAnswer::Fails {
-                            kind: kind.name.clone(),
+                            kind: kind.name.to_string(),
                             message: message.as_ref().map(|m| m.value.to_string()),
                             retryable: !permanent,
                         }
@@ -432,7 +432,7 @@ impl Desugarer<'_> {
                 let args = params.as_ref().map(|p| (p.len(), step.span));
                 self.reference(tool, RefKind::Tool, args);
                 Action::Mock {
-                    tool: tool.name.clone(),
+                    tool: tool.name.to_string(),
                     answer,
                     times: times.map(|(n, _)| n),
                 }
@@ -473,8 +473,8 @@ impl Desugarer<'_> {
                 }
                 self.started = Some(workflow.clone());
                 Action::Start {
-                    name: name.as_ref().map(|n| n.name.clone()),
-                    workflow: workflow.name.clone(),
+                    name: name.as_ref().map(|n| n.name.to_string()),
+                    workflow: workflow.name.to_string(),
                     input,
                     by: by.as_ref().map(|b| b.value.to_string()),
                 }
@@ -600,7 +600,7 @@ impl Desugarer<'_> {
                     return None;
                 }
                 Action::ExpectError {
-                    kind: kind.name.clone(),
+                    kind: kind.name.to_string(),
                     message: message.as_ref().map(|m| m.value.to_string()),
                 }
             }
@@ -612,7 +612,7 @@ impl Desugarer<'_> {
             } => {
                 let args = self.call_args(tool, args.as_deref(), step.span);
                 Action::ExpectCalled {
-                    tool: tool.name.clone(),
+                    tool: tool.name.to_string(),
                     negated: *negated,
                     times: times.map(|(n, _)| n),
                     args,
@@ -622,7 +622,7 @@ impl Desugarer<'_> {
                 calls: calls
                     .iter()
                     .map(|call| ExpectedCall {
-                        tool: call.tool.name.clone(),
+                        tool: call.tool.name.to_string(),
                         args: self.call_args(&call.tool, call.args.as_deref(), step.span),
                     })
                     .collect(),
@@ -652,7 +652,7 @@ impl Desugarer<'_> {
                     return None;
                 }
                 Action::ExpectStatus {
-                    status: status.name.clone(),
+                    status: status.name.to_string(),
                 }
             }
         })
@@ -671,7 +671,7 @@ impl Desugarer<'_> {
             return;
         }
         self.named
-            .push((name.name.clone(), workflow.clone(), name.span));
+            .push((name.name.to_string(), workflow.clone(), name.span));
     }
 
     /// One helper per argument of an expected call of `tool` (typed as its parameters), and

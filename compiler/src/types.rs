@@ -5,6 +5,7 @@
 //! named record with the same fields.
 
 use crate::span::{FileId, Span};
+use crate::syntax::name::Name;
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,7 +35,7 @@ pub enum Type {
     Map(Box<Type>),
     Optional(Box<Type>),
     Named(TypeId),
-    Record(Vec<(String, Type)>),
+    Record(Vec<(Name, Type)>),
 }
 
 impl Type {
@@ -102,7 +103,7 @@ impl<'a> fmt::Display for TypeDisplay<'a> {
 
 #[derive(Clone, Debug)]
 pub struct FieldDef {
-    pub name: String,
+    pub name: Name,
     pub ty: Type,
     pub span: Span,
     pub doc: Option<String>,
@@ -110,7 +111,7 @@ pub struct FieldDef {
 
 #[derive(Clone, Debug)]
 pub struct VariantDef {
-    pub name: String,
+    pub name: Name,
     pub fields: Vec<FieldDef>,
     pub span: Span,
     pub doc: Option<String>,
@@ -124,7 +125,7 @@ pub enum TypeDefKind {
 
 #[derive(Clone, Debug)]
 pub struct TypeDef {
-    pub name: String,
+    pub name: Name,
     /// `None` for builtin records such as `Decision`.
     pub file: Option<FileId>,
     pub span: Span,
@@ -224,7 +225,7 @@ impl TypeDefs {
         }
     }
 
-    fn record_fits(&self, fields: &[(String, Type)], id: TypeId) -> bool {
+    fn record_fits(&self, fields: &[(Name, Type)], id: TypeId) -> bool {
         let Some(declared) = self.get(id).fields() else {
             return false;
         };

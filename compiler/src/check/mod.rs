@@ -12,6 +12,7 @@ mod test_blocks;
 use crate::diagnostics::{Diagnostic, codes, did_you_mean};
 use crate::sources::SourceDb;
 use crate::span::{FileId, Span};
+use crate::syntax::name::Name;
 use crate::syntax::{SyntaxTree, ast};
 use crate::types::{FieldDef, Type, TypeDef, TypeDefKind, TypeDefs, TypeId, VariantDef};
 use flow_stdlib as stdlib;
@@ -20,7 +21,7 @@ use std::cell::RefCell;
 
 #[derive(Clone, Debug)]
 pub struct ParamDef {
-    pub name: String,
+    pub name: Name,
     pub ty: Type,
     pub span: Span,
 }
@@ -34,7 +35,7 @@ pub enum BindingKind {
 
 #[derive(Clone, Debug)]
 pub struct ToolDef {
-    pub name: String,
+    pub name: Name,
     pub file: FileId,
     pub span: Span,
     pub params: Vec<ParamDef>,
@@ -46,7 +47,7 @@ pub struct ToolDef {
 
 #[derive(Clone, Debug)]
 pub struct WorkflowDef {
-    pub name: String,
+    pub name: Name,
     pub file: FileId,
     pub span: Span,
     pub params: Vec<ParamDef>,
@@ -66,8 +67,8 @@ pub enum Value {
 /// The names one file can see, each with the file that declares it.
 #[derive(Default, Debug)]
 pub struct FileScope {
-    pub types: HashMap<String, (TypeId, FileId)>,
-    pub values: HashMap<String, Vec<(Value, FileId)>>,
+    pub types: HashMap<Name, (TypeId, FileId)>,
+    pub values: HashMap<Name, Vec<(Value, FileId)>>,
     /// The enum variants in `values`, by enum and index, with the file that declares them:
     /// many enums may share a variant name (`Released`, `Held`), and picking the one an
     /// expected type names must not scan all of them.
@@ -101,14 +102,14 @@ impl FileScope {
         Some(index)
     }
 
-    fn add_value(&mut self, name: &str, value: Value, origin: FileId) {
+    fn add_value(&mut self, name: &Name, value: Value, origin: FileId) {
         if let Value::Variant(id, index) = value {
             self.variants.entry((id, index)).or_insert(origin);
         }
-        match self.values.get_mut(name) {
+        match self.values.get_mut(name.as_str()) {
             Some(entry) => entry.push((value, origin)),
             None => {
-                self.values.insert(name.to_string(), vec![(value, origin)]);
+                self.values.insert(name.clone(), vec![(value, origin)]);
             }
         }
     }
@@ -178,7 +179,7 @@ pub struct IdeFacts {
 #[derive(Clone, Debug)]
 pub struct LocalFact {
     pub file: FileId,
-    pub name: String,
+    pub name: Name,
     /// The span of the name where it is declared.
     pub span: Span,
     pub ty: Type,
@@ -289,11 +290,11 @@ struct FirstValue {
 /// Declarations one file makes, by name, with the span of the name.
 #[derive(Default)]
 struct OwnNames {
-    types: Vec<(String, TypeId, Span)>,
-    values: Vec<(String, Value, Span)>,
+    types: Vec<(Name, TypeId, Span)>,
+    values: Vec<(Name, Value, Span)>,
     /// Where each name was first declared, to find duplicates without a linear search.
-    first_type: HashMap<String, Span>,
-    first_values: HashMap<String, FirstValue>,
+    first_type: HashMap<Name, Span>,
+    first_values: HashMap<Name, FirstValue>,
     /// Every `type` and `enum` of the file in source order, duplicates included.
     declared_types: Vec<TypeId>,
 }
@@ -311,14 +312,14 @@ impl DeclChecker<'_> {
                 .fields
                 .iter()
                 .map(|f| FieldDef {
-                    name: f.name.to_string(),
+                    name: f.name.into(),
                     ty: Type::Unknown,
                     span: Span::default(),
                     doc: Some(f.doc.to_string()),
                 })
                 .collect();
             let id = self.checked.types.add(TypeDef {
-                name: record.name.to_string(),
+                name: record.name.into(),
                 file: None,
                 span: Span::default(),
                 doc: Some(record.doc.to_string()),

@@ -3,6 +3,7 @@
 //! The tree is always complete: where the source was malformed the parser puts an `Error`
 //! node (after reporting a diagnostic), so later phases can still check the rest.
 
+pub use super::name::Name;
 use crate::span::Span;
 
 #[derive(Clone, Debug, Default)]
@@ -37,7 +38,7 @@ impl Item {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ident {
-    pub name: String,
+    pub name: Name,
     pub span: Span,
 }
 
@@ -337,7 +338,7 @@ pub enum ExprKind {
     /// `time "2026-12-01T09:00:00Z"`: milliseconds since the Unix epoch, UTC.
     Time(i64),
     Str(Vec<StrPart>),
-    Name(String),
+    Name(Name),
     List(Vec<Expr>),
     Record(Vec<FieldInit>),
     Field {
@@ -443,7 +444,7 @@ pub enum PatternKind {
     Wildcard,
     /// A bare name: a unit variant of the matched enum if one has that name, otherwise a
     /// binding that matches anything.
-    Name(String),
+    Name(Name),
     /// `Held(reason)` or `Verdict.Held(reason)`.
     Variant {
         enum_name: Option<Ident>,

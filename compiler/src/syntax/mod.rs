@@ -2,6 +2,7 @@
 
 pub mod ast;
 pub mod lexer;
+pub mod name;
 pub mod parser;
 pub mod token;
 

@@ -9,6 +9,7 @@
 
 use super::ast::*;
 use super::lexer::{Token, TokenStream, unescape};
+use super::name::Interner;
 use super::token::TokenKind as T;
 use crate::diagnostics::{Diagnostic, codes};
 use crate::span::{FileId, Span};
@@ -46,6 +47,7 @@ pub fn parse(file: FileId, src: &str) -> Parsed {
         diagnostics: Vec::new(),
         last_error_at: None,
         too_deep: false,
+        names: Interner::default(),
     };
     let module = parser.parse_module();
     let stream = parser.stream;
@@ -75,6 +77,8 @@ struct Parser<'a> {
     last_error_at: Option<usize>,
     /// Set once the nesting limit is hit; the rest of the file is skipped.
     too_deep: bool,
+    /// Every name of the file, allocated once.
+    names: Interner,
 }
 
 /// Whether `{` may start a record literal here. Not in `if x {`, `while x {`, `match x {`.
@@ -635,7 +639,7 @@ impl<'a> Parser<'a> {
         if self.at(T::Ident) {
             let span = self.bump().span;
             return Some(Ident {
-                name: self.text(span).to_string(),
+                name: self.names.intern(self.text(span)),
                 span,
             });
         }
@@ -656,7 +660,7 @@ impl<'a> Parser<'a> {
         if self.peek().is_keyword() {
             let span = self.bump().span;
             return Some(Ident {
-                name: self.text(span).to_string(),
+                name: self.names.intern(self.text(span)),
                 span,
             });
         }
@@ -1306,7 +1310,7 @@ impl<'a> Parser<'a> {
             }
             T::Ident => {
                 self.bump();
-                ExprKind::Name(self.text(start).to_string())
+                ExprKind::Name(self.names.intern(self.text(start)))
             }
             T::LParen => {
                 self.bump();
