@@ -567,7 +567,7 @@ impl Analysis {
             }
             Sym::Tool(index) => {
                 let tool = &self.program.checked.tools[index];
-                let mut doc = tool.doc.clone().unwrap_or_default();
+                let mut doc = tool.doc.as_deref().unwrap_or_default().to_string();
                 if tool.sensitive {
                     if !doc.is_empty() {
                         doc.push_str("\n\n");
@@ -604,7 +604,7 @@ impl Analysis {
                     LocalKind::Let => None,
                 };
                 let doc = match ty {
-                    Type::Named(id) => types.get(*id).doc.clone(),
+                    Type::Named(id) => types.get(*id).doc.as_deref().map(str::to_string),
                     _ => None,
                 };
                 let text = [what.map(|w| format!("*{w}*")), doc]
@@ -1034,7 +1034,7 @@ impl Analysis {
                         label: f.name.to_string(),
                         kind: CompletionKind::Field,
                         detail: Some(self.show(&f.ty)),
-                        documentation: f.doc.clone(),
+                        documentation: f.doc.as_deref().map(str::to_string),
                     })
                     .collect(),
                 TypeDefKind::Enum(_) => Vec::new(),
@@ -1062,7 +1062,7 @@ impl Analysis {
                 label: v.name.to_string(),
                 kind: CompletionKind::Variant,
                 detail: Some(self.variant_signature(id, index)),
-                documentation: v.doc.clone(),
+                documentation: v.doc.as_deref().map(str::to_string),
             })
             .collect()
     }
@@ -1226,7 +1226,7 @@ impl Analysis {
                     TypeDefKind::Record(_) => "record".to_string(),
                     TypeDefKind::Enum(_) => "enum".to_string(),
                 }),
-                documentation: def.doc.clone(),
+                documentation: def.doc.as_deref().map(str::to_string),
             });
         }
         out
@@ -1294,7 +1294,7 @@ impl Analysis {
                         label: name.to_string(),
                         kind,
                         detail: Some(detail),
-                        documentation: doc,
+                        documentation: doc.map(|d| d.to_string()),
                     });
                 }
             }

@@ -1658,7 +1658,7 @@ fn expr_has_block(expr: &Expr) -> bool {
         ExprKind::Binary { lhs, rhs, .. } => expr_has_block(lhs) || expr_has_block(rhs),
         ExprKind::AwaitApproval { options, .. } | ExprKind::AwaitInput { options, .. } => options
             .iter()
-            .any(|o| expr_has_block(&o.value) || o.after.as_ref().is_some_and(expr_has_block)),
+            .any(|o| expr_has_block(&o.value) || o.after.as_deref().is_some_and(expr_has_block)),
         _ => false,
     }
 }

@@ -344,7 +344,7 @@ impl<'p> Builder<'p> {
             TypeDefKind::Record(fields) => {
                 let documented: Vec<(String, String)> = fields
                     .iter()
-                    .filter_map(|f| Some((f.name.to_string(), f.doc.clone()?)))
+                    .filter_map(|f| Some((f.name.to_string(), f.doc.as_deref()?.to_string())))
                     .collect();
                 if !documented.is_empty() {
                     self.module.field_docs.push(FieldDocs {

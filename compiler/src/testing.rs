@@ -833,7 +833,11 @@ fn walk_stmt<'a>(
         StmtKind::Expr(e) | StmtKind::Fail(e) | StmtKind::Sleep(e) | StmtKind::Return(Some(e)) => {
             walk_expr(e, on_stmt, on_expr)
         }
-        StmtKind::While { cond: e, body } | StmtKind::For { iter: e, body, .. } => {
+        StmtKind::While { cond: e, body } => {
+            walk_expr(e, on_stmt, on_expr);
+            walk_block(body, on_stmt, on_expr);
+        }
+        StmtKind::For { iter: e, body, .. } => {
             walk_expr(e, on_stmt, on_expr);
             walk_block(body, on_stmt, on_expr);
         }

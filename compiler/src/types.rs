@@ -106,7 +106,7 @@ pub struct FieldDef {
     pub name: Name,
     pub ty: Type,
     pub span: Span,
-    pub doc: Option<String>,
+    pub doc: Option<Box<str>>,
 }
 
 #[derive(Clone, Debug)]
@@ -114,7 +114,7 @@ pub struct VariantDef {
     pub name: Name,
     pub fields: Vec<FieldDef>,
     pub span: Span,
-    pub doc: Option<String>,
+    pub doc: Option<Box<str>>,
 }
 
 #[derive(Clone, Debug)]
@@ -129,7 +129,7 @@ pub struct TypeDef {
     /// `None` for builtin records such as `Decision`.
     pub file: Option<FileId>,
     pub span: Span,
-    pub doc: Option<String>,
+    pub doc: Option<Box<str>>,
     pub kind: TypeDefKind,
 }
 

@@ -42,7 +42,7 @@ pub struct ToolDef {
     pub ret: Type,
     pub sensitive: bool,
     pub binding: Option<BindingKind>,
-    pub doc: Option<String>,
+    pub doc: Option<Box<str>>,
 }
 
 #[derive(Clone, Debug)]
@@ -53,7 +53,7 @@ pub struct WorkflowDef {
     pub params: Vec<ParamDef>,
     pub ret: Type,
     pub ret_span: Option<Span>,
-    pub doc: Option<String>,
+    pub doc: Option<Box<str>>,
 }
 
 /// What a name in value position refers to.
@@ -315,14 +315,14 @@ impl DeclChecker<'_> {
                     name: f.name.into(),
                     ty: Type::Unknown,
                     span: Span::default(),
-                    doc: Some(f.doc.to_string()),
+                    doc: Some(f.doc.into()),
                 })
                 .collect();
             let id = self.checked.types.add(TypeDef {
                 name: record.name.into(),
                 file: None,
                 span: Span::default(),
-                doc: Some(record.doc.to_string()),
+                doc: Some(record.doc.into()),
                 kind: TypeDefKind::Record(fields),
             });
             if record.name == stdlib::DECISION.name {
@@ -410,7 +410,7 @@ impl DeclChecker<'_> {
         file: FileId,
         own: &mut OwnNames,
         name: &ast::Ident,
-        doc: &Option<String>,
+        doc: &Option<Box<str>>,
         kind: TypeDefKind,
     ) -> TypeId {
         let id = self.checked.types.add(TypeDef {

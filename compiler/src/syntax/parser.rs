@@ -320,7 +320,7 @@ impl<'a> Parser<'a> {
     // ----- doc comments -------------------------------------------------------------
 
     /// The `///` comments directly above the token at `start`, joined by newlines.
-    fn doc_before(&self, start: Span) -> Option<String> {
+    fn doc_before(&self, start: Span) -> Option<Box<str>> {
         let mut index = self
             .stream
             .doc_comments
@@ -342,7 +342,7 @@ impl<'a> Parser<'a> {
             return None;
         }
         lines.reverse();
-        Some(lines.join("\n"))
+        Some(lines.join("\n").into_boxed_str())
     }
 
     // ----- items --------------------------------------------------------------------
@@ -396,7 +396,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse_type_decl(&mut self, doc: Option<String>) -> Option<TypeDecl> {
+    fn parse_type_decl(&mut self, doc: Option<Box<str>>) -> Option<TypeDecl> {
         let start = self.bump().span;
         let name = self.parse_ident("a type name")?;
         self.expect(
@@ -417,7 +417,7 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn parse_enum_decl(&mut self, doc: Option<String>) -> Option<EnumDecl> {
+    fn parse_enum_decl(&mut self, doc: Option<Box<str>>) -> Option<EnumDecl> {
         let start = self.bump().span;
         let name = self.parse_ident("an enum name")?;
         self.expect(T::LBrace, "an enum reads `enum Name { A, B(field: Type) }`")?;
@@ -476,7 +476,7 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn parse_tool_decl(&mut self, doc: Option<String>) -> Option<ToolDecl> {
+    fn parse_tool_decl(&mut self, doc: Option<Box<str>>) -> Option<ToolDecl> {
         let start = self.bump().span;
         let name = self.parse_ident("a tool name")?;
         const SHAPE: &str = "a tool reads `tool name(param: Type) -> Result via http post \"/path\"` (or `via exec \"cmd\"`, `via llm \"model\" prompt \"…\"`)";
@@ -548,7 +548,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse_workflow_decl(&mut self, doc: Option<String>) -> Option<WorkflowDecl> {
+    fn parse_workflow_decl(&mut self, doc: Option<Box<str>>) -> Option<WorkflowDecl> {
         let start = self.bump().span;
         let name = self.parse_ident("a workflow name")?;
         self.expect(
@@ -818,7 +818,10 @@ impl<'a> Parser<'a> {
                     Vec::new()
                 };
                 TypeExpr {
-                    kind: TypeExprKind::Named { name, args },
+                    kind: TypeExprKind::Named {
+                        name,
+                        args: args.into_boxed_slice(),
+                    },
                     span: start.to(self.previous_span()),
                 }
             }
@@ -1055,7 +1058,11 @@ impl<'a> Parser<'a> {
                 }
                 let iter = self.parse_expr(Records::NotHere);
                 match self.parse_block() {
-                    Some(body) => StmtKind::For { var, iter, body },
+                    Some(body) => StmtKind::For {
+                        var,
+                        iter: Box::new(iter),
+                        body,
+                    },
                     None => StmtKind::Error,
                 }
             }
@@ -1124,7 +1131,7 @@ impl<'a> Parser<'a> {
                         );
                     }
                     return StmtKind::Assign {
-                        target: expr,
+                        target: Box::new(expr),
                         value,
                     };
                 }
@@ -1721,7 +1728,7 @@ impl<'a> Parser<'a> {
             p.expect(T::Colon, "write each option as `name: value`")?;
             let value = p.parse_expr(Records::Allowed);
             let after = if p.eat(T::After).is_some() {
-                Some(p.parse_expr(Records::Allowed))
+                Some(Box::new(p.parse_expr(Records::Allowed)))
             } else {
                 None
             };
