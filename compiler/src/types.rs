@@ -155,6 +155,11 @@ pub struct TypeDefs {
 }
 
 impl TypeDefs {
+    /// Room for `more` definitions, so a large program's table is not grown by doubling.
+    pub fn reserve_exact(&mut self, more: usize) {
+        self.defs.reserve_exact(more);
+    }
+
     pub fn add(&mut self, def: TypeDef) -> TypeId {
         self.defs.push(def);
         TypeId(self.defs.len() as u32 - 1)
