@@ -34,12 +34,16 @@ fn main() {
     }
 
     let lex = best_of(|| lexer::lex(FileId(0), &source));
-    let lexed = lexer::lex(FileId(0), &source);
-    let parse = best_of(|| parser::parse(FileId(0), &source, &lexed));
+    let parse = best_of(|| parser::parse(FileId(0), &source));
     let total = best_of(|| flow_compiler::check_text("bench.flow", &source));
 
     report("lex", lex, lines, megabytes);
-    report("parse", parse, lines, megabytes);
+    report(
+        "lex + parse (the parser pulls the tokens)",
+        parse,
+        lines,
+        megabytes,
+    );
     report(
         "check (lex + parse + resolve + types + safety)",
         total,

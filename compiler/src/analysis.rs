@@ -20,6 +20,7 @@ use crate::sources::{SourceDb, SourceLoader};
 use crate::span::{FileId, Span, floor_char_boundary};
 use crate::syntax::ast::{self, ExprKind, PatternKind, StmtKind, TypeExprKind};
 use crate::syntax::lexer::{self, Token};
+use crate::syntax::name::Name;
 use crate::syntax::token::TokenKind as T;
 use crate::types::{Type, TypeDefKind, TypeId};
 use flow_stdlib as stdlib;
@@ -580,7 +581,7 @@ impl Analysis {
             }
             Sym::Tool(index) => {
                 let tool = &self.program.checked.tools[index];
-                let mut doc = tool.doc.clone().unwrap_or_default();
+                let mut doc = tool.doc.as_deref().unwrap_or_default().to_string();
                 if tool.sensitive {
                     if !doc.is_empty() {
                         doc.push_str("\n\n");
@@ -617,7 +618,7 @@ impl Analysis {
                     LocalKind::Let => None,
                 };
                 let doc = match ty {
-                    Type::Named(id) => types.get(*id).doc.clone(),
+                    Type::Named(id) => types.get(*id).doc.as_deref().map(str::to_string),
                     _ => None,
                 };
                 let text = [what.map(|w| format!("*{w}*")), doc]
@@ -718,7 +719,7 @@ impl Analysis {
             match item {
                 ast::Item::Import(_) => {}
                 ast::Item::Type(decl) => out.push(DocumentSymbol {
-                    name: decl.name.name.clone(),
+                    name: decl.name.name.to_string(),
                     kind: SymbolKind::Record,
                     detail: None,
                     span: decl.span,
@@ -730,7 +731,7 @@ impl Analysis {
                         .collect(),
                 }),
                 ast::Item::Enum(decl) => out.push(DocumentSymbol {
-                    name: decl.name.name.clone(),
+                    name: decl.name.name.to_string(),
                     kind: SymbolKind::Enum,
                     detail: None,
                     span: decl.span,
@@ -739,7 +740,7 @@ impl Analysis {
                         .variants
                         .iter()
                         .map(|v| DocumentSymbol {
-                            name: v.name.name.clone(),
+                            name: v.name.name.to_string(),
                             kind: SymbolKind::Variant,
                             detail: None,
                             span: v.span,
@@ -756,7 +757,7 @@ impl Analysis {
                         .iter()
                         .position(|t| t.file == file && t.span == decl.name.span);
                     out.push(DocumentSymbol {
-                        name: decl.name.name.clone(),
+                        name: decl.name.name.to_string(),
                         kind: SymbolKind::Tool,
                         detail: index.map(|i| self.tool_signature(i)),
                         span: decl.span,
@@ -780,7 +781,7 @@ impl Analysis {
                         .filter_map(|written| {
                             let signal = signals.iter().find(|s| s.span == written.name.span)?;
                             Some(DocumentSymbol {
-                                name: signal.name.clone(),
+                                name: signal.name.to_string(),
                                 kind: SymbolKind::Signal,
                                 detail: Some(self.signal_signature(signal)),
                                 span: written.span,
@@ -792,7 +793,7 @@ impl Analysis {
                     for stmt in &decl.body.stmts {
                         if let ast::StmtKind::Query { name, ret, .. } = &stmt.kind {
                             children.push(DocumentSymbol {
-                                name: name.name.clone(),
+                                name: name.name.to_string(),
                                 kind: SymbolKind::Query,
                                 detail: Some(format!(
                                     "query {} -> {}",
@@ -806,7 +807,7 @@ impl Analysis {
                         }
                     }
                     out.push(DocumentSymbol {
-                        name: decl.name.name.clone(),
+                        name: decl.name.name.to_string(),
                         kind: SymbolKind::Workflow,
                         detail: index.map(|i| self.workflow_signature(i)),
                         span: decl.span,
@@ -830,7 +831,7 @@ impl Analysis {
     fn field_symbol(&self, file: FileId, field: &ast::Field, kind: SymbolKind) -> DocumentSymbol {
         let text = self.program.db.text(file);
         DocumentSymbol {
-            name: field.name.name.clone(),
+            name: field.name.name.to_string(),
             kind,
             detail: text.get(field.ty.span.range()).map(str::to_string),
             span: field.span,
@@ -1041,7 +1042,7 @@ impl Analysis {
             .signals
             .iter()
             .map(|signal| Completion {
-                label: signal.name.clone(),
+                label: signal.name.to_string(),
                 kind: CompletionKind::Variable,
                 detail: Some(self.signal_signature(signal)),
                 documentation: None,
@@ -1141,10 +1142,10 @@ impl Analysis {
                 TypeDefKind::Record(fields) => fields
                     .iter()
                     .map(|f| Completion {
-                        label: f.name.clone(),
+                        label: f.name.to_string(),
                         kind: CompletionKind::Field,
                         detail: Some(self.show(&f.ty)),
-                        documentation: f.doc.clone(),
+                        documentation: f.doc.as_deref().map(str::to_string),
                     })
                     .collect(),
                 TypeDefKind::Enum(_) => Vec::new(),
@@ -1152,7 +1153,7 @@ impl Analysis {
             Type::Record(fields) => fields
                 .iter()
                 .map(|(name, ty)| Completion {
-                    label: name.clone(),
+                    label: name.to_string(),
                     kind: CompletionKind::Field,
                     detail: Some(self.show(ty)),
                     documentation: None,
@@ -1169,10 +1170,10 @@ impl Analysis {
             .iter()
             .enumerate()
             .map(|(index, v)| Completion {
-                label: v.name.clone(),
+                label: v.name.to_string(),
                 kind: CompletionKind::Variant,
                 detail: Some(self.variant_signature(id, index)),
-                documentation: v.doc.clone(),
+                documentation: v.doc.as_deref().map(str::to_string),
             })
             .collect()
     }
@@ -1323,7 +1324,7 @@ impl Analysis {
                 scope
                     .types
                     .iter()
-                    .map(|(name, (id, _))| (name.clone(), *id)),
+                    .map(|(name, (id, _))| (name.to_string(), *id)),
             );
         }
         named.sort();
@@ -1336,7 +1337,7 @@ impl Analysis {
                     TypeDefKind::Record(_) => "record".to_string(),
                     TypeDefKind::Enum(_) => "enum".to_string(),
                 }),
-                documentation: def.doc.clone(),
+                documentation: def.doc.as_deref().map(str::to_string),
             });
         }
         out
@@ -1357,7 +1358,7 @@ impl Analysis {
                 continue;
             }
             out.push(Completion {
-                label: local.name.clone(),
+                label: local.name.to_string(),
                 kind: CompletionKind::Variable,
                 detail: Some(self.show(&local.ty)),
                 documentation: None,
@@ -1365,7 +1366,7 @@ impl Analysis {
         }
         let types = &self.program.checked.types;
         if let Some(scope) = self.program.checked.scopes.get(file.0 as usize) {
-            let mut values: Vec<(&String, &Vec<(Value, FileId)>)> = scope.values.iter().collect();
+            let mut values: Vec<(&Name, &Vec<(Value, FileId)>)> = scope.values.iter().collect();
             values.sort_by(|a, b| a.0.cmp(b.0));
             for (name, found) in values {
                 for (value, _) in found {
@@ -1401,10 +1402,10 @@ impl Analysis {
                         continue;
                     }
                     out.push(Completion {
-                        label: name.clone(),
+                        label: name.to_string(),
                         kind,
                         detail: Some(detail),
-                        documentation: doc,
+                        documentation: doc.map(|d| d.to_string()),
                     });
                 }
             }

@@ -69,10 +69,9 @@ impl std::error::Error for FormatError {}
 /// empty); formatting it again changes nothing.
 pub fn format(text: &str) -> Result<String, FormatError> {
     let file = FileId(0);
-    let lexed = lexer::lex(file, text);
-    let parsed = parser::parse(file, text, &lexed);
-    let mut diagnostics = lexed.diagnostics.clone();
-    diagnostics.extend(parsed.diagnostics);
+    let parsed = parser::parse(file, text);
+    let mut diagnostics = parsed.lex_diagnostics.clone();
+    diagnostics.extend(parsed.diagnostics.iter().cloned());
     crate::diagnostics::sort(&mut diagnostics);
     let syntax: Vec<Diagnostic> = diagnostics
         .into_iter()
@@ -88,10 +87,12 @@ pub fn format(text: &str) -> Result<String, FormatError> {
         });
     }
 
-    let comments = merge_comments(&lexed.comments, &lexed.doc_comments);
+    let comments = merge_comments(&parsed.comments, &parsed.doc_comments);
     if formatting_off(text, &comments, &parsed.module) {
         return Ok(text.to_string());
     }
+    // The layout looks at the tokens around each node, so it takes them all at once.
+    let lexed = lexer::lex(file, text);
     let outside_strings = comments_outside_strings(&comments, &lexed.tokens);
     let mut builder = Builder {
         src: text,
@@ -131,10 +132,9 @@ fn formatting_off(text: &str, comments: &[Span], module: &Module) -> bool {
 /// Parses the output again and compares it with the input: same tree, same comments.
 fn verify(text: &str, comments: &[Span], module: &Module, output: &str) -> Result<(), FormatError> {
     let file = FileId(0);
-    let relexed = lexer::lex(file, output);
-    let reparsed = parser::parse(file, output, &relexed);
-    if let Some(error) = relexed
-        .diagnostics
+    let reparsed = parser::parse(file, output);
+    if let Some(error) = reparsed
+        .lex_diagnostics
         .iter()
         .chain(&reparsed.diagnostics)
         .find(|d| d.code.id.starts_with("E01"))
@@ -153,7 +153,7 @@ fn verify(text: &str, comments: &[Span], module: &Module, output: &str) -> Resul
         .iter()
         .map(|c| text[c.range()].trim_end())
         .collect();
-    let after_spans = merge_comments(&relexed.comments, &relexed.doc_comments);
+    let after_spans = merge_comments(&reparsed.comments, &reparsed.doc_comments);
     let after: Vec<&str> = after_spans
         .iter()
         .map(|c| output[c.range()].trim_end())
@@ -1652,7 +1652,7 @@ impl<'a> Builder<'a> {
             } => {
                 let head = match enum_name {
                     Some(enum_name) => format!("{}.{}", enum_name.name, name.name),
-                    None => name.name.clone(),
+                    None => name.name.to_string(),
                 };
                 if fields.is_empty() {
                     // `Held()` is a variant pattern; `Held` alone could be a binding.
@@ -1763,7 +1763,7 @@ fn expr_has_block(expr: &Expr) -> bool {
         ExprKind::Binary { lhs, rhs, .. } => expr_has_block(lhs) || expr_has_block(rhs),
         ExprKind::AwaitApproval { options, .. } | ExprKind::AwaitInput { options, .. } => options
             .iter()
-            .any(|o| expr_has_block(&o.value) || o.after.as_ref().is_some_and(expr_has_block)),
+            .any(|o| expr_has_block(&o.value) || o.after.as_deref().is_some_and(expr_has_block)),
         _ => false,
     }
 }

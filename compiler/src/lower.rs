@@ -28,6 +28,7 @@ use crate::span::{FileId, Span};
 use crate::syntax::ast::{
     self, BinaryOp, Block, Expr, ExprKind, Pattern, PatternKind, StmtKind, StrPart, UnaryOp,
 };
+use crate::syntax::name::Name;
 use crate::types::{Type, TypeDefKind, TypeId};
 use rustc_hash::FxHashMap as HashMap;
 use sha2::{Digest, Sha256};
@@ -318,7 +319,7 @@ impl<'p> Builder<'p> {
             Type::Record(fields) => {
                 let described: Vec<(String, TypeRef)> = fields
                     .iter()
-                    .map(|(name, ty)| (name.clone(), self.type_ref(ty)))
+                    .map(|(name, ty)| (name.to_string(), self.type_ref(ty)))
                     .collect();
                 let key = described.iter().map(|(n, t)| (n.clone(), t.0)).collect();
                 let name = ty.display(&self.program.checked.types).to_string();
@@ -346,7 +347,7 @@ impl<'p> Builder<'p> {
             TypeDefKind::Record(fields) => {
                 let documented: Vec<(String, String)> = fields
                     .iter()
-                    .filter_map(|f| Some((f.name.clone(), f.doc.clone()?)))
+                    .filter_map(|f| Some((f.name.to_string(), f.doc.as_deref()?.to_string())))
                     .collect();
                 if !documented.is_empty() {
                     self.module.field_docs.push(FieldDocs {
@@ -355,24 +356,24 @@ impl<'p> Builder<'p> {
                     });
                 }
                 TypeDesc::Record {
-                    name: def.name.clone(),
+                    name: def.name.to_string(),
                     fields: fields
                         .iter()
-                        .map(|f| (f.name.clone(), self.type_ref(&f.ty)))
+                        .map(|f| (f.name.to_string(), self.type_ref(&f.ty)))
                         .collect(),
                 }
             }
             TypeDefKind::Enum(variants) => TypeDesc::Enum {
-                name: def.name.clone(),
+                name: def.name.to_string(),
                 variants: variants
                     .iter()
                     .map(|v| {
                         let fields = v
                             .fields
                             .iter()
-                            .map(|f| (f.name.clone(), self.type_ref(&f.ty)))
+                            .map(|f| (f.name.to_string(), self.type_ref(&f.ty)))
                             .collect();
-                        (v.name.clone(), fields)
+                        (v.name.to_string(), fields)
                     })
                     .collect(),
             },
@@ -384,7 +385,7 @@ impl<'p> Builder<'p> {
     fn params(&mut self, params: &[check::ParamDef]) -> Vec<(String, TypeRef)> {
         params
             .iter()
-            .map(|p| (p.name.clone(), self.type_ref(&p.ty)))
+            .map(|p| (p.name.to_string(), self.type_ref(&p.ty)))
             .collect()
     }
 
@@ -418,7 +419,7 @@ impl<'p> Builder<'p> {
             let params = self.params(&def.params);
             let ret = self.type_ref(&def.ret);
             self.module.tools.push(ToolInfo {
-                name: def.name.clone(),
+                name: def.name.to_string(),
                 params,
                 ret,
                 binding,
@@ -442,13 +443,13 @@ impl<'p> Builder<'p> {
                 let ty = self.type_ref(&signal.ty);
                 self.module.signals.push(SignalInfo {
                     workflow: index_u32(index),
-                    name: signal.name.clone(),
+                    name: signal.name.to_string(),
                     ty,
                     senders: signal.senders.clone(),
                 });
             }
             self.module.workflows.push(WorkflowCode {
-                name: def.name.clone(),
+                name: def.name.to_string(),
                 params,
                 ret,
                 locals: 0,
@@ -669,6 +670,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             .and_then(|v| v.get(variant))
             .map(|v| v.name.clone())
             .unwrap_or_default()
+            .to_string()
     }
 
     /// Pushes the values in order and builds a record with those field names, and `none`
@@ -815,7 +817,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
         let ret = self.b.type_ref(&ty);
         self.b.module.queries.push(QueryCode {
             workflow: self.workflow,
-            name: name.name.clone(),
+            name: name.name.to_string(),
             ret,
             from_pc,
             code: query_code,
@@ -1003,7 +1005,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
         Ok(())
     }
 
-    fn record_fields(&self, ty: &Type) -> Option<Vec<(String, Type)>> {
+    fn record_fields(&self, ty: &Type) -> Option<Vec<(Name, Type)>> {
         match ty {
             Type::Named(id) => match &self.b.program.checked.types.get(*id).kind {
                 TypeDefKind::Record(fields) => Some(
@@ -1661,7 +1663,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             u32::MAX
         } else {
             self.b
-                .kind_list(on.iter().map(|k| k.name.clone()).collect())
+                .kind_list(on.iter().map(|k| k.name.to_string()).collect())
         };
         let start = self.here();
         let push = self.emit(Op::PushHandler {
@@ -1742,7 +1744,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
         let mut names: Vec<String> = Vec::new();
         for option in options {
             self.expr(&option.value)?;
-            names.push(option.name.name.clone());
+            names.push(option.name.name.to_string());
             if let Some(after) = &option.after {
                 self.expr(after)?;
                 names.push(flow_stdlib::gate_option::after_field(&option.name.name));
@@ -1915,7 +1917,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             } => match self.block_type(body, inner) {
                 Type::Unknown => {
                     let mark = inner.len();
-                    inner.push((error.name.clone(), self.error_type()));
+                    inner.push((error.name.to_string(), self.error_type()));
                     let ty = self.block_type(handler, inner);
                     inner.truncate(mark);
                     ty
@@ -1951,7 +1953,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                         Some(ty) => self.resolve_type(ty),
                         None => self.type_in(value, inner),
                     };
-                    inner.push((name.name.clone(), ty));
+                    inner.push((name.name.to_string(), ty));
                 }
                 StmtKind::Expr(tail) if index + 1 == block.stmts.len() => {
                     result = self.type_in(tail, inner);
@@ -1969,7 +1971,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             PatternKind::Name(name)
                 if !matches!(self.resolved(pattern.span), Some(Resolved::Variant(..))) =>
             {
-                inner.push((name.clone(), subject.clone()));
+                inner.push((name.to_string(), subject.clone()));
             }
             PatternKind::Variant { fields, .. } => {
                 let types = self.variant_field_types(pattern.span);

@@ -311,7 +311,7 @@ impl Desugarer<'_> {
         let decl = ast::WorkflowDecl {
             doc: None,
             name: ast::Ident {
-                name: name.clone(),
+                name: name.clone().into(),
                 span: body.span,
             },
             params,
@@ -481,7 +481,7 @@ impl Desugarer<'_> {
                             return None;
                         }
                         MockAnswer::Fails {
-                            kind: kind.name.clone(),
+                            kind: kind.name.to_string(),
                             message: message.as_ref().map(|m| m.value.to_string()),
                             retryable: !permanent,
                         }
@@ -490,7 +490,7 @@ impl Desugarer<'_> {
                 let args = params.as_ref().map(|p| (p.len(), step.span));
                 self.reference(tool, RefKind::Tool, args);
                 Action::Mock {
-                    tool: tool.name.clone(),
+                    tool: tool.name.to_string(),
                     answer,
                     times: times.map(|(n, _)| n),
                 }
@@ -531,8 +531,8 @@ impl Desugarer<'_> {
                 }
                 self.started = Some(workflow.clone());
                 Action::Start {
-                    name: name.as_ref().map(|n| n.name.clone()),
-                    workflow: workflow.name.clone(),
+                    name: name.as_ref().map(|n| n.name.to_string()),
+                    workflow: workflow.name.to_string(),
                     input,
                     by: by.as_ref().map(|b| b.value.to_string()),
                 }
@@ -600,7 +600,7 @@ impl Desugarer<'_> {
                     self.expr_helper(role, Vec::new(), value)
                 });
                 Action::Signal {
-                    name: name.name.clone(),
+                    name: name.name.to_string(),
                     user: user.value.to_string(),
                     value,
                     refused: *refused,
@@ -643,7 +643,7 @@ impl Desugarer<'_> {
                 };
                 let helper = self.helper(role, vec![result], body);
                 Action::ExpectQuery {
-                    query: name.name.clone(),
+                    query: name.name.to_string(),
                     helper,
                     expected,
                 }
@@ -674,7 +674,7 @@ impl Desugarer<'_> {
                     return None;
                 }
                 Action::ExpectError {
-                    kind: kind.name.clone(),
+                    kind: kind.name.to_string(),
                     message: message.as_ref().map(|m| m.value.to_string()),
                 }
             }
@@ -686,7 +686,7 @@ impl Desugarer<'_> {
             } => {
                 let args = self.call_args(tool, args.as_deref(), step.span);
                 Action::ExpectCalled {
-                    tool: tool.name.clone(),
+                    tool: tool.name.to_string(),
                     negated: *negated,
                     times: times.map(|(n, _)| n),
                     args,
@@ -696,7 +696,7 @@ impl Desugarer<'_> {
                 calls: calls
                     .iter()
                     .map(|call| ExpectedCall {
-                        tool: call.tool.name.clone(),
+                        tool: call.tool.name.to_string(),
                         args: self.call_args(&call.tool, call.args.as_deref(), step.span),
                     })
                     .collect(),
@@ -726,7 +726,7 @@ impl Desugarer<'_> {
                     return None;
                 }
                 Action::ExpectStatus {
-                    status: status.name.clone(),
+                    status: status.name.to_string(),
                 }
             }
         })
@@ -745,7 +745,7 @@ impl Desugarer<'_> {
             return;
         }
         self.named
-            .push((name.name.clone(), workflow.clone(), name.span));
+            .push((name.name.to_string(), workflow.clone(), name.span));
     }
 
     /// One helper per argument of an expected call of `tool` (typed as its parameters), and
@@ -881,7 +881,7 @@ pub fn first_assignment_to(block: &ast::Block, outer: &[String]) -> Option<Span>
     walk_block(
         block,
         &mut |stmt| match &stmt.kind {
-            StmtKind::Let { name, .. } => own.borrow_mut().push(name.name.clone()),
+            StmtKind::Let { name, .. } => own.borrow_mut().push(name.name.to_string()),
             StmtKind::Assign { target, .. } => {
                 let mut base = target;
                 while let ExprKind::Field { base: inner, .. }
@@ -890,8 +890,8 @@ pub fn first_assignment_to(block: &ast::Block, outer: &[String]) -> Option<Span>
                     base = inner;
                 }
                 if let ExprKind::Name(name) = &base.kind
-                    && outer.contains(name)
-                    && !own.borrow().contains(name)
+                    && outer.iter().any(|o| o.as_str() == name.as_str())
+                    && !own.borrow().iter().any(|o| o.as_str() == name.as_str())
                     && first.get().is_none()
                 {
                     first.set(Some(stmt.span));
@@ -944,7 +944,11 @@ fn walk_stmt<'a>(
         StmtKind::Expr(e) | StmtKind::Fail(e) | StmtKind::Sleep(e) | StmtKind::Return(Some(e)) => {
             walk_expr(e, on_stmt, on_expr)
         }
-        StmtKind::While { cond: e, body } | StmtKind::For { iter: e, body, .. } => {
+        StmtKind::While { cond: e, body } => {
+            walk_expr(e, on_stmt, on_expr);
+            walk_block(body, on_stmt, on_expr);
+        }
+        StmtKind::For { iter: e, body, .. } => {
             walk_expr(e, on_stmt, on_expr);
             walk_block(body, on_stmt, on_expr);
         }

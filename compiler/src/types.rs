@@ -5,6 +5,7 @@
 //! named record with the same fields.
 
 use crate::span::{FileId, Span};
+use crate::syntax::name::Name;
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,7 +35,7 @@ pub enum Type {
     Map(Box<Type>),
     Optional(Box<Type>),
     Named(TypeId),
-    Record(Vec<(String, Type)>),
+    Record(Vec<(Name, Type)>),
 }
 
 impl Type {
@@ -102,18 +103,18 @@ impl<'a> fmt::Display for TypeDisplay<'a> {
 
 #[derive(Clone, Debug)]
 pub struct FieldDef {
-    pub name: String,
+    pub name: Name,
     pub ty: Type,
     pub span: Span,
-    pub doc: Option<String>,
+    pub doc: Option<Box<str>>,
 }
 
 #[derive(Clone, Debug)]
 pub struct VariantDef {
-    pub name: String,
+    pub name: Name,
     pub fields: Vec<FieldDef>,
     pub span: Span,
-    pub doc: Option<String>,
+    pub doc: Option<Box<str>>,
 }
 
 #[derive(Clone, Debug)]
@@ -124,11 +125,11 @@ pub enum TypeDefKind {
 
 #[derive(Clone, Debug)]
 pub struct TypeDef {
-    pub name: String,
+    pub name: Name,
     /// `None` for builtin records such as `Decision`.
     pub file: Option<FileId>,
     pub span: Span,
-    pub doc: Option<String>,
+    pub doc: Option<Box<str>>,
     pub kind: TypeDefKind,
 }
 
@@ -154,6 +155,11 @@ pub struct TypeDefs {
 }
 
 impl TypeDefs {
+    /// Room for `more` definitions, so a large program's table is not grown by doubling.
+    pub fn reserve_exact(&mut self, more: usize) {
+        self.defs.reserve_exact(more);
+    }
+
     pub fn add(&mut self, def: TypeDef) -> TypeId {
         self.defs.push(def);
         TypeId(self.defs.len() as u32 - 1)
@@ -224,7 +230,7 @@ impl TypeDefs {
         }
     }
 
-    fn record_fits(&self, fields: &[(String, Type)], id: TypeId) -> bool {
+    fn record_fits(&self, fields: &[(Name, Type)], id: TypeId) -> bool {
         let Some(declared) = self.get(id).fields() else {
             return false;
         };

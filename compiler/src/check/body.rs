@@ -15,6 +15,7 @@ use super::{
 use crate::diagnostics::{Diagnostic, codes, did_you_mean};
 use crate::span::{FileId, Span};
 use crate::syntax::ast::{self, BinaryOp, ExprKind, PatternKind, StmtKind, UnaryOp};
+use crate::syntax::name::Name;
 use crate::types::{Type, TypeDefKind, TypeId};
 use flow_stdlib as stdlib;
 
@@ -67,7 +68,7 @@ pub fn check_workflow(
 }
 
 struct Local {
-    name: String,
+    name: Name,
     ty: Type,
     span: Span,
     mutable: bool,
@@ -105,7 +106,7 @@ struct BodyChecker<'a> {
 }
 
 /// Optional locals a condition proves present, with their plain types.
-type Present = Vec<(String, Type)>;
+type Present = Vec<(Name, Type)>;
 
 /// How much of a matched value one pattern covers.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -658,7 +659,7 @@ impl<'a> BodyChecker<'a> {
                 .with_help("rename one of them, or remove the duplicate"),
             );
         } else {
-            self.queries.push((name.name.clone(), name.span));
+            self.queries.push((name.name.to_string(), name.span));
         }
         let scope = self.scope;
         let is_step = |callee: &str| {
@@ -669,7 +670,7 @@ impl<'a> BodyChecker<'a> {
                 || stdlib::Builtin::from_name(callee)
                     .is_some_and(|b| b.effect() == stdlib::Effect::Durable)
         };
-        let outer: Vec<String> = self.locals.iter().map(|l| l.name.clone()).collect();
+        let outer: Vec<String> = self.locals.iter().map(|l| l.name.to_string()).collect();
         if let Some(at) = crate::testing::first_effect(body, &is_step) {
             self.error(
                 Diagnostic::error(codes::QUERY_NOT_READ_ONLY, self.file, at, "this performs a step")
@@ -896,8 +897,8 @@ impl<'a> BodyChecker<'a> {
         }
     }
 
-    fn check_record_fields(&mut self, fields: &[ast::FieldInit]) -> Vec<(String, Type)> {
-        let mut out: Vec<(String, Type)> = Vec::new();
+    fn check_record_fields(&mut self, fields: &[ast::FieldInit]) -> Vec<(Name, Type)> {
+        let mut out: Vec<(Name, Type)> = Vec::new();
         for (index, field) in fields.iter().enumerate() {
             if let Some(first) = fields[..index]
                 .iter()
@@ -1486,7 +1487,7 @@ impl<'a> BodyChecker<'a> {
             .iter()
             .filter(|d| matches!(d.ty, Type::Optional(_)))
             .filter(|d| !fields.iter().any(|f| f.name.name == d.name))
-            .map(|d| d.name.clone())
+            .map(|d| d.name.to_string())
             .collect();
         if !omitted.is_empty() {
             self.resolved.omitted.insert((self.file, span), omitted);
@@ -2800,7 +2801,7 @@ impl<'a> BodyChecker<'a> {
                 let def = self.checked.types.get(*id);
                 let members: Vec<(String, &crate::types::FieldDef)> = match &def.kind {
                     TypeDefKind::Record(fields) => {
-                        fields.iter().map(|f| (f.name.clone(), f)).collect()
+                        fields.iter().map(|f| (f.name.to_string(), f)).collect()
                     }
                     TypeDefKind::Enum(variants) => variants
                         .iter()
@@ -2815,7 +2816,7 @@ impl<'a> BodyChecker<'a> {
                     // Report the outermost type the author wrote, and the field in it.
                     let (culprit, _) = self.not_input(&field.ty, seen)?;
                     let at = def.file.map(|file| (file, field.span));
-                    Some((culprit, Some((def.name.clone(), at, member))))
+                    Some((culprit, Some((def.name.to_string(), at, member))))
                 })
             }
             _ => None,
@@ -2947,7 +2948,7 @@ impl<'a> BodyChecker<'a> {
                             .with_help("one arm per signal: the first arm would always take it"),
                         );
                     } else {
-                        seen.push((name.name.clone(), name.span));
+                        seen.push((name.name.to_string(), name.span));
                     }
                     let ty = self.await_signal(name);
                     if let Some(binding) = binding {

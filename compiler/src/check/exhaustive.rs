@@ -233,10 +233,10 @@ pub fn show(types: &TypeDefs, witness: &Witness, ty: &Type) -> String {
                 return "_".to_string();
             };
             if fields.is_empty() {
-                return variant.name.clone();
+                return variant.name.to_string();
             }
             let shown: Vec<String> = if fields.iter().all(|f| *f == Witness::Any) {
-                variant.fields.iter().map(|f| f.name.clone()).collect()
+                variant.fields.iter().map(|f| f.name.to_string()).collect()
             } else {
                 // A field that only needs a present value is best bound by its name.
                 fields
@@ -244,7 +244,7 @@ pub fn show(types: &TypeDefs, witness: &Witness, ty: &Type) -> String {
                     .zip(&variant.fields)
                     .map(|(w, f)| match w {
                         Witness::Ctor(Ctor::Some, inner) if inner.as_slice() == [Witness::Any] => {
-                            f.name.clone()
+                            f.name.to_string()
                         }
                         _ => show(types, w, &f.ty),
                     })

@@ -12,6 +12,7 @@ mod test_blocks;
 use crate::diagnostics::{Diagnostic, codes, did_you_mean};
 use crate::sources::SourceDb;
 use crate::span::{FileId, Span};
+use crate::syntax::name::Name;
 use crate::syntax::{SyntaxTree, ast};
 use crate::types::{FieldDef, Type, TypeDef, TypeDefKind, TypeDefs, TypeId, VariantDef};
 use flow_stdlib as stdlib;
@@ -20,7 +21,7 @@ use std::cell::RefCell;
 
 #[derive(Clone, Debug)]
 pub struct ParamDef {
-    pub name: String,
+    pub name: Name,
     pub ty: Type,
     pub span: Span,
 }
@@ -34,35 +35,35 @@ pub enum BindingKind {
 
 #[derive(Clone, Debug)]
 pub struct ToolDef {
-    pub name: String,
+    pub name: Name,
     pub file: FileId,
     pub span: Span,
     pub params: Vec<ParamDef>,
     pub ret: Type,
     pub sensitive: bool,
     pub binding: Option<BindingKind>,
-    pub doc: Option<String>,
+    pub doc: Option<Box<str>>,
 }
 
 #[derive(Clone, Debug)]
 pub struct WorkflowDef {
-    pub name: String,
+    pub name: Name,
     pub file: FileId,
     pub span: Span,
     pub params: Vec<ParamDef>,
     pub ret: Type,
     pub ret_span: Option<Span>,
-    pub doc: Option<String>,
+    pub doc: Option<Box<str>>,
     /// The signals its runs accept (`accepts …`), in written order.
     pub signals: Vec<SignalDef>,
     /// Its queries (`query name -> T { … }` at the top level of its body) and their types.
-    pub queries: Vec<(String, Type)>,
+    pub queries: Vec<(Name, Type)>,
 }
 
 /// One signal a workflow accepts: the type of its value and who may send it.
 #[derive(Clone, Debug)]
 pub struct SignalDef {
-    pub name: String,
+    pub name: Name,
     pub span: Span,
     pub ty: Type,
     /// The written type, when there is one (`Unit` is not written).
@@ -81,8 +82,8 @@ pub enum Value {
 /// The names one file can see, each with the file that declares it.
 #[derive(Default, Debug)]
 pub struct FileScope {
-    pub types: HashMap<String, (TypeId, FileId)>,
-    pub values: HashMap<String, Vec<(Value, FileId)>>,
+    pub types: HashMap<Name, (TypeId, FileId)>,
+    pub values: HashMap<Name, Vec<(Value, FileId)>>,
     /// The enum variants in `values`, by enum and index, with the file that declares them:
     /// many enums may share a variant name (`Released`, `Held`), and picking the one an
     /// expected type names must not scan all of them.
@@ -116,14 +117,14 @@ impl FileScope {
         Some(index)
     }
 
-    fn add_value(&mut self, name: &str, value: Value, origin: FileId) {
+    fn add_value(&mut self, name: &Name, value: Value, origin: FileId) {
         if let Value::Variant(id, index) = value {
             self.variants.entry((id, index)).or_insert(origin);
         }
-        match self.values.get_mut(name) {
+        match self.values.get_mut(name.as_str()) {
             Some(entry) => entry.push((value, origin)),
             None => {
-                self.values.insert(name.to_string(), vec![(value, origin)]);
+                self.values.insert(name.clone(), vec![(value, origin)]);
             }
         }
     }
@@ -193,7 +194,7 @@ pub struct IdeFacts {
 #[derive(Clone, Debug)]
 pub struct LocalFact {
     pub file: FileId,
-    pub name: String,
+    pub name: Name,
     /// The span of the name where it is declared.
     pub span: Span,
     pub ty: Type,
@@ -304,11 +305,11 @@ struct FirstValue {
 /// Declarations one file makes, by name, with the span of the name.
 #[derive(Default)]
 struct OwnNames {
-    types: Vec<(String, TypeId, Span)>,
-    values: Vec<(String, Value, Span)>,
+    types: Vec<(Name, TypeId, Span)>,
+    values: Vec<(Name, Value, Span)>,
     /// Where each name was first declared, to find duplicates without a linear search.
-    first_type: HashMap<String, Span>,
-    first_values: HashMap<String, FirstValue>,
+    first_type: HashMap<Name, Span>,
+    first_values: HashMap<Name, FirstValue>,
     /// Every `type` and `enum` of the file in source order, duplicates included.
     declared_types: Vec<TypeId>,
 }
@@ -326,17 +327,17 @@ impl DeclChecker<'_> {
                 .fields
                 .iter()
                 .map(|f| FieldDef {
-                    name: f.name.to_string(),
+                    name: f.name.into(),
                     ty: Type::Unknown,
                     span: Span::default(),
-                    doc: Some(f.doc.to_string()),
+                    doc: Some(f.doc.into()),
                 })
                 .collect();
             let id = self.checked.types.add(TypeDef {
-                name: record.name.to_string(),
+                name: record.name.into(),
                 file: None,
                 span: Span::default(),
-                doc: Some(record.doc.to_string()),
+                doc: Some(record.doc.into()),
                 kind: TypeDefKind::Record(fields),
             });
             if record.name == stdlib::DECISION.name {
@@ -363,6 +364,20 @@ impl DeclChecker<'_> {
 
     /// Gives every declaration an id, so declarations may refer to each other in any order.
     fn collect(&mut self, trees: &[SyntaxTree]) {
+        // The tables are allocated at their length: grown by doubling, a program of 20,000
+        // declarations kept room for up to twice as many.
+        let (mut types, mut tools, mut workflows) = (0, 0, 0);
+        for item in trees.iter().flat_map(|tree| &tree.module.items) {
+            match item {
+                ast::Item::Type(_) | ast::Item::Enum(_) => types += 1,
+                ast::Item::Tool(_) => tools += 1,
+                ast::Item::Workflow(_) => workflows += 1,
+                ast::Item::Import(_) | ast::Item::Test(_) => {}
+            }
+        }
+        self.checked.types.reserve_exact(types);
+        self.checked.tools.reserve_exact(tools);
+        self.checked.workflows.reserve_exact(workflows);
         for (index, tree) in trees.iter().enumerate() {
             let file = FileId(index as u32);
             let mut own = OwnNames::default();
@@ -426,7 +441,7 @@ impl DeclChecker<'_> {
         file: FileId,
         own: &mut OwnNames,
         name: &ast::Ident,
-        doc: &Option<String>,
+        doc: &Option<Box<str>>,
         kind: TypeDefKind,
     ) -> TypeId {
         let id = self.checked.types.add(TypeDef {

@@ -1,15 +1,21 @@
-//! Lexing: source text in, a flat token list (with spans) and lexical diagnostics out.
+//! Lexing: source text in, tokens (with spans) and lexical diagnostics out.
 //!
 //! Logos recognises ordinary tokens; string literals are scanned by hand because they nest
 //! interpolations: `"Release ${s.container}?"` becomes
 //! `Quote StrText InterpStart Ident Dot Ident InterpEnd StrText StrEnd`.
 //! Comments never reach the parser: doc comments (`///`) are kept aside for hover and for
 //! attaching to declarations, plain comments for the formatter.
+//!
+//! The lexer is a [`TokenStream`] the parser pulls tokens from one at a time, so checking a
+//! file never holds all of its tokens at once (12 bytes each, about 15 MB for 100,000
+//! lines). [`lex`] collects them into a vector for the formatter and the editor analysis,
+//! which look at tokens around a position.
 
 use super::token::TokenKind;
 use crate::diagnostics::{Diagnostic, codes};
 use crate::span::{FileId, Span};
 use logos::Logos;
+use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Token {
@@ -30,38 +36,99 @@ pub struct Lexed {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// Lexes the whole file into one vector of tokens.
 pub fn lex(file: FileId, src: &str) -> Lexed {
-    let mut lexer = Lexer {
-        file,
-        src,
-        pos: 0,
-        last_end: 0,
-        out: Lexed {
-            // Typical code has a token every 4 to 6 bytes; growing a large vector by
-            // doubling would copy it several times. Unused capacity is never touched.
-            tokens: Vec::with_capacity(src.len() / 4 + 16),
-            ..Lexed::default()
-        },
-    };
-    lexer.lex_tokens(false);
-    let end = Span::new(src.len(), src.len());
-    lexer.push(TokenKind::Eof, end);
-    lexer.out
+    let mut stream = TokenStream::new(file, src);
+    // Typical code has a token every 4 to 6 bytes; growing a large vector by doubling
+    // would copy it several times. Unused capacity is never touched.
+    let mut tokens = Vec::with_capacity(src.len() / 4 + 16);
+    loop {
+        let token = stream.next_token();
+        tokens.push(token);
+        if token.kind == TokenKind::Eof {
+            break;
+        }
+    }
+    Lexed {
+        tokens,
+        doc_comments: stream.doc_comments,
+        comments: stream.comments,
+        diagnostics: stream.diagnostics,
+    }
 }
 
-struct Lexer<'src> {
+/// Where the lexer is: in ordinary code, in the code of a `${…}` interpolation (with the
+/// depth of the braces opened inside it), or in the text of a string.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Code,
+    Interpolation { depth: usize },
+    Str { open_quote: Span },
+}
+
+/// The lexer as a stream: [`TokenStream::next_token`] gives the tokens in order, then
+/// [`TokenKind::Eof`] for ever. The comments and the diagnostics found so far (everything up
+/// to the last token given, and possibly a little beyond) are in its public fields.
+pub struct TokenStream<'src> {
     file: FileId,
     src: &'src str,
+    /// Where the text of a string resumes, or where `code` started.
     pos: usize,
     last_end: usize,
-    out: Lexed,
+    emitted: bool,
+    /// The innermost mode last; the bottom is always [`Mode::Code`].
+    modes: Vec<Mode>,
+    /// Logos over `src[base..]`, for the code modes.
+    code: logos::Lexer<'src, TokenKind>,
+    base: usize,
+    bad_chars: Option<Span>,
+    /// Tokens found but not given yet (a string's text and its end come together).
+    pending: VecDeque<Token>,
+    /// The end, once reached.
+    eof: Option<Token>,
+    pub doc_comments: Vec<Span>,
+    pub comments: Vec<Span>,
+    pub diagnostics: Vec<Diagnostic>,
 }
 
-impl<'src> Lexer<'src> {
+impl<'src> TokenStream<'src> {
+    pub fn new(file: FileId, src: &'src str) -> TokenStream<'src> {
+        TokenStream {
+            file,
+            src,
+            pos: 0,
+            last_end: 0,
+            emitted: false,
+            modes: vec![Mode::Code],
+            code: TokenKind::lexer(src),
+            base: 0,
+            bad_chars: None,
+            pending: VecDeque::with_capacity(8),
+            eof: None,
+            doc_comments: Vec::new(),
+            comments: Vec::new(),
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// The next token; after the end of the text, [`TokenKind::Eof`] every time.
+    pub fn next_token(&mut self) -> Token {
+        loop {
+            if let Some(token) = self.pending.pop_front() {
+                return token;
+            }
+            if let Some(eof) = self.eof {
+                return eof;
+            }
+            self.step();
+        }
+    }
+
     fn push(&mut self, kind: TokenKind, span: Span) {
         let gap = &self.src[self.last_end.min(span.start as usize)..span.start as usize];
-        let starts_line = self.out.tokens.is_empty() || gap.contains('\n');
-        self.out.tokens.push(Token {
+        let starts_line = !self.emitted || gap.contains('\n');
+        self.emitted = true;
+        self.pending.push_back(Token {
             kind,
             span,
             starts_line,
@@ -69,67 +136,93 @@ impl<'src> Lexer<'src> {
         self.last_end = span.end as usize;
     }
 
-    /// Lexes ordinary tokens from `self.pos`. Inside an interpolation (`in_interpolation`)
-    /// it stops after the `}` that closes it and returns true; false means end of input.
-    fn lex_tokens(&mut self, in_interpolation: bool) -> bool {
-        let mut base = self.pos;
-        let mut lexer = TokenKind::lexer(&self.src[base..]);
-        let mut depth = 0usize;
-        let mut bad_chars: Option<Span> = None;
-        while let Some(result) = lexer.next() {
-            let range = lexer.span();
-            let span = Span::new(base + range.start, base + range.end);
-            let Ok(kind) = result else {
-                bad_chars = Some(match bad_chars {
-                    Some(open) if open.end == span.start => open.to(span),
-                    Some(open) => {
-                        self.report_bad_chars(open);
-                        span
-                    }
-                    None => span,
-                });
-                continue;
-            };
-            if let Some(open) = bad_chars.take() {
+    /// Restarts logos at `self.pos`, for code after a string or inside an interpolation.
+    fn resume_code(&mut self) {
+        self.base = self.pos;
+        self.code = TokenKind::lexer(&self.src[self.base..]);
+    }
+
+    /// Lexes a little more: one ordinary token, or the text of a string up to its end or
+    /// its next interpolation.
+    fn step(&mut self) {
+        match self.modes.last().copied().unwrap_or(Mode::Code) {
+            Mode::Str { open_quote } => self.lex_string(open_quote),
+            mode => self.lex_code(mode),
+        }
+    }
+
+    fn lex_code(&mut self, mode: Mode) {
+        let Some(result) = self.code.next() else {
+            if let Some(open) = self.bad_chars.take() {
                 self.report_bad_chars(open);
             }
-            match kind {
-                TokenKind::DocComment => self.out.doc_comments.push(span),
-                TokenKind::Comment => self.out.comments.push(span),
-                TokenKind::Quote => {
-                    self.pos = span.end as usize;
-                    self.push(TokenKind::Quote, span);
-                    self.lex_string(span);
-                    base = self.pos;
-                    lexer = TokenKind::lexer(&self.src[base..]);
+            self.pos = self.src.len();
+            if let Mode::Interpolation { .. } = mode {
+                // The end of the text inside an interpolation: its string is unterminated.
+                self.modes.pop();
+                if let Some(Mode::Str { open_quote }) = self.modes.pop() {
+                    self.report_unterminated(open_quote);
                 }
-                TokenKind::LBrace if in_interpolation => {
-                    depth += 1;
-                    self.push(kind, span);
-                }
-                TokenKind::RBrace if in_interpolation && depth == 0 => {
-                    self.push(TokenKind::InterpEnd, span);
-                    self.pos = span.end as usize;
-                    return true;
-                }
-                TokenKind::RBrace if in_interpolation => {
-                    depth -= 1;
-                    self.push(kind, span);
-                }
-                _ => self.push(kind, span),
+                self.resume_code();
+            } else {
+                let end = Span::new(self.src.len(), self.src.len());
+                self.push(TokenKind::Eof, end);
+                self.eof = self.pending.back().copied();
             }
-        }
-        if let Some(open) = bad_chars {
+            return;
+        };
+        let range = self.code.span();
+        let span = Span::new(self.base + range.start, self.base + range.end);
+        let Ok(kind) = result else {
+            self.bad_chars = Some(match self.bad_chars {
+                Some(open) if open.end == span.start => open.to(span),
+                Some(open) => {
+                    self.report_bad_chars(open);
+                    span
+                }
+                None => span,
+            });
+            return;
+        };
+        if let Some(open) = self.bad_chars.take() {
             self.report_bad_chars(open);
         }
-        self.pos = self.src.len();
-        false
+        let in_interpolation = matches!(mode, Mode::Interpolation { .. });
+        match kind {
+            TokenKind::DocComment => self.doc_comments.push(span),
+            TokenKind::Comment => self.comments.push(span),
+            TokenKind::Quote => {
+                self.pos = span.end as usize;
+                self.push(TokenKind::Quote, span);
+                self.modes.push(Mode::Str { open_quote: span });
+            }
+            TokenKind::LBrace if in_interpolation => {
+                self.set_depth(1);
+                self.push(kind, span);
+            }
+            TokenKind::RBrace if matches!(mode, Mode::Interpolation { depth: 0 }) => {
+                self.push(TokenKind::InterpEnd, span);
+                self.pos = span.end as usize;
+                self.modes.pop();
+            }
+            TokenKind::RBrace if in_interpolation => {
+                self.set_depth(-1);
+                self.push(kind, span);
+            }
+            _ => self.push(kind, span),
+        }
+    }
+
+    fn set_depth(&mut self, change: isize) {
+        if let Some(Mode::Interpolation { depth }) = self.modes.last_mut() {
+            *depth = depth.saturating_add_signed(change);
+        }
     }
 
     fn report_bad_chars(&mut self, span: Span) {
         let text = &self.src[span.range()];
         let shown: String = text.chars().take(10).collect();
-        self.out.diagnostics.push(
+        self.diagnostics.push(
             Diagnostic::error(
                 codes::INVALID_CHARACTER,
                 self.file,
@@ -141,11 +234,12 @@ impl<'src> Lexer<'src> {
         );
     }
 
-    /// Scans a string body after its opening quote, emitting text pieces and nested
-    /// interpolations, and the closing [`TokenKind::StrEnd`].
+    /// Scans the text of a string from `self.pos` (after its opening quote or an
+    /// interpolation), emitting text pieces up to its closing [`TokenKind::StrEnd`] or the
+    /// [`TokenKind::InterpStart`] of its next interpolation.
     fn lex_string(&mut self, open_quote: Span) {
         let bytes = self.src.as_bytes();
-        let mut text_start = self.pos;
+        let text_start = self.pos;
         let mut i = self.pos;
         while i < bytes.len() {
             match bytes[i] {
@@ -153,6 +247,8 @@ impl<'src> Lexer<'src> {
                     self.flush_text(text_start, i);
                     self.push(TokenKind::StrEnd, Span::new(i, i + 1));
                     self.pos = i + 1;
+                    self.modes.pop();
+                    self.resume_code();
                     return;
                 }
                 b'\\' => {
@@ -162,18 +258,17 @@ impl<'src> Lexer<'src> {
                     self.flush_text(text_start, i);
                     self.push(TokenKind::InterpStart, Span::new(i, i + 2));
                     self.pos = i + 2;
-                    if !self.lex_tokens(true) {
-                        self.report_unterminated(open_quote);
-                        return;
-                    }
-                    i = self.pos;
-                    text_start = i;
+                    self.modes.push(Mode::Interpolation { depth: 0 });
+                    self.resume_code();
+                    return;
                 }
                 _ => i += 1,
             }
         }
         self.flush_text(text_start, bytes.len());
+        self.modes.pop();
         self.report_unterminated(open_quote);
+        self.resume_code();
     }
 
     fn flush_text(&mut self, start: usize, end: usize) {
@@ -186,7 +281,7 @@ impl<'src> Lexer<'src> {
         let end = self.src.len();
         self.push(TokenKind::StrEnd, Span::new(end, end));
         self.pos = end;
-        self.out.diagnostics.push(
+        self.diagnostics.push(
             Diagnostic::error(
                 codes::UNTERMINATED_STRING,
                 self.file,
@@ -223,7 +318,7 @@ impl<'src> Lexer<'src> {
     }
 
     fn report_bad_escape(&mut self, span: Span, shown: &str) {
-        self.out.diagnostics.push(
+        self.diagnostics.push(
             Diagnostic::error(codes::INVALID_ESCAPE, self.file, span, "unknown escape")
                 .with_message(format!("Invalid escape `{}` in string", printable(shown)))
                 .with_help(

@@ -2,6 +2,7 @@
 
 pub mod ast;
 pub mod lexer;
+pub mod name;
 pub mod parser;
 pub mod token;
 
@@ -19,17 +20,16 @@ pub struct SyntaxTree {
 }
 
 pub fn parse_file(file: FileId, text: &str) -> SyntaxTree {
-    let lexed = lexer::lex(file, text);
-    let parsed = parser::parse(file, text, &lexed);
-    let mut diagnostics = lexed.diagnostics;
+    let parsed = parser::parse(file, text);
+    let mut diagnostics = parsed.lex_diagnostics;
     diagnostics.extend(parsed.diagnostics);
     let mut tests = crate::testing::desugar(file, &parsed.module, text);
     diagnostics.append(&mut tests.diagnostics);
     SyntaxTree {
         tests,
         module: parsed.module,
-        doc_comments: lexed.doc_comments,
-        comments: lexed.comments,
+        doc_comments: parsed.doc_comments,
+        comments: parsed.comments,
         diagnostics,
     }
 }

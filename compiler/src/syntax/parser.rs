@@ -8,7 +8,8 @@
 //! never a stack overflow. See `spec/architecture.md` for why this is not a combinator parser.
 
 use super::ast::*;
-use super::lexer::{Lexed, Token, unescape};
+use super::lexer::{Token, TokenStream, unescape};
+use super::name::Interner;
 use super::token::TokenKind as T;
 use crate::diagnostics::{Diagnostic, codes};
 use crate::span::{FileId, Span};
@@ -20,40 +21,55 @@ pub const MAX_DEPTH: u32 = 256;
 
 pub struct Parsed {
     pub module: Module,
+    /// The parser's own diagnostics.
     pub diagnostics: Vec<Diagnostic>,
+    /// The lexer's diagnostics (they come before the parser's).
+    pub lex_diagnostics: Vec<Diagnostic>,
+    pub doc_comments: Vec<Span>,
+    pub comments: Vec<Span>,
 }
 
-pub fn parse(file: FileId, src: &str, lexed: &Lexed) -> Parsed {
-    let lexer_errors: Vec<Span> = lexed.diagnostics.iter().map(|d| d.primary.span).collect();
-    let unterminated_string = lexed
-        .diagnostics
-        .iter()
-        .any(|d| d.code == codes::UNTERMINATED_STRING);
+/// Lexes and parses a file. The parser pulls its tokens from a [`TokenStream`] as it goes,
+/// so the file's tokens are never all in memory at once.
+pub fn parse(file: FileId, src: &str) -> Parsed {
+    let mut stream = TokenStream::new(file, src);
+    let current = stream.next_token();
+    let next = stream.next_token();
     let mut parser = Parser {
-        lexer_errors,
-        unterminated_string,
         file,
         src,
-        tokens: &lexed.tokens,
-        doc_comments: &lexed.doc_comments,
+        stream,
+        current,
+        next,
+        previous: Span::default(),
         pos: 0,
         depth: 0,
         diagnostics: Vec::new(),
         last_error_at: None,
         too_deep: false,
+        names: Interner::default(),
     };
     let module = parser.parse_module();
+    let stream = parser.stream;
     Parsed {
         module,
         diagnostics: parser.diagnostics,
+        lex_diagnostics: stream.diagnostics,
+        doc_comments: stream.doc_comments,
+        comments: stream.comments,
     }
 }
 
 struct Parser<'a> {
     file: FileId,
     src: &'a str,
-    tokens: &'a [Token],
-    doc_comments: &'a [Span],
+    /// The lexer, two tokens ahead of the parser: `current` and `next` came from it.
+    stream: TokenStream<'a>,
+    current: Token,
+    next: Token,
+    /// The span of the token before `current` (empty at the start).
+    previous: Span,
+    /// How many tokens were consumed: the index of `current`.
     pos: usize,
     depth: u32,
     diagnostics: Vec<Diagnostic>,
@@ -61,12 +77,8 @@ struct Parser<'a> {
     last_error_at: Option<usize>,
     /// Set once the nesting limit is hit; the rest of the file is skipped.
     too_deep: bool,
-    /// Where the lexer already reported bad characters or escapes: a syntax error right
-    /// after one is its echo, not news.
-    lexer_errors: Vec<Span>,
-    /// An unclosed string swallows the rest of the file; what is then "missing" at the end
-    /// of the file is its echo too.
-    unterminated_string: bool,
+    /// Every name of the file, allocated once.
+    names: Interner,
 }
 
 /// Whether `{` may start a record literal here. Not in `if x {`, `while x {`, `match x {`.
@@ -82,23 +94,24 @@ impl<'a> Parser<'a> {
     // ----- token cursor -------------------------------------------------------------
 
     fn token(&self) -> Token {
-        self.tokens[self.pos.min(self.tokens.len() - 1)]
+        self.current
+    }
+
+    /// The token after the current one.
+    fn next_token(&self) -> Token {
+        self.next
     }
 
     fn peek(&self) -> T {
-        self.token().kind
+        self.current.kind
     }
 
     fn span(&self) -> Span {
-        self.token().span
+        self.current.span
     }
 
     fn previous_span(&self) -> Span {
-        if self.pos == 0 {
-            Span::default()
-        } else {
-            self.tokens[self.pos - 1].span
-        }
+        self.previous
     }
 
     fn at(&self, kind: T) -> bool {
@@ -106,9 +119,12 @@ impl<'a> Parser<'a> {
     }
 
     fn bump(&mut self) -> Token {
-        let token = self.token();
+        let token = self.current;
         if token.kind != T::Eof {
             self.pos += 1;
+            self.previous = token.span;
+            self.current = self.next;
+            self.next = self.stream.next_token();
         }
         token
     }
@@ -145,14 +161,22 @@ impl<'a> Parser<'a> {
     }
 
     fn echoes_lexer_error(&self) -> bool {
-        if self.unterminated_string && self.at(T::Eof) {
+        // The lexer is ahead of the parser, so it has reported everything before `current`.
+        if self.at(T::Eof)
+            && self
+                .stream
+                .diagnostics
+                .iter()
+                .any(|d| d.code == codes::UNTERMINATED_STRING)
+        {
             return true;
         }
         let from = self.previous_span().end;
         let to = self.span().start;
-        self.lexer_errors
+        self.stream
+            .diagnostics
             .iter()
-            .any(|e| e.start >= from && e.end <= to)
+            .any(|d| d.primary.span.start >= from && d.primary.span.end <= to)
     }
 
     /// Reports an unexpected token at the token itself (not after the previous one).
@@ -283,7 +307,9 @@ impl<'a> Parser<'a> {
             self.diagnostics.push(diagnostic);
             self.too_deep = true;
         }
-        self.pos = self.tokens.len() - 1;
+        while !self.at(T::Eof) {
+            self.bump();
+        }
         false
     }
 
@@ -294,12 +320,15 @@ impl<'a> Parser<'a> {
     // ----- doc comments -------------------------------------------------------------
 
     /// The `///` comments directly above the token at `start`, joined by newlines.
-    fn doc_before(&self, start: Span) -> Option<String> {
-        let mut index = self.doc_comments.partition_point(|d| d.end <= start.start);
+    fn doc_before(&self, start: Span) -> Option<Box<str>> {
+        let mut index = self
+            .stream
+            .doc_comments
+            .partition_point(|d| d.end <= start.start);
         let mut next_start = start.start as usize;
         let mut lines = Vec::new();
         while index > 0 {
-            let doc = self.doc_comments[index - 1];
+            let doc = self.stream.doc_comments[index - 1];
             let gap = &self.src[doc.end as usize..next_start];
             if !gap.trim().is_empty() || gap.matches('\n').count() > 1 {
                 break;
@@ -313,7 +342,7 @@ impl<'a> Parser<'a> {
             return None;
         }
         lines.reverse();
-        Some(lines.join("\n"))
+        Some(lines.join("\n").into_boxed_str())
     }
 
     // ----- items --------------------------------------------------------------------
@@ -367,7 +396,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse_type_decl(&mut self, doc: Option<String>) -> Option<TypeDecl> {
+    fn parse_type_decl(&mut self, doc: Option<Box<str>>) -> Option<TypeDecl> {
         let start = self.bump().span;
         let name = self.parse_ident("a type name")?;
         self.expect(
@@ -388,7 +417,7 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn parse_enum_decl(&mut self, doc: Option<String>) -> Option<EnumDecl> {
+    fn parse_enum_decl(&mut self, doc: Option<Box<str>>) -> Option<EnumDecl> {
         let start = self.bump().span;
         let name = self.parse_ident("an enum name")?;
         self.expect(T::LBrace, "an enum reads `enum Name { A, B(field: Type) }`")?;
@@ -447,7 +476,7 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn parse_tool_decl(&mut self, doc: Option<String>) -> Option<ToolDecl> {
+    fn parse_tool_decl(&mut self, doc: Option<Box<str>>) -> Option<ToolDecl> {
         let start = self.bump().span;
         let name = self.parse_ident("a tool name")?;
         const SHAPE: &str = "a tool reads `tool name(param: Type) -> Result via http post \"/path\"` (or `via exec \"cmd\"`, `via llm \"model\" prompt \"…\"`)";
@@ -519,7 +548,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse_workflow_decl(&mut self, doc: Option<String>) -> Option<WorkflowDecl> {
+    fn parse_workflow_decl(&mut self, doc: Option<Box<str>>) -> Option<WorkflowDecl> {
         let start = self.bump().span;
         let name = self.parse_ident("a workflow name")?;
         self.expect(
@@ -685,7 +714,7 @@ impl<'a> Parser<'a> {
         if self.at(T::Ident) {
             let span = self.bump().span;
             return Some(Ident {
-                name: self.text(span).to_string(),
+                name: self.names.intern(self.text(span)),
                 span,
             });
         }
@@ -706,7 +735,7 @@ impl<'a> Parser<'a> {
         if self.peek().is_keyword() {
             let span = self.bump().span;
             return Some(Ident {
-                name: self.text(span).to_string(),
+                name: self.names.intern(self.text(span)),
                 span,
             });
         }
@@ -864,7 +893,10 @@ impl<'a> Parser<'a> {
                     Vec::new()
                 };
                 TypeExpr {
-                    kind: TypeExprKind::Named { name, args },
+                    kind: TypeExprKind::Named {
+                        name,
+                        args: args.into_boxed_slice(),
+                    },
                     span: start.to(self.previous_span()),
                 }
             }
@@ -994,7 +1026,7 @@ impl<'a> Parser<'a> {
     /// write in Flow, instead of "put each statement on its own line" at the name.
     fn at_foreign_binding(&mut self) -> bool {
         let token = self.token();
-        let next = self.tokens.get(self.pos + 1).copied();
+        let next = Some(self.next_token());
         let word = self.text(token.span);
         let foreign = token.kind == T::Ident
             && matches!(word, "const" | "val" | "auto" | "mut")
@@ -1055,9 +1087,11 @@ impl<'a> Parser<'a> {
     }
 
     fn parse_stmt_kind(&mut self) -> StmtKind {
+        // `query` followed by a name on the same line (two names in a row start no other
+        // statement).
         if self.at_word("query")
-            && self.tokens.get(self.pos + 1).map(|t| t.kind) == Some(T::Ident)
-            && self.tokens.get(self.pos + 2).map(|t| t.kind) == Some(T::Arrow)
+            && self.next_token().kind == T::Ident
+            && !self.next_token().starts_line
         {
             return self.parse_query();
         }
@@ -1107,7 +1141,11 @@ impl<'a> Parser<'a> {
                 }
                 let iter = self.parse_expr(Records::NotHere);
                 match self.parse_block() {
-                    Some(body) => StmtKind::For { var, iter, body },
+                    Some(body) => StmtKind::For {
+                        var,
+                        iter: Box::new(iter),
+                        body,
+                    },
                     None => StmtKind::Error,
                 }
             }
@@ -1176,7 +1214,7 @@ impl<'a> Parser<'a> {
                         );
                     }
                     return StmtKind::Assign {
-                        target: expr,
+                        target: Box::new(expr),
                         value,
                     };
                 }
@@ -1356,23 +1394,17 @@ impl<'a> Parser<'a> {
                     span,
                 };
             }
-            T::Ident
-                if self.text(start) == "time"
-                    && self.tokens.get(self.pos + 1).map(|t| t.kind) == Some(T::Quote) =>
-            {
+            T::Ident if self.text(start) == "time" && self.next_token().kind == T::Quote => {
                 self.bump();
                 self.time_literal()
             }
-            T::Ident
-                if self.text(start) == "select"
-                    && self.tokens.get(self.pos + 1).map(|t| t.kind) == Some(T::LBrace) =>
-            {
+            T::Ident if self.text(start) == "select" && self.next_token().kind == T::LBrace => {
                 self.bump();
                 self.parse_select(start)
             }
             T::Ident => {
                 self.bump();
-                ExprKind::Name(self.text(start).to_string())
+                ExprKind::Name(self.names.intern(self.text(start)))
             }
             T::LParen => {
                 self.bump();
@@ -1598,7 +1630,11 @@ impl<'a> Parser<'a> {
         }
         let ret = self.parse_type();
         match self.parse_block() {
-            Some(body) => StmtKind::Query { name, ret, body },
+            Some(body) => StmtKind::Query {
+                name,
+                ret: Box::new(ret),
+                body,
+            },
             None => StmtKind::Error,
         }
     }
@@ -1869,7 +1905,7 @@ impl<'a> Parser<'a> {
             p.expect(T::Colon, "write each option as `name: value`")?;
             let value = p.parse_expr(Records::Allowed);
             let after = if p.eat(T::After).is_some() {
-                Some(p.parse_expr(Records::Allowed))
+                Some(Box::new(p.parse_expr(Records::Allowed)))
             } else {
                 None
             };

@@ -15,9 +15,7 @@ const STEP_HELP: &str = "a test step is `mock`, `start`, `let r = start …`, `e
 impl Parser<'_> {
     /// Whether the current token starts a test block: the name `test` before a string.
     pub(super) fn at_test_item(&self) -> bool {
-        self.at(T::Ident)
-            && self.text(self.span()) == "test"
-            && self.tokens.get(self.pos + 1).map(|t| t.kind) == Some(T::Quote)
+        self.at(T::Ident) && self.text(self.span()) == "test" && self.next_token().kind == T::Quote
     }
 
     pub(super) fn parse_test_decl(&mut self) -> Option<TestDecl> {
@@ -368,7 +366,7 @@ impl Parser<'_> {
                 };
                 Some(TestStepKind::ExpectError { kind, message })
             }
-            "called" if self.tokens.get(self.pos + 1).map(|t| t.kind) == Some(T::In) => {
+            "called" if self.next_token().kind == T::In => {
                 self.bump();
                 self.bump();
                 self.expect_word(
