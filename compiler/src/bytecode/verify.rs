@@ -201,11 +201,9 @@ fn check_tables(module: &Module) -> Result<(), String> {
         check_type(module, tool.ret, &what)?;
     }
     for request in &module.input_requests {
-        check_type(
-            module,
-            request.ty,
-            &format!("input request `{}`", request.name),
-        )?;
+        let what = format!("input request `{}`", request.name);
+        check_type(module, request.ty, &what)?;
+        supplied_without_secret(module, request.ty, &what)?;
     }
     for workflow in &module.workflows {
         let what = format!("workflow `{}`", workflow.name);
@@ -243,6 +241,34 @@ fn check_tables(module: &Module) -> Result<(), String> {
             return Err(format!("{what} is declared twice by one workflow"));
         }
         check_type(module, signal.ty, &what)?;
+        supplied_without_secret(module, signal.ty, &what)?;
+    }
+    Ok(())
+}
+
+/// A value supplied from outside (an input, a signal) is recorded as it came, so its type may
+/// not hold a `Secret` (the checker says so as E0321; a forged artifact is refused here).
+fn supplied_without_secret(module: &Module, ty: TypeRef, what: &str) -> Result<(), String> {
+    let mut seen = Vec::new();
+    let mut todo = vec![ty];
+    while let Some(ty) = todo.pop() {
+        if seen.contains(&ty) {
+            continue;
+        }
+        seen.push(ty);
+        match module.type_desc(ty) {
+            Some(TypeDesc::Secret) => {
+                return Err(format!(
+                    "{what} takes a `Secret` from outside, which would be recorded in clear"
+                ));
+            }
+            Some(TypeDesc::List(t) | TypeDesc::Map(t) | TypeDesc::Optional(t)) => todo.push(*t),
+            Some(TypeDesc::Record { fields, .. }) => todo.extend(fields.iter().map(|(_, t)| *t)),
+            Some(TypeDesc::Enum { variants, .. }) => {
+                todo.extend(variants.iter().flat_map(|(_, f)| f.iter().map(|(_, t)| *t)));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -574,6 +600,41 @@ mod tests {
     }
 
     /// A gate context names an `await` instruction of an existing workflow, and a type.
+    #[test]
+    fn a_signal_or_input_that_takes_a_secret_is_refused() {
+        use crate::bytecode::module::{InputRequest, SignalInfo};
+        let mut signalled = module(vec![Op::AwaitSignal { signal: 0 }, Op::Return], 0);
+        signalled.types.push(TypeDesc::Secret);
+        let secret = TypeRef((signalled.types.len() - 1) as u32);
+        signalled.types.push(TypeDesc::List(secret));
+        let list = TypeRef((signalled.types.len() - 1) as u32);
+        let signal = |ty| SignalInfo {
+            workflow: 0,
+            name: "key".into(),
+            ty,
+            senders: vec![],
+        };
+        signalled.signals = vec![signal(TypeRef(0))];
+        assert_eq!(verify(&signalled), Ok(()));
+        for ty in [secret, list] {
+            let mut forged = signalled.clone();
+            forged.signals = vec![signal(ty)];
+            let refused = verify(&forged);
+            assert!(
+                refused
+                    .as_ref()
+                    .is_err_and(|e| e.contains("recorded in clear")),
+                "{refused:?}"
+            );
+        }
+        let mut asked = signalled.clone();
+        asked.input_requests = vec![InputRequest {
+            name: "key".into(),
+            ty: secret,
+        }];
+        assert!(verify(&asked).is_err_and(|e| e.contains("input request `key`")));
+    }
+
     #[test]
     fn gate_contexts_name_an_await_and_a_type() {
         use crate::bytecode::module::GateContext;

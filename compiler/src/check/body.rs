@@ -2731,6 +2731,31 @@ impl<'a> BodyChecker<'a> {
     /// The type of an `await input`, or of the value of signal `signal`, holds nothing a
     /// person or system outside cannot send.
     fn check_input_type(&mut self, ty: &Type, span: Span, signal: Option<&str>) {
+        // What is supplied from outside is recorded as it came (the decision's value, the
+        // signal's), in the history, the audit trail and every export: no secret may be.
+        if let Some(path) = self.checked.types.secret_path(ty) {
+            let at = if path.is_empty() {
+                String::new()
+            } else {
+                format!(" (at `{}`)", path.trim_start_matches('.'))
+            };
+            let (message, recorded) = match signal {
+                Some(name) => (
+                    format!("Signal `{name}` would record a `Secret`"),
+                    "a signal's value is recorded in the history and the audit trail when it arrives",
+                ),
+                None => (
+                    "`await input` would record a `Secret`".to_string(),
+                    "the value supplied is recorded in the history and the audit trail",
+                ),
+            };
+            self.error(
+                Diagnostic::error(codes::SECRET_LEAK, self.file, span, format!("this type holds a `Secret`{at}"))
+                    .with_message(message)
+                    .with_help(format!("{recorded}: ask for a reference instead (the secret's name in your vault, say) and resolve it in a tool whose parameter is a `Secret`")),
+            );
+            return;
+        }
         let mut seen = Vec::new();
         let Some((culprit, path)) = self.not_input(ty, &mut seen) else {
             return;
