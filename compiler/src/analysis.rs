@@ -2060,7 +2060,11 @@ fn gate_option_signature(option: &stdlib::GateOption) -> String {
 fn gate_option_type(option: &stdlib::GateOption) -> String {
     let mut out = show_stdlib(option.ty);
     if option.takes_after {
-        out.push_str(" after Duration");
+        out.push_str(if option.after_required {
+            " after Duration"
+        } else {
+            " [after Duration]"
+        });
     }
     out
 }

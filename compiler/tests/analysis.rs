@@ -357,7 +357,7 @@ fn completion_in_an_approval_block_offers_the_options_not_yet_given() {
     escalate — Approvers after Duration
     quorum — Int
     allow_self — Bool
-    remind — Duration
+    remind — Duration [after Duration]
     ");
     let doc = completions
         .iter()

@@ -361,7 +361,9 @@ fn record_table(record: &flow_stdlib::BuiltinRecord) -> String {
 fn options_table(options: &[flow_stdlib::GateOption]) -> String {
     let mut out = String::from("| Option | Type | Required | Meaning |\n|---|---|---|---|\n");
     for option in options {
-        let ty = if option.takes_after {
+        let ty = if option.takes_after && !option.after_required {
+            format!("`{}` [`after` `Duration`]", show_ty(option.ty))
+        } else if option.takes_after {
             format!("`{}` `after` `Duration`", show_ty(option.ty))
         } else {
             format!("`{}`", show_ty(option.ty))

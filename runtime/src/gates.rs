@@ -182,6 +182,8 @@ struct GateOptions {
     context: Value,
     /// `remind: D`: notify again every `D` while the gate is open.
     remind: Option<i64>,
+    /// `remind: D after A`: the first reminder `A` after the gate opened (else `D`).
+    remind_after: Option<i64>,
 }
 
 /// The shortest interval between reminders (`remind: 1s` is taken as a minute).
@@ -225,6 +227,8 @@ impl GateOptions {
             // A reminder more often than once a minute would only be noise (and a zero one
             // would never stop firing).
             remind: duration(gate_option::REMIND).map(|ms| ms.max(MIN_REMINDER_MS)),
+            remind_after: duration(&gate_option::after_field(gate_option::REMIND))
+                .map(|ms| ms.max(0)),
         }
     }
 
@@ -242,6 +246,7 @@ impl GateOptions {
         }
         if let Some(every) = self.remind {
             out["remind_ms"] = every.into();
+            out[REMIND_AFTER_MS] = self.remind_after.unwrap_or(every).into();
         }
         out
     }
@@ -568,11 +573,35 @@ fn index_row(run: GateRun<'_>, at: &OpenedAt<'_>, opened_at: Millis) -> GateRow 
     }
 }
 
-/// When an open gate's next reminder is due (`remind: D`: every `D` after it opened).
+/// The evaluated option that holds the first reminder's delay (`remind: D after A`).
+const REMIND_AFTER_MS: &str = "remind_after_ms";
+
+/// How long after opening a gate's first reminder comes: `A` of `remind: D after A`, else `D`.
+fn first_reminder(gate: &GateRow, every: Millis) -> Millis {
+    gate.options
+        .get(REMIND_AFTER_MS)
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(every)
+}
+
+/// When an open gate's next reminder is due: the first one after its delay, then every `D`.
 fn next_reminder(gate: &GateRow) -> Option<Millis> {
     let every = gate.remind_every?;
-    let due = gate.reminded.saturating_add(1).saturating_mul(every);
-    Some(gate.opened_at.saturating_add(due))
+    let later = gate.reminded.saturating_mul(every);
+    Some(
+        gate.opened_at
+            .saturating_add(first_reminder(gate, every))
+            .saturating_add(later),
+    )
+}
+
+/// How many reminders are due by `now` (one at the first delay, one more every interval).
+fn reminders_due(gate: &GateRow, every: Millis, now: Millis) -> i64 {
+    let first = gate.opened_at.saturating_add(first_reminder(gate, every));
+    if now < first {
+        return 0;
+    }
+    1 + (now - first) / every.max(1)
 }
 
 /// The next time an open gate's clock needs attention: its escalation (until it fired),
@@ -797,9 +826,8 @@ impl Engine {
             // One reminder for however many intervals passed (a run that was not driven
             // for a while does not send a burst); the next is an interval from now's slot.
             let every = gate.remind_every.unwrap_or(MIN_REMINDER_MS).max(1);
-            let passed = (now - gate.opened_at) / every;
             let reminded = GateRow {
-                reminded: passed.max(gate.reminded + 1),
+                reminded: reminders_due(&gate, every, now).max(gate.reminded + 1),
                 ..gate.clone()
             };
             let approvers = match (&gate.escalate_to, gate.escalated) {

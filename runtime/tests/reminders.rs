@@ -155,3 +155,29 @@ fn a_clock_that_jumps_sends_one_reminder_not_a_burst() {
         assert_eq!(project.status(&run)["status"], "waiting");
     });
 }
+
+#[test]
+fn a_first_reminder_can_come_sooner_than_the_interval() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write("flow.toml", CONFIG);
+        project.write(
+            "pay.flow",
+            &PROGRAM.replace("remind: 1d,", "remind: 1d after 4h,"),
+        );
+        let run = start(&project);
+        project.flowrt(&["clock", "advance", "3h"]).expect_code(0);
+        assert!(reminders(&project, &run).is_empty(), "not due before 4 h");
+        project.flowrt(&["clock", "advance", "1h"]).expect_code(0);
+        let sent = reminders(&project, &run);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0]["data"]["reminder"], 1);
+        // Then every day from there: at 28 h, not at 24 h.
+        project.flowrt(&["clock", "advance", "20h"]).expect_code(0);
+        assert_eq!(reminders(&project, &run).len(), 1);
+        project.flowrt(&["clock", "advance", "4h"]).expect_code(0);
+        let sent = reminders(&project, &run);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[1]["data"]["reminder"], 2);
+    });
+}

@@ -327,8 +327,10 @@ pub struct GateOption {
     pub name: &'static str,
     pub ty: Ty,
     pub required: bool,
-    /// Takes `after <Duration>` (escalation).
+    /// Takes `after <Duration>` (escalation, the first reminder).
     pub takes_after: bool,
+    /// The `after` must be given (an escalation needs its delay; a reminder does not).
+    pub after_required: bool,
     pub doc: &'static str,
 }
 
@@ -338,6 +340,7 @@ const fn o(name: &'static str, ty: Ty, required: bool, doc: &'static str) -> Gat
         ty,
         required,
         takes_after: false,
+        after_required: false,
         doc,
     }
 }
@@ -372,6 +375,7 @@ pub const APPROVAL_OPTIONS: &[GateOption] = &[
         ty: Ty::Approvers,
         required: false,
         takes_after: true,
+        after_required: true,
         doc: "Who else may decide once the wait passes a duration: `role(\"ops\") after 24h`.",
     },
     o(
@@ -386,12 +390,14 @@ pub const APPROVAL_OPTIONS: &[GateOption] = &[
         false,
         "Let the run's initiator approve (four-eyes is the default).",
     ),
-    o(
-        gate_option::REMIND,
-        Ty::Duration,
-        false,
-        "Notify who may decide again every this long while the gate is open (`remind: 1d`); recorded as `gate_reminded`.",
-    ),
+    GateOption {
+        name: gate_option::REMIND,
+        ty: Ty::Duration,
+        required: false,
+        takes_after: true,
+        after_required: false,
+        doc: "Notify who may decide again every this long while the gate is open (`remind: 1d`, or `remind: 1d after 4h` for a first reminder sooner); recorded as `gate_reminded`.",
+    },
 ];
 
 pub const INPUT_OPTIONS: &[GateOption] = &[
@@ -419,12 +425,14 @@ pub const INPUT_OPTIONS: &[GateOption] = &[
         false,
         "How long to wait before the input times out.",
     ),
-    o(
-        gate_option::REMIND,
-        Ty::Duration,
-        false,
-        "Notify who may answer again every this long while the gate is open (`remind: 1d`); recorded as `gate_reminded`.",
-    ),
+    GateOption {
+        name: gate_option::REMIND,
+        ty: Ty::Duration,
+        required: false,
+        takes_after: true,
+        after_required: false,
+        doc: "Notify who may answer again every this long while the gate is open (`remind: 1d`, or `remind: 1d after 4h` for a first reminder sooner); recorded as `gate_reminded`.",
+    },
 ];
 
 #[cfg(test)]
@@ -454,7 +462,14 @@ mod tests {
             .filter(|o| o.takes_after)
             .map(|o| o.name)
             .collect();
-        assert_eq!(takes_after, [gate_option::ESCALATE]);
+        assert_eq!(
+            takes_after,
+            [
+                gate_option::ESCALATE,
+                gate_option::REMIND,
+                gate_option::REMIND
+            ]
+        );
     }
 
     #[test]

@@ -2577,7 +2577,7 @@ impl<'a> BodyChecker<'a> {
                 (Some(after), true) => {
                     self.expect_type(after, &Type::Duration);
                 }
-                (None, true) => self.error(
+                (None, true) if spec.after_required => self.error(
                     Diagnostic::error(
                         codes::MISSING_OPTION,
                         self.file,
@@ -2587,6 +2587,7 @@ impl<'a> BodyChecker<'a> {
                     .with_message(format!("`{}` needs `after <duration>`", spec.name))
                     .with_help(format!("write `{}: role(\"…\") after 24h`", spec.name)),
                 ),
+                (None, true) => {}
                 (Some(after), false) => {
                     self.check_expr(after, None);
                     self.error(
@@ -2596,8 +2597,8 @@ impl<'a> BodyChecker<'a> {
                             after.span,
                             format!("`{}` takes no `after`", spec.name),
                         )
-                        .with_message("`after` belongs to `escalate` only")
-                        .with_help("remove `after …`; only `escalate` takes a delay"),
+                        .with_message("`after` belongs to `escalate` and `remind` only")
+                        .with_help("remove `after …`; only `escalate` and `remind` take a delay"),
                     );
                 }
                 (None, false) => {}
