@@ -248,26 +248,7 @@ impl Engine {
         if let Some((arm, queued)) = taken {
             let signal = arm_signal(module, info.arms[arm].signal)?
                 .ok_or_else(|| EngineError::Corrupt("a select arm lost its signal".into()))?;
-            let value = queued_value(module, d.run, signal, &queued)?;
-            d.machine
-                .complete_arm(module, arm, value, now)
-                .map_err(EngineError::Corrupt)?;
-            d.pending.push(event(
-                EventKind::SignalTaken,
-                Some(signal.name.clone()),
-                None,
-                here,
-                serde_json::json!({ "signal": signal.name, "number": queued.number, "by": queued.sender, "select_arm": arm }),
-            ));
-            let events = d.take_pending();
-            self.commit_taking_signal(
-                d.run,
-                d.version,
-                &d.machine,
-                Change::runnable(events),
-                queued.number,
-            )?;
-            return Ok(None);
+            return self.take_signal(d, signal, &queued, Some(arm), here, now);
         }
         // The earliest `after` (the first of them on a tie), and whether it has come.
         let afters = info
@@ -347,16 +328,37 @@ impl Engine {
             };
             return self.commit_waiting(d, waiting_on, deadline);
         };
-        let value = queued_value(module, d.run, info, &queued)?;
-        d.machine
-            .complete(module, value, now)
-            .map_err(EngineError::Corrupt)?;
+        self.take_signal(d, info, &queued, None, here, now)
+    }
+
+    /// Takes the queued signal: its value is the `await signal`'s (or, with `arm`, that
+    /// `select` arm's), recorded as `signal_taken` in the commit that marks it taken.
+    fn take_signal(
+        &mut self,
+        d: &mut Driving<'_>,
+        signal: &flow_compiler::bytecode::SignalInfo,
+        queued: &crate::store::SignalRecord,
+        arm: Option<usize>,
+        here: Option<i64>,
+        now: Millis,
+    ) -> Step {
+        let module = d.module;
+        let value = queued_value(module, d.run, signal, queued)?;
+        let completed = match arm {
+            Some(arm) => d.machine.complete_arm(module, arm, value, now),
+            None => d.machine.complete(module, value, now),
+        };
+        completed.map_err(EngineError::Corrupt)?;
+        let mut data = serde_json::json!({ "signal": signal.name, "number": queued.number, "by": queued.sender });
+        if let Some(arm) = arm {
+            data["select_arm"] = arm.into();
+        }
         d.pending.push(event(
             EventKind::SignalTaken,
-            Some(info.name.clone()),
+            Some(signal.name.clone()),
             None,
             here,
-            serde_json::json!({ "signal": info.name, "number": queued.number, "by": queued.sender }),
+            data,
         ));
         let events = d.take_pending();
         self.commit_taking_signal(

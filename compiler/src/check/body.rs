@@ -2925,24 +2925,30 @@ impl<'a> BodyChecker<'a> {
             let arm_type = self.check_expr(&arm.body, expected);
             self.pop_scope(mark, arm.span.end);
             exit = exit.join(std::mem::replace(&mut self.flow, Flow::Unreachable));
-            result = Some(match result {
-                None => (arm_type, arm.body.span),
-                Some((so_far, so_far_span)) => {
-                    let joined = self.join_branches(
-                        &so_far,
-                        so_far_span,
-                        &arm_type,
-                        arm.body.span,
-                        "match arms",
-                        expected,
-                    );
-                    (joined, so_far_span)
-                }
-            });
+            result = Some(self.join_arm(result, arm_type, arm.body.span, "match arms", expected));
         }
         self.flow = if arms.is_empty() { entry } else { exit };
         self.check_exhaustive(&subject, &covered, &pats, scrutinee.span);
         result.map(|(t, _)| t).unwrap_or(Type::Unit)
+    }
+
+    /// The type of the arms so far joined with one more arm's (`what`: "match arms").
+    fn join_arm(
+        &mut self,
+        so_far: Option<(Type, Span)>,
+        arm_type: Type,
+        arm_span: Span,
+        what: &str,
+        expected: Option<&Type>,
+    ) -> (Type, Span) {
+        match so_far {
+            None => (arm_type, arm_span),
+            Some((so_far, so_far_span)) => {
+                let joined =
+                    self.join_branches(&so_far, so_far_span, &arm_type, arm_span, what, expected);
+                (joined, so_far_span)
+            }
+        }
     }
 
     /// `select { signal a as x => …, after 1d => … }`: each arm is a path of its own from
@@ -2995,20 +3001,7 @@ impl<'a> BodyChecker<'a> {
             let arm_type = self.check_expr(&arm.body, expected);
             self.pop_scope(mark, arm.span.end);
             exit = exit.join(std::mem::replace(&mut self.flow, Flow::Unreachable));
-            result = Some(match result {
-                None => (arm_type, arm.body.span),
-                Some((so_far, so_far_span)) => {
-                    let joined = self.join_branches(
-                        &so_far,
-                        so_far_span,
-                        &arm_type,
-                        arm.body.span,
-                        "select arms",
-                        expected,
-                    );
-                    (joined, so_far_span)
-                }
-            });
+            result = Some(self.join_arm(result, arm_type, arm.body.span, "select arms", expected));
         }
         self.flow = if arms.is_empty() { entry } else { exit };
         result.map(|(t, _)| t).unwrap_or(Type::Unit)
