@@ -1296,12 +1296,13 @@ impl<'a> Builder<'a> {
             }
             StmtKind::Expr(expr) => self.expr(expr),
             // Loop bodies always take their own lines.
-            StmtKind::Query { name, ret, body } => concat(vec![
+            // A one-value query stays on its line: `query months -> Int { months }`.
+            StmtKind::Query { name, ret, body } => group(concat(vec![
                 text(format!("query {} -> ", name.name)),
                 self.ty(ret),
                 text(" "),
-                self.block(body, false),
-            ]),
+                self.block(body, true),
+            ])),
             StmtKind::While { cond, body } => concat(vec![
                 text("while "),
                 self.expr(cond),
