@@ -662,14 +662,7 @@ impl<'a> BodyChecker<'a> {
             self.queries.push((name.name.to_string(), name.span));
         }
         let scope = self.scope;
-        let is_step = |callee: &str| {
-            scope
-                .lookup_values(callee)
-                .iter()
-                .any(|(v, _)| matches!(v, Value::Tool(_) | Value::Workflow(_)))
-                || stdlib::Builtin::from_name(callee)
-                    .is_some_and(|b| b.effect() == stdlib::Effect::Durable)
-        };
+        let is_step = |callee: &str| scope.names_a_step(callee);
         let outer: Vec<String> = self.locals.iter().map(|l| l.name.to_string()).collect();
         if let Some(at) = crate::testing::first_effect(body, &is_step) {
             self.error(

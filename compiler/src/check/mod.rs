@@ -93,6 +93,15 @@ pub struct FileScope {
 }
 
 impl FileScope {
+    /// Whether calling `name` here is a durable step: a tool, a workflow (a child run) or a
+    /// durable builtin (`now`). What a query or a test's value may not do.
+    pub fn names_a_step(&self, name: &str) -> bool {
+        self.lookup_values(name)
+            .iter()
+            .any(|(v, _)| matches!(v, Value::Tool(_) | Value::Workflow(_)))
+            || flow_stdlib::Builtin::from_name(name)
+                .is_some_and(|b| b.effect() == flow_stdlib::Effect::Durable)
+    }
     pub fn lookup_type(&self, name: &str) -> Option<TypeId> {
         let (id, origin) = self.types.get(name)?;
         self.note_use(*origin);

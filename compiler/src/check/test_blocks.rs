@@ -11,7 +11,6 @@ use crate::span::{FileId, Span};
 use crate::syntax::{SyntaxTree, ast};
 use crate::testing::{self, HelperRole, RefKind};
 use crate::types::Type;
-use flow_stdlib as stdlib;
 
 impl DeclChecker<'_> {
     /// Numbers every helper workflow after the program's own workflows.
@@ -292,14 +291,7 @@ pub(super) fn check_test_helpers(
     for (file_index, tree) in trees.iter().enumerate() {
         let file = FileId(file_index as u32);
         let scope = &checked.scopes[file_index];
-        let is_step = |name: &str| {
-            scope
-                .lookup_values(name)
-                .iter()
-                .any(|(v, _)| matches!(v, Value::Tool(_) | Value::Workflow(_)))
-                || stdlib::Builtin::from_name(name)
-                    .is_some_and(|b| b.effect() == stdlib::Effect::Durable)
-        };
+        let is_step = |name: &str| scope.names_a_step(name);
         for helper in &tree.tests.helpers {
             let def = &checked.workflows[index];
             let ok = typed.get(helper_number).copied().unwrap_or(false);
