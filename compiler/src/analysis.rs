@@ -1855,6 +1855,26 @@ impl Indexer<'_> {
                     self.expr(&arm.body);
                 }
             }
+            ExprKind::Parallel(parallel) => match &parallel.branches {
+                ast::ParallelBranches::Each {
+                    var,
+                    items,
+                    max,
+                    body,
+                } => {
+                    self.local_def(var.span);
+                    self.expr(items);
+                    if let Some(max) = max {
+                        self.expr(max);
+                    }
+                    self.block(body);
+                }
+                ast::ParallelBranches::Fields(fields) => {
+                    for field in fields {
+                        self.expr(&field.value);
+                    }
+                }
+            },
             ExprKind::Block(block) => self.block(block),
             ExprKind::Retry {
                 attempts,

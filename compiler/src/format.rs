@@ -1554,6 +1554,7 @@ impl<'a> Builder<'a> {
                 );
                 concat(vec![text("select "), arms])
             }
+            ExprKind::Parallel(parallel) => self.parallel(parallel, expr.span),
             ExprKind::Error => text(self.slice(expr.span)),
         };
         if self.parenthesized(expr) {
@@ -1593,6 +1594,47 @@ impl<'a> Builder<'a> {
             _ => self.expr(&arm.body),
         };
         group(concat(vec![pattern, text(" => "), body]))
+    }
+
+    /// `parallel for x in items max N collect { … }` (the body may stay on one line) or
+    /// `parallel collect { name: value, … }` (a branch per line, like `select`'s arms).
+    fn parallel(&mut self, parallel: &Parallel, span: Span) -> Doc {
+        let collect = if parallel.collect { "collect " } else { "" };
+        match &parallel.branches {
+            ParallelBranches::Each {
+                var,
+                items,
+                max,
+                body,
+            } => {
+                let mut parts = vec![
+                    text(format!("parallel for {} in ", var.name)),
+                    self.expr(items),
+                ];
+                if let Some(max) = max {
+                    parts.push(text(" max "));
+                    parts.push(self.expr(max));
+                }
+                parts.push(text(format!(" {collect}")));
+                parts.push(self.block(body, true));
+                concat(parts)
+            }
+            ParallelBranches::Fields(fields) => {
+                let opener = self.find(T::LBrace, span.start);
+                let close =
+                    self.close_after(fields.last().map_or(opener.end, |f| field_init_span(f).end));
+                let fields = self.delimited_broken(
+                    Delims::Brace,
+                    opener,
+                    close,
+                    fields,
+                    field_init_span,
+                    ",",
+                    |b, f| b.field_init(f),
+                );
+                concat(vec![text(format!("parallel {collect}")), fields])
+            }
+        }
     }
 
     fn select_arm(&mut self, arm: &SelectArm) -> Doc {
@@ -1749,6 +1791,7 @@ fn expr_has_block(expr: &Expr) -> bool {
         ExprKind::If { .. }
         | ExprKind::Match { .. }
         | ExprKind::Select { .. }
+        | ExprKind::Parallel(_)
         | ExprKind::Block(_)
         | ExprKind::Retry { .. }
         | ExprKind::Timeout { .. }

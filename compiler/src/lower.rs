@@ -18,8 +18,8 @@
 //!   had pushed and closes the handler and timeout regions entered inside the loop.
 
 use crate::bytecode::module::{
-    Binding, Constant, DebugLoc, FieldDocs, GateContext, InputRequest, Module, QueryCode,
-    SelectArmInfo, SelectInfo, SignalInfo, ToolInfo, TypeDesc, TypeRef, WorkflowCode,
+    Binding, Constant, DebugLoc, FieldDocs, GateContext, InputRequest, Module, ParallelInfo,
+    QueryCode, SelectArmInfo, SelectInfo, SignalInfo, ToolInfo, TypeDesc, TypeRef, WorkflowCode,
 };
 use crate::bytecode::{Op, verify};
 use crate::check::{self, IterKind, Resolved};
@@ -173,6 +173,7 @@ impl<'p> Builder<'p> {
                 signals: Vec::new(),
                 selects: Vec::new(),
                 queries: Vec::new(),
+                parallels: Vec::new(),
                 source_hash: source_hash(program),
                 files: program
                     .db
@@ -506,7 +507,23 @@ struct FnLower<'b, 'p> {
     depth: u32,
     loops: Vec<LoopCtx>,
     regions: Vec<Region>,
+    /// How many `parallel`s lowered so far: the next one's number in its branches' names.
+    parallels: u32,
     loc: DebugLoc,
+}
+
+/// One branch of a `parallel`, to be lowered as a workflow of its own.
+struct Branch<'a> {
+    name: String,
+    params: Vec<(Name, Type)>,
+    ret: Type,
+    body: BranchBody<'a>,
+    span: Span,
+}
+
+enum BranchBody<'a> {
+    Block(&'a Block),
+    Expr(&'a Expr),
 }
 
 const PLACEHOLDER: u32 = u32::MAX;
@@ -520,7 +537,23 @@ impl<'b, 'p> FnLower<'b, 'p> {
     ) -> Result<(Vec<Op>, Vec<DebugLoc>, u32)> {
         let program = b.program;
         let def = &program.checked.workflows[index];
-        let mut f = FnLower {
+        let mut f = FnLower::new(b, file, index);
+        f.loc = f.location(decl.span.start as usize);
+        for param in &def.params {
+            f.bind(&param.name, param.ty.clone(), decl.span)?;
+        }
+        let unit = def.ret == Type::Unit;
+        f.block(&decl.body, if unit { Want::Discard } else { Want::Value })?;
+        f.loc = f.location((decl.body.span.end as usize).saturating_sub(1));
+        if unit {
+            f.emit_const(Constant::None);
+        }
+        f.emit(Op::Return);
+        Ok((f.code, f.debug, f.locals))
+    }
+
+    fn new(b: &'b mut Builder<'p>, file: FileId, index: usize) -> FnLower<'b, 'p> {
+        FnLower {
             b,
             file,
             workflow: index_u32(index),
@@ -531,19 +564,35 @@ impl<'b, 'p> FnLower<'b, 'p> {
             depth: 0,
             loops: Vec::new(),
             regions: Vec::new(),
+            parallels: 0,
             loc: DebugLoc {
                 file: file.0,
                 line: 1,
                 column: 1,
             },
-        };
-        f.loc = f.location(decl.span.start as usize);
-        for param in &def.params {
-            f.bind(&param.name, param.ty.clone(), decl.span)?;
         }
-        let unit = def.ret == Type::Unit;
-        f.block(&decl.body, if unit { Want::Discard } else { Want::Value })?;
-        f.loc = f.location((decl.body.span.end as usize).saturating_sub(1));
+    }
+
+    /// A branch of a `parallel` as the body of workflow `index`: its parameters bound to
+    /// the names the branch reads, its value returned.
+    fn run_branch(
+        b: &'b mut Builder<'p>,
+        file: FileId,
+        index: usize,
+        branch: &Branch<'_>,
+    ) -> Result<(Vec<Op>, Vec<DebugLoc>, u32)> {
+        let mut f = FnLower::new(b, file, index);
+        f.loc = f.location(branch.span.start as usize);
+        for (name, ty) in &branch.params {
+            f.bind(name, ty.clone(), branch.span)?;
+        }
+        let unit = matches!(branch.ret, Type::Unit | Type::Never);
+        let want = if unit { Want::Discard } else { Want::Value };
+        match branch.body {
+            BranchBody::Block(block) => f.block(block, want)?,
+            BranchBody::Expr(expr) => f.expr_want(expr, want)?,
+        }
+        f.loc = f.location((branch.span.end as usize).saturating_sub(1));
         if unit {
             f.emit_const(Constant::None);
         }
@@ -1222,6 +1271,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 self.emit(Op::AwaitSignal { signal });
             }
             ExprKind::Select { arms } => self.select_expr(arms, Want::Value)?,
+            ExprKind::Parallel(parallel) => self.parallel_expr(parallel, expr.span)?,
             ExprKind::Error => return Err(self.error_at(expr.span, "an expression did not parse")),
         }
         Ok(())
@@ -1427,6 +1477,130 @@ impl<'b, 'p> FnLower<'b, 'p> {
     /// `select { … }`: the `after` arms' durations, the `select` instruction (which jumps to
     /// the arm that happened with its value pushed), then each arm's code: the value bound
     /// (or dropped), the body, a jump to the end.
+    /// `parallel`: its branches become workflows of their own (named after this one,
+    /// `order#1` or `order#1.docs`, which no source can name), taking the item and the
+    /// locals the checker saw them read; the instruction gets the items, the limit and
+    /// those locals' values.
+    fn parallel_expr(&mut self, parallel: &ast::Parallel, span: Span) -> Result {
+        let Some(facts) = self
+            .b
+            .program
+            .checked
+            .resolutions
+            .parallels
+            .get(&(self.file, span))
+            .cloned()
+        else {
+            return Err(self.error_at(span, "the checker recorded nothing for this `parallel`"));
+        };
+        self.parallels += 1;
+        let base = format!(
+            "{}#{}",
+            self.b.module.workflows[self.workflow as usize].name, self.parallels
+        );
+        let (branches, fields) = match &parallel.branches {
+            ast::ParallelBranches::Each {
+                items, max, body, ..
+            } => {
+                self.expr(items)?;
+                let kind = self
+                    .b
+                    .program
+                    .checked
+                    .resolutions
+                    .loops
+                    .get(&(self.file, items.span));
+                if kind == Some(&IterKind::MapKeys) {
+                    self.emit(Op::CallBuiltin {
+                        id: flow_stdlib::Builtin::Keys.id(),
+                        args: 1,
+                    });
+                }
+                match max {
+                    Some(max) => self.expr(max)?,
+                    None => self.emit_const(Constant::Int(0)),
+                }
+                self.load_captures(&facts.captures, span)?;
+                let params: Vec<(Name, Type)> =
+                    facts.item.iter().chain(&facts.captures).cloned().collect();
+                let ret = facts.results.first().cloned().unwrap_or(Type::Unit);
+                let branch = Branch {
+                    name: base,
+                    params,
+                    ret,
+                    body: BranchBody::Block(body),
+                    span,
+                };
+                (vec![self.lower_branch(branch)?], None)
+            }
+            ast::ParallelBranches::Fields(fields) => {
+                self.load_captures(&facts.captures, span)?;
+                let mut branches = Vec::new();
+                for (field, ret) in fields.iter().zip(&facts.results) {
+                    let branch = Branch {
+                        name: format!("{base}.{}", field.name.name),
+                        params: facts.captures.clone(),
+                        ret: ret.clone(),
+                        body: BranchBody::Expr(&field.value),
+                        span: field.value.span,
+                    };
+                    branches.push(self.lower_branch(branch)?);
+                }
+                let names = fields.iter().map(|f| f.name.name.as_str());
+                (branches, Some(self.b.field_list(names)))
+            }
+        };
+        let index = index_u32(self.b.module.parallels.len());
+        self.b.module.parallels.push(ParallelInfo {
+            workflow: self.workflow,
+            branches,
+            fields,
+            collect: parallel.collect,
+            captures: index_u32(facts.captures.len()),
+        });
+        self.emit(Op::Parallel(index));
+        Ok(())
+    }
+
+    fn load_captures(&mut self, captures: &[(Name, Type)], span: Span) -> Result {
+        for (name, _) in captures {
+            let Some(local) = self.lookup(name) else {
+                return Err(self.error_at(
+                    span,
+                    format!("a branch reads `{name}`, which is not in scope"),
+                ));
+            };
+            let slot = local.slot;
+            self.emit(Op::LoadLocal(slot));
+        }
+        Ok(())
+    }
+
+    /// Lowers one branch as a workflow appended to the module; its index.
+    fn lower_branch(&mut self, branch: Branch<'_>) -> Result<u32> {
+        let index = self.b.module.workflows.len();
+        let params = branch
+            .params
+            .iter()
+            .map(|(name, ty)| (name.to_string(), self.b.type_ref(ty)))
+            .collect();
+        let ret = self.b.type_ref(&branch.ret);
+        self.b.module.workflows.push(WorkflowCode {
+            name: branch.name.clone(),
+            params,
+            ret,
+            locals: 0,
+            code: Vec::new(),
+            debug: Vec::new(),
+        });
+        let (code, debug, locals) = FnLower::run_branch(self.b, self.file, index, &branch)?;
+        let workflow = &mut self.b.module.workflows[index];
+        workflow.code = code;
+        workflow.debug = debug;
+        workflow.locals = locals;
+        Ok(index_u32(index))
+    }
+
     fn select_expr(&mut self, arms: &[ast::SelectArm], want: Want) -> Result {
         // Each `after` is a deadline from the time the `select` is reached, read once (a
         // durable clock read), so that a run woken by something else still has it.
@@ -1488,12 +1662,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                     name,
                     binding: Some(binding),
                 } => {
-                    let ty = self.b.program.checked.workflows[self.workflow as usize]
-                        .signals
-                        .iter()
-                        .find(|s| s.name == name.name)
-                        .map(|s| s.ty.clone())
-                        .unwrap_or(Type::Unknown);
+                    let ty = self.signal_type(&name.name);
                     let slot = self.bind(&binding.name, ty, binding.span)?;
                     self.emit(Op::StoreLocal(slot));
                 }
@@ -1929,12 +2098,40 @@ impl<'b, 'p> FnLower<'b, 'p> {
             }
             ExprKind::AwaitInput { ty, .. } => self.resolve_type(ty),
             ExprKind::Select { .. } => Type::Unknown,
-            ExprKind::AwaitSignal { name } => checked.workflows[self.workflow as usize]
-                .signals
-                .iter()
-                .find(|s| s.name == name.name)
-                .map(|s| s.ty.clone())
-                .unwrap_or(Type::Unknown),
+            ExprKind::AwaitSignal { name } => self.signal_type(&name.name),
+            ExprKind::Parallel(parallel) => {
+                match checked.resolutions.parallels.get(&(self.file, expr.span)) {
+                    Some(facts) => {
+                        let collected = |ty: &Type| {
+                            if parallel.collect {
+                                Type::Record(vec![
+                                    (Name::from("value"), Type::optional(ty.clone())),
+                                    (Name::from("error"), Type::optional(self.error_type())),
+                                ])
+                            } else {
+                                ty.clone()
+                            }
+                        };
+                        match &parallel.branches {
+                            ast::ParallelBranches::Each { .. } => Type::List(Box::new(
+                                facts
+                                    .results
+                                    .first()
+                                    .map(collected)
+                                    .unwrap_or(Type::Unknown),
+                            )),
+                            ast::ParallelBranches::Fields(fields) => Type::Record(
+                                fields
+                                    .iter()
+                                    .zip(&facts.results)
+                                    .map(|(f, ty)| (f.name.name.clone(), collected(ty)))
+                                    .collect(),
+                            ),
+                        }
+                    }
+                    None => Type::Unknown,
+                }
+            }
             ExprKind::Error => Type::Unknown,
         }
     }
@@ -1998,6 +2195,19 @@ impl<'b, 'p> FnLower<'b, 'p> {
             .and_then(|v| v.get(variant))
             .map(|v| v.fields.iter().map(|f| f.ty.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// The value type of signal `name` of the workflow being lowered (a branch workflow
+    /// accepts none).
+    fn signal_type(&self, name: &str) -> Type {
+        self.b
+            .program
+            .checked
+            .workflows
+            .get(self.workflow as usize)
+            .and_then(|w| w.signals.iter().find(|s| s.name == name))
+            .map(|s| s.ty.clone())
+            .unwrap_or(Type::Unknown)
     }
 
     fn error_type(&self) -> Type {

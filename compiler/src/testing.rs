@@ -857,6 +857,7 @@ pub fn first_effect(block: &ast::Block, is_step: &dyn Fn(&str) -> bool) -> Optio
             | ExprKind::AwaitInput { .. }
             | ExprKind::AwaitSignal { .. }
             | ExprKind::Select { .. }
+            | ExprKind::Parallel(_)
             | ExprKind::Retry { .. }
             | ExprKind::Timeout { .. } => note(expr.span),
             ExprKind::Call { callee, .. } => {
@@ -1016,6 +1017,20 @@ fn walk_expr<'a>(
                 each(&arm.body);
             }
         }
+        ExprKind::Parallel(parallel) => match &parallel.branches {
+            ast::ParallelBranches::Each {
+                items, max, body, ..
+            } => {
+                walk_expr(items, on_stmt, on_expr);
+                if let Some(max) = max {
+                    walk_expr(max, on_stmt, on_expr);
+                }
+                walk_block(body, on_stmt, on_expr);
+            }
+            ast::ParallelBranches::Fields(fields) => fields
+                .iter()
+                .for_each(|f| walk_expr(&f.value, on_stmt, on_expr)),
+        },
         ExprKind::Block(block) => walk_block(block, on_stmt, on_expr),
         ExprKind::Retry {
             attempts,

@@ -368,7 +368,7 @@ impl Config {
             .collect();
         let workflows: BTreeSet<&str> = programs
             .iter()
-            .flat_map(|m| m.workflows.iter().map(|w| w.name.as_str()))
+            .flat_map(|m| m.entry_workflows().map(|w| w.name.as_str()))
             .collect();
         let texts: BTreeSet<&str> = programs
             .iter()

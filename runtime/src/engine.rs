@@ -480,13 +480,14 @@ impl Engine {
     ) -> EngineResult<()> {
         let (started_by, parent) = (started.by, started.parent);
         let module = self.module(version)?;
-        let (index, code) =
-            module
-                .workflow(workflow)
-                .ok_or_else(|| EngineError::NoSuchWorkflow {
-                    name: workflow.to_string(),
-                    available: module.workflows.iter().map(|w| w.name.clone()).collect(),
-                })?;
+        // A `parallel`'s branch is started by its run, never from outside.
+        let (index, code) = module
+            .workflow(workflow)
+            .filter(|(index, _)| parent.is_some() || !module.is_branch(*index))
+            .ok_or_else(|| EngineError::NoSuchWorkflow {
+                name: workflow.to_string(),
+                available: module.entry_workflows().map(|w| w.name.clone()).collect(),
+            })?;
         let args = validate_input(&module, &code.params, input)?;
         // What is stored and recorded is the validated input with its secrets redacted.
         let input = &arguments_json(&code.params, &args, false);
@@ -551,6 +552,14 @@ impl Engine {
         let status = result?;
         released?;
         Ok(status)
+    }
+
+    /// Cancels a run that has not finished, without waking its parent: for a parent that
+    /// cancels its own branches. Returns false when the run had already finished.
+    pub(crate) fn cancel_quietly(&mut self, run: &str, by: &str) -> EngineResult<bool> {
+        Ok(self
+            .store
+            .cancel(run, &cancel_event(by, self.clock.now()))?)
     }
 
     /// Cancels a run that has not finished and lets its parent (if any) go on. Returns false
@@ -915,6 +924,16 @@ impl Engine {
     /// are batched; a run that reaches any other durable point is finished one run at a
     /// time, like [`Engine::drive`]. Returns how many runs completed.
     pub fn drive_batch(&mut self, runs: &[String]) -> EngineResult<usize> {
+        self.drive_many(runs, true)
+    }
+
+    /// [`Engine::drive_batch`] for the branches of a `parallel`, driven by their parent:
+    /// a branch that ends does not wake the parent (which is the one driving it).
+    pub(crate) fn drive_branches(&mut self, runs: &[String]) -> EngineResult<usize> {
+        self.drive_many(runs, false)
+    }
+
+    fn drive_many(&mut self, runs: &[String], wake_parents: bool) -> EngineResult<usize> {
         struct Active {
             id: String,
             version: String,
@@ -1083,7 +1102,7 @@ impl Engine {
         for id in runs.iter().filter(|id| !one_by_one.contains(id)) {
             self.release(id)?;
         }
-        for id in &children_done {
+        for id in children_done.iter().filter(|_| wake_parents) {
             self.wake_parent(id)?;
         }
         for id in one_by_one {
@@ -1091,7 +1110,7 @@ impl Engine {
             let released = self.release(&id);
             match result {
                 Ok(status) => {
-                    if status.is_final() {
+                    if status.is_final() && wake_parents {
                         self.wake_parent(&id)?;
                     }
                     if status == RunStatus::Completed {
@@ -1595,6 +1614,9 @@ pub(crate) struct CallMemory {
     /// The calls started and not yet finished, by site.
     #[serde(with = "site_map", default)]
     pub(crate) started: HashMap<Site, (String, serde_json::Value)>,
+    /// At a `parallel`: what the history records of its branches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) branches: Option<crate::parallel::BranchMemory>,
 }
 
 /// A map keyed by call site, as JSON: a list of `[site, value]` pairs (JSON object keys are
@@ -1962,6 +1984,7 @@ pub(crate) fn step_name(module: &Module, request: &Request) -> String {
         Request::Now => Some("now".into()),
         Request::Signal { signal } => module.signals.get(*signal as usize).map(|s| s.name.clone()),
         Request::Select { .. } => Some("select".into()),
+        Request::Parallel { .. } => Some("parallel".into()),
     }
     .unwrap_or_default()
 }

@@ -50,10 +50,22 @@ pub enum EventKind {
     SignalTaken,
     /// An open gate's approvers were notified again (`remind: D`).
     GateReminded,
+    /// A `parallel` began: how many branches, at most how many at once.
+    ParallelStarted,
+    /// A branch of a `parallel` started as a child run (its index, run and name).
+    BranchStarted,
+    /// A branch ended with a value.
+    BranchCompleted,
+    /// A branch failed (or was cancelled from outside): its error.
+    BranchFailed,
+    /// Branches still going were cancelled because another failed: which, and why.
+    BranchesCancelled,
+    /// A `parallel` ended with every branch's result.
+    ParallelCompleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 35] = [
         EventKind::RunStarted,
         EventKind::RunCompleted,
         EventKind::RunFailed,
@@ -83,6 +95,12 @@ impl EventKind {
         EventKind::SignalReceived,
         EventKind::SignalTaken,
         EventKind::GateReminded,
+        EventKind::ParallelStarted,
+        EventKind::BranchStarted,
+        EventKind::BranchCompleted,
+        EventKind::BranchFailed,
+        EventKind::BranchesCancelled,
+        EventKind::ParallelCompleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -116,6 +134,12 @@ impl EventKind {
             EventKind::SignalReceived => "signal_received",
             EventKind::SignalTaken => "signal_taken",
             EventKind::GateReminded => "gate_reminded",
+            EventKind::ParallelStarted => "parallel_started",
+            EventKind::BranchStarted => "branch_started",
+            EventKind::BranchCompleted => "branch_completed",
+            EventKind::BranchFailed => "branch_failed",
+            EventKind::BranchesCancelled => "branches_cancelled",
+            EventKind::ParallelCompleted => "parallel_completed",
         }
     }
 
@@ -131,6 +155,7 @@ impl EventKind {
                 | EventKind::StepTimedOut
                 | EventKind::RunFailed
                 | EventKind::GateTimedOut
+                | EventKind::BranchFailed
         )
     }
 }
@@ -198,6 +223,9 @@ pub enum WaitingOn {
         signals: Vec<String>,
         until: Option<Millis>,
     },
+    /// The branches of a `parallel` (child runs `RUN.STEP.0`, `RUN.STEP.1`, …): how many
+    /// have not ended, of how many. Stored as `branches 3 of 10`.
+    Branches { open: u64, total: u64 },
 }
 
 impl WaitingOn {
@@ -240,6 +268,13 @@ impl WaitingOn {
                     .collect();
                 Some(WaitingOn::Select { signals, until })
             }
+            "branches" => {
+                let (open, total) = rest.split_once(" of ")?;
+                Some(WaitingOn::Branches {
+                    open: open.parse().ok()?,
+                    total: total.parse().ok()?,
+                })
+            }
             _ => None,
         }
     }
@@ -280,6 +315,7 @@ impl fmt::Display for WaitingOn {
                     None => Ok(()),
                 }
             }
+            WaitingOn::Branches { open, total } => write!(f, "branches {open} of {total}"),
         }
     }
 }
@@ -327,6 +363,7 @@ mod tests {
                 signals: vec!["cancel".into()],
                 until: None,
             },
+            WaitingOn::Branches { open: 3, total: 10 },
             WaitingOn::Select {
                 signals: vec![],
                 until: Some(5),

@@ -29,6 +29,7 @@ pub mod history;
 pub mod http_client;
 pub mod notify;
 pub mod ops;
+mod parallel;
 pub mod process;
 pub mod secrets;
 pub mod server;

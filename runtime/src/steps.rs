@@ -131,7 +131,8 @@ impl Engine {
                 d.machine.clock = self.clock.now();
                 Ok(None)
             }
-            Some(WaitingOn::Child { .. }) => Ok(None),
+            // The handler looks at the child (or the branches) again.
+            Some(WaitingOn::Child { .. } | WaitingOn::Branches { .. }) => Ok(None),
             // Woken by a signal (or the deadline of a `timeout` around the wait): the
             // machine goes back to the `await signal`, which takes it (or times out).
             Some(WaitingOn::Signal { .. } | WaitingOn::Select { .. }) => {
@@ -211,6 +212,9 @@ impl Engine {
             Request::Signal { signal } => self.signal_step(d, signal, deadline, here, now),
             Request::Select { select, deadlines } => {
                 self.select_step(d, select, &deadlines, deadline, here, now)
+            }
+            Request::Parallel { parallel, args } => {
+                self.parallel_step(d, parallel, args, here, deadline)
             }
         }
     }
@@ -394,6 +398,11 @@ impl Engine {
             None => format!("the time limit passed before `{step}` could start"),
         };
         let error = error_value("Timeout", message, &step);
+        if matches!(request, Request::Parallel { .. }) {
+            let events =
+                self.cancel_branches(d.run, d.machine.steps, "the `timeout` around it expired")?;
+            d.pending.extend(events);
+        }
         let steps = d.machine.steps;
         let mut data = serde_json::json!({ "step_number": steps });
         if let Some(key) = resumed_key {

@@ -470,6 +470,7 @@ fn step_of(module: &Module, request: &Request) -> (&'static str, String) {
             module.signals.get(*signal as usize).map(|s| s.name.clone()),
         ),
         Request::Select { .. } => ("select", Some("select".to_string())),
+        Request::Parallel { .. } => ("parallel", Some("parallel".to_string())),
     };
     (kind, name.unwrap_or_default())
 }

@@ -177,6 +177,31 @@ fn show(module: &Module, op: Op) -> String {
             }
             None => format!("select #{n}"),
         },
+        Op::Parallel(n) => match module.parallels.get(n as usize) {
+            Some(parallel) => {
+                let names: Vec<&str> = parallel
+                    .fields
+                    .and_then(|list| module.field_lists.get(list as usize))
+                    .map(|list| list.iter().filter_map(|&s| module.string(s)).collect())
+                    .unwrap_or_default();
+                let branches: Vec<String> = parallel
+                    .branches
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &w)| match names.get(i) {
+                        Some(name) => format!("{name}: {}", workflow_name(module, w)),
+                        None => format!("for {}", workflow_name(module, w)),
+                    })
+                    .collect();
+                let collect = if parallel.collect { " collect" } else { "" };
+                format!(
+                    "parallel{collect} {{ {} }} captures {}",
+                    branches.join(", "),
+                    parallel.captures
+                )
+            }
+            None => format!("parallel #{n}"),
+        },
         Op::AwaitSignal { signal } => match module.signals.get(signal as usize) {
             Some(s) => format!("await_signal {:?} -> {}", s.name, module.type_name(s.ty)),
             None => format!("await_signal #{signal}"),

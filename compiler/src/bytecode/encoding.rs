@@ -11,7 +11,9 @@
 //!
 //! A deployed version is identified by the SHA-256 of the whole file ([`artifact_hash`]).
 
-use super::module::{FieldDocs, GateContext, Module, QueryCode, SelectInfo, SignalInfo};
+use super::module::{
+    FieldDocs, GateContext, Module, ParallelInfo, QueryCode, SelectInfo, SignalInfo,
+};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -34,7 +36,10 @@ pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
 /// Format 5 added the `AwaitSignal` and `Select` instructions and, after the gate contexts,
 /// a section with the signals each workflow accepts ([`Module::signals`]) and one with the
 /// arms of each `select` ([`Module::selects`]).
-pub const FORMAT_VERSION: u16 = 5;
+///
+/// Format 6 added the `Parallel` instruction and, after the queries, a section with each
+/// `parallel`'s branch workflows ([`Module::parallels`]).
+pub const FORMAT_VERSION: u16 = 6;
 /// The oldest format this reader still reads: runs stay pinned to their artifact for weeks,
 /// so an upgrade must not strand them.
 pub const OLDEST_READABLE: u16 = 1;
@@ -102,6 +107,7 @@ pub fn encode(module: &Module) -> Vec<u8> {
     payload.extend(postcard::to_stdvec(&module.signals).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.selects).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.queries).unwrap_or_default());
+    payload.extend(postcard::to_stdvec(&module.parallels).unwrap_or_default());
     let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -180,6 +186,12 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
         module.queries = queries;
         rest = after;
     }
+    if version >= 6 {
+        let (parallels, after) = postcard::take_from_bytes::<Vec<ParallelInfo>>(rest)
+            .map_err(|e| ArtifactError::Corrupt(format!("the parallels: {e}")))?;
+        module.parallels = parallels;
+        rest = after;
+    }
     if !rest.is_empty() {
         return Err(ArtifactError::Corrupt(
             "trailing bytes in the payload".into(),
@@ -209,6 +221,7 @@ mod tests {
             signals: Vec::new(),
             selects: Vec::new(),
             queries: Vec::new(),
+            parallels: Vec::new(),
             source_hash: "00".into(),
             files: vec!["a.flow".into()],
             constants: vec![Constant::Int(1)],
@@ -336,6 +349,45 @@ mod tests {
         assert_eq!(decode(&encode(&module)), Ok(module));
     }
 
+    /// `tests/fixtures/format5.flowb` was written by `flowc build tests/fixtures/format5.flow`
+    /// in format 5, before `parallel` existed: it reads, with its signal, select and query
+    /// and no parallels.
+    #[test]
+    fn a_format_5_artifact_still_reads() {
+        let bytes = include_bytes!("../../tests/fixtures/format5.flowb");
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 5);
+        let module = decode(bytes).expect("format 5 reads");
+        assert_eq!(module.workflows[0].name, "renew");
+        assert_eq!(module.signals[0].name, "cancel");
+        assert_eq!(module.selects.len(), 1);
+        assert_eq!(module.queries[0].name, "months_paid");
+        assert!(module.parallels.is_empty());
+        assert_eq!(decode(&encode(&module)), Ok(module));
+    }
+
+    /// A payload that stops where the parallels should begin, under a format 6 header.
+    #[test]
+    fn a_format_6_artifact_without_its_parallels_is_corrupt() {
+        let module = tiny();
+        let mut payload = postcard::to_stdvec(&module).expect("encodes");
+        payload.extend(postcard::to_stdvec(&module.field_docs).expect("encodes"));
+        payload.extend(postcard::to_stdvec(&module.gate_contexts).expect("encodes"));
+        payload.extend(postcard::to_stdvec(&module.signals).expect("encodes"));
+        payload.extend(postcard::to_stdvec(&module.selects).expect("encodes"));
+        payload.extend(postcard::to_stdvec(&module.queries).expect("encodes"));
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&6u16.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(&Sha256::digest(&payload));
+        match decode(&bytes) {
+            Err(ArtifactError::Corrupt(why)) => assert!(why.starts_with("the parallels"), "{why}"),
+            other => panic!("expected a corrupt artifact, got {other:?}"),
+        }
+        bytes[8] = 5;
+        assert_eq!(decode(&bytes), Ok(module));
+    }
+
     /// A payload that stops where the signals should begin, under a format 5 header.
     #[test]
     fn a_format_5_artifact_without_its_signals_is_corrupt() {
@@ -435,6 +487,9 @@ mod tests {
             (Op::Jitter, 48),
             (Op::Conform(0), 49),
             (Op::ContinueAs { workflow: 0 }, 50),
+            (Op::AwaitSignal { signal: 0 }, 51),
+            (Op::Select(0), 52),
+            (Op::Parallel(0), 53),
         ];
         for (op, number) in numbered {
             let bytes = postcard::to_stdvec(&op).expect("encodes");

@@ -46,6 +46,35 @@ pub struct Module {
     /// Each workflow's queries (format 5), in a section after `selects`.
     #[serde(skip)]
     pub queries: Vec<QueryCode>,
+    /// Each `parallel` (format 6), by the `parallel` instruction's operand, in a section
+    /// after `queries`.
+    #[serde(skip)]
+    pub parallels: Vec<ParallelInfo>,
+}
+
+/// One `parallel`: the workflows its branches run as, and how their results come back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParallelInfo {
+    /// Index into [`Module::workflows`]: the workflow whose code holds the `parallel`.
+    pub workflow: u32,
+    /// The branch workflows (indices into [`Module::workflows`]): one for a `parallel for`
+    /// (run once per item, the item its first parameter), one per field for a record of
+    /// branches. Their remaining parameters are the captured values, in the same order.
+    pub branches: Vec<u32>,
+    /// A record of branches: its field names (an index into [`Module::field_lists`], one
+    /// per branch). `None`: a `parallel for`.
+    pub fields: Option<u32>,
+    /// `collect`: every branch's `{value, error}` instead of the first error raised.
+    pub collect: bool,
+    /// How many captured values the instruction pops (and each branch takes).
+    pub captures: u32,
+}
+
+impl ParallelInfo {
+    /// How many values the `parallel` instruction pops.
+    pub fn arity(&self) -> usize {
+        self.captures as usize + if self.fields.is_none() { 2 } else { 0 }
+    }
 }
 
 /// A `query name -> T { … }`: code of its own that reads the workflow's local slots and
@@ -243,6 +272,23 @@ pub struct WorkflowCode {
 }
 
 impl Module {
+    /// Whether workflow `index` is a branch of a `parallel`: a workflow the compiler made
+    /// of the branch's code, started only by the `parallel` (`order#1`).
+    pub fn is_branch(&self, index: usize) -> bool {
+        self.parallels
+            .iter()
+            .any(|p| p.branches.iter().any(|&b| b as usize == index))
+    }
+
+    /// The workflows people and programs may start: the program's own, not its branches.
+    pub fn entry_workflows(&self) -> impl Iterator<Item = &WorkflowCode> {
+        self.workflows
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !self.is_branch(*index))
+            .map(|(_, w)| w)
+    }
+
     pub fn workflow(&self, name: &str) -> Option<(usize, &WorkflowCode)> {
         self.workflows
             .iter()

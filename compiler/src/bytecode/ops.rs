@@ -142,6 +142,14 @@ pub enum Op {
     /// signal arms, else the earliest deadline once it passed — push that arm's value (the
     /// signal's, or `none`) and jump to the arm's code. Format 5.
     Select(u32),
+    /// Durable point. Pop what parallel `n` takes ([`super::module::ParallelInfo::arity`]):
+    /// for a `parallel for`, the items (a `List`) and the most branches in flight (`Int`, 0
+    /// for no limit), then the values the branches capture; for a record of branches, the
+    /// captured values alone. Run the branches, each as a child run of one of the
+    /// parallel's branch workflows, and push their results: a `List` in the items' order, or
+    /// a record with a field per branch (with `collect`, each a `{value, error}` record).
+    /// Format 6.
+    Parallel(u32),
 }
 
 impl Op {
@@ -157,7 +165,8 @@ impl Op {
             | Op::Audit { .. }
             | Op::ContinueAs { .. }
             | Op::AwaitSignal { .. }
-            | Op::Select(_) => true,
+            | Op::Select(_)
+            | Op::Parallel(_) => true,
             Op::CallBuiltin { id, .. } => flow_stdlib::Builtin::from_id(id)
                 .is_some_and(|b| b.effect() == flow_stdlib::Effect::Durable),
             _ => false,

@@ -251,6 +251,7 @@ mod tests {
             signals: Vec::new(),
             selects: Vec::new(),
             queries: Vec::new(),
+            parallels: Vec::new(),
             source_hash: String::new(),
             files: Vec::new(),
             constants: Vec::new(),

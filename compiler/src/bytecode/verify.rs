@@ -66,6 +66,7 @@ pub fn stack_effect(module: &Module, op: Op) -> Option<(u32, u32)> {
         Op::AwaitApproval { .. } | Op::AwaitInput { .. } => (1, 1),
         Op::AwaitSignal { .. } => (0, 1),
         Op::Select(n) => (len_u32(module.selects.get(n as usize)?.afters()), 1),
+        Op::Parallel(n) => (len_u32(module.parallels.get(n as usize)?.arity()), 1),
         Op::Sleep | Op::Audit { .. } | Op::Fail | Op::Raise | Op::EnterTimeout | Op::Return => {
             (1, 0)
         }
@@ -82,6 +83,69 @@ fn variant_fields(module: &Module, ty: u32, variant: u32) -> Option<usize> {
         TypeDesc::Enum { variants, .. } => Some(variants.get(variant as usize)?.1.len()),
         _ => None,
     }
+}
+
+/// A `parallel`: of this workflow, with branch workflows that exist, take the item (a
+/// `parallel for`) and the captured values, are branches of no other `parallel`, and
+/// number as many as its record has fields.
+fn check_parallel(module: &Module, workflow: &WorkflowCode, n: u32) -> Result<(), String> {
+    let Some(parallel) = module.parallels.get(n as usize) else {
+        return Err(format!(
+            "names parallel #{n}, but there are {}",
+            module.parallels.len()
+        ));
+    };
+    if module
+        .workflows
+        .get(parallel.workflow as usize)
+        .map(|w| &w.name)
+        != Some(&workflow.name)
+    {
+        return Err(format!("names parallel #{n} of another workflow"));
+    }
+    let expected = match parallel.fields {
+        None => 1,
+        Some(list) => module
+            .field_lists
+            .get(list as usize)
+            .ok_or_else(|| format!("parallel #{n} names field list #{list}, which does not exist"))?
+            .len(),
+    };
+    if parallel.branches.len() != expected || expected == 0 {
+        return Err(format!(
+            "parallel #{n} has {} branch workflow(s) for {expected} branch(es)",
+            parallel.branches.len()
+        ));
+    }
+    let item = usize::from(parallel.fields.is_none());
+    for &branch in &parallel.branches {
+        let Some(code) = module.workflows.get(branch as usize) else {
+            return Err(format!(
+                "parallel #{n} names workflow #{branch}, but there are {}",
+                module.workflows.len()
+            ));
+        };
+        if code.params.len() != item + parallel.captures as usize {
+            return Err(format!(
+                "parallel #{n} runs `{}`, which takes {} value(s) instead of {}",
+                code.name,
+                code.params.len(),
+                item + parallel.captures as usize
+            ));
+        }
+        let owners = module
+            .parallels
+            .iter()
+            .filter(|p| p.branches.contains(&branch))
+            .count();
+        if owners != 1 || branch == parallel.workflow {
+            return Err(format!(
+                "parallel #{n} runs `{}`, which is not a branch of it alone",
+                code.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks the whole module; the error names the workflow and instruction at fault.
@@ -354,6 +418,7 @@ fn check_operands(module: &Module, workflow: &WorkflowCode, op: Op) -> Result<()
             }
             Ok(())
         }
+        Op::Parallel(n) => check_parallel(module, workflow, n),
         Op::AwaitSignal { signal } => match module.signals.get(signal as usize) {
             Some(s)
                 if module.workflows.get(s.workflow as usize).map(|w| &w.name)
@@ -548,6 +613,7 @@ mod tests {
             signals: Vec::new(),
             selects: Vec::new(),
             queries: Vec::new(),
+            parallels: Vec::new(),
             source_hash: String::new(),
             files: vec!["t.flow".into()],
             constants: vec![

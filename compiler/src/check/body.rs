@@ -9,8 +9,8 @@
 use super::exhaustive::{self, Ctor, Pat, Witness};
 use super::flow::Flow;
 use super::{
-    Checked, FileScope, IterKind, LocalFact, LocalKind, Resolutions, Resolved, Value, WorkflowDef,
-    from_stdlib, resolve_type,
+    Checked, FileScope, IterKind, LocalFact, LocalKind, ParallelFacts, Resolutions, Resolved,
+    Value, WorkflowDef, from_stdlib, resolve_type,
 };
 use crate::diagnostics::{Diagnostic, codes, did_you_mean};
 use crate::span::{FileId, Span};
@@ -47,6 +47,7 @@ pub fn check_workflow(
         resolved,
         top_level: decl.body.stmts.iter().map(|s| s.span).collect(),
         queries: Vec::new(),
+        branches: Vec::new(),
     };
     for param in &workflow.params {
         let ident = ast::Ident {
@@ -103,6 +104,16 @@ struct BodyChecker<'a> {
     top_level: Vec<Span>,
     /// The queries declared so far, with their names' spans.
     queries: Vec<(String, Span)>,
+    /// The enclosing `parallel`s, outermost first.
+    branches: Vec<BranchScope>,
+}
+
+/// A `parallel` being checked: where its branches' own locals begin, and the enclosing
+/// locals they read so far (each branch runs as a workflow of its own, which takes them).
+struct BranchScope {
+    mark: usize,
+    span: Span,
+    captures: Vec<(Name, Type)>,
 }
 
 /// Optional locals a condition proves present, with their plain types.
@@ -139,12 +150,58 @@ impl<'a> BodyChecker<'a> {
     /// The innermost local called `name`; `span` is the use, for editor facts.
     fn lookup_local(&mut self, name: &str, span: Span) -> Option<&mut Local> {
         let file = self.file;
+        self.note_capture(name);
         let local = self.locals.iter_mut().rev().find(|l| l.name == name)?;
         if let (Some(ide), Some(fact)) = (self.resolved.ide.as_mut(), local.fact) {
             ide.local_uses.insert((file, span), fact);
             ide.types.insert((file, span), local.ty.clone());
         }
         Some(local)
+    }
+
+    /// A read of `name` inside `parallel` branches: every enclosing `parallel` whose
+    /// branches the variable is declared outside of captures it. A narrowed view of it made
+    /// inside a branch reads the variable itself, so that is what is captured.
+    fn note_capture(&mut self, name: &str) {
+        if self.branches.is_empty() {
+            return;
+        }
+        let Some(found) = self.locals.iter().rposition(|l| l.name == name) else {
+            return;
+        };
+        let origin = self.locals[..=found]
+            .iter()
+            .rposition(|l| l.name == name && !l.shadow)
+            .unwrap_or(found);
+        for branch in &mut self.branches {
+            if origin >= branch.mark || branch.captures.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            let seen = if found < branch.mark { found } else { origin };
+            let local = &self.locals[seen];
+            branch.captures.push((local.name.clone(), local.ty.clone()));
+        }
+    }
+
+    /// Reports `what` (a `return`, an `await signal`, …) when it stands in a `parallel`
+    /// branch, where it has no meaning; true if it did.
+    fn forbid_in_branch(&mut self, span: Span, what: &str, help: &str) -> bool {
+        let Some(branch) = self.branches.last() else {
+            return false;
+        };
+        let parallel = branch.span;
+        self.error(
+            Diagnostic::error(
+                codes::NOT_IN_BRANCH,
+                self.file,
+                span,
+                format!("{what} inside a branch"),
+            )
+            .with_message(format!("{what} cannot stand in a `parallel` branch"))
+            .with_label(self.file, parallel, "in a branch of this `parallel`")
+            .with_help(help),
+        );
+        true
     }
 
     fn bind(
@@ -539,13 +596,17 @@ impl<'a> BodyChecker<'a> {
             }
             StmtKind::Break | StmtKind::Continue => {
                 let flow = std::mem::replace(&mut self.flow, Flow::Unreachable);
-                match self.loops.last_mut() {
-                    Some(breaks) => {
-                        if matches!(stmt.kind, StmtKind::Break) {
-                            *breaks = std::mem::replace(breaks, Flow::Unreachable).join(flow);
-                        }
+                let is_break = matches!(stmt.kind, StmtKind::Break);
+                if let Some(breaks) = self.loops.last_mut() {
+                    if is_break {
+                        *breaks = std::mem::replace(breaks, Flow::Unreachable).join(flow);
                     }
-                    None => self.error(
+                } else if !self.forbid_in_branch(
+                    stmt.span,
+                    if is_break { "`break`" } else { "`continue`" },
+                    "a branch cannot leave the loop around its `parallel`; give the branch a value that says what happened and decide after the `parallel`",
+                ) {
+                    self.error(
                         Diagnostic::error(
                             codes::LOOP_CONTROL_OUTSIDE_LOOP,
                             self.file,
@@ -553,8 +614,17 @@ impl<'a> BodyChecker<'a> {
                             "not inside `for` or `while`",
                         )
                         .with_help("use `return` to leave the workflow, or move this into a loop"),
-                    ),
+                    );
                 }
+            }
+            StmtKind::Return(_)
+                if self.forbid_in_branch(
+                    stmt.span,
+                    "`return`",
+                    "a branch's value is its last expression; return from the workflow after the `parallel`",
+                ) =>
+            {
+                self.flow = Flow::Unreachable;
             }
             StmtKind::Return(value) => {
                 let ret = self.workflow.ret.clone();
@@ -603,7 +673,13 @@ impl<'a> BodyChecker<'a> {
                 self.flow = Flow::Unreachable;
             }
             StmtKind::ContinueAs { workflow, args } => {
-                self.check_continue_as(workflow, args, stmt.span);
+                if !self.forbid_in_branch(
+                    stmt.span,
+                    "`continue as`",
+                    "continue the workflow as a new run after the `parallel`",
+                ) {
+                    self.check_continue_as(workflow, args, stmt.span);
+                }
                 self.flow = Flow::Unreachable;
             }
             StmtKind::Sleep(duration) => {
@@ -820,6 +896,9 @@ impl<'a> BodyChecker<'a> {
         {
             // A plain `x = …` is not checked as an expression: note the use here.
             let _ = self.lookup_local(name, span);
+        }
+        if let Some((name, _)) = root {
+            self.forbid_shared_assignment(name, target.span);
         }
         let target_type = match root {
             Some(root) => match self.locals.iter_mut().rev().find(|l| l.name == root.0) {
@@ -1199,8 +1278,15 @@ impl<'a> BodyChecker<'a> {
                 self.check_input_type(&resolved, ty.span, None);
                 resolved
             }
-            ExprKind::AwaitSignal { name } => self.await_signal(name),
-            ExprKind::Select { arms } => self.check_select(arms, expected),
+            ExprKind::AwaitSignal { name } => {
+                self.forbid_signals_in_branch(expr.span, "`await signal`");
+                self.await_signal(name)
+            }
+            ExprKind::Select { arms } => {
+                self.forbid_signals_in_branch(expr.span, "`select`");
+                self.check_select(arms, expected)
+            }
+            ExprKind::Parallel(parallel) => self.check_parallel(parallel, expr.span, expected),
             ExprKind::Error => Type::Unknown,
         }
     }
@@ -2946,6 +3032,170 @@ impl<'a> BodyChecker<'a> {
 
     /// `select { signal a as x => …, after 1d => … }`: each arm is a path of its own from
     /// the `select` on (like a `match` arm); the arms' values have one type.
+    /// Signals come to the run, not to its branches (each a child run of its own).
+    fn forbid_signals_in_branch(&mut self, span: Span, what: &str) {
+        self.forbid_in_branch(
+            span,
+            what,
+            "signals come to the workflow's run, not to its branches: wait for the signal before or after the `parallel`",
+        );
+    }
+
+    /// An assignment to `name` in a `parallel` branch, when the variable is declared outside
+    /// the branch: branches run apart and share no variables.
+    fn forbid_shared_assignment(&mut self, name: &str, span: Span) {
+        let Some(branch) = self.branches.last() else {
+            return;
+        };
+        let Some(index) = self
+            .locals
+            .iter()
+            .rposition(|l| l.name == name && !l.shadow)
+        else {
+            return;
+        };
+        if index >= branch.mark {
+            return;
+        }
+        let (declared, parallel) = (self.locals[index].span, branch.span);
+        self.error(
+            Diagnostic::error(
+                codes::SHARED_VARIABLE,
+                self.file,
+                span,
+                format!("`{name}` is declared outside the branch"),
+            )
+            .with_message(format!(
+                "Branches of a `parallel` cannot change `{name}`: they share no variables"
+            ))
+            .with_label(self.file, declared, "declared here, outside the `parallel`")
+            .with_label(self.file, parallel, "in a branch of this `parallel`")
+            .with_help(format!(
+                "make what the branch computes its value, and combine the branches' results into `{name}` after the `parallel`"
+            )),
+        );
+    }
+
+    /// `parallel for x in items [max N] [collect] { … }` or `parallel [collect] { a: …, … }`:
+    /// each branch is checked from the facts before the `parallel` (an approval in one
+    /// branch does not count in another, nor after the `parallel`), with its own locals; the
+    /// variables it reads from outside are recorded for the lowering.
+    fn check_parallel(
+        &mut self,
+        parallel: &ast::Parallel,
+        span: Span,
+        expected: Option<&Type>,
+    ) -> Type {
+        let entry = self.flow.clone();
+        let collect = parallel.collect;
+        let mut facts = ParallelFacts::default();
+        // Labels point at the word `parallel`, not at the whole expression.
+        let keyword = Span::new(span.start as usize, span.start as usize + "parallel".len());
+        let result = match &parallel.branches {
+            ast::ParallelBranches::Each {
+                var,
+                items,
+                max,
+                body,
+            } => {
+                let element = self.element_type(items);
+                if let Some(max) = max {
+                    self.expect_type(max, &Type::Int);
+                    if int_constant(max).is_some_and(|n| n < 1) {
+                        self.out_of_range(
+                            max.span,
+                            "fewer than one branch at a time",
+                            "give the most branches to run at once, 1 or more: `max 4`",
+                        );
+                    }
+                }
+                let wanted = match expected {
+                    Some(Type::List(inner)) if !collect => Some((**inner).clone()),
+                    _ => None,
+                };
+                self.branches.push(BranchScope {
+                    mark: self.locals.len(),
+                    span: keyword,
+                    captures: Vec::new(),
+                });
+                let loops = std::mem::take(&mut self.loops);
+                let mark = self.locals.len();
+                self.bind(var, element.clone(), false, false, LocalKind::Loop);
+                self.note_visible(body.span.start, body.span.end);
+                let ty = self.check_block(body, wanted.as_ref());
+                self.pop_scope(mark, body.span.end);
+                self.loops = loops;
+                facts.captures = self.branches.pop().map(|b| b.captures).unwrap_or_default();
+                facts.item = Some((var.name.clone(), element));
+                let ty = branch_value(ty);
+                facts.results.push(ty.clone());
+                Type::List(Box::new(self.collected(ty, collect)))
+            }
+            ast::ParallelBranches::Fields(fields) => {
+                let mut seen: Vec<(&str, Span)> = Vec::new();
+                self.branches.push(BranchScope {
+                    mark: self.locals.len(),
+                    span: keyword,
+                    captures: Vec::new(),
+                });
+                let loops = std::mem::take(&mut self.loops);
+                let mut record = Vec::new();
+                for field in fields {
+                    if let Some((_, first)) = seen.iter().find(|(n, _)| *n == &*field.name.name) {
+                        let first = *first;
+                        self.error(
+                            Diagnostic::error(
+                                codes::DUPLICATE_DEFINITION,
+                                self.file,
+                                field.name.span,
+                                "named again here",
+                            )
+                            .with_message(format!(
+                                "This `parallel` has two branches named `{}`",
+                                field.name.name
+                            ))
+                            .with_label(self.file, first, "first here")
+                            .with_help(
+                                "give each branch its own name: it is a field of the result",
+                            ),
+                        );
+                    } else {
+                        seen.push((&field.name.name, field.name.span));
+                    }
+                    let wanted = match expected {
+                        Some(Type::Record(types)) if !collect => types
+                            .iter()
+                            .find(|(n, _)| *n == field.name.name)
+                            .map(|(_, t)| t.clone()),
+                        _ => None,
+                    };
+                    self.flow = entry.clone();
+                    let ty = branch_value(self.check_expr(&field.value, wanted.as_ref()));
+                    facts.results.push(ty.clone());
+                    record.push((field.name.name.clone(), self.collected(ty, collect)));
+                }
+                self.loops = loops;
+                facts.captures = self.branches.pop().map(|b| b.captures).unwrap_or_default();
+                Type::Record(record)
+            }
+        };
+        self.flow = entry;
+        self.resolved.parallels.insert((self.file, span), facts);
+        result
+    }
+
+    /// What a branch's result is seen as: with `collect`, its value or its error.
+    fn collected(&self, ty: Type, collect: bool) -> Type {
+        if !collect {
+            return ty;
+        }
+        let error = self.checked.error.map(Type::Named).unwrap_or(Type::Unknown);
+        Type::Record(vec![
+            (Name::from("value"), Type::optional(ty)),
+            (Name::from("error"), Type::optional(error)),
+        ])
+    }
+
     fn check_select(&mut self, arms: &[ast::SelectArm], expected: Option<&Type>) -> Type {
         let entry = self.flow.clone();
         let mut exit = Flow::Unreachable;
@@ -3373,6 +3623,14 @@ fn join_some(items: &[String]) -> String {
 }
 
 /// The value of an integer literal, possibly negated.
+/// A branch that never completes (it always fails) still has a result type to describe.
+fn branch_value(ty: Type) -> Type {
+    match ty {
+        Type::Never => Type::Unit,
+        other => other,
+    }
+}
+
 fn int_constant(expr: &ast::Expr) -> Option<i64> {
     match &expr.kind {
         ExprKind::Int(value) => Some(*value),

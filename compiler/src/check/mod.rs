@@ -180,9 +180,24 @@ pub struct Resolutions {
     /// The type of each gate's `context` value, by its span: the lowering describes it in
     /// the artifact, so that the inbox shows the fields in the order written or declared.
     pub contexts: HashMap<(FileId, Span), Type>,
+    /// What each `parallel` passes to its branches and gets back, by the expression's span.
+    pub parallels: HashMap<(FileId, Span), ParallelFacts>,
     /// Facts for editors, recorded only when asked for (the language server's analysis,
     /// [`crate::analysis`]); `flowc check` and the lowering never pay for them.
     pub ide: Option<IdeFacts>,
+}
+
+/// What the branches of one `parallel` take and give: each branch runs as a workflow of
+/// its own (a child run), so the lowering needs exact types for what crosses over.
+#[derive(Clone, Debug, Default)]
+pub struct ParallelFacts {
+    /// A `parallel for`: the item's name and type (the branch's first parameter).
+    pub item: Option<(Name, Type)>,
+    /// The enclosing locals the branches read, in the order first read, with their types
+    /// there (narrowed where a condition narrowed them): the branches' other parameters.
+    pub captures: Vec<(Name, Type)>,
+    /// Each branch's result type: one for a `parallel for`, one per field otherwise.
+    pub results: Vec<Type>,
 }
 
 /// What the body checker learns that an editor wants to show: the type of expressions, the

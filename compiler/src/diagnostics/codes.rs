@@ -70,6 +70,8 @@ codes! {
     CONTINUE_AS_OTHER_WORKFLOW = "E0403", "`continue as` names another workflow";
     QUERY_NOT_READ_ONLY = "E0404", "Query would change the run";
     QUERY_NOT_AT_TOP_LEVEL = "E0405", "Query inside a block";
+    SHARED_VARIABLE = "E0406", "Variable shared between parallel branches";
+    NOT_IN_BRANCH = "E0407", "Not allowed in a parallel branch";
 
     UNUSED_VARIABLE = "W0001", "Unused variable";
     UNREACHABLE_CODE = "W0002", "Unreachable code";

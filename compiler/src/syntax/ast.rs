@@ -458,6 +458,9 @@ pub enum ExprKind {
     Select {
         arms: Vec<SelectArm>,
     },
+    /// `parallel for doc in docs max 4 { … }` or `parallel { a: …, b: … }`: branches that run
+    /// at the same time, each as a child run of this one. Boxed: rare, and large.
+    Parallel(Box<Parallel>),
     /// An expression that did not parse; already reported.
     Error,
 }
@@ -481,6 +484,29 @@ pub struct AwaitOption {
     /// `escalate: role("ops") after 24h`.
     pub after: Option<Box<Expr>>,
     pub span: Span,
+}
+
+/// A `parallel` expression: its branches and what happens when one fails.
+#[derive(Clone, Debug)]
+pub struct Parallel {
+    pub branches: ParallelBranches,
+    /// `collect`: every branch's result or error, instead of the first error cancelling the
+    /// others and being raised.
+    pub collect: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum ParallelBranches {
+    /// `for var in items [max N] { body }`: one branch per item, their results a list in the
+    /// order of the items, at most `max` in flight.
+    Each {
+        var: Ident,
+        items: Expr,
+        max: Option<Expr>,
+        body: Block,
+    },
+    /// `{ name: value, … }`: one branch per field, their results a record.
+    Fields(Vec<FieldInit>),
 }
 
 /// One arm of a `select`: what it waits for, and its result.

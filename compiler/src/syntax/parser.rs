@@ -389,7 +389,12 @@ impl<'a> Parser<'a> {
             }
             T::Type => Some(Item::Type(Box::new(self.parse_type_decl(doc)?))),
             T::Enum => Some(Item::Enum(Box::new(self.parse_enum_decl(doc)?))),
-            T::Tool => Some(Item::Tool(Box::new(self.parse_tool_decl(doc)?))),
+            T::Tool => Some(Item::Tool(Box::new(self.parse_tool_decl(doc, None)?))),
+            // `sensitive tool …` reads as naturally as `tool … sensitive`: both mark it.
+            T::Sensitive if self.next_token().kind == T::Tool => {
+                let sensitive = self.eat(T::Sensitive);
+                Some(Item::Tool(Box::new(self.parse_tool_decl(doc, sensitive)?)))
+            }
             T::Workflow => Some(Item::Workflow(Box::new(self.parse_workflow_decl(doc)?))),
             T::Ident if self.at_test_item() => Some(Item::Test(Box::new(self.parse_test_decl()?))),
             _ => None,
@@ -476,8 +481,9 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn parse_tool_decl(&mut self, doc: Option<Box<str>>) -> Option<ToolDecl> {
-        let start = self.bump().span;
+    fn parse_tool_decl(&mut self, doc: Option<Box<str>>, prefix: Option<Span>) -> Option<ToolDecl> {
+        let keyword = self.bump().span;
+        let start = prefix.unwrap_or(keyword);
         let name = self.parse_ident("a tool name")?;
         const SHAPE: &str = "a tool reads `tool name(param: Type) -> Result via http post \"/path\"` (or `via exec \"cmd\"`, `via llm \"model\" prompt \"…\"`)";
         self.expect(T::LParen, SHAPE)?;
@@ -486,7 +492,14 @@ impl<'a> Parser<'a> {
         let ret = self.parse_type();
         self.expect(T::Via, SHAPE)?;
         let binding = self.parse_tool_binding(&params);
-        let sensitive = self.eat(T::Sensitive);
+        // Only on the binding's line: a `sensitive` that starts the next line is the next
+        // tool's (`sensitive tool pay(…)`), never this one's.
+        let suffix = if self.token().starts_line {
+            None
+        } else {
+            self.eat(T::Sensitive)
+        };
+        let sensitive = prefix.or(suffix);
         Some(ToolDecl {
             doc,
             name,
@@ -1402,6 +1415,10 @@ impl<'a> Parser<'a> {
                 self.bump();
                 self.parse_select(start)
             }
+            T::Ident if self.text(start) == "parallel" && self.starts_parallel() => {
+                self.bump();
+                self.parse_parallel(start)
+            }
             T::Ident => {
                 self.bump();
                 ExprKind::Name(self.names.intern(self.text(start)))
@@ -1637,6 +1654,73 @@ impl<'a> Parser<'a> {
             },
             None => StmtKind::Error,
         }
+    }
+
+    /// Whether the word `parallel` here begins a `parallel` expression: it is followed by
+    /// `for`, `{` or `collect` (elsewhere it is an ordinary name).
+    fn starts_parallel(&self) -> bool {
+        let next = self.next_token();
+        match next.kind {
+            T::For | T::LBrace => true,
+            T::Ident => self.text(next.span) == "collect",
+            _ => false,
+        }
+    }
+
+    /// After `parallel`: `[collect] { name: value, … }` or
+    /// `for var in items [max N] [collect] { body }`.
+    fn parse_parallel(&mut self, start: Span) -> ExprKind {
+        const SHAPE: &str =
+            "write `parallel for item in items max 4 { … }` or `parallel { name: value, … }`";
+        let mut collect = self.eat_word("collect").is_some();
+        let branches = if self.eat(T::For).is_some() {
+            let Some(var) = self.parse_ident("a name for each item") else {
+                return ExprKind::Error;
+            };
+            if self.expect(T::In, SHAPE).is_none() {
+                return ExprKind::Error;
+            }
+            let items = self.parse_expr(Records::NotHere);
+            let max = self
+                .eat_word("max")
+                .map(|_| self.parse_expr(Records::NotHere));
+            collect |= self.eat_word("collect").is_some();
+            let Some(body) = self.parse_block() else {
+                return ExprKind::Error;
+            };
+            ParallelBranches::Each {
+                var,
+                items,
+                max,
+                body,
+            }
+        } else {
+            if self
+                .expect(
+                    T::LBrace,
+                    "a `parallel` record names its branches in braces",
+                )
+                .is_none()
+            {
+                return ExprKind::Error;
+            }
+            let fields = self.parse_field_inits();
+            if fields.is_empty() {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        codes::SYNTAX_ERROR,
+                        self.file,
+                        start.to(self.previous_span()),
+                        "this `parallel` has no branches",
+                    )
+                    .with_message("A `parallel` needs at least one branch")
+                    .with_help(SHAPE),
+                );
+                return ExprKind::Error;
+            }
+            ParallelBranches::Fields(fields)
+        };
+        ExprKind::Parallel(Box::new(Parallel { branches, collect }))
     }
 
     /// After `select`: `{ signal NAME [as x] => …, after DURATION => …, … }`.

@@ -883,7 +883,7 @@ fn start(
     warn_unknown_sections(engine, has_config, true)?;
     let workflow = match args.workflow {
         Some(name) => name,
-        None => match module.workflows.as_slice() {
+        None => match module.entry_workflows().collect::<Vec<_>>().as_slice() {
             [only] => only.name.clone(),
             many => {
                 return Err(Usage(format!(
@@ -1421,7 +1421,7 @@ fn deploy(engine: &mut Engine, files: &[PathBuf]) -> Result<ExitCode, Usage> {
     for file in files {
         let loaded = load(file)?;
         let (version, module) = engine.deploy(&loaded.artifact)?;
-        let names: Vec<&str> = module.workflows.iter().map(|w| w.name.as_str()).collect();
+        let names: Vec<&str> = module.entry_workflows().map(|w| w.name.as_str()).collect();
         say(format_args!(
             "deployed {} as {version}: {}",
             file.display(),

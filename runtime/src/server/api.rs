@@ -644,7 +644,7 @@ async fn workflows(State(app): State<App>, caller: Caller) -> Response {
         let mut out = Vec::new();
         for (version, _) in versions {
             let module = engine.module(&version)?;
-            for code in &module.workflows {
+            for code in module.entry_workflows() {
                 if seen.contains(&code.name) {
                     continue;
                 }

@@ -422,6 +422,9 @@ pub trait Runs {
     fn cancel(&mut self, run: &str, event: &NewEvent) -> StoreResult<bool>;
 
     fn run(&mut self, run: &str) -> StoreResult<Option<RunRecord>>;
+    /// The runs `parent` started (its child workflows and the branches of its `parallel`s),
+    /// in the order of their ids.
+    fn children(&mut self, parent: &str) -> StoreResult<Vec<RunRecord>>;
     /// Runs, newest first, optionally only those with `status`.
     fn runs(&mut self, status: Option<RunStatus>) -> StoreResult<Vec<RunRecord>>;
     /// How many runs each workflow has in each status (from the running counts of

@@ -383,6 +383,20 @@ impl<S: SqlStore + ?Sized> Runs for S {
             .transpose()
     }
 
+    fn children(&mut self, parent: &str) -> StoreResult<Vec<RunRecord>> {
+        let conn = self.conn()?;
+        let sql = sql!(
+            conn.dialect(),
+            "SELECT id, workflow, version, status, input, output, error, waiting_on, wake_at,
+                    started_by, parent, created_at, updated_at
+             FROM runs WHERE parent = $1 ORDER BY id",
+        );
+        conn.query("reading a run's child runs", sql, params![parent])?
+            .into_iter()
+            .map(|mut row| run_record(&mut row))
+            .collect()
+    }
+
     fn runs(&mut self, status: Option<RunStatus>) -> StoreResult<Vec<RunRecord>> {
         let conn = self.conn()?;
         let dialect = conn.dialect();

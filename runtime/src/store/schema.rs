@@ -316,6 +316,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 18: a gate's reminders (`remind: 1d`): how often, and how many were sent.
     "ALTER TABLE gates ADD COLUMN remind_every {INT};
      ALTER TABLE gates ADD COLUMN reminded {INT} NOT NULL DEFAULT 0;",
+    // 19: a run's child runs, found without reading every run (`Runs::children`: the
+    // branches of a `parallel` are its children).
+    "CREATE INDEX IF NOT EXISTS runs_by_parent ON runs(parent);",
 ];
 
 /// The schema version this code writes and understands.

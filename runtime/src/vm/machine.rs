@@ -87,6 +87,13 @@ pub enum Request {
         select: u32,
         deadlines: Vec<i64>,
     },
+    /// `parallel`: run its branches (an index into the module's parallels) with the values
+    /// the instruction takes (the items and the limit of a `parallel for`, then the
+    /// captured values).
+    Parallel {
+        parallel: u32,
+        args: Vec<Value>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -281,6 +288,11 @@ impl Machine {
                 .get(n as usize)
                 .ok_or("unknown select")?
                 .afters(),
+            Op::Parallel(n) => module
+                .parallels
+                .get(n as usize)
+                .ok_or("unknown parallel")?
+                .arity(),
             Op::CallBuiltin { args, .. } => args as usize,
             _ => return Err(format!("{op:?} is not durable")),
         })
@@ -328,6 +340,7 @@ impl Machine {
                     })
                     .collect::<Result<_, _>>()?,
             },
+            Op::Parallel(parallel) => Request::Parallel { parallel, args },
             Op::CallBuiltin { id, .. } if Builtin::from_id(id) == Some(Builtin::Now) => {
                 Request::Now
             }
@@ -769,7 +782,8 @@ impl Machine {
             | Op::Sleep
             | Op::Audit { .. }
             | Op::AwaitSignal { .. }
-            | Op::Select(_) => {
+            | Op::Select(_)
+            | Op::Parallel(_) => {
                 return Err(Trap::Fatal(format!("{op:?} reached the pure interpreter")));
             }
         }

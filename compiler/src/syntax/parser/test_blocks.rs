@@ -87,7 +87,7 @@ impl Parser<'_> {
     }
 
     /// The current token when it is the name `word`; consumes it.
-    fn eat_word(&mut self, word: &str) -> Option<Span> {
+    pub(super) fn eat_word(&mut self, word: &str) -> Option<Span> {
         if self.at(T::Ident) && self.text(self.span()) == word {
             Some(self.bump().span)
         } else {
