@@ -207,6 +207,7 @@ fn spec_instruction_table_is_complete() {
         Op::ContinueAs { workflow: 0 },
         Op::AwaitSignal { signal: 0 },
         Op::Select(0),
+        Op::Parallel(0),
     ];
     // The list above is every instruction: the next number does not decode.
     assert!(
