@@ -1617,7 +1617,7 @@ impl<'a> Builder<'a> {
                 }
                 parts.push(text(format!(" {collect}")));
                 parts.push(self.block(body, true));
-                concat(parts)
+                group(concat(parts))
             }
             ParallelBranches::Fields(fields) => {
                 let opener = self.find(T::LBrace, span.start);

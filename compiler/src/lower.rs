@@ -2263,6 +2263,60 @@ mod tests {
     use crate::bytecode::TypeDesc;
     use crate::sources::MemoryLoader;
 
+    #[test]
+    fn sensitive_marks_the_tool_it_stands_before_or_after_on_the_binding_line() {
+        let module = lowered(
+            "tool look(id: String) -> Bool via exec \"look\"\n\
+             sensitive tool pay(id: String) -> Bool via exec \"pay\"\n\
+             tool refund(id: String) -> Bool via exec \"refund\" sensitive\n\
+             workflow w(id: String) -> Bool { look(id) }\n",
+        );
+        let flags: Vec<(&str, bool)> = module
+            .tools
+            .iter()
+            .map(|t| (t.name.as_str(), t.sensitive))
+            .collect();
+        assert_eq!(flags, [("look", false), ("pay", true), ("refund", true)]);
+    }
+
+    #[test]
+    fn a_parallel_lowers_its_branches_to_workflows_that_take_what_they_read() {
+        let module = lowered(
+            "tool size(d: String) -> Int via exec \"size\"\n\
+             workflow w(docs: List<String>, owner: String) -> Int {\n\
+               let bonus = 2\n\
+               let unused = 5\n\
+               let sizes = parallel for d in docs max 3 { size(d) + bonus }\n\
+               let r = parallel collect { a: size(owner), b: { let x = len(sizes)\n x } }\n\
+               len(sizes) + unused + (r.b.value ?? 0)\n\
+             }\n",
+        );
+        let names: Vec<&str> = module.workflows.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["w", "w#1", "w#2.a", "w#2.b"]);
+        let each = &module.parallels[0];
+        assert_eq!((each.fields, each.collect, each.captures), (None, false, 1));
+        let params: Vec<&str> = module.workflows[1]
+            .params
+            .iter()
+            .map(|p| p.0.as_str())
+            .collect();
+        // The item, then only the locals the branch reads (`bonus`, not `unused`).
+        assert_eq!(params, ["d", "bonus"]);
+        let record = &module.parallels[1];
+        assert!(record.collect && record.fields.is_some());
+        assert_eq!(record.branches, [2, 3]);
+        let params: Vec<&str> = module.workflows[2]
+            .params
+            .iter()
+            .map(|p| p.0.as_str())
+            .collect();
+        assert_eq!(params, ["owner", "sizes"]);
+        assert!(module.is_branch(1) && !module.is_branch(0));
+        assert_eq!(module.entry_workflows().count(), 1);
+        let main = code(&module, "w");
+        assert!(main.contains(&Op::Parallel(0)) && main.contains(&Op::Parallel(1)));
+    }
+
     fn lowered(source: &str) -> Module {
         let program = crate::check_text("t.flow", source);
         assert_eq!(program.errors(), 0, "{:#?}", program.diagnostics);

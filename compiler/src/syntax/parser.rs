@@ -1704,7 +1704,13 @@ impl<'a> Parser<'a> {
             {
                 return ExprKind::Error;
             }
-            let fields = self.parse_field_inits();
+            // A branch in braces is a block, as an arm's body is (not a record literal).
+            let fields = self.parse_list(T::RBrace, |p| {
+                let name = p.parse_field_name("a name for the branch")?;
+                p.expect(T::Colon, "write each branch as `name: value`")?;
+                let value = p.parse_arm_body()?;
+                Some(FieldInit { name, value })
+            });
             if fields.is_empty() {
                 self.diagnostics.push(
                     Diagnostic::error(
