@@ -41,7 +41,15 @@ pub(crate) struct BranchMemory {
     pub(crate) started: u64,
     /// The branches whose end is recorded.
     pub(crate) ended: BTreeSet<u64>,
+    /// How long after the last look the run looks again when no branch's end woke it:
+    /// doubled each time nothing changed, so a `parallel` that waits days for people does
+    /// not wake every few seconds.
+    #[serde(default)]
+    pub(crate) recheck_ms: i64,
 }
+
+/// The longest wait between two looks at branches that did not wake their run.
+const MAX_RECHECK_MS: i64 = 3_600_000;
 
 /// The branches of one `parallel` at one step of a run.
 struct Plan<'m> {
@@ -201,6 +209,7 @@ impl Engine {
                 }),
             ));
         }
+        let seen = (memory.started, memory.ended.len());
         loop {
             let runs = self.branch_runs(d.run, &plan)?;
             let started = runs.iter().take_while(|r| r.is_some()).count() as u64;
@@ -250,6 +259,12 @@ impl Engine {
             }
             let room = plan.max.saturating_sub(open);
             if room == 0 || started == plan.count {
+                memory.recheck_ms = if (memory.started, memory.ended.len()) == seen {
+                    (memory.recheck_ms * 2).clamp(CHILD_RECHECK_MS, MAX_RECHECK_MS)
+                } else {
+                    CHILD_RECHECK_MS
+                };
+                let recheck = memory.recheck_ms;
                 d.memory.branches = Some(memory);
                 self.remember(d.run, &d.memory);
                 let change = Change {
@@ -263,10 +278,7 @@ impl Engine {
                     }),
                     // Each branch's end wakes the run at once; this later look covers a
                     // process that died between the two.
-                    wake_at: crate::history::earliest(
-                        Some(self.clock.now() + CHILD_RECHECK_MS),
-                        deadline,
-                    ),
+                    wake_at: crate::history::earliest(Some(self.clock.now() + recheck), deadline),
                 };
                 self.commit(d.run, d.version, Some(&d.machine), change)?;
                 return Ok(Some(RunStatus::Waiting));

@@ -84,6 +84,9 @@ struct Local {
     /// A narrowed view of an outer local (`x` after `x != none`): same name and fact, a
     /// plain type; dropping it reports nothing.
     shadow: bool,
+    /// Bound by `let r = parallel { legal: await approval …, … }`: the fields that are
+    /// decisions, so that `r.legal.approved` narrows the flow like `d.approved`.
+    decision_fields: Vec<Name>,
 }
 
 struct BodyChecker<'a> {
@@ -234,6 +237,7 @@ impl<'a> BodyChecker<'a> {
             condition: None,
             fact,
             shadow: false,
+            decision_fields: Vec::new(),
         });
     }
 
@@ -256,6 +260,7 @@ impl<'a> BodyChecker<'a> {
                 condition: local.condition,
                 fact: local.fact,
                 shadow: true,
+                decision_fields: local.decision_fields.clone(),
             };
             self.locals.push(shadow);
         }
@@ -802,6 +807,11 @@ impl<'a> BodyChecker<'a> {
             );
         }
         let decision = !mutable && self.is_decision(value);
+        let decision_fields = if mutable {
+            Vec::new()
+        } else {
+            decision_fields(value)
+        };
         let mut condition = None;
         let bool_annotation = annotated.as_ref().is_none_or(|t| *t == Type::Bool);
         let mut found = if !mutable && bool_annotation && is_condition_shaped(value) {
@@ -848,6 +858,9 @@ impl<'a> BodyChecker<'a> {
         }
         self.bind(name, found, mutable, decision, LocalKind::Let);
         if let Some(local) = self.locals.last_mut() {
+            local.decision_fields = decision_fields;
+        }
+        if let Some(local) = self.locals.last_mut() {
             local.condition = condition;
         }
         // Visible after its value (`let x = x + 1` reads the outer `x`), to the block's end.
@@ -865,6 +878,20 @@ impl<'a> BodyChecker<'a> {
                 .rev()
                 .find(|l| l.name == *name)
                 .is_some_and(|l| l.decision),
+            // `r.legal` of `let r = parallel { legal: await approval …, … }`.
+            ExprKind::Field {
+                base,
+                name: field,
+                optional: false,
+            } => match &base.kind {
+                ExprKind::Name(name) => self
+                    .locals
+                    .iter()
+                    .rev()
+                    .find(|l| l.name == *name)
+                    .is_some_and(|l| l.decision_fields.contains(&field.name)),
+                _ => false,
+            },
             ExprKind::Block(block) => self.block_is_decision(block),
             ExprKind::Timeout { body, .. } => self.block_is_decision(body),
             ExprKind::Retry { body, .. } => self.block_is_decision(body),
@@ -3623,6 +3650,22 @@ fn join_some(items: &[String]) -> String {
 }
 
 /// The value of an integer literal, possibly negated.
+/// The branches of a `parallel { … }` (without `collect`) whose value is an approval's
+/// decision: by the time the `parallel` has a value, each of them was decided.
+fn decision_fields(value: &ast::Expr) -> Vec<Name> {
+    let ExprKind::Parallel(parallel) = &value.kind else {
+        return Vec::new();
+    };
+    match &parallel.branches {
+        ast::ParallelBranches::Fields(fields) if !parallel.collect => fields
+            .iter()
+            .filter(|f| matches!(f.value.kind, ExprKind::AwaitApproval { .. }))
+            .map(|f| f.name.name.clone())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// A branch that never completes (it always fails) still has a result type to describe.
 fn branch_value(ty: Type) -> Type {
     match ty {

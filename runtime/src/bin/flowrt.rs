@@ -2135,6 +2135,20 @@ fn event_details(kind: EventKind, data: &serde_json::Value) -> String {
             summary(&data["value"])
         ),
         EventKind::SignalTaken => format!("#{} (from {})", value("number"), text("by")),
+        EventKind::ParallelStarted => {
+            let number = |field: &str| data.get(field).and_then(|n| n.as_u64());
+            match (number("max"), number("branches")) {
+                (Some(max), Some(branches)) if max < branches => {
+                    format!("{branches} branches, at most {max} at once")
+                }
+                _ => format!("{} branches", value("branches")),
+            }
+        }
+        EventKind::BranchStarted => format!("run {}", text("run")),
+        EventKind::BranchCompleted => format!("run {} → {}", text("run"), value("output")),
+        EventKind::BranchFailed => format!("run {}: {}", text("run"), text("error")),
+        EventKind::BranchesCancelled => format!("{} ({})", value("runs"), text("why")),
+        EventKind::ParallelCompleted => format!("{} branches ended", value("branches")),
         _ => String::new(),
     };
     shorten(&detail)

@@ -1719,7 +1719,14 @@
                     h("td", { class: "num" }, String(e.seq ?? "")),
                     h("td", { class: "nowrap" }, timeEl(e.at, "seconds")),
                     h("td", null, h("code", null, e.kind || e.event || "")),
-                    h("td", null, e.step || "", e.line ? h("span", { class: "muted" }, ` (line ${e.line})`) : null),
+                    h(
+                      "td",
+                      null,
+                      e.step || "",
+                      e.line ? h("span", { class: "muted" }, ` (line ${e.line})`) : null,
+                      // A branch of a `parallel` (or a child run): a link to its own run page.
+                      ranIn(e) ? [" ", h("a", { href: `#/runs/${encodeURIComponent(e.data.run)}`, class: "branch-run" }, e.data.run)] : null
+                    ),
                     h("td", { class: "num" }, e.attempt === null || e.attempt === undefined ? "" : String(e.attempt)),
                     h("td", { class: "num nowrap" }, e.duration_ms === null || e.duration_ms === undefined ? "" : `${e.duration_ms} ms`),
                     h("td", { class: "details" }, detailsOf(e.data))
@@ -1730,6 +1737,12 @@
             "Timeline"
           );
     return h("section", { class: "card", "aria-labelledby": "run-history" }, h("h2", { id: "run-history" }, "Timeline"), body);
+  }
+
+  /** Whether a timeline event names the run it happened in: a branch's or a child's. */
+  function ranIn(e) {
+    const kind = e.kind || e.event || "";
+    return (kind.startsWith("branch_") || kind.startsWith("child_")) && isPlainObject(e.data) && typeof e.data.run === "string";
   }
 
   function detailsOf(data) {
