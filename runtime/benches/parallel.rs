@@ -72,12 +72,11 @@ fn main() {
             history
                 .iter()
                 .filter(|e| e["kind"] == kind)
-                .map(|e| e["at"].as_str().unwrap_or_default().to_string())
+                .map(|e| e["at"].as_i64().expect("`at` in milliseconds"))
                 .collect::<Vec<_>>()
         };
         assert_eq!(at("branch_completed").len(), branches, "every branch once");
-        let millis = |t: &str| flow_stdlib::time::parse_time(t).expect("RFC 3339");
-        let span = millis(&at("parallel_completed")[0]) - millis(&at("parallel_started")[0]);
+        let span = at("parallel_completed")[0] - at("parallel_started")[0];
         let span = Duration::from_millis(span.max(0) as u64);
         println!(
             "round {round}: {branches} branches, max {max}: flowrt run {:.3} s, the parallel {:.3} s",
