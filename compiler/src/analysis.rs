@@ -605,7 +605,9 @@ impl Analysis {
                     LocalKind::Param => format!("{}: {shown}", local.name),
                     LocalKind::Let if local.mutable => format!("var {}: {shown}", local.name),
                     LocalKind::Let => format!("let {}: {shown}", local.name),
-                    LocalKind::Loop => format!("for {}: {shown}", local.name),
+                    LocalKind::Loop | LocalKind::BranchItem => {
+                        format!("for {}: {shown}", local.name)
+                    }
                     LocalKind::Pattern | LocalKind::CaughtError => {
                         format!("{}: {shown}", local.name)
                     }
@@ -613,6 +615,7 @@ impl Analysis {
                 let what = match local.kind {
                     LocalKind::Param => Some("parameter"),
                     LocalKind::Loop => Some("loop variable"),
+                    LocalKind::BranchItem => Some("the item of this branch of a `parallel for`"),
                     LocalKind::Pattern => Some("bound by a pattern"),
                     LocalKind::CaughtError => Some("the error caught by `catch`"),
                     LocalKind::Let => None,
@@ -2033,7 +2036,7 @@ const TEST_EXPECTATIONS: &[&str] = &[
 const BODY_KEYWORDS: &[&str] = &[
     "let", "var", "if", "else", "match", "for", "in", "while", "break", "continue", "return",
     "fail", "try", "catch", "retry", "backoff", "on", "timeout", "sleep", "audit", "await",
-    "approval", "input", "after", "true", "false", "none",
+    "approval", "input", "after", "true", "false", "none", "select", "parallel",
 ];
 
 fn keyword(name: &str, detail: &str) -> Completion {

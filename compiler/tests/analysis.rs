@@ -820,3 +820,42 @@ fn signals_have_hover_definition_references_completion_and_an_outline() {
         Some("query started -> String")
     );
 }
+
+#[test]
+fn hover_and_definition_work_inside_parallel_branches() {
+    let text = "tool size(d: String) -> Int via exec \"size\"\n\
+workflow w(docs: List<String>) -> Int {\n  let bonus = 2\n  let sizes = parallel for doc in docs max 2 { size(doc) + bonus }\n  let r = parallel {\n    first: len(sizes),\n    second: { let n = bonus\n n },\n  }\n  r.first + r.second\n}\n";
+    let analysis = analyze(
+        &["app/main.flow".to_string()],
+        &MemoryLoader::default().with("app/main.flow", text),
+    );
+    assert!(
+        analysis.program().diagnostics.is_empty(),
+        "{:?}",
+        analysis.program().diagnostics
+    );
+    let hover = |needle: &str| {
+        let hover = analysis
+            .hover_at("app/main.flow", cursor(text, needle))
+            .expect("a hover");
+        hover.markdown
+    };
+    assert_eq!(
+        hover("size(do|c)"),
+        "```flow\nfor doc: String\n```\n\n*the item of this branch of a `parallel for`*"
+    );
+    assert_eq!(hover("let siz|es"), "```flow\nlet sizes: List<Int>\n```");
+    assert_eq!(
+        hover("let |r = parallel"),
+        "```flow\nlet r: { first: Int, second: Int }\n```"
+    );
+    // A variable read from outside the branch is the one declared outside.
+    let definition = analysis
+        .definition_at("app/main.flow", cursor(text, "+ bon|us }"))
+        .expect("a definition");
+    assert_eq!(slice(text, definition.span), "bonus");
+    assert_eq!(
+        definition.span.start as usize,
+        cursor(text, "let |bonus = 2")
+    );
+}

@@ -3147,7 +3147,7 @@ impl<'a> BodyChecker<'a> {
                 });
                 let loops = std::mem::take(&mut self.loops);
                 let mark = self.locals.len();
-                self.bind(var, element.clone(), false, false, LocalKind::Loop);
+                self.bind(var, element.clone(), false, false, LocalKind::BranchItem);
                 self.note_visible(body.span.start, body.span.end);
                 let ty = self.check_block(body, wanted.as_ref());
                 self.pop_scope(mark, body.span.end);

@@ -233,6 +233,8 @@ pub enum LocalKind {
     Param,
     Let,
     Loop,
+    /// The item of a `parallel for`: each branch has its own.
+    BranchItem,
     Pattern,
     CaughtError,
 }
