@@ -35,6 +35,9 @@
 //                     Bool }`) that AGENT_TOKEN may send and read, whose workflow also accepts
 //                     `renewed` from a system only; it completes with the reason in its output
 //                     (optional: check g is skipped without)
+//   PARALLEL_RUN      a run at a `parallel` whose two branches wait at approval gates that
+//                     REVIEWER_TOKEN may decide, started by STARTER_TOKEN (optional: check h
+//                     is skipped without)
 //   CHROMIUM          the browser (default /usr/bin/chromium)
 //   E2E_SCREENSHOTS=1 save docs/inbox.png, docs/inbox-phone.png and docs/run.png
 //   SCREENSHOT_DIR    where to save them (default: the repository's docs/)
@@ -72,6 +75,7 @@ const INPUT_RUN = need("INPUT_RUN");
 const START_WORKFLOW = env.START_WORKFLOW || "";
 const QUORUM_RUN = env.QUORUM_RUN || "";
 const SIGNAL_RUN = env.SIGNAL_RUN || "";
+const PARALLEL_RUN = env.PARALLEL_RUN || "";
 const SECOND = env.SECOND_REVIEWER_TOKEN || "";
 const CONTEXT_ORDER = env.CONTEXT_ORDER ? JSON.parse(env.CONTEXT_ORDER) : null;
 const CHROMIUM = env.CHROMIUM || "/usr/bin/chromium";
@@ -559,6 +563,38 @@ const checks = [
       check(received.length === 1 && received[0].data.by === (await me(AGENT)).user, `the history does not hold one signal from the agent: ${JSON.stringify(received)}`);
       await page.context().close();
       return `run ${SIGNAL_RUN}`;
+    },
+  ],
+  [
+    "h) the gates of a parallel's branches are in the inbox side by side; once both are approved the run completes, and its timeline links each branch's run",
+    async () => {
+      if (!PARALLEL_RUN || !STARTER) return "skipped (no PARALLEL_RUN or STARTER_TOKEN)";
+      const decisions = await api(REVIEWER, "GET", "/api/decisions");
+      const branchGates = decisions.data.filter((d) => d.run.startsWith(`${PARALLEL_RUN}.`));
+      check(branchGates.length === 2, `the reviewer does not have the two branch gates of ${PARALLEL_RUN}: ${JSON.stringify(decisions.data.map((d) => [d.run, d.gate]))}`);
+      const parent = await api(STARTER, "GET", `/api/runs/${PARALLEL_RUN}`);
+      check(parent.data.waiting_on === "branches 2 of 2", `run ${PARALLEL_RUN} waits on ${JSON.stringify(parent.data.waiting_on)}, not its two branches`);
+      const page = await signIn(REVIEWER);
+      const cards = branchGates.map((g) => card(page, g.run));
+      // Both at once: each branch waits on its own.
+      for (const c of cards) await c.waitFor();
+      for (const c of cards) {
+        await c.getByRole("button", { name: "Approve" }).click();
+        await waitFor("the branch's card to leave the inbox", async () => (await c.count()) === 0);
+      }
+      await waitFor(`run ${PARALLEL_RUN} to complete`, async () => (await api(STARTER, "GET", `/api/runs/${PARALLEL_RUN}`)).data.status === "completed");
+      const done = await api(STARTER, "GET", `/api/runs/${PARALLEL_RUN}`);
+      check(JSON.stringify(done.data.output).includes("legal true, finance true"), `the run's output is not both decisions: ${JSON.stringify(done.data.output)}`);
+      await page.context().close();
+      const starter = await signIn(STARTER);
+      await starter.goto(`${BASE}/#/runs/${encodeURIComponent(PARALLEL_RUN)}`);
+      await starter.locator("#run-status").filter({ hasText: "completed" }).waitFor();
+      const links = await starter.locator("table.timeline a.branch-run").allInnerTexts();
+      for (const g of branchGates) {
+        check(links.includes(g.run), `the timeline does not link branch run ${g.run}: ${JSON.stringify(links)}`);
+      }
+      await starter.context().close();
+      return `run ${PARALLEL_RUN}, branches ${branchGates.map((g) => g.run).join(", ")}`;
     },
   ],
   [

@@ -5,7 +5,8 @@
 //! typed input form, a wrong-role reviewer who sees nothing, may not read the run and is
 //! refused, a reader who sees the run but cannot decide it, no horizontal scrolling at 375px,
 //! a run started from the generated form, a context shown in the order the workflow wrote
-//! it). The server is stopped with SIGTERM and must exit 0.
+//! it, the gates of a `parallel`'s branches side by side). The server is stopped with SIGTERM
+//! and must exit 0.
 //!
 //! Needs Node.js, Debian's Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and the npm
 //! packages of `e2e/` (`npm ci --prefix e2e`; `./test.sh` and `.ci/run` do it). Without them
@@ -112,6 +113,21 @@ workflow subscription(customer: String) -> String
   let c = await signal cancel
   "cancelled ${customer}: ${c.reason} (refund ${to_string(c.refund)})"
 }
+
+/// Onboards a vendor once legal and finance approved, side by side: two gates at once.
+workflow onboard(vendor: String) -> String {
+  let r = parallel {
+    legal: await approval "legal_review" {
+      approvers: role("customs"),
+      prompt: "Legal review of ${vendor}",
+    },
+    finance: await approval "finance_review" {
+      approvers: role("compliance_retail"),
+      prompt: "Budget for ${vendor}",
+    },
+  }
+  "${vendor}: legal ${to_string(r.legal.approved)}, finance ${to_string(r.finance.approved)}"
+}
 "#;
 
 const CONFIG: &str = r#"# ana reviews (customs, compliance_retail) and answers support tickets; bea is the second
@@ -145,6 +161,9 @@ starters = ["clerk"]
 [workflows.subscription]
 starters = ["clerk"]
 readers = ["support"]
+
+[workflows.onboard]
+starters = ["clerk"]
 "#;
 
 fn root() -> PathBuf {
@@ -440,6 +459,13 @@ fn the_inbox_in_a_browser() {
         serde_json::json!({ "customer": "C-42" }),
     );
 
+    let onboard = start(
+        port,
+        &ines,
+        "onboard",
+        serde_json::json!({ "vendor": "Acme" }),
+    );
+
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inbox-e2e");
     let script = root().join("e2e/inbox.mjs");
     let out = Command::new(&node)
@@ -457,6 +483,7 @@ fn the_inbox_in_a_browser() {
         .env("QUORUM_RUN", &refund)
         .env("SECOND_REVIEWER_TOKEN", &bea)
         .env("SIGNAL_RUN", &subscription)
+        .env("PARALLEL_RUN", &onboard)
         // The release's context as written (alphabetically it would be alpha, mid, zeta), its
         // nested record as written, and the `Order` in it as declared.
         .env(
