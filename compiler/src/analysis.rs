@@ -1854,6 +1854,12 @@ impl Indexer<'_> {
                             }
                         }
                         ast::SelectArmKind::After { duration } => self.expr(duration),
+                        ast::SelectArmKind::Wait { wait, binding } => {
+                            self.expr(wait);
+                            if let Some(binding) = binding {
+                                self.local_def(binding.span);
+                            }
+                        }
                     }
                     self.expr(&arm.body);
                 }

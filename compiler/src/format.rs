@@ -1525,20 +1525,9 @@ impl<'a> Builder<'a> {
                 text(" "),
                 self.block(handler, true),
             ])),
-            ExprKind::AwaitApproval { gate, options } => concat(vec![
-                text("await approval "),
-                text(self.string(gate.span)),
-                text(" "),
-                self.options(gate.span.end, options),
-            ]),
-            ExprKind::AwaitInput { ty, name, options } => concat(vec![
-                text("await input<"),
-                self.ty(ty),
-                text("> "),
-                text(self.string(name.span)),
-                text(" "),
-                self.options(name.span.end, options),
-            ]),
+            ExprKind::AwaitApproval { .. } | ExprKind::AwaitInput { .. } => {
+                concat(vec![text("await "), self.gate_wait(expr)])
+            }
             ExprKind::AwaitSignal { name } => text(format!("await signal {}", name.name)),
             ExprKind::Select { arms } => {
                 let opener = self.find(T::LBrace, expr.span.start);
@@ -1637,6 +1626,28 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// `approval "g" { … }` or `input<T> "i" { … }`: what follows `await`, and what a
+    /// `select` arm waits for.
+    fn gate_wait(&mut self, expr: &Expr) -> Doc {
+        match &expr.kind {
+            ExprKind::AwaitApproval { gate, options } => concat(vec![
+                text("approval "),
+                text(self.string(gate.span)),
+                text(" "),
+                self.options(gate.span.end, options),
+            ]),
+            ExprKind::AwaitInput { ty, name, options } => concat(vec![
+                text("input<"),
+                self.ty(ty),
+                text("> "),
+                text(self.string(name.span)),
+                text(" "),
+                self.options(name.span.end, options),
+            ]),
+            _ => self.expr(expr),
+        }
+    }
+
     fn select_arm(&mut self, arm: &SelectArm) -> Doc {
         let waits = match &arm.kind {
             SelectArmKind::Signal { name, binding } => match binding {
@@ -1644,6 +1655,18 @@ impl<'a> Builder<'a> {
                 None => text(format!("signal {}", name.name)),
             },
             SelectArmKind::After { duration } => concat(vec![text("after "), self.expr(duration)]),
+            SelectArmKind::Wait { wait, binding } => {
+                let wait = match &wait.kind {
+                    ExprKind::AwaitApproval { .. } | ExprKind::AwaitInput { .. } => {
+                        self.gate_wait(wait)
+                    }
+                    _ => self.expr(wait),
+                };
+                match binding {
+                    Some(binding) => concat(vec![wait, text(format!(" as {}", binding.name))]),
+                    None => wait,
+                }
+            }
         };
         let body = match &arm.body.kind {
             ExprKind::Block(block) => self.block(block, true),

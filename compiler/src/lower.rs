@@ -1482,17 +1482,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
     /// locals the checker saw them read; the instruction gets the items, the limit and
     /// those locals' values.
     fn parallel_expr(&mut self, parallel: &ast::Parallel, span: Span) -> Result {
-        let Some(facts) = self
-            .b
-            .program
-            .checked
-            .resolutions
-            .parallels
-            .get(&(self.file, span))
-            .cloned()
-        else {
-            return Err(self.error_at(span, "the checker recorded nothing for this `parallel`"));
-        };
+        let facts = self.branch_facts(span)?;
         self.parallels += 1;
         let base = format!(
             "{}#{}",
@@ -1562,6 +1552,19 @@ impl<'b, 'p> FnLower<'b, 'p> {
         Ok(())
     }
 
+    /// What the checker recorded of the branches at `span` (a `parallel`, or what a
+    /// `select` arm waits for).
+    fn branch_facts(&self, span: Span) -> Result<check::ParallelFacts> {
+        self.b
+            .program
+            .checked
+            .resolutions
+            .parallels
+            .get(&(self.file, span))
+            .cloned()
+            .ok_or_else(|| self.error_at(span, "the checker recorded nothing for these branches"))
+    }
+
     fn load_captures(&mut self, captures: &[(Name, Type)], span: Span) -> Result {
         for (name, _) in captures {
             let Some(local) = self.lookup(name) else {
@@ -1628,6 +1631,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                     table.push(SelectArmInfo {
                         signal: Some(signal),
                         target: PLACEHOLDER,
+                        wait: None,
                     });
                 }
                 ast::SelectArmKind::After { duration } => {
@@ -1639,9 +1643,42 @@ impl<'b, 'p> FnLower<'b, 'p> {
                     table.push(SelectArmInfo {
                         signal: None,
                         target: PLACEHOLDER,
+                        wait: None,
                     });
                 }
+                // Its branch is lowered below, once every deadline is on the stack.
+                ast::SelectArmKind::Wait { .. } => table.push(SelectArmInfo {
+                    signal: None,
+                    target: PLACEHOLDER,
+                    wait: Some(PLACEHOLDER),
+                }),
             }
+        }
+        let waits = arms
+            .iter()
+            .enumerate()
+            .filter_map(|(i, arm)| match &arm.kind {
+                ast::SelectArmKind::Wait { wait, .. } => Some((i, wait)),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        if !waits.is_empty() {
+            self.parallels += 1;
+        }
+        for (i, wait) in waits {
+            let facts = self.branch_facts(wait.span)?;
+            self.load_captures(&facts.captures, wait.span)?;
+            let branch = Branch {
+                name: format!(
+                    "{}#{}.{i}",
+                    self.b.module.workflows[self.workflow as usize].name, self.parallels
+                ),
+                params: facts.captures.clone(),
+                ret: facts.results.first().cloned().unwrap_or(Type::Unit),
+                body: BranchBody::Expr(wait),
+                span: wait.span,
+            };
+            table[i].wait = Some(self.lower_branch(branch)?);
         }
         let index = index_u32(self.b.module.selects.len());
         self.b.module.selects.push(SelectInfo {
@@ -1664,6 +1701,15 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 } => {
                     let ty = self.signal_type(&name.name);
                     let slot = self.bind(&binding.name, ty, binding.span)?;
+                    self.emit(Op::StoreLocal(slot));
+                }
+                ast::SelectArmKind::Wait {
+                    wait,
+                    binding: Some(binding),
+                } => {
+                    let ty = self.branch_facts(wait.span)?.results.first().cloned();
+                    let slot =
+                        self.bind(&binding.name, ty.unwrap_or(Type::Unknown), binding.span)?;
                     self.emit(Op::StoreLocal(slot));
                 }
                 _ => {

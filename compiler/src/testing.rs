@@ -1011,8 +1011,10 @@ fn walk_expr<'a>(
         }
         ExprKind::Select { arms } => {
             for arm in arms {
-                if let ast::SelectArmKind::After { duration } = &arm.kind {
-                    each(duration);
+                match &arm.kind {
+                    ast::SelectArmKind::After { duration } => each(duration),
+                    ast::SelectArmKind::Wait { wait, .. } => each(wait),
+                    ast::SelectArmKind::Signal { .. } => {}
                 }
                 each(&arm.body);
             }

@@ -217,11 +217,14 @@ pub enum WaitingOn {
     Tool { name: String },
     /// A signal from outside (`await signal NAME`).
     Signal { name: String },
-    /// The first of a `select`'s arms: one of these signals, or the time `until` (its
-    /// earliest `after`), stored as `select a,b until 2026-12-31T00:00:00.000Z`.
+    /// The first of a `select`'s arms: one of these signals, the time `until` (its earliest
+    /// `after`), or the end of one of its `branches` still open (the gates and calls its
+    /// arms wait for, each a child run), stored as
+    /// `select a,b until 2026-12-31T00:00:00.000Z branches 2`.
     Select {
         signals: Vec<String>,
         until: Option<Millis>,
+        branches: u64,
     },
     /// The branches of a `parallel` (child runs `RUN.STEP.0`, `RUN.STEP.1`, …): how many
     /// have not ended, of how many. Stored as `branches 3 of 10`.
@@ -254,6 +257,12 @@ impl WaitingOn {
                 name: rest.to_string(),
             }),
             "select" => {
+                // ` branches N` at the end (a signal may be named `branches` too).
+                let suffix = rest
+                    .rsplit_once(" branches ")
+                    .or_else(|| rest.strip_prefix("branches ").map(|n| ("", n)))
+                    .and_then(|(head, n)| Some((head, n.parse::<u64>().ok()?)));
+                let (rest, branches) = suffix.unwrap_or((rest, 0));
                 let (names, until) = match rest.split_once("until ") {
                     Some((names, until)) => (
                         names.trim_end(),
@@ -266,7 +275,11 @@ impl WaitingOn {
                     .filter(|n| !n.is_empty())
                     .map(str::to_string)
                     .collect();
-                Some(WaitingOn::Select { signals, until })
+                Some(WaitingOn::Select {
+                    signals,
+                    until,
+                    branches,
+                })
             }
             "branches" => {
                 let (open, total) = rest.split_once(" of ")?;
@@ -305,14 +318,21 @@ impl fmt::Display for WaitingOn {
             WaitingOn::Child { run } => write!(f, "child {run}"),
             WaitingOn::Tool { name } => write!(f, "tool {name}"),
             WaitingOn::Signal { name } => write!(f, "signal {name}"),
-            WaitingOn::Select { signals, until } => {
+            WaitingOn::Select {
+                signals,
+                until,
+                branches,
+            } => {
                 f.write_str("select")?;
                 if !signals.is_empty() {
                     write!(f, " {}", signals.join(","))?;
                 }
-                match until {
-                    Some(at) => write!(f, " until {}", flow_stdlib::time::format_time(*at)),
-                    None => Ok(()),
+                if let Some(at) = until {
+                    write!(f, " until {}", flow_stdlib::time::format_time(*at))?;
+                }
+                match branches {
+                    0 => Ok(()),
+                    n => write!(f, " branches {n}"),
                 }
             }
             WaitingOn::Branches { open, total } => write!(f, "branches {open} of {total}"),
@@ -358,15 +378,33 @@ mod tests {
             WaitingOn::Select {
                 signals: vec!["cancel".into(), "pause".into()],
                 until: Some(1_767_225_600_000),
+                branches: 0,
             },
             WaitingOn::Select {
                 signals: vec!["cancel".into()],
                 until: None,
+                branches: 0,
+            },
+            WaitingOn::Select {
+                signals: Vec::new(),
+                until: Some(1_767_225_600_000),
+                branches: 2,
+            },
+            WaitingOn::Select {
+                signals: vec!["stop".into()],
+                until: None,
+                branches: 1,
+            },
+            WaitingOn::Select {
+                signals: vec!["branches".into()],
+                until: Some(1_767_225_600_000),
+                branches: 0,
             },
             WaitingOn::Branches { open: 3, total: 10 },
             WaitingOn::Select {
                 signals: vec![],
                 until: Some(5),
+                branches: 0,
             },
         ] {
             assert_eq!(WaitingOn::parse(&wait.to_string()), Some(wait));

@@ -26,7 +26,7 @@ use crate::store::{Millis, NewEvent, RunRecord, RunStatus};
 use crate::vm::machine::error_value;
 use crate::vm::value::from_json;
 use crate::vm::{Outcome, Value};
-use flow_compiler::bytecode::{Module, ParallelInfo};
+use flow_compiler::bytecode::{Module, ParallelInfo, SelectInfo};
 use std::collections::BTreeSet;
 
 /// What the parent's history records of the branches of the `parallel` it is at, kept with
@@ -49,7 +49,7 @@ pub(crate) struct BranchMemory {
 }
 
 /// The longest wait between two looks at branches that did not wake their run.
-const MAX_RECHECK_MS: i64 = 3_600_000;
+pub(crate) const MAX_RECHECK_MS: i64 = 3_600_000;
 
 /// The branches of one `parallel` at one step of a run.
 struct Plan<'m> {
@@ -372,15 +372,16 @@ impl Engine {
         &mut self,
         run: &str,
         step: u64,
+        what: &str,
         why: &str,
     ) -> EngineResult<Vec<NewEvent>> {
         let prefix = format!("{run}.{step}.");
-        let by = format!("parallel in {run}");
+        let by = format!("{what} in {run}");
         let mut cancelled = Vec::new();
         for child in self.store.children(run)? {
             if child.id.starts_with(&prefix)
                 && !child.status.is_final()
-                && self.cancel_quietly(&child.id, &by)?
+                && self.cancel_tree(&child.id, &by)?
             {
                 cancelled.push(serde_json::Value::String(child.id));
             }
@@ -390,11 +391,24 @@ impl Engine {
         }
         Ok(vec![event(
             EventKind::BranchesCancelled,
-            Some("parallel".into()),
+            Some(what.into()),
             None,
             None,
             serde_json::json!({ "runs": cancelled, "why": why }),
         )])
+    }
+
+    /// Cancels `run` and every run it started that has not finished (a branch that called a
+    /// child workflow leaves no child waiting at a gate of its own); true if `run` was
+    /// still going.
+    fn cancel_tree(&mut self, run: &str, by: &str) -> EngineResult<bool> {
+        let cancelled = self.cancel_quietly(run, by)?;
+        for child in self.store.children(run)? {
+            if !child.status.is_final() {
+                self.cancel_tree(&child.id, by)?;
+            }
+        }
+        Ok(cancelled)
     }
 
     /// The first failure of a `parallel` without `collect`: the branches still open are
@@ -403,7 +417,7 @@ impl Engine {
     /// at the `parallel`.
     fn fail_fast(&mut self, d: &mut Driving<'_>, runs: &[Option<RunRecord>], branch: u64) -> Step {
         let why = format!("branch {branch} failed");
-        let events = self.cancel_branches(d.run, d.machine.steps, &why)?;
+        let events = self.cancel_branches(d.run, d.machine.steps, "parallel", &why)?;
         d.pending.extend(events);
         let failed = runs[branch as usize]
             .as_ref()
@@ -419,6 +433,158 @@ impl Engine {
         let events = std::mem::take(&mut d.pending);
         self.commit(d.run, d.version, Some(&d.machine), Change::runnable(events))?;
         Ok(None)
+    }
+}
+
+impl Engine {
+    /// The branches of a `select`'s wait arms (a gate, a call), as `(arm, run)`: started
+    /// (and recorded) the first time the `select` waits, and driven then; each is the run
+    /// `RUN.STEP.ARM`.
+    pub(crate) fn select_waits(
+        &mut self,
+        d: &mut Driving<'_>,
+        info: &SelectInfo,
+        captures: Vec<Value>,
+        here: Option<i64>,
+    ) -> EngineResult<Vec<(usize, RunRecord)>> {
+        let arms: Vec<(usize, u32)> = info
+            .arms
+            .iter()
+            .enumerate()
+            .filter_map(|(arm, a)| Some((arm, a.wait?)))
+            .collect();
+        if arms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let step = d.machine.steps;
+        let prefix = format!("{}.{step}", d.run);
+        let announced = d
+            .memory
+            .branches
+            .as_ref()
+            .is_some_and(|m| m.step == step && m.announced);
+        if !announced {
+            let mut values = captures.into_iter();
+            let mut started = Vec::new();
+            for &(arm, workflow) in &arms {
+                let code =
+                    d.module.workflows.get(workflow as usize).ok_or_else(|| {
+                        EngineError::Corrupt("a select arm of no workflow".into())
+                    })?;
+                let args: Vec<Value> = values.by_ref().take(code.params.len()).collect();
+                let id = format!("{prefix}.{arm}");
+                if self.store.run(&id)?.is_none() {
+                    let input = arguments_json(&code.params, &args, true);
+                    let by = StartedAs {
+                        by: "workflow",
+                        parent: Some(d.run),
+                        continued_from: None,
+                    };
+                    self.start_with_id(&id, d.version, &code.name, &input, &by)?;
+                }
+                d.pending.push(event(
+                    EventKind::BranchStarted,
+                    Some(code.name.clone()),
+                    None,
+                    here,
+                    serde_json::json!({ "branch": arm, "run": id, "select_arm": arm }),
+                ));
+                started.push(id);
+            }
+            d.memory.branches = Some(BranchMemory {
+                step,
+                announced: true,
+                started: arms.len() as u64,
+                ..BranchMemory::default()
+            });
+            self.remember(d.run, &d.memory);
+            let events = std::mem::take(&mut d.pending);
+            self.commit(d.run, d.version, Some(&d.machine), Change::runnable(events))?;
+            self.drive_branches(&started)?;
+        }
+        let mut runs = Vec::with_capacity(arms.len());
+        for child in self.store.children(d.run)? {
+            let arm = child
+                .id
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .and_then(|n| n.parse::<usize>().ok());
+            if let Some(arm) = arm.filter(|a| arms.iter().any(|(w, _)| w == a)) {
+                runs.push((arm, child));
+            }
+        }
+        runs.sort_by_key(|(arm, _)| *arm);
+        Ok(runs)
+    }
+
+    /// The `select` arm whose branch ended first: its value is the arm's (or its failure is
+    /// raised at the `select`).
+    pub(crate) fn select_branch_ended(
+        &mut self,
+        d: &mut Driving<'_>,
+        info: &SelectInfo,
+        (arm, record): (usize, &RunRecord),
+        cancelled: Vec<NewEvent>,
+        here: Option<i64>,
+        now: Millis,
+    ) -> Step {
+        let module = d.module;
+        let workflow = info.arms[arm]
+            .wait
+            .and_then(|w| module.workflows.get(w as usize))
+            .ok_or_else(|| EngineError::Corrupt("a select arm of no workflow".into()))?;
+        let mut data = serde_json::json!({ "branch": arm, "run": record.id, "select_arm": arm });
+        if record.status != RunStatus::Completed {
+            data["error"] = serde_json::Value::String(
+                record.error.clone().unwrap_or_else(|| "cancelled".into()),
+            );
+            d.pending.push(event(
+                EventKind::BranchFailed,
+                Some(workflow.name.clone()),
+                None,
+                here,
+                data,
+            ));
+            d.pending.extend(cancelled);
+            let error = branch_error(record, arm as u64);
+            if let Some(Outcome::Failed(failure)) = d.machine.fail_step(module, error, now) {
+                let events = std::mem::take(&mut d.pending);
+                return self
+                    .fail_run(d.run, d.version, module, &failure, events)
+                    .map(Some);
+            }
+        } else {
+            let json: serde_json::Value =
+                serde_json::from_str(record.output.as_deref().unwrap_or("null"))
+                    .unwrap_or_default();
+            let value = from_json(module, workflow.ret, &json, "$")
+                .map_err(|e| EngineError::Corrupt(format!("branch run {}: {e}", record.id)))?;
+            data["output"] = json;
+            d.pending.push(event(
+                EventKind::BranchCompleted,
+                Some(workflow.name.clone()),
+                None,
+                here,
+                data,
+            ));
+            d.pending.extend(cancelled);
+            d.machine
+                .complete_arm(module, arm, value, now)
+                .map_err(EngineError::Corrupt)?;
+        }
+        let events = std::mem::take(&mut d.pending);
+        self.commit(d.run, d.version, Some(&d.machine), Change::runnable(events))?;
+        Ok(None)
+    }
+
+    /// When a run whose `select` has branches open looks at them again unwoken (a process
+    /// that died between a branch's end and waking the run): later each time.
+    pub(crate) fn select_recheck(&mut self, d: &mut Driving<'_>) -> Millis {
+        let memory = d.memory.branches.get_or_insert_with(BranchMemory::default);
+        memory.recheck_ms = (memory.recheck_ms * 2).clamp(CHILD_RECHECK_MS, MAX_RECHECK_MS);
+        let recheck = memory.recheck_ms;
+        self.remember(d.run, &d.memory);
+        self.clock.now() + recheck
     }
 }
 

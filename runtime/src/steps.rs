@@ -18,6 +18,7 @@ use crate::engine::{
 };
 use crate::gates::{GateClock, GateKind, OpenedAt};
 use crate::history::{EventKind, WaitingOn};
+use crate::parallel::MAX_RECHECK_MS;
 use crate::store::{Millis, NewEvent, RunStatus};
 use crate::vm::machine::error_value;
 use crate::vm::value::from_json;
@@ -59,6 +60,14 @@ fn queued_value(
             queued.number, info.name
         ))
     })
+}
+
+/// What ended a `select`'s wait.
+pub(crate) enum Happened {
+    Signal(crate::store::SignalRecord),
+    After(Millis),
+    /// The branch of a wait arm (a gate, a call) ended.
+    Branch(crate::store::RunRecord),
 }
 
 /// What a handler tells the drive loop: go on (`None`), or stop with this status.
@@ -133,6 +142,8 @@ impl Engine {
             }
             // The handler looks at the child (or the branches) again.
             Some(WaitingOn::Child { .. } | WaitingOn::Branches { .. }) => Ok(None),
+            // A `select` with branches open looks again (one may have ended).
+            Some(WaitingOn::Select { branches, .. }) if branches > 0 => Ok(None),
             // Woken by a signal (or the deadline of a `timeout` around the wait): the
             // machine goes back to the `await signal`, which takes it (or times out).
             Some(WaitingOn::Signal { .. } | WaitingOn::Select { .. }) => {
@@ -210,9 +221,11 @@ impl Engine {
                 self.continue_as(d, workflow, &args, here).map(Some)
             }
             Request::Signal { signal } => self.signal_step(d, signal, deadline, here, now),
-            Request::Select { select, deadlines } => {
-                self.select_step(d, select, &deadlines, deadline, here, now)
-            }
+            Request::Select {
+                select,
+                deadlines,
+                captures,
+            } => self.select_step(d, (select, &deadlines, captures), deadline, here, now),
             Request::Parallel { parallel, args } => {
                 self.parallel_step(d, parallel, args, here, deadline)
             }
@@ -226,8 +239,7 @@ impl Engine {
     fn select_step(
         &mut self,
         d: &mut Driving<'_>,
-        select: u32,
-        deadlines: &[Millis],
+        (select, deadlines, captures): (u32, &[Millis], Vec<Value>),
         deadline: Option<Millis>,
         here: Option<i64>,
         now: Millis,
@@ -237,6 +249,20 @@ impl Engine {
             .selects
             .get(select as usize)
             .ok_or_else(|| EngineError::Corrupt(format!("no select #{select}")))?;
+        // The gates and calls its arms wait for, each a branch run started when it first
+        // waits; an arm whose branch ended is one that happened, at the time it ended.
+        let waits = self.select_waits(d, info, captures, here)?;
+        let mut first: Option<(Millis, usize, Happened)> = None;
+        let mut consider = |at: Millis, arm: usize, happened: Happened| {
+            if first.as_ref().is_none_or(|(t, a, _)| (at, arm) < (*t, *a)) {
+                first = Some((at, arm, happened));
+            }
+        };
+        for (arm, record) in &waits {
+            if record.status.is_final() {
+                consider(record.updated_at, *arm, Happened::Branch(record.clone()));
+            }
+        }
         // The oldest queued signal among the arms' signals.
         let mut taken: Option<(usize, crate::store::SignalRecord)> = None;
         for (arm, signal) in info.arms.iter().enumerate() {
@@ -250,16 +276,14 @@ impl Engine {
             }
         }
         if let Some((arm, queued)) = taken {
-            let signal = arm_signal(module, info.arms[arm].signal)?
-                .ok_or_else(|| EngineError::Corrupt("a select arm lost its signal".into()))?;
-            return self.take_signal(d, signal, &queued, Some(arm), here, now);
+            consider(queued.sent_at, arm, Happened::Signal(queued));
         }
         // The earliest `after` (the first of them on a tie), and whether it has come.
         let afters = info
             .arms
             .iter()
             .enumerate()
-            .filter(|(_, a)| a.signal.is_none())
+            .filter(|(_, a)| a.is_after())
             .map(|(arm, _)| arm);
         let earliest = afters
             .zip(deadlines.iter().copied())
@@ -267,27 +291,66 @@ impl Engine {
         if let Some((arm, due)) = earliest
             && due <= now
         {
-            d.machine
-                .complete_arm(module, arm, Value::None, now)
-                .map_err(EngineError::Corrupt)?;
-            d.pending.push(event(
-                EventKind::TimerFired,
-                Some("select".into()),
-                None,
-                here,
-                serde_json::json!({ "due": due, "select_arm": arm }),
-            ));
-            return self.commit_going_on(d);
+            consider(due, arm, Happened::After(due));
         }
-        let signals = info
-            .arms
-            .iter()
-            .filter_map(|a| arm_signal(module, a.signal).ok().flatten())
-            .map(|s| s.name.clone())
-            .collect();
-        let until = earliest.map(|(_, due)| due);
-        let wake_at = crate::history::earliest(until, deadline);
-        self.commit_waiting(d, WaitingOn::Select { signals, until }, wake_at)
+        let open = waits.iter().filter(|(_, r)| !r.status.is_final()).count() as u64;
+        let Some((_, arm, happened)) = first else {
+            let signals = info
+                .arms
+                .iter()
+                .filter_map(|a| arm_signal(module, a.signal).ok().flatten())
+                .map(|s| s.name.clone())
+                .collect();
+            let until = earliest.map(|(_, due)| due);
+            let mut wake_at = crate::history::earliest(until, deadline);
+            if open > 0 {
+                let recheck = self.select_recheck(d);
+                wake_at = crate::history::earliest(wake_at, Some(recheck));
+            }
+            let waiting_on = WaitingOn::Select {
+                signals,
+                until,
+                branches: open,
+            };
+            return self.commit_waiting(d, waiting_on, wake_at);
+        };
+        // The other arms lost: the branches still open are cancelled (their gates leave
+        // the inbox).
+        let cancelled = if open > 0 {
+            let why = format!("arm {arm} of the `select` happened first");
+            self.cancel_branches(d.run, d.machine.steps, "select", &why)?
+        } else {
+            Vec::new()
+        };
+        d.memory.branches = None;
+        self.remember(d.run, &d.memory);
+        match happened {
+            Happened::Branch(record) => {
+                return self.select_branch_ended(d, info, (arm, &record), cancelled, here, now);
+            }
+            Happened::Signal(_) | Happened::After(_) => d.pending.extend(cancelled),
+        }
+        match happened {
+            Happened::Signal(queued) => {
+                let signal = arm_signal(module, info.arms[arm].signal)?
+                    .ok_or_else(|| EngineError::Corrupt("a select arm lost its signal".into()))?;
+                self.take_signal(d, signal, &queued, Some(arm), here, now)
+            }
+            Happened::After(due) => {
+                d.machine
+                    .complete_arm(module, arm, Value::None, now)
+                    .map_err(EngineError::Corrupt)?;
+                d.pending.push(event(
+                    EventKind::TimerFired,
+                    Some("select".into()),
+                    None,
+                    here,
+                    serde_json::json!({ "due": due, "select_arm": arm }),
+                ));
+                self.commit_going_on(d)
+            }
+            Happened::Branch(_) => Ok(None),
+        }
     }
 
     /// Commits what is pending with the run waiting on `waiting_on`, due at `wake_at` (the
@@ -398,9 +461,9 @@ impl Engine {
             None => format!("the time limit passed before `{step}` could start"),
         };
         let error = error_value("Timeout", message, &step);
-        if matches!(request, Request::Parallel { .. }) {
-            let events =
-                self.cancel_branches(d.run, d.machine.steps, "the `timeout` around it expired")?;
+        if matches!(request, Request::Parallel { .. } | Request::Select { .. }) {
+            let why = "the `timeout` around it expired";
+            let events = self.cancel_branches(d.run, d.machine.steps, &step, why)?;
             d.pending.extend(events);
         }
         let steps = d.machine.steps;
@@ -639,9 +702,13 @@ impl Engine {
                     error: None,
                     waiting_on: Some(WaitingOn::Child { run: child }),
                     // The child's end wakes the parent at once; this later check covers a
-                    // process that died between the two.
+                    // process that died between the two — the longer the child has been
+                    // going, the later (a child that waits days for people does not wake
+                    // its parent every few seconds).
                     wake_at: crate::history::earliest(
-                        Some(self.clock.now() + CHILD_RECHECK_MS),
+                        Some(
+                            now + (now - record.created_at).clamp(CHILD_RECHECK_MS, MAX_RECHECK_MS),
+                        ),
                         deadline,
                     ),
                 };

@@ -169,7 +169,12 @@ fn show(module: &Module, op: Op) -> String {
                         |arm| match arm.signal.and_then(|s| module.signals.get(s as usize)) {
                             Some(signal) => format!("signal {:?} -> {}", signal.name, arm.target),
                             None if arm.signal.is_some() => format!("signal #? -> {}", arm.target),
-                            None => format!("after -> {}", arm.target),
+                            None => match arm.wait {
+                                Some(w) => {
+                                    format!("wait {} -> {}", workflow_name(module, w), arm.target)
+                                }
+                                None => format!("after -> {}", arm.target),
+                            },
                         },
                     )
                     .collect();

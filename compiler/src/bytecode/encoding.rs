@@ -12,7 +12,7 @@
 //! A deployed version is identified by the SHA-256 of the whole file ([`artifact_hash`]).
 
 use super::module::{
-    FieldDocs, GateContext, Module, ParallelInfo, QueryCode, SelectInfo, SignalInfo,
+    FieldDocs, GateContext, Module, ParallelInfo, QueryCode, SelectInfo, SelectInfoV5, SignalInfo,
 };
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -38,7 +38,8 @@ pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
 /// arms of each `select` ([`Module::selects`]).
 ///
 /// Format 6 added the `Parallel` instruction and, after the queries, a section with each
-/// `parallel`'s branch workflows ([`Module::parallels`]).
+/// `parallel`'s branch workflows ([`Module::parallels`]); a `select` arm may wait for a gate
+/// or a call (its branch workflow, [`super::module::SelectArmInfo::wait`]).
 pub const FORMAT_VERSION: u16 = 6;
 /// The oldest format this reader still reads: runs stay pinned to their artifact for weeks,
 /// so an upgrade must not strand them.
@@ -177,8 +178,14 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
             .map_err(|e| ArtifactError::Corrupt(format!("the signals: {e}")))?;
         module.signals = signals;
         rest = after;
-        let (selects, after) = postcard::take_from_bytes::<Vec<SelectInfo>>(rest)
-            .map_err(|e| ArtifactError::Corrupt(format!("the selects: {e}")))?;
+        let corrupt = |e: postcard::Error| ArtifactError::Corrupt(format!("the selects: {e}"));
+        let (selects, after) = if version >= 6 {
+            postcard::take_from_bytes::<Vec<SelectInfo>>(rest).map_err(corrupt)?
+        } else {
+            let (old, after) =
+                postcard::take_from_bytes::<Vec<SelectInfoV5>>(rest).map_err(corrupt)?;
+            (old.into_iter().map(SelectInfo::from).collect(), after)
+        };
         module.selects = selects;
         rest = after;
         let (queries, after) = postcard::take_from_bytes::<Vec<QueryCode>>(rest)

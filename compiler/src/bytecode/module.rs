@@ -104,17 +104,67 @@ pub struct SelectInfo {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SelectArmInfo {
-    /// The signal it waits for (an index into [`Module::signals`]); `None`: an `after` arm,
-    /// whose duration is one of the values the `select` pops, in arm order.
+    /// The signal it waits for (an index into [`Module::signals`]).
     pub signal: Option<u32>,
     /// Where the arm's code starts, with the arm's value on the stack.
     pub target: u32,
+    /// A gate or a call (format 6): the branch workflow that waits for it (an index into
+    /// [`Module::workflows`]), run as a branch of the run when the `select` waits; it takes
+    /// captured values the instruction pops, as many as it has parameters. An arm with
+    /// neither a signal nor a wait is an `after`, whose deadline the instruction pops.
+    pub wait: Option<u32>,
+}
+
+impl SelectArmInfo {
+    pub fn is_after(&self) -> bool {
+        self.signal.is_none() && self.wait.is_none()
+    }
 }
 
 impl SelectInfo {
-    /// How many `after` arms it has: how many durations the instruction pops.
+    /// How many `after` arms it has: how many deadlines the instruction pops first.
     pub fn afters(&self) -> usize {
-        self.arms.iter().filter(|a| a.signal.is_none()).count()
+        self.arms.iter().filter(|a| a.is_after()).count()
+    }
+
+    /// How many values the instruction pops: the deadlines, then each wait arm's captured
+    /// values (in arm order). `None` when a wait arm names no workflow.
+    pub fn arity(&self, module: &Module) -> Option<usize> {
+        let mut count = self.afters();
+        for workflow in self.arms.iter().filter_map(|a| a.wait) {
+            count += module.workflows.get(workflow as usize)?.params.len();
+        }
+        Some(count)
+    }
+}
+
+/// A `select` as format 5 wrote it (no wait arms), read into [`SelectInfo`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectInfoV5 {
+    pub workflow: u32,
+    pub arms: Vec<SelectArmInfoV5>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectArmInfoV5 {
+    pub signal: Option<u32>,
+    pub target: u32,
+}
+
+impl From<SelectInfoV5> for SelectInfo {
+    fn from(old: SelectInfoV5) -> SelectInfo {
+        SelectInfo {
+            workflow: old.workflow,
+            arms: old
+                .arms
+                .into_iter()
+                .map(|a| SelectArmInfo {
+                    signal: a.signal,
+                    target: a.target,
+                    wait: None,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -272,12 +322,15 @@ pub struct WorkflowCode {
 }
 
 impl Module {
-    /// Whether workflow `index` is a branch of a `parallel`: a workflow the compiler made
-    /// of the branch's code, started only by the `parallel` (`order#1`).
+    /// Whether workflow `index` is a branch of a `parallel` or the wait of a `select` arm: a
+    /// workflow the compiler made of that code, started only by its run (`order#1`).
     pub fn is_branch(&self, index: usize) -> bool {
-        self.parallels
-            .iter()
-            .any(|p| p.branches.iter().any(|&b| b as usize == index))
+        let index = index as u32;
+        self.parallels.iter().any(|p| p.branches.contains(&index))
+            || self
+                .selects
+                .iter()
+                .any(|s| s.arms.iter().any(|a| a.wait == Some(index)))
     }
 
     /// The workflows people and programs may start: the program's own, not its branches.

@@ -65,7 +65,7 @@ pub fn stack_effect(module: &Module, op: Op) -> Option<(u32, u32)> {
         ),
         Op::AwaitApproval { .. } | Op::AwaitInput { .. } => (1, 1),
         Op::AwaitSignal { .. } => (0, 1),
-        Op::Select(n) => (len_u32(module.selects.get(n as usize)?.afters()), 1),
+        Op::Select(n) => (len_u32(module.selects.get(n as usize)?.arity(module)?), 1),
         Op::Parallel(n) => (len_u32(module.parallels.get(n as usize)?.arity()), 1),
         Op::Sleep | Op::Audit { .. } | Op::Fail | Op::Raise | Op::EnterTimeout | Op::Return => {
             (1, 0)
@@ -403,6 +403,28 @@ fn check_operands(module: &Module, workflow: &WorkflowCode, op: Op) -> Result<()
             }
             for arm in &select.arms {
                 within(arm.target, len, "instruction")?;
+                if let Some(wait) = arm.wait {
+                    let Some(code) = module.workflows.get(wait as usize) else {
+                        return within(wait, module.workflows.len(), "workflow");
+                    };
+                    let owners = module
+                        .selects
+                        .iter()
+                        .flat_map(|s| &s.arms)
+                        .filter(|a| a.wait == Some(wait))
+                        .count()
+                        + module
+                            .parallels
+                            .iter()
+                            .filter(|p| p.branches.contains(&wait))
+                            .count();
+                    if owners != 1 || arm.signal.is_some() || wait == select.workflow {
+                        return Err(format!(
+                            "waits in select #{n} for `{}`, which is not that arm's alone",
+                            code.name
+                        ));
+                    }
+                }
                 if let Some(signal) = arm.signal {
                     match module.signals.get(signal as usize) {
                         Some(s) if s.workflow == select.workflow => {}

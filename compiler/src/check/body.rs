@@ -3059,6 +3059,52 @@ impl<'a> BodyChecker<'a> {
 
     /// `select { signal a as x => …, after 1d => … }`: each arm is a path of its own from
     /// the `select` on (like a `match` arm); the arms' values have one type.
+    /// What a `select` arm waits for besides a signal or a time: a gate, or a call of a
+    /// workflow or tool. It runs as a branch of the run (checked like a `parallel`'s, from
+    /// the facts before the `select`), so the lowering gets what it reads. Its type.
+    fn check_select_wait(&mut self, wait: &ast::Expr, arm: Span) -> Type {
+        if let ExprKind::Call { callee, .. } = &wait.kind {
+            let is_step = match &callee.kind {
+                ExprKind::Name(name) => self.scope.names_a_step(name),
+                _ => false,
+            };
+            if !is_step {
+                self.error(
+                    Diagnostic::error(
+                        codes::SELECT_ARM_DOES_NOT_WAIT,
+                        self.file,
+                        wait.span,
+                        "this does not wait for anything",
+                    )
+                    .with_message("A `select` arm calls something that is not a workflow or a tool")
+                    .with_help("an arm waits for a signal, a gate, a child workflow or a tool call, or for a time: `signal cancel as why => …`, `review(doc) as r => …`, `after 1h => …`; compute plain values in the arm's body"),
+                );
+                self.check_expr(wait, None);
+                return Type::Unknown;
+            }
+        }
+        let entry = self.flow.clone();
+        self.branches.push(BranchScope {
+            mark: self.locals.len(),
+            span: Span::new(arm.start as usize, arm.start as usize),
+            captures: Vec::new(),
+        });
+        let loops = std::mem::take(&mut self.loops);
+        let ty = branch_value(self.check_expr(wait, None));
+        self.loops = loops;
+        let captures = self.branches.pop().map(|b| b.captures).unwrap_or_default();
+        self.flow = entry;
+        self.resolved.parallels.insert(
+            (self.file, wait.span),
+            ParallelFacts {
+                item: None,
+                captures,
+                results: vec![ty.clone()],
+            },
+        );
+        ty
+    }
+
     /// Signals come to the run, not to its branches (each a child run of its own).
     fn forbid_signals_in_branch(&mut self, span: Span, what: &str) {
         self.forbid_in_branch(
@@ -3255,6 +3301,13 @@ impl<'a> BodyChecker<'a> {
                     let ty = self.await_signal(name);
                     if let Some(binding) = binding {
                         self.bind(binding, ty, false, false, LocalKind::Pattern);
+                    }
+                }
+                ast::SelectArmKind::Wait { wait, binding } => {
+                    let ty = self.check_select_wait(wait, arm.span);
+                    if let Some(binding) = binding {
+                        let decision = matches!(wait.kind, ExprKind::AwaitApproval { .. });
+                        self.bind(binding, ty, false, decision, LocalKind::Pattern);
                     }
                 }
                 ast::SelectArmKind::After { duration } => {

@@ -72,6 +72,7 @@ codes! {
     QUERY_NOT_AT_TOP_LEVEL = "E0405", "Query inside a block";
     SHARED_VARIABLE = "E0406", "Variable shared between parallel branches";
     NOT_IN_BRANCH = "E0407", "Not allowed in a parallel branch";
+    SELECT_ARM_DOES_NOT_WAIT = "E0408", "Select arm does not wait";
 
     UNUSED_VARIABLE = "W0001", "Unused variable";
     UNREACHABLE_CODE = "W0002", "Unreachable code";

@@ -523,6 +523,13 @@ pub enum SelectArmKind {
     Signal { name: Ident, binding: Option<Ident> },
     /// `after 30d`: that long after the `select` began to wait.
     After { duration: Box<Expr> },
+    /// `approval "g" { … } as d`, `input<T> "i" { … } as v` or `review(doc) as r`: a gate or
+    /// a call, which runs as a branch of the run (like a `parallel`'s) from the moment the
+    /// `select` waits, and is cancelled if another arm happens first.
+    Wait {
+        wait: Box<Expr>,
+        binding: Option<Ident>,
+    },
 }
 
 #[derive(Clone, Debug)]

@@ -1729,9 +1729,18 @@ impl<'a> Parser<'a> {
         ExprKind::Parallel(Box::new(Parallel { branches, collect }))
     }
 
+    /// `as name` after what a `select` arm waits for, if it is there.
+    fn parse_arm_binding(&mut self) -> Option<Option<Ident>> {
+        if self.at_word("as") {
+            self.bump();
+            return Some(Some(self.parse_ident("a name for the arm's value")?));
+        }
+        Some(None)
+    }
+
     /// After `select`: `{ signal NAME [as x] => …, after DURATION => …, … }`.
     fn parse_select(&mut self, start: Span) -> ExprKind {
-        const SHAPE: &str = "a `select` arm reads `signal name as value => …` or `after 30d => …`";
+        const SHAPE: &str = "a `select` arm reads `signal name as value => …`, `approval \"gate\" { … } as d => …`, `input<T> \"name\" { … } as v => …`, `child(args) as r => …` or `after 30d => …`";
         if self
             .expect(T::LBrace, "a `select` lists its arms in braces")
             .is_none()
@@ -1755,8 +1764,39 @@ impl<'a> Parser<'a> {
                     None
                 };
                 SelectArmKind::Signal { name, binding }
+            } else if p.at(T::Approval) || p.at(T::Input) {
+                let start = p.span();
+                let kind = p.parse_gate_wait();
+                let wait = Expr {
+                    kind,
+                    span: start.to(p.previous_span()),
+                };
+                SelectArmKind::Wait {
+                    wait: Box::new(wait),
+                    binding: p.parse_arm_binding()?,
+                }
+            } else if p.at(T::Ident) {
+                // A child workflow's (or a tool's) call: `review(doc) as r => …`.
+                let wait = p.parse_expr(Records::NotHere);
+                if !matches!(wait.kind, ExprKind::Call { .. }) {
+                    p.diagnostics.push(
+                        Diagnostic::error(
+                            codes::SYNTAX_ERROR,
+                            p.file,
+                            wait.span,
+                            "a `select` arm cannot wait for this",
+                        )
+                        .with_message("Expected what a `select` arm waits for")
+                        .with_help(SHAPE),
+                    );
+                    return None;
+                }
+                SelectArmKind::Wait {
+                    wait: Box::new(wait),
+                    binding: p.parse_arm_binding()?,
+                }
             } else {
-                p.error_expected("`signal` or `after`", SHAPE);
+                p.error_expected("`signal`, `approval`, `input`, a call or `after`", SHAPE);
                 return None;
             };
             p.expect(
@@ -1934,43 +1974,7 @@ impl<'a> Parser<'a> {
         self.bump();
         const HELP: &str = "write `await approval \"gate\" { … }`, `await input<Type> \"name\" { … }` or `await signal name`";
         match self.peek() {
-            T::Approval => {
-                self.bump();
-                let Some(gate) = self.parse_plain_string("the gate name in quotes") else {
-                    return ExprKind::Error;
-                };
-                let Some(options) = self.parse_await_options() else {
-                    return ExprKind::Error;
-                };
-                ExprKind::AwaitApproval { gate, options }
-            }
-            T::Input => {
-                self.bump();
-                if self
-                    .expect(
-                        T::Lt,
-                        "name the type of the input: `await input<Type> \"name\" { … }`",
-                    )
-                    .is_none()
-                {
-                    return ExprKind::Error;
-                }
-                let ty = self.parse_type();
-                if self.expect(T::Gt, "close the type with `>`").is_none() {
-                    return ExprKind::Error;
-                }
-                let Some(name) = self.parse_plain_string("the input name in quotes") else {
-                    return ExprKind::Error;
-                };
-                let Some(options) = self.parse_await_options() else {
-                    return ExprKind::Error;
-                };
-                ExprKind::AwaitInput {
-                    ty: Box::new(ty),
-                    name,
-                    options,
-                }
-            }
+            T::Approval | T::Input => self.parse_gate_wait(),
             T::Ident if self.at_word("signal") => {
                 self.bump();
                 match self.parse_ident("the name of a signal the workflow accepts") {
@@ -1982,6 +1986,45 @@ impl<'a> Parser<'a> {
                 self.error_expected("`approval`, `input` or `signal`", HELP);
                 ExprKind::Error
             }
+        }
+    }
+
+    /// `approval "gate" { … }` or `input<Type> "name" { … }`: what follows `await` (and
+    /// what a `select` arm waits for).
+    fn parse_gate_wait(&mut self) -> ExprKind {
+        if self.eat(T::Approval).is_some() {
+            let Some(gate) = self.parse_plain_string("the gate name in quotes") else {
+                return ExprKind::Error;
+            };
+            let Some(options) = self.parse_await_options() else {
+                return ExprKind::Error;
+            };
+            return ExprKind::AwaitApproval { gate, options };
+        }
+        self.bump();
+        if self
+            .expect(
+                T::Lt,
+                "name the type of the input: `await input<Type> \"name\" { … }`",
+            )
+            .is_none()
+        {
+            return ExprKind::Error;
+        }
+        let ty = self.parse_type();
+        if self.expect(T::Gt, "close the type with `>`").is_none() {
+            return ExprKind::Error;
+        }
+        let Some(name) = self.parse_plain_string("the input name in quotes") else {
+            return ExprKind::Error;
+        };
+        let Some(options) = self.parse_await_options() else {
+            return ExprKind::Error;
+        };
+        ExprKind::AwaitInput {
+            ty: Box::new(ty),
+            name,
+            options,
         }
     }
 

@@ -82,10 +82,12 @@ pub enum Request {
         signal: u32,
     },
     /// `select`: the first of its arms to happen (an index into the module's selects), with
-    /// the deadlines of its `after` arms (milliseconds since the epoch), in arm order.
+    /// the deadlines of its `after` arms (milliseconds since the epoch), in arm order, and
+    /// the values its wait arms' branches take (each arm's in turn).
     Select {
         select: u32,
         deadlines: Vec<i64>,
+        captures: Vec<Value>,
     },
     /// `parallel`: run its branches (an index into the module's parallels) with the values
     /// the instruction takes (the items and the limit of a `parallel for`, then the
@@ -286,8 +288,8 @@ impl Machine {
             Op::Select(n) => module
                 .selects
                 .get(n as usize)
-                .ok_or("unknown select")?
-                .afters(),
+                .and_then(|s| s.arity(module))
+                .ok_or("unknown select")?,
             Op::Parallel(n) => module
                 .parallels
                 .get(n as usize)
@@ -330,16 +332,27 @@ impl Machine {
                 fields: one()?,
             },
             Op::AwaitSignal { signal } => Request::Signal { signal },
-            Op::Select(select) => Request::Select {
-                select,
-                deadlines: args
-                    .iter()
-                    .map(|d| match d {
-                        Value::Time(ms) => Ok(*ms),
-                        other => Err(format!("select got {} for an `after`", other.type_name())),
-                    })
-                    .collect::<Result<_, _>>()?,
-            },
+            Op::Select(select) => {
+                let afters = module
+                    .selects
+                    .get(select as usize)
+                    .ok_or("unknown select")?
+                    .afters();
+                let captures = args.split_off(afters.min(args.len()));
+                Request::Select {
+                    select,
+                    deadlines: args
+                        .iter()
+                        .map(|d| match d {
+                            Value::Time(ms) => Ok(*ms),
+                            other => {
+                                Err(format!("select got {} for an `after`", other.type_name()))
+                            }
+                        })
+                        .collect::<Result<_, _>>()?,
+                    captures,
+                }
+            }
             Op::Parallel(parallel) => Request::Parallel { parallel, args },
             Op::CallBuiltin { id, .. } if Builtin::from_id(id) == Some(Builtin::Now) => {
                 Request::Now
