@@ -569,9 +569,26 @@ impl Engine {
             .store
             .cancel(run, &cancel_event(by, self.clock.now()))?;
         if cancelled {
+            // What the run started goes with it: its branches and child runs (their gates
+            // leave the inbox), and theirs.
+            self.cancel_descendants(run, by)?;
             self.wake_parent(run)?;
         }
         Ok(cancelled)
+    }
+
+    /// Cancels every run that `run` started and that has not finished, and what those
+    /// started, without waking anyone (their parents are being cancelled, or are the ones
+    /// cancelling them).
+    pub(crate) fn cancel_descendants(&mut self, run: &str, by: &str) -> EngineResult<()> {
+        for child in self.store.children(run)? {
+            if child.status.is_final() {
+                continue;
+            }
+            self.cancel_quietly(&child.id, by)?;
+            self.cancel_descendants(&child.id, by)?;
+        }
+        Ok(())
     }
 
     /// Drives every run that can make progress now (runnable, or with a due timer), until

@@ -318,8 +318,10 @@ impl Engine {
             .get(plan.workflow(branch) as usize)
             .ok_or_else(|| EngineError::Corrupt("a branch of an unknown workflow".into()))?;
         let input = arguments_json(&code.params, &plan.arguments(branch), true);
+        // A branch is part of its run: whoever started the run started it (so the rule
+        // that a run's starter may not decide its gates holds in its branches too).
         let started = StartedAs {
-            by: "workflow",
+            by: &d.record.started_by,
             parent: Some(d.run),
             continued_from: None,
         };
@@ -403,11 +405,7 @@ impl Engine {
     /// still going.
     fn cancel_tree(&mut self, run: &str, by: &str) -> EngineResult<bool> {
         let cancelled = self.cancel_quietly(run, by)?;
-        for child in self.store.children(run)? {
-            if !child.status.is_final() {
-                self.cancel_tree(&child.id, by)?;
-            }
-        }
+        self.cancel_descendants(run, by)?;
         Ok(cancelled)
     }
 
@@ -476,7 +474,7 @@ impl Engine {
                 if self.store.run(&id)?.is_none() {
                     let input = arguments_json(&code.params, &args, true);
                     let by = StartedAs {
-                        by: "workflow",
+                        by: &d.record.started_by,
                         parent: Some(d.run),
                         continued_from: None,
                     };

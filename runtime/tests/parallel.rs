@@ -952,7 +952,6 @@ fn the_api_neither_lists_nor_starts_a_branch_workflow() {
 /// Cancelling a run that waits on its branches must cancel them too: otherwise their gates
 /// stay in everyone's inbox for a run that is over, and deciding them drives orphan runs.
 #[test]
-#[ignore = "bug: `flowrt cancel` of the parent leaves its branches (and their gates) open"]
 fn cancelling_the_parent_cancels_its_branches_and_withdraws_their_gates() {
     for_each_store(|store| {
         let project = project(store);
@@ -984,7 +983,6 @@ fn cancelling_the_parent_cancels_its_branches_and_withdraws_their_gates() {
 /// Four-eyes: the user who started a run may not approve its gates. A gate in a branch is a
 /// gate of the run she started.
 #[test]
-#[ignore = "bug: a branch run is started by `workflow`, so its starter may approve its gates"]
 fn the_starter_may_not_approve_a_gate_in_a_branch_of_her_run() {
     for_each_store(|store| {
         let project = Project::new(store);
