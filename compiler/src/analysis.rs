@@ -721,6 +721,18 @@ impl Analysis {
         for item in &tree.module.items {
             match item {
                 ast::Item::Import(_) => {}
+                ast::Item::Error(decl) => out.push(DocumentSymbol {
+                    name: decl.name.name.to_string(),
+                    kind: SymbolKind::Record,
+                    detail: Some("error".to_string()),
+                    span: decl.span,
+                    selection: decl.name.span,
+                    children: decl
+                        .fields
+                        .iter()
+                        .map(|f| self.field_symbol(file, f, SymbolKind::Field))
+                        .collect(),
+                }),
                 ast::Item::Type(decl) => out.push(DocumentSymbol {
                     name: decl.name.name.to_string(),
                     kind: SymbolKind::Record,
@@ -1519,6 +1531,25 @@ impl Indexer<'_> {
                     self.add(import.path.span, Sym::Import(*target));
                 }
             }
+            ast::Item::Error(decl) => {
+                let id = self.type_defs.get(&(self.file, decl.name.span)).copied();
+                if let Some(id) = id {
+                    self.add_def(decl.name.span, Sym::Type(id));
+                }
+                for field in &decl.fields {
+                    if let Some(id) = id {
+                        let index = checked
+                            .types
+                            .get(id)
+                            .fields()
+                            .and_then(|f| f.iter().position(|d| d.span == field.name.span));
+                        if let Some(index) = index {
+                            self.add_def(field.name.span, Sym::Field(id, index));
+                        }
+                    }
+                    self.type_expr(&field.ty);
+                }
+            }
             ast::Item::Type(decl) => {
                 let id = self.type_defs.get(&(self.file, decl.name.span)).copied();
                 if let Some(id) = id {
@@ -1742,12 +1773,24 @@ impl Indexer<'_> {
         }
     }
 
+    /// An error named in `catch NotFound(e)`: its declaration, when it is a named error.
+    fn error_ref(&mut self, name: &ast::Ident) {
+        let checked = &self.program.checked;
+        let scope = &checked.scopes[self.file.0 as usize];
+        if let Some(id) = scope.lookup_type(&name.name)
+            && checked.error_of(id).is_some()
+        {
+            self.add(name.span, Sym::Type(id));
+        }
+    }
+
     fn sym_of(&self, resolved: Resolved) -> Sym {
         match resolved {
             Resolved::Tool(i) => Sym::Tool(i),
             Resolved::Workflow(i) => Sym::Workflow(i),
             Resolved::Variant(id, i) => Sym::Variant(id, i),
             Resolved::Builtin(b) => Sym::Builtin(b),
+            Resolved::Error(i) => Sym::Type(self.program.checked.errors[i].ty),
         }
     }
 
@@ -1908,14 +1951,17 @@ impl Indexer<'_> {
                 self.expr(duration);
                 self.block(body);
             }
-            ExprKind::Try {
-                body,
-                error,
-                handler,
-            } => {
+            ExprKind::Try { body, catches } => {
                 self.block(body);
-                self.local_def(error.span);
-                self.block(handler);
+                for catch in catches {
+                    if let Some(error) = &catch.error {
+                        self.error_ref(error);
+                    }
+                    if let Some(binding) = &catch.binding {
+                        self.local_def(binding.span);
+                    }
+                    self.block(&catch.handler);
+                }
             }
             ExprKind::AwaitApproval { options, .. } => self.options(options, false),
             ExprKind::AwaitInput { ty, options, .. } => {
@@ -1995,6 +2041,7 @@ fn item_name(item: &ast::Item) -> Option<&str> {
     match item {
         ast::Item::Import(_) => None,
         ast::Item::Type(d) => Some(&d.name.name),
+        ast::Item::Error(d) => Some(&d.name.name),
         ast::Item::Enum(d) => Some(&d.name.name),
         ast::Item::Tool(d) => Some(&d.name.name),
         ast::Item::Workflow(d) => Some(&d.name.name),
@@ -2262,9 +2309,9 @@ fn inner_blocks(stmt: &ast::Stmt) -> Vec<&ast::Block> {
                     expr_blocks(&arm.body, out);
                 }
             }
-            ExprKind::Try { body, handler, .. } => {
+            ExprKind::Try { body, catches } => {
                 out.push(body);
-                out.push(handler);
+                out.extend(catches.iter().map(|c| &c.handler));
             }
             _ => {}
         }

@@ -852,8 +852,26 @@ impl<'a> Builder<'a> {
                     )),
                     ToolBinding::Error => text(""),
                 });
+                if !decl.raises.is_empty() {
+                    let raises: Vec<String> = decl
+                        .raises
+                        .iter()
+                        .map(|r| match r.on {
+                            RaiseOn::Status(code) => format!("{} on {code}", r.error.name),
+                            RaiseOn::Exit(code) => format!("{} on exit {code}", r.error.name),
+                        })
+                        .collect();
+                    parts.push(text(format!(" raises {}", raises.join(", "))));
+                }
                 if decl.sensitive.is_some() {
                     parts.push(text(" sensitive"));
+                }
+                concat(parts)
+            }
+            Item::Error(decl) => {
+                let mut parts = vec![text("error "), text(&decl.name.name)];
+                if !decl.fields.is_empty() {
+                    parts.push(self.params(decl.name.span.end, &decl.fields));
                 }
                 concat(parts)
             }
@@ -866,6 +884,10 @@ impl<'a> Builder<'a> {
                 if let Some(ret) = &decl.ret {
                     parts.push(text(" -> "));
                     parts.push(self.ty(ret));
+                }
+                if !decl.raises.is_empty() {
+                    let names: Vec<&str> = decl.raises.iter().map(|r| r.name.as_str()).collect();
+                    parts.push(text(format!(" raises {}", names.join(", "))));
                 }
                 if decl.accepts.is_empty() {
                     parts.push(text(" "));
@@ -1513,18 +1535,21 @@ impl<'a> Builder<'a> {
                 text(" "),
                 self.block(body, true),
             ])),
-            ExprKind::Try {
-                body,
-                error,
-                handler,
-            } => group(concat(vec![
-                text("try "),
-                self.block(body, true),
-                text(" catch "),
-                text(&error.name),
-                text(" "),
-                self.block(handler, true),
-            ])),
+            ExprKind::Try { body, catches } => {
+                let mut parts = vec![text("try "), self.block(body, true)];
+                for catch in catches {
+                    parts.push(text(" catch "));
+                    parts.push(text(match (&catch.error, &catch.binding) {
+                        (Some(error), Some(binding)) => format!("{}({})", error.name, binding.name),
+                        (Some(error), None) => error.name.to_string(),
+                        (None, Some(binding)) => binding.name.to_string(),
+                        (None, None) => String::new(),
+                    }));
+                    parts.push(text(" "));
+                    parts.push(self.block(&catch.handler, true));
+                }
+                group(concat(parts))
+            }
             ExprKind::AwaitApproval { .. } | ExprKind::AwaitInput { .. } => {
                 concat(vec![text("await "), self.gate_wait(expr)])
             }

@@ -91,6 +91,7 @@ fn lower_program(program: &Program, with_tests: bool) -> Result<Module> {
     }
     let mut builder = Builder::new(program);
     builder.declare_tools();
+    builder.declare_errors();
     builder.declare_workflows(with_tests);
     let program_workflows = program.trees.iter().enumerate().flat_map(|(file, tree)| {
         tree.module.items.iter().filter_map(move |item| match item {
@@ -426,6 +427,20 @@ impl<'p> Builder<'p> {
                 binding,
                 sensitive: def.sensitive,
             });
+        }
+    }
+
+    /// `Error` and every named error are described, so that the runtime can read a failed
+    /// run's error back as the record it was (a child's error reaches its parent unchanged).
+    fn declare_errors(&mut self) {
+        let program = self.program;
+        for id in program
+            .checked
+            .error
+            .into_iter()
+            .chain(program.checked.errors.iter().map(|e| e.ty))
+        {
+            self.named_type(id);
         }
     }
 
@@ -815,10 +830,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 self.emit(Op::Return);
                 self.depth = depth;
             }
-            StmtKind::Fail(message) => {
-                self.expr(message)?;
-                self.emit(Op::Fail);
-            }
+            StmtKind::Fail(value) => self.fail(value)?,
             StmtKind::ContinueAs { workflow, args } => {
                 let Some(Resolved::Workflow(index)) = self.resolved(workflow.span) else {
                     return Err(self.error_at(workflow.span, "`continue as` was not resolved"));
@@ -1091,11 +1103,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             } => self.if_expr(cond, then_block, else_branch.as_deref(), Want::Discard),
             ExprKind::Match { scrutinee, arms } => self.match_expr(scrutinee, arms, Want::Discard),
             ExprKind::Select { arms } => self.select_expr(arms, Want::Discard),
-            ExprKind::Try {
-                body,
-                error,
-                handler,
-            } => self.try_expr(body, error, handler, Want::Discard),
+            ExprKind::Try { body, catches } => self.try_expr(body, catches, Want::Discard),
             ExprKind::Retry {
                 attempts,
                 backoff,
@@ -1245,11 +1253,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 Want::Value,
             )?,
             ExprKind::Timeout { duration, body } => self.timeout(duration, body, Want::Value)?,
-            ExprKind::Try {
-                body,
-                error,
-                handler,
-            } => self.try_expr(body, error, handler, Want::Value)?,
+            ExprKind::Try { body, catches } => self.try_expr(body, catches, Want::Value)?,
             ExprKind::AwaitApproval { gate, options } => {
                 self.gate_options(options)?;
                 let gate = self.b.gate(&gate.value);
@@ -1333,6 +1337,9 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 });
             }
             Some(Resolved::Variant(ty, variant)) => self.make_variant(ty, variant),
+            Some(Resolved::Error(_)) => {
+                return Err(self.error_at(span, "a named error is made only by `fail`"));
+            }
             Some(Resolved::Builtin(flow_stdlib::Builtin::Any)) => {
                 // `any(a, b)` and `any([a, b])` both pass one list; the runtime flattens a
                 // list inside it, so the bytecode call always has the signature's one argument.
@@ -1807,33 +1814,184 @@ impl<'b, 'p> FnLower<'b, 'p> {
         to_next.push(self.emit(Op::JumpIfFalse(PLACEHOLDER)));
     }
 
-    fn try_expr(
-        &mut self,
-        body: &Block,
-        error: &ast::Ident,
-        handler: &Block,
-        want: Want,
-    ) -> Result {
+    fn try_expr(&mut self, body: &Block, catches: &[ast::Catch], want: Want) -> Result {
+        // A lone `catch e`: the error goes straight into `e`.
+        let lone = match catches {
+            [only] if only.error.is_none() => Some(only),
+            _ => None,
+        };
+        let kinds = if catches.iter().any(|c| c.error.is_none()) {
+            u32::MAX
+        } else {
+            let names = catches
+                .iter()
+                .filter_map(|c| c.error.as_ref())
+                .map(|e| e.name.to_string())
+                .collect();
+            self.b.kind_list(names)
+        };
         let push = self.emit(Op::PushHandler {
             catch: PLACEHOLDER,
-            kinds: u32::MAX,
+            kinds,
         });
         let depth = self.depth;
         self.regions.push(Region::Handler);
         self.block(body, want)?;
         self.regions.pop();
         self.emit(Op::PopHandler);
-        let to_end = self.emit(Op::Jump(PLACEHOLDER));
+        let mut to_end = vec![self.emit(Op::Jump(PLACEHOLDER))];
         self.patch(push);
         // The interpreter unwinds to the handler's depth and pushes the error record.
         self.depth = depth + 1;
-        let mark = self.scope.len();
-        let error_type = self.error_type();
-        let slot = self.bind(&error.name, error_type, error.span)?;
-        self.emit(Op::StoreLocal(slot));
-        self.block(handler, want)?;
-        self.scope.truncate(mark);
-        self.patch(to_end);
+        if let Some(catch) = lone {
+            let mark = self.scope.len();
+            match &catch.binding {
+                Some(binding) => {
+                    let slot = self.bind(&binding.name, self.error_type(), binding.span)?;
+                    self.emit(Op::StoreLocal(slot));
+                }
+                None => {
+                    self.emit(Op::Pop);
+                }
+            }
+            self.block(&catch.handler, want)?;
+            self.scope.truncate(mark);
+            for at in to_end {
+                self.patch(at);
+            }
+            return Ok(());
+        }
+        let caught = self.new_slot(body.span)?;
+        self.emit(Op::StoreLocal(caught));
+        for catch in catches {
+            self.depth = depth;
+            let saved = self.enter(catch.span);
+            let skip = match &catch.error {
+                Some(error) => {
+                    self.emit(Op::LoadLocal(caught));
+                    let kind = self.b.string("kind");
+                    self.emit(Op::GetField(kind));
+                    self.emit_const(Constant::Str(error.name.to_string()));
+                    self.emit(Op::Eq);
+                    Some(self.emit(Op::JumpIfFalse(PLACEHOLDER)))
+                }
+                None => None,
+            };
+            let mark = self.scope.len();
+            if let Some(binding) = &catch.binding {
+                let ty = self.caught_type(catch);
+                let slot = self.bind(&binding.name, ty, binding.span)?;
+                self.emit(Op::LoadLocal(caught));
+                self.emit(Op::StoreLocal(slot));
+            }
+            self.block(&catch.handler, want)?;
+            self.scope.truncate(mark);
+            if !block_diverges(&catch.handler) {
+                to_end.push(self.emit(Op::Jump(PLACEHOLDER)));
+            }
+            if let Some(skip) = skip {
+                self.patch(skip);
+            }
+            self.loc = saved;
+        }
+        // No `catch` took it (a kind the handler lets through cannot get here, but the
+        // bytecode says what happens anyway): it goes on up.
+        self.depth = depth;
+        self.emit(Op::LoadLocal(caught));
+        self.emit(Op::Raise);
+        for at in to_end {
+            self.patch(at);
+        }
+        self.depth = depth + u32::from(want == Want::Value);
+        Ok(())
+    }
+
+    /// The type a `catch` binds: the named error's record, or `Error`.
+    fn caught_type(&self, catch: &ast::Catch) -> Type {
+        let checked = &self.b.program.checked;
+        let named = catch.error.as_ref().and_then(|error| {
+            let scope = checked.scopes.get(self.file.0 as usize)?;
+            let ty = scope.lookup_type(&error.name)?;
+            checked.error_of(ty).map(|_| Type::Named(ty))
+        });
+        named.unwrap_or_else(|| self.error_type())
+    }
+
+    /// `fail "text"`, `fail NotFound(id)` (a named error's record, raised) or `fail e` (a
+    /// caught error, raised again unchanged).
+    fn fail(&mut self, value: &Expr) -> Result {
+        let checked = &self.b.program.checked;
+        if checked
+            .resolutions
+            .rethrows
+            .contains(&(self.file, value.span))
+        {
+            self.expr(value)?;
+            self.emit(Op::Raise);
+            return Ok(());
+        }
+        let Some(Resolved::Error(index)) = self.resolved(value.span) else {
+            self.expr(value)?;
+            self.emit(Op::Fail);
+            return Ok(());
+        };
+        let ExprKind::Call { args, .. } = &value.kind else {
+            return Err(self.error_at(value.span, "a named error without its values"));
+        };
+        let error = &checked.errors[index];
+        let name = error.name.to_string();
+        let payload: Vec<String> = error.payload.iter().map(|f| f.name.to_string()).collect();
+        let fields: Vec<String> = checked
+            .types
+            .get(error.ty)
+            .fields()
+            .map(|f| f.iter().map(|d| d.name.to_string()).collect())
+            .unwrap_or_default();
+        // Each value once, into a temporary: it is both a field and part of the message.
+        let mut slots = Vec::with_capacity(args.len());
+        for arg in args {
+            self.expr(arg)?;
+            let slot = self.new_slot(arg.span)?;
+            self.emit(Op::StoreLocal(slot));
+            slots.push(slot);
+        }
+        for field in &fields {
+            match field.as_str() {
+                "kind" => self.emit_const(Constant::Str(name.clone())),
+                "message" => {
+                    if slots.is_empty() {
+                        self.emit_const(Constant::Str(name.clone()));
+                    } else {
+                        let mut parts = 0u32;
+                        for (i, (field, slot)) in payload.iter().zip(&slots).enumerate() {
+                            let lead = if i == 0 {
+                                format!("{name}({field}: ")
+                            } else {
+                                format!(", {field}: ")
+                            };
+                            self.emit_const(Constant::Str(lead));
+                            self.emit(Op::LoadLocal(*slot));
+                            parts += 2;
+                        }
+                        self.emit_const(Constant::Str(")".into()));
+                        self.emit(Op::Concat(parts + 1));
+                    }
+                }
+                "step" => self.emit_const(Constant::Str("fail".into())),
+                "tool" => self.emit_const(Constant::Str(String::new())),
+                "attempt" => self.emit_const(Constant::Int(1)),
+                "retryable" => self.emit_const(Constant::Bool(false)),
+                other => match payload.iter().position(|p| p == other) {
+                    Some(i) => {
+                        self.emit(Op::LoadLocal(slots[i]));
+                    }
+                    None => self.emit_const(Constant::None),
+                },
+            }
+        }
+        let list = self.b.field_list(fields.iter().map(String::as_str));
+        self.emit(Op::MakeRecord(list));
+        self.emit(Op::Raise);
         Ok(())
     }
 
@@ -2067,6 +2225,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 Some(Resolved::Tool(i)) => checked.tools[i].ret.clone(),
                 Some(Resolved::Workflow(i)) => checked.workflows[i].ret.clone(),
                 Some(Resolved::Variant(ty, _)) => Type::Named(ty),
+                Some(Resolved::Error(i)) => Type::Named(checked.errors[i].ty),
                 Some(Resolved::Builtin(b)) => {
                     check::from_stdlib(b.returns(), checked, &Type::Unknown)
                 }
@@ -2125,15 +2284,16 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::Block(block) => self.block_type(block, inner),
             ExprKind::Retry { body, .. } => self.block_type(body, inner),
             ExprKind::Timeout { body, .. } => self.block_type(body, inner),
-            ExprKind::Try {
-                body,
-                error,
-                handler,
-            } => match self.block_type(body, inner) {
+            ExprKind::Try { body, catches } => match self.block_type(body, inner) {
                 Type::Unknown => {
+                    let Some(catch) = catches.first() else {
+                        return Type::Unknown;
+                    };
                     let mark = inner.len();
-                    inner.push((error.name.to_string(), self.error_type()));
-                    let ty = self.block_type(handler, inner);
+                    if let Some(binding) = &catch.binding {
+                        inner.push((binding.name.to_string(), self.caught_type(catch)));
+                    }
+                    let ty = self.block_type(&catch.handler, inner);
                     inner.truncate(mark);
                     ty
                 }

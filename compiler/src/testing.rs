@@ -204,6 +204,8 @@ pub struct NameRef {
 pub enum RefKind {
     Tool,
     Workflow,
+    /// A named error (`expect error OutOfStock`).
+    Error,
 }
 
 /// A helper workflow: a name no one can write, its role and its body.
@@ -317,6 +319,7 @@ impl Desugarer<'_> {
             params,
             ret: None,
             accepts: Vec::new(),
+            raises: Vec::new(),
             span: body.span,
             body,
         };
@@ -650,28 +653,12 @@ impl Desugarer<'_> {
             }
             TestStepKind::ExpectError { kind, message } => {
                 self.run_workflow(run, step.span)?;
+                // A builtin kind, or a named error the checker finds in the file's scope.
                 if !flow_stdlib::ERROR_KINDS
                     .iter()
                     .any(|(k, _)| *k == kind.name)
                 {
-                    self.out.diagnostics.push(
-                        Diagnostic::error(
-                            codes::UNKNOWN_ERROR_KIND,
-                            self.file,
-                            kind.span,
-                            "not an error kind",
-                        )
-                        .with_message(format!("`{}` is not an error kind", kind.name))
-                        .with_help(format!(
-                            "the error kinds are {}",
-                            flow_stdlib::ERROR_KINDS
-                                .iter()
-                                .map(|(k, _)| format!("`{k}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )),
-                    );
-                    return None;
+                    self.reference(kind, RefKind::Error, None);
                 }
                 Action::ExpectError {
                     kind: kind.name.to_string(),
@@ -1051,9 +1038,11 @@ fn walk_expr<'a>(
             walk_expr(duration, on_stmt, on_expr);
             walk_block(body, on_stmt, on_expr);
         }
-        ExprKind::Try { body, handler, .. } => {
+        ExprKind::Try { body, catches } => {
             walk_block(body, on_stmt, on_expr);
-            walk_block(handler, on_stmt, on_expr);
+            for catch in catches {
+                walk_block(&catch.handler, on_stmt, on_expr);
+            }
         }
         ExprKind::AwaitApproval { options, .. } | ExprKind::AwaitInput { options, .. } => {
             for option in options {

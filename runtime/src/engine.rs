@@ -554,6 +554,36 @@ impl Engine {
         Ok(status)
     }
 
+    /// The error that ended a failed run — the `Error` record (a named error with its
+    /// fields) its `run_failed` holds — as a value of `module`'s types; `None` for a run
+    /// that was cancelled or whose history holds none (written by an older flowrt).
+    pub(crate) fn failure_of(
+        &mut self,
+        module: &Module,
+        record: &crate::store::RunRecord,
+    ) -> EngineResult<Option<Value>> {
+        if record.status != RunStatus::Failed {
+            return Ok(None);
+        }
+        let history = self.store.history(&record.id)?;
+        let Some(failed) = history
+            .iter()
+            .rev()
+            .find(|e| e.kind == EventKind::RunFailed)
+        else {
+            return Ok(None);
+        };
+        let data: serde_json::Value = serde_json::from_str(&failed.data).unwrap_or_default();
+        let error = &data["error"];
+        let Some(kind) = error.get("kind").and_then(|k| k.as_str()) else {
+            return Ok(None);
+        };
+        let ty = module
+            .record_named(kind)
+            .or_else(|| module.record_named("Error"));
+        Ok(ty.and_then(|ty| crate::vm::value::from_json(module, ty, error, "$").ok()))
+    }
+
     /// Cancels a run that has not finished, without waking its parent: for a parent that
     /// cancels its own branches. Returns false when the run had already finished.
     pub(crate) fn cancel_quietly(&mut self, run: &str, by: &str) -> EngineResult<bool> {
@@ -913,7 +943,7 @@ impl Engine {
             None,
             None,
             error.location.map(|l| l.1 as i64),
-            serde_json::json!({ "kind": error.kind, "message": error.message, "at": error.at(module) }),
+            serde_json::json!({ "kind": error.kind, "message": error.message, "at": error.at(module), "error": error.error }),
         ));
         self.commit(
             run,

@@ -150,9 +150,18 @@ impl<'m> Plan<'m> {
     }
 }
 
-/// A failed or cancelled branch as the `Error` record the workflow sees: the branch's own
-/// kind and message (stored as `Kind: message (at file:line:col)` by `render_error`).
-fn branch_error(record: &RunRecord, branch: u64) -> Value {
+/// A failed or cancelled branch as the `Error` record the workflow sees: the error that
+/// ended the branch (a named error with its fields), its message saying which branch.
+fn branch_error(failure: Option<Value>, record: &RunRecord, branch: u64) -> Value {
+    let prefix = format!("branch {branch} of the `parallel` failed: ");
+    if let Some(Value::Record(mut fields)) = failure {
+        let message = match fields.get("message") {
+            Some(Value::Str(m)) => m.clone(),
+            _ => String::new(),
+        };
+        fields.insert("message".into(), Value::Str(format!("{prefix}{message}")));
+        return Value::Record(fields);
+    }
     let (kind, message) = match (&record.status, record.error.as_deref()) {
         (RunStatus::Failed, Some(text)) => {
             let text = text.rsplit_once(" (at ").map_or(text, |(t, _)| t);
@@ -163,11 +172,7 @@ fn branch_error(record: &RunRecord, branch: u64) -> Value {
         }
         _ => ("Cancelled".to_string(), "it was cancelled".to_string()),
     };
-    error_value(
-        &kind,
-        format!("branch {branch} of the `parallel` failed: {message}"),
-        "parallel",
-    )
+    error_value(&kind, format!("{prefix}{message}"), "parallel")
 }
 
 impl Engine {
@@ -240,7 +245,7 @@ impl Engine {
                 return self.fail_fast(d, &runs, branch);
             }
             if started == plan.count && open == 0 {
-                let result = results(&plan, &runs)?;
+                let result = self.parallel_results(&plan, &runs)?;
                 d.pending.push(event(
                     EventKind::ParallelCompleted,
                     Some("parallel".into()),
@@ -420,7 +425,7 @@ impl Engine {
         let failed = runs[branch as usize]
             .as_ref()
             .ok_or_else(|| EngineError::Corrupt("a failed branch without a run".into()))?;
-        let error = branch_error(failed, branch);
+        let error = branch_error(self.failure_of(d.module, failed)?, failed, branch);
         let now = self.clock.now();
         if let Some(Outcome::Failed(failure)) = d.machine.fail_step(d.module, error, now) {
             let events = std::mem::take(&mut d.pending);
@@ -544,7 +549,7 @@ impl Engine {
                 data,
             ));
             d.pending.extend(cancelled);
-            let error = branch_error(record, arm as u64);
+            let error = branch_error(self.failure_of(module, record)?, record, arm as u64);
             if let Some(Outcome::Failed(failure)) = d.machine.fail_step(module, error, now) {
                 let events = std::mem::take(&mut d.pending);
                 return self
@@ -602,39 +607,48 @@ fn branch_name(plan: &Plan<'_>, branch: u64) -> String {
 
 /// The `parallel`'s value once every branch has ended: a list in the items' order, or a
 /// record with a field per branch; with `collect`, each a `{value, error}` record.
-fn results(plan: &Plan<'_>, runs: &[Option<RunRecord>]) -> EngineResult<Value> {
-    let mut values = Vec::with_capacity(runs.len());
-    for (branch, record) in runs.iter().enumerate() {
-        let record = record
-            .as_ref()
-            .ok_or_else(|| EngineError::Corrupt("a branch that never started".into()))?;
-        let value = if record.status == RunStatus::Completed {
-            let code = &plan.module.workflows[plan.workflow(branch as u64) as usize];
-            let json: serde_json::Value =
-                serde_json::from_str(record.output.as_deref().unwrap_or("null"))
-                    .unwrap_or_default();
-            let value = from_json(plan.module, code.ret, &json, "$")
-                .map_err(|e| EngineError::Corrupt(format!("branch run {}: {e}", record.id)))?;
-            if plan.info.collect {
-                Value::record([("value", value), ("error", Value::None)])
+impl Engine {
+    fn parallel_results(
+        &mut self,
+        plan: &Plan<'_>,
+        runs: &[Option<RunRecord>],
+    ) -> EngineResult<Value> {
+        let mut values = Vec::with_capacity(runs.len());
+        for (branch, record) in runs.iter().enumerate() {
+            let record = record
+                .as_ref()
+                .ok_or_else(|| EngineError::Corrupt("a branch that never started".into()))?;
+            let value = if record.status == RunStatus::Completed {
+                let code = &plan.module.workflows[plan.workflow(branch as u64) as usize];
+                let json: serde_json::Value =
+                    serde_json::from_str(record.output.as_deref().unwrap_or("null"))
+                        .unwrap_or_default();
+                let value = from_json(plan.module, code.ret, &json, "$")
+                    .map_err(|e| EngineError::Corrupt(format!("branch run {}: {e}", record.id)))?;
+                if plan.info.collect {
+                    Value::record([("value", value), ("error", Value::None)])
+                } else {
+                    value
+                }
             } else {
-                value
-            }
-        } else {
-            Value::record([
-                ("value", Value::None),
-                ("error", branch_error(record, branch as u64)),
-            ])
-        };
-        values.push(value);
+                Value::record([
+                    ("value", Value::None),
+                    (
+                        "error",
+                        branch_error(self.failure_of(plan.module, record)?, record, branch as u64),
+                    ),
+                ])
+            };
+            values.push(value);
+        }
+        Ok(match plan.info.fields {
+            None => Value::List(values),
+            Some(_) => Value::Record(
+                (0..plan.count)
+                    .map(|b| plan.field(b).unwrap_or("?").to_string())
+                    .zip(values)
+                    .collect(),
+            ),
+        })
     }
-    Ok(match plan.info.fields {
-        None => Value::List(values),
-        Some(_) => Value::Record(
-            (0..plan.count)
-                .map(|b| plan.field(b).unwrap_or("?").to_string())
-                .zip(values)
-                .collect(),
-        ),
-    })
 }

@@ -669,15 +669,20 @@ impl Engine {
                 self.commit_going_on(d)
             }
             RunStatus::Failed | RunStatus::Cancelled => {
-                let why = match record.error {
+                let why = match &record.error {
                     Some(error) => format!("failed: {error}"),
                     None => "was cancelled".to_string(),
                 };
-                let error = error_value(
-                    "Failed",
-                    format!("child workflow `{}` ({child}) {why}", code.name),
-                    &code.name,
-                );
+                // The child's own error, unchanged (a named error keeps its fields); a
+                // cancelled child (or one an older flowrt failed) fails the call plainly.
+                let error = match self.failure_of(module, &record)? {
+                    Some(error) => error,
+                    None => error_value(
+                        "Failed",
+                        format!("child workflow `{}` ({child}) {why}", code.name),
+                        &code.name,
+                    ),
+                };
                 d.pending.push(event(
                     EventKind::ChildFailed,
                     Some(code.name.clone()),

@@ -383,6 +383,14 @@ impl Module {
             .map(|(_, doc)| doc.as_str())
     }
 
+    /// The record type named `name` (a named error's, `Error`), if the module describes it.
+    pub fn record_named(&self, name: &str) -> Option<TypeRef> {
+        self.types
+            .iter()
+            .position(|t| matches!(t, TypeDesc::Record { name: n, .. } if n == name))
+            .map(|i| TypeRef(i as u32))
+    }
+
     pub fn type_desc(&self, ty: TypeRef) -> Option<&TypeDesc> {
         self.types.get(ty.0 as usize)
     }

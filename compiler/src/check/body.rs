@@ -673,8 +673,8 @@ impl<'a> BodyChecker<'a> {
                 }
                 self.flow = Flow::Unreachable;
             }
-            StmtKind::Fail(message) => {
-                self.expect_type(message, &Type::String);
+            StmtKind::Fail(value) => {
+                self.check_fail(value);
                 self.flow = Flow::Unreachable;
             }
             StmtKind::ContinueAs { workflow, args } => {
@@ -895,8 +895,9 @@ impl<'a> BodyChecker<'a> {
             ExprKind::Block(block) => self.block_is_decision(block),
             ExprKind::Timeout { body, .. } => self.block_is_decision(body),
             ExprKind::Retry { body, .. } => self.block_is_decision(body),
-            ExprKind::Try { body, handler, .. } => {
-                self.block_is_decision(body) && self.block_is_decision(handler)
+            ExprKind::Try { body, catches } => {
+                self.block_is_decision(body)
+                    && catches.iter().all(|c| self.block_is_decision(&c.handler))
             }
             ExprKind::If {
                 then_block,
@@ -1271,11 +1272,7 @@ impl<'a> BodyChecker<'a> {
                 }
                 self.check_block(body, expected)
             }
-            ExprKind::Try {
-                body,
-                error,
-                handler,
-            } => self.check_try(body, error, handler, expected),
+            ExprKind::Try { body, catches } => self.check_try(body, catches, expected),
             ExprKind::AwaitApproval { gate, options } => {
                 self.check_not_empty(
                     gate,
@@ -2587,37 +2584,166 @@ impl<'a> BodyChecker<'a> {
     fn check_try(
         &mut self,
         body: &ast::Block,
-        error: &ast::Ident,
-        handler: &ast::Block,
+        catches: &[ast::Catch],
         expected: Option<&Type>,
     ) -> Type {
         let entry = self.flow.clone();
         let body_type = self.check_block(body, expected);
-        let body_flow = std::mem::replace(&mut self.flow, entry);
-        let mark = self.locals.len();
-        let error_type = self.checked.error.map(Type::Named).unwrap_or(Type::Unknown);
-        self.bind(error, error_type, false, false, LocalKind::CaughtError);
-        self.note_visible(handler.span.start, handler.span.end);
-        let handler_type = self.check_block(handler, expected);
-        self.pop_scope(mark, handler.span.end);
-        let handler_flow = std::mem::replace(&mut self.flow, Flow::Unreachable);
-        self.flow = body_flow.join(handler_flow);
-        self.join_branches(
-            &body_type,
-            body.span,
-            &handler_type,
-            handler.span,
-            "`try` and `catch`",
-            expected,
-        )
+        let mut flow = std::mem::replace(&mut self.flow, entry.clone());
+        let mut result = Some((body_type, body.span));
+        let mut caught_all: Option<Span> = None;
+        for catch in catches {
+            if let Some(earlier) = caught_all {
+                self.error(
+                    Diagnostic::warning(
+                        codes::UNREACHABLE_CODE,
+                        self.file,
+                        catch.span,
+                        "never runs",
+                    )
+                    .with_message("This `catch` comes after one that catches every error")
+                    .with_label(self.file, earlier, "this one catches every error first")
+                    .with_help("put the `catch` of a named error before `catch e { … }`"),
+                );
+            }
+            // The handler starts with the facts before the `try` block: the error may have
+            // come from anywhere in it.
+            self.flow = entry.clone();
+            let mark = self.locals.len();
+            let error_type = match &catch.error {
+                Some(name) => self.caught_error_type(name),
+                None => {
+                    caught_all.get_or_insert(catch.span);
+                    self.checked.error.map(Type::Named).unwrap_or(Type::Unknown)
+                }
+            };
+            if let Some(binding) = &catch.binding {
+                self.bind(binding, error_type, false, false, LocalKind::CaughtError);
+            }
+            let handler = &catch.handler;
+            self.note_visible(handler.span.start, handler.span.end);
+            let handler_type = self.check_block(handler, expected);
+            self.pop_scope(mark, handler.span.end);
+            flow = flow.join(std::mem::replace(&mut self.flow, Flow::Unreachable));
+            result = Some(self.join_arm(
+                result,
+                handler_type,
+                handler.span,
+                "`try` and `catch`",
+                expected,
+            ));
+        }
+        self.flow = flow;
+        result.map(|(t, _)| t).unwrap_or(Type::Unit)
+    }
+
+    /// The type of the error a `catch Name(e)` binds: a named error's record, or `Error`
+    /// for a builtin kind (`catch ToolError(e)`). Reports an unknown name.
+    fn caught_error_type(&mut self, name: &ast::Ident) -> Type {
+        if let Some(index) = self.named_error(&name.name) {
+            return Type::Named(self.checked.errors[index].ty);
+        }
+        self.check_error_kind(name);
+        self.checked.error.map(Type::Named).unwrap_or(Type::Unknown)
+    }
+
+    /// The named error `name` this file can see.
+    fn named_error(&self, name: &str) -> Option<usize> {
+        let ty = self.scope.lookup_type(name)?;
+        self.checked.error_of(ty)
+    }
+
+    /// `fail "text"`, `fail NotFound(id)` (a named error the workflow declares it raises)
+    /// or `fail e` (a caught error, raised again unchanged).
+    fn check_fail(&mut self, value: &ast::Expr) {
+        if let ExprKind::Call { callee, args } = &value.kind
+            && let ExprKind::Name(name) = &callee.kind
+            && self.lookup_local(name, callee.span).is_none()
+            && let Some(index) = self.named_error(name)
+        {
+            self.record(value.span, Resolved::Error(index));
+            let payload = self.checked.errors[index].payload.clone();
+            if args.len() != payload.len() {
+                self.error(
+                    Diagnostic::error(
+                        codes::WRONG_ARGUMENT_COUNT,
+                        self.file,
+                        value.span,
+                        format!("{} value(s) given, {} expected", args.len(), payload.len()),
+                    )
+                    .with_message(format!("Error `{name}` takes {} value(s)", payload.len()))
+                    .with_help(format!(
+                        "give its fields in order: `{name}({})`",
+                        payload
+                            .iter()
+                            .map(|f| f.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                );
+            }
+            for (arg, field) in args.iter().zip(&payload) {
+                self.expect_type(arg, &field.ty);
+            }
+            for arg in args.iter().skip(payload.len()) {
+                self.check_expr(arg, None);
+            }
+            if !self.workflow.raises.iter().any(|r| r == name) {
+                let help = format!("declare it after the result type: `-> … raises {name}`");
+                self.error(
+                    Diagnostic::error(
+                        codes::UNDECLARED_ERROR,
+                        self.file,
+                        callee.span,
+                        format!("`{}` does not declare it", self.workflow.name),
+                    )
+                    .with_message(format!(
+                        "`{}` fails with `{name}` without declaring it",
+                        self.workflow.name
+                    ))
+                    .with_label(self.file, self.workflow.span, "the workflow")
+                    .with_help(help),
+                );
+            }
+            return;
+        }
+        let found = self.check_expr(value, Some(&Type::String));
+        let is_error = match &found {
+            Type::Named(id) => {
+                Some(*id) == self.checked.error || self.checked.error_of(*id).is_some()
+            }
+            _ => false,
+        };
+        if is_error {
+            self.resolved.rethrows.insert((self.file, value.span));
+            return;
+        }
+        if !self.checked.types.assignable(&found, &Type::String) {
+            self.mismatch(value.span, &Type::String, &found, None);
+        }
     }
 
     fn check_error_kind(&mut self, kind: &ast::Ident) {
-        if stdlib::ERROR_KINDS.iter().any(|(k, _)| *k == kind.name) {
+        if stdlib::ERROR_KINDS.iter().any(|(k, _)| *k == kind.name)
+            || self.named_error(&kind.name).is_some()
+        {
             return;
         }
-        let names = stdlib::ERROR_KINDS.iter().map(|(k, _)| *k);
-        let all: Vec<&str> = stdlib::ERROR_KINDS.iter().map(|(k, _)| *k).collect();
+        let declared: Vec<&str> = self
+            .checked
+            .errors
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        let names = stdlib::ERROR_KINDS
+            .iter()
+            .map(|(k, _)| *k)
+            .chain(declared.iter().copied());
+        let all: Vec<&str> = stdlib::ERROR_KINDS
+            .iter()
+            .map(|(k, _)| *k)
+            .chain(declared.iter().copied())
+            .collect();
         let mut diagnostic = Diagnostic::error(
             codes::UNKNOWN_ERROR_KIND,
             self.file,

@@ -58,6 +58,8 @@ pub struct WorkflowDef {
     pub signals: Vec<SignalDef>,
     /// Its queries (`query name -> T { … }` at the top level of its body) and their types.
     pub queries: Vec<(Name, Type)>,
+    /// The named errors it declares it may fail with (`raises NotFound, …`).
+    pub raises: Vec<Name>,
 }
 
 /// One signal a workflow accepts: the type of its value and who may send it.
@@ -155,6 +157,8 @@ pub enum Resolved {
     /// An enum variant: a value, a construction (`Held(…)`) or a pattern.
     Variant(TypeId, usize),
     Builtin(stdlib::Builtin),
+    /// A named error, as in `fail NotFound(id)` (an index into [`Checked::errors`]).
+    Error(usize),
 }
 
 /// What a `for` loop goes over.
@@ -180,6 +184,8 @@ pub struct Resolutions {
     /// The type of each gate's `context` value, by its span: the lowering describes it in
     /// the artifact, so that the inbox shows the fields in the order written or declared.
     pub contexts: HashMap<(FileId, Span), Type>,
+    /// `fail e` with a caught error: raised again as it is, by the value's span.
+    pub rethrows: std::collections::HashSet<(FileId, Span)>,
     /// What each `parallel` passes to its branches and gets back, by the expression's span.
     pub parallels: HashMap<(FileId, Span), ParallelFacts>,
     /// Facts for editors, recorded only when asked for (the language server's analysis,
@@ -251,7 +257,26 @@ pub struct Checked {
     pub scopes: Vec<FileScope>,
     pub decision: Option<TypeId>,
     pub error: Option<TypeId>,
+    /// The named errors (`error NotFound(id: String)`), in declaration order.
+    pub errors: Vec<ErrorDef>,
     pub resolutions: Resolutions,
+}
+
+/// A named error: a record type with the fields of every error (`kind`, `message`, …) and
+/// its own.
+#[derive(Clone, Debug)]
+pub struct ErrorDef {
+    pub name: Name,
+    pub ty: TypeId,
+    /// Its own fields, in declaration order (those a `fail Name(…)` gives).
+    pub payload: Vec<FieldDef>,
+}
+
+impl Checked {
+    /// The named error this type is, if it is one.
+    pub fn error_of(&self, ty: TypeId) -> Option<usize> {
+        self.errors.iter().position(|e| e.ty == ty)
+    }
 }
 
 pub fn check_program(
@@ -395,7 +420,7 @@ impl DeclChecker<'_> {
         let (mut types, mut tools, mut workflows) = (0, 0, 0);
         for item in trees.iter().flat_map(|tree| &tree.module.items) {
             match item {
-                ast::Item::Type(_) | ast::Item::Enum(_) => types += 1,
+                ast::Item::Type(_) | ast::Item::Enum(_) | ast::Item::Error(_) => types += 1,
                 ast::Item::Tool(_) => tools += 1,
                 ast::Item::Workflow(_) => workflows += 1,
                 ast::Item::Import(_) | ast::Item::Test(_) => {}
@@ -412,6 +437,15 @@ impl DeclChecker<'_> {
                     ast::Item::Type(decl) => {
                         let kind = TypeDefKind::Record(Vec::new());
                         self.declare_type(file, &mut own, &decl.name, &decl.doc, kind);
+                    }
+                    ast::Item::Error(decl) => {
+                        let kind = TypeDefKind::Record(Vec::new());
+                        let ty = self.declare_type(file, &mut own, &decl.name, &decl.doc, kind);
+                        self.checked.errors.push(ErrorDef {
+                            name: decl.name.name.clone(),
+                            ty,
+                            payload: Vec::new(),
+                        });
                     }
                     ast::Item::Enum(decl) => {
                         let kind = TypeDefKind::Enum(Vec::new());
@@ -451,6 +485,7 @@ impl DeclChecker<'_> {
                             doc: decl.doc.clone(),
                             signals: Vec::new(),
                             queries: Vec::new(),
+                            raises: decl.raises.iter().map(|r| r.name.clone()).collect(),
                         });
                         self.add_own_value(file, &mut own, &decl.name, Value::Workflow(index));
                     }
@@ -646,6 +681,12 @@ impl DeclChecker<'_> {
                         let fields = self.resolve_fields(file, &decl.fields);
                         self.checked.types.get_mut(id).kind = TypeDefKind::Record(fields);
                     }
+                    ast::Item::Error(decl) => {
+                        let Some(id) = declared_types.next() else {
+                            continue;
+                        };
+                        self.resolve_error(file, decl, id);
+                    }
                     ast::Item::Enum(decl) => {
                         let Some(id) = declared_types.next() else {
                             continue;
@@ -818,6 +859,39 @@ impl DeclChecker<'_> {
             });
         }
         out
+    }
+
+    /// An error's record: the fields of every error, then its own (which may not be named
+    /// like those).
+    fn resolve_error(&mut self, file: FileId, decl: &ast::ErrorDecl, id: TypeId) {
+        let common: Vec<FieldDef> = self
+            .checked
+            .error
+            .and_then(|e| self.checked.types.get(e).fields())
+            .map(<[FieldDef]>::to_vec)
+            .unwrap_or_default();
+        let mut payload = self.resolve_fields(file, &decl.fields);
+        payload.retain(|field| {
+            let clash = common.iter().any(|c| c.name == field.name);
+            if clash {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        codes::DUPLICATE_FIELD,
+                        file,
+                        field.span,
+                        "every error has this field",
+                    )
+                    .with_message(format!("Error `{}` names its own `{}`", decl.name.name, field.name))
+                    .with_help("every error has `kind`, `message`, `step`, `tool`, `attempt` and `retryable`; give this field another name"),
+                );
+            }
+            !clash
+        });
+        let fields = common.into_iter().chain(payload.iter().cloned()).collect();
+        self.checked.types.get_mut(id).kind = TypeDefKind::Record(fields);
+        if let Some(error) = self.checked.errors.iter_mut().find(|e| e.ty == id) {
+            error.payload = payload;
+        }
     }
 
     fn resolve_params(&mut self, file: FileId, params: &[ast::Field]) -> Vec<ParamDef> {

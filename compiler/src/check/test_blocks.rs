@@ -28,6 +28,7 @@ impl DeclChecker<'_> {
                     doc: None,
                     signals: Vec::new(),
                     queries: Vec::new(),
+                    raises: Vec::new(),
                 });
             }
         }
@@ -77,14 +78,18 @@ impl DeclChecker<'_> {
 
     fn check_reference(&mut self, file: FileId, reference: &testing::NameRef) {
         let name = &reference.name;
+        if reference.kind == RefKind::Error {
+            return self.check_error_reference(file, name);
+        }
         let what = match reference.kind {
             RefKind::Tool => "tool",
-            RefKind::Workflow => "workflow",
+            RefKind::Workflow | RefKind::Error => "workflow",
         };
         let Some(index) = self.lookup(file, &name.name, reference.kind) else {
             let candidates: Vec<&str> = match reference.kind {
                 RefKind::Tool => self.checked.tools.iter().map(|t| t.name.as_str()).collect(),
-                RefKind::Workflow => self.checked.workflows[..self.checked.program_workflows]
+                RefKind::Workflow | RefKind::Error => self.checked.workflows
+                    [..self.checked.program_workflows]
                     .iter()
                     .map(|w| w.name.as_str())
                     .collect(),
@@ -110,7 +115,7 @@ impl DeclChecker<'_> {
         };
         let wanted = match reference.kind {
             RefKind::Tool => self.checked.tools[index].params.len(),
-            RefKind::Workflow => self.checked.workflows[index].params.len(),
+            RefKind::Workflow | RefKind::Error => self.checked.workflows[index].params.len(),
         };
         if given != wanted {
             self.diagnostics.push(
@@ -124,6 +129,44 @@ impl DeclChecker<'_> {
                 .with_help("give one value per parameter, in the declared order"),
             );
         }
+    }
+
+    /// `expect error Name`: a builtin kind (checked when the test was read) or a named error
+    /// this file can see.
+    fn check_error_reference(&mut self, file: FileId, name: &crate::syntax::ast::Ident) {
+        let scope = &self.checked.scopes[file.0 as usize];
+        if scope
+            .lookup_type(&name.name)
+            .is_some_and(|ty| self.checked.error_of(ty).is_some())
+        {
+            return;
+        }
+        let kinds: Vec<&str> = flow_stdlib::ERROR_KINDS
+            .iter()
+            .map(|(k, _)| *k)
+            .chain(self.checked.errors.iter().map(|e| e.name.as_str()))
+            .collect();
+        let help = match did_you_mean(&name.name, kinds.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!(
+                "the error kinds are {}",
+                kinds
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        self.diagnostics.push(
+            Diagnostic::error(
+                codes::UNKNOWN_ERROR_KIND,
+                file,
+                name.span,
+                "not an error kind",
+            )
+            .with_message(format!("`{}` is not an error kind", name.name))
+            .with_help(help),
+        );
     }
 
     fn helper_signature(

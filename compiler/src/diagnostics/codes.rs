@@ -73,6 +73,7 @@ codes! {
     SHARED_VARIABLE = "E0406", "Variable shared between parallel branches";
     NOT_IN_BRANCH = "E0407", "Not allowed in a parallel branch";
     SELECT_ARM_DOES_NOT_WAIT = "E0408", "Select arm does not wait";
+    UNDECLARED_ERROR = "E0409", "Error not declared";
 
     UNUSED_VARIABLE = "W0001", "Unused variable";
     UNREACHABLE_CODE = "W0002", "Unreachable code";

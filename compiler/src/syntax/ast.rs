@@ -21,6 +21,34 @@ pub enum Item {
     Tool(Box<ToolDecl>),
     Workflow(Box<WorkflowDecl>),
     Test(Box<TestDecl>),
+    /// `error NotFound(id: String)`: an error a tool or a workflow can raise, by name.
+    Error(Box<ErrorDecl>),
+}
+
+/// `error NotFound(id: String)`: a named error and the fields it carries besides those of
+/// every error (`kind`, `message`, …).
+#[derive(Clone, Debug)]
+pub struct ErrorDecl {
+    pub doc: Option<Box<str>>,
+    pub name: Ident,
+    pub fields: Vec<Field>,
+    pub span: Span,
+}
+
+/// `raises NotFound on 404` on a tool: which named error an answer is.
+#[derive(Clone, Debug)]
+pub struct RaiseClause {
+    pub error: Ident,
+    pub on: RaiseOn,
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum RaiseOn {
+    /// An `http` tool's answer with this status.
+    Status(i64),
+    /// An `exec` tool's exit status (`on exit 3`).
+    Exit(i64),
 }
 
 impl Item {
@@ -32,6 +60,7 @@ impl Item {
             Item::Tool(t) => t.span,
             Item::Workflow(w) => w.span,
             Item::Test(t) => t.span,
+            Item::Error(e) => e.span,
         }
     }
 }
@@ -94,6 +123,8 @@ pub struct ToolDecl {
     pub params: Vec<Field>,
     pub ret: TypeExpr,
     pub binding: ToolBinding,
+    /// `raises NotFound on 404, Conflict on 409`.
+    pub raises: Vec<RaiseClause>,
     pub sensitive: Option<Span>,
     pub span: Span,
 }
@@ -123,6 +154,8 @@ pub struct WorkflowDecl {
     pub ret: Option<TypeExpr>,
     /// `accepts cancel: String from role("support"), …`: the signals its runs accept.
     pub accepts: Vec<SignalDecl>,
+    /// `raises OutOfStock, …`: the named errors its body may `fail` with.
+    pub raises: Vec<Ident>,
     pub body: Block,
     pub span: Span,
 }
@@ -437,8 +470,8 @@ pub enum ExprKind {
     },
     Try {
         body: Box<Block>,
-        error: Ident,
-        handler: Box<Block>,
+        /// At least one; the first whose error matches handles it.
+        catches: Vec<Catch>,
     },
     AwaitApproval {
         gate: StrLit,
@@ -483,6 +516,17 @@ pub struct AwaitOption {
     pub value: Expr,
     /// `escalate: role("ops") after 24h`.
     pub after: Option<Box<Expr>>,
+    pub span: Span,
+}
+
+/// One `catch` of a `try`: `catch e { … }` (any error, bound to `e`), `catch NotFound(e)
+/// { … }` (that named error, bound to `e`) or `catch NotFound { … }`. A name that starts
+/// with a capital letter is an error's; any other is a binding.
+#[derive(Clone, Debug)]
+pub struct Catch {
+    pub error: Option<Ident>,
+    pub binding: Option<Ident>,
+    pub handler: Block,
     pub span: Span,
 }
 

@@ -397,6 +397,9 @@ impl<'a> Parser<'a> {
             }
             T::Workflow => Some(Item::Workflow(Box::new(self.parse_workflow_decl(doc)?))),
             T::Ident if self.at_test_item() => Some(Item::Test(Box::new(self.parse_test_decl()?))),
+            T::Ident if self.at_word("error") && self.next_token().kind == T::Ident => {
+                Some(Item::Error(Box::new(self.parse_error_decl(doc)?)))
+            }
             _ => None,
         }
     }
@@ -420,6 +423,70 @@ impl<'a> Parser<'a> {
             fields,
             span: start.to(end),
         })
+    }
+
+    /// `error Name(field: Type, …)` (the fields may be left out).
+    fn parse_error_decl(&mut self, doc: Option<Box<str>>) -> Option<ErrorDecl> {
+        let start = self.bump().span;
+        let name = self.parse_ident("the error's name")?;
+        let fields = if self.eat(T::LParen).is_some() {
+            self.parse_fields(T::RParen)
+        } else {
+            Vec::new()
+        };
+        Some(ErrorDecl {
+            doc,
+            name,
+            fields,
+            span: start.to(self.previous_span()),
+        })
+    }
+
+    /// `raises A on 404, B on exit 3, …` after a tool's binding (on its line or the next).
+    fn parse_tool_raises(&mut self) -> Vec<RaiseClause> {
+        const SHAPE: &str = "a tool's errors read `raises NotFound on 404, Busy on exit 3`";
+        if !self.at_word("raises") {
+            return Vec::new();
+        }
+        self.bump();
+        let mut raises = Vec::new();
+        loop {
+            let start = self.span();
+            let Some(error) = self.parse_ident("the name of an error") else {
+                break;
+            };
+            if !self.at(T::On) {
+                self.error_expected("`on`", SHAPE);
+                break;
+            }
+            self.bump();
+            let exit = self.eat_word("exit").is_some();
+            let code = match self.peek() {
+                T::Number => {
+                    let span = self.bump().span;
+                    self.text(span).replace('_', "").parse::<i64>().ok()
+                }
+                _ => None,
+            };
+            let Some(code) = code else {
+                self.error_expected("an HTTP status or `exit` and an exit status", SHAPE);
+                break;
+            };
+            let on = if exit {
+                RaiseOn::Exit(code)
+            } else {
+                RaiseOn::Status(code)
+            };
+            raises.push(RaiseClause {
+                error,
+                on,
+                span: start.to(self.previous_span()),
+            });
+            if self.eat(T::Comma).is_none() {
+                break;
+            }
+        }
+        raises
     }
 
     fn parse_enum_decl(&mut self, doc: Option<Box<str>>) -> Option<EnumDecl> {
@@ -492,6 +559,7 @@ impl<'a> Parser<'a> {
         let ret = self.parse_type();
         self.expect(T::Via, SHAPE)?;
         let binding = self.parse_tool_binding(&params);
+        let raises = self.parse_tool_raises();
         // Only on the binding's line: a `sensitive` that starts the next line is the next
         // tool's (`sensitive tool pay(…)`), never this one's.
         let suffix = if self.token().starts_line {
@@ -506,6 +574,7 @@ impl<'a> Parser<'a> {
             params,
             ret,
             binding,
+            raises,
             sensitive,
             span: start.to(self.previous_span()),
         })
@@ -574,6 +643,16 @@ impl<'a> Parser<'a> {
         } else {
             None
         };
+        let mut raises = Vec::new();
+        if self.at_word("raises") {
+            self.bump();
+            while let Some(error) = self.parse_ident("the name of an error it may fail with") {
+                raises.push(error);
+                if self.eat(T::Comma).is_none() {
+                    break;
+                }
+            }
+        }
         let accepts = if self.at_word("accepts") {
             self.bump();
             self.parse_signal_decls()
@@ -587,6 +666,7 @@ impl<'a> Parser<'a> {
             params,
             ret,
             accepts,
+            raises,
             span: start.to(body.span),
             body,
         })
@@ -1951,22 +2031,44 @@ impl<'a> Parser<'a> {
         let Some(body) = self.parse_block() else {
             return ExprKind::Error;
         };
-        if self
-            .expect(T::Catch, "a `try` block needs `catch error { … }` after it")
-            .is_none()
-        {
+        if !self.at(T::Catch) {
+            self.expect(T::Catch, "a `try` block needs `catch error { … }` after it");
             return ExprKind::Error;
         }
-        let Some(error) = self.parse_ident("a name for the caught error") else {
-            return ExprKind::Error;
-        };
-        match self.parse_block() {
-            Some(handler) => ExprKind::Try {
-                body: Box::new(body),
+        let mut catches = Vec::new();
+        while self.at(T::Catch) {
+            let start = self.bump().span;
+            let Some(name) = self.parse_ident("a name for the caught error, or an error's name")
+            else {
+                return ExprKind::Error;
+            };
+            let (error, binding) = if self.eat(T::LParen).is_some() {
+                let binding = self.parse_ident("a name for the caught error");
+                if self
+                    .expect(T::RParen, "close `catch Name(e)` with `)`")
+                    .is_none()
+                {
+                    return ExprKind::Error;
+                }
+                (Some(name), binding)
+            } else if name.name.starts_with(|c: char| c.is_uppercase()) {
+                (Some(name), None)
+            } else {
+                (None, Some(name))
+            };
+            let Some(handler) = self.parse_block() else {
+                return ExprKind::Error;
+            };
+            catches.push(Catch {
                 error,
-                handler: Box::new(handler),
-            },
-            None => ExprKind::Error,
+                binding,
+                span: start.to(handler.span),
+                handler,
+            });
+        }
+        ExprKind::Try {
+            body: Box::new(body),
+            catches,
         }
     }
 

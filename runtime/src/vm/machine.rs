@@ -116,6 +116,10 @@ pub struct RuntimeError {
     pub kind: String,
     pub message: String,
     pub location: Option<(u32, u32, u32)>,
+    /// The `Error` record that ended the run (a named error's with its fields), as JSON:
+    /// a parent that waited on the run raises it unchanged.
+    #[serde(default)]
+    pub error: Option<serde_json::Value>,
 }
 
 impl RuntimeError {
@@ -265,6 +269,7 @@ impl Machine {
             kind: "Internal".to_string(),
             message: format!("corrupt bytecode or runtime bug: {why}"),
             location: self.location(module).map(|l| (l.file, l.line, l.column)),
+            error: None,
         })
     }
 
@@ -475,6 +480,7 @@ impl Machine {
             kind,
             message,
             location: self.location(module).map(|l| (l.file, l.line, l.column)),
+            error: Some(error.to_json()),
         }))
     }
 
