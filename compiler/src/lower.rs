@@ -19,7 +19,8 @@
 
 use crate::bytecode::module::{
     Binding, Constant, DebugLoc, FieldDocs, GateContext, InputRequest, Module, ParallelInfo,
-    QueryCode, SelectArmInfo, SelectInfo, SignalInfo, ToolInfo, TypeDesc, TypeRef, WorkflowCode,
+    QueryCode, RaiseCode, SelectArmInfo, SelectInfo, SignalInfo, ToolInfo, ToolRaise, TypeDesc,
+    TypeRef, WorkflowCode,
 };
 use crate::bytecode::{Op, verify};
 use crate::check::{self, IterKind, Resolved};
@@ -175,6 +176,7 @@ impl<'p> Builder<'p> {
                 selects: Vec::new(),
                 queries: Vec::new(),
                 parallels: Vec::new(),
+                tool_raises: Vec::new(),
                 source_hash: source_hash(program),
                 files: program
                     .db
@@ -441,6 +443,22 @@ impl<'p> Builder<'p> {
             .chain(program.checked.errors.iter().map(|e| e.ty))
         {
             self.named_type(id);
+        }
+        for (tool, def) in program.checked.tools.iter().enumerate() {
+            for (error, on) in &def.raises {
+                let error = self.named_type(program.checked.errors[*error].ty);
+                let on = match on {
+                    ast::RaiseOn::Status(code) => {
+                        RaiseCode::Status(u16::try_from(*code).unwrap_or(0))
+                    }
+                    ast::RaiseOn::Exit(code) => RaiseCode::Exit(u8::try_from(*code).unwrap_or(0)),
+                };
+                self.module.tool_raises.push(ToolRaise {
+                    tool: index_u32(tool),
+                    error,
+                    on,
+                });
+            }
         }
     }
 

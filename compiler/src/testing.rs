@@ -467,7 +467,15 @@ impl Desugarer<'_> {
                         message,
                         permanent,
                     } => {
-                        if !MOCK_FAILURES.contains(&kind.name.as_str()) {
+                        // A builtin kind a tool can fail with, or (a name with a capital
+                        // that is no builtin kind) a named error the tool raises.
+                        let named = !flow_stdlib::ERROR_KINDS
+                            .iter()
+                            .any(|(k, _)| *k == kind.name)
+                            && kind.name.starts_with(|c: char| c.is_uppercase());
+                        if named {
+                            self.reference(kind, RefKind::Error, None);
+                        } else if !MOCK_FAILURES.contains(&kind.name.as_str()) {
                             self.out.diagnostics.push(
                                 Diagnostic::error(
                                     codes::UNKNOWN_ERROR_KIND,

@@ -1322,14 +1322,7 @@ impl Engine {
                     .insert(site, (key.clone(), input.clone()));
                 memory.ended();
                 self.remember(run, memory);
-                let error = tool_error_value(
-                    failure.kind,
-                    failure.message,
-                    &info.name,
-                    &info.name,
-                    attempt,
-                    failure.retryable,
-                );
+                let error = failure_value(module, tool, failure, attempt);
                 if let Some(Outcome::Failed(failed)) = machine.fail_step(module, error, finished) {
                     return self
                         .fail_run(run, version, module, &failed, std::mem::take(pending))
@@ -1825,6 +1818,78 @@ pub(crate) fn arguments_json(
             }))
             .collect(),
     )
+}
+
+/// A failed call as the `Error` record the workflow sees: the named error the tool's
+/// `raises` makes of that answer (its fields read from the answer's body, by name), or the
+/// builtin kind. An answer whose body does not fit the named error stays a plain error,
+/// saying why.
+pub(crate) fn failure_value(
+    module: &Module,
+    tool: u32,
+    failure: crate::tools::ToolFailure,
+    attempt: i64,
+) -> Value {
+    let name = module
+        .tools
+        .get(tool as usize)
+        .map(|t| t.name.clone())
+        .unwrap_or_default();
+    let plain = |message: String, failure: &crate::tools::ToolFailure| {
+        tool_error_value(
+            failure.kind,
+            message,
+            &name,
+            &name,
+            attempt,
+            failure.retryable,
+        )
+    };
+    let Some(answer) = &failure.answer else {
+        return plain(failure.message.clone(), &failure);
+    };
+    let code = match answer.code {
+        crate::tools::AnswerCode::Status(s) => u16::try_from(s).map(bytecode::RaiseCode::Status),
+        crate::tools::AnswerCode::Exit(e) => u8::try_from(e).map(bytecode::RaiseCode::Exit),
+    };
+    let raise = code.ok().and_then(|code| {
+        module
+            .tool_raises
+            .iter()
+            .find(|r| r.tool == tool && r.on == code)
+    });
+    let Some(bytecode::TypeDesc::Record { name: kind, fields }) =
+        raise.and_then(|r| module.type_desc(r.error))
+    else {
+        return plain(failure.message.clone(), &failure);
+    };
+    let mut record = std::collections::BTreeMap::new();
+    for (field, ty) in fields {
+        let value = match field.as_str() {
+            "kind" => Value::Str(kind.clone()),
+            "message" => Value::Str(failure.message.clone()),
+            "step" | "tool" => Value::Str(name.clone()),
+            "attempt" => Value::Int(attempt),
+            "retryable" => Value::Bool(failure.retryable),
+            _ => {
+                let json = answer
+                    .body
+                    .as_ref()
+                    .and_then(|b| b.get(field))
+                    .unwrap_or(&serde_json::Value::Null);
+                match crate::vm::value::from_json(module, *ty, json, &format!("$.{field}")) {
+                    Ok(value) => value,
+                    Err(why) => {
+                        let message =
+                            format!("{} (the answer is not a `{kind}`: {why})", failure.message);
+                        return plain(message, &failure);
+                    }
+                }
+            }
+        };
+        record.insert(field.clone(), value);
+    }
+    Value::Record(record)
 }
 
 /// `step_started` of an attempt of a call, with the input as the history shows it (secrets

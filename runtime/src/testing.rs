@@ -170,6 +170,13 @@ impl ToolDouble for Mocks {
             MockAnswer::Fails {
                 kind,
                 message,
+                retryable: _,
+            } if !flow_compiler::testing::MOCK_FAILURES.contains(&kind.as_str()) => {
+                Err(self.named_failure(tool, &kind, message.as_deref().unwrap_or_default()))
+            }
+            MockAnswer::Fails {
+                kind,
+                message,
                 retryable,
             } => Err(self
                 .binding(tool, input)
@@ -179,6 +186,49 @@ impl ToolDouble for Mocks {
 }
 
 impl Mocks {
+    /// `mock t fails NotFound "{\"id\": \"x\"}"`: the answer the tool's `raises` turns
+    /// into that named error — the status (or exit status) it declares, with `body` as the
+    /// answer's body — so the workflow gets exactly what the real tool would give it.
+    fn named_failure(&self, tool: &ToolInfo, kind: &str, body: &str) -> ToolFailure {
+        let module = &self.module;
+        let raise = module.tool_raises.iter().find(|r| {
+            module.tools.get(r.tool as usize).is_some_and(|t| t.name == tool.name)
+                && matches!(module.type_desc(r.error), Some(flow_compiler::bytecode::TypeDesc::Record { name, .. }) if name == kind)
+        });
+        let Some(raise) = raise else {
+            return ToolFailure::tool_error(
+                format!(
+                    "the test mocks `{}` failing with `{kind}`, which it does not raise (declare it on the tool: `raises {kind} on …`)",
+                    tool.name
+                ),
+                false,
+            );
+        };
+        let json = serde_json::from_str::<serde_json::Value>(body.trim()).ok();
+        match raise.on {
+            flow_compiler::bytecode::RaiseCode::Status(status) => {
+                let response = crate::http_client::Response {
+                    version: "HTTP/1.1".to_string(),
+                    status,
+                    reason: String::new(),
+                    headers: Vec::new(),
+                    body: body.as_bytes().to_vec(),
+                };
+                let what = self
+                    .binding(tool, &serde_json::Value::Null)
+                    .request()
+                    .unwrap_or_else(|| tool.name.clone());
+                tools::http::classify(&what, "", Ok(response), &(0, String::new()))
+                    .err()
+                    .unwrap_or_else(|| ToolFailure::tool_error(what, false))
+            }
+            flow_compiler::bytecode::RaiseCode::Exit(code) => {
+                tools::exec::exited(&tool.name, Some(i32::from(code)), "")
+                    .answered(tools::AnswerCode::Exit(i64::from(code)), json)
+            }
+        }
+    }
+
     fn binding<'a>(&'a self, tool: &'a ToolInfo, input: &serde_json::Value) -> Binding<'a> {
         Binding {
             tool,

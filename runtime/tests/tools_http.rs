@@ -882,3 +882,46 @@ fn an_llm_endpoint_error_is_classified_like_http() {
         );
     });
 }
+
+/// `raises NotFound on 404`: the tool's answer with that status is the named error, its
+/// fields read from the body; a 429 the tool declares as `RateLimited` is retried by name.
+#[test]
+fn declared_answers_are_named_errors_with_fields_from_the_body() {
+    for_each_store(|store| {
+        let server = Server::start(vec![
+            Reply::Status(404, r#"{"id": "S-7", "note": "never shipped"}"#),
+            Reply::Status(429, r#"{"retry_after": "1ms"}"#),
+            Reply::Json(r#"{"ok": true, "anomalies": []}"#.into()),
+            Reply::Status(404, r#"{"note": "no id in this body"}"#),
+        ]);
+        let program = format!(
+            "{TYPES}error NotFound(id: String)\nerror RateLimited(retry_after: Duration)\n\n\
+             tool check(id: String) -> Report via http post \"/check\" raises NotFound on 404, RateLimited on 429\n\n\
+             workflow find(id: String) -> String {{\n  try {{\n    let r = check(id)\n    \"ok ${{to_string(r.ok)}}\"\n  }} catch NotFound(e) {{ \"no ${{e.id}} (${{e.kind}}, attempt ${{to_string(e.attempt)}})\" }}\n}}\n\n\
+             workflow patient(id: String) -> Bool {{\n  let r = retry 3 on RateLimited {{ check(id) }}\n  r.ok\n}}\n"
+        );
+        let project = project_with(store, &program, &tool_config("check", &server));
+
+        let out = project.run("find", r#"{"id": "S-7"}"#);
+        out.expect_code(EXIT_COMPLETED);
+        assert_eq!(out.json()["output"], "no S-7 (NotFound, attempt 1)");
+
+        let out = project.run("patient", r#"{"id": "S-8"}"#);
+        out.expect_code(EXIT_COMPLETED);
+        assert_eq!(out.json()["output"], true);
+        let history = project.history(&run_id(&out));
+        let failed = of_kind(&history, "step_failed");
+        assert_eq!(failed.len(), 1, "{history:#?}");
+        assert_eq!(failed[0]["data"]["status"], 429);
+
+        // A 404 whose body lacks the error's field is no `NotFound`: a plain ToolError that
+        // says why, never a value with a hole in it.
+        let out = project.run("find", r#"{"id": "S-9"}"#);
+        out.expect_code(EXIT_FAILED);
+        assert!(
+            out.all().contains("the answer is not a `NotFound`"),
+            "{}",
+            out.all()
+        );
+    });
+}

@@ -13,6 +13,7 @@
 
 use super::module::{
     FieldDocs, GateContext, Module, ParallelInfo, QueryCode, SelectInfo, SelectInfoV5, SignalInfo,
+    ToolRaise,
 };
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -39,7 +40,8 @@ pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
 ///
 /// Format 6 added the `Parallel` instruction and, after the queries, a section with each
 /// `parallel`'s branch workflows ([`Module::parallels`]); a `select` arm may wait for a gate
-/// or a call (its branch workflow, [`super::module::SelectArmInfo::wait`]).
+/// or a call (its branch workflow, [`super::module::SelectArmInfo::wait`]); after the
+/// parallels, the answers of tools that are named errors ([`Module::tool_raises`]).
 pub const FORMAT_VERSION: u16 = 6;
 /// The oldest format this reader still reads: runs stay pinned to their artifact for weeks,
 /// so an upgrade must not strand them.
@@ -109,6 +111,7 @@ pub fn encode(module: &Module) -> Vec<u8> {
     payload.extend(postcard::to_stdvec(&module.selects).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.queries).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.parallels).unwrap_or_default());
+    payload.extend(postcard::to_stdvec(&module.tool_raises).unwrap_or_default());
     let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -198,6 +201,10 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
             .map_err(|e| ArtifactError::Corrupt(format!("the parallels: {e}")))?;
         module.parallels = parallels;
         rest = after;
+        let (raises, after) = postcard::take_from_bytes::<Vec<ToolRaise>>(rest)
+            .map_err(|e| ArtifactError::Corrupt(format!("the tool errors: {e}")))?;
+        module.tool_raises = raises;
+        rest = after;
     }
     if !rest.is_empty() {
         return Err(ArtifactError::Corrupt(
@@ -229,6 +236,7 @@ mod tests {
             selects: Vec::new(),
             queries: Vec::new(),
             parallels: Vec::new(),
+            tool_raises: Vec::new(),
             source_hash: "00".into(),
             files: vec!["a.flow".into()],
             constants: vec![Constant::Int(1)],

@@ -50,6 +50,28 @@ pub struct Module {
     /// after `queries`.
     #[serde(skip)]
     pub parallels: Vec<ParallelInfo>,
+    /// The answers of tools that are named errors (format 6: `raises NotFound on 404`), in
+    /// a section after `parallels`.
+    #[serde(skip)]
+    pub tool_raises: Vec<ToolRaise>,
+}
+
+/// One answer of a tool that is a named error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolRaise {
+    /// Index into [`Module::tools`].
+    pub tool: u32,
+    /// The named error's record type; its name is the error's `kind`.
+    pub error: TypeRef,
+    pub on: RaiseCode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaiseCode {
+    /// An `http` tool's answer with this status.
+    Status(u16),
+    /// An `exec` tool's exit status.
+    Exit(u8),
 }
 
 /// One `parallel`: the workflows its branches run as, and how their results come back.

@@ -252,6 +252,7 @@ mod tests {
             selects: Vec::new(),
             queries: Vec::new(),
             parallels: Vec::new(),
+            tool_raises: Vec::new(),
             source_hash: String::new(),
             files: Vec::new(),
             constants: Vec::new(),

@@ -158,6 +158,20 @@ pub fn verify(module: &Module) -> Result<(), String> {
     for query in &module.queries {
         check_query(module, query).map_err(|e| format!("query `{}`: {e}", query.name))?;
     }
+    for raise in &module.tool_raises {
+        if module.tools.get(raise.tool as usize).is_none() {
+            return Err(format!(
+                "a tool error names tool #{}, which does not exist",
+                raise.tool
+            ));
+        }
+        if !matches!(module.type_desc(raise.error), Some(TypeDesc::Record { .. })) {
+            return Err(format!(
+                "a tool error of tool #{} is not a record type",
+                raise.tool
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -636,6 +650,7 @@ mod tests {
             selects: Vec::new(),
             queries: Vec::new(),
             parallels: Vec::new(),
+            tool_raises: Vec::new(),
             source_hash: String::new(),
             files: vec!["t.flow".into()],
             constants: vec![

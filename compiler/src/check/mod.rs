@@ -43,6 +43,9 @@ pub struct ToolDef {
     pub sensitive: bool,
     pub binding: Option<BindingKind>,
     pub doc: Option<Box<str>>,
+    /// `raises NotFound on 404`: which answers are which named errors (indices into
+    /// [`Checked::errors`]).
+    pub raises: Vec<(usize, ast::RaiseOn)>,
 }
 
 #[derive(Clone, Debug)]
@@ -470,6 +473,7 @@ impl DeclChecker<'_> {
                             sensitive: decl.sensitive.is_some(),
                             binding: None,
                             doc: decl.doc.clone(),
+                            raises: Vec::new(),
                         });
                         self.add_own_value(file, &mut own, &decl.name, Value::Tool(index));
                     }
@@ -728,10 +732,12 @@ impl DeclChecker<'_> {
                                 }
                             }
                         }
+                        let raises = self.resolve_tool_raises(file, decl, binding);
                         let tool = &mut self.checked.tools[tool_index];
                         tool.params = params;
                         tool.ret = ret;
                         tool.binding = binding;
+                        tool.raises = raises;
                         tool_index += 1;
                     }
                     ast::Item::Workflow(decl) => {
@@ -741,6 +747,9 @@ impl DeclChecker<'_> {
                             None => Type::Unit,
                         };
                         let signals = self.resolve_signals(file, &decl.accepts);
+                        for error in &decl.raises {
+                            self.named_error(file, error);
+                        }
                         // Their written types are checked (and any mistake reported) with the
                         // body; here only what tests need to type a query's value.
                         let mut quiet = Vec::new();
@@ -859,6 +868,104 @@ impl DeclChecker<'_> {
             });
         }
         out
+    }
+
+    /// The named error `name` the file can see, or a diagnostic saying there is none.
+    fn named_error(&mut self, file: FileId, name: &ast::Ident) -> Option<usize> {
+        let found = self.checked.scopes[file.0 as usize]
+            .lookup_type(&name.name)
+            .and_then(|ty| self.checked.error_of(ty));
+        if found.is_none() {
+            let names: Vec<&str> = self
+                .checked
+                .errors
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect();
+            let help = match did_you_mean(&name.name, names.iter().copied()) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None => format!("declare it: `error {}(field: Type)`", name.name),
+            };
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::UNKNOWN_ERROR_KIND,
+                    file,
+                    name.span,
+                    "no error has this name",
+                )
+                .with_message(format!("Unknown error `{}`", name.name))
+                .with_help(help),
+            );
+        }
+        found
+    }
+
+    /// A tool's `raises`: named errors, on HTTP statuses (400–599) for an `http` tool and
+    /// exit statuses (1–255) for an `exec` tool, each answer named once.
+    fn resolve_tool_raises(
+        &mut self,
+        file: FileId,
+        decl: &ast::ToolDecl,
+        binding: Option<BindingKind>,
+    ) -> Vec<(usize, ast::RaiseOn)> {
+        let mut raises: Vec<(usize, ast::RaiseOn)> = Vec::new();
+        for clause in &decl.raises {
+            let Some(error) = self.named_error(file, &clause.error) else {
+                continue;
+            };
+            let problem = match (clause.on, binding) {
+                (ast::RaiseOn::Status(code), Some(BindingKind::Http))
+                    if !(400..=599).contains(&code) =>
+                {
+                    Some("an HTTP error status is 400 to 599".to_string())
+                }
+                (ast::RaiseOn::Exit(code), Some(BindingKind::Exec))
+                    if !(1..=255).contains(&code) =>
+                {
+                    Some("an exit status that is a failure is 1 to 255".to_string())
+                }
+                (ast::RaiseOn::Status(_), Some(BindingKind::Exec)) => {
+                    Some("an `exec` tool fails with an exit status: `on exit 3`".to_string())
+                }
+                (ast::RaiseOn::Exit(_), Some(BindingKind::Http)) => {
+                    Some("an `http` tool fails with a status: `on 404`".to_string())
+                }
+                (_, Some(BindingKind::Llm)) => Some(
+                    "an `llm` tool's failures are its builtin kinds (`ToolError`, `InvalidOutput`)"
+                        .to_string(),
+                ),
+                _ => None,
+            };
+            let same = |a: ast::RaiseOn, b: ast::RaiseOn| match (a, b) {
+                (ast::RaiseOn::Status(x), ast::RaiseOn::Status(y))
+                | (ast::RaiseOn::Exit(x), ast::RaiseOn::Exit(y)) => x == y,
+                _ => false,
+            };
+            let problem = problem.or_else(|| {
+                raises
+                    .iter()
+                    .any(|(_, on)| same(*on, clause.on))
+                    .then(|| "this answer is already one error of the tool".to_string())
+            });
+            if let Some(help) = problem {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        codes::OUT_OF_RANGE,
+                        file,
+                        clause.span,
+                        "not an answer this tool can give",
+                    )
+                    .with_message(format!(
+                        "Tool `{}` cannot raise `{}` on that",
+                        decl.name.name, clause.error.name
+                    ))
+                    .with_help(help),
+                );
+                continue;
+            }
+            raises.push((error, clause.on));
+        }
+        raises
     }
 
     /// An error's record: the fields of every error, then its own (which may not be named

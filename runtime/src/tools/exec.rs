@@ -11,7 +11,7 @@
 //! shortest. The command runs in a process group of its own ([`crate::process`]); at the
 //! limit the whole group is killed and the call fails with a retryable `Timeout`.
 
-use super::{CallContext, ToolFailure};
+use super::{AnswerCode, CallContext, ToolFailure};
 use crate::process::{self, Failure};
 use std::time::Duration;
 
@@ -73,7 +73,14 @@ pub fn call(
                 false,
             ));
         }
-        return Err(exited(tool, done.status.code(), &done.stderr));
+        let failure = exited(tool, done.status.code(), &done.stderr);
+        return Err(match done.status.code() {
+            Some(code) => {
+                let body = serde_json::from_slice::<serde_json::Value>(&done.stdout).ok();
+                failure.answered(AnswerCode::Exit(i64::from(code)), body)
+            }
+            None => failure,
+        });
     }
     if done.stdout_overflowed {
         return Err(ToolFailure::invalid_output(format!(

@@ -27,7 +27,7 @@
 //!
 //! Requests go through the runtime's one client, [`crate::http_client`].
 
-use super::{CallContext, Called, Secrets, ToolFailure, truncate};
+use super::{AnswerCode, CallContext, Called, Secrets, ToolFailure, truncate};
 use crate::config::ToolConfig;
 use crate::http_client::{self, HttpUrl, Request, Response, SendError};
 use std::time::{Duration, Instant};
@@ -161,10 +161,25 @@ pub(crate) fn classify(
                 300..=399 => (false, " (not retryable: redirects are not followed)"),
                 _ => (false, " (not retryable)"),
             };
+            let mut json = serde_json::from_slice::<serde_json::Value>(&response.body).ok();
+            let retry_after = response
+                .headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
+                .and_then(|(_, value)| value.trim().parse::<u64>().ok());
+            if let Some(seconds) = retry_after {
+                let object = json.get_or_insert_with(|| serde_json::json!({}));
+                if let Some(fields) = object.as_object_mut() {
+                    fields
+                        .entry("retry_after")
+                        .or_insert_with(|| serde_json::Value::String(format!("{seconds}s")));
+                }
+            }
             Err(ToolFailure::tool_error(
                 format!("{what} answered {status}{why}{detail}"),
                 retryable,
-            ))
+            )
+            .answered(AnswerCode::Status(i64::from(response.status)), json))
         }
         Err(SendError::Timeout(during)) => Err(ToolFailure::timeout(format!(
             "{what} did not finish within {} ({during}); the request was aborted",

@@ -22,6 +22,24 @@ pub struct ToolFailure {
     /// Whether trying again may succeed: a connection error, a 429 or 5xx status, invalid
     /// output or a time-out may pass; a 4xx or a missing configuration will not.
     pub retryable: bool,
+    /// The answer the failure is, when there was one: the HTTP status or exit status and the
+    /// body — what a tool's `raises NotFound on 404` turns into a named error.
+    pub answer: Option<Answer>,
+}
+
+/// A tool's answer that was a failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub code: AnswerCode,
+    /// The body (HTTP) or standard output (exec) as JSON, when it was JSON; an HTTP
+    /// `Retry-After` header is added to it as `retry_after` (a duration) unless it names one.
+    pub body: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerCode {
+    Status(i64),
+    Exit(i64),
 }
 
 impl ToolFailure {
@@ -31,6 +49,7 @@ impl ToolFailure {
             kind: "ToolError",
             message: message.into(),
             retryable,
+            answer: None,
         }
     }
 
@@ -40,6 +59,7 @@ impl ToolFailure {
             kind: "InvalidOutput",
             message: message.into(),
             retryable: true,
+            answer: None,
         }
     }
 
@@ -49,7 +69,14 @@ impl ToolFailure {
             kind: "Timeout",
             message: message.into(),
             retryable: true,
+            answer: None,
         }
+    }
+
+    /// The same failure, with the answer it was.
+    pub fn answered(mut self, code: AnswerCode, body: Option<serde_json::Value>) -> ToolFailure {
+        self.answer = Some(Answer { code, body });
+        self
     }
 }
 
