@@ -1710,6 +1710,12 @@ impl Indexer<'_> {
 
     fn stmt(&mut self, stmt: &ast::Stmt) {
         match &stmt.kind {
+            StmtKind::LetUndo { name, value, undo } => {
+                self.local_def(name.span);
+                self.expr(value);
+                self.block(undo);
+            }
+            StmtKind::Compensate => {}
             StmtKind::Let {
                 name, ty, value, ..
             } => {

@@ -1291,6 +1291,13 @@ impl<'a> Builder<'a> {
 
     fn stmt(&mut self, stmt: &Stmt) -> Doc {
         match &stmt.kind {
+            StmtKind::LetUndo { name, value, undo } => concat(vec![
+                text(format!("let {} = ", name.name)),
+                self.expr(value),
+                text(" undo "),
+                self.block(undo, true),
+            ]),
+            StmtKind::Compensate => text("compensate"),
             StmtKind::Let {
                 mutable,
                 name,
@@ -1821,7 +1828,10 @@ fn is_value_or_jump(stmt: &Stmt) -> bool {
 /// the braces around it).
 fn stmt_has_block(stmt: &Stmt) -> bool {
     match &stmt.kind {
-        StmtKind::While { .. } | StmtKind::For { .. } | StmtKind::Query { .. } => true,
+        StmtKind::While { .. }
+        | StmtKind::For { .. }
+        | StmtKind::Query { .. }
+        | StmtKind::LetUndo { .. } => true,
         StmtKind::Let { value, .. }
         | StmtKind::Expr(value)
         | StmtKind::Fail(value)
@@ -1830,7 +1840,11 @@ fn stmt_has_block(stmt: &Stmt) -> bool {
         StmtKind::Assign { target, value } => expr_has_block(target) || expr_has_block(value),
         StmtKind::Audit { fields, .. } => fields.iter().any(|f| expr_has_block(&f.value)),
         StmtKind::ContinueAs { args, .. } => args.iter().any(expr_has_block),
-        StmtKind::Break | StmtKind::Continue | StmtKind::Return(None) | StmtKind::Error => false,
+        StmtKind::Break
+        | StmtKind::Continue
+        | StmtKind::Compensate
+        | StmtKind::Return(None)
+        | StmtKind::Error => false,
     }
 }
 

@@ -177,6 +177,7 @@ impl<'p> Builder<'p> {
                 queries: Vec::new(),
                 parallels: Vec::new(),
                 tool_raises: Vec::new(),
+                undos: Vec::new(),
                 source_hash: source_hash(program),
                 files: program
                     .db
@@ -542,6 +543,8 @@ struct FnLower<'b, 'p> {
     regions: Vec<Region>,
     /// How many `parallel`s lowered so far: the next one's number in its branches' names.
     parallels: u32,
+    /// The local that holds the undo stack, in a workflow with undo blocks.
+    undo_stack: Option<u16>,
     loc: DebugLoc,
 }
 
@@ -575,11 +578,50 @@ impl<'b, 'p> FnLower<'b, 'p> {
         for param in &def.params {
             f.bind(&param.name, param.ty.clone(), decl.span)?;
         }
+        // A workflow with undo blocks keeps their stack in a local, and a failure nothing
+        // caught runs them before the run fails: the body is a handler's region.
+        let mut undoes = false;
+        crate::testing::walk_block(
+            &decl.body,
+            &mut |s| undoes |= matches!(s.kind, StmtKind::LetUndo { .. }),
+            &mut |_| {},
+        );
+        let guard = if undoes {
+            let stack = f.new_slot(decl.span)?;
+            f.emit(Op::MakeList(0));
+            f.emit(Op::StoreLocal(stack));
+            f.undo_stack = Some(stack);
+            let push = f.emit(Op::PushHandler {
+                catch: PLACEHOLDER,
+                kinds: u32::MAX,
+            });
+            f.regions.push(Region::Handler);
+            Some((push, f.depth, stack))
+        } else {
+            None
+        };
         let unit = def.ret == Type::Unit;
         f.block(&decl.body, if unit { Want::Discard } else { Want::Value })?;
         f.loc = f.location((decl.body.span.end as usize).saturating_sub(1));
         if unit {
             f.emit_const(Constant::None);
+        }
+        if let Some((push, depth, stack)) = guard {
+            f.regions.pop();
+            f.emit(Op::PopHandler);
+            let to_return = f.emit(Op::Jump(PLACEHOLDER));
+            let done = f.depth;
+            f.patch(push);
+            f.depth = depth + 1;
+            let error = f.new_slot(decl.span)?;
+            f.emit(Op::StoreLocal(error));
+            f.emit(Op::LoadLocal(stack));
+            f.emit(Op::Compensate);
+            f.emit(Op::Pop);
+            f.emit(Op::LoadLocal(error));
+            f.emit(Op::Raise);
+            f.patch(to_return);
+            f.depth = done;
         }
         f.emit(Op::Return);
         Ok((f.code, f.debug, f.locals))
@@ -598,6 +640,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             loops: Vec::new(),
             regions: Vec::new(),
             parallels: 0,
+            undo_stack: None,
             loc: DebugLoc {
                 file: file.0,
                 line: 1,
@@ -808,6 +851,16 @@ impl<'b, 'p> FnLower<'b, 'p> {
 
     fn stmt(&mut self, stmt: &ast::Stmt) -> Result {
         match &stmt.kind {
+            StmtKind::LetUndo { name, value, undo } => self.let_undo(name, value, undo)?,
+            StmtKind::Compensate => {
+                if let Some(stack) = self.undo_stack {
+                    self.emit(Op::LoadLocal(stack));
+                    self.emit(Op::Compensate);
+                    self.emit(Op::Pop);
+                    self.emit(Op::MakeList(0));
+                    self.emit(Op::StoreLocal(stack));
+                }
+            }
             StmtKind::Let {
                 mutable: _,
                 name,
@@ -1588,6 +1641,42 @@ impl<'b, 'p> FnLower<'b, 'p> {
             .get(&(self.file, span))
             .cloned()
             .ok_or_else(|| self.error_at(span, "the checker recorded nothing for these branches"))
+    }
+
+    /// `let b = step() undo { … }`: the `let`, then its undo block (a workflow of its own,
+    /// taking what it reads) pushed on the undo stack with those values.
+    fn let_undo(&mut self, name: &ast::Ident, value: &Expr, undo: &Block) -> Result {
+        let static_type = self.type_of(value);
+        self.expr(value)?;
+        let slot = self.bind(&name.name, static_type, name.span)?;
+        self.emit(Op::StoreLocal(slot));
+        let facts = self.branch_facts(undo.span)?;
+        self.parallels += 1;
+        let branch = Branch {
+            name: format!(
+                "{}#{}.undo.{}",
+                self.b.module.workflows[self.workflow as usize].name, self.parallels, name.name
+            ),
+            params: facts.captures.clone(),
+            ret: facts.results.first().cloned().unwrap_or(Type::Unit),
+            body: BranchBody::Block(undo),
+            span: undo.span,
+        };
+        let workflow = self.lower_branch(branch)?;
+        self.b.module.undos.push(workflow);
+        let Some(stack) = self.undo_stack else {
+            return Err(self.error_at(undo.span, "an undo block outside a workflow's own code"));
+        };
+        self.emit(Op::LoadLocal(stack));
+        self.emit_const(Constant::Int(i64::from(workflow)));
+        self.load_captures(&facts.captures, undo.span)?;
+        self.emit(Op::MakeList(index_u32(facts.captures.len())));
+        let fields = self.b.field_list(["workflow", "args"]);
+        self.emit(Op::MakeRecord(fields));
+        self.emit(Op::MakeList(1));
+        self.emit(Op::Add);
+        self.emit(Op::StoreLocal(stack));
+        Ok(())
     }
 
     fn load_captures(&mut self, captures: &[(Name, Type)], span: Span) -> Result {

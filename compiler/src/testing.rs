@@ -842,7 +842,11 @@ pub fn first_effect(block: &ast::Block, is_step: &dyn Fn(&str) -> bool) -> Optio
         &mut |stmt| {
             if matches!(
                 stmt.kind,
-                StmtKind::Sleep(_) | StmtKind::Audit { .. } | StmtKind::ContinueAs { .. }
+                StmtKind::Sleep(_)
+                    | StmtKind::Audit { .. }
+                    | StmtKind::ContinueAs { .. }
+                    | StmtKind::Compensate
+                    | StmtKind::LetUndo { .. }
             ) {
                 note(stmt.span);
             }
@@ -877,7 +881,9 @@ pub fn first_assignment_to(block: &ast::Block, outer: &[String]) -> Option<Span>
     walk_block(
         block,
         &mut |stmt| match &stmt.kind {
-            StmtKind::Let { name, .. } => own.borrow_mut().push(name.name.to_string()),
+            StmtKind::Let { name, .. } | StmtKind::LetUndo { name, .. } => {
+                own.borrow_mut().push(name.name.to_string())
+            }
             StmtKind::Assign { target, .. } => {
                 let mut base = target;
                 while let ExprKind::Field { base: inner, .. }
@@ -933,6 +939,10 @@ fn walk_stmt<'a>(
     on_stmt(stmt);
     match &stmt.kind {
         StmtKind::Let { value, .. } => walk_expr(value, on_stmt, on_expr),
+        StmtKind::LetUndo { value, undo, .. } => {
+            walk_expr(value, on_stmt, on_expr);
+            walk_block(undo, on_stmt, on_expr);
+        }
         StmtKind::Assign { target, value } => {
             walk_expr(target, on_stmt, on_expr);
             walk_expr(value, on_stmt, on_expr);
@@ -959,7 +969,11 @@ fn walk_stmt<'a>(
                 walk_expr(arg, on_stmt, on_expr);
             }
         }
-        StmtKind::Return(None) | StmtKind::Break | StmtKind::Continue | StmtKind::Error => {}
+        StmtKind::Return(None)
+        | StmtKind::Break
+        | StmtKind::Continue
+        | StmtKind::Compensate
+        | StmtKind::Error => {}
     }
 }
 

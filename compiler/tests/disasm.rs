@@ -208,6 +208,7 @@ fn spec_instruction_table_is_complete() {
         Op::AwaitSignal { signal: 0 },
         Op::Select(0),
         Op::Parallel(0),
+        Op::Compensate,
     ];
     // The list above is every instruction: the next number does not decode.
     assert!(

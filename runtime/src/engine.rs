@@ -2097,6 +2097,7 @@ pub(crate) fn step_name(module: &Module, request: &Request) -> String {
         Request::Signal { signal } => module.signals.get(*signal as usize).map(|s| s.name.clone()),
         Request::Select { .. } => Some("select".into()),
         Request::Parallel { .. } => Some("parallel".into()),
+        Request::Compensate { .. } => Some("compensate".into()),
     }
     .unwrap_or_default()
 }

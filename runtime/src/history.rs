@@ -62,10 +62,16 @@ pub enum EventKind {
     BranchesCancelled,
     /// A `parallel` ended with every branch's result.
     ParallelCompleted,
+    /// An undo block began (`compensate`, or a failure nothing caught): which, as what run.
+    CompensationStarted,
+    /// An undo block ran to its end.
+    Compensated,
+    /// An undo block failed: what it should have undone was not; an operator must look.
+    CompensationFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 35] = [
+    pub const ALL: [EventKind; 38] = [
         EventKind::RunStarted,
         EventKind::RunCompleted,
         EventKind::RunFailed,
@@ -101,6 +107,9 @@ impl EventKind {
         EventKind::BranchFailed,
         EventKind::BranchesCancelled,
         EventKind::ParallelCompleted,
+        EventKind::CompensationStarted,
+        EventKind::Compensated,
+        EventKind::CompensationFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -140,6 +149,9 @@ impl EventKind {
             EventKind::BranchFailed => "branch_failed",
             EventKind::BranchesCancelled => "branches_cancelled",
             EventKind::ParallelCompleted => "parallel_completed",
+            EventKind::CompensationStarted => "compensation_started",
+            EventKind::Compensated => "compensated",
+            EventKind::CompensationFailed => "compensation_failed",
         }
     }
 
@@ -156,6 +168,7 @@ impl EventKind {
                 | EventKind::RunFailed
                 | EventKind::GateTimedOut
                 | EventKind::BranchFailed
+                | EventKind::CompensationFailed
         )
     }
 }

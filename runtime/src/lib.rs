@@ -20,6 +20,7 @@
 pub mod announce;
 pub mod audit;
 pub mod clock;
+mod compensation;
 pub mod config;
 pub mod effects;
 pub mod engine;

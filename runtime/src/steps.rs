@@ -229,6 +229,7 @@ impl Engine {
             Request::Parallel { parallel, args } => {
                 self.parallel_step(d, parallel, args, here, deadline)
             }
+            Request::Compensate { stack } => self.compensate_step(d, &stack, here),
         }
     }
 

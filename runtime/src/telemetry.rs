@@ -471,6 +471,7 @@ fn step_of(module: &Module, request: &Request) -> (&'static str, String) {
         ),
         Request::Select { .. } => ("select", Some("select".to_string())),
         Request::Parallel { .. } => ("parallel", Some("parallel".to_string())),
+        Request::Compensate { .. } => ("compensate", Some("compensate".to_string())),
     };
     (kind, name.unwrap_or_default())
 }

@@ -319,7 +319,8 @@ impl Binding<'_> {
                     .err()
                     .unwrap_or_else(|| ToolFailure::tool_error(what, retryable))
             }
-            (_, None) => tools::exec::exited(&self.tool.name, Some(1), text),
+            (_, None) => tools::exec::exited(&self.tool.name, Some(1), text)
+                .answered(tools::AnswerCode::Exit(1), None),
         };
         // `permanent` is the test's word: no retry, whatever the binding would decide.
         failure.retryable &= retryable;

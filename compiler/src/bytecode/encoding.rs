@@ -112,6 +112,7 @@ pub fn encode(module: &Module) -> Vec<u8> {
     payload.extend(postcard::to_stdvec(&module.queries).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.parallels).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.tool_raises).unwrap_or_default());
+    payload.extend(postcard::to_stdvec(&module.undos).unwrap_or_default());
     let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -205,6 +206,10 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
             .map_err(|e| ArtifactError::Corrupt(format!("the tool errors: {e}")))?;
         module.tool_raises = raises;
         rest = after;
+        let (undos, after) = postcard::take_from_bytes::<Vec<u32>>(rest)
+            .map_err(|e| ArtifactError::Corrupt(format!("the undo blocks: {e}")))?;
+        module.undos = undos;
+        rest = after;
     }
     if !rest.is_empty() {
         return Err(ArtifactError::Corrupt(
@@ -237,6 +242,7 @@ mod tests {
             queries: Vec::new(),
             parallels: Vec::new(),
             tool_raises: Vec::new(),
+            undos: Vec::new(),
             source_hash: "00".into(),
             files: vec!["a.flow".into()],
             constants: vec![Constant::Int(1)],
@@ -505,6 +511,7 @@ mod tests {
             (Op::AwaitSignal { signal: 0 }, 51),
             (Op::Select(0), 52),
             (Op::Parallel(0), 53),
+            (Op::Compensate, 54),
         ];
         for (op, number) in numbered {
             let bytes = postcard::to_stdvec(&op).expect("encodes");

@@ -54,6 +54,10 @@ pub struct Module {
     /// a section after `parallels`.
     #[serde(skip)]
     pub tool_raises: Vec<ToolRaise>,
+    /// The undo blocks (`let b = step() undo { … }`, format 6): the workflows made of them
+    /// (indices into [`Module::workflows`]), in a section after `tool_raises`.
+    #[serde(skip)]
+    pub undos: Vec<u32>,
 }
 
 /// One answer of a tool that is a named error.
@@ -348,7 +352,8 @@ impl Module {
     /// workflow the compiler made of that code, started only by its run (`order#1`).
     pub fn is_branch(&self, index: usize) -> bool {
         let index = index as u32;
-        self.parallels.iter().any(|p| p.branches.contains(&index))
+        self.undos.contains(&index)
+            || self.parallels.iter().any(|p| p.branches.contains(&index))
             || self
                 .selects
                 .iter()

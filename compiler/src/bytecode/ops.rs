@@ -150,6 +150,11 @@ pub enum Op {
     /// a record with a field per branch (with `collect`, each a `{value, error}` record).
     /// Format 6.
     Parallel(u32),
+    /// Durable point. Pop the run's undo stack (a `List` of `{workflow, args}` records, the
+    /// latest last, each workflow one of the module's undo workflows); run each, the latest
+    /// first, as a child run, one after the other; push the `List` of the names of those
+    /// that ran. Format 6.
+    Compensate,
 }
 
 impl Op {
@@ -166,7 +171,8 @@ impl Op {
             | Op::ContinueAs { .. }
             | Op::AwaitSignal { .. }
             | Op::Select(_)
-            | Op::Parallel(_) => true,
+            | Op::Parallel(_)
+            | Op::Compensate => true,
             Op::CallBuiltin { id, .. } => flow_stdlib::Builtin::from_id(id)
                 .is_some_and(|b| b.effect() == flow_stdlib::Effect::Durable),
             _ => false,

@@ -253,6 +253,7 @@ mod tests {
             queries: Vec::new(),
             parallels: Vec::new(),
             tool_raises: Vec::new(),
+            undos: Vec::new(),
             source_hash: String::new(),
             files: Vec::new(),
             constants: Vec::new(),

@@ -67,6 +67,7 @@ pub fn stack_effect(module: &Module, op: Op) -> Option<(u32, u32)> {
         Op::AwaitSignal { .. } => (0, 1),
         Op::Select(n) => (len_u32(module.selects.get(n as usize)?.arity(module)?), 1),
         Op::Parallel(n) => (len_u32(module.parallels.get(n as usize)?.arity()), 1),
+        Op::Compensate => (1, 1),
         Op::Sleep | Op::Audit { .. } | Op::Fail | Op::Raise | Op::EnterTimeout | Op::Return => {
             (1, 0)
         }
@@ -157,6 +158,13 @@ pub fn verify(module: &Module) -> Result<(), String> {
     }
     for query in &module.queries {
         check_query(module, query).map_err(|e| format!("query `{}`: {e}", query.name))?;
+    }
+    for &undo in &module.undos {
+        if module.workflows.get(undo as usize).is_none() {
+            return Err(format!(
+                "an undo block names workflow #{undo}, which does not exist"
+            ));
+        }
     }
     for raise in &module.tool_raises {
         if module.tools.get(raise.tool as usize).is_none() {
@@ -651,6 +659,7 @@ mod tests {
             queries: Vec::new(),
             parallels: Vec::new(),
             tool_raises: Vec::new(),
+            undos: Vec::new(),
             source_hash: String::new(),
             files: vec!["t.flow".into()],
             constants: vec![

@@ -557,6 +557,14 @@ impl<'a> BodyChecker<'a> {
                 ty,
                 value,
             } => self.check_let(*mutable, name, ty.as_deref(), value),
+            StmtKind::LetUndo { name, value, undo } => self.check_let_undo(name, value, undo),
+            StmtKind::Compensate => {
+                self.forbid_in_branch(
+                    stmt.span,
+                    "`compensate`",
+                    "compensate in the workflow itself, where the undo blocks were registered",
+                );
+            }
             StmtKind::Assign { target, value } => self.check_assign(target, value),
             StmtKind::Expr(expr) => {
                 self.check_expr(expr, Some(&Type::Unit));
@@ -770,6 +778,39 @@ impl<'a> BodyChecker<'a> {
             self.mismatch(at, &expected, &found, None);
         }
         self.flow = flow;
+    }
+
+    /// `let b = step(…) undo { … }`: the `let`, then its undo block, checked like a
+    /// branch (it runs later, as a run of its own, with the values it reads as they are at
+    /// the `let`), from the facts after the step.
+    fn check_let_undo(&mut self, name: &ast::Ident, value: &ast::Expr, undo: &ast::Block) {
+        self.check_let(false, name, None, value);
+        self.forbid_in_branch(
+            Span::new(undo.span.start as usize, undo.span.start as usize + 1),
+            "an `undo` block",
+            "register undo blocks in the workflow itself, before or after the `parallel`",
+        );
+        let flow = self.flow.clone();
+        self.branches.push(BranchScope {
+            mark: self.locals.len(),
+            span: Span::new(undo.span.start as usize, undo.span.start as usize),
+            captures: Vec::new(),
+        });
+        let loops = std::mem::take(&mut self.loops);
+        let mark = self.locals.len();
+        let ty = self.check_block(undo, None);
+        self.pop_scope(mark, undo.span.end);
+        self.loops = loops;
+        let captures = self.branches.pop().map(|b| b.captures).unwrap_or_default();
+        self.flow = flow;
+        self.resolved.parallels.insert(
+            (self.file, undo.span),
+            ParallelFacts {
+                item: None,
+                captures,
+                results: vec![branch_value(ty)],
+            },
+        );
     }
 
     fn check_let(

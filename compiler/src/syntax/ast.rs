@@ -358,6 +358,17 @@ pub enum StmtKind {
         ty: Option<Box<TypeExpr>>,
         value: Expr,
     },
+    /// `let b = book_hotel(t) undo { cancel_hotel(b.id) }`: once the value is there, the
+    /// block is what undoes it, run (with the values it reads as they are now) if the
+    /// workflow fails or runs `compensate`.
+    LetUndo {
+        name: Ident,
+        value: Expr,
+        undo: Box<Block>,
+    },
+    /// `compensate`: runs the undo blocks registered so far, the latest first, and forgets
+    /// them.
+    Compensate,
     /// The target is boxed (as `for`'s iterable): a statement is the size of its largest
     /// kind, and these two rare kinds would otherwise make every `let` larger.
     Assign {

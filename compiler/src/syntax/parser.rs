@@ -1206,12 +1206,32 @@ impl<'a> Parser<'a> {
                     return StmtKind::Error;
                 }
                 let value = self.parse_expr(Records::Allowed);
+                if !mutable
+                    && ty.is_none()
+                    && self.at_word("undo")
+                    && !self.token().starts_line
+                    && self.next_token().kind == T::LBrace
+                {
+                    self.bump();
+                    return match self.parse_block() {
+                        Some(undo) => StmtKind::LetUndo {
+                            name,
+                            value,
+                            undo: Box::new(undo),
+                        },
+                        None => StmtKind::Error,
+                    };
+                }
                 StmtKind::Let {
                     mutable,
                     name,
                     ty,
                     value,
                 }
+            }
+            T::Ident if self.at_word("compensate") && self.ends_statement_after_word() => {
+                self.bump();
+                StmtKind::Compensate
             }
             T::While => {
                 self.bump();
@@ -1314,6 +1334,13 @@ impl<'a> Parser<'a> {
                 StmtKind::Expr(expr)
             }
         }
+    }
+
+    /// Whether the word here is alone in its statement (`compensate` then a line break,
+    /// `;` or `}`), so that it is not the start of an expression.
+    fn ends_statement_after_word(&self) -> bool {
+        let next = self.next_token();
+        matches!(next.kind, T::RBrace | T::Semicolon | T::Eof) || next.starts_line
     }
 
     fn ends_statement(&self) -> bool {

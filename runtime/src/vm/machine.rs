@@ -96,6 +96,10 @@ pub enum Request {
         parallel: u32,
         args: Vec<Value>,
     },
+    /// `compensate`: run the undo blocks on the stack (a `List` of `{workflow, args}`).
+    Compensate {
+        stack: Value,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -300,6 +304,7 @@ impl Machine {
                 .get(n as usize)
                 .ok_or("unknown parallel")?
                 .arity(),
+            Op::Compensate => 1,
             Op::CallBuiltin { args, .. } => args as usize,
             _ => return Err(format!("{op:?} is not durable")),
         })
@@ -359,6 +364,7 @@ impl Machine {
                 }
             }
             Op::Parallel(parallel) => Request::Parallel { parallel, args },
+            Op::Compensate => Request::Compensate { stack: one()? },
             Op::CallBuiltin { id, .. } if Builtin::from_id(id) == Some(Builtin::Now) => {
                 Request::Now
             }
@@ -802,7 +808,8 @@ impl Machine {
             | Op::Audit { .. }
             | Op::AwaitSignal { .. }
             | Op::Select(_)
-            | Op::Parallel(_) => {
+            | Op::Parallel(_)
+            | Op::Compensate => {
                 return Err(Trap::Fatal(format!("{op:?} reached the pure interpreter")));
             }
         }
