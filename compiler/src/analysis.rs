@@ -1940,10 +1940,16 @@ impl Indexer<'_> {
                 max_backoff,
                 on,
                 body,
+                policy,
             } => {
                 self.expr(attempts);
                 for e in [backoff, max_backoff].into_iter().flatten() {
                     self.expr(e);
+                }
+                if let Some(policy) = policy {
+                    for e in [&policy.multiplier, &policy.within].into_iter().flatten() {
+                        self.expr(e);
+                    }
                 }
                 for kind in on.iter() {
                     if let Some((k, _)) = stdlib::ERROR_KINDS.iter().find(|(k, _)| *k == kind.name)

@@ -1518,15 +1518,35 @@ impl<'a> Builder<'a> {
                 max_backoff,
                 on,
                 body,
+                policy,
             } => {
-                let mut parts = vec![text("retry "), self.expr(attempts)];
+                let forever = policy.as_ref().is_some_and(|p| p.forever);
+                let mut parts = vec![
+                    text("retry "),
+                    if forever {
+                        text("forever")
+                    } else {
+                        self.expr(attempts)
+                    },
+                ];
                 if let Some(backoff) = backoff {
                     parts.push(text(" backoff "));
                     parts.push(self.expr(backoff));
                 }
+                if let Some(multiplier) = policy.as_ref().and_then(|p| p.multiplier.as_ref()) {
+                    parts.push(text(" multiplier "));
+                    parts.push(self.expr(multiplier));
+                }
                 if let Some(max) = max_backoff {
                     parts.push(text(" max "));
                     parts.push(self.expr(max));
+                }
+                if policy.as_ref().is_some_and(|p| p.no_jitter) {
+                    parts.push(text(" jitter none"));
+                }
+                if let Some(within) = policy.as_ref().and_then(|p| p.within.as_ref()) {
+                    parts.push(text(" within "));
+                    parts.push(self.expr(within));
                 }
                 if !on.is_empty() {
                     let kinds: Vec<&str> = on.iter().map(|k| k.name.as_str()).collect();

@@ -1181,9 +1181,10 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 max_backoff,
                 on,
                 body,
+                policy,
             } => self.retry(
                 attempts,
-                (backoff.as_deref(), max_backoff.as_deref()),
+                (backoff.as_deref(), max_backoff.as_deref(), policy.as_deref()),
                 on,
                 body,
                 Want::Discard,
@@ -1316,9 +1317,10 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 max_backoff,
                 on,
                 body,
+                policy,
             } => self.retry(
                 attempts,
-                (backoff.as_deref(), max_backoff.as_deref()),
+                (backoff.as_deref(), max_backoff.as_deref(), policy.as_deref()),
                 on,
                 body,
                 Want::Value,
@@ -2109,13 +2111,18 @@ impl<'b, 'p> FnLower<'b, 'p> {
     fn retry(
         &mut self,
         attempts: &Expr,
-        (backoff, max_backoff): (Option<&Expr>, Option<&Expr>),
+        (backoff, max_backoff, policy): (Option<&Expr>, Option<&Expr>, Option<&ast::RetryPolicy>),
         on: &[ast::Ident],
         body: &Block,
         want: Want,
     ) -> Result {
         let span = attempts.span;
-        self.expr(attempts)?;
+        let policy = policy.cloned().unwrap_or_default();
+        if policy.forever {
+            self.emit_const(Constant::Int(i64::MAX));
+        } else {
+            self.expr(attempts)?;
+        }
         let limit = self.new_slot(span)?;
         self.emit(Op::StoreLocal(limit));
         let attempt = self.new_slot(span)?;
@@ -2134,6 +2141,21 @@ impl<'b, 'p> FnLower<'b, 'p> {
             Some(max) => {
                 self.expr(max)?;
                 let slot = self.new_slot(max.span)?;
+                self.emit(Op::StoreLocal(slot));
+                Some(slot)
+            }
+            None => None,
+        };
+        // `within D`: the deadline after which no attempt starts, from a durable clock read.
+        let until = match &policy.within {
+            Some(within) => {
+                self.emit(Op::CallBuiltin {
+                    id: flow_stdlib::Builtin::Now.id(),
+                    args: 0,
+                });
+                self.expr(within)?;
+                self.emit(Op::Add);
+                let slot = self.new_slot(within.span)?;
                 self.emit(Op::StoreLocal(slot));
                 Some(slot)
             }
@@ -2168,6 +2190,16 @@ impl<'b, 'p> FnLower<'b, 'p> {
             self.emit(Op::GetField(field));
             give_up.push(self.emit(Op::JumpIfFalse(PLACEHOLDER)));
         }
+        // Past the deadline of `within`: no more attempts.
+        if let Some(until) = until {
+            self.emit(Op::CallBuiltin {
+                id: flow_stdlib::Builtin::Now.id(),
+                args: 0,
+            });
+            self.emit(Op::LoadLocal(until));
+            self.emit(Op::GtEq);
+            give_up.push(self.emit(Op::JumpIfTrue(PLACEHOLDER)));
+        }
         // The last attempt failed: raise the error again.
         self.emit(Op::LoadLocal(attempt));
         self.emit(Op::LoadLocal(limit));
@@ -2185,10 +2217,15 @@ impl<'b, 'p> FnLower<'b, 'p> {
         self.emit(Op::StoreLocal(attempt));
         if let Some(delay) = delay {
             self.emit(Op::LoadLocal(delay));
-            self.emit(Op::Jitter);
+            if !policy.no_jitter {
+                self.emit(Op::Jitter);
+            }
             self.emit(Op::Sleep);
             self.emit(Op::LoadLocal(delay));
-            self.emit_const(Constant::Int(2));
+            match &policy.multiplier {
+                Some(multiplier) => self.expr(multiplier)?,
+                None => self.emit_const(Constant::Int(2)),
+            }
             self.emit(Op::Mul);
             if let Some(max) = max_delay {
                 // delay = min(delay * 2, max)

@@ -1048,11 +1048,17 @@ fn walk_expr<'a>(
             backoff,
             max_backoff,
             body,
+            policy,
             ..
         } => {
             walk_expr(attempts, on_stmt, on_expr);
             for e in [backoff, max_backoff].into_iter().flatten() {
                 walk_expr(e, on_stmt, on_expr);
+            }
+            if let Some(policy) = policy {
+                for e in [&policy.multiplier, &policy.within].into_iter().flatten() {
+                    walk_expr(e, on_stmt, on_expr);
+                }
             }
             walk_block(body, on_stmt, on_expr);
         }

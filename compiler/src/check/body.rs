@@ -1280,9 +1280,14 @@ impl<'a> BodyChecker<'a> {
                 max_backoff,
                 on,
                 body,
+                policy,
             } => {
+                let forever = policy.as_ref().is_some_and(|p| p.forever);
+                if let Some(policy) = policy {
+                    self.check_retry_policy(policy);
+                }
                 self.expect_type(attempts, &Type::Int);
-                if let Some(value) = int_constant(attempts)
+                if let Some(value) = int_constant(attempts).filter(|_| !forever)
                     && value < 1
                 {
                     self.out_of_range(
@@ -2479,8 +2484,10 @@ impl<'a> BodyChecker<'a> {
             BinaryOp::Mul | BinaryOp::Div => match (&left, &right) {
                 (Type::Int, Type::Int) => Some(Type::Int),
                 (Type::Float, Type::Float) => Some(Type::Float),
-                (Type::Duration, Type::Int) => Some(Type::Duration),
-                (Type::Int, Type::Duration) if op == BinaryOp::Mul => Some(Type::Duration),
+                (Type::Duration, Type::Int | Type::Float) => Some(Type::Duration),
+                (Type::Int | Type::Float, Type::Duration) if op == BinaryOp::Mul => {
+                    Some(Type::Duration)
+                }
                 _ => None,
             },
             BinaryOp::Rem => match (&left, &right) {
@@ -3270,6 +3277,39 @@ impl<'a> BodyChecker<'a> {
             },
         );
         ty
+    }
+
+    /// `multiplier M` (an `Int` or a `Float` of at least 1) and `within D` (a positive
+    /// `Duration`) of a `retry`.
+    fn check_retry_policy(&mut self, policy: &ast::RetryPolicy) {
+        if let Some(multiplier) = &policy.multiplier {
+            let ty = self.check_expr(multiplier, None);
+            if !matches!(ty, Type::Int | Type::Float | Type::Unknown) {
+                self.mismatch(multiplier.span, &Type::Float, &ty, None);
+            }
+            let below_one = match &multiplier.kind {
+                ExprKind::Int(n) => *n < 1,
+                ExprKind::Float(f) => *f < 1.0,
+                _ => false,
+            };
+            if below_one {
+                self.out_of_range(
+                    multiplier.span,
+                    "the waits would shrink",
+                    "give a multiplier of 1 (waits stay the same) or more: `multiplier 1.5`",
+                );
+            }
+        }
+        if let Some(within) = &policy.within {
+            self.expect_type(within, &Type::Duration);
+            if duration_constant(within).is_some_and(|ms| ms <= 0) {
+                self.out_of_range(
+                    within.span,
+                    "no attempt could start",
+                    "give how long the retries may go on: `within 2h`",
+                );
+            }
+        }
     }
 
     /// Signals come to the run, not to its branches (each a child run of its own).

@@ -474,6 +474,8 @@ pub enum ExprKind {
         max_backoff: Option<Box<Expr>>,
         on: Box<[Ident]>,
         body: Box<Block>,
+        /// `forever`, `multiplier 1.5`, `jitter none`, `within 2h`, when written.
+        policy: Option<Box<RetryPolicy>>,
     },
     Timeout {
         duration: Box<Expr>,
@@ -528,6 +530,20 @@ pub struct AwaitOption {
     /// `escalate: role("ops") after 24h`.
     pub after: Option<Box<Expr>>,
     pub span: Span,
+}
+
+/// The rarer parts of a `retry`: `retry forever backoff 5s multiplier 1.5 max 1m jitter none
+/// within 2h on ToolError { … }`.
+#[derive(Clone, Debug, Default)]
+pub struct RetryPolicy {
+    /// `forever` instead of a number of attempts (the attempts are then `Int` 0).
+    pub forever: bool,
+    /// What the wait is multiplied by after each failure (`Int` or `Float`; 2 when absent).
+    pub multiplier: Option<Expr>,
+    /// `jitter none`: the waits are exactly the backoff's.
+    pub no_jitter: bool,
+    /// `within 2h`: no attempt starts once this long has passed since the first.
+    pub within: Option<Expr>,
 }
 
 /// One `catch` of a `try`: `catch e { … }` (any error, bound to `e`), `catch NotFound(e)

@@ -2015,12 +2015,25 @@ impl<'a> Parser<'a> {
 
     fn parse_retry(&mut self) -> ExprKind {
         self.bump();
-        let attempts = self.parse_expr(Records::NotHere);
+        let mut policy = RetryPolicy::default();
+        let attempts = match self.eat_word("forever") {
+            Some(span) => {
+                policy.forever = true;
+                Expr {
+                    kind: ExprKind::Int(0),
+                    span,
+                }
+            }
+            None => self.parse_expr(Records::NotHere),
+        };
         let backoff = if self.eat(T::Backoff).is_some() {
             Some(Box::new(self.parse_expr(Records::NotHere)))
         } else {
             None
         };
+        if backoff.is_some() && self.eat_word("multiplier").is_some() {
+            policy.multiplier = Some(self.parse_expr(Records::NotHere));
+        }
         // `max` is matched by its text: it is not a keyword.
         let max_backoff =
             if backoff.is_some() && self.at(T::Ident) && self.text(self.span()) == "max" {
@@ -2029,6 +2042,21 @@ impl<'a> Parser<'a> {
             } else {
                 None
             };
+        if self.eat_word("jitter").is_some() {
+            if self.eat(T::None).is_none() {
+                self.error_expected("`none`", "`jitter none` makes the waits exactly the backoff's");
+                return ExprKind::Error;
+            }
+            policy.no_jitter = true;
+        }
+        if self.eat_word("within").is_some() {
+            policy.within = Some(self.parse_expr(Records::NotHere));
+        }
+        let written = policy.forever
+            || policy.multiplier.is_some()
+            || policy.no_jitter
+            || policy.within.is_some();
+        let policy = written.then(|| Box::new(policy));
         let mut on = Vec::new();
         if self.eat(T::On).is_some() {
             loop {
@@ -2048,6 +2076,7 @@ impl<'a> Parser<'a> {
                 max_backoff,
                 on: on.into_boxed_slice(),
                 body: Box::new(body),
+                policy,
             },
             None => ExprKind::Error,
         }

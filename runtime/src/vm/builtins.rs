@@ -44,12 +44,27 @@ pub fn binary(op: Op, lhs: Value, rhs: Value) -> Result<Value, String> {
         (Op::Mul, Duration(a), Int(b)) | (Op::Mul, Int(b), Duration(a)) => {
             Duration(a.checked_mul(b).ok_or_else(overflow)?)
         }
+        // Whole milliseconds, rounded down (`1s * 1.5` is 1500ms).
+        (Op::Mul, Duration(a), Float(b)) | (Op::Mul, Float(b), Duration(a)) => {
+            let ms = a as f64 * b;
+            if !ms.is_finite() || ms.abs() >= i64::MAX as f64 {
+                return Err(overflow());
+            }
+            Duration(ms as i64)
+        }
         (Op::Div | Op::Rem, Int(_), Int(0)) => return Err("division by zero".to_string()),
         (Op::Div, Int(a), Int(b)) => Int(a.checked_div(b).ok_or_else(overflow)?),
         (Op::Rem, Int(a), Int(b)) => Int(a.checked_rem(b).ok_or_else(overflow)?),
         (Op::Div, Float(a), Float(b)) => Float(a / b),
         (Op::Div, Duration(_), Int(0)) => return Err("division by zero".to_string()),
         (Op::Div, Duration(a), Int(b)) => Duration(a / b),
+        (Op::Div, Duration(a), Float(b)) if b != 0.0 => {
+            let ms = a as f64 / b;
+            if !ms.is_finite() || ms.abs() >= i64::MAX as f64 {
+                return Err(overflow());
+            }
+            Duration(ms as i64)
+        }
         (op, a, b) => {
             return Err(format!(
                 "cannot apply {op:?} to {} and {}",
