@@ -712,9 +712,11 @@ fn tend(project: &Project, run: &str, approved: &mut BTreeMap<u64, String>) {
 /// one started, while the test approves the gate of every even round (whose call is held
 /// until the gate's branch has ended) and leaves the odd rounds to the child. The run
 /// completes with each round's outcome; each `select` had exactly one winner, and the arm
-/// it should; no branch started twice; every loser was cancelled or ended later and was
-/// ignored; no gate is left open; and the tool ran a call again only when a worker died
-/// with it in flight, with the same idempotency key, never once its result was committed.
+/// it should; no branch started twice; every loser was cancelled (and named by the parent's
+/// `branches_cancelled`, even when a kill came between the two; its child cancelled with
+/// it) or ended later and was ignored; no gate is left open; and the tool ran a call again
+/// only when a worker died with it in flight, with the same idempotency key, never once its
+/// result was committed.
 #[test]
 fn a_worker_killed_again_and_again_over_selects_keeps_one_winner_per_round() {
     for_each_store(|store| {
@@ -850,7 +852,23 @@ fn a_worker_killed_again_and_again_over_selects_keeps_one_winner_per_round() {
             // The loser was cancelled, or ended after the winner and was ignored.
             let lost = &runs[&loser];
             match lost["status"].as_str().unwrap() {
-                "cancelled" => {}
+                "cancelled" => {
+                    let named = of_kind(&history, "branches_cancelled").iter().any(|e| {
+                        e["data"]["runs"]
+                            .as_array()
+                            .unwrap()
+                            .contains(&json!(loser))
+                    });
+                    assert!(
+                        named,
+                        "{loser} was cancelled but no branches_cancelled names it: parent {:?}; loser {:?}; kills {kills:?}",
+                        history
+                            .iter()
+                            .map(|e| format!("{} {} {}", e["kind"], e["at"], e["data"]))
+                            .collect::<Vec<_>>(),
+                        project.history(&loser)
+                    );
+                }
                 "completed" => assert!(
                     lost["updated_at"].as_i64() > runs[&winner]["updated_at"].as_i64(),
                     "{loser} ended first but lost: {lost} vs {}",
@@ -889,6 +907,16 @@ fn a_worker_killed_again_and_again_over_selects_keeps_one_winner_per_round() {
                 ["1", "0"] => {
                     assert_eq!(r["parent"], format!("{run}.{step}.1"), "{id}");
                     assert_eq!(r["workflow"], "helper", "{id}");
+                    // A branch cancelled takes its child with it: the child was cancelled
+                    // too, or had ended before.
+                    let branch = &runs[&format!("{run}.{step}.1")];
+                    if branch["status"] == "cancelled" {
+                        assert!(
+                            r["status"] == "cancelled"
+                                || r["updated_at"].as_i64() <= branch["updated_at"].as_i64(),
+                            "{id} outlived its cancelled branch: {r} vs {branch}"
+                        );
+                    }
                 }
                 _ => panic!("an unexpected run {id}"),
             }
