@@ -373,8 +373,10 @@ impl Engine {
         ));
     }
 
-    /// Cancels the branches of the `parallel` at `step` of `run` that are still open (their
-    /// gates leave the inbox with them): the `branches_cancelled` event to record, if any.
+    /// Cancels the branches of the `parallel` (or `select`) at `step` of `run` that are still
+    /// open (their gates leave the inbox with them): the `branches_cancelled` event to record,
+    /// if any. Safe to run again: a branch an earlier pass cancelled, whose run crashed before
+    /// it recorded that, is named again (and what it started is cancelled if it is not yet).
     pub(crate) fn cancel_branches(
         &mut self,
         run: &str,
@@ -386,10 +388,22 @@ impl Engine {
         let by = format!("{what} in {run}");
         let mut cancelled = Vec::new();
         for child in self.store.children(run)? {
-            if child.id.starts_with(&prefix)
-                && !child.status.is_final()
-                && self.cancel_tree(&child.id, &by)?
-            {
+            if !child.id.starts_with(&prefix) {
+                continue;
+            }
+            let ours = if child.status.is_final() {
+                // Cancelled here by a pass that stopped (a crash) before its run recorded it,
+                // and maybe before what the branch started was cancelled: both done now.
+                child.status == RunStatus::Cancelled
+                    && self.cancelled_by(&child.id)?.as_deref() == Some(by.as_str())
+                    && {
+                        self.cancel_descendants(&child.id, &by)?;
+                        true
+                    }
+            } else {
+                self.cancel_tree(&child.id, &by)?
+            };
+            if ours {
                 cancelled.push(serde_json::Value::String(child.id));
             }
         }
@@ -403,6 +417,17 @@ impl Engine {
             None,
             serde_json::json!({ "runs": cancelled, "why": why }),
         )])
+    }
+
+    /// Who cancelled `run`, as its history records it.
+    fn cancelled_by(&mut self, run: &str) -> EngineResult<Option<String>> {
+        let history = self.store.history(run)?;
+        Ok(history
+            .iter()
+            .rev()
+            .find(|e| e.kind == EventKind::RunCancelled)
+            .and_then(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+            .and_then(|data| data["by"].as_str().map(str::to_string)))
     }
 
     /// Cancels `run` and every run it started that has not finished (a branch that called a

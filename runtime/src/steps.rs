@@ -316,8 +316,9 @@ impl Engine {
             return self.commit_waiting(d, waiting_on, wake_at);
         };
         // The other arms lost: the branches still open are cancelled (their gates leave
-        // the inbox).
-        let cancelled = if open > 0 {
+        // the inbox) — and those a pass that crashed before its commit cancelled already
+        // are recorded.
+        let cancelled = if !waits.is_empty() {
             let why = format!("arm {arm} of the `select` happened first");
             self.cancel_branches(d.run, d.machine.steps, "select", &why)?
         } else {
