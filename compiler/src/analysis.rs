@@ -1937,17 +1937,19 @@ impl Indexer<'_> {
             ExprKind::Retry {
                 attempts,
                 backoff,
-                max_backoff,
                 on,
                 body,
                 policy,
             } => {
                 self.expr(attempts);
-                for e in [backoff, max_backoff].into_iter().flatten() {
-                    self.expr(e);
+                if let Some(backoff) = backoff {
+                    self.expr(backoff);
                 }
                 if let Some(policy) = policy {
-                    for e in [&policy.multiplier, &policy.within].into_iter().flatten() {
+                    for e in [&policy.max, &policy.multiplier, &policy.within]
+                        .into_iter()
+                        .flatten()
+                    {
                         self.expr(e);
                     }
                 }

@@ -1515,11 +1515,11 @@ impl<'a> Builder<'a> {
             ExprKind::Retry {
                 attempts,
                 backoff,
-                max_backoff,
                 on,
                 body,
                 policy,
             } => {
+                let max_backoff = policy.as_ref().and_then(|p| p.max.as_ref());
                 let forever = policy.as_ref().is_some_and(|p| p.forever);
                 let mut parts = vec![
                     text("retry "),

@@ -1178,13 +1178,16 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::Retry {
                 attempts,
                 backoff,
-                max_backoff,
                 on,
                 body,
                 policy,
             } => self.retry(
                 attempts,
-                (backoff.as_deref(), max_backoff.as_deref(), policy.as_deref()),
+                (
+                    backoff.as_deref(),
+                    policy.as_ref().and_then(|p| p.max.as_ref()),
+                    policy.as_deref(),
+                ),
                 on,
                 body,
                 Want::Discard,
@@ -1314,13 +1317,16 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::Retry {
                 attempts,
                 backoff,
-                max_backoff,
                 on,
                 body,
                 policy,
             } => self.retry(
                 attempts,
-                (backoff.as_deref(), max_backoff.as_deref(), policy.as_deref()),
+                (
+                    backoff.as_deref(),
+                    policy.as_ref().and_then(|p| p.max.as_ref()),
+                    policy.as_deref(),
+                ),
                 on,
                 body,
                 Want::Value,
@@ -2190,12 +2196,16 @@ impl<'b, 'p> FnLower<'b, 'p> {
             self.emit(Op::GetField(field));
             give_up.push(self.emit(Op::JumpIfFalse(PLACEHOLDER)));
         }
-        // Past the deadline of `within`: no more attempts.
+        // The next attempt would start at or past the deadline of `within`: no more.
         if let Some(until) = until {
             self.emit(Op::CallBuiltin {
                 id: flow_stdlib::Builtin::Now.id(),
                 args: 0,
             });
+            if let Some(delay) = delay {
+                self.emit(Op::LoadLocal(delay));
+                self.emit(Op::Add);
+            }
             self.emit(Op::LoadLocal(until));
             self.emit(Op::GtEq);
             give_up.push(self.emit(Op::JumpIfTrue(PLACEHOLDER)));

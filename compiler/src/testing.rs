@@ -1046,17 +1046,19 @@ fn walk_expr<'a>(
         ExprKind::Retry {
             attempts,
             backoff,
-            max_backoff,
             body,
             policy,
             ..
         } => {
             walk_expr(attempts, on_stmt, on_expr);
-            for e in [backoff, max_backoff].into_iter().flatten() {
-                walk_expr(e, on_stmt, on_expr);
+            if let Some(backoff) = backoff {
+                walk_expr(backoff, on_stmt, on_expr);
             }
             if let Some(policy) = policy {
-                for e in [&policy.multiplier, &policy.within].into_iter().flatten() {
+                for e in [&policy.max, &policy.multiplier, &policy.within]
+                    .into_iter()
+                    .flatten()
+                {
                     walk_expr(e, on_stmt, on_expr);
                 }
             }

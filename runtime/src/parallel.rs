@@ -153,7 +153,16 @@ impl<'m> Plan<'m> {
 /// A failed or cancelled branch as the `Error` record the workflow sees: the error that
 /// ended the branch (a named error with its fields), its message saying which branch.
 fn branch_error(failure: Option<Value>, record: &RunRecord, branch: u64) -> Value {
-    let prefix = format!("branch {branch} of the `parallel` failed: ");
+    branch_error_as(
+        failure,
+        record,
+        &format!("branch {branch} of the `parallel`"),
+    )
+}
+
+/// [`branch_error`] of `what` (a `parallel`'s branch, a `select`'s arm).
+fn branch_error_as(failure: Option<Value>, record: &RunRecord, what: &str) -> Value {
+    let prefix = format!("{what} failed: ");
     if let Some(Value::Record(mut fields)) = failure {
         let message = match fields.get("message") {
             Some(Value::Str(m)) => m.clone(),
@@ -218,27 +227,47 @@ impl Engine {
         loop {
             let runs = self.branch_runs(d.run, &plan)?;
             let started = runs.iter().take_while(|r| r.is_some()).count() as u64;
-            // A crash between starting a branch and recording it: record it now.
-            for branch in memory.started..started {
-                self.note_started(d, &plan, branch, here);
-            }
-            memory.started = memory.started.max(started);
             let mut open = 0;
+            // The branch whose failure is raised: the first that failed, else (a branch
+            // cancelled from outside) the first cancelled. A sibling this `parallel`
+            // cancelled before a crash is never the one raised.
             let mut failed = None;
+            let mut cancelled = None;
+            // Ends first, then the starts a crash kept from being recorded: the history never
+            // shows more branches open than there were.
             for (branch, record) in runs.iter().enumerate() {
                 let branch = branch as u64;
                 let Some(record) = record else { continue };
                 if !record.status.is_final() {
+                    if branch >= memory.started {
+                        continue;
+                    }
                     open += 1;
                     continue;
                 }
-                if record.status != RunStatus::Completed && failed.is_none() {
-                    failed = Some(branch);
+                match record.status {
+                    RunStatus::Failed if failed.is_none() => failed = Some(branch),
+                    RunStatus::Cancelled if cancelled.is_none() => cancelled = Some(branch),
+                    _ => {}
                 }
-                if memory.ended.insert(branch) {
+                if branch < memory.started && memory.ended.insert(branch) {
                     self.note_ended(d, &plan, branch, record, here);
                 }
             }
+            // A crash between starting a branch and recording it: record it now.
+            for branch in memory.started..started {
+                self.note_started(d, &plan, branch, here);
+                match &runs[branch as usize] {
+                    Some(record) if record.status.is_final() => {
+                        if memory.ended.insert(branch) {
+                            self.note_ended(d, &plan, branch, record, here);
+                        }
+                    }
+                    _ => open += 1,
+                }
+            }
+            memory.started = memory.started.max(started);
+            let failed = failed.or(cancelled);
             if let Some(branch) = failed.filter(|_| !plan.info.collect) {
                 d.memory.branches = None;
                 self.remember(d.run, &d.memory);
@@ -574,7 +603,8 @@ impl Engine {
                 data,
             ));
             d.pending.extend(cancelled);
-            let error = branch_error(self.failure_of(module, record)?, record, arm as u64);
+            let failure = self.failure_of(module, record)?;
+            let error = branch_error_as(failure, record, &format!("arm {arm} of the `select`"));
             if let Some(Outcome::Failed(failure)) = d.machine.fail_step(module, error, now) {
                 let events = std::mem::take(&mut d.pending);
                 return self

@@ -1277,11 +1277,11 @@ impl<'a> BodyChecker<'a> {
             ExprKind::Retry {
                 attempts,
                 backoff,
-                max_backoff,
                 on,
                 body,
                 policy,
             } => {
+                let max_backoff = policy.as_ref().and_then(|p| p.max.as_ref());
                 let forever = policy.as_ref().is_some_and(|p| p.forever);
                 if let Some(policy) = policy {
                     self.check_retry_policy(policy);

@@ -470,8 +470,6 @@ pub enum ExprKind {
     Retry {
         attempts: Box<Expr>,
         backoff: Option<Box<Expr>>,
-        /// `backoff 1s max 30s`: the longest wait between attempts.
-        max_backoff: Option<Box<Expr>>,
         on: Box<[Ident]>,
         body: Box<Block>,
         /// `forever`, `multiplier 1.5`, `jitter none`, `within 2h`, when written.
@@ -540,6 +538,8 @@ pub struct RetryPolicy {
     pub forever: bool,
     /// What the wait is multiplied by after each failure (`Int` or `Float`; 2 when absent).
     pub multiplier: Option<Expr>,
+    /// `backoff 1s max 30s`: the longest wait between attempts.
+    pub max: Option<Expr>,
     /// `jitter none`: the waits are exactly the backoff's.
     pub no_jitter: bool,
     /// `within 2h`: no attempt starts once this long has passed since the first.

@@ -2035,16 +2035,16 @@ impl<'a> Parser<'a> {
             policy.multiplier = Some(self.parse_expr(Records::NotHere));
         }
         // `max` is matched by its text: it is not a keyword.
-        let max_backoff =
-            if backoff.is_some() && self.at(T::Ident) && self.text(self.span()) == "max" {
-                self.bump();
-                Some(Box::new(self.parse_expr(Records::NotHere)))
-            } else {
-                None
-            };
+        if backoff.is_some() && self.at(T::Ident) && self.text(self.span()) == "max" {
+            self.bump();
+            policy.max = Some(self.parse_expr(Records::NotHere));
+        }
         if self.eat_word("jitter").is_some() {
             if self.eat(T::None).is_none() {
-                self.error_expected("`none`", "`jitter none` makes the waits exactly the backoff's");
+                self.error_expected(
+                    "`none`",
+                    "`jitter none` makes the waits exactly the backoff's",
+                );
                 return ExprKind::Error;
             }
             policy.no_jitter = true;
@@ -2053,6 +2053,7 @@ impl<'a> Parser<'a> {
             policy.within = Some(self.parse_expr(Records::NotHere));
         }
         let written = policy.forever
+            || policy.max.is_some()
             || policy.multiplier.is_some()
             || policy.no_jitter
             || policy.within.is_some();
@@ -2073,7 +2074,6 @@ impl<'a> Parser<'a> {
             Some(body) => ExprKind::Retry {
                 attempts: Box::new(attempts),
                 backoff,
-                max_backoff,
                 on: on.into_boxed_slice(),
                 body: Box::new(body),
                 policy,
