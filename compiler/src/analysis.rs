@@ -1521,6 +1521,28 @@ impl Indexer<'_> {
         }
     }
 
+    /// A record's declaration (a `type`, an `error`): its name and its fields' names.
+    fn record_decl(&mut self, name: &ast::Ident, fields: &[ast::Field]) {
+        let checked = &self.program.checked;
+        let id = self.type_defs.get(&(self.file, name.span)).copied();
+        if let Some(id) = id {
+            self.add_def(name.span, Sym::Type(id));
+        }
+        for field in fields {
+            if let Some(id) = id {
+                let index = checked
+                    .types
+                    .get(id)
+                    .fields()
+                    .and_then(|f| f.iter().position(|d| d.span == field.name.span));
+                if let Some(index) = index {
+                    self.add_def(field.name.span, Sym::Field(id, index));
+                }
+            }
+            self.type_expr(&field.ty);
+        }
+    }
+
     fn item(&mut self, item: &ast::Item, imports: &[(Span, Option<FileId>)]) {
         let checked = &self.program.checked;
         match item {
@@ -1531,44 +1553,8 @@ impl Indexer<'_> {
                     self.add(import.path.span, Sym::Import(*target));
                 }
             }
-            ast::Item::Error(decl) => {
-                let id = self.type_defs.get(&(self.file, decl.name.span)).copied();
-                if let Some(id) = id {
-                    self.add_def(decl.name.span, Sym::Type(id));
-                }
-                for field in &decl.fields {
-                    if let Some(id) = id {
-                        let index = checked
-                            .types
-                            .get(id)
-                            .fields()
-                            .and_then(|f| f.iter().position(|d| d.span == field.name.span));
-                        if let Some(index) = index {
-                            self.add_def(field.name.span, Sym::Field(id, index));
-                        }
-                    }
-                    self.type_expr(&field.ty);
-                }
-            }
-            ast::Item::Type(decl) => {
-                let id = self.type_defs.get(&(self.file, decl.name.span)).copied();
-                if let Some(id) = id {
-                    self.add_def(decl.name.span, Sym::Type(id));
-                }
-                for field in &decl.fields {
-                    if let Some(id) = id {
-                        let index = checked
-                            .types
-                            .get(id)
-                            .fields()
-                            .and_then(|f| f.iter().position(|d| d.span == field.name.span));
-                        if let Some(index) = index {
-                            self.add_def(field.name.span, Sym::Field(id, index));
-                        }
-                    }
-                    self.type_expr(&field.ty);
-                }
-            }
+            ast::Item::Error(decl) => self.record_decl(&decl.name, &decl.fields),
+            ast::Item::Type(decl) => self.record_decl(&decl.name, &decl.fields),
             ast::Item::Enum(decl) => {
                 let id = self.type_defs.get(&(self.file, decl.name.span)).copied();
                 if let Some(id) = id {

@@ -55,15 +55,7 @@ impl Engine {
             undos.push((code, args));
         }
         let step = d.machine.steps;
-        let mut memory = d
-            .memory
-            .branches
-            .clone()
-            .filter(|m| m.step == step)
-            .unwrap_or(BranchMemory {
-                step,
-                ..BranchMemory::default()
-            });
+        let mut memory = BranchMemory::at(d, step);
         let mut undone = Vec::new();
         for (k, (code, args)) in undos.iter().enumerate() {
             let k = k as u64;

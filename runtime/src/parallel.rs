@@ -48,6 +48,21 @@ pub(crate) struct BranchMemory {
     pub(crate) recheck_ms: i64,
 }
 
+impl BranchMemory {
+    /// What the run's checkpoint says of the branches of the instruction at `step` (none
+    /// yet: a fresh memory).
+    pub(crate) fn at(d: &Driving<'_>, step: u64) -> BranchMemory {
+        d.memory
+            .branches
+            .clone()
+            .filter(|m| m.step == step)
+            .unwrap_or(BranchMemory {
+                step,
+                ..BranchMemory::default()
+            })
+    }
+}
+
 /// The longest wait between two looks at branches that did not wake their run.
 pub(crate) const MAX_RECHECK_MS: i64 = 3_600_000;
 
@@ -199,15 +214,7 @@ impl Engine {
         let module = d.module;
         let step = d.machine.steps;
         let plan = Plan::new(module, parallel, args, format!("{}.{step}", d.run))?;
-        let mut memory = d
-            .memory
-            .branches
-            .clone()
-            .filter(|m| m.step == step)
-            .unwrap_or(BranchMemory {
-                step,
-                ..BranchMemory::default()
-            });
+        let mut memory = BranchMemory::at(d, step);
         if !memory.announced {
             memory.announced = true;
             d.pending.push(event(

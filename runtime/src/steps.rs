@@ -678,7 +678,18 @@ impl Engine {
                 // The child's own error, unchanged (a named error keeps its fields); a
                 // cancelled child (or one an older flowrt failed) fails the call plainly.
                 let error = match self.failure_of(module, &record)? {
-                    Some(error) => error,
+                    // Its kind and fields as they are; the message says which child.
+                    Some(Value::Record(mut fields)) => {
+                        let message = match fields.get("message") {
+                            Some(Value::Str(m)) => m.clone(),
+                            _ => String::new(),
+                        };
+                        let message =
+                            format!("child workflow `{}` ({child}) failed: {message}", code.name);
+                        fields.insert("message".into(), Value::Str(message));
+                        Value::Record(fields)
+                    }
+                    Some(other) => other,
                     None => error_value(
                         "Failed",
                         format!("child workflow `{}` ({child}) {why}", code.name),

@@ -43,6 +43,11 @@ pub struct Machine {
     pub steps: u64,
     /// The time of the last durable point, in ms since the epoch.
     pub clock: i64,
+    /// The error last raised and where it was first raised: raised again unchanged (by
+    /// `fail e`, or after a workflow's undo blocks ran), a failure still points at the line
+    /// that raised it. Kept in memory only (a checkpoint does not hold it: after a crash the
+    /// failure points at where it was raised again).
+    pub raised: Option<(Value, (u32, u32, u32))>,
 }
 
 /// The effect a durable instruction needs.
@@ -212,6 +217,7 @@ impl Machine {
             },
             steps: 0,
             clock,
+            raised: None,
         })
     }
 
@@ -464,6 +470,14 @@ impl Machine {
             Some(Value::Str(kind)) => kind.clone(),
             _ => "Failed".to_string(),
         };
+        let here = self.location(module).map(|l| (l.file, l.line, l.column));
+        let first = match &self.raised {
+            Some((raised, at)) if *raised == error => Some(*at),
+            _ => here,
+        };
+        if let Some(at) = first {
+            self.raised = Some((error.clone(), at));
+        }
         while let Some(handler) = self.fiber.handlers.pop() {
             let matches = handler.kinds == u32::MAX
                 || module
@@ -485,7 +499,7 @@ impl Machine {
         Some(Outcome::Failed(RuntimeError {
             kind,
             message,
-            location: self.location(module).map(|l| (l.file, l.line, l.column)),
+            location: first,
             error: Some(error.to_json()),
         }))
     }

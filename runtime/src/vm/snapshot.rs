@@ -195,6 +195,7 @@ fn decode_v1(bytes: &[u8]) -> Result<Machine, String> {
                 .collect(),
             deadlines: fiber.deadlines,
         },
+        raised: None,
     })
 }
 
@@ -207,6 +208,7 @@ mod tests {
             workflow: 2,
             steps: 7,
             clock: 1_795_000_000_000,
+            raised: None,
             fiber: Fiber {
                 pc: 12,
                 stack: vec![
