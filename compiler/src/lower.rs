@@ -2096,6 +2096,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 "tool" => self.emit_const(Constant::Str(String::new())),
                 "attempt" => self.emit_const(Constant::Int(1)),
                 "retryable" => self.emit_const(Constant::Bool(false)),
+                "status" => self.emit_const(Constant::None),
                 other => match payload.iter().position(|p| p == other) {
                     Some(i) => {
                         self.emit(Op::LoadLocal(slots[i]));

@@ -272,6 +272,11 @@ pub const ERROR: BuiltinRecord = BuiltinRecord {
             Ty::Bool,
             "Whether trying again may succeed: connection errors, 429 and 5xx, invalid output and time-outs are; a 4xx, `fail` and a person's time-out are not.",
         ),
+        f(
+            "status",
+            Ty::Optional(&Ty::Int),
+            "The HTTP status of the answer that failed (`none` when there was no answer, or the tool is not `http`).",
+        ),
     ],
 };
 

@@ -2640,7 +2640,35 @@ impl<'a> BodyChecker<'a> {
         let mut flow = std::mem::replace(&mut self.flow, entry.clone());
         let mut result = Some((body_type, body.span));
         let mut caught_all: Option<Span> = None;
+        let raised = self.named_errors_raised(body);
         for catch in catches {
+            if let (Some(error), Some(raised)) = (&catch.error, &raised)
+                && self.named_error(&error.name).is_some()
+                && !raised.iter().any(|r| r == &*error.name)
+            {
+                let help = if raised.is_empty() {
+                    "nothing in the `try` block raises a named error; remove this `catch`, or catch a builtin kind (`catch ToolError(e)`)".to_string()
+                } else {
+                    format!(
+                        "its block can raise {}",
+                        raised
+                            .iter()
+                            .map(|r| format!("`{r}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                self.error(
+                    Diagnostic::error(
+                        codes::UNREACHABLE_CATCH,
+                        self.file,
+                        error.span,
+                        "nothing in the `try` raises this",
+                    )
+                    .with_message(format!("This `try` cannot raise `{}`", error.name))
+                    .with_help(help),
+                );
+            }
             if let Some(earlier) = caught_all {
                 self.error(
                     Diagnostic::warning(
@@ -2683,6 +2711,54 @@ impl<'a> BodyChecker<'a> {
         }
         self.flow = flow;
         result.map(|(t, _)| t).unwrap_or(Type::Unit)
+    }
+
+    /// The named errors a block can raise — its tools' `raises`, its `fail Name(…)` — or
+    /// `None` when it cannot be told (a child workflow's call, whose own calls may raise
+    /// theirs; `fail e` of an error caught inside it).
+    fn named_errors_raised(&self, block: &ast::Block) -> Option<Vec<String>> {
+        let scope = self.scope;
+        let checked = self.checked;
+        let raised = std::cell::RefCell::new(Vec::<String>::new());
+        let anything = std::cell::Cell::new(false);
+        let add = |name: &str| {
+            if !raised.borrow().iter().any(|r| r == name) {
+                raised.borrow_mut().push(name.to_string());
+            }
+        };
+        crate::testing::walk_block(
+            block,
+            &mut |stmt| {
+                if let StmtKind::Fail(value) = &stmt.kind {
+                    match &value.kind {
+                        ExprKind::Call { callee, .. } => match &callee.kind {
+                            ExprKind::Name(name) => add(name),
+                            _ => anything.set(true),
+                        },
+                        ExprKind::Str(_) => {}
+                        _ => anything.set(true),
+                    }
+                }
+            },
+            &mut |expr| {
+                if let ExprKind::Call { callee, .. } = &expr.kind
+                    && let ExprKind::Name(name) = &callee.kind
+                {
+                    for (value, _) in scope.lookup_values(name) {
+                        match value {
+                            Value::Tool(i) => {
+                                for (error, _) in &checked.tools[*i].raises {
+                                    add(&checked.errors[*error].name);
+                                }
+                            }
+                            Value::Workflow(_) => anything.set(true),
+                            _ => {}
+                        }
+                    }
+                }
+            },
+        );
+        (!anything.get()).then(|| raised.into_inner())
     }
 
     /// The type of the error a `catch Name(e)` binds: a named error's record, or `Error`

@@ -74,6 +74,7 @@ codes! {
     NOT_IN_BRANCH = "E0407", "Not allowed in a parallel branch";
     SELECT_ARM_DOES_NOT_WAIT = "E0408", "Select arm does not wait";
     UNDECLARED_ERROR = "E0409", "Error not declared";
+    UNREACHABLE_CATCH = "E0410", "Catch of an error the try cannot raise";
 
     UNUSED_VARIABLE = "W0001", "Unused variable";
     UNREACHABLE_CODE = "W0002", "Unreachable code";
