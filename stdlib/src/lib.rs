@@ -64,6 +64,7 @@ pub enum Builtin {
     ToJson = 14,
     Length = 15,
     Any = 16,
+    EndsWith = 17,
 }
 
 const fn p(name: &'static str, ty: Ty) -> Param {
@@ -88,6 +89,7 @@ impl Builtin {
         Builtin::ToJson,
         Builtin::Length,
         Builtin::Any,
+        Builtin::EndsWith,
     ];
 
     /// The stable id stored in bytecode.
@@ -117,6 +119,7 @@ impl Builtin {
             Builtin::Upper => "upper",
             Builtin::Trim => "trim",
             Builtin::StartsWith => "starts_with",
+            Builtin::EndsWith => "ends_with",
             Builtin::Join => "join",
             Builtin::ToJson => "to_json",
             Builtin::Length => "length",
@@ -137,6 +140,7 @@ impl Builtin {
             Builtin::ParseInt => const { &[p("text", String)] },
             Builtin::Lower | Builtin::Upper | Builtin::Trim => const { &[p("text", String)] },
             Builtin::StartsWith => const { &[p("text", String), p("prefix", String)] },
+            Builtin::EndsWith => const { &[p("text", String), p("suffix", String)] },
             Builtin::Join => const { &[p("parts", List(&String)), p("separator", String)] },
             Builtin::ToJson => const { &[p("value", Any)] },
             Builtin::Length => const { &[p("text", String)] },
@@ -152,7 +156,7 @@ impl Builtin {
             Builtin::Now => Time,
             Builtin::Role | Builtin::User | Builtin::Any => Approvers,
             Builtin::Len => Int,
-            Builtin::Contains | Builtin::StartsWith => Bool,
+            Builtin::Contains | Builtin::StartsWith | Builtin::EndsWith => Bool,
             Builtin::Keys => List(&String),
             Builtin::ToString => String,
             Builtin::ParseInt => Optional(&Int),
@@ -176,6 +180,7 @@ impl Builtin {
             | Builtin::Upper
             | Builtin::Trim
             | Builtin::StartsWith
+            | Builtin::EndsWith
             | Builtin::Join
             | Builtin::ToJson
             | Builtin::Length
@@ -189,7 +194,9 @@ impl Builtin {
             Builtin::Role => "Everyone holding the named role may decide.",
             Builtin::User => "Only the named user may decide.",
             Builtin::Len => "The number of items in a list.",
-            Builtin::Contains => "Whether the list holds an item equal to `item`.",
+            Builtin::Contains => {
+                "Whether the list holds an item equal to `item` — or, given two texts, whether the first contains the second (`contains(subject, \"urgent\")`)."
+            }
             Builtin::Keys => "The keys of a map, in sorted order.",
             Builtin::ToString => "A readable text form of any value.",
             Builtin::ParseInt => "The integer written in `text`, or `none`.",
@@ -197,6 +204,7 @@ impl Builtin {
             Builtin::Upper => "The text in upper case.",
             Builtin::Trim => "The text without leading and trailing white space.",
             Builtin::StartsWith => "Whether `text` starts with `prefix`.",
+            Builtin::EndsWith => "Whether `text` ends with `suffix`.",
             Builtin::Join => "The parts joined by the separator.",
             Builtin::ToJson => "The value as `Json`.",
             Builtin::Length => "The number of characters in the text.",
@@ -479,7 +487,7 @@ mod tests {
 
     #[test]
     fn every_builtin_is_listed() {
-        // `Any` is the highest id; a new builtin must be added to ALL as well.
-        assert_eq!(Builtin::ALL.len(), Builtin::Any.id() as usize);
+        // `EndsWith` is the highest id; a new builtin must be added to ALL as well.
+        assert_eq!(Builtin::ALL.len(), Builtin::EndsWith.id() as usize);
     }
 }

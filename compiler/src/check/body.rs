@@ -2164,10 +2164,50 @@ impl<'a> BodyChecker<'a> {
         Type::Named(id)
     }
 
+    /// `contains(list, item)` — or `contains(text, part)` for a substring.
+    fn check_contains(&mut self, subject: &ast::Expr, item: &ast::Expr) -> Type {
+        match self.check_expr(subject, None) {
+            Type::String => {
+                self.expect_type(item, &Type::String);
+            }
+            Type::List(element) => {
+                let found = self.check_expr(item, Some(&element));
+                if !self.checked.types.assignable(&found, &element) {
+                    self.mismatch(item.span, &element, &found, None);
+                }
+            }
+            Type::Unknown => {
+                self.check_expr(item, None);
+            }
+            other => {
+                let show = self.show(&other);
+                self.error(
+                    Diagnostic::error(
+                        codes::TYPE_MISMATCH,
+                        self.file,
+                        subject.span,
+                        format!("this is {show}"),
+                    )
+                    .with_message("`contains` looks in a list or a text")
+                    .with_help(
+                        "give it a `List<T>` and an item, or a `String` and the text to find",
+                    ),
+                );
+                self.check_expr(item, None);
+            }
+        }
+        Type::Bool
+    }
+
     fn check_builtin(&mut self, builtin: stdlib::Builtin, args: &[ast::Expr], span: Span) -> Type {
         self.record(span, Resolved::Builtin(builtin));
         if builtin == stdlib::Builtin::Any {
             return self.check_any(args, span);
+        }
+        if builtin == stdlib::Builtin::Contains
+            && let [subject, item] = args
+        {
+            return self.check_contains(subject, item);
         }
         let params = builtin.params();
         if params.len() != args.len() {

@@ -123,10 +123,10 @@ pub fn call(builtin: Builtin, args: Vec<Value>) -> Result<Value, String> {
             ("name", Value::Str(text(arg(&args, 0)?)?.to_string())),
         ]),
         Builtin::Len => Value::Int(list(arg(&args, 0)?)?.len() as i64),
-        Builtin::Contains => {
-            let item = arg(&args, 1)?;
-            Value::Bool(list(arg(&args, 0)?)?.contains(item))
-        }
+        Builtin::Contains => match (arg(&args, 0)?, arg(&args, 1)?) {
+            (Value::Str(text), Value::Str(part)) => Value::Bool(text.contains(part.as_str())),
+            (items, item) => Value::Bool(list(items)?.contains(item)),
+        },
         Builtin::Keys => match arg(&args, 0)? {
             Value::Record(fields) => {
                 Value::List(fields.keys().map(|k| Value::Str(k.clone())).collect())
@@ -144,6 +144,7 @@ pub fn call(builtin: Builtin, args: Vec<Value>) -> Result<Value, String> {
         Builtin::StartsWith => {
             Value::Bool(text(arg(&args, 0)?)?.starts_with(text(arg(&args, 1)?)?))
         }
+        Builtin::EndsWith => Value::Bool(text(arg(&args, 0)?)?.ends_with(text(arg(&args, 1)?)?)),
         Builtin::Join => {
             let parts: Result<Vec<&str>, String> = list(arg(&args, 0)?)?.iter().map(text).collect();
             Value::Str(parts?.join(text(arg(&args, 1)?)?))
