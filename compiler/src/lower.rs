@@ -20,7 +20,7 @@
 use crate::bytecode::module::{
     Binding, Constant, DebugLoc, FieldDocs, GateContext, InputRequest, Module, ParallelInfo,
     QueryCode, RaiseCode, SelectArmInfo, SelectInfo, SignalInfo, ToolInfo, ToolRaise, TypeDesc,
-    TypeRef, WorkflowCode,
+    TypeRef, UndoBlock, WorkflowCode,
 };
 use crate::bytecode::{Op, verify};
 use crate::check::{self, IterKind, Resolved};
@@ -1671,7 +1671,10 @@ impl<'b, 'p> FnLower<'b, 'p> {
             span: undo.span,
         };
         let workflow = self.lower_branch(branch)?;
-        self.b.module.undos.push(workflow);
+        self.b.module.undos.push(UndoBlock {
+            workflow: self.workflow,
+            block: workflow,
+        });
         let Some(stack) = self.undo_stack else {
             return Err(self.error_at(undo.span, "an undo block outside a workflow's own code"));
         };

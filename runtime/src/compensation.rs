@@ -14,7 +14,8 @@
 //! block twice and records none twice.
 
 use crate::engine::{
-    CHILD_RECHECK_MS, Change, Driving, Engine, EngineError, StartedAs, arguments_json, event,
+    CHILD_RECHECK_MS, Change, Driving, Engine, EngineError, EngineResult, StartedAs,
+    arguments_json, event,
 };
 use crate::history::{EventKind, WaitingOn};
 use crate::parallel::BranchMemory;
@@ -41,7 +42,7 @@ impl Engine {
                 Some(Value::Int(w)) => u32::try_from(*w).map_err(|_| corrupt("a bad workflow"))?,
                 _ => return Err(corrupt("an entry without its workflow")),
             };
-            if !module.undos.contains(&workflow) {
+            if !module.undos.iter().any(|u| u.block == workflow) {
                 return Err(corrupt("an entry names a workflow that is no undo block"));
             }
             let args = match entry.field("args") {
@@ -136,5 +137,106 @@ impl Engine {
         let events = std::mem::take(&mut d.pending);
         self.commit(d.run, d.version, Some(&d.machine), Change::runnable(events))?;
         Ok(None)
+    }
+}
+
+impl Engine {
+    /// `flowrt cancel` of a run whose undo stack holds blocks: instead of ending it at once,
+    /// the run is taken to its compensation (the guard around its body) with a `Cancelled`
+    /// error, and driven: its undo blocks run, latest first, as after a failure, and the run
+    /// then ends `cancelled`. What it started is cancelled first (its gates leave the
+    /// inbox). Returns false — the caller cancels the run plainly — when there is nothing to
+    /// undo, or when another process holds the run right now.
+    pub(crate) fn cancel_compensating(&mut self, run: &str, by: &str) -> EngineResult<bool> {
+        let Some((record, saved)) = self.store.load(run)? else {
+            return Ok(false);
+        };
+        if record.status.is_final() {
+            return Ok(false);
+        }
+        let module = self.module(&record.version)?;
+        let mut machine = crate::vm::snapshot::decode(saved.format_version, &saved.state)
+            .map_err(|why| EngineError::Corrupt(format!("run {run}: {why}")))?;
+        if !module.undos.iter().any(|u| u.workflow == machine.workflow) {
+            return Ok(false);
+        }
+        // The guard is the workflow's first handler; its code stores the error, then loads
+        // the stack.
+        let Some(guard) = machine.fiber.handlers.first().cloned() else {
+            return Ok(false);
+        };
+        let code = &module.workflows[machine.workflow as usize].code;
+        let stack = match code.get(guard.catch as usize + 1) {
+            Some(flow_compiler::bytecode::Op::LoadLocal(slot)) => {
+                machine.fiber.locals.get(*slot as usize).cloned()
+            }
+            _ => None,
+        };
+        if !matches!(stack, Some(Value::List(ref undos)) if !undos.is_empty()) {
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        if !self
+            .store
+            .claim(run, &self.owner, now + self.lease_ms, now)?
+        {
+            return Ok(false);
+        }
+        let result = self.take_to_compensation(run, &record, &mut machine, &guard, by);
+        let released = self.release(run);
+        result?;
+        released?;
+        // Driven here, so that a command that cancels comes back once the undo blocks that
+        // can run now have run (and the parent of a run that ended is woken).
+        self.drive(run)?;
+        Ok(true)
+    }
+
+    fn take_to_compensation(
+        &mut self,
+        run: &str,
+        record: &crate::store::RunRecord,
+        machine: &mut crate::vm::Machine,
+        guard: &crate::vm::machine::Handler,
+        by: &str,
+    ) -> EngineResult<()> {
+        self.cancel_descendants(run, by)?;
+        let mut error = crate::vm::machine::error_value(
+            "Cancelled",
+            format!("run {run} was cancelled by {by}"),
+            "cancel",
+        );
+        if let Value::Record(fields) = &mut error {
+            fields.insert("by".into(), Value::Str(by.to_string()));
+        }
+        let fiber = &mut machine.fiber;
+        fiber.stack.truncate(guard.stack_depth as usize);
+        fiber.deadlines.truncate(guard.timeouts as usize);
+        fiber.handlers.clear();
+        fiber.stack.push(error);
+        fiber.pc = guard.catch;
+        let mut events = Vec::new();
+        if let Some(crate::history::WaitingOn::Gate { kind, name }) = record.waiting() {
+            events.push(event(
+                EventKind::GateWithdrawn,
+                Some(name.clone()),
+                None,
+                None,
+                serde_json::json!({ "kind": kind.word(), "gate": name, "why": "the run was cancelled" }),
+            ));
+        }
+        events.push(event(
+            EventKind::CompensationStarted,
+            Some("cancel".into()),
+            None,
+            None,
+            serde_json::json!({ "why": "cancelled", "by": by }),
+        ));
+        self.commit(
+            &record.id,
+            &record.version,
+            Some(machine),
+            Change::runnable(events),
+        )
     }
 }

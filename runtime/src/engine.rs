@@ -595,6 +595,16 @@ impl Engine {
     /// Cancels a run that has not finished and lets its parent (if any) go on. Returns false
     /// when the run had already finished.
     pub fn cancel(&mut self, run: &str, by: &str) -> EngineResult<bool> {
+        // A run with steps to undo runs its undo blocks first, then ends cancelled.
+        if self.cancel_compensating(run, by)? {
+            return Ok(true);
+        }
+        self.cancel_plainly(run, by)
+    }
+
+    /// Cancels a run at once, without running its undo blocks (`flowrt cancel
+    /// --no-compensate`), and lets its parent (if any) go on.
+    pub fn cancel_plainly(&mut self, run: &str, by: &str) -> EngineResult<bool> {
         let cancelled = self
             .store
             .cancel(run, &cancel_event(by, self.clock.now()))?;
@@ -938,6 +948,30 @@ impl Engine {
     ) -> EngineResult<RunStatus> {
         if let Some(span) = self.run_spans.last() {
             crate::telemetry::mark_failed(span, &error.kind);
+        }
+        // A cancel that ran the undo blocks first ends here: the run is cancelled.
+        if error.kind == "Cancelled"
+            && let Some(by) = error
+                .error
+                .as_ref()
+                .and_then(|e| e.get("by"))
+                .and_then(|b| b.as_str())
+        {
+            events.push(cancel_event(by, self.clock.now()));
+            self.commit(
+                run,
+                version,
+                None,
+                Change {
+                    events,
+                    status: RunStatus::Cancelled,
+                    output: None,
+                    error: None,
+                    waiting_on: None,
+                    wake_at: None,
+                },
+            )?;
+            return Ok(RunStatus::Cancelled);
         }
         events.push(event(EventKind::RunFailed,
             None,

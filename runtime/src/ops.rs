@@ -549,6 +549,16 @@ pub fn decide(
 /// Cancels a run that has not finished. A user may cancel a run they started, or one of a
 /// workflow they may start.
 pub fn cancel(engine: &mut Engine, caller: Caller<'_>, id: &str) -> OpResult<()> {
+    cancel_with(engine, caller, id, true)
+}
+
+/// [`cancel`], choosing whether the run's undo blocks run first (`compensate`).
+pub fn cancel_with(
+    engine: &mut Engine,
+    caller: Caller<'_>,
+    id: &str,
+    compensate: bool,
+) -> OpResult<()> {
     let record = load_run(engine, id)?;
     if let Caller::User(user) = caller
         && record.started_by != user
@@ -562,7 +572,12 @@ pub fn cancel(engine: &mut Engine, caller: Caller<'_>, id: &str) -> OpResult<()>
             ),
         });
     }
-    if !engine.cancel(id, caller.name())? {
+    let cancelled = if compensate {
+        engine.cancel(id, caller.name())?
+    } else {
+        engine.cancel_plainly(id, caller.name())?
+    };
+    if !cancelled {
         return Err(OpError::Finished {
             run: id.to_string(),
             status: record.status,

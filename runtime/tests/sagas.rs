@@ -1016,3 +1016,81 @@ workflow w(sku: String, n: Int) -> Int {
         assert!(project.runs().is_empty(), "nothing was started");
     });
 }
+
+/// A trip that booked a flight and a hotel and waits for the traveller's confirmation.
+fn waiting_trip() -> String {
+    let mut program = trip_program(&["flight", "hotel"], "car", |_| "cancel.sh");
+    // The car is not booked: the trip waits for a confirmation instead.
+    program = program.replace(
+        "  let car = book_car(t)\n  \"booked ${car}\"\n",
+        "  let d = await approval \"confirm\" { approvers: user(\"ada\") }\n  \"${flight} ${hotel} ${to_string(d.approved)}\"\n",
+    );
+    program
+}
+
+/// `flowrt cancel` of a run that took steps with undo blocks runs them (latest first) and
+/// then ends the run `cancelled`, its gate withdrawn; `--no-compensate` ends it at once.
+#[test]
+fn cancel_runs_the_undo_blocks_first_unless_told_not_to() {
+    for_each_store(|store| {
+        let project = trip_project(store, &waiting_trip());
+        project.write(
+            "flow.toml",
+            "[users.ada]\nroles = [\"traveller\"]\n\n[users.ops]\nroles = [\"ops\"]\n",
+        );
+        let start = |project: &Project| {
+            let out = project.flowrt(&[
+                "run",
+                "trip.flow",
+                "--as",
+                "ops",
+                "--input",
+                r#"{"t": {"who": "ada"}}"#,
+                "--json",
+            ]);
+            out.expect_code(10);
+            out.json()["id"].as_str().unwrap().to_string()
+        };
+
+        let run = start(&project);
+        let out = project.flowrt(&["cancel", &run, "--as", "ops"]);
+        out.expect_code(EXIT_OK);
+        assert_eq!(project.status(&run)["status"], "cancelled");
+        assert_eq!(
+            plain_log(&project),
+            [
+                "booked flight",
+                "booked hotel",
+                "cancelled hotel hotel-1",
+                "cancelled flight flight-1"
+            ]
+        );
+        let history = project.history(&run);
+        assert_eq!(
+            saga_events(&history),
+            [
+                "compensation_started",
+                "compensation_started",
+                "compensated",
+                "compensation_started",
+                "compensated",
+                "run_cancelled"
+            ],
+            "{history:#?}"
+        );
+        assert_eq!(of_kind(&history, "gate_withdrawn").len(), 1, "{history:#?}");
+        assert_eq!(of_kind(&history, "run_cancelled")[0]["data"]["by"], "ops");
+        // The gate is gone: the traveller cannot confirm a cancelled trip.
+        let out = project.flowrt(&["approve", &run, "confirm", "--as", "ada"]);
+        assert_ne!(out.code, EXIT_OK, "{}", out.all());
+
+        std::fs::remove_file(project.path().join("trip.log")).unwrap();
+        let run = start(&project);
+        project
+            .flowrt(&["cancel", &run, "--as", "ops", "--no-compensate"])
+            .expect_code(EXIT_OK);
+        assert_eq!(project.status(&run)["status"], "cancelled");
+        assert_eq!(plain_log(&project), ["booked flight", "booked hotel"]);
+        assert!(of_kind(&project.history(&run), "compensated").is_empty());
+    });
+}

@@ -13,7 +13,7 @@
 
 use super::module::{
     FieldDocs, GateContext, Module, ParallelInfo, QueryCode, SelectInfo, SelectInfoV5, SignalInfo,
-    ToolRaise,
+    ToolRaise, UndoBlock,
 };
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -206,7 +206,7 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
             .map_err(|e| ArtifactError::Corrupt(format!("the tool errors: {e}")))?;
         module.tool_raises = raises;
         rest = after;
-        let (undos, after) = postcard::take_from_bytes::<Vec<u32>>(rest)
+        let (undos, after) = postcard::take_from_bytes::<Vec<UndoBlock>>(rest)
             .map_err(|e| ArtifactError::Corrupt(format!("the undo blocks: {e}")))?;
         module.undos = undos;
         rest = after;

@@ -57,7 +57,16 @@ pub struct Module {
     /// The undo blocks (`let b = step() undo { … }`, format 6): the workflows made of them
     /// (indices into [`Module::workflows`]), in a section after `tool_raises`.
     #[serde(skip)]
-    pub undos: Vec<u32>,
+    pub undos: Vec<UndoBlock>,
+}
+
+/// One undo block: the workflow it belongs to and the workflow made of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoBlock {
+    /// Index into [`Module::workflows`]: the workflow whose `let … undo { … }` it is.
+    pub workflow: u32,
+    /// Index into [`Module::workflows`]: the block's own workflow.
+    pub block: u32,
 }
 
 /// One answer of a tool that is a named error.
@@ -352,7 +361,7 @@ impl Module {
     /// workflow the compiler made of that code, started only by its run (`order#1`).
     pub fn is_branch(&self, index: usize) -> bool {
         let index = index as u32;
-        self.undos.contains(&index)
+        self.undos.iter().any(|u| u.block == index)
             || self.parallels.iter().any(|p| p.branches.contains(&index))
             || self
                 .selects

@@ -159,11 +159,13 @@ pub fn verify(module: &Module) -> Result<(), String> {
     for query in &module.queries {
         check_query(module, query).map_err(|e| format!("query `{}`: {e}", query.name))?;
     }
-    for &undo in &module.undos {
-        if module.workflows.get(undo as usize).is_none() {
-            return Err(format!(
-                "an undo block names workflow #{undo}, which does not exist"
-            ));
+    for undo in &module.undos {
+        for index in [undo.workflow, undo.block] {
+            if module.workflows.get(index as usize).is_none() {
+                return Err(format!(
+                    "an undo block names workflow #{index}, which does not exist"
+                ));
+            }
         }
     }
     for raise in &module.tool_raises {

@@ -102,6 +102,10 @@ enum Command {
         /// Who cancels it (default: $USER).
         #[arg(long = "as")]
         user: Option<String>,
+        /// End the run at once, without running the undo blocks of the steps it took
+        /// (`let x = step undo { … }`); by default they run first, latest first.
+        #[arg(long)]
+        no_compensate: bool,
     },
     /// The gates and inputs waiting for a person (with --as: those that user may decide).
     Approvals {
@@ -701,11 +705,21 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
         }
         Command::Status { run, json } => status(&mut engine, &run, json),
         Command::History { run, json } => history(&mut engine, &run, json),
-        Command::Cancel { run, user } => {
+        Command::Cancel {
+            run,
+            user,
+            no_compensate,
+        } => {
             if let Some(user) = &user {
                 known_user(&engine, has_config, user)?;
             }
-            cancel(&mut engine, &run, user.as_deref(), has_config)
+            cancel(
+                &mut engine,
+                &run,
+                user.as_deref(),
+                has_config,
+                !no_compensate,
+            )
         }
         Command::Approvals { user, json } => {
             approvals(&mut engine, user.as_deref(), has_config, json)
@@ -2178,12 +2192,28 @@ fn cancel(
     run: &str,
     user: Option<&str>,
     has_config: bool,
+    compensate: bool,
 ) -> Result<ExitCode, Usage> {
     let operator = default_user();
     let who = caller(user, &operator, has_config);
-    match ops::cancel(engine, who, run) {
+    match ops::cancel_with(engine, who, run, compensate) {
         Ok(()) => {
-            say(format_args!("run {run} cancelled"));
+            // A run with undo blocks runs them first; one that waits (an undo at a gate)
+            // ends cancelled once they are done.
+            let status = engine
+                .store()
+                .run(run)
+                .ok()
+                .flatten()
+                .map(|r| r.status.as_str().to_string())
+                .unwrap_or_default();
+            if status == "cancelled" {
+                say(format_args!("run {run} cancelled"));
+            } else {
+                say(format_args!(
+                    "run {run} is being cancelled: its undo blocks run first ({status})"
+                ));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(OpError::Forbidden {
