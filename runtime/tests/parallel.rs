@@ -163,7 +163,7 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -352,7 +352,13 @@ fn a_failing_tool_in_one_branch_fails_the_run_and_withdraws_the_waiting_siblings
             .spawn()
             .unwrap();
         // The documents wait for legal while the screening call is under way.
-        wait_until("the docs gate to open", Duration::from_secs(20), || {
+        // A loaded machine (the whole suite side by side) can take long to get there; a run
+        // that ended instead is a failure at once, with what it said.
+        let mut running = running;
+        wait_until("the docs gate to open", Duration::from_secs(90), || {
+            if let Ok(Some(status)) = running.try_wait() {
+                panic!("`flowrt run` ended ({status}) before the docs gate opened");
+            }
             project.open_gates().len() == 1
         });
         let runs = project.runs();
