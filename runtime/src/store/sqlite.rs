@@ -257,10 +257,26 @@ impl SqliteStore {
     fn setup(conn: Connection, ctx: Context, durability: Durability) -> StoreResult<SqliteStore> {
         conn.busy_timeout(ctx.busy_timeout)
             .map_err(ctx.map("setting the busy timeout"))?;
-        // Returns the new mode: "wal", or "memory" for an in-memory database.
-        let _mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(ctx.map("switching to WAL"))?;
+        // Returns the new mode: "wal", or "memory" for an in-memory database. SQLite does not
+        // call the busy handler for this switch (two processes opening a new database at
+        // once), so it is tried again here until the busy timeout has passed.
+        let give_up = std::time::Instant::now() + ctx.busy_timeout;
+        loop {
+            match conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+            {
+                Ok(_mode) => break,
+                Err(error)
+                    if matches!(
+                        error.sqlite_error_code(),
+                        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                    ) && std::time::Instant::now() < give_up =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(error) => return Err(ctx.map("switching to WAL")(error)),
+            }
+        }
         conn.pragma_update(None, "synchronous", durability.pragma())
             .map_err(ctx.map("setting synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
