@@ -10,10 +10,10 @@
 mod common;
 
 use common::server::Served;
-use common::{Project, Store, events, for_each_store, of_kind};
+use common::{Project, Store, events, for_each_store, kill9, of_kind, wait_until};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const EXIT_OK: i32 = 0;
@@ -159,25 +159,11 @@ fn parallel_events(history: &[Value]) -> Vec<&str> {
         .collect()
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-/// SIGKILL: no destructor, no flush, no cleanup.
-fn kill9(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

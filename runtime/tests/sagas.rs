@@ -10,12 +10,12 @@
 
 mod common;
 
-use common::{Out, Project, Store, events, for_each_store, of_kind};
+use common::{Out, Project, Store, events, for_each_store, kill9, of_kind, wait_until};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -155,21 +155,6 @@ fn top_run(project: &Project) -> Value {
     let top: Vec<&Value> = runs.iter().filter(|r| r["parent"].is_null()).collect();
     assert_eq!(top.len(), 1, "{runs:?}");
     top[0].clone()
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// SIGKILL: no destructor, no flush, no cleanup. The worker's tool processes (in process
-/// groups of their own) are not killed with it.
-fn kill9(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@
 
 mod common;
 
-use common::{Project, Store, events, for_each_store, of_kind};
+use common::{Project, Store, events, for_each_store, kill9, of_kind};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const EXIT_OK: i32 = 0;
@@ -174,12 +174,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-/// SIGKILL: no destructor, no flush, no cleanup.
-fn kill9(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

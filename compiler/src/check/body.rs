@@ -791,17 +791,13 @@ impl<'a> BodyChecker<'a> {
             "register undo blocks in the workflow itself, before or after the `parallel`",
         );
         let flow = self.flow.clone();
-        self.branches.push(BranchScope {
-            mark: self.locals.len(),
-            span: Span::new(undo.span.start as usize, undo.span.start as usize),
-            captures: Vec::new(),
+        let at = Span::new(undo.span.start as usize, undo.span.start as usize);
+        let (ty, captures) = self.in_branch(at, |this| {
+            let mark = this.locals.len();
+            let ty = this.check_block(undo, None);
+            this.pop_scope(mark, undo.span.end);
+            ty
         });
-        let loops = std::mem::take(&mut self.loops);
-        let mark = self.locals.len();
-        let ty = self.check_block(undo, None);
-        self.pop_scope(mark, undo.span.end);
-        self.loops = loops;
-        let captures = self.branches.pop().map(|b| b.captures).unwrap_or_default();
         self.flow = flow;
         self.resolved.parallels.insert(
             (self.file, undo.span),
@@ -3374,15 +3370,8 @@ impl<'a> BodyChecker<'a> {
             }
         }
         let entry = self.flow.clone();
-        self.branches.push(BranchScope {
-            mark: self.locals.len(),
-            span: Span::new(arm.start as usize, arm.start as usize),
-            captures: Vec::new(),
-        });
-        let loops = std::mem::take(&mut self.loops);
-        let ty = branch_value(self.check_expr(wait, None));
-        self.loops = loops;
-        let captures = self.branches.pop().map(|b| b.captures).unwrap_or_default();
+        let at = Span::new(arm.start as usize, arm.start as usize);
+        let (ty, captures) = self.in_branch(at, |this| branch_value(this.check_expr(wait, None)));
         self.flow = entry;
         self.resolved.parallels.insert(
             (self.file, wait.span),
@@ -3509,19 +3498,15 @@ impl<'a> BodyChecker<'a> {
                     Some(Type::List(inner)) if !collect => Some((**inner).clone()),
                     _ => None,
                 };
-                self.branches.push(BranchScope {
-                    mark: self.locals.len(),
-                    span: keyword,
-                    captures: Vec::new(),
+                let (ty, captures) = self.in_branch(keyword, |this| {
+                    let mark = this.locals.len();
+                    this.bind(var, element.clone(), false, false, LocalKind::BranchItem);
+                    this.note_visible(body.span.start, body.span.end);
+                    let ty = this.check_block(body, wanted.as_ref());
+                    this.pop_scope(mark, body.span.end);
+                    ty
                 });
-                let loops = std::mem::take(&mut self.loops);
-                let mark = self.locals.len();
-                self.bind(var, element.clone(), false, false, LocalKind::BranchItem);
-                self.note_visible(body.span.start, body.span.end);
-                let ty = self.check_block(body, wanted.as_ref());
-                self.pop_scope(mark, body.span.end);
-                self.loops = loops;
-                facts.captures = self.branches.pop().map(|b| b.captures).unwrap_or_default();
+                facts.captures = captures;
                 facts.item = Some((var.name.clone(), element));
                 let ty = branch_value(ty);
                 facts.results.push(ty.clone());
@@ -3529,55 +3514,74 @@ impl<'a> BodyChecker<'a> {
             }
             ast::ParallelBranches::Fields(fields) => {
                 let mut seen: Vec<(&str, Span)> = Vec::new();
-                self.branches.push(BranchScope {
-                    mark: self.locals.len(),
-                    span: keyword,
-                    captures: Vec::new(),
-                });
-                let loops = std::mem::take(&mut self.loops);
-                let mut record = Vec::new();
-                for field in fields {
-                    if let Some((_, first)) = seen.iter().find(|(n, _)| *n == &*field.name.name) {
-                        let first = *first;
-                        self.error(
-                            Diagnostic::error(
-                                codes::DUPLICATE_DEFINITION,
-                                self.file,
-                                field.name.span,
-                                "named again here",
-                            )
-                            .with_message(format!(
-                                "This `parallel` has two branches named `{}`",
-                                field.name.name
-                            ))
-                            .with_label(self.file, first, "first here")
-                            .with_help(
-                                "give each branch its own name: it is a field of the result",
-                            ),
-                        );
-                    } else {
-                        seen.push((&field.name.name, field.name.span));
+                let mut results = Vec::new();
+                let (record, captures) = self.in_branch(keyword, |this| {
+                    let mut record = Vec::new();
+                    for field in fields {
+                        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == &*field.name.name)
+                        {
+                            let first = *first;
+                            this.error(
+                                Diagnostic::error(
+                                    codes::DUPLICATE_DEFINITION,
+                                    this.file,
+                                    field.name.span,
+                                    "named again here",
+                                )
+                                .with_message(format!(
+                                    "This `parallel` has two branches named `{}`",
+                                    field.name.name
+                                ))
+                                .with_label(this.file, first, "first here")
+                                .with_help(
+                                    "give each branch its own name: it is a field of the result",
+                                ),
+                            );
+                        } else {
+                            seen.push((&field.name.name, field.name.span));
+                        }
+                        let wanted = match expected {
+                            Some(Type::Record(types)) if !collect => types
+                                .iter()
+                                .find(|(n, _)| *n == field.name.name)
+                                .map(|(_, t)| t.clone()),
+                            _ => None,
+                        };
+                        this.flow = entry.clone();
+                        let ty = branch_value(this.check_expr(&field.value, wanted.as_ref()));
+                        results.push(ty.clone());
+                        record.push((field.name.name.clone(), this.collected(ty, collect)));
                     }
-                    let wanted = match expected {
-                        Some(Type::Record(types)) if !collect => types
-                            .iter()
-                            .find(|(n, _)| *n == field.name.name)
-                            .map(|(_, t)| t.clone()),
-                        _ => None,
-                    };
-                    self.flow = entry.clone();
-                    let ty = branch_value(self.check_expr(&field.value, wanted.as_ref()));
-                    facts.results.push(ty.clone());
-                    record.push((field.name.name.clone(), self.collected(ty, collect)));
-                }
-                self.loops = loops;
-                facts.captures = self.branches.pop().map(|b| b.captures).unwrap_or_default();
+                    record
+                });
+                facts.results = results;
+                facts.captures = captures;
                 Type::Record(record)
             }
         };
         self.flow = entry;
         self.resolved.parallels.insert((self.file, span), facts);
         result
+    }
+
+    /// Checks what `check` checks as a branch of a `parallel` (or a `select` arm's wait, an
+    /// undo block): its own locals, no loop around it, and the enclosing locals it reads
+    /// recorded as its captures (returned with what `check` gives).
+    fn in_branch<T>(
+        &mut self,
+        span: Span,
+        check: impl FnOnce(&mut Self) -> T,
+    ) -> (T, Vec<(Name, Type)>) {
+        self.branches.push(BranchScope {
+            mark: self.locals.len(),
+            span,
+            captures: Vec::new(),
+        });
+        let loops = std::mem::take(&mut self.loops);
+        let value = check(self);
+        self.loops = loops;
+        let captures = self.branches.pop().map(|b| b.captures).unwrap_or_default();
+        (value, captures)
     }
 
     /// What a branch's result is seen as: with `collect`, its value or its error.

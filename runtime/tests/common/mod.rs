@@ -571,3 +571,19 @@ pub fn create_claimed_run(store: &mut dyn flow_runtime::store::Store, id: &str) 
         .create_run(&run, &checkpoint, &[], Some(STORE_OWNER), i64::MAX, 1)
         .expect("the run is created");
 }
+
+/// SIGKILL (`Child::kill` sends it on Unix): no destructor, no flush, no cleanup; waits for the
+/// process so it leaves no zombie.
+pub fn kill9(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Polls `done` until it holds, failing the test with `what` after `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
