@@ -1079,3 +1079,86 @@ fn cancel_runs_the_undo_blocks_first_unless_told_not_to() {
         assert!(of_kind(&project.history(&run), "compensated").is_empty());
     });
 }
+
+const BOOKED_AND_WAITING: &str = r#"tool book_flight(who: String) -> String via exec "echo '\"F-1\"'"
+tool cancel_flight(id: String) -> Bool via exec "cat >> cancelled.log; echo >> cancelled.log; echo true"
+
+workflow trip(who: String) -> String {
+  let flight = book_flight(who) undo { cancel_flight(flight) }
+  let d = await approval "confirm" { approvers: user("ada") }
+  "${flight} ${to_string(d.approved)}"
+}
+"#;
+
+/// Over the API: `POST /api/runs/{id}/cancel` runs the undo blocks first; with
+/// `{"compensate": false}` it ends the run at once; anything else than a boolean is a 400.
+#[test]
+fn the_api_cancels_with_or_without_the_undo_blocks() {
+    for_each_store(|store| {
+        let served = common::server::Served::start(
+            store,
+            BOOKED_AND_WAITING,
+            "[users.ada]\nroles = [\"traveller\"]\n\n[users.ops]\nroles = [\"ops\"]\n\n[workflows.trip]\nstarters = [\"ops\"]\n",
+            &[],
+        );
+        let ops = served.token("ops", &[]);
+        let start = || {
+            let run = served.call(
+                "POST",
+                "/api/runs",
+                Some(&ops),
+                Some(json!({ "workflow": "trip", "input": { "who": "ada" } })),
+                201,
+            );
+            let id = run["id"].as_str().unwrap().to_string();
+            // The flight is booked (on the server's pool) before the run waits at the gate.
+            wait_until(
+                "the run to wait at its gate",
+                Duration::from_secs(20),
+                || {
+                    let shown =
+                        served.call("GET", &format!("/api/runs/{id}"), Some(&ops), None, 200);
+                    shown["waiting_on"] == "approval confirm"
+                },
+            );
+            id
+        };
+        let log =
+            || std::fs::read_to_string(served.dir.path().join("cancelled.log")).unwrap_or_default();
+
+        let run = start();
+        let path = format!("/api/runs/{run}/cancel");
+        served.call(
+            "POST",
+            &path,
+            Some(&ops),
+            Some(json!({ "compensate": "no" })),
+            400,
+        );
+        assert_eq!(log(), "", "a refused cancel undoes nothing");
+        served.call("POST", &path, Some(&ops), Some(json!({})), 200);
+        served.wait_for_status(&ops, &run, "cancelled", Duration::from_secs(20));
+        let kinds = served.history_kinds(&ops, &run);
+        assert!(kinds.iter().any(|k| k == "compensated"), "{kinds:?}");
+        assert!(
+            log().contains("F-1"),
+            "the flight was cancelled: {:?}",
+            log()
+        );
+
+        let before = log();
+        let run = start();
+        let path = format!("/api/runs/{run}/cancel");
+        served.call(
+            "POST",
+            &path,
+            Some(&ops),
+            Some(json!({ "compensate": false })),
+            200,
+        );
+        served.wait_for_status(&ops, &run, "cancelled", Duration::from_secs(20));
+        assert_eq!(log(), before, "--no-compensate undoes nothing");
+        let kinds = served.history_kinds(&ops, &run);
+        assert!(!kinds.iter().any(|k| k == "compensated"), "{kinds:?}");
+    });
+}

@@ -793,8 +793,16 @@ async fn cancel(
         caller,
         format!("POST /api/runs/{id}/cancel"),
         body,
-        move |engine, user, _| {
-            ops::cancel(engine, Who::User(user), &id)?;
+        move |engine, user, body| {
+            // `{"compensate": false}` ends the run at once, as `flowrt cancel --no-compensate`.
+            let compensate = match body.get("compensate") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(ApiError::bad_request("`compensate` is true or false"));
+                }
+            };
+            ops::cancel_with(engine, Who::User(user), &id, compensate)?;
             ok(json!({ "cancelled": true }))
         },
     )

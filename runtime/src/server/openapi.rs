@@ -303,11 +303,12 @@ pub fn document() -> Value {
             } },
             "/api/runs/{id}/cancel": { "post": {
                 "operationId": "cancelRun",
-                "summary": "Cancel a run that has not finished",
+                "summary": "Cancel a run that has not finished; its undo blocks run first unless `compensate` is false",
                 "parameters": [run_id.clone()],
-                "requestBody": { "content": { "application/json": { "schema": { "type": "object" } } } },
+                "requestBody": { "content": { "application/json": { "schema": { "type": "object", "properties": { "compensate": { "type": "boolean", "default": true } } } } } },
                 "responses": with_errors(json!({ "200": json_response("Cancelled", json!({ "type": "object" })) }), &[
                     ("403", "Only who started the run or may start its workflow may cancel it"),
+                    ("400", "`compensate` is not a boolean"),
                     ("404", "No such run"),
                     ("413", "The body is larger than 2 MiB"),
                     ("415", "The body is not sent as application/json"),
