@@ -68,10 +68,13 @@ pub enum EventKind {
     Compensated,
     /// An undo block failed: what it should have undone was not; an operator must look.
     CompensationFailed,
+    /// Someone recorded that what made the run need attention (an undo block that failed)
+    /// was handled: who, and a note of how.
+    AttentionResolved,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 38] = [
+    pub const ALL: [EventKind; 39] = [
         EventKind::RunStarted,
         EventKind::RunCompleted,
         EventKind::RunFailed,
@@ -110,6 +113,7 @@ impl EventKind {
         EventKind::CompensationStarted,
         EventKind::Compensated,
         EventKind::CompensationFailed,
+        EventKind::AttentionResolved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -152,6 +156,7 @@ impl EventKind {
             EventKind::CompensationStarted => "compensation_started",
             EventKind::Compensated => "compensated",
             EventKind::CompensationFailed => "compensation_failed",
+            EventKind::AttentionResolved => "attention_resolved",
         }
     }
 
@@ -171,6 +176,28 @@ impl EventKind {
                 | EventKind::CompensationFailed
         )
     }
+}
+
+/// Why an operator must look at a run, from the events of one step: each undo block that
+/// failed (`compensation_failed`), with its error. `None` when none did.
+pub fn attention_of<'e>(
+    events: impl IntoIterator<Item = &'e crate::store::NewEvent>,
+) -> Option<String> {
+    let reasons: Vec<String> = events
+        .into_iter()
+        .filter(|e| e.kind == EventKind::CompensationFailed)
+        .map(|e| {
+            let error = serde_json::from_str::<serde_json::Value>(&e.data)
+                .ok()
+                .and_then(|d| d.get("error").and_then(|v| v.as_str()).map(str::to_string))
+                .unwrap_or_else(|| "it did not complete".into());
+            format!(
+                "undo `{}` failed: {error}",
+                e.step.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
 impl fmt::Display for EventKind {

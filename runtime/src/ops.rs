@@ -65,6 +65,10 @@ pub enum OpError {
     },
     /// A rejection without a comment saying why (400).
     RejectWithoutComment,
+    /// `resolve` without a note saying how the run was handled (400).
+    ResolveWithoutNote,
+    /// `resolve` of a run that needs no attention (409).
+    NothingToResolve(String),
     Engine(EngineError),
 }
 
@@ -94,6 +98,10 @@ impl fmt::Display for OpError {
             }
             OpError::Refused { refusal, .. } => write!(f, "{refusal}"),
             OpError::RejectWithoutComment => f.write_str("a rejection needs a comment saying why"),
+            OpError::ResolveWithoutNote => {
+                f.write_str("resolving needs a note saying how what went wrong was handled")
+            }
+            OpError::NothingToResolve(run) => write!(f, "run {run} needs no attention"),
             OpError::Engine(error) => write!(f, "{error}"),
         }
     }
@@ -150,11 +158,33 @@ pub struct RunQuery {
     pub since: Option<Millis>,
     /// At most this many (the newest).
     pub limit: Option<usize>,
+    /// Only the runs an operator must look at (`--status needs_attention`).
+    pub needing_attention: bool,
 }
 
+/// The `status` a run listing may ask for besides a [`RunStatus`]: the runs an operator must
+/// look at, whatever their status.
+pub const NEEDS_ATTENTION: &str = "needs_attention";
+
 impl RunQuery {
+    /// Sets the status filter from its text (`flowrt runs --status`, `GET /api/runs?status=`):
+    /// a run status or [`NEEDS_ATTENTION`]. The error lists what may be asked.
+    pub fn filter_status(&mut self, text: &str) -> Result<(), String> {
+        if text == NEEDS_ATTENTION {
+            self.needing_attention = true;
+            return Ok(());
+        }
+        self.status = Some(RunStatus::parse(text).ok_or_else(|| {
+            let mut all: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+            all.push(NEEDS_ATTENTION);
+            format!("status `{text}`: expected one of {}", all.join(", "))
+        })?);
+        Ok(())
+    }
+
     fn keeps(&self, record: &RunRecord) -> bool {
-        self.workflow.as_ref().is_none_or(|w| *w == record.workflow)
+        self.status.is_none_or(|s| s == record.status)
+            && self.workflow.as_ref().is_none_or(|w| *w == record.workflow)
             && self.since.is_none_or(|since| record.created_at >= since)
     }
 }
@@ -167,7 +197,12 @@ pub fn list_runs(
 ) -> OpResult<Vec<RunView>> {
     let limit = query.limit.unwrap_or(usize::MAX);
     let mut runs = Vec::new();
-    for record in engine.store().runs(query.status)? {
+    let records = if query.needing_attention {
+        engine.store().needing_attention()?
+    } else {
+        engine.store().runs(query.status)?
+    };
+    for record in records {
         if runs.len() == limit {
             break;
         }
@@ -582,6 +617,46 @@ pub fn cancel_with(
             run: id.to_string(),
             status: record.status,
         });
+    }
+    Ok(())
+}
+
+/// The role that may resolve, over the API, a run that needs attention (`flowrt` itself may).
+pub const OPERATOR_ROLE: &str = "operator";
+
+/// Records that what made run `id` need attention (an undo block that failed) was handled,
+/// by `caller`, with a note saying how: `attention_resolved` in its trail, and the run no
+/// longer listed as needing attention. A user must hold the `operator` role.
+pub fn resolve(engine: &mut Engine, caller: Caller<'_>, id: &str, note: &str) -> OpResult<()> {
+    let record = load_run(engine, id)?;
+    if let Caller::User(user) = caller
+        && !engine.config().has_role(user, OPERATOR_ROLE)
+    {
+        return Err(OpError::Forbidden {
+            run: Some(record.id),
+            why: format!("{user} may not resolve run {id}: only role {OPERATOR_ROLE} may"),
+        });
+    }
+    let note = note.trim();
+    if note.is_empty() {
+        return Err(OpError::ResolveWithoutNote);
+    }
+    let event = NewEvent {
+        at: engine.now(),
+        kind: EventKind::AttentionResolved,
+        step: None,
+        attempt: None,
+        line: None,
+        duration_ms: None,
+        data: serde_json::json!({
+            "by": caller.name(),
+            "note": crate::store::cut(note, crate::store::REFUSAL_REASON_BYTES),
+            "was": record.attention,
+        })
+        .to_string(),
+    };
+    if !engine.store().resolve_attention(id, &event)? {
+        return Err(OpError::NothingToResolve(id.to_string()));
     }
     Ok(())
 }

@@ -36,6 +36,9 @@ pub struct RunView {
     /// The run that goes on, when this one ended with `continue as`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub continued_as: Option<String>,
+    /// Why an operator must look at the run (an undo block failed), until it is resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs_attention: Option<String>,
 }
 
 impl RunView {
@@ -59,6 +62,7 @@ impl RunView {
             error: record.error.clone(),
             continued_as: (record.status == crate::store::RunStatus::Continued)
                 .then(|| crate::engine::successor_of(&record.id)),
+            needs_attention: record.attention.clone(),
         })
     }
 

@@ -530,6 +530,96 @@ fn an_undo_that_fails_is_recorded_and_the_others_still_run() {
             "{hotel}"
         );
         assert_eq!(project.status(&undos[1])["status"], "completed");
+
+        // The run needs an operator: listed, shown, counted, until someone resolves it.
+        assert!(
+            status["needs_attention"]
+                .as_str()
+                .unwrap()
+                .contains("the hotel desk is closed"),
+            "{status}"
+        );
+        let attention = |project: &Project| -> Vec<String> {
+            let out = project.flowrt(&["runs", "--status", "needs_attention", "--json"]);
+            out.expect_code(EXIT_OK);
+            out.json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            attention(&project),
+            std::slice::from_ref(&run),
+            "only the trip, not its undo runs"
+        );
+        project
+            .flowrt(&["runs", "--status", "needs_attention"])
+            .expect_code(EXIT_OK)
+            .expect_stdout("needs attention: undo `trip#");
+        project
+            .flowrt(&["runs", "--status", "broken"])
+            .expect_code(EXIT_USAGE)
+            .expect_stderr("needs_attention");
+        project
+            .flowrt(&["resolve", &run, "--note", "  "])
+            .expect_code(EXIT_USAGE)
+            .expect_stderr("needs a note");
+        project
+            .flowrt(&["resolve", &undos[1], "--note", "x"])
+            .expect_code(EXIT_USAGE)
+            .expect_stderr("needs no attention");
+        project
+            .flowrt(&["resolve", "nope", "--note", "x"])
+            .expect_code(EXIT_USAGE)
+            .expect_stderr("no run with id nope");
+        assert_eq!(
+            attention(&project),
+            std::slice::from_ref(&run),
+            "nothing changed"
+        );
+        project
+            .flowrt(&[
+                "resolve",
+                &run,
+                "--note",
+                "hotel cancelled by phone, ticket OPS-7",
+            ])
+            .expect_code(EXIT_OK)
+            .expect_stdout("resolved");
+        assert!(attention(&project).is_empty());
+        let status = project.status(&run);
+        assert_eq!(status["status"], "failed");
+        assert!(status.get("needs_attention").is_none(), "{status}");
+        let history = project.history(&run);
+        let resolved = of_kind(&history, "attention_resolved");
+        assert_eq!(resolved.len(), 1, "{history:#?}");
+        assert_eq!(
+            resolved[0]["data"]["note"],
+            "hotel cancelled by phone, ticket OPS-7"
+        );
+        assert!(
+            resolved[0]["data"]["was"]
+                .as_str()
+                .unwrap()
+                .contains("desk is closed")
+        );
+        assert!(
+            resolved[0]["data"]["by"]
+                .as_str()
+                .is_some_and(|b| !b.is_empty())
+        );
+        project
+            .flowrt(&["resolve", &run, "--note", "again"])
+            .expect_code(EXIT_USAGE)
+            .expect_stderr("needs no attention");
+        project
+            .flowrt(&["history", &run])
+            .expect_code(EXIT_OK)
+            .expect_stdout("attention_resolved")
+            .expect_stdout("hotel cancelled by phone");
+        project.flowrt(&["audit", "verify"]).expect_code(EXIT_OK);
     });
 }
 
@@ -1160,5 +1250,104 @@ fn the_api_cancels_with_or_without_the_undo_blocks() {
         assert_eq!(log(), before, "--no-compensate undoes nothing");
         let kinds = served.history_kinds(&ops, &run);
         assert!(!kinds.iter().any(|k| k == "compensated"), "{kinds:?}");
+    });
+}
+
+const CANNOT_UNDO: &str = r#"tool book_flight(who: String) -> String via exec "echo '\"F-1\"'"
+tool cancel_flight(id: String) -> Bool via exec "echo 'the desk is closed' >&2; exit 5"
+tool book_car(who: String) -> String via exec "echo 'no car left' >&2; exit 4"
+
+workflow trip(who: String) -> String {
+  let flight = book_flight(who) undo { cancel_flight(flight) }
+  book_car(who)
+}
+"#;
+
+/// Over the API: a run whose undo failed is listed by `GET /api/runs?status=needs_attention`
+/// and counted in `/metrics`; only role `operator` may resolve it, with a note.
+#[test]
+fn the_api_lists_counts_and_resolves_runs_that_need_attention() {
+    for_each_store(|store| {
+        let served = common::server::Served::start(
+            store,
+            CANNOT_UNDO,
+            "[users.ops]\nroles = [\"ops\"]\n\n[users.olga]\nroles = [\"operator\"]\n\n[workflows.trip]\nstarters = [\"ops\"]\n",
+            &[],
+        );
+        let ops = served.token("ops", &[]);
+        let olga = served.token("olga", &[]);
+        let run = served.call(
+            "POST",
+            "/api/runs",
+            Some(&ops),
+            Some(json!({ "workflow": "trip", "input": { "who": "ada" } })),
+            201,
+        );
+        let run = run["id"].as_str().unwrap().to_string();
+        served.wait_for_status(&ops, &run, "failed", Duration::from_secs(20));
+        let listed = served.call(
+            "GET",
+            "/api/runs?status=needs_attention",
+            Some(&ops),
+            None,
+            200,
+        );
+        let listed = listed.as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0]["id"], json!(run));
+        assert!(
+            listed[0]["needs_attention"]
+                .as_str()
+                .unwrap()
+                .contains("the desk is closed"),
+            "{listed:?}"
+        );
+        served.call("GET", "/api/runs?status=sad", Some(&ops), None, 400);
+        let metrics = || {
+            let (_, body) = served
+                .try_request("GET", "/metrics", Some(&olga), None)
+                .unwrap();
+            body
+        };
+        assert!(
+            metrics().contains("flow_runs_needing_attention 1"),
+            "{}",
+            metrics()
+        );
+        let path = format!("/api/runs/{run}/resolve");
+        served.call(
+            "POST",
+            &path,
+            Some(&ops),
+            Some(json!({ "note": "done" })),
+            403,
+        );
+        served.call("POST", &path, Some(&olga), Some(json!({})), 400);
+        served.call("POST", &path, Some(&olga), Some(json!({ "note": 7 })), 400);
+        served.call(
+            "POST",
+            &path,
+            Some(&olga),
+            Some(json!({ "note": "refunded by hand" })),
+            200,
+        );
+        served.call(
+            "POST",
+            &path,
+            Some(&olga),
+            Some(json!({ "note": "again" })),
+            409,
+        );
+        assert!(
+            metrics().contains("flow_runs_needing_attention 0"),
+            "{}",
+            metrics()
+        );
+        let kinds = served.history_kinds(&ops, &run);
+        assert!(kinds.iter().any(|k| k == "attention_resolved"), "{kinds:?}");
+        assert!(
+            kinds.iter().any(|k| k == "request_refused"),
+            "the refused resolve is in the trail: {kinds:?}"
+        );
     });
 }

@@ -658,6 +658,7 @@ mod tests {
             parent: None,
             created_at: 0,
             updated_at: 0,
+            attention: None,
         }
     }
 

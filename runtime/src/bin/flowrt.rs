@@ -69,7 +69,8 @@ enum Command {
     /// List runs, newest first: id, status, workflow, when it started, and its outcome (the
     /// result's variant or a summary of it, the error, what it waits for).
     Runs {
-        /// Only runs with this status (runnable, waiting, completed, failed, cancelled).
+        /// Only runs with this status (runnable, waiting, completed, failed, cancelled), or
+        /// `needs_attention`: the runs an operator must look at (an undo block failed).
         #[arg(long)]
         status: Option<String>,
         /// Only runs of this workflow.
@@ -106,6 +107,17 @@ enum Command {
         /// (`let x = step undo { … }`); by default they run first, latest first.
         #[arg(long)]
         no_compensate: bool,
+    },
+    /// Record that what made a run need attention (an undo block that failed) was handled:
+    /// the run leaves `flowrt runs --status needs_attention`, the note stays in its trail.
+    Resolve {
+        run: String,
+        /// How it was handled (required): kept in the run's trail.
+        #[arg(long)]
+        note: String,
+        /// Who resolves it (default: $USER); with flow.toml, that user needs role operator.
+        #[arg(long = "as")]
+        user: Option<String>,
     },
     /// The gates and inputs waiting for a person (with --as: those that user may decide).
     Approvals {
@@ -566,6 +578,7 @@ fn drives_runs(command: &Command) -> bool {
         | Command::Status { .. }
         | Command::History { .. }
         | Command::Approvals { .. }
+        | Command::Resolve { .. }
         | Command::Audit(_)
         | Command::MigrateStore { .. }
         | Command::Config { .. }
@@ -587,6 +600,7 @@ fn only_reads(command: &Command) -> bool {
         | Command::Start(_)
         | Command::Worker { .. }
         | Command::Cancel { .. }
+        | Command::Resolve { .. }
         | Command::Approvals { .. }
         | Command::Approve(_)
         | Command::Reject(_)
@@ -720,6 +734,18 @@ fn dispatch(mut engine: Engine, has_config: bool, command: Command) -> Result<Ex
                 has_config,
                 !no_compensate,
             )
+        }
+        Command::Resolve { run, note, user } => {
+            if let Some(user) = &user {
+                known_user(&engine, has_config, user)?;
+            }
+            let operator = default_user();
+            let who = caller(user.as_deref(), &operator, has_config);
+            if let Err(code) = allowed(ops::resolve(&mut engine, who, &run, &note))? {
+                return Ok(code);
+            }
+            say(format_args!("run {run} resolved: {}", note.trim()));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Approvals { user, json } => {
             approvals(&mut engine, user.as_deref(), has_config, json)
@@ -1910,16 +1936,6 @@ fn run_query(
     limit: Option<usize>,
     now: i64,
 ) -> Result<RunQuery, Usage> {
-    let status = match status {
-        Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
-            let all: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
-            Usage(format!(
-                "--status {text}: expected one of {}",
-                all.join(", ")
-            ))
-        })?),
-        None => None,
-    };
     let since = match since {
         Some(text) => Some(
             flow_runtime::vm::value::parse_duration(text)
@@ -1933,12 +1949,18 @@ fn run_query(
         ),
         None => None,
     };
-    Ok(RunQuery {
-        status,
+    let mut query = RunQuery {
         workflow,
         since,
         limit,
-    })
+        ..RunQuery::default()
+    };
+    if let Some(text) = status {
+        query
+            .filter_status(text)
+            .map_err(|why| Usage(format!("--{why}")))?;
+    }
+    Ok(query)
 }
 
 fn runs(engine: &mut Engine, query: &RunQuery, json: bool) -> Result<ExitCode, Usage> {
@@ -1988,6 +2010,9 @@ fn runs(engine: &mut Engine, query: &RunQuery, json: bool) -> Result<ExitCode, U
 /// (`Released`, as the inbox shows it), else a summary of the result; the error; what it
 /// waits for.
 fn outcome(run: &RunView) -> String {
+    if let Some(why) = &run.needs_attention {
+        return shorten(&format!("needs attention: {why}"));
+    }
     match RunStatus::parse(run.status) {
         Some(RunStatus::Completed) => match &run.outcome {
             Some(variant) => variant.clone(),
@@ -2163,6 +2188,13 @@ fn event_details(kind: EventKind, data: &serde_json::Value) -> String {
         EventKind::BranchFailed => format!("run {}: {}", text("run"), text("error")),
         EventKind::BranchesCancelled => format!("{} ({})", value("runs"), text("why")),
         EventKind::ParallelCompleted => format!("{} branches ended", value("branches")),
+        EventKind::CompensationStarted => match text("run") {
+            "" => format!("{} by {}", text("why"), text("by")),
+            run => format!("run {run}"),
+        },
+        EventKind::Compensated => format!("run {}", text("run")),
+        EventKind::CompensationFailed => format!("run {}: {}", text("run"), text("error")),
+        EventKind::AttentionResolved => format!("by {}: {}", text("by"), text("note")),
         _ => String::new(),
     };
     shorten(&detail)

@@ -233,6 +233,7 @@ pub fn router(app: App) -> Router {
         .route("/api/runs/{id}/history", get(history))
         .route("/api/runs/{id}/audit", get(audit))
         .route("/api/runs/{id}/cancel", post(cancel))
+        .route("/api/runs/{id}/resolve", post(resolve))
         .route("/api/decisions", get(decisions))
         .route("/api/runs/{id}/gates/{gate}/{action}", post(decide))
         .route("/api/runs/{id}/signals/{name}", post(send_signal))
@@ -388,6 +389,10 @@ impl From<OpError> for ApiError {
             OpError::RejectWithoutComment => {
                 ApiError::bad_request("a rejection needs a `comment` saying why")
             }
+            OpError::ResolveWithoutNote => ApiError::bad_request(
+                "resolving needs a `note` saying how what went wrong was handled",
+            ),
+            OpError::NothingToResolve(run) => ApiError::conflict(message).about(&run),
             OpError::Engine(error) => error.into(),
         }
     }
@@ -726,14 +731,6 @@ async fn list_runs(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     app.as_user(caller, "GET /api/runs".into(), move |engine, user| {
-        let status = match query.get("status") {
-            Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "status `{text}`: expected runnable, waiting, completed, failed or cancelled"
-                ))
-            })?),
-            None => None,
-        };
         let limit = match query.get("limit") {
             Some(text) => text
                 .parse::<usize>()
@@ -744,12 +741,15 @@ async fn list_runs(
                 })?,
             None => 100,
         };
-        let query = RunQuery {
-            status,
+        let mut runs = RunQuery {
             workflow: query.get("workflow").cloned(),
-            since: None,
             limit: Some(limit),
+            ..RunQuery::default()
         };
+        if let Some(text) = query.get("status") {
+            runs.filter_status(text).map_err(ApiError::bad_request)?;
+        }
+        let query = runs;
         // Only the runs the user may read are listed.
         view(ops::list_runs(engine, Who::User(user), &query)?)
     })
@@ -804,6 +804,26 @@ async fn cancel(
             };
             ops::cancel_with(engine, Who::User(user), &id, compensate)?;
             ok(json!({ "cancelled": true }))
+        },
+    )
+    .await
+}
+
+/// `{"note": "…"}`: what made the run need attention was handled (role `operator`).
+async fn resolve(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    app.with_body(
+        caller,
+        format!("POST /api/runs/{id}/resolve"),
+        body,
+        move |engine, user, body| {
+            let note = text_field(&body, "note")?.unwrap_or_default();
+            ops::resolve(engine, Who::User(user), &id, &note)?;
+            ok(json!({ "resolved": true }))
         },
     )
     .await
@@ -920,6 +940,10 @@ async fn metrics(State(app): State<App>, caller: Caller) -> Response {
         ));
         text.push_str(&format!(
             "# HELP flow_notification_failures_total Notifications that could not be delivered.\n# TYPE flow_notification_failures_total counter\nflow_notification_failures_total {failures}\n"
+        ));
+        let attention = engine.store().count_needing_attention()?;
+        text.push_str(&format!(
+            "# HELP flow_runs_needing_attention Runs an operator must look at (an undo block failed).\n# TYPE flow_runs_needing_attention gauge\nflow_runs_needing_attention {attention}\n"
         ));
         Ok((
             [(

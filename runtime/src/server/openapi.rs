@@ -102,7 +102,8 @@ pub fn document() -> Value {
                         "outcome": { "type": "string", "nullable": true, "description": "The enum variant a completed run returned" },
                         "output": { "description": "The result, when completed" },
                         "error": { "type": "string", "nullable": true },
-                        "continued_as": { "type": "string", "description": "The run that goes on, when this one ended with `continue as` (status `continued`)" }
+                        "continued_as": { "type": "string", "description": "The run that goes on, when this one ended with `continue as` (status `continued`)" },
+                        "needs_attention": { "type": "string", "description": "Why an operator must look at the run (an undo block failed), until it is resolved" }
                     }
                 },
                 "RunDetail": {
@@ -257,7 +258,7 @@ pub fn document() -> Value {
                     "operationId": "listRuns",
                     "summary": "The runs the caller may read, newest first",
                     "parameters": [
-                        { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled", "continued"] } },
+                        { "name": "status", "in": "query", "description": "A status, or `needs_attention`: the runs an operator must look at (an undo block failed), whatever their status", "schema": { "type": "string", "enum": ["runnable", "waiting", "completed", "failed", "cancelled", "continued", "needs_attention"] } },
                         { "name": "workflow", "in": "query", "schema": { "type": "string" } },
                         { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000 } }
                     ],
@@ -313,6 +314,20 @@ pub fn document() -> Value {
                     ("413", "The body is larger than 2 MiB"),
                     ("415", "The body is not sent as application/json"),
                     ("409", "The run has finished")
+                ])
+            } },
+            "/api/runs/{id}/resolve": { "post": {
+                "operationId": "resolveRun",
+                "summary": "Record that what made the run need attention (an undo block that failed) was handled, with a note (role operator)",
+                "parameters": [run_id.clone()],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["note"], "properties": { "note": { "type": "string" } } } } } },
+                "responses": with_errors(json!({ "200": json_response("Resolved", json!({ "type": "object" })) }), &[
+                    ("403", "Only role operator may resolve a run"),
+                    ("400", "No `note`, or not a string"),
+                    ("404", "No such run"),
+                    ("413", "The body is larger than 2 MiB"),
+                    ("415", "The body is not sent as application/json"),
+                    ("409", "The run needs no attention")
                 ])
             } },
             "/api/decisions": { "get": {

@@ -218,6 +218,7 @@ fn create_and_load_round_trip() {
                 parent: None,
                 created_at: 10,
                 updated_at: 10,
+                attention: None,
             }
         );
         assert_eq!(store.run("r1").unwrap(), Some(record));

@@ -55,7 +55,7 @@ const TABLES: &[Table] = &[
     Table {
         name: "runs",
         columns: "id, workflow, version, status, input, output, error, waiting_on, wake_at, \
-                  started_by, parent, created_at, updated_at, trace",
+                  started_by, parent, created_at, updated_at, trace, attention",
         order: "ORDER BY created_at, rowid",
         conflict: "",
     },

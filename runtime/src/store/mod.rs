@@ -129,6 +129,9 @@ pub struct RunRecord {
     pub parent: Option<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Why an operator must look at the run, when one must: an undo block that failed
+    /// (`compensation_failed`), until someone records it handled (`flowrt resolve`).
+    pub attention: Option<String>,
 }
 
 impl RunRecord {
@@ -427,6 +430,15 @@ pub trait Runs {
     fn children(&mut self, parent: &str) -> StoreResult<Vec<RunRecord>>;
     /// Runs, newest first, optionally only those with `status`.
     fn runs(&mut self, status: Option<RunStatus>) -> StoreResult<Vec<RunRecord>>;
+    /// The runs an operator must look at (an undo block failed: [`RunRecord::attention`]),
+    /// newest first.
+    fn needing_attention(&mut self) -> StoreResult<Vec<RunRecord>>;
+    /// How many runs need attention.
+    fn count_needing_attention(&mut self) -> StoreResult<i64>;
+    /// Records that what made `run` need attention was handled: its attention cleared and
+    /// `event` (an `attention_resolved`) appended, in one transaction. Returns false, with
+    /// nothing recorded, when the run needed none.
+    fn resolve_attention(&mut self, run: &str, event: &NewEvent) -> StoreResult<bool>;
     /// How many runs each workflow has in each status (from the running counts of
     /// `store/counts.rs`: `/metrics` reads no run).
     fn count_runs(&mut self) -> StoreResult<Vec<(String, RunStatus, i64)>>;

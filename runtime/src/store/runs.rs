@@ -15,8 +15,15 @@ use super::{
     StoreError, StoreResult,
 };
 
-/// A `runs` row, columns `id, workflow, version, status, input, output, error, waiting_on,
-/// wake_at, started_by, parent, created_at, updated_at` (the first 13 of `row`).
+/// The columns of a `runs` row that [`run_record`] reads, in its order.
+macro_rules! run_columns {
+    () => {
+        "id, workflow, version, status, input, output, error, waiting_on, wake_at, \
+         started_by, parent, created_at, updated_at, attention"
+    };
+}
+
+/// A `runs` row, the [`run_columns`] (the first 14 of `row`).
 fn run_record(row: &mut Row) -> StoreResult<RunRecord> {
     let id: String = row.get(0)?;
     let status: String = row.get(3)?;
@@ -38,6 +45,7 @@ fn run_record(row: &mut Row) -> StoreResult<RunRecord> {
         parent: row.get(10)?,
         created_at: row.get(11)?,
         updated_at: row.get(12)?,
+        attention: row.get(13)?,
         id,
     })
 }
@@ -125,6 +133,15 @@ fn commit_step(conn: &mut dyn Conn, step: &StepCommit, doing: &str) -> StoreResu
             step.now,
         ],
     )?;
+    if let Some(reason) = crate::history::attention_of(&step.events) {
+        let sql = sql!(
+            conn.dialect(),
+            "UPDATE runs SET attention = CASE WHEN attention IS NULL THEN $2
+                                              ELSE attention || '; ' || $2 END
+             WHERE id = $1",
+        );
+        conn.execute(doing, sql, params![&step.run, &reason])?;
+    }
     super::gate_index::apply(conn, step, was_at_gate)?;
     if let Some(number) = step.takes_signal {
         super::signals::take(conn, &step.run, number)?;
@@ -297,7 +314,8 @@ impl<S: SqlStore + ?Sized> Runs for S {
             conn.dialect(),
             "SELECT r.id, r.workflow, r.version, r.status, r.input, r.output, r.error,
                     r.waiting_on, r.wake_at, r.started_by, r.parent, r.created_at,
-                    r.updated_at, c.format_version, c.program_hash, c.state, c.calls
+                    r.updated_at, r.attention, c.format_version, c.program_hash, c.state,
+                    c.calls
              FROM runs r LEFT JOIN checkpoints c ON c.run = r.id
              WHERE r.id = $1",
         );
@@ -305,10 +323,10 @@ impl<S: SqlStore + ?Sized> Runs for S {
             return Ok(None);
         };
         let record = run_record(&mut row)?;
-        let format_version: Option<i64> = row.get(13)?;
-        let program_hash: Option<String> = row.get(14)?;
-        let state: Option<Vec<u8>> = row.get(15)?;
-        let calls: Option<String> = row.get(16)?;
+        let format_version: Option<i64> = row.get(14)?;
+        let program_hash: Option<String> = row.get(15)?;
+        let state: Option<Vec<u8>> = row.get(16)?;
+        let calls: Option<String> = row.get(17)?;
         match (format_version, program_hash, state) {
             (Some(format_version), Some(program_hash), Some(state)) => Ok(Some((
                 record,
@@ -374,9 +392,7 @@ impl<S: SqlStore + ?Sized> Runs for S {
         let conn = self.conn()?;
         let sql = sql!(
             conn.dialect(),
-            "SELECT id, workflow, version, status, input, output, error, waiting_on, wake_at,
-                    started_by, parent, created_at, updated_at
-             FROM runs WHERE id = $1",
+            concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"),
         );
         conn.query_opt("reading a run", sql, params![run])?
             .map(|mut row| run_record(&mut row))
@@ -387,9 +403,11 @@ impl<S: SqlStore + ?Sized> Runs for S {
         let conn = self.conn()?;
         let sql = sql!(
             conn.dialect(),
-            "SELECT id, workflow, version, status, input, output, error, waiting_on, wake_at,
-                    started_by, parent, created_at, updated_at
-             FROM runs WHERE parent = $1 ORDER BY id",
+            concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs WHERE parent = $1 ORDER BY id"
+            ),
         );
         conn.query("reading a run's child runs", sql, params![parent])?
             .into_iter()
@@ -405,9 +423,11 @@ impl<S: SqlStore + ?Sized> Runs for S {
                 "listing runs",
                 sql!(
                     dialect,
-                    "SELECT id, workflow, version, status, input, output, error, waiting_on,
-                            wake_at, started_by, parent, created_at, updated_at
-                     FROM runs WHERE status = $1 ORDER BY created_at DESC, {ROW} DESC",
+                    concat!(
+                        "SELECT ",
+                        run_columns!(),
+                        " FROM runs WHERE status = $1 ORDER BY created_at DESC, {ROW} DESC"
+                    ),
                 ),
                 params![status.as_str()],
             )?,
@@ -415,9 +435,11 @@ impl<S: SqlStore + ?Sized> Runs for S {
                 "listing runs",
                 sql!(
                     dialect,
-                    "SELECT id, workflow, version, status, input, output, error, waiting_on,
-                            wake_at, started_by, parent, created_at, updated_at
-                     FROM runs ORDER BY created_at DESC, {ROW} DESC",
+                    concat!(
+                        "SELECT ",
+                        run_columns!(),
+                        " FROM runs ORDER BY created_at DESC, {ROW} DESC"
+                    ),
                 ),
                 &[],
             )?,
@@ -425,6 +447,52 @@ impl<S: SqlStore + ?Sized> Runs for S {
         rows.into_iter()
             .map(|mut row| run_record(&mut row))
             .collect()
+    }
+
+    fn needing_attention(&mut self) -> StoreResult<Vec<RunRecord>> {
+        let conn = self.conn()?;
+        let sql = sql!(
+            conn.dialect(),
+            concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM runs WHERE attention IS NOT NULL ORDER BY created_at DESC, {ROW} DESC"
+            ),
+        );
+        conn.query("listing the runs that need attention", sql, &[])?
+            .into_iter()
+            .map(|mut row| run_record(&mut row))
+            .collect()
+    }
+
+    fn count_needing_attention(&mut self) -> StoreResult<i64> {
+        let conn = self.conn()?;
+        let sql = sql!(
+            conn.dialect(),
+            "SELECT COUNT(*) FROM runs WHERE attention IS NOT NULL"
+        );
+        Ok(conn
+            .value("counting the runs that need attention", sql, &[])?
+            .unwrap_or(0))
+    }
+
+    fn resolve_attention(&mut self, run: &str, event: &NewEvent) -> StoreResult<bool> {
+        let doing = "recording that a run's attention was handled";
+        self.conn()?.transaction(doing, |conn| {
+            if events::lock_run(conn, run, doing)?.is_none() {
+                return Err(StoreError::NoSuchRun(run.to_string()));
+            }
+            let sql = sql!(
+                conn.dialect(),
+                "UPDATE runs SET attention = NULL WHERE id = $1 AND attention IS NOT NULL"
+            );
+            if conn.execute(doing, sql, params![run])? == 0 {
+                return Ok(false);
+            }
+            let seal = events::seal_of_row(conn, run)?;
+            events::append(conn, run, std::slice::from_ref(event), seal.as_deref())?;
+            Ok(true)
+        })
     }
 
     fn count_runs(&mut self) -> StoreResult<Vec<(String, RunStatus, i64)>> {

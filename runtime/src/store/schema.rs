@@ -319,6 +319,12 @@ pub const MIGRATIONS: &[&str] = &[
     // 19: a run's child runs, found without reading every run (`Runs::children`: the
     // branches of a `parallel` are its children).
     "CREATE INDEX IF NOT EXISTS runs_by_parent ON runs(parent);",
+    // 20: why an operator must look at a run (an undo block that failed), until someone
+    // records it handled; found without reading every run (`flowrt runs --status
+    // needs_attention`).
+    "ALTER TABLE runs ADD COLUMN attention TEXT;
+     CREATE INDEX IF NOT EXISTS runs_needing_attention ON runs(created_at)
+        WHERE attention IS NOT NULL;",
 ];
 
 /// The schema version this code writes and understands.
