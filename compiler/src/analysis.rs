@@ -1920,29 +1920,19 @@ impl Indexer<'_> {
                 }
             },
             ExprKind::Block(block) => self.block(block),
-            ExprKind::Retry {
-                attempts,
-                backoff,
-                on,
-                body,
-                policy,
-            } => {
-                self.expr(attempts);
-                if let Some(backoff) = backoff {
-                    self.expr(backoff);
-                }
-                if let Some(policy) = policy {
-                    for e in [&policy.max, &policy.multiplier, &policy.within]
-                        .into_iter()
-                        .flatten()
-                    {
-                        self.expr(e);
+            ExprKind::Retry { policies, body, .. } => {
+                for policy in policies.iter() {
+                    for kind in &policy.kinds {
+                        match stdlib::ERROR_KINDS.iter().find(|(k, _)| *k == kind.name) {
+                            Some((k, _)) => self.add(kind.span, Sym::ErrorKind(k)),
+                            None => self.error_ref(kind),
+                        }
                     }
-                }
-                for kind in on.iter() {
-                    if let Some((k, _)) = stdlib::ERROR_KINDS.iter().find(|(k, _)| *k == kind.name)
-                    {
-                        self.add(kind.span, Sym::ErrorKind(k));
+                    if let Some(binding) = &policy.binding {
+                        self.local_def(binding.span);
+                    }
+                    for e in policy.exprs() {
+                        self.expr(e);
                     }
                 }
                 self.block(body);

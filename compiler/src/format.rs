@@ -1513,44 +1513,43 @@ impl<'a> Builder<'a> {
             }
             ExprKind::Block(block) => group(self.block(block, true)),
             ExprKind::Retry {
-                attempts,
-                backoff,
-                on,
+                policies,
+                per_kind,
                 body,
-                policy,
             } => {
-                let max_backoff = policy.as_ref().and_then(|p| p.max.as_ref());
-                let forever = policy.as_ref().is_some_and(|p| p.forever);
-                let mut parts = vec![
-                    text("retry "),
-                    if forever {
-                        text("forever")
-                    } else {
-                        self.expr(attempts)
-                    },
-                ];
-                if let Some(backoff) = backoff {
-                    parts.push(text(" backoff "));
-                    parts.push(self.expr(backoff));
-                }
-                if let Some(multiplier) = policy.as_ref().and_then(|p| p.multiplier.as_ref()) {
-                    parts.push(text(" multiplier "));
-                    parts.push(self.expr(multiplier));
-                }
-                if let Some(max) = max_backoff {
-                    parts.push(text(" max "));
-                    parts.push(self.expr(max));
-                }
-                if policy.as_ref().is_some_and(|p| p.no_jitter) {
-                    parts.push(text(" jitter none"));
-                }
-                if let Some(within) = policy.as_ref().and_then(|p| p.within.as_ref()) {
-                    parts.push(text(" within "));
-                    parts.push(self.expr(within));
-                }
-                if !on.is_empty() {
-                    let kinds: Vec<&str> = on.iter().map(|k| k.name.as_str()).collect();
-                    parts.push(text(format!(" on {}", kinds.join(", "))));
+                let mut parts = vec![text("retry ")];
+                if *per_kind {
+                    let opener = self.find(T::LBrace, expr.span.start);
+                    let close =
+                        self.close_after(policies.last().map_or(opener.end, |p| p.span.end));
+                    parts.push(self.delimited_broken(
+                        Delims::Brace,
+                        opener,
+                        close,
+                        policies,
+                        |p| p.span,
+                        ",",
+                        |b, p| {
+                            let kinds: Vec<&str> =
+                                p.kinds.iter().map(|k| k.name.as_str()).collect();
+                            let binding = p
+                                .binding
+                                .as_ref()
+                                .map(|b| format!("({})", b.name))
+                                .unwrap_or_default();
+                            let mut policy =
+                                vec![text(format!("on {}{binding}: ", kinds.join(", ")))];
+                            policy.extend(b.retry_policy(p));
+                            concat(policy)
+                        },
+                    ));
+                } else if let Some(policy) = policies.first() {
+                    parts.extend(self.retry_policy(policy));
+                    if !policy.kinds.is_empty() {
+                        let kinds: Vec<&str> =
+                            policy.kinds.iter().map(|k| k.name.as_str()).collect();
+                        parts.push(text(format!(" on {}", kinds.join(", "))));
+                    }
                 }
                 parts.push(text(" "));
                 parts.push(self.block(body, true));
@@ -1698,6 +1697,37 @@ impl<'a> Builder<'a> {
             ]),
             _ => self.expr(expr),
         }
+    }
+
+    /// `3 backoff 1s multiplier 1.5 max 30s jitter none within 2h after r.retry_after`, as
+    /// written (the kinds are the caller's).
+    fn retry_policy(&mut self, policy: &RetryPolicy) -> Vec<Doc> {
+        let mut parts = vec![if policy.forever {
+            text("forever")
+        } else {
+            self.expr(&policy.attempts)
+        }];
+        let mut word = |b: &mut Self, word: &str, e: &Option<Expr>| {
+            if let Some(e) = e {
+                parts.push(text(format!(" {word} ")));
+                parts.push(b.expr(e));
+            }
+        };
+        word(self, "backoff", &policy.backoff);
+        word(self, "multiplier", &policy.multiplier);
+        word(self, "max", &policy.max);
+        if policy.no_jitter {
+            parts.push(text(" jitter none"));
+        }
+        let mut word = |b: &mut Self, word: &str, e: &Option<Expr>| {
+            if let Some(e) = e {
+                parts.push(text(format!(" {word} ")));
+                parts.push(b.expr(e));
+            }
+        };
+        word(self, "within", &policy.within);
+        word(self, "after", &policy.after);
+        parts
     }
 
     fn select_arm(&mut self, arm: &SelectArm) -> Doc {

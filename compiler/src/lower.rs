@@ -1175,23 +1175,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::Match { scrutinee, arms } => self.match_expr(scrutinee, arms, Want::Discard),
             ExprKind::Select { arms } => self.select_expr(arms, Want::Discard),
             ExprKind::Try { body, catches } => self.try_expr(body, catches, Want::Discard),
-            ExprKind::Retry {
-                attempts,
-                backoff,
-                on,
-                body,
-                policy,
-            } => self.retry(
-                attempts,
-                (
-                    backoff.as_deref(),
-                    policy.as_ref().and_then(|p| p.max.as_ref()),
-                    policy.as_deref(),
-                ),
-                on,
-                body,
-                Want::Discard,
-            ),
+            ExprKind::Retry { policies, body, .. } => self.retry(policies, body, Want::Discard),
             ExprKind::Timeout { duration, body } => self.timeout(duration, body, Want::Discard),
             _ => {
                 let result = self.expr(expr);
@@ -1314,23 +1298,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             } => self.if_expr(cond, then_block, else_branch.as_deref(), Want::Value)?,
             ExprKind::Match { scrutinee, arms } => self.match_expr(scrutinee, arms, Want::Value)?,
             ExprKind::Block(block) => self.block(block, Want::Value)?,
-            ExprKind::Retry {
-                attempts,
-                backoff,
-                on,
-                body,
-                policy,
-            } => self.retry(
-                attempts,
-                (
-                    backoff.as_deref(),
-                    policy.as_ref().and_then(|p| p.max.as_ref()),
-                    policy.as_deref(),
-                ),
-                on,
-                body,
-                Want::Value,
-            )?,
+            ExprKind::Retry { policies, body, .. } => self.retry(policies, body, Want::Value)?,
             ExprKind::Timeout { duration, body } => self.timeout(duration, body, Want::Value)?,
             ExprKind::Try { body, catches } => self.try_expr(body, catches, Want::Value)?,
             ExprKind::AwaitApproval { gate, options } => {
@@ -2114,68 +2082,31 @@ impl<'b, 'p> FnLower<'b, 'p> {
         Ok(())
     }
 
-    /// `retry N backoff D max M on K { b }`. Without `on`, an error that is not retryable
-    /// (its record says `retryable: false`: a 4xx, `fail`, …) is raised at once; with `on`,
-    /// exactly the listed kinds are retried. Between attempts the delay (doubled each time,
-    /// capped by `max`, scaled by a jitter that is deterministic per run) is a durable sleep.
-    fn retry(
-        &mut self,
-        attempts: &Expr,
-        (backoff, max_backoff, policy): (Option<&Expr>, Option<&Expr>, Option<&ast::RetryPolicy>),
-        on: &[ast::Ident],
-        body: &Block,
-        want: Want,
-    ) -> Result {
-        let span = attempts.span;
-        let policy = policy.cloned().unwrap_or_default();
-        if policy.forever {
-            self.emit_const(Constant::Int(i64::MAX));
-        } else {
-            self.expr(attempts)?;
+    /// `retry N backoff D max M on K { b }`, or `retry { on K: N …, on L(e): M after e.d }
+    /// { b }`. Each policy keeps its own attempt count and wait. Without `on`, an error that
+    /// is not retryable (its record says `retryable: false`: a 4xx, `fail`, …) is raised at
+    /// once; with `on`, exactly the listed kinds are retried, each by its policy. Between
+    /// attempts the wait (multiplied each time, capped by `max`, scaled by a jitter that is
+    /// deterministic per run; or `after`'s, computed from the error) is a durable sleep.
+    fn retry(&mut self, policies: &[ast::RetryPolicy], body: &Block, want: Want) -> Result {
+        let Some(first) = policies.first() else {
+            return Err(self.error_at(body.span, "a `retry` without a policy"));
+        };
+        let span = first.span;
+        let mut states = Vec::with_capacity(policies.len());
+        for policy in policies {
+            states.push(self.retry_state(policy)?);
         }
-        let limit = self.new_slot(span)?;
-        self.emit(Op::StoreLocal(limit));
-        let attempt = self.new_slot(span)?;
-        self.emit_const(Constant::Int(1));
-        self.emit(Op::StoreLocal(attempt));
-        let delay = match backoff {
-            Some(backoff) => {
-                self.expr(backoff)?;
-                let delay = self.new_slot(backoff.span)?;
-                self.emit(Op::StoreLocal(delay));
-                Some(delay)
-            }
-            None => None,
-        };
-        let max_delay = match max_backoff {
-            Some(max) => {
-                self.expr(max)?;
-                let slot = self.new_slot(max.span)?;
-                self.emit(Op::StoreLocal(slot));
-                Some(slot)
-            }
-            None => None,
-        };
-        // `within D`: the deadline after which no attempt starts, from a durable clock read.
-        let until = match &policy.within {
-            Some(within) => {
-                self.emit(Op::CallBuiltin {
-                    id: flow_stdlib::Builtin::Now.id(),
-                    args: 0,
-                });
-                self.expr(within)?;
-                self.emit(Op::Add);
-                let slot = self.new_slot(within.span)?;
-                self.emit(Op::StoreLocal(slot));
-                Some(slot)
-            }
-            None => None,
-        };
-        let kinds = if on.is_empty() {
+        // Without `on` (one policy), every error is caught and tested for `retryable`.
+        let any_retryable = policies.len() == 1 && first.kinds.is_empty();
+        let kinds = if any_retryable {
             u32::MAX
         } else {
-            self.b
-                .kind_list(on.iter().map(|k| k.name.to_string()).collect())
+            let names = policies
+                .iter()
+                .flat_map(|p| p.kinds.iter().map(|k| k.name.to_string()))
+                .collect();
+            self.b.kind_list(names)
         };
         let start = self.here();
         let push = self.emit(Op::PushHandler {
@@ -2192,22 +2123,138 @@ impl<'b, 'p> FnLower<'b, 'p> {
         self.depth = depth + 1;
         let error = self.new_slot(span)?;
         self.emit(Op::StoreLocal(error));
-        // Without `on`, only errors that say they are retryable are tried again.
         let mut give_up = Vec::new();
-        if on.is_empty() {
+        if any_retryable {
             let field = self.b.string("retryable");
             self.emit(Op::LoadLocal(error));
             self.emit(Op::GetField(field));
             give_up.push(self.emit(Op::JumpIfFalse(PLACEHOLDER)));
         }
+        // Several policies: the error's kind says whose it is.
+        let mut entries = Vec::new();
+        if policies.len() > 1 {
+            let kind = self.b.string("kind");
+            for (index, policy) in policies.iter().enumerate() {
+                for name in &policy.kinds {
+                    self.emit(Op::LoadLocal(error));
+                    self.emit(Op::GetField(kind));
+                    self.emit_const(Constant::Str(name.name.to_string()));
+                    self.emit(Op::Eq);
+                    entries.push((index, self.emit(Op::JumpIfTrue(PLACEHOLDER))));
+                }
+            }
+            give_up.push(self.emit(Op::Jump(PLACEHOLDER)));
+        }
+        let mut unmatched = Vec::new();
+        if policies.len() > 1 {
+            unmatched = std::mem::take(&mut give_up);
+        }
+        for (index, (policy, state)) in policies.iter().zip(&states).enumerate() {
+            for (_, at) in entries.iter().filter(|(i, _)| *i == index) {
+                self.patch(*at);
+            }
+            self.retry_again(policy, state, error, std::mem::take(&mut give_up))?;
+            self.emit(Op::Jump(start));
+        }
+        if !unmatched.is_empty() {
+            for jump in unmatched {
+                self.patch(jump);
+            }
+            self.emit(Op::LoadLocal(error));
+            self.emit(Op::Raise);
+        }
+        self.patch(to_end);
+        self.depth = depth + u32::from(want == Want::Value);
+        Ok(())
+    }
+
+    /// A retry policy's state, in locals set before the first attempt: the limit, the attempt
+    /// count (1), the next wait, its cap, and the deadline of `within` (from a durable clock
+    /// read).
+    fn retry_state(&mut self, policy: &ast::RetryPolicy) -> Result<RetryState> {
+        let span = policy.span;
+        if policy.forever {
+            self.emit_const(Constant::Int(i64::MAX));
+        } else {
+            self.expr(&policy.attempts)?;
+        }
+        let limit = self.new_slot(span)?;
+        self.emit(Op::StoreLocal(limit));
+        let attempt = self.new_slot(span)?;
+        self.emit_const(Constant::Int(1));
+        self.emit(Op::StoreLocal(attempt));
+        let stored = |lower: &mut Self, value: &Option<Expr>| -> Result<Option<u16>> {
+            let Some(value) = value else {
+                return Ok(None);
+            };
+            lower.expr(value)?;
+            let slot = lower.new_slot(value.span)?;
+            lower.emit(Op::StoreLocal(slot));
+            Ok(Some(slot))
+        };
+        let delay = stored(self, &policy.backoff)?;
+        let max_delay = stored(self, &policy.max)?;
+        let until = match &policy.within {
+            Some(within) => {
+                self.emit(Op::CallBuiltin {
+                    id: flow_stdlib::Builtin::Now.id(),
+                    args: 0,
+                });
+                self.expr(within)?;
+                self.emit(Op::Add);
+                let slot = self.new_slot(within.span)?;
+                self.emit(Op::StoreLocal(slot));
+                Some(slot)
+            }
+            None => None,
+        };
+        Ok(RetryState {
+            limit,
+            attempt,
+            delay,
+            max_delay,
+            until,
+        })
+    }
+
+    /// After an attempt failed with an error of this policy (in local `error`): gives up
+    /// (raises it; so do the jumps in `give_up`) when the next attempt would start past
+    /// `within` or the attempts are spent; else counts the attempt and waits. The caller
+    /// jumps back.
+    fn retry_again(
+        &mut self,
+        policy: &ast::RetryPolicy,
+        state: &RetryState,
+        error: u16,
+        mut give_up: Vec<usize>,
+    ) -> Result {
+        // `after e.retry_after`: the wait, from the error.
+        let after = match &policy.after {
+            Some(after) => {
+                let mark = self.scope.len();
+                if let Some(binding) = &policy.binding {
+                    let ty = self.named_error_type(&policy.kinds);
+                    let slot = self.bind(&binding.name, ty, binding.span)?;
+                    self.emit(Op::LoadLocal(error));
+                    self.emit(Op::StoreLocal(slot));
+                }
+                self.expr(after)?;
+                self.scope.truncate(mark);
+                let slot = self.new_slot(after.span)?;
+                self.emit(Op::StoreLocal(slot));
+                Some(slot)
+            }
+            None => None,
+        };
+        let wait = after.or(state.delay);
         // The next attempt would start at or past the deadline of `within`: no more.
-        if let Some(until) = until {
+        if let Some(until) = state.until {
             self.emit(Op::CallBuiltin {
                 id: flow_stdlib::Builtin::Now.id(),
                 args: 0,
             });
-            if let Some(delay) = delay {
-                self.emit(Op::LoadLocal(delay));
+            if let Some(wait) = wait {
+                self.emit(Op::LoadLocal(wait));
                 self.emit(Op::Add);
             }
             self.emit(Op::LoadLocal(until));
@@ -2215,8 +2262,8 @@ impl<'b, 'p> FnLower<'b, 'p> {
             give_up.push(self.emit(Op::JumpIfTrue(PLACEHOLDER)));
         }
         // The last attempt failed: raise the error again.
-        self.emit(Op::LoadLocal(attempt));
-        self.emit(Op::LoadLocal(limit));
+        self.emit(Op::LoadLocal(state.attempt));
+        self.emit(Op::LoadLocal(state.limit));
         self.emit(Op::GtEq);
         let again = self.emit(Op::JumpIfFalse(PLACEHOLDER));
         for jump in give_up {
@@ -2225,11 +2272,14 @@ impl<'b, 'p> FnLower<'b, 'p> {
         self.emit(Op::LoadLocal(error));
         self.emit(Op::Raise);
         self.patch(again);
-        self.emit(Op::LoadLocal(attempt));
+        self.emit(Op::LoadLocal(state.attempt));
         self.emit_const(Constant::Int(1));
         self.emit(Op::Add);
-        self.emit(Op::StoreLocal(attempt));
-        if let Some(delay) = delay {
+        self.emit(Op::StoreLocal(state.attempt));
+        if let Some(after) = after {
+            self.emit(Op::LoadLocal(after));
+            self.emit(Op::Sleep);
+        } else if let Some(delay) = state.delay {
             self.emit(Op::LoadLocal(delay));
             if !policy.no_jitter {
                 self.emit(Op::Jitter);
@@ -2241,8 +2291,8 @@ impl<'b, 'p> FnLower<'b, 'p> {
                 None => self.emit_const(Constant::Int(2)),
             }
             self.emit(Op::Mul);
-            if let Some(max) = max_delay {
-                // delay = min(delay * 2, max)
+            if let Some(max) = state.max_delay {
+                // delay = min(delay * multiplier, max)
                 self.emit(Op::Dup);
                 self.emit(Op::LoadLocal(max));
                 self.emit(Op::Gt);
@@ -2253,10 +2303,22 @@ impl<'b, 'p> FnLower<'b, 'p> {
             }
             self.emit(Op::StoreLocal(delay));
         }
-        self.emit(Op::Jump(start));
-        self.patch(to_end);
-        self.depth = depth + u32::from(want == Want::Value);
         Ok(())
+    }
+
+    /// The type of the error a policy of one named error binds (`on RateLimited(r)`).
+    fn named_error_type(&self, kinds: &[ast::Ident]) -> Type {
+        let checked = &self.b.program.checked;
+        let named = match kinds {
+            [kind] => checked
+                .scopes
+                .get(self.file.0 as usize)
+                .and_then(|scope| scope.lookup_type(&kind.name))
+                .filter(|ty| checked.error_of(*ty).is_some())
+                .map(Type::Named),
+            _ => None,
+        };
+        named.unwrap_or_else(|| self.error_type())
     }
 
     fn timeout(&mut self, duration: &Expr, body: &Block, want: Want) -> Result {
@@ -2619,6 +2681,15 @@ fn expr_diverges(expr: &Expr) -> bool {
         ExprKind::Block(block) => block_diverges(block),
         _ => false,
     }
+}
+
+/// Where a retry policy keeps its state (see `retry_state`).
+struct RetryState {
+    limit: u16,
+    attempt: u16,
+    delay: Option<u16>,
+    max_delay: Option<u16>,
+    until: Option<u16>,
 }
 
 #[cfg(test)]

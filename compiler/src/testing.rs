@@ -1043,24 +1043,9 @@ fn walk_expr<'a>(
                 .for_each(|f| walk_expr(&f.value, on_stmt, on_expr)),
         },
         ExprKind::Block(block) => walk_block(block, on_stmt, on_expr),
-        ExprKind::Retry {
-            attempts,
-            backoff,
-            body,
-            policy,
-            ..
-        } => {
-            walk_expr(attempts, on_stmt, on_expr);
-            if let Some(backoff) = backoff {
-                walk_expr(backoff, on_stmt, on_expr);
-            }
-            if let Some(policy) = policy {
-                for e in [&policy.max, &policy.multiplier, &policy.within]
-                    .into_iter()
-                    .flatten()
-                {
-                    walk_expr(e, on_stmt, on_expr);
-                }
+        ExprKind::Retry { policies, body, .. } => {
+            for e in policies.iter().flat_map(|p| p.exprs()) {
+                walk_expr(e, on_stmt, on_expr);
             }
             walk_block(body, on_stmt, on_expr);
         }

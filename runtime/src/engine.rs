@@ -1341,6 +1341,14 @@ impl Engine {
             Err(failure) => {
                 let mut data = serde_json::json!({ "step_number": step, "kind": failure.kind, "message": failure.message, "retryable": failure.retryable });
                 extend(&mut data, record);
+                let error = failure_value(module, tool, failure, attempt);
+                // An answer the tool declares (`raises RateLimited on 429`) is recorded as the
+                // named error the workflow sees.
+                if let Some(Value::Str(kind)) = error.field("kind")
+                    && data["kind"].as_str() != Some(kind.as_str())
+                {
+                    data["kind"] = serde_json::Value::String(kind.clone());
+                }
                 pending.push(event_with_duration(
                     EventKind::StepFailed,
                     Some(info.name.clone()),
@@ -1356,7 +1364,6 @@ impl Engine {
                     .insert(site, (key.clone(), input.clone()));
                 memory.ended();
                 self.remember(run, memory);
-                let error = failure_value(module, tool, failure, attempt);
                 if let Some(Outcome::Failed(failed)) = machine.fail_step(module, error, finished) {
                     return self
                         .fail_run(run, version, module, &failed, std::mem::take(pending))

@@ -932,6 +932,130 @@ exit 3
 
 /// A child that `fail`s with a named error (after undoing its booking): the parent catches it
 /// by name with its fields; uncaught, the parent fails with it unchanged.
+const PER_KIND: &str = r#"error RateLimited(retry_after: Duration)
+
+tool fetch(id: String) -> String via http get "/items" raises RateLimited on 429
+
+workflow patient(id: String) -> String {
+  retry {
+    on ToolError: 3 backoff 300ms jitter none,
+    on RateLimited(r): 3 after r.retry_after,
+  } {
+    fetch(id)
+  }
+}
+"#;
+
+/// Two 503s and two 429s (`retry_after` 1 s), then the answer: each kind's policy allows 3
+/// attempts, so only separate counts let the run through; each rate limit waits the second
+/// the service asked for. With `flowrt worker` killed with SIGKILL again and again, the counts
+/// and waits are kept with the run: it ends the same, asking again only for an answer in
+/// flight at a kill.
+#[test]
+fn per_kind_retry_policies_count_apart_wait_as_told_and_survive_kill9() {
+    for_each_store(|store| {
+        let script = vec![
+            (503, r#"{"error": "down"}"#),
+            (429, r#"{"retry_after": "1s"}"#),
+            (503, r#"{"error": "down"}"#),
+            (429, r#"{"retry_after": "1s"}"#),
+            (200, r#""ok""#),
+        ];
+        let (url, targets) = serve(script.clone());
+        let project = Project::new(store).with_env("FLOW_LEASE_MS", "150");
+        project.write("items.flow", PER_KIND);
+        project.write(
+            "flow.toml",
+            &format!("[tools.fetch]\nbase_url = \"{url}\"\n"),
+        );
+        let began = Instant::now();
+        let out = project.flowrt(&["run", "items.flow", "--input", r#"{"id": "a"}"#, "--json"]);
+        out.expect_code(EXIT_OK);
+        assert_eq!(out.json()["output"], "ok", "{}", out.all());
+        assert!(
+            began.elapsed() >= Duration::from_millis(2_900),
+            "waited 0.3 s + 1 s + 0.6 s + 1 s: {:?}",
+            began.elapsed()
+        );
+        let seen: Vec<String> = targets.try_iter().collect();
+        assert_eq!(seen.len(), 5, "{seen:?}");
+        let run = out.json()["id"].as_str().unwrap().to_string();
+        let history = project.history(&run);
+        let failed: Vec<&str> = of_kind(&history, "step_failed")
+            .iter()
+            .map(|e| e["data"]["kind"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            failed,
+            ["ToolError", "RateLimited", "ToolError", "RateLimited"],
+            "{history:#?}"
+        );
+
+        // The same under kill -9. A request in flight at a kill is made again and takes the
+        // next answer of the script, so the run may see one 503 or 429 fewer: never more.
+        let (url, targets) = serve(script);
+        project.write(
+            "flow.toml",
+            &format!("[tools.fetch]\nbase_url = \"{url}\"\n"),
+        );
+        project
+            .flowrt(&["start", "items.flow", "--input", r#"{"id": "b"}"#])
+            .expect_code(EXIT_OK);
+        let run = project
+            .runs()
+            .iter()
+            .find(|r| r["id"] != json!(run))
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut kills = 0;
+        loop {
+            let mut worker = project
+                .command(&["worker"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            if kills == 8 {
+                wait_until("the run to end", Duration::from_secs(30), || {
+                    project.status(&run)["status"] != "waiting"
+                        && project.status(&run)["status"] != "runnable"
+                });
+                kill9(&mut worker);
+                break;
+            }
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            std::thread::sleep(Duration::from_millis(150 + seed % 400));
+            kill9(&mut worker);
+            kills += 1;
+        }
+        let status = project.status(&run);
+        assert_eq!(status["status"], "completed", "{status}");
+        assert_eq!(status["output"], "ok");
+        let seen = targets.try_iter().count();
+        assert!(
+            (1..=5 + kills).contains(&seen),
+            "at most one request again per kill: {seen}"
+        );
+        let history = project.history(&run);
+        let failed: Vec<&str> = of_kind(&history, "step_failed")
+            .iter()
+            .map(|e| e["data"]["kind"].as_str().unwrap_or(""))
+            .collect();
+        let tool_errors = failed.iter().filter(|k| **k == "ToolError").count();
+        let rate_limits = failed.iter().filter(|k| **k == "RateLimited").count();
+        assert!(
+            tool_errors <= 2 && rate_limits <= 2 && tool_errors + rate_limits == failed.len(),
+            "{failed:?}"
+        );
+        assert_eq!(of_kind(&history, "run_completed").len(), 1);
+    });
+}
+
 #[test]
 fn a_childs_named_error_reaches_the_parent_with_its_fields() {
     for_each_store(|store| {

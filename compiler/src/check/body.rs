@@ -1271,36 +1271,11 @@ impl<'a> BodyChecker<'a> {
             ExprKind::Match { scrutinee, arms } => self.check_match(scrutinee, arms, expected),
             ExprKind::Block(block) => self.check_block(block, expected),
             ExprKind::Retry {
-                attempts,
-                backoff,
-                on,
+                policies,
+                per_kind,
                 body,
-                policy,
             } => {
-                let max_backoff = policy.as_ref().and_then(|p| p.max.as_ref());
-                let forever = policy.as_ref().is_some_and(|p| p.forever);
-                if let Some(policy) = policy {
-                    self.check_retry_policy(policy);
-                }
-                self.expect_type(attempts, &Type::Int);
-                if let Some(value) = int_constant(attempts).filter(|_| !forever)
-                    && value < 1
-                {
-                    self.out_of_range(
-                        attempts.span,
-                        "a block runs at least once: `retry 1` means no retry",
-                        "give the number of attempts, 1 or more: `retry 3 { … }`",
-                    );
-                }
-                if let Some(backoff) = backoff {
-                    self.expect_type(backoff, &Type::Duration);
-                }
-                if let Some(max) = max_backoff {
-                    self.expect_type(max, &Type::Duration);
-                }
-                for kind in on {
-                    self.check_error_kind(kind);
-                }
+                self.check_retry_policies(policies, *per_kind);
                 self.check_block(body, expected)
             }
             ExprKind::Timeout { duration, body } => {
@@ -3384,9 +3359,58 @@ impl<'a> BodyChecker<'a> {
         ty
     }
 
-    /// `multiplier M` (an `Int` or a `Float` of at least 1) and `within D` (a positive
-    /// `Duration`) of a `retry`.
-    fn check_retry_policy(&mut self, policy: &ast::RetryPolicy) {
+    /// The policies of a `retry`: each one's numbers and durations; in the per-kind form,
+    /// no kind in two policies and no policy that both waits `after` and backs off.
+    fn check_retry_policies(&mut self, policies: &[ast::RetryPolicy], per_kind: bool) {
+        let mut seen: Vec<&ast::Ident> = Vec::new();
+        for policy in policies {
+            self.check_retry_policy(policy, per_kind);
+            for kind in &policy.kinds {
+                self.check_error_kind(kind);
+                if let Some(earlier) = seen.iter().find(|k| k.name == kind.name) {
+                    self.error(
+                        Diagnostic::error(
+                            codes::CONFLICTING_RETRY_POLICY,
+                            self.file,
+                            kind.span,
+                            "a second policy for this kind",
+                        )
+                        .with_message(format!("`{}` has two retry policies", kind.name))
+                        .with_label(self.file, earlier.span, "its first policy")
+                        .with_help("give each error kind one policy: merge the two, or remove one"),
+                    );
+                }
+                seen.push(kind);
+            }
+        }
+    }
+
+    /// One policy: how many attempts (1 or more; in the per-kind form 0 too: never retried),
+    /// `backoff D`, `max M`, `multiplier M` (an `Int` or a `Float` of at least 1), `within D`
+    /// (a positive `Duration`) and `after D` (a `Duration`, which may read the error).
+    fn check_retry_policy(&mut self, policy: &ast::RetryPolicy, per_kind: bool) {
+        self.expect_type(&policy.attempts, &Type::Int);
+        let least = i64::from(!per_kind);
+        if let Some(value) = int_constant(&policy.attempts).filter(|_| !policy.forever)
+            && value < least
+        {
+            if per_kind {
+                self.out_of_range(
+                    policy.attempts.span,
+                    "a number of attempts cannot be negative",
+                    "give how many attempts may end in this error, or 0 to never retry it: `on NotFound: 0`",
+                );
+            } else {
+                self.out_of_range(
+                    policy.attempts.span,
+                    "a block runs at least once: `retry 1` means no retry",
+                    "give the number of attempts, 1 or more: `retry 3 { … }`",
+                );
+            }
+        }
+        for duration in [&policy.backoff, &policy.max].into_iter().flatten() {
+            self.expect_type(duration, &Type::Duration);
+        }
         if let Some(multiplier) = &policy.multiplier {
             let ty = self.check_expr(multiplier, None);
             if !matches!(ty, Type::Int | Type::Float | Type::Unknown) {
@@ -3414,6 +3438,45 @@ impl<'a> BodyChecker<'a> {
                     "give how long the retries may go on: `within 2h`",
                 );
             }
+        }
+        if let Some(after) = &policy.after {
+            let mark = self.locals.len();
+            if let (Some(binding), [kind]) = (&policy.binding, policy.kinds.as_slice()) {
+                // The kind itself is checked (and reported) with the others.
+                let ty = match self.named_error(&kind.name) {
+                    Some(index) => Type::Named(self.checked.errors[index].ty),
+                    None => self.checked.error.map(Type::Named).unwrap_or(Type::Unknown),
+                };
+                self.bind(binding, ty, false, false, LocalKind::CaughtError);
+            }
+            self.expect_type(after, &Type::Duration);
+            self.pop_scope(mark, after.span.end);
+            if let Some(backoff) = &policy.backoff {
+                self.error(
+                    Diagnostic::error(
+                        codes::CONFLICTING_RETRY_POLICY,
+                        self.file,
+                        after.span,
+                        "a wait given by the error",
+                    )
+                    .with_message("This policy waits both `after` a time and by a `backoff`")
+                    .with_label(self.file, backoff.span, "a backoff too")
+                    .with_help("keep one: `after r.retry_after` waits as the error says, `backoff 1s` waits longer each time"),
+                );
+            }
+        } else if let Some(binding) = &policy.binding {
+            self.error(
+                Diagnostic::warning(
+                    codes::UNUSED_VARIABLE,
+                    self.file,
+                    binding.span,
+                    "never read",
+                )
+                .with_message(format!("The error `{}` is never read", binding.name))
+                .with_help(
+                    "read it in `after`, as `after r.retry_after`, or write `on Kind:` without it",
+                ),
+            );
         }
     }
 

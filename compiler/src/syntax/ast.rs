@@ -467,13 +467,14 @@ pub enum ExprKind {
         arms: Vec<MatchArm>,
     },
     Block(Block),
+    /// `retry 3 backoff 1s on ToolError { … }` (one policy) or `retry { on Timeout: 3
+    /// backoff 1s, on RateLimited(r): 10 after r.retry_after } { … }` (a policy per kind,
+    /// each with its own count and waits).
     Retry {
-        attempts: Box<Expr>,
-        backoff: Option<Box<Expr>>,
-        on: Box<[Ident]>,
+        policies: Box<[RetryPolicy]>,
+        /// Written as `retry { on …: … } { … }`.
+        per_kind: bool,
         body: Box<Block>,
-        /// `forever`, `multiplier 1.5`, `jitter none`, `within 2h`, when written.
-        policy: Option<Box<RetryPolicy>>,
     },
     Timeout {
         duration: Box<Expr>,
@@ -530,12 +531,20 @@ pub struct AwaitOption {
     pub span: Span,
 }
 
-/// The rarer parts of a `retry`: `retry forever backoff 5s multiplier 1.5 max 1m jitter none
-/// within 2h on ToolError { … }`.
-#[derive(Clone, Debug, Default)]
+/// When a `retry` tries again, and how long it waits first: `3 backoff 1s multiplier 1.5 max
+/// 30s jitter none within 2h on ToolError, Timeout` in the one-policy form, `on
+/// RateLimited(r): 10 after r.retry_after` in the per-kind form.
+#[derive(Clone, Debug)]
 pub struct RetryPolicy {
-    /// `forever` instead of a number of attempts (the attempts are then `Int` 0).
+    /// The error kinds it retries; none: any retryable error (`retry 3 { … }`).
+    pub kinds: Vec<Ident>,
+    /// `on RateLimited(r)`: the error, for `after`.
+    pub binding: Option<Ident>,
+    /// How many attempts may end in these errors, the first included (`Int` 0 when
+    /// `forever`).
+    pub attempts: Expr,
     pub forever: bool,
+    pub backoff: Option<Expr>,
     /// What the wait is multiplied by after each failure (`Int` or `Float`; 2 when absent).
     pub multiplier: Option<Expr>,
     /// `backoff 1s max 30s`: the longest wait between attempts.
@@ -544,6 +553,26 @@ pub struct RetryPolicy {
     pub no_jitter: bool,
     /// `within 2h`: no attempt starts once this long has passed since the first.
     pub within: Option<Expr>,
+    /// `after r.retry_after`: the wait, computed from the error (instead of a backoff).
+    pub after: Option<Expr>,
+    pub span: Span,
+}
+
+impl RetryPolicy {
+    /// Every expression of the policy, in source order.
+    pub fn exprs(&self) -> impl Iterator<Item = &Expr> {
+        std::iter::once(&self.attempts).chain(
+            [
+                &self.backoff,
+                &self.multiplier,
+                &self.max,
+                &self.within,
+                &self.after,
+            ]
+            .into_iter()
+            .flatten(),
+        )
+    }
 }
 
 /// One `catch` of a `try`: `catch e { … }` (any error, bound to `e`), `catch NotFound(e)

@@ -2015,54 +2015,17 @@ impl<'a> Parser<'a> {
 
     fn parse_retry(&mut self) -> ExprKind {
         self.bump();
-        let mut policy = RetryPolicy::default();
-        let attempts = match self.eat_word("forever") {
-            Some(span) => {
-                policy.forever = true;
-                Expr {
-                    kind: ExprKind::Int(0),
-                    span,
-                }
-            }
-            None => self.parse_expr(Records::NotHere),
+        if self.at(T::LBrace) {
+            return self.parse_retry_per_kind();
+        }
+        let start = self.span();
+        let Some(mut policy) = self.parse_retry_policy() else {
+            return ExprKind::Error;
         };
-        let backoff = if self.eat(T::Backoff).is_some() {
-            Some(Box::new(self.parse_expr(Records::NotHere)))
-        } else {
-            None
-        };
-        if backoff.is_some() && self.eat_word("multiplier").is_some() {
-            policy.multiplier = Some(self.parse_expr(Records::NotHere));
-        }
-        // `max` is matched by its text: it is not a keyword.
-        if backoff.is_some() && self.at(T::Ident) && self.text(self.span()) == "max" {
-            self.bump();
-            policy.max = Some(self.parse_expr(Records::NotHere));
-        }
-        if self.eat_word("jitter").is_some() {
-            if self.eat(T::None).is_none() {
-                self.error_expected(
-                    "`none`",
-                    "`jitter none` makes the waits exactly the backoff's",
-                );
-                return ExprKind::Error;
-            }
-            policy.no_jitter = true;
-        }
-        if self.eat_word("within").is_some() {
-            policy.within = Some(self.parse_expr(Records::NotHere));
-        }
-        let written = policy.forever
-            || policy.max.is_some()
-            || policy.multiplier.is_some()
-            || policy.no_jitter
-            || policy.within.is_some();
-        let policy = written.then(|| Box::new(policy));
-        let mut on = Vec::new();
         if self.eat(T::On).is_some() {
             loop {
                 match self.parse_ident("an error kind such as `ToolError`") {
-                    Some(kind) => on.push(kind),
+                    Some(kind) => policy.kinds.push(kind),
                     None => return ExprKind::Error,
                 }
                 if self.eat(T::Comma).is_none() {
@@ -2070,16 +2033,136 @@ impl<'a> Parser<'a> {
                 }
             }
         }
+        policy.span = start.to(self.previous_span());
         match self.parse_block() {
             Some(body) => ExprKind::Retry {
-                attempts: Box::new(attempts),
-                backoff,
-                on: on.into_boxed_slice(),
+                policies: Box::new([policy]),
+                per_kind: false,
                 body: Box::new(body),
-                policy,
             },
             None => ExprKind::Error,
         }
+    }
+
+    /// `retry { on Timeout: 3 backoff 1s, on RateLimited(r): 10 after r.retry_after } { … }`.
+    fn parse_retry_per_kind(&mut self) -> ExprKind {
+        const SHAPE: &str = "each policy reads `on Kind: 3 backoff 1s` or `on RateLimited(r): 10 after r.retry_after`";
+        self.bump();
+        let errors = self.error_count();
+        let policies = self.parse_list(T::RBrace, |p| {
+            let start = p.span();
+            p.expect(T::On, SHAPE)?;
+            let mut kinds = Vec::new();
+            let mut binding = None;
+            loop {
+                kinds.push(p.parse_ident("an error kind such as `Timeout`")?);
+                if p.at(T::LParen) {
+                    p.bump();
+                    binding = Some(p.parse_ident("a name for the error")?);
+                    p.expect(T::RParen, "close the error's name with `)`")?;
+                    if kinds.len() > 1 {
+                        let span = kinds[0].span.to(p.previous_span());
+                        p.diagnostics.push(
+                            Diagnostic::error(
+                                codes::SYNTAX_ERROR,
+                                p.file,
+                                span,
+                                "several kinds, one name",
+                            )
+                            .with_message("Only the error of a policy of one kind can be named")
+                            .with_help("give the named kind a policy of its own: `on RateLimited(r): 10 after r.retry_after`"),
+                        );
+                        return None;
+                    }
+                    break;
+                }
+                if p.eat(T::Comma).is_none() {
+                    break;
+                }
+            }
+            p.expect(T::Colon, SHAPE)?;
+            let mut policy = p.parse_retry_policy()?;
+            if p.eat(T::After).is_some() {
+                policy.after = Some(p.parse_expr(Records::NotHere));
+            }
+            policy.kinds = kinds;
+            policy.binding = binding;
+            policy.span = start.to(p.previous_span());
+            Some(policy)
+        });
+        if policies.is_empty() && self.error_count() == errors {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::SYNTAX_ERROR,
+                    self.file,
+                    self.previous_span(),
+                    "no policy",
+                )
+                .with_message("A `retry { … }` needs a policy for at least one error kind")
+                .with_help(SHAPE),
+            );
+            return ExprKind::Error;
+        }
+        match self.parse_block() {
+            Some(body) => ExprKind::Retry {
+                policies: policies.into_boxed_slice(),
+                per_kind: true,
+                body: Box::new(body),
+            },
+            None => ExprKind::Error,
+        }
+    }
+
+    /// `(N | forever) [backoff D [multiplier K] [max M]] [jitter none] [within W]`.
+    fn parse_retry_policy(&mut self) -> Option<RetryPolicy> {
+        let (attempts, forever) = match self.eat_word("forever") {
+            Some(span) => (
+                Expr {
+                    kind: ExprKind::Int(0),
+                    span,
+                },
+                true,
+            ),
+            None => (self.parse_expr(Records::NotHere), false),
+        };
+        let mut policy = RetryPolicy {
+            kinds: Vec::new(),
+            binding: None,
+            span: attempts.span,
+            attempts,
+            forever,
+            backoff: None,
+            multiplier: None,
+            max: None,
+            no_jitter: false,
+            within: None,
+            after: None,
+        };
+        if self.eat(T::Backoff).is_some() {
+            policy.backoff = Some(self.parse_expr(Records::NotHere));
+            if self.eat_word("multiplier").is_some() {
+                policy.multiplier = Some(self.parse_expr(Records::NotHere));
+            }
+            // `max` is matched by its text: it is not a keyword.
+            if self.at(T::Ident) && self.text(self.span()) == "max" {
+                self.bump();
+                policy.max = Some(self.parse_expr(Records::NotHere));
+            }
+        }
+        if self.eat_word("jitter").is_some() {
+            if self.eat(T::None).is_none() {
+                self.error_expected(
+                    "`none`",
+                    "`jitter none` makes the waits exactly the backoff's",
+                );
+                return None;
+            }
+            policy.no_jitter = true;
+        }
+        if self.eat_word("within").is_some() {
+            policy.within = Some(self.parse_expr(Records::NotHere));
+        }
+        Some(policy)
     }
 
     fn parse_try(&mut self) -> ExprKind {
