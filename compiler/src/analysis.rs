@@ -1702,6 +1702,7 @@ impl Indexer<'_> {
                 self.block(undo);
             }
             StmtKind::Compensate => {}
+            StmtKind::OnCancel(block) => self.block(block),
             StmtKind::Let {
                 name, ty, value, ..
             } => {

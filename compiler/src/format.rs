@@ -1298,6 +1298,7 @@ impl<'a> Builder<'a> {
                 self.block(undo, true),
             ]),
             StmtKind::Compensate => text("compensate"),
+            StmtKind::OnCancel(block) => concat(vec![text("on cancel "), self.block(block, false)]),
             StmtKind::Let {
                 mutable,
                 name,
@@ -1881,6 +1882,7 @@ fn stmt_has_block(stmt: &Stmt) -> bool {
         StmtKind::While { .. }
         | StmtKind::For { .. }
         | StmtKind::Query { .. }
+        | StmtKind::OnCancel(_)
         | StmtKind::LetUndo { .. } => true,
         StmtKind::Let { value, .. }
         | StmtKind::Expr(value)

@@ -545,7 +545,17 @@ struct FnLower<'b, 'p> {
     parallels: u32,
     /// The local that holds the undo stack, in a workflow with undo blocks.
     undo_stack: Option<u16>,
+    /// In a workflow with `on cancel`: the local that says whether it was reached, and,
+    /// once lowered, its workflow and the locals that keep the values it reads.
+    on_cancel: Option<OnCancel>,
     loc: DebugLoc,
+}
+
+/// Where a workflow keeps its `on cancel` (see `FnLower::on_cancel`).
+struct OnCancel {
+    reached: u16,
+    workflow: u32,
+    captures: Vec<u16>,
 }
 
 /// One branch of a `parallel`, to be lowered as a workflow of its own.
@@ -580,17 +590,33 @@ impl<'b, 'p> FnLower<'b, 'p> {
         }
         // A workflow with undo blocks keeps their stack in a local, and a failure nothing
         // caught runs them before the run fails: the body is a handler's region.
+        // So does one with `on cancel`, which runs it first when the error is a cancel.
         let mut undoes = false;
         crate::testing::walk_block(
             &decl.body,
             &mut |s| undoes |= matches!(s.kind, StmtKind::LetUndo { .. }),
             &mut |_| {},
         );
-        let guard = if undoes {
+        let cancels = decl
+            .body
+            .stmts
+            .iter()
+            .any(|s| matches!(s.kind, StmtKind::OnCancel(_)));
+        let guard = if undoes || cancels {
             let stack = f.new_slot(decl.span)?;
             f.emit(Op::MakeList(0));
             f.emit(Op::StoreLocal(stack));
             f.undo_stack = Some(stack);
+            if cancels {
+                let reached = f.new_slot(decl.span)?;
+                f.emit_const(Constant::Bool(false));
+                f.emit(Op::StoreLocal(reached));
+                f.on_cancel = Some(OnCancel {
+                    reached,
+                    workflow: u32::MAX,
+                    captures: Vec::new(),
+                });
+            }
             let push = f.emit(Op::PushHandler {
                 catch: PLACEHOLDER,
                 kinds: u32::MAX,
@@ -615,6 +641,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             f.depth = depth + 1;
             let error = f.new_slot(decl.span)?;
             f.emit(Op::StoreLocal(error));
+            f.cancel_handler(error)?;
             f.emit(Op::LoadLocal(stack));
             f.emit(Op::Compensate);
             f.emit(Op::Pop);
@@ -641,6 +668,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             regions: Vec::new(),
             parallels: 0,
             undo_stack: None,
+            on_cancel: None,
             loc: DebugLoc {
                 file: file.0,
                 line: 1,
@@ -852,6 +880,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
     fn stmt(&mut self, stmt: &ast::Stmt) -> Result {
         match &stmt.kind {
             StmtKind::LetUndo { name, value, undo } => self.let_undo(name, value, undo)?,
+            StmtKind::OnCancel(block) => self.on_cancel_stmt(block)?,
             StmtKind::Compensate => {
                 if let Some(stack) = self.undo_stack {
                     self.emit(Op::LoadLocal(stack));
@@ -1617,6 +1646,86 @@ impl<'b, 'p> FnLower<'b, 'p> {
             .get(&(self.file, span))
             .cloned()
             .ok_or_else(|| self.error_at(span, "the checker recorded nothing for these branches"))
+    }
+
+    /// `on cancel { … }`: its block lowered as a workflow of its own (`w#cancel`, taking
+    /// what it reads), and, when reached, those values kept in locals of their own and the
+    /// block marked as reached.
+    fn on_cancel_stmt(&mut self, block: &Block) -> Result {
+        let facts = self.branch_facts(block.span)?;
+        let branch = Branch {
+            name: format!(
+                "{}{}",
+                self.b.module.workflows[self.workflow as usize].name,
+                crate::bytecode::ON_CANCEL_SUFFIX
+            ),
+            params: facts.captures.clone(),
+            ret: facts.results.first().cloned().unwrap_or(Type::Unit),
+            body: BranchBody::Block(block),
+            span: block.span,
+        };
+        let workflow = self.lower_branch(branch)?;
+        let Some(reached) = self.on_cancel.as_ref().map(|c| c.reached) else {
+            return Err(self.error_at(block.span, "`on cancel` outside a workflow's own code"));
+        };
+        let mut captures = Vec::with_capacity(facts.captures.len());
+        for capture in &facts.captures {
+            self.load_captures(std::slice::from_ref(capture), block.span)?;
+            let slot = self.new_slot(block.span)?;
+            self.emit(Op::StoreLocal(slot));
+            captures.push(slot);
+        }
+        self.emit_const(Constant::Bool(true));
+        self.emit(Op::StoreLocal(reached));
+        self.on_cancel = Some(OnCancel {
+            reached,
+            workflow,
+            captures,
+        });
+        Ok(())
+    }
+
+    /// In the guard around a workflow's body, with the error in local `error`: when the
+    /// error is a cancel and the `on cancel` was reached, runs its block as a child run. Its
+    /// failure is its own (recorded as the child's); the undo blocks run all the same.
+    fn cancel_handler(&mut self, error: u16) -> Result {
+        let Some(cancel) = self.on_cancel.take() else {
+            return Ok(());
+        };
+        if cancel.workflow == u32::MAX {
+            return Ok(());
+        }
+        let depth = self.depth;
+        let kind = self.b.string("kind");
+        self.emit(Op::LoadLocal(error));
+        self.emit(Op::GetField(kind));
+        self.emit_const(Constant::Str("Cancelled".into()));
+        self.emit(Op::Eq);
+        let not_cancelled = self.emit(Op::JumpIfFalse(PLACEHOLDER));
+        self.emit(Op::LoadLocal(cancel.reached));
+        let not_reached = self.emit(Op::JumpIfFalse(PLACEHOLDER));
+        let push = self.emit(Op::PushHandler {
+            catch: PLACEHOLDER,
+            kinds: u32::MAX,
+        });
+        for slot in &cancel.captures {
+            self.emit(Op::LoadLocal(*slot));
+        }
+        self.emit(Op::CallWorkflow {
+            workflow: cancel.workflow,
+        });
+        self.emit(Op::Pop);
+        self.emit(Op::PopHandler);
+        let done = self.emit(Op::Jump(PLACEHOLDER));
+        self.patch(push);
+        // Its error, pushed by the interpreter: dropped.
+        self.depth = depth + 1;
+        self.emit(Op::Pop);
+        self.patch(done);
+        self.patch(not_cancelled);
+        self.patch(not_reached);
+        self.depth = depth;
+        Ok(())
     }
 
     /// `let b = step() undo { … }`: the `let`, then its undo block (a workflow of its own,

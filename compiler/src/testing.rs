@@ -847,6 +847,7 @@ pub fn first_effect(block: &ast::Block, is_step: &dyn Fn(&str) -> bool) -> Optio
                     | StmtKind::ContinueAs { .. }
                     | StmtKind::Compensate
                     | StmtKind::LetUndo { .. }
+                    | StmtKind::OnCancel(_)
             ) {
                 note(stmt.span);
             }
@@ -943,6 +944,7 @@ fn walk_stmt<'a>(
             walk_expr(value, on_stmt, on_expr);
             walk_block(undo, on_stmt, on_expr);
         }
+        StmtKind::OnCancel(block) => walk_block(block, on_stmt, on_expr),
         StmtKind::Assign { target, value } => {
             walk_expr(target, on_stmt, on_expr);
             walk_expr(value, on_stmt, on_expr);

@@ -157,22 +157,38 @@ impl Engine {
         let module = self.module(&record.version)?;
         let mut machine = crate::vm::snapshot::decode(saved.format_version, &saved.state)
             .map_err(|why| EngineError::Corrupt(format!("run {run}: {why}")))?;
-        if !module.undos.iter().any(|u| u.workflow == machine.workflow) {
+        let Some(code) = module.workflows.get(machine.workflow as usize) else {
+            return Ok(false);
+        };
+        let on_cancel = module
+            .workflow(&format!(
+                "{}{}",
+                code.name,
+                crate::history::ON_CANCEL_SUFFIX
+            ))
+            .is_some();
+        if !on_cancel && !module.undos.iter().any(|u| u.workflow == machine.workflow) {
             return Ok(false);
         }
-        // The guard is the workflow's first handler; its code stores the error, then loads
-        // the stack.
+        // The guard is the workflow's first handler; its code stores the error, runs the
+        // `on cancel` block (if any), then loads the stack for `compensate`.
         let Some(guard) = machine.fiber.handlers.first().cloned() else {
             return Ok(false);
         };
-        let code = &module.workflows[machine.workflow as usize].code;
-        let stack = match code.get(guard.catch as usize + 1) {
-            Some(flow_compiler::bytecode::Op::LoadLocal(slot)) => {
-                machine.fiber.locals.get(*slot as usize).cloned()
-            }
-            _ => None,
-        };
-        if !matches!(stack, Some(Value::List(ref undos)) if !undos.is_empty()) {
+        use flow_compiler::bytecode::Op;
+        let stack = code
+            .code
+            .get(guard.catch as usize..)
+            .unwrap_or_default()
+            .windows(2)
+            .find_map(|ops| match ops {
+                [Op::LoadLocal(slot), Op::Compensate] => {
+                    machine.fiber.locals.get(*slot as usize).cloned()
+                }
+                _ => None,
+            });
+        let undoes = matches!(stack, Some(Value::List(ref undos)) if !undos.is_empty());
+        if !undoes && !on_cancel {
             return Ok(false);
         }
         let now = self.clock.now();

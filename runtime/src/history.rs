@@ -179,26 +179,34 @@ impl EventKind {
 }
 
 /// Why an operator must look at a run, from the events of one step: each undo block that
-/// failed (`compensation_failed`), with its error. `None` when none did.
+/// failed (`compensation_failed`), and its `on cancel` block if that failed (a
+/// `child_failed` of its `w#cancel`), with the error. `None` when none did.
 pub fn attention_of<'e>(
     events: impl IntoIterator<Item = &'e crate::store::NewEvent>,
 ) -> Option<String> {
     let reasons: Vec<String> = events
         .into_iter()
-        .filter(|e| e.kind == EventKind::CompensationFailed)
-        .map(|e| {
+        .filter_map(|e| {
+            let step = e.step.as_deref().unwrap_or("?");
+            let what = match e.kind {
+                EventKind::CompensationFailed => format!("undo `{step}`"),
+                EventKind::ChildFailed if step.ends_with(ON_CANCEL_SUFFIX) => format!(
+                    "`on cancel` of `{}`",
+                    step.trim_end_matches(ON_CANCEL_SUFFIX)
+                ),
+                _ => return None,
+            };
             let error = serde_json::from_str::<serde_json::Value>(&e.data)
                 .ok()
                 .and_then(|d| d.get("error").and_then(|v| v.as_str()).map(str::to_string))
                 .unwrap_or_else(|| "it did not complete".into());
-            format!(
-                "undo `{}` failed: {error}",
-                e.step.as_deref().unwrap_or("?")
-            )
+            Some(format!("{what} failed: {error}"))
         })
         .collect();
     (!reasons.is_empty()).then(|| reasons.join("; "))
 }
+
+pub use flow_compiler::bytecode::ON_CANCEL_SUFFIX;
 
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1475,3 +1475,151 @@ fn the_api_lists_counts_and_resolves_runs_that_need_attention() {
         );
     });
 }
+
+/// A trip that tells the traveller when it is cancelled, whose flight's undo cancels it, and
+/// that waits for a confirmation. `tell` fails when the message holds "fail".
+const TELLS_WHEN_CANCELLED: &str = r#"tool book_flight(who: String) -> String via exec "echo booked >> trip.log; echo '\"F-1\"'"
+tool cancel_flight(id: String) -> Bool via exec "echo cancelled flight >> trip.log; echo true"
+tool tell(msg: String) -> Bool via exec "sh tools/tell.sh"
+
+workflow trip(who: String, note: String) -> String {
+  on cancel {
+    tell("the trip of ${who} is cancelled ${note}")
+  }
+  let flight = book_flight(who) undo { cancel_flight(flight) }
+  let d = await approval "confirm" { approvers: user("ada") }
+  if !d.approved { fail "not confirmed" }
+  flight
+}
+"#;
+
+const TELL: &str = r#"#!/bin/sh
+msg=$(cat)
+case "$msg" in
+  *fail*) echo "the phone is off" >&2; exit 3 ;;
+esac
+echo "told $msg" >> trip.log
+echo true
+"#;
+
+/// `on cancel { … }` runs when the run is cancelled, before its undo blocks, as a child run
+/// of its own; it does not run when the run fails or completes, nor with `--no-compensate`.
+/// When it fails, the undo blocks run all the same and the run needs attention.
+#[test]
+fn on_cancel_runs_first_when_cancelled_and_only_then() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write("trip.flow", TELLS_WHEN_CANCELLED);
+        project.write("tools/tell.sh", TELL);
+        project.write("flow.toml", "[users.ada]\nroles = [\"traveller\"]\n");
+        let log = |project: &Project| -> Vec<String> {
+            std::fs::read_to_string(project.path().join("trip.log"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+        let start = |project: &Project, note: &str| {
+            let _ = std::fs::remove_file(project.path().join("trip.log"));
+            let out = project.flowrt(&[
+                "run",
+                "trip.flow",
+                "--input",
+                &json!({ "who": "ada", "note": note }).to_string(),
+                "--json",
+            ]);
+            out.expect_code(10);
+            out.json()["id"].as_str().unwrap().to_string()
+        };
+
+        let run = start(&project, "today");
+        project.flowrt(&["cancel", &run]).expect_code(EXIT_OK);
+        let status = project.status(&run);
+        assert_eq!(status["status"], "cancelled", "{status}");
+        assert!(status.get("needs_attention").is_none(), "{status}");
+        assert_eq!(
+            log(&project),
+            [
+                "booked",
+                r#"told {"msg":"the trip of ada is cancelled today"}"#,
+                "cancelled flight"
+            ],
+            "on cancel first, then the undo blocks"
+        );
+        let history = project.history(&run);
+        let child = of_kind(&history, "child_started");
+        assert_eq!(child.len(), 1, "{history:#?}");
+        assert_eq!(child[0]["step"], "trip#cancel");
+        assert_eq!(of_kind(&history, "child_completed").len(), 1);
+        assert_eq!(of_kind(&history, "compensated").len(), 1);
+        assert_eq!(of_kind(&history, "run_cancelled").len(), 1);
+
+        // Not when the run fails or completes.
+        let run = start(&project, "never");
+        project
+            .flowrt(&["reject", &run, "confirm", "--as", "ada", "--comment", "no"])
+            .expect_code(EXIT_OK)
+            .expect_stdout("now failed");
+        assert_eq!(project.status(&run)["status"], "failed");
+        assert_eq!(
+            log(&project),
+            ["booked", "cancelled flight"],
+            "only the undo"
+        );
+        let run = start(&project, "never");
+        project
+            .flowrt(&["approve", &run, "confirm", "--as", "ada"])
+            .expect_code(EXIT_OK);
+        assert_eq!(project.status(&run)["status"], "completed");
+        assert_eq!(log(&project), ["booked"]);
+
+        // Not with --no-compensate.
+        let run = start(&project, "never");
+        project
+            .flowrt(&["cancel", &run, "--no-compensate"])
+            .expect_code(EXIT_OK);
+        assert_eq!(project.status(&run)["status"], "cancelled");
+        assert_eq!(log(&project), ["booked"]);
+
+        // An `on cancel` that fails: the undo blocks run all the same, the run needs
+        // attention.
+        let run = start(&project, "fail");
+        project.flowrt(&["cancel", &run]).expect_code(EXIT_OK);
+        let status = project.status(&run);
+        assert_eq!(status["status"], "cancelled", "{status}");
+        assert_eq!(log(&project), ["booked", "cancelled flight"]);
+        let why = status["needs_attention"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("`on cancel` of `trip` failed") && why.contains("the phone is off"),
+            "{status}"
+        );
+    });
+}
+
+/// Programs misusing `on cancel` are refused with their codes.
+#[test]
+fn on_cancel_inside_a_block_or_twice_is_refused() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        for (program, code) in [
+            (
+                "tool t(x: Int) -> Int via exec \"cat\"\nworkflow w(x: Int) -> Int {\n  if x > 1 {\n    on cancel { t(x) }\n  }\n  x\n}\n",
+                "E0413",
+            ),
+            (
+                "tool t(x: Int) -> Int via exec \"cat\"\nworkflow w(x: Int) -> Int {\n  on cancel { t(x) }\n  on cancel { t(x) }\n  x\n}\n",
+                "E0202",
+            ),
+            (
+                "workflow w(x: Int) -> Int {\n  on cancel { return 1 }\n  x\n}\n",
+                "E0407",
+            ),
+        ] {
+            project.write("w.flow", program);
+            project
+                .flowrt(&["run", "w.flow", "--input", r#"{"x": 1}"#])
+                .expect_code(EXIT_USAGE)
+                .expect_stderr(code);
+        }
+    });
+}

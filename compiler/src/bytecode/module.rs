@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TypeRef(pub u32);
 
+/// The workflow the compiler makes of a workflow's `on cancel` block is named after it with
+/// this suffix (`trip#cancel`; no name a user writes has a `#`).
+pub const ON_CANCEL_SUFFIX: &str = "#cancel";
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Module {
     /// SHA-256 of the source files, in hex (which source this was built from).
@@ -362,6 +366,10 @@ impl Module {
     pub fn is_branch(&self, index: usize) -> bool {
         let index = index as u32;
         self.undos.iter().any(|u| u.block == index)
+            || self
+                .workflows
+                .get(index as usize)
+                .is_some_and(|w| w.name.ends_with(ON_CANCEL_SUFFIX))
             || self.parallels.iter().any(|p| p.branches.contains(&index))
             || self
                 .selects

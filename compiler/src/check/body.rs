@@ -47,6 +47,7 @@ pub fn check_workflow(
         resolved,
         top_level: decl.body.stmts.iter().map(|s| s.span).collect(),
         queries: Vec::new(),
+        on_cancel: None,
         branches: Vec::new(),
     };
     for param in &workflow.params {
@@ -107,6 +108,8 @@ struct BodyChecker<'a> {
     top_level: Vec<Span>,
     /// The queries declared so far, with their names' spans.
     queries: Vec<(String, Span)>,
+    /// Where the workflow's `on cancel` is, once seen.
+    on_cancel: Option<Span>,
     /// The enclosing `parallel`s, outermost first.
     branches: Vec<BranchScope>,
 }
@@ -713,6 +716,7 @@ impl<'a> BodyChecker<'a> {
                 }
             }
             StmtKind::Query { name, ret, body } => self.check_query(stmt.span, name, ret, body),
+            StmtKind::OnCancel(block) => self.check_on_cancel(stmt.span, block),
             StmtKind::Error => {}
         }
     }
@@ -790,23 +794,65 @@ impl<'a> BodyChecker<'a> {
             "an `undo` block",
             "register undo blocks in the workflow itself, before or after the `parallel`",
         );
+        self.check_run_apart(undo);
+    }
+
+    /// A block that runs as a run of its own (an undo block, `on cancel`): checked as a
+    /// branch is, what it reads recorded for the lowering; the flow facts around it are
+    /// those before it.
+    fn check_run_apart(&mut self, block: &ast::Block) {
         let flow = self.flow.clone();
-        let at = Span::new(undo.span.start as usize, undo.span.start as usize);
+        let at = Span::new(block.span.start as usize, block.span.start as usize);
         let (ty, captures) = self.in_branch(at, |this| {
             let mark = this.locals.len();
-            let ty = this.check_block(undo, None);
-            this.pop_scope(mark, undo.span.end);
+            let ty = this.check_block(block, None);
+            this.pop_scope(mark, block.span.end);
             ty
         });
         self.flow = flow;
         self.resolved.parallels.insert(
-            (self.file, undo.span),
+            (self.file, block.span),
             ParallelFacts {
                 item: None,
                 captures,
                 results: vec![branch_value(ty)],
             },
         );
+    }
+
+    /// `on cancel { … }`: at the top level of the workflow, once, run apart like an undo
+    /// block.
+    fn check_on_cancel(&mut self, span: Span, block: &ast::Block) {
+        // `on cancel`, as the formatter writes it.
+        let end = (span.start as usize + "on cancel".len()).min(block.span.start as usize);
+        let keyword = Span::new(span.start as usize, end);
+        if !self.top_level.contains(&span) {
+            self.error(
+                Diagnostic::error(
+                    codes::ON_CANCEL_NOT_AT_TOP_LEVEL,
+                    self.file,
+                    keyword,
+                    "inside a block",
+                )
+                .with_message("`on cancel` is inside a block")
+                .with_help("write `on cancel { … }` at the top level of the workflow's body, after the variables it reads (near the start: a run cancelled before it is reached does not run it)"),
+            );
+        } else if let Some(first) = self.on_cancel {
+            self.error(
+                Diagnostic::error(
+                    codes::DUPLICATE_DEFINITION,
+                    self.file,
+                    keyword,
+                    "a second `on cancel`",
+                )
+                .with_message("The workflow has more than one `on cancel`")
+                .with_label(self.file, first, "the first")
+                .with_help("put everything the run does when cancelled in one `on cancel` block"),
+            );
+        } else {
+            self.on_cancel = Some(keyword);
+        }
+        self.check_run_apart(block);
     }
 
     fn check_let(

@@ -76,6 +76,7 @@ codes! {
     UNDECLARED_ERROR = "E0409", "Error not declared";
     UNREACHABLE_CATCH = "E0410", "Catch of an error the try cannot raise";
     CONFLICTING_RETRY_POLICY = "E0412", "Conflicting retry policies";
+    ON_CANCEL_NOT_AT_TOP_LEVEL = "E0413", "`on cancel` inside a block";
 
     UNUSED_VARIABLE = "W0001", "Unused variable";
     UNREACHABLE_CODE = "W0002", "Unreachable code";

@@ -369,6 +369,9 @@ pub enum StmtKind {
     /// `compensate`: runs the undo blocks registered so far, the latest first, and forgets
     /// them.
     Compensate,
+    /// `on cancel { … }`: once reached, the block is what the run does when it is cancelled
+    /// (before its undo blocks run), with the values it reads as they are now.
+    OnCancel(Box<Block>),
     /// The target is boxed (as `for`'s iterable): a statement is the size of its largest
     /// kind, and these two rare kinds would otherwise make every `let` larger.
     Assign {

@@ -1188,6 +1188,17 @@ impl<'a> Parser<'a> {
         {
             return self.parse_query();
         }
+        if self.at(T::On)
+            && self.next_token().kind == T::Ident
+            && self.text(self.next_token().span) == "cancel"
+        {
+            self.bump();
+            self.bump();
+            return match self.parse_block() {
+                Some(block) => StmtKind::OnCancel(Box::new(block)),
+                None => StmtKind::Error,
+            };
+        }
         match self.peek() {
             T::Let | T::Var => {
                 let mutable = self.bump().kind == T::Var;
