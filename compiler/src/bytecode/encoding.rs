@@ -386,6 +386,24 @@ mod tests {
         assert_eq!(decode(&encode(&module)), Ok(module));
     }
 
+    /// `tests/fixtures/format6.flowb` was written by `flowc build tests/fixtures/format6.flow`
+    /// in format 6, before functions existed: it reads, with its parallel, its select arm
+    /// that waits for a call, its tool's named error and its undo block.
+    #[test]
+    fn a_format_6_artifact_still_reads() {
+        let bytes = include_bytes!("../../tests/fixtures/format6.flowb");
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 6);
+        let module = decode(bytes).expect("format 6 reads");
+        assert_eq!(module.workflows[0].name, "order");
+        assert_eq!(module.parallels.len(), 1);
+        assert_eq!(module.selects.len(), 1);
+        assert!(module.selects[0].arms.iter().any(|a| a.wait.is_some()));
+        assert_eq!(module.tool_raises.len(), 1);
+        assert_eq!(module.undos.len(), 1);
+        assert_eq!(module.signals[0].name, "cancel");
+        assert_eq!(decode(&encode(&module)), Ok(module));
+    }
+
     /// A payload that stops where the parallels should begin, under a format 6 header.
     #[test]
     fn a_format_6_artifact_without_its_parallels_is_corrupt() {
