@@ -68,6 +68,10 @@ pub fn stack_effect(module: &Module, op: Op) -> Option<(u32, u32)> {
         Op::Select(n) => (len_u32(module.selects.get(n as usize)?.arity(module)?), 1),
         Op::Parallel(n) => (len_u32(module.parallels.get(n as usize)?.arity()), 1),
         Op::Compensate => (1, 1),
+        Op::CallFunction { function } => (
+            len_u32(module.functions.get(function as usize)?.params.len()),
+            1,
+        ),
         Op::Sleep | Op::Audit { .. } | Op::Fail | Op::Raise | Op::EnterTimeout | Op::Return => {
             (1, 0)
         }
@@ -156,6 +160,10 @@ pub fn verify(module: &Module) -> Result<(), String> {
         check_workflow(module, workflow)
             .map_err(|e| format!("workflow `{}`: {e}", workflow.name))?;
     }
+    for function in &module.functions {
+        check_function(module, function)
+            .map_err(|e| format!("function `{}`: {e}", function.name))?;
+    }
     for query in &module.queries {
         check_query(module, query).map_err(|e| format!("query `{}`: {e}", query.name))?;
     }
@@ -183,6 +191,28 @@ pub fn verify(module: &Module) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A function's code: well-formed like a workflow's, with no durable instruction (a call
+/// runs to completion between two durable points of the run, outside any checkpoint) and
+/// no `timeout` region (a function has no deadline of its own).
+fn check_function(module: &Module, function: &crate::bytecode::FunctionCode) -> Result<(), String> {
+    for (pc, op) in function.code.iter().enumerate() {
+        if op.is_durable() {
+            return Err(format!(
+                "instruction {pc} ({op:?}) is a durable point; a function has none"
+            ));
+        }
+        if matches!(op, Op::EnterTimeout | Op::ExitTimeout | Op::Jitter) {
+            return Err(format!(
+                "instruction {pc} ({op:?}) is not allowed in a function"
+            ));
+        }
+    }
+    if function.params.len() > usize::from(u16::MAX) {
+        return Err("has more parameters than local slots can hold".into());
+    }
+    check_workflow(module, function)
 }
 
 /// A query's code: well-formed like a workflow's (on the workflow's local slots), with no
@@ -479,6 +509,7 @@ fn check_operands(module: &Module, workflow: &WorkflowCode, op: Op) -> Result<()
             None => within(signal, module.signals.len(), "signal"),
         },
         Op::Conform(ty) => within(ty, module.types.len(), "type"),
+        Op::CallFunction { function } => within(function, module.functions.len(), "function"),
         Op::PushHandler { kinds, .. } if kinds != u32::MAX => {
             within(kinds, module.kind_lists.len(), "kind list")
         }
@@ -662,6 +693,7 @@ mod tests {
             parallels: Vec::new(),
             tool_raises: Vec::new(),
             undos: Vec::new(),
+            functions: Vec::new(),
             source_hash: String::new(),
             files: vec!["t.flow".into()],
             constants: vec![

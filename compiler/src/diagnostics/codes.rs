@@ -75,6 +75,7 @@ codes! {
     SELECT_ARM_DOES_NOT_WAIT = "E0408", "Select arm does not wait";
     UNDECLARED_ERROR = "E0409", "Error not declared";
     UNREACHABLE_CATCH = "E0410", "Catch of an error the try cannot raise";
+    DURABLE_STEP_IN_FUNCTION = "E0411", "Durable step in a function";
 
     UNUSED_VARIABLE = "W0001", "Unused variable";
     UNREACHABLE_CODE = "W0002", "Unreachable code";
