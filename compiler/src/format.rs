@@ -1943,6 +1943,17 @@ mod tests {
     }
 
     #[test]
+    fn a_function_formats_like_a_workflow_and_round_trips() {
+        let text = "/// Doubles.\nfn  twice( n :Int )->Int{n*2}\nfn noop(){}\n";
+        let once = format(text).expect("formats");
+        assert_eq!(
+            once,
+            "/// Doubles.\nfn twice(n: Int) -> Int {\n  n * 2\n}\n\nfn noop() {}\n"
+        );
+        assert_eq!(format(&once).expect("formats again"), once);
+    }
+
+    #[test]
     fn empty_and_blank_files() {
         assert_eq!(format("").expect("formats"), "");
         assert_eq!(format(" \n\n\t\n").expect("formats"), "");

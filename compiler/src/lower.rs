@@ -2746,6 +2746,47 @@ mod tests {
         assert!(main.contains(&Op::Parallel(0)) && main.contains(&Op::Parallel(1)));
     }
 
+    #[test]
+    fn functions_lower_to_their_own_section_and_are_called_by_index() {
+        let module = lowered(
+            "fn is_even(n: Int) -> Bool { if n == 0 { true } else { is_odd(n - 1) } }\n\
+             fn is_odd(n: Int) -> Bool { if n == 0 { false } else { is_even(n - 1) } }\n\
+             fn shout(s: String) { if s == \"\" { fail \"empty\" } }\n\
+             workflow w(n: Int) -> Bool { shout(\"x\")\n is_even(n) }\n",
+        );
+        let names: Vec<&str> = module.functions.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["is_even", "is_odd", "shout"]);
+        assert_eq!(module.workflows.len(), 1, "a function is not a workflow");
+        assert!(code(&module, "w").contains(&Op::CallFunction { function: 0 }));
+        assert!(code(&module, "w").contains(&Op::CallFunction { function: 2 }));
+        let (_, even) = module.function("is_even").expect("is_even");
+        assert!(even.code.contains(&Op::CallFunction { function: 1 }));
+        assert_eq!((even.params.len(), even.locals), (1, 1));
+        for function in &module.functions {
+            assert!(!function.code.iter().any(|op| op.is_durable()));
+        }
+    }
+
+    #[test]
+    fn a_durable_step_in_a_function_is_e0411_and_the_rest_is_still_checked() {
+        let program = crate::check_text(
+            "t.flow",
+            "tool t(x: Int) -> Int via exec \"t\"\n\
+             workflow child() -> Int { 1 }\n\
+             fn f(x: Int) -> Int {\n\
+               sleep 1s\n\
+               let a = t(x) + child()\n\
+               let b = timeout 1m { t(1) }\n\
+               a + b + \"no\"\n\
+             }\n\
+             workflow w() -> Int { f(1) }\n",
+        );
+        let codes: Vec<&str> = program.diagnostics.iter().map(|d| d.code.id).collect();
+        // `sleep`, the tool call, the child workflow and the `timeout` (its call once), and
+        // the type error the rest of the body still has.
+        assert_eq!(codes, ["E0411", "E0411", "E0411", "E0411", "E0308"], "{:#?}", program.diagnostics);
+    }
+
     fn lowered(source: &str) -> Module {
         let program = crate::check_text("t.flow", source);
         assert_eq!(program.errors(), 0, "{:#?}", program.diagnostics);

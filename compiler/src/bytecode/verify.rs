@@ -812,6 +812,71 @@ mod tests {
         }
     }
 
+    fn with_function(code: Vec<Op>) -> Module {
+        let mut m = module(
+            vec![
+                Op::Const(1),
+                Op::CallFunction { function: 0 },
+                Op::Return,
+            ],
+            0,
+        );
+        let debug = m.workflows[0].debug[0];
+        m.functions = vec![WorkflowCode {
+            name: "f".into(),
+            params: vec![("x".into(), TypeRef(0))],
+            ret: TypeRef(0),
+            locals: 1,
+            debug: vec![debug; code.len()],
+            code,
+        }];
+        m
+    }
+
+    /// A function's code is checked like a workflow's, and may not hold a durable point.
+    #[test]
+    fn function_code_is_verified_and_has_no_durable_point() {
+        let fine = with_function(vec![Op::LoadLocal(0), Op::Return]);
+        assert_eq!(verify(&fine), Ok(()));
+        let recursive = with_function(vec![
+            Op::LoadLocal(0),
+            Op::CallFunction { function: 0 },
+            Op::Return,
+        ]);
+        assert_eq!(verify(&recursive), Ok(()));
+        let mut slept = with_function(vec![Op::LoadLocal(0), Op::Sleep, Op::Const(0), Op::Return]);
+        slept.constants.push(Constant::Duration(1));
+        let refused = verify(&slept);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("function `f`") && e.contains("durable point")),
+            "{refused:?}"
+        );
+        for (code, why) in [
+            (vec![Op::LoadLocal(3), Op::Return], "local #3"),
+            (vec![Op::Jump(7), Op::Return], "instruction #7"),
+            (vec![Op::LoadLocal(0)], "does not end"),
+            (
+                vec![Op::LoadLocal(0), Op::EnterTimeout, Op::Const(0), Op::Return],
+                "not allowed in a function",
+            ),
+            (
+                vec![Op::LoadLocal(0), Op::CallFunction { function: 4 }, Op::Return],
+                "function #4",
+            ),
+        ] {
+            let refused = verify(&with_function(code));
+            assert!(
+                refused.as_ref().is_err_and(|e| e.contains(why)),
+                "{why}: {refused:?}"
+            );
+        }
+        let mut missing = with_function(vec![Op::LoadLocal(0), Op::Return]);
+        missing.functions.clear();
+        assert!(verify(&missing).is_err_and(|e| e.contains("function #0")));
+    }
+
     #[test]
     fn accepts_a_balanced_branch() {
         let code = vec![
