@@ -2784,7 +2784,12 @@ mod tests {
         let codes: Vec<&str> = program.diagnostics.iter().map(|d| d.code.id).collect();
         // `sleep`, the tool call, the child workflow and the `timeout` (its call once), and
         // the type error the rest of the body still has.
-        assert_eq!(codes, ["E0411", "E0411", "E0411", "E0411", "E0308"], "{:#?}", program.diagnostics);
+        assert_eq!(
+            codes,
+            ["E0411", "E0411", "E0411", "E0411", "E0308"],
+            "{:#?}",
+            program.diagnostics
+        );
     }
 
     fn lowered(source: &str) -> Module {

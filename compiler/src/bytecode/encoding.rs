@@ -455,11 +455,7 @@ mod tests {
             code: vec![Op::LoadLocal(0), Op::LoadLocal(0), Op::Add, Op::Return],
             debug: vec![module.workflows[0].debug[0]; 4],
         }];
-        module.workflows[0].code = vec![
-            Op::Const(0),
-            Op::CallFunction { function: 0 },
-            Op::Return,
-        ];
+        module.workflows[0].code = vec![Op::Const(0), Op::CallFunction { function: 0 }, Op::Return];
         module.workflows[0].debug = vec![module.workflows[0].debug[0]; 3];
         let bytes = encode(&module);
         assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), FORMAT_VERSION);

@@ -814,11 +814,7 @@ mod tests {
 
     fn with_function(code: Vec<Op>) -> Module {
         let mut m = module(
-            vec![
-                Op::Const(1),
-                Op::CallFunction { function: 0 },
-                Op::Return,
-            ],
+            vec![Op::Const(1), Op::CallFunction { function: 0 }, Op::Return],
             0,
         );
         let debug = m.workflows[0].debug[0];
@@ -862,7 +858,11 @@ mod tests {
                 "not allowed in a function",
             ),
             (
-                vec![Op::LoadLocal(0), Op::CallFunction { function: 4 }, Op::Return],
+                vec![
+                    Op::LoadLocal(0),
+                    Op::CallFunction { function: 4 },
+                    Op::Return,
+                ],
                 "function #4",
             ),
         ] {

@@ -197,7 +197,11 @@ impl<'a> BodyChecker<'a> {
 
     /// `workflow` or `fn`, for messages about the declaration being checked.
     fn what(&self) -> &'static str {
-        if self.function { "function" } else { "workflow" }
+        if self.function {
+            "function"
+        } else {
+            "workflow"
+        }
     }
 
     /// Reports `label` (what the construct does: "calls the tool `x`") at `span` when the
@@ -218,10 +222,15 @@ impl<'a> BodyChecker<'a> {
         self.forbidden.push(extent);
         let name = self.workflow.name.clone();
         self.error(
-            Diagnostic::error(codes::DURABLE_STEP_IN_FUNCTION, self.file, span, label.to_string())
-                .with_message(format!("Function `{name}` would take a durable step"))
-                .with_label(self.file, self.workflow.span, "in this function")
-                .with_help(help.to_string()),
+            Diagnostic::error(
+                codes::DURABLE_STEP_IN_FUNCTION,
+                self.file,
+                span,
+                label.to_string(),
+            )
+            .with_message(format!("Function `{name}` would take a durable step"))
+            .with_label(self.file, self.workflow.span, "in this function")
+            .with_help(help.to_string()),
         );
         true
     }
@@ -592,10 +601,7 @@ impl<'a> BodyChecker<'a> {
                     end,
                     format!("the {what} can reach its end here without a value of type {ret_show}"),
                 )
-                .with_message(format!(
-                    "`{}` may end without returning a value",
-                    name.name
-                ))
+                .with_message(format!("`{}` may end without returning a value", name.name))
                 .with_help(format!(
                     "end the {what} with a value of type {ret_show}, or `return` one on every path"
                 ));
@@ -2163,7 +2169,8 @@ impl<'a> BodyChecker<'a> {
             [(Value::Tool(index), _)] => {
                 self.record(span, Resolved::Tool(*index));
                 let tool = &self.checked.tools[*index];
-                let pure = self.forbid_durable(span, span, &format!("this calls the tool `{name}`"));
+                let pure =
+                    self.forbid_durable(span, span, &format!("this calls the tool `{name}`"));
                 self.check_args(&tool.name, &tool.params, tool.file, tool.span, args, span);
                 if tool.sensitive && !pure {
                     self.check_sensitive_call(*index, span);
