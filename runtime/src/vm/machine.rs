@@ -195,7 +195,6 @@ pub const FUNCTION_STEPS: u64 = 10_000_000;
 pub const FUNCTION_DEPTH: usize = 1_000;
 
 /// A factor in [0.5, 1] from the run's position: the same on every replay.
-
 fn jitter_factor(steps: u64, workflow: u32, pc: u32) -> f64 {
     let mut x = steps
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
