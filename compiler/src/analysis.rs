@@ -45,6 +45,8 @@ pub enum Sym {
     Variant(TypeId, usize),
     Tool(usize),
     Workflow(usize),
+    /// A `fn` (an index into the checker's functions).
+    Function(usize),
     /// An index into the checker's recorded locals.
     Local(usize),
     Builtin(stdlib::Builtin),
@@ -109,6 +111,8 @@ pub struct Completion {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SymbolKind {
     Workflow,
+    /// A `fn`.
+    Function,
     Tool,
     Record,
     Enum,
@@ -322,6 +326,10 @@ impl Analysis {
                 let workflow = self.program.checked.workflows.get(index)?;
                 at(workflow.file, workflow.span)
             }
+            Sym::Function(index) => {
+                let function = self.program.checked.functions.get(index)?;
+                at(function.file, function.span)
+            }
             Sym::Local(index) => {
                 let local = self.ide.locals.get(index)?;
                 at(local.file, local.span)
@@ -503,6 +511,17 @@ impl Analysis {
         out
     }
 
+    pub fn function_signature(&self, index: usize) -> String {
+        let Some(function) = self.program.checked.functions.get(index) else {
+            return String::new();
+        };
+        let mut out = format!("fn {}({})", function.name, self.params(&function.params));
+        if function.ret != Type::Unit {
+            let _ = write!(out, " -> {}", self.show(&function.ret));
+        }
+        out
+    }
+
     fn variant_signature(&self, id: TypeId, index: usize) -> String {
         let def = self.program.checked.types.get(id);
         let Some(variant) = def.variants().and_then(|v| v.get(index)) else {
@@ -593,6 +612,10 @@ impl Analysis {
             Sym::Workflow(index) => {
                 let workflow = &self.program.checked.workflows[index];
                 with_doc(self.workflow_signature(index), workflow.doc.as_deref())
+            }
+            Sym::Function(index) => {
+                let function = &self.program.checked.functions[index];
+                with_doc(self.function_signature(index), function.doc.as_deref())
             }
             Sym::Local(index) => {
                 let Some(local) = self.ide.locals.get(index) else {
@@ -830,6 +853,22 @@ impl Analysis {
                         children,
                     });
                 }
+                ast::Item::Function(decl) => {
+                    let index = self
+                        .program
+                        .checked
+                        .functions
+                        .iter()
+                        .position(|f| f.file == file && f.span == decl.name.span);
+                    out.push(DocumentSymbol {
+                        name: decl.name.name.to_string(),
+                        kind: SymbolKind::Function,
+                        detail: index.map(|i| self.function_signature(i)),
+                        span: decl.span,
+                        selection: decl.name.span,
+                        children: Vec::new(),
+                    });
+                }
                 ast::Item::Test(decl) => out.push(DocumentSymbol {
                     name: decl.name.value.to_string(),
                     kind: SymbolKind::Test,
@@ -1012,6 +1051,9 @@ impl Analysis {
             tree.module.items.iter().any(|item| match item {
                 ast::Item::Workflow(w) => {
                     w.body.span.start < offset32 && offset32 < w.body.span.end
+                }
+                ast::Item::Function(f) => {
+                    f.body.span.start < offset32 && offset32 < f.body.span.end
                 }
                 _ => false,
             })
@@ -1305,6 +1347,7 @@ impl Analysis {
                 let in_body = self.program.trees.get(file.0 as usize).is_some_and(|tree| {
                     tree.module.items.iter().any(|item| match item {
                         ast::Item::Workflow(w) => contains_offset(w.body.span, offset),
+                        ast::Item::Function(f) => contains_offset(f.body.span, offset),
                         _ => false,
                     })
                 });
@@ -1400,6 +1443,14 @@ impl Analysis {
                                 CompletionKind::Workflow,
                                 self.workflow_signature(i),
                                 workflow.doc.clone(),
+                            )
+                        }
+                        Value::Function(i) => {
+                            let function = &self.program.checked.functions[i];
+                            (
+                                CompletionKind::Function,
+                                self.function_signature(i),
+                                function.doc.clone(),
                             )
                         }
                         Value::Variant(id, i) => {
@@ -1622,6 +1673,23 @@ impl Indexer<'_> {
                 self.block(&decl.body);
                 self.workflow = None;
             }
+            ast::Item::Function(decl) => {
+                if let Some(index) = checked
+                    .functions
+                    .iter()
+                    .position(|f| f.file == self.file && f.span == decl.name.span)
+                {
+                    self.add_def(decl.name.span, Sym::Function(index));
+                }
+                for param in &decl.params {
+                    self.local_def(param.name.span);
+                    self.type_expr(&param.ty);
+                }
+                if let Some(ret) = &decl.ret {
+                    self.type_expr(ret);
+                }
+                self.block(&decl.body);
+            }
             ast::Item::Test(decl) => self.test(decl),
         }
     }
@@ -1781,6 +1849,7 @@ impl Indexer<'_> {
         match resolved {
             Resolved::Tool(i) => Sym::Tool(i),
             Resolved::Workflow(i) => Sym::Workflow(i),
+            Resolved::Function(i) => Sym::Function(i),
             Resolved::Variant(id, i) => Sym::Variant(id, i),
             Resolved::Builtin(b) => Sym::Builtin(b),
             Resolved::Error(i) => Sym::Type(self.program.checked.errors[i].ty),
@@ -2036,6 +2105,7 @@ fn item_name(item: &ast::Item) -> Option<&str> {
         ast::Item::Enum(d) => Some(&d.name.name),
         ast::Item::Tool(d) => Some(&d.name.name),
         ast::Item::Workflow(d) => Some(&d.name.name),
+        ast::Item::Function(d) => Some(&d.name.name),
         ast::Item::Test(_) => None,
     }
 }
@@ -2056,6 +2126,7 @@ const ITEM_KEYWORDS: &[&str] = &[
     "enum",
     "tool",
     "workflow",
+    "fn",
     "sensitive",
     "test",
 ];

@@ -897,6 +897,20 @@ impl<'a> Builder<'a> {
                 parts.push(self.block(&decl.body, false));
                 concat(parts)
             }
+            Item::Function(decl) => {
+                let mut parts = vec![
+                    text("fn "),
+                    text(&decl.name.name),
+                    self.params(decl.name.span.end, &decl.params),
+                ];
+                if let Some(ret) = &decl.ret {
+                    parts.push(text(" -> "));
+                    parts.push(self.ty(ret));
+                }
+                parts.push(text(" "));
+                parts.push(self.block(&decl.body, false));
+                concat(parts)
+            }
             Item::Test(decl) => {
                 let opener = self.find(T::LBrace, decl.name.span.end);
                 let close = Span::new(decl.span.end as usize - 1, decl.span.end as usize);
@@ -1958,6 +1972,17 @@ mod tests {
                 assert_eq!(format(&once).expect("formats again"), once);
             }
         });
+    }
+
+    #[test]
+    fn a_function_formats_like_a_workflow_and_round_trips() {
+        let text = "/// Doubles.\nfn  twice( n :Int )->Int{n*2}\nfn noop(){}\n";
+        let once = format(text).expect("formats");
+        assert_eq!(
+            once,
+            "/// Doubles.\nfn twice(n: Int) -> Int {\n  n * 2\n}\n\nfn noop() {}\n"
+        );
+        assert_eq!(format(&once).expect("formats again"), once);
     }
 
     #[test]

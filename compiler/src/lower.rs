@@ -94,6 +94,7 @@ fn lower_program(program: &Program, with_tests: bool) -> Result<Module> {
     builder.declare_tools();
     builder.declare_errors();
     builder.declare_workflows(with_tests);
+    builder.declare_functions();
     let program_workflows = program.trees.iter().enumerate().flat_map(|(file, tree)| {
         tree.module.items.iter().filter_map(move |item| match item {
             ast::Item::Workflow(decl) => Some((FileId(file as u32), &**decl)),
@@ -111,6 +112,19 @@ fn lower_program(program: &Program, with_tests: bool) -> Result<Module> {
         workflow.code = code;
         workflow.debug = debug;
         workflow.locals = locals;
+    }
+    let functions = program.trees.iter().enumerate().flat_map(|(file, tree)| {
+        tree.module.items.iter().filter_map(move |item| match item {
+            ast::Item::Function(decl) => Some((FileId(file as u32), &**decl)),
+            _ => None,
+        })
+    });
+    for (index, (file, decl)) in functions.enumerate() {
+        let (code, debug, locals) = FnLower::run_function(&mut builder, file, index, decl)?;
+        let function = &mut builder.module.functions[index];
+        function.code = code;
+        function.debug = debug;
+        function.locals = locals;
     }
     verify::verify(&builder.module).map_err(LowerError::Internal)?;
     Ok(builder.module)
@@ -178,6 +192,7 @@ impl<'p> Builder<'p> {
                 parallels: Vec::new(),
                 tool_raises: Vec::new(),
                 undos: Vec::new(),
+                functions: Vec::new(),
                 source_hash: source_hash(program),
                 files: program
                     .db
@@ -495,6 +510,25 @@ impl<'p> Builder<'p> {
     }
 }
 
+impl Builder<'_> {
+    /// Every function's signature, before any code: calls need the callee's arity.
+    fn declare_functions(&mut self) {
+        let program = self.program;
+        for def in &program.checked.functions {
+            let params = self.params(&def.params);
+            let ret = self.type_ref(&def.ret);
+            self.module.functions.push(WorkflowCode {
+                name: def.name.to_string(),
+                params,
+                ret,
+                locals: 0,
+                code: Vec::new(),
+                debug: Vec::new(),
+            });
+        }
+    }
+}
+
 // ----- one workflow -------------------------------------------------------------------
 
 /// Whether a construct must push its value or leave the stack as it found it.
@@ -649,6 +683,31 @@ impl<'b, 'p> FnLower<'b, 'p> {
             f.emit(Op::Raise);
             f.patch(to_return);
             f.depth = done;
+        }
+        f.emit(Op::Return);
+        Ok((f.code, f.debug, f.locals))
+    }
+
+    /// A `fn`'s body as function `index`: its parameters in the first slots, its value
+    /// returned. The checker proved it has no durable point (no undo block, no `parallel`).
+    fn run_function(
+        b: &'b mut Builder<'p>,
+        file: FileId,
+        index: usize,
+        decl: &ast::FunctionDecl,
+    ) -> Result<(Vec<Op>, Vec<DebugLoc>, u32)> {
+        let program = b.program;
+        let def = &program.checked.functions[index];
+        let mut f = FnLower::new(b, file, index);
+        f.loc = f.location(decl.span.start as usize);
+        for param in &def.params {
+            f.bind(&param.name, param.ty.clone(), decl.span)?;
+        }
+        let unit = def.ret == Type::Unit;
+        f.block(&decl.body, if unit { Want::Discard } else { Want::Value })?;
+        f.loc = f.location((decl.body.span.end as usize).saturating_sub(1));
+        if unit {
+            f.emit_const(Constant::None);
         }
         f.emit(Op::Return);
         Ok((f.code, f.debug, f.locals))
@@ -1410,6 +1469,11 @@ impl<'b, 'p> FnLower<'b, 'p> {
             Some(Resolved::Workflow(workflow)) => {
                 self.emit(Op::CallWorkflow {
                     workflow: index_u32(workflow),
+                });
+            }
+            Some(Resolved::Function(function)) => {
+                self.emit(Op::CallFunction {
+                    function: index_u32(function),
                 });
             }
             Some(Resolved::Variant(ty, variant)) => self.make_variant(ty, variant),
@@ -2553,6 +2617,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
             ExprKind::Call { .. } => match self.resolved(expr.span) {
                 Some(Resolved::Tool(i)) => checked.tools[i].ret.clone(),
                 Some(Resolved::Workflow(i)) => checked.workflows[i].ret.clone(),
+                Some(Resolved::Function(i)) => checked.functions[i].ret.clone(),
                 Some(Resolved::Variant(ty, _)) => Type::Named(ty),
                 Some(Resolved::Error(i)) => Type::Named(checked.errors[i].ty),
                 Some(Resolved::Builtin(b)) => {
@@ -2859,6 +2924,52 @@ mod tests {
         assert_eq!(module.entry_workflows().count(), 1);
         let main = code(&module, "w");
         assert!(main.contains(&Op::Parallel(0)) && main.contains(&Op::Parallel(1)));
+    }
+
+    #[test]
+    fn functions_lower_to_their_own_section_and_are_called_by_index() {
+        let module = lowered(
+            "fn is_even(n: Int) -> Bool { if n == 0 { true } else { is_odd(n - 1) } }\n\
+             fn is_odd(n: Int) -> Bool { if n == 0 { false } else { is_even(n - 1) } }\n\
+             fn shout(s: String) { if s == \"\" { fail \"empty\" } }\n\
+             workflow w(n: Int) -> Bool { shout(\"x\")\n is_even(n) }\n",
+        );
+        let names: Vec<&str> = module.functions.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["is_even", "is_odd", "shout"]);
+        assert_eq!(module.workflows.len(), 1, "a function is not a workflow");
+        assert!(code(&module, "w").contains(&Op::CallFunction { function: 0 }));
+        assert!(code(&module, "w").contains(&Op::CallFunction { function: 2 }));
+        let (_, even) = module.function("is_even").expect("is_even");
+        assert!(even.code.contains(&Op::CallFunction { function: 1 }));
+        assert_eq!((even.params.len(), even.locals), (1, 1));
+        for function in &module.functions {
+            assert!(!function.code.iter().any(|op| op.is_durable()));
+        }
+    }
+
+    #[test]
+    fn a_durable_step_in_a_function_is_e0411_and_the_rest_is_still_checked() {
+        let program = crate::check_text(
+            "t.flow",
+            "tool t(x: Int) -> Int via exec \"t\"\n\
+             workflow child() -> Int { 1 }\n\
+             fn f(x: Int) -> Int {\n\
+               sleep 1s\n\
+               let a = t(x) + child()\n\
+               let b = timeout 1m { t(1) }\n\
+               a + b + \"no\"\n\
+             }\n\
+             workflow w() -> Int { f(1) }\n",
+        );
+        let codes: Vec<&str> = program.diagnostics.iter().map(|d| d.code.id).collect();
+        // `sleep`, the tool call, the child workflow and the `timeout` (its call once), and
+        // the type error the rest of the body still has.
+        assert_eq!(
+            codes,
+            ["E0411", "E0411", "E0411", "E0411", "E0308"],
+            "{:#?}",
+            program.diagnostics
+        );
     }
 
     fn lowered(source: &str) -> Module {

@@ -859,3 +859,57 @@ workflow w(docs: List<String>) -> Int {\n  let bonus = 2\n  let sizes = parallel
         cursor(text, "let |bonus = 2")
     );
 }
+
+/// Functions (`fn`): hover shows the signature and doc, go-to-definition finds the
+/// declaration (also from a recursive call inside it), completion inside a function's body
+/// offers functions and the parameters, and the outline lists them.
+#[test]
+fn functions_have_hover_definition_completion_and_an_outline_entry() {
+    let main = "/// Two to the power of `n`.\n\
+                fn pow2(n: Int) -> Int {\n  if n <= 0 { return 1 }\n  2 * pow2(n - 1)\n}\n\n\
+                workflow w(k: Int) -> Int {\n  pow2(k) + 1\n}\n";
+    let analysis = analyze(
+        &["app/main.flow".to_string()],
+        &MemoryLoader::default().with("app/main.flow", main),
+    );
+    assert!(
+        analysis.program().diagnostics.is_empty(),
+        "{:?}",
+        analysis.program().diagnostics
+    );
+    let hover = analysis
+        .hover_at("app/main.flow", cursor(main, "po|w2(k)"))
+        .expect("a hover on the call");
+    assert!(
+        hover.markdown.contains("fn pow2(n: Int) -> Int")
+            && hover.markdown.contains("Two to the power"),
+        "{}",
+        hover.markdown
+    );
+    let declared = cursor(main, "fn |pow2");
+    for needle in ["po|w2(k)", "2 * po|w2(n - 1)"] {
+        let location = analysis
+            .definition_at("app/main.flow", cursor(main, needle))
+            .unwrap_or_else(|| panic!("a definition for {needle}"));
+        assert_eq!(location.span.start as usize, declared, "{needle}");
+    }
+    let inside = cursor(main, "2 * |pow2");
+    let offered = labels(&analysis.completions_at("app/main.flow", inside), None);
+    assert!(
+        offered.iter().any(|l| l == "pow2 — fn pow2(n: Int) -> Int"),
+        "{offered:?}"
+    );
+    assert!(offered.iter().any(|l| l.starts_with("n ")), "{offered:?}");
+    let symbols = analysis.symbols("app/main.flow");
+    let names: Vec<(&str, Option<&str>)> = symbols
+        .iter()
+        .map(|s| (s.name.as_str(), s.detail.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("pow2", Some("fn pow2(n: Int) -> Int")),
+            ("w", Some("workflow w(k: Int) -> Int"))
+        ]
+    );
+}

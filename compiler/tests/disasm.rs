@@ -209,6 +209,7 @@ fn spec_instruction_table_is_complete() {
         Op::Select(0),
         Op::Parallel(0),
         Op::Compensate,
+        Op::CallFunction { function: 0 },
     ];
     // The list above is every instruction: the next number does not decode.
     assert!(

@@ -517,6 +517,7 @@ fn completion_kind(kind: Kind) -> CompletionItemKind {
 fn symbol_kind(kind: Sk) -> SymbolKind {
     match kind {
         Sk::Workflow => SymbolKind::FUNCTION,
+        Sk::Function => SymbolKind::FUNCTION,
         Sk::Tool => SymbolKind::METHOD,
         Sk::Record => SymbolKind::STRUCT,
         Sk::Enum => SymbolKind::ENUM,

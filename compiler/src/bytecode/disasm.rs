@@ -27,6 +27,37 @@ pub fn disassemble(module: &Module) -> String {
             if tool.sensitive { " sensitive" } else { "" }
         );
     }
+    for function in &module.functions {
+        let params: Vec<String> = function
+            .params
+            .iter()
+            .map(|(name, ty)| format!("{name}: {}", module.type_name(*ty)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nfn {}({}) -> {}   ; {} locals",
+            function.name,
+            params.join(", "),
+            module.type_name(function.ret),
+            function.locals
+        );
+        let mut last_line = None;
+        for (pc, op) in function.code.iter().enumerate() {
+            let source = match function.debug.get(pc) {
+                Some(loc) if last_line != Some((loc.file, loc.line)) => {
+                    last_line = Some((loc.file, loc.line));
+                    let file = module
+                        .files
+                        .get(loc.file as usize)
+                        .map(String::as_str)
+                        .unwrap_or("?");
+                    format!("  ; {file}:{}:{}", loc.line, loc.column)
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  {pc:>4}  {}{source}", show(module, *op));
+        }
+    }
     for (number, workflow) in module.workflows.iter().enumerate() {
         let params: Vec<String> = workflow
             .params
@@ -152,6 +183,14 @@ fn show(module: &Module, op: Op) -> String {
             format!("call_workflow {}", workflow_name(module, workflow))
         }
         Op::ContinueAs { workflow } => format!("continue_as {}", workflow_name(module, workflow)),
+        Op::CallFunction { function } => format!(
+            "call_function {}",
+            module
+                .functions
+                .get(function as usize)
+                .map(|f| f.name.clone())
+                .unwrap_or_else(|| format!("#{function}"))
+        ),
         Op::AwaitApproval { gate } => format!(
             "await_approval {:?}",
             module.gates.get(gate as usize).cloned().unwrap_or_default()

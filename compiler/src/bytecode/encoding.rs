@@ -5,15 +5,17 @@
 //! version  u16 LE   FORMAT_VERSION of the writer
 //! length   u32 LE   payload length in bytes
 //! payload           the Module, then (format 2) its field docs, then (format 4) its gate
-//!                   contexts, then (format 5) its signals, each postcard-encoded
+//!                   contexts, then (format 5) its signals, selects and queries, (format 6)
+//!                   its parallels, tool errors and undo blocks and (format 7) its
+//!                   functions, each postcard-encoded
 //! checksum 32 bytes SHA-256 of the payload
 //! ```
 //!
 //! A deployed version is identified by the SHA-256 of the whole file ([`artifact_hash`]).
 
 use super::module::{
-    FieldDocs, GateContext, Module, ParallelInfo, QueryCode, SelectInfo, SelectInfoV5, SignalInfo,
-    ToolRaise, UndoBlock,
+    FieldDocs, FunctionCode, GateContext, Module, ParallelInfo, QueryCode, SelectInfo,
+    SelectInfoV5, SignalInfo, ToolRaise, UndoBlock,
 };
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -42,7 +44,10 @@ pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
 /// `parallel`'s branch workflows ([`Module::parallels`]); a `select` arm may wait for a gate
 /// or a call (its branch workflow, [`super::module::SelectArmInfo::wait`]); after the
 /// parallels, the answers of tools that are named errors ([`Module::tool_raises`]).
-pub const FORMAT_VERSION: u16 = 6;
+///
+/// Format 7 added the `CallFunction` instruction and, after the undo blocks, a section with
+/// the program's pure functions ([`Module::functions`]).
+pub const FORMAT_VERSION: u16 = 7;
 /// The oldest format this reader still reads: runs stay pinned to their artifact for weeks,
 /// so an upgrade must not strand them.
 pub const OLDEST_READABLE: u16 = 1;
@@ -113,6 +118,7 @@ pub fn encode(module: &Module) -> Vec<u8> {
     payload.extend(postcard::to_stdvec(&module.parallels).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.tool_raises).unwrap_or_default());
     payload.extend(postcard::to_stdvec(&module.undos).unwrap_or_default());
+    payload.extend(postcard::to_stdvec(&module.functions).unwrap_or_default());
     let mut out = Vec::with_capacity(HEADER + payload.len() + CHECKSUM);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -211,6 +217,12 @@ pub fn decode(bytes: &[u8]) -> Result<Module, ArtifactError> {
         module.undos = undos;
         rest = after;
     }
+    if version >= 7 {
+        let (functions, after) = postcard::take_from_bytes::<Vec<FunctionCode>>(rest)
+            .map_err(|e| ArtifactError::Corrupt(format!("the functions: {e}")))?;
+        module.functions = functions;
+        rest = after;
+    }
     if !rest.is_empty() {
         return Err(ArtifactError::Corrupt(
             "trailing bytes in the payload".into(),
@@ -243,6 +255,7 @@ mod tests {
             parallels: Vec::new(),
             tool_raises: Vec::new(),
             undos: Vec::new(),
+            functions: Vec::new(),
             source_hash: "00".into(),
             files: vec!["a.flow".into()],
             constants: vec![Constant::Int(1)],
@@ -386,6 +399,71 @@ mod tests {
         assert_eq!(decode(&encode(&module)), Ok(module));
     }
 
+    /// `tests/fixtures/format6.flowb` was written by `flowc build tests/fixtures/format6.flow`
+    /// in format 6, before functions existed: it reads, with its parallel, its select arm
+    /// that waits for a call, its tool's named error and its undo block.
+    #[test]
+    fn a_format_6_artifact_still_reads() {
+        let bytes = include_bytes!("../../tests/fixtures/format6.flowb");
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 6);
+        let module = decode(bytes).expect("format 6 reads");
+        assert_eq!(module.workflows[0].name, "order");
+        assert_eq!(module.parallels.len(), 1);
+        assert_eq!(module.selects.len(), 1);
+        assert!(module.selects[0].arms.iter().any(|a| a.wait.is_some()));
+        assert_eq!(module.tool_raises.len(), 1);
+        assert_eq!(module.undos.len(), 1);
+        assert_eq!(module.signals[0].name, "cancel");
+        assert_eq!(decode(&encode(&module)), Ok(module));
+    }
+
+    /// A payload that stops where the functions should begin, under a format 7 header, is
+    /// corrupt; the same bytes under a format 6 header are a complete artifact.
+    #[test]
+    fn a_format_7_artifact_without_its_functions_is_corrupt() {
+        let module = tiny();
+        let mut payload = postcard::to_stdvec(&module).expect("encodes");
+        payload.extend(postcard::to_stdvec(&module.field_docs).expect("encodes"));
+        payload.extend(postcard::to_stdvec(&module.gate_contexts).expect("encodes"));
+        payload.extend(postcard::to_stdvec(&module.signals).expect("encodes"));
+        payload.extend(postcard::to_stdvec(&module.selects).expect("encodes"));
+        payload.extend(postcard::to_stdvec(&module.queries).expect("encodes"));
+        payload.extend(postcard::to_stdvec(&module.parallels).expect("encodes"));
+        payload.extend(postcard::to_stdvec(&module.tool_raises).expect("encodes"));
+        payload.extend(postcard::to_stdvec(&module.undos).expect("encodes"));
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&7u16.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(&Sha256::digest(&payload));
+        match decode(&bytes) {
+            Err(ArtifactError::Corrupt(why)) => assert!(why.starts_with("the functions"), "{why}"),
+            other => panic!("expected a corrupt artifact, got {other:?}"),
+        }
+        bytes[8] = 6;
+        assert_eq!(decode(&bytes), Ok(module));
+    }
+
+    #[test]
+    fn functions_round_trip() {
+        let mut module = tiny();
+        module.functions = vec![WorkflowCode {
+            name: "double".into(),
+            params: vec![("n".into(), TypeRef(0))],
+            ret: TypeRef(0),
+            locals: 1,
+            code: vec![Op::LoadLocal(0), Op::LoadLocal(0), Op::Add, Op::Return],
+            debug: vec![module.workflows[0].debug[0]; 4],
+        }];
+        module.workflows[0].code = vec![Op::Const(0), Op::CallFunction { function: 0 }, Op::Return];
+        module.workflows[0].debug = vec![module.workflows[0].debug[0]; 3];
+        let bytes = encode(&module);
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), FORMAT_VERSION);
+        let read = decode(&bytes).expect("reads");
+        assert_eq!(read.function("double").map(|(i, _)| i), Some(0));
+        assert_eq!(read, module);
+    }
+
     /// A payload that stops where the parallels should begin, under a format 6 header.
     #[test]
     fn a_format_6_artifact_without_its_parallels_is_corrupt() {
@@ -512,6 +590,7 @@ mod tests {
             (Op::Select(0), 52),
             (Op::Parallel(0), 53),
             (Op::Compensate, 54),
+            (Op::CallFunction { function: 0 }, 55),
         ];
         for (op, number) in numbered {
             let bytes = postcard::to_stdvec(&op).expect("encodes");

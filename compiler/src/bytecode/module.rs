@@ -62,7 +62,15 @@ pub struct Module {
     /// (indices into [`Module::workflows`]), in a section after `tool_raises`.
     #[serde(skip)]
     pub undos: Vec<UndoBlock>,
+    /// The program's pure functions (`fn`, format 7), called by `CallFunction`, in a
+    /// section after `undos`. Their code has no durable instruction.
+    #[serde(skip)]
+    pub functions: Vec<FunctionCode>,
 }
+
+/// A `fn`'s code: laid out like a workflow's (parameters in the first local slots, one
+/// debug location per instruction, ending with `Return`), without any durable instruction.
+pub type FunctionCode = WorkflowCode;
 
 /// One undo block: the workflow it belongs to and the workflow made of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -384,6 +392,14 @@ impl Module {
             .enumerate()
             .filter(|(index, _)| !self.is_branch(*index))
             .map(|(_, w)| w)
+    }
+
+    /// Function `name` (a `fn`), if the module has one.
+    pub fn function(&self, name: &str) -> Option<(usize, &FunctionCode)> {
+        self.functions
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.name == name)
     }
 
     pub fn workflow(&self, name: &str) -> Option<(usize, &WorkflowCode)> {

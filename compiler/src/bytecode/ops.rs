@@ -155,6 +155,13 @@ pub enum Op {
     /// first, as a child run, one after the other; push the `List` of the names of those
     /// that ran. Format 6.
     Compensate,
+    /// Not durable. Pop the arguments of function `function` (an index into the module's
+    /// functions); run it to completion and push its result. A function's code has no
+    /// durable point, so the call happens between two durable points of the run and is
+    /// never part of a checkpoint. Format 7.
+    CallFunction {
+        function: u32,
+    },
 }
 
 impl Op {

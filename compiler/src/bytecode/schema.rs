@@ -254,6 +254,7 @@ mod tests {
             parallels: Vec::new(),
             tool_raises: Vec::new(),
             undos: Vec::new(),
+            functions: Vec::new(),
             source_hash: String::new(),
             files: Vec::new(),
             constants: Vec::new(),

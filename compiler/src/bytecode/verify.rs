@@ -68,6 +68,10 @@ pub fn stack_effect(module: &Module, op: Op) -> Option<(u32, u32)> {
         Op::Select(n) => (len_u32(module.selects.get(n as usize)?.arity(module)?), 1),
         Op::Parallel(n) => (len_u32(module.parallels.get(n as usize)?.arity()), 1),
         Op::Compensate => (1, 1),
+        Op::CallFunction { function } => (
+            len_u32(module.functions.get(function as usize)?.params.len()),
+            1,
+        ),
         Op::Sleep | Op::Audit { .. } | Op::Fail | Op::Raise | Op::EnterTimeout | Op::Return => {
             (1, 0)
         }
@@ -156,6 +160,10 @@ pub fn verify(module: &Module) -> Result<(), String> {
         check_workflow(module, workflow)
             .map_err(|e| format!("workflow `{}`: {e}", workflow.name))?;
     }
+    for function in &module.functions {
+        check_function(module, function)
+            .map_err(|e| format!("function `{}`: {e}", function.name))?;
+    }
     for query in &module.queries {
         check_query(module, query).map_err(|e| format!("query `{}`: {e}", query.name))?;
     }
@@ -183,6 +191,28 @@ pub fn verify(module: &Module) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A function's code: well-formed like a workflow's, with no durable instruction (a call
+/// runs to completion between two durable points of the run, outside any checkpoint) and
+/// no `timeout` region (a function has no deadline of its own).
+fn check_function(module: &Module, function: &crate::bytecode::FunctionCode) -> Result<(), String> {
+    for (pc, op) in function.code.iter().enumerate() {
+        if op.is_durable() {
+            return Err(format!(
+                "instruction {pc} ({op:?}) is a durable point; a function has none"
+            ));
+        }
+        if matches!(op, Op::EnterTimeout | Op::ExitTimeout | Op::Jitter) {
+            return Err(format!(
+                "instruction {pc} ({op:?}) is not allowed in a function"
+            ));
+        }
+    }
+    if function.params.len() > usize::from(u16::MAX) {
+        return Err("has more parameters than local slots can hold".into());
+    }
+    check_workflow(module, function)
 }
 
 /// A query's code: well-formed like a workflow's (on the workflow's local slots), with no
@@ -479,6 +509,7 @@ fn check_operands(module: &Module, workflow: &WorkflowCode, op: Op) -> Result<()
             None => within(signal, module.signals.len(), "signal"),
         },
         Op::Conform(ty) => within(ty, module.types.len(), "type"),
+        Op::CallFunction { function } => within(function, module.functions.len(), "function"),
         Op::PushHandler { kinds, .. } if kinds != u32::MAX => {
             within(kinds, module.kind_lists.len(), "kind list")
         }
@@ -662,6 +693,7 @@ mod tests {
             parallels: Vec::new(),
             tool_raises: Vec::new(),
             undos: Vec::new(),
+            functions: Vec::new(),
             source_hash: String::new(),
             files: vec!["t.flow".into()],
             constants: vec![
@@ -778,6 +810,71 @@ mod tests {
                 "{refused:?}"
             );
         }
+    }
+
+    fn with_function(code: Vec<Op>) -> Module {
+        let mut m = module(
+            vec![Op::Const(1), Op::CallFunction { function: 0 }, Op::Return],
+            0,
+        );
+        let debug = m.workflows[0].debug[0];
+        m.functions = vec![WorkflowCode {
+            name: "f".into(),
+            params: vec![("x".into(), TypeRef(0))],
+            ret: TypeRef(0),
+            locals: 1,
+            debug: vec![debug; code.len()],
+            code,
+        }];
+        m
+    }
+
+    /// A function's code is checked like a workflow's, and may not hold a durable point.
+    #[test]
+    fn function_code_is_verified_and_has_no_durable_point() {
+        let fine = with_function(vec![Op::LoadLocal(0), Op::Return]);
+        assert_eq!(verify(&fine), Ok(()));
+        let recursive = with_function(vec![
+            Op::LoadLocal(0),
+            Op::CallFunction { function: 0 },
+            Op::Return,
+        ]);
+        assert_eq!(verify(&recursive), Ok(()));
+        let mut slept = with_function(vec![Op::LoadLocal(0), Op::Sleep, Op::Const(0), Op::Return]);
+        slept.constants.push(Constant::Duration(1));
+        let refused = verify(&slept);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("function `f`") && e.contains("durable point")),
+            "{refused:?}"
+        );
+        for (code, why) in [
+            (vec![Op::LoadLocal(3), Op::Return], "local #3"),
+            (vec![Op::Jump(7), Op::Return], "instruction #7"),
+            (vec![Op::LoadLocal(0)], "does not end"),
+            (
+                vec![Op::LoadLocal(0), Op::EnterTimeout, Op::Const(0), Op::Return],
+                "not allowed in a function",
+            ),
+            (
+                vec![
+                    Op::LoadLocal(0),
+                    Op::CallFunction { function: 4 },
+                    Op::Return,
+                ],
+                "function #4",
+            ),
+        ] {
+            let refused = verify(&with_function(code));
+            assert!(
+                refused.as_ref().is_err_and(|e| e.contains(why)),
+                "{why}: {refused:?}"
+            );
+        }
+        let mut missing = with_function(vec![Op::LoadLocal(0), Op::Return]);
+        missing.functions.clear();
+        assert!(verify(&missing).is_err_and(|e| e.contains("function #0")));
     }
 
     #[test]

@@ -9,8 +9,8 @@
 use super::exhaustive::{self, Ctor, Pat, Witness};
 use super::flow::Flow;
 use super::{
-    Checked, FileScope, IterKind, LocalFact, LocalKind, ParallelFacts, Resolutions, Resolved,
-    Value, WorkflowDef, from_stdlib, resolve_type,
+    Checked, FileScope, FunctionDef, IterKind, LocalFact, LocalKind, ParallelFacts, Resolutions,
+    Resolved, Value, WorkflowDef, from_stdlib, resolve_type,
 };
 use crate::diagnostics::{Diagnostic, codes, did_you_mean};
 use crate::span::{FileId, Span};
@@ -28,45 +28,43 @@ pub fn check_workflow(
     file_start: usize,
     resolved: &mut Resolutions,
 ) {
-    let mut checker = BodyChecker {
+    let mut checker = BodyChecker::new(
         checked,
-        scope: &checked.scopes[file.0 as usize],
+        workflow,
         file,
+        &decl.name,
+        &decl.body,
         diagnostics,
         file_start,
-        locals: Vec::new(),
-        workflow,
-        flow: Flow::not_approved(
-            decl.name.span,
-            format!(
-                "no approval is awaited between the start of `{}` and the call",
-                decl.name.name
-            ),
-        ),
-        loops: Vec::new(),
         resolved,
-        top_level: decl.body.stmts.iter().map(|s| s.span).collect(),
-        queries: Vec::new(),
-        on_cancel: None,
-        branches: Vec::new(),
-    };
-    for param in &workflow.params {
-        let ident = ast::Ident {
-            name: param.name.clone(),
-            span: param.span,
-        };
-        checker.bind(&ident, param.ty.clone(), false, false, LocalKind::Param);
-        if let Some(local) = checker.locals.last_mut() {
-            local.used = true;
-        }
-        // Parameters are visible in the whole body (and never popped).
-        checker.note_visible(decl.body.span.start, decl.body.span.end);
-    }
+    );
     checker.check_signal_types();
-    // A workflow without a result discards its body's value, like a statement.
-    let expected = &workflow.ret;
-    let body_type = checker.check_block(&decl.body, Some(expected));
-    checker.check_result(decl, &body_type);
+    checker.check_body(&decl.name, &decl.body);
+}
+
+/// A `fn`'s body: checked like a workflow's, and any durable point in it is E0411.
+pub fn check_function(
+    checked: &Checked,
+    function: &FunctionDef,
+    file: FileId,
+    decl: &ast::FunctionDecl,
+    diagnostics: &mut Vec<Diagnostic>,
+    file_start: usize,
+    resolved: &mut Resolutions,
+) {
+    let workflow = function.as_workflow();
+    let mut checker = BodyChecker::new(
+        checked,
+        &workflow,
+        file,
+        &decl.name,
+        &decl.body,
+        diagnostics,
+        file_start,
+        resolved,
+    );
+    checker.function = true;
+    checker.check_body(&decl.name, &decl.body);
 }
 
 struct Local {
@@ -112,6 +110,10 @@ struct BodyChecker<'a> {
     on_cancel: Option<Span>,
     /// The enclosing `parallel`s, outermost first.
     branches: Vec<BranchScope>,
+    /// Checking a `fn`: `workflow` is its signature, and durable points are E0411.
+    function: bool,
+    /// The constructs reported as E0411 so far.
+    forbidden: Vec<Span>,
 }
 
 /// A `parallel` being checked: where its branches' own locals begin, and the enclosing
@@ -139,6 +141,113 @@ enum Coverage {
 }
 
 impl<'a> BodyChecker<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        checked: &'a Checked,
+        workflow: &'a WorkflowDef,
+        file: FileId,
+        name: &ast::Ident,
+        body: &ast::Block,
+        diagnostics: &'a mut Vec<Diagnostic>,
+        file_start: usize,
+        resolved: &'a mut Resolutions,
+    ) -> BodyChecker<'a> {
+        BodyChecker {
+            checked,
+            scope: &checked.scopes[file.0 as usize],
+            file,
+            diagnostics,
+            file_start,
+            locals: Vec::new(),
+            workflow,
+            flow: Flow::not_approved(
+                name.span,
+                format!(
+                    "no approval is awaited between the start of `{}` and the call",
+                    name.name
+                ),
+            ),
+            loops: Vec::new(),
+            resolved,
+            top_level: body.stmts.iter().map(|s| s.span).collect(),
+            queries: Vec::new(),
+            on_cancel: None,
+            branches: Vec::new(),
+            function: false,
+            forbidden: Vec::new(),
+        }
+    }
+
+    /// The parameters, then the body and its result.
+    fn check_body(&mut self, name: &ast::Ident, body: &ast::Block) {
+        for param in &self.workflow.params {
+            let ident = ast::Ident {
+                name: param.name.clone(),
+                span: param.span,
+            };
+            self.bind(&ident, param.ty.clone(), false, false, LocalKind::Param);
+            if let Some(local) = self.locals.last_mut() {
+                local.used = true;
+            }
+            // Parameters are visible in the whole body (and never popped).
+            self.note_visible(body.span.start, body.span.end);
+        }
+        // A workflow without a result discards its body's value, like a statement.
+        let expected = &self.workflow.ret;
+        let body_type = self.check_block(body, Some(expected));
+        self.check_result(name, body, &body_type);
+    }
+
+    /// `workflow` or `fn`, for messages about the declaration being checked.
+    fn what(&self) -> &'static str {
+        if self.function {
+            "function"
+        } else {
+            "workflow"
+        }
+    }
+
+    /// Reports `label` (what the construct does: "calls the tool `x`") at `span` when the
+    /// body being checked is a `fn`'s, where nothing durable may happen (E0411); true if
+    /// it did.
+    fn forbid_in_function(&mut self, span: Span, extent: Span, label: &str, help: &str) -> bool {
+        if !self.function {
+            return false;
+        }
+        // Inside a construct already reported (a tool call in a `retry`), once is enough.
+        if self
+            .forbidden
+            .iter()
+            .any(|outer| outer.start <= extent.start && extent.end <= outer.end)
+        {
+            return true;
+        }
+        self.forbidden.push(extent);
+        let name = self.workflow.name.clone();
+        self.error(
+            Diagnostic::error(
+                codes::DURABLE_STEP_IN_FUNCTION,
+                self.file,
+                span,
+                label.to_string(),
+            )
+            .with_message(format!("Function `{name}` would take a durable step"))
+            .with_label(self.file, self.workflow.span, "in this function")
+            .with_help(help.to_string()),
+        );
+        true
+    }
+
+    /// [`Self::forbid_in_function`] with the help for most constructs.
+    fn forbid_durable(&mut self, span: Span, extent: Span, label: &str) -> bool {
+        self.forbid_in_function(
+            span,
+            extent,
+            label,
+            "a `fn` only computes a value from its arguments; do this in a workflow, and pass what it gives to the function",
+        )
+    }
+
     // ----- helpers ------------------------------------------------------------------
 
     fn show(&self, ty: &Type) -> String {
@@ -463,12 +572,13 @@ impl<'a> BodyChecker<'a> {
         self.error(diagnostic);
     }
 
-    fn check_result(&mut self, decl: &ast::WorkflowDecl, body_type: &Type) {
+    fn check_result(&mut self, name: &ast::Ident, body: &ast::Block, body_type: &Type) {
         let ret = &self.workflow.ret;
         if *ret == Type::Unit || matches!(body_type, Type::Never) {
             return;
         }
-        let tail = decl.body.stmts.last().and_then(|s| match &s.kind {
+        let what = self.what();
+        let tail = body.stmts.last().and_then(|s| match &s.kind {
             StmtKind::Expr(e) => Some(e),
             _ => None,
         });
@@ -479,31 +589,31 @@ impl<'a> BodyChecker<'a> {
                         (
                             self.file,
                             s,
-                            "the workflow's result type is declared here".to_string(),
+                            format!("the {what}'s result type is declared here"),
                         )
                     });
                     self.mismatch(expr.span, ret, body_type, because);
                 }
             }
             _ => {
-                let end = Span::new(decl.body.span.end as usize - 1, decl.body.span.end as usize);
+                let end = Span::new(body.span.end as usize - 1, body.span.end as usize);
                 let ret_show = self.show(ret);
                 let mut diagnostic = Diagnostic::error(
                     codes::MISSING_RETURN,
                     self.file,
                     end,
-                    format!("the workflow can reach its end here without a value of type {ret_show}"),
+                    format!("the {what} can reach its end here without a value of type {ret_show}"),
                 )
-                .with_message(format!(
-                    "`{}` may end without returning a value",
-                    decl.name.name
-                ))
+                .with_message(format!("`{}` may end without returning a value", name.name))
                 .with_help(format!(
-                    "end the workflow with a value of type {ret_show}, or `return` one on every path"
+                    "end the {what} with a value of type {ret_show}, or `return` one on every path"
                 ));
                 if let Some(span) = self.workflow.ret_span {
-                    diagnostic =
-                        diagnostic.with_label(self.file, span, "the workflow promises this result");
+                    diagnostic = diagnostic.with_label(
+                        self.file,
+                        span,
+                        format!("the {what} promises this result"),
+                    );
                 }
                 self.error(diagnostic);
             }
@@ -560,7 +670,21 @@ impl<'a> BodyChecker<'a> {
                 ty,
                 value,
             } => self.check_let(*mutable, name, ty.as_deref(), value),
-            StmtKind::LetUndo { name, value, undo } => self.check_let_undo(name, value, undo),
+            StmtKind::LetUndo { name, value, undo } => {
+                // The `undo` between the value and the block (` undo ` as written by fmt).
+                let (from, to) = (value.span.end as usize, undo.span.start as usize);
+                let word = if to >= from + 6 {
+                    Span::new(from + 1, to - 1)
+                } else {
+                    Span::new(from, to.max(from))
+                };
+                if self.forbid_durable(word, stmt.span, "this registers an `undo` block") {
+                    self.check_let(false, name, None, value);
+                } else {
+                    self.check_let_undo(name, value, undo)
+                }
+            }
+            StmtKind::Compensate if self.forbid_durable(stmt.span, stmt.span, "this runs the undo blocks") => {}
             StmtKind::Compensate => {
                 self.forbid_in_branch(
                     stmt.span,
@@ -652,9 +776,13 @@ impl<'a> BodyChecker<'a> {
                                 codes::TYPE_MISMATCH,
                                 self.file,
                                 value.span,
-                                "this workflow declares no result",
+                                format!("this {} declares no result", self.what()),
                             )
-                            .with_help("declare the result type after the parameters: `workflow name(…) -> Type`"),
+                            .with_help(if self.function {
+                                "declare the result type after the parameters: `fn name(…) -> Type`"
+                            } else {
+                                "declare the result type after the parameters: `workflow name(…) -> Type`"
+                            }),
                         );
                     }
                     Some(value) => {
@@ -674,7 +802,8 @@ impl<'a> BodyChecker<'a> {
                                 self.file,
                                 stmt.span,
                                 format!(
-                                    "this `return` has no value, but the workflow returns {show}"
+                                    "this `return` has no value, but the {} returns {show}",
+                                    self.what()
                                 ),
                             )
                             .with_help(format!("return a value of type {show}: `return value`")),
@@ -688,6 +817,12 @@ impl<'a> BodyChecker<'a> {
                 self.check_fail(value);
                 self.flow = Flow::Unreachable;
             }
+            StmtKind::ContinueAs { args, .. }
+                if self.forbid_durable(stmt.span, stmt.span, "this starts a new run") =>
+            {
+                self.check_args_loosely(args);
+                self.flow = Flow::Unreachable;
+            }
             StmtKind::ContinueAs { workflow, args } => {
                 if !self.forbid_in_branch(
                     stmt.span,
@@ -699,6 +834,7 @@ impl<'a> BodyChecker<'a> {
                 self.flow = Flow::Unreachable;
             }
             StmtKind::Sleep(duration) => {
+                self.forbid_durable(stmt.span, stmt.span, "this waits on a durable timer");
                 self.expect_type(duration, &Type::Duration);
                 if duration_constant(duration).is_some_and(|ms| ms < 0) {
                     self.out_of_range(
@@ -709,14 +845,29 @@ impl<'a> BodyChecker<'a> {
                 }
             }
             StmtKind::Audit { event, fields } => {
+                self.forbid_durable(stmt.span, stmt.span, "this writes to the run's audit trail");
                 self.check_not_empty(event, "audit event", "audit \"docs_checked\" { … }");
                 let types = self.check_record_fields(fields);
                 for (field, (_, ty)) in fields.iter().zip(&types) {
                     self.forbid_secret(field.value.span, ty, "in the audit trail");
                 }
             }
+            StmtKind::Query { name, .. }
+                if self.forbid_in_function(
+                    name.span,
+                    stmt.span,
+                    "a query of a function",
+                    "a query shows the state of a workflow's run; declare it in the workflow",
+                ) => {}
             StmtKind::Query { name, ret, body } => self.check_query(stmt.span, name, ret, body),
-            StmtKind::OnCancel(block) => self.check_on_cancel(stmt.span, block),
+            StmtKind::OnCancel(block) => {
+                let end = (stmt.span.start as usize + "on cancel".len())
+                    .min(block.span.start as usize);
+                let keyword = Span::new(stmt.span.start as usize, end);
+                if !self.forbid_durable(keyword, stmt.span, "a function is never cancelled") {
+                    self.check_on_cancel(stmt.span, block);
+                }
+            }
             StmtKind::Error => {}
         }
     }
@@ -823,7 +974,6 @@ impl<'a> BodyChecker<'a> {
     /// `on cancel { … }`: at the top level of the workflow, once, run apart like an undo
     /// block.
     fn check_on_cancel(&mut self, span: Span, block: &ast::Block) {
-        // `on cancel`, as the formatter writes it.
         let end = (span.start as usize + "on cancel".len()).min(block.span.start as usize);
         let keyword = Span::new(span.start as usize, end);
         if !self.top_level.contains(&span) {
@@ -1321,10 +1471,20 @@ impl<'a> BodyChecker<'a> {
                 per_kind,
                 body,
             } => {
+                self.forbid_durable(
+                    keyword(expr.span, "retry"),
+                    expr.span,
+                    "`retry` waits and runs its block again, durably",
+                );
                 self.check_retry_policies(policies, *per_kind);
                 self.check_block(body, expected)
             }
             ExprKind::Timeout { duration, body } => {
+                self.forbid_durable(
+                    keyword(expr.span, "timeout"),
+                    expr.span,
+                    "`timeout` keeps a durable deadline",
+                );
                 self.expect_type(duration, &Type::Duration);
                 if duration_constant(duration).is_some_and(|ms| ms <= 0) {
                     self.out_of_range(
@@ -1337,6 +1497,11 @@ impl<'a> BodyChecker<'a> {
             }
             ExprKind::Try { body, catches } => self.check_try(body, catches, expected),
             ExprKind::AwaitApproval { gate, options } => {
+                self.forbid_durable(
+                    Span::new(expr.span.start as usize, gate.span.end as usize),
+                    expr.span,
+                    "this waits for an approval",
+                );
                 self.check_not_empty(
                     gate,
                     "approval gate",
@@ -1355,6 +1520,11 @@ impl<'a> BodyChecker<'a> {
                     .unwrap_or(Type::Unknown)
             }
             ExprKind::AwaitInput { ty, name, options } => {
+                self.forbid_durable(
+                    Span::new(expr.span.start as usize, name.span.end as usize),
+                    expr.span,
+                    "this waits for a person's input",
+                );
                 self.check_not_empty(
                     name,
                     "input request",
@@ -1365,15 +1535,32 @@ impl<'a> BodyChecker<'a> {
                 self.check_input_type(&resolved, ty.span, None);
                 resolved
             }
+            ExprKind::AwaitSignal { .. }
+                if self.forbid_durable(expr.span, expr.span, "this waits for a signal") =>
+            {
+                Type::Unknown
+            }
             ExprKind::AwaitSignal { name } => {
                 self.forbid_signals_in_branch(expr.span, "`await signal`");
                 self.await_signal(name)
             }
             ExprKind::Select { arms } => {
+                self.forbid_durable(
+                    keyword(expr.span, "select"),
+                    expr.span,
+                    "`select` waits for the first of its arms",
+                );
                 self.forbid_signals_in_branch(expr.span, "`select`");
                 self.check_select(arms, expected)
             }
-            ExprKind::Parallel(parallel) => self.check_parallel(parallel, expr.span, expected),
+            ExprKind::Parallel(parallel) => {
+                self.forbid_durable(
+                    keyword(expr.span, "parallel"),
+                    expr.span,
+                    "`parallel` runs its branches as child runs",
+                );
+                self.check_parallel(parallel, expr.span, expected)
+            }
             ExprKind::Error => Type::Unknown,
         }
     }
@@ -1405,6 +1592,15 @@ impl<'a> BodyChecker<'a> {
                     span,
                     format!("`{name}` is a tool"),
                     format!("call it: `{name}({})`", param_list(self, &tool.params)),
+                );
+                Type::Unknown
+            }
+            [(Value::Function(i), _)] => {
+                let function = &self.checked.functions[*i];
+                self.not_a_value(
+                    span,
+                    format!("`{name}` is a function"),
+                    format!("call it: `{name}({})`", param_list(self, &function.params)),
                 );
                 Type::Unknown
             }
@@ -2000,8 +2196,10 @@ impl<'a> BodyChecker<'a> {
             [(Value::Tool(index), _)] => {
                 self.record(span, Resolved::Tool(*index));
                 let tool = &self.checked.tools[*index];
+                let pure =
+                    self.forbid_durable(span, span, &format!("this calls the tool `{name}`"));
                 self.check_args(&tool.name, &tool.params, tool.file, tool.span, args, span);
-                if tool.sensitive {
+                if tool.sensitive && !pure {
                     self.check_sensitive_call(*index, span);
                 }
                 tool.ret.clone()
@@ -2009,6 +2207,11 @@ impl<'a> BodyChecker<'a> {
             [(Value::Workflow(index), _)] => {
                 self.record(span, Resolved::Workflow(*index));
                 let workflow = &self.checked.workflows[*index];
+                self.forbid_durable(
+                    span,
+                    span,
+                    &format!("this runs the workflow `{name}` as a child run"),
+                );
                 self.check_args(
                     &workflow.name,
                     &workflow.params,
@@ -2019,9 +2222,27 @@ impl<'a> BodyChecker<'a> {
                 );
                 workflow.ret.clone()
             }
+            [(Value::Function(index), _)] => {
+                self.record(span, Resolved::Function(*index));
+                let function = &self.checked.functions[*index];
+                self.check_args(
+                    &function.name,
+                    &function.params,
+                    function.file,
+                    function.span,
+                    args,
+                    span,
+                );
+                function.ret.clone()
+            }
             [(Value::Variant(id, index), _)] => self.construct_variant(*id, *index, args, span),
             [] => match stdlib::Builtin::from_name(name) {
-                Some(builtin) => self.check_builtin(builtin, args, span),
+                Some(builtin) => {
+                    if builtin.effect() == stdlib::Effect::Durable {
+                        self.forbid_durable(span, span, "this reads the clock, a durable point");
+                    }
+                    self.check_builtin(builtin, args, span)
+                }
                 None => {
                     self.check_args_loosely(args);
                     self.unknown_callee(name, callee.span);
@@ -2868,6 +3089,14 @@ impl<'a> BodyChecker<'a> {
             }
             for arg in args.iter().skip(payload.len()) {
                 self.check_expr(arg, None);
+            }
+            if self.forbid_in_function(
+                value.span,
+                value.span,
+                &format!("this fails with the named error `{name}`"),
+                &format!("a `fn` declares no errors: fail with a message (`fail \"…\"`), or let the workflow that calls it fail with `{name}`"),
+            ) {
+                return;
             }
             if !self.workflow.raises.iter().any(|r| r == name) {
                 let help = format!("declare it after the result type: `-> … raises {name}`");
@@ -4161,6 +4390,12 @@ fn branch_value(ty: Type) -> Type {
         Type::Never => Type::Unit,
         other => other,
     }
+}
+
+/// The span of the keyword `word` that starts `span` (`retry` of a `retry … { … }`).
+fn keyword(span: Span, word: &str) -> Span {
+    let start = span.start as usize;
+    Span::new(start, (start + word.len()).min(span.end as usize))
 }
 
 fn int_constant(expr: &ast::Expr) -> Option<i64> {

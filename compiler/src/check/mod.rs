@@ -65,6 +65,37 @@ pub struct WorkflowDef {
     pub raises: Vec<Name>,
 }
 
+/// A pure function (`fn name(…) -> T { … }`): like a workflow's signature, without signals,
+/// queries or named errors. Calling one is not a step: it runs to completion in memory.
+#[derive(Clone, Debug)]
+pub struct FunctionDef {
+    pub name: Name,
+    pub file: FileId,
+    pub span: Span,
+    pub params: Vec<ParamDef>,
+    pub ret: Type,
+    pub ret_span: Option<Span>,
+    pub doc: Option<Box<str>>,
+}
+
+impl FunctionDef {
+    /// The signature as a workflow's, for the body checker (which checks both alike).
+    pub fn as_workflow(&self) -> WorkflowDef {
+        WorkflowDef {
+            name: self.name.clone(),
+            file: self.file,
+            span: self.span,
+            params: self.params.clone(),
+            ret: self.ret.clone(),
+            ret_span: self.ret_span,
+            doc: self.doc.clone(),
+            signals: Vec::new(),
+            queries: Vec::new(),
+            raises: Vec::new(),
+        }
+    }
+}
+
 /// One signal a workflow accepts: the type of its value and who may send it.
 #[derive(Clone, Debug)]
 pub struct SignalDef {
@@ -82,6 +113,8 @@ pub enum Value {
     Tool(usize),
     Workflow(usize),
     Variant(TypeId, usize),
+    /// A `fn` (an index into [`Checked::functions`]).
+    Function(usize),
 }
 
 /// The names one file can see, each with the file that declares it.
@@ -162,6 +195,8 @@ pub enum Resolved {
     Builtin(stdlib::Builtin),
     /// A named error, as in `fail NotFound(id)` (an index into [`Checked::errors`]).
     Error(usize),
+    /// A call of a `fn` (an index into [`Checked::functions`]).
+    Function(usize),
 }
 
 /// What a `for` loop goes over.
@@ -257,6 +292,8 @@ pub struct Checked {
     /// `program_workflows` on; see [`crate::testing`]).
     pub workflows: Vec<WorkflowDef>,
     pub program_workflows: usize,
+    /// The program's functions (`fn`), files in order, items in order.
+    pub functions: Vec<FunctionDef>,
     pub scopes: Vec<FileScope>,
     pub decision: Option<TypeId>,
     pub error: Option<TypeId>,
@@ -310,8 +347,9 @@ pub fn check_program_with(
     checker.build_scopes(db, imports);
     checker.resolve_declarations(trees);
     let typed_helpers = checker.resolve_test_helpers(trees);
-    // Workflows were numbered in this same order when they were collected.
+    // Workflows and functions were numbered in this same order when they were collected.
     let mut workflow_index = 0;
+    let mut function_index = 0;
     let mut resolutions = Resolutions {
         ide: ide.then(IdeFacts::default),
         ..Resolutions::default()
@@ -333,6 +371,19 @@ pub fn check_program_with(
                     &mut resolutions,
                 );
                 workflow_index += 1;
+            }
+            if let ast::Item::Function(function) = item {
+                let def = &checker.checked.functions[function_index];
+                body::check_function(
+                    &checker.checked,
+                    def,
+                    file,
+                    function,
+                    checker.diagnostics,
+                    file_start,
+                    &mut resolutions,
+                );
+                function_index += 1;
             }
         }
     }
@@ -420,18 +471,20 @@ impl DeclChecker<'_> {
     fn collect(&mut self, trees: &[SyntaxTree]) {
         // The tables are allocated at their length: grown by doubling, a program of 20,000
         // declarations kept room for up to twice as many.
-        let (mut types, mut tools, mut workflows) = (0, 0, 0);
+        let (mut types, mut tools, mut workflows, mut functions) = (0, 0, 0, 0);
         for item in trees.iter().flat_map(|tree| &tree.module.items) {
             match item {
                 ast::Item::Type(_) | ast::Item::Enum(_) | ast::Item::Error(_) => types += 1,
                 ast::Item::Tool(_) => tools += 1,
                 ast::Item::Workflow(_) => workflows += 1,
+                ast::Item::Function(_) => functions += 1,
                 ast::Item::Import(_) | ast::Item::Test(_) => {}
             }
         }
         self.checked.types.reserve_exact(types);
         self.checked.tools.reserve_exact(tools);
         self.checked.workflows.reserve_exact(workflows);
+        self.checked.functions.reserve_exact(functions);
         for (index, tree) in trees.iter().enumerate() {
             let file = FileId(index as u32);
             let mut own = OwnNames::default();
@@ -492,6 +545,19 @@ impl DeclChecker<'_> {
                             raises: decl.raises.iter().map(|r| r.name.clone()).collect(),
                         });
                         self.add_own_value(file, &mut own, &decl.name, Value::Workflow(index));
+                    }
+                    ast::Item::Function(decl) => {
+                        let index = self.checked.functions.len();
+                        self.checked.functions.push(FunctionDef {
+                            name: decl.name.name.clone(),
+                            file,
+                            span: decl.name.span,
+                            params: Vec::new(),
+                            ret: Type::Unit,
+                            ret_span: decl.ret.as_ref().map(|r| r.span),
+                            doc: decl.doc.clone(),
+                        });
+                        self.add_own_value(file, &mut own, &decl.name, Value::Function(index));
                     }
                     ast::Item::Import(_) | ast::Item::Test(_) => {}
                 }
@@ -672,6 +738,7 @@ impl DeclChecker<'_> {
     fn resolve_declarations(&mut self, trees: &[SyntaxTree]) {
         let mut tool_index = 0;
         let mut workflow_index = 0;
+        let mut function_index = 0;
         for (index, tree) in trees.iter().enumerate() {
             let file = FileId(index as u32);
             let mut declared_types =
@@ -771,6 +838,17 @@ impl DeclChecker<'_> {
                         workflow.signals = signals;
                         workflow.queries = queries;
                         workflow_index += 1;
+                    }
+                    ast::Item::Function(decl) => {
+                        let params = self.resolve_params(file, &decl.params);
+                        let ret = match &decl.ret {
+                            Some(ret) => resolve_type(&self.checked, file, ret, self.diagnostics),
+                            None => Type::Unit,
+                        };
+                        let function = &mut self.checked.functions[function_index];
+                        function.params = params;
+                        function.ret = ret;
+                        function_index += 1;
                     }
                     ast::Item::Import(_) | ast::Item::Test(_) => {}
                 }

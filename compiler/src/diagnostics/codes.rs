@@ -75,6 +75,7 @@ codes! {
     SELECT_ARM_DOES_NOT_WAIT = "E0408", "Select arm does not wait";
     UNDECLARED_ERROR = "E0409", "Error not declared";
     UNREACHABLE_CATCH = "E0410", "Catch of an error the try cannot raise";
+    DURABLE_STEP_IN_FUNCTION = "E0411", "Durable step in a function";
     CONFLICTING_RETRY_POLICY = "E0412", "Conflicting retry policies";
     ON_CANCEL_NOT_AT_TOP_LEVEL = "E0413", "`on cancel` inside a block";
 

@@ -23,6 +23,21 @@ pub enum Item {
     Test(Box<TestDecl>),
     /// `error NotFound(id: String)`: an error a tool or a workflow can raise, by name.
     Error(Box<ErrorDecl>),
+    /// `fn name(param: Type) -> Type { … }`: a pure function (no durable point).
+    Function(Box<FunctionDecl>),
+}
+
+/// `fn pow2(n: Int) -> Int { … }`: a pure helper. Its body is ordinary code, without any
+/// durable point (no tool or workflow call, no wait, no audit …), so a call runs to
+/// completion between two durable points of the workflow that makes it.
+#[derive(Clone, Debug)]
+pub struct FunctionDecl {
+    pub doc: Option<Box<str>>,
+    pub name: Ident,
+    pub params: Vec<Field>,
+    pub ret: Option<TypeExpr>,
+    pub body: Block,
+    pub span: Span,
 }
 
 /// `error NotFound(id: String)`: a named error and the fields it carries besides those of
@@ -61,6 +76,7 @@ impl Item {
             Item::Workflow(w) => w.span,
             Item::Test(t) => t.span,
             Item::Error(e) => e.span,
+            Item::Function(f) => f.span,
         }
     }
 }

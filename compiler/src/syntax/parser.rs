@@ -280,7 +280,11 @@ impl<'a> Parser<'a> {
         self.bump();
         while !self.at(T::Eof) {
             let token = self.token();
-            if token.starts_line && (ITEM_KEYWORDS.contains(&token.kind) || self.at_test_item()) {
+            if token.starts_line
+                && (ITEM_KEYWORDS.contains(&token.kind)
+                    || self.at_test_item()
+                    || (self.at_word("fn") && self.next_token().kind == T::Ident))
+            {
                 return;
             }
             self.bump();
@@ -359,8 +363,8 @@ impl<'a> Parser<'a> {
                     let echo = self.at(T::RBrace) && !self.diagnostics.is_empty();
                     if self.error_count() == errors && !echo {
                         self.error_unexpected(
-                            "`workflow`, `tool`, `type`, `enum`, `test` or `import`",
-                            "a file holds declarations: `type`, `enum`, `tool`, `workflow`, `test` and `import`; statements go inside a workflow's `{ … }`",
+                            "`workflow`, `fn`, `tool`, `type`, `enum`, `test` or `import`",
+                            "a file holds declarations: `type`, `enum`, `tool`, `workflow`, `fn`, `test` and `import`; statements go inside a workflow's `{ … }`",
                         );
                     }
                     self.recover_item();
@@ -399,6 +403,10 @@ impl<'a> Parser<'a> {
             T::Ident if self.at_test_item() => Some(Item::Test(Box::new(self.parse_test_decl()?))),
             T::Ident if self.at_word("error") && self.next_token().kind == T::Ident => {
                 Some(Item::Error(Box::new(self.parse_error_decl(doc)?)))
+            }
+            // `fn` is a word only here: `fn name(`.
+            T::Ident if self.at_word("fn") && self.next_token().kind == T::Ident => {
+                Some(Item::Function(Box::new(self.parse_function_decl(doc)?)))
             }
             _ => None,
         }
@@ -667,6 +675,30 @@ impl<'a> Parser<'a> {
             ret,
             accepts,
             raises,
+            span: start.to(body.span),
+            body,
+        })
+    }
+
+    fn parse_function_decl(&mut self, doc: Option<Box<str>>) -> Option<FunctionDecl> {
+        let start = self.bump().span;
+        let name = self.parse_ident("a function name")?;
+        self.expect(
+            T::LParen,
+            "a function reads `fn name(param: Type) -> Result { … }`",
+        )?;
+        let params = self.parse_params();
+        let ret = if self.eat(T::Arrow).is_some() {
+            Some(self.parse_type())
+        } else {
+            None
+        };
+        let body = self.parse_block()?;
+        Some(FunctionDecl {
+            doc,
+            name,
+            params,
+            ret,
             span: start.to(body.span),
             body,
         })

@@ -465,6 +465,8 @@ const ASSERTIONS = [
   { src: 'let m: Map<List<Int>>? = none', at: '>>', want: /^punctuation\.definition\.typeparameters\.end/ },
   { src: 'let m: Map<List<Int>>? = none', at: 'none', want: /^constant\.language\.none/ },
   { src: 'import "types.flow"', at: 'import', want: /^keyword\.control\.import/ },
+  { src: 'fn pow2(n: Int) -> Int {', at: 'fn', want: /^support\.function\.fn/ },
+  { src: 'fn pow2(n: Int) -> Int {', at: 'pow2', want: /^entity\.name\.function/ },
   // Comments and operators.
   { src: '/// The terminal\'s `receipt` number.\nid: String, // a plain comment', at: '///', want: /^comment\.line\.documentation/ },
   { src: '/// The terminal\'s `receipt` number.\nid: String, // a plain comment', at: 'number.', want: /^comment\.line\.documentation/ },

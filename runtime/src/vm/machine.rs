@@ -181,10 +181,20 @@ pub fn tool_error_value(
     ])
 }
 
-/// A factor in [0.5, 1] from the run's position: the same on every replay.
 /// The most instructions a query may run (a loop in a query must not hang a server).
 pub const QUERY_STEPS: usize = 1_000_000;
 
+/// The most instructions one call of a function (`fn`) from a workflow's code may run,
+/// with the calls it makes: a function has no durable point, so an endless loop in one
+/// would otherwise never give the run back. Reaching it raises a `Failed` error at the call
+/// (the same on every replay: the count depends only on the code and its arguments).
+pub const FUNCTION_STEPS: u64 = 10_000_000;
+
+/// How deep calls of functions may nest (recursion included); a call deeper than this
+/// raises a `Failed` error naming the function, which the run may `catch`.
+pub const FUNCTION_DEPTH: usize = 1_000;
+
+/// A factor in [0.5, 1] from the run's position: the same on every replay.
 fn jitter_factor(steps: u64, workflow: u32, pc: u32) -> f64 {
     let mut x = steps
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -406,14 +416,17 @@ impl Machine {
         scratch.fiber.pc = 0;
         scratch.fiber.stack.clear();
         scratch.fiber.handlers.clear();
-        for _ in 0..QUERY_STEPS {
+        // The query's own instructions and those of the functions it calls share the budget.
+        let mut budget = QUERY_STEPS as u64;
+        while budget > 0 {
+            budget -= 1;
             let Some(op) = code.get(scratch.fiber.pc as usize).copied() else {
                 return Err("the query's code ended without a value".into());
             };
             if op.is_durable() {
                 return Err(format!("the query reached a durable instruction ({op:?})"));
             }
-            match scratch.execute(module, op) {
+            match scratch.step(module, op, &mut budget) {
                 Ok(Some(value)) => return Ok(value),
                 Ok(None) => {}
                 Err(Trap::Raise(error)) => {
@@ -478,20 +491,9 @@ impl Machine {
         if let Some(at) = first {
             self.raised = Some((error.clone(), at));
         }
-        while let Some(handler) = self.fiber.handlers.pop() {
-            let matches = handler.kinds == u32::MAX
-                || module
-                    .kind_lists
-                    .get(handler.kinds as usize)
-                    .is_some_and(|kinds| kinds.contains(&kind));
-            if matches {
-                self.fiber.stack.truncate(handler.stack_depth as usize);
-                self.fiber.deadlines.truncate(handler.timeouts as usize);
-                self.fiber.stack.push(error);
-                self.fiber.pc = handler.catch;
-                return None;
-            }
-        }
+        let Err(error) = self.catch(module, &kind, error) else {
+            return None;
+        };
         let message = match error.field("message") {
             Some(Value::Str(m)) => m.clone(),
             _ => "failed".to_string(),
@@ -502,6 +504,175 @@ impl Machine {
             location: first,
             error: Some(error.to_json()),
         }))
+    }
+
+    /// Unwinds the current fiber to its innermost handler for `kind`, which then runs with
+    /// the error pushed; the error back when no handler of the fiber takes it.
+    fn catch(&mut self, module: &Module, kind: &str, error: Value) -> Result<(), Value> {
+        while let Some(handler) = self.fiber.handlers.pop() {
+            let matches = handler.kinds == u32::MAX
+                || module
+                    .kind_lists
+                    .get(handler.kinds as usize)
+                    .is_some_and(|kinds| kinds.iter().any(|k| k == kind));
+            if matches {
+                self.fiber.stack.truncate(handler.stack_depth as usize);
+                self.fiber.deadlines.truncate(handler.timeouts as usize);
+                self.fiber.stack.push(error);
+                self.fiber.pc = handler.catch;
+                return Ok(());
+            }
+        }
+        Err(error)
+    }
+
+    /// Runs function `function` to completion on the arguments at the top of the stack
+    /// (popped), in frames of its own, and gives its result. Its code has no durable point
+    /// (the verifier proved it), so nothing of this is ever in a checkpoint. An error the
+    /// function does not catch unwinds its frames and comes out as the call's, pointing at
+    /// the line in the function that raised it. Each instruction takes one from `budget`.
+    fn call_function(
+        &mut self,
+        module: &Module,
+        function: u32,
+        budget: &mut u64,
+    ) -> Result<Value, Trap> {
+        let frame = |module: &Module, function: u32, args: Vec<Value>| {
+            let code = module
+                .functions
+                .get(function as usize)
+                .ok_or_else(|| Trap::Fatal(format!("no function {function}")))?;
+            let mut locals = args;
+            locals.resize(code.locals.max(locals.len() as u32) as usize, Value::None);
+            Ok::<_, Trap>(Fiber {
+                pc: 0,
+                stack: Vec::new(),
+                locals,
+                handlers: Vec::new(),
+                deadlines: Vec::new(),
+            })
+        };
+        let name = |function: u32| {
+            module
+                .functions
+                .get(function as usize)
+                .map_or("?", |f| f.name.as_str())
+        };
+        let arity = module
+            .functions
+            .get(function as usize)
+            .ok_or_else(|| Trap::Fatal(format!("no function {function}")))?
+            .params
+            .len();
+        let allowed = *budget;
+        let args = self.pop_n(arity)?;
+        let first = frame(module, function, args)?;
+        let outer = std::mem::replace(&mut self.fiber, first);
+        // The callers' frames, innermost last; `current` is the running function.
+        let mut callers: Vec<(u32, Fiber)> = Vec::new();
+        let mut current = function;
+        let result = loop {
+            let Some(code) = module.functions.get(current as usize) else {
+                break Err(Trap::Fatal(format!("no function {current}")));
+            };
+            let Some(op) = code.code.get(self.fiber.pc as usize).copied() else {
+                break Err(Trap::Fatal(format!(
+                    "the program counter left the code of function `{}`",
+                    code.name
+                )));
+            };
+            let outcome = if *budget == 0 {
+                Err(raise(format!(
+                    "function `{}` ran more than {} instructions without returning (an endless loop?)",
+                    name(function),
+                    allowed
+                )))
+            } else {
+                *budget -= 1;
+                match op {
+                    Op::CallFunction { function: callee } => {
+                        if callers.len() + 1 >= FUNCTION_DEPTH {
+                            Err(raise(format!(
+                                "function `{}` was called more than {FUNCTION_DEPTH} calls deep (an endless recursion?)",
+                                name(callee)
+                            )))
+                        } else {
+                            let arity = module
+                                .functions
+                                .get(callee as usize)
+                                .map_or(0, |f| f.params.len());
+                            match self
+                                .pop_n(arity)
+                                .and_then(|args| frame(module, callee, args))
+                            {
+                                Ok(fiber) => {
+                                    let caller = std::mem::replace(&mut self.fiber, fiber);
+                                    callers.push((current, caller));
+                                    current = callee;
+                                    continue;
+                                }
+                                Err(trap) => Err(trap),
+                            }
+                        }
+                    }
+                    op if op.is_durable() => Err(Trap::Fatal(format!(
+                        "{op:?} in the code of function `{}`",
+                        code.name
+                    ))),
+                    op => self.step(module, op, budget),
+                }
+            };
+            match outcome {
+                Ok(None) => {}
+                Ok(Some(value)) => match callers.pop() {
+                    None => break Ok(value),
+                    Some((caller, fiber)) => {
+                        self.fiber = fiber;
+                        current = caller;
+                        self.fiber.stack.push(value);
+                        self.fiber.pc += 1;
+                    }
+                },
+                Err(Trap::Raise(error)) => {
+                    // Where it was raised, unless it was raised before (`fail e` again).
+                    let here = code
+                        .debug
+                        .get(self.fiber.pc as usize)
+                        .map(|l| (l.file, l.line, l.column));
+                    if let Some(at) = here
+                        && !matches!(&self.raised, Some((raised, _)) if *raised == error)
+                    {
+                        self.raised = Some((error.clone(), at));
+                    }
+                    let kind = match error.field("kind") {
+                        Some(Value::Str(kind)) => kind.clone(),
+                        _ => "Failed".to_string(),
+                    };
+                    let mut error = error;
+                    let caught = loop {
+                        match self.catch(module, &kind, error) {
+                            Ok(()) => break None,
+                            Err(uncaught) => match callers.pop() {
+                                Some((caller, fiber)) => {
+                                    self.fiber = fiber;
+                                    current = caller;
+                                    error = uncaught;
+                                }
+                                None => break Some(uncaught),
+                            },
+                        }
+                    };
+                    if let Some(error) = caught {
+                        break Err(Trap::Raise(error));
+                    }
+                }
+                Err(Trap::Fatal(why)) => {
+                    break Err(Trap::Fatal(format!("in function `{}`: {why}", code.name)));
+                }
+            }
+        };
+        self.fiber = outer;
+        result
     }
 
     fn pop(&mut self) -> Result<Value, Trap> {
@@ -542,8 +713,15 @@ impl Machine {
             .ok_or_else(|| Trap::Fatal(format!("no local slot {slot}")))
     }
 
-    /// Executes one pure instruction. `Ok(Some(v))` when the workflow returned `v`.
+    /// Executes one pure instruction. `Ok(Some(v))` when the workflow returned `v`. A call
+    /// of a function runs it to completion, within [`FUNCTION_STEPS`] instructions.
     fn execute(&mut self, module: &Module, op: Op) -> Result<Option<Value>, Trap> {
+        let mut budget = FUNCTION_STEPS;
+        self.step(module, op, &mut budget)
+    }
+
+    /// [`Machine::execute`], the functions it calls taking their instructions from `budget`.
+    fn step(&mut self, module: &Module, op: Op, budget: &mut u64) -> Result<Option<Value>, Trap> {
         let mut next = self.fiber.pc + 1;
         match op {
             Op::Const(index) => {
@@ -813,6 +991,10 @@ impl Machine {
                 self.fiber.deadlines.pop();
             }
             Op::Return => return Ok(Some(self.pop()?)),
+            Op::CallFunction { function } => {
+                let value = self.call_function(module, function, budget)?;
+                self.fiber.stack.push(value);
+            }
             Op::CallTool { .. }
             | Op::CallWorkflow { .. }
             | Op::ContinueAs { .. }
