@@ -168,7 +168,8 @@ pub const NEEDS_ATTENTION: &str = "needs_attention";
 
 impl RunQuery {
     /// Sets the status filter from its text (`flowrt runs --status`, `GET /api/runs?status=`):
-    /// a run status or [`NEEDS_ATTENTION`]. The error lists what may be asked.
+    /// a run status or [`NEEDS_ATTENTION`]. The error lists what may be asked (the caller
+    /// says where the text came from).
     pub fn filter_status(&mut self, text: &str) -> Result<(), String> {
         if text == NEEDS_ATTENTION {
             self.needing_attention = true;
@@ -177,7 +178,7 @@ impl RunQuery {
         self.status = Some(RunStatus::parse(text).ok_or_else(|| {
             let mut all: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
             all.push(NEEDS_ATTENTION);
-            format!("status `{text}`: expected one of {}", all.join(", "))
+            format!("expected one of {}", all.join(", "))
         })?);
         Ok(())
     }

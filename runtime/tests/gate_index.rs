@@ -688,6 +688,9 @@ fn a_kill_right_after_an_opening_or_a_decision_leaves_index_and_history_agreeing
 fn make_schema_8(project: &Project) {
     let db = project.db();
     db.execute("DROP TABLE gates", &[]);
+    // Migration 20's column of `runs` (the gates' columns went with the table).
+    db.execute("DROP INDEX IF EXISTS runs_needing_attention", &[]);
+    db.execute("ALTER TABLE runs DROP COLUMN attention", &[]);
     db.execute(
         "DELETE FROM settings WHERE key = 'gate_index_complete'",
         &[],

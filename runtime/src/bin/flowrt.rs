@@ -1958,7 +1958,7 @@ fn run_query(
     if let Some(text) = status {
         query
             .filter_status(text)
-            .map_err(|why| Usage(format!("--{why}")))?;
+            .map_err(|why| Usage(format!("--status {text}: {why}")))?;
     }
     Ok(query)
 }

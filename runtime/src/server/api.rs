@@ -747,7 +747,8 @@ async fn list_runs(
             ..RunQuery::default()
         };
         if let Some(text) = query.get("status") {
-            runs.filter_status(text).map_err(ApiError::bad_request)?;
+            runs.filter_status(text)
+                .map_err(|why| ApiError::bad_request(format!("status `{text}`: {why}")))?;
         }
         let query = runs;
         // Only the runs the user may read are listed.

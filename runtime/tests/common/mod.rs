@@ -182,15 +182,21 @@ impl TestDb {
         };
     }
 
-    /// Drops the columns that migrations after `version` add to the gate index with
-    /// `ALTER TABLE … ADD COLUMN` (which cannot be applied twice), for a test that takes a
-    /// database back to an older schema. The columns of migrations 8 and 13 are dropped by
-    /// the tests that go back past them, each saying why.
+    /// Drops the columns that migrations after `version` add with `ALTER TABLE … ADD
+    /// COLUMN` (which cannot be applied twice), and the indexes on them, for a test that
+    /// takes a database back to an older schema. The columns of migrations 8 and 13 are
+    /// dropped by the tests that go back past them, each saying why.
     pub fn drop_columns_added_after(&self, version: i64) {
-        const ADDED: &[(i64, &str, &str)] =
-            &[(18, "gates", "remind_every"), (18, "gates", "reminded")];
-        for (migration, table, column) in ADDED {
+        const ADDED: &[(i64, &str, &str, Option<&str>)] = &[
+            (18, "gates", "remind_every", None),
+            (18, "gates", "reminded", None),
+            (20, "runs", "attention", Some("runs_needing_attention")),
+        ];
+        for (migration, table, column, index) in ADDED {
             if *migration > version {
+                if let Some(index) = index {
+                    self.execute(&format!("DROP INDEX IF EXISTS {index}"), &[]);
+                }
                 self.execute(&format!("ALTER TABLE {table} DROP COLUMN {column}"), &[]);
             }
         }
