@@ -439,6 +439,14 @@ pub const INPUT_OPTIONS: &[GateOption] = &[
         "How long to wait before the input times out.",
     ),
     GateOption {
+        name: gate_option::ESCALATE,
+        ty: Ty::Approvers,
+        required: false,
+        takes_after: true,
+        after_required: true,
+        doc: "Who else may answer once the wait passes a duration: `role(\"ops\") after 24h`.",
+    },
+    GateOption {
         name: gate_option::REMIND,
         ty: Ty::Duration,
         required: false,
@@ -480,6 +488,7 @@ mod tests {
             [
                 gate_option::ESCALATE,
                 gate_option::REMIND,
+                gate_option::ESCALATE,
                 gate_option::REMIND
             ]
         );
