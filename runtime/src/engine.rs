@@ -2135,6 +2135,7 @@ pub(crate) fn step_name(module: &Module, request: &Request) -> String {
         Request::Sleep { .. } => Some("sleep".into()),
         Request::Audit { event, .. } => module.events.get(*event as usize).cloned(),
         Request::Now => Some("now".into()),
+        Request::RunId => Some("run_id".into()),
         Request::Signal { signal } => module.signals.get(*signal as usize).map(|s| s.name.clone()),
         Request::Select { .. } => Some("select".into()),
         Request::Parallel { .. } => Some("parallel".into()),

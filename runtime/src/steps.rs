@@ -188,6 +188,15 @@ impl Engine {
         let _step = step_span.entered();
         match request {
             Request::Now => self.now_step(d, here, now),
+            // Nothing to record: the same id on every resume.
+            Request::RunId => {
+                // Nor does it move the run's clock: a replay sees the same time.
+                let clock = d.machine.clock;
+                d.machine
+                    .complete(module, Value::Str(d.run.to_string()), clock)
+                    .map_err(EngineError::Corrupt)?;
+                Ok(None)
+            }
             Request::Audit { event, fields } => self.audit_step(d, event, &fields, here, now),
             Request::Sleep { duration_ms } => self.sleep_step(d, duration_ms, deadline, here, now),
             Request::Approval { gate, options } => {

@@ -465,6 +465,7 @@ fn step_of(module: &Module, request: &Request) -> (&'static str, String) {
         Request::Sleep { .. } => ("sleep", Some("sleep".to_string())),
         Request::Audit { event, .. } => ("audit", name(&module.events, *event)),
         Request::Now => ("now", Some("now".to_string())),
+        Request::RunId => ("run_id", Some("run_id".to_string())),
         Request::Signal { signal } => (
             "signal",
             module.signals.get(*signal as usize).map(|s| s.name.clone()),

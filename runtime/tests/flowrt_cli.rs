@@ -1795,3 +1795,54 @@ workflow review(id: String) -> Bool {
         project.flowrt(&["config", "check"]).expect_code(1);
     });
 }
+
+/// `run_id()` is the run's own id — the same after a wait and a restart, a branch's its own —
+/// and records nothing in the history.
+#[test]
+fn run_id_is_the_runs_own_id_on_every_resume() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write(
+            "ids.flow",
+            r#"tool note(text: String) -> Bool via exec "cat >> notes.log; echo >> notes.log; echo true"
+
+workflow ids(n: Int) -> String {
+  let first = run_id()
+  note("before ${first}")
+  sleep 50ms
+  let parts = parallel for i in [1, 2] {
+    run_id()
+  }
+  "${first} ${run_id()} ${join(parts, ",")}"
+}
+"#,
+        );
+        let out = project.flowrt(&["run", "ids.flow", "--input", r#"{"n": 1}"#, "--json"]);
+        out.expect_code(EXIT_COMPLETED);
+        let run = run_id(&out);
+        let output = out.json()["output"]
+            .as_str()
+            .expect("a text result")
+            .to_string();
+        let parts: Vec<&str> = output.split(' ').collect();
+        assert_eq!(parts[0], run, "{output}");
+        assert_eq!(parts[1], run, "the same after the sleep: {output}");
+        let branches: Vec<&str> = parts[2].split(',').collect();
+        assert_eq!(branches.len(), 2, "{output}");
+        for (i, branch) in branches.iter().enumerate() {
+            assert!(
+                branch.starts_with(&format!("{run}.")) && branch.ends_with(&format!(".{i}")),
+                "a branch's own id, RUN.STEP.i: {output}"
+            );
+        }
+        let notes =
+            std::fs::read_to_string(project.path().join("notes.log")).expect("the tool ran");
+        assert!(notes.contains(&format!("before {run}")), "{notes}");
+        let history = project.history(&run);
+        let steps = history
+            .iter()
+            .filter(|e| e["step"].as_str() == Some("run_id"))
+            .count();
+        assert_eq!(steps, 0, "run_id() records nothing: {history:#?}");
+    });
+}

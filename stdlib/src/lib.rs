@@ -65,6 +65,7 @@ pub enum Builtin {
     Length = 15,
     Any = 16,
     EndsWith = 17,
+    RunId = 18,
 }
 
 const fn p(name: &'static str, ty: Ty) -> Param {
@@ -90,6 +91,7 @@ impl Builtin {
         Builtin::Length,
         Builtin::Any,
         Builtin::EndsWith,
+        Builtin::RunId,
     ];
 
     /// The stable id stored in bytecode.
@@ -124,13 +126,14 @@ impl Builtin {
             Builtin::ToJson => "to_json",
             Builtin::Length => "length",
             Builtin::Any => "any",
+            Builtin::RunId => "run_id",
         }
     }
 
     pub fn params(self) -> &'static [Param] {
         use Ty::*;
         match self {
-            Builtin::Now => &[],
+            Builtin::Now | Builtin::RunId => &[],
             Builtin::Role => const { &[p("name", String)] },
             Builtin::User => const { &[p("id", String)] },
             Builtin::Len => const { &[p("list", List(&Var))] },
@@ -158,7 +161,7 @@ impl Builtin {
             Builtin::Len => Int,
             Builtin::Contains | Builtin::StartsWith | Builtin::EndsWith => Bool,
             Builtin::Keys => List(&String),
-            Builtin::ToString => String,
+            Builtin::ToString | Builtin::RunId => String,
             Builtin::ParseInt => Optional(&Int),
             Builtin::Lower | Builtin::Upper | Builtin::Trim | Builtin::Join => String,
             Builtin::ToJson => Json,
@@ -168,7 +171,7 @@ impl Builtin {
 
     pub fn effect(self) -> Effect {
         match self {
-            Builtin::Now => Effect::Durable,
+            Builtin::Now | Builtin::RunId => Effect::Durable,
             Builtin::Role
             | Builtin::User
             | Builtin::Len
@@ -210,6 +213,9 @@ impl Builtin {
             Builtin::Length => "The number of characters in the text.",
             Builtin::Any => {
                 "Anyone matching one of the approvers may decide: `any(role(\"customs\"), user(\"ana\"))` (or a list of them)."
+            }
+            Builtin::RunId => {
+                "The id of this run, the same on every resume: to name the run in a message, a link or a ticket."
             }
         }
     }

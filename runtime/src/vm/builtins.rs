@@ -107,7 +107,12 @@ fn arg(args: &[Value], index: usize) -> Result<&Value, String> {
 
 pub fn call(builtin: Builtin, args: Vec<Value>) -> Result<Value, String> {
     Ok(match builtin {
-        Builtin::Now => return Err("now() is a durable point, not a pure call".to_string()),
+        Builtin::Now | Builtin::RunId => {
+            return Err(format!(
+                "{}() is a durable point, not a pure call",
+                builtin.name()
+            ));
+        }
         Builtin::Role | Builtin::User => Value::record([
             (
                 "kind",

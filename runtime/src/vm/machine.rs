@@ -82,6 +82,9 @@ pub enum Request {
         fields: Value,
     },
     Now,
+    /// `run_id()`: answered with the run's id, without recording anything (it is the same on
+    /// every resume).
+    RunId,
     /// `await signal`: the next signal of this name (an index into the module's signals).
     Signal {
         signal: u32,
@@ -383,6 +386,9 @@ impl Machine {
             Op::Compensate => Request::Compensate { stack: one()? },
             Op::CallBuiltin { id, .. } if Builtin::from_id(id) == Some(Builtin::Now) => {
                 Request::Now
+            }
+            Op::CallBuiltin { id, .. } if Builtin::from_id(id) == Some(Builtin::RunId) => {
+                Request::RunId
             }
             other => return Err(format!("{other:?} is not durable")),
         })
