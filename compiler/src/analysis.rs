@@ -1808,6 +1808,17 @@ impl Indexer<'_> {
                     self.expr(&field.value);
                 }
             }
+            StmtKind::Waive(waiver) => {
+                for tool in &waiver.tools {
+                    if let Some(resolved) = self.resolved(tool.span) {
+                        let sym = self.sym_of(resolved);
+                        self.add(tool.span, sym);
+                    }
+                }
+                for field in &waiver.fields {
+                    self.expr(&field.value);
+                }
+            }
             StmtKind::ContinueAs { workflow, args } => {
                 if let Some(resolved) = self.resolved(workflow.span) {
                     let sym = self.sym_of(resolved);

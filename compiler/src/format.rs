@@ -1371,6 +1371,32 @@ impl<'a> Builder<'a> {
             StmtKind::Return(Some(value)) => concat(vec![text("return "), self.expr(value)]),
             StmtKind::Fail(value) => concat(vec![text("fail "), self.expr(value)]),
             StmtKind::Sleep(value) => concat(vec![text("sleep "), self.expr(value)]),
+            StmtKind::Waive(waiver) => {
+                let tools: Vec<&str> = waiver.tools.iter().map(|t| t.name.as_str()).collect();
+                let mut parts = vec![
+                    text(format!("waive approval for {} because ", tools.join(", "))),
+                    text(self.string(waiver.because.span)),
+                ];
+                if !waiver.fields.is_empty() {
+                    let opener = self.find(T::LBrace, waiver.because.span.end);
+                    let close = self.close_after(
+                        waiver
+                            .fields
+                            .last()
+                            .map_or(opener.end, |f| field_init_span(f).end),
+                    );
+                    parts.push(text(" "));
+                    parts.push(self.delimited(
+                        Delims::Brace,
+                        opener,
+                        close,
+                        &waiver.fields,
+                        field_init_span,
+                        |b, f| b.field_init(f),
+                    ));
+                }
+                concat(parts)
+            }
             StmtKind::Audit { event, fields } => {
                 let opener = self.find(T::LBrace, event.span.end);
                 let close =
@@ -1905,6 +1931,7 @@ fn stmt_has_block(stmt: &Stmt) -> bool {
         | StmtKind::Return(Some(value)) => expr_has_block(value),
         StmtKind::Assign { target, value } => expr_has_block(target) || expr_has_block(value),
         StmtKind::Audit { fields, .. } => fields.iter().any(|f| expr_has_block(&f.value)),
+        StmtKind::Waive(waiver) => waiver.fields.iter().any(|f| expr_has_block(&f.value)),
         StmtKind::ContinueAs { args, .. } => args.iter().any(expr_has_block),
         StmtKind::Break
         | StmtKind::Continue

@@ -606,6 +606,9 @@ enum BranchBody<'a> {
     Expr(&'a Expr),
 }
 
+/// The audit event a `waive approval for …` records.
+pub const APPROVAL_WAIVED_EVENT: &str = "approval_waived";
+
 const PLACEHOLDER: u32 = u32::MAX;
 
 impl<'b, 'p> FnLower<'b, 'p> {
@@ -1008,6 +1011,25 @@ impl<'b, 'p> FnLower<'b, 'p> {
             StmtKind::Audit { event, fields } => {
                 self.record(fields.iter().map(|f| (f.name.name.as_str(), &f.value)), &[])?;
                 let event = self.b.event(&event.value);
+                self.emit(Op::Audit { event });
+            }
+            // An audit record `approval_waived`: `{tools, because, context}`.
+            StmtKind::Waive(waiver) => {
+                for tool in &waiver.tools {
+                    self.emit_const(Constant::Str(tool.name.to_string()));
+                }
+                self.emit(Op::MakeList(index_u32(waiver.tools.len())));
+                self.emit_const(Constant::Str(waiver.because.value.to_string()));
+                self.record(
+                    waiver
+                        .fields
+                        .iter()
+                        .map(|f| (f.name.name.as_str(), &f.value)),
+                    &[],
+                )?;
+                let fields = self.b.field_list(["tools", "because", "context"]);
+                self.emit(Op::MakeRecord(fields));
+                let event = self.b.event(APPROVAL_WAIVED_EVENT);
                 self.emit(Op::Audit { event });
             }
             StmtKind::Query { name, ret, body } => self.query(name, ret, body)?,

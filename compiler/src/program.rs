@@ -34,7 +34,15 @@ impl Program {
     }
 
     pub fn warnings(&self) -> usize {
-        self.diagnostics.len() - self.errors()
+        self.diagnostics.iter().filter(|d| d.is_warning()).count()
+    }
+
+    /// Notes for a reviewer (approvals waived): neither errors nor warnings.
+    pub fn notes(&self) -> usize {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == crate::diagnostics::Severity::Note)
+            .count()
     }
 }
 

@@ -844,6 +844,7 @@ pub fn first_effect(block: &ast::Block, is_step: &dyn Fn(&str) -> bool) -> Optio
                 stmt.kind,
                 StmtKind::Sleep(_)
                     | StmtKind::Audit { .. }
+                    | StmtKind::Waive(_)
                     | StmtKind::ContinueAs { .. }
                     | StmtKind::Compensate
                     | StmtKind::LetUndo { .. }
@@ -963,6 +964,11 @@ fn walk_stmt<'a>(
         StmtKind::Query { body, .. } => walk_block(body, on_stmt, on_expr),
         StmtKind::Audit { fields, .. } => {
             for field in fields {
+                walk_expr(&field.value, on_stmt, on_expr);
+            }
+        }
+        StmtKind::Waive(waiver) => {
+            for field in &waiver.fields {
                 walk_expr(&field.value, on_stmt, on_expr);
             }
         }

@@ -497,10 +497,15 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 
 fn summary(program: &flow_compiler::Program, checked: usize) -> String {
     let files = if checked == 1 { "file" } else { "files" };
+    let notes = match program.notes() {
+        0 => String::new(),
+        1 => ", 1 note".to_string(),
+        n => format!(", {n} notes"),
+    };
     match (program.errors(), program.warnings()) {
-        (0, 0) => format!("checked {checked} {files}: no problems\n"),
+        (0, 0) => format!("checked {checked} {files}: no problems{notes}\n"),
         (errors, warnings) => format!(
-            "checked {checked} {files}: {errors} error{}, {warnings} warning{}\n",
+            "checked {checked} {files}: {errors} error{}, {warnings} warning{}{notes}\n",
             if errors == 1 { "" } else { "s" },
             if warnings == 1 { "" } else { "s" },
         ),

@@ -174,6 +174,43 @@ fn warnings_alone_exit_0_unless_denied() {
         .stdout(predicate::str::starts_with("::warning "));
 }
 
+/// A waiver is a note: shown, counted, never a failure (not even with `--deny-warnings`).
+#[test]
+fn waivers_are_notes_that_never_fail_the_check() {
+    let dir = Dir::new();
+    dir.write(
+        "waive.flow",
+        "sensitive tool release(id: String) -> String via http post \"/release\"\n\n\
+         workflow ship(id: String, cleared: Bool) -> String {\n  \
+           if !cleared {\n    \
+             let d = await approval \"ok\" { approvers: role(\"ops\") }\n    \
+             if !d.approved { fail \"held\" }\n  \
+           } else {\n    \
+             waive approval for release because \"pre-cleared\" { id }\n  \
+           }\n  \
+           release(id)\n}\n",
+    );
+    dir.check(&["waive.flow"])
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains("[N0001]"))
+        .stderr(predicate::str::contains("waived here: \"pre-cleared\""))
+        .stderr(predicate::str::ends_with(
+            "checked 1 file: no problems, 1 note\n",
+        ));
+    dir.check(&["--deny-warnings", "waive.flow"])
+        .assert()
+        .code(0);
+    dir.check(&["--format", "github", "waive.flow"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::starts_with("::notice "));
+    dir.check(&["--format", "json", "waive.flow"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("\"note\""));
+}
+
 #[test]
 fn deny_warnings_changes_nothing_for_a_clean_file() {
     let dir = Dir::new();

@@ -491,6 +491,7 @@ fn to_lsp_diagnostic(context: &Context<'_>, d: &FlowDiagnostic) -> Option<Diagno
         severity: Some(match d.severity {
             Severity::Error => DiagnosticSeverity::ERROR,
             Severity::Warning => DiagnosticSeverity::WARNING,
+            Severity::Note => DiagnosticSeverity::INFORMATION,
         }),
         code: Some(NumberOrString::String(d.code.id.to_string())),
         source: Some("flow".to_string()),

@@ -195,3 +195,86 @@ fn swapped_records_are_found_and_named() {
         assert_eq!(all.status.code(), Some(1));
     });
 }
+
+/// A waived approval is in the exported trail: the tools, the reason, its context, who
+/// started the run; and the trail still verifies. The path with an anomaly records none.
+#[test]
+fn a_waived_approval_is_an_audit_record_with_its_reason() {
+    for_each_store(|store| {
+        let project = Project::new(store);
+        project.write(
+            "flow.toml",
+            "[users.ana]\nroles = [\"customs\"]\n\n[users.bob]\nroles = []\n",
+        );
+        project.write("check.sh", "read input; case \"$input\" in *C-2*) echo '{\"anomalies\": 3}' ;; *) echo '{\"anomalies\": 0}' ;; esac\n");
+        project.write(
+            "cargo.flow",
+            r#"type Report = { anomalies: Int }
+tool check(id: String) -> Report via exec "sh check.sh"
+sensitive tool release(id: String) -> String via exec "cat > /dev/null; echo '\"R-1\"'"
+
+workflow cargo(id: String) -> String {
+  let report = check(id)
+  if report.anomalies > 0 {
+    let d = await approval "customs" { approvers: role("customs") }
+    if !d.approved { fail "held by customs" }
+  } else {
+    waive approval for release because "no anomaly found" { anomalies: report.anomalies, id }
+  }
+  release(id)
+}
+"#,
+        );
+        let run = |id: &str| {
+            let out = project.output(&[
+                "run",
+                "cargo.flow",
+                "--as",
+                "bob",
+                "--input",
+                &format!(r#"{{"id": "{id}"}}"#),
+                "--json",
+            ]);
+            let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            (out.status.code(), shown["id"].as_str().unwrap().to_string())
+        };
+        let (code, waived) = run("C-1");
+        assert_eq!(code, Some(0), "released at once");
+        let (code, held) = run("C-2");
+        assert_eq!(code, Some(10), "waits for customs");
+
+        let out = project.output(&["audit", "export"]);
+        assert!(out.status.success());
+        let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let waivers: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| r["event"] == "audit" && r["step"] == "approval_waived")
+            .collect();
+        assert_eq!(waivers.len(), 1, "{records:#?}");
+        let waiver = waivers[0];
+        assert_eq!(waiver["run"], serde_json::json!(waived), "{waiver}");
+        let started = records
+            .iter()
+            .find(|r| r["run"] == serde_json::json!(waived) && r["event"] == "run_started")
+            .unwrap();
+        assert_eq!(started["data"]["by"], "bob", "who: {started}");
+        let data = &waiver["data"];
+        assert_eq!(data["tools"], serde_json::json!(["release"]), "{waiver}");
+        assert_eq!(data["because"], "no anomaly found");
+        assert_eq!(
+            data["context"],
+            serde_json::json!({ "anomalies": 0, "id": "C-1" })
+        );
+        assert!(
+            !records
+                .iter()
+                .any(|r| r["run"] == serde_json::json!(held) && r["step"] == "approval_waived"),
+            "the held run waived nothing"
+        );
+        let (code, text) = verify(&project, &waived);
+        assert_eq!(code, Some(0), "{text}");
+    });
+}

@@ -844,6 +844,12 @@ impl<'a> BodyChecker<'a> {
                     );
                 }
             }
+            StmtKind::Waive(waiver) => {
+                if !self.forbid_durable(stmt.span, stmt.span, "this writes to the run's audit trail")
+                {
+                    self.check_waiver(stmt.span, waiver);
+                }
+            }
             StmtKind::Audit { event, fields } => {
                 self.forbid_durable(stmt.span, stmt.span, "this writes to the run's audit trail");
                 self.check_not_empty(event, "audit event", "audit \"docs_checked\" { … }");
@@ -2591,10 +2597,10 @@ impl<'a> BodyChecker<'a> {
     }
 
     fn check_sensitive_call(&mut self, tool_index: usize, span: Span) {
-        let Flow::NotApproved(witness) = self.flow.clone() else {
+        let tool = &self.checked.tools[tool_index];
+        let Err(witness) = self.flow.allows(&tool.name).map_err(Clone::clone) else {
             return;
         };
-        let tool = &self.checked.tools[tool_index];
         let decision = self
             .locals
             .iter()
@@ -2640,8 +2646,86 @@ impl<'a> BodyChecker<'a> {
             ))
             .with_label(self.file, witness.span, witness.message)
             .with_label(tool.file, tool.span, "declared `sensitive` here")
-            .with_help(help),
+            .with_help(match &self.flow {
+                Flow::Waived { tools, .. } => format!(
+                    "{help} (the approval is waived on this path for {} only; a waiver names each tool it covers: `waive approval for {} because …`)",
+                    tools.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", "),
+                    tool.name
+                ),
+                _ => help,
+            }),
         );
+    }
+
+    /// `waive approval for t because "…" { … }`: each tool a sensitive tool in scope, a
+    /// reason given, the fields (recorded in the audit trail) free of secrets. On this path
+    /// the tools need no approval; the waiver is a note for whoever reviews the code.
+    fn check_waiver(&mut self, span: Span, waiver: &ast::Waiver) {
+        self.check_not_empty(
+            &waiver.because,
+            "reason",
+            "waive approval for release because \"no anomaly found\"",
+        );
+        let types = self.check_record_fields(&waiver.fields);
+        for (field, (_, ty)) in waiver.fields.iter().zip(&types) {
+            self.forbid_secret(field.value.span, ty, "in the audit trail");
+        }
+        let mut waived = Vec::new();
+        for tool in &waiver.tools {
+            let scope = self.scope;
+            let found = scope.lookup_values(&tool.name);
+            if let [(_, origin)] = found {
+                scope.note_use(*origin);
+            }
+            let index = match found {
+                [(Value::Tool(index), _)] => *index,
+                _ => {
+                    self.unknown_name(&tool.name, tool.span);
+                    continue;
+                }
+            };
+            self.record(tool.span, Resolved::Tool(index));
+            let declared = &self.checked.tools[index];
+            if !declared.sensitive {
+                self.error(
+                    Diagnostic::error(
+                        codes::WAIVER_OF_NO_SENSITIVE_TOOL,
+                        self.file,
+                        tool.span,
+                        "needs no approval",
+                    )
+                    .with_message(format!("`{}` is not a sensitive tool", tool.name))
+                    .with_label(declared.file, declared.span, "declared without `sensitive`")
+                    .with_help("waive only the approval of a `sensitive` tool; remove the waiver, or mark the tool `sensitive` if it needs an approval"),
+                );
+                continue;
+            }
+            waived.push(tool.name.to_string());
+        }
+        if waived.is_empty() {
+            return;
+        }
+        let names: Vec<String> = waived.iter().map(|t| format!("`{t}`")).collect();
+        let already = self.flow == Flow::Approved;
+        self.error(
+            Diagnostic::note(
+                codes::APPROVAL_WAIVED,
+                self.file,
+                span,
+                format!("waived here: {:?}", waiver.because.value),
+            )
+            .with_message(format!(
+                "The approval for {} is waived in `{}`",
+                names.join(", "),
+                self.workflow.name
+            ))
+            .with_help(if already {
+                "every path here already passed an approval: the waiver is recorded, but needs not be".to_string()
+            } else {
+                "a reviewer should agree: the run records the waiver, who started it and why in its audit trail instead of an approval".to_string()
+            }),
+        );
+        self.flow = std::mem::replace(&mut self.flow, Flow::Unreachable).waive(&waived);
     }
 
     fn check_unary(&mut self, op: UnaryOp, operand: &ast::Expr, span: Span) -> Type {

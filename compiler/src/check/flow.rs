@@ -22,6 +22,12 @@ pub enum Flow {
     Approved,
     /// Some path here has no approved decision; the witness shows one such path.
     NotApproved(Witness),
+    /// Some path here has no approved decision, but every path without one waived the
+    /// approval (`waive approval for t because …`) for these tools: they may be called.
+    Waived {
+        tools: Vec<String>,
+        witness: Witness,
+    },
 }
 
 impl Flow {
@@ -36,12 +42,32 @@ impl Flow {
         !matches!(self, Flow::Unreachable)
     }
 
-    /// The facts where two paths meet: reachable if either is, approved only if both are.
+    /// The facts where two paths meet: reachable if either is, approved only if both are; a
+    /// tool's approval waived only if it is approved or waived on both.
     pub fn join(self, other: Flow) -> Flow {
         match (self, other) {
             (Flow::Unreachable, other) | (other, Flow::Unreachable) => other,
             (Flow::Approved, Flow::Approved) => Flow::Approved,
             (Flow::NotApproved(w), _) | (_, Flow::NotApproved(w)) => Flow::NotApproved(w),
+            (waived @ Flow::Waived { .. }, Flow::Approved)
+            | (Flow::Approved, waived @ Flow::Waived { .. }) => waived,
+            (
+                Flow::Waived { tools, witness },
+                Flow::Waived {
+                    tools: others,
+                    witness: theirs,
+                },
+            ) => {
+                let both: Vec<String> = tools.into_iter().filter(|t| others.contains(t)).collect();
+                if both.is_empty() {
+                    Flow::NotApproved(theirs)
+                } else {
+                    Flow::Waived {
+                        tools: both,
+                        witness,
+                    }
+                }
+            }
         }
     }
 
@@ -54,12 +80,42 @@ impl Flow {
     }
 
     /// Entering a branch taken when a decision is *not* approved: facts from earlier
-    /// approvals remain, otherwise this branch becomes the witness.
+    /// approvals (and waivers) remain, otherwise this branch becomes the witness.
     pub fn reject(self, span: Span, message: impl Into<String>) -> Flow {
         match self {
             Flow::Approved => Flow::Approved,
             Flow::Unreachable => Flow::Unreachable,
+            waived @ Flow::Waived { .. } => waived,
             Flow::NotApproved(_) => Flow::not_approved(span, message),
+        }
+    }
+
+    /// After `waive approval for tools because …`: those tools may be called on this path.
+    pub fn waive(self, waived: &[String]) -> Flow {
+        match self {
+            Flow::Approved | Flow::Unreachable => self,
+            Flow::NotApproved(witness) => Flow::Waived {
+                tools: waived.to_vec(),
+                witness,
+            },
+            Flow::Waived { mut tools, witness } => {
+                for tool in waived {
+                    if !tools.contains(tool) {
+                        tools.push(tool.clone());
+                    }
+                }
+                Flow::Waived { tools, witness }
+            }
+        }
+    }
+
+    /// Whether a sensitive call to `tool` is allowed here; else the path that skipped the
+    /// approval.
+    pub fn allows(&self, tool: &str) -> Result<(), &Witness> {
+        match self {
+            Flow::Approved | Flow::Unreachable => Ok(()),
+            Flow::Waived { tools, .. } if tools.iter().any(|t| t == tool) => Ok(()),
+            Flow::Waived { witness, .. } | Flow::NotApproved(witness) => Err(witness),
         }
     }
 }
@@ -70,6 +126,36 @@ mod tests {
 
     fn witness() -> Flow {
         Flow::not_approved(Span::new(1, 2), "here")
+    }
+
+    fn waived(tools: &[&str]) -> Flow {
+        witness().waive(&tools.iter().map(|t| t.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_waiver_allows_its_tools_only_and_joins_to_what_both_paths_allow() {
+        let release = waived(&["release"]);
+        assert!(release.allows("release").is_ok());
+        assert!(release.allows("publish").is_err());
+        assert!(
+            Flow::Approved
+                .join(release.clone())
+                .allows("release")
+                .is_ok()
+        );
+        assert!(release.clone().join(witness()).allows("release").is_err());
+        let both = release.clone().join(waived(&["release", "publish"]));
+        assert!(both.allows("release").is_ok() && both.allows("publish").is_err());
+        assert!(
+            release
+                .clone()
+                .join(waived(&["publish"]))
+                .allows("release")
+                .is_err()
+        );
+        assert_eq!(release.clone().approve(), Flow::Approved);
+        assert_eq!(Flow::Approved.waive(&["x".into()]), Flow::Approved);
+        assert_eq!(release.clone().reject(Span::new(5, 6), "no"), release);
     }
 
     #[test]

@@ -78,6 +78,9 @@ codes! {
     DURABLE_STEP_IN_FUNCTION = "E0411", "Durable step in a function";
     CONFLICTING_RETRY_POLICY = "E0412", "Conflicting retry policies";
     ON_CANCEL_NOT_AT_TOP_LEVEL = "E0413", "`on cancel` inside a block";
+    WAIVER_OF_NO_SENSITIVE_TOOL = "E0414", "Waiver of a tool that is not sensitive";
+
+    APPROVAL_WAIVED = "N0001", "Approval waived";
 
     UNUSED_VARIABLE = "W0001", "Unused variable";
     UNREACHABLE_CODE = "W0002", "Unreachable code";

@@ -86,6 +86,7 @@ pub fn github(diagnostics: &[Diagnostic], db: &SourceDb) -> String {
         let level = match d.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "notice",
         };
         let mut message = format!("{}: {}", d.message, d.primary.message);
         if let Some(help) = &d.help {

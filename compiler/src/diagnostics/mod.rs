@@ -15,6 +15,8 @@ use serde::Serialize;
 pub enum Severity {
     Error,
     Warning,
+    /// Neither wrong nor suspect, but for a reviewer to see (an approval waived).
+    Note,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +49,10 @@ impl Diagnostic {
 
     pub fn warning(code: Code, file: FileId, span: Span, label: impl Into<String>) -> Diagnostic {
         Diagnostic::new(code, Severity::Warning, file, span, label)
+    }
+
+    pub fn note(code: Code, file: FileId, span: Span, label: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(code, Severity::Note, file, span, label)
     }
 
     fn new(
@@ -106,6 +112,10 @@ impl Diagnostic {
 
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
+    }
+
+    pub fn is_warning(&self) -> bool {
+        self.severity == Severity::Warning
     }
 }
 

@@ -38,6 +38,7 @@ fn write_one(
     let (kind, primary_color) = match diagnostic.severity {
         Severity::Error => (ReportKind::Error, Color::Red),
         Severity::Warning => (ReportKind::Warning, Color::Yellow),
+        Severity::Note => (ReportKind::Advice, Color::Cyan),
     };
     let primary = &diagnostic.primary;
     let mut report = Report::build(kind, (path(primary.file), primary.span.range()))
@@ -76,6 +77,7 @@ fn write_one(
                 match diagnostic.severity {
                     Severity::Error => "error",
                     Severity::Warning => "warning",
+                    Severity::Note => "note",
                 },
                 diagnostic.code.id,
                 diagnostic.message

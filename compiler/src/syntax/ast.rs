@@ -419,6 +419,9 @@ pub enum StmtKind {
         event: StrLit,
         fields: Vec<FieldInit>,
     },
+    /// `waive approval for release because "no anomaly" { anomalies: n }`: on this path the
+    /// named sensitive tools need no approval; who, what and why go to the audit trail.
+    Waive(Box<Waiver>),
     /// `query months -> Int { months }`: a read-only view of the run's state, evaluated
     /// from outside (`flowrt query RUN months`) at the run's last durable point once the run
     /// has passed this statement. Only at the top level of a workflow's body.
@@ -592,6 +595,16 @@ impl RetryPolicy {
             .flatten(),
         )
     }
+}
+
+/// A `waive approval for … because "…" { … }` statement.
+#[derive(Clone, Debug)]
+pub struct Waiver {
+    /// The sensitive tools whose approval is waived.
+    pub tools: Vec<Ident>,
+    pub because: StrLit,
+    /// What the decision to waive rests on, recorded with it.
+    pub fields: Vec<FieldInit>,
 }
 
 /// One `catch` of a `try`: `catch e { … }` (any error, bound to `e`), `catch NotFound(e)

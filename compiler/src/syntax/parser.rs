@@ -1220,6 +1220,9 @@ impl<'a> Parser<'a> {
         {
             return self.parse_query();
         }
+        if self.at_word("waive") && self.next_token().kind == T::Approval {
+            return self.parse_waiver();
+        }
         if self.at(T::On)
             && self.next_token().kind == T::Ident
             && self.text(self.next_token().span) == "cancel"
@@ -2085,6 +2088,46 @@ impl<'a> Parser<'a> {
             },
             None => ExprKind::Error,
         }
+    }
+
+    /// `waive approval for release, publish because "no anomaly found" { anomalies: n }`.
+    fn parse_waiver(&mut self) -> StmtKind {
+        const SHAPE: &str =
+            "a waiver reads `waive approval for tool because \"why\" { field: value, … }`";
+        self.bump();
+        self.bump();
+        if self.expect(T::For, SHAPE).is_none() {
+            return StmtKind::Error;
+        }
+        let mut tools = Vec::new();
+        loop {
+            match self.parse_ident("the sensitive tool whose approval is waived") {
+                Some(tool) => tools.push(tool),
+                None => return StmtKind::Error,
+            }
+            if self.eat(T::Comma).is_none() {
+                break;
+            }
+        }
+        if !self.at_word("because") {
+            self.error_expected("`because`", SHAPE);
+            return StmtKind::Error;
+        }
+        self.bump();
+        let Some(because) = self.parse_plain_string("why, in quotes") else {
+            return StmtKind::Error;
+        };
+        let fields = if self.at(T::LBrace) && !self.token().starts_line {
+            self.bump();
+            self.parse_field_inits()
+        } else {
+            Vec::new()
+        };
+        StmtKind::Waive(Box::new(Waiver {
+            tools,
+            because,
+            fields,
+        }))
     }
 
     /// `retry { on Timeout: 3 backoff 1s, on RateLimited(r): 10 after r.retry_after } { … }`.
