@@ -3079,48 +3079,17 @@ impl<'a> BodyChecker<'a> {
     /// `None` when it cannot be told (a child workflow's call, whose own calls may raise
     /// theirs; `fail e` of an error caught inside it).
     fn named_errors_raised(&self, block: &ast::Block) -> Option<Vec<String>> {
-        let scope = self.scope;
-        let checked = self.checked;
-        let raised = std::cell::RefCell::new(Vec::<String>::new());
-        let anything = std::cell::Cell::new(false);
-        let add = |name: &str| {
-            if !raised.borrow().iter().any(|r| r == name) {
-                raised.borrow_mut().push(name.to_string());
+        let direct = direct_raises(self.scope, self.checked, block);
+        let mut raised = direct.named?;
+        for child in direct.children {
+            let child = self.checked.workflows.get(child)?;
+            for name in child.may_raise.as_ref()? {
+                if !raised.contains(&name.to_string()) {
+                    raised.push(name.to_string());
+                }
             }
-        };
-        crate::testing::walk_block(
-            block,
-            &mut |stmt| {
-                if let StmtKind::Fail(value) = &stmt.kind {
-                    match &value.kind {
-                        ExprKind::Call { callee, .. } => match &callee.kind {
-                            ExprKind::Name(name) => add(name),
-                            _ => anything.set(true),
-                        },
-                        ExprKind::Str(_) => {}
-                        _ => anything.set(true),
-                    }
-                }
-            },
-            &mut |expr| {
-                if let ExprKind::Call { callee, .. } = &expr.kind
-                    && let ExprKind::Name(name) = &callee.kind
-                {
-                    for (value, _) in scope.lookup_values(name) {
-                        match value {
-                            Value::Tool(i) => {
-                                for (error, _) in &checked.tools[*i].raises {
-                                    add(&checked.errors[*error].name);
-                                }
-                            }
-                            Value::Workflow(_) => anything.set(true),
-                            _ => {}
-                        }
-                    }
-                }
-            },
-        );
-        (!anything.get()).then(|| raised.into_inner())
+        }
+        Some(raised)
     }
 
     /// The type of the error a `catch Name(e)` binds: a named error's record, or `Error`
@@ -4591,5 +4560,68 @@ fn show_stdlib(ty: stdlib::Ty) -> String {
         Ty::Optional(inner) => format!("{}?", show_stdlib(*inner)),
         Ty::Record(name) => name.into(),
         other => format!("{other:?}"),
+    }
+}
+
+/// What a block can raise by name, read off its code: the errors it `fail`s with, those its
+/// tools declare (`raises … on …`), and the workflows it calls (whose own errors reach it).
+/// `named` is `None` when it can raise anything (`fail e` of a caught error).
+pub(crate) struct DirectRaises {
+    pub named: Option<Vec<String>>,
+    pub children: Vec<usize>,
+}
+
+pub(crate) fn direct_raises(
+    scope: &FileScope,
+    checked: &Checked,
+    block: &ast::Block,
+) -> DirectRaises {
+    let raised = std::cell::RefCell::new(Vec::<String>::new());
+    let children = std::cell::RefCell::new(Vec::<usize>::new());
+    let anything = std::cell::Cell::new(false);
+    let add = |name: &str| {
+        if !raised.borrow().iter().any(|r| r == name) {
+            raised.borrow_mut().push(name.to_string());
+        }
+    };
+    crate::testing::walk_block(
+        block,
+        &mut |stmt| {
+            if let StmtKind::Fail(value) = &stmt.kind {
+                match &value.kind {
+                    ExprKind::Call { callee, .. } => match &callee.kind {
+                        ExprKind::Name(name) => add(name),
+                        _ => anything.set(true),
+                    },
+                    ExprKind::Str(_) => {}
+                    _ => anything.set(true),
+                }
+            }
+        },
+        &mut |expr| {
+            if let ExprKind::Call { callee, .. } = &expr.kind
+                && let ExprKind::Name(name) = &callee.kind
+            {
+                for (value, _) in scope.lookup_values(name) {
+                    match value {
+                        Value::Tool(i) => {
+                            for (error, _) in &checked.tools[*i].raises {
+                                add(&checked.errors[*error].name);
+                            }
+                        }
+                        Value::Workflow(w) => {
+                            if !children.borrow().contains(w) {
+                                children.borrow_mut().push(*w);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        },
+    );
+    DirectRaises {
+        named: (!anything.get()).then(|| raised.into_inner()),
+        children: children.into_inner(),
     }
 }

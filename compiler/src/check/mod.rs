@@ -63,6 +63,10 @@ pub struct WorkflowDef {
     pub queries: Vec<(Name, Type)>,
     /// The named errors it declares it may fail with (`raises NotFound, …`).
     pub raises: Vec<Name>,
+    /// The named errors a run of it may end with — what it `fail`s with, what its tools and
+    /// child workflows raise (its `catch`es are not subtracted: this errs on the side of
+    /// more) — or `None` when it can end with any (it raises a caught error again).
+    pub may_raise: Option<Vec<Name>>,
 }
 
 /// A pure function (`fn name(…) -> T { … }`): like a workflow's signature, without signals,
@@ -92,6 +96,7 @@ impl FunctionDef {
             signals: Vec::new(),
             queries: Vec::new(),
             raises: Vec::new(),
+            may_raise: None,
         }
     }
 }
@@ -347,6 +352,7 @@ pub fn check_program_with(
     checker.build_scopes(db, imports);
     checker.resolve_declarations(trees);
     let typed_helpers = checker.resolve_test_helpers(trees);
+    checker.find_what_workflows_raise(trees);
     // Workflows and functions were numbered in this same order when they were collected.
     let mut workflow_index = 0;
     let mut function_index = 0;
@@ -543,6 +549,7 @@ impl DeclChecker<'_> {
                             signals: Vec::new(),
                             queries: Vec::new(),
                             raises: decl.raises.iter().map(|r| r.name.clone()).collect(),
+                            may_raise: None,
                         });
                         self.add_own_value(file, &mut own, &decl.name, Value::Workflow(index));
                     }
@@ -1353,5 +1360,71 @@ pub fn from_stdlib(ty: stdlib::Ty, checked: &Checked, var: &Type) -> Type {
         Ty::Record(name) => builtin_record(checked, name)
             .map(Type::Named)
             .unwrap_or(Type::Unknown),
+    }
+}
+
+impl DeclChecker<'_> {
+    /// Fills in each program workflow's [`WorkflowDef::may_raise`]: what its own code
+    /// raises, joined with what the workflows it calls raise, to a fixed point (calls may
+    /// form cycles).
+    fn find_what_workflows_raise(&mut self, trees: &[SyntaxTree]) {
+        let mut direct = Vec::new();
+        for (index, tree) in trees.iter().enumerate() {
+            let Some(scope) = self.checked.scopes.get(index) else {
+                continue;
+            };
+            for item in &tree.module.items {
+                if let ast::Item::Workflow(workflow) = item {
+                    direct.push(body::direct_raises(scope, &self.checked, &workflow.body));
+                }
+            }
+        }
+        let mut raised: Vec<Option<Vec<Name>>> = direct
+            .iter()
+            .zip(&self.checked.workflows)
+            .map(|(d, def)| {
+                d.named.as_ref().map(|named| {
+                    let mut all: Vec<Name> = def.raises.clone();
+                    for name in named {
+                        if !all.iter().any(|n| n.as_str() == name) {
+                            all.push(Name::from(name.as_str()));
+                        }
+                    }
+                    all
+                })
+            })
+            .collect();
+        loop {
+            let mut changed = false;
+            for (index, d) in direct.iter().enumerate() {
+                for child in &d.children {
+                    let from_child = raised.get(*child).cloned().unwrap_or(None);
+                    let Some(own) = raised[index].as_mut() else {
+                        continue;
+                    };
+                    match from_child {
+                        None => {
+                            raised[index] = None;
+                            changed = true;
+                            break;
+                        }
+                        Some(names) => {
+                            for name in names {
+                                if !own.contains(&name) {
+                                    own.push(name);
+                                    changed = true;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        for (def, may_raise) in self.checked.workflows.iter_mut().zip(raised) {
+            def.may_raise = may_raise;
+        }
     }
 }

@@ -29,6 +29,7 @@ impl DeclChecker<'_> {
                     signals: Vec::new(),
                     queries: Vec::new(),
                     raises: Vec::new(),
+                    may_raise: None,
                 });
             }
         }
