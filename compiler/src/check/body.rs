@@ -4609,10 +4609,8 @@ pub(crate) fn direct_raises(
                                 add(&checked.errors[*error].name);
                             }
                         }
-                        Value::Workflow(w) => {
-                            if !children.borrow().contains(w) {
-                                children.borrow_mut().push(*w);
-                            }
+                        Value::Workflow(w) if !children.borrow().contains(w) => {
+                            children.borrow_mut().push(*w);
                         }
                         _ => {}
                     }
