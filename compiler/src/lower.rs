@@ -160,6 +160,8 @@ enum TypeKey {
     Map(u32),
     Optional(u32),
     Record(Vec<(String, u32)>),
+    /// The base, the rule as written, the declared name.
+    Refined(u32, String, Option<String>),
 }
 
 struct Builder<'p> {
@@ -350,6 +352,17 @@ impl<'p> Builder<'p> {
                 (TypeKey::Record(key), desc)
             }
             Type::Named(id) => return self.named_type(*id),
+            Type::Refined(r) => {
+                let base = self.type_ref(&r.base);
+                let name = r.name.as_ref().map(|n| n.to_string());
+                let key = TypeKey::Refined(base.0, r.rule.to_string(), name.clone());
+                let desc = TypeDesc::Refined {
+                    base,
+                    rule: r.rule.clone(),
+                    name,
+                };
+                (key, desc)
+            }
         };
         self.structural(key, desc)
     }
@@ -397,6 +410,12 @@ impl<'p> Builder<'p> {
                     })
                     .collect(),
             },
+            // Written types resolve a refined type's name to the type itself, so this is
+            // only reached if that changes; describe it the same way.
+            TypeDefKind::Refined(ty) => {
+                let inner = self.type_ref(ty);
+                self.module.types[inner.0 as usize].clone()
+            }
         };
         self.module.types[index as usize] = desc;
         TypeRef(index)
@@ -1234,7 +1253,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                         .map(|f| (f.name.clone(), f.ty.clone()))
                         .collect(),
                 ),
-                TypeDefKind::Enum(_) => None,
+                TypeDefKind::Enum(_) | TypeDefKind::Refined(_) => None,
             },
             Type::Record(fields) => Some(fields.clone()),
             _ => None,
@@ -2566,7 +2585,16 @@ impl<'b, 'p> FnLower<'b, 'p> {
 
     /// Like [`Self::type_of`], with `inner`: the names bound inside the expression so far
     /// (by `let`, patterns and `catch`), which shadow the locals in scope.
+    /// A refined type is its base here, as for the checker.
     fn type_in(&self, expr: &Expr, inner: &mut Vec<(String, Type)>) -> Type {
+        let ty = self.type_as_written(expr, inner);
+        match ty {
+            Type::Refined(_) | Type::Optional(_) => ty.unrefined().into_owned(),
+            ty => ty,
+        }
+    }
+
+    fn type_as_written(&self, expr: &Expr, inner: &mut Vec<(String, Type)>) -> Type {
         let checked = &self.b.program.checked;
         match &expr.kind {
             ExprKind::Int(_) => Type::Int,

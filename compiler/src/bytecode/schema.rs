@@ -14,6 +14,7 @@
 //! | record | `object` with `properties`, the non-optional fields `required`, no others |
 //! | enum | `oneOf`: the variants without fields as strings (`"Released"`), each variant with fields as `{"Variant": {fields}}` |
 //! | `Json` | `{}` (anything) |
+//! | refined `T` | `T`'s schema with `minimum`/`maximum` (`in a..b`), `pattern` (`matching`, anchored: `^(?:…)$`), `minLength`/`maxLength` or `minItems`/`maxItems` (`nonempty`, `length a..b`) |
 //!
 //! Named types are written inline. A type that contains itself (a recursive record or enum)
 //! is written once under `$defs` and referred to with `$ref`.
@@ -105,6 +106,10 @@ impl Writer<'_> {
                 json!({ "type": "object", "additionalProperties": self.schema(*value) })
             }
             TypeDesc::Optional(inner) => self.nullable(*inner),
+            TypeDesc::Refined { base, rule, .. } => {
+                let (base, rule) = (*base, rule.clone());
+                self.refined(base, &rule)
+            }
             TypeDesc::Record { .. } | TypeDesc::Enum { .. } => {
                 if self.expanding.contains(&ty) {
                     if !self.recursive.contains(&ty) {
@@ -117,6 +122,63 @@ impl Writer<'_> {
                 self.expanding.pop();
                 schema
             }
+        }
+    }
+
+    /// A refined type: its base's schema with the rule's keywords (`minimum`, `pattern`, …);
+    /// a second rule of the same keyword (a refinement of a refined type) goes in `allOf`.
+    fn refined(&mut self, base: TypeRef, rule: &super::Refinement) -> Value {
+        use super::Refinement as R;
+        let mut schema = self.schema(base);
+        let mut inner = base;
+        while let Some(TypeDesc::Refined { base, .. }) = self.module.type_desc(inner) {
+            inner = *base;
+        }
+        let list = matches!(self.module.type_desc(inner), Some(TypeDesc::List(_)));
+        let (min_len, max_len) = if list {
+            ("minItems", "maxItems")
+        } else {
+            ("minLength", "maxLength")
+        };
+        let mut extra = Map::new();
+        match rule {
+            R::IntRange { min, max } => {
+                if let Some(min) = min {
+                    extra.insert("minimum".into(), json!(min));
+                }
+                if let Some(max) = max {
+                    extra.insert("maximum".into(), json!(max));
+                }
+            }
+            R::FloatRange { min, max } => {
+                if let Some(min) = min {
+                    extra.insert("minimum".into(), json!(min));
+                }
+                if let Some(max) = max {
+                    extra.insert("maximum".into(), json!(max));
+                }
+            }
+            R::Matching(pattern) => {
+                extra.insert("pattern".into(), json!(format!("^(?:{pattern})$")));
+            }
+            R::NonEmpty => {
+                extra.insert(min_len.into(), json!(1));
+            }
+            R::Length { min, max } => {
+                if let Some(min) = min {
+                    extra.insert(min_len.into(), json!(min));
+                }
+                if let Some(max) = max {
+                    extra.insert(max_len.into(), json!(max));
+                }
+            }
+        }
+        match &mut schema {
+            Value::Object(object) if !extra.keys().any(|k| object.contains_key(k)) => {
+                object.extend(extra);
+                schema
+            }
+            _ => json!({ "allOf": [schema, Value::Object(extra)] }),
         }
     }
 
