@@ -1477,13 +1477,16 @@ impl<'a> BodyChecker<'a> {
             ConstantValue::Items(n) => format!("this list of {n}"),
             _ => "this value".to_string(),
         };
-        let named = match &broken.name {
+        let help = match &broken.name {
             Some(name) => format!(
-                "a `{name}` is a `{} {}`",
-                self.show(&broken.base),
+                "a `{name}` is a `{} {}`: give a value it admits, or change the declared type",
+                broken.base.display(&self.checked.types),
                 broken.rule
             ),
-            None => format!("a `{shown}` is a value `{}`", broken.rule),
+            None => format!(
+                "give a value `{}`, or change the declared type",
+                broken.rule
+            ),
         };
         self.error(
             Diagnostic::error(
@@ -1492,10 +1495,8 @@ impl<'a> BodyChecker<'a> {
                 expr.span,
                 format!("{what} is not `{}`", broken.rule),
             )
-            .with_message(format!("This value is not a `{shown}`"))
-            .with_help(format!(
-                "{named}: give a value it admits, or change the declared type"
-            )),
+            .with_message(format!("This value does not fit {shown}"))
+            .with_help(help),
         );
     }
 

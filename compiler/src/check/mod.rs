@@ -824,6 +824,13 @@ impl DeclChecker<'_> {
                 }
                 other => {
                     let shown = other.display(&self.checked.types).to_string();
+                    let example = match other {
+                        Type::Int => format!("`{shown} in 1..10`"),
+                        Type::Float => format!("`{shown} in 0.0..1.0`"),
+                        Type::String => format!("`{shown} matching \"…\"`, `{shown} length 1..80`"),
+                        Type::List(_) => format!("`{shown} nonempty`"),
+                        _ => "`Int in 1..10`, `String matching \"…\"`".to_string(),
+                    };
                     self.diagnostics.push(
                         Diagnostic::error(
                             codes::INVALID_REFINEMENT,
@@ -832,7 +839,7 @@ impl DeclChecker<'_> {
                             "a type with no refinement",
                         )
                         .with_message(format!("`type {}` names a type without refining it", decl.name.name))
-                        .with_help(format!("add a refinement (`{shown} in 1..10`, `String matching \"…\"`, `… nonempty`), write `{shown}` where you use `{}`, or declare a record: `type {} = {{ field: Type }}`", decl.name.name, decl.name.name)),
+                        .with_help(format!("add a refinement ({example}), write `{shown}` where you use `{}`, or declare a record: `type {} = {{ field: Type }}`", decl.name.name, decl.name.name)),
                     );
                     Type::Unknown
                 }
@@ -1487,7 +1494,7 @@ fn refine(
                 written.rule_span,
                 format!("{what} does not apply to `{shown}`"),
             )
-            .with_message(format!("A `{shown}` cannot be refined like this"))
+            .with_message(format!("`{shown}` cannot be refined like this"))
             .with_help(help.to_string()),
         );
         Type::Unknown
