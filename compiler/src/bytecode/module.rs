@@ -487,7 +487,15 @@ impl Module {
                 TypeDesc::Secret => "Secret".into(),
                 TypeDesc::List(t) => format!("List<{}>", self.type_name(*t)),
                 TypeDesc::Map(t) => format!("Map<{}>", self.type_name(*t)),
-                TypeDesc::Optional(t) => format!("{}?", self.type_name(*t)),
+                // `Int? in 1..5`: the rule is written after the optional's mark.
+                TypeDesc::Optional(t) => match self.type_desc(*t) {
+                    Some(TypeDesc::Refined {
+                        base,
+                        rule,
+                        name: None,
+                    }) => format!("{}? {rule}", self.type_name(*base)),
+                    _ => format!("{}?", self.type_name(*t)),
+                },
                 TypeDesc::Record { name, .. } | TypeDesc::Enum { name, .. } => name.clone(),
                 TypeDesc::Refined {
                     name: Some(name), ..

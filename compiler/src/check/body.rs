@@ -1393,8 +1393,10 @@ impl<'a> BodyChecker<'a> {
         let noted_type = written.clone();
         // … and a value of a refined type is read as its base.
         let ty = written.unrefined().into_owned();
+        // A value whose type has the expected rule already (a `Score` passed as a `Score`)
+        // is not checked again.
         if let Some(expected) = expected
-            && self.checked.types.converts(&ty, expected)
+            && self.checked.types.converts(&written, expected)
             && self.checked.types.assignable(&ty, expected)
         {
             self.resolved
