@@ -93,6 +93,24 @@ impl Type {
         }
     }
 
+    /// The type with every refinement in it taken off (in lists, maps, optionals and
+    /// anonymous records; a named record's fields keep theirs).
+    pub fn without_refinements(&self) -> Type {
+        match self {
+            Type::Refined(r) => r.base.without_refinements(),
+            Type::List(t) => Type::List(Box::new(t.without_refinements())),
+            Type::Map(t) => Type::Map(Box::new(t.without_refinements())),
+            Type::Optional(t) => Type::optional(t.without_refinements()),
+            Type::Record(fields) => Type::Record(
+                fields
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.without_refinements()))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
     /// The refinements at the top of the type (outermost first) and its base.
     pub fn refinements(&self) -> (Vec<&Refined>, &Type) {
         let mut rules = Vec::new();
