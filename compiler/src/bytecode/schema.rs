@@ -354,6 +354,103 @@ mod tests {
     }
 
     #[test]
+    fn refinements_become_the_keywords_of_their_rules() {
+        use crate::bytecode::Refinement as R;
+        let refined = |base: u32, rule: R| TypeDesc::Refined {
+            base: t(base),
+            rule,
+            name: None,
+        };
+        let m = module(vec![
+            TypeDesc::Int,
+            TypeDesc::Float,
+            TypeDesc::String,
+            TypeDesc::List(t(2)),
+            refined(
+                0,
+                R::IntRange {
+                    min: Some(1),
+                    max: Some(1000),
+                },
+            ),
+            refined(
+                1,
+                R::FloatRange {
+                    min: Some(0.0),
+                    max: None,
+                },
+            ),
+            refined(2, R::Matching("[A-Z]{2}[0-9]+".into())),
+            refined(2, R::NonEmpty),
+            refined(3, R::NonEmpty),
+            refined(
+                3,
+                R::Length {
+                    min: None,
+                    max: Some(5),
+                },
+            ),
+            // A refinement of a refined type, with a keyword of its own and one its base has.
+            refined(
+                6,
+                R::Length {
+                    min: Some(1),
+                    max: Some(8),
+                },
+            ),
+            refined(
+                4,
+                R::IntRange {
+                    min: Some(10),
+                    max: None,
+                },
+            ),
+            TypeDesc::Optional(t(4)),
+        ]);
+        assert_eq!(
+            json_schema(&m, t(4)),
+            json!({ "type": "integer", "minimum": 1, "maximum": 1000 })
+        );
+        assert_eq!(
+            json_schema(&m, t(5)),
+            json!({ "type": "number", "minimum": 0.0 })
+        );
+        assert_eq!(
+            json_schema(&m, t(6)),
+            json!({ "type": "string", "pattern": "^(?:[A-Z]{2}[0-9]+)$" })
+        );
+        assert_eq!(
+            json_schema(&m, t(7)),
+            json!({ "type": "string", "minLength": 1 })
+        );
+        assert_eq!(json_schema(&m, t(8))["minItems"], 1);
+        assert_eq!(json_schema(&m, t(9))["maxItems"], 5);
+        assert_eq!(
+            json_schema(&m, t(10)),
+            json!({
+                "type": "string",
+                "pattern": "^(?:[A-Z]{2}[0-9]+)$",
+                "minLength": 1,
+                "maxLength": 8,
+            })
+        );
+        assert_eq!(
+            json_schema(&m, t(11)),
+            json!({ "allOf": [
+                { "type": "integer", "minimum": 1, "maximum": 1000 },
+                { "minimum": 10 },
+            ] })
+        );
+        assert_eq!(
+            json_schema(&m, t(12)),
+            json!({ "anyOf": [
+                { "type": "integer", "minimum": 1, "maximum": 1000 },
+                { "type": "null" },
+            ] })
+        );
+    }
+
+    #[test]
     fn durations_and_times_are_strings() {
         let m = module(vec![TypeDesc::Duration, TypeDesc::Time]);
         for ty in [t(0), t(1)] {
