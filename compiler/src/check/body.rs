@@ -1064,7 +1064,10 @@ impl<'a> BodyChecker<'a> {
                     }
                     expected.clone()
                 }
-                None => self.check_expr(value, None),
+                // A `var` may take any value of the base later: it keeps no refinement
+                // unless it is annotated with one.
+                None if mutable => self.check_expr(value, None),
+                None => self.check_expr_written(value, None),
             }
         };
         if found == Type::Unit {
@@ -1384,20 +1387,28 @@ impl<'a> BodyChecker<'a> {
     // ----- expressions --------------------------------------------------------------
 
     fn check_expr(&mut self, expr: &ast::Expr, expected: Option<&Type>) -> Type {
+        // A value of a refined type is read as its base.
+        let written = self.check_expr_written(expr, expected);
+        match written {
+            Type::Refined(_) | Type::Optional(_) => written.unrefined().into_owned(),
+            other => other,
+        }
+    }
+
+    /// Like [`Self::check_expr`], but the type as declared, refinements included (a `let`
+    /// without an annotation keeps them: `let s = rate(order)` is a `Score`).
+    fn check_expr_written(&mut self, expr: &ast::Expr, expected: Option<&Type>) -> Type {
         // A refined type expects its base (a `Score` takes a `Float`, checked on the way in)…
         let base = expected.map(|e| e.unrefined());
         let written = self.check_expr_kind(expr, base.as_deref());
         if let Some(expected) = expected {
             self.check_constant(expr, expected);
         }
-        let noted_type = written.clone();
-        // … and a value of a refined type is read as its base.
-        let ty = written.unrefined().into_owned();
         // A value whose type has the expected rule already (a `Score` passed as a `Score`)
         // is not checked again.
         if let Some(expected) = expected
             && self.checked.types.converts(&written, expected)
-            && self.checked.types.assignable(&ty, expected)
+            && self.checked.types.assignable(&written, expected)
         {
             self.resolved
                 .conversions
@@ -1415,9 +1426,9 @@ impl<'a> BodyChecker<'a> {
                     | ExprKind::AwaitSignal { .. }
             );
         if noted {
-            self.note_type(expr.span, &noted_type);
+            self.note_type(expr.span, &written);
         }
-        ty
+        written
     }
 
     /// A constant put where a refined type is expected must admit its rules (E0318):
