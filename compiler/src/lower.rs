@@ -3000,6 +3000,54 @@ mod tests {
         );
     }
 
+    #[test]
+    fn refined_types_are_described_and_checked_where_a_value_enters_one() {
+        let module = lowered(
+            "type Score = Float in 0.0..1.0\n\
+             type Words = {\n\
+               text: String\n\
+               nonempty: Bool\n\
+               length: Int in 0..\n\
+             }\n\
+             tool rate(w: Words) -> Score via exec \"rate\"\n\
+             tool keep(s: Score, all: List<Score>) -> Bool via exec \"keep\"\n\
+             workflow w(words: Words, all: List<Score>, x: Float) -> Score {\n\
+               let s = rate(words)\n\
+               keep(s, all)\n\
+               let t: Score = x * 0.5\n\
+               keep(t, [x])\n\
+               t\n\
+             }\n",
+        );
+        // A word on the next line is the next field, not a refinement of the one before.
+        let Some(TypeDesc::Record { fields, .. }) = module
+            .types
+            .iter()
+            .find(|t| matches!(t, TypeDesc::Record { name, .. } if name == "Words"))
+        else {
+            panic!("Words is described: {:?}", module.types)
+        };
+        let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["text", "nonempty", "length"]);
+        assert_eq!(module.type_name(fields[0].1), "String");
+        assert_eq!(module.type_name(fields[2].1), "Int in 0..");
+        let score = module
+            .types
+            .iter()
+            .position(|t| matches!(t, TypeDesc::Refined { name: Some(n), .. } if n == "Score"))
+            .expect("Score is described") as u32;
+        let conforms: Vec<u32> = code(&module, "w")
+            .iter()
+            .filter_map(|op| match op {
+                Op::Conform(ty) => Some(*ty),
+                _ => None,
+            })
+            .collect();
+        // `rate(words)` is a `Score` already, and so are `s`, `t` and `all`: only the computed
+        // `x * 0.5` and the item `x` of the list `[x]` are checked.
+        assert_eq!(conforms, [score, score]);
+    }
+
     fn lowered(source: &str) -> Module {
         let program = crate::check_text("t.flow", source);
         assert_eq!(program.errors(), 0, "{:#?}", program.diagnostics);

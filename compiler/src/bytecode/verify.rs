@@ -390,13 +390,17 @@ fn check_refined(
             other => break other,
         }
     };
-    let fits = match (rule, desc) {
+    let fits = matches!(
+        (rule, desc),
         (R::IntRange { .. }, Some(TypeDesc::Int))
-        | (R::FloatRange { .. }, Some(TypeDesc::Float)) => true,
-        (R::Matching(_) | R::NonEmpty | R::Length { .. }, Some(TypeDesc::String)) => true,
-        (R::NonEmpty | R::Length { .. }, Some(TypeDesc::List(_))) => true,
-        _ => false,
-    };
+            | (R::FloatRange { .. }, Some(TypeDesc::Float))
+            | (
+                R::Matching(_) | R::NonEmpty | R::Length { .. },
+                Some(TypeDesc::String)
+            )
+            | (R::NonEmpty | R::Length { .. }, Some(TypeDesc::List(_)))
+    );
+
     if !fits {
         return Err(format!(
             "{what} has the refinement `{rule}` on a type it does not apply to"
