@@ -1436,7 +1436,7 @@ impl<'a> BodyChecker<'a> {
     fn check_constant(&mut self, expr: &ast::Expr, expected: &Type) {
         use crate::bytecode::Subject;
         let expected = match expected {
-            Type::Optional(inner) if matches!(expr.kind, ExprKind::None) => return,
+            Type::Optional(_) if matches!(expr.kind, ExprKind::None) => return,
             Type::Optional(inner) => &**inner,
             other => other,
         };
@@ -1487,7 +1487,8 @@ impl<'a> BodyChecker<'a> {
         let shown = self.show(expected);
         let what = match value {
             ConstantValue::Items(0) => "this empty list".to_string(),
-            ConstantValue::Items(n) => format!("this list of {n}"),
+            ConstantValue::Items(1) => "this list of 1 item".to_string(),
+            ConstantValue::Items(n) => format!("this list of {n} items"),
             _ => "this value".to_string(),
         };
         let help = match &broken.name {
@@ -4492,7 +4493,6 @@ fn decision_fields(value: &ast::Expr) -> Vec<Name> {
     }
 }
 
-/// A branch that never completes (it always fails) still has a result type to describe.
 /// A constant's value, as far as a refinement looks at it.
 #[derive(Clone, Copy)]
 enum ConstantValue<'a> {
@@ -4502,6 +4502,7 @@ enum ConstantValue<'a> {
     Items(usize),
 }
 
+/// A branch that never completes (it always fails) still has a result type to describe.
 fn branch_value(ty: Type) -> Type {
     match ty {
         Type::Never => Type::Unit,
