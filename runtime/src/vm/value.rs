@@ -679,6 +679,57 @@ mod tests {
         assert_eq!(parse_duration(""), None);
     }
 
+    /// A module from source, for its type descriptions.
+    fn module(source: &str) -> Module {
+        let program = flow_compiler::program::check_text("t.flow", source);
+        assert_eq!(program.errors(), 0, "{:#?}", program.diagnostics);
+        flow_compiler::lower::lower(&program).expect("lowers")
+    }
+
+    #[test]
+    fn refinements_are_checked_in_json_and_in_conform_with_the_path() {
+        let module = module(
+            "type Score = Float in 0.0..1.0\n\
+             type Rated = { scores: List<Score>, tag: String? length 1..3 }\n\
+             workflow w(r: Rated) -> Int { 0 }\n",
+        );
+        let ty = module.workflows[0].params[0].1;
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
+        let fits = from_json(
+            &module,
+            ty,
+            &json(r#"{"scores": [0.0, 1.0], "tag": null}"#),
+            "$",
+        );
+        assert!(fits.is_ok(), "{fits:?}");
+        let broken = from_json(&module, ty, &json(r#"{"scores": [0.5, 1.5]}"#), "$")
+            .expect_err("1.5 is out of range");
+        assert_eq!(
+            broken.to_string(),
+            "$.scores[1]: expected a Score (Float in 0.0..1.0), found 1.5"
+        );
+        let long = from_json(&module, ty, &json(r#"{"scores": [], "tag": "abcd"}"#), "$")
+            .expect_err("too long");
+        assert_eq!(
+            long.to_string(),
+            "$.tag: expected String length 1..3, found \"abcd\" (4 characters)"
+        );
+        // `conform`: the same rules, on a value the workflow built.
+        let value = Value::record([
+            (
+                "scores",
+                Value::List(vec![Value::Float(0.5), Value::Float(-0.5)]),
+            ),
+            ("tag", Value::None),
+        ]);
+        let refused = conform(&module, ty, value).expect_err("-0.5 is out of range");
+        assert_eq!(refused.path, "$.scores[1]");
+        assert_eq!(refused.found, "-0.5");
+        let value = Value::record([("scores", Value::List(vec![Value::Float(0.5)]))]);
+        let conformed = conform(&module, ty, value).expect("fits");
+        assert_eq!(conformed.field("tag"), Some(&Value::None));
+    }
+
     #[test]
     fn enum_values_read_as_the_source_writes_them() {
         let unit = Value::Variant {
