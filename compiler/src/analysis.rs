@@ -549,6 +549,14 @@ impl Analysis {
                 }
                 out.push('}');
             }
+            TypeDefKind::Refined(ty) => {
+                let _ = write!(
+                    out,
+                    "type {} = {}",
+                    def.name,
+                    ty.unnamed().display(&self.program.checked.types)
+                );
+            }
             TypeDefKind::Enum(variants) => {
                 let _ = writeln!(out, "enum {} {{", def.name);
                 for (index, _) in variants.iter().enumerate() {
@@ -1205,7 +1213,7 @@ impl Analysis {
                         documentation: f.doc.as_deref().map(str::to_string),
                     })
                     .collect(),
-                TypeDefKind::Enum(_) => Vec::new(),
+                TypeDefKind::Enum(_) | TypeDefKind::Refined(_) => Vec::new(),
             },
             Type::Record(fields) => fields
                 .iter()
@@ -1394,6 +1402,7 @@ impl Analysis {
                 detail: Some(match def.kind {
                     TypeDefKind::Record(_) => "record".to_string(),
                     TypeDefKind::Enum(_) => "enum".to_string(),
+                    TypeDefKind::Refined(ref ty) => ty.unnamed().display(types).to_string(),
                 }),
                 documentation: def.doc.as_deref().map(str::to_string),
             });
@@ -1737,6 +1746,7 @@ impl Indexer<'_> {
                 }
             }
             TypeExprKind::Optional(inner) => self.type_expr(inner),
+            TypeExprKind::Refined(refined) => self.type_expr(&refined.base),
             TypeExprKind::Error => {}
         }
     }

@@ -792,6 +792,19 @@ impl<'a> Builder<'a> {
             Item::Import(import) => {
                 concat(vec![text("import "), text(self.string(import.path.span))])
             }
+            Item::Type(decl) if decl.refined.is_some() => {
+                let refined = decl
+                    .refined
+                    .as_ref()
+                    .map(|t| self.ty(t))
+                    .unwrap_or_else(|| text(""));
+                concat(vec![
+                    text("type "),
+                    text(&decl.name.name),
+                    text(" = "),
+                    refined,
+                ])
+            }
             Item::Type(decl) => {
                 let opener = self.find(T::LBrace, decl.name.span.end);
                 let close = self.close_after(decl.fields.last().map_or(opener.end, |f| f.span.end));
@@ -1241,6 +1254,20 @@ impl<'a> Builder<'a> {
         concat(vec![text(&variant.name.name), fields])
     }
 
+    /// A range's bounds as written (`1_000`, `-5`, `0.5`), joined by `..`.
+    fn range(&self, min: &Option<Bound>, max: &Option<Bound>) -> String {
+        let bound = |b: &Option<Bound>| {
+            b.map(|b| {
+                self.slice(b.span)
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect::<String>()
+            })
+            .unwrap_or_default()
+        };
+        format!("{}..{}", bound(min), bound(max))
+    }
+
     fn ty(&mut self, ty: &TypeExpr) -> Doc {
         match &ty.kind {
             TypeExprKind::Named { name, args } if args.is_empty() => text(&name.name),
@@ -1264,6 +1291,23 @@ impl<'a> Builder<'a> {
                     _ => "?",
                 };
                 concat(vec![self.ty(inner), text(mark)])
+            }
+            // `Float in 0.0..1.0`, `String matching "…"` (the pattern as written),
+            // `List<T> nonempty`, `String length 1..80`.
+            TypeExprKind::Refined(refined) => {
+                let rule = match &refined.rule {
+                    RuleExpr::Range { min, max } => {
+                        format!("in {}", self.range(min, max))
+                    }
+                    RuleExpr::Length { min, max } => {
+                        format!("length {}", self.range(min, max))
+                    }
+                    RuleExpr::Matching(pattern) => {
+                        format!("matching {}", self.slice(pattern.span))
+                    }
+                    RuleExpr::NonEmpty => "nonempty".to_string(),
+                };
+                concat(vec![self.ty(&refined.base), text(" "), text(&rule)])
             }
             TypeExprKind::Error => text(self.slice(ty.span)),
         }

@@ -160,6 +160,8 @@ enum TypeKey {
     Map(u32),
     Optional(u32),
     Record(Vec<(String, u32)>),
+    /// The base, the rule as written, the declared name.
+    Refined(u32, String, Option<String>),
 }
 
 struct Builder<'p> {
@@ -350,6 +352,17 @@ impl<'p> Builder<'p> {
                 (TypeKey::Record(key), desc)
             }
             Type::Named(id) => return self.named_type(*id),
+            Type::Refined(r) => {
+                let base = self.type_ref(&r.base);
+                let name = r.name.as_ref().map(|n| n.to_string());
+                let key = TypeKey::Refined(base.0, r.rule.to_string(), name.clone());
+                let desc = TypeDesc::Refined {
+                    base,
+                    rule: r.rule.clone(),
+                    name,
+                };
+                (key, desc)
+            }
         };
         self.structural(key, desc)
     }
@@ -397,6 +410,12 @@ impl<'p> Builder<'p> {
                     })
                     .collect(),
             },
+            // Written types resolve a refined type's name to the type itself, so this is
+            // only reached if that changes; describe it the same way.
+            TypeDefKind::Refined(ty) => {
+                let inner = self.type_ref(ty);
+                self.module.types[inner.0 as usize].clone()
+            }
         };
         self.module.types[index as usize] = desc;
         TypeRef(index)
@@ -1256,7 +1275,7 @@ impl<'b, 'p> FnLower<'b, 'p> {
                         .map(|f| (f.name.clone(), f.ty.clone()))
                         .collect(),
                 ),
-                TypeDefKind::Enum(_) => None,
+                TypeDefKind::Enum(_) | TypeDefKind::Refined(_) => None,
             },
             Type::Record(fields) => Some(fields.clone()),
             _ => None,
@@ -2588,7 +2607,16 @@ impl<'b, 'p> FnLower<'b, 'p> {
 
     /// Like [`Self::type_of`], with `inner`: the names bound inside the expression so far
     /// (by `let`, patterns and `catch`), which shadow the locals in scope.
+    /// A refined type is its base here, as for the checker.
     fn type_in(&self, expr: &Expr, inner: &mut Vec<(String, Type)>) -> Type {
+        let ty = self.type_as_written(expr, inner);
+        match ty {
+            Type::Refined(_) | Type::Optional(_) => ty.unrefined().into_owned(),
+            ty => ty,
+        }
+    }
+
+    fn type_as_written(&self, expr: &Expr, inner: &mut Vec<(String, Type)>) -> Type {
         let checked = &self.b.program.checked;
         match &expr.kind {
             ExprKind::Int(_) => Type::Int,
@@ -2992,6 +3020,54 @@ mod tests {
             "{:#?}",
             program.diagnostics
         );
+    }
+
+    #[test]
+    fn refined_types_are_described_and_checked_where_a_value_enters_one() {
+        let module = lowered(
+            "type Score = Float in 0.0..1.0\n\
+             type Words = {\n\
+               text: String\n\
+               nonempty: Bool\n\
+               length: Int in 0..\n\
+             }\n\
+             tool rate(w: Words) -> Score via exec \"rate\"\n\
+             tool keep(s: Score, all: List<Score>) -> Bool via exec \"keep\"\n\
+             workflow w(words: Words, all: List<Score>, x: Float) -> Score {\n\
+               let s = rate(words)\n\
+               keep(s, all)\n\
+               let t: Score = x * 0.5\n\
+               keep(t, [x])\n\
+               t\n\
+             }\n",
+        );
+        // A word on the next line is the next field, not a refinement of the one before.
+        let Some(TypeDesc::Record { fields, .. }) = module
+            .types
+            .iter()
+            .find(|t| matches!(t, TypeDesc::Record { name, .. } if name == "Words"))
+        else {
+            panic!("Words is described: {:?}", module.types)
+        };
+        let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["text", "nonempty", "length"]);
+        assert_eq!(module.type_name(fields[0].1), "String");
+        assert_eq!(module.type_name(fields[2].1), "Int in 0..");
+        let score = module
+            .types
+            .iter()
+            .position(|t| matches!(t, TypeDesc::Refined { name: Some(n), .. } if n == "Score"))
+            .expect("Score is described") as u32;
+        let conforms: Vec<u32> = code(&module, "w")
+            .iter()
+            .filter_map(|op| match op {
+                Op::Conform(ty) => Some(*ty),
+                _ => None,
+            })
+            .collect();
+        // `rate(words)` is a `Score` already, and so are `s`, `t` and `all`: only the computed
+        // `x * 0.5` and the item `x` of the list `[x]` are checked.
+        assert_eq!(conforms, [score, score]);
     }
 
     fn lowered(source: &str) -> Module {

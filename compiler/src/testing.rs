@@ -183,11 +183,16 @@ pub enum HelperRole {
     InputValue {
         gate: String,
         span: Span,
+        /// `expect refused provide input …`: the value may break the type's refinements (that
+        /// is what is refused), so it is typed without them.
+        refused: bool,
     },
     /// The type of signal `signal` of the workflow the step's run runs.
     SignalValue {
         workflow: ast::Ident,
         signal: ast::Ident,
+        /// `expect refused signal …`: typed without refinements, like a refused input.
+        refused: bool,
     },
 }
 
@@ -588,6 +593,7 @@ impl Desugarer<'_> {
                 let role = HelperRole::InputValue {
                     gate: gate.value.to_string(),
                     span: gate.span,
+                    refused: *refused,
                 };
                 Action::Provide {
                     gate: gate.value.to_string(),
@@ -607,6 +613,7 @@ impl Desugarer<'_> {
                     let role = HelperRole::SignalValue {
                         workflow,
                         signal: name.clone(),
+                        refused: *refused,
                     };
                     self.expr_helper(role, Vec::new(), value)
                 });

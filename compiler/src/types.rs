@@ -4,6 +4,7 @@
 //! anonymous record literal (`{ id: "x" }`) has a structural type that is assignable to a
 //! named record with the same fields.
 
+use crate::bytecode::Refinement;
 use crate::span::{FileId, Span};
 use crate::syntax::name::Name;
 use std::fmt;
@@ -36,6 +37,18 @@ pub enum Type {
     Optional(Box<Type>),
     Named(TypeId),
     Record(Vec<(Name, Type)>),
+    /// A base type narrowed by a rule: `Float in 0.0..1.0`, `String matching "…"`,
+    /// `List<T> nonempty`. For reading it is its base; a value enters it only through a check
+    /// (of a constant by the checker, of anything else at run time).
+    Refined(Box<Refined>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refined {
+    pub base: Type,
+    pub rule: Refinement,
+    /// `type Score = Float in 0.0..1.0`: the declared name, shown in messages.
+    pub name: Option<Name>,
 }
 
 impl Type {
@@ -52,6 +65,61 @@ impl Type {
 
     pub fn is_numeric(&self) -> bool {
         matches!(self, Type::Int | Type::Float)
+    }
+
+    /// The type with the refinements at its top taken off (also under an optional:
+    /// `Score?` is `Float?`): what a value of it is for reading.
+    pub fn unrefined(&self) -> std::borrow::Cow<'_, Type> {
+        use std::borrow::Cow;
+        match self {
+            Type::Refined(r) => Cow::Owned(r.base.unrefined().into_owned()),
+            Type::Optional(inner) if matches!(**inner, Type::Refined(_)) => {
+                Cow::Owned(Type::optional(inner.unrefined().into_owned()))
+            }
+            _ => Cow::Borrowed(self),
+        }
+    }
+
+    /// The type as its declaration writes it: a refined type without its declared name
+    /// (`Float in 0.0..1.0` for `Score`).
+    pub fn unnamed(&self) -> Type {
+        match self {
+            Type::Refined(r) => Type::Refined(Box::new(Refined {
+                name: None,
+                ..(**r).clone()
+            })),
+            Type::Optional(inner) => Type::Optional(Box::new(inner.unnamed())),
+            other => other.clone(),
+        }
+    }
+
+    /// The type with every refinement in it taken off (in lists, maps, optionals and
+    /// anonymous records; a named record's fields keep theirs).
+    pub fn without_refinements(&self) -> Type {
+        match self {
+            Type::Refined(r) => r.base.without_refinements(),
+            Type::List(t) => Type::List(Box::new(t.without_refinements())),
+            Type::Map(t) => Type::Map(Box::new(t.without_refinements())),
+            Type::Optional(t) => Type::optional(t.without_refinements()),
+            Type::Record(fields) => Type::Record(
+                fields
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.without_refinements()))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// The refinements at the top of the type (outermost first) and its base.
+    pub fn refinements(&self) -> (Vec<&Refined>, &Type) {
+        let mut rules = Vec::new();
+        let mut ty = self;
+        while let Type::Refined(r) = ty {
+            rules.push(&**r);
+            ty = &r.base;
+        }
+        (rules, ty)
     }
 
     pub fn display<'a>(&'a self, defs: &'a TypeDefs) -> TypeDisplay<'a> {
@@ -85,8 +153,16 @@ impl<'a> fmt::Display for TypeDisplay<'a> {
             Type::Unknown => f.write_str("_"),
             Type::List(t) => write!(f, "List<{}>", sub(t)),
             Type::Map(t) => write!(f, "Map<{}>", sub(t)),
-            Type::Optional(t) => write!(f, "{}?", sub(t)),
+            // `Int? in 1..5`: the rule is written after the optional's mark.
+            Type::Optional(t) => match &**t {
+                Type::Refined(r) if r.name.is_none() => write!(f, "{}? {}", sub(&r.base), r.rule),
+                _ => write!(f, "{}?", sub(t)),
+            },
             Type::Named(id) => f.write_str(&self.defs.get(*id).name),
+            Type::Refined(r) => match &r.name {
+                Some(name) => f.write_str(name),
+                None => write!(f, "{} {}", sub(&r.base), r.rule),
+            },
             Type::Record(fields) => {
                 f.write_str("{ ")?;
                 for (i, (name, ty)) in fields.iter().enumerate() {
@@ -121,6 +197,10 @@ pub struct VariantDef {
 pub enum TypeDefKind {
     Record(Vec<FieldDef>),
     Enum(Vec<VariantDef>),
+    /// `type Score = Float in 0.0..1.0`: a name for a refined type (always a
+    /// [`Type::Refined`], or `Unknown` after an error). Written types that name it resolve to
+    /// the type itself, so no `Type::Named` ever points here.
+    Refined(Type),
 }
 
 #[derive(Clone, Debug)]
@@ -137,14 +217,14 @@ impl TypeDef {
     pub fn fields(&self) -> Option<&[FieldDef]> {
         match &self.kind {
             TypeDefKind::Record(fields) => Some(fields),
-            TypeDefKind::Enum(_) => None,
+            TypeDefKind::Enum(_) | TypeDefKind::Refined(_) => None,
         }
     }
 
     pub fn variants(&self) -> Option<&[VariantDef]> {
         match &self.kind {
             TypeDefKind::Enum(variants) => Some(variants),
-            TypeDefKind::Record(_) => None,
+            TypeDefKind::Record(_) | TypeDefKind::Refined(_) => None,
         }
     }
 }
@@ -184,6 +264,10 @@ impl TypeDefs {
     pub fn assignable(&self, from: &Type, to: &Type) -> bool {
         match (from, to) {
             (Type::Unknown, _) | (_, Type::Unknown) | (Type::Never, _) => true,
+            // A refined value is read as its base; a value of the base enters a refined type
+            // through a check (`converts`), so statically either way is fine.
+            (Type::Refined(a), _) => self.assignable(&a.base, to),
+            (_, Type::Refined(b)) => self.assignable(from, &b.base),
             (_, Type::Json) => !matches!(from, Type::Unit | Type::Approvers | Type::Secret),
             // A literal or computed text may become a secret; a secret never becomes text.
             (Type::String, Type::Secret) => true,
@@ -207,8 +291,17 @@ impl TypeDefs {
     /// fields of the named record expected (they become `none`). The lowering converts such
     /// a value (`Op::Conform`), so a secret made from text is sealed, redacted and compared like
     /// any other, and a record has one shape whether a field was left out or `none`.
+    ///
+    /// A value put where a refined type is expected converts too, unless it is known to
+    /// have that refinement already (a `List<Score>` passed as a `List<Score>`): the
+    /// conversion checks the rule, and raises a `Failed` error when the value breaks it.
     pub fn converts(&self, from: &Type, to: &Type) -> bool {
         match (from, to) {
+            (Type::Refined(a), Type::Refined(b)) if a.rule == b.rule => {
+                self.converts(&a.base, &b.base)
+            }
+            (Type::Refined(a), _) => self.converts(&a.base, to),
+            (_, Type::Refined(_)) => true,
             (Type::String, Type::Secret) => true,
             (Type::Optional(a), Type::Optional(b)) => self.converts(a, b),
             (_, Type::Optional(b)) => self.converts(from, b),
@@ -256,6 +349,7 @@ impl TypeDefs {
     fn secret_path_in(&self, ty: &Type, seen: &mut Vec<TypeId>) -> Option<String> {
         match ty {
             Type::Secret => Some(String::new()),
+            Type::Refined(r) => self.secret_path_in(&r.base, seen),
             Type::List(inner) | Type::Map(inner) => {
                 self.secret_path_in(inner, seen).map(|p| format!("[]{p}"))
             }
@@ -280,6 +374,7 @@ impl TypeDefs {
                                 .map(|p| format!(" ({}.{}){p}", v.name, f.name))
                         })
                     }),
+                    TypeDefKind::Refined(ty) => self.secret_path_in(ty, seen),
                 };
                 seen.pop();
                 found

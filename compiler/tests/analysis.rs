@@ -913,3 +913,50 @@ fn functions_have_hover_definition_completion_and_an_outline_entry() {
         ]
     );
 }
+
+#[test]
+fn hover_shows_refined_types_as_declared() {
+    let text = r#"/// How sure the model is.
+type Score = Float in 0.0..1.0
+type Order = { sku: String matching "^[A-Z]+$", qty: Int in 1..1000, notes: List<String> nonempty }
+
+tool rate(order: Order) -> Score via http post "/rate"
+
+workflow review(order: Order, limit: Int? in 1..5) -> Score {
+  let s = rate(order)
+  let q: Int in 0.. = order.qty + (limit ?? 1)
+  if q > 10 { s } else { 0.5 }
+}
+"#;
+    let analysis = analyze(
+        &["app/main.flow".to_string()],
+        &MemoryLoader::default().with("app/main.flow", text),
+    );
+    assert!(
+        analysis.program().diagnostics.is_empty(),
+        "{:?}",
+        analysis.program().diagnostics
+    );
+    let hover = |needle: &str| {
+        analysis
+            .hover_at("app/main.flow", cursor(text, needle))
+            .map(|h| h.markdown)
+            .unwrap_or_default()
+    };
+    let score = hover("-> Sc|ore via");
+    assert!(score.contains("type Score = Float in 0.0..1.0"), "{score}");
+    assert!(score.contains("How sure the model is."), "{score}");
+    let order = hover("rate(order: Ord|er)");
+    assert!(
+        order.contains("sku: String matching \"^[A-Z]+$\","),
+        "{order}"
+    );
+    assert!(order.contains("qty: Int in 1..1000,"), "{order}");
+    assert!(order.contains("notes: List<String> nonempty,"), "{order}");
+    assert_eq!(hover("let |s = rate"), "```flow\nlet s: Score\n```");
+    assert_eq!(hover("let |q: Int"), "```flow\nlet q: Int in 0..\n```");
+    let limit = hover("li|mit: Int?");
+    assert!(limit.contains("limit: Int? in 1..5"), "{limit}");
+    let field = hover("order.q|ty +");
+    assert!(field.contains("qty: Int in 1..1000"), "{field}");
+}

@@ -838,6 +838,78 @@ fn a_model_answering_garbage_is_asked_again_until_the_answer_fits() {
     });
 }
 
+const RATING_PROGRAM: &str = r#"type Rating = { score: Float in 0.0..1.0, label: String matching "^(good|bad)$", tags: List<String> nonempty }
+
+tool rate(text: String) -> Rating via llm "mistral-small" prompt "Rate: ${text}"
+
+workflow review(text: String) -> Rating {
+  retry 3 on InvalidOutput { rate(text) }
+}
+"#;
+
+/// A model is asked for refined data through the JSON Schema (`minimum`, `maximum`,
+/// `pattern`, `minItems`), and an answer that breaks a rule anyway is an `InvalidOutput`
+/// naming the path and the rule, asked again.
+#[test]
+fn a_model_is_given_the_refinements_and_an_answer_that_breaks_one_is_asked_again() {
+    for_each_store(|store| {
+        let server = Server::start(vec![
+            Reply::Json(completion(
+                r#"{"score": 7, "label": "good", "tags": ["x"]}"#,
+            )),
+            Reply::Json(completion(
+                r#"{"score": 0.5, "label": "fine", "tags": ["x"]}"#,
+            )),
+            Reply::Json(completion(
+                r#"{"score": 0.5, "label": "good", "tags": ["x"]}"#,
+            )),
+        ]);
+        let config = format!(
+            "[llm]\nbase_url = \"{}/v1\"\napi_key = \"sk-test\"\n",
+            server.url()
+        );
+        let project = project_with(store, RATING_PROGRAM, &config);
+        let out = project.run("review", r#"{"text": "a fine day"}"#);
+        out.expect_code(EXIT_COMPLETED);
+        assert_eq!(
+            out.json()["output"],
+            serde_json::json!({ "score": 0.5, "label": "good", "tags": ["x"] })
+        );
+        let body = server.next().json();
+        assert_eq!(
+            body["response_format"]["json_schema"]["schema"],
+            serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "score": { "type": "number", "minimum": 0.0, "maximum": 1.0 },
+                    "label": { "type": "string", "pattern": "^(?:^(good|bad)$)$" },
+                    "tags": { "type": "array", "items": { "type": "string" }, "minItems": 1 },
+                },
+                "required": ["score", "label", "tags"],
+                "additionalProperties": false,
+            })
+        );
+        let run = run_id(&out);
+        let failed: Vec<String> = of_kind(&project.history(&run), "step_failed")
+            .iter()
+            .map(|e| e["data"]["message"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert!(
+            failed[0].contains("$.score: expected Float in 0.0..1.0, found 7.0"),
+            "{}",
+            failed[0]
+        );
+        assert!(
+            failed[1].contains(
+                r#"$.label: expected String matching "^(good|bad)$", found the string "fine""#
+            ),
+            "{}",
+            failed[1]
+        );
+    });
+}
+
 #[test]
 fn a_model_that_never_fits_fails_the_run_after_the_last_attempt() {
     for_each_store(|store| {

@@ -47,7 +47,13 @@ pub const MAGIC: &[u8; 8] = b"FLOWBC\r\n";
 ///
 /// Format 7 added the `CallFunction` instruction and, after the undo blocks, a section with
 /// the program's pure functions ([`Module::functions`]).
-pub const FORMAT_VERSION: u16 = 7;
+///
+/// Format 8 added refined types: the type description `TypeDesc::Refined` (a base and its
+/// rule, `Float in 0.0..1.0`), appended to the end of `TypeDesc`, so that formats 1 to 7
+/// decode unchanged; no section is added. The version is bumped so that a runtime that reads
+/// only 7 refuses an artifact with refinements up front, saying to upgrade, instead of failing
+/// on a type it does not know or running without checking the rules.
+pub const FORMAT_VERSION: u16 = 8;
 /// The oldest format this reader still reads: runs stay pinned to their artifact for weeks,
 /// so an upgrade must not strand them.
 pub const OLDEST_READABLE: u16 = 1;
@@ -415,6 +421,69 @@ mod tests {
         assert_eq!(module.undos.len(), 1);
         assert_eq!(module.signals[0].name, "cancel");
         assert_eq!(decode(&encode(&module)), Ok(module));
+    }
+
+    /// `tests/fixtures/format7.flowb` was written by `flowc build tests/fixtures/format7.flow`
+    /// in format 7, before refined types existed: it reads, with its function.
+    #[test]
+    fn a_format_7_artifact_still_reads() {
+        let bytes = include_bytes!("../../tests/fixtures/format7.flowb");
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 7);
+        let module = decode(bytes).expect("format 7 reads");
+        assert_eq!(module.workflows[0].name, "quote");
+        assert_eq!(module.functions[0].name, "price");
+        assert!(
+            !module
+                .types
+                .iter()
+                .any(|t| matches!(t, TypeDesc::Refined { .. }))
+        );
+        assert_eq!(decode(&encode(&module)), Ok(module));
+    }
+
+    /// A refined type's description survives the encoding, and one that a forged artifact
+    /// puts on a base it does not apply to, or with a pattern that does not compile, is
+    /// refused by the verifier.
+    #[test]
+    fn refined_types_round_trip_and_bad_ones_are_refused() {
+        let mut module = tiny();
+        module.types = vec![
+            TypeDesc::Int,
+            TypeDesc::Refined {
+                base: TypeRef(0),
+                rule: crate::bytecode::Refinement::IntRange {
+                    min: Some(1),
+                    max: None,
+                },
+                name: Some("Qty".into()),
+            },
+        ];
+        assert_eq!(decode(&encode(&module)), Ok(module.clone()));
+        let mut wrong = module.clone();
+        wrong.types[1] = TypeDesc::Refined {
+            base: TypeRef(0),
+            rule: crate::bytecode::Refinement::Matching("[a-z]+".into()),
+            name: None,
+        };
+        let refused = super::super::verify::verify(&wrong).expect_err("matching on an Int");
+        assert!(refused.contains("does not apply"), "{refused}");
+        let mut circle = module.clone();
+        circle.types[1] = TypeDesc::Refined {
+            base: TypeRef(1),
+            rule: crate::bytecode::Refinement::NonEmpty,
+            name: None,
+        };
+        let refused = super::super::verify::verify(&circle).expect_err("refined from itself");
+        assert!(refused.contains("circle"), "{refused}");
+        let mut pattern = module;
+        pattern.types[0] = TypeDesc::String;
+        pattern.types[1] = TypeDesc::Refined {
+            base: TypeRef(0),
+            rule: crate::bytecode::Refinement::Matching("(".into()),
+            name: None,
+        };
+        let refused = super::super::verify::verify(&pattern).expect_err("bad pattern");
+        assert!(refused.contains("invalid pattern"), "{refused}");
     }
 
     /// A payload that stops where the functions should begin, under a format 7 header, is

@@ -324,6 +324,14 @@ pub enum TypeDesc {
     },
     /// Appended: descriptions are persisted in artifacts, so variants are append-only.
     Secret,
+    /// Format 8: a value of `base` that also admits `rule` (`Float in 0.0..1.0`). `name` is the
+    /// refined type's declared name (`type Score = …`), for messages; `None` when the
+    /// refinement is written in place (`qty: Int in 1..1000`).
+    Refined {
+        base: TypeRef,
+        rule: super::Refinement,
+        name: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -479,8 +487,22 @@ impl Module {
                 TypeDesc::Secret => "Secret".into(),
                 TypeDesc::List(t) => format!("List<{}>", self.type_name(*t)),
                 TypeDesc::Map(t) => format!("Map<{}>", self.type_name(*t)),
-                TypeDesc::Optional(t) => format!("{}?", self.type_name(*t)),
+                // `Int? in 1..5`: the rule is written after the optional's mark.
+                TypeDesc::Optional(t) => match self.type_desc(*t) {
+                    Some(TypeDesc::Refined {
+                        base,
+                        rule,
+                        name: None,
+                    }) => format!("{}? {rule}", self.type_name(*base)),
+                    _ => format!("{}?", self.type_name(*t)),
+                },
                 TypeDesc::Record { name, .. } | TypeDesc::Enum { name, .. } => name.clone(),
+                TypeDesc::Refined {
+                    name: Some(name), ..
+                } => name.clone(),
+                TypeDesc::Refined { base, rule, .. } => {
+                    format!("{} {rule}", self.type_name(*base))
+                }
             },
         }
     }

@@ -14,6 +14,7 @@
 //! | record | `object` with `properties`, the non-optional fields `required`, no others |
 //! | enum | `oneOf`: the variants without fields as strings (`"Released"`), each variant with fields as `{"Variant": {fields}}` |
 //! | `Json` | `{}` (anything) |
+//! | refined `T` | `T`'s schema with `minimum`/`maximum` (`in a..b`), `pattern` (`matching`, anchored: `^(?:…)$`), `minLength`/`maxLength` or `minItems`/`maxItems` (`nonempty`, `length a..b`) |
 //!
 //! Named types are written inline. A type that contains itself (a recursive record or enum)
 //! is written once under `$defs` and referred to with `$ref`.
@@ -105,6 +106,10 @@ impl Writer<'_> {
                 json!({ "type": "object", "additionalProperties": self.schema(*value) })
             }
             TypeDesc::Optional(inner) => self.nullable(*inner),
+            TypeDesc::Refined { base, rule, .. } => {
+                let (base, rule) = (*base, rule.clone());
+                self.refined(base, &rule)
+            }
             TypeDesc::Record { .. } | TypeDesc::Enum { .. } => {
                 if self.expanding.contains(&ty) {
                     if !self.recursive.contains(&ty) {
@@ -117,6 +122,63 @@ impl Writer<'_> {
                 self.expanding.pop();
                 schema
             }
+        }
+    }
+
+    /// A refined type: its base's schema with the rule's keywords (`minimum`, `pattern`, …);
+    /// a second rule of the same keyword (a refinement of a refined type) goes in `allOf`.
+    fn refined(&mut self, base: TypeRef, rule: &super::Refinement) -> Value {
+        use super::Refinement as R;
+        let mut schema = self.schema(base);
+        let mut inner = base;
+        while let Some(TypeDesc::Refined { base, .. }) = self.module.type_desc(inner) {
+            inner = *base;
+        }
+        let list = matches!(self.module.type_desc(inner), Some(TypeDesc::List(_)));
+        let (min_len, max_len) = if list {
+            ("minItems", "maxItems")
+        } else {
+            ("minLength", "maxLength")
+        };
+        let mut extra = Map::new();
+        match rule {
+            R::IntRange { min, max } => {
+                if let Some(min) = min {
+                    extra.insert("minimum".into(), json!(min));
+                }
+                if let Some(max) = max {
+                    extra.insert("maximum".into(), json!(max));
+                }
+            }
+            R::FloatRange { min, max } => {
+                if let Some(min) = min {
+                    extra.insert("minimum".into(), json!(min));
+                }
+                if let Some(max) = max {
+                    extra.insert("maximum".into(), json!(max));
+                }
+            }
+            R::Matching(pattern) => {
+                extra.insert("pattern".into(), json!(format!("^(?:{pattern})$")));
+            }
+            R::NonEmpty => {
+                extra.insert(min_len.into(), json!(1));
+            }
+            R::Length { min, max } => {
+                if let Some(min) = min {
+                    extra.insert(min_len.into(), json!(min));
+                }
+                if let Some(max) = max {
+                    extra.insert(max_len.into(), json!(max));
+                }
+            }
+        }
+        match &mut schema {
+            Value::Object(object) if !extra.keys().any(|k| object.contains_key(k)) => {
+                object.extend(extra);
+                schema
+            }
+            _ => json!({ "allOf": [schema, Value::Object(extra)] }),
         }
     }
 
@@ -289,6 +351,103 @@ mod tests {
         assert_eq!(json_schema(&m, t(3)), json!({ "type": "string" }));
         assert_eq!(json_schema(&m, t(4)), json!({}));
         assert_eq!(json_schema(&m, t(5)), json!({ "type": "null" }));
+    }
+
+    #[test]
+    fn refinements_become_the_keywords_of_their_rules() {
+        use crate::bytecode::Refinement as R;
+        let refined = |base: u32, rule: R| TypeDesc::Refined {
+            base: t(base),
+            rule,
+            name: None,
+        };
+        let m = module(vec![
+            TypeDesc::Int,
+            TypeDesc::Float,
+            TypeDesc::String,
+            TypeDesc::List(t(2)),
+            refined(
+                0,
+                R::IntRange {
+                    min: Some(1),
+                    max: Some(1000),
+                },
+            ),
+            refined(
+                1,
+                R::FloatRange {
+                    min: Some(0.0),
+                    max: None,
+                },
+            ),
+            refined(2, R::Matching("[A-Z]{2}[0-9]+".into())),
+            refined(2, R::NonEmpty),
+            refined(3, R::NonEmpty),
+            refined(
+                3,
+                R::Length {
+                    min: None,
+                    max: Some(5),
+                },
+            ),
+            // A refinement of a refined type, with a keyword of its own and one its base has.
+            refined(
+                6,
+                R::Length {
+                    min: Some(1),
+                    max: Some(8),
+                },
+            ),
+            refined(
+                4,
+                R::IntRange {
+                    min: Some(10),
+                    max: None,
+                },
+            ),
+            TypeDesc::Optional(t(4)),
+        ]);
+        assert_eq!(
+            json_schema(&m, t(4)),
+            json!({ "type": "integer", "minimum": 1, "maximum": 1000 })
+        );
+        assert_eq!(
+            json_schema(&m, t(5)),
+            json!({ "type": "number", "minimum": 0.0 })
+        );
+        assert_eq!(
+            json_schema(&m, t(6)),
+            json!({ "type": "string", "pattern": "^(?:[A-Z]{2}[0-9]+)$" })
+        );
+        assert_eq!(
+            json_schema(&m, t(7)),
+            json!({ "type": "string", "minLength": 1 })
+        );
+        assert_eq!(json_schema(&m, t(8))["minItems"], 1);
+        assert_eq!(json_schema(&m, t(9))["maxItems"], 5);
+        assert_eq!(
+            json_schema(&m, t(10)),
+            json!({
+                "type": "string",
+                "pattern": "^(?:[A-Z]{2}[0-9]+)$",
+                "minLength": 1,
+                "maxLength": 8,
+            })
+        );
+        assert_eq!(
+            json_schema(&m, t(11)),
+            json!({ "allOf": [
+                { "type": "integer", "minimum": 1, "maximum": 1000 },
+                { "minimum": 10 },
+            ] })
+        );
+        assert_eq!(
+            json_schema(&m, t(12)),
+            json!({ "anyOf": [
+                { "type": "integer", "minimum": 1, "maximum": 1000 },
+                { "type": "null" },
+            ] })
+        );
     }
 
     #[test]

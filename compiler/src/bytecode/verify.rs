@@ -308,6 +308,10 @@ fn check_tables(module: &Module) -> Result<(), String> {
                     }
                 }
             }
+            TypeDesc::Refined { base, rule, .. } => {
+                check_type(module, *base, &what)?;
+                check_refined(module, *base, rule, &what)?;
+            }
             _ => {}
         }
     }
@@ -364,6 +368,51 @@ fn check_tables(module: &Module) -> Result<(), String> {
     Ok(())
 }
 
+/// A refinement sits on a base it applies to (through other refinements, never itself), and
+/// its pattern compiles within the size limits.
+fn check_refined(
+    module: &Module,
+    mut base: TypeRef,
+    rule: &super::Refinement,
+    what: &str,
+) -> Result<(), String> {
+    use super::Refinement as R;
+    let mut steps = 0;
+    let desc = loop {
+        match module.type_desc(base) {
+            Some(TypeDesc::Refined { base: inner, .. }) if steps < module.types.len() => {
+                base = *inner;
+                steps += 1;
+            }
+            Some(TypeDesc::Refined { .. }) => {
+                return Err(format!("{what} is refined in a circle"));
+            }
+            other => break other,
+        }
+    };
+    let fits = matches!(
+        (rule, desc),
+        (R::IntRange { .. }, Some(TypeDesc::Int))
+            | (R::FloatRange { .. }, Some(TypeDesc::Float))
+            | (
+                R::Matching(_) | R::NonEmpty | R::Length { .. },
+                Some(TypeDesc::String)
+            )
+            | (R::NonEmpty | R::Length { .. }, Some(TypeDesc::List(_)))
+    );
+
+    if !fits {
+        return Err(format!(
+            "{what} has the refinement `{rule}` on a type it does not apply to"
+        ));
+    }
+    if let R::Matching(pattern) = rule {
+        super::refine::compile_pattern(pattern)
+            .map_err(|why| format!("{what} has an invalid pattern: {why}"))?;
+    }
+    Ok(())
+}
+
 /// A value supplied from outside (an input, a signal) is recorded as it came, so its type may
 /// not hold a `Secret` (the checker says so as E0321; a forged artifact is refused here).
 fn supplied_without_secret(module: &Module, ty: TypeRef, what: &str) -> Result<(), String> {
@@ -380,7 +429,12 @@ fn supplied_without_secret(module: &Module, ty: TypeRef, what: &str) -> Result<(
                     "{what} takes a `Secret` from outside, which would be recorded in clear"
                 ));
             }
-            Some(TypeDesc::List(t) | TypeDesc::Map(t) | TypeDesc::Optional(t)) => todo.push(*t),
+            Some(
+                TypeDesc::List(t)
+                | TypeDesc::Map(t)
+                | TypeDesc::Optional(t)
+                | TypeDesc::Refined { base: t, .. },
+            ) => todo.push(*t),
             Some(TypeDesc::Record { fields, .. }) => todo.extend(fields.iter().map(|(_, t)| *t)),
             Some(TypeDesc::Enum { variants, .. }) => {
                 todo.extend(variants.iter().flat_map(|(_, f)| f.iter().map(|(_, t)| *t)));

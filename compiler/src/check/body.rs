@@ -1070,7 +1070,10 @@ impl<'a> BodyChecker<'a> {
                     }
                     expected.clone()
                 }
-                None => self.check_expr(value, None),
+                // A `var` may take any value of the base later: it keeps no refinement
+                // unless it is annotated with one.
+                None if mutable => self.check_expr(value, None),
+                None => self.check_expr_written(value, None),
             }
         };
         if found == Type::Unit {
@@ -1390,10 +1393,28 @@ impl<'a> BodyChecker<'a> {
     // ----- expressions --------------------------------------------------------------
 
     fn check_expr(&mut self, expr: &ast::Expr, expected: Option<&Type>) -> Type {
-        let ty = self.check_expr_kind(expr, expected);
+        // A value of a refined type is read as its base.
+        let written = self.check_expr_written(expr, expected);
+        match written {
+            Type::Refined(_) | Type::Optional(_) => written.unrefined().into_owned(),
+            other => other,
+        }
+    }
+
+    /// Like [`Self::check_expr`], but the type as declared, refinements included (a `let`
+    /// without an annotation keeps them: `let s = rate(order)` is a `Score`).
+    fn check_expr_written(&mut self, expr: &ast::Expr, expected: Option<&Type>) -> Type {
+        // A refined type expects its base (a `Score` takes a `Float`, checked on the way in)…
+        let base = expected.map(|e| e.unrefined());
+        let written = self.check_expr_kind(expr, base.as_deref());
+        if let Some(expected) = expected {
+            self.check_constant(expr, expected);
+        }
+        // A value whose type has the expected rule already (a `Score` passed as a `Score`)
+        // is not checked again.
         if let Some(expected) = expected
-            && self.checked.types.converts(&ty, expected)
-            && self.checked.types.assignable(&ty, expected)
+            && self.checked.types.converts(&written, expected)
+            && self.checked.types.assignable(&written, expected)
         {
             self.resolved
                 .conversions
@@ -1411,9 +1432,92 @@ impl<'a> BodyChecker<'a> {
                     | ExprKind::AwaitSignal { .. }
             );
         if noted {
-            self.note_type(expr.span, &ty);
+            self.note_type(expr.span, &written);
         }
-        ty
+        written
+    }
+
+    /// A constant put where a refined type is expected must admit its rules (E0318):
+    /// `let s: Score = 1.5`. Anything else is checked when it runs (`Op::Conform`).
+    fn check_constant(&mut self, expr: &ast::Expr, expected: &Type) {
+        use crate::bytecode::Subject;
+        let expected = match expected {
+            Type::Optional(_) if matches!(expr.kind, ExprKind::None) => return,
+            Type::Optional(inner) => &**inner,
+            other => other,
+        };
+        let (rules, _) = expected.refinements();
+        if rules.is_empty() {
+            return;
+        }
+        let negated = |e: &ast::Expr| match &e.kind {
+            ExprKind::Unary {
+                op: UnaryOp::Neg,
+                operand,
+            } => Some(match operand.kind {
+                ExprKind::Int(v) => Some(ConstantValue::Int(v.checked_neg()?)),
+                ExprKind::Float(v) => Some(ConstantValue::Float(-v)),
+                _ => None,
+            }),
+            _ => None,
+        };
+        let text;
+        let value = match &expr.kind {
+            ExprKind::Int(v) => ConstantValue::Int(*v),
+            ExprKind::Float(v) => ConstantValue::Float(*v),
+            ExprKind::Str(parts) if parts.iter().all(|p| matches!(p, ast::StrPart::Text(_))) => {
+                text = parts
+                    .iter()
+                    .map(|p| match p {
+                        ast::StrPart::Text(t) => t.as_str(),
+                        ast::StrPart::Interpolation(_) => "",
+                    })
+                    .collect::<String>();
+                ConstantValue::Text(&text)
+            }
+            ExprKind::List(items) => ConstantValue::Items(items.len()),
+            _ => match negated(expr) {
+                Some(Some(v)) => v,
+                _ => return,
+            },
+        };
+        let subject = match value {
+            ConstantValue::Int(v) => Subject::Int(v),
+            ConstantValue::Float(v) => Subject::Float(v),
+            ConstantValue::Text(t) => Subject::Text(t),
+            ConstantValue::Items(n) => Subject::Items(n),
+        };
+        let Some(broken) = rules.iter().find(|r| !r.rule.admits(subject)) else {
+            return;
+        };
+        let shown = self.show(expected);
+        let what = match value {
+            ConstantValue::Items(0) => "this empty list".to_string(),
+            ConstantValue::Items(1) => "this list of 1 item".to_string(),
+            ConstantValue::Items(n) => format!("this list of {n} items"),
+            _ => "this value".to_string(),
+        };
+        let help = match &broken.name {
+            Some(name) => format!(
+                "a `{name}` is a `{} {}`: give a value it admits, or change the declared type",
+                broken.base.display(&self.checked.types),
+                broken.rule
+            ),
+            None => format!(
+                "give a value `{}`, or change the declared type",
+                broken.rule
+            ),
+        };
+        self.error(
+            Diagnostic::error(
+                codes::OUT_OF_RANGE,
+                self.file,
+                expr.span,
+                format!("{what} is not `{}`", broken.rule),
+            )
+            .with_message(format!("This value does not fit {shown}"))
+            .with_help(help),
+        );
     }
 
     /// Editor facts: the type of the expression at `span`.
@@ -2033,7 +2137,7 @@ impl<'a> BodyChecker<'a> {
                             }
                         }
                     }
-                    TypeDefKind::Enum(_) => {
+                    TypeDefKind::Enum(_) | TypeDefKind::Refined(_) => {
                         let show = self.show(base);
                         self.error(
                             Diagnostic::error(codes::NO_FIELDS, self.file, name.span, format!("{show} is an enum"))
@@ -3513,6 +3617,7 @@ impl<'a> BodyChecker<'a> {
             Type::List(inner) | Type::Map(inner) | Type::Optional(inner) => {
                 self.not_input(inner, seen)
             }
+            Type::Refined(r) => self.not_input(&r.base, seen),
             Type::Record(fields) => fields.iter().find_map(|(_, ty)| self.not_input(ty, seen)),
             Type::Named(id) => {
                 if seen.contains(id) {
@@ -3532,6 +3637,7 @@ impl<'a> BodyChecker<'a> {
                                 .map(move |f| (format!("{}({})", v.name, f.name), f))
                         })
                         .collect(),
+                    TypeDefKind::Refined(_) => Vec::new(),
                 };
                 members.into_iter().find_map(|(member, field)| {
                     // Report the outermost type the author wrote, and the field in it.
@@ -4141,6 +4247,9 @@ impl<'a> BodyChecker<'a> {
     }
 
     fn check_pattern(&mut self, pattern: &ast::Pattern, subject: &Type) -> Coverage {
+        // A pattern tests the value of a refined type as a value of its base.
+        let unrefined = subject.unrefined();
+        let subject = &*unrefined;
         // The enum whose variants the pattern may name: the value's, or the one its
         // optional holds (`match c { none => …, Green => … }` with `c: Color?`).
         let enum_id = match subject {
@@ -4435,6 +4544,15 @@ fn decision_fields(value: &ast::Expr) -> Vec<Name> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// A constant's value, as far as a refinement looks at it.
+#[derive(Clone, Copy)]
+enum ConstantValue<'a> {
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
+    Items(usize),
 }
 
 /// A branch that never completes (it always fails) still has a result type to describe.

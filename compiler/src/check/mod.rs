@@ -497,7 +497,10 @@ impl DeclChecker<'_> {
             for item in &tree.module.items {
                 match item {
                     ast::Item::Type(decl) => {
-                        let kind = TypeDefKind::Record(Vec::new());
+                        let kind = match decl.refined {
+                            Some(_) => TypeDefKind::Refined(Type::Unknown),
+                            None => TypeDefKind::Record(Vec::new()),
+                        };
                         self.declare_type(file, &mut own, &decl.name, &decl.doc, kind);
                     }
                     ast::Item::Error(decl) => {
@@ -741,8 +744,120 @@ impl DeclChecker<'_> {
         }
     }
 
+    /// Resolves the refined types (`type Score = Float in 0.0..1.0`) before anything that
+    /// may name them; one that names another resolves that one first, and one that names
+    /// itself (through others) is an error.
+    fn resolve_refined_types(&mut self, trees: &[SyntaxTree]) {
+        let mut refined: HashMap<TypeId, (FileId, &ast::TypeDecl, &ast::TypeExpr)> =
+            HashMap::default();
+        let mut order = Vec::new();
+        for (index, tree) in trees.iter().enumerate() {
+            let file = FileId(index as u32);
+            let mut declared = self.own[index].declared_types.iter();
+            for item in &tree.module.items {
+                let (ast::Item::Type(_) | ast::Item::Error(_) | ast::Item::Enum(_)) = item else {
+                    continue;
+                };
+                let Some(&id) = declared.next() else { break };
+                if let ast::Item::Type(decl) = item
+                    && let Some(ty) = &decl.refined
+                {
+                    refined.insert(id, (file, decl, ty));
+                    order.push(id);
+                }
+            }
+        }
+        let mut done: HashSet<TypeId> = HashSet::default();
+        let mut visiting: Vec<TypeId> = Vec::new();
+        for id in order {
+            self.resolve_refined(id, &refined, &mut done, &mut visiting);
+        }
+    }
+
+    fn resolve_refined(
+        &mut self,
+        id: TypeId,
+        refined: &HashMap<TypeId, (FileId, &ast::TypeDecl, &ast::TypeExpr)>,
+        done: &mut HashSet<TypeId>,
+        visiting: &mut Vec<TypeId>,
+    ) {
+        if done.contains(&id) {
+            return;
+        }
+        let Some(&(file, decl, ty)) = refined.get(&id) else {
+            return;
+        };
+        if visiting.contains(&id) {
+            // Reported once, at the declaration the circle started from.
+            return;
+        }
+        visiting.push(id);
+        let mut names = Vec::new();
+        written_names(ty, &mut names);
+        let mut circular = false;
+        for name in names {
+            let Some(dep) = self.checked.scopes[file.0 as usize].lookup_type(name) else {
+                continue;
+            };
+            if visiting.contains(&dep) {
+                circular = true;
+                continue;
+            }
+            self.resolve_refined(dep, refined, done, visiting);
+        }
+        visiting.pop();
+        done.insert(id);
+        let resolved = if circular {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::INVALID_REFINEMENT,
+                    file,
+                    decl.name.span,
+                    "this type is refined from itself",
+                )
+                .with_message(format!("`{}` refers to itself", decl.name.name))
+                .with_help("refine a base type (`Int`, `Float`, `String`, `List<T>`) or another refined type that does not lead back here"),
+            );
+            Type::Unknown
+        } else {
+            match resolve_type(&self.checked, file, ty, self.diagnostics) {
+                Type::Refined(mut r) => {
+                    r.name = Some(decl.name.name.clone());
+                    Type::Refined(r)
+                }
+                Type::Unknown => Type::Unknown,
+                Type::Optional(inner) if matches!(*inner, Type::Refined(_)) => {
+                    Type::Optional(inner)
+                }
+                other => {
+                    let shown = other.display(&self.checked.types).to_string();
+                    let example = match other {
+                        Type::Int => format!("`{shown} in 1..10`"),
+                        Type::Float => format!("`{shown} in 0.0..1.0`"),
+                        Type::String => format!("`{shown} matching \"…\"`, `{shown} length 1..80`"),
+                        Type::List(_) => format!("`{shown} nonempty`"),
+                        _ => "`Int in 1..10`, `String matching \"…\"`".to_string(),
+                    };
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            codes::INVALID_REFINEMENT,
+                            file,
+                            ty.span,
+                            "a type with no refinement",
+                        )
+                        .with_message(format!("`type {}` names a type without refining it", decl.name.name))
+                        .with_help(format!("add a refinement ({example}), write `{shown}` where you use `{}`, or declare a record: `type {} = {{ field: Type }}`", decl.name.name, decl.name.name)),
+                    );
+                    Type::Unknown
+                }
+            }
+        };
+        self.checked.types.get_mut(id).kind = TypeDefKind::Refined(resolved);
+    }
+
     /// Resolves the types written in every declaration.
     fn resolve_declarations(&mut self, trees: &[SyntaxTree]) {
+        self.resolve_refined_types(trees);
         let mut tool_index = 0;
         let mut workflow_index = 0;
         let mut function_index = 0;
@@ -756,6 +871,9 @@ impl DeclChecker<'_> {
                         let Some(id) = declared_types.next() else {
                             continue;
                         };
+                        if decl.refined.is_some() {
+                            continue;
+                        }
                         let fields = self.resolve_fields(file, &decl.fields);
                         self.checked.types.get_mut(id).kind = TypeDefKind::Record(fields);
                     }
@@ -1258,6 +1376,10 @@ pub fn resolve_type(
         ast::TypeExprKind::Optional(inner) => {
             Type::optional(resolve_type(checked, file, inner, diagnostics))
         }
+        ast::TypeExprKind::Refined(refined) => {
+            let base = resolve_type(checked, file, &refined.base, diagnostics);
+            refine(checked, file, base, refined, diagnostics)
+        }
         ast::TypeExprKind::Named { name, args } => {
             let expected_args = match name.name.as_str() {
                 "List" | "Map" => 1,
@@ -1308,6 +1430,9 @@ pub fn resolve_type(
                         return Type::Named(id);
                     }
                     if let Some(id) = checked.scopes[file.0 as usize].lookup_type(other) {
+                        if let TypeDefKind::Refined(ty) = &checked.types.get(id).kind {
+                            return ty.clone();
+                        }
                         return Type::Named(id);
                     }
                     let scope = &checked.scopes[file.0 as usize];
@@ -1331,6 +1456,212 @@ pub fn resolve_type(
             }
         }
     }
+}
+
+/// The type names a written type mentions (`Sku` in `List<Sku>? nonempty`).
+fn written_names<'a>(ty: &'a ast::TypeExpr, out: &mut Vec<&'a str>) {
+    match &ty.kind {
+        ast::TypeExprKind::Named { name, args } => {
+            out.push(name.name.as_str());
+            for arg in args {
+                written_names(arg, out);
+            }
+        }
+        ast::TypeExprKind::Optional(inner) => written_names(inner, out),
+        ast::TypeExprKind::Refined(r) => written_names(&r.base, out),
+        ast::TypeExprKind::Error => {}
+    }
+}
+
+/// `base` with the written rule, or `Unknown` after an error (reported here): the rule must
+/// fit the base (E0322), a range must hold a value (E0323), a pattern must be valid (E0324).
+/// On an optional base the rule is for the value when there is one: `Int? in 1..5`.
+fn refine(
+    checked: &Checked,
+    file: FileId,
+    base: Type,
+    written: &ast::RefinedTypeExpr,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Type {
+    use crate::bytecode::Refinement as R;
+    use crate::types::Refined;
+    if let Type::Optional(inner) = base {
+        return Type::optional(refine(checked, file, *inner, written, diagnostics));
+    }
+    if base.is_unknown() {
+        return Type::Unknown;
+    }
+    let (_, plain) = base.refinements();
+    let shown = plain.display(&checked.types).to_string();
+    let misplaced = |diagnostics: &mut Vec<Diagnostic>, what: &str, help: &str| {
+        diagnostics.push(
+            Diagnostic::error(
+                codes::INVALID_REFINEMENT,
+                file,
+                written.rule_span,
+                format!("{what} does not apply to `{shown}`"),
+            )
+            .with_message(format!("`{shown}` cannot be refined like this"))
+            .with_help(help.to_string()),
+        );
+        Type::Unknown
+    };
+    let int_bound = |b: &Option<ast::Bound>| match b {
+        Some(ast::Bound {
+            value: ast::BoundValue::Int(v),
+            ..
+        }) => Ok(Some(*v)),
+        Some(bound) => Err(bound.span),
+        None => Ok(None),
+    };
+    let float_bound = |b: &Option<ast::Bound>| match b {
+        Some(ast::Bound {
+            value: ast::BoundValue::Int(v),
+            ..
+        }) => Some(*v as f64),
+        Some(ast::Bound {
+            value: ast::BoundValue::Float(v),
+            ..
+        }) => Some(*v),
+        None => None,
+    };
+    let empty = |diagnostics: &mut Vec<Diagnostic>, what: &str| {
+        diagnostics.push(
+            Diagnostic::error(
+                codes::EMPTY_REFINEMENT,
+                file,
+                written.rule_span,
+                format!("no {what} is in this range"),
+            )
+            .with_message("The range is empty")
+            .with_help("write the lower bound first: `in 1..10` (both ends are included)"),
+        );
+        Type::Unknown
+    };
+    let rule = match (&written.rule, plain) {
+        (ast::RuleExpr::Range { min, max }, Type::Int) => match (int_bound(min), int_bound(max)) {
+            (Ok(min), Ok(max)) => {
+                if let (Some(a), Some(b)) = (min, max)
+                    && a > b
+                {
+                    return empty(diagnostics, "whole number");
+                }
+                R::IntRange { min, max }
+            }
+            (Err(span), _) | (_, Err(span)) => {
+                diagnostics.push(
+                    Diagnostic::error(
+                        codes::INVALID_REFINEMENT,
+                        file,
+                        span,
+                        "an `Int`'s bound is a whole number",
+                    )
+                    .with_message("An `Int` range has a fractional bound")
+                    .with_help("write whole numbers (`Int in 1..10`), or refine a `Float`"),
+                );
+                return Type::Unknown;
+            }
+        },
+        (ast::RuleExpr::Range { min, max }, Type::Float) => {
+            let (min, max) = (float_bound(min), float_bound(max));
+            if let (Some(a), Some(b)) = (min, max)
+                && a > b
+            {
+                return empty(diagnostics, "number");
+            }
+            R::FloatRange { min, max }
+        }
+        (ast::RuleExpr::Range { .. }, _) => {
+            return misplaced(
+                diagnostics,
+                "a range",
+                "a range refines an `Int` or a `Float`; a text's or a list's size is `length a..b`",
+            );
+        }
+        (ast::RuleExpr::Matching(pattern), Type::String) => {
+            if let Err(why) = crate::bytecode::refine::compile_pattern(&pattern.value) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        codes::INVALID_REGEX,
+                        file,
+                        pattern.span,
+                        why,
+                    )
+                    .with_message("This is not a valid pattern")
+                    .with_help("write a regular expression (Rust `regex` syntax) that the whole text must match, e.g. `\"^[A-Z]{2}[0-9]+$\"`; a backslash is written `\\\\` in a Flow string"),
+                );
+                return Type::Unknown;
+            }
+            R::Matching(pattern.value.to_string())
+        }
+        (ast::RuleExpr::Matching(_), _) => {
+            return misplaced(
+                diagnostics,
+                "`matching`",
+                "`matching \"…\"` refines a `String`",
+            );
+        }
+        (ast::RuleExpr::NonEmpty, Type::String | Type::List(_)) => R::NonEmpty,
+        (ast::RuleExpr::NonEmpty, _) => {
+            return misplaced(
+                diagnostics,
+                "`nonempty`",
+                "`nonempty` refines a `String` or a `List<T>`",
+            );
+        }
+        (ast::RuleExpr::Length { min, max }, Type::String | Type::List(_)) => {
+            let (min, max) = match (int_bound(min), int_bound(max)) {
+                (Ok(min), Ok(max)) => (min, max),
+                (Err(span), _) | (_, Err(span)) => {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            codes::INVALID_REFINEMENT,
+                            file,
+                            span,
+                            "a length is a whole number",
+                        )
+                        .with_message("A length has a fractional bound")
+                        .with_help("write whole numbers: `length 1..80`"),
+                    );
+                    return Type::Unknown;
+                }
+            };
+            if min.is_some_and(|v| v < 0) || max.is_some_and(|v| v < 0) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        codes::INVALID_REFINEMENT,
+                        file,
+                        written.rule_span,
+                        "a length is never negative",
+                    )
+                    .with_message("A length has a negative bound")
+                    .with_help("write bounds from 0: `length 1..80`, `length ..80`"),
+                );
+                return Type::Unknown;
+            }
+            if let (Some(a), Some(b)) = (min, max)
+                && a > b
+            {
+                return empty(diagnostics, "length");
+            }
+            R::Length {
+                min: min.map(|v| v as u64),
+                max: max.map(|v| v as u64),
+            }
+        }
+        (ast::RuleExpr::Length { .. }, _) => {
+            return misplaced(
+                diagnostics,
+                "`length`",
+                "`length a..b` refines a `String` or a `List<T>`; a number's range is `in a..b`",
+            );
+        }
+    };
+    Type::Refined(Box::new(Refined {
+        base,
+        rule,
+        name: None,
+    }))
 }
 
 fn builtin_record(checked: &Checked, name: &str) -> Option<TypeId> {

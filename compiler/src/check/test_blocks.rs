@@ -244,10 +244,17 @@ impl DeclChecker<'_> {
                 Some((vec![result], Type::Bool))
             }
             HelperRole::AuditFields => Some((Vec::new(), Type::Unknown)),
-            HelperRole::SignalValue { workflow, signal } => {
+            HelperRole::SignalValue {
+                workflow,
+                signal,
+                refused,
+            } => {
                 let def = &self.checked.workflows
                     [self.lookup(file, &workflow.name, RefKind::Workflow)?];
                 match def.signals.iter().find(|s| s.name == signal.name) {
+                    Some(accepted) if *refused => {
+                        Some((Vec::new(), accepted.ty.without_refinements()))
+                    }
                     Some(accepted) => Some((Vec::new(), accepted.ty.clone())),
                     None => {
                         let names: Vec<String> = def
@@ -280,7 +287,11 @@ impl DeclChecker<'_> {
                     }
                 }
             }
-            HelperRole::InputValue { gate, span } => {
+            HelperRole::InputValue {
+                gate,
+                span,
+                refused,
+            } => {
                 let ty = self.input_type(trees, gate);
                 if ty.is_none() {
                     self.diagnostics.push(
@@ -296,7 +307,15 @@ impl DeclChecker<'_> {
                         ),
                     );
                 }
-                Some((Vec::new(), ty?))
+                let ty = ty?;
+                Some((
+                    Vec::new(),
+                    if *refused {
+                        ty.without_refinements()
+                    } else {
+                        ty
+                    },
+                ))
             }
         }
     }

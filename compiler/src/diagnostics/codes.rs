@@ -63,6 +63,9 @@ codes! {
     EMPTY_NAME = "E0319", "Empty name";
     NOT_INPUT_TYPE = "E0320", "Type cannot be supplied as input";
     SECRET_LEAK = "E0321", "Secret would be revealed";
+    INVALID_REFINEMENT = "E0322", "Refinement does not apply";
+    EMPTY_REFINEMENT = "E0323", "Empty range";
+    INVALID_REGEX = "E0324", "Invalid regular expression";
 
     UNAPPROVED_SENSITIVE_CALL = "E0400", "Sensitive tool called without approval";
     INVALID_TEST_STEP = "E0401", "Invalid test step";

@@ -104,7 +104,10 @@ pub struct Import {
 pub struct TypeDecl {
     pub doc: Option<Box<str>>,
     pub name: Ident,
+    /// A record's fields (empty for a refined type).
     pub fields: Vec<Field>,
+    /// `type Score = Float in 0.0..1.0`: a name for a refined type, instead of a record.
+    pub refined: Option<TypeExpr>,
     pub span: Span,
 }
 
@@ -351,7 +354,46 @@ pub enum TypeExprKind {
         args: Box<[TypeExpr]>,
     },
     Optional(Box<TypeExpr>),
+    /// `Float in 0.0..1.0`, `String matching "…"`, `List<T> nonempty`, `String length 1..80`.
+    Refined(Box<RefinedTypeExpr>),
     Error,
+}
+
+#[derive(Clone, Debug)]
+pub struct RefinedTypeExpr {
+    pub base: TypeExpr,
+    pub rule: RuleExpr,
+    /// From the rule's word (`in`, `matching`, …) to its end.
+    pub rule_span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub enum RuleExpr {
+    /// `in a..b`; either end may be left out.
+    Range {
+        min: Option<Bound>,
+        max: Option<Bound>,
+    },
+    Matching(StrLit),
+    NonEmpty,
+    /// `length a..b`.
+    Length {
+        min: Option<Bound>,
+        max: Option<Bound>,
+    },
+}
+
+/// A bound of a range: a number literal, maybe negative.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    pub value: BoundValue,
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BoundValue {
+    Int(i64),
+    Float(f64),
 }
 
 #[derive(Clone, Debug)]

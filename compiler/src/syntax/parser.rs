@@ -419,9 +419,20 @@ impl<'a> Parser<'a> {
             T::Assign,
             "a record type reads `type Name = { field: Type, … }`",
         )?;
+        if !self.at(T::LBrace) && self.at(T::Ident) {
+            // `type Score = Float in 0.0..1.0`: a refined type.
+            let refined = self.parse_type();
+            return Some(TypeDecl {
+                doc,
+                name,
+                fields: Vec::new(),
+                refined: Some(refined),
+                span: start.to(self.previous_span()),
+            });
+        }
         self.expect(
             T::LBrace,
-            "a record type reads `type Name = { field: Type, … }`",
+            "a record type reads `type Name = { field: Type, … }`, a refined type `type Name = Int in 1..10`",
         )?;
         let fields = self.parse_fields(T::RBrace);
         let end = self.previous_span();
@@ -429,6 +440,7 @@ impl<'a> Parser<'a> {
             doc,
             name,
             fields,
+            refined: None,
             span: start.to(end),
         })
     }
@@ -1032,8 +1044,110 @@ impl<'a> Parser<'a> {
                 kind: TypeExprKind::Optional(Box::new(ty)),
             };
         }
+        // A refinement on the type's line (`qty: Int in 1..1000`); on the next line a word
+        // is the next field's name.
+        while !self.token().starts_line
+            && (self.at(T::In)
+                || self.at_word("matching")
+                || self.at_word("nonempty")
+                || (self.at_word("length")
+                    && matches!(self.next_token().kind, T::Number | T::Dot | T::Minus)))
+        {
+            let Some((rule, rule_span)) = self.parse_rule() else {
+                break;
+            };
+            ty = TypeExpr {
+                span: ty.span.to(rule_span),
+                kind: TypeExprKind::Refined(Box::new(RefinedTypeExpr {
+                    base: ty,
+                    rule,
+                    rule_span,
+                })),
+            };
+        }
         self.leave();
         ty
+    }
+
+    /// A refinement after a type: `in a..b`, `matching "…"`, `nonempty`, `length a..b`.
+    fn parse_rule(&mut self) -> Option<(RuleExpr, Span)> {
+        let start = self.bump().span;
+        let word = self.text(start).to_string();
+        let rule = match word.as_str() {
+            "in" => {
+                let (min, max) = self.parse_range("`in 1..10`, `in 0.0..1.0` or `in 0..`")?;
+                RuleExpr::Range { min, max }
+            }
+            "matching" => RuleExpr::Matching(self.parse_plain_string("a pattern in quotes")?),
+            "length" => {
+                let (min, max) = self.parse_range("`length 1..80` or `length ..80`")?;
+                RuleExpr::Length { min, max }
+            }
+            _ => RuleExpr::NonEmpty,
+        };
+        Some((rule, start.to(self.previous_span())))
+    }
+
+    /// `a..b`, `a..` or `..b`, each bound a number.
+    fn parse_range(&mut self, shape: &str) -> Option<(Option<Bound>, Option<Bound>)> {
+        let help = format!("a range reads {shape}; both ends are included");
+        let min = if self.at(T::Dot) {
+            None
+        } else {
+            Some(self.parse_bound(&help)?)
+        };
+        if !(self.at(T::Dot) && self.next_token().kind == T::Dot) {
+            self.error_expected("`..`", &help);
+            return None;
+        }
+        self.bump();
+        self.bump();
+        let max = if matches!(self.peek(), T::Number | T::Float | T::Minus)
+            && !self.token().starts_line
+        {
+            Some(self.parse_bound(&help)?)
+        } else {
+            None
+        };
+        if min.is_none() && max.is_none() {
+            self.error_expected("a bound", &help);
+            return None;
+        }
+        Some((min, max))
+    }
+
+    fn parse_bound(&mut self, help: &str) -> Option<Bound> {
+        let start = self.span();
+        let negative = self.eat(T::Minus).is_some();
+        let token = self.token();
+        let value = match token.kind {
+            T::Number => {
+                self.bump();
+                match self.number(token.span) {
+                    ExprKind::Int(v) => {
+                        BoundValue::Int(if negative { v.checked_neg()? } else { v })
+                    }
+                    ExprKind::Duration(_) => {
+                        self.number_error(token.span, "a bound is a plain number", help);
+                        return None;
+                    }
+                    _ => return None,
+                }
+            }
+            T::Float => {
+                self.bump();
+                let v = self.text(token.span).replace('_', "").parse::<f64>().ok()?;
+                BoundValue::Float(if negative { -v } else { v })
+            }
+            _ => {
+                self.error_expected("a number", help);
+                return None;
+            }
+        };
+        Some(Bound {
+            value,
+            span: start.to(self.previous_span()),
+        })
     }
 
     // ----- blocks and statements ----------------------------------------------------

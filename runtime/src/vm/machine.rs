@@ -826,9 +826,20 @@ impl Machine {
             }
             Op::Conform(ty) => {
                 let value = self.pop()?;
-                self.fiber
-                    .stack
-                    .push(crate::vm::value::conform(module, TypeRef(ty), value));
+                match crate::vm::value::conform(module, TypeRef(ty), value) {
+                    Ok(value) => self.fiber.stack.push(value),
+                    // A value put into a refined type that breaks its rule.
+                    Err(mismatch) => {
+                        let at = match mismatch.path.as_str() {
+                            "$" => String::new(),
+                            path => format!(" at `{path}`"),
+                        };
+                        return Err(raise(format!(
+                            "the value{at} does not fit its type: expected {}, found {}",
+                            mismatch.expected, mismatch.found
+                        )));
+                    }
+                }
             }
             Op::Jitter => match self.pop()? {
                 Value::Duration(ms) => {

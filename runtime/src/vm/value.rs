@@ -1,7 +1,7 @@
 //! Runtime values, and their conversion from and to JSON (validated against the declared
 //! types, with errors that name the JSON path).
 
-use flow_compiler::bytecode::{Module, TypeDesc, TypeRef};
+use flow_compiler::bytecode::{Module, Refinement, Subject, TypeDesc, TypeRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -272,6 +272,11 @@ pub fn from_json(
         return Err(mismatch("a known type".into()));
     };
     match (desc, json) {
+        (TypeDesc::Refined { base, rule, .. }, _) => {
+            let value = from_json(module, *base, json, path)?;
+            check_refined(module, ty, rule, &value, path)?;
+            Ok(value)
+        }
         (TypeDesc::Optional(_), J::Null) => Ok(Value::None),
         (TypeDesc::Optional(inner), _) => from_json(module, *inner, json, path),
         (TypeDesc::Json, _) => Ok(Value::from_any_json(json)),
@@ -420,30 +425,99 @@ pub fn from_json(
     }
 }
 
+/// Whether `value` (of the refined type `ty`'s base) admits `rule`; if not, where and why.
+fn check_refined(
+    module: &Module,
+    ty: TypeRef,
+    rule: &Refinement,
+    value: &Value,
+    path: &str,
+) -> Result<(), JsonMismatch> {
+    let subject = match value {
+        Value::Int(i) => Subject::Int(*i),
+        Value::Float(f) => Subject::Float(*f),
+        Value::Str(s) => Subject::Text(s),
+        Value::List(items) => Subject::Items(items.len()),
+        // `none` for an optional refined value, or what the checker let through.
+        _ => return Ok(()),
+    };
+    if rule.admits(subject) {
+        return Ok(());
+    }
+    let expected = match module.type_desc(ty) {
+        Some(TypeDesc::Refined {
+            name: Some(name),
+            base,
+            rule,
+        }) => format!("a {name} ({} {rule})", module.type_name(*base)),
+        _ => module.type_name(ty),
+    };
+    let found = match value {
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Str(s) if s.is_empty() => "an empty string".to_string(),
+        Value::Str(s) => match rule {
+            Refinement::Length { .. } => {
+                format!("{:?} ({} characters)", truncate(s, 40), s.chars().count())
+            }
+            _ => format!("the string {:?}", truncate(s, 40)),
+        },
+        Value::List(items) if items.is_empty() => "an empty list".to_string(),
+        Value::List(items) if items.len() == 1 => "a list of 1 item".to_string(),
+        Value::List(items) => format!("a list of {} items", items.len()),
+        other => other.type_name().to_string(),
+    };
+    Err(JsonMismatch {
+        path: path.to_string(),
+        expected,
+        found,
+    })
+}
+
 /// `value` with the text that type `ty` declares `Secret` turned into secrets, and the
-/// optional fields a record leaves out set to `none` (`Op::Conform`). Only what the checker let
-/// through reaches here; anything else is left as it is.
-pub fn conform(module: &Module, ty: TypeRef, value: Value) -> Value {
-    match (module.type_desc(ty), value) {
+/// optional fields a record leaves out set to `none` (`Op::Conform`); a value put into a
+/// refined type is checked against its rule, and one that breaks it is refused with where and
+/// why. Only what the checker let through reaches here; anything else is left as it is.
+pub fn conform(module: &Module, ty: TypeRef, value: Value) -> Result<Value, JsonMismatch> {
+    conform_at(module, ty, value, "$")
+}
+
+fn conform_at(
+    module: &Module,
+    ty: TypeRef,
+    value: Value,
+    path: &str,
+) -> Result<Value, JsonMismatch> {
+    Ok(match (module.type_desc(ty), value) {
+        (Some(TypeDesc::Refined { base, rule, .. }), value) => {
+            let value = conform_at(module, *base, value, path)?;
+            check_refined(module, ty, rule, &value, path)?;
+            value
+        }
         (Some(TypeDesc::Secret), Value::Str(text)) => Value::Secret(text),
         (Some(TypeDesc::Optional(_)), Value::None) => Value::None,
-        (Some(TypeDesc::Optional(inner)), value) => conform(module, *inner, value),
+        (Some(TypeDesc::Optional(inner)), value) => conform_at(module, *inner, value, path)?,
         (Some(TypeDesc::List(inner)), Value::List(items)) => Value::List(
             items
                 .into_iter()
-                .map(|item| conform(module, *inner, item))
-                .collect(),
+                .enumerate()
+                .map(|(i, item)| conform_at(module, *inner, item, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
         ),
         (Some(TypeDesc::Map(inner)), Value::Record(entries)) => Value::Record(
             entries
                 .into_iter()
-                .map(|(key, item)| (key, conform(module, *inner, item)))
-                .collect(),
+                .map(|(key, item)| {
+                    let at = field_path(path, &key);
+                    Ok((key, conform_at(module, *inner, item, &at)?))
+                })
+                .collect::<Result<_, _>>()?,
         ),
         (Some(TypeDesc::Record { fields, .. }), Value::Record(mut values)) => {
             for (name, field_ty) in fields {
                 if let Some(field) = values.remove(name) {
-                    values.insert(name.clone(), conform(module, *field_ty, field));
+                    let at = field_path(path, name);
+                    values.insert(name.clone(), conform_at(module, *field_ty, field, &at)?);
                 } else if let Some(TypeDesc::Optional(_)) = module.type_desc(*field_ty) {
                     values.insert(name.clone(), Value::None);
                 }
@@ -451,7 +525,7 @@ pub fn conform(module: &Module, ty: TypeRef, value: Value) -> Value {
             Value::Record(values)
         }
         (_, value) => value,
-    }
+    })
 }
 
 /// JSON text from outside (a run's input, a value a person provides) parsed like
@@ -603,6 +677,57 @@ mod tests {
         }
         assert_eq!(parse_duration("2days"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    /// A module from source, for its type descriptions.
+    fn module(source: &str) -> Module {
+        let program = flow_compiler::program::check_text("t.flow", source);
+        assert_eq!(program.errors(), 0, "{:#?}", program.diagnostics);
+        flow_compiler::lower::lower(&program).expect("lowers")
+    }
+
+    #[test]
+    fn refinements_are_checked_in_json_and_in_conform_with_the_path() {
+        let module = module(
+            "type Score = Float in 0.0..1.0\n\
+             type Rated = { scores: List<Score>, tag: String? length 1..3 }\n\
+             workflow w(r: Rated) -> Int { 0 }\n",
+        );
+        let ty = module.workflows[0].params[0].1;
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
+        let fits = from_json(
+            &module,
+            ty,
+            &json(r#"{"scores": [0.0, 1.0], "tag": null}"#),
+            "$",
+        );
+        assert!(fits.is_ok(), "{fits:?}");
+        let broken = from_json(&module, ty, &json(r#"{"scores": [0.5, 1.5]}"#), "$")
+            .expect_err("1.5 is out of range");
+        assert_eq!(
+            broken.to_string(),
+            "$.scores[1]: expected a Score (Float in 0.0..1.0), found 1.5"
+        );
+        let long = from_json(&module, ty, &json(r#"{"scores": [], "tag": "abcd"}"#), "$")
+            .expect_err("too long");
+        assert_eq!(
+            long.to_string(),
+            "$.tag: expected String length 1..3, found \"abcd\" (4 characters)"
+        );
+        // `conform`: the same rules, on a value the workflow built.
+        let value = Value::record([
+            (
+                "scores",
+                Value::List(vec![Value::Float(0.5), Value::Float(-0.5)]),
+            ),
+            ("tag", Value::None),
+        ]);
+        let refused = conform(&module, ty, value).expect_err("-0.5 is out of range");
+        assert_eq!(refused.path, "$.scores[1]");
+        assert_eq!(refused.found, "-0.5");
+        let value = Value::record([("scores", Value::List(vec![Value::Float(0.5)]))]);
+        let conformed = conform(&module, ty, value).expect("fits");
+        assert_eq!(conformed.field("tag"), Some(&Value::None));
     }
 
     #[test]
