@@ -872,6 +872,7 @@ impl<'a> Builder<'a> {
                         .map(|r| match r.on {
                             RaiseOn::Status(code) => format!("{} on {code}", r.error.name),
                             RaiseOn::Exit(code) => format!("{} on exit {code}", r.error.name),
+                            RaiseOn::Refusal => format!("{} on refusal", r.error.name),
                         })
                         .collect();
                     parts.push(text(format!(" raises {}", raises.join(", "))));

@@ -487,6 +487,7 @@ impl<'p> Builder<'p> {
                         RaiseCode::Status(u16::try_from(*code).unwrap_or(0))
                     }
                     ast::RaiseOn::Exit(code) => RaiseCode::Exit(u8::try_from(*code).unwrap_or(0)),
+                    ast::RaiseOn::Refusal => RaiseCode::Refusal,
                 };
                 self.module.tool_raises.push(ToolRaise {
                     tool: index_u32(tool),

@@ -1892,6 +1892,7 @@ pub(crate) fn failure_value(
     let code = match answer.code {
         crate::tools::AnswerCode::Status(s) => u16::try_from(s).map(bytecode::RaiseCode::Status),
         crate::tools::AnswerCode::Exit(e) => u8::try_from(e).map(bytecode::RaiseCode::Exit),
+        crate::tools::AnswerCode::Refusal => Ok(bytecode::RaiseCode::Refusal),
     };
     let raise = code.ok().and_then(|code| {
         module

@@ -226,6 +226,18 @@ impl Mocks {
                 tools::exec::exited(&tool.name, Some(i32::from(code)), "")
                     .answered(tools::AnswerCode::Exit(i64::from(code)), json)
             }
+            // The mock's text is the model's refusal (or a JSON body with its `reason`).
+            flow_compiler::bytecode::RaiseCode::Refusal => {
+                let body = json
+                    .filter(|j| j.get("reason").is_some())
+                    .unwrap_or_else(|| serde_json::json!({ "reason": body.trim() }));
+                ToolFailure::invalid_output(format!(
+                    "tool `{}` refused to answer: {}",
+                    tool.name,
+                    body["reason"].as_str().unwrap_or_default()
+                ))
+                .answered(tools::AnswerCode::Refusal, Some(body))
+            }
         }
     }
 

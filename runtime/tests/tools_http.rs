@@ -930,6 +930,57 @@ fn a_model_that_never_fits_fails_the_run_after_the_last_attempt() {
     });
 }
 
+/// A chat completion in which the model declines to answer.
+fn refusal(reason: &str) -> String {
+    serde_json::json!({
+        "id": "chatcmpl-2",
+        "object": "chat.completion",
+        "model": "mistral-small",
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": null, "refusal": reason }, "finish_reason": "stop" }],
+    })
+    .to_string()
+}
+
+/// `raises Refused on refusal`: a model's refusal is the named error, its `reason` the
+/// model's words, not retried; without the declaration it stays an `InvalidOutput`.
+#[test]
+fn a_model_refusal_is_the_named_error_the_tool_declares() {
+    for_each_store(|store| {
+        let server = Server::start(vec![
+            Reply::Json(refusal("I can't help with that request.")),
+            Reply::Json(completion(r#"{"number": "F-1", "total_eur": 100}"#)),
+        ]);
+        let config = format!("[llm]\nbase_url = \"{}/v1\"\n", server.url());
+        let program = INVOICE_PROGRAM.replace(
+            "prompt \"Extract the invoice fields of ${doc.name}, written in ${lang}:\\n${doc.text}\"",
+            "prompt \"Extract the invoice fields of ${doc.name}, written in ${lang}:\\n${doc.text}\" raises Refused on refusal",
+        );
+        assert_ne!(program, INVOICE_PROGRAM, "the tool declares the refusal");
+        let program = format!(
+            "error Refused(reason: String)\n\n{program}\n\
+             workflow careful(doc: Doc) -> String {{\n  try {{\n    extract(doc, \"en\").number\n  }} catch Refused(e) {{\n    \"refused: ${{e.reason}} (${{e.kind}})\"\n  }}\n}}\n"
+        );
+        let project = project_with(store, &program, &config);
+        let out = project.run("careful", r#"{"doc": {"name": "a", "text": "b"}}"#);
+        out.expect_code(EXIT_COMPLETED);
+        assert_eq!(
+            out.json()["output"],
+            "refused: I can't help with that request. (Refused)",
+            "{}",
+            out.all()
+        );
+        assert_eq!(
+            server.all().len(),
+            1,
+            "a refusal caught by name is not retried"
+        );
+        let history = project.history(&run_id(&out));
+        let failed = of_kind(&history, "step_failed");
+        assert_eq!(failed.len(), 1, "{history:#?}");
+        assert_eq!(failed[0]["data"]["kind"], "Refused");
+    });
+}
+
 #[test]
 fn an_llm_endpoint_error_is_classified_like_http() {
     for_each_store(|store| {

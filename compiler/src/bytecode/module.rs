@@ -97,6 +97,8 @@ pub enum RaiseCode {
     Status(u16),
     /// An `exec` tool's exit status.
     Exit(u8),
+    /// An `llm` tool's model declining to answer (format 8).
+    Refusal,
 }
 
 /// One `parallel`: the workflows its branches run as, and how their results come back.

@@ -1133,8 +1133,12 @@ impl DeclChecker<'_> {
                 (ast::RaiseOn::Exit(_), Some(BindingKind::Http)) => {
                     Some("an `http` tool fails with a status: `on 404`".to_string())
                 }
-                (_, Some(BindingKind::Llm)) => Some(
-                    "an `llm` tool's failures are its builtin kinds (`ToolError`, `InvalidOutput`)"
+                (ast::RaiseOn::Refusal, Some(BindingKind::Http | BindingKind::Exec)) => Some(
+                    "only an `llm` tool's model refuses; an `http` tool fails with a status (`on 404`), an `exec` tool with an exit status (`on exit 3`)"
+                        .to_string(),
+                ),
+                (ast::RaiseOn::Status(_) | ast::RaiseOn::Exit(_), Some(BindingKind::Llm)) => Some(
+                    "an `llm` tool names one answer: its model's refusal (`on refusal`); its other failures are its builtin kinds (`ToolError`, `InvalidOutput`)"
                         .to_string(),
                 ),
                 _ => None,
@@ -1142,6 +1146,7 @@ impl DeclChecker<'_> {
             let same = |a: ast::RaiseOn, b: ast::RaiseOn| match (a, b) {
                 (ast::RaiseOn::Status(x), ast::RaiseOn::Status(y))
                 | (ast::RaiseOn::Exit(x), ast::RaiseOn::Exit(y)) => x == y,
+                (ast::RaiseOn::Refusal, ast::RaiseOn::Refusal) => true,
                 _ => false,
             };
             let problem = problem.or_else(|| {

@@ -64,6 +64,8 @@ pub enum RaiseOn {
     Status(i64),
     /// An `exec` tool's exit status (`on exit 3`).
     Exit(i64),
+    /// An `llm` tool's model declining to answer (`on refusal`).
+    Refusal,
 }
 
 impl Item {

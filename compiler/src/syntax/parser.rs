@@ -480,6 +480,17 @@ impl<'a> Parser<'a> {
                 break;
             }
             self.bump();
+            if self.eat_word("refusal").is_some() {
+                raises.push(RaiseClause {
+                    error,
+                    on: RaiseOn::Refusal,
+                    span: start.to(self.previous_span()),
+                });
+                if self.eat(T::Comma).is_none() {
+                    break;
+                }
+                continue;
+            }
             let exit = self.eat_word("exit").is_some();
             let code = match self.peek() {
                 T::Number => {
@@ -489,7 +500,10 @@ impl<'a> Parser<'a> {
                 _ => None,
             };
             let Some(code) = code else {
-                self.error_expected("an HTTP status or `exit` and an exit status", SHAPE);
+                self.error_expected(
+                    "an HTTP status, `exit` and an exit status, or `refusal`",
+                    SHAPE,
+                );
                 break;
             };
             let on = if exit {

@@ -242,6 +242,26 @@ fn attempt(
         record.insert("usage".into(), usage.clone());
     }
     let message = &completion["choices"][0]["message"];
+    // A model that declines says so in `refusal` (or ends with a content filter): an answer
+    // a tool's `raises Refused on refusal` names, else invalid output.
+    let refusal = match message["refusal"].as_str() {
+        Some(text) if !text.trim().is_empty() => Some(text.to_string()),
+        _ if completion["choices"][0]["finish_reason"] == "content_filter" => {
+            Some("the answer was withheld by a content filter".to_string())
+        }
+        _ => None,
+    };
+    if let Some(reason) = refusal {
+        record.insert("reply".into(), truncate(&text, RECORDED_REPLY).into());
+        return Err(ToolFailure::invalid_output(format!(
+            "{what} refused to answer: {}",
+            truncate(&reason, EXCERPT)
+        ))
+        .answered(
+            super::AnswerCode::Refusal,
+            Some(serde_json::json!({ "reason": truncate(&reason, EXCERPT) })),
+        ));
+    }
     let content = match &message["content"] {
         serde_json::Value::String(s) => s.clone(),
         // Some endpoints answer with a list of parts: [{"type": "text", "text": "…"}].
@@ -251,12 +271,6 @@ fn attempt(
             .collect(),
         _ => {
             record.insert("reply".into(), truncate(&text, RECORDED_REPLY).into());
-            if let Some(refusal) = message["refusal"].as_str() {
-                return Err(ToolFailure::invalid_output(format!(
-                    "{what} refused to answer: {}",
-                    truncate(refusal, EXCERPT)
-                )));
-            }
             return Err(ToolFailure::tool_error(
                 format!(
                     "{what} answered without choices[0].message.content: {}",

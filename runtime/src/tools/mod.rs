@@ -40,6 +40,8 @@ pub struct Answer {
 pub enum AnswerCode {
     Status(i64),
     Exit(i64),
+    /// An `llm` tool's model declined to answer; the body is `{"reason": …}`.
+    Refusal,
 }
 
 impl ToolFailure {
