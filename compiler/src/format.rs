@@ -1137,6 +1137,11 @@ impl<'a> Builder<'a> {
                 parts.push(text("advance "));
                 parts.push(self.expr(by));
             }
+            TestStepKind::Cancel { compensate } => parts.push(text(if *compensate {
+                "cancel"
+            } else {
+                "cancel without undo"
+            })),
             TestStepKind::ExpectResult(ResultCheck::Matches(pattern)) => {
                 parts.push(text("expect result "));
                 parts.push(self.pattern(pattern));

@@ -75,6 +75,10 @@ pub enum Action {
     Advance {
         ms: u64,
     },
+    /// Cancels the run, running its undo blocks and `on cancel` first when `compensate`.
+    Cancel {
+        compensate: bool,
+    },
     /// `helper(result) -> Bool`; `expected` is the check as written.
     ExpectResult {
         helper: String,
@@ -624,6 +628,9 @@ impl Desugarer<'_> {
                     refused: *refused,
                 }
             }
+            TestStepKind::Cancel { compensate } => Action::Cancel {
+                compensate: *compensate,
+            },
             TestStepKind::Advance { by } => match by.kind {
                 ExprKind::Duration(ms) => Action::Advance { ms },
                 ExprKind::Error => return None,

@@ -716,6 +716,19 @@ impl TestRun {
                 value,
                 refused,
             } => self.signal(span, name, user, value.as_deref(), *refused),
+            Action::Cancel { compensate } => {
+                let run = self.current_run(span)?;
+                let cancelled = if *compensate {
+                    self.engine.cancel(&run, "test")
+                } else {
+                    self.engine.cancel_plainly(&run, "test")
+                }
+                .map_err(Self::engine_failure(span))?;
+                if !cancelled {
+                    return Err(Failure::new(span, format!("run {run} has already ended")));
+                }
+                self.run_clock(span, None)
+            }
             Action::Advance { ms } => {
                 let end = self
                     .engine

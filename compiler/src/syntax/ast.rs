@@ -273,6 +273,9 @@ pub enum TestStepKind {
     },
     /// `advance 25h`: the test clock moves on; due timers fire.
     Advance { by: Expr },
+    /// `cancel` (or `cancel without undo`): the run is cancelled, as `flowrt cancel` does
+    /// (`--no-compensate`).
+    Cancel { compensate: bool },
     /// `expect result Pattern` or `expect result == value`.
     ExpectResult(ResultCheck),
     /// `expect query name Pattern` or `expect query name == value`: the run's query, now.

@@ -10,7 +10,7 @@ use crate::span::Span;
 use crate::syntax::ast::*;
 use crate::syntax::token::TokenKind as T;
 
-const STEP_HELP: &str = "a test step is `mock`, `start`, `let r = start …`, `expect`, `approve`, `reject`, `provide` or `advance`";
+const STEP_HELP: &str = "a test step is `mock`, `start`, `let r = start …`, `expect`, `approve`, `reject`, `provide`, `advance` or `cancel`";
 
 impl Parser<'_> {
     /// Whether the current token starts a test block: the name `test` before a string.
@@ -138,6 +138,22 @@ impl Parser<'_> {
                 self.bump();
                 let by = self.parse_expr(Records::NotHere);
                 Some(TestStepKind::Advance { by })
+            }
+            "cancel" => {
+                self.bump();
+                let plain = self.at_word("without") && !self.token().starts_line;
+                if plain {
+                    self.bump();
+                    if !self.at_word("undo") {
+                        self.error_unexpected(
+                            "`undo`",
+                            "write `cancel without undo` to skip the undo blocks and `on cancel`",
+                        );
+                        return None;
+                    }
+                    self.bump();
+                }
+                Some(TestStepKind::Cancel { compensate: !plain })
             }
             _ => {
                 self.error_unexpected("a test step", STEP_HELP);
